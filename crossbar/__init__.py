@@ -1,0 +1,52 @@
+"""crossbar: arrays of resistive devices with their periphery, vectorized torch tiles and analog layers.
+
+Imports ``devices`` only (aihwkit lazily, in the converters).
+"""
+
+from crossbar.config import CrossbarConfig, to_aihwkit_io_parameters, to_aihwkit_rpu_config
+from crossbar.mapping import TileGrid
+from crossbar.modules import (AnalogConv2d, AnalogFunction, AnalogLinear, AnalogModuleBase, analog_module_of,
+                              analog_modules)
+from crossbar.optim import AnalogSGD, analog_step, analog_zero_grad
+from crossbar.periphery import (IOParameters, MVMResult, add_gaussian_noise, analog_mvm, bound_management_rounds,
+                                noise_management_scale, quantize, quantize_adc, quantize_dac, resolution_step)
+from crossbar.tiles import COUNTER_NAMES, TileArray
+from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_probabilities, update_scales
+
+__all__ = [
+    # config
+    "CrossbarConfig",
+    "to_aihwkit_io_parameters",
+    "to_aihwkit_rpu_config",
+    # periphery
+    "IOParameters",
+    "MVMResult",
+    "analog_mvm",
+    "quantize",
+    "quantize_dac",
+    "quantize_adc",
+    "add_gaussian_noise",
+    "noise_management_scale",
+    "bound_management_rounds",
+    "resolution_step",
+    # mapping and tiles
+    "TileGrid",
+    "TileArray",
+    "COUNTER_NAMES",
+    # update (crossbar/update.py)
+    "UpdateParameters",
+    "pulse_counts",
+    "pulse_probabilities",
+    "update_scales",
+    "ideal_delta",
+    # modules and optimizers
+    "AnalogModuleBase",
+    "AnalogLinear",
+    "AnalogConv2d",
+    "AnalogFunction",
+    "analog_module_of",
+    "analog_modules",
+    "AnalogSGD",
+    "analog_step",
+    "analog_zero_grad",
+]

@@ -1,0 +1,137 @@
+"""Mapping of a logical weight matrix ``[out, in]`` onto a grid of equally sized crossbar tiles.
+
+The matrix is cut into ``R = ceil(out / tile_rows)`` row blocks and ``C = ceil(in / tile_cols)`` column
+blocks; tile ``t = r * C + c`` holds rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
+The last row/column block is padded with zeros (those devices get zero input, their outputs are
+discarded). A layer smaller than one tile in a dimension occupies only the lines it uses
+(``rows = min(tile_rows, out)``, ``cols = min(tile_cols, in)``): the unused lines of a physical tile carry
+no input and their outputs are never read, so they are not simulated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["TileGrid"]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Geometry of one layer on a grid of tiles.
+
+    Attributes:
+        out_features: logical rows (outputs) of the weight matrix, >= 1.
+        in_features: logical columns (inputs), >= 1.
+        tile_rows: physical rows (output lines) of one tile, >= 1.
+        tile_cols: physical columns (input lines) of one tile, >= 1.
+    """
+
+    out_features: int
+    in_features: int
+    tile_rows: int = 256
+    tile_cols: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("out_features", "in_features", "tile_rows", "tile_cols"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TileGrid.{name} must be an integer >= 1, got {value!r}")
+
+    @property
+    def n_row_tiles(self) -> int:
+        """R: number of tile rows (blocks of output lines)."""
+        return -(-self.out_features // self.tile_rows)
+
+    @property
+    def n_col_tiles(self) -> int:
+        """C: number of tile columns (blocks of input lines)."""
+        return -(-self.in_features // self.tile_cols)
+
+    @property
+    def n_tiles(self) -> int:
+        """T = R * C."""
+        return self.n_row_tiles * self.n_col_tiles
+
+    @property
+    def rows(self) -> int:
+        """Simulated rows per tile: ``min(tile_rows, out_features)``."""
+        return min(self.tile_rows, self.out_features)
+
+    @property
+    def cols(self) -> int:
+        """Simulated columns per tile: ``min(tile_cols, in_features)``."""
+        return min(self.tile_cols, self.in_features)
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the simulated tiles."""
+        return (self.rows, self.cols)
+
+    @property
+    def padded_out(self) -> int:
+        """``R * rows`` (>= out_features)."""
+        return self.n_row_tiles * self.rows
+
+    @property
+    def padded_in(self) -> int:
+        """``C * cols`` (>= in_features)."""
+        return self.n_col_tiles * self.cols
+
+    def _check_last(self, t: Tensor, size: int, what: str) -> None:
+        if t.shape[-1] != size:
+            raise ValueError(f"TileGrid.{what}: last dimension must be {size}, got shape {tuple(t.shape)}")
+
+    def to_tiles(self, w: Tensor) -> Tensor:
+        """Cut ``w: [out, in]`` into tiles ``[R*C, rows, cols]`` (zero padded)."""
+        if w.shape != (self.out_features, self.in_features):
+            raise ValueError(f"TileGrid.to_tiles: expected a [{self.out_features}, {self.in_features}] "
+                             f"matrix, got {tuple(w.shape)}")
+        n_r, n_c = self.n_row_tiles, self.n_col_tiles
+        padded = F.pad(w, (0, self.padded_in - self.in_features, 0, self.padded_out - self.out_features))
+        tiles = padded.reshape(n_r, self.rows, n_c, self.cols).permute(0, 2, 1, 3)
+        return tiles.reshape(n_r * n_c, self.rows, self.cols)
+
+    def from_tiles(self, tiles: Tensor) -> Tensor:
+        """Inverse of :meth:`to_tiles`: ``[R*C, rows, cols] -> [out, in]`` (padding dropped)."""
+        if tiles.shape != (self.n_tiles, self.rows, self.cols):
+            raise ValueError(f"TileGrid.from_tiles: expected [{self.n_tiles}, {self.rows}, {self.cols}], "
+                             f"got {tuple(tiles.shape)}")
+        n_r, n_c = self.n_row_tiles, self.n_col_tiles
+        full = tiles.reshape(n_r, n_c, self.rows, self.cols).permute(0, 2, 1, 3)
+        full = full.reshape(self.padded_out, self.padded_in)
+        return full[: self.out_features, : self.in_features]
+
+    def split_inputs(self, x: Tensor) -> Tensor:
+        """``x: [..., in] -> [..., C, cols]`` (zero padded), the input of each tile column block."""
+        self._check_last(x, self.in_features, "split_inputs")
+        padded = F.pad(x, (0, self.padded_in - self.in_features))
+        return padded.reshape(*x.shape[:-1], self.n_col_tiles, self.cols)
+
+    def split_outputs(self, d: Tensor) -> Tensor:
+        """``d: [..., out] -> [..., R, rows]`` (zero padded), the error of each tile row block."""
+        self._check_last(d, self.out_features, "split_outputs")
+        padded = F.pad(d, (0, self.padded_out - self.out_features))
+        return padded.reshape(*d.shape[:-1], self.n_row_tiles, self.rows)
+
+    def merge_outputs(self, y: Tensor) -> Tensor:
+        """``y: [..., R, rows] -> [..., out]`` (padding dropped)."""
+        if tuple(y.shape[-2:]) != (self.n_row_tiles, self.rows):
+            raise ValueError(f"TileGrid.merge_outputs: expected [..., {self.n_row_tiles}, {self.rows}], "
+                             f"got {tuple(y.shape)}")
+        return y.reshape(*y.shape[:-2], self.padded_out)[..., : self.out_features]
+
+    def merge_inputs(self, z: Tensor) -> Tensor:
+        """``z: [..., C, cols] -> [..., in]`` (padding dropped)."""
+        if tuple(z.shape[-2:]) != (self.n_col_tiles, self.cols):
+            raise ValueError(f"TileGrid.merge_inputs: expected [..., {self.n_col_tiles}, {self.cols}], "
+                             f"got {tuple(z.shape)}")
+        return z.reshape(*z.shape[:-2], self.padded_in)[..., : self.in_features]
+
+    def tile_mask(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.bool) -> Tensor:
+        """``[R*C, rows, cols]`` mask: True where a tile position holds a logical weight (not padding)."""
+        ones = torch.ones(self.out_features, self.in_features, device=device, dtype=dtype)
+        return self.to_tiles(ones)

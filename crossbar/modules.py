@@ -1,0 +1,277 @@
+"""Analog torch layers on a :class:`~crossbar.tiles.TileArray`: ``AnalogLinear`` and ``AnalogConv2d``.
+
+They behave like ``nn.Linear`` / ``nn.Conv2d`` (same constructor arguments plus ``rpu_config`` and
+``seed``). The forward pass and the input gradient go through the crossbar (forward / backward
+periphery); the weights have **no float gradient**: during ``backward`` every call stashes ``(x, d)``
+(layer input and gradient w.r.t. the layer output) on the module, and the optimizer step applies the
+pulsed in-memory update ``tile.update(x, d, lr)`` (:class:`crossbar.optim.AnalogSGD`, or
+:func:`crossbar.optim.analog_step` next to any torch optimizer). The bias is digital (a normal
+``nn.Parameter`` with a float gradient).
+
+How an optimizer finds the analog layer: every analog module owns ``analog_ctx``, an empty
+``nn.Parameter`` that is an input of the layer's autograd function (so backward also runs for a first
+layer whose input needs no gradient) and that maps back to the module via :func:`analog_module_of`.
+Its ``.grad`` stays ``None``, so ordinary optimizers ignore it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from crossbar.config import CrossbarConfig
+from crossbar.tiles import TileArray
+
+__all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "analog_module_of",
+           "analog_modules"]
+
+_CTX_REGISTRY: "weakref.WeakValueDictionary[int, AnalogModuleBase]" = weakref.WeakValueDictionary()
+
+
+def analog_module_of(param: Tensor) -> "AnalogModuleBase | None":
+    """The analog module whose ``analog_ctx`` is ``param``, or ``None`` for any other tensor."""
+    module = _CTX_REGISTRY.get(id(param))
+    if module is not None and module.__dict__.get("_parameters", {}).get("analog_ctx") is param:
+        return module
+    return None
+
+
+def analog_modules(model: nn.Module) -> list["AnalogModuleBase"]:
+    """All analog layers of ``model`` (including itself), in ``model.modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, AnalogModuleBase)]
+
+
+class AnalogFunction(torch.autograd.Function):
+    """``y = tile.forward(x)``; backward: ``tile.backward(d)`` for ``x`` and stash ``(x, d)`` on the module."""
+
+    @staticmethod
+    def forward(ctx: Any, module: "AnalogModuleBase", analog_ctx: Tensor, x: Tensor) -> Tensor:  # noqa: ARG004
+        ctx.module = module
+        ctx.save_for_backward(x)
+        return module.tile.forward(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[None, None, Tensor | None]:
+        module: AnalogModuleBase = ctx.module
+        (x,) = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_x = module.tile.backward(grad_out) if ctx.needs_input_grad[2] else None
+        module._stash.append((x.detach(), grad_out.detach()))
+        return None, None, grad_x
+
+
+class AnalogModuleBase(nn.Module):
+    """Shared machinery of analog layers: the tile, the stash of ``(x, d)``, ``error_scale``, weight access.
+
+    Attributes:
+        tile: the :class:`TileArray` holding the weight matrix ``[out, in_flat]``.
+        analog_ctx: empty parameter through which optimizers find this module.
+        error_scale: ``None`` or a tensor ``[out]``: multiplies the stashed ``d`` (per output / channel)
+            used by the pulsed update only, at the time the update runs; the gradient sent upstream is
+            unchanged (the "local" GRAPES form).
+    """
+
+    tile: TileArray
+
+    def _init_analog(self, tile: TileArray) -> None:
+        self.tile = tile
+        self.analog_ctx = nn.Parameter(torch.empty(0, device=tile.weight_tiles.device,
+                                                   dtype=tile.weight_tiles.dtype))
+        self._stash: list[tuple[Tensor, Tensor]] = []
+        self.error_scale: Tensor | None = None
+        self._register()
+
+    def _register(self) -> None:
+        _CTX_REGISTRY[id(self.analog_ctx)] = self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "analog_ctx" in self._parameters:
+            self._register()
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def weight(self) -> Tensor:
+        """Read-only copy of the weights as the torch layer would shape them (use :meth:`set_weights`)."""
+        return self.get_weights()
+
+    def get_weights(self) -> Tensor:
+        """Exact copy of the weights (no read noise), shaped like the torch layer's ``weight``."""
+        return self.tile.read().reshape(self._weight_shape())
+
+    def set_weights(self, weight: Tensor) -> None:
+        """Program the tiles with ``weight`` (torch layer's shape; clipped into the device bounds)."""
+        shape = self._weight_shape()
+        if tuple(weight.shape) != shape:
+            raise ValueError(f"{type(self).__name__}.set_weights: expected shape {shape}, got "
+                             f"{tuple(weight.shape)}")
+        self.tile.program(weight.reshape(self.tile.out_features, self.tile.in_features))
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
+        """``[out]`` row sums of the tile (see :meth:`TileArray.row_sums`)."""
+        return self.tile.row_sums(mode=mode, signed=signed, g_offset=g_offset)
+
+    def col_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
+        """``[in_flat]`` column sums of the tile (see :meth:`TileArray.col_sums`)."""
+        return self.tile.col_sums(mode=mode, signed=signed, g_offset=g_offset)
+
+    # ------------------------------------------------------------------ update
+    def _analog_mvm(self, x2: Tensor) -> Tensor:
+        self._register()
+        return AnalogFunction.apply(self, self.analog_ctx, x2)
+
+    @property
+    def stashed(self) -> int:
+        """Number of stashed ``(x, d)`` pairs waiting for the next update."""
+        return len(self._stash)
+
+    def clear_stash(self) -> None:
+        """Drop the stashed ``(x, d)`` pairs without updating."""
+        self._stash.clear()
+
+    @torch.no_grad()
+    def analog_update(self, lr: float | Tensor) -> int:
+        """Apply the pulsed update for every stashed ``(x, d)`` (``d`` times ``error_scale`` if set).
+
+        Returns the number of updates applied; the stash is emptied.
+        """
+        scale = self.error_scale
+        if scale is not None and scale.numel() != self.tile.out_features:
+            raise ValueError(f"{type(self).__name__}.error_scale must have {self.tile.out_features} "
+                             f"elements (one per output), got shape {tuple(scale.shape)}")
+        n = 0
+        for x, d in self._stash:
+            if scale is not None:
+                d = d * scale.reshape(-1).to(device=d.device, dtype=d.dtype)
+            self.tile.update(x, d, lr)
+            n += 1
+        self._stash.clear()
+        return n
+
+
+class AnalogLinear(AnalogModuleBase):
+    """``nn.Linear`` on crossbar tiles: ``y = W x + b`` with ``W: [out_features, in_features]`` analog.
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear`` (the bias is digital).
+        rpu_config: :class:`CrossbarConfig` (default ``CrossbarConfig()``).
+        device, dtype: as ``nn.Linear``.
+        seed: seed of the tile's generator (initial weights, device spread, noise); ``None`` draws one from
+            torch's global generator.
+
+    The weights are initialised like ``nn.Linear`` (``U(-1/sqrt(in), 1/sqrt(in))``, weight and bias) from
+    the tile's generator, then programmed (clipped into the device bounds).
+    Shapes: ``x: [..., in_features] -> [..., out_features]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
+        self._init_analog(tile)
+        w_dtype = tile.weight_tiles.dtype
+        bound = 1.0 / in_features ** 0.5
+        gen = tile.generator
+        w = (torch.rand(out_features, in_features, generator=gen, device=gen.device, dtype=w_dtype) * 2 - 1) * bound
+        tile.program(w)
+        if bias:
+            b = (torch.rand(out_features, generator=gen, device=gen.device, dtype=w_dtype) * 2 - 1) * bound
+            self.bias = nn.Parameter(b)
+        else:
+            self.register_parameter("bias", None)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = self._analog_mvm(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class AnalogConv2d(AnalogModuleBase):
+    """``nn.Conv2d`` on crossbar tiles via im2col: the kernel is the matrix ``[out, C_in*kh*kw]``.
+
+    Args: as ``nn.Conv2d`` (``groups=1``, zero padding only) plus ``rpu_config``, ``seed``.
+    Each output position is one MVM (``x`` unfolded with ``F.unfold``), so one batch of ``B`` images with
+    ``L`` output positions is ``B*L`` vectors for forward, backward and the update (as aihwkit).
+    Shapes: ``x: [B, C_in, H, W]`` (or ``[C_in, H, W]``) ``-> [B, C_out, H_out, W_out]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, bias: bool = True,
+                 rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        for name in ("kernel_size", "stride", "dilation"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"AnalogConv2d.{name} must be >= 1, got {getattr(self, name)}")
+        if min(self.padding) < 0:
+            raise ValueError(f"AnalogConv2d.padding must be >= 0, got {self.padding}")
+        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        tile = TileArray(out_channels, fan_in, rpu_config, device=device, dtype=dtype, seed=seed)
+        self._init_analog(tile)
+        w_dtype = tile.weight_tiles.dtype
+        bound = 1.0 / fan_in ** 0.5
+        gen = tile.generator
+        w = (torch.rand(out_channels, fan_in, generator=gen, device=gen.device, dtype=w_dtype) * 2 - 1) * bound
+        tile.program(w)
+        if bias:
+            b = (torch.rand(out_channels, generator=gen, device=gen.device, dtype=w_dtype) * 2 - 1) * bound
+            self.bias = nn.Parameter(b)
+        else:
+            self.register_parameter("bias", None)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels, *self.kernel_size)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial output size for an input of ``height x width``."""
+        out = []
+        for size, k, s, p, dil in zip((height, width), self.kernel_size, self.stride, self.padding,
+                                      self.dilation):
+            out.append((size + 2 * p - dil * (k - 1) - 1) // s + 1)
+        return out[0], out[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        batch = x.shape[0]
+        h_out, w_out = self.output_size(x.shape[2], x.shape[3])
+        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        n_pos = cols.shape[-1]
+        x2 = cols.transpose(1, 2).reshape(batch * n_pos, cols.shape[1])
+        y = self._analog_mvm(x2)                                        # [B*L, out]
+        y = y.reshape(batch, n_pos, self.out_channels).transpose(1, 2)
+        y = y.reshape(batch, self.out_channels, h_out, w_out)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y.squeeze(0) if unbatched else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")

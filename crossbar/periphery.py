@@ -1,0 +1,351 @@
+"""Periphery of an analog crossbar tile: DAC, ADC, noise, noise and bound management.
+
+One analog matrix-vector product (MVM) on a tile, as aihwkit's C++ ``ForwardBackwardPassIOManaged``
+computes it (``src/rpucuda/rpu_forward_backward_pass.cpp``), for every sample and every tile at once:
+
+1. noise management: ``alpha = max_j |x_j|`` per sample and tile input block (``"abs_max"``; capped at
+   ``nm_thres`` when that is > 0), ``alpha = nm_thres`` (or 1) for ``"constant"``, 1 for ``"none"``;
+2. bound management round ``k`` (reduction ``r = 2**k``): the input ``x / (alpha * r)`` goes through the
+   DAC: rounded to the grid ``inp_res * 2 * inp_bound`` (deterministic or stochastic rounding), **then**
+   clipped to ``[-inp_bound, inp_bound]``, then Gaussian input noise ``inp_noise`` is added;
+3. the analog MVM ``W x`` (weights in normalized units), plus output-referred weight noise
+   (``w_noise * ||x||_2``, type ``"additive_constant"``);
+4. Gaussian output noise ``out_noise`` (normalized units, i.e. relative to the inputs after noise management),
+   then the ADC: rounded to the grid ``out_res * 2 * out_bound``, then clipped to ``[-out_bound, out_bound]``;
+5. bound management ``"iterative"``: if a quantized output lies above ``out_bound`` (or below
+   ``-out_bound`` when ``bm_test_negative_bound``), the round is repeated with ``r`` doubled (fresh
+   noise); the iteration stops at the first round that passes, or when ``r > max_bm_factor`` or
+   ``r > max_bm_res / (inp_res * 2 * inp_bound)``;
+6. the digital output is rescaled: ``y * alpha * r * out_scale``. If noise management is on and
+   ``alpha == 0`` (all-zero input, and no input noise) the output is exactly 0.
+
+Differences from aihwkit, by design: bound management runs without host synchronisation — all rounds a
+configuration can ever need (a number fixed by the config, see :func:`bound_management_rounds`) are computed
+in one batched matmul and each sample/tile keeps its first passing round (``torch.where``/``gather``), which
+is the same distribution as aihwkit's loop but costs that many MVMs. Like aihwkit, bound management is
+only applied in the forward direction (``transposed=False``); for the backward pass it is ignored.
+Not modelled: IR drop, output non-linearity, voltage offsets, asymmetries, PCM read noise, the
+AbsMaxNPSum / AverageAbsMax noise managements, multi-pass MVM types.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "IOParameters",
+    "MVMResult",
+    "NOISE_MANAGEMENT_TYPES",
+    "BOUND_MANAGEMENT_TYPES",
+    "W_NOISE_TYPES",
+    "resolution_step",
+    "bound_management_rounds",
+    "quantize",
+    "quantize_dac",
+    "quantize_adc",
+    "add_gaussian_noise",
+    "noise_management_scale",
+    "analog_mvm",
+]
+
+NOISE_MANAGEMENT_TYPES = ("abs_max", "none", "constant")
+BOUND_MANAGEMENT_TYPES = ("iterative", "none")
+W_NOISE_TYPES = ("none", "additive_constant")
+
+
+def _check_finite(name: str, value: float, low: float | None = None, strict: bool = False) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"IOParameters.{name} must be a finite number, got {value!r}")
+    if low is not None:
+        if strict and not value > low:
+            raise ValueError(f"IOParameters.{name} must be > {low}, got {value}")
+        if not strict and not value >= low:
+            raise ValueError(f"IOParameters.{name} must be >= {low}, got {value}")
+
+
+@dataclass(frozen=True)
+class IOParameters:
+    """Periphery of one MVM direction (forward or backward); names and defaults follow aihwkit.
+
+    All values are in normalized units: inputs after noise management lie in ``[-inp_bound, inp_bound]``
+    (the DAC range), weights are the device states (``w_min..w_max``), outputs are ``Σ_j w_ij x_j`` in the
+    same units; the ADC range is ``[-out_bound, out_bound]``.
+
+    Attributes:
+        is_perfect: ideal MVM ``x @ W.T`` (times ``out_scale``); every other field is ignored.
+        inp_bound: DAC range (> 0, ``math.inf`` for unbounded). Must be 1 with noise management (as aihwkit).
+        inp_res: DAC resolution as a fraction of the range (e.g. ``1/254``), or the number of steps when
+            > 1 (254 means ``1/254``); <= 0 means no quantization. Grid step ``inp_res * 2 * inp_bound``.
+        inp_sto_round: stochastic instead of nearest rounding in the DAC.
+        inp_noise: std of Gaussian noise added to the DAC output (normalized units, >= 0).
+        out_bound: ADC saturation (> 0, ``math.inf`` for none).
+        out_res: ADC resolution, same convention as ``inp_res``; grid step ``out_res * 2 * out_bound``.
+        out_sto_round: stochastic rounding in the ADC.
+        out_noise: std of Gaussian noise added to each analog output before the ADC (normalized units).
+        out_scale: fixed digital factor applied to the outputs (> 0).
+        w_noise: output-referred weight noise scale; with ``w_noise_type="additive_constant"`` the output
+            gets Gaussian noise of std ``w_noise * ||x_dac||_2`` (``x_dac``: the DAC output of that tile).
+        w_noise_type: ``"none"`` or ``"additive_constant"``.
+        noise_management: ``"abs_max"``, ``"none"`` or ``"constant"`` (see module docstring).
+        nm_thres: constant for ``"constant"``; upper cap of ``alpha`` for ``"abs_max"`` when > 0.
+        bound_management: ``"iterative"`` or ``"none"`` (forward direction only).
+        max_bm_factor: largest input reduction of iterative bound management (>= 1).
+        max_bm_res: bound management also stops once ``r > max_bm_res / (inp_res * 2 * inp_bound)``.
+        bm_test_negative_bound: also repeat a round when an output saturates at ``-out_bound``.
+    """
+
+    is_perfect: bool = False
+    inp_bound: float = 1.0
+    inp_res: float = 1.0 / (2**7 - 2)
+    inp_sto_round: bool = False
+    inp_noise: float = 0.0
+    out_bound: float = 12.0
+    out_res: float = 1.0 / (2**9 - 2)
+    out_sto_round: bool = False
+    out_noise: float = 0.06
+    out_scale: float = 1.0
+    w_noise: float = 0.0
+    w_noise_type: str = "none"
+    noise_management: str = "abs_max"
+    nm_thres: float = 0.0
+    bound_management: str = "iterative"
+    max_bm_factor: int = 1000
+    max_bm_res: float = 0.25
+    bm_test_negative_bound: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("inp_bound", "out_bound"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) \
+                    or not value > 0:
+                raise ValueError(
+                    f"IOParameters.{name} must be > 0 (math.inf for unbounded), got {value!r}")
+        _check_finite("inp_res", self.inp_res)
+        _check_finite("out_res", self.out_res)
+        _check_finite("inp_noise", self.inp_noise, 0.0)
+        _check_finite("out_noise", self.out_noise, 0.0)
+        _check_finite("w_noise", self.w_noise, 0.0)
+        _check_finite("nm_thres", self.nm_thres, 0.0)
+        _check_finite("out_scale", self.out_scale, 0.0, strict=True)
+        _check_finite("max_bm_res", self.max_bm_res, 0.0, strict=True)
+        if not isinstance(self.max_bm_factor, int) or isinstance(self.max_bm_factor, bool) \
+                or self.max_bm_factor < 1:
+            raise ValueError(
+                f"IOParameters.max_bm_factor must be an integer >= 1, got {self.max_bm_factor!r}")
+        if self.noise_management not in NOISE_MANAGEMENT_TYPES:
+            raise ValueError(f"IOParameters.noise_management must be one of {NOISE_MANAGEMENT_TYPES}, "
+                             f"got {self.noise_management!r}")
+        if self.bound_management not in BOUND_MANAGEMENT_TYPES:
+            raise ValueError(f"IOParameters.bound_management must be one of {BOUND_MANAGEMENT_TYPES}, "
+                             f"got {self.bound_management!r}")
+        if self.w_noise_type not in W_NOISE_TYPES:
+            raise ValueError(f"IOParameters.w_noise_type must be one of {W_NOISE_TYPES}, "
+                             f"got {self.w_noise_type!r}")
+        if self.noise_management != "none" and self.inp_bound != 1.0 and not self.is_perfect:
+            raise ValueError(
+                "IOParameters.inp_bound must be 1.0 when noise_management is "
+                f"{self.noise_management!r} (as in aihwkit), got {self.inp_bound}; "
+                "set noise_management='none' to use another DAC range")
+
+    @property
+    def inp_step(self) -> float:
+        """DAC grid step in normalized input units (0: no quantization)."""
+        return resolution_step(self.inp_res, self.inp_bound)
+
+    @property
+    def out_step(self) -> float:
+        """ADC grid step in normalized output units (0: no quantization)."""
+        return resolution_step(self.out_res, self.out_bound)
+
+
+class MVMResult(NamedTuple):
+    """Result of :func:`analog_mvm`.
+
+    Attributes:
+        out: per-tile digital outputs ``[R, C, B, n_out]`` (already rescaled to the input's units).
+        passes: analog passes each sample needed on each tile ``[R, C, B]`` (int64; > 1 only with
+            bound management), for hardware counters.
+    """
+
+    out: Tensor
+    passes: Tensor
+
+
+def resolution_step(res: float, bound: float) -> float:
+    """Quantization grid step of a converter with resolution ``res`` over ``[-bound, bound]``.
+
+    aihwkit's convention: ``res <= 0`` means no quantization, ``res > 1`` is a number of steps
+    (``1/res``), else a fraction of the full range ``2 * bound``. An unbounded range has no grid.
+    """
+    if res <= 0 or not math.isfinite(bound):
+        return 0.0
+    frac = 1.0 / res if res > 1.0 else res
+    return frac * 2.0 * bound
+
+
+def bound_management_rounds(p: IOParameters, transposed: bool = False) -> int:
+    """Maximal number of analog passes iterative bound management can take (fixed by the config).
+
+    Round ``k`` uses the input reduction ``r = 2**k``; aihwkit stops after the round in which
+    ``int(r) > max_bm_factor`` or ``r > max_bm_res / inp_step``. Returns 1 without bound management,
+    with an unbounded ADC, for perfect periphery, and for the backward direction.
+    """
+    if p.is_perfect or transposed or p.bound_management == "none" or not math.isfinite(p.out_bound):
+        return 1
+    step = p.inp_step
+    reduction = 1.0
+    rounds = 1
+    while not (int(reduction) > p.max_bm_factor or (step > 0 and reduction > p.max_bm_res / step)):
+        reduction *= 2.0
+        rounds += 1
+    return rounds
+
+
+def quantize(v: Tensor, step: float, stochastic: bool = False,
+             generator: torch.Generator | None = None) -> Tensor:
+    """Round ``v`` to the grid ``step * k`` (``k`` integer; ties to even, like C's ``rintf``).
+
+    Stochastic rounding adds ``U(-0.5, 0.5)`` steps before rounding (needs ``generator``).
+    ``step <= 0`` returns ``v`` unchanged. Any shape.
+    """
+    if step <= 0:
+        return v
+    scaled = v / step
+    if stochastic:
+        if generator is None:
+            raise ValueError("quantize: stochastic rounding needs a torch.Generator, got None")
+        scaled = scaled + (torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype) - 0.5)
+    return torch.round(scaled) * step
+
+
+def quantize_dac(x: Tensor, p: IOParameters, generator: torch.Generator | None = None) -> Tensor:
+    """DAC: quantize normalized inputs to the ``inp_res`` grid, then clip to ``±inp_bound``. Any shape."""
+    q = quantize(x, p.inp_step, p.inp_sto_round, generator)
+    return q.clamp(-p.inp_bound, p.inp_bound) if math.isfinite(p.inp_bound) else q
+
+
+def quantize_adc(y: Tensor, p: IOParameters, generator: torch.Generator | None = None) -> Tensor:
+    """ADC: quantize normalized outputs to the ``out_res`` grid, then saturate at ``±out_bound``."""
+    q = quantize(y, p.out_step, p.out_sto_round, generator)
+    return q.clamp(-p.out_bound, p.out_bound) if math.isfinite(p.out_bound) else q
+
+
+def add_gaussian_noise(v: Tensor, std: float | Tensor, generator: torch.Generator) -> Tensor:
+    """Return ``v + std * N(0, 1)`` (``std`` a float or a tensor broadcastable to ``v``)."""
+    return v + std * torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+
+
+def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
+    """Noise-management factor ``alpha`` per input vector: ``x: [..., n_in] -> [..., 1]``.
+
+    ``"abs_max"``: ``max_j |x_j|`` (capped at ``nm_thres`` if > 0); ``"constant"``: ``nm_thres``
+    (1 if ``nm_thres`` is 0); ``"none"``: 1.
+    """
+    if p.noise_management == "abs_max":
+        alpha = x.abs().amax(dim=-1, keepdim=True)
+        if p.nm_thres > 0:
+            alpha = alpha.clamp(max=p.nm_thres)
+        return alpha
+    value = p.nm_thres if (p.noise_management == "constant" and p.nm_thres > 0) else 1.0
+    return torch.full((*x.shape[:-1], 1), value, device=x.device, dtype=x.dtype)
+
+
+def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: torch.Generator,
+               transposed: bool = False) -> MVMResult:
+    """One analog MVM through the periphery on every tile of a grid at once.
+
+    Args:
+        tiles_w: tile weights ``[R, C, rows, cols]`` (normalized units).
+        x_tiles: forward: inputs per tile column block ``[B, C, cols]``; transposed: inputs per tile row
+            block ``[B, R, rows]``. Each tile gets its own noise management, DAC, noise, ADC and bound
+            management.
+        p: periphery of this direction.
+        generator: source of all randomness (on the tensors' device).
+        transposed: ``False``: ``y = W x`` per tile (forward); ``True``: ``y = Wᵀ d`` (backward).
+
+    Returns:
+        :class:`MVMResult`: ``out`` ``[R, C, B, rows]`` (forward) or ``[R, C, B, cols]`` (transposed),
+        the per-tile partial results after their own ADC, in the units of ``x_tiles`` times weight units;
+        and ``passes`` ``[R, C, B]``. Summing ``out`` over ``C`` (forward) or ``R`` (transposed) gives the
+        digital accumulation of the partial sums.
+    """
+    if tiles_w.ndim != 4 or x_tiles.ndim != 3:
+        raise ValueError(f"analog_mvm: expected tiles_w [R, C, rows, cols] and x_tiles [B, blocks, n_in], "
+                         f"got {tuple(tiles_w.shape)} and {tuple(x_tiles.shape)}")
+    n_r, n_c, rows, cols = tiles_w.shape
+    batch = x_tiles.shape[0]
+    if transposed:
+        if x_tiles.shape[1:] != (n_r, rows):
+            raise ValueError(f"analog_mvm: transposed input must be [B, {n_r}, {rows}], "
+                             f"got {tuple(x_tiles.shape)}")
+        xin = x_tiles.permute(1, 0, 2).unsqueeze(1)           # [R, 1, B, rows]
+        mat = tiles_w                                          # [R, C, rows, cols]
+        n_in, n_out = rows, cols
+    else:
+        if x_tiles.shape[1:] != (n_c, cols):
+            raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
+        xin = x_tiles.permute(1, 0, 2).unsqueeze(0)           # [1, C, B, cols]
+        mat = tiles_w.transpose(-1, -2)                        # [R, C, cols, rows]
+    full_shape = (n_r, n_c, batch)
+
+    if p.is_perfect:
+        out = torch.matmul(xin, mat)
+        if p.out_scale != 1.0:
+            out = out * p.out_scale
+        passes = torch.ones(full_shape, dtype=torch.int64, device=x_tiles.device)
+        return MVMResult(out, passes)
+
+    alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
+    nm_on = p.noise_management != "none"
+    alpha_safe = torch.where(alpha > 0, alpha, torch.ones_like(alpha)) if nm_on else alpha
+    rounds = bound_management_rounds(p, transposed)
+    # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in]
+    reduction = torch.pow(2.0, torch.arange(rounds, device=x_tiles.device, dtype=x_tiles.dtype))
+    xs = (xin / alpha_safe).unsqueeze(2) / reduction.view(1, 1, rounds, 1, 1)
+    if p.inp_sto_round or p.inp_noise > 0:
+        # every tile has its own DAC: independent rounding / noise per tile
+        xs = xs.expand(n_r, n_c, rounds, batch, xs.shape[-1])
+    xs = xs.reshape(xs.shape[0], xs.shape[1], rounds * batch, xs.shape[-1])
+    xq = quantize_dac(xs, p, generator)
+    if p.inp_noise > 0:
+        xq = add_gaussian_noise(xq, p.inp_noise, generator)
+
+    y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
+    if p.w_noise_type == "additive_constant" and p.w_noise > 0:
+        y = add_gaussian_noise(y, p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True), generator)
+    if p.out_noise > 0:
+        y = add_gaussian_noise(y, p.out_noise, generator)
+    q = quantize(y, p.out_step, p.out_sto_round, generator)
+    bounded = math.isfinite(p.out_bound)
+    if bounded:
+        yq = q.clamp(-p.out_bound, p.out_bound)
+    else:
+        yq = q
+    yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
+
+    if rounds > 1:
+        fail = q > p.out_bound
+        if p.bm_test_negative_bound:
+            fail = fail | (q < -p.out_bound)
+        passed = ~fail.any(dim=-1).view(n_r, n_c, rounds, batch)
+        passed[:, :, rounds - 1] = True
+        first = torch.argmax(passed.to(torch.int8), dim=2)     # [R, C, B]: first passing round
+        index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])
+        out = torch.gather(yq, 2, index).squeeze(2)            # [R, C, B, n_out]
+        scale = alpha_safe * torch.pow(2.0, first.to(x_tiles.dtype)).unsqueeze(-1)
+        passes = first + 1
+    else:
+        out = yq.squeeze(2)
+        scale = alpha_safe
+        passes = torch.ones(full_shape, dtype=torch.int64, device=x_tiles.device)
+    out = out * (scale * p.out_scale if p.out_scale != 1.0 else scale)
+    if nm_on and not (p.inp_noise > 0 and not transposed):
+        # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without
+        # input noise; backward always)
+        out = torch.where(alpha > 0, out, torch.zeros_like(out))
+    return MVMResult(out, passes)

@@ -1,0 +1,338 @@
+"""TileArray: one layer's weight matrix on a grid of crossbar tiles, every operation one batched tensor op.
+
+State (all ``nn.Module`` buffers, so ``state_dict()`` / ``.to()`` carry them):
+
+* ``weight_tiles`` ``[T, rows, cols]``: the persistent (hidden) device states, ``T = R * C`` tiles, tile
+  ``t = r * C + c`` (see :class:`crossbar.mapping.TileGrid`);
+* ``apparent_tiles`` ``[T, rows, cols]`` (only when the device has write noise): the states the MVMs see,
+  redrawn for every device an update touches (aihwkit's write noise);
+* ``dp_*``: the device-to-device parameters sampled once (``DeviceParams``, same shape);
+* ``counter_*``: 0-d int64 tensors of what the hardware did (never read back to the host by this class).
+
+The torch.Generator of the array (seeded) drives all noise; its state is saved in the state dict
+(``_extra_state``) and it follows the array to another device (re-seeded deterministically from itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from crossbar.config import CrossbarConfig
+from crossbar.mapping import TileGrid
+from crossbar.periphery import MVMResult, analog_mvm
+from crossbar.update import ideal_delta, pulse_counts
+from devices import DeviceParams
+
+__all__ = ["TileArray", "COUNTER_NAMES"]
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
+    "backward_mvms",     # error vectors sent through the backward MVM
+    "forward_passes",    # analog tile passes, forward (tiles x vectors x bound-management rounds)
+    "backward_passes",   # analog tile passes, backward
+    "adc_conversions",   # output-line conversions: passes x simulated output lines per tile
+    "dac_conversions",   # input-line conversions: passes x simulated input lines per tile
+    "updates",           # update calls
+    "pulses",            # device pulses fired by pulsed updates
+    "importance_reads",  # hardware row/column-sum reads
+)
+
+
+def _new_generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+class TileArray(nn.Module):
+    """A logical ``[out_features, in_features]`` weight matrix on ``R x C`` analog tiles.
+
+    Args:
+        out_features, in_features: logical matrix shape.
+        config: crossbar configuration (device model, forward/backward periphery, update, tile size);
+            default :class:`CrossbarConfig` ().
+        device, dtype: where the states live (default CPU / ``torch.get_default_dtype()``).
+        seed: seed of the array's generator (device-to-device sampling and all later noise). ``None``
+            draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
+    """
+
+    def __init__(self, out_features: int, in_features: int, config: CrossbarConfig | None = None, *,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__()
+        cfg = CrossbarConfig() if config is None else config
+        if not isinstance(cfg, CrossbarConfig):
+            raise ValueError(f"TileArray.config must be a crossbar.CrossbarConfig, got {cfg!r}")
+        self.config = cfg
+        self.grid = TileGrid(out_features, in_features, cfg.tile_rows, cfg.tile_cols)
+        device = torch.device("cpu") if device is None else torch.device(device)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.seed = int(seed)
+        self.generator = _new_generator(device, self.seed)
+        shape = (self.grid.n_tiles, self.grid.rows, self.grid.cols)
+        params = cfg.device.sample(shape, self.generator, device, dtype)
+        self._param_buffers: list[tuple[str, str]] = []
+        for key, value in params.state_dict().items():
+            name = "dp_" + key.replace(".", "__")
+            self.register_buffer(name, value)
+            self._param_buffers.append((name, key))
+        self.register_buffer("weight_tiles", cfg.device.clip(torch.zeros(shape, device=device, dtype=dtype),
+                                                             params))
+        self.has_write_noise = bool(getattr(cfg.device, "write_noise_std", 0.0) > 0)
+        if self.has_write_noise:
+            self.register_buffer("apparent_tiles", self.weight_tiles.clone())
+        for name in COUNTER_NAMES:
+            self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def out_features(self) -> int:
+        return self.grid.out_features
+
+    @property
+    def in_features(self) -> int:
+        return self.grid.in_features
+
+    @property
+    def params(self) -> DeviceParams:
+        """The sampled device parameters ``[T, rows, cols]`` (views of the ``dp_*`` buffers)."""
+        return DeviceParams.from_state_dict({key: getattr(self, name) for name, key in self._param_buffers})
+
+    @property
+    def tiles(self) -> Tensor:
+        """States the MVMs see, ``[R, C, rows, cols]`` (apparent states if the device has write noise)."""
+        w = self.apparent_tiles if self.has_write_noise else self.weight_tiles
+        return w.view(self.grid.n_row_tiles, self.grid.n_col_tiles, self.grid.rows, self.grid.cols)
+
+    @property
+    def counters(self) -> dict[str, Tensor]:
+        """Hardware counters as 0-d int64 tensors on the array's device (live buffers; read with ``int()``)."""
+        return {name: getattr(self, f"counter_{name}") for name in COUNTER_NAMES}
+
+    def reset_counters(self) -> None:
+        """Set every counter to 0."""
+        for name in COUNTER_NAMES:
+            getattr(self, f"counter_{name}").zero_()
+
+    def extra_repr(self) -> str:
+        g = self.grid
+        return (f"out_features={g.out_features}, in_features={g.in_features}, tiles={g.n_row_tiles}x"
+                f"{g.n_col_tiles} of {g.rows}x{g.cols}, device={type(self.config.device).__name__}")
+
+    # ------------------------------------------------------------------ programming and reading
+    @torch.no_grad()
+    def program(self, weight: Tensor) -> None:
+        """Set the states to ``weight: [out, in]`` (clipped into each device's bounds, as aihwkit's set_weights).
+
+        With write noise the apparent states of all devices are redrawn.
+        """
+        w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
+        tiles = self.config.device.clip(self.grid.to_tiles(w), self.params)
+        self.weight_tiles.copy_(tiles)
+        if self.has_write_noise:
+            self.apparent_tiles.copy_(self.config.device.write_noise(self.weight_tiles, self.params,
+                                                                     self.generator))
+
+    @torch.no_grad()
+    def read(self, hidden: bool = False) -> Tensor:
+        """The weight matrix ``[out, in]`` exactly (a copy): the states the MVMs see, or the hidden states."""
+        w = self.weight_tiles if (hidden or not self.has_write_noise) else self.apparent_tiles
+        return self.grid.from_tiles(w).clone()
+
+    # ------------------------------------------------------------------ MVMs
+    def _count(self, res: MVMResult, n_vectors: int, kind: str, n_in: int, n_out: int) -> None:
+        passes = res.passes.sum()
+        getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
+        getattr(self, f"counter_{kind}_passes").add_(passes)
+        self.counter_adc_conversions.add_(passes * n_out)
+        self.counter_dac_conversions.add_(passes * n_in)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        """Forward MVM ``y = W x`` through the forward periphery: ``x: [..., in] -> [..., out]``.
+
+        Every tile's partial sum goes through its own ADC (and noise/bound management); the partial sums
+        of a row of tiles are then added digitally.
+        """
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        res = analog_mvm(self.tiles, self.grid.split_inputs(x2), self.config.forward, self.generator)
+        y = res.out.sum(dim=1).permute(1, 0, 2)                 # [B, R, rows]
+        self._count(res, x2.shape[0], "forward", self.grid.cols, self.grid.rows)
+        return self.grid.merge_outputs(y).reshape(*lead, self.out_features)
+
+    @torch.no_grad()
+    def backward(self, d: Tensor) -> Tensor:
+        """Backward (transposed) MVM ``Wᵀ d`` through the backward periphery: ``d: [..., out] -> [..., in]``."""
+        lead = d.shape[:-1]
+        d2 = d.reshape(-1, self.out_features)
+        res = analog_mvm(self.tiles, self.grid.split_outputs(d2), self.config.backward, self.generator,
+                         transposed=True)
+        z = res.out.sum(dim=0).permute(1, 0, 2)                 # [B, C, cols]
+        self._count(res, d2.shape[0], "backward", self.grid.rows, self.grid.cols)
+        return self.grid.merge_inputs(z).reshape(*lead, self.in_features)
+
+    # ------------------------------------------------------------------ update
+    @torch.no_grad()
+    def update(self, x: Tensor, d: Tensor, lr: float | Tensor) -> None:
+        """In-memory update, ``W`` moves by about ``-lr · Σ_b d_b x_bᵀ`` (aihwkit's ``tile.update``).
+
+        Args:
+            x: ``[..., in]`` layer inputs (flattened to ``[B, in]``).
+            d: ``[..., out]`` gradients w.r.t. the layer outputs (flattened to ``[B, out]``).
+            lr: learning rate (number or 0-d tensor).
+
+        Pulsed types: :func:`crossbar.update.pulse_counts` per tile, then the device model applies the
+        counts to all tiles at once. ``pulse_type="none"``: exact float update without device (no bounds),
+        as aihwkit's ``PulseType.NONE``.
+        """
+        x2 = x.reshape(-1, self.in_features)
+        d2 = d.reshape(-1, self.out_features)
+        if x2.shape[0] != d2.shape[0]:
+            raise ValueError(f"TileArray.update: x and d need the same number of vectors, got "
+                             f"{tuple(x.shape)} and {tuple(d.shape)}")
+        xt = self.grid.split_inputs(x2.to(self.weight_tiles.dtype))
+        dt = self.grid.split_outputs(d2.to(self.weight_tiles.dtype))
+        shape = self.weight_tiles.shape
+        cfg = self.config
+        if cfg.update.pulse_type == "none":
+            self.weight_tiles.add_(ideal_delta(xt, dt, lr).reshape(shape).to(self.weight_tiles.dtype))
+            if self.has_write_noise:
+                self.apparent_tiles.copy_(self.weight_tiles)
+        else:
+            n_up, n_down, total = pulse_counts(xt, dt, lr, cfg.device.granularity, cfg.update, self.generator)
+            n_up = n_up.reshape(shape)
+            n_down = n_down.reshape(shape)
+            params = self.params
+            new = cfg.device.apply_pulses(self.weight_tiles, n_up, n_down, params, self.generator)
+            self.weight_tiles.copy_(new)
+            if self.has_write_noise:
+                touched = (n_up + n_down) > 0
+                noisy = cfg.device.write_noise(self.weight_tiles, params, self.generator)
+                self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
+            self.counter_pulses.add_(total.round().to(torch.int64))
+        self.counter_updates.add_(1)
+
+    # ------------------------------------------------------------------ importance reads
+    def _sum_matrix(self, signed: bool, g_offset: float) -> Tensor:
+        w = self.tiles
+        if signed:
+            return w
+        return w.abs() + 2.0 * g_offset if g_offset else w.abs()
+
+    @torch.no_grad()
+    def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
+        """Row sums ``[out]`` of the weights (GRAPES importance: ``Σ_j |w_ij|``).
+
+        Args:
+            mode: ``"exact"``: computed digitally from the states (no noise). ``"hardware"``: one read with
+                every input line at full scale (all-ones input) through the **forward** periphery: each
+                tile's row currents go through its own ADC (quantization, saturation, noise, noise/bound
+                management), the tiles of a row are added digitally. Counts one ``importance_reads``.
+            signed: ``False`` (default): sum of ``|w|``. In hardware this is the differential-pair read:
+                ``w = G⁺ − G⁻`` with ``G⁺ = max(w, 0) + g_offset``, ``G⁻ = max(−w, 0) + g_offset`` and the
+                two currents *added* before the ADC, giving ``Σ_j (G⁺ + G⁻) = Σ_j |w_ij| + 2·g_offset·in``.
+                ``True``: the plain signed-array read, ``Σ_j w_ij`` (what an all-ones read of a single
+                signed array gives; it is *not* ``Σ|w|``).
+            g_offset: per-device conductance at the pair's minimum, in weight units (>= 0); ``0`` means
+                the unused device of each pair sits at zero so the pair read equals ``Σ|w|``.
+        """
+        self._check_sum_args(mode, g_offset)
+        if mode == "exact":
+            w = self.read()
+            w = w if signed else w.abs() + 2.0 * g_offset
+            return w.sum(dim=1)
+        ones = torch.ones(1, self.in_features, device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
+        res = analog_mvm(self._sum_matrix(signed, g_offset), self.grid.split_inputs(ones),
+                         self.config.forward, self.generator)
+        self._count_read(res, self.grid.cols, self.grid.rows)
+        return self.grid.merge_outputs(res.out.sum(dim=1).permute(1, 0, 2))[0]
+
+    @torch.no_grad()
+    def col_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
+        """Column sums ``[in]`` (``Σ_i |w_ij|``); ``"hardware"`` reads through the **backward** periphery.
+
+        Same arguments as :meth:`row_sums` (``g_offset`` adds ``2·g_offset·out``).
+        """
+        self._check_sum_args(mode, g_offset)
+        if mode == "exact":
+            w = self.read()
+            w = w if signed else w.abs() + 2.0 * g_offset
+            return w.sum(dim=0)
+        ones = torch.ones(1, self.out_features, device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
+        res = analog_mvm(self._sum_matrix(signed, g_offset), self.grid.split_outputs(ones),
+                         self.config.backward, self.generator, transposed=True)
+        self._count_read(res, self.grid.rows, self.grid.cols)
+        return self.grid.merge_inputs(res.out.sum(dim=0).permute(1, 0, 2))[0]
+
+    @staticmethod
+    def _check_sum_args(mode: str, g_offset: float) -> None:
+        if mode not in ("exact", "hardware"):
+            raise ValueError(f"TileArray sums: mode must be 'exact' or 'hardware', got {mode!r}")
+        if not g_offset >= 0:
+            raise ValueError(f"TileArray sums: g_offset must be >= 0, got {g_offset!r}")
+
+    def _count_read(self, res: MVMResult, n_in: int, n_out: int) -> None:
+        passes = res.passes.sum()
+        self.counter_importance_reads.add_(1)
+        self.counter_adc_conversions.add_(passes * n_out)
+        self.counter_dac_conversions.add_(passes * n_in)
+
+    # ------------------------------------------------------------------ state and devices
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"seed": self.seed, "generator_device": str(self.generator.device),
+                "generator_state": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        if torch.device(state["generator_device"]) == self.generator.device:
+            self.generator.set_state(state["generator_state"])
+        else:  # saved on another device type: continue deterministically from the saved state
+            src = torch.Generator(device="cpu")
+            src.manual_seed(self.seed)
+            if torch.device(state["generator_device"]).type == "cpu":
+                src.set_state(state["generator_state"])
+            seed = int(torch.randint(0, 2**62, (1,), generator=src).item())
+            self.generator = _new_generator(self.weight_tiles.device, seed)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "TileArray":
+        super()._apply(fn, recurse)
+        device = self.weight_tiles.device
+        if self.generator.device != device:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator,
+                                     device=self.generator.device).item())
+            self.generator = _new_generator(device, seed)
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "TileArray":
+        import copy
+
+        cls = type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key == "generator":
+                gen = torch.Generator(device=value.device)
+                gen.set_state(value.get_state())
+                new.__dict__[key] = gen
+            else:
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        gen = state.pop("generator")
+        state["_generator_pickle"] = (str(gen.device), gen.get_state())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        dev, gen_state = state.pop("_generator_pickle")
+        gen = torch.Generator(device=dev)
+        gen.set_state(gen_state)
+        state["generator"] = gen
+        super().__setstate__(state)

@@ -1,0 +1,379 @@
+"""Pulsed in-memory weight update: stochastic pulse trains and their coincidences.
+
+This module turns the update of a crossbar tile, ``W <- W - lr * d x^T``, into the pulse counts that the
+hardware would fire, following the semantics of aihwkit's CPU simulator (``SparseBitLineMaker`` and
+``PulsedUpdateMetaParameter::performUpdateManagement``, aihwkit 1.1):
+
+* For every update cycle (one sample of the batch) and every tile, each input line ``j`` (``x_j``) and
+  each error line ``i`` (``d_i``) gets a train of ``BL`` slots. In every slot a line fires independently
+  with probability ``p = min(1, B |x_j|)`` (inputs) or ``q = min(1, A |d_i|)`` (errors); the sign of the
+  pulse is the sign of the value ("stochastic compressed": one train per line carries both signs).
+* A device at ``(i, j)`` receives one pulse for every slot in which both of its lines fire. Same signs
+  move the weight down (for ``lr > 0``), opposite signs move it up, so the expected change is
+  ``-BL * A * B * d_i * x_j * dw_min = -lr * d_i * x_j`` as long as no probability is capped at 1.
+* Bit-length management (``update_bl_management``) picks per tile and per sample
+  ``BL = min(ceil(lr * max|x| * um_grad_scale * max|d| / dw_min), desired_bl)`` and
+  ``A = B = sqrt(lr / (dw_min * BL))``; update management (``update_management``, always on with BL
+  management) rescales ``A <- A sqrt(x_val / d_val)`` and ``B <- B sqrt(d_val / x_val)`` with
+  ``x_val = max|x|``, ``d_val = um_grad_scale * max|d|`` so that the largest input and error have the same
+  firing probability. When the pulse budget is exceeded (``k = lr x_val d_val / dw_min > desired_bl``),
+  ``d_val`` is first scaled by ``desired_bl / k``: the largest input then fires in every slot and the
+  error probabilities are capped at 1 -- this is where the update *saturates* (a larger ``d`` no longer
+  gives a proportionally larger weight change).
+
+Differences from aihwkit (documented approximations):
+
+* aihwkit applies the samples of a batch one after another, and the device model applies every
+  coincidence as one pulse in slot order. Here the coincidences are *counted* per device and summed over
+  the batch; the device model then applies ``n_up`` and ``n_down`` at once
+  (``PulsedDevice.apply_pulses``). For a constant-step device away from its bounds both are identical in
+  distribution; near bounds or for state-dependent devices (soft bounds) the order of the pulses matters
+  a little.
+* aihwkit's CPU random number generator is seeded from the clock; here every draw comes from the given
+  ``torch.Generator`` (same seed, same pulses).
+
+Shapes used throughout: ``batch`` samples, a grid of ``R x C`` tiles of ``rows x cols`` devices;
+``x: [batch, C, cols]`` is the input slice of every tile column block, ``d: [batch, R, rows]`` the error
+slice of every tile row block, and per-tile results are ``[R, C, rows, cols]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "PULSE_TYPES",
+    "UpdateParameters",
+    "ideal_delta",
+    "pulse_counts",
+    "pulse_probabilities",
+    "update_scales",
+]
+
+PULSE_TYPES: tuple[str, ...] = ("stochastic_compressed", "stochastic", "none")
+"""Supported ``UpdateParameters.pulse_type`` values.
+
+``"stochastic_compressed"`` (aihwkit's default) and ``"stochastic"`` (aihwkit draws the positive and
+negative inputs in two passes) give the same distribution of coincidence counts, so both use the same
+code here. ``"none"`` means an exact floating-point update: use :func:`ideal_delta` instead of pulses."""
+
+_AIHWKIT_PULSE_TYPES: dict[str, str] = {
+    "stochastic_compressed": "STOCHASTIC_COMPRESSED",
+    "stochastic": "STOCHASTIC",
+    "none": "NONE",
+}
+
+
+@dataclass(frozen=True)
+class UpdateParameters:
+    """How a tile turns ``(x, d, lr)`` into pulse trains (names and defaults as aihwkit's ``UpdateParameters``).
+
+    Attributes:
+        desired_bl: length of the pulse trains in slots; with ``update_bl_management`` the *maximal*
+            length (aihwkit ``desired_bl``). Integer >= 1.
+        fixed_bl: without BL management, keep ``BL = desired_bl`` even when ``lr > dw_min * desired_bl``
+            (if ``False``, such a learning rate gives ``A = B = 1`` and ``BL = ceil(lr / dw_min)``).
+        update_bl_management: choose ``BL`` per tile and sample from the largest ``|x|`` and ``|d|``
+            (see the module docstring). Implies ``update_management`` (as in aihwkit).
+        update_management: balance the firing probabilities of inputs and errors per tile and sample.
+        um_grad_scale: factor ``alpha`` on ``max|d|`` in the update management (> 0); below 1 the error
+            probabilities are capped earlier.
+        pulse_type: one of :data:`PULSE_TYPES`; ``"none"`` = exact float update (:func:`ideal_delta`).
+        res: resolution (bin width, in probability units) of the firing probabilities; ``0`` = continuous.
+            A value > 1 is read as a number of steps (bin width ``1 / res``).
+        sto_round: round the probabilities stochastically (only with ``res > 0``).
+    """
+
+    desired_bl: int = 31
+    fixed_bl: bool = True
+    update_bl_management: bool = True
+    update_management: bool = True
+    um_grad_scale: float = 1.0
+    pulse_type: str = "stochastic_compressed"
+    res: float = 0.0
+    sto_round: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.desired_bl, bool) or not isinstance(self.desired_bl, int) or self.desired_bl < 1:
+            raise ValueError(f"UpdateParameters.desired_bl must be an integer >= 1, got {self.desired_bl!r}")
+        for name in ("fixed_bl", "update_bl_management", "update_management", "sto_round"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"UpdateParameters.{name} must be a bool, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.um_grad_scale) and self.um_grad_scale > 0):
+            raise ValueError(f"UpdateParameters.um_grad_scale must be > 0 and finite, got {self.um_grad_scale!r}")
+        if self.pulse_type not in PULSE_TYPES:
+            raise ValueError(
+                f"UpdateParameters.pulse_type must be one of {PULSE_TYPES}, got {self.pulse_type!r}"
+            )
+        if not (math.isfinite(self.res) and self.res >= 0):
+            raise ValueError(f"UpdateParameters.res must be >= 0 and finite, got {self.res!r}")
+
+    @property
+    def uses_management(self) -> bool:
+        """Whether update management is active (BL management always switches it on, as in aihwkit)."""
+        return self.update_management or self.update_bl_management
+
+    @property
+    def resolution(self) -> float:
+        """Bin width of the firing probabilities (``res``, or ``1 / res`` when ``res > 1``); 0 = off."""
+        return 1.0 / self.res if self.res > 1.0 else self.res
+
+    def max_bl(self, lr: float, dw_min: float) -> int:
+        """Number of pulse slots to allocate for learning rate ``lr`` (the largest BL any sample can get).
+
+        ``desired_bl``, except without fixed BL and without BL management, where a learning rate above
+        ``dw_min * desired_bl`` needs ``ceil(lr / dw_min)`` slots (then ``lr`` must be a plain number).
+        """
+        if self.fixed_bl or self.update_bl_management:
+            return self.desired_bl
+        lr_abs = abs(float(lr))
+        if float(dw_min) * self.desired_bl < lr_abs:
+            return max(int(math.ceil(lr_abs / float(dw_min))), 1)
+        return self.desired_bl
+
+    def to_aihwkit(self):  # -> aihwkit.simulator.parameters.training.UpdateParameters
+        """The equivalent aihwkit ``UpdateParameters`` (imports aihwkit lazily)."""
+        from aihwkit.simulator.parameters.enums import PulseType
+        from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters
+
+        return AihwkitUpdateParameters(
+            desired_bl=self.desired_bl,
+            fixed_bl=self.fixed_bl,
+            update_bl_management=self.update_bl_management,
+            update_management=self.update_management,
+            um_grad_scale=self.um_grad_scale,
+            pulse_type=getattr(PulseType, _AIHWKIT_PULSE_TYPES[self.pulse_type]),
+            res=self.res,
+            sto_round=self.sto_round,
+        )
+
+    @classmethod
+    def from_aihwkit(cls, params) -> "UpdateParameters":
+        """Build from an aihwkit ``UpdateParameters``; raises ``ValueError`` for pulse types not supported here."""
+        by_enum = {v: k for k, v in _AIHWKIT_PULSE_TYPES.items()}
+        name = params.pulse_type.name
+        if name not in by_enum:
+            raise ValueError(
+                f"UpdateParameters.pulse_type: aihwkit's {name} is not supported; "
+                f"supported are {sorted(_AIHWKIT_PULSE_TYPES.values())}"
+            )
+        return cls(
+            desired_bl=int(params.desired_bl),
+            fixed_bl=bool(params.fixed_bl),
+            update_bl_management=bool(params.update_bl_management),
+            update_management=bool(params.update_management),
+            um_grad_scale=float(params.um_grad_scale),
+            pulse_type=by_enum[name],
+            res=float(params.res),
+            sto_round=bool(params.sto_round),
+        )
+
+
+def _check_inputs(x: Tensor, d: Tensor) -> None:
+    if x.dim() != 3 or d.dim() != 3:
+        raise ValueError(
+            "pulse update expects x: [batch, C, cols] and d: [batch, R, rows], "
+            f"got x.shape={tuple(x.shape)} and d.shape={tuple(d.shape)}"
+        )
+    if x.shape[0] != d.shape[0]:
+        raise ValueError(f"x and d must have the same batch size, got {x.shape[0]} and {d.shape[0]}")
+
+
+def _check_scalars(lr: float | Tensor, dw_min: float | Tensor) -> None:
+    if not isinstance(dw_min, Tensor) and not (math.isfinite(dw_min) and dw_min > 0):
+        raise ValueError(f"pulse update: dw_min (the device's weight granularity) must be > 0, got {dw_min!r}")
+    if not isinstance(lr, Tensor) and not math.isfinite(lr):
+        raise ValueError(f"pulse update: lr must be finite, got {lr!r}")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 at least (coincidence counts must be exact integers), float64 kept."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def update_scales(
+    x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pulse-train length and probability scales per sample and tile (aihwkit's BL and update management).
+
+    Args:
+        x: ``[batch, C, cols]`` inputs of every tile column block.
+        d: ``[batch, R, rows]`` errors (gradients w.r.t. the tile outputs) of every tile row block.
+        lr: learning rate (plain number or 0-d tensor); its sign only flips the update direction.
+        dw_min: weight granularity of the device (mean weight change of one pulse, weight units).
+        cfg: update parameters.
+
+    Returns:
+        ``bl``: ``[batch, R, C]`` train length in slots (``int64``, 0 = nothing fires);
+        ``a``: ``[batch, R, C]`` scale of the error probabilities (``q_i = min(1, a |d_i|)``);
+        ``b``: ``[batch, R, C]`` scale of the input probabilities (``p_j = min(1, b |x_j|)``).
+    """
+    _check_inputs(x, d)
+    _check_scalars(lr, dw_min)
+    dtype = _compute_dtype(x.dtype)
+    batch, n_c, _ = x.shape
+    n_r = d.shape[1]
+    shape = (batch, n_r, n_c)
+    lr_abs = torch.as_tensor(lr, dtype=dtype, device=x.device).abs()
+    dw = torch.as_tensor(dw_min, dtype=dtype, device=x.device)
+    x_max = x.detach().abs().to(dtype).amax(dim=-1)[:, None, :]  # [batch, 1, C]
+    d_max = d.detach().abs().to(dtype).amax(dim=-1)[:, :, None]  # [batch, R, 1]
+
+    # calculateBlAB: the learning-rate-only part.
+    max_bl = cfg.max_bl(lr, dw_min)
+    bl = torch.full(shape, max_bl, dtype=torch.int64, device=x.device)
+    ab_base = torch.sqrt(lr_abs / (dw * max_bl))
+    if max_bl > cfg.desired_bl:  # only without fixed BL and BL management: A = B = 1
+        ab_base = torch.ones_like(ab_base)
+    a = ab_base.expand(shape).clone()
+    b = a.clone()
+
+    if cfg.uses_management:
+        x_val = x_max.expand(shape)
+        d_val = (cfg.um_grad_scale * d_max).expand(shape)
+        empty = (x_val == 0) | (d_val == 0)
+        x_safe = torch.where(empty, torch.ones_like(x_val), x_val)
+        d_safe = torch.where(empty, torch.ones_like(d_val), d_val)
+        k = lr_abs * x_safe * d_safe / dw
+        if cfg.update_bl_management:
+            bl = torch.ceil(k).clamp(1, cfg.desired_bl).to(torch.int64)
+            a = torch.sqrt(lr_abs / (dw * bl.to(dtype)))
+            b = a.clone()
+        # Over budget: shrink d_val so that the largest x keeps probability 1 (errors get capped instead).
+        d_safe = torch.where(k > cfg.desired_bl, d_safe * (cfg.desired_bl / k), d_safe)
+        a = a * torch.sqrt(x_safe / d_safe)
+        b = b * torch.sqrt(d_safe / x_safe)
+        bl = torch.where(empty, torch.zeros_like(bl), bl)
+    bl = torch.where(lr_abs == 0, torch.zeros_like(bl), bl)
+    return bl, a, b
+
+
+def _discretize(p: Tensor, cfg: UpdateParameters, generator: torch.Generator | None) -> Tensor:
+    """Round firing probabilities to ``cfg.resolution`` (round half to even, as aihwkit's ``rintf``)."""
+    res = cfg.resolution
+    if res <= 0:
+        return p
+    if cfg.sto_round:
+        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        return torch.round(p / res + (u - 0.5)) * res
+    return torch.round(p / res) * res
+
+
+def pulse_probabilities(
+    x: Tensor,
+    d: Tensor,
+    lr: float | Tensor,
+    dw_min: float | Tensor,
+    cfg: UpdateParameters,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-slot firing probabilities of every line of every tile, and the train lengths.
+
+    Args: as :func:`pulse_counts` (``generator`` is used only for stochastic rounding, ``cfg.sto_round``).
+
+    Returns:
+        ``p_x``: ``[batch, R, C, cols]`` probability that input line ``j`` of tile ``(r, c)`` fires in a slot;
+        ``p_d``: ``[batch, R, C, rows]`` the same for error line ``i``;
+        ``bl``: ``[batch, R, C]`` number of slots (``int64``). All probabilities are in ``[0, 1]``.
+    """
+    bl, a, b = update_scales(x, d, lr, dw_min, cfg)
+    dtype = a.dtype
+    x_abs = x.detach().abs().to(dtype)[:, None, :, :]  # [batch, 1, C, cols]
+    d_abs = d.detach().abs().to(dtype)[:, :, None, :]  # [batch, R, 1, rows]
+    p_x = _discretize(b[..., None] * x_abs, cfg, generator).clamp(0.0, 1.0)
+    p_d = _discretize(a[..., None] * d_abs, cfg, generator).clamp(0.0, 1.0)
+    return p_x, p_d, bl
+
+
+def pulse_counts(
+    x: Tensor,
+    d: Tensor,
+    lr: float | Tensor,
+    dw_min: float | Tensor,
+    cfg: UpdateParameters,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Coincidence counts of the stochastic pulse trains of one update, per device, summed over the batch.
+
+    Every sample of the batch is one update cycle with its own trains (BL and update management per
+    sample and per tile, see :func:`update_scales`); every tile has its own independent trains.
+
+    Args:
+        x: ``[batch, C, cols]`` inputs of every tile column block (forward activations).
+        d: ``[batch, R, rows]`` errors of every tile row block (gradient w.r.t. the tile outputs).
+        lr: learning rate (plain number or 0-d tensor on ``x.device``); ``lr > 0`` moves ``W`` by about
+            ``-lr * d x^T`` (as aihwkit's ``tile.update``), ``lr < 0`` the other way.
+        dw_min: weight granularity of the device (weight change of one pulse), > 0.
+        cfg: update parameters; ``cfg.pulse_type`` must be a pulsed type (for ``"none"`` use
+            :func:`ideal_delta`).
+        generator: the source of all randomness (on ``x.device``); ``None`` uses torch's default generator.
+
+    Returns:
+        ``n_up``, ``n_down``: ``[R, C, rows, cols]`` number of potentiating / depressing pulses per device,
+        integer-valued, in ``x.dtype`` promoted to at least float32;
+        ``total``: 0-d tensor, the total number of device pulses (``n_up.sum() + n_down.sum()``).
+
+    Cost: two batched matmuls ``[R*C, rows, batch*BL] @ [R*C, batch*BL, cols]`` and random draws of
+    ``R * C * batch * BL * (rows + cols)`` numbers (the memory peak; split huge batches if needed).
+    """
+    if cfg.pulse_type == "none":
+        raise ValueError(
+            "pulse_counts: UpdateParameters.pulse_type is 'none' (exact float update); use ideal_delta(x, d, lr)"
+        )
+    p_x, p_d, bl = pulse_probabilities(x, d, lr, dw_min, cfg, generator)
+    dtype = p_x.dtype
+    device = x.device
+    batch, n_r, n_c, cols = p_x.shape
+    rows = p_d.shape[-1]
+    n_slots = cfg.max_bl(lr, dw_min)
+    tiles = n_r * n_c
+
+    # Layout [R, C, batch, slot, line] so that each tile's trains are one contiguous [batch*slot, line] block.
+    p_x_t = p_x.permute(1, 2, 0, 3)[:, :, :, None, :]  # [R, C, batch, 1, cols]
+    p_d_t = p_d.permute(1, 2, 0, 3)[:, :, :, None, :]  # [R, C, batch, 1, rows]
+    slot = torch.arange(n_slots, device=device)
+    active = (slot[None, None, None, :] < bl.permute(1, 2, 0)[..., None]).to(dtype)  # [R, C, batch, slot]
+
+    u_x = torch.rand((n_r, n_c, batch, n_slots, cols), generator=generator, device=device, dtype=dtype)
+    x_bits = (u_x < p_x_t).to(dtype)
+    del u_x
+    u_d = torch.rand((n_r, n_c, batch, n_slots, rows), generator=generator, device=device, dtype=dtype)
+    d_bits = (u_d < p_d_t).to(dtype) * active[..., None]
+    del u_d
+
+    x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)[None, :, :, None, :]  # [1, C, batch, 1, cols]
+    d_sign = d.detach().sign().to(dtype).permute(1, 0, 2)[:, None, :, None, :]  # [R, 1, batch, 1, rows]
+
+    k_len = batch * n_slots
+    x_flat = x_bits.reshape(tiles, k_len, cols)
+    d_flat = d_bits.reshape(tiles, k_len, rows)
+    both = torch.bmm(d_flat.transpose(1, 2), x_flat)  # all coincidences
+    xs_flat = (x_bits * x_sign).reshape(tiles, k_len, cols)
+    ds_flat = (d_bits * d_sign).reshape(tiles, k_len, rows)
+    same_minus_opposite = torch.bmm(ds_flat.transpose(1, 2), xs_flat)  # sign(d) sign(x) coincidences
+
+    lr_sign = torch.as_tensor(lr, dtype=dtype, device=device).sign()
+    signed = lr_sign * same_minus_opposite  # > 0: the weight must go down
+    n_down = ((both + signed) * 0.5).reshape(n_r, n_c, rows, cols)
+    n_up = ((both - signed) * 0.5).reshape(n_r, n_c, rows, cols)
+    total = both.sum()
+    return n_up, n_down, total
+
+
+def ideal_delta(x: Tensor, d: Tensor, lr: float | Tensor) -> Tensor:
+    """Exact floating-point weight change of every tile (``pulse_type="none"``).
+
+    Args:
+        x: ``[batch, C, cols]`` inputs of every tile column block.
+        d: ``[batch, R, rows]`` errors of every tile row block.
+        lr: learning rate (plain number or 0-d tensor).
+
+    Returns:
+        ``[R, C, rows, cols]``: ``-lr * sum_b d[b, r, :]^T x[b, c, :]`` (weight units).
+    """
+    _check_inputs(x, d)
+    return -lr * torch.einsum("bri,bcj->rcij", d, x)

@@ -1,0 +1,135 @@
+"""Numerically stable closed forms shared by the device models (elementwise, any shape/device/dtype).
+
+The linear-step family (constant step, linear step, soft bounds) has an *affine* mean response per pulse,
+``w ← w + f(w)`` with ``f(w) = a + s·w``; its mean and variance after ``n`` pulses are geometric sums, written
+here with ``expm1``/``log1p`` so that they stay accurate in float32 when the slopes are tiny (``|s| ~ 1e-6``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["sum_exp", "power_sum", "order_variance", "linear_moments"]
+
+
+def sum_exp(delta: Tensor, n: Tensor) -> Tensor:
+    """``Σ_{i=0}^{n-1} exp(i·delta)`` for ``delta <= 0`` (any real ``n >= 0``); ``n`` when ``delta == 0``."""
+    zero = delta == 0
+    d = torch.where(zero, torch.full_like(delta, -1.0), delta)
+    return torch.where(zero, n, torch.expm1(n * d) / torch.expm1(d))
+
+
+def power_sum(log_a: Tensor, log_b: Tensor, n: Tensor) -> Tensor:
+    """``S = Σ_{k=0}^{n-1} a^(n-1-k)·b^k`` for ``a, b > 0`` given as logs (symmetric in a, b); 0 when n = 0."""
+    hi = torch.maximum(log_a, log_b)
+    lo = torch.minimum(log_a, log_b)
+    return torch.exp((n - 1).clamp_min(0.0) * hi) * sum_exp(lo - hi, n)
+
+
+def order_variance(
+    n: Tensor, p: Tensor, q: Tensor, log_r: Tensor, lam: Tensor, c: Tensor, diff0: Tensor, diff_slope: Tensor
+) -> Tensor:
+    """Variance from the random order of ``n·p`` up and ``n·q`` down pulses on an affine-step device.
+
+    With the order a uniformly random permutation of the fixed counts, ``ξ_k = 1[pulse k is up] − p`` has
+    ``Var ξ_k = pq`` and ``Cov(ξ_i, ξ_j) = −pq/(n−1)``. Linearized around the mean path ``m_k``, the state deviates
+    by ``δ_n = Σ_k ξ_k·h_k`` with ``h_k = Δ(m_k)·r^(n−1−k)`` and ``Δ(w) = f_up(w) − f_down(w) = diff0 + diff_slope·w``
+    (difference of the signed one-pulse steps). Hence ``Var δ_n = pq·n/(n−1)·Σ_k (h_k − h̄)²``; with
+    ``m_k = w_s + (w0 − w_s)r^k`` only the part ``A = Δ(w_s)`` (``w_s = c/λ`` the mixed fixed point) survives:
+    ``Var = pq·n²/(n−1)·A²·Var_k(r^k)``, ``k`` uniform on ``0..n−1``. Zero for constant steps (``r = 1``),
+    for one sign (``pq = 0``) and for ``n <= 1``. All arguments ``[*shape]``; computed in float64 internally
+    (``Var_k(r^k)`` is a small difference of O(1) terms).
+    """
+    dt = n.dtype
+    n64, p64, q64 = n.double(), p.double(), q.double()
+    mu = (-log_r).double().clamp_min(0.0)                # r = exp(-mu)
+    lam0 = lam == 0
+    ws_term = torch.where(lam0, torch.zeros_like(c), diff_slope * c / torch.where(lam0, torch.ones_like(lam), lam))
+    a = (diff0 + ws_term).double()                       # Δ at the mixed fixed point
+
+    def log_s(t: Tensor) -> Tensor:                      # log Σ_{j<n} exp(−t j), t > 0
+        ts = torch.where(t > 0, t, torch.ones_like(t))
+        return torch.log(torch.expm1(-n64 * ts) / torch.expm1(-ts))
+
+    ok = (mu > 0) & (n64 > 1)
+    mus = torch.where(ok, mu, torch.ones_like(mu))
+    n_s = torch.where(ok, n64, torch.full_like(n64, 2.0))
+    ls1 = log_s(mus)
+    d = log_s(2 * mus) - 2 * ls1 + torch.log(n_s)      # log E[r^2J] − 2 log E[r^J] ≥ 0
+    var_k = torch.exp(2 * (ls1 - torch.log(n_s))) * torch.expm1(d.clamp_min(0.0))
+    out = p64 * q64 * n_s.square() / (n_s - 1) * a.square() * var_k
+    return torch.where(ok, out, torch.zeros_like(out)).to(dt)
+
+
+def linear_moments(
+    w: Tensor,
+    n_up: Tensor,
+    n_down: Tensor,
+    dw_up: Tensor,
+    dw_down: Tensor,
+    slope_up: Tensor,
+    slope_down: Tensor,
+    dw_min_std: float,
+    mult_noise: bool,
+) -> tuple[Tensor, Tensor]:
+    """Mean and variance after ``n_up`` up and ``n_down`` down pulses of an affine-step device (aihwkit LinearStep).
+
+    One up pulse:   ``w += (dw_up + slope_up·w)·(1 + σξ)``     (``slope_up <= 0``);
+    one down pulse: ``w −= (dw_down + slope_down·w)·(1 + σξ)`` (``slope_down >= 0``);
+    with additive noise (``mult_noise=False``) the noise term is ``dw·σξ`` instead of ``(dw + slope·w)·σξ``.
+
+    Pulses of one sign: the mean ``m_k`` and variance ``V_k`` obey exact linear recursions
+    (``m' = m + f(m)``, ``V' = (1+s)²V + σ²(f(m)² + s²V)`` for multiplicative noise), solved in closed form.
+    Mixed counts (``p = n_up/n`` up, ``q = n_down/n`` down, ``n = n_up + n_down``): the pulses are treated as
+    evenly interleaved — the per-pulse maps are replaced by their p/q mixture, with the homogeneous factors mixed
+    geometrically (``r = (1+slope_up)^p·(1−slope_down)^q``), which makes the dependence on the initial state exact
+    for any order; the order-dependent remainder is O(slope·dw) per pulse. Randomness of the order itself is not
+    added (it is zero for constant steps, where the sum does not depend on the order).
+
+    All tensors ``[*shape]``; returns ``(mean, var)`` of the unclipped state.
+    """
+    n = n_up + n_down
+    has = n > 0
+    n_safe = torch.where(has, n, torch.ones_like(n))
+    p = torch.where(has, n_up / n_safe, torch.zeros_like(n))
+    q = torch.where(has, n_down / n_safe, torch.zeros_like(n))
+    # homogeneous factor r = (1+slope_up)^p (1-slope_down)^q; slopes with |s| >= 1 are clamped (a pulse that
+    # would jump across the fixed point: the per-pulse model then lands on the bound in one pulse)
+    lim = 1.0 - 1e-6
+    su = slope_up.clamp(-lim, lim)
+    sd = slope_down.clamp(-lim, lim)
+    log_r = p * torch.log1p(su) + q * torch.log1p(-sd)
+    lam = -torch.expm1(log_r)                            # 1 - r
+    c = p * dw_up - q * dw_down                          # mean drift at w = 0 per pulse
+    e = c - lam * w                                      # mean drift at w0 per pulse (mixed)
+    geo = sum_exp(log_r, n)                              # Σ_{k<n} r^k
+    mean = w + e * geo
+
+    var = order_variance(n, p, q, log_r, lam, c, dw_up + dw_down, su + sd)
+    if dw_min_std == 0:
+        return mean, var
+    s2 = dw_min_std ** 2
+    if not mult_noise:
+        force = s2 * (p * dw_up.square() + q * dw_down.square())
+        var = var + force * power_sum(2 * log_r, torch.zeros_like(log_r), n)
+        return mean, var
+    # multiplicative noise: forcing σ²[p f_u(m_k)² + q f_d(m_k)²], f(m_k) = A + B r^k
+    lam0 = lam == 0
+    lam_safe = torch.where(lam0, torch.ones_like(lam), lam)
+    b_u = torch.where(lam0, torch.zeros_like(lam), -su * e / lam_safe)
+    b_d = torch.where(lam0, torch.zeros_like(lam), -sd * e / lam_safe)
+    a_u = dw_up + su * w - b_u
+    a_d = dw_down + sd * w - b_d
+    c0 = p * a_u.square() + q * a_d.square()
+    c1 = 2 * (p * a_u * b_u + q * a_d * b_d)
+    c2 = p * b_u.square() + q * b_d.square()
+    # noise-on-noise: the homogeneous variance factor per pulse is (1+s)² + σ² s², mixed geometrically
+    eta = p * torch.log1p(s2 * su.square() / (1 + su).square()) + q * torch.log1p(s2 * sd.square() / (1 - sd).square())
+    log_rho = 2 * log_r + eta
+    var = var + s2 * (
+        c0 * power_sum(log_rho, torch.zeros_like(log_r), n)
+        + c1 * power_sum(log_rho, log_r, n)
+        + c2 * power_sum(log_rho, 2 * log_r, n)
+    )
+    return mean, var.clamp_min(0.0)

@@ -1,0 +1,268 @@
+"""Contract shared by every device model: sampled per-device parameters and the pulsed-device base class.
+
+A device model is a frozen dataclass of *nominal* parameters (aihwkit's names, defaults and meaning). Calling
+``sample(shape)`` draws the device-to-device spread once and returns a :class:`DeviceParams` of per-device
+tensors; ``apply_pulses(w, n_up, n_down, params)`` then applies pulse *counts* to a tensor of device states in
+one vectorized call (closed forms over the counts, no loop over pulses).
+
+Weights are in normalized weight units (the unit of ``dw_min``, ``w_min``, ``w_max``); see
+:mod:`devices.conductance` for the mapping to µS.
+
+Semantics of the shared fields (identical to aihwkit 1.1's ``PulsedDevice`` / ``rpu_pulsed_device.cpp``), for a
+device with standard Gaussians ``ξ`` drawn once per device:
+
+* step sizes: ``gain = 1 + dw_min_dtod·ξ₁`` (or ``exp(dw_min_dtod·ξ₁)`` when ``dw_min_dtod_log_normal``),
+  ``r = up_down_dtod·ξ₂``; ``dw_up = |dw_min·(gain + r + min(up_down, 0))|``,
+  ``dw_down = |dw_min·(gain − r − max(up_down, 0))|``. So ``up_down > 0`` shrinks the *down* step and
+  ``up_down < 0`` shrinks the *up* step (aihwkit's implementation; its docstring's symmetric ``1 ± β`` form
+  is not what the C++ code does).
+* bounds: ``b_max = w_max·(1 + w_max_dtod·ξ₃)``, ``b_min = w_min·(1 + w_min_dtod·ξ₄)``; swapped if
+  ``b_min > b_max``; then ``b_max = |b_max|``, ``b_min = −|b_min|`` (aihwkit's ``enforce_consistency=True``,
+  the Python default, always on here).
+* cycle-to-cycle: one pulse changes the state by ``step(w)·(1 + dw_min_std·ξ)`` (multiplicative noise) with
+  a fresh ``ξ`` per pulse, then the state is clipped into ``[b_min, b_max]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["DeviceParams", "PulsedDevice", "check_field"]
+
+
+def check_field(cls_name: str, name: str, value: float, ok: bool, valid: str) -> None:
+    """Raise ``ValueError("<cls_name>.<name> must be <valid>, got <value>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{cls_name}.{name} must be {valid}, got {value!r}")
+
+
+@dataclass
+class DeviceParams:
+    """Per-device sampled parameters, all tensors of the same shape as the device states (e.g. [tiles, rows, cols]).
+
+    Attributes:
+        dw_up: step of one up pulse at the reference state (> 0), weight units.
+        dw_down: magnitude of one down pulse at the reference state (> 0), weight units.
+        w_min: per-device lower bound (<= 0), weight units.
+        w_max: per-device upper bound (>= 0), weight units.
+        extra: model-specific sampled values (may be empty), same shape, e.g. ``slope_up`` of LinearStep.
+    """
+
+    dw_up: Tensor
+    dw_down: Tensor
+    w_min: Tensor
+    w_max: Tensor
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    _CORE: ClassVar[tuple[str, ...]] = ("dw_up", "dw_down", "w_min", "w_max")
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape of the device array."""
+        return self.dw_up.shape
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DeviceParams":
+        """Return a copy with every tensor moved to ``device`` and/or cast to ``dtype``."""
+        def mv(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype)
+
+        return DeviceParams(
+            dw_up=mv(self.dw_up), dw_down=mv(self.dw_down), w_min=mv(self.w_min), w_max=mv(self.w_max),
+            extra={k: mv(v) for k, v in self.extra.items()},
+        )
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Flat mapping for saving: ``dw_up``, ``dw_down``, ``w_min``, ``w_max``, ``extra.<name>``."""
+        d = {k: getattr(self, k) for k in self._CORE}
+        d.update({f"extra.{k}": v for k, v in self.extra.items()})
+        return d
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Tensor]) -> "DeviceParams":
+        """Inverse of :meth:`state_dict`; unknown keys raise ``ValueError``."""
+        missing = [k for k in cls._CORE if k not in d]
+        if missing:
+            raise ValueError(f"DeviceParams.from_state_dict: missing keys {missing}; got {sorted(d)}")
+        extra: dict[str, Tensor] = {}
+        for k, v in d.items():
+            if k in cls._CORE:
+                continue
+            if not k.startswith("extra."):
+                raise ValueError(
+                    f"DeviceParams.from_state_dict: unknown key {k!r}; valid: {list(cls._CORE)} or 'extra.<name>'"
+                )
+            extra[k[len("extra."):]] = v
+        return cls(dw_up=d["dw_up"], dw_down=d["dw_down"], w_min=d["w_min"], w_max=d["w_max"], extra=extra)
+
+
+@dataclass(frozen=True)
+class PulsedDevice:
+    """Abstract base of all pulsed device models; fields use aihwkit's names and defaults.
+
+    Attributes (weight units unless stated):
+        dw_min: mean step of one pulse across devices and directions (> 0).
+        dw_min_dtod: device-to-device std of the step, relative to ``dw_min`` (>= 0).
+        dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0).
+        up_down: systematic up/down asymmetry in units of ``dw_min`` (in (-1, 1)); > 0 weakens down pulses.
+        up_down_dtod: device-to-device std of the up/down asymmetry, in units of ``dw_min`` (>= 0).
+        w_min: mean lower bound (<= 0).
+        w_max: mean upper bound (>= 0, > w_min).
+        w_min_dtod: device-to-device std of the lower bound, relative to ``w_min`` (>= 0).
+        w_max_dtod: device-to-device std of the upper bound, relative to ``w_max`` (>= 0).
+        write_noise_std: write noise in units of ``dw_min`` (>= 0): the *apparent* (read) state is the hidden
+            state plus ``write_noise_std·dw_min·ξ``, redrawn whenever the device is updated (see
+            :meth:`write_noise`). ``apply_pulses`` always returns the hidden (persistent) state.
+        dw_min_dtod_log_normal: draw the step gain log-normally, ``exp(dw_min_dtod·ξ)``, instead of ``1 + dw_min_dtod·ξ``.
+    """
+
+    dw_min: float = 0.001
+    dw_min_dtod: float = 0.3
+    dw_min_std: float = 0.3
+    up_down: float = 0.0
+    up_down_dtod: float = 0.01
+    w_min: float = -0.6
+    w_max: float = 0.6
+    w_min_dtod: float = 0.3
+    w_max_dtod: float = 0.3
+    write_noise_std: float = 0.0
+    dw_min_dtod_log_normal: bool = False
+
+    # ------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        c = type(self).__name__
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            check_field(c, f.name, v, not math.isnan(v), "a number (not NaN)")
+        check_field(c, "dw_min", self.dw_min, math.isfinite(self.dw_min) and self.dw_min > 0, "> 0 and finite")
+        for name in ("dw_min_dtod", "dw_min_std", "up_down_dtod", "w_min_dtod", "w_max_dtod", "write_noise_std"):
+            v = getattr(self, name)
+            check_field(c, name, v, math.isfinite(v) and v >= 0, ">= 0 and finite")
+        check_field(c, "up_down", self.up_down, -1.0 < self.up_down < 1.0, "in (-1, 1)")
+        check_field(c, "w_min", self.w_min, self.w_min <= 0, "<= 0 (the range [w_min, w_max] must contain 0)")
+        check_field(c, "w_max", self.w_max, self.w_max >= 0, ">= 0 (the range [w_min, w_max] must contain 0)")
+        check_field(c, "w_max", self.w_max, self.w_max > self.w_min, f"> w_min = {self.w_min!r}")
+        self._validate()
+
+    def _validate(self) -> None:
+        """Model-specific validation hook (raise ``ValueError`` naming ``Class.field``)."""
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def _n_extra_gauss(self) -> int:
+        """Number of standard Gaussians per device the model draws for its ``extra`` parameters."""
+        return 0
+
+    def sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> DeviceParams:
+        """Draw the device-to-device parameters of ``shape`` devices (aihwkit's ``populate``).
+
+        Args:
+            shape: device array shape, e.g. ``(tiles, rows, cols)``; any number of dims (``()`` = one device).
+            generator: seeded ``torch.Generator`` on ``device`` (``None``: torch's global generator).
+            device, dtype: where/how to create the tensors.
+        Returns:
+            :class:`DeviceParams` with tensors of ``shape``. Same generator state -> same numbers.
+        """
+        shape = tuple(int(s) for s in shape)
+        xi = torch.randn((4 + self._n_extra_gauss, *shape), generator=generator, device=device, dtype=dtype)
+        if self.dw_min_dtod_log_normal:
+            gain = torch.exp(self.dw_min_dtod * xi[0])
+        else:
+            gain = 1.0 + self.dw_min_dtod * xi[0]
+        r = self.up_down_dtod * xi[1]
+        up_bias = min(self.up_down, 0.0)
+        down_bias = -max(self.up_down, 0.0)
+        dw_up = (self.dw_min * (up_bias + gain + r)).abs()
+        dw_down = (self.dw_min * (down_bias + gain - r)).abs()
+        b_max = self.w_max * (1.0 + self.w_max_dtod * xi[2])
+        b_min = self.w_min * (1.0 + self.w_min_dtod * xi[3])
+        swap = b_min > b_max
+        b_max, b_min = torch.where(swap, b_min, b_max), torch.where(swap, b_max, b_min)
+        params = DeviceParams(dw_up=dw_up, dw_down=dw_down, w_min=-b_min.abs(), w_max=b_max.abs())
+        params.extra.update(self._sample_extra(params, xi[4:]))
+        return params
+
+    def _sample_extra(self, params: DeviceParams, xi: Tensor) -> dict[str, Tensor]:
+        """Model-specific per-device values from ``xi: [n_extra_gauss, *shape]`` standard Gaussians."""
+        return {}
+
+    # ------------------------------------------------------------------ update
+    def pulse_moments(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams) -> tuple[Tensor, Tensor]:
+        """Mean and variance of the unclipped state after ``n_up`` up and ``n_down`` down pulses.
+
+        Args:
+            w, n_up, n_down: same shape as ``params``' tensors (counts non-negative, integer-valued, float dtype).
+        Returns:
+            ``(mean, var)``, same shape as ``w``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement pulse_moments")
+
+    def apply_pulses(
+        self,
+        w: Tensor,
+        n_up: Tensor,
+        n_down: Tensor,
+        params: DeviceParams,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Apply pulse counts to device states, vectorized over any shape, no loop over pulses.
+
+        Args:
+            w: device states ``[*shape]`` (weight units).
+            n_up, n_down: non-negative integer-valued counts ``[*shape]`` (float or int tensors).
+            params: sampled parameters of the same shape (see :meth:`sample`).
+            generator: seeded ``torch.Generator`` on ``w.device`` for the cycle-to-cycle noise.
+        Returns:
+            New (hidden) states ``[*shape]``, always within ``[params.w_min, params.w_max]``: a Gaussian with
+            the mean and variance of :meth:`pulse_moments`, clipped into the bounds. Devices with zero pulses
+            keep their (clipped) state exactly.
+        """
+        n_up = n_up.to(dtype=w.dtype)
+        n_down = n_down.to(dtype=w.dtype)
+        mean, var = self.pulse_moments(w, n_up, n_down, params)
+        if self._has_c2c_noise:
+            xi = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+            mean = mean + var.clamp_min(0.0).sqrt() * xi
+        return self.clip(mean, params)
+
+    @property
+    def _has_c2c_noise(self) -> bool:
+        return self.dw_min_std > 0
+
+    def clip(self, w: Tensor, params: DeviceParams) -> Tensor:
+        """Clip states ``w: [*shape]`` into the per-device bounds ``[params.w_min, params.w_max]``."""
+        return torch.minimum(torch.maximum(w, params.w_min), params.w_max)
+
+    def write_noise(self, w: Tensor, params: DeviceParams, generator: torch.Generator | None = None) -> Tensor:
+        """Apparent (read) states for hidden states ``w: [*shape]``: ``w + write_noise_std·dw_min·ξ``.
+
+        As in aihwkit, the apparent state is *not* clipped and is redrawn each time a device is updated; the
+        caller keeps the hidden state from :meth:`apply_pulses` and redraws the apparent one for the devices
+        it touched. Returns ``w`` itself when ``write_noise_std == 0``.
+        """
+        if self.write_noise_std == 0:
+            return w
+        xi = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        return w + (self.write_noise_std * self.dw_min) * xi
+
+    @property
+    def granularity(self) -> float:
+        """Nominal weight change of one pulse (aihwkit's ``calcWeightGranularity``), used for bit-length management."""
+        return self.dw_min
+
+    @property
+    def num_states(self) -> float:
+        """Nominal number of states ``(w_max − w_min) / granularity`` (aihwkit's ``calcNumStates``)."""
+        return (self.w_max - self.w_min) / self.granularity

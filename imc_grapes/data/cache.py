@@ -1,0 +1,82 @@
+"""Where data sets live on disk and how their integrity is checked."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .registry import DatasetSpec
+
+ENV_VAR = "IMC_GRAPES_DATA"
+
+
+class DatasetError(RuntimeError):
+    """Base class of data-set errors; the message always says what to run next."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """A data set's files are not in the cache folder."""
+
+
+class ChecksumError(DatasetError):
+    """A data set file exists but its size or md5 is not the documented one."""
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder: ``root`` if given, else ``$IMC_GRAPES_DATA``, else ``$XDG_CACHE_HOME/imc-grapes/data``
+    (``~/.cache/imc-grapes/data``)."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "imc-grapes" / "data"
+
+
+def dataset_dir(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
+    return data_root(root) / spec.name
+
+
+def md5_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_hint(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> str:
+    extra = f" --root {root}" if root is not None else ""
+    return f"imc-grapes data fetch {spec.name}{extra}"
+
+
+def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
+    """Check that all four files are present with the documented size and md5; return the folder.
+
+    Raises:
+        DatasetNotFoundError: a file is missing (the message names the fetch command).
+        ChecksumError: a file has the wrong size or md5 (the message names the file and the fetch command).
+    """
+    folder = dataset_dir(spec, root)
+    missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"dataset {spec.name!r} not found in {folder} (missing: {', '.join(missing)}). "
+            f"Run `{fetch_hint(spec, root)}` to obtain it (or set {ENV_VAR} to the folder that holds it)."
+        )
+    for f in spec.files:
+        path = folder / f.name
+        size = path.stat().st_size
+        if size != f.size:
+            raise ChecksumError(
+                f"dataset {spec.name!r}: {path} has {size} bytes, expected {f.size} (truncated or wrong file). "
+                f"Delete it and run `{fetch_hint(spec, root)}`."
+            )
+        digest = md5_file(path)
+        if digest != f.md5:
+            raise ChecksumError(
+                f"dataset {spec.name!r}: md5 of {path} is {digest}, expected {f.md5} (corrupt or changed file). "
+                f"Delete it and run `{fetch_hint(spec, root)}`."
+            )
+    return folder

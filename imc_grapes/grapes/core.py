@@ -1,0 +1,182 @@
+"""GRAPES importance and modulation as pure tensor functions.
+
+Every function here is a stateless tensor map (call it under ``torch.no_grad()`` when the input is a
+parameter, as the hooks do); it keeps the device and dtype of its input, performs no ``.item()`` and no Python
+branching on tensor values, so it runs unchanged on CPU and GPU.
+
+Notation (grapes.md §1): a layer's weights ``W`` have the output (postsynaptic) neurons on dim 0,
+``W: [out, in]`` for a fully connected layer and ``K: [C_out, C_in, kh, kw]`` for a convolution.
+
+* importance        ``F_i = Σ_j |W_ij|``                  (row sums of |W|, incoming weights; bias excluded)
+* modulation        ``M_i = clip(2 F_i / max_k F_k, 1, 2)``   (BP; FA uses the same without clipping)
+* outgoing importance ``P_j = 2 Σ_i |W_ij| / max``            (column sums, used by DFA+GRAPES)
+
+Reference: the authors' numpy code, github.com/IBM/GRAPES, ``numpy_grapes_functions.py``
+(``general_network.learning``): ``w_next_sum = 2*sum(|w|, axis=1)/max(...)``, clipped to [1, 2] for
+``BPgrapes`` (the default ``keep_variants='un'``), unclipped for ``FAgrapes``; ``w_pre_sum =
+2*sum(|w|, axis=0)/max(...)`` unclipped for ``DFAgrapes``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BP_CLIP",
+    "importance",
+    "outgoing_importance",
+    "modulation",
+    "outgoing_modulation",
+    "layer_mean",
+    "synapse_modulation",
+    "dfa_modulations",
+]
+
+#: The clip range of the BP variant of GRAPES (grapes.md §1: fixed constants, no hyper-parameter).
+BP_CLIP: tuple[float, float] = (1.0, 2.0)
+
+
+def _check_weight(weight: Tensor, fn: str) -> None:
+    if weight.dim() < 2:
+        raise ValueError(
+            f"{fn}: weight must have at least 2 dims ([out, in] or [C_out, C_in, kh, kw]), "
+            f"got shape {tuple(weight.shape)}"
+        )
+
+
+def importance(weight: Tensor) -> Tensor:
+    """Node importance: the sum of |w| over each output neuron's incoming weights.
+
+    Args:
+        weight: ``[out, in]`` (linear) or ``[C_out, C_in, *kernel]`` (convolution). Pass the weight only;
+            a bias is not part of the importance (grapes.md §1).
+
+    Returns:
+        ``F: [out]`` (per output neuron / per output channel), same device and dtype as ``weight``.
+    """
+    _check_weight(weight, "importance")
+    return weight.abs().flatten(1).sum(dim=1)
+
+
+def outgoing_importance(weight: Tensor) -> Tensor:
+    """Outgoing importance of the layer's input neurons: column sums of |w|.
+
+    Args:
+        weight: ``[out, in]`` or ``[C_out, C_in, *kernel]``.
+
+    Returns:
+        ``[in]``: ``Σ_i |W_ij|`` for each input neuron ``j`` (for a convolution: per input channel,
+        summed over output channels and kernel positions).
+    """
+    _check_weight(weight, "outgoing_importance")
+    a = weight.abs().transpose(0, 1)
+    return a.flatten(1).sum(dim=1)
+
+
+def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
+    """GRAPES modulation factor ``M = 2 F / max(F)``, optionally clipped.
+
+    Args:
+        F: importances ``[..., n]``; the max is taken over the last dim (one layer per row, so a stack of
+            layers ``[layers, n]`` is handled in one call). Must be >= 0.
+        clip: ``(low, high)`` bounds, ``(1.0, 2.0)`` for BP (the default); ``None`` for FA (unclipped).
+
+    Returns:
+        ``M`` of the same shape as ``F``; its largest element per layer is exactly 2. A layer whose
+        importances are all zero has no distinguished node: every node is treated as the maximum (M = 2).
+    """
+    if clip is not None:
+        lo, hi = float(clip[0]), float(clip[1])
+        if not lo <= hi:
+            raise ValueError(f"modulation.clip must satisfy low <= high, got {clip}")
+    if F.dim() == 0:
+        raise ValueError("modulation: F must have at least 1 dim ([n] or [..., n]), got a scalar")
+    fmax = F.amax(dim=-1, keepdim=True)
+    positive = fmax > 0
+    ratio = torch.where(positive, F / torch.where(positive, fmax, torch.ones_like(fmax)), torch.ones_like(F))
+    m = 2.0 * ratio
+    if clip is not None:
+        m = m.clamp(lo, hi)
+    return m
+
+
+def outgoing_modulation(weight: Tensor) -> Tensor:
+    """DFA+GRAPES presynaptic factor ``P = 2·colsum|W| / max(colsum|W|)`` (unclipped).
+
+    Args:
+        weight: ``[out, in]``.
+
+    Returns:
+        ``P: [in]``.
+    """
+    return modulation(outgoing_importance(weight), clip=None)
+
+
+def layer_mean(M: Tensor) -> Tensor:
+    """Replace a layer's factors by their mean (the "layer-mean" control of grapes.md §5).
+
+    Args:
+        M: ``[..., n]`` factors of one layer (or a stack of layers along the leading dims).
+
+    Returns:
+        Tensor of ``M``'s shape where every entry of a layer is that layer's mean over the last dim.
+    """
+    return M.mean(dim=-1, keepdim=True).expand_as(M).clone()
+
+
+def synapse_modulation(p_post: Tensor, p_pre: Tensor) -> Tensor:
+    """Per-synapse DFA+GRAPES factor ``S_ij = p_post_i · p_pre_j``.
+
+    Args:
+        p_post: ``[out]`` factor of the layer's output neurons (``P^{l+1}``, from the layer above).
+        p_pre: ``[in]`` factor of the layer's input neurons (``P^l``, from this layer's own weights).
+
+    Returns:
+        ``[out, in]``, to multiply the layer's weight gradient element-wise.
+    """
+    return p_post.unsqueeze(-1) * p_pre.unsqueeze(-2)
+
+
+def dfa_modulations(
+    outgoing: Sequence[Tensor | None],
+    last_out: int,
+    transform: Callable[[Tensor], Tensor] | None = None,
+) -> list[tuple[Tensor, Tensor] | None]:
+    """DFA+GRAPES factors for a stack of hidden layers, exactly as the reference code computes them.
+
+    The reference (``learn_type == 'DFAgrapes'``), with layers ``0 .. L-1`` (``L-1`` = output layer), sets
+    once per batch ``P^{L-1} = 1`` and, for ``k = L-2 .. 1``, ``P^k = 2·colsum|W^k| / max`` (unclipped); then
+    ``δ^k = (P^{k+1} ⊙ B^{k+1} e) ⊙ f'(a^k)``, broadcast against ``P^k`` into a matrix, so that
+    ``ΔW^k_ij ∝ P^{k+1}_i · P^k_j · δ^k_i x_j``. Hidden layer 0 gets ``δ^0 = (B^1 e) ⊙ f'(a^0)``: unmodulated
+    (``P^0`` is never computed and ``P^1`` is not applied to it).
+
+    Args:
+        outgoing: for each hidden layer ``k = 0 .. n-1`` (forward order, output layer excluded) its
+            outgoing importance ``colsum|W^k|: [in_k]``. Entry 0 is not used (may be None).
+        last_out: output width of the last hidden layer (length of the output layer's ``P = 1``).
+        transform: optional map applied to every ``P^k`` vector before use (e.g. :func:`layer_mean`).
+
+    Returns:
+        A list of length ``n``: ``None`` for hidden layer 0, else ``(p_post, p_pre)`` with
+        ``p_post = P^{k+1}: [out_k]`` and ``p_pre = P^k: [in_k]``; the weight-gradient factor is
+        ``synapse_modulation(p_post, p_pre)`` and a bias gradient (constant input) takes ``p_post``.
+    """
+    n = len(outgoing)
+    tf = transform if transform is not None else (lambda t: t)
+    p: list[Tensor | None] = [None]
+    for k in range(1, n):
+        o = outgoing[k]
+        if o is None:
+            raise ValueError(f"dfa_modulations.outgoing[{k}] must be a tensor (only entry 0 may be None)")
+        p.append(tf(modulation(o, clip=None)))
+    factors: list[tuple[Tensor, Tensor] | None] = [None]
+    for k in range(1, n):
+        p_pre = p[k]
+        assert p_pre is not None
+        nxt = p[k + 1] if k + 1 < n else None
+        p_post = nxt if nxt is not None else torch.ones(last_out, device=p_pre.device, dtype=p_pre.dtype)
+        factors.append((p_post, p_pre))
+    return factors

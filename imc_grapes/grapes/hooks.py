@@ -1,0 +1,373 @@
+"""Apply GRAPES to any torch model through hooks: it modulates error signals / weight gradients, it is not
+an optimizer, so it composes with every ``torch.optim`` optimizer (SGD, momentum, Adam, ...).
+
+Mechanism (one :class:`GrapesHandle` per model):
+
+* A forward pre-hook on the model recomputes the factors from the current weights once per training
+  batch (when ``model.training`` and grad mode is on). Eval forwards and ``torch.no_grad()`` forwards do
+  not recompute; :meth:`GrapesHandle.refresh` recomputes on demand.
+* A forward hook on each modulated layer records the factors current at its forward; the backward of
+  that forward pass uses exactly those (held fixed for the batch, even if ``refresh()`` runs in between).
+* ``propagated`` (grapes.md §2): a tensor hook on the layer's output (pre-activation) multiplies the
+  incoming gradient by ``M`` per output neuron / channel (broadcast over batch and spatial dims). This is
+  the reference's ``δ^l = M^l ⊙ (Wᵀδ^{l+1}) ⊙ f'(a^l)`` (element-wise factors commute), so the modulated
+  δ reaches the layer's weight (and bias) gradient and everything upstream.
+* ``local``: a hook on the layer's ``weight`` (and ``bias``) gradient scales its rows by ``M``; the error
+  sent upstream is the unmodulated one.
+* ``layer-mean`` / ``layer-mean-local``: as above with each layer's factors replaced by their layer mean.
+* rule ``dfa``: hidden layer 0 unmodulated, layer ``k >= 1`` weight gradient scaled per synapse by
+  ``P^{k+1}_i · P^k_j`` (:func:`~imc_grapes.grapes.core.dfa_modulations`). DFA sends no error upstream
+  (each hidden layer receives ``B e`` directly), so "propagated" and "local" coincide; the layer-mean
+  modes replace each ``P`` by its mean.
+
+Importance sources (the contract later backends plug into):
+
+* ``importance_fn(layer) -> Tensor[out]``: non-negative importance of each output neuron / channel of
+  ``layer`` (default :func:`exact_importance`, ``Σ_j |W_ij|`` of ``layer.weight``). Called under
+  ``torch.no_grad()`` once per training batch per modulated layer; it may be a hardware read (a crossbar
+  tile's row sums through its periphery) and may be noisy. The layer may be any module whose output has
+  one feature dim of that length: dim -1 for linear-like modules (``nn.Linear``, ``FALinear``, or any
+  module with an ``in_features`` attribute), else dim 1 (``[batch, C, ...]`` convolutions); a module can
+  override this with an integer attribute ``grapes_feature_dim``.
+* ``outgoing_importance_fn(layer) -> Tensor[in]`` (rule ``dfa`` only): column sums ``Σ_i |W_ij|``
+  (default :func:`exact_outgoing_importance`).
+
+Attach after moving/casting the model (``model.to(...)`` keeps parameter objects by default, so hooks
+survive it, but a module that replaces its parameters would drop the local-mode gradient hooks).
+
+Deviation from the reference, documented: with dropout, the reference computes ``F`` from
+``drop_mask * W`` of the batch's first sample (so the max runs over the kept neurons only); here ``F``
+comes from the full weights, independent of dropout. Without dropout the two agree exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .core import BP_CLIP, dfa_modulations, importance, layer_mean, modulation, outgoing_importance, synapse_modulation
+from .feedback import FALinear
+
+__all__ = [
+    "MODES",
+    "RULES",
+    "ImportanceFn",
+    "GrapesHandle",
+    "attach_grapes",
+    "exact_importance",
+    "exact_outgoing_importance",
+    "default_hidden_layers",
+]
+
+MODES: tuple[str, ...] = ("propagated", "local", "layer-mean", "layer-mean-local")
+RULES: tuple[str, ...] = ("bp", "fa", "dfa")
+
+ImportanceFn = Callable[[nn.Module], Tensor]
+
+_ATTACHED_FLAG = "_imc_grapes_attached"
+_WEIGHTED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, FALinear)
+
+
+def _weight_of(layer: nn.Module) -> Tensor:
+    w = getattr(layer, "weight", None)
+    if not isinstance(w, Tensor):
+        raise ValueError(
+            f"GRAPES: layer {type(layer).__name__} has no tensor 'weight'; pass importance_fn= "
+            "(and outgoing_importance_fn= for DFA) that reads its importance"
+        )
+    return w
+
+
+def exact_importance(layer: nn.Module) -> Tensor:
+    """Default importance source: ``F = Σ_j |W_ij|`` of ``layer.weight`` -> ``[out]``."""
+    return importance(_weight_of(layer).detach())
+
+
+def exact_outgoing_importance(layer: nn.Module) -> Tensor:
+    """Default DFA source: column sums ``Σ_i |W_ij|`` of ``layer.weight`` -> ``[in]``."""
+    return outgoing_importance(_weight_of(layer).detach())
+
+
+def default_hidden_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers GRAPES modulates by default.
+
+    ``model.hidden_layers()`` if the model defines it (all models of :mod:`imc_grapes.models` do);
+    otherwise every ``Linear``/``Conv``/``FALinear`` module in registration order except the last one
+    (taken to be the output layer).
+    """
+    fn = getattr(model, "hidden_layers", None)
+    if callable(fn):
+        return list(fn())
+    found: list[nn.Module] = [m for m in model.modules() if isinstance(m, _WEIGHTED_TYPES)]
+    if len(found) < 2:
+        raise ValueError(
+            f"attach_grapes: found {len(found)} Linear/Conv layers in {type(model).__name__}; need an output "
+            "layer plus at least one hidden layer, or pass layers= explicitly"
+        )
+    return found[:-1]
+
+
+def _feature_dim(layer: nn.Module, ndim: int) -> int:
+    dim = getattr(layer, "grapes_feature_dim", None)
+    if isinstance(dim, int):
+        return dim
+    if ndim <= 2 or isinstance(layer, (nn.Linear, FALinear)) or hasattr(layer, "in_features"):
+        return -1
+    return 1
+
+
+def _scale_grad(m: Tensor, g: Tensor) -> Tensor:
+    return g * m.to(g.dtype)
+
+
+def _broadcast(m: Tensor, ndim: int, dim: int, like: Tensor) -> Tensor:
+    shape = [1] * ndim
+    shape[dim] = -1
+    return m.to(device=like.device, dtype=like.dtype).reshape(shape)
+
+
+class GrapesHandle:
+    """GRAPES attached to one model. Created by :func:`attach_grapes`.
+
+    Attributes:
+        mode: one of :data:`MODES`. rule: one of :data:`RULES`.
+        layers: the modulated layers, forward order. names: their names in the model.
+        modulations: ``name -> factor`` of the last refresh: ``[out]`` for bp/fa (``M``), ``[out, in]``
+            for dfa (per-synapse ``P^{k+1} ⊗ P^k``; hidden layer 0 is absent: unmodulated).
+        importances: ``name -> importance`` read at the last refresh (``F: [out]``; dfa: ``colsum: [in]``).
+        refresh_count: number of refreshes so far (one per training batch).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[nn.Module],
+        names: list[str],
+        mode: str,
+        rule: str,
+        importance_fn: ImportanceFn,
+        outgoing_importance_fn: ImportanceFn,
+    ) -> None:
+        self.model = model
+        self.layers = tuple(layers)
+        self.names = tuple(names)
+        self.mode = mode
+        self.rule = rule
+        self.importance_fn = importance_fn
+        self.outgoing_importance_fn = outgoing_importance_fn
+        self.modulations: dict[str, Tensor] = {}
+        self.importances: dict[str, Tensor] = {}
+        self.refresh_count = 0
+        self.removed = False
+        # Per layer index: the factors in use (row factor [out] or (p_post, p_pre)), current and
+        # as recorded at the layer's last forward (the backward of that pass uses the recorded ones).
+        self._current: list[object | None] = [None] * len(layers)
+        self._at_forward: list[object | None] = [None] * len(layers)
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._install()
+
+    # ----------------------------------------------------------------------------------------- factors
+    @property
+    def clip(self) -> tuple[float, float] | None:
+        """The clip range used: ``(1, 2)`` for bp, ``None`` (unclipped) for fa and dfa."""
+        return BP_CLIP if self.rule == "bp" else None
+
+    @property
+    def uses_layer_mean(self) -> bool:
+        return self.mode.startswith("layer-mean")
+
+    @property
+    def is_local(self) -> bool:
+        return self.mode.endswith("local") or self.rule == "dfa"
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute every layer's factors from the current weights (or importance source) now."""
+        self._check_live()
+        if self.rule == "dfa":
+            self._refresh_dfa()
+        else:
+            for k, (layer, name) in enumerate(zip(self.layers, self.names)):
+                f = self.importance_fn(layer)
+                if f.dim() != 1:
+                    raise ValueError(
+                        f"importance_fn must return a 1-D tensor [out] for layer {name!r}, got shape {tuple(f.shape)}"
+                    )
+                m = modulation(f, self.clip)
+                if self.uses_layer_mean:
+                    m = layer_mean(m)
+                self._current[k] = m
+                self.importances[name] = f
+                self.modulations[name] = m
+        self.refresh_count += 1
+
+    def _refresh_dfa(self) -> None:
+        outgoing: list[Tensor | None] = [None]
+        for layer, name in zip(self.layers[1:], self.names[1:]):
+            o = self.outgoing_importance_fn(layer)
+            if o.dim() != 1:
+                raise ValueError(
+                    f"outgoing_importance_fn must return a 1-D tensor [in] for layer {name!r}, "
+                    f"got shape {tuple(o.shape)}"
+                )
+            outgoing.append(o)
+            self.importances[name] = o
+        last_out = _out_features(self.layers[-1])
+        factors = dfa_modulations(outgoing, last_out, layer_mean if self.uses_layer_mean else None)
+        for k, (fac, name) in enumerate(zip(factors, self.names)):
+            self._current[k] = fac
+            if fac is not None:
+                self.modulations[name] = synapse_modulation(*fac)
+
+    def _factor(self, k: int) -> object | None:
+        if self._current[k] is None and not (self.rule == "dfa" and k == 0):
+            self.refresh()
+        return self._current[k]
+
+    # ------------------------------------------------------------------------------------------- hooks
+    def _install(self) -> None:
+        self._hooks.append(self.model.register_forward_pre_hook(self._model_pre_hook))
+        for k, layer in enumerate(self.layers):
+            self._hooks.append(layer.register_forward_hook(functools.partial(self._forward_hook, k)))
+            if self.is_local and not (self.rule == "dfa" and k == 0):
+                for pname in ("weight", "bias"):
+                    p = getattr(layer, pname, None)
+                    if isinstance(p, Tensor) and p.requires_grad:
+                        self._hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
+
+    def _model_pre_hook(self, module: nn.Module, args: object) -> None:
+        if module.training and torch.is_grad_enabled():
+            self.refresh()
+
+    def _forward_hook(self, k: int, layer: nn.Module, inputs: object, output: object) -> None:
+        if not torch.is_grad_enabled():
+            return
+        fac = self._factor(k)
+        self._at_forward[k] = fac
+        if self.is_local or fac is None:
+            return
+        if not isinstance(output, Tensor) or not output.requires_grad:
+            return
+        assert isinstance(fac, Tensor)
+        dim = _feature_dim(layer, output.dim())
+        if output.shape[dim] != fac.shape[0]:
+            raise RuntimeError(
+                f"GRAPES: layer {self.names[k]!r} output has {output.shape[dim]} features on dim {dim}, "
+                f"but its factor has {fac.shape[0]}; set layer.grapes_feature_dim"
+            )
+        output.register_hook(functools.partial(_scale_grad, _broadcast(fac, output.dim(), dim, output)))
+
+    def _param_hook(self, k: int, pname: str, g: Tensor) -> Tensor:
+        fac = self._at_forward[k] if self._at_forward[k] is not None else self._factor(k)
+        if fac is None:
+            return g
+        if isinstance(fac, tuple):  # dfa: (p_post [out], p_pre [in])
+            p_post, p_pre = fac
+            if pname == "bias":
+                return g * p_post.to(g.dtype)
+            return g * synapse_modulation(p_post, p_pre).to(g.dtype)
+        assert isinstance(fac, Tensor)
+        return g * fac.to(g.dtype).reshape([-1] + [1] * (g.dim() - 1))
+
+    # --------------------------------------------------------------------------------------- lifecycle
+    def _check_live(self) -> None:
+        if self.removed:
+            raise RuntimeError("GrapesHandle was removed; attach_grapes() again to re-enable GRAPES")
+
+    def remove(self) -> None:
+        """Remove every hook; the model trains with its plain rule again. Idempotent."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        if not self.removed and getattr(self.model, _ATTACHED_FLAG, None) is self:
+            delattr(self.model, _ATTACHED_FLAG)
+        self.removed = True
+
+    def __enter__(self) -> "GrapesHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "removed" if self.removed else f"{len(self.layers)} layers"
+        return f"GrapesHandle(mode={self.mode!r}, rule={self.rule!r}, {state})"
+
+
+def _out_features(layer: nn.Module) -> int:
+    n = getattr(layer, "out_features", None)
+    if isinstance(n, int):
+        return n
+    return int(_weight_of(layer).shape[0])
+
+
+def attach_grapes(
+    model: nn.Module,
+    mode: str = "propagated",
+    *,
+    importance_fn: ImportanceFn | None = None,
+    layers: Iterable[nn.Module] | None = None,
+    rule: str | None = None,
+    outgoing_importance_fn: ImportanceFn | None = None,
+) -> GrapesHandle:
+    """Attach GRAPES to ``model``; returns the handle (``.remove()`` detaches it).
+
+    Args:
+        model: any ``nn.Module``; its forward pre-hook triggers the once-per-batch recomputation.
+        mode: ``"propagated"`` (default), ``"local"``, ``"layer-mean"`` or ``"layer-mean-local"``.
+        importance_fn: ``layer -> Tensor[out]`` importance source (default :func:`exact_importance`).
+        layers: the hidden layers to modulate, in forward order (default :func:`default_hidden_layers`:
+            every Linear/Conv except the output layer). For ``dfa`` the first one stays unmodulated.
+        rule: ``"bp"`` (M clipped to [1, 2]), ``"fa"`` (M = 2F/max F, unclipped) or ``"dfa"``
+            (per-synapse ``P^{k+1}_i P^k_j``); default ``model.rule`` if the model has one, else ``"bp"``.
+        outgoing_importance_fn: ``layer -> Tensor[in]`` for ``dfa`` (default column sums of |W|).
+
+    Raises:
+        ValueError: unknown mode or rule, no layers, a layer outside ``model``, GRAPES already attached,
+            or ``local``/``dfa`` on a layer without a ``weight`` gradient to scale.
+    """
+    if mode not in MODES:
+        raise ValueError(f"attach_grapes.mode must be one of {MODES}, got {mode!r}")
+    r = rule if rule is not None else getattr(model, "rule", "bp")
+    if r not in RULES:
+        raise ValueError(f"attach_grapes.rule must be one of {RULES}, got {r!r}")
+    if getattr(model, _ATTACHED_FLAG, None) is not None:
+        raise ValueError(
+            f"attach_grapes: {type(model).__name__} already has GRAPES attached; call handle.remove() first"
+        )
+    hidden = list(layers) if layers is not None else default_hidden_layers(model)
+    if not hidden:
+        raise ValueError("attach_grapes.layers must name at least one layer, got none")
+    names_by_id = {id(m): n for n, m in model.named_modules()}
+    names: list[str] = []
+    for i, layer in enumerate(hidden):
+        if not isinstance(layer, nn.Module):
+            raise ValueError(f"attach_grapes.layers[{i}] must be an nn.Module, got {type(layer).__name__}")
+        if id(layer) not in names_by_id:
+            raise ValueError(f"attach_grapes.layers[{i}] ({type(layer).__name__}) is not a submodule of the model")
+        names.append(names_by_id[id(layer)] or f"layer{i}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"attach_grapes.layers contains a layer twice: {names}")
+    needs_weight_grad = mode.endswith("local") or r == "dfa"
+    if needs_weight_grad:
+        for layer, name in zip(hidden[1:] if r == "dfa" else hidden, names[1:] if r == "dfa" else names):
+            w = getattr(layer, "weight", None)
+            if not isinstance(w, Tensor) or not w.requires_grad:
+                raise ValueError(
+                    f"attach_grapes(mode={mode!r}, rule={r!r}) scales weight gradients, but layer {name!r} "
+                    f"({type(layer).__name__}) has no trainable 'weight'; use mode='propagated' (bp/fa)"
+                )
+    handle = GrapesHandle(
+        model,
+        hidden,
+        names,
+        mode,
+        r,
+        importance_fn if importance_fn is not None else exact_importance,
+        outgoing_importance_fn if outgoing_importance_fn is not None else exact_outgoing_importance,
+    )
+    setattr(model, _ATTACHED_FLAG, handle)
+    return handle

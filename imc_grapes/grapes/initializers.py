@@ -1,0 +1,43 @@
+"""Seeded initializers: every random draw goes through an explicit ``torch.Generator`` on CPU (float64),
+then is copied to the tensor's device and dtype, so one seed gives the same numbers on CPU and GPU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["make_generator", "he_uniform_", "uniform_"]
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed``; ``None`` seeds it from OS entropy (not reproducible)."""
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+@torch.no_grad()
+def he_uniform_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``tensor`` in place from ``U(-√(6/fan_in), √(6/fan_in))``, ``fan_in = prod(shape[1:])``.
+
+    This is the reference code's ``he_uniform`` (``limit = sqrt(6/n_in)``), identical to
+    ``torch.nn.init.kaiming_uniform_(t, mode='fan_in', nonlinearity='relu')``. The reference uses it for
+    every activation (ReLU and tanh alike), and so do we. Draws on CPU with ``generator`` then copies, so
+    a seed gives the same numbers on every device.
+    """
+    fan_in = math.prod(tensor.shape[1:]) if tensor.dim() > 1 else tensor.shape[0]
+    return uniform_(tensor, math.sqrt(6.0 / fan_in), generator)
+
+
+@torch.no_grad()
+def uniform_(tensor: Tensor, bound: float, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``tensor`` in place from ``U(-bound, bound)`` drawn with ``generator`` (CPU, float64)."""
+    g = generator if generator is not None else make_generator(None)
+    values = torch.empty(tensor.shape, dtype=torch.float64).uniform_(-bound, bound, generator=g)
+    tensor.copy_(values.to(dtype=tensor.dtype))
+    return tensor

@@ -1,0 +1,99 @@
+"""Summaries of several runs: a table (mean ± std over seeds), CSV/JSON files and learning-curve plots."""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .io import write_csv_atomic, write_json_atomic
+from .train import RunResult
+
+
+def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict[str, Any]]:
+    """One row per value of config field ``key``: final/best test accuracy (mean, std over runs), n runs."""
+    groups: dict[Any, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(getattr(r.config, key), []).append(r)
+    rows = []
+    for value, runs in groups.items():
+        done = [r for r in runs if r.history]
+        finals = [r.history[-1]["test_acc"] for r in done]
+        bests = [max(h["test_acc"] for h in r.history) for r in done]
+        rows.append({
+            key: value,
+            "runs": len(runs),
+            "diverged": sum(r.status == "diverged" for r in runs),
+            "final_test_acc_mean": statistics.fmean(finals) if finals else None,
+            "final_test_acc_std": statistics.stdev(finals) if len(finals) > 1 else 0.0 if finals else None,
+            "best_test_acc_mean": statistics.fmean(bests) if bests else None,
+            "final_train_loss_mean": statistics.fmean(r.history[-1]["train_loss"] for r in done) if done else None,
+            "wall_time_s_mean": statistics.fmean(r.wall_time_s for r in runs),
+        })
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
+    """A plain-text table of :func:`summarise` rows."""
+    lines = [f"{key:<14} {'runs':>4}  {'final test acc (%)':>20}  {'best (%)':>9}  {'train loss':>10}  {'time (s)':>8}",
+             "-" * 74]
+    for r in rows:
+        if r["final_test_acc_mean"] is None:
+            lines.append(f"{r[key]:<14} {r['runs']:>4}  {'diverged':>20}")
+            continue
+        acc = f"{100 * r['final_test_acc_mean']:.2f} ± {100 * r['final_test_acc_std']:.2f}"
+        lines.append(f"{r[key]:<14} {r['runs']:>4}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
+                     f"{r['final_train_loss_mean']:>10.4f}  {r['wall_time_s_mean']:>8.1f}")
+    return "\n".join(lines)
+
+
+def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "optimizer") -> Path:
+    """Test accuracy and train loss vs epoch, one line per value of ``key`` (mean over runs, band = ±std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    groups: dict[Any, list[RunResult]] = {}
+    for r in results:
+        if r.history:
+            groups.setdefault(getattr(r.config, key), []).append(r)
+    for value, runs in groups.items():
+        n = min(len(r.history) for r in runs)
+        epochs = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
+        for ax, metric, scale in ((ax_acc, "test_acc", 100.0), (ax_loss, "train_loss", 1.0)):
+            vals = np.array([[h[metric] * scale for h in r.history[:n]] for r in runs])
+            mean, std = vals.mean(0), vals.std(0)
+            ax.plot(epochs, mean, marker="o", label=f"{value} (n={len(runs)})")
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="Training loss", yscale="log")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    first = results[0].config
+    fig.suptitle(f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''} · "
+                 f"rule {first.rule} · base {first.base_optimizer}")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_summary(results: Sequence[RunResult], out_dir: str | Path, key: str = "optimizer") -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.json`` (rows + every run's config and final metrics) and
+    ``curves.png`` into ``out_dir``; return the summary rows."""
+    out = Path(out_dir)
+    rows = summarise(results, key)
+    write_csv_atomic(out / "summary.csv", rows)
+    write_json_atomic(out / "summary.json", {
+        "group_by": key, "summary": rows,
+        "runs": [{"run_dir": str(r.run_dir) if r.run_dir else None, "status": r.status, "message": r.message,
+                  "final": r.history[-1] if r.history else None, "config": r.config.to_dict()} for r in results],
+    })
+    plot_curves(results, out / "curves.png", key)
+    return rows

@@ -1,0 +1,193 @@
+"""The training loop: one run = one model trained under one config, with its results written to a folder.
+
+Files in the run folder (all written atomically, the CSV after every epoch, so a crash or a diverging run
+keeps what was finished):
+
+* ``metrics.csv`` — one row per epoch: train loss/accuracy, test loss/accuracy, wall time, and the mean
+  GRAPES factor of each hidden layer (when GRAPES is on);
+* ``results.json`` — the full config, versions, per-epoch history, final metrics and the run's status
+  (``completed`` or ``diverged`` with the reason).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import BatchLoader, Dataset, Split, load_dataset
+from .grapes import attach_grapes
+from .io import write_csv_atomic, write_json_atomic
+from .models import build_model
+from .versions import versions
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the config, per-epoch history (list of dict rows) and final metrics."""
+
+    config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    message: str = ""
+    run_dir: Path | None = None
+    wall_time_s: float = 0.0
+
+    @property
+    def final_test_acc(self) -> float | None:
+        return self.history[-1]["test_acc"] if self.history else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "message": self.message,
+            "final": self.history[-1] if self.history else None,
+            "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
+            "wall_time_s": self.wall_time_s,
+            "config": self.config.to_dict(),
+            "versions": versions(),
+            "history": self.history,
+        }
+
+
+def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The base torch optimizer named by ``cfg.base_optimizer`` (GRAPES is applied by hooks, not here)."""
+    cls = next(getattr(torch.optim, n) for n in dir(torch.optim) if n.lower() == cfg.base_optimizer)
+    kwargs: dict[str, Any] = {"lr": cfg.lr}
+    if cfg.weight_decay:
+        kwargs["weight_decay"] = cfg.weight_decay
+    if cfg.momentum and cfg.base_optimizer in ("sgd", "rmsprop"):
+        kwargs["momentum"] = cfg.momentum
+    return cls(params, **kwargs)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``split``."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), device=split.x.device)
+    for x, y in BatchLoader(split, batch_size, shuffle=False):
+        out = model(x)
+        loss_sum += F.cross_entropy(out, y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(split)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
+          progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
+    """Train one model under ``cfg``; write ``metrics.csv`` and ``results.json`` into ``out_dir`` if given.
+
+    Args:
+        cfg: the run's configuration.
+        out_dir: run folder (created); None writes nothing.
+        dataset: an already loaded data set (saves reloading when several runs share it); it is moved to
+            the config's device.
+        progress: show a progress bar per epoch (tqdm, to stderr).
+        log: where one-line epoch summaries go.
+
+    Raises:
+        DivergenceError: the loss became NaN/Inf; the files written so far are kept and ``results.json``
+            records status ``diverged``.
+    """
+    from tqdm.auto import tqdm
+
+    device = cfg.resolved_device()
+    torch.manual_seed(cfg.seed)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
+    train_split = data.train.subset(cfg.train_subset).to(device)
+    test_split = data.test.subset(cfg.test_subset).to(device)
+
+    model = build_model(cfg.model, input_shape=tuple(train_split.x.shape[1:]), n_classes=data.n_classes,
+                        hidden=list(cfg.hidden), activation=cfg.activation, dropout=cfg.dropout, rule=cfg.rule,
+                        seed=cfg.seed).to(device)
+    handle = attach_grapes(model, mode=cfg.grapes_mode) if cfg.grapes_mode else None
+    opt = make_optimizer(cfg, model.parameters())
+    loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
+
+    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None)
+    t_start = time.perf_counter()
+    check_every = 1 if device.type == "cpu" else 25  # NaN checks synchronise the GPU: do them sparsely there
+
+    def save() -> None:
+        result.wall_time_s = time.perf_counter() - t_start
+        if result.run_dir is not None:
+            write_csv_atomic(result.run_dir / "metrics.csv", result.history)
+            write_json_atomic(result.run_dir / "results.json", result.to_dict())
+
+    if result.run_dir is not None:
+        result.run_dir.mkdir(parents=True, exist_ok=True)
+        save()
+    n_batches = len(loader)
+    # evaluation points: after these (1-based) batch counts of each epoch, the last always at the epoch end
+    evals = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen = 0
+            bar = tqdm(loader, desc=f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", disable=not progress,
+                       leave=False, dynamic_ncols=True, mininterval=0.5)
+            for step, (x, y) in enumerate(bar, start=1):
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (out.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+                if step % check_every == 0:
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise DivergenceError(
+                            f"loss became {value} at epoch {epoch}, step {step} (lr={cfg.lr}); lower the lr")
+                    if step % 50 == 0:
+                        bar.set_postfix(loss=f"{value:.3f}")
+                if step not in evals:
+                    continue
+                train_loss = float(loss_sum) / seen
+                if not math.isfinite(train_loss):
+                    raise DivergenceError(f"loss became {train_loss} during epoch {epoch} (lr={cfg.lr}); "
+                                          "lower the lr")
+                test_loss, test_acc = evaluate(model, test_split)
+                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                       "train_loss": train_loss, "train_acc": float(correct) / seen,
+                                       "test_loss": test_loss, "test_acc": test_acc,
+                                       "time_s": time.perf_counter() - t0}
+                if handle is not None:
+                    for name, m in handle.modulations.items():
+                        row[f"M_mean/{name}"] = float(m.float().mean())
+                result.history.append(row)
+                loss_sum.zero_(), correct.zero_()
+                seen = 0
+                save()
+            bar.close()
+            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
+                f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
+        result.status = "completed"
+    except DivergenceError as exc:
+        result.status, result.message = "diverged", str(exc)
+        save()
+        raise
+    finally:
+        if handle is not None:
+            handle.remove()
+    save()
+    return result

@@ -1,0 +1,44 @@
+"""Versions and machine facts recorded with every result, without importing heavy optional packages."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, if it is a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, Any]:
+    """Python, platform, package versions (aihwkit read from its metadata, not imported), git commit, CUDA."""
+    info: dict[str, Any] = {
+        "imc_grapes": _dist_version("imc-grapes"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": _dist_version("numpy"),
+        "aihwkit": _dist_version("aihwkit"),
+        "cuda_available": torch.cuda.is_available(),
+        "git_commit": git_commit(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info

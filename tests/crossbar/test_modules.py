@@ -1,0 +1,187 @@
+"""AnalogLinear / AnalogConv2d and the optimizers: shapes, equivalence with digital SGD, error_scale, state."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, UpdateParameters, analog_module_of,
+                      analog_step)
+from devices import IdealDevice
+
+F64 = torch.float64
+
+
+def ideal_config(**kw) -> CrossbarConfig:
+    """Perfect periphery, ideal device, exact float update: the analog layer must equal the digital one."""
+    return CrossbarConfig.perfect(device=IdealDevice(), update=UpdateParameters(pulse_type="none"), **kw)
+
+
+def test_linear_and_conv_shapes() -> None:
+    lin = AnalogLinear(12, 5, seed=0)
+    assert lin(torch.randn(7, 12)).shape == (7, 5)
+    assert lin(torch.randn(2, 3, 12)).shape == (2, 3, 5)
+    assert lin.weight.shape == (5, 12) and lin.tile.grid.tile_shape == (5, 12)
+    for kw in (dict(kernel_size=3), dict(kernel_size=3, padding=1), dict(kernel_size=(3, 2), stride=2, padding=(1, 0)),
+               dict(kernel_size=3, dilation=2, padding=2, bias=False)):
+        conv = AnalogConv2d(3, 4, seed=1, **kw)
+        ref = nn.Conv2d(3, 4, **kw)
+        x = torch.randn(2, 3, 11, 9)
+        assert conv(x).shape == ref(x).shape
+        assert conv.weight.shape == ref.weight.shape
+    assert AnalogConv2d(3, 4, 3)(torch.randn(3, 8, 8)).shape == (4, 6, 6)   # unbatched
+
+
+def test_linear_step_equals_digital_sgd() -> None:
+    torch.manual_seed(0)
+    analog = AnalogLinear(20, 7, rpu_config=ideal_config(tile_rows=4, tile_cols=8), dtype=F64, seed=0)
+    digital = nn.Linear(20, 7, dtype=F64)
+    with torch.no_grad():
+        digital.weight.copy_(analog.get_weights())
+        digital.bias.copy_(analog.bias)
+    x = torch.randn(16, 20, dtype=F64, requires_grad=True)
+    x_d = x.detach().clone().requires_grad_(True)
+    target = torch.randn(16, 7, dtype=F64)
+    y_a, y_d = analog(x), digital(x_d)
+    torch.testing.assert_close(y_a, y_d, rtol=1e-12, atol=1e-12)
+    F.mse_loss(y_a, target).backward()
+    F.mse_loss(y_d, target).backward()
+    torch.testing.assert_close(x.grad, x_d.grad, rtol=1e-12, atol=1e-12)   # input gradient through the tile
+    assert analog.analog_ctx.grad is None                                    # no float weight gradient
+    AnalogSGD(analog.parameters(), lr=0.1).step()
+    torch.optim.SGD(digital.parameters(), lr=0.1).step()
+    torch.testing.assert_close(analog.get_weights(), digital.weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(analog.bias, digital.bias, rtol=0, atol=1e-6)
+    assert analog.stashed == 0
+
+
+def test_conv_step_equals_digital_sgd_through_unfold() -> None:
+    torch.manual_seed(1)
+    kw = dict(kernel_size=3, stride=2, padding=1)
+    analog = AnalogConv2d(3, 5, rpu_config=ideal_config(tile_rows=4, tile_cols=16), dtype=F64, seed=0, **kw)
+    digital = nn.Conv2d(3, 5, dtype=F64, **kw)
+    with torch.no_grad():
+        digital.weight.copy_(analog.get_weights())
+        digital.bias.copy_(analog.bias)
+    x = torch.randn(4, 3, 9, 10, dtype=F64, requires_grad=True)
+    x_d = x.detach().clone().requires_grad_(True)
+    y_a, y_d = analog(x), digital(x_d)
+    torch.testing.assert_close(y_a, y_d, rtol=1e-10, atol=1e-10)
+    (y_a.square().mean()).backward()
+    (y_d.square().mean()).backward()
+    torch.testing.assert_close(x.grad, x_d.grad, rtol=1e-10, atol=1e-10)
+    AnalogSGD(analog.parameters(), lr=0.5).step()
+    torch.optim.SGD(digital.parameters(), lr=0.5).step()
+    torch.testing.assert_close(analog.get_weights(), digital.weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(analog.bias, digital.bias, rtol=0, atol=1e-6)
+
+
+def test_first_layer_without_input_grad_still_updates() -> None:
+    analog = AnalogLinear(6, 3, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+    w0 = analog.get_weights()
+    x = torch.randn(5, 6, dtype=F64)                                         # no requires_grad
+    analog(x).sum().backward()
+    assert analog.stashed == 1
+    assert int(analog.tile.counters["backward_mvms"]) == 0                   # no input gradient needed
+    analog_step(analog, 0.1)
+    # d = dL/dy = 1 for every output: W <- W - lr * 1 x_sum^T (numpy-free hand form)
+    expected = w0 - 0.1 * torch.ones(3, 1, dtype=F64) * x.sum(0, keepdim=True)
+    torch.testing.assert_close(analog.get_weights(), expected, rtol=0, atol=1e-12)
+
+
+def test_error_scale_changes_only_the_update() -> None:
+    cfg = ideal_config()
+    a = AnalogLinear(8, 4, bias=False, rpu_config=cfg, dtype=F64, seed=3)
+    b = AnalogLinear(8, 4, bias=False, rpu_config=cfg, dtype=F64, seed=3)
+    scale = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=F64)
+    b.error_scale = scale
+    w0 = a.get_weights()
+    x = torch.randn(10, 8, dtype=F64)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    g = torch.randn(10, 4, dtype=F64)
+    a(xa).backward(g)
+    b(xb).backward(g)
+    assert torch.equal(xa.grad, xb.grad)                                     # upstream gradient unchanged
+    AnalogSGD(list(a.parameters()) + list(b.parameters()), lr=0.1).step()
+    torch.testing.assert_close(a.get_weights(), w0 - 0.1 * g.T @ x)
+    torch.testing.assert_close(b.get_weights(), w0 - 0.1 * (g * scale).T @ x)
+    b.error_scale = torch.ones(3)
+    b(x).sum().backward()
+    with pytest.raises(ValueError, match="error_scale"):
+        analog_step(b, 0.1)
+
+
+def test_weight_is_read_only() -> None:
+    lin = AnalogLinear(4, 3, rpu_config=ideal_config(), seed=0)
+    with pytest.raises(AttributeError):
+        lin.weight = torch.zeros(3, 4)                                       # type: ignore[misc]
+    w = lin.weight
+    w.zero_()                                                                # a copy: the tile is unchanged
+    assert lin.get_weights().abs().sum() > 0
+    lin.set_weights(torch.ones(3, 4))
+    assert torch.equal(lin.weight, torch.ones(3, 4))
+    with pytest.raises(ValueError, match="set_weights"):
+        lin.set_weights(torch.ones(4, 3))
+
+
+def test_state_dict_round_trip_and_determinism() -> None:
+    cfg = CrossbarConfig(tile_rows=8, tile_cols=8)                           # noisy periphery, pulsed device
+    a = AnalogLinear(12, 6, rpu_config=cfg, seed=7)
+    twin = AnalogLinear(12, 6, rpu_config=cfg, seed=7)
+    other = AnalogLinear(12, 6, rpu_config=cfg, seed=8)
+    assert torch.equal(a.get_weights(), twin.get_weights())
+    assert not torch.equal(a.get_weights(), other.get_weights())
+    x = torch.randn(5, 12)
+    for m in (a, twin):                                                      # same seed: same training step
+        opt = AnalogSGD(m.parameters(), lr=0.05)
+        m(x).square().sum().backward()
+        opt.step()
+    assert torch.equal(a.get_weights(), twin.get_weights())
+    other.load_state_dict(a.state_dict())
+    assert torch.equal(other.get_weights(), a.get_weights())
+    assert torch.equal(other.bias, a.bias)
+    assert torch.equal(other(x), a(x))                                       # device params and noise state
+
+
+def test_analog_step_with_any_torch_optimizer_and_deepcopy() -> None:
+    model = nn.Sequential(AnalogLinear(6, 5, rpu_config=ideal_config(), dtype=F64, seed=0), nn.ReLU(),
+                          nn.Linear(5, 2, dtype=F64))
+    analog = model[0]
+    digital_params = [p for p in model.parameters() if analog_module_of(p) is None]
+    assert analog_module_of(analog.analog_ctx) is analog
+    assert len(digital_params) == 3                                          # analog bias + nn.Linear w, b
+    opt = torch.optim.Adam(digital_params, lr=0.01)
+    w0 = analog.get_weights()
+    model(torch.randn(3, 6, dtype=F64)).sum().backward()
+    opt.step()
+    assert torch.equal(analog.get_weights(), w0)                             # Adam does not touch the tile
+    assert analog_step(model, 0.1) == 1
+    assert not torch.equal(analog.get_weights(), w0)
+    clone = copy.deepcopy(model)
+    assert analog_module_of(clone[0].analog_ctx) is clone[0]
+    opt2 = AnalogSGD(clone.parameters(), lr=0.1)
+    w_orig, w_clone = model[0].get_weights(), clone[0].get_weights()
+    clone(torch.randn(3, 6, dtype=F64)).sum().backward()
+    opt2.step()
+    assert torch.equal(model[0].get_weights(), w_orig)                       # the copy updated only itself
+    assert not torch.equal(clone[0].get_weights(), w_clone)
+
+
+def test_zero_grad_drops_unused_stash() -> None:
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), seed=0)
+    opt = AnalogSGD(lin.parameters(), lr=0.1)
+    lin(torch.randn(3, 4)).sum().backward()
+    lin(torch.randn(3, 4)).sum().backward()
+    assert lin.stashed == 2
+    opt.zero_grad()
+    assert lin.stashed == 0
+
+
+def test_module_to_dtype() -> None:
+    lin = AnalogLinear(4, 2, seed=0).to(F64)
+    assert lin.tile.weight_tiles.dtype == F64 and lin.bias.dtype == F64
+    assert lin(torch.randn(3, 4, dtype=F64)).dtype == F64

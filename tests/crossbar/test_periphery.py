@@ -1,0 +1,321 @@
+"""Periphery of one analog MVM: DAC/ADC grids, saturation, noise, noise and bound management.
+
+Expectations are hand-computed values, statistical bounds, and a plain numpy re-implementation of
+aihwkit's C++ loop (``ForwardBackwardPassIOManaged::forwardVector``) written here, sample by sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crossbar.periphery import (IOParameters, analog_mvm, bound_management_rounds, noise_management_scale,
+                                quantize, quantize_adc, quantize_dac, resolution_step)
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def mvm(w: torch.Tensor, x: torch.Tensor, p: IOParameters, seed: int = 0, transposed: bool = False):
+    """Single tile: w [out, in]; x [B, in] (or [B, out] transposed) -> out [B, n_out], passes [B]."""
+    res = analog_mvm(w[None, None], x[:, None, :], p, gen(seed), transposed=transposed)
+    return res.out[0, 0], res.passes[0, 0]
+
+
+NOISELESS = dict(out_noise=0.0)
+
+
+# ---------------------------------------------------------------- numpy reference (noise free)
+def _np_quant(v: np.ndarray, step: float) -> np.ndarray:
+    return v if step <= 0 else np.rint(v / step) * step   # rint: ties to even, like C's rintf
+
+
+def ref_forward(w: np.ndarray, x: np.ndarray, p: IOParameters) -> tuple[np.ndarray, np.ndarray]:
+    """aihwkit's forward loop, one sample at a time, without noise (float64)."""
+    res_in = 0.0 if p.inp_res <= 0 else (1 / p.inp_res if p.inp_res > 1 else p.inp_res) * 2 * p.inp_bound
+    res_out = 0.0 if p.out_res <= 0 else (1 / p.out_res if p.out_res > 1 else p.out_res) * 2 * p.out_bound
+    ys, passes = [], []
+    for xv in x:
+        if p.noise_management == "abs_max":
+            alpha = np.abs(xv).max()
+            if p.nm_thres > 0:
+                alpha = min(alpha, p.nm_thres)
+        elif p.noise_management == "constant":
+            alpha = p.nm_thres if p.nm_thres > 0 else 1.0
+        else:
+            alpha = 1.0
+        if p.noise_management != "none" and alpha <= 0:
+            ys.append(np.zeros(w.shape[0]))
+            passes.append(1)
+            continue
+        bm = p.bound_management == "iterative"
+        reduction, n = 0.5, 0
+        while True:
+            reduction *= 2
+            n += 1
+            scale = 1.0 / alpha / (reduction if bm else 1.0)
+            xin = np.clip(_np_quant(xv * scale, res_in), -p.inp_bound, p.inp_bound)
+            y = _np_quant(w @ xin, res_out)
+            ok = not (y > p.out_bound).any()
+            if p.bm_test_negative_bound and (y < -p.out_bound).any():
+                ok = False
+            y = np.clip(y, -p.out_bound, p.out_bound)
+            if not bm or ok or int(reduction) > p.max_bm_factor or (res_in > 0 and reduction > p.max_bm_res / res_in):
+                break
+        ys.append(y * alpha * (reduction if bm else 1.0) * p.out_scale)
+        passes.append(n)
+    return np.stack(ys), np.array(passes)
+
+
+# ---------------------------------------------------------------- conventions and validation
+def test_resolution_conventions() -> None:
+    assert resolution_step(1 / 254, 1.0) == pytest.approx(2 / 254)
+    assert resolution_step(254, 1.0) == pytest.approx(2 / 254)          # number of steps
+    assert resolution_step(1 / 510, 12.0) == pytest.approx(24 / 510)
+    assert resolution_step(0, 1.0) == 0.0 and resolution_step(-1, 1.0) == 0.0
+    assert resolution_step(1 / 254, math.inf) == 0.0
+    assert IOParameters().inp_step == pytest.approx(2 / 126)           # aihwkit default 7 bits
+    assert IOParameters().out_step == pytest.approx(24 / 510)          # aihwkit default 9 bits
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(inp_res=float("nan")), "inp_res"),
+    (dict(out_bound=0.0), "out_bound"),
+    (dict(inp_bound=-1.0), "inp_bound"),
+    (dict(out_noise=-0.1), "out_noise"),
+    (dict(noise_management="avg"), "noise_management"),
+    (dict(bound_management="shift"), "bound_management"),
+    (dict(max_bm_factor=0), "max_bm_factor"),
+    (dict(max_bm_res=0.0), "max_bm_res"),
+    (dict(out_scale=0.0), "out_scale"),
+    (dict(w_noise_type="pcm"), "w_noise_type"),
+    (dict(inp_bound=2.0), "inp_bound"),                      # noise management needs inp_bound == 1
+])
+def test_validation_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"IOParameters.{field}"):
+        IOParameters(**kwargs)
+
+
+def test_bound_management_rounds_match_aihwkit_stop_rule() -> None:
+    # defaults: inp step 2/126, max_bm_res 0.25 -> stop once r > 15.75: r = 1, 2, 4, 8, 16 -> 5 rounds
+    assert bound_management_rounds(IOParameters()) == 5
+    # no DAC quantization: only max_bm_factor=1000 -> r = 1 ... 1024 -> 11 rounds
+    assert bound_management_rounds(IOParameters(inp_res=0)) == 11
+    assert bound_management_rounds(IOParameters(max_bm_factor=1)) == 2
+    assert bound_management_rounds(IOParameters(bound_management="none")) == 1
+    assert bound_management_rounds(IOParameters(), transposed=True) == 1   # forward only, as aihwkit
+    assert bound_management_rounds(IOParameters(out_bound=math.inf)) == 1
+
+
+# ---------------------------------------------------------------- DAC / ADC grids
+@SETTINGS
+@given(values=st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=50),
+       steps=st.integers(2, 1024), bound=st.sampled_from([1.0, 0.5, 3.0]))
+def test_dac_values_lie_on_grid_and_in_range(values: list[float], steps: int, bound: float) -> None:
+    p = IOParameters(inp_res=1.0 / steps, inp_bound=bound, noise_management="none")
+    x = torch.tensor(values, dtype=torch.float64)
+    q = quantize_dac(x, p)
+    step = 2 * bound / steps
+    k = q / step
+    # on the grid, or clipped to the range end (quantize, then clip: as aihwkit; with an odd number of
+    # steps the range end is not a grid point)
+    assert (torch.isclose(k, k.round(), atol=1e-9) | (q.abs() == bound)).all()
+    assert (q.abs() <= bound).all()                                  # inside the DAC range
+    inside = x.abs() <= bound
+    assert ((q - x)[inside].abs() <= step / 2 + 1e-12).all()         # nearest grid point (or the end)
+    assert torch.equal(q[x > bound + step], torch.full_like(q[x > bound + step], bound))
+
+
+@SETTINGS
+@given(values=st.lists(st.floats(-40, 40, allow_nan=False), min_size=1, max_size=50),
+       steps=st.integers(2, 2048), bound=st.sampled_from([12.0, 4.0, 1.0]))
+def test_adc_values_lie_on_grid_and_saturate(values: list[float], steps: int, bound: float) -> None:
+    p = IOParameters(out_res=float(steps), out_bound=bound)             # res given as number of steps
+    y = torch.tensor(values, dtype=torch.float64)
+    q = quantize_adc(y, p)
+    step = 2 * bound / steps
+    k = q / step
+    on_grid = torch.isclose(k, k.round(), atol=1e-9) | (q.abs() == bound)
+    assert on_grid.all()
+    assert (q.abs() <= bound).all()
+    assert (q[y >= bound + step] == bound).all() and (q[y <= -bound - step] == -bound).all()
+
+
+def test_stochastic_rounding_is_unbiased_and_uses_neighbours() -> None:
+    step = 0.1
+    v = torch.full((200_000,), 0.337, dtype=torch.float64)
+    q = quantize(v, step, stochastic=True, generator=gen(3))
+    levels = set(torch.unique((q / step).round()).tolist())
+    assert levels == {3.0, 4.0}
+    # P(up) = 0.37; mean 0.337, SE = 0.1*sqrt(.37*.63/2e5) ~ 1.1e-4
+    assert abs(q.mean().item() - 0.337) < 5e-4
+    with pytest.raises(ValueError, match="Generator"):
+        quantize(v, step, stochastic=True, generator=None)
+
+
+def test_nearest_rounding_ties_to_even_like_rintf() -> None:
+    q = quantize(torch.tensor([0.5, 1.5, 2.5, -0.5]), 1.0)
+    assert q.tolist() == [0.0, 2.0, 2.0, -0.0]
+
+
+# ---------------------------------------------------------------- full MVM against the reference
+def test_is_perfect_is_exact_matmul() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(7, 13, dtype=torch.float64) * 3
+    x = torch.randn(11, 13, dtype=torch.float64) * 100
+    y, passes = mvm(w, x, IOParameters(is_perfect=True))
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=1e-10)
+    assert (passes == 1).all()
+    d = torch.randn(11, 7, dtype=torch.float64)
+    yb, _ = mvm(w, d, IOParameters(is_perfect=True), transposed=True)
+    torch.testing.assert_close(yb, d @ w, rtol=0, atol=1e-10)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), n_out=st.integers(1, 9), n_in=st.integers(1, 17),
+       w_scale=st.sampled_from([0.1, 1.0, 3.0]), x_scale=st.sampled_from([0.01, 1.0, 50.0]),
+       nm=st.sampled_from(["abs_max", "none", "constant"]), bm=st.sampled_from(["iterative", "none"]),
+       inp_res=st.sampled_from([1 / 126, 1 / 30, 0.0]), out_bound=st.sampled_from([12.0, 2.0]),
+       max_bm_factor=st.sampled_from([1000, 4]), nm_thres=st.sampled_from([0.0, 0.5]))
+def test_noise_free_mvm_matches_numpy_reference(seed: int, n_out: int, n_in: int, w_scale: float,
+                                                x_scale: float, nm: str, bm: str, inp_res: float,
+                                                out_bound: float, max_bm_factor: int, nm_thres: float) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(-w_scale, w_scale, (n_out, n_in))
+    x = rng.normal(0, x_scale, (6, n_in))
+    x[0] = 0.0                                                       # all-zero input
+    p = IOParameters(out_noise=0.0, noise_management=nm, bound_management=bm, inp_res=inp_res,
+                     out_bound=out_bound, max_bm_factor=max_bm_factor, nm_thres=nm_thres)
+    y_ref, passes_ref = ref_forward(w, x, p)
+    y, passes = mvm(torch.from_numpy(w), torch.from_numpy(x), p)
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(passes.numpy(), passes_ref)
+
+
+def test_zero_input_gives_exact_zero_with_noise_management() -> None:
+    w = torch.ones(5, 8)
+    y, _ = mvm(w, torch.zeros(3, 8), IOParameters(out_noise=0.5))
+    assert torch.equal(y, torch.zeros(3, 5))
+    yb, _ = mvm(w, torch.zeros(3, 5), IOParameters(out_noise=0.5), transposed=True)
+    assert torch.equal(yb, torch.zeros(3, 8))
+    # without noise management the ADC noise is still there
+    y2, _ = mvm(w, torch.zeros(3, 8), IOParameters(out_noise=0.5, noise_management="none"))
+    assert (y2 != 0).any()
+
+
+# ---------------------------------------------------------------- noise
+def test_output_noise_std_matches_in_normalized_units() -> None:
+    torch.manual_seed(1)
+    w = torch.randn(64, 32, dtype=torch.float64) * 0.1
+    x = torch.rand(4000, 32, dtype=torch.float64) * 2 - 1
+    x[:, 0] = 1.0                                                    # alpha = max|x| = 1 for every sample
+    p = IOParameters(inp_res=0, out_res=0, out_noise=0.1, bound_management="none")
+    y, _ = mvm(w, x, p)
+    err = y - x @ w.T
+    n = err.numel()
+    assert abs(err.std().item() - 0.1) < 0.1 * 4 / math.sqrt(2 * n)    # 4 SE of a std estimate
+    assert abs(err.mean().item()) < 4 * 0.1 / math.sqrt(n)
+    # with abs-max noise management the noise scales with alpha = max|x| (here 5)
+    y5, _ = mvm(w, 5 * x, p, seed=2)
+    err5 = y5 - 5 * x @ w.T
+    assert abs(err5.std().item() - 0.5) < 0.5 * 4 / math.sqrt(2 * n)
+
+
+def test_input_noise_and_weight_noise_std() -> None:
+    w = torch.zeros(16, 32, dtype=torch.float64)
+    w[:, 0] = 1.0                                                    # y = x_dac[0]
+    x = torch.full((20_000, 32), 0.5, dtype=torch.float64)
+    x[:, 0] = 1.0
+    p = IOParameters(inp_res=0, out_res=0, out_noise=0.0, inp_noise=0.05, bound_management="none",
+                     noise_management="none")
+    y, _ = mvm(w, x, p)
+    assert abs((y - 1.0).std().item() - 0.05) < 0.05 * 0.03
+    # additive-constant weight noise: std = w_noise * ||x_dac||_2 = 0.02 * sqrt(1 + 31 * 0.25)
+    p = IOParameters(inp_res=0, out_res=0, out_noise=0.0, w_noise=0.02, w_noise_type="additive_constant",
+                     bound_management="none", noise_management="none")
+    y, _ = mvm(w, x, p)
+    assert abs((y - 1.0).std().item() - 0.02 * math.sqrt(1 + 31 * 0.25)) < 0.02 * 3 * 0.03
+
+
+def test_abs_max_noise_management_is_scale_invariant() -> None:
+    torch.manual_seed(2)
+    w = torch.randn(16, 32, dtype=torch.float64) * 0.2
+    x = torch.randn(2000, 32, dtype=torch.float64)
+    noiseless = IOParameters(out_noise=0.0)
+    y1, _ = mvm(w, x, noiseless)
+    for c in (1e-3, 10.0, 1e3):
+        yc, _ = mvm(w, c * x, noiseless)
+        torch.testing.assert_close(yc / c, y1, rtol=1e-9, atol=1e-12)   # deterministic part: exact
+    noisy = IOParameters()
+    rel = []
+    for c, seed in ((0.01, 5), (1.0, 6), (100.0, 7)):
+        yc, _ = mvm(w, c * x, noisy, seed=seed)
+        err = (yc - c * x @ w.T) / c
+        rel.append((err.mean().item(), err.std().item()))
+    stds = [s for _, s in rel]
+    assert max(stds) / min(stds) < 1.05                                  # same relative error
+    assert all(abs(m) < 0.01 for m, _ in rel)
+    # without noise management the relative error explodes for small inputs
+    yn, _ = mvm(w, 0.01 * x, IOParameters(noise_management="none"), seed=8)
+    assert ((yn - 0.01 * x @ w.T) / 0.01).std() > 5 * min(stds)
+
+
+def test_bound_management_recovers_saturated_outputs() -> None:
+    w = torch.full((4, 64), 0.5, dtype=torch.float64)               # y = 32 for x = 1: above out_bound 12
+    x = torch.ones(3, 64, dtype=torch.float64)
+    no_bm, passes = mvm(w, x, IOParameters(out_noise=0.0, bound_management="none"))
+    assert torch.equal(no_bm, torch.full_like(no_bm, 12.0)) and (passes == 1).all()
+    y, passes = mvm(w, x, IOParameters(out_noise=0.0))
+    # round 1: 32 > 12, round 2: 16 > 12, round 3 (r = 4): DAC(0.25) = 16 * 2/126, y = 32 * that,
+    # ADC to the 24/510 grid, times r = 4 (hand-computed)
+    dac = round(0.25 / (2 / 126)) * (2 / 126)
+    adc = round(32 * dac / (24 / 510)) * (24 / 510)
+    torch.testing.assert_close(y, torch.full_like(y, 4 * adc))
+    assert (passes == 3).all()
+    assert abs(4 * adc - 32) < 0.6                                   # recovered up to DAC resolution
+    # statistically, with output noise: errors small, no sample clipped
+    torch.manual_seed(3)
+    wr = torch.rand(8, 64, dtype=torch.float64)                      # positive weights: sums ~ 32
+    xr = torch.rand(1000, 64, dtype=torch.float64) + 0.5
+    yr, passes_r = mvm(wr, xr, IOParameters(), seed=4)
+    err = yr - xr @ wr.T
+    assert (passes_r > 1).all()
+    assert err.abs().max() < 2.0 and abs(err.mean().item()) < 0.1
+    yc, _ = mvm(wr, xr, IOParameters(bound_management="none"), seed=4)
+    assert (yc - xr @ wr.T).mean() < -10                              # clipped without bound management
+
+
+def test_negative_saturation_test_flag() -> None:
+    w = torch.full((2, 64), -0.5, dtype=torch.float64)              # y = -32
+    x = torch.ones(2, 64, dtype=torch.float64)
+    _, passes = mvm(w, x, IOParameters(out_noise=0.0))
+    assert (passes == 3).all()
+    y, passes = mvm(w, x, IOParameters(out_noise=0.0, bm_test_negative_bound=False))
+    assert (passes == 1).all() and torch.equal(y, torch.full_like(y, -12.0))
+
+
+def test_noise_management_scale_types() -> None:
+    x = torch.tensor([[0.5, -2.0, 1.0], [0.0, 0.0, 0.0]])
+    assert noise_management_scale(x, IOParameters()).flatten().tolist() == [2.0, 0.0]
+    assert noise_management_scale(x, IOParameters(nm_thres=1.5)).flatten().tolist() == [1.5, 0.0]
+    assert noise_management_scale(x, IOParameters(noise_management="constant", nm_thres=3.0)).flatten().tolist() \
+        == [3.0, 3.0]
+    assert noise_management_scale(x, IOParameters(noise_management="none")).flatten().tolist() == [1.0, 1.0]
+
+
+def test_same_generator_seed_same_numbers() -> None:
+    w = torch.randn(8, 8)
+    x = torch.randn(5, 8)
+    p = IOParameters(inp_noise=0.01, inp_sto_round=True, out_sto_round=True)
+    a, _ = mvm(w, x, p, seed=11)
+    b, _ = mvm(w, x, p, seed=11)
+    c, _ = mvm(w, x, p, seed=12)
+    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -1,0 +1,225 @@
+"""TileArray: program/read, MVMs on grids, updates, row/column sums, counters, state and devices."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import pickle
+
+import pytest
+import torch
+
+from crossbar import CrossbarConfig, IOParameters, TileArray, UpdateParameters
+from devices import ConstantStepDevice, IdealDevice
+
+F64 = torch.float64
+
+
+def perfect(device=None, **kw) -> CrossbarConfig:
+    return CrossbarConfig.perfect(device=device or IdealDevice(), **kw)
+
+
+def test_program_read_round_trip_and_clipping() -> None:
+    dev = ConstantStepDevice()                                     # bounds ~ +-0.6 with 30 % spread
+    arr = TileArray(20, 30, CrossbarConfig(device=dev, tile_rows=8, tile_cols=16), seed=3)
+    w = torch.rand(20, 30) * 0.2 - 0.1
+    arr.program(w)
+    lo, hi = arr.grid.from_tiles(arr.params.w_min), arr.grid.from_tiles(arr.params.w_max)
+    inside = (w >= lo) & (w <= hi)
+    assert inside.float().mean() > 0.98
+    assert torch.equal(arr.read()[inside], w[inside])
+    assert torch.equal(arr.read()[~inside], torch.where(w > hi, hi, lo)[~inside])
+    big = torch.full((20, 30), 5.0)
+    arr.program(big)
+    w_max = arr.grid.from_tiles(arr.params.w_max)
+    assert torch.equal(arr.read(), w_max)                          # clipped to each device's own bound
+    assert w_max.std() > 0.05                                      # the bounds really differ per device
+
+
+def test_update_none_is_exact_float_sgd_on_a_grid() -> None:
+    cfg = perfect(update=UpdateParameters(pulse_type="none"), tile_rows=4, tile_cols=8)
+    arr = TileArray(10, 19, cfg, dtype=F64, seed=0)
+    w = torch.randn(10, 19, dtype=F64)
+    arr.program(w)
+    x = torch.randn(5, 19, dtype=F64)
+    d = torch.randn(5, 10, dtype=F64)
+    arr.update(x, d, 0.1)
+    expected = w.numpy() - 0.1 * d.numpy().T @ x.numpy()           # numpy reference
+    torch.testing.assert_close(arr.read(), torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+    assert (arr.weight_tiles[arr.grid.tile_mask() == 0] == 0).all()  # padding untouched
+
+
+def test_pulsed_update_expected_change_and_granularity() -> None:
+    dw = 0.001
+    cfg = perfect(device=IdealDevice(dw_min=dw), tile_rows=8, tile_cols=8)
+    torch.manual_seed(0)
+    x = torch.rand(4, 12) * 0.5 + 0.25
+    d = (torch.rand(4, 10) * 0.5 + 0.25) * torch.sign(torch.randn(1, 10))
+    lr = 0.01
+    expected = -lr * d.T @ x                                        # [10, 12], |.| up to ~0.04
+    deltas = []
+    for seed in range(40):
+        arr = TileArray(10, 12, cfg, dtype=F64, seed=seed)
+        arr.program(torch.zeros(10, 12))
+        arr.update(x, d, lr)
+        delta = arr.read()
+        steps = delta / dw
+        assert torch.allclose(steps, steps.round(), atol=1e-9)     # whole pulses of an ideal device
+        pulses = int(arr.counters["pulses"])
+        assert pulses >= int(steps.abs().sum().round())            # net steps <= pulses fired
+        deltas.append(delta)
+        assert (arr.weight_tiles[arr.grid.tile_mask() == 0] == 0).all()
+    mean = torch.stack(deltas).mean(0)
+    # the stochastic update is unbiased while no probability is capped (k = lr*max|x|*max|d|/dw < 31)
+    err = (mean - expected.to(F64)).abs()
+    assert err.max() < 4 * math.sqrt(expected.abs().max() * dw / 40) + 1e-4
+    assert torch.corrcoef(torch.stack([mean.flatten(), expected.flatten().to(F64)]))[0, 1] > 0.98
+
+
+def test_pulsed_update_respects_device_bounds() -> None:
+    cfg = CrossbarConfig(device=ConstantStepDevice(dw_min=0.05, w_min_dtod=0.0, w_max_dtod=0.0), tile_rows=4,
+                         tile_cols=4)
+    arr = TileArray(6, 6, cfg, seed=2)
+    arr.program(torch.full((6, 6), 0.55))
+    for _ in range(5):
+        arr.update(torch.ones(8, 6), -torch.ones(8, 6), 1.0)   # push every weight up, far past w_max
+    w = arr.read()
+    assert (w <= 0.6 + 1e-6).all() and (w > 0.5).all()
+
+
+def test_row_and_col_sums_exact_and_perfect_hardware() -> None:
+    arr = TileArray(11, 23, perfect(tile_rows=4, tile_cols=8), dtype=F64, seed=0)
+    w = torch.randn(11, 23, dtype=F64)
+    arr.program(w)
+    wn = w.numpy()
+    torch.testing.assert_close(arr.row_sums(), torch.from_numpy(abs(wn).sum(1)))
+    torch.testing.assert_close(arr.col_sums(), torch.from_numpy(abs(wn).sum(0)))
+    torch.testing.assert_close(arr.row_sums(signed=True), torch.from_numpy(wn.sum(1)))
+    # perfect periphery: the all-ones read gives the same numbers
+    torch.testing.assert_close(arr.row_sums("hardware", signed=True), torch.from_numpy(wn.sum(1)))
+    torch.testing.assert_close(arr.row_sums("hardware"), torch.from_numpy(abs(wn).sum(1)))
+    torch.testing.assert_close(arr.col_sums("hardware"), torch.from_numpy(abs(wn).sum(0)))
+    torch.testing.assert_close(arr.row_sums("hardware", g_offset=0.1), torch.from_numpy(abs(wn).sum(1) + 0.2 * 23))
+    torch.testing.assert_close(arr.col_sums("exact", g_offset=0.1), torch.from_numpy(abs(wn).sum(0) + 0.2 * 11))
+    assert int(arr.counters["importance_reads"]) == 4
+    with pytest.raises(ValueError, match="mode"):
+        arr.row_sums("analog")
+
+
+def test_hardware_row_sums_carry_periphery_effects() -> None:
+    # default periphery (7-bit DAC, 9-bit ADC, out_noise 0.06, bound 12, iterative BM forward only)
+    cfg = CrossbarConfig(device=IdealDevice(), tile_rows=64, tile_cols=40)
+    arr = TileArray(64, 40, cfg, dtype=F64, seed=0)
+    w = torch.rand(64, 40, dtype=F64) * 0.1                        # row sums ~ 2 (inside the ADC range)
+    arr.program(w)
+    exact = arr.row_sums()
+    reads = torch.stack([arr.row_sums("hardware") for _ in range(200)])
+    err = reads - exact
+    assert abs(err.mean().item()) < 0.01
+    assert 0.04 < err.std().item() < 0.08                          # ADC noise 0.06 (+ quantization 0.047/sqrt(12))
+    steps = reads / (24 / 510)
+    assert (steps - steps.round()).abs().max() < 1e-6              # on the ADC grid
+    # rows summing to 20 > out_bound: bound management re-reads the whole tile at input 1/2, which the 7-bit
+    # DAC turns into 32 * 2/126 = 0.5079: every row of the tile reads exact * 2 * 0.5079 (hand-computed)
+    w[:8] = 0.5
+    arr.program(w)
+    reads = torch.stack([arr.row_sums("hardware") for _ in range(200)])
+    gain = 2 * round(0.5 / (2 / 126)) * (2 / 126)
+    assert (reads.mean(0) - arr.row_sums() * gain).abs().max() < 0.045       # ~4 SE (noise 0.12 at r = 2)
+    assert (reads[:, :8] - 20.0).abs().max() < 1.0                 # recovered, not clipped at 12
+    # the backward periphery has no bound management: column sums above out_bound saturate
+    cols = TileArray(40, 64, CrossbarConfig(device=IdealDevice(), tile_rows=40, tile_cols=64), dtype=F64, seed=1)
+    cols.program(w.T.contiguous())
+    col_read = cols.col_sums("hardware")
+    assert torch.all(col_read[:8] == 12.0)
+
+
+def test_counters_count_hardware_work_without_host_sync() -> None:
+    cfg = CrossbarConfig(device=IdealDevice(), forward=IOParameters(bound_management="none"), tile_rows=8,
+                         tile_cols=16)
+    arr = TileArray(20, 40, cfg, seed=0)                           # 3 x 3 tiles of 8 x 16
+    arr.forward(torch.randn(5, 40))
+    c = arr.counters
+    assert all(isinstance(v, torch.Tensor) and v.dtype == torch.int64 for v in c.values())
+    assert int(c["forward_mvms"]) == 5 and int(c["forward_passes"]) == 5 * 9
+    assert int(c["adc_conversions"]) == 5 * 9 * 8 and int(c["dac_conversions"]) == 5 * 9 * 16
+    arr.backward(torch.randn(2, 20))
+    assert int(c["backward_mvms"]) == 2 and int(c["backward_passes"]) == 2 * 9
+    assert int(c["adc_conversions"]) == 5 * 9 * 8 + 2 * 9 * 16
+    arr.update(torch.randn(3, 40), torch.randn(3, 20) * 0.1, 0.1)
+    assert int(c["updates"]) == 1 and int(c["pulses"]) > 0
+    arr.reset_counters()
+    assert all(int(v) == 0 for v in arr.counters.values())
+    # bound management repeats passes; counted per tile and vector
+    bm = TileArray(4, 16, CrossbarConfig(device=IdealDevice(), tile_rows=4, tile_cols=16), seed=0)
+    bm.program(torch.full((4, 16), 1.0))                           # y = 16 > 12 -> 2 passes
+    bm.forward(torch.ones(3, 16))
+    assert int(bm.counters["forward_passes"]) == 3 * 2
+
+
+def test_state_dict_round_trip_restores_states_params_counters_and_noise() -> None:
+    cfg = CrossbarConfig(tile_rows=8, tile_cols=8)
+    a = TileArray(12, 10, cfg, seed=1)
+    a.program(torch.rand(12, 10) * 0.2 - 0.1)
+    a.update(torch.randn(4, 10), torch.randn(4, 12) * 0.1, 0.05)
+    a.forward(torch.randn(3, 10))
+    b = TileArray(12, 10, cfg, seed=99)
+    assert not torch.equal(a.params.dw_up, b.params.dw_up)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=False))
+    assert torch.equal(a.read(), b.read())
+    for key, value in a.params.state_dict().items():
+        assert torch.equal(value, b.params.state_dict()[key])
+    assert all(int(a.counters[k]) == int(b.counters[k]) for k in a.counters)
+    x = torch.randn(6, 10)
+    assert torch.equal(a.forward(x), b.forward(x))                 # generator state restored too
+    d = torch.randn(6, 12) * 0.1
+    a.update(x, d, 0.05)
+    b.update(x, d, 0.05)
+    assert torch.equal(a.read(), b.read())                         # same pulses and device noise
+
+
+def test_same_seed_same_everything_and_copies() -> None:
+    cfg = CrossbarConfig(tile_rows=8, tile_cols=8)
+    a = TileArray(9, 9, cfg, seed=5)
+    b = TileArray(9, 9, cfg, seed=5)
+    assert torch.equal(a.params.dw_up, b.params.dw_up)
+    x, d = torch.randn(4, 9), torch.randn(4, 9) * 0.1
+    for arr in (a, b):
+        arr.program(torch.full((9, 9), 0.05))
+        arr.update(x, d, 0.1)
+    assert torch.equal(a.read(), b.read())
+    assert torch.equal(a.forward(x), b.forward(x))
+    c = copy.deepcopy(a)
+    p = pickle.loads(pickle.dumps(a))
+    ya, yc, yp = a.forward(x), c.forward(x), p.forward(x)
+    assert torch.equal(ya, yc) and torch.equal(ya, yp)
+
+
+def test_to_dtype_moves_everything() -> None:
+    arr = TileArray(5, 7, CrossbarConfig(tile_rows=4, tile_cols=4), seed=0)
+    arr = arr.to(F64)
+    assert arr.weight_tiles.dtype == F64 and arr.params.dw_up.dtype == F64
+    assert arr.counters["pulses"].dtype == torch.int64
+    y = arr.forward(torch.randn(2, 7, dtype=F64))
+    assert y.dtype == F64 and y.shape == (2, 5)
+
+
+def test_write_noise_apparent_states() -> None:
+    dev = ConstantStepDevice(write_noise_std=2.0, dw_min=0.01)
+    arr = TileArray(30, 30, CrossbarConfig(device=dev, tile_rows=16, tile_cols=16), dtype=F64, seed=0)
+    w = torch.zeros(30, 30, dtype=F64)
+    arr.program(w)
+    hidden, seen = arr.read(hidden=True), arr.read()
+    assert torch.equal(hidden, w)
+    assert abs((seen - hidden).std().item() - 0.02) < 0.003      # write_noise_std * dw_min
+    before = arr.read()
+    x = torch.zeros(1, 30, dtype=F64)
+    x[0, 0] = 1.0                                                  # only column 0 gets pulses
+    arr.update(x, torch.full((1, 30), 0.5, dtype=F64), 0.1)
+    after = arr.read()
+    assert torch.equal(after[:, 1:], before[:, 1:])                # untouched devices keep their noise
+    assert not torch.equal(after[:, 0], before[:, 0])

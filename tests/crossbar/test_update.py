@@ -1,0 +1,364 @@
+"""Tests of the pulsed update (crossbar/update.py) against hand-computed expectations.
+
+Expected values come from the pulse-train model written out by hand: a device at (i, j) receives, per
+sample, Binomial(BL, p_i q_j) coincidences, so without capping E[n_down - n_up] = lr d_i x_j / dw_min
+(aihwkit's scaling makes BL * A * B = lr / dw_min), and with the budget exceeded (k > BL) the largest
+input fires in every slot and the error probabilities are capped at 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crossbar.update import (
+    UpdateParameters,
+    ideal_delta,
+    pulse_counts,
+    pulse_probabilities,
+    update_scales,
+)
+
+DW = 0.001
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _replicate(x: torch.Tensor, reps: int) -> torch.Tensor:
+    """x: [batch, C, cols] -> [batch, reps*C, cols]: every tile column block repeated ``reps`` times.
+
+    Every tile draws its own independent trains, so replicated tiles are independent repetitions."""
+    return x.repeat(1, reps, 1)
+
+
+def _per_rep(n: torch.Tensor, reps: int) -> torch.Tensor:
+    """[R, reps*C, rows, cols] -> [reps, R, C, rows, cols] (inverse of the column replication)."""
+    n_r, rc, rows, cols = n.shape
+    return n.reshape(n_r, reps, rc // reps, rows, cols).permute(1, 0, 2, 3, 4)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_defaults_are_aihwkit_defaults() -> None:
+    cfg = UpdateParameters()
+    assert cfg.desired_bl == 31
+    assert cfg.fixed_bl and cfg.update_bl_management and cfg.update_management
+    assert cfg.um_grad_scale == 1.0
+    assert cfg.pulse_type == "stochastic_compressed"
+    assert cfg.res == 0.0 and not cfg.sto_round
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"desired_bl": 0}, "UpdateParameters.desired_bl"),
+        ({"desired_bl": 3.5}, "UpdateParameters.desired_bl"),
+        ({"um_grad_scale": 0.0}, "UpdateParameters.um_grad_scale"),
+        ({"pulse_type": "deterministic_implicit"}, "UpdateParameters.pulse_type"),
+        ({"res": -0.1}, "UpdateParameters.res"),
+        ({"fixed_bl": 1}, "UpdateParameters.fixed_bl"),
+    ],
+)
+def test_invalid_config_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        UpdateParameters(**kwargs)
+
+
+def test_invalid_inputs_raise() -> None:
+    cfg = UpdateParameters()
+    x, d = torch.ones(2, 1, 3), torch.ones(2, 1, 4)
+    with pytest.raises(ValueError, match="x: \\[batch, C, cols\\]"):
+        pulse_counts(torch.ones(2, 3), d, 0.1, DW, cfg, _gen())
+    with pytest.raises(ValueError, match="same batch size"):
+        pulse_counts(x, torch.ones(3, 1, 4), 0.1, DW, cfg, _gen())
+    with pytest.raises(ValueError, match="dw_min"):
+        pulse_counts(x, d, 0.1, 0.0, cfg, _gen())
+    with pytest.raises(ValueError, match="ideal_delta"):
+        pulse_counts(x, d, 0.1, DW, UpdateParameters(pulse_type="none"), _gen())
+
+
+# ---------------------------------------------------------------------------------------------- BL management
+
+
+def test_bl_management_hand_computed() -> None:
+    """k = lr max|x| max|d| / dw_min; BL = min(ceil(k), 31); A, B balance the two largest values."""
+    cfg = UpdateParameters()
+    x = torch.tensor([[[1.0, -0.5]]])  # max |x| = 1
+    d = torch.tensor([[[0.5, 0.25, -0.1]]])  # max |d| = 0.5
+    # lr = 0.049 -> k = 24.5 -> BL = 25; both largest values fire with sqrt(k / BL)
+    bl, a, b = update_scales(x, d, 0.049, DW, cfg)
+    assert bl.shape == (1, 1, 1) and bl.dtype == torch.int64
+    assert bl.item() == 25
+    assert a.item() * 0.5 == pytest.approx(math.sqrt(24.5 / 25), rel=1e-5)
+    assert b.item() * 1.0 == pytest.approx(math.sqrt(24.5 / 25), rel=1e-5)
+    assert a.item() * b.item() * 25 == pytest.approx(0.049 / DW, rel=1e-5)  # BL A B = lr / dw_min
+    # lr = 0.0001 -> k = 0.05 -> BL = 1
+    bl, a, b = update_scales(x, d, 0.0001, DW, cfg)
+    assert bl.item() == 1
+    assert a.item() * 0.5 == pytest.approx(math.sqrt(0.05), rel=1e-5)
+    # lr = 0.101 -> k = 50.5 > 31 -> BL = 31, largest x fires always, largest d would need 50.5 / 31
+    bl, a, b = update_scales(x, d, 0.101, DW, cfg)
+    assert bl.item() == 31
+    assert b.item() * 1.0 == pytest.approx(1.0, rel=1e-5)
+    assert a.item() * 0.5 == pytest.approx(50.5 / 31, rel=1e-5)
+    p_x, p_d, _ = pulse_probabilities(x, d, 0.101, DW, cfg)
+    torch.testing.assert_close(p_x[0, 0, 0], torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close(p_d[0, 0, 0], torch.tensor([1.0, 0.25 * 50.5 / 15.5, 0.1 * 50.5 / 15.5]))
+
+
+def test_um_grad_scale_and_non_managed_modes() -> None:
+    x = torch.tensor([[[0.8, 0.2]]])
+    d = torch.tensor([[[0.4]]])
+    # um_grad_scale = 0.5: k = lr * 0.8 * (0.5 * 0.4) / dw = 0.0505 * 160 = 8.08 -> BL 9
+    bl, a, b = update_scales(x, d, 0.0505, DW, UpdateParameters(um_grad_scale=0.5))
+    assert bl.item() == 9
+    # d fires with A * 0.4 = sqrt(lr/(dw BL)) * sqrt(0.8 / 0.2) * 0.4
+    assert a.item() * 0.4 == pytest.approx(math.sqrt(50.5 / 9) * 2 * 0.4, rel=1e-5)
+    assert b.item() * 0.8 == pytest.approx(math.sqrt(50.5 / 9) * math.sqrt(0.2 / 0.8) * 0.8, rel=1e-5)
+    # no management at all, fixed BL: BL = 31, A = B = sqrt(lr / (dw 31))
+    off = UpdateParameters(update_bl_management=False, update_management=False)
+    bl, a, b = update_scales(x, d, 0.0505, DW, off)
+    assert bl.item() == 31
+    assert a.item() == pytest.approx(math.sqrt(50.5 / 31), rel=1e-5)
+    assert b.item() == pytest.approx(a.item(), rel=1e-6)
+    # update management only: BL stays 31, A and B rebalanced by sqrt(max|x| / max|d|)
+    um = UpdateParameters(update_bl_management=False, update_management=True)
+    bl, a, b = update_scales(x, d, 0.0505, DW, um)
+    assert bl.item() == 31
+    assert a.item() == pytest.approx(math.sqrt(50.5 / 31) * math.sqrt(0.8 / 0.4), rel=1e-5)
+    assert b.item() == pytest.approx(math.sqrt(50.5 / 31) * math.sqrt(0.4 / 0.8), rel=1e-5)
+    # not fixed, no management, lr > dw * 31: A = B = 1, BL = ceil(lr / dw) = ceil(50.5) = 51
+    free = UpdateParameters(fixed_bl=False, update_bl_management=False, update_management=False)
+    bl, a, b = update_scales(x, d, 0.0505, DW, free)
+    assert bl.item() == 51 and a.item() == 1.0 and b.item() == 1.0
+    assert free.max_bl(0.0505, DW) == 51
+
+
+def test_per_tile_and_per_sample_management() -> None:
+    """Each (sample, tile) gets its own BL from its own max|x| and max|d|."""
+    cfg = UpdateParameters()
+    # C = 2 column blocks: x scale 1 and 0.1; R = 2 row blocks: d scale 0.3 and 0.03; 2 samples
+    x = torch.tensor([[[1.0, 0.5], [0.1, -0.05]], [[0.5, 0.1], [0.0, 0.0]]])
+    d = torch.tensor([[[0.3, -0.3], [0.03, 0.01]], [[0.3, 0.1], [0.03, 0.0]]])
+    lr = 0.0505
+    bl, _, _ = update_scales(x, d, lr, DW, cfg)
+    assert bl.shape == (2, 2, 2)
+
+    def expected(xm: float, dm: float) -> int:
+        if xm == 0 or dm == 0:
+            return 0
+        return min(math.ceil(lr * xm * dm / DW), 31)
+
+    xmax = [[1.0, 0.1], [0.5, 0.0]]
+    dmax = [[0.3, 0.03], [0.3, 0.03]]
+    want = [[[expected(xmax[b][c], dmax[b][r]) for c in range(2)] for r in range(2)] for b in range(2)]
+    assert bl.tolist() == want
+    assert want[0] == [[16, 2], [2, 1]]  # hand check: 15.15 -> 16, 1.515 -> 2, 1.515 -> 2, 0.1515 -> 1
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def test_expected_counts_match_lr_d_x_unsaturated() -> None:
+    """E[n_down - n_up] dw_min = lr sum_b d x^T and E[n_up + n_down] dw_min = lr sum_b |d| |x|^T (4 SE)."""
+    rng = np.random.default_rng(1)
+    batch, n_r, n_c, rows, cols = 3, 2, 2, 3, 4
+    x_np = rng.uniform(-1, 1, (batch, n_c, cols))
+    d_np = rng.uniform(-0.3, 0.3, (batch, n_r, rows))
+    lr = 0.08  # k <= 0.08 * 1 * 0.3 / 0.001 = 24 < 31: nothing is capped
+    reps = 3000
+    x = _replicate(torch.tensor(x_np, dtype=torch.float32), reps)
+    d = torch.tensor(d_np, dtype=torch.float32)
+    n_up, n_down, total = pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(3))
+    net = _per_rep(n_down - n_up, reps).double()  # [reps, R, C, rows, cols]
+    tot = _per_rep(n_up + n_down, reps).double()
+    want_net = lr / DW * np.einsum("bri,bcj->rcij", d_np, x_np)
+    want_tot = lr / DW * np.einsum("bri,bcj->rcij", np.abs(d_np), np.abs(x_np))
+    for sample, want in ((net, want_net), (tot, want_tot)):
+        mean = sample.mean(0).numpy()
+        se = sample.std(0).numpy() / math.sqrt(reps)
+        assert np.all(np.abs(mean - want) <= 4 * se + 1e-9), np.max(np.abs(mean - want) / (se + 1e-12))
+    assert total.item() == pytest.approx((n_up + n_down).sum().item())
+
+
+def test_single_pair_count_is_binomial() -> None:
+    """One device, one sample: count ~ Binomial(BL, p q) with hand-computed BL, p, q."""
+    # x = 0.6, d = 1, lr = 0.1 -> k = 60 > 31 -> BL = 31, p = 1 (largest x), q = min(1, 60/31) = 1:
+    # the device gets a pulse in every slot.
+    x = torch.full((1, 1, 1), 0.6)
+    d = torch.full((1, 1, 1), 1.0)
+    n_up, n_down, _ = pulse_counts(x, d, 0.1, DW, UpdateParameters(), _gen())
+    assert n_up.item() == 0 and n_down.item() == 31
+    # two inputs: x = (0.6, 0.3): the second fires with p = 0.5 -> Binomial(31, 0.5) per replica
+    reps = 4000
+    x = _replicate(torch.tensor([[[0.6, 0.3]]]), reps)
+    n_up, n_down, _ = pulse_counts(x, d, 0.1, DW, UpdateParameters(), _gen(5))
+    c = n_down[0, :, 0, 1].double()
+    assert torch.all(n_up == 0)
+    assert torch.all(n_down[0, :, 0, 0] == 31)
+    assert abs(c.mean().item() - 15.5) < 4 * math.sqrt(7.75 / reps)
+    assert abs(c.var().item() - 7.75) < 4 * 7.75 * math.sqrt(2 / reps)  # var of a variance ~ 2 sigma^4 / n
+    # and the same with d negative: all pulses go up
+    n_up, n_down, _ = pulse_counts(x, -d, 0.1, DW, UpdateParameters(), _gen(5))
+    assert torch.all(n_down == 0) and torch.all(n_up[0, :, 0, 0] == 31)
+
+
+def test_saturation_of_the_pulse_budget() -> None:
+    """Doubling d: 31/25 = 1.24x the change at lr 0.05 (budget exceeded), exactly 2x at lr 0.005.
+
+    |d_i| = 0.5 for all i, max|x| = 1, dw = 0.001.
+    lr 0.05:  d -> k = 25: E|count_ij| = 25 |x_j|;  2d -> k = 50 > 31: BL = 31, p_i = 1, q_j = |x_j|: 31 |x_j|.
+    lr 0.005: d -> k = 2.5: 2.5 |x_j|;              2d -> k = 5: 5 |x_j|.
+    """
+    reps = 2000
+    x0 = torch.tensor([[[1.0, -0.8, 0.5, 0.2]]])
+    d0 = torch.tensor([[[0.5, -0.5, 0.5]]])
+    xa = x0.abs()[0, 0].double()
+    cfg = UpdateParameters()
+    results = {}
+    for lr, factor, slope in ((0.05, 1, 25.0), (0.05, 2, 31.0), (0.005, 1, 2.5), (0.005, 2, 5.0)):
+        n_up, n_down, _ = pulse_counts(_replicate(x0, reps), factor * d0, lr, DW, cfg, _gen(11))
+        mag = _per_rep(n_up + n_down, reps)[:, 0, 0].double()  # batch 1: one sign per device
+        mean, se = mag.mean(0), mag.std(0) / math.sqrt(reps)
+        want = slope * xa[None, :].expand(3, 4)
+        assert torch.all((mean - want).abs() <= 4 * se + 1e-9), (lr, factor, mean, want)
+        results[(lr, factor)] = mean.sum().item()
+    big = results[(0.05, 2)] / results[(0.05, 1)]
+    small = results[(0.005, 2)] / results[(0.005, 1)]
+    assert big == pytest.approx(31 / 25, abs=0.03)
+    assert small == pytest.approx(2.0, abs=0.05)
+
+
+def test_counts_are_bounded_by_the_train_length() -> None:
+    """n_up + n_down <= sum over samples of that tile's BL (<= desired_bl * batch)."""
+    g = _gen(2)
+    x = torch.randn(5, 3, 6, generator=g) * 10
+    d = torch.randn(5, 2, 4, generator=g) * 10
+    cfg = UpdateParameters(desired_bl=7)
+    n_up, n_down, _ = pulse_counts(x, d, 1.0, DW, cfg, g)  # heavily saturated
+    bl, _, _ = update_scales(x, d, 1.0, DW, cfg)
+    assert torch.all(bl == 7)
+    per_tile = bl.sum(0).to(n_up.dtype)[:, :, None, None]  # [R, C, 1, 1]
+    assert torch.all(n_up + n_down <= per_tile)
+    assert (n_up + n_down).max().item() >= 7  # saturated: many devices get a full train at least once
+
+
+def test_zero_lr_zero_x_zero_d_give_no_pulses() -> None:
+    g = _gen(0)
+    x = torch.randn(4, 2, 3, generator=g)
+    d = torch.randn(4, 2, 5, generator=g)
+    cfg = UpdateParameters()
+    for xx, dd, lr in ((x, d, 0.0), (torch.zeros_like(x), d, 0.1), (x, torch.zeros_like(d), 0.1)):
+        n_up, n_down, total = pulse_counts(xx, dd, lr, DW, cfg, g)
+        assert torch.all(n_up == 0) and torch.all(n_down == 0) and total.item() == 0
+    # a zero tile column block only silences its own tiles
+    x2 = x.clone()
+    x2[:, 1] = 0
+    n_up, n_down, _ = pulse_counts(x2, d, 0.1, DW, cfg, g)
+    assert torch.all(n_up[:, 1] == 0) and torch.all(n_down[:, 1] == 0)
+    assert (n_up[:, 0] + n_down[:, 0]).sum() > 0
+
+
+def test_determinism_and_negative_lr() -> None:
+    g = _gen(7)
+    x = torch.randn(3, 2, 4, generator=g)
+    d = torch.randn(3, 1, 5, generator=g) * 0.1
+    cfg = UpdateParameters()
+    a = pulse_counts(x, d, 0.05, DW, cfg, _gen(42))
+    b = pulse_counts(x, d, 0.05, DW, cfg, _gen(42))
+    c = pulse_counts(x, d, 0.05, DW, cfg, _gen(43))
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+    assert not torch.equal(a[0], c[0]) or not torch.equal(a[1], c[1])
+    # lr as a 0-d tensor gives the same pulses; negative lr swaps up and down (same draws)
+    t = pulse_counts(x, d, torch.tensor(0.05), DW, cfg, _gen(42))
+    assert torch.equal(t[0], a[0]) and torch.equal(t[1], a[1])
+    n = pulse_counts(x, d, -0.05, DW, cfg, _gen(42))
+    assert torch.equal(n[0], a[1]) and torch.equal(n[1], a[0])
+
+
+def test_shapes_and_dtypes() -> None:
+    g = _gen(0)
+    x = torch.randn(2, 3, 5, generator=g)
+    d = torch.randn(2, 4, 6, generator=g)
+    n_up, n_down, total = pulse_counts(x, d, 0.1, DW, UpdateParameters(), g)
+    assert n_up.shape == n_down.shape == (4, 3, 6, 5)
+    assert n_up.dtype == torch.float32 and total.shape == ()
+    n_up, _, _ = pulse_counts(x.double(), d.double(), 0.1, DW, UpdateParameters(), g)
+    assert n_up.dtype == torch.float64
+    n_up, _, _ = pulse_counts(x.half(), d.half(), 0.1, DW, UpdateParameters(), g)
+    assert n_up.dtype == torch.float32  # counts stay exact integers
+    assert ideal_delta(x, d, 0.1).shape == (4, 3, 6, 5)
+
+
+def test_ideal_delta_matches_numpy() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 2, 4))
+    d = rng.normal(size=(3, 2, 5))
+    got = ideal_delta(torch.tensor(x), torch.tensor(d), 0.3).numpy()
+    want = np.zeros((2, 2, 5, 4))
+    for r in range(2):
+        for c in range(2):
+            for b in range(3):
+                want[r, c] -= 0.3 * np.outer(d[b, r], x[b, c])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_probability_resolution() -> None:
+    x = torch.tensor([[[1.0, 0.61, 0.37, 0.1]]])
+    d = torch.tensor([[[0.5, 0.2]]])
+    p_x, p_d, _ = pulse_probabilities(x, d, 0.0155, DW, UpdateParameters(res=0.25))  # k = 7.75 -> BL 8
+    # probabilities before rounding: sqrt(7.75/8) * (1, .61, .37, .1) = (.984, .600, .364, .098)
+    torch.testing.assert_close(p_x[0, 0, 0], torch.tensor([1.0, 0.5, 0.25, 0.0]))
+    torch.testing.assert_close(p_d[0, 0, 0], torch.tensor([1.0, 0.5]))  # (.984, .394)
+    _, p_d4, _ = pulse_probabilities(x, d, 0.0155, DW, UpdateParameters(res=4))  # 4 steps = bin 0.25
+    torch.testing.assert_close(p_d4, p_d)
+    # stochastic rounding is unbiased: mean over many draws ~ unrounded value
+    xs = _replicate(x, 4000)
+    p_sr, _, _ = pulse_probabilities(xs, d, 0.0155, DW, UpdateParameters(res=0.25, sto_round=True), _gen(1))
+    mean = p_sr[0, 0].mean(0)
+    exact = math.sqrt(7.75 / 8) * torch.tensor([1.0, 0.61, 0.37, 0.1])
+    assert torch.all((mean - exact.clamp(max=1)).abs() < 0.02)
+
+
+# ---------------------------------------------------------------------------------------------- invariants
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    n_r=st.integers(1, 2),
+    n_c=st.integers(1, 2),
+    rows=st.integers(1, 4),
+    cols=st.integers(1, 4),
+    lr=st.floats(-0.5, 0.5),
+    scale=st.floats(1e-3, 10.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_invariants(batch, n_r, n_c, rows, cols, lr, scale, seed) -> None:
+    """Counts are non-negative integers, bounded by the trains, and single-sample signs follow -lr d x."""
+    g = _gen(seed)
+    x = torch.randn(batch, n_c, cols, generator=g) * scale
+    d = torch.randn(batch, n_r, rows, generator=g)
+    cfg = UpdateParameters()
+    n_up, n_down, total = pulse_counts(x, d, lr, DW, cfg, g)
+    for n in (n_up, n_down):
+        assert torch.all(n >= 0) and torch.equal(n, n.round())
+    bl, _, _ = update_scales(x, d, lr, DW, cfg)
+    assert torch.all(bl >= 0) and torch.all(bl <= 31)
+    assert torch.all(n_up + n_down <= bl.sum(0).to(n_up.dtype)[:, :, None, None])
+    assert total.item() == (n_up + n_down).sum().item()
+    p_x, p_d, _ = pulse_probabilities(x, d, lr, DW, cfg)
+    assert torch.all((p_x >= 0) & (p_x <= 1)) and torch.all((p_d >= 0) & (p_d <= 1))
+    if batch == 1:  # one update cycle: a device only moves in the direction of -lr d x
+        direction = -lr * torch.einsum("bri,bcj->rcij", d, x)
+        assert torch.all(n_up[direction <= 0] == 0)
+        assert torch.all(n_down[direction >= 0] == 0)

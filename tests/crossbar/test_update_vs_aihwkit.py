@@ -1,0 +1,239 @@
+"""The pulsed update (crossbar/update.py + devices/) against aihwkit's C++ simulator (``AnalogTile.update``).
+
+For fixed x, d, lr and identical device parameters, the weight change of every device is drawn many times
+from both simulators (a fresh update on the same starting weights each repetition) and the distributions
+are compared per device: the difference of the means in units of its standard error (z), and the mean
+per-device variance.
+
+aihwkit's update RNG is seeded from the clock (not settable from Python), so these tests are statistical.
+Thresholds (calibrated on 120 repeated comparisons of 64 devices, which gave max |z| <= 4.2, mean z^2 in
+[0.48, 1.68] -- z values of one tile are correlated through the shared row and column trains -- and
+variance ratios within 3 %): at most 10 % of the devices beyond 3 standard errors, none beyond 5.5, mean
+z^2 < 2.5, pooled variances within 20 %.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from aihwkit.simulator.configs import SingleRPUConfig
+from aihwkit.simulator.configs import devices as aihwkit_devices
+from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters
+from aihwkit.simulator.tiles import AnalogTile
+
+from crossbar.update import UpdateParameters, pulse_counts
+from devices import ConstantStepDevice, PulsedDevice
+
+ROWS, COLS, BATCH = 8, 8, 4
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _aihwkit_device(device: PulsedDevice):
+    """aihwkit device config of the same class name with every shared field copied (d2d seed set later)."""
+    cls = getattr(aihwkit_devices, type(device).__name__)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {f.name: getattr(device, f.name) for f in dataclasses.fields(device) if f.name in names}
+    return cls(**kwargs)
+
+
+def aihwkit_deltas(
+    device: PulsedDevice, x: torch.Tensor, d: torch.Tensor, lr: float, cfg: UpdateParameters, reps: int,
+    new_devices_each_rep: bool = False,
+) -> torch.Tensor:
+    """Weight changes ``[reps, rows, cols]`` of ``reps`` independent ``tile.update(x, d)`` from ``W = 0``.
+
+    x: [batch, cols], d: [batch, rows]. With ``new_devices_each_rep`` every repetition uses a new tile (a new
+    device-to-device draw, seeded ``1 .. reps``)."""
+    rows, cols = d.shape[1], x.shape[1]
+    w0 = torch.zeros(rows, cols)
+    out = torch.empty(reps, rows, cols, dtype=torch.float64)
+    tile = None
+    for k in range(reps):
+        if tile is None or new_devices_each_rep:
+            dev = dataclasses.replace(_aihwkit_device(device), construction_seed=k + 1)
+            tile = AnalogTile(rows, cols, SingleRPUConfig(device=dev, update=cfg.to_aihwkit()))
+            tile.set_learning_rate(lr)
+        tile.set_weights(w0)
+        tile.update(x, d)
+        out[k] = tile.get_weights()[0].double() - w0.double()
+    return out
+
+
+def our_deltas(
+    device: PulsedDevice, x: torch.Tensor, d: torch.Tensor, lr: float, cfg: UpdateParameters, reps: int,
+    seed: int, new_devices_each_rep: bool = False,
+) -> torch.Tensor:
+    """The same with this project's engine: ``reps`` replicated tiles in ONE vectorized call.
+
+    Tiles draw independent pulse trains, so the column blocks of a ``1 x reps`` tile grid are independent
+    repetitions. The device response is the real ``device.apply_pulses``."""
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = d.shape[1], x.shape[1]
+    xs = x[:, None, :].repeat(1, reps, 1)  # [batch, C=reps, cols]
+    ds = d[:, None, :]  # [batch, R=1, rows]
+    n_up, n_down, _ = pulse_counts(xs, ds, lr, device.granularity, cfg, g)  # [1, reps, rows, cols]
+    if new_devices_each_rep:
+        params = device.sample((1, reps, rows, cols), generator=g)
+    else:
+        one = device.sample((1, 1, rows, cols), generator=g)
+        params = dataclasses.replace(
+            one, dw_up=one.dw_up.expand(1, reps, rows, cols), dw_down=one.dw_down.expand(1, reps, rows, cols),
+            w_min=one.w_min.expand(1, reps, rows, cols), w_max=one.w_max.expand(1, reps, rows, cols),
+        )
+    w0 = torch.zeros(1, reps, rows, cols)
+    w1 = device.apply_pulses(w0, n_up, n_down, params, g)
+    return (w1 - w0)[0].double()
+
+
+def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Per-device z of the mean difference, and the ratio of the mean per-device variances."""
+    m_o, m_r = ours.mean(0), ref.mean(0)
+    v_o, v_r = ours.var(0), ref.var(0)
+    se = (v_o / ours.shape[0] + v_r / ref.shape[0]).sqrt()
+    deterministic = se == 0
+    # devices without any spread in both (e.g. always 31 pulses) must agree exactly
+    assert torch.allclose(m_o[deterministic], m_r[deterministic], rtol=1e-5, atol=1e-9)
+    z = torch.where(deterministic, torch.zeros_like(se), (m_o - m_r) / se.clamp_min(1e-300))
+    return {
+        "max_z": z.abs().max().item(),
+        "frac_3se": (z.abs() > 3).double().mean().item(),
+        "mean_z2": z.square().mean().item(),
+        "var_ratio": (v_o.mean() / v_r.mean()).item() if v_r.mean() > 0 else 1.0,
+    }
+
+
+def assert_same_distribution(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    s = compare(ours, ref)
+    assert s["frac_3se"] <= 0.10, s
+    assert s["max_z"] < 5.5, s
+    assert s["mean_z2"] < 2.5, s
+    assert abs(s["var_ratio"] - 1) < 0.2, s
+
+
+def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(BATCH, COLS, generator=g) * 2 - 1
+    d = (torch.rand(BATCH, ROWS, generator=g) * 2 - 1) * 0.5
+    return x, d
+
+
+NO_SPREAD = dict(dw_min=0.001, dw_min_dtod=0.0, dw_min_std=0.0, up_down=0.0, up_down_dtod=0.0,
+                 w_min=-1.0, w_max=1.0, w_min_dtod=0.0, w_max_dtod=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+
+
+def test_update_parameters_match_aihwkit() -> None:
+    assert UpdateParameters.from_aihwkit(AihwkitUpdateParameters()) == UpdateParameters()
+    ours = UpdateParameters(desired_bl=15, fixed_bl=False, update_bl_management=False, um_grad_scale=0.5,
+                            pulse_type="stochastic", res=0.1, sto_round=True)
+    theirs = ours.to_aihwkit()
+    assert theirs.desired_bl == 15 and theirs.um_grad_scale == 0.5 and theirs.pulse_type.name == "STOCHASTIC"
+    assert UpdateParameters.from_aihwkit(theirs) == ours
+    from aihwkit.simulator.parameters.enums import PulseType
+
+    with pytest.raises(ValueError, match="UpdateParameters.pulse_type"):
+        UpdateParameters.from_aihwkit(AihwkitUpdateParameters(pulse_type=PulseType.MEAN_COUNT))
+
+
+# ---------------------------------------------------------------------------------------------- constant step
+
+
+@pytest.mark.parametrize("lr, factor", [(0.05, 1.0), (0.05, 2.0), (0.005, 1.0), (0.005, 2.0), (0.2, 1.0)])
+def test_constant_step_without_spread(lr: float, factor: float) -> None:
+    """Per-device distributions of the weight change agree, unsaturated and saturated (batch 4, 8x8)."""
+    device = ConstantStepDevice(**NO_SPREAD)
+    x, d = _inputs()
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, factor * d, lr, cfg, reps=1000)
+    ours = our_deltas(device, x, factor * d, lr, cfg, reps=1000, seed=1)
+    assert_same_distribution(ours, ref)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        UpdateParameters(update_bl_management=False, update_management=True),
+        UpdateParameters(update_bl_management=False, update_management=False),
+        UpdateParameters(um_grad_scale=0.5),
+        UpdateParameters(desired_bl=5),
+        UpdateParameters(fixed_bl=False, update_bl_management=False, update_management=False),
+    ],
+    ids=["um_only", "no_management", "um_grad_scale", "short_bl", "free_bl"],
+)
+def test_constant_step_other_update_parameters(cfg: UpdateParameters) -> None:
+    device = ConstantStepDevice(**NO_SPREAD)
+    x, d = _inputs(3)
+    lr = 0.05
+    ref = aihwkit_deltas(device, x, d, lr, cfg, reps=600)
+    ours = our_deltas(device, x, d, lr, cfg, reps=600, seed=2)
+    assert_same_distribution(ours, ref)
+
+
+def test_saturation_matches_aihwkit() -> None:
+    """Doubling d gives ~1.25x the weight change at lr 0.05 (pulse budget exhausted) but 2x at lr 0.005.
+
+    Errors near their maximum (|d| in [0.4, 0.5]), one sample, max|x| = 1: at lr 0.05 k = 25 (unsaturated),
+    2d gives k = 50 > 31, so the change of the devices at max |d| grows only 31/25 = 1.24x (less capped ones
+    up to 1.55x); at lr 0.005 k = 2.5 -> 5, exactly 2x."""
+    device = ConstantStepDevice(**NO_SPREAD)
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(1, COLS, generator=g) * 2 - 1
+    x[0, 0] = 1.0
+    d = (0.4 + 0.1 * torch.rand(1, ROWS, generator=g)) * torch.where(torch.rand(1, ROWS, generator=g) < 0.5, -1, 1)
+    d[0, 0] = 0.5
+    cfg = UpdateParameters()
+    size = {}
+    for lr in (0.05, 0.005):
+        for factor in (1.0, 2.0):
+            ref = aihwkit_deltas(device, x, factor * d, lr, cfg, reps=2000)
+            ours = our_deltas(device, x, factor * d, lr, cfg, reps=2000, seed=5)
+            assert_same_distribution(ours, ref)
+            size[(lr, factor, "ref")] = ref.mean(0).abs().sum().item()
+            size[(lr, factor, "ours")] = ours.mean(0).abs().sum().item()
+    for who in ("ref", "ours"):
+        big = size[(0.05, 2.0, who)] / size[(0.05, 1.0, who)]
+        small = size[(0.005, 2.0, who)] / size[(0.005, 1.0, who)]
+        assert 1.2 < big < 1.4, (who, big)
+        assert small == pytest.approx(2.0, abs=0.06), (who, small)
+    assert size[(0.05, 2.0, "ours")] / size[(0.05, 2.0, "ref")] == pytest.approx(1.0, abs=0.02)
+
+
+def test_constant_step_cycle_to_cycle_noise() -> None:
+    """dw_min_std = 0.3: per-pulse multiplicative noise on top of the count statistics."""
+    device = ConstantStepDevice(**{**NO_SPREAD, "dw_min_std": 0.3})
+    x, d = _inputs(5)
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=1000)
+    ours = our_deltas(device, x, d, 0.05, cfg, reps=1000, seed=3)
+    assert_same_distribution(ours, ref)
+
+
+def test_constant_step_device_to_device_spread() -> None:
+    """Spread on (step, asymmetry, bounds; a new device draw every repetition): distributions agree."""
+    device = ConstantStepDevice(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, up_down=0.1, up_down_dtod=0.05,
+                                w_min=-1.0, w_max=1.0, w_min_dtod=0.1, w_max_dtod=0.1)
+    x, d = _inputs(6)
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=600, new_devices_each_rep=True)
+    ours = our_deltas(device, x, d, 0.05, cfg, reps=600, seed=4, new_devices_each_rep=True)
+    assert_same_distribution(ours, ref)
+
+
+def test_comparison_detects_a_wrong_update() -> None:
+    """Power check of the comparison itself: a 10 % larger learning rate on our side is rejected."""
+    device = ConstantStepDevice(**NO_SPREAD)
+    x, d = _inputs()
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=1000)
+    ours = our_deltas(device, x, d, 0.055, cfg, reps=1000, seed=1)
+    s = compare(ours, ref)
+    assert s["frac_3se"] > 0.10 or s["max_z"] >= 5.5 or s["mean_z2"] >= 2.5, s
+    assert math.isfinite(s["var_ratio"])

@@ -1,0 +1,101 @@
+"""Forward and backward MVM error statistics against aihwkit's C++ tile (CPU), same periphery settings.
+
+For each periphery setting and input scale, the error ``y_analog - y_ideal`` of our ``TileArray`` and of
+aihwkit's ``AnalogTile`` (config built with ``crossbar.to_aihwkit_rpu_config``, weights set to the same known
+matrix) must have the same mean, standard deviation and fraction of large (saturated) errors, within
+statistical tolerance. aihwkit's C++ random generator cannot be seeded from Python, so the bounds are
+~4.5 standard errors wide (errors of one vector are correlated; the number of vectors is used as the
+sample size, which is conservative).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from crossbar import CrossbarConfig, IOParameters, TileArray, to_aihwkit_rpu_config
+from devices import ConstantStepDevice
+
+N_VECTORS = 3000
+OUT, IN = 24, 48
+
+SETTINGS = {
+    "default": IOParameters(),
+    "no_bound_management": IOParameters(bound_management="none"),
+    "no_noise_management": IOParameters(noise_management="none"),
+    "saturating_bound_management": IOParameters(out_bound=1.0),
+    "saturating_clipped": IOParameters(out_bound=1.0, bound_management="none"),
+    "coarse_small_range": IOParameters(inp_res=1 / 30, out_res=1 / 62, out_bound=4.0, out_noise=0.1),
+    "stochastic_extras": IOParameters(inp_noise=0.02, inp_sto_round=True, out_sto_round=True, w_noise=0.01,
+                                      w_noise_type="additive_constant"),
+}
+SCALES = (0.1, 1.0, 10.0)
+
+# wide, spread-free bounds so that set_weights does not clip the test matrix in either simulator
+DEVICE = ConstantStepDevice(w_min=-1.0, w_max=1.0, w_min_dtod=0.0, w_max_dtod=0.0)
+
+
+def _weights() -> torch.Tensor:
+    g = torch.Generator().manual_seed(123)
+    return torch.rand(OUT, IN, generator=g) * 1.2 - 0.6                  # row sums of |w| ~ 14 > out_bound
+
+
+def _stats(err: torch.Tensor, scale: float) -> tuple[float, float, float]:
+    e = err / scale
+    return e.mean().item(), e.std().item(), (e.abs() > 1.0).float().mean().item()
+
+
+def _both(io: IOParameters, transposed: bool, scale: float) -> tuple[tuple, tuple]:
+    cfg = CrossbarConfig(device=DEVICE, forward=io, backward=io, tile_rows=OUT, tile_cols=IN)
+    rpu = to_aihwkit_rpu_config(cfg)
+    a_tile = rpu.tile_class(OUT, IN, rpu)
+    w = _weights()
+    a_tile.set_weights(w)
+    assert torch.equal(a_tile.get_weights()[0], w)
+    ours = TileArray(OUT, IN, cfg, seed=1)
+    ours.program(w)
+    assert torch.equal(ours.read(), w)
+    g = torch.Generator().manual_seed(7)
+    n_in = OUT if transposed else IN
+    x = torch.randn(N_VECTORS, n_in, generator=g) * scale
+    if transposed:
+        ideal = x @ w
+        y_a, y_b = a_tile.backward(x), ours.backward(x)
+    else:
+        ideal = x @ w.T
+        y_a, y_b = a_tile.forward(x), ours.forward(x)
+    return _stats(y_a - ideal, scale), _stats(y_b - ideal, scale)
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_error_statistics_match_aihwkit(name: str, transposed: bool) -> None:
+    io = SETTINGS[name]
+    for scale in SCALES:
+        (m_a, s_a, f_a), (m_b, s_b, f_b) = _both(io, transposed, scale)
+        where = f"{name}, {'backward' if transposed else 'forward'}, scale {scale}: aihwkit " \
+                f"(mean {m_a:.4g}, std {s_a:.4g}, large {f_a:.4f}) vs ours (mean {m_b:.4g}, std {s_b:.4g}, " \
+                f"large {f_b:.4f})"
+        n = N_VECTORS
+        assert abs(m_a - m_b) < 4.5 * math.sqrt((s_a**2 + s_b**2) / n) + 1e-4, where
+        # std of a std estimate ~ s / sqrt(2 n) (normal errors; saturated cases are heavier-tailed: 6 %)
+        assert abs(s_a - s_b) < max(4.5 * s_a / math.sqrt(2 * n), 0.06 * s_a) + 1e-6, where
+        f = max(f_a, f_b)
+        assert abs(f_a - f_b) < 4.5 * math.sqrt(f * (1 - f) / n) + 0.003, where
+
+
+def test_perfect_periphery_matches_aihwkit_exactly() -> None:
+    io = IOParameters(is_perfect=True)
+    cfg = CrossbarConfig(device=DEVICE, forward=io, backward=io, tile_rows=OUT, tile_cols=IN)
+    rpu = to_aihwkit_rpu_config(cfg)
+    a_tile = rpu.tile_class(OUT, IN, rpu)
+    w = _weights()
+    a_tile.set_weights(w)
+    ours = TileArray(OUT, IN, cfg, seed=0)
+    ours.program(w)
+    x = torch.randn(50, IN)
+    d = torch.randn(50, OUT)
+    torch.testing.assert_close(ours.forward(x), a_tile.forward(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.backward(d), a_tile.backward(d), rtol=1e-5, atol=1e-5)

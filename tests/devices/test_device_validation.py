@@ -1,0 +1,106 @@
+"""Invalid device/conductance parameters raise ValueError naming Class.field, the valid range and the value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import devices as dv
+
+SHARED_BAD = [
+    ("dw_min", -0.1, "> 0"),
+    ("dw_min", 0.0, "> 0"),
+    ("dw_min", math.inf, "> 0 and finite"),
+    ("dw_min_dtod", -0.01, ">= 0"),
+    ("dw_min_std", -1.0, ">= 0"),
+    ("up_down_dtod", -0.5, ">= 0"),
+    ("w_min_dtod", -0.3, ">= 0"),
+    ("w_max_dtod", -0.3, ">= 0"),
+    ("write_noise_std", -2.0, ">= 0"),
+    ("up_down", 1.0, "in (-1, 1)"),
+    ("up_down", -1.5, "in (-1, 1)"),
+    ("w_min", 0.2, "<= 0"),
+    ("w_max", -0.2, ">= 0"),
+    ("dw_min", math.nan, "not NaN"),
+]
+
+MODELS = [dv.ConstantStepDevice, dv.LinearStepDevice, dv.SoftBoundsDevice, dv.ExpStepDevice, dv.PowStepDevice]
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("field,value,valid", SHARED_BAD)
+def test_shared_fields_validated(cls, field, value, valid):
+    with pytest.raises(ValueError) as err:
+        cls(**{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"{cls.__name__}.{field} must be")
+    assert valid in msg
+    assert repr(value) in msg
+
+
+def test_error_message_format_exact():
+    with pytest.raises(ValueError, match=r"^ConstantStepDevice\.dw_min must be > 0 and finite, got -0\.1$"):
+        dv.ConstantStepDevice(dw_min=-0.1)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_w_min_equal_w_max_rejected(cls):
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\.w_max must be > w_min = 0\.0, got 0\.0"):
+        cls(w_min=0.0, w_max=0.0)
+
+
+@pytest.mark.parametrize(
+    "cls,field,value",
+    [
+        (dv.LinearStepDevice, "gamma_up", -0.1),
+        (dv.LinearStepDevice, "gamma_down", -0.1),
+        (dv.LinearStepDevice, "gamma_up_dtod", -0.1),
+        (dv.LinearStepDevice, "gamma_down_dtod", -1.0),
+        (dv.PowStepDevice, "pow_gamma", -1.0),
+        (dv.PowStepDevice, "pow_gamma_dtod", -0.1),
+        (dv.PowStepDevice, "pow_up_down", 1.0),
+        (dv.PowStepDevice, "pow_up_down_dtod", -0.1),
+        (dv.ExpStepDevice, "gamma_up", -1.0),
+        (dv.ExpStepDevice, "gamma_down", -1.0),
+        (dv.ExpStepDevice, "dw_min_std_add", -0.1),
+        (dv.ExpStepDevice, "dw_min_std_slope", -0.1),
+        (dv.ExpStepDevice, "A_up", math.inf),
+        (dv.ExpStepDevice, "a", math.nan),
+    ],
+)
+def test_model_fields_validated(cls, field, value):
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{field} must be .*, got "):
+        cls(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["dw_min_std", "dw_min_dtod", "up_down", "up_down_dtod", "w_max_dtod", "write_noise_std"])
+def test_ideal_device_rejects_noise(field):
+    with pytest.raises(ValueError, match=rf"^IdealDevice\.{field} must be 0 \(an ideal device has no spread or noise\)"):
+        dv.IdealDevice(**{field: 0.1})
+
+
+def test_ideal_device_bounds_must_be_finite():
+    with pytest.raises(ValueError, match=r"^IdealDevice\.w_max must be finite, got inf"):
+        dv.IdealDevice(w_max=math.inf)
+
+
+def test_preset_overrides_are_validated():
+    with pytest.raises(ValueError, match=r"^EcRamPresetDevice\.dw_min_std must be >= 0"):
+        dv.get_preset("EcRam", dw_min_std=-1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [({"g_min_uS": -0.1}, "g_min_uS"), ({"g_max_uS": 0.05}, "g_max_uS"), ({"w_max": 0.0}, "w_max"),
+     ({"g_max_uS": math.inf}, "g_max_uS")],
+)
+def test_conductance_map_validated(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^ConductanceMap\.{field} must be "):
+        dv.ConductanceMap(**kwargs)
+
+
+def test_devices_are_frozen():
+    d = dv.SoftBoundsDevice()
+    with pytest.raises(Exception):
+        d.dw_min = 0.5  # type: ignore[misc]

@@ -1,0 +1,78 @@
+"""The `imc-grapes` command end to end on the synthetic set, and its errors."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from imc_grapes.cli import main
+
+SMALL = ["--dataset", "synthetic", "--hidden", "32", "--epochs", "2", "--train-subset", "512",
+         "--test-subset", "200", "--no-progress"]
+
+
+def test_train_writes_promised_files(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["train", *SMALL, "--optimizer", "sgd", "grapes", "--out", str(out), "--lr", "0.05"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "final test acc" in printed and "grapes" in printed
+    runs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["synthetic_mlp_bp_grapes_lr0.05_seed0", "synthetic_mlp_bp_sgd_lr0.05_seed0"]
+    for run in runs:
+        res = json.loads((run / "results.json").read_text())
+        assert res["status"] == "completed"
+        assert res["config"]["dataset"] == "synthetic" and res["config"]["hidden"] == [32]
+        assert res["versions"]["torch"] and len(res["history"]) == 2
+        rows = list(csv.DictReader((run / "metrics.csv").open()))
+        assert [float(r["epoch"]) for r in rows] == [1.0, 2.0]
+        assert 0.0 <= float(rows[-1]["test_acc"]) <= 1.0
+        assert float(rows[-1]["test_acc"]) > 0.5, "the synthetic task is easy: a working trainer learns it"
+    grapes_rows = list(csv.DictReader((runs[0] / "metrics.csv").open()))
+    m_cols = [k for k in grapes_rows[0] if k.startswith("M_mean/")]
+    assert m_cols and all(1.0 <= float(grapes_rows[-1][k]) <= 2.0 for k in m_cols)
+    assert (out / "summary.csv").exists() and (out / "summary.json").exists()
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "cifar-100"], "dataset must be one of mnist, fashion-mnist, synthetic"),
+    (["--lr", "0"], "lr must be > 0"),
+    (["--lr", "-1"], "lr must be > 0"),
+    (["--optimizer", "sgd", "momentum"], "optimizer must be one of sgd, grapes, grapes-local, layer-mean"),
+    (["--batch-size", "0"], "batch_size must be ≥ 1"),
+])
+def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, args, message):
+    assert main(["train", *SMALL, "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_real_data_names_fetch_command(tmp_path, capsys):
+    assert main(["train", "--dataset", "mnist", "--data-root", str(tmp_path / "empty"), "--out",
+                 str(tmp_path)]) == 2
+    assert "imc-grapes data fetch mnist" in capsys.readouterr().err
+
+
+def test_diverging_run_stops_with_message_and_keeps_files(tmp_path, capsys):
+    code = main(["train", *SMALL, "--optimizer", "sgd", "--lr", "1e9", "--out", str(tmp_path)])
+    assert code == 3
+    assert "diverged" in capsys.readouterr().err
+    res = json.loads((tmp_path / "synthetic_mlp_bp_sgd_lr1e+09_seed0" / "results.json").read_text())
+    assert res["status"] == "diverged" and "loss became" in res["message"]
+
+
+def test_console_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "imc_grapes", "train", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    assert "--optimizer" in out.stdout and "grapes-local" in out.stdout and "examples:" in out.stdout
+
+
+def test_evals_per_epoch_gives_intermediate_points(tmp_path):
+    assert main(["train", *SMALL, "--optimizer", "sgd", "--epochs", "1", "--evals-per-epoch", "4",
+                 "--batch-size", "64", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "synthetic_mlp_bp_sgd_lr0.1_seed0" / "metrics.csv").open()))
+    # 512 samples / 64 = 8 batches -> evaluations after batches 2, 4, 6, 8
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
+    assert [float(r["epoch"]) for r in rows] == [0.25, 0.5, 0.75, 1.0]

@@ -1,0 +1,47 @@
+"""TrainConfig validation: every invalid value is rejected with a message naming the field and the range."""
+import pytest
+
+from imc_grapes.config import ConfigError, TrainConfig, base_optimizer_names
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dataset", "cifar-100", "dataset must be one of mnist, fashion-mnist, synthetic"),
+    ("model", "resnet", "model must be one of mlp, cnn"),
+    ("lr", 0.0, "lr must be > 0"),
+    ("lr", -0.1, "lr must be > 0"),
+    ("lr", float("nan"), "lr must be > 0"),
+    ("batch_size", 0, "batch_size must be ≥ 1"),
+    ("epochs", 0, "epochs must be ≥ 1"),
+    ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+    ("rule", "hebb", "rule must be one of bp, fa, dfa"),
+    ("optimizer", "adamw", "optimizer must be one of sgd, grapes, grapes-local, layer-mean"),
+    ("base_optimizer", "lion", "base_optimizer must be one of"),
+    ("activation", "gelu", "activation must be one of relu, tanh"),
+    ("hidden", (256, 0), "hidden must be one or more widths ≥ 1"),
+    ("momentum", -1.0, "momentum must be ≥ 0"),
+    ("device", "tpu", "device must be cpu, cuda, cuda:N or auto"),
+    ("train_subset", 0, "train_subset must be ≥ 1"),
+])
+def test_invalid_values_are_rejected(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_cnn_with_feedback_alignment_is_rejected():
+    with pytest.raises(ConfigError, match="--rule bp with --model cnn"):
+        TrainConfig(model="cnn", rule="fa")
+
+
+def test_from_dict_rejects_unknown_fields_and_round_trips():
+    cfg = TrainConfig(dataset="synthetic", hidden=(8, 4), optimizer="grapes", lr=0.05)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown train config field.*'learning_rate'.*valid:"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_grapes_mode_mapping_and_base_optimizers():
+    assert TrainConfig(optimizer="sgd").grapes_mode is None
+    assert TrainConfig(optimizer="grapes").grapes_mode == "propagated"
+    assert TrainConfig(optimizer="grapes-local").grapes_mode == "local"
+    assert TrainConfig(optimizer="layer-mean").grapes_mode == "layer-mean"
+    assert {"sgd", "adam", "adamw", "rmsprop"} <= set(base_optimizer_names())

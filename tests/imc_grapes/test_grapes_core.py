@@ -1,0 +1,142 @@
+"""Pure GRAPES tensor functions: hand-computed values and invariants (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from imc_grapes.grapes import (
+    BP_CLIP,
+    dfa_modulations,
+    importance,
+    layer_mean,
+    modulation,
+    outgoing_importance,
+    outgoing_modulation,
+    synapse_modulation,
+)
+
+W = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.25, -0.25], [-3.0, 1.0, 0.0]], dtype=torch.float64)
+# row sums of |W|: 3.5, 0.5, 4.0 ; column sums: 4.0, 3.25, 0.75
+
+
+def test_importance_hand_computed():
+    torch.testing.assert_close(importance(W), torch.tensor([3.5, 0.5, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(outgoing_importance(W), torch.tensor([4.0, 3.25, 0.75], dtype=torch.float64))
+
+
+def test_modulation_hand_computed_clipped_and_unclipped():
+    F = torch.tensor([3.5, 0.5, 4.0], dtype=torch.float64)
+    # 2F/max = [1.75, 0.25, 2.0]
+    torch.testing.assert_close(modulation(F, clip=None), torch.tensor([1.75, 0.25, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(modulation(F), torch.tensor([1.75, 1.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(modulation(F, clip=BP_CLIP), modulation(F))
+    torch.testing.assert_close(outgoing_modulation(W), torch.tensor([2.0, 1.625, 0.375], dtype=torch.float64))
+
+
+def test_conv_importance_is_per_output_channel():
+    g = torch.Generator().manual_seed(0)
+    K = torch.randn(4, 3, 2, 2, generator=g)
+    expected = torch.stack([K[c].abs().sum() for c in range(4)])
+    torch.testing.assert_close(importance(K), expected)
+    assert outgoing_importance(K).shape == (3,)
+    torch.testing.assert_close(outgoing_importance(K), torch.stack([K[:, c].abs().sum() for c in range(3)]))
+
+
+def test_layer_mean_and_synapse_modulation():
+    M = torch.tensor([1.0, 1.5, 2.0])
+    torch.testing.assert_close(layer_mean(M), torch.full((3,), 1.5))
+    stacked = torch.tensor([[1.0, 2.0], [1.0, 1.0]])
+    torch.testing.assert_close(layer_mean(stacked), torch.tensor([[1.5, 1.5], [1.0, 1.0]]))
+    S = synapse_modulation(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0, 3.0]))
+    torch.testing.assert_close(S, torch.tensor([[0.5, 1.0, 3.0], [1.0, 2.0, 6.0]]))
+
+
+def test_modulation_batched_over_layers_uses_each_rows_max():
+    F = torch.tensor([[1.0, 2.0, 4.0], [3.0, 3.0, 1.5]])
+    torch.testing.assert_close(modulation(F, clip=None), torch.tensor([[0.5, 1.0, 2.0], [2.0, 2.0, 1.0]]))
+
+
+def test_all_zero_importance_gives_two_not_nan():
+    m = modulation(torch.zeros(5))
+    torch.testing.assert_close(m, torch.full((5,), 2.0))
+    torch.testing.assert_close(modulation(torch.zeros(5), clip=None), torch.full((5,), 2.0))
+
+
+def test_dtype_and_device_preserved():
+    for dt in (torch.float32, torch.float64):
+        w = W.to(dt)
+        assert importance(w).dtype == dt and modulation(importance(w)).dtype == dt
+        assert outgoing_modulation(w).dtype == dt
+
+
+def test_invalid_inputs_raise():
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        importance(torch.ones(3))
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        outgoing_importance(torch.ones(3))
+    with pytest.raises(ValueError, match="low <= high"):
+        modulation(torch.ones(3), clip=(2.0, 1.0))
+    with pytest.raises(ValueError, match="scalar"):
+        modulation(torch.tensor(1.0))
+
+
+def test_dfa_modulations_hand_computed():
+    """Hidden layers 0, 1, 2: layer 0 unmodulated; layer 1: P^2 ⊗ P^1; layer 2: 1 ⊗ P^2 (output P = 1)."""
+    o1 = torch.tensor([1.0, 2.0, 4.0])  # colsums of W^1 -> P^1 = [0.5, 1, 2]
+    o2 = torch.tensor([3.0, 1.0])  # colsums of W^2 -> P^2 = [2, 2/3]
+    fac = dfa_modulations([None, o1, o2], last_out=4)
+    assert fac[0] is None
+    p_post, p_pre = fac[1]
+    torch.testing.assert_close(p_post, torch.tensor([2.0, 2.0 / 3.0]))
+    torch.testing.assert_close(p_pre, torch.tensor([0.5, 1.0, 2.0]))
+    p_post, p_pre = fac[2]
+    torch.testing.assert_close(p_post, torch.ones(4))
+    torch.testing.assert_close(p_pre, torch.tensor([2.0, 2.0 / 3.0]))
+    mean_fac = dfa_modulations([None, o1, o2], last_out=4, transform=layer_mean)
+    torch.testing.assert_close(mean_fac[1][1], torch.full((3,), 3.5 / 3))
+    with pytest.raises(ValueError, match=r"outgoing\[1\]"):
+        dfa_modulations([None, None], last_out=2)
+
+
+weights = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    elements=st.floats(-10.0, 10.0, allow_nan=False, allow_subnormal=False),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(weights)
+def test_clipped_modulation_in_one_two_with_max_exactly_two(w):
+    M = modulation(importance(torch.from_numpy(w)))
+    assert torch.all(M >= 1.0) and torch.all(M <= 2.0)
+    assert M.max() == 2.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(weights)
+def test_unclipped_modulation_equals_two_f_over_max(w):
+    F = np.abs(w).sum(axis=1)
+    M = modulation(importance(torch.from_numpy(w)), clip=None).numpy()
+    if F.max() > 0:
+        np.testing.assert_allclose(M, 2.0 * F / F.max(), rtol=1e-12, atol=0)
+    else:
+        np.testing.assert_array_equal(M, 2.0)
+    assert M.max() == 2.0 and M.min() >= 0.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(weights, st.floats(0.01, 100.0))
+def test_modulation_is_scale_invariant_and_layer_mean_preserves_mean(w, scale):
+    t = torch.from_numpy(w)
+    m1 = modulation(importance(t), clip=None)
+    m2 = modulation(importance(t * scale), clip=None)
+    torch.testing.assert_close(m1, m2, rtol=1e-12, atol=1e-12)
+    lm = layer_mean(m1)
+    torch.testing.assert_close(lm.mean(), m1.mean())
+    assert torch.all(lm == lm[0])

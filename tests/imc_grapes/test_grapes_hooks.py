@@ -1,0 +1,260 @@
+"""attach_grapes: once-per-batch recomputation, optimizers, layer selection, importance sources, lifecycle."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imc_grapes.grapes import attach_grapes, importance, modulation
+from imc_grapes.models import MLP, build_model
+
+
+def _data(n_in=5, n_cls=3, batch=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, n_in, generator=g, dtype=torch.float64), torch.randint(0, n_cls, (batch,), generator=g)
+
+
+def _one_hidden(seed=0):
+    """5-4-3 net: GRAPES on its single hidden layer scales that layer's gradient rows by M (both modes)."""
+    model = MLP([5, 4, 3], activation="tanh", seed=seed, dtype=torch.float64)
+    with torch.no_grad():
+        model.layers[0].weight[2] *= 0.2  # clip bites for row 2
+    return model
+
+
+def _plain_grads(model, x, y):
+    m = copy.deepcopy(model)
+    m.zero_grad()
+    F.cross_entropy(m(x), y).backward()
+    return [p.grad.clone() for p in m.parameters()]
+
+
+def _expected_m(weight):
+    f = weight.detach().abs().sum(1)
+    return (2 * f / f.max()).clamp(1, 2)
+
+
+@pytest.mark.parametrize("mode", ["propagated", "local"])
+def test_modulation_recomputed_once_per_batch_and_changes_after_step(mode):
+    model = _one_hidden()
+    x, y = _data()
+    h = attach_grapes(model, mode=mode)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    assert h.refresh_count == 0 and h.mode == mode
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    assert h.refresh_count == 1
+    m0 = h.modulations["layers.0"].clone()
+    torch.testing.assert_close(m0, _expected_m(model.layers[0].weight))
+    opt.step()
+    assert h.refresh_count == 1  # the step itself does not recompute
+    model(x)
+    assert h.refresh_count == 2
+    m1 = h.modulations["layers.0"]
+    torch.testing.assert_close(m1, _expected_m(model.layers[0].weight))
+    assert not torch.allclose(m0, m1)
+
+
+def test_eval_and_no_grad_forwards_do_not_recompute():
+    model = _one_hidden()
+    x, _ = _data()
+    h = attach_grapes(model)
+    model(x)
+    assert h.refresh_count == 1
+    model.eval()
+    model(x)
+    with torch.no_grad():
+        model.train()
+        model(x)
+    assert h.refresh_count == 1
+    h.refresh()
+    assert h.refresh_count == 2
+
+
+@pytest.mark.parametrize("mode", ["propagated", "local"])
+def test_factor_held_fixed_within_the_batch(mode):
+    """The backward uses the factor of its own forward, even if refresh() runs before backward."""
+    calls = []
+
+    def shifting_importance(layer):
+        calls.append(1)
+        base = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+        return base if len(calls) == 1 else base.flip(0)  # second read gives another M
+
+    model = _one_hidden()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    h = attach_grapes(model, mode=mode, importance_fn=shifting_importance)
+    loss = F.cross_entropy(model(x), y)
+    h.refresh()  # M changes now, after the forward
+    loss.backward()
+    m_first = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64).clamp(1, 2)
+    torch.testing.assert_close(model.layers[0].weight.grad, m_first[:, None] * plain[0])
+    torch.testing.assert_close(model.layers[1].weight.grad, plain[1])
+
+
+def test_importance_fn_plugs_in_any_source():
+    """A custom source (e.g. a hardware row-sum read) replaces Σ|W|; it is called once per layer per batch."""
+    seen = []
+
+    def source(layer):
+        seen.append(layer)
+        return torch.tensor([4.0, 1.0, 3.0, 2.0], dtype=torch.float64)
+
+    model = _one_hidden()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    h = attach_grapes(model, importance_fn=source)
+    F.cross_entropy(model(x), y).backward()
+    assert seen == [model.layers[0]]
+    m = torch.tensor([2.0, 1.0, 1.5, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(h.modulations["layers.0"], m)
+    torch.testing.assert_close(model.layers[0].weight.grad, m[:, None] * plain[0])
+    torch.testing.assert_close(h.importances["layers.0"], torch.tensor([4.0, 1.0, 3.0, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: torch.optim.Adam(p, lr=0.01),
+    ],
+    ids=["sgd-momentum", "adam"],
+)
+def test_works_with_optimizers_and_they_see_the_modulated_gradient(make_opt):
+    model = _one_hidden()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    m = _expected_m(model.layers[0].weight)
+    h = attach_grapes(model, mode="propagated")
+    opt = make_opt(model.parameters())
+    w0 = model.layers[0].weight.detach().clone()
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    g = model.layers[0].weight.grad.clone()
+    torch.testing.assert_close(g, m[:, None] * plain[0])
+    opt.step()
+    if isinstance(opt, torch.optim.Adam):
+        # first Adam step: m̂ = g, v̂ = g², Δ = -lr·g/(|g| + eps)
+        expected = w0 - 0.01 * g / (g.abs() + 1e-8)
+    else:
+        expected = w0 - 0.1 * g  # first momentum step: buffer = g
+    torch.testing.assert_close(model.layers[0].weight.detach(), expected)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()  # second batch recomputes from the stepped weights
+    opt.step()
+    assert h.refresh_count == 2
+
+
+def test_remove_restores_plain_gradients_and_allows_reattach():
+    model = _one_hidden()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    h = attach_grapes(model)
+    with pytest.raises(ValueError, match="already has GRAPES attached"):
+        attach_grapes(model)
+    h.remove()
+    h.remove()  # idempotent
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(model.layers[0].weight.grad, plain[0])
+    with pytest.raises(RuntimeError, match="removed"):
+        h.refresh()
+    with attach_grapes(model, mode="local") as h2:
+        assert h2.mode == "local"
+    assert h2.removed
+
+
+def test_layers_argument_selects_what_is_modulated():
+    model = MLP([5, 4, 4, 3], activation="tanh", seed=1, dtype=torch.float64)
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    h = attach_grapes(model, mode="local", layers=[model.layers[1]])
+    F.cross_entropy(model(x), y).backward()
+    assert list(h.modulations) == ["layers.1"]
+    torch.testing.assert_close(model.layers[0].weight.grad, plain[0])
+    m = _expected_m(model.layers[1].weight)
+    torch.testing.assert_close(model.layers[1].weight.grad, m[:, None] * plain[1])
+
+
+def test_plain_sequential_model_detects_hidden_layers():
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(5, 4, bias=False), nn.ReLU(), nn.Linear(4, 4, bias=True), nn.Tanh(), nn.Linear(4, 3)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    model = model.double()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    h = attach_grapes(model, mode="local")
+    assert h.names == ("0", "2")
+    F.cross_entropy(model(x), y).backward()
+    m2 = modulation(importance(model[2].weight.detach()))
+    torch.testing.assert_close(model[2].weight.grad, m2[:, None] * plain[1])
+    torch.testing.assert_close(model[2].bias.grad, m2 * plain[2])  # local mode scales the bias row too
+
+
+def test_invalid_arguments_raise_clear_errors():
+    model = _one_hidden()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        attach_grapes(model, mode="global")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        attach_grapes(model, rule="hebb")
+    with pytest.raises(ValueError, match="not a submodule"):
+        attach_grapes(model, layers=[nn.Linear(2, 2)])
+    with pytest.raises(ValueError, match="at least one layer"):
+        attach_grapes(model, layers=[])
+    with pytest.raises(ValueError, match="need an output layer"):
+        attach_grapes(nn.Sequential(nn.Linear(3, 2)))
+
+    class NoWeight(nn.Module):
+        def forward(self, x):
+            return x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = NoWeight()
+
+        def forward(self, x):
+            return self.a(x)
+
+    net = Net()
+    with pytest.raises(ValueError, match="no trainable 'weight'"):
+        attach_grapes(net, mode="local", layers=[net.a])
+
+
+def test_model_with_grapes_attached_can_be_saved_whole():
+    model = _one_hidden()
+    attach_grapes(model)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    assert buf.tell() > 0
+
+
+def test_training_loop_contract_runs_for_every_rule_and_mode():
+    """The training loop's exact usage (grapes.md / task contract) with tiny sizes."""
+    x = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 4
+    for rule in ("bp", "fa", "dfa"):
+        for mode in ("propagated", "local", "layer-mean", "layer-mean-local"):
+            model = build_model("mlp", input_shape=(1, 6, 6), n_classes=4, hidden=[8, 8], activation="relu",
+                                dropout=0.1, rule=rule, seed=0)
+            handle = attach_grapes(model, mode=mode)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            losses = []
+            for _ in range(3):
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            assert handle.refresh_count == 3
+            assert all(torch.isfinite(torch.tensor(losses)))

@@ -111,9 +111,10 @@ def to_aihwkit_io_parameters(p: IOParameters):  # -> aihwkit.simulator.parameter
 def to_aihwkit_rpu_config(cfg: CrossbarConfig):  # -> aihwkit.simulator.configs.SingleRPUConfig
     """The equivalent aihwkit ``SingleRPUConfig`` (lazy aihwkit import), for validation against aihwkit.
 
-    Tile size maps to ``mapping.max_output_size`` / ``max_input_size``; the bias is digital in both. Note
-    that aihwkit splits a layer larger than one tile into *equal* pieces, while this project uses full
-    tiles and pads the last one: compare multi-tile layers only when the sizes divide evenly.
+    Tile size maps to ``mapping.max_output_size`` / ``max_input_size``; the bias is digital in both. Both
+    spread a layer evenly over the fewest tiles that hold it; when a size does not divide evenly, aihwkit
+    makes the first pieces one line larger while this project pads the last piece (same tile count, lines
+    shifted by at most ``R - 1`` / ``C - 1``).
     """
     import devices
     from aihwkit.simulator.configs import SingleRPUConfig

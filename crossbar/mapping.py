@@ -1,11 +1,13 @@
 """Mapping of a logical weight matrix ``[out, in]`` onto a grid of equally sized crossbar tiles.
 
-The matrix is cut into ``R = ceil(out / tile_rows)`` row blocks and ``C = ceil(in / tile_cols)`` column
-blocks; tile ``t = r * C + c`` holds rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
-The last row/column block is padded with zeros (those devices get zero input, their outputs are
-discarded). A layer smaller than one tile in a dimension occupies only the lines it uses
-(``rows = min(tile_rows, out)``, ``cols = min(tile_cols, in)``): the unused lines of a physical tile carry
-no input and their outputs are never read, so they are not simulated.
+The matrix needs ``R = ceil(out / tile_rows)`` row blocks and ``C = ceil(in / tile_cols)`` column blocks
+of physical tiles. It is spread evenly over them, as aihwkit's mapping does: every tile uses the same
+``rows = ceil(out / R)`` of its output lines and ``cols = ceil(in / C)`` of its input lines (a 784-input
+layer on 256-column tiles uses 4 tiles x 196 columns, a 10-output layer 10 of the 256 rows). The unused
+physical lines of a tile carry no input and their outputs are never read, so they are not simulated
+(every tensor is ``[T, rows, cols]``). When a size does not divide evenly, the last block is padded with
+zeros (at most ``R - 1`` rows / ``C - 1`` columns; those devices get zero input and their outputs are
+dropped). Tile ``t = r * C + c`` holds rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
 """
 
 from __future__ import annotations
@@ -58,13 +60,13 @@ class TileGrid:
 
     @property
     def rows(self) -> int:
-        """Simulated rows per tile: ``min(tile_rows, out_features)``."""
-        return min(self.tile_rows, self.out_features)
+        """Rows in use (simulated) per tile: ``ceil(out_features / R)`` (<= tile_rows)."""
+        return -(-self.out_features // self.n_row_tiles)
 
     @property
     def cols(self) -> int:
-        """Simulated columns per tile: ``min(tile_cols, in_features)``."""
-        return min(self.tile_cols, self.in_features)
+        """Columns in use (simulated) per tile: ``ceil(in_features / C)`` (<= tile_cols)."""
+        return -(-self.in_features // self.n_col_tiles)
 
     @property
     def tile_shape(self) -> tuple[int, int]:

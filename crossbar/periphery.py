@@ -119,6 +119,9 @@ class IOParameters:
     bm_test_negative_bound: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("is_perfect", "inp_sto_round", "out_sto_round", "bm_test_negative_bound"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"IOParameters.{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("inp_bound", "out_bound"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) \
@@ -285,7 +288,6 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
                              f"got {tuple(x_tiles.shape)}")
         xin = x_tiles.permute(1, 0, 2).unsqueeze(1)           # [R, 1, B, rows]
         mat = tiles_w                                          # [R, C, rows, cols]
-        n_in, n_out = rows, cols
     else:
         if x_tiles.shape[1:] != (n_c, cols):
             raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
@@ -305,8 +307,8 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
     alpha_safe = torch.where(alpha > 0, alpha, torch.ones_like(alpha)) if nm_on else alpha
     rounds = bound_management_rounds(p, transposed)
     # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in]
-    reduction = torch.pow(2.0, torch.arange(rounds, device=x_tiles.device, dtype=x_tiles.dtype))
-    xs = (xin / alpha_safe).unsqueeze(2) / reduction.view(1, 1, rounds, 1, 1)
+    inv_reduction = torch.pow(0.5, torch.arange(rounds, device=x_tiles.device, dtype=x_tiles.dtype))
+    xs = xin.unsqueeze(2) * (inv_reduction.view(1, 1, rounds, 1, 1) / alpha_safe.unsqueeze(2))
     if p.inp_sto_round or p.inp_noise > 0:
         # every tile has its own DAC: independent rounding / noise per tile
         xs = xs.expand(n_r, n_c, rounds, batch, xs.shape[-1])
@@ -329,10 +331,8 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
 
     if rounds > 1:
-        fail = q > p.out_bound
-        if p.bm_test_negative_bound:
-            fail = fail | (q < -p.out_bound)
-        passed = ~fail.any(dim=-1).view(n_r, n_c, rounds, batch)
+        peak = q.abs().amax(dim=-1) if p.bm_test_negative_bound else q.amax(dim=-1)
+        passed = (peak <= p.out_bound).view(n_r, n_c, rounds, batch)
         passed[:, :, rounds - 1] = True
         first = torch.argmax(passed.to(torch.int8), dim=2)     # [R, C, B]: first passing round
         index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])

@@ -59,6 +59,14 @@ class TileArray(nn.Module):
             draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
     """
 
+    weight_tiles: Tensor
+    apparent_tiles: Tensor
+    counter_updates: Tensor
+    counter_pulses: Tensor
+    counter_importance_reads: Tensor
+    counter_adc_conversions: Tensor
+    counter_dac_conversions: Tensor
+
     def __init__(self, out_features: int, in_features: int, config: CrossbarConfig | None = None, *,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  seed: int | None = None) -> None:

@@ -27,8 +27,11 @@ Differences from aihwkit (documented approximations):
   coincidence as one pulse in slot order. Here the coincidences are *counted* per device and summed over
   the batch; the device model then applies ``n_up`` and ``n_down`` at once
   (``PulsedDevice.apply_pulses``). For a constant-step device away from its bounds both are identical in
-  distribution; near bounds or for state-dependent devices (soft bounds) the order of the pulses matters
-  a little.
+  distribution, and so are all devices when the batch has one sample (a device then gets pulses of one
+  sign only). With several samples of mixed signs, a state-dependent device (soft bounds) depends on the
+  order: measured against aihwkit (8x8, batch 4, lr 0.05) the mean change differs by about 1 % of the
+  largest change (up to 3 % of an element's own mean; about 2 % at lr 0.2).
+* ``total`` counts device pulses (coincidences, ``sum(n_up + n_down)``), not line pulses.
 * aihwkit's CPU random number generator is seeded from the clock; here every draw comes from the given
   ``torch.Generator`` (same seed, same pulses).
 
@@ -296,6 +299,7 @@ def pulse_counts(
     dw_min: float | Tensor,
     cfg: UpdateParameters,
     generator: torch.Generator | None = None,
+    trim_slots: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Coincidence counts of the stochastic pulse trains of one update, per device, summed over the batch.
 
@@ -311,6 +315,10 @@ def pulse_counts(
         cfg: update parameters; ``cfg.pulse_type`` must be a pulsed type (for ``"none"`` use
             :func:`ideal_delta`).
         generator: the source of all randomness (on ``x.device``); ``None`` uses torch's default generator.
+        trim_slots: allocate only ``max(BL)`` slots instead of ``desired_bl`` (BL management usually picks
+            short trains, so this can be many times faster), at the price of one host-device sync
+            (``bl.max()``). Same distribution; the random stream (hence the exact counts for a seed) differs
+            from ``trim_slots=False``.
 
     Returns:
         ``n_up``, ``n_down``: ``[R, C, rows, cols]`` number of potentiating / depressing pulses per device,
@@ -329,7 +337,7 @@ def pulse_counts(
     device = x.device
     batch, n_r, n_c, cols = p_x.shape
     rows = p_d.shape[-1]
-    n_slots = cfg.max_bl(lr, dw_min)
+    n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
     tiles = n_r * n_c
 
     # Layout [R, C, batch, slot, line] so that each tile's trains are one contiguous [batch*slot, line] block.
@@ -342,7 +350,7 @@ def pulse_counts(
     x_bits = (u_x < p_x_t).to(dtype)
     del u_x
     u_d = torch.rand((n_r, n_c, batch, n_slots, rows), generator=generator, device=device, dtype=dtype)
-    d_bits = (u_d < p_d_t).to(dtype) * active[..., None]
+    d_bits = (u_d < p_d_t).to(dtype).mul_(active[..., None])
     del u_d
 
     x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)[None, :, :, None, :]  # [1, C, batch, 1, cols]

@@ -17,6 +17,18 @@ from devices.base import DeviceParams, PulsedDevice
 from devices.conductance import ConductanceMap
 from devices.constant_step import ConstantStepDevice, IdealDevice
 from devices.exp_step import ExpStepDevice
+from devices.inference import (
+    STANDARD_TIME_LABELS,
+    STANDARD_TIMES_S,
+    GenericDriftModel,
+    InferenceNoiseModel,
+    NoDrift,
+    PCMLikeNoiseModel,
+    ProgrammedWeights,
+    apply_inference_noise,
+    program_weights,
+    read_weights_at,
+)
 from devices.linear_step import LinearStepDevice, SoftBoundsDevice
 from devices.pow_step import PowStepDevice
 from devices.presets import (
@@ -54,4 +66,14 @@ __all__ = [
     "ConductanceMap",
     "to_aihwkit",
     "from_aihwkit",
+    "STANDARD_TIMES_S",
+    "STANDARD_TIME_LABELS",
+    "InferenceNoiseModel",
+    "PCMLikeNoiseModel",
+    "GenericDriftModel",
+    "NoDrift",
+    "ProgrammedWeights",
+    "program_weights",
+    "read_weights_at",
+    "apply_inference_noise",
 ]

@@ -13,7 +13,7 @@ Each such model describes one pulse direction at a time through four elementwise
 Moments after ``n`` pulses of one sign (linear-noise approximation, exact for ``n <= 2``):
 ``mean = flow(w0, n)`` and ``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to
 the end by the flow's sensitivity ``∂w_n/∂w_{k+1} = F(w_n)/F(w_{k+1})`` (exact for a 1-D autonomous flow) — with the
-sum over ``k`` by the trapezoid rule between its exact first and last terms.
+first and last terms exact and the interior by Simpson's rule (states at ``k = 0, (n−1)/2, n−1`` from the flow).
 Mixed counts: symmetric (Strang) splitting ``up(n_up/2) → down(n_down) → up(n_up/2)``, the variance carried
 through each stage by the same sensitivity; second-order accurate in the step size (pulses evenly interleaved).
 """
@@ -43,16 +43,27 @@ def _stage(
     field: Callable[[Tensor, Bundle], Tensor],
     noise_std: Callable[[Tensor, Tensor], Tensor],
 ) -> tuple[Tensor, Tensor]:
-    """One stage of ``n`` pulses of one direction: propagate mean ``m`` and variance ``v``."""
+    """One stage of ``n`` pulses of one direction: propagate mean ``m`` and variance ``v``.
+
+    The injected variance ``Σ_{k<n} q_k``, ``q_k = (s(w_k)·F(w_n)/F(w_{k+1}))²``, is summed exactly for ``n <= 2``
+    and as ``q_0 + q_{n−1} + (n−2)·(q_0 + 4q_mid + q_{n−1})/6`` (Simpson average of the interior) otherwise.
+    """
+    one = torch.ones_like(n)
     w_end = flow(m, n, dp)
-    w_one = flow(m, torch.minimum(n, torch.ones_like(n)), dp)
-    w_pre = flow(m, (n - 1).clamp_min(0.0), dp)
     f_end = field(w_end, dp)
     sens_end = _ratio(f_end, field(m, dp))            # ∂w_end/∂m
-    t_first = noise_std(m, step(m, dp)) * _ratio(f_end, field(w_one, dp))
-    t_last = noise_std(w_pre, step(w_pre, dp))
-    v_new = v * sens_end.square() + n * 0.5 * (t_first.square() + t_last.square())
-    return w_end, v_new
+
+    def q(k: Tensor) -> Tensor:                       # squared noise of pulse k carried to the end
+        w_k = flow(m, k, dp)
+        w_k1 = flow(m, torch.minimum(k + 1, n), dp)
+        return (noise_std(w_k, step(w_k, dp)) * _ratio(f_end, field(w_k1, dp))).square()
+
+    last = (n - 1).clamp_min(0.0)
+    q_first, q_mid, q_last = q(torch.zeros_like(n)), q(0.5 * last), q(last)
+    injected = torch.where(
+        n <= 1, n * q_first, q_first + q_last + (n - 2).clamp_min(0.0) * (q_first + 4 * q_mid + q_last) / 6
+    )
+    return w_end, v * sens_end.square() + injected
 
 
 SUBSTEPS = 2

@@ -21,6 +21,21 @@ device with standard Gaussians ``ξ`` drawn once per device:
   the Python default, always on here).
 * cycle-to-cycle: one pulse changes the state by ``step(w)·(1 + dw_min_std·ξ)`` (multiplicative noise) with
   a fresh ``ξ`` per pulse, then the state is clipped into ``[b_min, b_max]``.
+
+Count-based update (``apply_pulses``): the final state is drawn as a Gaussian with the mean and variance of the
+unclipped per-pulse process, then clipped once.
+
+* Pulses of one sign: constant/linear step and soft bounds use exact closed forms of the mean and variance
+  (geometric sums); ExpStep/PowStep use the closed-form ODE solution, time-rescaled so that one pulse is exact,
+  and a linear-noise approximation of the variance (see ``devices/_flows.py``). Clipping at the end equals
+  clipping after every pulse whenever the per-pulse steps are non-negative (the step maps are increasing).
+* Mixed counts on one device (``n_up > 0`` and ``n_down > 0``): the pulses are taken as randomly interleaved
+  (what a batch of stochastic pulse trains produces): mean path of the evenly mixed map, c2c noise carried along
+  it, plus the variance due to the random order of the fixed counts (exact linearized formula for the affine
+  family, zero for constant steps; end-point estimate for ExpStep/PowStep, whose mean uses a 2-step Strang
+  splitting). Checked against a per-pulse reference with random order: mean within 4 SE (+1 % of the change
+  for the affine family, +5 % for ExpStep/PowStep), variance within 10 % / 15 %. Not modelled: pulses lost
+  against a bound *between* pulses of opposite sign (the state is clipped only at the end).
 """
 
 from __future__ import annotations
@@ -225,21 +240,19 @@ class PulsedDevice:
             params: sampled parameters of the same shape (see :meth:`sample`).
             generator: seeded ``torch.Generator`` on ``w.device`` for the cycle-to-cycle noise.
         Returns:
-            New (hidden) states ``[*shape]``, always within ``[params.w_min, params.w_max]``: a Gaussian with
-            the mean and variance of :meth:`pulse_moments`, clipped into the bounds. Devices with zero pulses
-            keep their (clipped) state exactly.
+            New (hidden) states ``[*shape]``, always within ``[params.w_min, params.w_max]``: the input is first
+            clipped into the bounds, then a Gaussian with the mean and variance of :meth:`pulse_moments` is
+            drawn and clipped into the bounds. Devices with zero pulses keep their (clipped) state exactly.
+            One standard Gaussian per device is drawn even without cycle-to-cycle noise, so the generator
+            advances identically for every model.
         """
+        w = self.clip(w, params)
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
         mean, var = self.pulse_moments(w, n_up, n_down, params)
-        if self._has_c2c_noise:
-            xi = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-            mean = mean + var.clamp_min(0.0).sqrt() * xi
-        return self.clip(mean, params)
-
-    @property
-    def _has_c2c_noise(self) -> bool:
-        return self.dw_min_std > 0
+        xi = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        noise = torch.nan_to_num(var, nan=float("inf")).clamp_min(0.0).sqrt() * xi
+        return self.clip(mean + torch.nan_to_num(noise, nan=0.0), params)
 
     def clip(self, w: Tensor, params: DeviceParams) -> Tensor:
         """Clip states ``w: [*shape]`` into the per-device bounds ``[params.w_min, params.w_max]``."""

@@ -33,7 +33,7 @@ __all__ = ["LinearStepDevice", "SoftBoundsDevice"]
 
 def _slope(gamma: Tensor, dw: Tensor, w_ref: Tensor | float) -> Tensor:
     """``−γ·dw / w_ref``, 0 where ``w_ref == 0`` (aihwkit's convention)."""
-    ref = torch.as_tensor(w_ref, dtype=dw.dtype, device=dw.device).expand_as(dw)
+    ref = torch.full_like(dw, w_ref) if isinstance(w_ref, (int, float)) else w_ref   # no host->device copy
     zero = ref == 0
     return torch.where(zero, torch.zeros_like(dw), -gamma * dw / torch.where(zero, torch.ones_like(ref), ref))
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import ACTIVATIONS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig
+from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig
 from .data.registry import DATASET_NAMES, REAL_DATASETS
 
 EPILOG_TRAIN = """examples:
@@ -20,39 +20,92 @@ Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also w
 Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss)."""
 
 
+def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """Options shared by train and compare: data, model, training schedule, device, output."""
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASET_NAMES)} (default %(default)s)")
+    g.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
+                   "~/.cache/imc-grapes/data)")
+    g.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)} (default %(default)s)")
+    g.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
+                   help="MLP hidden widths (default %(default)s)")
+    g.add_argument("--activation", default=d.activation, help=f"{' or '.join(ACTIVATIONS)} (default %(default)s)")
+    g.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability (default %(default)s)")
+    g.add_argument("--rule", default=d.rule, help=f"error propagation: {', '.join(RULES)} (default %(default)s)")
+    g.add_argument("--train-subset", type=int, default=d.train_subset,
+                   help="use only the first N training samples (default: %(default)s = all)")
+    g.add_argument("--test-subset", type=int, default=d.test_subset,
+                   help="use only the first N test samples (default: %(default)s = all)")
+    t = p.add_argument_group("training")
+    t.add_argument("--base-optimizer", default=d.base_optimizer,
+                   help="torch optimizer applying the digital gradients: sgd, adam, adamw, rmsprop, ... "
+                        "(analog layers always take pulsed SGD steps) (default %(default)s)")
+    t.add_argument("--momentum", type=float, default=d.momentum, help="momentum (default %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
+    t.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
+                   help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")
+    t.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="output folder")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """Options of the analog hardware (crossbar / aihwkit backends)."""
+    from devices import PRESETS
+
+    a = d.analog
+    g = p.add_argument_group("analog hardware")
+    g.add_argument("--preset", default=a.preset, help=f"device preset: {', '.join(PRESETS)} (default %(default)s)")
+    g.add_argument("--tile-size", type=int, default=a.tile_size, help="tile rows = columns (default %(default)s)")
+    g.add_argument("--dac-bits", type=int, default=a.dac_bits, help="input DAC bits, 0 = none (default %(default)s)")
+    g.add_argument("--adc-bits", type=int, default=a.adc_bits, help="output ADC bits, 0 = none (default %(default)s)")
+    g.add_argument("--out-noise", type=float, default=a.out_noise,
+                   help="output noise std of each MVM (default %(default)s)")
+    g.add_argument("--ideal-periphery", action="store_true", help="exact MVMs (no DAC/ADC/noise); devices stay")
+    g.add_argument("--importance", default=a.importance,
+                   help="GRAPES importance: exact (digital Σ|w|) or array (all-ones read through the ADC) "
+                        "(default %(default)s)")
+    g.add_argument("--importance-every", type=int, default=a.importance_every,
+                   help="refresh GRAPES factors every k batches (default %(default)s)")
+
+
+def _analog_from(args: argparse.Namespace) -> dict[str, object]:
+    return {"preset": args.preset, "tile_size": args.tile_size, "dac_bits": args.dac_bits, "adc_bits": args.adc_bits,
+            "out_noise": args.out_noise, "ideal_periphery": args.ideal_periphery, "importance": args.importance,
+            "importance_every": args.importance_every}
+
+
+def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
+    from .backends import AnalogSettings
+
+    return TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model, hidden=tuple(args.hidden),
+                       activation=args.activation, dropout=args.dropout, rule=args.rule,
+                       base_optimizer=args.base_optimizer.lower(), momentum=args.momentum,
+                       weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+                       device=args.device, train_subset=args.train_subset, test_subset=args.test_subset,
+                       evals_per_epoch=args.evals_per_epoch, analog=AnalogSettings.from_dict(_analog_from(args)),
+                       **kw)  # type: ignore[arg-type]
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser(
-        "train", help="train digital networks with SGD / GRAPES (one or several optimizers and seeds)",
+        "train", help="train networks with SGD / GRAPES on one backend (one or several optimizers and seeds)",
         description="Train a network on a real or synthetic data set with plain gradient descent and/or GRAPES "
-                    "(propagated, local, or the layer-mean control), same data order and init per seed.",
+                    "(propagated, local, or the layer-mean control), same data order and init per seed, on "
+                    "digital weights or on simulated analog crossbars.",
         epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASET_NAMES)} (default %(default)s)")
-    p.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
-                   "~/.cache/imc-grapes/data)")
-    p.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)} (default %(default)s)")
-    p.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
-                   help="MLP hidden widths (default %(default)s)")
-    p.add_argument("--activation", default=d.activation, help=f"{' or '.join(ACTIVATIONS)} (default %(default)s)")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability (default %(default)s)")
-    p.add_argument("--rule", default=d.rule, help=f"error propagation: {', '.join(RULES)} (default %(default)s)")
     p.add_argument("--optimizer", nargs="+", default=["sgd", "grapes"], metavar="NAME",
                    help=f"one or more of {', '.join(OPTIMIZERS)} (default: sgd grapes)")
-    p.add_argument("--base-optimizer", default=d.base_optimizer,
-                   help="torch optimizer applying the gradients: sgd, adam, adamw, rmsprop, ... (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate > 0 (default %(default)s)")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum (default %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
     p.add_argument("--seed", type=int, nargs="+", default=[d.seed], help="one or more seeds (default 0)")
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    p.add_argument("--train-subset", type=int, default=None, help="use only the first N training samples")
-    p.add_argument("--test-subset", type=int, default=None, help="use only the first N test samples")
-    p.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
-                   help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")
-    p.add_argument("--out", default="runs/train", help="output folder (default %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--backend", default=d.backend,
+                   help=f"where the weights live: {', '.join(BACKENDS)} (default %(default)s)")
+    _add_model_args(p, d)
+    _add_analog_args(p, d)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -61,16 +114,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import DivergenceError, train
 
     try:
-        configs = [TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model,
-                               hidden=tuple(args.hidden), activation=args.activation, dropout=args.dropout,
-                               rule=args.rule, optimizer=opt, base_optimizer=args.base_optimizer.lower(),
-                               lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                               batch_size=args.batch_size, epochs=args.epochs, seed=seed, device=args.device,
-                               train_subset=args.train_subset, test_subset=args.test_subset,
-                               evals_per_epoch=args.evals_per_epoch)
+        configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend)
                    for seed in args.seed for opt in args.optimizer]
         device = configs[0].resolved_device()
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -79,7 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(args.out or "runs/train")
     results, code = [], 0
     for cfg in configs:
         dataset = data.get(cfg.seed) or next(iter(data.values()))
@@ -103,6 +150,80 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out / configs[0].run_name()}/metrics.csv and results.json")
     return code
+
+
+EPILOG_COMPARE = """examples:
+  imc-grapes compare                          # small default: MNIST subset, digital vs ReRamSB analog,
+                                              # SGD vs GRAPES vs layer-mean, 1 seed
+  imc-grapes compare --train-subset 0 --test-subset 0 --epochs 3 --seeds 0 1 2 --lr 0.01 0.03 0.1
+                                              # full MNIST, 3 seeds, lr tuned per cell on a validation split
+  imc-grapes compare --backend aihwkit --preset ConstantStep ...   # IBM's simulator as the analog backend
+  imc-grapes compare --importance array --adc-bits 6               # GRAPES from the array's own row-sum read
+A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
+curves.png, accuracy.png, inference.png and report.md; an interrupted job resumes where it stopped."""
+
+SMALL_COMPARE = {"train_subset": 6000, "test_subset": 2000, "epochs": 2, "evals_per_epoch": 4}
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import CompareSpec
+
+    d, c = TrainConfig(), CompareSpec()
+    p = sub.add_parser(
+        "compare", help="the main job: ideal digital vs analog hardware × SGD vs GRAPES vs layer-mean, report",
+        description="Train one model under {ideal digital, analog device preset} × {SGD, GRAPES, layer-mean "
+                    "control} with the same seeds and data order, optionally tuning the learning rate per cell on a "
+                    "validation split; print a table and write a report folder with plots. The analog runs are "
+                    "also evaluated after programming noise and drift (1 s, 1 h, 1 day, 1 year).",
+        epilog=EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--optimizers", nargs="+", default=list(c.optimizers), metavar="NAME",
+                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: %(default)s)")
+    p.add_argument("--hardware", nargs="+", default=list(c.hardware), metavar="HW",
+                   help="digital (ideal float weights) and/or analog (default: %(default)s)")
+    p.add_argument("--backend", default=c.analog_backend,
+                   help="simulator of the analog runs: crossbar (this project's engine) or aihwkit (default %(default)s)")
+    p.add_argument("--lr", type=float, nargs="+", default=list(c.lr_grid), metavar="LR",
+                   help="learning rate, or a grid tuned per cell on a validation split (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds), help="seeds of the final runs (default 0)")
+    p.add_argument("--val-holdout", type=int, default=c.val_holdout,
+                   help="training samples held out for lr tuning (default %(default)s)")
+    p.add_argument("--target-acc", type=float, default=c.target_acc,
+                   help="accuracy for the 'epochs to target' column, as a fraction (default %(default)s)")
+    p.add_argument("--inference-times", type=float, nargs="*", default=[1.0, 3600.0, 86400.0, 31536000.0],
+                   metavar="SECONDS", help="evaluate analog runs after drift at these times; none: skip "
+                                           "(default: 1 s, 1 h, 1 day, 1 year)")
+    p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
+    _add_model_args(p, d)
+    _add_analog_args(p, d)
+    p.set_defaults(**SMALL_COMPARE)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .compare import CompareSpec, run_compare
+    from .data import DatasetError
+
+    for name in ("train_subset", "test_subset"):
+        if getattr(args, name) == 0:
+            setattr(args, name, None)
+    try:
+        base = _base_config(args, inference_times=tuple(args.inference_times))
+        spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
+                           analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
+                           val_holdout=args.val_holdout, target_acc=args.target_acc)
+        base.resolved_device()
+    except (ConfigError, ValueError) as exc:
+        print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
+        return 2
+    command = "imc-grapes " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None
+    try:
+        run_compare(spec, args.out or "reports/compare", progress=not args.no_progress, resume=not args.no_resume,
+                    command=command)
+    except DatasetError as exc:
+        print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -147,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "crossbars and compare SGD with GRAPES.",
         epilog="Run `imc-grapes COMMAND --help` for the options of each command.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_compare(sub)
     _add_train(sub)
     _add_data(sub)
     doc = sub.add_parser("doctor", help="check the installation (torch, engine, aihwkit C++ tiles, CUDA)",
@@ -158,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "compare":
+        return _cmd_compare(args)
     if args.command == "train":
         return _cmd_train(args)
     if args.command == "data":

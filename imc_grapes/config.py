@@ -7,9 +7,12 @@ from typing import Any
 
 import torch
 
+from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
 
 MODELS = ("mlp", "cnn")
+#: where the network's weights live: plain torch, this project's crossbar engine, or IBM's aihwkit
+BACKENDS = ("digital", "crossbar", "aihwkit")
 ACTIVATIONS = ("relu", "tanh")
 RULES = ("bp", "fa", "dfa")
 #: learning method -> GRAPES mode (None: plain optimizer, no modulation)
@@ -64,6 +67,13 @@ class TrainConfig:
         seed: seeds the weights, dropout and the data order.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda if available).
         train_subset / test_subset: use only the first N samples (None: all).
+        val_holdout: if > 0, the last N training samples are held out and the run is evaluated on them
+            instead of the test set (for tuning the learning rate without looking at the test set).
+        inference_times: seconds after programming at which the trained analog network is evaluated with
+            PCM-like programming noise, drift and read noise (e.g. 1, 3600, 86400, 31536000); empty: none.
+        backend: ``digital`` (float weights), ``crossbar`` (this project's analog tile engine) or ``aihwkit``
+            (IBM's simulator, the reference); the analog backends train with pulsed in-memory updates.
+        analog: the analog hardware (device preset, periphery, GRAPES importance source); ignored by digital.
         evals_per_epoch: how many times per epoch the test set is evaluated (a point of the learning curve);
             train loss/accuracy of a point are means over the batches since the previous point.
     """
@@ -87,6 +97,10 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     evals_per_epoch: int = 1
+    val_holdout: int = 0
+    inference_times: tuple[float, ...] = ()
+    backend: str = "digital"
+    analog: AnalogSettings = field(default_factory=AnalogSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,6 +131,15 @@ class TrainConfig:
                f"train_subset must be ≥ 1 (or None for all), got {self.train_subset}")
         _check(self.test_subset is None or self.test_subset >= 1,
                f"test_subset must be ≥ 1 (or None for all), got {self.test_subset}")
+        object.__setattr__(self, "inference_times", tuple(float(t) for t in self.inference_times))
+        _check(self.val_holdout >= 0, f"val_holdout must be ≥ 0, got {self.val_holdout}")
+        _check(all(t >= 0 for t in self.inference_times),
+               f"inference_times must be ≥ 0 seconds, got {list(self.inference_times)}")
+        if isinstance(self.analog, dict):
+            object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
+        _check(self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        _check(isinstance(self.analog, AnalogSettings),
+               f"analog must be an AnalogSettings (or a dict of its fields), got {self.analog!r}")
         _check(self.evals_per_epoch >= 1, f"evals_per_epoch must be ≥ 1, got {self.evals_per_epoch}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
@@ -137,6 +160,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["inference_times"] = list(self.inference_times)
         return d
 
     @classmethod

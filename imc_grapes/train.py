@@ -43,6 +43,8 @@ class RunResult:
     message: str = ""
     run_dir: Path | None = None
     wall_time_s: float = 0.0
+    eval_split: str = "test"
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final_test_acc(self) -> float | None:
@@ -55,6 +57,8 @@ class RunResult:
             "final": self.history[-1] if self.history else None,
             "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
             "wall_time_s": self.wall_time_s,
+            "eval_split": self.eval_split,
+            **self.extra,
             "config": self.config.to_dict(),
             "versions": versions(),
             "history": self.history,
@@ -88,6 +92,19 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[fl
     return float(loss_sum) / n, float(correct) / n
 
 
+def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
+    """(training split, evaluation split, its name) for ``cfg``: the test set, or with ``cfg.val_holdout`` the
+    last N training samples (disjoint from the training samples used)."""
+    if cfg.val_holdout <= 0:
+        return data.train.subset(cfg.train_subset), data.test.subset(cfg.test_subset), "test"
+    n = len(data.train)
+    if cfg.val_holdout >= n:
+        raise ValueError(f"val_holdout ({cfg.val_holdout}) must be smaller than the training set ({n})")
+    pool = Split(data.train.x[: n - cfg.val_holdout], data.train.y[: n - cfg.val_holdout])
+    held = Split(data.train.x[n - cfg.val_holdout:], data.train.y[n - cfg.val_holdout:])
+    return pool.subset(cfg.train_subset), held, "validation"
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
           progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
     """Train one model under ``cfg``; write ``metrics.csv`` and ``results.json`` into ``out_dir`` if given.
@@ -109,8 +126,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     device = cfg.resolved_device()
     torch.manual_seed(cfg.seed)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
-    train_split = data.train.subset(cfg.train_subset).to(device)
-    test_split = data.test.subset(cfg.test_subset).to(device)
+    train_split, test_split, eval_split = split_for(cfg, data)
+    train_split, test_split = train_split.to(device), test_split.to(device)
 
     model = build_model(cfg.model, input_shape=tuple(train_split.x.shape[1:]), n_classes=data.n_classes,
                         hidden=list(cfg.hidden), activation=cfg.activation, dropout=cfg.dropout, rule=cfg.rule,
@@ -119,7 +136,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     opt = make_optimizer(cfg, model.parameters())
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
 
-    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None)
+    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
     t_start = time.perf_counter()
     check_every = 1 if device.type == "cpu" else 25  # NaN checks synchronise the GPU: do them sparsely there
 

@@ -21,7 +21,8 @@ def test_round_trip_exact_for_any_shape(out: int, inp: int, tr: int, tc: int, se
     w = torch.randn(out, inp, generator=torch.Generator().manual_seed(seed))
     tiles = grid.to_tiles(w)
     n_r, n_c = -(-out // tr), -(-inp // tc)
-    rows, cols = min(tr, out), min(tc, inp)
+    rows, cols = -(-out // n_r), -(-inp // n_c)                  # spread evenly over the tiles
+    assert rows <= tr and cols <= tc and n_r * rows - out < n_r and n_c * cols - inp < n_c
     assert tiles.shape == (n_r * n_c, rows, cols)
     assert torch.equal(grid.from_tiles(tiles), w)
     # every tile holds its block, padding is zero (independent slicing of the padded matrix)
@@ -41,9 +42,11 @@ def test_round_trip_exact_for_any_shape(out: int, inp: int, tr: int, tc: int, se
 
 def test_grid_geometry() -> None:
     g = TileGrid(784, 256, 256, 256)
-    assert (g.n_row_tiles, g.n_col_tiles, g.rows, g.cols) == (4, 1, 256, 256)
-    g = TileGrid(10, 784)                                      # smaller than one tile in rows
-    assert (g.n_row_tiles, g.n_col_tiles, g.rows, g.cols, g.padded_in) == (1, 4, 10, 256, 1024)
+    assert (g.n_row_tiles, g.n_col_tiles, g.rows, g.cols) == (4, 1, 196, 256)
+    g = TileGrid(10, 785)                                      # 10 of 256 rows; 785 -> 4 x 197 columns
+    assert (g.n_row_tiles, g.n_col_tiles, g.rows, g.cols, g.padded_in) == (1, 4, 10, 197, 788)
+    g = TileGrid(2048, 2048)
+    assert (g.n_tiles, g.rows, g.cols) == (64, 256, 256)
 
 
 @pytest.mark.parametrize("kwargs, field", [(dict(out_features=0, in_features=3), "out_features"),

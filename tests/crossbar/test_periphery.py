@@ -98,6 +98,7 @@ def test_resolution_conventions() -> None:
     (dict(out_scale=0.0), "out_scale"),
     (dict(w_noise_type="pcm"), "w_noise_type"),
     (dict(inp_bound=2.0), "inp_bound"),                      # noise management needs inp_bound == 1
+    (dict(is_perfect=1), "is_perfect"),
 ])
 def test_validation_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"IOParameters.{field}"):

@@ -138,15 +138,15 @@ def test_hardware_row_sums_carry_periphery_effects() -> None:
 def test_counters_count_hardware_work_without_host_sync() -> None:
     cfg = CrossbarConfig(device=IdealDevice(), forward=IOParameters(bound_management="none"), tile_rows=8,
                          tile_cols=16)
-    arr = TileArray(20, 40, cfg, seed=0)                           # 3 x 3 tiles of 8 x 16
+    arr = TileArray(20, 40, cfg, seed=0)                           # 3 x 3 tiles of 8 x 16, 7 x 14 in use
     arr.forward(torch.randn(5, 40))
     c = arr.counters
     assert all(isinstance(v, torch.Tensor) and v.dtype == torch.int64 for v in c.values())
     assert int(c["forward_mvms"]) == 5 and int(c["forward_passes"]) == 5 * 9
-    assert int(c["adc_conversions"]) == 5 * 9 * 8 and int(c["dac_conversions"]) == 5 * 9 * 16
+    assert int(c["adc_conversions"]) == 5 * 9 * 7 and int(c["dac_conversions"]) == 5 * 9 * 14
     arr.backward(torch.randn(2, 20))
     assert int(c["backward_mvms"]) == 2 and int(c["backward_passes"]) == 2 * 9
-    assert int(c["adc_conversions"]) == 5 * 9 * 8 + 2 * 9 * 16
+    assert int(c["adc_conversions"]) == 5 * 9 * 7 + 2 * 9 * 14
     arr.update(torch.randn(3, 40), torch.randn(3, 20) * 0.1, 0.1)
     assert int(c["updates"]) == 1 and int(c["pulses"]) > 0
     arr.reset_counters()
@@ -223,3 +223,25 @@ def test_write_noise_apparent_states() -> None:
     after = arr.read()
     assert torch.equal(after[:, 1:], before[:, 1:])                # untouched devices keep their noise
     assert not torch.equal(after[:, 0], before[:, 0])
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(tile_rows=0), "tile_rows"), (dict(tile_cols=2.5), "tile_cols"),
+                                           (dict(device="ConstantStep"), "device"),
+                                           (dict(forward=None), "forward")])
+def test_config_validation_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"CrossbarConfig.{field}"):
+        CrossbarConfig(**kwargs)
+
+
+def test_config_converts_to_aihwkit() -> None:
+    from crossbar import to_aihwkit_rpu_config
+
+    cfg = CrossbarConfig(forward=IOParameters(out_bound=math.inf, inp_res=1 / 254, noise_management="none"),
+                         tile_rows=128, tile_cols=64)
+    rpu = to_aihwkit_rpu_config(cfg)
+    assert type(rpu).__name__ == "SingleRPUConfig"
+    assert (rpu.mapping.max_output_size, rpu.mapping.max_input_size, rpu.mapping.digital_bias) == (128, 64, True)
+    assert rpu.forward.out_bound == 0.0                              # aihwkit's "unbounded"
+    assert rpu.forward.inp_res == pytest.approx(1 / 254)
+    assert rpu.forward.noise_management.name == "NONE" and rpu.backward.noise_management.name == "ABS_MAX"
+    assert rpu.update.desired_bl == 31 and rpu.device.dw_min == pytest.approx(cfg.device.dw_min)

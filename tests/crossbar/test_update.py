@@ -167,7 +167,8 @@ def test_per_tile_and_per_sample_management() -> None:
 # ---------------------------------------------------------------------------------------------- statistics
 
 
-def test_expected_counts_match_lr_d_x_unsaturated() -> None:
+@pytest.mark.parametrize("trim_slots", [False, True])
+def test_expected_counts_match_lr_d_x_unsaturated(trim_slots: bool) -> None:
     """E[n_down - n_up] dw_min = lr sum_b d x^T and E[n_up + n_down] dw_min = lr sum_b |d| |x|^T (4 SE)."""
     rng = np.random.default_rng(1)
     batch, n_r, n_c, rows, cols = 3, 2, 2, 3, 4
@@ -177,7 +178,7 @@ def test_expected_counts_match_lr_d_x_unsaturated() -> None:
     reps = 3000
     x = _replicate(torch.tensor(x_np, dtype=torch.float32), reps)
     d = torch.tensor(d_np, dtype=torch.float32)
-    n_up, n_down, total = pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(3))
+    n_up, n_down, total = pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(3), trim_slots=trim_slots)
     net = _per_rep(n_down - n_up, reps).double()  # [reps, R, C, rows, cols]
     tot = _per_rep(n_up + n_down, reps).double()
     want_net = lr / DW * np.einsum("bri,bcj->rcij", d_np, x_np)
@@ -211,7 +212,8 @@ def test_single_pair_count_is_binomial() -> None:
     assert torch.all(n_down == 0) and torch.all(n_up[0, :, 0, 0] == 31)
 
 
-def test_saturation_of_the_pulse_budget() -> None:
+@pytest.mark.parametrize("trim_slots", [False, True])
+def test_saturation_of_the_pulse_budget(trim_slots: bool) -> None:
     """Doubling d: 31/25 = 1.24x the change at lr 0.05 (budget exceeded), exactly 2x at lr 0.005.
 
     |d_i| = 0.5 for all i, max|x| = 1, dw = 0.001.
@@ -225,7 +227,7 @@ def test_saturation_of_the_pulse_budget() -> None:
     cfg = UpdateParameters()
     results = {}
     for lr, factor, slope in ((0.05, 1, 25.0), (0.05, 2, 31.0), (0.005, 1, 2.5), (0.005, 2, 5.0)):
-        n_up, n_down, _ = pulse_counts(_replicate(x0, reps), factor * d0, lr, DW, cfg, _gen(11))
+        n_up, n_down, _ = pulse_counts(_replicate(x0, reps), factor * d0, lr, DW, cfg, _gen(11), trim_slots)
         mag = _per_rep(n_up + n_down, reps)[:, 0, 0].double()  # batch 1: one sign per device
         mean, se = mag.mean(0), mag.std(0) / math.sqrt(reps)
         want = slope * xa[None, :].expand(3, 4)
@@ -257,8 +259,10 @@ def test_zero_lr_zero_x_zero_d_give_no_pulses() -> None:
     d = torch.randn(4, 2, 5, generator=g)
     cfg = UpdateParameters()
     for xx, dd, lr in ((x, d, 0.0), (torch.zeros_like(x), d, 0.1), (x, torch.zeros_like(d), 0.1)):
-        n_up, n_down, total = pulse_counts(xx, dd, lr, DW, cfg, g)
-        assert torch.all(n_up == 0) and torch.all(n_down == 0) and total.item() == 0
+        for trim in (False, True):  # trimmed: zero slots
+            n_up, n_down, total = pulse_counts(xx, dd, lr, DW, cfg, g, trim_slots=trim)
+            assert n_up.shape == (2, 2, 5, 3)
+            assert torch.all(n_up == 0) and torch.all(n_down == 0) and total.item() == 0
     # a zero tile column block only silences its own tiles
     x2 = x.clone()
     x2[:, 1] = 0
@@ -280,6 +284,8 @@ def test_determinism_and_negative_lr() -> None:
     assert not torch.equal(a[0], c[0]) or not torch.equal(a[1], c[1])
     # lr as a 0-d tensor gives the same pulses; negative lr swaps up and down (same draws)
     t = pulse_counts(x, d, torch.tensor(0.05), DW, cfg, _gen(42))
+    trimmed = [pulse_counts(x, d, 0.05, DW, cfg, _gen(42), trim_slots=True) for _ in range(2)]
+    assert all(torch.equal(u, v) for u, v in zip(*trimmed))
     assert torch.equal(t[0], a[0]) and torch.equal(t[1], a[1])
     n = pulse_counts(x, d, -0.05, DW, cfg, _gen(42))
     assert torch.equal(n[0], a[1]) and torch.equal(n[1], a[0])
@@ -362,3 +368,54 @@ def test_invariants(batch, n_r, n_c, rows, cols, lr, scale, seed) -> None:
         direction = -lr * torch.einsum("bri,bcj->rcij", d, x)
         assert torch.all(n_up[direction <= 0] == 0)
         assert torch.all(n_down[direction >= 0] == 0)
+
+
+def _reference_scales(x_max: float, d_max: float, lr: float, dw: float, cfg: UpdateParameters):
+    """Scalar transcription of aihwkit's calculateBlAB + performUpdateManagement (float64): (BL, A, B)."""
+    lr = abs(lr)
+    if lr == 0:
+        return 0, 0.0, 0.0
+    if cfg.fixed_bl or cfg.update_bl_management:
+        bl, a = cfg.desired_bl, math.sqrt(lr / (dw * cfg.desired_bl))
+    elif dw * cfg.desired_bl < lr:
+        bl, a = max(math.ceil(lr / dw), 1), 1.0
+    else:
+        bl, a = cfg.desired_bl, math.sqrt(lr / (dw * cfg.desired_bl))
+    b = a
+    if not (cfg.update_management or cfg.update_bl_management):
+        return bl, a, b
+    if x_max == 0 or d_max == 0:
+        return 0, 1.0, 1.0
+    x_val, d_val = x_max, cfg.um_grad_scale * d_max
+    k = lr * x_val * d_val / dw
+    if cfg.update_bl_management:
+        bl = min(math.ceil(k), cfg.desired_bl)
+        a = b = math.sqrt(lr / (dw * bl))
+    if k > cfg.desired_bl:
+        d_val *= cfg.desired_bl / k
+    return bl, a * math.sqrt(x_val / d_val), b * math.sqrt(d_val / x_val)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x_max=st.sampled_from([0.0, 1e-3, 0.3, 1.0, 7.0]),
+    d_max=st.sampled_from([0.0, 1e-4, 0.01, 0.2, 3.0]),
+    lr=st.sampled_from([0.0, 1e-4, 0.003, 0.05, 0.7, -0.05]),
+    ubl=st.booleans(),
+    um=st.booleans(),
+    fixed=st.booleans(),
+    desired_bl=st.sampled_from([1, 5, 31]),
+    ugs=st.sampled_from([0.5, 1.0]),
+)
+def test_update_scales_match_scalar_reference(x_max, d_max, lr, ubl, um, fixed, desired_bl, ugs) -> None:
+    """Every mode of BL / update management agrees with a scalar transcription of aihwkit's C++ logic."""
+    cfg = UpdateParameters(desired_bl=desired_bl, fixed_bl=fixed, update_bl_management=ubl,
+                           update_management=um, um_grad_scale=ugs)
+    x = torch.tensor([[[x_max, -0.5 * x_max]]], dtype=torch.float64)
+    d = torch.tensor([[[0.1 * d_max, -d_max]]], dtype=torch.float64)
+    bl, a, b = update_scales(x, d, lr, DW, cfg)
+    want_bl, want_a, want_b = _reference_scales(x_max, d_max, lr, DW, cfg)
+    assert bl.item() == want_bl
+    if want_bl > 0:  # scales are irrelevant when nothing fires
+        assert a.item() == pytest.approx(want_a, rel=1e-9)
+        assert b.item() == pytest.approx(want_b, rel=1e-9)

@@ -6,10 +6,13 @@ are compared per device: the difference of the means in units of its standard er
 per-device variance.
 
 aihwkit's update RNG is seeded from the clock (not settable from Python), so these tests are statistical.
-Thresholds (calibrated on 120 repeated comparisons of 64 devices, which gave max |z| <= 4.2, mean z^2 in
-[0.48, 1.68] -- z values of one tile are correlated through the shared row and column trains -- and
-variance ratios within 3 %): at most 10 % of the devices beyond 3 standard errors, none beyond 5.5, mean
-z^2 < 2.5, pooled variances within 20 %.
+The z values of one tile are strongly correlated (all devices of a row share that row's pulse train), so
+"within 3 standard errors" is checked in aggregate. Thresholds, calibrated on ~2,700 repeated comparisons
+of the configurations below against aihwkit (null maxima: 12.5 % of the devices beyond 3 SE -- one row of
+a single-sample update --, max |z| 4.7, mean z^2 2.6, pooled variance ratio off by 11 % at 800 and 5 % at
+2,000 repetitions): at most 20 % of the devices beyond 3 standard errors, none beyond 5.5, mean z^2 < 3,
+pooled per-device variances within 20 %. ``test_comparison_detects_a_wrong_update`` checks that these
+thresholds still reject a 10 % error in the learning rate.
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ import pytest
 import torch
 
 from aihwkit.simulator.configs import SingleRPUConfig
-from aihwkit.simulator.configs import devices as aihwkit_devices
 from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters
 from aihwkit.simulator.tiles import AnalogTile
 
 from crossbar.update import UpdateParameters, pulse_counts
-from devices import ConstantStepDevice, PulsedDevice
+from devices import ConstantStepDevice, PulsedDevice, SoftBoundsDevice, to_aihwkit
 
 ROWS, COLS, BATCH = 8, 8, 4
 
@@ -34,29 +36,21 @@ ROWS, COLS, BATCH = 8, 8, 4
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _aihwkit_device(device: PulsedDevice):
-    """aihwkit device config of the same class name with every shared field copied (d2d seed set later)."""
-    cls = getattr(aihwkit_devices, type(device).__name__)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {f.name: getattr(device, f.name) for f in dataclasses.fields(device) if f.name in names}
-    return cls(**kwargs)
-
-
 def aihwkit_deltas(
     device: PulsedDevice, x: torch.Tensor, d: torch.Tensor, lr: float, cfg: UpdateParameters, reps: int,
-    new_devices_each_rep: bool = False,
+    new_devices_each_rep: bool = False, w_start: float = 0.0,
 ) -> torch.Tensor:
-    """Weight changes ``[reps, rows, cols]`` of ``reps`` independent ``tile.update(x, d)`` from ``W = 0``.
+    """Weight changes ``[reps, rows, cols]`` of ``reps`` independent ``tile.update(x, d)`` from ``W = w_start``.
 
     x: [batch, cols], d: [batch, rows]. With ``new_devices_each_rep`` every repetition uses a new tile (a new
     device-to-device draw, seeded ``1 .. reps``)."""
     rows, cols = d.shape[1], x.shape[1]
-    w0 = torch.zeros(rows, cols)
+    w0 = torch.full((rows, cols), w_start)
     out = torch.empty(reps, rows, cols, dtype=torch.float64)
     tile = None
     for k in range(reps):
         if tile is None or new_devices_each_rep:
-            dev = dataclasses.replace(_aihwkit_device(device), construction_seed=k + 1)
+            dev = dataclasses.replace(to_aihwkit(device), construction_seed=k + 1)
             tile = AnalogTile(rows, cols, SingleRPUConfig(device=dev, update=cfg.to_aihwkit()))
             tile.set_learning_rate(lr)
         tile.set_weights(w0)
@@ -67,7 +61,7 @@ def aihwkit_deltas(
 
 def our_deltas(
     device: PulsedDevice, x: torch.Tensor, d: torch.Tensor, lr: float, cfg: UpdateParameters, reps: int,
-    seed: int, new_devices_each_rep: bool = False,
+    seed: int, new_devices_each_rep: bool = False, trim_slots: bool = False, w_start: float = 0.0,
 ) -> torch.Tensor:
     """The same with this project's engine: ``reps`` replicated tiles in ONE vectorized call.
 
@@ -77,16 +71,18 @@ def our_deltas(
     rows, cols = d.shape[1], x.shape[1]
     xs = x[:, None, :].repeat(1, reps, 1)  # [batch, C=reps, cols]
     ds = d[:, None, :]  # [batch, R=1, rows]
-    n_up, n_down, _ = pulse_counts(xs, ds, lr, device.granularity, cfg, g)  # [1, reps, rows, cols]
+    n_up, n_down, _ = pulse_counts(xs, ds, lr, device.granularity, cfg, g, trim_slots)  # [1, reps, rows, cols]
     if new_devices_each_rep:
         params = device.sample((1, reps, rows, cols), generator=g)
     else:
         one = device.sample((1, 1, rows, cols), generator=g)
+        shape = (1, reps, rows, cols)
         params = dataclasses.replace(
-            one, dw_up=one.dw_up.expand(1, reps, rows, cols), dw_down=one.dw_down.expand(1, reps, rows, cols),
-            w_min=one.w_min.expand(1, reps, rows, cols), w_max=one.w_max.expand(1, reps, rows, cols),
+            one, dw_up=one.dw_up.expand(shape), dw_down=one.dw_down.expand(shape),
+            w_min=one.w_min.expand(shape), w_max=one.w_max.expand(shape),
+            extra={k: v.expand(shape) for k, v in one.extra.items()},
         )
-    w0 = torch.zeros(1, reps, rows, cols)
+    w0 = torch.full((1, reps, rows, cols), w_start)
     w1 = device.apply_pulses(w0, n_up, n_down, params, g)
     return (w1 - w0)[0].double()
 
@@ -110,9 +106,9 @@ def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 def assert_same_distribution(ours: torch.Tensor, ref: torch.Tensor) -> None:
     s = compare(ours, ref)
-    assert s["frac_3se"] <= 0.10, s
+    assert s["frac_3se"] <= 0.20, s
     assert s["max_z"] < 5.5, s
-    assert s["mean_z2"] < 2.5, s
+    assert s["mean_z2"] < 3.0, s
     assert abs(s["var_ratio"] - 1) < 0.2, s
 
 
@@ -146,14 +142,17 @@ def test_update_parameters_match_aihwkit() -> None:
 # ---------------------------------------------------------------------------------------------- constant step
 
 
-@pytest.mark.parametrize("lr, factor", [(0.05, 1.0), (0.05, 2.0), (0.005, 1.0), (0.005, 2.0), (0.2, 1.0)])
-def test_constant_step_without_spread(lr: float, factor: float) -> None:
+@pytest.mark.parametrize(
+    "lr, factor, trim", [(0.05, 1.0, False), (0.05, 2.0, False), (0.005, 1.0, False), (0.005, 2.0, False),
+                         (0.2, 1.0, False), (0.005, 1.0, True)]
+)
+def test_constant_step_without_spread(lr: float, factor: float, trim: bool) -> None:
     """Per-device distributions of the weight change agree, unsaturated and saturated (batch 4, 8x8)."""
     device = ConstantStepDevice(**NO_SPREAD)
     x, d = _inputs()
     cfg = UpdateParameters()
     ref = aihwkit_deltas(device, x, factor * d, lr, cfg, reps=1000)
-    ours = our_deltas(device, x, factor * d, lr, cfg, reps=1000, seed=1)
+    ours = our_deltas(device, x, factor * d, lr, cfg, reps=1000, seed=1, trim_slots=trim)
     assert_same_distribution(ours, ref)
 
 
@@ -235,5 +234,50 @@ def test_comparison_detects_a_wrong_update() -> None:
     ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=1000)
     ours = our_deltas(device, x, d, 0.055, cfg, reps=1000, seed=1)
     s = compare(ours, ref)
-    assert s["frac_3se"] > 0.10 or s["max_z"] >= 5.5 or s["mean_z2"] >= 2.5, s
+    assert s["frac_3se"] > 0.20 or s["max_z"] >= 5.5 or s["mean_z2"] >= 3.0, s
     assert math.isfinite(s["var_ratio"])
+
+
+# ---------------------------------------------------------------------------------------------- soft bounds
+# One sample: every device gets pulses of one sign only, so applying the counts at once is exact and the
+# distributions must agree strictly. With several samples of mixed signs, aihwkit applies them in order while
+# we sum the counts first; for a state-dependent device that is a small systematic difference (measured with
+# 20,000 repetitions, lr 0.05, batch 4, 8x8: 0.6-1.2 % of the largest mean change, up to 3 % of an element's
+# own mean; at lr 0.2 about 2 %, up to 10 % where ups and downs nearly cancel). It is tested with that bound.
+
+
+@pytest.mark.parametrize("w_start", [0.0, 0.5, -0.4])
+def test_soft_bounds_without_spread(w_start: float) -> None:
+    """State-dependent steps (up ``dw (1 - w / w_max)``, down ``dw (1 - w / w_min)``) from several states."""
+    device = SoftBoundsDevice(**NO_SPREAD)
+    x, d = _inputs(7)
+    x, d = x[:1], d[:1]
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=1000, w_start=w_start)
+    ours = our_deltas(device, x, d, 0.05, cfg, reps=1000, seed=6, w_start=w_start)
+    assert_same_distribution(ours, ref)
+
+
+def test_soft_bounds_with_noise_and_spread() -> None:
+    device = SoftBoundsDevice(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, up_down=0.0, up_down_dtod=0.05,
+                              w_min=-1.0, w_max=1.0, w_min_dtod=0.1, w_max_dtod=0.1)
+    x, d = _inputs(8)
+    x, d = x[:1], d[:1]
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=600, new_devices_each_rep=True, w_start=0.2)
+    ours = our_deltas(device, x, d, 0.05, cfg, reps=600, seed=7, new_devices_each_rep=True, w_start=0.2)
+    assert_same_distribution(ours, ref)
+
+
+@pytest.mark.parametrize("w_start", [0.0, -0.4])
+def test_soft_bounds_batch_summation_bias_is_small(w_start: float) -> None:
+    """Batch 4 (mixed signs per device): means within 4 SE + 3 % of the largest mean change, variances 20 %."""
+    device = SoftBoundsDevice(**NO_SPREAD)
+    x, d = _inputs(7)
+    cfg = UpdateParameters()
+    ref = aihwkit_deltas(device, x, d, 0.05, cfg, reps=1000, w_start=w_start)
+    ours = our_deltas(device, x, d, 0.05, cfg, reps=1000, seed=8, w_start=w_start)
+    se = (ours.var(0) / ours.shape[0] + ref.var(0) / ref.shape[0]).sqrt()
+    bound = 4 * se + 0.03 * ref.mean(0).abs().max()
+    assert torch.all((ours.mean(0) - ref.mean(0)).abs() <= bound)
+    assert abs(compare(ours, ref)["var_ratio"] - 1) < 0.2

@@ -1,0 +1,552 @@
+"""Inference after training: programming noise, conductance drift and read noise of PCM-like devices.
+
+The trained weights are programmed once onto differential pairs ``(G⁺, G⁻)`` (µS) with programming noise; each
+device draws a drift exponent ``ν`` once; at a time ``t_inference`` (s) after programming ended, every device
+reads ``g(t) = g_prog·((t_inference + t_0)/t_0)^(−ν)`` plus accumulated 1/f read noise. The weights read back
+are optionally rescaled by a global drift compensation (aihwkit's ``GlobalDriftCompensation``).
+
+Semantics follow aihwkit 1.1's ``aihwkit.inference.PCMLikeNoiseModel`` (Nandakumar et al., ICECS 2019); the
+code is this project's own, vectorized over any tensor shape and over several inference times at once, with
+randomness only from an explicit ``torch.Generator`` (which must live on the tensors' device).
+
+Typical use::
+
+    gen = torch.Generator().manual_seed(0)
+    w_t = apply_inference_noise(w, STANDARD_TIMES_S, PCMLikeNoiseModel(), generator=gen)   # [4, *w.shape]
+
+or, to program once and read at several times in separate calls (as aihwkit's ``program_weights`` /
+``drift_weights``)::
+
+    prog = program_weights(w, model, gen)
+    w_1h = read_weights_at(prog, 3600.0, model, gen)[0]
+
+Units: conductances in µS, times in s, ``ν`` dimensionless, weights in the caller's units.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from devices.base import check_field
+from devices.conductance import ConductanceMap
+
+__all__ = [
+    "STANDARD_TIMES_S",
+    "STANDARD_TIME_LABELS",
+    "InferenceNoiseModel",
+    "PCMLikeNoiseModel",
+    "GenericDriftModel",
+    "NoDrift",
+    "ProgrammedWeights",
+    "program_weights",
+    "read_weights_at",
+    "apply_inference_noise",
+]
+
+#: Inference times after programming (s): 1 s, 1 h, 1 day, 1 year (365 days).
+STANDARD_TIMES_S: tuple[float, ...] = (1.0, 3600.0, 86400.0, 365.0 * 86400.0)
+#: Human-readable labels of :data:`STANDARD_TIMES_S`, same order.
+STANDARD_TIME_LABELS: tuple[str, ...] = ("1 s", "1 h", "1 day", "1 year")
+
+_G_REL_MIN = 1e-7  # aihwkit's _ZERO_CLIP: floor of |g|/g_max before taking its log
+_Q_DEN_MIN = 1e-3  # aihwkit's floor of (|g|/g_max)^exponent in the 1/f read-noise amplitude
+_W_ABS_MAX_MIN = 1e-7  # aihwkit's floor of max|w| when mapping max|w| to g_max
+
+
+def _check(where: str, name: str, value: Any, ok: bool, valid: str) -> None:
+    """:func:`devices.base.check_field` for any value (numbers, tuples, sequences of times)."""
+    check_field(where, name, value, ok, valid)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal draws of ``shape`` on ``like``'s device and dtype, from ``generator``."""
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def _time(t_inference_s: float | Tensor, like: Tensor, where: str) -> Tensor:
+    """Inference time(s) in s as a tensor on ``like``'s device/dtype; Python numbers are validated (>= 0)."""
+    if isinstance(t_inference_s, Tensor):
+        return t_inference_s.to(device=like.device, dtype=like.dtype)
+    _check(where, "t_inference_s", t_inference_s, _finite(t_inference_s) and t_inference_s >= 0,
+                ">= 0 s and finite")
+    return torch.tensor(float(t_inference_s), dtype=like.dtype, device=like.device)
+
+
+class InferenceNoiseModel(ABC):
+    """Contract of an inference noise model on conductances in µS (any shape, any device, elementwise).
+
+    Subclasses are frozen dataclasses with at least ``g_max`` (µS, the conductance the largest weight maps to,
+    and the normalization of the conductance-dependent fits) and ``t_0`` (s, the first read after
+    programming, reference time of the drift).
+
+    Methods:
+        program(g_target_uS, generator): programmed conductances ``[*]`` (programming noise, once).
+        sample_nu(g_target_uS, generator): drift exponents ``ν`` ``[*]`` (once per device).
+        drift(g_prog_uS, t_inference_s, nu): ``g_prog·((t_inference + t_0)/t_0)^(−ν)``, deterministic.
+        read_noise(g_drift_uS, t_inference_s, generator, g_prog_uS): drifted conductances plus read noise.
+        at_time(g_prog_uS, nu, t_inference_s, generator): drift then read noise (aihwkit's
+            ``apply_drift_noise_to_conductance``).
+    """
+
+    g_max: float
+    t_0: float
+
+    @abstractmethod
+    def program(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """Programmed conductances ``[*]`` (µS, >= 0) for targets ``g_target_uS: [*]`` (µS)."""
+
+    @abstractmethod
+    def sample_nu(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """Drift exponents ``ν: [*]`` (dimensionless, >= 0) for devices programmed to ``g_target_uS: [*]``."""
+
+    @abstractmethod
+    def read_noise(self, g_drift_uS: Tensor, t_inference_s: float | Tensor, generator: torch.Generator,
+                   g_prog_uS: Tensor | None = None) -> Tensor:
+        """Drifted conductances plus the read noise accumulated up to ``t_inference_s`` (µS, >= 0)."""
+
+    def drift(self, g_prog_uS: Tensor, t_inference_s: float | Tensor, nu: Tensor) -> Tensor:
+        """Conductance after drift: ``g_prog·((t_inference + t_0)/t_0)^(−ν)``, clipped at 0 µS.
+
+        ``t_inference_s`` counts from the end of programming (so ``t_inference = 0`` is the read at ``t_0`` and
+        leaves ``g_prog`` unchanged), as aihwkit's ``t_inference``. Args (broadcast together):
+        ``g_prog_uS: [*]`` (µS), ``nu: [*]``, ``t_inference_s``: a number (s, >= 0, validated) or a tensor, e.g.
+        ``[T, 1, …]`` to evaluate several times in one call (then the result is ``[T, *]``).
+        """
+        t = _time(t_inference_s, g_prog_uS, type(self).__name__)
+        factor = torch.pow((t + self.t_0) / self.t_0, -nu)
+        return (g_prog_uS * factor).clamp_min(0.0)
+
+    def at_time(self, g_prog_uS: Tensor, nu: Tensor, t_inference_s: float | Tensor,
+                generator: torch.Generator) -> Tensor:
+        """Conductances ``[*]`` (µS, >= 0) read at ``t_inference_s``: :meth:`drift` then :meth:`read_noise`.
+
+        ``g_prog_uS: [*]`` programmed conductances, ``nu: [*]`` their drift exponents; ``t_inference_s`` as in
+        :meth:`drift` (a tensor ``[T, 1, …]`` gives ``[T, *]`` with independent read noise per time).
+        """
+        g_drift = self.drift(g_prog_uS, t_inference_s, nu)
+        return self.read_noise(g_drift, t_inference_s, generator, g_prog_uS=g_prog_uS)
+
+
+@dataclass(frozen=True)
+class PCMLikeNoiseModel(InferenceNoiseModel):
+    """PCM noise model fitted on measured devices (aihwkit ``PCMLikeNoiseModel``; Nandakumar et al., ICECS 2019).
+
+    With ``x = g_target/g_max``, ``r = max(|g|/g_max, 1e-7)`` and standard normals ``ξ``:
+
+    * programming: ``g_prog = max(0, g_target + prog_noise_scale·σ_prog·ξ)``,
+      ``σ_prog = (Σ_i prog_coeff[i]·x^i)·g_max/prog_coeff_g_max_reference`` µS;
+    * drift exponent (from the *target* conductance, as aihwkit): ``μ_ν = clip(a + b·ln r, *drift_nu_mean_range)``
+      with ``(a, b) = drift_nu_mean_coeff``, ``σ_ν = clip(c + d·ln r, *drift_nu_std_range)`` with
+      ``(c, d) = drift_nu_std_coeff``; ``ν = drift_scale·|μ_ν + σ_ν·ξ|``;
+    * drift: ``g_drift = g_prog·(t/t_0)^(−ν)`` with ``t = t_inference + t_0``;
+    * read (1/f) noise accumulated since programming: ``q = min(read_noise_q_max,
+      read_noise_coeff / max(r_prog^read_noise_exponent, 1e-3))`` with ``r_prog = |g_prog|/g_max``,
+      ``σ_read = q·sqrt(ln((t + t_read)/(2·t_read)))``,
+      ``g_t = max(0, g_drift + |g_drift|·read_noise_scale·σ_read·ξ)``.
+
+    Defaults are aihwkit 1.1's (its drift and read-noise constants are hard-coded there; here they are fields).
+
+    Attributes:
+        prog_coeff: programming-noise polynomial coefficients ``c_0, c_1, …`` in µS (at
+            ``g_max = prog_coeff_g_max_reference``); at least one, finite.
+        g_max: conductance (µS, > 0) the largest |weight| maps to; normalizes every fit.
+        t_read: read duration of the 1/f fit (s, > 0).
+        t_0: first read after programming, drift reference (s, >= t_read).
+        prog_noise_scale: multiplier of the programming noise (>= 0).
+        read_noise_scale: multiplier of the read (1/f) noise (>= 0).
+        drift_scale: multiplier of the drift exponents ``ν`` (>= 0).
+        prog_coeff_g_max_reference: ``g_max`` (µS, > 0) at which ``prog_coeff`` were fitted (aihwkit: 25 µS for
+            its default coefficients). Set it to ``g_max`` when giving coefficients fitted at your own ``g_max``.
+        drift_nu_mean_coeff: ``(a, b)`` of ``μ_ν = a + b·ln(g/g_max)``.
+        drift_nu_mean_range: ``(lo, hi)`` clip of ``μ_ν`` (0 <= lo <= hi).
+        drift_nu_std_coeff: ``(c, d)`` of ``σ_ν = c + d·ln(g/g_max)``.
+        drift_nu_std_range: ``(lo, hi)`` clip of ``σ_ν`` (0 <= lo <= hi).
+        read_noise_coeff: 1/f amplitude prefactor (>= 0, dimensionless).
+        read_noise_exponent: power of ``g/g_max`` in the 1/f amplitude (finite).
+        read_noise_q_max: upper clip of the 1/f amplitude ``q`` (>= 0).
+    """
+
+    prog_coeff: tuple[float, ...] = (0.26348, 1.9650, -1.1731)
+    g_max: float = 25.0
+    t_read: float = 250.0e-9
+    t_0: float = 20.0
+    prog_noise_scale: float = 1.0
+    read_noise_scale: float = 1.0
+    drift_scale: float = 1.0
+    prog_coeff_g_max_reference: float = 25.0
+    drift_nu_mean_coeff: tuple[float, float] = (0.0244, -0.0155)
+    drift_nu_mean_range: tuple[float, float] = (0.049, 0.1)
+    drift_nu_std_coeff: tuple[float, float] = (-0.0059, -0.0125)
+    drift_nu_std_range: tuple[float, float] = (0.008, 0.045)
+    read_noise_coeff: float = 0.0088
+    read_noise_exponent: float = 0.65
+    read_noise_q_max: float = 0.2
+
+    def __post_init__(self) -> None:
+        c = type(self).__name__
+        for name in ("prog_coeff", "drift_nu_mean_coeff", "drift_nu_mean_range", "drift_nu_std_coeff",
+                     "drift_nu_std_range"):
+            v = getattr(self, name)
+            ok = isinstance(v, (tuple, list)) and all(_finite(x) for x in v)
+            _check(c, name, v, ok, "a sequence of finite numbers")
+            object.__setattr__(self, name, tuple(float(x) for x in v))
+        _check(c, "prog_coeff", self.prog_coeff, len(self.prog_coeff) >= 1, "at least one coefficient")
+        for name in ("drift_nu_mean_coeff", "drift_nu_mean_range", "drift_nu_std_coeff", "drift_nu_std_range"):
+            v = getattr(self, name)
+            _check(c, name, v, len(v) == 2, "a pair of numbers")
+        for name in ("drift_nu_mean_range", "drift_nu_std_range"):
+            lo, hi = getattr(self, name)
+            _check(c, name, getattr(self, name), 0 <= lo <= hi, "(lo, hi) with 0 <= lo <= hi")
+        for name in ("g_max", "t_read", "prog_coeff_g_max_reference"):
+            v = getattr(self, name)
+            _check(c, name, v, _finite(v) and v > 0, "> 0 and finite")
+        _check(c, "t_0", self.t_0, _finite(self.t_0) and self.t_0 >= self.t_read,
+                    f">= t_read = {self.t_read!r} s and finite")
+        for name in ("prog_noise_scale", "read_noise_scale", "drift_scale", "read_noise_coeff", "read_noise_q_max"):
+            v = getattr(self, name)
+            _check(c, name, v, _finite(v) and v >= 0, ">= 0 and finite")
+        _check(c, "read_noise_exponent", self.read_noise_exponent, _finite(self.read_noise_exponent), "finite")
+
+    def prog_std(self, g_target_uS: Tensor) -> Tensor:
+        """Programming-noise std ``σ_prog`` (µS) before ``prog_noise_scale``; ``[*]`` in, ``[*]`` out."""
+        x = g_target_uS / self.g_max
+        sig = torch.full_like(g_target_uS, self.prog_coeff[-1])
+        for coeff in reversed(self.prog_coeff[:-1]):  # Horner over the (few) polynomial coefficients
+            sig = sig * x + coeff
+        return sig * (self.g_max / self.prog_coeff_g_max_reference)
+
+    def program(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """``max(0, g_target + prog_noise_scale·σ_prog(g_target)·ξ)``; ``g_target_uS: [*]`` µS → ``[*]`` µS."""
+        noise = self.prog_noise_scale * self.prog_std(g_target_uS) * _randn(g_target_uS.shape, g_target_uS, generator)
+        return (g_target_uS + noise).clamp_min(0.0)
+
+    def nu_moments(self, g_uS: Tensor) -> tuple[Tensor, Tensor]:
+        """``(μ_ν, σ_ν)`` ``[*]`` of the normal that ``ν`` is folded from (before ``drift_scale``)."""
+        log_r = torch.log((g_uS.abs() / self.g_max).clamp_min(_G_REL_MIN))
+        a, b = self.drift_nu_mean_coeff
+        c, d = self.drift_nu_std_coeff
+        mu = (a + b * log_r).clamp(*self.drift_nu_mean_range)
+        sig = (c + d * log_r).clamp(*self.drift_nu_std_range)
+        return mu, sig
+
+    def sample_nu(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """``ν = drift_scale·|μ_ν + σ_ν·ξ|`` ``[*]`` for target conductances ``g_target_uS: [*]`` µS.
+
+        aihwkit draws ``ν`` from the *target* conductance (not the programmed one); pass the target to match it.
+        """
+        mu, sig = self.nu_moments(g_target_uS)
+        return (mu + sig * _randn(g_target_uS.shape, g_target_uS, generator)).abs() * self.drift_scale
+
+    def read_noise(self, g_drift_uS: Tensor, t_inference_s: float | Tensor, generator: torch.Generator,
+                   g_prog_uS: Tensor | None = None) -> Tensor:
+        """``max(0, g_drift + |g_drift|·read_noise_scale·q(g_prog)·sqrt(ln((t + t_read)/(2 t_read)))·ξ)``.
+
+        Args:
+            g_drift_uS: drifted conductances ``[*]`` (µS), e.g. ``[T, *]`` for several times.
+            t_inference_s: time since programming (s); ``t = t_inference + t_0``. A number, or a tensor that
+                broadcasts with ``g_drift_uS`` (e.g. ``[T, 1, …]``).
+            generator: source of the standard normals ``ξ`` (one per element of the broadcast shape).
+            g_prog_uS: programmed conductances setting the 1/f amplitude ``q`` (aihwkit's choice); defaults to
+                ``g_drift_uS``. Broadcasts with ``g_drift_uS``.
+        Returns:
+            conductances (µS, >= 0) of the broadcast shape.
+        """
+        t = _time(t_inference_s, g_drift_uS, type(self).__name__) + self.t_0
+        g_ref = g_drift_uS if g_prog_uS is None else g_prog_uS
+        den = torch.pow(g_ref.abs() / self.g_max, self.read_noise_exponent).clamp_min(_Q_DEN_MIN)
+        q = (self.read_noise_coeff / den).clamp_max(self.read_noise_q_max)
+        sig = q * torch.sqrt(torch.log((t + self.t_read) / (2.0 * self.t_read)))
+        shape = torch.broadcast_shapes(g_drift_uS.shape, sig.shape)
+        xi = _randn(shape, g_drift_uS, generator)
+        return (g_drift_uS + g_drift_uS.abs() * (self.read_noise_scale * sig) * xi).clamp_min(0.0)
+
+    # --- aihwkit interop (lazy import) ----------------------------------------------------------------------
+
+    def to_aihwkit(self) -> Any:
+        """The equivalent ``aihwkit.inference.PCMLikeNoiseModel`` (single-pair converter at ``g_max``).
+
+        Raises ``ValueError`` when a drift or read-noise constant differs from aihwkit's hard-coded value
+        (aihwkit cannot express it).
+        """
+        from aihwkit.inference import PCMLikeNoiseModel as AihwPCM  # lazy: aihwkit is optional here
+
+        default = PCMLikeNoiseModel()
+        for name in ("drift_nu_mean_coeff", "drift_nu_mean_range", "drift_nu_std_coeff", "drift_nu_std_range",
+                     "read_noise_coeff", "read_noise_exponent", "read_noise_q_max"):
+            _check(type(self).__name__, name, getattr(self, name), getattr(self, name) == getattr(default, name),
+                        f"aihwkit's fixed value {getattr(default, name)!r} to convert to aihwkit")
+        model = AihwPCM(prog_coeff=list(self.prog_coeff), g_max=self.g_max, t_read=self.t_read, t_0=self.t_0,
+                        prog_noise_scale=self.prog_noise_scale, read_noise_scale=self.read_noise_scale,
+                        drift_scale=self.drift_scale)
+        # aihwkit 1.1 only stores prog_coeff_g_max_reference when it is *not* passed; set it afterwards.
+        model.prog_coeff_g_max_reference = self.prog_coeff_g_max_reference
+        return model
+
+    @classmethod
+    def from_aihwkit(cls, model: Any) -> "PCMLikeNoiseModel":
+        """Build from an ``aihwkit.inference.PCMLikeNoiseModel`` (its fields; drift/read constants are aihwkit's)."""
+        return cls(prog_coeff=tuple(model.prog_coeff), g_max=float(model.g_max), t_read=float(model.t_read),
+                   t_0=float(model.t_0), prog_noise_scale=float(model.prog_noise_scale),
+                   read_noise_scale=float(model.read_noise_scale), drift_scale=float(model.drift_scale),
+                   prog_coeff_g_max_reference=float(model.prog_coeff_g_max_reference))
+
+
+@dataclass(frozen=True)
+class GenericDriftModel(InferenceNoiseModel):
+    """Conductance-independent noise: a simple knob-per-effect model for sweeps.
+
+    * programming: ``g_prog = max(0, g_target + prog_noise_std·ξ)`` (``prog_noise_std`` in µS);
+    * drift exponent: ``ν = |nu_mean + nu_std·ξ|``; drift ``g_prog·((t_inference + t_0)/t_0)^(−ν)``;
+    * read noise: ``g_t = max(0, g_drift·(1 + read_noise_std·ξ))`` (relative, time-independent).
+
+    Attributes:
+        g_max: conductance (µS, > 0) the largest |weight| maps to.
+        t_0: drift reference time (s, > 0).
+        prog_noise_std: programming noise (µS, >= 0).
+        nu_mean: mean drift exponent (>= 0). nu_std: its device-to-device spread (>= 0).
+        read_noise_std: relative read noise (>= 0).
+    """
+
+    g_max: float = 25.0
+    t_0: float = 20.0
+    prog_noise_std: float = 0.0
+    nu_mean: float = 0.05
+    nu_std: float = 0.0
+    read_noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        c = type(self).__name__
+        for name in ("g_max", "t_0"):
+            v = getattr(self, name)
+            _check(c, name, v, _finite(v) and v > 0, "> 0 and finite")
+        for name in ("prog_noise_std", "nu_mean", "nu_std", "read_noise_std"):
+            v = getattr(self, name)
+            _check(c, name, v, _finite(v) and v >= 0, ">= 0 and finite")
+        self._validate()
+
+    def _validate(self) -> None:
+        """Hook for subclasses' extra checks."""
+
+    def program(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """``max(0, g_target + prog_noise_std·ξ)``; ``[*]`` µS → ``[*]`` µS."""
+        return (g_target_uS + self.prog_noise_std * _randn(g_target_uS.shape, g_target_uS, generator)).clamp_min(0.0)
+
+    def sample_nu(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """``|nu_mean + nu_std·ξ|`` ``[*]``."""
+        return (self.nu_mean + self.nu_std * _randn(g_target_uS.shape, g_target_uS, generator)).abs()
+
+    def read_noise(self, g_drift_uS: Tensor, t_inference_s: float | Tensor, generator: torch.Generator,
+                   g_prog_uS: Tensor | None = None) -> Tensor:
+        """``max(0, g_drift·(1 + read_noise_std·ξ))``; shape of ``g_drift_uS`` broadcast with the time tensor."""
+        t = _time(t_inference_s, g_drift_uS, type(self).__name__)
+        shape = torch.broadcast_shapes(g_drift_uS.shape, t.shape)
+        xi = _randn(shape, g_drift_uS, generator)
+        return (g_drift_uS * (1.0 + self.read_noise_std * xi)).clamp_min(0.0)
+
+
+@dataclass(frozen=True)
+class NoDrift(GenericDriftModel):
+    """Ideal inference: exact programming, no drift, no read noise (every noise field must be 0).
+
+    Its methods draw no random numbers: the conductances read back are the targets at every time.
+    """
+
+    nu_mean: float = 0.0
+
+    def _validate(self) -> None:
+        c = type(self).__name__
+        for name in ("prog_noise_std", "nu_mean", "nu_std", "read_noise_std"):
+            v = getattr(self, name)
+            _check(c, name, v, v == 0, "0 (NoDrift is ideal; use GenericDriftModel for noise)")
+
+    def program(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """Exact programming: a copy of ``g_target_uS`` clipped at 0 µS."""
+        return g_target_uS.clamp_min(0.0)
+
+    def sample_nu(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
+        """Zeros ``[*]``."""
+        return torch.zeros_like(g_target_uS)
+
+    def read_noise(self, g_drift_uS: Tensor, t_inference_s: float | Tensor, generator: torch.Generator,
+                   g_prog_uS: Tensor | None = None) -> Tensor:
+        """No read noise: ``g_drift_uS`` broadcast with the time tensor."""
+        t = _time(t_inference_s, g_drift_uS, type(self).__name__)
+        return g_drift_uS.clamp_min(0.0).expand(torch.broadcast_shapes(g_drift_uS.shape, t.shape)).contiguous()
+
+
+# --- weights ↔ programmed differential pairs -------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ProgrammedWeights:
+    """Weights programmed onto differential pairs, ready to be read at any inference time.
+
+    Attributes:
+        g_target_uS: target conductances ``[2, *]`` (µS), index 0 = G⁺, 1 = G⁻.
+        g_prog_uS: programmed conductances ``[2, *]`` (µS), after programming noise.
+        nu: drift exponents ``[2, *]`` (one per device, drawn once).
+        w_scale: weight units per normalized unit: a 0-dim tensor (``max|w|``) or the fixed ``w_max``.
+        conductance_map: the normalized-weight ↔ µS map (``w_max = 1``).
+    """
+
+    g_target_uS: Tensor
+    g_prog_uS: Tensor
+    nu: Tensor
+    w_scale: Tensor | float
+    conductance_map: ConductanceMap
+
+    def to_weights(self, g_uS: Tensor) -> Tensor:
+        """Weights ``[…, *]`` from pair conductances ``g_uS: [..., 2, *]`` (pair axis at ``-(w.ndim + 1)``)."""
+        pair_dim = g_uS.ndim - self.g_prog_uS.ndim
+        g_plus, g_minus = g_uS.select(pair_dim, 0), g_uS.select(pair_dim, 1)
+        return self.conductance_map.from_pair(g_plus, g_minus) * self.w_scale
+
+    @property
+    def weights(self) -> Tensor:
+        """Programmed weights ``[*]`` (programming noise, no drift, no read noise): the compensation reference."""
+        return self.to_weights(self.g_prog_uS)
+
+
+def program_weights(
+    w: Tensor,
+    model: InferenceNoiseModel,
+    generator: torch.Generator,
+    *,
+    g_max_uS: float | None = None,
+    g_min_uS: float = 0.0,
+    w_max: float | None = None,
+) -> ProgrammedWeights:
+    """Program weights ``w: [*]`` onto ``(G⁺, G⁻)`` pairs with programming noise; draw each device's ``ν``.
+
+    Mapping (aihwkit's ``SinglePairConductanceConverter``, through :class:`devices.ConductanceMap`):
+    ``|w|`` up to ``w_max`` spans ``[g_min_uS, g_max_uS]`` on G⁺ (w > 0) or G⁻ (w < 0), the other device at
+    ``g_min_uS``. ``w_max=None`` uses ``max|w|`` of this tensor (aihwkit's per-tile scaling, no saturation);
+    a number fixes the range and saturates weights beyond it.
+
+    Args:
+        w: weights ``[*]`` (any shape, device, float dtype).
+        model: the noise model; ``g_max_uS`` defaults to ``model.g_max``.
+        generator: torch.Generator on ``w``'s device (programming noise drawn first, then ``ν``).
+        g_max_uS, g_min_uS: conductance range in µS (0 <= g_min_uS < g_max_uS).
+        w_max: weight mapped to ``g_max_uS`` (> 0) or None for ``max|w|``.
+    Returns:
+        :class:`ProgrammedWeights` with ``[2, *]`` conductances and ``ν``.
+    """
+    g_max = model.g_max if g_max_uS is None else g_max_uS
+    cmap = ConductanceMap(g_min_uS=g_min_uS, g_max_uS=g_max, w_max=1.0)
+    if w_max is None:
+        w_scale: Tensor | float = w.detach().abs().amax().clamp_min(_W_ABS_MAX_MIN)
+    else:
+        _check("program_weights", "w_max", w_max, _finite(w_max) and w_max > 0, "> 0 and finite or None")
+        w_scale = float(w_max)
+    g_target = torch.stack(cmap.to_pair(w / w_scale))
+    g_prog = model.program(g_target, generator)
+    nu = model.sample_nu(g_target, generator)
+    return ProgrammedWeights(g_target_uS=g_target, g_prog_uS=g_prog, nu=nu, w_scale=w_scale, conductance_map=cmap)
+
+
+def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
+    """Validated inference times (s, each finite and >= 0) as a non-empty list of floats."""
+    if isinstance(t_inference_s, (int, float, numbers.Real)):
+        times: list[Any] = [t_inference_s]
+    else:
+        times = list(t_inference_s)
+    _check(where, "t_inference_s", t_inference_s, len(times) > 0, "a time or a non-empty sequence of times")
+    for t in times:
+        _check(where, "t_inference_s", t, _finite(t) and t >= 0, ">= 0 s and finite (each time)")
+    return [float(t) for t in times]
+
+
+def read_weights_at(
+    programmed: ProgrammedWeights,
+    t_inference_s: float | Sequence[float],
+    model: InferenceNoiseModel,
+    generator: torch.Generator,
+    *,
+    compensate_drift: bool = True,
+    compensation_dims: Sequence[int] | None = None,
+) -> Tensor:
+    """Read programmed weights at one or several times after programming: drift + read noise, optional compensation.
+
+    All times in one vectorized call (independent read noise per time, the same programmed state and ``ν``).
+    Global drift compensation (aihwkit's ``GlobalDriftCompensation`` applied to the weights): each time's weights
+    are scaled by ``Σ|w_prog| / Σ|w_t|`` (reference: the programmed weights, read at ``t_0`` without read noise).
+
+    Args:
+        programmed: from :func:`program_weights` (weights ``[*]``).
+        t_inference_s: a time or a sequence of ``T`` times (s after programming, each >= 0).
+        model: the noise model used to program.
+        generator: torch.Generator on the weights' device.
+        compensate_drift: apply the global drift compensation.
+        compensation_dims: weight dims the sums run over (one factor per remaining index, e.g. ``(1, 2)`` for
+            one factor per tile of ``[tiles, rows, cols]``); None: all dims, one factor per time.
+    Returns:
+        weights ``[T, *]``.
+    """
+    times = _times(t_inference_s, "read_weights_at")
+    w_ndim = programmed.g_prog_uS.ndim - 1
+    g_prog = programmed.g_prog_uS
+    t = torch.tensor(times, dtype=g_prog.dtype, device=g_prog.device).reshape([len(times)] + [1] * (w_ndim + 1))
+    g_t = model.at_time(g_prog, programmed.nu, t, generator)  # [T, 2, *]
+    w_t = programmed.to_weights(g_t)  # [T, *]
+    if not compensate_drift:
+        return w_t
+    if compensation_dims is None:
+        dims = list(range(w_ndim))
+    else:
+        dims = list(compensation_dims)
+        ok = len(dims) > 0 and all(isinstance(d, int) and -w_ndim <= d < w_ndim for d in dims)
+        _check("read_weights_at", "compensation_dims", tuple(dims), ok,
+                    f"None or a non-empty sequence of weight dims in [-{w_ndim}, {w_ndim})")
+        dims = sorted({d % w_ndim for d in dims})
+    if not dims:  # 0-dim weights: the single weight is its own reference
+        ref, cur = programmed.weights.abs(), w_t.abs()
+    else:
+        ref = programmed.weights.abs().sum(dim=dims, keepdim=True)
+        cur = w_t.abs().sum(dim=[d + 1 for d in dims], keepdim=True)
+    return w_t * (ref / cur.clamp_min(torch.finfo(cur.dtype).tiny))
+
+
+def apply_inference_noise(
+    w: Tensor,
+    t_inference_s: float | Sequence[float] = STANDARD_TIMES_S,
+    model: InferenceNoiseModel | None = None,
+    *,
+    generator: torch.Generator,
+    g_max_uS: float | None = None,
+    g_min_uS: float = 0.0,
+    w_max: float | None = None,
+    compensate_drift: bool = True,
+    compensation_dims: Sequence[int] | None = None,
+) -> Tensor:
+    """Weights as read at each inference time: program once (noise, ``ν``), then drift + read noise per time.
+
+    ``= read_weights_at(program_weights(w, model, generator, …), t_inference_s, model, generator, …)``.
+
+    Args:
+        w: trained weights ``[*]``.
+        t_inference_s: a time or ``T`` times (s after programming, >= 0); default :data:`STANDARD_TIMES_S`.
+        model: noise model, default :class:`PCMLikeNoiseModel` ``()``.
+        generator: torch.Generator on ``w``'s device (explicit, seeded: same seed → same result).
+        g_max_uS, g_min_uS, w_max: the weight ↔ conductance mapping, see :func:`program_weights`.
+        compensate_drift, compensation_dims: see :func:`read_weights_at`.
+    Returns:
+        weights ``[T, *]`` (``T = 1`` for a single time), same device and dtype as ``w``.
+    """
+    model = PCMLikeNoiseModel() if model is None else model
+    times = _times(t_inference_s, "apply_inference_noise")
+    programmed = program_weights(w, model, generator, g_max_uS=g_max_uS, g_min_uS=g_min_uS, w_max=w_max)
+    return read_weights_at(programmed, times, model, generator, compensate_drift=compensate_drift,
+                           compensation_dims=compensation_dims)

@@ -1,0 +1,386 @@
+"""The compare job: one model trained under {ideal digital, analog hardware} × {SGD, GRAPES, layer-mean control},
+with the same seeds (same init, same data order) for every cell, an optional learning-rate grid tuned per
+cell on a validation split (never on the test set), and a report folder.
+
+The report folder holds:
+
+* ``results.json`` — the spec, the chosen learning rates with the validation accuracies that chose them, one
+  entry per run (config, history, costs, inference accuracies) and the summary table;
+* ``results.csv`` — one row per final run;
+* ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std),
+  ``inference.png`` (accuracy after programming noise and drift, analog cells), ``report.md`` embedding them;
+* ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
+  job is started again with the same spec (``resume``), so an interrupted job continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import OPTIMIZERS, ConfigError, TrainConfig
+from .data import Dataset, load_dataset
+from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .train import DivergenceError, RunResult, train
+
+HARDWARE = ("digital", "analog")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """What the compare job runs.
+
+    Attributes:
+        base: the shared training config (data set, model, epochs, batch size, analog settings, ...); its
+            optimizer, backend, lr and seed are set per run.
+        optimizers: learning methods compared (``sgd``, ``grapes``, ``grapes-local``, ``layer-mean``).
+        hardware: ``digital`` (ideal float weights) and/or ``analog`` (the ``analog_backend`` simulator with
+            ``base.analog``'s device preset and periphery).
+        analog_backend: ``crossbar`` (this project's engine) or ``aihwkit``.
+        lr_grid: learning rates tried per (hardware, optimizer) cell; with one value there is no tuning.
+        tune_seed: seed of the tuning runs.
+        val_holdout: training samples held out as the validation split for tuning.
+        seeds: seeds of the final runs (each cell uses the same seeds: same init and data order).
+        target_acc: accuracy (fraction) for the "epochs to target" column.
+    """
+
+    base: TrainConfig = field(default_factory=TrainConfig)
+    optimizers: tuple[str, ...] = ("sgd", "grapes", "layer-mean")
+    hardware: tuple[str, ...] = HARDWARE
+    analog_backend: str = "crossbar"
+    lr_grid: tuple[float, ...] = (0.1,)
+    tune_seed: int = 0
+    val_holdout: int = 5000
+    seeds: tuple[int, ...] = (0,)
+    target_acc: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("optimizers", "hardware", "lr_grid", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if not self.optimizers or bad:
+            raise ConfigError(f"optimizers must be one or more of {', '.join(OPTIMIZERS)}, got {list(self.optimizers)}")
+        bad = [h for h in self.hardware if h not in HARDWARE]
+        if not self.hardware or bad:
+            raise ConfigError(f"hardware must be one or more of {', '.join(HARDWARE)}, got {list(self.hardware)}")
+        if self.analog_backend not in ("crossbar", "aihwkit"):
+            raise ConfigError(f"analog_backend must be crossbar or aihwkit, got {self.analog_backend!r}")
+        if not self.lr_grid or any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
+            raise ConfigError(f"lr_grid must be one or more learning rates > 0, got {list(self.lr_grid)}")
+        if not self.seeds:
+            raise ConfigError("seeds must name at least one seed")
+        if not 0 < self.target_acc <= 1:
+            raise ConfigError(f"target_acc must be in (0, 1], got {self.target_acc}")
+        if self.val_holdout < 1 and len(self.lr_grid) > 1:
+            raise ConfigError(f"val_holdout must be ≥ 1 when an lr grid is tuned, got {self.val_holdout}")
+
+    def backend_of(self, hardware: str) -> str:
+        return "digital" if hardware == "digital" else self.analog_backend
+
+    def cell_config(self, hardware: str, optimizer: str, lr: float, seed: int, tuning: bool = False) -> TrainConfig:
+        return self.base.replace(optimizer=optimizer, backend=self.backend_of(hardware), lr=lr, seed=seed,
+                                 val_holdout=self.val_holdout if tuning else 0,
+                                 inference_times=() if (tuning or hardware == "digital") else self.base.inference_times)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "base"}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        d["base"] = self.base.to_dict()
+        return d
+
+
+@dataclass
+class Cell:
+    """The final runs of one (hardware, optimizer) cell."""
+
+    hardware: str
+    optimizer: str
+    lr: float
+    runs: list[RunResult]
+    tuning: dict[float, float | None] = field(default_factory=dict)  # lr -> best validation accuracy
+
+
+def _same_config(saved: dict[str, Any], cfg: TrainConfig) -> bool:
+    import json
+
+    return json.loads(json.dumps(saved, default=str)) == json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, resume: bool,
+            log: Callable[[str], None]) -> RunResult:
+    """Train ``cfg`` into ``run_dir``, or load it when a finished run with the same config is there."""
+    saved_path = run_dir / "results.json"
+    if resume and saved_path.exists():
+        saved = read_json(saved_path)
+        if saved.get("status") in ("completed", "diverged") and _same_config(saved.get("config", {}), cfg):
+            log(f"   (resumed: {run_dir} is finished)")
+            extra = {k: saved[k] for k in ("costs", "inference") if k in saved}
+            return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
+                             saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra)
+    try:
+        return train(cfg, run_dir, dataset=dataset, progress=progress, log=log)
+    except DivergenceError as exc:
+        saved = read_json(saved_path)
+        log(f"   diverged: {exc}")
+        return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
+
+
+def epochs_to_target(run: RunResult, target: float) -> float | None:
+    """The first evaluation point (in epochs) at which the run's test accuracy reached ``target``."""
+    return next((h["epoch"] for h in run.history if h["test_acc"] >= target), None)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def _per_step_cost(run: RunResult) -> float | None:
+    costs = run.extra.get("costs") or {}
+    value = costs.get("per_step_total")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _saturation(run: RunResult) -> float | None:
+    vals = [v for h in run.history for k, v in h.items() if k.startswith("sat/") and isinstance(v, (int, float))
+            and math.isfinite(v)]
+    return statistics.fmean(vals) if vals else None
+
+
+def summarise_cells(cells: Sequence[Cell], target: float) -> list[dict[str, Any]]:
+    """One row per cell: accuracies (mean ± std over seeds), epochs to target, saturation, cost ratio to SGD."""
+    sgd_cost = {c.hardware: _mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
+    rows = []
+    for c in cells:
+        done = [r for r in c.runs if r.history]
+        acc_m, acc_s = _mean_std([r.history[-1]["test_acc"] for r in done])
+        ett = [epochs_to_target(r, target) for r in done]
+        reached = [e for e in ett if e is not None]
+        cost, _ = _mean_std([_per_step_cost(r) for r in c.runs])
+        base = sgd_cost.get(c.hardware)
+        row: dict[str, Any] = {
+            "hardware": c.hardware, "optimizer": c.optimizer, "lr": c.lr, "runs": len(c.runs),
+            "diverged": sum(r.status == "diverged" for r in c.runs),
+            "final_test_acc_mean": acc_m, "final_test_acc_std": acc_s,
+            "epochs_to_target_mean": statistics.fmean(reached) if len(reached) == len(done) and done else None,
+            "reached_target": f"{len(reached)}/{len(done)}",
+            "saturation_mean": _mean_std([_saturation(r) for r in done])[0],
+            "cost_per_step": cost,
+            "cost_overhead_vs_sgd": cost / base if cost is not None and base else None,
+        }
+        times = sorted({t for r in done for t in (r.extra.get("inference") or {})}, key=float)
+        for t in times:
+            m, s = _mean_std([(r.extra.get("inference") or {}).get(t) for r in done])
+            row[f"inference_acc@{t}"] = m
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: float | None, pct: bool = False, digits: int = 2) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.{digits}f}" if pct else f"{v:.{digits}f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool = False) -> str:
+    """The summary as a plain-text (or Markdown) table."""
+    inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
+                      key=lambda k: float(k.split("@")[1]))
+    head = ["hardware", "optimizer", "lr", "test acc % (mean ± std)", f"epochs to {100 * target:g}%",
+            "saturation", "cost ×SGD"] + [f"acc % @{_time_label(float(k.split('@')[1]))}" for k in inf_cols]
+    body = []
+    for r in rows:
+        acc = "diverged" if r["final_test_acc_mean"] is None else \
+            f"{_fmt(r['final_test_acc_mean'], True)} ± {_fmt(r['final_test_acc_std'], True)}"
+        ett = _fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None else f"({r['reached_target']})"
+        body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),
+                     _fmt(r["cost_overhead_vs_sgd"], digits=3)] + [_fmt(r.get(k), True) for k in inf_cols])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt.format(*b) for b in body])
+
+
+def _time_label(t: float) -> str:
+    for secs, name in ((31536000, "1y"), (86400, "1d"), (3600, "1h"), (60, "1min"), (1, "1s")):
+        if t >= secs and abs(t / secs - round(t / secs)) < 1e-9:
+            n = round(t / secs)
+            return f"{n}{name[1:]}" if n != 1 else name
+    return f"{t:g}s"
+
+
+def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
+    """Write curves.png, accuracy.png and (if any) inference.png into ``out``; return the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files = []
+    hws = list(dict.fromkeys(c.hardware for c in cells))
+    fig, axes = plt.subplots(1, len(hws), figsize=(5.5 * len(hws), 4), squeeze=False, sharey=True)
+    for ax, hw in zip(axes[0], hws):
+        for c in (c for c in cells if c.hardware == hw):
+            runs = [r for r in c.runs if r.history]
+            if not runs:
+                continue
+            n = min(len(r.history) for r in runs)
+            x = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
+            acc = np.array([[100 * h["test_acc"] for h in r.history[:n]] for r in runs])
+            ax.plot(x, acc.mean(0), marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
+            ax.fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
+        ax.set(title=f"{hw}", xlabel="epoch", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    files.append("curves.png")
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 4))
+    labels = [f"{r['hardware']}\n{r['optimizer']}" for r in rows]
+    means = [100 * (r["final_test_acc_mean"] or 0) for r in rows]
+    stds = [100 * (r["final_test_acc_std"] or 0) for r in rows]
+    colors = ["tab:blue" if r["hardware"] == "digital" else "tab:orange" for r in rows]
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    lo = min((m - s for m, s in zip(means, stds) if m > 0), default=0)
+    ax.set_ylim(max(0, lo - 5), 100)
+    for i, m in enumerate(means):
+        ax.text(i, m + 0.3, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel="final test accuracy (%)", title="Final test accuracy (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+    files.append("accuracy.png")
+
+    inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
+                      key=lambda k: float(k.split("@")[1]))
+    if inf_cols:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ts = [float(k.split("@")[1]) for k in inf_cols]
+        for r in rows:
+            ys = [100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols]
+            if not all(np.isnan(ys)):
+                ax.plot(ts, ys, marker="o", label=f"{r['hardware']} {r['optimizer']}")
+        ax.set(xscale="log", xlabel="time after programming (s)", ylabel="test accuracy (%)",
+               title="Inference after programming noise and drift")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "inference.png", dpi=120)
+        plt.close(fig)
+        files.append("inference.png")
+    return files
+
+
+def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True, resume: bool = True,
+                command: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole comparison and write the report folder; return the contents of results.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = spec.base.resolved_device()
+    dataset = load_dataset(spec.base.dataset, spec.base.data_root, device, spec.base.seed)
+    cells: list[Cell] = []
+    for hw in spec.hardware:
+        for opt in spec.optimizers:
+            tuning: dict[float, float | None] = {}
+            if len(spec.lr_grid) > 1:
+                for lr in spec.lr_grid:
+                    cfg = spec.cell_config(hw, opt, lr, spec.tune_seed, tuning=True)
+                    log(f"== tune {hw}/{opt} lr={lr:g} (validation split)")
+                    r = run_one(cfg, out / "runs" / "tune" / hw / opt / f"lr{lr:g}", dataset, progress, resume, log)
+                    tuning[lr] = max((h["test_acc"] for h in r.history), default=None) \
+                        if r.status == "completed" else None
+                valid = {lr: a for lr, a in tuning.items() if a is not None}
+                if not valid:
+                    log(f"!! every lr diverged for {hw}/{opt}; using the smallest")
+                lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
+            else:
+                lr_best = spec.lr_grid[0]
+            runs = []
+            for seed in spec.seeds:
+                cfg = spec.cell_config(hw, opt, lr_best, seed)
+                log(f"== {hw}/{opt} lr={lr_best:g} seed={seed}")
+                runs.append(run_one(cfg, out / "runs" / hw / opt / f"lr{lr_best:g}_seed{seed}", dataset, progress,
+                                    resume, log))
+            cells.append(Cell(hw, opt, lr_best, runs, tuning))
+    rows = summarise_cells(cells, spec.target_acc)
+    result = {
+        "command": command,
+        "spec": spec.to_dict(),
+        "summary": rows,
+        "tuning": [{"hardware": c.hardware, "optimizer": c.optimizer, "chosen_lr": c.lr,
+                    "validation_acc_by_lr": {f"{k:g}": v for k, v in c.tuning.items()}} for c in cells],
+        "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}
+                 for c in cells for r in c.runs],
+    }
+    write_json_atomic(out / "results.json", result)
+    csv_rows = []
+    for c in cells:
+        for r in c.runs:
+            last = r.history[-1] if r.history else {}
+            csv_rows.append({"hardware": c.hardware, "optimizer": c.optimizer, "backend": r.config.backend,
+                             "lr": c.lr, "seed": r.config.seed, "status": r.status,
+                             "final_test_acc": last.get("test_acc"), "final_train_loss": last.get("train_loss"),
+                             "epochs_to_target": epochs_to_target(r, spec.target_acc), "saturation": _saturation(r),
+                             "cost_per_step": _per_step_cost(r), "wall_time_s": r.wall_time_s,
+                             **{f"inference_acc@{t}": a for t, a in (r.extra.get("inference") or {}).items()},
+                             "run_dir": str(r.run_dir)})
+    write_csv_atomic(out / "results.csv", csv_rows)
+    files = plot_report(cells, rows, out)
+    table = format_table(rows, spec.target_acc)
+    write_bytes_atomic(out / "report.md", render_markdown(spec, rows, cells, files, command).encode())
+    log("\n" + table)
+    log(f"\nreport: {out / 'report.md'} (results.json, results.csv, {', '.join(files)})")
+    return result
+
+
+def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Sequence[Cell],
+                    files: Sequence[str], command: str | None) -> str:
+    b = spec.base
+    lines = ["# imc-grapes compare report", ""]
+    if command:
+        lines += ["Command:", "", "```", command, "```", ""]
+    arch = f"{b.model} {list(b.hidden)}" if b.model == "mlp" else b.model
+    lines += [
+        f"* data: {b.dataset} (train subset: {b.train_subset or 'all'}, test subset: {b.test_subset or 'all'}); "
+        f"model: {arch}, {b.activation}, rule {b.rule}; batch {b.batch_size}, {b.epochs} epoch(s)",
+        f"* seeds: {list(spec.seeds)} (every cell uses the same seeds: same initial weights and data order)",
+        f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`, "
+        f"DAC {b.analog.dac_bits} bits, ADC {b.analog.adc_bits} bits, output noise {b.analog.out_noise}, "
+        f"GRAPES importance `{b.analog.importance}` (refreshed every {b.analog.importance_every} batch(es))",
+    ]
+    if len(spec.lr_grid) > 1:
+        lines.append(f"* learning rate tuned per cell over {list(spec.lr_grid)} on a validation split (the last "
+                     f"{spec.val_holdout} training samples, seed {spec.tune_seed}); the test set was not used to choose")
+    else:
+        lines.append(f"* one learning rate for every cell: {spec.lr_grid[0]:g} (no tuning: a GRAPES gain may be an "
+                     "lr effect; pass an lr grid for a fair comparison)")
+    lines += ["", "## Results", "", format_table(rows, spec.target_acc, markdown=True), "",
+              "*saturation*: realised / intended weight change of the pulsed updates (1 = every intended change "
+              "reached the devices); *cost ×SGD*: hardware cost per training step relative to SGD on the same "
+              "hardware.", ""]
+    tuned = [c for c in cells if c.tuning]
+    if tuned:
+        lines += ["## Learning-rate tuning (validation accuracy %)", "",
+                  "| hardware | optimizer | " + " | ".join(f"lr {lr:g}" for lr in spec.lr_grid) + " | chosen |",
+                  "|---|---|" + "---|" * (len(spec.lr_grid) + 1)]
+        for c in tuned:
+            vals = [_fmt(c.tuning.get(lr), True) for lr in spec.lr_grid]
+            lines.append(f"| {c.hardware} | {c.optimizer} | " + " | ".join(vals) + f" | {c.lr:g} |")
+        lines.append("")
+    for f in files:
+        lines += [f"![{f}]({f})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""apply_pulses: count-based closed forms against the slow per-pulse reference, exact formulas, invariants.
+
+Statistical checks use per-device residuals ``r = ref − mean_pred`` (same sampled parameters for both, so the
+device-to-device spread cancels): ``|mean(r)| <= 4 SE (+ a stated relative tolerance on the mean change for
+the approximate cases)`` and ``mean(r²)/mean(var_pred)`` within a stated tolerance; and the sampled outputs of
+``apply_pulses`` against the reference's distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import devices as dv
+from tests.devices.per_pulse_reference import apply_sequence
+
+N = 10_000
+DT = torch.float64
+TIGHT_BOUNDS = {"w_min_dtod": 0.05, "w_max_dtod": 0.05}
+
+# (device, exact for one sign?) — stressed parameters: large steps relative to the range
+CASES = {
+    "constant": (dv.ConstantStepDevice(dw_min=0.002, up_down=0.1, up_down_dtod=0.05, **TIGHT_BOUNDS), True),
+    "linear_mult": (dv.LinearStepDevice(dw_min=0.005, gamma_up=0.5, gamma_down=0.8, **TIGHT_BOUNDS), True),
+    "linear_add": (dv.LinearStepDevice(dw_min=0.005, gamma_up=0.5, gamma_down=0.8, mult_noise=False,
+                                       **TIGHT_BOUNDS), True),
+    "softbounds": (dv.SoftBoundsDevice(dw_min=0.01, up_down=-0.2, **TIGHT_BOUNDS), True),
+    "softbounds_add": (dv.SoftBoundsDevice(dw_min=0.01, mult_noise=False, **TIGHT_BOUNDS), True),
+    "pow_convex": (dv.PowStepDevice(dw_min=0.01, pow_gamma=1.8, pow_up_down=0.2, **TIGHT_BOUNDS), False),
+    "pow_concave": (dv.PowStepDevice(dw_min=0.01, pow_gamma=0.5, **TIGHT_BOUNDS), False),
+    "exp": (dv.ExpStepDevice(dw_min=0.005, **TIGHT_BOUNDS), False),
+    "exp_reram": (dv.ReRamESPresetDevice(dw_min_std=0.3, write_noise_std=0.0, **TIGHT_BOUNDS), False),
+    "exp_complex_noise": (dv.ExpStepDevice(dw_min=0.005, dw_min_std_add=0.002, dw_min_std_slope=0.05,
+                                           **TIGHT_BOUNDS), False),
+}
+COUNTS = [(1, 0), (0, 2), (7, 0), (0, 31), (60, 0), (20, 10), (15, 45)]
+
+
+def _setup(dev: dv.PulsedDevice, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    p = dev.sample((N,), g, dtype=DT)
+    w0 = dev.clip(0.4 * torch.rand(N, generator=g, dtype=DT) - 0.2, p)
+    return g, p, w0
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("n_up,n_down", COUNTS)
+def test_matches_per_pulse_reference(name, n_up, n_down):
+    dev, exact = CASES[name]
+    g, p, w0 = _setup(dev, seed=1000 + 7 * n_up + n_down)
+    nu = torch.full((N,), float(n_up), dtype=DT)
+    nd = torch.full((N,), float(n_down), dtype=DT)
+    ref = apply_sequence(dev, w0, n_up, n_down, p, g, order="random")
+    mean, var = dev.pulse_moments(w0, nu, nd, p)
+    r = ref - mean
+    se = r.std().item() / math.sqrt(N)
+    single = n_up == 0 or n_down == 0
+    if exact and single:
+        mean_tol, var_tol = 4 * se, 0.08          # closed forms exact: statistical tolerance only
+    elif exact:
+        mean_tol, var_tol = 4 * se + 0.01 * (mean - w0).abs().mean().item(), 0.10
+    else:
+        mean_tol, var_tol = 4 * se + 0.05 * (mean - w0).abs().mean().item(), 0.15
+    assert abs(r.mean().item()) <= mean_tol, (r.mean().item(), mean_tol)
+    ratio = r.square().mean().item() / var.mean().item()
+    assert abs(ratio - 1) <= var_tol, ratio
+    # the sampled states: same distribution as the reference (mean and spread over devices)
+    out = dev.apply_pulses(w0, nu, nd, p, g)
+    se2 = math.sqrt(out.var().item() / N + ref.var().item() / N)
+    assert abs(out.mean().item() - ref.mean().item()) <= 4 * se2 + mean_tol
+    assert abs(out.std().item() / ref.std().item() - 1) <= var_tol
+
+
+def test_constant_step_clips_like_per_pulse_at_the_bound():
+    dev = dv.ConstantStepDevice(dw_min=0.01, w_max_dtod=0.0, w_min_dtod=0.0)
+    g = torch.Generator().manual_seed(3)
+    p = dev.sample((N,), g, dtype=DT)
+    w0 = torch.full((N,), 0.45, dtype=DT)
+    ref = apply_sequence(dev, w0, 15, 0, p, g)
+    out = dev.apply_pulses(w0, torch.full_like(w0, 15.0), torch.zeros_like(w0), p, g)
+    at_ref = (ref == p.w_max).double().mean().item()
+    at_out = (out == p.w_max).double().mean().item()
+    assert 0.2 < at_ref < 0.8  # the scenario really hits the bound
+    assert abs(at_out - at_ref) <= 4 * math.sqrt(at_ref * (1 - at_ref) / N) * math.sqrt(2)
+    assert abs(out.mean().item() - ref.mean().item()) <= 4 * math.sqrt(2 * ref.var().item() / N)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_zero_pulses_change_nothing(name):
+    dev, _ = CASES[name]
+    g, p, w0 = _setup(dev, seed=5)
+    out = dev.apply_pulses(w0, torch.zeros(N, dtype=torch.int64), torch.zeros(N, dtype=torch.int64), p, g)
+    assert torch.equal(out, w0)
+
+
+def test_soft_bounds_geometric_closed_form():
+    dev = dv.SoftBoundsDevice(dw_min=0.02, dw_min_std=0.0, up_down=0.3)
+    g = torch.Generator().manual_seed(0)
+    p = dev.sample((200,), g, dtype=DT)
+    w0 = dev.clip(torch.rand(200, generator=g, dtype=DT) - 0.5, p)
+    for n in (1, 3, 17, 250):
+        nn = torch.full_like(w0, float(n))
+        up = dev.apply_pulses(w0, nn, torch.zeros_like(w0), p)
+        hand_up = p.w_max - (p.w_max - w0) * (1 - p.dw_up / p.w_max) ** n
+        assert torch.allclose(up, hand_up, rtol=1e-12, atol=1e-15)
+        down = dev.apply_pulses(w0, torch.zeros_like(w0), nn, p)
+        hand_down = p.w_min + (w0 - p.w_min) * (1 - p.dw_down / p.w_min.abs()) ** n
+        assert torch.allclose(down, hand_down, rtol=1e-12, atol=1e-15)
+
+
+def test_pow_step_gamma_one_is_geometric_for_every_count():
+    dev = dv.PowStepDevice(dw_min=0.05, dw_min_std=0.0, pow_gamma=1.0, pow_gamma_dtod=0.0)
+    g = torch.Generator().manual_seed(1)
+    p = dev.sample((100,), g, dtype=DT)
+    w0 = dev.clip(torch.rand(100, generator=g, dtype=DT) - 0.5, p)
+    rng = p.w_max - p.w_min
+    for n in (1, 2, 9, 40):
+        up = dev.apply_pulses(w0, torch.full_like(w0, float(n)), torch.zeros_like(w0), p)
+        hand = p.w_max - (p.w_max - w0) * (1 - p.dw_up / rng) ** n
+        assert torch.allclose(up, hand, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["pow_convex", "pow_concave", "exp", "exp_reram"])
+def test_nonlinear_single_pulse_is_exact(name):
+    dev, _ = CASES[name]
+    dev = type(dev)(**{**dev.__dict__, "dw_min_std": 0.0, "dw_min_std_add": 0.0, "dw_min_std_slope": 0.0}
+                    if isinstance(dev, dv.ExpStepDevice) else {**dev.__dict__, "dw_min_std": 0.0})
+    g, p, w0 = _setup(dev, seed=9)
+    one = torch.ones_like(w0)
+    ref_up = apply_sequence(dev, w0, 1, 0, p, g)
+    ref_down = apply_sequence(dev, w0, 0, 1, p, g)
+    assert torch.allclose(dev.apply_pulses(w0, one, 0 * one, p), ref_up, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(dev.apply_pulses(w0, 0 * one, one, p), ref_down, rtol=1e-9, atol=1e-12)
+
+
+def test_constant_and_ideal_exact_without_noise():
+    dev = dv.ConstantStepDevice(dw_min_std=0.0, w_min=-0.3, w_max=0.3)
+    g = torch.Generator().manual_seed(2)
+    p = dev.sample((1000,), g, dtype=DT)
+    w0 = dev.clip(torch.zeros(1000, dtype=DT), p)
+    nu = torch.randint(0, 300, (1000,), generator=g)
+    nd = torch.randint(0, 300, (1000,), generator=g)
+    out = dev.apply_pulses(w0, nu, nd, p)
+    hand = torch.clamp(w0 + nu * p.dw_up - nd * p.dw_down, p.w_min, p.w_max)
+    assert torch.allclose(out, hand, rtol=0, atol=1e-15)
+    ideal = dv.IdealDevice(dw_min=0.01)
+    pi = ideal.sample((1000,), dtype=DT)
+    nu, nd = nu.to(DT), nd.to(DT)
+    assert torch.allclose(ideal.apply_pulses(torch.zeros(1000, dtype=DT), nu, nd, pi), (nu - nd) * 0.01, atol=1e-12)
+
+
+def test_linear_step_without_slope_equals_constant_step():
+    kw = dict(dw_min=0.01, up_down=0.1)
+    lin = dv.LinearStepDevice(gamma_up=0.0, gamma_down=0.0, gamma_up_dtod=0.0, gamma_down_dtod=0.0, **kw)
+    con = dv.ConstantStepDevice(**kw)
+    p = lin.sample((500,), torch.Generator().manual_seed(0), dtype=DT)
+    w0 = torch.zeros(500, dtype=DT)
+    nu = torch.randint(0, 50, (500,), generator=torch.Generator().manual_seed(1)).to(DT)
+    nd = torch.randint(0, 50, (500,), generator=torch.Generator().manual_seed(2)).to(DT)
+    m1, v1 = lin.pulse_moments(w0, nu, nd, p)
+    m2, v2 = con.pulse_moments(w0, nu, nd, p)
+    assert torch.allclose(m1, m2, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(v1, v2, rtol=1e-9, atol=1e-18)
+
+
+@pytest.mark.parametrize("name", ["softbounds", "linear_mult", "pow_convex", "exp"])
+def test_float32_matches_float64(name):
+    dev, _ = CASES[name]
+    dev = type(dev)(**{**dev.__dict__, "dw_min": 1e-4})   # tiny steps: the hard case for cancellation
+    g = torch.Generator().manual_seed(4)
+    p = dev.sample((2000,), g, dtype=DT)
+    w0 = dev.clip(0.4 * torch.rand(2000, generator=g, dtype=DT) - 0.2, p)
+    nu = torch.randint(0, 100, (2000,), generator=g).to(DT)
+    nd = torch.randint(0, 100, (2000,), generator=g).to(DT)
+    m64, v64 = dev.pulse_moments(w0, nu, nd, p)
+    p32 = p.to(dtype=torch.float32)
+    m32, v32 = dev.pulse_moments(w0.float(), nu.float(), nd.float(), p32)
+    # float32 resolution of states ~0.2 is ~1e-8; a few dozen elementwise ops -> atol 5e-7
+    assert torch.allclose((m32.double() - w0), (m64 - w0), rtol=1e-3, atol=5e-7)
+    assert torch.allclose(v32.double().sqrt(), v64.sqrt(), rtol=2e-3, atol=1e-8)
+
+
+def test_same_seed_same_numbers():
+    dev = dv.SoftBoundsDevice()
+    p = dev.sample((64,), torch.Generator().manual_seed(0))
+    w = torch.zeros(64)
+    n = torch.full((64,), 5)
+    a = dev.apply_pulses(w, n, n, p, torch.Generator().manual_seed(3))
+    b = dev.apply_pulses(w, n, n, p, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_write_noise_is_apparent_only():
+    dev = dv.SoftBoundsDevice(write_noise_std=2.0, dw_min=0.01)
+    p = dev.sample((N,), torch.Generator().manual_seed(0), dtype=DT)
+    w = torch.zeros(N, dtype=DT)
+    app = dev.write_noise(w, p, torch.Generator().manual_seed(1))
+    assert abs(app.std().item() - 0.02) < 4 * 0.02 / math.sqrt(2 * N)
+    assert dv.SoftBoundsDevice().write_noise(w, p) is w
+
+
+# ------------------------------------------------------------------ invariants (hypothesis)
+def _device_strategy():
+    common = dict(
+        dw_min=st.floats(1e-4, 0.3), dw_min_dtod=st.floats(0, 1.0), dw_min_std=st.floats(0, 5.0),
+        up_down=st.floats(-0.9, 0.9), up_down_dtod=st.floats(0, 0.3), w_min=st.floats(-2.0, 0.0),
+        w_max=st.floats(0.01, 2.0), w_min_dtod=st.floats(0, 1.0), w_max_dtod=st.floats(0, 1.0),
+    )
+    return st.one_of(
+        st.builds(dv.ConstantStepDevice, **common),
+        st.builds(dv.LinearStepDevice, gamma_up=st.floats(0, 3), gamma_down=st.floats(0, 3),
+                  mult_noise=st.booleans(), mean_bound_reference=st.booleans(), **common),
+        st.builds(dv.SoftBoundsDevice, mult_noise=st.booleans(), **common),
+        st.builds(dv.PowStepDevice, pow_gamma=st.floats(0, 4), pow_up_down=st.floats(-0.9, 0.9), **common),
+        st.builds(dv.ExpStepDevice, A_up=st.floats(-30, 2), A_down=st.floats(-30, 2), gamma_up=st.floats(0, 15),
+                  gamma_down=st.floats(0, 15), a=st.floats(-1, 1), b=st.floats(-1, 1),
+                  dw_min_std_add=st.floats(0, 0.1), dw_min_std_slope=st.floats(0, 0.2), **common),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dev=_device_strategy(), seed=st.integers(0, 2**31 - 1), max_count=st.integers(0, 2000),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_bounds_always_respected(dev, seed, max_count, dtype):
+    g = torch.Generator().manual_seed(seed)
+    p = dev.sample((64,), g, dtype=dtype)
+    w = (torch.rand(64, generator=g, dtype=dtype) - 0.5) * 6          # also states outside the bounds
+    nu = torch.randint(0, max_count + 1, (64,), generator=g)
+    nd = torch.randint(0, max_count + 1, (64,), generator=g) * (torch.rand(64, generator=g) < 0.5)
+    out = dev.apply_pulses(w, nu, nd, p, g)
+    assert out.dtype == dtype and out.shape == w.shape
+    assert bool(torch.isfinite(out).all())
+    assert bool((out >= p.w_min).all()) and bool((out <= p.w_max).all())

@@ -306,8 +306,28 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
     nm_on = p.noise_management != "none"
     alpha_safe = torch.where(alpha > 0, alpha, torch.ones_like(alpha)) if nm_on else alpha
     rounds = bound_management_rounds(p, transposed)
+    if rounds > 1 and x_tiles.device.type == "cpu":
+        # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
+        # some output saturated (the common case needs one MVM instead of ``rounds``; same distribution).
+        # On GPUs all rounds run batched, without a host synchronisation.
+        first_try = _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, 1, full_shape,
+                                check_saturation=True)
+        if first_try is not None:
+            return first_try
+    return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape)
+
+
+def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
+                generator: torch.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
+                check_saturation: bool = False) -> MVMResult | None:
+    """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
+
+    With ``check_saturation`` (one round only), returns ``None`` if any output saturated, so that the caller
+    redoes the MVM with all rounds."""
+    n_r, n_c, batch = full_shape
+    x_tiles_dtype, x_device = xin.dtype, xin.device
     # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in]
-    inv_reduction = torch.pow(0.5, torch.arange(rounds, device=x_tiles.device, dtype=x_tiles.dtype))
+    inv_reduction = torch.pow(0.5, torch.arange(rounds, device=x_device, dtype=x_tiles_dtype))
     xs = xin.unsqueeze(2) * (inv_reduction.view(1, 1, rounds, 1, 1) / alpha_safe.unsqueeze(2))
     if p.inp_sto_round or p.inp_noise > 0:
         # every tile has its own DAC: independent rounding / noise per tile
@@ -330,6 +350,10 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
         yq = q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
 
+    if check_saturation and bounded:
+        peak = q.abs().amax(dim=-1) if p.bm_test_negative_bound else q.amax(dim=-1)
+        if bool((peak > p.out_bound).any()):
+            return None
     if rounds > 1:
         peak = q.abs().amax(dim=-1) if p.bm_test_negative_bound else q.amax(dim=-1)
         passed = (peak <= p.out_bound).view(n_r, n_c, rounds, batch)
@@ -337,12 +361,12 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
         first = torch.argmax(passed.to(torch.int8), dim=2)     # [R, C, B]: first passing round
         index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])
         out = torch.gather(yq, 2, index).squeeze(2)            # [R, C, B, n_out]
-        scale = alpha_safe * torch.pow(2.0, first.to(x_tiles.dtype)).unsqueeze(-1)
+        scale = alpha_safe * torch.pow(2.0, first.to(x_tiles_dtype)).unsqueeze(-1)
         passes = first + 1
     else:
         out = yq.squeeze(2)
         scale = alpha_safe
-        passes = torch.ones(full_shape, dtype=torch.int64, device=x_tiles.device)
+        passes = torch.ones(full_shape, dtype=torch.int64, device=x_device)
     out = out * (scale * p.out_scale if p.out_scale != 1.0 else scale)
     if nm_on and not (p.inp_noise > 0 and not transposed):
         # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without

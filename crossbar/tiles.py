@@ -213,7 +213,10 @@ class TileArray(nn.Module):
             if self.has_write_noise:
                 self.apparent_tiles.copy_(self.weight_tiles)
         else:
-            n_up, n_down, total = pulse_counts(xt, dt, lr, cfg.device.granularity, cfg.update, self.generator)
+            # On the CPU a host read of max(BL) is free and shortens the pulse trains (BL management usually
+            # picks short ones); on GPUs the fixed-length trains avoid the synchronisation.
+            n_up, n_down, total = pulse_counts(xt, dt, lr, cfg.device.granularity, cfg.update, self.generator,
+                                               trim_slots=self.weight_tiles.device.type == "cpu")
             n_up = n_up.reshape(shape)
             n_down = n_down.reshape(shape)
             params = self.params

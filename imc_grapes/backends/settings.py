@@ -31,6 +31,13 @@ class AnalogSettings:
         importance: where GRAPES's importance comes from: ``exact`` (Σ|w| from the device states, digital) or
             ``array`` (one all-ones read of each tile through its DAC/ADC, what the chip can do).
         importance_every: refresh the GRAPES factors every k training batches (1 = every batch).
+        importance_g_offset: conductance of the idle device of each differential pair, in weight units (≥ 0),
+            seen by the ``array`` importance read: it returns ``Σ_j (G⁺ + G⁻) = Σ_j |w_ij| + 2·g_offset·n_in``
+            (0: the idle device sits at zero conductance, the read equals ``Σ|w|`` up to the periphery).
+        sat_probe_every: measure the realised / intended weight change of every analog layer on every k-th
+            training step (0 = never). Each probe reads the weights before and after the pulsed update.
+        energy_table: path of a JSON file ``{"name": pJ, ...}`` overriding entries of
+            :data:`imc_grapes.backends.costs.ENERGY_TABLE_PJ` (None: the documented defaults).
     """
 
     preset: str = "ReRamSB"
@@ -41,6 +48,9 @@ class AnalogSettings:
     ideal_periphery: bool = False
     importance: str = "exact"
     importance_every: int = 1
+    importance_g_offset: float = 0.0
+    sat_probe_every: int = 20
+    energy_table: str | None = None
 
     def __post_init__(self) -> None:
         from devices import PRESETS
@@ -58,6 +68,14 @@ class AnalogSettings:
                f"AnalogSettings.importance must be one of {', '.join(IMPORTANCE_SOURCES)}, got {self.importance!r}")
         _check(isinstance(self.importance_every, int) and self.importance_every >= 1,
                f"AnalogSettings.importance_every must be an integer ≥ 1, got {self.importance_every!r}")
+        _check(isinstance(self.importance_g_offset, (int, float)) and not isinstance(self.importance_g_offset, bool)
+               and 0 <= self.importance_g_offset < float("inf"),
+               f"AnalogSettings.importance_g_offset must be a finite number ≥ 0, got {self.importance_g_offset!r}")
+        _check(isinstance(self.sat_probe_every, int) and not isinstance(self.sat_probe_every, bool)
+               and self.sat_probe_every >= 0,
+               f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")
+        _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),
+               f"AnalogSettings.energy_table must be None or the path of a JSON file, got {self.energy_table!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

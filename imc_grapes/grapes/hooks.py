@@ -19,6 +19,19 @@ Mechanism (one :class:`GrapesHandle` per model):
   ``P^{k+1}_i · P^k_j`` (:func:`~imc_grapes.grapes.core.dfa_modulations`). DFA sends no error upstream
   (each hidden layer receives ``B e`` directly), so "propagated" and "local" coincide; the layer-mean
   modes replace each ``P`` by its mean.
+* ``refresh_every=k``: the factors are recomputed on the first training batch and then every ``k``-th
+  one (held fixed in between), e.g. to model an importance read that the hardware does only every k batches.
+
+Analog layers (no float weight gradient; their weights change by a pulsed update at the optimizer step):
+a layer that has an attribute ``error_scale`` (``crossbar.AnalogModuleBase`` and the layers of
+:mod:`imc_grapes.backends`) gets the *local* form and the DFA factors through attributes instead of
+gradient hooks: at each training forward the hook sets ``layer.error_scale = M`` (``[out]``, multiplies the
+error ``d`` that the pulsed update uses, not the one sent upstream); for ``dfa`` it sets ``error_scale =
+P^{k+1}`` and ``layer.input_scale = P^k`` (``[in]``, multiplies the update's input ``x``) — a rank-1
+per-synapse factor ``P^{k+1}_i P^k_j`` is exactly a scaling of the error and the input lines of the
+update. DFA on an analog layer therefore needs an ``input_scale`` attribute too. The *propagated* form needs
+nothing special (the output-gradient hook scales the ``d`` the layer stashes for its update). ``remove()``
+resets these attributes to ``None``.
 
 Importance sources (the contract later backends plug into):
 
@@ -138,7 +151,9 @@ class GrapesHandle:
         modulations: ``name -> factor`` of the last refresh: ``[out]`` for bp/fa (``M``), ``[out, in]``
             for dfa (per-synapse ``P^{k+1} ⊗ P^k``; hidden layer 0 is absent: unmodulated).
         importances: ``name -> importance`` read at the last refresh (``F: [out]``; dfa: ``colsum: [in]``).
-        refresh_count: number of refreshes so far (one per training batch).
+        refresh_count: number of refreshes so far (one per ``refresh_every`` training batches).
+        refresh_every: recompute the factors every k-th training batch (1 = every batch).
+        train_batches: training forwards seen so far (those that could trigger a refresh).
     """
 
     def __init__(
@@ -150,8 +165,11 @@ class GrapesHandle:
         rule: str,
         importance_fn: ImportanceFn,
         outgoing_importance_fn: ImportanceFn,
+        refresh_every: int = 1,
     ) -> None:
         self.model = model
+        self.refresh_every = int(refresh_every)
+        self.train_batches = 0
         self.layers = tuple(layers)
         self.names = tuple(names)
         self.mode = mode
@@ -232,6 +250,8 @@ class GrapesHandle:
         self._hooks.append(self.model.register_forward_pre_hook(self._model_pre_hook))
         for k, layer in enumerate(self.layers):
             self._hooks.append(layer.register_forward_hook(functools.partial(self._forward_hook, k)))
+            if _is_analog(layer):
+                continue  # local factors reach an analog layer through its error_scale / input_scale
             if self.is_local and not (self.rule == "dfa" and k == 0):
                 for pname in ("weight", "bias"):
                     p = getattr(layer, pname, None)
@@ -240,13 +260,18 @@ class GrapesHandle:
 
     def _model_pre_hook(self, module: nn.Module, args: object) -> None:
         if module.training and torch.is_grad_enabled():
-            self.refresh()
+            if self.train_batches % self.refresh_every == 0:
+                self.refresh()
+            self.train_batches += 1
 
     def _forward_hook(self, k: int, layer: nn.Module, inputs: object, output: object) -> None:
         if not torch.is_grad_enabled():
             return
         fac = self._factor(k)
         self._at_forward[k] = fac
+        if self.is_local and _is_analog(layer):
+            _set_analog_factors(layer, fac)
+            return
         if self.is_local or fac is None:
             return
         if not isinstance(output, Tensor) or not output.requires_grad:
@@ -282,6 +307,10 @@ class GrapesHandle:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        if not self.removed and self.is_local:
+            for layer in self.layers:
+                if _is_analog(layer):
+                    _set_analog_factors(layer, None)
         if not self.removed and getattr(self.model, _ATTACHED_FLAG, None) is self:
             delattr(self.model, _ATTACHED_FLAG)
         self.removed = True
@@ -295,6 +324,21 @@ class GrapesHandle:
     def __repr__(self) -> str:
         state = "removed" if self.removed else f"{len(self.layers)} layers"
         return f"GrapesHandle(mode={self.mode!r}, rule={self.rule!r}, {state})"
+
+
+def _is_analog(layer: nn.Module) -> bool:
+    """An analog layer: its weights are updated in memory, local factors go to ``layer.error_scale``."""
+    return hasattr(layer, "error_scale")
+
+
+def _set_analog_factors(layer: nn.Module, fac: object | None) -> None:
+    """Set ``error_scale`` (and ``input_scale`` for a DFA pair) of an analog layer; ``None`` clears them."""
+    if isinstance(fac, tuple):  # dfa: (p_post [out], p_pre [in])
+        layer.error_scale, layer.input_scale = fac[0], fac[1]
+        return
+    layer.error_scale = fac
+    if getattr(layer, "input_scale", None) is not None:
+        layer.input_scale = None
 
 
 def _out_features(layer: nn.Module) -> int:
@@ -312,6 +356,7 @@ def attach_grapes(
     layers: Iterable[nn.Module] | None = None,
     rule: str | None = None,
     outgoing_importance_fn: ImportanceFn | None = None,
+    refresh_every: int = 1,
 ) -> GrapesHandle:
     """Attach GRAPES to ``model``; returns the handle (``.remove()`` detaches it).
 
@@ -324,11 +369,15 @@ def attach_grapes(
         rule: ``"bp"`` (M clipped to [1, 2]), ``"fa"`` (M = 2F/max F, unclipped) or ``"dfa"``
             (per-synapse ``P^{k+1}_i P^k_j``); default ``model.rule`` if the model has one, else ``"bp"``.
         outgoing_importance_fn: ``layer -> Tensor[in]`` for ``dfa`` (default column sums of |W|).
+        refresh_every: recompute the factors every k-th training batch (integer >= 1; default 1).
 
     Raises:
         ValueError: unknown mode or rule, no layers, a layer outside ``model``, GRAPES already attached,
-            or ``local``/``dfa`` on a layer without a ``weight`` gradient to scale.
+            ``local``/``dfa`` on a layer without a ``weight`` gradient to scale (and not analog, see the
+            module docstring), or ``refresh_every`` < 1.
     """
+    if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
+        raise ValueError(f"attach_grapes.refresh_every must be an integer >= 1, got {refresh_every!r}")
     if mode not in MODES:
         raise ValueError(f"attach_grapes.mode must be one of {MODES}, got {mode!r}")
     r = rule if rule is not None else getattr(model, "rule", "bp")
@@ -354,6 +403,14 @@ def attach_grapes(
     needs_weight_grad = mode.endswith("local") or r == "dfa"
     if needs_weight_grad:
         for layer, name in zip(hidden[1:] if r == "dfa" else hidden, names[1:] if r == "dfa" else names):
+            if _is_analog(layer):
+                if r == "dfa" and not hasattr(layer, "input_scale"):
+                    raise ValueError(
+                        f"attach_grapes(rule='dfa') on analog layer {name!r} ({type(layer).__name__}) needs an "
+                        "'input_scale' attribute (the per-synapse factor scales the update's inputs); use the "
+                        "layers of imc_grapes.backends"
+                    )
+                continue
             w = getattr(layer, "weight", None)
             if not isinstance(w, Tensor) or not w.requires_grad:
                 raise ValueError(
@@ -368,6 +425,7 @@ def attach_grapes(
         r,
         importance_fn if importance_fn is not None else exact_importance,
         outgoing_importance_fn if outgoing_importance_fn is not None else exact_outgoing_importance,
+        refresh_every,
     )
     setattr(model, _ATTACHED_FLAG, handle)
     return handle

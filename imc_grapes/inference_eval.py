@@ -1,0 +1,68 @@
+"""Inference after training: accuracy of a trained network after PCM-like programming noise, drift and read
+noise at several times after programming (aihwkit's ``PCMLikeNoiseModel`` semantics, ``devices.inference``).
+
+The trained weights of every weight layer are programmed once onto differential conductance pairs (largest
+|w| of the layer at g_max), each device draws its drift exponent once, and at each time the weights are read
+back with global drift compensation, written into the network, and the network is evaluated (through its own
+forward path: an analog network keeps its DAC/ADC periphery). The trained weights are restored afterwards.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from devices import InferenceNoiseModel, PCMLikeNoiseModel, apply_inference_noise
+
+
+def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
+                         write_weights: Callable[[Mapping[str, Tensor]], None],
+                         evaluate: Callable[[], float], times_s: Sequence[float], seed: int = 0,
+                         model: InferenceNoiseModel | None = None,
+                         compensate_drift: bool = True) -> dict[str, float]:
+    """Accuracy at each time after programming.
+
+    Args:
+        read_weights: returns the trained weights ``{layer name: tensor}`` (any shapes, one device).
+        write_weights: programs weights of the same names and shapes into the network.
+        evaluate: returns the network's accuracy (fraction) on the evaluation split.
+        times_s: seconds after programming (≥ 0), e.g. ``devices.STANDARD_TIMES_S``.
+        seed: seeds the programming noise, drift exponents and read noise (same seed, same result).
+        model: noise model (default ``PCMLikeNoiseModel()``).
+        compensate_drift: apply global drift compensation (per layer, as a reference read would).
+
+    Returns:
+        ``{str(time_s): accuracy}``; the trained weights are written back before returning.
+    """
+    model = model or PCMLikeNoiseModel()
+    trained = {k: v.detach().clone() for k, v in read_weights().items()}
+    if not trained or not times_s:
+        return {}
+    device = next(iter(trained.values())).device
+    gen = torch.Generator(device=device).manual_seed(int(seed) + 7919)
+    noisy = {k: apply_inference_noise(w, list(times_s), model, generator=gen, compensate_drift=compensate_drift)
+             for k, w in trained.items()}  # each [T, *shape]
+    out: dict[str, float] = {}
+    try:
+        for i, t in enumerate(times_s):
+            write_weights({k: v[i] for k, v in noisy.items()})
+            out[f"{float(t):g}"] = float(evaluate())
+    finally:
+        write_weights(trained)
+    return out
+
+
+def digital_weights(model: nn.Module) -> tuple[Callable[[], dict[str, Tensor]], Callable[[Mapping[str, Tensor]], None]]:
+    """``read_weights`` / ``write_weights`` for a digital torch model (its ``*.weight`` parameters)."""
+    params = {n: p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() >= 2}
+
+    def read() -> dict[str, Tensor]:
+        return {n: p.detach().clone() for n, p in params.items()}
+
+    @torch.no_grad()
+    def write(ws: Mapping[str, Tensor]) -> None:
+        for n, w in ws.items():
+            params[n].copy_(w)
+
+    return read, write

@@ -220,8 +220,8 @@ class TileArray(nn.Module):
             n_up = n_up.reshape(shape)
             n_down = n_down.reshape(shape)
             params = self.params
-            new = cfg.device.apply_pulses(self.weight_tiles, n_up, n_down, params, self.generator)
-            self.weight_tiles.copy_(new)
+            # the states always lie within their bounds (programmed clipped, updated clipped): in place
+            cfg.device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
             if self.has_write_noise:
                 touched = (n_up + n_down) > 0
                 noisy = cfg.device.write_noise(self.weight_tiles, params, self.generator)

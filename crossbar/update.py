@@ -218,40 +218,48 @@ def update_scales(
     _check_inputs(x, d)
     _check_scalars(lr, dw_min)
     dtype = _compute_dtype(x.dtype)
-    batch, n_c, _ = x.shape
-    n_r = d.shape[1]
+    return _scales(x.detach().abs().to(dtype).amax(dim=-1), d.detach().abs().to(dtype).amax(dim=-1), lr, dw_min, cfg)
+
+
+def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`update_scales` from the maxima ``x_max = max_j |x|: [batch, C]`` and ``d_max: [batch, R]``."""
+    dtype, device = x_max.dtype, x_max.device
+    batch, n_c = x_max.shape
+    n_r = d_max.shape[1]
     shape = (batch, n_r, n_c)
-    lr_abs = torch.as_tensor(lr, dtype=dtype, device=x.device).abs()
-    dw = torch.as_tensor(dw_min, dtype=dtype, device=x.device)
-    x_max = x.detach().abs().to(dtype).amax(dim=-1)[:, None, :]  # [batch, 1, C]
-    d_max = d.detach().abs().to(dtype).amax(dim=-1)[:, :, None]  # [batch, R, 1]
+    lr_abs = torch.as_tensor(lr, dtype=dtype, device=device).abs()
+    dw = torch.as_tensor(dw_min, dtype=dtype, device=device)
 
     # calculateBlAB: the learning-rate-only part.
     max_bl = cfg.max_bl(lr, dw_min)
-    bl = torch.full(shape, max_bl, dtype=torch.int64, device=x.device)
-    ab_base = torch.sqrt(lr_abs / (dw * max_bl))
     if max_bl > cfg.desired_bl:  # only without fixed BL and BL management: A = B = 1
-        ab_base = torch.ones_like(ab_base)
-    a = ab_base.expand(shape).clone()
-    b = a.clone()
+        ab_base = torch.ones_like(lr_abs)
+    else:
+        ab_base = torch.sqrt(lr_abs / (dw * max_bl))
+    if not cfg.uses_management:
+        a = ab_base.expand(shape).clone()
+        bl = torch.full(shape, max_bl, dtype=torch.int64, device=device)
+        return bl.masked_fill_(lr_abs == 0, 0), a, a.clone()
 
-    if cfg.uses_management:
-        x_val = x_max.expand(shape)
-        d_val = (cfg.um_grad_scale * d_max).expand(shape)
-        empty = (x_val == 0) | (d_val == 0)
-        x_safe = torch.where(empty, torch.ones_like(x_val), x_val)
-        d_safe = torch.where(empty, torch.ones_like(d_val), d_val)
-        k = lr_abs * x_safe * d_safe / dw
-        if cfg.update_bl_management:
-            bl = torch.ceil(k).clamp(1, cfg.desired_bl).to(torch.int64)
-            a = torch.sqrt(lr_abs / (dw * bl.to(dtype)))
-            b = a.clone()
-        # Over budget: shrink d_val so that the largest x keeps probability 1 (errors get capped instead).
-        d_safe = torch.where(k > cfg.desired_bl, d_safe * (cfg.desired_bl / k), d_safe)
-        a = a * torch.sqrt(x_safe / d_safe)
-        b = b * torch.sqrt(d_safe / x_safe)
-        bl = torch.where(empty, torch.zeros_like(bl), bl)
-    bl = torch.where(lr_abs == 0, torch.zeros_like(bl), bl)
+    x_val = x_max[:, None, :]                                    # [batch, 1, C]
+    d_val = (cfg.um_grad_scale * d_max)[:, :, None]              # [batch, R, 1]
+    empty = (x_val == 0) | (d_val == 0)                          # [batch, R, C]
+    x_safe = torch.where(empty, 1.0, x_val)
+    d_safe = torch.where(empty, 1.0, d_val)
+    k = lr_abs * x_safe * d_safe / dw
+    if cfg.update_bl_management:
+        bl = torch.ceil(k).clamp_(1, cfg.desired_bl).to(torch.int64)
+        a = torch.sqrt(lr_abs / (dw * bl.to(dtype)))
+        b = a
+    else:
+        bl = torch.full(shape, max_bl, dtype=torch.int64, device=device)
+        a = b = ab_base
+    # Over budget: shrink d_val so that the largest x keeps probability 1 (errors get capped instead).
+    d_safe = torch.where(k > cfg.desired_bl, d_safe * (cfg.desired_bl / k), d_safe)
+    a = a * torch.sqrt(x_safe / d_safe)
+    b = b * torch.sqrt(d_safe / x_safe)
+    bl.masked_fill_(empty | (lr_abs == 0), 0)
     return bl, a, b
 
 
@@ -283,12 +291,14 @@ def pulse_probabilities(
         ``p_d``: ``[batch, R, C, rows]`` the same for error line ``i``;
         ``bl``: ``[batch, R, C]`` number of slots (``int64``). All probabilities are in ``[0, 1]``.
     """
-    bl, a, b = update_scales(x, d, lr, dw_min, cfg)
-    dtype = a.dtype
-    x_abs = x.detach().abs().to(dtype)[:, None, :, :]  # [batch, 1, C, cols]
-    d_abs = d.detach().abs().to(dtype)[:, :, None, :]  # [batch, R, 1, rows]
-    p_x = _discretize(b[..., None] * x_abs, cfg, generator).clamp(0.0, 1.0)
-    p_d = _discretize(a[..., None] * d_abs, cfg, generator).clamp(0.0, 1.0)
+    _check_inputs(x, d)
+    _check_scalars(lr, dw_min)
+    dtype = _compute_dtype(x.dtype)
+    x_abs = x.detach().abs().to(dtype)                       # [batch, C, cols]
+    d_abs = d.detach().abs().to(dtype)                       # [batch, R, rows]
+    bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)
+    p_x = _discretize(b[..., None] * x_abs[:, None, :, :], cfg, generator).clamp_(0.0, 1.0)
+    p_d = _discretize(a[..., None] * d_abs[:, :, None, :], cfg, generator).clamp_(0.0, 1.0)
     return p_x, p_d, bl
 
 
@@ -332,44 +342,50 @@ def pulse_counts(
         raise ValueError(
             "pulse_counts: UpdateParameters.pulse_type is 'none' (exact float update); use ideal_delta(x, d, lr)"
         )
-    p_x, p_d, bl = pulse_probabilities(x, d, lr, dw_min, cfg, generator)
-    dtype = p_x.dtype
+    _check_inputs(x, d)
+    _check_scalars(lr, dw_min)
+    dtype = _compute_dtype(x.dtype)
     device = x.device
-    batch, n_r, n_c, cols = p_x.shape
-    rows = p_d.shape[-1]
-    n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
+    batch, n_c, cols = x.shape
+    n_r, rows = d.shape[1], d.shape[2]
     tiles = n_r * n_c
+    x_abs = x.detach().abs().to(dtype)                       # [batch, C, cols]
+    d_abs = d.detach().abs().to(dtype)                       # [batch, R, rows]
+    bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)   # [batch, R, C]
+    n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
 
-    # Layout [R, C, batch, slot, line] so that each tile's trains are one contiguous [batch*slot, line] block.
-    p_x_t = p_x.permute(1, 2, 0, 3)[:, :, :, None, :]  # [R, C, batch, 1, cols]
-    p_d_t = p_d.permute(1, 2, 0, 3)[:, :, :, None, :]  # [R, C, batch, 1, rows]
-    slot = torch.arange(n_slots, device=device)
-    active = (slot[None, None, None, :] < bl.permute(1, 2, 0)[..., None]).to(dtype)  # [R, C, batch, slot]
+    # Layout [R, C, batch, slot, line]: each tile's trains are one contiguous [batch*slot, line] block.
+    bl_t = bl.permute(1, 2, 0)                                                    # [R, C, batch]
+    p_x = _discretize(b.permute(1, 2, 0)[..., None] * x_abs.permute(1, 0, 2)[None], cfg, generator)
+    p_d = _discretize(a.permute(1, 2, 0)[..., None] * d_abs.permute(1, 0, 2)[:, None], cfg, generator)
+    # One comparison per line and slot, in place on the uniform draws (u < p fires; p <= 0 never, p >= 1
+    # always, so the [0, 1] clamp of pulse_probabilities is not needed).
+    x_bits = torch.rand((n_r, n_c, batch, n_slots, cols), generator=generator, device=device, dtype=dtype)
+    x_bits = x_bits.lt_(p_x[:, :, :, None, :])
+    d_bits = torch.rand((n_r, n_c, batch, n_slots, rows), generator=generator, device=device, dtype=dtype)
+    d_bits = d_bits.lt_(p_d[:, :, :, None, :])
+    if n_slots > 1:
+        # slots beyond a sample's BL stay silent (with one slot, BL = 0 only where all p_x or all p_d are 0)
+        slot = torch.arange(n_slots, device=device)
+        d_bits.mul_((slot < bl_t[..., None]).to(dtype)[..., None])
 
-    u_x = torch.rand((n_r, n_c, batch, n_slots, cols), generator=generator, device=device, dtype=dtype)
-    x_bits = (u_x < p_x_t).to(dtype)
-    del u_x
-    u_d = torch.rand((n_r, n_c, batch, n_slots, rows), generator=generator, device=device, dtype=dtype)
-    d_bits = (u_d < p_d_t).to(dtype).mul_(active[..., None])
-    del u_d
-
-    x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)[None, :, :, None, :]  # [1, C, batch, 1, cols]
-    d_sign = d.detach().sign().to(dtype).permute(1, 0, 2)[:, None, :, None, :]  # [R, 1, batch, 1, rows]
+    # Signed trains: the sign of each pulse is the sign of its value; sign(lr) flips the direction.
+    lr_sign = torch.as_tensor(lr, dtype=dtype, device=device).sign()
+    x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)[None, :, :, None, :]             # [1, C, batch, 1, cols]
+    d_sign = (d.detach().sign().to(dtype) * lr_sign).permute(1, 0, 2)[:, None, :, None, :]  # [R, 1, batch, 1, rows]
 
     k_len = batch * n_slots
-    x_flat = x_bits.reshape(tiles, k_len, cols)
-    d_flat = d_bits.reshape(tiles, k_len, rows)
-    both = torch.bmm(d_flat.transpose(1, 2), x_flat)  # all coincidences
-    xs_flat = (x_bits * x_sign).reshape(tiles, k_len, cols)
-    ds_flat = (d_bits * d_sign).reshape(tiles, k_len, rows)
-    same_minus_opposite = torch.bmm(ds_flat.transpose(1, 2), xs_flat)  # sign(d) sign(x) coincidences
-
-    lr_sign = torch.as_tensor(lr, dtype=dtype, device=device).sign()
-    signed = lr_sign * same_minus_opposite  # > 0: the weight must go down
-    n_down = ((both + signed) * 0.5).reshape(n_r, n_c, rows, cols)
-    n_up = ((both - signed) * 0.5).reshape(n_r, n_c, rows, cols)
-    total = both.sum()
-    return n_up, n_down, total
+    x_flat = x_bits.view(tiles, k_len, cols)
+    d_flat = d_bits.view(tiles, k_len, rows)
+    # all coincidences of tile t: sum_k (number of d pulses in slot k) * (number of x pulses in slot k)
+    total = (d_flat.sum(dim=-1) * x_flat.sum(dim=-1)).sum()
+    both = torch.bmm(d_flat.transpose(1, 2), x_flat)                                # n_up + n_down
+    xs_flat = (x_bits * x_sign).view(tiles, k_len, cols)
+    ds_flat = (d_bits * d_sign).view(tiles, k_len, rows)
+    # n_down = (both + signed) / 2, signed = lr_sign * (same-sign - opposite-sign coincidences): integers, exact
+    n_down = torch.baddbmm(both, ds_flat.transpose(1, 2), xs_flat, beta=0.5, alpha=0.5)
+    n_up = both.sub_(n_down)
+    return n_up.view(n_r, n_c, rows, cols), n_down.view(n_r, n_c, rows, cols), total
 
 
 def ideal_delta(x: Tensor, d: Tensor, lr: float | Tensor) -> Tensor:

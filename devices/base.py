@@ -49,6 +49,17 @@ from torch import Tensor
 
 __all__ = ["DeviceParams", "PulsedDevice", "check_field"]
 
+_SPARSE_MIN_DEVICES = 4096
+"""Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
+_SPARSE_FRACTION = 0.15
+"""Largest fraction of devices with pulses for which :meth:`PulsedDevice.apply_pulses_` computes only those."""
+
+
+def _same_layout(w: Tensor, n_up: Tensor, n_down: Tensor, params: "DeviceParams") -> bool:
+    """Whether counts and parameters all have the shape and (parameters) the dtype of the contiguous ``w``."""
+    return (w.is_contiguous() and n_up.shape == w.shape and n_down.shape == w.shape
+            and all(t.shape == w.shape and t.dtype == w.dtype for t in params.state_dict().values()))
+
 
 def check_field(cls_name: str, name: str, value: float, ok: bool, valid: str) -> None:
     """Raise ``ValueError("<cls_name>.<name> must be <valid>, got <value>")`` unless ``ok``."""
@@ -243,16 +254,86 @@ class PulsedDevice:
             New (hidden) states ``[*shape]``, always within ``[params.w_min, params.w_max]``: the input is first
             clipped into the bounds, then a Gaussian with the mean and variance of :meth:`pulse_moments` is
             drawn and clipped into the bounds. Devices with zero pulses keep their (clipped) state exactly.
-            One standard Gaussian per device is drawn even without cycle-to-cycle noise, so the generator
-            advances identically for every model.
+            The Gaussians come from ``generator`` (one per device that is computed, see :meth:`apply_pulses_`),
+            so the same generator state gives the same numbers.
         """
-        w = self.clip(w, params)
+        w = self.clip(w, params)                              # a fresh tensor: updated in place below
+        if _same_layout(w, n_up, n_down, params):
+            return self.apply_pulses_(w, n_up, n_down, params, generator)
+        return self._pulsed_states(w, n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype), params, generator)
+
+    def apply_pulses_(
+        self,
+        w: Tensor,
+        n_up: Tensor,
+        n_down: Tensor,
+        params: DeviceParams,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """In-place :meth:`apply_pulses` for states that already lie within their bounds; returns ``w``.
+
+        ``w`` must satisfy ``params.w_min <= w <= params.w_max`` (as every state returned by :meth:`clip` or
+        :meth:`apply_pulses` does), so the initial clip of :meth:`apply_pulses` is a no-op and is skipped;
+        ``n_up``, ``n_down`` and ``params`` must have ``w``'s shape. Same distribution as :meth:`apply_pulses`.
+
+        Cost: on the CPU, when at most half of the devices get pulses (typical of pulsed training, where update
+        management keeps the trains short), only those devices are computed: gathered, updated with one
+        Gaussian each, scattered back (one host read of their number, free on the CPU). Otherwise, and always
+        on GPUs (no host synchronisation), every device is computed, with one Gaussian per device.
+        """
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
+        if w.device.type == "cpu" and w.numel() >= _SPARSE_MIN_DEVICES and _same_layout(w, n_up, n_down, params):
+            touched = torch.add(n_up, n_down).view(-1) > 0
+            n_touched = int(touched.sum())                      # host value: free on the CPU
+            if n_touched == 0:
+                return w
+            if n_touched <= _SPARSE_FRACTION * w.numel():
+                index = touched.nonzero().squeeze(1)
+                return self.apply_pulses_at_(w, index, n_up.view(-1).index_select(0, index),
+                                             n_down.view(-1).index_select(0, index), params, generator)
+        return self._pulsed_states(w, n_up, n_down, params, generator, out=w)
+
+    def apply_pulses_at_(
+        self,
+        w: Tensor,
+        index: Tensor,
+        n_up: Tensor,
+        n_down: Tensor,
+        params: DeviceParams,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """:meth:`apply_pulses_` for the devices ``index`` only (all others get no pulses); returns ``w``.
+
+        Args:
+            w: contiguous device states ``[*shape]`` within their bounds, updated in place.
+            index: ``[n]`` int64 distinct flat indices into ``w`` (``w.view(-1)``) of the devices with pulses.
+            n_up, n_down: ``[n]`` counts of those devices (non-negative, integer-valued).
+            params: sampled parameters of ``w``'s shape and dtype.
+            generator: source of the cycle-to-cycle noise (one Gaussian per listed device).
+        """
+        flat = w.view(-1)
+        sub = DeviceParams.from_state_dict({k: v.reshape(-1).index_select(0, index)
+                                            for k, v in params.state_dict().items()})
+        new = self._pulsed_states(flat.index_select(0, index), n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype),
+                                  sub, generator)
+        flat.index_copy_(0, index, new)
+        return w
+
+    def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
+                       generator: torch.Generator | None, out: Tensor | None = None) -> Tensor:
+        """New states for in-bound states ``w``: ``clip(mean + std·ξ)``, one ``ξ`` per device.
+
+        ``mean`` and ``std = sqrt(var)`` from :meth:`pulse_moments`, a NaN variance taken as infinite (the state
+        then lands on a bound) and a negative one as 0. Written into ``out`` when given (may be ``w`` itself),
+        else a fresh tensor. Models may override this with a fused form of the same distribution.
+        """
         mean, var = self.pulse_moments(w, n_up, n_down, params)
-        xi = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-        noise = torch.nan_to_num(var, nan=float("inf")).clamp_min(0.0).sqrt() * xi
-        return self.clip(mean + torch.nan_to_num(noise, nan=0.0), params)
+        std = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0).sqrt_()
+        noise = torch.nan_to_num_(std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype),
+                                  nan=0.0)                      # an infinite std times a zero draw
+        new = torch.clamp_(noise.add_(mean), params.w_min, params.w_max)
+        return new if out is None else out.copy_(new)
 
     def clip(self, w: Tensor, params: DeviceParams) -> Tensor:
         """Clip states ``w: [*shape]`` into the per-device bounds ``[params.w_min, params.w_max]``."""

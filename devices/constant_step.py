@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from devices.base import DeviceParams, PulsedDevice, check_field
@@ -33,6 +34,20 @@ class ConstantStepDevice(PulsedDevice):
         mean = w + n_up * params.dw_up - n_down * params.dw_down
         var = (self.dw_min_std ** 2) * (n_up * params.dw_up.square() + n_down * params.dw_down.square())
         return mean, var
+
+    def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
+                       generator: torch.Generator | None, out: Tensor | None = None) -> Tensor:
+        """Fused form of the base class's draw for the moments above (finite, ``var >= 0``: no NaN guards):
+        ``clip(w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ)``."""
+        if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
+                or not (n_up.shape == n_down.shape == w.shape):   # a subclass with its own model / broadcasting
+            return super()._pulsed_states(w, n_up, n_down, params, generator, out)
+        up = n_up * params.dw_up
+        down = n_down * params.dw_down
+        std = torch.mul(up, params.dw_up).addcmul_(down, params.dw_down).sqrt_()   # / dw_min_std
+        noise = torch.empty_like(std).normal_(0.0, self.dw_min_std, generator=generator).mul_(std)
+        new = torch.add(w, up, out=out).sub_(down).add_(noise)                     # mean + noise
+        return torch.clamp_(new, params.w_min, params.w_max)
 
 
 @dataclass(frozen=True)

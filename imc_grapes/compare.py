@@ -143,7 +143,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def _per_step_cost(run: RunResult) -> float | None:
     costs = run.extra.get("costs") or {}
-    value = costs.get("per_step_total")
+    value = costs.get("energy_pj_per_step")
     return float(value) if isinstance(value, (int, float)) else None
 
 

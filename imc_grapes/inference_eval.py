@@ -33,7 +33,7 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
         compensate_drift: apply global drift compensation (per layer, as a reference read would).
 
     Returns:
-        ``{str(time_s): accuracy}``; the trained weights are written back before returning.
+        ``{time_key(time_s): accuracy}``; the trained weights are written back before returning.
     """
     model = model or PCMLikeNoiseModel()
     trained = {k: v.detach().clone() for k, v in read_weights().items()}
@@ -47,10 +47,16 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
     try:
         for i, t in enumerate(times_s):
             write_weights({k: v[i] for k, v in noisy.items()})
-            out[f"{float(t):g}"] = float(evaluate())
+            out[time_key(t)] = float(evaluate())
     finally:
         write_weights(trained)
     return out
+
+
+def time_key(t: float) -> str:
+    """The key of a time in result files: whole seconds without a decimal point (``"31536000"``)."""
+    t = float(t)
+    return str(int(t)) if t.is_integer() else repr(t)
 
 
 def digital_weights(model: nn.Module) -> tuple[Callable[[], dict[str, Tensor]], Callable[[Mapping[str, Tensor]], None]]:

@@ -23,9 +23,9 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import BatchLoader, Dataset, Split, load_dataset
-from .grapes import attach_grapes
+from .backends import build_network
+from .inference_eval import accuracy_after_drift
 from .io import write_csv_atomic, write_json_atomic
-from .models import build_model
 from .versions import versions
 
 
@@ -63,17 +63,6 @@ class RunResult:
             "versions": versions(),
             "history": self.history,
         }
-
-
-def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """The base torch optimizer named by ``cfg.base_optimizer`` (GRAPES is applied by hooks, not here)."""
-    cls = next(getattr(torch.optim, n) for n in dir(torch.optim) if n.lower() == cfg.base_optimizer)
-    kwargs: dict[str, Any] = {"lr": cfg.lr}
-    if cfg.weight_decay:
-        kwargs["weight_decay"] = cfg.weight_decay
-    if cfg.momentum and cfg.base_optimizer in ("sgd", "rmsprop"):
-        kwargs["momentum"] = cfg.momentum
-    return cls(params, **kwargs)
 
 
 @torch.no_grad()
@@ -129,11 +118,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     train_split, test_split, eval_split = split_for(cfg, data)
     train_split, test_split = train_split.to(device), test_split.to(device)
 
-    model = build_model(cfg.model, input_shape=tuple(train_split.x.shape[1:]), n_classes=data.n_classes,
-                        hidden=list(cfg.hidden), activation=cfg.activation, dropout=cfg.dropout, rule=cfg.rule,
-                        seed=cfg.seed).to(device)
-    handle = attach_grapes(model, mode=cfg.grapes_mode) if cfg.grapes_mode else None
-    opt = make_optimizer(cfg, model.parameters())
+    net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
+    model, handle = net.model, net.grapes
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
 
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
@@ -162,11 +148,11 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
             bar = tqdm(loader, desc=f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", disable=not progress,
                        leave=False, dynamic_ncols=True, mininterval=0.5)
             for step, (x, y) in enumerate(bar, start=1):
-                opt.zero_grad(set_to_none=True)
+                net.zero_grad()
                 out = model(x)
                 loss = F.cross_entropy(out, y)
                 loss.backward()
-                opt.step()
+                net.step()
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (out.detach().argmax(1) == y).sum()
                 seen += y.shape[0]
@@ -191,6 +177,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
                 if handle is not None:
                     for name, m in handle.modulations.items():
                         row[f"M_mean/{name}"] = float(m.float().mean())
+                row.update(net.metrics())
                 result.history.append(row)
                 loss_sum.zero_(), correct.zero_()
                 seen = 0
@@ -198,13 +185,18 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
             bar.close()
             log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
                 f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
+        result.extra["costs"] = net.cost_summary(steps_per_epoch=n_batches)
+        if cfg.inference_times and cfg.backend != "digital":
+            log(f"[{cfg.optimizer}] inference after programming noise and drift at {list(cfg.inference_times)} s")
+            result.extra["inference"] = accuracy_after_drift(
+                net.read_weights, net.write_weights, lambda: evaluate(model, test_split)[1], cfg.inference_times,
+                seed=cfg.seed)
         result.status = "completed"
     except DivergenceError as exc:
         result.status, result.message = "diverged", str(exc)
         save()
         raise
     finally:
-        if handle is not None:
-            handle.remove()
+        net.close()
     save()
     return result

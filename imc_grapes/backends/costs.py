@@ -51,6 +51,8 @@ __all__ = [
     "grapes_refresh_ops",
     "grapes_scale_ops",
     "ops_total",
+    "summary_table",
+    "grapes_overhead",
 ]
 
 COST_KINDS: tuple[str, ...] = (
@@ -195,5 +197,26 @@ def grapes_scale_ops(error_elements: int, input_elements: int = 0) -> int:
 
 def summary_table(table: Mapping[str, float]) -> dict[str, Any]:
     """JSON-friendly record of the energy table used (values and sources)."""
-    return {"pj": dict(table), "sources": {k: ENERGY_SOURCES.get(k, "user override") for k in table},
+    sources = {k: ENERGY_SOURCES[k] if table[k] == ENERGY_TABLE_PJ.get(k) else "user override" for k in table}
+    return {"pj": dict(table), "sources": sources,
             "ideal_converter_bits": IDEAL_CONVERTER_BITS}
+
+
+def grapes_overhead(grapes: Mapping[str, Any], sgd: Mapping[str, Any]) -> dict[str, float | None]:
+    """Cost of a GRAPES run over the cost of an SGD run, per training step, from two
+    :meth:`~imc_grapes.backends.network.Network.cost_summary` records.
+
+    Returns ``{"energy": ratio, "ops": ratio, "<kind>": ratio, ...}`` for the per-step energy, the unweighted op
+    count (:func:`ops_total`) and every cost kind; ``None`` where the SGD run's value is 0 (e.g.
+    ``grapes_ops``).
+    """
+    def ratio(a: float, b: float) -> float | None:
+        return a / b if b else None
+
+    out: dict[str, float | None] = {
+        "energy": ratio(float(grapes["energy_pj_per_step"]), float(sgd["energy_pj_per_step"])),
+        "ops": ratio(float(grapes["ops_per_step"]), float(sgd["ops_per_step"])),
+    }
+    for kind in COST_KINDS:
+        out[kind] = ratio(float(grapes["per_step"][kind]), float(sgd["per_step"][kind]))
+    return out

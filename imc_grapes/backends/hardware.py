@@ -39,7 +39,7 @@ def io_parameters_from(settings: AnalogSettings) -> crossbar.IOParameters:
 def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
     """The :class:`crossbar.CrossbarConfig` of ``settings``.
 
-    * device: ``devices.get_preset(settings.preset)``;
+    * device: ``settings.device()`` (the preset ``settings.preset`` with ``settings.device_overrides`` applied);
     * forward and backward periphery: :func:`io_parameters_from` (the same for both directions, as aihwkit's
       defaults); ``ideal_periphery`` gives exact MVMs (``is_perfect``) in both;
     * update: aihwkit's default pulsed update (stochastic compressed trains, BL 31, update and BL management);
@@ -48,6 +48,7 @@ def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
     if not isinstance(settings, AnalogSettings):
         raise ValueError(f"crossbar_config_from: expected an AnalogSettings, got {settings!r}")
     io = io_parameters_from(settings)
-    return crossbar.CrossbarConfig(device=devices.get_preset(settings.preset), forward=io, backward=io,
+    device = settings.device() if hasattr(settings, "device") else devices.get_preset(settings.preset)
+    return crossbar.CrossbarConfig(device=device, forward=io, backward=io,
                                    update=crossbar.UpdateParameters(), tile_rows=settings.tile_size,
                                    tile_cols=settings.tile_size)

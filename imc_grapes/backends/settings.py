@@ -23,6 +23,8 @@ class AnalogSettings:
 
     Attributes:
         preset: device preset name (``devices.PRESETS``), e.g. ``ReRamSB`` (soft-bounds ReRAM).
+        device_overrides: device fields that replace the preset's values, with aihwkit's names
+            (e.g. ``{"dw_min": 0.002, "up_down": 0.1}``); validated by the device model itself.
         tile_size: rows = columns of one crossbar tile (a layer larger than that spans a grid of tiles).
         dac_bits / adc_bits: input (DAC) and output (ADC) resolution in bits; 0 = no quantization.
         out_noise: additive Gaussian output noise of each MVM, in units of the ADC full-scale input range
@@ -41,6 +43,7 @@ class AnalogSettings:
     """
 
     preset: str = "ReRamSB"
+    device_overrides: dict[str, float] = dataclasses.field(default_factory=dict)
     tile_size: int = 256
     dac_bits: int = 7
     adc_bits: int = 9
@@ -57,6 +60,8 @@ class AnalogSettings:
 
         _check(self.preset in PRESETS,
                f"AnalogSettings.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.device_overrides:
+            self.device()  # raises a ValueError naming the field and its valid range
         _check(isinstance(self.tile_size, int) and self.tile_size >= 1,
                f"AnalogSettings.tile_size must be an integer ≥ 1, got {self.tile_size!r}")
         for name in ("dac_bits", "adc_bits"):
@@ -76,6 +81,17 @@ class AnalogSettings:
                f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")
         _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),
                f"AnalogSettings.energy_table must be None or the path of a JSON file, got {self.energy_table!r}")
+
+    def device(self):  # -> devices.PulsedDevice
+        """The device model: the preset with ``device_overrides`` applied (unknown fields are rejected with
+        the list of valid ones)."""
+        from devices import get_preset
+
+        preset = get_preset(self.preset)
+        valid = sorted(f.name for f in dataclasses.fields(preset))
+        unknown = sorted(set(self.device_overrides) - set(valid))
+        _check(not unknown, f"unknown device field(s) {unknown} for preset {self.preset!r}; valid: {', '.join(valid)}")
+        return get_preset(self.preset, **self.device_overrides) if self.device_overrides else preset
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

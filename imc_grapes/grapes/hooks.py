@@ -334,11 +334,12 @@ def _is_analog(layer: nn.Module) -> bool:
 def _set_analog_factors(layer: nn.Module, fac: object | None) -> None:
     """Set ``error_scale`` (and ``input_scale`` for a DFA pair) of an analog layer; ``None`` clears them."""
     if isinstance(fac, tuple):  # dfa: (p_post [out], p_pre [in])
-        layer.error_scale, layer.input_scale = fac[0], fac[1]
+        setattr(layer, "error_scale", fac[0])
+        setattr(layer, "input_scale", fac[1])
         return
-    layer.error_scale = fac
+    setattr(layer, "error_scale", fac)
     if getattr(layer, "input_scale", None) is not None:
-        layer.input_scale = None
+        setattr(layer, "input_scale", None)
 
 
 def _out_features(layer: nn.Module) -> int:

@@ -1,0 +1,252 @@
+"""The aihwkit backend: analog layers on IBM's simulator (imported lazily, only in this module).
+
+* Layers: ``aihwkit.nn.AnalogLinear`` / ``AnalogConv2d`` with a ``SingleRPUConfig`` built by
+  ``crossbar.to_aihwkit_rpu_config(crossbar_config_from(settings))``, so both simulators get the same device
+  and periphery. The device-to-device spread is seeded (``construction_seed``); aihwkit's C++ random number
+  generator (cycle-to-cycle noise, pulse trains, read noise) is not seedable from Python, so aihwkit runs are
+  not bit-reproducible.
+* Update: :meth:`AihwkitLayer.apply_update` takes the ``(x, d)`` aihwkit stored in each tile's
+  ``AnalogContext`` during backward, multiplies them by GRAPES's ``input_scale`` / ``error_scale`` (local form,
+  DFA; the propagated form already modulated ``d`` through the output-gradient hook) and calls the tile's own
+  pulsed ``update`` (what ``aihwkit.optim.AnalogSGD.step`` does, plus the scaling).
+* Importance: ``exact`` only. An all-ones forward read of an aihwkit tile gives the *signed* row sum
+  ``Σ_j w_ij`` of a single signed array, not the differential-pair sum ``Σ_j (G⁺ + G⁻)`` that GRAPES needs;
+  the ``array`` source is implemented on the crossbar backend.
+* Costs: aihwkit has no hardware counters, so they are counted analytically from the shapes: per vector one
+  pass per tile (bound-management repeats are not visible, so the passes and conversions are lower bounds),
+  a backward MVM only where the layer's input needs a gradient (as the crossbar backend; aihwkit itself also
+  computes it for the first layer, where a chip would not). Pulses are the *expected* number of coincidences
+  of aihwkit's pulse trains for the stored ``(x, d)`` (``Σ_samples BL · Σ_i q_i · Σ_j p_j``, from
+  ``crossbar.pulse_probabilities``, whose semantics were validated against aihwkit), not a count of the pulses
+  aihwkit fired (its CPU tiles do not report them).
+* aihwkit's pulsed tiles run on CPU only (the PyPI wheel has no CUDA): building on ``cuda`` raises.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import crossbar
+
+from .costs import COST_KINDS
+from .layers import AnalogLayer
+
+__all__ = ["AihwkitLayer", "aihwkit_rpu_config", "check_aihwkit_device", "make_aihwkit_layer"]
+
+_K = {name: i for i, name in enumerate(COST_KINDS)}
+
+
+def check_aihwkit_device(device: torch.device | str) -> None:
+    """Raise ``ValueError`` unless ``device`` is the CPU (aihwkit's pulsed tiles are CPU-only here)."""
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        raise ValueError(
+            f"backend 'aihwkit' runs on the CPU only (the aihwkit wheel has no CUDA build and its pulsed "
+            f"tiles are C++ CPU code), got device {str(dev)!r}; use --device cpu, or --backend crossbar for "
+            "the GPU")
+
+
+def aihwkit_rpu_config(cfg: crossbar.CrossbarConfig, construction_seed: int) -> Any:
+    """The aihwkit ``SingleRPUConfig`` of ``cfg`` with the device-to-device draws seeded."""
+    rpu = crossbar.to_aihwkit_rpu_config(cfg)
+    rpu = copy.deepcopy(rpu)
+    if hasattr(rpu.device, "construction_seed"):
+        rpu.device.construction_seed = int(construction_seed) % (2 ** 31 - 1) + 1
+    return rpu
+
+
+class AihwkitLayer(AnalogLayer):
+    """An :class:`AnalogLayer` on an aihwkit ``AnalogLinear`` / ``AnalogConv2d`` (see the module docstring).
+
+    Args:
+        inner: the aihwkit layer (already programmed).
+        config: the crossbar config it was built from (update rule and device granularity for the
+            expected pulse count).
+        backward_mode, feedback: see :class:`AnalogLayer`.
+    """
+
+    def __init__(self, inner: nn.Module, config: crossbar.CrossbarConfig, backward_mode: str = "array",
+                 feedback: Tensor | None = None) -> None:
+        from aihwkit.nn import AnalogConv2d, AnalogLinear
+
+        if isinstance(inner, AnalogLinear):
+            kind, shape = "linear", (inner.out_features, inner.in_features)
+            n_in = inner.in_features
+        elif isinstance(inner, AnalogConv2d):
+            kind = "conv"
+            shape = (inner.out_channels, inner.in_channels, *inner.kernel_size)
+            n_in = inner.in_channels * inner.kernel_size[0] * inner.kernel_size[1]
+        else:
+            raise ValueError(f"AihwkitLayer.inner must be an aihwkit AnalogLinear or AnalogConv2d, got "
+                             f"{type(inner).__name__}")
+        super().__init__(inner, kind, n_in, shape[0], shape, backward_mode, feedback, device="cpu")
+        self.config = config
+        self.register_buffer("count_buffer", torch.zeros(len(COST_KINDS), dtype=torch.float64))
+        module = inner.analog_module
+        if hasattr(module, "array"):  # TileModuleArray: array[in_block][out_block]
+            self._tiles = []
+            in_start = 0
+            for in_size, in_tiles in zip(module.in_sizes, module.array):
+                out_start = 0
+                for out_size, tile in zip(module.out_sizes, in_tiles):
+                    self._tiles.append((tile, slice(out_start, out_start + out_size),
+                                        slice(in_start, in_start + in_size)))
+                    out_start += out_size
+                in_start += in_size
+            self._n_in_blocks, self._n_out_blocks = len(module.in_sizes), len(module.out_sizes)
+        else:
+            self._tiles = [(module, slice(0, self.out_features), slice(0, self.in_features))]
+            self._n_in_blocks = self._n_out_blocks = 1
+
+    # ------------------------------------------------------------------ forward with analytic counts
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if self.training and torch.is_grad_enabled():
+            self._count_forward(x, y)
+        return y
+
+    @torch.no_grad()
+    def _count_forward(self, x: Tensor, y: Tensor) -> None:
+        n_vec = y.numel() // self.out_features
+        n_out, n_in = self.out_features, self.in_features
+        tiles = len(self._tiles)
+        c = self.count_buffer
+        c[_K["forward_mvms"]] += n_vec
+        c[_K["forward_passes"]] += n_vec * tiles
+        c[_K["adc_conversions"]] += n_vec * n_out * self._n_in_blocks
+        c[_K["dac_conversions"]] += n_vec * n_in * self._n_out_blocks
+        c[_K["array_macs"]] += n_vec * n_out * n_in
+        if self.backward_mode == "array" and x.requires_grad:
+            c[_K["backward_mvms"]] += n_vec
+            c[_K["backward_passes"]] += n_vec * tiles
+            c[_K["adc_conversions"]] += n_vec * n_in * self._n_out_blocks
+            c[_K["dac_conversions"]] += n_vec * n_out * self._n_in_blocks
+            c[_K["array_macs"]] += n_vec * n_out * n_in
+
+    # ------------------------------------------------------------------ weights and importance
+    def get_weights(self) -> Tensor:
+        w, _ = self.inner.get_weights()
+        return w.detach().reshape(self.weight_shape).clone()
+
+    def set_weights(self, weight: Tensor) -> None:
+        if tuple(weight.shape) != self.weight_shape:
+            raise ValueError(f"AihwkitLayer.set_weights: expected shape {self.weight_shape}, got "
+                             f"{tuple(weight.shape)}")
+        _, bias = self.inner.get_weights()
+        self.inner.set_weights(weight.detach().cpu().reshape(self.weight_shape), bias)
+
+    def _check_source(self, source: str) -> None:
+        if source != "exact":
+            raise ValueError(
+                "AihwkitLayer: only the 'exact' importance is implemented for aihwkit (an all-ones read of an "
+                "aihwkit tile gives the signed row sum Σw of one signed array, not the differential-pair sum "
+                f"Σ(G⁺+G⁻)); got {source!r}. Use importance='exact', or backend 'crossbar' for 'array'")
+
+    def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
+        self._check_source(source)
+        return self.get_weights().abs().flatten(1).sum(dim=1)
+
+    def col_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
+        self._check_source(source)
+        return self.get_weights().abs().flatten(1).sum(dim=0)
+
+    # ------------------------------------------------------------------ update
+    def has_pending(self) -> bool:
+        return any(t.analog_ctx.has_gradient() for t, _, _ in self._tiles)
+
+    def _tile_xd(self, tile: Any, rows: slice, cols: slice) -> tuple[Tensor, Tensor]:
+        """The pending ``(x ⊙ input_scale, d ⊙ error_scale)`` of one tile, ``[N, cols]`` and ``[N, rows]``."""
+        es, xs = self.error_scale, self.input_scale
+        if es is not None and es.numel() != self.out_features:
+            raise ValueError(f"AihwkitLayer.error_scale must have {self.out_features} elements, got "
+                             f"shape {tuple(es.shape)}")
+        if xs is not None and xs.numel() != self.in_features:
+            raise ValueError(f"AihwkitLayer.input_scale must have {self.in_features} elements, got "
+                             f"shape {tuple(xs.shape)}")
+        ctx = tile.analog_ctx
+        n_in, n_out = cols.stop - cols.start, rows.stop - rows.start
+        x = torch.cat([t.reshape(-1, n_in) for t in ctx.analog_input])
+        d = torch.cat([t.reshape(-1, n_out) for t in ctx.analog_grad_output])
+        if es is not None:
+            d = d * es.reshape(-1)[rows].to(d.dtype)
+        if xs is not None:
+            x = x * xs.reshape(-1)[cols].to(x.dtype)
+        return x, d
+
+    @torch.no_grad()
+    def pending_update(self, lr: float) -> Tensor | None:
+        if not self.has_pending():
+            return None
+        out = torch.zeros(self.out_features, self.in_features)
+        for tile, rows, cols in self._tiles:
+            if tile.analog_ctx.has_gradient():
+                x, d = self._tile_xd(tile, rows, cols)
+                out[rows, cols] = -lr * (d.transpose(0, 1) @ x)
+        return out.reshape(self.weight_shape)
+
+    @torch.no_grad()
+    def apply_update(self, lr: float, probe: bool = False) -> tuple[Tensor, Tensor] | None:
+        num = torch.zeros((), dtype=torch.float64)
+        den = torch.zeros((), dtype=torch.float64)
+        any_update = False
+        for tile, rows, cols in self._tiles:
+            ctx = tile.analog_ctx
+            if not ctx.has_gradient():
+                continue
+            x, d = self._tile_xd(tile, rows, cols)
+            self.count_buffer[_K["pulses"]] += self._expected_pulses(x, d, lr)
+            self.count_buffer[_K["updates"]] += 1
+            before = tile.get_weights()[0].to(torch.float64) if probe else None
+            tile.set_learning_rate(lr)
+            tile.update(x, d)
+            ctx.reset()
+            tile.post_update_step()
+            any_update = True
+            if before is not None:
+                n, dd = self._probe_result(before, tile.get_weights()[0].to(torch.float64),
+                                           x.to(torch.float64), d.to(torch.float64), lr)
+                num, den = num + n, den + dd
+        if not (probe and any_update):
+            return None
+        return num, den
+
+    def _expected_pulses(self, x: Tensor, d: Tensor, lr: float) -> Tensor:
+        p_x, p_d, bl = crossbar.pulse_probabilities(x[:, None, :], d[:, None, :], lr,
+                                                    self.config.device.granularity, self.config.update)
+        return (bl.to(p_x.dtype) * p_x.sum(-1) * p_d.sum(-1)).sum().to(torch.float64)
+
+    def clear(self) -> None:
+        for tile, _, _ in self._tiles:
+            tile.analog_ctx.reset()
+
+    def counts(self) -> Tensor:
+        out = self.count_buffer.clone()
+        out[_K["digital_macs"]] += self.digital_mac_count
+        return out
+
+    def analog_parameters(self) -> list[Tensor]:
+        return [tile.analog_ctx for tile, _, _ in self._tiles]
+
+
+def make_aihwkit_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed: int,
+                       backward_mode: str = "array", feedback: Tensor | None = None) -> AihwkitLayer:
+    """An :class:`AihwkitLayer` with the weights (clipped into the device bounds) and bias of the digital
+    ``layer`` (``nn.Linear``, ``nn.Conv2d`` or ``FALinear``)."""
+    from aihwkit.nn import AnalogConv2d, AnalogLinear
+
+    rpu = aihwkit_rpu_config(config, seed)
+    bias = getattr(layer, "bias", None)
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError("make_aihwkit_layer: only groups=1, zero padding given as numbers is supported")
+        inner: nn.Module = AnalogConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                        padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+                                        rpu_config=rpu)
+    else:
+        inner = AnalogLinear(layer.in_features, layer.out_features, bias=bias is not None, rpu_config=rpu)
+    w = layer.weight.detach().cpu()
+    inner.set_weights(w, None if bias is None else bias.detach().cpu())
+    return AihwkitLayer(inner, config, backward_mode, feedback)

@@ -1,0 +1,137 @@
+"""Where GRAPES's importance comes from on analog layers, and how far the hardware read is from the exact one.
+
+:class:`ImportanceSource` is what the backends pass to :func:`~imc_grapes.grapes.attach_grapes` as
+``importance_fn`` (row sums, BP/FA) and ``outgoing_importance_fn`` (column sums, DFA):
+
+* ``"exact"``: ``Σ_j |w_ij|`` computed digitally from the device states (what a simulator can do);
+* ``"array"``: one all-ones read of each tile through its forward (row sums) or backward (column sums)
+  periphery — DAC, output noise, ADC quantization and saturation, noise and bound management — with the
+  partial sums of the tiles added digitally. The read is the differential-pair sum ``Σ_j (G⁺ + G⁻)``, which
+  equals ``Σ_j |w_ij|`` when the idle device of each pair sits at zero conductance (``g_offset = 0``) and is
+  ``Σ_j |w_ij| + 2·g_offset·n_in`` otherwise.
+
+With ``"array"``, every read also computes the exact importance (digitally, not counted as a hardware cost)
+and records, per layer, the Pearson correlation of the two factor vectors ``M`` (``modulation(F)`` with the
+rule's clip; for DFA the ``P`` vectors) and their mean absolute difference: :meth:`ImportanceSource.stats`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..grapes.core import modulation
+from .settings import IMPORTANCE_SOURCES
+
+__all__ = ["MeanMeter", "ImportanceSource", "pearson"]
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of two vectors ``[n]`` as a 0-d tensor (no host sync).
+
+    If either vector is constant the correlation is undefined: it is 1 when the vectors are equal and 0
+    otherwise.
+    """
+    a = a.to(torch.float64).reshape(-1)
+    b = b.to(torch.float64).reshape(-1)
+    da, db = a - a.mean(), b - b.mean()
+    den = torch.sqrt(da.square().sum() * db.square().sum())
+    r = (da * db).sum() / torch.where(den > 0, den, torch.ones_like(den))
+    same = torch.isclose(a, b).all().to(torch.float64)
+    return torch.where(den > 0, r, same)
+
+
+class MeanMeter:
+    """Per-name running means of 0-d tensor values, kept on the device until :meth:`means` (one sync)."""
+
+    def __init__(self) -> None:
+        self._sum: dict[str, Tensor] = {}
+        self._n: dict[str, Tensor] = {}
+
+    def add(self, name: str, value: Tensor, valid: Tensor | None = None) -> None:
+        """Add ``value`` (0-d) to ``name``'s mean, unless the 0-d bool ``valid`` is False."""
+        v = value.detach().to(torch.float64)
+        ok = torch.ones((), dtype=torch.float64, device=v.device) if valid is None else valid.to(torch.float64)
+        v = torch.where(ok > 0, v, torch.zeros_like(v))
+        if name in self._sum:
+            self._sum[name] = self._sum[name] + v
+            self._n[name] = self._n[name] + ok
+        else:
+            self._sum[name], self._n[name] = v, ok
+
+    def means(self) -> dict[str, float]:
+        """``name -> mean`` of the values added since the last :meth:`reset` (names with no valid value are left out)."""
+        out: dict[str, float] = {}
+        for name, total in self._sum.items():
+            n = float(self._n[name])
+            if n > 0:
+                out[name] = float(total) / n
+        return out
+
+    def reset(self) -> None:
+        self._sum.clear()
+        self._n.clear()
+
+
+class ImportanceSource:
+    """Importance reads of the backends' analog layers (see the module docstring).
+
+    Args:
+        source: ``"exact"`` or ``"array"`` (:data:`~imc_grapes.backends.settings.IMPORTANCE_SOURCES`).
+        clip: the clip of the BP/FA factors (``(1, 2)`` for bp, ``None`` for fa) used for the ``M`` comparison.
+        g_offset: idle-device conductance of the differential pair in weight units (``array`` only).
+        names: ``id(layer) -> name`` for the records (default: ``layer<k>`` by first use).
+
+    The layers must implement ``row_importance(source, g_offset)`` / ``col_importance(source, g_offset)``
+    (:class:`~imc_grapes.backends.layers.AnalogLayer`).
+    """
+
+    def __init__(self, source: str, clip: tuple[float, float] | None = (1.0, 2.0), g_offset: float = 0.0,
+                 names: dict[int, str] | None = None) -> None:
+        if source not in IMPORTANCE_SOURCES:
+            raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}")
+        if not g_offset >= 0:
+            raise ValueError(f"ImportanceSource.g_offset must be >= 0, got {g_offset!r}")
+        self.source = source
+        self.clip = clip
+        self.g_offset = float(g_offset)
+        self.names = dict(names or {})
+        self.corr = MeanMeter()
+        self.err = MeanMeter()
+        self.reads = 0
+
+    def _name(self, layer: nn.Module) -> str:
+        return self.names.setdefault(id(layer), f"layer{len(self.names)}")
+
+    def _read(self, layer: nn.Module, which: str, clip: tuple[float, float] | None) -> Tensor:
+        fn: Callable[[str, float], Tensor] = getattr(layer, f"{which}_importance")
+        f = fn(self.source, self.g_offset)
+        self.reads += 1
+        if self.source == "array":
+            exact = fn("exact", 0.0)
+            m_arr = modulation(f.clamp_min(0), clip)
+            m_ex = modulation(exact, clip)
+            name = self._name(layer)
+            self.corr.add(name, pearson(m_arr, m_ex))
+            self.err.add(name, (m_arr.to(torch.float64) - m_ex.to(torch.float64)).abs().mean())
+        return f.clamp_min(0) if self.source == "array" else f
+
+    @torch.no_grad()
+    def rows(self, layer: nn.Module) -> Tensor:
+        """``[out]`` importance of ``layer`` (GRAPES ``importance_fn``)."""
+        return self._read(layer, "row", self.clip)
+
+    @torch.no_grad()
+    def cols(self, layer: nn.Module) -> Tensor:
+        """``[in]`` outgoing importance of ``layer`` (GRAPES ``outgoing_importance_fn``, DFA; unclipped ``P``)."""
+        return self._read(layer, "col", None)
+
+    def stats(self, reset: bool = True) -> dict[str, float]:
+        """``M_corr/<layer>`` and ``M_err/<layer>`` averaged over the reads since the last reset (array only)."""
+        out = {f"M_corr/{k}": v for k, v in self.corr.means().items()}
+        out.update({f"M_err/{k}": v for k, v in self.err.means().items()})
+        if reset:
+            self.corr.reset()
+            self.err.reset()
+        return out

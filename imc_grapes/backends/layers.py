@@ -1,0 +1,287 @@
+"""Analog weight layers as the backends see them: one wrapper type around a crossbar or an aihwkit layer.
+
+:class:`AnalogLayer` is the uniform interface the :class:`~imc_grapes.backends.network.Network` drives:
+forward (with the learning rule's backward), exact weight access, importance reads, the pending pulsed
+update (with GRAPES's ``error_scale`` / ``input_scale``), a saturation probe, and cumulative hardware
+counts. :class:`CrossbarLayer` implements it on this project's engine (``crossbar.AnalogLinear`` /
+``AnalogConv2d``); ``AihwkitLayer`` (in :mod:`imc_grapes.backends.aihwkit_backend`) on aihwkit.
+
+How the error reaches the layer's input (``backward_mode``), decided per learning rule:
+
+* ``"array"`` (BP): the transposed read of the array (``Wᵀ d`` through the backward periphery);
+* ``"feedback"`` (FA): ``d @ B`` with the fixed random matrix ``B`` (``[out, in]``) held **digitally**
+  (a digital product, counted as ``digital_macs``); the array is not read backward. On a chip ``B`` could also
+  live in a second, never-updated array; this project keeps it digital so that FA's error is the
+  same on every backend and the comparison isolates the effect of the analog forward and update;
+* ``"zeros"`` (DFA): no error is computed at all — the hidden layers get ``B e`` injected directly by
+  :class:`~imc_grapes.grapes.feedback.DFAFeedback`, which discards what arrives from above, so sending zeros
+  saves the useless backward read. (The layer still stashes ``(x, d)`` for its own update.)
+
+For ``"feedback"``/``"zeros"`` the wrapped layer sees ``x.detach()`` (so it does no backward MVM) and a
+zero-valued bridge carries the chosen input gradient; linear layers only (FA/DFA are MLP rules).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import crossbar
+
+from .costs import COST_KINDS
+
+__all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer"]
+
+BACKWARD_MODES: tuple[str, ...] = ("array", "feedback", "zeros")
+
+
+class _InputGradBridge(torch.autograd.Function):
+    """Forward: zeros ``[..., out]``. Backward: ``grad_x = grad_out @ feedback`` (or zeros without feedback)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, feedback: Tensor | None, out_features: int, macs: Tensor) -> Tensor:
+        ctx.save_for_backward(feedback if feedback is not None else x.new_zeros(0))
+        ctx.has_feedback = feedback is not None
+        ctx.x_shape = x.shape
+        ctx.macs = macs
+        return x.new_zeros(*x.shape[:-1], out_features)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        if not ctx.has_feedback:
+            return grad_out.new_zeros(ctx.x_shape), None, None, None
+        (feedback,) = ctx.saved_tensors
+        ctx.macs.add_(grad_out.numel() * feedback.shape[1])
+        return grad_out @ feedback.to(grad_out.dtype), None, None, None
+
+
+class AnalogLayer(nn.Module):
+    """Base of the backends' analog weight layers (wraps one analog layer as ``self.inner``).
+
+    Attributes:
+        inner: the simulator's layer (crossbar or aihwkit). kind: ``"linear"`` or ``"conv"``.
+        in_features: columns of the weight matrix (``C_in·kh·kw`` for a conv). out_features: rows.
+        weight_shape: shape of the torch layer's ``weight`` (``[out, in]`` or ``[C_out, C_in, kh, kw]``).
+        backward_mode: one of :data:`BACKWARD_MODES` (see the module docstring).
+        feedback: FA's fixed ``B: [out, in]`` (buffer) or None.
+        error_scale: ``None`` or ``[out]``: multiplies the error ``d`` of the pending update (GRAPES local
+            form / DFA's ``P^{l+1}``); set by :func:`~imc_grapes.grapes.attach_grapes`'s hooks.
+        input_scale: ``None`` or ``[in]``: multiplies the update's input ``x`` (DFA's ``P^l``).
+        grapes_feature_dim: output dim of the features GRAPES modulates (-1 linear, 1 conv).
+    """
+
+    feedback: Tensor | None
+    digital_mac_count: Tensor
+
+    def __init__(self, inner: nn.Module, kind: str, in_features: int, out_features: int,
+                 weight_shape: tuple[int, ...], backward_mode: str = "array", feedback: Tensor | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if backward_mode not in BACKWARD_MODES:
+            raise ValueError(f"{type(self).__name__}.backward_mode must be one of {BACKWARD_MODES}, "
+                             f"got {backward_mode!r}")
+        if backward_mode != "array" and kind != "linear":
+            raise ValueError(f"{type(self).__name__}: backward_mode {backward_mode!r} (FA/DFA) is implemented "
+                             "for linear layers only")
+        if (backward_mode == "feedback") != (feedback is not None):
+            raise ValueError(f"{type(self).__name__}: backward_mode 'feedback' needs feedback=B [out, in] "
+                             "(and only it takes one)")
+        if feedback is not None and tuple(feedback.shape) != (out_features, in_features):
+            raise ValueError(f"{type(self).__name__}.feedback must have shape ({out_features}, {in_features}), "
+                             f"got {tuple(feedback.shape)}")
+        self.inner = inner
+        self.kind = kind
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight_shape = tuple(weight_shape)
+        self.backward_mode = backward_mode
+        self.grapes_feature_dim = -1 if kind == "linear" else 1
+        self.register_buffer("feedback", None if feedback is None else feedback.detach().clone().to(device))
+        self.register_buffer("digital_mac_count", torch.zeros((), dtype=torch.float64, device=device))
+        self.error_scale: Tensor | None = None
+        self.input_scale: Tensor | None = None
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [..., in]`` (linear) or ``[B, C_in, H, W]`` (conv) -> the wrapped layer's output."""
+        if self.backward_mode == "array":
+            return self.inner(x)
+        y = self.inner(x.detach())
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return y
+        return y + _InputGradBridge.apply(x, self.feedback, self.out_features, self.digital_mac_count)
+
+    # ------------------------------------------------------------------ interface of the backends
+    def get_weights(self) -> Tensor:
+        """Exact weights (no read noise), ``weight_shape``."""
+        raise NotImplementedError
+
+    def set_weights(self, weight: Tensor) -> None:
+        """Program ``weight`` (``weight_shape``; clipped into the device bounds)."""
+        raise NotImplementedError
+
+    def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
+        """``[out]`` importance ``Σ_j |w_ij|``: ``source="exact"`` digitally from the states, ``"array"``
+        by one all-ones read through the periphery (differential pair, idle device at ``g_offset``)."""
+        raise NotImplementedError
+
+    def col_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
+        """``[in]`` outgoing importance ``Σ_i |w_ij|`` (DFA), same sources as :meth:`row_importance`."""
+        raise NotImplementedError
+
+    def has_pending(self) -> bool:
+        """Whether a backward stashed ``(x, d)`` for the next update."""
+        raise NotImplementedError
+
+    def pending_update(self, lr: float) -> Tensor | None:
+        """The intended weight change of the pending update, ``−lr Σ (d⊙error_scale)(x⊙input_scale)ᵀ``
+        (``weight_shape``), or None when nothing is pending; the update itself stays pending."""
+        raise NotImplementedError
+
+    def apply_update(self, lr: float, probe: bool = False) -> tuple[Tensor, Tensor] | None:
+        """Apply the pending pulsed update (``x ⊙ input_scale``, ``d ⊙ error_scale``) with learning rate ``lr``.
+
+        Returns ``None``, or with ``probe=True`` the pair ``(⟨ΔW_real, ΔW_int⟩, ‖ΔW_int‖²)`` (0-d tensors)
+        with ``ΔW_int = −lr Σ (d⊙s_d)(x⊙s_x)ᵀ`` the intended change and ``ΔW_real`` the measured change of
+        the (hidden) device states.
+        """
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Drop the pending ``(x, d)`` without updating."""
+        raise NotImplementedError
+
+    def counts(self) -> Tensor:
+        """Cumulative hardware counts ``[len(COST_KINDS)]`` (float64, on the layer's device)."""
+        raise NotImplementedError
+
+    def analog_parameters(self) -> list[Tensor]:
+        """Parameters that belong to the analog machinery (never given to a digital optimizer)."""
+        raise NotImplementedError
+
+    def digital_parameters(self) -> list[Tensor]:
+        """Parameters trained by the digital optimizer (the digital bias, if any)."""
+        analog = {id(p) for p in self.analog_parameters()}
+        return [p for p in self.parameters() if id(p) not in analog]
+
+    # ------------------------------------------------------------------ shared helpers
+    def _scaled(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        """``x: [N, in] ⊙ input_scale``, ``d: [N, out] ⊙ error_scale`` (checked shapes)."""
+        if self.error_scale is not None:
+            if self.error_scale.numel() != self.out_features:
+                raise ValueError(f"{type(self).__name__}.error_scale must have {self.out_features} elements, "
+                                 f"got shape {tuple(self.error_scale.shape)}")
+            d = d * self.error_scale.reshape(1, -1).to(device=d.device, dtype=d.dtype)
+        if self.input_scale is not None:
+            if self.input_scale.numel() != self.in_features:
+                raise ValueError(f"{type(self).__name__}.input_scale must have {self.in_features} elements, "
+                                 f"got shape {tuple(self.input_scale.shape)}")
+            x = x * self.input_scale.reshape(1, -1).to(device=x.device, dtype=x.dtype)
+        return x, d
+
+    @staticmethod
+    def _probe_result(before: Tensor, after: Tensor, x: Tensor, d: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+        intended = -lr * (d.transpose(0, 1).to(before.dtype) @ x.to(before.dtype))
+        real = after - before
+        return (real * intended).sum(), intended.square().sum()
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind!r}, in_features={self.in_features}, out_features={self.out_features}, "
+                f"backward_mode={self.backward_mode!r}")
+
+
+class CrossbarLayer(AnalogLayer):
+    """An :class:`AnalogLayer` on this project's engine (``crossbar.AnalogLinear`` / ``AnalogConv2d``).
+
+    Args:
+        inner: the crossbar layer (already programmed).
+        backward_mode, feedback: see :class:`AnalogLayer`.
+
+    Counts come from the tile's counters (``inner.tile.counters``); ``array_macs`` is
+    ``(forward_passes + backward_passes) · rows · cols + importance_reads · tiles · rows · cols`` (an
+    importance read is priced as one pass per tile, its bound-management repeats are not counted).
+    """
+
+    inner: crossbar.AnalogModuleBase
+
+    def __init__(self, inner: crossbar.AnalogModuleBase, backward_mode: str = "array",
+                 feedback: Tensor | None = None) -> None:
+        if not isinstance(inner, crossbar.AnalogModuleBase):
+            raise ValueError(f"CrossbarLayer.inner must be a crossbar analog layer, got {type(inner).__name__}")
+        kind = "conv" if isinstance(inner, crossbar.AnalogConv2d) else "linear"
+        tile = inner.tile
+        super().__init__(inner, kind, tile.in_features, tile.out_features, inner._weight_shape(), backward_mode,
+                         feedback, device=tile.weight_tiles.device)
+
+    def get_weights(self) -> Tensor:
+        return self.inner.get_weights()
+
+    def set_weights(self, weight: Tensor) -> None:
+        self.inner.set_weights(weight)
+
+    def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
+        if source == "exact":
+            return self.inner.row_sums(mode="exact")
+        return self.inner.row_sums(mode="hardware", g_offset=g_offset)
+
+    def col_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
+        if source == "exact":
+            return self.inner.col_sums(mode="exact")
+        return self.inner.col_sums(mode="hardware", g_offset=g_offset)
+
+    def _stash(self) -> list[tuple[Tensor, Tensor]]:
+        # crossbar keeps the (x, d) pairs of the backward passes in AnalogModuleBase._stash (no public accessor)
+        return self.inner._stash
+
+    def has_pending(self) -> bool:
+        return self.inner.stashed > 0
+
+    def _pending_xd(self) -> tuple[Tensor, Tensor] | None:
+        stash = self._stash()
+        if not stash:
+            return None
+        x = torch.cat([s[0].reshape(-1, self.in_features) for s in stash])
+        d = torch.cat([s[1].reshape(-1, self.out_features) for s in stash])
+        return self._scaled(x, d)
+
+    @torch.no_grad()
+    def pending_update(self, lr: float) -> Tensor | None:
+        xd = self._pending_xd()
+        if xd is None:
+            return None
+        x, d = xd
+        return (-lr * (d.transpose(0, 1) @ x)).reshape(self.weight_shape)
+
+    @torch.no_grad()
+    def apply_update(self, lr: float, probe: bool = False) -> tuple[Tensor, Tensor] | None:
+        xd = self._pending_xd()
+        if xd is None:
+            return None
+        self._stash().clear()
+        x, d = xd
+        tile = self.inner.tile
+        before = tile.read(hidden=True) if probe else None
+        tile.update(x, d, lr)
+        if before is None:
+            return None
+        return self._probe_result(before, tile.read(hidden=True), x, d, lr)
+
+    def clear(self) -> None:
+        self.inner.clear_stash()
+
+    def counts(self) -> Tensor:
+        tile = self.inner.tile
+        c = {k: v.to(torch.float64) for k, v in tile.counters.items()}
+        cells = float(tile.grid.rows * tile.grid.cols)
+        macs = (c["forward_passes"] + c["backward_passes"]) * cells \
+            + c["importance_reads"] * (cells * tile.grid.n_tiles)
+        c["array_macs"] = macs
+        c["digital_macs"] = self.digital_mac_count
+        zero = torch.zeros_like(macs)
+        return torch.stack([c.get(name, zero) for name in COST_KINDS])
+
+    def analog_parameters(self) -> list[Tensor]:
+        return [self.inner.analog_ctx]

@@ -1,0 +1,418 @@
+"""A trainable network on one backend: the model, GRAPES attached, the optimizer(s), diagnostics and costs.
+
+:func:`build_network` builds ``cfg.model`` digitally with :func:`~imc_grapes.models.build_model` (so every
+backend starts from the same initial weights for the same seed) and, for the analog backends, replaces every
+weight layer (``nn.Linear``, ``nn.Conv2d``, ``FALinear``) by an :class:`~imc_grapes.backends.layers.AnalogLayer`
+programmed with those weights (clipped into the device bounds). The train loop is::
+
+    net.zero_grad(); loss = F.cross_entropy(net.model(x), y); loss.backward(); net.step()
+
+:meth:`Network.step` applies the digital optimizer (``make_optimizer(cfg, digital params)``; only the
+digital biases on the analog backends) and the pulsed in-memory SGD of every analog layer with
+``lr = cfg.lr`` (the base optimizer's momentum / Adam state do not apply to analog weights). Only
+*training* steps are counted: a window opens at the first training forward (``model.training`` and grad
+enabled) and closes at ``step()``; evaluation forwards in between steps are not in any window.
+
+The GRAPES importance refresh (``cfg.analog.importance_every``) and the importance source apply to the
+analog backends; the digital backend refreshes every batch from the float weights, as ``train.py`` does.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import crossbar
+
+from ..grapes import BP_CLIP, GrapesHandle, attach_grapes
+from ..grapes.feedback import DFAFeedback, FALinear
+from ..models import build_model
+from .costs import (COST_KINDS, energy_breakdown, grapes_refresh_ops, load_energy_table, ops_total,
+                    summary_table)
+from .hardware import crossbar_config_from
+from .importance import ImportanceSource, MeanMeter
+from .layers import AnalogLayer, CrossbarLayer
+from .optim import make_optimizer
+
+__all__ = ["Network", "build_network", "layer_seed"]
+
+_K = {name: i for i, name in enumerate(COST_KINDS)}
+_WEIGHTED = (nn.Linear, nn.Conv2d, FALinear)
+BACKENDS = ("digital", "crossbar", "aihwkit")
+
+
+def layer_seed(seed: int, index: int) -> int:
+    """Seed of the ``index``-th analog layer of a run with seed ``seed`` (deterministic, distinct per layer)."""
+    return (int(seed) * 1_000_003 + 7919 * (index + 1)) % (2 ** 62)
+
+
+def _weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent = model
+    *path, last = name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, last, new)
+
+
+def _backward_mode(layer: nn.Module, rule: str) -> str:
+    if isinstance(layer, FALinear):
+        return "feedback"
+    return "zeros" if rule == "dfa" else "array"
+
+
+def _make_crossbar_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed: int, mode: str,
+                         device: torch.device) -> CrossbarLayer:
+    bias = getattr(layer, "bias", None)
+    inner: crossbar.AnalogModuleBase
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError("crossbar backend: only Conv2d with groups=1 and numeric zero padding is supported")
+        inner = crossbar.AnalogConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                      padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+                                      rpu_config=config, device=device, seed=seed)
+    else:
+        inner = crossbar.AnalogLinear(layer.in_features, layer.out_features, bias=bias is not None,
+                                      rpu_config=config, device=device, seed=seed)
+    inner.set_weights(layer.weight.detach().to(device=device, dtype=inner.tile.weight_tiles.dtype))
+    if bias is not None:
+        with torch.no_grad():
+            inner.bias.copy_(bias.detach())
+    fb = layer.feedback if mode == "feedback" else None
+    return CrossbarLayer(inner, mode, fb)
+
+
+def build_network(cfg: Any, input_shape: tuple[int, ...], n_classes: int,
+                  device: torch.device | str) -> "Network":
+    """Build ``cfg.model`` on ``cfg.backend`` with GRAPES (``cfg.grapes_mode``) and the optimizer(s).
+
+    Args:
+        cfg: a :class:`~imc_grapes.config.TrainConfig`.
+        input_shape: one sample's shape, e.g. ``(1, 28, 28)``.
+        n_classes: output width.
+        device: where the model lives (the aihwkit backend: CPU only).
+
+    Raises:
+        ValueError: aihwkit on a non-CPU device, aihwkit with ``importance='array'``, an unknown backend.
+    """
+    device = torch.device(device)
+    backend = cfg.backend
+    if backend not in BACKENDS:
+        raise ValueError(f"build_network: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    settings = cfg.analog
+    if backend == "aihwkit":
+        from .aihwkit_backend import check_aihwkit_device
+
+        check_aihwkit_device(device)
+        if cfg.grapes_mode and settings.importance != "exact":
+            raise ValueError(
+                f"analog.importance={settings.importance!r} is implemented for the crossbar backend only: an "
+                "all-ones read of an aihwkit tile gives the signed row sum Σw of one signed array, not the "
+                "differential-pair sum Σ(G⁺+G⁻); use analog.importance='exact' with aihwkit")
+    model = build_model(cfg.model, input_shape=tuple(input_shape), n_classes=n_classes, hidden=list(cfg.hidden),
+                        activation=cfg.activation, dropout=cfg.dropout, rule=cfg.rule, seed=cfg.seed)
+    analog: dict[str, AnalogLayer] = {}
+    if backend != "digital":
+        xcfg = crossbar_config_from(settings)
+        for k, (name, layer) in enumerate(_weighted_layers(model)):
+            mode = _backward_mode(layer, cfg.rule)
+            seed = layer_seed(cfg.seed, k)
+            if backend == "crossbar":
+                new: AnalogLayer = _make_crossbar_layer(layer, xcfg, seed, mode, device)
+            else:
+                from .aihwkit_backend import make_aihwkit_layer
+
+                new = make_aihwkit_layer(layer, xcfg, seed, mode,
+                                         layer.feedback if mode == "feedback" else None)
+            _replace(model, name, new)
+            analog[name] = new
+    model.to(device)
+    return Network(cfg, model, analog, device)
+
+
+class Network:
+    """A model on one backend, with GRAPES, its optimizer(s), diagnostics and hardware cost accounting.
+
+    Attributes:
+        model: the ``nn.Module`` (call it for the forward pass).
+        grapes: the :class:`~imc_grapes.grapes.GrapesHandle`, or None without GRAPES.
+        backend: ``digital``, ``crossbar`` or ``aihwkit``.
+        analog_layers: ``name -> AnalogLayer`` (empty for digital).
+        optimizer: the digital base optimizer, or None when there is no digital parameter.
+        importance: the :class:`ImportanceSource` of the analog backends with GRAPES, else None.
+        steps: training steps taken.
+    """
+
+    def __init__(self, cfg: Any, model: nn.Module, analog_layers: dict[str, AnalogLayer],
+                 device: torch.device) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.backend = cfg.backend
+        self.device = device
+        self.settings = cfg.analog
+        self.analog_layers = dict(analog_layers)
+        self.weight_layers: dict[str, nn.Module] = (dict(analog_layers) if analog_layers
+                                                    else dict(_weighted_layers(model)))
+        self.energy_table = load_energy_table(self.settings.energy_table)
+        self.steps = 0
+        self._steps_since = 0
+        k = len(COST_KINDS)
+        self._net_counts = torch.zeros(k, dtype=torch.float64, device=device)
+        self._totals = torch.zeros(k, dtype=torch.float64, device=device)
+        self._since = torch.zeros(k, dtype=torch.float64, device=device)
+        self._window: Tensor | None = None
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self.sat = MeanMeter()
+
+        # cost windows first, so that GRAPES's refresh (its own pre-hook) falls inside the window
+        self._hooks.append(model.register_forward_pre_hook(self._open_window, prepend=True))
+        if not self.analog_layers:
+            for m in self.weight_layers.values():
+                self._hooks.append(m.register_forward_hook(self._count_digital))
+        for m in model.modules():
+            if isinstance(m, DFAFeedback):
+                self._hooks.append(m.register_forward_hook(self._count_dfa_feedback))
+
+        self.importance: ImportanceSource | None = None
+        self.grapes: GrapesHandle | None = None
+        self._refresh_ops = (0, 0)
+        self._last_refresh = 0
+        mode = cfg.grapes_mode
+        if mode:
+            if self.analog_layers:
+                names = {id(m): n for n, m in self.analog_layers.items()}
+                self.importance = ImportanceSource(self.settings.importance, BP_CLIP if cfg.rule == "bp" else None,
+                                                   self.settings.importance_g_offset, names)
+                self.grapes = attach_grapes(model, mode, importance_fn=self.importance.rows,
+                                            outgoing_importance_fn=self.importance.cols, rule=cfg.rule,
+                                            refresh_every=self.settings.importance_every)
+            else:
+                self.grapes = attach_grapes(model, mode, rule=cfg.rule)
+            self._refresh_ops = self._ops_per_refresh()
+            for idx, layer in enumerate(self.grapes.layers):
+                self._hooks.append(layer.register_forward_hook(functools.partial(self._count_scale_ops, idx)))
+
+        analog_ids = {id(p) for layer in self.analog_layers.values() for p in layer.analog_parameters()}
+        digital = [p for p in model.parameters() if id(p) not in analog_ids and p.requires_grad]
+        self.optimizer = make_optimizer(cfg, digital) if digital else None
+
+    # ------------------------------------------------------------------ training
+    def zero_grad(self) -> None:
+        """Zero the digital gradients (set to None) and drop pending analog updates."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        for layer in self.analog_layers.values():
+            layer.clear()
+
+    def step(self) -> None:
+        """One optimizer step: the digital optimizer, then the pulsed update of every analog layer."""
+        if self.optimizer is not None:
+            self.optimizer.step()
+        every = self.settings.sat_probe_every
+        probe = every > 0 and self.steps % every == 0
+        lr = float(self.cfg.lr)
+        for name, layer in self.analog_layers.items():
+            res = layer.apply_update(lr, probe)
+            if res is not None:
+                num, den = res
+                self.sat.add(f"sat/{name}", num / den.clamp_min(1e-300), den > 0)
+        if self.grapes is not None:
+            n = self.grapes.refresh_count - self._last_refresh
+            self._last_refresh = self.grapes.refresh_count
+            if n:
+                self._net_counts[_K["grapes_ops"]] += n * self._refresh_ops[0]
+                self._net_counts[_K["importance_digital_adds"]] += n * self._refresh_ops[1]
+        now = self._cumulative()
+        delta = now - (self._window if self._window is not None else now)
+        self._window = None
+        self._totals += delta
+        self._since += delta
+        self.steps += 1
+        self._steps_since += 1
+
+    # ------------------------------------------------------------------ counting
+    def _cumulative(self) -> Tensor:
+        total = self._net_counts.clone()
+        for layer in self.analog_layers.values():
+            total = total + layer.counts().to(total.device)
+        return total
+
+    def _open_window(self, module: nn.Module, args: object) -> None:
+        if module.training and torch.is_grad_enabled() and self._window is None:
+            self._window = self._cumulative()
+
+    def _count_digital(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        w = module.weight
+        n_out, n_in = w.shape[0], w[0].numel()
+        n_vec = output.numel() // n_out
+        x = inputs[0] if inputs else None
+        needs_input_grad = isinstance(x, Tensor) and x.requires_grad
+        c = self._net_counts
+        c[_K["forward_mvms"]] += n_vec
+        c[_K["backward_mvms"]] += n_vec if needs_input_grad else 0
+        c[_K["digital_macs"]] += n_vec * n_out * n_in * (3 if needs_input_grad else 2)
+
+    def _count_dfa_feedback(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+        if len(inputs) > 1 and inputs[1] is not None and torch.is_grad_enabled():
+            self._net_counts[_K["digital_macs"]] += output.numel() * module.n_classes
+
+    def _count_scale_ops(self, idx: int, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        handle = self.grapes
+        assert handle is not None
+        if handle.rule == "dfa" and idx == 0:
+            return
+        if self.analog_layers:
+            ops = output.numel()
+            if handle.rule == "dfa":
+                x = inputs[0]
+                ops += x.numel() if isinstance(x, Tensor) else 0
+        elif handle.is_local:
+            w = module.weight
+            ops = w.numel()
+        else:
+            ops = output.numel()
+        self._net_counts[_K["grapes_ops"]] += ops
+
+    def _ops_per_refresh(self) -> tuple[int, int]:
+        handle = self.grapes
+        assert handle is not None
+        source = self.settings.importance if self.analog_layers else "exact"
+        ops = adds = 0
+        for idx, layer in enumerate(handle.layers):
+            if handle.rule == "dfa" and idx == 0:
+                continue
+            if isinstance(layer, AnalogLayer):
+                n_out, n_in = layer.out_features, layer.in_features
+            else:
+                w = layer.weight
+                n_out, n_in = w.shape[0], w[0].numel()
+            partial = 1
+            if isinstance(layer, CrossbarLayer):
+                grid = layer.inner.tile.grid
+                partial = grid.n_row_tiles if handle.rule == "dfa" else grid.n_col_tiles
+            o, a = grapes_refresh_ops(n_out, n_in, handle.rule, handle.mode, source, partial)
+            ops, adds = ops + o, adds + a
+        return ops, adds
+
+    # ------------------------------------------------------------------ diagnostics
+    def metrics(self) -> dict[str, float]:
+        """Flat diagnostics since the last call (then reset).
+
+        * ``sat/<layer>``: mean over the probe steps of ``⟨ΔW_real, ΔW_int⟩ / ‖ΔW_int‖²`` (analog backends);
+        * ``M_corr/<layer>``, ``M_err/<layer>``: Pearson correlation and mean |difference| of the array and
+          the exact factor vectors (analog, GRAPES, ``importance='array'`` only);
+        * ``cost/<kind>_per_step`` for every cost kind, ``cost/ops_per_step``, ``cost/energy_pj_per_step``.
+        """
+        out: dict[str, float] = {}
+        out.update(self.sat.means())
+        self.sat.reset()
+        if self.importance is not None:
+            out.update(self.importance.stats(reset=True))
+        if self._steps_since > 0:
+            per = [v / self._steps_since for v in self._since.tolist()]
+            per_step = dict(zip(COST_KINDS, per))
+            for kind, v in per_step.items():
+                out[f"cost/{kind}_per_step"] = v
+            out["cost/ops_per_step"] = ops_total(per_step)
+            out["cost/energy_pj_per_step"] = self._energy(per_step)["total"]
+        self._since.zero_()
+        self._steps_since = 0
+        return out
+
+    def _energy(self, counts: dict[str, float]) -> dict[str, float]:
+        return energy_breakdown(counts, self.energy_table, self.settings.adc_bits if self.analog_layers else 0,
+                                self.settings.dac_bits if self.analog_layers else 0)
+
+    def cost_summary(self, steps_per_epoch: int | None = None) -> dict[str, Any]:
+        """Cumulative training costs, per-step averages (and per epoch if ``steps_per_epoch`` is given),
+        GRAPES's digital operations and the energy estimate with the table used; JSON-friendly.
+
+        The scalars to divide for "GRAPES overhead = cost(GRAPES run) / cost(SGD run)" are
+        ``energy_pj_per_step`` and ``ops_per_step``; ``grapes_ops`` is GRAPES's own digital work.
+        """
+        totals = dict(zip(COST_KINDS, self._totals.tolist()))
+        n = max(self.steps, 1)
+        per_step = {k: v / n for k, v in totals.items()}
+        energy_total = self._energy(totals)
+        energy_step = self._energy(per_step)
+        summary: dict[str, Any] = {
+            "backend": self.backend,
+            "rule": self.cfg.rule,
+            "grapes_mode": self.cfg.grapes_mode,
+            "importance": (self.settings.importance if self.analog_layers and self.grapes is not None else
+                           ("exact" if self.grapes is not None else None)),
+            "importance_every": self.settings.importance_every if self.analog_layers else 1,
+            "steps": self.steps,
+            "counts": totals,
+            "per_step": per_step,
+            "grapes_ops": totals["grapes_ops"],
+            "grapes_ops_per_step": per_step["grapes_ops"],
+            "ops_per_step": ops_total(per_step),
+            "energy_pj_per_step": energy_step["total"],
+            "energy_pj": {"total": energy_total["total"], "per_step": energy_step["total"],
+                          "by_kind": energy_total, "by_kind_per_step": energy_step},
+            "energy_table": summary_table(self.energy_table),
+            "notes": self._notes(),
+        }
+        if steps_per_epoch is not None:
+            summary["per_epoch"] = {k: v * steps_per_epoch for k, v in per_step.items()}
+            summary["energy_pj_per_epoch"] = energy_step["total"] * steps_per_epoch
+        return summary
+
+    def _notes(self) -> dict[str, str]:
+        if self.backend == "crossbar":
+            return {"counts": "from the crossbar tiles' hardware counters"}
+        if self.backend == "aihwkit":
+            return {"counts": "analytic from the layer shapes (one pass per tile and vector: bound-management "
+                              "repeats not included)",
+                    "pulses": "expected number of pulse coincidences of aihwkit's update rule, not a count"}
+        return {"counts": "digital: MACs of forward, weight gradient and input gradient"}
+
+    # ------------------------------------------------------------------ weights
+    def read_weights(self) -> dict[str, Tensor]:
+        """Exact weights of every weight layer, ``name -> tensor`` in the torch layer's shape (no read noise).
+
+        For devices with write noise (e.g. ``ReRamSB``) these are the weights the MVMs see (the persistent
+        device states plus the write noise drawn at their last update), as aihwkit's ``get_weights``.
+        """
+        out: dict[str, Tensor] = {}
+        for name, layer in self.weight_layers.items():
+            if isinstance(layer, AnalogLayer):
+                out[name] = layer.get_weights()
+            else:
+                out[name] = layer.weight.detach().clone()
+        return out
+
+    @torch.no_grad()
+    def write_weights(self, w: dict[str, Tensor]) -> None:
+        """Program weights back (analog: clipped into the device bounds). Names must be among
+        :meth:`read_weights`'s; layers not named keep their weights."""
+        unknown = sorted(set(w) - set(self.weight_layers))
+        if unknown:
+            raise ValueError(f"write_weights: unknown layer(s) {unknown}; valid: {sorted(self.weight_layers)}")
+        for name, value in w.items():
+            layer = self.weight_layers[name]
+            if isinstance(layer, AnalogLayer):
+                layer.set_weights(value)
+            else:
+                if tuple(value.shape) != tuple(layer.weight.shape):
+                    raise ValueError(f"write_weights: layer {name!r} expects shape {tuple(layer.weight.shape)}, "
+                                     f"got {tuple(value.shape)}")
+                layer.weight.copy_(value)
+
+    def close(self) -> None:
+        """Remove GRAPES and the counting hooks (the model keeps its weights)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        if self.grapes is not None:
+            self.grapes.remove()

@@ -1,0 +1,28 @@
+"""Device-parameter sweeps: a base experiment plus axes over any config field, run resumably in parallel.
+
+Python in a few lines (what ``imc-grapes sweep SPEC.toml`` does)::
+
+    from imc_grapes.sweep import LocalExecutor, load_spec, run_sweep, write_report
+
+    spec = load_spec("examples/sweeps/dw_min.toml")       # every point validated here
+    status = run_sweep(spec, executor=LocalExecutor(jobs=2))
+    print(status.format())
+    write_report(spec)                                     # summary.csv + plots/
+
+See ``docs/sweeps.md`` for the spec format.
+"""
+from .executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, available_cpus, default_jobs
+from .paths import PERIPHERY_FIELDS, FieldPath, SpecError, resolve_path
+from .report import format_summary, plot_axis, plot_heatmap, summary_rows, write_report
+from .runner import PointStatus, SweepStatus, run_sweep, sweep_status
+from .spec import RANGE_KINDS, Axis, Point, Range, SweepSpec, config_id, load_spec, parse_spec
+from .store import SweepLockedError, SweepStore
+from .worker import execute_point
+
+__all__ = [
+    "EXECUTORS", "PERIPHERY_FIELDS", "RANGE_KINDS", "Axis", "Executor", "FieldPath", "LocalExecutor", "Point",
+    "PointStatus", "Range", "RayExecutor", "SpecError", "SweepLockedError", "SweepSpec", "SweepStatus",
+    "SweepStore", "available_cpus", "config_id", "default_jobs", "execute_point", "format_summary", "load_spec",
+    "parse_spec", "plot_axis", "plot_heatmap", "resolve_path", "run_sweep", "summary_rows", "sweep_status",
+    "write_report",
+]

@@ -1,0 +1,133 @@
+"""``imc-grapes sweep SPEC.toml``: run, resume, inspect and report a device-parameter sweep.
+
+Hooked into the main command by :func:`add_sweep_parser` and :func:`run_sweep_command`; also runnable alone as
+``python -m imc_grapes.sweep SPEC.toml ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EPILOG = """examples:
+  imc-grapes sweep examples/sweeps/dw_min.toml               # run (or resume) with one worker per core
+  imc-grapes sweep examples/sweeps/dw_min.toml --status      # done / failed / pending points
+  imc-grapes sweep examples/sweeps/dw_min.toml --report      # summary.csv and plots from what is finished
+  imc-grapes sweep examples/sweeps/dw_min.toml --dry-run     # validate and list the points, run nothing
+  imc-grapes sweep SPEC.toml --executor ray                  # Ray embedded on this machine
+  imc-grapes sweep SPEC.toml --executor ray --address HOST:6379   # spread over a Ray cluster
+A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
+Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
+2 invalid spec or missing data, 3 another process is running this sweep, 130 interrupted."""
+
+
+def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``sweep`` command to the ``imc-grapes`` sub-commands; return its parser."""
+    from .executors import EXECUTORS
+
+    p = subparsers.add_parser(
+        "sweep", help="sweep device / periphery / training parameters (resumable, parallel, with plots)",
+        description="Run every point of a sweep spec (a base experiment plus axes over any config field, as a "
+                    "grid or random samples), each in its own folder under the output folder; show its status; "
+                    "write summary.csv and accuracy plots. See docs/sweeps.md and examples/sweeps/.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", metavar="SPEC.toml", help="the sweep spec")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--status", action="store_true", help="show done / failed / pending points and exit")
+    act.add_argument("--report", action="store_true", help="write summary.csv and plots from the finished points")
+    act.add_argument("--dry-run", action="store_true", help="validate every point, list them, run nothing")
+    p.add_argument("--out", default=None, help="sweep folder (default: [sweep] out, else runs/sweeps/<name>)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="local worker processes or a Ray cluster (default %(default)s)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="local: worker processes (default: one per usable core, 1 for GPU points; 1 runs in this "
+                        "process); ray without --address: CPUs of the embedded Ray")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="torch threads per point (default 1 with several workers)")
+    p.add_argument("--address", default=None, help="Ray cluster address (ray executor; default: Ray embedded "
+                                                   "on this machine)")
+    p.add_argument("--retry-failed", action="store_true", help="also redo points recorded as failed")
+    p.add_argument("--no-report", action="store_true", help="do not write summary.csv and plots after running")
+    p.add_argument("-v", "--verbose", action="store_true", help="--status/--dry-run: list every point")
+    return p
+
+
+def _executor(args: argparse.Namespace):  # -> Executor
+    from .executors import LocalExecutor, RayExecutor
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.executor == "ray":
+        return RayExecutor(address=args.address, num_cpus=args.jobs, threads=args.threads or 1)
+    if args.address:
+        raise ValueError("--address is for --executor ray")
+    return LocalExecutor(jobs=args.jobs, threads=args.threads)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code."""
+    from ..data import DatasetError
+    from .paths import SpecError
+    from .report import format_summary, write_report
+    from .runner import resolve_out, run_sweep, sweep_status
+    from .spec import load_spec
+    from .store import SweepLockedError
+
+    def fail(msg: str, code: int = 2) -> int:
+        print(f"imc-grapes sweep: error: {msg}", file=sys.stderr)
+        return code
+
+    try:
+        spec = load_spec(args.spec)
+        points = spec.points()
+        executor = _executor(args)
+    except (SpecError, ValueError) as exc:
+        return fail(str(exc))
+    out = resolve_out(spec, args.out)
+    if args.dry_run:
+        print(f"sweep {spec.name!r}: {len(points)} valid points; folder {out}")
+        for p in points if args.verbose or len(points) <= 50 else points[:50]:
+            print(f"  {p.id}  {p.config.backend:<8} {p.label()}")
+        if len(points) > 50 and not args.verbose:
+            print(f"  ... and {len(points) - 50} more (--verbose lists all)")
+        return 0
+    if args.status:
+        print(sweep_status(spec, out, points).format(verbose=args.verbose))
+        return 0
+    if args.report:
+        paths = write_report(spec, out, points)
+        print(format_summary(spec, out, points))
+        print("\nwrote " + ", ".join(str(p) for p in paths))
+        return 0
+    try:
+        status = run_sweep(spec, out, executor, retry_failed=args.retry_failed,
+                           verify_data=not (args.executor == "ray" and args.address))
+    except SweepLockedError as exc:
+        return fail(str(exc), 3)
+    except (DatasetError, RuntimeError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished points are kept; run the same command again to resume "
+              f"(`imc-grapes sweep {args.spec} --status` shows where it stands)", file=sys.stderr)
+        return 130
+    print(status.summary_line())
+    if not args.no_report:
+        paths = write_report(spec, out, points)
+        print(format_summary(spec, out, points))
+        print("\nwrote " + ", ".join(str(p) for p in paths))
+    failed = status.count("failed")
+    if failed:
+        print(f"{failed} point(s) failed: `imc-grapes sweep {args.spec} --status` lists the reasons; "
+              "--retry-failed redoes them")
+    return 0 if status.complete else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m imc_grapes.sweep SPEC.toml ...``"""
+    parser = argparse.ArgumentParser(prog="imc-grapes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_sweep_parser(sub)
+    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    return run_sweep_command(args)

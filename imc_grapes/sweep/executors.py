@@ -1,0 +1,302 @@
+"""Where the points of a sweep run: in local worker processes, or as tasks on a Ray cluster.
+
+Every executor takes the tasks of :mod:`imc_grapes.sweep.worker` and calls back the runner:
+``on_start(task)`` right before a task is handed out (the runner prepares the point's folder) and
+``on_result(task, outcome)`` as each one finishes (the runner writes its result at once, so a killed sweep
+loses only the points that were running). Each point is deterministic given its config; with more than one
+worker each runs torch on ``threads`` threads (default 1), so results do not depend on the executor.
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import os
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .worker import execute_point
+
+Task = dict[str, Any]
+Outcome = dict[str, Any]
+OnStart = Callable[[Task], None]
+OnResult = Callable[[Task, Outcome], None]
+EXECUTORS = ("local", "ray")
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def default_jobs(n_tasks: int | None = None, uses_cuda: bool = False) -> int:
+    """Workers a sweep uses by default: one per usable core (one in all when the points train on a GPU, which
+    they would share), never more than there are points to run."""
+    jobs = 1 if uses_cuda else available_cpus()
+    return max(1, min(jobs, n_tasks)) if n_tasks else jobs
+
+
+def _crash_outcome(task: Task, reason: str) -> Outcome:
+    return {"id": task["id"], "status": "failed", "reason": reason, "history": [], "files": {},
+            "wall_time_s": None, "host": None, "pid": None, "traceback": ""}
+
+
+class Executor(Protocol):
+    """Runs tasks and reports each outcome as soon as it is there."""
+
+    name: str
+    ships_files: bool  # True: workers may not see the sweep folder, run files come back in the outcome
+
+    def run(self, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------- local
+
+
+def _die_with_parent() -> None:
+    """Make this worker end when the sweep process ends, even by kill -9 (Linux: PR_SET_PDEATHSIG; elsewhere a
+    thread that watches the parent pid)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_main(conn: mpc.Connection, threads: int) -> None:
+    """A local worker: receive tasks over ``conn``, send each outcome back; None or a closed pipe ends it."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the sweep process, which ends the workers
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        outcome = execute_point({**task, "threads": threads})
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclass
+class _Slot:
+    proc: Any
+    conn: mpc.Connection
+    task: Task | None = None
+
+
+@dataclass
+class LocalExecutor:
+    """Worker processes on this machine.
+
+    Attributes:
+        jobs: worker processes (None: :func:`default_jobs`). With 1 the points run in this process.
+        threads: torch threads per point (None: 1 with several workers, torch's default with one).
+    """
+
+    jobs: int | None = None
+    threads: int | None = None
+    name: str = "local"
+    ships_files: bool = False
+
+    def __post_init__(self) -> None:
+        if self.jobs is not None and (not isinstance(self.jobs, int) or self.jobs < 1):
+            raise ValueError(f"LocalExecutor.jobs must be an integer ≥ 1, got {self.jobs!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"LocalExecutor.threads must be an integer ≥ 1, got {self.threads!r}")
+
+    def run(self, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None:
+        if not tasks:
+            return
+        uses_cuda = any(str(t["config"].get("device", "cpu")).startswith("cuda") for t in tasks)
+        jobs = min(self.jobs, len(tasks)) if self.jobs else default_jobs(len(tasks), uses_cuda)
+        if jobs == 1:
+            for task in tasks:
+                on_start(task)
+                on_result(task, execute_point({**task, "threads": self.threads}))
+            return
+        self._run_pool(tasks, jobs, self.threads or 1, on_start, on_result)
+
+    @staticmethod
+    def _run_pool(tasks: Sequence[Task], jobs: int, threads: int, on_start: OnStart, on_result: OnResult) -> None:
+        ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
+        queue = deque(tasks)
+        slots: list[_Slot] = []
+
+        def spawn() -> _Slot:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True, name="imc-grapes-sweep")
+            proc.start()
+            child.close()
+            return _Slot(proc, parent)
+
+        def hand_out(slot: _Slot) -> None:
+            if queue:
+                slot.task = queue.popleft()
+                on_start(slot.task)
+                slot.conn.send(slot.task)
+            else:
+                slot.task = None
+                try:
+                    slot.conn.send(None)
+                except OSError:
+                    pass
+
+        try:
+            for _ in range(jobs):
+                slot = spawn()
+                slots.append(slot)
+                hand_out(slot)
+            while any(s.task is not None for s in slots):
+                busy = [s for s in slots if s.task is not None]
+                ready = mpc.wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
+                for slot in busy:
+                    if slot.task is None or (slot.conn not in ready and slot.proc.sentinel not in ready):
+                        continue
+                    task = slot.task
+                    try:
+                        outcome = slot.conn.recv() if slot.conn.poll() else None
+                    except (EOFError, OSError):
+                        outcome = None
+                    if outcome is not None:
+                        on_result(task, outcome)
+                        hand_out(slot)
+                        continue
+                    slot.proc.join(timeout=5)
+                    code = slot.proc.exitcode
+                    how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+                    on_result(task, _crash_outcome(task, f"worker process died ({how}) while running this point; "
+                                                         "rerun with --retry-failed to try it again"))
+                    slots.remove(slot)
+                    slot.conn.close()
+                    if queue:
+                        new = spawn()
+                        slots.append(new)
+                        hand_out(new)
+        finally:
+            for slot in slots:
+                if slot.task is not None and slot.proc.is_alive():
+                    slot.proc.terminate()  # interrupted (Ctrl-C or an error in a callback)
+            for slot in slots:
+                slot.proc.join(timeout=10)
+                if slot.proc.is_alive():
+                    slot.proc.kill()
+                slot.conn.close()
+
+
+# ------------------------------------------------------------------------------------------------- ray
+
+
+@dataclass
+class RayExecutor:
+    """Tasks on a Ray cluster (``pip install 'imc-grapes[sweep]'`` or ``pip install ray``).
+
+    Attributes:
+        address: a running cluster (``ray://host:10001`` or ``host:6379``; every node needs imc-grapes and the
+            data sets installed). None starts Ray embedded on this machine only (``address="local"``), stopped
+            again when the sweep ends.
+        num_cpus: CPUs of the embedded instance (None: :func:`default_jobs`); ignored with an address.
+        threads: torch threads per point (each task reserves that many CPUs).
+        max_retries: times Ray reruns a task whose worker process or node died.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    threads: int = 1
+    max_retries: int = 1
+    name: str = "ray"
+    ships_files: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and (not isinstance(self.num_cpus, int) or self.num_cpus < 1):
+            raise ValueError(f"RayExecutor.num_cpus must be an integer ≥ 1, got {self.num_cpus!r}")
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"RayExecutor.threads must be an integer ≥ 1, got {self.threads!r}")
+
+    @staticmethod
+    def _import_ray() -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("the ray executor needs Ray: pip install 'imc-grapes[sweep]' (or pip install ray); "
+                               "or use --executor local") from None
+        return ray
+
+    def run(self, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None:
+        if not tasks:
+            return
+        ray = self._import_ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                uses_cuda = any(str(t["config"].get("device", "cpu")).startswith("cuda") for t in tasks)
+                cpus = self.num_cpus or default_jobs(None, uses_cuda) * self.threads
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            self._run(ray, tasks, on_start, on_result)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray: Any, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None:
+        remote = ray.remote(num_cpus=self.threads, max_retries=self.max_retries)(execute_point)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        window = max(2, 2 * cpus // self.threads)  # tasks in flight: keep the cluster busy, the folder tidy
+        queue = deque(tasks)
+        running: dict[Any, Task] = {}
+
+        def submit() -> None:
+            while queue and len(running) < window:
+                task = queue.popleft()
+                on_start(task)
+                running[remote.remote({**task, "run_dir": None, "threads": self.threads})] = task
+
+        try:
+            submit()
+            while running:
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    task = running.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - worker/node died, task cancelled, ...
+                        outcome = _crash_outcome(task, f"Ray task failed ({type(exc).__name__}: "
+                                                       f"{str(exc).splitlines()[0] if str(exc) else ''}); "
+                                                       "rerun with --retry-failed to try it again")
+                    on_result(task, outcome)
+                submit()
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)

@@ -1,0 +1,314 @@
+"""Sweep reports: ``summary.csv`` (one row per point) and plots of accuracy against the swept parameters.
+
+Written into the sweep folder:
+
+* ``summary.csv`` — point id, status, failure reason, the swept parameters, final metrics, wall time, then
+  every other config field (top-level names, ``analog.*``, ``device.*``);
+* ``plots/acc_vs_<axis>.png`` — final test accuracy against each swept parameter (mean ± std over seeds and
+  the other swept axes), one line per optimizer; the ideal-digital accuracy of each optimizer as a dashed
+  reference line when the sweep has digital points next to analog ones (``reference = true`` or a ``backend``
+  axis); groups whose every run failed are marked ✕ at 0;
+* ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
+  optimizer;
+* ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..io import write_csv_atomic
+from .runner import resolve_out, sweep_status
+from .spec import Point, SweepSpec, _fmt_value, _plain
+from .store import DONE, FAILED, SweepStore
+
+METRIC = "final_test_acc"
+METRIC_COLUMNS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_acc", "final_train_loss",
+                  "epochs", "wall_time_s")
+#: axes that are not plotted on an x axis: they split lines (optimizer), are averaged over (seed) or pick the
+#: reference line (backend)
+GROUP_AXES = ("optimizer", "seed", "backend")
+MAX_HEATMAPS = 6
+
+
+def _config_columns(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config dict flattened with sweep-path names (``lr``, ``analog.adc_bits``, ``device.dw_min``)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if k == "analog":
+            for ak, av in v.items():
+                if ak == "device_overrides":
+                    out.update({f"device.{dk}": dv for dk, dv in av.items()})
+                else:
+                    out[f"analog.{ak}"] = av
+        else:
+            out[k] = v
+    return out
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(_plain(v))
+    return v
+
+
+def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
+                 points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
+    """One row per point of ``spec``: id, status, reason, swept params, metrics, wall time, config fields."""
+    status = sweep_status(spec, out_dir, points)
+    store = SweepStore(status.out_dir)
+    covered = set()
+    for ax in spec.axes:
+        covered.add(ax.name)
+        covered.add(f"analog.{ax.path.field}" if ax.path.section == "analog" else
+                    f"device.{ax.path.field}" if ax.path.section == "device" else ax.path.field)
+    rows = []
+    for ps in status.points:
+        p = ps.point
+        row: dict[str, Any] = {"point": p.id, "status": ps.state, "reason": ps.reason, "reference": p.reference}
+        row.update({k: _cell(v) for k, v in p.params.items()})
+        row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k != "wall_time_s"})
+        row["wall_time_s"] = store.read_run_info(p.id).get("wall_time_s") if ps.state in (DONE, FAILED) else None
+        row.update({k: _cell(v) for k, v in _config_columns(p.config.to_dict()).items() if k not in covered})
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- plots
+
+
+def _key(v: Any) -> str:
+    return json.dumps(_plain(v), sort_keys=True)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ordered_values(values: Sequence[Any]) -> list[Any]:
+    uniq: dict[str, Any] = {}
+    for v in values:
+        uniq.setdefault(_key(v), v)
+    vals = list(uniq.values())
+    return sorted(vals) if vals and all(_is_num(v) for v in vals) else vals
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _acc(ps: Any) -> float | None:
+    v = ps.metrics.get(METRIC) if ps.state == DONE else None
+    return float(v) if _is_num(v) and math.isfinite(v) else None
+
+
+def _split(status_points: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """(main points, digital reference points): the reference only when digital and analog points coexist."""
+    digital = [ps for ps in status_points if ps.point.config.backend == "digital"]
+    analog = [ps for ps in status_points if ps.point.config.backend != "digital"]
+    return (analog, digital) if digital and analog else (list(status_points), [])
+
+
+def _optimizers(pts: Sequence[Any]) -> list[str]:
+    return list(dict.fromkeys(ps.point.config.optimizer for ps in pts))
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: str | os.PathLike[str],
+              others: Sequence[str] = ()) -> Path:
+    """Final test accuracy (%) vs ``axis``: mean ± std per optimizer, digital reference lines; write a PNG."""
+    plt = _plt()
+    main, ref = _split(status_points)
+    main = [ps for ps in main if ps.point.params.get(axis) is not None]
+    values = _ordered_values([ps.point.params[axis] for ps in main])
+    numeric = all(_is_num(v) for v in values)
+    xs = {_key(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    failed_label = "all runs failed"
+    for i, opt in enumerate(_optimizers(main + ref)):
+        color = colors[i % len(colors)]
+        pts = [ps for ps in main if ps.point.config.optimizer == opt]
+        line_x, line_m, line_s, line_n, fail_x = [], [], [], [], []
+        for v in values:
+            group = [ps for ps in pts if _key(ps.point.params[axis]) == _key(v)]
+            accs = [a for a in (_acc(ps) for ps in group) if a is not None]
+            if accs:
+                m, s = _mean_std(accs)
+                line_x.append(xs[_key(v)]), line_m.append(100 * m), line_s.append(100 * s), line_n.append(accs)
+            elif group:
+                fail_x.append(xs[_key(v)])
+        if line_x:
+            ns = [len(g) for g in line_n]
+            n = f"n={ns[0]}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
+            ax.errorbar(line_x, line_m, yerr=line_s, marker="o", capsize=3, color=color, label=f"{opt} ({n} per point)")
+        if fail_x:
+            ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
+            failed_label = "_nolegend_"
+        ref_accs = [a for a in (_acc(ps) for ps in ref if ps.point.config.optimizer == opt) if a is not None]
+        if ref_accs:
+            m, s = _mean_std(ref_accs)
+            ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2, label=f"{opt}, ideal digital")
+            if s > 0:
+                ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
+    if numeric and values and min(values) > 0 and max(values) / min(values) >= 20:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(list(xs.values()), [_fmt_value(v) for v in values])
+    over = "seeds" + (" and " + ", ".join(others) if others else "")
+    ax.set(xlabel=axis, ylabel="final test accuracy (%)", title=f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y: str,
+                 path: str | os.PathLike[str]) -> Path:
+    """Mean final test accuracy (%) over the grid of two swept parameters, one panel per optimizer."""
+    plt = _plt()
+    import numpy as np
+
+    main, _ = _split(status_points)
+    main = [ps for ps in main if ps.point.params.get(ax_x) is not None and ps.point.params.get(ax_y) is not None]
+    xv = _ordered_values([ps.point.params[ax_x] for ps in main])
+    yv = _ordered_values([ps.point.params[ax_y] for ps in main])
+    opts = _optimizers(main)
+    fig, axes = plt.subplots(1, max(1, len(opts)), figsize=(1.6 + 4.2 * max(1, len(opts)), 4.2), squeeze=False,
+                             layout="constrained")
+    grids, tried = [], []
+    for opt in opts:
+        grid = np.full((len(yv), len(xv)), np.nan)
+        ran = np.zeros((len(yv), len(xv)), dtype=bool)
+        for (i, y), (j, x) in itertools.product(enumerate(yv), enumerate(xv)):
+            group = [ps for ps in main if ps.point.config.optimizer == opt and _key(ps.point.params[ax_x]) == _key(x)
+                     and _key(ps.point.params[ax_y]) == _key(y)]
+            accs = [a for a in (_acc(ps) for ps in group) if a is not None]
+            ran[i, j] = any(ps.state in (DONE, FAILED) for ps in group)
+            if accs:
+                grid[i, j] = 100 * statistics.fmean(accs)
+        grids.append(grid), tried.append(ran)
+    finite = [g[np.isfinite(g)] for g in grids]
+    vals = np.concatenate(finite) if finite else np.array([])
+    vmin, vmax = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    im = None
+    for k, (opt, grid, ran) in enumerate(zip(opts, grids, tried)):
+        ax = axes[0, k]
+        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
+                       vmax=max(vmax, vmin + 1e-9))
+        for i, j in itertools.product(range(len(yv)), range(len(xv))):
+            if np.isfinite(grid[i, j]):
+                txt, color = f"{grid[i, j]:.1f}", "white" if grid[i, j] < (vmin + vmax) / 2 else "black"
+            else:
+                txt, color = ("failed", "firebrick") if ran[i, j] else ("—", "black")
+            ax.text(j, i, txt, ha="center", va="center", fontsize=8, color=color)
+        ax.set_xticks(range(len(xv)), [_fmt_value(v) for v in xv], rotation=45 if len(xv) > 5 else 0)
+        ax.set_yticks(range(len(yv)), [_fmt_value(v) for v in yv])
+        ax.set(xlabel=ax_x, ylabel=ax_y, title=opt)
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), label="final test accuracy (%)")
+    fig.suptitle(f"{spec.name}: mean final test accuracy (%) over seeds and other axes (— = not run yet)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str]) -> Path:
+    """Bar chart of final test accuracy per optimizer (mean ± std), analog and digital side by side."""
+    plt = _plt()
+    main, ref = _split(status_points)
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    opts = _optimizers(main + ref)
+    for offset, (pts, label) in enumerate(((main, "analog" if ref else "all"), (ref, "ideal digital"))):
+        ms, ss, xs = [], [], []
+        for i, opt in enumerate(opts):
+            accs = [a for a in (_acc(ps) for ps in pts if ps.point.config.optimizer == opt) if a is not None]
+            if accs:
+                m, s = _mean_std(accs)
+                ms.append(100 * m), ss.append(100 * s), xs.append(i + 0.4 * offset)
+        if xs:
+            ax.bar(xs, ms, yerr=ss, width=0.38, capsize=3, label=label)
+    ax.set_xticks([i + 0.2 for i in range(len(opts))] if ref else list(range(len(opts))), opts)
+    ax.set(ylabel="final test accuracy (%)", title=f"{spec.name}: accuracy per optimizer (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_axes(spec: SweepSpec) -> list[str]:
+    """The swept axes that get an x axis (not optimizer/seed/backend)."""
+    return [ax.name for ax in spec.axes if ax.name not in GROUP_AXES]
+
+
+def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
+                 points: Sequence[Point] | None = None) -> list[Path]:
+    """Write ``summary.csv`` and the plots (see the module docstring) into the sweep folder; return the paths."""
+    out = resolve_out(spec, out_dir)
+    points = list(points) if points is not None else spec.points()
+    rows = summary_rows(spec, out, points)
+    paths = [write_csv_atomic(out / "summary.csv", rows)]
+    status_points = sweep_status(spec, out, points).points
+    if not any(_acc(ps) is not None for ps in status_points):
+        return paths  # nothing finished yet: no plots
+    axes = plot_axes(spec)
+    for name in axes:
+        others = [a for a in axes if a != name]
+        paths.append(plot_axis(spec, status_points, name, out / "plots" / f"acc_vs_{name}.png", others))
+    multi = [a for a in axes if len(_ordered_values([p.params[a] for p in points if p.params.get(a) is not None])) > 1]
+    for a, b in list(itertools.combinations(multi, 2))[:MAX_HEATMAPS]:
+        paths.append(plot_heatmap(spec, status_points, a, b, out / "plots" / f"heatmap_{a}__{b}.png"))
+    if not axes:
+        paths.append(plot_optimizers(spec, status_points, out / "plots" / "accuracy.png"))
+    return paths
+
+
+def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
+                   points: Sequence[Point] | None = None) -> str:
+    """A text table: one line per combination of the swept values except the seed, accuracy mean ± std."""
+    status = sweep_status(spec, out_dir, points)
+    names = [ax.name for ax in spec.axes if ax.name != "seed"]
+    groups: dict[str, list[Any]] = {}
+    for ps in status.points:
+        key = _key([ps.point.params.get(n) for n in names] + [ps.point.config.backend])
+        groups.setdefault(key, []).append(ps)
+    head = names + ["backend", "runs", "failed", "test acc (%)"]
+    table = [head]
+    for pts in groups.values():
+        p0 = pts[0].point
+        accs = [a for a in (_acc(ps) for ps in pts) if a is not None]
+        acc = "—" if not accs else (f"{100 * _mean_std(accs)[0]:.2f} ± {100 * _mean_std(accs)[1]:.2f}")
+        table.append([_fmt_value(p0.params.get(n)) if p0.params.get(n) is not None else "n/a" for n in names]
+                     + [p0.config.backend, str(len(pts)), str(sum(ps.state == "failed" for ps in pts)), acc])
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+__all__ = ["format_summary", "plot_axis", "plot_heatmap", "plot_optimizers", "summary_rows", "write_report"]

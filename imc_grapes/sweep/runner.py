@@ -1,0 +1,160 @@
+"""Running a sweep (resumable: finished points are skipped, half-finished ones redone) and its status."""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .executors import Executor, LocalExecutor, Outcome, Task
+from .spec import Point, SweepSpec
+from .store import DONE, FAILED, PARTIAL, PENDING, SweepStore
+
+
+@dataclass
+class PointStatus:
+    """A point and where it stands: ``done``, ``failed`` (with ``reason``), ``half-finished`` or ``pending``."""
+
+    point: Point
+    state: str
+    reason: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepStatus:
+    """Where a sweep stands (from its folder)."""
+
+    name: str
+    out_dir: Path
+    points: list[PointStatus]
+    running: bool = False  # another process holds the folder's lock right now
+
+    def count(self, *states: str) -> int:
+        return sum(p.state in states for p in self.points)
+
+    @property
+    def complete(self) -> bool:
+        return self.count(PENDING, PARTIAL) == 0
+
+    def summary_line(self) -> str:
+        partial = self.count(PARTIAL)
+        extra = ""
+        if partial:
+            extra = f" ({partial} {'running now' if self.running else 'half-finished, will be redone'})"
+        return (f"sweep {self.name!r} in {self.out_dir}: {len(self.points)} points — {self.count(DONE)} done, "
+                f"{self.count(FAILED)} failed, {self.count(PENDING, PARTIAL)} pending{extra}")
+
+    def format(self, verbose: bool = False) -> str:
+        """A summary line, then the failed points with their reasons and the pending ones (all with verbose)."""
+        lines = [self.summary_line()]
+        if self.running:
+            lines.append("  a sweep process is running in this folder now")
+        groups = ((FAILED, "failed"), (PARTIAL, "half-finished" if not self.running else "running"),
+                  (PENDING, "pending"), (DONE, "done"))
+        for state, title in groups:
+            items = [p for p in self.points if p.state == state]
+            if not items or (state == DONE and not verbose):
+                continue
+            lines.append(f"{title}:")
+            shown = items if verbose or len(items) <= 20 else items[:20]
+            for p in shown:
+                detail = f"  — {p.reason}" if p.reason else ""
+                acc = p.metrics.get("final_test_acc")
+                if state == DONE and isinstance(acc, (int, float)) and math.isfinite(acc):
+                    detail = f"  test acc {100 * acc:.2f}%"
+                lines.append(f"  {p.point.id}  {p.point.label()}{detail}")
+            if len(shown) < len(items):
+                lines.append(f"  ... and {len(items) - len(shown)} more (--verbose lists all)")
+        return "\n".join(lines)
+
+
+def resolve_out(spec: SweepSpec, out_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(out_dir) if out_dir is not None else spec.out_dir
+
+
+def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
+                 points: Sequence[Point] | None = None) -> SweepStatus:
+    """The state of every point of ``spec`` in its folder (read-only; works while the sweep runs)."""
+    store = SweepStore(resolve_out(spec, out_dir))
+    rows = []
+    for p in (points if points is not None else spec.points()):
+        result = store.read_result(p.id)
+        if result is not None:
+            rows.append(PointStatus(p, result["status"], result.get("reason", ""), result.get("metrics") or {}))
+        else:
+            rows.append(PointStatus(p, store.state(p.id)))
+    return SweepStatus(spec.name, store.root, rows, running=store.is_running())
+
+
+def check_data(points: Sequence[Point]) -> None:
+    """Fail before running when a real data set the points need is not in its cache folder."""
+    from ..data import get_spec, verify
+
+    for name, root in sorted({(p.config.dataset, p.config.data_root) for p in points}, key=str):
+        if name != "synthetic":
+            verify(get_spec(name), root)  # raises DatasetError saying how to fetch it
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, executor: Executor | None = None,
+              *, retry_failed: bool = False, verify_data: bool = True,
+              log: Callable[[str], None] = print) -> SweepStatus:
+    """Run every point of ``spec`` that has no result yet; return the final status.
+
+    Every point is validated first (:meth:`SweepSpec.points`); then points with a result (done or failed) are
+    skipped, half-finished ones are redone from scratch, and each result is written atomically as soon as its
+    point ends. A failing point (NaN loss, an exception, a dead worker) is recorded as failed with its reason
+    and the sweep goes on.
+
+    Args:
+        spec: the sweep.
+        out_dir: its folder (None: ``spec.out_dir``).
+        executor: :class:`LocalExecutor` (default) or :class:`RayExecutor`.
+        retry_failed: also redo points recorded as failed.
+        verify_data: check that real data sets are present before starting (skip for a remote Ray cluster
+            whose nodes hold their own copies).
+        log: where progress lines go.
+
+    Raises:
+        SpecError: an invalid spec or point (nothing has run).
+        SweepLockedError: another process is running this sweep folder.
+        DatasetError: a real data set is missing (nothing has run).
+    """
+    points = spec.points()
+    executor = executor if executor is not None else LocalExecutor()
+    store = SweepStore(resolve_out(spec, out_dir))
+    with store.lock():
+        store.write_plan(spec, points)
+        states = {p.id: store.state(p.id) for p in points}
+        redo = (PENDING, PARTIAL, FAILED) if retry_failed else (PENDING, PARTIAL)
+        todo = [p for p in points if states[p.id] in redo]
+        n_done = sum(s == DONE for s in states.values())
+        n_failed = sum(s == FAILED for s in states.values())
+        n_partial = sum(states[p.id] == PARTIAL for p in todo)
+        log(f"sweep {spec.name!r}: {len(points)} points — {n_done} done, {n_failed} failed already"
+            f"{', ' + str(n_partial) + ' half-finished to redo' if n_partial else ''}; running {len(todo)} "
+            f"with the {executor.name} executor; results in {store.root}")
+        if todo and verify_data:
+            check_data(todo)
+        by_id = {p.id: p for p in points}
+        finished = 0
+
+        def on_start(task: Task) -> None:
+            store.prepare(by_id[task["id"]])
+
+        def on_result(task: Task, outcome: Outcome) -> None:
+            nonlocal finished
+            point = by_id[task["id"]]
+            result = store.record(point, outcome, executor=executor.name)
+            finished += 1
+            acc = result["metrics"].get("final_test_acc")
+            what = f"test acc {100 * acc:.2f}%" if isinstance(acc, (int, float)) else result["reason"]
+            secs = outcome.get("wall_time_s")
+            took = f" ({secs:.1f} s)" if isinstance(secs, (int, float)) else ""
+            log(f"[{finished}/{len(todo)}] {result['status']:<6} {point.label()}: {what}{took}")
+
+        tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in todo]
+        executor.run(tasks, on_start, on_result)
+    return sweep_status(spec, store.root, points)

@@ -1,0 +1,458 @@
+"""Sweep specs: a base experiment plus axes over any config field, expanded into validated points.
+
+A spec file (TOML)::
+
+    [sweep]
+    name = "dw_min"                  # default: the file name without .toml
+    out = "runs/sweeps/dw_min"       # default: runs/sweeps/<name> (relative to the current folder)
+    reference = true                 # also run each point on ideal digital weights (the reference line)
+    # base_from = "runs/train/x/results.json"   # start from a finished run's config (then [base] overrides)
+
+    [base]                           # TrainConfig fields; [base.analog], [base.periphery], [base.device]
+    dataset = "synthetic"
+    backend = "crossbar"
+
+    [axes]                           # a list = grid axis; a range table = sampled axis (needs [sample])
+    device.dw_min = [0.001, 0.003, 0.01]
+    optimizer = ["sgd", "grapes"]
+    seed = [0, 1, 2]
+    # periphery.adc_bits = { int_uniform = [4, 8] }    # uniform | log_uniform | int_uniform | choice
+
+    [sample]                         # only with range axes: n random draws (seeded), crossed with the grid
+    n = 20
+    seed = 0
+
+Points are the product of the grid axes (first axis outermost), crossed with the ``n`` samples of the range
+axes (samples outermost). Every point's :class:`~imc_grapes.config.TrainConfig` is built — i.e. validated by the
+same config classes as everywhere else — when the points are listed, before anything runs.
+
+A digital point (``backend = "digital"``) ignores the analog hardware, so its analog settings are reset to the
+base's and its hardware axes are reported as not applicable; identical points are merged. With
+``reference = true`` each analog point gets a digital twin (same config, ``backend = "digital"``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..backends.settings import AnalogSettings
+from ..config import ConfigError, TrainConfig
+from .paths import FieldPath, SpecError, resolve_path, set_path
+
+#: kinds of sampled axes: ``{uniform = [lo, hi]}``, ``{log_uniform = [lo, hi]}``, ``{int_uniform = [lo, hi]}``
+#: (both ends included), ``{choice = [v1, v2, ...]}``
+RANGE_KINDS: tuple[str, ...] = ("uniform", "log_uniform", "int_uniform", "choice")
+SPEC_TABLES: tuple[str, ...] = ("sweep", "base", "axes", "sample")
+SWEEP_KEYS: tuple[str, ...] = ("name", "out", "reference", "base_from")
+SAMPLE_KEYS: tuple[str, ...] = ("n", "seed")
+#: sampled floats are rounded to this many significant digits (readable folder listings and CSV columns)
+SAMPLE_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Range:
+    """A sampled axis: ``kind`` in :data:`RANGE_KINDS` with its arguments (``[lo, hi]`` or the choices)."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", tuple(self.args))
+        k, a = self.kind, self.args
+        if k not in RANGE_KINDS:
+            raise SpecError(f"Range.kind must be one of {', '.join(RANGE_KINDS)}, got {k!r}")
+        if k == "choice":
+            if not a:
+                raise SpecError("Range choice must list at least one value, got []")
+            return
+        if len(a) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a):
+            raise SpecError(f"Range {k} must be [lo, hi] (two numbers), got {list(a)}")
+        lo, hi = a
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise SpecError(f"Range {k} needs finite lo ≤ hi, got {list(a)}")
+        if k == "log_uniform" and lo <= 0:
+            raise SpecError(f"Range log_uniform needs 0 < lo ≤ hi, got {list(a)}")
+        if k == "int_uniform" and not all(isinstance(v, int) for v in a):
+            raise SpecError(f"Range int_uniform needs integer bounds, got {list(a)}")
+
+    def value(self, u: float) -> Any:
+        """The value at quantile ``u`` ∈ [0, 1) of the range (floats rounded to :data:`SAMPLE_DIGITS` digits)."""
+        k, a = self.kind, self.args
+        if k == "choice":
+            return a[min(int(u * len(a)), len(a) - 1)]
+        if k == "int_uniform":
+            return int(a[0] + min(int(u * (a[1] - a[0] + 1)), a[1] - a[0]))
+        if k == "uniform":
+            v = a[0] + u * (a[1] - a[0])
+        else:
+            v = math.exp(math.log(a[0]) + u * (math.log(a[1]) - math.log(a[0])))
+        return float(f"{v:.{SAMPLE_DIGITS}g}")
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.args)}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept field: a grid axis (``values``) or a sampled axis (``range``)."""
+
+    path: FieldPath
+    values: tuple[Any, ...] | None = None
+    range: Range | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def sampled(self) -> bool:
+        return self.range is not None
+
+    def to_dict(self) -> Any:
+        return self.range.to_dict() if self.range is not None else [_plain(v) for v in self.values or ()]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep.
+
+    Attributes:
+        id: 12 hex digits of the SHA-1 of the point's canonical config (its folder name; same config ->
+            same id, so a resumed or extended sweep finds its finished points).
+        params: swept axis name -> value (in axis order); None for hardware axes of a digital point.
+        config: the validated training config.
+        reference: True for the digital twins added by ``reference = true``.
+    """
+
+    id: str
+    params: dict[str, Any]
+    config: TrainConfig
+    reference: bool = False
+
+    def label(self) -> str:
+        """Human-readable ``axis=value`` list, e.g. ``device.dw_min=0.001 optimizer=sgd seed=0``."""
+        parts = [f"{k}={_fmt_value(v)}" for k, v in self.params.items() if v is not None]
+        if self.config.backend == "digital" and any(v is None for v in self.params.values()):
+            parts.append("[digital]")
+        return " ".join(parts) or "(base)"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _plain(v: Any) -> Any:
+    """JSON-friendly copy (tuples -> lists)."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
+
+
+def config_id(cfg: TrainConfig) -> str:
+    """12 hex digits of the SHA-1 of ``cfg``'s canonical JSON (sorted keys)."""
+    blob = json.dumps(cfg.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _float_fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.type in ("float", "float | None")}
+
+
+def _coerce(config: dict[str, Any]) -> dict[str, Any]:
+    """Ints written for float fields become floats (``lr = 1`` and ``lr = 1.0`` are the same point)."""
+    def fix(d: dict[str, Any], names: set[str]) -> None:
+        for k in names & set(d):
+            if isinstance(d[k], int) and not isinstance(d[k], bool):
+                d[k] = float(d[k])
+
+    fix(config, _float_fields(TrainConfig))
+    analog = config.get("analog")
+    if isinstance(analog, dict):
+        fix(analog, _float_fields(AnalogSettings))
+        overrides = analog.get("device_overrides")
+        if isinstance(overrides, dict):
+            for k, v in overrides.items():  # device parameters are floats in every device model
+                if isinstance(v, int) and not isinstance(v, bool):
+                    overrides[k] = float(v)
+    return config
+
+
+def _build(config: dict[str, Any], where: str) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(_coerce(copy.deepcopy(config)))
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A base experiment and the axes swept around it.
+
+    Attributes:
+        base: the config every point starts from.
+        axes: swept fields, in order (the first grid axis varies slowest).
+        name: the sweep's name (status lines, report titles, default output folder).
+        n_samples: random draws of the sampled (range) axes; 0 without range axes.
+        sample_seed: seed of the ``torch.Generator`` drawing the samples.
+        reference: add a digital twin of every analog point (ideal-digital reference line).
+        out: default output folder (None: ``runs/sweeps/<name>``).
+    """
+
+    base: TrainConfig = field(default_factory=TrainConfig)
+    axes: tuple[Axis, ...] = ()
+    name: str = "sweep"
+    n_samples: int = 0
+    sample_seed: int = 0
+    reference: bool = False
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "axes", tuple(self.axes))
+        if not self.name or "/" in self.name:
+            raise SpecError(f"SweepSpec.name must be a non-empty name without '/', got {self.name!r}")
+        seen: dict[tuple[str, str], str] = {}
+        for ax in self.axes:
+            key = (ax.path.section, ax.path.field)
+            if key in seen:
+                raise SpecError(f"axes {seen[key]!r} and {ax.name!r} set the same field; keep one")
+            seen[key] = ax.name
+            if (ax.values is None) == (ax.range is None):
+                raise SpecError(f"axis {ax.name!r} needs either a list of values or a range")
+            if ax.values is not None and len(ax.values) == 0:
+                raise SpecError(f"axis {ax.name!r} has no values; give at least one")
+        sampled = [ax.name for ax in self.axes if ax.sampled]
+        if not isinstance(self.n_samples, int) or self.n_samples < 0:
+            raise SpecError(f"[sample] n must be an integer ≥ 1, got {self.n_samples!r}")
+        if sampled and self.n_samples == 0:
+            raise SpecError(f"axes {sampled} are ranges (sampled): add a [sample] table with n = <draws> "
+                            "(and seed = <int>), or give them as lists of values for a grid")
+        if self.n_samples and not sampled:
+            raise SpecError("[sample] is given but no axis is a range; write sampled axes as "
+                            "{uniform|log_uniform|int_uniform|choice = [...]}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / "sweeps" / self.name
+
+    def samples(self) -> list[dict[str, Any]]:
+        """The ``n_samples`` draws of the sampled axes (same seed -> same draws); ``[{}]`` without any."""
+        sampled = [ax for ax in self.axes if ax.range is not None]
+        if not sampled:
+            return [{}]
+        g = torch.Generator().manual_seed(self.sample_seed)
+        u = torch.rand(self.n_samples, len(sampled), generator=g, dtype=torch.float64).tolist()
+        return [{ax.name: ax.range.value(row[j]) for j, ax in enumerate(sampled)}  # type: ignore[union-attr]
+                for row in u]
+
+    def _raw_points(self) -> Iterator[dict[str, Any]]:
+        grid = [ax for ax in self.axes if ax.values is not None]
+        order = [ax.name for ax in self.axes]
+        for sample in self.samples():
+            for combo in itertools.product(*(ax.values for ax in grid)):  # type: ignore[misc]
+                params = {**sample, **{ax.name: v for ax, v in zip(grid, combo)}}
+                yield {k: params[k] for k in order}
+
+    def points(self, max_errors: int = 5) -> list[Point]:
+        """All points, each with a validated config; raises :class:`SpecError` listing the invalid ones."""
+        base = self.base.to_dict()
+        by_name = {ax.name: ax.path for ax in self.axes}
+        points: dict[str, Point] = {}
+        errors: list[str] = []
+        n_raw = 0
+
+        def add(params: dict[str, Any], reference: bool, force_digital: bool = False) -> Point | None:
+            cfg_dict = base
+            for name, value in params.items():
+                cfg_dict = set_path(cfg_dict, by_name[name], value)
+            if force_digital:
+                cfg_dict = {**cfg_dict, "backend": "digital"}
+            if cfg_dict.get("backend") == "digital":
+                # the analog hardware is ignored on digital weights: one point per distinct digital config
+                cfg_dict = {**cfg_dict, "analog": base["analog"]}
+                params = {k: (None if by_name[k].is_hardware else v) for k, v in params.items()}
+            label = " ".join(f"{k}={_fmt_value(v)}" for k, v in params.items()) or "(base)"
+            try:
+                cfg = _build(cfg_dict, f"sweep {self.name!r}, point {label}")
+            except SpecError as exc:
+                errors.append(str(exc))
+                return None
+            pid = config_id(cfg)
+            if pid not in points:
+                points[pid] = Point(pid, params, cfg, reference)
+            return points[pid]
+
+        for params in self._raw_points():
+            n_raw += 1
+            p = add(params, False)
+            if self.reference and p is not None and p.config.backend != "digital":
+                add(params, True, force_digital=True)
+        if errors:
+            more = f"\n  ... and {len(errors) - max_errors} more invalid point(s)" if len(errors) > max_errors else ""
+            raise SpecError(f"{len(errors)} of {n_raw} point(s) are invalid:\n  " + "\n  ".join(errors[:max_errors])
+                            + more)
+        hw = [ax.name for ax in self.axes if ax.path.is_hardware]
+        if hw and all(p.config.backend == "digital" for p in points.values()):
+            raise SpecError(f"axes {hw} only affect the analog backends, but every point is digital "
+                            f"(backend = 'digital'); set backend = 'crossbar' (or 'aihwkit') in [base]")
+        return list(points.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "out": self.out, "reference": self.reference,
+            "base": self.base.to_dict(),
+            "axes": {ax.name: ax.to_dict() for ax in self.axes},
+            "sample": {"n": self.n_samples, "seed": self.sample_seed} if self.n_samples else None,
+        }
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def _is_range(v: Any) -> bool:
+    return isinstance(v, Mapping) and len(v) == 1 and next(iter(v)) in RANGE_KINDS
+
+
+def _flatten_axes(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not _is_range(v):
+            if not v:
+                raise SpecError(f"axis table {name!r} is empty")
+            yield from _flatten_axes(v, name + ".")
+        else:
+            yield name, v
+
+
+def parse_axes(table: Mapping[str, Any]) -> tuple[Axis, ...]:
+    """``[axes]`` (nested or dotted keys) -> axes; every path is resolved (unknown fields rejected)."""
+    axes = []
+    for name, v in _flatten_axes(table):
+        path = resolve_path(name)
+        if _is_range(v):
+            kind, args = next(iter(v.items()))
+            if not isinstance(args, (list, tuple)):
+                raise SpecError(f"axis {name!r}: {kind} needs a list, e.g. {{{kind} = [lo, hi]}}, got {args!r}")
+            try:
+                rng = Range(kind, tuple(args))
+            except SpecError as exc:
+                raise SpecError(f"axis {name!r}: {exc}") from None
+            axes.append(Axis(path, range=rng))
+        elif isinstance(v, (list, tuple)):
+            axes.append(Axis(path, values=tuple(v)))
+        elif isinstance(v, Mapping):
+            raise SpecError(f"axis {name!r}: a range table has exactly one key of {', '.join(RANGE_KINDS)}, "
+                            f"got {sorted(v)}")
+        else:
+            raise SpecError(f"axis {name!r} must be a list of values (grid) or a range table "
+                            f"{{{' | '.join(RANGE_KINDS)} = [...]}} (sampled), got {v!r}; fixed values go in [base]")
+    return tuple(axes)
+
+
+def _flatten_base(d: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``[base]`` -> (dotted path, value); ``analog``/``periphery``/``device`` tables become section paths."""
+    for k, v in d.items():
+        if k in ("analog", "periphery") and isinstance(v, Mapping):
+            for kk, vv in v.items():
+                if k == "analog" and kk == "device_overrides" and isinstance(vv, Mapping):
+                    yield from ((f"device.{name}", x) for name, x in vv.items())
+                else:
+                    yield f"{k}.{kk}", vv
+        elif k == "device" and isinstance(v, Mapping):  # a table: device parameters; a string: the torch device
+            yield from ((f"device.{name}", x) for name, x in v.items())
+        else:
+            yield k, v
+
+
+def parse_base(table: Mapping[str, Any], start: TrainConfig | None = None) -> TrainConfig:
+    """``[base]`` -> a validated TrainConfig (starting from ``start``, default ``TrainConfig()``)."""
+    cfg = (start or TrainConfig()).to_dict()
+    for name, value in _flatten_base(table):
+        cfg = set_path(cfg, resolve_path(name), value)
+    return _build(cfg, "[base]")
+
+
+def _load_base_from(path: Path) -> dict[str, Any]:
+    """A config dict from a train ``results.json`` (``config``), a compare one (``spec.base``), or a TOML/JSON
+    file of TrainConfig fields (optionally under ``base``)."""
+    if not path.exists():
+        raise SpecError(f"[sweep] base_from: {path} does not exist")
+    data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    for key in ("config", "base"):
+        if isinstance(data.get(key), dict):
+            return data[key]
+    if isinstance(data.get("spec"), dict) and isinstance(data["spec"].get("base"), dict):
+        return data["spec"]["base"]
+    return data
+
+
+def _check_keys(table: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise SpecError(f"unknown key(s) {unknown} in {where}; valid: {', '.join(valid)}")
+
+
+def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.PathLike[str] = ".") -> SweepSpec:
+    """Build a :class:`SweepSpec` from the parsed TOML tables (``sweep``, ``base``, ``axes``, ``sample``).
+
+    Args:
+        data: the spec as nested dicts.
+        name: default name (the file stem) when ``[sweep] name`` is absent.
+        base_dir: folder that a relative ``base_from`` is relative to (the spec file's folder).
+    """
+    _check_keys(data, SPEC_TABLES, "the spec (top-level tables)")
+    for t in SPEC_TABLES:
+        if t in data and not isinstance(data[t], Mapping):
+            raise SpecError(f"[{t}] must be a table, got {data[t]!r}")
+    sweep = data.get("sweep", {})
+    _check_keys(sweep, SWEEP_KEYS, "[sweep]")
+    start = None
+    if "base_from" in sweep:
+        p = Path(sweep["base_from"])
+        start = _build(_load_base_from(p if p.is_absolute() else Path(base_dir) / p), f"[sweep] base_from {p}")
+    base = parse_base(data.get("base", {}), start)
+    axes = parse_axes(data.get("axes", {}))
+    sample = data.get("sample", {})
+    _check_keys(sample, SAMPLE_KEYS, "[sample]")
+    if "sample" in data and "n" not in sample:
+        raise SpecError("[sample] needs n = <number of draws ≥ 1>")
+    n = sample.get("n", 0)
+    if "sample" in data and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise SpecError(f"[sample] n must be an integer ≥ 1, got {n!r}")
+    seed = sample.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SpecError(f"[sample] seed must be an integer, got {seed!r}")
+    reference = sweep.get("reference", False)
+    if not isinstance(reference, bool):
+        raise SpecError(f"[sweep] reference must be true or false, got {reference!r}")
+    return SweepSpec(base=base, axes=axes, name=str(sweep.get("name", name)), n_samples=n, sample_seed=seed,
+                     reference=reference, out=sweep.get("out"))
+
+
+def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
+    """Read and validate a TOML spec file (every point is validated by :meth:`SweepSpec.points`)."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"sweep spec {path} does not exist (see examples/sweeps/ for ready-made specs)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    return parse_spec(data, name=path.stem, base_dir=path.parent)

@@ -1,0 +1,164 @@
+"""The sweep folder: one sub-folder per point, results written atomically, a lock against two runners.
+
+Layout of ``<out>/``::
+
+    plan.json                  the spec and its points (id, params), rewritten at each run
+    .lock                      held (flock) by the process running the sweep
+    points/<id>/config.json    written when the point starts (its config and swept params)
+    points/<id>/run/           the training run's own files (metrics.csv, results.json)
+    points/<id>/run.json       timing and where it ran (host, pid, executor; traceback of a failure)
+    points/<id>/point.json     THE result, written last (temp file + fsync + rename): status done/failed,
+                               reason, params, metrics, config, history without timings — identical
+                               whichever executor ran it
+
+A point is *done* or *failed* when ``point.json`` exists; a folder without it is *half-finished* (the point is
+running now, or its process was killed) and is redone from scratch by the next run; no folder: *pending*.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..io import write_bytes_atomic, write_json_atomic
+from .spec import Point, SweepSpec, _plain
+
+DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
+RESULT_FILE = "point.json"
+#: history columns that measure time (they differ between runs of the same config: kept out of point.json)
+TIMING_KEYS: tuple[str, ...] = ("time_s", "wall_time_s")
+
+
+class SweepLockedError(RuntimeError):
+    """Another process is running the sweep in this folder."""
+
+
+def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Final metrics of a run from its history rows (empty dict for an empty history)."""
+    if not history:
+        return {}
+    last = history[-1]
+    out = {k: last.get(k) for k in ("test_acc", "test_loss", "train_acc", "train_loss") if k in last}
+    out = {f"final_{k}": v for k, v in out.items()}
+    accs = [h["test_acc"] for h in history if isinstance(h.get("test_acc"), (int, float))]
+    if accs:
+        out["best_test_acc"] = max(accs)
+    out["epochs"] = last.get("epoch")
+    return out
+
+
+class SweepStore:
+    """Reads and writes one sweep folder (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # ---------------------------------------------------------------------------------------- paths
+    def point_dir(self, pid: str) -> Path:
+        return self.root / "points" / pid
+
+    def run_dir(self, pid: str) -> Path:
+        return self.point_dir(pid) / "run"
+
+    # ---------------------------------------------------------------------------------------- state
+    def read_result(self, pid: str) -> dict[str, Any] | None:
+        """The point's ``point.json``, or None when missing or unreadable (an unreadable one is redone)."""
+        try:
+            data = json.loads((self.point_dir(pid) / RESULT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("status") in (DONE, FAILED) else None
+
+    def read_run_info(self, pid: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.point_dir(pid) / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def state(self, pid: str) -> str:
+        """``done`` / ``failed`` (a result exists), ``half-finished`` (a folder, no result) or ``pending``."""
+        result = self.read_result(pid)
+        if result is not None:
+            return str(result["status"])
+        return PARTIAL if self.point_dir(pid).exists() else PENDING
+
+    # ---------------------------------------------------------------------------------------- writes
+    def write_plan(self, spec: SweepSpec, points: Sequence[Point]) -> Path:
+        return write_json_atomic(self.root / "plan.json", {
+            "spec": spec.to_dict(),
+            "points": [{"id": p.id, "params": _plain(p.params), "reference": p.reference} for p in points],
+        })
+
+    def prepare(self, point: Point) -> None:
+        """Start a point afresh: remove what a previous, unfinished attempt left, write ``config.json``."""
+        d = self.point_dir(point.id)
+        if d.exists():
+            shutil.rmtree(d)
+        write_json_atomic(d / "config.json", {"id": point.id, "params": _plain(point.params),
+                                              "reference": point.reference, "config": point.config.to_dict()})
+
+    def record(self, point: Point, outcome: dict[str, Any], executor: str = "") -> dict[str, Any]:
+        """Write a finished point: shipped run files, ``run.json``, then ``point.json`` (last, atomically)."""
+        for name, text in (outcome.get("files") or {}).items():
+            write_bytes_atomic(self.run_dir(point.id) / Path(name).name, text.encode())
+        write_json_atomic(self.point_dir(point.id) / "run.json", {
+            "id": point.id, "status": outcome["status"], "wall_time_s": outcome.get("wall_time_s"),
+            "host": outcome.get("host"), "pid": outcome.get("pid"), "executor": executor,
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "traceback": outcome.get("traceback", ""),
+        })
+        history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in outcome.get("history") or []]
+        result = {
+            "id": point.id, "status": outcome["status"], "reason": outcome.get("reason", ""),
+            "params": _plain(point.params), "reference": point.reference,
+            "metrics": metrics_of(history) if outcome["status"] == DONE else {},
+            "config": point.config.to_dict(), "history": history,
+        }
+        write_json_atomic(self.point_dir(point.id) / RESULT_FILE, result)
+        return result
+
+    # ---------------------------------------------------------------------------------------- lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock while running (released by the OS if the process dies, even by kill -9)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                raise SweepLockedError(f"another process (pid {holder}) is running the sweep in {self.root}; wait "
+                                       "for it to finish, or watch it with --status") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def is_running(self) -> bool:
+        """True while another process holds the lock (a sweep is running in this folder)."""
+        import fcntl
+
+        path = self.root / ".lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)

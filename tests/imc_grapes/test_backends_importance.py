@@ -1,0 +1,125 @@
+"""GRAPES importance read from the array (one all-ones read through DAC/ADC) against the exact Σ|w|.
+
+* Ideal periphery: the array read equals the exact importance (rows and, for DFA, columns), M_corr = 1.
+* Finite ADC: the read error of each tile is bounded by half an ADC step times the bound-management
+  reduction (hand bound below), and the factor error grows as the ADC bits drop.
+* A differential pair whose idle device sits at g_offset reads Σ|w| + 2·g_offset·n_in.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imc_grapes.backends import AnalogSettings, build_network, pearson
+from imc_grapes.config import TrainConfig
+from imc_grapes.data import make_synthetic
+
+DATA = make_synthetic(n_train=96, n_test=8, image_shape=(1, 8, 8), seed=2)
+
+
+def _net(rule: str = "bp", **analog: object):
+    settings: dict[str, object] = dict(preset="Ideal", tile_size=16, importance="array", sat_probe_every=0)
+    settings.update(analog)
+    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(24, 20), rule=rule, optimizer="grapes", lr=0.1,
+                      backend="crossbar", seed=4, analog=AnalogSettings(**settings))
+    return build_network(cfg, (1, 8, 8), 10, "cpu")
+
+
+def _train(net, steps: int = 3) -> None:
+    for i in range(steps):
+        x, y = DATA.train.x[32 * i: 32 * (i + 1)], DATA.train.y[32 * i: 32 * (i + 1)]
+        net.zero_grad()
+        F.cross_entropy(net.model(x), y).backward()
+        net.step()
+
+
+@pytest.mark.parametrize("rule", ["bp", "dfa"])
+def test_ideal_periphery_array_read_equals_exact(rule):
+    net = _net(rule, ideal_periphery=True)
+    for layer in net.analog_layers.values():
+        torch.testing.assert_close(layer.row_importance("array"), layer.row_importance("exact"))
+        torch.testing.assert_close(layer.col_importance("array"), layer.col_importance("exact"))
+        w = layer.get_weights()
+        torch.testing.assert_close(layer.row_importance("exact"), w.abs().sum(1))
+        torch.testing.assert_close(layer.col_importance("exact"), w.abs().sum(0))
+    _train(net)
+    m = net.metrics()
+    keys = [k for k in m if k.startswith("M_corr/")]
+    assert keys                                      # recorded for the modulated layers
+    for k in keys:
+        assert m[k] == pytest.approx(1.0)
+        assert m[k.replace("M_corr", "M_err")] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("bits", [9, 6, 4])
+def test_adc_read_error_within_hand_bound(bits):
+    # all-ones input, no output noise: each tile's row current F_t is quantized with step 2*12/(2^bits - 2) after
+    # dividing the input by the bound-management reduction r (a power of two with F_t / r <= 12, doubled once
+    # more at most when rounding crosses the bound); tiles of a row add digitally.
+    net = _net(adc_bits=bits, dac_bits=0, out_noise=0.0)
+    step = 2 * 12.0 / (2 ** bits - 2)
+    for layer in net.analog_layers.values():
+        exact = layer.row_importance("exact")
+        array = layer.row_importance("array")
+        grid = layer.inner.tile.grid
+        f_max = float(exact.max())
+        r = 2.0 * 2.0 ** max(0, math.ceil(math.log2(max(f_max / 12.0, 1e-12))))
+        bound = grid.n_col_tiles * r * step / 2
+        assert float((array - exact).abs().max()) <= bound + 1e-6
+
+
+def test_factor_error_grows_as_adc_bits_drop():
+    errs, corrs = [], []
+    for bits in (12, 8, 6, 4):
+        net = _net(adc_bits=bits, dac_bits=0, out_noise=0.0)
+        _train(net)
+        m = net.metrics()
+        errs.append(np.mean([v for k, v in m.items() if k.startswith("M_err/")]))
+        corrs.append(np.mean([v for k, v in m.items() if k.startswith("M_corr/")]))
+    assert errs[0] < 1e-3 and corrs[0] > 0.999
+    assert all(a < b for a, b in zip(errs, errs[1:])), errs
+    assert corrs[-1] < corrs[0] - 0.05, corrs
+
+
+def test_differential_pair_offset_reads_a_different_importance():
+    g = 0.02
+    net = _net(ideal_periphery=True, importance_g_offset=g)
+    layer = net.analog_layers["layers.0"]
+    torch.testing.assert_close(layer.row_importance("array", g), layer.row_importance("exact") + 2 * g * 64)
+    _train(net, 1)
+    m = net.metrics()
+    assert m["M_err/layers.0"] > 0.01                 # the offset compresses M towards 2
+
+
+def test_array_importance_is_crossbar_only_and_aihwkit_is_cpu_only():
+    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(8,), optimizer="grapes", backend="aihwkit",
+                      analog=AnalogSettings(importance="array"))
+    with pytest.raises(ValueError, match="crossbar backend only"):
+        build_network(cfg, (1, 8, 8), 10, "cpu")
+    with pytest.raises(ValueError, match="CPU only"):
+        build_network(cfg.replace(analog=AnalogSettings()), (1, 8, 8), 10, "cuda")
+
+
+def test_pearson_hand_values():
+    a = torch.tensor([1.0, 2.0, 3.0])
+    assert float(pearson(a, 2 * a + 1)) == pytest.approx(1.0)
+    assert float(pearson(a, a.flip(0))) == pytest.approx(-1.0)
+    assert float(pearson(torch.ones(3), torch.ones(3))) == 1.0
+    assert float(pearson(torch.ones(3), 2 * torch.ones(3))) == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(-10, 10), st.floats(-10, 10)), min_size=3, max_size=20))
+def test_pearson_matches_numpy(pairs):
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    if a.std() < 1e-6 or b.std() < 1e-6:
+        return
+    expected = np.corrcoef(a, b)[0, 1]
+    assert float(pearson(torch.tensor(a), torch.tensor(b))) == pytest.approx(expected, abs=1e-9)

@@ -1,0 +1,204 @@
+"""Building networks on every backend: same initial weights, weight access, optimizers, settings, GRAPES hooks
+on analog layers, and the metrics the training loop records."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import crossbar
+import devices
+from imc_grapes.backends import (AnalogSettings, bits_to_res, build_network, crossbar_config_from, make_optimizer)
+from imc_grapes.config import TrainConfig
+from imc_grapes.grapes import attach_grapes
+from imc_grapes.models import build_model
+
+BACKENDS = ["digital", "crossbar", "aihwkit"]
+
+
+def _cfg(backend: str, model: str = "mlp", optimizer: str = "grapes", rule: str = "bp", **analog: object) -> TrainConfig:
+    settings: dict[str, object] = dict(tile_size=32, sat_probe_every=2)
+    settings.update(analog)
+    return TrainConfig(dataset="synthetic", model=model, hidden=(10, 6) if model == "mlp" else (3,), rule=rule,
+                       optimizer=optimizer, lr=0.05, backend=backend, seed=7, analog=AnalogSettings(**settings))
+
+
+def _step(net, n: int = 8, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    net.zero_grad()
+    loss = F.cross_entropy(net.model(x), y)
+    loss.backward()
+    net.step()
+    return loss.detach()
+
+
+def _needs(backend: str) -> None:
+    if backend == "aihwkit":
+        pytest.importorskip("aihwkit")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_same_initial_weights_as_the_digital_model(backend, model):
+    _needs(backend)
+    cfg = _cfg(backend, model, preset="Ideal")
+    ref = build_model(model, input_shape=(1, 8, 8), n_classes=10, hidden=list(cfg.hidden), rule="bp", seed=cfg.seed)
+    expected = {n: m.weight.detach() for n, m in ref.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    got = build_network(cfg, (1, 8, 8), 10, "cpu").read_weights()
+    assert set(got) == set(expected)
+    for name, w in expected.items():
+        torch.testing.assert_close(got[name], w)
+
+
+def test_initial_weights_are_clipped_into_each_devices_bounds():
+    cfg = _cfg("crossbar", preset="ReRamSB")
+    ref = build_model("mlp", input_shape=(1, 8, 8), n_classes=10, hidden=[10, 6], seed=cfg.seed)
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    clipped = 0
+    for name, layer in net.analog_layers.items():
+        tile = layer.inner.tile
+        p = tile.params
+        w_min, w_max = tile.grid.from_tiles(p.w_min), tile.grid.from_tiles(p.w_max)
+        w_dig = dict(ref.named_modules())[name].weight.detach()
+        # the hidden (persistent) states are the clipped weights; ReRamSB's write noise sits on top of them
+        torch.testing.assert_close(tile.read(hidden=True), torch.minimum(torch.maximum(w_dig, w_min), w_max))
+        clipped += int(((w_dig < w_min) | (w_dig > w_max)).sum())
+    assert clipped > 0                  # the device-to-device spread of the bounds really clips some weights
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_write_then_read_weights(backend):
+    _needs(backend)
+    net = build_network(_cfg(backend, "cnn", preset="Ideal"), (1, 8, 8), 10, "cpu")
+    w = {k: torch.randn_like(v) * 0.1 for k, v in net.read_weights().items()}
+    net.write_weights(w)
+    for k, v in net.read_weights().items():
+        torch.testing.assert_close(v, w[k])
+    with pytest.raises(ValueError, match="unknown layer"):
+        net.write_weights({"nope": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model,rule", [("mlp", "bp"), ("mlp", "fa"), ("mlp", "dfa"), ("cnn", "bp")])
+@pytest.mark.parametrize("optimizer", ["sgd", "grapes", "grapes-local", "layer-mean"])
+def test_every_combination_trains_a_step(backend, model, rule, optimizer):
+    _needs(backend)
+    net = build_network(_cfg(backend, model, optimizer, rule), (1, 8, 8), 10, "cpu")
+    w0 = net.read_weights()
+    loss = _step(net)
+    assert torch.isfinite(loss)
+    w1 = net.read_weights()
+    assert all(not torch.equal(w0[k], w1[k]) for k in w0)
+    assert (net.grapes is None) == (optimizer == "sgd")
+    json.dumps(net.cost_summary())                     # JSON-friendly
+    m = net.metrics()
+    if backend != "digital":
+        assert {f"sat/{k}" for k in net.analog_layers} <= set(m)     # step 0 is a probe step
+    assert "cost/energy_pj_per_step" in m
+
+
+def test_digital_backend_is_the_plain_torch_loop():
+    cfg = _cfg("digital")
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    ref = build_model("mlp", input_shape=(1, 8, 8), n_classes=10, hidden=[10, 6], seed=cfg.seed)
+    handle = attach_grapes(ref, "propagated")
+    opt = torch.optim.SGD(ref.parameters(), lr=cfg.lr)
+    for i in range(3):
+        g = torch.Generator().manual_seed(i)
+        x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+        _step(net, seed=i)
+        opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        opt.step()
+    handle.remove()
+    for name, w in net.read_weights().items():
+        torch.testing.assert_close(w, dict(ref.named_modules())[name].weight.detach())
+
+
+def test_analog_weights_are_not_given_to_the_digital_optimizer():
+    net = build_network(_cfg("crossbar"), (1, 8, 8), 10, "cpu")
+    assert net.optimizer is None                     # bias-free model: every weight is analog
+    cfg = _cfg("crossbar").replace(base_optimizer="adam", lr=0.01)
+    opt = make_optimizer(cfg, [nn.Parameter(torch.zeros(3))])
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 0.01
+
+
+def test_lr_scales_the_analog_update():
+    deltas = []
+    for lr in (0.01, 0.04):
+        cfg = _cfg("crossbar", optimizer="sgd", preset="Ideal", ideal_periphery=True).replace(lr=lr)
+        net = build_network(cfg, (1, 8, 8), 10, "cpu")
+        w0 = net.read_weights()
+        _step(net)
+        deltas.append((net.read_weights()["layers.2"] - w0["layers.2"]).norm())
+    assert float(deltas[1] / deltas[0]) == pytest.approx(4.0, rel=0.25)
+
+
+def test_dfa_factors_reach_analog_layers_as_error_and_input_scales():
+    net = build_network(_cfg("crossbar", rule="dfa"), (1, 8, 8), 10, "cpu")
+    _step(net)
+    l0, l1 = net.analog_layers["layers.0"], net.analog_layers["layers.1"]
+    assert l0.error_scale is None and l0.input_scale is None      # first hidden layer unmodulated
+    p_post, p_pre = net.grapes.modulations["layers.1"].amax(1), net.grapes.modulations["layers.1"].amax(0)
+    assert l1.error_scale is not None and l1.input_scale is not None
+    torch.testing.assert_close(torch.outer(l1.error_scale, l1.input_scale), net.grapes.modulations["layers.1"])
+    assert p_post.shape == (6,) and p_pre.shape == (10,)
+    net.close()
+    assert l1.error_scale is None and l1.input_scale is None
+
+
+def test_hooks_local_mode_on_crossbar_layers_sets_error_scale():
+    layer = crossbar.AnalogLinear(4, 3, bias=False, seed=0)
+    model = nn.Sequential(layer, nn.ReLU(), crossbar.AnalogLinear(3, 2, bias=False, seed=1))
+    handle = attach_grapes(model, "local", layers=[layer])
+    model(torch.randn(5, 4)).sum().backward()
+    torch.testing.assert_close(layer.error_scale, handle.modulations["0"])
+    handle.remove()
+    assert layer.error_scale is None
+    with pytest.raises(ValueError, match="input_scale"):
+        attach_grapes(model, "local", layers=[layer, model[2]], rule="dfa")
+
+
+def test_hooks_refresh_every_k_batches():
+    model = build_model("mlp", input_shape=(4,), n_classes=3, hidden=[5], seed=0)
+    with pytest.raises(ValueError, match="refresh_every must be an integer >= 1"):
+        attach_grapes(model, refresh_every=0)
+    handle = attach_grapes(model, refresh_every=3)
+    factors = []
+    for i in range(7):
+        model(torch.randn(2, 4)).sum().backward()
+        factors.append(handle.modulations["layers.0"].clone())
+        with torch.no_grad():
+            model.layers[0].weight.mul_(1.0 + 0.1 * torch.rand_like(model.layers[0].weight))
+    assert handle.refresh_count == 3 and handle.train_batches == 7
+    assert torch.equal(factors[0], factors[2]) and not torch.equal(factors[2], factors[3])
+
+
+def test_settings_and_config_translation():
+    s = AnalogSettings(preset="GokmenVlasov", tile_size=64, dac_bits=5, adc_bits=8, out_noise=0.02)
+    c = crossbar_config_from(s)
+    assert isinstance(c.device, devices.GokmenVlasovPresetDevice)
+    assert c.tile_rows == c.tile_cols == 64
+    assert c.forward.inp_res == pytest.approx(1 / 30) and c.forward.out_res == pytest.approx(1 / 254)
+    assert c.forward.out_noise == 0.02 and c.backward == c.forward
+    assert crossbar_config_from(AnalogSettings(ideal_periphery=True)).forward.is_perfect
+    assert bits_to_res(0) == 0.0 and bits_to_res(1) == 1.0 and bits_to_res(9) == pytest.approx(1 / 510)
+    for field, value, msg in [("sat_probe_every", -1, "sat_probe_every must be an integer ≥ 0"),
+                              ("importance_g_offset", -0.1, "importance_g_offset must be a finite number ≥ 0"),
+                              ("energy_table", "", "energy_table must be None or the path")]:
+        with pytest.raises(ValueError, match=msg):
+            AnalogSettings(**{field: value})
+    assert AnalogSettings.from_dict(AnalogSettings(sat_probe_every=5).to_dict()).sat_probe_every == 5
+
+
+def test_device_overrides_reach_both_backends():
+    s = AnalogSettings(preset="GokmenVlasov", device_overrides={"dw_min": 0.004})
+    assert crossbar_config_from(s).device.dw_min == 0.004
+    pytest.importorskip("aihwkit")
+    from crossbar import to_aihwkit_rpu_config
+
+    assert to_aihwkit_rpu_config(crossbar_config_from(s)).device.dw_min == pytest.approx(0.004)

@@ -1,0 +1,201 @@
+"""Hardware cost accounting of the backends, checked against hand-counted values on a 2-layer net.
+
+Net: MLP 8 -> 6 -> 4 (bias-free), batch B = 5, one tile per layer, ideal periphery (one pass per vector).
+Per training step, by hand:
+
+* forward MVMs: B per layer = 10; backward MVMs: layer 1 only (the input of layer 0 needs no gradient) = 5;
+* ADC conversions: forward 5·6 + 5·4, backward of layer 1 5·6, GRAPES array read of layer 0: 6 -> 86;
+* DAC conversions: forward 5·8 + 5·6, backward 5·4, array read 8 -> 98;
+* array MACs: (5 + 5)·... = 5·48 + 5·24 (forward) + 5·24 (backward) + 48 (read) = 528;
+* GRAPES digital ops: refresh of layer 0 (max 6, scale 6, clip 2·6 = 24) + error scaling B·6 = 30 -> 54.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imc_grapes.backends import (COST_KINDS, ENERGY_TABLE_PJ, AnalogSettings, build_network, grapes_overhead,
+                                 load_energy_table)
+from imc_grapes.backends.costs import converter_energy_pj, energy_breakdown, grapes_refresh_ops
+from imc_grapes.config import TrainConfig
+
+B = 5
+
+
+def _cfg(backend: str = "crossbar", optimizer: str = "grapes", **analog: object) -> TrainConfig:
+    settings = dict(preset="Ideal", ideal_periphery=True, tile_size=16, importance="array", sat_probe_every=0)
+    settings.update(analog)
+    return TrainConfig(dataset="synthetic", model="mlp", hidden=(6,), optimizer=optimizer, lr=0.05, backend=backend,
+                       seed=3, analog=AnalogSettings(**settings))
+
+
+def _batch(n: int = B, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def _train_step(net, x, y) -> None:
+    net.zero_grad()
+    F.cross_entropy(net.model(x), y).backward()
+    net.step()
+
+
+HAND = {
+    "forward_mvms": 10, "backward_mvms": 5, "forward_passes": 10, "backward_passes": 5, "importance_reads": 1,
+    "adc_conversions": 86, "dac_conversions": 98, "array_macs": 528, "updates": 2, "digital_macs": 0,
+    "grapes_ops": 54, "importance_digital_adds": 0,
+}
+
+
+def test_crossbar_counts_match_hand_counted_values_and_skip_evaluation():
+    net = build_network(_cfg(), (8,), 4, "cpu")
+    x, y = _batch()
+    _train_step(net, x, y)
+    net.model.eval()
+    with torch.no_grad():                      # an evaluation between steps must not be counted
+        net.model(torch.randn(50, 8))
+    net.model.train()
+    _train_step(net, *_batch(seed=1))
+    s = net.cost_summary(steps_per_epoch=10)
+    assert s["steps"] == 2
+    for kind, value in HAND.items():
+        assert s["per_step"][kind] == pytest.approx(value), kind
+        assert s["counts"][kind] == pytest.approx(2 * value), kind
+        assert s["per_epoch"][kind] == pytest.approx(10 * value), kind
+    assert s["grapes_ops"] == pytest.approx(2 * 54)
+    assert s["per_step"]["pulses"] > 0
+    m = net.metrics()
+    assert m["cost/adc_conversions_per_step"] == pytest.approx(86)
+    assert m["cost/grapes_ops_per_step"] == pytest.approx(54)
+    assert net.metrics() == {}                  # reset after the call, nothing new happened
+
+
+def test_exact_importance_counts_digital_additions_instead_of_a_read():
+    net = build_network(_cfg(importance="exact"), (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    assert per["importance_reads"] == 0
+    assert per["importance_digital_adds"] == 6 * 8
+    assert per["adc_conversions"] == 86 - 6 and per["dac_conversions"] == 98 - 8
+    assert per["grapes_ops"] == 54
+
+
+def test_sgd_has_no_grapes_costs_and_grapes_overhead_is_the_read_plus_digital_ops():
+    x, y = _batch()
+    table = {k: 0.0 for k in ENERGY_TABLE_PJ}
+    table["adc_pj_per_level"] = 1.0 / 2 ** 9        # 1 pJ per 9-bit conversion, everything else free
+    runs = {}
+    for opt in ("sgd", "grapes"):
+        net = build_network(_cfg(optimizer=opt), (8,), 4, "cpu")
+        net.energy_table = load_energy_table(table)
+        _train_step(net, x, y)
+        runs[opt] = net.cost_summary()
+    sgd, gr = runs["sgd"]["per_step"], runs["grapes"]["per_step"]
+    assert sgd["grapes_ops"] == 0 and sgd["importance_reads"] == 0
+    assert gr["adc_conversions"] - sgd["adc_conversions"] == 6      # the one array read of layer 0
+    assert runs["sgd"]["energy_pj_per_step"] == pytest.approx(80.0)
+    assert runs["grapes"]["energy_pj_per_step"] == pytest.approx(86.0)
+    ratio = grapes_overhead(runs["grapes"], runs["sgd"])
+    assert ratio["energy"] == pytest.approx(86.0 / 80.0)
+    assert ratio["adc_conversions"] == pytest.approx(86.0 / 80.0)
+    assert ratio["grapes_ops"] is None                                  # SGD does none
+
+
+def test_refresh_every_k_batches_reads_the_array_every_k():
+    net = build_network(_cfg(importance_every=2), (8,), 4, "cpu")
+    for i in range(4):
+        _train_step(net, *_batch(seed=i))
+    c = net.cost_summary()["counts"]
+    assert c["importance_reads"] == 2
+    assert c["grapes_ops"] == 2 * 24 + 4 * 30
+    assert net.grapes is not None and net.grapes.refresh_count == 2
+
+
+def test_pulses_equal_total_weight_change_for_one_sample_on_an_ideal_device():
+    # B = 1: every device gets pulses of one sign only (sign(x_j d_i)), each exactly dw_min = 0.001, far from
+    # the bounds, so the number of pulses is Σ|ΔW| / dw_min.
+    net = build_network(_cfg(optimizer="sgd"), (8,), 4, "cpu")
+    w0 = net.read_weights()
+    _train_step(net, *_batch(n=1))
+    w1 = net.read_weights()
+    n = sum(int(torch.round((w1[k] - w0[k]).abs() / 1e-3).sum()) for k in w0)
+    assert n > 0
+    assert net.cost_summary()["counts"]["pulses"] == n
+
+
+def test_digital_backend_counts_macs():
+    net = build_network(_cfg(backend="digital"), (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    # layer 0: forward + weight gradient 2·5·48; layer 1: forward + weight gradient + input gradient 3·5·24
+    assert per["digital_macs"] == 2 * 5 * 48 + 3 * 5 * 24
+    assert per["forward_mvms"] == 10 and per["backward_mvms"] == 5
+    assert per["grapes_ops"] == 54 and per["importance_digital_adds"] == 48
+    assert per["adc_conversions"] == 0 and per["pulses"] == 0
+
+
+def test_aihwkit_analytic_counts_match_the_hand_count():
+    pytest.importorskip("aihwkit")
+    net = build_network(_cfg(backend="aihwkit", importance="exact", ideal_periphery=False), (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    for kind in ("forward_mvms", "backward_mvms", "forward_passes", "backward_passes", "updates"):
+        assert per[kind] == HAND[kind], kind
+    assert per["adc_conversions"] == 86 - 6 and per["dac_conversions"] == 98 - 8
+    assert per["array_macs"] == 528 - 48
+    assert per["pulses"] > 0
+
+
+def test_energy_breakdown_by_hand():
+    table = load_energy_table()
+    counts = {"adc_conversions": 10, "dac_conversions": 4, "array_macs": 1000, "pulses": 3, "digital_macs": 2,
+              "grapes_ops": 5, "importance_digital_adds": 1}
+    e = energy_breakdown(counts, table, adc_bits=9, dac_bits=7)
+    assert e["adc_conversions"] == pytest.approx(10 * 0.005 * 512)
+    assert e["dac_conversions"] == pytest.approx(4 * 0.001 * 128)
+    assert e["array_macs"] == pytest.approx(1.0)
+    assert e["pulses"] == pytest.approx(3.0)
+    assert e["digital_macs"] == pytest.approx(2 * 4.6)
+    assert e["grapes_ops"] + e["importance_digital_adds"] == pytest.approx(6 * 0.9)
+    assert e["total"] == pytest.approx(sum(v for k, v in e.items() if k != "total"))
+    # unquantized converters are priced at 8 bits
+    assert converter_energy_pj(0.005, 0) == pytest.approx(0.005 * 256)
+    # the documented calibration: one 256x256 forward read, 9-bit ADC, 7-bit DAC, is about 11 fJ per MAC
+    read = energy_breakdown({"adc_conversions": 256, "dac_conversions": 256, "array_macs": 256 * 256}, table, 9, 7)
+    assert 0.008 < read["total"] / (256 * 256) < 0.014
+
+
+def test_energy_table_overrides_from_json(tmp_path):
+    path = tmp_path / "energy.json"
+    path.write_text(json.dumps({"pulse_pj": 2.5}))
+    table = load_energy_table(str(path))
+    assert table["pulse_pj"] == 2.5 and table["adc_pj_per_level"] == ENERGY_TABLE_PJ["adc_pj_per_level"]
+    with pytest.raises(ValueError, match="unknown entry 'pulse'"):
+        load_energy_table({"pulse": 1.0})
+    with pytest.raises(ValueError, match="pulse_pj must be a finite number >= 0"):
+        load_energy_table({"pulse_pj": -1.0})
+    net = build_network(_cfg(energy_table=str(path)), (8,), 4, "cpu")
+    assert net.cost_summary()["energy_table"]["pj"]["pulse_pj"] == 2.5
+
+
+def test_refresh_op_counts():
+    assert grapes_refresh_ops(6, 8, "bp", "propagated", "array", 1) == (24, 0)
+    assert grapes_refresh_ops(6, 8, "fa", "local", "exact") == (12, 48)
+    assert grapes_refresh_ops(6, 8, "dfa", "propagated", "array", 3) == (16 + 2 * 8, 0)
+    assert grapes_refresh_ops(6, 8, "bp", "layer-mean", "array", 2) == (24 + 6 + 6, 0)
+    assert set(COST_KINDS) >= {"adc_conversions", "pulses", "grapes_ops"}
+
+
+@pytest.mark.parametrize("rule", ["fa", "dfa"])
+def test_fa_and_dfa_need_no_backward_read_but_a_digital_feedback_product(rule):
+    # FA: layer 1 sends d @ B (B: [4, 6]) digitally: 5·4·6 MACs; DFA: hidden layer 0 receives e @ Bᵀ (B: [6, 4]):
+    # 5·6·4 MACs. Neither reads an array backward.
+    net = build_network(_cfg(optimizer="sgd").replace(rule=rule), (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    assert per["backward_mvms"] == 0 and per["backward_passes"] == 0
+    assert per["digital_macs"] == 5 * 4 * 6
+    assert per["adc_conversions"] == 5 * 6 + 5 * 4

@@ -1,0 +1,333 @@
+"""Running sweeps: results per point, failures recorded, resume after kill -9 or half-finished points, the
+local and Ray executors agreeing, --status and --report."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from imc_grapes.io import read_json
+from imc_grapes.sweep import LocalExecutor, SweepLockedError, SweepStore, load_spec, run_sweep, sweep_status
+from imc_grapes.sweep.cli import main as sweep_main
+from imc_grapes.sweep.spec import SweepSpec
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = """
+[base]
+dataset = "synthetic"
+hidden = [8]
+train_subset = 100
+test_subset = 60
+batch_size = 25
+"""
+
+
+def write_spec(folder: Path, body: str, name: str = "s", base: str = TINY, sweep: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(f'[sweep]\nout = "{folder / "out"}"\n{sweep}\n{base}\n{body}')
+    return path
+
+
+class Counting:
+    """Wraps an executor and records the ids of the tasks it was given."""
+
+    def __init__(self, inner):
+        self.inner, self.ids = inner, []
+        self.name, self.ships_files = inner.name, inner.ships_files
+
+    def run(self, tasks, on_start, on_result):
+        self.ids += [t["id"] for t in tasks]
+        self.inner.run(tasks, on_start, on_result)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def point_files(out: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in sorted((out / "points").glob("*/point.json"))}
+
+
+MAIN_AXES = """
+[axes]
+lr = [1e12, 0.1]            # the first value diverges (NaN/Inf loss): recorded as failed, the sweep goes on
+hidden = [[8], [12]]
+optimizer = ["sgd", "grapes"]
+seed = [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, SweepSpec]:
+    """A finished 16-point sweep (8 diverging), run in this process."""
+    folder = tmp_path_factory.mktemp("main")
+    spec_path = write_spec(folder, MAIN_AXES)
+    spec = load_spec(spec_path)
+    status = run_sweep(spec, executor=LocalExecutor(jobs=1, threads=1), log=quiet)
+    assert status.complete
+    return spec_path, spec
+
+
+def test_every_point_gets_one_result_and_failures_are_recorded(finished):
+    spec_path, spec = finished
+    out = spec.out_dir
+    status = sweep_status(spec)
+    assert (status.count("done"), status.count("failed"), status.count("pending", "half-finished")) == (8, 8, 0)
+    points = spec.points()
+    assert set(point_files(out)) == {p.id for p in points}
+    for p in points:
+        res = read_json(out / "points" / p.id / "point.json")
+        assert res["params"] == {"lr": p.config.lr, "hidden": list(p.config.hidden), "optimizer": p.config.optimizer,
+                                 "seed": p.config.seed}
+        if p.config.lr == 1e12:
+            assert res["status"] == "failed" and res["reason"].startswith("diverged: loss became")
+            assert res["metrics"] == {}
+            continue
+        assert res["status"] == "done" and res["reason"] == ""
+        # the training run's own files (written by train()) agree with the recorded result
+        run = read_json(out / "points" / p.id / "run" / "results.json")
+        assert run["status"] == "completed"
+        assert res["metrics"]["final_test_acc"] == run["history"][-1]["test_acc"]
+        assert 0.0 <= res["metrics"]["final_test_acc"] <= 1.0
+        with open(out / "points" / p.id / "run" / "metrics.csv") as f:
+            assert len(list(csv.DictReader(f))) == len(res["history"]) == 1
+        assert "time_s" not in res["history"][0]  # timings live in run.json, not in the result
+        assert read_json(out / "points" / p.id / "run.json")["wall_time_s"] > 0
+
+
+def test_rerun_skips_finished_points_and_retry_failed_redoes_only_failed(finished, tmp_path):
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    before = point_files(out)
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    run_sweep(spec, out, ex, log=quiet)
+    assert ex.ids == [] and point_files(out) == before
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    run_sweep(spec, out, ex, retry_failed=True, log=quiet)
+    failed = {p.id for p in spec.points() if p.config.lr == 1e12}
+    assert set(ex.ids) == failed and len(ex.ids) == 8
+    assert point_files(out) == before  # deterministic: the same failures, byte for byte
+
+
+def test_half_finished_and_corrupt_points_are_redone(finished, tmp_path):
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    before = point_files(out)
+    done = [p for p in spec.points() if p.config.lr != 1e12]
+    half, corrupt = done[0].id, done[5].id
+    (out / "points" / half / "point.json").unlink()  # killed after training, before the result was written
+    (out / "points" / half / "run" / "metrics.csv").write_text("epoch,test_acc\n0.5,0.1")
+    (out / "points" / corrupt / "point.json").write_text('{"status": "do')  # not JSON any more
+    status = sweep_status(spec, out)
+    assert status.count("half-finished") == 2 and "2 half-finished, will be redone" in status.summary_line()
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    status = run_sweep(spec, out, ex, log=quiet)
+    assert sorted(ex.ids) == sorted([half, corrupt]) and status.complete
+    assert point_files(out) == before  # redone from scratch: the same result as the first time
+    assert "0.5,0.1" not in (out / "points" / half / "run" / "metrics.csv").read_text()
+
+
+def test_status_command_lists_done_failed_pending(finished, tmp_path, capsys):
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    pending = spec.points()[-1]
+    shutil.rmtree(out / "points" / pending.id)
+    assert sweep_main([str(spec_path), "--status", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "16 points — 7 done, 8 failed, 1 pending" in text
+    failed_lines = [line for line in text.splitlines() if "diverged: loss became" in line]
+    assert len(failed_lines) == 8 and all("lr=1e+12" in line for line in failed_lines)
+    assert f"pending:\n  {pending.id}  {pending.label()}" in text
+    assert sweep_main([str(spec_path), "--status", "--out", str(out), "--verbose"]) == 0
+    assert "test acc" in capsys.readouterr().out  # done points with their accuracy
+
+
+def test_report_writes_summary_and_png_plots(finished, capsys):
+    spec_path, spec = finished
+    out = spec.out_dir
+    assert sweep_main([str(spec_path), "--report"]) == 0
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16
+    assert {"point", "status", "reason", "lr", "hidden", "optimizer", "seed", "final_test_acc", "wall_time_s",
+            "dataset", "analog.adc_bits", "batch_size"} <= set(rows[0])
+    for row in rows:
+        res = read_json(out / "points" / row["point"] / "point.json")
+        assert row["status"] == res["status"]
+        if res["status"] == "done":
+            assert float(row["final_test_acc"]) == res["metrics"]["final_test_acc"]
+        else:
+            assert row["final_test_acc"] == "" and row["reason"].startswith("diverged")
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert plots == {"acc_vs_lr.png", "acc_vs_hidden.png", "heatmap_lr__hidden.png"}
+    for name in plots:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "summary.csv" in text and "test acc (%)" in text
+
+
+def test_analog_points_with_digital_reference_and_report(tmp_path):
+    spec_path = write_spec(tmp_path, '[axes]\ndevice.dw_min = [0.002, 0.02]\noptimizer = ["sgd", "grapes"]\n',
+                           base=TINY + 'backend = "crossbar"\n[base.analog]\npreset = "Idealized"\ntile_size = 16\n',
+                           sweep="reference = true")
+    spec = load_spec(spec_path)
+    status = run_sweep(spec, executor=LocalExecutor(jobs=1, threads=1), log=quiet)
+    assert status.complete and status.count("done") == 6, status.format()  # 4 analog + 2 digital twins
+    for ps in status.points:
+        cfg = json.loads((spec.out_dir / "points" / ps.point.id / "config.json").read_text())["config"]
+        if ps.point.config.backend == "crossbar":
+            assert cfg["analog"]["device_overrides"]["dw_min"] == ps.point.params["device.dw_min"]
+        else:
+            assert cfg["analog"]["device_overrides"] == {} and ps.point.reference
+    assert sweep_main([str(spec_path), "--report"]) == 0
+    assert (spec.out_dir / "plots" / "acc_vs_device.dw_min.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: session id
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
+def test_kill_9_mid_sweep_loses_only_running_points_and_rerun_completes(tmp_path):
+    base = TINY.replace("train_subset = 100", "train_subset = 600").replace("hidden = [8]", "hidden = [32]") + \
+        "epochs = 2\n"
+    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.05, 0.1]\nseed = [0, 1, 2, 3]\n", base=base)
+    spec = load_spec(spec_path)
+    out = spec.out_dir
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "imc_grapes.sweep", str(spec_path), "--jobs", "2", "--no-report"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list((out / "points").glob("*/point.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # the sweep process only: its workers must follow it
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    deadline = time.monotonic() + 10
+    while _session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_pids(proc.pid) == [], "worker processes outlived the killed sweep"
+
+    finished = point_files(out)
+    assert 1 <= len(finished) < 8, "the kill came after the sweep had finished: make the points heavier"
+    for blob in finished.values():
+        assert json.loads(blob)["status"] == "done"  # every result that exists is whole
+    status = sweep_status(spec)
+    assert status.count("done") == len(finished) and status.count("pending", "half-finished") == 8 - len(finished)
+
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    status = run_sweep(spec, executor=ex, log=quiet)
+    assert status.complete and status.count("done") == 8
+    assert sorted(ex.ids) == sorted(p.id for p in spec.points() if p.id not in finished)
+    after = point_files(out)
+    assert set(after) == {p.id for p in spec.points()}  # exactly one result per point, nothing else
+    assert {k: after[k] for k in finished} == finished  # finished points were not touched
+    for d in (out / "points").iterdir():
+        assert sorted(f.name for f in d.iterdir()) == ["config.json", "point.json", "run", "run.json"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n"))
+    points = spec.points()
+    store = SweepStore(spec.out_dir)
+    tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in points]
+    outcomes: dict[str, dict] = {}
+    me = os.getpid()
+
+    def workers() -> set[int]:
+        """Child processes of this one that are multiprocessing spawn workers (not its resource tracker)."""
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if ppid == me and b"spawn_main" in (entry / "cmdline").read_bytes():
+                        pids.add(int(entry.name))
+                except (OSError, IndexError):
+                    pass
+        return pids
+
+    before = workers()
+
+    def on_start(task):
+        if task["id"] == points[0].id:  # the first worker has just been started and gets the first task
+            (victim,) = workers() - before
+            threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)).start()  # still importing or training
+
+    LocalExecutor(jobs=2).run(tasks, on_start, lambda t, o: outcomes.__setitem__(t["id"], o))
+    assert set(outcomes) == {p.id for p in points}
+    dead = outcomes[points[0].id]
+    assert dead["status"] == "failed" and "worker process died (signal SIGKILL)" in dead["reason"]
+    assert all(outcomes[p.id]["status"] == "done" for p in points[1:])
+
+
+@pytest.mark.slow
+def test_local_and_ray_executors_write_identical_results(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from imc_grapes.sweep import RayExecutor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # embedded Ray on this machine only
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 1e12]\noptimizer = ['sgd', 'grapes']\nseed = [0, 1]\n"))
+    a, b = tmp_path / "local", tmp_path / "ray"
+    run_sweep(spec, a, LocalExecutor(jobs=1, threads=1), log=quiet)  # in this process, one torch thread per point
+    status = run_sweep(spec, b, RayExecutor(num_cpus=2), log=quiet)
+    assert not ray.is_initialized()  # the embedded instance was stopped again
+    assert status.complete and status.count("done") == 4 and status.count("failed") == 4
+    la, lb = point_files(a), point_files(b)
+    assert set(la) == set(lb) == {p.id for p in spec.points()}
+    assert la == lb  # byte-identical results
+    for pid in la:
+        if json.loads(la[pid])["status"] != "done":
+            continue
+        rows = [list(csv.DictReader(open(d / "points" / pid / "run" / "metrics.csv"))) for d in (a, b)]
+        for r in rows:
+            for row in r:
+                row.pop("time_s")
+        assert rows[0] == rows[1]  # the run files shipped back by Ray match the local ones
+        assert read_json(b / "points" / pid / "run.json")["executor"] == "ray"
+
+
+def test_lock_and_cli_errors(finished, tmp_path, capsys):
+    spec_path, spec = finished
+    store = SweepStore(spec.out_dir)
+    with store.lock():
+        assert store.is_running()
+        with pytest.raises(SweepLockedError, match="another process"):
+            run_sweep(spec, log=quiet)
+        assert sweep_main([str(spec_path)]) == 3
+        assert sweep_main([str(spec_path), "--status"]) == 0
+        assert "running in this folder now" in capsys.readouterr().out
+    assert not store.is_running()
+    bad = write_spec(tmp_path, "[axes]\nlr = [0.1, -1.0]\n")
+    assert sweep_main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "lr must be > 0" in err and "1 of 2 point(s) are invalid" in err
+    assert not (tmp_path / "out").exists()
+    assert sweep_main([str(spec_path), "--jobs", "0"]) == 2
+    assert "--jobs must be ≥ 1" in capsys.readouterr().err
+    assert sweep_main([str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,283 @@
+"""Sweep specs: dotted paths, validation before anything runs, grid/sample expansion, the example specs."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devices import PRESETS, get_preset
+from imc_grapes.backends.settings import AnalogSettings
+from imc_grapes.config import TrainConfig
+from imc_grapes.sweep import PERIPHERY_FIELDS, SpecError, SweepSpec, load_spec, parse_spec, resolve_path, run_sweep
+from imc_grapes.sweep.spec import config_id
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {"dataset": "synthetic", "hidden": [8], "train_subset": 100, "test_subset": 50, "batch_size": 50}
+
+
+def spec_of(axes: dict, base: dict | None = None, **sweep) -> SweepSpec:
+    return parse_spec({"sweep": sweep, "base": {**TINY, **(base or {})}, "axes": axes})
+
+
+def message(exc_info: pytest.ExceptionInfo) -> str:
+    return str(exc_info.value)
+
+
+# ------------------------------------------------------------------------------------------ unknown fields
+
+
+def test_unknown_top_level_field_lists_every_train_config_field():
+    with pytest.raises(SpecError) as e:
+        spec_of({"lrate": [0.1]})
+    msg = message(e)
+    assert "'lrate'" in msg
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in msg
+
+
+def test_unknown_analog_field_lists_analog_settings_fields():
+    with pytest.raises(SpecError) as e:
+        spec_of({"analog": {"adc_bit": [4]}})
+    msg = message(e)
+    assert "analog.adc_bit" in msg
+    for f in dataclasses.fields(AnalogSettings):
+        assert f.name in msg
+
+
+def test_unknown_periphery_field_lists_the_periphery_fields():
+    with pytest.raises(SpecError) as e:
+        spec_of({"periphery.preset": ["ReRamSB"]})  # preset is an analog field, not a periphery one
+    msg = message(e)
+    assert set(PERIPHERY_FIELDS) == {"dac_bits", "adc_bits", "out_noise", "ideal_periphery", "tile_size"}
+    for name in PERIPHERY_FIELDS:
+        assert name in msg
+
+
+def test_unknown_device_field_lists_device_fields():
+    with pytest.raises(SpecError) as e:
+        spec_of({"device": {"dw_mn": [0.01]}}, base={"backend": "crossbar"})
+    msg = message(e)
+    assert "device.dw_mn" in msg
+    for f in dataclasses.fields(get_preset("ReRamSB")):
+        assert f.name in msg
+
+
+def test_unknown_section_and_subfield_of_plain_field_are_rejected():
+    with pytest.raises(SpecError, match="unknown section 'tile'"):
+        spec_of({"tile.rows": [4]})
+    with pytest.raises(SpecError, match="has no sub-fields"):
+        spec_of({"optimizer.name": ["sgd"]})
+    with pytest.raises(SpecError, match=r"unknown key\(s\) \['axis'\]"):
+        parse_spec({"axis": {"lr": [0.1]}})
+    with pytest.raises(SpecError, match=r"unknown key\(s\) \['workers'\] in \[sweep\]"):
+        parse_spec({"sweep": {"workers": 2}, "axes": {"lr": [0.1]}})
+
+
+def test_device_field_of_another_preset_is_rejected_per_point_by_the_preset():
+    # a field that exists in some preset but not in the point's one: AnalogSettings names the preset's fields
+    union = set().union(*({f.name for f in dataclasses.fields(get_preset(n))} for n in PRESETS))
+    own = {f.name for f in dataclasses.fields(get_preset("ReRamSB"))}
+    extra = sorted(union - own)
+    if not extra:
+        pytest.skip("every preset has the same fields")  # pragma: no cover - depends on the device models
+    spec = spec_of({f"device.{extra[0]}": [1.0]}, base={"backend": "crossbar"})
+    with pytest.raises(SpecError, match="for preset 'ReRamSB'"):
+        spec.points()
+
+
+# ------------------------------------------------------------------------------------------ bad values
+
+
+def _own_message(fn) -> str:
+    with pytest.raises(ValueError) as e:
+        fn()
+    return str(e.value)
+
+
+def test_bad_values_are_rejected_with_the_config_classes_own_message():
+    own = _own_message(lambda: AnalogSettings(adc_bits=30))
+    with pytest.raises(SpecError) as e:
+        spec_of({"periphery.adc_bits": [4, 30]}, base={"backend": "crossbar"}).points()
+    assert own in message(e) and "periphery.adc_bits=30" in message(e)
+
+    own = _own_message(lambda: TrainConfig(lr=-1.0))
+    with pytest.raises(SpecError) as e:
+        spec_of({"lr": [0.1, -1.0]}).points()
+    assert own in message(e)
+
+    own = _own_message(lambda: get_preset("ReRamSB", dw_min=-0.1))
+    with pytest.raises(SpecError) as e:
+        spec_of({"device.dw_min": [-0.1]}, base={"backend": "crossbar"}).points()
+    assert own in message(e)
+
+    with pytest.raises(SpecError, match=r"\[base\]: .*optimizer must be one of"):
+        spec_of({"lr": [0.1]}, base={"optimizer": "adamw-grapes"})
+
+
+def test_every_invalid_point_is_reported_and_nothing_runs(tmp_path):
+    spec = spec_of({"lr": [0.1, -1.0, -2.0], "seed": [0, 1]})
+    with pytest.raises(SpecError) as e:
+        run_sweep(spec, tmp_path / "out", log=lambda _m: None)
+    assert message(e).startswith("4 of 6 point(s) are invalid")
+    assert not (tmp_path / "out").exists()  # validated before anything was created or run
+
+
+def test_malformed_axes_are_rejected():
+    with pytest.raises(SpecError, match="must be a list of values"):
+        spec_of({"lr": 0.1})
+    with pytest.raises(SpecError, match="has no values"):
+        spec_of({"lr": []})
+    with pytest.raises(SpecError, match="add a \\[sample\\] table"):
+        spec_of({"lr": {"log_uniform": [0.01, 0.1]}})
+    with pytest.raises(SpecError, match="no axis is a range"):
+        parse_spec({"axes": {"lr": [0.1]}, "sample": {"n": 3}})
+    with pytest.raises(SpecError, match="log_uniform needs 0 < lo"):
+        parse_spec({"axes": {"lr": {"log_uniform": [0.0, 0.1]}}, "sample": {"n": 3}})
+    with pytest.raises(SpecError, match="set the same field"):
+        spec_of({"device.dw_min": [0.1], "analog": {"device_overrides": {"dw_min": [0.2]}}})
+    with pytest.raises(SpecError, match="every point is digital"):
+        spec_of({"device.dw_min": [0.001, 0.01]}).points()  # base backend digital: the axis would do nothing
+
+
+# ------------------------------------------------------------------------------------------ expansion
+
+
+def test_paths_resolve_to_their_sections():
+    assert resolve_path("lr").section == "train"
+    assert (resolve_path("periphery.adc_bits").section, resolve_path("periphery.adc_bits").field) == ("analog", "adc_bits")
+    assert resolve_path("analog.preset").field == "preset"
+    assert resolve_path("analog.device_overrides.up_down") .section == "device"
+    assert resolve_path("device.up_down").is_hardware and not resolve_path("seed").is_hardware
+
+
+def test_toml_grid_sets_each_field_where_it_belongs(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("""
+[sweep]
+out = "somewhere"
+[base]
+dataset = "synthetic"
+hidden = [8]
+backend = "crossbar"
+[base.analog]
+preset = "Idealized"
+[base.device]
+dw_min_dtod = 0.0
+[axes]
+device.dw_min = [0.001, 0.01]
+"periphery.adc_bits" = [4, 8]
+optimizer = ["sgd", "grapes"]
+""")
+    spec = load_spec(path)
+    assert spec.name == "s" and spec.out_dir == Path("somewhere")
+    points = spec.points()
+    assert len(points) == 8
+    expected = [(dw, bits, opt) for dw in (0.001, 0.01) for bits in (4, 8) for opt in ("sgd", "grapes")]
+    got = [(p.config.analog.device_overrides["dw_min"], p.config.analog.adc_bits, p.config.optimizer) for p in points]
+    assert got == expected  # first axis slowest
+    for p in points:
+        assert p.config.analog.preset == "Idealized" and p.config.analog.device_overrides["dw_min_dtod"] == 0.0
+        assert p.config.backend == "crossbar" and p.config.hidden == (8,)
+        assert list(p.params) == ["device.dw_min", "periphery.adc_bits", "optimizer"]
+    assert len({p.id for p in points}) == 8
+
+
+def test_digital_points_ignore_hardware_axes_and_reference_adds_digital_twins():
+    spec = spec_of({"device.dw_min": [0.001, 0.01], "optimizer": ["sgd", "grapes"], "seed": [0, 1]},
+                   base={"backend": "crossbar"}, reference=True)
+    points = spec.points()
+    analog = [p for p in points if p.config.backend == "crossbar"]
+    digital = [p for p in points if p.config.backend == "digital"]
+    assert len(analog) == 8 and len(digital) == 4  # one digital twin per (optimizer, seed), not per dw_min
+    assert all(p.reference and p.params["device.dw_min"] is None for p in digital)
+    assert all(p.config.analog == spec.base.analog for p in digital)
+    assert {(p.config.optimizer, p.config.seed) for p in digital} == {(o, s) for o in ("sgd", "grapes") for s in (0, 1)}
+
+    mixed = spec_of({"backend": ["digital", "crossbar"], "device.dw_min": [0.001, 0.01]}).points()
+    assert [p.config.backend for p in mixed] == ["digital", "crossbar", "crossbar"]
+
+
+def test_int_and_float_spellings_are_the_same_point():
+    a = spec_of({"lr": [1]}).points()[0]
+    b = spec_of({"lr": [1.0]}).points()[0]
+    assert a.id == b.id == config_id(TrainConfig.from_dict({**TrainConfig().to_dict(), **TINY, "lr": 1.0}))
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+
+def sampled(n: int, seed: int) -> SweepSpec:
+    return parse_spec({"base": {**TINY, "backend": "crossbar"}, "sample": {"n": n, "seed": seed}, "axes": {
+        "device": {"dw_min": {"log_uniform": [1e-3, 1e-1]}, "up_down": {"uniform": [-0.2, 0.4]}},
+        "periphery.adc_bits": {"int_uniform": [4, 6]}, "optimizer": {"choice": ["sgd", "grapes"]},
+        "seed": [0, 1]}})
+
+
+def test_samples_lie_in_their_ranges_and_are_reproducible():
+    spec = sampled(400, seed=3)
+    draws = spec.samples()
+    assert len(draws) == 400 and draws == sampled(400, seed=3).samples() != sampled(400, seed=4).samples()
+    dw = [d["device.dw_min"] for d in draws]
+    assert all(1e-3 <= v <= 1e-1 for v in dw)
+    # log-uniform: half the mass below the geometric mean 1e-2; binomial 4-sigma bound 4·sqrt(0.25/400) = 0.1
+    assert abs(sum(v < 1e-2 for v in dw) / 400 - 0.5) < 0.1
+    ud = [d["device.up_down"] for d in draws]
+    assert all(-0.2 <= v <= 0.4 for v in ud) and abs(sum(ud) / 400 - 0.1) < 4 * 0.6 / math.sqrt(12 * 400)
+    assert {d["periphery.adc_bits"] for d in draws} == {4, 5, 6}
+    assert all(isinstance(d["periphery.adc_bits"], int) for d in draws)
+    assert {d["optimizer"] for d in draws} == {"sgd", "grapes"}
+
+
+def test_samples_are_crossed_with_the_grid_axes():
+    spec = sampled(5, seed=0)
+    points = spec.points()
+    assert len(points) == 10  # 5 draws × seed [0, 1]
+    draws = spec.samples()
+    for k, p in enumerate(points):
+        d = draws[k // 2]
+        assert p.config.seed == k % 2
+        assert p.config.analog.device_overrides["dw_min"] == d["device.dw_min"]
+        assert p.config.analog.adc_bits == d["periphery.adc_bits"] and p.config.optimizer == d["optimizer"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(lrs=st.lists(st.sampled_from([0.01, 0.02, 0.05, 0.1, 0.2]), min_size=1, max_size=4, unique=True),
+       seeds=st.lists(st.integers(0, 50), min_size=1, max_size=3, unique=True),
+       opts=st.lists(st.sampled_from(["sgd", "grapes", "layer-mean"]), min_size=1, max_size=3, unique=True))
+def test_grid_size_and_distinct_ids(lrs, seeds, opts):
+    points = spec_of({"lr": lrs, "seed": seeds, "optimizer": opts}).points()
+    assert len(points) == len(lrs) * len(seeds) * len(opts)
+    assert len({p.id for p in points}) == len(points)
+    assert {(p.config.lr, p.config.seed, p.config.optimizer) for p in points} == \
+        {(lr, s, o) for lr in lrs for s in seeds for o in opts}
+
+
+# ------------------------------------------------------------------------------------------ examples
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples" / "sweeps").glob("*.toml")), ids=lambda p: p.stem)
+def test_example_specs_are_valid_and_small(path):
+    spec = load_spec(path)
+    points = spec.points()
+    assert 4 <= len(points) <= 40
+    for p in points:  # minutes on 2 cores: an MNIST subset (or synthetic), a small MLP, ≤ 2 epochs
+        assert p.config.dataset == "synthetic" or (p.config.train_subset or 60000) <= 5000
+        assert p.config.epochs <= 2 and sum(p.config.hidden) <= 256
+    assert any(p.config.backend != "digital" for p in points)
+    assert "Scaling up" in path.read_text()
+    assert tomllib.loads(path.read_text())  # plain TOML
+
+
+def test_examples_cover_the_four_device_questions():
+    names = {p.stem for p in (REPO / "examples" / "sweeps").glob("*.toml")}
+    assert {"dw_min", "up_down", "adc_dac_bits", "c2c_noise"} <= names
+    axes = {n: [a.name for a in load_spec(REPO / "examples" / "sweeps" / f"{n}.toml").axes]
+            for n in ("dw_min", "up_down", "adc_dac_bits", "c2c_noise")}
+    assert "device.dw_min" in axes["dw_min"] and "device.up_down" in axes["up_down"]
+    assert {"periphery.adc_bits", "periphery.dac_bits"} <= set(axes["adc_dac_bits"])
+    assert "device.dw_min_std" in axes["c2c_noise"]

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
 from crossbar.periphery import MVMResult, analog_mvm
-from crossbar.update import ideal_delta, pulse_counts
+from crossbar._sparse_update import cpu_pulse_counts
+from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams
 
 __all__ = ["TileArray", "COUNTER_NAMES"]
@@ -213,21 +214,48 @@ class TileArray(nn.Module):
             if self.has_write_noise:
                 self.apparent_tiles.copy_(self.weight_tiles)
         else:
-            # On the CPU a host read of max(BL) is free and shortens the pulse trains (BL management usually
-            # picks short ones); on GPUs the fixed-length trains avoid the synchronisation.
-            n_up, n_down, total = pulse_counts(xt, dt, lr, cfg.device.granularity, cfg.update, self.generator,
-                                               trim_slots=self.weight_tiles.device.type == "cpu")
+            self._pulsed_update(xt, dt, lr)
+        self.counter_updates.add_(1)
+
+    def _pulsed_update(self, xt: Tensor, dt: Tensor, lr: float | Tensor) -> None:
+        """Pulse trains of every tile, their coincidence counts, the device response (see :meth:`update`).
+
+        CPU (host reads are free there): :func:`crossbar._sparse_update.cpu_pulse_counts` trims the trains to
+        ``max(BL)`` slots and, when few lines fire / few devices get pulses, draws and counts them sparsely;
+        the device model then updates only the devices with pulses (``apply_pulses_at_``). GPUs: fixed-length
+        dense trains and counts, no host synchronisation. Same distribution either way.
+        """
+        cfg = self.config
+        device = cfg.device
+        params = self.params
+        shape = self.weight_tiles.shape
+        if self.weight_tiles.device.type == "cpu":
+            counts = cpu_pulse_counts(xt, dt, lr, device.granularity, cfg.update, self.generator)
+            index, n_up, n_down, total = counts
+        else:
+            plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
+            trains = _draw_dense_trains(plan, self.generator)
+            fired_x, fired_d = trains.fired()
+            total = (fired_x * fired_d).to(torch.int64).sum()      # exact number of coincidences (pulses)
+            index = None
+            n_up, n_down, _ = _dense_counts(trains, total)
+        # the states always lie within their bounds (programmed clipped, updated clipped): updated in place
+        if index is not None:
+            device.apply_pulses_at_(self.weight_tiles, index, n_up, n_down, params, self.generator)
+            if self.has_write_noise and index.numel() > 0:
+                sub = DeviceParams.from_state_dict({k: v.reshape(-1).index_select(0, index)
+                                                    for k, v in params.state_dict().items()})
+                noisy = device.write_noise(self.weight_tiles.view(-1).index_select(0, index), sub, self.generator)
+                self.apparent_tiles.view(-1).index_copy_(0, index, noisy)
+        else:
             n_up = n_up.reshape(shape)
             n_down = n_down.reshape(shape)
-            params = self.params
-            # the states always lie within their bounds (programmed clipped, updated clipped): in place
-            cfg.device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
+            device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
             if self.has_write_noise:
                 touched = (n_up + n_down) > 0
-                noisy = cfg.device.write_noise(self.weight_tiles, params, self.generator)
+                noisy = device.write_noise(self.weight_tiles, params, self.generator)
                 self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
-            self.counter_pulses.add_(total.round().to(torch.int64))
-        self.counter_updates.add_(1)
+        self.counter_pulses.add_(total)
 
     # ------------------------------------------------------------------ importance reads
     def _sum_matrix(self, signed: bool, g_offset: float) -> Tensor:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -338,6 +339,53 @@ def pulse_counts(
     Cost: two batched matmuls ``[R*C, rows, batch*BL] @ [R*C, batch*BL, cols]`` and random draws of
     ``R * C * batch * BL * (rows + cols)`` numbers (the memory peak; split huge batches if needed).
     """
+    plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots)
+    return _dense_counts(_draw_dense_trains(plan, generator))
+
+
+class _TrainPlan(NamedTuple):
+    """Everything that defines the trains of one update, before any of them is drawn (compute dtype).
+
+    Input line ``j`` of tile ``(r, c)`` fires in each slot of sample ``b`` with probability
+    ``p_x = b[r, c, b] * x_abs[c, b, j]`` (or its discretized value, see ``p_x``), error line ``i`` with
+    ``a[r, c, b] * d_abs[r, b, i]`` in the first ``bl[r, c, b]`` of the ``n_slots`` slots.
+    """
+
+    x_abs: Tensor       # [C, batch, cols] |x|
+    d_abs: Tensor       # [R, batch, rows] |d|
+    a: Tensor           # [R, C, batch] scale of the error probabilities
+    b: Tensor           # [R, C, batch] scale of the input probabilities
+    bl: Tensor          # [R, C, batch] int64 train lengths (slots)
+    n_slots: int        # slots allocated per sample (>= max BL)
+    x_sign: Tensor      # [C, batch, cols] sign of x (+1, -1, 0)
+    d_sign: Tensor      # [R, batch, rows] sign of d times sign(lr): equal to x's sign -> the weight goes down
+    p_x: Tensor | None  # [R, C, batch, cols] discretized probabilities, only with cfg.resolution > 0
+    p_d: Tensor | None  # [R, C, batch, rows] likewise
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int, int]:
+        """``(R, C, batch, n_slots, cols, rows)``."""
+        n_r, n_c, batch = self.bl.shape
+        return n_r, n_c, batch, self.n_slots, self.x_abs.shape[-1], self.d_abs.shape[-1]
+
+
+class _Trains(NamedTuple):
+    """The drawn trains of one update as dense 0/1 tensors (compute dtype)."""
+
+    x_bits: Tensor      # [R, C, batch, slot, cols]: input line j fires in that slot
+    d_bits: Tensor      # [R, C, batch, slot, rows]: error line i fires (slots beyond the sample's BL silent)
+    x_sign: Tensor      # [C, batch, cols], as _TrainPlan
+    d_sign: Tensor      # [R, batch, rows], as _TrainPlan
+
+    def fired(self) -> tuple[Tensor, Tensor]:
+        """Number of fired input / error lines per (tile, sample, slot): two ``[R*C*batch*slot]`` tensors."""
+        n_x, n_d = self.x_bits.shape[-1], self.d_bits.shape[-1]
+        return self.x_bits.view(-1, n_x).sum(dim=-1), self.d_bits.view(-1, n_d).sum(dim=-1)
+
+
+def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters,
+                 generator: torch.Generator | None, trim_slots: bool) -> _TrainPlan:
+    """Validate the arguments of :func:`pulse_counts` (same ``Args``) and compute the trains' parameters."""
     if cfg.pulse_type == "none":
         raise ValueError(
             "pulse_counts: UpdateParameters.pulse_type is 'none' (exact float update); use ideal_delta(x, d, lr)"
@@ -345,21 +393,30 @@ def pulse_counts(
     _check_inputs(x, d)
     _check_scalars(lr, dw_min)
     dtype = _compute_dtype(x.dtype)
-    device = x.device
-    batch, n_c, cols = x.shape
-    n_r, rows = d.shape[1], d.shape[2]
-    tiles = n_r * n_c
     x_abs = x.detach().abs().to(dtype)                       # [batch, C, cols]
     d_abs = d.detach().abs().to(dtype)                       # [batch, R, rows]
     bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)   # [batch, R, C]
     n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
+    x_abs, d_abs = x_abs.permute(1, 0, 2), d_abs.permute(1, 0, 2)
+    a, b, bl = a.permute(1, 2, 0), b.permute(1, 2, 0), bl.permute(1, 2, 0)
+    p_x = p_d = None
+    if cfg.resolution > 0:
+        p_x = _discretize(b[..., None] * x_abs[None], cfg, generator)
+        p_d = _discretize(a[..., None] * d_abs[:, None], cfg, generator)
+    lr_sign = torch.as_tensor(lr, dtype=dtype, device=x.device).sign()
+    x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)
+    d_sign = (d.detach().sign().to(dtype) * lr_sign).permute(1, 0, 2)
+    return _TrainPlan(x_abs, d_abs, a, b, bl, n_slots, x_sign, d_sign, p_x, p_d)
 
+
+def _draw_dense_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
+    """Draw every line's train: one uniform per line and slot (``u < p`` fires)."""
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    device, dtype = plan.x_abs.device, plan.x_abs.dtype
     # Layout [R, C, batch, slot, line]: each tile's trains are one contiguous [batch*slot, line] block.
-    bl_t = bl.permute(1, 2, 0)                                                    # [R, C, batch]
-    p_x = _discretize(b.permute(1, 2, 0)[..., None] * x_abs.permute(1, 0, 2)[None], cfg, generator)
-    p_d = _discretize(a.permute(1, 2, 0)[..., None] * d_abs.permute(1, 0, 2)[:, None], cfg, generator)
-    # One comparison per line and slot, in place on the uniform draws (u < p fires; p <= 0 never, p >= 1
-    # always, so the [0, 1] clamp of pulse_probabilities is not needed).
+    p_x = plan.b[..., None] * plan.x_abs[None] if plan.p_x is None else plan.p_x
+    p_d = plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d
+    # In place on the uniform draws (p <= 0 never fires, p >= 1 always: no [0, 1] clamp needed).
     x_bits = torch.rand((n_r, n_c, batch, n_slots, cols), generator=generator, device=device, dtype=dtype)
     x_bits = x_bits.lt_(p_x[:, :, :, None, :])
     d_bits = torch.rand((n_r, n_c, batch, n_slots, rows), generator=generator, device=device, dtype=dtype)
@@ -367,22 +424,28 @@ def pulse_counts(
     if n_slots > 1:
         # slots beyond a sample's BL stay silent (with one slot, BL = 0 only where all p_x or all p_d are 0)
         slot = torch.arange(n_slots, device=device)
-        d_bits.mul_((slot < bl_t[..., None]).to(dtype)[..., None])
+        d_bits.mul_((slot < plan.bl[..., None]).to(dtype)[..., None])
+    return _Trains(x_bits, d_bits, plan.x_sign, plan.d_sign)
 
-    # Signed trains: the sign of each pulse is the sign of its value; sign(lr) flips the direction.
-    lr_sign = torch.as_tensor(lr, dtype=dtype, device=device).sign()
-    x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)[None, :, :, None, :]             # [1, C, batch, 1, cols]
-    d_sign = (d.detach().sign().to(dtype) * lr_sign).permute(1, 0, 2)[:, None, :, None, :]  # [R, 1, batch, 1, rows]
 
-    k_len = batch * n_slots
+def _dense_counts(trains: _Trains, total: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(n_up, n_down, total)`` of :func:`pulse_counts` from the trains: two batched matmuls over the slots.
+
+    ``total`` (the number of coincidences, ``sum(fired_x * fired_d)``) is computed when not given.
+    """
+    x_bits, d_bits = trains.x_bits, trains.d_bits
+    n_r, n_c, batch, n_slots, cols = x_bits.shape
+    rows = d_bits.shape[-1]
+    tiles, k_len = n_r * n_c, batch * n_slots
+    if total is None:
+        fired_x, fired_d = trains.fired()
+        total = (fired_x * fired_d).sum()
     x_flat = x_bits.view(tiles, k_len, cols)
     d_flat = d_bits.view(tiles, k_len, rows)
-    # all coincidences of tile t: sum_k (number of d pulses in slot k) * (number of x pulses in slot k)
-    total = (d_flat.sum(dim=-1) * x_flat.sum(dim=-1)).sum()
     both = torch.bmm(d_flat.transpose(1, 2), x_flat)                                # n_up + n_down
-    xs_flat = (x_bits * x_sign).view(tiles, k_len, cols)
-    ds_flat = (d_bits * d_sign).view(tiles, k_len, rows)
-    # n_down = (both + signed) / 2, signed = lr_sign * (same-sign - opposite-sign coincidences): integers, exact
+    xs_flat = (x_bits * trains.x_sign[None, :, :, None, :]).view(tiles, k_len, cols)
+    ds_flat = (d_bits * trains.d_sign[:, None, :, None, :]).view(tiles, k_len, rows)
+    # n_down = (both + signed) / 2 with signed = same-sign minus opposite-sign coincidences (integers: exact)
     n_down = torch.baddbmm(both, ds_flat.transpose(1, 2), xs_flat, beta=0.5, alpha=0.5)
     n_up = both.sub_(n_down)
     return n_up.view(n_r, n_c, rows, cols), n_down.view(n_r, n_c, rows, cols), total

@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_train(sub)
     _add_data(sub)
+    from .sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub)
     doc = sub.add_parser("doctor", help="check the installation (torch, engine, aihwkit C++ tiles, CUDA)",
                          description="Print versions and check that each required part works; exit 1 if not.")
     doc.add_argument("--skip-aihwkit", action="store_true",
@@ -280,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sweep":
+        from .sweep.cli import run_sweep_command
+
+        return run_sweep_command(args)
     if args.command == "compare":
         return _cmd_compare(args)
     if args.command == "train":

@@ -147,6 +147,14 @@ def _per_step_cost(run: RunResult) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _grapes_ops_share(run: RunResult) -> float | None:
+    """GRAPES's own digital operations as a fraction of all operations of a training step."""
+    costs = run.extra.get("costs") or {}
+    total, own = costs.get("ops_per_step"), costs.get("grapes_ops_per_step")
+    return float(own) / float(total) if isinstance(total, (int, float)) and total and isinstance(own, (int, float)) \
+        else None
+
+
 def _saturation(run: RunResult) -> float | None:
     vals = [v for h in run.history for k, v in h.items() if k.startswith("sat/") and isinstance(v, (int, float))
             and math.isfinite(v)]
@@ -173,6 +181,7 @@ def summarise_cells(cells: Sequence[Cell], target: float) -> list[dict[str, Any]
             "saturation_mean": _mean_std([_saturation(r) for r in done])[0],
             "cost_per_step": cost,
             "cost_overhead_vs_sgd": cost / base if cost is not None and base else None,
+            "grapes_ops_share": _mean_std([_grapes_ops_share(r) for r in done])[0],
         }
         times = sorted({t for r in done for t in (r.extra.get("inference") or {})}, key=float)
         for t in times:
@@ -193,14 +202,14 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
     inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
                       key=lambda k: float(k.split("@")[1]))
     head = ["hardware", "optimizer", "lr", "test acc % (mean ± std)", f"epochs to {100 * target:g}%",
-            "saturation", "cost ×SGD"] + [f"acc % @{_time_label(float(k.split('@')[1]))}" for k in inf_cols]
+            "saturation", "energy ×SGD", "GRAPES ops %"] + [f"acc % @{_time_label(float(k.split('@')[1]))}" for k in inf_cols]
     body = []
     for r in rows:
         acc = "diverged" if r["final_test_acc_mean"] is None else \
             f"{_fmt(r['final_test_acc_mean'], True)} ± {_fmt(r['final_test_acc_std'], True)}"
         ett = _fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None else f"({r['reached_target']})"
         body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),
-                     _fmt(r["cost_overhead_vs_sgd"], digits=3)] + [_fmt(r.get(k), True) for k in inf_cols])
+                     _fmt(r["cost_overhead_vs_sgd"], digits=3), _fmt(r.get("grapes_ops_share"), True, 3)] + [_fmt(r.get(k), True) for k in inf_cols])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(b) + " |" for b in body]
@@ -347,6 +356,40 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
     return result
 
 
+def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Plain-language statements computed from the summary rows (no judgement beyond the numbers): GRAPES vs
+    SGD and vs the layer-mean control per hardware, relative to the seed-to-seed spread, and saturation."""
+    out = []
+    by = {(r["hardware"], r["optimizer"]): r for r in rows}
+    for hw in dict.fromkeys(r["hardware"] for r in rows):
+        sgd, gr, lm = by.get((hw, "sgd")), by.get((hw, "grapes")), by.get((hw, "layer-mean"))
+        if not sgd or not gr or sgd["final_test_acc_mean"] is None or gr["final_test_acc_mean"] is None:
+            continue
+        diff = 100 * (gr["final_test_acc_mean"] - sgd["final_test_acc_mean"])
+        n = min(sgd["runs"], gr["runs"])
+        spread = 100 * math.hypot(sgd["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
+        if n < 2:
+            verdict = "a single seed, so no seed-to-seed spread is available to judge it"
+        elif abs(diff) > 2 * spread:
+            verdict = f"more than twice the combined seed spread ({spread:.2f} points)"
+        else:
+            verdict = f"within twice the combined seed spread ({spread:.2f} points): not a clear difference"
+        text = f"**{hw}**: GRAPES {'+' if diff >= 0 else ''}{diff:.2f} points vs SGD ({verdict})"
+        if lm and lm["final_test_acc_mean"] is not None:
+            d_lm = 100 * (gr["final_test_acc_mean"] - lm["final_test_acc_mean"])
+            text += (f"; vs the layer-mean control {'+' if d_lm >= 0 else ''}{d_lm:.2f} points — "
+                     + ("the per-neuron modulation adds to what a uniform per-layer boost gives" if d_lm > 0 else
+                        "a uniform per-layer boost of the same mean does as well, so the gain is not explained by "
+                        "the per-neuron factors"))
+        if gr.get("saturation_mean") is not None and sgd.get("saturation_mean") is not None:
+            text += (f". Realised/intended weight change: SGD {sgd['saturation_mean']:.2f}, GRAPES "
+                     f"{gr['saturation_mean']:.2f}")
+            if gr["saturation_mean"] < 0.95:
+                text += " (the pulse budget clips part of the modulated updates)"
+        out.append(text + ".")
+    return out
+
+
 def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Sequence[Cell],
                     files: Sequence[str], command: str | None) -> str:
     b = spec.base
@@ -370,8 +413,14 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
                      "lr effect; pass an lr grid for a fair comparison)")
     lines += ["", "## Results", "", format_table(rows, spec.target_acc, markdown=True), "",
               "*saturation*: realised / intended weight change of the pulsed updates (1 = every intended change "
-              "reached the devices); *cost ×SGD*: hardware cost per training step relative to SGD on the same "
-              "hardware.", ""]
+              "reached the devices); *energy ×SGD*: estimated energy per training step relative to SGD on the same "
+              "hardware (larger modulated updates also mean more device pulses); *GRAPES ops %*: GRAPES's own "
+              "digital operations (importance, max, modulation, error scaling) as a share of all operations of a "
+              "step. Energies use the documented per-operation table (`imc_grapes/backends/costs.py`); they are "
+              "order-of-magnitude estimates.", ""]
+    found = findings(rows)
+    if found:
+        lines += ["## What the numbers say", ""] + [f"* {f}" for f in found] + [""]
     tuned = [c for c in cells if c.tuning]
     if tuned:
         lines += ["## Learning-rate tuning (validation accuracy %)", "",

@@ -225,8 +225,8 @@ class RayExecutor:
         address: a running cluster (``ray://host:10001`` or ``host:6379``; every node needs imc-grapes and the
             data sets installed). None starts Ray embedded on this machine only (``address="local"``), stopped
             again when the sweep ends.
-        num_cpus: CPUs of the embedded instance (None: :func:`default_jobs`); ignored with an address.
-        threads: torch threads per point (each task reserves that many CPUs).
+        num_cpus: CPUs of the embedded instance (None: :func:`available_cpus`); ignored with an address.
+        threads: torch threads per point (each task reserves that many CPUs; a point on ``cuda`` also one GPU).
         max_retries: times Ray reruns a task whose worker process or node died.
     """
 
@@ -260,10 +260,9 @@ class RayExecutor:
         if started_here:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
-            else:
-                uses_cuda = any(str(t["config"].get("device", "cpu")).startswith("cuda") for t in tasks)
-                cpus = self.num_cpus or default_jobs(None, uses_cuda) * self.threads
-                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            else:  # never a cluster found through the environment: a fresh instance on this machine
+                ray.init(address="local", num_cpus=self.num_cpus or available_cpus(), include_dashboard=False,
+                         log_to_driver=False)
         try:
             self._run(ray, tasks, on_start, on_result)
         finally:
@@ -271,7 +270,9 @@ class RayExecutor:
                 ray.shutdown()
 
     def _run(self, ray: Any, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None:
-        remote = ray.remote(num_cpus=self.threads, max_retries=self.max_retries)(execute_point)
+        uses_cuda = any(str(t["config"].get("device", "cpu")).startswith("cuda") for t in tasks)
+        remote = ray.remote(num_cpus=self.threads, num_gpus=1 if uses_cuda else 0,  # a GPU point gets a GPU
+                            max_retries=self.max_retries)(execute_point)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         window = max(2, 2 * cpus // self.threads)  # tasks in flight: keep the cluster busy, the folder tidy
         queue = deque(tasks)

@@ -104,7 +104,7 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def _acc(ps: Any) -> float | None:
-    v = ps.metrics.get(METRIC) if ps.state == DONE else None
+    v: Any = ps.metrics.get(METRIC) if ps.state == DONE else None
     return float(v) if _is_num(v) and math.isfinite(v) else None
 
 
@@ -149,7 +149,10 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
             accs = [a for a in (_acc(ps) for ps in group) if a is not None]
             if accs:
                 m, s = _mean_std(accs)
-                line_x.append(xs[_key(v)]), line_m.append(100 * m), line_s.append(100 * s), line_n.append(accs)
+                line_x.append(xs[_key(v)])
+                line_m.append(100 * m)
+                line_s.append(100 * s)
+                line_n.append(accs)
             elif group:
                 fail_x.append(xs[_key(v)])
         if line_x:
@@ -206,7 +209,8 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
             ran[i, j] = any(ps.state in (DONE, FAILED) for ps in group)
             if accs:
                 grid[i, j] = 100 * statistics.fmean(accs)
-        grids.append(grid), tried.append(ran)
+        grids.append(grid)
+        tried.append(ran)
     finite = [g[np.isfinite(g)] for g in grids]
     vals = np.concatenate(finite) if finite else np.array([])
     vmin, vmax = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
@@ -247,7 +251,9 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
             accs = [a for a in (_acc(ps) for ps in pts if ps.point.config.optimizer == opt) if a is not None]
             if accs:
                 m, s = _mean_std(accs)
-                ms.append(100 * m), ss.append(100 * s), xs.append(i + 0.4 * offset)
+                ms.append(100 * m)
+                ss.append(100 * s)
+                xs.append(i + 0.4 * offset)
         if xs:
             ax.bar(xs, ms, yerr=ss, width=0.38, capsize=3, label=label)
     ax.set_xticks([i + 0.2 for i in range(len(opts))] if ref else list(range(len(opts))), opts)
@@ -299,10 +305,12 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
         groups.setdefault(key, []).append(ps)
     head = names + ["backend", "runs", "failed", "test acc (%)"]
     table = [head]
-    for pts in groups.values():
+    ordered = sorted(groups.values(), key=lambda pts: pts[0].point.config.backend == "digital")  # reference last
+    for pts in ordered:
         p0 = pts[0].point
         accs = [a for a in (_acc(ps) for ps in pts) if a is not None]
-        acc = "—" if not accs else (f"{100 * _mean_std(accs)[0]:.2f} ± {100 * _mean_std(accs)[1]:.2f}")
+        m, s = _mean_std(accs) if accs else (0.0, 0.0)
+        acc = "—" if not accs else f"{100 * m:.2f}" if len(accs) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
         table.append([_fmt_value(p0.params.get(n)) if p0.params.get(n) is not None else "n/a" for n in names]
                      + [p0.config.backend, str(len(pts)), str(sum(ps.state == "failed" for ps in pts)), acc])
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]

@@ -39,13 +39,17 @@ import itertools
 import json
 import math
 import os
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from ..backends.settings import AnalogSettings
 from ..config import ConfigError, TrainConfig
@@ -263,11 +267,11 @@ class SweepSpec:
                 for row in u]
 
     def _raw_points(self) -> Iterator[dict[str, Any]]:
-        grid = [ax for ax in self.axes if ax.values is not None]
+        grid = [(ax.name, ax.values) for ax in self.axes if ax.values is not None]
         order = [ax.name for ax in self.axes]
         for sample in self.samples():
-            for combo in itertools.product(*(ax.values for ax in grid)):  # type: ignore[misc]
-                params = {**sample, **{ax.name: v for ax, v in zip(grid, combo)}}
+            for combo in itertools.product(*(values for _, values in grid)):
+                params = {**sample, **{name: v for (name, _), v in zip(grid, combo)}}
                 yield {k: params[k] for k in order}
 
     def points(self, max_errors: int = 5) -> list[Point]:

@@ -44,8 +44,8 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not history:
         return {}
     last = history[-1]
-    out = {k: last.get(k) for k in ("test_acc", "test_loss", "train_acc", "train_loss") if k in last}
-    out = {f"final_{k}": v for k, v in out.items()}
+    out: dict[str, Any] = {f"final_{k}": last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")
+                           if k in last}
     accs = [h["test_acc"] for h in history if isinstance(h.get("test_acc"), (int, float))]
     if accs:
         out["best_test_acc"] = max(accs)

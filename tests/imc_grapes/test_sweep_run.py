@@ -276,7 +276,7 @@ def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
     def on_start(task):
         if task["id"] == points[0].id:  # the first worker has just been started and gets the first task
             (victim,) = workers() - before
-            threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)).start()  # still importing or training
+            threading.Timer(0.1, os.kill, (victim, signal.SIGKILL)).start()  # still starting up
 
     LocalExecutor(jobs=2).run(tasks, on_start, lambda t, o: outcomes.__setitem__(t["id"], o))
     assert set(outcomes) == {p.id for p in points}

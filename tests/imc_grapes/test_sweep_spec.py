@@ -281,3 +281,29 @@ def test_examples_cover_the_four_device_questions():
     assert "device.dw_min" in axes["dw_min"] and "device.up_down" in axes["up_down"]
     assert {"periphery.adc_bits", "periphery.dac_bits"} <= set(axes["adc_dac_bits"])
     assert "device.dw_min_std" in axes["c2c_noise"]
+
+
+def test_base_from_a_finished_run_then_base_overrides(tmp_path):
+    from imc_grapes.io import write_json_atomic
+
+    run_cfg = TrainConfig(dataset="synthetic", hidden=(24, 12), lr=0.05, rule="fa", backend="crossbar",
+                          analog=AnalogSettings(preset="EcRam", adc_bits=6))
+    write_json_atomic(tmp_path / "runs" / "results.json", {"status": "completed", "config": run_cfg.to_dict()})
+    (tmp_path / "s.toml").write_text('[sweep]\nbase_from = "runs/results.json"\n[base]\nlr = 0.2\n'
+                                     "[axes]\nseed = [0, 1]\n")
+    points = load_spec(tmp_path / "s.toml").points()
+    assert [p.config for p in points] == [run_cfg.replace(lr=0.2, seed=s) for s in (0, 1)]
+    (tmp_path / "bad.toml").write_text('[sweep]\nbase_from = "nowhere.json"\n')
+    with pytest.raises(SpecError, match="nowhere.json does not exist"):
+        load_spec(tmp_path / "bad.toml")
+
+
+def test_dry_run_lists_the_validated_points(tmp_path, capsys):
+    from imc_grapes.sweep.cli import main
+
+    (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                     'backend = "crossbar"\n[axes]\nperiphery.adc_bits = [4, 8]\n')
+    assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 valid points" in out and "periphery.adc_bits=4" in out and "periphery.adc_bits=8" in out
+    assert not (tmp_path / "o").exists()

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu", help="torch device of rows (a) and (c): cpu or cuda")
     ap.add_argument("--steps", type=int, default=50, help="timed steps of the MLP rows")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--big-steps", type=int, default=5, help="timed steps of the 2048x2048 rows")
+    ap.add_argument("--big-steps", type=int, default=15, help="timed steps of the 2048x2048 rows")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     ap.add_argument("--skip-aihwkit", action="store_true")
     ap.add_argument("--skip-big-aihwkit", action="store_true", help="skip only the aihwkit 2048x2048 rows")
@@ -171,14 +171,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tcfg = cfg.replace(tile_rows=tile, tile_cols=tile)
         layer = AnalogLinear(2048, 2048, bias=False, rpu_config=tcfg, device=device)
         results["big_layer"][f"crossbar_{name}"] = median_step_ms(
-            layer_step(layer, AnalogSGD(layer.parameters(), lr=0.05), xb), device, args.big_steps, 1)
+            layer_step(layer, AnalogSGD(layer.parameters(), lr=0.05), xb), device, args.big_steps, 2)
         if isinstance(aihwkit, tuple) and not args.skip_big_aihwkit:
             AIHWLinear, AIHWSGD = aihwkit
             a_layer = AIHWLinear(2048, 2048, bias=False, rpu_config=to_aihwkit_rpu_config(tcfg))
             opt = AIHWSGD(a_layer.parameters(), lr=0.05)
             opt.regroup_param_groups(a_layer)
             results["big_layer"][f"aihwkit_cpu_{name}"] = median_step_ms(
-                layer_step(a_layer, opt, xb.cpu()), torch.device("cpu"), args.big_steps, 1)
+                layer_step(a_layer, opt, xb.cpu()), torch.device("cpu"), args.big_steps, 2)
 
     print("\nMLP 784-256-256-10, batch 64, median step (forward + backward + update):")
     for key, row in results["mlp"].items():
@@ -187,9 +187,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  ratio c/a (crossbar / torch)   {results['mlp']['ratio_c_over_a']:.1f}x")
     if "ratio_c_over_b" in results["mlp"]:
         print(f"  ratio c/b (crossbar / aihwkit) {results['mlp']['ratio_c_over_b']:.2f}x")
+    big = results["big_layer"]
+    for who in ("crossbar", "aihwkit_cpu"):
+        if f"{who}_tiles_256" in big and f"{who}_one_tile_2048" in big:
+            big[f"ratio_{who}_tiles_over_one_tile"] = (big[f"{who}_tiles_256"]["median_ms"]
+                                                       / big[f"{who}_one_tile_2048"]["median_ms"])
     print("\n2048x2048 layer, batch 64, median step:")
-    for key, row in results["big_layer"].items():
-        print(f"  {key:30s} {row['median_ms']:9.1f} ms")
+    for key, row in big.items():
+        if isinstance(row, dict):
+            print(f"  {key:30s} {row['median_ms']:9.1f} ms")
+    for who in ("crossbar", "aihwkit_cpu"):
+        if f"ratio_{who}_tiles_over_one_tile" in big:
+            ratio = big[f"ratio_{who}_tiles_over_one_tile"]
+            print(f"  ratio {who} 64 tiles / one tile  {ratio:.2f}x")
 
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

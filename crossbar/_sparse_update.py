@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,27 +36,55 @@ from crossbar.update import (
 
 __all__ = ["CpuCounts", "cpu_pulse_counts"]
 
-_GEOMETRIC_MAX_P = 0.25
+_GEOMETRIC_MAX_P = 0.5
 """Largest firing probability for which the trains are drawn as positions (geometric gaps + thinning)."""
+_MARGIN_SIGMAS, _MARGIN_EXTRA = 6.0, 64
+"""Candidates drawn at once beyond their expected number: this many standard deviations plus this many."""
 
-# Rough single-core costs (ns) of the two ways to count the coincidences of the same trains.
-_NS_PER_MAC = 0.045      # dense: two float32 batched matmuls, per device and slot
-_NS_PER_DEVICE = 4.0     # dense: passes over the device arrays (counts, touched devices, update)
-_NS_PER_PAIR = 40.0      # sparse: enumerating, sorting and reducing one coincidence
+# Rough single-core CPU costs (ns) of the alternative algorithms (measured with torch 2.10, AVX-512 machine).
+_NS_PER_MAC = 0.045           # dense count: two float32 batched matmuls, per device and slot
+_NS_PER_DEVICE = 2.1          # dense count: extra passes over the device arrays
+_NS_PER_PAIR = 22.0           # sparse count: enumerating, sorting, reducing one coincidence, updating its device
+_NS_SPARSE_FIXED = 200_000.0  # sparse count: its extra tensor operations (fixed overhead)
+_NS_PER_LINE = 3.5            # dense trains: one uniform, comparison and nonzero scan per line and slot
+_NS_PER_CANDIDATE = 25.0      # sparse trains: one geometric gap, thinning draw and probability per candidate
+_NS_GEOMETRIC_FIXED = 80_000.0  # sparse trains: their extra tensor operations
+
+
+def _div(n: Tensor, m: int) -> Tensor:
+    """``n // m`` for non-negative int64 ``n`` (a shift when ``m`` is a power of two: integer division is slow)."""
+    if m == 1:
+        return n
+    if m & (m - 1) == 0:
+        return n >> (m.bit_length() - 1)
+    return torch.div(n, m, rounding_mode="floor")
+
+
+def _mod(n: Tensor, m: int) -> Tensor:
+    """``n % m`` for non-negative int64 ``n``."""
+    if m & (m - 1) == 0:
+        return n & (m - 1)
+    return n - _div(n, m) * m
+
+
+def _sort(keys: Tensor) -> Tensor:
+    """``keys`` (1-D int64 on the CPU) sorted: numpy's vectorized sort, several times faster than torch's
+    CPU sort (which also builds the unused permutation, and is slowest for 5k-30k elements)."""
+    return torch.from_numpy(np.sort(keys.numpy()))
 
 
 class CpuCounts(NamedTuple):
     """Pulse counts of one update (see :func:`cpu_pulse_counts`).
 
     Attributes:
-        index: ``None`` when ``n_up``/``n_down`` are dense ``[R, C, rows, cols]``; else ``[n]`` int64
+        touched: ``None`` when ``n_up``/``n_down`` are dense ``[R, C, rows, cols]``; else ``[n]`` int64
             increasing flat indices into ``[R, C, rows, cols]`` of the devices with at least one pulse, and
             ``n_up``/``n_down`` are their ``[n]`` counts.
         n_up, n_down: potentiating / depressing pulses (integer-valued, compute dtype).
         total: 0-d int64, the number of device pulses (coincidences).
     """
 
-    index: Tensor | None
+    touched: Tensor | None
     n_up: Tensor
     n_down: Tensor
     total: Tensor
@@ -71,33 +100,65 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True)
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     groups = n_r * n_c * batch * n_slots
-    trains: _Trains | None = None
-    positions = _draw_sparse_trains(plan, generator)
-    if positions is None:
-        trains = _draw_dense_trains(plan, generator)
-        fired_x, fired_d = (f.to(torch.int64) for f in trains.fired())
+    # Choose the algorithms from the trains' parameters (never from the draws): expected coincidences
+    # sum over (tile, sample) of active slots x E[fired inputs per slot] x E[fired errors per slot].
+    if plan.p_x is None:
+        fire_x = plan.b * plan.x_abs.sum(dim=-1)[None]
+        fire_d = plan.a * plan.d_abs.sum(dim=-1)[:, None]
     else:
-        fired_x = torch.bincount(torch.div(positions[0], cols, rounding_mode="floor"), minlength=groups)
-        fired_d = torch.bincount(torch.div(positions[1], rows, rounding_mode="floor"), minlength=groups)
-    total = (fired_x * fired_d).sum()
-    n_pairs = int(total)
-    if _sparse_is_cheaper(plan, n_pairs):
-        if positions is None:
-            assert trains is not None
+        assert plan.p_d is not None
+        fire_x = plan.p_x.clamp(0.0, 1.0).sum(dim=-1)
+        fire_d = plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
+    expected_pairs = float((fire_x * fire_d * plan.bl).sum()) if groups else 0.0
+    positions: tuple[Tensor, Tensor] | None = None
+    trains: _Trains | None = None
+    if _sparse_is_cheaper(plan, expected_pairs):
+        p_bars = _max_probabilities(plan)
+        if p_bars is not None and _geometric_is_cheaper(plan, *p_bars):
+            positions = _draw_sparse_trains(plan, *p_bars, generator)
+            fired_x = torch.bincount(_div(positions[0], cols), minlength=groups)
+            fired_d = torch.bincount(_div(positions[1], rows), minlength=groups)
+        else:
+            trains = _draw_dense_trains(plan, generator)
+            fired_x, fired_d = (f.to(torch.int64) for f in trains.fired())
             positions = (trains.x_bits.view(-1).nonzero().squeeze(1), trains.d_bits.view(-1).nonzero().squeeze(1))
-        index, n_up, n_down = _sparse_counts(plan, positions[0], positions[1], fired_x, fired_d, n_pairs)
+        total = (fired_x * fired_d).sum()
+        index, n_up, n_down = _sparse_counts(plan, positions[0], positions[1], fired_x, fired_d, int(total))
         return CpuCounts(index, n_up, n_down, total)
-    if trains is None:
-        trains = _bits_from_positions(plan, positions[0], positions[1])
+    trains = _draw_dense_trains(plan, generator)
+    fired_x, fired_d = trains.fired()
+    total = (fired_x * fired_d).to(torch.int64).sum()
     n_up, n_down, _ = _dense_counts(trains, total)
     return CpuCounts(None, n_up, n_down, total)
 
 
-def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: int) -> bool:
+def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float) -> bool:
     """Whether counting ``n_pairs`` coincidences one by one beats the dense count (rough cost model)."""
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     devices = n_r * n_c * rows * cols
-    return n_pairs * _NS_PER_PAIR < devices * (_NS_PER_MAC * batch * n_slots + _NS_PER_DEVICE)
+    return _NS_SPARSE_FIXED + n_pairs * _NS_PER_PAIR < devices * (_NS_PER_MAC * batch * n_slots + _NS_PER_DEVICE)
+
+
+def _geometric_is_cheaper(plan: _TrainPlan, p_bar_x: float, p_bar_d: float) -> bool:
+    """Whether drawing the trains as positions beats one uniform per line and slot (rough cost model)."""
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    groups = n_r * n_c * batch * n_slots
+    candidates = groups * (cols * p_bar_x + rows * p_bar_d)
+    return _NS_GEOMETRIC_FIXED + candidates * _NS_PER_CANDIDATE < groups * (cols + rows) * _NS_PER_LINE
+
+
+def _max_probabilities(plan: _TrainPlan) -> tuple[float, float] | None:
+    """Largest firing probability of the input and of the error lines in live slots (``BL > 0``), or ``None``
+    when the probabilities are discretized or one exceeds ``_GEOMETRIC_MAX_P``. They are the same float
+    products as the per-line probabilities, hence bounds on every line."""
+    if plan.p_x is not None or plan.bl.numel() == 0:
+        return None
+    live = plan.bl > 0
+    p_bar_x = float((plan.b * plan.x_abs.amax(dim=-1)[None] * live).max())
+    p_bar_d = float((plan.a * plan.d_abs.amax(dim=-1)[:, None] * live).max())
+    if not (p_bar_x <= _GEOMETRIC_MAX_P and p_bar_d <= _GEOMETRIC_MAX_P):   # also NaN
+        return None
+    return p_bar_x, p_bar_d
 
 
 def _bernoulli_positions(n_pos: int, p_bar: float, prob_at: Callable[[Tensor], Tensor],
@@ -111,60 +172,52 @@ def _bernoulli_positions(n_pos: int, p_bar: float, prob_at: Callable[[Tensor], T
     """
     if n_pos == 0 or p_bar <= 0:
         return torch.zeros(0, dtype=torch.int64, device=device)
-    log_q = math.log1p(-p_bar)
+    inv_log_q = 1.0 / math.log1p(-p_bar)
     chunks = []
     last = -1.0                                             # position of the last candidate so far
     while last < n_pos:                                     # almost always one pass (6-sigma margin)
         expected = (n_pos - 1 - last) * p_bar
-        n = int(expected + 6.0 * math.sqrt(expected) + 64)
+        n = int(expected + _MARGIN_SIGMAS * math.sqrt(expected) + _MARGIN_EXTRA)
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float32).to(torch.float64)
-        gaps = torch.floor_divide(torch.log1p(-u), log_q).add_(1.0)
+        gaps = torch.log1p(u.neg_()).mul_(inv_log_q).floor_().add_(1.0)     # >= 1, exact integers
         pos = torch.cumsum(gaps, 0).add_(last)
         chunks.append(pos)
         last = float(pos[-1])
     cand = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-    cand = cand[cand < n_pos].to(torch.int64)
+    cand = cand[: int(torch.searchsorted(cand, float(n_pos)))].to(torch.int64)   # increasing: cut at n_pos
     p = prob_at(cand)
     keep = torch.rand(cand.shape, generator=generator, device=device, dtype=p.dtype).mul_(p_bar) < p
     return cand[keep]
 
 
-def _draw_sparse_trains(plan: _TrainPlan, generator: torch.Generator | None) -> tuple[Tensor, Tensor] | None:
-    """Positions of the fired lines in ``[R, C, batch, slot, cols]`` / ``[..., rows]`` (flat, increasing), or
-    ``None`` when some firing probability exceeds ``_GEOMETRIC_MAX_P`` or is discretized (dense draws then)."""
-    if plan.p_x is not None:
-        return None
+def _draw_sparse_trains(plan: _TrainPlan, p_bar_x: float, p_bar_d: float, generator: torch.Generator | None
+                        ) -> tuple[Tensor, Tensor]:
+    """Positions of the fired lines in ``[R, C, batch, slot, cols]`` / ``[..., rows]`` (flat, increasing).
+
+    ``p_bar_x``, ``p_bar_d``: bounds on the firing probabilities (:func:`_max_probabilities`). Slots beyond
+    a sample's BL carry no coincidences: there both trains stay silent (the dense draw silences only the
+    errors; the counts are the same). With one slot, BL = 0 only where no coincidence is possible.
+    """
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
-    if n_r * n_c * batch == 0:
-        return None
     device = plan.x_abs.device
     b_flat = plan.b.reshape(-1)                                  # [(r, c, b)]
     a_flat = plan.a.reshape(-1)
     bl_flat = plan.bl.reshape(-1)
     x_abs = plan.x_abs.reshape(-1)                               # [(c, b, j)]
     d_abs = plan.d_abs.reshape(-1)                               # [(r, b, i)]
-    # Slots beyond a sample's BL carry no coincidences: there both trains are left silent (the dense draw
-    # silences only the errors; the counts are the same). Largest probabilities: the same float products as
-    # the per-line ones, hence bounds on every line.
-    live = plan.bl > 0
-    p_bar_x = float((plan.b * plan.x_abs.amax(dim=-1)[None] * live).max())
-    p_bar_d = float((plan.a * plan.d_abs.amax(dim=-1)[:, None] * live).max())
-    if max(p_bar_x, p_bar_d) > _GEOMETRIC_MAX_P:
-        return None
 
     def p_x(pos: Tensor) -> Tensor:                              # pos = ((rcb * slots + s) * cols + j)
-        g = torch.div(pos, cols, rounding_mode="floor")
-        rcb = torch.div(g, n_slots, rounding_mode="floor")
-        cb = rcb % (n_c * batch)
-        p = b_flat[rcb] * x_abs[cb * cols + (pos - g * cols)]
-        return p.masked_fill_((g - rcb * n_slots) >= bl_flat[rcb], 0.0)
+        g = _div(pos, cols)
+        rcb = _div(g, n_slots)
+        p = b_flat.index_select(0, rcb) * x_abs.index_select(0, _mod(rcb, n_c * batch) * cols + (pos - g * cols))
+        return p if n_slots == 1 else p.masked_fill_((g - rcb * n_slots) >= bl_flat.index_select(0, rcb), 0.0)
 
     def p_d(pos: Tensor) -> Tensor:                              # pos = ((rcb * slots + s) * rows + i)
-        g = torch.div(pos, rows, rounding_mode="floor")
-        rcb = torch.div(g, n_slots, rounding_mode="floor")
-        rb = torch.div(rcb, n_c * batch, rounding_mode="floor") * batch + rcb % batch
-        p = a_flat[rcb] * d_abs[rb * rows + (pos - g * rows)]
-        return p.masked_fill_((g - rcb * n_slots) >= bl_flat[rcb], 0.0)   # slots beyond the sample's BL
+        g = _div(pos, rows)
+        rcb = _div(g, n_slots)
+        rb = _div(rcb, n_c * batch) * batch + _mod(rcb, batch)
+        p = a_flat.index_select(0, rcb) * d_abs.index_select(0, rb * rows + (pos - g * rows))
+        return p if n_slots == 1 else p.masked_fill_((g - rcb * n_slots) >= bl_flat.index_select(0, rcb), 0.0)
 
     n_groups = n_r * n_c * batch * n_slots
     x_pos = _bernoulli_positions(n_groups * cols, p_bar_x, p_x, generator, device)
@@ -173,7 +226,7 @@ def _draw_sparse_trains(plan: _TrainPlan, generator: torch.Generator | None) -> 
 
 
 def _bits_from_positions(plan: _TrainPlan, x_pos: Tensor, d_pos: Tensor) -> _Trains:
-    """The dense 0/1 trains with ones at the given flat positions."""
+    """The dense 0/1 trains with ones at the given flat positions (the inverse of ``nonzero``)."""
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     dtype, device = plan.x_abs.dtype, plan.x_abs.device
     x_bits = torch.zeros(n_r * n_c * batch * n_slots * cols, dtype=dtype, device=device).index_fill_(0, x_pos, 1.0)
@@ -200,32 +253,30 @@ def _sparse_counts(plan: _TrainPlan, x_pos: Tensor, d_pos: Tensor, fired_x: Tens
     if n_pairs == 0:
         empty = torch.zeros(0, device=device, dtype=dtype)
         return torch.zeros(0, device=device, dtype=torch.int64), empty, empty.clone()
-    gx = torch.div(x_pos, cols, rounding_mode="floor")
+    gx = _div(x_pos, cols)                                   # group (tile, sample, slot) of each fired line
     jx = x_pos - gx * cols
-    gd = torch.div(d_pos, rows, rounding_mode="floor")
+    gd = _div(d_pos, rows)
     i_d = d_pos - gd * rows
-    # Each fired line's part of the pair key 3·device + (neg_d + neg_x), device = (t·rows + i)·cols + j, with
+    # Each fired line's part of the pair key 4·device + (neg_d + neg_x), device = (t·rows + i)·cols + j, with
     # neg_* = 1 for a negative pulse: neg_d + neg_x is 1 for opposite signs (up), 0 or 2 for equal signs (down).
-    rcb_x = torch.div(gx, n_slots, rounding_mode="floor")
-    rcb_d = torch.div(gd, n_slots, rounding_mode="floor")
-    t_d = torch.div(rcb_d, batch, rounding_mode="floor")
-    rb_d = torch.div(t_d, n_c, rounding_mode="floor") * batch + rcb_d % batch
-    neg_x = plan.x_sign.reshape(-1)[(rcb_x % (n_c * batch)) * cols + jx] < 0
-    neg_d = plan.d_sign.reshape(-1)[rb_d * rows + i_d] < 0
-    x_key = 3 * jx + neg_x
-    d_key = 3 * cols * (t_d * rows + i_d) + neg_d
-    # pair o of group g is (d line o // fired_x[g], x line o % fired_x[g]) of that group
-    per_group = fired_x * fired_d
-    group = torch.repeat_interleave(per_group, output_size=n_pairs)
-    o = torch.arange(n_pairs, device=device) - (torch.cumsum(per_group, 0) - per_group)[group]
-    nx = fired_x[group]
-    q = torch.div(o, nx, rounding_mode="floor")
-    key = d_key[(torch.cumsum(fired_d, 0) - fired_d)[group] + q] \
-        + x_key[(torch.cumsum(fired_x, 0) - fired_x)[group] + o - q * nx]
-    keys, counts = torch.unique(key, sorted=True, return_counts=True)
-    dev = torch.div(keys, 3, rounding_mode="floor")
-    up = (keys - 3 * dev) == 1
-    index, inverse = torch.unique_consecutive(dev, return_inverse=True)
+    rcb_x = _div(gx, n_slots)
+    rcb_d = _div(gd, n_slots)
+    t_d = _div(rcb_d, batch)
+    rb_d = _div(t_d, n_c) * batch + _mod(rcb_d, batch)
+    neg_x = plan.x_sign.reshape(-1).index_select(0, _mod(rcb_x, n_c * batch) * cols + jx) < 0
+    neg_d = plan.d_sign.reshape(-1).index_select(0, rb_d * rows + i_d) < 0
+    x_key = 4 * jx + neg_x
+    d_key = 4 * cols * (t_d * rows + i_d) + neg_d
+    # Pairs, d line by d line: fired d line k (group g) pairs with the fired_x[g] x lines of g, which start
+    # at start_x[g]; pair p of the run of k is x line start_x[g] + (p - run_start[k]).
+    reps = fired_x.index_select(0, gd)                       # pairs of each fired d line
+    d_of_pair = torch.repeat_interleave(reps, output_size=n_pairs)
+    base = (torch.cumsum(fired_x, 0) - fired_x).index_select(0, gd) - (torch.cumsum(reps, 0) - reps)
+    x_of_pair = base.index_select(0, d_of_pair) + torch.arange(n_pairs, device=device)
+    key = d_key.index_select(0, d_of_pair) + x_key.index_select(0, x_of_pair)
+    keys, counts = torch.unique_consecutive(_sort(key), return_counts=True)
+    up = (keys & 3) == 1
+    index, inverse = torch.unique_consecutive(keys >> 2, return_inverse=True)
     counts = counts.to(dtype)
     n_up = torch.zeros(index.shape[0], device=device, dtype=dtype).index_add_(0, inverse, counts * up)
     n_down = torch.zeros(index.shape[0], device=device, dtype=dtype).index_add_(0, inverse, counts * ~up)

@@ -110,13 +110,13 @@ class TileGrid:
     def split_inputs(self, x: Tensor) -> Tensor:
         """``x: [..., in] -> [..., C, cols]`` (zero padded), the input of each tile column block."""
         self._check_last(x, self.in_features, "split_inputs")
-        padded = F.pad(x, (0, self.padded_in - self.in_features))
+        padded = F.pad(x, (0, self.padded_in - self.in_features)) if self.padded_in > self.in_features else x
         return padded.reshape(*x.shape[:-1], self.n_col_tiles, self.cols)
 
     def split_outputs(self, d: Tensor) -> Tensor:
         """``d: [..., out] -> [..., R, rows]`` (zero padded), the error of each tile row block."""
         self._check_last(d, self.out_features, "split_outputs")
-        padded = F.pad(d, (0, self.padded_out - self.out_features))
+        padded = F.pad(d, (0, self.padded_out - self.out_features)) if self.padded_out > self.out_features else d
         return padded.reshape(*d.shape[:-1], self.n_row_tiles, self.rows)
 
     def merge_outputs(self, y: Tensor) -> Tensor:

@@ -316,7 +316,7 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
 
     alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
     nm_on = p.noise_management != "none"
-    alpha_safe = torch.where(alpha > 0, alpha, torch.ones_like(alpha)) if nm_on else alpha
+    alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on else alpha
     rounds = bound_management_rounds(p, transposed)
     if rounds > 1 and x_tiles.device.type == "cpu":
         # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
@@ -338,16 +338,22 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     redoes the MVM with all rounds."""
     n_r, n_c, batch = full_shape
     x_tiles_dtype, x_device = xin.dtype, xin.device
-    # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in]
-    inv_reduction = torch.pow(0.5, torch.arange(rounds, device=x_device, dtype=x_tiles_dtype))
-    xs = xin.unsqueeze(2) * (inv_reduction.view(1, 1, rounds, 1, 1) / alpha_safe.unsqueeze(2))
+    # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in], x / (alpha * 2**k)
+    if rounds == 1:
+        xs = xin * alpha_safe.reciprocal()
+    else:
+        inv_reduction = torch.pow(0.5, torch.arange(rounds, device=x_device, dtype=x_tiles_dtype))
+        xs = xin.unsqueeze(2) * (inv_reduction.view(1, 1, rounds, 1, 1) / alpha_safe.unsqueeze(2))
     if p.inp_sto_round or p.inp_noise > 0:
         # every tile has its own DAC: independent rounding / noise per tile
-        xs = xs.expand(n_r, n_c, rounds, batch, xs.shape[-1])
-    xs = xs.reshape(xs.shape[0], xs.shape[1], rounds * batch, xs.shape[-1])
-    xq = quantize_dac(xs, p, generator)
+        xs = xs.expand(n_r, n_c, *xs.shape[2:]).clone()
+    if rounds > 1:
+        xs = xs.reshape(xs.shape[0], xs.shape[1], rounds * batch, xs.shape[-1])
+    xq = _quantize_(xs, p.inp_step, p.inp_sto_round, generator)             # DAC (xs is a fresh tensor)
+    if math.isfinite(p.inp_bound):
+        xq.clamp_(-p.inp_bound, p.inp_bound)
     if p.inp_noise > 0:
-        xq = add_gaussian_noise(xq, p.inp_noise, generator)
+        xq.add_(torch.empty_like(xq).normal_(0.0, p.inp_noise, generator=generator))
 
     # From here on every op is in place on the fresh matmul output (no temporaries of the output's size).
     y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
@@ -358,9 +364,9 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         y.add_(torch.empty_like(y).normal_(0.0, p.out_noise, generator=generator))
     q = _quantize_(y, p.out_step, p.out_sto_round, generator)  # ADC grid, not yet saturated
     bounded = math.isfinite(p.out_bound)
-    if check_saturation and bounded:
+    if check_saturation and bounded and q.numel() > 0:
         low, high = torch.aminmax(q)
-        if bool(high > p.out_bound) or (p.bm_test_negative_bound and bool(low < -p.out_bound)):
+        if float(high) > p.out_bound or (p.bm_test_negative_bound and float(low) < -p.out_bound):
             return None
     passed = None
     if rounds > 1:
@@ -387,7 +393,6 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     if nm_on and not (p.inp_noise > 0 and not transposed):
         # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without
         # input noise; backward always). On the CPU a host check skips the pass when no input is all zero.
-        silent = ~(alpha > 0)
-        if x_device.type != "cpu" or bool(silent.any()):
-            out.masked_fill_(silent, 0.0)
+        if x_device.type != "cpu" or not (alpha.numel() == 0 or float(alpha.min()) > 0):
+            out.masked_fill_(~(alpha > 0), 0.0)
     return MVMResult(out, passes)

@@ -11,6 +11,10 @@ State (all ``nn.Module`` buffers, so ``state_dict()`` / ``.to()`` carry them):
 
 The torch.Generator of the array (seeded) drives all noise; its state is saved in the state dict
 (``_extra_state``) and it follows the array to another device (re-seeded deterministically from itself).
+
+Not state: on the CPU, the first sparse pulsed update also builds a packed copy of the ``dp_*`` parameters
+(16 bytes per device for four float32 parameters; see :meth:`TileArray._params_at`), rebuilt automatically
+when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,17 @@ COUNTER_NAMES: tuple[str, ...] = (
     "pulses",            # device pulses fired by pulsed updates
     "importance_reads",  # hardware row/column-sum reads
 )
+
+
+def _pack_rows(buffers: list[Tensor]) -> list[Tensor]:
+    """The tensors (same shape, float32 or float64) interleaved per element, in 16-byte groups: a list of
+    ``[numel]`` complex128 tensors, group ``g`` holding parameters ``g*k .. g*k + k - 1`` (``k = 16 / itemsize``,
+    the last group zero-padded)."""
+    per_group = 16 // buffers[0].element_size()
+    flat = [b.reshape(-1) for b in buffers]
+    flat += [torch.zeros_like(flat[0])] * (-len(flat) % per_group)
+    return [torch.stack(flat[g:g + per_group], dim=1).view(torch.complex128).view(-1)
+            for g in range(0, len(flat), per_group)]
 
 
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -158,8 +173,8 @@ class TileArray(nn.Module):
         passes = res.passes.sum()
         getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
         getattr(self, f"counter_{kind}_passes").add_(passes)
-        self.counter_adc_conversions.add_(passes * n_out)
-        self.counter_dac_conversions.add_(passes * n_in)
+        self.counter_adc_conversions.add_(passes, alpha=n_out)
+        self.counter_dac_conversions.add_(passes, alpha=n_in)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
@@ -230,8 +245,8 @@ class TileArray(nn.Module):
         params = self.params
         shape = self.weight_tiles.shape
         if self.weight_tiles.device.type == "cpu":
-            counts = cpu_pulse_counts(xt, dt, lr, device.granularity, cfg.update, self.generator)
-            index, n_up, n_down, total = counts
+            index, n_up, n_down, total = cpu_pulse_counts(xt, dt, lr, device.granularity, cfg.update,
+                                                          self.generator)
         else:
             plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
             trains = _draw_dense_trains(plan, self.generator)
@@ -241,10 +256,9 @@ class TileArray(nn.Module):
             n_up, n_down, _ = _dense_counts(trains, total)
         # the states always lie within their bounds (programmed clipped, updated clipped): updated in place
         if index is not None:
-            device.apply_pulses_at_(self.weight_tiles, index, n_up, n_down, params, self.generator)
+            sub = self._params_at(index)
+            device.apply_pulses_at_(self.weight_tiles, index, n_up, n_down, sub, self.generator)
             if self.has_write_noise and index.numel() > 0:
-                sub = DeviceParams.from_state_dict({k: v.reshape(-1).index_select(0, index)
-                                                    for k, v in params.state_dict().items()})
                 noisy = device.write_noise(self.weight_tiles.view(-1).index_select(0, index), sub, self.generator)
                 self.apparent_tiles.view(-1).index_copy_(0, index, noisy)
         else:
@@ -256,6 +270,23 @@ class TileArray(nn.Module):
                 noisy = device.write_noise(self.weight_tiles, params, self.generator)
                 self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
         self.counter_pulses.add_(total)
+
+    def _params_at(self, index: Tensor) -> DeviceParams:
+        """The sampled parameters of the devices ``index`` (``[n]`` flat indices), each tensor ``[n]``.
+
+        On the CPU, gathering a few scattered devices from several large arrays is dominated by cache misses;
+        the parameters are therefore also kept packed, one 16-byte group per device and four float32 (two
+        float64) parameters, as complex128 arrays (a cache, not state: rebuilt whenever a ``dp_*`` buffer was
+        replaced or modified in place, e.g. by ``load_state_dict`` or ``.to()``).
+        """
+        buffers = [getattr(self, name) for name, _ in self._param_buffers]
+        key = tuple((b.data_ptr(), b._version) for b in buffers)
+        if self.__dict__.get("_packed_key") != key:
+            self.__dict__["_packed"] = _pack_rows(buffers)
+            self.__dict__["_packed_key"] = key
+        columns = torch.cat([part.index_select(0, index).view(buffers[0].dtype).view(index.numel(), -1)
+                             for part in self.__dict__["_packed"]], dim=1)
+        return DeviceParams.from_state_dict({key: columns[:, k] for k, (_, key) in enumerate(self._param_buffers)})
 
     # ------------------------------------------------------------------ importance reads
     def _sum_matrix(self, signed: bool, g_offset: float) -> Tensor:
@@ -341,6 +372,8 @@ class TileArray(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> "TileArray":
         super()._apply(fn, recurse)
+        self.__dict__.pop("_packed", None)
+        self.__dict__.pop("_packed_key", None)
         device = self.weight_tiles.device
         if self.generator.device != device:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator,
@@ -355,6 +388,8 @@ class TileArray(nn.Module):
         new = cls.__new__(cls)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
+            if key in ("_packed", "_packed_key"):
+                continue
             if key == "generator":
                 gen = torch.Generator(device=value.device)
                 gen.set_state(value.get_state())
@@ -365,6 +400,8 @@ class TileArray(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state.pop("_packed", None)
+        state.pop("_packed_key", None)
         gen = state.pop("generator")
         state["_generator_pickle"] = (str(gen.device), gen.get_state())
         return state

@@ -225,6 +225,8 @@ def update_scales(
 def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters
             ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`update_scales` from the maxima ``x_max = max_j |x|: [batch, C]`` and ``d_max: [batch, R]``."""
+    if not isinstance(lr, Tensor) and not isinstance(dw_min, Tensor):
+        return _scales_scalar(x_max, d_max, float(lr), float(dw_min), cfg)
     dtype, device = x_max.dtype, x_max.device
     batch, n_c = x_max.shape
     n_r = d_max.shape[1]
@@ -262,6 +264,47 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
     b = b * torch.sqrt(d_safe / x_safe)
     bl.masked_fill_(empty | (lr_abs == 0), 0)
     return bl, a, b
+
+
+def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: UpdateParameters
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_scales` for a plain-number ``lr`` and ``dw_min``: the same float operations in the same order
+    (so bit-identical results), with host scalars where the tensor version uses 0-d tensors (fewer ops)."""
+    device, dtype = x_max.device, x_max.dtype
+    batch, n_c = x_max.shape
+    shape = (batch, d_max.shape[1], n_c)
+    lr_abs = abs(lr)
+    max_bl = cfg.max_bl(lr, dw)
+    if lr_abs == 0:
+        zero = torch.zeros(shape, dtype=dtype, device=device)
+        return torch.zeros(shape, dtype=torch.int64, device=device), zero, zero.clone()
+    if max_bl > cfg.desired_bl:
+        ab_base = 1.0
+    else:   # sqrt(lr / (dw * max_bl)) computed (on the host) exactly as the tensor version does
+        ab_base = float(torch.sqrt(torch.as_tensor(lr_abs, dtype=dtype) / (torch.as_tensor(dw, dtype=dtype) * max_bl)))
+    if not cfg.uses_management:
+        base = torch.full(shape, ab_base, dtype=dtype, device=device)
+        return torch.full(shape, max_bl, dtype=torch.int64, device=device), base, base.clone()
+
+    x_val = x_max[:, None, :]                                    # [batch, 1, C]
+    d_val = (d_max * cfg.um_grad_scale if cfg.um_grad_scale != 1.0 else d_max)[:, :, None]   # [batch, R, 1]
+    empty = (x_val == 0) | (d_val == 0)                          # [batch, R, C]
+    x_safe = torch.where(empty, 1.0, x_val)
+    d_safe = torch.where(empty, 1.0, d_val)
+    k = (x_safe * lr_abs).mul_(d_safe).div_(dw)                  # lr x d / dw_min
+    a: Tensor | float
+    if cfg.update_bl_management:
+        bl_f = torch.ceil(k).clamp_(1, cfg.desired_bl)
+        bl = bl_f.to(torch.int64)
+        a = torch.full_like(bl_f, lr_abs).div_(bl_f.mul_(dw)).sqrt_()     # sqrt(lr / (dw BL))
+    else:
+        bl = torch.full(shape, max_bl, dtype=torch.int64, device=device)
+        a = ab_base
+    # Over budget: shrink d_val so that the largest x keeps probability 1 (errors get capped instead).
+    d_safe = torch.where(k > cfg.desired_bl, d_safe * (cfg.desired_bl / k), d_safe)
+    b = torch.sqrt(d_safe / x_safe).mul_(a)
+    a = torch.sqrt(x_safe / d_safe).mul_(a)
+    return bl.masked_fill_(empty, 0), a, b
 
 
 def _discretize(p: Tensor, cfg: UpdateParameters, generator: torch.Generator | None) -> Tensor:
@@ -393,8 +436,10 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     _check_inputs(x, d)
     _check_scalars(lr, dw_min)
     dtype = _compute_dtype(x.dtype)
-    x_abs = x.detach().abs().to(dtype)                       # [batch, C, cols]
-    d_abs = d.detach().abs().to(dtype)                       # [batch, R, rows]
+    x = x.detach() if x.dtype == dtype else x.detach().to(dtype)
+    d = d.detach() if d.dtype == dtype else d.detach().to(dtype)
+    x_abs = x.abs()                                          # [batch, C, cols]
+    d_abs = d.abs()                                          # [batch, R, rows]
     bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)   # [batch, R, C]
     n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
     x_abs, d_abs = x_abs.permute(1, 0, 2), d_abs.permute(1, 0, 2)
@@ -403,9 +448,11 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     if cfg.resolution > 0:
         p_x = _discretize(b[..., None] * x_abs[None], cfg, generator)
         p_d = _discretize(a[..., None] * d_abs[:, None], cfg, generator)
-    lr_sign = torch.as_tensor(lr, dtype=dtype, device=x.device).sign()
-    x_sign = x.detach().sign().to(dtype).permute(1, 0, 2)
-    d_sign = (d.detach().sign().to(dtype) * lr_sign).permute(1, 0, 2)
+    x_sign = x.sign().permute(1, 0, 2)
+    if isinstance(lr, Tensor):
+        d_sign = (d.sign() * lr.to(dtype).sign()).permute(1, 0, 2)
+    else:
+        d_sign = (d.sign() if lr >= 0 else d.sign().neg_()).permute(1, 0, 2)
     return _TrainPlan(x_abs, d_abs, a, b, bl, n_slots, x_sign, d_sign, p_x, p_d)
 
 

@@ -12,6 +12,9 @@ from devices.base import DeviceParams, PulsedDevice, check_field
 
 __all__ = ["ConstantStepDevice", "IdealDevice"]
 
+_TINY = {torch.float64: 1e-200, torch.float32: 1e-30, torch.bfloat16: 1e-30}
+"""Negligible addend of squared steps (weight units²), far below any squared step of a meaningful device."""
+
 
 @dataclass(frozen=True)
 class ConstantStepDevice(PulsedDevice):
@@ -40,13 +43,20 @@ class ConstantStepDevice(PulsedDevice):
         """Fused form of the base class's draw for the moments above (finite, ``var >= 0``: no NaN guards):
         ``clip(w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ)``."""
         if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
-                or not (n_up.shape == n_down.shape == w.shape):   # a subclass with its own model / broadcasting
+                or not (n_up.shape == n_down.shape == w.shape) or w.dtype not in _TINY:
+            # a subclass with its own model, broadcasting, or float16 (too narrow for the tiny addend below)
             return super()._pulsed_states(w, n_up, n_down, params, generator, out)
-        up = n_up * params.dw_up
-        down = n_down * params.dw_down
-        std = torch.mul(up, params.dw_up).addcmul_(down, params.dw_down).sqrt_()   # / dw_min_std
-        noise = torch.empty_like(std).normal_(0.0, self.dw_min_std, generator=generator).mul_(std)
-        new = torch.add(w, up, out=out).sub_(down).add_(noise)                     # mean + noise
+        # Two temporaries of the devices' size (fewer large allocations); new may be w itself.
+        var = n_up * params.dw_up                                                    # up step, then var
+        new = torch.add(w, var, out=out)
+        var.mul_(params.dw_up)
+        noise = n_down * params.dw_down                                              # down step, then noise
+        new.sub_(noise)                                                              # the mean
+        var.addcmul_(noise, params.dw_down)                        # n_up·dw_up² + n_down·dw_down² (/ dw_min_std²)
+        # std = var / sqrt(var + tiny): exactly 0 without pulses, sqrt(var) to ~tiny/var otherwise (sqrt(0)
+        # takes a slow path on common CPUs, and devices without pulses must keep their state exactly)
+        noise.normal_(0.0, self.dw_min_std, generator=generator).mul_(var)
+        new.add_(noise.mul_(var.add_(_TINY[var.dtype]).rsqrt_()))
         return torch.clamp_(new, params.w_min, params.w_max)
 
 

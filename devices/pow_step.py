@@ -69,7 +69,8 @@ class PowStepDevice(PulsedDevice):
         rng = dp["w_max"] - dp["w_min"]
         ok = rng > 0
         rs = torch.where(ok, rng, torch.ones_like(rng))
-        omega = (dp["sign"] * (dp["anchor"] - w) / rs).clamp(0.0, 1.0)
+        # + 0.0 turns a -0.0 (a state exactly at the bound) into +0.0, whose negative powers are +inf, not -inf
+        omega = (dp["sign"] * (dp["anchor"] - w) / rs).clamp(0.0, 1.0) + 0.0
         return omega, rs, ok
 
     def _step(self, w: Tensor, dp: Bundle) -> Tensor:

@@ -1,0 +1,288 @@
+"""The CPU fast path of the pulsed update (crossbar/_sparse_update.py) against the dense reference.
+
+Exactness: on the same drawn trains, the pair-by-pair count equals the two-matmul count of ``pulse_counts``
+number for number. Distribution: the trains drawn as positions (geometric gaps + thinning) fire every line
+independently with its own probability (per-line frequencies and per-device coincidence means within stated
+standard errors), and a TileArray update through the sparse path moves the weights like the dense one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import crossbar._sparse_update as su
+from crossbar import CrossbarConfig, TileArray
+from crossbar.update import UpdateParameters, _dense_counts, _draw_dense_trains, _plan_trains, update_scales
+from devices import ConstantStepDevice, IdealDevice
+
+DW = 0.001
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _line_probabilities(plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per line and slot firing probabilities [R, C, B, S, line] of a plan (live slots only), flat."""
+    slot = torch.arange(plan.n_slots)
+    live = (slot < plan.bl[..., None])[..., None]                          # [R, C, B, S, 1]
+    p_x = (plan.b[..., None] * plan.x_abs[None]).clamp(0, 1)[:, :, :, None, :] * live
+    p_d = (plan.a[..., None] * plan.d_abs[:, None]).clamp(0, 1)[:, :, :, None, :] * live
+    return p_x.reshape(-1).double(), p_d.reshape(-1).double()
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 6), n_r=st.integers(1, 3), n_c=st.integers(1, 3), rows=st.integers(1, 9),
+       cols=st.integers(1, 9), lr=st.sampled_from([0.05, -0.3, 0.0, 1.0, 0.002]),
+       desired_bl=st.sampled_from([1, 5, 31]), bl_management=st.booleans(), trim=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_pair_count_equals_matmul_count_on_the_same_trains(batch, n_r, n_c, rows, cols, lr, desired_bl,
+                                                          bl_management, trim, seed) -> None:
+    g = _gen(seed)
+    x = torch.randn(batch, n_c, cols, generator=g) * (torch.rand(batch, n_c, cols, generator=g) < 0.7)
+    d = torch.randn(batch, n_r, rows, generator=g) * (torch.rand(batch, n_r, rows, generator=g) < 0.7)
+    cfg = UpdateParameters(desired_bl=desired_bl, update_bl_management=bl_management)
+    plan = _plan_trains(x, d, lr, 0.01, cfg, g, trim_slots=trim)
+    trains = _draw_dense_trains(plan, g)
+    n_up, n_down, total = _dense_counts(trains)
+    fired_x, fired_d = (f.to(torch.int64) for f in trains.fired())
+    n_pairs = int((fired_x * fired_d).sum())
+    x_pos = trains.x_bits.view(-1).nonzero().squeeze(1)
+    d_pos = trains.d_bits.view(-1).nonzero().squeeze(1)
+    index, up, down = su._sparse_counts(plan, x_pos, d_pos, fired_x, fired_d, n_pairs)
+    dense_up = torch.zeros(n_up.numel()).index_put_((index,), up)
+    dense_down = torch.zeros(n_down.numel()).index_put_((index,), down)
+    assert torch.equal(dense_up, n_up.reshape(-1)) and torch.equal(dense_down, n_down.reshape(-1))
+    assert n_pairs == int(total) == int((n_up + n_down).sum())
+    assert bool(((up + down) > 0).all()) and bool((index[1:] > index[:-1]).all())
+    # positions -> bits is the inverse of bits -> positions
+    back = su._bits_from_positions(plan, x_pos, d_pos)
+    assert torch.equal(back.x_bits, trains.x_bits) and torch.equal(back.d_bits, trains.d_bits)
+
+
+REPLICAS = 250
+"""Copies of the 3 column blocks: every tile draws its own trains, so replicated tiles are independent draws."""
+
+
+def _small_probability_plan(seed: int = 1):
+    """A 2 x (3 x REPLICAS)-tile plan with small firing probabilities, 4 slots, a silent sample (BL = 0 in
+    every tile) and a zero input block (BL = 0 in its tiles)."""
+    g = _gen(seed)
+    x = torch.randn(16, 3, 5, generator=g)
+    d = torch.randn(16, 2, 7, generator=g) * 0.01
+    d[3] = 0.0
+    x[5, 1] = 0.0
+    cfg = UpdateParameters(desired_bl=4, update_bl_management=False)  # 4 slots, p <= 0.07
+    return _plan_trains(x.repeat(1, REPLICAS, 1), d, 0.0002, DW, cfg, g, trim_slots=True)
+
+
+def _per_replica(t: torch.Tensor, n_r: int) -> torch.Tensor:
+    """[R, REPLICAS * 3, ...] (flat) -> [REPLICAS, R, 3, ...]."""
+    t = t.view(n_r, REPLICAS, 3, -1)
+    return t.transpose(0, 1)
+
+
+def test_trains_drawn_as_positions_fire_each_line_with_its_probability() -> None:
+    plan = _small_probability_plan()
+    p_bars = su._max_probabilities(plan)
+    assert p_bars is not None and max(p_bars) < 0.1
+    p_x, p_d = _line_probabilities(plan)
+    assert p_x.max().item() <= p_bars[0] and p_d.max().item() <= p_bars[1]
+    draws = 12
+    reps = draws * REPLICAS
+    g = _gen(2)
+    hits_x = torch.zeros_like(p_x)
+    hits_d = torch.zeros_like(p_d)
+    for _ in range(draws):  # repetitions of a random experiment, not a loop over lines or pulses
+        x_pos, d_pos = su._draw_sparse_trains(plan, *p_bars, g)
+        assert bool((x_pos[1:] > x_pos[:-1]).all()) and int(x_pos.max()) < p_x.numel()
+        hits_x[x_pos] += 1
+        hits_d[d_pos] += 1
+    n_r = plan.shape[0]
+    for hits, p in ((hits_x, p_x), (hits_d, p_d)):
+        assert hits[p == 0].sum() == 0                               # silent slots and zero inputs never fire
+        hits = _per_replica(hits, n_r).sum(0).reshape(-1)            # counts over all replicas and draws
+        p = _per_replica(p, n_r)[0].reshape(-1)                      # the same probabilities in every replica
+        # lines expecting >= 10 hits: chi-square per degree of freedom within 5 of its standard deviations
+        # of 1, no gross outlier, mean deviation ~ 0; rarer lines pooled
+        var = reps * p * (1 - p)
+        often = reps * p >= 10
+        n = often.sum().item()
+        z = (hits[often] - reps * p[often]) / var[often].sqrt()
+        assert abs(z.square().mean().item() - 1) < 5 * math.sqrt(2 / n)
+        assert z.abs().max() < 6.5 and abs(z.mean().item()) < 4 / math.sqrt(n)
+        rare = (p > 0) & ~often
+        assert abs(hits[rare].sum() - reps * p[rare].sum()) < 4 * var[rare].sum().sqrt()
+
+
+def test_trains_drawn_as_positions_give_independent_coincidences() -> None:
+    """E[n_up + n_down] of every device = sum over samples and live slots of p_x p_d (independent lines)."""
+    plan = _small_probability_plan(seed=3)
+    p_bars = su._max_probabilities(plan)
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    p_x, p_d = _line_probabilities(plan)
+    p_x = p_x.view(n_r, n_c, batch * n_slots, cols)
+    p_d = p_d.view(n_r, n_c, batch * n_slots, rows)
+    want = _per_replica(torch.einsum("rcki,rckj->rcij", p_d, p_x), n_r)[0]   # [R, 3, rows * cols]
+    draws = 12
+    g = _gen(4)
+    samples = []
+    for _ in range(draws):
+        trains = su._bits_from_positions(plan, *su._draw_sparse_trains(plan, *p_bars, g))
+        n = torch.einsum("rcki,rckj->rcij", trains.d_bits.view(n_r, n_c, -1, rows),
+                         trains.x_bits.view(n_r, n_c, -1, cols)).double()
+        samples.append(_per_replica(n, n_r))
+    samples = torch.cat(samples)                                     # [draws * REPLICAS, R, 3, rows * cols]
+    reps = samples.shape[0]
+    se = samples.std(0) / math.sqrt(reps)
+    z = (samples.mean(0) - want) / (se + 1e-12)
+    assert z.abs().max() < 5.0 and abs(z.square().mean().item() - 1) < 0.35   # 210 devices
+
+
+def test_positions_are_extended_when_the_margin_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no margin the first chunk of candidates stops short: the draw continues, same distribution."""
+    monkeypatch.setattr(su, "_MARGIN_SIGMAS", 0.0)
+    monkeypatch.setattr(su, "_MARGIN_EXTRA", 1)
+    n_pos, p = 2000, 0.05
+    prob = torch.full((n_pos,), 0.03, dtype=torch.float64)
+    prob[::7] = 0.0
+    reps = 2000
+    g = _gen(5)
+    hits = torch.zeros(n_pos, dtype=torch.float64)
+    for _ in range(reps):
+        pos = su._bernoulli_positions(n_pos, p, lambda c: prob[c], g, torch.device("cpu"))
+        assert bool((pos[1:] > pos[:-1]).all()) and (pos.numel() == 0 or int(pos[-1]) < n_pos)
+        hits[pos] += 1
+    assert hits[::7].sum() == 0
+    live = prob > 0
+    rate = hits[live].sum() / (reps * live.sum())
+    assert abs(rate.item() - 0.03) < 4 * math.sqrt(0.03 * 0.97 / (reps * live.sum().item()))
+    # no position is favoured: the hits of the first and the second half agree (chunk boundaries)
+    half = n_pos // 2
+    a, b = hits[:half][live[:half]].mean(), hits[half:][live[half:]].mean()
+    assert abs(a - b).item() < 4 * math.sqrt(2 * reps * 0.03 / (live.sum().item() / 2))
+
+
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_cpu_counts_match_pulse_counts_on_average(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both algorithms of cpu_pulse_counts: E[n_down - n_up] dw_min = lr sum_b d x^T (unsaturated), 4 SE."""
+    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n: path == "sparse")
+    rng = np.random.default_rng(7)
+    batch, n_r, n_c, rows, cols = 3, 2, 2, 3, 4
+    x_np = rng.uniform(-1, 1, (batch, n_c, cols))
+    d_np = rng.uniform(-0.03, 0.03, (batch, n_r, rows))
+    lr, reps = 0.02, 2000
+    x = torch.tensor(x_np, dtype=torch.float32).repeat(1, reps, 1)   # independent replicated tiles
+    d = torch.tensor(d_np, dtype=torch.float32)
+    counts = su.cpu_pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(8))
+    assert (counts.touched is not None) == (path == "sparse")
+    shape = (n_r, n_c * reps, rows, cols)
+    if counts.touched is None:
+        n_up, n_down = counts.n_up, counts.n_down
+    else:
+        n_up = torch.zeros(math.prod(shape)).index_put_((counts.touched,), counts.n_up).view(shape)
+        n_down = torch.zeros(math.prod(shape)).index_put_((counts.touched,), counts.n_down).view(shape)
+    assert int(counts.total) == int((n_up + n_down).sum())
+    net = (n_down - n_up).double().view(n_r, reps, n_c, rows, cols).transpose(0, 1)
+    want = lr / DW * np.einsum("bri,bcj->rcij", d_np, x_np)
+    mean = net.mean(0).numpy()
+    se = net.std(0).numpy() / math.sqrt(reps)
+    assert np.all(np.abs(mean - want) <= 4 * se + 1e-9)
+
+
+def test_scalar_and_tensor_learning_rates_give_identical_scales() -> None:
+    """The host-scalar fast path of the update management rounds exactly like the 0-d tensor path."""
+    g = _gen(9)
+    x = torch.randn(5, 3, 7, generator=g) * 2
+    d = torch.randn(5, 2, 6, generator=g) * 0.3
+    x[0, 1] = 0
+    d[1, 0] = 0
+    for cfg in (UpdateParameters(), UpdateParameters(update_bl_management=False), UpdateParameters(um_grad_scale=0.7),
+                UpdateParameters(update_management=False, update_bl_management=False)):
+        for lr in (0.0123456789, 0.2, -0.05):
+            for dtype in (torch.float32, torch.float64):
+                a = update_scales(x.to(dtype), d.to(dtype), lr, DW, cfg)
+                b = update_scales(x.to(dtype), d.to(dtype), torch.tensor(lr, dtype=dtype), DW, cfg)
+                assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def _tile(device=None, seed: int = 0, **cfg_kw) -> TileArray:
+    cfg = CrossbarConfig.perfect(device=device or ConstantStepDevice(), tile_rows=32, tile_cols=32, **cfg_kw)
+    return TileArray(64, 96, cfg, seed=seed)
+
+
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_tile_update_moves_weights_like_the_float_update(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IdealDevice (steps exactly dw_min): the mean weight change of either path is -lr d x^T (4 SE)."""
+    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n: path == "sparse")
+    arr = _tile(IdealDevice(dw_min=DW))
+    g = _gen(10)
+    x = torch.rand(4, 96, generator=g) * 0.5 + 0.25
+    d = (torch.rand(4, 64, generator=g) * 0.02 + 0.01) * torch.sign(torch.randn(1, 64, generator=g))
+    lr, reps = 0.01, 300
+    total = torch.zeros(64, 96, dtype=torch.float64)
+    square = torch.zeros_like(total)
+    for _ in range(reps):
+        arr.program(torch.zeros(64, 96))
+        arr.update(x, d, lr)
+        dw = arr.read().double()
+        total += dw
+        square += dw * dw
+    mean = total / reps
+    se = torch.sqrt((square / reps - mean**2).clamp_min(0) / reps)
+    z = (mean + lr * (d.T @ x).double()) / se                        # 6144 devices, each ~ N(0, 1)
+    assert z.abs().max() < 5.5 and abs(z.square().mean().item() - 1) < 0.1
+
+
+def test_sparse_update_keeps_untouched_devices_and_respects_bounds() -> None:
+    arr = _tile(ConstantStepDevice(w_max_dtod=0.0, w_min_dtod=0.0, w_min=-0.05, w_max=0.05), seed=1)
+    w0 = torch.rand(64, 96, generator=_gen(11)) * 0.08 - 0.04
+    w0[::3] = 0.0                                                     # exact zeros (and their sign) are kept
+    arr.program(w0)
+    x = torch.zeros(2, 96)
+    x[:, :10] = torch.rand(2, 10, generator=_gen(12)) + 0.5          # only the first 10 inputs are active
+    d = torch.randn(2, 64, generator=_gen(13)) * 5.0                  # large: many pulses, some saturate
+    before = arr.read()
+    arr.update(x, d, 0.05)
+    after = arr.read()
+    assert torch.equal(after[:, 10:], before[:, 10:])                 # bit-exact, zeros included
+    assert not torch.equal(after[:, :10], before[:, :10])
+    assert bool((after >= -0.05).all()) and bool((after <= 0.05).all())
+
+
+def test_packed_parameters_follow_load_state_dict_and_in_place_changes() -> None:
+    """The packed parameter cache of the sparse path is rebuilt when the dp_* buffers change."""
+    a = _tile(seed=2)
+    b = _tile(seed=3)
+    x = torch.rand(3, 96, generator=_gen(14))
+    d = torch.randn(3, 64, generator=_gen(15)) * 0.01
+    b.update(x, d, 0.01)                                              # builds b's cache from b's parameters
+    b.load_state_dict(a.state_dict())
+    a.update(x, d, 0.01)
+    b.update(x, d, 0.01)
+    assert torch.equal(a.weight_tiles, b.weight_tiles)
+    b.dp_w_max.fill_(1e-4)                                            # in place: new upper bounds
+    b.dp_w_min.fill_(-1e-4)
+    b.update(x, d * 100, 0.05)
+    assert float(b.weight_tiles.abs().max()) <= 1e-4
+
+
+def test_write_noise_redraws_only_updated_devices_on_the_sparse_path() -> None:
+    arr = _tile(ConstantStepDevice(write_noise_std=3.0), seed=4)
+    arr.program(torch.zeros(64, 96))
+    apparent = arr.apparent_tiles.clone()
+    hidden = arr.weight_tiles.clone()
+    x = torch.zeros(2, 96)
+    x[:, 40:50] = 1.0
+    d = torch.randn(2, 64, generator=_gen(16)) * 0.01
+    arr.update(x, d, 0.01)
+    changed = arr.weight_tiles != hidden
+    assert changed.any()
+    assert torch.equal(arr.apparent_tiles[~changed], apparent[~changed])
+    assert bool((arr.apparent_tiles[changed] != arr.weight_tiles[changed]).all())

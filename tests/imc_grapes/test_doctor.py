@@ -1,0 +1,33 @@
+"""`imc-grapes doctor`: reports each part, exits non-zero with an explanation when a required part is broken."""
+import builtins
+
+from imc_grapes import doctor
+
+
+def test_all_required_parts_work_here(capsys):
+    checks = {c.name: c for c in doctor.run_checks()}
+    assert checks["torch"].status == "OK"
+    assert checks["engine"].status == "OK"
+    assert checks["aihwkit"].status == "OK", checks["aihwkit"].detail  # the pinned torch/aihwkit pair works
+    assert checks["cuda"].status in ("OK", "SKIP")
+    assert doctor.main() == 0
+    assert "All required parts work." in capsys.readouterr().out
+
+
+def test_broken_aihwkit_fails_with_explanation(monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("aihwkit"):
+            raise ImportError("undefined symbol: _ZNK3c1010TensorImpl15decref_pyobjectEv")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    checks = {c.name: c for c in doctor.run_checks()}
+    assert checks["aihwkit"].status == "FAIL" and "torch==2.10.0" in checks["aihwkit"].detail
+    assert checks["engine"].status == "OK", "the project's engine does not need aihwkit"
+    assert doctor.main() == 1
+    out = capsys.readouterr().out
+    assert "A required part is broken" in out and "--skip-aihwkit" in out
+    # on a machine where aihwkit cannot load, it can be made optional
+    assert doctor.main(skip_aihwkit=True) == 0

@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sweep.cli import add_sweep_parser
 
     add_sweep_parser(sub)
+    from .experiments.cli import add_experiment_parser
+
+    add_experiment_parser(sub)
     doc = sub.add_parser("doctor", help="check the installation (torch, engine, aihwkit C++ tiles, CUDA)",
                          description="Print versions and check that each required part works; exit 1 if not.")
     doc.add_argument("--skip-aihwkit", action="store_true",
@@ -283,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "experiment":
+        from .experiments.cli import run_experiment_command
+
+        return run_experiment_command(args)
     if args.command == "sweep":
         from .sweep.cli import run_sweep_command
 

@@ -1,0 +1,21 @@
+"""The `cnn` experiment from Python: a small conv net with GRAPES per output channel, digital and on analog
+crossbar tiles (the conv layers become analog conv layers).
+
+    python examples/exp_cnn.py             # quick size, digital and crossbar (needs MNIST in the data cache)
+    python examples/exp_cnn.py --tiny      # synthetic data, seconds
+"""
+import argparse
+
+from imc_grapes.experiments import ExperimentOptions, run_experiment
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
+parser.add_argument("--preset", default="ReRamSB", help="device preset of the analog runs")
+args = parser.parse_args()
+
+options = ExperimentOptions(size="tiny" if args.tiny else "quick", backends=("digital", "crossbar"),
+                            preset=args.preset, datasets=None if args.tiny else ("mnist",))
+result = run_experiment("cnn", options, "runs/examples/exp_cnn", log=lambda s: None)
+for line in result["findings"]:
+    print("*", line)
+print("report: runs/examples/exp_cnn/report.md")

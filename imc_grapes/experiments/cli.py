@@ -1,0 +1,118 @@
+"""``imc-grapes experiment NAME``: the paper's experiments by name (a thin layer over :func:`run_experiment`).
+
+Hooked into the main command by :func:`add_experiment_parser` and :func:`run_experiment_command`.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+EPILOG = """examples:
+  imc-grapes experiment list                                   # the experiments and what each tests
+  imc-grapes experiment mlp --quick                            # minutes on 2 CPU cores, digital
+  imc-grapes experiment mlp --quick --backend digital crossbar --device-preset ReRamSB
+  imc-grapes experiment forgetting --quick --seeds 0 1 2 3 4
+  imc-grapes experiment snn --tiny                             # synthetic data, seconds: a smoke test
+Sizes: --tiny (synthetic data), --quick (subsets, 3 seeds), default full (whole data sets, 5 seeds: hours).
+Each experiment writes <out>/{report.md,results.json,results.csv,summary.csv,*.png} and groups/<key>/ (one
+compare-style folder per data set × network × hardware); a second run with the same options resumes.
+Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data."""
+
+
+def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``experiment`` command to the ``imc-grapes`` sub-commands; return its parser."""
+    from devices import PRESETS
+
+    from ..config import BACKENDS, OPTIMIZERS
+    from .definitions import EXPERIMENTS
+
+    p = subparsers.add_parser(
+        "experiment", help="the paper's experiments by name (mlp, fa-dfa, cnn, rnn, snn, forgetting), with reports",
+        description="Run one of the paper's experiments: every group (data set × network variant × hardware) "
+                    "compares the optimizers with the learning rate tuned per optimizer on a validation split and "
+                    "several seeds, and the experiment writes a report folder (tables, plots, paired differences).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", metavar="NAME", choices=[*EXPERIMENTS, "list"],
+                   help=f"{' | '.join(EXPERIMENTS)} | list")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick",
+                      help="small sizes: minutes on 2 CPU cores (digital)")
+    size.add_argument("--tiny", dest="size", action="store_const", const="tiny",
+                      help="synthetic data, tiny networks: an end-to-end check in seconds")
+    size.add_argument("--full", dest="size", action="store_const", const="full",
+                      help="whole data sets, 5 seeds (the default)")
+    p.set_defaults(size="full")
+    p.add_argument("--backend", nargs="+", default=["digital"], metavar="B",
+                   help=f"one or more of {', '.join(BACKENDS)}; each gets its own groups (default: digital)")
+    p.add_argument("--device-preset", default="ReRamSB", metavar="P",
+                   help=f"device preset of the analog backends: {', '.join(PRESETS)} (default %(default)s)")
+    p.add_argument("--optimizers", nargs="+", default=["sgd", "grapes", "layer-mean"], metavar="NAME",
+                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the final runs (default: per size)")
+    p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LR",
+                   help="learning-rate grid tuned per optimizer, for every group (default: per experiment)")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="D",
+                   help="data sets instead of the experiment's (mnist, fashion-mnist, synthetic)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (per task for forgetting)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
+    p.add_argument("--data-root", default=None, help="data cache folder")
+    p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")
+    p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
+    p.add_argument("--progress", action="store_true", help="progress bars per epoch")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the report location")
+    return p
+
+
+def _list() -> int:
+    from .definitions import EXPERIMENTS
+
+    for e in EXPERIMENTS.values():
+        print(f"{e.name:<11} {e.title}\n{'':<11} claim: {e.claim}")
+    return 0
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    """Carry out ``imc-grapes experiment`` (parsed by :func:`add_experiment_parser`); return the exit code."""
+    from ..config import ConfigError
+    from ..data import DatasetError
+    from .options import ExperimentOptions
+    from .runner import default_out_dir, run_experiment
+
+    if args.name == "list":
+        return _list()
+    try:
+        opts = ExperimentOptions(size=args.size, backends=tuple(args.backend), preset=args.device_preset,
+                                 optimizers=tuple(args.optimizers),
+                                 seeds=tuple(args.seeds) if args.seeds else None,
+                                 lr_grid=tuple(args.lr) if args.lr else None,
+                                 datasets=tuple(args.datasets) if args.datasets else None, epochs=args.epochs,
+                                 device=args.device, data_root=args.data_root)
+        from .definitions import plan_experiment
+
+        for g in plan_experiment(args.name, opts):
+            g.spec.base.resolved_device()
+    except (ConfigError, ValueError) as exc:
+        print(f"imc-grapes experiment: error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"imc-grapes experiment: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    argv = sys.argv[1:]
+    command = "imc-grapes " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["experiment"] else None
+    out = args.out or default_out_dir(args.name, opts)
+    try:
+        run_experiment(args.name, opts, out, progress=args.progress, resume=not args.no_resume, command=command,
+                       log=(lambda s: None) if args.quiet else print)
+    except DatasetError as exc:
+        print(f"imc-grapes experiment: error: {exc}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        print(f"report: {out}/report.md")
+    return 0

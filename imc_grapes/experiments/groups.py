@@ -1,0 +1,198 @@
+"""A *group* is one compare job inside an experiment: one model, data set and hardware, the optimizers
+(SGD, GRAPES, the layer-mean control, ...) each with its learning rate tuned over a grid on a validation split,
+then run with several seeds. :func:`run_group` runs it with any trainer (``imc_grapes.train.train`` for the MLP
+and CNN, the experiments' own for recurrent, spiking and continual-learning runs) and writes the same report
+folder as ``imc-grapes compare`` (``results.json``, ``results.csv``, ``curves.png``, ``accuracy.png``,
+``report.md``, ``runs/``), reusing :mod:`imc_grapes.compare`'s summary, table and plots.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..compare import Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells
+from ..data import Dataset
+from ..io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..train import DivergenceError, RunResult, train
+from .forgetting import train_permuted
+from .trainers import Trainer, train_custom
+
+__all__ = ["TRAINERS", "TUNE_SCORES", "Group", "GroupResult", "run_group", "run_one"]
+
+#: trainer name -> function with ``imc_grapes.train.train``'s signature
+TRAINERS: dict[str, Trainer] = {"standard": train, "custom": train_custom, "permuted": train_permuted}
+#: how a tuning run is scored: its best evaluation point, or its final one (continual learning)
+TUNE_SCORES: tuple[str, ...] = ("best", "final")
+_EXTRA_KEYS = ("costs", "inference", "forgetting")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One compare job of an experiment.
+
+    Attributes:
+        key: folder name under ``<experiment>/groups/`` (e.g. ``mnist-mlp256x2-digital``).
+        labels: what distinguishes the group, shown as table columns (e.g. ``{"dataset": "mnist",
+            "network": "784-256-256-10", "hardware": "digital"}``).
+        spec: the compare spec (one ``hardware`` entry; the lr grid, seeds and validation holdout).
+        trainer: a key of :data:`TRAINERS`.
+        tune_score: ``final`` (the run's last validation accuracy: the quantity the final runs report, on the
+            test set) or ``best`` (its best point, as ``imc-grapes compare`` does).
+        size: a number that orders groups by network size (e.g. the number of weights), or None.
+    """
+
+    key: str
+    labels: Mapping[str, Any]
+    spec: CompareSpec
+    trainer: str = "standard"
+    tune_score: str = "final"
+    size: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", dict(self.labels))
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"Group.trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
+        if self.tune_score not in TUNE_SCORES:
+            raise ValueError(f"Group.tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
+        if len(self.spec.hardware) != 1:
+            raise ValueError(f"Group.spec.hardware must name exactly one hardware, got {list(self.spec.hardware)}")
+        if not self.key or "/" in self.key:
+            raise ValueError(f"Group.key must be a non-empty folder name without '/', got {self.key!r}")
+
+    @property
+    def hardware(self) -> str:
+        return self.spec.hardware[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "labels": dict(self.labels), "trainer": self.trainer, "tune_score": self.tune_score,
+                "size": self.size, "spec": self.spec.to_dict()}
+
+
+@dataclass
+class GroupResult:
+    """The cells (one per optimizer) of a finished group and their summary rows (``compare.summarise_cells``)."""
+
+    group: Group
+    cells: list[Cell]
+    rows: list[dict[str, Any]]
+    out_dir: Path
+    files: list[str] = field(default_factory=list)
+
+
+def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
+    return json.loads(json.dumps(saved, default=str)) == json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progress: bool, resume: bool,
+            log: Callable[[str], None]) -> RunResult:
+    """Train ``cfg`` with ``trainer`` into ``run_dir``, or load it when a finished run with the same config is
+    there (``resume``). A diverging run is returned with status ``diverged`` (its history so far kept)."""
+    saved_path = run_dir / "results.json"
+    if resume and saved_path.exists():
+        saved = read_json(saved_path)
+        if saved.get("status") in ("completed", "diverged") and _same_config(saved.get("config", {}), cfg):
+            log(f"   (resumed: {run_dir} is finished)")
+            extra = {k: saved[k] for k in _EXTRA_KEYS if k in saved}
+            return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
+                             saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra)
+    try:
+        return trainer(cfg, run_dir, dataset=dataset, progress=progress, log=log)
+    except DivergenceError as exc:
+        saved = read_json(saved_path)
+        log(f"   diverged: {exc}")
+        return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _score(run: RunResult, how: str) -> float | None:
+    if run.status != "completed" or not run.history:
+        return None
+    return run.history[-1]["test_acc"] if how == "final" else max(h["test_acc"] for h in run.history)
+
+
+def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: bool = False, resume: bool = True,
+              command: str | None = None, log: Callable[[str], None] = print) -> GroupResult:
+    """Run every cell of ``group`` (tuning then seeds) and write its report folder into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec, hw, trainer = group.spec, group.hardware, TRAINERS[group.trainer]
+    cells: list[Cell] = []
+    for opt in spec.optimizers:
+        tuning: dict[float, float | None] = {}
+        if len(spec.lr_grid) > 1:
+            for lr in spec.lr_grid:
+                cfg = spec.cell_config(hw, opt, lr, spec.tune_seed, tuning=True)
+                log(f"== {group.key}: tune {opt} lr={lr:g} (validation split)")
+                r = run_one(cfg, out / "runs" / "tune" / opt / f"lr{lr:g}", dataset, trainer, progress, resume, log)
+                tuning[lr] = _score(r, group.tune_score)
+            valid = {lr: a for lr, a in tuning.items() if a is not None}
+            if not valid:
+                log(f"!! {group.key}: every lr diverged for {opt}; using the smallest")
+            lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
+        else:
+            lr_best = spec.lr_grid[0]
+        runs = []
+        for seed in spec.seeds:
+            cfg = spec.cell_config(hw, opt, lr_best, seed)
+            log(f"== {group.key}: {opt} lr={lr_best:g} seed={seed}")
+            runs.append(run_one(cfg, out / "runs" / opt / f"lr{lr_best:g}_seed{seed}", dataset, trainer, progress,
+                                resume, log))
+        cells.append(Cell(hw, opt, lr_best, runs, tuning))
+    rows = summarise_cells(cells, spec.target_acc)
+    result = GroupResult(group, cells, rows, out)
+    result.files = write_group_report(result, command)
+    return result
+
+
+def write_group_report(res: GroupResult, command: str | None = None) -> list[str]:
+    """``results.json``, ``results.csv``, ``curves.png``, ``accuracy.png`` and ``report.md`` of one group."""
+    g, out = res.group, res.out_dir
+    write_json_atomic(out / "results.json", {
+        "command": command, "group": g.to_dict(), "summary": res.rows,
+        "tuning": [{"hardware": c.hardware, "optimizer": c.optimizer, "chosen_lr": c.lr, "tune_score": g.tune_score,
+                    "validation_acc_by_lr": {f"{k:g}": v for k, v in c.tuning.items()}} for c in res.cells],
+        "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}
+                 for c in res.cells for r in c.runs]})
+    csv_rows = []
+    for c in res.cells:
+        for r in c.runs:
+            last = r.history[-1] if r.history else {}
+            csv_rows.append({"group": g.key, **g.labels, "optimizer": c.optimizer, "backend": r.config.backend,
+                             "lr": c.lr, "seed": r.config.seed, "status": r.status,
+                             "final_test_acc": last.get("test_acc"), "final_train_loss": last.get("train_loss"),
+                             "epochs_to_target": epochs_to_target(r, g.spec.target_acc),
+                             "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})
+    write_csv_atomic(out / "results.csv", csv_rows)
+    files = plot_report(res.cells, res.rows, out)
+    b = g.spec.base
+    lines = [f"# {g.key}", ""]
+    if command:
+        lines += ["Command:", "", "```", command, "```", ""]
+    lines += ["* " + ", ".join(f"{k}: {v}" for k, v in g.labels.items()),
+              f"* data: {b.dataset} (train subset: {b.train_subset or 'all'}, test subset: {b.test_subset or 'all'}); "
+              f"batch {b.batch_size}, {b.epochs} epoch(s), base optimizer {b.base_optimizer}"
+              + (f" (momentum {b.momentum})" if b.momentum else ""),
+              f"* seeds: {list(g.spec.seeds)}; learning rate tuned per optimizer over {list(g.spec.lr_grid)} on "
+              f"the last {g.spec.val_holdout} training samples (score: {g.tune_score} validation accuracy)"
+              if len(g.spec.lr_grid) > 1 else f"* seeds: {list(g.spec.seeds)}; one learning rate {g.spec.lr_grid[0]:g}",
+              "", format_table(res.rows, g.spec.target_acc, markdown=True), ""]
+    found = findings(res.rows)
+    if found:
+        lines += [f"* {f}" for f in found] + [""]
+    tuned = [c for c in res.cells if c.tuning]
+    if tuned:
+        lines += ["| optimizer | " + " | ".join(f"val. acc % @ lr {lr:g}" for lr in g.spec.lr_grid) + " | chosen |",
+                  "|---|" + "---|" * (len(g.spec.lr_grid) + 1)]
+        for c in tuned:
+            vals = [_pct(c.tuning.get(lr)) for lr in g.spec.lr_grid]
+            lines.append(f"| {c.optimizer} | " + " | ".join(vals) + f" | {c.lr:g} |")
+        lines.append("")
+    lines += [f"![{f}]({f})\n" for f in files]
+    write_bytes_atomic(out / "report.md", "\n".join(lines).encode())
+    return ["results.json", "results.csv", "report.md", *files]

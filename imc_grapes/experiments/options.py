@@ -1,0 +1,147 @@
+"""What a user chooses when running a named experiment (size, backends, device preset, optimizers, seeds, lr
+grid, data sets), and the run budgets of each size.
+
+Sizes:
+
+* ``tiny``: the synthetic data set, tiny networks, one seed: an end-to-end check in seconds (tests, smoke runs);
+* ``quick``: MNIST / Fashion-MNIST subsets, 4-point learning-rate grids, 5 seeds digital (3 analog): minutes
+  per experiment on 2 CPU cores; the analog budgets are smaller (the analog engine is 10–30× slower);
+* ``full``: the whole data sets, more epochs, 5 seeds (hours on a CPU; the paper used 200 epochs and 10 runs).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..backends import AnalogSettings
+from ..config import BACKENDS, OPTIMIZERS, ConfigError
+from ..data.registry import DATASET_NAMES
+
+__all__ = ["SIZES", "Budget", "ExperimentOptions", "budget_for"]
+
+SIZES: tuple[str, ...] = ("tiny", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much one group trains: data subsets, epochs, evaluation points, seeds, validation holdout.
+
+    ``train_subset`` / ``test_subset``: first N samples (None: all); ``val_holdout``: last N training samples
+    used to tune the learning rate (the test set is never used to choose).
+    """
+
+    train_subset: int | None
+    test_subset: int | None
+    epochs: int
+    evals_per_epoch: int
+    seeds: tuple[int, ...]
+    val_holdout: int
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.evals_per_epoch < 1 or self.batch_size < 1 or not self.seeds:
+            raise ValueError(f"Budget: epochs, evals_per_epoch, batch_size must be >= 1 and seeds non-empty, "
+                             f"got {self}")
+
+
+#: size -> hardware kind ("digital" / "analog") -> default budget (experiments may shrink or extend it)
+_BUDGETS: dict[str, dict[str, Budget]] = {
+    "tiny": {"digital": Budget(256, 128, 1, 1, (0,), 128, 32), "analog": Budget(128, 64, 1, 1, (0,), 64, 32)},
+    "quick": {"digital": Budget(20000, None, 2, 2, (0, 1, 2, 3, 4), 5000),
+              "analog": Budget(2000, 1000, 2, 2, (0, 1, 2), 1000)},
+    "full": {"digital": Budget(None, None, 20, 1, (0, 1, 2, 3, 4), 5000),
+             "analog": Budget(None, None, 5, 1, (0, 1, 2, 3, 4), 5000)},
+}
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    """The user's choices for one experiment run (every field has a sensible default).
+
+    Attributes:
+        size: ``tiny``, ``quick`` or ``full`` (default, as the command line; see the module docstring).
+        backends: one or more of ``digital``, ``crossbar``, ``aihwkit``; each gets its own groups (the analog
+            ones with the smaller analog budget).
+        preset: device preset of the analog backends (``devices.PRESETS``).
+        optimizers: methods compared (``sgd``, ``grapes``, ``grapes-local``, ``layer-mean``).
+        seeds: seeds of the final runs (None: the size's default).
+        lr_grid: learning rates tuned per optimizer, for every group (None: each experiment's default grid).
+        datasets: data sets (None: the experiment's default; ``tiny`` always uses ``synthetic``).
+        epochs: epochs per run (per task for ``forgetting``) instead of the size's default.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. data_root: data cache folder.
+        analog: further analog settings (tile size, ADC/DAC bits, importance source, ...); its ``preset`` is
+            replaced by ``preset``.
+    """
+
+    size: str = "full"
+    backends: tuple[str, ...] = ("digital",)
+    preset: str = "ReRamSB"
+    optimizers: tuple[str, ...] = ("sgd", "grapes", "layer-mean")
+    seeds: tuple[int, ...] | None = None
+    lr_grid: tuple[float, ...] | None = None
+    datasets: tuple[str, ...] | None = None
+    epochs: int | None = None
+    device: str = "cpu"
+    data_root: str | None = None
+    analog: AnalogSettings = field(default_factory=AnalogSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("backends", "optimizers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("seeds", "lr_grid", "datasets"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(v))
+        if self.size not in SIZES:
+            raise ConfigError(f"ExperimentOptions.size must be one of {', '.join(SIZES)}, got {self.size!r}")
+        bad = [b for b in self.backends if b not in BACKENDS]
+        if not self.backends or bad or len(set(self.backends)) != len(self.backends):
+            raise ConfigError(f"ExperimentOptions.backends must be distinct entries of {', '.join(BACKENDS)}, "
+                              f"got {list(self.backends)}")
+        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if not self.optimizers or bad:
+            raise ConfigError(f"ExperimentOptions.optimizers must be one or more of {', '.join(OPTIMIZERS)}, "
+                              f"got {list(self.optimizers)}")
+        if self.seeds is not None and not self.seeds:
+            raise ConfigError("ExperimentOptions.seeds must name at least one seed (or be None for the default)")
+        if self.lr_grid is not None and (not self.lr_grid or any(not (lr > 0 and math.isfinite(lr))
+                                                                 for lr in self.lr_grid)):
+            raise ConfigError(f"ExperimentOptions.lr_grid must be learning rates > 0, got {list(self.lr_grid)}")
+        if self.datasets is not None:
+            bad = [d for d in self.datasets if d not in DATASET_NAMES]
+            if not self.datasets or bad:
+                raise ConfigError(f"ExperimentOptions.datasets must be one or more of {', '.join(DATASET_NAMES)}, "
+                                  f"got {list(self.datasets)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"ExperimentOptions.epochs must be >= 1, got {self.epochs}")
+        if isinstance(self.analog, dict):
+            object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
+        try:
+            object.__setattr__(self, "analog", replace(self.analog, preset=self.preset))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def datasets_or(self, default: tuple[str, ...]) -> tuple[str, ...]:
+        """The data sets to run: ``synthetic`` for ``tiny``, else the user's choice or ``default``."""
+        if self.datasets is not None:
+            return self.datasets
+        return ("synthetic",) if self.size == "tiny" else default
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "analog"}
+        d["analog"] = self.analog.to_dict()
+        return d
+
+
+def budget_for(options: ExperimentOptions, hardware: str, **overrides: Any) -> Budget:
+    """The budget of a group on ``hardware`` (``digital`` or ``analog``): the size's default with the
+    experiment's ``overrides`` (for ``quick``/``full`` only), then the user's seeds and epochs."""
+    b = _BUDGETS[options.size][hardware]
+    if overrides and options.size != "tiny":
+        b = replace(b, **overrides)
+    if options.seeds is not None:
+        b = replace(b, seeds=options.seeds)
+    if options.epochs is not None:
+        b = replace(b, epochs=options.epochs)
+    return b

@@ -1,0 +1,413 @@
+"""The report folder of a named experiment: the groups' summaries side by side, paired differences between
+optimizers, plots, and (for ``forgetting``) the accuracy matrices.
+
+Files (next to ``groups/<key>/``, each group's own compare-style folder):
+
+* ``results.json`` — experiment, options, command, machine, every group's spec and summary, the paired
+  comparisons, findings (and the forgetting metrics);
+* ``results.csv`` — one row per final run (all groups); ``summary.csv`` — one row per group × optimizer;
+* ``accuracy.png`` (final test accuracy per group and optimizer, mean ± std), ``gain.png`` (paired difference
+  to SGD per group), ``curves.png`` (learning curves per group), for ``forgetting`` also ``matrix.png`` and
+  ``forgetting.png``;
+* ``report.md`` embedding all of it.
+
+A *paired difference* compares two optimizers run with the same seeds (same initial weights and data order):
+``d_s = acc(opt, s) − acc(sgd, s)``, reported as mean ± std over seeds with the number of seeds where it is
+positive. With three seeds, "3/3" is the most that a seed count can say; it is not a significance test.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..compare import Cell
+from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..train import RunResult
+from ..versions import versions
+from .groups import GroupResult
+
+__all__ = ["machine_info", "paired", "write_experiment_report"]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, logical cores, and the software versions (``imc_grapes.versions.versions``)."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu or None, "logical_cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
+            **versions()}
+
+
+def _final(r: RunResult) -> float | None:
+    return r.history[-1]["test_acc"] if r.status == "completed" and r.history else None
+
+
+def _curve_mean(r: RunResult) -> float | None:
+    return statistics.fmean(h["test_acc"] for h in r.history) if r.status == "completed" and r.history else None
+
+
+def _forget(r: RunResult, key: str) -> float | None:
+    v = (r.extra.get("forgetting") or {}).get(key)
+    return float(v) if isinstance(v, (int, float)) and r.status == "completed" else None
+
+
+def paired(a: Cell, b: Cell, metric: Any = _final) -> dict[str, Any] | None:
+    """Paired difference ``metric(a) − metric(b)`` over the seeds both cells ran: ``{"mean", "std", "n",
+    "positive", "negative"}`` (std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or
+    None without a common finished seed."""
+    vb = {r.config.seed: metric(r) for r in b.runs}
+    diffs = []
+    for r in a.runs:
+        x, y = metric(r), vb.get(r.config.seed)
+        if x is not None and y is not None:
+            diffs.append(x - y)
+    if not diffs:
+        return None
+    return {"mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "n": len(diffs), "positive": sum(d > 0 for d in diffs), "negative": sum(d < 0 for d in diffs)}
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def _pct(v: float | None, digits: int = 2) -> str:
+    return "—" if v is None else f"{100 * v:.{digits}f}"
+
+
+def _diff_text(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "—"
+    return f"{100 * p['mean']:+.2f} ± {100 * p['std']:.2f} ({p['positive']}/{p['n']})"
+
+
+def _summary_rows(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
+    rows = []
+    for res in results:
+        by_opt = {c.optimizer: c for c in res.cells}
+        for c, row in zip(res.cells, res.rows):
+            curve_m, curve_s = _mean_std([_curve_mean(r) for r in c.runs])
+            out: dict[str, Any] = {
+                "group": res.group.key, **res.group.labels, "optimizer": c.optimizer, "lr": c.lr,
+                "runs": row["runs"], "diverged": row["diverged"],
+                "final_test_acc_mean": row["final_test_acc_mean"], "final_test_acc_std": row["final_test_acc_std"],
+                "curve_mean_acc_mean": curve_m, "curve_mean_acc_std": curve_s,
+                "epochs_to_target_mean": row["epochs_to_target_mean"], "reached_target": row["reached_target"],
+                "target_acc": res.group.spec.target_acc, "saturation_mean": row["saturation_mean"],
+                "cost_overhead_vs_sgd": row["cost_overhead_vs_sgd"],
+            }
+            for ref in ("sgd", "layer-mean"):
+                if ref in by_opt and ref != c.optimizer:
+                    p = paired(c, by_opt[ref])
+                    out[f"diff_vs_{ref}_mean"] = p["mean"] if p else None
+                    out[f"diff_vs_{ref}_std"] = p["std"] if p else None
+                    out[f"diff_vs_{ref}_positive"] = f"{p['positive']}/{p['n']}" if p else None
+            if any(r.extra.get("forgetting") for r in c.runs):
+                for key in ("avg_acc", "forgetting", "bwt"):
+                    m, s = _mean_std([_forget(r, key) for r in c.runs])
+                    out[f"{key}_mean"], out[f"{key}_std"] = m, s
+            rows.append(out)
+    return rows
+
+
+def _comparisons(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
+    """Paired differences per group: every optimizer vs SGD and GRAPES vs layer-mean (final and curve-mean
+    accuracy; forgetting metrics where present)."""
+    out = []
+    for res in results:
+        by_opt = {c.optimizer: c for c in res.cells}
+        pairs = [(o, "sgd") for o in by_opt if o != "sgd" and "sgd" in by_opt]
+        if "grapes" in by_opt and "layer-mean" in by_opt:
+            pairs.append(("grapes", "layer-mean"))
+        for a, b in pairs:
+            entry: dict[str, Any] = {"group": res.group.key, "a": a, "b": b,
+                                     "final_acc": paired(by_opt[a], by_opt[b]),
+                                     "curve_mean_acc": paired(by_opt[a], by_opt[b], _curve_mean)}
+            if any(r.extra.get("forgetting") for r in by_opt[a].runs):
+                for key in ("avg_acc", "forgetting", "bwt"):
+                    entry[key] = paired(by_opt[a], by_opt[b], lambda r, k=key: _forget(r, k))
+            out.append(entry)
+    return out
+
+
+def _findings(results: Sequence[GroupResult], comps: Sequence[dict[str, Any]]) -> list[str]:
+    """Plain statements computed from the paired differences (no judgement beyond the numbers)."""
+    lines = []
+    for c in comps:
+        if c["b"] == "sgd" and c["a"] != "grapes":
+            continue
+        f = c["final_acc"]
+        if f is None:
+            continue
+        what = "GRAPES vs SGD" if c["b"] == "sgd" else "GRAPES vs the layer-mean control"
+        ties = f["n"] - f["positive"] - f["negative"]
+        agree = (f"higher on all {f['n']} seed(s)" if f["positive"] == f["n"] else
+                 f"lower on all {f['n']} seed(s)" if f["negative"] == f["n"] else
+                 f"higher on {f['positive']}, lower on {f['negative']}" + (f", equal on {ties}" if ties else "")
+                 + f" of {f['n']} seeds")
+        text = f"`{c['group']}`: {what}: final accuracy {_diff_text(f)} points, {agree}"
+        cm = c["curve_mean_acc"]
+        if cm is not None:
+            text += f"; mean accuracy over the learning curve {100 * cm['mean']:+.2f} points"
+        if c.get("forgetting") is not None:
+            text += f"; forgetting {100 * c['forgetting']['mean']:+.2f} points"
+        lines.append(text + ".")
+    return lines
+
+
+def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    opts = list(dict.fromkeys(r["optimizer"] for r in rows))
+    width = 0.8 / len(opts)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(opts)) / 2 + 2), 4.5))
+    lo = 100.0
+    for k, opt in enumerate(opts):
+        xs, ms, ss = [], [], []
+        for i, g in enumerate(groups):
+            r = next((r for r in rows if r["group"] == g and r["optimizer"] == opt), None)
+            if r is None or r["final_test_acc_mean"] is None:
+                continue
+            xs.append(i + (k - (len(opts) - 1) / 2) * width)
+            ms.append(100 * r["final_test_acc_mean"])
+            ss.append(100 * (r["final_test_acc_std"] or 0))
+        if xs:
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=opt)
+            lo = min(lo, min(m - s for m, s in zip(ms, ss)))
+    ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
+    ax.set_ylim(max(0.0, lo - 5), 100)
+    ax.set(ylabel="final test accuracy (%)", title="Final test accuracy (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    groups = [r.group.key for r in results]
+    pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comps))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 3), 4.5))
+    width = 0.8 / max(1, len(pairs))
+    for k, (a, b) in enumerate(pairs):
+        xs, ms, ss = [], [], []
+        for i, g in enumerate(groups):
+            c = next((c for c in comps if c["group"] == g and c["a"] == a and c["b"] == b), None)
+            if c is None or c["final_acc"] is None:
+                continue
+            xs.append(i + (k - (len(pairs) - 1) / 2) * width)
+            ms.append(100 * c["final_acc"]["mean"])
+            ss.append(100 * c["final_acc"]["std"])
+        if xs:
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{a} − {b}")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
+    ax.set(ylabel="paired difference in final test accuracy (points)",
+           title="Difference to the reference optimizer (same seeds), mean ± std")
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "gain.png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(results)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, res in zip(axes.flat, results):
+        for c in res.cells:
+            runs = [r for r in c.runs if r.history]
+            if not runs:
+                continue
+            m = min(len(r.history) for r in runs)
+            x = np.array([h["epoch"] for h in runs[0].history[:m]], dtype=float)
+            acc = np.array([[100 * h["test_acc"] for h in r.history[:m]] for r in runs])
+            ax.plot(x, acc.mean(0), marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
+            ax.fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
+        forgetting = res.group.trainer == "permuted"
+        ax.set(title=res.group.key, xlabel="tasks trained" if forgetting else "epoch",
+               ylabel="mean acc. over tasks so far (%)" if forgetting else "test accuracy (%)")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def _mean_matrix(c: Cell) -> list[list[float]] | None:
+    mats = [r.extra["forgetting"]["matrix"] for r in c.runs if r.status == "completed" and r.extra.get("forgetting")]
+    if not mats:
+        return None
+    t = len(mats[0])
+    return [[statistics.fmean(float(m[i][j]) for m in mats) for j in range(t)] for i in range(t)]
+
+
+def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = [(res.group.key, c) for res in results for c in res.cells if _mean_matrix(c) is not None]
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.6), squeeze=False)
+    for ax, (key, c) in zip(axes[0], cells):
+        m = np.array(_mean_matrix(c)) * 100
+        t = m.shape[0]
+        mask = np.tril(np.ones_like(m, dtype=bool), -1).T  # j < i: task not trained yet
+        shown = np.where(mask, np.nan, m)
+        ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
+        for i in range(t):
+            for j in range(t):
+                if not mask[i, j]:
+                    ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
+        ax.set(xticks=range(t), yticks=range(t), xlabel="after training task", ylabel="accuracy on task",
+               title=f"{c.optimizer} (lr {c.lr:g})\n{key}")
+        ax.title.set_fontsize(8)
+    fig.tight_layout()
+    fig.savefig(out / "matrix.png", dpi=120)
+    plt.close(fig)
+
+    rows = [(key, c, {k: _mean_std([_forget(r, k) for r in c.runs]) for k in ("avg_acc", "forgetting")})
+            for key, c in cells]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, k, title in zip(axes, ("avg_acc", "forgetting"), ("average accuracy after the last task (%)",
+                                                             "forgetting (points)")):
+        ms = [100 * (v[k][0] or 0) for _, _, v in rows]
+        ss = [100 * (v[k][1] or 0) for _, _, v in rows]
+        ax.bar(range(len(rows)), ms, yerr=ss, capsize=4)
+        ax.set_xticks(range(len(rows)), [f"{c.optimizer}\n{key.rsplit('-', 1)[-1]}" for key, c, _ in rows],
+                      fontsize=8)
+        ax.set(title=title)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "forgetting.png", dpi=120)
+    plt.close(fig)
+
+
+def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
+    forgetting = any("avg_acc_mean" in r for r in rows)
+    head = [*label_keys, "optimizer", "lr", "test acc % (mean ± std)", "curve-mean acc %", "epochs to target",
+            "Δ vs SGD (points, seeds > 0)", "Δ vs layer-mean"]
+    if forgetting:
+        head += ["avg acc %", "forgetting (points)", "BWT (points)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        acc = ("diverged" if r["final_test_acc_mean"] is None else
+               f"{_pct(r['final_test_acc_mean'])} ± {_pct(r['final_test_acc_std'])}"
+               + (f" ({r['diverged']}/{r['runs']} diverged)" if r["diverged"] else ""))
+        ett = (f"{r['epochs_to_target_mean']:.2f}" if r["epochs_to_target_mean"] is not None
+               else f"({r['reached_target']} reached {100 * r['target_acc']:g}%)")
+        d = []
+        for ref in ("sgd", "layer-mean"):
+            m = r.get(f"diff_vs_{ref}_mean")
+            d.append("—" if m is None else f"{100 * m:+.2f} ± {100 * r[f'diff_vs_{ref}_std']:.2f} "
+                                           f"({r[f'diff_vs_{ref}_positive']})")
+        cells = [str(r.get(k, "")) for k in label_keys] + [r["optimizer"], f"{r['lr']:g}", acc,
+                                                           _pct(r["curve_mean_acc_mean"]), ett, *d]
+        if forgetting:
+            cells += [f"{_pct(r.get(f'{k}_mean'))} ± {_pct(r.get(f'{k}_std'))}"
+                      for k in ("avg_acc", "forgetting", "bwt")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_experiment_report(experiment: Any, options: Any, results: Sequence[GroupResult], out_dir: str | Path,
+                            command: str | None = None, wall_time_s: float | None = None) -> dict[str, Any]:
+    """Write the experiment's report folder (see the module docstring); return the contents of results.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _summary_rows(results)
+    comps = _comparisons(results)
+    found = _findings(results, comps)
+    machine = machine_info()
+    data = {
+        "experiment": experiment.name, "title": experiment.title, "claim": experiment.claim,
+        "notes": experiment.notes, "size": options.size, "options": options.to_dict(), "command": command,
+        "machine": machine, "wall_time_s": wall_time_s,
+        "groups": [{**res.group.to_dict(), "folder": str(res.out_dir), "summary": res.rows} for res in results],
+        "summary": rows, "comparisons": comps, "findings": found,
+    }
+    write_json_atomic(out / "results.json", data)
+    write_csv_atomic(out / "summary.csv", rows)
+    run_rows = []
+    for res in results:
+        for c in res.cells:
+            for r in c.runs:
+                last = r.history[-1] if r.history else {}
+                fg = r.extra.get("forgetting") or {}
+                run_rows.append({"group": res.group.key, **res.group.labels, "optimizer": c.optimizer,
+                                 "backend": r.config.backend, "lr": c.lr, "seed": r.config.seed, "status": r.status,
+                                 "final_test_acc": last.get("test_acc"), "curve_mean_acc": _curve_mean(r),
+                                 "avg_acc": fg.get("avg_acc"), "forgetting": fg.get("forgetting"),
+                                 "bwt": fg.get("bwt"), "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})
+    write_csv_atomic(out / "results.csv", run_rows)
+    _plot_accuracy(rows, out)
+    files = ["accuracy.png"]
+    if comps:
+        _plot_gain(comps, results, out)
+        files.append("gain.png")
+    _plot_curves(results, out)
+    files.append("curves.png")
+    if any(r.extra.get("forgetting") for res in results for c in res.cells for r in c.runs):
+        _plot_matrices(results, out)
+        files += ["matrix.png", "forgetting.png"]
+    label_keys = list(dict.fromkeys(k for res in results for k in res.group.labels))
+    lines = [f"# Experiment `{experiment.name}` ({options.size}): {experiment.title}", "",
+             f"Paper's claim tested: *{experiment.claim}*.", ""]
+    if command:
+        lines += ["Command:", "", "```", command, "```", ""]
+    lines += [f"* machine: {machine['cpu']}, {machine['usable_cores']} usable core(s), torch {machine['torch']}, "
+              f"torch threads {machine['torch_threads']}, OPENBLAS_NUM_THREADS={machine['openblas_threads']}"
+              + (f"; wall time {wall_time_s / 60:.1f} min" if wall_time_s is not None else ""),
+              f"* optimizers: {', '.join(options.optimizers)}; backends: {', '.join(options.backends)}"
+              + (f" (device preset {options.preset})" if any(b != 'digital' for b in options.backends) else ""),
+              "* each group: learning rate tuned per optimizer on a validation split (never the test set), then "
+              "the same seeds for every optimizer; Δ columns are paired differences over those seeds "
+              "(mean ± std, and on how many seeds the difference is positive)."]
+    if experiment.notes:
+        lines.append(f"* {experiment.notes}")
+    lines += ["", "## Results", "", _table(rows, label_keys), ""]
+    if found:
+        lines += ["## What the numbers say", ""] + [f"* {f}" for f in found] + [""]
+    lines += ["## Groups", ""]
+    for res in results:
+        b = res.group.spec.base
+        lines.append(f"* [`{res.group.key}`](groups/{res.group.key}/report.md): train subset "
+                     f"{b.train_subset or 'all'}, test subset {b.test_subset or 'all'}, {b.epochs} epoch(s), batch "
+                     f"{b.batch_size}, seeds {list(res.group.spec.seeds)}, lr grid {list(res.group.spec.lr_grid)}")
+    lines.append("")
+    lines += [f"![{f}]({f})\n" for f in files]
+    write_bytes_atomic(out / "report.md", "\n".join(lines).encode())
+    return data

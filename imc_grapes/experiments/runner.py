@@ -1,0 +1,58 @@
+"""Run a named experiment end to end: plan its groups, run each (resumable), write the report folder."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..data import Dataset, load_dataset
+from .definitions import EXPERIMENTS, plan_experiment
+from .groups import GroupResult, run_group
+from .options import ExperimentOptions
+from .report import write_experiment_report
+
+__all__ = ["default_out_dir", "run_experiment"]
+
+
+def default_out_dir(name: str, options: ExperimentOptions) -> Path:
+    """``reports/experiments/<name>-<size>`` (the CLI's default output folder)."""
+    return Path("reports") / "experiments" / f"{name}-{options.size}"
+
+
+def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir: str | Path | None = None, *,
+                   progress: bool = False, resume: bool = True, command: str | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run experiment ``name`` (a key of :data:`~imc_grapes.experiments.EXPERIMENTS`) and write its report.
+
+    Args:
+        name: ``mlp``, ``fa-dfa``, ``cnn``, ``rnn``, ``snn`` or ``forgetting``.
+        options: size, backends, device preset, optimizers, seeds, lr grid, data sets (default: ``full``,
+            digital).
+        out_dir: report folder (default :func:`default_out_dir`); each group writes ``groups/<key>/``.
+        progress: progress bars per epoch. resume: skip runs already finished with the same config.
+        command: the command line, recorded in the report. log: where progress lines go.
+
+    Returns:
+        The contents of the experiment's ``results.json``.
+
+    Raises:
+        ValueError: unknown experiment or invalid options. DatasetError: a real data set is not in the cache.
+    """
+    opts = options if options is not None else ExperimentOptions()
+    groups = plan_experiment(name, opts)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(name, opts)
+    t0 = time.perf_counter()
+    cache: dict[tuple[str, str | None, str], Dataset] = {}
+    results: list[GroupResult] = []
+    for group in groups:
+        b = group.spec.base
+        key = (b.dataset, b.data_root, str(b.resolved_device()))
+        if key not in cache:
+            cache[key] = load_dataset(b.dataset, b.data_root, b.resolved_device(), b.seed)
+        log(f"=== {name}: group {group.key} ({len(results) + 1}/{len(groups)})")
+        results.append(run_group(group, out / "groups" / group.key, cache[key], progress=progress, resume=resume,
+                                 command=command, log=log))
+    data = write_experiment_report(EXPERIMENTS[name], opts, results, out, command, time.perf_counter() - t0)
+    log(f"\nreport: {out / 'report.md'}")
+    return data

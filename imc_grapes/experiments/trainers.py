@@ -1,0 +1,151 @@
+"""Training loops of the experiments whose models or schedules ``imc_grapes.train.train`` does not cover.
+
+:func:`train_custom` trains a recurrent or spiking model (``cfg.extra["model"]``, see
+:mod:`imc_grapes.experiments.models`) with the same loop, files and result type as
+:func:`imc_grapes.train.train`: ``metrics.csv`` and ``results.json`` in the run folder, a :class:`RunResult`,
+:class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss (what was finished is kept). The batches are drawn
+in the same seeded order as ``train`` (same ``BatchLoader`` seed), so every optimizer sees the same data.
+
+Every trainer has ``train``'s signature, ``trainer(cfg, out_dir, dataset=..., progress=..., log=...)``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..backends import Network
+from ..config import TrainConfig
+from ..data import BatchLoader, Dataset, load_dataset
+from ..io import write_csv_atomic, write_json_atomic
+from ..train import DivergenceError, RunResult, evaluate, split_for
+from .models import build_custom_model, custom_network
+
+__all__ = ["Trainer", "RunFiles", "train_batches", "train_custom"]
+
+#: ``trainer(cfg, out_dir, dataset=..., progress=..., log=...) -> RunResult``
+Trainer = Callable[..., RunResult]
+
+
+class RunFiles:
+    """Writes a run's ``metrics.csv`` and ``results.json`` (atomically) whenever :meth:`save` is called."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+        self.t_start = time.perf_counter()
+        if result.run_dir is not None:
+            result.run_dir.mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def save(self) -> None:
+        self.result.wall_time_s = time.perf_counter() - self.t_start
+        if self.result.run_dir is not None:
+            write_csv_atomic(self.result.run_dir / "metrics.csv", self.result.history)
+            write_json_atomic(self.result.run_dir / "results.json", self.result.to_dict())
+
+
+def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool,
+                  on_point: Callable[[int, float, float], None], points: set[int]) -> None:
+    """One pass over ``loader``: forward, cross-entropy, backward, ``net.step()`` per batch.
+
+    After each batch whose 1-based index is in ``points``, ``on_point(step, train_loss, train_acc)`` gets the
+    mean loss and accuracy since the previous point (one host sync per point; the loss is checked for NaN/Inf
+    every step on CPU, every 25 steps on a GPU).
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite.
+    """
+    from tqdm.auto import tqdm
+
+    device = net.device
+    check_every = 1 if device.type == "cpu" else 25
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5)
+    for step, (x, y) in enumerate(bar, start=1):
+        net.zero_grad()
+        out = net.model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        net.step()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+        if step % check_every == 0 or step in points:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise DivergenceError(f"loss became {value} at {desc}, step {step} (lr={cfg.lr}); lower the lr")
+        if step in points:
+            on_point(step, float(loss_sum) / seen, float(correct) / seen)
+            loss_sum.zero_(), correct.zero_()
+            seen = 0
+    bar.close()
+
+
+def eval_points(n_batches: int, per_epoch: int) -> set[int]:
+    """The 1-based batch counts after which an epoch is evaluated (the last one always at the epoch end)."""
+    return {max(1, round(n_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
+
+
+def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
+    """Train the recurrent / spiking model ``cfg.extra["model"]`` under ``cfg`` (backend, optimizer with GRAPES
+    or the layer-mean control, lr, epochs, seed, subsets, validation holdout) like :func:`imc_grapes.train.train`.
+
+    ``cfg.model`` and ``cfg.hidden`` are not used (the description in ``cfg.extra["model"]`` is); ``cfg.rule``
+    must be ``bp`` (BPTT). Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss.
+    """
+    spec = cfg.extra.get("model")
+    if not isinstance(spec, dict):
+        raise ValueError("train_custom: cfg.extra['model'] must describe the model, e.g. {'kind': 'lstm', "
+                         "'hidden': [64]}")
+    if cfg.rule != "bp":
+        raise ValueError(f"train_custom: recurrent and spiking models train with BPTT (rule 'bp'), got {cfg.rule!r}")
+    device = cfg.resolved_device()
+    torch.manual_seed(cfg.seed)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
+    train_split, test_split, eval_split = split_for(cfg, data)
+    train_split, test_split = train_split.to(device), test_split.to(device)
+    model = build_custom_model(spec, tuple(train_split.x.shape[1:]), data.n_classes, cfg.seed, device)
+    net = custom_network(cfg, model, device)
+    loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
+    files = RunFiles(result)
+    n_batches = len(loader)
+    points = eval_points(n_batches, cfg.evals_per_epoch)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            net.model.train()
+
+            def on_point(step: int, train_loss: float, train_acc: float) -> None:
+                test_loss, test_acc = evaluate(net.model, test_split)
+                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                       "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                                       "test_acc": test_acc, "time_s": time.perf_counter() - t0}
+                if net.grapes is not None:
+                    for name, m in net.grapes.modulations.items():
+                        row[f"M_mean/{name}"] = float(m.float().mean())
+                row.update(net.metrics())
+                result.history.append(row)
+                files.save()
+
+            train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point, points)
+            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
+                f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
+        result.extra["costs"] = net.cost_summary(steps_per_epoch=n_batches)
+        result.status = "completed"
+    except DivergenceError as exc:
+        result.status, result.message = "diverged", str(exc)
+        files.save()
+        raise
+    finally:
+        net.close()
+    files.save()
+    return result

@@ -1,0 +1,102 @@
+"""What each named experiment plans (against the paper's settings in grapes.md §6 and the issue), the options'
+validation, and the paired differences of the report."""
+import pytest
+
+from imc_grapes.compare import Cell
+from imc_grapes.config import ConfigError, TrainConfig
+from imc_grapes.experiments import EXPERIMENTS, ExperimentOptions, budget_for, paired, plan_experiment
+from imc_grapes.train import RunResult
+
+
+def _plan(name, **kw):
+    return plan_experiment(name, ExperimentOptions(**kw))
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+@pytest.mark.parametrize("size", ["quick", "full"])
+def test_every_group_has_the_control_a_grid_and_several_seeds(name, size):
+    for g in _plan(name, size=size, backends=("digital", "crossbar")):
+        assert g.spec.optimizers == ("sgd", "grapes", "layer-mean")
+        assert len(g.spec.lr_grid) >= 3, g.key
+        assert len(g.spec.seeds) >= 3, g.key
+        assert 0 < g.spec.val_holdout
+        assert g.spec.base.dataset in ("mnist", "fashion-mnist")
+
+
+def test_mlp_plan_has_the_reference_net_and_bigger_variants():
+    groups = _plan("mlp", size="quick")
+    assert {g.spec.base.dataset for g in groups} == {"mnist", "fashion-mnist"}
+    hidden = {g.spec.base.hidden for g in groups}
+    assert (256, 256) in hidden
+    assert any(len(h) >= 5 for h in hidden) and any(max(h) >= 1000 for h in hidden)
+    assert all(g.spec.base.model == "mlp" and g.spec.base.rule == "bp" for g in groups)
+    ref = next(g for g in groups if g.spec.base.hidden == (256, 256))
+    assert ref.labels["network"] == "784-256-256-10" and ref.size == 784 * 256 + 256 * 256 + 256 * 10
+
+
+def test_forgetting_plan_matches_the_paper():
+    (g,) = _plan("forgetting", size="full")
+    b = g.spec.base
+    assert (b.hidden, b.momentum, b.batch_size, b.epochs, b.base_optimizer) == ((256, 256), 0.9, 64, 1, "sgd")
+    assert b.extra["tasks"] == 5 and b.train_subset is None and b.dataset == "mnist"
+    assert 0.001 in g.spec.lr_grid and g.trainer == "permuted" and g.tune_score == "final"
+    (q,) = _plan("forgetting", size="quick")
+    assert q.spec.base.epochs == 1 and q.spec.base.extra["tasks"] == 5
+
+
+def test_fa_dfa_cnn_rnn_snn_plans():
+    assert {g.spec.base.rule for g in _plan("fa-dfa", size="quick")} == {"fa", "dfa"}
+    assert {g.spec.base.model for g in _plan("cnn", size="quick")} == {"cnn"}
+    rnn = _plan("rnn", size="quick")
+    assert {g.spec.base.extra["model"]["kind"] for g in rnn} == {"lstm", "rnn"}
+    assert all(g.trainer == "custom" for g in rnn)
+    snn = _plan("snn", size="quick")
+    kinds = {(g.spec.base.extra["model"]["kind"], g.spec.base.extra["model"]["encoding"]) for g in snn}
+    assert {("snu", "rate"), ("ssnu", "rate"), ("snu", "latency")} <= kinds
+
+
+def test_analog_groups_are_separate_and_smaller():
+    groups = _plan("mlp", size="quick", backends=("digital", "aihwkit"), preset="ReRamES")
+    analog = [g for g in groups if g.hardware == "analog"]
+    assert analog and all(g.spec.analog_backend == "aihwkit" and g.spec.base.analog.preset == "ReRamES" for g in analog)
+    assert max(g.spec.base.train_subset for g in analog) < min(g.spec.base.train_subset for g in groups
+                                                               if g.hardware == "digital")
+
+
+def test_user_options_override_the_defaults():
+    groups = _plan("cnn", size="quick", seeds=(7,), lr_grid=(0.5,), datasets=("fashion-mnist",), epochs=3)
+    assert all(g.spec.seeds == (7,) and g.spec.lr_grid == (0.5,) and g.spec.base.epochs == 3 for g in groups)
+    assert {g.spec.base.dataset for g in groups} == {"fashion-mnist"}
+    assert budget_for(ExperimentOptions(size="tiny"), "digital").train_subset == 256
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"size": "huge"}, "size must be one of tiny, quick, full"),
+    ({"backends": ()}, "backends must be distinct entries"),
+    ({"backends": ("digital", "digital")}, "backends must be distinct entries"),
+    ({"seeds": ()}, "seeds must name at least one seed"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"preset": "nope"}, "preset must be one of"),
+])
+def test_options_validation(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentOptions(**kw)
+    with pytest.raises(ValueError, match="unknown experiment 'gan'"):
+        plan_experiment("gan", ExperimentOptions())
+
+
+def _cell(opt, accs):
+    runs = [RunResult(TrainConfig(dataset="synthetic", seed=s), [{"epoch": 1, "test_acc": a}], "completed")
+            for s, a in accs.items()]
+    return Cell("digital", opt, 0.1, runs)
+
+
+def test_paired_difference_by_hand():
+    a = _cell("grapes", {0: 0.90, 1: 0.80, 2: 0.70, 3: 0.5})
+    b = _cell("sgd", {0: 0.85, 1: 0.82, 2: 0.60})  # seed 3 missing: not paired
+    p = paired(a, b)
+    # d = (0.05, -0.02, 0.10): mean 0.0433…, std sqrt(((0.00667)² + (0.06333)² + (0.05667)²) / 2) = 0.0603
+    assert p["n"] == 3 and p["positive"] == 2 and p["negative"] == 1
+    assert p["mean"] == pytest.approx(0.13 / 3)
+    assert p["std"] == pytest.approx(0.060277, abs=1e-6)
+    assert paired(a, _cell("sgd", {9: 0.5})) is None

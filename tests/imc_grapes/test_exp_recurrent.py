@@ -1,0 +1,140 @@
+"""Recurrent models for sequential MNIST: against torch's own RNN/LSTM, GRAPES per unit at every time step,
+analog conversion, and the custom trainer."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from imc_grapes.backends import AnalogSettings, CrossbarLayer
+from imc_grapes.config import TrainConfig
+from imc_grapes.data import make_synthetic
+from imc_grapes.experiments import build_custom_model, custom_network, train_custom
+from imc_grapes.grapes import attach_grapes
+from imc_grapes.recurrent import RecurrentLayer, SequenceClassifier, image_to_sequence
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on shared cores, torch's thread pool spin-waits and tiny ops get 100× slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_image_is_read_row_by_row():
+    x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    seq = image_to_sequence(x)
+    assert seq.shape == (3, 2, 4)
+    for t in range(3):
+        assert torch.equal(seq[t], x[:, 0, t, :])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_layer_matches_torch_reference(cell):
+    layer = RecurrentLayer(cell, 5, 7, torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = (nn.LSTM if cell == "lstm" else nn.RNN)(5, 7, dtype=torch.float64)  # gate order i, f, g, o as ours
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(layer.inp.weight)
+        ref.weight_hh_l0.copy_(layer.rec.weight)
+        ref.bias_hh_l0.copy_(layer.rec.bias)
+        ref.bias_ih_l0.zero_()
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), ref(x)[0])
+
+
+def test_init_orthogonal_recurrence_and_forget_bias():
+    layer = RecurrentLayer("lstm", 4, 6, torch.Generator().manual_seed(1), dtype=torch.float64)
+    for k in range(4):
+        u = layer.rec.weight[6 * k:6 * (k + 1)]
+        torch.testing.assert_close(u @ u.T, torch.eye(6, dtype=torch.float64))
+    assert layer.rec.bias[6:12].tolist() == [1.0] * 6 and layer.rec.bias[:6].abs().sum() == 0
+    bound = (6 / 4) ** 0.5
+    assert layer.inp.weight.abs().max() <= bound
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_grapes_modulates_the_input_branch_only(cell):
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 1, 6, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+
+    def grads(mode):
+        model = SequenceClassifier(cell, 4, (8,), 3, seed=2, dtype=torch.float64)
+        handle = attach_grapes(model, mode) if mode else None
+        nn.functional.cross_entropy(model(x), y).backward()
+        if handle:
+            handle.remove()
+        return model, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model, plain = grads(None)
+    _, mod = grads("propagated")
+    w = model.layers[0].inp.weight.detach()
+    f = w.abs().sum(1)  # one factor per row of W (LSTM: per gate row)
+    m = (2 * f / f.max()).clamp(1, 2)
+    torch.testing.assert_close(mod["layers.0.inp.weight"], m[:, None] * plain["layers.0.inp.weight"])
+    for name in ("layers.0.rec.weight", "layers.0.rec.bias", "readout.weight"):
+        torch.testing.assert_close(mod[name], plain[name], msg=f"{name} must not be modulated")
+
+
+def test_stacked_layers_propagate_the_upper_factor():
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 1, 5, 3, dtype=torch.float64), torch.randint(0, 2, (4,))
+
+    def grad_w0(mode):
+        model = SequenceClassifier("rnn", 3, (6, 6), 2, seed=3, dtype=torch.float64)
+        h = attach_grapes(model, mode) if mode else None
+        nn.functional.cross_entropy(model(x), y).backward()
+        if h:
+            h.remove()
+        return model, model.layers[0].inp.weight.grad.clone()
+
+    model, plain = grad_w0(None)
+    _, local = grad_w0("local")
+    _, prop = grad_w0("propagated")
+    f0 = model.layers[0].inp.weight.detach().abs().sum(1)
+    m0 = (2 * f0 / f0.max()).clamp(1, 2)
+    torch.testing.assert_close(local, m0[:, None] * plain)  # local: own factor only
+    assert not torch.allclose(prop, local), "propagated: layer 1's factor reaches layer 0 through its input"
+
+
+def test_crossbar_conversion_keeps_weights_and_trains():
+    cfg = TrainConfig(dataset="synthetic", backend="crossbar", optimizer="grapes", lr=0.1,
+                      analog=AnalogSettings(preset="Ideal"), extra={"model": {"kind": "lstm", "hidden": [6]}})
+    digital = build_custom_model(cfg.extra["model"], (1, 8, 8), 3, seed=0)
+    w_inp = digital.layers[0].inp.weight.detach().clone()
+    net = custom_network(cfg, build_custom_model(cfg.extra["model"], (1, 8, 8), 3, seed=0), "cpu")
+    assert sorted(net.analog_layers) == ["layers.0.inp", "layers.0.rec", "readout"]
+    assert all(isinstance(m, CrossbarLayer) for m in net.analog_layers.values())
+    torch.testing.assert_close(net.analog_layers["layers.0.inp"].get_weights(), w_inp)  # same initial weights
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,))
+    net.zero_grad()
+    nn.functional.cross_entropy(net.model(x), y).backward()
+    rec = net.analog_layers["layers.0.rec"]
+    assert rec.inner.stashed == 8, "the recurrent matrix is called once per step: one (x, d) per step"
+    before = rec.get_weights().clone()
+    net.step()
+    assert not torch.equal(before, rec.get_weights())
+    assert net.grapes is not None and "layers.0.inp" in net.grapes.modulations
+    net.close()
+
+
+def test_train_custom_writes_files_and_is_deterministic(tmp_path):
+    data = make_synthetic(200, 60, n_classes=3, image_shape=(1, 8, 8), seed=0)
+    cfg = TrainConfig(dataset="synthetic", optimizer="grapes", lr=0.3, batch_size=20, epochs=2, evals_per_epoch=2,
+                      extra={"model": {"kind": "lstm", "hidden": [8]}})
+    a = train_custom(cfg, tmp_path / "a", dataset=data, progress=False, log=lambda s: None)
+    b = train_custom(cfg, None, dataset=data, progress=False, log=lambda s: None)
+    assert a.status == "completed" and len(a.history) == 4
+    assert [h["test_acc"] for h in a.history] == [h["test_acc"] for h in b.history]
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert saved["config"]["extra"]["model"]["kind"] == "lstm" and saved["status"] == "completed"
+    assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 5
+    assert any(k.startswith("M_mean/") for k in a.history[-1])
+
+
+def test_train_custom_rejects_a_missing_model_and_other_rules():
+    with pytest.raises(ValueError, match=r"cfg.extra\['model'\] must describe the model"):
+        train_custom(TrainConfig(dataset="synthetic"), dataset=make_synthetic(10, 10))
+    with pytest.raises(ValueError, match="model.kind must be one of rnn, lstm, snu, ssnu"):
+        build_custom_model({"kind": "gru", "hidden": [4]}, (1, 4, 4), 2, 0)

@@ -1,0 +1,141 @@
+"""Every named experiment end to end in its tiny size (synthetic data), the report folder, resume, and the
+command line."""
+import argparse
+import csv
+import json
+
+import pytest
+import torch
+
+import imc_grapes.experiments.groups as groups_mod
+from imc_grapes.experiments import EXPERIMENTS, ExperimentOptions, run_experiment
+from imc_grapes.experiments.cli import add_experiment_parser, run_experiment_command
+
+QUIET = {"progress": False, "log": lambda s: None}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on shared cores, torch's thread pool spin-waits and tiny ops get 100× slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _check_folder(out, n_groups, extra_png=()):
+    for name in ("results.json", "results.csv", "summary.csv", "report.md", "accuracy.png", "gain.png",
+                 "curves.png", *extra_png):
+        assert (out / name).is_file(), name
+    for name in ("accuracy.png", "curves.png", *extra_png):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["groups"]) == n_groups
+    for g in saved["groups"]:
+        folder = out / "groups" / g["key"]
+        for name in ("results.json", "results.csv", "report.md", "curves.png", "accuracy.png"):
+            assert (folder / name).is_file(), f"{g['key']}/{name}"
+    return saved
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
+    res = run_experiment(name, ExperimentOptions(size="tiny"), tmp_path, **QUIET)
+    pngs = ("matrix.png", "forgetting.png") if name == "forgetting" else ()
+    saved = _check_folder(tmp_path, len(res["groups"]), pngs)
+    assert saved["experiment"] == name and saved["size"] == "tiny"
+    assert {r["optimizer"] for r in saved["summary"]} == {"sgd", "grapes", "layer-mean"}
+    assert all(r["final_test_acc_mean"] is not None for r in saved["summary"])
+    assert all(g["spec"]["base"]["dataset"] == "synthetic" for g in saved["groups"])
+    # one row per final run, each a finished run folder
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == sum(r["runs"] for r in saved["summary"])
+    assert all(r["status"] == "completed" for r in rows)
+    md = (tmp_path / "report.md").read_text()
+    assert EXPERIMENTS[name].claim in md and "| grapes |" in md and "![curves.png](curves.png)" in md
+    # paired differences: every non-SGD optimizer against SGD, GRAPES against the layer-mean control
+    pairs = {(c["a"], c["b"]) for c in saved["comparisons"]}
+    assert pairs == {("grapes", "sgd"), ("layer-mean", "sgd"), ("grapes", "layer-mean")}
+    if name == "forgetting":
+        assert all("avg_acc_mean" in r and r["forgetting_mean"] is not None for r in saved["summary"])
+
+
+@pytest.mark.parametrize("name", ["rnn", "cnn"])
+def test_analog_groups_run_on_the_crossbar_backend(name, tmp_path):
+    opts = ExperimentOptions(size="tiny", backends=("crossbar",), preset="Idealized", optimizers=("sgd", "grapes"))
+    res = run_experiment(name, opts, tmp_path, **QUIET)
+    assert all(g["key"].endswith("-crossbar") for g in res["groups"])
+    assert all(g["labels"]["hardware"] == "crossbar Idealized" for g in res["groups"])
+    run = json.loads(next((tmp_path / "groups").glob("*/runs/grapes/*/results.json")).read_text())
+    assert run["config"]["backend"] == "crossbar" and run["config"]["analog"]["preset"] == "Idealized"
+    assert run["costs"]["backend"] == "crossbar" and run["costs"]["grapes_ops"] > 0
+
+
+def test_lr_grid_is_tuned_per_optimizer_and_a_second_run_resumes(tmp_path, monkeypatch):
+    calls = []
+    real = dict(groups_mod.TRAINERS)
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard",
+                        lambda cfg, *a, **k: calls.append(cfg) or real["standard"](cfg, *a, **k))
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), lr_grid=(0.001, 0.3), seeds=(0, 1))
+    res = run_experiment("fa-dfa", opts, tmp_path, **QUIET)
+    n = len(calls)
+    assert n == 2 * 2 * (2 + 2)  # groups × optimizers × (lr grid + seeds)
+    tune = [c for c in calls if c.val_holdout > 0]
+    assert len(tune) == 8 and {c.lr for c in tune} == {0.001, 0.3}
+    assert all(c.val_holdout == 0 for c in calls if c not in tune), "final runs are scored on the test set"
+    for g in res["groups"]:
+        saved = json.loads((tmp_path / "groups" / g["key"] / "results.json").read_text())
+        for t in saved["tuning"]:
+            accs = t["validation_acc_by_lr"]
+            assert t["chosen_lr"] == max((float(k) for k in accs), key=lambda k: accs[f"{k:g}"])
+    # lr 0.001 learns nothing in one tiny epoch: every cell must have chosen 0.3
+    assert {r["lr"] for r in res["summary"]} == {0.3}
+    run_experiment("fa-dfa", opts, tmp_path, **QUIET)
+    assert len(calls) == n, "a second run of the same options trains nothing"
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="imc-grapes")
+    add_experiment_parser(p.add_subparsers(dest="command"))
+    return p
+
+
+def test_cli_runs_an_experiment_and_lists_them(tmp_path, capsys):
+    p = _parser()
+    args = p.parse_args(["experiment", "snn", "--tiny", "--optimizers", "sgd", "grapes", "--out", str(tmp_path),
+                         "--threads", "1", "-q"])
+    assert run_experiment_command(args) == 0
+    assert (tmp_path / "report.md").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["options"]["optimizers"] == ["sgd", "grapes"] and saved["machine"]["torch_threads"] == 1
+    assert run_experiment_command(p.parse_args(["experiment", "list"])) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in EXPERIMENTS)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "spice"], "backends must be distinct entries of digital, crossbar, aihwkit"),
+    (["--device-preset", "Unobtainium"], "preset must be one of"),
+    (["--optimizers", "adam"], "optimizers must be one or more of"),
+    (["--lr", "-1"], "lr_grid must be learning rates > 0"),
+    (["--datasets", "cifar"], "datasets must be one or more of"),
+    (["--threads", "0"], "--threads must be >= 1"),
+])
+def test_cli_rejects_bad_options_with_exit_code_2(argv, message, capsys, tmp_path):
+    args = _parser().parse_args(["experiment", "mlp", "--tiny", "--out", str(tmp_path), *argv])
+    assert run_experiment_command(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels found")
+def test_diverging_runs_are_reported_not_fatal(tmp_path):
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), lr_grid=(1e6,))
+    res = run_experiment("mlp", opts, tmp_path, **QUIET)
+    rows = res["summary"]
+    assert all(r["diverged"] == r["runs"] == 1 and r["final_test_acc_mean"] is None for r in rows)
+    assert all(c["final_acc"] is None for c in res["comparisons"])
+    md = (tmp_path / "report.md").read_text()
+    assert "| diverged |" in md
+    run = json.loads(next(tmp_path.glob("groups/*/runs/sgd/*/results.json")).read_text())
+    assert run["status"] == "diverged" and "lower the lr" in run["message"]

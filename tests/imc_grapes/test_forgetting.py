@@ -1,0 +1,88 @@
+"""Permuted-MNIST continual learning: the metrics against a hand-computed accuracy matrix, the tasks, and the
+trainer end to end on synthetic data."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imc_grapes.config import TrainConfig
+from imc_grapes.data import Split, make_synthetic
+from imc_grapes.experiments import forgetting_metrics, permute, task_permutations, train_permuted
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on shared cores, torch's thread pool spin-waits and tiny ops get 100× slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+# R[i][j]: accuracy on task i after training task j (nan: task not trained yet)
+NAN = float("nan")
+R = [[0.90, 0.80, 0.70],
+     [NAN, 0.95, 0.85],
+     [NAN, NAN, 0.92]]
+
+
+def test_metrics_of_a_hand_computed_matrix():
+    m = forgetting_metrics(R)
+    # A = (0.70 + 0.85 + 0.92) / 3 = 0.8233…
+    assert m["avg_acc"] == pytest.approx((0.70 + 0.85 + 0.92) / 3)
+    # f_0 = max(0.90, 0.80) - 0.70 = 0.20; f_1 = max(0.95) - 0.85 = 0.10; F = 0.15
+    assert m["per_task_forgetting"] == pytest.approx([0.20, 0.10])
+    assert m["forgetting"] == pytest.approx(0.15)
+    # BWT = ((0.70 - 0.90) + (0.85 - 0.95)) / 2 = -0.15
+    assert m["bwt"] == pytest.approx(-0.15)
+
+
+def test_forgetting_uses_the_best_earlier_accuracy_not_the_diagonal():
+    # task 0 improves after task 1 (0.6 -> 0.8) then drops to 0.5: f_0 = 0.8 - 0.5 = 0.3, BWT = 0.5 - 0.6 = -0.1
+    m = forgetting_metrics([[0.6, 0.8, 0.5], [0.1, 0.9, 0.9], [0.1, 0.1, 0.7]])
+    assert m["per_task_forgetting"] == pytest.approx([0.3, 0.0])
+    assert m["bwt"] == pytest.approx((-0.1 + 0.0) / 2)
+    assert m["avg_acc"] == pytest.approx((0.5 + 0.9 + 0.7) / 3)
+
+
+def test_one_task_and_bad_shapes():
+    assert forgetting_metrics([[0.9]]) == {"avg_acc": 0.9, "forgetting": None, "bwt": None, "per_task_forgetting": []}
+    with pytest.raises(ValueError, match="square"):
+        forgetting_metrics([[0.1, 0.2]])
+
+
+@given(st.integers(1, 6), st.integers(1, 50), st.integers(0, 10))
+@settings(max_examples=25, deadline=None)
+def test_permutations_are_permutations_and_seeded(n_tasks, n, seed):
+    p = task_permutations(n_tasks, n, seed)
+    assert p.shape == (n_tasks, n)
+    assert torch.equal(p[0], torch.arange(n))
+    assert torch.equal(p.sort(dim=1).values, torch.arange(n).expand(n_tasks, n))
+    assert torch.equal(p, task_permutations(n_tasks, n, seed))
+
+
+def test_permute_moves_pixels():
+    x = torch.arange(8.0).reshape(2, 1, 2, 2)
+    out = permute(Split(x, torch.tensor([0, 1])), torch.tensor([3, 2, 1, 0]))
+    assert out.x.shape == (2, 1, 2, 2)
+    assert out.x[0].flatten().tolist() == [3.0, 2.0, 1.0, 0.0]
+    assert out.y.tolist() == [0, 1]
+
+
+def test_train_permuted_end_to_end(tmp_path):
+    data = make_synthetic(300, 100, n_classes=4, image_shape=(1, 6, 6), seed=0)
+    cfg = TrainConfig(dataset="synthetic", hidden=(12,), optimizer="grapes", lr=0.05, momentum=0.9, batch_size=30,
+                      extra={"tasks": 3, "permutation_seed": 1})
+    r = train_permuted(cfg, tmp_path, dataset=data, progress=False, log=lambda s: None)
+    fg = r.extra["forgetting"]
+    mat = fg["matrix"]
+    assert r.status == "completed" and len(r.history) == 3 and len(mat) == 3
+    # the history is read off the matrix: mean accuracy over the tasks trained so far
+    for j, h in enumerate(r.history):
+        assert h["test_acc"] == pytest.approx(sum(mat[i][j] for i in range(j + 1)) / (j + 1))
+        assert [h[f"acc/task{i}"] for i in range(3)] == [mat[i][j] for i in range(3)]
+    assert fg["avg_acc"] == pytest.approx(r.history[-1]["test_acc"])
+    assert fg["forgetting"] == pytest.approx(forgetting_metrics(mat)["forgetting"])
+    assert mat[0][0] > 0.5, "the first task is learned"
+    again = train_permuted(cfg, None, dataset=data, progress=False, log=lambda s: None)
+    assert again.extra["forgetting"]["matrix"] == mat, "same seed, same numbers"
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "metrics.csv").is_file()

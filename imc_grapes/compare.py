@@ -377,10 +377,18 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
         text = f"**{hw}**: GRAPES {'+' if diff >= 0 else ''}{diff:.2f} points vs SGD ({verdict})"
         if lm and lm["final_test_acc_mean"] is not None:
             d_lm = 100 * (gr["final_test_acc_mean"] - lm["final_test_acc_mean"])
-            text += (f"; vs the layer-mean control {'+' if d_lm >= 0 else ''}{d_lm:.2f} points — "
-                     + ("the per-neuron modulation adds to what a uniform per-layer boost gives" if d_lm > 0 else
-                        "a uniform per-layer boost of the same mean does as well, so the gain is not explained by "
-                        "the per-neuron factors"))
+            spread_lm = 100 * math.hypot(lm["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
+            text += f"; vs the layer-mean control {'+' if d_lm >= 0 else ''}{d_lm:.2f} points"
+            if min(n, lm["runs"]) < 2:
+                text += " (single seed: not judged)"
+            elif abs(d_lm) <= 2 * spread_lm:
+                text += (f" (within twice the seed spread, {spread_lm:.2f}: the per-neuron factors add nothing "
+                         "clear beyond a uniform per-layer boost of the same mean)")
+            elif d_lm > 0:
+                text += " — the per-neuron modulation adds to what a uniform per-layer boost of the same mean gives"
+            else:
+                text += (" — a uniform per-layer boost of the same mean does better, so the gain over SGD is not "
+                         "explained by the per-neuron factors")
         if gr.get("saturation_mean") is not None and sgd.get("saturation_mean") is not None:
             text += (f". Realised/intended weight change: SGD {sgd['saturation_mean']:.2f}, GRAPES "
                      f"{gr['saturation_mean']:.2f}")
@@ -407,7 +415,8 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
     ]
     if len(spec.lr_grid) > 1:
         lines.append(f"* learning rate tuned per cell over {list(spec.lr_grid)} on a validation split (the last "
-                     f"{spec.val_holdout} training samples, seed {spec.tune_seed}); the test set was not used to choose")
+                     f"{spec.val_holdout} training samples, seed {spec.tune_seed}): the lr with the highest validation "
+                     "accuracy at any evaluation point of the tuning run; the test set was not used to choose")
     else:
         lines.append(f"* one learning rate for every cell: {spec.lr_grid[0]:g} (no tuning: a GRAPES gain may be an "
                      "lr effect; pass an lr grid for a fair comparison)")

@@ -8,6 +8,8 @@ folder as ``imc-grapes compare`` (``results.json``, ``results.csv``, ``curves.pn
 from __future__ import annotations
 
 import json
+import statistics
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ TRAINERS: dict[str, Trainer] = {"standard": train, "custom": train_custom, "perm
 #: how a tuning run is scored: its best evaluation point, or its final one (continual learning)
 TUNE_SCORES: tuple[str, ...] = ("best", "final")
 _EXTRA_KEYS = ("costs", "inference", "forgetting")
+#: statuses of a finished run (not redone by ``resume``)
+FINISHED = ("completed", "diverged", "failed")
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,17 @@ def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
 def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progress: bool, resume: bool,
             log: Callable[[str], None]) -> RunResult:
     """Train ``cfg`` with ``trainer`` into ``run_dir``, or load it when a finished run with the same config is
-    there (``resume``). A diverging run is returned with status ``diverged`` (its history so far kept)."""
+    there (``resume``).
+
+    A diverging run (NaN/Inf loss) is returned with status ``diverged``; a run that raised any other error
+    (e.g. a simulator bug hit by a collapsed network) with status ``failed`` and the error as its message. Both
+    keep their history so far and are recorded in the run's ``results.json`` (and count as finished for
+    ``resume``: rerun with ``resume=False`` to redo them); the experiment goes on.
+    """
     saved_path = run_dir / "results.json"
     if resume and saved_path.exists():
         saved = read_json(saved_path)
-        if saved.get("status") in ("completed", "diverged") and _same_config(saved.get("config", {}), cfg):
+        if saved.get("status") in FINISHED and _same_config(saved.get("config", {}), cfg):
             log(f"   (resumed: {run_dir} is finished)")
             extra = {k: saved[k] for k in _EXTRA_KEYS if k in saved}
             return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
@@ -104,6 +114,13 @@ def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progres
         saved = read_json(saved_path)
         log(f"   diverged: {exc}")
         return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
+    except Exception as exc:  # noqa: BLE001 - one broken run must not end the experiment; it is recorded
+        message = f"{type(exc).__name__}: {exc}"
+        log(f"   FAILED: {message}")
+        saved = read_json(saved_path) if saved_path.exists() else {"config": cfg.to_dict(), "history": []}
+        saved.update(status="failed", message=message, traceback=traceback.format_exc())
+        write_json_atomic(saved_path, saved)
+        return RunResult(cfg, saved.get("history", []), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
 
 
 def _pct(v: float | None) -> str:
@@ -114,6 +131,17 @@ def _score(run: RunResult, how: str) -> float | None:
     if run.status != "completed" or not run.history:
         return None
     return run.history[-1]["test_acc"] if how == "final" else max(h["test_acc"] for h in run.history)
+
+
+def _completed_only(row: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """``compare.summarise_cells``'s row with the accuracy mean ± std over the *completed* runs only (it keeps
+    the last accuracy a diverged run reached) and a count of failed runs."""
+    accs = [r.history[-1]["test_acc"] for r in cell.runs if r.status == "completed" and r.history]
+    row = dict(row)
+    row["final_test_acc_mean"] = statistics.fmean(accs) if accs else None
+    row["final_test_acc_std"] = (statistics.stdev(accs) if len(accs) > 1 else 0.0) if accs else None
+    row["failed"] = sum(r.status == "failed" for r in cell.runs)
+    return row
 
 
 def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: bool = False, resume: bool = True,
@@ -133,7 +161,7 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
                 tuning[lr] = _score(r, group.tune_score)
             valid = {lr: a for lr, a in tuning.items() if a is not None}
             if not valid:
-                log(f"!! {group.key}: every lr diverged for {opt}; using the smallest")
+                log(f"!! {group.key}: every lr diverged or failed for {opt}; using the smallest")
             lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
         else:
             lr_best = spec.lr_grid[0]
@@ -144,7 +172,7 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
             runs.append(run_one(cfg, out / "runs" / opt / f"lr{lr_best:g}_seed{seed}", dataset, trainer, progress,
                                 resume, log))
         cells.append(Cell(hw, opt, lr_best, runs, tuning))
-    rows = summarise_cells(cells, spec.target_acc)
+    rows = [_completed_only(row, cell) for row, cell in zip(summarise_cells(cells, spec.target_acc), cells)]
     result = GroupResult(group, cells, rows, out)
     result.files = write_group_report(result, command)
     return result

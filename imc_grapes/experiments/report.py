@@ -104,7 +104,7 @@ def _summary_rows(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
             curve_m, curve_s = _mean_std([_curve_mean(r) for r in c.runs])
             out: dict[str, Any] = {
                 "group": res.group.key, **res.group.labels, "optimizer": c.optimizer, "lr": c.lr,
-                "runs": row["runs"], "diverged": row["diverged"],
+                "runs": row["runs"], "diverged": row["diverged"], "failed": row.get("failed", 0),
                 "final_test_acc_mean": row["final_test_acc_mean"], "final_test_acc_std": row["final_test_acc_std"],
                 "curve_mean_acc_mean": curve_m, "curve_mean_acc_std": curve_s,
                 "epochs_to_target_mean": row["epochs_to_target_mean"], "reached_target": row["reached_target"],
@@ -321,9 +321,10 @@ def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
         head += ["avg acc %", "forgetting (points)", "BWT (points)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        acc = ("diverged" if r["final_test_acc_mean"] is None else
-               f"{_pct(r['final_test_acc_mean'])} ± {_pct(r['final_test_acc_std'])}"
-               + (f" ({r['diverged']}/{r['runs']} diverged)" if r["diverged"] else ""))
+        bad = [f"{r[k]}/{r['runs']} {k}" for k in ("diverged", "failed") if r.get(k)]
+        acc = ("no completed run" if r["final_test_acc_mean"] is None else
+               f"{_pct(r['final_test_acc_mean'])} ± {_pct(r['final_test_acc_std'])}") + (f" ({', '.join(bad)})"
+                                                                                         if bad else "")
         ett = (f"{r['epochs_to_target_mean']:.2f}" if r["epochs_to_target_mean"] is not None
                else f"({r['reached_target']} reached {100 * r['target_acc']:g}%)")
         d = []

@@ -136,6 +136,32 @@ def test_diverging_runs_are_reported_not_fatal(tmp_path):
     assert all(r["diverged"] == r["runs"] == 1 and r["final_test_acc_mean"] is None for r in rows)
     assert all(c["final_acc"] is None for c in res["comparisons"])
     md = (tmp_path / "report.md").read_text()
-    assert "| diverged |" in md
+    assert "| no completed run (1/1 diverged) |" in md
     run = json.loads(next(tmp_path.glob("groups/*/runs/sgd/*/results.json")).read_text())
     assert run["status"] == "diverged" and "lower the lr" in run["message"]
+
+
+def test_a_run_that_raises_is_recorded_as_failed_and_the_experiment_goes_on(tmp_path, monkeypatch):
+    calls = []
+
+    def broken(cfg, run_dir, **kw):
+        calls.append(cfg.optimizer)
+        if cfg.optimizer == "grapes":
+            raise RuntimeError("simulated simulator bug")
+        return groups_mod.train_custom(cfg, run_dir, **kw)
+
+    monkeypatch.setitem(groups_mod.TRAINERS, "custom", broken)
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"))
+    res = run_experiment("rnn", opts, tmp_path, **QUIET)
+    rows = {(r["group"], r["optimizer"]): r for r in res["summary"]}
+    assert all(r["failed"] == r["runs"] and r["final_test_acc_mean"] is None
+               for (g, o), r in rows.items() if o == "grapes")
+    assert all(r["failed"] == 0 and r["final_test_acc_mean"] is not None
+               for (g, o), r in rows.items() if o == "sgd")
+    run = json.loads(next(tmp_path.glob("groups/*/runs/grapes/*/results.json")).read_text())
+    assert run["status"] == "failed" and run["message"] == "RuntimeError: simulated simulator bug"
+    assert "Traceback" in run["traceback"]
+    assert "1/1 failed" in (tmp_path / "report.md").read_text()
+    n = len(calls)
+    run_experiment("rnn", opts, tmp_path, **QUIET)
+    assert len(calls) == n, "failed runs count as finished for resume"

@@ -11,7 +11,7 @@ import sys
 EPILOG = """examples:
   imc-grapes experiment list                                   # the experiments and what each tests
   imc-grapes experiment mlp --quick                            # minutes on 2 CPU cores, digital
-  imc-grapes experiment mlp --quick --backend digital crossbar --device-preset ReRamSB
+  imc-grapes experiment mlp --quick --backend digital crossbar --device-preset EcRam
   imc-grapes experiment forgetting --quick --seeds 0 1 2 3 4
   imc-grapes experiment snn --tiny                             # synthetic data, seconds: a smoke test
 Sizes: --tiny (synthetic data), --quick (subsets, 3 seeds), default full (whole data sets, 5 seeds: hours).

@@ -101,7 +101,8 @@ _MLP_VARIANTS: dict[str, dict[str, list[tuple[int, ...]]]] = {
              "analog": [(256, 256), (256, 256, 256), (256,) * 5, (1000, 1000)]},
 }
 GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)  # factor-2 steps: GRAPES's M ≈ 1.8–1.9 at init acts like a ~2× lr
-_MLP_GRIDS = {"tiny": (0.05, 0.2), "digital": GRID, "analog": GRID}
+ANALOG_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)  # pulsed updates: larger steps than digital SGD
+_MLP_GRIDS = {"tiny": (0.05, 0.2), "digital": GRID, "analog": ANALOG_GRID}
 
 
 def plan_mlp(opts: ExperimentOptions) -> list[Group]:
@@ -120,7 +121,7 @@ def plan_mlp(opts: ExperimentOptions) -> list[Group]:
 
 
 # ----------------------------------------------------------------------------------------------- fa-dfa
-_FA_GRIDS = {"tiny": (0.1,), "digital": GRID, "analog": GRID}
+_FA_GRIDS = {"tiny": (0.1,), "digital": GRID, "analog": ANALOG_GRID}
 
 
 def plan_fa_dfa(opts: ExperimentOptions) -> list[Group]:
@@ -141,9 +142,9 @@ def plan_fa_dfa(opts: ExperimentOptions) -> list[Group]:
 _CNN_CHANNELS: dict[str, dict[str, list[tuple[int, ...]]]] = {"tiny": {"digital": [(4, 8)], "analog": [(4,)]},
                  "quick": {"digital": [(16, 32)], "analog": [(8, 16)]},
                  "full": {"digital": [(16, 32), (32, 64)], "analog": [(16, 32)]}}
-_CNN_GRIDS = {"tiny": (0.05,), "digital": GRID, "analog": GRID}
+_CNN_GRIDS = {"tiny": (0.05,), "digital": GRID, "analog": ANALOG_GRID}
 _CNN_BUDGET = {"digital": {"train_subset": 10000, "test_subset": 2000},
-               "analog": {"train_subset": 1000, "test_subset": 500, "val_holdout": 500}}
+               "analog": {"train_subset": 2000, "test_subset": 1000, "val_holdout": 1000}}
 
 
 def plan_cnn(opts: ExperimentOptions) -> list[Group]:
@@ -166,9 +167,9 @@ _RNN_MODELS: dict[str, dict[str, list[tuple[str, tuple[int, ...]]]]] = {
                          "analog": [("lstm", (32,))]},
                "full": {"digital": [("lstm", (128,)), ("lstm", (128, 128)), ("rnn", (128,))],
                         "analog": [("lstm", (64,)), ("lstm", (64, 64))]}}
-BIG_GRID = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # LSTM and SNN train best at larger SGD steps
+BIG_GRID = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # LSTM and SNN train best at larger SGD steps
 _RNN_GRIDS = {"lstm": {"tiny": (0.3,), "digital": BIG_GRID, "analog": BIG_GRID},
-              "rnn": {"tiny": (0.1,), "digital": GRID, "analog": GRID}}
+              "rnn": {"tiny": (0.1,), "digital": GRID, "analog": ANALOG_GRID}}
 _SEQ_BUDGET = {"quick": {"digital": {"train_subset": 10000, "test_subset": 2000}},
                "full": {"digital": {"epochs": 10}, "analog": {"epochs": 3}}}
 
@@ -216,10 +217,9 @@ def plan_snn(opts: ExperimentOptions) -> list[Group]:
 
 # ----------------------------------------------------------------------------------------------- forgetting
 _FORGET_GRIDS = {"tiny": (0.01,), "digital": (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016),
-                 "analog": (0.0125, 0.025, 0.05, 0.1, 0.2)}
+                 "analog": (0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2)}
 _FORGET_BUDGET = {"quick": {"digital": {"epochs": 1, "evals_per_epoch": 1},
-                            "analog": {"train_subset": 1000, "test_subset": 500, "epochs": 1, "evals_per_epoch": 1,
-                                       "val_holdout": 500}},
+                            "analog": {"epochs": 1, "evals_per_epoch": 1}},
                   "full": {"digital": {"epochs": 1}, "analog": {"epochs": 1}}}
 N_TASKS = 5
 

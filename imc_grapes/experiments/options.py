@@ -49,7 +49,7 @@ class Budget:
 _BUDGETS: dict[str, dict[str, Budget]] = {
     "tiny": {"digital": Budget(256, 128, 1, 1, (0,), 128, 32), "analog": Budget(128, 64, 1, 1, (0,), 64, 32)},
     "quick": {"digital": Budget(20000, None, 2, 2, (0, 1, 2, 3, 4), 5000),
-              "analog": Budget(2000, 1000, 2, 2, (0, 1, 2), 1000)},
+              "analog": Budget(6000, 2000, 2, 2, (0, 1, 2), 2000)},
     "full": {"digital": Budget(None, None, 20, 1, (0, 1, 2, 3, 4), 5000),
              "analog": Budget(None, None, 5, 1, (0, 1, 2, 3, 4), 5000)},
 }

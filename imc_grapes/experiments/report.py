@@ -271,6 +271,15 @@ def _mean_matrix(c: Cell) -> list[list[float]] | None:
     return [[statistics.fmean(float(m[i][j]) for m in mats) for j in range(t)] for i in range(t)]
 
 
+def trained_entries(matrix: Any) -> Any:
+    """The accuracy matrix ``R[i, j]`` (accuracy on task ``i`` after training task ``j``) as a float numpy
+    array with NaN where task ``i`` had not been trained yet (``i > j``): what the matrix plot shows."""
+    import numpy as np
+
+    m = np.array(matrix, dtype=float)
+    return np.where(np.tril(np.ones_like(m, dtype=bool), -1), np.nan, m)
+
+
 def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
@@ -282,12 +291,11 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
     for ax, (key, c) in zip(axes[0], cells):
         m = np.array(_mean_matrix(c)) * 100
         t = m.shape[0]
-        mask = np.tril(np.ones_like(m, dtype=bool), -1).T  # j < i: task not trained yet
-        shown = np.where(mask, np.nan, m)
+        shown = trained_entries(m)
         ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
         for i in range(t):
             for j in range(t):
-                if not mask[i, j]:
+                if not np.isnan(shown[i, j]):
                     ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
         ax.set(xticks=range(t), yticks=range(t), xlabel="after training task", ylabel="accuracy on task",
                title=f"{c.optimizer} (lr {c.lr:g})\n{key}")
@@ -384,6 +392,7 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     if any(r.extra.get("forgetting") for res in results for c in res.cells for r in c.runs):
         _plot_matrices(results, out)
         files += ["matrix.png", "forgetting.png"]
+    train_s = sum(r.wall_time_s for res in results for c in res.cells for r in c.runs)
     label_keys = list(dict.fromkeys(k for res in results for k in res.group.labels))
     lines = [f"# Experiment `{experiment.name}` ({options.size}): {experiment.title}", "",
              f"Paper's claim tested: *{experiment.claim}*.", ""]
@@ -391,7 +400,9 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
         lines += ["Command:", "", "```", command, "```", ""]
     lines += [f"* machine: {machine['cpu']}, {machine['usable_cores']} usable core(s), torch {machine['torch']}, "
               f"torch threads {machine['torch_threads']}, OPENBLAS_NUM_THREADS={machine['openblas_threads']}"
-              + (f"; wall time {wall_time_s / 60:.1f} min" if wall_time_s is not None else ""),
+              + (f"; wall time of this invocation {wall_time_s / 60:.1f} min (runs resumed from an earlier "
+                 f"invocation not counted); training time of the final runs {train_s / 60:.1f} min"
+                 if wall_time_s is not None else ""),
               f"* optimizers: {', '.join(options.optimizers)}; backends: {', '.join(options.backends)}"
               + (f" (device preset {options.preset})" if any(b != 'digital' for b in options.backends) else ""),
               "* each group: learning rate tuned per optimizer on a validation split (never the test set), then "

@@ -86,3 +86,17 @@ def test_train_permuted_end_to_end(tmp_path):
     again = train_permuted(cfg, None, dataset=data, progress=False, log=lambda s: None)
     assert again.extra["forgetting"]["matrix"] == mat, "same seed, same numbers"
     assert (tmp_path / "results.json").is_file() and (tmp_path / "metrics.csv").is_file()
+
+
+def test_matrix_plot_hides_untrained_tasks_only():
+    """R[i, j] = accuracy on task i after training task j: the plot hides i > j (not trained yet) and keeps
+    the diagonal and the forgetting entries above it (regression: the transposed triangle was hidden)."""
+    import numpy as np
+
+    from imc_grapes.experiments.report import trained_entries
+
+    r = [[0.92, 0.90, 0.85], [0.08, 0.91, 0.90], [0.11, 0.09, 0.93]]
+    shown = trained_entries(r)
+    assert np.isnan(shown[1, 0]) and np.isnan(shown[2, 0]) and np.isnan(shown[2, 1])
+    assert shown[0, 1] == 0.90 and shown[0, 2] == 0.85 and shown[1, 2] == 0.90
+    assert [shown[k, k] for k in range(3)] == [0.92, 0.91, 0.93]

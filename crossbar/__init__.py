@@ -10,6 +10,7 @@ from crossbar.modules import (AnalogConv2d, AnalogFunction, AnalogLinear, Analog
 from crossbar.optim import AnalogSGD, analog_step, analog_zero_grad
 from crossbar.periphery import (IOParameters, MVMResult, add_gaussian_noise, analog_mvm, bound_management_rounds,
                                 noise_management_scale, quantize, quantize_adc, quantize_dac, resolution_step)
+from crossbar.replicas import ReplicaLinear, ReplicaTileArray
 from crossbar.tiles import COUNTER_NAMES, TileArray
 from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_probabilities, update_scales
 
@@ -33,6 +34,9 @@ __all__ = [
     "TileGrid",
     "TileArray",
     "COUNTER_NAMES",
+    # replicas (crossbar/replicas.py)
+    "ReplicaTileArray",
+    "ReplicaLinear",
     # update (crossbar/update.py)
     "UpdateParameters",
     "pulse_counts",

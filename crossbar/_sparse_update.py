@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from devices import rng
+
 from crossbar.update import (
     UpdateParameters,
     _dense_counts,
@@ -178,7 +180,7 @@ def _bernoulli_positions(n_pos: int, p_bar: float, prob_at: Callable[[Tensor], T
     while last < n_pos:                                     # almost always one pass (6-sigma margin)
         expected = (n_pos - 1 - last) * p_bar
         n = int(expected + _MARGIN_SIGMAS * math.sqrt(expected) + _MARGIN_EXTRA)
-        u = torch.rand(n, generator=generator, device=device, dtype=torch.float32).to(torch.float64)
+        u = rng.rand((n,), generator, device=device, dtype=torch.float32).to(torch.float64)
         gaps = torch.log1p(u.neg_()).mul_(inv_log_q).floor_().add_(1.0)     # >= 1, exact integers
         pos = torch.cumsum(gaps, 0).add_(last)
         chunks.append(pos)
@@ -186,7 +188,7 @@ def _bernoulli_positions(n_pos: int, p_bar: float, prob_at: Callable[[Tensor], T
     cand = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     cand = cand[: int(torch.searchsorted(cand, float(n_pos)))].to(torch.int64)   # increasing: cut at n_pos
     p = prob_at(cand)
-    keep = torch.rand(cand.shape, generator=generator, device=device, dtype=p.dtype).mul_(p_bar) < p
+    keep = rng.rand(cand.shape, generator, device=device, dtype=p.dtype).mul_(p_bar) < p
     return cand[keep]
 
 
@@ -232,7 +234,7 @@ def _bits_from_positions(plan: _TrainPlan, x_pos: Tensor, d_pos: Tensor) -> _Tra
     x_bits = torch.zeros(n_r * n_c * batch * n_slots * cols, dtype=dtype, device=device).index_fill_(0, x_pos, 1.0)
     d_bits = torch.zeros(n_r * n_c * batch * n_slots * rows, dtype=dtype, device=device).index_fill_(0, d_pos, 1.0)
     return _Trains(x_bits.view(n_r, n_c, batch, n_slots, cols), d_bits.view(n_r, n_c, batch, n_slots, rows),
-                   plan.x_sign, plan.d_sign)
+                   plan.x_per_tile(plan.x_sign), plan.d_sign)
 
 
 def _sparse_counts(plan: _TrainPlan, x_pos: Tensor, d_pos: Tensor, fired_x: Tensor, fired_d: Tensor,

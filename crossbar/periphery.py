@@ -37,6 +37,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from devices import rng
+
 __all__ = [
     "IOParameters",
     "MVMResult",
@@ -210,7 +212,7 @@ def bound_management_rounds(p: IOParameters, transposed: bool = False) -> int:
 
 
 def quantize(v: Tensor, step: float, stochastic: bool = False,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: rng.Generator = None) -> Tensor:
     """Round ``v`` to the grid ``step * k`` (``k`` integer; ties to even, like C's ``rintf``).
 
     Stochastic rounding adds ``U(-0.5, 0.5)`` steps before rounding (needs ``generator``).
@@ -221,38 +223,40 @@ def quantize(v: Tensor, step: float, stochastic: bool = False,
     scaled = v / step
     if stochastic:
         if generator is None:
-            raise ValueError("quantize: stochastic rounding needs a torch.Generator, got None")
-        scaled = scaled + (torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype) - 0.5)
+            raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
+                             "devices.rng.CounterRNG), got None")
+        scaled = scaled + (rng.rand(v.shape, generator, device=v.device, dtype=v.dtype) - 0.5)
     return torch.round(scaled) * step
 
 
-def _quantize_(v: Tensor, step: float, stochastic: bool, generator: torch.Generator | None) -> Tensor:
+def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generator) -> Tensor:
     """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``."""
     if step <= 0:
         return v
     v.div_(step)
     if stochastic:
         if generator is None:
-            raise ValueError("quantize: stochastic rounding needs a torch.Generator, got None")
-        v.add_(torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype).sub_(0.5))
+            raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
+                             "devices.rng.CounterRNG), got None")
+        v.add_(rng.rand(v.shape, generator, device=v.device, dtype=v.dtype).sub_(0.5))
     return v.round_().mul_(step)
 
 
-def quantize_dac(x: Tensor, p: IOParameters, generator: torch.Generator | None = None) -> Tensor:
+def quantize_dac(x: Tensor, p: IOParameters, generator: rng.Generator = None) -> Tensor:
     """DAC: quantize normalized inputs to the ``inp_res`` grid, then clip to ``±inp_bound``. Any shape."""
     q = quantize(x, p.inp_step, p.inp_sto_round, generator)
     return q.clamp(-p.inp_bound, p.inp_bound) if math.isfinite(p.inp_bound) else q
 
 
-def quantize_adc(y: Tensor, p: IOParameters, generator: torch.Generator | None = None) -> Tensor:
+def quantize_adc(y: Tensor, p: IOParameters, generator: rng.Generator = None) -> Tensor:
     """ADC: quantize normalized outputs to the ``out_res`` grid, then saturate at ``±out_bound``."""
     q = quantize(y, p.out_step, p.out_sto_round, generator)
     return q.clamp(-p.out_bound, p.out_bound) if math.isfinite(p.out_bound) else q
 
 
-def add_gaussian_noise(v: Tensor, std: float | Tensor, generator: torch.Generator) -> Tensor:
+def add_gaussian_noise(v: Tensor, std: float | Tensor, generator: rng.Generator) -> Tensor:
     """Return ``v + std * N(0, 1)`` (``std`` a float or a tensor broadcastable to ``v``)."""
-    return v + std * torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+    return v + std * rng.randn(v.shape, generator, device=v.device, dtype=v.dtype)
 
 
 def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
@@ -270,7 +274,7 @@ def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
     return torch.full((*x.shape[:-1], 1), value, device=x.device, dtype=x.dtype)
 
 
-def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: torch.Generator,
+def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng.Generator,
                transposed: bool = False) -> MVMResult:
     """One analog MVM through the periphery on every tile of a grid at once.
 
@@ -280,7 +284,8 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
             block ``[B, R, rows]``. Each tile gets its own noise management, DAC, noise, ADC and bound
             management.
         p: periphery of this direction.
-        generator: source of all randomness (on the tensors' device).
+        generator: source of all randomness (on the tensors' device): a ``torch.Generator`` or a
+            :class:`devices.rng.CounterRNG` (see :mod:`crossbar.replicas`).
         transposed: ``False``: ``y = W x`` per tile (forward); ``True``: ``y = Wᵀ d`` (backward).
 
     Returns:
@@ -293,32 +298,44 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
         raise ValueError(f"analog_mvm: expected tiles_w [R, C, rows, cols] and x_tiles [B, blocks, n_in], "
                          f"got {tuple(tiles_w.shape)} and {tuple(x_tiles.shape)}")
     n_r, n_c, rows, cols = tiles_w.shape
-    batch = x_tiles.shape[0]
     if transposed:
         if x_tiles.shape[1:] != (n_r, rows):
             raise ValueError(f"analog_mvm: transposed input must be [B, {n_r}, {rows}], "
                              f"got {tuple(x_tiles.shape)}")
         xin = x_tiles.permute(1, 0, 2).unsqueeze(1)           # [R, 1, B, rows]
-        mat = tiles_w                                          # [R, C, rows, cols]
     else:
         if x_tiles.shape[1:] != (n_c, cols):
             raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
         xin = x_tiles.permute(1, 0, 2).unsqueeze(0)           # [1, C, B, cols]
-        mat = tiles_w.transpose(-1, -2)                        # [R, C, cols, rows]
+    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed)
+
+
+def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator: rng.Generator,
+                       transposed: bool = False, sync_free: bool = False) -> MVMResult:
+    """:func:`analog_mvm` with the inputs already laid out per tile block: ``xin: [R|1, C|1, B, n_in]``.
+
+    Forward inputs may differ per tile *row* block too (``[R, C, B, cols]``: how :mod:`crossbar.replicas`
+    feeds ``E`` replicas folded into the row-block dimension). ``sync_free``: never take the CPU shortcut of
+    trying the first bound-management round alone (all rounds at once, so the random stream does not depend
+    on the data), as on GPUs.
+    """
+    n_r, n_c = tiles_w.shape[0], tiles_w.shape[1]
+    batch = xin.shape[2]
+    mat = tiles_w if transposed else tiles_w.transpose(-1, -2)   # [R, C, rows, cols] or [R, C, cols, rows]
     full_shape = (n_r, n_c, batch)
 
     if p.is_perfect:
         out = torch.matmul(xin, mat)
         if p.out_scale != 1.0:
             out = out * p.out_scale
-        passes = torch.ones(full_shape, dtype=torch.int64, device=x_tiles.device)
+        passes = torch.ones(full_shape, dtype=torch.int64, device=xin.device)
         return MVMResult(out, passes)
 
     alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
     nm_on = p.noise_management != "none"
     alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on else alpha
     rounds = bound_management_rounds(p, transposed)
-    if rounds > 1 and x_tiles.device.type == "cpu":
+    if rounds > 1 and xin.device.type == "cpu" and not sync_free:
         # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
         # some output saturated (the common case needs one MVM instead of ``rounds``; same distribution).
         # On GPUs all rounds run batched, without a host synchronisation.
@@ -330,7 +347,7 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: tor
 
 
 def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
-                generator: torch.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
+                generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
                 check_saturation: bool = False) -> MVMResult | None:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
 
@@ -353,15 +370,15 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     if math.isfinite(p.inp_bound):
         xq.clamp_(-p.inp_bound, p.inp_bound)
     if p.inp_noise > 0:
-        xq.add_(torch.empty_like(xq).normal_(0.0, p.inp_noise, generator=generator))
+        xq.add_(rng.normal_(torch.empty_like(xq), 0.0, p.inp_noise, generator))
 
     # From here on every op is in place on the fresh matmul output (no temporaries of the output's size).
     y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
     if p.w_noise_type == "additive_constant" and p.w_noise > 0:
         y.add_(p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True)
-               * torch.randn(y.shape, generator=generator, device=x_device, dtype=y.dtype))
+               * rng.randn(y.shape, generator, device=x_device, dtype=y.dtype))
     if p.out_noise > 0:
-        y.add_(torch.empty_like(y).normal_(0.0, p.out_noise, generator=generator))
+        y.add_(rng.normal_(torch.empty_like(y), 0.0, p.out_noise, generator))
     q = _quantize_(y, p.out_step, p.out_sto_round, generator)  # ADC grid, not yet saturated
     bounded = math.isfinite(p.out_bound)
     if check_saturation and bounded and q.numel() > 0:

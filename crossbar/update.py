@@ -49,6 +49,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from devices import rng
+
 __all__ = [
     "PULSE_TYPES",
     "UpdateParameters",
@@ -178,10 +180,10 @@ class UpdateParameters:
 
 
 def _check_inputs(x: Tensor, d: Tensor) -> None:
-    if x.dim() != 3 or d.dim() != 3:
+    if x.dim() not in (3, 4) or d.dim() != 3 or (x.dim() == 4 and x.shape[1] not in (1, d.shape[1])):
         raise ValueError(
-            "pulse update expects x: [batch, C, cols] and d: [batch, R, rows], "
-            f"got x.shape={tuple(x.shape)} and d.shape={tuple(d.shape)}"
+            "pulse update expects x: [batch, C, cols] (or per row block [batch, R, C, cols]) and d: "
+            f"[batch, R, rows], got x.shape={tuple(x.shape)} and d.shape={tuple(d.shape)}"
         )
     if x.shape[0] != d.shape[0]:
         raise ValueError(f"x and d must have the same batch size, got {x.shape[0]} and {d.shape[0]}")
@@ -222,13 +224,19 @@ def update_scales(
     return _scales(x.detach().abs().to(dtype).amax(dim=-1), d.detach().abs().to(dtype).amax(dim=-1), lr, dw_min, cfg)
 
 
+def _x_val(x_max: Tensor) -> Tensor:
+    """``x_max`` as ``[batch, R|1, C]``: ``[batch, C]`` (the same inputs for every row block) gets a unit dim."""
+    return x_max[:, None, :] if x_max.dim() == 2 else x_max
+
+
 def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters
             ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`update_scales` from the maxima ``x_max = max_j |x|: [batch, C]`` and ``d_max: [batch, R]``."""
+    """:func:`update_scales` from the maxima ``x_max = max_j |x|: [batch, C]`` (or per row block
+    ``[batch, R|1, C]``) and ``d_max: [batch, R]``."""
     if not isinstance(lr, Tensor) and not isinstance(dw_min, Tensor):
         return _scales_scalar(x_max, d_max, float(lr), float(dw_min), cfg)
     dtype, device = x_max.dtype, x_max.device
-    batch, n_c = x_max.shape
+    batch, n_c = x_max.shape[0], x_max.shape[-1]
     n_r = d_max.shape[1]
     shape = (batch, n_r, n_c)
     lr_abs = torch.as_tensor(lr, dtype=dtype, device=device).abs()
@@ -245,7 +253,7 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
         bl = torch.full(shape, max_bl, dtype=torch.int64, device=device)
         return bl.masked_fill_(lr_abs == 0, 0), a, a.clone()
 
-    x_val = x_max[:, None, :]                                    # [batch, 1, C]
+    x_val = _x_val(x_max)                                        # [batch, R|1, C]
     d_val = (cfg.um_grad_scale * d_max)[:, :, None]              # [batch, R, 1]
     empty = (x_val == 0) | (d_val == 0)                          # [batch, R, C]
     x_safe = torch.where(empty, 1.0, x_val)
@@ -271,7 +279,7 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
     """:func:`_scales` for a plain-number ``lr`` and ``dw_min``: the same float operations in the same order
     (so bit-identical results), with host scalars where the tensor version uses 0-d tensors (fewer ops)."""
     device, dtype = x_max.device, x_max.dtype
-    batch, n_c = x_max.shape
+    batch, n_c = x_max.shape[0], x_max.shape[-1]
     shape = (batch, d_max.shape[1], n_c)
     lr_abs = abs(lr)
     max_bl = cfg.max_bl(lr, dw)
@@ -286,7 +294,7 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
         base = torch.full(shape, ab_base, dtype=dtype, device=device)
         return torch.full(shape, max_bl, dtype=torch.int64, device=device), base, base.clone()
 
-    x_val = x_max[:, None, :]                                    # [batch, 1, C]
+    x_val = _x_val(x_max)                                        # [batch, R|1, C]
     d_val = (d_max * cfg.um_grad_scale if cfg.um_grad_scale != 1.0 else d_max)[:, :, None]   # [batch, R, 1]
     empty = (x_val == 0) | (d_val == 0)                          # [batch, R, C]
     x_safe = torch.where(empty, 1.0, x_val)
@@ -307,13 +315,13 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
     return bl.masked_fill_(empty, 0), a, b
 
 
-def _discretize(p: Tensor, cfg: UpdateParameters, generator: torch.Generator | None) -> Tensor:
+def _discretize(p: Tensor, cfg: UpdateParameters, generator: rng.Generator) -> Tensor:
     """Round firing probabilities to ``cfg.resolution`` (round half to even, as aihwkit's ``rintf``)."""
     res = cfg.resolution
     if res <= 0:
         return p
     if cfg.sto_round:
-        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        u = rng.rand(p.shape, generator, device=p.device, dtype=p.dtype)
         return torch.round(p / res + (u - 0.5)) * res
     return torch.round(p / res) * res
 
@@ -324,7 +332,7 @@ def pulse_probabilities(
     lr: float | Tensor,
     dw_min: float | Tensor,
     cfg: UpdateParameters,
-    generator: torch.Generator | None = None,
+    generator: rng.Generator = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-slot firing probabilities of every line of every tile, and the train lengths.
 
@@ -352,7 +360,7 @@ def pulse_counts(
     lr: float | Tensor,
     dw_min: float | Tensor,
     cfg: UpdateParameters,
-    generator: torch.Generator | None = None,
+    generator: rng.Generator = None,
     trim_slots: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Coincidence counts of the stochastic pulse trains of one update, per device, summed over the batch.
@@ -394,13 +402,13 @@ class _TrainPlan(NamedTuple):
     ``a[r, c, b] * d_abs[r, b, i]`` in the first ``bl[r, c, b]`` of the ``n_slots`` slots.
     """
 
-    x_abs: Tensor       # [C, batch, cols] |x|
+    x_abs: Tensor       # [C, batch, cols] |x| (or per row block [R|1, C, batch, cols])
     d_abs: Tensor       # [R, batch, rows] |d|
     a: Tensor           # [R, C, batch] scale of the error probabilities
     b: Tensor           # [R, C, batch] scale of the input probabilities
     bl: Tensor          # [R, C, batch] int64 train lengths (slots)
     n_slots: int        # slots allocated per sample (>= max BL)
-    x_sign: Tensor      # [C, batch, cols] sign of x (+1, -1, 0)
+    x_sign: Tensor      # [C, batch, cols] sign of x (+1, -1, 0) (or per row block, as x_abs)
     d_sign: Tensor      # [R, batch, rows] sign of d times sign(lr): equal to x's sign -> the weight goes down
     p_x: Tensor | None  # [R, C, batch, cols] discretized probabilities, only with cfg.resolution > 0
     p_d: Tensor | None  # [R, C, batch, rows] likewise
@@ -411,13 +419,17 @@ class _TrainPlan(NamedTuple):
         n_r, n_c, batch = self.bl.shape
         return n_r, n_c, batch, self.n_slots, self.x_abs.shape[-1], self.d_abs.shape[-1]
 
+    def x_per_tile(self, t: Tensor) -> Tensor:
+        """``x_abs`` / ``x_sign`` as ``[R|1, C, batch, cols]``."""
+        return t[None] if t.dim() == 3 else t
+
 
 class _Trains(NamedTuple):
     """The drawn trains of one update as dense 0/1 tensors (compute dtype)."""
 
     x_bits: Tensor      # [R, C, batch, slot, cols]: input line j fires in that slot
     d_bits: Tensor      # [R, C, batch, slot, rows]: error line i fires (slots beyond the sample's BL silent)
-    x_sign: Tensor      # [C, batch, cols], as _TrainPlan
+    x_sign: Tensor      # [R|1, C, batch, cols], as _TrainPlan.x_per_tile
     d_sign: Tensor      # [R, batch, rows], as _TrainPlan
 
     def fired(self) -> tuple[Tensor, Tensor]:
@@ -427,7 +439,7 @@ class _Trains(NamedTuple):
 
 
 def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters,
-                 generator: torch.Generator | None, trim_slots: bool) -> _TrainPlan:
+                 generator: rng.Generator, trim_slots: bool) -> _TrainPlan:
     """Validate the arguments of :func:`pulse_counts` (same ``Args``) and compute the trains' parameters."""
     if cfg.pulse_type == "none":
         raise ValueError(
@@ -438,17 +450,18 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     dtype = _compute_dtype(x.dtype)
     x = x.detach() if x.dtype == dtype else x.detach().to(dtype)
     d = d.detach() if d.dtype == dtype else d.detach().to(dtype)
-    x_abs = x.abs()                                          # [batch, C, cols]
+    x_abs = x.abs()                                          # [batch, C, cols] or [batch, R|1, C, cols]
     d_abs = d.abs()                                          # [batch, R, rows]
     bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)   # [batch, R, C]
     n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
-    x_abs, d_abs = x_abs.permute(1, 0, 2), d_abs.permute(1, 0, 2)
+    x_perm = (1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3)     # -> [C, batch, cols] or [R|1, C, batch, cols]
+    x_abs, d_abs = x_abs.permute(*x_perm), d_abs.permute(1, 0, 2)
     a, b, bl = a.permute(1, 2, 0), b.permute(1, 2, 0), bl.permute(1, 2, 0)
     p_x = p_d = None
     if cfg.resolution > 0:
-        p_x = _discretize(b[..., None] * x_abs[None], cfg, generator)
+        p_x = _discretize(b[..., None] * (x_abs[None] if x.dim() == 3 else x_abs), cfg, generator)
         p_d = _discretize(a[..., None] * d_abs[:, None], cfg, generator)
-    x_sign = x.sign().permute(1, 0, 2)
+    x_sign = x.sign().permute(*x_perm)
     if isinstance(lr, Tensor):
         d_sign = (d.sign() * lr.to(dtype).sign()).permute(1, 0, 2)
     else:
@@ -456,23 +469,23 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     return _TrainPlan(x_abs, d_abs, a, b, bl, n_slots, x_sign, d_sign, p_x, p_d)
 
 
-def _draw_dense_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
+def _draw_dense_trains(plan: _TrainPlan, generator: rng.Generator) -> _Trains:
     """Draw every line's train: one uniform per line and slot (``u < p`` fires)."""
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     device, dtype = plan.x_abs.device, plan.x_abs.dtype
     # Layout [R, C, batch, slot, line]: each tile's trains are one contiguous [batch*slot, line] block.
-    p_x = plan.b[..., None] * plan.x_abs[None] if plan.p_x is None else plan.p_x
+    p_x = plan.b[..., None] * plan.x_per_tile(plan.x_abs) if plan.p_x is None else plan.p_x
     p_d = plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d
     # In place on the uniform draws (p <= 0 never fires, p >= 1 always: no [0, 1] clamp needed).
-    x_bits = torch.rand((n_r, n_c, batch, n_slots, cols), generator=generator, device=device, dtype=dtype)
+    x_bits = rng.rand((n_r, n_c, batch, n_slots, cols), generator, device=device, dtype=dtype)
     x_bits = x_bits.lt_(p_x[:, :, :, None, :])
-    d_bits = torch.rand((n_r, n_c, batch, n_slots, rows), generator=generator, device=device, dtype=dtype)
+    d_bits = rng.rand((n_r, n_c, batch, n_slots, rows), generator, device=device, dtype=dtype)
     d_bits = d_bits.lt_(p_d[:, :, :, None, :])
     if n_slots > 1:
         # slots beyond a sample's BL stay silent (with one slot, BL = 0 only where all p_x or all p_d are 0)
         slot = torch.arange(n_slots, device=device)
         d_bits.mul_((slot < plan.bl[..., None]).to(dtype)[..., None])
-    return _Trains(x_bits, d_bits, plan.x_sign, plan.d_sign)
+    return _Trains(x_bits, d_bits, plan.x_per_tile(plan.x_sign), plan.d_sign)
 
 
 def _dense_counts(trains: _Trains, total: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -490,7 +503,7 @@ def _dense_counts(trains: _Trains, total: Tensor | None = None) -> tuple[Tensor,
     x_flat = x_bits.view(tiles, k_len, cols)
     d_flat = d_bits.view(tiles, k_len, rows)
     both = torch.bmm(d_flat.transpose(1, 2), x_flat)                                # n_up + n_down
-    xs_flat = (x_bits * trains.x_sign[None, :, :, None, :]).view(tiles, k_len, cols)
+    xs_flat = (x_bits * trains.x_sign[:, :, :, None, :]).view(tiles, k_len, cols)
     ds_flat = (d_bits * trains.d_sign[:, None, :, None, :]).view(tiles, k_len, rows)
     # n_down = (both + signed) / 2 with signed = same-sign minus opposite-sign coincidences (integers: exact)
     n_down = torch.baddbmm(both, ds_flat.transpose(1, 2), xs_flat, beta=0.5, alpha=0.5)

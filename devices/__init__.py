@@ -31,6 +31,7 @@ from devices.inference import (
 )
 from devices.linear_step import LinearStepDevice, SoftBoundsDevice
 from devices.pow_step import PowStepDevice
+from devices.rng import CounterRNG
 from devices.presets import (
     PRESETS,
     CapacitorPresetDevice,
@@ -76,4 +77,5 @@ __all__ = [
     "program_weights",
     "read_weights_at",
     "apply_inference_noise",
+    "CounterRNG",
 ]

@@ -47,6 +47,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from devices import rng
+
 __all__ = ["DeviceParams", "PulsedDevice", "check_field"]
 
 _SPARSE_MIN_DEVICES = 4096
@@ -189,7 +191,7 @@ class PulsedDevice:
     def sample(
         self,
         shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
+        generator: rng.Generator = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> DeviceParams:
@@ -197,13 +199,14 @@ class PulsedDevice:
 
         Args:
             shape: device array shape, e.g. ``(tiles, rows, cols)``; any number of dims (``()`` = one device).
-            generator: seeded ``torch.Generator`` on ``device`` (``None``: torch's global generator).
+            generator: seeded ``torch.Generator`` on ``device`` (``None``: torch's global generator), or a
+                :class:`devices.rng.CounterRNG` (one stream per replica; ``shape[0]`` a multiple of its streams).
             device, dtype: where/how to create the tensors.
         Returns:
             :class:`DeviceParams` with tensors of ``shape``. Same generator state -> same numbers.
         """
         shape = tuple(int(s) for s in shape)
-        xi = torch.randn((4 + self._n_extra_gauss, *shape), generator=generator, device=device, dtype=dtype)
+        xi = rng.randn((4 + self._n_extra_gauss, *shape), generator, device=device, dtype=dtype)
         if self.dw_min_dtod_log_normal:
             gain = torch.exp(self.dw_min_dtod * xi[0])
         else:
@@ -242,7 +245,7 @@ class PulsedDevice:
         n_up: Tensor,
         n_down: Tensor,
         params: DeviceParams,
-        generator: torch.Generator | None = None,
+        generator: rng.Generator = None,
     ) -> Tensor:
         """Apply pulse counts to device states, vectorized over any shape, no loop over pulses.
 
@@ -269,7 +272,7 @@ class PulsedDevice:
         n_up: Tensor,
         n_down: Tensor,
         params: DeviceParams,
-        generator: torch.Generator | None = None,
+        generator: rng.Generator = None,
     ) -> Tensor:
         """In-place :meth:`apply_pulses` for states that already lie within their bounds; returns ``w``.
 
@@ -285,7 +288,9 @@ class PulsedDevice:
         """
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
-        if w.device.type == "cpu" and w.numel() >= _SPARSE_MIN_DEVICES and _same_layout(w, n_up, n_down, params):
+        # a CounterRNG (replicas) always takes the dense path: the sparse one's draws depend on all replicas' data
+        if w.device.type == "cpu" and w.numel() >= _SPARSE_MIN_DEVICES and _same_layout(w, n_up, n_down, params) \
+                and not isinstance(generator, rng.CounterRNG):
             pulses = float(n_up.sum()) + float(n_down.sum())    # >= the devices with pulses; no temporaries
             if pulses == 0:
                 return w
@@ -302,7 +307,7 @@ class PulsedDevice:
         n_up: Tensor,
         n_down: Tensor,
         params: DeviceParams,
-        generator: torch.Generator | None = None,
+        generator: rng.Generator = None,
     ) -> Tensor:
         """:meth:`apply_pulses_` for the devices ``index`` only (all others get no pulses); returns ``w``.
 
@@ -326,7 +331,7 @@ class PulsedDevice:
         return w
 
     def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
-                       generator: torch.Generator | None, out: Tensor | None = None) -> Tensor:
+                       generator: rng.Generator, out: Tensor | None = None) -> Tensor:
         """New states for in-bound states ``w``: ``clip(mean + std·ξ)``, one ``ξ`` per device.
 
         ``mean`` and ``std = sqrt(var)`` from :meth:`pulse_moments`, a NaN variance taken as infinite (the state
@@ -335,7 +340,7 @@ class PulsedDevice:
         """
         mean, var = self.pulse_moments(w, n_up, n_down, params)
         std = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0).sqrt_()
-        noise = torch.nan_to_num_(std * torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype),
+        noise = torch.nan_to_num_(std * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),
                                   nan=0.0)                      # an infinite std times a zero draw
         new = torch.clamp_(noise.add_(mean), params.w_min, params.w_max)
         return new if out is None else out.copy_(new)
@@ -344,7 +349,7 @@ class PulsedDevice:
         """Clip states ``w: [*shape]`` into the per-device bounds ``[params.w_min, params.w_max]``."""
         return torch.minimum(torch.maximum(w, params.w_min), params.w_max)
 
-    def write_noise(self, w: Tensor, params: DeviceParams, generator: torch.Generator | None = None) -> Tensor:
+    def write_noise(self, w: Tensor, params: DeviceParams, generator: rng.Generator = None) -> Tensor:
         """Apparent (read) states for hidden states ``w: [*shape]``: ``w + write_noise_std·dw_min·ξ``.
 
         As in aihwkit, the apparent state is *not* clipped and is redrawn each time a device is updated; the
@@ -353,7 +358,7 @@ class PulsedDevice:
         """
         if self.write_noise_std == 0:
             return w
-        xi = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        xi = rng.randn(w.shape, generator, device=w.device, dtype=w.dtype)
         return w + (self.write_noise_std * self.dw_min) * xi
 
     @property

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from devices import rng
+
 from devices.base import DeviceParams, PulsedDevice, check_field
 
 __all__ = ["ConstantStepDevice", "IdealDevice"]
@@ -39,7 +41,7 @@ class ConstantStepDevice(PulsedDevice):
         return mean, var
 
     def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
-                       generator: torch.Generator | None, out: Tensor | None = None) -> Tensor:
+                       generator: rng.Generator, out: Tensor | None = None) -> Tensor:
         """Fused form of the base class's draw for the moments above (finite, ``var >= 0``: no NaN guards):
         ``clip(w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ)``."""
         if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
@@ -55,7 +57,7 @@ class ConstantStepDevice(PulsedDevice):
         var.addcmul_(noise, params.dw_down)                        # n_up·dw_up² + n_down·dw_down² (/ dw_min_std²)
         # std = var / sqrt(var + tiny): exactly 0 without pulses, sqrt(var) to ~tiny/var otherwise (sqrt(0)
         # takes a slow path on common CPUs, and devices without pulses must keep their state exactly)
-        noise.normal_(0.0, self.dw_min_std, generator=generator).mul_(var)
+        rng.normal_(noise, 0.0, self.dw_min_std, generator).mul_(var)
         new.add_(noise.mul_(var.add_(_TINY[var.dtype]).rsqrt_()))
         return torch.clamp_(new, params.w_min, params.w_max)
 

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from devices import rng
+
 from devices.base import check_field
 from devices.conductance import ConductanceMap
 
@@ -72,7 +74,7 @@ def _finite(v: Any) -> bool:
 
 def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tensor:
     """Standard normal draws of ``shape`` on ``like``'s device and dtype, from ``generator``."""
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+    return rng.randn(shape, generator, dtype=like.dtype, device=like.device)
 
 
 def _time(t_inference_s: float | Tensor, like: Tensor, where: str) -> Tensor:

@@ -16,6 +16,7 @@ EPILOG = """examples:
   imc-grapes sweep examples/sweeps/dw_min.toml --dry-run     # validate and list the points, run nothing
   imc-grapes sweep SPEC.toml --executor ray                  # Ray embedded on this machine
   imc-grapes sweep SPEC.toml --executor ray --address HOST:6379   # spread over a Ray cluster
+  imc-grapes sweep SPEC.toml --replicas 16                   # seeds of a small analog MLP, 16 per batched pass
 A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec or missing data, 3 another process is running this sweep, 130 interrupted."""
@@ -46,6 +47,11 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="torch threads per point (default 1 with several workers)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray executor; default: Ray embedded "
                                                    "on this machine)")
+    p.add_argument("--replicas", type=int, default=1, metavar="R",
+                   help="train up to R pending points that differ only in seed together in one batched pass "
+                        "(crossbar backend, mlp, bp, sgd/grapes/layer-mean, no dropout; other points run alone). "
+                        "Results are statistically equivalent to, not bit-identical with, plain runs (another "
+                        "random generator); finished points are not re-run (default %(default)s: off)")
     p.add_argument("--retry-failed", action="store_true", help="also redo points recorded as failed")
     p.add_argument("--no-report", action="store_true", help="do not write summary.csv and plots after running")
     p.add_argument("-v", "--verbose", action="store_true", help="--status/--dry-run: list every point")
@@ -59,6 +65,8 @@ def _executor(args: argparse.Namespace):  # -> Executor
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
+    if getattr(args, "replicas", 1) < 1:
+        raise ValueError(f"--replicas must be ≥ 1, got {args.replicas}")
     if args.executor == "ray":
         return RayExecutor(address=args.address, num_cpus=args.jobs, threads=args.threads or 1)
     if args.address:
@@ -102,7 +110,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print("\nwrote " + ", ".join(str(p) for p in paths))
         return 0
     try:
-        status = run_sweep(spec, out, executor, retry_failed=args.retry_failed,
+        status = run_sweep(spec, out, executor, retry_failed=args.retry_failed, replicas=args.replicas,
                            verify_data=not (args.executor == "ray" and args.address))
     except SweepLockedError as exc:
         return fail(str(exc), 3)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .worker import execute_point
+from .worker import execute_task
 
 Task = dict[str, Any]
 Outcome = dict[str, Any]
@@ -42,6 +42,14 @@ def default_jobs(n_tasks: int | None = None, uses_cuda: bool = False) -> int:
     they would share), never more than there are points to run."""
     jobs = 1 if uses_cuda else available_cpus()
     return max(1, min(jobs, n_tasks)) if n_tasks else jobs
+
+
+def _shipping(task: Task, threads: int) -> Task:
+    """The task for a worker that may not see the sweep folder: no run folders (files come back in the outcome)."""
+    out = {**task, "run_dir": None, "threads": threads}
+    if "group" in task:
+        out["group"] = [{**sub, "run_dir": None} for sub in task["group"]]
+    return out
 
 
 def _crash_outcome(task: Task, reason: str) -> Outcome:
@@ -101,7 +109,7 @@ def _worker_main(conn: mpc.Connection, threads: int) -> None:
             return
         if task is None:
             return
-        outcome = execute_point({**task, "threads": threads})
+        outcome = execute_task({**task, "threads": threads})
         try:
             conn.send(outcome)
         except (BrokenPipeError, OSError):
@@ -143,7 +151,7 @@ class LocalExecutor:
         if jobs == 1:
             for task in tasks:
                 on_start(task)
-                on_result(task, execute_point({**task, "threads": self.threads}))
+                on_result(task, execute_task({**task, "threads": self.threads}))
             return
         self._run_pool(tasks, jobs, self.threads or 1, on_start, on_result)
 
@@ -272,7 +280,7 @@ class RayExecutor:
     def _run(self, ray: Any, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None:
         uses_cuda = any(str(t["config"].get("device", "cpu")).startswith("cuda") for t in tasks)
         remote = ray.remote(num_cpus=self.threads, num_gpus=1 if uses_cuda else 0,  # a GPU point gets a GPU
-                            max_retries=self.max_retries)(execute_point)
+                            max_retries=self.max_retries)(execute_task)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         window = max(2, 2 * cpus // self.threads)  # tasks in flight: keep the cluster busy, the folder tidy
         queue = deque(tasks)
@@ -282,7 +290,7 @@ class RayExecutor:
             while queue and len(running) < window:
                 task = queue.popleft()
                 on_start(task)
-                running[remote.remote({**task, "run_dir": None, "threads": self.threads})] = task
+                running[remote.remote(_shipping(task, self.threads))] = task
 
         try:
             submit()

@@ -1,6 +1,7 @@
 """Running a sweep (resumable: finished points are skipped, half-finished ones redone) and its status."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -98,8 +99,46 @@ def check_data(points: Sequence[Point]) -> None:
             verify(get_spec(name), root)  # raises DatasetError saying how to fetch it
 
 
+def replica_groups(points: Sequence[Point], replicas: int) -> list[tuple[list[Point], bool]]:
+    """Batches of the points for the replica engine, ``(points, on_replica_engine)``: points it supports
+    (:func:`imc_grapes.replicas.replica_key`) whose configs are equal except for ``seed`` are split into batches of
+    at most ``replicas`` (as even as possible), all run by the replica engine; every other point (and a point
+    without such a sibling) is a batch of its own, run by ``train``. Order kept."""
+    from ..replicas import replica_key
+
+    if replicas < 1:
+        raise ValueError(f"run_sweep.replicas must be an integer ≥ 1, got {replicas!r}")
+    families: dict[str, list[Point]] = {}
+    order: list[str] = []
+    for p in points:
+        if replicas > 1 and replica_key(p.config) is None:
+            rest = p.config.to_dict()
+            rest.pop("seed")
+            key = json.dumps(rest, sort_keys=True, default=str)
+        else:
+            key = f"single:{p.id}"
+        if key not in families:
+            families[key] = []
+            order.append(key)
+        families[key].append(p)
+    batches: list[tuple[list[Point], bool]] = []
+    for key in order:
+        fam = families[key]
+        if len(fam) == 1:
+            batches.append((fam, False))
+            continue
+        n = -(-len(fam) // replicas)                      # batches of this family
+        size, extra = divmod(len(fam), n)
+        start = 0
+        for k in range(n):
+            end = start + size + (1 if k < extra else 0)
+            batches.append((fam[start:end], True))
+            start = end
+    return batches
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, executor: Executor | None = None,
-              *, retry_failed: bool = False, verify_data: bool = True,
+              *, retry_failed: bool = False, verify_data: bool = True, replicas: int = 1,
               log: Callable[[str], None] = print) -> SweepStatus:
     """Run every point of ``spec`` that has no result yet; return the final status.
 
@@ -115,6 +154,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         retry_failed: also redo points recorded as failed.
         verify_data: check that real data sets are present before starting (skip for a remote Ray cluster
             whose nodes hold their own copies).
+        replicas: train up to this many pending points that differ only in ``seed`` (and that the replica engine
+            supports: crossbar backend, MLP, BP, sgd / grapes / layer-mean, no dropout, exact importance) together
+            in one batched pass (:func:`imc_grapes.replicas.train_replicas`); 1 (default): every point alone.
+            Replica results are statistically equivalent to, not bit-identical with, those of a plain run (the
+            crossbar noise comes from another generator); points already finished are not re-run.
         log: where progress lines go.
 
     Raises:
@@ -142,9 +186,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         finished = 0
 
         def on_start(task: Task) -> None:
-            store.prepare(by_id[task["id"]])
+            for sub in task.get("group", [task]):
+                store.prepare(by_id[sub["id"]])
 
-        def on_result(task: Task, outcome: Outcome) -> None:
+        def record(task: Task, outcome: Outcome) -> None:
             nonlocal finished
             point = by_id[task["id"]]
             result = store.record(point, outcome, executor=executor.name)
@@ -153,8 +198,29 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
             what = f"test acc {100 * acc:.2f}%" if isinstance(acc, (int, float)) else result["reason"]
             secs = outcome.get("wall_time_s")
             took = f" ({secs:.1f} s)" if isinstance(secs, (int, float)) else ""
-            log(f"[{finished}/{len(todo)}] {result['status']:<6} {point.label()}: {what}{took}")
+            group = outcome.get("_group") or []
+            engine = f" [replicas x{len(group)}]" if group else ""
+            log(f"[{finished}/{len(todo)}] {result['status']:<6} {point.label()}: {what}{took}{engine}")
 
-        tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in todo]
+        def on_result(task: Task, outcome: Outcome) -> None:
+            if "group" not in task:
+                record(task, outcome)
+                return
+            subs = task["group"]
+            outcomes = {o["id"]: o for o in outcome.get("outcomes") or []}
+            for sub in subs:
+                # a dead worker / lost task: every point of the batch failed with the batch's reason
+                out = outcomes.get(sub["id"]) or {**outcome, "id": sub["id"], "status": "failed",
+                                                  "reason": outcome.get("reason") or "replica batch returned no "
+                                                  "outcome for this point", "history": [], "files": {}}
+                record(sub, {**out, "_group": subs})
+
+        tasks: list[Task] = []
+        for batch, grouped in replica_groups(todo, replicas):
+            subs = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in batch]
+            if not grouped:
+                tasks.append(subs[0])
+            else:
+                tasks.append({"id": "+".join(str(s["id"]) for s in subs), "config": subs[0]["config"], "group": subs})
         executor.run(tasks, on_start, on_result)
     return sweep_status(spec, store.root, points)

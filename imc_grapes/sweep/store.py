@@ -6,7 +6,8 @@ Layout of ``<out>/``::
     .lock                      held (flock) by the process running the sweep
     points/<id>/config.json    written when the point starts (its config and swept params)
     points/<id>/run/           the training run's own files (metrics.csv, results.json)
-    points/<id>/run.json       timing and where it ran (host, pid, executor; traceback of a failure)
+    points/<id>/run.json       timing and where it ran (host, pid, executor, engine: train or replicas;
+                               traceback of a failure)
     points/<id>/point.json     THE result, written last (temp file + fsync + rename): status done/failed,
                                reason, params, metrics, config, history without timings — identical
                                whichever executor ran it
@@ -110,6 +111,7 @@ class SweepStore:
         write_json_atomic(self.point_dir(point.id) / "run.json", {
             "id": point.id, "status": outcome["status"], "wall_time_s": outcome.get("wall_time_s"),
             "host": outcome.get("host"), "pid": outcome.get("pid"), "executor": executor,
+            "engine": outcome.get("engine", "train"),
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "traceback": outcome.get("traceback", ""),
         })

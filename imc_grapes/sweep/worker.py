@@ -13,6 +13,17 @@ worker on another machine). The outcome is a plain dict too::
 
 A diverging run (NaN/Inf loss) or any exception becomes ``status = "failed"`` with the reason; nothing raises
 except ``KeyboardInterrupt`` / ``SystemExit``.
+
+A *replica group* (``--replicas R``) is one task carrying several points that differ only in their seed, trained
+together by :func:`imc_grapes.replicas.train_replicas`::
+
+    {"id": "<group id>", "group": [point tasks as above], "config": <the first point's config>, "threads": ...}
+
+Its outcome carries one outcome per point (each as above, plus ``"engine": "replicas"``)::
+
+    {"id": "<group id>", "outcomes": [...], "wall_time_s", "host", "pid"}
+
+:func:`execute_task` runs either kind; executors call it and stay unaware of groups.
 """
 from __future__ import annotations
 
@@ -67,6 +78,56 @@ def _run(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, list[dict[str, Any]
         return "failed", f"diverged: {exc}", _history(run_dir), ""
     except Exception as exc:  # noqa: BLE001 - a point that raises is recorded, the sweep goes on
         return "failed", f"{type(exc).__name__}: {exc}", _history(run_dir), traceback.format_exc()
+
+
+def execute_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Run a point task or a replica-group task (see the module docstring); never raises for a failing run."""
+    return execute_group(task) if "group" in task else execute_point(task)
+
+
+def _group_outcomes(subs: list[dict[str, Any]], dirs: list[Path]) -> list[dict[str, Any]]:
+    from ..replicas import train_replicas
+
+    try:
+        cfgs = [TrainConfig.from_dict(s["config"]) for s in subs]
+        data = _dataset(cfgs[0]) if cfgs[0].dataset != "synthetic" else None   # synthetic data depend on the seed
+        results = train_replicas(cfgs, dirs, dataset=data, progress=False, log=lambda _msg: None)
+    except Exception as exc:  # noqa: BLE001 - the whole group fails, each point with the reason
+        reason, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        return [{"id": s["id"], "status": "failed", "reason": reason, "history": _history(d), "traceback": tb}
+                for s, d in zip(subs, dirs)]
+    return [{"id": s["id"], "status": "done" if r.status == "completed" else "failed",
+             "reason": "" if r.status == "completed" else f"diverged: {r.message}", "history": r.history,
+             "traceback": ""} for s, r in zip(subs, results)]
+
+
+def execute_group(task: dict[str, Any]) -> dict[str, Any]:
+    """Train a replica group (points equal but for the seed) in one batched pass; one outcome per point."""
+    t0 = time.perf_counter()
+    threads = task.get("threads")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    subs = list(task["group"])
+    ship = not all(s.get("run_dir") for s in subs)
+    try:
+        if not ship:
+            outcomes = _group_outcomes(subs, [Path(s["run_dir"]) for s in subs])
+        else:
+            with tempfile.TemporaryDirectory(prefix="imc-grapes-group-") as tmp:
+                dirs = [Path(tmp) / s["id"] for s in subs]
+                outcomes = _group_outcomes(subs, dirs)
+                for out, d in zip(outcomes, dirs):
+                    out["files"] = {name: (d / name).read_text() for name in RUN_FILES if (d / name).exists()}
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+    wall = time.perf_counter() - t0
+    host, pid = socket.gethostname(), os.getpid()
+    for out in outcomes:
+        out.setdefault("files", {})
+        out.update({"wall_time_s": wall, "host": host, "pid": pid, "engine": "replicas"})
+    return {"id": task["id"], "outcomes": outcomes, "wall_time_s": wall, "host": host, "pid": pid}
 
 
 def execute_point(task: dict[str, Any]) -> dict[str, Any]:

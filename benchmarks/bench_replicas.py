@@ -1,0 +1,142 @@
+"""Points per second of the replica engine (``--replicas R``) against running the same points one by one.
+
+A point is one training run of a small analog MLP (default 784-64-10, crossbar backend, ReRamSB preset, GRAPES,
+batch 32, ``--steps`` steps on synthetic data, one evaluation on 100 test samples). For R = 1, 4, 16, 64 the
+replica trainer (:func:`imc_grapes.replicas.train_replicas`) trains R seeds in one batched pass; the baselines run
+points one by one in the same process: the plain ``train`` path and the replica trainer at E = 1. All ratios come
+from the same invocation. A script, not a test::
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_replicas.py [--device cpu|cuda] [--out results.json]
+
+Options: ``--replicas 1,4,16,64``, ``--steps 24``, ``--hidden 64``, ``--batch 32``, ``--one-by-one 4`` (points
+timed per baseline), ``--optimizer grapes``, ``--quick`` (R = 1,4,16, 8 steps). The default CPU run takes about
+1-3 minutes.
+
+Reading it: on a GPU the batched pass keeps the device busy and points/second grow with R; on a CPU the replica
+path is not expected to win (the plain CPU path uses sparse, data-dependent update shortcuts that the replica path
+avoids so that a replica's random numbers do not depend on the others).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from imc_grapes.backends.settings import AnalogSettings  # noqa: E402
+from imc_grapes.config import TrainConfig  # noqa: E402
+from imc_grapes.data import load_dataset  # noqa: E402
+from imc_grapes.replicas import train_replicas  # noqa: E402
+from imc_grapes.train import train  # noqa: E402
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(dataset="synthetic", backend="crossbar", model="mlp", hidden=(args.hidden,), rule="bp",
+                       optimizer=args.optimizer, lr=0.05, batch_size=args.batch, epochs=1,
+                       train_subset=args.steps * args.batch, test_subset=100, evals_per_epoch=1, device=args.device,
+                       analog=AnalogSettings(preset="ReRamSB", sat_probe_every=0))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    cfg = base_config(args)
+    data = load_dataset("synthetic", device=device, seed=0)        # one data set for every point (not timed)
+    if args.steps * args.batch > len(data.train):
+        raise SystemExit(f"--steps x --batch must be <= {len(data.train)} synthetic training samples")
+    seeds = list(range(1000, 1000 + max(max(args.replicas), args.one_by_one)))
+    # warm-up (allocators, lazy imports, kernels)
+    train_replicas([cfg.replace(seed=1, train_subset=2 * args.batch)], dataset=data, log=_quiet)
+    train(cfg.replace(seed=1, train_subset=2 * args.batch), dataset=data, progress=False, log=_quiet)
+
+    n = args.one_by_one
+    t_plain = _timed(lambda: [train(cfg.replace(seed=s), dataset=data, progress=False, log=_quiet)
+                              for s in seeds[:n]], device)
+    t_e1 = _timed(lambda: [train_replicas([cfg.replace(seed=s)], dataset=data, log=_quiet) for s in seeds[:n]],
+                  device)
+    plain_pps, e1_pps = n / t_plain, n / t_e1
+    rows = []
+    for r in args.replicas:
+        secs = _timed(lambda: train_replicas([cfg.replace(seed=s) for s in seeds[:r]], dataset=data, log=_quiet),
+                      device)
+        pps = r / secs
+        rows.append({"replicas": r, "seconds": secs, "points_per_s": pps, "vs_plain_one_by_one": pps / plain_pps,
+                     "vs_replica_e1_one_by_one": pps / e1_pps})
+    return {
+        "device": str(device), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "model": f"{28 * 28}-{args.hidden}-10 mlp, crossbar ReRamSB, {args.optimizer}",
+        "steps_per_point": args.steps, "batch": args.batch,
+        "plain_one_by_one": {"points": n, "seconds": t_plain, "points_per_s": plain_pps},
+        "replica_e1_one_by_one": {"points": n, "seconds": t_e1, "points_per_s": e1_pps},
+        "rows": rows,
+    }
+
+
+def format_table(res: dict[str, Any]) -> str:
+    lines = [f"replica engine vs one-by-one runs: {res['model']}, {res['steps_per_point']} steps of batch "
+             f"{res['batch']} per point, device {res['device']}"
+             + (f" ({res['gpu']})" if res["gpu"] else f", {res['torch_threads']} torch threads"),
+             f"  one by one, plain train:      {res['plain_one_by_one']['points_per_s']:8.2f} points/s",
+             f"  one by one, replicas at E=1:  {res['replica_e1_one_by_one']['points_per_s']:8.2f} points/s",
+             "",
+             f"  {'R':>4}  {'seconds':>8}  {'points/s':>9}  {'x plain':>8}  {'x E=1':>7}"]
+    for row in res["rows"]:
+        lines.append(f"  {row['replicas']:>4}  {row['seconds']:8.2f}  {row['points_per_s']:9.2f}  "
+                     f"{row['vs_plain_one_by_one']:8.2f}  {row['vs_replica_e1_one_by_one']:7.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
+    p.add_argument("--replicas", default="1,4,16,64", help="comma-separated R values (default %(default)s)")
+    p.add_argument("--steps", type=int, default=24, help="training steps per point (default %(default)s)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden width (default %(default)s)")
+    p.add_argument("--optimizer", default="grapes", choices=("sgd", "grapes", "layer-mean"))
+    p.add_argument("--one-by-one", type=int, default=4,
+                   help="points timed per one-by-one baseline (default %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: R = 1,4,16, 8 steps, 2 points per baseline (seconds, not minutes)")
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.replicas, args.steps, args.one_by_one = "1,4,16", 8, 2
+    args.replicas = [int(v) for v in str(args.replicas).split(",") if v.strip()]
+    if not args.replicas or min(args.replicas) < 1 or args.one_by_one < 1 or args.steps < 1:
+        p.error("--replicas, --one-by-one and --steps must be >= 1")
+    res = run(args)
+    print(format_table(res))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2))
+        print(f"\nwrote {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Train R seeds of one analog MLP in one batched pass (the crossbar engine's replica dimension).
+
+:func:`train_replicas` takes configs that differ only in ``seed`` and trains them together: every analog layer is a
+:class:`crossbar.ReplicaLinear` holding all replicas (``x: [E, B, in] -> [E, B, out]``), so one forward, one
+backward and one pulsed update per layer serve all ``E`` runs. Each replica has
+
+* the initial weights :func:`~imc_grapes.backends.build_network` gives for its seed (same model draw, programmed
+  into its own devices), its own device-to-device spread and noise streams (seeded by
+  :func:`~imc_grapes.backends.network.layer_seed`, one counter stream per replica: see :mod:`devices.rng`);
+* its own batch order (the permutations :class:`~imc_grapes.data.BatchLoader` draws for its seed), and its own
+  data when the data set depends on the seed (``synthetic``);
+* the loss ``Σ_e mean_b CE(e)``, so its gradients stay its own; GRAPES (propagated, or the layer-mean control)
+  from its own importance ``Σ_j |w_ij|`` (exact), refreshed every ``analog.importance_every`` batches.
+
+Results: one folder per replica with ``metrics.csv`` and ``results.json`` in :func:`~imc_grapes.train.train`'s
+format (the same history keys except the cost and saturation-probe diagnostics, which the replica engine does not
+record; ``"engine": "replicas"`` and ``"replicas": E`` in ``results.json``; ``time_s`` / ``wall_time_s`` are those
+of the whole batch). A replica whose loss becomes NaN/Inf is recorded as ``diverged`` (its rows so far are kept)
+and the others go on.
+
+Same seeds, same numbers: a replica gives bit-identical results whether it is trained alone (``E = 1``) or with
+others. Against :func:`~imc_grapes.train.train` with the same seed the results are statistically equivalent but not
+identical (the crossbar noise comes from a different generator).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import crossbar
+
+from .backends.hardware import crossbar_config_from
+from .backends.network import layer_seed
+from .config import TrainConfig
+from .data import BatchLoader, Dataset, load_dataset
+from .grapes import BP_CLIP, layer_mean, modulation
+from .io import write_csv_atomic, write_json_atomic
+from .models import build_model
+from .train import RunResult, split_for
+
+__all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
+
+#: optimizers the replica engine implements (GRAPES propagated, its layer-mean control, plain SGD)
+REPLICA_OPTIMIZERS: tuple[str, ...] = ("sgd", "grapes", "layer-mean")
+
+
+def replica_key(cfg: TrainConfig) -> str | None:
+    """Why ``cfg`` cannot run on the replica engine (a sentence), or None when it can."""
+    if cfg.backend != "crossbar":
+        return f"backend {cfg.backend!r} (replicas need backend 'crossbar')"
+    if cfg.model != "mlp":
+        return f"model {cfg.model!r} (replicas need model 'mlp')"
+    if cfg.rule != "bp":
+        return f"rule {cfg.rule!r} (replicas need rule 'bp')"
+    if cfg.optimizer not in REPLICA_OPTIMIZERS:
+        return f"optimizer {cfg.optimizer!r} (replicas support {', '.join(REPLICA_OPTIMIZERS)})"
+    if cfg.dropout > 0:
+        return f"dropout {cfg.dropout} (replicas need dropout 0)"
+    if cfg.grapes_mode and cfg.analog.importance != "exact":
+        return f"analog.importance {cfg.analog.importance!r} (replicas need 'exact')"
+    if cfg.inference_times:
+        return "inference_times (replicas do not run the drift evaluation)"
+    return None
+
+
+def check_replica_configs(cfgs: Sequence[TrainConfig]) -> None:
+    """Raise ``ValueError`` unless ``cfgs`` (at least one) can train together: eligible (:func:`replica_key`) and
+    equal except for ``seed`` (the message names the differing fields)."""
+    if not cfgs:
+        raise ValueError("train_replicas: need at least one config, got none")
+    reason = replica_key(cfgs[0])
+    if reason is not None:
+        raise ValueError(f"train_replicas: not supported by the replica engine: {reason}; run it with train()")
+    base = {k: v for k, v in cfgs[0].to_dict().items() if k != "seed"}
+    differing: set[str] = set()
+    for cfg in cfgs[1:]:
+        d = cfg.to_dict()
+        differing |= {k for k, v in base.items() if d[k] != v}
+    if differing:
+        raise ValueError(f"train_replicas: the configs must differ only in 'seed', but they also differ in "
+                         f"{sorted(differing)}")
+
+
+class ReplicaMLP(torch.nn.Module):
+    """The bias-free MLP of :class:`~imc_grapes.models.MLP` for ``E`` replicas on :class:`crossbar.ReplicaLinear`.
+
+    Args:
+        cfgs: the replicas' configs (checked by :func:`check_replica_configs`).
+        input_shape: one sample's shape. n_classes: output width. device, dtype: where the states live.
+
+    Shapes: ``x: [E, B, *input_shape] -> logits [E, B, n_classes]``. GRAPES factors ``M: [E, out]`` per hidden
+    layer are set by :meth:`refresh_grapes` and applied to the gradient at each hidden layer's pre-activation.
+    """
+
+    def __init__(self, cfgs: Sequence[TrainConfig], input_shape: tuple[int, ...], n_classes: int,
+                 device: torch.device, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        cfg = cfgs[0]
+        self.cfg = cfg
+        self.n_replicas = len(cfgs)
+        sizes = [math.prod(input_shape), *cfg.hidden, n_classes]
+        xcfg = crossbar_config_from(cfg.analog)
+        self.layers = torch.nn.ModuleList([
+            crossbar.ReplicaLinear([layer_seed(c.seed, k) for c in cfgs], n_in, n_out, xcfg, device=device,
+                                   dtype=dtype)
+            for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))])
+        # initial weights: the digital model of each seed, exactly as build_network draws it
+        per_replica = []
+        for c in cfgs:
+            model = build_model(c.model, input_shape=tuple(input_shape), n_classes=n_classes, hidden=list(c.hidden),
+                                activation=c.activation, dropout=c.dropout, rule=c.rule, seed=c.seed)
+            layers = cast(torch.nn.ModuleList, model.layers)
+            per_replica.append([cast(Tensor, layer.weight).detach() for layer in layers])
+        for k, layer in enumerate(self.replica_layers):
+            layer.set_weights(torch.stack([w[k] for w in per_replica]).to(device))
+        self.act = torch.relu if cfg.activation == "relu" else torch.tanh
+        self.names = [f"layers.{k}" for k in range(len(self.layers) - 1)]   # as MLP.named_modules() names them
+        self.modulations: list[Tensor] | None = None
+
+    @property
+    def replica_layers(self) -> list[crossbar.ReplicaLinear]:
+        """The layers, forward order (the last one is the output layer)."""
+        return [layer for layer in self.layers if isinstance(layer, crossbar.ReplicaLinear)]
+
+    @torch.no_grad()
+    def refresh_grapes(self) -> None:
+        """Recompute every hidden layer's factors ``M: [E, out]`` from its exact importance ``Σ_j |w_ij|``."""
+        mode = self.cfg.grapes_mode
+        ms = [modulation(layer.row_sums("exact"), BP_CLIP) for layer in self.replica_layers[:-1]]
+        self.modulations = [layer_mean(m) for m in ms] if mode == "layer-mean" else ms
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.flatten(2)
+        factors = self.modulations if torch.is_grad_enabled() else None
+        for k, layer in enumerate(self.layers[:-1]):
+            a = layer(h)
+            if factors is not None and a.requires_grad:
+                m = factors[k].to(a.dtype).unsqueeze(1)                    # [E, 1, out]
+                a.register_hook(lambda g, m=m: g * m)
+            h = self.act(a)
+        return self.layers[-1](h)
+
+    def zero_grad_analog(self) -> None:
+        """Drop pending updates (the stashed ``(x, d)`` of every layer)."""
+        crossbar.analog_zero_grad(self)
+
+    def step(self, lr: float) -> None:
+        """The pulsed in-memory update of every layer with its stashed ``(x, d)``."""
+        crossbar.analog_step(self, lr)
+
+
+def _stack_splits(splits: Sequence[Any]) -> tuple[Tensor, Tensor]:
+    """``(x: [E|1, n, ...], y: [E|1, n])``: one shared copy when every replica has the same split tensors."""
+    if all(s.x is splits[0].x and s.y is splits[0].y for s in splits):
+        return splits[0].x.unsqueeze(0), splits[0].y.unsqueeze(0)
+    return torch.stack([s.x for s in splits]), torch.stack([s.y for s in splits])
+
+
+def _gather(xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Samples ``idx: [E, B]`` of each replica's split (``xs: [E|1, n, ...]``) -> ``([E, B, ...], [E, B])``."""
+    rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1) if xs.shape[0] > 1 else \
+        torch.zeros(1, 1, dtype=torch.int64, device=idx.device)
+    return xs[rows, idx], ys[rows, idx]
+
+
+@torch.no_grad()
+def _evaluate(model: ReplicaMLP, xs: Tensor, ys: Tensor, n_replicas: int, batch_size: int = 1000
+              ) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy per replica (``[E]`` each) on the evaluation split(s)."""
+    n = xs.shape[1]
+    loss_sum = torch.zeros(n_replicas, dtype=torch.float64, device=xs.device)
+    correct = torch.zeros(n_replicas, dtype=torch.float64, device=xs.device)
+    for i in range(0, n, batch_size):
+        x = xs[:, i:i + batch_size].expand(n_replicas, -1, *xs.shape[2:])
+        y = ys[:, i:i + batch_size].expand(n_replicas, -1)
+        out = model(x)
+        loss_sum += F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).sum(1)
+        correct += (out.argmax(-1) == y).sum(1)
+    return loss_sum / n, correct / n
+
+
+def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | None] | None = None,
+                   dataset: Dataset | None = None, *, dtype: torch.dtype | None = None, progress: bool = False,
+                   log: Callable[[str], None] = print) -> list[RunResult]:
+    """Train the configs ``cfgs`` (equal except ``seed``) together; write each one's files into its folder.
+
+    Args:
+        cfgs: ``E`` configs, eligible for the replica engine (:func:`replica_key`) and differing only in ``seed``.
+        run_dirs: one folder per config (None entries / None: write nothing).
+        dataset: an already loaded data set used by every replica (default: loaded per config as ``train`` does;
+            ``synthetic`` data depends on the seed).
+        dtype: dtype of the device states (default ``torch.get_default_dtype()``).
+        progress: show a progress bar per epoch. log: where one-line epoch summaries go.
+
+    Returns:
+        One :class:`~imc_grapes.train.RunResult` per config, status ``completed`` or ``diverged`` (no exception
+        for a diverging replica).
+
+    Raises:
+        ValueError: configs that differ in anything but ``seed``, or that the replica engine does not support.
+    """
+    from tqdm.auto import tqdm
+
+    cfgs = list(cfgs)
+    check_replica_configs(cfgs)
+    e = len(cfgs)
+    dirs: list[Path | None] = [None] * e if run_dirs is None else [None if d is None else Path(d) for d in run_dirs]
+    if len(dirs) != e:
+        raise ValueError(f"train_replicas: need one run_dir per config ({e}), got {len(dirs)}")
+    cfg = cfgs[0]
+    device = cfg.resolved_device()
+    if dataset is not None:
+        datas = [dataset] * e
+    else:
+        cache: dict[int | None, Dataset] = {}
+        for c in cfgs:
+            key = c.seed if c.dataset == "synthetic" else None
+            if key not in cache:
+                cache[key] = load_dataset(c.dataset, c.data_root, device, c.seed)
+        datas = [cache[c.seed if c.dataset == "synthetic" else None] for c in cfgs]
+    splits = [split_for(c, d) for c, d in zip(cfgs, datas)]
+    eval_split = splits[0][2]
+    train_splits = [s[0].to(device) for s in splits]
+    test_splits = [s[1].to(device) for s in splits]
+    # the same split object for every replica whose data is shared (one copy in memory)
+    if all(d is datas[0] for d in datas):
+        train_splits = [train_splits[0]] * e
+        test_splits = [test_splits[0]] * e
+    xs, ys = _stack_splits(train_splits)
+    xt, yt = _stack_splits(test_splits)
+
+    model = ReplicaMLP(cfgs, tuple(train_splits[0].x.shape[1:]), datas[0].n_classes, device, dtype)
+    loaders = [BatchLoader(s, cfg.batch_size, shuffle=True, seed=c.seed) for s, c in zip(train_splits, cfgs)]
+    n_train, n_batches = len(train_splits[0]), len(loaders[0])
+    results = [RunResult(c, run_dir=d, eval_split=eval_split) for c, d in zip(cfgs, dirs)]
+    for r in results:
+        r.extra.update({"engine": "replicas", "replicas": e})
+    alive = [True] * e
+    t_start = time.perf_counter()
+    check_every = 1 if device.type == "cpu" else 25
+    every = cfg.analog.importance_every
+    lr = float(cfg.lr)
+
+    def save(which: Sequence[int]) -> None:
+        for i in which:
+            r = results[i]
+            r.wall_time_s = time.perf_counter() - t_start
+            if r.run_dir is not None:
+                r.run_dir.mkdir(parents=True, exist_ok=True)
+                write_csv_atomic(r.run_dir / "metrics.csv", r.history)
+                write_json_atomic(r.run_dir / "results.json", r.to_dict())
+
+    def diverge(i: int, msg: str) -> None:
+        alive[i] = False
+        results[i].status, results[i].message = "diverged", msg
+        save([i])
+
+    save(range(e))
+    evals = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
+    train_batches = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros(e, dtype=torch.float64, device=device)
+        correct = torch.zeros(e, dtype=torch.float64, device=device)
+        seen = 0
+        # each replica's permutation, drawn from its loader's generator exactly as BatchLoader does
+        order = torch.stack([torch.randperm(n_train, generator=ld.generator) for ld in loaders]).to(device)
+        bar = tqdm(range(1, n_batches + 1), desc=f"replicas x{e} epoch {epoch}/{cfg.epochs}", disable=not progress,
+                   leave=False, dynamic_ncols=True, mininterval=0.5)
+        for step in bar:
+            x, y = _gather(xs, ys, order[:, (step - 1) * cfg.batch_size: step * cfg.batch_size])
+            model.zero_grad_analog()
+            if cfg.grapes_mode and train_batches % every == 0:
+                model.refresh_grapes()
+            train_batches += 1
+            out = model(x)                                                   # [E, B, classes]
+            per = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)   # [E]
+            per.sum().backward()
+            model.step(lr)
+            loss_sum += per.detach().to(torch.float64) * y.shape[1]
+            correct += (out.detach().argmax(-1) == y).sum(1)
+            seen += y.shape[1]
+            if step % check_every == 0:
+                for i, v in enumerate(per.detach().tolist()):
+                    if alive[i] and not math.isfinite(v):
+                        diverge(i, f"loss became {v} at epoch {epoch}, step {step} (lr={cfg.lr}); lower the lr")
+            if step not in evals:
+                continue
+            train_loss = (loss_sum / seen).tolist()
+            test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
+            acc = (correct / seen).tolist()
+            ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
+            for i in range(e):
+                if not alive[i]:
+                    continue
+                if not math.isfinite(train_loss[i]):
+                    diverge(i, f"loss became {train_loss[i]} during epoch {epoch} (lr={cfg.lr}); lower the lr")
+                    continue
+                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                       "train_loss": train_loss[i], "train_acc": acc[i],
+                                       "test_loss": test_loss[i], "test_acc": test_acc[i],
+                                       "time_s": time.perf_counter() - t0}
+                for name, m in zip(model.names, ms):
+                    row[f"M_mean/{name}"] = m[i]
+                results[i].history.append(row)
+            loss_sum.zero_(), correct.zero_()
+            seen = 0
+            save([i for i in range(e) if alive[i]])
+        bar.close()
+        live = [i for i in range(e) if alive[i]]
+        if live:
+            accs = ", ".join(f"{100 * results[i].history[-1]['test_acc']:.2f}%" for i in live)
+            log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: test acc {accs}")
+    for i in range(e):
+        if alive[i]:
+            results[i].status = "completed"
+    save(range(e))
+    return results

@@ -1,0 +1,157 @@
+"""ReplicaTileArray / ReplicaLinear: E replicas in one pass equal E separate single-replica arrays (bit for bit),
+and the replica path has TileArray's statistics (forward noise, mean pulse response)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crossbar import (AnalogSGD, CrossbarConfig, IOParameters, ReplicaLinear, ReplicaTileArray, TileArray,
+                      UpdateParameters, analog_module_of)
+from devices import ConstantStepDevice, SoftBoundsDevice
+
+F64 = torch.float64
+SEEDS = [11, 22, 33]
+
+
+def noisy_config(device) -> CrossbarConfig:
+    """Every random effect on: DAC/ADC stochastic rounding, input/output/weight noise, bound management,
+    discretized update probabilities with stochastic rounding, and the device's d2d / c2c / write noise."""
+    io = IOParameters(inp_noise=0.02, out_noise=0.06, inp_sto_round=True, out_sto_round=True,
+                      w_noise=0.01, w_noise_type="additive_constant", out_bound=2.0)
+    return CrossbarConfig(device=device, forward=io, backward=IOParameters(out_noise=0.05),
+                          update=UpdateParameters(desired_bl=15, res=0.05, sto_round=True),
+                          tile_rows=8, tile_cols=16)
+
+
+DEVICES = [ConstantStepDevice(dw_min=0.01, write_noise_std=2.0),
+           SoftBoundsDevice(dw_min=0.01, dw_min_std=0.3, w_max_dtod=0.2, w_min_dtod=0.2)]
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: type(d).__name__)
+def test_replicas_equal_separate_single_replica_arrays(device) -> None:
+    cfg = noisy_config(device)
+    out_f, in_f, batch = 20, 30, 5                                  # a 3 x 2 grid of 8 x 16 tiles
+    together = ReplicaTileArray(SEEDS, out_f, in_f, cfg, dtype=F64)
+    alone = [ReplicaTileArray([s], out_f, in_f, cfg, dtype=F64) for s in SEEDS]
+    for k, a in enumerate(alone):                                   # d2d parameters: replica k's own stream
+        for name, _ in a._param_buffers:
+            assert torch.equal(getattr(together, name)[k * 6:(k + 1) * 6], getattr(a, name))
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(3, out_f, in_f, generator=gen, dtype=F64) * 0.4 - 0.2
+    together.program(w)
+    for k, a in enumerate(alone):
+        a.program(w[k:k + 1])
+    for step in range(4):
+        x = torch.randn(3, batch, in_f, generator=gen, dtype=F64)
+        d = torch.randn(3, batch, out_f, generator=gen, dtype=F64) * 0.5
+        y = together.forward(x)
+        z = together.backward(d)
+        together.update(x, d, 0.05)
+        hw = together.row_sums("hardware")
+        for k, a in enumerate(alone):
+            assert torch.equal(y[k:k + 1], a.forward(x[k:k + 1])), f"forward, step {step}, replica {k}"
+            assert torch.equal(z[k:k + 1], a.backward(d[k:k + 1])), f"backward, step {step}, replica {k}"
+            a.update(x[k:k + 1], d[k:k + 1], 0.05)
+            assert torch.equal(together.read()[k:k + 1], a.read()), f"update, step {step}, replica {k}"
+            assert torch.equal(together.read(hidden=True)[k:k + 1], a.read(hidden=True))
+            assert torch.equal(hw[k:k + 1], a.row_sums("hardware"))
+    assert not torch.equal(together.read()[0], together.read()[1])           # the replicas really differ
+    assert int(together.counters["updates"]) == 12
+    assert int(together.counters["pulses"]) == sum(int(a.counters["pulses"]) for a in alone) > 0
+    # the update moved the weights by about -lr d x^T (sanity of the pulsed path, not a captured value)
+    assert together.read().shape == (3, out_f, in_f)
+
+
+def test_replica_linear_autograd_and_update_equal_separate() -> None:
+    cfg = noisy_config(ConstantStepDevice(dw_min=0.01))
+    lin = ReplicaLinear(SEEDS, 12, 7, cfg, dtype=F64)
+    singles = [ReplicaLinear([s], 12, 7, cfg, dtype=F64) for s in SEEDS]
+    w = torch.rand(3, 7, 12, generator=torch.Generator().manual_seed(1), dtype=F64) * 0.4 - 0.2
+    lin.set_weights(w)
+    for k, s in enumerate(singles):
+        s.set_weights(w[k:k + 1])
+    x = torch.randn(3, 4, 12, dtype=F64, requires_grad=True)
+    y = lin(x)
+    y.square().sum().backward()
+    assert lin.stashed == 1
+    assert analog_module_of(lin.analog_ctx) is lin                         # found by AnalogSGD / analog_step
+    AnalogSGD(lin.parameters(), lr=0.1).step()                              # = lin.analog_update(0.1)
+    for k, s in enumerate(singles):
+        xk = x.detach()[k:k + 1].clone().requires_grad_(True)
+        yk = s(xk)
+        yk.square().sum().backward()
+        s.analog_update(0.1)
+        assert torch.equal(y.detach()[k:k + 1], yk.detach())
+        assert torch.equal(x.grad[k:k + 1], xk.grad)
+        assert torch.equal(lin.get_weights()[k:k + 1], s.get_weights())
+    assert lin.stashed == 0
+
+
+def test_update_none_is_exact_per_replica_sgd() -> None:
+    cfg = CrossbarConfig.perfect(device=ConstantStepDevice(), update=UpdateParameters(pulse_type="none"),
+                                 tile_rows=4, tile_cols=8)
+    arr = ReplicaTileArray([1, 2], 10, 19, cfg, dtype=F64)
+    w = torch.randn(2, 10, 19, dtype=F64) * 0.05
+    arr.program(w)
+    x, d = torch.randn(2, 5, 19, dtype=F64), torch.randn(2, 5, 10, dtype=F64)
+    w0 = arr.read()
+    arr.update(x, d, 0.1)
+    expected = w0.numpy() - 0.1 * (d.numpy().transpose(0, 2, 1) @ x.numpy())   # numpy reference per replica
+    torch.testing.assert_close(arr.read(), torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+    # perfect forward is the exact product, exact row sums are sum |w|
+    torch.testing.assert_close(arr.forward(x), torch.einsum("eoi,ebi->ebo", arr.read(), x))
+    torch.testing.assert_close(arr.row_sums(), arr.read().abs().sum(-1))
+    with pytest.raises(ValueError, match="replicas first"):
+        arr.forward(torch.randn(3, 5, 19, dtype=F64))
+
+
+def test_statistics_match_tile_array() -> None:
+    """Same config: the replica path's forward error std and mean pulse response agree with TileArray's."""
+    dev = ConstantStepDevice(dw_min=0.002, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0, w_max_dtod=0.0)
+    io = IOParameters(out_noise=0.06, inp_res=0.0, out_res=0.0, bound_management="none")
+    cfg = CrossbarConfig(device=dev, forward=io, backward=io, tile_rows=64, tile_cols=64)
+    out_f, in_f, n = 64, 64, 400
+    w = torch.rand(out_f, in_f, generator=torch.Generator().manual_seed(3)) * 0.2 - 0.1
+    x = torch.rand(n, in_f, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    exact = x @ w.T
+    tile = TileArray(out_f, in_f, cfg, seed=5)
+    tile.program(w)
+    rep = ReplicaTileArray([5, 6], out_f, in_f, cfg)
+    rep.program(w.expand(2, -1, -1))
+    err_t = (tile.forward(x) - exact).std()
+    err_r = (rep.forward(x.expand(2, -1, -1)) - exact).std()
+    # out_noise 0.06 (normalized by max|x| per vector): both stds are estimates from 25600 numbers each, whose
+    # relative SE is ~0.5 %; allow 5 %
+    assert abs(float(err_r) / float(err_t) - 1) < 0.05
+    # mean pulse response: one update of 64 samples with constant x, d (every device the same expected change)
+    batch = 64
+    xu = torch.full((batch, in_f), 0.5)
+    du = torch.full((batch, out_f), 0.2)
+    lr = 0.01
+    tile.program(torch.zeros(out_f, in_f))
+    rep.program(torch.zeros(2, out_f, in_f))
+    tile.update(xu, du, lr)
+    rep.update(xu.expand(2, -1, -1), du.expand(2, -1, -1), lr)
+    expected = -lr * 0.5 * 0.2 * batch                               # -lr Σ_b d x = -0.064 per device
+    m_t, m_r = float(tile.read().mean()), float(rep.read().mean())
+    # Per sample a device gets a pulse of dw_min when both its lines fire (BL = 1, p_x = p_d = 0.707); the
+    # array mean per sample is dw_min * mean(fired x lines) * mean(fired d lines), relative SD
+    # sqrt(2 * 0.293 / (0.707 * 64)) ~ 11 %, so ~1.4 % over 64 samples (1 % for the two replicas' mean;
+    # c2c noise adds less). Bounds: 5 % (3.5 SE) and 7 % for the ratio (4 SE).
+    assert abs(m_t / expected - 1) < 0.05 and abs(m_r / expected - 1) < 0.05
+    assert abs(m_t / m_r - 1) < 0.07
+
+
+def test_state_dict_round_trip_continues_the_streams() -> None:
+    cfg = noisy_config(ConstantStepDevice(dw_min=0.01, write_noise_std=1.0))
+    a = ReplicaTileArray([4, 5], 9, 13, cfg, dtype=F64)
+    a.program(torch.rand(2, 9, 13, dtype=F64) * 0.2 - 0.1)
+    x = torch.randn(2, 3, 13, dtype=F64)
+    a.forward(x)
+    b = ReplicaTileArray([4, 5], 9, 13, cfg, dtype=F64)
+    b.load_state_dict(a.state_dict())
+    assert b.generator.counter == a.generator.counter > 0
+    assert torch.equal(a.forward(x), b.forward(x))
+    with pytest.raises(ValueError, match="differ from this generator"):
+        ReplicaTileArray([4, 6], 9, 13, cfg, dtype=F64).load_state_dict(a.state_dict())

@@ -1,0 +1,141 @@
+"""train_replicas / ReplicaMLP: E seeds trained in one batched pass give the same numbers as E separate replica
+runs with those seeds (SGD, GRAPES, layer-mean), start from build_network's weights, write train()'s files, and
+reject what they do not support."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imc_grapes.backends import build_network
+from imc_grapes.config import TrainConfig
+from imc_grapes.data import BatchLoader, load_dataset
+from imc_grapes.models import build_model
+from imc_grapes.replicas import ReplicaMLP, replica_key, train_replicas
+
+SEEDS = (1, 2, 3, 4)
+
+
+def base_cfg(**kw) -> TrainConfig:
+    d = dict(dataset="synthetic", backend="crossbar", hidden=(24,), batch_size=32, train_subset=160,
+             test_subset=64, evals_per_epoch=2, lr=0.05, epochs=2, analog={"tile_size": 16})
+    d.update(kw)
+    return TrainConfig(**d)
+
+
+def strip(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "grapes", "layer-mean"])
+def test_batched_seeds_equal_separate_runs(optimizer: str, tmp_path) -> None:
+    cfgs = [base_cfg(optimizer=optimizer, seed=s) for s in SEEDS]
+    together = train_replicas(cfgs, [tmp_path / f"r{s}" for s in SEEDS], log=lambda _m: None)
+    for cfg, res in zip(cfgs, together):
+        alone = train_replicas([cfg], log=lambda _m: None)[0]
+        assert res.status == alone.status == "completed"
+        assert len(res.history) == 4                                     # 2 epochs x 2 evaluations
+        assert strip(res.history) == strip(alone.history)                # exact equality, every metric
+    assert len({r.history[-1]["test_loss"] for r in together}) == len(SEEDS)   # the seeds really differ
+    # train()'s file format, plus the engine
+    saved = json.loads((tmp_path / "r3" / "results.json").read_text())
+    assert saved["status"] == "completed" and saved["engine"] == "replicas" and saved["replicas"] == 4
+    assert saved["config"]["seed"] == 3 and saved["history"][-1]["test_acc"] == together[2].history[-1]["test_acc"]
+    header = (tmp_path / "r3" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc"} <= set(header)
+    if optimizer != "sgd":
+        assert "M_mean/layers.0" in header
+        m = [row["M_mean/layers.0"] for row in together[0].history]
+        assert all(1.0 <= v <= 2.0 for v in m)
+
+
+def test_per_step_weights_equal_separate_models() -> None:
+    """Step by step: the E=4 model's weights equal those of four E=1 models fed the same batches (GRAPES)."""
+    cfgs = [base_cfg(optimizer="grapes", seed=s, hidden=(20, 12)) for s in SEEDS]
+    data = load_dataset("synthetic", seed=0)
+    shape = tuple(data.train.x.shape[1:])
+    together = ReplicaMLP(cfgs, shape, 10, torch.device("cpu"))
+    alone = [ReplicaMLP([c], shape, 10, torch.device("cpu")) for c in cfgs]
+    gen = torch.Generator().manual_seed(0)
+    for step in range(3):
+        idx = torch.randint(0, len(data.train), (4, 16), generator=gen)
+        x, y = data.train.x[idx], data.train.y[idx]                     # [4, 16, 1, 28, 28], [4, 16]
+        for model, xs, ys in [(together, x, y)] + [(m, x[k:k + 1], y[k:k + 1]) for k, m in enumerate(alone)]:
+            model.refresh_grapes()
+            out = model(xs)
+            F.cross_entropy(out.flatten(0, 1), ys.flatten(), reduction="none").view_as(ys).mean(1).sum().backward()
+            model.step(0.05)
+        for layer_k, layer in enumerate(together.layers):
+            w = layer.tile.read(hidden=True)
+            for k, m in enumerate(alone):
+                assert torch.equal(w[k:k + 1], m.layers[layer_k].tile.read(hidden=True)), (step, layer_k, k)
+
+
+def test_initial_weights_are_build_networks() -> None:
+    cfgs = [base_cfg(seed=s) for s in (5, 6)]
+    model = ReplicaMLP(cfgs, (1, 28, 28), 10, torch.device("cpu"))
+    for k, cfg in enumerate(cfgs):
+        ref = build_model("mlp", input_shape=(1, 28, 28), n_classes=10, hidden=[24], seed=cfg.seed)
+        for layer, ref_layer in zip(model.layers, ref.layers):
+            tile = layer.tile
+            w = tile.read(hidden=True)[k]
+            lo = torch.stack([tile.grid.from_tiles(t) for t in tile.params.w_min.chunk(2)])[k]
+            hi = torch.stack([tile.grid.from_tiles(t) for t in tile.params.w_max.chunk(2)])[k]
+            assert torch.equal(w, torch.minimum(torch.maximum(ref_layer.weight.detach(), lo), hi))
+        # the same draw as build_network's crossbar model: equal wherever neither network's bounds clipped it
+        net = build_network(cfg, (1, 28, 28), 10, "cpu")
+        same = model.layers[0].tile.read(hidden=True)[k] == net.analog_layers["layers.0"].inner.tile.read(hidden=True)
+        assert same.float().mean() > 0.95
+        net.close()
+
+
+def test_batch_order_is_batchloaders(tmp_path) -> None:
+    """The replica trainer draws each replica's permutation as BatchLoader does for its seed."""
+    cfg = base_cfg(seed=9)
+    data = load_dataset("synthetic", seed=9)
+    loader = BatchLoader(data.train.subset(160), 32, shuffle=True, seed=9)
+    first = next(iter(loader))[1]
+    perm = torch.randperm(160, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(first, data.train.y[:160][perm[:32]])
+    assert replica_key(cfg) is None
+
+
+def test_rejects_differing_or_unsupported_configs() -> None:
+    with pytest.raises(ValueError, match=r"differ only in 'seed'.*\['batch_size', 'lr'\]"):
+        train_replicas([base_cfg(seed=1), base_cfg(seed=2, lr=0.1, batch_size=16)])
+    for bad, what in [(dict(rule="fa"), "rule"), (dict(backend="digital"), "backend"),
+                      (dict(optimizer="grapes-local"), "optimizer"), (dict(dropout=0.1), "dropout"),
+                      (dict(model="cnn"), "model"),
+                      (dict(optimizer="grapes", analog={"tile_size": 16, "importance": "array"}), "importance")]:
+        with pytest.raises(ValueError, match=what):
+            train_replicas([base_cfg(**bad)])
+    with pytest.raises(ValueError, match="one run_dir per config"):
+        train_replicas([base_cfg(seed=1), base_cfg(seed=2)], ["a"])
+
+
+def test_diverging_replica_is_recorded_and_the_others_go_on(tmp_path, monkeypatch) -> None:
+    """Replica 1's logits become NaN from its 3rd training step on: it is recorded as diverged with the rows it
+    finished, replica 0 completes with the same history as when trained alone."""
+    forward = ReplicaMLP.forward
+    calls = {"n": 0}
+
+    def poisoned(self, x):
+        out = forward(self, x)
+        if self.n_replicas == 2 and torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                out = torch.cat([out[:1], out[1:] * float("nan")])
+        return out
+
+    monkeypatch.setattr(ReplicaMLP, "forward", poisoned)
+    cfgs = [base_cfg(seed=s, epochs=1) for s in (1, 2)]
+    res = train_replicas(cfgs, [tmp_path / "a", tmp_path / "b"], log=lambda _m: None)
+    assert res[1].status == "diverged" and "loss became nan at epoch 1, step 3" in res[1].message
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert saved["status"] == "diverged" and saved["message"] == res[1].message
+    assert len(saved["history"]) == 1                                    # the evaluation after step 2 is kept
+    assert res[0].status == "completed" and len(res[0].history) == 2
+    assert strip(res[0].history) == strip(train_replicas(cfgs[:1], log=lambda _m: None)[0].history)

@@ -1,0 +1,108 @@
+"""``imc-grapes sweep --replicas R``: seed siblings run as one replica batch, each point still gets its own
+folder and result, with the metrics the replica trainer gives when called directly; unsupported points run alone;
+a failing batch marks all its points failed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imc_grapes.config import TrainConfig
+from imc_grapes.replicas import train_replicas
+from imc_grapes.sweep import SweepStore, execute_group, load_spec, replica_groups, run_sweep
+from imc_grapes.sweep.cli import main as sweep_main
+
+SPEC = """
+[base]
+dataset = "synthetic"
+backend = "crossbar"
+hidden = [8]
+train_subset = 100
+test_subset = 60
+batch_size = 25
+evals_per_epoch = 2
+analog = {{tile_size = 16}}
+
+[axes]
+optimizer = ["grapes", "grapes-local"]
+seed = [0, 1, 2]
+"""
+
+
+def write_spec(folder: Path) -> Path:
+    path = folder / "seeds.toml"
+    path.write_text(f'[sweep]\nout = "{folder / "out"}"\n' + SPEC.format())
+    return path
+
+
+def no_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("time_s", "wall_time_s")} for row in history]
+
+
+def test_grouping_even_batches_and_singles(tmp_path) -> None:
+    spec = load_spec(write_spec(tmp_path))
+    points = spec.points()
+    batches = replica_groups(points, 2)
+    grouped = [[p.config.seed for p in b] for b, g in batches if g]
+    alone = [(p.config.optimizer, p.config.seed) for b, g in batches if not g for p in b]
+    assert grouped == [[0, 1], [2]]                                  # 3 grapes seeds in batches of <= 2
+    assert sorted(alone) == [("grapes-local", s) for s in (0, 1, 2)]  # not supported: one by one
+    assert [len(b) for b, g in replica_groups(points, 4) if g] == [3]
+    assert all(not g for b, g in replica_groups(points, 1))           # default: every point alone
+
+
+def test_sweep_with_replicas_matches_the_replica_trainer(tmp_path) -> None:
+    spec_path = write_spec(tmp_path)
+    assert sweep_main([str(spec_path), "--replicas", "2", "--jobs", "1", "--no-report"]) == 0
+    spec = load_spec(spec_path)
+    store = SweepStore(tmp_path / "out")
+    points = spec.points()
+    assert len(list((tmp_path / "out" / "points").glob("*/point.json"))) == len(points) == 6
+    for p in points:
+        result = store.read_result(p.id)
+        assert result is not None and result["status"] == "done", result
+        run = json.loads((store.point_dir(p.id) / "run.json").read_text())
+        run_results = json.loads((store.run_dir(p.id) / "results.json").read_text())
+        if p.config.optimizer == "grapes":
+            assert run["engine"] == "replicas" and run_results["engine"] == "replicas"
+            direct = train_replicas([p.config], log=lambda _m: None)[0]    # a replica's numbers are its own
+            assert result["history"] == no_time(direct.history)
+            assert result["metrics"]["final_test_acc"] == direct.history[-1]["test_acc"]
+        else:
+            assert run["engine"] == "train" and "engine" not in run_results
+    # resumed: nothing left to run
+    assert sweep_main([str(spec_path), "--replicas", "2", "--jobs", "1", "--no-report"]) == 0
+
+
+class Crashing:
+    """An executor whose workers die: every task comes back as a crash outcome (as executors report it)."""
+
+    name, ships_files = "crashing", False
+
+    def run(self, tasks, on_start, on_result):
+        for t in tasks:
+            on_start(t)
+            on_result(t, {"id": t["id"], "status": "failed", "reason": "worker process died", "history": [],
+                          "files": {}, "wall_time_s": None, "host": None, "pid": None, "traceback": ""})
+
+
+def test_a_failing_batch_marks_all_its_points_failed(tmp_path) -> None:
+    spec = load_spec(write_spec(tmp_path))
+    status = run_sweep(spec, executor=Crashing(), replicas=3, log=lambda _m: None)
+    assert status.complete and status.count("failed") == 6
+    assert {p.reason for p in status.points} == {"worker process died"}
+
+
+def test_group_outcome_ships_files_without_a_run_dir() -> None:
+    cfgs = [TrainConfig(dataset="synthetic", backend="crossbar", hidden=(8,), train_subset=50, test_subset=20,
+                        batch_size=25, analog={"tile_size": 16}, seed=s) for s in (0, 1)]
+    task = {"id": "g", "config": cfgs[0].to_dict(),
+            "group": [{"id": f"p{s}", "config": c.to_dict(), "run_dir": None} for s, c in enumerate(cfgs)]}
+    out = execute_group(task)
+    assert [o["id"] for o in out["outcomes"]] == ["p0", "p1"]
+    for o in out["outcomes"]:
+        assert o["status"] == "done" and o["engine"] == "replicas"
+        assert set(o["files"]) == {"metrics.csv", "results.json"}
+        assert json.loads(o["files"]["results.json"])["history"] == o["history"]
+    bad = {**task, "group": [{**task["group"][0]}, {**task["group"][1], "config": {**cfgs[1].to_dict(), "lr": 1.0}}]}
+    failed = execute_group(bad)["outcomes"]
+    assert all(o["status"] == "failed" and "differ only in 'seed'" in o["reason"] for o in failed)

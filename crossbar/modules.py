@@ -133,6 +133,11 @@ class AnalogModuleBase(nn.Module):
         """Number of stashed ``(x, d)`` pairs waiting for the next update."""
         return len(self._stash)
 
+    def pending_pairs(self) -> tuple[tuple[Tensor, Tensor], ...]:
+        """The stashed ``(x, d)`` pairs (layer inputs ``[..., in]``, output gradients ``[..., out]``; detached,
+        ``d`` not yet multiplied by ``error_scale``) that the next :meth:`analog_update` will apply."""
+        return tuple(self._stash)
+
     def clear_stash(self) -> None:
         """Drop the stashed ``(x, d)`` pairs without updating."""
         self._stash.clear()

@@ -232,15 +232,11 @@ class CrossbarLayer(AnalogLayer):
             return self.inner.col_sums(mode="exact")
         return self.inner.col_sums(mode="hardware", g_offset=g_offset)
 
-    def _stash(self) -> list[tuple[Tensor, Tensor]]:
-        # crossbar keeps the (x, d) pairs of the backward passes in AnalogModuleBase._stash (no public accessor)
-        return self.inner._stash
-
     def has_pending(self) -> bool:
         return self.inner.stashed > 0
 
     def _pending_xd(self) -> tuple[Tensor, Tensor] | None:
-        stash = self._stash()
+        stash = self.inner.pending_pairs()
         if not stash:
             return None
         x = torch.cat([s[0].reshape(-1, self.in_features) for s in stash])
@@ -260,7 +256,7 @@ class CrossbarLayer(AnalogLayer):
         xd = self._pending_xd()
         if xd is None:
             return None
-        self._stash().clear()
+        self.inner.clear_stash()
         x, d = xd
         tile = self.inner.tile
         before = tile.read(hidden=True) if probe else None

@@ -181,6 +181,17 @@ def test_zero_grad_drops_unused_stash() -> None:
     assert lin.stashed == 0
 
 
+def test_pending_pairs_are_the_inputs_and_output_gradients() -> None:
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), seed=0)
+    x = torch.randn(3, 4)
+    g = torch.randn(3, 2)
+    (lin(x) * g).sum().backward()                 # d(loss)/d(output) = g
+    (pairs,) = lin.pending_pairs()
+    assert torch.equal(pairs[0], x) and torch.equal(pairs[1], g)
+    lin.clear_stash()
+    assert lin.pending_pairs() == ()
+
+
 def test_module_to_dtype() -> None:
     lin = AnalogLinear(4, 2, seed=0).to(F64)
     assert lin.tile.weight_tiles.dtype == F64 and lin.bias.dtype == F64

@@ -14,8 +14,13 @@ Replica ``e`` therefore draws exactly the numbers it would draw alone: an array 
 ``s_1..s_E`` gives the same forward / backward / update results as ``E`` arrays of one replica with those seeds
 (bit for bit on the same machine and dtype). The data-dependent shortcuts of :class:`~crossbar.tiles.TileArray`
 on the CPU (first bound-management round alone, sparse pulse trains, sparse device update) would make the
-stream depend on all replicas' data, so the replica path always takes the dense, sync-free route (as on GPUs).
-The numbers differ from a ``TileArray`` with the same seed (a different generator); the distributions agree.
+stream depend on all replicas' data, so the replica path never consumes random numbers data-dependently: on GPUs
+it takes the dense, sync-free route; on the CPU (where host reads are free) it computes only what can matter but
+addresses every number by its position in the dense draw (:meth:`devices.rng.CounterRNG.uniform_runs` /
+:meth:`~devices.rng.CounterRNG.at`), so it gets the dense route's numbers and counts: the pulse trains hold only
+the slots each sample uses (``slot < BL``, packed per tile), and the device update runs in cache-sized blocks
+(only the pulsed devices when few are). The numbers differ from a ``TileArray`` with the same seed (a different
+generator); the distributions agree.
 
 :class:`ReplicaLinear` is the bias-free ``nn.Linear`` of ``E`` replicas (``x: [E, B, in] -> [E, B, out]``), an
 analog module like :class:`~crossbar.modules.AnalogLinear`: the pulsed in-memory update is applied at
@@ -34,9 +39,108 @@ from crossbar.mapping import TileGrid
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import COUNTER_NAMES
-from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains
+from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
-from devices.rng import CounterRNG
+from devices.rng import CounterRNG, IndexedDraws
+
+_BLOCK = 480 * 64
+"""Devices per block of the CPU device update: a multiple of 64 (SIMD), below torch's parallel grain size
+(32768: one thread per op, so no E-dependent thread split) and small enough for the temporaries to stay in L2.
+With one torch thread (nothing is split) blocks may be ``_BLOCK_1T`` long (fewer Python calls)."""
+
+_BLOCK_1T = 1 << 16
+
+
+def _block_size() -> int:
+    """Block length for the CPU device update (see ``_BLOCK``)."""
+    return _BLOCK_1T if torch.get_num_threads() == 1 else _BLOCK
+
+
+_DENSE_FRACTION = 0.25
+"""CPU device update: above this fraction of devices with pulses, compute all devices in place (no gather)."""
+
+_TRAIN_BUDGET = 1 << 19
+"""Numbers per tile group of the CPU pulse trains (``tiles x K x (cols + rows)``): small enough to stay in cache."""
+
+
+def _compact_counts(plan: _TrainPlan, generator: CounterRNG) -> tuple[Tensor, Tensor, Tensor]:
+    """``(n_up, n_down, total)`` of the plan's trains (as :func:`~crossbar.update._dense_counts` of the dense
+    trains of all ``n_slots`` slots), drawing only the slots that can fire (CPU: host reads).
+
+    Per tile, only the ``(sample, slot)`` pairs with ``slot < BL[tile, sample]`` are drawn, packed along the batch
+    axis (``K`` pairs per tile, shorter tiles padded with silent pairs), for groups of tiles of about
+    ``_TRAIN_BUDGET`` numbers at a time. Every number is the one the dense draw has at that line and slot
+    (:meth:`devices.rng.CounterRNG.uniform_runs`, the group's draws made at the dense draws' counter positions;
+    the generator ends where the dense draws leave it), and the pairs left out are those the dense trains
+    silence (``slot >= BL``; ``BL = 0`` only where no input or no error line can fire), so the counts are exactly
+    the dense trains' counts. ``n_up``, ``n_down``: ``[R, C, rows, cols]``; ``total``: 0-d.
+    """
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    dev, dtype = plan.x_abs.device, plan.x_abs.dtype
+    tiles = n_r * n_c
+    x_shape, d_shape = (n_r, n_c, batch, n_slots, cols), (n_r, n_c, batch, n_slots, rows)
+
+    def rows_of(t: Tensor, n_line: int) -> Tensor:                               # [R|1, C, batch, line] rows
+        return t.expand(n_r, n_c, batch, n_line).reshape(tiles * batch, n_line)
+
+    p_x = rows_of(plan.b[..., None] * plan.x_per_tile(plan.x_abs) if plan.p_x is None else plan.p_x, cols)
+    p_d = rows_of(plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d, rows)
+    s_x = rows_of(plan.x_per_tile(plan.x_sign), cols)
+    s_d = rows_of(plan.d_sign[:, None], rows)
+    bl = plan.bl.reshape(tiles, batch)
+    n_used = max(int(bl.max()), 1) if bl.numel() else 1
+    t_idx, b_idx, s_idx = (torch.arange(n_used, device=dev) < bl[..., None]).nonzero(as_tuple=True)  # t, b, s
+    per_tile = bl.sum(dim=1)
+    first = torch.cumsum(per_tile, 0) - per_tile                                 # first pair of each tile
+    counts = per_tile.tolist()
+    bounds = [0] + torch.cumsum(per_tile, 0).tolist()                           # pairs of tiles < t: bounds[t]
+    group = max(1, _TRAIN_BUDGET // (max(max(counts, default=1), 1) * (cols + rows)))   # tiles per group
+    c0 = generator.counter
+    n_up, n_down, totals = [], [], []
+    for t0 in range(0, tiles, group):
+        t1 = min(t0 + group, tiles)
+        k = max(max(counts[t0:t1]), 1)
+        lo, hi = bounds[t0], bounds[t1]
+        t, b, s = t_idx[lo:hi], b_idx[lo:hi], s_idx[lo:hi]
+        pair = (t - t0) * k + torch.arange(lo, hi, device=dev) - first.index_select(0, t)
+        sample = (torch.arange(t0, t1, device=dev) * batch).repeat_interleave(k)   # [G*K]; pads: sample 0
+        sample.index_copy_(0, pair, t * batch + b)
+        row = sample * n_slots                                                   # slot 0 of that (tile, sample)
+        row.index_copy_(0, pair, row.index_select(0, pair) + s)
+        live = torch.zeros(sample.numel(), device=dev, dtype=dtype).index_fill_(0, pair, 1.0)
+        generator.counter = c0
+        x_bits = generator.uniform_runs(x_shape, row * cols, cols, dtype).lt_(p_x.index_select(0, sample))
+        d_bits = generator.uniform_runs(d_shape, row * rows, rows, dtype).lt_(p_d.index_select(0, sample))
+        d_bits.mul_(live[:, None])
+        g = t1 - t0
+        trains = _Trains(x_bits.view(g, 1, k, 1, cols), d_bits.view(g, 1, k, 1, rows),
+                         s_x.index_select(0, sample).view(g, 1, k, cols),
+                         s_d.index_select(0, sample).view(g, 1, k, rows))
+        up, down, total = _dense_counts(trains)
+        n_up.append(up)
+        n_down.append(down)
+        totals.append(total)
+    shape = (n_r, n_c, rows, cols)
+    return torch.cat(n_up).view(shape), torch.cat(n_down).view(shape), torch.stack(totals).sum()
+
+
+def _block_of(cut: tuple[int, int], per: int) -> tuple[int, int, int, int]:
+    """A flat cut of :func:`_dense_blocks` as a ``(r0, r1, s, e)`` block of :meth:`devices.rng.CounterRNG.at`."""
+    a, b = cut
+    r0 = a // per
+    if b - r0 * per <= per:
+        return r0, r0 + 1, a - r0 * per, b - r0 * per
+    return r0, b // per, 0, per
+
+
+def _dense_blocks(n_replicas: int, per: int, size: int) -> list[tuple[int, int]]:
+    """Flat ``(start, stop)`` cuts of ``n_replicas`` blocks of ``per`` (a multiple of 64) states, at most
+    ``size`` long, none crossing a replica unless it holds whole replicas: ``per >= size`` -> pieces of one
+    replica; else groups of ``size // per`` replicas."""
+    if per >= size:
+        return [(r * per + s, r * per + min(s + size, per)) for r in range(n_replicas) for s in range(0, per, size)]
+    k = size // per
+    return [(r * per, min(r + k, n_replicas) * per) for r in range(0, n_replicas, k)]
 
 __all__ = ["ReplicaTileArray", "ReplicaLinear"]
 
@@ -252,8 +356,9 @@ class ReplicaTileArray(nn.Module):
             x: ``[E, B, in]`` layer inputs per replica. d: ``[E, B, out]`` gradients w.r.t. the outputs.
             lr: learning rate (number or 0-d tensor), the same for every replica.
 
-        Pulsed types: dense pulse trains of ``max_bl`` slots for every tile of every replica, coincidence counts,
-        then the device response on all replicas' devices at once. ``pulse_type="none"``: the exact update.
+        Pulsed types: pulse trains for every tile of every replica (GPU: dense, ``max_bl`` slots; CPU: only the
+        slots below each sample's BL, the same numbers), coincidence counts, then the device response on all
+        replicas' devices (CPU: in blocks, see :meth:`_apply_pulses_cpu`). ``pulse_type="none"``: the exact update.
         """
         self._check(x, self.in_features, "update")
         self._check(d, self.out_features, "update")
@@ -273,16 +378,100 @@ class ReplicaTileArray(nn.Module):
         else:
             device = cfg.device
             plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
-            n_up, n_down, total = _dense_counts(_draw_dense_trains(plan, self.generator))
+            on_cpu = self.weight_tiles.device.type == "cpu"
+            # CPU: only the slots each sample uses (host reads, free there); GPU: all slots, sync-free
+            n_up, n_down, total = (_compact_counts(plan, self.generator) if on_cpu
+                                   else _dense_counts(_draw_dense_trains(plan, self.generator)))
             n_up, n_down = n_up.reshape(shape), n_down.reshape(shape)
-            params = self.params
-            device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
-            if self.has_write_noise:
-                touched = (n_up + n_down) > 0
-                noisy = device.write_noise(self.weight_tiles, params, self.generator)
-                self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
+            if on_cpu:
+                self._apply_pulses_cpu(n_up, n_down)
+            else:
+                params = self.params
+                device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
+                if self.has_write_noise:
+                    touched = (n_up + n_down) > 0
+                    noisy = device.write_noise(self.weight_tiles, params, self.generator)
+                    self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
             self.counter_pulses.add_(total.to(torch.int64))
         self.counter_updates.add_(self.n_replicas)
+
+    def _apply_pulses_cpu(self, n_up: Tensor, n_down: Tensor) -> None:
+        """CPU form of the device update and write-noise redraw, in cache-sized blocks; ``n_up``, ``n_down``:
+        ``[E*T, rows, cols]`` counts. Host reads (free on the CPU).
+
+        Every device's new state is computed elementwise from its own state, counts, parameters and the dense
+        draw's numbers *at its position* (:meth:`devices.rng.CounterRNG.at`; the generator advances as for the
+        dense draw), by vectorized kernels on blocks whose lengths are multiples of 64 (no scalar tails) and
+        below torch's parallel grain size (one thread per op). So a device's result does not depend on where in a
+        block it sits, and each replica gets exactly its ``E = 1`` result whichever of the two layouts is taken:
+
+        * dense (many devices pulsed, ``T*rows*cols`` a multiple of 64): blocks of the states themselves (views;
+          pulse-free devices are computed too and keep their state exactly);
+        * gathered (few pulsed): only the devices with pulses, gathered replica by replica into an ``[E, M]``
+          block (``M`` a multiple of 64, padded with pulse-free dummies whose results are dropped).
+
+        Same distribution as :meth:`devices.PulsedDevice.apply_pulses_`.
+        """
+        w = self.weight_tiles
+        e = self.n_replicas
+        per = w.numel() // e
+        touched = torch.add(n_up, n_down).view(-1) > 0
+        n_touched = int(touched.sum())
+        if per % 64 == 0 and n_touched > _DENSE_FRACTION * w.numel():
+            self._update_blocks(w.view(-1), n_up.reshape(-1), n_down.reshape(-1), self.params, touched,
+                                _dense_blocks(e, per, _block_size()), lambda cut: _block_of(cut, per))
+            return
+        dev = w.device
+        index = touched.nonzero().squeeze(1)                                     # sorted: grouped by replica
+        rep = torch.div(index, per, rounding_mode="floor")
+        counts = torch.bincount(rep, minlength=e)
+        m = -(-max(int(counts.max()), 1) // 64) * 64
+        pos = torch.arange(index.numel(), device=dev) - (torch.cumsum(counts, 0) - counts).index_select(0, rep)
+        slot = rep * m + pos                                                     # place in the [E*M] block
+        gather = (torch.arange(e, device=dev) * per).repeat_interleave(m)        # dummies: a replica's device 0
+        gather.index_copy_(0, slot, index)
+        params = DeviceParams.from_state_dict({k: v.reshape(-1).index_select(0, gather)
+                                               for k, v in self.params.state_dict().items()})
+        keep = torch.zeros(e * m, device=dev, dtype=torch.bool).index_fill_(0, slot, True)
+        sub_up = n_up.reshape(-1).index_select(0, gather).mul_(keep)
+        sub_down = n_down.reshape(-1).index_select(0, gather).mul_(keep)
+        sub_w = w.view(-1).index_select(0, gather)
+        size = _block_size()
+        cuts = [(s, min(s + size, e * m)) for s in range(0, e * m, size)]
+        sub_apparent = self.apparent_tiles.view(-1).index_select(0, gather) if self.has_write_noise else None
+        self._update_blocks(sub_w, sub_up, sub_down, params, keep, cuts, lambda cut: gather[cut[0]:cut[1]],
+                            sub_apparent)
+        w.view(-1).index_copy_(0, index, sub_w.index_select(0, slot))
+        if sub_apparent is not None:
+            self.apparent_tiles.view(-1).index_copy_(0, index, sub_apparent.index_select(0, slot))
+
+    def _update_blocks(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams, touched: Tensor,
+                       cuts: list[tuple[int, int]], where: Any, apparent: Tensor | None = None) -> None:
+        """Device update (then write noise) of the flat states ``w: [n]`` (updated in place) block by block.
+
+        ``cuts``: ``(start, stop)`` ranges of ``w`` (lengths multiples of 64, at most ``_block_size()``); ``where(cut)``
+        gives the positions of that block in the dense draw of the states' shape (an index tensor, or a
+        ``(r0, r1, s, e)`` block of :meth:`devices.rng.CounterRNG.at`). ``touched: [n]`` devices with pulses get
+        their apparent state (``apparent``, default ``self.apparent_tiles``) redrawn."""
+        device = self.config.device
+        shape = self.weight_tiles.shape
+        flat = {k: v.reshape(-1) for k, v in params.state_dict().items()}
+        blocks = [(slice(a, b), DeviceParams.from_state_dict({k: v[a:b] for k, v in flat.items()}), where((a, b)))
+                  for a, b in cuts]
+        parts = []
+        for cut, block_params, pos in blocks:
+            parts.append(self.generator.at(shape, pos, advance=False))
+            device.apply_pulses_(w[cut], n_up[cut], n_down[cut], block_params, parts[-1])
+        IndexedDraws.settle(parts)
+        if not self.has_write_noise:
+            return
+        apparent = self.apparent_tiles.view(-1) if apparent is None else apparent
+        parts = []
+        for cut, block_params, pos in blocks:
+            parts.append(self.generator.at(shape, pos, advance=False))
+            noisy = device.write_noise(w[cut], block_params, parts[-1])
+            apparent[cut] = torch.where(touched[cut], noisy, apparent[cut])
+        IndexedDraws.settle(parts)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:

@@ -430,7 +430,7 @@ class _Trains(NamedTuple):
     x_bits: Tensor      # [R, C, batch, slot, cols]: input line j fires in that slot
     d_bits: Tensor      # [R, C, batch, slot, rows]: error line i fires (slots beyond the sample's BL silent)
     x_sign: Tensor      # [R|1, C, batch, cols], as _TrainPlan.x_per_tile
-    d_sign: Tensor      # [R, batch, rows], as _TrainPlan
+    d_sign: Tensor      # [R, batch, rows], as _TrainPlan (or per tile [R, C, batch, rows])
 
     def fired(self) -> tuple[Tensor, Tensor]:
         """Number of fired input / error lines per (tile, sample, slot): two ``[R*C*batch*slot]`` tensors."""
@@ -504,7 +504,8 @@ def _dense_counts(trains: _Trains, total: Tensor | None = None) -> tuple[Tensor,
     d_flat = d_bits.view(tiles, k_len, rows)
     both = torch.bmm(d_flat.transpose(1, 2), x_flat)                                # n_up + n_down
     xs_flat = (x_bits * trains.x_sign[:, :, :, None, :]).view(tiles, k_len, cols)
-    ds_flat = (d_bits * trains.d_sign[:, None, :, None, :]).view(tiles, k_len, rows)
+    d_sign = trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign   # per row block or per tile
+    ds_flat = (d_bits * d_sign[:, :, :, None, :]).view(tiles, k_len, rows)
     # n_down = (both + signed) / 2 with signed = same-sign minus opposite-sign coincidences (integers: exact)
     n_down = torch.baddbmm(both, ds_flat.transpose(1, 2), xs_flat, beta=0.5, alpha=0.5)
     n_up = both.sub_(n_down)

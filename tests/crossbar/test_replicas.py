@@ -155,3 +155,66 @@ def test_state_dict_round_trip_continues_the_streams() -> None:
     assert torch.equal(a.forward(x), b.forward(x))
     with pytest.raises(ValueError, match="differ from this generator"):
         ReplicaTileArray([4, 6], 9, 13, cfg, dtype=F64).load_state_dict(a.state_dict())
+
+
+# ---------------------------------------------------------------- the CPU shortcuts are exact
+@pytest.mark.parametrize("upd,lr", [
+    (UpdateParameters(desired_bl=15), 0.05),
+    (UpdateParameters(desired_bl=15), -0.3),                                 # negative lr, longer trains
+    (UpdateParameters(desired_bl=7, res=0.05, sto_round=True), torch.tensor(0.1, dtype=F64)),
+    (UpdateParameters(desired_bl=1), 0.02),                                  # one slot: no BL mask
+    (UpdateParameters(desired_bl=9, update_bl_management=False, update_management=True), 0.02),
+], ids=["bl-management", "negative-lr", "discretized-tensor-lr", "one-slot", "fixed-bl"])
+@pytest.mark.parametrize("budget", [1, 1 << 19], ids=["tile-by-tile", "one-group"])
+def test_compact_trains_give_the_dense_counts(upd: UpdateParameters, lr, budget: int, monkeypatch) -> None:
+    """The CPU trains (only slot < BL, packed per tile, in groups of tiles) give exactly the counts of the dense
+    trains of all n_slots slots drawn from the same generator state, and leave the generator where they do."""
+    import crossbar.replicas as rp
+    from crossbar.replicas import _compact_counts
+    monkeypatch.setattr(rp, "_TRAIN_BUDGET", budget)
+    from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains
+    from devices.rng import CounterRNG
+    gen = torch.Generator().manual_seed(9)
+    e, n_r, n_c, batch, rows, cols = 3, 2, 2, 6, 5, 7
+    x = torch.randn(batch, e * n_r, n_c, cols, generator=gen, dtype=F64)
+    d = torch.randn(batch, e * n_r, rows, generator=gen, dtype=F64) * 0.5
+    x[2] = 0.0                                                               # a silent sample (BL = 0)
+    d[4, :n_r] = 0.0                                                         # silent for replica 0 only
+    seeds = [5, 6, 7]
+    g_dense, g_compact = CounterRNG(seeds), CounterRNG(seeds)
+    plan = _plan_trains(x, d, lr, 0.01, upd, g_dense, trim_slots=False)
+    plan_c = _plan_trains(x, d, lr, 0.01, upd, g_compact, trim_slots=False)
+    dense = _dense_counts(_draw_dense_trains(plan, g_dense))
+    compact = _compact_counts(plan_c, g_compact)
+    for a, b in zip(dense, compact):
+        assert torch.equal(a, b)
+    assert float(dense[2]) > 0 and g_dense.counter == g_compact.counter
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: type(d).__name__)
+def test_device_update_layouts_and_blocks_agree(device, monkeypatch) -> None:
+    """Replicas updated with the dense in-place layout and small blocks equal single replicas updated with
+    the gathered layout and one block (per-device results do not depend on layout, block or neighbours)."""
+    import crossbar.replicas as rp
+    cfg = noisy_config(device)
+    out_f, in_f, batch = 16, 32, 3                                           # 2 x 2 tiles of 8 x 16: 512 devices
+    w = torch.rand(3, out_f, in_f, generator=torch.Generator().manual_seed(2), dtype=F64) * 0.4 - 0.2
+    data = torch.Generator().manual_seed(3)
+    steps = [(torch.randn(3, batch, in_f, generator=data, dtype=F64),
+              torch.randn(3, batch, out_f, generator=data, dtype=F64) * 0.5) for _ in range(3)]
+    monkeypatch.setattr(rp, "_DENSE_FRACTION", -1.0)                         # always the dense layout
+    monkeypatch.setattr(rp, "_block_size", lambda: 128)                      # 4 blocks per replica
+    together = ReplicaTileArray(SEEDS, out_f, in_f, cfg, dtype=F64)
+    together.program(w)
+    for x, d in steps:
+        together.update(x, d, 0.05)
+    monkeypatch.setattr(rp, "_DENSE_FRACTION", 2.0)                          # always gathered
+    monkeypatch.setattr(rp, "_block_size", lambda: 1 << 14)
+    for k, s in enumerate(SEEDS):
+        alone = ReplicaTileArray([s], out_f, in_f, cfg, dtype=F64)
+        alone.program(w[k:k + 1])
+        for x, d in steps:
+            alone.update(x[k:k + 1], d[k:k + 1], 0.05)
+        assert torch.equal(together.read()[k:k + 1], alone.read())
+        assert torch.equal(together.read(hidden=True)[k:k + 1], alone.read(hidden=True))
+        assert alone.generator.counter == together.generator.counter

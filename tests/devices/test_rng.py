@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from devices.rng import CounterRNG, normal_, rand, randn
+from devices.rng import CounterRNG, IndexedDraws, normal_, rand, randn
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -89,3 +89,109 @@ def test_torch_generator_dispatch_is_torch_itself() -> None:
     c = CounterRNG([1])
     t = normal_(torch.empty(5, dtype=torch.float64), 2.0, 3.0, c)
     assert torch.equal(t, 2.0 + 3.0 * CounterRNG([1]).normal((5,), torch.float64))
+
+
+# ---------------------------------------------------------------- partial draws (windows, runs, positions)
+@settings(max_examples=40, deadline=None)
+@given(e=st.integers(1, 4), lead=st.integers(1, 3), dims=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       data=st.data(), f64=st.booleans(), kind=st.sampled_from(["uniform", "normal"]))
+def test_window_equals_slice_of_full_draw(e: int, lead: int, dims: list[int], data, f64: bool, kind: str) -> None:
+    """A window (first n entries along a non-leading dim) has exactly the full draw's numbers there, advances the
+    counter as the full draw, and is still replica-major (replica r's window = its E=1 window)."""
+    shape = (e * lead, *dims)
+    dim = data.draw(st.integers(1, len(shape) - 1))
+    n = data.draw(st.integers(0, shape[dim]))
+    dtype = torch.float64 if f64 else torch.float32
+    seeds = list(range(100, 100 + e))
+    full_gen, win_gen = CounterRNG(seeds), CounterRNG(seeds)
+    full_gen.uniform((e * 2,)), win_gen.uniform((e * 2,))                  # a non-zero counter
+    full = getattr(full_gen, kind)(shape, dtype)
+    win = getattr(win_gen, kind)(shape, dtype, window=(dim, n))
+    assert win.shape == full.narrow(dim, 0, n).shape and win.dtype == dtype
+    assert torch.equal(win, full.narrow(dim, 0, n))
+    assert win_gen.counter == full_gen.counter
+    alone = CounterRNG([seeds[-1]])
+    alone.uniform((2,))
+    per_replica = (lead, *dims)
+    assert torch.equal(win[(e - 1) * lead:], getattr(alone, kind)(per_replica, dtype, window=(dim, n)))
+
+
+def test_window_arguments_are_checked() -> None:
+    g = CounterRNG([1, 2])
+    with pytest.raises(ValueError, match="non-leading"):
+        g.uniform((4, 3), window=(0, 1))
+    with pytest.raises(ValueError, match="window size"):
+        g.uniform((4, 3), window=(1, 4))
+    # a torch generator: the slice of torch's own full draw, same stream afterwards
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    w = rand((2, 5, 4), g1, window=(1, 2))
+    full = torch.rand((2, 5, 4), generator=g2)
+    assert torch.equal(w, full[:, :2]) and w.is_contiguous()
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(e=st.integers(1, 4), rows=st.integers(1, 12), length=st.integers(1, 9), data=st.data())
+def test_runs_and_positions_equal_the_full_draw(e: int, rows: int, length: int, data) -> None:
+    """uniform_runs (rows of the last dim), at(index) and at(block) give the full draw's numbers at those places
+    and advance the counter as the full draw (hand-built index expectations)."""
+    shape = (e * rows, length)
+    seeds = list(range(7, 7 + e))
+    ref = CounterRNG(seeds)
+    u_full, z_full = ref.uniform(shape), ref.normal(shape, torch.float64)
+    starts = data.draw(st.lists(st.integers(0, e * rows - 1), min_size=1, max_size=10))
+    idx = data.draw(st.lists(st.integers(0, e * rows * length - 1), min_size=1, max_size=20))
+    g = CounterRNG(seeds)
+    runs = g.uniform_runs(shape, torch.tensor(starts) * length, length)
+    assert torch.equal(runs, u_full[starts])
+    z = randn((len(idx),), g.at(shape, torch.tensor(idx)), dtype=torch.float64)
+    assert torch.equal(z, z_full.reshape(-1)[idx])
+    assert g.counter == ref.counter
+    r0 = data.draw(st.integers(0, e - 1))
+    s = data.draw(st.integers(0, rows * length - 1))
+    g2 = CounterRNG(seeds)
+    blk = rand(((e - r0) * (rows * length - s),), g2.at(shape, (r0, e, s, rows * length)))
+    assert torch.equal(blk, u_full.reshape(e, -1)[r0:, s:].reshape(-1))
+
+
+def test_indexed_draws_are_one_shot_and_settle_once() -> None:
+    g = CounterRNG([1, 2])
+    d = g.at((4, 3), torch.tensor([0, 5, 11]))
+    with pytest.raises(ValueError, match="one draw of shape"):
+        d.uniform((2,))                                                      # wrong size
+    d.uniform((3,))
+    assert g.counter == 6
+    with pytest.raises(ValueError, match="after the draw"):
+        d.uniform((3,))
+    parts = [g.at((4, 3), torch.tensor([1]), advance=False), g.at((4, 3), torch.tensor([2]), advance=False)]
+    parts[0].uniform((1,))
+    assert g.counter == 6                                                    # blocks do not advance
+    with pytest.raises(ValueError, match="some blocks"):
+        IndexedDraws.settle(parts)
+    parts[1].uniform((1,))
+    IndexedDraws.settle(parts)
+    assert g.counter == 12
+    IndexedDraws.settle([g.at((4, 3), torch.tensor([1]), advance=False)])  # nothing drawn: no advance
+    assert g.counter == 12
+
+
+@pytest.mark.parametrize("dtype,bits", [(torch.float32, 23), (torch.float64, 52)])
+def test_uniforms_lie_on_a_symmetric_grid_inside_the_unit_interval(dtype: torch.dtype, bits: int) -> None:
+    """u = (2v + 1)·2^-(bits+1) exactly: odd multiples of half a grid step, so 1 - u is on the grid and u < 1
+    (the top value 1 - 2^-(bits+1) is representable; a 1.0 would give an infinite normal)."""
+    u = CounterRNG([42, 43]).uniform((2, 50_000), dtype).double()
+    k = u * 2.0 ** (bits + 1)
+    assert torch.equal(k, k.round()) and bool((k.remainder(2) == 1).all())
+    assert float(u.max()) <= 1 - 2.0 ** -(bits + 1) and float(u.min()) >= 2.0 ** -(bits + 1)
+    top = torch.tensor([1 - 2.0 ** -(bits + 1)], dtype=dtype)
+    assert float(top) < 1.0
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+def test_normals_are_the_normal_quantile_of_the_uniforms(dtype: torch.dtype, tol: float) -> None:
+    """normal(...) = Φ⁻¹(uniform(...)) (scipy's ndtri in float64 as the reference), to a few ulp."""
+    u = CounterRNG([5]).uniform((100_000,), dtype)
+    z = CounterRNG([5]).normal((100_000,), dtype)
+    ref = stats.norm.ppf(u.double().numpy())
+    err = np.abs(z.double().numpy() - ref) / np.maximum(np.abs(ref), 1.0)
+    assert err.max() < tol and np.isfinite(z.numpy()).all()

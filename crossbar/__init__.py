@@ -11,7 +11,7 @@ from crossbar.optim import AnalogSGD, analog_step, analog_zero_grad
 from crossbar.periphery import (IOParameters, MVMResult, add_gaussian_noise, analog_mvm, bound_management_rounds,
                                 noise_management_scale, quantize, quantize_adc, quantize_dac, resolution_step)
 from crossbar.replicas import ReplicaLinear, ReplicaTileArray
-from crossbar.tiles import COUNTER_NAMES, TileArray
+from crossbar.tiles import COUNTER_NAMES, TileArray, TileState
 from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_probabilities, update_scales
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     # mapping and tiles
     "TileGrid",
     "TileArray",
+    "TileState",
     "COUNTER_NAMES",
     # replicas (crossbar/replicas.py)
     "ReplicaTileArray",

@@ -32,13 +32,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
-from crossbar.tiles import COUNTER_NAMES
+from crossbar.tiles import TileState
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.rng import CounterRNG, IndexedDraws
@@ -145,7 +145,7 @@ def _dense_blocks(n_replicas: int, per: int, size: int) -> list[tuple[int, int]]
 __all__ = ["ReplicaTileArray", "ReplicaLinear"]
 
 
-class ReplicaTileArray(nn.Module):
+class ReplicaTileArray(TileState):
     """``E`` replicas of a logical ``[out_features, in_features]`` weight matrix, simulated together.
 
     Args:
@@ -160,14 +160,6 @@ class ReplicaTileArray(nn.Module):
     over all replicas (each replica did ``counter / E`` of it). The counter generator's position is saved in
     ``_extra_state``.
     """
-
-    weight_tiles: Tensor
-    apparent_tiles: Tensor
-    counter_updates: Tensor
-    counter_pulses: Tensor
-    counter_importance_reads: Tensor
-    counter_adc_conversions: Tensor
-    counter_dac_conversions: Tensor
 
     def __init__(self, seeds: Sequence[int], out_features: int, in_features: int,
                  config: CrossbarConfig | None = None, *, device: torch.device | str | None = None,
@@ -190,19 +182,7 @@ class ReplicaTileArray(nn.Module):
         # device-to-device spread: each replica from its own stream (a loop at construction only)
         per_replica = [cfg.device.sample(shape, CounterRNG([s], device), device, dtype).state_dict()
                        for s in seeds]
-        self._param_buffers: list[tuple[str, str]] = []
-        for key in per_replica[0]:
-            name = "dp_" + key.replace(".", "__")
-            self.register_buffer(name, torch.cat([p[key] for p in per_replica]))
-            self._param_buffers.append((name, key))
-        full = (self.n_replicas * g.n_tiles, g.rows, g.cols)
-        self.register_buffer("weight_tiles", cfg.device.clip(torch.zeros(full, device=device, dtype=dtype),
-                                                             self.params))
-        self.has_write_noise = bool(getattr(cfg.device, "write_noise_std", 0.0) > 0)
-        if self.has_write_noise:
-            self.register_buffer("apparent_tiles", self.weight_tiles.clone())
-        for name in COUNTER_NAMES:
-            self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
+        self._register_state({key: torch.cat([p[key] for p in per_replica]) for key in per_replica[0]}, device, dtype)
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -211,33 +191,11 @@ class ReplicaTileArray(nn.Module):
         return len(self.seeds)
 
     @property
-    def out_features(self) -> int:
-        return self.grid.out_features
-
-    @property
-    def in_features(self) -> int:
-        return self.grid.in_features
-
-    @property
-    def params(self) -> DeviceParams:
-        """The sampled device parameters ``[E*T, rows, cols]`` (views of the ``dp_*`` buffers)."""
-        return DeviceParams.from_state_dict({key: getattr(self, name) for name, key in self._param_buffers})
-
-    @property
     def tiles(self) -> Tensor:
         """States the MVMs see as one grid ``[E*R, C, rows, cols]`` (apparent states with write noise)."""
         w = self.apparent_tiles if self.has_write_noise else self.weight_tiles
         g = self.grid
         return w.view(self.n_replicas * g.n_row_tiles, g.n_col_tiles, g.rows, g.cols)
-
-    @property
-    def counters(self) -> dict[str, Tensor]:
-        """Hardware counters summed over the replicas (0-d int64 tensors, live buffers)."""
-        return {name: getattr(self, f"counter_{name}") for name in COUNTER_NAMES}
-
-    def reset_counters(self) -> None:
-        for name in COUNTER_NAMES:
-            getattr(self, f"counter_{name}").zero_()
 
     def extra_repr(self) -> str:
         g = self.grid
@@ -293,11 +251,7 @@ class ReplicaTileArray(nn.Module):
         apparent states of all devices are redrawn."""
         self._check(weight, self.in_features, "program")
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        tiles = torch.cat([self.grid.to_tiles(w[e]) for e in range(self.n_replicas)])
-        self.weight_tiles.copy_(self.config.device.clip(tiles, self.params))
-        if self.has_write_noise:
-            self.apparent_tiles.copy_(self.config.device.write_noise(self.weight_tiles, self.params,
-                                                                     self.generator))
+        self._program_tiles(torch.cat([self.grid.to_tiles(w[e]) for e in range(self.n_replicas)]))
 
     @torch.no_grad()
     def read(self, hidden: bool = False) -> Tensor:

@@ -31,7 +31,7 @@ from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams
 
-__all__ = ["TileArray", "COUNTER_NAMES"]
+__all__ = ["TileArray", "TileState", "COUNTER_NAMES"]
 
 COUNTER_NAMES: tuple[str, ...] = (
     "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
@@ -63,7 +63,74 @@ def _new_generator(device: torch.device, seed: int) -> torch.Generator:
     return gen
 
 
-class TileArray(nn.Module):
+class TileState(nn.Module):
+    """The state every tile array keeps (shared by :class:`TileArray` and :class:`crossbar.ReplicaTileArray`).
+
+    Subclasses set ``self.config`` and ``self.grid``, then call :meth:`_register_state` with the sampled
+    device parameters; the buffers are ``dp_*`` (device parameters), ``weight_tiles`` (states clipped into each
+    device's bounds, initially zero), ``apparent_tiles`` (only with write noise) and ``counter_*``.
+    """
+
+    config: CrossbarConfig
+    grid: TileGrid
+    weight_tiles: Tensor
+    apparent_tiles: Tensor
+    counter_updates: Tensor
+    counter_pulses: Tensor
+    counter_importance_reads: Tensor
+    counter_adc_conversions: Tensor
+    counter_dac_conversions: Tensor
+
+    def _register_state(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> None:
+        """Register the buffers: ``params`` is a ``DeviceParams.state_dict()`` of the states' shape."""
+        self._param_buffers: list[tuple[str, str]] = []
+        for key, value in params.items():
+            name = "dp_" + key.replace(".", "__")
+            self.register_buffer(name, value)
+            self._param_buffers.append((name, key))
+        shape = next(iter(params.values())).shape
+        self.register_buffer("weight_tiles", self.config.device.clip(torch.zeros(shape, device=device, dtype=dtype),
+                                                                     self.params))
+        self.has_write_noise = bool(getattr(self.config.device, "write_noise_std", 0.0) > 0)
+        if self.has_write_noise:
+            self.register_buffer("apparent_tiles", self.weight_tiles.clone())
+        for name in COUNTER_NAMES:
+            self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
+
+    @torch.no_grad()
+    def _program_tiles(self, tiles: Tensor) -> None:
+        """Set the states to ``tiles`` (the states' shape), clipped into each device's bounds; with write noise
+        the apparent states of all devices are redrawn (``self.generator``)."""
+        self.weight_tiles.copy_(self.config.device.clip(tiles, self.params))
+        if self.has_write_noise:
+            self.apparent_tiles.copy_(self.config.device.write_noise(self.weight_tiles, self.params,
+                                                                     self.generator))
+
+    @property
+    def out_features(self) -> int:
+        return self.grid.out_features
+
+    @property
+    def in_features(self) -> int:
+        return self.grid.in_features
+
+    @property
+    def params(self) -> DeviceParams:
+        """The sampled device parameters (views of the ``dp_*`` buffers, the states' shape)."""
+        return DeviceParams.from_state_dict({key: getattr(self, name) for name, key in self._param_buffers})
+
+    @property
+    def counters(self) -> dict[str, Tensor]:
+        """Hardware counters as 0-d int64 tensors on the array's device (live buffers; read with ``int()``)."""
+        return {name: getattr(self, f"counter_{name}") for name in COUNTER_NAMES}
+
+    def reset_counters(self) -> None:
+        """Set every counter to 0."""
+        for name in COUNTER_NAMES:
+            getattr(self, f"counter_{name}").zero_()
+
+
+class TileArray(TileState):
     """A logical ``[out_features, in_features]`` weight matrix on ``R x C`` analog tiles.
 
     Args:
@@ -74,14 +141,6 @@ class TileArray(nn.Module):
         seed: seed of the array's generator (device-to-device sampling and all later noise). ``None``
             draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
     """
-
-    weight_tiles: Tensor
-    apparent_tiles: Tensor
-    counter_updates: Tensor
-    counter_pulses: Tensor
-    counter_importance_reads: Tensor
-    counter_adc_conversions: Tensor
-    counter_dac_conversions: Tensor
 
     def __init__(self, out_features: int, in_features: int, config: CrossbarConfig | None = None, *,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -99,49 +158,14 @@ class TileArray(nn.Module):
         self.seed = int(seed)
         self.generator = _new_generator(device, self.seed)
         shape = (self.grid.n_tiles, self.grid.rows, self.grid.cols)
-        params = cfg.device.sample(shape, self.generator, device, dtype)
-        self._param_buffers: list[tuple[str, str]] = []
-        for key, value in params.state_dict().items():
-            name = "dp_" + key.replace(".", "__")
-            self.register_buffer(name, value)
-            self._param_buffers.append((name, key))
-        self.register_buffer("weight_tiles", cfg.device.clip(torch.zeros(shape, device=device, dtype=dtype),
-                                                             params))
-        self.has_write_noise = bool(getattr(cfg.device, "write_noise_std", 0.0) > 0)
-        if self.has_write_noise:
-            self.register_buffer("apparent_tiles", self.weight_tiles.clone())
-        for name in COUNTER_NAMES:
-            self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
+        self._register_state(cfg.device.sample(shape, self.generator, device, dtype).state_dict(), device, dtype)
 
     # ------------------------------------------------------------------ basic properties
-    @property
-    def out_features(self) -> int:
-        return self.grid.out_features
-
-    @property
-    def in_features(self) -> int:
-        return self.grid.in_features
-
-    @property
-    def params(self) -> DeviceParams:
-        """The sampled device parameters ``[T, rows, cols]`` (views of the ``dp_*`` buffers)."""
-        return DeviceParams.from_state_dict({key: getattr(self, name) for name, key in self._param_buffers})
-
     @property
     def tiles(self) -> Tensor:
         """States the MVMs see, ``[R, C, rows, cols]`` (apparent states if the device has write noise)."""
         w = self.apparent_tiles if self.has_write_noise else self.weight_tiles
         return w.view(self.grid.n_row_tiles, self.grid.n_col_tiles, self.grid.rows, self.grid.cols)
-
-    @property
-    def counters(self) -> dict[str, Tensor]:
-        """Hardware counters as 0-d int64 tensors on the array's device (live buffers; read with ``int()``)."""
-        return {name: getattr(self, f"counter_{name}") for name in COUNTER_NAMES}
-
-    def reset_counters(self) -> None:
-        """Set every counter to 0."""
-        for name in COUNTER_NAMES:
-            getattr(self, f"counter_{name}").zero_()
 
     def extra_repr(self) -> str:
         g = self.grid
@@ -156,11 +180,7 @@ class TileArray(nn.Module):
         With write noise the apparent states of all devices are redrawn.
         """
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        tiles = self.config.device.clip(self.grid.to_tiles(w), self.params)
-        self.weight_tiles.copy_(tiles)
-        if self.has_write_noise:
-            self.apparent_tiles.copy_(self.config.device.write_noise(self.weight_tiles, self.params,
-                                                                     self.generator))
+        self._program_tiles(self.grid.to_tiles(w))
 
     @torch.no_grad()
     def read(self, hidden: bool = False) -> Tensor:

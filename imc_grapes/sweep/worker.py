@@ -33,6 +33,8 @@ import tempfile
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +103,25 @@ def _group_outcomes(subs: list[dict[str, Any]], dirs: list[Path]) -> list[dict[s
              "traceback": ""} for s, r in zip(subs, results)]
 
 
-def execute_group(task: dict[str, Any]) -> dict[str, Any]:
-    """Train a replica group (points equal but for the seed) in one batched pass; one outcome per point."""
-    t0 = time.perf_counter()
-    threads = task.get("threads")
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (unchanged when None/0), restoring them after."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
+def execute_group(task: dict[str, Any]) -> dict[str, Any]:
+    """Train a replica group (points equal but for the seed) in one batched pass; one outcome per point."""
+    t0 = time.perf_counter()
     subs = list(task["group"])
     ship = not all(s.get("run_dir") for s in subs)
-    try:
+    with _torch_threads(task.get("threads")):
         if not ship:
             outcomes = _group_outcomes(subs, [Path(s["run_dir"]) for s in subs])
         else:
@@ -119,9 +130,6 @@ def execute_group(task: dict[str, Any]) -> dict[str, Any]:
                 outcomes = _group_outcomes(subs, dirs)
                 for out, d in zip(outcomes, dirs):
                     out["files"] = {name: (d / name).read_text() for name in RUN_FILES if (d / name).exists()}
-    finally:
-        if threads:
-            torch.set_num_threads(previous)
     wall = time.perf_counter() - t0
     host, pid = socket.gethostname(), os.getpid()
     for out in outcomes:
@@ -133,24 +141,19 @@ def execute_group(task: dict[str, Any]) -> dict[str, Any]:
 def execute_point(task: dict[str, Any]) -> dict[str, Any]:
     """Train one point; never raises for a failing run (see the module docstring for task/outcome)."""
     t0 = time.perf_counter()
-    threads = task.get("threads")
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
     files: dict[str, str] = {}
-    try:
-        cfg = TrainConfig.from_dict(task["config"])
-        if task.get("run_dir"):
-            status, reason, history, tb = _run(cfg, Path(task["run_dir"]))
-        else:
-            with tempfile.TemporaryDirectory(prefix="imc-grapes-point-") as tmp:
-                status, reason, history, tb = _run(cfg, Path(tmp))
-                files = {name: (Path(tmp) / name).read_text() for name in RUN_FILES if (Path(tmp) / name).exists()}
-    except Exception as exc:  # noqa: BLE001 - e.g. a config this worker's version rejects
-        status, reason, history, tb = "failed", f"{type(exc).__name__}: {exc}", [], traceback.format_exc()
-    finally:
-        if threads:
-            torch.set_num_threads(previous)
+    with _torch_threads(task.get("threads")):
+        try:
+            cfg = TrainConfig.from_dict(task["config"])
+            if task.get("run_dir"):
+                status, reason, history, tb = _run(cfg, Path(task["run_dir"]))
+            else:
+                with tempfile.TemporaryDirectory(prefix="imc-grapes-point-") as tmp:
+                    status, reason, history, tb = _run(cfg, Path(tmp))
+                    files = {name: (Path(tmp) / name).read_text() for name in RUN_FILES
+                             if (Path(tmp) / name).exists()}
+        except Exception as exc:  # noqa: BLE001 - e.g. a config this worker's version rejects
+            status, reason, history, tb = "failed", f"{type(exc).__name__}: {exc}", [], traceback.format_exc()
     return {"id": task["id"], "status": status, "reason": reason, "history": history, "files": files,
             "wall_time_s": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
             "traceback": tb}

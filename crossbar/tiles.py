@@ -304,7 +304,8 @@ class TileArray(TileState):
         if self.__dict__.get("_packed_key") != key:
             self.__dict__["_packed"] = _pack_rows(buffers)
             self.__dict__["_packed_key"] = key
-        columns = torch.cat([part.index_select(0, index).view(buffers[0].dtype).view(index.numel(), -1)
+        per_group = 16 // buffers[0].element_size()          # parameters per 16-byte group (also for n = 0)
+        columns = torch.cat([part.index_select(0, index).view(buffers[0].dtype).view(-1, per_group)
                              for part in self.__dict__["_packed"]], dim=1)
         return DeviceParams.from_state_dict({key: columns[:, k] for k, (_, key) in enumerate(self._param_buffers)})
 

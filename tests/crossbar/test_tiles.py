@@ -245,3 +245,18 @@ def test_config_converts_to_aihwkit() -> None:
     assert rpu.forward.inp_res == pytest.approx(1 / 254)
     assert rpu.forward.noise_management.name == "NONE" and rpu.backward.noise_management.name == "ABS_MAX"
     assert rpu.update.desired_bl == 31 and rpu.device.dw_min == pytest.approx(cfg.device.dw_min)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_update_that_fires_no_pulse_leaves_the_states_unchanged(dtype) -> None:
+    """Non-zero but tiny errors: pulse probabilities ~1e-12, so no device fires (regression: the CPU sparse path
+    crashed gathering the parameters of zero devices)."""
+    from devices import get_preset
+
+    cfg = CrossbarConfig(device=get_preset("ReRamSB"))          # write noise, c2c and d2d spread
+    tile = TileArray(64, 48, cfg, seed=0, dtype=dtype)
+    tile.program(0.1 * torch.randn(64, 48, generator=torch.Generator().manual_seed(1), dtype=dtype))
+    before, seen = tile.read(hidden=True), tile.read()
+    tile.update(torch.randn(32, 48, dtype=dtype), 1e-12 * torch.randn(32, 64, dtype=dtype), 0.05)
+    assert int(tile.counters["pulses"]) == 0 and int(tile.counters["updates"]) == 1
+    assert torch.equal(tile.read(hidden=True), before) and torch.equal(tile.read(), seen)

@@ -82,17 +82,25 @@ class ImportanceSource:
         clip: the clip of the BP/FA factors (``(1, 2)`` for bp, ``None`` for fa) used for the ``M`` comparison.
         g_offset: idle-device conductance of the differential pair in weight units (``array`` only).
         names: ``id(layer) -> name`` for the records (default: ``layer<k>`` by first use).
+        compare_every: with ``array``, compare with the exact importance (``M_corr`` / ``M_err``) on every k-th
+            read of each layer, starting with its first (0 = never; default 10): the comparison is a diagnostic
+            that costs an exact Σ|w| and two modulations, so it is sampled rather than paid on every step.
 
     The layers must implement ``row_importance(source, g_offset)`` / ``col_importance(source, g_offset)``
     (:class:`~imc_grapes.backends.layers.AnalogLayer`).
     """
 
     def __init__(self, source: str, clip: tuple[float, float] | None = (1.0, 2.0), g_offset: float = 0.0,
-                 names: dict[int, str] | None = None) -> None:
+                 names: dict[int, str] | None = None, compare_every: int = 10) -> None:
         if source not in IMPORTANCE_SOURCES:
             raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}")
         if not g_offset >= 0:
             raise ValueError(f"ImportanceSource.g_offset must be >= 0, got {g_offset!r}")
+        if isinstance(compare_every, bool) or not isinstance(compare_every, int) or compare_every < 0:
+            raise ValueError(f"ImportanceSource.compare_every must be an integer >= 0 (0 = never), "
+                             f"got {compare_every!r}")
+        self.compare_every = compare_every
+        self._layer_reads: dict[str, int] = {}
         self.source = source
         self.clip = clip
         self.g_offset = float(g_offset)
@@ -108,11 +116,15 @@ class ImportanceSource:
         fn: Callable[[str, float], Tensor] = getattr(layer, f"{which}_importance")
         f = fn(self.source, self.g_offset)
         self.reads += 1
-        if self.source == "array":
+        if self.source == "array" and self.compare_every:
+            name = self._name(layer)
+            k = self._layer_reads.get(name + which, 0)
+            self._layer_reads[name + which] = k + 1
+            if k % self.compare_every:
+                return f.clamp_min(0)
             exact = fn("exact", 0.0)
             m_arr = modulation(f.clamp_min(0), clip)
             m_ex = modulation(exact, clip)
-            name = self._name(layer)
             self.corr.add(name, pearson(m_arr, m_ex))
             self.err.add(name, (m_arr.to(torch.float64) - m_ex.to(torch.float64)).abs().mean())
         return f.clamp_min(0) if self.source == "array" else f

@@ -123,3 +123,29 @@ def test_pearson_matches_numpy(pairs):
         return
     expected = np.corrcoef(a, b)[0, 1]
     assert float(pearson(torch.tensor(a), torch.tensor(b))) == pytest.approx(expected, abs=1e-9)
+
+
+def test_array_vs_exact_comparison_is_sampled_every_k_reads():
+    from imc_grapes.backends.importance import ImportanceSource
+
+    class Layer(torch.nn.Module):
+        exact_reads = 0
+
+        def row_importance(self, source: str, g_offset: float = 0.0) -> torch.Tensor:
+            if source == "exact":
+                Layer.exact_reads += 1
+                return torch.tensor([1.0, 2.0, 4.0])
+            return torch.tensor([1.1, 2.0, 3.9])
+
+    layer = Layer()
+    src = ImportanceSource("array", compare_every=3, names={id(layer): "l"})
+    for _ in range(7):                                  # reads 0..6: compared on 0, 3, 6
+        torch.testing.assert_close(src.rows(layer), torch.tensor([1.1, 2.0, 3.9]))
+    assert Layer.exact_reads == 3 and src.reads == 7
+    assert set(src.stats()) == {"M_corr/l", "M_err/l"}
+    Layer.exact_reads = 0
+    never = ImportanceSource("array", compare_every=0)
+    never.rows(layer)
+    assert Layer.exact_reads == 0 and never.stats() == {}
+    with pytest.raises(ValueError, match="compare_every"):
+        ImportanceSource("array", compare_every=-1)

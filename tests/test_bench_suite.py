@@ -1,0 +1,79 @@
+"""Smoke test of ``benchmarks/bench_suite.py``: a minimal run on the CPU and the layout of its JSON."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "benchmarks" / "bench_suite.py"
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+
+
+def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, str(SUITE), "--only", "mlp,scaling,grapes,replicas", "--steps", "2", "--rounds", "1",
+           "--warmup", "1", "--skip-aihwkit", "--no-memory", "--sizes", "256,1024", "--batches", "16",
+           "--regimes", "small",
+           "--grapes-presets", "Idealized", "--replicas-timeout", "5", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res) == {"machine", "config", "sections", "targets"}
+    assert res["machine"]["torch_threads"] == 1 and res["machine"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert res["machine"]["aihwkit"].startswith("unavailable (--skip-aihwkit")
+    assert set(res["sections"]) == {"mlp", "scaling", "grapes", "replicas"}
+
+    mlp = {r["impl"]: r for r in res["sections"]["mlp"]["rows"]}
+    assert set(mlp) == {"torch", "native", "native-float"}  # no aihwkit rows with --skip-aihwkit
+    for r in mlp.values():
+        assert r["steps"] == 2 and 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["memory"] == {"skipped": "--no-memory"}
+    # the ratio is the quotient of the two medians of the same run
+    assert abs(mlp["native"]["x_torch"] - mlp["native"]["median_ms"] / mlp["torch"]["median_ms"]) < 1e-9
+
+    scaling = res["sections"]["scaling"]
+    shapes = {(r["impl"], r["size"], r["batch"], r["tile"], r["err"]) for r in scaling["rows"]}
+    assert shapes == {(impl, size, batch, tile, err) for err in ("small",) for impl, size, batch, tile in (
+        ("torch", 256, 64, 256), ("native", 256, 64, 256), ("torch", 1024, 64, 256), ("native", 1024, 64, 256),
+        ("native", 1024, 64, 1024), ("torch", 1024, 16, 256), ("native", 1024, 16, 256))}
+    for err in ("small",):
+        ratio = scaling["summary"][f"native_1024_tiles16_over_one_tile_{err}"]
+        t = res["targets"][f"native_16_tiles_over_one_tile_1024_{err}"]
+        assert t["value"] == ratio and t["met"] == (ratio <= 1.3)
+
+    grapes = {r["impl"]: r for r in res["sections"]["grapes"]["rows"]}
+    assert set(grapes) == {"sgd", "grapes-exact", "grapes-array"}
+    # one round: the paired overhead is the ratio of the two medians
+    g = res["sections"]["grapes"]["summary"]["overhead_grapes-exact_Idealized_pct"]
+    assert abs(g - 100 * (grapes["grapes-exact"]["median_ms"] / grapes["sgd"]["median_ms"] - 1)) < 1e-9
+    assert "grapes_exact_Idealized_overhead_pct" in res["targets"]
+    for r in grapes.values():  # the Network's hardware counters: GRAPES modulates errors, SGD does not
+        assert r["per_step_counts"]["pulses"] > 0
+        assert (r["per_step_counts"]["grapes_ops"] > 0) == (r["impl"] != "sgd")
+    assert (grapes["grapes-array"]["per_step_counts"]["importance_reads"] > 0
+            and grapes["grapes-exact"]["per_step_counts"]["importance_reads"] == 0)
+    # GRAPES's own refresh time is measured for the GRAPES rows only, and is a share of their step
+    for impl in ("grapes-exact", "grapes-array"):
+        own_ms = grapes[impl]["per_step_counts"]["grapes_refresh_ms"]
+        assert 0 < own_ms < grapes[impl]["max_ms"]
+        share = res["sections"]["grapes"]["summary"][f"own_{impl}_Idealized_pct_of_step"]
+        assert abs(share - 100 * own_ms / grapes[impl]["median_ms"]) < 1e-9
+    assert "grapes_refresh_ms" not in grapes["sgd"]["per_step_counts"]
+    assert "grapes_exact_Idealized_own_compute_pct" in res["targets"]
+    # the replicas section either ran the optional script or says why not
+    rep = res["sections"]["replicas"]
+    assert "skipped" in rep or "returncode" in rep
+
+
+def test_memory_subprocess_sees_the_weights_and_gradients() -> None:
+    """A digital 2048x2048 layer holds a float32 weight and its gradient: >= 2 * 16 MiB of peak RSS growth."""
+    spec = json.dumps({"kind": "layer", "impl": "torch", "batch": 16, "size": 2048, "tile": 256, "preset": ""})
+    proc = subprocess.run([sys.executable, str(SUITE), "--memory-case", spec], capture_output=True, text=True,
+                          timeout=60, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mem = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert mem["method"] == "cpu-rss-subprocess"
+    assert 32.0 <= mem["peak_mb"] < 400.0

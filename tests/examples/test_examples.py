@@ -22,6 +22,7 @@ SMALL = {
     "train_mnist_grapes.py": (["--synthetic"], "grapes"),
     "compare_analog.py": (["--synthetic"], "grapes"),
     "analog_layer_grapes.py": ([], "GRAPES"),
+    "replica_seeds.py": (["--synthetic"], "the same metrics as its replica"),
 }
 
 

@@ -88,24 +88,25 @@ class TileGrid:
             raise ValueError(f"TileGrid.{what}: last dimension must be {size}, got shape {tuple(t.shape)}")
 
     def to_tiles(self, w: Tensor) -> Tensor:
-        """Cut ``w: [out, in]`` into tiles ``[R*C, rows, cols]`` (zero padded)."""
-        if w.shape != (self.out_features, self.in_features):
+        """Cut ``w: [..., out, in]`` into tiles ``[..., R*C, rows, cols]`` (zero padded; leading dims, e.g. model
+        replicas, are kept)."""
+        if tuple(w.shape[-2:]) != (self.out_features, self.in_features):
             raise ValueError(f"TileGrid.to_tiles: expected a [{self.out_features}, {self.in_features}] "
-                             f"matrix, got {tuple(w.shape)}")
-        n_r, n_c = self.n_row_tiles, self.n_col_tiles
+                             f"matrix (with optional leading dims), got {tuple(w.shape)}")
+        n_r, n_c, lead = self.n_row_tiles, self.n_col_tiles, w.shape[:-2]
         padded = F.pad(w, (0, self.padded_in - self.in_features, 0, self.padded_out - self.out_features))
-        tiles = padded.reshape(n_r, self.rows, n_c, self.cols).permute(0, 2, 1, 3)
-        return tiles.reshape(n_r * n_c, self.rows, self.cols)
+        tiles = padded.reshape(*lead, n_r, self.rows, n_c, self.cols).transpose(-3, -2)
+        return tiles.reshape(*lead, n_r * n_c, self.rows, self.cols)
 
     def from_tiles(self, tiles: Tensor) -> Tensor:
-        """Inverse of :meth:`to_tiles`: ``[R*C, rows, cols] -> [out, in]`` (padding dropped)."""
-        if tiles.shape != (self.n_tiles, self.rows, self.cols):
-            raise ValueError(f"TileGrid.from_tiles: expected [{self.n_tiles}, {self.rows}, {self.cols}], "
-                             f"got {tuple(tiles.shape)}")
-        n_r, n_c = self.n_row_tiles, self.n_col_tiles
-        full = tiles.reshape(n_r, n_c, self.rows, self.cols).permute(0, 2, 1, 3)
-        full = full.reshape(self.padded_out, self.padded_in)
-        return full[: self.out_features, : self.in_features]
+        """Inverse of :meth:`to_tiles`: ``[..., R*C, rows, cols] -> [..., out, in]`` (padding dropped)."""
+        if tuple(tiles.shape[-3:]) != (self.n_tiles, self.rows, self.cols):
+            raise ValueError(f"TileGrid.from_tiles: expected [{self.n_tiles}, {self.rows}, {self.cols}] "
+                             f"(with optional leading dims), got {tuple(tiles.shape)}")
+        n_r, n_c, lead = self.n_row_tiles, self.n_col_tiles, tiles.shape[:-3]
+        full = tiles.reshape(*lead, n_r, n_c, self.rows, self.cols).transpose(-3, -2)
+        full = full.reshape(*lead, self.padded_out, self.padded_in)
+        return full[..., : self.out_features, : self.in_features]
 
     def split_inputs(self, x: Tensor) -> Tensor:
         """``x: [..., in] -> [..., C, cols]`` (zero padded), the input of each tile column block."""

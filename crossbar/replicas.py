@@ -251,16 +251,14 @@ class ReplicaTileArray(TileState):
         apparent states of all devices are redrawn."""
         self._check(weight, self.in_features, "program")
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        self._program_tiles(torch.cat([self.grid.to_tiles(w[e]) for e in range(self.n_replicas)]))
+        self._program_tiles(self.grid.to_tiles(w).flatten(0, 1))          # [E*T, rows, cols], replica-major
 
     @torch.no_grad()
     def read(self, hidden: bool = False) -> Tensor:
         """The weights ``[E, out, in]`` exactly (a copy): the states the MVMs see, or the hidden states."""
         w = self.weight_tiles if (hidden or not self.has_write_noise) else self.apparent_tiles
         g = self.grid
-        full = w.view(self.n_replicas, g.n_row_tiles, g.n_col_tiles, g.rows, g.cols).permute(0, 1, 3, 2, 4)
-        full = full.reshape(self.n_replicas, g.padded_out, g.padded_in)
-        return full[:, : g.out_features, : g.in_features].clone()
+        return g.from_tiles(w.view(self.n_replicas, g.n_tiles, g.rows, g.cols)).clone()
 
     # ------------------------------------------------------------------ MVMs
     @torch.no_grad()

@@ -93,3 +93,16 @@ def test_partial_sums_go_through_per_tile_adcs() -> None:
     # each tile saturates at +-12 before the digital sum: 12 - 12 = 0; one big tile does not saturate: 5
     assert two_tiles.forward(x).item() == pytest.approx(0.0)
     assert one_tile.forward(x).item() == pytest.approx(5.0)
+
+
+def test_leading_dims_cut_each_matrix_alone() -> None:
+    """``[E, out, in]`` (model replicas) maps like E separate matrices: numpy-style per-matrix reference."""
+    grid = TileGrid(5, 7, tile_rows=2, tile_cols=3)
+    w = torch.randn(4, 5, 7)
+    tiles = grid.to_tiles(w)
+    assert tiles.shape == (4, grid.n_tiles, 2, 3)
+    for e in range(4):
+        assert torch.equal(tiles[e], grid.to_tiles(w[e]))
+    assert torch.equal(grid.from_tiles(tiles), w)
+    with pytest.raises(ValueError, match="from_tiles"):
+        grid.from_tiles(tiles[..., :2])

@@ -11,6 +11,10 @@ few devices get pulses; on the CPU (where host reads are free) :func:`cpu_pulse_
   (:func:`_sparse_is_cheaper`, a rough cost model), returning only the devices with pulses, else
   falls back to the dense count on the same trains.
 
+The dense count itself draws only the live slots (``slot < BL``, :func:`_draw_compact_trains`) and counts with
+bfloat16 matmuls where the CPU has them natively (:func:`_bf16_counts`, exact for up to 256 samples x slots),
+else with one float matmul on sign-weighted trains (:func:`_packed_counts`).
+
 Every path gives exactly the same distribution as ``pulse_counts``: each line fires independently in each
 slot with its probability (the random stream differs); the dense and the sparse count of the same trains
 are identical numbers.
@@ -51,6 +55,11 @@ _NS_SPARSE_FIXED = 200_000.0  # sparse count: its extra tensor operations (fixed
 _NS_PER_LINE = 3.5            # dense trains: one uniform, comparison and nonzero scan per line and slot
 _NS_PER_CANDIDATE = 25.0      # sparse trains: one geometric gap, thinning draw and probability per candidate
 _NS_GEOMETRIC_FIXED = 80_000.0  # sparse trains: their extra tensor operations
+
+
+_BF16_FAST = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+"""Whether this CPU multiplies bfloat16 matrices natively (then the dense counts use :func:`_bf16_counts`)."""
 
 
 def _div(n: Tensor, m: int) -> Tensor:
@@ -102,19 +111,9 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True)
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     groups = n_r * n_c * batch * n_slots
-    # Choose the algorithms from the trains' parameters (never from the draws): expected coincidences
-    # sum over (tile, sample) of active slots x E[fired inputs per slot] x E[fired errors per slot].
-    if plan.p_x is None:
-        fire_x = plan.b * plan.x_abs.sum(dim=-1)[None]
-        fire_d = plan.a * plan.d_abs.sum(dim=-1)[:, None]
-    else:
-        assert plan.p_d is not None
-        fire_x = plan.p_x.clamp(0.0, 1.0).sum(dim=-1)
-        fire_d = plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
-    expected_pairs = float((fire_x * fire_d * plan.bl).sum()) if groups else 0.0
-    positions: tuple[Tensor, Tensor] | None = None
-    trains: _Trains | None = None
-    if _sparse_is_cheaper(plan, expected_pairs):
+    # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the
+    # expectation is not needed when the dense count is cheaper than the sparse one's fixed overhead alone.
+    if _sparse_is_cheaper(plan, 0.0) and _sparse_is_cheaper(plan, _expected_pairs(plan)):
         p_bars = _max_probabilities(plan)
         if p_bars is not None and _geometric_is_cheaper(plan, *p_bars):
             positions = _draw_sparse_trains(plan, *p_bars, generator)
@@ -127,11 +126,153 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         total = (fired_x * fired_d).sum()
         index, n_up, n_down = _sparse_counts(plan, positions[0], positions[1], fired_x, fired_d, int(total))
         return CpuCounts(index, n_up, n_down, total)
-    trains = _draw_dense_trains(plan, generator)
+    trains = _draw_compact_trains(plan, generator)
     fired_x, fired_d = trains.fired()
     total = (fired_x * fired_d).to(torch.int64).sum()
-    n_up, n_down, _ = _dense_counts(trains, total)
+    n_up, n_down = (_bf16_counts(trains) if _BF16_FAST and trains.x_bits.shape[2] * trains.x_bits.shape[3] <= 256
+                    else _packed_counts(trains))
     return CpuCounts(None, n_up, n_down, total)
+
+
+def _bf16_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
+    """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers) with bfloat16 matmuls.
+
+    The error trains are split by sign (``D+``, ``D-``, 0/1 each). When no input is negative (e.g. after a ReLU)
+    the counts come out of two matmuls directly: ``n_down = D+ᵀX``, ``n_up = D-ᵀX``; otherwise as
+    :func:`crossbar.update._dense_counts` does, from ``both = DᵀX`` and ``signed = (D+ - D-)ᵀ(sign(x)·X)``.
+    Every partial sum is an integer of magnitude at most ``batch*slots <= 256``, exact in bfloat16 (8
+    significant bits) whatever the accumulation order or precision; the bfloat16 matmul runs several times
+    faster than float32 on CPUs with AVX512-BF16.
+    """
+    x_bits, d_bits = trains.x_bits, trains.d_bits
+    n_r, n_c, batch, n_slots, cols = x_bits.shape
+    rows = d_bits.shape[-1]
+    tiles, k_len = n_r * n_c, batch * n_slots
+    assert k_len <= 256
+    bf16, dtype = torch.bfloat16, x_bits.dtype
+    d_sign = trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign
+
+    xb = x_bits.to(bf16).view(tiles, k_len, cols)
+    if trains.x_sign.numel() == 0 or float(trains.x_sign.min()) >= 0:             # no negative input pulse
+        d_pos = d_bits.mul(d_sign.clamp(min=0.0)[:, :, :, None, :]).to(bf16).view(tiles, k_len, rows)
+        d_neg = d_bits.mul(d_sign.clamp(max=0.0).neg_()[:, :, :, None, :]).to(bf16).view(tiles, k_len, rows)
+        n_down = torch.bmm(d_pos.transpose(1, 2), xb)
+        n_up = torch.bmm(d_neg.transpose(1, 2), xb)
+        return n_up.to(dtype).view(n_r, n_c, rows, cols), n_down.to(dtype).view(n_r, n_c, rows, cols)
+    # both = DᵀX, signed = (sign(d)·D)ᵀ(sign(x)·X): n_down = (both + signed) / 2 (even integers <= 512: exact)
+    db = d_bits.to(bf16)
+    xs = (xb.view(x_bits.shape) * trains.x_sign.to(bf16)[:, :, :, None, :]).view(tiles, k_len, cols)
+    ds = (db * d_sign.to(bf16)[:, :, :, None, :]).view(tiles, k_len, rows)
+    both = torch.bmm(db.view(tiles, k_len, rows).transpose(1, 2), xb)
+    signed = torch.bmm(ds.transpose(1, 2), xs)
+    n_down = torch.add(both, signed).to(dtype).mul_(0.5)
+    n_up = both.to(dtype).sub_(n_down)
+    return n_up.view(n_r, n_c, rows, cols), n_down.view(n_r, n_c, rows, cols)
+
+
+def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
+    """The trains of :func:`crossbar.update._draw_dense_trains` without the slots that cannot fire.
+
+    Per tile only the ``(sample, slot)`` pairs with ``slot < BL[tile, sample]`` are drawn, packed along the
+    batch axis (``K = max over tiles of sum_b BL`` pairs per tile, shorter tiles padded with silent pairs):
+    returned as trains of ``K`` samples with one slot each (``x_bits: [R, C, K, 1, cols]``, signs per pair).
+    Every line fires independently in every live slot with its probability, as in the dense draw (a different
+    random stream); the silent pairs left out carry no coincidences, so the counts have the same distribution.
+    """
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    tiles = n_r * n_c
+    if n_slots <= 1:
+        return _draw_dense_trains(plan, generator)
+    device, dtype = plan.x_abs.device, plan.x_abs.dtype
+    bl = plan.bl.reshape(tiles, batch)
+    ends = torch.cumsum(bl, 1)                                        # [tiles, batch]: end of each sample's run
+    k = int(ends[:, -1].max())
+    if k >= batch * n_slots:                                          # nothing to leave out
+        return _draw_dense_trains(plan, generator)
+    # pair r of tile t belongs to the sample whose run contains r (batch: a padding pair)
+    sample = torch.searchsorted(ends, torch.arange(k, device=device).expand(tiles, k).contiguous(), right=True)
+    live = sample < batch
+    rows_of = (sample.clamp_(max=batch - 1) + torch.arange(tiles, device=device)[:, None] * batch).view(-1)
+
+    def per_pair(t: Tensor, n_line: int) -> Tensor:                  # [R|1, C|1, batch, line] -> [tiles*K, line]
+        return t.expand(n_r, n_c, batch, n_line).reshape(tiles * batch, n_line).index_select(0, rows_of)
+
+    p_x = per_pair(plan.b[..., None] * plan.x_per_tile(plan.x_abs) if plan.p_x is None else plan.p_x, cols)
+    p_d = per_pair(plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d, rows)
+    x_bits = rng.rand((tiles * k, cols), generator, device=device, dtype=dtype).lt_(p_x)
+    d_bits = rng.rand((tiles * k, rows), generator, device=device, dtype=dtype).lt_(p_d)
+    d_bits.mul_(live.view(-1, 1).to(dtype))
+    x_sign = per_pair(plan.x_per_tile(plan.x_sign), cols)
+    d_sign = per_pair(plan.d_sign[:, None], rows)
+    return _Trains(x_bits.view(n_r, n_c, k, 1, cols), d_bits.view(n_r, n_c, k, 1, rows),
+                   x_sign.view(n_r, n_c, k, cols), d_sign.view(n_r, n_c, k, rows))
+
+
+def _packed_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
+    """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers), with *one* batched matmul.
+
+    Every fired line is weighted ``M**neg`` (``neg = 1`` for a negative pulse, ``M = batch*slots + 1`` > any
+    count): a coincidence then adds ``M**(neg_d + neg_x)`` to its device, 1 or ``M**2`` for equal signs (down),
+    ``M`` for opposite signs (up), so the matmul gives ``S = a + M·n_up + M**2·c`` with ``n_down = a + c`` and
+    ``a, n_up, c <= batch*slots < M``, read back digit by digit. When one side never pulses negatively (e.g.
+    ReLU inputs) only the other side is weighted and ``S = n_down + M·n_up``. All values are integers (plus a
+    half, see :func:`_floor_div`) below ``2**22`` in float32 (``2**51`` in float64), hence exact; larger trains
+    fall back to the two-matmul count.
+    """
+    x_bits, d_bits = trains.x_bits, trains.d_bits
+    n_r, n_c, batch, n_slots, cols = x_bits.shape
+    rows = d_bits.shape[-1]
+    tiles, k_len = n_r * n_c, batch * n_slots
+    m = float(k_len + 1)
+    x_sign = trains.x_sign                                     # [R|1, C, batch, cols]
+    d_sign = trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign   # [R, 1|C, batch, rows]
+    weigh_x = x_sign.numel() > 0 and float(x_sign.min()) < 0
+    weigh_d = d_sign.numel() > 0 and float(d_sign.min()) < 0
+    digits = int(weigh_x) + int(weigh_d)
+    limit = 2.0 ** (22 if x_bits.dtype != torch.float64 else 51)
+    if m ** (digits + 1) > limit:
+        n_up, n_down, _ = _dense_counts(trains, x_bits.new_zeros((), dtype=torch.int64))
+        return n_up, n_down
+    # weight of a line of sign s (+1, -1; a line of sign 0 never fires): (m + 1)/2 - s (m - 1)/2 = 1 or M
+    if weigh_x:
+        x_bits = x_bits.mul_(torch.add((m + 1) / 2, x_sign, alpha=-(m - 1) / 2)[:, :, :, None, :])
+    if weigh_d:
+        d_bits = d_bits.mul_(torch.add((m + 1) / 2, d_sign, alpha=-(m - 1) / 2)[:, :, :, None, :])
+    s = torch.bmm(d_bits.view(tiles, k_len, rows).transpose(1, 2), x_bits.view(tiles, k_len, cols))
+    if digits == 0:                                            # every coincidence has equal signs: all down
+        return torch.zeros_like(s).view(n_r, n_c, rows, cols), s.view(n_r, n_c, rows, cols)
+    high, low = _floor_div(s, m)                               # S = low + M high
+    if digits == 1:
+        n_up, n_down = high, low
+    else:
+        c, n_up = _floor_div(high, m)                          # high = n_up + M c
+        n_down = low.add_(c)
+    return n_up.view(n_r, n_c, rows, cols), n_down.view(n_r, n_c, rows, cols)
+
+
+def _floor_div(s: Tensor, m: float) -> tuple[Tensor, Tensor]:
+    """``(s // m, s % m)`` for integer-valued ``s >= 0`` and integer ``m`` with ``s * m`` below ``2**22``
+    (float32; ``2**51`` for float64), exactly; ``s`` is overwritten by the remainder.
+
+    ``(s + 1/2) / m`` lies at least ``1/(2m)`` away from any integer, more than the rounding error of the
+    float product, so its floor is exact; the remainder ``s - m·q`` is an exact integer."""
+    q = torch.add(s, 0.5).mul_(1.0 / m).floor_()
+    return q, s.add_(q, alpha=-m)
+
+
+def _expected_pairs(plan: _TrainPlan) -> float:
+    """Expected number of coincidences: the sum over (tile, sample) of active slots x E[fired inputs per slot]
+    x E[fired errors per slot]."""
+    if plan.bl.numel() == 0:
+        return 0.0
+    if plan.p_x is None:
+        fire_x = plan.b * plan.x_abs.sum(dim=-1)[None]
+        fire_d = plan.a * plan.d_abs.sum(dim=-1)[:, None]
+    else:
+        assert plan.p_d is not None
+        fire_x = plan.p_x.clamp(0.0, 1.0).sum(dim=-1)
+        fire_d = plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
+    return float((fire_x * fire_d * plan.bl).sum())
 
 
 def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float) -> bool:

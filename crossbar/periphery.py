@@ -333,26 +333,30 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
 
     alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
     nm_on = p.noise_management != "none"
-    alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on else alpha
+    # CPU (host reads are free): whether every alpha is > 0 (the common case), known once
+    alpha_pos = (alpha.numel() == 0 or float(alpha.min()) > 0) if nm_on and xin.device.type == "cpu" else None
+    alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
     rounds = bound_management_rounds(p, transposed)
     if rounds > 1 and xin.device.type == "cpu" and not sync_free:
         # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
         # some output saturated (the common case needs one MVM instead of ``rounds``; same distribution).
         # On GPUs all rounds run batched, without a host synchronisation.
         first_try = _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, 1, full_shape,
-                                check_saturation=True)
+                                check_saturation=True, alpha_pos=alpha_pos)
         if first_try is not None:
             return first_try
-    return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape)
+    return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape,
+                       alpha_pos=alpha_pos)
 
 
 def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
                 generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
-                check_saturation: bool = False) -> MVMResult | None:
+                check_saturation: bool = False, alpha_pos: bool | None = None) -> MVMResult | None:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
 
     With ``check_saturation`` (one round only), returns ``None`` if any output saturated, so that the caller
-    redoes the MVM with all rounds."""
+    redoes the MVM with all rounds. ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not
+    known)."""
     n_r, n_c, batch = full_shape
     x_tiles_dtype, x_device = xin.dtype, xin.device
     # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in], x / (alpha * 2**k)
@@ -391,7 +395,8 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         passed = high <= p.out_bound
         if p.bm_test_negative_bound:
             passed &= low >= -p.out_bound
-    yq = q.clamp_(-p.out_bound, p.out_bound) if bounded else q
+    # after a passed saturation check of both bounds every output already lies within them
+    yq = q.clamp_(-p.out_bound, p.out_bound) if bounded and not (check_saturation and p.bm_test_negative_bound) else q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
 
     if passed is not None:
@@ -410,6 +415,7 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     if nm_on and not (p.inp_noise > 0 and not transposed):
         # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without
         # input noise; backward always). On the CPU a host check skips the pass when no input is all zero.
-        if x_device.type != "cpu" or not (alpha.numel() == 0 or float(alpha.min()) > 0):
+        if x_device.type != "cpu" or not (alpha_pos if alpha_pos is not None
+                                          else alpha.numel() == 0 or float(alpha.min()) > 0):
             out.masked_fill_(~(alpha > 0), 0.0)
     return MVMResult(out, passes)

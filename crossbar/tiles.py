@@ -29,7 +29,7 @@ from crossbar.mapping import TileGrid
 from crossbar.periphery import MVMResult, analog_mvm
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
-from devices import DeviceParams
+from devices import DeviceParams, PulsedDevice
 
 __all__ = ["TileArray", "TileState", "COUNTER_NAMES"]
 
@@ -284,7 +284,11 @@ class TileArray(TileState):
         else:
             n_up = n_up.reshape(shape)
             n_down = n_down.reshape(shape)
-            device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
+            if total.device.type == "cpu" and type(device).apply_pulses_ is PulsedDevice.apply_pulses_:
+                # the number of pulses (the device update's sparse/dense choice) is known: a free host read
+                device._apply_pulses_counted_(self.weight_tiles, n_up, n_down, params, self.generator, float(total))
+            else:
+                device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
             if self.has_write_noise:
                 touched = (n_up + n_down) > 0
                 noisy = device.write_noise(self.weight_tiles, params, self.generator)

@@ -286,12 +286,19 @@ class PulsedDevice:
         CPU; see :meth:`apply_pulses_at_`). Otherwise, and always on GPUs (no host synchronisation), every
         device is computed, with one Gaussian per device.
         """
+        return self._apply_pulses_counted_(w, n_up, n_down, params, generator, None)
+
+    def _apply_pulses_counted_(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
+                               generator: rng.Generator, pulses: float | None) -> Tensor:
+        """:meth:`apply_pulses_` with the total number of pulses ``pulses = sum(n_up + n_down)`` already known
+        to the caller (``None``: summed here when needed)."""
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
         # a CounterRNG (replicas) always takes the dense path: the sparse one's draws depend on all replicas' data
         if w.device.type == "cpu" and w.numel() >= _SPARSE_MIN_DEVICES and _same_layout(w, n_up, n_down, params) \
                 and not isinstance(generator, rng.CounterRNG):
-            pulses = float(n_up.sum()) + float(n_down.sum())    # >= the devices with pulses; no temporaries
+            if pulses is None:
+                pulses = float(n_up.sum()) + float(n_down.sum())    # >= the devices with pulses; no temporaries
             if pulses == 0:
                 return w
             if pulses <= _SPARSE_FRACTION * w.numel():

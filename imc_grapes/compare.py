@@ -129,6 +129,40 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
         return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
 
 
+def tune_score(run: RunResult, how: str) -> float | None:
+    """A tuning run's score: its last (``how="final"``) or best (``"max"``) evaluation accuracy; None unless it
+    completed."""
+    if run.status != "completed" or not run.history:
+        return None
+    return run.history[-1]["test_acc"] if how == "final" else max(h["test_acc"] for h in run.history)
+
+
+def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfig, Path], RunResult],
+                 tune_root: Path, final_root: Path, score: str, label: str, log: Callable[[str], None]) -> Cell:
+    """One cell: tune the lr of ``opt`` on ``hw`` over ``spec.lr_grid`` on the validation split (seed
+    ``spec.tune_seed``, runs in ``tune_root/<opt>/lr<lr>``, scored by :func:`tune_score` ``score``), then train
+    every seed of ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``). ``run(cfg, folder)``
+    trains (or resumes) one run; ``label`` names the cell in the log."""
+    tuning: dict[float, float | None] = {}
+    if len(spec.lr_grid) > 1:
+        for lr in spec.lr_grid:
+            cfg = spec.cell_config(hw, opt, lr, spec.tune_seed, tuning=True)
+            log(f"== tune {label} lr={lr:g} (validation split)")
+            tuning[lr] = tune_score(run(cfg, tune_root / opt / f"lr{lr:g}"), score)
+        valid = {lr: a for lr, a in tuning.items() if a is not None}
+        if not valid:
+            log(f"!! every lr diverged or failed for {label}; using the smallest")
+        lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
+    else:
+        lr_best = spec.lr_grid[0]
+    runs = []
+    for seed in spec.seeds:
+        cfg = spec.cell_config(hw, opt, lr_best, seed)
+        log(f"== {label} lr={lr_best:g} seed={seed}")
+        runs.append(run(cfg, final_root / opt / f"lr{lr_best:g}_seed{seed}"))
+    return Cell(hw, opt, lr_best, runs, tuning)
+
+
 def epochs_to_target(run: RunResult, target: float) -> float | None:
     """The first evaluation point (in epochs) at which the run's test accuracy reached ``target``."""
     return next((h["epoch"] for h in run.history if h["test_acc"] >= target), None)
@@ -301,30 +335,12 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     device = spec.base.resolved_device()
     dataset = load_dataset(spec.base.dataset, spec.base.data_root, device, spec.base.seed)
-    cells: list[Cell] = []
-    for hw in spec.hardware:
-        for opt in spec.optimizers:
-            tuning: dict[float, float | None] = {}
-            if len(spec.lr_grid) > 1:
-                for lr in spec.lr_grid:
-                    cfg = spec.cell_config(hw, opt, lr, spec.tune_seed, tuning=True)
-                    log(f"== tune {hw}/{opt} lr={lr:g} (validation split)")
-                    r = run_one(cfg, out / "runs" / "tune" / hw / opt / f"lr{lr:g}", dataset, progress, resume, log)
-                    tuning[lr] = max((h["test_acc"] for h in r.history), default=None) \
-                        if r.status == "completed" else None
-                valid = {lr: a for lr, a in tuning.items() if a is not None}
-                if not valid:
-                    log(f"!! every lr diverged for {hw}/{opt}; using the smallest")
-                lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
-            else:
-                lr_best = spec.lr_grid[0]
-            runs = []
-            for seed in spec.seeds:
-                cfg = spec.cell_config(hw, opt, lr_best, seed)
-                log(f"== {hw}/{opt} lr={lr_best:g} seed={seed}")
-                runs.append(run_one(cfg, out / "runs" / hw / opt / f"lr{lr_best:g}_seed{seed}", dataset, progress,
-                                    resume, log))
-            cells.append(Cell(hw, opt, lr_best, runs, tuning))
+    def run(cfg: TrainConfig, folder: Path) -> RunResult:
+        return run_one(cfg, folder, dataset, progress, resume, log)
+
+    # lr chosen by the best validation accuracy at any evaluation point of the tuning run (early-stopping-like)
+    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, "max", f"{hw}/{opt}", log)
+             for hw in spec.hardware for opt in spec.optimizers]
     rows = summarise_cells(cells, spec.target_acc)
     result = {
         "command": command,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compare import Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells
+from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells,
+                       tune_and_run)
 from ..data import Dataset
 from ..io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..train import DivergenceError, RunResult, train
@@ -127,12 +128,6 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def _score(run: RunResult, how: str) -> float | None:
-    if run.status != "completed" or not run.history:
-        return None
-    return run.history[-1]["test_acc"] if how == "final" else max(h["test_acc"] for h in run.history)
-
-
 def _completed_only(row: dict[str, Any], cell: Cell) -> dict[str, Any]:
     """``compare.summarise_cells``'s row with the accuracy mean ± std over the *completed* runs only (it keeps
     the last accuracy a diverged run reached) and a count of failed runs."""
@@ -150,28 +145,11 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec, hw, trainer = group.spec, group.hardware, TRAINERS[group.trainer]
-    cells: list[Cell] = []
-    for opt in spec.optimizers:
-        tuning: dict[float, float | None] = {}
-        if len(spec.lr_grid) > 1:
-            for lr in spec.lr_grid:
-                cfg = spec.cell_config(hw, opt, lr, spec.tune_seed, tuning=True)
-                log(f"== {group.key}: tune {opt} lr={lr:g} (validation split)")
-                r = run_one(cfg, out / "runs" / "tune" / opt / f"lr{lr:g}", dataset, trainer, progress, resume, log)
-                tuning[lr] = _score(r, group.tune_score)
-            valid = {lr: a for lr, a in tuning.items() if a is not None}
-            if not valid:
-                log(f"!! {group.key}: every lr diverged or failed for {opt}; using the smallest")
-            lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
-        else:
-            lr_best = spec.lr_grid[0]
-        runs = []
-        for seed in spec.seeds:
-            cfg = spec.cell_config(hw, opt, lr_best, seed)
-            log(f"== {group.key}: {opt} lr={lr_best:g} seed={seed}")
-            runs.append(run_one(cfg, out / "runs" / opt / f"lr{lr_best:g}_seed{seed}", dataset, trainer, progress,
-                                resume, log))
-        cells.append(Cell(hw, opt, lr_best, runs, tuning))
+    def run(cfg: Any, folder: Path) -> RunResult:
+        return run_one(cfg, folder, dataset, trainer, progress, resume, log)
+
+    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune", out / "runs", group.tune_score,
+                          f"{group.key}: {opt}", log) for opt in spec.optimizers]
     rows = [_completed_only(row, cell) for row, cell in zip(summarise_cells(cells, spec.target_acc), cells)]
     result = GroupResult(group, cells, rows, out)
     result.files = write_group_report(result, command)

@@ -5,7 +5,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 import imc_grapes.experiments.groups as groups_mod
 from imc_grapes.experiments import EXPERIMENTS, ExperimentOptions, run_experiment
@@ -14,13 +13,7 @@ from imc_grapes.experiments.cli import add_experiment_parser, run_experiment_com
 QUIET = {"progress": False, "log": lambda s: None}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, torch's thread pool spin-waits and tiny ops get 100× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_folder(out, n_groups, extra_png=()):

@@ -10,13 +10,7 @@ from imc_grapes.data import Split, make_synthetic
 from imc_grapes.experiments import forgetting_metrics, permute, task_permutations, train_permuted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, torch's thread pool spin-waits and tiny ops get 100× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # R[i][j]: accuracy on task i after training task j (nan: task not trained yet)
 NAN = float("nan")

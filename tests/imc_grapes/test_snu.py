@@ -11,13 +11,7 @@ from imc_grapes.grapes import attach_grapes
 from imc_grapes.snu import SNULayer, SpikingClassifier, encode_latency, encode_rate, spike_fn, to_intensity
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on shared cores, torch's thread pool spin-waits and tiny ops get 100× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _layer(soft: bool) -> SNULayer:

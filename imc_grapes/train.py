@@ -23,7 +23,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import BatchLoader, Dataset, Split, load_dataset
-from .backends import build_network
+from .backends import Network, build_network
 from .inference_eval import accuracy_after_drift
 from .io import write_csv_atomic, write_json_atomic
 from .versions import versions
@@ -94,6 +94,74 @@ def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
     return pool.subset(cfg.train_subset), held, "validation"
 
 
+class RunFiles:
+    """Writes a run's ``metrics.csv`` and ``results.json`` (atomically) whenever :meth:`save` is called."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+        self.t_start = time.perf_counter()
+        if result.run_dir is not None:
+            result.run_dir.mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def save(self) -> None:
+        self.result.wall_time_s = time.perf_counter() - self.t_start
+        if self.result.run_dir is not None:
+            write_csv_atomic(self.result.run_dir / "metrics.csv", self.result.history)
+            write_json_atomic(self.result.run_dir / "results.json", self.result.to_dict())
+
+
+def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool,
+                  on_point: Callable[[int, float, float], None], points: set[int], where: str | None = None) -> None:
+    """One pass over ``loader``: forward, cross-entropy, backward, ``net.step()`` per batch.
+
+    After each batch whose 1-based index is in ``points``, ``on_point(step, train_loss, train_acc)`` gets the
+    mean loss and accuracy since the previous point (one host sync per point; the loss is checked for NaN/Inf
+    every step on CPU, every 25 steps on a GPU, and the mean at every point). ``where`` names the place in the
+    divergence message (default ``desc``).
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite.
+    """
+    from tqdm.auto import tqdm
+
+    device = net.device
+    check_every = 1 if device.type == "cpu" else 25
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5)
+    for step, (x, y) in enumerate(bar, start=1):
+        net.zero_grad()
+        out = net.model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        net.step()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+        if step % check_every == 0 or step in points:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise DivergenceError(f"loss became {value} at {where or desc}, step {step} (lr={cfg.lr}); "
+                                      "lower the lr")
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{value:.3f}")
+        if step in points:
+            train_loss = float(loss_sum) / seen
+            if not math.isfinite(train_loss):   # a NaN between two checks (GPU)
+                raise DivergenceError(f"loss became {train_loss} during {where or desc} (lr={cfg.lr}); lower the lr")
+            on_point(step, train_loss, float(correct) / seen)
+            loss_sum.zero_(), correct.zero_()
+            seen = 0
+    bar.close()
+
+
+def eval_points(n_batches: int, per_epoch: int) -> set[int]:
+    """The 1-based batch counts after which an epoch is evaluated (the last one always at the epoch end)."""
+    return {max(1, round(n_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
           progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
     """Train one model under ``cfg``; write ``metrics.csv`` and ``results.json`` into ``out_dir`` if given.
@@ -110,8 +178,6 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         DivergenceError: the loss became NaN/Inf; the files written so far are kept and ``results.json``
             records status ``diverged``.
     """
-    from tqdm.auto import tqdm
-
     device = cfg.resolved_device()
     torch.manual_seed(cfg.seed)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
@@ -123,55 +189,18 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
 
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
-    t_start = time.perf_counter()
-    check_every = 1 if device.type == "cpu" else 25  # NaN checks synchronise the GPU: do them sparsely there
-
-    def save() -> None:
-        result.wall_time_s = time.perf_counter() - t_start
-        if result.run_dir is not None:
-            write_csv_atomic(result.run_dir / "metrics.csv", result.history)
-            write_json_atomic(result.run_dir / "results.json", result.to_dict())
-
-    if result.run_dir is not None:
-        result.run_dir.mkdir(parents=True, exist_ok=True)
-        save()
+    files = RunFiles(result)
     n_batches = len(loader)
-    # evaluation points: after these (1-based) batch counts of each epoch, the last always at the epoch end
-    evals = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
+    points = eval_points(n_batches, cfg.evals_per_epoch)
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            seen = 0
-            bar = tqdm(loader, desc=f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", disable=not progress,
-                       leave=False, dynamic_ncols=True, mininterval=0.5)
-            for step, (x, y) in enumerate(bar, start=1):
-                net.zero_grad()
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-                loss.backward()
-                net.step()
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (out.detach().argmax(1) == y).sum()
-                seen += y.shape[0]
-                if step % check_every == 0:
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise DivergenceError(
-                            f"loss became {value} at epoch {epoch}, step {step} (lr={cfg.lr}); lower the lr")
-                    if step % 50 == 0:
-                        bar.set_postfix(loss=f"{value:.3f}")
-                if step not in evals:
-                    continue
-                train_loss = float(loss_sum) / seen
-                if not math.isfinite(train_loss):
-                    raise DivergenceError(f"loss became {train_loss} during epoch {epoch} (lr={cfg.lr}); "
-                                          "lower the lr")
+
+            def on_point(step: int, train_loss: float, train_acc: float) -> None:
                 test_loss, test_acc = evaluate(model, test_split)
                 row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
-                                       "train_loss": train_loss, "train_acc": float(correct) / seen,
+                                       "train_loss": train_loss, "train_acc": train_acc,
                                        "test_loss": test_loss, "test_acc": test_acc,
                                        "time_s": time.perf_counter() - t0}
                 if handle is not None:
@@ -179,10 +208,10 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
                         row[f"M_mean/{name}"] = float(m.float().mean())
                 row.update(net.metrics())
                 result.history.append(row)
-                loss_sum.zero_(), correct.zero_()
-                seen = 0
-                save()
-            bar.close()
+                files.save()
+
+            train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point,
+                          points, where=f"epoch {epoch}")
             log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
                 f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
         result.extra["costs"] = net.cost_summary(steps_per_epoch=n_batches)
@@ -194,9 +223,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         result.status = "completed"
     except DivergenceError as exc:
         result.status, result.message = "diverged", str(exc)
-        save()
+        files.save()
         raise
     finally:
         net.close()
-    save()
+    files.save()
     return result

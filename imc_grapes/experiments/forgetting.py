@@ -30,8 +30,7 @@ from ..backends import build_network
 from ..config import TrainConfig
 from ..data import BatchLoader, Dataset, Split, load_dataset
 from ..grapes.initializers import make_generator
-from ..train import DivergenceError, RunResult, evaluate, split_for
-from .trainers import RunFiles, train_batches
+from ..train import DivergenceError, RunFiles, RunResult, evaluate, split_for, train_batches
 
 __all__ = ["forgetting_metrics", "permute", "task_permutations", "train_permuted"]
 

@@ -10,87 +10,22 @@ Every trainer has ``train``'s signature, ``trainer(cfg, out_dir, dataset=..., pr
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..backends import Network
 from ..config import TrainConfig
 from ..data import BatchLoader, Dataset, load_dataset
-from ..io import write_csv_atomic, write_json_atomic
-from ..train import DivergenceError, RunResult, evaluate, split_for
+from ..train import DivergenceError, RunFiles, RunResult, eval_points, evaluate, split_for, train_batches
 from .models import build_custom_model, custom_network
 
-__all__ = ["Trainer", "RunFiles", "train_batches", "train_custom"]
+__all__ = ["Trainer", "train_custom"]
 
 #: ``trainer(cfg, out_dir, dataset=..., progress=..., log=...) -> RunResult``
 Trainer = Callable[..., RunResult]
-
-
-class RunFiles:
-    """Writes a run's ``metrics.csv`` and ``results.json`` (atomically) whenever :meth:`save` is called."""
-
-    def __init__(self, result: RunResult) -> None:
-        self.result = result
-        self.t_start = time.perf_counter()
-        if result.run_dir is not None:
-            result.run_dir.mkdir(parents=True, exist_ok=True)
-        self.save()
-
-    def save(self) -> None:
-        self.result.wall_time_s = time.perf_counter() - self.t_start
-        if self.result.run_dir is not None:
-            write_csv_atomic(self.result.run_dir / "metrics.csv", self.result.history)
-            write_json_atomic(self.result.run_dir / "results.json", self.result.to_dict())
-
-
-def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool,
-                  on_point: Callable[[int, float, float], None], points: set[int]) -> None:
-    """One pass over ``loader``: forward, cross-entropy, backward, ``net.step()`` per batch.
-
-    After each batch whose 1-based index is in ``points``, ``on_point(step, train_loss, train_acc)`` gets the
-    mean loss and accuracy since the previous point (one host sync per point; the loss is checked for NaN/Inf
-    every step on CPU, every 25 steps on a GPU).
-
-    Raises:
-        DivergenceError: the loss became NaN or infinite.
-    """
-    from tqdm.auto import tqdm
-
-    device = net.device
-    check_every = 1 if device.type == "cpu" else 25
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    seen = 0
-    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5)
-    for step, (x, y) in enumerate(bar, start=1):
-        net.zero_grad()
-        out = net.model(x)
-        loss = F.cross_entropy(out, y)
-        loss.backward()
-        net.step()
-        loss_sum += loss.detach() * y.shape[0]
-        correct += (out.detach().argmax(1) == y).sum()
-        seen += y.shape[0]
-        if step % check_every == 0 or step in points:
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise DivergenceError(f"loss became {value} at {desc}, step {step} (lr={cfg.lr}); lower the lr")
-        if step in points:
-            on_point(step, float(loss_sum) / seen, float(correct) / seen)
-            loss_sum.zero_(), correct.zero_()
-            seen = 0
-    bar.close()
-
-
-def eval_points(n_batches: int, per_epoch: int) -> set[int]:
-    """The 1-based batch counts after which an epoch is evaluated (the last one always at the epoch end)."""
-    return {max(1, round(n_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
 
 
 def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,22 @@ class RunFiles:
             result.run_dir.mkdir(parents=True, exist_ok=True)
         self.save()
 
+    @contextmanager
+    def finishing(self, net: Network) -> Iterator[None]:
+        """Around a run's training: on normal exit the status becomes ``completed`` and the files are saved; on a
+        :class:`DivergenceError` the status becomes ``diverged``, the files are saved and the error propagates;
+        ``net`` is closed either way."""
+        try:
+            yield
+            self.result.status = "completed"
+        except DivergenceError as exc:
+            self.result.status, self.result.message = "diverged", str(exc)
+            self.save()
+            raise
+        finally:
+            net.close()
+        self.save()
+
     def save(self) -> None:
         self.result.wall_time_s = time.perf_counter() - self.t_start
         if self.result.run_dir is not None:
@@ -192,7 +209,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     files = RunFiles(result)
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
-    try:
+    with files.finishing(net):
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             t0 = time.perf_counter()
@@ -220,12 +237,4 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
             result.extra["inference"] = accuracy_after_drift(
                 net.read_weights, net.write_weights, lambda: evaluate(model, test_split)[1], cfg.inference_times,
                 seed=cfg.seed)
-        result.status = "completed"
-    except DivergenceError as exc:
-        result.status, result.message = "diverged", str(exc)
-        files.save()
-        raise
-    finally:
-        net.close()
-    files.save()
     return result

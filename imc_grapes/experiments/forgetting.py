@@ -30,7 +30,7 @@ from ..backends import build_network
 from ..config import TrainConfig
 from ..data import BatchLoader, Dataset, Split, load_dataset
 from ..grapes.initializers import make_generator
-from ..train import DivergenceError, RunFiles, RunResult, evaluate, split_for, train_batches
+from ..train import RunFiles, RunResult, evaluate, split_for, train_batches
 
 __all__ = ["forgetting_metrics", "permute", "task_permutations", "train_permuted"]
 
@@ -100,7 +100,7 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
     files = RunFiles(result)
     matrix = [[float("nan")] * n_tasks for _ in range(n_tasks)]
-    try:
+    with files.finishing(net):
         for task, perm in enumerate(perms):
             t0 = time.perf_counter()
             loader = BatchLoader(permute(train_split, perm), cfg.batch_size, shuffle=True, seed=cfg.seed + 1000 * task)
@@ -124,12 +124,4 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
                 + " ".join(f"{100 * a:.1f}" for a in accs[:task + 1]) + " %")
         result.extra["forgetting"] = {"matrix": matrix, **forgetting_metrics(matrix)}
         result.extra["costs"] = net.cost_summary()
-        result.status = "completed"
-    except DivergenceError as exc:
-        result.status, result.message = "diverged", str(exc)
-        files.save()
-        raise
-    finally:
-        net.close()
-    files.save()
     return result

@@ -19,7 +19,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data import BatchLoader, Dataset, load_dataset
-from ..train import DivergenceError, RunFiles, RunResult, eval_points, evaluate, split_for, train_batches
+from ..train import RunFiles, RunResult, eval_points, evaluate, split_for, train_batches
 from .models import build_custom_model, custom_network
 
 __all__ = ["Trainer", "train_custom"]
@@ -54,7 +54,7 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
     files = RunFiles(result)
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
-    try:
+    with files.finishing(net):
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             net.model.train()
@@ -75,12 +75,4 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
             log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
                 f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
         result.extra["costs"] = net.cost_summary(steps_per_epoch=n_batches)
-        result.status = "completed"
-    except DivergenceError as exc:
-        result.status, result.message = "diverged", str(exc)
-        files.save()
-        raise
-    finally:
-        net.close()
-    files.save()
     return result

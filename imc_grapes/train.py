@@ -179,6 +179,40 @@ def eval_points(n_batches: int, per_epoch: int) -> set[int]:
     return {max(1, round(n_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
 
 
+def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: TrainConfig, result: RunResult,
+                 files: RunFiles, progress: bool, log: Callable[[str], None]) -> None:
+    """``cfg.epochs`` passes over ``loader`` (:func:`train_batches`), evaluating on ``test_split``
+    ``cfg.evals_per_epoch`` times per epoch: each point appends a history row (epoch, step, train/test loss and
+    accuracy, time, mean GRAPES factor per layer, ``net.metrics()``) and saves the files.
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite.
+    """
+    n_batches = len(loader)
+    points = eval_points(n_batches, cfg.evals_per_epoch)
+    for epoch in range(1, cfg.epochs + 1):
+        net.model.train()
+        t0 = time.perf_counter()
+
+        def on_point(step: int, train_loss: float, train_acc: float) -> None:
+            test_loss, test_acc = evaluate(net.model, test_split)
+            row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                   "train_loss": train_loss, "train_acc": train_acc,
+                                   "test_loss": test_loss, "test_acc": test_acc,
+                                   "time_s": time.perf_counter() - t0}
+            if net.grapes is not None:
+                for name, m in net.grapes.modulations.items():
+                    row[f"M_mean/{name}"] = float(m.float().mean())
+            row.update(net.metrics())
+            result.history.append(row)
+            files.save()
+
+        train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point, points,
+                      where=f"epoch {epoch}")
+        log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
+            f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
           progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
     """Train one model under ``cfg``; write ``metrics.csv`` and ``results.json`` into ``out_dir`` if given.
@@ -202,39 +236,16 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     train_split, test_split = train_split.to(device), test_split.to(device)
 
     net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
-    model, handle = net.model, net.grapes
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
 
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
     files = RunFiles(result)
-    n_batches = len(loader)
-    points = eval_points(n_batches, cfg.evals_per_epoch)
     with files.finishing(net):
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            t0 = time.perf_counter()
-
-            def on_point(step: int, train_loss: float, train_acc: float) -> None:
-                test_loss, test_acc = evaluate(model, test_split)
-                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
-                                       "train_loss": train_loss, "train_acc": train_acc,
-                                       "test_loss": test_loss, "test_acc": test_acc,
-                                       "time_s": time.perf_counter() - t0}
-                if handle is not None:
-                    for name, m in handle.modulations.items():
-                        row[f"M_mean/{name}"] = float(m.float().mean())
-                row.update(net.metrics())
-                result.history.append(row)
-                files.save()
-
-            train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point,
-                          points, where=f"epoch {epoch}")
-            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
-                f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
-        result.extra["costs"] = net.cost_summary(steps_per_epoch=n_batches)
+        train_epochs(net, loader, test_split, cfg, result, files, progress, log)
+        result.extra["costs"] = net.cost_summary(steps_per_epoch=len(loader))
         if cfg.inference_times and cfg.backend != "digital":
             log(f"[{cfg.optimizer}] inference after programming noise and drift at {list(cfg.inference_times)} s")
             result.extra["inference"] = accuracy_after_drift(
-                net.read_weights, net.write_weights, lambda: evaluate(model, test_split)[1], cfg.inference_times,
+                net.read_weights, net.write_weights, lambda: evaluate(net.model, test_split)[1], cfg.inference_times,
                 seed=cfg.seed)
     return result

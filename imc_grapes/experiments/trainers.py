@@ -10,16 +10,14 @@ Every trainer has ``train``'s signature, ``trainer(cfg, out_dir, dataset=..., pr
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..config import TrainConfig
 from ..data import BatchLoader, Dataset, load_dataset
-from ..train import RunFiles, RunResult, eval_points, evaluate, split_for, train_batches
+from ..train import RunFiles, RunResult, split_for, train_epochs
 from .models import build_custom_model, custom_network
 
 __all__ = ["Trainer", "train_custom"]
@@ -52,27 +50,7 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
     files = RunFiles(result)
-    n_batches = len(loader)
-    points = eval_points(n_batches, cfg.evals_per_epoch)
     with files.finishing(net):
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            net.model.train()
-
-            def on_point(step: int, train_loss: float, train_acc: float) -> None:
-                test_loss, test_acc = evaluate(net.model, test_split)
-                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
-                                       "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                                       "test_acc": test_acc, "time_s": time.perf_counter() - t0}
-                if net.grapes is not None:
-                    for name, m in net.grapes.modulations.items():
-                        row[f"M_mean/{name}"] = float(m.float().mean())
-                row.update(net.metrics())
-                result.history.append(row)
-                files.save()
-
-            train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point, points)
-            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
-                f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
-        result.extra["costs"] = net.cost_summary(steps_per_epoch=n_batches)
+        train_epochs(net, loader, test_split, cfg, result, files, progress, log)
+        result.extra["costs"] = net.cost_summary(steps_per_epoch=len(loader))
     return result

@@ -104,23 +104,35 @@ class Cell:
     tuning: dict[float, float | None] = field(default_factory=dict)  # lr -> best validation accuracy
 
 
-def _same_config(saved: dict[str, Any], cfg: TrainConfig) -> bool:
+def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
     import json
 
     return json.loads(json.dumps(saved, default=str)) == json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],
+                 log: Callable[[str], None]) -> RunResult | None:
+    """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
+    (with the ``extra_keys`` entries of its results), else None (resume: such a run is not trained again)."""
+    saved_path = run_dir / "results.json"
+    if not saved_path.exists():
+        return None
+    saved = read_json(saved_path)
+    if saved.get("status") not in statuses or not _same_config(saved.get("config", {}), cfg):
+        return None
+    log(f"   (resumed: {run_dir} is finished)")
+    extra = {k: saved[k] for k in extra_keys if k in saved}
+    return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
+                     saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra)
 
 
 def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, resume: bool,
             log: Callable[[str], None]) -> RunResult:
     """Train ``cfg`` into ``run_dir``, or load it when a finished run with the same config is there."""
     saved_path = run_dir / "results.json"
-    if resume and saved_path.exists():
-        saved = read_json(saved_path)
-        if saved.get("status") in ("completed", "diverged") and _same_config(saved.get("config", {}), cfg):
-            log(f"   (resumed: {run_dir} is finished)")
-            extra = {k: saved[k] for k in ("costs", "inference") if k in saved}
-            return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
-                             saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra)
+    done = finished_run(cfg, run_dir, ("completed", "diverged"), ("costs", "inference"), log) if resume else None
+    if done is not None:
+        return done
     try:
         return train(cfg, run_dir, dataset=dataset, progress=progress, log=log)
     except DivergenceError as exc:

@@ -7,7 +7,6 @@ folder as ``imc-grapes compare`` (``results.json``, ``results.csv``, ``curves.pn
 """
 from __future__ import annotations
 
-import json
 import statistics
 import traceback
 from collections.abc import Callable, Mapping
@@ -15,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells,
-                       tune_and_run)
+from ..compare import (Cell, CompareSpec, epochs_to_target, findings, finished_run, format_table, plot_report,
+                       summarise_cells, tune_and_run)
 from ..data import Dataset
 from ..io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..train import DivergenceError, RunResult, train
@@ -87,10 +86,6 @@ class GroupResult:
     files: list[str] = field(default_factory=list)
 
 
-def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
-    return json.loads(json.dumps(saved, default=str)) == json.loads(json.dumps(cfg.to_dict(), default=str))
-
-
 def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progress: bool, resume: bool,
             log: Callable[[str], None]) -> RunResult:
     """Train ``cfg`` with ``trainer`` into ``run_dir``, or load it when a finished run with the same config is
@@ -102,13 +97,9 @@ def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progres
     ``resume``: rerun with ``resume=False`` to redo them); the experiment goes on.
     """
     saved_path = run_dir / "results.json"
-    if resume and saved_path.exists():
-        saved = read_json(saved_path)
-        if saved.get("status") in FINISHED and _same_config(saved.get("config", {}), cfg):
-            log(f"   (resumed: {run_dir} is finished)")
-            extra = {k: saved[k] for k in _EXTRA_KEYS if k in saved}
-            return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
-                             saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra)
+    done = finished_run(cfg, run_dir, FINISHED, _EXTRA_KEYS, log) if resume else None
+    if done is not None:
+        return done
     try:
         return trainer(cfg, run_dir, dataset=dataset, progress=progress, log=log)
     except DivergenceError as exc:

@@ -179,6 +179,16 @@ def eval_points(n_batches: int, per_epoch: int) -> set[int]:
     return {max(1, round(n_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
 
 
+def prepare_run(cfg: TrainConfig, dataset: Dataset | None) -> tuple[torch.device, Dataset, Split, Split, str]:
+    """Seed torch with ``cfg.seed``, load the data set (unless given) and split it (:func:`split_for`): returns
+    ``(device, data, train split, evaluation split, its name)`` with both splits on ``cfg``'s device."""
+    device = cfg.resolved_device()
+    torch.manual_seed(cfg.seed)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
+    train_split, test_split, eval_split = split_for(cfg, data)
+    return device, data, train_split.to(device), test_split.to(device), eval_split
+
+
 def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: TrainConfig, result: RunResult,
                  files: RunFiles, progress: bool, log: Callable[[str], None]) -> None:
     """``cfg.epochs`` passes over ``loader`` (:func:`train_batches`), evaluating on ``test_split``
@@ -229,11 +239,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         DivergenceError: the loss became NaN/Inf; the files written so far are kept and ``results.json``
             records status ``diverged``.
     """
-    device = cfg.resolved_device()
-    torch.manual_seed(cfg.seed)
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
-    train_split, test_split, eval_split = split_for(cfg, data)
-    train_split, test_split = train_split.to(device), test_split.to(device)
+    device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
 
     net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from ..backends import build_network
 from ..config import TrainConfig
-from ..data import BatchLoader, Dataset, Split, load_dataset
+from ..data import BatchLoader, Dataset, Split
 from ..grapes.initializers import make_generator
-from ..train import RunFiles, RunResult, evaluate, split_for, train_batches
+from ..train import RunFiles, RunResult, evaluate, prepare_run, train_batches
 
 __all__ = ["forgetting_metrics", "permute", "task_permutations", "train_permuted"]
 
@@ -89,11 +89,7 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     n_tasks = int(cfg.extra.get("tasks", 5))
     if n_tasks < 1:
         raise ValueError(f"train_permuted: extra['tasks'] must be >= 1, got {n_tasks}")
-    device = cfg.resolved_device()
-    torch.manual_seed(cfg.seed)
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
-    train_split, test_split, eval_split = split_for(cfg, data)
-    train_split, test_split = train_split.to(device), test_split.to(device)
+    device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
     perms = task_permutations(n_tasks, train_split.x[0].numel(), int(cfg.extra.get("permutation_seed", 0)))
     tests = [permute(test_split, p) for p in perms]
     net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)

@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from ..config import TrainConfig
-from ..data import BatchLoader, Dataset, load_dataset
-from ..train import RunFiles, RunResult, split_for, train_epochs
+from ..data import BatchLoader, Dataset
+from ..train import RunFiles, RunResult, prepare_run, train_epochs
 from .models import build_custom_model, custom_network
 
 __all__ = ["Trainer", "train_custom"]
@@ -40,11 +38,7 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
                          "'hidden': [64]}")
     if cfg.rule != "bp":
         raise ValueError(f"train_custom: recurrent and spiking models train with BPTT (rule 'bp'), got {cfg.rule!r}")
-    device = cfg.resolved_device()
-    torch.manual_seed(cfg.seed)
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
-    train_split, test_split, eval_split = split_for(cfg, data)
-    train_split, test_split = train_split.to(device), test_split.to(device)
+    device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
     model = build_custom_model(spec, tuple(train_split.x.shape[1:]), data.n_classes, cfg.seed, device)
     net = custom_network(cfg, model, device)
     loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed)

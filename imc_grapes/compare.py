@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,18 +128,36 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
 
 
 def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, resume: bool,
-            log: Callable[[str], None]) -> RunResult:
-    """Train ``cfg`` into ``run_dir``, or load it when a finished run with the same config is there."""
+            log: Callable[[str], None], trainer: Callable[..., RunResult] | None = None,
+            finished: Sequence[str] = ("completed", "diverged"), extra_keys: Sequence[str] = ("costs", "inference"),
+            record_failures: bool = False) -> RunResult:
+    """Train ``cfg`` with ``trainer`` (``trainer(cfg, run_dir, dataset=, progress=, log=)``; default
+    :func:`~imc_grapes.train.train`) into ``run_dir``, or
+    load it when a run with a status in ``finished`` and the same config is there (``resume``).
+
+    A diverging run (NaN/Inf loss) is returned with status ``diverged`` and its history so far. With
+    ``record_failures`` a run that raised any other error is returned (and recorded in its ``results.json``) with
+    status ``failed`` and the error as its message, so that the caller goes on; without, the error propagates.
+    """
     saved_path = run_dir / "results.json"
-    done = finished_run(cfg, run_dir, ("completed", "diverged"), ("costs", "inference"), log) if resume else None
+    done = finished_run(cfg, run_dir, finished, extra_keys, log) if resume else None
     if done is not None:
         return done
     try:
-        return train(cfg, run_dir, dataset=dataset, progress=progress, log=log)
+        return (trainer or train)(cfg, run_dir, dataset=dataset, progress=progress, log=log)
     except DivergenceError as exc:
         saved = read_json(saved_path)
         log(f"   diverged: {exc}")
         return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
+    except Exception as exc:
+        if not record_failures:
+            raise
+        message = f"{type(exc).__name__}: {exc}"
+        log(f"   FAILED: {message}")
+        saved = read_json(saved_path) if saved_path.exists() else {"config": cfg.to_dict(), "history": []}
+        saved.update(status="failed", message=message, traceback=traceback.format_exc())
+        write_json_atomic(saved_path, saved)
+        return RunResult(cfg, saved.get("history", []), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
 
 
 def tune_score(run: RunResult, how: str) -> float | None:

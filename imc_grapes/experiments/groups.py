@@ -8,17 +8,17 @@ folder as ``imc-grapes compare`` (``results.json``, ``results.csv``, ``curves.pn
 from __future__ import annotations
 
 import statistics
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compare import (Cell, CompareSpec, epochs_to_target, findings, finished_run, format_table, plot_report,
-                       summarise_cells, tune_and_run)
+from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells,
+                       tune_and_run)
+from ..compare import run_one as compare_run_one
 from ..data import Dataset
-from ..io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
-from ..train import DivergenceError, RunResult, train
+from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..train import RunResult, train
 from .forgetting import train_permuted
 from .trainers import Trainer, train_custom
 
@@ -89,30 +89,15 @@ class GroupResult:
 def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progress: bool, resume: bool,
             log: Callable[[str], None]) -> RunResult:
     """Train ``cfg`` with ``trainer`` into ``run_dir``, or load it when a finished run with the same config is
-    there (``resume``).
+    there (``resume``): :func:`imc_grapes.compare.run_one` with the experiments' policy.
 
     A diverging run (NaN/Inf loss) is returned with status ``diverged``; a run that raised any other error
     (e.g. a simulator bug hit by a collapsed network) with status ``failed`` and the error as its message. Both
     keep their history so far and are recorded in the run's ``results.json`` (and count as finished for
     ``resume``: rerun with ``resume=False`` to redo them); the experiment goes on.
     """
-    saved_path = run_dir / "results.json"
-    done = finished_run(cfg, run_dir, FINISHED, _EXTRA_KEYS, log) if resume else None
-    if done is not None:
-        return done
-    try:
-        return trainer(cfg, run_dir, dataset=dataset, progress=progress, log=log)
-    except DivergenceError as exc:
-        saved = read_json(saved_path)
-        log(f"   diverged: {exc}")
-        return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
-    except Exception as exc:  # noqa: BLE001 - one broken run must not end the experiment; it is recorded
-        message = f"{type(exc).__name__}: {exc}"
-        log(f"   FAILED: {message}")
-        saved = read_json(saved_path) if saved_path.exists() else {"config": cfg.to_dict(), "history": []}
-        saved.update(status="failed", message=message, traceback=traceback.format_exc())
-        write_json_atomic(saved_path, saved)
-        return RunResult(cfg, saved.get("history", []), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
+    return compare_run_one(cfg, run_dir, dataset, progress, resume, log, trainer=trainer, finished=FINISHED,
+                           extra_keys=_EXTRA_KEYS, record_failures=True)
 
 
 def _pct(v: float | None) -> str:

@@ -12,8 +12,8 @@ few devices get pulses; on the CPU (where host reads are free) :func:`cpu_pulse_
   falls back to the dense count on the same trains.
 
 The dense count itself draws only the live slots (``slot < BL``, :func:`_draw_compact_trains`) and counts with
-bfloat16 matmuls where the CPU has them natively (:func:`_bf16_counts`, exact for up to 256 samples x slots),
-else with one float matmul on sign-weighted trains (:func:`_packed_counts`).
+int8 matmuls (:func:`_int8_counts`, exact), or where torch has none, with one float matmul on sign-weighted
+trains (:func:`_packed_counts`).
 
 Every path gives exactly the same distribution as ``pulse_counts``: each line fires independently in each
 slot with its probability (the random stream differs); the dense and the sparse count of the same trains
@@ -57,9 +57,16 @@ _NS_PER_CANDIDATE = 25.0      # sparse trains: one geometric gap, thinning draw 
 _NS_GEOMETRIC_FIXED = 80_000.0  # sparse trains: their extra tensor operations
 
 
-_BF16_FAST = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-"""Whether this CPU multiplies bfloat16 matrices natively (then the dense counts use :func:`_bf16_counts`)."""
+def _int8_matmul_works() -> bool:
+    try:
+        a = torch.tensor([[1, -1], [0, 1]], dtype=torch.int8)
+        return torch.equal(torch._int_mm(a, a), torch.tensor([[1, -2], [0, 1]], dtype=torch.int32))
+    except Exception:      # an older torch, or one without a CPU int8 matmul
+        return False
+
+
+_INT8_MM = _int8_matmul_works()
+"""Whether this torch multiplies int8 matrices on the CPU (then the dense counts use :func:`_int8_counts`)."""
 
 
 def _div(n: Tensor, m: int) -> Tensor:
@@ -129,45 +136,49 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     trains = _draw_compact_trains(plan, generator)
     fired_x, fired_d = trains.fired()
     total = (fired_x * fired_d).to(torch.int64).sum()
-    n_up, n_down = (_bf16_counts(trains) if _BF16_FAST and trains.x_bits.shape[2] * trains.x_bits.shape[3] <= 256
-                    else _packed_counts(trains))
+    n_up, n_down = _int8_counts(trains) if _INT8_MM else _packed_counts(trains)
     return CpuCounts(None, n_up, n_down, total)
 
 
-def _bf16_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
-    """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers) with bfloat16 matmuls.
+def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
+    """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers) with int8 matmuls.
 
-    The error trains are split by sign (``D+``, ``D-``, 0/1 each). When no input is negative (e.g. after a ReLU)
-    the counts come out of two matmuls directly: ``n_down = D+ᵀX``, ``n_up = D-ᵀX``; otherwise as
-    :func:`crossbar.update._dense_counts` does, from ``both = DᵀX`` and ``signed = (D+ - D-)ᵀ(sign(x)·X)``.
-    Every partial sum is an integer of magnitude at most ``batch*slots <= 256``, exact in bfloat16 (8
-    significant bits) whatever the accumulation order or precision; the bfloat16 matmul runs several times
-    faster than float32 on CPUs with AVX512-BF16.
+    The trains become int8 matrices of 0 and ±1 and are multiplied with int32 accumulation (``torch._int_mm``,
+    exact for any length; several times faster than float32 or bfloat16 on current CPUs). When no input is
+    negative (e.g. after a ReLU) the error trains are split by sign and ``n_down = D+ᵀX``, ``n_up = D-ᵀX``;
+    otherwise ``both = |D|ᵀ|X|`` and ``signed = (sign(d)·D)ᵀ(sign(x)·X)`` give ``n_down = (both + signed) / 2``
+    and ``n_up = both - n_down``. ``_int_mm`` has no batched form: one call per tile (and product).
     """
     x_bits, d_bits = trains.x_bits, trains.d_bits
     n_r, n_c, batch, n_slots, cols = x_bits.shape
     rows = d_bits.shape[-1]
     tiles, k_len = n_r * n_c, batch * n_slots
-    assert k_len <= 256
-    bf16, dtype = torch.bfloat16, x_bits.dtype
-    d_sign = trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign
+    i8, dtype = torch.int8, x_bits.dtype
+    d_sign = (trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign)[:, :, :, None, :]
 
-    xb = x_bits.to(bf16).view(tiles, k_len, cols)
+    def left(t: Tensor) -> Tensor:
+        """``[R, C, batch, slots, rows]`` -> ``Dᵀ: [tiles, rows, K]`` int8, a transposed view (the int8 matmul
+        reads it in place; one row is reshaped instead, as its stride would be misread as the row length)."""
+        t = t.to(i8)
+        return t.view(tiles, 1, k_len) if rows == 1 else t.view(tiles, k_len, rows).transpose(1, 2)
+
     if trains.x_sign.numel() == 0 or float(trains.x_sign.min()) >= 0:             # no negative input pulse
-        d_pos = d_bits.mul(d_sign.clamp(min=0.0)[:, :, :, None, :]).to(bf16).view(tiles, k_len, rows)
-        d_neg = d_bits.mul(d_sign.clamp(max=0.0).neg_()[:, :, :, None, :]).to(bf16).view(tiles, k_len, rows)
-        n_down = torch.bmm(d_pos.transpose(1, 2), xb)
-        n_up = torch.bmm(d_neg.transpose(1, 2), xb)
-        return n_up.to(dtype).view(n_r, n_c, rows, cols), n_down.to(dtype).view(n_r, n_c, rows, cols)
-    # both = DᵀX, signed = (sign(d)·D)ᵀ(sign(x)·X): n_down = (both + signed) / 2 (even integers <= 512: exact)
-    db = d_bits.to(bf16)
-    xs = (xb.view(x_bits.shape) * trains.x_sign.to(bf16)[:, :, :, None, :]).view(tiles, k_len, cols)
-    ds = (db * d_sign.to(bf16)[:, :, :, None, :]).view(tiles, k_len, rows)
-    both = torch.bmm(db.view(tiles, k_len, rows).transpose(1, 2), xb)
-    signed = torch.bmm(ds.transpose(1, 2), xs)
-    n_down = torch.add(both, signed).to(dtype).mul_(0.5)
-    n_up = both.to(dtype).sub_(n_down)
-    return n_up.view(n_r, n_c, rows, cols), n_down.view(n_r, n_c, rows, cols)
+        lefts = (left(d_bits.mul(d_sign.clamp(min=0.0))), left(d_bits.mul(d_sign.clamp(max=0.0).neg_())))
+        rights = (x_bits.to(i8).view(tiles, k_len, cols),) * 2                     # D+ᵀX, D-ᵀX
+    else:
+        x_sign = trains.x_sign[:, :, :, None, :]
+        lefts = (left(d_bits), left(d_bits.mul(d_sign)))                           # |D|ᵀ|X|, (sD)ᵀ(sX)
+        rights = (x_bits.to(i8).view(tiles, k_len, cols), x_bits.mul(x_sign).to(i8).view(tiles, k_len, cols))
+    first, second = (torch.empty(tiles, rows, cols, dtype=torch.int32) for _ in range(2))
+    for t in range(tiles):
+        torch._int_mm(lefts[0][t], rights[0][t], out=first[t])
+        torch._int_mm(lefts[1][t], rights[1][t], out=second[t])
+    if rights[0] is rights[1]:
+        n_down, n_up = first, second
+    else:                                              # first = both, second = signed
+        n_down = second.add_(first).bitwise_right_shift_(1)
+        n_up = first.sub_(n_down)
+    return n_up.to(dtype).view(n_r, n_c, rows, cols), n_down.to(dtype).view(n_r, n_c, rows, cols)
 
 
 def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.host import host_reads_free
 
 __all__ = [
     "IOParameters",
@@ -334,10 +335,10 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
     alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
     nm_on = p.noise_management != "none"
     # CPU (host reads are free): whether every alpha is > 0 (the common case), known once
-    alpha_pos = (alpha.numel() == 0 or float(alpha.min()) > 0) if nm_on and xin.device.type == "cpu" else None
+    alpha_pos = (alpha.numel() == 0 or float(alpha.min()) > 0) if nm_on and host_reads_free(xin) else None
     alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
     rounds = bound_management_rounds(p, transposed)
-    if rounds > 1 and xin.device.type == "cpu" and not sync_free:
+    if rounds > 1 and host_reads_free(xin) and not sync_free:
         # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
         # some output saturated (the common case needs one MVM instead of ``rounds``; same distribution).
         # On GPUs all rounds run batched, without a host synchronisation.
@@ -415,7 +416,7 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     if nm_on and not (p.inp_noise > 0 and not transposed):
         # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without
         # input noise; backward always). On the CPU a host check skips the pass when no input is all zero.
-        if x_device.type != "cpu" or not (alpha_pos if alpha_pos is not None
+        if not host_reads_free(x_device) or not (alpha_pos if alpha_pos is not None
                                           else alpha.numel() == 0 or float(alpha.min()) > 0):
             out.masked_fill_(~(alpha > 0), 0.0)
     return MVMResult(out, passes)

@@ -41,6 +41,7 @@ from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import TileState
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
+from devices.host import host_reads_free
 from devices.rng import CounterRNG, IndexedDraws
 
 _BLOCK = 480 * 64
@@ -330,7 +331,7 @@ class ReplicaTileArray(TileState):
         else:
             device = cfg.device
             plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
-            on_cpu = self.weight_tiles.device.type == "cpu"
+            on_cpu = host_reads_free(self.weight_tiles)
             # CPU: only the slots each sample uses (host reads, free there); GPU: all slots, sync-free
             n_up, n_down, total = (_compact_counts(plan, self.generator) if on_cpu
                                    else _dense_counts(_draw_dense_trains(plan, self.generator)))

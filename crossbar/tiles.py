@@ -30,6 +30,7 @@ from crossbar.periphery import MVMResult, analog_mvm
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice
+from devices.host import host_reads_free
 
 __all__ = ["TileArray", "TileState", "COUNTER_NAMES"]
 
@@ -264,7 +265,7 @@ class TileArray(TileState):
         device = cfg.device
         params = self.params
         shape = self.weight_tiles.shape
-        if self.weight_tiles.device.type == "cpu":
+        if host_reads_free(self.weight_tiles):
             index, n_up, n_down, total = cpu_pulse_counts(xt, dt, lr, device.granularity, cfg.update,
                                                           self.generator)
         else:
@@ -284,7 +285,7 @@ class TileArray(TileState):
         else:
             n_up = n_up.reshape(shape)
             n_down = n_down.reshape(shape)
-            if total.device.type == "cpu" and type(device).apply_pulses_ is PulsedDevice.apply_pulses_:
+            if host_reads_free(total) and type(device).apply_pulses_ is PulsedDevice.apply_pulses_:
                 # the number of pulses (the device update's sparse/dense choice) is known: a free host read
                 device._apply_pulses_counted_(self.weight_tiles, n_up, n_down, params, self.generator, float(total))
             else:

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.host import host_reads_free, host_scalar_math
 
 __all__ = [
     "PULSE_TYPES",
@@ -296,7 +297,7 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
         base = torch.full(shape, ab_base, dtype=dtype, device=device)
         return torch.full(shape, max_bl, dtype=torch.int64, device=device), base, base.clone()
 
-    if device.type == "cpu" and dtype in (torch.float32, torch.float64):
+    if host_reads_free(device) and dtype in (torch.float32, torch.float64):
         return _scales_host(x_max, d_max, lr_abs, dw, max_bl, ab_base, cfg)
     x_val = _x_val(x_max)                                        # [batch, R|1, C]
     d_val = (d_max * cfg.um_grad_scale if cfg.um_grad_scale != 1.0 else d_max)[:, :, None]   # [batch, R, 1]
@@ -323,7 +324,8 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
 def _ab_base(lr_abs: float, dw: float, max_bl: int, dtype: torch.dtype) -> float:
     """``sqrt(lr / (dw * max_bl))`` in ``dtype`` as the tensor version of :func:`_scales` computes it (cached:
     the same few learning rates recur every step)."""
-    return float(torch.sqrt(torch.as_tensor(lr_abs, dtype=dtype) / (torch.as_tensor(dw, dtype=dtype) * max_bl)))
+    with host_scalar_math():   # CPU tensors of Python numbers: no device data is read
+        return float(torch.sqrt(torch.as_tensor(lr_abs, dtype=dtype) / (torch.as_tensor(dw, dtype=dtype) * max_bl)))
 
 
 def _scales_host(x_max: Tensor, d_max: Tensor, lr_abs: float, dw: float, max_bl: int, ab_base: float,

@@ -32,6 +32,7 @@ from devices.inference import (
 from devices.linear_step import LinearStepDevice, SoftBoundsDevice
 from devices.pow_step import PowStepDevice
 from devices.rng import CounterRNG
+from devices.host import HostReadError, host_reads_free, no_host_reads
 from devices.presets import (
     PRESETS,
     CapacitorPresetDevice,
@@ -78,4 +79,7 @@ __all__ = [
     "read_weights_at",
     "apply_inference_noise",
     "CounterRNG",
+    "HostReadError",
+    "host_reads_free",
+    "no_host_reads",
 ]

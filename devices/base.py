@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.host import host_reads_free
 
 __all__ = ["DeviceParams", "PulsedDevice", "check_field"]
 
@@ -295,7 +296,7 @@ class PulsedDevice:
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
         # a CounterRNG (replicas) always takes the dense path: the sparse one's draws depend on all replicas' data
-        if w.device.type == "cpu" and w.numel() >= _SPARSE_MIN_DEVICES and _same_layout(w, n_up, n_down, params) \
+        if host_reads_free(w) and w.numel() >= _SPARSE_MIN_DEVICES and _same_layout(w, n_up, n_down, params) \
                 and not isinstance(generator, rng.CounterRNG):
             if pulses is None:
                 pulses = float(n_up.sum()) + float(n_down.sum())    # >= the devices with pulses; no temporaries

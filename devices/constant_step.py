@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.host import host_reads_free
 
 from devices.base import DeviceParams, PulsedDevice, check_field
 
@@ -23,19 +24,16 @@ _FEW_PULSED = 0.6
 """Largest fraction of devices with pulses for which the CPU draws Gaussians only for those (see below)."""
 
 
-def _gaussians_where_(noise: Tensor, var: Tensor, std: float, generator: rng.Generator) -> Tensor:
-    """Fill ``noise`` with ``N(0, std²)`` draws wherever ``var > 0``; elsewhere with anything finite (the caller
-    multiplies by ``var``). On the CPU with a torch generator and few devices with pulses (``var > 0``), only those
-    get a draw (found with numpy, much faster than torch's ``nonzero`` there); else every element. Returns
-    ``noise``."""
-    if noise.device.type == "cpu" and noise.numel() >= 4096 and noise.is_contiguous() and var.is_contiguous() \
-            and not var.requires_grad and var.dtype in (torch.float32, torch.float64) \
-            and not isinstance(generator, rng.CounterRNG):
+def _pulsed_positions(var: Tensor, generator: rng.Generator) -> Tensor | None:
+    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``) when they are few enough to
+    treat apart: on the CPU (found with numpy, much faster than torch's ``nonzero`` there) with a torch
+    generator, at most ``_FEW_PULSED`` of the devices. ``None``: treat every device."""
+    if host_reads_free(var) and var.numel() >= 4096 and var.is_contiguous() and not var.requires_grad \
+            and var.dtype in (torch.float32, torch.float64) and not isinstance(generator, rng.CounterRNG):
         where = np.flatnonzero(var.numpy().reshape(-1) > 0)
-        if where.size <= _FEW_PULSED * noise.numel():
-            draws = rng.normal_(torch.empty(where.size, dtype=noise.dtype), 0.0, std, generator)
-            return noise.zero_().view(-1).index_copy_(0, torch.from_numpy(where), draws).view(noise.shape)
-    return rng.normal_(noise, 0.0, std, generator)
+        if where.size <= _FEW_PULSED * var.numel():
+            return torch.from_numpy(where)
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,15 @@ class ConstantStepDevice(PulsedDevice):
         noise = n_down * params.dw_down                                              # down step, then noise
         new.sub_(noise)                                                              # the mean
         var.addcmul_(noise, params.dw_down)                        # n_up·dw_up² + n_down·dw_down² (/ dw_min_std²)
+        where = _pulsed_positions(var, generator)
+        if where is not None:      # few devices with pulses: one Gaussian each, added where they are
+            std = var.view(-1).index_select(0, where).sqrt_()
+            new.view(-1).index_add_(0, where, rng.normal_(torch.empty_like(std), 0.0, self.dw_min_std,
+                                                          generator).mul_(std))
+            return torch.clamp_(new, params.w_min, params.w_max)
         # std = var / sqrt(var + tiny): exactly 0 without pulses, sqrt(var) to ~tiny/var otherwise (sqrt(0)
         # takes a slow path on common CPUs, and devices without pulses must keep their state exactly)
-        _gaussians_where_(noise, var, self.dw_min_std, generator).mul_(var)
+        rng.normal_(noise, 0.0, self.dw_min_std, generator).mul_(var)
         new.addcmul_(noise, var.add_(_TINY[var.dtype]).rsqrt_())
         return torch.clamp_(new, params.w_min, params.w_max)
 

@@ -1,8 +1,9 @@
-"""The one-matmul (sign-packed) coincidence count of the CPU dense path equals the two-matmul reference.
+"""The CPU dense path's coincidence counts equal the two-matmul float reference exactly.
 
-``crossbar._sparse_update._packed_counts`` weights negative pulses by powers of ``M = batch*slots + 1`` and reads
-``n_up`` / ``n_down`` back from the digits of one matmul; on the same drawn trains it must give exactly the numbers
-of ``crossbar.update._dense_counts`` (every sign pattern, both compute dtypes, and the fallback for long trains).
+``crossbar._sparse_update._int8_counts`` multiplies 0/±1 int8 trains with int32 sums; ``_packed_counts`` (the
+fallback without an int8 matmul) weights negative pulses by powers of ``M = batch*slots + 1`` and reads
+``n_up`` / ``n_down`` back from the digits of one float matmul. On the same drawn trains both must give exactly
+the numbers of ``crossbar.update._dense_counts`` (every sign pattern, both compute dtypes, long trains).
 """
 
 from __future__ import annotations
@@ -43,15 +44,15 @@ def test_packed_count_equals_the_two_matmul_count(batch, n_r, n_c, rows, cols, x
     n_up, n_down = su._packed_counts(_clone(trains))
     assert n_up.dtype == ref_up.dtype and n_up.shape == ref_up.shape
     assert torch.equal(n_up, ref_up) and torch.equal(n_down, ref_down)
-    if trains.x_bits.shape[2] * trains.x_bits.shape[3] <= 256:     # bfloat16: exact up to 256 samples x slots
-        n_up, n_down = su._bf16_counts(_clone(trains))
-        assert n_up.dtype == ref_up.dtype and n_up.shape == ref_up.shape
-        assert torch.equal(n_up, ref_up) and torch.equal(n_down, ref_down)
+    n_up, n_down = su._int8_counts(_clone(trains))
+    assert n_up.dtype == ref_up.dtype and n_up.shape == ref_up.shape
+    assert torch.equal(n_up, ref_up) and torch.equal(n_down, ref_down)
 
 
 def test_long_mixed_trains_near_and_beyond_the_exact_range() -> None:
     """float32, mixed signs: K = 160 slots x samples (the largest packed, M**3 <= 2**22), K = 161 (the two-matmul
-    fallback) and a one-sided case with K = 2000 (packed with one digit); many devices with large counts."""
+    fallback) and a one-sided case with K = 2000 (packed with one digit); many devices with large counts (int8:
+    counts far beyond int8's range)."""
     for batch, desired_bl, x_signs in ((160, 1, "mixed"), (161, 1, "mixed"), (80, 2, "mixed"),
                                        (1000, 2, "pos"), (256, 1, "mixed"), (128, 2, "pos")):
         g = torch.Generator().manual_seed(batch)
@@ -65,9 +66,8 @@ def test_long_mixed_trains_near_and_beyond_the_exact_range() -> None:
         assert float((ref_up + ref_down).max()) > 0.3 * batch * desired_bl
         n_up, n_down = su._packed_counts(_clone(trains))
         assert torch.equal(n_up, ref_up) and torch.equal(n_down, ref_down)
-        if batch * desired_bl <= 256:                # bfloat16: exact up to 256 samples x slots
-            n_up, n_down = su._bf16_counts(_clone(trains))
-            assert torch.equal(n_up, ref_up) and torch.equal(n_down, ref_down)
+        n_up, n_down = su._int8_counts(_clone(trains))             # int8 with int32 sums: exact at any length
+        assert torch.equal(n_up, ref_up) and torch.equal(n_down, ref_down)
 
 
 @settings(max_examples=80, deadline=None)

@@ -18,6 +18,10 @@ import devices as dv
 
 SPARSE_SHAPE = (4, 32, 40)  # 5120 devices, few pulses: the CPU branch that computes only the pulsed devices
 DENSE_SHAPE = (2, 16, 40)   # 1280 devices: every device is computed
+DENSITIES = [0.03, 0.4, 0.6]
+"""Fractions of devices with pulses: 0.03 on SPARSE_SHAPE (only those devices are gathered and computed), 0.4 on
+SPARSE_SHAPE (every device computed, Gaussians drawn only for those with pulses), 0.6 on DENSE_SHAPE (every device
+computed and drawn)."""
 DT = torch.float64
 
 MODELS = {
@@ -32,7 +36,7 @@ MODELS = {
 
 def _setup(dev: dv.PulsedDevice, density: float, seed: int, dtype: torch.dtype = DT, one_sign: bool = False):
     g = torch.Generator().manual_seed(seed)
-    p = dev.sample(SPARSE_SHAPE if density < 0.1 else DENSE_SHAPE, g, dtype=dtype)
+    p = dev.sample(SPARSE_SHAPE if density < 0.5 else DENSE_SHAPE, g, dtype=dtype)
     w = dev.clip(0.4 * torch.rand(p.shape, generator=g, dtype=dtype) - 0.2, p)
     w.view(-1)[::11] = 0.0
     w.view(-1)[5::11] = -0.0
@@ -55,7 +59,7 @@ def _without_noise(dev: dv.PulsedDevice) -> dv.PulsedDevice:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("density", [0.03, 0.6])       # below / above the sparse threshold
+@pytest.mark.parametrize("density", DENSITIES)
 def test_in_place_paths_equal_apply_pulses_without_noise(name: str, density: float) -> None:
     dev = _without_noise(MODELS[name])
     _, p, w, n_up, n_down = _setup(dev, density, seed=1, one_sign=True)   # then deterministic
@@ -71,7 +75,7 @@ def test_in_place_paths_equal_apply_pulses_without_noise(name: str, density: flo
 
 
 @pytest.mark.parametrize("name", ["constant", "softbounds", "exp"])
-@pytest.mark.parametrize("density", [0.03, 0.6])
+@pytest.mark.parametrize("density", DENSITIES)
 def test_devices_without_pulses_keep_their_state_exactly(name: str, density: float) -> None:
     dev = MODELS[name]
     g, p, w, n_up, n_down = _setup(dev, density, seed=2, dtype=torch.float32)
@@ -82,13 +86,20 @@ def test_devices_without_pulses_keep_their_state_exactly(name: str, density: flo
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("density", [0.03, 0.6])
-def test_constant_step_noise_has_the_closed_form_moments(dtype: torch.dtype, density: float) -> None:
+@pytest.mark.parametrize("density", DENSITIES)
+def test_constant_step_noise_has_the_closed_form_moments(dtype: torch.dtype, density: float, monkeypatch) -> None:
     """ConstantStep's fused draw: mean w + n_up dw_up - n_down dw_down, var dw_min_std² (n_up dw_up² + ...)."""
+    import devices.constant_step as cs
+
     dev = dv.ConstantStepDevice(dw_min=0.002, dw_min_std=0.5, w_min=-5.0, w_max=5.0)   # bounds far away
     g, p, w, n_up, n_down = _setup(dev, density, seed=3, dtype=dtype)
     mean, var = dev.pulse_moments(w.double(), n_up.double(), n_down.double(), p.to(dtype=DT))
+    found, positions = [], cs._pulsed_positions
+    monkeypatch.setattr(cs, "_pulsed_positions", lambda *a: found.append(positions(*a)) or found[-1])
     out = dev.apply_pulses_(w.clone(), n_up, n_down, p, g).double()
+    # the branch each density is meant to exercise ran
+    assert {0.03: all(f is None for f in found), 0.4: len(found) == 1 and found[0] is not None,
+            0.6: len(found) == 1 and found[0] is None}[density]
     busy = var > 0
     inside = busy & (w < p.w_max) & (w > p.w_min)                  # states set on a bound get clipped
     z = (out - mean)[inside] / var[inside].sqrt()

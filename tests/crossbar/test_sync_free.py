@@ -1,0 +1,172 @@
+"""The engine's GPU path makes no host synchronisation, and gives the CPU path's distributions.
+
+``devices.no_host_reads`` runs a block on the sync-free path (the one every non-CPU device takes) on the CPU
+and raises at the first host read (``.item()``, ``float(t)``, ``nonzero``, a boolean mask, ...), each of which
+would stall a GPU. Every engine operation of a training step runs inside it here: forward, backward and
+pulsed update of tile arrays for every device preset and periphery option, analog layers with their
+optimizer, the replica engine, and whole GRAPES networks (every rule, importance source and mode). The
+second part checks that this path is the same physics as the CPU path: statistics of outputs and weight
+changes agree within sampling error.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossbar import AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters, TileArray
+from crossbar.replicas import ReplicaLinear
+from crossbar.update import UpdateParameters
+from devices import PRESETS, ConstantStepDevice, get_preset, no_host_reads
+from imc_grapes.backends import AnalogSettings, build_network
+from imc_grapes.config import TrainConfig
+
+
+def _step_tile_array(arr: TileArray, x: torch.Tensor, d: torch.Tensor, lr: float | torch.Tensor) -> None:
+    arr.forward(x)
+    arr.backward(d)
+    arr.update(x, d, lr)
+    arr.row_sums("hardware")
+    arr.col_sums("hardware")
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_tile_array_step_is_sync_free_for_every_preset(preset):
+    cfg = CrossbarConfig(device=get_preset(preset), tile_rows=32, tile_cols=48)
+    arr = TileArray(70, 100, cfg, seed=1)                          # 3 x 3 tiles
+    arr.program(torch.rand(70, 100) * 0.4 - 0.2)
+    x, d = torch.randn(8, 100), torch.randn(8, 70) * 0.3
+    before = arr.tiles.clone()
+    with no_host_reads():
+        _step_tile_array(arr, x, d, 0.1)
+    assert torch.isfinite(arr.tiles).all() and not torch.equal(arr.tiles, before)
+
+
+PERIPHERY = {
+    "saturating, all noise": IOParameters(out_bound=2.0, inp_noise=0.02, w_noise=0.01,
+                                          w_noise_type="additive_constant", inp_sto_round=True,
+                                          out_sto_round=True),
+    "no management": IOParameters(noise_management="none", bound_management="none", inp_bound=math.inf),
+    "constant nm, one-sided bm": IOParameters(noise_management="constant", nm_thres=2.0,
+                                              bm_test_negative_bound=False, out_bound=3.0),
+    "perfect": IOParameters(is_perfect=True),
+}
+
+
+@pytest.mark.parametrize("periphery", list(PERIPHERY))
+@pytest.mark.parametrize("update", ["stochastic_compressed", "stochastic", "none", "fixed_bl"])
+def test_tile_array_step_is_sync_free_for_every_periphery_and_update(periphery, update):
+    io = PERIPHERY[periphery]
+    upd = (UpdateParameters(update_bl_management=False, update_management=False, desired_bl=5)
+           if update == "fixed_bl" else UpdateParameters(pulse_type=update))
+    cfg = CrossbarConfig(device=get_preset("ReRamSB"), forward=io, backward=io, update=upd, tile_rows=16,
+                         tile_cols=16)
+    arr = TileArray(20, 40, cfg, seed=2)
+    arr.program(torch.rand(20, 40) * 2 - 1)                       # large weights: bound management rounds
+    x = torch.randn(6, 40)
+    x[2] = 0.0                                                     # an all-zero input (noise management)
+    with no_host_reads():
+        _step_tile_array(arr, x, torch.randn(6, 20), torch.tensor(0.05))
+    assert torch.isfinite(arr.tiles).all()
+
+
+def test_analog_layers_and_optimizer_step_are_sync_free():
+    cfg = CrossbarConfig(device=get_preset("EcRam"), tile_rows=32, tile_cols=32)
+    model = torch.nn.Sequential(AnalogConv2d(1, 4, 3, rpu_config=cfg), torch.nn.ReLU(), torch.nn.Flatten(),
+                                AnalogLinear(4 * 6 * 6, 10, rpu_config=cfg))
+    opt = AnalogSGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 10, (5,))
+    for _ in range(2):
+        with no_host_reads():
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+
+def test_replica_layer_step_is_sync_free():
+    layer = ReplicaLinear([3, 4, 5], 30, 12, CrossbarConfig(device=get_preset("ReRamSB"), tile_rows=16,
+                                                              tile_cols=16))
+    opt = AnalogSGD(layer.parameters(), lr=0.1)
+    x = torch.randn(3, 7, 30)
+    with no_host_reads():
+        opt.zero_grad()
+        layer(x).square().sum().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("rule,optimizer,importance", [
+    ("bp", "grapes", "array"),
+    ("bp", "grapes-local", "exact"),
+    ("fa", "grapes", "array"),
+    ("dfa", "grapes", "array"),
+    ("bp", "layer-mean", "array"),
+    ("bp", "sgd", "exact"),
+])
+def test_grapes_network_step_is_sync_free(rule, optimizer, importance):
+    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(24, 20), rule=rule, optimizer=optimizer, lr=0.1,
+                      backend="crossbar", seed=3,
+                      analog=AnalogSettings(preset="ReRamSB", tile_size=16, importance=importance,
+                                            sat_probe_every=2))
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    x, y = torch.rand(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    for _ in range(11):                                 # includes the every-10th importance diagnostics
+        with no_host_reads():
+            net.zero_grad()
+            F.cross_entropy(net.model(x), y).backward()
+            net.step()
+    net.metrics()                                       # the host reads happen here, once, when asked
+
+
+# ---------------------------------------------------------------- same distributions on both paths
+def _two_paths(make, run):
+    """``run(make())`` on the CPU path and on the sync-free path (same seed, so same device parameters)."""
+    cpu = run(make())
+    with no_host_reads():
+        free = run(make())
+    return cpu, free
+
+
+def _assert_same_mean_and_std(a: torch.Tensor, b: torch.Tensor, rel_std: float = 0.05) -> None:
+    """Two samples of i.i.d. draws: means within 5 standard errors, standard deviations within ``rel_std``."""
+    se = math.sqrt(a.var().item() / a.numel() + b.var().item() / b.numel())
+    assert abs(a.mean().item() - b.mean().item()) < 5 * se + 1e-12
+    assert b.std().item() == pytest.approx(a.std().item(), rel=rel_std)
+
+
+def test_sync_free_forward_has_the_cpu_paths_noise_and_saturation():
+    # saturating outputs: the CPU path tries one bound-management round first, the GPU path runs all at once
+    cfg = CrossbarConfig(tile_rows=64, tile_cols=64, forward=IOParameters(out_bound=4.0))
+    w = torch.rand(64, 64) * 0.2
+    x = torch.rand(400, 64)
+
+    def make():
+        arr = TileArray(64, 64, cfg, seed=5)
+        arr.program(w)
+        return arr
+    cpu, free = _two_paths(make, lambda arr: arr.forward(x) - x @ w.T)
+    _assert_same_mean_and_std(cpu.flatten(), free.flatten())
+
+
+@pytest.mark.parametrize("preset", ["ReRamSB", "ConstantStep"])
+def test_sync_free_update_has_the_cpu_paths_weight_changes(preset):
+    # all inputs and errors equal: every device sees the same pulse statistics, so the weight changes over
+    # the devices are i.i.d. given the (identical, same-seed) device parameters
+    dev = ConstantStepDevice() if preset == "ConstantStep" else get_preset(preset)
+    cfg = CrossbarConfig(device=dev, tile_rows=128, tile_cols=128)
+    x, d = torch.full((16, 256), 0.5), torch.full((16, 256), 0.02)
+    d[:, ::2] *= -1
+
+    def make():
+        arr = TileArray(256, 256, cfg, seed=7)
+        arr.program(torch.zeros(256, 256))
+        return arr
+
+    def run(arr):
+        before = arr.tiles.clone()
+        arr.update(x, d, 0.5)
+        return arr.tiles - before
+    cpu, free = _two_paths(make, run)
+    _assert_same_mean_and_std(cpu[:, ::2].flatten(), free[:, ::2].flatten())
+    _assert_same_mean_and_std(cpu[:, 1::2].flatten(), free[:, 1::2].flatten())

@@ -1,6 +1,6 @@
 """Benchmark suite of the crossbar engine and GRAPES (a script, not a test; issue 7).
 
-Sections (``--only mlp,cnn,scaling,grapes,replicas``; all by default):
+Sections (``--only mlp,cnn,scaling,grapes,fusion,replicas``; all by default):
 
 * ``mlp``: one training step (forward + backward + update, cross-entropy, random data) of a bias-free
   784-256-256-10 ReLU MLP at batch 64 (on CUDA also 256 and 1024), as
@@ -23,6 +23,9 @@ Sections (``--only mlp,cnn,scaling,grapes,replicas``; all by default):
   SGD vs GRAPES (importance ``exact`` and ``array``), exactly as ``imc_grapes/train.py`` wires it
   (saturation probes off in all three), for the ``ReRamSB`` and ``Idealized`` (constant-step) presets; the
   overhead is ``GRAPES step / SGD step - 1`` (paired per round), next to the device pulses per step;
+* ``fusion``: the same network's SGD step with the device models eager vs compiled (:mod:`devices.fusion`,
+  ``torch.compile`` of the linear-step closed forms) for the linear-step presets (``--fusion-presets``); the
+  compile time falls in the warm-up; the ``×base`` column is compiled / eager (paired per round);
 * ``replicas``: runs ``benchmarks/bench_replicas.py`` (vectorized sweep replicas) in a subprocess when that
   file exists, passing the flags it accepts among ``--device``, ``--out`` and (``--quick``) ``--quick`` or
   ``--replicas 1,4,16``; skipped cleanly otherwise.
@@ -80,7 +83,7 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
@@ -94,8 +97,9 @@ sys.path.insert(0, str(ROOT))
 from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters,  # noqa: E402
                       UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
 from devices import ConstantStepDevice  # noqa: E402
+from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
 
-SECTIONS = ("mlp", "cnn", "scaling", "grapes", "replicas")
+SECTIONS = ("mlp", "cnn", "scaling", "grapes", "fusion", "replicas")
 MLP_SIZES = (784, 256, 256, 10)
 IMPLS = ("torch", "native", "aihwkit-cpp", "native-float", "aihwkit-torchinf")
 IMPL_NOTES = {
@@ -125,6 +129,8 @@ class Case:
         tile: tile rows = columns (native and aihwkit mapping).
         preset: device preset of a ``grapes`` case (``AnalogSettings.preset``, e.g. ``ReRamSB``).
         err: error regime of a ``layer`` case, a key of :data:`ERROR_REGIMES` (``ce`` or ``small``).
+        fusion: ``""`` (the suite's :mod:`devices.fusion` mode) or a mode set before every step of this row
+            (``"off"``: eager device models, ``"on"``: compiled).
     """
 
     kind: str
@@ -134,6 +140,7 @@ class Case:
     tile: int = 256
     preset: str = ""
     err: str = "ce"
+    fusion: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("mlp", "cnn", "layer", "grapes"):
@@ -145,12 +152,15 @@ class Case:
             raise ValueError(f"Case.err must be one of {tuple(ERROR_REGIMES)}, got {self.err!r}")
         if self.batch < 1 or self.tile < 1 or (self.kind == "layer" and self.size < 1):
             raise ValueError(f"Case.batch, tile (and size for a layer) must be >= 1, got {self}")
+        if self.fusion not in ("", "off", "on"):
+            raise ValueError(f"Case.fusion must be '', 'off' or 'on', got {self.fusion!r}")
 
     @property
     def label(self) -> str:
         shape = (f" {self.size}² tile {self.tile} {self.err}" if self.kind == "layer" else
                  f" {self.preset}" if self.kind == "grapes" else "")
-        return f"{self.kind}{shape} b{self.batch} {self.impl}"
+        fusion = {"off": " eager", "on": " compiled"}.get(self.fusion, "")
+        return f"{self.kind}{shape} b{self.batch} {self.impl}{fusion}"
 
     def runs_on(self, device: torch.device) -> torch.device:
         """aihwkit's C++ tiles run on the CPU whatever ``--device`` says."""
@@ -271,6 +281,17 @@ def build_step(case: Case, device: torch.device) -> Callable[[], None]:
     """
     dev = case.runs_on(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
+    if case.fusion:
+        set_compile(case.fusion)
+        inner = build_step(replace(case, fusion=""), device)
+
+        def in_mode() -> None:
+            set_compile(case.fusion)
+            inner()
+        for name in ("model", "extra"):
+            if hasattr(inner, name):
+                setattr(in_mode, name, getattr(inner, name))
+        return in_mode
     if case.kind == "grapes":
         return _grapes_step(case, dev, gen)
     linear, conv = _factories(case, dev)
@@ -708,6 +729,34 @@ def section_grapes(ctx: Ctx) -> dict[str, Any]:
                       "median) - 1; also from the overall medians and from the minima"]}
 
 
+def section_fusion(ctx: Ctx) -> dict[str, Any]:
+    """The linear-step presets' training step with eager vs compiled device models (``devices.fusion``)."""
+    steps = ctx.steps(200, 60)
+    timed: dict[Case, dict[str, Any]] = {}
+    mode = get_compile()
+    try:
+        for preset in ctx.args.fusion_presets:
+            cases = [Case("grapes", "sgd", 64, preset=preset, fusion=f) for f in ("off", "on")]
+            timed.update(time_group(cases, ctx.device, steps, max(ctx.args.rounds, steps // 10), ctx.args.warmup))
+    finally:
+        set_compile(mode if mode in COMPILE_MODES else "off")
+    rows = _rows(timed, {})
+    summary = {}
+    for preset in ctx.args.fusion_presets:
+        eager = next((r for r in rows if r["preset"] == preset and r["label"].endswith("eager")
+                      and "median_ms" in r), None)
+        comp = next((r for r in rows if r["preset"] == preset and r["label"].endswith("compiled")
+                     and "median_ms" in r), None)
+        if eager is not None and comp is not None:
+            paired = statistics.median(c / e for c, e in zip(comp["round_medians_ms"], eager["round_medians_ms"]))
+            comp["x_eager"] = paired
+            summary[f"compiled_over_eager_{preset}"] = paired
+    return {"rows": rows, "summary": summary,
+            "notes": ["784-256-256-10 SGD via build_network (as the grapes section), device models eager "
+                      "(IMC_GRAPES_COMPILE=off) vs compiled (on); compile time is in the warm-up, not timed; "
+                      "x_eager = median over rounds of (compiled round median / eager round median)"]}
+
+
 def section_replicas(ctx: Ctx) -> dict[str, Any]:
     if not REPLICAS_SCRIPT.exists():
         return {"skipped": f"{REPLICAS_SCRIPT.relative_to(ROOT)} does not exist"}
@@ -748,7 +797,7 @@ def _skip_notes(ctx: Ctx) -> list[str]:
 
 SECTION_FNS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "mlp": section_mlp, "cnn": section_cnn, "scaling": section_scaling, "grapes": section_grapes,
-    "replicas": section_replicas}
+    "fusion": section_fusion, "replicas": section_replicas}
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -804,7 +853,7 @@ def _fmt(v: Any, spec: str) -> str:
 def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n## {title}")
     head = (f"{'row':44s} {'device':7s} {'median ms':>10s} {'min ms':>9s} {'×torch':>8s} {'×aihwkit':>9s} "
-            f"{'×sgd':>6s} {'peak MB':>9s} memory method")
+            f"{'×base':>6s} {'peak MB':>9s} memory method")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -816,7 +865,7 @@ def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
             continue
         print(f"{r['label']:44s} {r['device']:7s} {r['median_ms']:10.2f} {r['min_ms']:9.2f} "
               f"{_fmt(r.get('x_torch'), '8.2f'):>8s} {_fmt(r.get('x_aihwkit'), '9.2f'):>9s} "
-              f"{_fmt(r.get('x_sgd'), '6.3f'):>6s} {mem:>9s} {how}")
+              f"{_fmt(r.get('x_sgd', r.get('x_eager')), '6.3f'):>6s} {mem:>9s} {how}")
 
 
 def print_section(name: str, res: dict[str, Any]) -> None:
@@ -846,7 +895,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"`{' '.join(sec.get('command', []))}` -> rc {sec.get('returncode')}\n\n```\n"
                          f"{sec.get('stdout_tail', '').strip()}\n```\n")
             continue
-        lines.append("| row | device | median ms | min ms | ×torch | ×aihwkit | ×SGD | peak MB | memory method |")
+        lines.append("| row | device | median ms | min ms | ×torch | ×aihwkit | ×base | peak MB | memory method |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for r in sec["rows"]:
             if "median_ms" not in r:
@@ -855,7 +904,7 @@ def markdown(results: dict[str, Any]) -> str:
             m = r.get("memory", {})
             lines.append(f"| {r['label']} | {r['device']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | "
                          f"{_fmt(r.get('x_torch'), '.2f')} | {_fmt(r.get('x_aihwkit'), '.2f')} | "
-                         f"{_fmt(r.get('x_sgd'), '.3f')} | {_fmt(m.get('peak_mb'), '.1f')} | "
+                         f"{_fmt(r.get('x_sgd', r.get('x_eager')), '.3f')} | {_fmt(m.get('peak_mb'), '.1f')} | "
                          f"{m.get('method', m.get('skipped', ''))} |")
         if sec.get("summary"):
             lines.append("")
@@ -892,7 +941,7 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": str(device),
         "torch_threads": threads, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
         "loadavg_start": os.getloadavg(), "git_commit": commit,
-        "git_uncommitted": dirty}
+        "git_uncommitted": dirty, "device_model_fusion": get_compile()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -923,6 +972,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scaling-aihwkit", action="store_true", help="aihwkit 1024² rows also with --device cuda")
     ap.add_argument("--grapes-presets", type=lambda s: s.split(","), default=["ReRamSB", "Idealized"],
                     help="device presets of the GRAPES section (default ReRamSB,Idealized)")
+    ap.add_argument("--fusion-presets", type=lambda s: s.split(","), default=["ReRamSB", "EcRam", "Capacitor"],
+                    help="device presets of the fusion section: eager vs compiled device models "
+                         "(default ReRamSB,EcRam,Capacitor)")
     ap.add_argument("--replicas-timeout", type=int, default=240)
     ap.add_argument("--aihwkit-ref", type=Path, default=None,
                     help="JSON of an earlier CPU run: its aihwkit C++ MLP time for the CUDA speed-up target "

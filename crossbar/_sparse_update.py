@@ -116,6 +116,9 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
     """
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True)
+    if plan.bl.numel() > 0 and int(plan.bl.min()) < 0:          # a NaN input or error casts to a negative length
+        raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN (the training diverged?); "
+                                 "lower the learning rate")
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     groups = n_r * n_c * batch * n_slots
     # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the

@@ -152,18 +152,21 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
         net.zero_grad()
         out = net.model(x)
         loss = F.cross_entropy(out, y)
-        loss.backward()
-        net.step()
-        loss_sum += loss.detach() * y.shape[0]
-        correct += (out.detach().argmax(1) == y).sum()
-        seen += y.shape[0]
-        if step % check_every == 0 or step in points:
+        if step % check_every == 0 or step in points:     # before the update: a NaN error would reach the devices
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise DivergenceError(f"loss became {value} at {where or desc}, step {step} (lr={cfg.lr}); "
                                       "lower the lr")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{value:.3f}")
+        loss.backward()
+        try:
+            net.step()
+        except FloatingPointError as exc:                 # NaN errors in a hidden layer (crossbar engine, CPU)
+            raise DivergenceError(f"{exc} at {where or desc}, step {step} (lr={cfg.lr})") from exc
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
         if step in points:
             train_loss = float(loss_sum) / seen
             if not math.isfinite(train_loss):   # a NaN between two checks (GPU)

@@ -14,17 +14,18 @@ ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
 def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    cmd = [sys.executable, str(SUITE), "--only", "mlp,scaling,grapes,replicas", "--steps", "2", "--rounds", "1",
-           "--warmup", "1", "--skip-aihwkit", "--no-memory", "--sizes", "256,1024", "--batches", "16",
-           "--regimes", "small",
-           "--grapes-presets", "Idealized", "--replicas-timeout", "5", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV, cwd=ROOT)
+    cmd = [sys.executable, str(SUITE), "--only", "mlp,scaling,grapes,fusion,replicas", "--steps", "2", "--rounds",
+           "1", "--warmup", "1", "--skip-aihwkit", "--no-memory", "--sizes", "256,1024", "--batches", "16",
+           "--regimes", "small", "--grapes-presets", "Idealized", "--fusion-presets", "Capacitor",
+           "--replicas-timeout", "5", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res) == {"machine", "config", "sections", "targets"}
     assert res["machine"]["torch_threads"] == 1 and res["machine"]["OPENBLAS_NUM_THREADS"] == "1"
     assert res["machine"]["aihwkit"].startswith("unavailable (--skip-aihwkit")
-    assert set(res["sections"]) == {"mlp", "scaling", "grapes", "replicas"}
+    assert set(res["sections"]) == {"mlp", "scaling", "grapes", "fusion", "replicas"}
+    assert res["machine"]["device_model_fusion"] == ENV.get("IMC_GRAPES_COMPILE", "auto")
 
     mlp = {r["impl"]: r for r in res["sections"]["mlp"]["rows"]}
     assert set(mlp) == {"torch", "native", "native-float"}  # no aihwkit rows with --skip-aihwkit
@@ -63,6 +64,12 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
         assert abs(share - 100 * own_ms / grapes[impl]["median_ms"]) < 1e-9
     assert "grapes_refresh_ms" not in grapes["sgd"]["per_step_counts"]
     assert "grapes_exact_Idealized_own_compute_pct" in res["targets"]
+    # fusion: the same step with eager and compiled device models; one round: the ratio of the two medians
+    fusion = {r["label"]: r for r in res["sections"]["fusion"]["rows"]}
+    assert set(fusion) == {"grapes Capacitor b64 sgd eager", "grapes Capacitor b64 sgd compiled"}
+    eager, comp = fusion["grapes Capacitor b64 sgd eager"], fusion["grapes Capacitor b64 sgd compiled"]
+    ratio = res["sections"]["fusion"]["summary"]["compiled_over_eager_Capacitor"]
+    assert abs(ratio - comp["median_ms"] / eager["median_ms"]) < 1e-9 and comp["x_eager"] == ratio
     # the replicas section either ran the optional script or says why not
     rep = res["sections"]["replicas"]
     assert "skipped" in rep or "returncode" in rep

@@ -286,3 +286,18 @@ def test_write_noise_redraws_only_updated_devices_on_the_sparse_path() -> None:
     assert changed.any()
     assert torch.equal(arr.apparent_tiles[~changed], apparent[~changed])
     assert bool((arr.apparent_tiles[changed] != arr.weight_tiles[changed]).all())
+
+
+def test_nan_errors_stop_the_cpu_update_with_a_clear_message():
+    """A diverged run's NaN errors must not crash deep in the train drawing (they once raised torch.arange's
+    'upper bound and lower bound inconsistent'): a FloatingPointError names the cause; the states are untouched."""
+    from crossbar import CrossbarConfig, TileArray
+    from devices import get_preset
+
+    arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16), seed=0)
+    before = arr.read()
+    d = torch.randn(8, 20) * 0.1
+    d[3, 4] = float("nan")
+    with pytest.raises(FloatingPointError, match="contain NaN .*lower the learning rate"):
+        arr.update(torch.randn(8, 30), d, 0.1)
+    assert torch.equal(arr.read(), before)

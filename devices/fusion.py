@@ -1,0 +1,110 @@
+"""Optional kernel fusion of the device models' elementwise closed forms (``torch.compile``).
+
+The count-based device responses (:func:`devices._closed_forms.linear_moments` for the linear-step / soft-bounds
+family: ReRamSB, EcRam, EcRamMO, Capacitor) are chains of about a hundred elementwise operations per device. In
+eager mode each is one pass over every device of a layer (on the CPU ≈ 73 ns per device for ReRamSB, most of an
+analog training step); ``torch.compile`` fuses the chain into one loop (≈ 5 ns per device: 14× faster, measured in
+``docs/performance.md``). The compiled kernel computes the same formulas; results agree with eager mode to
+float rounding (a few ulps: fused multiply-adds, vectorized transcendental functions) and do not depend on a
+device's position in the tensor, so everything that is bit-identical in eager mode (replicas vs single runs,
+sparse vs dense update paths) stays bit-identical when compiled.
+
+Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):
+
+* ``"auto"`` (default): compile on first use; if compiling fails (no C++ compiler for the CPU backend, no
+  Triton for CUDA, an unsupported torch), warn once and run eagerly from then on.
+* ``"on"``: compile, and raise if that fails.
+* ``"off"``: always eager (the test suite's default, so that its hundreds of small models do not each pay the
+  compile time; the compiled kernels have their own tests).
+
+Compiling costs ≈ 10–20 s on the first call of each function per process, dtype and flag combination (less
+when torch's on-disk cache already holds the kernel); it pays back after a few hundred training steps of a
+256×256 layer. Only pure tensor functions without random draws are fused: the random numbers keep coming from
+the engine's generators, so seeds and streams are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Any, Callable, TypeVar
+
+import torch
+
+__all__ = ["COMPILE_MODES", "set_compile", "get_compile", "fused"]
+
+COMPILE_MODES = ("auto", "on", "off")
+"""Valid values of :func:`set_compile` and of ``IMC_GRAPES_COMPILE``."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_mode(mode: str, where: str) -> str:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"{where} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return mode
+
+
+_STATE: dict[str, Any] = {"mode": _check_mode(os.environ.get("IMC_GRAPES_COMPILE", "auto").strip().lower(),
+                                              "IMC_GRAPES_COMPILE"),
+                          "failed": None}
+
+
+def set_compile(mode: str) -> None:
+    """Choose how :func:`fused` functions run: ``"auto"``, ``"on"`` or ``"off"`` (see the module docstring).
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`COMPILE_MODES`.
+    """
+    _STATE["mode"] = _check_mode(mode, "set_compile(mode)")
+    _STATE["failed"] = None
+
+
+def get_compile() -> str:
+    """The current mode; ``"off (compile failed: …)"`` after a failed ``"auto"`` attempt."""
+    failed = _STATE["failed"]
+    return _STATE["mode"] if failed is None else f"off (compile failed: {failed})"
+
+
+def _flat_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``fn(*args)`` with every tensor argument of the common shape flattened to 1-D (0-d ones kept), so that one
+    kernel serves every layer shape; tensor results are viewed back to that shape."""
+    shaped = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
+    shape = shaped[0].shape if shaped else None
+    if shape is None or len(shape) == 1 or not all(t.shape == shape and t.is_contiguous() for t in shaped):
+        return fn(*args)
+    out = fn(*(a.view(-1) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args))
+    if isinstance(out, tuple):
+        return tuple(o.view(shape) if isinstance(o, torch.Tensor) else o for o in out)
+    return out.view(shape) if isinstance(out, torch.Tensor) else out
+
+
+def fused(fn: F) -> F:
+    """Decorator: run ``fn`` through ``torch.compile(dynamic=True)`` according to the current mode; eager otherwise.
+
+    ``fn`` must be a pure *elementwise* tensor function (every tensor argument of one shape, or 0-d; results of
+    that shape), without random draws or host reads. Non-tensor arguments (flags, Python numbers) specialise the
+    compiled kernel, so pass values that vary between calls (noise levels) as 0-d tensors. The original function
+    stays available as ``.eager``."""
+    compiled: list[Callable[..., Any]] = []
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        if _STATE["mode"] == "off" or _STATE["failed"] is not None or torch.compiler.is_compiling():
+            return fn(*args)
+        if not compiled:
+            compiled.append(torch.compile(fn, dynamic=True, fullgraph=True))
+        try:
+            return _flat_call(compiled[0], args)
+        except Exception as exc:   # compiler missing or unsupported: eager from now on (or raise with "on")
+            if _STATE["mode"] == "on":
+                raise
+            _STATE["failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            warnings.warn(f"devices.fusion: torch.compile failed, running the device models eagerly "
+                          f"({_STATE['failed']}); set IMC_GRAPES_COMPILE=off to skip the attempt", RuntimeWarning,
+                          stacklevel=2)
+            return fn(*args)
+
+    wrapper.eager = fn  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]

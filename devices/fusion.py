@@ -3,24 +3,25 @@
 The count-based device responses (:func:`devices._closed_forms.linear_moments` for the linear-step / soft-bounds
 family: ReRamSB, EcRam, EcRamMO, Capacitor) are chains of about a hundred elementwise operations per device. In
 eager mode each is one pass over every device of a layer (on the CPU ≈ 73 ns per device for ReRamSB, most of an
-analog training step); ``torch.compile`` fuses the chain into one loop (≈ 5 ns per device: 14× faster, measured in
-``docs/performance.md``). The compiled kernel computes the same formulas; results agree with eager mode to
-float rounding (a few ulps: fused multiply-adds, vectorized transcendental functions) and do not depend on a
-device's position in the tensor, so everything that is bit-identical in eager mode (replicas vs single runs,
-sparse vs dense update paths) stays bit-identical when compiled.
+analog training step); ``torch.compile`` fuses the chain into one loop (≈ 5 ns per device), which makes a
+784-256-256-10 training step 2.5–4.6× faster (``docs/performance.md``). The compiled kernel computes the same
+formulas; results agree with eager mode to float rounding (a few ulps: fused multiply-adds, vectorized
+transcendental functions) and do not depend on a device's position in the tensor, so everything that is
+bit-identical in eager mode (replicas vs single runs, sparse vs dense update paths) stays bit-identical when
+compiled. A training run's numbers do depend on the mode (rounding differences grow along the trajectory), so
+the mode is recorded with every result (``versions()['device_model_fusion']``).
 
 Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):
 
-* ``"auto"`` (default): compile on first use; if compiling fails (no C++ compiler for the CPU backend, no
-  Triton for CUDA, an unsupported torch), warn once and run eagerly from then on.
+* ``"off"`` (default): always eager. Compiling costs 10–15 s per process (less when torch's on-disk cache
+  already holds the kernel), which the small default jobs and the test suite would not earn back.
+* ``"auto"``: compile on first use; if compiling fails (no C++ compiler for the CPU backend, no Triton for
+  CUDA, an unsupported torch), warn once and run eagerly from then on. Worth it for runs of more than a few
+  thousand analog training steps (a full-MNIST comparison, long sweeps, the paper experiments at full size).
 * ``"on"``: compile, and raise if that fails.
-* ``"off"``: always eager (the test suite's default, so that its hundreds of small models do not each pay the
-  compile time; the compiled kernels have their own tests).
 
-Compiling costs ≈ 10–20 s on the first call of each function per process, dtype and flag combination (less
-when torch's on-disk cache already holds the kernel); it pays back after a few hundred training steps of a
-256×256 layer. Only pure tensor functions without random draws are fused: the random numbers keep coming from
-the engine's generators, so seeds and streams are unchanged.
+Only pure tensor functions without random draws are fused: the random numbers keep coming from the engine's
+generators, so seeds and streams are unchanged.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _check_mode(mode: str, where: str) -> str:
     return mode
 
 
-_STATE: dict[str, Any] = {"mode": _check_mode(os.environ.get("IMC_GRAPES_COMPILE", "auto").strip().lower(),
+_STATE: dict[str, Any] = {"mode": _check_mode(os.environ.get("IMC_GRAPES_COMPILE", "off").strip().lower(),
                                               "IMC_GRAPES_COMPILE"),
                           "failed": None}
 

@@ -6,7 +6,8 @@ Checks, each printed as OK / FAIL / SKIP with an explanation:
 * engine: this project's crossbar engine runs a forward, backward and pulsed update on the CPU;
 * aihwkit: imports and its compiled C++ tiles (a pulsed ConstantStep tile) run a forward, backward and update —
   the check that catches a torch/aihwkit ABI mismatch (see docs/install.md);
-* cuda: if a GPU is visible, a matmul and the engine on it.
+* cuda: if a GPU is visible, a matmul and the engine on it;
+* fusion: with ``IMC_GRAPES_COMPILE=auto|on``, the compiled device model agrees with the eager one (optional).
 
 Exits 1 when a required check fails (torch, engine, and aihwkit unless ``--skip-aihwkit``).
 """
@@ -95,6 +96,42 @@ def _check_cuda() -> str:
     return f"{torch.cuda.get_device_name(0)}: matmul OK; engine: {_engine_roundtrip('cuda')}"
 
 
+def _check_fusion() -> str:
+    import time
+
+    import torch
+
+    from devices import get_preset
+    from devices.fusion import get_compile, set_compile
+
+    mode = get_compile()
+    if mode == "off":
+        raise _Skip("IMC_GRAPES_COMPILE=off (the default): the device models run eagerly; set it to auto or on to "
+                    "fuse them with torch.compile (faster long analog runs)")
+    dev = get_preset("ReRamSB")
+    g = torch.Generator().manual_seed(0)
+    p = dev.sample((4096,), g)
+    w = dev.clip(torch.rand(4096, generator=g) - 0.5, p)
+    n_up = torch.randint(0, 5, (4096,), generator=g).float()
+    n_down = torch.randint(0, 5, (4096,), generator=g).float()
+    set_compile("on")
+    try:
+        start = time.perf_counter()
+        mean, var = dev.pulse_moments(w, n_up, n_down, p)
+        took = time.perf_counter() - start
+    finally:
+        set_compile(mode)
+    set_compile("off")
+    try:
+        mean0, var0 = dev.pulse_moments(w, n_up, n_down, p)
+    finally:
+        set_compile(mode)
+    if not (torch.allclose(mean, mean0, rtol=0, atol=1e-3 * dev.dw_min + 1e-6)
+            and torch.allclose(var, var0, rtol=1e-4, atol=1e-12)):
+        raise RuntimeError("the compiled device model disagrees with the eager one; set IMC_GRAPES_COMPILE=off")
+    return f"IMC_GRAPES_COMPILE={mode}: device models compiled in {took:.1f} s, match the eager ones"
+
+
 class _Skip(Exception):
     pass
 
@@ -105,6 +142,7 @@ def run_checks(skip_aihwkit: bool = False) -> list[Check]:
         ("engine", lambda: _engine_roundtrip("cpu"), True),
         ("aihwkit", _check_aihwkit, not skip_aihwkit),
         ("cuda", _check_cuda, False),
+        ("fusion", _check_fusion, False),
     ]
     out = []
     for name, fn, required in checks:

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from devices.fusion import get_compile
+
 
 def _dist_version(name: str) -> str | None:
     try:
@@ -38,6 +40,7 @@ def versions() -> dict[str, Any]:
         "aihwkit": _dist_version("aihwkit"),
         "cuda_available": torch.cuda.is_available(),
         "git_commit": git_commit(),
+        "device_model_fusion": get_compile(),     # eager or compiled device models: the numbers depend on it
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)

@@ -31,3 +31,22 @@ def test_broken_aihwkit_fails_with_explanation(monkeypatch, capsys):
     assert "A required part is broken" in out and "--skip-aihwkit" in out
     # on a machine where aihwkit cannot load, it can be made optional
     assert doctor.main(skip_aihwkit=True) == 0
+
+
+def test_fusion_check_skips_when_off_and_compares_with_eager_when_on():
+    import pytest
+
+    from devices import fusion
+
+    assert fusion.get_compile() == "off"                      # the suite's (and the library's) default
+    checks = {c.name: c for c in doctor.run_checks(skip_aihwkit=True)}
+    assert checks["fusion"].status == "SKIP" and "IMC_GRAPES_COMPILE=off" in checks["fusion"].detail
+    assert not checks["fusion"].required
+    fusion.set_compile("auto")
+    try:
+        check = {c.name: c for c in doctor.run_checks(skip_aihwkit=True)}["fusion"]
+    finally:
+        fusion.set_compile("off")
+    if check.status != "OK":
+        pytest.fail(check.detail)
+    assert "match the eager ones" in check.detail

@@ -1,6 +1,6 @@
 """Benchmark suite of the crossbar engine and GRAPES (a script, not a test; issue 7).
 
-Sections (``--only mlp,cnn,scaling,grapes,fusion,replicas``; all by default):
+Sections (``--only mlp,cnn,scaling,grapes,replicas,fusion``; all by default):
 
 * ``mlp``: one training step (forward + backward + update, cross-entropy, random data) of a bias-free
   784-256-256-10 ReLU MLP at batch 64 (on CUDA also 256 and 1024), as
@@ -99,7 +99,7 @@ from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOP
 from devices import ConstantStepDevice  # noqa: E402
 from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
 
-SECTIONS = ("mlp", "cnn", "scaling", "grapes", "fusion", "replicas")
+SECTIONS = ("mlp", "cnn", "scaling", "grapes", "replicas", "fusion")   # fusion last: it compiles
 MLP_SIZES = (784, 256, 256, 10)
 IMPLS = ("torch", "native", "aihwkit-cpp", "native-float", "aihwkit-torchinf")
 IMPL_NOTES = {

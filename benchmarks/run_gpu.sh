@@ -6,7 +6,8 @@
 # 1. crossbar engine on CUDA: sync-free hot paths, determinism, CPU/GPU agreement (check_crossbar_cuda.py)  <= 100 s
 # 2. a GRAPES training smoke test on CUDA, digital and crossbar backends (imc-grapes train, synthetic)    <= 2 x 60 s
 # 3. the benchmark suite on CUDA (bench_suite.py --device cuda: MLP at batch 64/256/1024, CNN, scaling,
-#    GRAPES overhead, peak memory, replicas if present), with the CUDA targets                              <= 240 s
+#    GRAPES overhead, peak memory, replicas if present, and last eager vs compiled (Triton) device models),
+#    with the CUDA targets                                                                                   <= 240 s
 #    (the suite rewrites its JSON after every section, so a timeout keeps what was measured)
 # When aihwkit cannot load here, the ">= 50x aihwkit-CPU" target uses the aihwkit C++ time of the CPU run
 # committed in benchmarks/results_cpu.json (marked "cross-run" in the output).

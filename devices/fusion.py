@@ -68,17 +68,22 @@ def get_compile() -> str:
     return _STATE["mode"] if failed is None else f"off (compile failed: {failed})"
 
 
-def _flat_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """``fn(*args)`` with every tensor argument of the common shape flattened to 1-D (0-d ones kept), so that one
-    kernel serves every layer shape; tensor results are viewed back to that shape."""
+def _flat_args(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], torch.Size] | None:
+    """The arguments as the compiled kernel takes them, and the common shape; ``None`` to run eagerly.
+
+    Tensors of the common shape become contiguous 1-D tensors that are not views (so that one kernel serves every
+    layer shape, and no guard watches a base tensor or a stride: packed or gathered per-device parameters would
+    otherwise recompile it); 0-d tensors pass as they are. Broadcasting arguments and fewer than two elements
+    (sizes 0 and 1 would each get a kernel of their own) run eagerly."""
     shaped = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
-    shape = shaped[0].shape if shaped else None
-    if shape is None or len(shape) == 1 or not all(t.shape == shape and t.is_contiguous() for t in shaped):
-        return fn(*args)
-    out = fn(*(a.view(-1) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args))
-    if isinstance(out, tuple):
-        return tuple(o.view(shape) if isinstance(o, torch.Tensor) else o for o in out)
-    return out.view(shape) if isinstance(out, torch.Tensor) else out
+    if not shaped:
+        return None
+    shape = shaped[0].shape
+    if shaped[0].numel() < 2 or any(t.shape != shape for t in shaped):
+        return None
+    flat = tuple(a.contiguous().view(-1).detach() if isinstance(a, torch.Tensor) and a.dim() > 0
+                 else a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    return flat, shape
 
 
 def fused(fn: F) -> F:
@@ -94,10 +99,14 @@ def fused(fn: F) -> F:
     def wrapper(*args: Any) -> Any:
         if _STATE["mode"] == "off" or _STATE["failed"] is not None or torch.compiler.is_compiling():
             return fn(*args)
+        prepared = _flat_args(args)
+        if prepared is None:
+            return fn(*args)
         if not compiled:
             compiled.append(torch.compile(fn, dynamic=True, fullgraph=True))
+        flat, shape = prepared
         try:
-            return _flat_call(compiled[0], args)
+            out = compiled[0](*flat)
         except Exception as exc:   # compiler missing or unsupported: eager from now on (or raise with "on")
             if _STATE["mode"] == "on":
                 raise
@@ -106,6 +115,9 @@ def fused(fn: F) -> F:
                           f"({_STATE['failed']}); set IMC_GRAPES_COMPILE=off to skip the attempt", RuntimeWarning,
                           stacklevel=2)
             return fn(*args)
+        if isinstance(out, tuple):
+            return tuple(o.view(shape) if isinstance(o, torch.Tensor) else o for o in out)
+        return out.view(shape) if isinstance(out, torch.Tensor) else out
 
     wrapper.eager = fn  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -142,3 +142,28 @@ def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
         assert torch.equal(double(torch.ones(2)), torch.full((2,), 2.0))      # eager from now on, no warning
     finally:
         fusion.set_compile(before if before in fusion.COMPILE_MODES else "off")
+
+
+def test_one_kernel_serves_strided_viewed_and_tiny_inputs(compiled):
+    """Gathered per-device parameters are strided columns of a packed array, the sparse update passes views, and
+    some updates touch 0 or 1 devices: none of these may recompile (each recompile costs seconds, and after
+    eight torch gives up compiling)."""
+    from torch._dynamo.utils import counters
+
+    dev = DEVICES["EcRam"]
+    w, n_up, n_down, p = _inputs(dev, 3001, torch.float32, seed=4)
+    args = [w, n_up, n_down, p.dw_up, p.dw_down, p.extra["slope_up"], p.extra["slope_down"]]
+    linear_moments(*args, dev.dw_min_std, dev.mult_noise)                 # compiles (or loads) the kernel
+    graphs = counters["stats"]["unique_graphs"]
+    packed = torch.stack(args, dim=1)                                    # [n, 7]: every column strided
+    for variant in ([a.reshape(3001)[: 2000].view(40, 50) for a in args],   # views of another shape
+                    [packed[:, k] for k in range(7)],                    # strided
+                    [a[:2] for a in args], [a[:1] for a in args], [a[:0] for a in args]):   # tiny
+        mean, var = linear_moments(*variant, dev.dw_min_std, dev.mult_noise)
+        fusion.set_compile("off")
+        want = linear_moments(*variant, dev.dw_min_std, dev.mult_noise)
+        fusion.set_compile("on")
+        assert mean.shape == variant[0].shape
+        assert torch.allclose(mean, want[0], rtol=0, atol=1e-3 * dev.dw_min + 1e-6)
+        assert torch.allclose(var, want[1], rtol=1e-4, atol=1e-12)
+    assert counters["stats"]["unique_graphs"] == graphs

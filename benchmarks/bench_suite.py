@@ -972,9 +972,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scaling-aihwkit", action="store_true", help="aihwkit 1024² rows also with --device cuda")
     ap.add_argument("--grapes-presets", type=lambda s: s.split(","), default=["ReRamSB", "Idealized"],
                     help="device presets of the GRAPES section (default ReRamSB,Idealized)")
-    ap.add_argument("--fusion-presets", type=lambda s: s.split(","), default=["ReRamSB", "EcRam", "Capacitor"],
+    ap.add_argument("--fusion-presets", type=lambda s: s.split(","),
+                    default=["ReRamSB", "EcRam", "Capacitor", "ReRamES"],
                     help="device presets of the fusion section: eager vs compiled device models "
-                         "(default ReRamSB,EcRam,Capacitor)")
+                         "(default ReRamSB,EcRam,Capacitor,ReRamES)")
     ap.add_argument("--replicas-timeout", type=int, default=240)
     ap.add_argument("--aihwkit-ref", type=Path, default=None,
                     help="JSON of an earlier CPU run: its aihwkit C++ MLP time for the CUDA speed-up target "

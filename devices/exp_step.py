@@ -8,8 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from devices._closed_forms import _expm1
 from devices._flows import Bundle, flow_moments
 from devices.base import DeviceParams, PulsedDevice, check_field
+from devices.fusion import fusion_active, fused
+
+Scalar = float | Tensor
+"""A tile-wide constant: a number (eager) or a 0-d tensor (compiled, see :mod:`devices.fusion`)."""
 
 __all__ = ["ExpStepDevice"]
 
@@ -74,25 +79,43 @@ class ExpStepDevice(PulsedDevice):
         g = max(dw_down, 0.0)
         return g if g > 0 else self.dw_min
 
-    # ---------------------------------------------------------------- one direction, elementwise
-    def _u(self, w: Tensor, dp: Bundle) -> tuple[Tensor, Tensor, Tensor]:
+    def pulse_moments(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams) -> tuple[Tensor, Tensor]:
+        """Mean and variance of the state (see :mod:`devices._flows`); all tensors ``[*shape]``. One fused kernel
+        when :mod:`devices.fusion` compiles (the tile-wide constants then pass as 0-d tensors: one kernel for
+        every configuration)."""
+        consts = (self.gamma_up, self.gamma_down, self.A_up, self.A_down, self.a, self.b, self.dw_min_std,
+                  self.dw_min_std_add, self.dw_min_std_slope)
+        if fusion_active():
+            consts = tuple(w.new_full((), c) for c in consts)
+        return _exp_step_moments(w, n_up, n_down, params.dw_up, params.dw_down, params.w_min, params.w_max, *consts,
+                                 self.has_complex_noise)
+
+
+@fused
+def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw_down: Tensor, w_min: Tensor,
+                      w_max: Tensor, gamma_up: Scalar, gamma_down: Scalar, A_up: Scalar, A_down: Scalar, a: Scalar,
+                      b: Scalar, sigma: Scalar, sigma_add: Scalar, sigma_slope: Scalar, complex_noise: bool
+                      ) -> tuple[Tensor, Tensor]:
+    """:meth:`ExpStepDevice.pulse_moments` with the device's fields as arguments (numbers, or 0-d tensors when
+    compiled). Defines the direction functions of :func:`devices._flows.flow_moments` for ``u = A·exp(±γz)``."""
+
+    def u_of(w: Tensor, dp: Bundle) -> tuple[Tensor, Tensor, Tensor]:
         rng = dp["w_max"] - dp["w_min"]
         ok = rng > 0
-        c = 2.0 * self.a / torch.where(ok, rng, torch.ones_like(rng))
-        z = c * w + self.b
-        u = dp["A"] * torch.exp(dp["sign"] * dp["gamma"] * z)
-        return u, c, ok
+        c = 2.0 * a / torch.where(ok, rng, torch.ones_like(rng))
+        z = c * w + b
+        return dp["A"] * torch.exp(dp["sign"] * dp["gamma"] * z), c, ok
 
-    def _step(self, w: Tensor, dp: Bundle) -> Tensor:
-        u, _, ok = self._u(w, dp)
+    def step(w: Tensor, dp: Bundle) -> Tensor:
+        u, _, ok = u_of(w, dp)
         return torch.where(ok, dp["dw"] * (1.0 - u).clamp_min(0.0), torch.zeros_like(w))
 
-    def _field(self, w: Tensor, dp: Bundle) -> Tensor:
-        u, _, ok = self._u(w, dp)
+    def field(w: Tensor, dp: Bundle) -> Tensor:
+        u, _, ok = u_of(w, dp)
         return torch.where(ok, (1.0 - u).clamp_min(0.0), torch.zeros_like(w))
 
-    def _flow(self, w0: Tensor, n: Tensor, dp: Bundle) -> Tensor:
-        u0, c, ok = self._u(w0, dp)
+    def flow(w0: Tensor, n: Tensor, dp: Bundle) -> Tensor:
+        u0, c, ok = u_of(w0, dp)
         y0 = 1.0 - u0
         moving = ok & (y0 > 0) & (n > 0)
         y0s = torch.where(y0 > 0, y0, torch.ones_like(y0))
@@ -100,7 +123,7 @@ class ExpStepDevice(PulsedDevice):
         k0 = kappa == 0
         ks = torch.where(k0, torch.ones_like(kappa), kappa)
         # exact one pulse: u1 = u0·exp(κ·y0); overshoot past saturation stops the device after that pulse
-        em1 = torch.expm1(kappa * y0)
+        em1 = _expm1(kappa * y0)
         saturate = u0 * (1.0 + em1) >= 1.0
         # ODE time of one pulse: κτ = κ·y0 + log(y0) − log(1 − u1)
         arg = (-u0 * em1 / y0s).clamp(min=-1.0 + 1e-7)
@@ -109,7 +132,7 @@ class ExpStepDevice(PulsedDevice):
         kt = kappa * t
         # G(t) = t − log1p(u0·expm1(κt))/κ, stable for large κt and κ → 0
         big = (kt > 20.0) & (u0 > 0)
-        small_arg = (u0 * torch.expm1(kt.clamp(max=20.0))).clamp(min=-1.0)
+        small_arg = (u0 * _expm1(kt.clamp(max=20.0))).clamp(min=-1.0)
         small_arg = torch.where(u0 == 0, torch.zeros_like(small_arg), small_arg)
         g_small = t - torch.log1p(small_arg) / ks
         g_big = -torch.log(u0.clamp_min(1e-30) + (1.0 - u0) * torch.exp(-kt.clamp(max=80.0))) / ks
@@ -119,15 +142,13 @@ class ExpStepDevice(PulsedDevice):
         w_n = torch.nan_to_num(w_n, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
         return torch.minimum(torch.maximum(w_n, dp["w_min"]), dp["w_max"])
 
-    def _noise_std(self, w: Tensor, step: Tensor) -> Tensor:
-        if self.has_complex_noise:
-            return self.dw_min_std * (step + self.dw_min_std_add + self.dw_min_std_slope * w.abs())
-        return self.dw_min_std * step
+    def noise_std(w: Tensor, step: Tensor) -> Tensor:
+        if complex_noise:
+            return sigma * (step + sigma_add + sigma_slope * w.abs())
+        return sigma * step
 
-    def pulse_moments(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams) -> tuple[Tensor, Tensor]:
-        """Mean and variance of the state (see :mod:`devices._flows`); all tensors ``[*shape]``."""
-        one = torch.ones_like(w)
-        common = {"w_min": params.w_min, "w_max": params.w_max}
-        up = {"dw": params.dw_up, "gamma": one * self.gamma_up, "A": one * self.A_up, "sign": one, **common}
-        down = {"dw": params.dw_down, "gamma": one * self.gamma_down, "A": one * self.A_down, "sign": -one, **common}
-        return flow_moments(w, n_up, n_down, up, down, self._flow, self._step, self._field, self._noise_std)
+    one = torch.ones_like(w)
+    common = {"w_min": w_min, "w_max": w_max}
+    up = {"dw": dw_up, "gamma": one * gamma_up, "A": one * A_up, "sign": one, **common}
+    down = {"dw": dw_down, "gamma": one * gamma_down, "A": one * A_down, "sign": -one, **common}
+    return flow_moments(w, n_up, n_down, up, down, flow, step, field, noise_std)

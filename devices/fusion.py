@@ -1,10 +1,11 @@
 """Optional kernel fusion of the device models' elementwise closed forms (``torch.compile``).
 
-The count-based device responses (:func:`devices._closed_forms.linear_moments` for the linear-step / soft-bounds
-family: ReRamSB, EcRam, EcRamMO, Capacitor) are chains of about a hundred elementwise operations per device. In
-eager mode each is one pass over every device of a layer (on the CPU ≈ 73 ns per device for ReRamSB, most of an
-analog training step); ``torch.compile`` fuses the chain into one loop (≈ 5 ns per device), which makes a
-784-256-256-10 training step 2.5–4.6× faster (``docs/performance.md``). The compiled kernel computes the same
+The count-based device responses — :func:`devices._closed_forms.linear_moments` for the linear-step / soft-bounds
+family (ReRamSB, EcRam, EcRamMO, Capacitor) and the exp-step flow of :mod:`devices.exp_step` (ReRamES, PCM) — are
+chains of one to several hundred elementwise operations per device. In eager mode each is one pass over every
+device of a layer (on the CPU ≈ 73 ns per device for ReRamSB, ≈ 1.1 µs for exp step: most of an analog training
+step); ``torch.compile`` fuses the chain into one loop (14× and 4× faster), which makes a 784-256-256-10 training
+step 1.2–3.6× faster (``docs/performance.md``). The compiled kernel computes the same
 formulas; results agree with eager mode to float rounding (a few ulps: fused multiply-adds, vectorized
 transcendental functions) and do not depend on a device's position in the tensor, so everything that is
 bit-identical in eager mode (replicas vs single runs, sparse vs dense update paths) stays bit-identical when
@@ -13,8 +14,9 @@ the mode is recorded with every result (``versions()['device_model_fusion']``).
 
 Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):
 
-* ``"off"`` (default): always eager. Compiling costs 10–15 s per process (less when torch's on-disk cache
-  already holds the kernel), which the small default jobs and the test suite would not earn back.
+* ``"off"`` (default): always eager. Compiling costs 10–15 s per process for the linear-step kernel and ≈ 60 s
+  for the exp-step one (less when torch's on-disk cache already holds the kernel), which the small default jobs
+  and the test suite would not earn back.
 * ``"auto"``: compile on first use; if compiling fails (no C++ compiler for the CPU backend, no Triton for
   CUDA, an unsupported torch), warn once and run eagerly from then on. Worth it for runs of more than a few
   thousand analog training steps (a full-MNIST comparison, long sweeps, the paper experiments at full size).
@@ -33,7 +35,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["COMPILE_MODES", "set_compile", "get_compile", "fused"]
+__all__ = ["COMPILE_MODES", "set_compile", "get_compile", "fusion_active", "fused"]
 
 COMPILE_MODES = ("auto", "on", "off")
 """Valid values of :func:`set_compile` and of ``IMC_GRAPES_COMPILE``."""
@@ -86,6 +88,12 @@ def _flat_args(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], torch.Size] | No
     return flat, shape
 
 
+def fusion_active() -> bool:
+    """Whether :func:`fused` functions run compiled now (mode ``auto``/``on`` and no failed attempt). Callers pass
+    tile-wide constants as 0-d tensors then, as numbers otherwise (so eager results stay those of plain code)."""
+    return _STATE["mode"] != "off" and _STATE["failed"] is None
+
+
 def fused(fn: F) -> F:
     """Decorator: run ``fn`` through ``torch.compile(dynamic=True)`` according to the current mode; eager otherwise.
 
@@ -97,7 +105,7 @@ def fused(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
-        if _STATE["mode"] == "off" or _STATE["failed"] is not None or torch.compiler.is_compiling():
+        if not fusion_active() or torch.compiler.is_compiling():
             return fn(*args)
         prepared = _flat_args(args)
         if prepared is None:

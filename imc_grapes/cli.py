@@ -270,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                "environment:\n"
                "  IMC_GRAPES_DATA     data cache folder (default ~/.cache/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"
-               "                      2.5-4.6x faster analog steps on the linear-step presets (ReRamSB, EcRam,\n"
-               "                      EcRamMO, Capacitor) after a 10-15 s compile: for runs of more than a few\n"
-               "                      minutes. Recorded in results.json (versions.device_model_fusion).",
+               "                      1.2-3.6x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
+               "                      ReRamES and PCM presets after a 10-60 s compile: for runs of more than a\n"
+               "                      few minutes. Recorded in results.json (versions.device_model_fusion).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(sub)

@@ -10,6 +10,9 @@ Typical use::
     g = torch.Generator().manual_seed(0)
     params = dev.sample((tiles, rows, cols), generator=g)        # device-to-device spread, once
     w = dev.apply_pulses(w, n_up, n_down, params, generator=g)    # pulse counts -> new states
+
+Execution helpers: ``set_compile("auto")`` fuses the device models with torch.compile (:mod:`devices.fusion`);
+``no_host_reads()`` proves a block free of GPU host synchronisations (:mod:`devices.host`).
 """
 
 from devices.aihwkit_convert import from_aihwkit, to_aihwkit
@@ -33,6 +36,7 @@ from devices.linear_step import LinearStepDevice, SoftBoundsDevice
 from devices.pow_step import PowStepDevice
 from devices.rng import CounterRNG
 from devices.host import HostReadError, host_reads_free, no_host_reads
+from devices.fusion import get_compile, set_compile
 from devices.presets import (
     PRESETS,
     CapacitorPresetDevice,
@@ -82,4 +86,6 @@ __all__ = [
     "HostReadError",
     "host_reads_free",
     "no_host_reads",
+    "set_compile",
+    "get_compile",
 ]

@@ -10,27 +10,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from devices.fusion import fused
+from devices.fusion import Scalar, constants, expm1, fused
 
 __all__ = ["sum_exp", "power_sum", "order_variance", "linear_moments"]
-
-
-def _expm1(x: Tensor) -> Tensor:
-    """``torch.expm1``, accurate also inside ``torch.compile``: inductor's CPU kernel evaluates ``exp(x) − 1``,
-    which loses every digit for ``|x| ≪ 1`` (the tiny slopes these closed forms are written for), so compiled
-    code uses Kahan's ``(u − 1)·x / log(u)`` with ``u = exp(x)`` (a few ulps; ``x`` where ``u`` rounds to 1)."""
-    if not torch.compiler.is_compiling():
-        return torch.expm1(x)
-    u = torch.exp(x)
-    um1 = u - 1
-    return torch.where(um1 == 0, x, torch.where((um1 == -1) | torch.isinf(u), um1, um1 * x / torch.log(u)))
 
 
 def sum_exp(delta: Tensor, n: Tensor) -> Tensor:
     """``Σ_{i=0}^{n-1} exp(i·delta)`` for ``delta <= 0`` (any real ``n >= 0``); ``n`` when ``delta == 0``."""
     zero = delta == 0
     d = torch.where(zero, torch.full_like(delta, -1.0), delta)
-    return torch.where(zero, n, _expm1(n * d) / _expm1(d))
+    return torch.where(zero, n, expm1(n * d) / expm1(d))
 
 
 def power_sum(log_a: Tensor, log_b: Tensor, n: Tensor) -> Tensor:
@@ -71,8 +60,8 @@ def order_variance(
     var_series = torch.exp(-x) * (mu2 * m2 + mu2.square() * (7 * m4 / 12 - m2.square() / 4))
     # direct (x >= 1): E[r^J] = (1 − r^n)/(n(1 − r)), E[r^{2J}] = (1 − r^{2n})/(n(1 − r²))
     mus = torch.where(mu > 0, mu, torch.ones_like(mu))
-    e1 = _expm1(-n_s * mus) / (n_s * _expm1(-mus))
-    e2 = _expm1(-2 * n_s * mus) / (n_s * _expm1(-2 * mus))
+    e1 = expm1(-n_s * mus) / (n_s * expm1(-mus))
+    e2 = expm1(-2 * n_s * mus) / (n_s * expm1(-2 * mus))
     var_direct = (e2 - e1.square()).clamp_min(0.0)
     var_j = torch.where(x < 1.0, var_series, var_direct)
     out = p * q * n_s.square() / (n_s - 1) * a.square() * var_j
@@ -109,14 +98,15 @@ def linear_moments(
     Runs as one fused kernel when :mod:`devices.fusion` compiles (see there); the formulas are those of
     :func:`_linear_moments`.
     """
-    s2 = w.new_full((), dw_min_std ** 2)          # a tensor: the compiled kernel serves every noise level
+    (s2,) = constants(w, dw_min_std ** 2)
     return _linear_moments(w, n_up, n_down, dw_up, dw_down, slope_up, slope_down, s2, dw_min_std != 0, mult_noise)
 
 
 @fused
 def _linear_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw_down: Tensor, slope_up: Tensor,
-                    slope_down: Tensor, s2: Tensor, noisy: bool, mult_noise: bool) -> tuple[Tensor, Tensor]:
-    """The body of :func:`linear_moments`, with ``s2 = dw_min_std²`` as a 0-d tensor and ``noisy = s2 > 0``."""
+                    slope_down: Tensor, s2: Scalar, noisy: bool, mult_noise: bool) -> tuple[Tensor, Tensor]:
+    """The body of :func:`linear_moments`, with ``s2 = dw_min_std²`` (see :func:`devices.fusion.constants`) and
+    ``noisy = s2 > 0``."""
     n = n_up + n_down
     has = n > 0
     n_safe = torch.where(has, n, torch.ones_like(n))
@@ -128,7 +118,7 @@ def _linear_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw_d
     su = slope_up.clamp(-lim, lim)
     sd = slope_down.clamp(-lim, lim)
     log_r = p * torch.log1p(su) + q * torch.log1p(-sd)
-    lam = -_expm1(log_r)                                 # 1 - r
+    lam = -expm1(log_r)                                 # 1 - r
     c = p * dw_up - q * dw_down                          # mean drift at w = 0 per pulse
     e = c - lam * w                                      # mean drift at w0 per pulse (mixed)
     geo = sum_exp(log_r, n)                              # Σ_{k<n} r^k

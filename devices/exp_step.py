@@ -8,13 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from devices._closed_forms import _expm1
 from devices._flows import Bundle, flow_moments
 from devices.base import DeviceParams, PulsedDevice, check_field
-from devices.fusion import fusion_active, fused
-
-Scalar = float | Tensor
-"""A tile-wide constant: a number (eager) or a 0-d tensor (compiled, see :mod:`devices.fusion`)."""
+from devices.fusion import Scalar, constants, expm1, fused
 
 __all__ = ["ExpStepDevice"]
 
@@ -83,10 +79,8 @@ class ExpStepDevice(PulsedDevice):
         """Mean and variance of the state (see :mod:`devices._flows`); all tensors ``[*shape]``. One fused kernel
         when :mod:`devices.fusion` compiles (the tile-wide constants then pass as 0-d tensors: one kernel for
         every configuration)."""
-        consts = (self.gamma_up, self.gamma_down, self.A_up, self.A_down, self.a, self.b, self.dw_min_std,
-                  self.dw_min_std_add, self.dw_min_std_slope)
-        if fusion_active():
-            consts = tuple(w.new_full((), c) for c in consts)
+        consts = constants(w, self.gamma_up, self.gamma_down, self.A_up, self.A_down, self.a, self.b,
+                           self.dw_min_std, self.dw_min_std_add, self.dw_min_std_slope)
         return _exp_step_moments(w, n_up, n_down, params.dw_up, params.dw_down, params.w_min, params.w_max, *consts,
                                  self.has_complex_noise)
 
@@ -123,7 +117,7 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
         k0 = kappa == 0
         ks = torch.where(k0, torch.ones_like(kappa), kappa)
         # exact one pulse: u1 = u0·exp(κ·y0); overshoot past saturation stops the device after that pulse
-        em1 = _expm1(kappa * y0)
+        em1 = expm1(kappa * y0)
         saturate = u0 * (1.0 + em1) >= 1.0
         # ODE time of one pulse: κτ = κ·y0 + log(y0) − log(1 − u1)
         arg = (-u0 * em1 / y0s).clamp(min=-1.0 + 1e-7)
@@ -132,7 +126,7 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
         kt = kappa * t
         # G(t) = t − log1p(u0·expm1(κt))/κ, stable for large κt and κ → 0
         big = (kt > 20.0) & (u0 > 0)
-        small_arg = (u0 * _expm1(kt.clamp(max=20.0))).clamp(min=-1.0)
+        small_arg = (u0 * expm1(kt.clamp(max=20.0))).clamp(min=-1.0)
         small_arg = torch.where(u0 == 0, torch.zeros_like(small_arg), small_arg)
         g_small = t - torch.log1p(small_arg) / ks
         g_big = -torch.log(u0.clamp_min(1e-30) + (1.0 - u0) * torch.exp(-kt.clamp(max=80.0))) / ks

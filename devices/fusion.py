@@ -35,12 +35,16 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["COMPILE_MODES", "set_compile", "get_compile", "fusion_active", "fused"]
+__all__ = ["COMPILE_MODES", "Scalar", "set_compile", "get_compile", "fusion_active", "constants", "expm1", "fused"]
 
 COMPILE_MODES = ("auto", "on", "off")
 """Valid values of :func:`set_compile` and of ``IMC_GRAPES_COMPILE``."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+Scalar = float | torch.Tensor
+"""A constant argument of a :func:`fused` function: a number (eager) or a 0-d tensor (compiled), see
+:func:`constants`."""
 
 
 def _check_mode(mode: str, where: str) -> str:
@@ -92,6 +96,27 @@ def fusion_active() -> bool:
     """Whether :func:`fused` functions run compiled now (mode ``auto``/``on`` and no failed attempt). Callers pass
     tile-wide constants as 0-d tensors then, as numbers otherwise (so eager results stay those of plain code)."""
     return _STATE["mode"] != "off" and _STATE["failed"] is None
+
+
+def constants(like: torch.Tensor, *values: float) -> tuple[Scalar, ...]:
+    """``values`` as :func:`fused` functions should receive them: 0-d tensors of ``like``'s dtype and device while
+    fusion is active (one compiled kernel then serves every value), the plain numbers otherwise (so eager results
+    stay exactly those of plain code)."""
+    if fusion_active():
+        return tuple(like.new_full((), v) for v in values)
+    return values
+
+
+def expm1(x: torch.Tensor) -> torch.Tensor:
+    """``torch.expm1``, accurate also inside ``torch.compile``: inductor's CPU kernel evaluates ``exp(x) − 1``,
+    which loses every digit for ``|x| ≪ 1`` (the tiny slopes of the device models), so compiled code uses Kahan's
+    ``(u − 1)·x / log(u)`` with ``u = exp(x)`` (a few ulps; ``x`` where ``u`` rounds to 1). Fused functions call
+    this instead of ``torch.expm1``."""
+    if not torch.compiler.is_compiling():
+        return torch.expm1(x)
+    u = torch.exp(x)
+    um1 = u - 1
+    return torch.where(um1 == 0, x, torch.where((um1 == -1) | torch.isinf(u), um1, um1 * x / torch.log(u)))
 
 
 def fused(fn: F) -> F:

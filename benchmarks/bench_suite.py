@@ -24,7 +24,7 @@ Sections (``--only mlp,cnn,scaling,grapes,replicas,fusion``; all by default):
   (saturation probes off in all three), for the ``ReRamSB`` and ``Idealized`` (constant-step) presets; the
   overhead is ``GRAPES step / SGD step - 1`` (paired per round), next to the device pulses per step;
 * ``fusion``: the same network's SGD step with the device models eager vs compiled (:mod:`devices.fusion`,
-  ``torch.compile`` of the linear-step closed forms) for the linear-step presets (``--fusion-presets``); the
+  ``torch.compile`` of the linear-step and exp-step closed forms) for the presets of ``--fusion-presets``; the
   compile time falls in the warm-up; the ``×base`` column is compiled / eager (paired per round);
 * ``replicas``: runs ``benchmarks/bench_replicas.py`` (vectorized sweep replicas) in a subprocess when that
   file exists, passing the flags it accepts among ``--device``, ``--out`` and (``--quick``) ``--quick`` or
@@ -730,7 +730,7 @@ def section_grapes(ctx: Ctx) -> dict[str, Any]:
 
 
 def section_fusion(ctx: Ctx) -> dict[str, Any]:
-    """The linear-step presets' training step with eager vs compiled device models (``devices.fusion``)."""
+    """The training step of the ``--fusion-presets`` with eager vs compiled device models (``devices.fusion``)."""
     steps = ctx.steps(200, 60)
     timed: dict[Case, dict[str, Any]] = {}
     mode = get_compile()

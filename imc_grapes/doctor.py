@@ -102,12 +102,14 @@ def _check_fusion() -> str:
     import torch
 
     from devices import get_preset
-    from devices.fusion import get_compile, set_compile
+    from devices.fusion import COMPILE_MODES, get_compile, set_compile
 
     mode = get_compile()
     if mode == "off":
         raise _Skip("IMC_GRAPES_COMPILE=off (the default): the device models run eagerly; set it to auto or on to "
                     "fuse them with torch.compile (faster long analog runs)")
+    if mode not in COMPILE_MODES:          # "off (compile failed: …)": an earlier auto attempt in this process
+        raise RuntimeError(f"device models: {mode}")
     dev = get_preset("ReRamSB")
     g = torch.Generator().manual_seed(0)
     p = dev.sample((4096,), g)

@@ -50,3 +50,13 @@ def test_fusion_check_skips_when_off_and_compares_with_eager_when_on():
     if check.status != "OK":
         pytest.fail(check.detail)
     assert "match the eager ones" in check.detail
+
+
+def test_fusion_check_reports_an_earlier_failed_compile_instead_of_crashing(monkeypatch):
+    from devices import fusion
+
+    monkeypatch.setitem(fusion._STATE, "mode", "auto")
+    monkeypatch.setitem(fusion._STATE, "failed", "RuntimeError: no C++ compiler")
+    check = {c.name: c for c in doctor.run_checks(skip_aihwkit=True)}["fusion"]
+    assert check.status == "FAIL" and "compile failed: RuntimeError: no C++ compiler" in check.detail
+    assert fusion.get_compile().startswith("off (compile failed")       # the process state is left as it was

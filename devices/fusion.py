@@ -3,9 +3,9 @@
 The count-based device responses — :func:`devices._closed_forms.linear_moments` for the linear-step / soft-bounds
 family (ReRamSB, EcRam, EcRamMO, Capacitor) and the exp-step flow of :mod:`devices.exp_step` (ReRamES, PCM) — are
 chains of one to several hundred elementwise operations per device. In eager mode each is one pass over every
-device of a layer (on the CPU ≈ 73 ns per device for ReRamSB, ≈ 1.1 µs for exp step: most of an analog training
-step); ``torch.compile`` fuses the chain into one loop (14× and 4× faster), which makes a 784-256-256-10 training
-step 1.2–3.6× faster (``docs/performance.md``). The compiled kernel computes the same
+device of a layer (most of an analog training step); ``torch.compile`` fuses the chain into one loop (7–11× and
+5× faster per call, ``benchmarks/bench_fusion.py``), which makes a 784-256-256-10 training step 1.2–3.7× faster
+(``docs/performance.md``). The compiled kernel computes the same
 formulas; results agree with eager mode to float rounding (a few ulps: fused multiply-adds, vectorized
 transcendental functions) and do not depend on a device's position in the tensor, so everything that is
 bit-identical in eager mode (replicas vs single runs, sparse vs dense update paths) stays bit-identical when
@@ -14,9 +14,9 @@ the mode is recorded with every result (``versions()['device_model_fusion']``).
 
 Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):
 
-* ``"off"`` (default): always eager. Compiling costs 10–15 s per process for the linear-step kernel and ≈ 60 s
-  for the exp-step one (less when torch's on-disk cache already holds the kernel), which the small default jobs
-  and the test suite would not earn back.
+* ``"off"`` (default): always eager. Compiling costs ≈ 17 s per process for the linear-step kernel and ≈ 64 s
+  for the exp-step one on a cold cache (less when torch's on-disk cache already holds the kernel), which the small
+  default jobs and the test suite would not earn back.
 * ``"auto"``: compile on first use; if compiling fails (no C++ compiler for the CPU backend, no Triton for
   CUDA, an unsupported torch), warn once and run eagerly from then on. Worth it for runs of more than a few
   thousand analog training steps (a full-MNIST comparison, long sweeps, the paper experiments at full size).

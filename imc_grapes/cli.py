@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                "environment:\n"
                "  IMC_GRAPES_DATA     data cache folder (default ~/.cache/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"
-               "                      1.2-3.6x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
-               "                      ReRamES and PCM presets after a 10-60 s compile: for runs of more than a\n"
+               "                      1.2-3.7x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
+               "                      ReRamES and PCM presets after a 17-64 s compile: for runs of more than a\n"
                "                      few minutes. Recorded in results.json (versions.device_model_fusion).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -84,3 +84,15 @@ def test_memory_subprocess_sees_the_weights_and_gradients() -> None:
     mem = json.loads(proc.stdout.strip().splitlines()[-1])
     assert mem["method"] == "cpu-rss-subprocess"
     assert 32.0 <= mem["peak_mb"] < 400.0
+
+
+def test_bench_fusion_prints_eager_and_compiled_times() -> None:
+    script = ROOT / "benchmarks" / "bench_fusion.py"
+    proc = subprocess.run([sys.executable, str(script), "--presets", "Capacitor", "--devices", "65536",
+                           "--repeats", "2"], capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("Capacitor"))
+    eager, compiled, faster, compile_s = map(float, row[1:])
+    assert eager > 0 and compiled > 0 and compile_s >= 0
+    # the printed ratio is the two medians' (each printed to 0.01 ms, the ratio to 0.1)
+    assert (eager - 0.005) / (compiled + 0.005) - 0.051 <= faster <= (eager + 0.005) / (compiled - 0.005) + 0.051

@@ -148,9 +148,10 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
 
     The trains become int8 matrices of 0 and ±1 and are multiplied with int32 accumulation (``torch._int_mm``,
     exact for any length; several times faster than float32 or bfloat16 on current CPUs). When no input is
-    negative (e.g. after a ReLU) the error trains are split by sign and ``n_down = D+ᵀX``, ``n_up = D-ᵀX``;
-    otherwise ``both = |D|ᵀ|X|`` and ``signed = (sign(d)·D)ᵀ(sign(x)·X)`` give ``n_down = (both + signed) / 2``
-    and ``n_up = both - n_down``. ``_int_mm`` has no batched form: one call per tile (and product).
+    negative (e.g. after a ReLU) the error trains split by sign are stacked, ``[D+ D-]ᵀX``, and one product
+    per tile gives ``n_down = D+ᵀX`` and ``n_up = D-ᵀX``; otherwise ``both = |D|ᵀ|X|`` and
+    ``signed = (sign(d)·D)ᵀ(sign(x)·X)`` give ``n_down = (both + signed) / 2`` and ``n_up = both - n_down``.
+    ``_int_mm`` has no batched form: one call per tile (and product).
     """
     x_bits, d_bits = trains.x_bits, trains.d_bits
     n_r, n_c, batch, n_slots, cols = x_bits.shape
@@ -158,30 +159,30 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
     tiles, k_len = n_r * n_c, batch * n_slots
     i8, dtype = torch.int8, x_bits.dtype
     d_sign = (trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign)[:, :, :, None, :]
-
-    def left(t: Tensor) -> Tensor:
-        """``[R, C, batch, slots, rows]`` -> ``Dᵀ: [tiles, rows, K]`` int8, a transposed view (the int8 matmul
-        reads it in place; one row is reshaped instead, as its stride would be misread as the row length)."""
-        t = t.to(i8)
-        return t.view(tiles, 1, k_len) if rows == 1 else t.view(tiles, k_len, rows).transpose(1, 2)
-
+    signed_d = d_bits.mul(d_sign).view(tiles, k_len, rows)                       # ±1 where an error line fires
     if trains.x_sign.numel() == 0 or float(trains.x_sign.min()) >= 0:             # no negative input pulse
-        lefts = (left(d_bits.mul(d_sign.clamp(min=0.0))), left(d_bits.mul(d_sign.clamp(max=0.0).neg_())))
-        rights = (x_bits.to(i8).view(tiles, k_len, cols),) * 2                     # D+ᵀX, D-ᵀX
+        # [D+ D-]: [tiles, K, 2 rows]; its transposed view [tiles, 2 rows, K] is read in place by the int8 matmul
+        left = torch.cat((signed_d.clamp(min=0.0), signed_d.clamp(max=0.0).neg_()), dim=2).to(i8).transpose(1, 2)
+        out = torch.empty(tiles, 2 * rows, cols, dtype=torch.int32)
+        for a, b, o in zip(left.unbind(0), x_bits.to(i8).view(tiles, k_len, cols).unbind(0), out.unbind(0)):
+            torch._int_mm(a, b, out=o)
+        n_down, n_up = out[:, :rows], out[:, rows:]
     else:
-        x_sign = trains.x_sign[:, :, :, None, :]
-        lefts = (left(d_bits), left(d_bits.mul(d_sign)))                           # |D|ᵀ|X|, (sD)ᵀ(sX)
-        rights = (x_bits.to(i8).view(tiles, k_len, cols), x_bits.mul(x_sign).to(i8).view(tiles, k_len, cols))
-    first, second = (torch.empty(tiles, rows, cols, dtype=torch.int32) for _ in range(2))
-    for t in range(tiles):
-        torch._int_mm(lefts[0][t], rights[0][t], out=first[t])
-        torch._int_mm(lefts[1][t], rights[1][t], out=second[t])
-    if rights[0] is rights[1]:
-        n_down, n_up = first, second
-    else:                                              # first = both, second = signed
-        n_down = second.add_(first).bitwise_right_shift_(1)
-        n_up = first.sub_(n_down)
-    return n_up.to(dtype).view(n_r, n_c, rows, cols), n_down.to(dtype).view(n_r, n_c, rows, cols)
+        # Dᵀ: [tiles, rows, K], a transposed view (one row is reshaped instead: its stride would be misread)
+        def left_of(t: Tensor) -> Tensor:
+            t = t.to(i8)
+            return t.view(tiles, 1, k_len) if rows == 1 else t.transpose(1, 2)
+
+        both, signed = (torch.empty(tiles, rows, cols, dtype=torch.int32) for _ in range(2))
+        signed_x = x_bits.mul(trains.x_sign[:, :, :, None, :]).to(i8).view(tiles, k_len, cols)
+        for a, b, o, sa, sb, so in zip(left_of(d_bits.view(tiles, k_len, rows)).unbind(0),
+                                       x_bits.to(i8).view(tiles, k_len, cols).unbind(0), both.unbind(0),
+                                       left_of(signed_d).unbind(0), signed_x.unbind(0), signed.unbind(0)):
+            torch._int_mm(a, b, out=o)                                             # |D|ᵀ|X|
+            torch._int_mm(sa, sb, out=so)                                          # (sD)ᵀ(sX)
+        n_down = signed.add_(both).bitwise_right_shift_(1)
+        n_up = both.sub_(n_down)
+    return n_up.to(dtype).reshape(n_r, n_c, rows, cols), n_down.to(dtype).reshape(n_r, n_c, rows, cols)
 
 
 def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:

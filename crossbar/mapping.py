@@ -125,14 +125,16 @@ class TileGrid:
         if tuple(y.shape[-2:]) != (self.n_row_tiles, self.rows):
             raise ValueError(f"TileGrid.merge_outputs: expected [..., {self.n_row_tiles}, {self.rows}], "
                              f"got {tuple(y.shape)}")
-        return y.reshape(*y.shape[:-2], self.padded_out)[..., : self.out_features]
+        merged = y.reshape(*y.shape[:-2], self.padded_out)
+        return merged[..., : self.out_features] if self.padded_out > self.out_features else merged
 
     def merge_inputs(self, z: Tensor) -> Tensor:
         """``z: [..., C, cols] -> [..., in]`` (padding dropped)."""
         if tuple(z.shape[-2:]) != (self.n_col_tiles, self.cols):
             raise ValueError(f"TileGrid.merge_inputs: expected [..., {self.n_col_tiles}, {self.cols}], "
                              f"got {tuple(z.shape)}")
-        return z.reshape(*z.shape[:-2], self.padded_in)[..., : self.in_features]
+        merged = z.reshape(*z.shape[:-2], self.padded_in)
+        return merged[..., : self.in_features] if self.padded_in > self.in_features else merged
 
     def tile_mask(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.bool) -> Tensor:
         """``[R*C, rows, cols]`` mask: True where a tile position holds a logical weight (not padding)."""

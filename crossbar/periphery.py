@@ -176,10 +176,17 @@ class MVMResult(NamedTuple):
         out: per-tile digital outputs ``[R, C, B, n_out]`` (already rescaled to the input's units).
         passes: analog passes each sample needed on each tile ``[R, C, B]`` (int64; > 1 only with
             bound management), for hardware counters.
+        total: ``passes.sum()`` as a plain number when it is known without reading ``passes`` (every sample
+            took one pass: ``R·C·B``), else ``None``.
     """
 
     out: Tensor
     passes: Tensor
+    total: int | None = None
+
+    def total_passes(self) -> Tensor | int:
+        """``passes.sum()``: a plain number when known (:attr:`total`), else a 0-d tensor (no host read)."""
+        return self.total if self.total is not None else self.passes.sum()
 
 
 def resolution_step(res: float, bound: float) -> float:
@@ -276,7 +283,7 @@ def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
 
 
 def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng.Generator,
-               transposed: bool = False) -> MVMResult:
+               transposed: bool = False, try_first_round: bool = True) -> MVMResult:
     """One analog MVM through the periphery on every tile of a grid at once.
 
     Args:
@@ -288,6 +295,10 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
         generator: source of all randomness (on the tensors' device): a ``torch.Generator`` or a
             :class:`devices.rng.CounterRNG` (see :mod:`crossbar.replicas`).
         transposed: ``False``: ``y = W x`` per tile (forward); ``True``: ``y = Wᵀ d`` (backward).
+        try_first_round: with iterative bound management on the CPU, first compute the first round alone and
+            the others only when an output saturated (fast when saturation is rare). ``False``: all rounds at
+            once, as on GPUs (faster when saturation is expected, e.g. the all-ones importance reads). Same
+            distribution either way; the random stream differs.
 
     Returns:
         :class:`MVMResult`: ``out`` ``[R, C, B, rows]`` (forward) or ``[R, C, B, cols]`` (transposed),
@@ -308,7 +319,7 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
         if x_tiles.shape[1:] != (n_c, cols):
             raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
         xin = x_tiles.permute(1, 0, 2).unsqueeze(0)           # [1, C, B, cols]
-    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed)
+    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed, sync_free=not try_first_round)
 
 
 def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator: rng.Generator,
@@ -330,7 +341,7 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
         if p.out_scale != 1.0:
             out = out * p.out_scale
         passes = torch.ones(full_shape, dtype=torch.int64, device=xin.device)
-        return MVMResult(out, passes)
+        return MVMResult(out, passes, passes.numel())
 
     alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
     nm_on = p.noise_management != "none"
@@ -407,11 +418,12 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])
         out = torch.gather(yq, 2, index).squeeze(2)            # [R, C, B, n_out]
         scale = alpha_safe * torch.pow(2.0, first.to(x_tiles_dtype)).unsqueeze(-1)
-        passes = first + 1
+        passes, total = first + 1, None
     else:
         out = yq.squeeze(2)
         scale = alpha_safe
         passes = torch.ones(full_shape, dtype=torch.int64, device=x_device)
+        total = passes.numel()
     out.mul_(scale * p.out_scale if p.out_scale != 1.0 else scale)
     if nm_on and not (p.inp_noise > 0 and not transposed):
         # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without
@@ -419,4 +431,4 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         if not host_reads_free(x_device) or not (alpha_pos if alpha_pos is not None
                                           else alpha.numel() == 0 or float(alpha.min()) > 0):
             out.masked_fill_(~(alpha > 0), 0.0)
-    return MVMResult(out, passes)
+    return MVMResult(out, passes, total)

@@ -224,7 +224,7 @@ class ReplicaTileArray(TileState):
         return g.split_outputs(d).permute(1, 0, 2, 3).reshape(d.shape[1], -1, g.rows)
 
     def _count(self, res: MVMResult, n_vectors: int, kind: str | None, n_in: int, n_out: int) -> None:
-        passes = res.passes.sum()
+        passes = res.total_passes()
         if kind is None:
             self.counter_importance_reads.add_(self.n_replicas)
         else:

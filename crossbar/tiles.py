@@ -19,7 +19,8 @@ when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +57,27 @@ def _pack_rows(buffers: list[Tensor]) -> list[Tensor]:
     flat += [torch.zeros_like(flat[0])] * (-len(flat) % per_group)
     return [torch.stack(flat[g:g + per_group], dim=1).view(torch.complex128).view(-1)
             for g in range(0, len(flat), per_group)]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _no_grad(fn: _F) -> _F:
+    """``torch.no_grad()`` as a decorator, entered only when gradients are on (the MVMs and updates run inside
+    autograd functions and optimizer steps, where they are already off: no mode switch per call)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return fn(*args, **kwargs)
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def _sum_blocks(out: Tensor, dim: int) -> Tensor:
+    """The digital sum of the tiles' partial results over tile-grid dimension ``dim`` (a view when it has one
+    block: the sum of one term is that term)."""
+    return out.squeeze(dim) if out.shape[dim] == 1 else out.sum(dim=dim)
 
 
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -98,7 +120,7 @@ class TileState(nn.Module):
         for name in COUNTER_NAMES:
             self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
 
-    @torch.no_grad()
+    @_no_grad
     def _program_tiles(self, tiles: Tensor) -> None:
         """Set the states to ``tiles`` (the states' shape), clipped into each device's bounds; with write noise
         the apparent states of all devices are redrawn (``self.generator``)."""
@@ -174,7 +196,7 @@ class TileArray(TileState):
                 f"{g.n_col_tiles} of {g.rows}x{g.cols}, device={type(self.config.device).__name__}")
 
     # ------------------------------------------------------------------ programming and reading
-    @torch.no_grad()
+    @_no_grad
     def program(self, weight: Tensor) -> None:
         """Set the states to ``weight: [out, in]`` (clipped into each device's bounds, as aihwkit's set_weights).
 
@@ -183,7 +205,7 @@ class TileArray(TileState):
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
         self._program_tiles(self.grid.to_tiles(w))
 
-    @torch.no_grad()
+    @_no_grad
     def read(self, hidden: bool = False) -> Tensor:
         """The weight matrix ``[out, in]`` exactly (a copy): the states the MVMs see, or the hidden states."""
         w = self.weight_tiles if (hidden or not self.has_write_noise) else self.apparent_tiles
@@ -191,13 +213,13 @@ class TileArray(TileState):
 
     # ------------------------------------------------------------------ MVMs
     def _count(self, res: MVMResult, n_vectors: int, kind: str, n_in: int, n_out: int) -> None:
-        passes = res.passes.sum()
+        passes = res.total_passes()
         getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
         getattr(self, f"counter_{kind}_passes").add_(passes)
         self.counter_adc_conversions.add_(passes, alpha=n_out)
         self.counter_dac_conversions.add_(passes, alpha=n_in)
 
-    @torch.no_grad()
+    @_no_grad
     def forward(self, x: Tensor) -> Tensor:
         """Forward MVM ``y = W x`` through the forward periphery: ``x: [..., in] -> [..., out]``.
 
@@ -207,23 +229,23 @@ class TileArray(TileState):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         res = analog_mvm(self.tiles, self.grid.split_inputs(x2), self.config.forward, self.generator)
-        y = res.out.sum(dim=1).permute(1, 0, 2)                 # [B, R, rows]
+        y = _sum_blocks(res.out, 1).permute(1, 0, 2)            # [B, R, rows]
         self._count(res, x2.shape[0], "forward", self.grid.cols, self.grid.rows)
         return self.grid.merge_outputs(y).reshape(*lead, self.out_features)
 
-    @torch.no_grad()
+    @_no_grad
     def backward(self, d: Tensor) -> Tensor:
         """Backward (transposed) MVM ``Wᵀ d`` through the backward periphery: ``d: [..., out] -> [..., in]``."""
         lead = d.shape[:-1]
         d2 = d.reshape(-1, self.out_features)
         res = analog_mvm(self.tiles, self.grid.split_outputs(d2), self.config.backward, self.generator,
                          transposed=True)
-        z = res.out.sum(dim=0).permute(1, 0, 2)                 # [B, C, cols]
+        z = _sum_blocks(res.out, 0).permute(1, 0, 2)            # [B, C, cols]
         self._count(res, d2.shape[0], "backward", self.grid.rows, self.grid.cols)
         return self.grid.merge_inputs(z).reshape(*lead, self.in_features)
 
     # ------------------------------------------------------------------ update
-    @torch.no_grad()
+    @_no_grad
     def update(self, x: Tensor, d: Tensor, lr: float | Tensor) -> None:
         """In-memory update, ``W`` moves by about ``-lr · Σ_b d_b x_bᵀ`` (aihwkit's ``tile.update``).
 
@@ -321,7 +343,7 @@ class TileArray(TileState):
             return w
         return w.abs() + 2.0 * g_offset if g_offset else w.abs()
 
-    @torch.no_grad()
+    @_no_grad
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         """Row sums ``[out]`` of the weights (GRAPES importance: ``Σ_j |w_ij|``).
 
@@ -344,12 +366,13 @@ class TileArray(TileState):
             w = w if signed else w.abs() + 2.0 * g_offset
             return w.sum(dim=1)
         ones = torch.ones(1, self.in_features, device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
+        # an all-ones read nearly always saturates the first bound-management round: all rounds at once
         res = analog_mvm(self._sum_matrix(signed, g_offset), self.grid.split_inputs(ones),
-                         self.config.forward, self.generator)
+                         self.config.forward, self.generator, try_first_round=False)
         self._count_read(res, self.grid.cols, self.grid.rows)
-        return self.grid.merge_outputs(res.out.sum(dim=1).permute(1, 0, 2))[0]
+        return self.grid.merge_outputs(_sum_blocks(res.out, 1).permute(1, 0, 2))[0]
 
-    @torch.no_grad()
+    @_no_grad
     def col_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         """Column sums ``[in]`` (``Σ_i |w_ij|``); ``"hardware"`` reads through the **backward** periphery.
 
@@ -362,9 +385,9 @@ class TileArray(TileState):
             return w.sum(dim=0)
         ones = torch.ones(1, self.out_features, device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
         res = analog_mvm(self._sum_matrix(signed, g_offset), self.grid.split_outputs(ones),
-                         self.config.backward, self.generator, transposed=True)
+                         self.config.backward, self.generator, transposed=True, try_first_round=False)
         self._count_read(res, self.grid.rows, self.grid.cols)
-        return self.grid.merge_inputs(res.out.sum(dim=0).permute(1, 0, 2))[0]
+        return self.grid.merge_inputs(_sum_blocks(res.out, 0).permute(1, 0, 2))[0]
 
     @staticmethod
     def _check_sum_args(mode: str, g_offset: float) -> None:
@@ -374,10 +397,10 @@ class TileArray(TileState):
             raise ValueError(f"TileArray sums: g_offset must be >= 0, got {g_offset!r}")
 
     def _count_read(self, res: MVMResult, n_in: int, n_out: int) -> None:
-        passes = res.passes.sum()
+        passes = res.total_passes()
         self.counter_importance_reads.add_(1)
-        self.counter_adc_conversions.add_(passes * n_out)
-        self.counter_dac_conversions.add_(passes * n_in)
+        self.counter_adc_conversions.add_(passes, alpha=n_out)
+        self.counter_dac_conversions.add_(passes, alpha=n_in)
 
     # ------------------------------------------------------------------ state and devices
     def get_extra_state(self) -> dict[str, Any]:

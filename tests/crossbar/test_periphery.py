@@ -196,9 +196,13 @@ def test_noise_free_mvm_matches_numpy_reference(seed: int, n_out: int, n_in: int
     p = IOParameters(out_noise=0.0, noise_management=nm, bound_management=bm, inp_res=inp_res,
                      out_bound=out_bound, max_bm_factor=max_bm_factor, nm_thres=nm_thres)
     y_ref, passes_ref = ref_forward(w, x, p)
-    y, passes = mvm(torch.from_numpy(w), torch.from_numpy(x), p)
-    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-9, atol=1e-9)
-    np.testing.assert_array_equal(passes.numpy(), passes_ref)
+    for first in (True, False):          # CPU: first round alone, then all rounds if needed / all rounds at once
+        res = analog_mvm(torch.from_numpy(w)[None, None], torch.from_numpy(x)[:, None, :], p, gen(seed),
+                         try_first_round=first)
+        np.testing.assert_allclose(res.out[0, 0].numpy(), y_ref, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(res.passes[0, 0].numpy(), passes_ref)
+        assert int(res.total_passes()) == int(passes_ref.sum())
+        assert res.total is None or res.total == int(passes_ref.sum())
 
 
 def test_zero_input_gives_exact_zero_with_noise_management() -> None:
@@ -292,6 +296,21 @@ def test_bound_management_recovers_saturated_outputs() -> None:
     assert err.abs().max() < 2.0 and abs(err.mean().item()) < 0.1
     yc, _ = mvm(wr, xr, IOParameters(bound_management="none"), seed=4)
     assert (yc - xr @ wr.T).mean() < -10                              # clipped without bound management
+
+
+def test_total_passes_known_on_the_host_only_when_every_sample_took_one_pass() -> None:
+    w = torch.full((4, 64), 0.5, dtype=torch.float64)               # y = 32 for x = 1: above out_bound 12
+    x = torch.ones(3, 64, dtype=torch.float64)
+    for first in (True, False):
+        res = analog_mvm(w[None, None], x[:, None, :], IOParameters(out_noise=0.0), gen(), try_first_round=first)
+        assert res.total is None and int(res.total_passes()) == 9           # 3 samples x 3 rounds
+        res = analog_mvm(0.1 * w[None, None], x[:, None, :], IOParameters(out_noise=0.0), gen(),
+                         try_first_round=first)                             # y = 3.2: one pass each
+        assert int(res.total_passes()) == 3 == int(res.passes.sum())
+        assert res.total == (3 if first else None)        # all rounds at once: read from passes (no host read)
+    res = analog_mvm(w[None, None].expand(2, 3, 4, 64), x[:, None, :].expand(3, 3, 64), IOParameters(is_perfect=True),
+                     gen())
+    assert res.total == 2 * 3 * 3 == int(res.passes.sum())
 
 
 def test_negative_saturation_test_flag() -> None:

@@ -260,3 +260,19 @@ def test_update_that_fires_no_pulse_leaves_the_states_unchanged(dtype) -> None:
     tile.update(torch.randn(32, 48, dtype=dtype), 1e-12 * torch.randn(32, 64, dtype=dtype), 0.05)
     assert int(tile.counters["pulses"]) == 0 and int(tile.counters["updates"]) == 1
     assert torch.equal(tile.read(hidden=True), before) and torch.equal(tile.read(), seen)
+
+
+def test_tile_methods_never_record_autograd_history() -> None:
+    """MVMs, reads and updates run without autograd history whether gradients are on or off (they are off
+    inside autograd functions and optimizer steps, where the methods skip the no-grad mode switch)."""
+    tile = TileArray(3, 5, CrossbarConfig(), seed=0)
+    x = torch.randn(2, 5, requires_grad=True)
+    d = torch.randn(2, 3, requires_grad=True)
+    for grad_on in (True, False):
+        with torch.set_grad_enabled(grad_on):
+            outs = [tile.forward(x), tile.backward(d), tile.row_sums("hardware"), tile.col_sums("hardware"),
+                    tile.read()]
+            tile.update(x, d, 0.1)
+            assert torch.is_grad_enabled() == grad_on
+        assert all(not o.requires_grad and o.grad_fn is None for o in outs)
+    assert not tile.weight_tiles.requires_grad

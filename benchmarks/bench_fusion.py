@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devices import get_preset, set_compile  # noqa: E402
+from imc_grapes.runtime import tune_malloc  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"bench_fusion: torch {torch.__version__}, {args.devices} devices, {args.threads} thread(s)")
+    print(f"bench_fusion: torch {torch.__version__}, {args.devices} devices, {args.threads} thread(s), "
+          f"malloc {tune_malloc()}")
     print(f"{'preset':10s} {'eager ms':>9s} {'compiled ms':>12s} {'x faster':>9s} {'compile s':>10s}")
     for name in args.presets.split(","):
         dev = get_preset(name)

@@ -44,6 +44,7 @@ from imc_grapes.backends.settings import AnalogSettings  # noqa: E402
 from imc_grapes.config import TrainConfig  # noqa: E402
 from imc_grapes.data import load_dataset  # noqa: E402
 from imc_grapes.replicas import train_replicas  # noqa: E402
+from imc_grapes.runtime import tune_malloc  # noqa: E402
 from imc_grapes.train import train  # noqa: E402
 
 
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "vs_replica_e1_one_by_one": pps / e1_pps})
     return {
         "device": str(device), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "malloc": tune_malloc(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "model": f"{28 * 28}-{args.hidden}-10 mlp, crossbar ReRamSB, {args.optimizer}",
         "steps_per_point": args.steps, "batch": args.batch,
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.replicas = [int(v) for v in str(args.replicas).split(",") if v.strip()]
     if not args.replicas or min(args.replicas) < 1 or args.one_by_one < 1 or args.steps < 1:
         p.error("--replicas, --one-by-one and --steps must be >= 1")
+    tune_malloc()
     res = run(args)
     print(format_table(res))
     if args.out:

@@ -98,6 +98,7 @@ from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOP
                       UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
 from devices import ConstantStepDevice  # noqa: E402
 from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
+from imc_grapes.runtime import malloc_mode, tune_malloc  # noqa: E402
 
 SECTIONS = ("mlp", "cnn", "scaling", "grapes", "replicas", "fusion")   # fusion last: it compiles
 MLP_SIZES = (784, 256, 256, 10)
@@ -941,7 +942,7 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": str(device),
         "torch_threads": threads, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
         "loadavg_start": os.getloadavg(), "git_commit": commit,
-        "git_uncommitted": dirty, "device_model_fusion": get_compile()}
+        "git_uncommitted": dirty, "device_model_fusion": get_compile(), "malloc": malloc_mode()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -995,6 +996,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    tune_malloc()                      # as the imc-grapes command line does (imc_grapes.runtime)
     if args.markdown is not None:
         print(markdown(json.loads(args.markdown.read_text())))
         return {}
@@ -1013,7 +1015,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine, "config": config, "sections": {}, "targets": {}}
     print(f"bench_suite: device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, aihwkit {machine['aihwkit']}, "
-          f"load {machine['loadavg_start']}", flush=True)
+          f"malloc {machine['malloc']}, load {machine['loadavg_start']}", flush=True)
     t0 = time.perf_counter()
     for name in [s for s in SECTIONS if s in args.only.split(",")]:
         start = time.perf_counter()

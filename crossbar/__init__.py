@@ -8,8 +8,9 @@ from crossbar.mapping import TileGrid
 from crossbar.modules import (AnalogConv2d, AnalogFunction, AnalogLinear, AnalogModuleBase, analog_module_of,
                               analog_modules)
 from crossbar.optim import AnalogSGD, analog_step, analog_zero_grad
-from crossbar.periphery import (IOParameters, MVMResult, add_gaussian_noise, analog_mvm, bound_management_rounds,
-                                noise_management_scale, quantize, quantize_adc, quantize_dac, resolution_step)
+from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, add_gaussian_noise, analog_mvm,
+                                bound_management_rounds, noise_management_scale, prepare_inputs, quantize,
+                                quantize_adc, quantize_dac, resolution_step)
 from crossbar.replicas import ReplicaLinear, ReplicaTileArray
 from crossbar.tiles import COUNTER_NAMES, TileArray, TileState
 from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_probabilities, update_scales
@@ -23,6 +24,8 @@ __all__ = [
     "IOParameters",
     "MVMResult",
     "analog_mvm",
+    "PreparedInputs",
+    "prepare_inputs",
     "quantize",
     "quantize_dac",
     "quantize_adc",

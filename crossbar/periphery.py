@@ -54,6 +54,8 @@ __all__ = [
     "add_gaussian_noise",
     "noise_management_scale",
     "analog_mvm",
+    "PreparedInputs",
+    "prepare_inputs",
 ]
 
 NOISE_MANAGEMENT_TYPES = ("abs_max", "none", "constant")
@@ -283,7 +285,8 @@ def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
 
 
 def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng.Generator,
-               transposed: bool = False, try_first_round: bool = True) -> MVMResult:
+               transposed: bool = False, try_first_round: bool = True,
+               prepared: PreparedInputs | None = None) -> MVMResult:
     """One analog MVM through the periphery on every tile of a grid at once.
 
     Args:
@@ -299,6 +302,8 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
             the others only when an output saturated (fast when saturation is rare). ``False``: all rounds at
             once, as on GPUs (faster when saturation is expected, e.g. the all-ones importance reads). Same
             distribution either way; the random stream differs.
+        prepared: the input side of this call computed earlier (:func:`prepare_inputs` of the same
+            ``x_tiles``, ``p`` and ``transposed``): skips the noise management and the DAC; all rounds at once.
 
     Returns:
         :class:`MVMResult`: ``out`` ``[R, C, B, rows]`` (forward) or ``[R, C, B, cols]`` (transposed),
@@ -319,22 +324,70 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
         if x_tiles.shape[1:] != (n_c, cols):
             raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
         xin = x_tiles.permute(1, 0, 2).unsqueeze(0)           # [1, C, B, cols]
-    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed, sync_free=not try_first_round)
+    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed, sync_free=not try_first_round,
+                              prepared=prepared)
+
+
+class PreparedInputs(NamedTuple):
+    """Inputs of an MVM that is repeated with the same ``x`` (e.g. the all-ones importance read), with their
+    noise management and DAC codes for every bound-management round computed once (:func:`prepare_inputs`).
+
+    Attributes: ``xin`` ``[R|1, C|1, B, n_in]`` the inputs per tile block; ``alpha``, ``alpha_safe``
+    ``[R|1, C|1, B, 1]`` the noise-management scale (and 1 where it is 0); ``alpha_pos`` whether every alpha is
+    > 0 (``None``: not known); ``rounds`` the bound-management rounds; ``xq`` ``[R|1, C|1, rounds·B, n_in]`` the
+    DAC outputs of all rounds.
+    """
+
+    xin: Tensor
+    alpha: Tensor
+    alpha_safe: Tensor
+    alpha_pos: bool | None
+    rounds: int
+    xq: Tensor
+
+
+def prepare_inputs(x_tiles: Tensor, p: IOParameters, transposed: bool = False) -> PreparedInputs | None:
+    """The input side of :func:`analog_mvm` (same ``x_tiles`` layout) for reuse with
+    ``analog_mvm(..., prepared=...)``, or ``None`` when it cannot be reused: a perfect periphery, or a random DAC
+    (stochastic rounding or input noise draw new numbers on every call). Applying the result gives exactly what
+    ``analog_mvm(..., try_first_round=False)`` gives for the same generator state."""
+    if p.is_perfect or p.inp_sto_round or p.inp_noise > 0:
+        return None
+    xin = x_tiles.permute(1, 0, 2).unsqueeze(1 if transposed else 0)
+    alpha, alpha_safe, alpha_pos = _noise_management(xin, p)
+    rounds = bound_management_rounds(p, transposed)
+    return PreparedInputs(xin, alpha, alpha_safe, alpha_pos, rounds, _dac_rounds(xin, alpha_safe, p, None, rounds))
+
+
+def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:
+    """``(alpha, alpha_safe, alpha_pos)`` of :class:`PreparedInputs` for ``xin``."""
+    alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
+    nm_on = p.noise_management != "none"
+    # CPU (host reads are free): whether every alpha is > 0 (the common case), known once
+    alpha_pos = (alpha.numel() == 0 or float(alpha.min()) > 0) if nm_on and host_reads_free(xin) else None
+    alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
+    return alpha, alpha_safe, alpha_pos
 
 
 def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator: rng.Generator,
-                       transposed: bool = False, sync_free: bool = False) -> MVMResult:
+                       transposed: bool = False, sync_free: bool = False,
+                       prepared: PreparedInputs | None = None) -> MVMResult:
     """:func:`analog_mvm` with the inputs already laid out per tile block: ``xin: [R|1, C|1, B, n_in]``.
 
     Forward inputs may differ per tile *row* block too (``[R, C, B, cols]``: how :mod:`crossbar.replicas`
     feeds ``E`` replicas folded into the row-block dimension). ``sync_free``: never take the CPU shortcut of
     trying the first bound-management round alone (all rounds at once, so the random stream does not depend
-    on the data), as on GPUs.
+    on the data), as on GPUs. ``prepared``: the inputs' noise management and DAC codes, computed earlier for
+    this ``xin`` (:func:`prepare_inputs`; implies ``sync_free``).
     """
     n_r, n_c = tiles_w.shape[0], tiles_w.shape[1]
     batch = xin.shape[2]
     mat = tiles_w if transposed else tiles_w.transpose(-1, -2)   # [R, C, rows, cols] or [R, C, cols, rows]
     full_shape = (n_r, n_c, batch)
+    nm_on = p.noise_management != "none"
+    if prepared is not None:
+        return _mvm_rounds(xin, mat, prepared.alpha, prepared.alpha_safe, nm_on, p, generator, transposed,
+                           prepared.rounds, full_shape, alpha_pos=prepared.alpha_pos, xq=prepared.xq)
 
     if p.is_perfect:
         out = torch.matmul(xin, mat)
@@ -343,11 +396,7 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
         passes = torch.ones(full_shape, dtype=torch.int64, device=xin.device)
         return MVMResult(out, passes, passes.numel())
 
-    alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
-    nm_on = p.noise_management != "none"
-    # CPU (host reads are free): whether every alpha is > 0 (the common case), known once
-    alpha_pos = (alpha.numel() == 0 or float(alpha.min()) > 0) if nm_on and host_reads_free(xin) else None
-    alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
+    alpha, alpha_safe, alpha_pos = _noise_management(xin, p)
     rounds = bound_management_rounds(p, transposed)
     if rounds > 1 and host_reads_free(xin) and not sync_free:
         # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
@@ -361,25 +410,20 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
                        alpha_pos=alpha_pos)
 
 
-def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
-                generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
-                check_saturation: bool = False, alpha_pos: bool | None = None) -> MVMResult | None:
-    """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
-
-    With ``check_saturation`` (one round only), returns ``None`` if any output saturated, so that the caller
-    redoes the MVM with all rounds. ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not
-    known)."""
-    n_r, n_c, batch = full_shape
-    x_tiles_dtype, x_device = xin.dtype, xin.device
+def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng.Generator, rounds: int,
+                tiles: tuple[int, int] | None = None) -> Tensor:
+    """DAC outputs of ``rounds`` bound-management rounds, ``[R|1, C|1, rounds·B, n_in]``: ``x / (alpha·2**k)``
+    quantized, clipped and (with input noise) noisy. ``tiles = (R, C)``: every tile has its own DAC (needed for
+    stochastic rounding and input noise, whose draws differ per tile)."""
+    batch = xin.shape[2]
     # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in], x / (alpha * 2**k)
     if rounds == 1:
         xs = xin * alpha_safe.reciprocal()
     else:
-        inv_reduction = torch.pow(0.5, torch.arange(rounds, device=x_device, dtype=x_tiles_dtype))
+        inv_reduction = torch.pow(0.5, torch.arange(rounds, device=xin.device, dtype=xin.dtype))
         xs = xin.unsqueeze(2) * (inv_reduction.view(1, 1, rounds, 1, 1) / alpha_safe.unsqueeze(2))
-    if p.inp_sto_round or p.inp_noise > 0:
-        # every tile has its own DAC: independent rounding / noise per tile
-        xs = xs.expand(n_r, n_c, *xs.shape[2:]).clone()
+    if tiles is not None:
+        xs = xs.expand(*tiles, *xs.shape[2:]).clone()
     if rounds > 1:
         xs = xs.reshape(xs.shape[0], xs.shape[1], rounds * batch, xs.shape[-1])
     xq = _quantize_(xs, p.inp_step, p.inp_sto_round, generator)             # DAC (xs is a fresh tensor)
@@ -387,6 +431,24 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         xq.clamp_(-p.inp_bound, p.inp_bound)
     if p.inp_noise > 0:
         xq.add_(rng.normal_(torch.empty_like(xq), 0.0, p.inp_noise, generator))
+    return xq
+
+
+def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
+                generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
+                check_saturation: bool = False, alpha_pos: bool | None = None,
+                xq: Tensor | None = None) -> MVMResult | None:
+    """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
+
+    With ``check_saturation`` (one round only), returns ``None`` if any output saturated, so that the caller
+    redoes the MVM with all rounds. ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not
+    known). ``xq``: the DAC outputs of these rounds, computed earlier (:class:`PreparedInputs`)."""
+    n_r, n_c, batch = full_shape
+    x_tiles_dtype, x_device = xin.dtype, xin.device
+    if xq is None:
+        # every tile has its own DAC: independent rounding / noise per tile
+        per_tile = (n_r, n_c) if p.inp_sto_round or p.inp_noise > 0 else None
+        xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
 
     # From here on every op is in place on the fresh matmul output (no temporaries of the output's size).
     y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
-from crossbar.periphery import MVMResult, analog_mvm
+from crossbar.periphery import MVMResult, PreparedInputs, analog_mvm, prepare_inputs
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice
@@ -60,6 +60,9 @@ def _pack_rows(buffers: list[Tensor]) -> list[Tensor]:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+_CACHES = ("_packed", "_packed_key", "_ones_inputs")
+"""Instance attributes that are caches (rebuilt on demand): not copied, pickled or moved between devices."""
 
 
 def _no_grad(fn: _F) -> _F:
@@ -365,10 +368,7 @@ class TileArray(TileState):
             w = self.read()
             w = w if signed else w.abs() + 2.0 * g_offset
             return w.sum(dim=1)
-        ones = torch.ones(1, self.in_features, device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        # an all-ones read nearly always saturates the first bound-management round: all rounds at once
-        res = analog_mvm(self._sum_matrix(signed, g_offset), self.grid.split_inputs(ones),
-                         self.config.forward, self.generator, try_first_round=False)
+        res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=False)
         self._count_read(res, self.grid.cols, self.grid.rows)
         return self.grid.merge_outputs(_sum_blocks(res.out, 1).permute(1, 0, 2))[0]
 
@@ -383,11 +383,27 @@ class TileArray(TileState):
             w = self.read()
             w = w if signed else w.abs() + 2.0 * g_offset
             return w.sum(dim=0)
-        ones = torch.ones(1, self.out_features, device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        res = analog_mvm(self._sum_matrix(signed, g_offset), self.grid.split_outputs(ones),
-                         self.config.backward, self.generator, transposed=True, try_first_round=False)
+        res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=True)
         self._count_read(res, self.grid.rows, self.grid.cols)
         return self.grid.merge_inputs(_sum_blocks(res.out, 0).permute(1, 0, 2))[0]
+
+    def _ones_read(self, mat: Tensor, transposed: bool) -> MVMResult:
+        """One read of ``mat: [R, C, rows, cols]`` with every input line at full scale, through the forward
+        (``transposed=False``) or backward periphery. All bound-management rounds at once (an all-ones read
+        nearly always saturates the first); the inputs' noise management and DAC codes are computed once per
+        periphery and dtype/device (a cache, not state) when the DAC is deterministic."""
+        p = self.config.backward if transposed else self.config.forward
+        w = self.weight_tiles
+        key = (transposed, p, w.dtype, w.device)
+        cache: dict[tuple[Any, ...], tuple[Tensor, PreparedInputs | None]] = \
+            self.__dict__.setdefault("_ones_inputs", {})
+        if key not in cache:
+            n = self.out_features if transposed else self.in_features
+            ones = torch.ones(1, n, device=w.device, dtype=w.dtype)
+            x_tiles = self.grid.split_outputs(ones) if transposed else self.grid.split_inputs(ones)
+            cache[key] = (x_tiles, prepare_inputs(x_tiles, p, transposed))
+        x_tiles, prepared = cache[key]
+        return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False, prepared=prepared)
 
     @staticmethod
     def _check_sum_args(mode: str, g_offset: float) -> None:
@@ -421,8 +437,8 @@ class TileArray(TileState):
 
     def _apply(self, fn: Any, recurse: bool = True) -> "TileArray":
         super()._apply(fn, recurse)
-        self.__dict__.pop("_packed", None)
-        self.__dict__.pop("_packed_key", None)
+        for key in _CACHES:
+            self.__dict__.pop(key, None)
         device = self.weight_tiles.device
         if self.generator.device != device:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator,
@@ -437,7 +453,7 @@ class TileArray(TileState):
         new = cls.__new__(cls)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            if key in ("_packed", "_packed_key"):
+            if key in _CACHES:
                 continue
             if key == "generator":
                 gen = torch.Generator(device=value.device)
@@ -449,8 +465,8 @@ class TileArray(TileState):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_packed", None)
-        state.pop("_packed_key", None)
+        for key in _CACHES:
+            state.pop(key, None)
         gen = state.pop("generator")
         state["_generator_pickle"] = (str(gen.device), gen.get_state())
         return state

@@ -11,6 +11,8 @@ import torch
 
 from devices.fusion import get_compile
 
+from .runtime import malloc_mode
+
 
 def _dist_version(name: str) -> str | None:
     try:
@@ -41,6 +43,7 @@ def versions() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "git_commit": git_commit(),
         "device_model_fusion": get_compile(),     # eager or compiled device models: the numbers depend on it
+        "malloc": malloc_mode(),                  # glibc malloc thresholds (speed only, see imc_grapes.runtime)
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)

@@ -26,6 +26,7 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     assert res["machine"]["aihwkit"].startswith("unavailable (--skip-aihwkit")
     assert set(res["sections"]) == {"mlp", "scaling", "grapes", "fusion", "replicas"}
     assert res["machine"]["device_model_fusion"] == ENV.get("IMC_GRAPES_COMPILE", "auto")
+    assert res["machine"]["malloc"] in ("tuned", "default (not glibc)")     # as the command line sets it
 
     mlp = {r["impl"]: r for r in res["sections"]["mlp"]["rows"]}
     assert set(mlp) == {"torch", "native", "native-float"}  # no aihwkit rows with --skip-aihwkit
@@ -96,3 +97,15 @@ def test_bench_fusion_prints_eager_and_compiled_times() -> None:
     assert eager > 0 and compiled > 0 and compile_s >= 0
     # the printed ratio is the two medians' (each printed to 0.01 ms, the ratio to 0.1)
     assert (eager - 0.005) / (compiled + 0.005) - 0.051 <= faster <= (eager + 0.005) / (compiled - 0.005) + 0.051
+
+
+def test_bench_malloc_times_both_settings_in_separate_processes(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "bench_malloc.py"
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, str(script), "--presets", "Idealized", "--steps", "2", "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["preset"] == "Idealized" and row["default_ms"] > 0 and row["tuned_ms"] > 0
+    assert abs(row["default_over_tuned"] - row["default_ms"] / row["tuned_ms"]) < 1e-12
+    assert any(line.startswith("Idealized") for line in proc.stdout.splitlines())

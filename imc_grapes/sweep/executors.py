@@ -101,6 +101,10 @@ def _worker_main(conn: mpc.Connection, threads: int) -> None:
         os.environ[var] = str(threads)
     import torch
 
+    from ..runtime import tune_malloc
+
+    tune_malloc()
+
     torch.set_num_threads(threads)
     while True:
         try:

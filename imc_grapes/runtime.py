@@ -1,0 +1,75 @@
+"""Process-level CPU runtime setting for simulations: glibc's malloc thresholds.
+
+The engine's CPU work is a stream of elementwise torch ops on arrays of 10^5-10^6 devices, each allocating its
+output (0.1-10 MB) and freeing its inputs' temporaries. With glibc's defaults such blocks are often served by
+fresh ``mmap`` pages (the threshold starts at 128 KiB and adapts only to the sizes freed so far) and freed heap
+tops beyond twice that threshold go back to the kernel, so the same memory is zero-filled and faulted in again
+op after op. :func:`tune_malloc` keeps it in the process instead (``mallopt``): blocks up to 32 MiB come from
+the heap (``M_MMAP_THRESHOLD``), the heap keeps up to 256 MiB of free top (``M_TRIM_THRESHOLD``) and grows in
+64 MiB steps (``M_TOP_PAD``). The numbers computed are unchanged; the process may hold up to ~300 MiB more
+memory than it uses. Measured (``docs/performance.md``): a ReRamSB training step in its many-pulses phase (the
+closed-form device update of every device) 39 -> 23 ms; small layers, where the op count dominates, unchanged.
+
+The command-line entry points (``imc-grapes``, sweep workers) and the benchmark scripts call it;
+``IMC_GRAPES_MALLOC=default`` keeps glibc's defaults, and any ``MALLOC_*_`` environment variable the user set
+wins (glibc reads those at start).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "malloc_mode", "tune_malloc"]
+
+MALLOC_ENV = "IMC_GRAPES_MALLOC"
+"""Environment variable: ``tuned`` (the default) or ``default`` (leave glibc's malloc as it is)."""
+
+MALLOC_SETTINGS: dict[str, tuple[int, int]] = {
+    "M_MMAP_THRESHOLD": (-3, 32 << 20),
+    "M_TRIM_THRESHOLD": (-1, 256 << 20),
+    "M_TOP_PAD": (-2, 64 << 20),
+}
+"""``name -> (mallopt parameter number, value in bytes)`` applied by :func:`tune_malloc` (glibc's numbering;
+32 MiB is the largest mmap threshold glibc accepts on 64-bit systems)."""
+
+_USER_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+
+_mode: str | None = None
+
+
+def malloc_mode() -> str:
+    """How this process's malloc is set: ``"tuned"``, ``"default (<why>)"`` or ``"partly tuned (<why>)"``;
+    ``"default (not tuned)"`` before
+    :func:`tune_malloc` ran. Recorded with results (:func:`imc_grapes.versions.versions`)."""
+    return _mode or "default (not tuned)"
+
+
+def tune_malloc() -> str:
+    """Apply :data:`MALLOC_SETTINGS` to this process (once; later calls return the first outcome).
+
+    Returns :func:`malloc_mode`. Nothing is changed, with the reason in the mode, when ``IMC_GRAPES_MALLOC`` is
+    ``default``, when the user set glibc's own ``MALLOC_*_`` variables, or when the C library is not glibc.
+
+    Raises:
+        ValueError: ``IMC_GRAPES_MALLOC`` is neither ``tuned`` nor ``default``.
+    """
+    global _mode
+    if _mode is not None:
+        return _mode
+    choice = os.environ.get(MALLOC_ENV, "tuned").strip().lower() or "tuned"
+    if choice not in ("tuned", "default"):
+        raise ValueError(f"{MALLOC_ENV} must be 'tuned' or 'default', got {os.environ[MALLOC_ENV]!r}")
+    if choice == "default":
+        _mode = f"default ({MALLOC_ENV}=default)"
+    elif any(name in os.environ for name in _USER_ENV):
+        _mode = "default (glibc MALLOC_* environment variables set by the user)"
+    elif platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        _mode = "default (not glibc)"
+    else:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if libc.mallopt(param, value) != 1]
+        _mode = "tuned" if not failed else f"partly tuned (mallopt refused {', '.join(failed)})"
+    return _mode

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossbar.periphery import (IOParameters, analog_mvm, bound_management_rounds, noise_management_scale,
-                                quantize, quantize_adc, quantize_dac, resolution_step)
+                                prepare_inputs, quantize, quantize_adc, quantize_dac, resolution_step)
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -339,3 +339,32 @@ def test_same_generator_seed_same_numbers() -> None:
     b, _ = mvm(w, x, p, seed=11)
     c, _ = mvm(w, x, p, seed=12)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("p", [IOParameters(), IOParameters(out_bound=2.0, out_noise=0.1),
+                               IOParameters(noise_management="none", bound_management="none"),
+                               IOParameters(noise_management="constant", nm_thres=0.7, inp_res=1 / 30)])
+def test_prepared_inputs_give_exactly_the_all_rounds_mvm(p: IOParameters, transposed: bool) -> None:
+    """``analog_mvm(prepared=prepare_inputs(x))`` (inputs' noise management and DAC done once, for reuse) is the
+    same computation as ``analog_mvm(x, try_first_round=False)``: equal outputs and passes, for a generator in the
+    same state, call after call."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.rand(2, 3, 6, 9, generator=g) - 0.3                  # R=2, C=3 tiles of 6x9
+    x = torch.ones(4, 2 if transposed else 3, 6 if transposed else 9)
+    x[1] *= 0.25
+    x[2, 0] = 0.0                                                  # an all-zero block
+    prep = prepare_inputs(x, p, transposed)
+    assert prep is not None and prep.rounds == bound_management_rounds(p, transposed)
+    g1, g2 = gen(9), gen(9)
+    for _ in range(3):
+        a = analog_mvm(w, x, p, g1, transposed, try_first_round=False)
+        b = analog_mvm(w, x, p, g2, transposed, prepared=prep)
+        assert torch.equal(a.out, b.out) and torch.equal(a.passes, b.passes)
+
+
+def test_prepare_inputs_refuses_a_random_or_perfect_dac() -> None:
+    x = torch.ones(2, 1, 4)
+    assert prepare_inputs(x, IOParameters(inp_noise=0.01)) is None
+    assert prepare_inputs(x, IOParameters(inp_sto_round=True)) is None
+    assert prepare_inputs(x, IOParameters(is_perfect=True)) is None

@@ -276,3 +276,31 @@ def test_tile_methods_never_record_autograd_history() -> None:
             assert torch.is_grad_enabled() == grad_on
         assert all(not o.requires_grad and o.grad_fn is None for o in outs)
     assert not tile.weight_tiles.requires_grad
+
+
+@pytest.mark.parametrize("config", [CrossbarConfig(tile_rows=4, tile_cols=3),
+                                    CrossbarConfig(tile_rows=4, tile_cols=3,
+                                                   forward=IOParameters(inp_sto_round=True, out_bound=3.0))])
+def test_hardware_sums_are_all_ones_reads_through_the_periphery(config: CrossbarConfig) -> None:
+    """row_sums / col_sums ("hardware") equal the all-ones MVM of |W| through the forward / backward periphery
+    with all bound-management rounds at once (the inputs' DAC codes are cached between reads, also across a
+    dtype change, when the DAC is deterministic; the second config's stochastic DAC is never cached)."""
+    from crossbar.periphery import analog_mvm
+
+    tile = TileArray(7, 5, config, seed=3)
+    tile.program(torch.rand(7, 5) * 2 - 1)
+    for dtype in (torch.float32, torch.float64):
+        tile = tile.to(dtype)
+        for _ in range(2):
+            ref_gen = torch.Generator().manual_seed(0)
+            ref_gen.set_state(tile.generator.get_state())
+            w_abs = tile.tiles.abs()
+            rows = tile.row_sums("hardware")
+            ref = analog_mvm(w_abs, tile.grid.split_inputs(torch.ones(1, 5, dtype=dtype)), config.forward, ref_gen,
+                             try_first_round=False)
+            assert torch.equal(rows, tile.grid.merge_outputs(ref.out.sum(dim=1).permute(1, 0, 2))[0])
+            cols = tile.col_sums("hardware")
+            ref = analog_mvm(w_abs, tile.grid.split_outputs(torch.ones(1, 7, dtype=dtype)), config.backward,
+                             ref_gen, transposed=True, try_first_round=False)
+            assert torch.equal(cols, tile.grid.merge_inputs(ref.out.sum(dim=0).permute(1, 0, 2))[0])
+            assert rows.dtype == cols.dtype == dtype

@@ -54,9 +54,6 @@ __all__ = ["DeviceParams", "PulsedDevice", "check_field"]
 
 _SPARSE_MIN_DEVICES = 4096
 """Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
-_SPARSE_FRACTION = 0.2
-"""Largest number of pulses, per device of the array, for which :meth:`PulsedDevice.apply_pulses_` computes only
-the devices with pulses (CPU; measured break-even near 0.2 for 0.2M devices, higher for larger arrays)."""
 
 
 def _same_layout(w: Tensor, n_up: Tensor, n_down: Tensor, params: "DeviceParams") -> bool:
@@ -161,6 +158,13 @@ class PulsedDevice:
     w_max_dtod: float = 0.3
     write_noise_std: float = 0.0
     dw_min_dtod_log_normal: bool = False
+
+    SPARSE_PULSES_PER_DEVICE = math.inf       # a class constant (not annotated: not a dataclass field)
+    """CPU: the largest number of pulses per device of an array for which :meth:`apply_pulses_` computes only the
+    devices with pulses (gathered, updated, scattered back). The closed-form responses of the models cost tens to
+    hundreds of operations per device, so that pays as long as any device is left out (measured on 0.2 M
+    devices: ReRamSB 6.7 vs 14 ms with 80 % of them pulsed, EcRam 12 vs 19 ms with 95 %); a model with a cheap
+    response sets a lower value (:class:`~devices.constant_step.ConstantStepDevice`: 0.2)."""
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -281,11 +285,11 @@ class PulsedDevice:
         :meth:`apply_pulses` does), so the initial clip of :meth:`apply_pulses` is a no-op and is skipped;
         ``n_up``, ``n_down`` and ``params`` must have ``w``'s shape. Same distribution as :meth:`apply_pulses`.
 
-        Cost: on the CPU, when the pulses are few (at most ``_SPARSE_FRACTION`` of the number of devices, typical
-        of pulsed training, where update management keeps the trains short), only the devices with pulses are
-        computed: found, gathered, updated with one Gaussian each and scattered back (host reads, free on the
-        CPU; see :meth:`apply_pulses_at_`). Otherwise, and always on GPUs (no host synchronisation), every
-        device is computed, with one Gaussian per device.
+        Cost: on the CPU, when some devices have no pulses and the pulses are few enough (at most
+        :attr:`SPARSE_PULSES_PER_DEVICE` per device of the array), only the devices with pulses are computed:
+        found, gathered, updated with one Gaussian each and scattered back (host reads, free on the CPU; see
+        :meth:`apply_pulses_at_`). Otherwise, and always on GPUs (no host synchronisation), every device is
+        computed, with one Gaussian per device.
         """
         return self._apply_pulses_counted_(w, n_up, n_down, params, generator, None)
 
@@ -302,10 +306,11 @@ class PulsedDevice:
                 pulses = float(n_up.sum()) + float(n_down.sum())    # >= the devices with pulses; no temporaries
             if pulses == 0:
                 return w
-            if pulses <= _SPARSE_FRACTION * w.numel():
+            if pulses <= self.SPARSE_PULSES_PER_DEVICE * w.numel():
                 index = (torch.add(n_up, n_down).view(-1) > 0).nonzero().squeeze(1)
-                return self.apply_pulses_at_(w, index, n_up.view(-1).index_select(0, index),
-                                             n_down.view(-1).index_select(0, index), params, generator)
+                if index.numel() < w.numel():               # else every device pulses: the dense form is cheaper
+                    return self.apply_pulses_at_(w, index, n_up.view(-1).index_select(0, index),
+                                                 n_down.view(-1).index_select(0, index), params, generator)
         return self._pulsed_states(w, n_up, n_down, params, generator, out=w)
 
     def apply_pulses_at_(

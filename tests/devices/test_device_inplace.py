@@ -20,7 +20,8 @@ SPARSE_SHAPE = (4, 32, 40)  # 5120 devices, few pulses: the CPU branch that comp
 DENSE_SHAPE = (2, 16, 40)   # 1280 devices: every device is computed
 DENSITIES = [0.03, 0.4, 0.6]
 """Fractions of devices with pulses: 0.03 on SPARSE_SHAPE (only those devices are gathered and computed), 0.4 on
-SPARSE_SHAPE (every device computed, Gaussians drawn only for those with pulses), 0.6 on DENSE_SHAPE (every device
+SPARSE_SHAPE (the closed-form models still compute only those; the constant step computes every device and draws
+Gaussians only for those with pulses), 0.6 on DENSE_SHAPE (too few devices for the sparse path: every device
 computed and drawn)."""
 DT = torch.float64
 
@@ -107,3 +108,32 @@ def test_constant_step_noise_has_the_closed_form_moments(dtype: torch.dtype, den
     assert abs(z.mean().item()) < 4 / math.sqrt(n)
     assert abs(z.var().item() - 1) < 4 * math.sqrt(2 / n)
     assert torch.equal(out[~busy], w.double()[~busy])
+
+
+@pytest.mark.parametrize("name, density, computed", [
+    ("softbounds", 0.9, "pulsed"), ("exp", 0.9, "pulsed"), ("linear", 0.4, "pulsed"),
+    ("softbounds", 1.0, "all"),                      # every device pulses: the dense form, no gather/scatter
+    ("constant", 0.03, "pulsed"), ("constant", 0.4, "all"),   # cheap response: sparse only for few pulses
+])
+def test_cpu_update_computes_only_the_pulsed_devices_when_that_pays(name: str, density: float, computed: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``apply_pulses_`` on the CPU: the closed-form models (tens to hundreds of ops per device) gather the pulsed
+    devices whenever some device has none (``SPARSE_PULSES_PER_DEVICE`` = inf); the constant step only up to 0.2
+    pulses per device."""
+    dev = MODELS[name]
+    g = torch.Generator().manual_seed(3)
+    p = dev.sample(SPARSE_SHAPE, g, dtype=DT)
+    w = dev.clip(0.2 * torch.rand(p.shape, generator=g, dtype=DT) - 0.1, p)
+    on = torch.rand(p.shape, generator=g) < density
+    n_up = torch.randint(1, 4, p.shape, generator=g).to(DT) * on
+    n_down = torch.zeros_like(n_up)
+    sizes = []
+    original = type(dev)._pulsed_states
+
+    def spy(self, w_, *args, **kwargs):
+        sizes.append(w_.numel())
+        return original(self, w_, *args, **kwargs)
+
+    monkeypatch.setattr(type(dev), "_pulsed_states", spy)
+    dev.apply_pulses_(w, n_up, n_down, p, g)
+    assert sizes == [int(on.sum()) if computed == "pulsed" else w.numel()]

@@ -162,9 +162,10 @@ class PulsedDevice:
     SPARSE_PULSES_PER_DEVICE = math.inf       # a class constant (not annotated: not a dataclass field)
     """CPU: the largest number of pulses per device of an array for which :meth:`apply_pulses_` computes only the
     devices with pulses (gathered, updated, scattered back). The closed-form responses of the models cost tens to
-    hundreds of operations per device, so that pays as long as any device is left out (measured on 0.2 M
-    devices: ReRamSB 6.7 vs 14 ms with 80 % of them pulsed, EcRam 12 vs 19 ms with 95 %); a model with a cheap
-    response sets a lower value (:class:`~devices.constant_step.ConstantStepDevice`: 0.2)."""
+    hundreds of operations per device, so that pays as long as devices are left out: on 0.2 M devices the sparse
+    update of ReRamSB, EcRam and Capacitor is 2.5-4x faster than the dense one with 30-60 % of the devices pulsed
+    and as fast with 95 % (``benchmarks/bench_device_update.py``). A model with a cheap response sets a lower
+    value (:class:`~devices.constant_step.ConstantStepDevice`: 0.2, its break-even there)."""
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:

@@ -109,3 +109,15 @@ def test_bench_malloc_times_both_settings_in_separate_processes(tmp_path: Path) 
     assert row["preset"] == "Idealized" and row["default_ms"] > 0 and row["tuned_ms"] > 0
     assert abs(row["default_over_tuned"] - row["default_ms"] / row["tuned_ms"]) < 1e-12
     assert any(line.startswith("Idealized") for line in proc.stdout.splitlines())
+
+
+def test_bench_device_update_prints_dense_and_sparse_times() -> None:
+    script = ROOT / "benchmarks" / "bench_device_update.py"
+    proc = subprocess.run([sys.executable, str(script), "--presets", "Capacitor", "--fractions", "0.5",
+                           "--devices", "8192", "--repeats", "2"], capture_output=True, text=True, timeout=300,
+                          env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("Capacitor"))
+    pulsed, per_dev, dense, sparse, ratio = map(float, row[1:])
+    assert pulsed == 0.5 and 0.5 < per_dev < 1.5 and dense > 0 and sparse > 0
+    assert abs(ratio - dense / sparse) <= 0.01 + 0.006 * (1 + ratio) / min(dense, sparse)

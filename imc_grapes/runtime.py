@@ -7,8 +7,9 @@ tops beyond twice that threshold go back to the kernel, so the same memory is ze
 op after op. :func:`tune_malloc` keeps it in the process instead (``mallopt``): blocks up to 32 MiB come from
 the heap (``M_MMAP_THRESHOLD``), the heap keeps up to 256 MiB of free top (``M_TRIM_THRESHOLD``) and grows in
 64 MiB steps (``M_TOP_PAD``). The numbers computed are unchanged; the process may hold up to ~300 MiB more
-memory than it uses. Measured (``docs/performance.md``): a ReRamSB training step in its many-pulses phase (the
-closed-form device update of every device) 39 -> 23 ms; small layers, where the op count dominates, unchanged.
+memory than it uses. Measured (``benchmarks/bench_malloc.py``, ``docs/performance.md``): the first training
+steps of a 784-256-256-10 MLP on ReRamSB or EcRam, where most devices take the closed-form update, 1.7x faster;
+small layers, where the number of operations dominates, unchanged.
 
 The command-line entry points (``imc-grapes``, sweep workers) and the benchmark scripts call it;
 ``IMC_GRAPES_MALLOC=default`` keeps glibc's defaults, and any ``MALLOC_*_`` environment variable the user set

@@ -332,13 +332,12 @@ class PreparedInputs(NamedTuple):
     """Inputs of an MVM that is repeated with the same ``x`` (e.g. the all-ones importance read), with their
     noise management and DAC codes for every bound-management round computed once (:func:`prepare_inputs`).
 
-    Attributes: ``xin`` ``[R|1, C|1, B, n_in]`` the inputs per tile block; ``alpha``, ``alpha_safe``
-    ``[R|1, C|1, B, 1]`` the noise-management scale (and 1 where it is 0); ``alpha_pos`` whether every alpha is
-    > 0 (``None``: not known); ``rounds`` the bound-management rounds; ``xq`` ``[R|1, C|1, rounds·B, n_in]`` the
-    DAC outputs of all rounds.
+    Attributes: ``alpha``, ``alpha_safe`` ``[R|1, C|1, B, 1]`` the noise-management scale (and 1 where it is 0)
+    of the inputs laid out per tile block (``[R|1, C|1, B, n_in]``); ``alpha_pos`` whether every alpha is > 0
+    (``None``: not known); ``rounds`` the bound-management rounds; ``xq`` ``[R|1, C|1, rounds·B, n_in]`` the DAC
+    outputs of all rounds.
     """
 
-    xin: Tensor
     alpha: Tensor
     alpha_safe: Tensor
     alpha_pos: bool | None
@@ -356,7 +355,7 @@ def prepare_inputs(x_tiles: Tensor, p: IOParameters, transposed: bool = False) -
     xin = x_tiles.permute(1, 0, 2).unsqueeze(1 if transposed else 0)
     alpha, alpha_safe, alpha_pos = _noise_management(xin, p)
     rounds = bound_management_rounds(p, transposed)
-    return PreparedInputs(xin, alpha, alpha_safe, alpha_pos, rounds, _dac_rounds(xin, alpha_safe, p, None, rounds))
+    return PreparedInputs(alpha, alpha_safe, alpha_pos, rounds, _dac_rounds(xin, alpha_safe, p, None, rounds))
 
 
 def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:

@@ -272,14 +272,17 @@ def add_gaussian_noise(v: Tensor, std: float | Tensor, generator: rng.Generator)
 def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
     """Noise-management factor ``alpha`` per input vector: ``x: [..., n_in] -> [..., 1]``.
 
-    ``"abs_max"``: ``max_j |x_j|`` (capped at ``nm_thres`` if > 0); ``"constant"``: ``nm_thres``
+    ``"abs_max"``: ``max_j |x_j|`` (capped at ``nm_thres`` if > 0), and 0 for a vector whose largest element is
+    below the dtype's smallest normal number (e.g. the float32 error of a sample the softmax has saturated on,
+    ~1e-40): ``1/alpha`` would overflow to ``inf`` and the normalized input become ``inf``/``NaN``; such a vector
+    is zero for any converter, and a zero ``alpha`` gives an exactly zero output. ``"constant"``: ``nm_thres``
     (1 if ``nm_thres`` is 0); ``"none"``: 1.
     """
     if p.noise_management == "abs_max":
         alpha = x.abs().amax(dim=-1, keepdim=True)
         if p.nm_thres > 0:
             alpha = alpha.clamp(max=p.nm_thres)
-        return alpha
+        return alpha.masked_fill_(alpha < torch.finfo(alpha.dtype).tiny, 0.0)
     value = p.nm_thres if (p.noise_management == "constant" and p.nm_thres > 0) else 1.0
     return torch.full((*x.shape[:-1], 1), value, device=x.device, dtype=x.dtype)
 

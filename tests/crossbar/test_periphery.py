@@ -368,3 +368,24 @@ def test_prepare_inputs_refuses_a_random_or_perfect_dac() -> None:
     assert prepare_inputs(x, IOParameters(inp_noise=0.01)) is None
     assert prepare_inputs(x, IOParameters(inp_sto_round=True)) is None
     assert prepare_inputs(x, IOParameters(is_perfect=True)) is None
+
+
+@pytest.mark.parametrize("dtype, tiny", [(torch.float32, 7.7e-40), (torch.float64, 1e-310)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_subnormal_input_vector_reads_as_zero_not_nan(dtype: torch.dtype, tiny: float, transposed: bool) -> None:
+    """A vector whose largest element is subnormal (the float32 error of a sample the softmax saturated on) is
+    zero for the periphery: exactly zero output, no inf/NaN from 1/alpha overflowing (found as spurious
+    'divergences' of ReRamSB/PCM training runs)."""
+    w = torch.rand(6, 9, dtype=dtype, generator=gen(1)) - 0.5
+    n_in = 6 if transposed else 9
+    x = torch.zeros(3, n_in, dtype=dtype)
+    x[0, 2] = tiny                                         # subnormal only
+    x[1] = torch.rand(n_in, dtype=dtype, generator=gen(2))  # an ordinary vector next to it
+    x[2, 1] = -tiny
+    for p in (IOParameters(), IOParameters(out_bound=0.5)):  # one round; bound management retried
+        y, passes = mvm(w, x, p, transposed=transposed)
+        assert torch.isfinite(y).all()
+        assert torch.equal(y[0], torch.zeros_like(y[0])) and torch.equal(y[2], torch.zeros_like(y[2]))
+        assert y[1].abs().sum() > 0
+    alpha = noise_management_scale(x, IOParameters())
+    assert alpha[0].item() == 0.0 and alpha[2].item() == 0.0 and alpha[1].item() > 0

@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                "environment:\n"
                "  IMC_GRAPES_DATA     data cache folder (default ~/.cache/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"
-               "                      1.2-3.7x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
+               "                      1.1-3.3x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
                "                      ReRamES and PCM presets after a 17-64 s compile: for runs of more than a\n"
                "                      few minutes. Recorded in results.json (versions.device_model_fusion).\n"
                f"  {MALLOC_ENV}   tuned (default) | default: tuned keeps freed tensor memory in the\n"

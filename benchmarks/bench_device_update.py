@@ -11,27 +11,16 @@ median ms of each and dense / sparse. Pulse counts: 1-3 up pulses and 0-1 down p
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_fusion import _median_ms  # noqa: E402  (same folder: the per-call timing of the fusion benchmark)
 from devices import get_preset  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

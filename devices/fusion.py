@@ -5,11 +5,11 @@ family (ReRamSB, EcRam, EcRamMO, Capacitor) and the exp-step flow of :mod:`devic
 chains of one to several hundred elementwise operations per device. In eager mode each is one pass over every
 device of a layer (most of an analog training step); ``torch.compile`` fuses the chain into one loop (7–11× and
 5× faster per call, ``benchmarks/bench_fusion.py``), which makes a 784-256-256-10 training step 1.1–3.3× faster
-(``docs/performance.md``; most for the exp-step models, whose responses are the longest chains). The compiled kernel computes the same
-formulas; results agree with eager mode to float rounding (a few ulps: fused multiply-adds, vectorized
-transcendental functions) and do not depend on a device's position in the tensor, so everything that is
-bit-identical in eager mode (replicas vs single runs, sparse vs dense update paths) stays bit-identical when
-compiled. A training run's numbers do depend on the mode (rounding differences grow along the trajectory), so
+(``docs/performance.md``; most for the exp-step models, whose responses are the longest chains). The compiled
+kernel computes the same formulas; results agree with eager mode to float rounding (a few ulps: fused
+multiply-adds, vectorized transcendental functions) and do not depend on a device's position in the tensor, so
+everything that is bit-identical in eager mode (replicas vs single runs, sparse vs dense update paths) stays
+bit-identical when compiled. A training run's numbers do depend on the mode (rounding differences grow along the trajectory), so
 the mode is recorded with every result (``versions()['device_model_fusion']``).
 
 Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):

@@ -42,9 +42,8 @@ _mode: str | None = None
 
 
 def malloc_mode() -> str:
-    """How this process's malloc is set: ``"tuned"``, ``"default (<why>)"`` or ``"partly tuned (<why>)"``;
-    ``"default (not tuned)"`` before
-    :func:`tune_malloc` ran. Recorded with results (:func:`imc_grapes.versions.versions`)."""
+    """How this process's malloc is set: ``"tuned"``, ``"default (<why>)"`` or ``"partly tuned (<why>)"``
+    (``"default (not tuned)"`` before :func:`tune_malloc` ran). Recorded with results (``versions()['malloc']``)."""
     return _mode or "default (not tuned)"
 
 

@@ -9,8 +9,8 @@ device of a layer (most of an analog training step); ``torch.compile`` fuses the
 kernel computes the same formulas; results agree with eager mode to float rounding (a few ulps: fused
 multiply-adds, vectorized transcendental functions) and do not depend on a device's position in the tensor, so
 everything that is bit-identical in eager mode (replicas vs single runs, sparse vs dense update paths) stays
-bit-identical when compiled. A training run's numbers do depend on the mode (rounding differences grow along the trajectory), so
-the mode is recorded with every result (``versions()['device_model_fusion']``).
+bit-identical when compiled. A training run's numbers do depend on the mode (rounding differences grow along the
+trajectory), so the mode is recorded with every result (``versions()['device_model_fusion']``).
 
 Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):
 

@@ -170,6 +170,12 @@ class IOParameters:
         """ADC grid step in normalized output units (0: no quantization)."""
         return resolution_step(self.out_res, self.out_bound)
 
+    @property
+    def random_dac(self) -> bool:
+        """Whether the DAC draws random numbers on every conversion (stochastic rounding or input noise): then
+        every tile has its own DAC draws, and the same inputs give different DAC outputs call after call."""
+        return self.inp_sto_round or self.inp_noise > 0
+
 
 class MVMResult(NamedTuple):
     """Result of :func:`analog_mvm`.
@@ -353,7 +359,7 @@ def prepare_inputs(x_tiles: Tensor, p: IOParameters, transposed: bool = False) -
     ``analog_mvm(..., prepared=...)``, or ``None`` when it cannot be reused: a perfect periphery, or a random DAC
     (stochastic rounding or input noise draw new numbers on every call). Applying the result gives exactly what
     ``analog_mvm(..., try_first_round=False)`` gives for the same generator state."""
-    if p.is_perfect or p.inp_sto_round or p.inp_noise > 0:
+    if p.is_perfect or p.random_dac:
         return None
     xin = x_tiles.permute(1, 0, 2).unsqueeze(1 if transposed else 0)
     alpha, alpha_safe, alpha_pos = _noise_management(xin, p)
@@ -449,7 +455,7 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     x_tiles_dtype, x_device = xin.dtype, xin.device
     if xq is None:
         # every tile has its own DAC: independent rounding / noise per tile
-        per_tile = (n_r, n_c) if p.inp_sto_round or p.inp_noise > 0 else None
+        per_tile = (n_r, n_c) if p.random_dac else None
         xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
 
     # From here on every op is in place on the fresh matmul output (no temporaries of the output's size).

@@ -215,10 +215,15 @@ class TileArray(TileState):
         return self.grid.from_tiles(w).clone()
 
     # ------------------------------------------------------------------ MVMs
-    def _count(self, res: MVMResult, n_vectors: int, kind: str, n_in: int, n_out: int) -> None:
+    def _count(self, res: MVMResult, n_vectors: int, kind: str | None, n_in: int, n_out: int) -> None:
+        """Hardware counters of one MVM call: ``kind`` ``"forward"``/``"backward"``, or ``None`` for an
+        importance read (counted as one read, not as MVMs)."""
         passes = res.total_passes()
-        getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
-        getattr(self, f"counter_{kind}_passes").add_(passes)
+        if kind is None:
+            self.counter_importance_reads.add_(1)
+        else:
+            getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
+            getattr(self, f"counter_{kind}_passes").add_(passes)
         self.counter_adc_conversions.add_(passes, alpha=n_out)
         self.counter_dac_conversions.add_(passes, alpha=n_in)
 
@@ -369,7 +374,7 @@ class TileArray(TileState):
             w = w if signed else w.abs() + 2.0 * g_offset
             return w.sum(dim=1)
         res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=False)
-        self._count_read(res, self.grid.cols, self.grid.rows)
+        self._count(res, 1, None, self.grid.cols, self.grid.rows)
         return self.grid.merge_outputs(_sum_blocks(res.out, 1).permute(1, 0, 2))[0]
 
     @_no_grad
@@ -384,7 +389,7 @@ class TileArray(TileState):
             w = w if signed else w.abs() + 2.0 * g_offset
             return w.sum(dim=0)
         res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=True)
-        self._count_read(res, self.grid.rows, self.grid.cols)
+        self._count(res, 1, None, self.grid.rows, self.grid.cols)
         return self.grid.merge_inputs(_sum_blocks(res.out, 0).permute(1, 0, 2))[0]
 
     def _ones_read(self, mat: Tensor, transposed: bool) -> MVMResult:
@@ -411,12 +416,6 @@ class TileArray(TileState):
             raise ValueError(f"TileArray sums: mode must be 'exact' or 'hardware', got {mode!r}")
         if not g_offset >= 0:
             raise ValueError(f"TileArray sums: g_offset must be >= 0, got {g_offset!r}")
-
-    def _count_read(self, res: MVMResult, n_in: int, n_out: int) -> None:
-        passes = res.total_passes()
-        self.counter_importance_reads.add_(1)
-        self.counter_adc_conversions.add_(passes, alpha=n_out)
-        self.counter_dac_conversions.add_(passes, alpha=n_in)
 
     # ------------------------------------------------------------------ state and devices
     def get_extra_state(self) -> dict[str, Any]:

@@ -47,15 +47,6 @@ _GEOMETRIC_MAX_P = 0.5
 _MARGIN_SIGMAS, _MARGIN_EXTRA = 6.0, 64
 """Candidates drawn at once beyond their expected number: this many standard deviations plus this many."""
 
-# Rough single-core CPU costs (ns) of the alternative algorithms (measured with torch 2.10, AVX-512 machine).
-_NS_PER_MAC = 0.045           # dense count: two float32 batched matmuls, per device and slot
-_NS_PER_DEVICE = 2.1          # dense count: extra passes over the device arrays
-_NS_PER_PAIR = 22.0           # sparse count: enumerating, sorting, reducing one coincidence, updating its device
-_NS_SPARSE_FIXED = 200_000.0  # sparse count: its extra tensor operations (fixed overhead)
-_NS_PER_LINE = 3.5            # dense trains: one uniform, comparison and nonzero scan per line and slot
-_NS_PER_CANDIDATE = 25.0      # sparse trains: one geometric gap, thinning draw and probability per candidate
-_NS_GEOMETRIC_FIXED = 80_000.0  # sparse trains: their extra tensor operations
-
 
 def _int8_matmul_works() -> bool:
     try:
@@ -67,6 +58,17 @@ def _int8_matmul_works() -> bool:
 
 _INT8_MM = _int8_matmul_works()
 """Whether this torch multiplies int8 matrices on the CPU (then the dense counts use :func:`_int8_counts`)."""
+
+# Rough single-core CPU costs (ns) of the alternative algorithms (torch 2.10, AVX-512 machine). The count
+# constants are fitted to whole tile updates timed both ways, ``benchmarks/bench_update_paths.py``.
+_NS_PER_MAC = 0.011 if _INT8_MM else 0.045    # dense count: per device and packed slot (int8 / float32 matmuls)
+_NS_PER_DEVICE = 1.15 if _INT8_MM else 2.1    # dense count: passes over the device arrays
+_NS_PER_SUBSET_DEVICE = 1.0   # dense count, then only the pulsed devices updated: finding them among all
+_NS_PER_PAIR = 19.0           # sparse count: enumerating, sorting, reducing one coincidence
+_NS_SPARSE_FIXED = 230_000.0  # sparse count: its extra tensor operations (fixed overhead)
+_NS_PER_LINE = 3.5            # dense trains: one uniform, comparison and nonzero scan per line and slot
+_NS_PER_CANDIDATE = 25.0      # sparse trains: one geometric gap, thinning draw and probability per candidate
+_NS_GEOMETRIC_FIXED = 80_000.0  # sparse trains: their extra tensor operations
 
 
 def _div(n: Tensor, m: int) -> Tensor:
@@ -109,10 +111,13 @@ class CpuCounts(NamedTuple):
 
 
 def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters,
-                     generator: torch.Generator | None) -> CpuCounts:
+                     generator: torch.Generator | None, subset_pulses: float | None = None) -> CpuCounts:
     """The counts of :func:`crossbar.update.pulse_counts` (``trim_slots=True``), computed sparsely when cheaper.
 
-    Args: as ``pulse_counts`` (``x: [batch, C, cols]``, ``d: [batch, R, rows]``; CPU tensors).
+    Args: as ``pulse_counts`` (``x: [batch, C, cols]``, ``d: [batch, R, rows]``; CPU tensors), and
+        ``subset_pulses``: the pulses per device up to which the device update after a dense count computes
+        only the devices with pulses (``PulsedDevice.SPARSE_PULSES_PER_DEVICE``; ``None``: it never does), a
+        term of the cost model that picks the algorithm.
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
     """
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True)
@@ -123,7 +128,8 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     groups = n_r * n_c * batch * n_slots
     # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the
     # expectation is not needed when the dense count is cheaper than the sparse one's fixed overhead alone.
-    if _sparse_is_cheaper(plan, 0.0) and _sparse_is_cheaper(plan, _expected_pairs(plan)):
+    if _sparse_is_cheaper(plan, 0.0, subset_pulses) \
+            and _sparse_is_cheaper(plan, _expected_pairs(plan), subset_pulses):
         p_bars = _max_probabilities(plan)
         if p_bars is not None and _geometric_is_cheaper(plan, *p_bars):
             positions = _draw_sparse_trains(plan, *p_bars, generator)
@@ -290,11 +296,19 @@ def _expected_pairs(plan: _TrainPlan) -> float:
     return float((fire_x * fire_d * plan.bl).sum())
 
 
-def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float) -> bool:
-    """Whether counting ``n_pairs`` coincidences one by one beats the dense count (rough cost model)."""
+def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float, subset_pulses: float | None = None) -> bool:
+    """Whether counting ``n_pairs`` coincidences one by one beats the dense count (rough cost model, see
+    :func:`cpu_pulse_counts` for ``subset_pulses``). The dense count multiplies the live slots only
+    (:func:`_draw_compact_trains`): at most ``batch * n_slots``, the longest tile's sum of the samples' BL."""
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     devices = n_r * n_c * rows * cols
-    return _NS_SPARSE_FIXED + n_pairs * _NS_PER_PAIR < devices * (_NS_PER_MAC * batch * n_slots + _NS_PER_DEVICE)
+    slots = batch * n_slots
+    if n_slots > 1 and plan.bl.numel() > 0:
+        slots = min(slots, int(plan.bl.reshape(n_r * n_c, batch).sum(dim=1).max()))
+    per_device = _NS_PER_MAC * slots + _NS_PER_DEVICE
+    if subset_pulses is not None and n_pairs <= subset_pulses * devices:
+        per_device += _NS_PER_SUBSET_DEVICE
+    return _NS_SPARSE_FIXED + n_pairs * _NS_PER_PAIR < devices * per_device
 
 
 def _geometric_is_cheaper(plan: _TrainPlan, p_bar_x: float, p_bar_d: float) -> bool:

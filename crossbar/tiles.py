@@ -288,16 +288,35 @@ class TileArray(TileState):
 
         CPU (host reads are free there): :func:`crossbar._sparse_update.cpu_pulse_counts` trims the trains to
         ``max(BL)`` slots and, when few lines fire / few devices get pulses, draws and counts them sparsely;
-        the device model then updates only the devices with pulses (``apply_pulses_at_``). GPUs: fixed-length
-        dense trains and counts, no host synchronisation. Same distribution either way.
+        the device model then updates only the devices with pulses (``apply_pulses_at_``, parameters gathered
+        from their packed copy, write noise redrawn for those devices only). Dense counts take the same path
+        whenever the device model would compute only the devices with pulses (``PulsedDevice._pulsed_subset``).
+        GPUs: fixed-length dense trains and counts, every device computed, no host synchronisation. Same
+        distribution either way.
         """
         cfg = self.config
         device = cfg.device
         params = self.params
         shape = self.weight_tiles.shape
         if host_reads_free(self.weight_tiles):
+            subset = type(device).apply_pulses_ is PulsedDevice.apply_pulses_    # the device may update a subset
             index, n_up, n_down, total = cpu_pulse_counts(xt, dt, lr, device.granularity, cfg.update,
-                                                          self.generator)
+                                                          self.generator,
+                                                          device.SPARSE_PULSES_PER_DEVICE if subset else None)
+            if index is None and subset:
+                # dense counts: when the device model computes only the devices with pulses, so does the sparse
+                # path below (with their packed parameters, and their write noise only)
+                n_up = n_up.reshape(shape).to(self.weight_tiles.dtype)
+                n_down = n_down.reshape(shape).to(self.weight_tiles.dtype)
+                index = device._pulsed_subset(self.weight_tiles, n_up, n_down, params, self.generator, float(total))
+                if index is None:
+                    device._pulsed_states(self.weight_tiles, n_up, n_down, params, self.generator,
+                                          out=self.weight_tiles)
+                    self._dense_write_noise(n_up, n_down, params)
+                    self.counter_pulses.add_(total)
+                    return
+                n_up = n_up.view(-1).index_select(0, index)
+                n_down = n_down.view(-1).index_select(0, index)
         else:
             plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
             trains = _draw_dense_trains(plan, self.generator)
@@ -307,24 +326,26 @@ class TileArray(TileState):
             n_up, n_down, _ = _dense_counts(trains, total)
         # the states always lie within their bounds (programmed clipped, updated clipped): updated in place
         if index is not None:
-            sub = self._params_at(index)
-            device.apply_pulses_at_(self.weight_tiles, index, n_up, n_down, sub, self.generator)
-            if self.has_write_noise and index.numel() > 0:
-                noisy = device.write_noise(self.weight_tiles.view(-1).index_select(0, index), sub, self.generator)
-                self.apparent_tiles.view(-1).index_copy_(0, index, noisy)
+            if index.numel() > 0:
+                sub = self._params_at(index)
+                device.apply_pulses_at_(self.weight_tiles, index, n_up, n_down, sub, self.generator)
+                if self.has_write_noise:
+                    noisy = device.write_noise(self.weight_tiles.view(-1).index_select(0, index), sub,
+                                               self.generator)
+                    self.apparent_tiles.view(-1).index_copy_(0, index, noisy)
         else:
             n_up = n_up.reshape(shape)
             n_down = n_down.reshape(shape)
-            if host_reads_free(total) and type(device).apply_pulses_ is PulsedDevice.apply_pulses_:
-                # the number of pulses (the device update's sparse/dense choice) is known: a free host read
-                device._apply_pulses_counted_(self.weight_tiles, n_up, n_down, params, self.generator, float(total))
-            else:
-                device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
-            if self.has_write_noise:
-                touched = (n_up + n_down) > 0
-                noisy = device.write_noise(self.weight_tiles, params, self.generator)
-                self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
+            device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
+            self._dense_write_noise(n_up, n_down, params)
         self.counter_pulses.add_(total)
+
+    def _dense_write_noise(self, n_up: Tensor, n_down: Tensor, params: DeviceParams) -> None:
+        """With write noise: redraw the apparent states of the devices with pulses (counts ``[*states]``)."""
+        if self.has_write_noise:
+            touched = (n_up + n_down) > 0
+            noisy = self.config.device.write_noise(self.weight_tiles, params, self.generator)
+            self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
 
     def _params_at(self, index: Tensor) -> DeviceParams:
         """The sampled parameters of the devices ``index`` (``[n]`` flat indices), each tensor ``[n]``.

@@ -121,3 +121,22 @@ def test_bench_device_update_prints_dense_and_sparse_times() -> None:
     pulsed, per_dev, dense, sparse, ratio = map(float, row[1:])
     assert pulsed == 0.5 and 0.5 < per_dev < 1.5 and dense > 0 and sparse > 0
     assert abs(ratio - dense / sparse) <= 0.01 + 0.006 * (1 + ratio) / min(dense, sparse)
+
+
+def test_bench_update_paths_times_both_counts_and_reports_the_model_pick(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "bench_update_paths.py"
+    out = tmp_path / "paths.json"
+    proc = subprocess.run([sys.executable, str(script), "--presets", "Idealized", "--cases", "256x256x8r,300x40x4",
+                           "--scales", "0.001", "--steps", "4", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, env=ENV, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == ["256x256x8r", "300x40x4"]
+    for r in rows:
+        assert r["sparse_ms"] > 0 and r["dense_ms"] > 0 and r["auto"] in ("sparse", "dense")
+        assert r["best"] == min(("sparse", "dense"), key=lambda p: r[f"{p}_ms"])
+        assert abs(r["auto_loss"] - (r[f"{r['auto']}_ms"] / r[f"{r['best']}_ms"] - 1)) < 1e-12
+        assert 0 < r["pairs_per_device"] < 1
+    printed = [line.split() for line in proc.stdout.splitlines() if line.startswith("Idealized")]
+    assert [p[1] for p in printed] == ["256x256x8r", "300x40x4"]
+    assert "model picked the slower algorithm in" in proc.stdout

@@ -172,7 +172,7 @@ def test_positions_are_extended_when_the_margin_runs_out(monkeypatch: pytest.Mon
 @pytest.mark.parametrize("path", ["sparse", "dense"])
 def test_cpu_counts_match_pulse_counts_on_average(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both algorithms of cpu_pulse_counts: E[n_down - n_up] dw_min = lr sum_b d x^T (unsaturated), 4 SE."""
-    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n: path == "sparse")
+    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: path == "sparse")
     rng = np.random.default_rng(7)
     batch, n_r, n_c, rows, cols = 3, 2, 2, 3, 4
     x_np = rng.uniform(-1, 1, (batch, n_c, cols))
@@ -220,7 +220,7 @@ def _tile(device=None, seed: int = 0, **cfg_kw) -> TileArray:
 @pytest.mark.parametrize("path", ["sparse", "dense"])
 def test_tile_update_moves_weights_like_the_float_update(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """IdealDevice (steps exactly dw_min): the mean weight change of either path is -lr d x^T (4 SE)."""
-    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n: path == "sparse")
+    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: path == "sparse")
     arr = _tile(IdealDevice(dw_min=DW))
     g = _gen(10)
     x = torch.rand(4, 96, generator=g) * 0.5 + 0.25

@@ -284,13 +284,25 @@ def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
     is zero for any converter, and a zero ``alpha`` gives an exactly zero output. ``"constant"``: ``nm_thres``
     (1 if ``nm_thres`` is 0); ``"none"``: 1.
     """
+    return _scale_and_sign(x, p)[0]
+
+
+def _scale_and_sign(x: Tensor, p: IOParameters) -> tuple[Tensor, bool | None]:
+    """:func:`noise_management_scale` and, on the CPU (host reads are free) with noise management on, whether
+    every ``alpha`` is > 0 (the common case, where the subnormal masking is skipped); ``None`` elsewhere."""
     if p.noise_management == "abs_max":
         alpha = x.abs().amax(dim=-1, keepdim=True)
         if p.nm_thres > 0:
             alpha = alpha.clamp(max=p.nm_thres)
-        return alpha.masked_fill_(alpha < torch.finfo(alpha.dtype).tiny, 0.0)
+        tiny = torch.finfo(alpha.dtype).tiny
+        if host_reads_free(alpha):
+            if alpha.numel() == 0 or float(alpha.min()) >= tiny:     # nothing to mask (False for NaN)
+                return alpha, True
+            return alpha.masked_fill_(alpha < tiny, 0.0), False
+        return alpha.masked_fill_(alpha < tiny, 0.0), None
     value = p.nm_thres if (p.noise_management == "constant" and p.nm_thres > 0) else 1.0
-    return torch.full((*x.shape[:-1], 1), value, device=x.device, dtype=x.dtype)
+    alpha = torch.full((*x.shape[:-1], 1), value, device=x.device, dtype=x.dtype)
+    return alpha, (True if p.noise_management == "constant" and host_reads_free(alpha) else None)
 
 
 def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng.Generator,
@@ -369,10 +381,8 @@ def prepare_inputs(x_tiles: Tensor, p: IOParameters, transposed: bool = False) -
 
 def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:
     """``(alpha, alpha_safe, alpha_pos)`` of :class:`PreparedInputs` for ``xin``."""
-    alpha = noise_management_scale(xin, p)                    # [R|1, C|1, B, 1]
+    alpha, alpha_pos = _scale_and_sign(xin, p)              # [R|1, C|1, B, 1]; alpha_pos known on the CPU
     nm_on = p.noise_management != "none"
-    # CPU (host reads are free): whether every alpha is > 0 (the common case), known once
-    alpha_pos = (alpha.numel() == 0 or float(alpha.min()) > 0) if nm_on and host_reads_free(xin) else None
     alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
     return alpha, alpha_safe, alpha_pos
 
@@ -438,7 +448,7 @@ def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng
     if math.isfinite(p.inp_bound):
         xq.clamp_(-p.inp_bound, p.inp_bound)
     if p.inp_noise > 0:
-        xq.add_(rng.normal_(torch.empty_like(xq), 0.0, p.inp_noise, generator))
+        xq = rng.add_normal(xq, p.inp_noise, generator)
     return xq
 
 
@@ -458,13 +468,13 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         per_tile = (n_r, n_c) if p.random_dac else None
         xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
 
-    # From here on every op is in place on the fresh matmul output (no temporaries of the output's size).
+    # From here on every op is in place on a fresh tensor of the output's size (the matmul's or the noisy one).
     y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
     if p.w_noise_type == "additive_constant" and p.w_noise > 0:
         y.add_(p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True)
                * rng.randn(y.shape, generator, device=x_device, dtype=y.dtype))
     if p.out_noise > 0:
-        y.add_(rng.normal_(torch.empty_like(y), 0.0, p.out_noise, generator))
+        y = rng.add_normal(y, p.out_noise, generator)
     q = _quantize_(y, p.out_step, p.out_sto_round, generator)  # ADC grid, not yet saturated
     bounded = math.isfinite(p.out_bound)
     if check_saturation and bounded and q.numel() > 0:

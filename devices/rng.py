@@ -31,7 +31,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["CounterRNG", "IndexedDraws", "Generator", "rand", "randn", "normal_"]
+__all__ = ["CounterRNG", "IndexedDraws", "Generator", "add_normal", "rand", "randn", "normal_"]
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)      # SplitMix64 increment, as a signed int64
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -406,6 +406,15 @@ def randn(shape: Sequence[int], generator: Generator, device: torch.device | str
         out = generator.normal(shape, dtype or torch.get_default_dtype())
         return out if device is None else out.to(device)
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
+def add_normal(v: Tensor, std: float, generator: Generator) -> Tensor:
+    """``v + N(0, std²)`` per element: the numbers :func:`normal_` would draw into a tensor of ``v``'s shape, added
+    to ``v``. A torch generator: one ``torch.normal(v, std)`` call (a new tensor, the same numbers as drawing the
+    noise and adding it); a :class:`CounterRNG`: added in place to ``v``, which is returned."""
+    if isinstance(generator, CounterRNG):
+        return v.add_(normal_(torch.empty_like(v), 0.0, std, generator))
+    return torch.normal(v, std, generator=generator)
 
 
 def normal_(t: Tensor, mean: float, std: float, generator: Generator) -> Tensor:

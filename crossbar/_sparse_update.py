@@ -100,7 +100,9 @@ class CpuCounts(NamedTuple):
         touched: ``None`` when ``n_up``/``n_down`` are dense ``[R, C, rows, cols]``; else ``[n]`` int64
             increasing flat indices into ``[R, C, rows, cols]`` of the devices with at least one pulse, and
             ``n_up``/``n_down`` are their ``[n]`` counts.
-        n_up, n_down: potentiating / depressing pulses (integer-valued, compute dtype).
+        n_up, n_down: potentiating / depressing pulses: int32 when dense and counted by int8 matmuls (no
+            conversion pass: the device models compute with them as they are), else integer-valued in the
+            compute dtype.
         total: 0-d int64, the number of device pulses (coincidences).
     """
 
@@ -150,7 +152,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
 
 
 def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
-    """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers) with int8 matmuls.
+    """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers, as int32) with int8 matmuls.
 
     The trains become int8 matrices of 0 and ±1 and are multiplied with int32 accumulation (``torch._int_mm``,
     exact for any length; several times faster than float32 or bfloat16 on current CPUs). When no input is
@@ -188,7 +190,7 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
             torch._int_mm(sa, sb, out=so)                                          # (sD)ᵀ(sX)
         n_down = signed.add_(both).bitwise_right_shift_(1)
         n_up = both.sub_(n_down)
-    return n_up.to(dtype).reshape(n_r, n_c, rows, cols), n_down.to(dtype).reshape(n_r, n_c, rows, cols)
+    return n_up.reshape(n_r, n_c, rows, cols), n_down.reshape(n_r, n_c, rows, cols)
 
 
 def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:

@@ -306,8 +306,8 @@ class TileArray(TileState):
             if index is None and subset:
                 # dense counts: when the device model computes only the devices with pulses, so does the sparse
                 # path below (with their packed parameters, and their write noise only)
-                n_up = n_up.reshape(shape).to(self.weight_tiles.dtype)
-                n_down = n_down.reshape(shape).to(self.weight_tiles.dtype)
+                n_up = n_up.reshape(shape)                  # integer-valued, int32 or float (see CpuCounts)
+                n_down = n_down.reshape(shape)
                 index = device._pulsed_subset(self.weight_tiles, n_up, n_down, params, self.generator, float(total))
                 if index is None:
                     device._pulsed_states(self.weight_tiles, n_up, n_down, params, self.generator,
@@ -315,8 +315,8 @@ class TileArray(TileState):
                     self._dense_write_noise(n_up, n_down, params)
                     self.counter_pulses.add_(total)
                     return
-                n_up = n_up.view(-1).index_select(0, index)
-                n_down = n_down.view(-1).index_select(0, index)
+                n_up = n_up.reshape(-1).index_select(0, index)
+                n_down = n_down.reshape(-1).index_select(0, index)
         else:
             plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
             trains = _draw_dense_trains(plan, self.generator)

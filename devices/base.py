@@ -306,8 +306,8 @@ class PulsedDevice:
             return self._pulsed_states(w, n_up, n_down, params, generator, out=w)
         if index.numel() == 0:
             return w
-        return self.apply_pulses_at_(w, index, n_up.view(-1).index_select(0, index),
-                                     n_down.view(-1).index_select(0, index), params, generator)
+        return self.apply_pulses_at_(w, index, n_up.reshape(-1).index_select(0, index),
+                                     n_down.reshape(-1).index_select(0, index), params, generator)
 
     def _pulsed_subset(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
                        generator: rng.Generator, pulses: float | None) -> Tensor | None:
@@ -370,6 +370,7 @@ class PulsedDevice:
         then lands on a bound) and a negative one as 0. Written into ``out`` when given (may be ``w`` itself),
         else a fresh tensor. Models may override this with a fused form of the same distribution.
         """
+        n_up, n_down = n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype)      # counts may be integer tensors
         mean, var = self.pulse_moments(w, n_up, n_down, params)
         std = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0).sqrt_()
         noise = torch.nan_to_num_(std * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),

@@ -123,7 +123,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
     """
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True)
-    if plan.bl.numel() > 0 and int(plan.bl.min()) < 0:          # a NaN input or error casts to a negative length
+    if plan.bl.numel() > 0 and plan.bl.numpy().min() < 0:      # a NaN input or error casts to a negative length
         raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN (the training diverged?); "
                                  "lower the learning rate")
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
@@ -165,12 +165,13 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
     n_r, n_c, batch, n_slots, cols = x_bits.shape
     rows = d_bits.shape[-1]
     tiles, k_len = n_r * n_c, batch * n_slots
-    i8, dtype = torch.int8, x_bits.dtype
+    i8 = torch.int8
     d_sign = (trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign)[:, :, :, None, :]
     signed_d = d_bits.mul(d_sign).view(tiles, k_len, rows)                       # ±1 where an error line fires
     if trains.x_sign.numel() == 0 or float(trains.x_sign.min()) >= 0:             # no negative input pulse
         # [D+ D-]: [tiles, K, 2 rows]; its transposed view [tiles, 2 rows, K] is read in place by the int8 matmul
-        left = torch.cat((signed_d.clamp(min=0.0), signed_d.clamp(max=0.0).neg_()), dim=2).to(i8).transpose(1, 2)
+        s8 = signed_d.to(i8)
+        left = torch.cat((s8, s8.neg()), dim=2).clamp_(min=0).transpose(1, 2)
         out = torch.empty(tiles, 2 * rows, cols, dtype=torch.int32)
         for a, b, o in zip(left.unbind(0), x_bits.to(i8).view(tiles, k_len, cols).unbind(0), out.unbind(0)):
             torch._int_mm(a, b, out=o)

@@ -506,7 +506,10 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     x_abs = x.abs()                                          # [batch, C, cols] or [batch, R|1, C, cols]
     d_abs = d.abs()                                          # [batch, R, rows]
     bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)   # [batch, R, C]
-    n_slots = int(bl.max()) if trim_slots and bl.numel() > 0 else cfg.max_bl(lr, dw_min)
+    if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
+        n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())
+    else:
+        n_slots = cfg.max_bl(lr, dw_min)
     x_perm = (1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3)     # -> [C, batch, cols] or [R|1, C, batch, cols]
     x_abs, d_abs = x_abs.permute(*x_perm), d_abs.permute(1, 0, 2)
     a, b, bl = a.permute(1, 2, 0), b.permute(1, 2, 0), bl.permute(1, 2, 0)

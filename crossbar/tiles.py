@@ -61,7 +61,7 @@ def _pack_rows(buffers: list[Tensor]) -> list[Tensor]:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_CACHES = ("_packed", "_packed_key", "_ones_inputs")
+_CACHES = ("_packed", "_packed_key", "_ones_inputs", "_logical_mask")
 """Instance attributes that are caches (rebuilt on demand): not copied, pickled or moved between devices."""
 
 
@@ -366,6 +366,26 @@ class TileArray(TileState):
         return DeviceParams.from_state_dict({key: columns[:, k] for k, (_, key) in enumerate(self._param_buffers)})
 
     # ------------------------------------------------------------------ importance reads
+    def _exact_sums(self, signed: bool, dim: int) -> Tensor:
+        """Sums of the states the MVMs see (``|w|`` unless ``signed``) within each tile along ``dim`` (-1: rows,
+        ``[R, C, rows]``; -2: columns, ``[R, C, cols]``). Padding positions are excluded: with write noise their
+        apparent states need not be zero."""
+        w = self.tiles
+        if self.grid.padded_out > self.out_features or self.grid.padded_in > self.in_features:
+            w = w * self._padding_free_mask()
+        return (w if signed else w.abs()).sum(dim=dim)
+
+    def _padding_free_mask(self) -> Tensor:
+        """``[R, C, rows, cols]`` 1 where a tile position holds a logical weight, 0 on padding (a cache)."""
+        w = self.weight_tiles
+        key = (w.dtype, w.device)
+        cached = self.__dict__.get("_logical_mask")
+        if cached is None or cached[0] != key:
+            mask = self.grid.tile_mask(device=w.device, dtype=w.dtype)
+            cached = (key, mask.view(self.grid.n_row_tiles, self.grid.n_col_tiles, self.grid.rows, self.grid.cols))
+            self.__dict__["_logical_mask"] = cached
+        return cached[1]
+
     def _sum_matrix(self, signed: bool, g_offset: float) -> Tensor:
         w = self.tiles
         if signed:
@@ -390,10 +410,10 @@ class TileArray(TileState):
                 the unused device of each pair sits at zero so the pair read equals ``Σ|w|``.
         """
         self._check_sum_args(mode, g_offset)
-        if mode == "exact":
-            w = self.read()
-            w = w if signed else w.abs() + 2.0 * g_offset
-            return w.sum(dim=1)
+        if mode == "exact":     # per tile, then the tiles of a row added (padding holds no logical weight)
+            sums = self._exact_sums(signed, -1).sum(dim=1, keepdim=True)             # [R, 1, rows]
+            out = self.grid.merge_outputs(sums.permute(1, 0, 2))[0]
+            return out + 2.0 * g_offset * self.in_features if g_offset and not signed else out
         res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=False)
         self._count(res, 1, None, self.grid.cols, self.grid.rows)
         return self.grid.merge_outputs(_sum_blocks(res.out, 1).permute(1, 0, 2))[0]
@@ -406,9 +426,9 @@ class TileArray(TileState):
         """
         self._check_sum_args(mode, g_offset)
         if mode == "exact":
-            w = self.read()
-            w = w if signed else w.abs() + 2.0 * g_offset
-            return w.sum(dim=0)
+            sums = self._exact_sums(signed, -2).sum(dim=0, keepdim=True)             # [1, C, cols]
+            out = self.grid.merge_inputs(sums)[0]
+            return out + 2.0 * g_offset * self.out_features if g_offset and not signed else out
         res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=True)
         self._count(res, 1, None, self.grid.rows, self.grid.cols)
         return self.grid.merge_inputs(_sum_blocks(res.out, 0).permute(1, 0, 2))[0]

@@ -107,6 +107,21 @@ def test_row_and_col_sums_exact_and_perfect_hardware() -> None:
         arr.row_sums("analog")
 
 
+def test_exact_sums_see_the_apparent_states_and_ignore_padding() -> None:
+    """With write noise the MVMs see the apparent states, padding included after programming (its noise is drawn
+    too): exact sums are those of the logical (read) matrix, padding left out, per tile then added."""
+    from devices import get_preset
+    arr = TileArray(11, 23, CrossbarConfig(device=get_preset("ReRamSB"), tile_rows=4, tile_cols=8), dtype=F64, seed=3)
+    arr.program(torch.randn(11, 23, dtype=F64, generator=torch.Generator().manual_seed(1)) * 0.3)
+    assert arr.has_write_noise and float(arr.apparent_tiles.abs().sum()) > float(arr.read().abs().sum())   # padding
+    wn = arr.read().numpy()                                        # the apparent logical matrix
+    torch.testing.assert_close(arr.row_sums(), torch.from_numpy(abs(wn).sum(1)))
+    torch.testing.assert_close(arr.col_sums(), torch.from_numpy(abs(wn).sum(0)))
+    torch.testing.assert_close(arr.row_sums(signed=True), torch.from_numpy(wn.sum(1)))
+    torch.testing.assert_close(arr.col_sums(signed=True, g_offset=0.1), torch.from_numpy(wn.sum(0)))
+    torch.testing.assert_close(arr.row_sums(g_offset=0.05), torch.from_numpy(abs(wn).sum(1) + 0.1 * 23))
+
+
 def test_hardware_row_sums_carry_periphery_effects() -> None:
     # default periphery (7-bit DAC, 9-bit ADC, out_noise 0.06, bound 12, iterative BM forward only)
     cfg = CrossbarConfig(device=IdealDevice(), tile_rows=64, tile_cols=40)

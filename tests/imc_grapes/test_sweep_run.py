@@ -275,7 +275,14 @@ def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
 
     def on_start(task):
         if task["id"] == points[0].id:  # the first worker has just been started and gets the first task
-            (victim,) = workers() - before
+            # between fork and exec the child still shows this process's command line: wait until it is the
+            # spawn worker (a loaded machine can take a while)
+            deadline = time.monotonic() + 60
+            new = workers() - before
+            while not new and time.monotonic() < deadline:
+                time.sleep(0.005)
+                new = workers() - before
+            (victim,) = new
             threading.Timer(0.1, os.kill, (victim, signal.SIGKILL)).start()  # still starting up
 
     LocalExecutor(jobs=2).run(tasks, on_start, lambda t, o: outcomes.__setitem__(t["id"], o))

@@ -284,10 +284,10 @@ def noise_management_scale(x: Tensor, p: IOParameters) -> Tensor:
     is zero for any converter, and a zero ``alpha`` gives an exactly zero output. ``"constant"``: ``nm_thres``
     (1 if ``nm_thres`` is 0); ``"none"``: 1.
     """
-    return _scale_and_sign(x, p)[0]
+    return _scale_with_positivity(x, p)[0]
 
 
-def _scale_and_sign(x: Tensor, p: IOParameters) -> tuple[Tensor, bool | None]:
+def _scale_with_positivity(x: Tensor, p: IOParameters) -> tuple[Tensor, bool | None]:
     """:func:`noise_management_scale` and, on the CPU (host reads are free) with noise management on, whether
     every ``alpha`` is > 0 (the common case, where the subnormal masking is skipped); ``None`` elsewhere."""
     if p.noise_management == "abs_max":
@@ -381,7 +381,7 @@ def prepare_inputs(x_tiles: Tensor, p: IOParameters, transposed: bool = False) -
 
 def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:
     """``(alpha, alpha_safe, alpha_pos)`` of :class:`PreparedInputs` for ``xin``."""
-    alpha, alpha_pos = _scale_and_sign(xin, p)              # [R|1, C|1, B, 1]; alpha_pos known on the CPU
+    alpha, alpha_pos = _scale_with_positivity(xin, p)      # [R|1, C|1, B, 1]; alpha_pos known on the CPU
     nm_on = p.noise_management != "none"
     alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
     return alpha, alpha_safe, alpha_pos

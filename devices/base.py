@@ -293,15 +293,9 @@ class PulsedDevice:
         :meth:`apply_pulses_at_`). Otherwise, and always on GPUs (no host synchronisation), every device is
         computed, with one Gaussian per device.
         """
-        return self._apply_pulses_counted_(w, n_up, n_down, params, generator, None)
-
-    def _apply_pulses_counted_(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
-                               generator: rng.Generator, pulses: float | None) -> Tensor:
-        """:meth:`apply_pulses_` with the total number of pulses ``pulses = sum(n_up + n_down)`` already known
-        to the caller (``None``: summed here when needed)."""
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
-        index = self._pulsed_subset(w, n_up, n_down, params, generator, pulses)
+        index = self._pulsed_subset(w, n_up, n_down, params, generator, None)
         if index is None:
             return self._pulsed_states(w, n_up, n_down, params, generator, out=w)
         if index.numel() == 0:

@@ -158,6 +158,7 @@ EPILOG_COMPARE = """examples:
                                               # SGD vs GRAPES vs layer-mean, 1 seed
   imc-grapes compare --train-subset 0 --test-subset 0 --epochs 3 --seeds 0 1 2 --lr 0.01 0.03 0.1
                                               # full MNIST, 3 seeds, lr tuned per cell on a validation split
+  ... --lr 0.03 0.1 0.3 --tune-seeds 0 1      # two tuning runs per lr (mean final validation accuracy)
   imc-grapes compare --backend aihwkit --preset ConstantStep ...   # IBM's simulator as the analog backend
   imc-grapes compare --importance array --adc-bits 6               # GRAPES from the array's own row-sum read
 A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
@@ -167,7 +168,7 @@ SMALL_COMPARE = {"train_subset": 6000, "test_subset": 2000, "epochs": 2, "evals_
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from .compare import CompareSpec
+    from .compare import TUNE_SCORES, CompareSpec
 
     d, c = TrainConfig(), CompareSpec()
     p = sub.add_parser(
@@ -188,6 +189,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds), help="seeds of the final runs (default 0)")
     p.add_argument("--val-holdout", type=int, default=c.val_holdout,
                    help="training samples held out for lr tuning (default %(default)s)")
+    p.add_argument("--tune-seeds", type=int, nargs="+", default=list(c.tune_seeds), metavar="SEED",
+                   help="seeds of the lr-tuning runs; an lr scores the mean over them (default: %(default)s)")
+    p.add_argument("--tune-score", choices=TUNE_SCORES, default=c.tune_score,
+                   help="what a tuning run scores: its final validation accuracy (what the final runs report) or "
+                        "its best one at any evaluation point (default %(default)s)")
     p.add_argument("--target-acc", type=float, default=c.target_acc,
                    help="accuracy for the 'epochs to target' column, as a fraction (default %(default)s)")
     p.add_argument("--inference-times", type=float, nargs="*", default=[1.0, 3600.0, 86400.0, 31536000.0],
@@ -212,7 +218,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         base = _base_config(args, inference_times=tuple(args.inference_times))
         spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
                            analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
-                           val_holdout=args.val_holdout, target_acc=args.target_acc)
+                           val_holdout=args.val_holdout, target_acc=args.target_acc,
+                           tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score)
         base.resolved_device()
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)

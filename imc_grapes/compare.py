@@ -4,7 +4,7 @@ cell on a validation split (never on the test set), and a report folder.
 
 The report folder holds:
 
-* ``results.json`` — the spec, the chosen learning rates with the validation accuracies that chose them, one
+* ``results.json`` — the spec, the chosen learning rates with the validation scores that chose them, one
   entry per run (config, history, costs, inference accuracies) and the summary table;
 * ``results.csv`` — one row per final run;
 * ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std),
@@ -29,6 +29,9 @@ from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atom
 from .train import DivergenceError, RunResult, train
 
 HARDWARE = ("digital", "analog")
+#: how a tuning run is scored: its ``final`` evaluation (the quantity the final runs report, on the test set) or
+#: its ``best`` evaluation point (early-stopping-like; rewards a single peak, which on noisy devices is itself noise)
+TUNE_SCORES: tuple[str, ...] = ("final", "best")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ class CompareSpec:
             ``base.analog``'s device preset and periphery).
         analog_backend: ``crossbar`` (this project's engine) or ``aihwkit``.
         lr_grid: learning rates tried per (hardware, optimizer) cell; with one value there is no tuning.
-        tune_seed: seed of the tuning runs.
+        tune_seeds: seeds of the tuning runs; an lr's score is the mean over them (an lr for which any of them
+            diverged or failed is not chosen).
+        tune_score: what a tuning run scores, one of :data:`TUNE_SCORES` (default ``final``).
         val_holdout: training samples held out as the validation split for tuning.
         seeds: seeds of the final runs (each cell uses the same seeds: same init and data order).
         target_acc: accuracy (fraction) for the "epochs to target" column.
@@ -54,13 +59,14 @@ class CompareSpec:
     hardware: tuple[str, ...] = HARDWARE
     analog_backend: str = "crossbar"
     lr_grid: tuple[float, ...] = (0.1,)
-    tune_seed: int = 0
+    tune_seeds: tuple[int, ...] = (0,)
+    tune_score: str = "final"
     val_holdout: int = 5000
     seeds: tuple[int, ...] = (0,)
     target_acc: float = 0.9
 
     def __post_init__(self) -> None:
-        for name in ("optimizers", "hardware", "lr_grid", "seeds"):
+        for name in ("optimizers", "hardware", "lr_grid", "seeds", "tune_seeds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         bad = [o for o in self.optimizers if o not in OPTIMIZERS]
         if not self.optimizers or bad:
@@ -74,6 +80,10 @@ class CompareSpec:
             raise ConfigError(f"lr_grid must be one or more learning rates > 0, got {list(self.lr_grid)}")
         if not self.seeds:
             raise ConfigError("seeds must name at least one seed")
+        if not self.tune_seeds or len(set(self.tune_seeds)) != len(self.tune_seeds):
+            raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
+        if self.tune_score not in TUNE_SCORES:
+            raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
         if not 0 < self.target_acc <= 1:
             raise ConfigError(f"target_acc must be in (0, 1], got {self.target_acc}")
         if self.val_holdout < 1 and len(self.lr_grid) > 1:
@@ -102,7 +112,8 @@ class Cell:
     optimizer: str
     lr: float
     runs: list[RunResult]
-    tuning: dict[float, float | None] = field(default_factory=dict)  # lr -> best validation accuracy
+    tuning: dict[float, float | None] = field(default_factory=dict)  # lr -> its score (mean over the tune seeds)
+    tuning_by_seed: dict[float, dict[int, float | None]] = field(default_factory=dict)  # lr -> tune seed -> score
 
 
 def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
@@ -161,8 +172,10 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
 
 
 def tune_score(run: RunResult, how: str) -> float | None:
-    """A tuning run's score: its last (``how="final"``) or best (``"max"``) evaluation accuracy; None unless it
+    """A tuning run's score: its last (``how="final"``) or best (``"best"``) evaluation accuracy; None unless it
     completed."""
+    if how not in TUNE_SCORES:
+        raise ValueError(f"tune_score: how must be one of {', '.join(TUNE_SCORES)}, got {how!r}")
     if run.status != "completed" or not run.history:
         return None
     return run.history[-1]["test_acc"] if how == "final" else max(h["test_acc"] for h in run.history)
@@ -170,16 +183,24 @@ def tune_score(run: RunResult, how: str) -> float | None:
 
 def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfig, Path], RunResult],
                  tune_root: Path, final_root: Path, score: str, label: str, log: Callable[[str], None]) -> Cell:
-    """One cell: tune the lr of ``opt`` on ``hw`` over ``spec.lr_grid`` on the validation split (seed
-    ``spec.tune_seed``, runs in ``tune_root/<opt>/lr<lr>``, scored by :func:`tune_score` ``score``), then train
-    every seed of ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``). ``run(cfg, folder)``
-    trains (or resumes) one run; ``label`` names the cell in the log."""
+    """One cell: tune the lr of ``opt`` on ``hw`` over ``spec.lr_grid`` on the validation split (one run per
+    seed of ``spec.tune_seeds``, in ``tune_root/<opt>/lr<lr>``, or ``lr<lr>_seed<seed>`` with several tune seeds;
+    each scored by :func:`tune_score` ``score``, an lr by the mean over its seeds, ``None`` if any of them did
+    not complete), then train every seed of ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``).
+    ``run(cfg, folder)`` trains (or resumes) one run; ``label`` names the cell in the log."""
     tuning: dict[float, float | None] = {}
+    by_seed: dict[float, dict[int, float | None]] = {}
     if len(spec.lr_grid) > 1:
+        several = len(spec.tune_seeds) > 1
         for lr in spec.lr_grid:
-            cfg = spec.cell_config(hw, opt, lr, spec.tune_seed, tuning=True)
-            log(f"== tune {label} lr={lr:g} (validation split)")
-            tuning[lr] = tune_score(run(cfg, tune_root / opt / f"lr{lr:g}"), score)
+            by_seed[lr] = {}
+            for seed in spec.tune_seeds:
+                cfg = spec.cell_config(hw, opt, lr, seed, tuning=True)
+                log(f"== tune {label} lr={lr:g}" + (f" seed={seed}" if several else "") + " (validation split)")
+                folder = tune_root / opt / (f"lr{lr:g}_seed{seed}" if several else f"lr{lr:g}")
+                by_seed[lr][seed] = tune_score(run(cfg, folder), score)
+            scores = list(by_seed[lr].values())
+            tuning[lr] = None if any(a is None for a in scores) else statistics.fmean(scores)  # type: ignore[arg-type]
         valid = {lr: a for lr, a in tuning.items() if a is not None}
         if not valid:
             log(f"!! every lr diverged or failed for {label}; using the smallest")
@@ -191,7 +212,16 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
         cfg = spec.cell_config(hw, opt, lr_best, seed)
         log(f"== {label} lr={lr_best:g} seed={seed}")
         runs.append(run(cfg, final_root / opt / f"lr{lr_best:g}_seed{seed}"))
-    return Cell(hw, opt, lr_best, runs, tuning)
+    return Cell(hw, opt, lr_best, runs, tuning, by_seed)
+
+
+def tuning_record(cell: Cell, score: str) -> dict[str, Any]:
+    """What ``results.json`` records of a cell's tuning: the chosen lr, how runs were scored, each lr's score
+    (mean over the tune seeds) and every tuning run's own score."""
+    return {"hardware": cell.hardware, "optimizer": cell.optimizer, "chosen_lr": cell.lr, "tune_score": score,
+            "validation_acc_by_lr": {f"{k:g}": v for k, v in cell.tuning.items()},
+            "validation_acc_by_lr_and_seed": {f"{k:g}": {str(s): a for s, a in v.items()}
+                                              for k, v in cell.tuning_by_seed.items()}}
 
 
 def epochs_to_target(run: RunResult, target: float) -> float | None:
@@ -369,16 +399,14 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
     def run(cfg: TrainConfig, folder: Path) -> RunResult:
         return run_one(cfg, folder, dataset, progress, resume, log)
 
-    # lr chosen by the best validation accuracy at any evaluation point of the tuning run (early-stopping-like)
-    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, "max", f"{hw}/{opt}", log)
-             for hw in spec.hardware for opt in spec.optimizers]
+    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, spec.tune_score,
+                          f"{hw}/{opt}", log) for hw in spec.hardware for opt in spec.optimizers]
     rows = summarise_cells(cells, spec.target_acc)
     result = {
         "command": command,
         "spec": spec.to_dict(),
         "summary": rows,
-        "tuning": [{"hardware": c.hardware, "optimizer": c.optimizer, "chosen_lr": c.lr,
-                    "validation_acc_by_lr": {f"{k:g}": v for k, v in c.tuning.items()}} for c in cells],
+        "tuning": [tuning_record(c, spec.tune_score) for c in cells],
         "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}
                  for c in cells for r in c.runs],
     }
@@ -461,9 +489,11 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
         f"GRAPES importance `{b.analog.importance}` (refreshed every {b.analog.importance_every} batch(es))",
     ]
     if len(spec.lr_grid) > 1:
+        how = ("its final validation accuracy" if spec.tune_score == "final" else
+               "its best validation accuracy at any evaluation point")
         lines.append(f"* learning rate tuned per cell over {list(spec.lr_grid)} on a validation split (the last "
-                     f"{spec.val_holdout} training samples, seed {spec.tune_seed}): the lr with the highest validation "
-                     "accuracy at any evaluation point of the tuning run; the test set was not used to choose")
+                     f"{spec.val_holdout} training samples; tuning seed(s) {list(spec.tune_seeds)}): each tuning run "
+                     f"scored by {how}, the lr with the highest mean score chosen; the test set was not used to choose")
     else:
         lines.append(f"* one learning rate for every cell: {spec.lr_grid[0]:g} (no tuning: a GRAPES gain may be an "
                      "lr effect; pass an lr grid for a fair comparison)")
@@ -479,7 +509,8 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
         lines += ["## What the numbers say", ""] + [f"* {f}" for f in found] + [""]
     tuned = [c for c in cells if c.tuning]
     if tuned:
-        lines += ["## Learning-rate tuning (validation accuracy %)", "",
+        lines += [f"## Learning-rate tuning ({spec.tune_score} validation accuracy %"
+                  + (f", mean over tuning seeds {list(spec.tune_seeds)}" if len(spec.tune_seeds) > 1 else "") + ")", "",
                   "| hardware | optimizer | " + " | ".join(f"lr {lr:g}" for lr in spec.lr_grid) + " | chosen |",
                   "|---|---|" + "---|" * (len(spec.lr_grid) + 1)]
         for c in tuned:

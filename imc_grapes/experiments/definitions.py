@@ -73,9 +73,10 @@ def _group(opts: ExperimentOptions, backend: str, dataset: str, variant: str, la
                        test_subset=b.test_subset, analog=opts.analog, **model_kw)
     spec = CompareSpec(base=base, optimizers=opts.optimizers, hardware=(hw,),
                        analog_backend=backend if hw == "analog" else "crossbar", lr_grid=lr_grid,
-                       val_holdout=b.val_holdout, seeds=b.seeds, target_acc=TARGETS.get(dataset, 0.9))
+                       val_holdout=b.val_holdout, seeds=b.seeds, target_acc=TARGETS.get(dataset, 0.9),
+                       tune_score=tune_score)
     all_labels = {"dataset": dataset, **labels, "hardware": _hw_label(backend, opts)}
-    return Group(f"{dataset}-{variant}-{backend}", all_labels, spec, trainer, tune_score, size)
+    return Group(f"{dataset}-{variant}-{backend}", all_labels, spec, trainer, size)
 
 
 def _mlp_weights(sizes: tuple[int, ...]) -> int:

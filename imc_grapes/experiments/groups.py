@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells,
-                       tune_and_run)
+                       tune_and_run, tuning_record)
 from ..compare import run_one as compare_run_one
 from ..data import Dataset
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
@@ -22,12 +22,10 @@ from ..train import RunResult, train
 from .forgetting import train_permuted
 from .trainers import Trainer, train_custom
 
-__all__ = ["TRAINERS", "TUNE_SCORES", "Group", "GroupResult", "run_group", "run_one"]
+__all__ = ["TRAINERS", "Group", "GroupResult", "run_group", "run_one"]
 
 #: trainer name -> function with ``imc_grapes.train.train``'s signature
 TRAINERS: dict[str, Trainer] = {"standard": train, "custom": train_custom, "permuted": train_permuted}
-#: how a tuning run is scored: its best evaluation point, or its final one (continual learning)
-TUNE_SCORES: tuple[str, ...] = ("best", "final")
 _EXTRA_KEYS = ("costs", "inference", "forgetting")
 #: statuses of a finished run (not redone by ``resume``)
 FINISHED = ("completed", "diverged", "failed")
@@ -43,8 +41,6 @@ class Group:
             "network": "784-256-256-10", "hardware": "digital"}``).
         spec: the compare spec (one ``hardware`` entry; the lr grid, seeds and validation holdout).
         trainer: a key of :data:`TRAINERS`.
-        tune_score: ``final`` (the run's last validation accuracy: the quantity the final runs report, on the
-            test set) or ``best`` (its best point, as ``imc-grapes compare`` does).
         size: a number that orders groups by network size (e.g. the number of weights), or None.
     """
 
@@ -52,15 +48,12 @@ class Group:
     labels: Mapping[str, Any]
     spec: CompareSpec
     trainer: str = "standard"
-    tune_score: str = "final"
     size: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", dict(self.labels))
         if self.trainer not in TRAINERS:
             raise ValueError(f"Group.trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
-        if self.tune_score not in TUNE_SCORES:
-            raise ValueError(f"Group.tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
         if len(self.spec.hardware) != 1:
             raise ValueError(f"Group.spec.hardware must name exactly one hardware, got {list(self.spec.hardware)}")
         if not self.key or "/" in self.key:
@@ -69,6 +62,11 @@ class Group:
     @property
     def hardware(self) -> str:
         return self.spec.hardware[0]
+
+    @property
+    def tune_score(self) -> str:
+        """How the tuning runs are scored (``spec.tune_score``, one of :data:`~imc_grapes.compare.TUNE_SCORES`)."""
+        return self.spec.tune_score
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "labels": dict(self.labels), "trainer": self.trainer, "tune_score": self.tune_score,
@@ -137,8 +135,7 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
     g, out = res.group, res.out_dir
     write_json_atomic(out / "results.json", {
         "command": command, "group": g.to_dict(), "summary": res.rows,
-        "tuning": [{"hardware": c.hardware, "optimizer": c.optimizer, "chosen_lr": c.lr, "tune_score": g.tune_score,
-                    "validation_acc_by_lr": {f"{k:g}": v for k, v in c.tuning.items()}} for c in res.cells],
+        "tuning": [tuning_record(c, g.tune_score) for c in res.cells],
         "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}
                  for c in res.cells for r in c.runs]})
     csv_rows = []

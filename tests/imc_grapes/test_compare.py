@@ -24,6 +24,54 @@ def test_spec_validation_errors():
         CompareSpec(lr_grid=(0.1, -1.0))
     with pytest.raises(ConfigError, match="analog_backend must be crossbar or aihwkit"):
         CompareSpec(analog_backend="spice")
+    with pytest.raises(ConfigError, match="tune_score must be one of final, best, got 'max'"):
+        CompareSpec(tune_score="max")
+    with pytest.raises(ConfigError, match="tune_seeds must name one or more distinct seeds"):
+        CompareSpec(tune_seeds=())
+    with pytest.raises(ConfigError, match=r"tune_seeds must name one or more distinct seeds, got \[1, 1\]"):
+        CompareSpec(tune_seeds=(1, 1))
+
+
+def _fake_runs(curves):
+    """A ``run(cfg, folder)`` for ``tune_and_run`` that trains nothing: the history of a (lr, seed) run is
+    ``curves[(lr, seed)]`` (test accuracies per evaluation; None: the run diverged). Records the folders."""
+    folders = []
+
+    def run(cfg, folder):
+        folders.append((cfg.lr, cfg.seed, cfg.val_holdout, folder.name))
+        accs = curves.get((cfg.lr, cfg.seed), [0.5])
+        if accs is None:
+            return compare_mod.RunResult(cfg, [], "diverged")
+        return compare_mod.RunResult(cfg, [{"epoch": k + 1, "test_acc": a} for k, a in enumerate(accs)], "completed")
+    return run, folders
+
+
+def test_tuning_scores_final_or_best_and_averages_the_tune_seeds(tmp_path):
+    """The lr is chosen by the score the spec names: lr 0.3 peaks higher but ends lower than lr 0.1."""
+    curves = {(0.1, 0): [0.60, 0.70], (0.3, 0): [0.80, 0.50], (0.1, 1): [0.62, 0.74], (0.3, 1): [0.78, 0.55]}
+    for score, chosen, scores in (("final", 0.1, {0.1: 0.70, 0.3: 0.50}), ("best", 0.3, {0.1: 0.70, 0.3: 0.80})):
+        spec = CompareSpec(base=BASE, lr_grid=(0.1, 0.3), tune_score=score, val_holdout=100)
+        run, folders = _fake_runs(curves)
+        cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "tune", tmp_path / "final",
+                                        spec.tune_score, "x", lambda s: None)
+        assert cell.lr == chosen and cell.tuning == scores
+        assert [f[3] for f in folders] == ["lr0.1", "lr0.3", f"lr{chosen:g}_seed0"]     # one tune seed: lr<lr>
+        assert [f[2] for f in folders] == [100, 100, 0], "tuning on the validation split, final runs on the test set"
+    # two tune seeds: each lr scores the mean; one seed's divergence rules its lr out
+    spec = CompareSpec(base=BASE, lr_grid=(0.1, 0.3), tune_seeds=(0, 1), val_holdout=100)
+    run, folders = _fake_runs(curves)
+    cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t2", tmp_path / "f2", "final", "x",
+                                    lambda s: None)
+    assert cell.tuning == pytest.approx({0.1: 0.72, 0.3: 0.525}) and cell.lr == 0.1
+    assert cell.tuning_by_seed == {0.1: {0: 0.70, 1: 0.74}, 0.3: {0: 0.50, 1: 0.55}}
+    assert [f[3] for f in folders[:4]] == ["lr0.1_seed0", "lr0.1_seed1", "lr0.3_seed0", "lr0.3_seed1"]
+    run, _ = _fake_runs({**curves, (0.1, 1): None})
+    cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t3", tmp_path / "f3", "final", "x",
+                                    lambda s: None)
+    assert cell.tuning[0.1] is None and cell.lr == 0.3
+    record = compare_mod.tuning_record(cell, "final")
+    assert record["validation_acc_by_lr_and_seed"]["0.1"] == {"0": 0.70, "1": None}
+    assert record["tune_score"] == "final" and record["chosen_lr"] == 0.3
 
 
 @pytest.mark.slow
@@ -85,3 +133,8 @@ def test_cli_compare_bad_arguments(tmp_path, capsys):
     assert "optimizers must be one or more of" in capsys.readouterr().err
     assert main(["compare", "--dataset", "synthetic", "--preset", "Unobtainium", "--out", str(tmp_path)]) == 2
     assert "AnalogSettings.preset must be one of" in capsys.readouterr().err
+    assert main(["compare", "--dataset", "synthetic", "--tune-seeds", "3", "3", "--out", str(tmp_path)]) == 2
+    assert "tune_seeds must name one or more distinct seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--dataset", "synthetic", "--tune-score", "max", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "invalid choice: 'max'" in capsys.readouterr().err

@@ -424,6 +424,9 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
                                 check_saturation=True, alpha_pos=alpha_pos)
         if first_try is not None:
             return first_try
+        # Some output saturated: all rounds, computed one at a time up to the last one a sample needs.
+        return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape,
+                           alpha_pos=alpha_pos, on_demand=True)
     return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape,
                        alpha_pos=alpha_pos)
 
@@ -455,19 +458,23 @@ def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng
 def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
                 generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
                 check_saturation: bool = False, alpha_pos: bool | None = None,
-                xq: Tensor | None = None) -> MVMResult | None:
+                xq: Tensor | None = None, on_demand: bool = False) -> MVMResult | None:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
 
     With ``check_saturation`` (one round only), returns ``None`` if any output saturated, so that the caller
     redoes the MVM with all rounds. ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not
-    known). ``xq``: the DAC outputs of these rounds, computed earlier (:class:`PreparedInputs`)."""
+    known). ``xq``: the DAC outputs of these rounds, computed earlier (:class:`PreparedInputs`). ``on_demand``
+    (CPU): compute the rounds' products one round at a time (:func:`_rounds_on_demand`), the same result."""
     n_r, n_c, batch = full_shape
-    x_tiles_dtype, x_device = xin.dtype, xin.device
+    x_device = xin.device
     if xq is None:
         # every tile has its own DAC: independent rounding / noise per tile
         per_tile = (n_r, n_c) if p.random_dac else None
         xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
 
+    if on_demand and rounds > 1:
+        out, first = _rounds_on_demand(xq, mat, p, generator, full_shape, rounds)
+        return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
     # From here on every op is in place on a fresh tensor of the output's size (the matmul's or the noisy one).
     y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
     if p.w_noise_type == "additive_constant" and p.w_noise > 0:
@@ -477,16 +484,15 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         y = rng.add_normal(y, p.out_noise, generator)
     q = _quantize_(y, p.out_step, p.out_sto_round, generator)  # ADC grid, not yet saturated
     bounded = math.isfinite(p.out_bound)
+    # (amax/amin rather than aminmax: the same values, and torch's CPU aminmax along a dim is ~18x slower)
     if check_saturation and bounded and q.numel() > 0:
-        low, high = torch.aminmax(q)
-        if float(high) > p.out_bound or (p.bm_test_negative_bound and float(low) < -p.out_bound):
+        if float(q.amax()) > p.out_bound or (p.bm_test_negative_bound and float(q.amin()) < -p.out_bound):
             return None
     passed = None
     if rounds > 1:
-        low, high = torch.aminmax(q, dim=-1)
-        passed = high <= p.out_bound
+        passed = q.amax(dim=-1) <= p.out_bound
         if p.bm_test_negative_bound:
-            passed &= low >= -p.out_bound
+            passed &= q.amin(dim=-1) >= -p.out_bound
     # after a passed saturation check of both bounds every output already lies within them
     yq = q.clamp_(-p.out_bound, p.out_bound) if bounded and not (check_saturation and p.bm_test_negative_bound) else q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
@@ -496,19 +502,79 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         passed[:, :, rounds - 1] = True
         first = torch.argmax(passed.to(torch.int8), dim=2)     # [R, C, B]: first passing round
         index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])
-        out = torch.gather(yq, 2, index).squeeze(2)            # [R, C, B, n_out]
-        scale = alpha_safe * torch.pow(2.0, first.to(x_tiles_dtype)).unsqueeze(-1)
+        return _rescaled(torch.gather(yq, 2, index).squeeze(2), first, alpha, alpha_safe, alpha_pos, nm_on, p,
+                         transposed)
+    return _rescaled(yq.squeeze(2), None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
+
+
+def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator,
+                      full_shape: tuple[int, int, int], rounds: int) -> tuple[Tensor, Tensor]:
+    """The ADC outputs of :func:`_mvm_rounds`'s ``rounds`` bound-management rounds, computed one round at a time
+    and only up to the first round in which every (tile, sample) has passed (on the CPU, where checking that is
+    free). Every random number of all the rounds is drawn first, in the order and shapes of the batched
+    computation, and every element goes through the same operations, so the outputs are bit for bit those of
+    computing every round; what is saved is the products and conversions of the rounds no sample needs.
+
+    Returns ``out: [R, C, B, n_out]`` (each sample's first passing round, or the last round) and ``first:
+    [R, C, B]`` (int64, that round)."""
+    n_r, n_c, batch = full_shape
+    shape = (n_r, n_c, rounds * batch, mat.shape[-1])
+    device, dtype = xq.device, torch.promote_types(xq.dtype, mat.dtype)
+    w_term = noise = uniforms = None
+    if p.w_noise_type == "additive_constant" and p.w_noise > 0:
+        w_term = p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True) * rng.randn(
+            shape, generator, device=device, dtype=dtype)
+    if p.out_noise > 0:          # the numbers rng.add_normal draws for the whole tensor (noise + y = its result)
+        noise = rng.normal_(torch.empty(shape, device=device, dtype=dtype), 0.0, p.out_noise, generator)
+    step = p.out_step
+    if p.out_sto_round and step > 0:
+        uniforms = rng.rand(shape, generator, device=device, dtype=dtype)
+    first = torch.full(full_shape, rounds - 1, dtype=torch.int64, device=device)
+    pending = torch.ones(full_shape, dtype=torch.bool, device=device)
+    outs = []
+    for k in range(rounds):
+        part = slice(k * batch, (k + 1) * batch)
+        y = torch.matmul(xq[:, :, part], mat)                                # [R, C, B, n_out]
+        if w_term is not None:
+            y.add_(w_term[:, :, part])
+        if noise is not None:
+            y.add_(noise[:, :, part])
+        if step > 0:                                                         # _quantize_, element by element
+            y.div_(step)
+            if uniforms is not None:
+                y.add_(uniforms[:, :, part].sub_(0.5))
+            y.round_().mul_(step)
+        passed = y.amax(dim=-1) <= p.out_bound
+        if p.bm_test_negative_bound:
+            passed &= y.amin(dim=-1) >= -p.out_bound
+        outs.append(y.clamp_(-p.out_bound, p.out_bound))
+        first = torch.where(pending & passed, k, first)
+        pending &= ~passed
+        if not bool(pending.any()):
+            break
+    if len(outs) == 1:
+        return outs[0], first
+    index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, shape[-1])
+    return torch.gather(torch.stack(outs, dim=2), 2, index).squeeze(2), first
+
+
+def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,
+              nm_on: bool, p: IOParameters, transposed: bool) -> MVMResult:
+    """The :class:`MVMResult` of ADC outputs ``out: [R, C, B, n_out]`` (rescaled in place) whose samples passed in
+    bound-management round ``first: [R, C, B]`` (``None``: one round): the digital rescaling by
+    ``alpha·2**first·out_scale``, and the exact zeros of all-zero inputs under noise management."""
+    if first is not None:
+        scale = alpha_safe * torch.pow(2.0, first.to(alpha_safe.dtype)).unsqueeze(-1)
         passes, total = first + 1, None
     else:
-        out = yq.squeeze(2)
         scale = alpha_safe
-        passes = torch.ones(full_shape, dtype=torch.int64, device=x_device)
+        passes = torch.ones(out.shape[:-1], dtype=torch.int64, device=out.device)
         total = passes.numel()
     out.mul_(scale * p.out_scale if p.out_scale != 1.0 else scale)
     if nm_on and not (p.inp_noise > 0 and not transposed):
         # aihwkit short-cut: an all-zero input gives an exactly zero output (forward only without
         # input noise; backward always). On the CPU a host check skips the pass when no input is all zero.
-        if not host_reads_free(x_device) or not (alpha_pos if alpha_pos is not None
-                                          else alpha.numel() == 0 or float(alpha.min()) > 0):
+        if not host_reads_free(out.device) or not (alpha_pos if alpha_pos is not None
+                                            else alpha.numel() == 0 or float(alpha.min()) > 0):
             out.masked_fill_(~(alpha > 0), 0.0)
     return MVMResult(out, passes, total)

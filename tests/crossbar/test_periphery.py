@@ -389,3 +389,65 @@ def test_subnormal_input_vector_reads_as_zero_not_nan(dtype: torch.dtype, tiny: 
         assert y[1].abs().sum() > 0
     alpha = noise_management_scale(x, IOParameters())
     assert alpha[0].item() == 0.0 and alpha[2].item() == 0.0 and alpha[1].item() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [IOParameters(), IOParameters(out_bound=2.0, out_noise=0.1),
+                               IOParameters(out_bound=1.5, out_sto_round=True, inp_sto_round=True, inp_noise=0.02),
+                               IOParameters(out_bound=3.0, w_noise=0.05, w_noise_type="additive_constant"),
+                               IOParameters(out_bound=2.0, bm_test_negative_bound=False, out_res=1 / 60)])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_rounds_on_demand_give_exactly_the_batched_rounds(p: IOParameters, dtype: torch.dtype, batch: int) -> None:
+    """The CPU fallback after a saturated first round computes the bound-management rounds one at a time, only
+    as far as some sample needs (``_rounds_on_demand``): bit for bit the outputs and passes of computing every
+    round at once, for a generator in the same state (it draws the same random numbers), including after the
+    generators were used by both."""
+    from crossbar.periphery import _analog_mvm_blocks, _mvm_rounds, _noise_management
+
+    g = torch.Generator().manual_seed(batch)
+    w = torch.rand(2, 3, 6, 40, generator=g, dtype=dtype) * 0.5 + 0.5              # R=2, C=3 tiles of 6x40
+    w[1] *= -1                                                                     # negative outputs too
+    xin = torch.rand(1, 3, batch, 40, generator=g, dtype=dtype)          # |y| up to ~30 against out_bound 12
+    mat = w.transpose(-1, -2)
+    alpha, alpha_safe, alpha_pos = _noise_management(xin, p)
+    rounds = bound_management_rounds(p)
+    assert rounds > 1
+    g1, g2 = gen(4), gen(4)
+    for _ in range(3):
+        args = (xin, mat, alpha, alpha_safe, p.noise_management != "none", p)
+        a = _mvm_rounds(*args, g1, False, rounds, (2, 3, batch), alpha_pos=alpha_pos)
+        b = _mvm_rounds(*args, g2, False, rounds, (2, 3, batch), alpha_pos=alpha_pos, on_demand=True)
+        assert torch.equal(a.out, b.out) and torch.equal(a.passes, b.passes)
+        assert a.out.dtype == b.out.dtype == dtype
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert int(a.passes.max()) > 1, "the inputs made some sample need more than one round"
+    # the public CPU path takes it after a saturated first try: the same as the batched rounds after that try
+    g1, g2 = gen(8), gen(8)
+    res = analog_mvm(w, xin[0].permute(1, 0, 2), p, g1)
+    _mvm_rounds(xin, mat, alpha, alpha_safe, p.noise_management != "none", p, g2, False, 1, (2, 3, batch),
+                check_saturation=True, alpha_pos=alpha_pos)                                     # the first try
+    ref = _analog_mvm_blocks(w, xin, p, g2, sync_free=True)
+    assert torch.equal(res.out, ref.out) and torch.equal(res.passes, ref.passes)
+
+
+def test_rounds_on_demand_stop_at_the_last_round_a_sample_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """y = 32 for x = 1 (out_bound 12): rounds 0, 1 saturate (32, 16), round 2 passes (8): three of the
+    configuration's rounds are computed, not all of them."""
+    import crossbar.periphery as periphery
+
+    w = torch.full((1, 1, 4, 64), 0.5, dtype=torch.float64)
+    x = torch.ones(3, 1, 64, dtype=torch.float64)
+    p = IOParameters(out_noise=0.0)
+    calls = []
+    real = torch.matmul
+
+    def counting(a, b, *args, **kwargs):
+        calls.append(a.shape[-2])
+        return real(a, b, *args, **kwargs)
+    monkeypatch.setattr(periphery.torch, "matmul", counting)
+    res = analog_mvm(w, x, p, gen())
+    assert (res.passes == 3).all()
+    dac = round(0.25 / p.inp_step) * p.inp_step                       # x / 4 on the DAC grid
+    adc = round(64 * 0.5 * dac / p.out_step) * p.out_step             # ~8 on the ADC grid
+    assert torch.allclose(res.out, torch.full_like(res.out, 4 * adc), rtol=1e-12)      # times the reduction 4
+    assert bound_management_rounds(p) > 3 and calls == [3, 3, 3, 3]      # the first try, then rounds 0, 1, 2

@@ -6,7 +6,8 @@ profiler, the shares of the profiled step, the analog phases (MVMs of the forwar
 optimizer step with the pulsed updates) and the operations that take the most time::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/profile_step.py [--kind mlp] [--impl native] [--batch 64]
-        [--preset ReRamSB (grapes)] [--steps 200] [--top 15] [--json out.json]
+        [--preset ReRamSB (grapes)] [--size 1024 --tile 256 --err ce (layer)] [--steps 200] [--top 15]
+        [--json out.json]
 
 The profiler adds a fixed cost to every operation (about a microsecond on the reference machine), so the
 profiled step is slower than the median printed first and the share outside tensor operations includes that
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="batch size (default %(default)s)")
     ap.add_argument("--size", type=int, default=1024, help="layer size of a 'layer' case (default %(default)s)")
     ap.add_argument("--tile", type=int, default=256, help="tile size of a 'layer' case (default %(default)s)")
+    ap.add_argument("--err", default="ce", choices=("ce", "small"),
+                    help="error regime of a 'layer' case (see bench_suite.build_step; default %(default)s)")
     ap.add_argument("--preset", default="ReRamSB", help="device preset of a 'grapes' case (default %(default)s)")
     ap.add_argument("--steps", type=int, default=200, help="steps timed and profiled, after as many warm-up "
                     "steps (default %(default)s)")
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     impl = args.impl or ("grapes-exact" if args.kind == "grapes" else "native")
     extra = {"preset": args.preset} if args.kind == "grapes" else {}
     if args.kind == "layer":
-        extra = {"size": args.size, "tile": args.tile}
+        extra = {"size": args.size, "tile": args.tile, "err": args.err}
     try:
         case = bs.Case(args.kind, impl, args.batch, **extra)
     except (TypeError, ValueError) as exc:

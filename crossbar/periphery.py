@@ -529,9 +529,9 @@ def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.G
     step = p.out_step
     if p.out_sto_round and step > 0:
         uniforms = rng.rand(shape, generator, device=device, dtype=dtype)
-    first = torch.full(full_shape, rounds - 1, dtype=torch.int64, device=device)
+    first = torch.zeros(full_shape, dtype=torch.int64, device=device)
     pending = torch.ones(full_shape, dtype=torch.bool, device=device)
-    outs = []
+    out = xq.new_empty(0)
     for k in range(rounds):
         part = slice(k * batch, (k + 1) * batch)
         y = torch.matmul(xq[:, :, part], mat)                                # [R, C, B, n_out]
@@ -547,15 +547,17 @@ def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.G
         passed = y.amax(dim=-1) <= p.out_bound
         if p.bm_test_negative_bound:
             passed &= y.amin(dim=-1) >= -p.out_bound
-        outs.append(y.clamp_(-p.out_bound, p.out_bound))
-        first = torch.where(pending & passed, k, first)
+        y.clamp_(-p.out_bound, p.out_bound)
+        if k == 0:
+            out = y                                    # every sample's output until a later round replaces it
+        else:
+            taken = pending if k == rounds - 1 else pending & passed        # the last round takes the rest
+            out = torch.where(taken[..., None], y, out)
+            first = torch.where(taken, k, first)
         pending &= ~passed
         if not bool(pending.any()):
             break
-    if len(outs) == 1:
-        return outs[0], first
-    index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, shape[-1])
-    return torch.gather(torch.stack(outs, dim=2), 2, index).squeeze(2), first
+    return out, first
 
 
 def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,

@@ -68,11 +68,14 @@ class ConstantStepDevice(PulsedDevice):
                 or not (n_up.shape == n_down.shape == w.shape) or w.dtype not in _TINY:
             # a subclass with its own model, broadcasting, or float16 (too narrow for the tiny addend below)
             return super()._pulsed_states(w, n_up, n_down, params, generator, out)
-        # Two temporaries of the devices' size (fewer large allocations); new may be w itself.
-        var = n_up * params.dw_up                                                    # up step, then var
-        new = torch.add(w, var, out=out)
+        # Two temporaries of the devices' size (fewer large allocations); new may be w itself. Integer counts are
+        # converted first and multiplied in place: the same numbers, one pass and allocation fewer than a mixed-
+        # dtype product (which casts into a temporary).
+        var = n_up.to(w.dtype).mul_(params.dw_up) if not n_up.is_floating_point() else n_up * params.dw_up
+        new = torch.add(w, var, out=out)                                             # up step, then var
         var.mul_(params.dw_up)
-        noise = n_down * params.dw_down                                              # down step, then noise
+        noise = (n_down.to(w.dtype).mul_(params.dw_down) if not n_down.is_floating_point()
+                 else n_down * params.dw_down)                                       # down step, then noise
         new.sub_(noise)                                                              # the mean
         var.addcmul_(noise, params.dw_down)                        # n_up·dw_up² + n_down·dw_down² (/ dw_min_std²)
         where = _pulsed_positions(var, generator)

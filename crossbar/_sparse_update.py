@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.host import flat_nonzero
 
 from crossbar.update import (
     UpdateParameters,
@@ -140,7 +141,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         else:
             trains = _draw_dense_trains(plan, generator)
             fired_x, fired_d = (f.to(torch.int64) for f in trains.fired())
-            positions = (trains.x_bits.view(-1).nonzero().squeeze(1), trains.d_bits.view(-1).nonzero().squeeze(1))
+            positions = (flat_nonzero(trains.x_bits), flat_nonzero(trains.d_bits))
         total = (fired_x * fired_d).sum()
         index, n_up, n_down = _sparse_counts(plan, positions[0], positions[1], fired_x, fired_d, int(total))
         return CpuCounts(index, n_up, n_down, total)

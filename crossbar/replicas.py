@@ -41,7 +41,7 @@ from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import TileState
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
-from devices.host import host_reads_free
+from devices.host import flat_nonzero, host_reads_free
 from devices.rng import CounterRNG, IndexedDraws
 
 _BLOCK = 480 * 64
@@ -375,7 +375,7 @@ class ReplicaTileArray(TileState):
                                 _dense_blocks(e, per, _block_size()), lambda cut: _block_of(cut, per))
             return
         dev = w.device
-        index = touched.nonzero().squeeze(1)                                     # sorted: grouped by replica
+        index = flat_nonzero(touched)                                            # sorted: grouped by replica
         rep = torch.div(index, per, rounding_mode="floor")
         counts = torch.bincount(rep, minlength=e)
         m = -(-max(int(counts.max()), 1) // 64) * 64

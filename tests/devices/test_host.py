@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from devices import HostReadError, host_reads_free, no_host_reads
-from devices.host import host_scalar_math
+from devices.host import flat_nonzero, host_scalar_math
 
 
 @pytest.mark.parametrize("read", [
@@ -61,3 +61,24 @@ def test_host_reads_free_only_on_cpu_outside_the_guard():
         with no_host_reads():
             raise RuntimeError("boom")
     assert host_reads_free(torch.zeros(1))                         # restored after an exception
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.int32, torch.float32, torch.float64,
+                                   torch.bfloat16])
+def test_flat_nonzero_is_torchs_flat_nonzero(dtype: torch.dtype) -> None:
+    """The numpy route (and the torch fallback for dtypes numpy lacks) gives torch's positions: int64, increasing,
+    NaN counted as nonzero, any shape, empty results included."""
+    g = torch.Generator().manual_seed(0)
+    t = (torch.rand(3, 5, 7, generator=g) < 0.3).to(dtype)
+    if dtype != torch.bool:
+        t *= -2
+    assert t.dtype == dtype
+    if dtype.is_floating_point:
+        t.view(-1)[4] = float("nan")
+    cases = [t, t[:, 1], torch.zeros(4, 4, dtype=dtype), torch.empty(0, dtype=dtype)]
+    for c in cases:
+        got, want = flat_nonzero(c), c.reshape(-1).nonzero().squeeze(1)
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+    with pytest.raises(HostReadError):
+        with no_host_reads():
+            flat_nonzero(t)

@@ -269,15 +269,30 @@ class CrossbarLayer(AnalogLayer):
         self.inner.clear_stash()
 
     def counts(self) -> Tensor:
+        # Counted twice per training step (the Network's window): a stack and one small matrix product instead
+        # of a few dozen 0-d operations. The counters are integers below 2**53, so the products are exact.
         tile = self.inner.tile
-        c = {k: v.to(torch.float64) for k, v in tile.counters.items()}
-        cells = float(tile.grid.rows * tile.grid.cols)
-        macs = (c["forward_passes"] + c["backward_passes"]) * cells \
-            + c["importance_reads"] * (cells * tile.grid.n_tiles)
-        c["array_macs"] = macs
-        c["digital_macs"] = self.digital_mac_count
-        zero = torch.zeros_like(macs)
-        return torch.stack([c.get(name, zero) for name in COST_KINDS])
+        raw = torch.cat((torch.stack(list(tile.counters.values())).to(torch.float64), self.digital_mac_count.view(1)))
+        return self._count_matrix(raw.device) @ raw
+
+    def _count_matrix(self, device: torch.device) -> Tensor:
+        """``[len(COST_KINDS), len(COUNTER_NAMES) + 1]`` float64: the cost kinds as combinations of the tile's
+        counters and the digital MACs (a cache)."""
+        cached = self.__dict__.get("_count_matrix_cache")
+        if cached is None or cached.device != device:
+            tile = self.inner.tile
+            names = [*tile.counters, "digital_macs"]
+            cells = float(tile.grid.rows * tile.grid.cols)
+            m = torch.zeros(len(COST_KINDS), len(names), dtype=torch.float64)
+            for i, kind in enumerate(COST_KINDS):
+                if kind in names:
+                    m[i, names.index(kind)] = 1.0
+            macs = COST_KINDS.index("array_macs")   # (forward + backward passes) · cells + reads · cells · tiles
+            m[macs, names.index("forward_passes")] = m[macs, names.index("backward_passes")] = cells
+            m[macs, names.index("importance_reads")] = cells * tile.grid.n_tiles
+            cached = m.to(device)
+            self.__dict__["_count_matrix_cache"] = cached
+        return cached
 
     def analog_parameters(self) -> list[Tensor]:
         return [self.inner.analog_ctx]

@@ -22,7 +22,9 @@ computes it (``src/rpucuda/rpu_forward_backward_pass.cpp``), for every sample an
 Differences from aihwkit, by design: bound management runs without host synchronisation — all rounds a
 configuration can ever need (a number fixed by the config, see :func:`bound_management_rounds`) are computed
 in one batched matmul and each sample/tile keeps its first passing round (``torch.where``/``gather``), which
-is the same distribution as aihwkit's loop but costs that many MVMs. Like aihwkit, bound management is
+is the same distribution as aihwkit's loop but costs that many MVMs (on the CPU, where reading values is free,
+the first round is tried alone and, when some output saturated, the rounds are computed one at a time up to the
+last one a sample needs, with the same numbers as the batched computation). Like aihwkit, bound management is
 only applied in the forward direction (``transposed=False``); for the backward pass it is ignored.
 Not modelled: IR drop, output non-linearity, voltage offsets, asymmetries, PCM read noise, the
 AbsMaxNPSum / AverageAbsMax noise managements, multi-pass MVM types.

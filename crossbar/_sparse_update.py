@@ -227,8 +227,10 @@ def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
     x_bits = rng.rand((tiles * k, cols), generator, device=device, dtype=dtype).lt_(p_x)
     d_bits = rng.rand((tiles * k, rows), generator, device=device, dtype=dtype).lt_(p_d)
     d_bits.mul_(live.view(-1, 1).to(dtype))
-    x_sign = per_pair(plan.x_per_tile(plan.x_sign), cols)
-    d_sign = per_pair(plan.d_sign[:, None], rows)
+    # the signs as int8 when the int8 count reads them (a quarter of the gathered bytes; the same values)
+    sign_dtype = torch.int8 if _INT8_MM else dtype
+    x_sign = per_pair(plan.x_per_tile(plan.x_sign).to(sign_dtype), cols)
+    d_sign = per_pair(plan.d_sign[:, None].to(sign_dtype), rows)
     return _Trains(x_bits.view(n_r, n_c, k, 1, cols), d_bits.view(n_r, n_c, k, 1, rows),
                    x_sign.view(n_r, n_c, k, cols), d_sign.view(n_r, n_c, k, rows))
 

@@ -53,16 +53,17 @@ _NUMPY_DTYPES = frozenset({torch.bool, torch.int8, torch.uint8, torch.int16, tor
                            torch.float16, torch.float32, torch.float64})
 
 
-def flat_nonzero(t: torch.Tensor) -> torch.Tensor:
-    """Flat positions of the nonzero elements of ``t``: ``t.reshape(-1).nonzero().squeeze(1)`` (int64, increasing).
+def flat_nonzero(t: torch.Tensor, positive: bool = False) -> torch.Tensor:
+    """Flat positions of the nonzero elements of ``t`` (with ``positive``: of the elements ``> 0``), int64,
+    increasing: ``t.reshape(-1).nonzero().squeeze(1)`` (``(t > 0)...``).
 
     A host read, as torch's ``nonzero`` (its output size depends on the values). CPU tensors go through numpy,
-    whose search of a boolean array is 5–15× faster than torch's ``nonzero`` of a float one here (the positions
-    of the pulse trains' fired lines in the sparse CPU update)."""
+    whose comparison and search of a boolean array are 5–15× faster than torch's ``nonzero`` of a float one here
+    (the devices with pulses, the pulse trains' fired lines in the sparse CPU update)."""
     if t.device.type == "cpu" and not t.requires_grad and t.dtype in _NUMPY_DTYPES:
         a = t.reshape(-1).numpy()
-        return torch.from_numpy(np.flatnonzero(a if a.dtype == np.bool_ else a != 0))
-    return t.reshape(-1).nonzero().squeeze(1)
+        return torch.from_numpy(np.flatnonzero(a > 0 if positive else a if a.dtype == np.bool_ else a != 0))
+    return (t > 0 if positive else t).reshape(-1).nonzero().squeeze(1)
 
 
 def _is_host_read(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

@@ -67,7 +67,7 @@ def test_host_reads_free_only_on_cpu_outside_the_guard():
                                    torch.bfloat16])
 def test_flat_nonzero_is_torchs_flat_nonzero(dtype: torch.dtype) -> None:
     """The numpy route (and the torch fallback for dtypes numpy lacks) gives torch's positions: int64, increasing,
-    NaN counted as nonzero, any shape, empty results included."""
+    NaN counted as nonzero (and not as positive), any shape, empty results included."""
     g = torch.Generator().manual_seed(0)
     t = (torch.rand(3, 5, 7, generator=g) < 0.3).to(dtype)
     if dtype != torch.bool:
@@ -78,6 +78,10 @@ def test_flat_nonzero_is_torchs_flat_nonzero(dtype: torch.dtype) -> None:
     cases = [t, t[:, 1], torch.zeros(4, 4, dtype=dtype), torch.empty(0, dtype=dtype)]
     for c in cases:
         got, want = flat_nonzero(c), c.reshape(-1).nonzero().squeeze(1)
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+        pos = c if dtype == torch.bool else -c                   # its nonzero values positive (NaN is not > 0)
+        got, want = flat_nonzero(pos, positive=True), (pos > 0).reshape(-1).nonzero().squeeze(1)
+        assert got.numel() == int((pos > 0).sum())
         assert got.dtype == torch.int64 and torch.equal(got, want)
     with pytest.raises(HostReadError):
         with no_host_reads():

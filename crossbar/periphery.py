@@ -247,16 +247,20 @@ def quantize(v: Tensor, step: float, stochastic: bool = False,
     return torch.round(scaled) * step
 
 
-def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generator) -> Tensor:
-    """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``."""
+def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generator,
+               uniforms: Tensor | None = None) -> Tensor:
+    """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``. ``uniforms``: the stochastic
+    rounding's ``U(0, 1)`` draws of ``v``'s shape, drawn earlier by the caller (overwritten); else drawn here."""
     if step <= 0:
         return v
     v.div_(step)
     if stochastic:
-        if generator is None:
-            raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
-                             "devices.rng.CounterRNG), got None")
-        v.add_(rng.rand(v.shape, generator, device=v.device, dtype=v.dtype).sub_(0.5))
+        if uniforms is None:
+            if generator is None:
+                raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
+                                 "devices.rng.CounterRNG), got None")
+            uniforms = rng.rand(v.shape, generator, device=v.device, dtype=v.dtype)
+        v.add_(uniforms.sub_(0.5))
     return v.round_().mul_(step)
 
 
@@ -468,7 +472,6 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     known). ``xq``: the DAC outputs of these rounds, computed earlier (:class:`PreparedInputs`). ``on_demand``
     (CPU): compute the rounds' products one round at a time (:func:`_rounds_on_demand`), the same result."""
     n_r, n_c, batch = full_shape
-    x_device = xin.device
     if xq is None:
         # every tile has its own DAC: independent rounding / noise per tile
         per_tile = (n_r, n_c) if p.random_dac else None
@@ -479,22 +482,17 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
         return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
     # From here on every op is in place on a fresh tensor of the output's size (the matmul's or the noisy one).
     y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
-    if p.w_noise_type == "additive_constant" and p.w_noise > 0:
-        y.add_(p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True)
-               * rng.randn(y.shape, generator, device=x_device, dtype=y.dtype))
+    w_term = _weight_noise(xq, y.shape, y.dtype, p, generator)
+    if w_term is not None:
+        y.add_(w_term)
     if p.out_noise > 0:
         y = rng.add_normal(y, p.out_noise, generator)
     q = _quantize_(y, p.out_step, p.out_sto_round, generator)  # ADC grid, not yet saturated
     bounded = math.isfinite(p.out_bound)
-    # (amax/amin rather than aminmax: the same values, and torch's CPU aminmax along a dim is ~18x slower)
     if check_saturation and bounded and q.numel() > 0:
         if float(q.amax()) > p.out_bound or (p.bm_test_negative_bound and float(q.amin()) < -p.out_bound):
             return None
-    passed = None
-    if rounds > 1:
-        passed = q.amax(dim=-1) <= p.out_bound
-        if p.bm_test_negative_bound:
-            passed &= q.amin(dim=-1) >= -p.out_bound
+    passed = _passed(q, p) if rounds > 1 else None
     # after a passed saturation check of both bounds every output already lies within them
     yq = q.clamp_(-p.out_bound, p.out_bound) if bounded and not (check_saturation and p.bm_test_negative_bound) else q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
@@ -522,10 +520,8 @@ def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.G
     n_r, n_c, batch = full_shape
     shape = (n_r, n_c, rounds * batch, mat.shape[-1])
     device, dtype = xq.device, torch.promote_types(xq.dtype, mat.dtype)
-    w_term = noise = uniforms = None
-    if p.w_noise_type == "additive_constant" and p.w_noise > 0:
-        w_term = p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True) * rng.randn(
-            shape, generator, device=device, dtype=dtype)
+    noise = uniforms = None
+    w_term = _weight_noise(xq, shape, dtype, p, generator)
     if p.out_noise > 0:          # the numbers rng.add_normal draws for the whole tensor (noise + y = its result)
         noise = rng.normal_(torch.empty(shape, device=device, dtype=dtype), 0.0, p.out_noise, generator)
     step = p.out_step
@@ -541,14 +537,8 @@ def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.G
             y.add_(w_term[:, :, part])
         if noise is not None:
             y.add_(noise[:, :, part])
-        if step > 0:                                                         # _quantize_, element by element
-            y.div_(step)
-            if uniforms is not None:
-                y.add_(uniforms[:, :, part].sub_(0.5))
-            y.round_().mul_(step)
-        passed = y.amax(dim=-1) <= p.out_bound
-        if p.bm_test_negative_bound:
-            passed &= y.amin(dim=-1) >= -p.out_bound
+        _quantize_(y, step, uniforms is not None, generator, None if uniforms is None else uniforms[:, :, part])
+        passed = _passed(y, p)
         y.clamp_(-p.out_bound, p.out_bound)
         if k == 0:
             out = y                                    # every sample's output until a later round replaces it
@@ -560,6 +550,26 @@ def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.G
         if not bool(pending.any()):
             break
     return out, first
+
+
+def _weight_noise(xq: Tensor, shape: tuple[int, ...], dtype: torch.dtype, p: IOParameters,
+                  generator: rng.Generator) -> Tensor | None:
+    """The output-referred weight noise ``w_noise·||x_dac||₂·ξ`` of outputs ``shape`` (``[R, C, K·B, n_out]``) for
+    DAC outputs ``xq`` (``[R|1, C|1, K·B, n_in]``), or ``None`` without it (``w_noise_type`` ``"none"``)."""
+    if p.w_noise_type != "additive_constant" or not p.w_noise > 0:
+        return None
+    return p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True) * rng.randn(
+        shape, generator, device=xq.device, dtype=dtype)
+
+
+def _passed(q: Tensor, p: IOParameters) -> Tensor:
+    """Bound management: whether each output vector ``q: [..., n_out]`` on the ADC grid stayed within the ADC
+    range (``|q| <= out_bound``; only the upper bound unless ``bm_test_negative_bound``), ``[...]``. (amax/amin
+    rather than aminmax: the same values, and torch's CPU aminmax along a dim is ~18x slower.)"""
+    passed = q.amax(dim=-1) <= p.out_bound
+    if p.bm_test_negative_bound:
+        passed &= q.amin(dim=-1) >= -p.out_bound
+    return passed
 
 
 def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,

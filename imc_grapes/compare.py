@@ -112,8 +112,18 @@ class Cell:
     optimizer: str
     lr: float
     runs: list[RunResult]
-    tuning: dict[float, float | None] = field(default_factory=dict)  # lr -> its score (mean over the tune seeds)
     tuning_by_seed: dict[float, dict[int, float | None]] = field(default_factory=dict)  # lr -> tune seed -> score
+
+    @property
+    def tuning(self) -> dict[float, float | None]:
+        """lr -> its score (:func:`lr_scores` of :attr:`tuning_by_seed`)."""
+        return lr_scores(self.tuning_by_seed)
+
+
+def lr_scores(by_seed: dict[float, dict[int, float | None]]) -> dict[float, float | None]:
+    """lr -> its tuning score: the mean over its tune seeds' scores, ``None`` if any of its runs did not complete."""
+    return {lr: None if any(a is None for a in by.values()) else statistics.fmean(by.values())  # type: ignore
+            for lr, by in by_seed.items()}
 
 
 def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
@@ -182,13 +192,12 @@ def tune_score(run: RunResult, how: str) -> float | None:
 
 
 def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfig, Path], RunResult],
-                 tune_root: Path, final_root: Path, score: str, label: str, log: Callable[[str], None]) -> Cell:
+                 tune_root: Path, final_root: Path, label: str, log: Callable[[str], None]) -> Cell:
     """One cell: tune the lr of ``opt`` on ``hw`` over ``spec.lr_grid`` on the validation split (one run per
     seed of ``spec.tune_seeds``, in ``tune_root/<opt>/lr<lr>``, or ``lr<lr>_seed<seed>`` with several tune seeds;
-    each scored by :func:`tune_score` ``score``, an lr by the mean over its seeds, ``None`` if any of them did
-    not complete), then train every seed of ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``).
-    ``run(cfg, folder)`` trains (or resumes) one run; ``label`` names the cell in the log."""
-    tuning: dict[float, float | None] = {}
+    each scored by :func:`tune_score` ``spec.tune_score``, an lr by :func:`lr_scores`), then train every seed of
+    ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``). ``run(cfg, folder)`` trains (or
+    resumes) one run; ``label`` names the cell in the log."""
     by_seed: dict[float, dict[int, float | None]] = {}
     if len(spec.lr_grid) > 1:
         several = len(spec.tune_seeds) > 1
@@ -198,10 +207,8 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
                 cfg = spec.cell_config(hw, opt, lr, seed, tuning=True)
                 log(f"== tune {label} lr={lr:g}" + (f" seed={seed}" if several else "") + " (validation split)")
                 folder = tune_root / opt / (f"lr{lr:g}_seed{seed}" if several else f"lr{lr:g}")
-                by_seed[lr][seed] = tune_score(run(cfg, folder), score)
-            scores = list(by_seed[lr].values())
-            tuning[lr] = None if any(a is None for a in scores) else statistics.fmean(scores)  # type: ignore[arg-type]
-        valid = {lr: a for lr, a in tuning.items() if a is not None}
+                by_seed[lr][seed] = tune_score(run(cfg, folder), spec.tune_score)
+        valid = {lr: a for lr, a in lr_scores(by_seed).items() if a is not None}
         if not valid:
             log(f"!! every lr diverged or failed for {label}; using the smallest")
         lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
@@ -212,7 +219,7 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
         cfg = spec.cell_config(hw, opt, lr_best, seed)
         log(f"== {label} lr={lr_best:g} seed={seed}")
         runs.append(run(cfg, final_root / opt / f"lr{lr_best:g}_seed{seed}"))
-    return Cell(hw, opt, lr_best, runs, tuning, by_seed)
+    return Cell(hw, opt, lr_best, runs, by_seed)
 
 
 def tuning_record(cell: Cell, score: str) -> dict[str, Any]:
@@ -399,8 +406,8 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
     def run(cfg: TrainConfig, folder: Path) -> RunResult:
         return run_one(cfg, folder, dataset, progress, resume, log)
 
-    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, spec.tune_score,
-                          f"{hw}/{opt}", log) for hw in spec.hardware for opt in spec.optimizers]
+    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, f"{hw}/{opt}", log)
+             for hw in spec.hardware for opt in spec.optimizers]
     rows = summarise_cells(cells, spec.target_acc)
     result = {
         "command": command,

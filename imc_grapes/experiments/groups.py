@@ -122,8 +122,8 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
     def run(cfg: Any, folder: Path) -> RunResult:
         return run_one(cfg, folder, dataset, trainer, progress, resume, log)
 
-    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune", out / "runs", group.tune_score,
-                          f"{group.key}: {opt}", log) for opt in spec.optimizers]
+    cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune", out / "runs", f"{group.key}: {opt}", log)
+             for opt in spec.optimizers]
     rows = [_completed_only(row, cell) for row, cell in zip(summarise_cells(cells, spec.target_acc), cells)]
     result = GroupResult(group, cells, rows, out)
     result.files = write_group_report(result, command)

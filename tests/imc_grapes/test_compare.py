@@ -52,21 +52,21 @@ def test_tuning_scores_final_or_best_and_averages_the_tune_seeds(tmp_path):
     for score, chosen, scores in (("final", 0.1, {0.1: 0.70, 0.3: 0.50}), ("best", 0.3, {0.1: 0.70, 0.3: 0.80})):
         spec = CompareSpec(base=BASE, lr_grid=(0.1, 0.3), tune_score=score, val_holdout=100)
         run, folders = _fake_runs(curves)
-        cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "tune", tmp_path / "final",
-                                        spec.tune_score, "x", lambda s: None)
+        cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "tune", tmp_path / "final", "x",
+                                        lambda s: None)
         assert cell.lr == chosen and cell.tuning == scores
         assert [f[3] for f in folders] == ["lr0.1", "lr0.3", f"lr{chosen:g}_seed0"]     # one tune seed: lr<lr>
         assert [f[2] for f in folders] == [100, 100, 0], "tuning on the validation split, final runs on the test set"
     # two tune seeds: each lr scores the mean; one seed's divergence rules its lr out
     spec = CompareSpec(base=BASE, lr_grid=(0.1, 0.3), tune_seeds=(0, 1), val_holdout=100)
     run, folders = _fake_runs(curves)
-    cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t2", tmp_path / "f2", "final", "x",
+    cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t2", tmp_path / "f2", "x",
                                     lambda s: None)
     assert cell.tuning == pytest.approx({0.1: 0.72, 0.3: 0.525}) and cell.lr == 0.1
     assert cell.tuning_by_seed == {0.1: {0: 0.70, 1: 0.74}, 0.3: {0: 0.50, 1: 0.55}}
     assert [f[3] for f in folders[:4]] == ["lr0.1_seed0", "lr0.1_seed1", "lr0.3_seed0", "lr0.3_seed1"]
     run, _ = _fake_runs({**curves, (0.1, 1): None})
-    cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t3", tmp_path / "f3", "final", "x",
+    cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t3", tmp_path / "f3", "x",
                                     lambda s: None)
     assert cell.tuning[0.1] is None and cell.lr == 0.3
     record = compare_mod.tuning_record(cell, "final")

@@ -22,9 +22,9 @@ computes it (``src/rpucuda/rpu_forward_backward_pass.cpp``), for every sample an
 Differences from aihwkit, by design: bound management runs without host synchronisation — all rounds a
 configuration can ever need (a number fixed by the config, see :func:`bound_management_rounds`) are computed
 in one batched matmul and each sample/tile keeps its first passing round (``torch.where``/``gather``), which
-is the same distribution as aihwkit's loop but costs that many MVMs (on the CPU, where reading values is free,
-the first round is tried alone and, when some output saturated, the rounds are computed one at a time up to the
-last one a sample needs, with the same numbers as the batched computation). Like aihwkit, bound management is
+is the same distribution as aihwkit's loop but costs that many MVMs. On the CPU, where reading values is free,
+the rounds run one at a time as in aihwkit's loop: round 0 for every sample, each later round only for the
+samples that still have a saturated output (:func:`_rounds_on_demand`). Like aihwkit, bound management is
 only applied in the forward direction (``transposed=False``); for the backward pass it is ignored.
 Not modelled: IR drop, output non-linearity, voltage offsets, asymmetries, PCM read noise, the
 AbsMaxNPSum / AverageAbsMax noise managements, multi-pass MVM types.
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.host import host_reads_free
+from devices.host import flat_nonzero, host_reads_free
 
 __all__ = [
     "IOParameters",
@@ -325,10 +325,10 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
         generator: source of all randomness (on the tensors' device): a ``torch.Generator`` or a
             :class:`devices.rng.CounterRNG` (see :mod:`crossbar.replicas`).
         transposed: ``False``: ``y = W x`` per tile (forward); ``True``: ``y = Wᵀ d`` (backward).
-        try_first_round: with iterative bound management on the CPU, first compute the first round alone and
-            the others only when an output saturated (fast when saturation is rare). ``False``: all rounds at
-            once, as on GPUs (faster when saturation is expected, e.g. the all-ones importance reads). Same
-            distribution either way; the random stream differs.
+        try_first_round: with iterative bound management on the CPU, compute the rounds one at a time: round 0
+            for every sample, later rounds only for the samples that need them (fast when saturation is rare).
+            ``False``: all rounds at once, as on GPUs (faster when saturation is expected, e.g. the all-ones
+            importance reads). Same distribution either way; the random stream differs.
         prepared: the input side of this call computed earlier (:func:`prepare_inputs` of the same
             ``x_tiles``, ``p`` and ``transposed``): skips the noise management and the DAC; all rounds at once.
 
@@ -423,35 +423,30 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
     alpha, alpha_safe, alpha_pos = _noise_management(xin, p)
     rounds = bound_management_rounds(p, transposed)
     if rounds > 1 and host_reads_free(xin) and not sync_free:
-        # On the CPU a host check is free: try the first round alone and only fall back to all rounds when
-        # some output saturated (the common case needs one MVM instead of ``rounds``; same distribution).
-        # On GPUs all rounds run batched, without a host synchronisation.
-        first_try = _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, 1, full_shape,
-                                check_saturation=True, alpha_pos=alpha_pos)
-        if first_try is not None:
-            return first_try
-        # Some output saturated: all rounds, computed one at a time up to the last one a sample needs.
-        return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape,
-                           alpha_pos=alpha_pos, on_demand=True)
+        # On the CPU a host check is free: the rounds one at a time, as aihwkit's loop (the common case, no
+        # saturated output, needs one MVM instead of ``rounds``). On GPUs all rounds run batched, without a
+        # host synchronisation. Same distribution.
+        return _rounds_on_demand(xin, mat, alpha, alpha_safe, alpha_pos, nm_on, p, generator, transposed, rounds,
+                                 full_shape)
     return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape,
                        alpha_pos=alpha_pos)
 
 
 def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng.Generator, rounds: int,
-                tiles: tuple[int, int] | None = None) -> Tensor:
-    """DAC outputs of ``rounds`` bound-management rounds, ``[R|1, C|1, rounds·B, n_in]``: ``x / (alpha·2**k)``
-    quantized, clipped and (with input noise) noisy. ``tiles = (R, C)``: every tile has its own DAC (needed for
-    stochastic rounding and input noise, whose draws differ per tile)."""
+                tiles: tuple[int, int] | None = None, start: int = 0) -> Tensor:
+    """DAC outputs of ``rounds`` bound-management rounds ``start, start + 1, ...``, ``[R|1, C|1, rounds·B, n_in]``:
+    ``x / (alpha·2**k)`` quantized, clipped and (with input noise) noisy. ``tiles = (R, C)``: every tile has its
+    own DAC (needed for stochastic rounding and input noise, whose draws differ per tile)."""
     batch = xin.shape[2]
-    # inputs of all bound-management rounds: [R|1, C|1, K, B, n_in], x / (alpha * 2**k)
-    if rounds == 1:
+    # inputs of the bound-management rounds: [R|1, C|1, K, B, n_in], x / (alpha * 2**k)
+    if rounds == 1 and start == 0:
         xs = xin * alpha_safe.reciprocal()
     else:
-        inv_reduction = torch.pow(0.5, torch.arange(rounds, device=xin.device, dtype=xin.dtype))
+        inv_reduction = torch.pow(0.5, torch.arange(start, start + rounds, device=xin.device, dtype=xin.dtype))
         xs = xin.unsqueeze(2) * (inv_reduction.view(1, 1, rounds, 1, 1) / alpha_safe.unsqueeze(2))
     if tiles is not None:
         xs = xs.expand(*tiles, *xs.shape[2:]).clone()
-    if rounds > 1:
+    if xs.ndim == 5:
         xs = xs.reshape(xs.shape[0], xs.shape[1], rounds * batch, xs.shape[-1])
     xq = _quantize_(xs, p.inp_step, p.inp_sto_round, generator)             # DAC (xs is a fresh tensor)
     if math.isfinite(p.inp_bound):
@@ -463,38 +458,19 @@ def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng
 
 def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
                 generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
-                check_saturation: bool = False, alpha_pos: bool | None = None,
-                xq: Tensor | None = None, on_demand: bool = False) -> MVMResult | None:
+                alpha_pos: bool | None = None, xq: Tensor | None = None) -> MVMResult:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
 
-    With ``check_saturation`` (one round only), returns ``None`` if any output saturated, so that the caller
-    redoes the MVM with all rounds. ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not
-    known). ``xq``: the DAC outputs of these rounds, computed earlier (:class:`PreparedInputs`). ``on_demand``
-    (CPU): compute the rounds' products one round at a time (:func:`_rounds_on_demand`), the same result."""
+    ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not known). ``xq``: the DAC outputs of
+    these rounds, computed earlier (:class:`PreparedInputs`)."""
     n_r, n_c, batch = full_shape
     if xq is None:
         # every tile has its own DAC: independent rounding / noise per tile
         per_tile = (n_r, n_c) if p.random_dac else None
         xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
-
-    if on_demand and rounds > 1:
-        out, first = _rounds_on_demand(xq, mat, p, generator, full_shape, rounds)
-        return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
-    # From here on every op is in place on a fresh tensor of the output's size (the matmul's or the noisy one).
-    y = torch.matmul(xq, mat)                                  # [R, C, K*B, n_out]
-    w_term = _weight_noise(xq, y.shape, y.dtype, p, generator)
-    if w_term is not None:
-        y.add_(w_term)
-    if p.out_noise > 0:
-        y = rng.add_normal(y, p.out_noise, generator)
-    q = _quantize_(y, p.out_step, p.out_sto_round, generator)  # ADC grid, not yet saturated
-    bounded = math.isfinite(p.out_bound)
-    if check_saturation and bounded and q.numel() > 0:
-        if float(q.amax()) > p.out_bound or (p.bm_test_negative_bound and float(q.amin()) < -p.out_bound):
-            return None
+    q = _adc_grid(xq, mat, p, generator)                       # [R, C, K*B, n_out]
     passed = _passed(q, p) if rounds > 1 else None
-    # after a passed saturation check of both bounds every output already lies within them
-    yq = q.clamp_(-p.out_bound, p.out_bound) if bounded and not (check_saturation and p.bm_test_negative_bound) else q
+    yq = q.clamp_(-p.out_bound, p.out_bound) if math.isfinite(p.out_bound) else q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
 
     if passed is not None:
@@ -507,49 +483,56 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     return _rescaled(yq.squeeze(2), None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
 
 
-def _rounds_on_demand(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator,
-                      full_shape: tuple[int, int, int], rounds: int) -> tuple[Tensor, Tensor]:
-    """The ADC outputs of :func:`_mvm_rounds`'s ``rounds`` bound-management rounds, computed one round at a time
-    and only up to the first round in which every (tile, sample) has passed (on the CPU, where checking that is
-    free). Every random number of all the rounds is drawn first, in the order and shapes of the batched
-    computation, and every element goes through the same operations, so the outputs are bit for bit those of
-    computing every round; what is saved is the products and conversions of the rounds no sample needs.
+def _adc_grid(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator) -> Tensor:
+    """The analog products of DAC outputs ``xq: [R|1, C|1, N, n_in]`` with ``mat`` ``[R, C, n_in, n_out]``, plus
+    weight and output noise, on the ADC grid but not yet saturated: ``[R, C, N, n_out]`` (a fresh tensor; every
+    op after the matmul is in place)."""
+    y = torch.matmul(xq, mat)
+    w_term = _weight_noise(xq, y.shape, y.dtype, p, generator)
+    if w_term is not None:
+        y.add_(w_term)
+    if p.out_noise > 0:
+        y = rng.add_normal(y, p.out_noise, generator)
+    return _quantize_(y, p.out_step, p.out_sto_round, generator)
 
-    Returns ``out: [R, C, B, n_out]`` (each sample's first passing round, or the last round) and ``first:
-    [R, C, B]`` (int64, that round)."""
+
+def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,
+                      nm_on: bool, p: IOParameters, generator: rng.Generator, transposed: bool, rounds: int,
+                      full_shape: tuple[int, int, int]) -> MVMResult:
+    """Iterative bound management round by round, as aihwkit's loop, on the CPU (where reading values is free).
+
+    Round 0 runs for every (tile, sample). When an output saturated, round ``k = 1, 2, ...`` runs for the samples
+    with a (tile) output vector that has not passed yet, with its own DAC conversion, weight and output noise and
+    ADC draws; each (tile, sample) keeps its first passing round (or the last round). The distribution is that
+    of :func:`_mvm_rounds`, which computes every round for every sample (GPUs; no host synchronisation), and
+    when nothing saturates the result is exactly that of one round without bound management. The cost of the
+    later rounds grows with the number of samples that need them, not with the batch."""
     n_r, n_c, batch = full_shape
-    shape = (n_r, n_c, rounds * batch, mat.shape[-1])
-    device, dtype = xq.device, torch.promote_types(xq.dtype, mat.dtype)
-    noise = uniforms = None
-    w_term = _weight_noise(xq, shape, dtype, p, generator)
-    if p.out_noise > 0:          # the numbers rng.add_normal draws for the whole tensor (noise + y = its result)
-        noise = rng.normal_(torch.empty(shape, device=device, dtype=dtype), 0.0, p.out_noise, generator)
-    step = p.out_step
-    if p.out_sto_round and step > 0:
-        uniforms = rng.rand(shape, generator, device=device, dtype=dtype)
-    first = torch.zeros(full_shape, dtype=torch.int64, device=device)
-    pending = torch.ones(full_shape, dtype=torch.bool, device=device)
-    out = xq.new_empty(0)
-    for k in range(rounds):
-        part = slice(k * batch, (k + 1) * batch)
-        y = torch.matmul(xq[:, :, part], mat)                                # [R, C, B, n_out]
-        if w_term is not None:
-            y.add_(w_term[:, :, part])
-        if noise is not None:
-            y.add_(noise[:, :, part])
-        _quantize_(y, step, uniforms is not None, generator, None if uniforms is None else uniforms[:, :, part])
+    per_tile = (n_r, n_c) if p.random_dac else None
+    q = _adc_grid(_dac_rounds(xin, alpha_safe, p, generator, 1, per_tile), mat, p, generator)
+    bound = p.out_bound
+    if q.numel() == 0 or not (float(q.amax()) > bound or (p.bm_test_negative_bound and float(q.amin()) < -bound)):
+        # every output vector passed round 0; with both bounds tested every output already lies within them
+        out = q if p.bm_test_negative_bound or not math.isfinite(bound) else q.clamp_(-bound, bound)
+        return _rescaled(out, None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
+    pending = ~_passed(q, p)                                   # [R, C, B]: not yet passed
+    out = q.clamp_(-bound, bound)                              # round 0, replaced where a later round is taken
+    first = torch.zeros(full_shape, dtype=torch.int64, device=q.device)
+    for k in range(1, rounds):
+        samples = flat_nonzero(pending.any(dim=1).any(dim=0))  # samples with a pending output vector, [S]
+        xq = _dac_rounds(xin.index_select(2, samples), alpha_safe.index_select(2, samples), p, generator, 1,
+                         per_tile, start=k)
+        y = _adc_grid(xq, mat, p, generator)                   # round k of those samples, [R, C, S, n_out]
         passed = _passed(y, p)
-        y.clamp_(-p.out_bound, p.out_bound)
-        if k == 0:
-            out = y                                    # every sample's output until a later round replaces it
-        else:
-            taken = pending if k == rounds - 1 else pending & passed        # the last round takes the rest
-            out = torch.where(taken[..., None], y, out)
-            first = torch.where(taken, k, first)
-        pending &= ~passed
+        y.clamp_(-bound, bound)
+        waiting = pending.index_select(2, samples)
+        taken = waiting if k == rounds - 1 else waiting & passed   # the last round takes the rest
+        out.index_copy_(2, samples, torch.where(taken.unsqueeze(-1), y, out.index_select(2, samples)))
+        first.index_copy_(2, samples, torch.where(taken, k, first.index_select(2, samples)))
+        pending.index_copy_(2, samples, waiting & ~passed)
         if not bool(pending.any()):
             break
-    return out, first
+    return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
 
 
 def _weight_noise(xq: Tensor, shape: tuple[int, ...], dtype: torch.dtype, p: IOParameters,

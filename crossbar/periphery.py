@@ -247,20 +247,16 @@ def quantize(v: Tensor, step: float, stochastic: bool = False,
     return torch.round(scaled) * step
 
 
-def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generator,
-               uniforms: Tensor | None = None) -> Tensor:
-    """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``. ``uniforms``: the stochastic
-    rounding's ``U(0, 1)`` draws of ``v``'s shape, drawn earlier by the caller (overwritten); else drawn here."""
+def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generator) -> Tensor:
+    """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``."""
     if step <= 0:
         return v
     v.div_(step)
     if stochastic:
-        if uniforms is None:
-            if generator is None:
-                raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
-                                 "devices.rng.CounterRNG), got None")
-            uniforms = rng.rand(v.shape, generator, device=v.device, dtype=v.dtype)
-        v.add_(uniforms.sub_(0.5))
+        if generator is None:
+            raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
+                             "devices.rng.CounterRNG), got None")
+        v.add_(rng.rand(v.shape, generator, device=v.device, dtype=v.dtype).sub_(0.5))
     return v.round_().mul_(step)
 
 
@@ -485,12 +481,12 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
 
 def _adc_grid(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator) -> Tensor:
     """The analog products of DAC outputs ``xq: [R|1, C|1, N, n_in]`` with ``mat`` ``[R, C, n_in, n_out]``, plus
-    weight and output noise, on the ADC grid but not yet saturated: ``[R, C, N, n_out]`` (a fresh tensor; every
-    op after the matmul is in place)."""
+    weight noise (``w_noise·||x_dac||₂·ξ``) and output noise, on the ADC grid but not yet saturated:
+    ``[R, C, N, n_out]`` (a fresh tensor; every op after the matmul is in place)."""
     y = torch.matmul(xq, mat)
-    w_term = _weight_noise(xq, y.shape, y.dtype, p, generator)
-    if w_term is not None:
-        y.add_(w_term)
+    if p.w_noise_type == "additive_constant" and p.w_noise > 0:
+        y.add_(p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True)
+               * rng.randn(y.shape, generator, device=y.device, dtype=y.dtype))
     if p.out_noise > 0:
         y = rng.add_normal(y, p.out_noise, generator)
     return _quantize_(y, p.out_step, p.out_sto_round, generator)
@@ -533,16 +529,6 @@ def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
         if not bool(pending.any()):
             break
     return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
-
-
-def _weight_noise(xq: Tensor, shape: tuple[int, ...], dtype: torch.dtype, p: IOParameters,
-                  generator: rng.Generator) -> Tensor | None:
-    """The output-referred weight noise ``w_noise·||x_dac||₂·ξ`` of outputs ``shape`` (``[R, C, K·B, n_out]``) for
-    DAC outputs ``xq`` (``[R|1, C|1, K·B, n_in]``), or ``None`` without it (``w_noise_type`` ``"none"``)."""
-    if p.w_noise_type != "additive_constant" or not p.w_noise > 0:
-        return None
-    return p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True) * rng.randn(
-        shape, generator, device=xq.device, dtype=dtype)
 
 
 def _passed(q: Tensor, p: IOParameters) -> Tensor:

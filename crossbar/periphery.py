@@ -309,7 +309,7 @@ def _scale_with_positivity(x: Tensor, p: IOParameters) -> tuple[Tensor, bool | N
 
 def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng.Generator,
                transposed: bool = False, try_first_round: bool = True,
-               prepared: PreparedInputs | None = None) -> MVMResult:
+               prepared: PreparedInputs | None = None, products: Tensor | None = None) -> MVMResult:
     """One analog MVM through the periphery on every tile of a grid at once.
 
     Args:
@@ -327,6 +327,11 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
             importance reads). Same distribution either way; the random stream differs.
         prepared: the input side of this call computed earlier (:func:`prepare_inputs` of the same
             ``x_tiles``, ``p`` and ``transposed``): skips the noise management and the DAC; all rounds at once.
+        products: with ``prepared`` only: the noise-free analog products of ``prepared.xq`` with the tiles,
+            ``[R, C, rounds·B, n_out]`` (what the matmul would give), computed by the caller in a cheaper
+            equivalent way (the all-ones importance read: each round's DAC code times the tiles' line sums);
+            the MVM skips its matmul and adds the weight and output noise, the ADC and the bound management as
+            usual. A fresh tensor: it is modified in place.
 
     Returns:
         :class:`MVMResult`: ``out`` ``[R, C, B, rows]`` (forward) or ``[R, C, B, cols]`` (transposed),
@@ -347,8 +352,10 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
         if x_tiles.shape[1:] != (n_c, cols):
             raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
         xin = x_tiles.permute(1, 0, 2).unsqueeze(0)           # [1, C, B, cols]
+    if products is not None and prepared is None:
+        raise ValueError("analog_mvm: products need the prepared inputs they were computed from (prepared=...)")
     return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed, sync_free=not try_first_round,
-                              prepared=prepared)
+                              prepared=prepared, products=products)
 
 
 class PreparedInputs(NamedTuple):
@@ -391,14 +398,14 @@ def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, boo
 
 def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator: rng.Generator,
                        transposed: bool = False, sync_free: bool = False,
-                       prepared: PreparedInputs | None = None) -> MVMResult:
+                       prepared: PreparedInputs | None = None, products: Tensor | None = None) -> MVMResult:
     """:func:`analog_mvm` with the inputs already laid out per tile block: ``xin: [R|1, C|1, B, n_in]``.
 
     Forward inputs may differ per tile *row* block too (``[R, C, B, cols]``: how :mod:`crossbar.replicas`
     feeds ``E`` replicas folded into the row-block dimension). ``sync_free``: never take the CPU shortcut of
     trying the first bound-management round alone (all rounds at once, so the random stream does not depend
     on the data), as on GPUs. ``prepared``: the inputs' noise management and DAC codes, computed earlier for
-    this ``xin`` (:func:`prepare_inputs`; implies ``sync_free``).
+    this ``xin`` (:func:`prepare_inputs`; implies ``sync_free``); ``products``: see :func:`analog_mvm`.
     """
     n_r, n_c = tiles_w.shape[0], tiles_w.shape[1]
     batch = xin.shape[2]
@@ -407,7 +414,8 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
     nm_on = p.noise_management != "none"
     if prepared is not None:
         return _mvm_rounds(xin, mat, prepared.alpha, prepared.alpha_safe, nm_on, p, generator, transposed,
-                           prepared.rounds, full_shape, alpha_pos=prepared.alpha_pos, xq=prepared.xq)
+                           prepared.rounds, full_shape, alpha_pos=prepared.alpha_pos, xq=prepared.xq,
+                           products=products)
 
     if p.is_perfect:
         out = torch.matmul(xin, mat)
@@ -454,17 +462,18 @@ def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng
 
 def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
                 generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
-                alpha_pos: bool | None = None, xq: Tensor | None = None) -> MVMResult:
+                alpha_pos: bool | None = None, xq: Tensor | None = None,
+                products: Tensor | None = None) -> MVMResult:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
 
     ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not known). ``xq``: the DAC outputs of
-    these rounds, computed earlier (:class:`PreparedInputs`)."""
+    these rounds, computed earlier (:class:`PreparedInputs`); ``products``: their products with the tiles."""
     n_r, n_c, batch = full_shape
     if xq is None:
         # every tile has its own DAC: independent rounding / noise per tile
         per_tile = (n_r, n_c) if p.random_dac else None
         xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
-    q = _adc_grid(xq, mat, p, generator)                       # [R, C, K*B, n_out]
+    q = _adc_grid(xq, mat, p, generator, products)             # [R, C, K*B, n_out]
     passed = _passed(q, p) if rounds > 1 else None
     yq = q.clamp_(-p.out_bound, p.out_bound) if math.isfinite(p.out_bound) else q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
@@ -479,11 +488,13 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     return _rescaled(yq.squeeze(2), None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
 
 
-def _adc_grid(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator) -> Tensor:
+def _adc_grid(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator,
+              products: Tensor | None = None) -> Tensor:
     """The analog products of DAC outputs ``xq: [R|1, C|1, N, n_in]`` with ``mat`` ``[R, C, n_in, n_out]``, plus
     weight noise (``w_noise·||x_dac||₂·ξ``) and output noise, on the ADC grid but not yet saturated:
-    ``[R, C, N, n_out]`` (a fresh tensor; every op after the matmul is in place)."""
-    y = torch.matmul(xq, mat)
+    ``[R, C, N, n_out]`` (a fresh tensor; every op after the matmul is in place). ``products``: the noise-free
+    products, computed by the caller (no matmul; modified in place)."""
+    y = torch.matmul(xq, mat) if products is None else products
     if p.w_noise_type == "additive_constant" and p.w_noise > 0:
         y.add_(p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True)
                * rng.randn(y.shape, generator, device=y.device, dtype=y.dtype))
@@ -533,12 +544,10 @@ def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
 
 def _passed(q: Tensor, p: IOParameters) -> Tensor:
     """Bound management: whether each output vector ``q: [..., n_out]`` on the ADC grid stayed within the ADC
-    range (``|q| <= out_bound``; only the upper bound unless ``bm_test_negative_bound``), ``[...]``. (amax/amin
-    rather than aminmax: the same values, and torch's CPU aminmax along a dim is ~18x slower.)"""
-    passed = q.amax(dim=-1) <= p.out_bound
-    if p.bm_test_negative_bound:
-        passed &= q.amin(dim=-1) >= -p.out_bound
-    return passed
+    range (``|q| <= out_bound``; only the upper bound unless ``bm_test_negative_bound``), ``[...]``. (Both bounds
+    as ``max |q|``: the same test as amax and amin, in fewer operations; torch's CPU aminmax along a dim is ~18x
+    slower.)"""
+    return (q.abs() if p.bm_test_negative_bound else q).amax(dim=-1) <= p.out_bound
 
 
 def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,

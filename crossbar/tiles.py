@@ -20,7 +20,7 @@ when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +81,18 @@ def _sum_blocks(out: Tensor, dim: int) -> Tensor:
     """The digital sum of the tiles' partial results over tile-grid dimension ``dim`` (a view when it has one
     block: the sum of one term is that term)."""
     return out.squeeze(dim) if out.shape[dim] == 1 else out.sum(dim=dim)
+
+
+class _OnesRead(NamedTuple):
+    """What an all-ones read through a periphery with a deterministic DAC reuses (:meth:`TileArray._ones_read`):
+    the prepared inputs, each round's DAC code of a full-scale line ``codes`` ``[R|1, C|1, rounds, 1]``, the
+    input lines of each tile block ``lines`` (1 logical, 0 padding; ``None`` without padding) and their number
+    per block ``n_lines``."""
+
+    prepared: PreparedInputs
+    codes: Tensor
+    lines: Tensor | None
+    n_lines: Tensor
 
 
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -386,12 +398,6 @@ class TileArray(TileState):
             self.__dict__["_logical_mask"] = cached
         return cached[1]
 
-    def _sum_matrix(self, signed: bool, g_offset: float) -> Tensor:
-        w = self.tiles
-        if signed:
-            return w
-        return w.abs() + 2.0 * g_offset if g_offset else w.abs()
-
     @_no_grad
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         """Row sums ``[out]`` of the weights (GRAPES importance: ``Σ_j |w_ij|``).
@@ -414,7 +420,7 @@ class TileArray(TileState):
             sums = self._exact_sums(signed, -1).sum(dim=1, keepdim=True)             # [R, 1, rows]
             out = self.grid.merge_outputs(sums.permute(1, 0, 2))[0]
             return out + 2.0 * g_offset * self.in_features if g_offset and not signed else out
-        res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=False)
+        res = self._ones_read(signed, g_offset, transposed=False)
         self._count(res, 1, None, self.grid.cols, self.grid.rows)
         return self.grid.merge_outputs(_sum_blocks(res.out, 1).permute(1, 0, 2))[0]
 
@@ -429,27 +435,51 @@ class TileArray(TileState):
             sums = self._exact_sums(signed, -2).sum(dim=0, keepdim=True)             # [1, C, cols]
             out = self.grid.merge_inputs(sums)[0]
             return out + 2.0 * g_offset * self.out_features if g_offset and not signed else out
-        res = self._ones_read(self._sum_matrix(signed, g_offset), transposed=True)
+        res = self._ones_read(signed, g_offset, transposed=True)
         self._count(res, 1, None, self.grid.rows, self.grid.cols)
         return self.grid.merge_inputs(_sum_blocks(res.out, 0).permute(1, 0, 2))[0]
 
-    def _ones_read(self, mat: Tensor, transposed: bool) -> MVMResult:
-        """One read of ``mat: [R, C, rows, cols]`` with every input line at full scale, through the forward
-        (``transposed=False``) or backward periphery. All bound-management rounds at once (an all-ones read
-        nearly always saturates the first); the inputs' noise management and DAC codes are computed once per
-        periphery and dtype/device (a cache, not state) when the DAC is deterministic."""
+    def _ones_read(self, signed: bool, g_offset: float, transposed: bool) -> MVMResult:
+        """One read of the pair sums ``|w| + 2·g_offset`` (``w`` when ``signed``) with every input line at full
+        scale (all-ones input) through the forward (``transposed=False``) or backward periphery, all
+        bound-management rounds at once (an all-ones read nearly always saturates the first).
+
+        With a deterministic DAC every input line of a tile carries the same code ``c_k`` in round ``k`` (padding
+        lines 0), so the analog products are ``c_k · Σ_j m_ij`` over the tile's logical lines: one reduction of
+        the tiles instead of a matmul per round (the same values up to float rounding). The inputs' noise
+        management, DAC codes and line layout are computed once per periphery and dtype/device (a cache, not
+        state)."""
         p = self.config.backward if transposed else self.config.forward
-        w = self.weight_tiles
+        w = self.tiles
         key = (transposed, p, w.dtype, w.device)
-        cache: dict[tuple[Any, ...], tuple[Tensor, PreparedInputs | None]] = \
-            self.__dict__.setdefault("_ones_inputs", {})
+        cache: dict[tuple[Any, ...], tuple[Tensor, _OnesRead | None]] = self.__dict__.setdefault("_ones_inputs", {})
         if key not in cache:
             n = self.out_features if transposed else self.in_features
             ones = torch.ones(1, n, device=w.device, dtype=w.dtype)
             x_tiles = self.grid.split_outputs(ones) if transposed else self.grid.split_inputs(ones)
-            cache[key] = (x_tiles, prepare_inputs(x_tiles, p, transposed))
-        x_tiles, prepared = cache[key]
-        return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False, prepared=prepared)
+            prepared = prepare_inputs(x_tiles, p, transposed)
+            read = None
+            if prepared is not None:
+                # the input lines of each tile block laid out against the tiles, [R, 1, rows, 1] (backward) or
+                # [1, C, 1, cols] (forward): 1 on logical lines, 0 on padding
+                lines = (x_tiles[0].view(-1, 1, x_tiles.shape[-1], 1) if transposed
+                         else x_tiles[0].view(1, -1, 1, x_tiles.shape[-1]))
+                read = _OnesRead(prepared, prepared.xq.amax(dim=-1, keepdim=True),
+                                 lines if n < lines.numel() else None,
+                                 lines.sum(dim=-2 if transposed else -1, keepdim=True))
+            cache[key] = (x_tiles, read)
+        x_tiles, read = cache[key]
+        if read is None:   # a perfect periphery or a random DAC: the generic MVM
+            mat = w if signed else (w.abs() + 2.0 * g_offset if g_offset else w.abs())
+            return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False)
+        m = w if signed else w.abs()
+        if read.lines is not None:
+            m = m * read.lines
+        sums = m.sum(dim=-2, keepdim=True) if transposed else m.sum(dim=-1).unsqueeze(-2)   # [R, C, 1, n_out]
+        if g_offset and not signed:
+            sums.add_(read.n_lines, alpha=2.0 * g_offset)
+        return analog_mvm(w, x_tiles, p, self.generator, transposed, prepared=read.prepared,
+                          products=read.codes * sums)
 
     @staticmethod
     def _check_sum_args(mode: str, g_offset: float) -> None:

@@ -28,17 +28,18 @@ __all__ = ["MeanMeter", "ImportanceSource", "pearson"]
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation of two vectors ``[n]`` as a 0-d tensor (no host sync).
+    """Pearson correlation of two vectors along the last dim: ``[..., n]`` -> ``[...]`` (a 0-d tensor for two
+    vectors ``[n]``), in float64, without a host sync.
 
     If either vector is constant the correlation is undefined: it is 1 when the vectors are equal and 0
     otherwise.
     """
-    a = a.to(torch.float64).reshape(-1)
-    b = b.to(torch.float64).reshape(-1)
-    da, db = a - a.mean(), b - b.mean()
-    den = torch.sqrt(da.square().sum() * db.square().sum())
-    r = (da * db).sum() / torch.where(den > 0, den, torch.ones_like(den))
-    same = torch.isclose(a, b).all().to(torch.float64)
+    a = a.to(torch.float64)
+    b = b.to(torch.float64)
+    da, db = a - a.mean(dim=-1, keepdim=True), b - b.mean(dim=-1, keepdim=True)
+    den = torch.sqrt(da.square().sum(dim=-1) * db.square().sum(dim=-1))
+    r = (da * db).sum(dim=-1) / torch.where(den > 0, den, 1.0)
+    same = torch.isclose(a, b).all(dim=-1).to(torch.float64)
     return torch.where(den > 0, r, same)
 
 
@@ -50,10 +51,14 @@ class MeanMeter:
         self._n: dict[str, Tensor] = {}
 
     def add(self, name: str, value: Tensor, valid: Tensor | None = None) -> None:
-        """Add ``value`` (0-d) to ``name``'s mean, unless the 0-d bool ``valid`` is False."""
+        """Add ``value`` (0-d; or ``[k]``: ``k`` values) to ``name``'s mean, except where the bool ``valid`` (same
+        shape) is False."""
         v = value.detach().to(torch.float64)
-        ok = torch.ones((), dtype=torch.float64, device=v.device) if valid is None else valid.to(torch.float64)
-        v = torch.where(ok > 0, v, torch.zeros_like(v))
+        if valid is None:
+            v, ok = v.sum(), torch.full((), v.numel(), dtype=torch.float64, device=v.device)
+        else:
+            keep = valid.to(torch.bool)
+            v, ok = torch.where(keep, v, 0.0).sum(), keep.sum().to(torch.float64)
         if name in self._sum:
             self._sum[name] = self._sum[name] + v
             self._n[name] = self._n[name] + ok
@@ -84,7 +89,9 @@ class ImportanceSource:
         names: ``id(layer) -> name`` for the records (default: ``layer<k>`` by first use).
         compare_every: with ``array``, compare with the exact importance (``M_corr`` / ``M_err``) on every k-th
             read of each layer, starting with its first (0 = never; default 10): the comparison is a diagnostic
-            that costs an exact Σ|w| and two modulations, so it is sampled rather than paid on every step.
+            that costs an exact Σ|w| and two modulations, so it is sampled rather than paid on every step. The
+            sampled pairs are kept (on the device) and compared in batches of :attr:`COMPARE_BATCH` or at
+            :meth:`stats`, out of the training steps' way.
 
     The layers must implement ``row_importance(source, g_offset)`` / ``col_importance(source, g_offset)``
     (:class:`~imc_grapes.backends.layers.AnalogLayer`).
@@ -108,6 +115,7 @@ class ImportanceSource:
         self.corr = MeanMeter()
         self.err = MeanMeter()
         self.reads = 0
+        self._sampled: dict[str, tuple[str, tuple[float, float] | None, list[Tensor], list[Tensor]]] = {}
 
     def _name(self, layer: nn.Module) -> str:
         return self.names.setdefault(id(layer), f"layer{len(self.names)}")
@@ -122,12 +130,28 @@ class ImportanceSource:
             self._layer_reads[name + which] = k + 1
             if k % self.compare_every:
                 return f.clamp_min(0)
-            exact = fn("exact", 0.0)
-            m_arr = modulation(f.clamp_min(0), clip)
-            m_ex = modulation(exact, clip)
-            self.corr.add(name, pearson(m_arr, m_ex))
-            self.err.add(name, (m_arr.to(torch.float64) - m_ex.to(torch.float64)).abs().mean())
+            f = f.clamp_min(0)
+            _, _, arrays, exacts = self._sampled.setdefault(name + which, (name, clip, [], []))
+            arrays.append(f)
+            exacts.append(fn("exact", 0.0))
+            if len(arrays) >= self.COMPARE_BATCH:
+                self._compare()
+            return f
         return f.clamp_min(0) if self.source == "array" else f
+
+    COMPARE_BATCH = 32
+    """Sampled (array, exact) pairs of a layer compared at once."""
+
+    def _compare(self) -> None:
+        """Record ``M_corr`` / ``M_err`` of the sampled pairs (one batched comparison per layer and read kind)."""
+        for name, clip, arrays, exacts in self._sampled.values():
+            if arrays:
+                m_arr = modulation(torch.stack(arrays), clip).to(torch.float64)
+                m_ex = modulation(torch.stack(exacts), clip).to(torch.float64)
+                self.corr.add(name, pearson(m_arr, m_ex))
+                self.err.add(name, (m_arr - m_ex).abs().mean(dim=-1))
+                arrays.clear()
+                exacts.clear()
 
     @torch.no_grad()
     def rows(self, layer: nn.Module) -> Tensor:
@@ -141,6 +165,7 @@ class ImportanceSource:
 
     def stats(self, reset: bool = True) -> dict[str, float]:
         """``M_corr/<layer>`` and ``M_err/<layer>`` averaged over the reads since the last reset (array only)."""
+        self._compare()
         out = {f"M_corr/{k}": v for k, v in self.corr.means().items()}
         out.update({f"M_err/{k}": v for k, v in self.err.means().items()})
         if reset:

@@ -94,10 +94,8 @@ def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
             raise ValueError(f"modulation.clip must satisfy low <= high, got {clip}")
     if F.dim() == 0:
         raise ValueError("modulation: F must have at least 1 dim ([n] or [..., n]), got a scalar")
-    fmax = F.amax(dim=-1, keepdim=True)
-    positive = fmax > 0
-    ratio = torch.where(positive, F / torch.where(positive, fmax, torch.ones_like(fmax)), torch.ones_like(F))
-    m = 2.0 * ratio
+    # F / max(F), with 0/0 (an all-zero layer; also a NaN max) read as 1
+    m = 2.0 * torch.nan_to_num(F / F.amax(dim=-1, keepdim=True), nan=1.0)
     if clip is not None:
         m = m.clamp(lo, hi)
     return m

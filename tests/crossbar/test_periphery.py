@@ -344,11 +344,13 @@ def test_same_generator_seed_same_numbers() -> None:
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("p", [IOParameters(), IOParameters(out_bound=2.0, out_noise=0.1),
                                IOParameters(noise_management="none", bound_management="none"),
-                               IOParameters(noise_management="constant", nm_thres=0.7, inp_res=1 / 30)])
+                               IOParameters(noise_management="constant", nm_thres=0.7, inp_res=1 / 30),
+                               IOParameters(out_bound=2.0, w_noise=0.05)])
 def test_prepared_inputs_give_exactly_the_all_rounds_mvm(p: IOParameters, transposed: bool) -> None:
     """``analog_mvm(prepared=prepare_inputs(x))`` (inputs' noise management and DAC done once, for reuse) is the
     same computation as ``analog_mvm(x, try_first_round=False)``: equal outputs and passes, for a generator in the
-    same state, call after call."""
+    same state, call after call; and so is passing the noise-free ``products`` of the prepared DAC outputs (the
+    MVM then skips its matmul but draws the same weight and output noise)."""
     g = torch.Generator().manual_seed(5)
     w = torch.rand(2, 3, 6, 9, generator=g) - 0.3                  # R=2, C=3 tiles of 6x9
     x = torch.ones(4, 2 if transposed else 3, 6 if transposed else 9)
@@ -356,11 +358,16 @@ def test_prepared_inputs_give_exactly_the_all_rounds_mvm(p: IOParameters, transp
     x[2, 0] = 0.0                                                  # an all-zero block
     prep = prepare_inputs(x, p, transposed)
     assert prep is not None and prep.rounds == bound_management_rounds(p, transposed)
-    g1, g2 = gen(9), gen(9)
+    g1, g2, g3 = gen(9), gen(9), gen(9)
+    mat = w if transposed else w.transpose(-1, -2)
     for _ in range(3):
         a = analog_mvm(w, x, p, g1, transposed, try_first_round=False)
         b = analog_mvm(w, x, p, g2, transposed, prepared=prep)
+        c = analog_mvm(w, x, p, g3, transposed, prepared=prep, products=torch.matmul(prep.xq, mat))
         assert torch.equal(a.out, b.out) and torch.equal(a.passes, b.passes)
+        assert torch.equal(a.out, c.out) and torch.equal(a.passes, c.passes)
+    with pytest.raises(ValueError, match="products need the prepared inputs"):
+        analog_mvm(w, x, p, g1, transposed, products=torch.matmul(prep.xq, mat))
 
 
 def test_prepare_inputs_refuses_a_random_or_perfect_dac() -> None:

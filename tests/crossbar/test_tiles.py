@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from crossbar import CrossbarConfig, IOParameters, TileArray, UpdateParameters
+from crossbar.periphery import bound_management_rounds
 from devices import ConstantStepDevice, IdealDevice
 
 F64 = torch.float64
@@ -295,27 +296,55 @@ def test_tile_methods_never_record_autograd_history() -> None:
 
 @pytest.mark.parametrize("config", [CrossbarConfig(tile_rows=4, tile_cols=3),
                                     CrossbarConfig(tile_rows=4, tile_cols=3,
+                                                   forward=IOParameters(out_bound=3.0, w_noise=0.02),
+                                                   backward=IOParameters(out_bound=2.0, out_noise=0.1)),
+                                    CrossbarConfig(tile_rows=4, tile_cols=3,
                                                    forward=IOParameters(inp_sto_round=True, out_bound=3.0))])
-def test_hardware_sums_are_all_ones_reads_through_the_periphery(config: CrossbarConfig) -> None:
-    """row_sums / col_sums ("hardware") equal the all-ones MVM of |W| through the forward / backward periphery
-    with all bound-management rounds at once (the inputs' DAC codes are cached between reads, also across a
-    dtype change, when the DAC is deterministic; the second config's stochastic DAC is never cached)."""
+@pytest.mark.parametrize("signed, g_offset", [(False, 0.0), (False, 0.15), (True, 0.0)])
+def test_hardware_sums_are_all_ones_reads_through_the_periphery(config: CrossbarConfig, signed: bool,
+                                                                g_offset: float,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """row_sums / col_sums ("hardware") equal the all-ones MVM of the pair sums ``|W| + 2·g_offset`` (``W`` when
+    signed) through the forward / backward periphery with all bound-management rounds at once, for a generator in
+    the same state. With a deterministic DAC the read takes each round's DAC code times the tiles' line sums
+    instead of a matmul (float rounding may move an output across an ADC level: at most one level, rarely); its
+    inputs are cached between reads, also across a dtype change. The stochastic DAC (third config) is never
+    cached and takes the matmul (forward), so it is exactly the MVM."""
+    from crossbar import periphery
     from crossbar.periphery import analog_mvm
 
-    tile = TileArray(7, 5, config, seed=3)
-    tile.program(torch.rand(7, 5) * 2 - 1)
+    matmuls = []
+    real = torch.matmul
+
+    def counting(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        matmuls.append(tuple(a.shape))
+        return real(a, b)
+
+    tile = TileArray(11, 10, config, seed=3)                   # 3 x 4 tiles of 4 x 3, padded in both directions
+    tile.program(torch.rand(11, 10, generator=torch.Generator().manual_seed(1)) * 2 - 1)
     for dtype in (torch.float32, torch.float64):
         tile = tile.to(dtype)
+        mat = tile.tiles if signed else tile.tiles.abs() + 2 * g_offset
         for _ in range(2):
             ref_gen = torch.Generator().manual_seed(0)
             ref_gen.set_state(tile.generator.get_state())
-            w_abs = tile.tiles.abs()
-            rows = tile.row_sums("hardware")
-            ref = analog_mvm(w_abs, tile.grid.split_inputs(torch.ones(1, 5, dtype=dtype)), config.forward, ref_gen,
+            with monkeypatch.context() as m:
+                m.setattr(periphery.torch, "matmul", counting)
+                matmuls.clear()
+                rows = tile.row_sums("hardware", signed=signed, g_offset=g_offset)
+                cols = tile.col_sums("hardware", signed=signed, g_offset=g_offset)
+                assert len(matmuls) == config.forward.random_dac + config.backward.random_dac
+            ref = analog_mvm(mat, tile.grid.split_inputs(torch.ones(1, 10, dtype=dtype)), config.forward, ref_gen,
                              try_first_round=False)
-            assert torch.equal(rows, tile.grid.merge_outputs(ref.out.sum(dim=1).permute(1, 0, 2))[0])
-            cols = tile.col_sums("hardware")
-            ref = analog_mvm(w_abs, tile.grid.split_outputs(torch.ones(1, 7, dtype=dtype)), config.backward,
+            ref_rows = tile.grid.merge_outputs(ref.out.sum(dim=1).permute(1, 0, 2))[0]
+            ref = analog_mvm(mat, tile.grid.split_outputs(torch.ones(1, 11, dtype=dtype)), config.backward,
                              ref_gen, transposed=True, try_first_round=False)
-            assert torch.equal(cols, tile.grid.merge_inputs(ref.out.sum(dim=0).permute(1, 0, 2))[0])
+            ref_cols = tile.grid.merge_inputs(ref.out.sum(dim=0).permute(1, 0, 2))[0]
+            for got, want, p, tr in ((rows, ref_rows, config.forward, False), (cols, ref_cols, config.backward, True)):
+                if not p.random_dac:   # an ADC level is out_step in the round's scale 2**k (alpha = 1 here)
+                    level = p.out_step * 2.0 ** (bound_management_rounds(p, tr) - 1)
+                    assert (got - want).abs().max() <= level * 1.0001
+                    assert (got != want).sum() <= 1
+                else:
+                    assert torch.equal(got, want)
             assert rows.dtype == cols.dtype == dtype

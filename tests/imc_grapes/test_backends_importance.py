@@ -149,3 +149,46 @@ def test_array_vs_exact_comparison_is_sampled_every_k_reads():
     assert Layer.exact_reads == 0 and never.stats() == {}
     with pytest.raises(ValueError, match="compare_every"):
         ImportanceSource("array", compare_every=-1)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 32])
+def test_sampled_comparisons_average_the_per_read_values(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """M_corr / M_err are the means over the compared reads of numpy's correlation and mean absolute difference
+    of the two BP factor vectors, whether the sampled pairs are compared one by one, in batches of 2 (a partial
+    batch left for stats()) or all at stats()."""
+    from imc_grapes.backends.importance import ImportanceSource
+
+    rng = np.random.default_rng(0)
+    exact = rng.uniform(0.5, 3.0, size=(5, 6))
+    noisy = exact + rng.normal(0.0, 0.3, size=(5, 6))
+    noisy[2, 1] = -0.2                                   # a negative array read is clamped to 0
+
+    class Layer(torch.nn.Module):
+        k = 0
+
+        def row_importance(self, source: str, g_offset: float = 0.0) -> torch.Tensor:
+            if source == "exact":
+                return torch.tensor(exact[Layer.k - 1])
+            Layer.k += 1
+            return torch.tensor(noisy[Layer.k - 1])
+
+    def m_np(f: np.ndarray) -> np.ndarray:
+        return np.clip(2 * f / f.max(), 1.0, 2.0)
+
+    monkeypatch.setattr(ImportanceSource, "COMPARE_BATCH", batch)
+    layer = Layer()
+    src = ImportanceSource("array", compare_every=1, names={id(layer): "l"})
+    for _ in range(5):
+        src.rows(layer)
+    pairs = [(m_np(np.maximum(noisy[k], 0)), m_np(exact[k])) for k in range(5)]
+    stats = src.stats()
+    assert stats["M_corr/l"] == pytest.approx(np.mean([np.corrcoef(a, b)[0, 1] for a, b in pairs]), abs=1e-12)
+    assert stats["M_err/l"] == pytest.approx(np.mean([np.abs(a - b).mean() for a, b in pairs]), abs=1e-12)
+    assert src.stats() == {}                             # reset, nothing left pending
+
+
+def test_pearson_along_the_last_dim() -> None:
+    a = torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0], [0.0, 5.0, 1.0]])
+    b = torch.tensor([[2.0, 4.0, 7.0], [1.0, 1.0, 1.0], [1.0, 0.0, 2.0]])
+    want = [np.corrcoef(a[0], b[0])[0, 1], 1.0, np.corrcoef(a[2], b[2])[0, 1]]
+    torch.testing.assert_close(pearson(a, b), torch.tensor(want, dtype=torch.float64))

@@ -32,6 +32,7 @@ AbsMaxNPSum / AverageAbsMax noise managements, multi-pass MVM types.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -343,19 +344,19 @@ def analog_mvm(tiles_w: Tensor, x_tiles: Tensor, p: IOParameters, generator: rng
         raise ValueError(f"analog_mvm: expected tiles_w [R, C, rows, cols] and x_tiles [B, blocks, n_in], "
                          f"got {tuple(tiles_w.shape)} and {tuple(x_tiles.shape)}")
     n_r, n_c, rows, cols = tiles_w.shape
-    if transposed:
-        if x_tiles.shape[1:] != (n_r, rows):
-            raise ValueError(f"analog_mvm: transposed input must be [B, {n_r}, {rows}], "
-                             f"got {tuple(x_tiles.shape)}")
-        xin = x_tiles.permute(1, 0, 2).unsqueeze(1)           # [R, 1, B, rows]
-    else:
-        if x_tiles.shape[1:] != (n_c, cols):
-            raise ValueError(f"analog_mvm: input must be [B, {n_c}, {cols}], got {tuple(x_tiles.shape)}")
-        xin = x_tiles.permute(1, 0, 2).unsqueeze(0)           # [1, C, B, cols]
+    if x_tiles.shape[1:] != ((n_r, rows) if transposed else (n_c, cols)):
+        raise ValueError(f"analog_mvm: {'transposed ' if transposed else ''}input must be "
+                         f"[B, {n_r if transposed else n_c}, {rows if transposed else cols}], "
+                         f"got {tuple(x_tiles.shape)}")
     if products is not None and prepared is None:
         raise ValueError("analog_mvm: products need the prepared inputs they were computed from (prepared=...)")
-    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed, sync_free=not try_first_round,
-                              prepared=prepared, products=products)
+    if prepared is not None:   # the inputs' side was computed earlier: no layout of x_tiles needed
+        mat = None if products is not None else tiles_w if transposed else tiles_w.transpose(-1, -2)
+        return _mvm_rounds(None, mat, prepared.alpha, prepared.alpha_safe, p.noise_management != "none", p,
+                           generator, transposed, prepared.rounds, (n_r, n_c, x_tiles.shape[0]),
+                           alpha_pos=prepared.alpha_pos, xq=prepared.xq, products=products)
+    xin = x_tiles.permute(1, 0, 2).unsqueeze(1 if transposed else 0)   # [R, 1, B, rows] or [1, C, B, cols]
+    return _analog_mvm_blocks(tiles_w, xin, p, generator, transposed, sync_free=not try_first_round)
 
 
 class PreparedInputs(NamedTuple):
@@ -397,26 +398,19 @@ def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, boo
 
 
 def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator: rng.Generator,
-                       transposed: bool = False, sync_free: bool = False,
-                       prepared: PreparedInputs | None = None, products: Tensor | None = None) -> MVMResult:
+                       transposed: bool = False, sync_free: bool = False) -> MVMResult:
     """:func:`analog_mvm` with the inputs already laid out per tile block: ``xin: [R|1, C|1, B, n_in]``.
 
     Forward inputs may differ per tile *row* block too (``[R, C, B, cols]``: how :mod:`crossbar.replicas`
     feeds ``E`` replicas folded into the row-block dimension). ``sync_free``: never take the CPU shortcut of
     trying the first bound-management round alone (all rounds at once, so the random stream does not depend
-    on the data), as on GPUs. ``prepared``: the inputs' noise management and DAC codes, computed earlier for
-    this ``xin`` (:func:`prepare_inputs`; implies ``sync_free``); ``products``: see :func:`analog_mvm`.
+    on the data), as on GPUs.
     """
     n_r, n_c = tiles_w.shape[0], tiles_w.shape[1]
     batch = xin.shape[2]
     mat = tiles_w if transposed else tiles_w.transpose(-1, -2)   # [R, C, rows, cols] or [R, C, cols, rows]
     full_shape = (n_r, n_c, batch)
     nm_on = p.noise_management != "none"
-    if prepared is not None:
-        return _mvm_rounds(xin, mat, prepared.alpha, prepared.alpha_safe, nm_on, p, generator, transposed,
-                           prepared.rounds, full_shape, alpha_pos=prepared.alpha_pos, xq=prepared.xq,
-                           products=products)
-
     if p.is_perfect:
         out = torch.matmul(xin, mat)
         if p.out_scale != 1.0:
@@ -460,16 +454,18 @@ def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng
     return xq
 
 
-def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
+def _mvm_rounds(xin: Tensor | None, mat: Tensor | None, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
                 generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
                 alpha_pos: bool | None = None, xq: Tensor | None = None,
                 products: Tensor | None = None) -> MVMResult:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).
 
     ``alpha_pos``: on the CPU, whether every ``alpha`` is > 0 (``None``: not known). ``xq``: the DAC outputs of
-    these rounds, computed earlier (:class:`PreparedInputs`); ``products``: their products with the tiles."""
+    these rounds, computed earlier (:class:`PreparedInputs`; then ``xin`` is not used); ``products``: their products
+    with the tiles (then ``mat`` is not used)."""
     n_r, n_c, batch = full_shape
     if xq is None:
+        assert xin is not None
         # every tile has its own DAC: independent rounding / noise per tile
         per_tile = (n_r, n_c) if p.random_dac else None
         xq = _dac_rounds(xin, alpha_safe, p, generator, rounds, per_tile)
@@ -478,9 +474,8 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     yq = q.clamp_(-p.out_bound, p.out_bound) if math.isfinite(p.out_bound) else q
     yq = yq.view(n_r, n_c, rounds, batch, yq.shape[-1])
 
-    if passed is not None:
-        passed = passed.view(n_r, n_c, rounds, batch)
-        passed[:, :, rounds - 1] = True
+    if passed is not None:   # the last round always passes
+        passed = passed.view(n_r, n_c, rounds, batch).logical_or_(_last_round(rounds, passed.device))
         first = torch.argmax(passed.to(torch.int8), dim=2)     # [R, C, B]: first passing round
         index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])
         return _rescaled(torch.gather(yq, 2, index).squeeze(2), first, alpha, alpha_safe, alpha_pos, nm_on, p,
@@ -488,13 +483,24 @@ def _mvm_rounds(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, nm_
     return _rescaled(yq.squeeze(2), None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
 
 
-def _adc_grid(xq: Tensor, mat: Tensor, p: IOParameters, generator: rng.Generator,
+@functools.lru_cache(maxsize=32)
+def _last_round(rounds: int, device: torch.device) -> Tensor:
+    """``[rounds, 1]`` bool, True in the last bound-management round only (a cache: one small tensor per count and
+    device)."""
+    return (torch.arange(rounds, device=device) == rounds - 1).view(rounds, 1)
+
+
+def _adc_grid(xq: Tensor, mat: Tensor | None, p: IOParameters, generator: rng.Generator,
               products: Tensor | None = None) -> Tensor:
     """The analog products of DAC outputs ``xq: [R|1, C|1, N, n_in]`` with ``mat`` ``[R, C, n_in, n_out]``, plus
     weight noise (``w_noise·||x_dac||₂·ξ``) and output noise, on the ADC grid but not yet saturated:
     ``[R, C, N, n_out]`` (a fresh tensor; every op after the matmul is in place). ``products``: the noise-free
     products, computed by the caller (no matmul; modified in place)."""
-    y = torch.matmul(xq, mat) if products is None else products
+    if products is None:
+        assert mat is not None
+        y = torch.matmul(xq, mat)
+    else:
+        y = products
     if p.w_noise_type == "additive_constant" and p.w_noise > 0:
         y.add_(p.w_noise * torch.linalg.vector_norm(xq, dim=-1, keepdim=True)
                * rng.randn(y.shape, generator, device=y.device, dtype=y.dtype))
@@ -556,7 +562,7 @@ def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tens
     bound-management round ``first: [R, C, B]`` (``None``: one round): the digital rescaling by
     ``alpha·2**first·out_scale``, and the exact zeros of all-zero inputs under noise management."""
     if first is not None:
-        scale = alpha_safe * torch.pow(2.0, first.to(alpha_safe.dtype)).unsqueeze(-1)
+        scale = torch.ldexp(alpha_safe, first.unsqueeze(-1))                     # alpha * 2**first
         passes, total = first + 1, None
     else:
         scale = alpha_safe

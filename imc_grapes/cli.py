@@ -44,6 +44,9 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     t.add_argument("--momentum", type=float, default=d.momentum, help="momentum (default %(default)s)")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size (default %(default)s)")
+    t.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=d.drop_last,
+                   help="drop each epoch's partial last batch, whose few samples the mean loss weights up in one "
+                        "step right before the epoch's last evaluation (default %(default)s: kept)")
     t.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
     t.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
                    help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")
@@ -85,7 +88,8 @@ def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
     return TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model, hidden=tuple(args.hidden),
                        activation=args.activation, dropout=args.dropout, rule=args.rule,
                        base_optimizer=args.base_optimizer.lower(), momentum=args.momentum,
-                       weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+                       weight_decay=args.weight_decay, batch_size=args.batch_size, drop_last=args.drop_last,
+                       epochs=args.epochs,
                        device=args.device, train_subset=args.train_subset, test_subset=args.test_subset,
                        evals_per_epoch=args.evals_per_epoch, analog=AnalogSettings.from_dict(_analog_from(args)),
                        **kw)  # type: ignore[arg-type]

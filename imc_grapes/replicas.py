@@ -237,7 +237,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
     xt, yt = _stack_splits(test_splits)
 
     model = ReplicaMLP(cfgs, tuple(train_splits[0].x.shape[1:]), datas[0].n_classes, device, dtype)
-    loaders = [BatchLoader(s, cfg.batch_size, shuffle=True, seed=c.seed) for s, c in zip(train_splits, cfgs)]
+    loaders = [BatchLoader(s, cfg.batch_size, shuffle=True, seed=c.seed, drop_last=c.drop_last)
+               for s, c in zip(train_splits, cfgs)]
     n_train, n_batches = len(train_splits[0]), len(loaders[0])
     results = [RunResult(c, run_dir=d, eval_split=eval_split) for c, d in zip(cfgs, dirs)]
     for r in results:

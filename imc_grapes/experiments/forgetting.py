@@ -99,7 +99,8 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     with files.finishing(net):
         for task, perm in enumerate(perms):
             t0 = time.perf_counter()
-            loader = BatchLoader(permute(train_split, perm), cfg.batch_size, shuffle=True, seed=cfg.seed + 1000 * task)
+            loader = BatchLoader(permute(train_split, perm), cfg.batch_size, shuffle=True, seed=cfg.seed + 1000 * task,
+                                 drop_last=cfg.drop_last)
             last = len(loader)
             stats: dict[str, float] = {}
             for epoch in range(1, cfg.epochs + 1):

@@ -76,3 +76,19 @@ def test_evals_per_epoch_gives_intermediate_points(tmp_path):
     # 512 samples / 64 = 8 batches -> evaluations after batches 2, 4, 6, 8
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
     assert [float(r["epoch"]) for r in rows] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_drop_last_skips_each_epochs_partial_batch(tmp_path):
+    """``--drop-last``: 500 samples in batches of 64 give 7 steps per epoch instead of 8 (the partial batch of 52
+    is left out), recorded in the config; ``--no-drop-last`` (the default) keeps it."""
+    common = [*SMALL[:6], "--train-subset", "500", "--test-subset", "200", "--no-progress", "--optimizer", "sgd",
+              "--evals-per-epoch", "2"]
+    assert main(["train", *common, "--drop-last", "--out", str(tmp_path / "drop")]) == 0
+    assert main(["train", *common, "--no-drop-last", "--out", str(tmp_path / "keep")]) == 0
+    run = "synthetic_mlp_bp_sgd_lr0.1_seed0"
+    dropped = json.loads((tmp_path / "drop" / run / "results.json").read_text())
+    kept = json.loads((tmp_path / "keep" / run / "results.json").read_text())
+    assert dropped["config"]["drop_last"] is True and kept["config"]["drop_last"] is False
+    assert [r["step"] for r in dropped["history"]] == [4, 7, 4, 7]       # round(7 / 2) = 4 (half to even)
+    assert [r["step"] for r in kept["history"]] == [4, 8, 4, 8]
+    assert dropped["history"][-1]["train_loss"] != kept["history"][-1]["train_loss"]

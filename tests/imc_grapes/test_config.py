@@ -21,6 +21,7 @@ from imc_grapes.config import ConfigError, TrainConfig, base_optimizer_names
     ("momentum", -1.0, "momentum must be ≥ 0"),
     ("device", "tpu", "device must be cpu, cuda, cuda:N or auto"),
     ("train_subset", 0, "train_subset must be ≥ 1"),
+    ("drop_last", 1, "drop_last must be true or false"),
 ])
 def test_invalid_values_are_rejected(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -35,6 +36,10 @@ def test_cnn_with_feedback_alignment_is_rejected():
 def test_from_dict_rejects_unknown_fields_and_round_trips():
     cfg = TrainConfig(dataset="synthetic", hidden=(8, 4), optimizer="grapes", lr=0.05)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig.from_dict(cfg.replace(drop_last=True).to_dict()).drop_last is True
+    old = cfg.to_dict()
+    del old["drop_last"]                                # a config saved before the field existed
+    assert TrainConfig.from_dict(old) == cfg and cfg.drop_last is False
     with pytest.raises(ConfigError, match="unknown train config field.*'learning_rate'.*valid:"):
         TrainConfig.from_dict({"learning_rate": 0.1})
 

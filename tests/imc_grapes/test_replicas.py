@@ -52,6 +52,20 @@ def test_batched_seeds_equal_separate_runs(optimizer: str, tmp_path) -> None:
         assert all(1.0 <= v <= 2.0 for v in m)
 
 
+def test_drop_last_replicas_equal_separate_runs_and_skip_the_partial_batch(tmp_path) -> None:
+    """With ``drop_last`` (150 samples, batch 32: 4 full batches and a dropped one of 22) the replicas still equal
+    separate runs."""
+    cfgs = [base_cfg(seed=s, train_subset=150, drop_last=True) for s in SEEDS[:2]]
+    together = train_replicas(cfgs, log=lambda _m: None)
+    for cfg, res in zip(cfgs, together):
+        alone = train_replicas([cfg], log=lambda _m: None)[0]
+        assert strip(res.history) == strip(alone.history)
+        assert [row["step"] for row in res.history] == [2, 4, 2, 4]  # 4 batches per epoch, not 5
+    kept = train_replicas([cfgs[0].replace(drop_last=False)], log=lambda _m: None)[0]
+    assert [row["step"] for row in kept.history] == [2, 5, 2, 5]
+    assert kept.history[-1]["test_loss"] != together[0].history[-1]["test_loss"]
+
+
 def test_per_step_weights_equal_separate_models() -> None:
     """Step by step: the E=4 model's weights equal those of four E=1 models fed the same batches (GRAPES)."""
     cfgs = [base_cfg(optimizer="grapes", seed=s, hidden=(20, 12)) for s in SEEDS]

@@ -128,6 +128,9 @@ class BatchLoader:
                  drop_last: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if drop_last and len(split) < batch_size:
+            raise ValueError(f"drop_last leaves no batch: {len(split)} samples < batch_size {batch_size}; "
+                             "use a smaller batch or keep the partial batch")
         self.split, self.batch_size, self.shuffle, self.drop_last = split, batch_size, shuffle, drop_last
         self.generator = torch.Generator().manual_seed(seed)
 

@@ -28,6 +28,12 @@ def test_invalid_values_are_rejected(field, value, message):
         TrainConfig(**{field: value})
 
 
+def test_drop_last_needs_one_full_batch():
+    with pytest.raises(ConfigError, match="drop_last leaves no batch: train_subset 50 < batch_size 64"):
+        TrainConfig(drop_last=True, train_subset=50)
+    assert TrainConfig(drop_last=False, train_subset=50).train_subset == 50
+
+
 def test_cnn_with_feedback_alignment_is_rejected():
     with pytest.raises(ConfigError, match="--rule bp with --model cnn"):
         TrainConfig(model="cnn", rule="fa")

@@ -157,3 +157,5 @@ def test_batch_loader_covers_each_sample_once_and_is_seeded():
     order2 = [y.tolist() for _, y in BatchLoader(ds.train, 10, seed=7)]
     assert order1 == order2
     assert len(BatchLoader(ds.train, 10, drop_last=True)) == 10
+    with pytest.raises(ValueError, match="drop_last leaves no batch: 103 samples < batch_size 128"):
+        BatchLoader(ds.train, 128, drop_last=True)

@@ -124,20 +124,20 @@ class ImportanceSource:
         fn: Callable[[str, float], Tensor] = getattr(layer, f"{which}_importance")
         f = fn(self.source, self.g_offset)
         self.reads += 1
-        if self.source == "array" and self.compare_every:
+        if self.source != "array":
+            return f
+        f = f.clamp_min(0)                      # the read's noise can take a small sum below 0
+        if self.compare_every:
             name = self._name(layer)
             k = self._layer_reads.get(name + which, 0)
             self._layer_reads[name + which] = k + 1
-            if k % self.compare_every:
-                return f.clamp_min(0)
-            f = f.clamp_min(0)
-            _, _, arrays, exacts = self._sampled.setdefault(name + which, (name, clip, [], []))
-            arrays.append(f)
-            exacts.append(fn("exact", 0.0))
-            if len(arrays) >= self.COMPARE_BATCH:
-                self._compare()
-            return f
-        return f.clamp_min(0) if self.source == "array" else f
+            if k % self.compare_every == 0:
+                _, _, arrays, exacts = self._sampled.setdefault(name + which, (name, clip, [], []))
+                arrays.append(f)
+                exacts.append(fn("exact", 0.0))
+                if len(arrays) >= self.COMPARE_BATCH:
+                    self._compare()
+        return f
 
     COMPARE_BATCH = 32
     """Sampled (array, exact) pairs of a layer compared at once."""

@@ -46,7 +46,7 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size (default %(default)s)")
     t.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=d.drop_last,
                    help="drop each epoch's partial last batch, whose few samples the mean loss weights up in one "
-                        "step right before the epoch's last evaluation (default %(default)s: kept)")
+                        "step right before the epoch's last evaluation (default: dropped; --no-drop-last keeps it)")
     t.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
     t.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
                    help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")

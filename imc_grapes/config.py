@@ -63,11 +63,13 @@ class TrainConfig:
         momentum: momentum of SGD / RMSprop (≥ 0; ignored by optimizers without it).
         weight_decay: L2 penalty (≥ 0).
         batch_size: mini-batch size (≥ 1).
-        drop_last: drop each epoch's partial last batch (default False: keep it). The loss is the mean over a
-            batch, so a partial batch of n samples gives each of them ``batch_size / n`` times its usual weight in
-            one step, right before the epoch's last evaluation; at a tuned (large) lr that step can cost the final
-            accuracy several points (the README and docs/results.md measure it). With ``True`` the samples left
-            out change every epoch (the order is reshuffled).
+        drop_last: drop each epoch's partial last batch (default True). The loss is the mean over a batch, so a
+            partial batch of n samples would give each of them ``batch_size / n`` times its usual weight in one
+            step, right before the epoch's last evaluation; at a tuned (large) lr that step can cost the final
+            accuracy several points (docs/results.md measures it). The samples left out change every epoch (the
+            order is reshuffled), so every sample is still used. ``False`` keeps the partial batch (the behaviour
+            of earlier versions; a config saved before this field existed loads with the current default). The
+            training split must hold at least one full batch.
         epochs: passes over the training set (≥ 1).
         seed: seeds the weights, dropout and the data order.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda if available).
@@ -96,7 +98,7 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 64
-    drop_last: bool = False
+    drop_last: bool = True
     epochs: int = 1
     seed: int = 0
     device: str = "cpu"

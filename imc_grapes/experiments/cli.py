@@ -55,6 +55,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--datasets", nargs="+", default=None, metavar="D",
                    help="data sets instead of the experiment's (mnist, fashion-mnist, synthetic)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (per task for forgetting)")
+    p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="drop each epoch's partial last batch (default: dropped; --no-drop-last keeps it, as "
+                        "earlier versions did)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
@@ -89,7 +92,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
                                  seeds=tuple(args.seeds) if args.seeds else None,
                                  lr_grid=tuple(args.lr) if args.lr else None,
                                  datasets=tuple(args.datasets) if args.datasets else None, epochs=args.epochs,
-                                 device=args.device, data_root=args.data_root)
+                                 drop_last=args.drop_last, device=args.device, data_root=args.data_root)
         from .definitions import plan_experiment
 
         for g in plan_experiment(args.name, opts):

@@ -69,8 +69,8 @@ def _group(opts: ExperimentOptions, backend: str, dataset: str, variant: str, la
     b = budget_for(opts, hw, **budget.get(hw, {}))
     lr_grid = _grid(opts, backend, grids)
     base = TrainConfig(dataset=dataset, data_root=opts.data_root, device=opts.device, batch_size=b.batch_size,
-                       epochs=b.epochs, evals_per_epoch=b.evals_per_epoch, train_subset=b.train_subset,
-                       test_subset=b.test_subset, analog=opts.analog, **model_kw)
+                       drop_last=opts.drop_last, epochs=b.epochs, evals_per_epoch=b.evals_per_epoch,
+                       train_subset=b.train_subset, test_subset=b.test_subset, analog=opts.analog, **model_kw)
     spec = CompareSpec(base=base, optimizers=opts.optimizers, hardware=(hw,),
                        analog_backend=backend if hw == "analog" else "crossbar", lr_grid=lr_grid,
                        val_holdout=b.val_holdout, seeds=b.seeds, target_acc=TARGETS.get(dataset, 0.9),

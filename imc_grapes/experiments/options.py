@@ -69,6 +69,7 @@ class ExperimentOptions:
         lr_grid: learning rates tuned per optimizer, for every group (None: each experiment's default grid).
         datasets: data sets (None: the experiment's default; ``tiny`` always uses ``synthetic``).
         epochs: epochs per run (per task for ``forgetting``) instead of the size's default.
+        drop_last: drop each epoch's partial last batch (``TrainConfig.drop_last``; default True).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. data_root: data cache folder.
         analog: further analog settings (tile size, ADC/DAC bits, importance source, ...); its ``preset`` is
             replaced by ``preset``.
@@ -82,6 +83,7 @@ class ExperimentOptions:
     lr_grid: tuple[float, ...] | None = None
     datasets: tuple[str, ...] | None = None
     epochs: int | None = None
+    drop_last: bool = True
     device: str = "cpu"
     data_root: str | None = None
     analog: AnalogSettings = field(default_factory=AnalogSettings)

@@ -79,11 +79,11 @@ def test_evals_per_epoch_gives_intermediate_points(tmp_path):
 
 
 def test_drop_last_skips_each_epochs_partial_batch(tmp_path):
-    """``--drop-last``: 500 samples in batches of 64 give 7 steps per epoch instead of 8 (the partial batch of 52
-    is left out), recorded in the config; ``--no-drop-last`` (the default) keeps it."""
+    """By default (``--drop-last``) 500 samples in batches of 64 give 7 steps per epoch instead of 8 (the partial
+    batch of 52 is left out), recorded in the config; ``--no-drop-last`` keeps it."""
     common = [*SMALL[:6], "--train-subset", "500", "--test-subset", "200", "--no-progress", "--optimizer", "sgd",
               "--evals-per-epoch", "2"]
-    assert main(["train", *common, "--drop-last", "--out", str(tmp_path / "drop")]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "drop")]) == 0
     assert main(["train", *common, "--no-drop-last", "--out", str(tmp_path / "keep")]) == 0
     run = "synthetic_mlp_bp_sgd_lr0.1_seed0"
     dropped = json.loads((tmp_path / "drop" / run / "results.json").read_text())

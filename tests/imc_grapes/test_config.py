@@ -42,10 +42,10 @@ def test_cnn_with_feedback_alignment_is_rejected():
 def test_from_dict_rejects_unknown_fields_and_round_trips():
     cfg = TrainConfig(dataset="synthetic", hidden=(8, 4), optimizer="grapes", lr=0.05)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    assert TrainConfig.from_dict(cfg.replace(drop_last=True).to_dict()).drop_last is True
-    old = cfg.to_dict()
+    assert TrainConfig.from_dict(cfg.replace(drop_last=False).to_dict()).drop_last is False
+    old = cfg.replace(drop_last=False).to_dict()
     del old["drop_last"]                                # a config saved before the field existed
-    assert TrainConfig.from_dict(old) == cfg and cfg.drop_last is False
+    assert TrainConfig.from_dict(old) == cfg and cfg.drop_last is True   # loads with the current default
     with pytest.raises(ConfigError, match="unknown train config field.*'learning_rate'.*valid:"):
         TrainConfig.from_dict({"learning_rate": 0.1})
 

@@ -67,6 +67,8 @@ def test_user_options_override_the_defaults():
     groups = _plan("cnn", size="quick", seeds=(7,), lr_grid=(0.5,), datasets=("fashion-mnist",), epochs=3)
     assert all(g.spec.seeds == (7,) and g.spec.lr_grid == (0.5,) and g.spec.base.epochs == 3 for g in groups)
     assert {g.spec.base.dataset for g in groups} == {"fashion-mnist"}
+    assert all(g.spec.base.drop_last for g in groups)                      # the default drops the partial batch
+    assert not any(g.spec.base.drop_last for g in _plan("forgetting", size="quick", drop_last=False))
     assert budget_for(ExperimentOptions(size="tiny"), "digital").train_subset == 256
 
 

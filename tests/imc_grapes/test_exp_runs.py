@@ -96,11 +96,14 @@ def _parser():
 def test_cli_runs_an_experiment_and_lists_them(tmp_path, capsys):
     p = _parser()
     args = p.parse_args(["experiment", "snn", "--tiny", "--optimizers", "sgd", "grapes", "--out", str(tmp_path),
-                         "--threads", "1", "-q"])
+                         "--threads", "1", "--no-drop-last", "-q"])
     assert run_experiment_command(args) == 0
     assert (tmp_path / "report.md").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["options"]["optimizers"] == ["sgd", "grapes"] and saved["machine"]["torch_threads"] == 1
+    assert saved["options"]["drop_last"] is False
+    runs = [json.loads(f.read_text()) for f in tmp_path.glob("groups/*/runs/*/*/results.json")]
+    assert runs and all(r["config"]["drop_last"] is False for r in runs)
     assert run_experiment_command(p.parse_args(["experiment", "list"])) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in EXPERIMENTS)

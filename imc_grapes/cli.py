@@ -232,7 +232,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     try:
         run_compare(spec, args.out or "reports/compare", progress=not args.no_progress, resume=not args.no_resume,
                     command=command)
-    except DatasetError as exc:
+    except (DatasetError, ConfigError) as exc:                   # e.g. val_holdout larger than the data set
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2
     return 0

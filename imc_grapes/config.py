@@ -139,7 +139,8 @@ class TrainConfig:
         _check(self.train_subset is None or self.train_subset >= 1,
                f"train_subset must be ≥ 1 (or None for all), got {self.train_subset}")
         _check(not (self.drop_last and self.train_subset is not None and self.train_subset < self.batch_size),
-               f"drop_last leaves no batch: train_subset {self.train_subset} < batch_size {self.batch_size}")
+               f"drop_last leaves no batch: train_subset {self.train_subset} < batch_size {self.batch_size}; "
+               f"use a smaller batch_size or set drop_last false (--no-drop-last)")
         _check(self.test_subset is None or self.test_subset >= 1,
                f"test_subset must be ≥ 1 (or None for all), got {self.test_subset}")
         object.__setattr__(self, "inference_times", tuple(float(t) for t in self.inference_times))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import BatchLoader, Dataset, Split, load_dataset
 from .backends import Network, build_network
 from .inference_eval import accuracy_after_drift
@@ -89,7 +89,8 @@ def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
         return data.train.subset(cfg.train_subset), data.test.subset(cfg.test_subset), "test"
     n = len(data.train)
     if cfg.val_holdout >= n:
-        raise ValueError(f"val_holdout ({cfg.val_holdout}) must be smaller than the training set ({n})")
+        raise ConfigError(f"val_holdout must be smaller than the training set ({n} samples of {cfg.dataset}), "
+                          f"got {cfg.val_holdout}")
     pool = Split(data.train.x[: n - cfg.val_holdout], data.train.y[: n - cfg.val_holdout])
     held = Split(data.train.x[n - cfg.val_holdout:], data.train.y[n - cfg.val_holdout:])
     return pool.subset(cfg.train_subset), held, "validation"

@@ -138,3 +138,8 @@ def test_cli_compare_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--dataset", "synthetic", "--tune-score", "max", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "invalid choice: 'max'" in capsys.readouterr().err
+    # known only once the data set is loaded: the synthetic set has 2000 training samples
+    assert main(["compare", "--dataset", "synthetic", "--lr", "0.1", "0.3", "--val-holdout", "5000",
+                 "--no-progress", "--out", str(tmp_path)]) == 2
+    assert ("val_holdout must be smaller than the training set (2000 samples of synthetic), got 5000"
+            in capsys.readouterr().err)

@@ -489,7 +489,7 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
     arch = f"{b.model} {list(b.hidden)}" if b.model == "mlp" else b.model
     lines += [
         f"* data: {b.dataset} (train subset: {b.train_subset or 'all'}, test subset: {b.test_subset or 'all'}); "
-        f"model: {arch}, {b.activation}, rule {b.rule}; batch {b.batch_size}, {b.epochs} epoch(s)",
+        f"model: {arch}, {b.activation}, rule {b.rule}; {b.batching()}, {b.epochs} epoch(s)",
         f"* seeds: {list(spec.seeds)} (every cell uses the same seeds: same initial weights and data order)",
         f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`, "
         f"DAC {b.analog.dac_bits} bits, ADC {b.analog.adc_bits} bits, output noise {b.analog.out_noise}, "

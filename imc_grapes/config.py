@@ -187,5 +187,9 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def batching(self) -> str:
+        """How the runs are batched, for reports: ``"batch 64 (partial last batch left out)"``."""
+        return f"batch {self.batch_size} (partial last batch {'left out' if self.drop_last else 'kept'})"
+
     def run_name(self) -> str:
         return f"{self.dataset}_{self.model}_{self.rule}_{self.optimizer}_lr{self.lr:g}_seed{self.seed}"

@@ -155,7 +155,7 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
         lines += ["Command:", "", "```", command, "```", ""]
     lines += ["* " + ", ".join(f"{k}: {v}" for k, v in g.labels.items()),
               f"* data: {b.dataset} (train subset: {b.train_subset or 'all'}, test subset: {b.test_subset or 'all'}); "
-              f"batch {b.batch_size}, {b.epochs} epoch(s), base optimizer {b.base_optimizer}"
+              f"{b.batching()}, {b.epochs} epoch(s), base optimizer {b.base_optimizer}"
               + (f" (momentum {b.momentum})" if b.momentum else ""),
               f"* seeds: {list(g.spec.seeds)}; learning rate tuned per optimizer over {list(g.spec.lr_grid)} on "
               f"the last {g.spec.val_holdout} training samples (score: {g.tune_score} validation accuracy)"

@@ -417,8 +417,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     for res in results:
         b = res.group.spec.base
         lines.append(f"* [`{res.group.key}`](groups/{res.group.key}/report.md): train subset "
-                     f"{b.train_subset or 'all'}, test subset {b.test_subset or 'all'}, {b.epochs} epoch(s), batch "
-                     f"{b.batch_size}, seeds {list(res.group.spec.seeds)}, lr grid {list(res.group.spec.lr_grid)}")
+                     f"{b.train_subset or 'all'}, test subset {b.test_subset or 'all'}, {b.epochs} epoch(s), "
+                     f"{b.batching()}, seeds {list(res.group.spec.seeds)}, lr grid {list(res.group.spec.lr_grid)}")
     lines.append("")
     lines += [f"![{f}]({f})\n" for f in files]
     write_bytes_atomic(out / "report.md", "\n".join(lines).encode())

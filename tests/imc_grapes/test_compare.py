@@ -96,6 +96,7 @@ def test_compare_writes_every_promised_file(tmp_path, capsys):
     assert [r for r in analog if r["optimizer"] == "sgd"][0]["cost_overhead_vs_sgd"] == 1.0
     md = (out / "report.md").read_text()
     assert "![curves.png](curves.png)" in md and "| analog | grapes |" in md
+    assert "batch 32 (partial last batch left out), 1 epoch(s)" in md
     assert "grapes" in capsys.readouterr().out
     assert res["summary"] == saved["summary"]
 

@@ -34,6 +34,11 @@ def test_drop_last_needs_one_full_batch():
     assert TrainConfig(drop_last=False, train_subset=50).train_subset == 50
 
 
+def test_batching_is_described_for_reports():
+    assert TrainConfig().batching() == "batch 64 (partial last batch left out)"
+    assert TrainConfig(drop_last=False, batch_size=32).batching() == "batch 32 (partial last batch kept)"
+
+
 def test_cnn_with_feedback_alignment_is_rejected():
     with pytest.raises(ConfigError, match="--rule bp with --model cnn"):
         TrainConfig(model="cnn", rule="fa")

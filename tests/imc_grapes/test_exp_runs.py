@@ -46,6 +46,7 @@ def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
     assert all(r["status"] == "completed" for r in rows)
     md = (tmp_path / "report.md").read_text()
     assert EXPERIMENTS[name].claim in md and "| grapes |" in md and "![curves.png](curves.png)" in md
+    assert "(partial last batch left out)" in md
     # paired differences: every non-SGD optimizer against SGD, GRAPES against the layer-mean control
     pairs = {(c["a"], c["b"]) for c in saved["comparisons"]}
     assert pairs == {("grapes", "sgd"), ("layer-mean", "sgd"), ("grapes", "layer-mean")}

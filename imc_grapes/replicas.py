@@ -39,11 +39,11 @@ import crossbar
 from .backends.hardware import crossbar_config_from
 from .backends.network import layer_seed
 from .config import TrainConfig
-from .data import BatchLoader, Dataset, load_dataset
+from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_csv_atomic, write_json_atomic
 from .models import build_model
-from .train import RunResult, split_for
+from .train import RunResult, split_for, train_loader
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -237,8 +237,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
     xt, yt = _stack_splits(test_splits)
 
     model = ReplicaMLP(cfgs, tuple(train_splits[0].x.shape[1:]), datas[0].n_classes, device, dtype)
-    loaders = [BatchLoader(s, cfg.batch_size, shuffle=True, seed=c.seed, drop_last=c.drop_last)
-               for s, c in zip(train_splits, cfgs)]
+    loaders = [train_loader(s, c) for s, c in zip(train_splits, cfgs)]
     n_train, n_batches = len(train_splits[0]), len(loaders[0])
     results = [RunResult(c, run_dir=d, eval_split=eval_split) for c, d in zip(cfgs, dirs)]
     for r in results:

@@ -82,6 +82,13 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[fl
     return float(loss_sum) / n, float(correct) / n
 
 
+def train_loader(split: Split, cfg: TrainConfig, seed: int | None = None) -> BatchLoader:
+    """The shuffled training batches of ``split`` as ``cfg`` asks for them (``batch_size``, ``drop_last``), in the
+    order seeded by ``seed`` (default ``cfg.seed``): what every trainer iterates over."""
+    return BatchLoader(split, cfg.batch_size, shuffle=True, seed=cfg.seed if seed is None else seed,
+                       drop_last=cfg.drop_last)
+
+
 def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
     """(training split, evaluation split, its name) for ``cfg``: the test set, or with ``cfg.val_holdout`` the
     last N training samples (disjoint from the training samples used)."""
@@ -246,7 +253,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
 
     net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
-    loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last)
+    loader = train_loader(train_split, cfg)
 
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
     files = RunFiles(result)

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from ..backends import build_network
 from ..config import TrainConfig
-from ..data import BatchLoader, Dataset, Split
+from ..data import Dataset, Split
 from ..grapes.initializers import make_generator
-from ..train import RunFiles, RunResult, evaluate, prepare_run, train_batches
+from ..train import RunFiles, RunResult, evaluate, prepare_run, train_batches, train_loader
 
 __all__ = ["forgetting_metrics", "permute", "task_permutations", "train_permuted"]
 
@@ -99,8 +99,7 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     with files.finishing(net):
         for task, perm in enumerate(perms):
             t0 = time.perf_counter()
-            loader = BatchLoader(permute(train_split, perm), cfg.batch_size, shuffle=True, seed=cfg.seed + 1000 * task,
-                                 drop_last=cfg.drop_last)
+            loader = train_loader(permute(train_split, perm), cfg, seed=cfg.seed + 1000 * task)
             last = len(loader)
             stats: dict[str, float] = {}
             for epoch in range(1, cfg.epochs + 1):

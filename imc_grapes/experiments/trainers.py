@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..data import BatchLoader, Dataset
-from ..train import RunFiles, RunResult, prepare_run, train_epochs
+from ..data import Dataset
+from ..train import RunFiles, RunResult, prepare_run, train_epochs, train_loader
 from .models import build_custom_model, custom_network
 
 __all__ = ["Trainer", "train_custom"]
@@ -41,7 +41,7 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
     device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
     model = build_custom_model(spec, tuple(train_split.x.shape[1:]), data.n_classes, cfg.seed, device)
     net = custom_network(cfg, model, device)
-    loader = BatchLoader(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last)
+    loader = train_loader(train_split, cfg)
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
     files = RunFiles(result)
     with files.finishing(net):

@@ -454,8 +454,9 @@ def _dac_rounds(xin: Tensor, alpha_safe: Tensor, p: IOParameters, generator: rng
     return xq
 
 
-def _mvm_rounds(xin: Tensor | None, mat: Tensor | None, alpha: Tensor, alpha_safe: Tensor, nm_on: bool, p: IOParameters,
-                generator: rng.Generator, transposed: bool, rounds: int, full_shape: tuple[int, int, int],
+def _mvm_rounds(xin: Tensor | None, mat: Tensor | None, alpha: Tensor, alpha_safe: Tensor, nm_on: bool,
+                p: IOParameters, generator: rng.Generator, transposed: bool, rounds: int,
+                full_shape: tuple[int, int, int],
                 alpha_pos: bool | None = None, xq: Tensor | None = None,
                 products: Tensor | None = None) -> MVMResult:
     """The noisy MVM with ``rounds`` bound-management rounds computed at once (see :func:`analog_mvm`).

@@ -84,7 +84,13 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[fl
 
 def train_loader(split: Split, cfg: TrainConfig, seed: int | None = None) -> BatchLoader:
     """The shuffled training batches of ``split`` as ``cfg`` asks for them (``batch_size``, ``drop_last``), in the
-    order seeded by ``seed`` (default ``cfg.seed``): what every trainer iterates over."""
+    order seeded by ``seed`` (default ``cfg.seed``): what every trainer iterates over.
+
+    Raises :class:`ConfigError` when ``drop_last`` would leave no batch (``split`` smaller than one batch, e.g. a
+    training set left small by ``val_holdout``)."""
+    if cfg.drop_last and len(split) < cfg.batch_size:
+        raise ConfigError(f"drop_last leaves no batch: the training split has {len(split)} samples < batch_size "
+                          f"{cfg.batch_size}; use a smaller batch_size or set drop_last false (--no-drop-last)")
     return BatchLoader(split, cfg.batch_size, shuffle=True, seed=cfg.seed if seed is None else seed,
                        drop_last=cfg.drop_last)
 

@@ -144,3 +144,8 @@ def test_cli_compare_bad_arguments(tmp_path, capsys):
                  "--no-progress", "--out", str(tmp_path)]) == 2
     assert ("val_holdout must be smaller than the training set (2000 samples of synthetic), got 5000"
             in capsys.readouterr().err)
+    # a holdout that leaves less than one batch to train on: a clear error, not a traceback (50 < 64 samples)
+    assert main(["compare", "--dataset", "synthetic", "--optimizers", "sgd", "--hardware", "digital", "--lr", "0.1",
+                 "0.3", "--val-holdout", "1950", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "b")]) == 2
+    assert ("drop_last leaves no batch: the training split has 50 samples < batch_size 64; use a smaller batch_size "
+            "or set drop_last false (--no-drop-last)" in capsys.readouterr().err)

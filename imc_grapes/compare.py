@@ -440,7 +440,10 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
 
 def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Plain-language statements computed from the summary rows (no judgement beyond the numbers): GRAPES vs
-    SGD and vs the layer-mean control per hardware, relative to the seed-to-seed spread, and saturation."""
+    SGD and vs the layer-mean control per hardware, relative to the seed-to-seed spread, and saturation.
+
+    A difference ``Δ`` of two cells' mean accuracies counts as clear only when ``|Δ|`` exceeds twice their combined
+    seed spread ``√(std₁² + std₂²)`` (sample standard deviations over the seeds); the statements print both."""
     out = []
     by = {(r["hardware"], r["optimizer"]): r for r in rows}
     for hw in dict.fromkeys(r["hardware"] for r in rows):
@@ -453,9 +456,9 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
         if n < 2:
             verdict = "a single seed, so no seed-to-seed spread is available to judge it"
         elif abs(diff) > 2 * spread:
-            verdict = f"more than twice the combined seed spread ({spread:.2f} points)"
+            verdict = f"more than twice the combined seed spread: |Δ| > {2 * spread:.2f} points"
         else:
-            verdict = f"within twice the combined seed spread ({spread:.2f} points): not a clear difference"
+            verdict = f"within twice the combined seed spread, |Δ| ≤ {2 * spread:.2f} points: not a clear difference"
         text = f"**{hw}**: GRAPES {'+' if diff >= 0 else ''}{diff:.2f} points vs SGD ({verdict})"
         if lm and lm["final_test_acc_mean"] is not None:
             d_lm = 100 * (gr["final_test_acc_mean"] - lm["final_test_acc_mean"])
@@ -464,8 +467,8 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
             if min(n, lm["runs"]) < 2:
                 text += " (single seed: not judged)"
             elif abs(d_lm) <= 2 * spread_lm:
-                text += (f" (within twice the seed spread, {spread_lm:.2f}: the per-neuron factors add nothing "
-                         "clear beyond a uniform per-layer boost of the same mean)")
+                text += (f" (within twice the combined seed spread, |Δ| ≤ {2 * spread_lm:.2f} points: the per-neuron "
+                         "factors add nothing clear beyond a uniform per-layer boost of the same mean)")
             elif d_lm > 0:
                 text += " — the per-neuron modulation adds to what a uniform per-layer boost of the same mean gives"
             else:
@@ -513,7 +516,9 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
               "order-of-magnitude estimates.", ""]
     found = findings(rows)
     if found:
-        lines += ["## What the numbers say", ""] + [f"* {f}" for f in found] + [""]
+        lines += (["## What the numbers say", ""] + [f"* {f}" for f in found]
+                  + ["", "(Combined seed spread: √(std₁² + std₂²) of the two cells' accuracies over the seeds; a "
+                     "difference counts as clear only beyond twice it.)", ""])
     tuned = [c for c in cells if c.tuning]
     if tuned:
         lines += [f"## Learning-rate tuning ({spec.tune_score} validation accuracy %"

@@ -7,7 +7,7 @@ import pytest
 import imc_grapes.compare as compare_mod
 from imc_grapes.backends import AnalogSettings
 from imc_grapes.cli import main
-from imc_grapes.compare import CompareSpec, run_compare
+from imc_grapes.compare import CompareSpec, findings, run_compare
 from imc_grapes.config import ConfigError, TrainConfig
 
 BASE = TrainConfig(dataset="synthetic", hidden=(24,), epochs=1, batch_size=32, train_subset=320, test_subset=160,
@@ -97,6 +97,9 @@ def test_compare_writes_every_promised_file(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "![curves.png](curves.png)" in md and "| analog | grapes |" in md
     assert "batch 32 (partial last batch left out), 1 epoch(s)" in md
+    said = md.split("## What the numbers say\n\n")[1].split("\n\n")
+    assert said[0].count("\n* ") == 1 and said[0].startswith("* **digital**: GRAPES ")     # one line per hardware
+    assert said[1].startswith("(Combined seed spread: √(std₁² + std₂²)")
     assert "grapes" in capsys.readouterr().out
     assert res["summary"] == saved["summary"]
 
@@ -149,3 +152,28 @@ def test_cli_compare_bad_arguments(tmp_path, capsys):
                  "0.3", "--val-holdout", "1950", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "b")]) == 2
     assert ("drop_last leaves no batch: the training split has 50 samples < batch_size 64; use a smaller batch_size "
             "or set drop_last false (--no-drop-last)" in capsys.readouterr().err)
+
+
+def _row(hw, opt, mean, std, runs=3, sat=None):
+    return {"hardware": hw, "optimizer": opt, "runs": runs, "final_test_acc_mean": mean, "final_test_acc_std": std,
+            "saturation_mean": sat}
+
+
+def test_findings_judge_differences_against_twice_the_combined_spread():
+    # analog: Δ = +5 points, combined spread √(3² + 4²) = 5 points -> the threshold is 10 points: not clear
+    # digital: Δ = +1.5 points, combined spread √(0.6² + 0.8²) = 1 point -> threshold 2 points: not clear;
+    # vs layer-mean Δ = +3, spread √(0.8² + 0.6²) = 1 -> clear, the per-neuron factors add to the boost
+    rows = [_row("digital", "sgd", 0.90, 0.006), _row("digital", "grapes", 0.915, 0.008),
+            _row("digital", "layer-mean", 0.885, 0.006),
+            _row("analog", "sgd", 0.50, 0.03, sat=0.97), _row("analog", "grapes", 0.55, 0.04, sat=0.90),
+            _row("single", "sgd", 0.5, 0.0, runs=1), _row("single", "grapes", 0.7, 0.0, runs=1)]
+    digital, analog, single = findings(rows)
+    assert digital.startswith("**digital**: GRAPES +1.50 points vs SGD (within twice the combined seed spread, "
+                              "|Δ| ≤ 2.00 points: not a clear difference); vs the layer-mean control +3.00 points — "
+                              "the per-neuron modulation adds")
+    assert analog == ("**analog**: GRAPES +5.00 points vs SGD (within twice the combined seed spread, |Δ| ≤ 10.00 "
+                      "points: not a clear difference). Realised/intended weight change: SGD 0.97, GRAPES 0.90 (the "
+                      "pulse budget clips part of the modulated updates).")
+    assert "a single seed, so no seed-to-seed spread is available" in single
+    rows[4] = _row("analog", "grapes", 0.62, 0.04, sat=0.97)     # Δ = 12 > 10
+    assert "more than twice the combined seed spread: |Δ| > 10.00 points" in findings(rows)[1]

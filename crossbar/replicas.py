@@ -283,20 +283,25 @@ class ReplicaTileArray(TileState):
         return g.merge_inputs(z.permute(0, 2, 1, 3))
 
     @torch.no_grad()
-    def row_sums(self, mode: str = "exact") -> Tensor:
+    def row_sums(self, mode: str = "exact", g_offset: float = 0.0) -> Tensor:
         """Row sums ``Σ_j |w_ij|`` of every replica, ``[E, out]`` (GRAPES importance).
 
         ``"exact"``: digitally from the states. ``"hardware"``: one all-ones read per replica through the
-        forward periphery (each tile's own ADC, partial sums added digitally), as
-        :meth:`crossbar.tiles.TileArray.row_sums` with ``g_offset = 0``; counts one ``importance_reads`` per replica.
+        forward periphery (each tile's own ADC, partial sums added digitally) of the differential pairs' summed
+        currents, as :meth:`crossbar.tiles.TileArray.row_sums`: ``Σ_j |w_ij| + 2·g_offset·in`` (``g_offset``: the
+        idle device's conductance in weight units, >= 0); counts one ``importance_reads`` per replica.
         """
         if mode not in ("exact", "hardware"):
             raise ValueError(f"ReplicaTileArray.row_sums: mode must be 'exact' or 'hardware', got {mode!r}")
+        if not g_offset >= 0:
+            raise ValueError(f"ReplicaTileArray.row_sums: g_offset must be >= 0, got {g_offset!r}")
         if mode == "exact":
-            return self.read().abs().sum(dim=-1)
+            out = self.read().abs().sum(dim=-1)
+            return out + 2.0 * g_offset * self.in_features if g_offset else out
         w = self.tiles
         ones = torch.ones(self.n_replicas, 1, self.in_features, device=w.device, dtype=w.dtype)
-        res = self._forward_tiles(w.abs(), ones)
+        # padding input lines carry 0, so the offset of their devices adds nothing (as on a real array)
+        res = self._forward_tiles(w.abs() + 2.0 * g_offset if g_offset else w.abs(), ones)
         self._count(res, 0, None, self.grid.cols, self.grid.rows)
         return self._merge_forward(res)[:, 0]
 
@@ -485,12 +490,11 @@ class ReplicaLinear(AnalogModuleBase):
         self.tile.program(weight)
 
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
-        """``[E, out]`` row sums of ``|W|`` (see :meth:`ReplicaTileArray.row_sums`; ``signed`` / ``g_offset`` are
-        not supported by the replica engine)."""
-        if signed or g_offset:
-            raise ValueError("ReplicaLinear.row_sums: signed sums and g_offset are not supported by the replica "
-                             f"engine, got signed={signed!r}, g_offset={g_offset!r}")
-        return self.tile.row_sums(mode)
+        """``[E, out]`` row sums of ``|W|`` (plus ``2·g_offset·in``; see :meth:`ReplicaTileArray.row_sums`;
+        ``signed`` sums are not supported by the replica engine)."""
+        if signed:
+            raise ValueError("ReplicaLinear.row_sums: signed sums are not supported by the replica engine")
+        return self.tile.row_sums(mode, g_offset)
 
     def col_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         raise ValueError("ReplicaLinear.col_sums: column sums (DFA importance) are not supported by the replica "

@@ -10,11 +10,12 @@ backward and one pulsed update per layer serve all ``E`` runs. Each replica has
 * its own batch order (the permutations :class:`~imc_grapes.data.BatchLoader` draws for its seed), and its own
   data when the data set depends on the seed (``synthetic``);
 * the loss ``Σ_e mean_b CE(e)``, so its gradients stay its own; GRAPES (propagated, or the layer-mean control)
-  from its own importance ``Σ_j |w_ij|`` (exact), refreshed every ``analog.importance_every`` batches.
+  from its own importance ``Σ_j |w_ij|`` (exact, or read from its array: ``analog.importance = "array"``),
+  refreshed every ``analog.importance_every`` batches.
 
 Results: one folder per replica with ``metrics.csv`` and ``results.json`` in :func:`~imc_grapes.train.train`'s
-format (the same history keys except the cost and saturation-probe diagnostics, which the replica engine does not
-record; ``"engine": "replicas"`` and ``"replicas": E`` in ``results.json``; ``time_s`` / ``wall_time_s`` are those
+format (the same history keys except the cost, saturation-probe and array-vs-exact importance (``M_corr``,
+``M_err``) diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and ``"replicas": E`` in ``results.json``; ``time_s`` / ``wall_time_s`` are those
 of the whole batch). A replica whose loss becomes NaN/Inf is recorded as ``diverged`` (its rows so far are kept)
 and the others go on.
 
@@ -63,8 +64,6 @@ def replica_key(cfg: TrainConfig) -> str | None:
         return f"optimizer {cfg.optimizer!r} (replicas support {', '.join(REPLICA_OPTIMIZERS)})"
     if cfg.dropout > 0:
         return f"dropout {cfg.dropout} (replicas need dropout 0)"
-    if cfg.grapes_mode and cfg.analog.importance != "exact":
-        return f"analog.importance {cfg.analog.importance!r} (replicas need 'exact')"
     if cfg.inference_times:
         return "inference_times (replicas do not run the drift evaluation)"
     return None
@@ -131,9 +130,17 @@ class ReplicaMLP(torch.nn.Module):
 
     @torch.no_grad()
     def refresh_grapes(self) -> None:
-        """Recompute every hidden layer's factors ``M: [E, out]`` from its exact importance ``Σ_j |w_ij|``."""
+        """Recompute every hidden layer's factors ``M: [E, out]`` from its importance ``Σ_j |w_ij|``: exact, or with
+        ``analog.importance = "array"`` one all-ones read of the array through its periphery (differential pairs
+        with their idle devices at ``analog.importance_g_offset``; a noisy sum below 0 read as 0), as
+        :class:`~imc_grapes.backends.importance.ImportanceSource` reads it for a plain run."""
         mode = self.cfg.grapes_mode
-        ms = [modulation(layer.row_sums("exact"), BP_CLIP) for layer in self.replica_layers[:-1]]
+        if self.cfg.analog.importance == "exact":
+            sums = [layer.row_sums("exact") for layer in self.replica_layers[:-1]]
+        else:
+            g = self.cfg.analog.importance_g_offset
+            sums = [layer.row_sums("hardware", g_offset=g).clamp_min_(0) for layer in self.replica_layers[:-1]]
+        ms = [modulation(f, BP_CLIP) for f in sums]
         self.modulations = [layer_mean(m) for m in ms] if mode == "layer-mean" else ms
 
     def forward(self, x: Tensor) -> Tensor:

@@ -155,8 +155,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         verify_data: check that real data sets are present before starting (skip for a remote Ray cluster
             whose nodes hold their own copies).
         replicas: train up to this many pending points that differ only in ``seed`` (and that the replica engine
-            supports: crossbar backend, MLP, BP, sgd / grapes / layer-mean, no dropout, exact importance) together
-            in one batched pass (:func:`imc_grapes.replicas.train_replicas`); 1 (default): every point alone.
+            supports: crossbar backend, MLP, BP, sgd / grapes / layer-mean, no dropout) together in one batched
+            pass (:func:`imc_grapes.replicas.train_replicas`); 1 (default): every point alone.
             Replica results are statistically equivalent to, not bit-identical with, those of a plain run (the
             crossbar noise comes from another generator); points already finished are not re-run.
         log: where progress lines go.

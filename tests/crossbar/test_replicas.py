@@ -218,3 +218,48 @@ def test_device_update_layouts_and_blocks_agree(device, monkeypatch) -> None:
         assert torch.equal(together.read()[k:k + 1], alone.read())
         assert torch.equal(together.read(hidden=True)[k:k + 1], alone.read(hidden=True))
         assert alone.generator.counter == together.generator.counter
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0], ids=["round0", "bound-managed"])
+def test_hardware_row_sums_match_the_tile_arrays_read(scale: float) -> None:
+    """The replicas' all-ones read (``g_offset`` > 0: the pairs' idle devices add ``2·g_offset·in``) has the
+    TileArray read's statistics: the same mean error against the exact sums and the same spread (each tile's ADC
+    noise and quantization); ``g_offset`` adds ``2·g_offset·in`` to the exact sums of both.
+
+    ``scale`` 0.3: every tile's partial sum (≤ 4.5) passes the ADC's first round (bound 12), so the reads are
+    unbiased. 1.0: the tiles' sums (≈ 15 on the full 64-line tiles) saturate it, and a tile whose output vector
+    saturated is read again in round 1 at half the input, whose DAC code 0.5 lies on the 7-bit grid's half step
+    (31.5 steps of 2/126) and rounds down to 0.492: both engines read those rows ≈ 1.6 % low, as the hardware
+    (and aihwkit) would."""
+    dev = ConstantStepDevice(dw_min=0.002, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0, w_max_dtod=0.0)
+    cfg = CrossbarConfig(device=dev, tile_rows=32, tile_cols=64)             # default periphery: DAC, ADC, BM
+    out_f, in_f, g, reps, n_reads = 40, 100, 0.01, 4, 60                     # 2 x 2 tiles, padded in both
+    w = (torch.rand(out_f, in_f, generator=torch.Generator().manual_seed(3)) - 0.5) * scale
+    tile = TileArray(out_f, in_f, cfg, seed=5)
+    tile.program(w)
+    rep = ReplicaTileArray(list(range(reps)), out_f, in_f, cfg)
+    rep.program(w.expand(reps, -1, -1))
+    exact_t = tile.row_sums("exact", g_offset=g)
+    exact_r = rep.row_sums("exact", g_offset=g)                               # [E, out]
+    assert torch.allclose(exact_t, tile.row_sums("exact") + 2 * g * in_f)
+    assert torch.allclose(exact_r, rep.row_sums("exact") + 2 * g * in_f)
+    assert torch.allclose(exact_r, exact_t.expand(reps, -1), atol=1e-5)      # the same programmed states
+    err_t = torch.stack([tile.row_sums("hardware", g_offset=g) - exact_t for _ in range(reps * n_reads)])
+    err_r = torch.cat([rep.row_sums("hardware", g_offset=g) - exact_r for _ in range(n_reads)])
+    assert err_t.shape == err_r.shape == (reps * n_reads, out_f)
+    # 9,600 errors each, std a few ADC steps (out_noise 0.06 and step 0.047 per tile, times the rounds' factor
+    # 2**k): the SE of a mean is ~1 % of the std, of a std ~0.7 %
+    sd_t, sd_r = float(err_t.std()), float(err_r.std())
+    assert 0.03 < sd_t < 0.5 and abs(sd_r / sd_t - 1) < 0.05
+    per_row_t, per_row_r = err_t.mean(dim=0), err_r.mean(dim=0)               # [out]: 240 reads each, SE ~0.065 sd
+    assert float((per_row_t - per_row_r).abs().max()) < 0.35 * sd_t
+    if scale < 1:
+        assert abs(float(err_t.mean())) < 0.05 * sd_t
+    else:
+        rel = err_t.mean(dim=0) / exact_t
+        assert float(rel.min()) < -0.01 and float(rel.max()) < 0.005           # low where round 1 was taken
+    # counters: one importance read per replica and read; the bound-managed rounds counted as extra passes
+    assert int(rep.counters["importance_reads"]) == int(tile.counters["importance_reads"]) == reps * n_reads
+    assert abs(int(rep.counters["adc_conversions"]) / int(tile.counters["adc_conversions"]) - 1) < 0.05
+    with pytest.raises(ValueError, match="g_offset must be >= 0"):
+        rep.row_sums("hardware", g_offset=-0.1)

@@ -60,8 +60,11 @@ def _cell(v: Any) -> Any:
 
 def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
-    """One row per point of ``spec``: id, status, reason, swept params, metrics, wall time, config fields."""
+    """One row per point of ``spec``: id, status, reason, swept params, metrics, wall time, the final per-layer
+    diagnostics of the points that have them (``final_M_mean/<layer>``, ``final_M_corr/…``, ``final_M_err/…``,
+    ``final_sat/…``; empty elsewhere), config fields."""
     status = sweep_status(spec, out_dir, points)
+    diagnostics = sorted({k for ps in status.points for k in ps.metrics if "/" in k})
     store = SweepStore(status.out_dir)
     covered = set()
     for ax in spec.axes:
@@ -75,6 +78,7 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
         row.update({k: _cell(v) for k, v in p.params.items()})
         row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k != "wall_time_s"})
         row["wall_time_s"] = store.read_run_info(p.id).get("wall_time_s") if ps.state in (DONE, FAILED) else None
+        row.update({k: ps.metrics.get(k) for k in diagnostics})
         row.update({k: _cell(v) for k, v in _config_columns(p.config.to_dict()).items() if k not in covered})
         rows.append(row)
     return rows

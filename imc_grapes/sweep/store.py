@@ -40,8 +40,15 @@ class SweepLockedError(RuntimeError):
     """Another process is running the sweep in this folder."""
 
 
+#: per-layer history columns whose last values a point keeps (``final_<column>``): GRAPES's mean factor, the
+#: agreement of the array-read factors with the exact ones, and the realised/intended weight change
+DIAGNOSTIC_PREFIXES: tuple[str, ...] = ("M_mean/", "M_corr/", "M_err/", "sat/")
+
+
 def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Final metrics of a run from its history rows (empty dict for an empty history)."""
+    """Final metrics of a run from its history rows (empty dict for an empty history): the last evaluation's
+    accuracies and losses, the best test accuracy, the epoch, and the last row's per-layer diagnostics
+    (:data:`DIAGNOSTIC_PREFIXES`, each as ``final_<column>``)."""
     if not history:
         return {}
     last = history[-1]
@@ -51,6 +58,7 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if accs:
         out["best_test_acc"] = max(accs)
     out["epochs"] = last.get("epoch")
+    out.update({f"final_{k}": v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
     return out
 
 

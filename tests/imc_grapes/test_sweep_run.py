@@ -194,6 +194,21 @@ def test_analog_points_with_digital_reference_and_report(tmp_path):
             assert cfg["analog"]["device_overrides"] == {} and ps.point.reference
     assert sweep_main([str(spec_path), "--report"]) == 0
     assert (spec.out_dir / "plots" / "acc_vs_device.dw_min.png").read_bytes()[:4] == b"\x89PNG"
+    # the final per-layer diagnostics, where a point has them: GRAPES's mean factor (1..2 with the BP clip) and the
+    # pulsed updates' realised/intended weight change on the analog points; empty for the others
+    with open(spec.out_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"final_M_mean/layers.0", "final_sat/layers.0", "final_sat/layers.1"} <= set(rows[0])
+    for row in rows:
+        point = read_json(spec.out_dir / "points" / row["point"] / "point.json")
+        history_last = read_json(spec.out_dir / "points" / row["point"] / "run" / "results.json")["history"][-1]
+        assert (row["final_M_mean/layers.0"] != "") == (row["optimizer"] == "grapes")
+        assert (row["final_sat/layers.0"] != "") == (row["backend"] == "crossbar")
+        for key in ("M_mean/layers.0", "sat/layers.0"):
+            if key in history_last:
+                assert float(row[f"final_{key}"]) == history_last[key] == point["metrics"][f"final_{key}"]
+        if row["optimizer"] == "grapes":
+            assert 1.0 <= float(row["final_M_mean/layers.0"]) <= 2.0
 
 
 def _session_pids(sid: int) -> list[int]:

@@ -10,7 +10,10 @@ Written into the sweep folder:
   axis); groups whose every run failed are marked ✕ at 0;
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
   optimizer;
-* ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept.
+* ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
+* ``plots/diagnostics_vs_<axis>.png`` — for each numeric swept parameter, when points recorded per-layer
+  diagnostics (``final_M_mean/<layer>``, ``final_M_err/<layer>``, ``final_M_corr/<layer>``, ``final_sat/<layer>``):
+  one panel per diagnostic, one line per optimizer and layer (mean ± std over seeds and the other swept axes).
 """
 from __future__ import annotations
 
@@ -132,6 +135,18 @@ def _plt() -> Any:
     return plt
 
 
+def _x_scale(ax: Any, values: Sequence[float]) -> None:
+    """A log x axis for values >= 0 whose positive ones span >= 20x (symmetric-log, linear up to the smallest
+    positive value, when 0 is among them); else linear."""
+    positive = [v for v in values if v > 0]
+    if not positive or min(values) < 0 or max(positive) / min(positive) < 20:
+        return
+    if len(positive) == len(values):
+        ax.set_xscale("log")
+    else:
+        ax.set_xscale("symlog", linthresh=min(positive))
+
+
 def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: str | os.PathLike[str],
               others: Sequence[str] = ()) -> Path:
     """Final test accuracy (%) vs ``axis``: mean ± std per optimizer, digital reference lines; write a PNG."""
@@ -172,9 +187,9 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
             ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2, label=f"{opt}, ideal digital")
             if s > 0:
                 ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
-    if numeric and values and min(values) > 0 and max(values) / min(values) >= 20:
-        ax.set_xscale("log")
-    if not numeric:
+    if numeric:
+        _x_scale(ax, values)
+    else:
         ax.set_xticks(list(xs.values()), [_fmt_value(v) for v in values])
     over = "seeds" + (" and " + ", ".join(others) if others else "")
     ax.set(xlabel=axis, ylabel="final test accuracy (%)", title=f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})")
@@ -271,6 +286,51 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
     return path
 
 
+DIAGNOSTIC_LABELS = {"M_mean": "mean GRAPES factor M", "M_err": "mean |M_array − M_exact|",
+                     "M_corr": "corr(M_array, M_exact)", "sat": "realised / intended weight change"}
+
+
+def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
+                     path: str | os.PathLike[str]) -> Path | None:
+    """The final per-layer diagnostics (:data:`DIAGNOSTIC_LABELS`) of the finished points against the numeric
+    ``axis``: one panel per diagnostic, one line per optimizer and layer, mean ± std over seeds and the other swept
+    axes; ``None`` (nothing written) when no point recorded any."""
+    main = [ps for ps in _split(status_points)[0]
+            if ps.state == DONE and _is_num(ps.point.params.get(axis))]
+    kinds = [k for k in DIAGNOSTIC_LABELS if any(key.startswith(f"final_{k}/") for ps in main for key in ps.metrics)]
+    if not kinds:
+        return None
+    plt = _plt()
+    values = _ordered_values([ps.point.params[axis] for ps in main])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 4.0), squeeze=False, layout="constrained")
+    for ax, kind in zip(axes[0], kinds):
+        keys = sorted({key for ps in main for key in ps.metrics if key.startswith(f"final_{kind}/")})
+        for opt in _optimizers(main):
+            for key in keys:
+                xs, ms, ss = [], [], []
+                for v in values:
+                    ys = [float(ps.metrics[key]) for ps in main if ps.point.config.optimizer == opt
+                          and _key(ps.point.params[axis]) == _key(v) and _is_num(ps.metrics.get(key))
+                          and math.isfinite(ps.metrics[key])]
+                    if ys:
+                        m, sd = _mean_std(ys)
+                        xs.append(float(v))
+                        ms.append(m)
+                        ss.append(sd)
+                if xs:
+                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=f"{opt}, {key.split('/', 1)[1]}")
+        _x_scale(ax, values)
+        ax.set(xlabel=axis, ylabel=DIAGNOSTIC_LABELS[kind], title=DIAGNOSTIC_LABELS[kind])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{spec.name}: diagnostics at the end of training vs {axis} (mean ± std over seeds)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_axes(spec: SweepSpec) -> list[str]:
     """The swept axes that get an x axis (not optimizer/seed/backend)."""
     return [ax.name for ax in spec.axes if ax.name not in GROUP_AXES]
@@ -295,6 +355,10 @@ def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
         paths.append(plot_heatmap(spec, status_points, a, b, out / "plots" / f"heatmap_{a}__{b}.png"))
     if not axes:
         paths.append(plot_optimizers(spec, status_points, out / "plots" / "accuracy.png"))
+    for name in axes:
+        diag = plot_diagnostics(spec, status_points, name, out / "plots" / f"diagnostics_vs_{name}.png")
+        if diag is not None:
+            paths.append(diag)
     return paths
 
 

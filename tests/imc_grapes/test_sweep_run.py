@@ -172,7 +172,8 @@ def test_report_writes_summary_and_png_plots(finished, capsys):
         else:
             assert row["final_test_acc"] == "" and row["reason"].startswith("diverged")
     plots = {p.name for p in (out / "plots").glob("*.png")}
-    assert plots == {"acc_vs_lr.png", "acc_vs_hidden.png", "heatmap_lr__hidden.png"}
+    # GRAPES records its mean factor: a diagnostics plot against the numeric axis (hidden is a list: none)
+    assert plots == {"acc_vs_lr.png", "acc_vs_hidden.png", "heatmap_lr__hidden.png", "diagnostics_vs_lr.png"}
     for name in plots:
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
@@ -209,6 +210,7 @@ def test_analog_points_with_digital_reference_and_report(tmp_path):
                 assert float(row[f"final_{key}"]) == history_last[key] == point["metrics"][f"final_{key}"]
         if row["optimizer"] == "grapes":
             assert 1.0 <= float(row["final_M_mean/layers.0"]) <= 2.0
+    assert (spec.out_dir / "plots" / "diagnostics_vs_device.dw_min.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -353,3 +355,24 @@ def test_lock_and_cli_errors(finished, tmp_path, capsys):
     assert "--jobs must be ≥ 1" in capsys.readouterr().err
     assert sweep_main([str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_x_axis_scale_rule():
+    """Log x for positive values spanning >= 20x; symmetric-log (linear up to the smallest positive value) when 0
+    is among them (e.g. an offset swept from 0); linear otherwise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from imc_grapes.sweep.report import _x_scale
+
+    cases = [([0.001, 0.004, 0.064], "log"), ([0.0, 0.0013, 0.013, 0.14], "symlog"), ([1, 2, 4], "linear"),
+             ([0.0, 1.0], "linear"), ([-1.0, 0.1, 10.0], "linear")]
+    for values, scale in cases:
+        fig, ax = plt.subplots()
+        _x_scale(ax, values)
+        assert ax.get_xscale() == scale, values
+        if scale == "symlog":
+            assert ax.xaxis.get_transform().linthresh == 0.0013
+        plt.close(fig)

@@ -140,3 +140,22 @@ def test_bench_update_paths_times_both_counts_and_reports_the_model_pick(tmp_pat
     printed = [line.split() for line in proc.stdout.splitlines() if line.startswith("Idealized")]
     assert [p[1] for p in printed] == ["256x256x8r", "300x40x4"]
     assert "model picked the slower algorithm in" in proc.stdout
+
+
+def test_cuda_check_script_runs_its_device_agnostic_checks_on_the_cpu() -> None:
+    """``benchmarks/check_crossbar_cuda.py`` (part of ``run_gpu.sh``) only runs where a GPU is lent; its checks that
+    do not need CUDA itself run here on the CPU, so that a change of the engine's API shows up before a GPU session
+    (the CPU-vs-device comparisons then compare the CPU with itself, and must agree exactly)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import check_crossbar_cuda as check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+
+    cpu = torch.device("cpu")
+    same = check.check_noise_free_cpu_equals_gpu(cpu)
+    assert all(v == 0.0 for k, v in same.items() if "diff" in k), same
+    assert check.check_determinism(cpu) == "ok" and check.check_float64(cpu) == "ok"
+    stats = check.check_cpu_gpu_statistics(cpu)
+    assert stats["default_cpu_std"] == stats["default_cuda_std"] > 0, stats

@@ -135,6 +135,15 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (creating its folder) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _x_scale(ax: Any, values: Sequence[float]) -> None:
     """A log x axis for values >= 0 whose positive ones span >= 20x (symmetric-log, linear up to the smallest
     positive value, when 0 is among them); else linear."""
@@ -197,11 +206,7 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y: str,
@@ -251,11 +256,7 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), label="final test accuracy (%)")
     fig.suptitle(f"{spec.name}: mean final test accuracy (%) over seeds and other axes (— = not run yet)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str]) -> Path:
@@ -279,11 +280,7 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
     ax.set(ylabel="final test accuracy (%)", title=f"{spec.name}: accuracy per optimizer (mean ± std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 DIAGNOSTIC_LABELS = {"M_mean": "mean GRAPES factor M", "M_err": "mean |M_array − M_exact|",
@@ -324,11 +321,7 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{spec.name}: diagnostics at the end of training vs {axis} (mean ± std over seeds)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_axes(spec: SweepSpec) -> list[str]:

@@ -490,14 +490,17 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
     arch = f"{b.model} {list(b.hidden)}" if b.model == "mlp" else b.model
+    dropout = f", dropout {b.dropout:g}" if b.dropout > 0 else ""
     lines += [
         f"* data: {b.dataset} (train subset: {b.train_subset or 'all'}, test subset: {b.test_subset or 'all'}); "
-        f"model: {arch}, {b.activation}, rule {b.rule}; {b.batching()}, {b.epochs} epoch(s)",
+        f"model: {arch}, {b.activation}{dropout}, rule {b.rule}; {b.batching()}, {b.epochs} epoch(s)",
         f"* seeds: {list(spec.seeds)} (every cell uses the same seeds: same initial weights and data order)",
-        f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`, "
-        f"DAC {b.analog.dac_bits} bits, ADC {b.analog.adc_bits} bits, output noise {b.analog.out_noise}, "
-        f"GRAPES importance `{b.analog.importance}` (refreshed every {b.analog.importance_every} batch(es))",
     ]
+    if "analog" in spec.hardware:
+        lines.append(f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`, "
+                     f"DAC {b.analog.dac_bits} bits, ADC {b.analog.adc_bits} bits, output noise {b.analog.out_noise}, "
+                     f"GRAPES importance `{b.analog.importance}` (refreshed every {b.analog.importance_every} "
+                     "batch(es))")
     if len(spec.lr_grid) > 1:
         how = ("its final validation accuracy" if spec.tune_score == "final" else
                "its best validation accuracy at any evaluation point")

@@ -177,3 +177,12 @@ def test_findings_judge_differences_against_twice_the_combined_spread():
     assert "a single seed, so no seed-to-seed spread is available" in single
     rows[4] = _row("analog", "grapes", 0.62, 0.04, sat=0.97)     # Δ = 12 > 10
     assert "more than twice the combined seed spread: |Δ| > 10.00 points" in findings(rows)[1]
+
+
+def test_report_header_names_dropout_and_the_analog_hardware_only_when_there_is_some():
+    digital = CompareSpec(base=BASE.replace(dropout=0.1), hardware=("digital",), lr_grid=(0.1,))
+    md = compare_mod.render_markdown(digital, [], [], [], None)
+    assert "relu, dropout 0.1, rule bp" in md and "analog hardware" not in md
+    both = CompareSpec(base=BASE, hardware=("digital", "analog"), lr_grid=(0.1,))
+    md = compare_mod.render_markdown(both, [], [], [], None)
+    assert "dropout" not in md and "* analog hardware: backend `crossbar`, device preset" in md

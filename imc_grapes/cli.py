@@ -51,6 +51,9 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     t.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
                    help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")
     t.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    t.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="torch CPU threads (default: torch's choice, one per core; give 1 to each of several jobs "
+                        "run side by side, which otherwise oversubscribe the cores)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="output folder")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -322,10 +325,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sweep.cli import run_sweep_command
 
         return run_sweep_command(args)
-    if args.command == "compare":
-        return _cmd_compare(args)
-    if args.command == "train":
-        return _cmd_train(args)
+    if args.command in ("compare", "train"):
+        if args.threads is not None:
+            if args.threads < 1:
+                print(f"imc-grapes {args.command}: error: --threads must be >= 1, got {args.threads}",
+                      file=sys.stderr)
+                return 2
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return _cmd_compare(args) if args.command == "compare" else _cmd_train(args)
     if args.command == "data":
         return _cmd_data(args)
     if args.command == "doctor":

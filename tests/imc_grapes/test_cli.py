@@ -42,6 +42,7 @@ def test_train_writes_promised_files(tmp_path, capsys):
     (["--lr", "-1"], "lr must be > 0"),
     (["--optimizer", "sgd", "momentum"], "optimizer must be one of sgd, grapes, grapes-local, layer-mean"),
     (["--batch-size", "0"], "batch_size must be ≥ 1"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
 ])
 def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, args, message):
     assert main(["train", *SMALL, "--out", str(tmp_path), *args]) == 2
@@ -92,3 +93,18 @@ def test_drop_last_skips_each_epochs_partial_batch(tmp_path):
     assert [r["step"] for r in dropped["history"]] == [4, 7, 4, 7]       # round(7 / 2) = 4 (half to even)
     assert [r["step"] for r in kept["history"]] == [4, 8, 4, 8]
     assert dropped["history"][-1]["train_loss"] != kept["history"][-1]["train_loss"]
+
+
+def test_threads_option_sets_torchs_cpu_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        for command in ("train", "compare"):
+            torch.set_num_threads(2)
+            extra = ["--optimizer", "sgd"] if command == "train" else ["--optimizers", "sgd", "--hardware", "digital"]
+            assert main([command, *SMALL, *extra, "--epochs", "1", "--threads", "1",
+                         "--out", str(tmp_path / command)]) == 0
+            assert torch.get_num_threads() == 1, command
+    finally:
+        torch.set_num_threads(before)

@@ -443,7 +443,8 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     SGD and vs the layer-mean control per hardware, relative to the seed-to-seed spread, and saturation.
 
     A difference ``Δ`` of two cells' mean accuracies counts as clear only when ``|Δ|`` exceeds twice their combined
-    seed spread ``√(std₁² + std₂²)`` (sample standard deviations over the seeds); the statements print both."""
+    seed spread ``√(std₁² + std₂²)`` (sample standard deviations over the seeds); the statements print that
+    threshold, ``2·√(std₁² + std₂²)``, in points."""
     out = []
     by = {(r["hardware"], r["optimizer"]): r for r in rows}
     for hw in dict.fromkeys(r["hardware"] for r in rows):

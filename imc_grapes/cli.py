@@ -9,7 +9,7 @@ from typing import Sequence
 
 from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig
 from .data.registry import DATASET_NAMES, REAL_DATASETS
-from .runtime import MALLOC_ENV, tune_malloc
+from .runtime import MALLOC_ENV, set_torch_threads, tune_malloc
 
 EPILOG_TRAIN = """examples:
   imc-grapes train                                  # MNIST, 784-256-256-10, SGD vs GRAPES, 1 epoch
@@ -326,14 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_sweep_command(args)
     if args.command in ("compare", "train"):
-        if args.threads is not None:
-            if args.threads < 1:
-                print(f"imc-grapes {args.command}: error: --threads must be >= 1, got {args.threads}",
-                      file=sys.stderr)
-                return 2
-            import torch
-
-            torch.set_num_threads(args.threads)
+        try:
+            set_torch_threads(args.threads)
+        except ValueError as exc:
+            print(f"imc-grapes {args.command}: error: {exc}", file=sys.stderr)
+            return 2
         return _cmd_compare(args) if args.command == "compare" else _cmd_train(args)
     if args.command == "data":
         return _cmd_data(args)

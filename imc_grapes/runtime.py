@@ -1,4 +1,5 @@
-"""Process-level CPU runtime setting for simulations: glibc's malloc thresholds.
+"""Process-level CPU runtime settings for simulations: glibc's malloc thresholds, and torch's CPU threads
+(:func:`set_torch_threads`, the ``--threads`` option of ``imc-grapes train``/``compare``/``experiment``).
 
 The engine's CPU work is a stream of elementwise torch ops on arrays of 10^5-10^6 devices, each allocating its
 output (0.1-10 MB) and freeing its inputs' temporaries. With glibc's defaults such blocks are often served by
@@ -23,7 +24,7 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "malloc_mode", "tune_malloc"]
+__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "malloc_mode", "set_torch_threads", "tune_malloc"]
 
 MALLOC_ENV = "IMC_GRAPES_MALLOC"
 """Environment variable: ``tuned`` (the default) or ``default`` (leave glibc's malloc as it is)."""
@@ -73,3 +74,18 @@ def tune_malloc() -> str:
         failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if libc.mallopt(param, value) != 1]
         _mode = "tuned" if not failed else f"partly tuned (mallopt refused {', '.join(failed)})"
     return _mode
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Set torch's CPU (intra-op) threads to ``threads``; ``None`` leaves torch's choice (one per core).
+
+    Raises:
+        ValueError: ``threads`` < 1 (the message names the ``--threads`` option).
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -81,6 +81,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes experiment`` (parsed by :func:`add_experiment_parser`); return the exit code."""
     from ..config import ConfigError
     from ..data import DatasetError
+    from ..runtime import set_torch_threads
     from .options import ExperimentOptions
     from .runner import default_out_dir, run_experiment
 
@@ -97,16 +98,10 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
         for g in plan_experiment(args.name, opts):
             g.spec.base.resolved_device()
+        set_torch_threads(args.threads)
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes experiment: error: {exc}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"imc-grapes experiment: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-            return 2
-        import torch
-
-        torch.set_num_threads(args.threads)
     argv = sys.argv[1:]
     command = "imc-grapes " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["experiment"] else None
     out = args.out or default_out_dir(args.name, opts)

@@ -14,10 +14,11 @@ backward and one pulsed update per layer serve all ``E`` runs. Each replica has
   refreshed every ``analog.importance_every`` batches.
 
 Results: one folder per replica with ``metrics.csv`` and ``results.json`` in :func:`~imc_grapes.train.train`'s
-format (the same history keys except the cost, saturation-probe and array-vs-exact importance (``M_corr``,
-``M_err``) diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and ``"replicas": E`` in ``results.json``; ``time_s`` / ``wall_time_s`` are those
-of the whole batch). A replica whose loss becomes NaN/Inf is recorded as ``diverged`` (its rows so far are kept)
-and the others go on.
+format (the same history keys, with the array-vs-exact importance diagnostics ``M_corr`` / ``M_err`` sampled on
+every :data:`~imc_grapes.backends.importance.COMPARE_EVERY`-th read as a plain run samples them, except the cost and
+saturation-probe diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and
+``"replicas": E`` in ``results.json``; ``time_s`` / ``wall_time_s`` are those of the whole batch). A replica whose
+loss becomes NaN/Inf is recorded as ``diverged`` (its rows so far are kept) and the others go on.
 
 Same seeds, same numbers: a replica gives bit-identical results whether it is trained alone (``E = 1``) or with
 others. Against :func:`~imc_grapes.train.train` with the same seed the results are statistically equivalent but not
@@ -38,6 +39,7 @@ from torch import Tensor
 import crossbar
 
 from .backends.hardware import crossbar_config_from
+from .backends.importance import COMPARE_EVERY, pearson
 from .backends.network import layer_seed
 from .config import TrainConfig
 from .data import Dataset, load_dataset
@@ -122,6 +124,10 @@ class ReplicaMLP(torch.nn.Module):
         self.act = torch.relu if cfg.activation == "relu" else torch.tanh
         self.names = [f"layers.{k}" for k in range(len(self.layers) - 1)]   # as MLP.named_modules() names them
         self.modulations: list[Tensor] | None = None
+        self.compare_every = COMPARE_EVERY
+        self._array_reads = 0
+        self._compared: dict[str, Tensor] = {}   # "M_corr/<layer>" / "M_err/<layer>" -> [E] sums over reads
+        self._n_compared = 0
 
     @property
     def replica_layers(self) -> list[crossbar.ReplicaLinear]:
@@ -135,13 +141,37 @@ class ReplicaMLP(torch.nn.Module):
         with their idle devices at ``analog.importance_g_offset``; a noisy sum below 0 read as 0), as
         :class:`~imc_grapes.backends.importance.ImportanceSource` reads it for a plain run."""
         mode = self.cfg.grapes_mode
+        hidden = self.replica_layers[:-1]
         if self.cfg.analog.importance == "exact":
-            sums = [layer.row_sums("exact") for layer in self.replica_layers[:-1]]
+            sums = [layer.row_sums("exact") for layer in hidden]
         else:
             g = self.cfg.analog.importance_g_offset
-            sums = [layer.row_sums("hardware", g_offset=g).clamp_min_(0) for layer in self.replica_layers[:-1]]
+            sums = [layer.row_sums("hardware", g_offset=g).clamp_min_(0) for layer in hidden]
         ms = [modulation(f, BP_CLIP) for f in sums]
+        if self.cfg.analog.importance == "array":
+            if self.compare_every and self._array_reads % self.compare_every == 0:
+                self._compare(hidden, ms)
+            self._array_reads += 1
         self.modulations = [layer_mean(m) for m in ms] if mode == "layer-mean" else ms
+
+    def _compare(self, hidden: Sequence[crossbar.ReplicaLinear], ms: Sequence[Tensor]) -> None:
+        """Add each replica's ``M_corr`` (Pearson correlation) and ``M_err`` (mean |difference|) of the array-read
+        factors ``ms`` and the exact ones (``Σ_j |w_ij|``, no offset) of every hidden layer, as
+        :class:`~imc_grapes.backends.importance.ImportanceSource` samples them for a plain run (on the device)."""
+        for name, layer, m_arr in zip(self.names, hidden, ms):
+            m_arr = m_arr.to(torch.float64)
+            m_ex = modulation(layer.row_sums("exact"), BP_CLIP).to(torch.float64)
+            for key, v in ((f"M_corr/{name}", pearson(m_arr, m_ex)), (f"M_err/{name}", (m_arr - m_ex).abs().mean(-1))):
+                self._compared[key] = self._compared[key] + v if key in self._compared else v
+        self._n_compared += 1
+
+    def importance_stats(self) -> dict[str, Tensor]:
+        """``M_corr/<layer>`` and ``M_err/<layer>`` of every replica (``[E]`` each), averaged over the reads compared
+        since the last call (then reset); empty without the array importance or without a compared read."""
+        out = {k: v / self._n_compared for k, v in self._compared.items()}
+        self._compared.clear()
+        self._n_compared = 0
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.flatten(2)
@@ -305,6 +335,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
             acc = (correct / seen).tolist()
             ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
+            diag = {k: v.tolist() for k, v in model.importance_stats().items()}
             for i in range(e):
                 if not alive[i]:
                     continue
@@ -317,6 +348,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                                        "time_s": time.perf_counter() - t0}
                 for name, m in zip(model.names, ms):
                     row[f"M_mean/{name}"] = m[i]
+                row.update({k: v[i] for k, v in diag.items()})
                 results[i].history.append(row)
             loss_sum.zero_(), correct.zero_()
             seen = 0

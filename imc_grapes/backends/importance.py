@@ -24,7 +24,10 @@ from torch import Tensor, nn
 from ..grapes.core import modulation
 from .settings import IMPORTANCE_SOURCES
 
-__all__ = ["MeanMeter", "ImportanceSource", "pearson"]
+__all__ = ["COMPARE_EVERY", "MeanMeter", "ImportanceSource", "pearson"]
+
+#: every k-th array read of a layer is also compared with the exact importance (``M_corr`` / ``M_err``)
+COMPARE_EVERY = 10
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
@@ -88,17 +91,17 @@ class ImportanceSource:
         g_offset: idle-device conductance of the differential pair in weight units (``array`` only).
         names: ``id(layer) -> name`` for the records (default: ``layer<k>`` by first use).
         compare_every: with ``array``, compare with the exact importance (``M_corr`` / ``M_err``) on every k-th
-            read of each layer, starting with its first (0 = never; default 10): the comparison is a diagnostic
-            that costs an exact Σ|w| and two modulations, so it is sampled rather than paid on every step. The
-            sampled pairs are kept (on the device) and compared in batches of :attr:`COMPARE_BATCH` or at
-            :meth:`stats`, out of the training steps' way.
+            read of each layer, starting with its first (0 = never; default :data:`COMPARE_EVERY`): the
+            comparison is a diagnostic that costs an exact Σ|w| and two modulations, so it is sampled rather
+            than paid on every step. The sampled pairs are kept (on the device) and compared in batches of
+            :attr:`COMPARE_BATCH` or at :meth:`stats`, out of the training steps' way.
 
     The layers must implement ``row_importance(source, g_offset)`` / ``col_importance(source, g_offset)``
     (:class:`~imc_grapes.backends.layers.AnalogLayer`).
     """
 
     def __init__(self, source: str, clip: tuple[float, float] | None = (1.0, 2.0), g_offset: float = 0.0,
-                 names: dict[int, str] | None = None, compare_every: int = 10) -> None:
+                 names: dict[int, str] | None = None, compare_every: int = COMPARE_EVERY) -> None:
         if source not in IMPORTANCE_SOURCES:
             raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}")
         if not g_offset >= 0:

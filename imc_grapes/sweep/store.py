@@ -47,8 +47,9 @@ DIAGNOSTIC_PREFIXES: tuple[str, ...] = ("M_mean/", "M_corr/", "M_err/", "sat/")
 
 def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Final metrics of a run from its history rows (empty dict for an empty history): the last evaluation's
-    accuracies and losses, the best test accuracy, the epoch, and the last row's per-layer diagnostics
-    (:data:`DIAGNOSTIC_PREFIXES`, each as ``final_<column>``)."""
+    accuracies and losses, the best test accuracy, the epoch, and the per-layer diagnostics
+    (:data:`DIAGNOSTIC_PREFIXES`, each as ``final_<column>``): each one's latest recorded value (a sampled
+    diagnostic such as ``M_corr``, compared on every 10th importance read, can be missing from the last rows)."""
     if not history:
         return {}
     last = history[-1]
@@ -58,7 +59,8 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if accs:
         out["best_test_acc"] = max(accs)
     out["epochs"] = last.get("epoch")
-    out.update({f"final_{k}": v for k, v in last.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
+    for row in history:
+        out.update({f"final_{k}": v for k, v in row.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
     return out
 
 

@@ -22,6 +22,7 @@ from crossbar.update import UpdateParameters
 from devices import PRESETS, ConstantStepDevice, get_preset, no_host_reads
 from imc_grapes.backends import AnalogSettings, build_network
 from imc_grapes.config import TrainConfig
+from imc_grapes.replicas import ReplicaMLP
 
 
 def _step_tile_array(arr: TileArray, x: torch.Tensor, d: torch.Tensor, lr: float | torch.Tensor) -> None:
@@ -95,6 +96,23 @@ def test_replica_layer_step_is_sync_free():
         layer(x).square().sum().backward()
         opt.step()
         layer.row_sums("hardware", g_offset=0.01)          # GRAPES's array importance on the replica engine
+
+
+@pytest.mark.parametrize("optimizer", ["grapes", "layer-mean"])
+def test_replica_mlp_grapes_step_is_sync_free(optimizer):
+    """A replica MLP's GRAPES step with the array importance, including the sampled array-vs-exact comparison."""
+    cfgs = [TrainConfig(dataset="synthetic", hidden=(24, 20), optimizer=optimizer, backend="crossbar", seed=s,
+                        analog=AnalogSettings(preset="ReRamSB", tile_size=16, importance="array"))
+            for s in (1, 2)]
+    model = ReplicaMLP(cfgs, (1, 8, 8), 10, torch.device("cpu"))
+    x, y = torch.rand(2, 12, 1, 8, 8), torch.randint(0, 10, (2, 12))
+    for _ in range(11):                                 # reads 0 and 10 are compared with the exact importance
+        with no_host_reads():
+            model.zero_grad_analog()
+            model.refresh_grapes()
+            F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+            model.step(0.1)
+    assert set(model.importance_stats()) == {f"M_{k}/layers.{i}" for k in ("corr", "err") for i in (0, 1)}
 
 
 @pytest.mark.parametrize("rule,optimizer,importance", [

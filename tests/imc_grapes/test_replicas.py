@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,13 @@ def test_batched_seeds_equal_separate_runs(optimizer: str, tmp_path) -> None:
         assert "M_mean/layers.0" in header
         m = [row["M_mean/layers.0"] for row in together[0].history]
         assert all(1.0 <= v <= 2.0 for v in m)
+    # the array-vs-exact diagnostics only where the importance is read from the arrays
+    assert ("M_corr/layers.0" in header and "M_err/layers.0" in header) == (optimizer == "grapes-array")
+    if optimizer == "grapes-array":   # reads 0-9 in 2 epochs of 5 batches: read 0 is compared, in the first row
+        assert [("M_corr/layers.0" in row, "M_err/layers.0" in row) for row in together[0].history] == [
+            (True, True), (False, False), (False, False), (False, False)]
+        assert all(0.9 < row["M_corr/layers.0"] <= 1.0 and 0.0 < row["M_err/layers.0"] < 0.1
+                   for r in together for row in r.history if "M_corr/layers.0" in row)
 
 
 def test_drop_last_replicas_equal_separate_runs_and_skip_the_partial_batch(tmp_path) -> None:
@@ -113,6 +121,51 @@ def test_array_importance_reads_the_exact_factors_through_the_periphery(g_offset
         for k in range(3):
             assert float(pearson(m_arr[k].double(), m_ex[k].double())) > 0.95
             assert float((m_arr[k] - m_ex[k]).abs().mean()) < 0.05
+
+
+def _np_modulation(f: np.ndarray) -> np.ndarray:
+    """GRAPES's BP factors in numpy: ``clip(2 F / max F, 1, 2)`` per replica (last dim)."""
+    return np.clip(2.0 * f / f.max(axis=-1, keepdims=True), 1.0, 2.0)
+
+
+def test_array_importance_diagnostics_sample_every_tenth_read_per_replica() -> None:
+    """``M_corr`` / ``M_err`` of each replica: the Pearson correlation and mean |difference| of its array-read factors
+    and those of its exact ``Σ_j |w_ij|`` (no offset), on reads 0, 10, 20, ... (as a plain run samples them),
+    averaged until :meth:`ReplicaMLP.importance_stats` resets them — checked against numpy. With the pairs' idle
+    devices at ``g_offset`` the read is ``Σ|w| + 2·g_offset·in``, so ``M_err`` is close to what that offset alone
+    does to the factors (the rest is the read's ADC noise)."""
+    g_offset = 0.1     # measured: the offset alone moves the factors by 0.05-0.14 here, the read's noise by < 0.01
+    cfgs = [base_cfg(optimizer="grapes", seed=s, hidden=(24, 16),
+                     analog={"tile_size": 16, "importance": "array", "importance_g_offset": g_offset})
+            for s in SEEDS[:3]]
+    model = ReplicaMLP(cfgs, (1, 28, 28), 10, torch.device("cpu"))
+    hidden = model.replica_layers[:-1]
+    exact = [layer.tile.read().abs().sum(-1).double().numpy() for layer in hidden]   # [E, out]; no training
+    assert model.importance_stats() == {}
+    read_ms = []
+    for k in range(21):
+        model.refresh_grapes()
+        assert model.modulations is not None
+        read_ms.append([m.double().numpy() for m in model.modulations])
+        if k == 0:
+            first = model.importance_stats()
+        if k == 9:
+            assert model.importance_stats() == {}                              # reads 1-9 are not compared
+    stats = model.importance_stats()                                            # reads 10 and 20
+    for got, reads in ((first, [0]), (stats, [10, 20])):
+        assert set(got) == {f"M_{kind}/layers.{i}" for kind in ("corr", "err") for i in (0, 1)}
+        for i, (name, f_ex) in enumerate(zip(model.names, exact)):
+            m_ex = _np_modulation(f_ex)
+            corr = np.mean([[np.corrcoef(read_ms[r][i][e], m_ex[e])[0, 1] for e in range(3)] for r in reads], 0)
+            err = np.mean([np.abs(read_ms[r][i] - m_ex).mean(-1) for r in reads], 0)
+            # (rtol: the model computes its factors in float32)
+            np.testing.assert_allclose(got[f"M_corr/{name}"].numpy(), corr, rtol=1e-6)
+            np.testing.assert_allclose(got[f"M_err/{name}"].numpy(), err, rtol=1e-6)
+            # the offset's own effect on the factors, against what was read
+            offset_err = np.abs(_np_modulation(f_ex + 2 * g_offset * hidden[i].in_features) - m_ex).mean(-1)
+            assert offset_err.min() > 0.04
+            np.testing.assert_allclose(err, offset_err, atol=0.02)
+    assert model.importance_stats() == {}                                       # reset
 
 
 def test_initial_weights_are_build_networks() -> None:

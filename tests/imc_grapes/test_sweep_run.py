@@ -19,6 +19,7 @@ from imc_grapes.io import read_json
 from imc_grapes.sweep import LocalExecutor, SweepLockedError, SweepStore, load_spec, run_sweep, sweep_status
 from imc_grapes.sweep.cli import main as sweep_main
 from imc_grapes.sweep.spec import SweepSpec
+from imc_grapes.sweep.store import metrics_of
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = """
@@ -211,6 +212,20 @@ def test_analog_points_with_digital_reference_and_report(tmp_path):
         if row["optimizer"] == "grapes":
             assert 1.0 <= float(row["final_M_mean/layers.0"]) <= 2.0
     assert (spec.out_dir / "plots" / "diagnostics_vs_device.dw_min.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_final_metrics_take_each_diagnostics_latest_recorded_value():
+    """The accuracies come from the last row; a diagnostic from the latest row that recorded it (``M_corr``/``M_err``
+    are sampled on every 10th importance read, so a run's last rows can lack them)."""
+    history = [
+        {"epoch": 0.5, "test_acc": 0.5, "test_loss": 1.5, "M_mean/l0": 1.4, "M_corr/l0": 0.90, "M_err/l0": 0.08},
+        {"epoch": 1.0, "test_acc": 0.7, "test_loss": 1.1, "M_mean/l0": 1.5, "M_corr/l0": 0.95, "M_err/l0": 0.05},
+        {"epoch": 1.5, "test_acc": 0.6, "test_loss": 1.2, "M_mean/l0": 1.6, "sat/l0": 0.9},
+    ]
+    assert metrics_of(history) == {
+        "final_test_acc": 0.6, "final_test_loss": 1.2, "best_test_acc": 0.7, "epochs": 1.5,
+        "final_M_mean/l0": 1.6, "final_M_corr/l0": 0.95, "final_M_err/l0": 0.05, "final_sat/l0": 0.9}
+    assert metrics_of([]) == {}
 
 
 def _session_pids(sid: int) -> list[int]:

@@ -162,6 +162,8 @@ class ReplicaTileArray(TileState):
     ``_extra_state``.
     """
 
+    generator: CounterRNG
+
     def __init__(self, seeds: Sequence[int], out_features: int, in_features: int,
                  config: CrossbarConfig | None = None, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:

@@ -32,6 +32,7 @@ from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice
 from devices.host import host_reads_free
+from devices.rng import CounterRNG
 
 __all__ = ["TileArray", "TileState", "COUNTER_NAMES"]
 
@@ -117,6 +118,7 @@ class TileState(nn.Module):
     counter_pulses: Tensor
     counter_importance_reads: Tensor
     counter_adc_conversions: Tensor
+    generator: torch.Generator | CounterRNG   # TileArray: a torch.Generator; ReplicaTileArray: a CounterRNG
     counter_dac_conversions: Tensor
 
     def _register_state(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> None:
@@ -179,6 +181,8 @@ class TileArray(TileState):
         seed: seed of the array's generator (device-to-device sampling and all later noise). ``None``
             draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
     """
+
+    generator: torch.Generator
 
     def __init__(self, out_features: int, in_features: int, config: CrossbarConfig | None = None, *,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,

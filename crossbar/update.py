@@ -131,7 +131,7 @@ class UpdateParameters:
         """Bin width of the firing probabilities (``res``, or ``1 / res`` when ``res > 1``); 0 = off."""
         return 1.0 / self.res if self.res > 1.0 else self.res
 
-    def max_bl(self, lr: float, dw_min: float) -> int:
+    def max_bl(self, lr: float | Tensor, dw_min: float | Tensor) -> int:
         """Number of pulse slots to allocate for learning rate ``lr`` (the largest BL any sample can get).
 
         ``desired_bl``, except without fixed BL and without BL management, where a learning rate above

@@ -79,9 +79,11 @@ class ExpStepDevice(PulsedDevice):
         """Mean and variance of the state (see :mod:`devices._flows`); all tensors ``[*shape]``. One fused kernel
         when :mod:`devices.fusion` compiles (the tile-wide constants then pass as 0-d tensors: one kernel for
         every configuration)."""
-        consts = constants(w, self.gamma_up, self.gamma_down, self.A_up, self.A_down, self.a, self.b,
-                           self.dw_min_std, self.dw_min_std_add, self.dw_min_std_slope)
-        return _exp_step_moments(w, n_up, n_down, params.dw_up, params.dw_down, params.w_min, params.w_max, *consts,
+        gamma_up, gamma_down, A_up, A_down, a, b, sigma, sigma_add, sigma_slope = constants(
+            w, self.gamma_up, self.gamma_down, self.A_up, self.A_down, self.a, self.b, self.dw_min_std,
+            self.dw_min_std_add, self.dw_min_std_slope)
+        return _exp_step_moments(w, n_up, n_down, params.dw_up, params.dw_down, params.w_min, params.w_max,
+                                 gamma_up, gamma_down, A_up, A_down, a, b, sigma, sigma_add, sigma_slope,
                                  self.has_complex_noise)
 
 

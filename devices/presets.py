@@ -9,6 +9,7 @@ the reference-device subtraction of ``SoftBoundsReferenceDevice`` — noted per 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from devices.base import PulsedDevice
 from devices.constant_step import ConstantStepDevice, IdealDevice
@@ -233,7 +234,7 @@ PRESETS: dict[str, type[PulsedDevice]] = {
 """Registry of preset names (case-insensitive in :func:`get_preset`) to device classes."""
 
 
-def get_preset(name: str, **overrides: float) -> PulsedDevice:
+def get_preset(name: str, **overrides: Any) -> PulsedDevice:
     """The preset device ``name`` (case-insensitive), optionally with fields overridden.
 
     Raises:

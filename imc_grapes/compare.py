@@ -236,7 +236,7 @@ def epochs_to_target(run: RunResult, target: float) -> float | None:
     return next((h["epoch"] for h in run.history if h["test_acc"] >= target), None)
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return None, None

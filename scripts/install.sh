@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install imc-grapes into ./.venv (created if missing) and check the installation.
 #   bash scripts/install.sh          # runtime dependencies
-#   bash scripts/install.sh --dev    # + pytest, hypothesis
+#   bash scripts/install.sh --dev    # + the dev extras: pytest, hypothesis, ray, mypy
 # torch is pinned to 2.10.0: the aihwkit 1.1.0 wheel's C++ tiles only work with it (docs/install.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."

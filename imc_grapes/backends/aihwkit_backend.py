@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,9 @@ class AihwkitLayer(AnalogLayer):
             expected pulse count).
         backward_mode, feedback: see :class:`AnalogLayer`.
     """
+
+    inner: Any  # aihwkit's AnalogLinear / AnalogConv2d (aihwkit has no type information)
+    count_buffer: Tensor
 
     def __init__(self, inner: nn.Module, config: crossbar.CrossbarConfig, backward_mode: str = "array",
                  feedback: Tensor | None = None) -> None:
@@ -242,11 +245,11 @@ def make_aihwkit_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed: 
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise ValueError("make_aihwkit_layer: only groups=1, zero padding given as numbers is supported")
-        inner: nn.Module = AnalogConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                                        padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
-                                        rpu_config=rpu)
+        inner: Any = AnalogConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                  padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+                                  rpu_config=rpu)
     else:
         inner = AnalogLinear(layer.in_features, layer.out_features, bias=bias is not None, rpu_config=rpu)
-    w = layer.weight.detach().cpu()
+    w = cast(Tensor, layer.weight).detach().cpu()
     inner.set_weights(w, None if bias is None else bias.detach().cpu())
     return AihwkitLayer(inner, config, backward_mode, feedback)

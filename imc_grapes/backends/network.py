@@ -19,7 +19,8 @@ analog backends; the digital backend refreshes every batch from the float weight
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeAlias, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +41,9 @@ __all__ = ["Network", "build_network", "layer_seed"]
 
 _K = {name: i for i, name in enumerate(COST_KINDS)}
 _WEIGHTED = (nn.Linear, nn.Conv2d, FALinear)
+_WeightLayer: TypeAlias = "nn.Linear | nn.Conv2d | FALinear"
+"""The digital weight layers (``_WEIGHTED``) that the analog backends replace."""
+_Pair: TypeAlias = "tuple[int, int]"
 BACKENDS = ("digital", "crossbar", "aihwkit")
 
 
@@ -48,7 +52,7 @@ def layer_seed(seed: int, index: int) -> int:
     return (int(seed) * 1_000_003 + 7919 * (index + 1)) % (2 ** 62)
 
 
-def _weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _weighted_layers(model: nn.Module) -> list[tuple[str, _WeightLayer]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
 
 
@@ -66,15 +70,17 @@ def _backward_mode(layer: nn.Module, rule: str) -> str:
     return "zeros" if rule == "dfa" else "array"
 
 
-def _make_crossbar_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed: int, mode: str,
+def _make_crossbar_layer(layer: _WeightLayer, config: crossbar.CrossbarConfig, seed: int, mode: str,
                          device: torch.device) -> CrossbarLayer:
     bias = getattr(layer, "bias", None)
     inner: crossbar.AnalogModuleBase
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise ValueError("crossbar backend: only Conv2d with groups=1 and numeric zero padding is supported")
-        inner = crossbar.AnalogConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                                      padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+        # nn.Conv2d stores these as pairs (torch annotates them tuple[int, ...])
+        inner = crossbar.AnalogConv2d(layer.in_channels, layer.out_channels, cast(_Pair, layer.kernel_size),
+                                      stride=cast(_Pair, layer.stride), padding=cast(_Pair, layer.padding),
+                                      dilation=cast(_Pair, layer.dilation), bias=bias is not None,
                                       rpu_config=config, device=device, seed=seed)
     else:
         inner = crossbar.AnalogLinear(layer.in_features, layer.out_features, bias=bias is not None,
@@ -83,7 +89,7 @@ def _make_crossbar_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed
     if bias is not None:
         with torch.no_grad():
             inner.bias.copy_(bias.detach())
-    fb = layer.feedback if mode == "feedback" else None
+    fb = cast(Tensor, layer.feedback) if mode == "feedback" else None   # mode "feedback": an FALinear
     return CrossbarLayer(inner, mode, fb)
 
 
@@ -128,7 +134,7 @@ def build_network(cfg: Any, input_shape: tuple[int, ...], n_classes: int,
                 from .aihwkit_backend import make_aihwkit_layer
 
                 new = make_aihwkit_layer(layer, xcfg, seed, mode,
-                                         layer.feedback if mode == "feedback" else None)
+                                         cast(Tensor, layer.feedback) if mode == "feedback" else None)
             _replace(model, name, new)
             analog[name] = new
     model.to(device)
@@ -156,8 +162,8 @@ class Network:
         self.device = device
         self.settings = cfg.analog
         self.analog_layers = dict(analog_layers)
-        self.weight_layers: dict[str, nn.Module] = (dict(analog_layers) if analog_layers
-                                                    else dict(_weighted_layers(model)))
+        self.weight_layers: dict[str, AnalogLayer | _WeightLayer] = (dict(analog_layers) if analog_layers
+                                                                     else dict(_weighted_layers(model)))
         self.energy_table = load_energy_table(self.settings.energy_table)
         self.steps = 0
         self._steps_since = 0
@@ -172,8 +178,8 @@ class Network:
         # cost windows first, so that GRAPES's refresh (its own pre-hook) falls inside the window
         self._hooks.append(model.register_forward_pre_hook(self._open_window, prepend=True))
         if not self.analog_layers:
-            for m in self.weight_layers.values():
-                self._hooks.append(m.register_forward_hook(self._count_digital))
+            for w_layer in self.weight_layers.values():
+                self._hooks.append(w_layer.register_forward_hook(self._count_digital))
         for m in model.modules():
             if isinstance(m, DFAFeedback):
                 self._hooks.append(m.register_forward_hook(self._count_dfa_feedback))
@@ -246,7 +252,7 @@ class Network:
         if module.training and torch.is_grad_enabled() and self._window is None:
             self._window = self._cumulative()
 
-    def _count_digital(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+    def _count_digital(self, module: _WeightLayer, inputs: tuple[Any, ...], output: Tensor) -> None:
         if not (module.training and torch.is_grad_enabled()):
             return
         w = module.weight
@@ -259,7 +265,7 @@ class Network:
         c[_K["backward_mvms"]] += n_vec if needs_input_grad else 0
         c[_K["digital_macs"]] += n_vec * n_out * n_in * (3 if needs_input_grad else 2)
 
-    def _count_dfa_feedback(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+    def _count_dfa_feedback(self, module: DFAFeedback, inputs: tuple[Any, ...], output: Tensor) -> None:
         if len(inputs) > 1 and inputs[1] is not None and torch.is_grad_enabled():
             self._net_counts[_K["digital_macs"]] += output.numel() * module.n_classes
 
@@ -276,7 +282,7 @@ class Network:
                 x = inputs[0]
                 ops += x.numel() if isinstance(x, Tensor) else 0
         elif handle.is_local:
-            w = module.weight
+            w = cast(Tensor, module.weight)   # a digital weight layer
             ops = w.numel()
         else:
             ops = output.numel()
@@ -293,7 +299,7 @@ class Network:
             if isinstance(layer, AnalogLayer):
                 n_out, n_in = layer.out_features, layer.in_features
             else:
-                w = layer.weight
+                w = cast(Tensor, layer.weight)   # a digital weight layer
                 n_out, n_in = w.shape[0], w[0].numel()
             partial = 1
             if isinstance(layer, CrossbarLayer):
@@ -393,7 +399,7 @@ class Network:
         return out
 
     @torch.no_grad()
-    def write_weights(self, w: dict[str, Tensor]) -> None:
+    def write_weights(self, w: Mapping[str, Tensor]) -> None:
         """Program weights back (analog: clipped into the device bounds). Names must be among
         :meth:`read_weights`'s; layers not named keep their weights."""
         unknown = sorted(set(w) - set(self.weight_layers))

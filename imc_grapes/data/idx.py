@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+
+_DTYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+                                 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
 def parse_idx(data: bytes) -> np.ndarray:

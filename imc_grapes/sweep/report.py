@@ -29,7 +29,7 @@ from typing import Any
 from ..io import write_csv_atomic
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
-from .store import DONE, FAILED, SweepStore
+from .store import DIAGNOSTICS, DONE, FAILED, SweepStore
 
 METRIC = "final_test_acc"
 METRIC_COLUMNS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_acc", "final_train_loss",
@@ -283,18 +283,14 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
     return _save(plt, fig, path)
 
 
-DIAGNOSTIC_LABELS = {"M_mean": "mean GRAPES factor M", "M_err": "mean |M_array − M_exact|",
-                     "M_corr": "corr(M_array, M_exact)", "sat": "realised / intended weight change"}
-
-
 def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                      path: str | os.PathLike[str]) -> Path | None:
-    """The final per-layer diagnostics (:data:`DIAGNOSTIC_LABELS`) of the finished points against the numeric
-    ``axis``: one panel per diagnostic, one line per optimizer and layer, mean ± std over seeds and the other swept
-    axes; ``None`` (nothing written) when no point recorded any."""
+    """The final per-layer diagnostics (:data:`~imc_grapes.sweep.store.DIAGNOSTICS`) of the finished points against
+    the numeric ``axis``: one panel per diagnostic, one line per optimizer and layer, mean ± std over seeds and the
+    other swept axes; ``None`` (nothing written) when no point recorded any."""
     main = [ps for ps in _split(status_points)[0]
             if ps.state == DONE and _is_num(ps.point.params.get(axis))]
-    kinds = [k for k in DIAGNOSTIC_LABELS if any(key.startswith(f"final_{k}/") for ps in main for key in ps.metrics)]
+    kinds = [k for k in DIAGNOSTICS if any(key.startswith(f"final_{k}/") for ps in main for key in ps.metrics)]
     if not kinds:
         return None
     plt = _plt()
@@ -317,7 +313,7 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                 if xs:
                     ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=f"{opt}, {key.split('/', 1)[1]}")
         _x_scale(ax, values)
-        ax.set(xlabel=axis, ylabel=DIAGNOSTIC_LABELS[kind], title=DIAGNOSTIC_LABELS[kind])
+        ax.set(xlabel=axis, ylabel=DIAGNOSTICS[kind], title=DIAGNOSTICS[kind])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{spec.name}: diagnostics at the end of training vs {axis} (mean ± std over seeds)")

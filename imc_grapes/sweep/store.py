@@ -40,9 +40,12 @@ class SweepLockedError(RuntimeError):
     """Another process is running the sweep in this folder."""
 
 
-#: per-layer history columns whose last values a point keeps (``final_<column>``): GRAPES's mean factor, the
-#: agreement of the array-read factors with the exact ones, and the realised/intended weight change
-DIAGNOSTIC_PREFIXES: tuple[str, ...] = ("M_mean/", "M_corr/", "M_err/", "sat/")
+#: per-layer diagnostics (history columns ``<name>/<layer>``) whose latest values a point keeps
+#: (``final_<column>``), with their plot labels: GRAPES's mean factor, the agreement of the array-read factors with
+#: the exact ones, and the realised/intended weight change of the pulsed updates
+DIAGNOSTICS: dict[str, str] = {"M_mean": "mean GRAPES factor M", "M_err": "mean |M_array − M_exact|",
+                               "M_corr": "corr(M_array, M_exact)", "sat": "realised / intended weight change"}
+DIAGNOSTIC_PREFIXES: tuple[str, ...] = tuple(f"{name}/" for name in DIAGNOSTICS)
 
 
 def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:

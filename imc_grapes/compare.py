@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIMIZERS, ConfigError, TrainConfig
+from .config import OPTIMIZERS, ConfigError, TrainConfig, identity_dict
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .train import DivergenceError, RunResult, train
@@ -127,9 +127,14 @@ def lr_scores(by_seed: dict[float, dict[int, float | None]]) -> dict[float, floa
 
 
 def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
+    """Whether a saved config (``results.json``) is ``cfg`` (fields added since are compared by
+    :func:`~imc_grapes.config.identity_dict`)."""
     import json
 
-    return json.loads(json.dumps(saved, default=str)) == json.loads(json.dumps(cfg.to_dict(), default=str))
+    def plain(d: dict[str, Any]) -> Any:
+        return json.loads(json.dumps(identity_dict(d), default=str))
+
+    return plain(saved) == plain(cfg.to_dict())
 
 
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],

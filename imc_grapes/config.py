@@ -1,6 +1,7 @@
 """The training run's configuration: one validated dataclass, shared by the CLI, the library and sweeps."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,25 @@ def base_optimizer_names() -> list[str]:
         if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer:
             names.append(name.lower())
     return sorted(names)
+
+
+#: config fields added after results were first saved, with the value that reproduces the earlier behaviour
+#: (``("analog", "name")`` for an :class:`AnalogSettings` field): a saved config without such a field is the same
+#: config as one that holds that value, so finished runs still resume and sweep points keep their ids
+LATER_FIELDS: dict[tuple[str, ...], Any] = {("analog", "importance_offset_correction"): False}
+
+
+def identity_dict(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` (a :meth:`TrainConfig.to_dict`, or a saved one) without the :data:`LATER_FIELDS` that hold
+    their earlier-behaviour value: what identifies a run (resume, sweep point ids)."""
+    out = copy.deepcopy(config)
+    for path, value in LATER_FIELDS.items():
+        parent: Any = out
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == value:
+            del parent[path[-1]]
+    return out
 
 
 class ConfigError(ValueError):

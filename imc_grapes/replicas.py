@@ -138,7 +138,8 @@ class ReplicaMLP(torch.nn.Module):
     def refresh_grapes(self) -> None:
         """Recompute every hidden layer's factors ``M: [E, out]`` from its importance ``Σ_j |w_ij|``: exact, or with
         ``analog.importance = "array"`` one all-ones read of the array through its periphery (differential pairs
-        with their idle devices at ``analog.importance_g_offset``; a noisy sum below 0 read as 0), as
+        with their idle devices at ``analog.importance_g_offset``, minus its nominal ``2·g_offset·in`` with
+        ``analog.importance_offset_correction``; a noisy sum below 0 read as 0), as
         :class:`~imc_grapes.backends.importance.ImportanceSource` reads it for a plain run."""
         mode = self.cfg.grapes_mode
         hidden = self.replica_layers[:-1]
@@ -146,7 +147,10 @@ class ReplicaMLP(torch.nn.Module):
             sums = [layer.row_sums("exact") for layer in hidden]
         else:
             g = self.cfg.analog.importance_g_offset
-            sums = [layer.row_sums("hardware", g_offset=g).clamp_min_(0) for layer in hidden]
+            reads = [layer.row_sums("hardware", g_offset=g) for layer in hidden]
+            if self.cfg.analog.importance_offset_correction and g:      # the nominal offset, subtracted digitally
+                reads = [f.sub_(2.0 * g * layer.in_features) for f, layer in zip(reads, hidden)]
+            sums = [f.clamp_min_(0) for f in reads]
         ms = [modulation(f, BP_CLIP) for f in sums]
         if self.cfg.analog.importance == "array":
             if self.compare_every and self._array_reads % self.compare_every == 0:

@@ -163,7 +163,7 @@ def ops_total(counts: Mapping[str, float]) -> float:
 
 
 def grapes_refresh_ops(n_out: int, n_in: int, rule: str, mode: str, source: str,
-                       partial_sums: int = 1) -> tuple[int, int]:
+                       partial_sums: int = 1, offset_correction: bool = False) -> tuple[int, int]:
     """Digital operations of one GRAPES refresh of one layer: ``(grapes_ops, importance_digital_adds)``.
 
     Args:
@@ -176,6 +176,7 @@ def grapes_refresh_ops(n_out: int, n_in: int, rule: str, mode: str, source: str,
             sums of the ``partial_sums`` tiles along the summed dimension need ``(partial_sums − 1)·n`` adds).
         partial_sums: tiles whose partial sums are added digitally (tile columns for rows sums, tile rows for
             column sums).
+        offset_correction: ``array`` read minus the nominal idle-device offset: one subtraction per sum (``n``).
 
     Counted per factor vector of length ``n``: the max (``n``), the scaling by ``2/max`` (``n``, the one
     division is included), the clip to ``[1, 2]`` for ``bp`` (``2n`` compares).
@@ -185,7 +186,7 @@ def grapes_refresh_ops(n_out: int, n_in: int, rule: str, mode: str, source: str,
     if mode.startswith("layer-mean"):
         ops += n
     if source == "array":
-        return ops + max(partial_sums - 1, 0) * n, 0
+        return ops + max(partial_sums - 1, 0) * n + (n if offset_correction else 0), 0
     return ops, n_out * n_in
 
 

@@ -8,11 +8,12 @@
   periphery — DAC, output noise, ADC quantization and saturation, noise and bound management — with the
   partial sums of the tiles added digitally. The read is the differential-pair sum ``Σ_j (G⁺ + G⁻)``, which
   equals ``Σ_j |w_ij|`` when the idle device of each pair sits at zero conductance (``g_offset = 0``) and is
-  ``Σ_j |w_ij| + 2·g_offset·n_in`` otherwise.
+  ``Σ_j |w_ij| + 2·g_offset·n_in`` otherwise; with ``offset_correction`` the nominal ``2·g_offset·n_in`` is
+  subtracted digitally after the read.
 
-With ``"array"``, every read also computes the exact importance (digitally, not counted as a hardware cost)
-and records, per layer, the Pearson correlation of the two factor vectors ``M`` (``modulation(F)`` with the
-rule's clip; for DFA the ``P`` vectors) and their mean absolute difference: :meth:`ImportanceSource.stats`.
+With ``"array"``, every :data:`COMPARE_EVERY`-th read also computes the exact importance (digitally, not counted as
+a hardware cost) and records, per layer, the Pearson correlation of the two factor vectors ``M`` (``modulation(F)``
+with the rule's clip; for DFA the ``P`` vectors) and their mean absolute difference: :meth:`ImportanceSource.stats`.
 """
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ class ImportanceSource:
         source: ``"exact"`` or ``"array"`` (:data:`~imc_grapes.backends.settings.IMPORTANCE_SOURCES`).
         clip: the clip of the BP/FA factors (``(1, 2)`` for bp, ``None`` for fa) used for the ``M`` comparison.
         g_offset: idle-device conductance of the differential pair in weight units (``array`` only).
+        offset_correction: with ``array``, subtract the nominal offset ``2·g_offset·n`` (``n`` the summed lines:
+            the layer's inputs for row sums, its outputs for column sums) from the read digitally.
         names: ``id(layer) -> name`` for the records (default: ``layer<k>`` by first use).
         compare_every: with ``array``, compare with the exact importance (``M_corr`` / ``M_err``) on every k-th
             read of each layer, starting with its first (0 = never; default :data:`COMPARE_EVERY`): the
@@ -101,7 +104,8 @@ class ImportanceSource:
     """
 
     def __init__(self, source: str, clip: tuple[float, float] | None = (1.0, 2.0), g_offset: float = 0.0,
-                 names: dict[int, str] | None = None, compare_every: int = COMPARE_EVERY) -> None:
+                 names: dict[int, str] | None = None, compare_every: int = COMPARE_EVERY,
+                 offset_correction: bool = False) -> None:
         if source not in IMPORTANCE_SOURCES:
             raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}")
         if not g_offset >= 0:
@@ -114,6 +118,7 @@ class ImportanceSource:
         self.source = source
         self.clip = clip
         self.g_offset = float(g_offset)
+        self.offset_correction = bool(offset_correction)
         self.names = dict(names or {})
         self.corr = MeanMeter()
         self.err = MeanMeter()
@@ -129,6 +134,9 @@ class ImportanceSource:
         self.reads += 1
         if self.source != "array":
             return f
+        if self.offset_correction and self.g_offset:    # the nominal offset of the pairs' idle devices
+            n_lines = int(getattr(layer, "in_features" if which == "row" else "out_features"))
+            f = f - 2.0 * self.g_offset * n_lines
         f = f.clamp_min(0)                      # the read's noise can take a small sum below 0
         if self.compare_every:
             name = self._name(layer)

@@ -193,7 +193,8 @@ class Network:
             if self.analog_layers:
                 names = {id(m): n for n, m in self.analog_layers.items()}
                 self.importance = ImportanceSource(self.settings.importance, BP_CLIP if cfg.rule == "bp" else None,
-                                                   self.settings.importance_g_offset, names)
+                                                   self.settings.importance_g_offset, names,
+                                                   offset_correction=self.settings.importance_offset_correction)
                 self.grapes = attach_grapes(model, mode, importance_fn=self.importance.rows,
                                             outgoing_importance_fn=self.importance.cols, rule=cfg.rule,
                                             refresh_every=self.settings.importance_every)
@@ -305,7 +306,9 @@ class Network:
             if isinstance(layer, CrossbarLayer):
                 grid = layer.inner.tile.grid
                 partial = grid.n_row_tiles if handle.rule == "dfa" else grid.n_col_tiles
-            o, a = grapes_refresh_ops(n_out, n_in, handle.rule, handle.mode, source, partial)
+            corrected = (source == "array" and self.settings.importance_offset_correction
+                         and self.settings.importance_g_offset > 0)
+            o, a = grapes_refresh_ops(n_out, n_in, handle.rule, handle.mode, source, partial, corrected)
             ops, adds = ops + o, adds + a
         return ops, adds
 

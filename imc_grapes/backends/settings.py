@@ -36,6 +36,10 @@ class AnalogSettings:
         importance_g_offset: conductance of the idle device of each differential pair, in weight units (≥ 0),
             seen by the ``array`` importance read: it returns ``Σ_j (G⁺ + G⁻) = Σ_j |w_ij| + 2·g_offset·n_in``
             (0: the idle device sits at zero conductance, the read equals ``Σ|w|`` up to the periphery).
+        importance_offset_correction: with the ``array`` importance, subtract the nominal offset
+            ``2·importance_g_offset·n_in`` from every row's read digitally (what a chip that knows its devices'
+            off-state conductance can do). The read keeps its noise, and the coarser resolution that the offset's
+            larger currents cost it (bound management scales the inputs down to keep them within the ADC range).
         sat_probe_every: measure the realised / intended weight change of every analog layer on every k-th
             training step (0 = never). Each probe reads the weights before and after the pulsed update.
         energy_table: path of a JSON file ``{"name": pJ, ...}`` overriding entries of
@@ -52,6 +56,7 @@ class AnalogSettings:
     importance: str = "exact"
     importance_every: int = 1
     importance_g_offset: float = 0.0
+    importance_offset_correction: bool = False
     sat_probe_every: int = 20
     energy_table: str | None = None
 
@@ -76,6 +81,9 @@ class AnalogSettings:
         _check(isinstance(self.importance_g_offset, (int, float)) and not isinstance(self.importance_g_offset, bool)
                and 0 <= self.importance_g_offset < float("inf"),
                f"AnalogSettings.importance_g_offset must be a finite number ≥ 0, got {self.importance_g_offset!r}")
+        _check(isinstance(self.importance_offset_correction, bool),
+               f"AnalogSettings.importance_offset_correction must be true or false, "
+               f"got {self.importance_offset_correction!r}")
         _check(isinstance(self.sat_probe_every, int) and not isinstance(self.sat_probe_every, bool)
                and self.sat_probe_every >= 0,
                f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")

@@ -52,7 +52,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from ..backends.settings import AnalogSettings
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, identity_dict
 from .paths import FieldPath, SpecError, resolve_path, set_path
 
 #: kinds of sampled axes: ``{uniform = [lo, hi]}``, ``{log_uniform = [lo, hi]}``, ``{int_uniform = [lo, hi]}``
@@ -171,8 +171,9 @@ def _plain(v: Any) -> Any:
 
 
 def config_id(cfg: TrainConfig) -> str:
-    """12 hex digits of the SHA-1 of ``cfg``'s canonical JSON (sorted keys)."""
-    blob = json.dumps(cfg.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
+    """12 hex digits of the SHA-1 of ``cfg``'s canonical JSON (sorted keys; config fields added later are left out
+    while they hold their earlier-behaviour value: :func:`~imc_grapes.config.identity_dict`)."""
+    blob = json.dumps(identity_dict(cfg.to_dict()), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

@@ -189,6 +189,8 @@ def test_settings_and_config_translation():
     assert bits_to_res(0) == 0.0 and bits_to_res(1) == 1.0 and bits_to_res(9) == pytest.approx(1 / 510)
     for field, value, msg in [("sat_probe_every", -1, "sat_probe_every must be an integer ≥ 0"),
                               ("importance_g_offset", -0.1, "importance_g_offset must be a finite number ≥ 0"),
+                              ("importance_offset_correction", "yes",
+                               "importance_offset_correction must be true or false"),
                               ("energy_table", "", "energy_table must be None or the path")]:
         with pytest.raises(ValueError, match=msg):
             AnalogSettings(**{field: value})

@@ -61,3 +61,38 @@ def test_grapes_mode_mapping_and_base_optimizers():
     assert TrainConfig(optimizer="grapes-local").grapes_mode == "local"
     assert TrainConfig(optimizer="layer-mean").grapes_mode == "layer-mean"
     assert {"sgd", "adam", "adamw", "rmsprop"} <= set(base_optimizer_names())
+
+
+def test_fields_added_later_keep_saved_runs_and_sweep_ids():
+    """A config field added after results were saved (``LATER_FIELDS``) does not change what identifies a run while it
+    holds its earlier-behaviour value: a saved config without it still resumes (compare), and sweep point ids stay
+    those of the sweeps already on disk (the committed importance-offset sweep's summary.csv, written before
+    ``analog.importance_offset_correction`` existed)."""
+    import csv
+    import dataclasses
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from imc_grapes.compare import _same_config
+    from imc_grapes.config import LATER_FIELDS, identity_dict
+    from imc_grapes.sweep import load_spec
+    from imc_grapes.sweep.spec import config_id
+
+    assert ("analog", "importance_offset_correction") in LATER_FIELDS
+    cfg = TrainConfig()
+    saved = cfg.to_dict()
+    del saved["analog"]["importance_offset_correction"]        # as results.json files of earlier versions hold it
+    assert identity_dict(cfg.to_dict()) == saved
+    assert _same_config(saved, cfg)
+    assert _same_config(saved, TrainConfig.from_dict(saved))
+    corrected = cfg.replace(analog=dataclasses.replace(cfg.analog, importance_offset_correction=True))
+    assert not _same_config(saved, corrected)
+    assert identity_dict(corrected.to_dict())["analog"]["importance_offset_correction"] is True
+    blob = json.dumps(saved, sort_keys=True, default=str, separators=(",", ":"))
+    assert config_id(cfg) == hashlib.sha1(blob.encode()).hexdigest()[:12] != config_id(corrected)
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "results" / "importance-offset"
+    with open(root / "summary.csv") as f:
+        on_disk = {row["point"] for row in csv.DictReader(f)}
+    assert {p.id for p in load_spec(root / "spec.toml").points()} == on_disk

@@ -186,6 +186,7 @@ def test_refresh_op_counts():
     assert grapes_refresh_ops(6, 8, "fa", "local", "exact") == (12, 48)
     assert grapes_refresh_ops(6, 8, "dfa", "propagated", "array", 3) == (16 + 2 * 8, 0)
     assert grapes_refresh_ops(6, 8, "bp", "layer-mean", "array", 2) == (24 + 6 + 6, 0)
+    assert grapes_refresh_ops(6, 8, "bp", "propagated", "array", 2, True) == (24 + 6 + 6, 0)   # + one sub per row
     assert set(COST_KINDS) >= {"adc_conversions", "pulses", "grapes_ops"}
 
 

@@ -101,13 +101,16 @@ def test_per_step_weights_equal_separate_models() -> None:
                 assert torch.equal(w[k:k + 1], m.layers[layer_k].tile.read(hidden=True)), (step, layer_k, k)
 
 
-@pytest.mark.parametrize("g_offset", [0.0, 0.002])
-def test_array_importance_reads_the_exact_factors_through_the_periphery(g_offset: float) -> None:
+@pytest.mark.parametrize("g_offset,correction", [(0.0, False), (0.002, False), (0.1, True)])
+def test_array_importance_reads_the_exact_factors_through_the_periphery(g_offset: float, correction: bool) -> None:
     """``analog.importance = "array"``: each replica's factors come from one all-ones read per hidden layer (counted
     as importance reads) and agree with the factors of its exact sums ``Σ_j |w_ij| + 2·g_offset·in`` up to the
-    read's ADC noise and quantization (measured: correlation ≥ 0.97, mean |ΔM| ≤ 0.03 on M ∈ [1, 2])."""
+    read's ADC noise and quantization (measured: correlation ≥ 0.97, mean |ΔM| ≤ 0.03 on M ∈ [1, 2]); with
+    ``importance_offset_correction`` the nominal offset is subtracted, so they agree with those of ``Σ_j |w_ij|``
+    (uncorrected, g_offset 0.1 moves these factors by 0.05-0.14: see the diagnostics test below)."""
     cfgs = [base_cfg(optimizer="grapes", seed=s, hidden=(24, 16),
-                     analog={"tile_size": 16, "importance": "array", "importance_g_offset": g_offset})
+                     analog={"tile_size": 16, "importance": "array", "importance_g_offset": g_offset,
+                             "importance_offset_correction": correction})
             for s in SEEDS[:3]]
     assert replica_key(cfgs[0]) is None
     model = ReplicaMLP(cfgs, (1, 28, 28), 10, torch.device("cpu"))
@@ -115,7 +118,7 @@ def test_array_importance_reads_the_exact_factors_through_the_periphery(g_offset
     assert model.modulations is not None
     for layer, m_arr in zip(model.replica_layers[:-1], model.modulations):
         assert int(layer.tile.counters["importance_reads"]) == 3                     # one read per replica
-        m_ex = modulation(layer.row_sums("exact", g_offset=g_offset), BP_CLIP)     # [E, out]
+        m_ex = modulation(layer.row_sums("exact", g_offset=0.0 if correction else g_offset), BP_CLIP)   # [E, out]
         assert m_arr.shape == m_ex.shape == (3, layer.out_features)
         assert not torch.equal(m_arr, m_ex)                                         # really read, with noise
         for k in range(3):

@@ -14,10 +14,11 @@ backward and one pulsed update per layer serve all ``E`` runs. Each replica has
   refreshed every ``analog.importance_every`` batches.
 
 Results: one folder per replica with ``metrics.csv`` and ``results.json`` in :func:`~imc_grapes.train.train`'s
-format (the same history keys, with the array-vs-exact importance diagnostics ``M_corr`` / ``M_err`` sampled on
-every :data:`~imc_grapes.backends.importance.COMPARE_EVERY`-th read as a plain run samples them, except the cost and
-saturation-probe diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and
-``"replicas": E`` in ``results.json``; ``time_s`` / ``wall_time_s`` are those of the whole batch). A replica whose
+format (the same history keys — the saturation probe ``sat/<layer>`` on every ``analog.sat_probe_every``-th step and
+the array-vs-exact importance diagnostics ``M_corr`` / ``M_err`` on every
+:data:`~imc_grapes.backends.importance.COMPARE_EVERY`-th read, as a plain run takes them — except the hardware cost
+diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and ``"replicas": E`` in
+``results.json``; ``time_s`` / ``wall_time_s`` are those of the whole batch). A replica whose
 loss becomes NaN/Inf is recorded as ``diverged`` (its rows so far are kept) and the others go on.
 
 Same seeds, same numbers: a replica gives bit-identical results whether it is trained alone (``E = 1``) or with
@@ -128,6 +129,7 @@ class ReplicaMLP(torch.nn.Module):
         self._array_reads = 0
         self._compared: dict[str, Tensor] = {}   # "M_corr/<layer>" / "M_err/<layer>" -> [E] sums over reads
         self._n_compared = 0
+        self._sat: dict[str, tuple[Tensor, Tensor]] = {}   # "sat/<layer>" -> ([E] sums, [E] counts) over probes
 
     @property
     def replica_layers(self) -> list[crossbar.ReplicaLinear]:
@@ -192,9 +194,40 @@ class ReplicaMLP(torch.nn.Module):
         """Drop pending updates (the stashed ``(x, d)`` of every layer)."""
         crossbar.analog_zero_grad(self)
 
-    def step(self, lr: float) -> None:
-        """The pulsed in-memory update of every layer with its stashed ``(x, d)``."""
-        crossbar.analog_step(self, lr)
+    def step(self, lr: float, probe: bool = False) -> None:
+        """The pulsed in-memory update of every layer with its stashed ``(x, d)``.
+
+        ``probe``: also measure each replica's realised / intended weight change of every layer,
+        ``⟨ΔW_real, ΔW_int⟩ / ‖ΔW_int‖²`` with ``ΔW_int = −lr Σ_b d_b x_bᵀ`` and ``ΔW_real`` the change of the (hidden)
+        device states, as a plain run's saturation probe (``analog.sat_probe_every``); see :meth:`saturation_stats`.
+        """
+        if not probe:
+            crossbar.analog_step(self, lr)
+            return
+        for k, layer in enumerate(self.replica_layers):
+            pairs = layer.pending_pairs()
+            if not pairs:
+                continue
+            before = layer.tile.read(hidden=True)                               # [E, out, in]
+            intended = torch.zeros_like(before)
+            for x, d in pairs:                                                  # x: [E, B, in], d: [E, B, out]
+                intended += torch.einsum("ebo,ebi->eoi", d.to(before.dtype), x.to(before.dtype))
+            intended *= -lr
+            layer.analog_update(lr)
+            num = ((layer.tile.read(hidden=True) - before) * intended).sum((1, 2))
+            den = intended.square().sum((1, 2))
+            valid = (den > 0).to(torch.float64)
+            ratio = torch.where(den > 0, num / den.clamp_min(1e-300), 0.0).to(torch.float64)
+            key = f"sat/layers.{k}"
+            total, count = self._sat.get(key, (torch.zeros_like(ratio), torch.zeros_like(valid)))
+            self._sat[key] = (total + ratio, count + valid)
+
+    def saturation_stats(self) -> dict[str, Tensor]:
+        """``sat/<layer>`` of every replica (``[E]``, NaN where no probe had an intended change), averaged over the
+        probed steps since the last call (then reset); empty when no step was probed."""
+        out = {k: torch.where(n > 0, total / n.clamp_min(1), torch.nan) for k, (total, n) in self._sat.items()}
+        self._sat.clear()
+        return out
 
 
 def _stack_splits(splits: Sequence[Any]) -> tuple[Tensor, Tensor]:
@@ -287,6 +320,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
     t_start = time.perf_counter()
     check_every = 1 if device.type == "cpu" else 25
     every = cfg.analog.importance_every
+    sat_every = cfg.analog.sat_probe_every
     lr = float(cfg.lr)
 
     def save(which: Sequence[int]) -> None:
@@ -325,7 +359,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             out = model(x)                                                   # [E, B, classes]
             per = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)   # [E]
             per.sum().backward()
-            model.step(lr)
+            model.step(lr, probe=sat_every > 0 and (train_batches - 1) % sat_every == 0)
             loss_sum += per.detach().to(torch.float64) * y.shape[1]
             correct += (out.detach().argmax(-1) == y).sum(1)
             seen += y.shape[1]
@@ -339,7 +373,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
             acc = (correct / seen).tolist()
             ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
-            diag = {k: v.tolist() for k, v in model.importance_stats().items()}
+            diag = {k: v.tolist() for k, v in {**model.saturation_stats(), **model.importance_stats()}.items()}
             for i in range(e):
                 if not alive[i]:
                     continue
@@ -352,7 +386,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                                        "time_s": time.perf_counter() - t0}
                 for name, m in zip(model.names, ms):
                     row[f"M_mean/{name}"] = m[i]
-                row.update({k: v[i] for k, v in diag.items()})
+                row.update({k: v[i] for k, v in diag.items() if not math.isnan(v[i])})
                 results[i].history.append(row)
             loss_sum.zero_(), correct.zero_()
             seen = 0

@@ -100,7 +100,8 @@ def test_replica_layer_step_is_sync_free():
 
 @pytest.mark.parametrize("optimizer", ["grapes", "layer-mean"])
 def test_replica_mlp_grapes_step_is_sync_free(optimizer):
-    """A replica MLP's GRAPES step with the array importance, including the sampled array-vs-exact comparison."""
+    """A replica MLP's GRAPES step with the array importance, including the sampled array-vs-exact comparison and
+    the saturation probe."""
     cfgs = [TrainConfig(dataset="synthetic", hidden=(24, 20), optimizer=optimizer, backend="crossbar", seed=s,
                         analog=AnalogSettings(preset="ReRamSB", tile_size=16, importance="array"))
             for s in (1, 2)]
@@ -111,8 +112,9 @@ def test_replica_mlp_grapes_step_is_sync_free(optimizer):
             model.zero_grad_analog()
             model.refresh_grapes()
             F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
-            model.step(0.1)
+            model.step(0.1, probe=True)
     assert set(model.importance_stats()) == {f"M_{k}/layers.{i}" for k in ("corr", "err") for i in (0, 1)}
+    assert set(model.saturation_stats()) == {f"sat/layers.{i}" for i in (0, 1, 2)}
 
 
 @pytest.mark.parametrize("rule,optimizer,importance", [

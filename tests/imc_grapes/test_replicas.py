@@ -56,6 +56,10 @@ def test_batched_seeds_equal_separate_runs(optimizer: str, tmp_path) -> None:
         assert "M_mean/layers.0" in header
         m = [row["M_mean/layers.0"] for row in together[0].history]
         assert all(1.0 <= v <= 2.0 for v in m)
+    # the saturation probe on every 20th step (analog.sat_probe_every), as a plain run: step 0 of 10, in the first row
+    assert {"sat/layers.0", "sat/layers.1"} <= set(header)
+    assert [("sat/layers.0" in row) for row in together[0].history] == [True, False, False, False]
+    assert all(0.5 < r.history[0][f"sat/layers.{k}"] < 1.5 for r in together for k in (0, 1))
     # the array-vs-exact diagnostics only where the importance is read from the arrays
     assert ("M_corr/layers.0" in header and "M_err/layers.0" in header) == (optimizer == "grapes-array")
     if optimizer == "grapes-array":   # reads 0-9 in 2 epochs of 5 batches: read 0 is compared, in the first row
@@ -169,6 +173,48 @@ def test_array_importance_diagnostics_sample_every_tenth_read_per_replica() -> N
             assert offset_err.min() > 0.04
             np.testing.assert_allclose(err, offset_err, atol=0.02)
     assert model.importance_stats() == {}                                       # reset
+
+
+def test_saturation_probe_is_the_realised_over_the_intended_weight_change_per_replica() -> None:
+    """``step(lr, probe=True)``: each replica's ``⟨ΔW_real, ΔW_int⟩ / ‖ΔW_int‖²`` per layer, ``ΔW_int = −lr Σ_b d xᵀ``
+    from the stashed pairs and ``ΔW_real`` the change of the hidden device states (checked against numpy), averaged
+    over the probed steps; on the Idealized device the pulsed update realises the intended change on average
+    (measured over 5 steps: 0.93-1.03)."""
+    cfgs = [base_cfg(seed=s, hidden=(24, 16), analog={"tile_size": 16, "preset": "Idealized"}) for s in SEEDS[:3]]
+    model = ReplicaMLP(cfgs, (1, 28, 28), 10, torch.device("cpu"))
+    data = load_dataset("synthetic", seed=0)
+    gen = torch.Generator().manual_seed(0)
+    lr = 0.05
+
+    def backward() -> None:
+        idx = torch.randint(0, len(data.train), (3, 32), generator=gen)
+        x, y = data.train.x[idx], data.train.y[idx]
+        model.zero_grad_analog()
+        out = model(x)
+        F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1).sum().backward()
+
+    assert model.saturation_stats() == {}
+    backward()
+    layers = model.replica_layers
+    pairs = [[(x.double().numpy(), d.double().numpy()) for x, d in layer.pending_pairs()] for layer in layers]
+    before = [layer.tile.read(hidden=True).double().numpy() for layer in layers]
+    model.step(lr, probe=True)
+    stats = model.saturation_stats()
+    assert set(stats) == {"sat/layers.0", "sat/layers.1", "sat/layers.2"}
+    for k, layer in enumerate(layers):
+        intended = -lr * sum(np.einsum("ebo,ebi->eoi", d, x) for x, d in pairs[k])
+        real = layer.tile.read(hidden=True).double().numpy() - before[k]
+        expected = (real * intended).sum((1, 2)) / (intended ** 2).sum((1, 2))
+        np.testing.assert_allclose(stats[f"sat/layers.{k}"].numpy(), expected, rtol=1e-5)
+    assert model.saturation_stats() == {}                                       # reset
+    backward()
+    model.step(lr)                                                              # not probed
+    assert model.saturation_stats() == {}
+    for _ in range(5):
+        backward()
+        model.step(lr, probe=True)
+    for v in model.saturation_stats().values():
+        assert ((0.85 < v) & (v < 1.15)).all(), v
 
 
 def test_initial_weights_are_build_networks() -> None:

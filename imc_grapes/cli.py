@@ -201,6 +201,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-score", choices=TUNE_SCORES, default=c.tune_score,
                    help="what a tuning run scores: its final validation accuracy (what the final runs report) or "
                         "its best one at any evaluation point (default %(default)s)")
+    p.add_argument("--tail-evals", type=int, default=c.tail_evals, metavar="K",
+                   help="a run's accuracy (reported, and the 'final' tuning score) is the mean of its last K "
+                        "evaluations; on noisy devices one evaluation moves by several points from the next, so "
+                        "K > 1 with --evals-per-epoch > 1 averages that out (default %(default)s: the final one)")
     p.add_argument("--target-acc", type=float, default=c.target_acc,
                    help="accuracy for the 'epochs to target' column, as a fraction (default %(default)s)")
     p.add_argument("--inference-times", type=float, nargs="*", default=[1.0, 3600.0, 86400.0, 31536000.0],
@@ -226,7 +230,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
                            analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
                            val_holdout=args.val_holdout, target_acc=args.target_acc,
-                           tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score)
+                           tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score,
+                           tail_evals=args.tail_evals)
         base.resolved_device()
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)

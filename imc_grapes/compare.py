@@ -49,6 +49,9 @@ class CompareSpec:
         tune_seeds: seeds of the tuning runs; an lr's score is the mean over them (an lr for which any of them
             diverged or failed is not chosen).
         tune_score: what a tuning run scores, one of :data:`TUNE_SCORES` (default ``final``).
+        tail_evals: a run's accuracy (the ``final`` tuning score and the reported test accuracy) is the mean of its
+            last ``tail_evals`` evaluations (default 1: the final one). On noisy devices, where one evaluation moves
+            by several points from the next, a few evaluations average that noise out.
         val_holdout: training samples held out as the validation split for tuning.
         seeds: seeds of the final runs (each cell uses the same seeds: same init and data order).
         target_acc: accuracy (fraction) for the "epochs to target" column.
@@ -61,6 +64,7 @@ class CompareSpec:
     lr_grid: tuple[float, ...] = (0.1,)
     tune_seeds: tuple[int, ...] = (0,)
     tune_score: str = "final"
+    tail_evals: int = 1
     val_holdout: int = 5000
     seeds: tuple[int, ...] = (0,)
     target_acc: float = 0.9
@@ -84,6 +88,9 @@ class CompareSpec:
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
+        if isinstance(self.tail_evals, bool) or not isinstance(self.tail_evals, int) or self.tail_evals < 1:
+            raise ConfigError(f"tail_evals must be an integer ≥ 1 (1 = the final evaluation), "
+                              f"got {self.tail_evals!r}")
         if not 0 < self.target_acc <= 1:
             raise ConfigError(f"target_acc must be in (0, 1], got {self.target_acc}")
         if self.val_holdout < 1 and len(self.lr_grid) > 1:
@@ -186,14 +193,20 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
         return RunResult(cfg, saved.get("history", []), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
 
 
-def tune_score(run: RunResult, how: str) -> float | None:
-    """A tuning run's score: its last (``how="final"``) or best (``"best"``) evaluation accuracy; None unless it
-    completed."""
+def run_accuracy(run: RunResult, tail: int = 1) -> float:
+    """The mean evaluation accuracy (``test_acc``: the test set, or the validation split of a tuning run) over the
+    last ``tail`` evaluations of ``run`` (all of them when it has fewer); needs a non-empty history."""
+    return statistics.fmean(h["test_acc"] for h in run.history[-tail:])
+
+
+def tune_score(run: RunResult, how: str, tail: int = 1) -> float | None:
+    """A tuning run's score: the mean of its last ``tail`` evaluations (``how="final"``, :func:`run_accuracy`) or
+    its best evaluation (``"best"``); None unless it completed."""
     if how not in TUNE_SCORES:
         raise ValueError(f"tune_score: how must be one of {', '.join(TUNE_SCORES)}, got {how!r}")
     if run.status != "completed" or not run.history:
         return None
-    return run.history[-1]["test_acc"] if how == "final" else max(h["test_acc"] for h in run.history)
+    return run_accuracy(run, tail) if how == "final" else max(h["test_acc"] for h in run.history)
 
 
 def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfig, Path], RunResult],
@@ -212,7 +225,7 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
                 cfg = spec.cell_config(hw, opt, lr, seed, tuning=True)
                 log(f"== tune {label} lr={lr:g}" + (f" seed={seed}" if several else "") + " (validation split)")
                 folder = tune_root / opt / (f"lr{lr:g}_seed{seed}" if several else f"lr{lr:g}")
-                by_seed[lr][seed] = tune_score(run(cfg, folder), spec.tune_score)
+                by_seed[lr][seed] = tune_score(run(cfg, folder), spec.tune_score, spec.tail_evals)
         valid = {lr: a for lr, a in lr_scores(by_seed).items() if a is not None}
         if not valid:
             log(f"!! every lr diverged or failed for {label}; using the smallest")
@@ -268,13 +281,14 @@ def _saturation(run: RunResult) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
-def summarise_cells(cells: Sequence[Cell], target: float) -> list[dict[str, Any]]:
-    """One row per cell: accuracies (mean ± std over seeds), epochs to target, saturation, cost ratio to SGD."""
+def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list[dict[str, Any]]:
+    """One row per cell: accuracies (mean ± std over seeds of each run's :func:`run_accuracy` over its last ``tail``
+    evaluations), epochs to target, saturation, cost ratio to SGD."""
     sgd_cost = {c.hardware: _mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:
         done = [r for r in c.runs if r.history]
-        acc_m, acc_s = _mean_std([r.history[-1]["test_acc"] for r in done])
+        acc_m, acc_s = _mean_std([run_accuracy(r, tail) for r in done])
         ett = [epochs_to_target(r, target) for r in done]
         reached = [e for e in ett if e is not None]
         cost, _ = _mean_std([_per_step_cost(r) for r in c.runs])
@@ -282,7 +296,7 @@ def summarise_cells(cells: Sequence[Cell], target: float) -> list[dict[str, Any]
         row: dict[str, Any] = {
             "hardware": c.hardware, "optimizer": c.optimizer, "lr": c.lr, "runs": len(c.runs),
             "diverged": sum(r.status == "diverged" for r in c.runs),
-            "final_test_acc_mean": acc_m, "final_test_acc_std": acc_s,
+            "final_test_acc_mean": acc_m, "final_test_acc_std": acc_s, "tail_evals": tail,
             "epochs_to_target_mean": statistics.fmean(reached) if len(reached) == len(done) and done else None,
             "reached_target": f"{len(reached)}/{len(done)}",
             "saturation_mean": _mean_std([_saturation(r) for r in done])[0],
@@ -308,7 +322,9 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
     """The summary as a plain-text (or Markdown) table."""
     inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
                       key=lambda k: float(k.split("@")[1]))
-    head = ["hardware", "optimizer", "lr", "test acc % (mean ± std)", f"epochs to {100 * target:g}%",
+    tail = max((int(r.get("tail_evals", 1)) for r in rows), default=1)
+    acc_head = "test acc % (mean ± std)" if tail == 1 else f"test acc % (last {tail} evals, mean ± std)"
+    head = ["hardware", "optimizer", "lr", acc_head, f"epochs to {100 * target:g}%",
             "saturation", "energy ×SGD", "GRAPES ops %"] + [f"acc % @{_time_label(float(k.split('@')[1]))}" for k in inf_cols]
     body = []
     for r in rows:
@@ -413,7 +429,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
 
     cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, f"{hw}/{opt}", log)
              for hw in spec.hardware for opt in spec.optimizers]
-    rows = summarise_cells(cells, spec.target_acc)
+    rows = summarise_cells(cells, spec.target_acc, spec.tail_evals)
     result = {
         "command": command,
         "spec": spec.to_dict(),
@@ -508,14 +524,18 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
                      f"GRAPES importance `{b.analog.importance}` (refreshed every {b.analog.importance_every} "
                      "batch(es))")
     if len(spec.lr_grid) > 1:
-        how = ("its final validation accuracy" if spec.tune_score == "final" else
-               "its best validation accuracy at any evaluation point")
+        how = ("its best validation accuracy at any evaluation point" if spec.tune_score == "best" else
+               "its final validation accuracy" if spec.tail_evals == 1 else
+               f"its mean validation accuracy over its last {spec.tail_evals} evaluations")
         lines.append(f"* learning rate tuned per cell over {list(spec.lr_grid)} on a validation split (the last "
                      f"{spec.val_holdout} training samples; tuning seed(s) {list(spec.tune_seeds)}): each tuning run "
                      f"scored by {how}, the lr with the highest mean score chosen; the test set was not used to choose")
     else:
         lines.append(f"* one learning rate for every cell: {spec.lr_grid[0]:g} (no tuning: a GRAPES gain may be an "
                      "lr effect; pass an lr grid for a fair comparison)")
+    if spec.tail_evals > 1:
+        lines.append(f"* a run's test accuracy: the mean of its last {spec.tail_evals} evaluations (they move by "
+                     "several points from one to the next on a noisy device)")
     lines += ["", "## Results", "", format_table(rows, spec.target_acc, markdown=True), "",
               "*saturation*: realised / intended weight change of the pulsed updates (1 = every intended change "
               "reached the devices); *energy ×SGD*: estimated energy per training step relative to SGD on the same "
@@ -530,7 +550,9 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
                      "difference counts as clear only beyond twice it.)", ""])
     tuned = [c for c in cells if c.tuning]
     if tuned:
-        lines += [f"## Learning-rate tuning ({spec.tune_score} validation accuracy %"
+        score = (f"validation accuracy % over the last {spec.tail_evals} evaluations"
+                 if spec.tune_score == "final" and spec.tail_evals > 1 else f"{spec.tune_score} validation accuracy %")
+        lines += [f"## Learning-rate tuning ({score}"
                   + (f", mean over tuning seeds {list(spec.tune_seeds)}" if len(spec.tune_seeds) > 1 else "") + ")", "",
                   "| hardware | optimizer | " + " | ".join(f"lr {lr:g}" for lr in spec.lr_grid) + " | chosen |",
                   "|---|---|" + "---|" * (len(spec.lr_grid) + 1)]

@@ -30,6 +30,8 @@ def test_spec_validation_errors():
         CompareSpec(tune_seeds=())
     with pytest.raises(ConfigError, match=r"tune_seeds must name one or more distinct seeds, got \[1, 1\]"):
         CompareSpec(tune_seeds=(1, 1))
+    with pytest.raises(ConfigError, match=r"tail_evals must be an integer ≥ 1 \(1 = the final evaluation\), got 0"):
+        CompareSpec(tail_evals=0)
 
 
 def _fake_runs(curves):
@@ -72,6 +74,30 @@ def test_tuning_scores_final_or_best_and_averages_the_tune_seeds(tmp_path):
     record = compare_mod.tuning_record(cell, "final")
     assert record["validation_acc_by_lr_and_seed"]["0.1"] == {"0": 0.70, "1": None}
     assert record["tune_score"] == "final" and record["chosen_lr"] == 0.3
+
+
+def test_tail_evals_average_the_last_evaluations_for_tuning_and_the_table(tmp_path):
+    """``tail_evals = K``: a run's accuracy is the mean of its last K evaluations, for the ``final`` tuning score (here
+    it changes the chosen lr: lr 0.1 ends low after a high evaluation) and for the reported accuracy."""
+    curves = {(0.1, 0): [0.50, 0.90, 0.62], (0.3, 0): [0.70, 0.70, 0.66]}
+    for tail, chosen, scores in ((1, 0.3, {0.1: 0.62, 0.3: 0.66}), (2, 0.1, {0.1: 0.76, 0.3: 0.68})):
+        spec = CompareSpec(base=BASE, lr_grid=(0.1, 0.3), val_holdout=100, tail_evals=tail)
+        run, _ = _fake_runs(curves)
+        cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / f"t{tail}", tmp_path / f"f{tail}",
+                                        "x", lambda s: None)
+        assert cell.lr == chosen and cell.tuning == pytest.approx(scores)
+    # the table: seeds' tail means 0.70 (0.6, 0.8) and 0.50 (0.4, 0.6) -> 60 ± 14.14 %
+    runs = [compare_mod.RunResult(BASE, [{"epoch": k + 1, "test_acc": a} for k, a in enumerate(accs)], "completed")
+            for accs in ([0.9, 0.6, 0.8], [0.1, 0.4, 0.6])]
+    cell = compare_mod.Cell("digital", "sgd", 0.1, runs)
+    row = compare_mod.summarise_cells([cell], 0.5, tail=2)[0]
+    assert row["final_test_acc_mean"] == pytest.approx(0.60)
+    assert row["final_test_acc_std"] == pytest.approx(0.1414, 1e-3)
+    assert compare_mod.summarise_cells([cell], 0.5)[0]["final_test_acc_mean"] == pytest.approx(0.70)   # final only
+    assert "test acc % (last 2 evals, mean ± std)" in compare_mod.format_table([row], 0.5)
+    md = compare_mod.render_markdown(CompareSpec(base=BASE, lr_grid=(0.1, 0.3), tail_evals=2), [row], [], [], None)
+    assert "its mean validation accuracy over its last 2 evaluations" in md
+    assert "* a run's test accuracy: the mean of its last 2 evaluations" in md
 
 
 @pytest.mark.slow
@@ -139,6 +165,8 @@ def test_cli_compare_bad_arguments(tmp_path, capsys):
     assert "AnalogSettings.preset must be one of" in capsys.readouterr().err
     assert main(["compare", "--dataset", "synthetic", "--tune-seeds", "3", "3", "--out", str(tmp_path)]) == 2
     assert "tune_seeds must name one or more distinct seeds" in capsys.readouterr().err
+    assert main(["compare", "--dataset", "synthetic", "--tail-evals", "0", "--out", str(tmp_path)]) == 2
+    assert "tail_evals must be an integer ≥ 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--dataset", "synthetic", "--tune-score", "max", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "invalid choice: 'max'" in capsys.readouterr().err

@@ -2,8 +2,9 @@
 
 Written into the sweep folder:
 
-* ``summary.csv`` — point id, status, failure reason, the swept parameters, final metrics, wall time, then
-  every other config field (top-level names, ``analog.*``, ``device.*``);
+* ``summary.csv`` — point id, status, failure reason, the swept parameters, final metrics (with ``[sweep]
+  tail_evals = K > 1`` also ``tail_test_acc``, the mean of the last K evaluations, which the plots then show),
+  wall time, then every other config field (top-level names, ``analog.*``, ``device.*``);
 * ``plots/acc_vs_<axis>.png`` — final test accuracy against each swept parameter (mean ± std over seeds and
   the other swept axes), one line per optimizer; the ideal-digital accuracy of each optimizer as a dashed
   reference line when the sweep has digital points next to analog ones (``reference = true`` or a ``backend``
@@ -32,6 +33,8 @@ from .spec import Point, SweepSpec, _fmt_value, _plain
 from .store import DIAGNOSTICS, DONE, FAILED, SweepStore
 
 METRIC = "final_test_acc"
+#: a point's accuracy over its last ``[sweep] tail_evals`` evaluations (present when that is > 1)
+TAIL_METRIC = "tail_test_acc"
 METRIC_COLUMNS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_acc", "final_train_loss",
                   "epochs", "wall_time_s")
 #: axes that are not plotted on an x axis: they split lines (optimizer), are averaged over (seed) or pick the
@@ -80,6 +83,8 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
         row: dict[str, Any] = {"point": p.id, "status": ps.state, "reason": ps.reason, "reference": p.reference}
         row.update({k: _cell(v) for k, v in p.params.items()})
         row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k != "wall_time_s"})
+        if spec.tail_evals > 1:
+            row[TAIL_METRIC] = ps.metrics.get(TAIL_METRIC)
         row["wall_time_s"] = store.read_run_info(p.id).get("wall_time_s") if ps.state in (DONE, FAILED) else None
         row.update({k: ps.metrics.get(k) for k in diagnostics})
         row.update({k: _cell(v) for k, v in _config_columns(p.config.to_dict()).items() if k not in covered})
@@ -111,8 +116,15 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def _acc(ps: Any) -> float | None:
-    v: Any = ps.metrics.get(METRIC) if ps.state == DONE else None
+    """A finished point's accuracy: the mean of its last evaluations where the spec asks for it
+    (:data:`TAIL_METRIC`), else its final one."""
+    v: Any = ps.metrics.get(TAIL_METRIC, ps.metrics.get(METRIC)) if ps.state == DONE else None
     return float(v) if _is_num(v) and math.isfinite(v) else None
+
+
+def _acc_label(spec: SweepSpec) -> str:
+    return ("final test accuracy" if spec.tail_evals == 1 else
+            f"test accuracy, mean of the last {spec.tail_evals} evaluations")
 
 
 def _split(status_points: Sequence[Any]) -> tuple[list[Any], list[Any]]:
@@ -201,7 +213,8 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     else:
         ax.set_xticks(list(xs.values()), [_fmt_value(v) for v in values])
     over = "seeds" + (" and " + ", ".join(others) if others else "")
-    ax.set(xlabel=axis, ylabel="final test accuracy (%)", title=f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})")
+    ax.set(xlabel=axis, ylabel=f"{_acc_label(spec)} (%)",
+           title=f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -254,8 +267,8 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
         ax.set_yticks(range(len(yv)), [_fmt_value(v) for v in yv])
         ax.set(xlabel=ax_x, ylabel=ax_y, title=opt)
     if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), label="final test accuracy (%)")
-    fig.suptitle(f"{spec.name}: mean final test accuracy (%) over seeds and other axes (— = not run yet)")
+        fig.colorbar(im, ax=axes.ravel().tolist(), label=f"{_acc_label(spec)} (%)")
+    fig.suptitle(f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes (— = not run yet)")
     return _save(plt, fig, path)
 
 
@@ -277,7 +290,7 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
         if xs:
             ax.bar(xs, ms, yerr=ss, width=0.38, capsize=3, label=label)
     ax.set_xticks([i + 0.2 for i in range(len(opts))] if ref else list(range(len(opts))), opts)
-    ax.set(ylabel="final test accuracy (%)", title=f"{spec.name}: accuracy per optimizer (mean ± std over seeds)")
+    ax.set(ylabel=f"{_acc_label(spec)} (%)", title=f"{spec.name}: accuracy per optimizer (mean ± std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(plt, fig, path)
@@ -360,7 +373,8 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     for ps in status.points:
         key = _key([ps.point.params.get(n) for n in names] + [ps.point.config.backend])
         groups.setdefault(key, []).append(ps)
-    head = names + ["backend", "runs", "failed", "test acc (%)"]
+    head = names + ["backend", "runs", "failed",
+                    "test acc (%)" if spec.tail_evals == 1 else f"test acc, last {spec.tail_evals} evals (%)"]
     table = [head]
     ordered = sorted(groups.values(), key=lambda pts: pts[0].point.config.backend == "digital")  # reference last
     for pts in ordered:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,11 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     for p in (points if points is not None else spec.points()):
         result = store.read_result(p.id)
         if result is not None:
-            rows.append(PointStatus(p, result["status"], result.get("reason", ""), result.get("metrics") or {}))
+            metrics = dict(result.get("metrics") or {})
+            accs = [h["test_acc"] for h in result.get("history") or [] if isinstance(h.get("test_acc"), (int, float))]
+            if spec.tail_evals > 1 and result["status"] == DONE and accs:
+                metrics["tail_test_acc"] = statistics.fmean(accs[-spec.tail_evals:])
+            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics))
         else:
             rows.append(PointStatus(p, store.state(p.id)))
     return SweepStatus(spec.name, store.root, rows, running=store.is_running())

@@ -59,7 +59,7 @@ from .paths import FieldPath, SpecError, resolve_path, set_path
 #: (both ends included), ``{choice = [v1, v2, ...]}``
 RANGE_KINDS: tuple[str, ...] = ("uniform", "log_uniform", "int_uniform", "choice")
 SPEC_TABLES: tuple[str, ...] = ("sweep", "base", "axes", "sample")
-SWEEP_KEYS: tuple[str, ...] = ("name", "out", "reference", "base_from")
+SWEEP_KEYS: tuple[str, ...] = ("name", "out", "reference", "base_from", "tail_evals")
 SAMPLE_KEYS: tuple[str, ...] = ("n", "seed")
 #: sampled floats are rounded to this many significant digits (readable folder listings and CSV columns)
 SAMPLE_DIGITS = 6
@@ -219,6 +219,9 @@ class SweepSpec:
         sample_seed: seed of the ``torch.Generator`` drawing the samples.
         reference: add a digital twin of every analog point (ideal-digital reference line).
         out: default output folder (None: ``runs/sweeps/<name>``).
+        tail_evals: the reports' accuracy of a point is the mean of its last ``tail_evals`` evaluations
+            (``tail_test_acc``; default 1: the final evaluation, ``final_test_acc``). Not part of any point's
+            identity: changing it re-reports finished points, it re-runs nothing.
     """
 
     base: TrainConfig = field(default_factory=TrainConfig)
@@ -228,9 +231,13 @@ class SweepSpec:
     sample_seed: int = 0
     reference: bool = False
     out: str | None = None
+    tail_evals: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))
+        if isinstance(self.tail_evals, bool) or not isinstance(self.tail_evals, int) or self.tail_evals < 1:
+            raise SpecError(f"[sweep] tail_evals must be an integer ≥ 1 (1 = the final evaluation), "
+                            f"got {self.tail_evals!r}")
         if not self.name or "/" in self.name:
             raise SpecError(f"SweepSpec.name must be a non-empty name without '/', got {self.name!r}")
         seen: dict[tuple[str, str], str] = {}
@@ -321,7 +328,7 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "out": self.out, "reference": self.reference,
+            "name": self.name, "out": self.out, "reference": self.reference, "tail_evals": self.tail_evals,
             "base": self.base.to_dict(),
             "axes": {ax.name: ax.to_dict() for ax in self.axes},
             "sample": {"n": self.n_samples, "seed": self.sample_seed} if self.n_samples else None,
@@ -448,7 +455,7 @@ def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.
     if not isinstance(reference, bool):
         raise SpecError(f"[sweep] reference must be true or false, got {reference!r}")
     return SweepSpec(base=base, axes=axes, name=str(sweep.get("name", name)), n_samples=n, sample_seed=seed,
-                     reference=reference, out=sweep.get("out"))
+                     reference=reference, out=sweep.get("out"), tail_evals=sweep.get("tail_evals", 1))
 
 
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from imc_grapes.io import read_json
-from imc_grapes.sweep import LocalExecutor, SweepLockedError, SweepStore, load_spec, run_sweep, sweep_status
+from imc_grapes.sweep import (LocalExecutor, SpecError, SweepLockedError, SweepStore, load_spec, run_sweep,
+                              sweep_status)
 from imc_grapes.sweep.cli import main as sweep_main
 from imc_grapes.sweep.spec import SweepSpec
+from imc_grapes.sweep.report import format_summary, summary_rows, write_report
 from imc_grapes.sweep.store import metrics_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,6 +214,35 @@ def test_analog_points_with_digital_reference_and_report(tmp_path):
         if row["optimizer"] == "grapes":
             assert 1.0 <= float(row["final_M_mean/layers.0"]) <= 2.0
     assert (spec.out_dir / "plots" / "diagnostics_vs_device.dw_min.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tail_evals_report_the_mean_of_the_last_evaluations_without_rerunning(tmp_path):
+    """``[sweep] tail_evals = K``: the report's accuracy of a point is the mean of its last K evaluations
+    (``tail_test_acc`` in summary.csv, the plots and the text summary); the points keep their ids, so setting it on a
+    finished sweep re-reports it without running anything."""
+    body = '[axes]\nlr = [0.05, 0.2]\nseed = [0, 1]\n'
+    base = TINY + "epochs = 2\nevals_per_epoch = 2\n"
+    plain = load_spec(write_spec(tmp_path, body, base=base))
+    status = run_sweep(plain, executor=LocalExecutor(jobs=1, threads=1), log=quiet)
+    assert status.complete and status.count("done") == 4
+    tailed = load_spec(write_spec(tmp_path, body, base=base, sweep="tail_evals = 3"))
+    assert tailed.tail_evals == 3 and [p.id for p in tailed.points()] == [p.id for p in plain.points()]
+    counting = Counting(LocalExecutor(jobs=1, threads=1))
+    assert run_sweep(tailed, executor=counting, log=quiet).complete and counting.ids == []     # nothing re-run
+    rows = summary_rows(tailed)
+    for row in rows:
+        history = read_json(tailed.out_dir / "points" / row["point"] / "point.json")["history"]
+        assert len(history) == 4
+        assert row["tail_test_acc"] == pytest.approx(sum(h["test_acc"] for h in history[-3:]) / 3)
+        assert row["final_test_acc"] == history[-1]["test_acc"]
+    assert "tail_test_acc" not in summary_rows(plain)[0]
+    assert "test acc, last 3 evals (%)" in format_summary(tailed)
+    write_report(tailed)
+    assert (tailed.out_dir / "plots" / "acc_vs_lr.png").read_bytes()[:4] == b"\x89PNG"
+    with open(tailed.out_dir / "summary.csv") as f:
+        assert "tail_test_acc" in next(csv.reader(f))
+    with pytest.raises(SpecError, match=r"\[sweep\] tail_evals must be an integer ≥ 1"):
+        load_spec(write_spec(tmp_path / "bad", body, base=base, sweep="tail_evals = 0"))
 
 
 def test_final_metrics_take_each_diagnostics_latest_recorded_value():

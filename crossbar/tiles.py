@@ -118,8 +118,8 @@ class TileState(nn.Module):
     counter_pulses: Tensor
     counter_importance_reads: Tensor
     counter_adc_conversions: Tensor
-    generator: torch.Generator | CounterRNG   # TileArray: a torch.Generator; ReplicaTileArray: a CounterRNG
     counter_dac_conversions: Tensor
+    generator: torch.Generator | CounterRNG   # TileArray: a torch.Generator; ReplicaTileArray: a CounterRNG
 
     def _register_state(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> None:
         """Register the buffers: ``params`` is a ``DeviceParams.state_dict()`` of the states' shape."""

@@ -26,7 +26,7 @@ from typing import Any
 from .config import OPTIMIZERS, ConfigError, TrainConfig, identity_dict
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
-from .train import DivergenceError, RunResult, train
+from .train import DivergenceError, RunResult, tail_accuracy, train
 
 HARDWARE = ("digital", "analog")
 #: how a tuning run is scored: its ``final`` evaluation (the quantity the final runs report, on the test set) or
@@ -193,20 +193,15 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
         return RunResult(cfg, saved.get("history", []), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
 
 
-def run_accuracy(run: RunResult, tail: int = 1) -> float:
-    """The mean evaluation accuracy (``test_acc``: the test set, or the validation split of a tuning run) over the
-    last ``tail`` evaluations of ``run`` (all of them when it has fewer); needs a non-empty history."""
-    return statistics.fmean(h["test_acc"] for h in run.history[-tail:])
-
-
 def tune_score(run: RunResult, how: str, tail: int = 1) -> float | None:
-    """A tuning run's score: the mean of its last ``tail`` evaluations (``how="final"``, :func:`run_accuracy`) or
+    """A tuning run's score: the mean of its last ``tail`` evaluations (``how="final"``,
+    :func:`~imc_grapes.train.tail_accuracy`) or
     its best evaluation (``"best"``); None unless it completed."""
     if how not in TUNE_SCORES:
         raise ValueError(f"tune_score: how must be one of {', '.join(TUNE_SCORES)}, got {how!r}")
     if run.status != "completed" or not run.history:
         return None
-    return run_accuracy(run, tail) if how == "final" else max(h["test_acc"] for h in run.history)
+    return tail_accuracy(run.history, tail) if how == "final" else max(h["test_acc"] for h in run.history)
 
 
 def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfig, Path], RunResult],
@@ -282,13 +277,14 @@ def _saturation(run: RunResult) -> float | None:
 
 
 def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list[dict[str, Any]]:
-    """One row per cell: accuracies (mean ± std over seeds of each run's :func:`run_accuracy` over its last ``tail``
-    evaluations), epochs to target, saturation, cost ratio to SGD."""
+    """One row per cell: accuracies (mean ± std over seeds of each run's
+    :func:`~imc_grapes.train.tail_accuracy` over its last ``tail`` evaluations), epochs to target, saturation, cost
+    ratio to SGD."""
     sgd_cost = {c.hardware: _mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:
         done = [r for r in c.runs if r.history]
-        acc_m, acc_s = _mean_std([run_accuracy(r, tail) for r in done])
+        acc_m, acc_s = _mean_std([tail_accuracy(r.history, tail) for r in done])
         ett = [epochs_to_target(r, target) for r in done]
         reached = [e for e in ett if e is not None]
         cost, _ = _mean_std([_per_step_cost(r) for r in c.runs])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,13 @@ class RunResult:
             "versions": versions(),
             "history": self.history,
         }
+
+
+def tail_accuracy(history: Sequence[dict[str, Any]], last: int = 1) -> float | None:
+    """The mean ``test_acc`` (the test set, or a tuning run's validation split) over the last ``last`` evaluation
+    rows of a run's ``history`` (all of them when it has fewer); None when it has none."""
+    accs = [h["test_acc"] for h in history[-last:] if isinstance(h.get("test_acc"), (int, float))]
+    return math.fsum(accs) / len(accs) if accs else None
 
 
 @torch.no_grad()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,9 +85,12 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
         result = store.read_result(p.id)
         if result is not None:
             metrics = dict(result.get("metrics") or {})
-            accs = [h["test_acc"] for h in result.get("history") or [] if isinstance(h.get("test_acc"), (int, float))]
-            if spec.tail_evals > 1 and result["status"] == DONE and accs:
-                metrics["tail_test_acc"] = statistics.fmean(accs[-spec.tail_evals:])
+            if spec.tail_evals > 1 and result["status"] == DONE:
+                from ..train import tail_accuracy
+
+                tail = tail_accuracy(result.get("history") or [], spec.tail_evals)
+                if tail is not None:
+                    metrics["tail_test_acc"] = tail
             rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics))
         else:
             rows.append(PointStatus(p, store.state(p.id)))

@@ -12,7 +12,7 @@ from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, add_gau
                                 bound_management_rounds, noise_management_scale, prepare_inputs, quantize,
                                 quantize_adc, quantize_dac, resolution_step)
 from crossbar.replicas import ReplicaLinear, ReplicaTileArray
-from crossbar.tiles import COUNTER_NAMES, TileArray, TileState
+from crossbar.tiles import COUNTER_NAMES, TileArray, TileState, hardware_and_exact_sums, hardware_sums
 from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_probabilities, update_scales
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     # mapping and tiles
     "TileGrid",
     "TileArray",
+    "hardware_sums",
+    "hardware_and_exact_sums",
     "TileState",
     "COUNTER_NAMES",
     # replicas (crossbar/replicas.py)

@@ -55,6 +55,8 @@ __all__ = [
     "quantize_dac",
     "quantize_adc",
     "add_gaussian_noise",
+    "full_scale_adc",
+    "full_scale_scales",
     "noise_management_scale",
     "analog_mvm",
     "PreparedInputs",
@@ -389,6 +391,46 @@ def prepare_inputs(x_tiles: Tensor, p: IOParameters, transposed: bool = False) -
     return PreparedInputs(alpha, alpha_safe, alpha_pos, rounds, _dac_rounds(xin, alpha_safe, p, None, rounds))
 
 
+def full_scale_scales(prepared: PreparedInputs, p: IOParameters) -> Tensor | None:
+    """The digital rescaling of each bound-management round of an all-ones read, ``[R|1, C|1, rounds]``
+    (``alpha·2**k·out_scale``), for :func:`full_scale_adc`; ``None`` where that ADC does not apply (stochastic
+    ADC rounding or additive weight noise: :func:`analog_mvm` with ``products`` then)."""
+    if p.out_sto_round or (p.w_noise_type == "additive_constant" and p.w_noise > 0):
+        return None
+    a = prepared.alpha_safe
+    scales = a.reshape(*a.shape[:2], 1) * _powers_of_two(prepared.rounds, a.dtype, a.device)
+    return scales * p.out_scale if p.out_scale != 1.0 else scales
+
+
+def full_scale_adc(y: Tensor, scales: Tensor, p: IOParameters) -> MVMResult:
+    """The ADC side of an all-ones read (one input vector, every line at full scale): what :func:`analog_mvm` with
+    ``prepared``/``products`` does after its output noise, in fewer operations and with the same numbers.
+
+    Args:
+        y: ``[R, C, rounds, n_out]`` the analog outputs of each bound-management round (each round's DAC code
+            times the tiles' line sums, plus the output noise), a fresh tensor (modified in place).
+        scales: :func:`full_scale_scales` (or a broadcastable slice of it), ``[R|1, C|1, rounds]``.
+
+    The ADC grid on every round, the bound-management test, each tile's first passing round (the last round
+    always passes), its saturation and its rescaling; the last two only on the selected round. The zeroing of
+    all-zero inputs is left out: an all-ones input has a noise-management scale > 0 on every tile block. No
+    random numbers are drawn (the ADC is deterministic where :func:`full_scale_scales` applies).
+    """
+    rounds = scales.shape[-1]
+    q = _quantize_(y, p.out_step, False, None)                               # [R, C, rounds, n_out]
+    n_r, n_c = q.shape[0], q.shape[1]
+    if rounds == 1:
+        if math.isfinite(p.out_bound):
+            q.clamp_(-p.out_bound, p.out_bound)
+        return MVMResult(q.mul_(scales.unsqueeze(-1)), torch.ones(n_r, n_c, 1, dtype=torch.int64, device=q.device),
+                         n_r * n_c)
+    passed = _passed(q, p).logical_or_(_last_round(rounds, q.device).view(rounds))   # [R, C, rounds]
+    first = torch.argmax(passed.view(torch.uint8), dim=2, keepdim=True)       # [R, C, 1]: first passing round
+    out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1])).clamp_(-p.out_bound, p.out_bound)
+    out.mul_(torch.gather(scales.expand(n_r, n_c, rounds), 2, first).unsqueeze(-1))
+    return MVMResult(out, first.add_(1), None)
+
+
 def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:
     """``(alpha, alpha_safe, alpha_pos)`` of :class:`PreparedInputs` for ``xin``."""
     alpha, alpha_pos = _scale_with_positivity(xin, p)      # [R|1, C|1, B, 1]; alpha_pos known on the CPU
@@ -477,11 +519,19 @@ def _mvm_rounds(xin: Tensor | None, mat: Tensor | None, alpha: Tensor, alpha_saf
 
     if passed is not None:   # the last round always passes
         passed = passed.view(n_r, n_c, rounds, batch).logical_or_(_last_round(rounds, passed.device))
-        first = torch.argmax(passed.to(torch.int8), dim=2)     # [R, C, B]: first passing round
+        first = torch.argmax(passed.view(torch.uint8), dim=2)  # [R, C, B]: first passing round (a view, no copy)
         index = first.view(n_r, n_c, 1, batch, 1).expand(n_r, n_c, 1, batch, yq.shape[-1])
         return _rescaled(torch.gather(yq, 2, index).squeeze(2), first, alpha, alpha_safe, alpha_pos, nm_on, p,
-                         transposed)
+                         transposed, rounds)
     return _rescaled(yq.squeeze(2), None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
+
+
+@functools.lru_cache(maxsize=32)
+def _powers_of_two(rounds: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[rounds]``: ``2**k`` for ``k = 0 … rounds - 1`` in ``dtype`` (a cache). ``alpha · table[k]`` is exactly
+    ``ldexp(alpha, k)`` (a product with a power of two is exact), in one indexing op instead of ldexp's
+    conversions and ``pow``."""
+    return torch.pow(2.0, torch.arange(rounds, dtype=torch.float64)).to(device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=32)
@@ -546,7 +596,7 @@ def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
         pending.index_copy_(2, samples, waiting & ~passed)
         if not bool(pending.any()):
             break
-    return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
+    return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed, rounds)
 
 
 def _passed(q: Tensor, p: IOParameters) -> Tensor:
@@ -558,12 +608,12 @@ def _passed(q: Tensor, p: IOParameters) -> Tensor:
 
 
 def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,
-              nm_on: bool, p: IOParameters, transposed: bool) -> MVMResult:
+              nm_on: bool, p: IOParameters, transposed: bool, rounds: int = 1) -> MVMResult:
     """The :class:`MVMResult` of ADC outputs ``out: [R, C, B, n_out]`` (rescaled in place) whose samples passed in
-    bound-management round ``first: [R, C, B]`` (``None``: one round): the digital rescaling by
+    bound-management round ``first: [R, C, B]`` (< ``rounds``; ``None``: one round): the digital rescaling by
     ``alpha·2**first·out_scale``, and the exact zeros of all-zero inputs under noise management."""
     if first is not None:
-        scale = torch.ldexp(alpha_safe, first.unsqueeze(-1))                     # alpha * 2**first
+        scale = alpha_safe * _powers_of_two(rounds, out.dtype, out.device)[first].unsqueeze(-1)   # alpha * 2**first
         passes, total = first + 1, None
     else:
         scale = alpha_safe

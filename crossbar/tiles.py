@@ -20,21 +20,22 @@ when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import Any, Callable, NamedTuple, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
-from crossbar.periphery import MVMResult, PreparedInputs, analog_mvm, prepare_inputs
+from crossbar.periphery import (MVMResult, PreparedInputs, analog_mvm, full_scale_adc, full_scale_scales,
+                               prepare_inputs)
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
-from devices import DeviceParams, PulsedDevice
+from devices import DeviceParams, PulsedDevice, rng
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
-__all__ = ["TileArray", "TileState", "COUNTER_NAMES"]
+__all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums"]
 
 COUNTER_NAMES: tuple[str, ...] = (
     "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
@@ -86,14 +87,18 @@ def _sum_blocks(out: Tensor, dim: int) -> Tensor:
 
 class _OnesRead(NamedTuple):
     """What an all-ones read through a periphery with a deterministic DAC reuses (:meth:`TileArray._ones_read`):
-    the prepared inputs, each round's DAC code of a full-scale line ``codes`` ``[R|1, C|1, rounds, 1]``, the
-    input lines of each tile block ``lines`` (1 logical, 0 padding; ``None`` without padding) and their number
-    per block ``n_lines``."""
+    the prepared inputs, each round's DAC code of a full-scale line ``codes`` ``[1, 1, rounds, 1]``, the input
+    lines of each tile block ``lines`` (1 logical, 0 padding; ``None`` without padding), their number per block
+    ``n_lines``, and each round's rescaling ``scales`` ``[1, 1, rounds]``
+    (:func:`~crossbar.periphery.full_scale_scales`; ``None``: the ADC side goes through
+    :func:`~crossbar.periphery.analog_mvm`). Codes and scales are those of
+    every tile block: each block has a logical line at full scale, so the same noise-management scale."""
 
     prepared: PreparedInputs
     codes: Tensor
     lines: Tensor | None
     n_lines: Tensor
+    scales: Tensor | None
 
 
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -421,12 +426,9 @@ class TileArray(TileState):
         """
         self._check_sum_args(mode, g_offset)
         if mode == "exact":     # per tile, then the tiles of a row added (padding holds no logical weight)
-            sums = self._exact_sums(signed, -1).sum(dim=1, keepdim=True)             # [R, 1, rows]
-            out = self.grid.merge_outputs(sums.permute(1, 0, 2))[0]
+            out = self._merged(self._exact_sums(signed, -1).unsqueeze(2), False)
             return out + 2.0 * g_offset * self.in_features if g_offset and not signed else out
-        res = self._ones_read(signed, g_offset, transposed=False)
-        self._count(res, 1, None, self.grid.cols, self.grid.rows)
-        return self.grid.merge_outputs(_sum_blocks(res.out, 1).permute(1, 0, 2))[0]
+        return _hardware_sums([self], False, signed, g_offset)[0][0]
 
     @_no_grad
     def col_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
@@ -436,25 +438,16 @@ class TileArray(TileState):
         """
         self._check_sum_args(mode, g_offset)
         if mode == "exact":
-            sums = self._exact_sums(signed, -2).sum(dim=0, keepdim=True)             # [1, C, cols]
-            out = self.grid.merge_inputs(sums)[0]
+            out = self._merged(self._exact_sums(signed, -2).unsqueeze(2), True)
             return out + 2.0 * g_offset * self.out_features if g_offset and not signed else out
-        res = self._ones_read(signed, g_offset, transposed=True)
-        self._count(res, 1, None, self.grid.rows, self.grid.cols)
-        return self.grid.merge_inputs(_sum_blocks(res.out, 0).permute(1, 0, 2))[0]
+        return _hardware_sums([self], True, signed, g_offset)[0][0]
 
-    def _ones_read(self, signed: bool, g_offset: float, transposed: bool) -> MVMResult:
-        """One read of the pair sums ``|w| + 2·g_offset`` (``w`` when ``signed``) with every input line at full
-        scale (all-ones input) through the forward (``transposed=False``) or backward periphery, all
-        bound-management rounds at once (an all-ones read nearly always saturates the first).
-
-        With a deterministic DAC every input line of a tile carries the same code ``c_k`` in round ``k`` (padding
-        lines 0), so the analog products are ``c_k · Σ_j m_ij`` over the tile's logical lines: one reduction of
-        the tiles instead of a matmul per round (the same values up to float rounding). The inputs' noise
-        management, DAC codes and line layout are computed once per periphery and dtype/device (a cache, not
-        state)."""
+    def _ones_plan(self, transposed: bool) -> tuple[Tensor, _OnesRead | None]:
+        """The all-ones input laid out per tile block and what its reads through the forward
+        (``transposed=False``) or backward periphery reuse (``None``: a perfect periphery or a random DAC), computed
+        once per periphery and dtype/device (a cache, not state)."""
         p = self.config.backward if transposed else self.config.forward
-        w = self.tiles
+        w = self.weight_tiles
         key = (transposed, p, w.dtype, w.device)
         cache: dict[tuple[Any, ...], tuple[Tensor, _OnesRead | None]] = self.__dict__.setdefault("_ones_inputs", {})
         if key not in cache:
@@ -468,22 +461,50 @@ class TileArray(TileState):
                 # [1, C, 1, cols] (forward): 1 on logical lines, 0 on padding
                 lines = (x_tiles[0].view(-1, 1, x_tiles.shape[-1], 1) if transposed
                          else x_tiles[0].view(1, -1, 1, x_tiles.shape[-1]))
-                read = _OnesRead(prepared, prepared.xq.amax(dim=-1, keepdim=True),
-                                 lines if n < lines.numel() else None,
-                                 lines.sum(dim=-2 if transposed else -1, keepdim=True))
+                # the first block's codes and scales serve every block (and the arrays read together, hardware_sums)
+                codes = prepared.xq.amax(dim=-1, keepdim=True)[:1, :1]
+                scales = full_scale_scales(prepared, p)
+                read = _OnesRead(prepared, codes, lines if n < lines.numel() else None,
+                                 lines.sum(dim=-2 if transposed else -1, keepdim=True),
+                                 None if scales is None else scales[:1, :1])
             cache[key] = (x_tiles, read)
-        x_tiles, read = cache[key]
-        if read is None:   # a perfect periphery or a random DAC: the generic MVM
-            mat = w if signed else (w.abs() + 2.0 * g_offset if g_offset else w.abs())
-            return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False)
+        return cache[key]
+
+    def _merged(self, per_tile: Tensor, transposed: bool) -> Tensor:
+        """Per-tile partial sums ``[R, C, 1, n]`` of the rows (``transposed``: columns) added over the tiles of each
+        row (column) of the layer: ``[out]`` (``[in]``), padding dropped."""
+        if transposed:
+            return self.grid.merge_inputs(_sum_blocks(per_tile, 0).permute(1, 0, 2))[0]
+        return self.grid.merge_outputs(_sum_blocks(per_tile, 1).permute(1, 0, 2))[0]
+
+    def _ones_products(self, read: _OnesRead, signed: bool, g_offset: float,
+                       transposed: bool) -> tuple[Tensor, Tensor]:
+        """The noise-free analog products of an all-ones read (deterministic DAC), ``[R, C, rounds, n_out]``, and the
+        line sums they come from, ``[R, C, 1, n_out]``: ``Σ |w|`` (``w`` when ``signed``) over each tile's logical
+        lines, without the offset — the exact sums, bit for bit. The products are each round's DAC code times the
+        line sums of ``|w| + 2·g_offset``: one reduction of the tiles instead of a matmul per round (the same
+        values up to float rounding)."""
+        w = self.tiles
         m = w if signed else w.abs()
         if read.lines is not None:
             m = m * read.lines
         sums = m.sum(dim=-2, keepdim=True) if transposed else m.sum(dim=-1).unsqueeze(-2)   # [R, C, 1, n_out]
         if g_offset and not signed:
-            sums.add_(read.n_lines, alpha=2.0 * g_offset)
+            return read.codes * torch.add(sums, read.n_lines, alpha=2.0 * g_offset), sums
+        return read.codes * sums, sums
+
+    def _ones_read(self, signed: bool, g_offset: float, transposed: bool) -> MVMResult:
+        """One read with every input line at full scale through :func:`~crossbar.periphery.analog_mvm`, all
+        bound-management rounds at once (an all-ones read nearly always saturates the first); what
+        :func:`hardware_sums` does where :func:`~crossbar.periphery.full_scale_adc` does not apply."""
+        p = self.config.backward if transposed else self.config.forward
+        x_tiles, read = self._ones_plan(transposed)
+        w = self.tiles
+        if read is None:   # a perfect periphery or a random DAC: the generic MVM
+            mat = w if signed else (w.abs() + 2.0 * g_offset if g_offset else w.abs())
+            return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False)
         return analog_mvm(w, x_tiles, p, self.generator, transposed, prepared=read.prepared,
-                          products=read.codes * sums)
+                          products=self._ones_products(read, signed, g_offset, transposed)[0])
 
     @staticmethod
     def _check_sum_args(mode: str, g_offset: float) -> None:
@@ -551,3 +572,71 @@ class TileArray(TileState):
         gen.set_state(gen_state)
         state["generator"] = gen
         super().__setstate__(state)
+
+
+@torch.no_grad()
+def hardware_sums(arrays: Sequence[TileArray], transposed: bool = False, signed: bool = False,
+                  g_offset: float = 0.0) -> list[Tensor]:
+    """Hardware row sums (``transposed=False``, ``[out]`` each) or column sums (``[in]``) of several tile arrays:
+    ``[a.row_sums("hardware", signed, g_offset) for a in arrays]`` (:meth:`TileArray.row_sums` /
+    :meth:`TileArray.col_sums`), the same numbers, with the ADC side of the arrays that share a periphery computed
+    in one batched call — as a chip reads all its tiles at once.
+
+    Each array's output noise comes from its own generator, in the order of ``arrays``; the arrays batched
+    together are those with equal periphery (forward, or backward when ``transposed``), dtype, device, rounds and
+    output lines per tile, a deterministic DAC and :func:`~crossbar.periphery.full_scale_adc` applicable; the
+    others are read one by one. Counts one ``importance_reads`` per array.
+    """
+    return _hardware_sums(arrays, transposed, signed, g_offset)[0]
+
+
+@torch.no_grad()
+def hardware_and_exact_sums(arrays: Sequence[TileArray], exact: Sequence[bool], transposed: bool = False,
+                            signed: bool = False, g_offset: float = 0.0) -> tuple[list[Tensor], list[Tensor | None]]:
+    """:func:`hardware_sums`, and for each array with ``exact[k]`` its exact sums (``row_sums("exact", signed)`` /
+    ``col_sums``, without the offset; ``None`` for the others): with a deterministic DAC the line sums the read's
+    analog products come from (bit for bit the exact sums, at no extra pass over the tiles), else computed
+    separately."""
+    if len(exact) != len(arrays):
+        raise ValueError(f"hardware_and_exact_sums: exact needs one flag per array ({len(arrays)}), got {len(exact)}")
+    return _hardware_sums(arrays, transposed, signed, g_offset, exact)
+
+
+def _hardware_sums(arrays: Sequence[TileArray], transposed: bool, signed: bool, g_offset: float,
+                   exact: Sequence[bool] = ()) -> tuple[list[Tensor], list[Tensor | None]]:
+    TileArray._check_sum_args("hardware", g_offset)
+    results: list[MVMResult | None] = [None] * len(arrays)
+    exacts: list[Tensor | None] = [None] * len(arrays)
+    groups: dict[tuple[Any, ...], list[tuple[int, Tensor, Tensor]]] = {}
+    for i, a in enumerate(arrays):
+        p = a.config.backward if transposed else a.config.forward
+        read = a._ones_plan(transposed)[1]
+        if read is None or read.scales is None:
+            results[i] = a._ones_read(signed, g_offset, transposed)
+            if exact and exact[i]:
+                exacts[i] = (a.col_sums if transposed else a.row_sums)("exact", signed)
+            continue
+        y, line_sums = a._ones_products(read, signed, g_offset, transposed)   # [R, C, rounds, n_out], [R, C, 1, n_out]
+        if exact and exact[i]:
+            exacts[i] = a._merged(line_sums, transposed)
+        if p.out_noise > 0:
+            y = rng.add_normal(y, p.out_noise, a.generator)
+        groups.setdefault((p, y.dtype, y.device, y.shape[-2:]), []).append((i, y, read.scales))
+    for (p, *_), members in groups.items():
+        if len(members) == 1:
+            i, y, scales = members[0]
+            results[i] = full_scale_adc(y, scales, p)
+            continue
+        res = full_scale_adc(torch.cat([y.flatten(0, 1) for _, y, _ in members]).unsqueeze(0), members[0][2], p)
+        sizes = [y.shape[0] * y.shape[1] for _, y, _ in members]    # each array's tiles back out of the batch
+        for (i, y, _), part, passes in zip(members, res.out[0].split(sizes), res.passes[0].split(sizes)):
+            results[i] = MVMResult(part.view(y.shape[0], y.shape[1], *part.shape[1:]),
+                                   passes.view(y.shape[0], y.shape[1], 1),
+                                   None if res.total is None else part.shape[0])
+    sums = []
+    for a, result in zip(arrays, results):
+        assert result is not None
+        n_in, n_out = (a.grid.rows, a.grid.cols) if transposed else (a.grid.cols, a.grid.rows)
+        a._count(result, 1, None, n_in, n_out)
+        sums.append(a._merged(result.out, transposed))
+    return sums, exacts

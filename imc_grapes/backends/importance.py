@@ -17,12 +17,13 @@ with the rule's clip; for DFA the ``P`` vectors) and their mean absolute differe
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..grapes.core import modulation
+from .layers import read_importances
 from .settings import IMPORTANCE_SOURCES
 
 __all__ = ["COMPARE_EVERY", "MeanMeter", "ImportanceSource", "pearson"]
@@ -128,27 +129,41 @@ class ImportanceSource:
     def _name(self, layer: nn.Module) -> str:
         return self.names.setdefault(id(layer), f"layer{len(self.names)}")
 
-    def _read(self, layer: nn.Module, which: str, clip: tuple[float, float] | None) -> Tensor:
-        fn: Callable[[str, float], Tensor] = getattr(layer, f"{which}_importance")
-        f = fn(self.source, self.g_offset)
-        self.reads += 1
+    def _due(self, layer: nn.Module, which: str) -> bool:
+        """Whether this read of ``layer`` is one of every :attr:`compare_every` compared with the exact importance
+        (counts the layer's reads)."""
+        if self.source != "array" or not self.compare_every:
+            return False
+        key = self._name(layer) + which
+        k = self._layer_reads.get(key, 0)
+        self._layer_reads[key] = k + 1
+        return k % self.compare_every == 0
+
+    def _read(self, layers: Sequence[nn.Module], which: str) -> list[Tensor]:
+        """The importances of ``layers`` (one read of each, see :func:`~imc_grapes.backends.layers.read_importances`);
+        from the array: minus the nominal offset (with ``offset_correction``), clamped at 0, every
+        :attr:`compare_every`-th sampled with the exact importance for :meth:`stats`."""
+        due = [self._due(layer, which) for layer in layers]
+        reads, exacts = read_importances(layers, which, self.source, self.g_offset, due)
+        self.reads += len(layers)
         if self.source != "array":
-            return f
-        if self.offset_correction and self.g_offset:    # the nominal offset of the pairs' idle devices
-            n_lines = int(getattr(layer, "in_features" if which == "row" else "out_features"))
-            f = f - 2.0 * self.g_offset * n_lines
-        f = f.clamp_min(0)                      # the read's noise can take a small sum below 0
-        if self.compare_every:
-            name = self._name(layer)
-            k = self._layer_reads.get(name + which, 0)
-            self._layer_reads[name + which] = k + 1
-            if k % self.compare_every == 0:
-                _, _, arrays, exacts = self._sampled.setdefault(name + which, (name, clip, [], []))
+            return reads
+        clip = self.clip if which == "row" else None
+        out = []
+        for layer, f, e in zip(layers, reads, exacts):
+            if self.offset_correction and self.g_offset:    # the nominal offset of the pairs' idle devices
+                n_lines = int(getattr(layer, "in_features" if which == "row" else "out_features"))
+                f = f - 2.0 * self.g_offset * n_lines
+            f = f.clamp_min(0)                      # the read's noise can take a small sum below 0
+            if e is not None:
+                name = self._name(layer)
+                _, _, arrays, exact_reads = self._sampled.setdefault(name + which, (name, clip, [], []))
                 arrays.append(f)
-                exacts.append(fn("exact", 0.0))
+                exact_reads.append(e)
                 if len(arrays) >= self.COMPARE_BATCH:
                     self._compare()
-        return f
+            out.append(f)
+        return out
 
     COMPARE_BATCH = 32
     """Sampled (array, exact) pairs of a layer compared at once."""
@@ -164,15 +179,18 @@ class ImportanceSource:
                 arrays.clear()
                 exacts.clear()
 
-    @torch.no_grad()
-    def rows(self, layer: nn.Module) -> Tensor:
-        """``[out]`` importance of ``layer`` (GRAPES ``importance_fn``)."""
-        return self._read(layer, "row", self.clip)
+    @property
+    def rows(self) -> "_Reads":
+        """GRAPES ``importance_fn``: ``rows(layer)`` the ``[out]`` importance of ``layer``; ``rows.many(layers)``
+        those of several layers in one read (the crossbar layers' array reads batched, see
+        :func:`~imc_grapes.backends.layers.read_importances`)."""
+        return _Reads(self, "row")
 
-    @torch.no_grad()
-    def cols(self, layer: nn.Module) -> Tensor:
-        """``[in]`` outgoing importance of ``layer`` (GRAPES ``outgoing_importance_fn``, DFA; unclipped ``P``)."""
-        return self._read(layer, "col", None)
+    @property
+    def cols(self) -> "_Reads":
+        """GRAPES ``outgoing_importance_fn`` (DFA; unclipped ``P``): ``cols(layer)`` the ``[in]`` outgoing importance
+        of ``layer``, ``cols.many(layers)`` as :attr:`rows`."""
+        return _Reads(self, "col")
 
     def stats(self, reset: bool = True) -> dict[str, float]:
         """``M_corr/<layer>`` and ``M_err/<layer>`` averaged over the reads since the last reset (array only)."""
@@ -183,3 +201,19 @@ class ImportanceSource:
             self.corr.reset()
             self.err.reset()
         return out
+
+
+class _Reads:
+    """One kind of importance read of an :class:`ImportanceSource` (``"row"`` or ``"col"``), per layer (a call) or
+    for several layers at once (:meth:`many`, which GRAPES's refresh uses when present)."""
+
+    def __init__(self, source: ImportanceSource, which: str) -> None:
+        self.source, self.which = source, which
+
+    @torch.no_grad()
+    def __call__(self, layer: nn.Module) -> Tensor:
+        return self.source._read([layer], self.which)[0]
+
+    @torch.no_grad()
+    def many(self, layers: Sequence[nn.Module]) -> list[Tensor]:
+        return self.source._read(layers, self.which)

@@ -22,7 +22,7 @@ zero-valued bridge carries the chosen input gradient; linear layers only (FA/DFA
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +31,7 @@ import crossbar
 
 from .costs import COST_KINDS
 
-__all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer"]
+__all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer", "read_importances"]
 
 BACKWARD_MODES: tuple[str, ...] = ("array", "feedback", "zeros")
 
@@ -296,3 +296,29 @@ class CrossbarLayer(AnalogLayer):
 
     def analog_parameters(self) -> list[Tensor]:
         return [self.inner.analog_ctx]
+
+
+def read_importances(layers: Sequence[nn.Module], which: str, source: str, g_offset: float = 0.0,
+                     exact: Sequence[bool] = ()) -> tuple[list[Tensor], list[Tensor | None]]:
+    """``[layer.row_importance(source, g_offset) for layer in layers]`` (``which="row"``; ``"col"``:
+    ``col_importance``), with the array reads of the :class:`CrossbarLayer` s among them made together
+    (:func:`crossbar.hardware_and_exact_sums`: the same numbers, their ADC side batched); and for each layer with
+    ``exact[k]`` its exact importance (``None`` for the others), on crossbar layers from the read's own line sums.
+    """
+    fn = f"{which}_importance"
+    want = list(exact) or [False] * len(layers)
+    reads: list[Tensor | None] = [None] * len(layers)
+    exacts: list[Tensor | None] = [None] * len(layers)
+    on_crossbar = [(k, layer) for k, layer in enumerate(layers) if isinstance(layer, CrossbarLayer)]
+    if source == "array" and on_crossbar:
+        got, got_exact = crossbar.hardware_and_exact_sums([layer.inner.tile for _, layer in on_crossbar],
+                                                          [want[k] for k, _ in on_crossbar],
+                                                          transposed=which == "col", g_offset=g_offset)
+        for (k, _), f, e in zip(on_crossbar, got, got_exact):
+            reads[k], exacts[k] = f, e
+    for k, layer in enumerate(layers):
+        if reads[k] is None:
+            reads[k] = getattr(layer, fn)(source, g_offset)
+            if want[k]:
+                exacts[k] = getattr(layer, fn)("exact", 0.0)
+    return [f for f in reads if f is not None], exacts

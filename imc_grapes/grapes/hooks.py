@@ -44,6 +44,9 @@ Importance sources (the contract later backends plug into):
   override this with an integer attribute ``grapes_feature_dim``.
 * ``outgoing_importance_fn(layer) -> Tensor[in]`` (rule ``dfa`` only): column sums ``Σ_i |W_ij|``
   (default :func:`exact_outgoing_importance`).
+* Either may also offer ``many(layers) -> list[Tensor]``, the importances of several layers in one call (a
+  chip reading all its tiles at once; :class:`imc_grapes.backends.ImportanceSource` batches its array reads
+  so): a refresh then reads every layer with one call.
 
 Attach after moving/casting the model (``model.to(...)`` keeps parameter objects by default, so hooks
 survive it, but a module that replaces its parameters would drop the local-mode gradient hooks).
@@ -56,7 +59,7 @@ comes from the full weights, independent of dropout. Without dropout the two agr
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +82,21 @@ MODES: tuple[str, ...] = ("propagated", "local", "layer-mean", "layer-mean-local
 RULES: tuple[str, ...] = ("bp", "fa", "dfa")
 
 ImportanceFn = Callable[[nn.Module], Tensor]
+
+
+def _read_all(fn: ImportanceFn, layers: Sequence[nn.Module]) -> list[Tensor]:
+    """``[fn(layer) for layer in layers]``, in one call when ``fn`` offers ``many(layers)``."""
+    many = getattr(fn, "many", None)
+    return list(many(layers)) if callable(many) else [fn(layer) for layer in layers]
+
+
+def _modulations(reads: list[Tensor], clip: tuple[float, float] | None) -> list[Tensor]:
+    """``[modulation(f, clip) for f in reads]``, in one call on their stack when they have one shape (the same
+    numbers: the modulation works row by row)."""
+    if len(reads) > 1 and all(f.shape == reads[0].shape for f in reads):
+        return list(modulation(torch.stack(reads), clip).unbind(0))
+    return [modulation(f, clip) for f in reads]
+
 
 _ATTACHED_FLAG = "_imc_grapes_attached"
 _WEIGHTED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, FALinear)
@@ -208,13 +226,13 @@ class GrapesHandle:
         if self.rule == "dfa":
             self._refresh_dfa()
         else:
-            for k, (layer, name) in enumerate(zip(self.layers, self.names)):
-                f = self.importance_fn(layer)
+            reads = _read_all(self.importance_fn, self.layers)
+            for f, name in zip(reads, self.names):
                 if f.dim() != 1:
                     raise ValueError(
                         f"importance_fn must return a 1-D tensor [out] for layer {name!r}, got shape {tuple(f.shape)}"
                     )
-                m = modulation(f, self.clip)
+            for k, (f, m, name) in enumerate(zip(reads, _modulations(reads, self.clip), self.names)):
                 if self.uses_layer_mean:
                     m = layer_mean(m)
                 self._current[k] = m
@@ -224,8 +242,7 @@ class GrapesHandle:
 
     def _refresh_dfa(self) -> None:
         outgoing: list[Tensor | None] = [None]
-        for layer, name in zip(self.layers[1:], self.names[1:]):
-            o = self.outgoing_importance_fn(layer)
+        for o, name in zip(_read_all(self.outgoing_importance_fn, self.layers[1:]), self.names[1:]):
             if o.dim() != 1:
                 raise ValueError(
                     f"outgoing_importance_fn must return a 1-D tensor [in] for layer {name!r}, "

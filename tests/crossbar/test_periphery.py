@@ -370,6 +370,52 @@ def test_prepared_inputs_give_exactly_the_all_rounds_mvm(p: IOParameters, transp
         analog_mvm(w, x, p, g1, transposed, products=torch.matmul(prep.xq, mat))
 
 
+@pytest.mark.parametrize("p", [IOParameters(), IOParameters(out_bound=2.0, out_noise=0.1),
+                               IOParameters(out_bound=2.0, bm_test_negative_bound=False, out_scale=1.5),
+                               IOParameters(noise_management="none", bound_management="none"),
+                               IOParameters(noise_management="constant", nm_thres=0.7, inp_res=1 / 30, out_bound=3.0),
+                               IOParameters(out_bound=1.0, out_noise=0.0, out_res=0.0)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_full_scale_adc_is_the_mvm_of_an_all_ones_input(p: IOParameters, transposed: bool) -> None:
+    """The ADC side of an all-ones read, :func:`full_scale_adc` (given the products plus the output noise), gives
+    exactly ``analog_mvm(prepared=..., products=...)`` for a generator in the same state: outputs and passes,
+    with bound management (rounds > 1, some tiles passing in a later round; signed products) and without; also
+    for a slice of the scales broadcast over the tiles (every block of an all-ones input has the same scales)."""
+    from crossbar.periphery import full_scale_adc, full_scale_scales
+    from devices import rng
+
+    g = torch.Generator().manual_seed(3)
+    n_r, n_c, rows, cols = 2, 3, 5, 4
+    # line sums of about -0.5 ... 1.5 ADC ranges: some tiles saturate in round 0 (also at the negative bound)
+    w = (torch.rand(n_r, n_c, rows, cols, generator=g) - 0.25) * min(p.out_bound, 12.0) / 2
+    x = torch.ones(1, n_r if transposed else n_c, rows if transposed else cols)
+    prep = prepare_inputs(x, p, transposed)
+    assert prep is not None
+    scales = full_scale_scales(prep, p)
+    assert scales is not None and scales.shape == (n_r if transposed else 1, 1 if transposed else n_c, prep.rounds)
+    products = torch.matmul(prep.xq, w if transposed else w.transpose(-1, -2))   # [R, C, rounds, n_out]
+    g1, g2 = gen(4), gen(4)
+    firsts = []
+    for _ in range(5):
+        want = analog_mvm(w, x, p, g1, transposed, prepared=prep, products=products.clone())
+        y = rng.add_normal(products.clone(), p.out_noise, g2) if p.out_noise > 0 else products.clone()
+        got = full_scale_adc(y, scales[:1, :1], p)
+        assert torch.equal(got.out, want.out) and torch.equal(got.passes, want.passes)
+        assert got.total == want.total
+        firsts.append(got.passes)
+    if prep.rounds > 1:     # the case bound management was built for is exercised: a later round taken
+        assert (torch.stack(firsts) > 1).any() and (torch.stack(firsts) < prep.rounds).any()
+
+
+def test_full_scale_scales_refuse_a_random_adc_and_additive_weight_noise() -> None:
+    from crossbar.periphery import full_scale_scales
+
+    x = torch.ones(1, 1, 4)
+    for p in (IOParameters(out_sto_round=True), IOParameters(w_noise=0.01, w_noise_type="additive_constant")):
+        prep = prepare_inputs(x, p)
+        assert prep is not None and full_scale_scales(prep, p) is None
+
+
 def test_prepare_inputs_refuses_a_random_or_perfect_dac() -> None:
     x = torch.ones(2, 1, 4)
     assert prepare_inputs(x, IOParameters(inp_noise=0.01)) is None

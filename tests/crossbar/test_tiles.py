@@ -348,3 +348,64 @@ def test_hardware_sums_are_all_ones_reads_through_the_periphery(config: Crossbar
                 else:
                     assert torch.equal(got, want)
             assert rows.dtype == cols.dtype == dtype
+
+
+def _array(n_out: int, n_in: int, config: CrossbarConfig, seed: int) -> TileArray:
+    arr = TileArray(n_out, n_in, config, seed=seed)
+    arr.program(torch.rand(n_out, n_in, generator=torch.Generator().manual_seed(seed)) * 2 - 1)
+    return arr
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("signed, g_offset", [(False, 0.0), (False, 0.1), (True, 0.0)])
+def test_hardware_sums_of_several_arrays_are_their_reads_one_by_one(transposed: bool, signed: bool,
+                                                                    g_offset: float,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hardware_sums(arrays)`` reads several arrays with the ADC side of those sharing a periphery batched: the
+    same numbers as each array's own ``row_sums`` / ``col_sums("hardware")`` with its generator in the same state,
+    and the same counters — for arrays of different grids and padding sharing a periphery, one with another
+    periphery, and one whose random DAC takes the generic MVM, in any order. The exact sums it returns alongside
+    are ``row_sums("exact")`` / ``col_sums("exact")`` bit for bit."""
+    from crossbar import hardware_and_exact_sums, hardware_sums
+
+    shared = CrossbarConfig(tile_rows=4, tile_cols=3, forward=IOParameters(out_bound=2.0, out_noise=0.1),
+                            backward=IOParameters(out_bound=2.0, out_noise=0.1))
+    other = CrossbarConfig(tile_rows=4, tile_cols=3, forward=IOParameters(out_bound=3.0, out_res=1 / 30))
+    random_dac = CrossbarConfig(tile_rows=4, tile_cols=3, forward=IOParameters(inp_sto_round=True),
+                                backward=IOParameters(inp_noise=0.01))
+    specs = [(11, 10, shared), (4, 3, shared), (9, 7, other), (8, 5, random_dac), (13, 2, shared)]
+    together = [_array(n_out, n_in, cfg, seed) for seed, (n_out, n_in, cfg) in enumerate(specs)]
+    alone = [copy.deepcopy(a) for a in together]
+    from crossbar import tiles
+
+    adc_calls = []
+    real_adc = tiles.full_scale_adc
+    monkeypatch.setattr(tiles, "full_scale_adc", lambda y, *a: adc_calls.append(y.shape) or real_adc(y, *a))
+    for _ in range(3):
+        adc_calls.clear()
+        got = hardware_sums(together, transposed, signed, g_offset)
+        # one ADC call per periphery and tile size: forward, the three arrays sharing one (4-row tiles) batched
+        # (12 + 1 + 4 tiles) and the other periphery; backward, the 3-column tiles (12 + 1) batched, the 2-column
+        # tiles of the 13 x 2 array and the other periphery
+        assert [tuple(shape[:2]) for shape in adc_calls] == ([(1, 13), (3, 3), (4, 1)] if transposed
+                                                             else [(1, 17), (3, 3)])
+        for a, f in zip(alone, got):
+            want = (a.col_sums if transposed else a.row_sums)("hardware", signed=signed, g_offset=g_offset)
+            assert torch.equal(f, want)
+    for a, b in zip(together, alone):
+        assert {k: int(v) for k, v in a.counters.items()} == {k: int(v) for k, v in b.counters.items()}
+        assert int(a.counters["importance_reads"]) == 3
+
+    flags = [True, False, True, True, False]
+    reads, exacts = hardware_and_exact_sums(together, flags, transposed, signed, g_offset)
+    for a, b, f, e, flag in zip(together, alone, reads, exacts, flags):
+        assert torch.equal(f, (b.col_sums if transposed else b.row_sums)("hardware", signed=signed,
+                                                                          g_offset=g_offset))
+        if flag:
+            assert torch.equal(e, (a.col_sums if transposed else a.row_sums)("exact", signed=signed))
+        else:
+            assert e is None
+    with pytest.raises(ValueError, match="one flag per array"):
+        hardware_and_exact_sums(together, flags[:2])
+    with pytest.raises(ValueError, match="g_offset must be >= 0"):
+        hardware_sums(together, g_offset=-1.0)

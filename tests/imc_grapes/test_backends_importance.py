@@ -223,3 +223,39 @@ def test_pearson_along_the_last_dim() -> None:
     b = torch.tensor([[2.0, 4.0, 7.0], [1.0, 1.0, 1.0], [1.0, 0.0, 2.0]])
     want = [np.corrcoef(a[0], b[0])[0, 1], 1.0, np.corrcoef(a[2], b[2])[0, 1]]
     torch.testing.assert_close(pearson(a, b), torch.tensor(want, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("source", ["array", "exact"])
+def test_grapes_reads_all_layers_at_once_with_the_numbers_of_reads_one_by_one(source: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GRAPES refresh reads the importance of all its layers with one ``rows.many`` call (the crossbar layers'
+    array reads batched, :func:`crossbar.hardware_sums`); the reads, the factors and the sampled array-vs-exact
+    comparison are those of reading the layers one by one (two networks built alike, generators in step)."""
+    from imc_grapes.backends.importance import _Reads
+
+    together, alone = _net(preset="ReRamSB", importance=source), _net(preset="ReRamSB", importance=source)
+    calls = {"many": 0, "one": 0}
+    real_many, real_call = _Reads.many, _Reads.__call__
+
+    def many(self, layers):
+        calls["many"] += 1
+        return real_many(self, layers)
+
+    def one(self, layer):
+        calls["one"] += 1
+        return real_call(self, layer)
+    monkeypatch.setattr(_Reads, "many", many)
+    monkeypatch.setattr(_Reads, "__call__", one)
+    _train(together)
+    assert calls == {"many": 3, "one": 0}                # one call per refresh (3 steps), no single reads
+    assert len(together.grapes.layers) == 2
+    monkeypatch.setattr(alone.grapes, "importance_fn", lambda layer: one(alone.importance.rows, layer))
+    _train(alone)
+    assert calls == {"many": 3, "one": 6}                # two single reads per refresh
+    for name in together.grapes.names:
+        assert torch.equal(together.grapes.importances[name], alone.grapes.importances[name])
+        assert torch.equal(together.grapes.modulations[name], alone.grapes.modulations[name])
+    stats = together.importance.stats()
+    assert stats == alone.importance.stats() and bool(stats) == (source == "array")
+    for a, b in zip(together.analog_layers.values(), alone.analog_layers.values()):
+        assert torch.equal(a.get_weights(), b.get_weights())

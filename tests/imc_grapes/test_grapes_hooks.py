@@ -118,6 +118,44 @@ def test_importance_fn_plugs_in_any_source():
     torch.testing.assert_close(h.importances["layers.0"], torch.tensor([4.0, 1.0, 3.0, 2.0], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("rule", ["bp", "dfa"])
+def test_a_source_with_many_reads_every_layer_in_one_call(rule):
+    """An importance source that offers ``many(layers)`` is called once per refresh with every layer (forward
+    order) instead of once per layer; the factors are those of the per-layer calls (hand values for bp: the two
+    layers' modulations, computed on their stack, are each ``clip(2F/max F, 1, 2)``)."""
+    reads = {}
+
+    class Source:
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, layer):
+            raise AssertionError("per-layer call although many() is offered")
+
+        def many(self, layers):
+            self.calls.append(list(layers))
+            return [reads[id(layer)] for layer in layers]
+
+    model = MLP([5, 4, 4, 3], activation="tanh", seed=0, dtype=torch.float64)
+    x, y = _data()
+    src = Source()
+    h = attach_grapes(model, rule=rule, **(dict(outgoing_importance_fn=src) if rule == "dfa" else
+                                           dict(importance_fn=src)))
+    hidden = list(h.layers)
+    assert len(hidden) == 2
+    # bp: the row sums [out] of both hidden layers; dfa: the column sums [in] of the second
+    for layer, f in zip(hidden, ([4.0, 1.0, 3.0, 2.0], [1.0, 1.0, 2.0, 0.5])):
+        reads[id(layer)] = torch.tensor(f, dtype=torch.float64)
+    F.cross_entropy(model(x), y).backward()
+    assert len(src.calls) == 1
+    if rule == "bp":
+        assert src.calls[0] == hidden
+        assert [torch.equal(h.modulations[name], torch.tensor(m, dtype=torch.float64))
+                for name, m in zip(h.names, ([2.0, 1.0, 1.5, 1.0], [1.0, 1.0, 2.0, 1.0]))] == [True, True]
+    else:
+        assert src.calls[0] == hidden[1:]
+
+
 @pytest.mark.parametrize(
     "make_opt",
     [

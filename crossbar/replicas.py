@@ -38,7 +38,7 @@ from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
-from crossbar.tiles import TileState
+from crossbar.tiles import TileState, pair_offset
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
@@ -299,11 +299,11 @@ class ReplicaTileArray(TileState):
             raise ValueError(f"ReplicaTileArray.row_sums: g_offset must be >= 0, got {g_offset!r}")
         if mode == "exact":
             out = self.read().abs().sum(dim=-1)
-            return out + 2.0 * g_offset * self.in_features if g_offset else out
+            return out + pair_offset(g_offset, self.in_features) if g_offset else out
         w = self.tiles
         ones = torch.ones(self.n_replicas, 1, self.in_features, device=w.device, dtype=w.dtype)
         # padding input lines carry 0, so the offset of their devices adds nothing (as on a real array)
-        res = self._forward_tiles(w.abs() + 2.0 * g_offset if g_offset else w.abs(), ones)
+        res = self._forward_tiles(w.abs() + pair_offset(g_offset) if g_offset else w.abs(), ones)
         self._count(res, 0, None, self.grid.cols, self.grid.rows)
         return self._merge_forward(res)[:, 0]
 

@@ -35,7 +35,7 @@ from devices import DeviceParams, PulsedDevice, rng
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
-__all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums"]
+__all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums", "pair_offset"]
 
 COUNTER_NAMES: tuple[str, ...] = (
     "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
@@ -99,6 +99,13 @@ class _OnesRead(NamedTuple):
     lines: Tensor | None
     n_lines: Tensor
     scales: Tensor | None
+
+
+def pair_offset(g_offset: float, n_lines: int = 1) -> float:
+    """The idle devices' share of a differential-pair read summed over ``n_lines`` lines, ``2·g_offset·n_lines``:
+    a pair holding ``w`` reads ``G⁺ + G⁻ = |w| + 2·g_offset`` (``g_offset``: the conductance at the pair's minimum,
+    in weight units)."""
+    return 2.0 * g_offset * n_lines
 
 
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -427,7 +434,7 @@ class TileArray(TileState):
         self._check_sum_args(mode, g_offset)
         if mode == "exact":     # per tile, then the tiles of a row added (padding holds no logical weight)
             out = self._merged(self._exact_sums(signed, -1).unsqueeze(2), False)
-            return out + 2.0 * g_offset * self.in_features if g_offset and not signed else out
+            return out + pair_offset(g_offset, self.in_features) if g_offset and not signed else out
         return _hardware_sums([self], False, signed, g_offset)[0][0]
 
     @_no_grad
@@ -439,7 +446,7 @@ class TileArray(TileState):
         self._check_sum_args(mode, g_offset)
         if mode == "exact":
             out = self._merged(self._exact_sums(signed, -2).unsqueeze(2), True)
-            return out + 2.0 * g_offset * self.out_features if g_offset and not signed else out
+            return out + pair_offset(g_offset, self.out_features) if g_offset and not signed else out
         return _hardware_sums([self], True, signed, g_offset)[0][0]
 
     def _ones_plan(self, transposed: bool) -> tuple[Tensor, _OnesRead | None]:
@@ -490,7 +497,7 @@ class TileArray(TileState):
             m = m * read.lines
         sums = m.sum(dim=-2, keepdim=True) if transposed else m.sum(dim=-1).unsqueeze(-2)   # [R, C, 1, n_out]
         if g_offset and not signed:
-            return read.codes * torch.add(sums, read.n_lines, alpha=2.0 * g_offset), sums
+            return read.codes * torch.add(sums, read.n_lines, alpha=pair_offset(g_offset)), sums
         return read.codes * sums, sums
 
     def _ones_read(self, signed: bool, g_offset: float, transposed: bool) -> MVMResult:
@@ -501,7 +508,7 @@ class TileArray(TileState):
         x_tiles, read = self._ones_plan(transposed)
         w = self.tiles
         if read is None:   # a perfect periphery or a random DAC: the generic MVM
-            mat = w if signed else (w.abs() + 2.0 * g_offset if g_offset else w.abs())
+            mat = w if signed else (w.abs() + pair_offset(g_offset) if g_offset else w.abs())
             return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False)
         return analog_mvm(w, x_tiles, p, self.generator, transposed, prepared=read.prepared,
                           products=self._ones_products(read, signed, g_offset, transposed)[0])

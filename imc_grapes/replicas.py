@@ -150,8 +150,8 @@ class ReplicaMLP(torch.nn.Module):
         else:
             g = self.cfg.analog.importance_g_offset
             reads = [layer.row_sums("hardware", g_offset=g) for layer in hidden]
-            if self.cfg.analog.importance_offset_correction and g:      # the nominal offset, subtracted digitally
-                reads = [f.sub_(2.0 * g * layer.in_features) for f, layer in zip(reads, hidden)]
+            if self.cfg.analog.subtracts_importance_offset:             # the nominal offset, subtracted digitally
+                reads = [f.sub_(crossbar.pair_offset(g, layer.in_features)) for f, layer in zip(reads, hidden)]
             sums = [f.clamp_min_(0) for f in reads]
         ms = [modulation(f, BP_CLIP) for f in sums]
         if self.cfg.analog.importance == "array":

@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+import crossbar
+
 from ..grapes.core import modulation
 from .layers import read_importances
 from .settings import IMPORTANCE_SOURCES
@@ -153,7 +155,7 @@ class ImportanceSource:
         for layer, f, e in zip(layers, reads, exacts):
             if self.offset_correction and self.g_offset:    # the nominal offset of the pairs' idle devices
                 n_lines = int(getattr(layer, "in_features" if which == "row" else "out_features"))
-                f = f - 2.0 * self.g_offset * n_lines
+                f = f - crossbar.pair_offset(self.g_offset, n_lines)
             f = f.clamp_min(0)                      # the read's noise can take a small sum below 0
             if e is not None:
                 name = self._name(layer)

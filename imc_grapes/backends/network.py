@@ -306,8 +306,7 @@ class Network:
             if isinstance(layer, CrossbarLayer):
                 grid = layer.inner.tile.grid
                 partial = grid.n_row_tiles if handle.rule == "dfa" else grid.n_col_tiles
-            corrected = (source == "array" and self.settings.importance_offset_correction
-                         and self.settings.importance_g_offset > 0)
+            corrected = source == "array" and self.settings.subtracts_importance_offset
             o, a = grapes_refresh_ops(n_out, n_in, handle.rule, handle.mode, source, partial, corrected)
             ops, adds = ops + o, adds + a
         return ops, adds

@@ -90,6 +90,12 @@ class AnalogSettings:
         _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),
                f"AnalogSettings.energy_table must be None or the path of a JSON file, got {self.energy_table!r}")
 
+    @property
+    def subtracts_importance_offset(self) -> bool:
+        """Whether the ``array`` importance read has the nominal idle-device offset subtracted digitally
+        (``importance_offset_correction`` with ``importance_g_offset`` > 0)."""
+        return self.importance == "array" and self.importance_offset_correction and self.importance_g_offset > 0
+
     def device(self):  # -> devices.PulsedDevice
         """The device model: the preset with ``device_overrides`` applied (unknown fields are rejected with
         the list of valid ones)."""

@@ -259,3 +259,13 @@ def test_grapes_reads_all_layers_at_once_with_the_numbers_of_reads_one_by_one(so
     assert stats == alone.importance.stats() and bool(stats) == (source == "array")
     for a, b in zip(together.analog_layers.values(), alone.analog_layers.values()):
         assert torch.equal(a.get_weights(), b.get_weights())
+
+
+def test_the_offset_is_subtracted_only_from_an_array_read_of_pairs_with_an_offset() -> None:
+    from crossbar import pair_offset
+
+    assert pair_offset(0.05, 784) == pytest.approx(78.4) and pair_offset(0.05) == pytest.approx(0.1)
+    on = dict(importance="array", importance_g_offset=0.05, importance_offset_correction=True)
+    assert AnalogSettings(**on).subtracts_importance_offset
+    for change in (dict(importance="exact"), dict(importance_g_offset=0.0), dict(importance_offset_correction=False)):
+        assert not AnalogSettings(**{**on, **change}).subtracts_importance_offset

@@ -87,13 +87,21 @@ ImportanceFn = Callable[[nn.Module], Tensor]
 def _read_all(fn: ImportanceFn, layers: Sequence[nn.Module]) -> list[Tensor]:
     """``[fn(layer) for layer in layers]``, in one call when ``fn`` offers ``many(layers)``."""
     many = getattr(fn, "many", None)
-    return list(many(layers)) if callable(many) else [fn(layer) for layer in layers]
+    if not callable(many):
+        return [fn(layer) for layer in layers]
+    reads = list(many(layers))
+    if len(reads) != len(layers):
+        raise ValueError(f"an importance source's many(layers) must return one tensor per layer ({len(layers)}), "
+                         f"got {len(reads)}")
+    return reads
 
 
 def _modulations(reads: list[Tensor], clip: tuple[float, float] | None) -> list[Tensor]:
     """``[modulation(f, clip) for f in reads]``, in one call on their stack when they have one shape (the same
     numbers: the modulation works row by row)."""
-    if len(reads) > 1 and all(f.shape == reads[0].shape for f in reads):
+    first = reads[0] if reads else None
+    if first is not None and len(reads) > 1 and all(
+            (f.shape, f.dtype, f.device) == (first.shape, first.dtype, first.device) for f in reads):
         return list(modulation(torch.stack(reads), clip).unbind(0))
     return [modulation(f, clip) for f in reads]
 

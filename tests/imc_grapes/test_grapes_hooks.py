@@ -154,6 +154,9 @@ def test_a_source_with_many_reads_every_layer_in_one_call(rule):
                 for name, m in zip(h.names, ([2.0, 1.0, 1.5, 1.0], [1.0, 1.0, 2.0, 1.0]))] == [True, True]
     else:
         assert src.calls[0] == hidden[1:]
+    src.many = lambda layers: []                          # a source that returns too few reads is refused
+    with pytest.raises(ValueError, match="one tensor per layer"):
+        h.refresh()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,9 @@ Both analog backends use this one translation (the aihwkit backend converts the 
 """
 from __future__ import annotations
 
+import math
+import warnings
+
 import crossbar
 import devices
 
@@ -40,6 +43,8 @@ def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
     """The :class:`crossbar.CrossbarConfig` of ``settings``.
 
     * device: ``settings.device()`` (the preset ``settings.preset`` with ``settings.device_overrides`` applied);
+      a unidirectional device (``w_min >= 0``, e.g. ``PCM``) gets a warning: one device per weight cannot hold a
+      negative weight;
     * forward and backward periphery: :func:`io_parameters_from` (the same for both directions, as aihwkit's
       defaults); ``ideal_periphery`` gives exact MVMs (``is_perfect``) in both;
     * update: aihwkit's default pulsed update (stochastic compressed trains, BL 31, update and BL management);
@@ -49,6 +54,14 @@ def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
         raise ValueError(f"crossbar_config_from: expected an AnalogSettings, got {settings!r}")
     io = io_parameters_from(settings)
     device = settings.device() if hasattr(settings, "device") else devices.get_preset(settings.preset)
+    w_min = float(getattr(device, "w_min", -math.inf))
+    if w_min >= 0:
+        warnings.warn(
+            f"analog device {settings.preset!r} is unidirectional (w_min = {w_min:g}): each weight is one device, "
+            f"so no weight can go below {w_min:g} and a network whose weights need both signs does not learn "
+            "(the full-MNIST MLP stays at chance, docs/results.md). Such devices are meant for a G⁺/G⁻ pair with refresh (aihwkit's OneSidedUnitCell), "
+            "which is not modelled; override w_min (e.g. device_overrides w_min = -w_max) to train on a signed "
+            "version of the device", UserWarning, stacklevel=2)
     return crossbar.CrossbarConfig(device=device, forward=io, backward=io,
                                    update=crossbar.UpdateParameters(), tile_rows=settings.tile_size,
                                    tile_cols=settings.tile_size)

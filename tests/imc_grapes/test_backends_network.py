@@ -197,6 +197,19 @@ def test_settings_and_config_translation():
     assert AnalogSettings.from_dict(AnalogSettings(sat_probe_every=5).to_dict()).sat_probe_every == 5
 
 
+def test_a_unidirectional_device_is_warned_about():
+    """One device per weight with w_min = 0 (PCM) cannot hold a negative weight: the translation warns, naming the
+    preset and the way out; a bidirectional device or a signed override does not warn."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"'PCM' is unidirectional \(w_min = 0\).*w_min = -w_max"):
+        crossbar_config_from(AnalogSettings(preset="PCM"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crossbar_config_from(AnalogSettings(preset="ReRamSB"))
+        crossbar_config_from(AnalogSettings(preset="PCM", device_overrides={"w_min": -2.0}))
+
+
 def test_device_overrides_reach_both_backends():
     s = AnalogSettings(preset="GokmenVlasov", device_overrides={"dw_min": 0.004})
     assert crossbar_config_from(s).device.dw_min == 0.004

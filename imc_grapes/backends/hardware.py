@@ -59,9 +59,8 @@ def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
         warnings.warn(
             f"analog device {settings.preset!r} is unidirectional (w_min = {w_min:g}): each weight is one device, "
             f"so no weight can go below {w_min:g} and a network whose weights need both signs does not learn "
-            "(the full-MNIST MLP stays at chance, docs/results.md). Such devices are meant for a G⁺/G⁻ pair with refresh (aihwkit's OneSidedUnitCell), "
-            "which is not modelled; override w_min (e.g. device_overrides w_min = -w_max) to train on a signed "
-            "version of the device", UserWarning, stacklevel=2)
+            "(the full-MNIST MLP stays at chance, docs/results.md). Such devices are meant for a G⁺/G⁻ pair "
+            "with refresh (aihwkit's OneSidedUnitCell), which this engine does not model", UserWarning, stacklevel=2)
     return crossbar.CrossbarConfig(device=device, forward=io, backward=io,
                                    update=crossbar.UpdateParameters(), tile_rows=settings.tile_size,
                                    tile_cols=settings.tile_size)

@@ -199,10 +199,10 @@ def test_settings_and_config_translation():
 
 def test_a_unidirectional_device_is_warned_about():
     """One device per weight with w_min = 0 (PCM) cannot hold a negative weight: the translation warns, naming the
-    preset and the way out; a bidirectional device or a signed override does not warn."""
+    preset; a bidirectional device or one made signed by an override does not warn."""
     import warnings
 
-    with pytest.warns(UserWarning, match=r"'PCM' is unidirectional \(w_min = 0\).*w_min = -w_max"):
+    with pytest.warns(UserWarning, match=r"'PCM' is unidirectional \(w_min = 0\).*OneSidedUnitCell"):
         crossbar_config_from(AnalogSettings(preset="PCM"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

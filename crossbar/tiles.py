@@ -91,8 +91,8 @@ class _OnesRead(NamedTuple):
     lines of each tile block ``lines`` (1 logical, 0 padding; ``None`` without padding), their number per block
     ``n_lines``, and each round's rescaling ``scales`` ``[1, 1, rounds]``
     (:func:`~crossbar.periphery.full_scale_scales`; ``None``: the ADC side goes through
-    :func:`~crossbar.periphery.analog_mvm`). Codes and scales are those of
-    every tile block: each block has a logical line at full scale, so the same noise-management scale."""
+    :func:`~crossbar.periphery.analog_mvm`). Codes and scales are those of every tile block: each block has a
+    logical line at full scale, so the same noise-management scale."""
 
     prepared: PreparedInputs
     codes: Tensor

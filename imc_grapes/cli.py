@@ -246,6 +246,47 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare_summary(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare-summary", help="one table and plot across several compare reports (e.g. one job, several devices)",
+        description="Read the results.json of several `imc-grapes compare` reports and write one table: per report "
+                    "and hardware (digital, or the analog device preset) each optimizer's tuned lr and test "
+                    "accuracy, and the differences of --method against --reference and --control paired by seed "
+                    "(every cell of a report trains the same seeds); summary.md / .csv / .json and paired.png.",
+        epilog="example: imc-grapes compare-summary docs/compare-mnist-reramsb docs/compare-mnist-ecram "
+               "--out reports/devices")
+    p.add_argument("reports", nargs="+", metavar="REPORT", help="compare report folders (or their results.json)")
+    p.add_argument("--method", default="grapes", help="the optimizer compared (default %(default)s)")
+    p.add_argument("--reference", default="sgd", help="what it is compared with first (default %(default)s)")
+    p.add_argument("--control", default="layer-mean",
+                   help="the control it is compared with second (default %(default)s: GRAPES's mean factor per "
+                        "layer without its per-neuron modulation)")
+    p.add_argument("--out", default="reports/compare-summary", help="output folder (default %(default)s)")
+
+
+def _cmd_compare_summary(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .compare_summary import format_summary, summarize, write_summary
+
+    names = (args.method, args.reference, args.control)
+    bad = [n for n in names if n not in OPTIMIZERS]
+    try:
+        if bad:
+            raise ConfigError(f"--method/--reference/--control must be optimizers ({', '.join(OPTIMIZERS)}), "
+                              f"got {bad}")
+        rows = summarize(args.reports, *names)
+    except ConfigError as exc:
+        print(f"imc-grapes compare-summary: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(rows, *names))
+    files = write_summary(rows, args.out, *names,
+                          command="imc-grapes " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+                          if sys.argv[1:2] == ["compare-summary"] else None)
+    print(f"\nwrote {args.out}: {', '.join(files)}")
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     from .data import SOURCES
 
@@ -300,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(sub)
+    _add_compare_summary(sub)
     _add_train(sub)
     _add_data(sub)
     from .sweep.cli import add_sweep_parser
@@ -337,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"imc-grapes {args.command}: error: {exc}", file=sys.stderr)
             return 2
         return _cmd_compare(args) if args.command == "compare" else _cmd_train(args)
+    if args.command == "compare-summary":
+        return _cmd_compare_summary(args)
     if args.command == "data":
         return _cmd_data(args)
     if args.command == "doctor":

@@ -256,6 +256,21 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
+def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> dict[str, Any] | None:
+    """Paired difference ``a[seed] − b[seed]`` over the seeds with a value in both: ``{"mean", "std", "n",
+    "positive", "negative"}`` (std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or
+    None without a common seed."""
+    diffs = []
+    for seed, x in a.items():
+        y = b.get(seed)
+        if x is not None and y is not None:
+            diffs.append(x - y)
+    if not diffs:
+        return None
+    return {"mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "n": len(diffs), "positive": sum(d > 0 for d in diffs), "negative": sum(d < 0 for d in diffs)}
+
+
 def _per_step_cost(run: RunResult) -> float | None:
     costs = run.extra.get("costs") or {}
     value = costs.get("energy_pj_per_step")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..compare import Cell
+from ..compare import Cell, paired_by_seed
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..train import RunResult
 from ..versions import versions
@@ -64,19 +64,9 @@ def _forget(r: RunResult, key: str) -> float | None:
 
 
 def paired(a: Cell, b: Cell, metric: Any = _final) -> dict[str, Any] | None:
-    """Paired difference ``metric(a) − metric(b)`` over the seeds both cells ran: ``{"mean", "std", "n",
-    "positive", "negative"}`` (std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or
-    None without a common finished seed."""
-    vb = {r.config.seed: metric(r) for r in b.runs}
-    diffs = []
-    for r in a.runs:
-        x, y = metric(r), vb.get(r.config.seed)
-        if x is not None and y is not None:
-            diffs.append(x - y)
-    if not diffs:
-        return None
-    return {"mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
-            "n": len(diffs), "positive": sum(d > 0 for d in diffs), "negative": sum(d < 0 for d in diffs)}
+    """Paired difference ``metric(a) − metric(b)`` over the seeds both cells ran
+    (:func:`~imc_grapes.compare.paired_by_seed`), or None without a common finished seed."""
+    return paired_by_seed({r.config.seed: metric(r) for r in a.runs}, {r.config.seed: metric(r) for r in b.runs})
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:

@@ -1,0 +1,165 @@
+"""One table and plot across several ``imc-grapes compare`` reports — e.g. the same job on several device presets.
+
+For every report (a compare output folder, or its ``results.json``) and every hardware in it (``digital``, or the
+analog device preset), one row: each optimizer's tuned learning rate and test accuracy (mean ± std over the final
+runs' seeds, as the report's own summary gives them), and the differences *paired by seed* (every cell of a report
+trains the same seeds: same initial weights and data order) of ``method`` against ``reference`` and against
+``control`` — a run's accuracy the mean of its last ``tail_evals`` evaluations, as the report's spec says, completed
+runs only. Writes ``summary.md``, ``summary.csv``, ``summary.json`` and ``paired.png`` (the paired differences with
+their seed std, per row)::
+
+    imc-grapes compare-summary docs/compare-mnist-* --out reports/devices
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .compare import paired_by_seed
+from .config import ConfigError
+from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .train import tail_accuracy
+
+__all__ = ["load_report", "summarize", "format_summary", "write_summary"]
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """The ``results.json`` of a compare report (``path``: the report folder or the file itself)."""
+    p = Path(path)
+    f = p / "results.json" if p.is_dir() else p
+    if not f.is_file():
+        raise ConfigError(f"compare-summary: no compare results at {f} (give a report folder with results.json)")
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"compare-summary: {f} is not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not {"spec", "summary", "runs"} <= set(data):
+        raise ConfigError(f"compare-summary: {f} is not the results.json of an imc-grapes compare report "
+                          "(needs 'spec', 'summary' and 'runs')")
+    return data
+
+
+def _label(spec: dict[str, Any], hardware: str) -> str:
+    if hardware != "analog":
+        return hardware
+    preset = str(((spec.get("base") or {}).get("analog") or {}).get("preset", "analog"))
+    backend = spec.get("analog_backend", "crossbar")
+    return preset if backend == "crossbar" else f"{preset} ({backend})"
+
+
+def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: str = "sgd",
+              control: str = "layer-mean") -> list[dict[str, Any]]:
+    """One row per (report, hardware): ``report``, ``label``, ``hardware``, ``tail_evals``, per optimizer
+    ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions; None where the report has no such cell), and
+    ``<method>-<reference>`` / ``<method>-<control>``: :func:`~imc_grapes.compare.paired_by_seed` of the final
+    runs' accuracies (None where a cell is missing or no seed is common)."""
+    rows = []
+    for path in paths:
+        data = load_report(path)
+        spec = data["spec"]
+        tail = int(spec.get("tail_evals", 1))
+        for hw in spec.get("hardware", []):
+            row: dict[str, Any] = {"report": str(path), "label": _label(spec, hw), "hardware": hw,
+                                   "tail_evals": tail}
+            cells = {s["optimizer"]: s for s in data["summary"] if s.get("hardware") == hw}
+            for opt in spec.get("optimizers", []):
+                s = cells.get(opt, {})
+                row[f"{opt}/lr"] = s.get("lr")
+                row[f"{opt}/acc_mean"] = s.get("final_test_acc_mean")
+                row[f"{opt}/acc_std"] = s.get("final_test_acc_std")
+            accs: dict[str, dict[int, float | None]] = {}
+            for r in data["runs"]:
+                if r.get("hardware") == hw and r.get("eval_split", "test") == "test":
+                    acc = tail_accuracy(r.get("history") or [], tail) if r.get("status") == "completed" else None
+                    accs.setdefault(r["optimizer"], {})[int(r["config"]["seed"])] = acc
+            for other in (reference, control):
+                both = method in accs and other in accs
+                row[f"{method}-{other}"] = paired_by_seed(accs[method], accs[other]) if both else None
+            rows.append(row)
+    return rows
+
+
+def _acc(row: dict[str, Any], opt: str) -> str:
+    m, s, lr = row.get(f"{opt}/acc_mean"), row.get(f"{opt}/acc_std"), row.get(f"{opt}/lr")
+    if m is None:
+        return "—"
+    return f"{100 * m:.2f} ± {100 * (s or 0.0):.2f}" + (f" (lr {lr:g})" if lr is not None else "")
+
+
+def _diff(p: dict[str, Any] | None) -> str:
+    return "—" if p is None else f"{100 * p['mean']:+.2f} ± {100 * p['std']:.2f} ({p['positive']}/{p['n']})"
+
+
+def format_summary(rows: Sequence[dict[str, Any]], method: str = "grapes", reference: str = "sgd",
+                   control: str = "layer-mean") -> str:
+    """The rows as a Markdown table (accuracies in %, tuned lr in parentheses; Δ mean ± std over the common seeds,
+    and on how many of them the difference is positive)."""
+    opts = [reference, method, control]
+    head = ["hardware", *opts, f"Δ {method} − {reference}", f"Δ {method} − {control}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], *(_acc(r, o) for o in opts), _diff(r.get(f"{method}-{reference}")),
+                 _diff(r.get(f"{method}-{control}"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.0))
+    width = 0.8 / len(others)
+    for k, other in enumerate(others):
+        xs, ms, ss = [], [], []
+        for i, r in enumerate(rows):
+            p = r.get(f"{method}-{other}")
+            if p is not None:
+                xs.append(i + (k - (len(others) - 1) / 2) * width)
+                ms.append(100 * p["mean"])
+                ss.append(100 * p["std"])
+        ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{method} − {other}")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
+    ax.set(ylabel="paired difference in test accuracy (points)",
+           title=f"{method} against the others, paired by seed (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: str = "grapes",
+                  reference: str = "sgd", control: str = "layer-mean", command: str | None = None) -> list[str]:
+    """Write ``summary.md`` (the table of :func:`format_summary`, with the command), ``summary.csv`` (one flat row
+    per report and hardware), ``summary.json`` and ``paired.png`` into ``out_dir``; returns the file names."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = "# imc-grapes compare-summary\n\n"
+    if command:
+        text += f"Command:\n\n```\n{command}\n```\n\n"
+    text += (format_summary(rows, method, reference, control) + "\n\nAccuracy: test %, mean ± std over each report's "
+             "seeds (tuned lr). Δ: paired by seed over the seeds both cells completed, mean ± std (seeds with a "
+             "positive difference / seeds).\n\n![paired differences](paired.png)\n")
+    write_bytes_atomic(out / "summary.md", text.encode())
+    flat = []
+    pairs = [f"{method}-{other}" for other in (reference, control)]
+    for r in rows:
+        f = {k: v for k, v in r.items() if k not in pairs}
+        for name in pairs:
+            p = r.get(name) or {}
+            f.update({f"{name}/{key}": p.get(key) for key in ("mean", "std", "n", "positive", "negative")})
+        flat.append(f)
+    write_csv_atomic(out / "summary.csv", flat)
+    write_json_atomic(out / "summary.json", {"command": command, "method": method, "reference": reference,
+                                             "control": control, "rows": list(rows)})
+    write_bytes_atomic(out / "paired.png", _plot(rows, method, (reference, control)))
+    return ["summary.md", "summary.csv", "summary.json", "paired.png"]

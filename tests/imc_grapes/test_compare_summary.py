@@ -1,0 +1,96 @@
+"""compare-summary: one table across compare reports, with differences paired by seed (hand values)."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from imc_grapes.cli import main
+from imc_grapes.compare import paired_by_seed
+from imc_grapes.compare_summary import format_summary, summarize, write_summary
+
+
+def _run(hw: str, opt: str, seed: int, accs: list[float], status: str = "completed", split: str = "test") -> dict:
+    return {"hardware": hw, "optimizer": opt, "status": status, "eval_split": split, "config": {"seed": seed},
+            "history": [{"test_acc": a} for a in accs]}
+
+
+def _report(tmp: Path, name: str, preset: str = "EcRam", backend: str = "crossbar", tail: int = 1) -> Path:
+    """A compare report: digital + analog; the analog cells' final runs on seeds 0-2 (grapes diverged on seed 2),
+    tuning runs (validation split) that must not count, and the report's own summary rows."""
+    runs = [_run("analog", "sgd", 0, [0.50, 0.90]), _run("analog", "sgd", 1, [0.60, 0.80]),
+            _run("analog", "sgd", 2, [0.70, 0.85]),
+            _run("analog", "grapes", 0, [0.40, 0.92]), _run("analog", "grapes", 1, [0.80, 0.79]),
+            _run("analog", "grapes", 2, [0.10], status="diverged"),
+            _run("analog", "grapes", 0, [0.99], split="validation"),
+            _run("analog", "layer-mean", 0, [0.30, 0.91]), _run("analog", "layer-mean", 1, [0.50, 0.81]),
+            _run("analog", "layer-mean", 2, [0.60, 0.86]),
+            _run("digital", "sgd", 0, [0.97]), _run("digital", "grapes", 0, [0.98])]
+    summary = [{"hardware": "analog", "optimizer": o, "lr": lr, "final_test_acc_mean": m, "final_test_acc_std": s}
+               for o, lr, m, s in (("sgd", 0.3, 0.85, 0.05), ("grapes", 0.1, 0.855, 0.0919),
+                                   ("layer-mean", 0.1, 0.86, 0.05))]
+    summary += [{"hardware": "digital", "optimizer": "sgd", "lr": 0.1, "final_test_acc_mean": 0.97,
+                 "final_test_acc_std": 0.0},
+                {"hardware": "digital", "optimizer": "grapes", "lr": 0.03, "final_test_acc_mean": 0.98,
+                 "final_test_acc_std": 0.0}]
+    spec = {"optimizers": ["sgd", "grapes", "layer-mean"], "hardware": ["digital", "analog"],
+            "analog_backend": backend, "tail_evals": tail, "base": {"analog": {"preset": preset}}}
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"spec": spec, "summary": summary, "runs": runs}))
+    return folder
+
+
+def test_paired_by_seed_hand_values() -> None:
+    p = paired_by_seed({0: 0.92, 1: 0.79, 2: None, 3: 0.5}, {0: 0.90, 1: 0.80, 2: 0.85})
+    assert p is not None and p["n"] == 2 and p["positive"] == 1 and p["negative"] == 1
+    assert p["mean"] == pytest.approx(0.005) and p["std"] == pytest.approx(statistics.stdev([0.02, -0.01]))
+    assert paired_by_seed({0: 0.5}, {1: 0.5}) is None
+    assert paired_by_seed({0: 0.5}, {0: 0.25}) == {"mean": 0.25, "std": 0.0, "n": 1, "positive": 1, "negative": 0}
+
+
+def test_summary_rows_pair_the_final_runs_by_seed(tmp_path: Path) -> None:
+    rows = summarize([_report(tmp_path, "a"), _report(tmp_path, "b", preset="ReRamSB", backend="aihwkit", tail=2)])
+    assert [(r["label"], r["hardware"]) for r in rows] == [("digital", "digital"), ("EcRam", "analog"),
+                                                          ("digital", "digital"), ("ReRamSB (aihwkit)", "analog")]
+    ecram = rows[1]
+    assert (ecram["sgd/lr"], ecram["grapes/acc_mean"], ecram["layer-mean/acc_std"]) == (0.3, 0.855, 0.05)
+    # last evaluations: grapes 0.92, 0.79 (seed 2 diverged: left out; the validation run never counts)
+    assert ecram["grapes-sgd"]["mean"] == pytest.approx((0.02 - 0.01) / 2) and ecram["grapes-sgd"]["n"] == 2
+    assert ecram["grapes-layer-mean"]["mean"] == pytest.approx((0.01 - 0.02) / 2)
+    # tail_evals = 2: the mean of the last two evaluations of each run
+    tail = rows[3]["grapes-sgd"]
+    assert tail["mean"] == pytest.approx(((0.66 - 0.70) + (0.795 - 0.70)) / 2)
+    assert rows[0]["grapes-layer-mean"] is None and rows[0]["layer-mean/acc_mean"] is None   # no such digital cell
+    assert rows[0]["grapes-sgd"]["mean"] == pytest.approx(0.01)
+    table = format_summary(rows)
+    assert "| EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (lr 0.1) | 86.00 ± 5.00 (lr 0.1) | +0.50 ± 2.12 (1/2) " \
+           "| -0.50 ± 2.12 (1/2) |" in table
+    assert "| digital | 97.00 ± 0.00 (lr 0.1) | 98.00 ± 0.00 (lr 0.03) | — | +1.00 ± 0.00 (1/1) | — |" in table
+
+
+def test_written_files_and_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _report(tmp_path, "a"), _report(tmp_path, "b", preset="Capacitor")
+    out = tmp_path / "out"
+    assert main(["compare-summary", str(a), str(b / "results.json"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Capacitor |" in printed and "wrote" in printed
+    assert {p.name for p in out.iterdir()} == {"summary.md", "summary.csv", "summary.json", "paired.png"}
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == ["digital", "EcRam", "digital", "Capacitor"]
+    assert float(rows[1]["grapes-sgd/mean"]) == pytest.approx(0.005) and rows[1]["grapes-sgd/n"] == "2"
+    assert (out / "paired.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "summary.json").read_text())["rows"][1]["label"] == "EcRam"
+    assert write_summary([], tmp_path / "empty") == ["summary.md", "summary.csv", "summary.json", "paired.png"]
+
+    assert main(["compare-summary", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "no compare results at" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["compare-summary", str(tmp_path / "bad.json")]) == 2
+    assert "needs 'spec', 'summary' and 'runs'" in capsys.readouterr().err
+    assert main(["compare-summary", str(a), "--method", "adam"]) == 2
+    assert "must be optimizers" in capsys.readouterr().err

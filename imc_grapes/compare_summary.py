@@ -52,7 +52,8 @@ def _label(spec: dict[str, Any], hardware: str) -> str:
 def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: str = "sgd",
               control: str = "layer-mean") -> list[dict[str, Any]]:
     """One row per (report, hardware): ``report``, ``label``, ``hardware``, ``tail_evals``, per optimizer
-    ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions; None where the report has no such cell), and
+    ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions), ``<opt>/saturation`` (realised / intended weight
+    change) and ``<opt>/energy_vs_sgd`` (energy per step ×SGD's), None where the report has no such cell or value; and
     ``<method>-<reference>`` / ``<method>-<control>``: :func:`~imc_grapes.compare.paired_by_seed` of the final
     runs' accuracies (None where a cell is missing or no seed is common)."""
     rows = []
@@ -69,6 +70,8 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
                 row[f"{opt}/lr"] = s.get("lr")
                 row[f"{opt}/acc_mean"] = s.get("final_test_acc_mean")
                 row[f"{opt}/acc_std"] = s.get("final_test_acc_std")
+                row[f"{opt}/saturation"] = s.get("saturation_mean")
+                row[f"{opt}/energy_vs_sgd"] = s.get("cost_overhead_vs_sgd")
             accs: dict[str, dict[int, float | None]] = {}
             for r in data["runs"]:
                 if r.get("hardware") == hw and r.get("eval_split", "test") == "test":
@@ -95,13 +98,17 @@ def _diff(p: dict[str, Any] | None) -> str:
 def format_summary(rows: Sequence[dict[str, Any]], method: str = "grapes", reference: str = "sgd",
                    control: str = "layer-mean") -> str:
     """The rows as a Markdown table (accuracies in %, tuned lr in parentheses; Δ mean ± std over the common seeds,
-    and on how many of them the difference is positive)."""
+    and on how many of them the difference is positive; the reference's saturation and the method's energy per
+    step ×SGD's)."""
     opts = [reference, method, control]
-    head = ["hardware", *opts, f"Δ {method} − {reference}", f"Δ {method} − {control}"]
+    head = ["hardware", *opts, f"Δ {method} − {reference}", f"Δ {method} − {control}", f"saturation ({reference})",
+            f"energy ×SGD ({method})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        sat, energy = r.get(f"{reference}/saturation"), r.get(f"{method}/energy_vs_sgd")
         cells = [r["label"], *(_acc(r, o) for o in opts), _diff(r.get(f"{method}-{reference}")),
-                 _diff(r.get(f"{method}-{control}"))]
+                 _diff(r.get(f"{method}-{control}")), "—" if sat is None else f"{sat:.2f}",
+                 "—" if energy is None else f"{energy:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -29,9 +29,11 @@ def _report(tmp: Path, name: str, preset: str = "EcRam", backend: str = "crossba
             _run("analog", "layer-mean", 0, [0.30, 0.91]), _run("analog", "layer-mean", 1, [0.50, 0.81]),
             _run("analog", "layer-mean", 2, [0.60, 0.86]),
             _run("digital", "sgd", 0, [0.97]), _run("digital", "grapes", 0, [0.98])]
-    summary = [{"hardware": "analog", "optimizer": o, "lr": lr, "final_test_acc_mean": m, "final_test_acc_std": s}
-               for o, lr, m, s in (("sgd", 0.3, 0.85, 0.05), ("grapes", 0.1, 0.855, 0.0919),
-                                   ("layer-mean", 0.1, 0.86, 0.05))]
+    summary = [{"hardware": "analog", "optimizer": o, "lr": lr, "final_test_acc_mean": m, "final_test_acc_std": s,
+                "saturation_mean": sat, "cost_overhead_vs_sgd": e}
+               for o, lr, m, s, sat, e in (("sgd", 0.3, 0.85, 0.05, 0.97, 1.0),
+                                           ("grapes", 0.1, 0.855, 0.0919, 0.99, 1.7),
+                                           ("layer-mean", 0.1, 0.86, 0.05, 0.98, 1.72))]
     summary += [{"hardware": "digital", "optimizer": "sgd", "lr": 0.1, "final_test_acc_mean": 0.97,
                  "final_test_acc_std": 0.0},
                 {"hardware": "digital", "optimizer": "grapes", "lr": 0.03, "final_test_acc_mean": 0.98,
@@ -68,8 +70,8 @@ def test_summary_rows_pair_the_final_runs_by_seed(tmp_path: Path) -> None:
     assert rows[0]["grapes-sgd"]["mean"] == pytest.approx(0.01)
     table = format_summary(rows)
     assert "| EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (lr 0.1) | 86.00 ± 5.00 (lr 0.1) | +0.50 ± 2.12 (1/2) " \
-           "| -0.50 ± 2.12 (1/2) |" in table
-    assert "| digital | 97.00 ± 0.00 (lr 0.1) | 98.00 ± 0.00 (lr 0.03) | — | +1.00 ± 0.00 (1/1) | — |" in table
+           "| -0.50 ± 2.12 (1/2) | 0.97 | 1.70 |" in table
+    assert "| digital | 97.00 ± 0.00 (lr 0.1) | 98.00 ± 0.00 (lr 0.03) | — | +1.00 ± 0.00 (1/1) | — | — | — |" in table
 
 
 def test_written_files_and_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,6 +58,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=True,
                    help="drop each epoch's partial last batch (default: dropped; --no-drop-last keeps it, as "
                         "earlier versions did)")
+    p.add_argument("--tail-evals", type=int, default=1, metavar="K",
+                   help="a run's accuracy (reported, compared, and the lr-tuning score) is the mean of its last K "
+                        "evaluations, for noisy devices (default 1: the final one; not for forgetting)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
@@ -93,7 +96,8 @@ def run_experiment_command(args: argparse.Namespace) -> int:
                                  seeds=tuple(args.seeds) if args.seeds else None,
                                  lr_grid=tuple(args.lr) if args.lr else None,
                                  datasets=tuple(args.datasets) if args.datasets else None, epochs=args.epochs,
-                                 drop_last=args.drop_last, device=args.device, data_root=args.data_root)
+                                 drop_last=args.drop_last, tail_evals=args.tail_evals, device=args.device,
+                                 data_root=args.data_root)
         from .definitions import plan_experiment
 
         for g in plan_experiment(args.name, opts):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compare import CompareSpec
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from .groups import Group
 from .models import describe_model
 from .options import ExperimentOptions, budget_for
@@ -74,7 +74,7 @@ def _group(opts: ExperimentOptions, backend: str, dataset: str, variant: str, la
     spec = CompareSpec(base=base, optimizers=opts.optimizers, hardware=(hw,),
                        analog_backend=backend if hw == "analog" else "crossbar", lr_grid=lr_grid,
                        val_holdout=b.val_holdout, seeds=b.seeds, target_acc=TARGETS.get(dataset, 0.9),
-                       tune_score=tune_score)
+                       tune_score=tune_score, tail_evals=opts.tail_evals)
     all_labels = {"dataset": dataset, **labels, "hardware": _hw_label(backend, opts)}
     return Group(f"{dataset}-{variant}-{backend}", all_labels, spec, trainer, size)
 
@@ -226,6 +226,9 @@ N_TASKS = 5
 
 
 def plan_forgetting(opts: ExperimentOptions) -> list[Group]:
+    if opts.tail_evals != 1:
+        raise ConfigError(f"tail_evals must be 1 for forgetting: its evaluation rows are one per task, so a mean "
+                          f"over the last {opts.tail_evals} would mix tasks")
     hidden = (16, 16) if opts.size == "tiny" else (256, 256)
     groups = []
     n_tasks = 3 if opts.size == "tiny" else N_TASKS

@@ -18,7 +18,7 @@ from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_tab
 from ..compare import run_one as compare_run_one
 from ..data import Dataset
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
-from ..train import RunResult, train
+from ..train import RunResult, tail_accuracy, train
 from .forgetting import train_permuted
 from .trainers import Trainer, train_custom
 
@@ -102,10 +102,11 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def _completed_only(row: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    """``compare.summarise_cells``'s row with the accuracy mean ± std over the *completed* runs only (it keeps
-    the last accuracy a diverged run reached) and a count of failed runs."""
-    accs = [r.history[-1]["test_acc"] for r in cell.runs if r.status == "completed" and r.history]
+def _completed_only(row: dict[str, Any], cell: Cell, tail: int = 1) -> dict[str, Any]:
+    """``compare.summarise_cells``'s row with the accuracy mean ± std (each run's mean over its last ``tail``
+    evaluations) over the *completed* runs only (it keeps the last accuracy a diverged run reached) and a count of
+    failed runs."""
+    accs = [a for r in cell.runs if r.status == "completed" and (a := tail_accuracy(r.history, tail)) is not None]
     row = dict(row)
     row["final_test_acc_mean"] = statistics.fmean(accs) if accs else None
     row["final_test_acc_std"] = (statistics.stdev(accs) if len(accs) > 1 else 0.0) if accs else None
@@ -124,7 +125,8 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
 
     cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune", out / "runs", f"{group.key}: {opt}", log)
              for opt in spec.optimizers]
-    rows = [_completed_only(row, cell) for row, cell in zip(summarise_cells(cells, spec.target_acc), cells)]
+    rows = [_completed_only(row, cell, spec.tail_evals)
+            for row, cell in zip(summarise_cells(cells, spec.target_acc, spec.tail_evals), cells)]
     result = GroupResult(group, cells, rows, out)
     result.files = write_group_report(result, command)
     return result
@@ -145,6 +147,8 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
             csv_rows.append({"group": g.key, **g.labels, "optimizer": c.optimizer, "backend": r.config.backend,
                              "lr": c.lr, "seed": r.config.seed, "status": r.status,
                              "final_test_acc": last.get("test_acc"), "final_train_loss": last.get("train_loss"),
+                             **({"tail_test_acc": tail_accuracy(r.history, g.spec.tail_evals)}
+                                if g.spec.tail_evals > 1 else {}),
                              "epochs_to_target": epochs_to_target(r, g.spec.target_acc),
                              "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})
     write_csv_atomic(out / "results.csv", csv_rows)
@@ -160,6 +164,8 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
               f"* seeds: {list(g.spec.seeds)}; learning rate tuned per optimizer over {list(g.spec.lr_grid)} on "
               f"the last {g.spec.val_holdout} training samples (score: {g.tune_score} validation accuracy)"
               if len(g.spec.lr_grid) > 1 else f"* seeds: {list(g.spec.seeds)}; one learning rate {g.spec.lr_grid[0]:g}",
+              *([f"* a run's accuracy (table, tuning score): the mean of its last {g.spec.tail_evals} evaluations"]
+                if g.spec.tail_evals > 1 else []),
               "", format_table(res.rows, g.spec.target_acc, markdown=True), ""]
     found = findings(res.rows)
     if found:

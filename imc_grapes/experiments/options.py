@@ -70,6 +70,9 @@ class ExperimentOptions:
         datasets: data sets (None: the experiment's default; ``tiny`` always uses ``synthetic``).
         epochs: epochs per run (per task for ``forgetting``) instead of the size's default.
         drop_last: drop each epoch's partial last batch (``TrainConfig.drop_last``; default True).
+        tail_evals: a run's accuracy (reported, compared, and the lr-tuning score) is the mean of its last
+            ``tail_evals`` evaluations (default 1: the final one; ``CompareSpec.tail_evals``). Not for
+            ``forgetting``, whose evaluation rows are per task.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. data_root: data cache folder.
         analog: further analog settings (tile size, ADC/DAC bits, importance source, ...); its ``preset`` is
             replaced by ``preset``.
@@ -84,6 +87,7 @@ class ExperimentOptions:
     datasets: tuple[str, ...] | None = None
     epochs: int | None = None
     drop_last: bool = True
+    tail_evals: int = 1
     device: str = "cpu"
     data_root: str | None = None
     analog: AnalogSettings = field(default_factory=AnalogSettings)
@@ -115,6 +119,9 @@ class ExperimentOptions:
             if not self.datasets or bad:
                 raise ConfigError(f"ExperimentOptions.datasets must be one or more of {', '.join(DATASET_NAMES)}, "
                                   f"got {list(self.datasets)}")
+        if isinstance(self.tail_evals, bool) or not isinstance(self.tail_evals, int) or self.tail_evals < 1:
+            raise ConfigError(f"ExperimentOptions.tail_evals must be an integer >= 1 (1 = the final evaluation), "
+                              f"got {self.tail_evals!r}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"ExperimentOptions.epochs must be >= 1, got {self.epochs}")
         if isinstance(self.analog, dict):

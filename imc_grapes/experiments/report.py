@@ -21,7 +21,7 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 
 from ..compare import Cell, paired_by_seed
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
-from ..train import RunResult
+from ..train import RunResult, tail_accuracy
 from ..versions import versions
 from .groups import GroupResult
 
@@ -52,6 +52,13 @@ def machine_info() -> dict[str, Any]:
 
 def _final(r: RunResult) -> float | None:
     return r.history[-1]["test_acc"] if r.status == "completed" and r.history else None
+
+
+def _tail(k: int) -> Callable[[RunResult], float | None]:
+    """A completed run's accuracy as its group reports it: the mean of its last ``k`` evaluations."""
+    if k == 1:
+        return _final
+    return lambda r: tail_accuracy(r.history, k) if r.status == "completed" and r.history else None
 
 
 def _curve_mean(r: RunResult) -> float | None:
@@ -103,7 +110,7 @@ def _summary_rows(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
             }
             for ref in ("sgd", "layer-mean"):
                 if ref in by_opt and ref != c.optimizer:
-                    p = paired(c, by_opt[ref])
+                    p = paired(c, by_opt[ref], _tail(res.group.spec.tail_evals))
                     out[f"diff_vs_{ref}_mean"] = p["mean"] if p else None
                     out[f"diff_vs_{ref}_std"] = p["std"] if p else None
                     out[f"diff_vs_{ref}_positive"] = f"{p['positive']}/{p['n']}" if p else None
@@ -126,7 +133,7 @@ def _comparisons(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
             pairs.append(("grapes", "layer-mean"))
         for a, b in pairs:
             entry: dict[str, Any] = {"group": res.group.key, "a": a, "b": b,
-                                     "final_acc": paired(by_opt[a], by_opt[b]),
+                                     "final_acc": paired(by_opt[a], by_opt[b], _tail(res.group.spec.tail_evals)),
                                      "curve_mean_acc": paired(by_opt[a], by_opt[b], _curve_mean)}
             if any(r.extra.get("forgetting") for r in by_opt[a].runs):
                 for key in ("avg_acc", "forgetting", "bwt"):
@@ -160,7 +167,11 @@ def _findings(results: Sequence[GroupResult], comps: Sequence[dict[str, Any]]) -
     return lines
 
 
-def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path) -> None:
+def _acc_label(tail: int) -> str:
+    return "final test accuracy" if tail == 1 else f"test accuracy (mean of the last {tail} evaluations)"
+
+
+def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> None:
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(r["group"] for r in rows))
@@ -182,7 +193,7 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path) -> None:
             lo = min(lo, min(m - s for m, s in zip(ms, ss)))
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
     ax.set_ylim(max(0.0, lo - 5), 100)
-    ax.set(ylabel="final test accuracy (%)", title="Final test accuracy (mean ± std over seeds)")
+    ax.set(ylabel=f"{_acc_label(tail)} (%)", title=f"{_acc_label(tail).capitalize()}, mean ± std over seeds")
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -191,7 +202,7 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], out: Path) -> None:
+def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], out: Path, tail: int = 1) -> None:
     import matplotlib.pyplot as plt
 
     groups = [r.group.key for r in results]
@@ -211,7 +222,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
             ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{a} − {b}")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
-    ax.set(ylabel="paired difference in final test accuracy (points)",
+    ax.set(ylabel=f"paired difference in {_acc_label(tail)} (points)",
            title="Difference to the reference optimizer (same seeds), mean ± std")
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -369,13 +380,15 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
                 run_rows.append({"group": res.group.key, **res.group.labels, "optimizer": c.optimizer,
                                  "backend": r.config.backend, "lr": c.lr, "seed": r.config.seed, "status": r.status,
                                  "final_test_acc": last.get("test_acc"), "curve_mean_acc": _curve_mean(r),
+                                 **({"tail_test_acc": _tail(res.group.spec.tail_evals)(r)}
+                                    if res.group.spec.tail_evals > 1 else {}),
                                  "avg_acc": fg.get("avg_acc"), "forgetting": fg.get("forgetting"),
                                  "bwt": fg.get("bwt"), "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})
     write_csv_atomic(out / "results.csv", run_rows)
-    _plot_accuracy(rows, out)
+    _plot_accuracy(rows, out, options.tail_evals)
     files = ["accuracy.png"]
     if comps:
-        _plot_gain(comps, results, out)
+        _plot_gain(comps, results, out, options.tail_evals)
         files.append("gain.png")
     _plot_curves(results, out)
     files.append("curves.png")
@@ -398,6 +411,9 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
               "* each group: learning rate tuned per optimizer on a validation split (never the test set), then "
               "the same seeds for every optimizer; Δ columns are paired differences over those seeds "
               "(mean ± std, and on how many seeds the difference is positive)."]
+    if options.tail_evals > 1:
+        lines.append(f"* a run's accuracy (tables, Δ, plots, the lr-tuning score): the mean of its last "
+                     f"{options.tail_evals} evaluations")
     if experiment.notes:
         lines.append(f"* {experiment.notes}")
     lines += ["", "## Results", "", _table(rows, label_keys), ""]

@@ -117,6 +117,7 @@ def test_cli_runs_an_experiment_and_lists_them(tmp_path, capsys):
     (["--lr", "-1"], "lr_grid must be learning rates > 0"),
     (["--datasets", "cifar"], "datasets must be one or more of"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--tail-evals", "0"], "tail_evals must be an integer >= 1"),
 ])
 def test_cli_rejects_bad_options_with_exit_code_2(argv, message, capsys, tmp_path):
     args = _parser().parse_args(["experiment", "mlp", "--tiny", "--out", str(tmp_path), *argv])
@@ -162,3 +163,35 @@ def test_a_run_that_raises_is_recorded_as_failed_and_the_experiment_goes_on(tmp_
     n = len(calls)
     run_experiment("rnn", opts, tmp_path, **QUIET)
     assert len(calls) == n, "failed runs count as finished for resume"
+
+
+def test_tail_evals_average_each_runs_last_evaluations(tmp_path):
+    """With ``tail_evals = 2`` a run's accuracy — the summary's mean, the paired Δ and the per-run CSV column — is
+    the mean of its last two evaluations (hand-checked from the saved histories); forgetting, whose rows are per
+    task, refuses it."""
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), epochs=3, tail_evals=2, seeds=(0, 1),
+                             lr_grid=(0.03,))                    # still learning: the evaluations differ
+    run_experiment("mlp", opts, tmp_path, **QUIET)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    group = saved["groups"][0]
+    runs = json.loads((tmp_path / "groups" / group["key"] / "results.json").read_text())["runs"]
+    tail, finals = {}, []
+    for r in runs:
+        if r["eval_split"] == "test":
+            accs = [h["test_acc"] for h in r["history"]]
+            assert len(accs) == 3
+            tail[(r["optimizer"], r["config"]["seed"])] = (accs[-2] + accs[-1]) / 2
+            finals.append(accs[-1])
+    assert sorted(finals) != pytest.approx(sorted(tail.values()))      # the tail mean is not the final value
+    rows = {r["optimizer"]: r for r in saved["summary"] if r["group"] == group["key"]}
+    for opt in ("sgd", "grapes"):
+        assert rows[opt]["final_test_acc_mean"] == pytest.approx((tail[(opt, 0)] + tail[(opt, 1)]) / 2)
+    diffs = [tail[("grapes", s)] - tail[("sgd", s)] for s in (0, 1)]
+    assert rows["grapes"]["diff_vs_sgd_mean"] == pytest.approx(sum(diffs) / 2)
+    with open(tmp_path / "results.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert sorted(float(r["tail_test_acc"]) for r in csv_rows if r["group"] == group["key"]) == \
+        pytest.approx(sorted(tail.values()))
+    assert "mean of its last 2 evaluations" in (tmp_path / "report.md").read_text()
+    with pytest.raises(Exception, match="tail_evals must be 1 for forgetting"):
+        run_experiment("forgetting", ExperimentOptions(size="tiny", tail_evals=2), tmp_path / "f", **QUIET)

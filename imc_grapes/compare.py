@@ -26,7 +26,7 @@ from typing import Any
 from .config import OPTIMIZERS, ConfigError, TrainConfig, identity_dict
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
-from .train import DivergenceError, RunResult, tail_accuracy, train
+from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
 
 HARDWARE = ("digital", "analog")
 #: how a tuning run is scored: its ``final`` evaluation (the quantity the final runs report, on the test set) or
@@ -88,9 +88,8 @@ class CompareSpec:
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
-        if isinstance(self.tail_evals, bool) or not isinstance(self.tail_evals, int) or self.tail_evals < 1:
-            raise ConfigError(f"tail_evals must be an integer ≥ 1 (1 = the final evaluation), "
-                              f"got {self.tail_evals!r}")
+        if (msg := tail_evals_error(self.tail_evals)) is not None:
+            raise ConfigError(msg)
         if not 0 < self.target_acc <= 1:
             raise ConfigError(f"target_acc must be in (0, 1], got {self.target_acc}")
         if self.val_holdout < 1 and len(self.lr_grid) > 1:

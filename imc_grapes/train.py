@@ -66,6 +66,14 @@ class RunResult:
         }
 
 
+def tail_evals_error(value: object, name: str = "tail_evals") -> str | None:
+    """Why ``value`` is not a valid count of final evaluations to average (:func:`tail_accuracy`: an integer ≥ 1),
+    as a message naming ``name``; None when it is valid (each caller raises its own error type)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"{name} must be an integer ≥ 1 (1 = the final evaluation), got {value!r}"
+    return None
+
+
 def tail_accuracy(history: Sequence[dict[str, Any]], last: int = 1) -> float | None:
     """The mean ``test_acc`` (the test set, or a tuning run's validation split) over the last ``last`` evaluation
     rows of a run's ``history`` (all of them when it has fewer); None when it has none."""

@@ -17,6 +17,7 @@ from typing import Any
 from ..backends import AnalogSettings
 from ..config import BACKENDS, OPTIMIZERS, ConfigError
 from ..data.registry import DATASET_NAMES
+from ..train import tail_evals_error
 
 __all__ = ["SIZES", "Budget", "ExperimentOptions", "budget_for"]
 
@@ -119,9 +120,8 @@ class ExperimentOptions:
             if not self.datasets or bad:
                 raise ConfigError(f"ExperimentOptions.datasets must be one or more of {', '.join(DATASET_NAMES)}, "
                                   f"got {list(self.datasets)}")
-        if isinstance(self.tail_evals, bool) or not isinstance(self.tail_evals, int) or self.tail_evals < 1:
-            raise ConfigError(f"ExperimentOptions.tail_evals must be an integer >= 1 (1 = the final evaluation), "
-                              f"got {self.tail_evals!r}")
+        if (msg := tail_evals_error(self.tail_evals, "ExperimentOptions.tail_evals")) is not None:
+            raise ConfigError(msg)
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"ExperimentOptions.epochs must be >= 1, got {self.epochs}")
         if isinstance(self.analog, dict):

@@ -50,15 +50,12 @@ def machine_info() -> dict[str, Any]:
             **versions()}
 
 
-def _final(r: RunResult) -> float | None:
-    return r.history[-1]["test_acc"] if r.status == "completed" and r.history else None
-
-
 def _tail(k: int) -> Callable[[RunResult], float | None]:
     """A completed run's accuracy as its group reports it: the mean of its last ``k`` evaluations."""
-    if k == 1:
-        return _final
-    return lambda r: tail_accuracy(r.history, k) if r.status == "completed" and r.history else None
+    return lambda r: tail_accuracy(r.history, k) if r.status == "completed" else None
+
+
+_final = _tail(1)
 
 
 def _curve_mean(r: RunResult) -> float | None:

@@ -53,6 +53,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
 
 from ..backends.settings import AnalogSettings
 from ..config import ConfigError, TrainConfig, identity_dict
+from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
 
 #: kinds of sampled axes: ``{uniform = [lo, hi]}``, ``{log_uniform = [lo, hi]}``, ``{int_uniform = [lo, hi]}``
@@ -235,9 +236,8 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))
-        if isinstance(self.tail_evals, bool) or not isinstance(self.tail_evals, int) or self.tail_evals < 1:
-            raise SpecError(f"[sweep] tail_evals must be an integer ≥ 1 (1 = the final evaluation), "
-                            f"got {self.tail_evals!r}")
+        if (msg := tail_evals_error(self.tail_evals)) is not None:
+            raise SpecError(f"[sweep] {msg}")
         if not self.name or "/" in self.name:
             raise SpecError(f"SweepSpec.name must be a non-empty name without '/', got {self.name!r}")
         seen: dict[tuple[str, str], str] = {}

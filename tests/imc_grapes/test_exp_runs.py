@@ -117,7 +117,7 @@ def test_cli_runs_an_experiment_and_lists_them(tmp_path, capsys):
     (["--lr", "-1"], "lr_grid must be learning rates > 0"),
     (["--datasets", "cifar"], "datasets must be one or more of"),
     (["--threads", "0"], "--threads must be >= 1"),
-    (["--tail-evals", "0"], "tail_evals must be an integer >= 1"),
+    (["--tail-evals", "0"], "ExperimentOptions.tail_evals must be an integer ≥ 1 (1 = the final evaluation), got 0"),
 ])
 def test_cli_rejects_bad_options_with_exit_code_2(argv, message, capsys, tmp_path):
     args = _parser().parse_args(["experiment", "mlp", "--tiny", "--out", str(tmp_path), *argv])

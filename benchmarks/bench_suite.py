@@ -94,8 +94,8 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters,  # noqa: E402
-                      UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
+from crossbar import (CPU_PULSE_COUNTS, AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig,  # noqa: E402
+                      IOParameters, UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
 from devices import ConstantStepDevice  # noqa: E402
 from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
 from imc_grapes.runtime import malloc_mode, tune_malloc  # noqa: E402
@@ -943,7 +943,8 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": str(device),
         "torch_threads": threads, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
         "loadavg_start": os.getloadavg(), "git_commit": commit,
-        "git_uncommitted": dirty, "device_model_fusion": get_compile(), "malloc": malloc_mode()}
+        "git_uncommitted": dirty, "device_model_fusion": get_compile(), "malloc": malloc_mode(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_pulse_counts": CPU_PULSE_COUNTS}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda

@@ -4,8 +4,8 @@
 For each device preset, layer shape, batch and error scale, one :class:`crossbar.TileArray` (256x256 tiles,
 weights ``N(0, 0.1²)``) is updated with 8 cycled random batches (inputs ``N(0, 1)``, ReLU'd for the ``r`` cases;
 errors ``N(0, 1) * scale / batch``, learning rate 0.05), once with the coincidences always counted *sparsely*
-(pair by pair, then only the devices with pulses updated) and once always *densely* (int8 matmuls, then the device
-model's own choice). Printed per case: the expected coincidences per device, the median ms of each algorithm,
+(pair by pair, then only the devices with pulses updated) and once always *densely* (int8 or float matmuls as
+``crossbar._sparse_update.int8_counts_mode`` chose, then the device model's own choice). Printed per case: the expected coincidences per device, the median ms of each algorithm,
 which one the cost model picks (``auto``) and which was faster; at the end how often the model picked the slower
 one and the time that cost::
 
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"bench_update_paths: {args.threads} thread(s), malloc {tune_malloc()}, int8 counts "
-          f"{sparse_update._INT8_MM}")
+    print(f"bench_update_paths: {args.threads} thread(s), malloc {tune_malloc()}, dense counts by "
+          f"{sparse_update.CPU_PULSE_COUNTS}")
     print(f"{'preset':12s} {'case':>13s} {'scale':>7s} {'pairs/dev':>9s} {'sparse ms':>9s} {'dense ms':>9s} "
           f"{'auto':>6s} {'best':>6s}")
     rows = []

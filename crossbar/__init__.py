@@ -8,6 +8,7 @@ from crossbar.mapping import TileGrid
 from crossbar.modules import (AnalogConv2d, AnalogFunction, AnalogLinear, AnalogModuleBase, analog_module_of,
                               analog_modules)
 from crossbar.optim import AnalogSGD, analog_step, analog_zero_grad
+from crossbar._sparse_update import CPU_PULSE_COUNTS, INT8_COUNTS_ENV
 from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, add_gaussian_noise, analog_mvm,
                                 bound_management_rounds, noise_management_scale, prepare_inputs, quantize,
                                 quantize_adc, quantize_dac, resolution_step)
@@ -50,6 +51,8 @@ __all__ = [
     "pulse_probabilities",
     "update_scales",
     "ideal_delta",
+    "CPU_PULSE_COUNTS",
+    "INT8_COUNTS_ENV",
     # modules and optimizers
     "AnalogModuleBase",
     "AnalogLinear",

@@ -12,8 +12,8 @@ few devices get pulses; on the CPU (where host reads are free) :func:`cpu_pulse_
   falls back to the dense count on the same trains.
 
 The dense count itself draws only the live slots (``slot < BL``, :func:`_draw_compact_trains`) and counts with
-int8 matmuls (:func:`_int8_counts`, exact), or where torch has none, with one float matmul on sign-weighted
-trains (:func:`_packed_counts`).
+int8 matmuls (:func:`_int8_counts`, exact) where the CPU multiplies int8 fast (:func:`int8_counts_mode`), else
+with one float matmul on sign-weighted trains (:func:`_packed_counts`).
 
 Every path gives exactly the same distribution as ``pulse_counts``: each line fires independently in each
 slot with its probability (the random stream differs); the dense and the sparse count of the same trains
@@ -23,6 +23,7 @@ are identical numbers.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -41,12 +42,19 @@ from crossbar.update import (
     _Trains,
 )
 
-__all__ = ["CpuCounts", "cpu_pulse_counts"]
+__all__ = ["CPU_PULSE_COUNTS", "CpuCounts", "cpu_flags", "cpu_pulse_counts", "int8_counts_mode"]
 
 _GEOMETRIC_MAX_P = 0.5
 """Largest firing probability for which the trains are drawn as positions (geometric gaps + thinning)."""
 _MARGIN_SIGMAS, _MARGIN_EXTRA = 6.0, 64
 """Candidates drawn at once beyond their expected number: this many standard deviations plus this many."""
+
+
+INT8_COUNTS_ENV = "IMC_GRAPES_INT8_COUNTS"
+"""Environment variable read at import: ``auto`` (default), ``on`` or ``off`` (see :data:`INT8_COUNTS`)."""
+INT8_COUNTS_MODES = ("auto", "on", "off")
+_INT8_DOT_FLAGS = frozenset({"avx512_vnni", "amx_int8"})
+"""``/proc/cpuinfo`` flags of the x86 int8 dot-product instructions behind a fast CPU ``torch._int_mm``."""
 
 
 def _int8_matmul_works() -> bool:
@@ -57,13 +65,62 @@ def _int8_matmul_works() -> bool:
         return False
 
 
-_INT8_MM = _int8_matmul_works()
-"""Whether this torch multiplies int8 matrices on the CPU (then the dense counts use :func:`_int8_counts`)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The instruction-set flags of this CPU as Linux lists them (x86), or an empty set where there is no such
+    list (another OS, or a file without a ``flags`` line)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
 
-# Rough single-core CPU costs (ns) of the alternative algorithms (torch 2.10, AVX-512 machine). The count
-# constants are fitted to whole tile updates timed both ways, ``benchmarks/bench_update_paths.py``.
-_NS_PER_MAC = 0.011 if _INT8_MM else 0.045    # dense count: per device and packed slot (int8 / float32 matmuls)
-_NS_PER_DEVICE = 1.15 if _INT8_MM else 2.1    # dense count: passes over the device arrays
+
+def int8_counts_mode(setting: str | None, flags: frozenset[str], works: bool) -> tuple[bool, str]:
+    """Whether the dense pulse counts use int8 matmuls, and why (a phrase for ``imc-grapes doctor``).
+
+    ``torch._int_mm`` on the CPU is fast only where the CPU has int8 dot-product instructions (AVX-512 VNNI,
+    AMX): there it beat the float count 4x on the reference machine; without them torch falls back to a
+    scalar loop, 15-35x *slower* than a float32 matmul (measured on an AVX2-only AMD EPYC: the MLP step
+    38.8 ms against 9.6 ms). ``auto`` therefore takes it only with those flags; both counts give the same
+    numbers, but the choice also sets the cost model that picks the sparse or the dense count, so a run's
+    random stream (not its distribution) depends on it.
+
+    Args:
+        setting: ``auto``/``on``/``off`` (any case; ``None`` or empty: ``auto``), the value of ``$IMC_GRAPES_INT8_COUNTS``.
+        flags: :func:`cpu_flags`.
+        works: whether this torch multiplies int8 matrices on the CPU (``on`` cannot force it otherwise).
+    Raises:
+        ValueError: ``setting`` is not one of :data:`INT8_COUNTS_MODES`.
+    """
+    mode = (setting or "auto").strip().lower()
+    if mode not in INT8_COUNTS_MODES:
+        raise ValueError(f"{INT8_COUNTS_ENV}={setting!r}: must be one of {', '.join(INT8_COUNTS_MODES)}")
+    if not works:
+        return False, "float matmuls (this torch has no CPU int8 matmul)"
+    if mode == "off":
+        return False, f"float matmuls ({INT8_COUNTS_ENV}=off)"
+    if mode == "on":
+        return True, f"int8 matmuls ({INT8_COUNTS_ENV}=on)"
+    found = sorted(flags & _INT8_DOT_FLAGS)
+    if found:
+        return True, f"int8 matmuls (the CPU has {', '.join(found)})"
+    return False, "float matmuls (the CPU has no AVX-512 VNNI / AMX: torch's int8 matmul would be a slow loop)"
+
+
+_INT8_MM, CPU_PULSE_COUNTS = int8_counts_mode(os.environ.get(INT8_COUNTS_ENV), cpu_flags(), _int8_matmul_works())
+"""Whether the dense CPU counts use :func:`_int8_counts` (else :func:`_packed_counts`), and in words why
+(recorded with every result: ``imc_grapes.versions``, ``versions.cpu_pulse_counts``)."""
+
+# Rough single-core CPU costs (ns) of the alternative algorithms (torch 2.10). The count constants are fitted to
+# whole tile updates timed both ways, ``benchmarks/bench_update_paths.py``: the int8 count's on an AVX-512 VNNI
+# machine, the float count's on an AVX2-only AMD EPYC (29 of 120 cases picked the slower algorithm with the
+# constants fitted on the AVX-512 machine, costing 2.4 % of the update on average and 65 % at worst; 5 with
+# these, at most 3 %).
+_NS_PER_MAC = 0.011                           # dense count: per device and packed slot (int8 or float32 matmuls)
+_NS_PER_DEVICE = 1.15 if _INT8_MM else 1.5    # dense count: passes over the device arrays
 _NS_PER_SUBSET_DEVICE = 1.0   # dense count, then only the pulsed devices updated: finding them among all
 _NS_PER_PAIR = 19.0           # sparse count: enumerating, sorting, reducing one coincidence
 _NS_SPARSE_FIXED = 230_000.0  # sparse count: its extra tensor operations (fixed overhead)
@@ -156,7 +213,7 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
     """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers, as int32) with int8 matmuls.
 
     The trains become int8 matrices of 0 and ±1 and are multiplied with int32 accumulation (``torch._int_mm``,
-    exact for any length; several times faster than float32 or bfloat16 on current CPUs). When no input is
+    exact for any length; about 4x faster than float32 on a CPU with AVX-512 VNNI, much slower without it). When no input is
     negative (e.g. after a ReLU) the error trains split by sign are stacked, ``[D+ D-]ᵀX``, and one product
     per tile gives ``n_down = D+ᵀX`` and ``n_up = D-ᵀX``; otherwise ``both = |D|ᵀ|X|`` and
     ``signed = (sign(d)·D)ᵀ(sign(x)·X)`` give ``n_down = (both + signed) / 2`` and ``n_up = both - n_down``.

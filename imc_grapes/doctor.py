@@ -3,7 +3,8 @@
 Checks, each printed as OK / FAIL / SKIP with an explanation:
 
 * torch: imports, version;
-* engine: this project's crossbar engine runs a forward, backward and pulsed update on the CPU;
+* engine: this project's crossbar engine runs a forward, backward and pulsed update on the CPU (and says whether
+  its pulse counts use int8 or float matmuls on this CPU, ``crossbar.CPU_PULSE_COUNTS``);
 * aihwkit: imports and its compiled C++ tiles (a pulsed ConstantStep tile) run a forward, backward and update —
   the check that catches a torch/aihwkit ABI mismatch (see docs/install.md);
 * cuda: if a GPU is visible, a matmul and the engine on it;
@@ -56,6 +57,12 @@ def _engine_roundtrip(device: str) -> str:
         raise RuntimeError("engine forward/backward/update did not produce a finite output, a gradient and a "
                            "weight change")
     return f"forward, backward and pulsed update ran on {device}"
+
+
+def _check_engine() -> str:
+    from crossbar import CPU_PULSE_COUNTS
+
+    return f"{_engine_roundtrip('cpu')}; its CPU pulse counts use {CPU_PULSE_COUNTS}"
 
 
 def _check_aihwkit() -> str:
@@ -141,7 +148,7 @@ class _Skip(Exception):
 def run_checks(skip_aihwkit: bool = False) -> list[Check]:
     checks: list[tuple[str, Callable[[], str], bool]] = [
         ("torch", _check_torch, True),
-        ("engine", lambda: _engine_roundtrip("cpu"), True),
+        ("engine", _check_engine, True),
         ("aihwkit", _check_aihwkit, not skip_aihwkit),
         ("cuda", _check_cuda, False),
         ("fusion", _check_fusion, False),

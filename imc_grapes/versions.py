@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from crossbar import CPU_PULSE_COUNTS
 from devices.fusion import get_compile
 
 from .runtime import malloc_mode
@@ -44,6 +45,12 @@ def versions() -> dict[str, Any]:
         "git_commit": git_commit(),
         "device_model_fusion": get_compile(),     # eager or compiled device models: the numbers depend on it
         "malloc": malloc_mode(),                  # glibc malloc thresholds (speed only, see imc_grapes.runtime)
+        # the instruction set torch's CPU kernels use: float sums are ordered differently on AVX2 and AVX-512, so
+        # the same seed gives (slightly) different numbers on the two
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # int8 or float matmuls for the CPU pulse counts: the same counts, but the choice steers the cost model
+        # of the sparse/dense update, hence the random stream (crossbar._sparse_update.int8_counts_mode)
+        "cpu_pulse_counts": CPU_PULSE_COUNTS,
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)

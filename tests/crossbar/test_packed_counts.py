@@ -8,6 +8,7 @@ the numbers of ``crossbar.update._dense_counts`` (every sign pattern, both compu
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,3 +93,62 @@ def test_host_scales_are_bit_identical_to_the_tensor_scales(batch, n_r, n_c, per
     for h, r in zip(host, ref):
         assert h.dtype == r.dtype and h.shape == r.shape
         assert torch.equal(h, r.expand_as(h)), (h, r)
+
+
+# --- which kernel the dense count uses (crossbar._sparse_update.int8_counts_mode) ---------------------------------
+
+def test_cpu_flags_reads_the_flags_line(tmp_path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2\n")
+    assert su.cpu_flags(str(info)) == frozenset({"fpu", "sse2", "avx2", "avx512f", "avx512_vnni"})   # the first CPU's
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd\n")                # aarch64 names them otherwise
+    assert su.cpu_flags(str(info)) == frozenset()
+    assert su.cpu_flags(str(tmp_path / "missing")) == frozenset()                   # no such file (another OS)
+
+
+@pytest.mark.parametrize("setting, flags, works, want", [
+    (None, {"avx2"}, True, False),                       # AVX2 only: torch's int8 matmul is a scalar loop there
+    ("auto", {"avx2", "avx512f", "avx512_vnni"}, True, True),
+    (" AUTO ", {"amx_int8", "avx512f"}, True, True),
+    ("", {"avx512f", "avx512bw"}, True, False),          # AVX-512 without VNNI: not taken by auto
+    ("on", {"avx2"}, True, True),
+    ("off", {"avx512_vnni"}, True, False),
+    ("on", {"avx512_vnni"}, False, False),               # a torch without a CPU int8 matmul cannot be forced
+])
+def test_int8_counts_mode(setting, flags, works, want) -> None:
+    use, why = su.int8_counts_mode(setting, frozenset(flags), works)
+    assert use is want
+    assert why.startswith("int8 matmuls" if want else "float matmuls")
+
+
+def test_int8_counts_mode_rejects_an_unknown_setting() -> None:
+    with pytest.raises(ValueError, match=r"IMC_GRAPES_INT8_COUNTS='yes': must be one of auto, on, off"):
+        su.int8_counts_mode("yes", frozenset(), True)
+
+
+def test_the_import_time_choice_is_the_recorded_one() -> None:
+    import os
+
+    import crossbar
+    from imc_grapes.versions import versions
+
+    use, why = su.int8_counts_mode(os.environ.get(su.INT8_COUNTS_ENV), su.cpu_flags(), su._int8_matmul_works())
+    assert (su._INT8_MM, su.CPU_PULSE_COUNTS) == (use, why) and crossbar.CPU_PULSE_COUNTS == why
+    assert versions()["cpu_pulse_counts"] == why
+
+
+def test_the_environment_variable_sets_the_kernel_at_import() -> None:
+    import os
+    import subprocess
+    import sys
+
+    def run(value: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, su.INT8_COUNTS_ENV: value}
+        return subprocess.run([sys.executable, "-c", "import crossbar; print(crossbar.CPU_PULSE_COUNTS)"],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    off = run("off")
+    assert off.returncode == 0 and off.stdout.strip() == "float matmuls (IMC_GRAPES_INT8_COUNTS=off)"
+    bad = run("fast")
+    assert bad.returncode != 0 and "IMC_GRAPES_INT8_COUNTS='fast': must be one of auto, on, off" in bad.stderr

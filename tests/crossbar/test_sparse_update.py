@@ -169,10 +169,12 @@ def test_positions_are_extended_when_the_margin_runs_out(monkeypatch: pytest.Mon
     assert abs(a - b).item() < 4 * math.sqrt(2 * reps * 0.03 / (live.sum().item() / 2))
 
 
-@pytest.mark.parametrize("path", ["sparse", "dense"])
+@pytest.mark.parametrize("path", ["sparse", "dense-int8", "dense-float"])
 def test_cpu_counts_match_pulse_counts_on_average(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both algorithms of cpu_pulse_counts: E[n_down - n_up] dw_min = lr sum_b d x^T (unsaturated), 4 SE."""
+    """Both algorithms of cpu_pulse_counts (the dense one with either count kernel, whatever this CPU chose):
+    E[n_down - n_up] dw_min = lr sum_b d x^T (unsaturated), 4 SE."""
     monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: path == "sparse")
+    monkeypatch.setattr(su, "_INT8_MM", path == "dense-int8" and su._int8_matmul_works())
     rng = np.random.default_rng(7)
     batch, n_r, n_c, rows, cols = 3, 2, 2, 3, 4
     x_np = rng.uniform(-1, 1, (batch, n_c, cols))
@@ -182,6 +184,8 @@ def test_cpu_counts_match_pulse_counts_on_average(path: str, monkeypatch: pytest
     d = torch.tensor(d_np, dtype=torch.float32)
     counts = su.cpu_pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(8))
     assert (counts.touched is not None) == (path == "sparse")
+    if path.startswith("dense"):                   # the int8 kernel's counts are int32, the float one's float
+        assert (counts.n_up.dtype == torch.int32) == su._INT8_MM
     shape = (n_r, n_c * reps, rows, cols)
     if counts.touched is None:
         n_up, n_down = counts.n_up, counts.n_down

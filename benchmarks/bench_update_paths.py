@@ -5,9 +5,9 @@ For each device preset, layer shape, batch and error scale, one :class:`crossbar
 weights ``N(0, 0.1²)``) is updated with 8 cycled random batches (inputs ``N(0, 1)``, ReLU'd for the ``r`` cases;
 errors ``N(0, 1) * scale / batch``, learning rate 0.05), once with the coincidences always counted *sparsely*
 (pair by pair, then only the devices with pulses updated) and once always *densely* (int8 or float matmuls as
-``crossbar._sparse_update.int8_counts_mode`` chose, then the device model's own choice). Printed per case: the expected coincidences per device, the median ms of each algorithm,
-which one the cost model picks (``auto``) and which was faster; at the end how often the model picked the slower
-one and the time that cost::
+``crossbar._sparse_update.int8_counts_mode`` chose, then the device model's own choice). Printed per case: the
+expected coincidences per device, the median ms of each algorithm, which one the cost model picks (``auto``) and
+which was faster; at the end how often the model picked the slower one and the time that cost::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_update_paths.py [--presets ConstantStep,ReRamSB] [--out F.json]
 """

@@ -51,7 +51,7 @@ _MARGIN_SIGMAS, _MARGIN_EXTRA = 6.0, 64
 
 
 INT8_COUNTS_ENV = "IMC_GRAPES_INT8_COUNTS"
-"""Environment variable read at import: ``auto`` (default), ``on`` or ``off`` (see :data:`INT8_COUNTS`)."""
+"""Environment variable read at import: ``auto`` (default), ``on`` or ``off`` (see :func:`int8_counts_mode`)."""
 INT8_COUNTS_MODES = ("auto", "on", "off")
 _INT8_DOT_FLAGS = frozenset({"avx512_vnni", "amx_int8"})
 """``/proc/cpuinfo`` flags of the x86 int8 dot-product instructions behind a fast CPU ``torch._int_mm``."""
@@ -89,7 +89,7 @@ def int8_counts_mode(setting: str | None, flags: frozenset[str], works: bool) ->
     random stream (not its distribution) depends on it.
 
     Args:
-        setting: ``auto``/``on``/``off`` (any case; ``None`` or empty: ``auto``), the value of ``$IMC_GRAPES_INT8_COUNTS``.
+        setting: ``auto``/``on``/``off`` (any case; ``None`` or empty: ``auto``): ``$IMC_GRAPES_INT8_COUNTS``.
         flags: :func:`cpu_flags`.
         works: whether this torch multiplies int8 matrices on the CPU (``on`` cannot force it otherwise).
     Raises:
@@ -117,8 +117,8 @@ _INT8_MM, CPU_PULSE_COUNTS = int8_counts_mode(os.environ.get(INT8_COUNTS_ENV), c
 # Rough single-core CPU costs (ns) of the alternative algorithms (torch 2.10). The count constants are fitted to
 # whole tile updates timed both ways, ``benchmarks/bench_update_paths.py``: the int8 count's on an AVX-512 VNNI
 # machine, the float count's on an AVX2-only AMD EPYC (29 of 120 cases picked the slower algorithm with the
-# constants fitted on the AVX-512 machine, costing 2.4 % of the update on average and 65 % at worst; 5 with
-# these, at most 3 %).
+# constants fitted on the AVX-512 machine, costing 2.4 % of the update time on average and 65 % at worst; 8 with
+# these, 0.16 % on average and 9 % at worst).
 _NS_PER_MAC = 0.011                           # dense count: per device and packed slot (int8 or float32 matmuls)
 _NS_PER_DEVICE = 1.15 if _INT8_MM else 1.5    # dense count: passes over the device arrays
 _NS_PER_SUBSET_DEVICE = 1.0   # dense count, then only the pulsed devices updated: finding them among all
@@ -213,9 +213,9 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
     """``(n_up, n_down)`` of :func:`crossbar.update._dense_counts` (the same numbers, as int32) with int8 matmuls.
 
     The trains become int8 matrices of 0 and ±1 and are multiplied with int32 accumulation (``torch._int_mm``,
-    exact for any length; about 4x faster than float32 on a CPU with AVX-512 VNNI, much slower without it). When no input is
-    negative (e.g. after a ReLU) the error trains split by sign are stacked, ``[D+ D-]ᵀX``, and one product
-    per tile gives ``n_down = D+ᵀX`` and ``n_up = D-ᵀX``; otherwise ``both = |D|ᵀ|X|`` and
+    exact for any length; about 4x faster than float32 on a CPU with AVX-512 VNNI, much slower without it).
+    When no input is negative (e.g. after a ReLU) the error trains split by sign are stacked, ``[D+ D-]ᵀX``,
+    and one product per tile gives ``n_down = D+ᵀX`` and ``n_up = D-ᵀX``; otherwise ``both = |D|ᵀ|X|`` and
     ``signed = (sign(d)·D)ᵀ(sign(x)·X)`` give ``n_down = (both + signed) / 2`` and ``n_up = both - n_down``.
     ``_int_mm`` has no batched form: one call per tile (and product).
     """

@@ -888,8 +888,16 @@ def print_section(name: str, res: dict[str, Any]) -> None:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The tables of a results JSON as Markdown (for ``docs/performance.md``)."""
-    lines: list[str] = []
+    """The tables of a results JSON as Markdown (for ``docs/performance.md``), after a line naming the machine and
+    the engine's settings that change the numbers (CPU capability, pulse-count kernel, device-model fusion)."""
+    m = results.get("machine", {})
+    facts = [f"{m.get('cpu', '?')} ({m.get('cpu_count', '?')} CPUs, capability {m.get('cpu_capability', '?')})",
+             f"device {m.get('device', '?')}" + (f" ({m['gpu']})" if m.get("gpu") else ""),
+             f"torch {m.get('torch', '?')}, {m.get('torch_threads', '?')} thread(s)",
+             f"aihwkit {m.get('aihwkit', '?')}", f"CPU pulse counts: {m.get('cpu_pulse_counts', '?')}",
+             f"device models: {m.get('device_model_fusion', '?')}",
+             f"malloc {m.get('malloc', '?')}", f"commit {m.get('git_commit', '?')}", f"{m.get('date_utc', '?')}"]
+    lines: list[str] = [f"*Machine*: {'; '.join(facts)}.\n"]
     for name, sec in results["sections"].items():
         lines.append(f"### {name}\n")
         if "rows" not in sec:

@@ -74,6 +74,14 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     # the replicas section either ran the optional script or says why not
     rep = res["sections"]["replicas"]
     assert "skipped" in rep or "returncode" in rep
+    # the Markdown tables name the machine and the settings that change the numbers, then every section
+    md = subprocess.run([sys.executable, str(SUITE), "--markdown", str(out)], capture_output=True, text=True,
+                        timeout=120, env=ENV, cwd=ROOT)
+    assert md.returncode == 0, md.stderr[-2000:]
+    header = md.stdout.splitlines()[0]
+    assert header.startswith("*Machine*: ") and f"capability {res['machine']['cpu_capability']}" in header
+    assert f"CPU pulse counts: {res['machine']['cpu_pulse_counts']}" in header
+    assert all(f"### {name}" in md.stdout for name in res["sections"]) and "### targets" in md.stdout
 
 
 def test_memory_subprocess_sees_the_weights_and_gradients() -> None:

@@ -377,7 +377,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
                 run_rows.append({"group": res.group.key, **res.group.labels, "optimizer": c.optimizer,
                                  "backend": r.config.backend, "lr": c.lr, "seed": r.config.seed, "status": r.status,
                                  "final_test_acc": last.get("test_acc"), "curve_mean_acc": _curve_mean(r),
-                                 **({"tail_test_acc": _tail(res.group.spec.tail_evals)(r)}
+                                 # as the group's results.csv: from the run's history whatever its status
+                                 **({"tail_test_acc": tail_accuracy(r.history, res.group.spec.tail_evals)}
                                     if res.group.spec.tail_evals > 1 else {}),
                                  "avg_acc": fg.get("avg_acc"), "forgetting": fg.get("forgetting"),
                                  "bwt": fg.get("bwt"), "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})

@@ -195,3 +195,31 @@ def test_tail_evals_average_each_runs_last_evaluations(tmp_path):
     assert "mean of its last 2 evaluations" in (tmp_path / "report.md").read_text()
     with pytest.raises(Exception, match="tail_evals must be 1 for forgetting"):
         run_experiment("forgetting", ExperimentOptions(size="tiny", tail_evals=2), tmp_path / "f", **QUIET)
+
+
+def test_a_diverged_runs_tail_is_the_same_in_the_experiment_and_the_group_csv(tmp_path, monkeypatch):
+    """A run that stopped (here: marked diverged after its evaluations) keeps the tail of its history in both
+    per-run CSVs, as its final_test_acc does; the summary leaves it out (no completed run)."""
+    def diverging(cfg, run_dir, **kw):
+        res = groups_mod.train(cfg, run_dir, **kw)
+        if cfg.optimizer == "grapes" and res.eval_split == "test":
+            res.status, res.message = "diverged", "simulated divergence"
+        return res
+
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard", diverging)
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), epochs=2, tail_evals=2, seeds=(0,),
+                             lr_grid=(0.03,))
+    run_experiment("mlp", opts, tmp_path, **QUIET)
+    with open(tmp_path / "results.csv") as f:
+        top = {r["optimizer"]: r for r in csv.DictReader(f)}
+    group_csv = next(tmp_path.glob("groups/*/results.csv"))
+    with open(group_csv) as f:
+        grp = {r["optimizer"]: r for r in csv.DictReader(f)}
+    runs = json.loads((group_csv.parent / "results.json").read_text())["runs"]
+    hist = {r["optimizer"]: [h["test_acc"] for h in r["history"]] for r in runs if r["eval_split"] == "test"}
+    assert top["grapes"]["status"] == grp["grapes"]["status"] == "diverged"
+    for opt in ("sgd", "grapes"):
+        want = (hist[opt][-2] + hist[opt][-1]) / 2
+        assert float(top[opt]["tail_test_acc"]) == pytest.approx(want) == float(grp[opt]["tail_test_acc"])
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert next(r for r in summary if r["optimizer"] == "grapes")["final_test_acc_mean"] is None

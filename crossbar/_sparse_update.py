@@ -102,9 +102,10 @@ def int8_counts_mode(setting: str | None, flags: frozenset[str], works: bool) ->
         return False, "float matmuls (this torch has no CPU int8 matmul)"
     if mode == "off":
         return False, f"float matmuls ({INT8_COUNTS_ENV}=off)"
-    if mode == "on":
-        return True, f"int8 matmuls ({INT8_COUNTS_ENV}=on)"
     found = sorted(flags & _INT8_DOT_FLAGS)
+    if mode == "on":
+        return True, f"int8 matmuls ({INT8_COUNTS_ENV}=on" + (")" if found else
+                                                              "; no AVX-512 VNNI / AMX listed: may be a slow loop)")
     if found:
         return True, f"int8 matmuls (the CPU has {', '.join(found)})"
     return False, "float matmuls (the CPU has no AVX-512 VNNI / AMX: torch's int8 matmul would be a slow loop)"

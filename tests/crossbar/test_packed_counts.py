@@ -120,6 +120,8 @@ def test_int8_counts_mode(setting, flags, works, want) -> None:
     use, why = su.int8_counts_mode(setting, frozenset(flags), works)
     assert use is want
     assert why.startswith("int8 matmuls" if want else "float matmuls")
+    # forcing int8 on a CPU without int8 dot-product instructions says what to expect
+    assert ("may be a slow loop" in why) == (want and not flags & {"avx512_vnni", "amx_int8"})
 
 
 def test_int8_counts_mode_rejects_an_unknown_setting() -> None:

@@ -22,7 +22,7 @@ from ..train import RunResult, tail_accuracy, train
 from .forgetting import train_permuted
 from .trainers import Trainer, train_custom
 
-__all__ = ["TRAINERS", "Group", "GroupResult", "run_group", "run_one"]
+__all__ = ["TRAINERS", "Group", "GroupResult", "run_group", "run_one", "run_row"]
 
 #: trainer name -> function with ``imc_grapes.train.train``'s signature
 TRAINERS: dict[str, Trainer] = {"standard": train, "custom": train_custom, "permuted": train_permuted}
@@ -132,6 +132,17 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
     return result
 
 
+def run_row(g: Group, c: Cell, r: RunResult, **columns: Any) -> dict[str, Any]:
+    """One run's row of a per-run ``results.csv`` (the group's and the experiment's): who it is, its status, its
+    final test accuracy — from its history whatever its status — and with ``tail_evals`` > 1 the mean of its last
+    evaluations, then ``columns``, its wall time and folder."""
+    last = r.history[-1] if r.history else {}
+    return {"group": g.key, **g.labels, "optimizer": c.optimizer, "backend": r.config.backend, "lr": c.lr,
+            "seed": r.config.seed, "status": r.status, "final_test_acc": last.get("test_acc"),
+            **({"tail_test_acc": tail_accuracy(r.history, g.spec.tail_evals)} if g.spec.tail_evals > 1 else {}),
+            **columns, "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)}
+
+
 def write_group_report(res: GroupResult, command: str | None = None) -> list[str]:
     """``results.json``, ``results.csv``, ``curves.png``, ``accuracy.png`` and ``report.md`` of one group."""
     g, out = res.group, res.out_dir
@@ -140,17 +151,9 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
         "tuning": [tuning_record(c, g.tune_score) for c in res.cells],
         "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}
                  for c in res.cells for r in c.runs]})
-    csv_rows = []
-    for c in res.cells:
-        for r in c.runs:
-            last = r.history[-1] if r.history else {}
-            csv_rows.append({"group": g.key, **g.labels, "optimizer": c.optimizer, "backend": r.config.backend,
-                             "lr": c.lr, "seed": r.config.seed, "status": r.status,
-                             "final_test_acc": last.get("test_acc"), "final_train_loss": last.get("train_loss"),
-                             **({"tail_test_acc": tail_accuracy(r.history, g.spec.tail_evals)}
-                                if g.spec.tail_evals > 1 else {}),
-                             "epochs_to_target": epochs_to_target(r, g.spec.target_acc),
-                             "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})
+    csv_rows = [run_row(g, c, r, final_train_loss=(r.history[-1] if r.history else {}).get("train_loss"),
+                        epochs_to_target=epochs_to_target(r, g.spec.target_acc))
+                for c in res.cells for r in c.runs]
     write_csv_atomic(out / "results.csv", csv_rows)
     files = plot_report(res.cells, res.rows, out)
     b = g.spec.base

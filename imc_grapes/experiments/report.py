@@ -31,7 +31,7 @@ from ..compare import Cell, paired_by_seed
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
-from .groups import GroupResult
+from .groups import GroupResult, run_row
 
 __all__ = ["machine_info", "paired", "write_experiment_report"]
 
@@ -372,16 +372,9 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     for res in results:
         for c in res.cells:
             for r in c.runs:
-                last = r.history[-1] if r.history else {}
                 fg = r.extra.get("forgetting") or {}
-                run_rows.append({"group": res.group.key, **res.group.labels, "optimizer": c.optimizer,
-                                 "backend": r.config.backend, "lr": c.lr, "seed": r.config.seed, "status": r.status,
-                                 "final_test_acc": last.get("test_acc"), "curve_mean_acc": _curve_mean(r),
-                                 # as the group's results.csv: from the run's history whatever its status
-                                 **({"tail_test_acc": tail_accuracy(r.history, res.group.spec.tail_evals)}
-                                    if res.group.spec.tail_evals > 1 else {}),
-                                 "avg_acc": fg.get("avg_acc"), "forgetting": fg.get("forgetting"),
-                                 "bwt": fg.get("bwt"), "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)})
+                run_rows.append(run_row(res.group, c, r, curve_mean_acc=_curve_mean(r), avg_acc=fg.get("avg_acc"),
+                                        forgetting=fg.get("forgetting"), bwt=fg.get("bwt")))
     write_csv_atomic(out / "results.csv", run_rows)
     _plot_accuracy(rows, out, options.tail_evals)
     files = ["accuracy.png"]

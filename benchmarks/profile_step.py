@@ -3,7 +3,9 @@ torch's profiler, every aten operation's own (self) time sorted into random draw
 other tensor operations; what is left of the profiled wall time is spent outside tensor operations (the
 engine's Python code, autograd, torch's bindings and dispatch). Printed: the median step time without the
 profiler, the shares of the profiled step, the analog phases (MVMs of the forward and backward pass, the
-optimizer step with the pulsed updates) and the operations that take the most time::
+optimizer step with the pulsed updates), the operations that take the most time, and the wall time of each tile
+array's forward, backward and update calls per step (timed without the profiler: how much of a layer's cost
+does not grow with its size)::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/profile_step.py [--kind mlp] [--impl native] [--batch 64]
         [--preset ReRamSB (grapes)] [--size 1024 --tile 256 --err ce (layer)] [--steps 200] [--top 15]
@@ -35,7 +37,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_suite as bs  # noqa: E402
-from imc_grapes.runtime import tune_malloc  # noqa: E402  (bench_suite put the project on the path)
+from crossbar import TileArray  # noqa: E402  (bench_suite put the project on the path)
+from imc_grapes.runtime import tune_malloc  # noqa: E402
 
 RANDOM_OPS = frozenset({"uniform_", "normal", "normal_", "bernoulli", "bernoulli_", "random_", "randperm",
                         "exponential_", "geometric_", "cauchy_", "log_normal_", "multinomial"})
@@ -91,6 +94,53 @@ def breakdown(events: Any, wall_us: float, steps: int) -> dict[str, Any]:
             "phases_share": {k: v / wall_us for k, v in phases.items()}, "top_ops": ops}
 
 
+TILE_CALLS = ("forward", "backward", "update")
+"""The :class:`crossbar.TileArray` methods :func:`tile_calls` times."""
+
+
+def tile_calls(step: Any, steps: int) -> list[dict[str, Any]]:
+    """Median wall time per step (ms) of each tile array's :data:`TILE_CALLS` over ``steps`` calls of ``step``,
+    in the model's module order (``None`` for a method a step does not call, e.g. the first layer's backward);
+    also the array's shape, tile grid and number of devices. Each array's bound methods are wrapped by a timer
+    for these steps only (no profiler: each call pays the timer's ~1 µs)."""
+    arrays = [(name, m) for name, m in step.model.named_modules() if isinstance(m, TileArray)]
+    times: dict[tuple[int, str], list[float]] = {(i, c): [] for i in range(len(arrays)) for c in TILE_CALLS}
+    per_step: dict[tuple[int, str], float] = {}
+
+    def timed(i: int, call: str, fn: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                per_step[(i, call)] = per_step.get((i, call), 0.0) + time.perf_counter() - t0
+        return run
+
+    for i, (_, a) in enumerate(arrays):
+        for call in TILE_CALLS:
+            setattr(a, call, timed(i, call, getattr(a, call)))        # an instance attribute shadows the method
+    try:
+        for _ in range(steps):
+            per_step.clear()
+            step()
+            for key in times:
+                times[key].append(per_step.get(key, float("nan")))
+    finally:
+        for _, a in arrays:
+            for call in TILE_CALLS:
+                a.__dict__.pop(call, None)
+    out = []
+    for i, (name, a) in enumerate(arrays):
+        g = a.grid
+        row: dict[str, Any] = {"module": name, "shape": [a.out_features, a.in_features],
+                               "tiles": [g.n_row_tiles, g.n_col_tiles], "devices": int(a.weight_tiles.numel())}
+        for call in TILE_CALLS:
+            called = [t for t in times[(i, call)] if t == t]          # NaN: not called in that step
+            row[f"{call}_ms"] = 1e3 * statistics.median(called) if called else None
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("::")[0].strip(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             step()
         wall_us = 1e6 * (time.perf_counter() - t0)
     res = breakdown(prof.key_averages(), wall_us, args.steps)
-    res.update({"case": case.label, "median_step_ms": median_ms,
+    res.update({"case": case.label, "median_step_ms": median_ms, "tile_calls": tile_calls(step, args.steps),
                 "steps": args.steps, "threads": args.threads, "torch": torch.__version__})
 
     print(f"{res['case']}: median step {median_ms:.3f} ms; profiled step {res['profiled_step_us'] / 1e3:.3f} ms, "
@@ -151,6 +201,18 @@ def main(argv: list[str] | None = None) -> int:
         for o in res["top_ops"][:args.top]:
             print(f"  {o['op']:28s} {o['category']:10s} {o['calls_per_step']:10.1f} {o['us_per_step']:9.1f} "
                   f"{100 * o['share']:5.1f}%")
+    if res["tile_calls"]:
+        print("tile arrays, median ms per step (timed without the profiler):")
+        width = max(len(r["module"]) for r in res["tile_calls"]) + 1
+        print(f"  {'module':{width}s} {'shape':>11s} {'tiles':>6s} {'devices':>9s} "
+              + " ".join(f"{c:>9s}" for c in TILE_CALLS))
+        for r in res["tile_calls"]:
+            cells = " ".join("        —" if r[f"{c}_ms"] is None else f"{r[f'{c}_ms']:9.3f}" for c in TILE_CALLS)
+            print(f"  {r['module'] or '(model)':{width}s} {'×'.join(map(str, r['shape'])):>11s} "
+                  f"{'×'.join(map(str, r['tiles'])):>6s} {r['devices']:9d} {cells}")
+        inside = sum(r[f"{c}_ms"] or 0.0 for r in res["tile_calls"] for c in TILE_CALLS)
+        print(f"  the rest of the step (autograd, loss, optimizer, GRAPES; the median step minus the sum of these "
+              f"medians): {median_ms - inside:.3f} ms of {median_ms:.3f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -1,4 +1,5 @@
-"""Smoke test of ``benchmarks/profile_step.py``: a short run on the CPU, its JSON, and the op categories."""
+"""Smoke test of ``benchmarks/profile_step.py``: a short run on the CPU, its JSON (op shares, tile-array calls)
+and the op categories."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,15 @@ def test_short_run_accounts_for_the_whole_profiled_step(tmp_path: Path) -> None:
     assert all(0 < v < 1 for v in res["phases_share"].values())
     us = [o["us_per_step"] for o in res["top_ops"]]
     assert us == sorted(us, reverse=True) and "top 4 operations" in proc.stdout
+    # the MLP's three tile arrays in model order: 784 -> 256 on a 1x4 grid of 256x196 tiles, 256 -> 256, 256 -> 10
+    calls = res["tile_calls"]
+    assert [(r["shape"], r["tiles"], r["devices"]) for r in calls] == [
+        ([256, 784], [1, 4], 256 * 784), ([256, 256], [1, 1], 256 * 256), ([10, 256], [1, 1], 2560)]
+    assert calls[0]["backward_ms"] is None                  # no error is propagated below the first layer
+    timed = [r[f"{c}_ms"] for r in calls for c in ("forward", "backward", "update") if r[f"{c}_ms"] is not None]
+    assert len(timed) == 8 and all(t > 0 for t in timed)
+    assert sum(timed) < res["median_step_ms"] * 1.5         # parts of one step (medians of separate steps)
+    assert "the rest of the step" in proc.stdout
 
 
 def test_operation_categories() -> None:

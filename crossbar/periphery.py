@@ -412,7 +412,7 @@ def full_scale_adc(y: Tensor, scales: Tensor, p: IOParameters) -> MVMResult:
         scales: :func:`full_scale_scales` (or a broadcastable slice of it), ``[R|1, C|1, rounds]``.
 
     The ADC grid on every round, the bound-management test, each tile's first passing round (the last round
-    always passes), its saturation and its rescaling; the last two only on the selected round. The zeroing of
+    always passes), its saturation and its rescaling. The zeroing of
     all-zero inputs is left out: an all-ones input has a noise-management scale > 0 on every tile block. No
     random numbers are drawn (the ADC is deterministic where :func:`full_scale_scales` applies).
     """
@@ -426,8 +426,9 @@ def full_scale_adc(y: Tensor, scales: Tensor, p: IOParameters) -> MVMResult:
                          n_r * n_c)
     passed = _passed(q, p).logical_or_(_last_round(rounds, q.device).view(rounds))   # [R, C, rounds]
     first = torch.argmax(passed.view(torch.uint8), dim=2, keepdim=True)       # [R, C, 1]: first passing round
-    out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1])).clamp_(-p.out_bound, p.out_bound)
-    out.mul_(torch.gather(scales.expand(n_r, n_c, rounds), 2, first).unsqueeze(-1))
+    # every round saturated and rescaled (after the test; a few rounds of one vector), then the first passing one
+    q.clamp_(-p.out_bound, p.out_bound).mul_(scales.unsqueeze(-1))
+    out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1]))
     return MVMResult(out, first.add_(1), None)
 
 

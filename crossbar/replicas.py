@@ -225,15 +225,9 @@ class ReplicaTileArray(TileState):
         g = self.grid
         return g.split_outputs(d).permute(1, 0, 2, 3).reshape(d.shape[1], -1, g.rows)
 
-    def _count(self, res: MVMResult, n_vectors: int, kind: str | None, n_in: int, n_out: int) -> None:
-        passes = res.total_passes()
-        if kind is None:
-            self.counter_importance_reads.add_(self.n_replicas)
-        else:
-            getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
-            getattr(self, f"counter_{kind}_passes").add_(passes)
-        self.counter_adc_conversions.add_(passes, alpha=n_out)
-        self.counter_dac_conversions.add_(passes, alpha=n_in)
+    def _reads_per_call(self) -> int:
+        """One importance read per replica (:meth:`TileState._count`)."""
+        return self.n_replicas
 
     def _forward_tiles(self, w: Tensor, x: Tensor) -> MVMResult:
         """Forward MVM of the grid ``w: [E*R, C, rows, cols]`` with ``x: [E, B, in]`` (periphery, noise)."""

@@ -20,7 +20,7 @@ when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, NamedTuple, Sequence, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -181,6 +181,25 @@ class TileState(nn.Module):
         for name in COUNTER_NAMES:
             getattr(self, f"counter_{name}").zero_()
 
+    def _reads_per_call(self) -> int:
+        """``importance_reads`` counted by one importance read of this array (one per logical array)."""
+        return 1
+
+    def _count(self, res: MVMResult, n_vectors: int, kind: str | None, n_in: int, n_out: int) -> None:
+        """Hardware counters of one MVM call: ``kind`` ``"forward"``/``"backward"``, or ``None`` for an
+        importance read (counted as :meth:`_reads_per_call` reads, not as MVMs). Called on every MVM: the
+        counter buffers are taken from ``_buffers`` directly (an attribute read of a buffer goes through
+        ``nn.Module.__getattr__`` after a failed lookup, several µs per call on a slow core)."""
+        passes = res.total_passes()
+        counters = cast("dict[str, Tensor]", self._buffers)
+        if kind is None:
+            counters["counter_importance_reads"].add_(self._reads_per_call())
+        else:
+            counters[f"counter_{kind}_mvms"].add_(n_vectors)
+            counters[f"counter_{kind}_passes"].add_(passes)
+        counters["counter_adc_conversions"].add_(passes, alpha=n_out)
+        counters["counter_dac_conversions"].add_(passes, alpha=n_in)
+
 
 class TileArray(TileState):
     """A logical ``[out_features, in_features]`` weight matrix on ``R x C`` analog tiles.
@@ -243,18 +262,6 @@ class TileArray(TileState):
         return self.grid.from_tiles(w).clone()
 
     # ------------------------------------------------------------------ MVMs
-    def _count(self, res: MVMResult, n_vectors: int, kind: str | None, n_in: int, n_out: int) -> None:
-        """Hardware counters of one MVM call: ``kind`` ``"forward"``/``"backward"``, or ``None`` for an
-        importance read (counted as one read, not as MVMs)."""
-        passes = res.total_passes()
-        if kind is None:
-            self.counter_importance_reads.add_(1)
-        else:
-            getattr(self, f"counter_{kind}_mvms").add_(n_vectors)
-            getattr(self, f"counter_{kind}_passes").add_(passes)
-        self.counter_adc_conversions.add_(passes, alpha=n_out)
-        self.counter_dac_conversions.add_(passes, alpha=n_in)
-
     @_no_grad
     def forward(self, x: Tensor) -> Tensor:
         """Forward MVM ``y = W x`` through the forward periphery: ``x: [..., in] -> [..., out]``.
@@ -479,10 +486,12 @@ class TileArray(TileState):
 
     def _merged(self, per_tile: Tensor, transposed: bool) -> Tensor:
         """Per-tile partial sums ``[R, C, 1, n]`` of the rows (``transposed``: columns) added over the tiles of each
-        row (column) of the layer: ``[out]`` (``[in]``), padding dropped."""
-        if transposed:
-            return self.grid.merge_inputs(_sum_blocks(per_tile, 0).permute(1, 0, 2))[0]
-        return self.grid.merge_outputs(_sum_blocks(per_tile, 1).permute(1, 0, 2))[0]
+        row (column) of the layer: ``[out]`` (``[in]``), padding dropped. (The sum over the tile columns is
+        ``[R, 1, rows]``, row block by row block: flat, it is the padded output vector, as ``merge_outputs``
+        lays it out; likewise the columns.)"""
+        merged = _sum_blocks(per_tile, 0 if transposed else 1).reshape(-1)
+        n = self.grid.in_features if transposed else self.grid.out_features
+        return merged[:n] if merged.shape[0] > n else merged
 
     def _ones_products(self, read: _OnesRead, signed: bool, g_offset: float,
                        transposed: bool) -> tuple[Tensor, Tensor]:

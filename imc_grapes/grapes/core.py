@@ -94,11 +94,9 @@ def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
             raise ValueError(f"modulation.clip must satisfy low <= high, got {clip}")
     if F.dim() == 0:
         raise ValueError("modulation: F must have at least 1 dim ([n] or [..., n]), got a scalar")
-    # F / max(F), with 0/0 (an all-zero layer; also a NaN max) read as 1
-    m = 2.0 * torch.nan_to_num(F / F.amax(dim=-1, keepdim=True), nan=1.0)
-    if clip is not None:
-        m = m.clamp(lo, hi)
-    return m
+    # F / max(F), with 0/0 (an all-zero layer; also a NaN max) read as 1; then in place on that fresh tensor
+    m = (F / F.amax(dim=-1, keepdim=True)).nan_to_num_(nan=1.0).mul_(2.0)
+    return m if clip is None else m.clamp_(lo, hi)
 
 
 def outgoing_modulation(weight: Tensor) -> Tensor:

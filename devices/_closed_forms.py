@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from devices.fusion import Scalar, constants, expm1, fused
+from devices.host import flat_nonzero, host_reads_free
 
 __all__ = ["sum_exp", "power_sum", "order_variance", "linear_moments"]
 
@@ -45,7 +46,39 @@ def order_variance(
     ``Var_J(r^J) = r^(n−1)·Var(e^{−μJ'})`` with ``μ = −log r`` and ``J' = J − (n−1)/2`` symmetric; for
     ``μ(n−1) < 1`` the series ``μ²m₂ + μ⁴(7m₄/12 − m₂²/4)`` (``m₂ = (n²−1)/12``, ``m₄ = (n²−1)(3n²−7)/240``, relative
     error < 1e-3) avoids the cancellation of the direct formula ``E[r^{2J}] − E[r^J]²``.
+
+    Eagerly on the CPU (where reading values is free; never while compiling), when at most half of many devices
+    (:data:`_SUBSET_MIN`) have ``n > 1`` and pulses of both signs, only those are computed and the others set to
+    exactly 0, as the formula gives them: the same numbers element by element, its ~70 operations on fewer
+    elements (after the first few hundred steps of training most devices get pulses of one sign per update); with
+    no such device nothing is computed.
     """
+    mixed = (n > 1) & (p * q > 0)
+    args = (n, p, q, log_r, lam, c, diff0, diff_slope)
+    if torch.compiler.is_compiling() or not host_reads_free(n) or any(
+            t.shape != n.shape or t.dtype != n.dtype for t in args):
+        return _order_variance(*args, mixed=mixed)
+    index = flat_nonzero(mixed)
+    out = torch.zeros(n.shape, dtype=n.dtype, device=n.device)        # contiguous: its flat view is logical order
+    if index.numel() == 0:
+        return out
+    if mixed.numel() < _SUBSET_MIN or 2 * index.numel() > mixed.numel():
+        return _order_variance(*args, mixed=mixed)                    # gathering would cost more than it saves
+    out.view(-1).index_copy_(0, index, _order_variance(*[t.reshape(-1).index_select(0, index) for t in args],
+                                                       mixed=None))
+    return out
+
+
+_SUBSET_MIN = 8192
+"""Fewest devices for which :func:`order_variance` computes the mixed ones only (the gathers cost more on fewer:
+measured on an AVX2 core, 2,560 devices with 1 % mixed took 0.34 ms gathered against 0.30 ms in full; 30,000 with
+4 %, 0.47 against 1.13 ms; 110,000 with 20 %, 1.5 against 4.2 ms)."""
+
+
+def _order_variance(n: Tensor, p: Tensor, q: Tensor, log_r: Tensor, lam: Tensor, c: Tensor, diff0: Tensor,
+                    diff_slope: Tensor, *, mixed: Tensor | None) -> Tensor:
+    """The formula of :func:`order_variance` on every element, 0 where ``mixed`` is False (``None``: every element
+    is a mixed device with ``n > 1``)."""
     lam0 = lam == 0
     ws_term = torch.where(lam0, torch.zeros_like(c), diff_slope * c / torch.where(lam0, torch.ones_like(lam), lam))
     a = diff0 + ws_term                                   # Δ at the mixed fixed point
@@ -54,8 +87,9 @@ def order_variance(
     n_s = torch.where(ok, n, torch.full_like(n, 2.0))
     x = mu * (n_s - 1)
     # series (small x)
-    m2 = (n_s.square() - 1) / 12
-    m4 = (n_s.square() - 1) * (3 * n_s.square() - 7) / 240
+    n2 = n_s.square()
+    m2 = (n2 - 1) / 12
+    m4 = (n2 - 1) * (3 * n2 - 7) / 240
     mu2 = mu.square()
     var_series = torch.exp(-x) * (mu2 * m2 + mu2.square() * (7 * m4 / 12 - m2.square() / 4))
     # direct (x >= 1): E[r^J] = (1 − r^n)/(n(1 − r)), E[r^{2J}] = (1 − r^{2n})/(n(1 − r²))
@@ -64,8 +98,8 @@ def order_variance(
     e2 = expm1(-2 * n_s * mus) / (n_s * expm1(-2 * mus))
     var_direct = (e2 - e1.square()).clamp_min(0.0)
     var_j = torch.where(x < 1.0, var_series, var_direct)
-    out = p * q * n_s.square() / (n_s - 1) * a.square() * var_j
-    return torch.where(ok & (p * q > 0), out, torch.zeros_like(out))
+    out = p * q * n2 / (n_s - 1) * a.square() * var_j
+    return out if mixed is None else torch.where(mixed, out, torch.zeros_like(out))
 
 
 def linear_moments(

@@ -35,9 +35,10 @@ def strip(history: list[dict]) -> list[dict]:
 
 @pytest.fixture
 def one_thread():
-    """One torch thread (a sweep's points with several workers, or ``--threads 1``): with several, the reductions of
-    the saturation probe (``sat/<layer>``, a diagnostic) split differently for E replicas than for one and can
-    differ in the last bit (the training itself does not; seen with 2 threads; docs/sweeps.md)."""
+    """One torch thread (a sweep's points with several workers, or ``--threads 1``): with several, the batched matmul
+    of the saturation probe's intended update (``sat/<layer>``, a diagnostic) is split across threads differently
+    for E replicas than for one and can differ in the last bit (the training itself does not; seen with 2 threads;
+    docs/sweeps.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

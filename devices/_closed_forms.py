@@ -59,11 +59,11 @@ def order_variance(
             t.shape != n.shape or t.dtype != n.dtype for t in args):
         return _order_variance(*args, mixed=mixed)
     index = flat_nonzero(mixed)
+    if index.numel() > 0 and (mixed.numel() < _SUBSET_MIN or 2 * index.numel() > mixed.numel()):
+        return _order_variance(*args, mixed=mixed)                    # gathering would cost more than it saves
     out = torch.zeros(n.shape, dtype=n.dtype, device=n.device)        # contiguous: its flat view is logical order
     if index.numel() == 0:
         return out
-    if mixed.numel() < _SUBSET_MIN or 2 * index.numel() > mixed.numel():
-        return _order_variance(*args, mixed=mixed)                    # gathering would cost more than it saves
     out.view(-1).index_copy_(0, index, _order_variance(*[t.reshape(-1).index_select(0, index) for t in args],
                                                        mixed=None))
     return out

@@ -77,7 +77,6 @@ import datetime  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -94,11 +93,12 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crossbar import (CPU_PULSE_COUNTS, AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig,  # noqa: E402
-                      IOParameters, UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
+from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters,  # noqa: E402
+                      UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
 from devices import ConstantStepDevice  # noqa: E402
 from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
-from imc_grapes.runtime import malloc_mode, tune_malloc  # noqa: E402
+from imc_grapes.experiments.report import machine_info as experiment_machine_info  # noqa: E402
+from imc_grapes.runtime import tune_malloc  # noqa: E402
 
 SECTIONS = ("mlp", "cnn", "scaling", "grapes", "replicas", "fusion")   # fusion last: it compiles
 MLP_SIZES = (784, 256, 256, 10)
@@ -891,7 +891,8 @@ def markdown(results: dict[str, Any]) -> str:
     """The tables of a results JSON as Markdown (for ``docs/performance.md``), after a line naming the machine and
     the engine's settings that change the numbers (CPU capability, pulse-count kernel, device-model fusion)."""
     m = results.get("machine", {})
-    facts = [f"{m.get('cpu', '?')} ({m.get('cpu_count', '?')} CPUs, capability {m.get('cpu_capability', '?')})",
+    cores = m.get("logical_cores", m.get("cpu_count", "?"))          # cpu_count: JSON of earlier versions
+    facts = [f"{m.get('cpu', '?')} ({cores} CPUs, capability {m.get('cpu_capability', '?')})",
              f"device {m.get('device', '?')}" + (f" ({m['gpu']})" if m.get("gpu") else ""),
              f"torch {m.get('torch', '?')}, {m.get('torch_threads', '?')} thread(s)",
              f"aihwkit {m.get('aihwkit', '?')}", f"CPU pulse counts: {m.get('cpu_pulse_counts', '?')}",
@@ -931,12 +932,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    """What every experiment report records about the machine (CPU model, cores, OPENBLAS and torch threads, the
+    software versions and the engine's settings: :func:`imc_grapes.experiments.report.machine_info`), and the
+    suite's own facts: the date, the device, ``threads``, the load, the short commit and the uncommitted files of
+    the engine and the benchmarks, the GPU."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
@@ -946,13 +945,10 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         commit, dirty = "", []
     info: dict[str, Any] = {
+        **experiment_machine_info(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": str(device),
-        "torch_threads": threads, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "loadavg_start": os.getloadavg(), "git_commit": commit,
-        "git_uncommitted": dirty, "device_model_fusion": get_compile(), "malloc": malloc_mode(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_pulse_counts": CPU_PULSE_COUNTS}
+        "device": str(device), "torch_threads": threads, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "loadavg_start": os.getloadavg(), "git_commit": commit, "git_uncommitted": dirty}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda

@@ -345,26 +345,34 @@ def _scales_numpy(xv: np.ndarray, dv: np.ndarray, lr_abs: float, dw: float, max_
     x_val = xv[:, None, :] if xv.ndim == 2 else xv                              # [batch, R|1, C]
     d_val = (dv * ft(cfg.um_grad_scale) if cfg.um_grad_scale != 1.0 else dv)[:, :, None]   # [batch, R, 1]
     empty = (x_val == 0) | (d_val == 0)                                         # [batch, R, C]
-    one = ft(1.0)
-    x_safe = np.where(empty, one, x_val)
-    d_safe = np.where(empty, one, d_val)
+    any_empty = bool(empty.any())
+    if any_empty:
+        one = ft(1.0)
+        x_safe, d_safe = np.where(empty, one, x_val), np.where(empty, one, d_val)
+    else:               # the same values, left to broadcast (each np.where costs more than the rest here)
+        x_safe, d_safe = x_val, d_val
     k = x_safe * ft(lr_abs)
-    k *= d_safe
-    k /= ft(dw)                                                                 # lr x d / dw_min
+    k = k * d_safe
+    k /= ft(dw)                                                                 # lr x d / dw_min: [batch, R, C]
     if cfg.update_bl_management:
-        bl_f = np.clip(np.ceil(k), ft(1.0), ft(cfg.desired_bl))
+        bl_f = np.ceil(k)
+        np.maximum(bl_f, ft(1.0), out=bl_f)                                     # np.clip, without its wrapper
+        np.minimum(bl_f, ft(cfg.desired_bl), out=bl_f)
         bl = bl_f.astype(np.int64)
         bl_f *= ft(dw)
-        a: Tensor | float = torch.from_numpy(np.full_like(bl_f, ft(lr_abs)) / bl_f).sqrt_()   # sqrt(lr / (dw BL))
+        a: Tensor | float = torch.from_numpy(np.divide(ft(lr_abs), bl_f)).sqrt_()   # sqrt(lr / (dw BL))
     else:
         bl = np.full(k.shape, max_bl, dtype=np.int64)
         a = ab_base
     # torch's ``number / tensor`` is ``tensor.reciprocal() * number``
-    d_safe = np.where(k > cfg.desired_bl, d_safe * (np.reciprocal(k) * ft(cfg.desired_bl)), d_safe)
+    over = k > cfg.desired_bl
+    if over.any():
+        d_safe = np.where(over, d_safe * (np.reciprocal(k) * ft(cfg.desired_bl)), d_safe)
     # square roots by torch: its float32 sqrt is not always correctly rounded, numpy's is
     b = torch.from_numpy(d_safe / x_safe).sqrt_().mul_(a)
     a = torch.from_numpy(x_safe / d_safe).sqrt_().mul_(a)
-    bl[empty] = 0
+    if any_empty:
+        bl[empty] = 0
     return torch.from_numpy(bl), a, b
 
 

@@ -22,6 +22,7 @@ are identical numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Callable, NamedTuple
@@ -253,6 +254,36 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
     return n_up.reshape(n_r, n_c, rows, cols), n_down.reshape(n_r, n_c, rows, cols)
 
 
+def _pair_layout(bl: np.ndarray) -> tuple[int, Tensor, Tensor]:
+    """The live slots of every tile packed along one axis, from the train lengths ``bl: [tiles, batch]`` (int64).
+
+    Tile ``t`` gets ``K = max_t sum_b bl[t, b]`` pairs: ``bl[t, b]`` pairs of each sample ``b`` in turn, then
+    ``K - sum_b bl[t, b]`` silent padding pairs. Returns ``K``, ``rows_of: [tiles * K]`` int64, the row of a
+    ``[tiles * batch]`` per-(tile, sample) array each pair takes its probabilities and signs from (a padding pair:
+    the tile's last sample), and ``live: [tiles * K]`` bool, ``False`` on padding pairs. (numpy: a CPU path, where
+    its few small operations cost less than torch's.)"""
+    tiles, batch = bl.shape
+    per_tile = bl.sum(axis=1)
+    k = int(per_tile.max()) if tiles else 0
+    runs = np.empty((tiles, batch + 1), dtype=np.int64)
+    runs[:, :batch] = bl
+    runs[:, batch] = k - per_tile
+    rows, live = _pair_tables(tiles, batch)
+    return k, torch.from_numpy(np.repeat(rows, runs.reshape(-1))), torch.from_numpy(np.repeat(live, runs.reshape(-1)))
+
+
+@functools.lru_cache(maxsize=32)
+def _pair_tables(tiles: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """For :func:`_pair_layout`, per (tile ``t``, sample ``b`` or the padding slot ``b = batch``), flat
+    ``[tiles * (batch + 1)]``: the row ``t * batch + min(b, batch - 1)`` and ``b < batch`` (read-only)."""
+    b = np.arange(batch + 1, dtype=np.int64)
+    rows = (np.arange(tiles, dtype=np.int64)[:, None] * batch + np.minimum(b, batch - 1)).reshape(-1)
+    live = np.tile(b < batch, tiles)
+    rows.setflags(write=False)
+    live.setflags(write=False)
+    return rows, live
+
+
 def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
     """The trains of :func:`crossbar.update._draw_dense_trains` without the slots that cannot fire.
 
@@ -267,15 +298,9 @@ def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
     if n_slots <= 1:
         return _draw_dense_trains(plan, generator)
     device, dtype = plan.x_abs.device, plan.x_abs.dtype
-    bl = plan.bl.reshape(tiles, batch)
-    ends = torch.cumsum(bl, 1)                                        # [tiles, batch]: end of each sample's run
-    k = int(ends[:, -1].max())
+    k, rows_of, live = _pair_layout(plan.bl.numpy().reshape(tiles, batch))
     if k >= batch * n_slots:                                          # nothing to leave out
         return _draw_dense_trains(plan, generator)
-    # pair r of tile t belongs to the sample whose run contains r (batch: a padding pair)
-    sample = torch.searchsorted(ends, torch.arange(k, device=device).expand(tiles, k).contiguous(), right=True)
-    live = sample < batch
-    rows_of = (sample.clamp_(max=batch - 1) + torch.arange(tiles, device=device)[:, None] * batch).view(-1)
 
     def per_pair(t: Tensor, n_line: int) -> Tensor:                  # [R|1, C|1, batch, line] -> [tiles*K, line]
         return t.expand(n_r, n_c, batch, n_line).reshape(tiles * batch, n_line).index_select(0, rows_of)

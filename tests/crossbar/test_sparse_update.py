@@ -305,3 +305,22 @@ def test_nan_errors_stop_the_cpu_update_with_a_clear_message():
     with pytest.raises(FloatingPointError, match="contain NaN .*lower the learning rate"):
         arr.update(torch.randn(8, 30), d, 0.1)
     assert torch.equal(arr.read(), before)
+
+
+@settings(max_examples=40, deadline=None)
+@given(tiles=st.integers(1, 5), batch=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_pair_layout_packs_each_samples_live_slots_in_turn(tiles: int, batch: int, seed: int) -> None:
+    """The compact trains' layout against a loop written from its definition: tile t's K pairs are BL[t, b] pairs
+    of each sample b in turn, then silent padding pairs that take the tile's last sample's row."""
+    bl = np.random.default_rng(seed).integers(0, 4, size=(tiles, batch))
+    k, rows_of, live = su._pair_layout(bl)
+    assert k == bl.sum(axis=1).max()
+    want_rows: list[int] = []
+    want_live: list[bool] = []
+    for t in range(tiles):
+        per_tile = [t * batch + b for b in range(batch) for _ in range(bl[t, b])]
+        pad = k - len(per_tile)
+        want_rows += per_tile + [t * batch + batch - 1] * pad
+        want_live += [True] * len(per_tile) + [False] * pad
+    assert rows_of.dtype == torch.int64 and live.dtype == torch.bool
+    assert rows_of.tolist() == want_rows and live.tolist() == want_live

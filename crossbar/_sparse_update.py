@@ -393,7 +393,7 @@ def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float, subset_pulses: float | 
     devices = n_r * n_c * rows * cols
     slots = batch * n_slots
     if n_slots > 1 and plan.bl.numel() > 0:
-        slots = min(slots, int(plan.bl.reshape(n_r * n_c, batch).sum(dim=1).max()))
+        slots = min(slots, int(plan.bl.numpy().reshape(n_r * n_c, batch).sum(axis=1).max()))   # numpy: cheaper here
     per_device = _NS_PER_MAC * slots + _NS_PER_DEVICE
     if subset_pulses is not None and n_pairs <= subset_pulses * devices:
         per_device += _NS_PER_SUBSET_DEVICE

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "bench_suite.py"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -45,13 +47,16 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
         ratio = scaling["summary"][f"native_1024_tiles16_over_one_tile_{err}"]
         t = res["targets"][f"native_16_tiles_over_one_tile_1024_{err}"]
         assert t["value"] == ratio and t["met"] == (ratio <= 1.3)
+        # one round: its quartiles are the ratio itself, and the verdict is the plain comparison
+        assert t["range"] == [ratio, ratio] and t["verdict"] == ("met" if ratio <= 1.3 else "NOT met")
 
     grapes = {r["impl"]: r for r in res["sections"]["grapes"]["rows"]}
     assert set(grapes) == {"sgd", "grapes-exact", "grapes-array"}
     # one round: the paired overhead is the ratio of the two medians
     g = res["sections"]["grapes"]["summary"]["overhead_grapes-exact_Idealized_pct"]
     assert abs(g - 100 * (grapes["grapes-exact"]["median_ms"] / grapes["sgd"]["median_ms"] - 1)) < 1e-9
-    assert "grapes_exact_Idealized_overhead_pct" in res["targets"]
+    t = res["targets"]["grapes_exact_Idealized_overhead_pct"]
+    assert t["range"] == [g, g] and t["verdict"] == ("met" if g <= 5 else "NOT met")
     for r in grapes.values():  # the Network's hardware counters: GRAPES modulates errors, SGD does not
         assert r["per_step_counts"]["pulses"] > 0
         assert (r["per_step_counts"]["grapes_ops"] > 0) == (r["impl"] != "sgd")
@@ -64,7 +69,8 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
         share = res["sections"]["grapes"]["summary"][f"own_{impl}_Idealized_pct_of_step"]
         assert abs(share - 100 * own_ms / grapes[impl]["median_ms"]) < 1e-9
     assert "grapes_refresh_ms" not in grapes["sgd"]["per_step_counts"]
-    assert "grapes_exact_Idealized_own_compute_pct" in res["targets"]
+    own = res["targets"]["grapes_exact_Idealized_own_compute_pct"]
+    assert "range" not in own and own["verdict"] == ("met" if own["value"] <= 5 else "NOT met")
     # fusion: the same step with eager and compiled device models; one round: the ratio of the two medians
     fusion = {r["label"]: r for r in res["sections"]["fusion"]["rows"]}
     assert set(fusion) == {"grapes Capacitor b64 sgd eager", "grapes Capacitor b64 sgd compiled"}
@@ -82,6 +88,40 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     assert header.startswith("*Machine*: ") and f"capability {res['machine']['cpu_capability']}" in header
     assert f"CPU pulse counts: {res['machine']['cpu_pulse_counts']}" in header
     assert all(f"### {name}" in md.stdout for name in res["sections"]) and "### targets" in md.stdout
+    assert "| target | value | rounds p25–p75 | goal | verdict |" in md.stdout
+
+
+def _suite_module():
+    sys.path.insert(0, str(SUITE.parent))
+    try:
+        import bench_suite
+    finally:
+        sys.path.remove(str(SUITE.parent))
+    return bench_suite
+
+
+def test_paired_ratios_and_verdicts_hand_computed() -> None:
+    bs = _suite_module()
+    # round ratios 1, 2, 3, 4 (in any order): median 2.5; inclusive quartiles 1.75 and 3.25
+    pr = bs.paired_ratios([2.0, 8.0, 3.0, 4.0], [2.0, 2.0, 1.0, 2.0])
+    assert pr == {"median": 2.5, "p25": 1.75, "p75": 3.25, "rounds": 4}
+    assert bs.paired_ratios([3.0], [2.0]) == {"median": 1.5, "p25": 1.5, "p75": 1.5, "rounds": 1}
+    with pytest.raises(ValueError, match="no rounds"):
+        bs.paired_ratios([], [])
+    # a '<=' target: the middle half of the rounds below, across or above the threshold
+    assert bs.verdict(2.5, 4.0, True, 1.75, 3.25) == "met"
+    assert bs.verdict(2.5, 3.0, True, 1.75, 3.25) == "borderline"
+    assert bs.verdict(2.5, 1.5, True, 1.75, 3.25) == "NOT met"
+    assert bs.verdict(2.5, 3.25, True, 1.75, 3.25) == "met"            # the threshold itself is allowed
+    assert bs.verdict(2.5, 2.0) == "NOT met" and bs.verdict(2.5, 2.5) == "met"   # without quartiles
+    # a '>=' target (the CUDA speed-up)
+    assert bs.verdict(60.0, 50.0, False) == "met" and bs.verdict(40.0, 50.0, False) == "NOT met"
+    assert bs.verdict(55.0, 50.0, False, 45.0, 58.0) == "borderline"
+    # the entries of the targets table
+    t = bs._target(4.6, 5.0, "<= 5 %", 3.1, 6.2, "note")
+    assert t == {"value": 4.6, "target": "<= 5 %", "met": True, "range": [3.1, 6.2], "verdict": "borderline",
+                 "note": "note"}
+    assert bs._range_text(t) == "3.100-6.200" and bs._range_text({"value": 1.0}) == "—"
 
 
 def test_memory_subprocess_sees_the_weights_and_gradients() -> None:
@@ -167,3 +207,15 @@ def test_cuda_check_script_runs_its_device_agnostic_checks_on_the_cpu() -> None:
     assert check.check_determinism(cpu) == "ok" and check.check_float64(cpu) == "ok"
     stats = check.check_cpu_gpu_statistics(cpu)
     assert stats["default_cpu_std"] == stats["default_cuda_std"] > 0, stats
+
+
+def test_mlp_ratio_to_aihwkit_carries_its_round_quartiles() -> None:
+    bs = _suite_module()
+    common = {"kind": "mlp", "batch": 64, "size": 0, "err": "ce", "tile": 256}
+    rows = [{**common, "impl": "native", "median_ms": 11.0, "round_medians_ms": [10.0, 12.0]},
+            {**common, "impl": "aihwkit-cpp", "median_ms": 20.0, "round_medians_ms": [20.0, 20.0]}]
+    bs._add_ratios(rows)
+    native = rows[0]
+    assert native["x_aihwkit"] == 11.0 / 20.0                       # the value: the ratio of the two medians
+    assert (native["x_aihwkit_p25"], native["x_aihwkit_p75"]) == pytest.approx((0.525, 0.575))   # rounds 0.5, 0.6
+    assert "x_aihwkit" not in rows[1]

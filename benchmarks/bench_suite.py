@@ -43,8 +43,9 @@ over all its timed steps is reported with the min, and ratios are taken between 
 ratios that decide a target (GRAPES overhead, tiles vs one tile) are *paired*: the median over rounds of the
 ratio of the two rows' medians in that round. Next to every ratio decided by rounds (those two, and native /
 aihwkit C++ on the MLP, whose value is the ratio of the two medians) the suite gives the quartiles of the
-round-by-round ratios, and its verdict says ``borderline`` when the target's threshold lies between them: the
-machine's noise, not the code, then decides the target in one run.
+round-by-round ratios, and its verdict says ``borderline`` when the target's threshold lies between them (the
+ratio moves with the machine's load and, for the training rows, with the training phase: the GRAPES rows fire
+many more pulses than SGD in their first rounds and about as many later).
 
 Peak memory of every row: on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``
 (minus what was allocated before the row was built), measured in-process after the timing (build + 4 steps);
@@ -380,8 +381,10 @@ def _sync(device: torch.device) -> None:
 def paired_ratios(a_rounds: list[float], b_rounds: list[float]) -> dict[str, float]:
     """Round-by-round ratios of two rows timed interleaved (``a_rounds[i] / b_rounds[i]``: both medians of round
     ``i``, so both saw the same load): their median and quartiles (``statistics.quantiles``, inclusive method)
-    and the number of rounds. The quartiles say how much the ratio moves from round to round: a target whose
-    threshold lies between them is decided by the noise of this machine, not by the code."""
+    and the number of rounds. The quartiles say how much the ratio moves from round to round — with the load on the
+    machine, and for training rows with the training phase (the pulses per step follow the size of the errors, and
+    GRAPES's larger errors fire more of them early on): a target whose threshold lies between them is not decided
+    by one number of this run."""
     ratios = [a / b for a, b in zip(a_rounds, b_rounds)]
     if not ratios:
         raise ValueError("paired_ratios: no rounds to pair")

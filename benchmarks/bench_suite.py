@@ -739,7 +739,24 @@ def section_grapes(ctx: Ctx) -> dict[str, Any]:
         cases = [Case("grapes", i, 64, preset=preset) for i in ("sgd", "grapes-exact", "grapes-array")]
         timed.update(time_group(cases, ctx.device, steps, max(ctx.args.rounds, steps // 10), ctx.args.warmup))
     rows = _rows(timed, measure_memory(list(timed), ctx))
-    summary = {}
+    return {"rows": rows, "summary": grapes_summary(rows),
+            "notes": ["784-256-256-10 via imc_grapes.backends.build_network (as train.py), backend crossbar, "
+                      "7/9-bit DAC/ADC, out_noise 0.06, tiles 256, batch 64, sat_probe_every=0, GRAPES "
+                      "propagated (bp); 32 cycled random batches with random labels; rounds of 10 steps per row, "
+                      "interleaved; own = wall time of GRAPES's per-batch refresh (importance reads + modulation; CPU) "
+                      "per step / the GRAPES step median; overhead (×SGD) = median over rounds of (GRAPES round "
+                      "median / SGD round median) - 1 (with the quartiles of the rounds, and the median of the first "
+                      "quarter of the "
+                      "rounds and of the last half: the overhead follows the training phase); also from the overall "
+                      "medians and from the minima"]}
+
+
+def grapes_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The ``grapes`` section's summary from its rows (each GRAPES row against the SGD row of its preset): pulses
+    per step over SGD's, the paired overhead in % (median over rounds, its quartiles, and the median of the first
+    quarter and of the last half of the rounds), the overhead from the overall medians and minima, and GRAPES's own
+    refresh as a share of its step."""
+    summary: dict[str, float] = {}
     for r in rows:
         sgd = next((q for q in rows if q["impl"] == "sgd" and q["preset"] == r["preset"] and "median_ms" in q),
                    None)
@@ -753,6 +770,13 @@ def section_grapes(ctx: Ctx) -> dict[str, Any]:
             name = f"overhead_{r['impl']}_{r['preset']}_pct"
             summary[name] = (pr["median"] - 1) * 100
             summary[name + "_p25"], summary[name + "_p75"] = (pr["p25"] - 1) * 100, (pr["p75"] - 1) * 100
+            # the overhead follows the training phase (GRAPES's larger early errors fire more pulses): the paired
+            # median of the first quarter of the rounds and of the last half
+            n = len(r["round_medians_ms"])
+            if n >= 4:
+                for part, sl in (("first_quarter", slice(0, n // 4)), ("last_half", slice(n - n // 2, n))):
+                    summary[f"{name}_{part}"] = (paired_ratios(r["round_medians_ms"][sl],
+                                                               sgd["round_medians_ms"][sl])["median"] - 1) * 100
             summary[f"overhead_{r['impl']}_{r['preset']}_pct_of_medians"] = (
                 r["median_ms"] / sgd["median_ms"] - 1) * 100
             summary[f"overhead_{r['impl']}_{r['preset']}_pct_of_min"] = (r["min_ms"] / sgd["min_ms"] - 1) * 100
@@ -760,14 +784,7 @@ def section_grapes(ctx: Ctx) -> dict[str, Any]:
         if own_ms is not None and "median_ms" in r:
             # GRAPES's own computation (importance reads + modulation) as a share of the GRAPES step
             summary[f"own_{r['impl']}_{r['preset']}_pct_of_step"] = 100 * own_ms / r["median_ms"]
-    return {"rows": rows, "summary": summary,
-            "notes": ["784-256-256-10 via imc_grapes.backends.build_network (as train.py), backend crossbar, "
-                      "7/9-bit DAC/ADC, out_noise 0.06, tiles 256, batch 64, sat_probe_every=0, GRAPES "
-                      "propagated (bp); 32 cycled random batches with random labels; rounds of 10 steps per row, "
-                      "interleaved; own = wall time of GRAPES's per-batch refresh (importance reads + modulation; CPU) "
-                      "per step / the GRAPES step median; overhead (×SGD) = median over rounds of (GRAPES round "
-                      "median / SGD round "
-                      "median) - 1; also from the overall medians and from the minima"]}
+    return summary
 
 
 def section_fusion(ctx: Ctx) -> dict[str, Any]:

@@ -219,3 +219,25 @@ def test_mlp_ratio_to_aihwkit_carries_its_round_quartiles() -> None:
     assert native["x_aihwkit"] == 11.0 / 20.0                       # the value: the ratio of the two medians
     assert (native["x_aihwkit_p25"], native["x_aihwkit_p75"]) == pytest.approx((0.525, 0.575))   # rounds 0.5, 0.6
     assert "x_aihwkit" not in rows[1]
+
+
+def test_grapes_summary_splits_the_overhead_by_training_phase() -> None:
+    bs = _suite_module()
+    sgd = {"impl": "sgd", "preset": "Idealized", "median_ms": 10.0, "min_ms": 9.0, "round_medians_ms": [10.0] * 8,
+           "per_step_counts": {"pulses": 100.0}}
+    grapes = {"impl": "grapes-exact", "preset": "Idealized", "median_ms": 11.0, "min_ms": 9.0,
+              "round_medians_ms": [20.0, 20.0, 11.0, 11.0, 10.0, 10.0, 10.0, 10.0],
+              "per_step_counts": {"pulses": 150.0, "grapes_refresh_ms": 0.3}}
+    s = bs.grapes_summary([sgd, grapes])
+    name = "overhead_grapes-exact_Idealized_pct"
+    # round ratios 2, 2, 1.1, 1.1, 1, 1, 1, 1: median (1 + 1.1) / 2; inclusive quartiles 1 and 1.1 + 0.25 * 0.9
+    assert s[name] == pytest.approx(5.0) and s[name + "_p25"] == pytest.approx(0.0)
+    assert s[name + "_p75"] == pytest.approx(32.5)
+    assert s[name + "_first_quarter"] == pytest.approx(100.0) and s[name + "_last_half"] == pytest.approx(0.0)
+    assert s[name + "_of_medians"] == pytest.approx(10.0) and s[name + "_of_min"] == pytest.approx(0.0)
+    assert s["pulses_grapes-exact_Idealized_over_sgd"] == pytest.approx(1.5)
+    assert s["own_grapes-exact_Idealized_pct_of_step"] == pytest.approx(100 * 0.3 / 11.0)
+    assert grapes["x_sgd"] == pytest.approx(1.05)
+    # fewer than four rounds: no phases
+    short = bs.grapes_summary([{**sgd, "round_medians_ms": [10.0] * 3}, {**grapes, "round_medians_ms": [20.0] * 3}])
+    assert name + "_first_quarter" not in short and short[name] == pytest.approx(100.0)

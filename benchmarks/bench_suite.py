@@ -919,9 +919,9 @@ def targets(results: dict[str, Any], device: torch.device, aihwkit_ref: dict[str
 
 # ---------------------------------------------------------------------------------------------- output
 def _range_text(target: dict[str, Any]) -> str:
-    """A target's round quartiles as ``"p25-p75"`` (``"—"`` without them)."""
+    """A target's round quartiles as ``"p25 to p75"`` (``"—"`` without them)."""
     r = target.get("range")
-    return f"{r[0]:.3f}-{r[1]:.3f}" if r else "—"
+    return f"{r[0]:.3f} to {r[1]:.3f}" if r else "—"
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -999,7 +999,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results.get("targets"):
         lines.append("### targets\n")
-        lines.append("| target | value | rounds p25–p75 | goal | verdict |")
+        lines.append("| target | value | rounds p25 to p75 | goal | verdict |")
         lines.append("|---|---|---|---|---|")
         for k, v in results["targets"].items():
             word = v.get("verdict", "met" if v["met"] else "NOT met")
@@ -1115,9 +1115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.out.write_text(json.dumps(results, indent=2, default=str))
         sys.stdout.flush()
     print("\n## targets")
-    print(f"  {'':45s} {'value':>8s}  {'rounds p25-p75':>16s}")
+    print(f"  {'':45s} {'value':>8s}  {'rounds p25 to p75':>18s}")
     for k, v in results["targets"].items():
-        print(f"  {k:45s} {v['value']:8.3f}  {_range_text(v):>16s}  target {v['target']:7s} "
+        print(f"  {k:45s} {v['value']:8.3f}  {_range_text(v):>18s}  target {v['target']:7s} "
               f"{v.get('verdict', 'met' if v['met'] else 'NOT met')}" + (f"  ({v['note']})" if v.get("note") else ""))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, load {os.getloadavg()}"
           + (f"; wrote {args.out}" if args.out else ""))

@@ -88,7 +88,7 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     assert header.startswith("*Machine*: ") and f"capability {res['machine']['cpu_capability']}" in header
     assert f"CPU pulse counts: {res['machine']['cpu_pulse_counts']}" in header
     assert all(f"### {name}" in md.stdout for name in res["sections"]) and "### targets" in md.stdout
-    assert "| target | value | rounds p25–p75 | goal | verdict |" in md.stdout
+    assert "| target | value | rounds p25 to p75 | goal | verdict |" in md.stdout
 
 
 def _suite_module():
@@ -121,7 +121,7 @@ def test_paired_ratios_and_verdicts_hand_computed() -> None:
     t = bs._target(4.6, 5.0, "<= 5 %", 3.1, 6.2, "note")
     assert t == {"value": 4.6, "target": "<= 5 %", "met": True, "range": [3.1, 6.2], "verdict": "borderline",
                  "note": "note"}
-    assert bs._range_text(t) == "3.100-6.200" and bs._range_text({"value": 1.0}) == "—"
+    assert bs._range_text(t) == "3.100 to 6.200" and bs._range_text({"value": 1.0}) == "—"
 
 
 def test_memory_subprocess_sees_the_weights_and_gradients() -> None:

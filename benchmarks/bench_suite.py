@@ -746,9 +746,8 @@ def section_grapes(ctx: Ctx) -> dict[str, Any]:
                       "interleaved; own = wall time of GRAPES's per-batch refresh (importance reads + modulation; CPU) "
                       "per step / the GRAPES step median; overhead (×SGD) = median over rounds of (GRAPES round "
                       "median / SGD round median) - 1 (with the quartiles of the rounds, and the median of the first "
-                      "quarter of the "
-                      "rounds and of the last half: the overhead follows the training phase); also from the overall "
-                      "medians and from the minima"]}
+                      "quarter of the rounds and of the last half: the overhead follows the training phase); also "
+                      "from the overall medians and from the minima"]}
 
 
 def grapes_summary(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -361,11 +361,13 @@ def _packed_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
 
 
 def _floor_div(s: Tensor, m: float) -> tuple[Tensor, Tensor]:
-    """``(s // m, s % m)`` for integer-valued ``s >= 0`` and integer ``m`` with ``s * m`` below ``2**22``
-    (float32; ``2**51`` for float64), exactly; ``s`` is overwritten by the remainder.
+    """``(s // m, s % m)`` for integer-valued ``0 <= s < 2**22`` (float32; ``2**51`` for float64) and integer
+    ``m >= 2``, exactly; ``s`` is overwritten by the remainder.
 
-    ``(s + 1/2) / m`` lies at least ``1/(2m)`` away from any integer, more than the rounding error of the
-    float product, so its floor is exact; the remainder ``s - m·q`` is an exact integer."""
+    ``(s + 1/2) / m`` lies at least ``1/(2m)`` away from any integer; ``s + 1/2`` is exact and the two roundings
+    (of ``1/m`` and of the product) move it by less than ``2**-23 · s/m < 1/(2m)`` (float32), so its floor is
+    exact; the remainder ``s - m·q`` is an exact integer. (:func:`_packed_counts` calls it with ``s < M**3`` or
+    ``M**2``, at most the limit.)"""
     q = torch.add(s, 0.5).mul_(1.0 / m).floor_()
     return q, s.add_(q, alpha=-m)
 

@@ -71,6 +71,16 @@ def test_long_mixed_trains_near_and_beyond_the_exact_range() -> None:
         assert torch.equal(n_up.to(ref_up.dtype), ref_up) and torch.equal(n_down.to(ref_down.dtype), ref_down)
 
 
+def test_floor_div_is_exact_over_its_whole_float32_range() -> None:
+    """Every integer 0 <= s < 2**22 (float32) against float64 floor division, for the digit bases M = K + 1 the
+    packed count uses at the ends of its ranges (two digits: M**3 <= 2**22, M <= 161; one digit: M <= 2048)."""
+    s = torch.arange(0, 2**22, dtype=torch.float32)
+    for m in (2, 3, 41, 65, 159, 161, 862, 2048):     # 41, 159, 862: where floor(s · fl(1/m)) alone is wrong
+        q, r = su._floor_div(s.clone(), float(m))
+        want = torch.div(s.double(), m, rounding_mode="floor")
+        assert torch.equal(q.double(), want) and torch.equal(r.double(), s.double() - m * want), m
+
+
 @settings(max_examples=80, deadline=None)
 @given(batch=st.integers(1, 9), n_r=st.integers(1, 3), n_c=st.integers(1, 3), per_row=st.booleans(),
        lr=st.sampled_from([0.05, -0.3, 1.0, 0.002, 1e-7, 40.0]), dw=st.sampled_from([0.001, 0.0137, 0.3]),
@@ -78,8 +88,10 @@ def test_long_mixed_trains_near_and_beyond_the_exact_range() -> None:
        dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 2**31 - 1))
 def test_host_scales_are_bit_identical_to_the_tensor_scales(batch, n_r, n_c, per_row, lr, dw, desired_bl,
                                                             bl_management, grad_scale, dtype, seed) -> None:
-    """The numpy form of the update management (CPU, plain-number lr) against the 0-d-tensor torch form."""
+    """The numpy form of the update management (CPU, plain-number lr) against the 0-d-tensor torch form and the
+    sync-free (GPU) form, on batches that mix empty samples (a zero input or error), over-budget and ordinary ones."""
     from crossbar.update import _scales
+    from devices.host import no_host_reads
 
     g = torch.Generator().manual_seed(seed)
     x_shape = (batch, n_r if per_row else 1, n_c) if per_row or seed % 2 else (batch, n_c)
@@ -90,9 +102,12 @@ def test_host_scales_are_bit_identical_to_the_tensor_scales(batch, n_r, n_c, per
     cfg = UpdateParameters(desired_bl=desired_bl, update_bl_management=bl_management, um_grad_scale=grad_scale)
     host = _scales(x_max, d_max, lr, dw, cfg)
     ref = _scales(x_max, d_max, torch.tensor(lr, dtype=dtype), torch.tensor(dw, dtype=dtype), cfg)
-    for h, r in zip(host, ref):
-        assert h.dtype == r.dtype and h.shape == r.shape
+    with no_host_reads():
+        sync_free = _scales(x_max, d_max, lr, dw, cfg)
+    for h, r, f in zip(host, ref, sync_free):
+        assert h.dtype == r.dtype == f.dtype and h.shape == r.shape
         assert torch.equal(h, r.expand_as(h)), (h, r)
+        assert torch.equal(h, f.expand_as(h)), (h, f)
 
 
 # --- which kernel the dense count uses (crossbar._sparse_update.int8_counts_mode) ---------------------------------

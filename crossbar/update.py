@@ -511,26 +511,34 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     dtype = _compute_dtype(x.dtype)
     x = x.detach() if x.dtype == dtype else x.detach().to(dtype)
     d = d.detach() if d.dtype == dtype else d.detach().to(dtype)
-    x_abs = x.abs()                                          # [batch, C, cols] or [batch, R|1, C, cols]
-    d_abs = d.abs()                                          # [batch, R, rows]
-    bl, a, b = _scales(x_abs.amax(dim=-1), d_abs.amax(dim=-1), lr, dw_min, cfg)   # [batch, R, C]
+    # |x|, |d| and the signs laid out per tile block ([C, batch, cols] or [R|1, C, batch, cols]; [R, batch, rows]),
+    # written contiguously in that order (flattening them later, as the sparse CPU path does, is then free)
+    x_abs, x_sign = _abs_and_sign(x.permute(*((1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3))))
+    d_abs, d_sign = _abs_and_sign(d.permute(1, 0, 2))
+    bl, a, b = _scales(x_abs.amax(dim=-1).movedim(-1, 0), d_abs.amax(dim=-1).movedim(-1, 0), lr, dw_min,
+                       cfg)                                   # [batch, R, C]
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
         n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())
     else:
         n_slots = cfg.max_bl(lr, dw_min)
-    x_perm = (1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3)     # -> [C, batch, cols] or [R|1, C, batch, cols]
-    x_abs, d_abs = x_abs.permute(*x_perm), d_abs.permute(1, 0, 2)
     a, b, bl = a.permute(1, 2, 0), b.permute(1, 2, 0), bl.permute(1, 2, 0)
     p_x = p_d = None
     if cfg.resolution > 0:
         p_x = _discretize(b[..., None] * (x_abs[None] if x.dim() == 3 else x_abs), cfg, generator)
         p_d = _discretize(a[..., None] * d_abs[:, None], cfg, generator)
-    x_sign = x.sign().permute(*x_perm)
     if isinstance(lr, Tensor):
-        d_sign = (d.sign() * lr.to(dtype).sign()).permute(1, 0, 2)
-    else:
-        d_sign = (d.sign() if lr >= 0 else d.sign().neg_()).permute(1, 0, 2)
+        d_sign = d_sign.mul_(lr.to(dtype).sign())
+    elif lr < 0:
+        d_sign = d_sign.neg_()
     return _TrainPlan(x_abs, d_abs, a, b, bl, n_slots, x_sign, d_sign, p_x, p_d)
+
+
+def _abs_and_sign(v: Tensor) -> tuple[Tensor, Tensor]:
+    """``(|v|, sign(v))`` of a (permuted) view, each a contiguous tensor of ``v``'s shape."""
+    if v.is_contiguous():
+        return v.abs(), v.sign()
+    return (torch.abs(v, out=torch.empty(v.shape, dtype=v.dtype, device=v.device)),
+            torch.sign(v, out=torch.empty(v.shape, dtype=v.dtype, device=v.device)))
 
 
 def _draw_dense_trains(plan: _TrainPlan, generator: rng.Generator) -> _Trains:

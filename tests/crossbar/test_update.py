@@ -419,3 +419,23 @@ def test_update_scales_match_scalar_reference(x_max, d_max, lr, ubl, um, fixed, 
     if want_bl > 0:  # scales are irrelevant when nothing fires
         assert a.item() == pytest.approx(want_a, rel=1e-9)
         assert b.item() == pytest.approx(want_b, rel=1e-9)
+
+
+@pytest.mark.parametrize("lr", [0.05, -0.05, torch.tensor(-0.05)])
+def test_train_plan_lays_lines_out_per_tile_block_contiguously(lr) -> None:
+    """|x|, |d| and the signs of a multi-tile plan: the values of the inputs permuted to [C, batch, cols] and
+    [R, batch, rows] (error signs times sign(lr)), stored contiguously (the sparse CPU path flattens them)."""
+    from crossbar.update import _plan_trains
+
+    g = _gen(3)
+    x = torch.randn(5, 3, 7, generator=g)           # [batch, C, cols]
+    d = torch.randn(5, 2, 4, generator=g)           # [batch, R, rows]
+    x[1, 2, 3] = 0.0
+    plan = _plan_trains(x, d, lr, DW, UpdateParameters(), g, trim_slots=True)
+    sign_lr = float(torch.as_tensor(lr).sign())
+    for got, want in ((plan.x_abs, x.abs().permute(1, 0, 2)), (plan.d_abs, d.abs().permute(1, 0, 2)),
+                      (plan.x_sign, x.sign().permute(1, 0, 2)), (plan.d_sign, sign_lr * d.sign().permute(1, 0, 2))):
+        assert got.is_contiguous() and torch.equal(got, want)
+    bl, a, b = update_scales(x, d, lr, DW, UpdateParameters())
+    assert torch.equal(plan.bl, bl.permute(1, 2, 0)) and torch.equal(plan.a, a.permute(1, 2, 0))
+    assert torch.equal(plan.b, b.permute(1, 2, 0))

@@ -254,34 +254,47 @@ def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
     return n_up.reshape(n_r, n_c, rows, cols), n_down.reshape(n_r, n_c, rows, cols)
 
 
-def _pair_layout(bl: np.ndarray) -> tuple[int, Tensor, Tensor]:
+def _pair_layout(bl: np.ndarray) -> tuple[int, np.ndarray]:
     """The live slots of every tile packed along one axis, from the train lengths ``bl: [tiles, batch]`` (int64).
 
     Tile ``t`` gets ``K = max_t sum_b bl[t, b]`` pairs: ``bl[t, b]`` pairs of each sample ``b`` in turn, then
-    ``K - sum_b bl[t, b]`` silent padding pairs. Returns ``K``, ``rows_of: [tiles * K]`` int64, the row of a
-    ``[tiles * batch]`` per-(tile, sample) array each pair takes its probabilities and signs from (a padding pair:
-    the tile's last sample), and ``live: [tiles * K]`` bool, ``False`` on padding pairs. (numpy: a CPU path, where
-    its few small operations cost less than torch's.)"""
+    ``K - sum_b bl[t, b]`` silent padding pairs. Returns ``K`` and ``runs: [tiles * (batch + 1)]``, the number of
+    pairs of each (tile, sample) and of each tile's padding slot: ``np.repeat(table, runs)`` lays a table of
+    :func:`_pair_tables` out pair by pair (``[tiles * K]``). (numpy: a CPU path, where its few small operations
+    cost less than torch's.)"""
     tiles, batch = bl.shape
     per_tile = bl.sum(axis=1)
     k = int(per_tile.max()) if tiles else 0
     runs = np.empty((tiles, batch + 1), dtype=np.int64)
     runs[:, :batch] = bl
     runs[:, batch] = k - per_tile
-    rows, live = _pair_tables(tiles, batch)
-    return k, torch.from_numpy(np.repeat(rows, runs.reshape(-1))), torch.from_numpy(np.repeat(live, runs.reshape(-1)))
+    return k, runs.reshape(-1)
+
+
+class _PairTables(NamedTuple):
+    """Per (tile ``t = r·C + c``, sample ``b`` or the padding slot ``b = batch``), flat ``[R·C·(batch + 1)]``
+    (read-only); ``b'`` is ``min(b, batch - 1)``: a padding pair gathers the tile's last sample and stays silent."""
+
+    rows: np.ndarray    # int64 t·batch + b': the row of a per-tile [R·C·batch, line] array
+    x_rows: np.ndarray  # int64 c·batch + b': the row of a per-column-block [C·batch, line] array (the inputs)
+    d_rows: np.ndarray  # int64 r·batch + b': the row of a per-row-block [R·batch, line] array (the errors)
+    live: np.ndarray    # bool b < batch
 
 
 @functools.lru_cache(maxsize=32)
-def _pair_tables(tiles: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """For :func:`_pair_layout`, per (tile ``t``, sample ``b`` or the padding slot ``b = batch``), flat
-    ``[tiles * (batch + 1)]``: the row ``t * batch + min(b, batch - 1)`` and ``b < batch`` (read-only)."""
-    b = np.arange(batch + 1, dtype=np.int64)
-    rows = (np.arange(tiles, dtype=np.int64)[:, None] * batch + np.minimum(b, batch - 1)).reshape(-1)
-    live = np.tile(b < batch, tiles)
-    rows.setflags(write=False)
-    live.setflags(write=False)
-    return rows, live
+def _pair_tables(n_r: int, n_c: int, batch: int) -> _PairTables:
+    """The :class:`_PairTables` of a grid of ``n_r x n_c`` tiles (a cache)."""
+    b = np.minimum(np.arange(batch + 1, dtype=np.int64), batch - 1)[None, None]       # [1, 1, batch + 1]
+    r = np.arange(n_r, dtype=np.int64)[:, None, None]
+    c = np.arange(n_c, dtype=np.int64)[None, :, None]
+    shape = (n_r, n_c, batch + 1)
+    tables = _PairTables((r * n_c + c) * batch + b, np.broadcast_to(c * batch + b, shape),
+                         np.broadcast_to(r * batch + b, shape),
+                         np.broadcast_to(np.arange(batch + 1) < batch, shape))
+    out = _PairTables(*(np.ascontiguousarray(t).reshape(-1) for t in tables))
+    for t in out:
+        t.setflags(write=False)
+    return out
 
 
 def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
@@ -298,18 +311,30 @@ def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
     if n_slots <= 1:
         return _draw_dense_trains(plan, generator)
     device, dtype = plan.x_abs.device, plan.x_abs.dtype
-    k, rows_of, live = _pair_layout(plan.bl.numpy().reshape(tiles, batch))
+    k, runs = _pair_layout(plan.bl.numpy().reshape(tiles, batch))
     if k >= batch * n_slots:                                          # nothing to leave out
         return _draw_dense_trains(plan, generator)
+    tables = _pair_tables(n_r, n_c, batch)
+    laid_out: dict[int, Tensor] = {}
+
+    def pairs(table: np.ndarray) -> Tensor:                          # [tiles*K] (each table repeated once)
+        if id(table) not in laid_out:
+            laid_out[id(table)] = torch.from_numpy(np.repeat(table, runs))
+        return laid_out[id(table)]
+
+    # per tile [R, C, batch, line], per column block [1, C, ...] (inputs), per row block [R, 1, ...] (errors): each
+    # gathered as it is, not expanded into a per-tile copy first (where two keys coincide, so do their tables)
+    by_blocks = {(n_r, n_c): tables.rows, (1, n_c): tables.x_rows, (n_r, 1): tables.d_rows}
 
     def per_pair(t: Tensor, n_line: int) -> Tensor:                  # [R|1, C|1, batch, line] -> [tiles*K, line]
-        return t.expand(n_r, n_c, batch, n_line).reshape(tiles * batch, n_line).index_select(0, rows_of)
+        table = by_blocks[(t.shape[0], t.shape[1])]
+        return t.reshape(t.shape[0] * t.shape[1] * batch, n_line).index_select(0, pairs(table))
 
     p_x = per_pair(plan.b[..., None] * plan.x_per_tile(plan.x_abs) if plan.p_x is None else plan.p_x, cols)
     p_d = per_pair(plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d, rows)
     x_bits = rng.rand((tiles * k, cols), generator, device=device, dtype=dtype).lt_(p_x)
     d_bits = rng.rand((tiles * k, rows), generator, device=device, dtype=dtype).lt_(p_d)
-    d_bits.mul_(live.view(-1, 1).to(dtype))
+    d_bits.mul_(pairs(tables.live).view(-1, 1).to(dtype))
     # the signs as int8 when the int8 count reads them (a quarter of the gathered bytes; the same values)
     sign_dtype = torch.int8 if _INT8_MM else dtype
     x_sign = per_pair(plan.x_per_tile(plan.x_sign).to(sign_dtype), cols)

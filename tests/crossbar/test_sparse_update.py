@@ -308,19 +308,27 @@ def test_nan_errors_stop_the_cpu_update_with_a_clear_message():
 
 
 @settings(max_examples=40, deadline=None)
-@given(tiles=st.integers(1, 5), batch=st.integers(1, 7), seed=st.integers(0, 2**16))
-def test_pair_layout_packs_each_samples_live_slots_in_turn(tiles: int, batch: int, seed: int) -> None:
-    """The compact trains' layout against a loop written from its definition: tile t's K pairs are BL[t, b] pairs
-    of each sample b in turn, then silent padding pairs that take the tile's last sample's row."""
+@given(n_r=st.integers(1, 3), n_c=st.integers(1, 3), batch=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_pair_layout_packs_each_samples_live_slots_in_turn(n_r: int, n_c: int, batch: int, seed: int) -> None:
+    """The compact trains' layout against a loop written from its definition: tile t = r·C + c gets K pairs, BL[t, b]
+    pairs of each sample b in turn, then silent padding pairs that take the tile's last sample; each pair reads row
+    t·batch + b of a per-tile array, c·batch + b of a per-column-block one (inputs), r·batch + b of a per-row-block
+    one (errors)."""
+    tiles = n_r * n_c
     bl = np.random.default_rng(seed).integers(0, 4, size=(tiles, batch))
-    k, rows_of, live = su._pair_layout(bl)
+    k, runs = su._pair_layout(bl)
     assert k == bl.sum(axis=1).max()
-    want_rows: list[int] = []
-    want_live: list[bool] = []
+    tables = su._pair_tables(n_r, n_c, batch)
+    want: dict[str, list] = {"rows": [], "x_rows": [], "d_rows": [], "live": []}
     for t in range(tiles):
-        per_tile = [t * batch + b for b in range(batch) for _ in range(bl[t, b])]
-        pad = k - len(per_tile)
-        want_rows += per_tile + [t * batch + batch - 1] * pad
-        want_live += [True] * len(per_tile) + [False] * pad
-    assert rows_of.dtype == torch.int64 and live.dtype == torch.bool
-    assert rows_of.tolist() == want_rows and live.tolist() == want_live
+        r, c = divmod(t, n_c)
+        samples = [b for b in range(batch) for _ in range(bl[t, b])]
+        pad = k - len(samples)
+        samples += [batch - 1] * pad
+        want["rows"] += [t * batch + b for b in samples]
+        want["x_rows"] += [c * batch + b for b in samples]
+        want["d_rows"] += [r * batch + b for b in samples]
+        want["live"] += [True] * (k - pad) + [False] * pad
+    for name, values in want.items():
+        got = np.repeat(getattr(tables, name), runs)
+        assert got.dtype == (np.bool_ if name == "live" else np.int64) and got.tolist() == values, name

@@ -805,7 +805,7 @@ def section_fusion(ctx: Ctx) -> dict[str, Any]:
         comp = next((r for r in rows if r["preset"] == preset and r["label"].endswith("compiled")
                      and "median_ms" in r), None)
         if eager is not None and comp is not None:
-            paired = statistics.median(c / e for c, e in zip(comp["round_medians_ms"], eager["round_medians_ms"]))
+            paired = paired_ratios(comp["round_medians_ms"], eager["round_medians_ms"])["median"]
             comp["x_eager"] = paired
             summary[f"compiled_over_eager_{preset}"] = paired
     return {"rows": rows, "summary": summary,

@@ -36,9 +36,11 @@ from devices.host import flat_nonzero
 
 from crossbar.update import (
     UpdateParameters,
+    _count_layout,
     _dense_counts,
     _draw_dense_trains,
     _plan_trains,
+    _swap_count_operands,
     _TrainPlan,
     _Trains,
 )
@@ -373,16 +375,19 @@ def _packed_counts(trains: _Trains) -> tuple[Tensor, Tensor]:
         x_bits = x_bits.mul_(torch.add((m + 1) / 2, x_sign, alpha=-(m - 1) / 2)[:, :, :, None, :])
     if weigh_d:
         d_bits = d_bits.mul_(torch.add((m + 1) / 2, d_sign, alpha=-(m - 1) / 2)[:, :, :, None, :])
-    s = torch.bmm(d_bits.view(tiles, k_len, rows).transpose(1, 2), x_bits.view(tiles, k_len, cols))
+    d_flat, x_flat = d_bits.view(tiles, k_len, rows), x_bits.view(tiles, k_len, cols)
+    swap = _swap_count_operands(x_bits.device, k_len, rows, cols)
+    s = torch.bmm(x_flat.transpose(1, 2), d_flat) if swap else torch.bmm(d_flat.transpose(1, 2), x_flat)
     if digits == 0:                                            # every coincidence has equal signs: all down
-        return torch.zeros_like(s).view(n_r, n_c, rows, cols), s.view(n_r, n_c, rows, cols)
-    high, low = _floor_div(s, m)                               # S = low + M high
+        return (torch.zeros(n_r, n_c, rows, cols, dtype=s.dtype, device=s.device),
+                _count_layout(s, n_r, n_c, rows, cols, swap))
+    high, low = _floor_div(s, m)                               # S = low + M high (elementwise: any layout)
     if digits == 1:
         n_up, n_down = high, low
     else:
         c, n_up = _floor_div(high, m)                          # high = n_up + M c
         n_down = low.add_(c)
-    return n_up.view(n_r, n_c, rows, cols), n_down.view(n_r, n_c, rows, cols)
+    return _count_layout(n_up, n_r, n_c, rows, cols, swap), _count_layout(n_down, n_r, n_c, rows, cols, swap)
 
 
 def _floor_div(s: Tensor, m: float) -> tuple[Tensor, Tensor]:

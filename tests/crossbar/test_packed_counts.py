@@ -8,6 +8,7 @@ the numbers of ``crossbar.update._dense_counts`` (every sign pattern, both compu
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -169,3 +170,45 @@ def test_the_environment_variable_sets_the_kernel_at_import() -> None:
     assert off.returncode == 0 and off.stdout.strip() == "float matmuls (IMC_GRAPES_INT8_COUNTS=off)"
     bad = run("fast")
     assert bad.returncode != 0 and "IMC_GRAPES_INT8_COUNTS='fast': must be one of auto, on, off" in bad.stderr
+
+
+def _reference_counts(trains) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_up, n_down)`` ``[R, C, rows, cols]`` straight from the definition, in int64 numpy: a device counts one
+    coincidence per slot in which both of its lines fire, *up* when their signs differ."""
+    x_bits = trains.x_bits.numpy().astype(np.int64)                       # [R, C, batch, slot, cols]
+    d_bits = trains.d_bits.numpy().astype(np.int64)                       # [R, C, batch, slot, rows]
+    n_r, n_c = x_bits.shape[:2]
+    x_sign = np.broadcast_to(trains.x_sign.numpy(), (n_r, n_c) + trains.x_sign.shape[2:])
+    d_sign = trains.d_sign.numpy()
+    d_sign = np.broadcast_to(d_sign[:, None] if d_sign.ndim == 3 else d_sign, (n_r, n_c) + d_sign.shape[-2:])
+    n_up = np.zeros((n_r, n_c, d_bits.shape[-1], x_bits.shape[-1]), dtype=np.int64)
+    n_down = np.zeros_like(n_up)
+    for sd in (-1, 1):
+        for sx in (-1, 1):
+            d_part = d_bits * (d_sign == sd)[:, :, :, None, :]
+            x_part = x_bits * (x_sign == sx)[:, :, :, None, :]
+            both = np.einsum("rcbsi,rcbsj->rcij", d_part, x_part)
+            if sd == sx:
+                n_down += both
+            else:
+                n_up += both
+    return n_up, n_down
+
+
+@pytest.mark.parametrize("rows, cols, x_signs, dtype", [(16, 9, "mixed", torch.float32),
+                                                         (16, 9, "pos", torch.float32),
+                                                         (32, 27, "mixed", torch.float64),
+                                                         (20, 3, "neg", torch.float32)])
+def test_counts_over_many_slots_in_the_swapped_orientation(rows, cols, x_signs, dtype) -> None:
+    """Over >= 1,024 slots with few input lines (a CNN's first layer) the counts multiply ``xᵀ d`` (faster on the
+    CPU); both counts must still give the numbers of the definition (an independent numpy count), laid out
+    ``[R, C, rows, cols]`` and contiguous. (float32 mixed: the two-matmul count; one-sided inputs or float64: packed.)"""
+    from crossbar.update import _swap_count_operands
+    trains = _trains(1100, 1, 2, rows, cols, x_signs, "mixed", 0.05, 1, dtype, seed=rows + cols)
+    assert _swap_count_operands(trains.x_bits.device, 1100, rows, cols)
+    want_up, want_down = _reference_counts(trains)
+    assert want_up.sum() > 100 and want_down.sum() > 100
+    for n_up, n_down in (_dense_counts(_clone(trains))[:2], su._packed_counts(_clone(trains))):
+        assert n_up.shape == n_down.shape == (1, 2, rows, cols) and n_up.is_contiguous() and n_down.is_contiguous()
+        assert np.array_equal(n_up.numpy().astype(np.int64), want_up)
+        assert np.array_equal(n_down.numpy().astype(np.int64), want_down)

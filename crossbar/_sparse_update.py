@@ -9,7 +9,10 @@ few devices get pulses; on the CPU (where host reads are free) :func:`cpu_pulse_
   when every firing probability is small, else draws them densely as ``pulse_counts`` does;
 * counts the coincidences pair by pair (``O(coincidences)``) when that is cheaper than the matmuls
   (:func:`_sparse_is_cheaper`, a rough cost model), returning only the devices with pulses, else
-  falls back to the dense count on the same trains.
+  falls back to the dense count on the same trains;
+* when the errors are sparse (a CNN's convolutions: errors through max pooling and ReLU over few channels), draws
+  the error trains first and the input trains only in the slots where an error line fired
+  (:func:`_errors_first_pays`, :func:`_draw_errors_first`): the other slots carry no coincidence.
 
 The dense count itself draws only the live slots (``slot < BL``, :func:`_draw_compact_trains`) and counts with
 int8 matmuls (:func:`_int8_counts`, exact) where the CPU multiplies int8 fast (:func:`int8_counts_mode`), else
@@ -131,6 +134,8 @@ _NS_SPARSE_FIXED = 230_000.0  # sparse count: its extra tensor operations (fixed
 _NS_PER_LINE = 3.5            # dense trains: one uniform, comparison and nonzero scan per line and slot
 _NS_PER_CANDIDATE = 25.0      # sparse trains: one geometric gap, thinning draw and probability per candidate
 _NS_GEOMETRIC_FIXED = 80_000.0  # sparse trains: their extra tensor operations
+_ERRORS_FIRST_SHARE = 0.25    # errors-first trains: least expected share of silent-error slots (see _errors_first_pays)
+_NS_ERRORS_FIRST_FIXED = 300_000.0  # errors-first trains: their extra tensor operations
 
 
 def _div(n: Tensor, m: int) -> Tensor:
@@ -199,6 +204,9 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
             positions = _draw_sparse_trains(plan, *p_bars, generator)
             fired_x = torch.bincount(_div(positions[0], cols), minlength=groups)
             fired_d = torch.bincount(_div(positions[1], rows), minlength=groups)
+        elif _errors_first_pays(plan, dense_count=False):
+            x_pos, d_pos, fired_x, fired_d = _errors_first_positions(plan, generator)
+            positions = (x_pos, d_pos)
         else:
             trains = _draw_dense_trains(plan, generator)
             fired_x, fired_d = (f.to(torch.int64) for f in trains.fired())
@@ -206,7 +214,8 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         total = (fired_x * fired_d).sum()
         index, n_up, n_down = _sparse_counts(plan, positions[0], positions[1], fired_x, fired_d, int(total))
         return CpuCounts(index, n_up, n_down, total)
-    trains = _draw_compact_trains(plan, generator)
+    trains = (_errors_first_trains(plan, generator) if _errors_first_pays(plan, dense_count=True)
+              else _draw_compact_trains(plan, generator))
     fired_x, fired_d = trains.fired()
     total = (fired_x * fired_d).to(torch.int64).sum()
     n_up, n_down = _int8_counts(trains) if _INT8_MM else _packed_counts(trains)
@@ -343,6 +352,119 @@ def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
     d_sign = per_pair(plan.d_sign[:, None].to(sign_dtype), rows)
     return _Trains(x_bits.view(n_r, n_c, k, 1, cols), d_bits.view(n_r, n_c, k, 1, rows),
                    x_sign.view(n_r, n_c, k, cols), d_sign.view(n_r, n_c, k, rows))
+
+
+def _errors_first_pays(plan: _TrainPlan, dense_count: bool) -> bool:
+    """Whether to draw the error trains first and the input trains only in the slots where an error line fired
+    (:func:`_draw_errors_first`): when the errors are sparse enough that many live slots (``slot < BL``) are
+    expected to fire no error line at all — a CNN's convolutions, whose errors come back through max pooling and
+    ReLU, mostly zero, over few channels. Decided from the trains' parameters, never from draws: the expected share
+    of silent live slots is at most ``exp(-Σ_i q_i)`` per slot (``q_i``: the error lines' firing probabilities;
+    ``1 - q <= exp(-q)``, tight for small ``q``); it must reach :data:`_ERRORS_FIRST_SHARE`, and the input-line
+    draws it saves, less the error-line draws it adds, must outweigh its extra operations (the ``_NS_*`` costs).
+    (It draws the errors of every slot; the ``dense_count``'s usual trains, :func:`_draw_compact_trains`, only
+    those of the live ones.)"""
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    if plan.bl.numel() == 0:
+        return False
+    bl = plan.bl.numpy()
+    slots = float(bl.sum())
+    extra = 0.0                       # error lines drawn beyond those of the usual trains
+    if dense_count and n_slots > 1:   # (the compact draw, K slots per tile; with one slot it draws every sample)
+        k = int(bl.reshape(n_r * n_c, batch).sum(axis=1).max())
+        extra = float(max(batch * n_slots - k, 0) * n_r * n_c * rows)
+    if (slots * cols - extra) * _NS_PER_LINE < _NS_ERRORS_FIRST_FIXED:      # too few input draws to save
+        return False
+    fire_d = (plan.a * plan.d_abs.sum(dim=-1)[:, None] if plan.p_d is None
+              else plan.p_d.clamp(0.0, 1.0).sum(dim=-1))            # [R, C, batch] expected fired error lines
+    live = bl > 0                                                   # (a sample with BL = 0 may have A = inf)
+    silent = float((np.exp(-fire_d.numpy()[live].astype(np.float64)) * bl[live]).sum())
+    return (silent >= _ERRORS_FIRST_SHARE * slots
+            and (silent * cols - extra) * _NS_PER_LINE >= _NS_ERRORS_FIRST_FIXED)
+
+
+class _LiveGroups(NamedTuple):
+    """The (tile, sample, slot) groups of an update in which an error line fired, with their trains."""
+
+    groups: Tensor      # [n] int64 increasing flat indices into [R, C, batch, slot]
+    x_bits: Tensor      # [n, cols] 0/1 (compute dtype): the input lines that fire in the group's slot
+    d_bits: Tensor      # [n, rows] likewise the error lines (at least one per group)
+
+
+def _draw_errors_first(plan: _TrainPlan, generator: torch.Generator | None) -> _LiveGroups:
+    """The trains of :func:`crossbar.update._draw_dense_trains` drawn errors first: the error lines of every slot,
+    then the input lines only of the slots in which an error line fired (:func:`_errors_first_pays`).
+
+    A slot without a fired error line carries no coincidence whatever its inputs do, so leaving its inputs out
+    keeps the distribution of the counts: each line still fires independently, with its probability, in every slot
+    that can count (a different random stream)."""
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    device, dtype = plan.x_abs.device, plan.x_abs.dtype
+    p_d = plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d      # [R, C, batch, rows]
+    d_bits = rng.rand((n_r, n_c, batch, n_slots, rows), generator, device=device, dtype=dtype)
+    d_bits = d_bits.lt_(p_d[:, :, :, None, :]).view(-1, rows)
+    if n_slots > 1:                                                  # slots beyond a sample's BL stay silent
+        slot = torch.arange(n_slots, device=device)
+        d_bits.mul_((slot < plan.bl[..., None]).to(dtype).view(-1, 1))
+    groups = flat_nonzero(d_bits.sum(dim=-1), positive=True)        # the slots with a fired error, increasing
+    tile_rows = _div(groups, n_slots)                                # t·batch + b
+    if plan.p_x is not None:
+        p_x = plan.p_x.reshape(-1, cols).index_select(0, tile_rows)
+    else:                                                            # inputs per column block, or per tile
+        x_abs = plan.x_per_tile(plan.x_abs)
+        x_rows = tile_rows if x_abs.shape[0] == n_r > 1 else _mod(tile_rows, n_c * batch)
+        p_x = x_abs.reshape(-1, cols).index_select(0, x_rows).mul_(
+            plan.b.reshape(-1).index_select(0, tile_rows)[:, None])
+    x_bits = rng.rand((groups.numel(), cols), generator, device=device, dtype=dtype).lt_(p_x)
+    return _LiveGroups(groups, x_bits, d_bits.index_select(0, groups))
+
+
+def _positions(groups: Tensor, bits: Tensor) -> Tensor:
+    """Flat positions in ``[R, C, batch, slot, line]`` of the ones of ``bits: [n, line]``, the trains of ``groups``
+    (increasing, as ``groups``)."""
+    line = bits.shape[-1]
+    at = flat_nonzero(bits)
+    row = _div(at, line)
+    return groups.index_select(0, row).mul_(line).add_(at - row * line)
+
+
+def _errors_first_positions(plan: _TrainPlan, generator: torch.Generator | None
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_draw_errors_first` as the sparse count reads trains: ``x_pos``, ``d_pos`` (increasing flat positions
+    of the fired lines, as :func:`_draw_sparse_trains`) and ``fired_x``, ``fired_d`` (``[R*C*batch*slot]`` int64;
+    both 0 in the slots without a fired error, whose inputs are not drawn)."""
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    live = _draw_errors_first(plan, generator)
+    fired_x = torch.zeros(n_r * n_c * batch * n_slots, dtype=torch.int64, device=live.groups.device)
+    fired_d = fired_x.clone().index_copy_(0, live.groups, live.d_bits.sum(dim=-1).to(torch.int64))
+    fired_x.index_copy_(0, live.groups, live.x_bits.sum(dim=-1).to(torch.int64))
+    return _positions(live.groups, live.x_bits), _positions(live.groups, live.d_bits), fired_x, fired_d
+
+
+def _errors_first_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
+    """:func:`_draw_errors_first` as the dense count reads trains: per tile its slots with a fired error, in order,
+    as ``K'`` samples of one slot (``x_bits: [R, C, K', 1, cols]``, signs per slot), ``K'`` the largest number of
+    such slots of a tile; a tile with fewer is padded with silent slots."""
+    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+    tiles = n_r * n_c
+    live = _draw_errors_first(plan, generator)
+    tile_rows = _div(live.groups, n_slots)                           # t·batch + b
+    x_sign = plan.x_per_tile(plan.x_sign)
+    x_rows = tile_rows if x_sign.shape[0] == n_r > 1 else _mod(tile_rows, n_c * batch)
+    d_rows = _div(tile_rows, n_c * batch) * batch + _mod(tile_rows, batch)              # r·batch + b
+    sign_dtype = torch.int8 if _INT8_MM else plan.x_abs.dtype
+    parts = [live.x_bits, live.d_bits, x_sign.reshape(-1, cols).index_select(0, x_rows).to(sign_dtype),
+             plan.d_sign.reshape(-1, rows).index_select(0, d_rows).to(sign_dtype)]
+    per_tile = np.bincount(_div(tile_rows, batch).numpy(), minlength=tiles)
+    k = int(per_tile.max()) if tiles else 0
+    if tiles > 1 and int(per_tile.min()) < k:                        # pad the shorter tiles with silent slots
+        start = np.cumsum(per_tile) - per_tile
+        tile = np.repeat(np.arange(tiles), per_tile)
+        dest = torch.from_numpy(tile * k + np.arange(len(tile)) - start[tile])
+        parts = [p.new_zeros((tiles * k, p.shape[-1])).index_copy_(0, dest, p) for p in parts]
+    x_bits, d_bits, xs, ds = parts
+    return _Trains(x_bits.view(n_r, n_c, k, 1, cols), d_bits.view(n_r, n_c, k, 1, rows),
+                   xs.view(n_r, n_c, k, cols), ds.view(n_r, n_c, k, rows))
 
 
 def _packed_counts(trains: _Trains) -> tuple[Tensor, Tensor]:

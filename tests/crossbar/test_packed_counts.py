@@ -202,7 +202,8 @@ def _reference_counts(trains) -> tuple[np.ndarray, np.ndarray]:
 def test_counts_over_many_slots_in_the_swapped_orientation(rows, cols, x_signs, dtype) -> None:
     """Over >= 1,024 slots with few input lines (a CNN's first layer) the counts multiply ``xᵀ d`` (faster on the
     CPU); both counts must still give the numbers of the definition (an independent numpy count), laid out
-    ``[R, C, rows, cols]`` and contiguous. (float32 mixed: the two-matmul count; one-sided inputs or float64: packed.)"""
+    ``[R, C, rows, cols]`` and contiguous. (float32 mixed: the two-matmul count; one-sided inputs or float64:
+    packed.)"""
     from crossbar.update import _swap_count_operands
     trains = _trains(1100, 1, 2, rows, cols, x_signs, "mixed", 0.05, 1, dtype, seed=rows + cols)
     assert _swap_count_operands(trains.x_bits.device, 1100, rows, cols)

@@ -332,3 +332,76 @@ def test_pair_layout_packs_each_samples_live_slots_in_turn(n_r: int, n_c: int, b
     for name, values in want.items():
         got = np.repeat(getattr(tables, name), runs)
         assert got.dtype == (np.bool_ if name == "live" else np.int64) and got.tolist() == values, name
+
+
+def _counts_per_replica(counts, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ``(n_up, n_down)`` of a :class:`CpuCounts` of the given ``[R, C, rows, cols]`` shape (float64)."""
+    if counts.touched is None:
+        return counts.n_up.double().view(shape), counts.n_down.double().view(shape)
+    n = math.prod(shape)
+    return (torch.zeros(n, dtype=torch.float64).index_put_((counts.touched,), counts.n_up.double()).view(shape),
+            torch.zeros(n, dtype=torch.float64).index_put_((counts.touched,), counts.n_down.double()).view(shape))
+
+
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_errors_first_trains_give_each_device_its_expected_pulses(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors first (the inputs drawn only in the slots where an error line fired), followed by either count, on
+    a 2 x 2 grid with sparse errors and trains of up to 5 slots: over 1,500 independent replicated tiles every
+    device's mean ``n_up`` and ``n_down`` equal ``Σ_b BL_b · p_x · q_d`` over the pairs of opposite / equal signs
+    (4 standard errors; exactly 0 where an error is 0), the probabilities and lengths taken from the plan."""
+    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: path == "sparse")
+    monkeypatch.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: False)
+    calls = []
+    monkeypatch.setattr(su, "_errors_first_pays", lambda plan, dense_count: calls.append(plan) or True)
+    rng = np.random.default_rng(11)
+    batch, n_r, n_c, rows, cols, reps, lr = 5, 2, 2, 4, 3, 1500, 0.1
+    x_np = rng.uniform(-1, 1, (batch, n_c, cols))
+    d_np = rng.uniform(-0.05, 0.05, (batch, n_r, rows)) * (rng.random((batch, n_r, rows)) < 0.35)
+    cfg = UpdateParameters(desired_bl=5)
+    x = torch.tensor(x_np, dtype=torch.float32)
+    d = torch.tensor(d_np, dtype=torch.float32)
+    counts = su.cpu_pulse_counts(x.repeat(1, reps, 1), d, lr, DW, cfg, _gen(3))
+    assert calls and (counts.touched is not None) == (path == "sparse")
+    shape = (n_r, n_c * reps, rows, cols)
+    n_up, n_down = _counts_per_replica(counts, shape)
+    assert int(counts.total) == int((n_up + n_down).sum())
+    plan = _plan_trains(x, d, lr, DW, cfg, _gen(0), trim_slots=True)     # one replica's probabilities and lengths
+    bl = plan.bl.double().numpy()                                         # [R, C, batch]
+    assert bl.max() > 1 and (bl == 0).any()                               # several slots, and empty samples
+    p_x = (plan.b[..., None] * plan.x_abs[None]).clamp(0, 1).double().numpy()       # [R, C, batch, cols]
+    q_d = (plan.a[..., None] * plan.d_abs[:, None]).clamp(0, 1).double().numpy()    # [R, C, batch, rows]
+    d_sign = np.sign(d_np).transpose(1, 0, 2)[:, None, :, :, None]                     # [R, 1, batch, rows, 1]
+    equal = d_sign == np.sign(x_np).transpose(1, 0, 2)[None, :, :, None, :]            # [R, C, batch, rows, cols]
+    pairs = bl[..., None, None] * q_d[..., :, None] * p_x[..., None, :]               # [R, C, batch, rows, cols]
+    want_up = (pairs * ~equal).sum(axis=2)
+    want_down = (pairs * equal).sum(axis=2)
+    for got, want in ((n_up, want_up), (n_down, want_down)):
+        per = got.view(n_r, reps, n_c, rows, cols).transpose(0, 1)
+        mean, se = per.mean(0).numpy(), per.std(0).numpy() / math.sqrt(reps)
+        assert np.all(np.abs(mean - want) <= 4 * se + 1e-12)
+        assert np.all(mean[want == 0] == 0)
+    assert (want_up > 0.05).any() and (want_down > 0.05).any()
+
+
+def test_errors_first_is_taken_for_sparse_errors_over_many_slots() -> None:
+    """The choice, from the plan alone: a CNN's first layer (9 inputs, 16 mostly-zero errors, 50k one-slot
+    samples) draws its errors first; the same samples with dense errors, or sparse errors over few samples, keep
+    the usual order. With trains of several slots (a larger lr, most samples using one) the dense count's compact
+    draw, which leaves out the slots beyond each sample's BL, keeps the usual order, while the sparse count (whose
+    draw has every slot anyway) draws errors first."""
+    g = _gen(5)
+    n, rows, cols = 50_000, 16, 9
+    x = torch.rand(n, 1, cols, generator=g)
+    d = torch.randn(n, 1, rows, generator=g) * 0.01
+    sparse = d * (torch.rand(n, 1, rows, generator=g) < 0.1)
+
+    def plan(dd: torch.Tensor, lr: float = 0.02):
+        return _plan_trains(x[: dd.shape[0]], dd, lr, DW, UpdateParameters(), g, trim_slots=True)
+    assert plan(sparse).n_slots == 1
+    assert su._errors_first_pays(plan(sparse), dense_count=True)
+    assert not su._errors_first_pays(plan(d), dense_count=True)
+    assert not su._errors_first_pays(plan(sparse[:500]), dense_count=True)
+    longer = plan(sparse, lr=0.05)
+    assert longer.n_slots > 1 and (longer.bl == 1).float().mean() > 0.5
+    assert not su._errors_first_pays(longer, dense_count=True)
+    assert su._errors_first_pays(longer, dense_count=False)

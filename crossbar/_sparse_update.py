@@ -389,6 +389,7 @@ class _LiveGroups(NamedTuple):
     groups: Tensor      # [n] int64 increasing flat indices into [R, C, batch, slot]
     x_bits: Tensor      # [n, cols] 0/1 (compute dtype): the input lines that fire in the group's slot
     d_bits: Tensor      # [n, rows] likewise the error lines (at least one per group)
+    d_pos: Tensor       # the fired error lines as increasing flat positions in [R, C, batch, slot, rows]
 
 
 def _draw_errors_first(plan: _TrainPlan, generator: torch.Generator | None) -> _LiveGroups:
@@ -397,16 +398,22 @@ def _draw_errors_first(plan: _TrainPlan, generator: torch.Generator | None) -> _
 
     A slot without a fired error line carries no coincidence whatever its inputs do, so leaving its inputs out
     keeps the distribution of the counts: each line still fires independently, with its probability, in every slot
-    that can count (a different random stream)."""
+    that can count (a different random stream). Only the error lines that can fire (``q > 0``: most errors of a
+    convolution are 0) draw a uniform."""
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     device, dtype = plan.x_abs.device, plan.x_abs.dtype
     p_d = plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d      # [R, C, batch, rows]
-    d_bits = rng.rand((n_r, n_c, batch, n_slots, rows), generator, device=device, dtype=dtype)
-    d_bits = d_bits.lt_(p_d[:, :, :, None, :]).view(-1, rows)
     if n_slots > 1:                                                  # slots beyond a sample's BL stay silent
         slot = torch.arange(n_slots, device=device)
-        d_bits.mul_((slot < plan.bl[..., None]).to(dtype).view(-1, 1))
-    groups = flat_nonzero(d_bits.sum(dim=-1), positive=True)        # the slots with a fired error, increasing
+        p_d = p_d[:, :, :, None, :] * (slot < plan.bl[..., None]).to(dtype)[..., None]
+    p_d = p_d.reshape(-1)                                            # [R, C, batch, slot, rows] flat
+    maybe = flat_nonzero(p_d, positive=True)
+    u = rng.rand(maybe.shape, generator, device=device, dtype=dtype)
+    d_pos = maybe.index_select(0, flat_nonzero(u.lt_(p_d.index_select(0, maybe))))
+    d_group = _div(d_pos, rows)
+    groups, inverse = torch.unique_consecutive(d_group, return_inverse=True)   # slots with a fired error
+    d_bits = torch.zeros(groups.numel() * rows, dtype=dtype, device=device)
+    d_bits = d_bits.index_fill_(0, inverse.mul_(rows).add_(d_pos - d_group * rows), 1.0).view(-1, rows)
     tile_rows = _div(groups, n_slots)                                # t·batch + b
     if plan.p_x is not None:
         p_x = plan.p_x.reshape(-1, cols).index_select(0, tile_rows)
@@ -416,7 +423,7 @@ def _draw_errors_first(plan: _TrainPlan, generator: torch.Generator | None) -> _
         p_x = x_abs.reshape(-1, cols).index_select(0, x_rows).mul_(
             plan.b.reshape(-1).index_select(0, tile_rows)[:, None])
     x_bits = rng.rand((groups.numel(), cols), generator, device=device, dtype=dtype).lt_(p_x)
-    return _LiveGroups(groups, x_bits, d_bits.index_select(0, groups))
+    return _LiveGroups(groups, x_bits, d_bits, d_pos)
 
 
 def _positions(groups: Tensor, bits: Tensor) -> Tensor:
@@ -438,7 +445,7 @@ def _errors_first_positions(plan: _TrainPlan, generator: torch.Generator | None
     fired_x = torch.zeros(n_r * n_c * batch * n_slots, dtype=torch.int64, device=live.groups.device)
     fired_d = fired_x.clone().index_copy_(0, live.groups, live.d_bits.sum(dim=-1).to(torch.int64))
     fired_x.index_copy_(0, live.groups, live.x_bits.sum(dim=-1).to(torch.int64))
-    return _positions(live.groups, live.x_bits), _positions(live.groups, live.d_bits), fired_x, fired_d
+    return _positions(live.groups, live.x_bits), live.d_pos, fired_x, fired_d
 
 
 def _errors_first_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:

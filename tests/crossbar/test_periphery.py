@@ -547,3 +547,30 @@ def test_rounds_on_demand_run_later_rounds_only_for_the_samples_that_need_them(m
     torch.testing.assert_close(res.out[0, 0, 1], torch.full((4,), 4 * adc, dtype=torch.float64), rtol=1e-12, atol=0)
     torch.testing.assert_close(res.out[0, 0, ::2], torch.full((2, 4), small, dtype=torch.float64), rtol=1e-12, atol=0)
     assert bound_management_rounds(p) > 3 and calls == [3, 1, 1]      # round 0 for all, rounds 1, 2 for sample 1
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("share, computed_apart", [(0.5, True), (0.05, False)])
+def test_all_zero_inputs_are_left_out_of_the_mvm(transposed: bool, share: float, computed_apart: bool) -> None:
+    """On the CPU, when at least an eighth of the input vectors are all zero (a CNN's errors after max pooling),
+    the MVM computes only the others: their outputs are exactly those of an MVM of the others alone (same
+    generator state: the same numbers), the all-zero ones give exact zeros and one pass each, as computed in full.
+    With few zero vectors everything is computed (zeros and passes the same)."""
+    g = torch.Generator().manual_seed(4)
+    n_r, n_c, rows, cols, batch = 2, 3, 5, 7, 40
+    w = 0.5 + 0.05 * torch.randn(n_r, n_c, rows, cols, generator=g)     # positive: some outputs saturate
+    x = torch.randn(batch, n_r if transposed else n_c, rows if transposed else cols, generator=g).abs() * 4.0
+    zero = torch.rand(batch, generator=g) < share
+    zero[:2] = True
+    x[zero] = 0.0
+    x[~zero, 0] = 0.0                   # a vector that is zero in one tile block only stays computed
+    p = IOParameters(out_noise=0.1, out_bound=0.8)      # noise, and bound management with several rounds
+    res = analog_mvm(w, x, p, gen(9), transposed=transposed)
+    kept = (~zero).nonzero().squeeze(1)
+    alone = analog_mvm(w, x[kept], p, gen(9), transposed=transposed)
+    if computed_apart:
+        assert torch.equal(res.out[:, :, kept], alone.out) and torch.equal(res.passes[:, :, kept], alone.passes)
+    assert torch.equal(res.out[:, :, zero], torch.zeros_like(res.out[:, :, zero]))
+    assert torch.equal(res.passes[:, :, zero], torch.ones_like(res.passes[:, :, zero]))
+    assert int(res.total_passes()) == int(res.passes.sum())
+    assert int(res.passes.max()) > 1 or transposed             # (bound management works in the forward direction)

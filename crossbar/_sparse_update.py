@@ -154,6 +154,14 @@ def _mod(n: Tensor, m: int) -> Tensor:
     return n - _div(n, m) * m
 
 
+def _input_rows(plan: _TrainPlan, tile_rows: Tensor) -> Tensor:
+    """The rows of :meth:`_TrainPlan.x_per_tile` ``(x_abs or x_sign)`` flattened to ``[rows, cols]`` that feed the
+    (tile, sample) rows ``tile_rows = (r·C + c)·batch + b``: ``c·batch + b`` for inputs per column block, the row
+    itself for inputs per row block too (``[R, C, batch, cols]``)."""
+    n_r, n_c, batch = plan.bl.shape
+    return tile_rows if plan.x_per_tile(plan.x_abs).shape[0] == n_r > 1 else _mod(tile_rows, n_c * batch)
+
+
 def _sort(keys: Tensor) -> Tensor:
     """``keys`` (1-D int64 on the CPU) sorted: numpy's vectorized sort, several times faster than torch's
     CPU sort (which also builds the unused permutation, and is slowest for 5k-30k elements)."""
@@ -418,9 +426,7 @@ def _draw_errors_first(plan: _TrainPlan, generator: torch.Generator | None) -> _
     if plan.p_x is not None:
         p_x = plan.p_x.reshape(-1, cols).index_select(0, tile_rows)
     else:                                                            # inputs per column block, or per tile
-        x_abs = plan.x_per_tile(plan.x_abs)
-        x_rows = tile_rows if x_abs.shape[0] == n_r > 1 else _mod(tile_rows, n_c * batch)
-        p_x = x_abs.reshape(-1, cols).index_select(0, x_rows).mul_(
+        p_x = plan.x_per_tile(plan.x_abs).reshape(-1, cols).index_select(0, _input_rows(plan, tile_rows)).mul_(
             plan.b.reshape(-1).index_select(0, tile_rows)[:, None])
     x_bits = rng.rand((groups.numel(), cols), generator, device=device, dtype=dtype).lt_(p_x)
     return _LiveGroups(groups, x_bits, d_bits, d_pos)
@@ -456,11 +462,11 @@ def _errors_first_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
     tiles = n_r * n_c
     live = _draw_errors_first(plan, generator)
     tile_rows = _div(live.groups, n_slots)                           # t·batch + b
-    x_sign = plan.x_per_tile(plan.x_sign)
-    x_rows = tile_rows if x_sign.shape[0] == n_r > 1 else _mod(tile_rows, n_c * batch)
+    x_rows = _input_rows(plan, tile_rows)
     d_rows = _div(tile_rows, n_c * batch) * batch + _mod(tile_rows, batch)              # r·batch + b
     sign_dtype = torch.int8 if _INT8_MM else plan.x_abs.dtype
-    parts = [live.x_bits, live.d_bits, x_sign.reshape(-1, cols).index_select(0, x_rows).to(sign_dtype),
+    x_sign = plan.x_per_tile(plan.x_sign).reshape(-1, cols).index_select(0, x_rows)
+    parts = [live.x_bits, live.d_bits, x_sign.to(sign_dtype),
              plan.d_sign.reshape(-1, rows).index_select(0, d_rows).to(sign_dtype)]
     per_tile = np.bincount(_div(tile_rows, batch).numpy(), minlength=tiles)
     k = int(per_tile.max()) if tiles else 0
@@ -625,13 +631,13 @@ def _draw_sparse_trains(plan: _TrainPlan, p_bar_x: float, p_bar_d: float, genera
     b_flat = plan.b.reshape(-1)                                  # [(r, c, b)]
     a_flat = plan.a.reshape(-1)
     bl_flat = plan.bl.reshape(-1)
-    x_abs = plan.x_abs.reshape(-1)                               # [(c, b, j)]
+    x_abs = plan.x_abs.reshape(-1)                               # [(c, b, j)] (per row block: [(r, c, b, j)])
     d_abs = plan.d_abs.reshape(-1)                               # [(r, b, i)]
 
     def p_x(pos: Tensor) -> Tensor:                              # pos = ((rcb * slots + s) * cols + j)
         g = _div(pos, cols)
         rcb = _div(g, n_slots)
-        p = b_flat.index_select(0, rcb) * x_abs.index_select(0, _mod(rcb, n_c * batch) * cols + (pos - g * cols))
+        p = b_flat.index_select(0, rcb) * x_abs.index_select(0, _input_rows(plan, rcb) * cols + (pos - g * cols))
         return p if n_slots == 1 else p.masked_fill_((g - rcb * n_slots) >= bl_flat.index_select(0, rcb), 0.0)
 
     def p_d(pos: Tensor) -> Tensor:                              # pos = ((rcb * slots + s) * rows + i)
@@ -685,7 +691,7 @@ def _sparse_counts(plan: _TrainPlan, x_pos: Tensor, d_pos: Tensor, fired_x: Tens
     rcb_d = _div(gd, n_slots)
     t_d = _div(rcb_d, batch)
     rb_d = _div(t_d, n_c) * batch + _mod(rcb_d, batch)
-    neg_x = plan.x_sign.reshape(-1).index_select(0, _mod(rcb_x, n_c * batch) * cols + jx) < 0
+    neg_x = plan.x_sign.reshape(-1).index_select(0, _input_rows(plan, rcb_x) * cols + jx) < 0
     neg_d = plan.d_sign.reshape(-1).index_select(0, rb_d * rows + i_d) < 0
     x_key = 4 * jx + neg_x
     d_key = 4 * cols * (t_d * rows + i_d) + neg_d

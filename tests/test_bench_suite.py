@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "bench_suite.py"
@@ -219,6 +220,24 @@ def test_mlp_ratio_to_aihwkit_carries_its_round_quartiles() -> None:
     assert native["x_aihwkit"] == 11.0 / 20.0                       # the value: the ratio of the two medians
     assert (native["x_aihwkit_p25"], native["x_aihwkit_p75"]) == pytest.approx((0.525, 0.575))   # rounds 0.5, 0.6
     assert "x_aihwkit" not in rows[1]
+
+
+def test_cpu_targets_compare_the_mlp_and_the_cnn_with_aihwkit() -> None:
+    """The 0.5x-aihwkit target is read for both networks of the suite, with the round quartiles' verdict: a CNN at
+    0.49 whose middle half of the rounds reaches 0.51 is borderline, an MLP at 0.8 is not met."""
+    bs = _suite_module()
+
+    def row(kind: str, x: float, p25: float, p75: float) -> dict:
+        return {"kind": kind, "impl": "native", "batch": 64, "x_aihwkit": x, "x_aihwkit_p25": p25,
+                "x_aihwkit_p75": p75}
+    results = {"sections": {"mlp": {"rows": [row("mlp", 0.8, 0.79, 0.81)]},
+                            "cnn": {"rows": [row("cnn", 0.49, 0.488, 0.51)]}}}
+    got = bs.targets(results, torch.device("cpu"), None)
+    assert got["cpu_native_over_aihwkit_cpp_mlp"] == {"value": 0.8, "target": "<= 0.5", "met": False,
+                                                     "range": [0.79, 0.81], "verdict": "NOT met"}
+    assert got["cpu_native_over_aihwkit_cpp_cnn"] == {"value": 0.49, "target": "<= 0.5", "met": True,
+                                                     "range": [0.488, 0.51], "verdict": "borderline"}
+    assert "cpu_native_over_aihwkit_cpp_cnn" not in bs.targets({"sections": {}}, torch.device("cpu"), None)
 
 
 def test_grapes_summary_splits_the_overhead_by_training_phase() -> None:

@@ -411,7 +411,7 @@ def _draw_errors_first(plan: _TrainPlan, generator: torch.Generator | None) -> _
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     device, dtype = plan.x_abs.device, plan.x_abs.dtype
     p_d = plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d      # [R, C, batch, rows]
-    if n_slots > 1:                                                  # slots beyond a sample's BL stay silent
+    if n_slots != 1:                                 # slots beyond a sample's BL stay silent (none: no slot at all)
         slot = torch.arange(n_slots, device=device)
         p_d = p_d[:, :, :, None, :] * (slot < plan.bl[..., None]).to(dtype)[..., None]
     p_d = p_d.reshape(-1)                                            # [R, C, batch, slot, rows] flat

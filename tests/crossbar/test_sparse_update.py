@@ -416,3 +416,36 @@ def test_errors_first_is_taken_for_sparse_errors_over_many_slots() -> None:
     assert longer.n_slots > 1 and (longer.bl == 1).float().mean() > 0.5
     assert not su._errors_first_pays(longer, dense_count=True)
     assert su._errors_first_pays(longer, dense_count=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 12), n_r=st.integers(1, 3), n_c=st.integers(1, 3), rows=st.integers(1, 12),
+       cols=st.integers(1, 12), per_row_block=st.booleans(), x_density=st.sampled_from([0.0, 0.3, 1.0]),
+       d_density=st.sampled_from([0.0, 0.2, 1.0]), lr=st.sampled_from([0.05, -0.3, 1.0, 40.0]),
+       desired_bl=st.sampled_from([1, 5, 31]), res=st.sampled_from([0.0, 0.05]), sparse=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 2**31 - 1))
+def test_errors_first_counts_are_consistent_for_any_plan(batch, n_r, n_c, rows, cols, per_row_block, x_density,
+                                                        d_density, lr, desired_bl, res, sparse, dtype, seed) -> None:
+    """Errors first forced on any plan — empty inputs or errors (no slot at all), discretized probabilities, inputs
+    per row block, both counts: non-negative integer counts whose sum is ``total``, increasing device indices, and
+    no pulse without both an input and an error."""
+    g = _gen(seed)
+    x = torch.randn((batch, n_r, n_c, cols) if per_row_block else (batch, n_c, cols), generator=g, dtype=dtype)
+    x = x * (torch.rand(x.shape, generator=g, dtype=dtype) < x_density)
+    d = 0.05 * torch.randn(batch, n_r, rows, generator=g, dtype=dtype)
+    d = d * (torch.rand(d.shape, generator=g, dtype=dtype) < d_density)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: sparse)
+        mp.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: False)
+        mp.setattr(su, "_errors_first_pays", lambda plan, dense_count: True)
+        counts = su.cpu_pulse_counts(x, d, lr, 0.01, UpdateParameters(desired_bl=desired_bl, res=res), g)
+    up, down = counts.n_up.double(), counts.n_down.double()
+    assert bool((up >= 0).all()) and bool((down >= 0).all())
+    assert torch.equal(up, up.round()) and torch.equal(down, down.round())
+    assert int(counts.total) == int((up + down).sum())
+    if counts.touched is None:
+        assert up.shape == (n_r, n_c, rows, cols)
+    else:
+        assert counts.touched.numel() == up.numel() and bool((counts.touched[1:] > counts.touched[:-1]).all())
+    if x_density == 0.0 or d_density == 0.0:
+        assert int(counts.total) == 0

@@ -5,8 +5,10 @@ rate far above ``dw_min``, every pulse probability saturates at 1, so one ``tile
 device exactly ``n`` coincidences (``d = −1``: up pulses). This is checked directly on a noise-free
 ConstantStep tile. The tile's own sampled hidden parameters (``dwmin_up``, ``max_bound``, ``slope_up``, …) are
 read back into a :class:`DeviceParams`, so our closed forms and aihwkit's per-pulse C++ update see the same
-devices: per-device residuals ``w_aihwkit − mean_ours`` must have mean 0 (4 SE) and mean square equal to our
-predicted variance (tolerance stated per model).
+devices: per-device residuals ``w_aihwkit − mean_ours`` must have mean 0 (5 SE) and mean square equal to our
+predicted variance (tolerance stated per model). aihwkit seeds its C++ generator from the clock, so every run draws
+anew: 5 SE keeps the chance that one of the 24 cases fails by chance below ~1e-5 per run (4 SE failed once, at
+4.2, in a CI run; 40 repeated draws of each case gave residual means with a spread of 0.7–1.1 SE).
 
 aihwkit's CPU RNG draws its Gaussians from a fixed list of 32,768 numbers (``src/rpucuda/rng.h``,
 ``FIXED_LIST_SIZE``), whose sample mean ``ε`` (std ``1/√32768``) is shared by every pulse of the tile: the
@@ -94,7 +96,7 @@ def test_pulse_response_matches_aihwkit(name, n, up):
     se = r.std().item() / math.sqrt(r.numel())
     change = (mean - w0).abs().mean().item()
     list_bias = dev.dw_min_std * change / math.sqrt(32768)
-    tol = 4 * math.hypot(se, list_bias) + (0.0 if var_tol < 0.1 else 0.05 * change)
+    tol = 5 * math.hypot(se, list_bias) + (0.0 if var_tol < 0.1 else 0.05 * change)
     assert abs(r.mean().item()) <= tol, (r.mean().item(), tol)
     ratio = r.square().mean().item() / var.mean().item()
     assert abs(ratio - 1) <= var_tol, ratio

@@ -162,6 +162,13 @@ def _input_rows(plan: _TrainPlan, tile_rows: Tensor) -> Tensor:
     return tile_rows if plan.x_per_tile(plan.x_abs).shape[0] == n_r > 1 else _mod(tile_rows, n_c * batch)
 
 
+def _error_rows(plan: _TrainPlan, tile_rows: Tensor) -> Tensor:
+    """The rows ``r·batch + b`` of the per-row-block errors (``d_abs``, ``d_sign`` flattened to ``[rows, line]``) that
+    feed the (tile, sample) rows ``tile_rows = (r·C + c)·batch + b``."""
+    n_r, n_c, batch = plan.bl.shape
+    return _div(tile_rows, n_c * batch) * batch + _mod(tile_rows, batch)
+
+
 def _sort(keys: Tensor) -> Tensor:
     """``keys`` (1-D int64 on the CPU) sorted: numpy's vectorized sort, several times faster than torch's
     CPU sort (which also builds the unused permutation, and is slowest for 5k-30k elements)."""
@@ -208,13 +215,14 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     if _sparse_is_cheaper(plan, 0.0, subset_pulses) \
             and _sparse_is_cheaper(plan, _expected_pairs(plan), subset_pulses):
         p_bars = _max_probabilities(plan)
+        positions: tuple[Tensor, Tensor] | None = None
         if p_bars is not None and _geometric_is_cheaper(plan, *p_bars):
             positions = _draw_sparse_trains(plan, *p_bars, generator)
+        elif _errors_first_pays(plan, dense_count=False):
+            positions = _errors_first_positions(plan, generator)
+        if positions is not None:           # the fired lines' positions: their numbers per (tile, sample, slot)
             fired_x = torch.bincount(_div(positions[0], cols), minlength=groups)
             fired_d = torch.bincount(_div(positions[1], rows), minlength=groups)
-        elif _errors_first_pays(plan, dense_count=False):
-            x_pos, d_pos, fired_x, fired_d = _errors_first_positions(plan, generator)
-            positions = (x_pos, d_pos)
         else:
             trains = _draw_dense_trains(plan, generator)
             fired_x, fired_d = (f.to(torch.int64) for f in trains.fired())
@@ -379,14 +387,11 @@ def _errors_first_pays(plan: _TrainPlan, dense_count: bool) -> bool:
     slots = float(bl.sum())
     extra = 0.0                       # error lines drawn beyond those of the usual trains
     if dense_count and n_slots > 1:   # (the compact draw, K slots per tile; with one slot it draws every sample)
-        k = int(bl.reshape(n_r * n_c, batch).sum(axis=1).max())
-        extra = float(max(batch * n_slots - k, 0) * n_r * n_c * rows)
+        extra = float(max(batch * n_slots - _longest_tile_slots(plan), 0) * n_r * n_c * rows)
     if (slots * cols - extra) * _NS_PER_LINE < _NS_ERRORS_FIRST_FIXED:      # too few input draws to save
         return False
-    fire_d = (plan.a * plan.d_abs.sum(dim=-1)[:, None] if plan.p_d is None
-              else plan.p_d.clamp(0.0, 1.0).sum(dim=-1))            # [R, C, batch] expected fired error lines
     live = bl > 0                                                   # (a sample with BL = 0 may have A = inf)
-    silent = float((np.exp(-fire_d.numpy()[live].astype(np.float64)) * bl[live]).sum())
+    silent = float((np.exp(-_error_fires(plan).numpy()[live].astype(np.float64)) * bl[live]).sum())
     return (silent >= _ERRORS_FIRST_SHARE * slots
             and (silent * cols - extra) * _NS_PER_LINE >= _NS_ERRORS_FIRST_FIXED)
 
@@ -441,17 +446,12 @@ def _positions(groups: Tensor, bits: Tensor) -> Tensor:
     return groups.index_select(0, row).mul_(line).add_(at - row * line)
 
 
-def _errors_first_positions(plan: _TrainPlan, generator: torch.Generator | None
-                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`_draw_errors_first` as the sparse count reads trains: ``x_pos``, ``d_pos`` (increasing flat positions
-    of the fired lines, as :func:`_draw_sparse_trains`) and ``fired_x``, ``fired_d`` (``[R*C*batch*slot]`` int64;
-    both 0 in the slots without a fired error, whose inputs are not drawn)."""
-    n_r, n_c, batch, n_slots, cols, rows = plan.shape
+def _errors_first_positions(plan: _TrainPlan, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """:func:`_draw_errors_first` as the sparse count reads trains: ``x_pos``, ``d_pos``, the increasing flat positions
+    of the fired lines (as :func:`_draw_sparse_trains`; no input line fires in a slot without a fired error, where
+    the inputs are not drawn)."""
     live = _draw_errors_first(plan, generator)
-    fired_x = torch.zeros(n_r * n_c * batch * n_slots, dtype=torch.int64, device=live.groups.device)
-    fired_d = fired_x.clone().index_copy_(0, live.groups, live.d_bits.sum(dim=-1).to(torch.int64))
-    fired_x.index_copy_(0, live.groups, live.x_bits.sum(dim=-1).to(torch.int64))
-    return _positions(live.groups, live.x_bits), live.d_pos, fired_x, fired_d
+    return _positions(live.groups, live.x_bits), live.d_pos
 
 
 def _errors_first_trains(plan: _TrainPlan, generator: torch.Generator | None) -> _Trains:
@@ -463,7 +463,7 @@ def _errors_first_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
     live = _draw_errors_first(plan, generator)
     tile_rows = _div(live.groups, n_slots)                           # t·batch + b
     x_rows = _input_rows(plan, tile_rows)
-    d_rows = _div(tile_rows, n_c * batch) * batch + _mod(tile_rows, batch)              # r·batch + b
+    d_rows = _error_rows(plan, tile_rows)
     sign_dtype = torch.int8 if _INT8_MM else plan.x_abs.dtype
     x_sign = plan.x_per_tile(plan.x_sign).reshape(-1, cols).index_select(0, x_rows)
     parts = [live.x_bits, live.d_bits, x_sign.to(sign_dtype),
@@ -537,19 +537,27 @@ def _floor_div(s: Tensor, m: float) -> tuple[Tensor, Tensor]:
     return q, s.add_(q, alpha=-m)
 
 
+def _longest_tile_slots(plan: _TrainPlan) -> int:
+    """The largest number of live slots of a tile, ``max_t Σ_b BL[t, b]`` (numpy: a cheaper host read here)."""
+    n_r, n_c, batch = plan.bl.shape
+    return int(plan.bl.numpy().reshape(n_r * n_c, batch).sum(axis=1).max())
+
+
+def _error_fires(plan: _TrainPlan) -> Tensor:
+    """``[R, C, batch]``: the expected number of error lines that fire in a live slot of each (tile, sample),
+    ``Σ_i q_i``."""
+    if plan.p_d is None:
+        return plan.a * plan.d_abs.sum(dim=-1)[:, None]
+    return plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
+
+
 def _expected_pairs(plan: _TrainPlan) -> float:
     """Expected number of coincidences: the sum over (tile, sample) of active slots x E[fired inputs per slot]
     x E[fired errors per slot]."""
     if plan.bl.numel() == 0:
         return 0.0
-    if plan.p_x is None:
-        fire_x = plan.b * plan.x_abs.sum(dim=-1)[None]
-        fire_d = plan.a * plan.d_abs.sum(dim=-1)[:, None]
-    else:
-        assert plan.p_d is not None
-        fire_x = plan.p_x.clamp(0.0, 1.0).sum(dim=-1)
-        fire_d = plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
-    return float((fire_x * fire_d * plan.bl).sum())
+    fire_x = plan.b * plan.x_abs.sum(dim=-1)[None] if plan.p_x is None else plan.p_x.clamp(0.0, 1.0).sum(dim=-1)
+    return float((fire_x * _error_fires(plan) * plan.bl).sum())
 
 
 def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float, subset_pulses: float | None = None) -> bool:
@@ -560,7 +568,7 @@ def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float, subset_pulses: float | 
     devices = n_r * n_c * rows * cols
     slots = batch * n_slots
     if n_slots > 1 and plan.bl.numel() > 0:
-        slots = min(slots, int(plan.bl.numpy().reshape(n_r * n_c, batch).sum(axis=1).max()))   # numpy: cheaper here
+        slots = min(slots, _longest_tile_slots(plan))
     per_device = _NS_PER_MAC * slots + _NS_PER_DEVICE
     if subset_pulses is not None and n_pairs <= subset_pulses * devices:
         per_device += _NS_PER_SUBSET_DEVICE
@@ -643,8 +651,7 @@ def _draw_sparse_trains(plan: _TrainPlan, p_bar_x: float, p_bar_d: float, genera
     def p_d(pos: Tensor) -> Tensor:                              # pos = ((rcb * slots + s) * rows + i)
         g = _div(pos, rows)
         rcb = _div(g, n_slots)
-        rb = _div(rcb, n_c * batch) * batch + _mod(rcb, batch)
-        p = a_flat.index_select(0, rcb) * d_abs.index_select(0, rb * rows + (pos - g * rows))
+        p = a_flat.index_select(0, rcb) * d_abs.index_select(0, _error_rows(plan, rcb) * rows + (pos - g * rows))
         return p if n_slots == 1 else p.masked_fill_((g - rcb * n_slots) >= bl_flat.index_select(0, rcb), 0.0)
 
     n_groups = n_r * n_c * batch * n_slots
@@ -690,7 +697,7 @@ def _sparse_counts(plan: _TrainPlan, x_pos: Tensor, d_pos: Tensor, fired_x: Tens
     rcb_x = _div(gx, n_slots)
     rcb_d = _div(gd, n_slots)
     t_d = _div(rcb_d, batch)
-    rb_d = _div(t_d, n_c) * batch + _mod(rcb_d, batch)
+    rb_d = _error_rows(plan, rcb_d)
     neg_x = plan.x_sign.reshape(-1).index_select(0, _input_rows(plan, rcb_x) * cols + jx) < 0
     neg_d = plan.d_sign.reshape(-1).index_select(0, rb_d * rows + i_d) < 0
     x_key = 4 * jx + neg_x

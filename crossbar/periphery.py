@@ -43,6 +43,8 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 
+from crossbar._reduce import nonneg_amax
+
 __all__ = [
     "IOParameters",
     "MVMResult",
@@ -296,7 +298,7 @@ def _scale_with_positivity(x: Tensor, p: IOParameters) -> tuple[Tensor, bool | N
     """:func:`noise_management_scale` and, on the CPU (host reads are free) with noise management on, whether
     every ``alpha`` is > 0 (the common case, where the subnormal masking is skipped); ``None`` elsewhere."""
     if p.noise_management == "abs_max":
-        alpha = x.abs().amax(dim=-1, keepdim=True)
+        alpha = nonneg_amax(x.abs(), keepdim=True)
         if p.nm_thres > 0:
             alpha = alpha.clamp(max=p.nm_thres)
         tiny = torch.finfo(alpha.dtype).tiny
@@ -622,7 +624,7 @@ def _passed(q: Tensor, p: IOParameters) -> Tensor:
     range (``|q| <= out_bound``; only the upper bound unless ``bm_test_negative_bound``), ``[...]``. (Both bounds
     as ``max |q|``: the same test as amax and amin, in fewer operations; torch's CPU aminmax along a dim is ~18x
     slower.)"""
-    return (q.abs() if p.bm_test_negative_bound else q).amax(dim=-1) <= p.out_bound
+    return (nonneg_amax(q.abs()) if p.bm_test_negative_bound else q.amax(dim=-1)) <= p.out_bound
 
 
 def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,

@@ -54,6 +54,8 @@ from torch import Tensor
 from devices import rng
 from devices.host import host_reads_free, host_scalar_math
 
+from crossbar._reduce import nonneg_amax
+
 __all__ = [
     "PULSE_TYPES",
     "UpdateParameters",
@@ -515,7 +517,7 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     # written contiguously in that order (flattening them later, as the sparse CPU path does, is then free)
     x_abs, x_sign = _abs_and_sign(x.permute(*((1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3))))
     d_abs, d_sign = _abs_and_sign(d.permute(1, 0, 2))
-    bl, a, b = _scales(x_abs.amax(dim=-1).movedim(-1, 0), d_abs.amax(dim=-1).movedim(-1, 0), lr, dw_min,
+    bl, a, b = _scales(nonneg_amax(x_abs).movedim(-1, 0), nonneg_amax(d_abs).movedim(-1, 0), lr, dw_min,
                        cfg)                                   # [batch, R, C]
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
         n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())

@@ -20,10 +20,10 @@ import weakref
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
 from crossbar.tiles import TileArray
 
@@ -212,8 +212,9 @@ class AnalogConv2d(AnalogModuleBase):
     """``nn.Conv2d`` on crossbar tiles via im2col: the kernel is the matrix ``[out, C_in*kh*kw]``.
 
     Args: as ``nn.Conv2d`` (``groups=1``, zero padding only) plus ``rpu_config``, ``seed``.
-    Each output position is one MVM (``x`` unfolded with ``F.unfold``), so one batch of ``B`` images with
-    ``L`` output positions is ``B*L`` vectors for forward, backward and the update (as aihwkit).
+    Each output position is one MVM (``x`` unfolded as ``F.unfold`` does: :func:`crossbar._im2col.im2col`), so
+    one batch of ``B`` images with ``L`` output positions is ``B*L`` vectors for forward, backward and the update
+    (as aihwkit).
     Shapes: ``x: [B, C_in, H, W]`` (or ``[C_in, H, W]``) ``-> [B, C_out, H_out, W_out]``.
     """
 
@@ -253,11 +254,7 @@ class AnalogConv2d(AnalogModuleBase):
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Spatial output size for an input of ``height x width``."""
-        out = []
-        for size, k, s, p, dil in zip((height, width), self.kernel_size, self.stride, self.padding,
-                                      self.dilation):
-            out.append((size + 2 * p - dil * (k - 1) - 1) // s + 1)
-        return out[0], out[1]
+        return output_size((height, width), self.kernel_size, self.dilation, self.padding, self.stride)
 
     def forward(self, x: Tensor) -> Tensor:
         unbatched = x.dim() == 3
@@ -267,9 +264,8 @@ class AnalogConv2d(AnalogModuleBase):
             raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
         batch = x.shape[0]
         h_out, w_out = self.output_size(x.shape[2], x.shape[3])
-        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
-        n_pos = cols.shape[-1]
-        x2 = cols.transpose(1, 2).reshape(batch * n_pos, cols.shape[1])
+        n_pos = h_out * w_out
+        x2 = im2col(x, self.kernel_size, self.dilation, self.padding, self.stride)   # [B*L, C_in*kh*kw]
         y = self._analog_mvm(x2)                                        # [B*L, out]
         y = y.reshape(batch, n_pos, self.out_channels).transpose(1, 2)
         y = y.reshape(batch, self.out_channels, h_out, w_out)

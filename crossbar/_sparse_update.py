@@ -213,13 +213,14 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     groups = n_r * n_c * batch * n_slots
     # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the
     # expectation is not needed when the dense count is cheaper than the sparse one's fixed overhead alone.
+    fires = functools.cache(functools.partial(_error_fires, plan))   # a sum over the error lines: at most once
     if _sparse_is_cheaper(plan, 0.0, subset_pulses) \
-            and _sparse_is_cheaper(plan, _expected_pairs(plan), subset_pulses):
+            and _sparse_is_cheaper(plan, _expected_pairs(plan, fires), subset_pulses):
         p_bars = _max_probabilities(plan)
         positions: tuple[Tensor, Tensor] | None = None
         if p_bars is not None and _geometric_is_cheaper(plan, *p_bars):
             positions = _draw_sparse_trains(plan, *p_bars, generator)
-        elif _errors_first_pays(plan, dense_count=False):
+        elif _errors_first_pays(plan, dense_count=False, fires=fires):
             positions = _errors_first_positions(plan, generator)
         if positions is not None:           # the fired lines' positions: their numbers per (tile, sample, slot)
             fired_x = torch.bincount(_div(positions[0], cols), minlength=groups)
@@ -231,7 +232,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         total = (fired_x * fired_d).sum()
         index, n_up, n_down = _sparse_counts(plan, positions[0], positions[1], fired_x, fired_d, int(total))
         return CpuCounts(index, n_up, n_down, total)
-    trains = (_errors_first_trains(plan, generator) if _errors_first_pays(plan, dense_count=True)
+    trains = (_errors_first_trains(plan, generator) if _errors_first_pays(plan, dense_count=True, fires=fires)
               else _draw_compact_trains(plan, generator))
     fired_x, fired_d = trains.fired()
     total = (fired_x * fired_d).to(torch.int64).sum()
@@ -371,7 +372,7 @@ def _draw_compact_trains(plan: _TrainPlan, generator: torch.Generator | None) ->
                    x_sign.view(n_r, n_c, k, cols), d_sign.view(n_r, n_c, k, rows))
 
 
-def _errors_first_pays(plan: _TrainPlan, dense_count: bool) -> bool:
+def _errors_first_pays(plan: _TrainPlan, dense_count: bool, fires: Callable[[], Tensor] | None = None) -> bool:
     """Whether to draw the error trains first and the input trains only in the slots where an error line fired
     (:func:`_draw_errors_first`): when the errors are sparse enough that many live slots (``slot < BL``) are
     expected to fire no error line at all — a CNN's convolutions, whose errors come back through max pooling and
@@ -380,7 +381,7 @@ def _errors_first_pays(plan: _TrainPlan, dense_count: bool) -> bool:
     ``1 - q <= exp(-q)``, tight for small ``q``); it must reach :data:`_ERRORS_FIRST_SHARE`, and the input-line
     draws it saves, less the error-line draws it adds, must outweigh its extra operations (the ``_NS_*`` costs).
     (It draws the errors of every slot; the ``dense_count``'s usual trains, :func:`_draw_compact_trains`, only
-    those of the live ones.)"""
+    those of the live ones.) ``fires``: :func:`_error_fires` of ``plan`` when the caller has it."""
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     if plan.bl.numel() == 0:
         return False
@@ -392,7 +393,8 @@ def _errors_first_pays(plan: _TrainPlan, dense_count: bool) -> bool:
     if (slots * cols - extra) * _NS_PER_LINE < _NS_ERRORS_FIRST_FIXED:      # too few input draws to save
         return False
     live = bl > 0                                                   # (a sample with BL = 0 may have A = inf)
-    silent = float((np.exp(-_error_fires(plan).numpy()[live].astype(np.float64)) * bl[live]).sum())
+    q = _error_fires(plan) if fires is None else fires()
+    silent = float((np.exp(-q.numpy()[live].astype(np.float64)) * bl[live]).sum())
     return (silent >= _ERRORS_FIRST_SHARE * slots
             and (silent * cols - extra) * _NS_PER_LINE >= _NS_ERRORS_FIRST_FIXED)
 
@@ -552,13 +554,13 @@ def _error_fires(plan: _TrainPlan) -> Tensor:
     return plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
 
 
-def _expected_pairs(plan: _TrainPlan) -> float:
+def _expected_pairs(plan: _TrainPlan, fires: Callable[[], Tensor] | None = None) -> float:
     """Expected number of coincidences: the sum over (tile, sample) of active slots x E[fired inputs per slot]
-    x E[fired errors per slot]."""
+    x E[fired errors per slot] (``fires``: :func:`_error_fires` of ``plan`` when the caller has it)."""
     if plan.bl.numel() == 0:
         return 0.0
     fire_x = plan.b * plan.x_abs.sum(dim=-1)[None] if plan.p_x is None else plan.p_x.clamp(0.0, 1.0).sum(dim=-1)
-    return float((fire_x * _error_fires(plan) * plan.bl).sum())
+    return float((fire_x * (_error_fires(plan) if fires is None else fires()) * plan.bl).sum())
 
 
 def _sparse_is_cheaper(plan: _TrainPlan, n_pairs: float, subset_pulses: float | None = None) -> bool:

@@ -358,7 +358,7 @@ def test_every_cpu_path_gives_each_device_its_expected_pulses(count: str, draw: 
     monkeypatch.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: draw == "geometric")
     calls = []
     monkeypatch.setattr(su, "_errors_first_pays",
-                        lambda plan, dense_count: calls.append(plan) is None and draw == "errors-first")
+                        lambda plan, dense_count, fires=None: calls.append(plan) is None and draw == "errors-first")
     rng = np.random.default_rng(11)
     batch, n_r, n_c, rows, cols, reps = 5, 2, 2, 4, 3, 1500
     lr = 0.004 if draw == "geometric" else 0.1
@@ -416,6 +416,21 @@ def test_errors_first_is_taken_for_sparse_errors_over_many_slots() -> None:
     assert longer.n_slots > 1 and (longer.bl == 1).float().mean() > 0.5
     assert not su._errors_first_pays(longer, dense_count=True)
     assert su._errors_first_pays(longer, dense_count=False)
+    # a CNN's second layer (144 inputs, 32 sparse errors): the choice weighs the sparse count (the expected
+    # pairs) and errors first, which share one sum over the error lines' probabilities
+    x2 = torch.rand(12_544, 1, 144, generator=g)
+    d2 = torch.randn(12_544, 1, 32, generator=g) * 0.01 * (torch.rand(12_544, 1, 32, generator=g) < 0.2)
+    calls, real = [], su._error_fires
+
+    def counted(p):
+        calls.append(1)
+        return real(p)
+    su._error_fires = counted
+    try:
+        su.cpu_pulse_counts(x2, d2, 0.02, DW, UpdateParameters(), g)
+    finally:
+        su._error_fires = real
+    assert len(calls) == 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -437,7 +452,7 @@ def test_errors_first_counts_are_consistent_for_any_plan(batch, n_r, n_c, rows, 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: sparse)
         mp.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: False)
-        mp.setattr(su, "_errors_first_pays", lambda plan, dense_count: True)
+        mp.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: True)
         counts = su.cpu_pulse_counts(x, d, lr, 0.01, UpdateParameters(desired_bl=desired_bl, res=res), g)
     up, down = counts.n_up.double(), counts.n_down.double()
     assert bool((up >= 0).all()) and bool((down >= 0).all())

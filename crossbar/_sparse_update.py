@@ -205,7 +205,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         term of the cost model that picks the algorithm.
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
     """
-    plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True)
+    plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)
     if plan.bl.numel() > 0 and plan.bl.numpy().min() < 0:      # a NaN input or error casts to a negative length
         raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN (the training diverged?); "
                                  "lower the learning rate")

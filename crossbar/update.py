@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.host import host_reads_free, host_scalar_math
+from devices.host import flat_nonzero, host_reads_free, host_scalar_math
 
 from crossbar._reduce import nonneg_amax
 
@@ -501,9 +501,18 @@ class _Trains(NamedTuple):
         return self.x_bits.view(-1, n_x).sum(dim=-1), self.d_bits.view(-1, n_d).sum(dim=-1)
 
 
+_SILENT_SHARE = 0.125
+"""Least share of samples whose errors are all zero for which :func:`_plan_trains` (``drop_silent``) leaves them out."""
+
+
 def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters,
-                 generator: rng.Generator, trim_slots: bool) -> _TrainPlan:
-    """Validate the arguments of :func:`pulse_counts` (same ``Args``) and compute the trains' parameters."""
+                 generator: rng.Generator, trim_slots: bool, drop_silent: bool = False) -> _TrainPlan:
+    """Validate the arguments of :func:`pulse_counts` (same ``Args``) and compute the trains' parameters.
+
+    ``drop_silent`` (the CPU's counts, host reads): when at least :data:`_SILENT_SHARE` of the samples have
+    all-zero errors (a convolution's output positions that max pooling and ReLU gave no gradient), the plan
+    leaves them out: their trains are 0 slots long (``BL = 0``), so they carry no pulse, and the inputs' planning
+    (``|x|``, signs, maxima) is then done for the others only. Its ``batch`` is the kept samples'."""
     if cfg.pulse_type == "none":
         raise ValueError(
             "pulse_counts: UpdateParameters.pulse_type is 'none' (exact float update); use ideal_delta(x, d, lr)"
@@ -515,10 +524,15 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     d = d.detach() if d.dtype == dtype else d.detach().to(dtype)
     # |x|, |d| and the signs laid out per tile block ([C, batch, cols] or [R|1, C, batch, cols]; [R, batch, rows]),
     # written contiguously in that order (flattening them later, as the sparse CPU path does, is then free)
-    x_abs, x_sign = _abs_and_sign(x.permute(*((1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3))))
     d_abs, d_sign = _abs_and_sign(d.permute(1, 0, 2))
-    bl, a, b = _scales(nonneg_amax(x_abs).movedim(-1, 0), nonneg_amax(d_abs).movedim(-1, 0), lr, dw_min,
-                       cfg)                                   # [batch, R, C]
+    d_max = nonneg_amax(d_abs)                                # [R, batch]
+    if drop_silent and d_max.shape[1] > 0:
+        live = flat_nonzero(d_max.amax(dim=0))               # samples with an error (a NaN counts: kept)
+        if d_max.shape[1] - live.numel() >= _SILENT_SHARE * d_max.shape[1]:
+            x = x.index_select(0, live)
+            d_abs, d_sign, d_max = (t.index_select(1, live) for t in (d_abs, d_sign, d_max))
+    x_abs, x_sign = _abs_and_sign(x.permute(*((1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3))))
+    bl, a, b = _scales(nonneg_amax(x_abs).movedim(-1, 0), d_max.movedim(-1, 0), lr, dw_min, cfg)   # [batch, R, C]
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
         n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())
     else:

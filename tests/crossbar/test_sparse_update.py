@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crossbar._sparse_update as su
+import crossbar.update as su_update
 from crossbar import CrossbarConfig, TileArray
 from crossbar.update import UpdateParameters, _dense_counts, _draw_dense_trains, _plan_trains, update_scales
 from devices import ConstantStepDevice, IdealDevice
@@ -464,3 +465,41 @@ def test_errors_first_counts_are_consistent_for_any_plan(batch, n_r, n_c, rows, 
         assert counts.touched.numel() == up.numel() and bool((counts.touched[1:] > counts.touched[:-1]).all())
     if x_density == 0.0 or d_density == 0.0:
         assert int(counts.total) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(2, 40), n_r=st.integers(1, 3), n_c=st.integers(1, 3), rows=st.integers(1, 9),
+       cols=st.integers(1, 9), per_row_block=st.booleans(), silent=st.floats(0.0, 1.0),
+       lr=st.sampled_from([0.05, -0.3, 2.0]), desired_bl=st.sampled_from([1, 5, 31]),
+       path=st.sampled_from(["model", "sparse-dense", "sparse-errors-first", "dense-errors-first", "dense-compact"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_samples_without_errors_are_left_out_exactly(batch, n_r, n_c, rows, cols, per_row_block, silent, lr,
+                                                     desired_bl, path, seed) -> None:
+    """The CPU counts leave out the samples whose errors are all zero (when they are at least ``_SILENT_SHARE`` of
+    the batch): the counts are those of the other samples alone, number for number, from the same generator state,
+    on every draw-and-count path (the paths that draw only live slots keep their random stream whatever the
+    samples' number; the others see the smaller batch either way). Their trains are 0 slots long, so leaving them
+    out changes no expected pulse: ``test_every_cpu_path_gives_each_device_its_expected_pulses``."""
+    g = _gen(seed)
+    x = torch.randn((batch, n_r, n_c, cols) if per_row_block else (batch, n_c, cols), generator=g)
+    d = 0.05 * torch.randn(batch, n_r, rows, generator=g)
+    quiet = torch.rand(batch, generator=g) < silent
+    d[quiet] = 0.0
+    cfg = UpdateParameters(desired_bl=desired_bl)
+    with pytest.MonkeyPatch.context() as mp:
+        if path != "model":
+            count, draw = path.split("-", 1)
+            mp.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: count == "sparse")
+            mp.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: False)
+            mp.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: draw == "errors-first")
+        got = su.cpu_pulse_counts(x, d, lr, DW, cfg, _gen(seed + 1))
+        live = (~quiet).nonzero().squeeze(1)
+        dropped = batch - live.numel() >= su_update._SILENT_SHARE * batch
+        want = su.cpu_pulse_counts(x[live] if dropped else x, d[live] if dropped else d, lr, DW, cfg, _gen(seed + 1))
+    assert int(got.total) == int(want.total)
+    assert torch.equal(got.n_up, want.n_up) and torch.equal(got.n_down, want.n_down)
+    assert (got.touched is None) == (want.touched is None)
+    if got.touched is not None:
+        assert torch.equal(got.touched, want.touched)
+    if bool(quiet.all()):
+        assert int(got.total) == 0

@@ -1,11 +1,28 @@
-"""Reductions the engine runs on every MVM and update, written for speed (same results as the plain torch ops)."""
+"""Reductions the engine runs on every MVM and update, written for speed (same results as the plain torch ops), and
+the choice of the samples worth computing."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["nonneg_amax"]
+from devices.host import flat_nonzero
+
+__all__ = ["SILENT_SHARE", "live_samples", "nonneg_amax"]
+
+SILENT_SHARE = 0.125
+"""Least share of silent samples for which the CPU leaves them out of the work (:func:`live_samples`): the all-zero
+input vectors of an MVM (their outputs are exactly 0 under noise management), the samples of an update whose errors
+are all zero (no pulse)."""
+
+
+def live_samples(active: Tensor) -> Tensor | None:
+    """The samples to compute: the increasing int64 positions where ``active: [batch]`` is nonzero (a NaN counts),
+    when at least :data:`SILENT_SHARE` of the batch is zero; ``None`` (compute them all) otherwise. A host read
+    (:func:`~devices.host.flat_nonzero`): CPU paths only."""
+    keep = flat_nonzero(active)
+    silent = active.numel() - keep.numel()
+    return keep if silent > 0 and silent >= SILENT_SHARE * active.numel() else None
 
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 

@@ -43,7 +43,7 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 
-from crossbar._reduce import nonneg_amax
+from crossbar._reduce import live_samples, nonneg_amax
 
 __all__ = [
     "IOParameters",
@@ -442,10 +442,6 @@ def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, boo
     return alpha, alpha_safe, alpha_pos
 
 
-_ZERO_INPUT_SHARE = 0.125
-"""Least share of all-zero input vectors for which a CPU MVM computes only the others (:func:`_analog_mvm_blocks`)."""
-
-
 def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator: rng.Generator,
                        transposed: bool = False, sync_free: bool = False) -> MVMResult:
     """:func:`analog_mvm` with the inputs already laid out per tile block: ``xin: [R|1, C|1, B, n_in]``.
@@ -453,8 +449,8 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
     Forward inputs may differ per tile *row* block too (``[R, C, B, cols]``: how :mod:`crossbar.replicas`
     feeds ``E`` replicas folded into the row-block dimension). ``sync_free``: never take the CPU shortcut of
     trying the first bound-management round alone (all rounds at once, so the random stream does not depend
-    on the data), as on GPUs. Otherwise, on the CPU, when at least :data:`_ZERO_INPUT_SHARE` of the input vectors
-    are all zero (with noise management their outputs are exactly 0), only the others are computed.
+    on the data), as on GPUs. Otherwise, on the CPU, when at least :data:`~crossbar._reduce.SILENT_SHARE` of the input
+    vectors are all zero (with noise management their outputs are exactly 0), only the others are computed.
     """
     n_r, n_c = tiles_w.shape[0], tiles_w.shape[1]
     batch = xin.shape[2]
@@ -474,8 +470,8 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
         # CPU, some all-zero inputs, whose outputs are exactly zero (see _rescaled): when they are many (a CNN's
         # errors after max pooling, zero-padded borders of an image) only the other samples are computed (a
         # data-dependent random stream: not with sync_free or the replicas' counter-based generator)
-        keep = flat_nonzero((alpha > 0).reshape(-1, batch).any(dim=0))
-        if batch - keep.numel() >= _ZERO_INPUT_SHARE * batch:
+        keep = live_samples((alpha > 0).reshape(-1, batch).any(dim=0))
+        if keep is not None:
             res = _analog_mvm_blocks(tiles_w, xin.index_select(2, keep), p, generator, transposed, sync_free)
             out = res.out.new_zeros((n_r, n_c, batch, res.out.shape[-1])).index_copy_(2, keep, res.out)
             passes = torch.ones(full_shape, dtype=torch.int64, device=xin.device).index_copy_(2, keep, res.passes)

@@ -52,9 +52,9 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.host import flat_nonzero, host_reads_free, host_scalar_math
+from devices.host import host_reads_free, host_scalar_math
 
-from crossbar._reduce import nonneg_amax
+from crossbar._reduce import live_samples, nonneg_amax
 
 __all__ = [
     "PULSE_TYPES",
@@ -501,18 +501,15 @@ class _Trains(NamedTuple):
         return self.x_bits.view(-1, n_x).sum(dim=-1), self.d_bits.view(-1, n_d).sum(dim=-1)
 
 
-_SILENT_SHARE = 0.125
-"""Least share of samples whose errors are all zero for which :func:`_plan_trains` (``drop_silent``) leaves them out."""
-
-
 def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters,
                  generator: rng.Generator, trim_slots: bool, drop_silent: bool = False) -> _TrainPlan:
     """Validate the arguments of :func:`pulse_counts` (same ``Args``) and compute the trains' parameters.
 
-    ``drop_silent`` (the CPU's counts, host reads): when at least :data:`_SILENT_SHARE` of the samples have
-    all-zero errors (a convolution's output positions that max pooling and ReLU gave no gradient), the plan
-    leaves them out: their trains are 0 slots long (``BL = 0``), so they carry no pulse, and the inputs' planning
-    (``|x|``, signs, maxima) is then done for the others only. Its ``batch`` is the kept samples'."""
+    ``drop_silent`` (the CPU's counts, host reads): when at least :data:`~crossbar._reduce.SILENT_SHARE` of the
+    samples have all-zero errors (a convolution's output positions that max pooling and ReLU gave no gradient), the
+    plan leaves them out (:func:`~crossbar._reduce.live_samples`): their trains are 0 slots long (``BL = 0``), so
+    they carry no pulse, and the inputs' planning (``|x|``, signs, maxima) is then done for the others only. Its
+    ``batch`` is the kept samples'."""
     if cfg.pulse_type == "none":
         raise ValueError(
             "pulse_counts: UpdateParameters.pulse_type is 'none' (exact float update); use ideal_delta(x, d, lr)"
@@ -526,11 +523,10 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     # written contiguously in that order (flattening them later, as the sparse CPU path does, is then free)
     d_abs, d_sign = _abs_and_sign(d.permute(1, 0, 2))
     d_max = nonneg_amax(d_abs)                                # [R, batch]
-    if drop_silent and d_max.shape[1] > 0:
-        live = flat_nonzero(d_max.amax(dim=0))               # samples with an error (a NaN counts: kept)
-        if d_max.shape[1] - live.numel() >= _SILENT_SHARE * d_max.shape[1]:
-            x = x.index_select(0, live)
-            d_abs, d_sign, d_max = (t.index_select(1, live) for t in (d_abs, d_sign, d_max))
+    live = live_samples(d_max.amax(dim=0)) if drop_silent else None     # samples with an error (a NaN: kept)
+    if live is not None:
+        x = x.index_select(0, live)
+        d_abs, d_sign, d_max = (t.index_select(1, live) for t in (d_abs, d_sign, d_max))
     x_abs, x_sign = _abs_and_sign(x.permute(*((1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3))))
     bl, a, b = _scales(nonneg_amax(x_abs).movedim(-1, 0), d_max.movedim(-1, 0), lr, dw_min, cfg)   # [batch, R, C]
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)

@@ -52,3 +52,19 @@ def test_rows_of_a_cnn_layer_and_other_dtypes() -> None:
     assert torch.equal(nonneg_amax(ints), torch.tensor([7, 9]))     # not a float: torch's amax
     with pytest.raises((RuntimeError, IndexError)):
         nonneg_amax(torch.rand(4, 0))                                # as amax: no maximum of nothing
+
+
+def test_live_samples_leaves_out_silent_samples_from_an_eighth_on() -> None:
+    """Hand-built batches of 16: 2 silent (= 1/8) are left out, 1 silent is not worth it; a NaN is a live sample;
+    an empty or all-live batch computes everything."""
+    from crossbar._reduce import SILENT_SHARE, live_samples
+
+    assert SILENT_SHARE == 0.125
+    active = torch.ones(16)
+    active[[3, 9]] = 0.0
+    assert torch.equal(live_samples(active), torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15]))
+    active[3] = float("nan")
+    assert live_samples(active) is None                        # one silent sample of 16: computed in full
+    assert live_samples(torch.ones(16, dtype=torch.bool)) is None
+    assert live_samples(torch.zeros(0)) is None
+    assert torch.equal(live_samples(torch.zeros(4, dtype=torch.bool)), torch.zeros(0, dtype=torch.int64))

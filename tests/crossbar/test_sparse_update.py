@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crossbar._sparse_update as su
-import crossbar.update as su_update
+from crossbar._reduce import SILENT_SHARE
 from crossbar import CrossbarConfig, TileArray
 from crossbar.update import UpdateParameters, _dense_counts, _draw_dense_trains, _plan_trains, update_scales
 from devices import ConstantStepDevice, IdealDevice
@@ -475,7 +475,7 @@ def test_errors_first_counts_are_consistent_for_any_plan(batch, n_r, n_c, rows, 
        seed=st.integers(0, 2**31 - 1))
 def test_samples_without_errors_are_left_out_exactly(batch, n_r, n_c, rows, cols, per_row_block, silent, lr,
                                                      desired_bl, path, seed) -> None:
-    """The CPU counts leave out the samples whose errors are all zero (when they are at least ``_SILENT_SHARE`` of
+    """The CPU counts leave out the samples whose errors are all zero (when they are at least ``SILENT_SHARE`` of
     the batch): the counts are those of the other samples alone, number for number, from the same generator state,
     on every draw-and-count path (the paths that draw only live slots keep their random stream whatever the
     samples' number; the others see the smaller batch either way). Their trains are 0 slots long, so leaving them
@@ -494,7 +494,7 @@ def test_samples_without_errors_are_left_out_exactly(batch, n_r, n_c, rows, cols
             mp.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: draw == "errors-first")
         got = su.cpu_pulse_counts(x, d, lr, DW, cfg, _gen(seed + 1))
         live = (~quiet).nonzero().squeeze(1)
-        dropped = batch - live.numel() >= su_update._SILENT_SHARE * batch
+        dropped = batch - live.numel() >= SILENT_SHARE * batch
         want = su.cpu_pulse_counts(x[live] if dropped else x, d[live] if dropped else d, lr, DW, cfg, _gen(seed + 1))
     assert int(got.total) == int(want.total)
     assert torch.equal(got.n_up, want.n_up) and torch.equal(got.n_down, want.n_down)

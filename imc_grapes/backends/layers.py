@@ -22,7 +22,7 @@ zero-valued bridge carries the chosen input gradient; linear layers only (FA/DFA
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,9 @@ from .costs import COST_KINDS
 __all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer", "read_importances"]
 
 BACKWARD_MODES: tuple[str, ...] = ("array", "feedback", "zeros")
+
+_COUNTER_KEYS = tuple(f"counter_{name}" for name in crossbar.COUNTER_NAMES)
+"""The tiles' counter buffers, by name in their ``_buffers``."""
 
 
 class _InputGradBridge(torch.autograd.Function):
@@ -158,6 +161,14 @@ class AnalogLayer(nn.Module):
         """Cumulative hardware counts ``[len(COST_KINDS)]`` (float64, on the layer's device)."""
         raise NotImplementedError
 
+    def count_terms(self) -> tuple[Tensor, list[Tensor], list[Tensor]] | None:
+        """``(matrix, counters, floats)`` with ``counts() == matrix @ torch.stack(counters + floats)`` in float64: the
+        live 0-d buffers the counts combine — integer ones, then floating ones; all hold integers below ``2**53``, so
+        the product is exact in any order — and ``matrix`` ``[len(COST_KINDS), len(counters) + len(floats)]``
+        float64 on their device. What lets the :class:`~.network.Network` read several layers' counts in one
+        product. ``None`` (this base class): only :meth:`counts`."""
+        return None
+
     def analog_parameters(self) -> list[Tensor]:
         """Parameters that belong to the analog machinery (never given to a digital optimizer)."""
         raise NotImplementedError
@@ -239,8 +250,11 @@ class CrossbarLayer(AnalogLayer):
         stash = self.inner.pending_pairs()
         if not stash:
             return None
-        x = torch.cat([s[0].reshape(-1, self.in_features) for s in stash])
-        d = torch.cat([s[1].reshape(-1, self.out_features) for s in stash])
+        if len(stash) == 1:     # one forward per step: the pair itself (the update does not write its inputs)
+            x, d = stash[0][0].reshape(-1, self.in_features), stash[0][1].reshape(-1, self.out_features)
+        else:
+            x = torch.cat([s[0].reshape(-1, self.in_features) for s in stash])
+            d = torch.cat([s[1].reshape(-1, self.out_features) for s in stash])
         return self._scaled(x, d)
 
     @torch.no_grad()
@@ -269,11 +283,16 @@ class CrossbarLayer(AnalogLayer):
         self.inner.clear_stash()
 
     def counts(self) -> Tensor:
-        # Counted twice per training step (the Network's window): a stack and one small matrix product instead
-        # of a few dozen 0-d operations. The counters are integers below 2**53, so the products are exact.
-        tile = self.inner.tile
-        raw = torch.cat((torch.stack(list(tile.counters.values())).to(torch.float64), self.digital_mac_count.view(1)))
-        return self._count_matrix(raw.device) @ raw
+        matrix, counters, floats = self.count_terms()
+        return matrix @ torch.stack(counters + floats)
+
+    def count_terms(self) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """The tile's counters (:data:`crossbar.COUNTER_NAMES` order; int64) and the digital MACs (float64), read
+        from the buffer dicts directly (``nn.Module``'s attribute fallback costs a few µs per name; the Network
+        reads them twice per training step), and the cost kinds as their combinations."""
+        buffers = cast("dict[str, Tensor]", self.inner.tile._buffers)
+        macs = cast(Tensor, self._buffers["digital_mac_count"])
+        return self._count_matrix(macs.device), [buffers[key] for key in _COUNTER_KEYS], [macs]
 
     def _count_matrix(self, device: torch.device) -> Tensor:
         """``[len(COST_KINDS), len(COUNTER_NAMES) + 1]`` float64: the cost kinds as combinations of the tile's
@@ -281,7 +300,7 @@ class CrossbarLayer(AnalogLayer):
         cached = self.__dict__.get("_count_matrix_cache")
         if cached is None or cached.device != device:
             tile = self.inner.tile
-            names = [*tile.counters, "digital_macs"]
+            names = [*crossbar.COUNTER_NAMES, "digital_macs"]
             cells = float(tile.grid.rows * tile.grid.cols)
             m = torch.zeros(len(COST_KINDS), len(names), dtype=torch.float64)
             for i, kind in enumerate(COST_KINDS):

@@ -278,6 +278,34 @@ def test_update_that_fires_no_pulse_leaves_the_states_unchanged(dtype) -> None:
     assert torch.equal(tile.read(hidden=True), before) and torch.equal(tile.read(), seen)
 
 
+@pytest.mark.parametrize("preset", ["GokmenVlasov", "ReRamSB", "EcRam"])
+@pytest.mark.parametrize("path", [("sparse", "errors-first"), ("sparse", "dense"), ("sparse", "geometric"),
+                                  ("dense", "errors-first"), ("dense", "compact"), ("float update", "")])
+def test_update_leaves_its_inputs_unchanged(preset: str, path: tuple[str, str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The update only reads ``x`` and ``d`` (the network backend hands it the stashed pair itself, not a copy), on
+    every way the CPU draws and counts the pulses (forced), with samples whose errors are all zero (left out of the
+    plan), signed inputs from a strided view, several tiles with padding, write noise, and the float update."""
+    import crossbar._sparse_update as su
+    from devices import get_preset
+
+    count, draw = path
+    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: count == "sparse")
+    monkeypatch.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: draw == "geometric")
+    monkeypatch.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: draw == "errors-first")
+    update = UpdateParameters(pulse_type="none") if count == "float update" else UpdateParameters()
+    tile = TileArray(40, 70, CrossbarConfig(device=get_preset(preset), update=update, tile_rows=16, tile_cols=32),
+                     seed=2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 140, generator=g)[:, ::2]                # signed, not contiguous
+    d = 0.05 * torch.randn(64, 40, generator=g)
+    d[torch.rand(64, generator=g) < 0.3] = 0.0                   # silent samples (a convolution's pooled errors)
+    x0, d0 = x.clone(), d.clone()
+    tile.update(x, d, 1e-4 if draw == "geometric" else 0.1)       # positions need small probabilities
+    assert torch.equal(x, x0) and torch.equal(d, d0)
+    assert int(tile.counters["pulses"]) > 0 or count == "float update"
+
+
 def test_tile_methods_never_record_autograd_history() -> None:
     """MVMs, reads and updates run without autograd history whether gradients are on or off (they are off
     inside autograd functions and optimizer steps, where the methods skip the no-grad mode switch)."""

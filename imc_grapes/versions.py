@@ -1,6 +1,7 @@
 """Versions and machine facts recorded with every result, without importing heavy optional packages."""
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -32,17 +33,20 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+@functools.cache
+def _process_versions() -> tuple[tuple[str, Any], ...]:
+    """What cannot change while this process runs (its code was imported from one commit): read once, since every
+    saved result records it (a ``git`` subprocess and the package metadata took ≈ 8 ms a call)."""
+    return (("imc_grapes", _dist_version("imc-grapes")), ("python", platform.python_version()),
+            ("platform", platform.platform()), ("torch", torch.__version__), ("numpy", _dist_version("numpy")),
+            ("aihwkit", _dist_version("aihwkit")), ("cuda_available", torch.cuda.is_available()),
+            ("git_commit", git_commit()))
+
+
 def versions() -> dict[str, Any]:
     """Python, platform, package versions (aihwkit read from its metadata, not imported), git commit, CUDA."""
     info: dict[str, Any] = {
-        "imc_grapes": _dist_version("imc-grapes"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": _dist_version("numpy"),
-        "aihwkit": _dist_version("aihwkit"),
-        "cuda_available": torch.cuda.is_available(),
-        "git_commit": git_commit(),
+        **dict(_process_versions()),
         "device_model_fusion": get_compile(),     # eager or compiled device models: the numbers depend on it
         "malloc": malloc_mode(),                  # glibc malloc thresholds (speed only, see imc_grapes.runtime)
         # the instruction set torch's CPU kernels use: float sums are ordered differently on AVX2 and AVX-512, so

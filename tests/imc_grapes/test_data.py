@@ -125,6 +125,14 @@ def test_mnist_real_shapes_dtypes_counts():
     assert torch.bincount(ds.test.y).tolist() == MNIST_TEST_COUNTS
     # normalised with the documented mean 0.1307 / std 0.3081
     assert abs(float(ds.train.x.mean())) < 1e-3 and abs(float(ds.train.x.std()) - 1) < 1e-3
+    # exactly (pixel / 255 - mean) / std in float32, from the raw IDX files (numpy, each step rounded to float32)
+    spec = registry.get_spec("mnist")
+    folder = verify(spec)
+    f32 = np.float32
+    for split, file in ((ds.train, spec.files[0]), (ds.test, spec.files[2])):
+        raw = read_idx(folder / file.name)[:1000]
+        expected = (raw.astype(f32) / f32(255) - f32(spec.mean)) / f32(spec.std)
+        assert np.array_equal(split.x[:1000, 0].numpy(), expected)
 
 
 def test_fashion_mnist_real_shapes_dtypes_counts():

@@ -24,6 +24,7 @@ def live_samples(active: Tensor) -> Tensor | None:
     silent = active.numel() - keep.numel()
     return keep if silent > 0 and silent >= SILENT_SHARE * active.numel() else None
 
+
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 

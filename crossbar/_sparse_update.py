@@ -37,7 +37,6 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero
 
-from crossbar._reduce import nonneg_amax
 from crossbar.update import (
     UpdateParameters,
     _count_layout,
@@ -593,8 +592,8 @@ def _max_probabilities(plan: _TrainPlan) -> tuple[float, float] | None:
     if plan.p_x is not None or plan.bl.numel() == 0:
         return None
     live = plan.bl > 0
-    p_bar_x = float((plan.b * nonneg_amax(plan.x_abs)[None] * live).max())
-    p_bar_d = float((plan.a * nonneg_amax(plan.d_abs)[:, None] * live).max())
+    p_bar_x = float((plan.b * plan.x_max[None] * live).max())
+    p_bar_d = float((plan.a * plan.d_max[:, None] * live).max())
     if not (p_bar_x <= _GEOMETRIC_MAX_P and p_bar_d <= _GEOMETRIC_MAX_P):   # also NaN
         return None
     return p_bar_x, p_bar_d

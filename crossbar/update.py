@@ -475,6 +475,8 @@ class _TrainPlan(NamedTuple):
     d_sign: Tensor      # [R, batch, rows] sign of d times sign(lr): equal to x's sign -> the weight goes down
     p_x: Tensor | None  # [R, C, batch, cols] discretized probabilities, only with cfg.resolution > 0
     p_d: Tensor | None  # [R, C, batch, rows] likewise
+    x_max: Tensor       # [C, batch] max |x| per sample and column block (or [R|1, C, batch], as x_abs)
+    d_max: Tensor       # [R, batch] max |d| per sample and row block
 
     @property
     def shape(self) -> tuple[int, int, int, int, int, int]:
@@ -528,7 +530,8 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
         x = x.index_select(0, live)
         d_abs, d_sign, d_max = (t.index_select(1, live) for t in (d_abs, d_sign, d_max))
     x_abs, x_sign = _abs_and_sign(x.permute(*((1, 0, 2) if x.dim() == 3 else (1, 2, 0, 3))))
-    bl, a, b = _scales(nonneg_amax(x_abs).movedim(-1, 0), d_max.movedim(-1, 0), lr, dw_min, cfg)   # [batch, R, C]
+    x_max = nonneg_amax(x_abs)
+    bl, a, b = _scales(x_max.movedim(-1, 0), d_max.movedim(-1, 0), lr, dw_min, cfg)   # [batch, R, C]
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
         n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())
     else:
@@ -542,7 +545,7 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
         d_sign = d_sign.mul_(lr.to(dtype).sign())
     elif lr < 0:
         d_sign = d_sign.neg_()
-    return _TrainPlan(x_abs, d_abs, a, b, bl, n_slots, x_sign, d_sign, p_x, p_d)
+    return _TrainPlan(x_abs, d_abs, a, b, bl, n_slots, x_sign, d_sign, p_x, p_d, x_max, d_max)
 
 
 def _abs_and_sign(v: Tensor) -> tuple[Tensor, Tensor]:

@@ -88,6 +88,7 @@ class AihwkitLayer(AnalogLayer):
         super().__init__(inner, kind, n_in, shape[0], shape, backward_mode, feedback, device="cpu")
         self.config = config
         self.register_buffer("count_buffer", torch.zeros(len(COST_KINDS), dtype=torch.float64))
+        self._unit_counts: tuple[Tensor, Tensor] | None = None
         module = inner.analog_module
         if hasattr(module, "array"):  # TileModuleArray: array[in_block][out_block]
             self._tiles = []
@@ -113,21 +114,32 @@ class AihwkitLayer(AnalogLayer):
 
     @torch.no_grad()
     def _count_forward(self, x: Tensor, y: Tensor) -> None:
+        """Add the analytic counts of one training forward of ``n_vec`` vectors (and of its backward through the
+        array): ``n_vec`` times the per-vector counts of :meth:`_per_vector_counts`, one add each."""
         n_vec = y.numel() // self.out_features
-        n_out, n_in = self.out_features, self.in_features
-        tiles = len(self._tiles)
-        c = self.count_buffer
-        c[_K["forward_mvms"]] += n_vec
-        c[_K["forward_passes"]] += n_vec * tiles
-        c[_K["adc_conversions"]] += n_vec * n_out * self._n_in_blocks
-        c[_K["dac_conversions"]] += n_vec * n_in * self._n_out_blocks
-        c[_K["array_macs"]] += n_vec * n_out * n_in
+        forward, backward = self._per_vector_counts()
+        self.count_buffer.add_(forward, alpha=n_vec)
         if self.backward_mode == "array" and x.requires_grad:
-            c[_K["backward_mvms"]] += n_vec
-            c[_K["backward_passes"]] += n_vec * tiles
-            c[_K["adc_conversions"]] += n_vec * n_in * self._n_out_blocks
-            c[_K["dac_conversions"]] += n_vec * n_out * self._n_in_blocks
-            c[_K["array_macs"]] += n_vec * n_out * n_in
+            self.count_buffer.add_(backward, alpha=n_vec)
+
+    def _per_vector_counts(self) -> tuple[Tensor, Tensor]:
+        """The counts of one input vector's forward and of one error vector's backward, ``[len(COST_KINDS)]``
+        float64 each (integers; built once)."""
+        if self._unit_counts is None:
+            n_out, n_in, tiles = self.out_features, self.in_features, len(self._tiles)
+            forward = torch.zeros_like(self.count_buffer)
+            backward = torch.zeros_like(self.count_buffer)
+            for unit, mvms, passes, adc, dac in ((forward, "forward_mvms", "forward_passes",
+                                                  n_out * self._n_in_blocks, n_in * self._n_out_blocks),
+                                                 (backward, "backward_mvms", "backward_passes",
+                                                  n_in * self._n_out_blocks, n_out * self._n_in_blocks)):
+                unit[_K[mvms]] = 1
+                unit[_K[passes]] = tiles
+                unit[_K["adc_conversions"]] = adc
+                unit[_K["dac_conversions"]] = dac
+                unit[_K["array_macs"]] = n_out * n_in
+            self._unit_counts = (forward, backward)
+        return self._unit_counts
 
     # ------------------------------------------------------------------ weights and importance
     def get_weights(self) -> Tensor:

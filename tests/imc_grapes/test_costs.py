@@ -149,6 +149,25 @@ def test_aihwkit_analytic_counts_match_the_hand_count():
     assert per["pulses"] > 0
 
 
+def test_aihwkit_analytic_counts_of_a_tile_grid_by_hand():
+    # 4×4 tiles: layer 0 (6×8) is a 2×2 grid, layer 1 (4×6) a 1×2 grid (one output block, two input blocks).
+    # A tile pass converts its outputs and drives its inputs, so per vector a forward converts n_out per input
+    # block and drives n_in per output block, and a backward the other way round:
+    #   layer 0 forward (B = 5): passes 5·4, ADC 5·6·2, DAC 5·8·2, MACs 5·48; no backward (input needs no grad)
+    #   layer 1 forward: passes 5·2, ADC 5·4·2, DAC 5·6·1, MACs 5·24; backward: passes 5·2, ADC 5·6·1, DAC 5·4·2
+    pytest.importorskip("aihwkit")
+    net = build_network(_cfg(backend="aihwkit", importance="exact", ideal_periphery=False, tile_size=4),
+                        (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    assert per["forward_mvms"] == 10 and per["backward_mvms"] == 5
+    assert per["forward_passes"] == 20 + 10 and per["backward_passes"] == 10
+    assert per["adc_conversions"] == 60 + 40 + 30
+    assert per["dac_conversions"] == 80 + 30 + 40
+    assert per["array_macs"] == 240 + 120 + 120
+    assert per["updates"] == 4 + 2                           # one per tile with a pending gradient
+
+
 def test_energy_breakdown_by_hand():
     table = load_energy_table()
     counts = {"adc_conversions": 10, "dac_conversions": 4, "array_macs": 1000, "pulses": 3, "digital_macs": 2,

@@ -22,6 +22,8 @@ from crossbar import CrossbarConfig, TileArray
 from crossbar.update import UpdateParameters, _dense_counts, _draw_dense_trains, _plan_trains, update_scales
 from devices import ConstantStepDevice, IdealDevice
 
+from .update_paths import CPU_PATHS, force_cpu_path
+
 DW = 0.001
 
 
@@ -345,8 +347,7 @@ def _counts_per_replica(counts, shape: tuple[int, ...]) -> tuple[torch.Tensor, t
 
 
 @pytest.mark.parametrize("per_row_block", [False, True])
-@pytest.mark.parametrize("count, draw", [("sparse", "errors-first"), ("sparse", "dense"), ("sparse", "geometric"),
-                                         ("dense", "errors-first"), ("dense", "compact")])
+@pytest.mark.parametrize("count, draw", CPU_PATHS)
 def test_every_cpu_path_gives_each_device_its_expected_pulses(count: str, draw: str, per_row_block: bool,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Every way cpu_pulse_counts draws and counts (errors first, where the inputs are drawn only in the slots with a
@@ -355,11 +356,8 @@ def test_every_cpu_path_gives_each_device_its_expected_pulses(count: str, draw: 
     independent replicated tiles every device's mean ``n_up`` and ``n_down`` equal ``Σ_b BL_b · p_x · q_d`` over the
     pairs of opposite / equal signs (4 standard errors; exactly 0 where an error is 0), the probabilities and
     lengths taken from the plan."""
-    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: count == "sparse")
-    monkeypatch.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: draw == "geometric")
-    calls = []
-    monkeypatch.setattr(su, "_errors_first_pays",
-                        lambda plan, dense_count, fires=None: calls.append(plan) is None and draw == "errors-first")
+    calls: list[object] = []
+    force_cpu_path(monkeypatch, count, draw, on_errors_first=calls.append)
     rng = np.random.default_rng(11)
     batch, n_r, n_c, rows, cols, reps = 5, 2, 2, 4, 3, 1500
     lr = 0.004 if draw == "geometric" else 0.1
@@ -451,9 +449,7 @@ def test_errors_first_counts_are_consistent_for_any_plan(batch, n_r, n_c, rows, 
     d = 0.05 * torch.randn(batch, n_r, rows, generator=g, dtype=dtype)
     d = d * (torch.rand(d.shape, generator=g, dtype=dtype) < d_density)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: sparse)
-        mp.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: False)
-        mp.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: True)
+        force_cpu_path(mp, "sparse" if sparse else "dense", "errors-first")
         counts = su.cpu_pulse_counts(x, d, lr, 0.01, UpdateParameters(desired_bl=desired_bl, res=res), g)
     up, down = counts.n_up.double(), counts.n_down.double()
     assert bool((up >= 0).all()) and bool((down >= 0).all())
@@ -489,9 +485,7 @@ def test_samples_without_errors_are_left_out_exactly(batch, n_r, n_c, rows, cols
     with pytest.MonkeyPatch.context() as mp:
         if path != "model":
             count, draw = path.split("-", 1)
-            mp.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: count == "sparse")
-            mp.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: False)
-            mp.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: draw == "errors-first")
+            force_cpu_path(mp, count, draw)
         got = su.cpu_pulse_counts(x, d, lr, DW, cfg, _gen(seed + 1))
         live = (~quiet).nonzero().squeeze(1)
         dropped = batch - live.numel() >= SILENT_SHARE * batch

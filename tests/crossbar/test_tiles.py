@@ -14,6 +14,8 @@ from crossbar import CrossbarConfig, IOParameters, TileArray, UpdateParameters
 from crossbar.periphery import bound_management_rounds
 from devices import ConstantStepDevice, IdealDevice
 
+from .update_paths import CPU_PATHS, force_cpu_path
+
 F64 = torch.float64
 
 
@@ -279,9 +281,7 @@ def test_update_that_fires_no_pulse_leaves_the_states_unchanged(dtype) -> None:
 
 
 @pytest.mark.parametrize("preset", ["GokmenVlasov", "ReRamSB", "EcRam"])
-@pytest.mark.parametrize("path", [("sparse", "errors-first"), ("sparse", "dense"), ("sparse", "geometric"),
-                                  ("dense", "errors-first"), ("dense", "compact"), ("float update", ""),
-                                  ("sync-free", "")])
+@pytest.mark.parametrize("path", [*CPU_PATHS, ("float update", ""), ("sync-free", "")])
 def test_update_leaves_its_inputs_unchanged(preset: str, path: tuple[str, str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The update only reads ``x`` and ``d`` (the network backend hands it the stashed pair itself, not a copy), on
@@ -290,13 +290,11 @@ def test_update_leaves_its_inputs_unchanged(preset: str, path: tuple[str, str],
     padding, write noise, and the float update."""
     import contextlib
 
-    import crossbar._sparse_update as su
     from devices import get_preset, no_host_reads
 
     count, draw = path
-    monkeypatch.setattr(su, "_sparse_is_cheaper", lambda plan, n, subset=None: count == "sparse")
-    monkeypatch.setattr(su, "_geometric_is_cheaper", lambda plan, p_x, p_d: draw == "geometric")
-    monkeypatch.setattr(su, "_errors_first_pays", lambda plan, dense_count, fires=None: draw == "errors-first")
+    if path in CPU_PATHS:
+        force_cpu_path(monkeypatch, count, draw)
     update = UpdateParameters(pulse_type="none") if count == "float update" else UpdateParameters()
     tile = TileArray(40, 70, CrossbarConfig(device=get_preset(preset), update=update, tile_rows=16, tile_cols=32),
                      seed=2)

@@ -107,6 +107,13 @@ class AnalogLayer(nn.Module):
         self.error_scale: Tensor | None = None
         self.input_scale: Tensor | None = None
 
+    @property
+    def bias(self) -> Tensor | None:
+        """The wrapped layer's digital bias ``[out]`` (a parameter of :attr:`inner`, trained by the digital
+        optimizer), or ``None``."""
+        b = getattr(self.inner, "bias", None)
+        return b if isinstance(b, Tensor) else None
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
         """``x: [..., in]`` (linear) or ``[B, C_in, H, W]`` (conv) -> the wrapped layer's output."""

@@ -30,8 +30,9 @@ error ``d`` that the pulsed update uses, not the one sent upstream); for ``dfa``
 P^{k+1}`` and ``layer.input_scale = P^k`` (``[in]``, multiplies the update's input ``x``) — a rank-1
 per-synapse factor ``P^{k+1}_i P^k_j`` is exactly a scaling of the error and the input lines of the
 update. DFA on an analog layer therefore needs an ``input_scale`` attribute too. The *propagated* form needs
-nothing special (the output-gradient hook scales the ``d`` the layer stashes for its update). ``remove()``
-resets these attributes to ``None``.
+nothing special (the output-gradient hook scales the ``d`` the layer stashes for its update). An analog
+layer's digital bias (``layer.bias``, if any) gets the local factor in its gradient as a digital layer's
+does. ``remove()`` resets these attributes to ``None``.
 
 Importance sources (the contract later backends plug into):
 
@@ -40,8 +41,9 @@ Importance sources (the contract later backends plug into):
   ``torch.no_grad()`` once per training batch per modulated layer; it may be a hardware read (a crossbar
   tile's row sums through its periphery) and may be noisy. The layer may be any module whose output has
   one feature dim of that length: dim -1 for linear-like modules (``nn.Linear``, ``FALinear``, or any
-  module with an ``in_features`` attribute), else dim 1 (``[batch, C, ...]`` convolutions); a module can
-  override this with an integer attribute ``grapes_feature_dim``.
+  module with an ``in_features`` attribute), else dim 1 (``[batch, C, ...]`` convolutions; dim 0 of a torch
+  convolution's unbatched ``[C, ...]`` output); a module can override this with an integer attribute
+  ``grapes_feature_dim``.
 * ``outgoing_importance_fn(layer) -> Tensor[in]`` (rule ``dfa`` only): column sums ``Σ_i |W_ij|``
   (default :func:`exact_outgoing_importance`).
 * Either may also offer ``many(layers) -> list[Tensor]``, the importances of several layers in one call (a
@@ -153,6 +155,8 @@ def _feature_dim(layer: nn.Module, ndim: int) -> int:
     dim = getattr(layer, "grapes_feature_dim", None)
     if isinstance(dim, int):
         return dim
+    if isinstance(layer, nn.modules.conv._ConvNd):     # [N, C, *spatial], or unbatched [C, *spatial]
+        return 0 if ndim == len(layer.kernel_size) + 1 else 1
     if ndim <= 2 or isinstance(layer, (nn.Linear, FALinear)) or hasattr(layer, "in_features"):
         return -1
     return 1
@@ -275,13 +279,14 @@ class GrapesHandle:
         self._hooks.append(self.model.register_forward_pre_hook(self._model_pre_hook))
         for k, layer in enumerate(self.layers):
             self._hooks.append(layer.register_forward_hook(functools.partial(self._forward_hook, k)))
-            if _is_analog(layer):
-                continue  # local factors reach an analog layer through its error_scale / input_scale
-            if self.is_local and not (self.rule == "dfa" and k == 0):
-                for pname in ("weight", "bias"):
-                    p = getattr(layer, pname, None)
-                    if isinstance(p, Tensor) and p.requires_grad:
-                        self._hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
+            if not self.is_local or (self.rule == "dfa" and k == 0):
+                continue
+            # local factors reach an analog layer's in-memory weight update through its error_scale /
+            # input_scale; its digital bias (if any) gets them here, as a digital layer's bias does
+            for pname in ("bias",) if _is_analog(layer) else ("weight", "bias"):
+                p = getattr(layer, pname, None)
+                if isinstance(p, Tensor) and p.requires_grad:
+                    self._hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
 
     def _model_pre_hook(self, module: nn.Module, args: object) -> None:
         if module.training and torch.is_grad_enabled():

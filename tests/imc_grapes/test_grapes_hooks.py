@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import io
 
 import pytest
@@ -299,3 +300,66 @@ def test_training_loop_contract_runs_for_every_rule_and_mode():
                 losses.append(float(loss.detach()))
             assert handle.refresh_count == 3
             assert all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("conv, shape", [(nn.Conv1d, (2, 7)), (nn.Conv2d, (2, 4, 5)), (nn.Conv2d, (2, 3, 5))])
+def test_unbatched_convolutions_are_scaled_per_output_channel(conv, shape):
+    """A convolution on one unbatched input (``[C, *spatial]``, as torch accepts) is modulated per output channel
+    (dim 0 of its output), also when a spatial size equals the channel count: each channel's weight gradient is
+    ``M_c`` times the plain one, M from its kernels' Σ|w| by hand, and equals the gradient of the same input
+    batched."""
+    torch.manual_seed(0)
+    layer = conv(2, 3, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        layer.weight[1] *= 0.3
+    n_flat = 3 * math.prod(shape[1:])
+    model = nn.Sequential(layer, nn.Tanh(), nn.Flatten(0), nn.Linear(n_flat, 2, bias=False).double())
+    x = torch.randn(*shape, dtype=torch.float64)
+    y = torch.tensor(1)
+    plain = _plain_grads(model, x, y)[0]
+    m = _expected_m(layer.weight.flatten(1))
+    attach_grapes(model, "propagated", layers=[layer])
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(layer.weight.grad, m.reshape(-1, *[1] * (layer.weight.dim() - 1)) * plain)
+    assert not torch.allclose(m, torch.ones_like(m))                                  # the factors differ
+
+
+@pytest.mark.parametrize("rule, wrapped", [("bp", False), ("bp", True), ("dfa", True)])
+def test_local_mode_scales_an_analog_layers_digital_bias_like_a_digital_one(rule, wrapped):
+    """Local GRAPES on an analog layer (``crossbar.AnalogLinear``, or wrapped as the backends' ``CrossbarLayer``):
+    the in-memory weight update gets the factors through ``error_scale`` (DFA: and ``input_scale``); its digital
+    bias gets the row factor in its gradient, as a digital layer's bias does: ``M ⊙`` (DFA: ``P^{l+1} ⊙``) the
+    plain bias gradient, the factors by hand from the weights."""
+    import crossbar
+    from devices import IdealDevice
+    from imc_grapes.backends.layers import CrossbarLayer
+
+    torch.manual_seed(1)
+    first = nn.Linear(4, 3, bias=False)
+    inner = crossbar.AnalogLinear(3, 3, bias=True, rpu_config=crossbar.CrossbarConfig.perfect(IdealDevice(dw_min=1e-3)),
+                                  seed=0)
+    with torch.no_grad():
+        inner.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        inner.set_weights(torch.tensor([[0.5, -0.4, 0.3], [0.05, 0.02, -0.01], [0.2, 0.2, -0.2]]))
+    hidden = CrossbarLayer(inner, "array") if wrapped else inner
+    model = nn.Sequential(first, nn.Tanh(), hidden, nn.Tanh(), nn.Linear(3, 2, bias=False))
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    twin = copy.deepcopy(model)
+    F.cross_entropy(twin(x), y).backward()
+    plain = twin[2].bias.grad
+    if rule == "bp":     # M of the analog layer's rows, clipped to [1, 2]
+        attach_grapes(model, "local", layers=[first, hidden],
+                      importance_fn=lambda layer: (layer.row_importance("exact") if layer is hidden and wrapped
+                                                   else layer.weight.detach().abs().sum(1)))
+        factor = _expected_m(inner.get_weights())
+    else:                # DFA: P of the layer above = 2·Σ_i |w_ij| / max over the output layer's columns, unclipped
+        attach_grapes(model, "local", rule="dfa", layers=[first, hidden, model[4]],
+                      outgoing_importance_fn=lambda layer: (layer.col_importance("exact") if layer is hidden
+                                                            else layer.weight.detach().abs().sum(0)))
+        f = model[4].weight.detach().abs().sum(0)
+        factor = 2 * f / f.max()
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    assert not torch.allclose(factor, torch.ones(3))
+    torch.testing.assert_close(inner.bias.grad, factor * plain)

@@ -11,11 +11,14 @@ Each such model describes one pulse direction at a time through four elementwise
 * ``noise_std(w, step)``: std of one pulse's cycle-to-cycle noise (default ``dw_min_std·step``).
 
 Moments after ``n`` pulses of one sign (linear-noise approximation, exact for ``n <= 2``):
-``mean = flow(w0, n)`` and ``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to
+``mean = flow(w0, n)`` — or, when the flow reaches the bound, ``flow(w0, n−1) + step`` of that state: the
+per-pulse rule clips *after* a pulse, so the last pulse ends past the bound by its step, its noise centred there
+(``apply_pulses`` clips once at the end; exact for one pulse) — and ``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to
 the end by the flow's sensitivity ``∂w_n/∂w_{k+1} = F(w_n)/F(w_{k+1})`` (exact for a 1-D autonomous flow) — with the
 first and last terms exact and the interior by Simpson's rule (states at ``k = 0, (n−1)/2, n−1`` from the flow).
 Mixed counts: symmetric (Strang) splitting ``up(n_up/2) → down(n_down) → up(n_up/2)``, the variance carried
-through each stage by the same sensitivity; second-order accurate in the step size (pulses evenly interleaved).
+through each stage by the same sensitivity, the state clipped between stages; second-order accurate in the step
+size (pulses evenly interleaved).
 """
 
 from __future__ import annotations
@@ -53,17 +56,27 @@ def _stage(
     f_end = field(w_end, dp)
     sens_end = _ratio(f_end, field(m, dp))            # ∂w_end/∂m
 
-    def q(k: Tensor) -> Tensor:                       # squared noise of pulse k carried to the end
-        w_k = flow(m, k, dp)
-        w_k1 = flow(m, torch.minimum(k + 1, n), dp)
+    def q(k: Tensor, w_k: Tensor | None = None, w_k1: Tensor | None = None) -> Tensor:
+        """Squared noise of pulse ``k`` carried to the end (``w_k``, ``w_k1``: the states before and after it)."""
+        w_k = flow(m, k, dp) if w_k is None else w_k
+        w_k1 = flow(m, torch.minimum(k + 1, n), dp) if w_k1 is None else w_k1
         return (noise_std(w_k, step(w_k, dp)) * _ratio(f_end, field(w_k1, dp))).square()
 
     last = (n - 1).clamp_min(0.0)
-    q_first, q_mid, q_last = q(torch.zeros_like(n)), q(0.5 * last), q(last)
+    w_last = flow(m, last, dp)                        # the state before the last pulse (after it: w_end)
+    q_first, q_mid, q_last = q(torch.zeros_like(n)), q(0.5 * last), q(last, w_last, w_end)
     injected = torch.where(
         n <= 1, n * q_first, q_first + q_last + (n - 2).clamp_min(0.0) * (q_first + 4 * q_mid + q_last) / 6
     )
-    return w_end, v * sens_end.square() + injected
+    # The flow stops at the bound; the per-pulse rule clips *after* each pulse, so the last pulse of a train that
+    # reaches the bound ends past it by that pulse's step (its noise centred there; apply_pulses clips once at
+    # the end): the mean is the state before the last pulse plus its step — exact for one pulse.
+    # A stage without pulses passes the state (which may lie past a bound after an earlier stage) on unchanged.
+    moved = n > 0
+    hit = moved & torch.where(dp["sign"] > 0, w_end >= dp["w_max"], w_end <= dp["w_min"])
+    w_past = w_last + dp["sign"] * step(w_last, dp) * torch.minimum(n, one)
+    return (torch.where(hit, w_past, torch.where(moved, w_end, m)),
+            torch.where(moved, v * sens_end.square() + injected, v))
 
 
 SUBSTEPS = 2
@@ -105,12 +118,19 @@ def flow_moments(
     m, v = _stage(w, zero, n1, dp1, flow, step, field, noise_std)
     sens = _ratio(field(m, dp1), field(w, dp1))
     n_d = torch.where(mixed, n_down / k, zero)
+    w_min, w_max = up["w_min"], up["w_max"]
+
+    def clip_mixed(m_: Tensor) -> Tensor:
+        """A mixed device's state between stages, clipped into its bounds (the pulses of opposite sign that come
+        next start from the bound); the last stage's end stays unclipped, like a single-sign device's."""
+        return torch.where(mixed, torch.minimum(torch.maximum(m_, w_min), w_max), m_)
+
     for i in range(SUBSTEPS):   # fixed small number of splitting stages, not a loop over pulses
-        m0 = m
+        m0 = m = clip_mixed(m)
         m, v = _stage(m, v, n_d, down, flow, step, field, noise_std)
         sens = sens * _ratio(field(m, down), field(m0, down))
         n_u = torch.where(mixed, n_up / (k if i < SUBSTEPS - 1 else 2 * k), zero)
-        m0 = m
+        m0 = m = clip_mixed(m)
         m, v = _stage(m, v, n_u, up, flow, step, field, noise_std)
         sens = sens * _ratio(field(m, up), field(m0, up))
     # variance of the random order of mixed pulses

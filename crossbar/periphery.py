@@ -108,7 +108,10 @@ class IOParameters:
         bound_management: ``"iterative"`` or ``"none"`` (forward direction only).
         max_bm_factor: largest input reduction of iterative bound management (>= 1).
         max_bm_res: bound management also stops once ``r > max_bm_res / (inp_res * 2 * inp_bound)``.
-        bm_test_negative_bound: also repeat a round when an output saturates at ``-out_bound``.
+        bm_test_negative_bound: also repeat a round when an output saturates at ``-out_bound``. With ``False``
+            a round is repeated when any output saturates at ``+out_bound``. (aihwkit 1.1's CPU tile differs
+            here: a later output of the vector that saturates at ``-out_bound`` resets its "failed" flag, so its
+            answer depends on the order of the outputs; the two agree when no vector saturates at both ends.)
     """
 
     is_perfect: bool = False

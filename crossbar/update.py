@@ -147,7 +147,9 @@ class UpdateParameters:
         return self.desired_bl
 
     def to_aihwkit(self):  # -> aihwkit.simulator.parameters.training.UpdateParameters
-        """The equivalent aihwkit ``UpdateParameters`` (imports aihwkit lazily)."""
+        """The equivalent aihwkit ``UpdateParameters`` (imports aihwkit lazily). ``res`` goes over as the bin width
+        (:attr:`resolution`): aihwkit's docstring allows a number of steps (``res > 1``), but its C++ update (1.1)
+        uses the value as the width, so ``res = 7`` would round every probability to 0 there."""
         from aihwkit.simulator.parameters.enums import PulseType
         from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters
 
@@ -158,7 +160,7 @@ class UpdateParameters:
             update_management=self.update_management,
             um_grad_scale=self.um_grad_scale,
             pulse_type=getattr(PulseType, _AIHWKIT_PULSE_TYPES[self.pulse_type]),
-            res=self.res,
+            res=self.resolution,
             sto_round=self.sto_round,
         )
 

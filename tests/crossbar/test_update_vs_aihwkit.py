@@ -147,6 +147,7 @@ def test_update_parameters_match_aihwkit() -> None:
     theirs = ours.to_aihwkit()
     assert theirs.desired_bl == 15 and theirs.um_grad_scale == 0.5 and theirs.pulse_type.name == "STOCHASTIC"
     assert UpdateParameters.from_aihwkit(theirs) == ours
+    assert UpdateParameters(res=8).to_aihwkit().res == 0.125       # a number of steps goes over as the bin width
     from aihwkit.simulator.parameters.enums import PulseType
 
     with pytest.raises(ValueError, match="UpdateParameters.pulse_type"):
@@ -179,8 +180,9 @@ def test_constant_step_without_spread(lr: float, factor: float, trim: bool) -> N
         UpdateParameters(um_grad_scale=0.5),
         UpdateParameters(desired_bl=5),
         UpdateParameters(fixed_bl=False, update_bl_management=False, update_management=False),
+        UpdateParameters(res=7),
     ],
-    ids=["um_only", "no_management", "um_grad_scale", "short_bl", "free_bl"],
+    ids=["um_only", "no_management", "um_grad_scale", "short_bl", "free_bl", "res_in_steps"],
 )
 @_retry_once
 def test_constant_step_other_update_parameters(cfg: UpdateParameters) -> None:

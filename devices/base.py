@@ -27,7 +27,8 @@ unclipped per-pulse process, then clipped once.
 
 * Pulses of one sign: constant/linear step and soft bounds use exact closed forms of the mean and variance
   (geometric sums); ExpStep/PowStep use the closed-form ODE solution, time-rescaled so that one pulse is exact,
-  and a linear-noise approximation of the variance (see ``devices/_flows.py``). Clipping at the end equals
+  and a linear-noise approximation of the variance (see ``devices/_flows.py``); where the flow reaches a bound,
+  the last pulse ends past it by its step (the per-pulse rule clips after the pulse). Clipping at the end equals
   clipping after every pulse whenever the per-pulse steps are non-negative (the step maps are increasing).
 * Mixed counts on one device (``n_up > 0`` and ``n_down > 0``): the pulses are taken as randomly interleaved
   (what a batch of stochastic pulse trains produces): mean path of the evenly mixed map, c2c noise carried along

@@ -5,7 +5,8 @@ periphery, so the only difference from the digital network is the stochastic pul
 
 1. The *intended* update of every analog layer (``-lr Σ (d⊙s_d)(x⊙s_x)ᵀ`` from what the layer stashed and the
    GRAPES scales it holds) equals the digital GRAPES weight change to float precision — for BP, FA, DFA, the
-   MLP and the CNN, propagated and local form, on the crossbar and the aihwkit backend.
+   MLP and the CNN, propagated and local form and the layer-mean control, on the crossbar and the aihwkit
+   backend.
 2. The *realised* change, averaged over R repeated updates from the same state (``write_weights`` restores it),
    matches the digital GRAPES change within the pulse-quantization noise (relative Frobenius error < 0.15,
    while GRAPES and SGD differ by > 0.3 on every modulated layer: the test tells them apart).
@@ -49,7 +50,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("backend", ["crossbar", "aihwkit"])
-@pytest.mark.parametrize("optimizer", ["grapes", "grapes-local"])
+@pytest.mark.parametrize("optimizer", ["grapes", "grapes-local", "layer-mean"])
 @pytest.mark.parametrize("model,rule", CASES)
 def test_intended_update_equals_digital_grapes(backend, optimizer, model, rule):
     if backend == "aihwkit":

@@ -42,7 +42,9 @@ unclipped per-pulse process, then clipped once.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, fields
+from typing import Any
 from typing import ClassVar
 
 import torch
@@ -51,7 +53,7 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 
-__all__ = ["DeviceParams", "PulsedDevice", "check_field"]
+__all__ = ["DeviceParams", "PulsedDevice", "check_field", "check_field_types"]
 
 _SPARSE_MIN_DEVICES = 4096
 """Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
@@ -67,6 +69,21 @@ def check_field(cls_name: str, name: str, value: float, ok: bool, valid: str) ->
     """Raise ``ValueError("<cls_name>.<name> must be <valid>, got <value>")`` unless ``ok``."""
     if not ok:
         raise ValueError(f"{cls_name}.{name} must be {valid}, got {value!r}")
+
+
+def check_field_types(obj: Any) -> None:
+    """Check the type of every ``float`` and ``bool`` field of the dataclass ``obj``, before any range is compared:
+    a ``float`` field takes a real number, int or float, but not a bool; a ``bool`` field only ``True``/``False``.
+    Raises ``ValueError("<Class>.<field> must be ..., got <value>")``."""
+    c = type(obj).__name__
+    for f in fields(obj):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        v = getattr(obj, f.name)
+        if kind == "float":
+            check_field(c, f.name, v, isinstance(v, numbers.Real) and not isinstance(v, bool),
+                        "a number (int or float, not a bool)")
+        elif kind == "bool":
+            check_field(c, f.name, v, isinstance(v, bool), "true or false")
 
 
 @dataclass
@@ -171,6 +188,7 @@ class PulsedDevice:
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         c = type(self).__name__
+        check_field_types(self)
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from devices.base import check_field
+from devices.base import check_field, check_field_types
 
 __all__ = ["ConductanceMap"]
 
@@ -35,6 +35,7 @@ class ConductanceMap:
 
     def __post_init__(self) -> None:
         c = type(self).__name__
+        check_field_types(self)
         check_field(c, "g_min_uS", self.g_min_uS, math.isfinite(self.g_min_uS) and self.g_min_uS >= 0, ">= 0 and finite")
         check_field(c, "g_max_uS", self.g_max_uS, math.isfinite(self.g_max_uS) and self.g_max_uS > self.g_min_uS,
                     f"> g_min_uS = {self.g_min_uS!r} and finite")

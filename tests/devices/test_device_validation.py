@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import pytest
 
@@ -104,3 +106,63 @@ def test_devices_are_frozen():
     d = dv.SoftBoundsDevice()
     with pytest.raises(Exception):
         d.dw_min = 0.5  # type: ignore[misc]
+
+
+def _fields_of_type(cls, kind):
+    """The fields of the dataclass ``cls`` annotated ``kind`` (``"float"`` or ``"bool"``)."""
+    return [f.name for f in dataclasses.fields(cls) if f.type in (kind, {"float": float, "bool": bool}[kind])]
+
+
+ALL_DEVICE_CLASSES = [*MODELS, dv.IdealDevice, *dv.PRESETS.values()]
+
+
+@pytest.mark.parametrize("cls", ALL_DEVICE_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("value", [True, False, "0.1", None, [0.1]], ids=repr)
+def test_float_fields_reject_bools_and_strings(cls, value):
+    """Every float field of every device class (presets included) takes a number only, never a bool (which would
+    silently count as 1 or 0) or a string (which would fail later, in a comparison), and the message names it."""
+    names = _fields_of_type(cls, "float")
+    assert "dw_min" in names
+    for name in names:
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{name} must be a number \(int or float, not a bool\), "
+                                             rf"got {re.escape(repr(value))}$"):
+            cls(**{name: value})
+
+
+@pytest.mark.parametrize("cls", ALL_DEVICE_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0], ids=repr)
+def test_bool_fields_take_only_true_or_false(cls, value):
+    """``mult_noise``, ``mean_bound_reference``, ``dw_min_dtod_log_normal``: ``"no"`` would otherwise run as True."""
+    names = _fields_of_type(cls, "bool")
+    assert "dw_min_dtod_log_normal" in names
+    for name in names:
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{name} must be true or false, got "):
+            cls(**{name: value})
+
+
+def test_bool_fields_found():
+    assert set(_fields_of_type(dv.LinearStepDevice, "bool")) == {"dw_min_dtod_log_normal", "mean_bound_reference",
+                                                                 "mult_noise"}
+    assert set(_fields_of_type(dv.SoftBoundsDevice, "bool")) == {"dw_min_dtod_log_normal", "mult_noise"}
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_ints_for_float_fields_and_real_bools_pass(cls):
+    d = cls(dw_min=1, w_min=-2, w_max=3)
+    assert d.dw_min == 1 and d.w_max == 3
+    for name in _fields_of_type(cls, "bool"):
+        assert getattr(cls(**{name: True}), name) is True
+
+
+def test_preset_overrides_check_types():
+    with pytest.raises(ValueError, match=r"^EcRamPresetDevice\.mult_noise must be true or false, got 'no'$"):
+        dv.get_preset("EcRam", mult_noise="no")
+    with pytest.raises(ValueError, match=r"^EcRamPresetDevice\.dw_min must be a number .*, got True$"):
+        dv.get_preset("EcRam", dw_min=True)
+
+
+@pytest.mark.parametrize("field", ["g_min_uS", "g_max_uS", "w_max"])
+@pytest.mark.parametrize("value", [True, "1.0"], ids=repr)
+def test_conductance_map_checks_types(field, value):
+    with pytest.raises(ValueError, match=rf"^ConductanceMap\.{field} must be a number"):
+        dv.ConductanceMap(**{field: value})

@@ -18,12 +18,12 @@ import dataclasses
 import math
 import statistics
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIMIZERS, ConfigError, TrainConfig, identity_dict
+from .config import OPTIMIZERS, ConfigError, TrainConfig, _is_int, _is_number, check_distinct, identity_dict
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
@@ -71,27 +71,39 @@ class CompareSpec:
 
     def __post_init__(self) -> None:
         for name in ("optimizers", "hardware", "lr_grid", "seeds", "tune_seeds"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+                raise ConfigError(f"{name} must be a list, got {v!r}")
+            object.__setattr__(self, name, tuple(v))
+        if not isinstance(self.base, TrainConfig):
+            raise ConfigError(f"base must be a TrainConfig, got {self.base!r}")
+        bad = [o for o in self.optimizers if not isinstance(o, str) or o not in OPTIMIZERS]
         if not self.optimizers or bad:
             raise ConfigError(f"optimizers must be one or more of {', '.join(OPTIMIZERS)}, got {list(self.optimizers)}")
+        check_distinct("optimizers", self.optimizers)
         bad = [h for h in self.hardware if h not in HARDWARE]
         if not self.hardware or bad:
             raise ConfigError(f"hardware must be one or more of {', '.join(HARDWARE)}, got {list(self.hardware)}")
+        check_distinct("hardware", self.hardware)
         if self.analog_backend not in ("crossbar", "aihwkit"):
             raise ConfigError(f"analog_backend must be crossbar or aihwkit, got {self.analog_backend!r}")
-        if not self.lr_grid or any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
+        if not self.lr_grid or any(not (_is_number(lr) and lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
             raise ConfigError(f"lr_grid must be one or more learning rates > 0, got {list(self.lr_grid)}")
-        if not self.seeds:
-            raise ConfigError("seeds must name at least one seed")
-        if not self.tune_seeds or len(set(self.tune_seeds)) != len(self.tune_seeds):
+        check_distinct("lr_grid", self.lr_grid)
+        if not self.seeds or not all(_is_int(s) for s in self.seeds):
+            raise ConfigError(f"seeds must name one or more seeds (integers), got {list(self.seeds)}")
+        check_distinct("seeds", self.seeds)
+        if (not self.tune_seeds or not all(_is_int(s) for s in self.tune_seeds)
+                or len(set(self.tune_seeds)) != len(self.tune_seeds)):
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise ConfigError(msg)
-        if not 0 < self.target_acc <= 1:
-            raise ConfigError(f"target_acc must be in (0, 1], got {self.target_acc}")
+        if not (_is_number(self.target_acc) and 0 < self.target_acc <= 1):
+            raise ConfigError(f"target_acc must be a number in (0, 1], got {self.target_acc!r}")
+        if not (_is_int(self.val_holdout) and self.val_holdout >= 0):
+            raise ConfigError(f"val_holdout must be an integer ≥ 0, got {self.val_holdout!r}")
         if self.val_holdout < 1 and len(self.lr_grid) > 1:
             raise ConfigError(f"val_holdout must be ≥ 1 when an lr grid is tuned, got {self.val_holdout}")
 

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import numbers
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +29,22 @@ OPTIMIZERS: dict[str, str | None] = {
 }
 
 
+#: ``torch.optim`` classes that cannot be a base optimizer (lower-case name -> why): a training step calls
+#: ``optimizer.step()`` once on the dense gradients of one batch
+UNSUPPORTED_BASE_OPTIMIZERS: dict[str, str] = {
+    "lbfgs": "LBFGS needs a closure that re-evaluates the loss (step(closure))",
+    "sparseadam": "SparseAdam needs sparse gradients (the models' gradients are dense)",
+}
+
+
 def base_optimizer_names() -> list[str]:
-    """Names of the torch optimizers usable as base optimizer (lower-case class names in ``torch.optim``)."""
+    """Names of the torch optimizers usable as base optimizer (lower-case class names in ``torch.optim``, less
+    :data:`UNSUPPORTED_BASE_OPTIMIZERS`)."""
     names = []
     for name in dir(torch.optim):
         obj = getattr(torch.optim, name)
-        if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer:
+        if (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer
+                and name.lower() not in UNSUPPORTED_BASE_OPTIMIZERS):
             names.append(name.lower())
     return sorted(names)
 
@@ -63,6 +77,47 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _is_int(v: object) -> bool:
+    """Whether ``v`` is an integer (a bool is not)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    """Whether ``v`` is a real number, int or float (a bool is not)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_sequence(v: object) -> bool:
+    """Whether ``v`` is a list or tuple (a string or a bare number is not)."""
+    return isinstance(v, (list, tuple))
+
+
+def check_distinct(name: str, values: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` naming ``name`` unless ``values`` holds no value twice (a repeated seed or
+    optimizer would run the same job again and count it twice in the means)."""
+    repeated: list[Any] = []
+    for i, v in enumerate(values):
+        if v in values[:i] and v not in repeated:
+            repeated.append(v)
+    _check(not repeated, f"{name} must not repeat a value, got {list(values)} "
+                         f"({', '.join(repr(v) for v in repeated)} more than once)")
+
+
+def _device_ok(device: object) -> bool:
+    """Whether ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with N ≥ 0 (CUDA need not be present)."""
+    if not isinstance(device, str):
+        return False
+    if device in ("auto", "cpu"):
+        return True
+    if not device.startswith("cuda"):
+        return False
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return False
+    return dev.type == "cuda" and (dev.index is None or dev.index >= 0)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (same config + seed -> same numbers on the same machine).
@@ -77,8 +132,9 @@ class TrainConfig:
         rule: how errors reach hidden layers: ``bp``, ``fa`` (feedback alignment), ``dfa`` (direct FA).
         optimizer: ``sgd`` (no modulation), ``grapes`` (propagated), ``grapes-local``, ``layer-mean`` (control:
             each layer's GRAPES factor replaced by its layer mean).
-        base_optimizer: the torch optimizer that applies the (modulated) gradients: any ``torch.optim`` class
-            name in lower case (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ...).
+        base_optimizer: the torch optimizer that applies the (modulated) gradients: a ``torch.optim`` class
+            name in lower case (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ...; :func:`base_optimizer_names`), not
+            one of :data:`UNSUPPORTED_BASE_OPTIMIZERS` (``lbfgs``, ``sparseadam``).
         lr: learning rate (> 0).
         momentum: momentum of SGD / RMSprop (≥ 0; ignored by optimizers without it).
         weight_decay: L2 penalty (≥ 0).
@@ -132,49 +188,83 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        def number(name: str, valid: str, integer: bool = False, optional: bool = False) -> None:
+            """The type check of a numeric field, before its range is compared: ``valid`` is that range."""
+            v = getattr(self, name)
+            ok = (v is None and optional) or (_is_int(v) if integer else _is_number(v))
+            _check(ok, f"TrainConfig.{name} must be {'an integer' if integer else 'a number'} {valid}"
+                       f"{' (or None for all)' if optional else ''}, got {v!r}")
+
+        _check(_is_sequence(self.hidden) and all(_is_int(h) for h in self.hidden),
+               f"TrainConfig.hidden must be a list of one or more integer widths ≥ 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        _check(self.dataset in DATASET_NAMES,
-               f"dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
-        _check(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        _check(isinstance(self.dataset, str) and self.dataset in DATASET_NAMES,
+               f"TrainConfig.dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
+        _check(self.data_root is None or isinstance(self.data_root, (str, os.PathLike)),
+               f"TrainConfig.data_root must be None or the path of a folder, got {self.data_root!r}")
+        _check(isinstance(self.model, str) and self.model in MODELS,
+               f"TrainConfig.model must be one of {', '.join(MODELS)}, got {self.model!r}")
         _check(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-               f"hidden must be one or more widths ≥ 1, got {list(self.hidden)}")
-        _check(self.activation in ACTIVATIONS,
-               f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(self.rule in RULES, f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+               f"TrainConfig.hidden must be one or more widths ≥ 1, got {list(self.hidden)}")
+        _check(isinstance(self.activation, str) and self.activation in ACTIVATIONS,
+               f"TrainConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        number("dropout", "in [0, 1)")
+        _check(0.0 <= self.dropout < 1.0, f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
+        _check(isinstance(self.rule, str) and self.rule in RULES,
+               f"TrainConfig.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         _check(not (self.model == "cnn" and self.rule != "bp"),
                f"rule {self.rule!r} is implemented for the mlp model only; use --rule bp with --model cnn")
-        _check(self.optimizer in OPTIMIZERS,
-               f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        valid_base = base_optimizer_names()
-        _check(self.base_optimizer in valid_base,
-               f"base_optimizer must be one of {', '.join(valid_base)}, got {self.base_optimizer!r}")
-        _check(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"),
-               f"lr must be > 0 (and finite), got {self.lr}")
-        _check(self.momentum >= 0, f"momentum must be ≥ 0, got {self.momentum}")
-        _check(self.weight_decay >= 0, f"weight_decay must be ≥ 0, got {self.weight_decay}")
-        _check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
-        _check(isinstance(self.drop_last, bool), f"drop_last must be true or false, got {self.drop_last!r}")
-        _check(self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs}")
+        _check(isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS,
+               f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        valid_base, base = base_optimizer_names(), self.base_optimizer
+        if not (isinstance(base, str) and base in valid_base):
+            why = UNSUPPORTED_BASE_OPTIMIZERS.get(base, "") if isinstance(base, str) else ""
+            raise ConfigError(f"TrainConfig.base_optimizer must be one of {', '.join(valid_base)}, "
+                              f"got {base!r}{f' ({why})' if why else ''}")
+        number("lr", "> 0")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be > 0 (and finite), got {self.lr}")
+        number("momentum", "≥ 0")
+        _check(self.momentum >= 0 and math.isfinite(self.momentum),
+               f"TrainConfig.momentum must be ≥ 0 (and finite), got {self.momentum}")
+        number("weight_decay", "≥ 0")
+        _check(self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+               f"TrainConfig.weight_decay must be ≥ 0 (and finite), got {self.weight_decay}")
+        number("batch_size", "≥ 1", integer=True)
+        _check(self.batch_size >= 1, f"TrainConfig.batch_size must be ≥ 1, got {self.batch_size}")
+        _check(isinstance(self.drop_last, bool),
+               f"TrainConfig.drop_last must be true or false, got {self.drop_last!r}")
+        number("epochs", "≥ 1", integer=True)
+        _check(self.epochs >= 1, f"TrainConfig.epochs must be ≥ 1, got {self.epochs}")
+        number("seed", "in [-2^63, 2^64) (what torch.manual_seed takes)", integer=True)
+        _check(-2 ** 63 <= self.seed < 2 ** 64,
+               f"TrainConfig.seed must be an integer in [-2^63, 2^64) (what torch.manual_seed takes), got {self.seed}")
+        number("train_subset", "≥ 1", integer=True, optional=True)
         _check(self.train_subset is None or self.train_subset >= 1,
-               f"train_subset must be ≥ 1 (or None for all), got {self.train_subset}")
+               f"TrainConfig.train_subset must be ≥ 1 (or None for all), got {self.train_subset}")
         _check(not (self.drop_last and self.train_subset is not None and self.train_subset < self.batch_size),
                f"drop_last leaves no batch: train_subset {self.train_subset} < batch_size {self.batch_size}; "
                f"use a smaller batch_size or set drop_last false (--no-drop-last)")
+        number("test_subset", "≥ 1", integer=True, optional=True)
         _check(self.test_subset is None or self.test_subset >= 1,
-               f"test_subset must be ≥ 1 (or None for all), got {self.test_subset}")
+               f"TrainConfig.test_subset must be ≥ 1 (or None for all), got {self.test_subset}")
+        _check(_is_sequence(self.inference_times) and all(_is_number(t) for t in self.inference_times),
+               f"TrainConfig.inference_times must be a list of numbers ≥ 0 (seconds), got {self.inference_times!r}")
         object.__setattr__(self, "inference_times", tuple(float(t) for t in self.inference_times))
-        _check(self.val_holdout >= 0, f"val_holdout must be ≥ 0, got {self.val_holdout}")
-        _check(all(t >= 0 for t in self.inference_times),
-               f"inference_times must be ≥ 0 seconds, got {list(self.inference_times)}")
+        number("val_holdout", "≥ 0", integer=True)
+        _check(self.val_holdout >= 0, f"TrainConfig.val_holdout must be ≥ 0, got {self.val_holdout}")
+        _check(all(0 <= t < math.inf for t in self.inference_times),
+               f"TrainConfig.inference_times must be ≥ 0 seconds (and finite), got {list(self.inference_times)}")
         if isinstance(self.analog, dict):
             object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
-        _check(self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        _check(isinstance(self.backend, str) and self.backend in BACKENDS,
+               f"TrainConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(isinstance(self.analog, AnalogSettings),
-               f"analog must be an AnalogSettings (or a dict of its fields), got {self.analog!r}")
-        _check(self.evals_per_epoch >= 1, f"evals_per_epoch must be ≥ 1, got {self.evals_per_epoch}")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+               f"TrainConfig.analog must be an AnalogSettings (or a dict of its fields), got {self.analog!r}")
+        number("evals_per_epoch", "≥ 1", integer=True)
+        _check(self.evals_per_epoch >= 1, f"TrainConfig.evals_per_epoch must be ≥ 1, got {self.evals_per_epoch}")
+        _check(_device_ok(self.device),
+               f"TrainConfig.device must be cpu, cuda, cuda:N or auto (N an integer ≥ 0), got {self.device!r}")
+        _check(isinstance(self.extra, dict), f"TrainConfig.extra must be a dict, got {self.extra!r}")
 
     @property
     def grapes_mode(self) -> str | None:

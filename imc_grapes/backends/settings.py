@@ -6,6 +6,7 @@ addressable by a dotted path (``analog.preset``, ``analog.adc_bits``) in sweep s
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,16 @@ IMPORTANCE_SOURCES = ("exact", "array")
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def _is_int(v: object) -> bool:
+    """Whether ``v`` is an integer (a bool is not)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite(v: object) -> bool:
+    """Whether ``v`` is a finite real number, int or float (a bool is not)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -63,29 +74,31 @@ class AnalogSettings:
     def __post_init__(self) -> None:
         from devices import PRESETS
 
-        _check(self.preset in PRESETS,
+        _check(isinstance(self.preset, str) and self.preset in PRESETS,
                f"AnalogSettings.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        _check(isinstance(self.device_overrides, dict) and all(isinstance(k, str) for k in self.device_overrides),
+               f"AnalogSettings.device_overrides must be a dict of device fields and values, "
+               f"got {self.device_overrides!r}")
         if self.device_overrides:
             self.device()  # raises a ValueError naming the field and its valid range
-        _check(isinstance(self.tile_size, int) and self.tile_size >= 1,
+        _check(_is_int(self.tile_size) and self.tile_size >= 1,
                f"AnalogSettings.tile_size must be an integer ≥ 1, got {self.tile_size!r}")
         for name in ("dac_bits", "adc_bits"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and 0 <= v <= 24, f"AnalogSettings.{name} must be an integer in [0, 24] "
+            _check(_is_int(v) and 0 <= v <= 24, f"AnalogSettings.{name} must be an integer in [0, 24] "
                    f"(0 = no quantization), got {v!r}")
-        _check(self.out_noise >= 0, f"AnalogSettings.out_noise must be ≥ 0, got {self.out_noise}")
-        _check(self.importance in IMPORTANCE_SOURCES,
+        _check(_is_finite(self.out_noise) and self.out_noise >= 0,
+               f"AnalogSettings.out_noise must be a finite number ≥ 0, got {self.out_noise!r}")
+        for name in ("ideal_periphery", "importance_offset_correction"):
+            v = getattr(self, name)
+            _check(isinstance(v, bool), f"AnalogSettings.{name} must be true or false, got {v!r}")
+        _check(isinstance(self.importance, str) and self.importance in IMPORTANCE_SOURCES,
                f"AnalogSettings.importance must be one of {', '.join(IMPORTANCE_SOURCES)}, got {self.importance!r}")
-        _check(isinstance(self.importance_every, int) and self.importance_every >= 1,
+        _check(_is_int(self.importance_every) and self.importance_every >= 1,
                f"AnalogSettings.importance_every must be an integer ≥ 1, got {self.importance_every!r}")
-        _check(isinstance(self.importance_g_offset, (int, float)) and not isinstance(self.importance_g_offset, bool)
-               and 0 <= self.importance_g_offset < float("inf"),
+        _check(_is_finite(self.importance_g_offset) and self.importance_g_offset >= 0,
                f"AnalogSettings.importance_g_offset must be a finite number ≥ 0, got {self.importance_g_offset!r}")
-        _check(isinstance(self.importance_offset_correction, bool),
-               f"AnalogSettings.importance_offset_correction must be true or false, "
-               f"got {self.importance_offset_correction!r}")
-        _check(isinstance(self.sat_probe_every, int) and not isinstance(self.sat_probe_every, bool)
-               and self.sat_probe_every >= 0,
+        _check(_is_int(self.sat_probe_every) and self.sat_probe_every >= 0,
                f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")
         _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),
                f"AnalogSettings.energy_table must be None or the path of a JSON file, got {self.energy_table!r}")

@@ -197,6 +197,53 @@ def test_settings_and_config_translation():
     assert AnalogSettings.from_dict(AnalogSettings(sat_probe_every=5).to_dict()).sat_probe_every == 5
 
 
+
+_INF, _NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("out_noise", _INF, "out_noise must be a finite number ≥ 0, got inf"),
+    ("out_noise", -_INF, "out_noise must be a finite number ≥ 0"),
+    ("out_noise", _NAN, "out_noise must be a finite number ≥ 0, got nan"),
+    ("out_noise", -0.1, "out_noise must be a finite number ≥ 0"),
+    ("out_noise", "0.06", "out_noise must be a finite number ≥ 0, got '0.06'"),
+    ("out_noise", True, "out_noise must be a finite number ≥ 0, got True"),
+    ("importance_g_offset", _INF, "importance_g_offset must be a finite number ≥ 0"),
+    ("importance_g_offset", _NAN, "importance_g_offset must be a finite number ≥ 0"),
+    ("importance_g_offset", True, "importance_g_offset must be a finite number ≥ 0"),
+    ("ideal_periphery", "no", "ideal_periphery must be true or false, got 'no'"),
+    ("ideal_periphery", 1, "ideal_periphery must be true or false, got 1"),
+    ("ideal_periphery", None, "ideal_periphery must be true or false, got None"),
+    ("importance_offset_correction", 0, "importance_offset_correction must be true or false, got 0"),
+    ("tile_size", True, "tile_size must be an integer ≥ 1, got True"),
+    ("tile_size", 64.0, "tile_size must be an integer ≥ 1, got 64.0"),
+    ("dac_bits", True, r"dac_bits must be an integer in \[0, 24\]"),
+    ("adc_bits", 8.0, r"adc_bits must be an integer in \[0, 24\]"),
+    ("importance_every", True, "importance_every must be an integer ≥ 1"),
+    ("sat_probe_every", False, "sat_probe_every must be an integer ≥ 0"),
+    ("preset", ["ReRamSB"], "preset must be one of"),
+    ("importance", ["exact"], "importance must be one of"),
+    ("device_overrides", "dw_min", "device_overrides must be a dict of device fields and values"),
+])
+def test_settings_types_and_finite_values_are_checked(field, value, message):
+    """Every field of AnalogSettings rejects a value of the wrong type (a bool for a number, a string for a bool) and
+    a number field a non-finite value, naming the field; an int for a float field is fine."""
+    with pytest.raises(ValueError, match=rf"^AnalogSettings\.{message}"):
+        AnalogSettings(**{field: value})
+
+
+def test_settings_take_ints_for_floats_and_bools_from_a_dict():
+    s = AnalogSettings.from_dict({"out_noise": 0, "importance_g_offset": 1, "ideal_periphery": True,
+                                  "importance_offset_correction": False})
+    assert s.out_noise == 0 and s.importance_g_offset == 1 and s.ideal_periphery is True
+    with pytest.raises(ValueError, match=r"^AnalogSettings\.ideal_periphery must be true or false, got 'no'"):
+        AnalogSettings.from_dict({"ideal_periphery": "no"})
+    with pytest.raises(ValueError, match=r"^ReRamSBPresetDevice\.mult_noise must be true or false, got 'no'"):
+        AnalogSettings(device_overrides={"mult_noise": "no"})
+    with pytest.raises(ValueError, match=r"^ReRamSBPresetDevice\.dw_min must be a number"):
+        AnalogSettings(device_overrides={"dw_min": True})
+
+
 def test_a_unidirectional_device_is_warned_about():
     """One device per weight with w_min = 0 (PCM) cannot hold a negative weight: the translation warns, naming the
     preset; a bidirectional device or one made signed by an override does not warn."""

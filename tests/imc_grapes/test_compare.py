@@ -34,6 +34,49 @@ def test_spec_validation_errors():
         CompareSpec(tail_evals=0)
 
 
+
+@pytest.mark.parametrize("field,value,shown", [
+    ("seeds", (0, 0), r"\[0, 0\] \(0 more than once\)"),
+    ("seeds", (0, 1, 2, 1), r"\[0, 1, 2, 1\] \(1 more than once\)"),
+    ("optimizers", ("sgd", "sgd"), r"\['sgd', 'sgd'\] \('sgd' more than once\)"),
+    ("optimizers", ("sgd", "grapes", "grapes"), r"\[.*\] \('grapes' more than once\)"),
+    ("hardware", ("digital", "digital"), r"\['digital', 'digital'\]"),
+    ("lr_grid", (0.1, 0.3, 0.1), r"\[0\.1, 0\.3, 0\.1\] \(0\.1 more than once\)"),
+])
+def test_spec_rejects_repeated_values(field, value, shown):
+    """A repeated seed, optimizer, hardware or lr would train the same cell again and count it twice."""
+    with pytest.raises(ConfigError, match=rf"^{field} must not repeat a value, got {shown}"):
+        CompareSpec(**{field: value})
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("seeds", (0.5,), r"seeds must name one or more seeds \(integers\), got \[0\.5\]"),
+    ("seeds", (True,), r"seeds must name one or more seeds \(integers\)"),
+    ("seeds", (), r"seeds must name one or more seeds"),
+    ("seeds", 0, r"seeds must be a list, got 0"),
+    ("optimizers", "sgd", r"optimizers must be a list, got 'sgd'"),
+    ("tune_seeds", ("0",), r"tune_seeds must name one or more distinct seeds"),
+    ("lr_grid", ("0.1",), r"lr_grid must be one or more learning rates > 0"),
+    ("lr_grid", (True,), r"lr_grid must be one or more learning rates > 0"),
+    ("target_acc", "0.9", r"target_acc must be a number in \(0, 1\]"),
+    ("val_holdout", 1.5, r"val_holdout must be an integer ≥ 0, got 1\.5"),
+    ("base", {}, r"base must be a TrainConfig"),
+])
+def test_spec_field_types_are_checked(field, value, message):
+    with pytest.raises(ConfigError, match=rf"^{message}"):
+        CompareSpec(**{field: value})
+
+
+def test_cli_compare_rejects_repeated_options(tmp_path, capsys):
+    common = ["compare", "--dataset", "synthetic", "--no-progress", "--out", str(tmp_path)]
+    for option, values in [("--seeds", ["0", "0"]), ("--optimizers", ["sgd", "sgd"]),
+                           ("--hardware", ["digital", "digital"]), ("--lr", ["0.1", "0.1"])]:
+        assert main([*common, option, *values]) == 2
+        err = capsys.readouterr().err
+        assert "must not repeat a value" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir()), "nothing is run"
+
+
 def _fake_runs(curves):
     """A ``run(cfg, folder)`` for ``tune_and_run`` that trains nothing: the history of a (lr, seed) run is
     ``curves[(lr, seed)]`` (test accuracies per evaluation; None: the run diverged). Records the folders."""

@@ -96,3 +96,133 @@ def test_fields_added_later_keep_saved_runs_and_sweep_ids():
     with open(root / "summary.csv") as f:
         on_disk = {row["point"] for row in csv.DictReader(f)}
     assert {p.id for p in load_spec(root / "spec.toml").points()} == on_disk
+
+
+@pytest.mark.parametrize("device", ["cuda:abc", "cuda:-1", "cudaX", "cuda:", "cuda:0:1", "cuda: 1", "cpu:0", "",
+                                    None, 0])
+def test_malformed_device_strings_are_rejected(device):
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.device must be cpu, cuda, cuda:N or auto \(N an integer "
+                                          r"≥ 0\), got "):
+        TrainConfig(device=device)
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto", "cuda", "cuda:0", "cuda:3"])
+def test_valid_device_strings_pass_without_cuda(device):
+    """Validation parses the string only: a CUDA device is checked for when the run resolves it."""
+    assert TrainConfig(device=device).device == device
+
+
+@pytest.mark.parametrize("device", ["cuda:abc", "cuda:-1", "cudaX"])
+def test_cli_reports_a_malformed_device_without_traceback(tmp_path, capsys, device):
+    from imc_grapes.cli import main
+
+    assert main(["train", "--dataset", "synthetic", "--hidden", "8", "--device", device, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "TrainConfig.device must be cpu, cuda, cuda:N or auto" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name,why", [("lbfgs", "needs a closure"), ("sparseadam", "needs sparse gradients")])
+def test_base_optimizers_that_cannot_work_are_rejected(name, why):
+    assert name not in base_optimizer_names()
+    with pytest.raises(ConfigError, match=rf"^TrainConfig\.base_optimizer must be one of .*, got '{name}' \(.*{why}"):
+        TrainConfig(base_optimizer=name)
+
+
+def test_every_listed_base_optimizer_takes_a_step():
+    import torch
+
+    from imc_grapes.backends.optim import make_optimizer
+
+    for name in base_optimizer_names():
+        layer = torch.nn.Linear(3, 2, bias=False)           # muon takes 2-d parameters only
+        opt = make_optimizer(TrainConfig(base_optimizer=name, lr=0.01), layer.parameters())
+        layer(torch.randn(4, 3)).sum().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_help_does_not_offer_unsupported_base_optimizers(capsys, command):
+    from imc_grapes.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out.lower()
+    assert "--base-optimizer" in out and "lbfgs" not in out and "sparseadam" not in out
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("seed", 0.5, r"seed must be an integer"),
+    ("seed", "a", r"seed must be an integer"),
+    ("seed", True, r"seed must be an integer"),
+    ("seed", 2 ** 64, r"seed must be an integer in \[-2\^63, 2\^64\)"),
+    ("epochs", 1.5, r"epochs must be an integer ≥ 1, got 1\.5"),
+    ("epochs", True, r"epochs must be an integer ≥ 1, got True"),
+    ("batch_size", 32.5, r"batch_size must be an integer ≥ 1, got 32\.5"),
+    ("batch_size", "32", r"batch_size must be an integer ≥ 1, got '32'"),
+    ("evals_per_epoch", 1.0, r"evals_per_epoch must be an integer ≥ 1"),
+    ("val_holdout", 1.5, r"val_holdout must be an integer ≥ 0"),
+    ("train_subset", 500.0, r"train_subset must be an integer ≥ 1 \(or None for all\)"),
+    ("test_subset", True, r"test_subset must be an integer ≥ 1 \(or None for all\)"),
+    ("lr", True, r"lr must be a number > 0, got True"),
+    ("lr", "0.1", r"lr must be a number > 0, got '0\.1'"),
+    ("lr", INF, r"lr must be > 0 \(and finite\)"),
+    ("momentum", True, r"momentum must be a number ≥ 0, got True"),
+    ("momentum", "0.9", r"momentum must be a number ≥ 0"),
+    ("momentum", INF, r"momentum must be ≥ 0 \(and finite\)"),
+    ("weight_decay", False, r"weight_decay must be a number ≥ 0"),
+    ("weight_decay", INF, r"weight_decay must be ≥ 0 \(and finite\)"),
+    ("dropout", "0.1", r"dropout must be a number in \[0, 1\)"),
+    ("dropout", True, r"dropout must be a number in \[0, 1\)"),
+    ("hidden", "256", r"hidden must be a list of one or more integer widths ≥ 1, got '256'"),
+    ("hidden", 8, r"hidden must be a list of one or more integer widths ≥ 1, got 8"),
+    ("hidden", (8.5,), r"hidden must be a list of one or more integer widths"),
+    ("hidden", (True,), r"hidden must be a list of one or more integer widths"),
+    ("hidden", (), r"hidden must be one or more widths ≥ 1"),
+    ("inference_times", "3600", r"inference_times must be a list of numbers ≥ 0 \(seconds\), got '3600'"),
+    ("inference_times", 3600, r"inference_times must be a list of numbers ≥ 0"),
+    ("inference_times", ("1",), r"inference_times must be a list of numbers ≥ 0"),
+    ("inference_times", (True,), r"inference_times must be a list of numbers ≥ 0"),
+    ("inference_times", (1.0, INF), r"inference_times must be ≥ 0 seconds \(and finite\)"),
+    ("drop_last", "no", r"drop_last must be true or false, got 'no'"),
+    ("data_root", 5, r"data_root must be None or the path of a folder"),
+    ("extra", [], r"extra must be a dict"),
+    ("dataset", ["synthetic"], r"dataset must be one of"),
+    ("optimizer", ["sgd"], r"optimizer must be one of"),
+    ("base_optimizer", ["sgd"], r"base_optimizer must be one of"),
+    ("backend", None, r"backend must be one of"),
+])
+def test_field_types_are_checked_before_ranges(field, value, message):
+    """A value of the wrong type gets a message naming the field and what it takes, never a TypeError from a
+    comparison (``'>' not supported between 'str' and 'int'``) or a late crash in the run."""
+    with pytest.raises(ConfigError, match=rf"^TrainConfig\.{message}"):
+        TrainConfig(**{field: value})
+
+
+def test_type_message_exact():
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.lr must be a number > 0, got '0\.1'$"):
+        TrainConfig(lr="0.1")
+
+
+def test_valid_values_of_the_checked_types_pass():
+    import numpy as np
+
+    cfg = TrainConfig(lr=1, momentum=0, weight_decay=0, dropout=0, seed=-1, hidden=[8, np.int64(4)],
+                      inference_times=[1, 3600.0], train_subset=128, test_subset=None, batch_size=np.int64(32))
+    assert cfg.lr == 1 and cfg.hidden == (8, 4) and type(cfg.hidden[1]) is int
+    assert cfg.inference_times == (1.0, 3600.0)
+    assert TrainConfig(seed=2 ** 64 - 1).seed == 2 ** 64 - 1
+
+
+def test_check_distinct_names_the_option_and_the_repeats():
+    from imc_grapes.config import check_distinct
+
+    check_distinct("seeds", [0, 1, 2])
+    check_distinct("seeds", [])
+    with pytest.raises(ConfigError, match=r"^--seed must not repeat a value, got \[0, 1, 0, 1, 2\] \(0, 1 more than "
+                                          r"once\)$"):
+        check_distinct("--seed", [0, 1, 0, 1, 2])
+    with pytest.raises(ConfigError, match=r"^--optimizer must not repeat a value, got \['sgd', 'sgd'\]"):
+        check_distinct("--optimizer", ("sgd", "sgd"))

@@ -44,8 +44,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field, fields
-from typing import Any
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor

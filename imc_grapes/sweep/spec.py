@@ -406,7 +406,17 @@ def _load_base_from(path: Path) -> dict[str, Any]:
     file of TrainConfig fields (optionally under ``base``)."""
     if not path.exists():
         raise SpecError(f"[sweep] base_from: {path} does not exist")
-    data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"[sweep] base_from: {path} is not valid {kind}: {exc}") from None
+    except OSError as exc:
+        raise SpecError(f"[sweep] base_from: cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"[sweep] base_from: {path} must hold a {kind} object of TrainConfig fields (or a "
+                        f"results.json), got a {type(data).__name__}")
     for key in ("config", "base"):
         if isinstance(data.get(key), dict):
             return data[key]
@@ -435,6 +445,10 @@ def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.
             raise SpecError(f"[{t}] must be a table, got {data[t]!r}")
     sweep = data.get("sweep", {})
     _check_keys(sweep, SWEEP_KEYS, "[sweep]")
+    for key in ("name", "out", "base_from"):
+        if key in sweep and (not isinstance(sweep[key], str) or not sweep[key]):
+            raise SpecError(f"[sweep] {key} must be a non-empty string"
+                            + (" (a path)" if key != "name" else "") + f", got {sweep[key]!r}")
     start = None
     if "base_from" in sweep:
         p = Path(sweep["base_from"])

@@ -298,6 +298,54 @@ def test_base_from_a_finished_run_then_base_overrides(tmp_path):
         load_spec(tmp_path / "bad.toml")
 
 
+@pytest.mark.parametrize("content, name, match", [
+    ("[]", "list.json", r"base_from: .*list\.json must hold a JSON object .*got a list"),
+    ("7", "num.json", r"base_from: .*num\.json must hold a JSON object .*got a int"),
+    ("{bad", "bad.json", r"base_from: .*bad\.json is not valid JSON: Expecting property name"),
+    ("x = [", "bad.toml", r"base_from: .*bad\.toml is not valid TOML"),
+    (b"\xff\xfe{", "latin.json", r"base_from: .*latin\.json is not valid JSON"),
+])
+def test_base_from_file_that_is_no_config_is_a_spec_error_naming_the_file(tmp_path, content, name, match):
+    target = tmp_path / name
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (tmp_path / "s.toml").write_text(f'[sweep]\nbase_from = "{name}"\n[axes]\nseed = [0]\n')
+    with pytest.raises(SpecError, match=match):
+        load_spec(tmp_path / "s.toml")
+
+
+def test_base_from_a_folder_is_a_spec_error(tmp_path):
+    (tmp_path / "d.json").mkdir()
+    (tmp_path / "s.toml").write_text('[sweep]\nbase_from = "d.json"\n[axes]\nseed = [0]\n')
+    with pytest.raises(SpecError, match=r"base_from: cannot read .*d\.json"):
+        load_spec(tmp_path / "s.toml")
+
+
+@pytest.mark.parametrize("line, match", [
+    ("out = 7", r"\[sweep\] out must be a non-empty string \(a path\), got 7"),
+    ('out = ""', r"\[sweep\] out must be a non-empty string \(a path\), got ''"),
+    ("out = [\"a\"]", r"\[sweep\] out must be a non-empty string"),
+    ("base_from = 3", r"\[sweep\] base_from must be a non-empty string \(a path\), got 3"),
+    ("name = 5", r"\[sweep\] name must be a non-empty string, got 5"),
+    ("reference = 1", r"\[sweep\] reference must be true or false, got 1"),
+    ('tail_evals = "x"', r"\[sweep\] tail_evals must be an integer"),
+])
+def test_sweep_table_keys_of_the_wrong_type_are_spec_errors(line, match):
+    with pytest.raises(SpecError, match=match):
+        parse_spec(tomllib.loads(f"[sweep]\n{line}\n[axes]\nseed = [0]\n"))
+
+
+def test_sweep_cli_reports_a_bad_sweep_table_as_a_usage_error(tmp_path, capsys):
+    from imc_grapes.sweep.cli import main
+
+    (tmp_path / "list.json").write_text("[]")
+    for line, want in (("out = 7", "[sweep] out must be a non-empty string"),
+                       ('base_from = "list.json"', "list.json must hold a JSON object")):
+        (tmp_path / "s.toml").write_text(f"[sweep]\n{line}\n[axes]\nseed = [0]\n")
+        assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("imc-grapes sweep: error: ") and want in err and "Traceback" not in err
+
+
 def test_dry_run_lists_the_validated_points(tmp_path, capsys):
     from imc_grapes.sweep.cli import main
 

@@ -6,17 +6,38 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def create_temp(folder: str | os.PathLike[str], name: str) -> tuple[int, str]:
+    """Create a new, empty temporary file ``folder/.<name>.<random>`` for writing; return its descriptor and path.
+
+    Unlike :func:`tempfile.mkstemp` (always mode 0600), the file is created with mode 0666 and the kernel applies
+    the process's umask (and a default ACL of the folder) as it does for any ``open(path, "w")``, so the file that
+    is renamed into place gets the same permissions as a plainly written one (0644 under the usual umask 0022).
+    Nothing reads or changes the umask, so this is also right in threads and when the umask changes at run time.
+    ``O_EXCL`` and a random name keep it from ever opening an existing file."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file for {name} in {folder}")
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename). The file gets the usual
+    permissions of a new file, 0666 less the umask (see :func:`create_temp`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = create_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

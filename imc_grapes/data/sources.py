@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from ..io import create_temp
 from .cache import ChecksumError, DatasetError, dataset_dir, md5_file, verify
 from .registry import DatasetSpec, get_spec
 
@@ -32,7 +33,7 @@ def _install_file(src: Path, spec: DatasetSpec, name: str, folder: Path) -> None
     """Decompress (if ``.gz``), check size and md5, then move atomically to ``folder/name``."""
     expected = next(f for f in spec.files if f.name == name)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+    fd, tmp_name = create_temp(folder, name)   # mode 0666 less the umask, like a plainly written file
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

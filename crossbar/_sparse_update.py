@@ -48,7 +48,8 @@ from crossbar.update import (
     _Trains,
 )
 
-__all__ = ["CPU_PULSE_COUNTS", "CpuCounts", "cpu_flags", "cpu_pulse_counts", "int8_counts_mode"]
+__all__ = ["CPU_PULSE_COUNTS", "CpuCounts", "check_int8_counts_env", "cpu_flags", "cpu_pulse_counts",
+           "int8_counts_mode"]
 
 _GEOMETRIC_MAX_P = 0.5
 """Largest firing probability for which the trains are drawn as positions (geometric gaps + thinning)."""
@@ -103,7 +104,7 @@ def int8_counts_mode(setting: str | None, flags: frozenset[str], works: bool) ->
     """
     mode = (setting or "auto").strip().lower()
     if mode not in INT8_COUNTS_MODES:
-        raise ValueError(f"{INT8_COUNTS_ENV}={setting!r}: must be one of {', '.join(INT8_COUNTS_MODES)}")
+        raise ValueError(f"{INT8_COUNTS_ENV} must be one of {', '.join(INT8_COUNTS_MODES)}, got {setting!r}")
     if not works:
         return False, "float matmuls (this torch has no CPU int8 matmul)"
     if mode == "off":
@@ -117,9 +118,31 @@ def int8_counts_mode(setting: str | None, flags: frozenset[str], works: bool) ->
     return False, "float matmuls (the CPU has no AVX-512 VNNI / AMX: torch's int8 matmul would be a slow loop)"
 
 
-_INT8_MM, CPU_PULSE_COUNTS = int8_counts_mode(os.environ.get(INT8_COUNTS_ENV), cpu_flags(), _int8_matmul_works())
+def _int8_counts_from_env() -> tuple[bool, str, str | None]:
+    """:func:`int8_counts_mode` of ``$IMC_GRAPES_INT8_COUNTS`` on this machine, and ``None``; for an invalid value
+    ``(False, "invalid (<why>)", <why>)``: the import goes on (so that ``imc-grapes --help`` works and the command
+    line reports it as a usage error), :func:`check_int8_counts_env` and every :func:`cpu_pulse_counts` raise it."""
+    try:
+        return (*int8_counts_mode(os.environ.get(INT8_COUNTS_ENV), cpu_flags(), _int8_matmul_works()), None)
+    except ValueError as exc:
+        return False, f"invalid ({exc})", str(exc)
+
+
+_INT8_MM, CPU_PULSE_COUNTS, _INT8_COUNTS_ERROR = _int8_counts_from_env()
 """Whether the dense CPU counts use :func:`_int8_counts` (else :func:`_packed_counts`), and in words why
-(recorded with every result: ``imc_grapes.versions``, ``versions.cpu_pulse_counts``)."""
+(recorded with every result: ``imc_grapes.versions``, ``versions.cpu_pulse_counts``); why the environment variable
+is invalid, or ``None``."""
+
+
+def check_int8_counts_env() -> None:
+    """Raise the error of an invalid ``IMC_GRAPES_INT8_COUNTS`` (read at import). The ``imc-grapes`` command calls
+    it before any work; library code gets the same error from the first :func:`cpu_pulse_counts` call.
+
+    Raises:
+        ValueError: the variable is not one of :data:`INT8_COUNTS_MODES` (the message names it and them).
+    """
+    if _INT8_COUNTS_ERROR is not None:
+        raise ValueError(_INT8_COUNTS_ERROR)
 
 # Rough single-core CPU costs (ns) of the alternative algorithms (torch 2.10). The count constants are fitted to
 # whole tile updates timed both ways, ``benchmarks/bench_update_paths.py``: the int8 count's on an AVX-512 VNNI
@@ -203,7 +226,11 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         only the devices with pulses (``PulsedDevice.SPARSE_PULSES_PER_DEVICE``; ``None``: it never does), a
         term of the cost model that picks the algorithm.
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
+    Raises:
+        ValueError: ``IMC_GRAPES_INT8_COUNTS`` was invalid at import (:func:`check_int8_counts_env`).
     """
+    if _INT8_COUNTS_ERROR is not None:
+        check_int8_counts_env()
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)
     if plan.bl.numel() > 0 and plan.bl.numpy().min() < 0:      # a NaN input or error casts to a negative length
         raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN (the training diverged?); "

@@ -12,7 +12,8 @@ everything that is bit-identical in eager mode (replicas vs single runs, sparse 
 bit-identical when compiled. A training run's numbers do depend on the mode (rounding differences grow along the
 trajectory), so the mode is recorded with every result (``versions()['device_model_fusion']``).
 
-Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import):
+Modes (:func:`set_compile`, or the environment variable ``IMC_GRAPES_COMPILE`` read at import; an invalid value
+raises ``ValueError`` at the first use, :func:`check_env`):
 
 * ``"off"`` (default): always eager. Compiling costs ≈ 17 s per process for the linear-step kernel and ≈ 64 s
   for the exp-step one on a cold cache (less when torch's on-disk cache already holds the kernel), which the small
@@ -35,10 +36,13 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["COMPILE_MODES", "Scalar", "set_compile", "get_compile", "fusion_active", "constants", "expm1", "fused"]
+__all__ = ["COMPILE_ENV", "COMPILE_MODES", "Scalar", "check_env", "set_compile", "get_compile", "fusion_active", "constants", "expm1", "fused"]
 
 COMPILE_MODES = ("auto", "on", "off")
 """Valid values of :func:`set_compile` and of ``IMC_GRAPES_COMPILE``."""
+
+COMPILE_ENV = "IMC_GRAPES_COMPILE"
+"""The environment variable read at import (see the module docstring)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,9 +57,30 @@ def _check_mode(mode: str, where: str) -> str:
     return mode
 
 
-_STATE: dict[str, Any] = {"mode": _check_mode(os.environ.get("IMC_GRAPES_COMPILE", "off").strip().lower(),
-                                              "IMC_GRAPES_COMPILE"),
-                          "failed": None}
+def _mode_from_env() -> tuple[str | None, str | None]:
+    """The mode ``IMC_GRAPES_COMPILE`` asks for (``off`` when unset) and ``None``; or ``None`` and why its value is
+    invalid. An invalid value does not fail the import (so that ``imc-grapes --help`` works and the command line
+    reports it as a usage error, :func:`check_env`); the first fused call raises it instead."""
+    try:
+        return _check_mode(os.environ.get(COMPILE_ENV, "off").strip().lower(), COMPILE_ENV), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+_ENV_MODE, _ENV_ERROR = _mode_from_env()
+_STATE: dict[str, Any] = {"mode": _ENV_MODE, "failed": None, "env_error": _ENV_ERROR}
+
+
+def check_env() -> None:
+    """Raise the error of an invalid ``IMC_GRAPES_COMPILE`` (read at import), unless :func:`set_compile` chose a
+    mode since. The ``imc-grapes`` command calls it before any work; library code gets the same error from the
+    first :func:`fusion_active` / :func:`fused` call.
+
+    Raises:
+        ValueError: ``IMC_GRAPES_COMPILE`` is not one of :data:`COMPILE_MODES` (the message names it and them).
+    """
+    if _STATE["mode"] is None:
+        raise ValueError(_STATE["env_error"])
 
 
 def set_compile(mode: str) -> None:
@@ -69,7 +94,10 @@ def set_compile(mode: str) -> None:
 
 
 def get_compile() -> str:
-    """The current mode; ``"off (compile failed: …)"`` after a failed ``"auto"`` attempt."""
+    """The current mode; ``"off (compile failed: …)"`` after a failed ``"auto"`` attempt; ``"invalid (…)"`` while
+    an invalid ``IMC_GRAPES_COMPILE`` stands (:func:`check_env`; recorded as it is, never raises)."""
+    if _STATE["mode"] is None:
+        return f"invalid ({_STATE['env_error']})"
     failed = _STATE["failed"]
     return _STATE["mode"] if failed is None else f"off (compile failed: {failed})"
 
@@ -94,8 +122,15 @@ def _flat_args(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], torch.Size] | No
 
 def fusion_active() -> bool:
     """Whether :func:`fused` functions run compiled now (mode ``auto``/``on`` and no failed attempt). Callers pass
-    tile-wide constants as 0-d tensors then, as numbers otherwise (so eager results stay those of plain code)."""
-    return _STATE["mode"] != "off" and _STATE["failed"] is None
+    tile-wide constants as 0-d tensors then, as numbers otherwise (so eager results stay those of plain code).
+
+    Raises:
+        ValueError: ``IMC_GRAPES_COMPILE`` was invalid at import and no :func:`set_compile` followed.
+    """
+    mode = _STATE["mode"]
+    if mode is None:
+        check_env()
+    return mode != "off" and _STATE["failed"] is None
 
 
 def constants(like: torch.Tensor, *values: float) -> tuple[Scalar, ...]:

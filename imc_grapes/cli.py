@@ -9,7 +9,7 @@ from typing import Sequence
 
 from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig
 from .data.registry import DATASET_NAMES, REAL_DATASETS
-from .runtime import MALLOC_ENV, set_torch_threads, tune_malloc
+from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 EPILOG_TRAIN = """examples:
   imc-grapes train                                  # MNIST, 784-256-256-10, SGD vs GRAPES, 1 epoch
@@ -365,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         tune_malloc()   # keep large tensor blocks in the process (imc_grapes.runtime); IMC_GRAPES_MALLOC=default: off
+        check_environment()     # IMC_GRAPES_COMPILE, IMC_GRAPES_INT8_COUNTS (read at import, raised on first use)
     except ValueError as exc:
         print(f"imc-grapes: error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "malloc_mode", "set_torch_threads", "tune_malloc"]
+__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "check_environment", "malloc_mode", "set_torch_threads", "tune_malloc"]
 
 MALLOC_ENV = "IMC_GRAPES_MALLOC"
 """Environment variable: ``tuned`` (the default) or ``default`` (leave glibc's malloc as it is)."""
@@ -74,6 +74,22 @@ def tune_malloc() -> str:
         failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if libc.mallopt(param, value) != 1]
         _mode = "tuned" if not failed else f"partly tuned (mallopt refused {', '.join(failed)})"
     return _mode
+
+
+def check_environment() -> None:
+    """Check the environment variables that the engine reads at import, ``IMC_GRAPES_COMPILE``
+    (:func:`devices.fusion.check_env`) and ``IMC_GRAPES_INT8_COUNTS``
+    (:func:`crossbar._sparse_update.check_int8_counts_env`); the command line calls this first and reports the
+    error as a usage error (library code gets it from the first use of the setting).
+
+    Raises:
+        ValueError: one of them has an invalid value (the message names the variable and its valid values).
+    """
+    from crossbar._sparse_update import check_int8_counts_env
+    from devices.fusion import check_env
+
+    check_env()
+    check_int8_counts_env()
 
 
 def set_torch_threads(threads: int | None) -> None:

@@ -77,6 +77,7 @@ def _executor(args: argparse.Namespace):  # -> Executor
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code."""
     from ..data import DatasetError
+    from ..runtime import check_environment
     from .paths import SpecError
     from .report import format_summary, write_report
     from .runner import resolve_out, run_sweep, sweep_status
@@ -88,6 +89,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return code
 
     try:
+        check_environment()     # a no-op after imc-grapes' own check; for python -m imc_grapes.sweep
         spec = load_spec(args.spec)
         points = spec.points()
         executor = _executor(args)

@@ -141,7 +141,7 @@ def test_int8_counts_mode(setting, flags, works, want) -> None:
 
 
 def test_int8_counts_mode_rejects_an_unknown_setting() -> None:
-    with pytest.raises(ValueError, match=r"IMC_GRAPES_INT8_COUNTS='yes': must be one of auto, on, off"):
+    with pytest.raises(ValueError, match=r"IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got 'yes'"):
         su.int8_counts_mode("yes", frozenset(), True)
 
 
@@ -168,8 +168,23 @@ def test_the_environment_variable_sets_the_kernel_at_import() -> None:
 
     off = run("off")
     assert off.returncode == 0 and off.stdout.strip() == "float matmuls (IMC_GRAPES_INT8_COUNTS=off)"
-    bad = run("fast")
-    assert bad.returncode != 0 and "IMC_GRAPES_INT8_COUNTS='fast': must be one of auto, on, off" in bad.stderr
+    bad = run("fast")     # the import goes on (imc-grapes --help works); the check and every count raise
+    msg = "IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got 'fast'"
+    assert bad.returncode == 0 and bad.stdout.strip() == f"invalid ({msg})"
+    check = subprocess.run([sys.executable, "-c", "import crossbar; crossbar.check_int8_counts_env()"],
+                           env={**os.environ, su.INT8_COUNTS_ENV: "fast"}, capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode != 0 and f"ValueError: {msg}" in check.stderr
+
+
+def test_an_invalid_setting_raises_at_the_first_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    msg = "IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got 'fast'"
+    monkeypatch.setattr(su, "_INT8_COUNTS_ERROR", msg)
+    x, d = torch.full((1, 1, 3), 0.5), torch.full((1, 1, 2), 0.5)
+    with pytest.raises(ValueError, match=msg):
+        su.check_int8_counts_env()
+    with pytest.raises(ValueError, match=msg):
+        su.cpu_pulse_counts(x, d, 0.1, 0.01, UpdateParameters(), torch.Generator().manual_seed(0))
 
 
 def _reference_counts(trains) -> tuple[np.ndarray, np.ndarray]:

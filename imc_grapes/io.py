@@ -32,6 +32,29 @@ def create_temp(folder: str | os.PathLike[str], name: str) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file for {name} in {folder}")
 
 
+def writable_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` (with its parents) if needed and check that a file can be written in it, by
+    creating and removing a temporary one; return it. The command line calls this on an output folder before any
+    work starts, so that a bad ``--out`` is reported at once (and not after a training run).
+
+    Raises:
+        OSError: the folder cannot be created (e.g. a parent is a file), or no file can be written in it.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp(path, "write-test")
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
+def folder_error(option: str, path: str | os.PathLike[str], exc: OSError) -> str:
+    """The command line's message for an output folder that :func:`writable_folder` rejected."""
+    why = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
+    return f"{option} {os.fspath(path)}: cannot create or write to this folder: {why}{where}"
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename). The file gets the usual
     permissions of a new file, 0666 less the umask (see :func:`create_temp`)."""

@@ -100,9 +100,9 @@ DATASET_NAMES: tuple[str, ...] = (*REAL_DATASETS, SYNTHETIC)
 
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a real data set; ``ValueError`` listing the valid names otherwise."""
+    if name == SYNTHETIC:
+        raise ValueError(f"dataset {SYNTHETIC!r} is generated on the fly from its seed and has no files; the data "
+                         f"sets with files are {', '.join(REAL_DATASETS)}")
     if name not in REAL_DATASETS:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}"
-            + (" (synthetic is generated, it has no files)" if name == SYNTHETIC else "")
-        )
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
     return REAL_DATASETS[name]

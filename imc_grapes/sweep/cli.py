@@ -96,6 +96,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except (SpecError, ValueError) as exc:
         return fail(str(exc))
     out = resolve_out(spec, args.out)
+    if not (args.dry_run or args.status):
+        from ..io import folder_error, writable_folder
+
+        try:
+            writable_folder(out)    # before any point runs: a bad folder is reported now
+        except OSError as exc:
+            option = "--out" if args.out is not None else "[sweep] out" if spec.out else "the sweep folder"
+            return fail(folder_error(option, out, exc))
     if args.dry_run:
         print(f"sweep {spec.name!r}: {len(points)} valid points; folder {out}")
         for p in points if args.verbose or len(points) <= 50 else points[:50]:

@@ -103,6 +103,63 @@ def test_main_checks_the_engine_environment_before_any_work(tmp_path, capsys, mo
     assert capsys.readouterr().err == f"imc-grapes: error: {msg}\n" and not any(tmp_path.iterdir())
 
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _unusable_out_commands(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[base]\ndataset = "synthetic"\nhidden = [8]\nepochs = 1\n[axes]\nlr = [0.1]\n')
+    return {"train": ["train", *SMALL, "--out"], "compare": ["compare", *SMALL, "--out"],
+            "sweep": ["sweep", str(spec), "--out"], "data": ["data", "fetch", "mnist", "--root"],
+            "compare-summary": ["compare-summary", str(REPO / "docs" / "compare-mnist-reramsb"), "--out"]}
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary"])
+def test_an_output_folder_under_a_file_is_a_usage_error_naming_option_and_path(tmp_path, capsys, command):
+    (tmp_path / "file").write_text("keep")
+    bad = tmp_path / "file" / "x"
+    argv = _unusable_out_commands(tmp_path)[command]
+    assert main([*argv, str(bad)]) == 2
+    err = capsys.readouterr().err
+    option = "--root" if command == "data" else "--out"
+    name = "data fetch" if command == "data" else command
+    assert err == f"imc-grapes {name}: error: {option} {bad}: cannot create or write to this folder: Not a directory\n"
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_a_sweep_out_key_under_a_file_is_named_in_the_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "file" / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                     '[axes]\nlr = [0.1]\n')
+    assert main(["sweep", str(tmp_path / "s.toml")]) == 2
+    assert "imc-grapes sweep: error: [sweep] out " in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "s.toml"), "--status"]) == 0   # reads only: nothing to write
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_a_read_only_output_folder_is_a_usage_error(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["train", *SMALL, "--out", str(ro)]) == 2
+        assert f"--out {ro}: cannot create or write to this folder: Permission denied" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_data_fetch_and_verify_of_synthetic_say_there_is_nothing_to_do(tmp_path, capsys):
+    assert main(["data", "fetch", "synthetic", "--root", str(tmp_path / "cache")]) == 0
+    assert main(["data", "verify", "synthetic", "--root", str(tmp_path / "cache")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["synthetic: nothing to fetch: it is generated on the fly from the seed, no files "
+                                "needed", "synthetic: nothing to verify: it is generated on the fly from the seed, "
+                                "no files needed"]
+    assert not err and not (tmp_path / "cache").exists()
+    assert main(["data", "fetch", "cifar", "--root", str(tmp_path / "cache")]) == 2
+    assert "unknown dataset 'cifar'; valid: mnist, fashion-mnist, synthetic" in capsys.readouterr().err
+
+
 def test_evals_per_epoch_gives_intermediate_points(tmp_path):
     assert main(["train", *SMALL, "--optimizer", "sgd", "--epochs", "1", "--evals-per-epoch", "4",
                  "--batch-size", "64", "--out", str(tmp_path)]) == 0

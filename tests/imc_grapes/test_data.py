@@ -111,6 +111,14 @@ def test_fetch_installs_verified_files_and_rejects_bad_ones(tmp_path, monkeypatc
     assert ds.train.x.shape == (3, 1, 2, 2) and ds.test.y.tolist() == [1, 0]
 
 
+def test_the_spec_of_synthetic_says_it_has_no_files_without_calling_it_unknown():
+    from imc_grapes.data import get_spec
+
+    with pytest.raises(ValueError, match=r"^dataset 'synthetic' is generated on the fly from its seed and has no "
+                                         r"files; the data sets with files are mnist, fashion-mnist$"):
+        get_spec("synthetic")
+
+
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(ValueError, match="mnist, fashion-mnist, synthetic"):
         load_dataset("cifar-100")

@@ -24,8 +24,10 @@ Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also w
 Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss)."""
 
 
-def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
-    """Options shared by train and compare: data, model, training schedule, device, output."""
+def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, subsets: dict[str, int] | None = None) -> None:
+    """Options shared by train and compare: data, model, training schedule, device, output. ``subsets``: the
+    command's own defaults of ``train_subset`` / ``test_subset``, where 0 means the whole split (compare);
+    without it the defaults are the config's (the whole split)."""
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASET_NAMES)} (default %(default)s)")
     g.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
@@ -36,10 +38,14 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     g.add_argument("--activation", default=d.activation, help=f"{' or '.join(ACTIVATIONS)} (default %(default)s)")
     g.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability (default %(default)s)")
     g.add_argument("--rule", default=d.rule, help=f"error propagation: {', '.join(RULES)} (default %(default)s)")
-    g.add_argument("--train-subset", type=int, default=d.train_subset,
-                   help="use only the first N training samples (default: %(default)s = all)")
-    g.add_argument("--test-subset", type=int, default=d.test_subset,
-                   help="use only the first N test samples (default: %(default)s = all)")
+    for split, what in (("train", "training"), ("test", "test")):
+        key = f"{split}_subset"
+        if subsets is None:
+            default, note = getattr(d, key), "default: all" if getattr(d, key) is None else "default: %(default)s"
+        else:
+            default, note = subsets[key], "default: %(default)s; 0 = all"
+        g.add_argument(f"--{split}-subset", type=int, default=default, metavar="N",
+                       help=f"use only the first N {what} samples ({note})")
     t = p.add_argument_group("training")
     t.add_argument("--base-optimizer", default=d.base_optimizer,
                    help="torch optimizer applying the digital gradients: sgd, adam, adamw, rmsprop, ... "
@@ -174,7 +180,7 @@ EPILOG_COMPARE = """examples:
   imc-grapes compare --train-subset 0 --test-subset 0 --epochs 3 --seeds 0 1 2 --lr 0.01 0.03 0.1
                                               # full MNIST, 3 seeds, lr tuned per cell on a validation split
   ... --lr 0.03 0.1 0.3 --tune-seeds 0 1      # two tuning runs per lr (mean final validation accuracy)
-  imc-grapes compare --backend aihwkit --preset ConstantStep ...   # IBM's simulator as the analog backend
+  imc-grapes compare --backend aihwkit --preset GokmenVlasov ...   # IBM's simulator as the analog backend
   imc-grapes compare --importance array --adc-bits 6               # GRAPES from the array's own row-sum read
 A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
 curves.png, accuracy.png, inference.png and report.md; an interrupted job resumes where it stopped."""
@@ -219,7 +225,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    metavar="SECONDS", help="evaluate analog runs after drift at these times; none: skip "
                                            "(default: 1 s, 1 h, 1 day, 1 year)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
-    _add_model_args(p, d)
+    _add_model_args(p, d, subsets=SMALL_COMPARE)
     _add_analog_args(p, d)
     p.set_defaults(**SMALL_COMPARE)
 

@@ -45,9 +45,9 @@ from .backends.network import layer_seed
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
-from .io import write_csv_atomic, write_json_atomic
+from .io import write_json_atomic
 from .models import build_model
-from .train import RunResult, split_for, train_loader
+from .train import RunResult, split_for, train_loader, write_metrics
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -329,7 +329,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             r.wall_time_s = time.perf_counter() - t_start
             if r.run_dir is not None:
                 r.run_dir.mkdir(parents=True, exist_ok=True)
-                write_csv_atomic(r.run_dir / "metrics.csv", r.history)
+                write_metrics(r.run_dir / "metrics.csv", r.history)
                 write_json_atomic(r.run_dir / "results.json", r.to_dict())
 
     def diverge(i: int, msg: str) -> None:

@@ -69,10 +69,15 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
             ax.plot(epochs, mean, marker="o", label=f"{value} (n={len(runs)})")
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="train loss", title="Training loss", yscale="log")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="Training loss",
+                yscale="log" if groups else "linear")     # a log axis without data warns
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if groups:
+            ax.legend()
+        else:   # every run diverged before its first evaluation: an empty plot that says so (no legend warning)
+            ax.text(0.5, 0.5, "no evaluation point\n(every run diverged before its first)", ha="center",
+                    va="center", transform=ax.transAxes, color="0.4")
     first = results[0].config
     fig.suptitle(f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''} · "
                  f"rule {first.rule} · base {first.base_optimizer}")

@@ -124,6 +124,17 @@ def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
     return pool.subset(cfg.train_subset), held, "validation"
 
 
+METRICS_COLUMNS: tuple[str, ...] = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "time_s")
+"""The leading columns of ``metrics.csv`` (every history row has them; GRAPES factors and ``net.metrics()``
+follow). A run without any evaluation point (e.g. diverged before its first) still gets this header."""
+
+
+def write_metrics(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
+    """Write a run's ``metrics.csv``: one row per history entry, or only the :data:`METRICS_COLUMNS` header when
+    there is none (not an empty file)."""
+    return write_csv_atomic(path, history, fieldnames=None if history else METRICS_COLUMNS)
+
+
 class RunFiles:
     """Writes a run's ``metrics.csv`` and ``results.json`` (atomically) whenever :meth:`save` is called."""
 
@@ -153,7 +164,7 @@ class RunFiles:
     def save(self) -> None:
         self.result.wall_time_s = time.perf_counter() - self.t_start
         if self.result.run_dir is not None:
-            write_csv_atomic(self.result.run_dir / "metrics.csv", self.result.history)
+            write_metrics(self.result.run_dir / "metrics.csv", self.result.history)
             write_json_atomic(self.result.run_dir / "results.json", self.result.to_dict())
 
 

@@ -62,6 +62,19 @@ def test_diverging_run_stops_with_message_and_keeps_files(tmp_path, capsys):
     assert "diverged" in capsys.readouterr().err
     res = json.loads((tmp_path / "synthetic_mlp_bp_sgd_lr1e+09_seed0" / "results.json").read_text())
     assert res["status"] == "diverged" and "loss became" in res["message"]
+    metrics = (tmp_path / "synthetic_mlp_bp_sgd_lr1e+09_seed0" / "metrics.csv").read_text()
+    assert metrics.startswith("epoch,step,train_loss,train_acc,test_loss,test_acc,time_s"), "a header, not empty"
+
+
+def test_all_runs_diverging_write_headers_and_a_plot_without_warnings(tmp_path, capsys, recwarn):
+    code = main(["train", *SMALL, "--epochs", "1", "--optimizer", "sgd", "grapes", "--lr", "1e9", "--out",
+                 str(tmp_path)])
+    assert code == 3
+    for opt in ("sgd", "grapes"):
+        metrics = (tmp_path / f"synthetic_mlp_bp_{opt}_lr1e+09_seed0" / "metrics.csv").read_text()
+        assert metrics.splitlines()[0] == "epoch,step,train_loss,train_acc,test_loss,test_acc,time_s"
+    assert (tmp_path / "curves.png").exists() and "diverged" in capsys.readouterr().out
+    assert not [w for w in recwarn if "legend" in str(w.message) or "log" in str(w.message)]
 
 
 def test_console_entry_point_help():
@@ -158,6 +171,29 @@ def test_data_fetch_and_verify_of_synthetic_say_there_is_nothing_to_do(tmp_path,
     assert not err and not (tmp_path / "cache").exists()
     assert main(["data", "fetch", "cifar", "--root", str(tmp_path / "cache")]) == 2
     assert "unknown dataset 'cifar'; valid: mnist, fashion-mnist, synthetic" in capsys.readouterr().err
+
+
+def _help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    return " ".join(capsys.readouterr().out.split())      # argparse wraps lines: compare words, not layout
+
+
+def test_help_examples_use_real_presets_and_subset_defaults_say_the_truth(capsys):
+    import re
+
+    from devices import PRESETS
+
+    compare, train = _help("compare", capsys), _help("train", capsys)
+    for text in (compare, train):
+        assert set(re.findall(r"--preset (\w+)", text)) - {"PRESET"} <= set(PRESETS)   # PRESET: the metavar
+    assert "--preset GokmenVlasov" in compare
+    assert "use only the first N training samples (default: 6000; 0 = all)" in compare
+    assert "use only the first N test samples (default: 2000; 0 = all)" in compare
+    assert "use only the first N training samples (default: all)" in train
+    assert "use only the first N test samples (default: all)" in train
+    assert "= all)" not in train and "None" not in train.split("--train-subset N")[-1][:80]
 
 
 def test_evals_per_epoch_gives_intermediate_points(tmp_path):

@@ -1,0 +1,49 @@
+"""imc_grapes.report: summaries and learning-curve plots of several runs, including runs that all diverged."""
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+
+from imc_grapes.config import TrainConfig
+from imc_grapes.report import format_table, plot_curves, write_summary
+from imc_grapes.train import METRICS_COLUMNS, RunResult, write_metrics
+
+
+def _diverged(opt: str) -> RunResult:
+    return RunResult(TrainConfig(dataset="synthetic", optimizer=opt), [], "diverged", "loss became inf", None)
+
+
+def _row(epoch: float, acc: float) -> dict:
+    return {"epoch": epoch, "step": 1, "train_loss": 1.0 / (1 + epoch), "train_acc": acc, "test_loss": 1.0,
+            "test_acc": acc, "time_s": 0.1}
+
+
+def test_all_diverged_runs_give_a_summary_and_a_plot_without_warnings(tmp_path):
+    results = [_diverged("sgd"), _diverged("grapes")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # e.g. matplotlib's "No artists with labels found to put in legend"
+        rows = write_summary(results, tmp_path)
+    assert [r["diverged"] for r in rows] == [1, 1]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert "diverged" in format_table(rows)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["diverged", "diverged"]
+
+
+def test_a_plot_with_finished_runs_still_has_its_legend(tmp_path):
+    done = RunResult(TrainConfig(dataset="synthetic"), [_row(0.5, 0.3), _row(1.0, 0.6)], "completed", "", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_curves([done, _diverged("grapes")], tmp_path / "c.png").exists()
+
+
+def test_metrics_csv_of_a_run_without_evaluations_has_the_header(tmp_path):
+    path = write_metrics(tmp_path / "metrics.csv", [])
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert list(reader) == [] and tuple(reader.fieldnames or ()) == METRICS_COLUMNS
+    path = write_metrics(tmp_path / "metrics.csv", [{**_row(1.0, 0.5), "M_mean/0": 0.9}])
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert len(list(reader)) == 1 and tuple(reader.fieldnames or ()) == (*METRICS_COLUMNS, "M_mean/0")

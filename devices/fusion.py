@@ -36,7 +36,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["COMPILE_ENV", "COMPILE_MODES", "Scalar", "check_env", "set_compile", "get_compile", "fusion_active", "constants", "expm1", "fused"]
+__all__ = ["COMPILE_ENV", "COMPILE_MODES", "Scalar", "check_env", "set_compile", "get_compile", "fusion_active",
+           "constants", "expm1", "fused"]
 
 COMPILE_MODES = ("auto", "on", "off")
 """Valid values of :func:`set_compile` and of ``IMC_GRAPES_COMPILE``."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig
+from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .io import folder_error, writable_folder
@@ -131,6 +131,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import DivergenceError, train
 
     try:
+        check_distinct("--seed", args.seed)
+        check_distinct("--optimizer", args.optimizer)
         configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend)
                    for seed in args.seed for opt in args.optimizer]
         device = configs[0].resolved_device()

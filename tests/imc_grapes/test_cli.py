@@ -149,16 +149,19 @@ def test_a_sweep_out_key_under_a_file_is_named_in_the_error(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "s.toml"), "--status"]) == 0   # reads only: nothing to write
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write into a read-only folder")
-def test_a_read_only_output_folder_is_a_usage_error(tmp_path, capsys):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        assert main(["train", *SMALL, "--out", str(ro)]) == 2
-        assert f"--out {ro}: cannot create or write to this folder: Permission denied" in capsys.readouterr().err
-    finally:
-        ro.chmod(0o755)
+def test_a_folder_that_takes_no_file_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    """A folder that exists but refuses a new file (read-only, or full): the probe write fails, the message names
+    the option, the path and the reason. (The refusal is simulated: a read-only mode does not stop root.)"""
+    import imc_grapes.io as io_mod
+
+    def refuse(folder, name):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(io_mod, "create_temp", refuse)
+    out = tmp_path / "ro"
+    assert main(["train", *SMALL, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes train: error: --out {out}: cannot create or write to this "
+                                       "folder: Permission denied\n")
 
 
 def test_data_fetch_and_verify_of_synthetic_say_there_is_nothing_to_do(tmp_path, capsys):
@@ -234,3 +237,13 @@ def test_threads_option_sets_torchs_cpu_threads(tmp_path):
             assert torch.get_num_threads() == 1, command
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("extra, option", [(["--seed", "0", "0"], "--seed"),
+                                           (["--optimizer", "sgd", "grapes", "sgd"], "--optimizer")])
+def test_train_rejects_a_repeated_seed_or_optimizer(tmp_path, capsys, extra, option):
+    """A repeated seed or optimizer would train the same run twice and count it twice in the mean ± std."""
+    assert main(["train", *SMALL, *extra, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imc-grapes train: error: {option} must not repeat a value") and "more than once" in err
+    assert not (tmp_path / "o").exists()

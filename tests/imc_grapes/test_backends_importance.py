@@ -58,6 +58,24 @@ def test_ideal_periphery_array_read_equals_exact(rule):
         assert m[k.replace("M_corr", "M_err")] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_ideal_periphery_array_read_of_a_convolution_sums_each_channels_kernels():
+    """A crossbar convolution (one row per output channel, ``C_in·kh·kw`` columns, spread over a grid of tiles):
+    its array read through an ideal periphery is each output channel's ``Σ |w|`` over its input channels and
+    kernel positions, and the column read each (input channel, position)'s sum over the output channels — by hand
+    from the 4-D weights."""
+    cfg = TrainConfig(dataset="synthetic", model="cnn", hidden=(5,), optimizer="grapes", lr=0.1, backend="crossbar",
+                      seed=4, analog=AnalogSettings(preset="Ideal", tile_size=16, importance="array",
+                                                    ideal_periphery=True, sat_probe_every=0))
+    net = build_network(cfg, (3, 8, 8), 10, "cpu")
+    convs = [layer for layer in net.analog_layers.values() if layer.kind == "conv"]
+    assert convs
+    for layer in convs:
+        w = layer.get_weights()                                       # [C_out, C_in, kh, kw]
+        assert w.dim() == 4
+        torch.testing.assert_close(layer.row_importance("array"), w.abs().sum(dim=(1, 2, 3)))
+        torch.testing.assert_close(layer.col_importance("array"), w.abs().sum(dim=0).flatten())
+
+
 @pytest.mark.parametrize("bits", [9, 6, 4])
 def test_adc_read_error_within_hand_bound(bits):
     # all-ones input, no output noise: each tile's row current F_t is quantized with step 2*12/(2^bits - 2) after

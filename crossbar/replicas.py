@@ -243,12 +243,12 @@ class ReplicaTileArray(TileState):
 
     # ------------------------------------------------------------------ programming and reading
     @torch.no_grad()
-    def program(self, weight: Tensor) -> None:
+    def program(self, weight: Tensor, write_noise: bool = True) -> None:
         """Set the states to ``weight: [E, out, in]`` (clipped into each device's bounds); with write noise the
-        apparent states of all devices are redrawn."""
+        apparent states of all devices are redrawn (or set to the states, ``write_noise=False``)."""
         self._check(weight, self.in_features, "program")
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        self._program_tiles(self.grid.to_tiles(w).flatten(0, 1))          # [E*T, rows, cols], replica-major
+        self._program_tiles(self.grid.to_tiles(w).flatten(0, 1), write_noise)   # [E*T, rows, cols], replica-major
 
     @torch.no_grad()
     def read(self, hidden: bool = False) -> Tensor:
@@ -478,12 +478,13 @@ class ReplicaLinear(AnalogModuleBase):
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.n_replicas, self.out_features, self.in_features)
 
-    def set_weights(self, weight: Tensor) -> None:
-        """Program ``weight: [E, out, in]`` (clipped into the device bounds)."""
+    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
+        """Program ``weight: [E, out, in]`` (clipped into the device bounds; ``write_noise``: see
+        :meth:`ReplicaTileArray.program`)."""
         if tuple(weight.shape) != self._weight_shape():
             raise ValueError(f"ReplicaLinear.set_weights: expected shape {self._weight_shape()}, got "
                              f"{tuple(weight.shape)}")
-        self.tile.program(weight)
+        self.tile.program(weight, write_noise)
 
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         """``[E, out]`` row sums of ``|W|`` (plus ``2·g_offset·in``; see :meth:`ReplicaTileArray.row_sums`;

@@ -5,15 +5,23 @@ The trained weights of every weight layer are programmed once onto differential 
 |w| of the layer at g_max), each device draws its drift exponent once, and at each time the weights are read
 back with global drift compensation, written into the network, and the network is evaluated (through its own
 forward path: an analog network keeps its DAC/ADC periphery). The trained weights are restored afterwards.
+On a :class:`~imc_grapes.backends.Network` (:func:`network_accuracy_after_drift`, what training runs use) the
+noisy weights replace the trained ones exactly — a training device's write noise is not drawn again on top, the
+inference model's programming noise stands for it — and the network's exact state comes back afterwards.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from devices import InferenceNoiseModel, PCMLikeNoiseModel, apply_inference_noise
+
+if TYPE_CHECKING:
+    from .backends import Network
 
 
 def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
@@ -51,6 +59,18 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
     finally:
         write_weights(trained)
     return out
+
+
+def network_accuracy_after_drift(net: Network, evaluate: Callable[[], float], times_s: Sequence[float],
+                                 seed: int = 0, model: InferenceNoiseModel | None = None,
+                                 compensate_drift: bool = True) -> dict[str, float]:
+    """:func:`accuracy_after_drift` of a :class:`~imc_grapes.backends.Network`'s weight layers: the noisy weights
+    replace the trained ones exactly (on devices with write noise, no fresh write-noise draw of the training
+    device on top: the inference noise model stands for the programming), and the network's exact state — device
+    states, write noise, generators — comes back afterwards (:meth:`~imc_grapes.backends.Network.state_kept`)."""
+    with net.state_kept():
+        return accuracy_after_drift(net.read_weights, functools.partial(net.write_weights, write_noise=False),
+                                    evaluate, times_s, seed, model, compensate_drift)
 
 
 def time_key(t: float) -> str:

@@ -25,7 +25,7 @@ from torch import nn
 from .config import ConfigError, TrainConfig
 from .data import BatchLoader, Dataset, Split, load_dataset
 from .backends import Network, build_network
-from .inference_eval import accuracy_after_drift
+from .inference_eval import network_accuracy_after_drift
 from .io import write_csv_atomic, write_json_atomic
 from .versions import versions
 
@@ -294,7 +294,6 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         result.extra["costs"] = net.cost_summary(steps_per_epoch=len(loader))
         if cfg.inference_times and cfg.backend != "digital":
             log(f"[{cfg.optimizer}] inference after programming noise and drift at {list(cfg.inference_times)} s")
-            result.extra["inference"] = accuracy_after_drift(
-                net.read_weights, net.write_weights, lambda: evaluate(net.model, test_split)[1], cfg.inference_times,
-                seed=cfg.seed)
+            result.extra["inference"] = network_accuracy_after_drift(
+                net, lambda: evaluate(net.model, test_split)[1], cfg.inference_times, seed=cfg.seed)
     return result

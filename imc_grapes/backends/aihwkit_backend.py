@@ -146,7 +146,9 @@ class AihwkitLayer(AnalogLayer):
         w, _ = self.inner.get_weights()
         return w.detach().reshape(self.weight_shape).clone()
 
-    def set_weights(self, weight: Tensor) -> None:
+    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
+        """aihwkit's ``set_weights``, which on a device with write noise always draws it (``write_noise`` has no
+        effect here)."""
         if tuple(weight.shape) != self.weight_shape:
             raise ValueError(f"AihwkitLayer.set_weights: expected shape {self.weight_shape}, got "
                              f"{tuple(weight.shape)}")

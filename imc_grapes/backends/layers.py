@@ -129,8 +129,9 @@ class AnalogLayer(nn.Module):
         """Exact weights (no read noise), ``weight_shape``."""
         raise NotImplementedError
 
-    def set_weights(self, weight: Tensor) -> None:
-        """Program ``weight`` (``weight_shape``; clipped into the device bounds)."""
+    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
+        """Program ``weight`` (``weight_shape``; clipped into the device bounds). On devices with write noise the
+        MVMs see ``weight`` plus a fresh write-noise draw, or ``weight`` itself with ``write_noise=False``."""
         raise NotImplementedError
 
     def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
@@ -237,8 +238,8 @@ class CrossbarLayer(AnalogLayer):
     def get_weights(self) -> Tensor:
         return self.inner.get_weights()
 
-    def set_weights(self, weight: Tensor) -> None:
-        self.inner.set_weights(weight)
+    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
+        self.inner.set_weights(weight, write_noise)
 
     def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
         if source == "exact":

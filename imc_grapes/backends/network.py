@@ -18,8 +18,10 @@ analog backends; the digital backend refreshes every batch from the float weight
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeAlias, cast
 
 import torch
@@ -440,21 +442,34 @@ class Network:
         return out
 
     @torch.no_grad()
-    def write_weights(self, w: Mapping[str, Tensor]) -> None:
+    def write_weights(self, w: Mapping[str, Tensor], write_noise: bool = True) -> None:
         """Program weights back (analog: clipped into the device bounds). Names must be among
-        :meth:`read_weights`'s; layers not named keep their weights."""
+        :meth:`read_weights`'s; layers not named keep their weights. ``write_noise=False``: on the crossbar
+        backend's devices with write noise the MVMs see ``w`` itself, no fresh draw (aihwkit always draws)."""
         unknown = sorted(set(w) - set(self.weight_layers))
         if unknown:
             raise ValueError(f"write_weights: unknown layer(s) {unknown}; valid: {sorted(self.weight_layers)}")
         for name, value in w.items():
             layer = self.weight_layers[name]
             if isinstance(layer, AnalogLayer):
-                layer.set_weights(value)
+                layer.set_weights(value, write_noise)
             else:
                 if tuple(value.shape) != tuple(layer.weight.shape):
                     raise ValueError(f"write_weights: layer {name!r} expects shape {tuple(layer.weight.shape)}, "
                                      f"got {tuple(value.shape)}")
                 layer.weight.copy_(value)
+
+    @contextlib.contextmanager
+    def state_kept(self) -> Iterator[None]:
+        """Put the model back into its exact state on exit: device states and their write noise, the tiles' random
+        generators, counters and digital parameters (a copy of ``state_dict`` loaded back). For work that writes
+        other weights into the network for a while, e.g. the inference evaluation. (aihwkit layers on a device with
+        write noise: aihwkit's own ``state_dict`` round trip draws their write noise anew.)"""
+        state = copy.deepcopy(self.model.state_dict())
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(state)
 
     def close(self) -> None:
         """Remove GRAPES and the counting hooks (the model keeps its weights)."""

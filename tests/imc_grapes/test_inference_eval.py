@@ -45,3 +45,52 @@ def test_noise_degrades_accuracy_and_more_with_more_noise():
     assert torch.equal(model.weight, before)
     again = accuracy_after_drift(read, write, acc, [1.0], model=GenericDriftModel(prog_noise_std=8.0), seed=1)
     assert again == strong  # seeded
+
+
+def _trained_reramsb_network():
+    """A crossbar network on ReRamSB (write noise: the MVMs see the device states plus a draw made at each
+    update), trained a few steps so that the apparent weights differ from the states."""
+    import torch.nn.functional as F
+
+    from imc_grapes.backends import AnalogSettings, build_network
+    from imc_grapes.config import TrainConfig
+
+    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(10, 6), optimizer="sgd", lr=0.05, backend="crossbar",
+                      seed=7, analog=AnalogSettings(tile_size=32, preset="ReRamSB"))
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+    for _ in range(3):
+        net.zero_grad()
+        F.cross_entropy(net.model(x), y).backward()
+        net.step()
+    return net, x
+
+
+def test_a_network_with_write_noise_is_evaluated_on_the_inference_weights_and_restored_exactly():
+    """The ideal model on a device with write noise: every evaluation sees the trained weights (the ones the MVMs
+    used) and nothing else — no second write-noise draw of the training device on top —, and afterwards every
+    tile's device states, apparent states and generator are those of before, bit for bit."""
+    from imc_grapes.inference_eval import network_accuracy_after_drift
+
+    net, x = _trained_reramsb_network()
+    tiles = {name: layer.inner.tile for name, layer in net.analog_layers.items()}
+    assert all(t.has_write_noise for t in tiles.values())
+    trained = net.read_weights()
+    hidden = {name: t.read(hidden=True) for name, t in tiles.items()}
+    assert any(not torch.equal(trained[n], hidden[n]) for n in tiles)           # write noise is there
+    gens = {name: t.generator.get_state() for name, t in tiles.items()}
+    seen = []
+
+    def evaluate():
+        seen.append(net.read_weights())
+        return 0.5
+
+    assert network_accuracy_after_drift(net, evaluate, [1.0, 3600.0], model=NoDrift()) == {"1": 0.5, "3600": 0.5}
+    assert len(seen) == 2
+    for weights in seen:
+        for name, w in weights.items():
+            torch.testing.assert_close(w, trained[name], rtol=1e-6, atol=1e-6)
+    for name, t in tiles.items():
+        assert torch.equal(t.read(), trained[name]) and torch.equal(t.read(hidden=True), hidden[name])
+        assert torch.equal(t.generator.get_state(), gens[name])

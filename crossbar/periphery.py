@@ -246,7 +246,7 @@ def quantize(v: Tensor, step: float, stochastic: bool = False,
     """
     if step <= 0:
         return v
-    scaled = v / step
+    scaled = v / _divisor(step, v)
     if stochastic:
         if generator is None:
             raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
@@ -255,11 +255,25 @@ def quantize(v: Tensor, step: float, stochastic: bool = False,
     return torch.round(scaled) * step
 
 
+def _divisor(step: float, v: Tensor) -> float | Tensor:
+    """``step`` as the divisor of ``v``: the number on the CPU; on another device a cached 0-d tensor of ``v``'s
+    dtype there. CUDA divides by a Python number as a product with its float reciprocal, which rounds differently
+    from the CPU's division at exact ties of the grid — the DAC code of an input at half of full scale (the largest
+    input in the second bound-management round) is one — so the two would quantize such inputs one step apart; by a
+    tensor it divides exactly as the CPU does."""
+    return step if v.device.type == "cpu" else _step_tensor(step, v.dtype, v.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _step_tensor(step: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(step, dtype=dtype, device=device)
+
+
 def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generator) -> Tensor:
     """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``."""
     if step <= 0:
         return v
-    v.div_(step)
+    v.div_(_divisor(step, v))
     if stochastic:
         if generator is None:
             raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "

@@ -574,3 +574,25 @@ def test_all_zero_inputs_are_left_out_of_the_mvm(transposed: bool, share: float,
     assert torch.equal(res.passes[:, :, zero], torch.ones_like(res.passes[:, :, zero]))
     assert int(res.total_passes()) == int(res.passes.sum())
     assert int(res.passes.max()) > 1 or transposed             # (bound management works in the forward direction)
+
+
+def test_quantization_divides_exactly_also_at_ties() -> None:
+    """The DAC/ADC grid: ``rint(v / step) * step`` with an exactly rounded float32 division, ties to even, as numpy
+    computes it — including exact ties such as an input at half of full scale (the largest input of the second
+    bound-management round: 0.5 / (2/126) = 31.5). On a GPU the divisor is a 0-d tensor on the device
+    (``_divisor``): CUDA divides by a Python number as a product with its reciprocal, which lands on the other
+    side of such ties (seen on an H200: one DAC step apart in 0.13 % of the codes of a small-bound MVM)."""
+    import numpy as np
+
+    from crossbar.periphery import _divisor, _quantize_, quantize
+
+    step = IOParameters().inp_step
+    v = torch.tensor([0.5, -0.5, 0.25, 1.0, 0.123456, -0.999, 31.5 * step, 30.5 * step], dtype=torch.float32)
+    ref = np.rint(v.numpy() / np.float32(step)) * np.float32(step)
+    assert np.array_equal(quantize(v, step).numpy(), ref)
+    assert np.array_equal(_quantize_(v.clone(), step, False, None).numpy(), ref)
+    meta = torch.empty(3, device="meta")
+    d = _divisor(step, meta)
+    assert isinstance(d, torch.Tensor) and d.device.type == "meta" and d.dim() == 0
+    assert _divisor(step, meta) is d                                   # cached: no new tensor per call
+    assert _divisor(step, v) == step

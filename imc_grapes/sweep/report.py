@@ -193,7 +193,7 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                 line_m.append(100 * m)
                 line_s.append(100 * s)
                 line_n.append(accs)
-            elif group:
+            elif any(ps.state == FAILED for ps in group):     # pending points (not run yet) are not drawn
                 fail_x.append(xs[_key(v)])
         if line_x:
             ns = [len(g) for g in line_n]
@@ -383,7 +383,8 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
         m, s = _mean_std(accs) if accs else (0.0, 0.0)
         acc = "—" if not accs else f"{100 * m:.2f}" if len(accs) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
         table.append([_fmt_value(p0.params.get(n)) if p0.params.get(n) is not None else "n/a" for n in names]
-                     + [p0.config.backend, str(len(pts)), str(sum(ps.state == "failed" for ps in pts)), acc])
+                     + [p0.config.backend, str(sum(ps.state in (DONE, FAILED) for ps in pts)),
+                        str(sum(ps.state == FAILED for ps in pts)), acc])
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))

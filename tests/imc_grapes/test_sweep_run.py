@@ -422,3 +422,37 @@ def test_x_axis_scale_rule():
         if scale == "symlog":
             assert ax.xaxis.get_transform().linthresh == 0.0013
         plt.close(fig)
+
+
+def test_pending_points_are_neither_failed_nor_counted_as_runs(finished, tmp_path, monkeypatch):
+    """A sweep reported before all its points ran (an axis value added, or stopped): a value whose points are all
+    pending is not drawn as "all runs failed" (its points did not run), and the table's runs column counts only
+    the points that ran."""
+    import matplotlib.axes
+
+    from imc_grapes.sweep import sweep_status
+    from imc_grapes.sweep.report import plot_axis
+
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    dropped = [p for p in spec.points() if list(p.params["hidden"]) == [12]]
+    for p in dropped:                                           # every point of hidden = [12]: not run yet
+        shutil.rmtree(out / "points" / p.id)
+    status = sweep_status(spec, out)
+    assert status.count("pending") == len(dropped) == 8
+    labels: list[str] = []
+    original = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, **kwargs):
+        labels.append(kwargs.get("label", ""))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    plot_axis(spec, status.points, "hidden", tmp_path / "acc_vs_hidden.png")
+    assert "all runs failed" not in labels                  # hidden = [8] has results, [12] has not run
+    plot_axis(spec, status.points, "lr", tmp_path / "acc_vs_lr.png")
+    assert "all runs failed" in labels                      # lr = 1e12 ran and diverged everywhere: still marked
+    rows = [line.split() for line in format_summary(spec, out).splitlines()[2:]]
+    ran = [int(cols[cols.index("crossbar" if "crossbar" in cols else "digital") + 1]) for cols in rows]
+    assert sum(ran) == status.count("done") + status.count("failed") == 8

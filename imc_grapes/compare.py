@@ -90,6 +90,9 @@ class CompareSpec:
         if not self.lr_grid or any(not (_is_number(lr) and lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
             raise ConfigError(f"lr_grid must be one or more learning rates > 0, got {list(self.lr_grid)}")
         check_distinct("lr_grid", self.lr_grid)
+        if len({f"{lr:g}" for lr in self.lr_grid}) < len(self.lr_grid):    # they name the tuning runs' folders
+            raise ConfigError(f"lr_grid values must differ in their first 6 significant digits, got "
+                              f"{list(self.lr_grid)}")
         if not self.seeds or not all(_is_int(s) for s in self.seeds):
             raise ConfigError(f"seeds must name one or more seeds (integers), got {list(self.seeds)}")
         check_distinct("seeds", self.seeds)
@@ -305,11 +308,12 @@ def _saturation(run: RunResult) -> float | None:
 def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list[dict[str, Any]]:
     """One row per cell: accuracies (mean ± std over seeds of each run's
     :func:`~imc_grapes.train.tail_accuracy` over its last ``tail`` evaluations), epochs to target, saturation, cost
-    ratio to SGD."""
+    ratio to SGD — over the cell's *completed* runs (a diverged or failed run's last evaluation is not a result of
+    the method; ``completed``, ``diverged`` and ``failed`` count the runs)."""
     sgd_cost = {c.hardware: _mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:
-        done = [r for r in c.runs if r.history]
+        done = [r for r in c.runs if r.history and r.status == "completed"]
         acc_m, acc_s = _mean_std([tail_accuracy(r.history, tail) for r in done])
         ett = [epochs_to_target(r, target) for r in done]
         reached = [e for e in ett if e is not None]
@@ -317,7 +321,8 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
         base = sgd_cost.get(c.hardware)
         row: dict[str, Any] = {
             "hardware": c.hardware, "optimizer": c.optimizer, "lr": c.lr, "runs": len(c.runs),
-            "diverged": sum(r.status == "diverged" for r in c.runs),
+            "completed": len(done), "diverged": sum(r.status == "diverged" for r in c.runs),
+            "failed": sum(r.status == "failed" for r in c.runs),
             "final_test_acc_mean": acc_m, "final_test_acc_std": acc_s, "tail_evals": tail,
             "epochs_to_target_mean": statistics.fmean(reached) if len(reached) == len(done) and done else None,
             "reached_target": f"{len(reached)}/{len(done)}",
@@ -350,8 +355,12 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
             "saturation", "energy ×SGD", "GRAPES ops %"] + [f"acc % @{_time_label(float(k.split('@')[1]))}" for k in inf_cols]
     body = []
     for r in rows:
-        acc = "diverged" if r["final_test_acc_mean"] is None else \
-            f"{_fmt(r['final_test_acc_mean'], True)} ± {_fmt(r['final_test_acc_std'], True)}"
+        stopped = [f"{r[k]}/{r['runs']} {k}" for k in ("diverged", "failed") if r.get(k)]
+        if r["final_test_acc_mean"] is None:
+            acc = "diverged" if r.get("diverged") == r["runs"] else "no completed run"
+        else:
+            acc = f"{_fmt(r['final_test_acc_mean'], True)} ± {_fmt(r['final_test_acc_std'], True)}"
+        acc += f" ({', '.join(stopped)})" if stopped and r["final_test_acc_mean"] is not None else ""
         ett = _fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None else f"({r['reached_target']})"
         body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),
                      _fmt(r["cost_overhead_vs_sgd"], digits=3), _fmt(r.get("grapes_ops_share"), True, 3)] + [_fmt(r.get(k), True) for k in inf_cols])
@@ -481,6 +490,11 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
     return result
 
 
+def _completed(row: dict[str, Any]) -> int:
+    """The completed runs behind a summary row's accuracy (rows saved before that count existed: all its runs)."""
+    return int(row.get("completed", row["runs"]))
+
+
 def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Plain-language statements computed from the summary rows (no judgement beyond the numbers): GRAPES vs
     SGD and vs the layer-mean control per hardware, relative to the seed-to-seed spread, and saturation.
@@ -495,7 +509,7 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
         if not sgd or not gr or sgd["final_test_acc_mean"] is None or gr["final_test_acc_mean"] is None:
             continue
         diff = 100 * (gr["final_test_acc_mean"] - sgd["final_test_acc_mean"])
-        n = min(sgd["runs"], gr["runs"])
+        n = min(_completed(sgd), _completed(gr))
         spread = 100 * math.hypot(sgd["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
         if n < 2:
             verdict = "a single seed, so no seed-to-seed spread is available to judge it"
@@ -508,7 +522,7 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
             d_lm = 100 * (gr["final_test_acc_mean"] - lm["final_test_acc_mean"])
             spread_lm = 100 * math.hypot(lm["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
             text += f"; vs the layer-mean control {'+' if d_lm >= 0 else ''}{d_lm:.2f} points"
-            if min(n, lm["runs"]) < 2:
+            if min(n, _completed(lm)) < 2:
                 text += " (single seed: not judged)"
             elif abs(d_lm) <= 2 * spread_lm:
                 text += (f" (within twice the combined seed spread, |Δ| ≤ {2 * spread_lm:.2f} points: the per-neuron "

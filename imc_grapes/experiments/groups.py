@@ -7,7 +7,6 @@ folder as ``imc-grapes compare`` (``results.json``, ``results.csv``, ``curves.pn
 """
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,18 +101,6 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def _completed_only(row: dict[str, Any], cell: Cell, tail: int = 1) -> dict[str, Any]:
-    """``compare.summarise_cells``'s row with the accuracy mean ± std (each run's mean over its last ``tail``
-    evaluations) over the *completed* runs only (it keeps the last accuracy a diverged run reached) and a count of
-    failed runs."""
-    accs = [a for r in cell.runs if r.status == "completed" and (a := tail_accuracy(r.history, tail)) is not None]
-    row = dict(row)
-    row["final_test_acc_mean"] = statistics.fmean(accs) if accs else None
-    row["final_test_acc_std"] = (statistics.stdev(accs) if len(accs) > 1 else 0.0) if accs else None
-    row["failed"] = sum(r.status == "failed" for r in cell.runs)
-    return row
-
-
 def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: bool = False, resume: bool = True,
               command: str | None = None, log: Callable[[str], None] = print) -> GroupResult:
     """Run every cell of ``group`` (tuning then seeds) and write its report folder into ``out_dir``."""
@@ -125,8 +112,7 @@ def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: 
 
     cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune", out / "runs", f"{group.key}: {opt}", log)
              for opt in spec.optimizers]
-    rows = [_completed_only(row, cell, spec.tail_evals)
-            for row, cell in zip(summarise_cells(cells, spec.target_acc, spec.tail_evals), cells)]
+    rows = summarise_cells(cells, spec.target_acc, spec.tail_evals)
     result = GroupResult(group, cells, rows, out)
     result.files = write_group_report(result, command)
     return result

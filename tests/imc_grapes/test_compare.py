@@ -143,6 +143,38 @@ def test_tail_evals_average_the_last_evaluations_for_tuning_and_the_table(tmp_pa
     assert "* a run's test accuracy: the mean of its last 2 evaluations" in md
 
 
+def test_learning_rates_that_print_alike_are_rejected():
+    """The tuning runs' folders and the validation table are named by ``f"{lr:g}"``: two grid values that print
+    alike would overwrite each other's runs."""
+    with pytest.raises(ConfigError, match="lr_grid values must differ in their first 6 significant digits"):
+        CompareSpec(base=BASE, lr_grid=(0.1, 0.1000001), val_holdout=100)
+    CompareSpec(base=BASE, lr_grid=(0.1, 0.100001), val_holdout=100)                   # 0.1 and 0.100001: fine
+
+
+def test_diverged_runs_are_counted_not_averaged_and_one_completed_seed_is_not_judged():
+    """A cell whose runs diverged after some evaluations: its accuracy is the mean over the completed runs only (the
+    last evaluation a diverged run reached is not a result at that lr), the table says how many diverged, and a
+    comparison resting on one completed run per cell is not called a clear difference."""
+    def run(accs, status):
+        return compare_mod.RunResult(BASE, [{"epoch": k + 1, "test_acc": a} for k, a in enumerate(accs)], status)
+
+    sgd = compare_mod.Cell("digital", "sgd", 0.1, [run([0.6, 0.70], "completed"), run([0.5, 0.1], "diverged"),
+                                                    run([0.4], "diverged")])
+    grapes = compare_mod.Cell("digital", "grapes", 0.1, [run([0.7, 0.85], "completed"), run([0.2], "diverged"),
+                                                          run([], "diverged")])
+    rows = compare_mod.summarise_cells([sgd, grapes], 0.8)
+    assert rows[0]["final_test_acc_mean"] == pytest.approx(0.70) and rows[0]["final_test_acc_std"] == 0.0
+    assert rows[1]["final_test_acc_mean"] == pytest.approx(0.85)
+    assert (rows[0]["completed"], rows[0]["diverged"], rows[0]["runs"]) == (1, 2, 3)
+    assert rows[0]["reached_target"] == "0/1" and rows[1]["reached_target"] == "1/1"
+    table = compare_mod.format_table(rows, 0.8)
+    assert "70.00 ± 0.00 (2/3 diverged)" in table and "85.00 ± 0.00 (2/3 diverged)" in table
+    text = compare_mod.findings(rows)[0]
+    assert "GRAPES +15.00 points vs SGD (a single seed" in text and "more than twice" not in text
+    gone = compare_mod.summarise_cells([compare_mod.Cell("digital", "sgd", 0.1, [run([0.5], "diverged")])], 0.8)
+    assert "| diverged |" in compare_mod.format_table(gone, 0.8, markdown=True)
+
+
 @pytest.mark.slow
 def test_compare_writes_every_promised_file(tmp_path, capsys):
     out = tmp_path / "report"

@@ -109,8 +109,9 @@ def check_data(points: Sequence[Point]) -> None:
 def replica_groups(points: Sequence[Point], replicas: int) -> list[tuple[list[Point], bool]]:
     """Batches of the points for the replica engine, ``(points, on_replica_engine)``: points it supports
     (:func:`imc_grapes.replicas.replica_key`) whose configs are equal except for ``seed`` are split into batches of
-    at most ``replicas`` (as even as possible), all run by the replica engine; every other point (and a point
-    without such a sibling) is a batch of its own, run by ``train``. Order kept."""
+    at most ``replicas`` (as even as possible), all run by the replica engine — also a lone pending one (its
+    siblings finished, or a single seed): a replica's numbers do not depend on its batch; every other point is a
+    batch of its own, run by ``train``. Order kept."""
     from ..replicas import replica_key
 
     if replicas < 1:
@@ -131,7 +132,7 @@ def replica_groups(points: Sequence[Point], replicas: int) -> list[tuple[list[Po
     batches: list[tuple[list[Point], bool]] = []
     for key in order:
         fam = families[key]
-        if len(fam) == 1:
+        if key.startswith("single:"):
             batches.append((fam, False))
             continue
         n = -(-len(fam) // replicas)                      # batches of this family

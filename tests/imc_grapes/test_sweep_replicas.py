@@ -48,6 +48,8 @@ def test_grouping_even_batches_and_singles(tmp_path) -> None:
     assert sorted(alone) == [("grapes-local", s) for s in (0, 1, 2)]  # not supported: one by one
     assert [len(b) for b, g in replica_groups(points, 4) if g] == [3]
     assert all(not g for b, g in replica_groups(points, 1))           # default: every point alone
+    lone = [p for p in points if p.config.optimizer == "grapes"][2]   # e.g. the one seed left to run on a resume
+    assert replica_groups([lone], 16) == [([lone], True)]               # still a replica: the same numbers
 
 
 def test_sweep_with_replicas_matches_the_replica_trainer(tmp_path) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIMIZERS, ConfigError, TrainConfig, _is_int, _is_number, check_distinct, identity_dict
+from .config import OPTIMIZERS, ConfigError, TrainConfig, _is_int, _is_number, check_distinct, run_identity
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
@@ -148,12 +148,12 @@ def lr_scores(by_seed: dict[float, dict[int, float | None]]) -> dict[float, floa
 
 
 def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
-    """Whether a saved config (``results.json``) is ``cfg`` (fields added since are compared by
-    :func:`~imc_grapes.config.identity_dict`)."""
+    """Whether a saved config (``results.json``) is ``cfg`` (fields added since, and the analog settings that a
+    digital run ignores, are compared by :func:`~imc_grapes.config.run_identity`)."""
     import json
 
     def plain(d: dict[str, Any]) -> Any:
-        return json.loads(json.dumps(identity_dict(d), default=str))
+        return json.loads(json.dumps(run_identity(d), default=str))
 
     return plain(saved) == plain(cfg.to_dict())
 
@@ -185,7 +185,11 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
     A diverging run (NaN/Inf loss) is returned with status ``diverged`` and its history so far. With
     ``record_failures`` a run that raised any other error is returned (and recorded in its ``results.json``) with
     status ``failed`` and the error as its message, so that the caller goes on; without, the error propagates.
+
+    A digital run is trained and recorded with :meth:`~imc_grapes.config.TrainConfig.normalised` (the analog
+    settings it ignores at their defaults), and one finished under other analog settings is reused.
     """
+    cfg = cfg.normalised()
     saved_path = run_dir / "results.json"
     done = finished_run(cfg, run_dir, finished, extra_keys, log) if resume else None
     if done is not None:

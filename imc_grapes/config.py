@@ -68,6 +68,26 @@ def identity_dict(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: the :class:`AnalogSettings` fields that a ``digital`` run uses too: its energy estimate's table. Every other analog
+#: setting (device preset and overrides, tile size, DAC/ADC bits, noise, importance source, ...) only matters to the
+#: analog backends
+DIGITAL_ANALOG_FIELDS: tuple[str, ...] = ("energy_table",)
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a finished run for resume (``compare``, ``experiment``): :func:`identity_dict`, and for a
+    ``digital`` run only its :data:`DIGITAL_ANALOG_FIELDS` of the analog settings, so that a digital run finished
+    under one device preset (or other analog settings) is the same run under another.
+
+    Sweep point ids keep :func:`identity_dict` (a sweep resets its digital points' analog settings to the base's
+    itself, and ids of existing sweep stores must not change)."""
+    out = identity_dict(config)
+    analog = out.get("analog")
+    if out.get("backend") == "digital" and isinstance(analog, dict):
+        out["analog"] = {k: v for k, v in analog.items() if k in DIGITAL_ANALOG_FIELDS}
+    return out
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the valid range and the value."""
 
@@ -156,7 +176,8 @@ class TrainConfig:
             PCM-like programming noise, drift and read noise (e.g. 1, 3600, 86400, 31536000); empty: none.
         backend: ``digital`` (float weights), ``crossbar`` (this project's analog tile engine) or ``aihwkit``
             (IBM's simulator, the reference); the analog backends train with pulsed in-memory updates.
-        analog: the analog hardware (device preset, periphery, GRAPES importance source); ignored by digital.
+        analog: the analog hardware (device preset, periphery, GRAPES importance source); ignored by digital
+            but for its :data:`DIGITAL_ANALOG_FIELDS` (``energy_table``; :meth:`normalised`).
         evals_per_epoch: how many times per epoch the test set is evaluated (a point of the learning curve);
             train loss/accuracy of a point are means over the batches since the previous point.
     """
@@ -296,6 +317,16 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def normalised(self) -> "TrainConfig":
+        """The config as a run is trained and recorded: on the ``digital`` backend the analog settings that it
+        ignores (all but :data:`DIGITAL_ANALOG_FIELDS`) at their defaults, so that a digital run has one recorded
+        config whatever analog hardware the job around it named (``analog`` of a digital run's ``results.json`` is
+        not the hardware of the job); other backends: the config itself."""
+        if self.backend != "digital":
+            return self
+        analog = AnalogSettings(**{k: getattr(self.analog, k) for k in DIGITAL_ANALOG_FIELDS})
+        return self if analog == self.analog else self.replace(analog=analog)
 
     def batching(self) -> str:
         """How the runs are batched, for reports: ``"batch 64 (partial last batch left out)"``."""

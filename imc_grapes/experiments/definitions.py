@@ -26,7 +26,7 @@ from ..compare import CompareSpec
 from ..config import ConfigError, TrainConfig
 from .groups import Group
 from .models import describe_model
-from .options import ExperimentOptions, budget_for
+from .options import DEFAULT_PRESET, ExperimentOptions, budget_for
 
 __all__ = ["EXPERIMENTS", "Experiment", "plan_experiment"]
 
@@ -76,7 +76,17 @@ def _group(opts: ExperimentOptions, backend: str, dataset: str, variant: str, la
                        val_holdout=b.val_holdout, seeds=b.seeds, target_acc=TARGETS.get(dataset, 0.9),
                        tune_score=tune_score, tail_evals=opts.tail_evals)
     all_labels = {"dataset": dataset, **labels, "hardware": _hw_label(backend, opts)}
-    return Group(f"{dataset}-{variant}-{backend}", all_labels, spec, trainer, size)
+    return Group(group_key(opts, backend, dataset, variant), all_labels, spec, trainer, size)
+
+
+def group_key(opts: ExperimentOptions, backend: str, dataset: str, variant: str) -> str:
+    """A group's folder name, ``<dataset>-<variant>-<backend>``, and for an analog backend with a device preset
+    other than :data:`~imc_grapes.experiments.options.DEFAULT_PRESET` ``-<preset>`` (``mnist-mlp256x2-crossbar-EcRam``),
+    so that two presets' analog groups in one output folder do not overwrite each other while the folders of the
+    default preset keep the names of earlier versions (and resume). A digital group's runs do not depend on the
+    preset: one folder for every preset."""
+    key = f"{dataset}-{variant}-{backend}"
+    return key if _hw(backend) == "digital" or opts.preset == DEFAULT_PRESET else f"{key}-{opts.preset}"
 
 
 def _mlp_weights(sizes: tuple[int, ...]) -> int:

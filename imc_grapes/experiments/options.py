@@ -19,9 +19,11 @@ from ..config import BACKENDS, OPTIMIZERS, ConfigError
 from ..data.registry import DATASET_NAMES
 from ..train import tail_evals_error
 
-__all__ = ["SIZES", "Budget", "ExperimentOptions", "budget_for"]
+__all__ = ["DEFAULT_PRESET", "SIZES", "Budget", "ExperimentOptions", "budget_for"]
 
 SIZES: tuple[str, ...] = ("tiny", "quick", "full")
+#: the analog backends' device preset unless the user names another (the command line's ``--device-preset``)
+DEFAULT_PRESET = "ReRamSB"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class ExperimentOptions:
 
     size: str = "full"
     backends: tuple[str, ...] = ("digital",)
-    preset: str = "ReRamSB"
+    preset: str = DEFAULT_PRESET
     optimizers: tuple[str, ...] = ("sgd", "grapes", "layer-mean")
     seeds: tuple[int, ...] | None = None
     lr_grid: tuple[float, ...] | None = None

@@ -20,6 +20,17 @@ def default_out_dir(name: str, options: ExperimentOptions) -> Path:
     return Path("reports") / "experiments" / f"{name}-{options.size}"
 
 
+def _note_unsuffixed(groups_dir: Path, key: str, opts: ExperimentOptions, log: Callable[[str], None]) -> None:
+    """Tell the user when an analog group of a non-default preset (``...-crossbar-EcRam``) has no folder yet but
+    the same group without the preset (how earlier versions named it for every preset) has one: its runs are not
+    reused unless that folder is renamed."""
+    suffix = f"-{opts.preset}"
+    old = groups_dir / key.removesuffix(suffix)
+    if key.endswith(suffix) and not (groups_dir / key).exists() and (old / "results.json").exists():
+        log(f"   note: {old} (named without the device preset by earlier versions) is not reused; if it holds "
+            f"{opts.preset} runs, rename it to {groups_dir / key} and run again to resume them")
+
+
 def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir: str | Path | None = None, *,
                    progress: bool = False, resume: bool = True, command: str | None = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -51,6 +62,7 @@ def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir:
         if key not in cache:
             cache[key] = load_dataset(b.dataset, b.data_root, b.resolved_device(), b.seed)
         log(f"=== {name}: group {group.key} ({len(results) + 1}/{len(groups)})")
+        _note_unsuffixed(out / "groups", group.key, opts, log)
         results.append(run_group(group, out / "groups" / group.key, cache[key], progress=progress, resume=resume,
                                  command=command, log=log))
     data = write_experiment_report(EXPERIMENTS[name], opts, results, out, command, time.perf_counter() - t0)

@@ -232,6 +232,33 @@ def test_lr_is_tuned_on_validation_and_resume_skips_finished_runs(tmp_path, monk
     assert len(calls) == 2 * n_first
 
 
+def test_digital_runs_are_reused_under_other_analog_settings(tmp_path, monkeypatch):
+    """A compare job on digital hardware run again with another device preset (and other analog settings) reuses
+    its finished runs, also those recorded by earlier versions with the job's analog settings."""
+    import dataclasses
+
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0, 1))
+    calls = []
+    real_train = compare_mod.train
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, *a, **k: calls.append(cfg) or real_train(cfg, *a, **k))
+    first = run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    assert len(calls) == 2 and all(c.analog == AnalogSettings() for c in calls)   # recorded with the defaults
+    run_file = tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed0" / "results.json"
+    assert json.loads(run_file.read_text())["config"]["analog"] == AnalogSettings().to_dict()
+    ecram = AnalogSettings(preset="EcRam", tile_size=32, dac_bits=4, adc_bits=6, importance="array")
+    said = []
+    second = run_compare(dataclasses.replace(spec, base=BASE.replace(analog=ecram)), tmp_path, progress=False,
+                         log=said.append)
+    assert len(calls) == 2 and sum("(resumed:" in s for s in said) == 2
+    assert second["summary"] == first["summary"] and second["spec"]["base"]["analog"]["preset"] == "EcRam"
+    # a run saved by an earlier version, with the job's analog settings in its config, is reused as well
+    saved = json.loads(run_file.read_text())
+    saved["config"]["analog"] = ecram.to_dict()
+    run_file.write_text(json.dumps(saved))
+    run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    assert len(calls) == 2
+
+
 def test_cli_compare_bad_arguments(tmp_path, capsys):
     assert main(["compare", "--dataset", "synthetic", "--optimizers", "sgd", "rmsprop", "--out",
                  str(tmp_path)]) == 2

@@ -80,7 +80,7 @@ def test_fields_added_later_keep_saved_runs_and_sweep_ids():
     from imc_grapes.sweep.spec import config_id
 
     assert ("analog", "importance_offset_correction") in LATER_FIELDS
-    cfg = TrainConfig()
+    cfg = TrainConfig(backend="crossbar")     # an analog run: every analog setting identifies it
     saved = cfg.to_dict()
     del saved["analog"]["importance_offset_correction"]        # as results.json files of earlier versions hold it
     assert identity_dict(cfg.to_dict()) == saved
@@ -226,3 +226,32 @@ def test_check_distinct_names_the_option_and_the_repeats():
         check_distinct("--seed", [0, 1, 0, 1, 2])
     with pytest.raises(ConfigError, match=r"^--optimizer must not repeat a value, got \['sgd', 'sgd'\]"):
         check_distinct("--optimizer", ("sgd", "sgd"))
+
+
+def test_a_digital_run_is_identified_without_the_analog_settings_it_ignores():
+    """Resume (compare, experiment) tells a digital run apart only by the analog settings it uses (its energy table),
+    an analog run by every analog setting; a digital run is trained and recorded with the others at their defaults."""
+    import dataclasses
+
+    from imc_grapes.backends import AnalogSettings
+    from imc_grapes.compare import _same_config
+    from imc_grapes.config import BACKENDS, DIGITAL_ANALOG_FIELDS
+
+    changed = {"preset": "EcRam", "device_overrides": {"dw_min": 0.002}, "tile_size": 32, "dac_bits": 4,
+               "adc_bits": 6, "out_noise": 0.0, "ideal_periphery": True, "importance": "array",
+               "importance_every": 3, "importance_g_offset": 0.1, "importance_offset_correction": True,
+               "sat_probe_every": 0, "energy_table": "table.json"}
+    assert set(changed) == {f.name for f in dataclasses.fields(AnalogSettings)}, "every analog setting is checked"
+    for backend in BACKENDS:
+        cfg = TrainConfig(backend=backend)
+        for name, value in changed.items():
+            other = cfg.replace(analog=dataclasses.replace(cfg.analog, **{name: value}))
+            same = backend == "digital" and name not in DIGITAL_ANALOG_FIELDS
+            assert _same_config(other.to_dict(), cfg) is same, (backend, name)
+            assert _same_config(cfg.to_dict(), other) is same, (backend, name)
+            assert (other.normalised() == cfg.normalised()) is same, (backend, name)
+    ecram = AnalogSettings(preset="EcRam", tile_size=32, energy_table="table.json")
+    assert TrainConfig(analog=ecram).normalised().analog == AnalogSettings(energy_table="table.json")
+    assert TrainConfig(backend="crossbar", analog=ecram).normalised().analog == ecram
+    cfg = TrainConfig()
+    assert cfg.normalised() is cfg

@@ -58,7 +58,7 @@ def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
 def test_analog_groups_run_on_the_crossbar_backend(name, tmp_path):
     opts = ExperimentOptions(size="tiny", backends=("crossbar",), preset="Idealized", optimizers=("sgd", "grapes"))
     res = run_experiment(name, opts, tmp_path, **QUIET)
-    assert all(g["key"].endswith("-crossbar") for g in res["groups"])
+    assert all(g["key"].endswith("-crossbar-Idealized") for g in res["groups"])  # a non-default preset is named
     assert all(g["labels"]["hardware"] == "crossbar Idealized" for g in res["groups"])
     run = json.loads(next((tmp_path / "groups").glob("*/runs/grapes/*/results.json")).read_text())
     assert run["config"]["backend"] == "crossbar" and run["config"]["analog"]["preset"] == "Idealized"
@@ -86,6 +86,34 @@ def test_lr_grid_is_tuned_per_optimizer_and_a_second_run_resumes(tmp_path, monke
     assert {r["lr"] for r in res["summary"]} == {0.3}
     run_experiment("fa-dfa", opts, tmp_path, **QUIET)
     assert len(calls) == n, "a second run of the same options trains nothing"
+
+
+def test_digital_groups_are_reused_under_another_preset_and_analog_groups_are_not_overwritten(tmp_path,
+                                                                                               monkeypatch):
+    """The device preset takes no part in a digital run: a second run of the experiment with another preset trains
+    only the analog groups, into their own folder (named with the preset unless it is the default one)."""
+    calls = []
+    real = dict(groups_mod.TRAINERS)
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard",
+                        lambda cfg, *a, **k: calls.append(cfg) or real["standard"](cfg, *a, **k))
+    kw = {"size": "tiny", "backends": ("digital", "crossbar"), "optimizers": ("sgd",), "lr_grid": (0.1,)}
+    res = run_experiment("fa-dfa", ExperimentOptions(**kw), tmp_path, **QUIET)
+    assert [c.backend for c in calls] == ["digital"] * 2 + ["crossbar"] * 2
+    assert {g["key"] for g in res["groups"]} == {"synthetic-fa-mlp16x1-digital", "synthetic-dfa-mlp16x1-digital",
+                                                "synthetic-fa-mlp16x1-crossbar", "synthetic-dfa-mlp16x1-crossbar"}
+    saved = json.loads((tmp_path / "groups/synthetic-fa-mlp16x1-digital/runs/sgd/lr0.1_seed0/results.json")
+                       .read_text())
+    assert saved["config"]["analog"]["preset"] == "ReRamSB"   # a digital run records the default analog settings
+    res = run_experiment("fa-dfa", ExperimentOptions(**kw, preset="EcRam"), tmp_path, **QUIET)
+    assert [c.backend for c in calls[4:]] == ["crossbar"] * 2, "the digital runs are reused"
+    assert all(c.analog.preset == "EcRam" for c in calls[4:])
+    assert {g["key"] for g in res["groups"] if "crossbar" in g["key"]} == {"synthetic-fa-mlp16x1-crossbar-EcRam",
+                                                                          "synthetic-dfa-mlp16x1-crossbar-EcRam"}
+    for key, preset in (("synthetic-fa-mlp16x1-crossbar", "ReRamSB"), ("synthetic-fa-mlp16x1-crossbar-EcRam", "EcRam")):
+        run = json.loads((tmp_path / "groups" / key / "runs/sgd/lr0.1_seed0/results.json").read_text())
+        assert run["config"]["analog"]["preset"] == preset
+    run_experiment("fa-dfa", ExperimentOptions(**kw), tmp_path, **QUIET)
+    assert len(calls) == 6, "the default preset's analog groups resume from their folders"
 
 
 def _parser():

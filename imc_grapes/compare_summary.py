@@ -6,13 +6,16 @@ runs' seeds, as the report's own summary gives them), and the differences *paire
 trains the same seeds: same initial weights and data order) of ``method`` against ``reference`` and against
 ``control`` — a run's accuracy the mean of its last ``tail_evals`` evaluations, as the report's spec says, completed
 runs only. Writes ``summary.md``, ``summary.csv``, ``summary.json`` and ``paired.png`` (the paired differences with
-their seed std, per row)::
+their seed std, per row). When two rows have the same label (e.g. ``digital`` of two reports), the table gets a
+``report`` column and the plot's labels the report too: the shortest end of each report's path that tells the
+reports apart (:func:`report_names`). A report given twice is an error::
 
     imc-grapes compare-summary docs/compare-mnist-* --out reports/devices
 """
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,17 @@ from .config import ConfigError
 from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .train import tail_accuracy
 
-__all__ = ["load_report", "summarize", "format_summary", "write_summary"]
+__all__ = ["load_report", "report_names", "summarize", "format_summary", "write_summary"]
+
+
+def _results_file(path: str | Path) -> Path:
+    p = Path(path)
+    return p / "results.json" if p.is_dir() else p
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """The ``results.json`` of a compare report (``path``: the report folder or the file itself)."""
-    p = Path(path)
-    f = p / "results.json" if p.is_dir() else p
+    f = _results_file(path)
     if not f.is_file():
         raise ConfigError(f"compare-summary: no compare results at {f} (give a report folder with results.json)")
     try:
@@ -57,8 +64,13 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
     ``<method>-<reference>`` / ``<method>-<control>``: :func:`~imc_grapes.compare.paired_by_seed` of the final
     runs' accuracies (None where a cell is missing or no seed is common)."""
     rows = []
+    seen: dict[Path, str | Path] = {}
     for path in paths:
         data = load_report(path)
+        f = _results_file(path).resolve()
+        if f in seen:
+            raise ConfigError(f"compare-summary: {path} is the same report as {seen[f]}; give each report once")
+        seen[f] = path
         spec = data["spec"]
         tail = int(spec.get("tail_evals", 1))
         for hw in spec.get("hardware", []):
@@ -84,6 +96,31 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
     return rows
 
 
+def report_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per row, the shortest end of its report's path (``report``; a ``results.json`` stands for its folder) that
+    tells the rows' reports apart: the folder's name (``cmpA``), else as many of its last folders as needed
+    (``x/cmp``, ``y/cmp``)."""
+    def parts(report: str) -> tuple[str, ...]:
+        p = Path(os.path.abspath(report))
+        return (p.parent if p.suffix == ".json" else p).parts
+
+    reports = {r["report"]: parts(str(r["report"])) for r in rows}
+
+    def name(rep: str) -> str:
+        p = reports[rep]
+        k = next((k for k in range(1, len(p)) if all(q[-k:] != p[-k:] for o, q in reports.items() if o != rep)),
+                 len(p))
+        return "/".join(p[-k:])
+
+    names = {rep: name(rep) for rep in reports}
+    return [names[r["report"]] for r in rows]
+
+
+def _labels_repeat(rows: Sequence[dict[str, Any]]) -> bool:
+    labels = [r["label"] for r in rows]
+    return len(set(labels)) < len(labels)
+
+
 def _acc(row: dict[str, Any], opt: str) -> str:
     m, s, lr = row.get(f"{opt}/acc_mean"), row.get(f"{opt}/acc_std"), row.get(f"{opt}/lr")
     if m is None:
@@ -99,16 +136,17 @@ def format_summary(rows: Sequence[dict[str, Any]], method: str = "grapes", refer
                    control: str = "layer-mean") -> str:
     """The rows as a Markdown table (accuracies in %, tuned lr in parentheses; Δ mean ± std over the common seeds,
     and on how many of them the difference is positive; the reference's saturation and the method's energy per
-    step ×SGD's)."""
+    step ×SGD's). When a label repeats, a first ``report`` column names each row's report (:func:`report_names`)."""
     opts = [reference, method, control]
-    head = ["hardware", *opts, f"Δ {method} − {reference}", f"Δ {method} − {control}", f"saturation ({reference})",
-            f"energy ×SGD ({method})"]
+    names = report_names(rows) if _labels_repeat(rows) else None
+    head = [*(["report"] if names else []), "hardware", *opts, f"Δ {method} − {reference}",
+            f"Δ {method} − {control}", f"saturation ({reference})", f"energy ×SGD ({method})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for i, r in enumerate(rows):
         sat, energy = r.get(f"{reference}/saturation"), r.get(f"{method}/energy_vs_sgd")
-        cells = [r["label"], *(_acc(r, o) for o in opts), _diff(r.get(f"{method}-{reference}")),
-                 _diff(r.get(f"{method}-{control}")), "—" if sat is None else f"{sat:.2f}",
-                 "—" if energy is None else f"{energy:.2f}"]
+        cells = [*([names[i]] if names else []), r["label"], *(_acc(r, o) for o in opts),
+                 _diff(r.get(f"{method}-{reference}")), _diff(r.get(f"{method}-{control}")),
+                 "—" if sat is None else f"{sat:.2f}", "—" if energy is None else f"{energy:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -133,7 +171,9 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
                 ss.append(100 * p["std"])
         ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{method} − {other}")
     ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
+    names = report_names(rows) if _labels_repeat(rows) else None
+    ax.set_xticks(range(len(rows)), [f"{names[i]}: {r['label']}" if names else r["label"] for i, r in enumerate(rows)],
+                  rotation=30, ha="right")
     ax.set(ylabel="paired difference in test accuracy (points)",
            title=f"{method} against the others, paired by seed (mean ± std over seeds)")
     ax.legend()

@@ -11,6 +11,7 @@ import pytest
 from imc_grapes.cli import main
 from imc_grapes.compare import paired_by_seed
 from imc_grapes.compare_summary import format_summary, summarize, write_summary
+from imc_grapes.config import ConfigError
 
 
 def _run(hw: str, opt: str, seed: int, accs: list[float], status: str = "completed", split: str = "test") -> dict:
@@ -68,10 +69,43 @@ def test_summary_rows_pair_the_final_runs_by_seed(tmp_path: Path) -> None:
     assert tail["mean"] == pytest.approx(((0.66 - 0.70) + (0.795 - 0.70)) / 2)
     assert rows[0]["grapes-layer-mean"] is None and rows[0]["layer-mean/acc_mean"] is None   # no such digital cell
     assert rows[0]["grapes-sgd"]["mean"] == pytest.approx(0.01)
-    table = format_summary(rows)
-    assert "| EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (lr 0.1) | 86.00 ± 5.00 (lr 0.1) | +0.50 ± 2.12 (1/2) " \
+    table = format_summary(rows)   # both reports have a digital row: a report column tells them apart
+    assert table.startswith("| report | hardware | sgd |")
+    assert "| a | EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (lr 0.1) | 86.00 ± 5.00 (lr 0.1) " \
+           "| +0.50 ± 2.12 (1/2) " \
            "| -0.50 ± 2.12 (1/2) | 0.97 | 1.70 |" in table
-    assert "| digital | 97.00 ± 0.00 (lr 0.1) | 98.00 ± 0.00 (lr 0.03) | — | +1.00 ± 0.00 (1/1) | — | — | — |" in table
+    assert ("| a | digital | 97.00 ± 0.00 (lr 0.1) | 98.00 ± 0.00 (lr 0.03) | — | +1.00 ± 0.00 (1/1) | — | — "
+            "| — |") in table
+    assert "| b | digital |" in table
+    # without a repeated label, no report column
+    assert format_summary(rows[1:2]).startswith("| hardware | sgd |")
+    assert "| EcRam | 85.00 ± 5.00 (lr 0.3) |" in format_summary(rows[1:2])
+
+
+def test_reports_with_the_same_label_get_distinguishable_rows(tmp_path: Path) -> None:
+    from imc_grapes.compare_summary import report_names
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    a, b, c = _report(tmp_path / "x", "cmp"), _report(tmp_path / "y", "cmp"), _report(tmp_path, "other")
+    rows = summarize([a, b / "results.json", c])
+    # the shortest end of each path that tells the reports apart (a results.json stands for its folder)
+    assert report_names(rows) == ["x/cmp", "x/cmp", "y/cmp", "y/cmp", "other", "other"]
+    assert report_names(summarize([a, c])) == ["cmp", "cmp", "other", "other"]
+    table = format_summary(rows).splitlines()
+    assert [line.split(" | ")[:2] for line in table[2:]] == [
+        ["| x/cmp", "digital"], ["| x/cmp", "EcRam"], ["| y/cmp", "digital"], ["| y/cmp", "EcRam"],
+        ["| other", "digital"], ["| other", "EcRam"]]
+    assert write_summary(rows, tmp_path / "out")[-1] == "paired.png"
+
+
+def test_the_same_report_given_twice_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _report(tmp_path, "a")
+    with pytest.raises(ConfigError, match="is the same report as"):
+        summarize([a, a / "results.json"])
+    assert main(["compare-summary", str(a), str(tmp_path / "." / "a"), "--out", str(tmp_path / "out")]) == 2
+    assert "is the same report as" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_written_files_and_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -438,7 +438,8 @@ def program_weights(
     a number fixes the range and saturates weights beyond it.
 
     Args:
-        w: weights ``[*]`` (any shape, device, float dtype).
+        w: weights ``[*]`` (any shape, device, float dtype; float16 / bfloat16 are programmed in float32: the
+            conductances, times of up to a year and the read noise's time terms overflow float16).
         model: the noise model; ``g_max_uS`` defaults to ``model.g_max``.
         generator: torch.Generator on ``w``'s device (programming noise drawn first, then ``ν``).
         g_max_uS, g_min_uS: conductance range in µS (0 <= g_min_uS < g_max_uS).
@@ -448,6 +449,8 @@ def program_weights(
     """
     g_max = model.g_max if g_max_uS is None else g_max_uS
     cmap = ConductanceMap(g_min_uS=g_min_uS, g_max_uS=g_max, w_max=1.0)
+    if w.dtype in (torch.float16, torch.bfloat16):
+        w = w.float()
     if w_max is None:
         w_scale: Tensor | float = w.detach().abs().amax().clamp_min(_W_ABS_MAX_MIN)
     else:
@@ -551,4 +554,4 @@ def apply_inference_noise(
     times = _times(t_inference_s, "apply_inference_noise")
     programmed = program_weights(w, model, generator, g_max_uS=g_max_uS, g_min_uS=g_min_uS, w_max=w_max)
     return read_weights_at(programmed, times, model, generator, compensate_drift=compensate_drift,
-                           compensation_dims=compensation_dims)
+                           compensation_dims=compensation_dims).to(w.dtype)

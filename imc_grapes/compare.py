@@ -26,6 +26,7 @@ from typing import Any
 from .config import OPTIMIZERS, ConfigError, TrainConfig, _is_int, _is_number, check_distinct, run_identity
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .report import seed_band
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
 
 HARDWARE = ("digital", "analog")
@@ -404,8 +405,9 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
             n = min(len(r.history) for r in runs)
             x = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
             acc = np.array([[100 * h["test_acc"] for h in r.history[:n]] for r in runs])
-            ax.plot(x, acc.mean(0), marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
-            ax.fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
+            mean, std = seed_band(acc)
+            ax.plot(x, mean, marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
         ax.set(title=f"{hw}", xlabel="epoch", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -10,6 +10,13 @@ from .io import write_csv_atomic, write_json_atomic
 from .train import RunResult
 
 
+def seed_band(values: Any) -> tuple[Any, Any]:
+    """Mean and sample standard deviation (ddof = 1, as the tables' mean ± std) over the seeds, axis 0 of a numpy
+    array ``[seeds, points]``; a zero spread for one seed."""
+    mean = values.mean(0)
+    return mean, values.std(0, ddof=1) if len(values) > 1 else 0 * mean
+
+
 def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict[str, Any]]:
     """One row per value of config field ``key``: final/best test accuracy (mean, std over runs), n runs."""
     groups: dict[Any, list[RunResult]] = {}
@@ -65,7 +72,7 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
         epochs = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
         for ax, metric, scale in ((ax_acc, "test_acc", 100.0), (ax_loss, "train_loss", 1.0)):
             vals = np.array([[h[metric] * scale for h in r.history[:n]] for r in runs])
-            mean, std = vals.mean(0), vals.std(0)
+            mean, std = seed_band(vals)
             ax.plot(epochs, mean, marker="o", label=f"{value} (n={len(runs)})")
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")

@@ -29,6 +29,7 @@ import torch
 
 from ..compare import Cell, paired_by_seed
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..report import seed_band
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
 from .groups import GroupResult, run_row
@@ -245,8 +246,9 @@ def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
             m = min(len(r.history) for r in runs)
             x = np.array([h["epoch"] for h in runs[0].history[:m]], dtype=float)
             acc = np.array([[100 * h["test_acc"] for h in r.history[:m]] for r in runs])
-            ax.plot(x, acc.mean(0), marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
-            ax.fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
+            mean, std = seed_band(acc)
+            ax.plot(x, mean, marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
         forgetting = res.group.trainer == "permuted"
         ax.set(title=res.group.key, xlabel="tasks trained" if forgetting else "epoch",
                ylabel="mean acc. over tasks so far (%)" if forgetting else "test accuracy (%)")

@@ -444,3 +444,17 @@ def test_compensation_invariant_generic(shape, times, nu_std, seed):
     dims = tuple(range(1, out.ndim))
     torch.testing.assert_close(out.abs().sum(dim=dims), prog.weights.abs().sum().expand(len(times)),
                                rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_are_programmed_in_float32(dtype):
+    """float16 cannot hold a year in seconds (3.2e7 > 65504) nor the read noise's time terms: half-precision
+    weights are programmed and read in float32 and returned in their own dtype — the float32 result of the same
+    weights and seed, rounded."""
+    from devices import STANDARD_TIMES_S, apply_inference_noise
+
+    w = (0.3 * torch.randn(16, 16, generator=torch.Generator().manual_seed(0))).to(dtype)
+    out = apply_inference_noise(w, STANDARD_TIMES_S, generator=torch.Generator().manual_seed(1))
+    ref = apply_inference_noise(w.float(), STANDARD_TIMES_S, generator=torch.Generator().manual_seed(1))
+    assert out.dtype == dtype and bool(torch.isfinite(out).all())
+    assert torch.equal(out, ref.to(dtype))

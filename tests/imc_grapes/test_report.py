@@ -47,3 +47,19 @@ def test_metrics_csv_of_a_run_without_evaluations_has_the_header(tmp_path):
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         assert len(list(reader)) == 1 and tuple(reader.fieldnames or ()) == (*METRICS_COLUMNS, "M_mean/0")
+
+
+def test_the_curves_band_is_the_tables_sample_standard_deviation():
+    """The shaded band of the learning curves is the sample standard deviation over the seeds (ddof = 1), as the
+    tables' mean ± std (``statistics.stdev``); one seed: no spread."""
+    import statistics
+
+    import numpy as np
+
+    from imc_grapes.report import seed_band
+
+    vals = np.array([[0.5, 0.9], [0.7, 0.6], [0.6, 0.3]])
+    mean, std = seed_band(vals)
+    assert np.allclose(mean, [0.6, 0.6])
+    assert np.allclose(std, [statistics.stdev([0.5, 0.7, 0.6]), statistics.stdev([0.9, 0.6, 0.3])])
+    assert np.array_equal(seed_band(vals[:1])[1], [0.0, 0.0])

@@ -260,3 +260,23 @@ def test_grapes_summary_splits_the_overhead_by_training_phase() -> None:
     # fewer than four rounds: no phases
     short = bs.grapes_summary([{**sgd, "round_medians_ms": [10.0] * 3}, {**grapes, "round_medians_ms": [20.0] * 3}])
     assert name + "_first_quarter" not in short and short[name] == pytest.approx(100.0)
+
+
+def test_cuda_graph_rows_need_cuda_and_give_their_own_cuda_targets() -> None:
+    """The ``native-graph`` row (the whole step replayed as a CUDA graph) cannot be built on the CPU — a skipped row,
+    with the reason — and on CUDA it gets its own targets next to the eager ones: the ratio to a digital torch step
+    at batch >= 256 and the speed-up over aihwkit's CPU step."""
+    bs = _suite_module()
+    with pytest.raises(RuntimeError, match="CUDA graphs need a CUDA device"):
+        bs.build_step(bs.Case("mlp", "native-graph", 4), torch.device("cpu"))
+    common = {"kind": "mlp", "size": 0, "err": "ce", "tile": 256}
+    rows = [{**common, "impl": "native", "batch": 64, "median_ms": 10.0},
+            {**common, "impl": "native-graph", "batch": 64, "median_ms": 1.0},
+            {**common, "impl": "native", "batch": 256, "median_ms": 9.0, "x_torch": 9.0},
+            {**common, "impl": "native-graph", "batch": 256, "median_ms": 2.0, "x_torch": 2.0},
+            {**common, "impl": "aihwkit-cpp", "batch": 64, "median_ms": 20.0}]
+    got = bs.targets({"sections": {"mlp": {"rows": rows}}}, torch.device("cuda"), None)
+    assert got["cuda_speedup_over_aihwkit_cpu_mlp_b64"]["value"] == pytest.approx(2.0)
+    assert got["cuda_graph_speedup_over_aihwkit_cpu_mlp_b64"]["value"] == pytest.approx(20.0)
+    assert got["cuda_native_over_torch_mlp_b256"]["met"] is False
+    assert got["cuda_graph_native_over_torch_mlp_b256"]["met"] is True

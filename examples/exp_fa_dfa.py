@@ -17,6 +17,7 @@ args = parser.parse_args()
 result = run_experiment("fa-dfa", ExperimentOptions(size="tiny" if args.tiny else "quick"),
                         "runs/examples/exp_fa_dfa", log=lambda s: None)
 for row in result["summary"]:
-    print(f"{row['dataset']:>13} {row['rule']:>3} {row['optimizer']:<10} lr {row['lr']:<6g} "
-          f"test acc {100 * row['final_test_acc_mean']:.2f} ± {100 * row['final_test_acc_std']:.2f} %")
+    acc = ("no completed run" if row["final_test_acc_mean"] is None else
+           f"{100 * row['final_test_acc_mean']:.2f} ± {100 * row['final_test_acc_std']:.2f} %")
+    print(f"{row['dataset']:>13} {row['rule']:>3} {row['optimizer']:<10} lr {row['lr']:<6g} test acc {acc}")
 print("report: runs/examples/exp_fa_dfa/report.md")

@@ -88,7 +88,6 @@ class AihwkitLayer(AnalogLayer):
         super().__init__(inner, kind, n_in, shape[0], shape, backward_mode, feedback, device="cpu")
         self.config = config
         self.register_buffer("count_buffer", torch.zeros(len(COST_KINDS), dtype=torch.float64))
-        self._unit_counts: tuple[Tensor, Tensor] | None = None
         module = inner.analog_module
         if hasattr(module, "array"):  # TileModuleArray: array[in_block][out_block]
             self._tiles = []
@@ -104,6 +103,7 @@ class AihwkitLayer(AnalogLayer):
         else:
             self._tiles = [(module, slice(0, self.out_features), slice(0, self.in_features))]
             self._n_in_blocks = self._n_out_blocks = 1
+        self._forward_counts, self._backward_counts = self._per_vector_counts()
 
     # ------------------------------------------------------------------ forward with analytic counts
     def forward(self, x: Tensor) -> Tensor:
@@ -117,29 +117,26 @@ class AihwkitLayer(AnalogLayer):
         """Add the analytic counts of one training forward of ``n_vec`` vectors (and of its backward through the
         array): ``n_vec`` times the per-vector counts of :meth:`_per_vector_counts`, one add each."""
         n_vec = y.numel() // self.out_features
-        forward, backward = self._per_vector_counts()
-        self.count_buffer.add_(forward, alpha=n_vec)
+        self.count_buffer.add_(self._forward_counts, alpha=n_vec)
         if self.backward_mode == "array" and x.requires_grad:
-            self.count_buffer.add_(backward, alpha=n_vec)
+            self.count_buffer.add_(self._backward_counts, alpha=n_vec)
 
     def _per_vector_counts(self) -> tuple[Tensor, Tensor]:
         """The counts of one input vector's forward and of one error vector's backward, ``[len(COST_KINDS)]``
-        float64 each (integers; built once)."""
-        if self._unit_counts is None:
-            n_out, n_in, tiles = self.out_features, self.in_features, len(self._tiles)
-            forward = torch.zeros_like(self.count_buffer)
-            backward = torch.zeros_like(self.count_buffer)
-            for unit, mvms, passes, adc, dac in ((forward, "forward_mvms", "forward_passes",
-                                                  n_out * self._n_in_blocks, n_in * self._n_out_blocks),
-                                                 (backward, "backward_mvms", "backward_passes",
-                                                  n_in * self._n_out_blocks, n_out * self._n_in_blocks)):
-                unit[_K[mvms]] = 1
-                unit[_K[passes]] = tiles
-                unit[_K["adc_conversions"]] = adc
-                unit[_K["dac_conversions"]] = dac
-                unit[_K["array_macs"]] = n_out * n_in
-            self._unit_counts = (forward, backward)
-        return self._unit_counts
+        float64 each (integers), from the tile grid."""
+        n_out, n_in, tiles = self.out_features, self.in_features, len(self._tiles)
+        forward = torch.zeros(len(COST_KINDS), dtype=torch.float64)
+        backward = torch.zeros(len(COST_KINDS), dtype=torch.float64)
+        for unit, mvms, passes, adc, dac in ((forward, "forward_mvms", "forward_passes",
+                                              n_out * self._n_in_blocks, n_in * self._n_out_blocks),
+                                             (backward, "backward_mvms", "backward_passes",
+                                              n_in * self._n_out_blocks, n_out * self._n_in_blocks)):
+            unit[_K[mvms]] = 1
+            unit[_K[passes]] = tiles
+            unit[_K["adc_conversions"]] = adc
+            unit[_K["dac_conversions"]] = dac
+            unit[_K["array_macs"]] = n_out * n_in
+        return forward, backward
 
     # ------------------------------------------------------------------ weights and importance
     def get_weights(self) -> Tensor:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIMIZERS, ConfigError, TrainConfig, _is_int, _is_number, check_distinct, run_identity
+from .config import OPTIMIZERS, ConfigError, TrainConfig, is_int, is_number, check_distinct, run_identity
 from .data import Dataset, load_dataset
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .report import seed_band
@@ -88,25 +88,25 @@ class CompareSpec:
         check_distinct("hardware", self.hardware)
         if self.analog_backend not in ("crossbar", "aihwkit"):
             raise ConfigError(f"analog_backend must be crossbar or aihwkit, got {self.analog_backend!r}")
-        if not self.lr_grid or any(not (_is_number(lr) and lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
+        if not self.lr_grid or any(not (is_number(lr) and lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
             raise ConfigError(f"lr_grid must be one or more learning rates > 0, got {list(self.lr_grid)}")
         check_distinct("lr_grid", self.lr_grid)
         if len({f"{lr:g}" for lr in self.lr_grid}) < len(self.lr_grid):    # they name the tuning runs' folders
             raise ConfigError(f"lr_grid values must differ in their first 6 significant digits, got "
                               f"{list(self.lr_grid)}")
-        if not self.seeds or not all(_is_int(s) for s in self.seeds):
+        if not self.seeds or not all(is_int(s) for s in self.seeds):
             raise ConfigError(f"seeds must name one or more seeds (integers), got {list(self.seeds)}")
         check_distinct("seeds", self.seeds)
-        if (not self.tune_seeds or not all(_is_int(s) for s in self.tune_seeds)
+        if (not self.tune_seeds or not all(is_int(s) for s in self.tune_seeds)
                 or len(set(self.tune_seeds)) != len(self.tune_seeds)):
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise ConfigError(msg)
-        if not (_is_number(self.target_acc) and 0 < self.target_acc <= 1):
+        if not (is_number(self.target_acc) and 0 < self.target_acc <= 1):
             raise ConfigError(f"target_acc must be a number in (0, 1], got {self.target_acc!r}")
-        if not (_is_int(self.val_holdout) and self.val_holdout >= 0):
+        if not (is_int(self.val_holdout) and self.val_holdout >= 0):
             raise ConfigError(f"val_holdout must be an integer ≥ 0, got {self.val_holdout!r}")
         if self.val_holdout < 1 and len(self.lr_grid) > 1:
             raise ConfigError(f"val_holdout must be ≥ 1 when an lr grid is tuned, got {self.val_holdout}")

@@ -97,12 +97,12 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> bool:
     """Whether ``v`` is an integer (a bool is not)."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _is_number(v: object) -> bool:
+def is_number(v: object) -> bool:
     """Whether ``v`` is a real number, int or float (a bool is not)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
@@ -212,11 +212,11 @@ class TrainConfig:
         def number(name: str, valid: str, integer: bool = False, optional: bool = False) -> None:
             """The type check of a numeric field, before its range is compared: ``valid`` is that range."""
             v = getattr(self, name)
-            ok = (v is None and optional) or (_is_int(v) if integer else _is_number(v))
+            ok = (v is None and optional) or (is_int(v) if integer else is_number(v))
             _check(ok, f"TrainConfig.{name} must be {'an integer' if integer else 'a number'} {valid}"
                        f"{' (or None for all)' if optional else ''}, got {v!r}")
 
-        _check(_is_sequence(self.hidden) and all(_is_int(h) for h in self.hidden),
+        _check(_is_sequence(self.hidden) and all(is_int(h) for h in self.hidden),
                f"TrainConfig.hidden must be a list of one or more integer widths ≥ 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         _check(isinstance(self.dataset, str) and self.dataset in DATASET_NAMES,
@@ -268,7 +268,7 @@ class TrainConfig:
         number("test_subset", "≥ 1", integer=True, optional=True)
         _check(self.test_subset is None or self.test_subset >= 1,
                f"TrainConfig.test_subset must be ≥ 1 (or None for all), got {self.test_subset}")
-        _check(_is_sequence(self.inference_times) and all(_is_number(t) for t in self.inference_times),
+        _check(_is_sequence(self.inference_times) and all(is_number(t) for t in self.inference_times),
                f"TrainConfig.inference_times must be a list of numbers ≥ 0 (seconds), got {self.inference_times!r}")
         object.__setattr__(self, "inference_times", tuple(float(t) for t in self.inference_times))
         number("val_holdout", "≥ 0", integer=True)

@@ -25,6 +25,7 @@ Units: conductances in µS, times in s, ``ν`` dimensionless, weights in the cal
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -61,6 +62,20 @@ STANDARD_TIME_LABELS: tuple[str, ...] = ("1 s", "1 h", "1 day", "1 year")
 _G_REL_MIN = 1e-7  # aihwkit's _ZERO_CLIP: floor of |g|/g_max before taking its log
 _Q_DEN_MIN = 1e-3  # aihwkit's floor of (|g|/g_max)^exponent in the 1/f read-noise amplitude
 _W_ABS_MAX_MIN = 1e-7  # aihwkit's floor of max|w| when mapping max|w| to g_max
+
+
+def _at_g_max(model: InferenceNoiseModel, g_max_uS: float, where: str) -> InferenceNoiseModel:
+    """``model`` with its fits normalized at ``g_max_uS`` (µS): the model itself when its ``g_max`` already is,
+    else a copy with ``g_max = g_max_uS`` (other fields kept, e.g. ``prog_coeff_g_max_reference``: σ_prog scales
+    with ``g_max_uS`` as aihwkit's model built with that ``g_max``). Raises ``ValueError`` naming ``g_max_uS``
+    when the model is not a dataclass with a ``g_max`` field."""
+    if float(model.g_max) == float(g_max_uS):
+        return model
+    ok = dataclasses.is_dataclass(model) and any(f.name == "g_max" for f in dataclasses.fields(model))
+    _check(where, "g_max_uS", g_max_uS, ok,
+           f"model.g_max = {model.g_max!r} µS for {type(model).__name__} (not a dataclass with a g_max field, so "
+           "its fits cannot be re-normalized at another g_max; set the model's g_max instead)")
+    return dataclasses.replace(model, g_max=float(g_max_uS))  # type: ignore[type-var]  # a dataclass: checked
 
 
 def _check(where: str, name: str, value: Any, ok: bool, valid: str) -> None:
@@ -440,7 +455,10 @@ def program_weights(
     Args:
         w: weights ``[*]`` (any shape, device, float dtype; float16 / bfloat16 are programmed in float32: the
             conductances, times of up to a year and the read noise's time terms overflow float16).
-        model: the noise model; ``g_max_uS`` defaults to ``model.g_max``.
+        model: the noise model; ``g_max_uS`` defaults to ``model.g_max``. Another ``g_max_uS`` also
+            normalizes the model's fits (programming noise, ``ν``, read noise) at ``g_max_uS``, as aihwkit,
+            whose noise model's ``g_max`` is its conductance converter's: the model is used with
+            ``g_max = g_max_uS`` (:func:`read_weights_at` does the same from ``conductance_map.g_max_uS``).
         generator: torch.Generator on ``w``'s device (programming noise drawn first, then ``ν``).
         g_max_uS, g_min_uS: conductance range in µS (0 <= g_min_uS < g_max_uS).
         w_max: weight mapped to ``g_max_uS`` (> 0) or None for ``max|w|``.
@@ -449,6 +467,7 @@ def program_weights(
     """
     g_max = model.g_max if g_max_uS is None else g_max_uS
     cmap = ConductanceMap(g_min_uS=g_min_uS, g_max_uS=g_max, w_max=1.0)
+    model = _at_g_max(model, cmap.g_max_uS, "program_weights")
     if w.dtype in (torch.float16, torch.bfloat16):
         w = w.float()
     if w_max is None:
@@ -492,7 +511,8 @@ def read_weights_at(
     Args:
         programmed: from :func:`program_weights` (weights ``[*]``).
         t_inference_s: a time or a sequence of ``T`` times (s after programming, each >= 0).
-        model: the noise model used to program.
+        model: the noise model used to program (evaluated at ``g_max = programmed.conductance_map.g_max_uS``,
+            as in :func:`program_weights`).
         generator: torch.Generator on the weights' device.
         compensate_drift: apply the global drift compensation.
         compensation_dims: weight dims the sums run over (one factor per remaining index, e.g. ``(1, 2)`` for
@@ -501,6 +521,7 @@ def read_weights_at(
         weights ``[T, *]``.
     """
     times = _times(t_inference_s, "read_weights_at")
+    model = _at_g_max(model, programmed.conductance_map.g_max_uS, "read_weights_at")
     w_ndim = programmed.g_prog_uS.ndim - 1
     g_prog = programmed.g_prog_uS
     t = torch.tensor(times, dtype=g_prog.dtype, device=g_prog.device).reshape([len(times)] + [1] * (w_ndim + 1))

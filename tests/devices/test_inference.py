@@ -458,3 +458,56 @@ def test_half_precision_weights_are_programmed_in_float32(dtype):
     ref = apply_inference_noise(w.float(), STANDARD_TIMES_S, generator=torch.Generator().manual_seed(1))
     assert out.dtype == dtype and bool(torch.isfinite(out).all())
     assert torch.equal(out, ref.to(dtype))
+
+
+def test_g_max_uS_other_than_the_models_agrees_with_aihwkit_at_that_g_max(aihw_pcm):
+    """``program_weights(..., g_max_uS=50)`` with a 25 µS model: aihwkit maps weights with its converter's g_max,
+    which is also the g_max of every fit (x = g/g_max, σ_prog·g_max/25 µS, ν(g/g_max), q(g/g_max)). The
+    programmed conductances, ν and the read noise must have the statistics of aihwkit's model at g_max = 50 µS."""
+    targets = [2.0, 10.0, 30.0, 50.0]  # µS on G⁺ (w = g/50 with w_max = 1)
+    w = levels([g / 50.0 for g in targets])
+    ref = aihw_pcm(g_max=50.0)
+    g = levels(targets)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(77)
+        ref_prog = ref.apply_programming_noise_to_conductance(g.clone())
+        ref_nu = ref.generate_drift_coefficients(g.clone())
+    prog = program_weights(w, PCMLikeNoiseModel(), gen(78), g_max_uS=50.0, w_max=1.0)
+    torch.testing.assert_close(prog.g_target_uS[0], g)
+    _close_stats(prog.g_prog_uS[0], ref_prog)
+    _close_stats(prog.nu[0], ref_nu)
+    # hand-written σ_prog at g_max = 50 µS: (0.26348 + 1.9650 x − 1.1731 x²)·50/25, x = g/50
+    for i, gt in enumerate(targets):
+        assert prog.g_prog_uS[0, i].std().item() == pytest.approx(prog_sigma_ref(gt, 50.0), rel=0.03)
+    # read noise through read_weights_at (no programming noise, no drift: G⁻ stays at 0 µS)
+    quiet_ref = aihw_pcm(g_max=50.0, prog_noise_scale=0.0, drift_scale=0.0)
+    quiet = PCMLikeNoiseModel(prog_noise_scale=0.0, drift_scale=0.0)
+    t = 86400.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(79)
+        ref_t = quiet_ref.apply_drift_noise_to_conductance(g.clone(), torch.zeros_like(g), t)
+    qprog = program_weights(w, quiet, gen(80), g_max_uS=50.0, w_max=1.0)
+    ours_t = read_weights_at(qprog, t, quiet, gen(81), compensate_drift=False)[0] * 50.0
+    _close_stats(ours_t, ref_t)
+
+
+def test_g_max_uS_of_a_model_that_is_not_a_dataclass_is_rejected():
+    from devices.inference import InferenceNoiseModel
+
+    class Plain(InferenceNoiseModel):  # not a dataclass: its g_max cannot be replaced
+        g_max = 25.0
+        t_0 = 20.0
+
+        def program(self, g_target_uS, generator):
+            return g_target_uS
+
+        def sample_nu(self, g_target_uS, generator):
+            return torch.zeros_like(g_target_uS)
+
+        def read_noise(self, g_drift_uS, t_inference_s, generator, g_prog_uS=None):
+            return g_drift_uS
+
+    w = torch.ones(3)
+    assert torch.equal(program_weights(w, Plain(), gen()).g_prog_uS[0], torch.full((3,), 25.0))
+    with pytest.raises(ValueError, match=r"^program_weights\.g_max_uS must be .*Plain"):
+        program_weights(w, Plain(), gen(), g_max_uS=50.0)

@@ -463,15 +463,17 @@ def program_weights(
         g_max_uS, g_min_uS: conductance range in µS (0 <= g_min_uS < g_max_uS).
         w_max: weight mapped to ``g_max_uS`` (> 0) or None for ``max|w|``.
     Returns:
-        :class:`ProgrammedWeights` with ``[2, *]`` conductances and ``ν``.
+        :class:`ProgrammedWeights` with ``[2, *]`` conductances and ``ν``, detached from ``w`` (no grad history:
+        programming is a write onto devices, not a differentiable operation).
     """
     g_max = model.g_max if g_max_uS is None else g_max_uS
     cmap = ConductanceMap(g_min_uS=g_min_uS, g_max_uS=g_max, w_max=1.0)
     model = _at_g_max(model, cmap.g_max_uS, "program_weights")
+    w = w.detach()  # programming writes devices: the result carries no grad history of ``w``
     if w.dtype in (torch.float16, torch.bfloat16):
         w = w.float()
     if w_max is None:
-        w_scale: Tensor | float = w.detach().abs().amax().clamp_min(_W_ABS_MAX_MIN)
+        w_scale: Tensor | float = w.abs().amax().clamp_min(_W_ABS_MAX_MIN)
     else:
         _check("program_weights", "w_max", w_max, _finite(w_max) and w_max > 0, "> 0 and finite or None")
         w_scale = float(w_max)

@@ -511,3 +511,19 @@ def test_g_max_uS_of_a_model_that_is_not_a_dataclass_is_rejected():
     assert torch.equal(program_weights(w, Plain(), gen()).g_prog_uS[0], torch.full((3,), 25.0))
     with pytest.raises(ValueError, match=r"^program_weights\.g_max_uS must be .*Plain"):
         program_weights(w, Plain(), gen(), g_max_uS=50.0)
+
+
+def test_programming_detaches_from_the_input_weights():
+    """Programming is a write onto devices, not a differentiable op: nothing it returns carries grad history
+    (and the weights it reads back are the same numbers as for the detached input)."""
+    w = torch.randn(4, 5, generator=gen(90), requires_grad=True)
+    prog = program_weights(2.0 * w, PCMLikeNoiseModel(), gen(91))
+    for name in ("g_target_uS", "g_prog_uS", "nu"):
+        t = getattr(prog, name)
+        assert not t.requires_grad and t.grad_fn is None, name
+    assert not prog.weights.requires_grad
+    out = read_weights_at(prog, [1.0, 3600.0], PCMLikeNoiseModel(), gen(92))
+    assert not out.requires_grad and out.grad_fn is None
+    assert not apply_inference_noise(w, 1.0, generator=gen(93)).requires_grad
+    ref = program_weights(2.0 * w.detach(), PCMLikeNoiseModel(), gen(91))
+    assert torch.equal(prog.g_prog_uS, ref.g_prog_uS) and torch.equal(prog.nu, ref.nu)

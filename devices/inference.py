@@ -313,7 +313,19 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
 
     @classmethod
     def from_aihwkit(cls, model: Any) -> "PCMLikeNoiseModel":
-        """Build from an ``aihwkit.inference.PCMLikeNoiseModel`` (its fields; drift/read constants are aihwkit's)."""
+        """Build from an ``aihwkit.inference.PCMLikeNoiseModel`` (its fields; drift/read constants are aihwkit's).
+
+        Raises ``ValueError`` naming ``prog_coeff_g_max_reference`` when the model lacks it: aihwkit 1.1 does not
+        store it when both ``prog_coeff`` and ``prog_coeff_g_max_reference`` are given (aihwkit's own programming
+        of that model fails too). The value passed there is lost; set it on the aihwkit model and convert again.
+        """
+        if not hasattr(model, "prog_coeff_g_max_reference"):
+            raise ValueError(
+                f"{cls.__name__}.from_aihwkit: the aihwkit model has no prog_coeff_g_max_reference (aihwkit 1.1 "
+                "drops it when prog_coeff and prog_coeff_g_max_reference are both given, so the µS reference of "
+                f"prog_coeff = {list(model.prog_coeff)!r} is unknown); set model.prog_coeff_g_max_reference = "
+                "<g_max in µS at which prog_coeff were fitted> on the aihwkit model, or build "
+                f"{cls.__name__}(prog_coeff=..., prog_coeff_g_max_reference=...) directly")
         return cls(prog_coeff=tuple(model.prog_coeff), g_max=float(model.g_max), t_read=float(model.t_read),
                    t_0=float(model.t_0), prog_noise_scale=float(model.prog_noise_scale),
                    read_noise_scale=float(model.read_noise_scale), drift_scale=float(model.drift_scale),

@@ -527,3 +527,24 @@ def test_programming_detaches_from_the_input_weights():
     assert not apply_inference_noise(w, 1.0, generator=gen(93)).requires_grad
     ref = program_weights(2.0 * w.detach(), PCMLikeNoiseModel(), gen(91))
     assert torch.equal(prog.g_prog_uS, ref.g_prog_uS) and torch.equal(prog.nu, ref.nu)
+
+
+def test_from_aihwkit_with_both_prog_coeff_arguments(aihw_pcm):
+    """aihwkit 1.1 does not store ``prog_coeff_g_max_reference`` when ``prog_coeff`` is also given (its own
+    programming then fails with AttributeError): the conversion names the missing field instead of passing the
+    AttributeError on, and converts once the value is set on the aihwkit model."""
+    a = aihw_pcm(prog_coeff=[0.1, 1.0, -0.5], g_max=25.0, prog_coeff_g_max_reference=30.0)
+    with pytest.raises(AttributeError):
+        a.apply_programming_noise_to_conductance(torch.ones(3))  # aihwkit 1.1 itself cannot use this model
+    with pytest.raises(ValueError, match=r"^PCMLikeNoiseModel\.from_aihwkit: .*prog_coeff_g_max_reference"):
+        PCMLikeNoiseModel.from_aihwkit(a)
+    a.prog_coeff_g_max_reference = 30.0
+    ours = PCMLikeNoiseModel.from_aihwkit(a)
+    assert ours == PCMLikeNoiseModel(prog_coeff=(0.1, 1.0, -0.5), prog_coeff_g_max_reference=30.0)
+    # σ_prog at g = 25 µS: (0.1 + 1.0 − 0.5)·25/30 µS, as aihwkit's model (now usable) draws it
+    g = levels([25.0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        ref = a.apply_programming_noise_to_conductance(g.clone())
+    assert ref.std().item() == pytest.approx(0.6 * 25.0 / 30.0, rel=0.03)
+    _close_stats(ours.program(g, gen(6)), ref)

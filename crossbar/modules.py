@@ -104,14 +104,14 @@ class AnalogModuleBase(nn.Module):
         """Exact copy of the weights (no read noise), shaped like the torch layer's ``weight``."""
         return self.tile.read().reshape(self._weight_shape())
 
-    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
-        """Program the tiles with ``weight`` (torch layer's shape; clipped into the device bounds; ``write_noise``:
-        see :meth:`TileArray.program`)."""
+    def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """Program the tiles with ``weight`` (torch layer's shape; clipped into the device bounds unless
+        ``clip=False``; ``write_noise``, ``clip``: see :meth:`TileArray.program`)."""
         shape = self._weight_shape()
         if tuple(weight.shape) != shape:
             raise ValueError(f"{type(self).__name__}.set_weights: expected shape {shape}, got "
                              f"{tuple(weight.shape)}")
-        self.tile.program(weight.reshape(self.tile.out_features, self.tile.in_features), write_noise)
+        self.tile.program(weight.reshape(self.tile.out_features, self.tile.in_features), write_noise, clip)
 
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError

@@ -243,12 +243,13 @@ class ReplicaTileArray(TileState):
 
     # ------------------------------------------------------------------ programming and reading
     @torch.no_grad()
-    def program(self, weight: Tensor, write_noise: bool = True) -> None:
-        """Set the states to ``weight: [E, out, in]`` (clipped into each device's bounds); with write noise the
-        apparent states of all devices are redrawn (or set to the states, ``write_noise=False``)."""
+    def program(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """Set the states to ``weight: [E, out, in]`` (clipped into each device's bounds unless ``clip=False``);
+        with write noise the apparent states of all devices are redrawn (or set to the states,
+        ``write_noise=False``)."""
         self._check(weight, self.in_features, "program")
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        self._program_tiles(self.grid.to_tiles(w).flatten(0, 1), write_noise)   # [E*T, rows, cols], replica-major
+        self._program_tiles(self.grid.to_tiles(w).flatten(0, 1), write_noise, clip)   # [E*T, rows, cols], replica-major
 
     @torch.no_grad()
     def read(self, hidden: bool = False) -> Tensor:
@@ -478,13 +479,13 @@ class ReplicaLinear(AnalogModuleBase):
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.n_replicas, self.out_features, self.in_features)
 
-    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
-        """Program ``weight: [E, out, in]`` (clipped into the device bounds; ``write_noise``: see
+    def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """Program ``weight: [E, out, in]`` (clipped into the device bounds unless ``clip=False``; ``write_noise``: see
         :meth:`ReplicaTileArray.program`)."""
         if tuple(weight.shape) != self._weight_shape():
             raise ValueError(f"ReplicaLinear.set_weights: expected shape {self._weight_shape()}, got "
                              f"{tuple(weight.shape)}")
-        self.tile.program(weight, write_noise)
+        self.tile.program(weight, write_noise, clip)
 
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         """``[E, out]`` row sums of ``|W|`` (plus ``2·g_offset·in``; see :meth:`ReplicaTileArray.row_sums`;

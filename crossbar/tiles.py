@@ -150,11 +150,13 @@ class TileState(nn.Module):
             self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
 
     @_no_grad
-    def _program_tiles(self, tiles: Tensor, write_noise: bool = True) -> None:
-        """Set the states to ``tiles`` (the states' shape), clipped into each device's bounds; with write noise
-        the apparent states of all devices are redrawn (``self.generator``), or, with ``write_noise=False``, set
-        to ``tiles`` as given (apparent states, like write noise, are not bounded)."""
-        self.weight_tiles.copy_(self.config.device.clip(tiles, self.params))
+    def _program_tiles(self, tiles: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """Set the states to ``tiles`` (the states' shape), clipped into each device's bounds (``clip=False``: as
+        given, for evaluating given weights such as inference-noise weights; an update from states beyond the
+        bounds is outside the device model); with write noise the apparent states of all devices are redrawn
+        (``self.generator``), or, with ``write_noise=False``, set to ``tiles`` as given (apparent states, like
+        write noise, are not bounded)."""
+        self.weight_tiles.copy_(self.config.device.clip(tiles, self.params) if clip else tiles)
         if self.has_write_noise:
             self.apparent_tiles.copy_(self.config.device.write_noise(self.weight_tiles, self.params, self.generator)
                                       if write_noise else tiles)
@@ -248,15 +250,16 @@ class TileArray(TileState):
 
     # ------------------------------------------------------------------ programming and reading
     @_no_grad
-    def program(self, weight: Tensor, write_noise: bool = True) -> None:
-        """Set the states to ``weight: [out, in]`` (clipped into each device's bounds, as aihwkit's set_weights).
+    def program(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """Set the states to ``weight: [out, in]`` (clipped into each device's bounds, as aihwkit's set_weights;
+        ``clip=False``: as given, see :meth:`_program_tiles`).
 
         With write noise the apparent states of all devices are redrawn; ``write_noise=False`` makes the MVMs of
         such a device see ``weight`` itself, unclipped (to evaluate given weights exactly, e.g. weights after
         inference noise, which replaces the write noise); without write noise the MVMs see the clipped states.
         """
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
-        self._program_tiles(self.grid.to_tiles(w), write_noise)
+        self._program_tiles(self.grid.to_tiles(w), write_noise, clip)
 
     @_no_grad
     def read(self, hidden: bool = False) -> Tensor:

@@ -7,7 +7,9 @@ back with global drift compensation, written into the network, and the network i
 forward path: an analog network keeps its DAC/ADC periphery). The trained weights are restored afterwards.
 On a :class:`~imc_grapes.backends.Network` (:func:`network_accuracy_after_drift`, what training runs use) the
 noisy weights replace the trained ones exactly — a training device's write noise is not drawn again on top, the
-inference model's programming noise stands for it — and the network's exact state comes back afterwards.
+inference model's programming noise stands for it, and on the crossbar backend they are not clipped into the
+training device's bounds (aihwkit's training tiles always clip) — and the network's exact state comes back
+afterwards.
 """
 from __future__ import annotations
 
@@ -69,7 +71,13 @@ def network_accuracy_after_drift(net: Network, evaluate: Callable[[], float], ti
     device on top: the inference noise model stands for the programming), and the network's exact state — device
     states, write noise, generators — comes back afterwards (:meth:`~imc_grapes.backends.Network.state_kept`)."""
     with net.state_kept():
-        return accuracy_after_drift(net.read_weights, functools.partial(net.write_weights, write_noise=False),
+        # clip=False: the inference weights are those of the inference model's device (its own physical limit,
+        # g >= 0, is applied there; programming and read noise may exceed g_max as in aihwkit) with the global
+        # drift compensation, a digital output scale, folded in; the training device's per-device bounds are
+        # another device's and clipping into them would cut that noise and the compensation (aihwkit's
+        # inference tiles do not clip programmed weights either). aihwkit's training tiles always clip.
+        return accuracy_after_drift(net.read_weights,
+                                    functools.partial(net.write_weights, write_noise=False, clip=False),
                                     evaluate, times_s, seed, model, compensate_drift)
 
 

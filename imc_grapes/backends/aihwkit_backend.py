@@ -143,9 +143,10 @@ class AihwkitLayer(AnalogLayer):
         w, _ = self.inner.get_weights()
         return w.detach().reshape(self.weight_shape).clone()
 
-    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
-        """aihwkit's ``set_weights``, which on a device with write noise always draws it (``write_noise`` has no
-        effect here)."""
+    def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """aihwkit's ``set_weights``, which on a device with write noise always draws it and always clips into
+        the device bounds (``write_noise`` and ``clip`` have no effect here: aihwkit 1.1 offers no unclipped
+        write to a pulsed device)."""
         if tuple(weight.shape) != self.weight_shape:
             raise ValueError(f"AihwkitLayer.set_weights: expected shape {self.weight_shape}, got "
                              f"{tuple(weight.shape)}")

@@ -129,9 +129,10 @@ class AnalogLayer(nn.Module):
         """Exact weights (no read noise), ``weight_shape``."""
         raise NotImplementedError
 
-    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
-        """Program ``weight`` (``weight_shape``; clipped into the device bounds). On devices with write noise the
-        MVMs see ``weight`` plus a fresh write-noise draw, or ``weight`` itself with ``write_noise=False``."""
+    def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        """Program ``weight`` (``weight_shape``; clipped into the device bounds, or as given with ``clip=False``
+        where the backend allows it). On devices with write noise the MVMs see ``weight`` plus a fresh write-noise
+        draw, or ``weight`` itself with ``write_noise=False``."""
         raise NotImplementedError
 
     def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
@@ -238,8 +239,8 @@ class CrossbarLayer(AnalogLayer):
     def get_weights(self) -> Tensor:
         return self.inner.get_weights()
 
-    def set_weights(self, weight: Tensor, write_noise: bool = True) -> None:
-        self.inner.set_weights(weight, write_noise)
+    def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
+        self.inner.set_weights(weight, write_noise, clip)
 
     def row_importance(self, source: str, g_offset: float = 0.0) -> Tensor:
         if source == "exact":

@@ -442,17 +442,19 @@ class Network:
         return out
 
     @torch.no_grad()
-    def write_weights(self, w: Mapping[str, Tensor], write_noise: bool = True) -> None:
+    def write_weights(self, w: Mapping[str, Tensor], write_noise: bool = True, clip: bool = True) -> None:
         """Program weights back (analog: clipped into the device bounds). Names must be among
         :meth:`read_weights`'s; layers not named keep their weights. ``write_noise=False``: on the crossbar
-        backend's devices with write noise the MVMs see ``w`` itself, no fresh draw (aihwkit always draws)."""
+        backend's devices with write noise the MVMs see ``w`` itself, no fresh draw (aihwkit always draws).
+        ``clip=False``: on the crossbar backend the states are set to ``w`` as given, beyond the device bounds
+        if need be (to evaluate given weights, e.g. after inference noise; aihwkit always clips)."""
         unknown = sorted(set(w) - set(self.weight_layers))
         if unknown:
             raise ValueError(f"write_weights: unknown layer(s) {unknown}; valid: {sorted(self.weight_layers)}")
         for name, value in w.items():
             layer = self.weight_layers[name]
             if isinstance(layer, AnalogLayer):
-                layer.set_weights(value, write_noise)
+                layer.set_weights(value, write_noise, clip)
             else:
                 if tuple(value.shape) != tuple(layer.weight.shape):
                     raise ValueError(f"write_weights: layer {name!r} expects shape {tuple(layer.weight.shape)}, "

@@ -94,3 +94,46 @@ def test_a_network_with_write_noise_is_evaluated_on_the_inference_weights_and_re
     for name, t in tiles.items():
         assert torch.equal(t.read(), trained[name]) and torch.equal(t.read(hidden=True), hidden[name])
         assert torch.equal(t.generator.get_state(), gens[name])
+
+
+def test_a_network_without_write_noise_is_evaluated_on_the_inference_weights_unclipped():
+    """On a device without write noise (Capacitor) the evaluation sees exactly the weights the inference model
+    produced — programming noise, drift and the digital drift compensation included — even where they lie
+    beyond the training device's bounds (those bounds are not the inference device's; aihwkit's own inference
+    tiles do not clip programmed weights into them). Afterwards the network is restored exactly."""
+    from imc_grapes.backends import AnalogSettings, build_network
+    from imc_grapes.config import TrainConfig
+    from imc_grapes.inference_eval import network_accuracy_after_drift
+
+    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(12,), optimizer="sgd", lr=0.05, backend="crossbar",
+                      seed=3, analog=AnalogSettings(tile_size=32, preset="Capacitor"))
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    tiles = {name: layer.inner.tile for name, layer in net.analog_layers.items()}
+    assert not any(t.has_write_noise for t in tiles.values())
+    # half of the weights saturated at their device's bound, as after training towards large weights
+    start = net.read_weights()
+    net.write_weights({n: torch.where(torch.rand_like(w) < 0.5, 10.0 * torch.sign(w), w) for n, w in start.items()})
+    trained = net.read_weights()
+    model, times = GenericDriftModel(prog_noise_std=1.0, nu_mean=0.05, nu_std=0.02), [1.0, 86400.0]
+    produced: list[dict[str, torch.Tensor]] = []
+    accuracy_after_drift(net.read_weights, lambda w: produced.append({k: v.clone() for k, v in w.items()}),
+                         lambda: 0.5, times, seed=4, model=model)
+    produced = produced[:len(times)]  # the last write is the restore of the trained weights
+    seen = []
+
+    def evaluate():
+        seen.append(net.read_weights())
+        return 0.5
+
+    network_accuracy_after_drift(net, evaluate, times, seed=4, model=model)
+    assert len(seen) == len(times)
+    for want, got in zip(produced, seen):
+        for name in trained:
+            assert torch.equal(got[name], want[name])
+    # the check is not vacuous: writing the same weights with the device bounds applied changes many of them
+    with net.state_kept():
+        net.write_weights(produced[0])
+        changed = sum(int((net.read_weights()[n] != produced[0][n]).sum()) for n in trained)
+    assert changed > 0.1 * sum(w.numel() for w in trained.values())
+    for name, t in tiles.items():
+        assert torch.equal(t.read(), trained[name])

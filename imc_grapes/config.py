@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
 
@@ -154,7 +155,9 @@ class TrainConfig:
             each layer's GRAPES factor replaced by its layer mean).
         base_optimizer: the torch optimizer that applies the (modulated) gradients: a ``torch.optim`` class
             name in lower case (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ...; :func:`base_optimizer_names`), not
-            one of :data:`UNSUPPORTED_BASE_OPTIMIZERS` (``lbfgs``, ``sparseadam``).
+            one of :data:`UNSUPPORTED_BASE_OPTIMIZERS` (``lbfgs``, ``sparseadam``). ``muon`` updates 2-D
+            parameters only, so it is rejected for the ``cnn`` model on the ``digital`` backend (4-D convolution
+            kernels); the MLPs have no biases, and on the analog backends every weight layer is analog.
         lr: learning rate (> 0).
         momentum: momentum of SGD / RMSprop (≥ 0; ignored by optimizers without it).
         weight_decay: L2 penalty (≥ 0).
@@ -281,6 +284,10 @@ class TrainConfig:
                f"TrainConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(isinstance(self.analog, AnalogSettings),
                f"TrainConfig.analog must be an AnalogSettings (or a dict of its fields), got {self.analog!r}")
+        _check(not (base in MATRIX_ONLY_BASE_OPTIMIZERS and self.model == "cnn" and self.backend == "digital"),
+               f"TrainConfig.base_optimizer {base!r} updates 2-D parameters (matrices) only, but the cnn model on "
+               f"the digital backend trains its 4-D convolution kernels with it; use another base optimizer (e.g. "
+               f"sgd, adam, adamw) or an analog backend (crossbar, aihwkit: every weight layer analog)")
         number("evals_per_epoch", "≥ 1", integer=True)
         _check(self.evals_per_epoch >= 1, f"TrainConfig.evals_per_epoch must be ≥ 1, got {self.evals_per_epoch}")
         _check(_device_ok(self.device),

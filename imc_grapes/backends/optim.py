@@ -5,7 +5,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["make_optimizer"]
+__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "make_optimizer"]
+
+#: base optimizers that update 2-D parameters (matrices) only: ``torch.optim.Muon`` orthogonalises each update
+#: as a matrix, and rejects a bias or a convolution kernel
+MATRIX_ONLY_BASE_OPTIMIZERS: tuple[str, ...] = ("muon",)
 
 
 def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
@@ -13,11 +17,22 @@ def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
 
     ``cfg`` is a :class:`~imc_grapes.config.TrainConfig` (fields ``base_optimizer``, ``lr``, ``weight_decay``,
     ``momentum``); momentum is passed to SGD and RMSprop only, weight decay when non-zero.
+
+    Raises:
+        ValueError: an unknown name, or one of :data:`MATRIX_ONLY_BASE_OPTIMIZERS` given a parameter that is not
+            2-D (a bias, a convolution kernel).
     """
     name = cfg.base_optimizer
     match = [n for n in dir(torch.optim) if n.lower() == name and isinstance(getattr(torch.optim, n), type)]
     if not match:
         raise ValueError(f"make_optimizer: unknown base_optimizer {name!r}")
+    params = list(params)
+    if name in MATRIX_ONLY_BASE_OPTIMIZERS:
+        shapes = list(dict.fromkeys(tuple(p.shape) for p in params if p.dim() != 2))
+        if shapes:
+            raise ValueError(f"TrainConfig.base_optimizer {name!r} updates 2-D parameters (matrices) only, but the "
+                             f"network's digital parameters include shape(s) {shapes} (biases, convolution "
+                             "kernels, ...); use another base optimizer, e.g. sgd, adam or adamw")
     cls = getattr(torch.optim, match[0])
     kwargs: dict[str, Any] = {"lr": cfg.lr}
     if cfg.weight_decay:

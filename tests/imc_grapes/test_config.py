@@ -140,6 +140,29 @@ def test_every_listed_base_optimizer_takes_a_step():
         opt.step()
 
 
+def test_muon_is_rejected_where_digital_parameters_are_not_matrices():
+    """``muon`` orthogonalises 2-D updates only: the digital CNN (4-D kernels) is rejected by the config, naming the
+    field; the bias-free MLP and the analog CNN (no digital parameter) are valid; a bias handed to make_optimizer
+    gets the same clear message instead of torch's error from deep inside the optimizer."""
+    import torch
+
+    from imc_grapes.backends import build_network
+    from imc_grapes.backends.optim import make_optimizer
+
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.base_optimizer 'muon' updates 2-D parameters .* cnn model "
+                                          r"on the digital backend"):
+        TrainConfig(model="cnn", base_optimizer="muon")
+    mlp = TrainConfig(dataset="synthetic", hidden=(8,), base_optimizer="muon")
+    net = build_network(mlp, (1, 28, 28), 10, torch.device("cpu"))
+    assert [tuple(p.shape) for p in net.optimizer.param_groups[0]["params"]] == [(8, 784), (10, 8)]
+    cnn = TrainConfig(dataset="synthetic", model="cnn", base_optimizer="muon", backend="crossbar")
+    assert build_network(cnn, (1, 28, 28), 10, torch.device("cpu")).optimizer is None
+    layer = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"^TrainConfig\.base_optimizer 'muon' updates 2-D parameters .* "
+                                         r"shape\(s\) \[\(2,\)\]"):
+        make_optimizer(mlp, layer.parameters())
+
+
 @pytest.mark.parametrize("command", ["train", "compare"])
 def test_help_does_not_offer_unsupported_base_optimizers(capsys, command):
     from imc_grapes.cli import main

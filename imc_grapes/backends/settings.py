@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 IMPORTANCE_SOURCES = ("exact", "array")
@@ -119,6 +120,23 @@ class AnalogSettings:
         unknown = sorted(set(self.device_overrides) - set(valid))
         _check(not unknown, f"unknown device field(s) {unknown} for preset {self.preset!r}; valid: {', '.join(valid)}")
         return get_preset(self.preset, **self.device_overrides) if self.device_overrides else preset
+
+    def check_energy_table(self) -> None:
+        """Raise ``ValueError`` naming ``AnalogSettings.energy_table`` and the path unless the table (if any) can be
+        read (:func:`~imc_grapes.backends.costs.load_energy_table`). Not part of the validation, since a saved
+        config may name a file that has moved since; the sweep command calls it before any point runs (and on
+        ``--dry-run``), a run reads the table when its network is built."""
+        if self.energy_table is None:
+            return
+        from .costs import load_energy_table
+
+        _check(Path(self.energy_table).is_file(),
+               f"AnalogSettings.energy_table must be the path of a JSON file {{name: pJ}}, got {self.energy_table!r} "
+               f"(no such file)")
+        try:
+            load_energy_table(self.energy_table)
+        except ValueError as exc:
+            raise ValueError(f"AnalogSettings.energy_table: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

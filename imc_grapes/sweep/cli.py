@@ -93,6 +93,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
         points = spec.points()
         executor = _executor(args)
+        if args.dry_run or not (args.status or args.report or (args.executor == "ray" and args.address)):
+            for analog in {p.config.analog.energy_table: p.config.analog for p in points}.values():
+                analog.check_energy_table()     # a missing table fails now, not in every point
     except (SpecError, ValueError) as exc:
         return fail(str(exc))
     out = resolve_out(spec, args.out)

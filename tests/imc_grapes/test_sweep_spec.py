@@ -355,3 +355,28 @@ def test_dry_run_lists_the_validated_points(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 valid points" in out and "periphery.adc_bits=4" in out and "periphery.adc_bits=8" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_rejects_an_energy_table_that_cannot_be_read(tmp_path, capsys):
+    """``analog.energy_table`` naming a missing file (or one that is not a table) fails the dry run and the run
+    before any point starts, with a message naming the field and the path; a readable table passes."""
+    from imc_grapes.sweep.cli import main
+
+    table = tmp_path / "table.json"
+    spec = tmp_path / "s.toml"
+    for content, code, want in ((None, 2, "(no such file)"), ("[1]", 2, "must hold a JSON object"),
+                                ('{"pulse_pj": 2.0}', 0, "2 valid points")):
+        if content is not None:
+            table.write_text(content)
+        spec.write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n[base.analog]\n'
+                        f'energy_table = "{table}"\n[axes]\nseed = [0, 1]\n')
+        assert main([str(spec), "--dry-run"]) == code
+        captured = capsys.readouterr()
+        if code:
+            assert captured.err.startswith("imc-grapes sweep: error: AnalogSettings.energy_table")
+            assert str(table) in captured.err and want in captured.err and captured.out == ""
+        else:
+            assert want in captured.out
+    table.unlink()
+    assert main([str(spec)]) == 2 and "(no such file)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -172,7 +172,8 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
     log(f"   (resumed: {run_dir} is finished)")
     extra = {k: saved[k] for k in extra_keys if k in saved}
     return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
-                     saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra)
+                     saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra,
+                     saved.get("train_samples"), saved.get("eval_samples"))
 
 
 def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, resume: bool,
@@ -200,7 +201,8 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
     except DivergenceError as exc:
         saved = read_json(saved_path)
         log(f"   diverged: {exc}")
-        return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0))
+        return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0),
+                         train_samples=saved.get("train_samples"), eval_samples=saved.get("eval_samples"))
     except Exception as exc:
         if not record_failures:
             raise

@@ -172,7 +172,10 @@ class TrainConfig:
         epochs: passes over the training set (≥ 1).
         seed: seeds the weights, dropout and the data order.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda if available).
-        train_subset / test_subset: use only the first N samples (None: all).
+        train_subset / test_subset: use only the first N samples (None: all). A number larger than the split
+            uses the whole split (so that one config fits data sets of any size, e.g. ``compare``'s default 6000
+            on the 2000-sample synthetic set): the config keeps the number as given, and the run's
+            ``results.json`` records the samples used (``train_samples``, ``eval_samples``).
         val_holdout: if > 0, the last N training samples are held out and the run is evaluated on them
             instead of the test set (for tuning the learning rate without looking at the test set).
         inference_times: seconds after programming at which the trained analog network is evaluated with

@@ -313,7 +313,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
     model = ReplicaMLP(cfgs, tuple(train_splits[0].x.shape[1:]), datas[0].n_classes, device, dtype)
     loaders = [train_loader(s, c) for s, c in zip(train_splits, cfgs)]
     n_train, n_batches = len(train_splits[0]), len(loaders[0])
-    results = [RunResult(c, run_dir=d, eval_split=eval_split) for c, d in zip(cfgs, dirs)]
+    results = [RunResult(c, run_dir=d, eval_split=eval_split, train_samples=len(s), eval_samples=len(t))
+               for c, d, s, t in zip(cfgs, dirs, train_splits, test_splits)]
     for r in results:
         r.extra.update({"engine": "replicas", "replicas": e})
     alive = [True] * e

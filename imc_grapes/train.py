@@ -36,7 +36,12 @@ class DivergenceError(RuntimeError):
 
 @dataclass
 class RunResult:
-    """What a run produced: the config, per-epoch history (list of dict rows) and final metrics."""
+    """What a run produced: the config, per-epoch history (list of dict rows) and final metrics.
+
+    ``train_samples`` / ``eval_samples``: the sizes of the splits the run trained and was evaluated on (None when
+    not known, e.g. a run loaded from a ``results.json`` written before they were recorded): a ``train_subset`` or
+    ``test_subset`` larger than the data set uses the whole split, and the config keeps the number as given.
+    """
 
     config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -46,6 +51,8 @@ class RunResult:
     wall_time_s: float = 0.0
     eval_split: str = "test"
     extra: dict[str, Any] = field(default_factory=dict)
+    train_samples: int | None = None
+    eval_samples: int | None = None
 
     @property
     def final_test_acc(self) -> float | None:
@@ -59,6 +66,8 @@ class RunResult:
             "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
             "wall_time_s": self.wall_time_s,
             "eval_split": self.eval_split,
+            "train_samples": self.train_samples,
+            "eval_samples": self.eval_samples,
             **self.extra,
             "config": self.config.to_dict(),
             "versions": versions(),
@@ -287,7 +296,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
     loader = train_loader(train_split, cfg)
 
-    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
+    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split,
+                       train_samples=len(train_split), eval_samples=len(test_split))
     files = RunFiles(result)
     with files.finishing(net):
         train_epochs(net, loader, test_split, cfg, result, files, progress, log)

@@ -93,7 +93,8 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     perms = task_permutations(n_tasks, train_split.x[0].numel(), int(cfg.extra.get("permutation_seed", 0)))
     tests = [permute(test_split, p) for p in perms]
     net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
-    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
+    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split,
+                       train_samples=len(train_split), eval_samples=len(test_split))
     files = RunFiles(result)
     matrix = [[float("nan")] * n_tasks for _ in range(n_tasks)]
     with files.finishing(net):

@@ -42,7 +42,8 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
     model = build_custom_model(spec, tuple(train_split.x.shape[1:]), data.n_classes, cfg.seed, device)
     net = custom_network(cfg, model, device)
     loader = train_loader(train_split, cfg)
-    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split)
+    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split,
+                       train_samples=len(train_split), eval_samples=len(test_split))
     files = RunFiles(result)
     with files.finishing(net):
         train_epochs(net, loader, test_split, cfg, result, files, progress, log)

@@ -208,6 +208,18 @@ def test_evals_per_epoch_gives_intermediate_points(tmp_path):
     assert [float(r["epoch"]) for r in rows] == [0.25, 0.5, 0.75, 1.0]
 
 
+def test_subsets_larger_than_the_data_set_record_the_samples_used(tmp_path):
+    """The synthetic set has 2000 training and 500 test samples: --train-subset 5000 --test-subset 900 use all of
+    them; the config keeps the numbers as given and results.json records what the run used. With 2000 samples in
+    batches of 500, the history's last step is 4."""
+    assert main(["train", *SMALL[:6], "--train-subset", "5000", "--test-subset", "900", "--batch-size", "500",
+                 "--epochs", "1", "--optimizer", "sgd", "--no-progress", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "synthetic_mlp_bp_sgd_lr0.1_seed0" / "results.json").read_text())
+    assert res["config"]["train_subset"] == 5000 and res["config"]["test_subset"] == 900
+    assert res["train_samples"] == 2000 and res["eval_samples"] == 500
+    assert res["history"][-1]["step"] == 4
+
+
 def test_drop_last_skips_each_epochs_partial_batch(tmp_path):
     """By default (``--drop-last``) 500 samples in batches of 64 give 7 steps per epoch instead of 8 (the partial
     batch of 52 is left out), recorded in the config; ``--no-drop-last`` keeps it."""

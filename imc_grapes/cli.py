@@ -157,6 +157,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"== {cfg.run_name()}")
         try:
             results.append(train(cfg, out / cfg.run_name(), dataset=dataset, progress=not args.no_progress))
+        except ConfigError as exc:             # found when the data is split (e.g. evals_per_epoch > batches)
+            print(f"imc-grapes train: error: {exc}", file=sys.stderr)
+            return 2
         except DivergenceError as exc:
             print(f"imc-grapes train: run {cfg.run_name()} diverged: {exc}. What it finished is in "
                   f"{out / cfg.run_name()}.", file=sys.stderr)

@@ -185,7 +185,9 @@ class TrainConfig:
         analog: the analog hardware (device preset, periphery, GRAPES importance source); ignored by digital
             but for its :data:`DIGITAL_ANALOG_FIELDS` (``energy_table``; :meth:`normalised`).
         evals_per_epoch: how many times per epoch the test set is evaluated (a point of the learning curve);
-            train loss/accuracy of a point are means over the batches since the previous point.
+            train loss/accuracy of a point are means over the batches since the previous point. At most the
+            number of batches per epoch (a run with more is rejected when it starts, as the data set's size is
+            known only then).
     """
 
     dataset: str = "mnist"

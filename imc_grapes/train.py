@@ -111,12 +111,17 @@ def train_loader(split: Split, cfg: TrainConfig, seed: int | None = None) -> Bat
     order seeded by ``seed`` (default ``cfg.seed``): what every trainer iterates over.
 
     Raises :class:`ConfigError` when ``drop_last`` would leave no batch (``split`` smaller than one batch, e.g. a
-    training set left small by ``val_holdout``)."""
+    training set left small by ``val_holdout``), or when ``cfg.evals_per_epoch`` exceeds the batches per epoch (an
+    evaluation point is the end of a batch: more points than batches would silently give fewer)."""
     if cfg.drop_last and len(split) < cfg.batch_size:
         raise ConfigError(f"drop_last leaves no batch: the training split has {len(split)} samples < batch_size "
                           f"{cfg.batch_size}; use a smaller batch_size or set drop_last false (--no-drop-last)")
-    return BatchLoader(split, cfg.batch_size, shuffle=True, seed=cfg.seed if seed is None else seed,
-                       drop_last=cfg.drop_last)
+    loader = BatchLoader(split, cfg.batch_size, shuffle=True, seed=cfg.seed if seed is None else seed,
+                         drop_last=cfg.drop_last)
+    if cfg.evals_per_epoch > len(loader):
+        raise ConfigError(f"TrainConfig.evals_per_epoch must be ≤ the batches per epoch, {len(loader)} "
+                          f"({len(split)} training samples, batch_size {cfg.batch_size}), got {cfg.evals_per_epoch}")
+    return loader
 
 
 def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
@@ -227,7 +232,8 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
 
 
 def eval_points(n_batches: int, per_epoch: int) -> set[int]:
-    """The 1-based batch counts after which an epoch is evaluated (the last one always at the epoch end)."""
+    """The 1-based batch counts after which an epoch is evaluated (the last one always at the epoch end): ``per_epoch``
+    distinct counts when ``per_epoch ≤ n_batches`` (what :func:`train_loader` ensures)."""
     return {max(1, round(n_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
 
 

@@ -220,6 +220,22 @@ def test_subsets_larger_than_the_data_set_record_the_samples_used(tmp_path):
     assert res["history"][-1]["step"] == 4
 
 
+def test_more_evaluations_than_batches_per_epoch_is_a_usage_error(tmp_path, capsys):
+    """512 samples / 64 = 8 batches per epoch: --evals-per-epoch 8 gives 8 points, 9 is rejected before any run
+    file is written, naming the field and the batches per epoch (it gave 8 points, silently)."""
+    assert main(["train", *SMALL, "--optimizer", "sgd", "--epochs", "1", "--evals-per-epoch", "8",
+                 "--out", str(tmp_path / "ok")]) == 0
+    rows = list(csv.DictReader((tmp_path / "ok" / "synthetic_mlp_bp_sgd_lr0.1_seed0" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6, 7, 8]
+    capsys.readouterr()
+    assert main(["train", *SMALL, "--optimizer", "sgd", "--epochs", "1", "--evals-per-epoch", "9",
+                 "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("imc-grapes train: error: TrainConfig.evals_per_epoch must be ≤ the batches per epoch, 8 "
+                          "(512 training samples, batch_size 64), got 9")
+    assert list((tmp_path / "bad").iterdir()) == []
+
+
 def test_drop_last_skips_each_epochs_partial_batch(tmp_path):
     """By default (``--drop-last``) 500 samples in batches of 64 give 7 steps per epoch instead of 8 (the partial
     batch of 52 is left out), recorded in the config; ``--no-drop-last`` keeps it."""

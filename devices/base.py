@@ -149,7 +149,7 @@ class PulsedDevice:
     """Abstract base of all pulsed device models; fields use aihwkit's names and defaults.
 
     Attributes (weight units unless stated):
-        dw_min: mean step of one pulse across devices and directions (> 0).
+        dw_min: mean step of one pulse across devices and directions (> 0, at most ``w_max − w_min``).
         dw_min_dtod: device-to-device std of the step, relative to ``dw_min`` (>= 0).
         dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0).
         up_down: systematic up/down asymmetry in units of ``dw_min`` (in (-1, 1)); > 0 weakens down pulses.
@@ -201,6 +201,9 @@ class PulsedDevice:
         check_field(c, "w_min", self.w_min, self.w_min <= 0, "<= 0 (the range [w_min, w_max] must contain 0)")
         check_field(c, "w_max", self.w_max, self.w_max >= 0, ">= 0 (the range [w_min, w_max] must contain 0)")
         check_field(c, "w_max", self.w_max, self.w_max > self.w_min, f"> w_min = {self.w_min!r}")
+        span = self.w_max - self.w_min
+        check_field(c, "dw_min", self.dw_min, self.dw_min <= span,
+                    f"<= w_max - w_min = {span:g} (one pulse's step at most the whole range [w_min, w_max])")
         self._validate()
 
     def _validate(self) -> None:

@@ -241,10 +241,11 @@ def test_write_noise_is_apparent_only():
 
 # ------------------------------------------------------------------ invariants (hypothesis)
 def _device_strategy():
+    # w_max >= 0.3 >= dw_min: a device's step is at most its range w_max - w_min
     common = dict(
         dw_min=st.floats(1e-4, 0.3), dw_min_dtod=st.floats(0, 1.0), dw_min_std=st.floats(0, 5.0),
         up_down=st.floats(-0.9, 0.9), up_down_dtod=st.floats(0, 0.3), w_min=st.floats(-2.0, 0.0),
-        w_max=st.floats(0.01, 2.0), w_min_dtod=st.floats(0, 1.0), w_max_dtod=st.floats(0, 1.0),
+        w_max=st.floats(0.3, 2.0), w_min_dtod=st.floats(0, 1.0), w_max_dtod=st.floats(0, 1.0),
     )
     return st.one_of(
         st.builds(dv.ConstantStepDevice, **common),

@@ -47,6 +47,22 @@ def test_error_message_format_exact():
 
 
 @pytest.mark.parametrize("cls", MODELS)
+def test_dw_min_larger_than_the_range_rejected(cls):
+    """One pulse's step may span at most the whole range [w_min, w_max] (here 0.5 - (-0.25) = 0.75)."""
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.dw_min must be <= w_max - w_min = 0\.75 .*, got 0\.76$"):
+        cls(dw_min=0.76, w_min=-0.25, w_max=0.5)
+    assert cls(dw_min=0.75, w_min=-0.25, w_max=0.5).dw_min == 0.75
+
+
+def test_every_preset_validates_and_pcm_rejects_a_step_beyond_its_range():
+    for name in dv.PRESETS:
+        dev = dv.get_preset(name)
+        assert 0 < dev.dw_min <= dev.w_max - dev.w_min
+    with pytest.raises(ValueError, match=r"^PCMPresetDevice\.dw_min must be <= w_max - w_min = 2 .*, got 10$"):
+        dv.get_preset("PCM", dw_min=10)
+
+
+@pytest.mark.parametrize("cls", MODELS)
 def test_w_min_equal_w_max_rejected(cls):
     with pytest.raises(ValueError, match=rf"{cls.__name__}\.w_max must be > w_min = 0\.0, got 0\.0"):
         cls(w_min=0.0, w_max=0.0)

@@ -312,6 +312,37 @@ def test_kill_9_mid_sweep_loses_only_running_points_and_rerun_completes(tmp_path
         assert sorted(f.name for f in d.iterdir()) == ["config.json", "point.json", "run", "run.json"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
+def test_sigterm_mid_sweep_ends_it_like_ctrl_c(tmp_path):
+    """``kill`` (SIGTERM) of a running sweep ends it as Ctrl-C does: the workers are ended, the points finished so
+    far are kept whole, and it says how to resume; exit code 143 (it was killed silently by the signal)."""
+    base = TINY.replace("train_subset = 100", "train_subset = 600").replace("hidden = [8]", "hidden = [32]") + \
+        "epochs = 2\n"
+    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.05, 0.1]\nseed = [0, 1, 2, 3]\n", base=base)
+    out = load_spec(spec_path).out_dir
+    # this checkout's code, whichever copy of the package the interpreter has installed
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "imc_grapes.sweep", str(spec_path), "--jobs", "2", "--no-report"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list((out / "points").glob("*/point.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)  # the sweep process only
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 143, err
+    assert "interrupted: finished points are kept; run the same command again to resume" in err
+    assert f"imc-grapes sweep {spec_path} --status" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while _session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_pids(proc.pid) == [], "worker processes outlived the terminated sweep"
+    finished = point_files(out)
+    assert 1 <= len(finished) < 8, "the signal came after the sweep had finished: make the points heavier"
+    assert all(json.loads(blob)["status"] == "done" for blob in finished.values())
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
     spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n"))

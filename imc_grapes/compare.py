@@ -6,7 +6,8 @@ The report folder holds:
 
 * ``results.json`` — the spec, the chosen learning rates with the validation scores that chose them, one
   entry per run (config, history, costs, inference accuracies) and the summary table;
-* ``results.csv`` — one row per final run;
+* ``results.csv`` — one row per final run: its results, then the settings it was run with
+  (:func:`csv_config_columns`);
 * ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std),
   ``inference.png`` (accuracy after programming noise and drift, analog cells), ``report.md`` embedding them;
 * ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
@@ -456,6 +457,25 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     return files
 
 
+def csv_config_columns(spec: CompareSpec, hardware: str, cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a ``results.csv`` row was run with, so that a row read on its own (or pooled with the rows of
+    other jobs) names its experiment: data set, subsets, model, training rule and base optimizer, epochs, batch
+    size, the analog device preset and backend (empty on digital hardware, which has none), and the job's lr grid,
+    tuning seeds and score and number of final seeds. Lists are written as JSON (``[256, 256]``)."""
+    import json
+
+    analog = hardware != "digital"
+    return {"dataset": cfg.dataset, "train_subset": cfg.train_subset, "test_subset": cfg.test_subset,
+            "model": cfg.model, "hidden": json.dumps(list(cfg.hidden)), "activation": cfg.activation,
+            "dropout": cfg.dropout, "rule": cfg.rule, "base_optimizer": cfg.base_optimizer,
+            "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "drop_last": cfg.drop_last,
+            "analog_backend": spec.analog_backend if analog else None,
+            "device_preset": cfg.analog.preset if analog else None,
+            "lr_grid": json.dumps(list(spec.lr_grid)), "tune_seeds": json.dumps(list(spec.tune_seeds)),
+            "tune_score": spec.tune_score, "tail_evals": spec.tail_evals, "n_seeds": len(spec.seeds)}
+
+
 def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True, resume: bool = True,
                 command: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole comparison and write the report folder; return the contents of results.json."""
@@ -489,7 +509,10 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
                              "cost_per_step": _per_step_cost(r), "wall_time_s": r.wall_time_s,
                              **{f"inference_acc@{t}": a for t, a in (r.extra.get("inference") or {}).items()},
                              "run_dir": str(r.run_dir)})
-    write_csv_atomic(out / "results.csv", csv_rows)
+    columns = list(dict.fromkeys(k for row in csv_rows for k in row))     # the run's own columns first
+    config_rows = [csv_config_columns(spec, c.hardware, r.config) for c in cells for r in c.runs]
+    columns += [k for k in dict.fromkeys(k for row in config_rows for k in row) if k not in columns]
+    write_csv_atomic(out / "results.csv", [{**row, **cfg} for row, cfg in zip(csv_rows, config_rows)], columns)
     files = plot_report(cells, rows, out)
     table = format_table(rows, spec.target_acc)
     write_bytes_atomic(out / "report.md", render_markdown(spec, rows, cells, files, command).encode())

@@ -316,3 +316,33 @@ def test_report_header_names_dropout_and_the_analog_hardware_only_when_there_is_
     both = CompareSpec(base=BASE, hardware=("digital", "analog"), lr_grid=(0.1,))
     md = compare_mod.render_markdown(both, [], [], [], None)
     assert "dropout" not in md and "* analog hardware: backend `crossbar`, device preset" in md
+
+
+def test_results_csv_rows_name_the_settings_they_were_run_with(tmp_path, monkeypatch):
+    """Each results.csv row carries its settings (data set, model, epochs, preset, lr grid, ...) after the
+    results columns, so that a row read on its own, or pooled with other jobs' rows, can be told apart."""
+    def fake_train(cfg, run_dir, **kw):
+        extra = {"inference": {"1.0": 0.4}} if cfg.backend != "digital" else {}
+        return compare_mod.RunResult(cfg, [{"epoch": 1, "test_acc": 0.5, "train_loss": 1.0}], "completed",
+                                     run_dir=run_dir, extra=extra)
+
+    monkeypatch.setattr(compare_mod, "train", fake_train)
+    spec = CompareSpec(base=BASE.replace(momentum=0.9), optimizers=("sgd", "grapes"), hardware=("digital", "analog"),
+                       lr_grid=(0.1,), seeds=(3, 4))
+    run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    with (tmp_path / "results.csv").open() as f:
+        header = next(csv.reader(f))
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    results = ["hardware", "optimizer", "backend", "lr", "seed", "status", "final_test_acc", "final_train_loss",
+               "epochs_to_target", "saturation", "cost_per_step", "wall_time_s", "run_dir", "inference_acc@1.0"]
+    assert header[:len(results)] == results                              # the results columns first, as before
+    assert len(rows) == 8
+    for r in rows:
+        analog = r["hardware"] == "analog"
+        assert (r["dataset"], r["model"], r["hidden"], r["rule"], r["base_optimizer"]) == (
+            "synthetic", "mlp", "[24]", "bp", "sgd")
+        assert (r["epochs"], r["batch_size"], r["momentum"], r["train_subset"], r["test_subset"]) == (
+            "1", "32", "0.9", "320", "160")
+        assert r["device_preset"] == ("ReRamSB" if analog else "")         # digital hardware has no device
+        assert r["analog_backend"] == ("crossbar" if analog else "")
+        assert (r["lr_grid"], r["tune_seeds"], r["tune_score"], r["n_seeds"]) == ("[0.1]", "[0]", "final", "2")

@@ -211,7 +211,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=c.analog_backend,
                    help="simulator of the analog runs: crossbar (this project's engine) or aihwkit (default %(default)s)")
     p.add_argument("--lr", type=float, nargs="+", default=list(c.lr_grid), metavar="LR",
-                   help="learning rate, or a grid tuned per cell on a validation split (default: %(default)s)")
+                   help="learning rate, or a grid tuned per cell on a validation split: the lr with the highest "
+                        "validation score is chosen, of equal scores the one given first (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds), help="seeds of the final runs (default 0)")
     p.add_argument("--val-holdout", type=int, default=c.val_holdout,
                    help="training samples held out for lr tuning (default %(default)s)")

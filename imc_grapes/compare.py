@@ -47,7 +47,8 @@ class CompareSpec:
         hardware: ``digital`` (ideal float weights) and/or ``analog`` (the ``analog_backend`` simulator with
             ``base.analog``'s device preset and periphery).
         analog_backend: ``crossbar`` (this project's engine) or ``aihwkit``.
-        lr_grid: learning rates tried per (hardware, optimizer) cell; with one value there is no tuning.
+        lr_grid: learning rates tried per (hardware, optimizer) cell; with one value there is no tuning. The lr
+            with the highest score is chosen; on a tie, the one listed first in ``lr_grid``.
         tune_seeds: seeds of the tuning runs; an lr's score is the mean over them (an lr for which any of them
             diverged or failed is not chosen).
         tune_score: what a tuning run scores, one of :data:`TUNE_SCORES` (default ``final``).
@@ -230,7 +231,8 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
                  tune_root: Path, final_root: Path, label: str, log: Callable[[str], None]) -> Cell:
     """One cell: tune the lr of ``opt`` on ``hw`` over ``spec.lr_grid`` on the validation split (one run per
     seed of ``spec.tune_seeds``, in ``tune_root/<opt>/lr<lr>``, or ``lr<lr>_seed<seed>`` with several tune seeds;
-    each scored by :func:`tune_score` ``spec.tune_score``, an lr by :func:`lr_scores`), then train every seed of
+    each scored by :func:`tune_score` ``spec.tune_score``, an lr by :func:`lr_scores`; of lrs with equal scores the
+    one listed first in ``spec.lr_grid`` is chosen), then train every seed of
     ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``). ``run(cfg, folder)`` trains (or
     resumes) one run; ``label`` names the cell in the log."""
     by_seed: dict[float, dict[int, float | None]] = {}
@@ -246,7 +248,7 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
         valid = {lr: a for lr, a in lr_scores(by_seed).items() if a is not None}
         if not valid:
             log(f"!! every lr diverged or failed for {label}; using the smallest")
-        lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)
+        lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)   # max: first of a tie
     else:
         lr_best = spec.lr_grid[0]
     runs = []
@@ -596,7 +598,8 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
                f"its mean validation accuracy over its last {spec.tail_evals} evaluations")
         lines.append(f"* learning rate tuned per cell over {list(spec.lr_grid)} on a validation split (the last "
                      f"{spec.val_holdout} training samples; tuning seed(s) {list(spec.tune_seeds)}): each tuning run "
-                     f"scored by {how}, the lr with the highest mean score chosen; the test set was not used to choose")
+                     f"scored by {how}, the lr with the highest mean score chosen (of equal scores, the one listed "
+                     "first); the test set was not used to choose")
     else:
         lines.append(f"* one learning rate for every cell: {spec.lr_grid[0]:g} (no tuning: a GRAPES gain may be an "
                      "lr effect; pass an lr grid for a fair comparison)")

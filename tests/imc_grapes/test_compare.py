@@ -346,3 +346,21 @@ def test_results_csv_rows_name_the_settings_they_were_run_with(tmp_path, monkeyp
         assert r["device_preset"] == ("ReRamSB" if analog else "")         # digital hardware has no device
         assert r["analog_backend"] == ("crossbar" if analog else "")
         assert (r["lr_grid"], r["tune_seeds"], r["tune_score"], r["n_seeds"]) == ("[0.1]", "[0]", "final", "2")
+
+
+def test_an_lr_tie_goes_to_the_lr_listed_first_and_the_help_says_so(tmp_path, capsys):
+    """Two lrs with the same validation score: the one given first in the grid is chosen, whichever is larger;
+    the --lr help and the report say so."""
+    curves = {(0.1, 0): [0.6, 0.7], (0.3, 0): [0.5, 0.7], (0.03, 0): [0.2, 0.4]}
+    for grid in ((0.1, 0.3, 0.03), (0.3, 0.1, 0.03), (0.03, 0.3, 0.1)):
+        spec = CompareSpec(base=BASE, lr_grid=grid, val_holdout=100)
+        run, _ = _fake_runs(curves)
+        cell = compare_mod.tune_and_run(spec, "digital", "sgd", run, tmp_path / "t", tmp_path / "f", "x",
+                                        lambda s: None)
+        assert cell.tuning[0.1] == cell.tuning[0.3] == 0.7
+        assert cell.lr == next(lr for lr in grid if lr != 0.03)
+    md = compare_mod.render_markdown(CompareSpec(base=BASE, lr_grid=(0.1, 0.3), val_holdout=100), [], [], [], None)
+    assert "the lr with the highest mean score chosen (of equal scores, the one listed first)" in md
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "of equal scores the one given first" in " ".join(capsys.readouterr().out.split())

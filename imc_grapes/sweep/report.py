@@ -7,8 +7,10 @@ Written into the sweep folder:
   wall time, then every other config field (top-level names, ``analog.*``, ``device.*``);
 * ``plots/acc_vs_<axis>.png`` — final test accuracy against each swept parameter (mean ± std over seeds and
   the other swept axes), one line per optimizer; the ideal-digital accuracy of each optimizer as a dashed
-  reference line when the sweep has digital points next to analog ones (``reference = true`` or a ``backend``
-  axis); groups whose every run failed are marked ✕ at 0;
+  reference when the sweep has digital points next to analog ones (``reference = true`` or a ``backend``
+  axis): per value of the axis when the digital points ran at each value (``lr``, a model axis: each analog point
+  against the digital run at its own value), a horizontal line when the axis is hardware that digital weights do
+  not have (``device.*``, ``analog.*``); groups whose every run failed are marked ✕ at 0;
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
   optimizer;
 * ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
@@ -168,9 +170,23 @@ def _x_scale(ax: Any, values: Sequence[float]) -> None:
         ax.set_xscale("symlog", linthresh=min(positive))
 
 
+def reference_groups(ref: Sequence[Any], optimizer: str, axis: str) -> dict[str | None, list[float]]:
+    """The finished digital reference points of ``optimizer`` grouped by their value of ``axis``: ``_key(value)``
+    -> their accuracies; the key is None for points that have no value of ``axis`` (a hardware axis, which a digital
+    point does not have: one reference for every value)."""
+    out: dict[str | None, list[float]] = {}
+    for ps in ref:
+        a = _acc(ps)
+        if ps.point.config.optimizer == optimizer and a is not None:
+            v = ps.point.params.get(axis)
+            out.setdefault(None if v is None else _key(v), []).append(a)
+    return out
+
+
 def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: str | os.PathLike[str],
               others: Sequence[str] = ()) -> Path:
-    """Final test accuracy (%) vs ``axis``: mean ± std per optimizer, digital reference lines; write a PNG."""
+    """Final test accuracy (%) vs ``axis``: mean ± std per optimizer, digital references
+    (:func:`reference_groups`: per value of ``axis``, or one horizontal line for a hardware axis); write a PNG."""
     plt = _plt()
     main, ref = _split(status_points)
     main = [ps for ps in main if ps.point.params.get(axis) is not None]
@@ -202,12 +218,23 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
         if fail_x:
             ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
             failed_label = "_nolegend_"
-        ref_accs = [a for a in (_acc(ps) for ps in ref if ps.point.config.optimizer == opt) if a is not None]
-        if ref_accs:
-            m, s = _mean_std(ref_accs)
-            ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2, label=f"{opt}, ideal digital")
+        by_value = reference_groups(ref, opt, axis)
+        if None in by_value:                          # the axis is hardware: one digital reference for all values
+            m, s = _mean_std(by_value[None])
+            ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2,
+                       label=f"{opt}, ideal digital (no {axis})")
             if s > 0:
                 ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
+        else:                                         # each value against the digital runs at that value
+            ref_x = [(xs[_key(v)], _mean_std(by_value[_key(v)])) for v in values if _key(v) in by_value]
+            if ref_x:
+                rx = [x for x, _ in ref_x]
+                rm = [100 * m for _, (m, _) in ref_x]
+                rs = [100 * s for _, (_, s) in ref_x]
+                ax.plot(rx, rm, linestyle="--", marker="s", ms=3, linewidth=1.2, color=color,
+                        label=f"{opt}, ideal digital at the same {axis}")
+                ax.fill_between(rx, [m - s for m, s in zip(rm, rs)], [m + s for m, s in zip(rm, rs)], color=color,
+                                alpha=0.08)
     if numeric:
         _x_scale(ax, values)
     else:
@@ -391,4 +418,5 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     return "\n".join(lines)
 
 
-__all__ = ["format_summary", "plot_axis", "plot_heatmap", "plot_optimizers", "summary_rows", "write_report"]
+__all__ = ["format_summary", "plot_axis", "plot_heatmap", "plot_optimizers", "reference_groups", "summary_rows",
+           "write_report"]

@@ -487,3 +487,44 @@ def test_pending_points_are_neither_failed_nor_counted_as_runs(finished, tmp_pat
     rows = [line.split() for line in format_summary(spec, out).splitlines()[2:]]
     ran = [int(cols[cols.index("crossbar" if "crossbar" in cols else "digital") + 1]) for cols in rows]
     assert sum(ran) == status.count("done") + status.count("failed") == 8
+
+
+def test_digital_reference_is_drawn_per_lr_on_an_lr_axis_and_flat_on_a_hardware_axis(tmp_path, monkeypatch):
+    """``reference = true`` runs a digital twin of every analog point, at that point's lr: on an ``lr`` axis each
+    lr's analog accuracy is drawn against the digital accuracy at the same lr, not one mean over all lrs. A hardware
+    axis (``device.dw_min``), which digital twins do not have, keeps one horizontal reference line."""
+    import matplotlib.axes
+
+    from imc_grapes.sweep.report import plot_axis
+    from imc_grapes.sweep.runner import PointStatus
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\nlr = [0.01, 0.1, 1.0]\ndevice.dw_min = [0.002, 0.02]\n'
+                                          'optimizer = ["sgd"]\n',
+                                base=TINY + 'backend = "crossbar"\n', sweep="reference = true"))
+    points = spec.points()
+    digital_acc = {0.01: 0.30, 0.1: 0.80, 1.0: 0.50}                 # the digital runs differ from lr to lr
+    status = [PointStatus(p, "done", metrics={"final_test_acc": digital_acc[p.params["lr"]]
+                                              if p.config.backend == "digital" else 0.4}) for p in points]
+    assert sum(p.config.backend == "digital" for p in points) == 3   # one digital twin per lr
+    calls: list[tuple[str, object, str]] = []
+    plot, axhline = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.axhline
+
+    def spy_plot(self, *args, **kwargs):
+        calls.append(("plot", args, kwargs.get("label", "")))
+        return plot(self, *args, **kwargs)
+
+    def spy_axhline(self, y=0, *args, **kwargs):
+        calls.append(("axhline", y, kwargs.get("label", "")))
+        return axhline(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy_plot)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", spy_axhline)
+    plot_axis(spec, status, "lr", tmp_path / "acc_vs_lr.png")
+    ref = [c for c in calls if "ideal digital" in c[2]]
+    assert [c[0] for c in ref] == ["plot"] and "at the same lr" in ref[0][2]
+    xs, ys = ref[0][1][:2]
+    assert list(xs) == [0.01, 0.1, 1.0] and list(ys) == pytest.approx([30.0, 80.0, 50.0])
+    calls.clear()
+    plot_axis(spec, status, "device.dw_min", tmp_path / "acc_vs_dw.png")
+    ref = [c for c in calls if "ideal digital" in c[2]]
+    assert [c[0] for c in ref] == ["axhline"] and ref[0][1] == pytest.approx(100 * (0.3 + 0.8 + 0.5) / 3)

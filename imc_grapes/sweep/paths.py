@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends.settings import AnalogSettings
-from ..config import ConfigError, TrainConfig
+from ..config import DIGITAL_ANALOG_FIELDS, ConfigError, TrainConfig
 
 #: the ``periphery.*`` alias: AnalogSettings fields describing the tile periphery
 PERIPHERY_FIELDS: tuple[str, ...] = ("dac_bits", "adc_bits", "out_noise", "ideal_periphery", "tile_size")
@@ -57,8 +57,10 @@ class FieldPath:
 
     @property
     def is_hardware(self) -> bool:
-        """True for paths that only matter to analog backends (``analog``/``periphery``/``device``)."""
-        return self.section in ("analog", "device")
+        """True for paths that only matter to analog backends (``analog``/``periphery``/``device``), but for the
+        analog settings a digital run uses too (:data:`~imc_grapes.config.DIGITAL_ANALOG_FIELDS`:
+        ``analog.energy_table``, which prices a digital run's operations)."""
+        return self.section == "device" or (self.section == "analog" and self.field not in DIGITAL_ANALOG_FIELDS)
 
 
 def resolve_path(path: str) -> FieldPath:

@@ -27,8 +27,9 @@ axes (samples outermost). Every point's :class:`~imc_grapes.config.TrainConfig` 
 same config classes as everywhere else — when the points are listed, before anything runs.
 
 A digital point (``backend = "digital"``) ignores the analog hardware, so its analog settings are reset to the
-base's and its hardware axes are reported as not applicable; identical points are merged. With
-``reference = true`` each analog point gets a digital twin (same config, ``backend = "digital"``).
+base's and its hardware axes are reported as not applicable; identical points are merged. It keeps its own
+``analog.energy_table`` (:data:`~imc_grapes.config.DIGITAL_ANALOG_FIELDS`), which prices a digital run's operations
+too. With ``reference = true`` each analog point gets a digital twin (same config, ``backend = "digital"``).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from ..backends.settings import AnalogSettings
-from ..config import ConfigError, TrainConfig, identity_dict
+from ..config import DIGITAL_ANALOG_FIELDS, ConfigError, TrainConfig, identity_dict
 from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
 
@@ -297,8 +298,10 @@ class SweepSpec:
             if force_digital:
                 cfg_dict = {**cfg_dict, "backend": "digital"}
             if cfg_dict.get("backend") == "digital":
-                # the analog hardware is ignored on digital weights: one point per distinct digital config
-                cfg_dict = {**cfg_dict, "analog": base["analog"]}
+                # the analog hardware is ignored on digital weights: one point per distinct digital config (but
+                # for the analog settings a digital run uses too: the point's energy table prices its operations)
+                kept = {k: cfg_dict["analog"][k] for k in DIGITAL_ANALOG_FIELDS if k in cfg_dict["analog"]}
+                cfg_dict = {**cfg_dict, "analog": {**base["analog"], **kept}}
                 params = {k: (None if by_name[k].is_hardware else v) for k, v in params.items()}
             label = " ".join(f"{k}={_fmt_value(v)}" for k, v in params.items()) or "(base)"
             try:

@@ -202,6 +202,24 @@ def test_digital_points_ignore_hardware_axes_and_reference_adds_digital_twins():
     assert [p.config.backend for p in mixed] == ["digital", "crossbar", "crossbar"]
 
 
+def test_digital_twins_keep_their_points_energy_table():
+    """A digital run prices its operations with ``analog.energy_table`` too: sweeping the table gives each point's
+    digital twin that point's table (not the base's), and the axis is not a hardware axis (it applies to digital
+    points as well, so a digital-only sweep of it is valid)."""
+    assert not resolve_path("analog.energy_table").is_hardware and resolve_path("analog.preset").is_hardware
+    spec = spec_of({"analog.energy_table": ["a.json", "b.json"], "device.dw_min": [0.001, 0.01]},
+                   base={"backend": "crossbar", "analog": {"energy_table": "base.json"}}, reference=True)
+    points = spec.points()
+    digital = [p for p in points if p.config.backend == "digital"]
+    assert len(points) == 6 and len(digital) == 2              # one twin per table, not per dw_min
+    assert sorted(p.config.analog.energy_table for p in digital) == ["a.json", "b.json"]
+    for p in digital:
+        assert p.params == {"analog.energy_table": p.config.analog.energy_table, "device.dw_min": None}
+        assert p.config.analog.device_overrides == {} and p.config.analog.preset == spec.base.analog.preset
+    only_digital = spec_of({"analog.energy_table": ["a.json", "b.json"]}).points()
+    assert [p.config.analog.energy_table for p in only_digital] == ["a.json", "b.json"]
+
+
 def test_int_and_float_spellings_are_the_same_point():
     a = spec_of({"lr": [1]}).points()[0]
     b = spec_of({"lr": [1.0]}).points()[0]

@@ -62,7 +62,15 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
     ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions), ``<opt>/saturation`` (realised / intended weight
     change) and ``<opt>/energy_vs_sgd`` (energy per step ×SGD's), None where the report has no such cell or value; and
     ``<method>-<reference>`` / ``<method>-<control>``: :func:`~imc_grapes.compare.paired_by_seed` of the final
-    runs' accuracies (None where a cell is missing or no seed is common)."""
+    runs' accuracies (None where a cell is missing or no seed is common).
+
+    Raises:
+        ConfigError: ``method``, ``reference`` and ``control`` are not three different optimizers (a method against
+            itself is a difference of 0 by construction), or a report is given twice.
+    """
+    if len({method, reference, control}) < 3:
+        raise ConfigError(f"compare-summary: method, reference and control (--method, --reference, --control) must be "
+                          f"three different optimizers, got {method!r}, {reference!r}, {control!r}")
     rows = []
     seen: dict[Path, str | Path] = {}
     for path in paths:

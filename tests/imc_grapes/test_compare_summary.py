@@ -130,3 +130,20 @@ def test_written_files_and_command_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert "needs 'spec', 'summary' and 'runs'" in capsys.readouterr().err
     assert main(["compare-summary", str(a), "--method", "adam"]) == 2
     assert "must be optimizers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [("grapes", "sgd", "grapes"), ("grapes", "grapes", "layer-mean"),
+                                   ("grapes", "sgd", "sgd")])
+def test_method_reference_and_control_must_differ(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  names: tuple[str, str, str]) -> None:
+    """A method compared with itself is a difference of 0 by construction, and a repeated column says nothing:
+    the three must be different optimizers, on the command line and in the API."""
+    a = _report(tmp_path, "a")
+    with pytest.raises(ConfigError, match="must be three different optimizers"):
+        summarize([a], *names)
+    method, reference, control = names
+    assert main(["compare-summary", str(a), "--method", method, "--reference", reference, "--control", control,
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--method, --reference, --control" in err and "three different optimizers" in err
+    assert not (tmp_path / "out").exists()

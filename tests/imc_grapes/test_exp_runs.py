@@ -52,6 +52,12 @@ def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
     assert pairs == {("grapes", "sgd"), ("layer-mean", "sgd"), ("grapes", "layer-mean")}
     if name == "forgetting":
         assert all("avg_acc_mean" in r and r["forgetting_mean"] is not None for r in saved["summary"])
+    if name == "fa-dfa":     # DFA modulates from the second hidden layer on: the tiny nets have two, so GRAPES acts
+        for g in saved["groups"]:
+            runs = json.loads((tmp_path / "groups" / g["key"] / "results.json").read_text())["runs"]
+            loss = {r["optimizer"]: r["history"][-1]["train_loss"] for r in runs}
+            assert len(g["spec"]["base"]["hidden"]) == 2
+            assert loss["grapes"] != loss["sgd"] and loss["layer-mean"] != loss["sgd"], g["key"]
 
 
 @pytest.mark.parametrize("name", ["rnn", "cnn"])
@@ -99,17 +105,17 @@ def test_digital_groups_are_reused_under_another_preset_and_analog_groups_are_no
     kw = {"size": "tiny", "backends": ("digital", "crossbar"), "optimizers": ("sgd",), "lr_grid": (0.1,)}
     res = run_experiment("fa-dfa", ExperimentOptions(**kw), tmp_path, **QUIET)
     assert [c.backend for c in calls] == ["digital"] * 2 + ["crossbar"] * 2
-    assert {g["key"] for g in res["groups"]} == {"synthetic-fa-mlp16x1-digital", "synthetic-dfa-mlp16x1-digital",
-                                                "synthetic-fa-mlp16x1-crossbar", "synthetic-dfa-mlp16x1-crossbar"}
-    saved = json.loads((tmp_path / "groups/synthetic-fa-mlp16x1-digital/runs/sgd/lr0.1_seed0/results.json")
+    assert {g["key"] for g in res["groups"]} == {"synthetic-fa-mlp16x2-digital", "synthetic-dfa-mlp16x2-digital",
+                                                "synthetic-fa-mlp16x2-crossbar", "synthetic-dfa-mlp16x2-crossbar"}
+    saved = json.loads((tmp_path / "groups/synthetic-fa-mlp16x2-digital/runs/sgd/lr0.1_seed0/results.json")
                        .read_text())
     assert saved["config"]["analog"]["preset"] == "ReRamSB"   # a digital run records the default analog settings
     res = run_experiment("fa-dfa", ExperimentOptions(**kw, preset="EcRam"), tmp_path, **QUIET)
     assert [c.backend for c in calls[4:]] == ["crossbar"] * 2, "the digital runs are reused"
     assert all(c.analog.preset == "EcRam" for c in calls[4:])
-    assert {g["key"] for g in res["groups"] if "crossbar" in g["key"]} == {"synthetic-fa-mlp16x1-crossbar-EcRam",
-                                                                          "synthetic-dfa-mlp16x1-crossbar-EcRam"}
-    for key, preset in (("synthetic-fa-mlp16x1-crossbar", "ReRamSB"), ("synthetic-fa-mlp16x1-crossbar-EcRam", "EcRam")):
+    assert {g["key"] for g in res["groups"] if "crossbar" in g["key"]} == {"synthetic-fa-mlp16x2-crossbar-EcRam",
+                                                                          "synthetic-dfa-mlp16x2-crossbar-EcRam"}
+    for key, preset in (("synthetic-fa-mlp16x2-crossbar", "ReRamSB"), ("synthetic-fa-mlp16x2-crossbar-EcRam", "EcRam")):
         run = json.loads((tmp_path / "groups" / key / "runs/sgd/lr0.1_seed0/results.json").read_text())
         assert run["config"]["analog"]["preset"] == preset
     run_experiment("fa-dfa", ExperimentOptions(**kw), tmp_path, **QUIET)

@@ -37,13 +37,26 @@ _DATA = ("mnist", "fashion-mnist")
 
 @dataclass(frozen=True)
 class Experiment:
-    """A named experiment: what it tests (the paper's claim) and how it is planned."""
+    """A named experiment: what it tests (the paper's claim) and how it is planned.
+
+    ``title`` and ``notes`` describe the experiment at its default (``full``) size; an experiment whose title or
+    notes name settings that the options change (task count, network, epochs, batch) has ``describe``, which gives
+    them for the options at hand (:meth:`title_for`, :meth:`notes_for`)."""
 
     name: str
     title: str
     claim: str
     plan: Callable[[ExperimentOptions], list[Group]]
     notes: str = ""
+    describe: Callable[[ExperimentOptions], tuple[str, str]] | None = None
+
+    def title_for(self, options: ExperimentOptions) -> str:
+        """The title under ``options`` (``describe``'s where there is one, else ``title``)."""
+        return self.describe(options)[0] if self.describe is not None else self.title
+
+    def notes_for(self, options: ExperimentOptions) -> str:
+        """The notes under ``options`` (``describe``'s where there is one, else ``notes``)."""
+        return self.describe(options)[1] if self.describe is not None else self.notes
 
 
 def _hw(backend: str) -> str:
@@ -255,6 +268,33 @@ def plan_forgetting(opts: ExperimentOptions) -> list[Group]:
     return groups
 
 
+_DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "synthetic": "synthetic data"}
+
+
+def describe_forgetting(opts: ExperimentOptions) -> tuple[str, str]:
+    """The forgetting experiment's title and notes under ``opts``, read off its planned groups (data set, task
+    count, network, batch, epochs per task, lr grid: ``--tiny`` and ``--epochs`` change them)."""
+    groups = plan_forgetting(opts)
+
+    def values(f: Callable[[Group], Any]) -> str:
+        return " / ".join(dict.fromkeys(str(f(g)) for g in groups))
+
+    data = values(lambda g: _DATA_NAMES.get(g.spec.base.dataset, g.spec.base.dataset))
+    tasks, epochs = values(lambda g: g.spec.base.extra["tasks"]), values(lambda g: g.spec.base.epochs)
+    per_task = f"{epochs} epoch{'' if epochs == '1' else 's'}"
+    title = f"Catastrophic forgetting on permuted {data} ({tasks} tasks, {per_task} each)"
+    grids = [g.spec.lr_grid for g in groups]
+    in_grid = any(0.001 in g.spec.lr_grid for g in groups if g.hardware == "digital")
+    lr = (f"One lr for every optimizer, {values(lambda g: g.spec.lr_grid[0])} (no tuning; the paper used 0.001)"
+          if all(len(grid) == 1 for grid in grids) else
+          "The lr is tuned on the final average validation accuracy over all tasks (the paper used lr 0.001 for "
+          "every optimizer" + ("; it is in the digital grid)" if in_grid else ")"))
+    notes = (f"{values(lambda g: g.labels['network'])} bias-free, SGD momentum 0.9 (analog weights: pulsed SGD "
+             f"without momentum), batch {values(lambda g: g.spec.base.batch_size)}, {per_task} per task; task 0 is "
+             f"the unpermuted data set. {lr}.")
+    return title, notes
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("mlp", "MLP on MNIST / Fashion-MNIST: BP vs BP+GRAPES, depth and width variants",
                "GRAPES converges faster and reaches a higher test accuracy than SGD, and helps more as networks grow",
@@ -285,7 +325,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "784-256-256-10 bias-free, SGD momentum 0.9 (analog weights: pulsed SGD without momentum), batch "
                "64, 1 epoch per task; task 0 is the unpermuted data set. The lr is tuned on the final average "
                "validation accuracy over all tasks (the paper used lr 0.001 for every optimizer; it is in the "
-               "digital grid)."),
+               "digital grid).", describe_forgetting),
 )}
 
 

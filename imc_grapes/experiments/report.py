@@ -362,8 +362,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     found = _findings(results, comps)
     machine = machine_info()
     data = {
-        "experiment": experiment.name, "title": experiment.title, "claim": experiment.claim,
-        "notes": experiment.notes, "size": options.size, "options": options.to_dict(), "command": command,
+        "experiment": experiment.name, "title": experiment.title_for(options), "claim": experiment.claim,
+        "notes": experiment.notes_for(options), "size": options.size, "options": options.to_dict(), "command": command,
         "machine": machine, "wall_time_s": wall_time_s,
         "groups": [{**res.group.to_dict(), "folder": str(res.out_dir), "summary": res.rows} for res in results],
         "summary": rows, "comparisons": comps, "findings": found,
@@ -390,7 +390,7 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
         files += ["matrix.png", "forgetting.png"]
     train_s = sum(r.wall_time_s for res in results for c in res.cells for r in c.runs)
     label_keys = list(dict.fromkeys(k for res in results for k in res.group.labels))
-    lines = [f"# Experiment `{experiment.name}` ({options.size}): {experiment.title}", "",
+    lines = [f"# Experiment `{experiment.name}` ({options.size}): {experiment.title_for(options)}", "",
              f"Paper's claim tested: *{experiment.claim}*.", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
@@ -407,8 +407,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     if options.tail_evals > 1:
         lines.append(f"* a run's accuracy (tables, Δ, plots, the lr-tuning score): the mean of its last "
                      f"{options.tail_evals} evaluations")
-    if experiment.notes:
-        lines.append(f"* {experiment.notes}")
+    if experiment.notes_for(options):
+        lines.append(f"* {experiment.notes_for(options)}")
     lines += ["", "## Results", "", _table(rows, label_keys), ""]
     if found:
         lines += ["## What the numbers say", ""] + [f"* {f}" for f in found] + [""]

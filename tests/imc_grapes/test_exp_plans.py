@@ -44,6 +44,25 @@ def test_forgetting_plan_matches_the_paper():
     assert q.spec.base.epochs == 1 and q.spec.base.extra["tasks"] == 5
 
 
+def test_forgetting_title_and_notes_name_the_settings_that_run():
+    """The title and notes of ``forgetting`` say what the options run: at ``tiny`` 3 tasks of synthetic data on a
+    784-16-16-10 net, batch 32, one untuned lr; ``--epochs`` changes the epochs per task; the full size keeps the
+    paper's 5 tasks of MNIST (the listed title)."""
+    e = EXPERIMENTS["forgetting"]
+    tiny = ExperimentOptions(size="tiny")
+    (g,) = plan_experiment("forgetting", tiny)
+    assert (g.spec.base.extra["tasks"], g.spec.base.hidden, g.spec.base.batch_size) == (3, (16, 16), 32)
+    assert e.title_for(tiny) == "Catastrophic forgetting on permuted synthetic data (3 tasks, 1 epoch each)"
+    notes = e.notes_for(tiny)
+    assert notes.startswith("784-16-16-10 bias-free") and "batch 32, 1 epoch per task" in notes
+    assert "One lr for every optimizer, 0.01 (no tuning" in notes and "256" not in notes and "tuned" not in notes
+    assert "(5 tasks, 3 epochs each)" in e.title_for(ExperimentOptions(size="quick", epochs=3))
+    full = ExperimentOptions()
+    assert (e.title_for(full), e.notes_for(full)) == (e.title, e.notes)
+    assert "784-256-256-10" in e.notes and "batch 64, 1 epoch per task" in e.notes and "in the digital grid" in e.notes
+    assert EXPERIMENTS["mlp"].title_for(tiny) == EXPERIMENTS["mlp"].title      # no describe: the fixed title
+
+
 def test_fa_dfa_cnn_rnn_snn_plans():
     assert {g.spec.base.rule for g in _plan("fa-dfa", size="quick")} == {"fa", "dfa"}
     assert {g.spec.base.model for g in _plan("cnn", size="quick")} == {"cnn"}

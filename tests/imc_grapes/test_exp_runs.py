@@ -52,6 +52,11 @@ def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
     assert pairs == {("grapes", "sgd"), ("layer-mean", "sgd"), ("grapes", "layer-mean")}
     if name == "forgetting":
         assert all("avg_acc_mean" in r and r["forgetting_mean"] is not None for r in saved["summary"])
+        # the title and notes name what ran at tiny (3 tasks of synthetic data, 784-16-16-10, batch 32)
+        assert md.startswith("# Experiment `forgetting` (tiny): Catastrophic forgetting on permuted synthetic data "
+                             "(3 tasks, 1 epoch each)\n")
+        assert "* 784-16-16-10 bias-free" in md and "batch 32, 1 epoch per task" in md and "5 tasks" not in md
+        assert saved["title"] == EXPERIMENTS[name].title_for(ExperimentOptions(size="tiny"))
     if name == "fa-dfa":     # DFA modulates from the second hidden layer on: the tiny nets have two, so GRAPES acts
         for g in saved["groups"]:
             runs = json.loads((tmp_path / "groups" / g["key"] / "results.json").read_text())["runs"]

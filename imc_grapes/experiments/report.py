@@ -322,9 +322,11 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
 
 
 def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
+    """The results table, one row per group × optimizer. Forgetting rows (``avg_acc_mean``) get the forgetting
+    metrics and no "epochs to target" column: their evaluation points are tasks, not epochs."""
     forgetting = any("avg_acc_mean" in r for r in rows)
-    head = [*label_keys, "optimizer", "lr", "test acc % (mean ± std)", "curve-mean acc %", "epochs to target",
-            "Δ vs SGD (points, seeds > 0)", "Δ vs layer-mean"]
+    head = [*label_keys, "optimizer", "lr", "test acc % (mean ± std)", "curve-mean acc %",
+            *([] if forgetting else ["epochs to target"]), "Δ vs SGD (points, seeds > 0)", "Δ vs layer-mean"]
     if forgetting:
         head += ["avg acc %", "forgetting (points)", "BWT (points)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -341,7 +343,8 @@ def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
             d.append("—" if m is None else f"{100 * m:+.2f} ± {100 * r[f'diff_vs_{ref}_std']:.2f} "
                                            f"({r[f'diff_vs_{ref}_positive']})")
         cells = [str(r.get(k, "")) for k in label_keys] + [r["optimizer"], f"{r['lr']:g}", acc,
-                                                           _pct(r["curve_mean_acc_mean"]), ett, *d]
+                                                           _pct(r["curve_mean_acc_mean"]),
+                                                           *([] if forgetting else [ett]), *d]
         if forgetting:
             cells += [f"{_pct(r.get(f'{k}_mean'))} ± {_pct(r.get(f'{k}_std'))}"
                       for k in ("avg_acc", "forgetting", "bwt")]

@@ -57,6 +57,11 @@ def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
                              "(3 tasks, 1 epoch each)\n")
         assert "* 784-16-16-10 bias-free" in md and "batch 32, 1 epoch per task" in md and "5 tasks" not in md
         assert saved["title"] == EXPERIMENTS[name].title_for(ExperimentOptions(size="tiny"))
+    # "epochs to target" would count tasks for forgetting (its evaluation points): only the other experiments have it
+    header = next(line for line in md.splitlines() if line.startswith("| ") and "| optimizer |" in line)
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert ("epochs to target" in cols) == (name != "forgetting")
+    assert len(cols) == md.split(header + "\n")[1].splitlines()[1].count("|") - 1     # rows as wide as the header
     if name == "fa-dfa":     # DFA modulates from the second hidden layer on: the tiny nets have two, so GRAPES acts
         for g in saved["groups"]:
             runs = json.loads((tmp_path / "groups" / g["key"] / "results.json").read_text())["runs"]

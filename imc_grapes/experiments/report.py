@@ -141,7 +141,8 @@ def _comparisons(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
 
 
 def _findings(results: Sequence[GroupResult], comps: Sequence[dict[str, Any]]) -> list[str]:
-    """Plain statements computed from the paired differences (no judgement beyond the numbers)."""
+    """Plain statements computed from the paired differences (no judgement beyond the numbers; for forgetting,
+    where lower is better, a positive difference is called more forgetting, i.e. worse)."""
     lines = []
     for c in comps:
         if c["b"] == "sgd" and c["a"] != "grapes":
@@ -160,7 +161,11 @@ def _findings(results: Sequence[GroupResult], comps: Sequence[dict[str, Any]]) -
         if cm is not None:
             text += f"; mean accuracy over the learning curve {100 * cm['mean']:+.2f} points"
         if c.get("forgetting") is not None:
-            text += f"; forgetting {100 * c['forgetting']['mean']:+.2f} points"
+            d = c["forgetting"]["mean"]
+            other = "SGD" if c["b"] == "sgd" else "the layer-mean control"
+            text += f"; forgetting {100 * d:+.2f} points" + (   # lower forgetting is better
+                f" (more forgetting than {other}: worse)" if d > 0 else
+                f" (less forgetting than {other}: better)" if d < 0 else f" (the same forgetting as {other})")
         lines.append(text + ".")
     return lines
 
@@ -308,7 +313,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
             for key, c in cells]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, k, title in zip(axes, ("avg_acc", "forgetting"), ("average accuracy after the last task (%)",
-                                                             "forgetting (points)")):
+                                                             "forgetting (points, lower is better)")):
         ms = [100 * (v[k][0] or 0) for _, _, v in rows]
         ss = [100 * (v[k][1] or 0) for _, _, v in rows]
         ax.bar(range(len(rows)), ms, yerr=ss, capsize=4)

@@ -121,3 +121,18 @@ def test_paired_difference_by_hand():
     assert p["mean"] == pytest.approx(0.13 / 3)
     assert p["std"] == pytest.approx(0.060277, abs=1e-6)
     assert paired(a, _cell("sgd", {9: 0.5})) is None
+
+
+def test_findings_call_more_forgetting_worse_and_less_forgetting_better():
+    """Forgetting is better lower: GRAPES forgetting 3 points more than SGD is worse, 3 points less is better."""
+    from imc_grapes.experiments.report import _findings
+
+    def comp(b, forgetting):
+        diff = {"mean": 0.01, "std": 0.0, "n": 2, "positive": 2, "negative": 0}
+        return {"group": "g", "a": "grapes", "b": b, "final_acc": diff, "curve_mean_acc": None,
+                "forgetting": {"mean": forgetting, "std": 0.0, "n": 2, "positive": 0, "negative": 0}}
+
+    more, less, same = _findings([], [comp("sgd", 0.03), comp("layer-mean", -0.03), comp("sgd", 0.0)])
+    assert "forgetting +3.00 points (more forgetting than SGD: worse)" in more and "better" not in more
+    assert "forgetting -3.00 points (less forgetting than the layer-mean control: better)" in less
+    assert "worse" not in less and "(the same forgetting as SGD)" in same

@@ -141,6 +141,20 @@ class ImportanceSource:
         self._layer_reads[key] = k + 1
         return k % self.compare_every == 0
 
+    def compare_due(self) -> bool:
+        """Whether the next read of some layer will be sampled for the comparison (:attr:`compare_every`; a layer's
+        first read is). Every layer is read once per GRAPES refresh, so their counts advance together."""
+        if self.source != "array" or not self.compare_every:
+            return False
+        return not self._layer_reads or any(k % self.compare_every == 0 for k in self._layer_reads.values())
+
+    def count_replayed_reads(self, n_layers: int) -> None:
+        """Count one read of each of the ``n_layers`` layers read so far, for a GRAPES refresh whose device work was
+        replayed from a CUDA graph (none of those reads was due: :meth:`compare_due` was False)."""
+        self.reads += n_layers
+        for key in self._layer_reads:
+            self._layer_reads[key] += 1
+
     def _read(self, layers: Sequence[nn.Module], which: str) -> list[Tensor]:
         """The importances of ``layers`` (one read of each, see :func:`~imc_grapes.backends.layers.read_importances`);
         from the array: minus the nominal offset (with ``offset_correction``), clamped at 0, every

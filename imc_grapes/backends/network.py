@@ -225,8 +225,7 @@ class Network:
         """One optimizer step: the digital optimizer, then the pulsed update of every analog layer."""
         if self.optimizer is not None:
             self.optimizer.step()
-        every = self.settings.sat_probe_every
-        probe = every > 0 and self.steps % every == 0
+        probe = self._probe_due()
         lr = float(self.cfg.lr)
         for name, layer in self.analog_layers.items():
             res = layer.apply_update(lr, probe)
@@ -247,13 +246,41 @@ class Network:
         self.steps += 1
         self._steps_since += 1
 
+    def _probe_due(self) -> bool:
+        every = self.settings.sat_probe_every
+        return bool(self.analog_layers) and every > 0 and self.steps % every == 0
+
+    def step_kind(self) -> tuple[bool, bool]:
+        """The host-side decisions of the next training step: ``(saturation probe, importance comparison sample)``
+        — whether :meth:`step` measures the realised weight change (``analog.sat_probe_every``) and whether the
+        GRAPES refresh samples the array importance against the exact one
+        (:meth:`~.importance.ImportanceSource.compare_due`). A step with neither is *plain*: every plain step
+        runs the same device work, so a CUDA graph of one can stand for the others
+        (:class:`~imc_grapes.cuda_graphs.GraphedSteps`)."""
+        compare = self.importance is not None and self.grapes is not None and self.importance.compare_due()
+        return self._probe_due(), compare
+
+    def count_replayed_step(self) -> None:
+        """The host bookkeeping of a plain training step whose device work was replayed from a CUDA graph (the graph
+        repeats the kernels, not the Python): the step counters, GRAPES's batch and refresh counts and the importance
+        source's read counts advance as one eager step would advance them. The hooks' host counts of the step are
+        in the graph (constants captured with it)."""
+        self.steps += 1
+        self._steps_since += 1
+        handle = self.grapes
+        if handle is not None:
+            refreshed = handle.count_replayed_batch()
+            self._last_refresh = handle.refresh_count
+            if refreshed and self.importance is not None:
+                self.importance.count_replayed_reads(len(handle.layers) - (1 if handle.rule == "dfa" else 0))
+
     # ------------------------------------------------------------------ counting
     def _cumulative(self) -> Tensor:
         """The cumulative counts ``[len(COST_KINDS)]`` (float64, a new tensor): the network's own and every analog
         layer's, those with :meth:`~.layers.AnalogLayer.count_terms` in one product over all their counters (read
         twice per training step: a stack and a matrix-vector product per dtype of counter instead of a few
         operations per layer; the counts are integers below ``2**53``, so the sums are exact in any order)."""
-        self._flush_host_counts()
+        self.flush_host_counts()
         total = self._net_counts
         terms: list[tuple[Tensor, list[Tensor], list[Tensor]]] = []
         counters: list[Tensor] = []
@@ -279,10 +306,10 @@ class Network:
                 total = torch.addmv(total, m, torch.stack(group).to(device=total.device, dtype=total.dtype))
         return total
 
-    def _flush_host_counts(self) -> None:
+    def flush_host_counts(self) -> None:
         """Add the host-side counts gathered since the last read to ``_net_counts`` (one small operation per kind
         counted: a hook adding to a device tensor element cost ~10 µs per count, three counts per layer and
-        forward on the digital backend)."""
+        forward on the digital backend). Nothing is pending after a whole :meth:`step`."""
         pending = self._host_counts
         for k, v in enumerate(pending):
             if v:

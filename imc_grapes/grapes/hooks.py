@@ -294,6 +294,16 @@ class GrapesHandle:
                 self.refresh()
             self.train_batches += 1
 
+    def count_replayed_batch(self) -> bool:
+        """Advance the batch (and refresh) counts as a training forward does, for a batch whose device work — the
+        refresh included — was replayed from a CUDA graph (:mod:`imc_grapes.cuda_graphs`). Returns whether that batch
+        refreshed the factors."""
+        self._check_live()
+        refreshed = self.train_batches % self.refresh_every == 0
+        self.refresh_count += refreshed
+        self.train_batches += 1
+        return refreshed
+
     def _forward_hook(self, k: int, layer: nn.Module, inputs: object, output: object) -> None:
         if not torch.is_grad_enabled():
             return

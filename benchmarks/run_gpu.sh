@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# GPU check of the project on a CUDA machine, < 8 min in total (no network needed; aihwkit optional: its rows
-# are skipped when its C++ extension cannot load, e.g. next to another torch). Runs from the repository root
-# without installing:
+# GPU check of the project on a CUDA machine, < 8 min in total (about 5 min; each step has its own cap; no network
+# needed; aihwkit optional: its rows are skipped when its C++ extension cannot load, e.g. next to another torch).
+# Runs from the repository root without installing:
 #   bash benchmarks/run_gpu.sh [OUT_DIR]
 # 1. crossbar engine on CUDA: sync-free hot paths, determinism, CPU/GPU agreement (check_crossbar_cuda.py)  <= 100 s
 # 2. a GRAPES training smoke test on CUDA, digital and crossbar backends (imc-grapes train, synthetic)    <= 2 x 60 s
+# 2b. CUDA-graph training against eager training: equal learning curves and costs, and the speed-up
+#    (check_graph_training_cuda.py)                                                                          <= 90 s
 # 3. the benchmark suite on CUDA (bench_suite.py --device cuda: MLP at batch 64/256/1024, CNN, scaling,
 #    GRAPES overhead, peak memory, replicas if present, and last eager vs compiled (Triton) device models),
 #    with the CUDA targets                                                                                   <= 240 s
@@ -27,6 +29,8 @@ for backend in digital crossbar; do
   timeout 60 "$PY" -m imc_grapes train --dataset synthetic --backend "$backend" --optimizer sgd grapes \
     --hidden 64 --epochs 1 --device cuda --no-progress --out "$out/train-$backend" | tail -5 || rc=1
 done
+echo "== 2b. CUDA-graph training vs eager training (equal numbers, speed-up)"
+timeout 90 "$PY" benchmarks/check_graph_training_cuda.py --out "$out/graph_training.json" || rc=1
 echo "== 3. benchmark suite on CUDA"
 aih=""; "$PY" -c "import aihwkit.simulator.rpu_base" 2>/dev/null || aih="--skip-aihwkit"
 ref=""; [ -f benchmarks/results_cpu.json ] && ref="--aihwkit-ref benchmarks/results_cpu.json"

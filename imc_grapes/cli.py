@@ -60,6 +60,10 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, subsets: dict[st
     t.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
                    help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")
     t.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    t.add_argument("--cuda-graph", action="store_true",
+                   help="replay each training step as a CUDA graph: one launch instead of hundreds of small kernels, "
+                        "the numbers of eager training (CUDA; digital or crossbar backend; GRAPES factors refreshed "
+                        "every batch; sgd or a base optimizer with torch's capturable option)")
     t.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch CPU threads (default: torch's choice, one per core; give 1 to each of several jobs "
                         "run side by side, which otherwise oversubscribe the cores)")
@@ -102,7 +106,8 @@ def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
                        base_optimizer=args.base_optimizer.lower(), momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size, drop_last=args.drop_last,
                        epochs=args.epochs,
-                       device=args.device, train_subset=args.train_subset, test_subset=args.test_subset,
+                       device=args.device, cuda_graph=args.cuda_graph, train_subset=args.train_subset,
+                       test_subset=args.test_subset,
                        evals_per_epoch=args.evals_per_epoch, analog=AnalogSettings.from_dict(_analog_from(args)),
                        **kw)  # type: ignore[arg-type]
 

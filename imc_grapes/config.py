@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import numbers
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS
+from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, optimizer_class
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
 
@@ -50,10 +51,17 @@ def base_optimizer_names() -> list[str]:
     return sorted(names)
 
 
+def graph_safe_base_optimizers() -> list[str]:
+    """The base optimizers that can run inside a CUDA graph (``TrainConfig.cuda_graph``): ``sgd`` and those with
+    torch's ``capturable`` option (:func:`~imc_grapes.backends.make_optimizer` turns it on)."""
+    return [name for name in base_optimizer_names()
+            if name == "sgd" or "capturable" in inspect.signature(optimizer_class(name).__init__).parameters]
+
+
 #: config fields added after results were first saved, with the value that reproduces the earlier behaviour
 #: (``("analog", "name")`` for an :class:`AnalogSettings` field): a saved config without such a field is the same
 #: config as one that holds that value, so finished runs still resume and sweep points keep their ids
-LATER_FIELDS: dict[tuple[str, ...], Any] = {("analog", "importance_offset_correction"): False}
+LATER_FIELDS: dict[tuple[str, ...], Any] = {("analog", "importance_offset_correction"): False, ("cuda_graph",): False}
 
 
 def identity_dict(config: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +180,10 @@ class TrainConfig:
         epochs: passes over the training set (≥ 1).
         seed: seeds the weights, dropout and the data order.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda if available).
+        cuda_graph: replay each plain training step as a CUDA graph (:mod:`imc_grapes.cuda_graphs`): one launch
+            instead of a few hundred small kernels per step, meant to give the numbers of eager training. Needs a
+            CUDA device, the ``digital`` or ``crossbar`` backend, ``analog.importance_every = 1`` and a base
+            optimizer in :func:`graph_safe_base_optimizers`.
         train_subset / test_subset: use only the first N samples (None: all). A number larger than the split
             uses the whole split (so that one config fits data sets of any size, e.g. ``compare``'s default 6000
             on the 2000-sample synthetic set): the config keeps the number as given, and the run's
@@ -207,6 +219,7 @@ class TrainConfig:
     epochs: int = 1
     seed: int = 0
     device: str = "cpu"
+    cuda_graph: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
     evals_per_epoch: int = 1
@@ -298,6 +311,26 @@ class TrainConfig:
         _check(_device_ok(self.device),
                f"TrainConfig.device must be cpu, cuda, cuda:N or auto (N an integer ≥ 0), got {self.device!r}")
         _check(isinstance(self.extra, dict), f"TrainConfig.extra must be a dict, got {self.extra!r}")
+        _check(isinstance(self.cuda_graph, bool),
+               f"TrainConfig.cuda_graph must be true or false, got {self.cuda_graph!r}")
+        if self.cuda_graph:
+            self._check_graphable()
+
+    def _check_graphable(self) -> None:
+        """The limits of ``cuda_graph`` that the config alone decides (the device is checked when the run starts,
+        ``auto`` may resolve to either)."""
+        _check(self.device != "cpu", "TrainConfig.cuda_graph needs a CUDA device, but TrainConfig.device is 'cpu' "
+                                     "(use --device cuda, or leave --cuda-graph off)")
+        _check(self.backend != "aihwkit", "TrainConfig.cuda_graph works with the digital and crossbar backends, "
+                                          "not aihwkit (its tiles cannot be captured)")
+        _check(self.backend == "digital" or self.grapes_mode is None or self.analog.importance_every == 1,
+               f"TrainConfig.cuda_graph needs AnalogSettings.importance_every = 1 (GRAPES factors refreshed every "
+               f"batch; a graph captured between refreshes would keep the factors of its capture), got "
+               f"{self.analog.importance_every}")
+        safe = graph_safe_base_optimizers()
+        _check(self.base_optimizer in safe,
+               f"TrainConfig.cuda_graph needs a base optimizer that runs inside a CUDA graph ({', '.join(safe)}), "
+               f"got {self.base_optimizer!r}")
 
     @property
     def grapes_mode(self) -> str | None:

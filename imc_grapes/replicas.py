@@ -69,6 +69,8 @@ def replica_key(cfg: TrainConfig) -> str | None:
         return f"dropout {cfg.dropout} (replicas need dropout 0)"
     if cfg.inference_times:
         return "inference_times (replicas do not run the drift evaluation)"
+    if cfg.cuda_graph:
+        return "cuda_graph (the replica engine runs its steps eagerly)"
     return None
 
 

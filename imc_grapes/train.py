@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig
+from .cuda_graphs import GraphedSteps
 from .data import BatchLoader, Dataset, Split, load_dataset
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
@@ -183,13 +184,15 @@ class RunFiles:
 
 
 def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool,
-                  on_point: Callable[[int, float, float], None], points: set[int], where: str | None = None) -> None:
+                  on_point: Callable[[int, float, float], None], points: set[int], where: str | None = None,
+                  graphed: GraphedSteps | None = None) -> None:
     """One pass over ``loader``: forward, cross-entropy, backward, ``net.step()`` per batch.
 
     After each batch whose 1-based index is in ``points``, ``on_point(step, train_loss, train_acc)`` gets the
     mean loss and accuracy since the previous point (one host sync per point; the loss is checked for NaN/Inf
     every step on CPU, every 25 steps on a GPU, and the mean at every point). ``where`` names the place in the
-    divergence message (default ``desc``).
+    divergence message (default ``desc``). With ``cfg.cuda_graph`` the steps go through ``graphed`` (the loss is
+    then checked after its step's update, not before).
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
@@ -202,22 +205,30 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
     correct = torch.zeros((), device=device)
     seen = 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5)
+    def check(step: int, loss: Tensor) -> None:
+        value = float(loss)
+        if not math.isfinite(value):
+            raise DivergenceError(f"loss became {value} at {where or desc}, step {step} (lr={cfg.lr}); lower the lr")
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{value:.3f}")
+
     for step, (x, y) in enumerate(bar, start=1):
-        net.zero_grad()
-        out = net.model(x)
-        loss = F.cross_entropy(out, y)
-        if step % check_every == 0 or step in points:     # before the update: a NaN error would reach the devices
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise DivergenceError(f"loss became {value} at {where or desc}, step {step} (lr={cfg.lr}); "
-                                      "lower the lr")
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{value:.3f}")
-        loss.backward()
-        try:
-            net.step()
-        except FloatingPointError as exc:                 # NaN errors in a hidden layer (crossbar engine, CPU)
-            raise DivergenceError(f"{exc} at {where or desc}, step {step} (lr={cfg.lr})") from exc
+        due = step % check_every == 0 or step in points
+        if graphed is not None:
+            out, loss = graphed(x, y)
+            if due:
+                check(step, loss)
+        else:
+            net.zero_grad()
+            out = net.model(x)
+            loss = F.cross_entropy(out, y)
+            if due:                                       # before the update: a NaN error would reach the devices
+                check(step, loss.detach())
+            loss.backward()
+            try:
+                net.step()
+            except FloatingPointError as exc:             # NaN errors in a hidden layer (crossbar engine, CPU)
+                raise DivergenceError(f"{exc} at {where or desc}, step {step} (lr={cfg.lr})") from exc
         loss_sum += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
         seen += y.shape[0]
@@ -258,27 +269,34 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
     """
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
-    for epoch in range(1, cfg.epochs + 1):
-        net.model.train()
-        t0 = time.perf_counter()
+    graphed = GraphedSteps(net) if cfg.cuda_graph else None
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            net.model.train()
+            t0 = time.perf_counter()
 
-        def on_point(step: int, train_loss: float, train_acc: float) -> None:
-            test_loss, test_acc = evaluate(net.model, test_split)
-            row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
-                                   "train_loss": train_loss, "train_acc": train_acc,
-                                   "test_loss": test_loss, "test_acc": test_acc,
-                                   "time_s": time.perf_counter() - t0}
-            if net.grapes is not None:
-                for name, m in net.grapes.modulations.items():
-                    row[f"M_mean/{name}"] = float(m.float().mean())
-            row.update(net.metrics())
-            result.history.append(row)
-            files.save()
+            def on_point(step: int, train_loss: float, train_acc: float) -> None:
+                test_loss, test_acc = evaluate(net.model, test_split)
+                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                       "train_loss": train_loss, "train_acc": train_acc,
+                                       "test_loss": test_loss, "test_acc": test_acc,
+                                       "time_s": time.perf_counter() - t0}
+                if net.grapes is not None:
+                    for name, m in net.grapes.modulations.items():
+                        row[f"M_mean/{name}"] = float(m.float().mean())
+                row.update(net.metrics())
+                result.history.append(row)
+                files.save()
 
-        train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point, points,
-                      where=f"epoch {epoch}")
-        log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
-            f"test acc {100 * result.history[-1]['test_acc']:.2f}%")
+            train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point,
+                          points, where=f"epoch {epoch}", graphed=graphed)
+            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss "
+                f"{result.history[-1]['train_loss']:.4f}, test acc {100 * result.history[-1]['test_acc']:.2f}%")
+    finally:
+        if graphed is not None:    # what ran how (JSON: results.json "cuda_graph"), then the graphs' memory freed
+            result.extra["cuda_graph"] = {"replayed_steps": graphed.replays, "eager_steps": graphed.eager,
+                                          "graphs": graphed.captures}
+            graphed.release()
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,

@@ -83,12 +83,14 @@ def test_fields_added_later_keep_saved_runs_and_sweep_ids():
     cfg = TrainConfig(backend="crossbar")     # an analog run: every analog setting identifies it
     saved = cfg.to_dict()
     del saved["analog"]["importance_offset_correction"]        # as results.json files of earlier versions hold it
+    del saved["cuda_graph"]                                    # (added later still)
     assert identity_dict(cfg.to_dict()) == saved
     assert _same_config(saved, cfg)
     assert _same_config(saved, TrainConfig.from_dict(saved))
     corrected = cfg.replace(analog=dataclasses.replace(cfg.analog, importance_offset_correction=True))
     assert not _same_config(saved, corrected)
     assert identity_dict(corrected.to_dict())["analog"]["importance_offset_correction"] is True
+    assert identity_dict(cfg.replace(device="cuda", cuda_graph=True).to_dict())["cuda_graph"] is True
     blob = json.dumps(saved, sort_keys=True, default=str, separators=(",", ":"))
     assert config_id(cfg) == hashlib.sha1(blob.encode()).hexdigest()[:12] != config_id(corrected)
 

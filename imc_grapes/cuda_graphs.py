@@ -1,0 +1,168 @@
+"""Training steps replayed as CUDA graphs (``TrainConfig.cuda_graph``).
+
+On a GPU the engine's training step is a few hundred small kernels (the pulsed update of every tile), so at small
+batches its time is the launch overhead, not the arithmetic (docs/performance.md "CUDA"). The step makes no host
+synchronisation, so it can be captured once as a CUDA graph and replayed, one launch per step.
+
+A graph replays the device work of the step it captured, not its Python. :class:`GraphedSteps` keeps the two in
+step:
+
+* it replays only *plain* steps: those whose host-side decisions (:meth:`~imc_grapes.backends.Network.step_kind`)
+  are all off. A step that takes a saturation probe or samples the array importance for its comparison with the
+  exact one (diagnostics, every ``analog.sat_probe_every`` and every ``ImportanceSource.compare_every``-th step)
+  runs eagerly, as do the first :attr:`GraphedSteps.warmup` plain steps of each batch shape (on a side stream:
+  lazily created optimizer state, caches and cuBLAS workspaces exist before the capture);
+* after a replay it does the step's host bookkeeping (:meth:`~imc_grapes.backends.Network.count_replayed_step`:
+  step counters, GRAPES's batch and refresh counts, the importance reads) and points ``grapes.modulations`` /
+  ``grapes.importances`` back at the graph's outputs. The host-side hardware counts of a step (the hooks' counts)
+  are constants captured with it; the tiles' counters are device tensors the graph updates;
+* every random generator of the model (each tile's, dropout's) is registered with the graph, so each replay
+  draws new numbers and advances the generator as the eager step would.
+
+The numbers are meant to be those of eager training, bit for bit, on the same GPU
+(``benchmarks/check_graph_training_cuda.py`` checks it): the same kernels with the same random offsets, in the
+same order. What differs: the loss is checked for NaN/Inf after a replayed step, not before its update.
+
+Limits (checked by :class:`~imc_grapes.config.TrainConfig` and here): CUDA only; the ``digital`` and ``crossbar``
+backends (aihwkit's tiles are not capturable); GRAPES factors refreshed every batch (``analog.importance_every``
+= 1: a graph captured between two refreshes would keep reading the factors of the capture); a base optimizer
+that can run inside a graph (SGD, or one with torch's ``capturable`` option, which is then turned on).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backends import Network
+from .config import ConfigError
+
+__all__ = ["GraphedSteps", "training_step", "model_generators"]
+
+
+def training_step(net: Network, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """One training step of ``net`` on ``(x: [batch, ...], y: [batch])``: zero the gradients, forward,
+    cross-entropy, backward, :meth:`~imc_grapes.backends.Network.step`. Returns ``(logits, loss)`` detached."""
+    net.zero_grad()
+    out = net.model(x)
+    loss = F.cross_entropy(out, y)
+    loss.backward()
+    net.step()
+    return out.detach(), loss.detach()
+
+
+def model_generators(model: nn.Module, device: torch.device) -> list[torch.Generator]:
+    """The distinct ``torch.Generator`` objects on ``device``'s type held by ``model``'s modules, as attributes or in
+    dict attributes (each tile's generator, dropout's per-device generators)."""
+    found: dict[int, torch.Generator] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            candidates = value.values() if isinstance(value, dict) else (value,)
+            for g in candidates:
+                if isinstance(g, torch.Generator) and g.device.type == device.type:
+                    found.setdefault(id(g), g)
+    return list(found.values())
+
+
+@dataclass
+class _Captured:
+    """One captured plain step: the graph, its static input buffers and its outputs."""
+
+    graph: torch.cuda.CUDAGraph
+    x: Tensor
+    y: Tensor
+    out: Tensor
+    loss: Tensor
+    modulations: dict[str, Tensor]
+    importances: dict[str, Tensor]
+
+
+class GraphedSteps:
+    """:func:`training_step` for one network, each plain step replayed from a CUDA graph (module docstring).
+
+    Call it as ``out, loss = steps(x, y)`` once per training batch, in order (the outputs of a replayed step are the
+    graph's buffers: read them before the next call). One graph per batch shape.
+
+    Args:
+        net: a network on a CUDA device, built from a config with ``cuda_graph`` on.
+        warmup: eager plain steps of each batch shape before its capture (≥ 1).
+
+    Attributes:
+        replays: steps replayed so far. eager: steps run eagerly (warm-up and diagnostic steps). captures: graphs.
+
+    Raises:
+        ConfigError: the network is not on a CUDA device, or its config cannot be captured.
+    """
+
+    def __init__(self, net: Network, warmup: int = 3) -> None:
+        if net.device.type != "cuda":
+            raise ConfigError(f"TrainConfig.cuda_graph needs a CUDA device, but the run is on {net.device} "
+                              "(use --device cuda, or leave --cuda-graph off)")
+        if net.backend == "aihwkit":
+            raise ConfigError("TrainConfig.cuda_graph works with the digital and crossbar backends, not aihwkit")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"GraphedSteps.warmup must be an integer >= 1, got {warmup!r}")
+        self.net = net
+        self.warmup = warmup
+        self.replays = self.eager = self.captures = 0
+        self._seen: dict[tuple[object, ...], int] = {}
+        self._graphs: dict[tuple[object, ...], _Captured] = {}
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        net = self.net
+        if any(net.step_kind()):
+            self.eager += 1
+            return training_step(net, x, y)
+        key = (tuple(x.shape), x.dtype, tuple(y.shape), y.dtype)
+        cap = self._graphs.get(key)
+        if cap is None:
+            n = self._seen.get(key, 0)
+            if n < self.warmup:
+                self._seen[key] = n + 1
+                self.eager += 1
+                return self._warm_step(x, y)
+            cap = self._graphs[key] = self._capture(x, y)
+            self.captures += 1
+            cap.graph.replay()          # the capture ran the step's Python (its bookkeeping) but no kernel
+        else:
+            cap.x.copy_(x)
+            cap.y.copy_(y)
+            cap.graph.replay()
+            net.count_replayed_step()
+        if net.grapes is not None:      # an eager step since may have pointed them at its own tensors
+            net.grapes.modulations.update(cap.modulations)
+            net.grapes.importances.update(cap.importances)
+        self.replays += 1
+        return cap.out, cap.loss
+
+    def _warm_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """An eager step on a side stream (how torch's documentation warms up a step before capturing it)."""
+        main = torch.cuda.current_stream(self.net.device)
+        side = torch.cuda.Stream(self.net.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            result = training_step(self.net, x, y)
+        main.wait_stream(side)
+        return result
+
+    def _capture(self, x: Tensor, y: Tensor) -> _Captured:
+        net = self.net
+        static_x, static_y = x.clone(), y.clone()
+        net.flush_host_counts()         # (nothing pends after a whole step) what pends now would join every replay
+        torch.cuda.synchronize(net.device)
+        graph = torch.cuda.CUDAGraph()
+        for g in model_generators(net.model, net.device):
+            graph.register_generator_state(g)
+        with torch.cuda.graph(graph):
+            out, loss = training_step(net, static_x, static_y)
+        handle = net.grapes
+        return _Captured(graph, static_x, static_y, out, loss,
+                         dict(handle.modulations) if handle is not None else {},
+                         dict(handle.importances) if handle is not None else {})
+
+    def release(self) -> None:
+        """Drop the graphs and their memory (called again, each batch shape warms up and is captured anew)."""
+        self._graphs.clear()
+        self._seen.clear()

@@ -264,7 +264,10 @@ def _divisor(step: float, v: Tensor) -> float | Tensor:
     return step if v.device.type == "cpu" else _step_tensor(step, v.dtype, v.device)
 
 
-@functools.lru_cache(maxsize=64)
+# The device-tensor caches below are unbounded: a captured CUDA graph (imc_grapes/cuda_graphs.py) reads their tensors
+# by address, so an entry must not be evicted (and its memory reused) while a graph lives. Their keys are a run's few
+# quantization steps and bound-management round counts.
+@functools.lru_cache(maxsize=None)
 def _step_tensor(step: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.tensor(step, dtype=dtype, device=device)
 
@@ -559,7 +562,7 @@ def _mvm_rounds(xin: Tensor | None, mat: Tensor | None, alpha: Tensor, alpha_saf
     return _rescaled(yq.squeeze(2), None, alpha, alpha_safe, alpha_pos, nm_on, p, transposed)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=None)   # unbounded: see _step_tensor
 def _powers_of_two(rounds: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``[rounds]``: ``2**k`` for ``k = 0 … rounds - 1`` in ``dtype`` (a cache). ``alpha · table[k]`` is exactly
     ``ldexp(alpha, k)`` (a product with a power of two is exact), in one indexing op instead of ldexp's
@@ -567,7 +570,7 @@ def _powers_of_two(rounds: int, dtype: torch.dtype, device: torch.device) -> Ten
     return torch.pow(2.0, torch.arange(rounds, dtype=torch.float64)).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=None)   # unbounded: see _step_tensor
 def _last_round(rounds: int, device: torch.device) -> Tensor:
     """``[rounds, 1]`` bool, True in the last bound-management round only (a cache: one small tensor per count and
     device)."""

@@ -30,7 +30,10 @@ that can run inside a graph (SGD, or one with torch's ``capturable`` option, whi
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +42,7 @@ from torch import Tensor, nn
 from .backends import Network
 from .config import ConfigError
 
-__all__ = ["GraphedSteps", "training_step", "model_generators"]
+__all__ = ["GraphedSteps", "check_graph_device", "graphed_steps", "model_generators", "training_step"]
 
 
 def training_step(net: Network, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,13 +73,19 @@ def model_generators(model: nn.Module, device: torch.device) -> list[torch.Gener
 class _Captured:
     """One captured plain step: the graph, its static input buffers and its outputs."""
 
-    graph: torch.cuda.CUDAGraph
+    graph: Replayable
     x: Tensor
     y: Tensor
     out: Tensor
     loss: Tensor
     modulations: dict[str, Tensor]
     importances: dict[str, Tensor]
+
+
+class Replayable(Protocol):
+    """What :meth:`GraphedSteps._record` returns: ``torch.cuda.CUDAGraph`` (or a stand-in in tests)."""
+
+    def replay(self) -> None: ...
 
 
 class GraphedSteps:
@@ -97,9 +106,7 @@ class GraphedSteps:
     """
 
     def __init__(self, net: Network, warmup: int = 3) -> None:
-        if net.device.type != "cuda":
-            raise ConfigError(f"TrainConfig.cuda_graph needs a CUDA device, but the run is on {net.device} "
-                              "(use --device cuda, or leave --cuda-graph off)")
+        self._check_device(net.device)
         if net.backend == "aihwkit":
             raise ConfigError("TrainConfig.cuda_graph works with the digital and crossbar backends, not aihwkit")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
@@ -109,6 +116,10 @@ class GraphedSteps:
         self.replays = self.eager = self.captures = 0
         self._seen: dict[tuple[object, ...], int] = {}
         self._graphs: dict[tuple[object, ...], _Captured] = {}
+
+    @staticmethod
+    def _check_device(device: torch.device) -> None:
+        check_graph_device(device)
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         net = self.net
@@ -148,21 +159,55 @@ class GraphedSteps:
         return result
 
     def _capture(self, x: Tensor, y: Tensor) -> _Captured:
+        """Capture a step on static copies of ``(x, y)`` (:meth:`_record`) with the Python of that step run once."""
         net = self.net
         static_x, static_y = x.clone(), y.clone()
         net.flush_host_counts()         # (nothing pends after a whole step) what pends now would join every replay
-        torch.cuda.synchronize(net.device)
-        graph = torch.cuda.CUDAGraph()
-        for g in model_generators(net.model, net.device):
-            graph.register_generator_state(g)
-        with torch.cuda.graph(graph):
-            out, loss = training_step(net, static_x, static_y)
+        outputs: list[Tensor] = []
+        graph = self._record(lambda: outputs.extend(training_step(net, static_x, static_y)))
         handle = net.grapes
-        return _Captured(graph, static_x, static_y, out, loss,
+        return _Captured(graph, static_x, static_y, outputs[0], outputs[1],
                          dict(handle.modulations) if handle is not None else {},
                          dict(handle.importances) if handle is not None else {})
+
+    def _record(self, step: Callable[[], object]) -> Replayable:
+        """``step`` captured as a CUDA graph with every generator of the model registered (no kernel runs)."""
+        torch.cuda.synchronize(self.net.device)
+        graph = torch.cuda.CUDAGraph()
+        for g in model_generators(self.net.model, self.net.device):
+            graph.register_generator_state(g)
+        with torch.cuda.graph(graph):
+            step()
+        return graph
+
+    def summary(self) -> dict[str, int]:
+        """How the steps ran (``results.json`` ``"cuda_graph"``): replayed steps, eager steps, graphs captured."""
+        return {"replayed_steps": self.replays, "eager_steps": self.eager, "graphs": self.captures}
 
     def release(self) -> None:
         """Drop the graphs and their memory (called again, each batch shape warms up and is captured anew)."""
         self._graphs.clear()
         self._seen.clear()
+
+
+def check_graph_device(device: torch.device) -> None:
+    """Raise :class:`~imc_grapes.config.ConfigError` unless ``device`` is a CUDA device (``cuda_graph``'s need; the
+    config alone cannot tell when its device is ``auto``)."""
+    if device.type != "cuda":
+        raise ConfigError(f"TrainConfig.cuda_graph needs a CUDA device, but the run is on {device} "
+                          "(use --device cuda, or leave --cuda-graph off)")
+
+
+@contextlib.contextmanager
+def graphed_steps(net: Network, cfg: Any, extra: dict[str, Any]) -> Iterator[GraphedSteps | None]:
+    """A run's :class:`GraphedSteps` when ``cfg.cuda_graph`` (else None), released at the end, with its
+    :meth:`~GraphedSteps.summary` put into ``extra["cuda_graph"]`` (a run's ``results.json``)."""
+    if not cfg.cuda_graph:
+        yield None
+        return
+    steps = GraphedSteps(net)
+    try:
+        yield steps
+    finally:
+        extra["cuda_graph"] = steps.summary()
+        steps.release()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig
-from .cuda_graphs import GraphedSteps
+from .cuda_graphs import GraphedSteps, check_graph_device, graphed_steps
 from .data import BatchLoader, Dataset, Split, load_dataset
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
@@ -252,6 +252,8 @@ def prepare_run(cfg: TrainConfig, dataset: Dataset | None) -> tuple[torch.device
     """Seed torch with ``cfg.seed``, load the data set (unless given) and split it (:func:`split_for`): returns
     ``(device, data, train split, evaluation split, its name)`` with both splits on ``cfg``'s device."""
     device = cfg.resolved_device()
+    if cfg.cuda_graph:
+        check_graph_device(device)      # before any run file is written (``auto`` may have resolved to the CPU)
     torch.manual_seed(cfg.seed)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_root, device, cfg.seed)
     train_split, test_split, eval_split = split_for(cfg, data)
@@ -269,8 +271,7 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
     """
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
-    graphed = GraphedSteps(net) if cfg.cuda_graph else None
-    try:
+    with graphed_steps(net, cfg, result.extra) as graphed:
         for epoch in range(1, cfg.epochs + 1):
             net.model.train()
             t0 = time.perf_counter()
@@ -292,11 +293,6 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
                           points, where=f"epoch {epoch}", graphed=graphed)
             log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss "
                 f"{result.history[-1]['train_loss']:.4f}, test acc {100 * result.history[-1]['test_acc']:.2f}%")
-    finally:
-        if graphed is not None:    # what ran how (JSON: results.json "cuda_graph"), then the graphs' memory freed
-            result.extra["cuda_graph"] = {"replayed_steps": graphed.replays, "eager_steps": graphed.eager,
-                                          "graphs": graphed.captures}
-            graphed.release()
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,

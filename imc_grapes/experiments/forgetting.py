@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..backends import build_network
 from ..config import TrainConfig
+from ..cuda_graphs import graphed_steps
 from ..data import Dataset, Split
 from ..grapes.initializers import make_generator
 from ..train import RunFiles, RunResult, evaluate, prepare_run, train_batches, train_loader
@@ -97,7 +98,7 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
                        train_samples=len(train_split), eval_samples=len(test_split))
     files = RunFiles(result)
     matrix = [[float("nan")] * n_tasks for _ in range(n_tasks)]
-    with files.finishing(net):
+    with files.finishing(net), graphed_steps(net, cfg, result.extra) as graphed:
         for task, perm in enumerate(perms):
             t0 = time.perf_counter()
             loader = train_loader(permute(train_split, perm), cfg, seed=cfg.seed + 1000 * task)
@@ -106,7 +107,8 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
             for epoch in range(1, cfg.epochs + 1):
                 net.model.train()
                 train_batches(net, loader, cfg, f"{cfg.optimizer} task {task + 1}/{n_tasks} epoch {epoch}",
-                              progress, lambda s, l, a: stats.update(train_loss=l, train_acc=a), {last})
+                              progress, lambda s, l, a: stats.update(train_loss=l, train_acc=a), {last},
+                              graphed=graphed)
             accs = [evaluate(net.model, t)[1] for t in tests]
             for i, a in enumerate(accs):
                 matrix[i][task] = a

@@ -138,3 +138,56 @@ def test_a_network_off_cuda_is_refused_when_the_run_starts(tmp_path, capsys):
                  "--no-progress", "--optimizer", "sgd", "--cuda-graph", "--device", "cpu", "--out", str(tmp_path)])
     assert code == 2
     assert "TrainConfig.cuda_graph needs a CUDA device" in capsys.readouterr().err
+
+
+def _emulated_run(cfg: TrainConfig, data, monkeypatch, warmup: int):
+    """``train(cfg)`` with its steps through :class:`graph_emulator.EmulatedSteps` (``warmup=NEVER``: all eager)."""
+    import functools
+    import sys
+
+    import imc_grapes.cuda_graphs as cg
+
+    from .graph_emulator import EmulatedSteps, sync_free_training_step
+
+    monkeypatch.setattr(cg, "training_step", sync_free_training_step)
+    monkeypatch.setattr(cg, "GraphedSteps", functools.partial(EmulatedSteps, warmup=warmup))
+    train_mod = sys.modules["imc_grapes.train"]       # (the package's attribute ``train`` is the function)
+    monkeypatch.setattr(train_mod, "check_graph_device", lambda device: None)
+    result = train_mod.train(cfg, dataset=data, progress=False, log=lambda s: None)
+    return result
+
+
+@pytest.mark.parametrize("case", ["crossbar", "digital"])
+def test_replayed_training_equals_eager_training_under_an_emulated_graph(case, monkeypatch):
+    """Training with each plain step replayed (``graph_emulator``: the step's operations again, none of its Python)
+    gives the learning curve and costs of eager training, number for number — with saturation probes (every 7th
+    step) and array-vs-exact comparison samples (every 10th) run eagerly between replays, a partial last batch
+    captured as a second graph once it has been warmed up (epoch 4), evaluations, GRAPES factors (``M_mean``) and
+    the metrics read between steps."""
+    from imc_grapes.data.datasets import make_synthetic
+
+    from .graph_emulator import NEVER
+
+    data = make_synthetic(n_train=200, n_test=60, image_shape=(1, 8, 8), seed=0)
+    common = dict(dataset="synthetic", device="auto", cuda_graph=True, hidden=(24, 16), lr=0.05, seed=3,
+                  batch_size=32, drop_last=False, epochs=5, evals_per_epoch=2)
+    if case == "crossbar":
+        cfg = TrainConfig(backend="crossbar", optimizer="grapes", momentum=0.9, **common,
+                          analog=AnalogSettings(tile_size=16, sat_probe_every=7, importance="array"))
+    else:
+        cfg = TrainConfig(backend="digital", optimizer="grapes", dropout=0.2, momentum=0.9, **common)
+    eager = _emulated_run(cfg, data, monkeypatch, NEVER)
+    replayed = _emulated_run(cfg, data, monkeypatch, 3)
+    info = replayed.extra["cuda_graph"]
+    assert eager.extra["cuda_graph"] == {"replayed_steps": 0, "eager_steps": 5 * 7, "graphs": 0}
+    assert info["graphs"] == 2 and info["replayed_steps"] + info["eager_steps"] == 5 * 7
+    assert info["replayed_steps"] >= (20 if case == "crossbar" else 25)
+    assert len(eager.history) == len(replayed.history) == 10
+    for a, b in zip(eager.history, replayed.history):
+        a, b = dict(a), dict(b)
+        a.pop("time_s"), b.pop("time_s")
+        assert a == b
+    assert eager.extra["costs"]["counts"] == replayed.extra["costs"]["counts"]
+    if case == "crossbar":
+        assert sum(any(k.startswith("sat/") for k in row) for row in replayed.history) >= 4
+        assert sum(any(k.startswith("M_corr/") for k in row) for row in replayed.history) >= 3

@@ -340,7 +340,7 @@ def _graphed(step: Callable[[], None], dev: torch.device) -> Callable[[], None]:
     replay. The step's batch is the one it used when captured."""
     if dev.type != "cuda":
         raise RuntimeError("native-graph: CUDA graphs need a CUDA device")
-    from crossbar.tiles import TileArray
+    from imc_grapes.cuda_graphs import model_generators
 
     model = getattr(step, "model")
     side = torch.cuda.Stream(dev)
@@ -350,8 +350,8 @@ def _graphed(step: Callable[[], None], dev: torch.device) -> Callable[[], None]:
             step()
     torch.cuda.current_stream(dev).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    for tile in (m for m in model.modules() if isinstance(m, TileArray)):
-        graph.register_generator_state(tile.generator)
+    for g in model_generators(model, dev):
+        graph.register_generator_state(g)
     with torch.cuda.graph(graph):
         step()
 

@@ -312,8 +312,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "GRAPES per unit from the row sums of the input-to-hidden matrix W (LSTM: per gate row), applied to "
                "the error of the input branch at every time step; the recurrent weights U do not enter F and their "
                "updates and the error through time are plain BPTT (see imc_grapes/recurrent.py). On the analog "
-               "backends W, U and the readout are analog layers (called once per step, one pulsed update per "
-               "batch with every step's (x, d)); biases are digital."),
+               "backends W, U and the readout are analog layers (W on all time steps' inputs at once, U once per "
+               "step; one pulsed update per batch with every step's (x, d)); biases are digital."),
     Experiment("snn", "Spiking network of SNUs / sSNUs on rate- or latency-coded MNIST (BPTT)",
                "GRAPES helps spiking networks", plan_snn,
                "SNU: s_t = ReLU(W x_t + l ⊙ s_{t-1} ⊙ (1 − y_{t-1})), y_t = step(s_t + b) with a "

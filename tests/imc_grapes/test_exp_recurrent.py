@@ -132,3 +132,65 @@ def test_train_custom_rejects_a_missing_model_and_other_rules():
         train_custom(TrainConfig(dataset="synthetic"), dataset=make_synthetic(10, 10))
     with pytest.raises(ValueError, match="model.kind must be one of rnn, lstm, snu, ssnu"):
         build_custom_model({"kind": "gru", "hidden": [4]}, (1, 4, 4), 2, 0)
+
+
+def _numpy_bptt_grads(model, x, y, mode):
+    """Every gradient of a stacked tanh ``SequenceClassifier`` by hand-written BPTT in numpy, with GRAPES as the
+    module docstring states it: ``M = clip(2 F / max F, 1, 2)``, ``F`` the row sums of ``|W|`` (layer-mean: their
+    mean); propagated: the error of the input branch ``W x_t`` scaled by ``M`` at every step (so ``ΔW`` and the error
+    sent to the layer below), local: ``ΔW`` only; ``ΔU``, ``Δb`` and the error through time unscaled."""
+    np = pytest.importorskip("numpy")
+    layers = [(r.inp.weight.detach().numpy(), r.rec.weight.detach().numpy(), r.rec.bias.detach().numpy())
+              for r in model.layers]
+    v = model.readout.weight.detach().numpy()
+    seq = x.numpy()[:, 0].transpose(1, 0, 2)  # [T, B, F]
+    t_len, batch = seq.shape[:2]
+    cache = []
+    for w, u, b in layers:
+        h, out = np.zeros((batch, u.shape[1])), []
+        for t in range(t_len):
+            h = np.tanh(seq[t] @ w.T + h @ u.T + b)
+            out.append(h)
+        cache.append((seq, np.stack(out)))
+        seq = cache[-1][1]
+    z = seq[-1] @ v.T
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dz = (p - np.eye(v.shape[0])[y.numpy()]) / batch
+    grads = {"readout.weight": dz.T @ seq[-1]}
+    dh_above = np.zeros_like(seq)
+    dh_above[-1] = dz @ v
+    for k in reversed(range(len(layers))):
+        (w, u, b), (xin, hout) = layers[k], cache[k]
+        f = np.abs(w).sum(1)
+        m = np.ones_like(f) if mode is None else np.clip(2 * f / f.max(), 1, 2)
+        if mode is not None and mode.startswith("layer-mean"):
+            m = np.full_like(m, m.mean())
+        scale_upstream = mode is not None and not mode.endswith("local")
+        gw, gu, gb, dx, carry = np.zeros_like(w), np.zeros_like(u), np.zeros_like(b), np.zeros_like(xin), 0.0
+        for t in reversed(range(t_len)):
+            da = (dh_above[t] + carry) * (1 - hout[t] ** 2)
+            h_prev = hout[t - 1] if t > 0 else np.zeros_like(hout[t])
+            gu += da.T @ h_prev
+            gb += da.sum(0)
+            carry = da @ u
+            gw += (da * m).T @ xin[t]
+            dx[t] = (da * m if scale_upstream else da) @ w
+        grads.update({f"layers.{k}.inp.weight": gw, f"layers.{k}.rec.weight": gu, f"layers.{k}.rec.bias": gb})
+        dh_above = dx
+    return grads
+
+
+@pytest.mark.parametrize("mode", [None, "propagated", "local", "layer-mean", "layer-mean-local"])
+def test_stacked_rnn_gradients_match_a_numpy_bptt_reference(mode):
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 1, 5, 4, dtype=torch.float64), torch.randint(0, 3, (3,))
+    model = SequenceClassifier("rnn", 4, (6, 6), 3, seed=4, dtype=torch.float64)
+    handle = attach_grapes(model, mode) if mode else None
+    nn.functional.cross_entropy(model(x), y).backward()
+    if handle is not None:  # the example's factors really differ between units (clip at 1 and the max at 2 reached)
+        m = handle.modulations["layers.0.inp"]
+        assert mode.startswith("layer-mean") or (m.min() < 1.5 and m.max() == 2.0)
+    expected = _numpy_bptt_grads(model, x, y, mode)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, torch.from_numpy(expected[name]), msg=f"{mode}: {name}")

@@ -133,3 +133,57 @@ def test_invalid_arguments_name_the_field():
         SNULayer(2, 2, decay=1.0)
     with pytest.raises(ValueError, match="SpikingClassifier.encoding must be one of"):
         SpikingClassifier(4, (2,), 2, encoding="phase")
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``m`` (GRAPES written out, without the hooks)."""
+
+    @staticmethod
+    def forward(ctx, a, m):
+        ctx.m = m
+        return a.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.m, None
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("mode", ["propagated", "local"])
+def test_two_snu_layers_match_a_hand_written_bptt_with_grapes(mode, soft):
+    # The SNU equations written out step by step; GRAPES per unit from the row sums of each layer's W at every step:
+    # propagated scales ∂L/∂(W x_t) (so ΔW and the error sent to the layer below), local scales ΔW only.
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    model = SpikingClassifier(16, (10, 8), 3, steps=6, encoding="latency", soft=soft, threshold=0.3, seed=3,
+                              dtype=torch.float64)
+    handle = attach_grapes(model, mode)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    handle.remove()
+
+    seq = encode_latency(to_intensity(x), 6)
+    ws = [layer.inp.weight.detach().clone().requires_grad_() for layer in model.layers]
+    bs = [layer.b.detach().clone().requires_grad_() for layer in model.layers]
+    v = model.readout.weight.detach().clone().requires_grad_()
+    for w, b in zip(ws, bs):
+        f = w.detach().abs().sum(1)
+        m = (2 * f / f.max()).clamp(1, 2)
+        s = torch.zeros(seq.shape[1], w.shape[0], dtype=torch.float64)
+        out = torch.zeros_like(s)
+        outs = []
+        for t in range(seq.shape[0]):
+            a = seq[t] @ w.T
+            if mode == "propagated":
+                a = _ScaleGrad.apply(a, m)
+            s = torch.relu(a + 0.8 * s * (1 - out))
+            out = torch.sigmoid(s + b) if soft else spike_fn(s + b)
+            outs.append(out)
+        seq = torch.stack(outs)
+        if mode == "local":
+            w.register_hook(lambda g, m=m: g * m[:, None])
+    torch.nn.functional.cross_entropy(seq.mean(0) @ v.T, y).backward()
+    assert ws[0].grad.abs().sum() > 0
+    torch.testing.assert_close(model.readout.weight.grad, v.grad)
+    for k, layer in enumerate(model.layers):
+        torch.testing.assert_close(layer.inp.weight.grad, ws[k].grad, msg=f"layers.{k}.inp.weight")
+        torch.testing.assert_close(layer.b.grad, bs[k].grad, msg=f"layers.{k}.b")

@@ -328,7 +328,9 @@ class Network:
         n_in = w.numel() // n_out
         n_vec = output.numel() // n_out
         x = inputs[0] if inputs else None
-        needs_input_grad = isinstance(x, Tensor) and x.requires_grad
+        # DFA sends no error through the weights (each hidden layer gets ``B e`` directly, what arrives from above is
+        # discarded, as the analog backends' ``zeros`` backward): torch computes those input gradients, a chip would not
+        needs_input_grad = isinstance(x, Tensor) and x.requires_grad and self.cfg.rule != "dfa"
         c = self._host_counts
         c[_K["forward_mvms"]] += n_vec
         c[_K["backward_mvms"]] += n_vec if needs_input_grad else 0
@@ -451,7 +453,8 @@ class Network:
             return {"counts": "analytic from the layer shapes (one pass per tile and vector: bound-management "
                               "repeats not included)",
                     "pulses": "expected number of pulse coincidences of aihwkit's update rule, not a count"}
-        return {"counts": "digital: MACs of forward, weight gradient and input gradient"}
+        return {"counts": "digital: MACs of forward, weight gradient and input gradient (where the rule needs one: "
+                          "not the first layer's, none under DFA)"}
 
     # ------------------------------------------------------------------ weights
     def read_weights(self) -> dict[str, Tensor]:

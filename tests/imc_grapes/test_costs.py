@@ -219,3 +219,16 @@ def test_fa_and_dfa_need_no_backward_read_but_a_digital_feedback_product(rule):
     assert per["backward_mvms"] == 0 and per["backward_passes"] == 0
     assert per["digital_macs"] == 5 * 4 * 6
     assert per["adc_conversions"] == 5 * 6 + 5 * 4
+
+
+def test_digital_dfa_counts_no_input_gradient_macs():
+    # DFA sends no error through the weights: every hidden layer receives e @ Bᵀ directly and discards what arrives
+    # from above (the analog backends send zeros backward). MLP 8 -> 6 -> 5 -> 4, B = 5, by hand:
+    #   forward + weight gradient of each layer: 2·5·(48 + 30 + 20) = 980; no input gradient, no backward MVM;
+    #   the feedback products e @ Bᵀ of the two hidden layers: 5·6·4 + 5·5·4 = 220.
+    cfg = _cfg(backend="digital", optimizer="sgd").replace(rule="dfa", hidden=(6, 5))
+    net = build_network(cfg, (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    assert per["forward_mvms"] == 15 and per["backward_mvms"] == 0
+    assert per["digital_macs"] == 980 + 220

@@ -14,7 +14,8 @@ Cost kinds (:data:`COST_KINDS`, all counted over *training* steps only; evaluati
 ``dac_conversions``         input-line conversions (passes × input lines per tile), all reads
 ``array_macs``              analog multiply-accumulates done by the arrays (passes × rows × cols)
 ``pulses``                  device pulses fired by the pulsed updates (aihwkit backend: the expected number)
-``updates``                 pulsed update calls of a layer
+``updates``                 pulsed update calls: crossbar one per layer and step (its tiles updated in one
+                            call), aihwkit one per tile (aihwkit updates each tile with its own call)
 ``digital_macs``            digital multiply-accumulates: every MAC of the digital backend; the fixed
                             feedback products of FA (``d @ B``) and DFA (``e @ Bᵀ``) on the analog backends
 ``grapes_ops``              digital operations of GRAPES (see :func:`grapes_refresh_ops`, :func:`grapes_scale_ops`)
@@ -92,7 +93,9 @@ ENERGY_SOURCES: dict[str, str] = {
     "digital_mac_pj": "Horowitz, ISSCC 2014, 45 nm: FP32 multiply 3.7 pJ + add 0.9 pJ",
 }
 
-#: Converter resolution assumed for the energy of an unquantized (0-bit setting or ideal) converter.
+#: Converter resolution assumed for the energy of an unquantized converter (a 0-bit setting). An ideal periphery
+#: (``AnalogSettings.ideal_periphery``) is priced at the configured ``adc_bits`` / ``dac_bits``: the same converters,
+#: simulated without their errors.
 IDEAL_CONVERTER_BITS = 8
 
 
@@ -136,7 +139,7 @@ def energy_breakdown(counts: Mapping[str, float], table: Mapping[str, float], ad
     Args:
         counts: ``kind -> count``; missing kinds count 0, ``None`` (not measured) counts 0.
         table: per-operation energies (:func:`load_energy_table`).
-        adc_bits, dac_bits: converter resolutions (0: unquantized, priced at 8 bits).
+        adc_bits, dac_bits: converter resolutions (0: unquantized, priced at :data:`IDEAL_CONVERTER_BITS`).
     """
     def c(kind: str) -> float:
         v = counts.get(kind)
@@ -196,11 +199,15 @@ def grapes_scale_ops(error_elements: int, input_elements: int = 0) -> int:
     return int(error_elements) + int(input_elements)
 
 
-def summary_table(table: Mapping[str, float]) -> dict[str, Any]:
-    """JSON-friendly record of the energy table used (values and sources)."""
+def summary_table(table: Mapping[str, float], adc_bits: int | None = None,
+                  dac_bits: int | None = None) -> dict[str, Any]:
+    """JSON-friendly record of the energy table used (values and sources) and, when given, the converter resolutions
+    the conversions were priced at (``converter_bits``; 0: :data:`IDEAL_CONVERTER_BITS`)."""
     sources = {k: ENERGY_SOURCES[k] if table[k] == ENERGY_TABLE_PJ.get(k) else "user override" for k in table}
-    return {"pj": dict(table), "sources": sources,
-            "ideal_converter_bits": IDEAL_CONVERTER_BITS}
+    out: dict[str, Any] = {"pj": dict(table), "sources": sources, "ideal_converter_bits": IDEAL_CONVERTER_BITS}
+    if adc_bits is not None and dac_bits is not None:
+        out["converter_bits"] = {"adc": int(adc_bits), "dac": int(dac_bits)}
+    return out
 
 
 def grapes_overhead(grapes: Mapping[str, Any], sgd: Mapping[str, Any]) -> dict[str, float | None]:

@@ -406,9 +406,14 @@ class Network:
         self._steps_since = 0
         return out
 
+    def _converter_bits(self) -> tuple[int, int]:
+        """``(adc_bits, dac_bits)`` the conversions are priced at (the digital backend converts nothing: 0, 0)."""
+        if not self.analog_layers:
+            return 0, 0
+        return self.settings.adc_bits, self.settings.dac_bits
+
     def _energy(self, counts: dict[str, float]) -> dict[str, float]:
-        return energy_breakdown(counts, self.energy_table, self.settings.adc_bits if self.analog_layers else 0,
-                                self.settings.dac_bits if self.analog_layers else 0)
+        return energy_breakdown(counts, self.energy_table, *self._converter_bits())
 
     def cost_summary(self, steps_per_epoch: int | None = None) -> dict[str, Any]:
         """Cumulative training costs, per-step averages (and per epoch if ``steps_per_epoch`` is given),
@@ -438,7 +443,7 @@ class Network:
             "energy_pj_per_step": energy_step["total"],
             "energy_pj": {"total": energy_total["total"], "per_step": energy_step["total"],
                           "by_kind": energy_total, "by_kind_per_step": energy_step},
-            "energy_table": summary_table(self.energy_table),
+            "energy_table": summary_table(self.energy_table, *self._converter_bits()),
             "notes": self._notes(),
         }
         if steps_per_epoch is not None:

@@ -232,3 +232,21 @@ def test_digital_dfa_counts_no_input_gradient_macs():
     per = net.cost_summary()["per_step"]
     assert per["forward_mvms"] == 15 and per["backward_mvms"] == 0
     assert per["digital_macs"] == 980 + 220
+
+
+def test_cost_summary_records_the_converter_bits_its_energy_is_priced_at():
+    # An ideal periphery is priced at the configured converters (here 6-bit ADC, 5-bit DAC): the summary alone
+    # reproduces its energy. Per step (HAND): 86 ADC conversions · 0.005·2**6 + 98 DAC conversions · 0.001·2**5
+    # + 528 array MACs · 0.001 + pulses · 1.
+    net = build_network(_cfg(adc_bits=6, dac_bits=5), (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    s = net.cost_summary()
+    assert s["energy_table"]["converter_bits"] == {"adc": 6, "dac": 5}
+    e = s["energy_pj"]["by_kind_per_step"]
+    assert e["adc_conversions"] == pytest.approx(86 * 0.005 * 2 ** 6)
+    assert e["dac_conversions"] == pytest.approx(98 * 0.001 * 2 ** 5)
+    bits = s["energy_table"]["converter_bits"]
+    again = energy_breakdown(s["per_step"], s["energy_table"]["pj"], bits["adc"], bits["dac"])
+    assert again["total"] == pytest.approx(s["energy_pj_per_step"])
+    digital = build_network(_cfg(backend="digital"), (8,), 4, "cpu").cost_summary()
+    assert digital["energy_table"]["converter_bits"] == {"adc": 0, "dac": 0}

@@ -185,8 +185,10 @@ class Network:
         if not self.analog_layers:
             for w_layer in self.weight_layers.values():
                 self._hooks.append(w_layer.register_forward_hook(self._count_digital))
+        self._dfa = False   # a DFA model: no layer needs its input gradient (see _count_digital)
         for m in model.modules():
             if isinstance(m, DFAFeedback):
+                self._dfa = True
                 self._hooks.append(m.register_forward_hook(self._count_dfa_feedback))
 
         self.importance: ImportanceSource | None = None
@@ -330,7 +332,7 @@ class Network:
         x = inputs[0] if inputs else None
         # DFA sends no error through the weights (each hidden layer gets ``B e`` directly, what arrives from above is
         # discarded, as the analog backends' ``zeros`` backward): torch computes those input gradients, a chip would not
-        needs_input_grad = isinstance(x, Tensor) and x.requires_grad and self.cfg.rule != "dfa"
+        needs_input_grad = isinstance(x, Tensor) and x.requires_grad and not self._dfa
         c = self._host_counts
         c[_K["forward_mvms"]] += n_vec
         c[_K["backward_mvms"]] += n_vec if needs_input_grad else 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from pathlib import Path
 
 from .registry import DatasetSpec
@@ -47,8 +48,15 @@ def md5_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def fetch_hint(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> str:
-    extra = f" --root {root}" if root is not None else ""
+    """The command that fetches ``spec`` into ``root``, quoted for a shell (a root with spaces stays one argument)."""
+    extra = f" --root {shlex.quote(os.fspath(root))}" if root is not None else ""
     return f"imc-grapes data fetch {spec.name}{extra}"
+
+
+def _elsewhere_hint(spec: DatasetSpec, root: str | os.PathLike[str] | None) -> str:
+    """How to use a copy of the data set kept elsewhere: ``$IMC_GRAPES_DATA`` only counts when no root is given."""
+    where = f"the folder that holds its {spec.name!r} folder"
+    return f"set {ENV_VAR} to {where}" if root is None else f"give {where} as the data root"
 
 
 def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
@@ -63,7 +71,7 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
     if missing:
         raise DatasetNotFoundError(
             f"dataset {spec.name!r} not found in {folder} (missing: {', '.join(missing)}). "
-            f"Run `{fetch_hint(spec, root)}` to obtain it (or set {ENV_VAR} to the folder that holds it)."
+            f"Run `{fetch_hint(spec, root)}` to obtain it (or {_elsewhere_hint(spec, root)})."
         )
     for f in spec.files:
         path = folder / f.name

@@ -182,3 +182,16 @@ def test_batch_loader_covers_each_sample_once_and_is_seeded():
     assert len(BatchLoader(ds.train, 10, drop_last=True)) == 10
     with pytest.raises(ValueError, match="drop_last leaves no batch: 103 samples < batch_size 128"):
         BatchLoader(ds.train, 128, drop_last=True)
+
+
+def test_fetch_hint_of_a_root_with_spaces_is_one_shell_argument(tmp_path):
+    import shlex
+
+    root = tmp_path / "my data ü"
+    with pytest.raises(DatasetNotFoundError) as exc:
+        verify(registry.MNIST, root)
+    command = str(exc.value).split("`")[1]
+    assert shlex.split(command) == ["imc-grapes", "data", "fetch", "mnist", "--root", str(root)]
+    # with an explicit root, $IMC_GRAPES_DATA has no effect: the message must not suggest it
+    assert "IMC_GRAPES_DATA" not in str(exc.value)
+

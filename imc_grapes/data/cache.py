@@ -65,9 +65,14 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
     Raises:
         DatasetNotFoundError: a file is missing (the message names the fetch command).
         ChecksumError: a file has the wrong size or md5 (the message names the file and the fetch command).
+        DatasetError: a file or the folder cannot be read (e.g. its permissions; the message names it).
     """
     folder = dataset_dir(spec, root)
-    missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
+    try:
+        missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
+    except OSError as exc:      # e.g. a folder on the way that this user may not enter
+        raise DatasetError(f"dataset {spec.name!r}: cannot read {folder}: {exc.strerror or exc}. Make it readable by "
+                           f"this user (or {_elsewhere_hint(spec, root)} with a readable copy).") from exc
     if missing:
         raise DatasetNotFoundError(
             f"dataset {spec.name!r} not found in {folder} (missing: {', '.join(missing)}). "
@@ -75,13 +80,19 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
         )
     for f in spec.files:
         path = folder / f.name
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+            digest = md5_file(path) if size == f.size else ""
+        except OSError as exc:
+            raise DatasetError(
+                f"dataset {spec.name!r}: cannot read {path}: {exc.strerror or exc}. Make it readable by this user "
+                f"(or {_elsewhere_hint(spec, root)} with a readable copy)."
+            ) from exc
         if size != f.size:
             raise ChecksumError(
                 f"dataset {spec.name!r}: {path} has {size} bytes, expected {f.size} (truncated or wrong file). "
                 f"Delete it and run `{fetch_hint(spec, root)}`."
             )
-        digest = md5_file(path)
         if digest != f.md5:
             raise ChecksumError(
                 f"dataset {spec.name!r}: md5 of {path} is {digest}, expected {f.md5} (corrupt or changed file). "

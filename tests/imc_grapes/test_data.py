@@ -195,3 +195,21 @@ def test_fetch_hint_of_a_root_with_spaces_is_one_shell_argument(tmp_path):
     # with an explicit root, $IMC_GRAPES_DATA has no effect: the message must not suggest it
     assert "IMC_GRAPES_DATA" not in str(exc.value)
 
+
+def test_an_unreadable_data_file_is_a_dataset_error_naming_it(tmp_path, monkeypatch):
+    from imc_grapes.data import DatasetError
+    from imc_grapes.data import cache as cache_mod
+
+    spec, contents = tiny_spec(tmp_path)
+    folder = tmp_path / spec.name
+    folder.mkdir()
+    for n, b in contents.items():
+        (folder / n).write_bytes(b)
+
+    def refuse(path, chunk=0):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache_mod, "md5_file", refuse)
+    with pytest.raises(DatasetError, match=f"cannot read {folder / 'train-images-idx3-ubyte'}: Permission denied"):
+        verify(spec, tmp_path)
+

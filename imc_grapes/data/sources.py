@@ -19,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +39,11 @@ def _install_file(src: Path, spec: DatasetSpec, name: str, folder: Path) -> None
     try:
         with os.fdopen(fd, "wb") as out:
             opener = gzip.open if src.suffix == ".gz" else open
-            with opener(src, "rb") as inp:  # type: ignore[operator]
-                shutil.copyfileobj(inp, out, 1 << 22)
+            try:
+                with opener(src, "rb") as inp:  # type: ignore[operator]
+                    shutil.copyfileobj(inp, out, 1 << 22)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:   # a truncated or damaged download
+                raise ChecksumError(f"{src}: truncated or damaged gzip file ({exc})") from exc
             out.flush()
             os.fsync(out.fileno())
         digest = md5_file(tmp)

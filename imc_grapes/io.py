@@ -73,6 +73,16 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
+def write_figure_atomic(path: str | os.PathLike[str], fig: Any, **savefig_kw: Any) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (rendered in memory, then :func:`write_bytes_atomic`): an
+    interrupted plot never leaves a truncated image. The format is the file's suffix; ``savefig_kw`` go to
+    ``fig.savefig`` (e.g. ``dpi``)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or None, **savefig_kw)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)  # JSON has no NaN/Inf; keep them readable

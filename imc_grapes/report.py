@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .io import write_csv_atomic, write_json_atomic
+from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
 from .train import RunResult
 
 
@@ -89,9 +89,7 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
     fig.suptitle(f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''} · "
                  f"rule {first.rule} · base {first.base_optimizer}")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    path = write_figure_atomic(path, fig, dpi=120)
     plt.close(fig)
     return path
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..compare import Cell, paired_by_seed
-from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from ..report import seed_band
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
@@ -201,7 +201,7 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
+    write_figure_atomic(out / "accuracy.png", fig, dpi=120)
     plt.close(fig)
 
 
@@ -231,7 +231,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "gain.png", dpi=120)
+    write_figure_atomic(out / "gain.png", fig, dpi=120)
     plt.close(fig)
 
 
@@ -264,7 +264,7 @@ def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    write_figure_atomic(out / "curves.png", fig, dpi=110)
     plt.close(fig)
 
 
@@ -306,7 +306,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
                title=f"{c.optimizer} (lr {c.lr:g})\n{key}")
         ax.title.set_fontsize(8)
     fig.tight_layout()
-    fig.savefig(out / "matrix.png", dpi=120)
+    write_figure_atomic(out / "matrix.png", fig, dpi=120)
     plt.close(fig)
 
     rows = [(key, c, {k: _mean_std([_forget(r, k) for r in c.runs]) for k in ("avg_acc", "forgetting")})
@@ -322,7 +322,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
         ax.set(title=title)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "forgetting.png", dpi=120)
+    write_figure_atomic(out / "forgetting.png", fig, dpi=120)
     plt.close(fig)
 
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io import write_csv_atomic
+from ..io import write_csv_atomic, write_figure_atomic
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
 from .store import DIAGNOSTICS, DONE, FAILED, SweepStore
@@ -151,9 +151,7 @@ def _plt() -> Any:
 
 def _save(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as a PNG at ``path`` (creating its folder) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    path = write_figure_atomic(path, fig, dpi=120)
     plt.close(fig)
     return path
 

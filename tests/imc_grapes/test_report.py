@@ -5,6 +5,8 @@ import csv
 import json
 import warnings
 
+import pytest
+
 from imc_grapes.config import TrainConfig
 from imc_grapes.report import format_table, plot_curves, write_summary
 from imc_grapes.train import METRICS_COLUMNS, RunResult, write_metrics
@@ -63,3 +65,33 @@ def test_the_curves_band_is_the_tables_sample_standard_deviation():
     assert np.allclose(mean, [0.6, 0.6])
     assert np.allclose(std, [statistics.stdev([0.5, 0.7, 0.6]), statistics.stdev([0.9, 0.6, 0.3])])
     assert np.array_equal(seed_band(vals[:1])[1], [0.0, 0.0])
+
+
+def test_an_interrupted_plot_leaves_the_previous_image_whole_and_no_temporary_file(tmp_path, monkeypatch):
+    """A plot interrupted while its bytes are written (a crash, Ctrl-C, a full disk) must not replace the image a
+    finished run wrote before with a truncated one: plots are written atomically like the CSV/JSON files."""
+    import matplotlib.image
+
+    done = RunResult(TrainConfig(dataset="synthetic"), [_row(0.5, 0.3), _row(1.0, 0.6)], "completed", "", None)
+    path = plot_curves([done], tmp_path / "curves.png")
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+    real_imsave = matplotlib.image.imsave
+
+    def interrupted(fname, *args, **kw):        # writes part of the image where it is sent, then stops
+        import io
+
+        whole = io.BytesIO()
+        real_imsave(whole, *args, **kw)
+        if hasattr(fname, "write"):
+            fname.write(whole.getvalue()[:100])
+        else:
+            with open(fname, "wb") as f:
+                f.write(whole.getvalue()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.image, "imsave", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plot_curves([done], path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]

@@ -46,10 +46,10 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
              "-" * 74]
     for r in rows:
         if r["final_test_acc_mean"] is None:
-            lines.append(f"{r[key]:<14} {r['runs']:>4}  {'diverged':>20}")
+            lines.append(f"{str(r[key]):<14} {r['runs']:>4}  {'diverged':>20}")
             continue
         acc = f"{100 * r['final_test_acc_mean']:.2f} ± {100 * r['final_test_acc_std']:.2f}"
-        lines.append(f"{r[key]:<14} {r['runs']:>4}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
+        lines.append(f"{str(r[key]):<14} {r['runs']:>4}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
                      f"{r['final_train_loss_mean']:>10.4f}  {r['wall_time_s_mean']:>8.1f}")
     return "\n".join(lines)
 

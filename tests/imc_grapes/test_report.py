@@ -95,3 +95,16 @@ def test_an_interrupted_plot_leaves_the_previous_image_whole_and_no_temporary_fi
         plot_curves([done], path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_a_table_grouped_by_a_tuple_or_none_valued_field_names_each_group():
+    """summarise groups by any config field: the table prints a tuple (hidden) or None (train_subset: all)."""
+    from imc_grapes.report import summarise
+
+    runs = [RunResult(TrainConfig(dataset="synthetic", hidden=(8,)), [_row(1.0, 0.5)], "completed", "", None),
+            RunResult(TrainConfig(dataset="synthetic", hidden=(16, 4)), [], "diverged", "loss became inf", None)]
+    lines = format_table(summarise(runs, "hidden"), "hidden").splitlines()
+    assert lines[2].split()[:4] == ["(8,)", "1", "50.00", "±"]
+    assert lines[3].split() == ["(16,", "4)", "1", "diverged"]
+    lines = format_table(summarise(runs, "train_subset"), "train_subset").splitlines()
+    assert lines[2].split()[:2] == ["None", "2"]

@@ -344,7 +344,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import DatasetError, data_root, fetch, get_spec, verify
+    from .data import SOURCES, DatasetError, data_root, fetch, get_spec, verify
 
     names = args.names or list(REAL_DATASETS)
     code = 0
@@ -355,7 +355,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
                 get_spec(name)
             except ValueError as exc:
                 print(f"imc-grapes data fetch: error: {exc}", file=sys.stderr)
-        if unknown:
+        if args.source not in SOURCES:
+            print(f"imc-grapes data fetch: error: unknown --source {args.source!r}; valid: {', '.join(SOURCES)}",
+                  file=sys.stderr)
+        if unknown or args.source not in SOURCES:
             return 2
     if args.data_cmd == "fetch" and any(n != SYNTHETIC for n in names):
         root = data_root(args.root)

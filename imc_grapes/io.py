@@ -119,4 +119,15 @@ def write_csv_atomic(path: str | os.PathLike[str], rows: Sequence[Mapping[str, A
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON value in ``path`` (UTF-8, as this module writes it).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not valid JSON (the message names the file).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid JSON file ({exc}); it is damaged or was not written by "
+                         "imc-grapes") from exc

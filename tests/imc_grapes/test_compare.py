@@ -364,3 +364,20 @@ def test_an_lr_tie_goes_to_the_lr_listed_first_and_the_help_says_so(tmp_path, ca
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     assert "of equal scores the one given first" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_damaged_run_record_is_trained_again_on_resume_not_a_traceback(tmp_path, monkeypatch):
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
+    calls = []
+    real_train = compare_mod.train
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, *a, **k: calls.append(cfg) or real_train(cfg, *a, **k))
+    first = run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    run_file = tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed0" / "results.json"
+    run_file.write_text('{"status": "compl')            # cut short, e.g. by a tool that wrote it in place
+    said = []
+    second = run_compare(spec, tmp_path, progress=False, log=said.append)
+    assert len(calls) == 2, "the damaged run is trained again"
+    assert any(f"{run_file}: not a valid JSON file" in s and "trained again" in s for s in said), said
+    assert json.loads(run_file.read_text())["status"] == "completed"
+    assert second["summary"] == first["summary"]
+

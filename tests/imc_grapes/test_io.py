@@ -69,3 +69,10 @@ def test_concurrent_writers_leave_one_complete_file(tmp_path):
         t.join()
     assert read_json(target)["data"] == list(range(200))
     assert [p.name for p in tmp_path.iterdir()] == ["point.json"]
+
+
+def test_read_json_names_the_damaged_file(tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match=f"^{bad}: not a valid JSON file"):
+        read_json(bad)

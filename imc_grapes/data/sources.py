@@ -13,6 +13,7 @@ matches, and files are moved into place atomically (write to a temporary file, t
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import shutil
 import subprocess
@@ -112,8 +113,8 @@ def _from_mirror(spec: DatasetSpec, work: Path) -> Path:
                         open(work / (f.name + ".gz"), "wb") as out:
                     shutil.copyfileobj(resp, out, 1 << 22)
             return work
-        except OSError as exc:
-            errors.append(f"{base}: {exc}")
+        except (OSError, http.client.HTTPException) as exc:   # HTTPException: e.g. IncompleteRead, a cut download
+            errors.append(f"{base}: {type(exc).__name__}: {exc}")
     raise DatasetError("; ".join(errors))
 
 

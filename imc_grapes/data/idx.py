@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,13 @@ def parse_idx(data: bytes) -> np.ndarray:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzip'd (``.gz``) or not."""
+    """Read an IDX file, gzip'd (``.gz``) or not.
+
+    Raises ``ValueError`` naming the file when it is not a whole IDX file (or not a whole gzip file).
+    """
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return parse_idx(raw)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return parse_idx(raw)
+    except (ValueError, EOFError, zlib.error, gzip.BadGzipFile) as exc:    # bad header/length, truncated gzip
+        raise ValueError(f"{path}: {exc}") from exc

@@ -288,3 +288,17 @@ def test_a_download_cut_short_fails_that_mirror_and_the_next_one_is_tried(tmp_pa
     folder = fetch(spec.name, tmp_path, source="mirror", log=logs.append)
     assert verify(spec, tmp_path) == folder
     assert not any("failed" in line for line in logs), "the second mirror of the same route delivered"
+
+
+def test_read_idx_errors_name_the_file(tmp_path):
+    arr = np.arange(10, dtype=np.uint8)
+    cases = {"magic": b"\x01\x02\x03\x04", "short": idx_bytes(arr)[:-1]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    gz = gzip.compress(idx_bytes(arr))
+    (tmp_path / "cut.gz").write_bytes(gz[:len(gz) // 2])
+    (tmp_path / "plain.gz").write_bytes(idx_bytes(arr))
+    for name, why in (("magic", "bad magic number"), ("short", "IDX payload has 9 bytes, header declares 10"),
+                      ("cut.gz", "Compressed file ended"), ("plain.gz", "Not a gzipped file")):
+        with pytest.raises(ValueError, match=f"^{tmp_path / name}: .*{why}"):
+            read_idx(tmp_path / name)

@@ -17,14 +17,20 @@ def seed_band(values: Any) -> tuple[Any, Any]:
     return mean, values.std(0, ddof=1) if len(values) > 1 else 0 * mean
 
 
+def _completed(r: RunResult) -> bool:
+    """Whether ``r`` ran to its end (a diverged run's last row is not a final result)."""
+    return r.status == "completed" and bool(r.history)
+
+
 def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict[str, Any]]:
-    """One row per value of config field ``key``: final/best test accuracy (mean, std over runs), n runs."""
+    """One row per value of config field ``key``: final/best test accuracy and final train loss (mean, std over the
+    completed runs; a diverged run's partial history is left out), the runs and how many diverged."""
     groups: dict[Any, list[RunResult]] = {}
     for r in results:
         groups.setdefault(getattr(r.config, key), []).append(r)
     rows = []
     for value, runs in groups.items():
-        done = [r for r in runs if r.history]
+        done = [r for r in runs if _completed(r)]
         finals = [r.history[-1]["test_acc"] for r in done]
         bests = [max(h["test_acc"] for h in r.history) for r in done]
         rows.append({
@@ -41,16 +47,21 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
 
 
 def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
-    """A plain-text table of :func:`summarise` rows."""
-    lines = [f"{key:<14} {'runs':>4}  {'final test acc (%)':>20}  {'best (%)':>9}  {'train loss':>10}  {'time (s)':>8}",
-             "-" * 74]
+    """A plain-text table of :func:`summarise` rows; a group with diverged runs shows ``completed/runs`` and its
+    means are over the completed ones (a note below the table says so)."""
+    lines = [f"{key:<14} {'runs':>5}  {'final test acc (%)':>20}  {'best (%)':>9}  {'train loss':>10}  {'time (s)':>8}",
+             "-" * 75]
     for r in rows:
+        diverged = r.get("diverged", 0)
+        runs = f"{r['runs'] - diverged}/{r['runs']}" if diverged else str(r["runs"])
         if r["final_test_acc_mean"] is None:
-            lines.append(f"{str(r[key]):<14} {r['runs']:>4}  {'diverged':>20}")
+            lines.append(f"{str(r[key]):<14} {runs:>5}  {'diverged' if diverged else 'no result':>20}")
             continue
         acc = f"{100 * r['final_test_acc_mean']:.2f} ± {100 * r['final_test_acc_std']:.2f}"
-        lines.append(f"{str(r[key]):<14} {r['runs']:>4}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
+        lines.append(f"{str(r[key]):<14} {runs:>5}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
                      f"{r['final_train_loss_mean']:>10.4f}  {r['wall_time_s_mean']:>8.1f}")
+    if any(r.get("diverged", 0) for r in rows):
+        lines.append("runs k/n: k of n runs completed, the others diverged; the means are over the completed ones")
     return "\n".join(lines)
 
 
@@ -65,7 +76,7 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     groups: dict[Any, list[RunResult]] = {}
     for r in results:
-        if r.history:
+        if _completed(r):       # a diverged run's shorter curve would cut the others' to its length
             groups.setdefault(getattr(r.config, key), []).append(r)
     for value, runs in groups.items():
         n = min(len(r.history) for r in runs)
@@ -82,8 +93,8 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
         ax.grid(alpha=0.3)
         if groups:
             ax.legend()
-        else:   # every run diverged before its first evaluation: an empty plot that says so (no legend warning)
-            ax.text(0.5, 0.5, "no evaluation point\n(every run diverged before its first)", ha="center",
+        else:   # every run diverged: an empty plot that says so (no legend warning)
+            ax.text(0.5, 0.5, "no completed run\n(every run diverged)", ha="center",
                     va="center", transform=ax.transAxes, color="0.4")
     first = results[0].config
     fig.suptitle(f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''} · "

@@ -105,6 +105,36 @@ def test_a_table_grouped_by_a_tuple_or_none_valued_field_names_each_group():
             RunResult(TrainConfig(dataset="synthetic", hidden=(16, 4)), [], "diverged", "loss became inf", None)]
     lines = format_table(summarise(runs, "hidden"), "hidden").splitlines()
     assert lines[2].split()[:4] == ["(8,)", "1", "50.00", "±"]
-    assert lines[3].split() == ["(16,", "4)", "1", "diverged"]
+    assert lines[3].split() == ["(16,", "4)", "0/1", "diverged"]
     lines = format_table(summarise(runs, "train_subset"), "train_subset").splitlines()
-    assert lines[2].split()[:2] == ["None", "2"]
+    assert lines[2].split()[:2] == ["None", "1/2"]      # one of the two completed
+
+
+def test_a_diverged_runs_partial_history_is_not_a_final_result(tmp_path):
+    """Two completed runs (final 80 %, 90 %) and one that diverged after reaching 10 %: the group's final accuracy is
+    85 ± 7.07 (the completed two: sample std of 80 and 90 is 7.071), the runs column says 2 of 3 completed, and the
+    curves keep the completed runs' full length (the diverged run's one point would cut them to one)."""
+    cfg = TrainConfig(dataset="synthetic")
+    done = [RunResult(cfg, [_row(0.5, 0.5), _row(1.0, a)], "completed", "", None) for a in (0.8, 0.9)]
+    partial = RunResult(cfg, [_row(0.5, 0.1)], "diverged", "loss became nan", None)
+    rows = write_summary([*done, partial], tmp_path)
+    assert rows[0]["runs"] == 3 and rows[0]["diverged"] == 1
+    assert rows[0]["final_test_acc_mean"] == pytest.approx(0.85)
+    assert rows[0]["final_test_acc_std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert rows[0]["best_test_acc_mean"] == pytest.approx(0.85)
+    table = format_table(rows)
+    assert " 2/3 " in table and "85.00 ± 7.07" in table and "the means are over the completed ones" in table
+
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_close = plt.close
+
+    def keep(fig=None):
+        captured["fig"] = fig
+        real_close(fig)
+    import unittest.mock as mock
+    with mock.patch.object(plt, "close", keep):
+        plot_curves([*done, partial], tmp_path / "c.png")
+    lines = captured["fig"].axes[0].get_lines()
+    assert [len(line.get_xdata()) for line in lines] == [2]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -212,11 +213,25 @@ def resolution_step(res: float, bound: float) -> float:
 
     aihwkit's convention: ``res <= 0`` means no quantization, ``res > 1`` is a number of steps
     (``1/res``), else a fraction of the full range ``2 * bound``. An unbounded range has no grid.
+
+    The step is computed as aihwkit's C++ tile does, in float32 (``float(res) * float(2 * bound)``), so that
+    the grids' levels are the same numbers: this decides whether the top level of the ADC lies above its bound.
+    For the default 9-bit ADC over ``±12`` the step is ``0.04705883`` (not ``24/510 = 0.047058823…``) and the top
+    code 255 reads ``12.000001 > out_bound``: it counts as saturated, and iterative bound management repeats the
+    pass, as in aihwkit.
     """
     if res <= 0 or not math.isfinite(bound):
         return 0.0
-    frac = 1.0 / res if res > 1.0 else res
-    return frac * 2.0 * bound
+    frac = _float32(1.0 / _float32(res)) if res > 1.0 else _float32(res)
+    return _float32(frac * _float32(2.0 * bound))
+
+
+def _float32(v: float) -> float:
+    """``v`` rounded to the nearest float32 (a Python float); ``v`` itself beyond float32's range."""
+    try:
+        return float(struct.unpack("f", struct.pack("f", v))[0])
+    except OverflowError:
+        return v
 
 
 def bound_management_rounds(p: IOParameters, transposed: bool = False) -> int:
@@ -229,9 +244,11 @@ def bound_management_rounds(p: IOParameters, transposed: bool = False) -> int:
     if p.is_perfect or transposed or p.bound_management == "none" or not math.isfinite(p.out_bound):
         return 1
     step = p.inp_step
+    # the limit in float32 like the step (aihwkit's float quotient: 0.1 / float32(2/40) is 2.0, not 1.99999997)
+    limit = _float32(_float32(p.max_bm_res) / step) if step > 0 else math.inf
     reduction = 1.0
     rounds = 1
-    while not (int(reduction) > p.max_bm_factor or (step > 0 and reduction > p.max_bm_res / step)):
+    while not (int(reduction) > p.max_bm_factor or reduction > limit):
         reduction *= 2.0
         rounds += 1
     return rounds

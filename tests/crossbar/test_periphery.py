@@ -39,9 +39,13 @@ def _np_quant(v: np.ndarray, step: float) -> np.ndarray:
 
 
 def ref_forward(w: np.ndarray, x: np.ndarray, p: IOParameters) -> tuple[np.ndarray, np.ndarray]:
-    """aihwkit's forward loop, one sample at a time, without noise (float64)."""
-    res_in = 0.0 if p.inp_res <= 0 else (1 / p.inp_res if p.inp_res > 1 else p.inp_res) * 2 * p.inp_bound
-    res_out = 0.0 if p.out_res <= 0 else (1 / p.out_res if p.out_res > 1 else p.out_res) * 2 * p.out_bound
+    """aihwkit's forward loop, one sample at a time, without noise (float64; the grid steps in float32, as
+    aihwkit's C++ computes them: ``float(res) * float(2 * bound)``)."""
+    f32 = np.float32
+    res_in = 0.0 if p.inp_res <= 0 else \
+        float(f32(f32(1 / f32(p.inp_res) if p.inp_res > 1 else p.inp_res) * f32(2 * p.inp_bound)))
+    res_out = 0.0 if p.out_res <= 0 else \
+        float(f32(f32(1 / f32(p.out_res) if p.out_res > 1 else p.out_res) * f32(2 * p.out_bound)))
     ys, passes = [], []
     for xv in x:
         if p.noise_management == "abs_max":
@@ -68,7 +72,8 @@ def ref_forward(w: np.ndarray, x: np.ndarray, p: IOParameters) -> tuple[np.ndarr
             if p.bm_test_negative_bound and (y < -p.out_bound).any():
                 ok = False
             y = np.clip(y, -p.out_bound, p.out_bound)
-            if not bm or ok or int(reduction) > p.max_bm_factor or (res_in > 0 and reduction > p.max_bm_res / res_in):
+            limit = f32(f32(p.max_bm_res) / f32(res_in)) if res_in > 0 else math.inf
+            if not bm or ok or int(reduction) > p.max_bm_factor or reduction > limit:
                 break
         ys.append(y * alpha * (reduction if bm else 1.0) * p.out_scale)
         passes.append(n)
@@ -114,6 +119,8 @@ def test_bound_management_rounds_match_aihwkit_stop_rule() -> None:
     assert bound_management_rounds(IOParameters(bound_management="none")) == 1
     assert bound_management_rounds(IOParameters(), transposed=True) == 1   # forward only, as aihwkit
     assert bound_management_rounds(IOParameters(out_bound=math.inf)) == 1
+    # max_bm_res / step = 0.1 / (2/40) = 2 exactly in aihwkit's float32: r = 2 does not stop it, r = 4 does
+    assert bound_management_rounds(IOParameters(max_bm_res=0.1, inp_res=1 / 40)) == 3
 
 
 # ---------------------------------------------------------------- DAC / ADC grids
@@ -311,6 +318,24 @@ def test_total_passes_known_on_the_host_only_when_every_sample_took_one_pass() -
     res = analog_mvm(w[None, None].expand(2, 3, 4, 64), x[:, None, :].expand(3, 3, 64), IOParameters(is_perfect=True),
                      gen())
     assert res.total == 2 * 3 * 3 == int(res.passes.sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_top_adc_code_counts_as_saturated_as_in_aihwkit(dtype: torch.dtype) -> None:
+    # aihwkit's ADC step is float32(1/510) * 24 = 0.04705883 in float32 (24/510 = 0.0470588235...): the top
+    # code 255 reads 12.000001 > out_bound 12, a saturated output, and bound management repeats the pass
+    p = IOParameters(out_noise=0.0, noise_management="none", inp_res=0)      # x goes to the tile as it is
+    assert p.out_step == float(np.float32(np.float32(1 / 510) * np.float32(24.0)))
+    assert 255 * p.out_step > 12.0
+    w = torch.full((3, 24), 11.99 / 24, dtype=dtype)               # y = 11.99: code 255 (the band 11.976..12.024)
+    x = torch.ones(2, 24, dtype=dtype)
+    y, passes = mvm(w, x, p)
+    assert (passes == 2).all()
+    # round 2 (r = 2): y = 5.995, code 127, times 2 (hand-computed: 11.953, not 12.0)
+    torch.testing.assert_close(y, torch.full_like(y, 2 * 127 * p.out_step))
+    y_none, passes = mvm(w, x, IOParameters(out_noise=0.0, noise_management="none", inp_res=0,
+                                            bound_management="none"))
+    assert (passes == 1).all() and torch.equal(y_none, torch.full_like(y_none, 12.0))   # saturated
 
 
 def test_negative_saturation_test_flag() -> None:

@@ -136,14 +136,17 @@ def test_hardware_row_sums_carry_periphery_effects() -> None:
     err = reads - exact
     assert abs(err.mean().item()) < 0.01
     assert 0.04 < err.std().item() < 0.08                          # ADC noise 0.06 (+ quantization 0.047/sqrt(12))
-    steps = reads / (24 / 510)
+    steps = reads / cfg.forward.out_step                           # 24/510 in float32, as aihwkit
     assert (steps - steps.round()).abs().max() < 1e-6              # on the ADC grid
     # rows summing to 20 > out_bound: bound management re-reads the whole tile at input 1/2, which the 7-bit
-    # DAC turns into 32 * 2/126 = 0.5079: every row of the tile reads exact * 2 * 0.5079 (hand-computed)
+    # DAC turns into 31 steps = 0.4921 (1/2 is 31.4999988 steps of aihwkit's float32 step 2/126 = 0.015873017,
+    # not the tie 31.5): every row of the tile reads exact * 2 * 0.4921 (hand-computed)
     w[:8] = 0.5
     arr.program(w)
     reads = torch.stack([arr.row_sums("hardware") for _ in range(200)])
-    gain = 2 * round(0.5 / (2 / 126)) * (2 / 126)
+    step = cfg.forward.inp_step
+    assert round(0.5 / step) == 31
+    gain = 2 * 31 * step
     assert (reads.mean(0) - arr.row_sums() * gain).abs().max() < 0.045       # ~4 SE (noise 0.12 at r = 2)
     assert (reads[:, :8] - 20.0).abs().max() < 1.0                 # recovered, not clipped at 12
     # the backward periphery has no bound management: column sums above out_bound saturate

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from crossbar import CrossbarConfig, IOParameters, TileArray, to_aihwkit_rpu_config
+from crossbar import CrossbarConfig, IOParameters, TileArray, bound_management_rounds, to_aihwkit_rpu_config
 from devices import ConstantStepDevice
 
 N_VECTORS = 3000
@@ -120,3 +120,45 @@ def test_perfect_periphery_matches_aihwkit_exactly() -> None:
     d = torch.randn(50, OUT)
     torch.testing.assert_close(ours.forward(x), a_tile.forward(x), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours.backward(d), a_tile.backward(d), rtol=1e-5, atol=1e-5)
+
+
+# deterministic converters (no noise, nearest rounding): the outputs themselves must equal aihwkit's
+NOISE_FREE = {
+    "default": IOParameters(out_noise=0.0),
+    "saturating_bound_management": IOParameters(out_noise=0.0, out_bound=1.0),
+    "small_adc_range": IOParameters(out_noise=0.0, out_bound=0.3),
+    "no_noise_management_unbounded_dac": IOParameters(out_noise=0.0, noise_management="none", inp_bound=math.inf),
+    "constant_noise_management": IOParameters(out_noise=0.0, noise_management="constant", nm_thres=2.0),
+    "abs_max_capped": IOParameters(out_noise=0.0, nm_thres=0.5),
+    "bound_management_resolution_limit": IOParameters(out_noise=0.0, out_bound=0.5, inp_res=1 / 40, max_bm_res=0.1),
+    "steps_out_scale": IOParameters(out_noise=0.0, inp_res=30, out_res=62, out_bound=4.0, out_scale=2.5,
+                                    max_bm_factor=4),
+}
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("name", list(NOISE_FREE))
+def test_noise_free_outputs_equal_aihwkit(name: str, transposed: bool) -> None:
+    # element for element, but where an analog sum lands on a rounding tie of the ADC grid (the float32
+    # summation order decides): there one output of the vector may be a level apart, in a vector in a thousand
+    # (a different bound-management round changes most outputs of the vector)
+    io = NOISE_FREE[name]
+    cfg = CrossbarConfig(device=DEVICE, forward=io, backward=io, tile_rows=OUT, tile_cols=IN)
+    rpu = to_aihwkit_rpu_config(cfg)
+    a_tile = rpu.tile_class(OUT, IN, rpu)
+    w = _weights()
+    a_tile.set_weights(w)
+    ours = TileArray(OUT, IN, cfg, seed=0)
+    ours.program(w)
+    g = torch.Generator().manual_seed(11)
+    n_in = OUT if transposed else IN
+    x = torch.randn(2000, n_in, generator=g) * 10.0 ** (2 * torch.rand(2000, 1, generator=g) - 1)
+    x[::50] = 0.0
+    with torch.no_grad():
+        y_a = a_tile.backward(x) if transposed else a_tile.forward(x)
+    y_b = ours.backward(x) if transposed else ours.forward(x)
+    off = (y_a - y_b).abs() > 1e-5 * (1.0 + y_a.abs())
+    per_vector = off.sum(dim=1)
+    where = f"{name}, {'backward' if transposed else 'forward'}: {int((per_vector > 0).sum())} of {x.shape[0]} " \
+            f"vectors differ, in up to {int(per_vector.max())} of {y_a.shape[1]} outputs"
+    assert int((per_vector > 0).sum()) <= 2 and int(per_vector.max()) <= 1, where

@@ -20,14 +20,19 @@ def bits_to_res(bits: int) -> float:
     """Converter resolution (fraction of the full range) for ``bits`` bits, aihwkit's convention.
 
     ``1 / (2**bits - 2)`` (aihwkit's defaults: 7-bit DAC ``1/126``, 9-bit ADC ``1/510``: an odd number of
-    levels, so that 0 is one of them); ``bits == 0`` means no quantization (0.0); ``bits == 1`` gives the
-    coarsest grid the convention allows (``res = 1``: levels ``-bound, 0, +bound``).
+    levels, so that 0 is one of them); ``bits == 0`` means no quantization (0.0). One bit is refused: its grid
+    (``res = 1``, step ``2 * bound``) rounds every value within ``±bound`` to 0, in aihwkit as in
+    :mod:`crossbar` (a DAC would feed only zeros, an ADC read 0 unless saturated); 2 bits give the levels
+    ``-bound, 0, +bound``.
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 0:
         raise ValueError(f"bits_to_res.bits must be an integer >= 0, got {bits!r}")
+    if bits == 1:
+        raise ValueError("bits_to_res.bits = 1 is no usable converter: one bit (res = 1, grid step 2 * bound) rounds "
+                         "every value within the range to 0; use 0 (no quantization) or 2 bits or more")
     if bits == 0:
         return 0.0
-    return 1.0 / max(2 ** bits - 2, 1)
+    return 1.0 / (2 ** bits - 2)
 
 
 def io_parameters_from(settings: AnalogSettings) -> crossbar.IOParameters:

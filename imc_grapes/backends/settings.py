@@ -38,7 +38,8 @@ class AnalogSettings:
         device_overrides: device fields that replace the preset's values, with aihwkit's names
             (e.g. ``{"dw_min": 0.002, "up_down": 0.1}``); validated by the device model itself.
         tile_size: rows = columns of one crossbar tile (a layer larger than that spans a grid of tiles).
-        dac_bits / adc_bits: input (DAC) and output (ADC) resolution in bits; 0 = no quantization.
+        dac_bits / adc_bits: input (DAC) and output (ADC) resolution in bits; 0 = no quantization, 1 is refused
+            (aihwkit's 1-bit grid rounds every value within the range to 0).
         out_noise: additive Gaussian output noise of each MVM, in units of the ADC full-scale input range
             normalisation used by aihwkit (aihwkit default 0.06).
         ideal_periphery: if true, MVMs are exact (no DAC/ADC/noise); the device physics still applies.
@@ -88,6 +89,9 @@ class AnalogSettings:
             v = getattr(self, name)
             _check(_is_int(v) and 0 <= v <= 24, f"AnalogSettings.{name} must be an integer in [0, 24] "
                    f"(0 = no quantization), got {v!r}")
+            _check(v != 1, f"AnalogSettings.{name} = 1 is no usable converter: one bit (aihwkit's res = 1, grid "
+                   "step 2 * bound) rounds every value within the range to 0, so the analog outputs would all read "
+                   "0; use 0 (no quantization) or 2 bits or more")
         _check(_is_finite(self.out_noise) and self.out_noise >= 0,
                f"AnalogSettings.out_noise must be a finite number ≥ 0, got {self.out_noise!r}")
         for name in ("ideal_periphery", "importance_offset_correction"):

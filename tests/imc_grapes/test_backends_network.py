@@ -186,7 +186,14 @@ def test_settings_and_config_translation():
     assert c.forward.inp_res == pytest.approx(1 / 30) and c.forward.out_res == pytest.approx(1 / 254)
     assert c.forward.out_noise == 0.02 and c.backward == c.forward
     assert crossbar_config_from(AnalogSettings(ideal_periphery=True)).forward.is_perfect
-    assert bits_to_res(0) == 0.0 and bits_to_res(1) == 1.0 and bits_to_res(9) == pytest.approx(1 / 510)
+    assert bits_to_res(0) == 0.0 and bits_to_res(2) == 0.5 and bits_to_res(9) == pytest.approx(1 / 510)
+    # one bit (res = 1: grid step 2 * bound) rounds every value within the range to 0, in aihwkit as here: every
+    # analog output would read 0, so it is refused, naming the field
+    with pytest.raises(ValueError, match="bits_to_res.bits"):
+        bits_to_res(1)
+    for field in ("dac_bits", "adc_bits"):
+        with pytest.raises(ValueError, match=f"AnalogSettings.{field} = 1"):
+            AnalogSettings(**{field: 1})
     for field, value, msg in [("sat_probe_every", -1, "sat_probe_every must be an integer ≥ 0"),
                               ("importance_g_offset", -0.1, "importance_g_offset must be a finite number ≥ 0"),
                               ("importance_offset_correction", "yes",

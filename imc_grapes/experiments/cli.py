@@ -14,7 +14,8 @@ EPILOG = """examples:
   imc-grapes experiment mlp --quick --backend digital crossbar --device-preset EcRam
   imc-grapes experiment forgetting --quick --seeds 0 1 2 3 4
   imc-grapes experiment snn --tiny                             # synthetic data, seconds: a smoke test
-Sizes: --tiny (synthetic data), --quick (subsets, 3 seeds), default full (whole data sets, 5 seeds: hours).
+Sizes: --tiny (synthetic data), --quick (subsets; 5 seeds digital, 3 analog), default full (whole data sets,
+5 seeds: hours).
 Each experiment writes <out>/{report.md,results.json,results.csv,summary.csv,*.png} and groups/<key>/ (one
 compare-style folder per data set × network × hardware); a second run with the same options resumes.
 Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data."""

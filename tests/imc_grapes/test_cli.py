@@ -298,3 +298,21 @@ def test_data_fetch_from_an_unknown_source_creates_no_folder(tmp_path, capsys, m
     assert capsys.readouterr().err == ("imc-grapes data fetch: error: unknown --source 'ftp'; valid: auto, npm, "
                                        "debian, mirror\n")
     assert not root.exists()
+
+
+def test_experiment_help_states_the_seeds_each_size_trains(capsys):
+    """The epilog's sizes say how many seeds the final runs train: the planned groups decide (the quick size
+    trains 5 digital and 3 analog seeds; the help said 3 for --quick)."""
+    from imc_grapes.experiments import ExperimentOptions
+    from imc_grapes.experiments.definitions import plan_experiment
+
+    def seeds(size):
+        groups = plan_experiment("mlp", ExperimentOptions(size=size, backends=("digital", "crossbar")))
+        per_hw = {g.spec.hardware[0]: len(g.spec.seeds) for g in groups}
+        return per_hw["digital"], per_hw["analog"]
+
+    text = _help("experiment", capsys)
+    digital, analog = seeds("quick")
+    assert (digital, analog) == (5, 3)
+    assert f"--quick (subsets; {digital} seeds digital, {analog} analog)" in text
+    assert seeds("full") == (5, 5) and "default full (whole data sets, 5 seeds: hours)" in text

@@ -22,12 +22,15 @@ EPILOG_TRAIN = """examples:
 Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also write
 <out>/{summary.csv,summary.json,curves.png} and print a mean ± std table.
 Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss)."""
+TRAIN_OUT = "runs/train"
 
 
-def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, subsets: dict[str, int] | None = None) -> None:
-    """Options shared by train and compare: data, model, training schedule, device, output. ``subsets``: the
-    command's own defaults of ``train_subset`` / ``test_subset``, where 0 means the whole split (compare);
-    without it the defaults are the config's (the whole split)."""
+def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
+                    subsets: dict[str, int] | None = None) -> None:
+    """Options shared by train and compare: data, model, training schedule, device, output. ``out``: the
+    command's default output folder (shown in the help; the command applies it). ``subsets``: the command's own
+    defaults of ``train_subset`` / ``test_subset``, where 0 means the whole split (compare); without it the
+    defaults are the config's (the whole split)."""
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASET_NAMES)} (default %(default)s)")
     g.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
@@ -69,7 +72,7 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, subsets: dict[st
                    help="torch CPU threads (default: torch's choice, one per core; give 1 to each of several jobs "
                         "run side by side, which otherwise oversubscribe the cores)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=None, help="output folder")
+    o.add_argument("--out", default=None, help=f"output folder (default {out})")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -127,7 +130,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, nargs="+", default=[d.seed], help="one or more seeds (default 0)")
     p.add_argument("--backend", default=d.backend,
                    help=f"where the weights live: {', '.join(BACKENDS)} (default %(default)s)")
-    _add_model_args(p, d)
+    _add_model_args(p, d, out=TRAIN_OUT)
     _add_analog_args(p, d)
 
 
@@ -151,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out or "runs/train")
+    out = Path(args.out or TRAIN_OUT)
     try:
         writable_folder(out)       # before any training: a bad --out is reported now, not after the first run
     except OSError as exc:
@@ -196,6 +199,7 @@ EPILOG_COMPARE = """examples:
 A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
 curves.png, accuracy.png, inference.png and report.md; an interrupted job resumes where it stopped."""
 
+COMPARE_OUT = "reports/compare"
 SMALL_COMPARE = {"train_subset": 6000, "test_subset": 2000, "epochs": 2, "evals_per_epoch": 4}
 
 
@@ -237,7 +241,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    metavar="SECONDS", help="evaluate analog runs after drift at these times; none: skip "
                                            "(default: 1 s, 1 h, 1 day, 1 year)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
-    _add_model_args(p, d, subsets=SMALL_COMPARE)
+    _add_model_args(p, d, out=COMPARE_OUT, subsets=SMALL_COMPARE)
     _add_analog_args(p, d)
     p.set_defaults(**SMALL_COMPARE)
 
@@ -262,7 +266,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or "reports/compare"
+    out = args.out or COMPARE_OUT
     try:
         writable_folder(out)
     except OSError as exc:
@@ -338,9 +342,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--root", default=None, help="cache folder (default $IMC_GRAPES_DATA or ~/.cache/imc-grapes/data)")
     f.add_argument("--source", default="auto", help=f"{' | '.join(SOURCES)} (default %(default)s)")
     f.add_argument("--force", action="store_true", help="fetch again even if present")
-    v = dsub.add_parser("verify", help="check that data sets are present and intact (md5)")
-    v.add_argument("names", nargs="*", metavar="NAME", help="default: all")
-    v.add_argument("--root", default=None)
+    v = dsub.add_parser("verify", help="check that data sets are present and intact (md5)",
+                        description="Check that the real data sets are present in the cache folder with the "
+                                    "documented sizes and md5 sums; exit 2 if one is missing or damaged.")
+    v.add_argument("names", nargs="*", metavar="NAME", help=f"{' | '.join(REAL_DATASETS)} (default: all)")
+    v.add_argument("--root", default=None, help="cache folder (default $IMC_GRAPES_DATA or "
+                                                "~/.cache/imc-grapes/data)")
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                    help="learning-rate grid tuned per optimizer, for every group (default: per experiment)")
     p.add_argument("--datasets", nargs="+", default=None, metavar="D",
                    help="data sets instead of the experiment's (mnist, fashion-mnist, synthetic)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (per task for forgetting)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (per task for forgetting; default: per size "
+                                                               "and experiment)")
     p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=True,
                    help="drop each epoch's partial last batch (default: dropped; --no-drop-last keeps it, as "
                         "earlier versions did)")
@@ -65,7 +66,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
-    p.add_argument("--data-root", default=None, help="data cache folder")
+    p.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
+                                                     "~/.cache/imc-grapes/data)")
     p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
     p.add_argument("--progress", action="store_true", help="progress bars per epoch")

@@ -316,3 +316,38 @@ def test_experiment_help_states_the_seeds_each_size_trains(capsys):
     assert (digital, analog) == (5, 3)
     assert f"--quick (subsets; {digital} seeds digital, {analog} analog)" in text
     assert seeds("full") == (5, 5) and "default full (whole data sets, 5 seeds: hours)" in text
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    """The README promises that `imc-grapes COMMAND --help` explains every option (`data verify --root` had none)."""
+    import argparse
+
+    from imc_grapes.cli import build_parser
+
+    def parsers(p, name):
+        yield name, p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub_name, sub in a.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    missing = [f"{name} {a.option_strings[-1]}" for name, p in parsers(build_parser(), "imc-grapes")
+               for a in p._actions if a.option_strings and not a.help]
+    assert missing == []
+
+
+def test_train_and_compare_help_name_the_output_folder_they_use_without_out(tmp_path, monkeypatch, capsys):
+    """Without --out, train writes under runs/train and compare under reports/compare; their --help says so (it
+    said only "output folder", where experiment, sweep and compare-summary name their defaults)."""
+    import re
+
+    for command, extra in (("train", ["--optimizer", "sgd"]),
+                           ("compare", ["--hardware", "digital", "--optimizers", "sgd", "--evals-per-epoch", "1"])):
+        here = tmp_path / command
+        here.mkdir()
+        monkeypatch.chdir(here)
+        default = re.search(r"--out OUT output folder \(default (\S+)\)", _help(command, capsys)).group(1)
+        assert main([command, *SMALL, "--epochs", "1", *extra]) == 0
+        capsys.readouterr()
+        written = {p.relative_to(here).as_posix() for p in here.rglob("results.json")}
+        assert written and all(w.startswith(default + "/") for w in written), (command, default, written)

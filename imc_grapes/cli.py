@@ -197,7 +197,8 @@ EPILOG_COMPARE = """examples:
   imc-grapes compare --backend aihwkit --preset GokmenVlasov ...   # IBM's simulator as the analog backend
   imc-grapes compare --importance array --adc-bits 6               # GRAPES from the array's own row-sum read
 A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
-curves.png, accuracy.png, inference.png and report.md; an interrupted job resumes where it stopped."""
+curves.png, accuracy.png, report.md and, for analog runs with --inference-times, inference.png; an interrupted
+job resumes where it stopped."""
 
 COMPARE_OUT = "reports/compare"
 SMALL_COMPARE = {"train_subset": 6000, "test_subset": 2000, "epochs": 2, "evals_per_epoch": 4}

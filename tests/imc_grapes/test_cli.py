@@ -351,3 +351,8 @@ def test_train_and_compare_help_name_the_output_folder_they_use_without_out(tmp_
         capsys.readouterr()
         written = {p.relative_to(here).as_posix() for p in here.rglob("results.json")}
         assert written and all(w.startswith(default + "/") for w in written), (command, default, written)
+    report = tmp_path / "compare" / "reports" / "compare"
+    assert {p.name for p in report.iterdir()} >= {"results.json", "results.csv", "curves.png", "accuracy.png",
+                                                   "report.md"}
+    assert not (report / "inference.png").exists()       # digital only: the help names it for analog runs only
+    assert "report.md and, for analog runs with --inference-times, inference.png" in _help("compare", capsys)

@@ -107,8 +107,8 @@ def test_multi_tile_error_statistics_match_aihwkit(name: str, transposed: bool) 
                         *_both(SETTINGS[name], transposed, 1.0, tile=(12, 16)))
 
 
-def test_perfect_periphery_matches_aihwkit_exactly() -> None:
-    io = IOParameters(is_perfect=True)
+def _one_tile_pair(io: IOParameters) -> tuple[TileArray, object]:
+    """Our tile and aihwkit's, both one OUT x IN tile with ``io`` both ways, programmed with :func:`_weights`."""
     cfg = CrossbarConfig(device=DEVICE, forward=io, backward=io, tile_rows=OUT, tile_cols=IN)
     rpu = to_aihwkit_rpu_config(cfg)
     a_tile = rpu.tile_class(OUT, IN, rpu)
@@ -116,6 +116,11 @@ def test_perfect_periphery_matches_aihwkit_exactly() -> None:
     a_tile.set_weights(w)
     ours = TileArray(OUT, IN, cfg, seed=0)
     ours.program(w)
+    return ours, a_tile
+
+
+def test_perfect_periphery_matches_aihwkit_exactly() -> None:
+    ours, a_tile = _one_tile_pair(IOParameters(is_perfect=True))
     x = torch.randn(50, IN)
     d = torch.randn(50, OUT)
     torch.testing.assert_close(ours.forward(x), a_tile.forward(x), rtol=1e-5, atol=1e-5)
@@ -142,14 +147,7 @@ def test_noise_free_outputs_equal_aihwkit(name: str, transposed: bool) -> None:
     # element for element, but where an analog sum lands on a rounding tie of the ADC grid (the float32
     # summation order decides): there one output of the vector may be a level apart, in a vector in a thousand
     # (a different bound-management round changes most outputs of the vector)
-    io = NOISE_FREE[name]
-    cfg = CrossbarConfig(device=DEVICE, forward=io, backward=io, tile_rows=OUT, tile_cols=IN)
-    rpu = to_aihwkit_rpu_config(cfg)
-    a_tile = rpu.tile_class(OUT, IN, rpu)
-    w = _weights()
-    a_tile.set_weights(w)
-    ours = TileArray(OUT, IN, cfg, seed=0)
-    ours.program(w)
+    ours, a_tile = _one_tile_pair(NOISE_FREE[name])
     g = torch.Generator().manual_seed(11)
     n_in = OUT if transposed else IN
     x = torch.randn(2000, n_in, generator=g) * 10.0 ** (2 * torch.rand(2000, 1, generator=g) - 1)

@@ -273,19 +273,28 @@ def _session_pids(sid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
-def test_kill_9_mid_sweep_loses_only_running_points_and_rerun_completes(tmp_path):
+def _sweep_with_a_point_done(tmp_path):
+    """A sweep of 8 points heavy enough to be caught midway, started as a subprocess (2 workers, its own session,
+    this checkout's code whichever copy of the package the interpreter has installed); returns
+    ``(spec path, out folder, process)`` once its first point is finished (or after 60 s)."""
     base = TINY.replace("train_subset = 100", "train_subset = 600").replace("hidden = [8]", "hidden = [32]") + \
         "epochs = 2\n"
     spec_path = write_spec(tmp_path, "[axes]\nlr = [0.05, 0.1]\nseed = [0, 1, 2, 3]\n", base=base)
-    spec = load_spec(spec_path)
-    out = spec.out_dir
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    out = load_spec(spec_path).out_dir
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen([sys.executable, "-m", "imc_grapes.sweep", str(spec_path), "--jobs", "2", "--no-report"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.monotonic() + 60
     while not list((out / "points").glob("*/point.json")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
+    return spec_path, out, proc
+
+
+def test_kill_9_mid_sweep_loses_only_running_points_and_rerun_completes(tmp_path):
+    spec_path, out, proc = _sweep_with_a_point_done(tmp_path)
+    spec = load_spec(spec_path)
     os.kill(proc.pid, signal.SIGKILL)  # the sweep process only: its workers must follow it
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
@@ -316,19 +325,7 @@ def test_kill_9_mid_sweep_loses_only_running_points_and_rerun_completes(tmp_path
 def test_sigterm_mid_sweep_ends_it_like_ctrl_c(tmp_path):
     """``kill`` (SIGTERM) of a running sweep ends it as Ctrl-C does: the workers are ended, the points finished so
     far are kept whole, and it says how to resume; exit code 143 (it was killed silently by the signal)."""
-    base = TINY.replace("train_subset = 100", "train_subset = 600").replace("hidden = [8]", "hidden = [32]") + \
-        "epochs = 2\n"
-    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.05, 0.1]\nseed = [0, 1, 2, 3]\n", base=base)
-    out = load_spec(spec_path).out_dir
-    # this checkout's code, whichever copy of the package the interpreter has installed
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen([sys.executable, "-m", "imc_grapes.sweep", str(spec_path), "--jobs", "2", "--no-report"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not list((out / "points").glob("*/point.json")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    spec_path, out, proc = _sweep_with_a_point_done(tmp_path)
     os.kill(proc.pid, signal.SIGTERM)  # the sweep process only
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == 143, err

@@ -292,16 +292,21 @@ def _sweep_with_a_point_done(tmp_path):
     return spec_path, out, proc
 
 
+def _assert_workers_end(proc: subprocess.Popen, what: str) -> None:
+    """No process of ``proc``'s session is left within 10 s (the workers follow the sweep process)."""
+    deadline = time.monotonic() + 10
+    while _session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_pids(proc.pid) == [], f"worker processes outlived {what}"
+
+
 def test_kill_9_mid_sweep_loses_only_running_points_and_rerun_completes(tmp_path):
     spec_path, out, proc = _sweep_with_a_point_done(tmp_path)
     spec = load_spec(spec_path)
     os.kill(proc.pid, signal.SIGKILL)  # the sweep process only: its workers must follow it
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
-    deadline = time.monotonic() + 10
-    while _session_pids(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_pids(proc.pid) == [], "worker processes outlived the killed sweep"
+    _assert_workers_end(proc, "the killed sweep")
 
     finished = point_files(out)
     assert 1 <= len(finished) < 8, "the kill came after the sweep had finished: make the points heavier"
@@ -331,10 +336,7 @@ def test_sigterm_mid_sweep_ends_it_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, err
     assert "interrupted: finished points are kept; run the same command again to resume" in err
     assert f"imc-grapes sweep {spec_path} --status" in err and "Traceback" not in err
-    deadline = time.monotonic() + 10
-    while _session_pids(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_pids(proc.pid) == [], "worker processes outlived the terminated sweep"
+    _assert_workers_end(proc, "the terminated sweep")
     finished = point_files(out)
     assert 1 <= len(finished) < 8, "the signal came after the sweep had finished: make the points heavier"
     assert all(json.loads(blob)["status"] == "done" for blob in finished.values())

@@ -29,8 +29,8 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
                     subsets: dict[str, int] | None = None) -> None:
     """Options shared by train and compare: data, model, training schedule, device, output. ``out``: the
     command's default output folder (shown in the help; the command applies it). ``subsets``: the command's own
-    defaults of ``train_subset`` / ``test_subset``, where 0 means the whole split (compare); without it the
-    defaults are the config's (the whole split)."""
+    defaults of ``train_subset`` / ``test_subset`` (compare); without it the defaults are the config's (the whole
+    split). 0 means the whole split in both (:func:`_base_config`)."""
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASET_NAMES)} (default %(default)s)")
     g.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
@@ -44,7 +44,8 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     for split, what in (("train", "training"), ("test", "test")):
         key = f"{split}_subset"
         if subsets is None:
-            default, note = getattr(d, key), "default: all" if getattr(d, key) is None else "default: %(default)s"
+            default = getattr(d, key)
+            note = "default: all; 0 = all" if default is None else "default: %(default)s; 0 = all"
         else:
             default, note = subsets[key], "default: %(default)s; 0 = all"
         g.add_argument(f"--{split}-subset", type=int, default=default, metavar="N",
@@ -105,13 +106,14 @@ def _analog_from(args: argparse.Namespace) -> dict[str, object]:
 def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
     from .backends import AnalogSettings
 
+    subsets = {k: None if getattr(args, k) == 0 else getattr(args, k) for k in ("train_subset", "test_subset")}
     return TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model, hidden=tuple(args.hidden),
                        activation=args.activation, dropout=args.dropout, rule=args.rule,
                        base_optimizer=args.base_optimizer.lower(), momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size, drop_last=args.drop_last,
                        epochs=args.epochs,
-                       device=args.device, cuda_graph=args.cuda_graph, train_subset=args.train_subset,
-                       test_subset=args.test_subset,
+                       device=args.device, cuda_graph=args.cuda_graph, train_subset=subsets["train_subset"],
+                       test_subset=subsets["test_subset"],
                        evals_per_epoch=args.evals_per_epoch, analog=AnalogSettings.from_dict(_analog_from(args)),
                        **kw)  # type: ignore[arg-type]
 
@@ -253,9 +255,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import CompareSpec, run_compare
     from .data import DatasetError
 
-    for name in ("train_subset", "test_subset"):
-        if getattr(args, name) == 0:
-            setattr(args, name, None)
     try:
         base = _base_config(args, inference_times=tuple(args.inference_times))
         spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),

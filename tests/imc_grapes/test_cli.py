@@ -194,9 +194,9 @@ def test_help_examples_use_real_presets_and_subset_defaults_say_the_truth(capsys
     assert "--preset GokmenVlasov" in compare
     assert "use only the first N training samples (default: 6000; 0 = all)" in compare
     assert "use only the first N test samples (default: 2000; 0 = all)" in compare
-    assert "use only the first N training samples (default: all)" in train
-    assert "use only the first N test samples (default: all)" in train
-    assert "= all)" not in train and "None" not in train.split("--train-subset N")[-1][:80]
+    assert "use only the first N training samples (default: all; 0 = all)" in train
+    assert "use only the first N test samples (default: all; 0 = all)" in train
+    assert "None" not in train.split("--train-subset N")[-1][:80]
 
 
 def test_evals_per_epoch_gives_intermediate_points(tmp_path):
@@ -218,6 +218,16 @@ def test_subsets_larger_than_the_data_set_record_the_samples_used(tmp_path):
     assert res["config"]["train_subset"] == 5000 and res["config"]["test_subset"] == 900
     assert res["train_samples"] == 2000 and res["eval_samples"] == 500
     assert res["history"][-1]["step"] == 4
+
+
+def test_a_subset_of_0_is_the_whole_split_in_train_as_in_compare(tmp_path):
+    """``--train-subset 0 --test-subset 0`` trains and evaluates on the whole synthetic set (2000 / 500 samples) and
+    records no subset (it was rejected by train: "must be ≥ 1", while compare took 0 as all)."""
+    assert main(["train", *SMALL[:6], "--train-subset", "0", "--test-subset", "0", "--batch-size", "500",
+                 "--epochs", "1", "--optimizer", "sgd", "--no-progress", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "synthetic_mlp_bp_sgd_lr0.1_seed0" / "results.json").read_text())
+    assert res["config"]["train_subset"] is None and res["config"]["test_subset"] is None
+    assert res["train_samples"] == 2000 and res["eval_samples"] == 500
 
 
 def test_more_evaluations_than_batches_per_epoch_is_a_usage_error(tmp_path, capsys):

@@ -612,9 +612,13 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
         lines.append(f"* a run's test accuracy: the mean of its last {spec.tail_evals} evaluations (they move by "
                      "several points from one to the next on a noisy device)")
     lines += ["", "## Results", "", format_table(rows, spec.target_acc, markdown=True), "",
-              "*saturation*: realised / intended weight change of the pulsed updates (1 = every intended change "
-              "reached the devices); *energy ×SGD*: estimated energy per training step relative to SGD on the same "
-              "hardware (larger modulated updates also mean more device pulses); *GRAPES ops %*: GRAPES's own "
+              "*saturation*: realised / intended weight change of the pulsed updates, the projection "
+              "⟨ΔW_real, ΔW_int⟩ / ‖ΔW_int‖² (1 = the intended change reached the devices on average; below 1 the "
+              "bounds or the pulse grid cut it; above 1 the devices moved further along it, e.g. by pulse noise); "
+              "*energy ×SGD*: estimated energy per training step relative to SGD on the same hardware (GRAPES adds "
+              "its importance reads — with `exact` importance, a digital Σ|w| over every weight — its own "
+              "operations and the pulses of its larger updates: `results.json` `costs` itemizes them); "
+              "*GRAPES ops %*: GRAPES's own "
               "digital operations (importance, max, modulation, error scaling) as a share of all operations of a "
               "step. Energies use the documented per-operation table (`imc_grapes/backends/costs.py`); they are "
               "order-of-magnitude estimates.", ""]

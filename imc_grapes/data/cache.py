@@ -25,8 +25,15 @@ class ChecksumError(DatasetError):
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The cache folder: ``root`` if given, else ``$IMC_GRAPES_DATA``, else ``$XDG_CACHE_HOME/imc-grapes/data``
-    (``~/.cache/imc-grapes/data``)."""
+    (``~/.cache/imc-grapes/data``).
+
+    Raises:
+        DatasetError: ``root`` is an empty path (it would silently mean the current folder).
+    """
     if root is not None:
+        if not os.fspath(root).strip():
+            raise DatasetError("the data root is an empty path (--data-root / --root ''): give a folder, or leave the "
+                               f"option out for ${ENV_VAR} or ~/.cache/imc-grapes/data")
         return Path(root).expanduser()
     env = os.environ.get(ENV_VAR)
     if env:

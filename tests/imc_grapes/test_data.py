@@ -302,3 +302,17 @@ def test_read_idx_errors_name_the_file(tmp_path):
                       ("cut.gz", "Compressed file ended"), ("plain.gz", "Not a gzipped file")):
         with pytest.raises(ValueError, match=f"^{tmp_path / name}: .*{why}"):
             read_idx(tmp_path / name)
+
+
+def test_an_empty_data_root_is_an_error_not_the_current_folder(tmp_path, monkeypatch, capsys):
+    """``--root ''`` named no folder, and Path('') is the current folder: the data would be looked for (or fetched)
+    wherever the command ran."""
+    from imc_grapes.cli import main
+    from imc_grapes.data.cache import DatasetError, data_root
+
+    with pytest.raises(DatasetError, match="the data root is an empty path"):
+        data_root("")
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "verify", "mnist", "--root", ""]) != 0
+    assert "the data root is an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -56,8 +56,9 @@ def folder_error(option: str, path: str | os.PathLike[str], exc: OSError) -> str
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename). The file gets the usual
-    permissions of a new file, 0666 less the umask (see :func:`create_temp`)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename, fsync of the folder so that
+    the rename itself survives a power loss). The file gets the usual permissions of a new file, 0666 less the umask
+    (see :func:`create_temp`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temp(path.parent, path.name)
@@ -67,10 +68,25 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the platform allows opening a folder (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:     # some file systems do not sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_figure_atomic(path: str | os.PathLike[str], fig: Any, **savefig_kw: Any) -> Path:

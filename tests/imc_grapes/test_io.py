@@ -76,3 +76,24 @@ def test_read_json_names_the_damaged_file(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match=f"^{bad}: not a valid JSON file"):
         read_json(bad)
+
+
+def test_an_atomic_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """The data is synced before the rename and the folder after it (else a power loss can undo the rename and
+    leave the previous version)."""
+    import os
+    import stat
+
+    from imc_grapes.io import write_bytes_atomic
+
+    synced = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file",
+                       (tmp_path / "r.json").exists()))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", spy)
+    write_bytes_atomic(tmp_path / "r.json", b"{}")
+    assert synced == [("file", False), ("folder", True)]
+    assert (tmp_path / "r.json").read_bytes() == b"{}"

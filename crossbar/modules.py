@@ -16,6 +16,7 @@ Its ``.grad`` stays ``None``, so ordinary optimizers ignore it.
 
 from __future__ import annotations
 
+import numbers
 import weakref
 from typing import Any
 
@@ -209,10 +210,22 @@ class AnalogLinear(AnalogModuleBase):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _conv_pair(name: str, value: Any) -> tuple[int, int]:
+    """``value`` (an int, or a pair of ints, as ``nn.Conv2d`` takes them) as a pair; ``ValueError`` naming
+    ``name`` otherwise (e.g. ``padding="same"``, a float, or a 3-tuple, which ``_pair`` would pass through)."""
+    pair = _pair(value)
+    if (isinstance(value, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)):
+        raise ValueError(f"AnalogConv2d.{name} must be an int or a pair of ints (zero padding given as numbers; "
+                         f"string padding modes are not supported), got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
 class AnalogConv2d(AnalogModuleBase):
     """``nn.Conv2d`` on crossbar tiles via im2col: the kernel is the matrix ``[out, C_in*kh*kw]``.
 
-    Args: as ``nn.Conv2d`` (``groups=1``, zero padding only) plus ``rpu_config``, ``seed``.
+    Args: as ``nn.Conv2d`` (``groups=1``, zero padding given as numbers only: ``padding="same"`` raises
+    ``ValueError``) plus ``rpu_config``, ``seed``.
     Each output position is one MVM (``x`` unfolded as ``F.unfold`` does: :func:`crossbar._im2col.im2col`), so
     one batch of ``B`` images with ``L`` output positions is ``B*L`` vectors for forward, backward and the update
     (as aihwkit).
@@ -227,10 +240,10 @@ class AnalogConv2d(AnalogModuleBase):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
-        self.dilation = _pair(dilation)
+        self.kernel_size = _conv_pair("kernel_size", kernel_size)
+        self.stride = _conv_pair("stride", stride)
+        self.padding = _conv_pair("padding", padding)
+        self.dilation = _conv_pair("dilation", dilation)
         for name in ("kernel_size", "stride", "dilation"):
             if min(getattr(self, name)) < 1:
                 raise ValueError(f"AnalogConv2d.{name} must be >= 1, got {getattr(self, name)}")
@@ -265,6 +278,10 @@ class AnalogConv2d(AnalogModuleBase):
             raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
         batch = x.shape[0]
         h_out, w_out = self.output_size(x.shape[2], x.shape[3])
+        if h_out < 1 or w_out < 1:
+            raise ValueError(f"AnalogConv2d: input of spatial size {tuple(x.shape[2:])} is smaller than the kernel "
+                             f"{self.kernel_size} (dilation {self.dilation}, padding {self.padding}): no output "
+                             "position")
         n_pos = h_out * w_out
         x2 = im2col(x, self.kernel_size, self.dilation, self.padding, self.stride)   # [B*L, C_in*kh*kw]
         y = self._analog_mvm(x2)                                        # [B*L, out]

@@ -196,3 +196,27 @@ def test_module_to_dtype() -> None:
     lin = AnalogLinear(4, 2, seed=0).to(F64)
     assert lin.tile.weight_tiles.dtype == F64 and lin.bias.dtype == F64
     assert lin(torch.randn(3, 4, dtype=F64)).dtype == F64
+
+
+@pytest.mark.parametrize("kw, name", [(dict(padding="same"), "padding"), (dict(padding="valid"), "padding"),
+                                      (dict(stride=(1, 1, 1)), "stride"), (dict(kernel_size=(3, 3, 3)), "kernel_size"),
+                                      (dict(kernel_size=2.5), "kernel_size"), (dict(dilation=(1.0, 1)), "dilation")])
+def test_conv_rejects_unsupported_geometry_naming_the_argument(kw, name) -> None:
+    """String padding modes, floats and 3-tuples were passed through ``_pair``: a TypeError about ``'<'``, an error
+    deep in the tile or im2col, or (a 3-tuple stride) silently accepted with its third entry ignored."""
+    args = dict(kernel_size=3)
+    args.update(kw)
+    with pytest.raises(ValueError, match=f"AnalogConv2d.{name} must be an int or a pair of ints"):
+        AnalogConv2d(4, 2, seed=0, **args)
+
+
+@pytest.mark.parametrize("channels, size", [(2, (4, 6)), (4, (4, 6)), (4, (3, 3)), (4, (6, 2))])
+def test_conv_input_smaller_than_kernel_is_rejected(channels, size) -> None:
+    """nn.Conv2d raises for an input smaller than the (dilated) kernel; the analog layer returned an empty
+    ``[B, C_out, 0, w]`` output (or failed inside ``as_strided``)."""
+    with pytest.raises(RuntimeError):
+        nn.Conv2d(channels, 2, 5)(torch.randn(1, channels, *size))
+    conv = AnalogConv2d(channels, 2, 5, seed=0)
+    with pytest.raises(ValueError, match=r"smaller than the kernel \(5, 5\)"):
+        conv(torch.randn(1, channels, *size))
+    assert conv.stashed == 0

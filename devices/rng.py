@@ -13,8 +13,8 @@ Every random draw of ``devices`` and ``crossbar`` goes through :func:`rand`, :fu
 
 The mixing function is SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators",
 OOPSLA 2014) on int64 torch ops (multiplications wrap; logical right shifts are emulated with masks), so it runs
-unchanged on CPU and CUDA without a host synchronisation. Uniforms take the top 52 (float64) or 23 (float32 and
-narrower) bits plus half a grid step, so they are exact and lie in the open interval (0, 1); normals are
+unchanged on CPU and CUDA without a host synchronisation. Uniforms take the top 52 (float64), 23 (float32), 10
+(float16) or 7 (bfloat16) bits plus half a grid step, so they are exact and lie in the open interval (0, 1); normals are
 ``ndtri(u)``, computed as ``sqrt(2)·erfinv(2u − 1)`` (see :func:`_ndtri_`).
 
 Partial draws give exactly the full draw's numbers at their positions and advance the counter as the full draw,
@@ -216,15 +216,18 @@ class CounterRNG:
     def _to_uniform(z: Tensor, dtype: torch.dtype) -> Tensor:
         """Mixed bits ``z`` (int64, consumed) -> uniforms in (0, 1) of ``dtype`` (a fresh tensor).
 
-        The top ``b`` bits ``v`` (``b = 52`` for float64, 23 for float32 and narrower) give
+        The top ``b`` bits ``v`` (``b = 52`` for float64, 23 for float32, 10 for float16, 7 for bfloat16) give
         ``u = (v + 1/2)·2^-b = (2v + 1)·2^-(b+1)``: ``2v + 1 < 2^(b+1)`` fits the significand, so every ``u`` is
         exact, symmetric (``1 − u`` is on the grid too) and lies strictly inside (0, 1) (a ``b + 1``-bit ``v``
         would round its top values to 1.0, whose normal quantile is infinite)."""
         if dtype == torch.float64:
             return _shr_(z, 12).to(torch.float64).mul_(2.0 ** -52).add_(2.0 ** -53)
-        # v * 2**-23 is exact in float32 (computed in float32, written once), and so is adding 2**-24
-        u = torch.mul(_shr_(z, 41), 2.0 ** -23, out=torch.empty(z.shape, device=z.device, dtype=torch.float32))
-        u.add_(2.0 ** -24)
+        # v * 2**-b is exact in float32 (computed in float32, written once), and so is adding 2**-(b+1); narrower
+        # dtypes take their own b (float16: 10, bfloat16: 7), so that the cast is exact too (with 23 bits the top
+        # values would round to 1.0)
+        b = 23 if dtype == torch.float32 else min(23, round(-math.log2(torch.finfo(dtype).eps)))
+        u = torch.mul(_shr_(z, 64 - b), 2.0 ** -b, out=torch.empty(z.shape, device=z.device, dtype=torch.float32))
+        u.add_(2.0 ** -(b + 1))
         return u if dtype == torch.float32 else u.to(dtype)
 
     def uniform(self, shape: Sequence[int], dtype: torch.dtype = torch.float32,

@@ -175,7 +175,8 @@ def test_indexed_draws_are_one_shot_and_settle_once() -> None:
     assert g.counter == 12
 
 
-@pytest.mark.parametrize("dtype,bits", [(torch.float32, 23), (torch.float64, 52)])
+@pytest.mark.parametrize("dtype,bits", [(torch.float32, 23), (torch.float64, 52), (torch.float16, 10),
+                                        (torch.bfloat16, 7)])
 def test_uniforms_lie_on_a_symmetric_grid_inside_the_unit_interval(dtype: torch.dtype, bits: int) -> None:
     """u = (2v + 1)·2^-(bits+1) exactly: odd multiples of half a grid step, so 1 - u is on the grid and u < 1
     (the top value 1 - 2^-(bits+1) is representable; a 1.0 would give an infinite normal)."""
@@ -195,3 +196,18 @@ def test_normals_are_the_normal_quantile_of_the_uniforms(dtype: torch.dtype, tol
     ref = stats.norm.ppf(u.double().numpy())
     err = np.abs(z.double().numpy() - ref) / np.maximum(np.abs(ref), 1.0)
     assert err.max() < tol and np.isfinite(z.numpy()).all()
+
+
+@pytest.mark.parametrize("dtype,levels", [(torch.float16, 1 << 10), (torch.bfloat16, 1 << 7)])
+def test_narrow_uniforms_never_round_to_one_and_are_uniform_on_their_grid(dtype: torch.dtype, levels: int) -> None:
+    """float16 / bfloat16 uniforms were float32 ones cast down: the top values rounded to 1.0 (267 and 2030 of
+    2^20 draws), so an event of probability 1 (``u < p`` with ``p = 1``) failed to fire. Now each of the dtype's
+    ``levels`` grid values is equally likely (chi-square, 2^20 draws) and every ``u < 1``."""
+    u = CounterRNG([1]).uniform((1 << 20,), dtype)
+    assert bool((u < 1.0).all()) and bool((u > 0.0).all())
+    counts = torch.bincount((u.double() * levels).floor().long(), minlength=levels).double()
+    assert counts.numel() == levels
+    expected = u.numel() / levels
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < stats.chi2.ppf(1 - 1e-6, levels - 1)
+    assert abs(float(u.double().mean()) - 0.5) < 6 * (1 / 12 / u.numel()) ** 0.5

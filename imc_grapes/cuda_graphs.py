@@ -45,12 +45,17 @@ from .config import ConfigError
 __all__ = ["GraphedSteps", "check_graph_device", "graphed_steps", "model_generators", "training_step"]
 
 
-def training_step(net: Network, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def training_step(net: Network, x: Tensor, y: Tensor,
+                  before_update: Callable[[Tensor], None] | None = None) -> tuple[Tensor, Tensor]:
     """One training step of ``net`` on ``(x: [batch, ...], y: [batch])``: zero the gradients, forward,
-    cross-entropy, backward, :meth:`~imc_grapes.backends.Network.step`. Returns ``(logits, loss)`` detached."""
+    cross-entropy, backward, :meth:`~imc_grapes.backends.Network.step`. Returns ``(logits, loss)`` detached.
+    ``before_update(loss)`` (the detached loss) runs before the backward, e.g. an eager loop's NaN check, which
+    must stop a NaN error before it reaches the devices (a captured step has none: it would read the device)."""
     net.zero_grad()
     out = net.model(x)
     loss = F.cross_entropy(out, y)
+    if before_update is not None:
+        before_update(loss.detach())
     loss.backward()
     net.step()
     return out.detach(), loss.detach()

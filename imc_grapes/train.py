@@ -10,6 +10,7 @@ keeps what was finished):
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig
-from .cuda_graphs import GraphedSteps, check_graph_device, graphed_steps
+from .cuda_graphs import GraphedSteps, check_graph_device, graphed_steps, training_step
 from .data import BatchLoader, Dataset, Split, load_dataset
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
@@ -205,6 +206,7 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
     correct = torch.zeros((), device=device)
     seen = 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5)
+
     def check(step: int, loss: Tensor) -> None:
         value = float(loss)
         if not math.isfinite(value):
@@ -219,18 +221,12 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
             if due:
                 check(step, loss)
         else:
-            net.zero_grad()
-            out = net.model(x)
-            loss = F.cross_entropy(out, y)
-            if due:                                       # before the update: a NaN error would reach the devices
-                check(step, loss.detach())
-            loss.backward()
-            try:
-                net.step()
+            try:       # checked before the update: a NaN error would reach the devices
+                out, loss = training_step(net, x, y, functools.partial(check, step) if due else None)
             except FloatingPointError as exc:             # NaN errors in a hidden layer (crossbar engine, CPU)
                 raise DivergenceError(f"{exc} at {where or desc}, step {step} (lr={cfg.lr})") from exc
-        loss_sum += loss.detach() * y.shape[0]
-        correct += (out.detach().argmax(1) == y).sum()
+        loss_sum += loss * y.shape[0]
+        correct += (out.argmax(1) == y).sum()
         seen += y.shape[0]
         if step in points:
             train_loss = float(loss_sum) / seen

@@ -105,6 +105,13 @@ class AihwkitLayer(AnalogLayer):
             self._n_in_blocks = self._n_out_blocks = 1
         self._forward_counts, self._backward_counts = self._per_vector_counts()
 
+    @property
+    def bias(self) -> Tensor | None:
+        """The digital bias ``[out]`` (aihwkit 1.1 keeps it on ``inner.analog_module``; ``inner.bias`` is only the
+        flag ``True``/``False``), or ``None``."""
+        b = getattr(self.inner.analog_module, "bias", None)
+        return b if isinstance(b, Tensor) else None
+
     # ------------------------------------------------------------------ forward with analytic counts
     def forward(self, x: Tensor) -> Tensor:
         y = super().forward(x)

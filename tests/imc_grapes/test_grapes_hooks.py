@@ -363,3 +363,36 @@ def test_local_mode_scales_an_analog_layers_digital_bias_like_a_digital_one(rule
     F.cross_entropy(model(x), y).backward()
     assert not torch.allclose(factor, torch.ones(3))
     torch.testing.assert_close(inner.bias.grad, factor * plain)
+
+
+def test_local_mode_scales_an_aihwkit_layers_digital_bias_like_a_digital_one():
+    """The same contract on the aihwkit backend's layer: aihwkit keeps the digital bias on ``inner.analog_module``
+    (its ``inner.bias`` is only a flag), so the wrapper must expose that parameter for the local factor to reach
+    it. The bias gradient is ``M ⊙`` that of a digital twin (same weights, perfect periphery), ``M`` by hand."""
+    pytest.importorskip("aihwkit")
+    import crossbar
+    from devices import IdealDevice
+    from imc_grapes.backends.aihwkit_backend import make_aihwkit_layer
+
+    torch.manual_seed(1)
+    w = torch.tensor([[0.5, -0.4, 0.3], [0.05, 0.02, -0.01], [0.2, 0.2, -0.2]])
+    digital = nn.Linear(3, 3)
+    with torch.no_grad():
+        digital.weight.copy_(w)
+        digital.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    first, out = nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False)
+    twin = nn.Sequential(copy.deepcopy(first), nn.Tanh(), copy.deepcopy(digital), nn.Tanh(), copy.deepcopy(out))
+    hidden = make_aihwkit_layer(digital, crossbar.CrossbarConfig.perfect(IdealDevice(dw_min=1e-3)), seed=0)
+    model = nn.Sequential(first, nn.Tanh(), hidden, nn.Tanh(), out)
+    assert hidden.bias is not None and hidden.bias in set(hidden.digital_parameters())
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    F.cross_entropy(twin(x), y).backward()
+    plain = twin[2].bias.grad
+    attach_grapes(model, "local", layers=[first, hidden], importance_fn=lambda layer: (
+        layer.row_importance("exact") if layer is hidden else layer.weight.detach().abs().sum(1)))
+    f = w.abs().sum(1)
+    factor = (2 * f / f.max()).clamp(1, 2)             # [1.8, 1 (clipped from 0.16), 1.2]
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    assert not torch.allclose(factor, torch.ones(3))
+    torch.testing.assert_close(hidden.bias.grad, factor * plain, rtol=1e-5, atol=1e-6)

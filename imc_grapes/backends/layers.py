@@ -73,7 +73,8 @@ class AnalogLayer(nn.Module):
         error_scale: ``None`` or ``[out]``: multiplies the error ``d`` of the pending update (GRAPES local
             form / DFA's ``P^{l+1}``); set by :func:`~imc_grapes.grapes.attach_grapes`'s hooks.
         input_scale: ``None`` or ``[in]``: multiplies the update's input ``x`` (DFA's ``P^l``).
-        grapes_feature_dim: output dim of the features GRAPES modulates (-1 linear, 1 conv).
+        grapes_feature_dim: output dim of the features GRAPES modulates (-1 linear; -3 conv: the channels of
+            ``[B, C, H, W]`` and of an unbatched ``[C, H, W]``).
     """
 
     feedback: Tensor | None
@@ -101,7 +102,7 @@ class AnalogLayer(nn.Module):
         self.out_features = out_features
         self.weight_shape = tuple(weight_shape)
         self.backward_mode = backward_mode
-        self.grapes_feature_dim = -1 if kind == "linear" else 1
+        self.grapes_feature_dim = -1 if kind == "linear" else -3
         self.register_buffer("feedback", None if feedback is None else feedback.detach().clone().to(device))
         self.register_buffer("digital_mac_count", torch.zeros((), dtype=torch.float64, device=device))
         self.error_scale: Tensor | None = None

@@ -41,9 +41,9 @@ Importance sources (the contract later backends plug into):
   ``torch.no_grad()`` once per training batch per modulated layer; it may be a hardware read (a crossbar
   tile's row sums through its periphery) and may be noisy. The layer may be any module whose output has
   one feature dim of that length: dim -1 for linear-like modules (``nn.Linear``, ``FALinear``, or any
-  module with an ``in_features`` attribute), else dim 1 (``[batch, C, ...]`` convolutions; dim 0 of a torch
-  convolution's unbatched ``[C, ...]`` output); a module can override this with an integer attribute
-  ``grapes_feature_dim``.
+  module with an ``in_features`` attribute), else dim 1 (``[batch, C, ...]`` convolutions; dim 0 of a
+  convolution's unbatched ``[C, ...]`` output, for torch's and any module with a tuple ``kernel_size``); a module
+  can override this with an integer attribute ``grapes_feature_dim``.
 * ``outgoing_importance_fn(layer) -> Tensor[in]`` (rule ``dfa`` only): column sums ``Σ_i |W_ij|``
   (default :func:`exact_outgoing_importance`).
 * Either may also offer ``many(layers) -> list[Tensor]``, the importances of several layers in one call (a
@@ -155,8 +155,11 @@ def _feature_dim(layer: nn.Module, ndim: int) -> int:
     dim = getattr(layer, "grapes_feature_dim", None)
     if isinstance(dim, int):
         return dim
-    if isinstance(layer, nn.modules.conv._ConvNd):     # [N, C, *spatial], or unbatched [C, *spatial]
-        return 0 if ndim == len(layer.kernel_size) + 1 else 1
+    # a convolution (torch's, or one with a tuple kernel_size, e.g. crossbar.AnalogConv2d): [N, C, *spatial], or
+    # unbatched [C, *spatial]
+    kernel = getattr(layer, "kernel_size", None)
+    if isinstance(kernel, tuple):
+        return 0 if ndim == len(kernel) + 1 else 1
     if ndim <= 2 or isinstance(layer, (nn.Linear, FALinear)) or hasattr(layer, "in_features"):
         return -1
     return 1

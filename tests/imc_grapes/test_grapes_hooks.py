@@ -396,3 +396,37 @@ def test_local_mode_scales_an_aihwkit_layers_digital_bias_like_a_digital_one():
     F.cross_entropy(model(x), y).backward()
     assert not torch.allclose(factor, torch.ones(3))
     torch.testing.assert_close(hidden.bias.grad, factor * plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+@pytest.mark.parametrize("shape", [(2, 4, 5), (2, 3, 5)])
+def test_unbatched_analog_convolutions_are_scaled_per_output_channel(wrapped, shape):
+    """Propagated GRAPES on an analog convolution (``crossbar.AnalogConv2d``, or wrapped as the backends'
+    ``CrossbarLayer``) fed one unbatched ``[C, H, W]`` input: the error the layer stashes for its pulsed update is
+    ``M_c`` times the plain one per output channel (dim 0 of its unbatched output), M by hand from the kernels,
+    also when the height equals the channel count (3 channels, shape (2, 3, 5))."""
+    import crossbar
+    from devices import IdealDevice
+    from imc_grapes.backends.layers import CrossbarLayer
+
+    torch.manual_seed(0)
+    inner = crossbar.AnalogConv2d(2, 3, 3, padding=1, bias=False,
+                                  rpu_config=crossbar.CrossbarConfig.perfect(IdealDevice(dw_min=1e-3)), seed=0)
+    w = inner.get_weights()
+    w[1] *= 0.3
+    inner.set_weights(w)
+    conv = CrossbarLayer(inner) if wrapped else inner
+    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(0), nn.Linear(3 * shape[1] * shape[2], 2, bias=False))
+    twin = copy.deepcopy(model)
+    x, y = torch.randn(*shape), torch.tensor(1)
+    F.cross_entropy(twin(x), y).backward()
+    twin_inner = twin[0].inner if wrapped else twin[0]
+    d_plain = twin_inner.pending_pairs()[0][1]                          # [H·W, C_out]
+    f = w.abs().flatten(1).sum(1)
+    m = (2 * f / f.max()).clamp(1, 2)
+    attach_grapes(model, "propagated", layers=[conv], importance_fn=lambda layer: layer.row_importance("exact")
+                  if wrapped else layer.weight.abs().flatten(1).sum(1))
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(inner.pending_pairs()[0][1], d_plain * m)
+    assert not torch.allclose(m, torch.ones_like(m))

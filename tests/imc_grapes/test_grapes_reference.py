@@ -285,3 +285,73 @@ def test_conv_per_channel_factor_matches_numpy_reference(mode):
     if handle is not None:
         assert set(handle.modulations) == {"convs.0", "convs.1"}
         assert handle.modulations["convs.0"].shape == (3,)
+
+
+# ------------------------------------------------------------------------------------------------ biases
+def np_mlp_grads_with_bias(Ws, bs, X, labels, act, rule, grapes, fa_B=None, dfa_B=None):
+    """Batched reference with biases: ``F`` from the weights only (grapes.md §1: bias excluded); a bias is the
+    weight of a constant input, so its gradient is ``Σ_batch δ`` of the same (modulated) ``δ`` as the weights; under
+    DFA+GRAPES that constant input has no outgoing importance of its own, so the bias takes ``P^{l+1}`` only (the
+    documented choice of :func:`imc_grapes.grapes.dfa_modulations`). Returns ``([dW], [db])``, batch means."""
+    f, df = _act(act)
+    L, n = len(Ws), X.shape[0]
+    mean = grapes is not None and grapes.startswith("layer-mean")
+    local = grapes is not None and grapes.endswith("local")
+    hs, As = [X], []
+    for l in range(L):
+        As.append(hs[-1] @ Ws[l].T + bs[l])
+        hs.append(f(As[-1]) if l < L - 1 else As[-1])
+    z = np.exp(As[-1] - As[-1].max(1, keepdims=True))
+    e = (z / z.sum(1, keepdims=True) - np.eye(Ws[-1].shape[0])[labels]) / n
+    dW, db = [None] * L, [None] * L
+    dW[-1], db[-1] = e.T @ hs[-2], e.sum(0)
+    up = e
+    for l in range(L - 2, -1, -1):
+        if rule == "dfa":
+            d = (e @ dfa_B[l].T) * df(As[l])
+            dW[l], db[l] = d.T @ hs[l], d.sum(0)
+            if grapes is not None and l > 0:
+                cols = [np.abs(Ws[k]).sum(0) for k in (l, l + 1)]
+                p_pre, p_post = (2 * c / c.max() for c in cols)
+                if l + 1 == L - 1:
+                    p_post = np.ones_like(p_post)
+                if mean:
+                    p_pre, p_post = np.full_like(p_pre, p_pre.mean()), np.full_like(p_post, p_post.mean())
+                dW[l], db[l] = np.outer(p_post, p_pre) * dW[l], p_post * db[l]
+            continue
+        d = (up @ (Ws[l + 1] if rule == "bp" else fa_B[l + 1].T)) * df(As[l])
+        m = np.ones(d.shape[1])
+        if grapes is not None:
+            m = _m_factor(Ws[l], clip=(rule == "bp"), mean=mean)
+        dW[l], db[l] = (d * m).T @ hs[l], (d * m).sum(0)
+        up = d if local else d * m
+    return dW, db
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa"])
+@pytest.mark.parametrize("mode", GRAPES_MODES)
+def test_mlp_with_biases_matches_numpy_reference(rule, mode):
+    """Biases (large, so that counting them in ``F`` would change every factor) are excluded from the importance and
+    their gradients are modulated like the weights' rows."""
+    sizes = (6, 5, 4, 3)
+    model = MLP(sizes, activation="tanh", rule=rule, bias=True, seed=4, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.bias.mul_(20.0)
+        for layer in model.hidden_layers():
+            layer.weight[0] *= 0.1
+            layer.weight[:, -1] *= 3.0
+    rng = np.random.default_rng(zlib.crc32(repr((rule, mode)).encode()))
+    X, labels = rng.normal(size=(7, sizes[0])), rng.integers(0, sizes[-1], size=7)
+    Ws = [layer.weight.detach().numpy().copy() for layer in model.layers]
+    bs = [layer.bias.detach().numpy().copy() for layer in model.layers]
+    fa_B = [None] + [layer.feedback.detach().numpy().T.copy() for layer in model.layers[1:]] if rule == "fa" else None
+    dfa_B = [fb.feedback.detach().numpy().copy() for fb in model.feedback] if rule == "dfa" else None
+    exp_W, exp_b = np_mlp_grads_with_bias(Ws, bs, X, labels, "tanh", rule, mode, fa_B, dfa_B)
+    handle = attach_grapes(model, mode=mode, rule=rule) if mode is not None else None
+    F.cross_entropy(model(torch.from_numpy(X)), torch.from_numpy(labels)).backward()
+    for l, layer in enumerate(model.layers):
+        np.testing.assert_allclose(layer.weight.grad.numpy(), exp_W[l], rtol=0, atol=TOL, err_msg=f"W{l}")
+        np.testing.assert_allclose(layer.bias.grad.numpy(), exp_b[l], rtol=0, atol=TOL, err_msg=f"b{l}")
+    if handle is not None:
+        handle.remove()

@@ -231,7 +231,9 @@ class ReplicaTileArray(TileState):
 
     def _forward_tiles(self, w: Tensor, x: Tensor) -> MVMResult:
         """Forward MVM of the grid ``w: [E*R, C, rows, cols]`` with ``x: [E, B, in]`` (periphery, noise)."""
-        xin = self._row_blocks(x.to(w.dtype)).permute(1, 2, 0, 3)          # [E*R, C, B, cols]
+        # contiguous: a strided view's matmul (the ideal periphery's, on x itself) can round differently in the
+        # last bit depending on E (its layout folds into one bmm batch only for E = 1)
+        xin = self._row_blocks(x.to(w.dtype)).permute(1, 2, 0, 3).contiguous()   # [E*R, C, B, cols]
         return _analog_mvm_blocks(w, xin, self.config.forward, self.generator, sync_free=True)
 
     def _merge_forward(self, res: MVMResult) -> Tensor:

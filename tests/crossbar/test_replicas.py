@@ -63,6 +63,29 @@ def test_replicas_equal_separate_single_replica_arrays(device) -> None:
     assert together.read().shape == (3, out_f, in_f)
 
 
+@pytest.mark.parametrize("out_f,in_f", [(10, 20), (6, 40), (20, 30)], ids=["1x2", "1x3", "3x2"])
+def test_perfect_periphery_replicas_equal_separate_single_replica_arrays(out_f: int, in_f: int) -> None:
+    """Ideal periphery (``is_perfect``: the plain matmul, no DAC/ADC copy of the inputs), float32, on one row of
+    tiles too (an MLP's output layer, ``out <= tile_rows``): replica ``e`` of three gives bit for bit the forward,
+    backward and hardware row sums of the array of replica ``e`` alone (found through ``analog.ideal_periphery``:
+    the E = 1 run's inputs were a strided view whose matmul rounded differently in the last bit)."""
+    cfg = CrossbarConfig.perfect(device=ConstantStepDevice(dw_min=0.01), tile_rows=8, tile_cols=16)
+    together = ReplicaTileArray(SEEDS, out_f, in_f, cfg)
+    alone = [ReplicaTileArray([s], out_f, in_f, cfg) for s in SEEDS]
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(3, out_f, in_f, generator=gen) * 0.4 - 0.2
+    together.program(w)
+    for k, a in enumerate(alone):
+        a.program(w[k:k + 1])
+    x = torch.randn(3, 16, in_f, generator=gen)
+    d = torch.randn(3, 16, out_f, generator=gen)
+    y, z, hw = together.forward(x), together.backward(d), together.row_sums("hardware")
+    for k, a in enumerate(alone):
+        assert torch.equal(y[k:k + 1], a.forward(x[k:k + 1])), f"forward, replica {k}"
+        assert torch.equal(z[k:k + 1], a.backward(d[k:k + 1])), f"backward, replica {k}"
+        assert torch.equal(hw[k:k + 1], a.row_sums("hardware")), f"row sums, replica {k}"
+
+
 def test_replica_linear_autograd_and_update_equal_separate() -> None:
     cfg = noisy_config(ConstantStepDevice(dw_min=0.01))
     lin = ReplicaLinear(SEEDS, 12, 7, cfg, dtype=F64)

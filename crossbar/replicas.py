@@ -74,7 +74,9 @@ def _compact_counts(plan: _TrainPlan, generator: CounterRNG) -> tuple[Tensor, Te
     (:meth:`devices.rng.CounterRNG.uniform_runs`, the group's draws made at the dense draws' counter positions;
     the generator ends where the dense draws leave it), and the pairs left out are those the dense trains
     silence (``slot >= BL``; ``BL = 0`` only where no input or no error line can fire), so the counts are exactly
-    the dense trains' counts. ``n_up``, ``n_down``: ``[R, C, rows, cols]``; ``total``: 0-d.
+    the dense trains' counts (a sample with a NaN input or error has ``BL < 0``, cast from NaN: no pair, as the
+    dense trains silence it, so a diverging replica does not move the others' pairs). ``n_up``, ``n_down``:
+    ``[R, C, rows, cols]``; ``total``: 0-d.
     """
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     dev, dtype = plan.x_abs.device, plan.x_abs.dtype
@@ -88,7 +90,7 @@ def _compact_counts(plan: _TrainPlan, generator: CounterRNG) -> tuple[Tensor, Te
     p_d = rows_of(plan.a[..., None] * plan.d_abs[:, None] if plan.p_d is None else plan.p_d, rows)
     s_x = rows_of(plan.x_per_tile(plan.x_sign), cols)
     s_d = rows_of(plan.d_sign[:, None], rows)
-    bl = plan.bl.reshape(tiles, batch)
+    bl = plan.bl.reshape(tiles, batch).clamp_min(0)   # a NaN input or error casts to BL < 0: silent, as in dense
     n_used = max(int(bl.max()), 1) if bl.numel() else 1
     t_idx, b_idx, s_idx = (torch.arange(n_used, device=dev) < bl[..., None]).nonzero(as_tuple=True)  # t, b, s
     per_tile = bl.sum(dim=1)

@@ -214,6 +214,49 @@ def test_compact_trains_give_the_dense_counts(upd: UpdateParameters, lr, budget:
     assert float(dense[2]) > 0 and g_dense.counter == g_compact.counter
 
 
+@pytest.mark.parametrize("batch", [5, 6])
+def test_a_nan_in_one_replica_leaves_the_others_exact(batch: int) -> None:
+    """A NaN in one sample's error of replica 0 and in one sample's input of replica 2 (a diverging run): the CPU
+    trains still give the dense trains' counts (there a NaN sample's train is silent: BL < 0, p NaN never fires),
+    and the update of every replica without a NaN equals its update alone. Before, the NaN's negative BL (cast
+    from NaN) broke the packing of the trains: an IndexError for the whole batch, or others' pairs misplaced."""
+    from crossbar.replicas import _compact_counts
+    from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains
+    from devices.rng import CounterRNG
+    upd = UpdateParameters(desired_bl=15)
+    gen = torch.Generator().manual_seed(9)
+    e, n_r, n_c, rows, cols = 3, 2, 2, 5, 7
+    x = torch.randn(batch, e * n_r, n_c, cols, generator=gen, dtype=F64)
+    d = torch.randn(batch, e * n_r, rows, generator=gen, dtype=F64) * 0.5
+    d[1, 0, 3] = float("nan")                                                # replica 0, sample 1
+    x[3, 2 * n_r:, 1, 0] = float("nan")                                      # replica 2, sample 3
+    g_dense, g_compact = CounterRNG([5, 6, 7]), CounterRNG([5, 6, 7])
+    dense = _dense_counts(_draw_dense_trains(_plan_trains(x, d, 0.05, 0.01, upd, g_dense, trim_slots=False),
+                                             g_dense))
+    compact = _compact_counts(_plan_trains(x, d, 0.05, 0.01, upd, g_compact, trim_slots=False), g_compact)
+    for a, b in zip(dense, compact):
+        assert torch.equal(a, b)
+    assert float(dense[2]) > 0 and g_dense.counter == g_compact.counter
+    # the layer: replica 1 (no NaN) as alone, whichever replica's data hold the NaN
+    cfg = noisy_config(DEVICES[1])
+    out_f, in_f = 16, 30
+    w = torch.rand(3, out_f, in_f, generator=gen, dtype=F64) * 0.4 - 0.2
+    together, alone = ReplicaTileArray(SEEDS, out_f, in_f, cfg, dtype=F64), ReplicaTileArray([SEEDS[1]], out_f, in_f,
+                                                                                            cfg, dtype=F64)
+    together.program(w)
+    alone.program(w[1:2])
+    for step in range(3):
+        xs = torch.randn(3, batch, in_f, generator=gen, dtype=F64)
+        ds = torch.randn(3, batch, out_f, generator=gen, dtype=F64) * 0.5
+        ds[0, 1, 3] = float("nan")
+        xs[2, 3, 0] = float("nan")
+        together.update(xs, ds, 0.05)
+        alone.update(xs[1:2], ds[1:2], 0.05)
+        assert torch.equal(together.read(hidden=True)[1:2], alone.read(hidden=True)), step
+        assert torch.equal(together.read()[1:2], alone.read()), step
+        assert not together.read().isnan().any()                              # no pulse from a NaN sample
+
+
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: type(d).__name__)
 def test_device_update_layouts_and_blocks_agree(device, monkeypatch) -> None:
     """Replicas updated with the dense in-place layout and small blocks equal single replicas updated with

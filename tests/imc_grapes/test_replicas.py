@@ -293,3 +293,33 @@ def test_diverging_replica_is_recorded_and_the_others_go_on(tmp_path, monkeypatc
     assert len(saved["history"]) == 1                                    # the evaluation after step 2 is kept
     assert res[0].status == "completed" and len(res[0].history) == 2
     assert strip(res[0].history) == strip(train_replicas(cfgs[:1], log=lambda _m: None)[0].history)
+
+
+def test_a_nan_in_one_sample_of_the_first_replica_diverges_it_alone(tmp_path, monkeypatch) -> None:
+    """One sample's logit of replica 0 (the first in the stack) becomes NaN from its 3rd training step on, as when
+    a single input overflows: replica 0 is recorded as diverged exactly as when trained alone with that NaN (same
+    message, same rows), and replica 1 completes with the history it has alone. Before, the NaN's pulse trains
+    (BL cast from NaN) broke the packing of all replicas' trains: the batch raised an IndexError and every point of
+    it failed."""
+    forward = ReplicaMLP.forward
+    calls: dict[int, int] = {}
+
+    def poisoned(self, x):
+        out = forward(self, x)
+        if torch.is_grad_enabled():
+            calls[id(self)] = calls.get(id(self), 0) + 1
+            if calls[id(self)] >= 3:
+                out = out.clone()
+                out[0, 3, 2] = float("nan")
+        return out
+
+    monkeypatch.setattr(ReplicaMLP, "forward", poisoned)
+    cfgs = [base_cfg(seed=s, epochs=1, batch_size=25, train_subset=150, evals_per_epoch=3) for s in (1, 2)]
+    res = train_replicas(cfgs, [tmp_path / "a", tmp_path / "b"], log=lambda _m: None)
+    alone = train_replicas(cfgs[:1], log=lambda _m: None)[0]
+    assert alone.status == res[0].status == "diverged"
+    assert res[0].message == alone.message == "loss became nan at epoch 1, step 3 (lr=0.05); lower the lr"
+    assert strip(res[0].history) == strip(alone.history) and len(alone.history) == 1
+    monkeypatch.setattr(ReplicaMLP, "forward", forward)
+    assert res[1].status == "completed"
+    assert strip(res[1].history) == strip(train_replicas(cfgs[1:], log=lambda _m: None)[0].history)

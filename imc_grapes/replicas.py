@@ -47,7 +47,7 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import RunResult, split_for, train_loader, write_metrics
+from .train import RunResult, loss_check_every, split_for, train_loader, write_metrics
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -321,7 +321,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
         r.extra.update({"engine": "replicas", "replicas": e})
     alive = [True] * e
     t_start = time.perf_counter()
-    check_every = 1 if device.type == "cpu" else 25
+    check_every = loss_check_every(device)
     every = cfg.analog.importance_every
     sat_every = cfg.analog.sat_probe_every
     lr = float(cfg.lr)
@@ -366,7 +366,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             loss_sum += per.detach().to(torch.float64) * y.shape[1]
             correct += (out.detach().argmax(-1) == y).sum(1)
             seen += y.shape[1]
-            if step % check_every == 0:
+            if step % check_every == 0 or step in evals:                     # as train_batches checks
                 for i, v in enumerate(per.detach().tolist()):
                     if alive[i] and not math.isfinite(v):
                         diverge(i, f"loss became {v} at epoch {epoch}, step {step} (lr={cfg.lr}); lower the lr")

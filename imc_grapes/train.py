@@ -184,6 +184,12 @@ class RunFiles:
             write_json_atomic(self.result.run_dir / "results.json", self.result.to_dict())
 
 
+def loss_check_every(device: torch.device) -> int:
+    """Steps between two NaN/Inf checks of the training loss: every step on the CPU (a free host read), every 25th
+    on a GPU (each check is a host synchronisation); the loss of every evaluation point's step is checked too."""
+    return 1 if device.type == "cpu" else 25
+
+
 def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool,
                   on_point: Callable[[int, float, float], None], points: set[int], where: str | None = None,
                   graphed: GraphedSteps | None = None) -> None:
@@ -201,7 +207,7 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
     from tqdm.auto import tqdm
 
     device = net.device
-    check_every = 1 if device.type == "cpu" else 25
+    check_every = loss_check_every(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen = 0

@@ -323,3 +323,38 @@ def test_a_nan_in_one_sample_of_the_first_replica_diverges_it_alone(tmp_path, mo
     monkeypatch.setattr(ReplicaMLP, "forward", forward)
     assert res[1].status == "completed"
     assert strip(res[1].history) == strip(train_replicas(cfgs[1:], log=lambda _m: None)[0].history)
+
+
+def test_divergence_at_an_evaluation_step_is_reported_as_train_reports_it(monkeypatch) -> None:
+    """With the loss checked every 25th step (what a GPU does) a NaN that appears at an evaluation step is caught by
+    that step's check, in train() and in the replica engine alike: the same message, naming the step (before, the
+    replica engine checked only every 25th step and reported it as "during epoch 1")."""
+    import sys
+
+    from imc_grapes.models import MLP
+    from imc_grapes.train import DivergenceError, train
+
+    for module in ("imc_grapes.train", "imc_grapes.replicas"):            # (the package exports a function train)
+        monkeypatch.setattr(sys.modules[module], "loss_check_every", lambda device: 25)
+    calls = {"n": 0}
+
+    def poison(forward):
+        def poisoned(self, x):
+            out = forward(self, x)
+            if torch.is_grad_enabled():
+                calls["n"] += 1
+                if calls["n"] >= 2:
+                    out = out * float("nan")
+            return out
+        return poisoned
+
+    cfg = base_cfg(seed=1, epochs=1)                                       # 5 batches, evaluated after 2 and 5
+    monkeypatch.setattr(MLP, "forward", poison(MLP.forward))
+    with pytest.raises(DivergenceError) as single:
+        train(cfg, progress=False, log=lambda _m: None)
+    calls["n"] = 0
+    monkeypatch.setattr(ReplicaMLP, "forward", poison(ReplicaMLP.forward))
+    res = train_replicas([cfg], log=lambda _m: None)[0]
+    assert str(single.value) == "loss became nan at epoch 1, step 2 (lr=0.05); lower the lr"
+    assert res.status == "diverged" and res.message == str(single.value)
+    assert res.history == []

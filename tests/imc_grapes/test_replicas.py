@@ -295,7 +295,7 @@ def test_diverging_replica_is_recorded_and_the_others_go_on(tmp_path, monkeypatc
     assert strip(res[0].history) == strip(train_replicas(cfgs[:1], log=lambda _m: None)[0].history)
 
 
-def test_a_nan_in_one_sample_of_the_first_replica_diverges_it_alone(tmp_path, monkeypatch) -> None:
+def test_a_nan_in_one_sample_of_the_first_replica_diverges_it_alone(tmp_path, monkeypatch, one_thread) -> None:
     """One sample's logit of replica 0 (the first in the stack) becomes NaN from its 3rd training step on, as when
     a single input overflows: replica 0 is recorded as diverged exactly as when trained alone with that NaN (same
     message, same rows), and replica 1 completes with the history it has alone. Before, the NaN's pulse trains

@@ -11,9 +11,11 @@ Each such model describes one pulse direction at a time through four elementwise
 * ``noise_std(w, step)``: std of one pulse's cycle-to-cycle noise (default ``dw_min_std·step``).
 
 Moments after ``n`` pulses of one sign (linear-noise approximation, exact for ``n <= 2``):
-``mean = flow(w0, n)`` — or, when the flow reaches the bound, ``flow(w0, n−1) + step`` of that state: the
-per-pulse rule clips *after* a pulse, so the last pulse ends past the bound by its step, its noise centred there
-(``apply_pulses`` clips once at the end; exact for one pulse) — and ``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to
+``mean = flow(w0, n)`` — or, when the flow reaches the bound, the state before the pulse that crosses it plus
+that pulse's step plus the step at the bound for each remaining pulse: the per-pulse rule clips *after* every
+pulse, so a train that reaches the bound ends past it, its noise centred there, and with non-negative steps
+clipping once at the end is the same (``apply_pulses`` does; exact for one pulse, and for any count when the step
+is constant) — and ``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to
 the end by the flow's sensitivity ``∂w_n/∂w_{k+1} = F(w_n)/F(w_{k+1})`` (exact for a 1-D autonomous flow) — with the
 first and last terms exact and the interior by Simpson's rule (states at ``k = 0, (n−1)/2, n−1`` from the flow).
 Mixed counts: symmetric (Strang) splitting ``up(n_up/2) → down(n_down) → up(n_up/2)``, the variance carried
@@ -45,6 +47,7 @@ def _stage(
     step: Callable[[Tensor, Bundle], Tensor],
     field: Callable[[Tensor, Bundle], Tensor],
     noise_std: Callable[[Tensor, Tensor], Tensor],
+    to_bound: Callable[[Tensor, Bundle], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One stage of ``n`` pulses of one direction: propagate mean ``m`` and variance ``v``.
 
@@ -68,13 +71,21 @@ def _stage(
     injected = torch.where(
         n <= 1, n * q_first, q_first + q_last + (n - 2).clamp_min(0.0) * (q_first + 4 * q_mid + q_last) / 6
     )
-    # The flow stops at the bound; the per-pulse rule clips *after* each pulse, so the last pulse of a train that
-    # reaches the bound ends past it by that pulse's step (its noise centred there; apply_pulses clips once at
-    # the end): the mean is the state before the last pulse plus its step — exact for one pulse.
-    # A stage without pulses passes the state (which may lie past a bound after an earlier stage) on unchanged.
+    # The flow stops at the bound; the per-pulse rule clips *after* each pulse, so a train that reaches the bound
+    # ends past it (its noise centred there; apply_pulses clips once at the end, the same for non-negative steps):
+    # the state before the pulse that crosses the bound (after k = floor(to_bound) pulses; without to_bound, the
+    # last) plus its step, plus the step at the bound for each of the n − 1 − k pulses after it — exact for one
+    # pulse. A stage without pulses passes the state (which may lie past a bound after an earlier stage) on.
     moved = n > 0
     hit = moved & torch.where(dp["sign"] > 0, w_end >= dp["w_max"], w_end <= dp["w_min"])
-    w_past = w_last + dp["sign"] * step(w_last, dp) * torch.minimum(n, one)
+    if to_bound is None:
+        w_pre, after = w_last, torch.zeros_like(m)
+    else:
+        k = torch.minimum(to_bound(m, dp).floor(), last).clamp_min(0.0)
+        w_pre = flow(m, k, dp)
+        bound = torch.where(dp["sign"] > 0, dp["w_max"], dp["w_min"])
+        after = (last - k) * step(bound, dp)
+    w_past = w_pre + dp["sign"] * (step(w_pre, dp) * torch.minimum(n, one) + after)
     return (torch.where(hit, w_past, torch.where(moved, w_end, m)),
             torch.where(moved, v * sens_end.square() + injected, v))
 
@@ -91,6 +102,7 @@ def flow_moments(
     field: Callable[[Tensor, Bundle], Tensor],
     noise_std: Callable[[Tensor, Tensor], Tensor],
     with_noise: bool = True,
+    to_bound: Callable[[Tensor, Bundle], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mean and variance after ``n_up`` up / ``n_down`` down pulses (see module docstring); all ``[*shape]``.
 
@@ -98,7 +110,10 @@ def flow_moments(
     bundle whose tensors were selected elementwise from both. Mixed counts also get the variance of the
     random pulse order (see :func:`devices._closed_forms.order_variance`), here from the end points of the
     path: ``pq·n²(n+1)/(12(n−1)²)·(h_last − h_first)²`` with ``h = Δ·sensitivity`` interpolated linearly in ``k``.
-    ``with_noise=False`` drops the cycle-to-cycle part (order variance kept).
+    ``with_noise=False`` drops the cycle-to-cycle part (order variance kept). ``to_bound(w0, dp)``: the (real) number
+    of pulses the flow from ``w0`` takes to reach the bound ahead (``inf`` if never); needed where the step at a
+    bound is not 0 (hard bounds), so that the pulses after the flow reaches the bound keep the state there;
+    ``None``: as if the bound were reached by the last pulse (right when the step vanishes at the bound).
     """
     only_down = n_up == 0
     mixed = (n_up > 0) & (n_down > 0)
@@ -115,7 +130,7 @@ def flow_moments(
     # stage 1: single-sign devices do all their pulses here; mixed ones n_up/(2K)
     dp1 = pick(only_down, down, up)
     n1 = torch.where(mixed, n_up / (2 * k), torch.where(only_down, n_down, n_up))
-    m, v = _stage(w, zero, n1, dp1, flow, step, field, noise_std)
+    m, v = _stage(w, zero, n1, dp1, flow, step, field, noise_std, to_bound)
     sens = _ratio(field(m, dp1), field(w, dp1))
     n_d = torch.where(mixed, n_down / k, zero)
     w_min, w_max = up["w_min"], up["w_max"]
@@ -127,11 +142,11 @@ def flow_moments(
 
     for i in range(SUBSTEPS):   # fixed small number of splitting stages, not a loop over pulses
         m0 = m = clip_mixed(m)
-        m, v = _stage(m, v, n_d, down, flow, step, field, noise_std)
+        m, v = _stage(m, v, n_d, down, flow, step, field, noise_std, to_bound)
         sens = sens * _ratio(field(m, down), field(m0, down))
         n_u = torch.where(mixed, n_up / (k if i < SUBSTEPS - 1 else 2 * k), zero)
         m0 = m = clip_mixed(m)
-        m, v = _stage(m, v, n_u, up, flow, step, field, noise_std)
+        m, v = _stage(m, v, n_u, up, flow, step, field, noise_std, to_bound)
         sens = sens * _ratio(field(m, up), field(m0, up))
     # variance of the random order of mixed pulses
     n = n_up + n_down
@@ -140,5 +155,6 @@ def flow_moments(
     delta0 = step(w, up) + step(w, down)
     delta1 = step(m, up) + step(m, down)
     h_first = delta0 * sens.clamp_min(0.0).pow((n_s - 1) / n_s)
-    v_order = pq * n_s.square() * (n_s + 1) / (12 * (n_s - 1).square()) * (delta1 - h_first).square()
+    v_order = torch.where(mixed, pq * n_s.square() * (n_s + 1) / (12 * (n_s - 1).square())
+                          * (delta1 - h_first).square(), zero)     # 0, not 0·inf, where m lies far past a bound
     return m, v + v_order

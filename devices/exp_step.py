@@ -110,20 +110,26 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
         u, _, ok = u_of(w, dp)
         return torch.where(ok, (1.0 - u).clamp_min(0.0), torch.zeros_like(w))
 
+    def pulse_time(u0: Tensor, y0: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
+        """ODE time ``τ`` of one pulse from ``u0`` (``y0 = 1 − u0``) and ``expm1(κ·y0)``: the exact one-pulse step
+        ``u1 = u0·exp(κ·y0)`` gives ``κτ = κ·y0 + log(y0) − log(1 − u1)``."""
+        y0s = torch.where(y0 > 0, y0, torch.ones_like(y0))
+        k0 = kappa == 0
+        ks = torch.where(k0, torch.ones_like(kappa), kappa)
+        em1 = expm1(kappa * y0)
+        arg = (-u0 * em1 / y0s).clamp(min=-1.0 + 1e-7)
+        return torch.where(k0, torch.ones_like(kappa), 1.0 + (-torch.log1p(arg) - kappa * u0) / ks), em1
+
     def flow(w0: Tensor, n: Tensor, dp: Bundle) -> Tensor:
         u0, c, ok = u_of(w0, dp)
         y0 = 1.0 - u0
         moving = ok & (y0 > 0) & (n > 0)
-        y0s = torch.where(y0 > 0, y0, torch.ones_like(y0))
         kappa = dp["gamma"] * c * dp["dw"]
         k0 = kappa == 0
         ks = torch.where(k0, torch.ones_like(kappa), kappa)
         # exact one pulse: u1 = u0·exp(κ·y0); overshoot past saturation stops the device after that pulse
-        em1 = expm1(kappa * y0)
+        tau, em1 = pulse_time(u0, y0, kappa)
         saturate = u0 * (1.0 + em1) >= 1.0
-        # ODE time of one pulse: κτ = κ·y0 + log(y0) − log(1 − u1)
-        arg = (-u0 * em1 / y0s).clamp(min=-1.0 + 1e-7)
-        tau = torch.where(k0, torch.ones_like(kappa), 1.0 + (-torch.log1p(arg) - kappa * u0) / ks)
         t = n * tau
         kt = kappa * t
         # G(t) = t − log1p(u0·expm1(κt))/κ, stable for large κt and κ → 0
@@ -138,6 +144,25 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
         w_n = torch.nan_to_num(w_n, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
         return torch.minimum(torch.maximum(w_n, dp["w_min"]), dp["w_max"])
 
+    def to_bound(w0: Tensor, dp: Bundle) -> Tensor:
+        """Pulses (real) the flow from ``w0`` takes to reach the bound ahead, ``inf`` if it never does (it stalls
+        at the saturation point first): with ``D`` the distance in steps ``dw``, ``u_bound = u0·e^{κD}`` gives the
+        ODE time ``t = D − log1p(−u0·expm1(κD)/y0)/κ`` (``D/y0`` for ``κ = 0``), ``t/τ`` pulses."""
+        u0, c, ok = u_of(w0, dp)
+        y0 = 1.0 - u0
+        kappa = dp["gamma"] * c * dp["dw"]
+        k0 = kappa == 0
+        ks = torch.where(k0, torch.ones_like(kappa), kappa)
+        y0s = torch.where(y0 > 0, y0, torch.ones_like(y0))
+        dw = dp["dw"]
+        moves = ok & (y0 > 0) & (dw > 0)
+        d = dp["sign"] * (torch.where(dp["sign"] > 0, dp["w_max"], dp["w_min"]) - w0) / torch.where(
+            dw > 0, dw, torch.ones_like(dw))
+        t = torch.where(k0, d / y0s, d - torch.log1p(-u0 * expm1(kappa * d) / y0s) / ks)
+        tau, _ = pulse_time(u0, y0, kappa)
+        pulses = torch.nan_to_num(t / tau, nan=float("inf"))
+        return torch.where(moves, pulses, torch.full_like(pulses, float("inf")))
+
     def noise_std(w: Tensor, step: Tensor) -> Tensor:
         if complex_noise:
             return sigma * (step + sigma_add + sigma_slope * w.abs())
@@ -147,4 +172,4 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
     common = {"w_min": w_min, "w_max": w_max}
     up = {"dw": dw_up, "gamma": one * gamma_up, "A": one * A_up, "sign": one, **common}
     down = {"dw": dw_down, "gamma": one * gamma_down, "A": one * A_down, "sign": -one, **common}
-    return flow_moments(w, n_up, n_down, up, down, flow, step, field, noise_std)
+    return flow_moments(w, n_up, n_down, up, down, flow, step, field, noise_std, to_bound=to_bound)

@@ -89,6 +89,32 @@ def test_constant_step_clips_like_per_pulse_at_the_bound():
     assert abs(out.mean().item() - ref.mean().item()) <= 4 * math.sqrt(2 * ref.var().item() / N)
 
 
+@pytest.mark.parametrize("dev", [
+    dv.ExpStepDevice(dw_min=0.01, A_up=0.0, A_down=0.0, w_max_dtod=0.0, w_min_dtod=0.0),   # a constant step
+    dv.ExpStepDevice(dw_min=0.01, w_max_dtod=0.0, w_min_dtod=0.0),
+], ids=["exp_constant", "exp_default"])
+@pytest.mark.parametrize("n_up,n_down", [(30, 0), (60, 0), (0, 60)])
+def test_exp_step_pulses_past_the_bound_keep_the_device_there(dev, n_up, n_down):
+    """Hard bounds: the per-pulse rule clips after every pulse, so once a train has taken the device to its bound
+    the remaining pulses keep it there (non-negative steps). From 0.45 (15 steps below w_max = 0.6), 60 up pulses
+    leave practically every device at w_max; the count-based response must agree with the per-pulse reference in
+    the share of devices at the bound (4 SE) and in the mean (4 SE + 1 % of the change). ``A_up = A_down = 0``
+    makes every step ``dw``: a constant-step device, for which this is exact."""
+    g = torch.Generator().manual_seed(4 + n_up)
+    p = dev.sample((N,), g, dtype=DT)
+    w0 = torch.full((N,), 0.45 if n_up else -0.45, dtype=DT)
+    bound = p.w_max if n_up else p.w_min
+    ref = apply_sequence(dev, w0, n_up, n_down, p, g)
+    out = dev.apply_pulses(w0, torch.full_like(w0, float(n_up)), torch.full_like(w0, float(n_down)), p, g)
+    at_ref = (ref == bound).double().mean().item()
+    at_out = (out == bound).double().mean().item()
+    assert at_ref > 0.2                                             # the scenario really reaches the bound
+    assert abs(at_out - at_ref) <= 4 * math.sqrt(2 * max(at_ref * (1 - at_ref), 1 / N) / N), (at_out, at_ref)
+    se = math.sqrt((ref.var().item() + out.var().item()) / N)
+    tol = 4 * se + 0.01 * (ref - w0).abs().mean().item()
+    assert abs(out.mean().item() - ref.mean().item()) <= tol, (out.mean().item(), ref.mean().item(), tol)
+
+
 NEAR_BOUND = {   # steps of a tenth of the range or more, noise of up to 100 % of a step; tolerance for 3 pulses
     "exp_big": (dv.ExpStepDevice(dw_min=0.2, dw_min_std=1.0, **TIGHT_BOUNDS), 0.03),
     "pcm": (dv.get_preset("PCM"), 0.10),        # its RESET crosses the range in a few pulses: the ODE is rough

@@ -105,6 +105,9 @@ def from_aihwkit(cfg: Any, strict: bool = True) -> PulsedDevice:
     for name, neutral in _NEUTRAL.items():
         if hasattr(cfg, name) and getattr(cfg, name) != neutral:
             problems.append(f"{type(cfg).__name__}.{name} = {getattr(cfg, name)!r} (supported: {neutral!r})")
+    nu = getattr(getattr(cfg, "drift", None), "nu", 0.0)       # aihwkit drifts the weights whenever nu > 0
+    if nu != 0:
+        problems.append(f"{type(cfg).__name__}.drift.nu = {nu!r} (supported: 0.0, no drift)")
     if problems:
         msg = "from_aihwkit: aihwkit features not modelled by devices/: " + "; ".join(problems)
         if strict:

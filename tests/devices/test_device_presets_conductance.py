@@ -161,6 +161,12 @@ def test_converter_errors():
         dv.from_aihwkit(ad.ConstantStepDevice(lifetime=100.0))
     with pytest.raises(ValueError, match="reverse_up"):
         dv.from_aihwkit(ad.LinearStepDevice(reverse_up=True))
+    # aihwkit drifts the weights of a pulsed device whenever drift.nu > 0 (rpu_simple_device.cpp); not modelled here
+    from aihwkit.simulator.parameters.inference import DriftParameter
+    with pytest.raises(ValueError, match=r"ConstantStepDevice\.drift\.nu = 0\.1"):
+        dv.from_aihwkit(ad.ConstantStepDevice(drift=DriftParameter(nu=0.1)))
+    with pytest.warns(UserWarning, match=r"drift\.nu"):
+        assert dv.from_aihwkit(ad.SoftBoundsDevice(drift=DriftParameter(nu=0.1)), strict=False) == dv.SoftBoundsDevice()
 
     class Other(dv.PulsedDevice):
         pass

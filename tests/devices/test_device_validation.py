@@ -85,6 +85,8 @@ def test_w_min_equal_w_max_rejected(cls):
         (dv.ExpStepDevice, "dw_min_std_slope", -0.1),
         (dv.ExpStepDevice, "A_up", math.inf),
         (dv.ExpStepDevice, "a", math.nan),
+        (dv.PowStepDevice, "w_max", math.inf),      # steps ∝ ((w_max − w)/(w_max − w_min))^γ: NaN states
+        (dv.PowStepDevice, "w_min", -math.inf),
     ],
 )
 def test_model_fields_validated(cls, field, value):

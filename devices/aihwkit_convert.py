@@ -3,9 +3,12 @@
 ``to_aihwkit(device)`` builds the aihwkit config with the same update semantics; ``from_aihwkit(cfg)`` the
 reverse, for the models present in both: ConstantStep, LinearStep, SoftBounds, ExpStep, PowStep (``IdealDevice``
 maps to an aihwkit ``ConstantStepDevice`` with all spreads 0; it converts back as ``ConstantStepDevice``).
-aihwkit features this package does not model (decay ``lifetime``, ``diffusion``, ``drift``, ``reset``, corrupt
-devices, ``perfect_bias``, ``enforce_consistency=False``, reverse/increasing linear steps, adjusted bounds)
-raise ``ValueError`` in ``from_aihwkit`` when set to non-default values, unless ``strict=False`` (then a warning).
+aihwkit features this package does not model (decay ``lifetime``, ``diffusion``, ``drift``, corrupt devices,
+``perfect_bias``, ``enforce_consistency=False``, reverse/increasing linear steps, adjusted bounds) raise
+``ValueError`` in ``from_aihwkit`` when set to non-default values, unless ``strict=False`` (then a warning).
+aihwkit's ``reset`` / ``reset_std`` are dropped without a message: they act only when a reset is called explicitly
+(``reset_columns``, compound devices), never during the plain pulsed training modelled here (the PCM preset sets
+``reset = 0.01``).
 """
 
 from __future__ import annotations

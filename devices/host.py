@@ -32,6 +32,7 @@ _SCALAR_MATH = [0]
 HOST_READS = frozenset({
     "item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "__complex__",
     "nonzero", "argwhere", "unique", "unique_consecutive", "masked_select", "bincount", "cpu",
+    "equal", "allclose", "is_nonzero", "__array__",
 })
 """Names of the torch functions / tensor methods that read values on the host or size their output by the
 values (on a GPU: a synchronisation). Also flagged: indexing with a boolean mask, ``torch.where`` with one

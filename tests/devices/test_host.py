@@ -1,6 +1,7 @@
 """devices.host: the guard flags every kind of host read, and switches the engine to its sync-free path."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,9 +27,16 @@ from devices.host import flat_nonzero, host_scalar_math
     lambda t: t.repeat_interleave(t.long()),
     lambda t: [0, 1, 2, 3][t.long()[1]],
     lambda t: t.cpu(),
+    lambda t: torch.equal(t, t),
+    lambda t: t.equal(t),
+    lambda t: torch.allclose(t, t),
+    lambda t: t.allclose(t),
+    lambda t: torch.is_nonzero(t[:1]),
+    lambda t: np.asarray(t),
 ], ids=["item", "float", "int", "bool", "tolist", "numpy", "nonzero", "torch.nonzero", "unique",
         "unique_consecutive", "bool-mask index", "masked_select", "where(cond)", "bincount",
-        "repeat_interleave", "index", "cpu"])
+        "repeat_interleave", "index", "cpu", "torch.equal", "Tensor.equal", "torch.allclose", "Tensor.allclose",
+        "is_nonzero", "np.asarray"])
 def test_guard_flags_every_host_read(read):
     t = torch.tensor([1.0, 2.0, 0.0, 3.0])
     read(t)                                                        # fine outside

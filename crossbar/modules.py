@@ -224,8 +224,8 @@ def _conv_pair(name: str, value: Any) -> tuple[int, int]:
 class AnalogConv2d(AnalogModuleBase):
     """``nn.Conv2d`` on crossbar tiles via im2col: the kernel is the matrix ``[out, C_in*kh*kw]``.
 
-    Args: as ``nn.Conv2d`` (``groups=1``, zero padding given as numbers only: ``padding="same"`` raises
-    ``ValueError``) plus ``rpu_config``, ``seed``.
+    Args: as ``nn.Conv2d``, in its order (``groups`` must be 1 and ``padding_mode`` ``"zeros"``, zero padding given
+    as numbers only: ``padding="same"`` raises ``ValueError``) plus ``rpu_config``, ``seed``.
     Each output position is one MVM (``x`` unfolded as ``F.unfold`` does: :func:`crossbar._im2col.im2col`), so
     one batch of ``B`` images with ``L`` output positions is ``B*L`` vectors for forward, backward and the update
     (as aihwkit).
@@ -234,10 +234,15 @@ class AnalogConv2d(AnalogModuleBase):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                 dilation: int | tuple[int, int] = 1, bias: bool = True,
-                 rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, seed: int | None = None) -> None:
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", rpu_config: CrossbarConfig | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 seed: int | None = None) -> None:
         super().__init__()
+        if isinstance(groups, bool) or groups != 1:
+            raise ValueError(f"AnalogConv2d.groups must be 1 (grouped convolutions are not supported), got {groups!r}")
+        if padding_mode != "zeros":
+            raise ValueError(f"AnalogConv2d.padding_mode must be 'zeros', got {padding_mode!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _conv_pair("kernel_size", kernel_size)

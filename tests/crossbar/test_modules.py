@@ -220,3 +220,22 @@ def test_conv_input_smaller_than_kernel_is_rejected(channels, size) -> None:
     with pytest.raises(ValueError, match=r"smaller than the kernel \(5, 5\)"):
         conv(torch.randn(1, channels, *size))
     assert conv.stashed == 0
+
+
+def test_conv_positional_arguments_follow_nn_conv2d() -> None:
+    """``nn.Conv2d`` (and aihwkit's AnalogConv2d) take ``groups`` 7th and ``bias`` 8th; the analog layer took ``bias``
+    7th, so ``AnalogConv2d(4, 4, 3, 1, 0, 1, 2)`` (groups=2 for torch) silently built an ungrouped layer with a bias,
+    and ``AnalogConv2d(3, 4, 3, 1, 0, 1, 1, False)`` failed with ``rpu_config=False``."""
+    args = (3, 4, 3, 1, 1, 1, 1, False)
+    ref = nn.Conv2d(*args, dtype=F64)
+    conv = AnalogConv2d(*args, rpu_config=ideal_config(), dtype=F64, seed=0)
+    assert conv.bias is None and ref.bias is None
+    with torch.no_grad():
+        ref.weight.copy_(conv.get_weights())
+    x = torch.randn(2, 3, 6, 5, dtype=F64)
+    torch.testing.assert_close(conv(x), ref(x), rtol=1e-12, atol=1e-12)
+    assert AnalogConv2d(3, 4, 3, 1, 0, 1, 1, True, "zeros", seed=0).bias is not None
+    with pytest.raises(ValueError, match="AnalogConv2d.groups must be 1"):
+        AnalogConv2d(4, 4, 3, 1, 0, 1, 2, seed=0)
+    with pytest.raises(ValueError, match="AnalogConv2d.padding_mode must be 'zeros'"):
+        AnalogConv2d(4, 4, 3, padding=1, padding_mode="reflect", seed=0)

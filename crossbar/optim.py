@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Iterable
 
 import torch
@@ -20,6 +21,16 @@ from torch import Tensor, nn
 from crossbar.modules import analog_module_of, analog_modules
 
 __all__ = ["AnalogSGD", "analog_step", "analog_zero_grad"]
+
+_SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": False}
+"""``torch.optim.SGD`` options :class:`AnalogSGD` does not implement, with the only value it accepts (SGD's default)."""
+
+
+def _check_lr(lr: Any) -> None:
+    """``ValueError`` unless ``lr`` is a number or one-element tensor > 0 (a NaN fails too)."""
+    value = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 else lr
+    if isinstance(value, Tensor) or isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"AnalogSGD.lr must be > 0 (a number or a one-element tensor), got {lr!r}")
 
 
 class AnalogSGD(torch.optim.Optimizer):
@@ -31,13 +42,25 @@ class AnalogSGD(torch.optim.Optimizer):
         lr: learning rate (> 0) of both the digital SGD step and the analog update (``tile.update(x, d, lr)``;
             the device's pulse granularity and the update management turn it into pulses).
 
-    ``zero_grad`` also drops analog stashes that were not consumed by a ``step``.
+    ``zero_grad`` also drops analog stashes that were not consumed by a ``step``. Every parameter group's ``lr``
+    must be > 0 (a number or a one-element tensor); groups asking for ``torch.optim.SGD`` options this optimizer
+    does not have (momentum, dampening, weight decay, Nesterov, maximize) are refused rather than ignored.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.01) -> None:
-        if not (isinstance(lr, Tensor) or lr > 0):
-            raise ValueError(f"AnalogSGD.lr must be > 0, got {lr!r}")
+        _check_lr(lr)
         super().__init__(params, {"lr": lr})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.add_param_group``, with the group's ``lr`` and options checked first."""
+        if isinstance(param_group, dict):
+            if "lr" in param_group:
+                _check_lr(param_group["lr"])
+            for key, off in _SGD_OPTIONS.items():
+                if key in param_group and param_group[key] != off:
+                    raise ValueError(f"AnalogSGD: parameter group option {key}={param_group[key]!r} is not supported "
+                                     f"(only {off!r}); use analog_step next to a torch optimizer for {key}")
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]

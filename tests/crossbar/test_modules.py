@@ -239,3 +239,30 @@ def test_conv_positional_arguments_follow_nn_conv2d() -> None:
         AnalogConv2d(4, 4, 3, 1, 0, 1, 2, seed=0)
     with pytest.raises(ValueError, match="AnalogConv2d.padding_mode must be 'zeros'"):
         AnalogConv2d(4, 4, 3, padding=1, padding_mode="reflect", seed=0)
+
+
+@pytest.mark.parametrize("group", [dict(lr=-0.1), dict(lr=0.0), dict(lr=float("nan")), dict(lr=torch.tensor(-0.1)),
+                                   dict(momentum=0.9), dict(weight_decay=1e-4), dict(nesterov=True),
+                                   dict(maximize=True)])
+def test_analog_sgd_checks_every_parameter_group(group) -> None:
+    """Only the default ``lr`` was checked: a group's ``lr <= 0`` (or a negative tensor ``lr``) was taken, and the
+    pulsed update then moved the weights up the gradient; a group's ``momentum`` / ``weight_decay`` / ``nesterov``
+    / ``maximize`` was silently ignored."""
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), seed=0)
+    with pytest.raises(ValueError, match="AnalogSGD"):
+        AnalogSGD([dict(params=list(lin.parameters()), **group)], lr=0.1)
+    if set(group) == {"lr"}:
+        with pytest.raises(ValueError, match="AnalogSGD.lr must be > 0"):
+            AnalogSGD(lin.parameters(), lr=group["lr"])
+
+
+def test_analog_sgd_accepts_positive_group_lr_and_sgd_defaults() -> None:
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), dtype=F64, seed=0)
+    opt = AnalogSGD([dict(params=[lin.analog_ctx], lr=torch.tensor(0.5), momentum=0, weight_decay=0.0),
+                     dict(params=[lin.bias], lr=0.25)], lr=0.1)
+    w0, b0 = lin.get_weights(), lin.bias.detach().clone()
+    x = torch.randn(3, 4, dtype=F64)
+    lin(x).sum().backward()
+    opt.step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.5 * torch.ones(2, 1, dtype=F64) * x.sum(0, keepdim=True))
+    torch.testing.assert_close(lin.bias.detach(), b0 - 0.25 * 3)

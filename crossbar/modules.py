@@ -202,6 +202,9 @@ class AnalogLinear(AnalogModuleBase):
         return (self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"AnalogLinear: expected input [..., {self.in_features}] (in_features), got "
+                             f"{tuple(x.shape)}")
         lead = x.shape[:-1]
         y = self._analog_mvm(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias

@@ -266,3 +266,21 @@ def test_analog_sgd_accepts_positive_group_lr_and_sgd_defaults() -> None:
     opt.step()
     torch.testing.assert_close(lin.get_weights(), w0 - 0.5 * torch.ones(2, 1, dtype=F64) * x.sum(0, keepdim=True))
     torch.testing.assert_close(lin.bias.detach(), b0 - 0.25 * 3)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 6), (24,), ()])
+def test_linear_rejects_wrong_input_size_before_any_mvm(shape) -> None:
+    """nn.Linear rejects an input whose last dimension is not in_features (and a 0-d one); the analog layer ran the
+    MVM on ``x.reshape(-1, 12)`` (counting it and drawing its noise) and then failed reshaping the output (``shape
+    '[4, 5]' is invalid``), or, for a 0-d input of a 1-input layer, returned a result."""
+    for in_features in (12, 1):
+        if shape == () and in_features == 12:
+            continue
+        with pytest.raises(RuntimeError):
+            nn.Linear(in_features, 5)(torch.randn(shape))
+        lin = AnalogLinear(in_features, 5, rpu_config=CrossbarConfig(), seed=0)
+        state = lin.tile.generator.get_state()
+        with pytest.raises(ValueError, match=rf"AnalogLinear: expected input \[\.\.\., {in_features}\]"):
+            lin(torch.randn(shape))
+        assert int(lin.tile.counters["forward_mvms"]) == 0
+        assert torch.equal(lin.tile.generator.get_state(), state)

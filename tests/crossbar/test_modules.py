@@ -284,3 +284,59 @@ def test_linear_rejects_wrong_input_size_before_any_mvm(shape) -> None:
             lin(torch.randn(shape))
         assert int(lin.tile.counters["forward_mvms"]) == 0
         assert torch.equal(lin.tile.generator.get_state(), state)
+
+
+@pytest.mark.parametrize("in_features, out_features, tile, x_shape", [
+    (1, 7, (3, 4), (1, 1)), (7, 1, (3, 4), (1, 7)), (1, 1, (1, 1), (1,)), (13, 11, (4, 5), (3, 2, 13)),
+    (5, 9, (2, 3), (5,))])
+def test_linear_odd_sizes_equal_nn_linear(in_features, out_features, tile, x_shape) -> None:
+    """1×N, N×1 and sizes that pad both tile axes, a batch of one, a 1-D input, leading dimensions, a
+    non-contiguous input: forward, input gradient and one step equal nn.Linear + SGD (ideal periphery and device)."""
+    torch.manual_seed(5)
+    analog = AnalogLinear(in_features, out_features, rpu_config=ideal_config(tile_rows=tile[0], tile_cols=tile[1]),
+                          dtype=F64, seed=0)
+    digital = nn.Linear(in_features, out_features, dtype=F64)
+    with torch.no_grad():
+        digital.weight.copy_(analog.get_weights())
+        digital.bias.copy_(analog.bias)
+    x = torch.randn(*reversed(x_shape), dtype=F64).permute(*reversed(range(len(x_shape)))).requires_grad_(True)
+    x_d = x.detach().clone().requires_grad_(True)
+    y_a, y_d = analog(x), digital(x_d)
+    assert y_a.shape == y_d.shape
+    torch.testing.assert_close(y_a, y_d, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y_d)
+    y_a.backward(g)
+    y_d.backward(g)
+    torch.testing.assert_close(x.grad, x_d.grad, rtol=1e-12, atol=1e-12)
+    AnalogSGD(analog.parameters(), lr=0.3).step()
+    torch.optim.SGD(digital.parameters(), lr=0.3).step()
+    torch.testing.assert_close(analog.get_weights(), digital.weight, rtol=0, atol=1e-12)
+    torch.testing.assert_close(analog.bias, digital.bias, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("c_in, c_out, kw, size", [
+    (1, 1, dict(kernel_size=1), (1, 1)), (5, 3, dict(kernel_size=(2, 3), stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
+                                          (7, 9)),
+    (6, 4, dict(kernel_size=3, stride=3, padding=2, dilation=2), (11, 10)),
+    (4, 7, dict(kernel_size=(1, 3), stride=(1, 2), padding=(1, 0), bias=False), (5, 6))])
+def test_conv_geometries_on_padded_tiles_equal_nn_conv2d(c_in, c_out, kw, size) -> None:
+    """Strides, paddings and dilations per axis, 1×1 kernels, the channels-last im2col (>= 4 channels), a batch of
+    one and a non-contiguous input, on tiles padded on both axes: equal to nn.Conv2d + SGD."""
+    torch.manual_seed(6)
+    analog = AnalogConv2d(c_in, c_out, rpu_config=ideal_config(tile_rows=3, tile_cols=5), dtype=F64, seed=0, **kw)
+    digital = nn.Conv2d(c_in, c_out, dtype=F64, **kw)
+    with torch.no_grad():
+        digital.weight.copy_(analog.get_weights())
+        if digital.bias is not None:
+            digital.bias.copy_(analog.bias)
+    x = torch.randn(1, c_in, size[1], size[0], dtype=F64).transpose(2, 3).requires_grad_(True)
+    x_d = x.detach().clone().requires_grad_(True)
+    y_a, y_d = analog(x), digital(x_d)
+    torch.testing.assert_close(y_a, y_d, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y_d)
+    y_a.backward(g)
+    y_d.backward(g)
+    torch.testing.assert_close(x.grad, x_d.grad, rtol=1e-12, atol=1e-12)
+    AnalogSGD(analog.parameters(), lr=0.3).step()
+    torch.optim.SGD(digital.parameters(), lr=0.3).step()
+    torch.testing.assert_close(analog.get_weights(), digital.weight, rtol=0, atol=1e-12)

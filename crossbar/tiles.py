@@ -79,6 +79,13 @@ def _no_grad(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _check_vectors(method: str, name: str, t: Tensor, n: int) -> None:
+    """``ValueError`` unless ``t`` is ``[..., n]`` (a reshape to ``[-1, n]`` would otherwise silently regroup the
+    elements of vectors of another length)."""
+    if t.dim() < 1 or t.shape[-1] != n:
+        raise ValueError(f"TileArray.{method}: {name} must be [..., {n}], got {tuple(t.shape)}")
+
+
 def _sum_blocks(out: Tensor, dim: int) -> Tensor:
     """The digital sum of the tiles' partial results over tile-grid dimension ``dim`` (a view when it has one
     block: the sum of one term is that term)."""
@@ -275,6 +282,7 @@ class TileArray(TileState):
         Every tile's partial sum goes through its own ADC (and noise/bound management); the partial sums
         of a row of tiles are then added digitally.
         """
+        _check_vectors("forward", "x", x, self.in_features)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         res = analog_mvm(self.tiles, self.grid.split_inputs(x2), self.config.forward, self.generator)
@@ -285,6 +293,7 @@ class TileArray(TileState):
     @_no_grad
     def backward(self, d: Tensor) -> Tensor:
         """Backward (transposed) MVM ``Wᵀ d`` through the backward periphery: ``d: [..., out] -> [..., in]``."""
+        _check_vectors("backward", "d", d, self.out_features)
         lead = d.shape[:-1]
         d2 = d.reshape(-1, self.out_features)
         res = analog_mvm(self.tiles, self.grid.split_outputs(d2), self.config.backward, self.generator,
@@ -307,6 +316,8 @@ class TileArray(TileState):
         counts to all tiles at once. ``pulse_type="none"``: exact float update without device (no bounds),
         as aihwkit's ``PulseType.NONE``.
         """
+        _check_vectors("update", "x", x, self.in_features)
+        _check_vectors("update", "d", d, self.out_features)
         x2 = x.reshape(-1, self.in_features)
         d2 = d.reshape(-1, self.out_features)
         if x2.shape[0] != d2.shape[0]:

@@ -443,3 +443,20 @@ def test_hardware_sums_of_several_arrays_are_their_reads_one_by_one(transposed: 
         hardware_and_exact_sums(together, flags[:2])
     with pytest.raises(ValueError, match="g_offset must be >= 0"):
         hardware_sums(together, g_offset=-1.0)
+
+
+def test_vectors_of_the_wrong_length_are_rejected_not_regrouped() -> None:
+    """x [4, 22] on an 11-input array reshapes to [8, 11] and would pair with a d of 8 vectors: rejected instead, in
+    forward, backward and update, before any MVM is counted or any pulse drawn."""
+    arr = TileArray(7, 11, CrossbarConfig(device=ConstantStepDevice()), seed=0)
+    before = arr.tiles.clone()
+    with pytest.raises(ValueError, match=r"TileArray.update: x must be \[\.\.\., 11\], got \(4, 22\)"):
+        arr.update(torch.ones(4, 22), torch.ones(8, 7), 0.1)
+    with pytest.raises(ValueError, match=r"TileArray.update: d must be \[\.\.\., 7\], got \(4, 14\)"):
+        arr.update(torch.ones(8, 11), torch.ones(4, 14), 0.1)
+    with pytest.raises(ValueError, match=r"TileArray.forward: x must be \[\.\.\., 11\], got \(2, 22\)"):
+        arr.forward(torch.ones(2, 22))
+    with pytest.raises(ValueError, match=r"TileArray.backward: d must be \[\.\.\., 7\], got \(\)"):
+        arr.backward(torch.tensor(1.0))
+    assert torch.equal(arr.tiles, before)
+    assert all(float(v) == 0 for v in arr.counters.values())

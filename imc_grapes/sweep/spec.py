@@ -65,6 +65,8 @@ SWEEP_KEYS: tuple[str, ...] = ("name", "out", "reference", "base_from", "tail_ev
 SAMPLE_KEYS: tuple[str, ...] = ("n", "seed")
 #: sampled floats are rounded to this many significant digits (readable folder listings and CSV columns)
 SAMPLE_DIGITS = 6
+#: the path of a ``backend`` axis (a digital twin reports ``digital`` on it)
+BACKEND_PATH = FieldPath("backend", "train", "backend")
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,9 @@ class SweepSpec:
                 # for the analog settings a digital run uses too: the point's energy table prices its operations)
                 kept = {k: cfg_dict["analog"][k] for k in DIGITAL_ANALOG_FIELDS if k in cfg_dict["analog"]}
                 cfg_dict = {**cfg_dict, "analog": {**base["analog"], **kept}}
-                params = {k: (None if by_name[k].is_hardware else v) for k, v in params.items()}
+                # a twin's backend axis value is its analog point's: it names the backend the point runs on
+                params = {k: (None if by_name[k].is_hardware else "digital" if by_name[k] == BACKEND_PATH else v)
+                          for k, v in params.items()}
             label = " ".join(f"{k}={_fmt_value(v)}" for k, v in params.items()) or "(base)"
             try:
                 cfg = _build(cfg_dict, f"sweep {self.name!r}, point {label}")

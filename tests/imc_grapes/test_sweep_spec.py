@@ -202,6 +202,19 @@ def test_digital_points_ignore_hardware_axes_and_reference_adds_digital_twins():
     assert [p.config.backend for p in mixed] == ["digital", "crossbar", "crossbar"]
 
 
+@pytest.mark.parametrize("backends", [["crossbar", "digital"], ["crossbar", "aihwkit"]])
+def test_a_backend_axis_labels_digital_twins_digital(backends):
+    """The twin of an analog point runs on digital weights: its ``backend`` parameter (the summary.csv column, the
+    label, plan.json) must say ``digital``, not the analog backend of the point it was made from."""
+    axes = {"backend": backends, "device.dw_min": [0.01, 0.1]}
+    points = spec_of(axes, reference=True).points()
+    digital = [p for p in points if p.config.backend == "digital"]
+    assert len(digital) == 1 and digital[0].reference
+    for p in points:
+        assert p.params["backend"] == p.config.backend
+    assert digital[0].label() == "backend=digital [digital]"
+
+
 def test_digital_twins_keep_their_points_energy_table():
     """A digital run prices its operations with ``analog.energy_table`` too: sweeping the table gives each point's
     digital twin that point's table (not the base's), and the axis is not a hardware axis (it applies to digital

@@ -84,7 +84,8 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
         p = ps.point
         row: dict[str, Any] = {"point": p.id, "status": ps.state, "reason": ps.reason, "reference": p.reference}
         row.update({k: _cell(v) for k, v in p.params.items()})
-        row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k != "wall_time_s"})
+        # a swept TrainConfig field named like a metric (``epochs``) keeps the point's value in its column
+        row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k != "wall_time_s" and k not in p.params})
         if spec.tail_evals > 1:
             row[TAIL_METRIC] = ps.metrics.get(TAIL_METRIC)
         row["wall_time_s"] = store.read_run_info(p.id).get("wall_time_s") if ps.state in (DONE, FAILED) else None

@@ -245,6 +245,21 @@ def test_tail_evals_report_the_mean_of_the_last_evaluations_without_rerunning(tm
         load_spec(write_spec(tmp_path / "bad", body, base=base, sweep="tail_evals = 0"))
 
 
+def test_an_epochs_axis_keeps_its_values_in_summary_csv(tmp_path):
+    """``epochs`` is a TrainConfig field and a metric column of summary.csv: swept, the column must hold each point's
+    swept value — also for failed and pending points, which have no metrics."""
+    run_sweep(load_spec(write_spec(tmp_path, "[axes]\nepochs = [1, 2]\nlr = [1e12, 0.1]\n")),
+              executor=LocalExecutor(jobs=1, threads=1), log=quiet)
+    spec = load_spec(write_spec(tmp_path, "[axes]\nepochs = [1, 2, 3]\nlr = [1e12, 0.1]\n"))   # epochs 3: pending
+    write_report(spec)
+    epochs = {p.id: p.config.epochs for p in spec.points()}
+    with open(spec.out_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in rows) == ["done", "done", "failed", "failed", "pending", "pending"]
+    for r in rows:
+        assert r["epochs"] == str(epochs[r["point"]]), r
+
+
 def test_final_metrics_take_each_diagnostics_latest_recorded_value():
     """The accuracies come from the last row; a diagnostic from the latest row that recorded it (``M_corr``/``M_err``
     are sampled on every 10th importance read, so a run's last rows can lack them)."""

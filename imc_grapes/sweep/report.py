@@ -6,11 +6,13 @@ Written into the sweep folder:
   tail_evals = K > 1`` also ``tail_test_acc``, the mean of the last K evaluations, which the plots then show),
   wall time, then every other config field (top-level names, ``analog.*``, ``device.*``);
 * ``plots/acc_vs_<axis>.png`` — final test accuracy against each swept parameter (mean ± std over seeds and
-  the other swept axes), one line per optimizer; the ideal-digital accuracy of each optimizer as a dashed
-  reference when the sweep has digital points next to analog ones (``reference = true`` or a ``backend``
-  axis): per value of the axis when the digital points ran at each value (``lr``, a model axis: each analog point
-  against the digital run at its own value), a horizontal line when the axis is hardware that digital weights do
-  not have (``device.*``, ``analog.*``); groups whose every run failed are marked ✕ at 0;
+  the other swept axes), one line per optimizer (and per backend when the analog points ran on several: a
+  ``backend = ["crossbar", "aihwkit"]`` axis; so too the heat maps' panels and the other plots); the
+  ideal-digital accuracy of each optimizer as a dashed reference when the sweep has digital points next to
+  analog ones (``reference = true`` or a ``backend`` axis): per value of the axis when the digital points ran at
+  each value (``lr``, a model axis: each analog point against the digital run at its own value), a horizontal line
+  when the axis is hardware that digital weights do not have (``device.*``, ``analog.*``); groups whose every run
+  failed are marked ✕ at 0;
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
   optimizer;
 * ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
@@ -141,6 +143,17 @@ def _optimizers(pts: Sequence[Any]) -> list[str]:
     return list(dict.fromkeys(ps.point.config.optimizer for ps in pts))
 
 
+def _backends(pts: Sequence[Any]) -> list[str]:
+    """The backends of ``pts``: points of different backends (a ``backend = ["crossbar", "aihwkit"]`` axis) are
+    drawn apart, never averaged together."""
+    return list(dict.fromkeys(ps.point.config.backend for ps in pts))
+
+
+def _series_name(opt: str, backend: str, backends: Sequence[str]) -> str:
+    """A line's (a panel's) name: the optimizer, and its backend when the plot shows more than one."""
+    return opt if len(backends) <= 1 else f"{opt}, {backend}"
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -184,7 +197,8 @@ def reference_groups(ref: Sequence[Any], optimizer: str, axis: str) -> dict[str 
 
 def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: str | os.PathLike[str],
               others: Sequence[str] = ()) -> Path:
-    """Final test accuracy (%) vs ``axis``: mean ± std per optimizer, digital references
+    """Final test accuracy (%) vs ``axis``: mean ± std per optimizer (and backend, when the analog points ran on
+    several), digital references
     (:func:`reference_groups`: per value of ``axis``, or one horizontal line for a hardware axis); write a PNG."""
     plt = _plt()
     main, ref = _split(status_points)
@@ -195,28 +209,31 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     failed_label = "all runs failed"
+    backends = _backends(main)
     for i, opt in enumerate(_optimizers(main + ref)):
         color = colors[i % len(colors)]
-        pts = [ps for ps in main if ps.point.config.optimizer == opt]
-        line_x, line_m, line_s, line_n, fail_x = [], [], [], [], []
-        for v in values:
-            group = [ps for ps in pts if _key(ps.point.params[axis]) == _key(v)]
-            accs = [a for a in (_acc(ps) for ps in group) if a is not None]
-            if accs:
-                m, s = _mean_std(accs)
-                line_x.append(xs[_key(v)])
-                line_m.append(100 * m)
-                line_s.append(100 * s)
-                line_n.append(accs)
-            elif any(ps.state == FAILED for ps in group):     # pending points (not run yet) are not drawn
-                fail_x.append(xs[_key(v)])
-        if line_x:
-            ns = [len(g) for g in line_n]
-            n = f"n={ns[0]}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
-            ax.errorbar(line_x, line_m, yerr=line_s, marker="o", capsize=3, color=color, label=f"{opt} ({n} per point)")
-        if fail_x:
-            ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
-            failed_label = "_nolegend_"
+        for b, backend in enumerate(backends):        # one line per optimizer and (analog) backend
+            pts = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend]
+            line_x, line_m, line_s, line_n, fail_x = [], [], [], [], []
+            for v in values:
+                group = [ps for ps in pts if _key(ps.point.params[axis]) == _key(v)]
+                accs = [a for a in (_acc(ps) for ps in group) if a is not None]
+                if accs:
+                    m, s = _mean_std(accs)
+                    line_x.append(xs[_key(v)])
+                    line_m.append(100 * m)
+                    line_s.append(100 * s)
+                    line_n.append(accs)
+                elif any(ps.state == FAILED for ps in group):     # pending points (not run yet) are not drawn
+                    fail_x.append(xs[_key(v)])
+            if line_x:
+                ns = [len(g) for g in line_n]
+                n = f"n={ns[0]}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
+                ax.errorbar(line_x, line_m, yerr=line_s, marker="os^Dv"[b % 5], linestyle=("-", ":", "-.")[b % 3],
+                            capsize=3, color=color, label=f"{_series_name(opt, backend, backends)} ({n} per point)")
+            if fail_x:
+                ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
+                failed_label = "_nolegend_"
         by_value = reference_groups(ref, opt, axis)
         if None in by_value:                          # the axis is hardware: one digital reference for all values
             m, s = _mean_std(by_value[None])
@@ -250,7 +267,8 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
 
 def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y: str,
                  path: str | os.PathLike[str]) -> Path:
-    """Mean final test accuracy (%) over the grid of two swept parameters, one panel per optimizer."""
+    """Mean final test accuracy (%) over the grid of two swept parameters, one panel per optimizer (and backend, when
+    the points ran on several)."""
     plt = _plt()
     import numpy as np
 
@@ -258,16 +276,18 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
     main = [ps for ps in main if ps.point.params.get(ax_x) is not None and ps.point.params.get(ax_y) is not None]
     xv = _ordered_values([ps.point.params[ax_x] for ps in main])
     yv = _ordered_values([ps.point.params[ax_y] for ps in main])
-    opts = _optimizers(main)
-    fig, axes = plt.subplots(1, max(1, len(opts)), figsize=(1.6 + 4.2 * max(1, len(opts)), 4.2), squeeze=False,
+    backends = _backends(main)
+    panels = [(opt, b) for opt in _optimizers(main) for b in backends
+              if any(ps.point.config.optimizer == opt and ps.point.config.backend == b for ps in main)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(1.6 + 4.2 * max(1, len(panels)), 4.2), squeeze=False,
                              layout="constrained")
     grids, tried = [], []
-    for opt in opts:
+    for opt, backend in panels:
         grid = np.full((len(yv), len(xv)), np.nan)
         ran = np.zeros((len(yv), len(xv)), dtype=bool)
         for (i, y), (j, x) in itertools.product(enumerate(yv), enumerate(xv)):
-            group = [ps for ps in main if ps.point.config.optimizer == opt and _key(ps.point.params[ax_x]) == _key(x)
-                     and _key(ps.point.params[ax_y]) == _key(y)]
+            group = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend
+                     and _key(ps.point.params[ax_x]) == _key(x) and _key(ps.point.params[ax_y]) == _key(y)]
             accs = [a for a in (_acc(ps) for ps in group) if a is not None]
             ran[i, j] = any(ps.state in (DONE, FAILED) for ps in group)
             if accs:
@@ -279,7 +299,7 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
     vmin, vmax = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     im = None
-    for k, (opt, grid, ran) in enumerate(zip(opts, grids, tried)):
+    for k, ((opt, backend), grid, ran) in enumerate(zip(panels, grids, tried)):
         ax = axes[0, k]
         im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
                        vmax=max(vmax, vmin + 1e-9))
@@ -291,7 +311,7 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
             ax.text(j, i, txt, ha="center", va="center", fontsize=8, color=color)
         ax.set_xticks(range(len(xv)), [_fmt_value(v) for v in xv], rotation=45 if len(xv) > 5 else 0)
         ax.set_yticks(range(len(yv)), [_fmt_value(v) for v in yv])
-        ax.set(xlabel=ax_x, ylabel=ax_y, title=opt)
+        ax.set(xlabel=ax_x, ylabel=ax_y, title=_series_name(opt, backend, backends))
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), label=f"{_acc_label(spec)} (%)")
     fig.suptitle(f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes (— = not run yet)")
@@ -299,12 +319,18 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
 
 
 def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str]) -> Path:
-    """Bar chart of final test accuracy per optimizer (mean ± std), analog and digital side by side."""
+    """Bar chart of final test accuracy per optimizer (mean ± std), analog (per backend, when the points ran on
+    several) and digital side by side."""
     plt = _plt()
     main, ref = _split(status_points)
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     opts = _optimizers(main + ref)
-    for offset, (pts, label) in enumerate(((main, "analog" if ref else "all"), (ref, "ideal digital"))):
+    backends = _backends(main)
+    bars = ([(main, "analog" if ref else "all")] if len(backends) <= 1 else
+            [([ps for ps in main if ps.point.config.backend == b], b) for b in backends])
+    bars += [(ref, "ideal digital")] if ref else []
+    step = 0.8 / len(bars)
+    for offset, (pts, label) in enumerate(bars):
         ms, ss, xs = [], [], []
         for i, opt in enumerate(opts):
             accs = [a for a in (_acc(ps) for ps in pts if ps.point.config.optimizer == opt) if a is not None]
@@ -312,10 +338,10 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
                 m, s = _mean_std(accs)
                 ms.append(100 * m)
                 ss.append(100 * s)
-                xs.append(i + 0.4 * offset)
+                xs.append(i + step * offset)
         if xs:
-            ax.bar(xs, ms, yerr=ss, width=0.38, capsize=3, label=label)
-    ax.set_xticks([i + 0.2 for i in range(len(opts))] if ref else list(range(len(opts))), opts)
+            ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, label=label)
+    ax.set_xticks([i + step * (len(bars) - 1) / 2 for i in range(len(opts))], opts)
     ax.set(ylabel=f"{_acc_label(spec)} (%)", title=f"{spec.name}: accuracy per optimizer (mean ± std over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -334,14 +360,16 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
         return None
     plt = _plt()
     values = _ordered_values([ps.point.params[axis] for ps in main])
+    backends = _backends(main)
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 4.0), squeeze=False, layout="constrained")
     for ax, kind in zip(axes[0], kinds):
         keys = sorted({key for ps in main for key in ps.metrics if key.startswith(f"final_{kind}/")})
-        for opt in _optimizers(main):
+        for opt, backend in itertools.product(_optimizers(main), backends):
             for key in keys:
                 xs, ms, ss = [], [], []
                 for v in values:
                     ys = [float(ps.metrics[key]) for ps in main if ps.point.config.optimizer == opt
+                          and ps.point.config.backend == backend
                           and _key(ps.point.params[axis]) == _key(v) and _is_num(ps.metrics.get(key))
                           and math.isfinite(ps.metrics[key])]
                     if ys:
@@ -350,7 +378,8 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                         ms.append(m)
                         ss.append(sd)
                 if xs:
-                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=f"{opt}, {key.split('/', 1)[1]}")
+                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3,
+                                label=f"{_series_name(opt, backend, backends)}, {key.split('/', 1)[1]}")
         _x_scale(ax, values)
         ax.set(xlabel=axis, ylabel=DIAGNOSTICS[kind], title=DIAGNOSTICS[kind])
         ax.grid(alpha=0.3)

@@ -542,3 +542,58 @@ def test_digital_reference_is_drawn_per_lr_on_an_lr_axis_and_flat_on_a_hardware_
     plot_axis(spec, status, "device.dw_min", tmp_path / "acc_vs_dw.png")
     ref = [c for c in calls if "ideal digital" in c[2]]
     assert [c[0] for c in ref] == ["axhline"] and ref[0][1] == pytest.approx(100 * (0.3 + 0.8 + 0.5) / 3)
+
+
+def test_points_of_different_analog_backends_are_plotted_apart(tmp_path, monkeypatch):
+    """A ``backend = ["crossbar", "aihwkit"]`` axis compares two simulators: every plot draws each backend's points
+    on their own line / panel / bar (named by the backend), never one mean over both."""
+    import matplotlib.axes
+
+    from imc_grapes.sweep.report import plot_axis, plot_diagnostics, plot_heatmap, plot_optimizers
+    from imc_grapes.sweep.runner import PointStatus
+
+    acc = {"crossbar": 0.8, "aihwkit": 0.2}
+    sat = {"crossbar": 0.9, "aihwkit": 0.5}
+
+    def statuses(spec):
+        return [PointStatus(p, "done", metrics={"final_test_acc": acc[p.config.backend],
+                                                "final_sat/layers.0": sat[p.config.backend]})
+                for p in spec.points()]
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\nbackend = ["crossbar", "aihwkit"]\n'
+                                          'device.dw_min = [0.002, 0.02]\nperiphery.adc_bits = [6, 8]\n'))
+    status = statuses(spec)
+    calls: list[tuple[str, tuple, dict]] = []
+    originals = {name: getattr(matplotlib.axes.Axes, name) for name in ("errorbar", "imshow", "bar", "set")}
+
+    def spy(name):
+        def f(self, *args, **kwargs):
+            calls.append((name, args, kwargs))
+            return originals[name](self, *args, **kwargs)
+        return f
+
+    for name in originals:
+        monkeypatch.setattr(matplotlib.axes.Axes, name, spy(name))
+
+    plot_axis(spec, status, "device.dw_min", tmp_path / "a.png")
+    lines = {kw["label"].split(" (")[0]: list(args[1]) for name, args, kw in calls if name == "errorbar"}
+    assert lines == {"sgd, crossbar": pytest.approx([80.0, 80.0]), "sgd, aihwkit": pytest.approx([20.0, 20.0])}
+
+    calls.clear()
+    plot_heatmap(spec, status, "device.dw_min", "periphery.adc_bits", tmp_path / "h.png")
+    grids = [args[0] for name, args, _ in calls if name == "imshow"]
+    titles = [kw["title"] for name, _, kw in calls if name == "set" and "title" in kw]
+    assert titles == ["sgd, crossbar", "sgd, aihwkit"]
+    assert [float(g.mean()) for g in grids] == pytest.approx([80.0, 20.0])
+
+    calls.clear()
+    plot_diagnostics(spec, status, "device.dw_min", tmp_path / "d.png")
+    lines = {kw["label"]: list(args[1]) for name, args, kw in calls if name == "errorbar"}
+    assert lines == {"sgd, crossbar, layers.0": pytest.approx([0.9, 0.9]),
+                     "sgd, aihwkit, layers.0": pytest.approx([0.5, 0.5])}
+
+    only = load_spec(write_spec(tmp_path / "only", '[axes]\nbackend = ["crossbar", "aihwkit"]\n'))
+    calls.clear()
+    plot_optimizers(only, statuses(only), tmp_path / "o.png")
+    bars = {kw["label"]: list(args[1]) for name, args, kw in calls if name == "bar"}
+    assert bars == {"crossbar": pytest.approx([80.0]), "aihwkit": pytest.approx([20.0])}

@@ -44,6 +44,17 @@ def default_jobs(n_tasks: int | None = None, uses_cuda: bool = False) -> int:
     return max(1, min(jobs, n_tasks)) if n_tasks else jobs
 
 
+def _on_local_gpu(task: Task) -> bool:
+    """True when the task's point trains on a GPU of this machine (``cuda``, ``cuda:N``, or ``auto`` where CUDA is
+    available: :meth:`~imc_grapes.config.TrainConfig.resolved_device`)."""
+    device = str(task["config"].get("device", "cpu"))
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
 def _shipping(task: Task, threads: int) -> Task:
     """The task for a worker that may not see the sweep folder: no run folders (files come back in the outcome)."""
     out = {**task, "run_dir": None, "threads": threads}
@@ -150,8 +161,7 @@ class LocalExecutor:
     def run(self, tasks: Sequence[Task], on_start: OnStart, on_result: OnResult) -> None:
         if not tasks:
             return
-        uses_cuda = any(str(t["config"].get("device", "cpu")).startswith("cuda") for t in tasks)
-        jobs = min(self.jobs, len(tasks)) if self.jobs else default_jobs(len(tasks), uses_cuda)
+        jobs = min(self.jobs, len(tasks)) if self.jobs else default_jobs(len(tasks), any(map(_on_local_gpu, tasks)))
         if jobs == 1:
             for task in tasks:
                 on_start(task)

@@ -597,3 +597,25 @@ def test_points_of_different_analog_backends_are_plotted_apart(tmp_path, monkeyp
     plot_optimizers(only, statuses(only), tmp_path / "o.png")
     bars = {kw["label"]: list(args[1]) for name, args, kw in calls if name == "bar"}
     assert bars == {"crossbar": pytest.approx([80.0]), "aihwkit": pytest.approx([20.0])}
+
+
+@pytest.mark.parametrize("device, cuda, jobs", [("cpu", True, 3), ("auto", False, 3), ("auto", True, 1),
+                                                ("cuda", True, 1)])
+def test_default_jobs_is_one_when_the_points_train_on_a_gpu(monkeypatch, device, cuda, jobs):
+    """docs/sweeps.md: the default is one worker per usable core, never more than points, and 1 when the points train
+    on a GPU — also with ``device = "auto"`` on a machine with CUDA (they then share the one GPU)."""
+    import torch
+
+    from imc_grapes.sweep import executors
+
+    used: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(executors, "available_cpus", lambda: 8)
+    monkeypatch.setattr(executors, "execute_task", lambda task: {"id": task["id"], "status": "done"})
+    monkeypatch.setattr(executors.LocalExecutor, "_run_pool",
+                        staticmethod(lambda tasks, n, threads, on_start, on_result: used.append(n)))
+    tasks = [{"id": str(i), "config": {"device": device}} for i in range(3)]
+    results: list[str] = []
+    LocalExecutor().run(tasks, lambda task: None, lambda task, outcome: results.append(outcome["id"]))
+    assert (used or [1]) == [jobs]
+    assert results == (["0", "1", "2"] if jobs == 1 else [])

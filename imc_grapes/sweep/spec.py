@@ -253,6 +253,11 @@ class SweepSpec:
                 raise SpecError(f"axis {ax.name!r} needs either a list of values or a range")
             if ax.values is not None and len(ax.values) == 0:
                 raise SpecError(f"axis {ax.name!r} has no values; give at least one")
+        whole = [ax.name for ax in self.axes if (ax.path.section, ax.path.field) == ("analog", "device_overrides")]
+        entries = [ax.name for ax in self.axes if ax.path.section == "device"]
+        if whole and entries:   # the table would replace (or take) the entries: points silently merged or mislabelled
+            raise SpecError(f"axes {whole[0]!r} and {entries[0]!r} set the same field (the whole device_overrides "
+                            "table and one of its entries); keep one")
         sampled = [ax.name for ax in self.axes if ax.sampled]
         if not isinstance(self.n_samples, int) or self.n_samples < 0:
             raise SpecError(f"[sample] n must be an integer ≥ 1, got {self.n_samples!r}")

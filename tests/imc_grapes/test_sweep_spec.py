@@ -147,6 +147,17 @@ def test_malformed_axes_are_rejected():
 # ------------------------------------------------------------------------------------------ expansion
 
 
+@pytest.mark.parametrize("axes", [
+    {"device": {"dw_min": [0.01, 0.1]}, "analog": {"device_overrides": [{"up_down": 0.1}]}},
+    {"analog": {"device_overrides": [{"up_down": 0.1}]}, "device": {"dw_min": [0.01, 0.1]}},
+])
+def test_a_device_overrides_table_axis_and_a_device_axis_are_rejected(axes):
+    """An ``analog.device_overrides`` axis sets the whole table a ``device.*`` axis writes one entry of: together the
+    table dropped the entry (two dw_min points became one, labelled with a dw_min it did not run)."""
+    with pytest.raises(SpecError, match=r"set the same field"):
+        spec_of(axes, base={"backend": "crossbar"})
+
+
 def test_paths_resolve_to_their_sections():
     assert resolve_path("lr").section == "train"
     assert (resolve_path("periphery.adc_bits").section, resolve_path("periphery.adc_bits").field) == ("analog", "adc_bits")

@@ -2,7 +2,8 @@
 
 * Layers: ``aihwkit.nn.AnalogLinear`` / ``AnalogConv2d`` with a ``SingleRPUConfig`` built by
   ``crossbar.to_aihwkit_rpu_config(crossbar_config_from(settings))``, so both simulators get the same device
-  and periphery. The device-to-device spread is seeded (``construction_seed``); aihwkit's C++ random number
+  and periphery. The device-to-device spread is seeded (``construction_seed``, one per tile of a layer larger than
+  a tile: aihwkit would give all tiles of an array the same draws); aihwkit's C++ random number
   generator (cycle-to-cycle noise, pulse trains, read noise) is not seedable from Python, so aihwkit runs are
   not bit-reproducible.
 * Update: :meth:`AihwkitLayer.apply_update` takes the ``(x, d)`` aihwkit stored in each tile's
@@ -56,6 +57,30 @@ def aihwkit_rpu_config(cfg: crossbar.CrossbarConfig, construction_seed: int) -> 
     if hasattr(rpu.device, "construction_seed"):
         rpu.device.construction_seed = int(construction_seed) % (2 ** 31 - 1) + 1
     return rpu
+
+
+def _tile_seed(seed: int, k: int) -> int:
+    """Construction seed of the ``k``-th tile of a layer with seed ``seed`` (tile 0: ``seed`` itself)."""
+    return seed if k == 0 else (int(seed) * 1_000_003 + 104_729 * k) % (2 ** 62)
+
+
+def _seed_tile_array(inner: Any, config: crossbar.CrossbarConfig, seed: int) -> None:
+    """Give every tile of an aihwkit tile array (a layer larger than one tile) its own construction seed.
+
+    aihwkit builds all tiles of a ``TileModuleArray`` from one rpu config, so with a fixed ``construction_seed``
+    every tile would draw the *same* device-to-device spread (the same map of ``dw_min``, bounds, ... repeated in
+    each tile), unlike the crossbar backend (and aihwkit with an unseeded config), whose devices all draw
+    independently. Tiles 1, 2, ... are rebuilt here from configs seeded with :func:`_tile_seed`."""
+    module = inner.analog_module
+    if not hasattr(module, "array"):
+        return
+    n_out = len(module.out_sizes)
+    for i, (in_size, in_tiles) in enumerate(zip(module.in_sizes, module.array)):
+        for j, out_size in enumerate(module.out_sizes):
+            k = i * n_out + j
+            if k:
+                rpu = aihwkit_rpu_config(config, _tile_seed(seed, k))
+                in_tiles[j] = rpu.tile_class(out_size, in_size, rpu, bias=False)
 
 
 class AihwkitLayer(AnalogLayer):
@@ -269,6 +294,7 @@ def make_aihwkit_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed: 
                                   rpu_config=rpu)
     else:
         inner = AnalogLinear(layer.in_features, layer.out_features, bias=bias is not None, rpu_config=rpu)
+    _seed_tile_array(inner, config, seed)
     w = cast(Tensor, layer.weight).detach().cpu()
     inner.set_weights(w, None if bias is None else bias.detach().cpu())
     return AihwkitLayer(inner, config, backward_mode, feedback)

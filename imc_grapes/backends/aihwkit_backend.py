@@ -83,6 +83,16 @@ def _seed_tile_array(inner: Any, config: crossbar.CrossbarConfig, seed: int) -> 
                 in_tiles[j] = rpu.tile_class(out_size, in_size, rpu, bias=False)
 
 
+def _device_states(tile: Any) -> Tensor:
+    """The device states of one aihwkit tile, ``[out, in]`` float64: on a device with write noise its hidden
+    ``persistent_weights`` (what the pulses change; ``get_weights`` returns them plus the write noise, drawn anew at
+    every update), else its weights. What the saturation probe compares, as the crossbar backend's
+    ``read(hidden=True)``."""
+    if "persistent_weights" in tile.tile.get_hidden_parameter_names():
+        return tile.get_hidden_parameters()["persistent_weights"].to(torch.float64)
+    return tile.get_weights()[0].to(torch.float64)
+
+
 class AihwkitLayer(AnalogLayer):
     """An :class:`AnalogLayer` on an aihwkit ``AnalogLinear`` / ``AnalogConv2d`` (see the module docstring).
 
@@ -246,14 +256,14 @@ class AihwkitLayer(AnalogLayer):
             x, d = self._tile_xd(tile, rows, cols)
             self.count_buffer[_K["pulses"]] += self._expected_pulses(x, d, lr)
             self.count_buffer[_K["updates"]] += 1
-            before = tile.get_weights()[0].to(torch.float64) if probe else None
+            before = _device_states(tile) if probe else None
             tile.set_learning_rate(lr)
             tile.update(x, d)
             ctx.reset()
             tile.post_update_step()
             any_update = True
             if before is not None:
-                n, dd = self._probe_result(before, tile.get_weights()[0].to(torch.float64),
+                n, dd = self._probe_result(before, _device_states(tile),
                                            x.to(torch.float64), d.to(torch.float64), lr)
                 num, den = num + n, den + dd
         if not (probe and any_update):

@@ -503,7 +503,9 @@ class Network:
         """Put the model back into its exact state on exit: device states and their write noise, the tiles' random
         generators, counters and digital parameters (a copy of ``state_dict`` loaded back). For work that writes
         other weights into the network for a while, e.g. the inference evaluation. (aihwkit layers on a device with
-        write noise: aihwkit's own ``state_dict`` round trip draws their write noise anew.)"""
+        write noise do not come back exactly: aihwkit 1.1's own ``state_dict`` round trip programs the *noisy* weights
+        it saved, clipped, as the new device states and draws a new write noise on top, so the device states move by
+        one write-noise draw; its tiles also get new ``AnalogContext`` objects.)"""
         state = copy.deepcopy(self.model.state_dict())
         try:
             yield

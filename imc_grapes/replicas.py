@@ -370,6 +370,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                 for i, v in enumerate(per.detach().tolist()):
                     if alive[i] and not math.isfinite(v):
                         diverge(i, f"loss became {v} at epoch {epoch}, step {step} (lr={cfg.lr}); lower the lr")
+                if not any(alive):
+                    break                                                    # every replica diverged: stop
             if step not in evals:
                 continue
             train_loss = (loss_sum / seen).tolist()
@@ -394,11 +396,14 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             loss_sum.zero_(), correct.zero_()
             seen = 0
             save([i for i in range(e) if alive[i]])
+            if not any(alive):
+                break
         bar.close()
         live = [i for i in range(e) if alive[i]]
-        if live:
-            accs = ", ".join(f"{100 * results[i].history[-1]['test_acc']:.2f}%" for i in live)
-            log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: test acc {accs}")
+        if not live:
+            break                                                            # nothing left to train
+        accs = ", ".join(f"{100 * results[i].history[-1]['test_acc']:.2f}%" for i in live)
+        log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: test acc {accs}")
     for i in range(e):
         if alive[i]:
             results[i].status = "completed"

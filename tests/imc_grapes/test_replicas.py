@@ -358,3 +358,36 @@ def test_divergence_at_an_evaluation_step_is_reported_as_train_reports_it(monkey
     assert str(single.value) == "loss became nan at epoch 1, step 2 (lr=0.05); lower the lr"
     assert res.status == "diverged" and res.message == str(single.value)
     assert res.history == []
+
+
+def test_training_stops_once_every_replica_has_diverged(tmp_path, monkeypatch) -> None:
+    """Both replicas' training losses become NaN at their 3rd step (the gradients stay finite): each is recorded as
+    diverged there, with the evaluation after step 2 kept, as before; then training stops instead of running the
+    12 other steps of its 3 epochs."""
+    import types
+
+    import imc_grapes.replicas as replicas
+
+    steps = {"n": 0}
+
+    def cross_entropy(*args, **kwargs):
+        loss = F.cross_entropy(*args, **kwargs)
+        if torch.is_grad_enabled():                                       # a training step, not an evaluation
+            steps["n"] += 1
+            if steps["n"] >= 3:
+                loss = loss + loss.detach() * float("nan")
+        return loss
+
+    monkeypatch.setattr(replicas, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
+    cfgs = [base_cfg(seed=s, epochs=3) for s in (1, 2)]
+    logged: list[str] = []
+    res = train_replicas(cfgs, [tmp_path / "a", tmp_path / "b"], log=logged.append)
+    assert steps["n"] == 3                                               # 5 steps per epoch: not 15
+    assert logged == []                                                  # no epoch ended with a live replica
+    for r, d in zip(res, ("a", "b")):
+        assert r.status == "diverged"
+        assert r.message == "loss became nan at epoch 1, step 3 (lr=0.05); lower the lr"
+        assert [row["step"] for row in r.history] == [2]                 # the evaluation after step 2 is kept
+        saved = json.loads((tmp_path / d / "results.json").read_text())
+        assert saved["status"] == "diverged" and saved["message"] == r.message
+        assert strip(saved["history"]) == strip(r.history)

@@ -186,7 +186,10 @@ class LocalExecutor:
             if queue:
                 slot.task = queue.popleft()
                 on_start(slot.task)
-                slot.conn.send(slot.task)
+                try:
+                    slot.conn.send(slot.task)
+                except OSError:  # it died after its last result (broken pipe): the loop finds it dead as usual
+                    pass
             else:
                 slot.task = None
                 try:

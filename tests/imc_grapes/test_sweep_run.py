@@ -400,6 +400,37 @@ def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
     assert all(outcomes[p.id]["status"] == "done" for p in points[1:])
 
 
+def _wait_dead(pid: int) -> None:
+    """Wait until this process's child ``pid`` has ended with all its threads (so its pipes are closed; a
+    zombie leader alone is not enough), leaving it to be reaped by whoever started it."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_a_worker_that_dies_after_sending_its_result_is_handled_like_any_dead_worker(tmp_path):
+    """A worker that dies right after sending a result (here: killed as its result arrives): handing it the next
+    point finds a broken pipe. That point is recorded failed as with any dead worker, a new worker takes the
+    points left, the sweep does not end with a BrokenPipeError."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2, 3]\n"))
+    points = spec.points()
+    store = SweepStore(spec.out_dir)
+    tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in points]
+    outcomes: dict[str, dict] = {}
+    started: list[str] = []
+
+    def on_result(task, outcome):
+        if not outcomes:                     # the first result: its worker dies before it gets the next point
+            os.kill(outcome["pid"], signal.SIGKILL)
+            _wait_dead(outcome["pid"])
+        outcomes[task["id"]] = outcome
+
+    LocalExecutor(jobs=2).run(tasks, lambda t: started.append(t["id"]), on_result)
+    assert started == [p.id for p in points] and set(outcomes) == set(started)
+    handed = outcomes[points[2].id]          # the point handed to the dead worker
+    assert handed["status"] == "failed" and "worker process died (signal SIGKILL)" in handed["reason"]
+    assert [outcomes[p.id]["status"] for p in points] == ["done", "done", "failed", "done"]
+
+
 @pytest.mark.slow
 def test_local_and_ray_executors_write_identical_results(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")

@@ -8,6 +8,7 @@ worker each runs torch on ``threads`` threads (default 1), so results do not dep
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import multiprocessing.connection as mpc
@@ -16,7 +17,7 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +28,9 @@ Outcome = dict[str, Any]
 OnStart = Callable[[Task], None]
 OnResult = Callable[[Task, Outcome], None]
 EXECUTORS = ("local", "ray")
+#: signals a local worker ignores: sent to the whole process group (Ctrl-C in a terminal; SIGTERM from Slurm,
+#: systemd or ``kill -- -PGID``) they are the sweep process's to handle, which then kills its workers
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 def available_cpus() -> int:
@@ -104,10 +108,36 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block :data:`_STOP_SIGNALS` in this thread while the block runs (starting a worker): the worker inherits
+    the mask, so it cannot die of one before :func:`_worker_main` ignores them; one sent to this process meanwhile
+    stays pending and is handled when the block ends. (As ``multiprocessing.resource_tracker`` starts its
+    process.)"""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # first: starting it unblocks these signals (SIG_UNBLOCK, not a restore)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_main(conn: mpc.Connection, threads: int) -> None:
-    """A local worker: receive tasks over ``conn``, send each outcome back; None or a closed pipe ends it."""
+    """A local worker: receive tasks over ``conn``, send each outcome back; None or a closed pipe ends it.
+
+    It ignores SIGINT and SIGTERM (:data:`_STOP_SIGNALS`): sent to the process group they are handled by the sweep
+    process, which kills its workers and leaves their points half-finished (redone by the next run); a worker that
+    died of one before the sweep process handled its own would have its point recorded failed."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while it started: see _run_pool
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the sweep process, which ends the workers
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
@@ -178,7 +208,8 @@ class LocalExecutor:
         def spawn() -> _Slot:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True, name="imc-grapes-sweep")
-            proc.start()
+            with _stop_signals_blocked():  # until the worker ignores them (it starts with this thread's mask)
+                proc.start()
             child.close()
             return _Slot(proc, parent)
 
@@ -231,7 +262,7 @@ class LocalExecutor:
         finally:
             for slot in slots:
                 if slot.task is not None and slot.proc.is_alive():
-                    slot.proc.terminate()  # interrupted (Ctrl-C or an error in a callback)
+                    slot.proc.kill()  # interrupted (Ctrl-C, SIGTERM or an error in a callback); it ignores SIGTERM
             for slot in slots:
                 slot.proc.join(timeout=10)
                 if slot.proc.is_alive():

@@ -357,6 +357,108 @@ def test_sigterm_mid_sweep_ends_it_like_ctrl_c(tmp_path):
     assert all(json.loads(blob)["status"] == "done" for blob in finished.values())
 
 
+
+def _children(pid: int, marker: bytes = b"spawn_main") -> list[int]:
+    """Processes whose parent is ``pid`` and whose command line holds ``marker`` (multiprocessing spawn workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid and \
+                        marker in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def _signal_status(pid: int) -> tuple[str, int, int] | None:
+    """``(state, ignored, blocked)`` of process ``pid`` (its state letter and the SigIgn / SigBlk masks of its main
+    thread), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0], int(fields["SigIgn"], 16), int(fields["SigBlk"], 16)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
+def test_sigterm_to_the_process_group_leaves_running_points_to_be_redone_not_failed(tmp_path):
+    """SIGTERM sent to the whole process group (Slurm, systemd, ``kill -- -PGID``) reaches the workers too. Even
+    when a worker gets it before the sweep process has handled its own (forced here: the workers are signalled
+    first, and a worker that dies of it is given time to be recorded), the points that were running are left
+    half-finished, not recorded failed: the next plain run redoes them and the sweep completes."""
+    spec_path, out, proc = _sweep_with_a_point_done(tmp_path)
+    spec = load_spec(spec_path)
+    workers = _children(proc.pid)
+    assert workers, "no worker process found"
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)        # the workers first ...
+    term = 1 << (signal.SIGTERM - 1)
+    deadline = time.monotonic() + 30
+    died = 0
+    for pid in workers:                     # ... each one ignores it (or holds it blocked) or dies of it
+        while time.monotonic() < deadline:
+            st = _signal_status(pid)
+            if st is None or st[0] in "ZX":
+                died += 1
+                break
+            if st[1] & term or st[2] & term:
+                break
+            time.sleep(0.01)
+
+    def failed() -> int:
+        return sum(json.loads(blob)["status"] == "failed" for blob in point_files(out).values())
+
+    while failed() < died and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)                    # a dead worker: let the sweep record its point before it is stopped
+    os.killpg(proc.pid, signal.SIGTERM)     # ... then the whole group
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    _assert_workers_end(proc, "the terminated sweep")
+    finished = point_files(out)
+    assert 1 <= len(finished) < 8, "the signal came after the sweep had finished: make the points heavier"
+    assert [json.loads(blob)["status"] for blob in finished.values()] == ["done"] * len(finished), \
+        "a point running when the group was terminated was recorded failed"
+    status = sweep_status(spec)
+    assert status.count("half-finished") >= 1 and status.count("failed") == 0
+
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    status = run_sweep(spec, executor=ex, log=quiet)    # a plain resume, no --retry-failed
+    assert status.complete and status.count("done") == 8
+    assert sorted(ex.ids) == sorted(p.id for p in spec.points() if p.id not in finished)
+    assert {k: v for k, v in point_files(out).items() if k in finished} == finished
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_workers_cannot_die_of_sigint_or_sigterm_even_while_starting(tmp_path):
+    """A worker is started with SIGINT and SIGTERM blocked (its parent's mask while starting it) until it ignores
+    them: a signal to the process group while it imports torch cannot kill it either."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1]\n"))
+    store = SweepStore(spec.out_dir)
+    tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in spec.points()]
+    stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    seen: dict[int, int] = {}
+
+    def on_start(task):
+        deadline = time.monotonic() + 60
+        while len(_children(os.getpid())) <= len(seen) and time.monotonic() < deadline:
+            time.sleep(0.005)               # until the new worker runs Python (exec done)
+        for pid in set(_children(os.getpid())) - set(seen):
+            st = _signal_status(pid)
+            assert st is not None
+            seen[pid] = (st[1] | st[2]) & stop  # ignored or blocked, from its start on
+
+    outcomes: dict[str, dict] = {}
+    LocalExecutor(jobs=2).run(tasks, on_start, lambda t, o: outcomes.__setitem__(t["id"], o))
+    assert len(seen) == 2 and set(seen.values()) == {stop}
+    assert [o["status"] for o in outcomes.values()] == ["done", "done"]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
     spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n"))

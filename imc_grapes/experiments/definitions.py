@@ -3,7 +3,8 @@
 
 =============  ======================================================================================
 ``mlp``        784-256-256-10 (bias-free, ReLU, He-uniform) on MNIST and Fashion-MNIST, BP vs BP+GRAPES,
-               with deeper (3, 5 hidden layers) and wider (1000 units) variants: "helps more as networks grow"
+               with deeper (3, 5 hidden layers) and wider (1000 units) variants, at the full size digitally also
+               784-1000-1000-1000-10 and 784-2000-1500-1000-500-10: "helps more as networks grow"
 ``fa-dfa``     the same MLP trained with feedback alignment and direct feedback alignment, with and without GRAPES
 ``cnn``        a small conv net (conv-pool ×2, linear classifier), GRAPES per output channel; analog convs
 ``rnn``        sequential (row-by-row) MNIST, LSTM and vanilla RNN; GRAPES per unit from the input weights

@@ -4,8 +4,9 @@ grid, data sets), and the run budgets of each size.
 Sizes:
 
 * ``tiny``: the synthetic data set, tiny networks, one seed: an end-to-end check in seconds (tests, smoke runs);
-* ``quick``: MNIST / Fashion-MNIST subsets, 4-point learning-rate grids, 5 seeds digital (3 analog): minutes
-  per experiment on 2 CPU cores; the analog budgets are smaller (the analog engine is 10–30× slower);
+* ``quick``: MNIST / Fashion-MNIST subsets, the experiments' full learning-rate grids (6 factor-2 steps; 7 for
+  the LSTM and spiking networks), 5 seeds digital (3 analog): minutes per experiment on 2 CPU cores; the analog
+  budgets are smaller (the analog engine is 10–30× slower);
 * ``full``: the whole data sets, more epochs, 5 seeds (hours on a CPU; the paper used 200 epochs and 10 runs).
 """
 from __future__ import annotations

@@ -136,3 +136,15 @@ def test_findings_call_more_forgetting_worse_and_less_forgetting_better():
     assert "forgetting +3.00 points (more forgetting than SGD: worse)" in more and "better" not in more
     assert "forgetting -3.00 points (less forgetting than the layer-mean control: better)" in less
     assert "worse" not in less and "(the same forgetting as SGD)" in same
+
+
+@pytest.mark.parametrize("name", ["mlp", "fa-dfa"])
+def test_mlp_notes_state_the_dropout_and_budget_that_differ_from_the_paper(name):
+    """The report's notes of the MLP experiments say what the plans do against the paper's setting (grapes.md §6):
+    dropout 0.1 (keep 0.9) only at the full size, fewer epochs and runs than the paper's 200 and 10."""
+    notes = EXPERIMENTS[name].notes
+    assert "dropout 10 %" in notes and "full size only" in notes and "200 epochs" in notes and "10 runs" in notes
+    assert {g.spec.base.dropout for g in _plan(name, size="full", backends=("digital", "crossbar"))} == {0.1}
+    assert {g.spec.base.dropout for g in _plan(name, size="quick", backends=("digital", "crossbar"))} == {0.0}
+    full = _plan(name, size="full")
+    assert max(g.spec.base.epochs for g in full) < 200 and max(len(g.spec.seeds) for g in full) < 10

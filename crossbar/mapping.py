@@ -7,7 +7,8 @@ layer on 256-column tiles uses 4 tiles x 196 columns, a 10-output layer 10 of th
 physical lines of a tile carry no input and their outputs are never read, so they are not simulated
 (every tensor is ``[T, rows, cols]``). When a size does not divide evenly, the last block is padded with
 zeros (at most ``R - 1`` rows / ``C - 1`` columns; those devices get zero input and their outputs are
-dropped). Tile ``t = r * C + c`` holds rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
+dropped; the tile counters do not count them as driven or converted lines). Tile ``t = r * C + c`` holds
+rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
 """
 
 from __future__ import annotations

@@ -268,7 +268,7 @@ class ReplicaTileArray(TileState):
         """Forward MVM of every replica, ``x: [E, B, in] -> [E, B, out]`` (replica ``e`` sees its own weights)."""
         self._check(x, self.in_features, "forward")
         res = self._forward_tiles(self.tiles, x)
-        self._count(res, x.shape[0] * x.shape[1], "forward", self.grid.cols, self.grid.rows)
+        self._count(res, x.shape[0] * x.shape[1], "forward", False)
         return self._merge_forward(res)
 
     @torch.no_grad()
@@ -280,7 +280,7 @@ class ReplicaTileArray(TileState):
         din = self._out_blocks(d.to(w.dtype)).permute(1, 0, 2).unsqueeze(1)   # [E*R, 1, B, rows]
         res = _analog_mvm_blocks(w, din, self.config.backward, self.generator, transposed=True, sync_free=True)
         z = res.out.view(self.n_replicas, g.n_row_tiles, g.n_col_tiles, d.shape[1], g.cols).sum(dim=1)
-        self._count(res, d.shape[0] * d.shape[1], "backward", g.rows, g.cols)
+        self._count(res, d.shape[0] * d.shape[1], "backward", True)
         return g.merge_inputs(z.permute(0, 2, 1, 3))
 
     @torch.no_grad()
@@ -303,7 +303,7 @@ class ReplicaTileArray(TileState):
         ones = torch.ones(self.n_replicas, 1, self.in_features, device=w.device, dtype=w.dtype)
         # padding input lines carry 0, so the offset of their devices adds nothing (as on a real array)
         res = self._forward_tiles(w.abs() + pair_offset(g_offset) if g_offset else w.abs(), ones)
-        self._count(res, 0, None, self.grid.cols, self.grid.rows)
+        self._count(res, 0, None, False)
         return self._merge_forward(res)[:, 0]
 
     # ------------------------------------------------------------------ update

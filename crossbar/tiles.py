@@ -42,8 +42,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "backward_mvms",     # error vectors sent through the backward MVM
     "forward_passes",    # analog tile passes, forward (tiles x vectors x bound-management rounds)
     "backward_passes",   # analog tile passes, backward
-    "adc_conversions",   # output-line conversions: passes x simulated output lines per tile
-    "dac_conversions",   # input-line conversions: passes x simulated input lines per tile
+    "adc_conversions",   # output-line conversions: passes x logical output lines of the tile (padding not read)
+    "dac_conversions",   # input-line conversions: passes x logical input lines of the tile (padding not driven)
     "updates",           # update calls
     "pulses",            # device pulses fired by pulsed updates
     "importance_reads",  # hardware row/column-sum reads
@@ -195,11 +195,19 @@ class TileState(nn.Module):
         """``importance_reads`` counted by one importance read of this array (one per logical array)."""
         return 1
 
-    def _count(self, res: MVMResult, n_vectors: int, kind: str | None, n_in: int, n_out: int) -> None:
+    def _count(self, res: MVMResult, n_vectors: int, kind: str | None, transposed: bool) -> None:
         """Hardware counters of one MVM call: ``kind`` ``"forward"``/``"backward"``, or ``None`` for an
-        importance read (counted as :meth:`_reads_per_call` reads, not as MVMs). Called on every MVM: the
-        counter buffers are taken from ``_buffers`` directly (an attribute read of a buffer goes through
-        ``nn.Module.__getattr__`` after a failed lookup, several µs per call on a slow core)."""
+        importance read (counted as :meth:`_reads_per_call` reads, not as MVMs); ``transposed``: the inputs drive
+        the tiles' rows (backward periphery). Called on every MVM: the counter buffers are taken from ``_buffers``
+        directly (an attribute read of a buffer goes through ``nn.Module.__getattr__`` after a failed lookup,
+        several µs per call on a slow core).
+
+        Conversions count *logical* lines: each pass of a tile drives its logical input lines (DAC) and converts
+        its logical output lines (ADC). The zero padding of the grid's last row / column block
+        (:class:`~crossbar.mapping.TileGrid`) carries no signal: a chip would neither drive nor convert it, as it
+        does not the unused physical lines of a tile, and aihwkit's uneven split has none. So a layer converts the
+        same lines however its grid pads (``B·R·in`` DAC and ``B·C·out`` ADC conversions per forward of ``B``
+        vectors, one pass each), and both backends count the same."""
         passes = res.total_passes()
         counters = cast("dict[str, Tensor]", self._buffers)
         if kind is None:
@@ -207,8 +215,20 @@ class TileState(nn.Module):
         else:
             counters[f"counter_{kind}_mvms"].add_(n_vectors)
             counters[f"counter_{kind}_passes"].add_(passes)
-        counters["counter_adc_conversions"].add_(passes, alpha=n_out)
-        counters["counter_dac_conversions"].add_(passes, alpha=n_in)
+        adc, dac = counters["counter_adc_conversions"], counters["counter_dac_conversions"]
+        col_lines, row_lines = (adc, dac) if transposed else (dac, adc)     # the counters of column / row lines
+        g = self.grid
+        if res.total is not None:   # one pass per vector and tile, total = (E·)R·C·B: B·(E·)R·in, B·(E·)C·out
+            col_lines.add_(res.total // g.n_col_tiles * g.in_features)
+            row_lines.add_(res.total // g.n_row_tiles * g.out_features)
+            return
+        col_lines.add_(passes, alpha=g.cols)    # passes [(E·)R, C, B]; only the last block of a grid is padded
+        row_lines.add_(passes, alpha=g.rows)
+        if g.padded_in > g.in_features:         # less the padding columns on the passes of the last column block
+            col_lines.sub_(res.passes.select(1, -1).sum(), alpha=g.padded_in - g.in_features)
+        if g.padded_out > g.out_features:       # and the padding rows on those of the last row block
+            row_lines.sub_(res.passes.unflatten(0, (-1, g.n_row_tiles)).select(1, -1).sum(),
+                           alpha=g.padded_out - g.out_features)
 
 
 class TileArray(TileState):
@@ -287,7 +307,7 @@ class TileArray(TileState):
         x2 = x.reshape(-1, self.in_features)
         res = analog_mvm(self.tiles, self.grid.split_inputs(x2), self.config.forward, self.generator)
         y = _sum_blocks(res.out, 1).permute(1, 0, 2)            # [B, R, rows]
-        self._count(res, x2.shape[0], "forward", self.grid.cols, self.grid.rows)
+        self._count(res, x2.shape[0], "forward", False)
         return self.grid.merge_outputs(y).reshape(*lead, self.out_features)
 
     @_no_grad
@@ -299,7 +319,7 @@ class TileArray(TileState):
         res = analog_mvm(self.tiles, self.grid.split_outputs(d2), self.config.backward, self.generator,
                          transposed=True)
         z = _sum_blocks(res.out, 0).permute(1, 0, 2)            # [B, C, cols]
-        self._count(res, d2.shape[0], "backward", self.grid.rows, self.grid.cols)
+        self._count(res, d2.shape[0], "backward", True)
         return self.grid.merge_inputs(z).reshape(*lead, self.in_features)
 
     # ------------------------------------------------------------------ update
@@ -669,7 +689,6 @@ def _hardware_sums(arrays: Sequence[TileArray], transposed: bool, signed: bool, 
     sums = []
     for a, result in zip(arrays, results):
         assert result is not None
-        n_in, n_out = (a.grid.rows, a.grid.cols) if transposed else (a.grid.cols, a.grid.rows)
-        a._count(result, 1, None, n_in, n_out)
+        a._count(result, 1, None, transposed)
         sums.append(a._merged(result.out, transposed))
     return sums, exacts

@@ -10,7 +10,7 @@ import pickle
 import pytest
 import torch
 
-from crossbar import CrossbarConfig, IOParameters, TileArray, UpdateParameters
+from crossbar import CrossbarConfig, IOParameters, ReplicaTileArray, TileArray, UpdateParameters
 from crossbar.periphery import bound_management_rounds
 from devices import ConstantStepDevice, IdealDevice
 
@@ -164,10 +164,11 @@ def test_counters_count_hardware_work_without_host_sync() -> None:
     c = arr.counters
     assert all(isinstance(v, torch.Tensor) and v.dtype == torch.int64 for v in c.values())
     assert int(c["forward_mvms"]) == 5 and int(c["forward_passes"]) == 5 * 9
-    assert int(c["adc_conversions"]) == 5 * 9 * 7 and int(c["dac_conversions"]) == 5 * 9 * 14
+    # logical lines only (21 x 42 padded to 20 x 40): each of the 3 tile rows converts 20 outputs, drives 40 inputs
+    assert int(c["adc_conversions"]) == 5 * 3 * 20 and int(c["dac_conversions"]) == 5 * 3 * 40
     arr.backward(torch.randn(2, 20))
     assert int(c["backward_mvms"]) == 2 and int(c["backward_passes"]) == 2 * 9
-    assert int(c["adc_conversions"]) == 5 * 9 * 7 + 2 * 9 * 14
+    assert int(c["adc_conversions"]) == 5 * 3 * 20 + 2 * 3 * 40
     arr.update(torch.randn(3, 40), torch.randn(3, 20) * 0.1, 0.1)
     assert int(c["updates"]) == 1 and int(c["pulses"]) > 0
     arr.reset_counters()
@@ -177,6 +178,49 @@ def test_counters_count_hardware_work_without_host_sync() -> None:
     bm.program(torch.full((4, 16), 1.0))                           # y = 16 > 12 -> 2 passes
     bm.forward(torch.ones(3, 16))
     assert int(bm.counters["forward_passes"]) == 3 * 2
+
+
+def test_conversions_count_the_logical_lines_not_the_grid_padding() -> None:
+    """A 5 x 5 matrix on 4 x 4 tiles is a 2 x 2 grid of 3 x 3 tiles, the last row and column block padded by one
+    line (logical lines per block: 3 and 2). A pass of tile (r, c) drives its logical inputs and converts its
+    logical outputs only, as aihwkit's uneven 3 + 2 split does. By hand (W = 1, x = 1, forward ADC bound 2.5, so
+    bound management repeats the passes of the 3-column blocks, 3 > 2.5, not those of the 2-column blocks):
+
+    * forward, B = 3: passes per vector 2 on tiles (0, 0), (1, 0), 1 on (0, 1), (1, 1): 6, 18 in all;
+      DAC Σ passes × columns = 3·(2·3 + 1·2 + 2·3 + 1·2) = 48, ADC Σ passes × rows = 3·((2 + 1)·3 + (2 + 1)·2)
+      = 45 (before: every pass counted 3 lines, 54 and 54);
+    * backward, B = 2 (one pass each): DAC 2·(2 tile columns)·5 rows = 20, ADC 2·(2 tile rows)·5 columns = 20
+      (before: 2·4·3 = 24 each);
+    * hardware row sums (forward periphery, the same passes as one forward vector): DAC 16, ADC 15 (before 18, 18);
+      column sums (backward): DAC 10, ADC 10 (before 12, 12);
+    * replicas count each replica's lines: E = 2 replicas count twice the forward of one.
+    """
+    cfg = CrossbarConfig(device=IdealDevice(), forward=IOParameters(out_bound=2.5, out_noise=0.0),
+                         backward=IOParameters(out_noise=0.0), tile_rows=4, tile_cols=4)
+    arr = TileArray(5, 5, cfg, seed=0)
+    arr.program(torch.ones(5, 5))
+
+    def counts(run) -> tuple[int, int, int]:
+        arr.reset_counters()
+        run()
+        c = arr.counters
+        return int(c["forward_passes"] + c["backward_passes"]), int(c["dac_conversions"]), int(c["adc_conversions"])
+
+    assert counts(lambda: arr.forward(torch.ones(3, 5))) == (18, 48, 45)
+    assert counts(lambda: arr.backward(torch.ones(2, 5))) == (8, 20, 20)
+    assert counts(lambda: arr.row_sums("hardware")) == (0, 16, 15)
+    assert counts(lambda: arr.col_sums("hardware")) == (0, 10, 10)
+    rep = ReplicaTileArray([1, 2], 5, 5, cfg)
+    rep.program(torch.ones(2, 5, 5))
+    rep.forward(torch.ones(2, 3, 5))
+    assert (int(rep.counters["forward_passes"]), int(rep.counters["dac_conversions"]),
+            int(rep.counters["adc_conversions"])) == (2 * 18, 2 * 48, 2 * 45)
+    rep.reset_counters()
+    rep.backward(torch.ones(2, 2, 5))
+    assert (int(rep.counters["dac_conversions"]), int(rep.counters["adc_conversions"])) == (2 * 20, 2 * 20)
+    rep.reset_counters()
+    rep.row_sums("hardware")
+    assert (int(rep.counters["dac_conversions"]), int(rep.counters["adc_conversions"])) == (2 * 16, 2 * 15)
 
 
 def test_state_dict_round_trip_restores_states_params_counters_and_noise() -> None:

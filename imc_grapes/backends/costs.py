@@ -10,9 +10,9 @@ Cost kinds (:data:`COST_KINDS`, all counted over *training* steps only; evaluati
 ``forward_passes``          analog tile passes, forward (tiles × vectors × bound-management rounds)
 ``backward_passes``         analog tile passes, backward
 ``importance_reads``        GRAPES importance reads of a layer's array (one all-ones read, ``array`` source)
-``adc_conversions``         output-line conversions (passes × output lines per tile), all reads
-``dac_conversions``         input-line conversions (passes × input lines per tile), all reads
-``array_macs``              analog multiply-accumulates done by the arrays (passes × rows × cols)
+``adc_conversions``         output-line conversions (passes × logical output lines of the tile), all reads
+``dac_conversions``         input-line conversions (passes × logical input lines of the tile), all reads
+``array_macs``              analog multiply-accumulates done by the arrays (passes × logical cells of the tile)
 ``pulses``                  device pulses fired by the pulsed updates (aihwkit backend: the expected number)
 ``updates``                 pulsed update calls: crossbar one per layer and step (its tiles updated in one
                             call), aihwkit one per tile (aihwkit updates each tile with its own call)
@@ -22,6 +22,14 @@ Cost kinds (:data:`COST_KINDS`, all counted over *training* steps only; evaluati
 ``importance_digital_adds`` additions of the ``exact`` importance (``Σ|w|`` over every weight, digital — what
                             a simulator can do; a chip would first have to read every weight)
 ==========================  ===========================================================================
+
+*Logical* lines and cells: those that hold the layer's matrix. When a layer does not divide evenly into its tiles,
+the crossbar backend's grid pads its last row / column block with zeros (:class:`crossbar.mapping.TileGrid`);
+a padding line carries no signal, so, like a tile's unused physical lines, it is neither driven, converted nor
+multiplied, and aihwkit's uneven split has no padding: both backends count the same layer alike (a forward of
+``B`` vectors on an ``R × C`` grid of an ``out × in`` layer, one pass each: ``B·R·in`` DAC and ``B·C·out`` ADC
+conversions, ``B·out·in`` MACs). The crossbar's MACs are the passes times the mean logical cells per tile, exact
+unless bound management repeats a pass on some tiles of a padded grid and not on others.
 
 Energy (:func:`energy_breakdown`): ``Σ_kind count × energy``. The defaults (:data:`ENERGY_TABLE_PJ`) are
 **order-of-magnitude values, not a circuit design**: a converter costs ``pJ_per_level × 2**bits`` (the

@@ -221,9 +221,12 @@ class CrossbarLayer(AnalogLayer):
         inner: the crossbar layer (already programmed).
         backward_mode, feedback: see :class:`AnalogLayer`.
 
-    Counts come from the tile's counters (``inner.tile.counters``); ``array_macs`` is
-    ``(forward_passes + backward_passes) · rows · cols + importance_reads · tiles · rows · cols`` (an
-    importance read is priced as one pass per tile, its bound-management repeats are not counted).
+    Counts come from the tile's counters (``inner.tile.counters``; conversions on logical lines only, see
+    :meth:`crossbar.TileState._count`); ``array_macs`` counts the logical cells (the grid's zero padding does
+    no MAC): ``(forward_passes + backward_passes) · out · in / tiles + importance_reads · out · in`` (an
+    importance read is priced as one pass per tile, its bound-management repeats are not counted). Exact whenever
+    every tile of a vector takes the same number of passes (always without bound-management repeats); a repeat on
+    a padded tile is priced at the mean logical cells per tile.
     """
 
     inner: crossbar.AnalogModuleBase
@@ -311,14 +314,14 @@ class CrossbarLayer(AnalogLayer):
         if cached is None or cached.device != device:
             tile = self.inner.tile
             names = [*crossbar.COUNTER_NAMES, "digital_macs"]
-            cells = float(tile.grid.rows * tile.grid.cols)
+            cells = float(tile.out_features * tile.in_features)   # the logical cells of the grid (padding does no MAC)
             m = torch.zeros(len(COST_KINDS), len(names), dtype=torch.float64)
             for i, kind in enumerate(COST_KINDS):
                 if kind in names:
                     m[i, names.index(kind)] = 1.0
-            macs = COST_KINDS.index("array_macs")   # (forward + backward passes) · cells + reads · cells · tiles
-            m[macs, names.index("forward_passes")] = m[macs, names.index("backward_passes")] = cells
-            m[macs, names.index("importance_reads")] = cells * tile.grid.n_tiles
+            macs = COST_KINDS.index("array_macs")   # (forward + backward passes) · cells / tiles + reads · cells
+            m[macs, names.index("forward_passes")] = m[macs, names.index("backward_passes")] = cells / tile.grid.n_tiles
+            m[macs, names.index("importance_reads")] = cells
             cached = m.to(device)
             self.__dict__["_count_matrix_cache"] = cached
         return cached

@@ -37,7 +37,6 @@ def test_short_run_accounts_for_the_whole_profiled_step(tmp_path: Path) -> None:
     assert calls[0]["backward_ms"] is None                  # no error is propagated below the first layer
     timed = [r[f"{c}_ms"] for r in calls for c in ("forward", "backward", "update") if r[f"{c}_ms"] is not None]
     assert len(timed) == 8 and all(t > 0 for t in timed)
-    assert sum(timed) < res["median_step_ms"] * 1.5         # parts of one step (medians of separate steps)
     assert "the rest of the step" in proc.stdout
 
 

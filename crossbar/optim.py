@@ -29,7 +29,7 @@ _SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0
 def _check_lr(lr: Any) -> None:
     """``ValueError`` unless ``lr`` is a number or one-element tensor > 0 (a NaN fails too)."""
     value = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 else lr
-    if isinstance(value, Tensor) or isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, (Tensor, bool)) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"AnalogSGD.lr must be > 0 (a number or a one-element tensor), got {lr!r}")
 
 

@@ -357,7 +357,6 @@ def test_sigterm_mid_sweep_ends_it_like_ctrl_c(tmp_path):
     assert all(json.loads(blob)["status"] == "done" for blob in finished.values())
 
 
-
 def _children(pid: int, marker: bytes = b"spawn_main") -> list[int]:
     """Processes whose parent is ``pid`` and whose command line holds ``marker`` (multiprocessing spawn workers)."""
     pids = []
@@ -431,7 +430,6 @@ def test_sigterm_to_the_process_group_leaves_running_points_to_be_redone_not_fai
     assert status.complete and status.count("done") == 8
     assert sorted(ex.ids) == sorted(p.id for p in spec.points() if p.id not in finished)
     assert {k: v for k, v in point_files(out).items() if k in finished} == finished
-
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")

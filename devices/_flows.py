@@ -30,6 +30,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from devices._closed_forms import _SUBSET_MIN
+from devices.host import flat_nonzero, host_reads_free
+
 __all__ = ["flow_moments", "Bundle"]
 
 Bundle = dict[str, Tensor]
@@ -78,16 +81,36 @@ def _stage(
     # pulse. A stage without pulses passes the state (which may lie past a bound after an earlier stage) on.
     moved = n > 0
     hit = moved & torch.where(dp["sign"] > 0, w_end >= dp["w_max"], w_end <= dp["w_min"])
+    var = torch.where(moved, v * sens_end.square() + injected, v)
     if to_bound is None:
-        w_pre, after = w_last, torch.zeros_like(m)
-    else:
-        k = torch.minimum(to_bound(m, dp).floor(), last).clamp_min(0.0)
-        w_pre = flow(m, k, dp)
-        bound = torch.where(dp["sign"] > 0, dp["w_max"], dp["w_min"])
-        after = (last - k) * step(bound, dp)
-    w_past = w_pre + dp["sign"] * (step(w_pre, dp) * torch.minimum(n, one) + after)
-    return (torch.where(hit, w_past, torch.where(moved, w_end, m)),
-            torch.where(moved, v * sens_end.square() + injected, v))
+        w_past = w_last + dp["sign"] * (step(w_last, dp) * torch.minimum(n, one))
+        return torch.where(hit, w_past, torch.where(moved, w_end, m)), var
+    args = (m, n, last, dp)
+    if torch.compiler.is_compiling() or not host_reads_free(m) or any(
+            t.shape != m.shape or t.dtype != m.dtype for t in (n, last, *dp.values())):
+        return torch.where(hit, _past_bound(*args, flow, step, to_bound), torch.where(moved, w_end, m)), var
+    index = flat_nonzero(hit)
+    if index.numel() > 0 and (hit.numel() < _SUBSET_MIN or 2 * index.numel() > hit.numel()):
+        return torch.where(hit, _past_bound(*args, flow, step, to_bound), torch.where(moved, w_end, m)), var
+    # eagerly on the CPU with few devices at the bound (training: most trains stop short of it), the bound's
+    # ~100 operations on those only: the same numbers element by element (as devices._closed_forms.order_variance)
+    mean = torch.where(moved, w_end, m).contiguous()
+    if index.numel() > 0:
+        m_s, n_s, last_s = (t.reshape(-1).index_select(0, index) for t in (m, n, last))
+        sub = {key: t.reshape(-1).index_select(0, index) for key, t in dp.items()}
+        mean.view(-1).index_copy_(0, index, _past_bound(m_s, n_s, last_s, sub, flow, step, to_bound))
+    return mean, var
+
+
+def _past_bound(m: Tensor, n: Tensor, last: Tensor, dp: Bundle, flow: Callable[[Tensor, Tensor, Bundle], Tensor],
+                step: Callable[[Tensor, Bundle], Tensor], to_bound: Callable[[Tensor, Bundle], Tensor]) -> Tensor:
+    """The mean of :func:`_stage` for a train of ``n`` pulses from ``m`` that reaches the bound ahead: the state
+    before the crossing pulse (after ``k = floor(to_bound)`` pulses, at most ``last = n − 1``) plus that pulse's step,
+    plus the step at the bound for each of the ``last − k`` pulses after it."""
+    k = torch.minimum(to_bound(m, dp).floor(), last).clamp_min(0.0)
+    w_pre = flow(m, k, dp)
+    bound = torch.where(dp["sign"] > 0, dp["w_max"], dp["w_min"])
+    return w_pre + dp["sign"] * (step(w_pre, dp) * torch.minimum(n, torch.ones_like(n)) + (last - k) * step(bound, dp))
 
 
 SUBSTEPS = 2

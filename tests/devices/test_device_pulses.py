@@ -115,6 +115,34 @@ def test_exp_step_pulses_past_the_bound_keep_the_device_there(dev, n_up, n_down)
     assert abs(out.mean().item() - ref.mean().item()) <= tol, (out.mean().item(), ref.mean().item(), tol)
 
 
+@pytest.mark.parametrize("preset", ["ReRamES", "PCM"])
+def test_exp_step_bound_handling_on_the_few_devices_at_a_bound_is_the_full_formula(preset, monkeypatch):
+    """Eagerly on the CPU, the bound branch of the flow (``devices._flows._stage``) is computed only for the devices
+    whose train reaches the bound when they are few: the same numbers, element by element, as the formula on every
+    device (forced here by declaring host reads not free), for mixed and one-sign counts, with and without any device
+    at a bound."""
+    import devices._flows as flows
+
+    dev = dv.get_preset(preset)
+    g = torch.Generator().manual_seed(7)
+    n = 20_000
+    p = dev.sample((n,), g, dtype=DT)
+    lo, hi = p.w_min, p.w_max
+    w0 = lo + (hi - lo) * torch.rand(n, generator=g, dtype=DT)
+    w0[:40] = hi[:40] - 1e-3 * (hi[:40] - lo[:40])                 # 40 devices next to w_max, 40 next to w_min
+    w0[40:80] = lo[40:80] + 1e-3 * (hi[40:80] - lo[40:80])
+    n_up = torch.randint(0, 4, (n,), generator=g).to(DT)
+    n_down = torch.randint(0, 4, (n,), generator=g).to(DT)
+    n_up[:40], n_down[40:80] = 30.0, 30.0
+    for up, down in ((n_up, n_down), (n_up, torch.zeros_like(n_down)), (torch.zeros_like(n_up), n_down),
+                     (torch.ones_like(n_up), torch.zeros_like(n_down))):
+        subset = dev.apply_pulses(w0, up, down, p, torch.Generator().manual_seed(1))
+        with monkeypatch.context() as m:
+            m.setattr(flows, "host_reads_free", lambda _t: False)
+            full = dev.apply_pulses(w0, up, down, p, torch.Generator().manual_seed(1))
+        assert torch.equal(subset, full)
+
+
 NEAR_BOUND = {   # steps of a tenth of the range or more, noise of up to 100 % of a step; tolerance for 3 pulses
     "exp_big": (dv.ExpStepDevice(dw_min=0.2, dw_min_std=1.0, **TIGHT_BOUNDS), 0.03),
     "pcm": (dv.get_preset("PCM"), 0.10),        # its RESET crosses the range in a few pulses: the ODE is rough

@@ -30,8 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from devices._closed_forms import _SUBSET_MIN
-from devices.host import flat_nonzero, host_reads_free
+from devices._closed_forms import subset_positions
 
 __all__ = ["flow_moments", "Bundle"]
 
@@ -85,13 +84,9 @@ def _stage(
     if to_bound is None:
         w_past = w_last + dp["sign"] * (step(w_last, dp) * torch.minimum(n, one))
         return torch.where(hit, w_past, torch.where(moved, w_end, m)), var
-    args = (m, n, last, dp)
-    if torch.compiler.is_compiling() or not host_reads_free(m) or any(
-            t.shape != m.shape or t.dtype != m.dtype for t in (n, last, *dp.values())):
-        return torch.where(hit, _past_bound(*args, flow, step, to_bound), torch.where(moved, w_end, m)), var
-    index = flat_nonzero(hit)
-    if index.numel() > 0 and (hit.numel() < _SUBSET_MIN or 2 * index.numel() > hit.numel()):
-        return torch.where(hit, _past_bound(*args, flow, step, to_bound), torch.where(moved, w_end, m)), var
+    index = subset_positions(hit, (m, n, last, *dp.values()))
+    if index is None:
+        return torch.where(hit, _past_bound(m, n, last, dp, flow, step, to_bound), torch.where(moved, w_end, m)), var
     # eagerly on the CPU with few devices at the bound (training: most trains stop short of it), the bound's
     # ~100 operations on those only: the same numbers element by element (as devices._closed_forms.order_variance)
     mean = torch.where(moved, w_end, m).contiguous()

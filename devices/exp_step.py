@@ -110,25 +110,29 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
         u, _, ok = u_of(w, dp)
         return torch.where(ok, (1.0 - u).clamp_min(0.0), torch.zeros_like(w))
 
-    def pulse_time(u0: Tensor, y0: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
-        """ODE time ``τ`` of one pulse from ``u0`` (``y0 = 1 − u0``) and ``expm1(κ·y0)``: the exact one-pulse step
-        ``u1 = u0·exp(κ·y0)`` gives ``κτ = κ·y0 + log(y0) − log(1 − u1)``."""
-        y0s = torch.where(y0 > 0, y0, torch.ones_like(y0))
+    def start(w0: Tensor, dp: Bundle) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """What a flow from ``w0`` starts from: ``u0``, ``ok`` (a non-empty range), ``y0 = 1 − u0``, ``y0s`` (``y0``,
+        1 where ``y0 <= 0``), ``κ = γ·c·dw``, ``κ == 0`` and ``κs`` (``κ``, 1 where it is 0)."""
+        u0, c, ok = u_of(w0, dp)
+        y0 = 1.0 - u0
+        kappa = dp["gamma"] * c * dp["dw"]
         k0 = kappa == 0
-        ks = torch.where(k0, torch.ones_like(kappa), kappa)
+        return (u0, ok, y0, torch.where(y0 > 0, y0, torch.ones_like(y0)), kappa, k0,
+                torch.where(k0, torch.ones_like(kappa), kappa))
+
+    def pulse_time(u0: Tensor, y0: Tensor, y0s: Tensor, kappa: Tensor, k0: Tensor, ks: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+        """ODE time ``τ`` of one pulse (the quantities of :func:`start`) and ``expm1(κ·y0)``: the exact one-pulse
+        step ``u1 = u0·exp(κ·y0)`` gives ``κτ = κ·y0 + log(y0) − log(1 − u1)``."""
         em1 = expm1(kappa * y0)
         arg = (-u0 * em1 / y0s).clamp(min=-1.0 + 1e-7)
         return torch.where(k0, torch.ones_like(kappa), 1.0 + (-torch.log1p(arg) - kappa * u0) / ks), em1
 
     def flow(w0: Tensor, n: Tensor, dp: Bundle) -> Tensor:
-        u0, c, ok = u_of(w0, dp)
-        y0 = 1.0 - u0
+        u0, ok, y0, y0s, kappa, k0, ks = start(w0, dp)
         moving = ok & (y0 > 0) & (n > 0)
-        kappa = dp["gamma"] * c * dp["dw"]
-        k0 = kappa == 0
-        ks = torch.where(k0, torch.ones_like(kappa), kappa)
         # exact one pulse: u1 = u0·exp(κ·y0); overshoot past saturation stops the device after that pulse
-        tau, em1 = pulse_time(u0, y0, kappa)
+        tau, em1 = pulse_time(u0, y0, y0s, kappa, k0, ks)
         saturate = u0 * (1.0 + em1) >= 1.0
         t = n * tau
         kt = kappa * t
@@ -148,18 +152,13 @@ def _exp_step_moments(w: Tensor, n_up: Tensor, n_down: Tensor, dw_up: Tensor, dw
         """Pulses (real) the flow from ``w0`` takes to reach the bound ahead, ``inf`` if it never does (it stalls
         at the saturation point first): with ``D`` the distance in steps ``dw``, ``u_bound = u0·e^{κD}`` gives the
         ODE time ``t = D − log1p(−u0·expm1(κD)/y0)/κ`` (``D/y0`` for ``κ = 0``), ``t/τ`` pulses."""
-        u0, c, ok = u_of(w0, dp)
-        y0 = 1.0 - u0
-        kappa = dp["gamma"] * c * dp["dw"]
-        k0 = kappa == 0
-        ks = torch.where(k0, torch.ones_like(kappa), kappa)
-        y0s = torch.where(y0 > 0, y0, torch.ones_like(y0))
+        u0, ok, y0, y0s, kappa, k0, ks = start(w0, dp)
         dw = dp["dw"]
         moves = ok & (y0 > 0) & (dw > 0)
         d = dp["sign"] * (torch.where(dp["sign"] > 0, dp["w_max"], dp["w_min"]) - w0) / torch.where(
             dw > 0, dw, torch.ones_like(dw))
         t = torch.where(k0, d / y0s, d - torch.log1p(-u0 * expm1(kappa * d) / y0s) / ks)
-        tau, _ = pulse_time(u0, y0, kappa)
+        tau, _ = pulse_time(u0, y0, y0s, kappa, k0, ks)
         pulses = torch.nan_to_num(t / tau, nan=float("inf"))
         return torch.where(moves, pulses, torch.full_like(pulses, float("inf")))
 

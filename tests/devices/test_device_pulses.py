@@ -121,7 +121,7 @@ def test_exp_step_bound_handling_on_the_few_devices_at_a_bound_is_the_full_formu
     whose train reaches the bound when they are few: the same numbers, element by element, as the formula on every
     device (forced here by declaring host reads not free), for mixed and one-sign counts, with and without any device
     at a bound."""
-    import devices._flows as flows
+    import devices._closed_forms as closed_forms
 
     dev = dv.get_preset(preset)
     g = torch.Generator().manual_seed(7)
@@ -138,7 +138,7 @@ def test_exp_step_bound_handling_on_the_few_devices_at_a_bound_is_the_full_formu
                      (torch.ones_like(n_up), torch.zeros_like(n_down))):
         subset = dev.apply_pulses(w0, up, down, p, torch.Generator().manual_seed(1))
         with monkeypatch.context() as m:
-            m.setattr(flows, "host_reads_free", lambda _t: False)
+            m.setattr(closed_forms, "host_reads_free", lambda _t: False)
             full = dev.apply_pulses(w0, up, down, p, torch.Generator().manual_seed(1))
         assert torch.equal(subset, full)
 

@@ -66,6 +66,12 @@ def _elsewhere_hint(spec: DatasetSpec, root: str | os.PathLike[str] | None) -> s
     return f"set {ENV_VAR} to {where}" if root is None else f"give {where} as the data root"
 
 
+def _unreadable(spec: DatasetSpec, path: Path, exc: OSError, root: str | os.PathLike[str] | None) -> DatasetError:
+    """The error for a data set's file or folder ``path`` that this user cannot read."""
+    return DatasetError(f"dataset {spec.name!r}: cannot read {path}: {exc.strerror or exc}. Make it readable by this "
+                        f"user (or {_elsewhere_hint(spec, root)} with a readable copy).")
+
+
 def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
     """Check that all four files are present with the documented size and md5; return the folder.
 
@@ -78,8 +84,7 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
     try:
         missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
     except OSError as exc:      # e.g. a folder on the way that this user may not enter
-        raise DatasetError(f"dataset {spec.name!r}: cannot read {folder}: {exc.strerror or exc}. Make it readable by "
-                           f"this user (or {_elsewhere_hint(spec, root)} with a readable copy).") from exc
+        raise _unreadable(spec, folder, exc, root) from exc
     if missing:
         raise DatasetNotFoundError(
             f"dataset {spec.name!r} not found in {folder} (missing: {', '.join(missing)}). "
@@ -91,10 +96,7 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
             size = path.stat().st_size
             digest = md5_file(path) if size == f.size else ""
         except OSError as exc:
-            raise DatasetError(
-                f"dataset {spec.name!r}: cannot read {path}: {exc.strerror or exc}. Make it readable by this user "
-                f"(or {_elsewhere_hint(spec, root)} with a readable copy)."
-            ) from exc
+            raise _unreadable(spec, path, exc, root) from exc
         if size != f.size:
             raise ChecksumError(
                 f"dataset {spec.name!r}: {path} has {size} bytes, expected {f.size} (truncated or wrong file). "

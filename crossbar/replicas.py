@@ -308,33 +308,40 @@ class ReplicaTileArray(TileState):
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
-    def update(self, x: Tensor, d: Tensor, lr: float | Tensor) -> None:
+    def update(self, x: Tensor, d: Tensor, lr: float | Tensor, mask: Tensor | None = None) -> None:
         """In-memory update of every replica, ``W_e`` moves by about ``-lr · Σ_b d_eb x_ebᵀ``.
 
         Args:
             x: ``[E, B, in]`` layer inputs per replica. d: ``[E, B, out]`` gradients w.r.t. the outputs.
             lr: learning rate (number or 0-d tensor), the same for every replica.
+            mask: optional ``[E]`` bool tensor on the states' device: the replicas where it is ``False`` are not
+                updated (their states and apparent states stay bit for bit what they were, even with NaN/Inf in
+                their ``x`` / ``d``; no pulse and no update of theirs is counted), sync-free (no host read). The
+                others are updated exactly as without the mask; every replica's noise stream advances as usual.
 
         Pulsed types: pulse trains for every tile of every replica (GPU: dense, ``max_bl`` slots; CPU: only the
         slots below each sample's BL, the same numbers), coincidence counts, then the device response on all
-        replicas' devices (CPU: in blocks, see :meth:`_apply_pulses_cpu`). ``pulse_type="none"``: the exact update.
+        replicas' devices (CPU: in blocks, see :meth:`_apply_pulses_cpu`); a masked replica's errors are set to 0,
+        so none of its error lines fires (0 pulses: its devices keep their states exactly, see
+        :meth:`devices.PulsedDevice.apply_pulses`). ``pulse_type="none"``: the exact update.
         """
         self._check(x, self.in_features, "update")
         self._check(d, self.out_features, "update")
         if x.shape[1] != d.shape[1]:
             raise ValueError(f"ReplicaTileArray.update: x and d need the same number of vectors, got "
                              f"{tuple(x.shape)} and {tuple(d.shape)}")
+        if mask is not None:
+            self._check_mask(mask)
         dtype = self.weight_tiles.dtype
         xt = self._row_blocks(x.to(dtype))                                  # [B, E*R, C, cols]
         dt = self._out_blocks(d.to(dtype))                                  # [B, E*R, rows]
         cfg = self.config
         shape = self.weight_tiles.shape
         if cfg.update.pulse_type == "none":
-            delta = -lr * torch.einsum("bri,brcj->rcij", dt, xt)
-            self.weight_tiles.add_(delta.reshape(shape).to(dtype))
-            if self.has_write_noise:
-                self.apparent_tiles.copy_(self.weight_tiles)
+            self._exact_update(xt, dt, lr, mask)
         else:
+            if mask is not None:                                            # masked replicas: no error line fires
+                dt = torch.where(self._per_replica(mask, self.grid.n_row_tiles).view(1, -1, 1), dt, 0.0)
             device = cfg.device
             plan = _plan_trains(xt, dt, lr, device.granularity, cfg.update, self.generator, trim_slots=False)
             on_cpu = host_reads_free(self.weight_tiles)
@@ -352,7 +359,34 @@ class ReplicaTileArray(TileState):
                     noisy = device.write_noise(self.weight_tiles, params, self.generator)
                     self.apparent_tiles.copy_(torch.where(touched, noisy, self.apparent_tiles))
             self.counter_pulses.add_(total.to(torch.int64))
-        self.counter_updates.add_(self.n_replicas)
+        self.counter_updates.add_(self.n_replicas if mask is None else mask.sum())
+
+    def _check_mask(self, mask: Tensor) -> None:
+        """``ValueError`` unless ``mask`` is an ``[E]`` bool tensor on the states' device (no host read)."""
+        dev = self.weight_tiles.device
+        if mask.shape != (self.n_replicas,) or mask.dtype != torch.bool or mask.device != dev:
+            raise ValueError(f"ReplicaTileArray.update: mask must be a bool tensor of shape ({self.n_replicas},) "
+                             f"(one entry per replica) on {dev}, got {mask.dtype} {tuple(mask.shape)} on "
+                             f"{mask.device}")
+
+    def _per_replica(self, mask: Tensor, n: int) -> Tensor:
+        """``mask: [E]`` repeated for each replica's ``n`` consecutive entries (tile rows, tiles): ``[E*n]``."""
+        return mask.view(-1, 1).expand(self.n_replicas, n).reshape(-1)
+
+    def _exact_update(self, xt: Tensor, dt: Tensor, lr: float | Tensor, mask: Tensor | None) -> None:
+        """``pulse_type="none"``: ``W -= lr · Σ_b d xᵀ`` on every tile (``xt: [B, E*R, C, cols]``,
+        ``dt: [B, E*R, rows]``), the apparent states set to the new states; replicas masked off keep both."""
+        shape = self.weight_tiles.shape
+        delta = (-lr * torch.einsum("bri,brcj->rcij", dt, xt)).reshape(shape).to(self.weight_tiles.dtype)
+        if mask is None:
+            self.weight_tiles.add_(delta)
+            if self.has_write_noise:
+                self.apparent_tiles.copy_(self.weight_tiles)
+            return
+        keep = self._per_replica(mask, self.grid.n_tiles).view(-1, 1, 1)              # [E*T, 1, 1]
+        self.weight_tiles.copy_(torch.where(keep, self.weight_tiles + delta, self.weight_tiles))
+        if self.has_write_noise:
+            self.apparent_tiles.copy_(torch.where(keep, self.weight_tiles, self.apparent_tiles))
 
     def _apply_pulses_cpu(self, n_up: Tensor, n_down: Tensor) -> None:
         """CPU form of the device update and write-noise redraw, in cache-sized blocks; ``n_up``, ``n_down``:
@@ -506,6 +540,20 @@ class ReplicaLinear(AnalogModuleBase):
         if self.error_scale is not None:
             raise ValueError("ReplicaLinear.error_scale is not supported; scale the error before the layer")
         return self._analog_mvm(x)
+
+    @torch.no_grad()
+    def analog_update(self, lr: float | Tensor, mask: Tensor | None = None) -> int:
+        """Apply the pulsed update for every stashed ``(x, d)``; the replicas where ``mask`` (``[E]`` bool, see
+        :meth:`ReplicaTileArray.update`) is ``False`` are left as they are. Returns the number of updates applied
+        (the stash is emptied)."""
+        if mask is None:
+            return super().analog_update(lr)
+        n = 0
+        for x, d in self._stash:                       # error_scale is refused by forward: d is the error itself
+            self.tile.update(x, d, lr, mask)
+            n += 1
+        self._stash.clear()
+        return n
 
     def extra_repr(self) -> str:
         return f"replicas={self.n_replicas}, in_features={self.in_features}, out_features={self.out_features}"

@@ -257,6 +257,63 @@ def test_a_nan_in_one_replica_leaves_the_others_exact(batch: int) -> None:
         assert not together.read().isnan().any()                              # no pulse from a NaN sample
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The float64 tensor ``t``'s bit patterns (bit-for-bit comparisons: -0.0 differs from 0.0, a NaN is caught)."""
+    return t.contiguous().view(torch.int64)
+
+
+@pytest.mark.parametrize("pulse_type", ["stochastic_compressed", "none"])
+@pytest.mark.parametrize("path", ["cpu", "sync-free"])
+def test_a_masked_replica_keeps_its_states_and_the_others_are_exact(pulse_type: str, path: str) -> None:
+    """``update(..., mask)``: replica 0, masked off, with NaN in one error and one input (a diverged run), keeps its
+    states and apparent states (write noise) bit for bit and counts no update; replicas 1 and 2 equal their updates
+    alone, on the CPU path and on the sync-free (GPU) path, where the mask is used without a host read."""
+    import contextlib
+
+    from devices import no_host_reads
+    cfg = noisy_config(DEVICES[0])                                              # with write noise
+    if pulse_type == "none":
+        cfg = CrossbarConfig(device=cfg.device, forward=cfg.forward, backward=cfg.backward, tile_rows=8,
+                             tile_cols=16, update=UpdateParameters(pulse_type="none"))
+    out_f, in_f, batch = 20, 30, 5                                              # 3 x 2 tiles of 8 x 16
+    gen = torch.Generator().manual_seed(4)
+    w = torch.rand(3, out_f, in_f, generator=gen, dtype=F64) * 0.4 - 0.2
+    together = ReplicaTileArray(SEEDS, out_f, in_f, cfg, dtype=F64)
+    alone = [ReplicaTileArray([s], out_f, in_f, cfg, dtype=F64) for s in SEEDS[1:]]
+    together.program(w)
+    for k, a in enumerate(alone, start=1):
+        a.program(w[k:k + 1])
+    hidden0, apparent0 = together.read(hidden=True)[0], together.read()[0]
+    mask = torch.tensor([False, True, True])
+    guard = no_host_reads if path == "sync-free" else contextlib.nullcontext
+    for step in range(3):
+        x = torch.randn(3, batch, in_f, generator=gen, dtype=F64)
+        d = torch.randn(3, batch, out_f, generator=gen, dtype=F64) * 0.5
+        d[0, 1, 3] = float("nan")
+        x[0, 2, 5] = float("inf")
+        with guard():
+            together.update(x, d, 0.05, mask)
+            for k, a in enumerate(alone, start=1):
+                a.update(x[k:k + 1], d[k:k + 1], 0.05)
+        assert torch.equal(_bits(together.read(hidden=True)[0]), _bits(hidden0)), step
+        assert torch.equal(_bits(together.read()[0]), _bits(apparent0)), step
+        for k, a in enumerate(alone, start=1):
+            assert torch.equal(together.read(hidden=True)[k:k + 1], a.read(hidden=True)), (step, k)
+            assert torch.equal(together.read()[k:k + 1], a.read()), (step, k)
+    assert not torch.equal(together.read()[1], w[1])                            # the others really moved
+    assert int(together.counters["updates"]) == 6                               # 2 replicas x 3 steps
+    if pulse_type != "none":                                                    # replica 0 fired no pulse
+        assert int(together.counters["pulses"]) == sum(int(a.counters["pulses"]) for a in alone)
+
+
+def test_update_rejects_a_malformed_mask() -> None:
+    arr = ReplicaTileArray(SEEDS, 4, 6, noisy_config(DEVICES[1]), dtype=F64)
+    x, d = torch.randn(3, 2, 6, dtype=F64), torch.randn(3, 2, 4, dtype=F64)
+    for bad in (torch.ones(2, dtype=torch.bool), torch.ones(3), torch.ones(3, 1, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(3,\)"):
+            arr.update(x, d, 0.1, bad)
+
+
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: type(d).__name__)
 def test_device_update_layouts_and_blocks_agree(device, monkeypatch) -> None:
     """Replicas updated with the dense in-place layout and small blocks equal single replicas updated with

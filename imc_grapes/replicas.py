@@ -18,8 +18,17 @@ format (the same history keys — the saturation probe ``sat/<layer>`` on every 
 the array-vs-exact importance diagnostics ``M_corr`` / ``M_err`` on every
 :data:`~imc_grapes.backends.importance.COMPARE_EVERY`-th read, as a plain run takes them — except the hardware cost
 diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and ``"replicas": E`` in
-``results.json``; ``time_s`` / ``wall_time_s`` are those of the whole batch). A replica whose
-loss becomes NaN/Inf is recorded as ``diverged`` (its rows so far are kept) and the others go on.
+``results.json``). Timings are the whole batch's (the replicas run as one computation; there is no per-replica
+time): a row's ``time_s`` is the batch's time since the epoch began, and ``wall_time_s`` the batch's time from the
+start to the end of training, for a diverged replica too (not the time at which it diverged).
+
+Divergence: every replica's training loss is checked at every step, before the update and on the device (a mask,
+no host synchronisation); from the first step where a replica's loss is NaN/Inf on, its updates are masked off, so
+its devices keep the states they had before that step (bit for bit) and no NaN reaches them. At the loss checks
+(:func:`~imc_grapes.train.loss_check_every`: every step on the CPU; every 25th and every evaluation step on a GPU)
+it is recorded as ``diverged``, with the step and loss where that happened, in
+:func:`~imc_grapes.train.train`'s message (its rows so far are kept); the others go on exactly as without it,
+and training stops once every replica has diverged.
 
 Same seeds, same numbers: a replica gives bit-identical results whether it is trained alone (``E = 1``) or with
 others. Against :func:`~imc_grapes.train.train` with the same seed the results are statistically equivalent but not
@@ -196,15 +205,18 @@ class ReplicaMLP(torch.nn.Module):
         """Drop pending updates (the stashed ``(x, d)`` of every layer)."""
         crossbar.analog_zero_grad(self)
 
-    def step(self, lr: float, probe: bool = False) -> None:
+    def step(self, lr: float, probe: bool = False, mask: Tensor | None = None) -> None:
         """The pulsed in-memory update of every layer with its stashed ``(x, d)``.
 
+        ``mask``: optional ``[E]`` bool tensor; the replicas where it is ``False`` are not updated (their devices
+        keep their states bit for bit; see :meth:`crossbar.ReplicaTileArray.update`), sync-free.
         ``probe``: also measure each replica's realised / intended weight change of every layer,
         ``⟨ΔW_real, ΔW_int⟩ / ‖ΔW_int‖²`` with ``ΔW_int = −lr Σ_b d_b x_bᵀ`` and ``ΔW_real`` the change of the (hidden)
         device states, as a plain run's saturation probe (``analog.sat_probe_every``); see :meth:`saturation_stats`.
         """
         if not probe:
-            crossbar.analog_step(self, lr)
+            for layer in self.replica_layers:
+                layer.analog_update(lr, mask)
             return
         for k, layer in enumerate(self.replica_layers):
             pairs = layer.pending_pairs()
@@ -215,7 +227,7 @@ class ReplicaMLP(torch.nn.Module):
             for x, d in pairs:                                                  # x: [E, B, in], d: [E, B, out]
                 intended += torch.einsum("ebo,ebi->eoi", d.to(before.dtype), x.to(before.dtype))
             intended *= -lr
-            layer.analog_update(lr)
+            layer.analog_update(lr, mask)
             num = ((layer.tile.read(hidden=True) - before) * intended).sum((1, 2))
             den = intended.square().sum((1, 2))
             valid = (den > 0).to(torch.float64)
@@ -244,6 +256,51 @@ def _gather(xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1) if xs.shape[0] > 1 else \
         torch.zeros(1, 1, dtype=torch.int64, device=idx.device)
     return xs[rows, idx], ys[rows, idx]
+
+
+class _LossWatch:
+    """Which replicas diverged, tracked on the training device without host reads (sync-free on a GPU).
+
+    ``first: [E]`` float64: the 1-based global training step (over all epochs) at which a replica's training loss
+    first was NaN/Inf, 0 while it has stayed finite; ``loss: [E]`` float64: that loss. :meth:`observe` runs at every
+    step before the update and gives the update's mask; :meth:`read` (one host read) runs at the loss checks.
+    """
+
+    def __init__(self, n_replicas: int, device: torch.device) -> None:
+        self.first = torch.zeros(n_replicas, dtype=torch.float64, device=device)
+        self.loss = torch.zeros(n_replicas, dtype=torch.float64, device=device)
+        self.live = torch.ones(n_replicas, dtype=torch.bool, device=device)
+
+    def observe(self, per: Tensor, step: int) -> Tensor:
+        """Take the training losses ``per: [E]`` of global step ``step`` (1-based), before its update; returns the
+        replicas to update (``[E]`` bool): those whose loss has been finite at every step so far."""
+        finite = torch.isfinite(per)
+        newly = self.live & ~finite
+        self.first = torch.where(newly, float(step), self.first)
+        self.loss = torch.where(newly, per.to(torch.float64), self.loss)
+        self.live = self.live & finite
+        return self.live
+
+    def read(self) -> list[tuple[int, float] | None]:
+        """Per replica ``(global step, loss)`` of its first non-finite training loss, None for a live one."""
+        first, loss = torch.stack([self.first, self.loss]).tolist()
+        return [None if at == 0 else (int(at), v) for at, v in zip(first, loss)]
+
+
+def _train_step(model: ReplicaMLP, x: Tensor, y: Tensor, lr: float, probe: bool, watch: _LossWatch,
+                step: int) -> tuple[Tensor, Tensor]:
+    """One training step of every replica on ``(x: [E, B, ...], y: [E, B])``: forward, each replica's mean
+    cross-entropy, its NaN/Inf check (``watch``, global step ``step``; before the update, sync-free), backward and
+    the pulsed update of the replicas whose loss has stayed finite (a diverging replica's devices keep the states of
+    its last finite step). ``probe``: the saturation probe (:meth:`ReplicaMLP.step`).
+    Returns ``(logits [E, B, classes], loss [E])``, detached."""
+    model.zero_grad_analog()
+    out = model(x)                                                       # [E, B, classes]
+    per = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)   # [E]
+    live = watch.observe(per.detach(), step)
+    per.sum().backward()
+    model.step(lr, probe=probe, mask=live)
+    return out.detach(), per.detach()
 
 
 @torch.no_grad()
@@ -277,7 +334,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
 
     Returns:
         One :class:`~imc_grapes.train.RunResult` per config, status ``completed`` or ``diverged`` (no exception
-        for a diverging replica).
+        for a diverging replica). ``wall_time_s`` is the whole batch's training time for every replica, a
+        diverged one included (see the module docstring).
 
     Raises:
         ValueError: configs that differ in anything but ``seed``, or that the replica engine does not support.
@@ -319,7 +377,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                for c, d, s, t in zip(cfgs, dirs, train_splits, test_splits)]
     for r in results:
         r.extra.update({"engine": "replicas", "replicas": e})
-    alive = [True] * e
+    alive = [True] * e                       # on the host, as of the last loss check
+    watch = _LossWatch(e, device)
     t_start = time.perf_counter()
     check_every = loss_check_every(device)
     every = cfg.analog.importance_every
@@ -355,21 +414,20 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                    leave=False, dynamic_ncols=True, mininterval=0.5)
         for step in bar:
             x, y = _gather(xs, ys, order[:, (step - 1) * cfg.batch_size: step * cfg.batch_size])
-            model.zero_grad_analog()
             if cfg.grapes_mode and train_batches % every == 0:
                 model.refresh_grapes()
             train_batches += 1
-            out = model(x)                                                   # [E, B, classes]
-            per = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)   # [E]
-            per.sum().backward()
-            model.step(lr, probe=sat_every > 0 and (train_batches - 1) % sat_every == 0)
-            loss_sum += per.detach().to(torch.float64) * y.shape[1]
-            correct += (out.detach().argmax(-1) == y).sum(1)
+            out, per = _train_step(model, x, y, lr, sat_every > 0 and (train_batches - 1) % sat_every == 0, watch,
+                                   train_batches)
+            loss_sum += per.to(torch.float64) * y.shape[1]
+            correct += (out.argmax(-1) == y).sum(1)
             seen += y.shape[1]
             if step % check_every == 0 or step in evals:                     # as train_batches checks
-                for i, v in enumerate(per.detach().tolist()):
-                    if alive[i] and not math.isfinite(v):
-                        diverge(i, f"loss became {v} at epoch {epoch}, step {step} (lr={cfg.lr}); lower the lr")
+                for i, bad in enumerate(watch.read()):
+                    if alive[i] and bad is not None:
+                        at, v = bad
+                        diverge(i, f"loss became {v} at epoch {(at - 1) // n_batches + 1}, step "
+                                   f"{(at - 1) % n_batches + 1} (lr={cfg.lr}); lower the lr")
                 if not any(alive):
                     break                                                    # every replica diverged: stop
             if step not in evals:
@@ -380,10 +438,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
             diag = {k: v.tolist() for k, v in {**model.saturation_stats(), **model.importance_stats()}.items()}
             for i in range(e):
-                if not alive[i]:
-                    continue
-                if not math.isfinite(train_loss[i]):
-                    diverge(i, f"loss became {train_loss[i]} during epoch {epoch} (lr={cfg.lr}); lower the lr")
+                if not alive[i]:            # (a live replica's losses were all finite: checked at every step)
                     continue
                 row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
                                        "train_loss": train_loss[i], "train_acc": acc[i],

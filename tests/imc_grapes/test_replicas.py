@@ -5,6 +5,7 @@ reject what they do not support."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -391,3 +392,101 @@ def test_training_stops_once_every_replica_has_diverged(tmp_path, monkeypatch) -
         saved = json.loads((tmp_path / d / "results.json").read_text())
         assert saved["status"] == "diverged" and saved["message"] == r.message
         assert strip(saved["history"]) == strip(r.history)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A float32/64 tensor's bit patterns (a bit-for-bit comparison: a NaN is caught, -0.0 differs from 0.0)."""
+    return t.contiguous().view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
+def _states(model: ReplicaMLP, k: int) -> list[torch.Tensor]:
+    """Replica ``k``'s hidden and apparent device states of every layer (copies)."""
+    return [t for layer in model.replica_layers for t in (layer.tile.read(hidden=True)[k], layer.tile.read()[k])]
+
+
+@pytest.mark.parametrize("check_every", [1, 25], ids=["cpu-checks", "gpu-checks"])
+def test_a_replica_whose_loss_becomes_nan_keeps_its_states_from_before_that_step(monkeypatch, check_every) -> None:
+    """One logit of replica 1 becomes NaN at its 3rd training step and after (its loss is NaN, the other samples'
+    gradients stay finite): its update is masked from that step on, so it ends with the device states it had before
+    step 3, bit for bit (before, that step's pulses of the other samples were still applied); replica 0 ends with
+    the device states and history of an E = 1 run. With the loss read every 25th step (a GPU) the mask still acts at
+    step 3 (on the device) and the divergence, found at the evaluation after step 5, is reported at step 3."""
+    import imc_grapes.replicas as replicas
+
+    monkeypatch.setattr(replicas, "loss_check_every", lambda device: check_every)
+    models: list[ReplicaMLP] = []
+    before: list[list[torch.Tensor]] = []                 # replica 1's states before each training step (E = 2)
+    init, forward = ReplicaMLP.__init__, ReplicaMLP.forward
+
+    def capturing_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        models.append(self)
+
+    def poisoned(self, x):
+        pair = self.n_replicas == 2 and torch.is_grad_enabled()
+        if pair:
+            before.append(_states(self, 1))
+        out = forward(self, x)
+        if pair and len(before) >= 3:
+            out = out.clone()
+            out[1, 3, 2] = float("nan")
+        return out
+
+    monkeypatch.setattr(ReplicaMLP, "__init__", capturing_init)
+    monkeypatch.setattr(ReplicaMLP, "forward", poisoned)
+    cfgs = [base_cfg(seed=s, epochs=1) for s in (1, 2)]                 # 5 steps, evaluated after 2 and 5
+    res = train_replicas(cfgs, log=lambda _m: None)
+    alone = train_replicas(cfgs[:1], log=lambda _m: None)[0]
+    pair, single = models
+    assert res[1].status == "diverged"
+    assert res[1].message == "loss became nan at epoch 1, step 3 (lr=0.05); lower the lr"
+    assert [row["step"] for row in res[1].history] == [2]
+    assert len(before) == 5                                             # the others trained on to the end
+    final = _states(pair, 1)
+    for a, b in zip(final, before[2]):
+        assert torch.equal(_bits(a), _bits(b))                          # as before step 3, bit for bit
+    assert any(not torch.equal(a, b) for a, b in zip(before[2], before[0]))   # it did train for 2 steps
+    assert res[0].status == alone.status == "completed"
+    assert strip(res[0].history) == strip(alone.history)
+    for a, b in zip(_states(pair, 0), _states(single, 0)):
+        assert torch.equal(_bits(a), _bits(b))
+
+
+def test_the_step_masks_a_nan_replica_without_host_reads(monkeypatch) -> None:
+    """The training step of the replica engine (forward, loss check, backward, masked update) on the sync-free
+    path (no host read, as on a GPU): replica 1, one of whose logits is NaN from step 2 on, keeps its device states
+    bit for bit from then on and is marked as diverged at step 2 with its loss; replica 0 gets exactly the states
+    of an E = 1 model."""
+    from devices import no_host_reads
+    from imc_grapes.replicas import _LossWatch, _train_step
+
+    forward, poison = ReplicaMLP.forward, {"on": False}
+
+    def poisoned(self, x):
+        out = forward(self, x)
+        if poison["on"] and self.n_replicas == 2:
+            out = torch.cat([out[:1], out[1:].index_fill(1, torch.tensor([5]), float("nan"))])
+        return out
+
+    monkeypatch.setattr(ReplicaMLP, "forward", poisoned)
+    cfgs = [base_cfg(seed=s, optimizer="grapes", hidden=(20, 12)) for s in (1, 2)]
+    pair = ReplicaMLP(cfgs, (1, 8, 8), 10, torch.device("cpu"))
+    single = ReplicaMLP(cfgs[:1], (1, 8, 8), 10, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    watch, watch1 = _LossWatch(2, torch.device("cpu")), _LossWatch(1, torch.device("cpu"))
+    for step in (1, 2, 3):
+        x, y = torch.rand(2, 12, 1, 8, 8, generator=gen), torch.randint(0, 10, (2, 12), generator=gen)
+        poison["on"] = step >= 2
+        kept = _states(pair, 1)
+        with no_host_reads():
+            for model, w, xs, ys in ((pair, watch, x, y), (single, watch1, x[:1], y[:1])):
+                model.refresh_grapes()
+                _, per = _train_step(model, xs, ys, 0.05, step == 1, w, step)
+        changed = [not torch.equal(a, b) for a, b in zip(_states(pair, 1), kept)]
+        assert any(changed) if step == 1 else not any(changed), step
+        if step >= 2:
+            assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(_states(pair, 1), kept))
+        assert all(torch.equal(a, b) for a, b in zip(_states(pair, 0), _states(single, 0))), step
+    first = watch.read()
+    assert first[0] is None and first[1] is not None and first[1][0] == 2 and math.isnan(first[1][1])
+    assert watch1.read() == [None]

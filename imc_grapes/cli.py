@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check the installation (torch, engine, aihwkit C++ tiles, CUDA)",
                          description="Print versions and check that each required part works; exit 1 if not.")
     doc.add_argument("--skip-aihwkit", action="store_true",
-                     help="do not require aihwkit (e.g. a GPU machine whose torch differs from the pinned one)")
+                     help="skip the aihwkit check: aihwkit is neither imported nor required (e.g. a GPU machine "
+                          "whose torch differs from the pinned one)")
     return parser
 
 

@@ -33,6 +33,26 @@ def test_broken_aihwkit_fails_with_explanation(monkeypatch, capsys):
     assert doctor.main(skip_aihwkit=True) == 0
 
 
+def test_skip_aihwkit_neither_imports_nor_runs_aihwkit(monkeypatch, capsys):
+    real_import = builtins.__import__
+    attempted: list[str] = []
+
+    def recording_import(name, *args, **kwargs):
+        if name.startswith("aihwkit"):
+            attempted.append(name)
+            raise ImportError("aihwkit must not be imported with --skip-aihwkit")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", recording_import)
+    checks = {c.name: c for c in doctor.run_checks(skip_aihwkit=True)}
+    assert checks["aihwkit"].status == "SKIP" and "--skip-aihwkit" in checks["aihwkit"].detail
+    assert not checks["aihwkit"].required
+    assert doctor.main(skip_aihwkit=True) == 0
+    assert attempted == []
+    out = capsys.readouterr().out
+    assert "[SKIP] aihwkit" in out and "skipped (--skip-aihwkit)" in out
+
+
 def test_fusion_check_skips_when_off_and_compares_with_eager_when_on():
     import pytest
 

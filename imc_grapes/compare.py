@@ -4,8 +4,9 @@ cell on a validation split (never on the test set), and a report folder.
 
 The report folder holds:
 
-* ``results.json`` — the spec, the chosen learning rates with the validation scores that chose them, one
-  entry per run (config, history, costs, inference accuracies) and the summary table;
+* ``results.json`` — the spec, the absolute data folder (``data_root_resolved``), the chosen learning rates with
+  the validation scores that chose them, one entry per run (config, history, costs, inference accuracies) and the
+  summary table;
 * ``results.csv`` — one row per final run: its results, then the settings it was run with
   (:func:`csv_config_columns`);
 * ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std),
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OPTIMIZERS, ConfigError, TrainConfig, is_int, is_number, check_distinct, run_identity
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, recorded_data_root
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from .report import seed_band
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
@@ -180,7 +181,7 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
     extra = {k: saved[k] for k in extra_keys if k in saved}
     return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
                      saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra,
-                     saved.get("train_samples"), saved.get("eval_samples"))
+                     saved.get("train_samples"), saved.get("eval_samples"), saved.get("data_root_resolved"))
 
 
 def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, resume: bool,
@@ -209,7 +210,8 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
         saved = read_json(saved_path)
         log(f"   diverged: {exc}")
         return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0),
-                         train_samples=saved.get("train_samples"), eval_samples=saved.get("eval_samples"))
+                         train_samples=saved.get("train_samples"), eval_samples=saved.get("eval_samples"),
+                         data_root_resolved=saved.get("data_root_resolved"))
     except Exception as exc:
         if not record_failures:
             raise
@@ -499,6 +501,8 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True
     result = {
         "command": command,
         "spec": spec.to_dict(),
+        # spec.base.data_root is kept as given (a relative one is ambiguous once the report moves)
+        "data_root_resolved": recorded_data_root(spec.base.dataset, spec.base.data_root),
         "summary": rows,
         "tuning": [tuning_record(c, spec.tune_score) for c in cells],
         "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}

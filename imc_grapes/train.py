@@ -5,8 +5,8 @@ keeps what was finished):
 
 * ``metrics.csv`` — one row per epoch: train loss/accuracy, test loss/accuracy, wall time, and the mean
   GRAPES factor of each hidden layer (when GRAPES is on);
-* ``results.json`` — the full config, versions, per-epoch history, final metrics and the run's status
-  (``completed`` or ``diverged`` with the reason).
+* ``results.json`` — the full config, versions, per-epoch history, final metrics, the run's status
+  (``completed`` or ``diverged`` with the reason) and the absolute data folder (``data_root_resolved``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig
 from .cuda_graphs import GraphedSteps, check_graph_device, graphed_steps, training_step
-from .data import BatchLoader, Dataset, Split, load_dataset
+from .data import BatchLoader, Dataset, Split, load_dataset, recorded_data_root
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
 from .io import write_csv_atomic, write_json_atomic
@@ -43,6 +43,11 @@ class RunResult:
     ``train_samples`` / ``eval_samples``: the sizes of the splits the run trained and was evaluated on (None when
     not known, e.g. a run loaded from a ``results.json`` written before they were recorded): a ``train_subset`` or
     ``test_subset`` larger than the data set uses the whole split, and the config keeps the number as given.
+
+    ``data_root_resolved``: the absolute folder the data set is read from (``config.data_root`` as given, or
+    ``$IMC_GRAPES_DATA`` / the default cache, resolved against the current folder:
+    :func:`~imc_grapes.data.recorded_data_root`), filled in when not given; None for the synthetic data set. A
+    relative ``config.data_root`` is recorded as given too: it is part of the run's identity (resume, sweep ids).
     """
 
     config: TrainConfig
@@ -55,6 +60,11 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
     train_samples: int | None = None
     eval_samples: int | None = None
+    data_root_resolved: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.data_root_resolved is None:
+            self.data_root_resolved = recorded_data_root(self.config.dataset, self.config.data_root)
 
     @property
     def final_test_acc(self) -> float | None:
@@ -70,6 +80,7 @@ class RunResult:
             "eval_split": self.eval_split,
             "train_samples": self.train_samples,
             "eval_samples": self.eval_samples,
+            "data_root_resolved": self.data_root_resolved,
             **self.extra,
             "config": self.config.to_dict(),
             "versions": versions(),

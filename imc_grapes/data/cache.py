@@ -42,6 +42,16 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache) / "imc-grapes" / "data"
 
 
+
+def resolved_data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`data_root` as an absolute path, ``..`` and symbolic links resolved against the current folder: what a
+    result records (a relative ``--data-root data`` names another folder once the results are moved).
+
+    Raises:
+        DatasetError: ``root`` is an empty path (:func:`data_root`).
+    """
+    return data_root(root).resolve()
+
 def dataset_dir(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
     return data_root(root) / spec.name
 

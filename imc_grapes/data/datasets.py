@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .cache import verify
+from .cache import DatasetError, resolved_data_root, verify
 from .idx import read_idx
 from .registry import DATASET_NAMES, SYNTHETIC, get_spec
 
@@ -117,6 +117,18 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
     return load_real(name, root, device)
 
+
+
+def recorded_data_root(name: str, root: str | os.PathLike[str] | None = None) -> str | None:
+    """The absolute folder :func:`load_dataset` ``(name, root)`` reads the data set's cache from
+    (:func:`~imc_grapes.data.cache.resolved_data_root`), as a results file records it; None for ``synthetic``
+    (generated, read from no folder) and for an empty ``root`` (it names no folder; loading it fails)."""
+    if name == SYNTHETIC:
+        return None
+    try:
+        return str(resolved_data_root(root))
+    except DatasetError:
+        return None
 
 class BatchLoader:
     """Shuffled mini-batches drawn straight from tensors on their device (much faster than a DataLoader for

@@ -1,6 +1,7 @@
 """The compare job end to end on the synthetic set: every promised file, lr tuned on validation, resume."""
 import csv
 import json
+import os
 
 import pytest
 
@@ -9,6 +10,7 @@ from imc_grapes.backends import AnalogSettings
 from imc_grapes.cli import main
 from imc_grapes.compare import CompareSpec, findings, run_compare
 from imc_grapes.config import ConfigError, TrainConfig
+from imc_grapes.data import make_synthetic
 
 BASE = TrainConfig(dataset="synthetic", hidden=(24,), epochs=1, batch_size=32, train_subset=320, test_subset=160,
                    evals_per_epoch=2, inference_times=(1.0, 31536000.0),
@@ -381,3 +383,34 @@ def test_a_damaged_run_record_is_trained_again_on_resume_not_a_traceback(tmp_pat
     assert json.loads(run_file.read_text())["status"] == "completed"
     assert second["summary"] == first["summary"]
 
+
+
+def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp_path, monkeypatch):
+    """``--data-root data`` names another folder once the report moves: results.json keeps it as given (the
+    config, part of a run's identity) and records the absolute folder it named when the job ran, in the report
+    and in every run's record; a run resumed from another folder keeps the folder it was trained with. The data
+    themselves are the synthetic set in an MNIST config (only the recorded folder matters here)."""
+    synthetic = make_synthetic(seed=0)
+    monkeypatch.setattr(compare_mod, "load_dataset", lambda *a, **k: synthetic)
+    first_cwd, second_cwd = tmp_path / "a", tmp_path / "b"
+    first_cwd.mkdir()
+    second_cwd.mkdir()
+    base = BASE.replace(dataset="mnist", data_root="data", inference_times=())
+    spec = CompareSpec(base=base, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
+    out = tmp_path / "report"
+    monkeypatch.chdir(first_cwd)
+    run_compare(spec, out, progress=False, log=lambda s: None)
+    expected = os.path.join(os.path.realpath(tmp_path), "a", "data")
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["spec"]["base"]["data_root"] == "data"
+    assert saved["data_root_resolved"] == expected
+    assert [r["data_root_resolved"] for r in saved["runs"]] == [expected]
+    run = json.loads((out / "runs" / "digital" / "sgd" / "lr0.1_seed0" / "results.json").read_text())
+    assert run["config"]["data_root"] == "data" and run["data_root_resolved"] == expected
+    monkeypatch.chdir(second_cwd)
+    said: list[str] = []
+    run_compare(spec, out, progress=False, log=said.append)
+    assert sum("(resumed:" in s for s in said) == 1
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data_root_resolved"] == os.path.join(os.path.realpath(tmp_path), "b", "data")
+    assert [r["data_root_resolved"] for r in saved["runs"]] == [expected]

@@ -316,3 +316,25 @@ def test_an_empty_data_root_is_an_error_not_the_current_folder(tmp_path, monkeyp
     assert main(["data", "verify", "mnist", "--root", ""]) != 0
     assert "the data root is an empty path" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_recorded_data_root_is_absolute_wherever_it_came_from(tmp_path, monkeypatch):
+    """What results record as the data folder: a relative --data-root, ``~``, a relative $IMC_GRAPES_DATA and the
+    default cache, each as the absolute folder it names from the current folder; None for the synthetic set (read
+    from no folder) and for an empty root (loading it fails)."""
+    from imc_grapes.data import recorded_data_root
+
+    real = os.path.realpath(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("IMC_GRAPES_DATA", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert recorded_data_root("mnist", "data") == os.path.join(real, "data")
+    assert recorded_data_root("fashion-mnist", "x/../data") == os.path.join(real, "data")
+    assert recorded_data_root("mnist", "~/d") == os.path.join(real, "home", "d")
+    assert recorded_data_root("mnist") == os.path.join(real, "home", ".cache", "imc-grapes", "data")
+    monkeypatch.setenv("IMC_GRAPES_DATA", "cache")
+    assert recorded_data_root("mnist") == os.path.join(real, "cache")
+    assert recorded_data_root("mnist", "/abs/data") == "/abs/data"
+    assert recorded_data_root("synthetic", "data") is None
+    assert recorded_data_root("mnist", "") is None

@@ -30,7 +30,7 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
                          write_weights: Callable[[Mapping[str, Tensor]], None],
                          evaluate: Callable[[], float], times_s: Sequence[float], seed: int = 0,
                          model: InferenceNoiseModel | None = None,
-                         compensate_drift: bool = True) -> dict[str, float]:
+                         compensate_drift: bool = True, *, restore: bool = True) -> dict[str, float]:
     """Accuracy at each time after programming.
 
     Args:
@@ -41,9 +41,11 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
         seed: seeds the programming noise, drift exponents and read noise (same seed, same result).
         model: noise model (default ``PCMLikeNoiseModel()``).
         compensate_drift: apply global drift compensation (per layer, as a reference read would).
+        restore: write the trained weights back before returning (also on an error); False when the caller puts
+            the network's state back itself (:func:`network_accuracy_after_drift`), the last noisy weights are left.
 
     Returns:
-        ``{time_key(time_s): accuracy}``; the trained weights are written back before returning.
+        ``{time_key(time_s): accuracy}``; with ``restore`` the trained weights are written back before returning.
     """
     model = model or PCMLikeNoiseModel()
     trained = {k: v.detach().clone() for k, v in read_weights().items()}
@@ -59,7 +61,8 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
             write_weights({k: v[i] for k, v in noisy.items()})
             out[time_key(t)] = float(evaluate())
     finally:
-        write_weights(trained)
+        if restore:
+            write_weights(trained)
     return out
 
 
@@ -69,7 +72,9 @@ def network_accuracy_after_drift(net: Network, evaluate: Callable[[], float], ti
     """:func:`accuracy_after_drift` of a :class:`~imc_grapes.backends.Network`'s weight layers: the noisy weights
     replace the trained ones exactly (on devices with write noise, no fresh write-noise draw of the training
     device on top: the inference noise model stands for the programming), and the network's exact state — device
-    states, write noise, generators — comes back afterwards (:meth:`~imc_grapes.backends.Network.state_kept`)."""
+    states, write noise, generators — comes back afterwards (:meth:`~imc_grapes.backends.Network.state_kept`, the
+    one restore: writing the trained weights back first, as :func:`accuracy_after_drift` does by itself, would be
+    overwritten by it)."""
     with net.state_kept():
         # clip=False: the inference weights are those of the inference model's device (its own physical limit,
         # g >= 0, is applied there; programming and read noise may exceed g_max as in aihwkit) with the global
@@ -78,7 +83,7 @@ def network_accuracy_after_drift(net: Network, evaluate: Callable[[], float], ti
         # inference tiles do not clip programmed weights either). aihwkit's training tiles always clip.
         return accuracy_after_drift(net.read_weights,
                                     functools.partial(net.write_weights, write_noise=False, clip=False),
-                                    evaluate, times_s, seed, model, compensate_drift)
+                                    evaluate, times_s, seed, model, compensate_drift, restore=False)
 
 
 def time_key(t: float) -> str:

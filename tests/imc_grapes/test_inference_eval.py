@@ -1,5 +1,8 @@
 """Accuracy after programming noise and drift: restores the trained weights, ideal model changes nothing,
 real drift degrades a trained classifier."""
+import copy
+
+import pytest
 import torch
 from torch import nn
 
@@ -137,3 +140,56 @@ def test_a_network_without_write_noise_is_evaluated_on_the_inference_weights_unc
     assert changed > 0.1 * sum(w.numel() for w in trained.values())
     for name, t in tiles.items():
         assert torch.equal(t.read(), trained[name])
+
+
+def _assert_identical(got, want, where="state_dict"):
+    """``got`` equals ``want`` bit for bit: tensors of the same dtype and values, nested dicts (a tile's extra
+    state: its generator) entry by entry, anything else by ``==``."""
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype and torch.equal(got, want), where
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            _assert_identical(got[k], want[k], f"{where}[{k!r}]")
+    else:
+        assert got == want, where
+
+
+@pytest.mark.parametrize("backend", ["crossbar", "digital"])
+def test_the_network_state_after_the_evaluation_is_that_of_before_bit_for_bit(backend, monkeypatch):
+    """After a real (noisy, drifting) inference evaluation every entry of the network's ``state_dict`` — weights,
+    device states and apparent states, tile generators, counters — equals its value before, bit for bit, and so do
+    the weights the network reads; the weights are written once per time and never a second time to restore them
+    (the network's own state restore does that)."""
+    from imc_grapes.inference_eval import network_accuracy_after_drift
+
+    if backend == "crossbar":
+        net, x = _trained_reramsb_network()
+    else:
+        from imc_grapes.backends import build_network
+        from imc_grapes.config import TrainConfig
+
+        net = build_network(TrainConfig(dataset="synthetic", hidden=(10, 6), seed=7), (1, 8, 8), 10, "cpu")
+        x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    outputs = net.model(x)
+    before = copy.deepcopy(net.model.state_dict())
+    weights = net.read_weights()
+    writes = []
+    real_write = net.write_weights
+    monkeypatch.setattr(net, "write_weights", lambda w, **kw: writes.append(w) or real_write(w, **kw))
+    seen = []
+
+    def evaluate():
+        seen.append(net.read_weights())
+        return 0.5
+
+    times = [1.0, 86400.0, 31536000.0]
+    network_accuracy_after_drift(net, evaluate, times, seed=3)
+    assert len(writes) == len(times)
+    # not vacuous: the evaluation ran on other weights than the trained ones
+    assert all(any(not torch.equal(s[n], weights[n]) for n in weights) for s in seen)
+    _assert_identical(net.model.state_dict(), before)
+    for n, w in net.read_weights().items():
+        assert torch.equal(w, weights[n]), n
+    if backend == "digital":
+        assert torch.equal(net.model(x), outputs)

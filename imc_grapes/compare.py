@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIMIZERS, ConfigError, TrainConfig, is_int, is_number, check_distinct, run_identity
+from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, is_int, is_number, run_identity,
+                     seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from .report import seed_band
@@ -50,14 +51,16 @@ class CompareSpec:
         analog_backend: ``crossbar`` (this project's engine) or ``aihwkit``.
         lr_grid: learning rates tried per (hardware, optimizer) cell; with one value there is no tuning. The lr
             with the highest score is chosen; on a tie, the one listed first in ``lr_grid``.
-        tune_seeds: seeds of the tuning runs; an lr's score is the mean over them (an lr for which any of them
+        tune_seeds: seeds of the tuning runs, one or more distinct integers in :data:`~imc_grapes.config.SEED_RANGE`
+            (also without an lr grid to tune); an lr's score is the mean over them (an lr for which any of them
             diverged or failed is not chosen).
         tune_score: what a tuning run scores, one of :data:`TUNE_SCORES` (default ``final``).
         tail_evals: a run's accuracy (the ``final`` tuning score and the reported test accuracy) is the mean of its
             last ``tail_evals`` evaluations (default 1: the final one). On noisy devices, where one evaluation moves
             by several points from the next, a few evaluations average that noise out.
         val_holdout: training samples held out as the validation split for tuning.
-        seeds: seeds of the final runs (each cell uses the same seeds: same init and data order).
+        seeds: seeds of the final runs, one or more distinct integers in :data:`~imc_grapes.config.SEED_RANGE`
+            (each cell uses the same seeds: same init and data order).
         target_acc: accuracy (fraction) for the "epochs to target" column.
     """
 
@@ -103,6 +106,10 @@ class CompareSpec:
         if (not self.tune_seeds or not all(is_int(s) for s in self.tune_seeds)
                 or len(set(self.tune_seeds)) != len(self.tune_seeds)):
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
+        for name in ("seeds", "tune_seeds"):     # checked here, not only by the run that first uses such a seed
+            seeds = getattr(self, name)
+            if not all(seed_in_range(s) for s in seeds):
+                raise ConfigError(f"{name} must be integers in {SEED_RANGE}, got {list(seeds)}")
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
         if (msg := tail_evals_error(self.tail_evals)) is not None:

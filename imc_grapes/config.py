@@ -111,6 +111,15 @@ def is_int(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+#: the seeds a run takes (``torch.manual_seed``'s range), as messages state it
+SEED_RANGE = "[-2^63, 2^64) (what torch.manual_seed takes)"
+
+
+def seed_in_range(v: int) -> bool:
+    """Whether the integer ``v`` is in :data:`SEED_RANGE`."""
+    return -2 ** 63 <= v < 2 ** 64
+
+
 def is_number(v: object) -> bool:
     """Whether ``v`` is a real number, int or float (a bool is not)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
@@ -277,9 +286,8 @@ class TrainConfig:
                f"TrainConfig.drop_last must be true or false, got {self.drop_last!r}")
         number("epochs", "≥ 1", integer=True)
         _check(self.epochs >= 1, f"TrainConfig.epochs must be ≥ 1, got {self.epochs}")
-        number("seed", "in [-2^63, 2^64) (what torch.manual_seed takes)", integer=True)
-        _check(-2 ** 63 <= self.seed < 2 ** 64,
-               f"TrainConfig.seed must be an integer in [-2^63, 2^64) (what torch.manual_seed takes), got {self.seed}")
+        number("seed", f"in {SEED_RANGE}", integer=True)
+        _check(seed_in_range(self.seed), f"TrainConfig.seed must be an integer in {SEED_RANGE}, got {self.seed}")
         number("train_subset", "≥ 1", integer=True, optional=True)
         _check(self.train_subset is None or self.train_subset >= 1,
                f"TrainConfig.train_subset must be ≥ 1 (or None for all), got {self.train_subset}")

@@ -58,6 +58,13 @@ def test_spec_rejects_repeated_values(field, value, shown):
     ("seeds", 0, r"seeds must be a list, got 0"),
     ("optimizers", "sgd", r"optimizers must be a list, got 'sgd'"),
     ("tune_seeds", ("0",), r"tune_seeds must name one or more distinct seeds"),
+    ("tune_seeds", (0.0,), r"tune_seeds must name one or more distinct seeds, got \[0\.0\]"),
+    ("tune_seeds", (False,), r"tune_seeds must name one or more distinct seeds"),
+    ("tune_seeds", 3, r"tune_seeds must be a list, got 3"),
+    ("tune_seeds", (0, 2 ** 64), r"tune_seeds must be integers in \[-2\^63, 2\^64\) \(what torch\.manual_seed "
+                                 r"takes\), got \[0, 18446744073709551616\]"),
+    ("tune_seeds", (-2 ** 63 - 1,), r"tune_seeds must be integers in \[-2\^63, 2\^64\)"),
+    ("seeds", (2 ** 64,), r"seeds must be integers in \[-2\^63, 2\^64\)"),
     ("lr_grid", ("0.1",), r"lr_grid must be one or more learning rates > 0"),
     ("lr_grid", (True,), r"lr_grid must be one or more learning rates > 0"),
     ("target_acc", "0.9", r"target_acc must be a number in \(0, 1\]"),
@@ -67,6 +74,16 @@ def test_spec_rejects_repeated_values(field, value, shown):
 def test_spec_field_types_are_checked(field, value, message):
     with pytest.raises(ConfigError, match=rf"^{message}"):
         CompareSpec(**{field: value})
+
+
+def test_seeds_in_torchs_range_are_accepted_with_or_without_an_lr_grid():
+    """The seeds a run takes, negative ones and the ends of torch.manual_seed's range included, are valid tune and
+    final seeds (seeds out of that range are rejected above, before any run starts)."""
+    edge = (-2 ** 63, -1, 2 ** 64 - 1)
+    for lr_grid in ((0.1,), (0.1, 0.3)):
+        spec = CompareSpec(lr_grid=lr_grid, tune_seeds=edge, seeds=edge, val_holdout=100)
+        assert spec.tune_seeds == edge and spec.seeds == edge
+        assert [spec.cell_config("digital", "sgd", 0.1, s, tuning=True).seed for s in edge] == list(edge)
 
 
 def test_cli_compare_rejects_repeated_options(tmp_path, capsys):

@@ -12,6 +12,14 @@ How an optimizer finds the analog layer: every analog module owns ``analog_ctx``
 ``nn.Parameter`` that is an input of the layer's autograd function (so backward also runs for a first
 layer whose input needs no gradient) and that maps back to the module via :func:`analog_module_of`.
 Its ``.grad`` stays ``None``, so ordinary optimizers ignore it.
+
+Freezing: ``analog_ctx.requires_grad`` stands for the analog weights' ``requires_grad``. A layer frozen by
+``layer.requires_grad_(False)``, ``layer.weight.requires_grad_(False)`` or ``layer.weight.requires_grad = False``
+(see :class:`AnalogWeight`) still sends the error to its input in backward, but stashes nothing, so no
+optimizer step pulses its devices (torch's contract: a parameter that got no gradient is not updated).
+As in torch, the flag counts at the time of the forward pass. aihwkit (1.1 and its current main branch)
+differs: its ``AnalogFunction.backward`` stashes ``(x, d)`` whatever ``analog_ctx.requires_grad`` says, so
+its ``AnalogSGD`` still updates a frozen layer whenever backward runs through it (its input needs a gradient).
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
 from crossbar.tiles import TileArray
 
-__all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "analog_module_of",
-           "analog_modules"]
+__all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "AnalogWeight",
+           "analog_module_of", "analog_modules"]
 
 _CTX_REGISTRY: "weakref.WeakValueDictionary[int, AnalogModuleBase]" = weakref.WeakValueDictionary()
 
@@ -48,7 +56,9 @@ def analog_modules(model: nn.Module) -> list["AnalogModuleBase"]:
 
 
 class AnalogFunction(torch.autograd.Function):
-    """``y = tile.forward(x)``; backward: ``tile.backward(d)`` for ``x`` and stash ``(x, d)`` on the module."""
+    """``y = tile.forward(x)``; backward: ``tile.backward(d)`` for ``x`` (if it needs a gradient) and, unless the
+    layer is frozen (``analog_ctx`` did not require a gradient at the forward pass), stash ``(x, d)`` on the
+    module for the optimizer's pulsed update."""
 
     @staticmethod
     def forward(ctx: Any, module: "AnalogModuleBase", analog_ctx: Tensor, x: Tensor) -> Tensor:  # noqa: ARG004
@@ -62,8 +72,51 @@ class AnalogFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = module.tile.backward(grad_out) if ctx.needs_input_grad[2] else None
-        module._stash.append((x.detach(), grad_out.detach()))
+        if ctx.needs_input_grad[1]:   # analog_ctx requires grad: the layer trains
+            module._stash.append((x.detach(), grad_out.detach()))
         return None, None, grad_x
+
+
+class AnalogWeight(Tensor):
+    """The copy of an analog layer's weights that ``layer.weight`` returns, whose ``requires_grad`` is the layer's.
+
+    The values are a plain copy (changing them does not change the devices; every torch operation on it
+    returns a plain ``Tensor``; pickling and ``copy.deepcopy`` give a plain ``Tensor``). Reading
+    ``requires_grad`` gives, and ``requires_grad = flag`` / ``requires_grad_(flag)`` set, the layer's
+    ``analog_ctx.requires_grad``: whether backward stashes the layer's update (``False``: the layer is frozen,
+    no pulses; see the module docstring). So ``layer.weight.requires_grad_(False)`` freezes the layer as it
+    would an ``nn.Linear``. The copy itself stays outside autograd (no ``grad_fn``, no ``.grad``).
+    """
+
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]  # plain results
+    _analog_ctx: Tensor
+
+    @classmethod
+    def of(cls, values: Tensor, analog_ctx: Tensor) -> "AnalogWeight":
+        """``values`` (any shape; not copied) as an :class:`AnalogWeight` tied to ``analog_ctx``."""
+        weight = values.as_subclass(cls)
+        weight._analog_ctx = analog_ctx
+        return weight
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the layer trains (its ``analog_ctx.requires_grad``)."""
+        return self._analog_ctx.requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad: bool) -> None:
+        self._analog_ctx.requires_grad_(requires_grad)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "AnalogWeight":
+        """Freeze (``False``) or unfreeze (``True``) the layer; returns this copy."""
+        self._analog_ctx.requires_grad_(requires_grad)
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.as_subclass(Tensor).__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        return self.as_subclass(Tensor).clone()
 
 
 class AnalogModuleBase(nn.Module):
@@ -97,9 +150,10 @@ class AnalogModuleBase(nn.Module):
 
     # ------------------------------------------------------------------ weights
     @property
-    def weight(self) -> Tensor:
-        """Read-only copy of the weights as the torch layer would shape them (use :meth:`set_weights`)."""
-        return self.get_weights()
+    def weight(self) -> "AnalogWeight":
+        """Read-only copy of the weights as the torch layer would shape them (use :meth:`set_weights`); its
+        ``requires_grad`` is the layer's (``analog_ctx.requires_grad``, see :class:`AnalogWeight`)."""
+        return AnalogWeight.of(self.get_weights(), self.analog_ctx)
 
     def get_weights(self) -> Tensor:
         """Exact copy of the weights (no read noise), shaped like the torch layer's ``weight``."""

@@ -42,6 +42,10 @@ class AnalogSGD(torch.optim.Optimizer):
         lr: learning rate (> 0) of both the digital SGD step and the analog update (``tile.update(x, d, lr)``;
             the device's pulse granularity and the update management turn it into pulses).
 
+    A frozen analog layer (``layer.requires_grad_(False)`` or ``layer.weight.requires_grad_(False)`` before the
+    forward pass) stashes nothing in backward, so ``step`` sends its devices no pulse, as ``torch.optim`` skips a
+    parameter without gradient (aihwkit's ``AnalogSGD`` still updates such a layer: see :mod:`crossbar.modules`).
+
     ``zero_grad`` also drops analog stashes that were not consumed by a ``step``. Every parameter group's ``lr``
     must be > 0 (a number or a one-element tensor); groups asking for ``torch.optim.SGD`` options this optimizer
     does not have (momentum, dampening, weight decay, Nesterov, maximize) are refused rather than ignored.
@@ -100,7 +104,8 @@ class AnalogSGD(torch.optim.Optimizer):
 
 
 def analog_step(model: nn.Module, lr: float | Tensor) -> int:
-    """Apply the pulsed update of every analog layer in ``model`` with its stashed ``(x, d)``.
+    """Apply the pulsed update of every analog layer in ``model`` with its stashed ``(x, d)`` (a frozen layer has
+    none: see :class:`AnalogSGD`).
 
     Returns the number of tile updates applied (0 if nothing was stashed).
     """

@@ -337,3 +337,109 @@ def test_conv_geometries_on_padded_tiles_equal_nn_conv2d(c_in, c_out, kw, size) 
             digital.bias.copy_(analog.bias)
     x = torch.randn(1, c_in, size[1], size[0], dtype=F64).transpose(2, 3).requires_grad_(True)
     _assert_step_equals_digital(analog, digital, x)
+
+
+# ---------------------------------------------------------------------------------------------- frozen layers
+
+
+def _freeze(layer: AnalogLinear, how: str, flag: bool = False) -> None:
+    if how == "module":
+        layer.requires_grad_(flag)
+    elif how == "weight_method":
+        layer.weight.requires_grad_(flag)
+    else:
+        layer.weight.requires_grad = flag
+
+
+def _tile_state(layer: AnalogLinear) -> dict[str, torch.Tensor]:
+    """The tile's device state: weights, device parameters, update counters and its generator's state."""
+    state = {k: v.clone() for k, v in layer.tile.state_dict().items()
+             if isinstance(v, torch.Tensor) and "forward" not in k and "backward" not in k
+             and "adc" not in k and "dac" not in k}
+    state["generator"] = layer.tile.generator.get_state().clone()
+    return state
+
+
+@pytest.mark.parametrize("how", ["module", "weight_method", "weight_attribute"])
+def test_frozen_layer_gets_no_pulses_but_passes_the_error(how: str) -> None:
+    """A frozen pulsed layer between two trainable ones: the devices stay bit for bit, its input gradient
+    (and the earlier layer's training) is the unfrozen twin's."""
+    cfg = CrossbarConfig(tile_rows=4, tile_cols=4)                           # noisy periphery, ConstantStep device
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    models, x_grads = [], []
+    for frozen in (False, True):
+        model = nn.Sequential(AnalogLinear(5, 7, rpu_config=cfg, seed=1), nn.Tanh(),
+                              AnalogLinear(7, 3, rpu_config=cfg, seed=2), nn.Tanh(),
+                              AnalogLinear(3, 2, rpu_config=cfg, seed=3))
+        if frozen:
+            _freeze(model[2], how)
+        opt = AnalogSGD(model.parameters(), lr=0.2)
+        hidden = model[1](model[0](x))
+        hidden.retain_grad()
+        F.mse_loss(model[4](model[3](model[2](hidden))), target).backward()
+        before = _tile_state(model[2])                                       # after the noisy MVMs' draws
+        assert model[2].stashed == (0 if frozen else 1)
+        opt.step()
+        changed = any(not torch.equal(before[k], v) for k, v in _tile_state(model[2]).items())
+        assert changed != frozen
+        models.append(model)
+        x_grads.append(hidden.grad)
+    assert torch.equal(x_grads[0], x_grads[1])                                # the error still goes upstream
+    assert int(models[1][2].tile.counters["pulses"]) == 0
+    assert int(models[1][2].tile.counters["backward_mvms"]) == int(models[0][2].tile.counters["backward_mvms"]) > 0
+    for i in (0, 4):                                                         # the trainable layers: same steps
+        assert torch.equal(models[0][i].get_weights(), models[1][i].get_weights())
+    bias_frozen = how == "module"
+    assert torch.equal(models[1][2].bias, models[0][2].bias) == (not bias_frozen)   # weight-only freeze: bias trains
+
+
+def test_frozen_then_unfrozen_resumes_training_exactly() -> None:
+    """Ideal layer: frozen -> no change (nor a stale stash applied later); unfrozen -> W - lr d^T x exactly."""
+    lin = AnalogLinear(4, 3, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+    opt = AnalogSGD(lin.parameters(), lr=0.1)
+    w0 = lin.get_weights()
+    x = torch.randn(5, 4, dtype=F64, requires_grad=True)
+    g = torch.randn(5, 3, dtype=F64)
+    lin.weight.requires_grad_(False)
+    assert lin.weight.requires_grad is False and lin.analog_ctx.requires_grad is False
+    lin(x).backward(g)
+    torch.testing.assert_close(x.grad, g @ w0, rtol=0, atol=1e-12)        # dL/dx = d W, through the tile
+    opt.step()
+    assert torch.equal(lin.get_weights(), w0)
+    lin.weight.requires_grad_(True)
+    lin(x.detach()).backward(g)                                               # input needs no gradient now
+    opt.step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x.detach(), rtol=0, atol=1e-12)
+
+
+def test_parameter_groups_with_a_scheduler_and_a_frozen_group() -> None:
+    """Two groups with their own lr under StepLR; the second layer's group is frozen, the first trains with the
+    error the frozen layer sends back (ideal layers: ``W1 - lr (g W2)^T x`` exactly)."""
+    first = AnalogLinear(4, 3, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+    second = AnalogLinear(3, 2, bias=False, rpu_config=ideal_config(), dtype=F64, seed=1)
+    second.requires_grad_(False)
+    opt = AnalogSGD([{"params": first.parameters(), "lr": 0.3}, {"params": second.parameters()}], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    w1, w2 = first.get_weights(), second.get_weights()
+    x = torch.randn(5, 4, dtype=F64)
+    for lr in (0.3, 0.15):
+        g = torch.randn(5, 2, dtype=F64)
+        second(first(x)).backward(g)
+        assert (first.stashed, second.stashed) == (1, 0)
+        opt.step()
+        sched.step()
+        w1 = w1 - lr * (g @ w2).T @ x
+        torch.testing.assert_close(first.get_weights(), w1, rtol=0, atol=1e-12)
+    assert torch.equal(second.get_weights(), w2)
+    assert [group["lr"] for group in opt.param_groups] == [0.075, 0.025]
+
+
+def test_analog_weight_copy_is_plain_data() -> None:
+    lin = AnalogLinear(4, 3, rpu_config=ideal_config(), seed=0)
+    w = lin.weight
+    assert w.requires_grad and type(w * 2) is torch.Tensor and not (w * 2).requires_grad
+    assert type(copy.deepcopy(w)) is torch.Tensor and torch.equal(copy.deepcopy(w), w)
+    assert w.grad_fn is None and w.numpy().shape == (3, 4)
+    lin.requires_grad_(False)
+    assert not lin.weight.requires_grad and not w.requires_grad

@@ -87,7 +87,8 @@ class UpdateParameters:
         desired_bl: length of the pulse trains in slots; with ``update_bl_management`` the *maximal*
             length (aihwkit ``desired_bl``). Integer >= 1.
         fixed_bl: without BL management, keep ``BL = desired_bl`` even when ``lr > dw_min * desired_bl``
-            (if ``False``, such a learning rate gives ``A = B = 1`` and ``BL = ceil(lr / dw_min)``).
+            (if ``False``, such a learning rate gives ``A = B = 1`` and ``BL = ceil(lr / dw_min)``, computed in
+            the tile's float type as aihwkit does, float32 by default: :meth:`free_bl`).
         update_bl_management: choose ``BL`` per tile and sample from the largest ``|x|`` and ``|d|``
             (see the module docstring). Implies ``update_management`` (as in aihwkit).
         update_management: balance the firing probabilities of inputs and errors per tile and sample.
@@ -133,18 +134,35 @@ class UpdateParameters:
         """Bin width of the firing probabilities (``res``, or ``1 / res`` when ``res > 1``); 0 = off."""
         return 1.0 / self.res if self.res > 1.0 else self.res
 
-    def max_bl(self, lr: float | Tensor, dw_min: float | Tensor) -> int:
+    def max_bl(self, lr: float | Tensor, dw_min: float | Tensor, dtype: torch.dtype = torch.float32) -> int:
         """Number of pulse slots to allocate for learning rate ``lr`` (the largest BL any sample can get).
 
-        ``desired_bl``, except without fixed BL and without BL management, where a learning rate above
-        ``dw_min * desired_bl`` needs ``ceil(lr / dw_min)`` slots (then ``lr`` must be a plain number).
+        ``desired_bl``, except where :meth:`free_bl` gives the learning-rate-driven length (without fixed BL and
+        without BL management, for a learning rate above ``dw_min * desired_bl``). ``dtype``: the update's compute
+        dtype (float32 or float64; see :meth:`free_bl`).
+        """
+        free = self.free_bl(lr, dw_min, dtype)
+        return self.desired_bl if free is None else free
+
+    def free_bl(self, lr: float | Tensor, dw_min: float | Tensor, dtype: torch.dtype = torch.float32) -> int | None:
+        """The train length of aihwkit's learning-rate-driven branch (``A = B = 1``), or ``None`` if not taken.
+
+        Taken only without ``fixed_bl`` and without ``update_bl_management``, when ``dw_min * desired_bl < |lr|``:
+        then ``BL = max(ceil(|lr| / dw_min), 1)`` slots. Computed as aihwkit's ``calculateBlAB`` does (C++,
+        ``rpu_pulsed_meta_parameter.cpp``): ``lr`` and ``dw_min`` rounded to the tile's type ``T`` (``dtype``:
+        float32, or float64 for a float64 tile), the product, the comparison and the quotient in ``T``, and the
+        ceiling by ``ceilf``, i.e. of the quotient rounded to float32. In float32, ``lr = 0.3`` and ``dw_min = 0.01``
+        give ``0.3f / 0.01f = 30.000002``, so ``BL = 31`` (30 in exact or float64 arithmetic), and with
+        ``desired_bl = 30`` the branch is taken (``0.01f * 30 < 0.3f``). ``lr`` may be a one-element tensor (read
+        on the host).
         """
         if self.fixed_bl or self.update_bl_management:
-            return self.desired_bl
-        lr_abs = abs(float(lr))
-        if float(dw_min) * self.desired_bl < lr_abs:
-            return max(int(math.ceil(lr_abs / float(dw_min))), 1)
-        return self.desired_bl
+            return None
+        ft = np.float64 if dtype == torch.float64 else np.float32
+        lr_t, dw_t = abs(ft(float(lr))), ft(float(dw_min))
+        if not dw_t * ft(self.desired_bl) < lr_t:
+            return None
+        return max(int(np.ceil(np.float32(lr_t / dw_t))), 1)
 
     def to_aihwkit(self):  # -> aihwkit.simulator.parameters.training.UpdateParameters
         """The equivalent aihwkit ``UpdateParameters`` (imports aihwkit lazily). ``res`` goes over as the bin width
@@ -250,8 +268,9 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
     dw = torch.as_tensor(dw_min, dtype=dtype, device=device)
 
     # calculateBlAB: the learning-rate-only part.
-    max_bl = cfg.max_bl(lr, dw_min)
-    if max_bl > cfg.desired_bl:  # only without fixed BL and BL management: A = B = 1
+    free_bl = cfg.free_bl(lr, dw_min, dtype)
+    max_bl = cfg.desired_bl if free_bl is None else free_bl
+    if free_bl is not None:  # only without fixed BL and BL management: A = B = 1
         ab_base = torch.ones_like(lr_abs)
     else:
         ab_base = torch.sqrt(lr_abs / (dw * max_bl))
@@ -289,11 +308,12 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
     batch, n_c = x_max.shape[0], x_max.shape[-1]
     shape = (batch, d_max.shape[1], n_c)
     lr_abs = abs(lr)
-    max_bl = cfg.max_bl(lr, dw)
     if lr_abs == 0:
         zero = torch.zeros(shape, dtype=dtype, device=device)
         return torch.zeros(shape, dtype=torch.int64, device=device), zero, zero.clone()
-    if max_bl > cfg.desired_bl:
+    free_bl = cfg.free_bl(lr, dw, dtype)
+    max_bl = cfg.desired_bl if free_bl is None else free_bl
+    if free_bl is not None:
         ab_base = 1.0
     else:   # sqrt(lr / (dw * max_bl)) computed (on the host) exactly as the tensor version does
         ab_base = _ab_base(lr_abs, dw, max_bl, dtype)
@@ -537,7 +557,7 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
         n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())
     else:
-        n_slots = cfg.max_bl(lr, dw_min)
+        n_slots = cfg.max_bl(lr, dw_min, dtype)
     a, b, bl = a.permute(1, 2, 0), b.permute(1, 2, 0), bl.permute(1, 2, 0)
     p_x = p_d = None
     if cfg.resolution > 0:

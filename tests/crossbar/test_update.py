@@ -8,6 +8,7 @@ input fires in every slot and the error probabilities are capped at 1.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crossbar import CrossbarConfig, TileArray
 from crossbar.update import (
     UpdateParameters,
     ideal_delta,
@@ -23,6 +25,7 @@ from crossbar.update import (
     pulse_probabilities,
     update_scales,
 )
+from devices import ConstantStepDevice
 
 DW = 0.001
 
@@ -140,6 +143,60 @@ def test_um_grad_scale_and_non_managed_modes() -> None:
     bl, a, b = update_scales(x, d, 0.0505, DW, free)
     assert bl.item() == 51 and a.item() == 1.0 and b.item() == 1.0
     assert free.max_bl(0.0505, DW) == 51
+
+
+FREE_BL = UpdateParameters(desired_bl=10, fixed_bl=False, update_bl_management=False, update_management=False)
+"""lr 0.3 > dw_min 0.01 * 10 slots: the learning rate sets BL."""
+
+
+@pytest.mark.parametrize("lr", [0.3, torch.tensor(0.3), torch.tensor(0.3, dtype=torch.float64)])
+def test_free_bl_is_the_float32_ceiling_as_in_aihwkit(lr) -> None:
+    """Without fixed BL and management, ``BL = ceil(lr / dw_min)`` in float32 as aihwkit's ``calculateBlAB`` (float
+    tiles): ``0.3f / 0.01f = 30.000002`` gives 31 slots where float64 gives 30; A = B = 1."""
+    f32 = np.float32
+    want = int(np.ceil(f32(0.3) / f32(0.01)))
+    assert want == 31 and math.ceil(0.3 / 0.01) == 30
+    assert FREE_BL.max_bl(lr, 0.01) == FREE_BL.free_bl(lr, 0.01) == want
+    one = torch.ones(1, 1, 1)
+    bl, a, b = update_scales(one, one, lr, 0.01, FREE_BL)
+    assert (bl.item(), a.item(), b.item()) == (want, 1.0, 1.0)
+    bl, a, b = update_scales(one, one, lr, 0.01, dataclasses.replace(FREE_BL, update_management=True))
+    assert bl.item() == want and a.item() * b.item() == pytest.approx(1.0, rel=1e-6)   # UM rebalances A, B only
+    # x = d = 1 fire in every slot: exactly BL coincidences, all moving the weight down
+    for trim in (False, True):
+        n_up, n_down, total = pulse_counts(one, one, lr, 0.01, FREE_BL, _gen(), trim_slots=trim)
+        assert (n_up.item(), n_down.item(), total.item()) == (0, want, want)
+
+
+def test_free_bl_branch_and_dtype_follow_aihwkit() -> None:
+    """desired_bl = 30: the branch is taken since ``0.01f * 30 < 0.3f`` (in float64 ``0.01 * 30 == 0.3``: not).
+    A float64 tile computes in float64 as aihwkit's double tiles do, whose ``ceilf`` takes the quotient rounded to
+    float32: ``f32(0.3 / 0.01) = 30``."""
+    f32 = np.float32
+    cfg30 = dataclasses.replace(FREE_BL, desired_bl=30)
+    assert f32(0.01) * f32(30) < f32(0.3) and not 0.01 * 30 < 0.3
+    one = torch.ones(1, 1, 1)
+    bl, a, b = update_scales(one, one, 0.3, 0.01, cfg30)
+    assert (bl.item(), a.item(), b.item()) == (31, 1.0, 1.0)
+    assert cfg30.free_bl(0.3, 0.01, torch.float64) is None and cfg30.max_bl(0.3, 0.01, torch.float64) == 30
+    bl, a, b = update_scales(one.double(), one.double(), 0.3, 0.01, cfg30)   # BL 30, A = sqrt(0.3 / (0.01 * 30))
+    assert (bl.item(), a.item()) == (30, math.sqrt(0.3 / (0.01 * 30)))
+    assert int(np.ceil(f32(0.3 / 0.01))) == 30
+    assert update_scales(one.double(), one.double(), 0.3, 0.01, FREE_BL)[0].item() == 30
+    # a quotient just above an integer in float64 but not in float32 (ceilf): 0.7 / 0.001 = 699.9999999999999
+    assert FREE_BL.max_bl(0.7, 0.001, torch.float64) == int(np.ceil(f32(0.7 / 0.001))) == 700
+
+
+def test_free_bl_tile_update_moves_the_weight_by_the_float32_count() -> None:
+    """A 1x1 tile (constant step 0.01, no noise), x = d = 1, lr = 0.3: one update moves W by -31 dw_min."""
+    dev = ConstantStepDevice(dw_min=0.01, dw_min_dtod=0.0, dw_min_std=0.0, up_down=0.0, up_down_dtod=0.0,
+                             w_min=-1.0, w_max=1.0, w_min_dtod=0.0, w_max_dtod=0.0)
+    tile = TileArray(1, 1, CrossbarConfig.perfect(device=dev, update=FREE_BL), seed=0)
+    tile.program(torch.zeros(1, 1))
+    tile.update(torch.ones(1, 1), torch.ones(1, 1), 0.3)
+    want = -float(np.ceil(np.float32(0.3) / np.float32(0.01))) * 0.01
+    assert tile.read().item() == pytest.approx(want, abs=1e-6)
+    assert int(tile.counters["pulses"]) == 31
 
 
 def test_per_tile_and_per_sample_management() -> None:
@@ -371,14 +428,15 @@ def test_invariants(batch, n_r, n_c, rows, cols, lr, scale, seed) -> None:
 
 
 def _reference_scales(x_max: float, d_max: float, lr: float, dw: float, cfg: UpdateParameters):
-    """Scalar transcription of aihwkit's calculateBlAB + performUpdateManagement (float64): (BL, A, B)."""
+    """Scalar transcription of aihwkit's calculateBlAB + performUpdateManagement (float64, as aihwkit's double
+    tiles; its ``ceilf`` rounds the quotient to float32): (BL, A, B)."""
     lr = abs(lr)
     if lr == 0:
         return 0, 0.0, 0.0
     if cfg.fixed_bl or cfg.update_bl_management:
         bl, a = cfg.desired_bl, math.sqrt(lr / (dw * cfg.desired_bl))
     elif dw * cfg.desired_bl < lr:
-        bl, a = max(math.ceil(lr / dw), 1), 1.0
+        bl, a = max(math.ceil(np.float32(lr / dw)), 1), 1.0
     else:
         bl, a = cfg.desired_bl, math.sqrt(lr / (dw * cfg.desired_bl))
     b = a

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,6 +193,23 @@ def test_constant_step_other_update_parameters(cfg: UpdateParameters) -> None:
     ref = aihwkit_deltas(device, x, d, lr, cfg, reps=600)
     ours = our_deltas(device, x, d, lr, cfg, reps=600, seed=2)
     assert_same_distribution(ours, ref)
+
+
+@pytest.mark.parametrize("desired_bl", [10, 30])
+def test_free_bl_pulse_count_is_aihwkit_float32_ceiling(desired_bl: int) -> None:
+    """fixed_bl=False, no management, lr 0.3, dw_min 0.01 (deterministic: x = d = 1 fire in every slot, so one update
+    moves W by exactly -BL dw_min). aihwkit computes in float32: 0.01f * 30 < 0.3f and 0.3f / 0.01f = 30.000002, so
+    BL = 31 for desired_bl 10 and 30 (float64 arithmetic would give 30)."""
+    f32 = np.float32
+    want_bl = int(np.ceil(f32(0.3) / f32(0.01)))
+    assert want_bl == 31 and f32(0.01) * f32(desired_bl) < f32(0.3)
+    device = ConstantStepDevice(**{**NO_SPREAD, "dw_min": 0.01})
+    cfg = UpdateParameters(desired_bl=desired_bl, fixed_bl=False, update_bl_management=False, update_management=False)
+    x, d = torch.ones(1, 1), torch.ones(1, 1)
+    ref = aihwkit_deltas(device, x, d, 0.3, cfg, reps=1)
+    ours = our_deltas(device, x, d, 0.3, cfg, reps=1, seed=0)
+    assert ref.item() == pytest.approx(-want_bl * 0.01, abs=1e-6)
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-6)
 
 
 @_retry_once

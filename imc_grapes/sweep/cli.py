@@ -22,8 +22,8 @@ EPILOG = """examples:
   imc-grapes sweep SPEC.toml --replicas 16                   # seeds of a small analog MLP, 16 per batched pass
 A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
-2 invalid spec or missing data, 3 another process is running this sweep, 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM, e.g. kill)."""
+2 invalid spec, missing data or workers that keep dying before they start a point, 3 another process is running
+this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill)."""
 
 
 class _Terminated(KeyboardInterrupt):

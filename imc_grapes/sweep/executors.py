@@ -31,6 +31,17 @@ EXECUTORS = ("local", "ray")
 #: signals a local worker ignores: sent to the whole process group (Ctrl-C in a terminal; SIGTERM from Slurm,
 #: systemd or ``kill -- -PGID``) they are the sweep process's to handle, which then kills its workers
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: what a local worker sends back when it takes a point, before running it: a point whose worker dies before
+#: sending this never started, and goes back to the queue for a fresh worker
+_STARTED = "started"
+#: local workers in a row that may die before starting the point handed to them (each time the point goes to a
+#: fresh worker); one more ends the run with :class:`WorkerStartError`
+MAX_EARLY_DEATHS = 3
+
+
+class WorkerStartError(RuntimeError):
+    """Local worker processes keep dying before they start a point (e.g. a broken environment): the run stops,
+    the points not run are left to the next one."""
 
 
 def available_cpus() -> int:
@@ -128,7 +139,8 @@ def _stop_signals_blocked() -> Iterator[None]:
 
 
 def _worker_main(conn: mpc.Connection, threads: int) -> None:
-    """A local worker: receive tasks over ``conn``, send each outcome back; None or a closed pipe ends it.
+    """A local worker: receive tasks over ``conn``, send :data:`_STARTED` as it takes each, then its outcome; None
+    or a closed pipe ends it.
 
     It ignores SIGINT and SIGTERM (:data:`_STOP_SIGNALS`): sent to the process group they are handled by the sweep
     process, which kills its workers and leaves their points half-finished (redone by the next run); a worker that
@@ -154,6 +166,10 @@ def _worker_main(conn: mpc.Connection, threads: int) -> None:
             return
         if task is None:
             return
+        try:
+            conn.send(_STARTED)
+        except (BrokenPipeError, OSError):
+            return
         outcome = execute_task({**task, "threads": threads})
         try:
             conn.send(outcome)
@@ -163,9 +179,27 @@ def _worker_main(conn: mpc.Connection, threads: int) -> None:
 
 @dataclass
 class _Slot:
+    """A local worker process, its end of the pipe, the task handed to it and whether it has started that task."""
+
     proc: Any
     conn: mpc.Connection
     task: Task | None = None
+    started: bool = False
+
+
+def _receive(conn: mpc.Connection) -> Any:
+    """The next message of a worker (:data:`_STARTED` or an outcome), None when it has none: it died."""
+    try:
+        return conn.recv() if conn.poll() else None
+    except (EOFError, OSError):
+        return None
+
+
+def _exit_description(proc: Any) -> str:
+    """How a dead worker ended, e.g. ``signal SIGKILL`` or ``exit code 1`` (waits up to 5 s for its exit)."""
+    proc.join(timeout=5)
+    code = proc.exitcode
+    return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
 
 
 @dataclass
@@ -201,64 +235,75 @@ class LocalExecutor:
 
     @staticmethod
     def _run_pool(tasks: Sequence[Task], jobs: int, threads: int, on_start: OnStart, on_result: OnResult) -> None:
+        """Run ``tasks`` on ``jobs`` worker processes, a fresh one replacing each that dies.
+
+        A worker that dies while running its point has that point recorded failed; one that dies before it
+        started the point handed to it (it sent no :data:`_STARTED`: it had died already, e.g. right after its
+        last result, or died starting up) gives the point back to the queue, for a fresh worker. After
+        :data:`MAX_EARLY_DEATHS` such deaths in a row the next one raises :class:`WorkerStartError`."""
         ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
         queue = deque(tasks)
         slots: list[_Slot] = []
+        early_deaths = 0  # workers in a row that died before starting the point handed to them
 
-        def spawn() -> _Slot:
+        def spawn() -> None:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True, name="imc-grapes-sweep")
             with _stop_signals_blocked():  # until the worker ignores them (it starts with this thread's mask)
                 proc.start()
             child.close()
-            return _Slot(proc, parent)
+            slot = _Slot(proc, parent)
+            slots.append(slot)
+            hand_out(slot)
 
         def hand_out(slot: _Slot) -> None:
-            if queue:
-                slot.task = queue.popleft()
+            slot.task, slot.started = (queue.popleft() if queue else None), False
+            if slot.task is not None:
                 on_start(slot.task)
-                try:
-                    slot.conn.send(slot.task)
-                except OSError:  # it died after its last result (broken pipe): the loop finds it dead as usual
-                    pass
+            try:
+                slot.conn.send(slot.task)
+            except OSError:  # it died after its last result (broken pipe): the loop finds it dead as usual
+                pass
+
+        def on_death(slot: _Slot, task: Task) -> None:
+            """``slot``'s worker was found dead with ``task``: record it failed if it had started it, else queue it
+            again; a fresh worker takes the queue."""
+            nonlocal early_deaths
+            how = _exit_description(slot.proc)
+            slots.remove(slot)
+            slot.conn.close()
+            if slot.started:
+                on_result(task, _crash_outcome(task, f"worker process died ({how}) while running this point; "
+                                                     "rerun with --retry-failed to try it again"))
             else:
-                slot.task = None
-                try:
-                    slot.conn.send(None)
-                except OSError:
-                    pass
+                early_deaths += 1
+                if early_deaths > MAX_EARLY_DEATHS:
+                    raise WorkerStartError(
+                        f"{early_deaths} sweep worker processes in a row died before they could start a point "
+                        f"(the last: {how}); the environment may be broken: with --jobs 1 (LocalExecutor(jobs=1)) "
+                        "the points run in this process and show the error. The points not run are left to the "
+                        "next run")
+                queue.appendleft(task)
+            if queue:
+                spawn()
 
         try:
             for _ in range(jobs):
-                slot = spawn()
-                slots.append(slot)
-                hand_out(slot)
+                spawn()
             while any(s.task is not None for s in slots):
                 busy = [s for s in slots if s.task is not None]
                 ready = mpc.wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
                 for slot in busy:
                     if slot.task is None or (slot.conn not in ready and slot.proc.sentinel not in ready):
                         continue
-                    task = slot.task
-                    try:
-                        outcome = slot.conn.recv() if slot.conn.poll() else None
-                    except (EOFError, OSError):
-                        outcome = None
-                    if outcome is not None:
-                        on_result(task, outcome)
+                    message = _receive(slot.conn)
+                    if message is None:
+                        on_death(slot, slot.task)
+                    elif message == _STARTED:
+                        slot.started, early_deaths = True, 0
+                    else:
+                        on_result(slot.task, message)
                         hand_out(slot)
-                        continue
-                    slot.proc.join(timeout=5)
-                    code = slot.proc.exitcode
-                    how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-                    on_result(task, _crash_outcome(task, f"worker process died ({how}) while running this point; "
-                                                         "rerun with --retry-failed to try it again"))
-                    slots.remove(slot)
-                    slot.conn.close()
-                    if queue:
-                        new = spawn()
-                        slots.append(new)
-                        hand_out(new)
         finally:
             for slot in slots:
                 if slot.task is not None and slot.proc.is_alive():

@@ -457,47 +457,58 @@ def test_workers_cannot_die_of_sigint_or_sigterm_even_while_starting(tmp_path):
     assert [o["status"] for o in outcomes.values()] == ["done", "done"]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-def test_a_worker_that_dies_is_recorded_failed_and_the_others_go_on(tmp_path):
-    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n"))
-    points = spec.points()
+class _KillsItsProcess:
+    """A point's run folder that SIGKILLs the worker process which opens it: the worker dies running the point."""
+
+    def __fspath__(self) -> str:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return ""
+
+
+class _ExitsWhenReceived:
+    """Ends the worker process that unpickles it (exit code 3): the worker dies before it starts its point."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def _tasks(spec: SweepSpec) -> list[dict]:
     store = SweepStore(spec.out_dir)
-    tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in points]
+    return [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in spec.points()]
+
+
+def test_a_worker_that_dies_running_its_point_has_it_recorded_failed_and_the_others_go_on(tmp_path):
+    """A worker killed while it runs a point (here by the point itself): that point is recorded failed (it may be
+    what kills its worker: --retry-failed redoes it), a fresh worker runs the points left."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n"))
+    tasks = _tasks(spec)
+    tasks[0]["run_dir"] = _KillsItsProcess()
     outcomes: dict[str, dict] = {}
-    me = os.getpid()
+    started: list[str] = []
+    LocalExecutor(jobs=2).run(tasks, lambda t: started.append(t["id"]),
+                              lambda t, o: outcomes.__setitem__(t["id"], o))
+    assert sorted(started) == sorted(t["id"] for t in tasks)             # each handed out once: no retry
+    dead = outcomes[tasks[0]["id"]]
+    assert dead["status"] == "failed" and "worker process died (signal SIGKILL) while running" in dead["reason"]
+    assert [outcomes[t["id"]]["status"] for t in tasks[1:]] == ["done", "done"]
 
-    def workers() -> set[int]:
-        """Child processes of this one that are multiprocessing spawn workers (not its resource tracker)."""
-        pids = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    if ppid == me and b"spawn_main" in (entry / "cmdline").read_bytes():
-                        pids.add(int(entry.name))
-                except (OSError, IndexError):
-                    pass
-        return pids
 
-    before = workers()
+def test_workers_that_keep_dying_before_starting_a_point_end_the_run_with_a_clear_error(tmp_path):
+    """Workers that die before they start the point handed to them (a broken environment) are not taken for points
+    that failed: each time the point goes to a fresh worker, and after MAX_EARLY_DEATHS such deaths in a row the
+    run stops with an error that says so; no point is recorded."""
+    from imc_grapes.sweep import WorkerStartError
+    from imc_grapes.sweep.executors import MAX_EARLY_DEATHS
 
-    def on_start(task):
-        if task["id"] == points[0].id:  # the first worker has just been started and gets the first task
-            # between fork and exec the child still shows this process's command line: wait until it is the
-            # spawn worker (a loaded machine can take a while)
-            deadline = time.monotonic() + 60
-            new = workers() - before
-            while not new and time.monotonic() < deadline:
-                time.sleep(0.005)
-                new = workers() - before
-            (victim,) = new
-            threading.Timer(0.1, os.kill, (victim, signal.SIGKILL)).start()  # still starting up
-
-    LocalExecutor(jobs=2).run(tasks, on_start, lambda t, o: outcomes.__setitem__(t["id"], o))
-    assert set(outcomes) == {p.id for p in points}
-    dead = outcomes[points[0].id]
-    assert dead["status"] == "failed" and "worker process died (signal SIGKILL)" in dead["reason"]
-    assert all(outcomes[p.id]["status"] == "done" for p in points[1:])
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1]\n"))
+    tasks = [{**t, "poison": _ExitsWhenReceived()} for t in _tasks(spec)]
+    started: list[str] = []
+    outcomes: list[dict] = []
+    with pytest.raises(WorkerStartError, match=rf"{MAX_EARLY_DEATHS + 1} sweep worker processes in a row died "
+                                               r"before they could start a point \(the last: exit code 3\)"):
+        LocalExecutor(jobs=2).run(tasks, lambda t: started.append(t["id"]), lambda t, o: outcomes.append(o))
+    assert outcomes == []
+    assert len(started) == len(tasks) + MAX_EARLY_DEATHS                 # every early death: handed out again
 
 
 def _wait_dead(pid: int) -> None:
@@ -507,14 +518,13 @@ def _wait_dead(pid: int) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-def test_a_worker_that_dies_after_sending_its_result_is_handled_like_any_dead_worker(tmp_path):
+def test_a_point_handed_to_a_worker_found_dead_goes_to_a_fresh_worker(tmp_path):
     """A worker that dies right after sending a result (here: killed as its result arrives): handing it the next
-    point finds a broken pipe. That point is recorded failed as with any dead worker, a new worker takes the
-    points left, the sweep does not end with a BrokenPipeError."""
+    point finds a broken pipe. That point never started: it is not recorded failed but run by a fresh worker,
+    which also takes the points left; the sweep does not end with a BrokenPipeError."""
     spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2, 3]\n"))
     points = spec.points()
-    store = SweepStore(spec.out_dir)
-    tasks = [{"id": p.id, "config": p.config.to_dict(), "run_dir": str(store.run_dir(p.id))} for p in points]
+    tasks = _tasks(spec)
     outcomes: dict[str, dict] = {}
     started: list[str] = []
 
@@ -525,10 +535,11 @@ def test_a_worker_that_dies_after_sending_its_result_is_handled_like_any_dead_wo
         outcomes[task["id"]] = outcome
 
     LocalExecutor(jobs=2).run(tasks, lambda t: started.append(t["id"]), on_result)
-    assert started == [p.id for p in points] and set(outcomes) == set(started)
-    handed = outcomes[points[2].id]          # the point handed to the dead worker
-    assert handed["status"] == "failed" and "worker process died (signal SIGKILL)" in handed["reason"]
-    assert [outcomes[p.id]["status"] for p in points] == ["done", "done", "failed", "done"]
+    ids = [p.id for p in points]
+    assert started[:3] == ids[:3]            # points[2] handed to the dead worker, then again to a fresh one
+    assert sorted(started) == sorted(ids + [ids[2]])
+    assert [outcomes[i]["status"] for i in ids] == ["done"] * 4
+    assert outcomes[ids[2]]["pid"] not in (outcomes[ids[0]]["pid"], outcomes[ids[1]]["pid"])   # a fresh worker
 
 
 @pytest.mark.slow

@@ -122,8 +122,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             return fail(folder_error(option, out, exc))
     if args.dry_run:
         print(f"sweep {spec.name!r}: {len(points)} valid points; folder {out}")
+        swept_backend = any(ax.name == "backend" for ax in spec.axes)   # then the label names it already
         for p in points if args.verbose or len(points) <= 50 else points[:50]:
-            print(f"  {p.id}  {p.config.backend:<8} {p.label()}")
+            print(f"  {p.id}  {'' if swept_backend else f'{p.config.backend:<8} '}{p.label()}")
         if len(points) > 50 and not args.verbose:
             print(f"  ... and {len(points) - 50} more (--verbose lists all)")
         return 0

@@ -419,27 +419,39 @@ def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     return paths
 
 
+def _summary_cell(point: Point, column: str) -> str:
+    """``point``'s entry in the printed table's ``column``: its backend (where the points ran, also for a digital
+    twin of a backend axis), else its value of that swept parameter (``n/a`` where it has none)."""
+    if column == "backend":
+        return point.config.backend
+    value = point.params.get(column)
+    return _fmt_value(value) if value is not None else "n/a"
+
+
 def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                    points: Sequence[Point] | None = None) -> str:
-    """A text table: one line per combination of the swept values except the seed, accuracy mean ± std."""
+    """A text table: one line per combination of the swept values except the seed, accuracy mean ± std.
+
+    Columns: the swept parameters, ``backend`` (once: in the axes' place when it is swept), runs, failed, accuracy.
+    """
     status = sweep_status(spec, out_dir, points)
     names = [ax.name for ax in spec.axes if ax.name != "seed"]
+    columns = names if "backend" in names else names + ["backend"]
     groups: dict[str, list[Any]] = {}
     for ps in status.points:
         key = _key([ps.point.params.get(n) for n in names] + [ps.point.config.backend])
         groups.setdefault(key, []).append(ps)
-    head = names + ["backend", "runs", "failed",
-                    "test acc (%)" if spec.tail_evals == 1 else f"test acc, last {spec.tail_evals} evals (%)"]
+    head = columns + ["runs", "failed",
+                      "test acc (%)" if spec.tail_evals == 1 else f"test acc, last {spec.tail_evals} evals (%)"]
     table = [head]
     ordered = sorted(groups.values(), key=lambda pts: pts[0].point.config.backend == "digital")  # reference last
     for pts in ordered:
-        p0 = pts[0].point
         accs = [a for a in (_acc(ps) for ps in pts) if a is not None]
         m, s = _mean_std(accs) if accs else (0.0, 0.0)
         acc = "—" if not accs else f"{100 * m:.2f}" if len(accs) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
-        table.append([_fmt_value(p0.params.get(n)) if p0.params.get(n) is not None else "n/a" for n in names]
-                     + [p0.config.backend, str(sum(ps.state in (DONE, FAILED) for ps in pts)),
-                        str(sum(ps.state == FAILED for ps in pts)), acc])
+        table.append([_summary_cell(pts[0].point, n) for n in columns]
+                     + [str(sum(ps.state in (DONE, FAILED) for ps in pts)), str(sum(ps.state == FAILED for ps in pts)),
+                        acc])
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))

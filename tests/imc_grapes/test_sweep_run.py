@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -258,6 +259,27 @@ def test_an_epochs_axis_keeps_its_values_in_summary_csv(tmp_path):
     assert sorted(r["status"] for r in rows) == ["done", "done", "failed", "failed", "pending", "pending"]
     for r in rows:
         assert r["epochs"] == str(epochs[r["point"]]), r
+
+
+def test_the_printed_table_shows_a_swept_backend_once(tmp_path):
+    """With ``backend`` a sweep axis the table has one backend column (the axis, where its digital twins say
+    ``digital``), not the axis and the fixed backend column side by side; without the axis the fixed column stays."""
+    spec = load_spec(write_spec(tmp_path, '[axes]\nbackend = ["crossbar", "aihwkit"]\n'
+                                          'device.dw_min = [0.002, 0.02]\nseed = [0, 1]\n', sweep="reference = true"))
+    store = SweepStore(spec.out_dir)
+    acc = {"crossbar": 0.6, "aihwkit": 0.2, "digital": 0.7}           # + 0.2 for seed 1
+    for p in spec.points():
+        store.record(p, {"status": "done",
+                         "history": [{"epoch": 1, "test_acc": acc[p.config.backend] + 0.2 * p.config.seed}]})
+    table = [re.split(r" {2,}", line) for line in format_summary(spec).splitlines()]
+    std = f"{100 * (0.02 ** 0.5):.2f}"                                    # two runs 20 points apart: 14.14
+    assert table[0] == ["backend", "device.dw_min", "runs", "failed", "test acc (%)"]
+    assert table[2:] == [
+        ["crossbar", "0.002", "2", "0", f"70.00 ± {std}"], ["crossbar", "0.02", "2", "0", f"70.00 ± {std}"],
+        ["aihwkit", "0.002", "2", "0", f"30.00 ± {std}"], ["aihwkit", "0.02", "2", "0", f"30.00 ± {std}"],
+        ["digital", "n/a", "2", "0", f"80.00 ± {std}"]]
+    plain = load_spec(write_spec(tmp_path / "plain", "[axes]\nseed = [0]\n", base=TINY + 'backend = "crossbar"\n'))
+    assert format_summary(plain).splitlines()[0].split() == ["backend", "runs", "failed", "test", "acc", "(%)"]
 
 
 def test_final_metrics_take_each_diagnostics_latest_recorded_value():

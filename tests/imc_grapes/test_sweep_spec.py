@@ -399,6 +399,22 @@ def test_dry_run_lists_the_validated_points(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_dry_run_names_a_swept_backend_once(tmp_path, capsys):
+    """Each point's line shows its backend once: in a column of its own, or only in its label (``backend=…``) when
+    ``backend`` is a sweep axis."""
+    from imc_grapes.sweep.cli import main
+
+    (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                     '[axes]\nbackend = ["crossbar", "digital"]\n')
+    assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[1:] for line in lines] == [["backend=crossbar"], ["backend=digital"]]
+    (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                     'backend = "crossbar"\n[axes]\nseed = [0]\n')
+    assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[1:] == ["crossbar", "seed=0"]
+
+
 def test_dry_run_rejects_an_energy_table_that_cannot_be_read(tmp_path, capsys):
     """``analog.energy_table`` naming a missing file (or one that is not a table) fails the dry run and the run
     before any point starts, with a message naming the field and the path; a readable table passes."""

@@ -763,6 +763,58 @@ def test_points_of_different_analog_backends_are_plotted_apart(tmp_path, monkeyp
     assert bars == {"crossbar": pytest.approx([80.0]), "aihwkit": pytest.approx([20.0])}
 
 
+def test_wrap_title_keeps_every_word_and_line_break_within_the_width():
+    from imc_grapes.sweep.report import wrap_title
+
+    text = "dw_min_and_adc_bits_of_the_grapes_paper_runs: accuracy vs device.dw_min\n(mean ± std over seeds and lr)"
+    wrapped = wrap_title(text, 30)
+    assert wrapped.split("\n") == ["dw_min_and_adc_bits_of_the_gra",   # a word longer than a line is split
+                                    "pes_paper_runs: accuracy vs",
+                                    "device.dw_min",
+                                    "(mean ± std over seeds and lr)"]   # 30 characters: fits, on its own line
+    assert "".join(wrapped.split()) == "".join(text.split())
+    assert wrap_title("short\ntitle", 30) == "short\ntitle"
+
+
+def test_long_plot_titles_are_wrapped_to_stay_inside_the_figure(tmp_path, monkeypatch):
+    """A long sweep name (and many swept axes) made titles wider than the figure, cut at its edges: every plot's
+    title is wrapped; drawn, each title line lies inside the figure, and no word is lost."""
+    from imc_grapes.sweep import report
+    from imc_grapes.sweep.runner import PointStatus
+
+    name = "effect_of_device_granularity_and_periphery_resolution_on_grapes_training_of_a_small_analog_mlp"
+    spec = load_spec(write_spec(tmp_path, '[axes]\ndevice.dw_min = [0.002, 0.02]\nperiphery.adc_bits = [6, 8]\n'
+                                          'periphery.dac_bits = [6, 8]\n', base=TINY + 'backend = "crossbar"\n',
+                                sweep=f'name = "{name}"'))
+    status = [PointStatus(p, "done", metrics={"final_test_acc": 0.5, "final_sat/layers.0": 0.9})
+              for p in spec.points()]
+    titles: list[tuple[str, float, float]] = []          # (text, widest extent beyond the figure, unwrapped width)
+    save = report._save
+
+    def checked_save(plt, fig, path):
+        fig.canvas.draw()
+        for text in [fig._suptitle] + [ax.title for ax in fig.axes]:
+            if text is None or name[:20] not in text.get_text():
+                continue
+            box = text.get_window_extent()
+            one_line = fig.text(0, 0, " ".join(text.get_text().split("\n")), fontsize=text.get_fontsize())
+            titles.append((text.get_text(), max(-box.x0, box.x1 - fig.bbox.width),
+                           one_line.get_window_extent().width / fig.bbox.width))
+        return save(plt, fig, path)
+
+    monkeypatch.setattr(report, "_save", checked_save)
+    report.plot_axis(spec, status, "device.dw_min", tmp_path / "a.png", others=["periphery.adc_bits",
+                                                                                "periphery.dac_bits"])
+    report.plot_heatmap(spec, status, "device.dw_min", "periphery.adc_bits", tmp_path / "h.png")
+    report.plot_optimizers(spec, status, tmp_path / "o.png")
+    report.plot_diagnostics(spec, status, "device.dw_min", tmp_path / "d.png")
+    assert len(titles) == 4
+    for text, beyond, unwrapped in titles:
+        assert unwrapped > 1.0                            # on one line it would not fit
+        assert beyond <= 0.0, text                        # wrapped, it does
+        assert "".join(text.split()).startswith(name + ":")   # the name whole (split across lines at most)
+
+
 @pytest.mark.parametrize("device, cuda, jobs", [("cpu", True, 3), ("auto", False, 3), ("auto", True, 1),
                                                 ("cuda", True, 1)])
 def test_default_jobs_is_one_when_the_points_train_on_a_gpu(monkeypatch, device, cuda, jobs):

@@ -323,12 +323,14 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
     finite = [g[np.isfinite(g)] for g in grids]
     vals = np.concatenate(finite) if finite else np.array([])
     vmin, vmax = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
+    if vmax - vmin < 0.1:                    # (nearly) one value everywhere: a readable 1-point colour range around it
+        vmin, vmax = (vmin + vmax) / 2 - 0.5, (vmin + vmax) / 2 + 0.5
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     im = None
     for k, ((opt, backend), grid, ran) in enumerate(zip(panels, grids, tried)):
         ax = axes[0, k]
         im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
-                       vmax=max(vmax, vmin + 1e-9))
+                       vmax=vmax)
         for i, j in itertools.product(range(len(yv)), range(len(xv))):
             if np.isfinite(grid[i, j]):
                 txt, color = f"{grid[i, j]:.1f}", "white" if grid[i, j] < (vmin + vmax) / 2 else "black"

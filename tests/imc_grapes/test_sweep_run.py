@@ -835,3 +835,25 @@ def test_default_jobs_is_one_when_the_points_train_on_a_gpu(monkeypatch, device,
     LocalExecutor().run(tasks, lambda task: None, lambda task, outcome: results.append(outcome["id"]))
     assert (used or [1]) == [jobs]
     assert results == (["0", "1", "2"] if jobs == 1 else [])
+
+
+def test_a_heatmap_of_equal_accuracies_gets_a_readable_colour_range(tmp_path, monkeypatch):
+    """Every cell 50 %: the colour range was [50, 50 + 1e-9] (a colour bar labelled "1e-10 + 5e1"); it is now one
+    point around the value, [49.5, 50.5], and each cell's label still reads 50.0."""
+    import matplotlib.axes
+
+    from imc_grapes.sweep.report import plot_heatmap
+    from imc_grapes.sweep.runner import PointStatus
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\ndevice.dw_min = [0.002, 0.02]\nperiphery.adc_bits = [6, 8]\n',
+                                base=TINY + 'backend = "crossbar"\n'))
+    status = [PointStatus(p, "done", metrics={"final_test_acc": 0.5}) for p in spec.points()]
+    seen: list[dict] = []
+    texts: list[str] = []
+    imshow, text = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda self, *a, **k: seen.append(k) or imshow(self, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, s, *a, **k: texts.append(s)
+                        or text(self, x, y, s, *a, **k))
+    plot_heatmap(spec, status, "device.dw_min", "periphery.adc_bits", tmp_path / "h.png")
+    assert [(k["vmin"], k["vmax"]) for k in seen] == [pytest.approx((49.5, 50.5))]
+    assert texts == ["50.0"] * 4

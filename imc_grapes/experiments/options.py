@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..backends import AnalogSettings
-from ..config import BACKENDS, OPTIMIZERS, ConfigError
+from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, is_int, seed_in_range
 from ..data.registry import DATASET_NAMES
 from ..train import tail_evals_error
 
@@ -69,7 +69,7 @@ class ExperimentOptions:
             ones with the smaller analog budget).
         preset: device preset of the analog backends (``devices.PRESETS``).
         optimizers: methods compared (``sgd``, ``grapes``, ``grapes-local``, ``layer-mean``).
-        seeds: seeds of the final runs (None: the size's default).
+        seeds: seeds of the final runs, distinct integers (None: the size's default).
         lr_grid: learning rates tuned per optimizer, for every group (None: each experiment's default grid).
         datasets: data sets (None: the experiment's default; ``tiny`` always uses ``synthetic``).
         epochs: epochs per run (per task for ``forgetting``) instead of the size's default.
@@ -113,8 +113,10 @@ class ExperimentOptions:
         if not self.optimizers or bad:
             raise ConfigError(f"ExperimentOptions.optimizers must be one or more of {', '.join(OPTIMIZERS)}, "
                               f"got {list(self.optimizers)}")
-        if self.seeds is not None and not self.seeds:
-            raise ConfigError("ExperimentOptions.seeds must name at least one seed (or be None for the default)")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
+                                       or not all(is_int(s) and seed_in_range(s) for s in self.seeds)):
+            raise ConfigError(f"ExperimentOptions.seeds must name at least one seed, distinct integers in {SEED_RANGE} "
+                              f"(or be None for the default), got {list(self.seeds)}")
         if self.lr_grid is not None and (not self.lr_grid or any(not (lr > 0 and math.isfinite(lr))
                                                                  for lr in self.lr_grid)):
             raise ConfigError(f"ExperimentOptions.lr_grid must be learning rates > 0, got {list(self.lr_grid)}")

@@ -96,6 +96,10 @@ def test_user_options_override_the_defaults():
     ({"backends": ()}, "backends must be distinct entries"),
     ({"backends": ("digital", "digital")}, "backends must be distinct entries"),
     ({"seeds": ()}, "seeds must name at least one seed"),
+    ({"seeds": (0, 0)}, r"seeds must name .* distinct integers"),            # the same run twice
+    ({"seeds": (0, 1.5)}, r"seeds must name .* distinct integers"),
+    ({"seeds": (True,)}, r"seeds must name .* distinct integers"),
+    ({"seeds": (2 ** 64,)}, r"in \[-2\^63, 2\^64\)"),                       # beyond torch.manual_seed's range
     ({"epochs": 0}, "epochs must be >= 1"),
     ({"preset": "nope"}, "preset must be one of"),
 ])

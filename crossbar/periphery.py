@@ -17,7 +17,8 @@ computes it (``src/rpucuda/rpu_forward_backward_pass.cpp``), for every sample an
    noise); the iteration stops at the first round that passes, or when ``r > max_bm_factor`` or
    ``r > max_bm_res / (inp_res * 2 * inp_bound)``;
 6. the digital output is rescaled: ``y * alpha * r * out_scale``. If noise management is on and
-   ``alpha == 0`` (all-zero input, and no input noise) the output is exactly 0.
+   ``alpha == 0`` (all-zero input, and no input noise) the output is exactly 0. A vector holding a NaN or ±Inf
+   gives NaN outputs, as in aihwkit (never the zeros of an all-zero vector: a NaN from upstream stays visible).
 
 Differences from aihwkit, by design: bound management runs without host synchronisation — all rounds a
 configuration can ever need (a number fixed by the config, see :func:`bound_management_rounds`) are computed
@@ -475,7 +476,7 @@ def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, boo
     """``(alpha, alpha_safe, alpha_pos)`` of :class:`PreparedInputs` for ``xin``."""
     alpha, alpha_pos = _scale_with_positivity(xin, p)      # [R|1, C|1, B, 1]; alpha_pos known on the CPU
     nm_on = p.noise_management != "none"
-    alpha_safe = torch.where(alpha > 0, alpha, 1.0) if nm_on and not alpha_pos else alpha
+    alpha_safe = torch.where(alpha != 0, alpha, 1.0) if nm_on and not alpha_pos else alpha   # NaN stays NaN
     return alpha, alpha_safe, alpha_pos
 
 
@@ -507,7 +508,7 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
         # CPU, some all-zero inputs, whose outputs are exactly zero (see _rescaled): when they are many (a CNN's
         # errors after max pooling, zero-padded borders of an image) only the other samples are computed (a
         # data-dependent random stream: not with sync_free or the replicas' counter-based generator)
-        keep = live_samples((alpha > 0).reshape(-1, batch).any(dim=0))
+        keep = live_samples((alpha != 0).reshape(-1, batch).any(dim=0))     # a NaN sample is computed (NaN)
         if keep is not None:
             res = _analog_mvm_blocks(tiles_w, xin.index_select(2, keep), p, generator, transposed, sync_free)
             out = res.out.new_zeros((n_r, n_c, batch, res.out.shape[-1])).index_copy_(2, keep, res.out)
@@ -678,5 +679,5 @@ def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tens
         # input noise; backward always). On the CPU a host check skips the pass when no input is all zero.
         if not host_reads_free(out.device) or not (alpha_pos if alpha_pos is not None
                                             else alpha.numel() == 0 or float(alpha.min()) > 0):
-            out.masked_fill_(~(alpha > 0), 0.0)
+            out.masked_fill_(alpha == 0, 0.0)          # only all-zero inputs: a NaN/Inf input gives NaN
     return MVMResult(out, passes, total)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from crossbar.periphery import (IOParameters, analog_mvm, bound_management_rounds, noise_management_scale,
                                 prepare_inputs, quantize, quantize_adc, quantize_dac, resolution_step)
+from devices import no_host_reads
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -221,6 +222,34 @@ def test_zero_input_gives_exact_zero_with_noise_management() -> None:
     # without noise management the ADC noise is still there
     y2, _ = mvm(w, torch.zeros(3, 8), IOParameters(out_noise=0.5, noise_management="none"))
     assert (y2 != 0).any()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("n_zero", [0, 30])        # 30 of 34 vectors all zero: the CPU computes the others apart
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_a_nan_or_inf_input_gives_nan_outputs_not_zeros(bad: float, transposed: bool, n_zero: int,
+                                                        sync_free: bool) -> None:
+    """A vector holding a NaN or ±Inf gives NaN outputs, as aihwkit's tiles do (checked with aihwkit 1.1: its
+    ``AnalogLinear`` returns NaN for that sample), instead of being taken for an all-zero vector (exact zeros: a NaN
+    coming from upstream vanished, and with it the training loop's divergence check). All-zero vectors still give
+    exact zeros, ordinary ones finite values."""
+    w = torch.rand(6, 9, generator=gen(1)) - 0.5
+    n_in = 6 if transposed else 9
+    x = torch.rand(4 + n_zero, n_in, generator=gen(2)) - 0.5
+    x[0, 3] = bad
+    x[1] = 0.0
+    x[4:] = 0.0
+    for p in (IOParameters(), IOParameters(out_bound=0.5)):             # one round; bound management retried
+        if sync_free:
+            with no_host_reads():
+                res = analog_mvm(w[None, None], x[:, None, :], p, gen(0), transposed=transposed)
+        else:
+            res = analog_mvm(w[None, None], x[:, None, :], p, gen(0), transposed=transposed)
+        y = res.out[0, 0]
+        assert torch.isnan(y[0]).all()
+        assert torch.equal(y[1], torch.zeros_like(y[1])) and torch.equal(y[4:], torch.zeros_like(y[4:]))
+        assert torch.isfinite(y[2:4]).all() and (y[2:4] != 0).any()
 
 
 # ---------------------------------------------------------------- noise

@@ -449,26 +449,27 @@ def full_scale_adc(y: Tensor, scales: Tensor, p: IOParameters) -> MVMResult:
     Args:
         y: ``[R, C, rounds, n_out]`` the analog outputs of each bound-management round (each round's DAC code
             times the tiles' line sums, plus the output noise), a fresh tensor (modified in place).
-        scales: :func:`full_scale_scales` (or a broadcastable slice of it), ``[R|1, C|1, rounds]``.
+        scales: :func:`full_scale_scales` (or a broadcastable slice of it), ``[R|1, C|1, rounds]``, or the same
+            with the output dim, ``[R|1, C|1, rounds, 1]`` (what a caller that keeps them saves a view with).
 
     The ADC grid on every round, the bound-management test, each tile's first passing round (the last round
     always passes), its saturation and its rescaling. The zeroing of
     all-zero inputs is left out: an all-ones input has a noise-management scale > 0 on every tile block. No
     random numbers are drawn (the ADC is deterministic where :func:`full_scale_scales` applies).
     """
-    rounds = scales.shape[-1]
+    rounds = scales.shape[2]
+    scale = scales if scales.dim() == 4 else scales.unsqueeze(-1)             # [R|1, C|1, rounds, 1]
     q = _quantize_(y, p.out_step, False, None)                               # [R, C, rounds, n_out]
     n_r, n_c = q.shape[0], q.shape[1]
     if rounds == 1:
         if math.isfinite(p.out_bound):
             q.clamp_(-p.out_bound, p.out_bound)
-        return MVMResult(q.mul_(scales.unsqueeze(-1)), torch.ones(n_r, n_c, 1, dtype=torch.int64, device=q.device),
-                         n_r * n_c)
-    passed = _passed(q, p).logical_or_(_last_round(rounds, q.device).view(rounds))   # [R, C, rounds]
+        return MVMResult(q.mul_(scale), torch.ones(n_r, n_c, 1, dtype=torch.int64, device=q.device), n_r * n_c)
+    passed = _passed(q, p).logical_or_(_is_last_round(rounds, q.device))     # [R, C, rounds]
     first = torch.argmax(passed.view(torch.uint8), dim=2, keepdim=True)       # [R, C, 1]: first passing round
     # every round saturated and rescaled (after the test; a few rounds of one vector), then the first passing one
-    q.clamp_(-p.out_bound, p.out_bound).mul_(scales.unsqueeze(-1))
-    out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1]))
+    q.clamp_(-p.out_bound, p.out_bound).mul_(scale)
+    out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1]))   # [R, C, 1, n_out]
     return MVMResult(out, first.add_(1), None)
 
 
@@ -593,6 +594,12 @@ def _last_round(rounds: int, device: torch.device) -> Tensor:
     """``[rounds, 1]`` bool, True in the last bound-management round only (a cache: one small tensor per count and
     device)."""
     return (torch.arange(rounds, device=device) == rounds - 1).view(rounds, 1)
+
+
+@functools.lru_cache(maxsize=None)   # unbounded: see _step_tensor
+def _is_last_round(rounds: int, device: torch.device) -> Tensor:
+    """:func:`_last_round` as ``[rounds]`` (a cache)."""
+    return _last_round(rounds, device).view(rounds)
 
 
 def _adc_grid(xq: Tensor, mat: Tensor | None, p: IOParameters, generator: rng.Generator,

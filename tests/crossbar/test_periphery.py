@@ -434,7 +434,8 @@ def test_full_scale_adc_is_the_mvm_of_an_all_ones_input(p: IOParameters, transpo
     """The ADC side of an all-ones read, :func:`full_scale_adc` (given the products plus the output noise), gives
     exactly ``analog_mvm(prepared=..., products=...)`` for a generator in the same state: outputs and passes,
     with bound management (rounds > 1, some tiles passing in a later round; signed products) and without; also
-    for a slice of the scales broadcast over the tiles (every block of an all-ones input has the same scales)."""
+    for a slice of the scales broadcast over the tiles (every block of an all-ones input has the same scales), given
+    as ``[1, 1, rounds]`` or with the output dim, ``[1, 1, rounds, 1]``."""
     from crossbar.periphery import full_scale_adc, full_scale_scales
     from devices import rng
 
@@ -453,9 +454,13 @@ def test_full_scale_adc_is_the_mvm_of_an_all_ones_input(p: IOParameters, transpo
     for _ in range(5):
         want = analog_mvm(w, x, p, g1, transposed, prepared=prep, products=products.clone())
         y = rng.add_normal(products.clone(), p.out_noise, g2) if p.out_noise > 0 else products.clone()
+        y4 = y.clone()
         got = full_scale_adc(y, scales[:1, :1], p)
         assert torch.equal(got.out, want.out) and torch.equal(got.passes, want.passes)
         assert got.total == want.total
+        got4 = full_scale_adc(y4, scales[:1, :1].unsqueeze(-1), p)     # the scales with the output dim
+        assert torch.equal(got4.out, want.out) and torch.equal(got4.passes, want.passes)
+        assert got4.total == want.total
         firsts.append(got.passes)
     if prep.rounds > 1:     # the case bound management was built for is exercised: a later round taken
         assert (torch.stack(firsts) > 1).any() and (torch.stack(firsts) < prep.rounds).any()

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
-from crossbar.periphery import (MVMResult, PreparedInputs, analog_mvm, full_scale_adc, full_scale_scales,
-                               prepare_inputs)
+from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, analog_mvm, full_scale_adc,
+                               full_scale_scales, prepare_inputs)
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice, rng
@@ -93,13 +93,14 @@ def _sum_blocks(out: Tensor, dim: int) -> Tensor:
 
 
 class _OnesRead(NamedTuple):
-    """What an all-ones read through a periphery with a deterministic DAC reuses (:meth:`TileArray._ones_read`):
-    the prepared inputs, each round's DAC code of a full-scale line ``codes`` ``[1, 1, rounds, 1]``, the input
-    lines of each tile block ``lines`` (1 logical, 0 padding; ``None`` without padding), their number per block
-    ``n_lines``, and each round's rescaling ``scales`` ``[1, 1, rounds]``
-    (:func:`~crossbar.periphery.full_scale_scales`; ``None``: the ADC side goes through
-    :func:`~crossbar.periphery.analog_mvm`). Codes and scales are those of every tile block: each block has a
-    logical line at full scale, so the same noise-management scale."""
+    """What an all-ones read through a periphery with a deterministic DAC reuses (:meth:`TileArray._ones_read`),
+    laid out against the tiles in their flat order ``t = r * C + c`` (``[T, rows, cols]``, as the states): the
+    prepared inputs, each round's DAC code of a full-scale line ``codes`` ``[1, 1, rounds, 1]``, the input lines of
+    each tile ``lines`` (``[T, 1, cols]`` forward, ``[T, rows, 1]`` backward; 1 logical, 0 padding; ``None``
+    without padding), their number per tile ``n_lines`` ``[T, 1, 1]``, and each round's rescaling ``scales``
+    ``[1, 1, rounds, 1]`` (:func:`~crossbar.periphery.full_scale_scales` with the output dim;
+    ``None``: the ADC side goes through :func:`~crossbar.periphery.analog_mvm`). Codes and scales are those of
+    every tile block: each block has a logical line at full scale, so the same noise-management scale."""
 
     prepared: PreparedInputs
     codes: Tensor
@@ -502,46 +503,66 @@ class TileArray(TileState):
         key = (transposed, p, w.dtype, w.device)
         cache: dict[tuple[Any, ...], tuple[Tensor, _OnesRead | None]] = self.__dict__.setdefault("_ones_inputs", {})
         if key not in cache:
-            n = self.out_features if transposed else self.in_features
-            ones = torch.ones(1, n, device=w.device, dtype=w.dtype)
-            x_tiles = self.grid.split_outputs(ones) if transposed else self.grid.split_inputs(ones)
-            prepared = prepare_inputs(x_tiles, p, transposed)
-            read = None
-            if prepared is not None:
-                # the input lines of each tile block laid out against the tiles, [R, 1, rows, 1] (backward) or
-                # [1, C, 1, cols] (forward): 1 on logical lines, 0 on padding
-                lines = (x_tiles[0].view(-1, 1, x_tiles.shape[-1], 1) if transposed
-                         else x_tiles[0].view(1, -1, 1, x_tiles.shape[-1]))
-                # the first block's codes and scales serve every block (and the arrays read together, hardware_sums)
-                codes = prepared.xq.amax(dim=-1, keepdim=True)[:1, :1]
-                scales = full_scale_scales(prepared, p)
-                read = _OnesRead(prepared, codes, lines if n < lines.numel() else None,
-                                 lines.sum(dim=-2 if transposed else -1, keepdim=True),
-                                 None if scales is None else scales[:1, :1])
-            cache[key] = (x_tiles, read)
+            cache[key] = self._new_ones_plan(transposed, p)
         return cache[key]
 
+    def _new_ones_plan(self, transposed: bool, p: IOParameters) -> tuple[Tensor, _OnesRead | None]:
+        """What :meth:`_ones_plan` caches for periphery ``p``."""
+        w, g = self.weight_tiles, self.grid
+        n = self.out_features if transposed else self.in_features
+        ones = torch.ones(1, n, device=w.device, dtype=w.dtype)
+        x_tiles = g.split_outputs(ones) if transposed else g.split_inputs(ones)
+        prepared = prepare_inputs(x_tiles, p, transposed)
+        if prepared is None:
+            return x_tiles, None
+        # the input lines of each tile block laid out against the tiles, [R, 1, rows, 1] (backward) or
+        # [1, C, 1, cols] (forward): 1 on logical lines, 0 on padding; then repeated for every tile, [T, ...]
+        lines = (x_tiles[0].view(-1, 1, x_tiles.shape[-1], 1) if transposed
+                 else x_tiles[0].view(1, -1, 1, x_tiles.shape[-1]))
+        n_lines = lines.sum(dim=-2 if transposed else -1, keepdim=True)
+        per_tile = (g.n_row_tiles, g.n_col_tiles)
+        lines = lines.expand(*per_tile, *lines.shape[2:]).reshape(g.n_tiles, *lines.shape[2:])
+        n_lines = n_lines.expand(*per_tile, 1, 1).reshape(g.n_tiles, 1, 1)
+        # the first block's codes and scales serve every block (and the arrays read together, hardware_sums)
+        codes = prepared.xq.amax(dim=-1, keepdim=True)[:1, :1]
+        scales = full_scale_scales(prepared, p)
+        padded = n < (g.padded_out if transposed else g.padded_in)
+        return x_tiles, _OnesRead(prepared, codes, lines if padded else None, n_lines,
+                                  None if scales is None else scales[:1, :1].unsqueeze(-1))
+
     def _merged(self, per_tile: Tensor, transposed: bool) -> Tensor:
-        """Per-tile partial sums ``[R, C, 1, n]`` of the rows (``transposed``: columns) added over the tiles of each
-        row (column) of the layer: ``[out]`` (``[in]``), padding dropped. (The sum over the tile columns is
-        ``[R, 1, rows]``, row block by row block: flat, it is the padded output vector, as ``merge_outputs``
-        lays it out; likewise the columns.)"""
-        merged = _sum_blocks(per_tile, 0 if transposed else 1).reshape(-1)
-        n = self.grid.in_features if transposed else self.grid.out_features
+        """Per-tile partial sums of the rows (``transposed``: columns) added over the tiles of each row (column) of
+        the layer: ``[out]`` (``[in]``), padding dropped. ``per_tile`` holds the tiles in their flat order
+        ``t = r * C + c`` in its leading dims and the ``n`` lines of a tile in its last: ``[R, C, 1, n]``,
+        ``[1, T, 1, n]`` or ``[T, 1, n]``. (The sum over the tile columns is ``[R, 1, rows]``, row block by row
+        block: flat, it is the padded output vector, as ``merge_outputs`` lays it out; likewise the columns.) One
+        operation when a single block is summed (a view: the sum of one term is that term) or the grid has a single
+        row (column) block."""
+        g = self.grid
+        n_r, n_c = g.n_row_tiles, g.n_col_tiles
+        summed, kept = (n_r, n_c) if transposed else (n_c, n_r)
+        if summed == 1:
+            merged = per_tile.reshape(-1)
+        elif kept == 1:     # every tile in the one block: the leading dims summed at once ([n])
+            merged = per_tile.sum(dim=tuple(range(per_tile.dim() - 1)))
+        else:
+            blocks = per_tile if per_tile.shape[:2] == (n_r, n_c) else per_tile.reshape(n_r, n_c, 1, -1)
+            merged = blocks.sum(dim=0 if transposed else 1).reshape(-1)
+        n = g.in_features if transposed else g.out_features
         return merged[:n] if merged.shape[0] > n else merged
 
     def _ones_products(self, read: _OnesRead, signed: bool, g_offset: float,
                        transposed: bool) -> tuple[Tensor, Tensor]:
-        """The noise-free analog products of an all-ones read (deterministic DAC), ``[R, C, rounds, n_out]``, and the
-        line sums they come from, ``[R, C, 1, n_out]``: ``Σ |w|`` (``w`` when ``signed``) over each tile's logical
-        lines, without the offset — the exact sums, bit for bit. The products are each round's DAC code times the
-        line sums of ``|w| + 2·g_offset``: one reduction of the tiles instead of a matmul per round (the same
-        values up to float rounding)."""
-        w = self.tiles
+        """The noise-free analog products of an all-ones read (deterministic DAC), ``[1, T, rounds, n_out]`` (the
+        tiles in their flat order), and the line sums they come from, ``[T, 1, n_out]``: ``Σ |w|`` (``w`` when
+        ``signed``) over each tile's logical lines, without the offset — the exact sums, bit for bit. The products
+        are each round's DAC code times the line sums of ``|w| + 2·g_offset``: one reduction of the tiles instead
+        of a matmul per round (the same values up to float rounding)."""
+        w = self.apparent_tiles if self.has_write_noise else self.weight_tiles     # [T, rows, cols]
         m = w if signed else w.abs()
         if read.lines is not None:
             m = m * read.lines
-        sums = m.sum(dim=-2, keepdim=True) if transposed else m.sum(dim=-1).unsqueeze(-2)   # [R, C, 1, n_out]
+        sums = m.sum(dim=-2, keepdim=True) if transposed else m.sum(dim=-1).unsqueeze(-2)   # [T, 1, n_out]
         if g_offset and not signed:
             return read.codes * torch.add(sums, read.n_lines, alpha=pair_offset(g_offset)), sums
         return read.codes * sums, sums
@@ -556,8 +577,9 @@ class TileArray(TileState):
         if read is None:   # a perfect periphery or a random DAC: the generic MVM
             mat = w if signed else (w.abs() + pair_offset(g_offset) if g_offset else w.abs())
             return analog_mvm(mat, x_tiles, p, self.generator, transposed, try_first_round=False)
+        products = self._ones_products(read, signed, g_offset, transposed)[0]
         return analog_mvm(w, x_tiles, p, self.generator, transposed, prepared=read.prepared,
-                          products=self._ones_products(read, signed, g_offset, transposed)[0])
+                          products=products.view(*w.shape[:2], *products.shape[2:]))
 
     @staticmethod
     def _check_sum_args(mode: str, g_offset: float) -> None:
@@ -669,26 +691,62 @@ def _hardware_sums(arrays: Sequence[TileArray], transposed: bool, signed: bool, 
             if exact and exact[i]:
                 exacts[i] = (a.col_sums if transposed else a.row_sums)("exact", signed)
             continue
-        y, line_sums = a._ones_products(read, signed, g_offset, transposed)   # [R, C, rounds, n_out], [R, C, 1, n_out]
+        y, line_sums = a._ones_products(read, signed, g_offset, transposed)   # [1, T, rounds, n_out], [T, 1, n_out]
         if exact and exact[i]:
             exacts[i] = a._merged(line_sums, transposed)
         if p.out_noise > 0:
             y = rng.add_normal(y, p.out_noise, a.generator)
         groups.setdefault((p, y.dtype, y.device, y.shape[-2:]), []).append((i, y, read.scales))
     for (p, *_), members in groups.items():
+        # the tiles of the arrays sharing the periphery side by side, [1, ΣT, rounds, n_out]: one ADC call
+        res = full_scale_adc(members[0][1] if len(members) == 1 else torch.cat([y for _, y, _ in members], dim=1),
+                             members[0][2], p)
         if len(members) == 1:
-            i, y, scales = members[0]
-            results[i] = full_scale_adc(y, scales, p)
+            results[members[0][0]] = res
             continue
-        res = full_scale_adc(torch.cat([y.flatten(0, 1) for _, y, _ in members]).unsqueeze(0), members[0][2], p)
-        sizes = [y.shape[0] * y.shape[1] for _, y, _ in members]    # each array's tiles back out of the batch
-        for (i, y, _), part, passes in zip(members, res.out[0].split(sizes), res.passes[0].split(sizes)):
-            results[i] = MVMResult(part.view(y.shape[0], y.shape[1], *part.shape[1:]),
-                                   passes.view(y.shape[0], y.shape[1], 1),
-                                   None if res.total is None else part.shape[0])
-    sums = []
-    for a, result in zip(arrays, results):
-        assert result is not None
-        a._count(result, 1, None, transposed)
-        sums.append(a._merged(result.out, transposed))
-    return sums, exacts
+        sizes = [y.shape[1] for _, y, _ in members]    # each array's tiles back out of the batch
+        for (i, _, _), out, passes in zip(members, res.out.split_with_sizes(sizes, dim=1),
+                                          res.passes.split_with_sizes(sizes, dim=1)):
+            results[i] = MVMResult(out, passes, None if res.total is None else out.shape[1])
+    done = cast("list[MVMResult]", results)
+    _count_reads(arrays, done, transposed)
+    return [a._merged(r.out, transposed) for a, r in zip(arrays, done)], exacts
+
+
+@functools.lru_cache(maxsize=None)   # unbounded, as crossbar.periphery's device-tensor caches (CUDA graphs)
+def _int_one(device: torch.device) -> Tensor:
+    """A 0-d int64 1 on ``device`` (a cache)."""
+    return torch.ones((), dtype=torch.int64, device=device)
+
+
+def _count_reads(arrays: Sequence[TileArray], results: Sequence[MVMResult], transposed: bool) -> None:
+    """The hardware counters of one importance read of each array, ``results[k]`` that of ``arrays[k]``
+    (:class:`MVMResult`, its tiles ``[R, C, …]`` or in their flat order ``[1, T, …]``): the same numbers as
+    ``TileState._count(res, 1, None, transposed)`` for each, with the increments of all arrays (per device) added
+    in one operation — ``importance_reads`` and the conversions of every pass of each tile's logical lines."""
+    adds: dict[torch.device, tuple[list[Tensor], list[Tensor], list[int]]] = {}
+    for a, res in zip(arrays, results):
+        counters = cast("dict[str, Tensor]", a._buffers)
+        reads = counters["counter_importance_reads"]
+        adc, dac = counters["counter_adc_conversions"], counters["counter_dac_conversions"]
+        col_lines, row_lines = (adc, dac) if transposed else (dac, adc)  # the counters of column / row lines
+        g, one = a.grid, _int_one(reads.device)
+        tensors, factors, scalars = adds.setdefault(reads.device, ([], [], []))
+        tensors += [reads, col_lines, row_lines]
+        if res.total is not None:   # one pass per tile: R·C passes, R·in DAC and C·out ADC conversions (forward)
+            factors += [one, one, one]
+            scalars += [a._reads_per_call(), res.total // g.n_col_tiles * g.in_features,
+                        res.total // g.n_row_tiles * g.out_features]
+            continue
+        passes = res.passes.sum()
+        factors += [one, passes, passes]
+        scalars += [a._reads_per_call(), g.cols, g.rows]
+        if g.padded_in > g.in_features or g.padded_out > g.out_features:   # less the padding's lines, as _count
+            per_tile = res.passes.reshape(g.n_row_tiles, g.n_col_tiles)
+            if g.padded_in > g.in_features:
+                col_lines.sub_(per_tile.select(1, -1).sum(), alpha=g.padded_in - g.in_features)
+            if g.padded_out > g.out_features:
+                row_lines.sub_(per_tile.select(0, -1).sum(), alpha=g.padded_out - g.out_features)
+    for device, (tensors, factors, scalars) in adds.items():
+        # counter += scalar · factor · 1 for every counter at once (each counter once: the adds are independent)
+        torch._foreach_addcmul_(tensors, factors, [_int_one(device)] * len(tensors), scalars)

@@ -462,11 +462,11 @@ def test_hardware_sums_of_several_arrays_are_their_reads_one_by_one(transposed: 
     for _ in range(3):
         adc_calls.clear()
         got = hardware_sums(together, transposed, signed, g_offset)
-        # one ADC call per periphery and tile size: forward, the three arrays sharing one (4-row tiles) batched
-        # (12 + 1 + 4 tiles) and the other periphery; backward, the 3-column tiles (12 + 1) batched, the 2-column
-        # tiles of the 13 x 2 array and the other periphery
-        assert [tuple(shape[:2]) for shape in adc_calls] == ([(1, 13), (3, 3), (4, 1)] if transposed
-                                                             else [(1, 17), (3, 3)])
+        # one ADC call per periphery and tile size, the tiles in their flat order: forward, the three arrays
+        # sharing one (4-row tiles) batched (12 + 1 + 4 tiles) and the other periphery (3 x 3 tiles); backward, the
+        # 3-column tiles (12 + 1) batched, the 2-column tiles of the 13 x 2 array (4 x 1) and the other periphery
+        assert [tuple(shape[:2]) for shape in adc_calls] == ([(1, 13), (1, 9), (1, 4)] if transposed
+                                                             else [(1, 17), (1, 9)])
         for a, f in zip(alone, got):
             want = (a.col_sums if transposed else a.row_sums)("hardware", signed=signed, g_offset=g_offset)
             assert torch.equal(f, want)
@@ -487,6 +487,104 @@ def test_hardware_sums_of_several_arrays_are_their_reads_one_by_one(transposed: 
         hardware_and_exact_sums(together, flags[:2])
     with pytest.raises(ValueError, match="g_offset must be >= 0"):
         hardware_sums(together, g_offset=-1.0)
+
+
+def _reference_read(arr: TileArray, transposed: bool, signed: bool, g_offset: float,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """A straightforward all-ones read of ``arr`` (deterministic DAC and ADC, abs_max noise management, so every
+    tile block's scale is 1), tile by tile and round by round: ``(read, exact line sums, counter increments)``.
+
+    Each tile's line sums ``Σ |w|`` over its logical lines (padding lines carry no input), each round's DAC code
+    of a full-scale line ``round(2**-k / inp_step) · inp_step`` times the pair sums, the output noise drawn for the
+    array's ``[tiles, rounds, lines]`` products at once (tile order ``r · C + c``), the ADC grid, the first round
+    whose outputs all lie within ``±out_bound`` (below ``out_bound`` without ``bm_test_negative_bound``; the last
+    round always passes), its saturation and rescaling by
+    ``2**k · out_scale``; the tiles of a row (column) added digitally, padding dropped."""
+    g, p = arr.grid, (arr.config.backward if transposed else arr.config.forward)
+    rounds = bound_management_rounds(p, transposed)
+    w_tiles = arr.tiles.detach()                                     # [R, C, rows, cols]
+    n_in_lines = [min(g.cols, g.in_features - c * g.cols) for c in range(g.n_col_tiles)]
+    n_out_lines = [min(g.rows, g.out_features - r * g.rows) for r in range(g.n_row_tiles)]
+    codes = [float((torch.round(torch.tensor(0.5 ** k, dtype=w_tiles.dtype) / p.inp_step) * p.inp_step)
+                   .clamp(-p.inp_bound, p.inp_bound)) for k in range(rounds)]
+    sums, pair_sums = [], []
+    for r in range(g.n_row_tiles):
+        for c in range(g.n_col_tiles):
+            w = w_tiles[r, c] if signed else w_tiles[r, c].abs()
+            lines = n_out_lines[r] if transposed else n_in_lines[c]          # the driven (logical) lines
+            mask = torch.zeros_like(w)
+            if transposed:
+                mask[:lines] = 1
+                s = (w * mask).sum(dim=0)                                    # [cols]
+            else:
+                mask[:, :lines] = 1
+                s = (w * mask).sum(dim=1)                                    # [rows]
+            sums.append(s)
+            pair_sums.append(torch.add(s, torch.full_like(s, lines), alpha=2 * g_offset)
+                             if g_offset and not signed else s)
+    y = torch.stack([torch.stack([code * s for code in codes]) for s in pair_sums])   # [T, rounds, lines]
+    if p.out_noise > 0:
+        y = torch.normal(y, p.out_noise, generator=gen)
+    outs, passes = [], []
+    for t in range(g.n_tiles):
+        q = torch.round(y[t] / p.out_step) * p.out_step if p.out_step > 0 else y[t]
+        tested = q.abs() if p.bm_test_negative_bound else q                  # both bounds, or the upper one
+        k = next(k for k in range(rounds) if k == rounds - 1 or float(tested[k].max()) <= p.out_bound)
+        outs.append(q[k].clamp(-p.out_bound, p.out_bound) * (2.0 ** k * p.out_scale))
+        passes.append(k + 1)
+
+    def merged(per_tile: list[torch.Tensor]) -> torch.Tensor:
+        if transposed:   # the row blocks of each column block added
+            blocks = [torch.stack(per_tile[c::g.n_col_tiles]).sum(dim=0) if g.n_row_tiles > 1
+                      else per_tile[c] for c in range(g.n_col_tiles)]
+            return torch.cat(blocks)[:g.in_features]
+        blocks = [torch.stack(per_tile[r * g.n_col_tiles:(r + 1) * g.n_col_tiles]).sum(dim=0)
+                  if g.n_col_tiles > 1 else per_tile[r * g.n_col_tiles] for r in range(g.n_row_tiles)]
+        return torch.cat(blocks)[:g.out_features]
+
+    in_lines = sum(n * passes[r * g.n_col_tiles + c] for r in range(g.n_row_tiles)
+                   for c, n in enumerate(n_in_lines))
+    out_lines = sum(n * passes[r * g.n_col_tiles + c] for r, n in enumerate(n_out_lines)
+                    for c in range(g.n_col_tiles))
+    counts = {"importance_reads": 1, "dac_conversions": out_lines if transposed else in_lines,
+              "adc_conversions": in_lines if transposed else out_lines}
+    return merged(outs), merged(sums), counts
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("signed, g_offset", [(False, 0.0), (False, 0.1), (True, 0.0)])
+def test_hardware_sums_are_the_straightforward_read_bit_for_bit(transposed: bool, signed: bool,
+                                                               g_offset: float) -> None:
+    """``hardware_and_exact_sums`` (the batched ADC of arrays sharing a periphery, tiles in their flat order) gives
+    exactly the numbers of :func:`_reference_read`, read after read, and its exact sums and counters: arrays with
+    padding in both directions, several row and column blocks, one tile, one column block; bound management
+    taking later rounds on some tiles (forward) and a single round (backward); the test of both bounds or of the
+    upper one only."""
+    from crossbar import hardware_and_exact_sums
+
+    for p in (IOParameters(out_bound=1.5, out_noise=0.1, out_scale=1.5),     # line sums reach ~2 (|w| <= 0.6+)
+              IOParameters(out_bound=1.2, out_noise=0.05, bm_test_negative_bound=False)):
+        cfg = CrossbarConfig(tile_rows=4, tile_cols=3, forward=p, backward=p)
+        arrays = [_array(n_out, n_in, cfg, seed) for seed, (n_out, n_in) in enumerate([(11, 10), (4, 3), (13, 2),
+                                                                                       (8, 9)])]
+        later_rounds = 0
+        for _ in range(3):
+            gens = []
+            for a in arrays:
+                gens.append(torch.Generator().manual_seed(0))
+                gens[-1].set_state(a.generator.get_state())
+            before = [{k: int(v) for k, v in a.counters.items()} for a in arrays]
+            reads, exacts = hardware_and_exact_sums(arrays, [True] * len(arrays), transposed, signed, g_offset)
+            for a, f, e, gen, old in zip(arrays, reads, exacts, gens, before):
+                want, want_exact, counts = _reference_read(a, transposed, signed, g_offset, gen)
+                assert f.shape == want.shape and torch.equal(f, want)
+                assert e is not None and torch.equal(e, want_exact)
+                assert torch.equal(a.generator.get_state(), gen.get_state())     # the same numbers drawn
+                for k, v in counts.items():
+                    assert int(a.counters[k]) - old[k] == v, k
+                later_rounds += counts["adc_conversions"] + counts["dac_conversions"] > (
+                    a.grid.in_features * a.grid.n_row_tiles + a.grid.out_features * a.grid.n_col_tiles)
+        assert later_rounds > 0 or transposed     # forward: some tile needed more than one pass
 
 
 def test_vectors_of_the_wrong_length_are_rejected_not_regrouped() -> None:

@@ -499,12 +499,16 @@ class TileArray(TileState):
         (``transposed=False``) or backward periphery reuse (``None``: a perfect periphery or a random DAC), computed
         once per periphery and dtype/device (a cache, not state)."""
         p = self.config.backward if transposed else self.config.forward
-        w = self.weight_tiles
-        key = (transposed, p, w.dtype, w.device)
-        cache: dict[tuple[Any, ...], tuple[Tensor, _OnesRead | None]] = self.__dict__.setdefault("_ones_inputs", {})
-        if key not in cache:
-            cache[key] = self._new_ones_plan(transposed, p)
-        return cache[key]
+        w = cast(Tensor, self._buffers["weight_tiles"])
+        # keyed by the periphery object (not its value: no hash of its every field per read); the entry holds it,
+        # so its id is not reused while the entry lives
+        key = (transposed, id(p), w.dtype, w.device)
+        cache: dict[tuple[Any, ...], tuple[IOParameters, tuple[Tensor, _OnesRead | None]]] = \
+            self.__dict__.setdefault("_ones_inputs", {})
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = (p, self._new_ones_plan(transposed, p))
+        return hit[1]
 
     def _new_ones_plan(self, transposed: bool, p: IOParameters) -> tuple[Tensor, _OnesRead | None]:
         """What :meth:`_ones_plan` caches for periphery ``p``."""
@@ -649,7 +653,7 @@ class TileArray(TileState):
         super().__setstate__(state)
 
 
-@torch.no_grad()
+@_no_grad
 def hardware_sums(arrays: Sequence[TileArray], transposed: bool = False, signed: bool = False,
                   g_offset: float = 0.0) -> list[Tensor]:
     """Hardware row sums (``transposed=False``, ``[out]`` each) or column sums (``[in]``) of several tile arrays:
@@ -665,7 +669,7 @@ def hardware_sums(arrays: Sequence[TileArray], transposed: bool = False, signed:
     return _hardware_sums(arrays, transposed, signed, g_offset)[0]
 
 
-@torch.no_grad()
+@_no_grad
 def hardware_and_exact_sums(arrays: Sequence[TileArray], exact: Sequence[bool], transposed: bool = False,
                             signed: bool = False, g_offset: float = 0.0) -> tuple[list[Tensor], list[Tensor | None]]:
     """:func:`hardware_sums`, and for each array with ``exact[k]`` its exact sums (``row_sums("exact", signed)`` /

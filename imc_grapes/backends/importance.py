@@ -226,10 +226,16 @@ class _Reads:
     def __init__(self, source: ImportanceSource, which: str) -> None:
         self.source, self.which = source, which
 
-    @torch.no_grad()
     def __call__(self, layer: nn.Module) -> Tensor:
-        return self.source._read([layer], self.which)[0]
+        return self._read([layer])[0]
 
-    @torch.no_grad()
     def many(self, layers: Sequence[nn.Module]) -> list[Tensor]:
+        return self._read(layers)
+
+    def _read(self, layers: Sequence[nn.Module]) -> list[Tensor]:
+        """The reads without autograd; ``no_grad`` entered only when gradients are on (GRAPES's refresh, the hot
+        caller, has them off already: no mode switch per refresh)."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.source._read(layers, self.which)
         return self.source._read(layers, self.which)

@@ -14,6 +14,7 @@ rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ __all__ = ["TileGrid"]
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Geometry of one layer on a grid of tiles.
+    """Geometry of one layer on a grid of tiles (its derived sizes are computed once, on first use: the grid is
+    frozen).
 
     Attributes:
         out_features: logical rows (outputs) of the weight matrix, >= 1.
@@ -44,42 +46,42 @@ class TileGrid:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TileGrid.{name} must be an integer >= 1, got {value!r}")
 
-    @property
+    @cached_property
     def n_row_tiles(self) -> int:
         """R: number of tile rows (blocks of output lines)."""
         return -(-self.out_features // self.tile_rows)
 
-    @property
+    @cached_property
     def n_col_tiles(self) -> int:
         """C: number of tile columns (blocks of input lines)."""
         return -(-self.in_features // self.tile_cols)
 
-    @property
+    @cached_property
     def n_tiles(self) -> int:
         """T = R * C."""
         return self.n_row_tiles * self.n_col_tiles
 
-    @property
+    @cached_property
     def rows(self) -> int:
         """Rows in use (simulated) per tile: ``ceil(out_features / R)`` (<= tile_rows)."""
         return -(-self.out_features // self.n_row_tiles)
 
-    @property
+    @cached_property
     def cols(self) -> int:
         """Columns in use (simulated) per tile: ``ceil(in_features / C)`` (<= tile_cols)."""
         return -(-self.in_features // self.n_col_tiles)
 
-    @property
+    @cached_property
     def tile_shape(self) -> tuple[int, int]:
         """``(rows, cols)`` of the simulated tiles."""
         return (self.rows, self.cols)
 
-    @property
+    @cached_property
     def padded_out(self) -> int:
         """``R * rows`` (>= out_features)."""
         return self.n_row_tiles * self.rows
 
-    @property
+    @cached_property
     def padded_in(self) -> int:
         """``C * cols`` (>= in_features)."""
         return self.n_col_tiles * self.cols

@@ -172,12 +172,12 @@ class IOParameters:
                 f"{self.noise_management!r} (as in aihwkit), got {self.inp_bound}; "
                 "set noise_management='none' to use another DAC range")
 
-    @property
+    @functools.cached_property   # frozen: computed once (float32 emulation, several struct calls)
     def inp_step(self) -> float:
         """DAC grid step in normalized input units (0: no quantization)."""
         return resolution_step(self.inp_res, self.inp_bound)
 
-    @property
+    @functools.cached_property   # frozen: computed once (float32 emulation, several struct calls)
     def out_step(self) -> float:
         """ADC grid step in normalized output units (0: no quantization)."""
         return resolution_step(self.out_res, self.out_bound)

@@ -562,11 +562,11 @@ class TileArray(TileState):
         ``signed``) over each tile's logical lines, without the offset — the exact sums, bit for bit. The products
         are each round's DAC code times the line sums of ``|w| + 2·g_offset``: one reduction of the tiles instead
         of a matmul per round (the same values up to float rounding)."""
-        w = self.apparent_tiles if self.has_write_noise else self.weight_tiles     # [T, rows, cols]
+        w = cast(Tensor, self._buffers["apparent_tiles" if self.has_write_noise else "weight_tiles"])  # [T, rows, cols]
         m = w if signed else w.abs()
         if read.lines is not None:
             m = m * read.lines
-        sums = m.sum(dim=-2, keepdim=True) if transposed else m.sum(dim=-1).unsqueeze(-2)   # [T, 1, n_out]
+        sums = m.sum(-2, True) if transposed else m.sum(-1).unsqueeze(-2)   # [T, 1, n_out]
         if g_offset and not signed:
             return read.codes * torch.add(sums, read.n_lines, alpha=pair_offset(g_offset)), sums
         return read.codes * sums, sums

@@ -10,6 +10,15 @@
   ``AnalogContext`` during backward, multiplies them by GRAPES's ``input_scale`` / ``error_scale`` (local form,
   DFA; the propagated form already modulated ``d`` through the output-gradient hook) and calls the tile's own
   pulsed ``update`` (what ``aihwkit.optim.AnalogSGD.step`` does, plus the scaling).
+* Freezing, as on the crossbar backend: a tile whose ``analog_ctx.requires_grad`` is false (the whole layer by
+  ``layer.requires_grad_(False)``, which also freezes the digital bias; one tile by its ``analog_ctx``) still
+  sends the error to the layer's input, but gets no pulses. aihwkit itself stashes ``(x, d)`` in backward
+  whatever the flag says (its ``AnalogSGD`` then updates a frozen layer); here a tile that was frozen at any
+  grad-enabled forward since the last update or :meth:`~AihwkitLayer.clear` is skipped by
+  :meth:`~AihwkitLayer.has_pending`, :meth:`~AihwkitLayer.pending_update` and :meth:`~AihwkitLayer.apply_update`,
+  its stash dropped. The flag counts at the forward pass, as in torch and on the crossbar backend; the one
+  difference: the crossbar backend keeps the pairs of the trainable forwards of a step whose forwards saw
+  both flags, while aihwkit's stash does not tell the forwards apart, so here the tile skips the whole step.
 * Importance: ``exact`` only. An all-ones forward read of an aihwkit tile gives the *signed* row sum
   ``Σ_j w_ij`` of a single signed array, not the differential-pair sum ``Σ_j (G⁺ + G⁻)`` that GRAPES needs;
   the ``array`` source is implemented on the crossbar backend.
@@ -139,6 +148,8 @@ class AihwkitLayer(AnalogLayer):
             self._tiles = [(module, slice(0, self.out_features), slice(0, self.in_features))]
             self._n_in_blocks = self._n_out_blocks = 1
         self._forward_counts, self._backward_counts = self._per_vector_counts()
+        # per tile: frozen (analog_ctx.requires_grad false) at a grad-enabled forward since the last update / clear
+        self._frozen_seen = [False] * len(self._tiles)
 
     @property
     def bias(self) -> Tensor | None:
@@ -149,6 +160,8 @@ class AihwkitLayer(AnalogLayer):
 
     # ------------------------------------------------------------------ forward with analytic counts
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            self._note_frozen()
         y = super().forward(x)
         if self.training and torch.is_grad_enabled():
             self._count_forward(x, y)
@@ -211,8 +224,20 @@ class AihwkitLayer(AnalogLayer):
         return self.get_weights().abs().flatten(1).sum(dim=0)
 
     # ------------------------------------------------------------------ update
+    def _note_frozen(self) -> None:
+        """Remember which tiles are frozen at this forward (the flag that counts for the stash it leads to)."""
+        seen = self._frozen_seen
+        for k, (tile, _, _) in enumerate(self._tiles):
+            if not tile.analog_ctx.requires_grad:
+                seen[k] = True
+
+    def _trains(self, k: int) -> bool:
+        """Whether tile ``k`` holds a stash for the update: aihwkit stored ``(x, d)`` and the tile was not frozen
+        at a forward since the last update (see the module docstring)."""
+        return not self._frozen_seen[k] and self._tiles[k][0].analog_ctx.has_gradient()
+
     def has_pending(self) -> bool:
-        return any(t.analog_ctx.has_gradient() for t, _, _ in self._tiles)
+        return any(self._trains(k) for k in range(len(self._tiles)))
 
     def _tile_xd(self, tile: Any, rows: slice, cols: slice) -> tuple[Tensor, Tensor]:
         """The pending ``(x ⊙ input_scale, d ⊙ error_scale)`` of one tile, ``[N, cols]`` and ``[N, rows]``."""
@@ -238,8 +263,8 @@ class AihwkitLayer(AnalogLayer):
         if not self.has_pending():
             return None
         out = torch.zeros(self.out_features, self.in_features)
-        for tile, rows, cols in self._tiles:
-            if tile.analog_ctx.has_gradient():
+        for k, (tile, rows, cols) in enumerate(self._tiles):
+            if self._trains(k):
                 x, d = self._tile_xd(tile, rows, cols)
                 out[rows, cols] = -lr * (d.transpose(0, 1) @ x)
         return out.reshape(self.weight_shape)
@@ -249,9 +274,10 @@ class AihwkitLayer(AnalogLayer):
         num = torch.zeros((), dtype=torch.float64)
         den = torch.zeros((), dtype=torch.float64)
         any_update = False
-        for tile, rows, cols in self._tiles:
+        for k, (tile, rows, cols) in enumerate(self._tiles):
             ctx = tile.analog_ctx
-            if not ctx.has_gradient():
+            if not self._trains(k):
+                ctx.reset()   # a frozen tile's stash (aihwkit keeps one) is dropped: no pulses
                 continue
             x, d = self._tile_xd(tile, rows, cols)
             self.count_buffer[_K["pulses"]] += self._expected_pulses(x, d, lr)
@@ -266,6 +292,7 @@ class AihwkitLayer(AnalogLayer):
                 n, dd = self._probe_result(before, _device_states(tile),
                                            x.to(torch.float64), d.to(torch.float64), lr)
                 num, den = num + n, den + dd
+        self._frozen_seen = [False] * len(self._tiles)
         if not (probe and any_update):
             return None
         return num, den
@@ -278,6 +305,7 @@ class AihwkitLayer(AnalogLayer):
     def clear(self) -> None:
         for tile, _, _ in self._tiles:
             tile.analog_ctx.reset()
+        self._frozen_seen = [False] * len(self._tiles)
 
     def counts(self) -> Tensor:
         out = self.count_buffer.clone()

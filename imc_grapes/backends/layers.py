@@ -75,6 +75,11 @@ class AnalogLayer(nn.Module):
         input_scale: ``None`` or ``[in]``: multiplies the update's input ``x`` (DFA's ``P^l``).
         grapes_feature_dim: output dim of the features GRAPES modulates (-1 linear; -3 conv: the channels of
             ``[B, C, H, W]`` and of an unbatched ``[C, H, W]``).
+
+    Freezing: ``layer.requires_grad_(False)`` (e.g. on ``Network.analog_layers[name]``) freezes the analog weights
+    (the analog contexts of :meth:`analog_parameters`) and the digital bias on every backend: the layer still
+    sends the error to its input, but :meth:`apply_update` pulses none of its devices (``requires_grad_(True)``
+    resumes). As in torch, the flag counts at the forward pass.
     """
 
     feedback: Tensor | None

@@ -1,16 +1,20 @@
 """Details of the aihwkit backend that the accuracy comparison (test_backends_aihwkit.py) does not see: the
-device-to-device draws of layers that span several tiles, and what the saturation probe measures."""
+device-to-device draws of layers that span several tiles, what the saturation probe measures, and frozen layers."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from imc_grapes.backends import AnalogSettings, crossbar_config_from
+from imc_grapes.backends import COST_KINDS, AnalogSettings, build_network, crossbar_config_from
+from imc_grapes.config import TrainConfig
 
 pytest.importorskip("aihwkit")
 
 from imc_grapes.backends.aihwkit_backend import make_aihwkit_layer  # noqa: E402
+
+_K = {name: i for i, name in enumerate(COST_KINDS)}
 
 
 def _hidden(layer, name: str) -> list[torch.Tensor]:
@@ -57,3 +61,106 @@ def test_saturation_probe_measures_the_device_states_not_the_write_noise():
         assert float(den.sqrt()) == pytest.approx(0.002 * float((d.T @ x).norm()), rel=1e-4)
         ratios.append(float(num / den))
     assert all(0.5 < r < 1.5 for r in ratios), ratios
+
+
+# ---------------------------------------------------------------------------------------------- frozen layers
+def _states(layer) -> list[torch.Tensor]:
+    """Every hidden parameter (device states, bounds, ...) and the weights of every tile, copied."""
+    out = []
+    for tile, _, _ in layer._tiles:
+        out += [v.clone() for v in tile.get_hidden_parameters().values()]
+        out.append(tile.get_weights()[0].clone())
+    return out
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_frozen_layer_gets_no_pulses_but_passes_the_error():
+    # a 12x16 layer on 8x8 tiles (4 tiles) after a trainable digital layer, so that backward runs through it and
+    # aihwkit stashes (x, d) on its tiles whatever their requires_grad says. Frozen: no tile moves (bit for bit),
+    # nothing pending, no pulse or update counted; the error still reaches its input: with an ideal periphery
+    # exactly d @ W (the independent float product). Unfrozen again, the next step pulses it.
+    cfg = crossbar_config_from(AnalogSettings(preset="GokmenVlasov", tile_size=8, ideal_periphery=True))
+    torch.manual_seed(0)
+    first = nn.Linear(6, 16)
+    layer = make_aihwkit_layer(nn.Linear(16, 12, bias=False), cfg, seed=2)
+    g = torch.Generator().manual_seed(4)
+    x, d = torch.randn(5, 6, generator=g), torch.randn(5, 12, generator=g)
+
+    layer.requires_grad_(False)
+    assert not any(p.requires_grad for p in layer.analog_parameters())
+    before = _states(layer)
+    h = first(x)
+    h.retain_grad()
+    layer(h).backward(d)
+    torch.testing.assert_close(h.grad, d @ layer.get_weights(), rtol=1e-5, atol=1e-6)
+    assert first.weight.grad is not None
+    assert not layer.has_pending() and layer.pending_update(0.1) is None
+    assert layer.apply_update(0.1, probe=True) is None
+    assert _same(_states(layer), before)
+    assert all(not t.analog_ctx.has_gradient() for t, _, _ in layer._tiles)   # the stash was dropped
+    assert float(layer.counts()[_K["pulses"]]) == 0 and float(layer.counts()[_K["updates"]]) == 0
+
+    layer.requires_grad_(True)
+    layer(first(x)).backward(d)
+    assert layer.has_pending()
+    layer.apply_update(0.1)
+    assert not _same(_states(layer), before)
+    assert float(layer.counts()[_K["updates"]]) == 4
+
+
+def test_the_frozen_flag_counts_at_the_forward_pass():
+    # as on the crossbar backend (and in torch): frozen after the forward, the pending update is still applied;
+    # frozen at the forward and unfrozen before the step, it is not. One tile may be frozen alone.
+    cfg = crossbar_config_from(AnalogSettings(preset="GokmenVlasov", tile_size=8))
+    layer = make_aihwkit_layer(nn.Linear(8, 16, bias=False), cfg, seed=5)   # 2 tiles: rows 0-7, 8-15
+    g = torch.Generator().manual_seed(6)
+    x, d = torch.randn(4, 8, generator=g), torch.randn(4, 16, generator=g)
+
+    before = _states(layer)
+    y = layer(x.requires_grad_(True))
+    layer.requires_grad_(False)
+    y.backward(d)
+    layer.apply_update(0.1)
+    after = _states(layer)
+    assert not _same(after, before)
+
+    y = layer(x)
+    layer.requires_grad_(True)
+    y.backward(d)
+    assert not layer.has_pending()
+    layer.apply_update(0.1)
+    assert _same(_states(layer), after)
+
+    tile0 = layer._tiles[0][0]
+    tile0.analog_ctx.requires_grad_(False)
+    layer(x).backward(d)
+    intended = layer.pending_update(0.1)
+    assert intended is not None and torch.equal(intended[:8], torch.zeros(8, 8))
+    torch.testing.assert_close(intended[8:], -0.1 * d[:, 8:].T @ x)
+    n = len(after) // 2   # tile 0's entries come first
+    layer.apply_update(0.1)
+    now = _states(layer)
+    assert _same(now[:n], after[:n]) and not _same(now[n:], after[n:])
+
+
+def test_a_frozen_layer_of_an_aihwkit_network_keeps_its_devices():
+    # the user-facing way, as on the crossbar backend: Network.analog_layers[name].requires_grad_(False). The
+    # output layer of a 64-16-10 MLP (no biases) is frozen; its input needs a gradient (the first layer trains), so
+    # aihwkit would stash and update it. A training step (with the saturation probe) leaves its devices as they
+    # were and trains the first layer.
+    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(16,), optimizer="sgd", lr=0.1, backend="aihwkit",
+                      seed=0, batch_size=8, analog=AnalogSettings(preset="GokmenVlasov", sat_probe_every=1))
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    first, last = net.analog_layers.values()
+    last.requires_grad_(False)
+    before_first, before_last = _states(first), _states(last)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+    net.zero_grad()
+    F.cross_entropy(net.model(x), y).backward()
+    net.step()
+    assert _same(_states(last), before_last)
+    assert not _same(_states(first), before_first)

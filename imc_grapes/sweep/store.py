@@ -4,13 +4,20 @@ Layout of ``<out>/``::
 
     plan.json                  the spec and its points (id, params), rewritten at each run
     .lock                      held (flock) by the process running the sweep
-    points/<id>/config.json    written when the point starts (its config and swept params)
+    points/<id>/config.json    written when the point starts (its config and swept params, and the data
+                               folder resolved: ``data_root_resolved``)
     points/<id>/run/           the training run's own files (metrics.csv, results.json)
     points/<id>/run.json       timing and where it ran (host, pid, executor, engine: train or replicas;
                                traceback of a failure)
     points/<id>/point.json     THE result, written last (temp file + fsync + rename): status done/failed,
-                               reason, params, metrics, config, history without timings — identical
-                               whichever executor ran it
+                               reason, params, metrics, config, history without timings, data_root_resolved
+                               — identical whichever executor ran it
+
+``data_root_resolved`` is the absolute folder the point's data set is read from as the sweep process resolves
+the config's ``data_root`` (kept as given in ``config``: it is part of the point's id), the folder
+:func:`~imc_grapes.sweep.runner.check_data` checked; ``None`` for the synthetic set
+(:func:`imc_grapes.data.recorded_data_root`). A local worker reads that folder; the run's own
+``run/results.json`` records the folder it read (on a Ray worker elsewhere, that machine's).
 
 A point is *done* or *failed* when ``point.json`` exists; a folder without it is *half-finished* (the point is
 running now, or its process was killed) and is redone from scratch by the next run; no folder: *pending*.
@@ -27,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_json_atomic
 from .spec import Point, SweepSpec, _plain
 
@@ -34,6 +42,11 @@ DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
 RESULT_FILE = "point.json"
 #: history columns that measure time (they differ between runs of the same config: kept out of point.json)
 TIMING_KEYS: tuple[str, ...] = ("time_s", "wall_time_s")
+
+
+def _data_root_resolved(point: Point) -> str | None:
+    """The absolute data folder of ``point`` as this process resolves it (see the module docstring)."""
+    return recorded_data_root(point.config.dataset, point.config.data_root)
 
 
 class SweepLockedError(RuntimeError):
@@ -115,7 +128,8 @@ class SweepStore:
         if d.exists():
             shutil.rmtree(d)
         write_json_atomic(d / "config.json", {"id": point.id, "params": _plain(point.params),
-                                              "reference": point.reference, "config": point.config.to_dict()})
+                                              "reference": point.reference, "config": point.config.to_dict(),
+                                              "data_root_resolved": _data_root_resolved(point)})
 
     def record(self, point: Point, outcome: dict[str, Any], executor: str = "") -> dict[str, Any]:
         """Write a finished point: shipped run files, ``run.json``, then ``point.json`` (last, atomically)."""
@@ -133,7 +147,7 @@ class SweepStore:
             "id": point.id, "status": outcome["status"], "reason": outcome.get("reason", ""),
             "params": _plain(point.params), "reference": point.reference,
             "metrics": metrics_of(history) if outcome["status"] == DONE else {},
-            "config": point.config.to_dict(), "history": history,
+            "config": point.config.to_dict(), "data_root_resolved": _data_root_resolved(point), "history": history,
         }
         write_json_atomic(self.point_dir(point.id) / RESULT_FILE, result)
         return result

@@ -564,6 +564,48 @@ def test_a_point_handed_to_a_worker_found_dead_goes_to_a_fresh_worker(tmp_path):
     assert outcomes[ids[2]]["pid"] not in (outcomes[ids[0]]["pid"], outcomes[ids[1]]["pid"])   # a fresh worker
 
 
+def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(finished, tmp_path, monkeypatch):
+    """``data_root = "data"`` names another folder once the sweep folder moves: config.json and point.json keep it
+    as given in the config (part of the point's id) and record the absolute folder it named for the sweep process.
+    Run again from another folder, the ids are the same, nothing is rerun and the records keep the folder they were
+    run with. The data are the synthetic set standing in for MNIST (only the recorded folder matters here); the
+    synthetic set itself is read from no folder: null."""
+    from collections import OrderedDict
+
+    import imc_grapes.sweep.runner as runner_mod
+    import imc_grapes.sweep.worker as worker_mod
+    from imc_grapes.data import make_synthetic
+
+    synthetic = make_synthetic(n_train=100, n_test=60, seed=0)
+    monkeypatch.setattr(worker_mod, "load_dataset", lambda *a, **k: synthetic)
+    monkeypatch.setattr(worker_mod, "_data_cache", OrderedDict())
+    monkeypatch.setattr(runner_mod, "check_data", lambda points: None)
+    first_cwd, second_cwd = tmp_path / "a", tmp_path / "b"
+    first_cwd.mkdir()
+    second_cwd.mkdir()
+    base = TINY.replace('dataset = "synthetic"', 'dataset = "mnist"\ndata_root = "data"')
+    spec_path = write_spec(tmp_path, "[axes]\nseed = [0, 1]\n", base=base)
+    monkeypatch.chdir(first_cwd)
+    spec = load_spec(spec_path)
+    ids = [p.id for p in spec.points()]
+    assert run_sweep(spec, executor=LocalExecutor(jobs=1, threads=1), log=quiet).count("done") == 2
+    expected = os.path.join(os.path.realpath(tmp_path), "a", "data")
+    for pid in ids:
+        for name in ("config.json", "point.json"):
+            saved = read_json(tmp_path / "out" / "points" / pid / name)
+            assert saved["config"]["data_root"] == "data" and saved["data_root_resolved"] == expected, name
+    monkeypatch.chdir(second_cwd)
+    again = load_spec(spec_path)
+    assert [p.id for p in again.points()] == ids
+    counting = Counting(LocalExecutor(jobs=1, threads=1))
+    assert run_sweep(again, executor=counting, log=quiet).count("done") == 2
+    assert counting.ids == []
+    assert all(read_json(tmp_path / "out" / "points" / pid / "point.json")["data_root_resolved"] == expected
+               for pid in ids)
+    synthetic_points = point_files(finished[1].out_dir).values()
+    assert synthetic_points and all(json.loads(text)["data_root_resolved"] is None for text in synthetic_points)
+
+
 @pytest.mark.slow
 def test_local_and_ray_executors_write_identical_results(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")

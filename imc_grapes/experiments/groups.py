@@ -15,7 +15,7 @@ from typing import Any
 from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells,
                        tune_and_run, tuning_record)
 from ..compare import run_one as compare_run_one
-from ..data import Dataset
+from ..data import Dataset, recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..train import RunResult, tail_accuracy, train
 from .forgetting import train_permuted
@@ -133,7 +133,9 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
     """``results.json``, ``results.csv``, ``curves.png``, ``accuracy.png`` and ``report.md`` of one group."""
     g, out = res.group, res.out_dir
     write_json_atomic(out / "results.json", {
-        "command": command, "group": g.to_dict(), "summary": res.rows,
+        "command": command, "group": g.to_dict(),
+        # the spec keeps data_root as given (a relative one names another folder once the report moves)
+        "data_root_resolved": recorded_data_root(g.spec.base.dataset, g.spec.base.data_root), "summary": res.rows,
         "tuning": [tuning_record(c, g.tune_score) for c in res.cells],
         "runs": [{"hardware": c.hardware, "optimizer": c.optimizer, "run_dir": str(r.run_dir), **r.to_dict()}
                  for c in res.cells for r in c.runs]})

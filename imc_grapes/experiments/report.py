@@ -3,8 +3,9 @@ optimizers, plots, and (for ``forgetting``) the accuracy matrices.
 
 Files (next to ``groups/<key>/``, each group's own compare-style folder):
 
-* ``results.json`` — experiment, options, command, machine, every group's spec and summary, the paired
-  comparisons, findings (and the forgetting metrics);
+* ``results.json`` — experiment, options (``data_root`` as given) and the absolute data folder it named
+  (``data_root_resolved``, None when every group uses the synthetic set), command, machine, every group's spec and
+  summary, the paired comparisons, findings (and the forgetting metrics);
 * ``results.csv`` — one row per final run (all groups); ``summary.csv`` — one row per group × optimizer;
 * ``accuracy.png`` (final test accuracy per group and optimizer, mean ± std), ``gain.png`` (paired difference
   to SGD per group), ``curves.png`` (learning curves per group), for ``forgetting`` also ``matrix.png`` and
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from ..compare import Cell, paired_by_seed
+from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from ..report import seed_band
 from ..train import RunResult, tail_accuracy
@@ -357,6 +359,14 @@ def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _data_root_resolved(results: Sequence[GroupResult]) -> str | None:
+    """The absolute folder the groups' real data sets are read from (:func:`~imc_grapes.data.recorded_data_root`
+    of their ``data_root``, as given in the options), or None when every group uses the synthetic set. The groups
+    share the options' ``data_root``; should they differ, the first group's with a real data set."""
+    folders = (recorded_data_root(b.dataset, b.data_root) for b in (res.group.spec.base for res in results))
+    return next((f for f in folders if f is not None), None)
+
+
 def write_experiment_report(experiment: Any, options: Any, results: Sequence[GroupResult], out_dir: str | Path,
                             command: str | None = None, wall_time_s: float | None = None) -> dict[str, Any]:
     """Write the experiment's report folder (see the module docstring); return the contents of results.json."""
@@ -371,7 +381,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     machine = machine_info()
     data = {
         "experiment": experiment.name, "title": experiment.title_for(options), "claim": experiment.claim,
-        "notes": experiment.notes_for(options), "size": options.size, "options": options.to_dict(), "command": command,
+        "notes": experiment.notes_for(options), "size": options.size, "options": options.to_dict(),
+        "data_root_resolved": _data_root_resolved(results), "command": command,
         "machine": machine, "wall_time_s": wall_time_s,
         "groups": [{**res.group.to_dict(), "folder": str(res.out_dir), "summary": res.rows} for res in results],
         "summary": rows, "comparisons": comps, "findings": found,

@@ -24,10 +24,12 @@ def _check_folder(out, n_groups, extra_png=()):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["groups"]) == n_groups
+    assert saved["data_root_resolved"] is None   # tiny: the synthetic set, read from no folder
     for g in saved["groups"]:
         folder = out / "groups" / g["key"]
         for name in ("results.json", "results.csv", "report.md", "curves.png", "accuracy.png"):
             assert (folder / name).is_file(), f"{g['key']}/{name}"
+        assert json.loads((folder / "results.json").read_text())["data_root_resolved"] is None
     return saved
 
 
@@ -267,3 +269,29 @@ def test_a_diverged_runs_tail_is_the_same_in_the_experiment_and_the_group_csv(tm
         assert float(top[opt]["tail_test_acc"]) == pytest.approx(want) == float(grp[opt]["tail_test_acc"])
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert next(r for r in summary if r["optimizer"] == "grapes")["final_test_acc_mean"] is None
+
+
+def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp_path, monkeypatch):
+    """``--data-root data`` names another folder once the report moves: the experiment's results.json keeps it as
+    given in the options and records the absolute folder it named (next to them), as every group's results.json
+    does. The data are the synthetic set standing in for MNIST (only the recorded folder matters here)."""
+    import os
+
+    import imc_grapes.experiments.runner as runner_mod
+    from imc_grapes.data import make_synthetic
+
+    synthetic = make_synthetic(n_train=200, n_test=100, seed=0)
+    monkeypatch.setattr(runner_mod, "load_dataset", lambda *a, **k: synthetic)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    opts = ExperimentOptions(size="tiny", datasets=("mnist",), data_root="data", optimizers=("sgd",),
+                             lr_grid=(0.1,), seeds=(0,))
+    run_experiment("fa-dfa", opts, tmp_path / "out", **QUIET)
+    expected = os.path.join(os.path.realpath(tmp_path), "cwd", "data")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["options"]["data_root"] == "data" and saved["data_root_resolved"] == expected
+    assert saved["groups"] and all(g["spec"]["base"]["data_root"] == "data" for g in saved["groups"])
+    for g in saved["groups"]:
+        group = json.loads((tmp_path / "out" / "groups" / g["key"] / "results.json").read_text())
+        assert group["data_root_resolved"] == expected
+        assert [r["data_root_resolved"] for r in group["runs"]] == [expected]

@@ -29,6 +29,7 @@ from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_dis
                      seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .io import read_json, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
+from .plotting import fit_title
 from .report import seed_band
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
 
@@ -427,7 +428,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
             mean, std = seed_band(acc)
             ax.plot(x, mean, marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-        ax.set(title=f"{hw}", xlabel="epoch", ylabel="test accuracy (%)")
+        ax.set(title=fit_title(fig, hw, columns=len(hws)), xlabel="epoch", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -446,7 +447,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     ax.set_ylim(max(0, lo - 5), 100)
     for i, m in enumerate(means):
         ax.text(i, m + 0.3, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set(ylabel="final test accuracy (%)", title="Final test accuracy (mean ± std over seeds)")
+    ax.set(ylabel="final test accuracy (%)", title=fit_title(fig, "Final test accuracy (mean ± std over seeds)"))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     write_figure_atomic(out / "accuracy.png", fig, dpi=120)
@@ -463,7 +464,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
             if not all(np.isnan(ys)):
                 ax.plot(ts, ys, marker="o", label=f"{r['hardware']} {r['optimizer']}")
         ax.set(xscale="log", xlabel="time after programming (s)", ylabel="test accuracy (%)",
-               title="Inference after programming noise and drift")
+               title=fit_title(fig, "Inference after programming noise and drift"))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

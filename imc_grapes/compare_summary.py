@@ -23,6 +23,7 @@ from typing import Any
 from .compare import paired_by_seed
 from .config import ConfigError
 from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .plotting import fit_title
 from .train import tail_accuracy
 
 __all__ = ["load_report", "report_names", "summarize", "format_summary", "write_summary"]
@@ -183,7 +184,7 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
     ax.set_xticks(range(len(rows)), [f"{names[i]}: {r['label']}" if names else r["label"] for i, r in enumerate(rows)],
                   rotation=30, ha="right")
     ax.set(ylabel="paired difference in test accuracy (points)",
-           title=f"{method} against the others, paired by seed (mean ± std over seeds)")
+           title=fit_title(fig, f"{method} against the others, paired by seed (mean ± std over seeds)"))
     ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()

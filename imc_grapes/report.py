@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
+from .plotting import fit_title
 from .train import RunResult
 
 
@@ -97,8 +98,8 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
             ax.text(0.5, 0.5, "no completed run\n(every run diverged)", ha="center",
                     va="center", transform=ax.transAxes, color="0.4")
     first = results[0].config
-    fig.suptitle(f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''} · "
-                 f"rule {first.rule} · base {first.base_optimizer}")
+    fig.suptitle(fit_title(fig, f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''}"
+                                f" · rule {first.rule} · base {first.base_optimizer}", "figure.titlesize"))
     fig.tight_layout()
     path = write_figure_atomic(path, fig, dpi=120)
     plt.close(fig)

@@ -27,12 +27,12 @@ import json
 import math
 import os
 import statistics
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..io import write_csv_atomic, write_figure_atomic
+from ..plotting import fit_title
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
 from .store import DIAGNOSTICS, DONE, FAILED, SweepStore
@@ -171,30 +171,6 @@ def _save(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-#: a title font's mean glyph width in ems, on the wide side (DejaVu Sans, matplotlib's default, averages about 0.55
-#: on text such as sweep titles)
-TITLE_EM_WIDTH = 0.6
-#: share of the figure's width a title may fill (an axes title is centred on its axes, not on the figure)
-TITLE_WIDTH_SHARE = 0.85
-
-
-def title_chars(fig: Any, rc_size: Literal["axes.titlesize", "figure.titlesize"]) -> int:
-    """Characters that fit on one title line of ``fig``: :data:`TITLE_WIDTH_SHARE` of its width (inches × 72 pt)
-    over the mean glyph width (:data:`TITLE_EM_WIDTH` × the font size in pt of the rc setting ``rc_size``, e.g.
-    ``"axes.titlesize"``); at least 20."""
-    from matplotlib import rcParams
-    from matplotlib.font_manager import FontProperties
-
-    points = FontProperties(size=rcParams[rc_size]).get_size_in_points()
-    return max(20, int(TITLE_WIDTH_SHARE * 72 * fig.get_figwidth() / (TITLE_EM_WIDTH * points)))
-
-
-def wrap_title(text: str, width: int) -> str:
-    """``text`` with each of its lines wrapped at ``width`` characters (between words where it can; a longer word
-    is split): a long title (a long sweep name, many swept axes) stays inside the figure instead of being cut."""
-    return "\n".join(textwrap.fill(line, width) if line.strip() else line for line in text.split("\n"))
-
-
 def _x_scale(ax: Any, values: Sequence[float]) -> None:
     """A log x axis for values >= 0 whose positive ones span >= 20x (symmetric-log, linear up to the smallest
     positive value, when 0 is among them); else linear."""
@@ -282,8 +258,7 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
         ax.set_xticks(list(xs.values()), [_fmt_value(v) for v in values])
     over = "seeds" + (" and " + ", ".join(others) if others else "")
     ax.set(xlabel=axis, ylabel=f"{_acc_label(spec)} (%)",
-           title=wrap_title(f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})",
-                            title_chars(fig, "axes.titlesize")))
+           title=fit_title(fig, f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})"))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -342,8 +317,8 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
         ax.set(xlabel=ax_x, ylabel=ax_y, title=_series_name(opt, backend, backends))
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), label=f"{_acc_label(spec)} (%)")
-    fig.suptitle(wrap_title(f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes (— = not run yet)",
-                            title_chars(fig, "figure.titlesize")))
+    fig.suptitle(fit_title(fig, f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes (— = not run "
+                                "yet)", "figure.titlesize"))
     return _save(plt, fig, path)
 
 
@@ -371,8 +346,8 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
         if xs:
             ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, label=label)
     ax.set_xticks([i + step * (len(bars) - 1) / 2 for i in range(len(opts))], opts)
-    ax.set(ylabel=f"{_acc_label(spec)} (%)", title=wrap_title(f"{spec.name}: accuracy per optimizer (mean ± std over "
-                                                              "seeds)", title_chars(fig, "axes.titlesize")))
+    ax.set(ylabel=f"{_acc_label(spec)} (%)",
+           title=fit_title(fig, f"{spec.name}: accuracy per optimizer (mean ± std over seeds)"))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(plt, fig, path)
@@ -414,8 +389,8 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
         ax.set(xlabel=axis, ylabel=DIAGNOSTICS[kind], title=DIAGNOSTICS[kind])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(wrap_title(f"{spec.name}: diagnostics at the end of training vs {axis} (mean ± std over seeds)",
-                            title_chars(fig, "figure.titlesize")))
+    fig.suptitle(fit_title(fig, f"{spec.name}: diagnostics at the end of training vs {axis} (mean ± std over seeds)",
+                           "figure.titlesize"))
     return _save(plt, fig, path)
 
 

@@ -806,7 +806,7 @@ def test_points_of_different_analog_backends_are_plotted_apart(tmp_path, monkeyp
 
 
 def test_wrap_title_keeps_every_word_and_line_break_within_the_width():
-    from imc_grapes.sweep.report import wrap_title
+    from imc_grapes.plotting import wrap_title
 
     text = "dw_min_and_adc_bits_of_the_grapes_paper_runs: accuracy vs device.dw_min\n(mean ± std over seeds and lr)"
     wrapped = wrap_title(text, 30)

@@ -1,0 +1,88 @@
+"""Long plot titles are wrapped to stay inside their figure (or their panel) in every report, not cut at its
+edges: a run summary's suptitle (a deep MLP's layer list), compare's curves (a long hardware label, one of two
+panels) and final-accuracy bars (one cell: a narrow figure), and compare-summary's paired differences."""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.figure
+import pytest
+
+from imc_grapes.compare import Cell, plot_report
+from imc_grapes.compare_summary import _plot as plot_paired
+from imc_grapes.config import TrainConfig
+from imc_grapes.plotting import fit_title, title_chars
+from imc_grapes.report import plot_curves
+from imc_grapes.train import RunResult
+
+matplotlib.use("Agg")
+
+HISTORY = [{"epoch": 1, "test_acc": 0.4, "train_loss": 1.2}, {"epoch": 2, "test_acc": 0.6, "train_loss": 0.9}]
+
+
+@pytest.fixture
+def titles(monkeypatch):
+    """Every title drawn when a figure is saved: ``(text, extent (x0, x1), figure width, its panel's width share,
+    width of the text on one line)``, in pixels of the drawn figure."""
+    seen: list[tuple[str, tuple[float, float], float, float, float]] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def checked_save(fig, *args, **kwargs):
+        fig.canvas.draw()
+        panels = max(1, len(fig.axes))
+        for text, share in [(fig._suptitle, 1.0)] + [(ax.title, 1.0 / panels) for ax in fig.axes]:
+            if text is None or not text.get_text():
+                continue
+            box = text.get_window_extent()
+            one_line = fig.text(0, 0, " ".join(text.get_text().split("\n")), fontsize=text.get_fontsize())
+            width = one_line.get_window_extent().width
+            one_line.remove()
+            seen.append((text.get_text(), (box.x0, box.x1), fig.bbox.width, share, width))
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", checked_save)
+    return seen
+
+
+def _check(titles, words: str, panels: int = 1) -> None:
+    """The title holding ``words`` (once wrapped) was too wide for one line, is wrapped, keeps every character,
+    and lies inside the figure and within its panel's share of the figure's width."""
+    joined = "".join(words.split())
+    found = [t for t in titles if "".join(t[0].split()) == joined]
+    assert len(found) == 1, [t[0] for t in titles]
+    text, (x0, x1), fig_width, share, one_line = found[0]
+    assert one_line > share * fig_width          # on one line it would not fit its panel
+    assert "\n" in text
+    assert x0 >= 0.0 and x1 <= fig_width, text
+    assert x1 - x0 <= fig_width / panels, text
+
+
+def test_title_chars_divides_the_width_among_panels_and_checks_its_argument():
+    fig = matplotlib.figure.Figure(figsize=(10, 4))
+    assert title_chars(fig, "axes.titlesize", 2) == title_chars(fig, "axes.titlesize") // 2
+    with pytest.raises(ValueError, match="columns must be >= 1"):
+        title_chars(fig, "axes.titlesize", 0)
+    assert fit_title(fig, "short") == "short"
+
+
+def test_a_run_summarys_long_suptitle_is_wrapped(titles, tmp_path):
+    cfg = TrainConfig(dataset="synthetic", hidden=(128,) * 24)
+    plot_curves([RunResult(cfg, HISTORY, "completed")], tmp_path / "curves.png")
+    _check(titles, f"synthetic · mlp {[128] * 24} · rule bp · base sgd")
+
+
+def test_compares_long_panel_and_narrow_bar_chart_titles_are_wrapped(titles, tmp_path):
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    long_hw = "analog on the crossbar backend with the ReRamSB preset, 9-bit ADC, 7-bit DAC and 256x256 tiles"
+    cells = [Cell(hw, "sgd", 0.1, [RunResult(cfg, HISTORY, "completed")]) for hw in ("digital", long_hw)]
+    rows = [{"hardware": "digital", "optimizer": "sgd", "final_test_acc_mean": 0.6, "final_test_acc_std": 0.01}]
+    plot_report(cells, rows, tmp_path)
+    _check(titles, long_hw, panels=2)                                  # curves.png: one of two panels
+    _check(titles, "Final test accuracy (mean ± std over seeds)")     # accuracy.png: one bar, a 3-inch figure
+
+
+def test_compare_summarys_paired_difference_title_is_wrapped(titles):
+    pair = {"mean": 0.01, "std": 0.005}
+    png = plot_paired([{"report": "a", "label": "ReRamSB", "grapes-local-sgd": pair, "grapes-local-layer-mean": pair}],
+                      "grapes-local", ("sgd", "layer-mean"))
+    assert png[:4] == b"\x89PNG"
+    _check(titles, "grapes-local against the others, paired by seed (mean ± std over seeds)")

@@ -655,3 +655,21 @@ def test_quantization_divides_exactly_also_at_ties() -> None:
     assert isinstance(d, torch.Tensor) and d.device.type == "meta" and d.dim() == 0
     assert _divisor(step, meta) is d                                   # cached: no new tensor per call
     assert _divisor(step, v) == step
+
+
+@pytest.mark.parametrize("perfect", [False, True])
+def test_single_pass_results_share_a_read_only_passes_tensor(perfect: bool) -> None:
+    """An MVM where every (tile, sample) took one pass returns int64 ones ``[R, C, B]`` and total ``R·C·B``; the
+    tensor is shared between calls (no allocation per MVM), so an in-place write into it must be refused."""
+    p = IOParameters(is_perfect=True) if perfect else IOParameters(out_bound=math.inf)   # one round: no BM test
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2, 3, 4, 5, generator=g) * 0.1
+    first = analog_mvm(w, torch.randn(6, 3, 5, generator=g), p, g)
+    second = analog_mvm(w, torch.randn(6, 3, 5, generator=g), p, g)
+    assert first.passes.dtype == torch.int64 and tuple(first.passes.shape) == (2, 3, 6)
+    assert torch.equal(first.passes, torch.ones(2, 3, 6, dtype=torch.int64))
+    assert first.total == 2 * 3 * 6 and int(first.passes.sum()) == first.total
+    assert second.passes.data_ptr() == first.passes.data_ptr()
+    with pytest.raises(RuntimeError):
+        first.passes.add_(1)
+    assert torch.equal(second.passes, torch.ones(2, 3, 6, dtype=torch.int64))

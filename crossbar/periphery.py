@@ -294,13 +294,16 @@ def _quantize_(v: Tensor, step: float, stochastic: bool, generator: rng.Generato
     """:func:`quantize` in place on ``v`` (a tensor the caller owns); returns ``v``."""
     if step <= 0:
         return v
-    v.div_(_divisor(step, v))
+    # the step as a cached 0-d tensor of v's dtype on every device: the same float32 (float64) operand the number
+    # would be rounded to, without wrapping and casting it on each call (two fewer conversions per quantization)
+    t = _step_tensor(step, v.dtype, v.device)
+    v.div_(t)
     if stochastic:
         if generator is None:
             raise ValueError("quantize: stochastic rounding needs a generator (torch.Generator or "
                              "devices.rng.CounterRNG), got None")
         v.add_(rng.rand(v.shape, generator, device=v.device, dtype=v.dtype).sub_(0.5))
-    return v.round_().mul_(step)
+    return v.round_().mul_(t)
 
 
 def quantize_dac(x: Tensor, p: IOParameters, generator: rng.Generator = None) -> Tensor:

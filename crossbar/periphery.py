@@ -60,6 +60,7 @@ __all__ = [
     "quantize_adc",
     "add_gaussian_noise",
     "full_scale_adc",
+    "full_scale_outputs",
     "full_scale_scales",
     "noise_management_scale",
     "analog_mvm",
@@ -456,24 +457,36 @@ def full_scale_adc(y: Tensor, scales: Tensor, p: IOParameters) -> MVMResult:
             with the output dim, ``[R|1, C|1, rounds, 1]`` (what a caller that keeps them saves a view with).
 
     The ADC grid on every round, the bound-management test, each tile's first passing round (the last round
-    always passes), its saturation and its rescaling. The zeroing of
+    always passes), its saturation and its rescaling (:func:`full_scale_outputs`). The zeroing of
     all-zero inputs is left out: an all-ones input has a noise-management scale > 0 on every tile block. No
     random numbers are drawn (the ADC is deterministic where :func:`full_scale_scales` applies).
     """
+    out, passes = full_scale_outputs(y, scales, p)
+    if passes is not None:
+        return MVMResult(out, passes, None)
+    n_r, n_c = out.shape[0], out.shape[1]
+    return MVMResult(out, _single_passes((n_r, n_c, 1), out.device), n_r * n_c)
+
+
+def full_scale_outputs(y: Tensor, scales: Tensor, p: IOParameters) -> tuple[Tensor, Tensor | None]:
+    """:func:`full_scale_adc` (same arguments) without its :class:`MVMResult`: ``(out, passes)``, ``out``
+    ``[R, C, 1, n_out]`` and ``passes`` ``[R, C, 1]`` (int64, each tile's first passing round + 1), or ``None`` for
+    a single round (one pass per tile: nothing to read, so no tensor of ones is made — what a caller that knows the
+    rounds, such as :class:`crossbar.tiles.HardwareSumsPlan`, saves)."""
     rounds = scales.shape[2]
     scale = scales if scales.dim() == 4 else scales.unsqueeze(-1)             # [R|1, C|1, rounds, 1]
     q = _quantize_(y, p.out_step, False, None)                               # [R, C, rounds, n_out]
-    n_r, n_c = q.shape[0], q.shape[1]
     if rounds == 1:
         if math.isfinite(p.out_bound):
             q.clamp_(-p.out_bound, p.out_bound)
-        return MVMResult(q.mul_(scale), _single_passes((n_r, n_c, 1), q.device), n_r * n_c)
+        return q.mul_(scale), None
+    n_r, n_c = q.shape[0], q.shape[1]
     passed = _passed(q, p).logical_or_(_is_last_round(rounds, q.device))     # [R, C, rounds]
     first = torch.argmax(passed.view(torch.uint8), dim=2, keepdim=True)       # [R, C, 1]: first passing round
     # every round saturated and rescaled (after the test; a few rounds of one vector), then the first passing one
     q.clamp_(-p.out_bound, p.out_bound).mul_(scale)
     out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1]))   # [R, C, 1, n_out]
-    return MVMResult(out, first.add_(1), None)
+    return out, first.add_(1)
 
 
 def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
-from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, analog_mvm, full_scale_adc,
+from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, analog_mvm, full_scale_outputs,
                                full_scale_scales, prepare_inputs)
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
@@ -35,7 +35,8 @@ from devices import DeviceParams, PulsedDevice, rng
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
-__all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums", "pair_offset"]
+__all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums", "HardwareSumsPlan",
+           "pair_offset"]
 
 COUNTER_NAMES: tuple[str, ...] = (
     "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
@@ -683,38 +684,174 @@ def hardware_and_exact_sums(arrays: Sequence[TileArray], exact: Sequence[bool], 
 
 def _hardware_sums(arrays: Sequence[TileArray], transposed: bool, signed: bool, g_offset: float,
                    exact: Sequence[bool] = ()) -> tuple[list[Tensor], list[Tensor | None]]:
-    TileArray._check_sum_args("hardware", g_offset)
-    results: list[MVMResult | None] = [None] * len(arrays)
-    exacts: list[Tensor | None] = [None] * len(arrays)
-    groups: dict[tuple[Any, ...], list[tuple[int, Tensor, Tensor]]] = {}
-    for i, a in enumerate(arrays):
+    return HardwareSumsPlan(arrays, transposed, signed, g_offset).read(exact)
+
+
+class _Batched(NamedTuple):
+    """An array of a :class:`HardwareSumsPlan` read through the batched :func:`~crossbar.periphery.full_scale_adc`:
+    its ``position`` in the plan, its cached all-ones ``read`` (:meth:`TileArray._ones_plan`), the output
+    noise std of its periphery, its tile count, and its counters: the buffer names of ``importance_reads`` and of
+    the column-line and row-line conversions, with their increments ``[reads, column lines, row lines]`` per read
+    (one bound-management round: one pass per tile) or, with ``per_pass``, the line increments per pass of a tile
+    (several rounds: the passes are data; the padding lines of the last blocks are subtracted per pass too)."""
+
+    position: int
+    array: TileArray
+    read: _OnesRead
+    out_noise: float
+    n_tiles: int
+    counters: tuple[str, str, str]
+    increments: list[int]
+    per_pass: bool
+
+
+class _AdcGroup(NamedTuple):
+    """Arrays of a :class:`HardwareSumsPlan` sharing one periphery, dtype, device, rounds and output lines per tile:
+    one ADC call on their tiles side by side (``sizes``: each member's tile count, to split them back out)."""
+
+    p: IOParameters
+    scales: Tensor
+    members: tuple[_Batched, ...]
+    sizes: list[int]
+    per_pass: bool
+
+
+class HardwareSumsPlan:
+    """What repeated :func:`hardware_and_exact_sums` reads of the same tile arrays reuse (GRAPES reads every hidden
+    layer's importance on every refresh): which arrays take the batched full-scale ADC and which the generic MVM,
+    the ADC groups (arrays sharing a periphery, dtype, device, rounds and tile size), each array's cached all-ones
+    read, its counter names and increments, and the one-tensors of the counter update — decided once instead of on
+    every read (hashing each periphery for the grouping, grid arithmetic per array).
+
+    Args:
+        arrays, transposed, signed, g_offset: as :func:`hardware_sums`.
+
+    A plan depends on each array's configuration (its peripheries) and on its states' dtype and device (the cached
+    reads' tensors); :meth:`is_current` tells whether these are still the ones it was made for (the same config
+    object and the same ``weight_tiles`` buffer: ``.to()`` to another dtype or device and ``load_state_dict(...,
+    assign=True)`` replace the buffer). Everything else — the states, their write-noise copies, the generators, the
+    counter buffers — is looked up on every read, so a current plan reads exactly what a new one would.
+    """
+
+    def __init__(self, arrays: Sequence[TileArray], transposed: bool = False, signed: bool = False,
+                 g_offset: float = 0.0) -> None:
+        TileArray._check_sum_args("hardware", g_offset)
+        self.arrays = tuple(arrays)
+        self.transposed, self.signed, self.g_offset = transposed, signed, g_offset
+        self._deps = [(a, a.config, a._buffers["weight_tiles"]) for a in self.arrays]
+        self._generic: list[int] = []       # positions of the arrays read through analog_mvm
+        groups: dict[tuple[Any, ...], list[_Batched]] = {}
+        for i, a in enumerate(self.arrays):
+            p = a.config.backward if transposed else a.config.forward
+            read = a._ones_plan(transposed)[1]
+            if read is None or read.scales is None:
+                self._generic.append(i)
+                continue
+            w = a.weight_tiles
+            rounds, n_out = read.codes.shape[2], (a.grid.cols if transposed else a.grid.rows)
+            groups.setdefault((p, w.dtype, w.device, rounds, n_out), []).append(self._batched(i, a, read, rounds))
+        self._groups = [_AdcGroup(key[0], cast(Tensor, members[0].read.scales), tuple(members),
+                                  [m.n_tiles for m in members], any(m.per_pass for m in members))
+                        for key, members in groups.items()]    # (the first member's scales serve the group)
+        by_device: dict[torch.device, list[_Batched]] = {}
+        for group in self._groups:
+            for m in group.members:
+                by_device.setdefault(m.array.weight_tiles.device, []).append(m)
+        # per device: its batched arrays and the all-ones factors of their counter update
+        self._counted = [(members, [_int_one(device)] * (3 * len(members))) for device, members in by_device.items()]
+
+    def _batched(self, index: int, a: TileArray, read: _OnesRead, rounds: int) -> _Batched:
+        """The :class:`_Batched` entry of array ``a`` (its counters as :meth:`TileState._count` counts a read)."""
+        g, transposed = a.grid, self.transposed
+        col_lines, row_lines = (("counter_adc_conversions", "counter_dac_conversions") if transposed
+                                else ("counter_dac_conversions", "counter_adc_conversions"))
         p = a.config.backward if transposed else a.config.forward
-        read = a._ones_plan(transposed)[1]
-        if read is None or read.scales is None:
-            results[i] = a._ones_read(signed, g_offset, transposed)
+        if rounds == 1:     # one pass per tile: R·C passes, R·in column and C·out row line conversions
+            increments = [a._reads_per_call(), g.n_row_tiles * g.in_features, g.n_col_tiles * g.out_features]
+        else:               # per pass of a tile; the padding's lines subtracted (_subtract_padding)
+            increments = [a._reads_per_call(), g.cols, g.rows]
+        return _Batched(index, a, read, float(p.out_noise), g.n_tiles, ("counter_importance_reads", col_lines,
+                                                                        row_lines), increments, rounds > 1)
+
+    def is_current(self) -> bool:
+        """Whether every array still has the configuration and states buffer the plan was made for."""
+        for a, config, w in self._deps:
+            if a.config is not config or a._buffers["weight_tiles"] is not w:
+                return False
+        return True
+
+    @_no_grad
+    def read(self, exact: Sequence[bool] = ()) -> tuple[list[Tensor], list[Tensor | None]]:
+        """One read of every array: :func:`hardware_and_exact_sums` ``(arrays, exact, transposed, signed,
+        g_offset)``, the same numbers and counters (the caller makes sure that the plan :meth:`is_current`)."""
+        arrays, transposed = self.arrays, self.transposed
+        sums: list[Tensor | None] = [None] * len(arrays)
+        exacts: list[Tensor | None] = [None] * len(arrays)
+        generic: list[MVMResult] = []
+        for i in self._generic:
+            a = arrays[i]
+            res = a._ones_read(self.signed, self.g_offset, transposed)
+            generic.append(res)
+            sums[i] = a._merged(res.out, transposed)
             if exact and exact[i]:
-                exacts[i] = (a.col_sums if transposed else a.row_sums)("exact", signed)
-            continue
-        y, line_sums = a._ones_products(read, signed, g_offset, transposed)   # [1, T, rounds, n_out], [T, 1, n_out]
-        if exact and exact[i]:
-            exacts[i] = a._merged(line_sums, transposed)
-        if p.out_noise > 0:
-            y = rng.add_normal(y, p.out_noise, a.generator)
-        groups.setdefault((p, y.dtype, y.device, y.shape[-2:]), []).append((i, y, read.scales))
-    for (p, *_), members in groups.items():
-        # the tiles of the arrays sharing the periphery side by side, [1, ΣT, rounds, n_out]: one ADC call
-        res = full_scale_adc(members[0][1] if len(members) == 1 else torch.cat([y for _, y, _ in members], dim=1),
-                             members[0][2], p)
-        if len(members) == 1:
-            results[members[0][0]] = res
-            continue
-        sizes = [y.shape[1] for _, y, _ in members]    # each array's tiles back out of the batch
-        for (i, _, _), out, passes in zip(members, res.out.split_with_sizes(sizes, dim=1),
-                                          res.passes.split_with_sizes(sizes, dim=1)):
-            results[i] = MVMResult(out, passes, None if res.total is None else out.shape[1])
-    done = cast("list[MVMResult]", results)
-    _count_reads(arrays, done, transposed)
-    return [a._merged(r.out, transposed) for a, r in zip(arrays, done)], exacts
+                exacts[i] = (a.col_sums if transposed else a.row_sums)("exact", self.signed)
+        if generic:
+            _count_reads([arrays[i] for i in self._generic], generic, transposed)
+        passes: list[Tensor | None] = [None] * len(arrays)
+        for group in self._groups:
+            ys = [self._products(m, exact, exacts) for m in group.members]   # [1, T, rounds, n_out] each
+            # the tiles of the arrays sharing the periphery side by side, [1, ΣT, rounds, n_out]: one ADC call
+            out, group_passes = full_scale_outputs(ys[0] if len(ys) == 1 else torch.cat(ys, dim=1), group.scales,
+                                                   group.p)
+            outs = (out,) if len(ys) == 1 else out.split_with_sizes(group.sizes, dim=1)
+            if group.per_pass:
+                assert group_passes is not None
+                split = (group_passes,) if len(ys) == 1 else group_passes.split_with_sizes(group.sizes, dim=1)
+                for m, m_passes in zip(group.members, split):
+                    passes[m.position] = m_passes
+            for m, m_out in zip(group.members, outs):
+                sums[m.position] = m.array._merged(m_out, transposed)
+        self._count(passes)
+        return cast("list[Tensor]", sums), exacts
+
+    def _products(self, m: _Batched, exact: Sequence[bool], exacts: list[Tensor | None]) -> Tensor:
+        """The analog outputs of batched array ``m`` before its ADC (products plus output noise); its exact sums
+        into ``exacts`` when ``exact`` asks for them."""
+        a = m.array
+        y, line_sums = a._ones_products(m.read, self.signed, self.g_offset, self.transposed)
+        if exact and exact[m.position]:
+            exacts[m.position] = a._merged(line_sums, self.transposed)
+        return rng.add_normal(y, m.out_noise, a.generator) if m.out_noise > 0 else y
+
+    def _count(self, passes: list[Tensor | None]) -> None:
+        """The counters of one read of each batched array (``passes[k]``: the tiles' passes of the ``k``-th array
+        where it took several rounds): one ``_foreach_addcmul_`` per device, as :func:`_count_reads`."""
+        for members, ones in self._counted:
+            tensors: list[Tensor] = []
+            factors: list[Tensor] = ones
+            scalars: list[int] = []
+            for k, m in enumerate(members):
+                buffers = cast("dict[str, Tensor]", m.array._buffers)
+                tensors += [buffers[m.counters[0]], buffers[m.counters[1]], buffers[m.counters[2]]]
+                scalars += m.increments
+                m_passes = passes[m.position]
+                if m_passes is not None:    # counter += increment · Σ passes for the conversions
+                    total = m_passes.sum()
+                    factors = factors[:3 * k + 1] + [total, total] + factors[3 * k + 3:]
+                    _subtract_padding(m.array.grid, m_passes, tensors[-2], tensors[-1])
+            # counter += scalar · factor · 1 for every counter at once (each counter once: the adds are independent)
+            torch._foreach_addcmul_(tensors, factors, ones, scalars)
+
+
+def _subtract_padding(g: TileGrid, passes: Tensor, col_lines: Tensor, row_lines: Tensor) -> None:
+    """Less the padding's lines of the last column (row) block on its tiles' ``passes`` (``[R·C]`` elements), from
+    the column (row) line counters, as :meth:`TileState._count`."""
+    if g.padded_in > g.in_features or g.padded_out > g.out_features:
+        per_tile = passes.reshape(g.n_row_tiles, g.n_col_tiles)
+        if g.padded_in > g.in_features:
+            col_lines.sub_(per_tile.select(1, -1).sum(), alpha=g.padded_in - g.in_features)
+        if g.padded_out > g.out_features:
+            row_lines.sub_(per_tile.select(0, -1).sum(), alpha=g.padded_out - g.out_features)
 
 
 @functools.lru_cache(maxsize=None)   # unbounded, as crossbar.periphery's device-tensor caches (CUDA graphs)
@@ -745,12 +882,7 @@ def _count_reads(arrays: Sequence[TileArray], results: Sequence[MVMResult], tran
         passes = res.passes.sum()
         factors += [one, passes, passes]
         scalars += [a._reads_per_call(), g.cols, g.rows]
-        if g.padded_in > g.in_features or g.padded_out > g.out_features:   # less the padding's lines, as _count
-            per_tile = res.passes.reshape(g.n_row_tiles, g.n_col_tiles)
-            if g.padded_in > g.in_features:
-                col_lines.sub_(per_tile.select(1, -1).sum(), alpha=g.padded_in - g.in_features)
-            if g.padded_out > g.out_features:
-                row_lines.sub_(per_tile.select(0, -1).sum(), alpha=g.padded_out - g.out_features)
+        _subtract_padding(g, res.passes, col_lines, row_lines)
     for device, (tensors, factors, scalars) in adds.items():
         # counter += scalar · factor · 1 for every counter at once (each counter once: the adds are independent)
         torch._foreach_addcmul_(tensors, factors, [_int_one(device)] * len(tensors), scalars)

@@ -457,8 +457,8 @@ def test_hardware_sums_of_several_arrays_are_their_reads_one_by_one(transposed: 
     from crossbar import tiles
 
     adc_calls = []
-    real_adc = tiles.full_scale_adc
-    monkeypatch.setattr(tiles, "full_scale_adc", lambda y, *a: adc_calls.append(y.shape) or real_adc(y, *a))
+    real_adc = tiles.full_scale_outputs
+    monkeypatch.setattr(tiles, "full_scale_outputs", lambda y, *a: adc_calls.append(y.shape) or real_adc(y, *a))
     for _ in range(3):
         adc_calls.clear()
         got = hardware_sums(together, transposed, signed, g_offset)
@@ -585,6 +585,53 @@ def test_hardware_sums_are_the_straightforward_read_bit_for_bit(transposed: bool
                 later_rounds += counts["adc_conversions"] + counts["dac_conversions"] > (
                     a.grid.in_features * a.grid.n_row_tiles + a.grid.out_features * a.grid.n_col_tiles)
         assert later_rounds > 0 or transposed     # forward: some tile needed more than one pass
+
+
+def test_a_hardware_sums_plan_reads_as_hardware_sums_until_an_array_changes() -> None:
+    """A :class:`crossbar.HardwareSumsPlan` kept between reads gives :func:`hardware_and_exact_sums`'s numbers and
+    counters (twin arrays, generators in step) read after read, also after the states change (training,
+    ``load_state_dict``); it stops being current when an array's states move to another dtype, its configuration
+    is replaced or its buffers are assigned, and a new plan then reads as hardware_sums does."""
+    import dataclasses
+
+    from crossbar import HardwareSumsPlan, hardware_and_exact_sums
+
+    cfg = CrossbarConfig(tile_rows=4, tile_cols=3, forward=IOParameters(out_bound=1.5, out_noise=0.1))
+    arrays = [_array(11, 10, cfg, 0), _array(4, 3, cfg, 1), _array(6, 5, cfg, 2)]
+    twins = [copy.deepcopy(a) for a in arrays]
+
+    def same_reads(plan: HardwareSumsPlan) -> list[torch.Tensor]:
+        flags = [True, False, True]
+        got, got_exact = plan.read(flags)
+        want, want_exact = hardware_and_exact_sums(twins, flags)
+        for f, w, e, we in zip(got, want, got_exact, want_exact):
+            assert f.dtype == w.dtype and torch.equal(f, w)
+            assert (e is None and we is None) or (e is not None and we is not None and torch.equal(e, we))
+        for a, b in zip(arrays, twins):
+            assert {k: int(v) for k, v in a.counters.items()} == {k: int(v) for k, v in b.counters.items()}
+        return got
+
+    plan = HardwareSumsPlan(arrays)
+    for _ in range(2):
+        same_reads(plan)
+    for a in (arrays[1], twins[1]):     # new states, in place: the plan stays current
+        a.load_state_dict(_array(4, 3, cfg, 7).state_dict())
+    assert plan.is_current()
+    same_reads(plan)
+    for a in (arrays[2], twins[2]):
+        a.to(torch.float64)
+    assert not plan.is_current()
+    plan = HardwareSumsPlan(arrays)
+    assert same_reads(plan)[2].dtype == torch.float64
+    other = dataclasses.replace(cfg, forward=IOParameters(out_bound=3.0, out_res=1 / 30))
+    for a in (arrays[0], twins[0]):
+        a.config = other
+    assert not plan.is_current()
+    plan = HardwareSumsPlan(arrays)
+    same_reads(plan)
+    arrays[1].load_state_dict(twins[1].state_dict(), assign=True)    # new buffer objects
+    assert not plan.is_current()
+    assert HardwareSumsPlan(arrays).is_current()
 
 
 def test_vectors_of_the_wrong_length_are_rejected_not_regrouped() -> None:

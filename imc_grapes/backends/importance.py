@@ -25,7 +25,7 @@ from torch import Tensor, nn
 import crossbar
 
 from ..grapes.core import modulation
-from .layers import read_importances
+from .layers import ImportanceReadPlan, read_importances
 from .settings import IMPORTANCE_SOURCES
 
 __all__ = ["COMPARE_EVERY", "MeanMeter", "ImportanceSource", "pearson"]
@@ -127,9 +127,13 @@ class ImportanceSource:
         self.err = MeanMeter()
         self.reads = 0
         self._sampled: dict[str, tuple[str, tuple[float, float] | None, list[Tensor], list[Tensor]]] = {}
+        self._plans: dict[tuple[str, tuple[nn.Module, ...]], ImportanceReadPlan] = {}
 
     def _name(self, layer: nn.Module) -> str:
-        return self.names.setdefault(id(layer), f"layer{len(self.names)}")
+        name = self.names.get(id(layer))
+        if name is None:    # a new layer: named by first use
+            name = self.names[id(layer)] = f"layer{len(self.names)}"
+        return name
 
     def _due(self, layer: nn.Module, which: str) -> bool:
         """Whether this read of ``layer`` is one of every :attr:`compare_every` compared with the exact importance
@@ -160,7 +164,10 @@ class ImportanceSource:
         from the array: minus the nominal offset (with ``offset_correction``), clamped at 0, every
         :attr:`compare_every`-th sampled with the exact importance for :meth:`stats`."""
         due = [self._due(layer, which) for layer in layers]
-        reads, exacts = read_importances(layers, which, self.source, self.g_offset, due)
+        if self.source == "array":
+            reads, exacts = self._plan(layers, which).read(due)
+        else:
+            reads, exacts = read_importances(layers, which, self.source, self.g_offset, due)
         self.reads += len(layers)
         if self.source != "array":
             return reads
@@ -180,6 +187,20 @@ class ImportanceSource:
                     self._compare()
             out.append(f)
         return out
+
+    MAX_PLANS = 64
+    """Read plans kept (:meth:`_plan`; one per set of layers read together and kind, a few in practice)."""
+
+    def _plan(self, layers: Sequence[nn.Module], which: str) -> ImportanceReadPlan:
+        """The :class:`~imc_grapes.backends.layers.ImportanceReadPlan` of these layers (kept between reads; a new one
+        when the layers' tiles, their configuration or their states' dtype or device, or :attr:`g_offset` changed)."""
+        key = (which, tuple(layers))
+        plan = self._plans.get(key)
+        if plan is None or plan.g_offset != self.g_offset or not plan.is_current():
+            if len(self._plans) >= self.MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = ImportanceReadPlan(layers, which, self.g_offset)
+        return plan
 
     COMPARE_BATCH = 32
     """Sampled (array, exact) pairs of a layer compared at once."""

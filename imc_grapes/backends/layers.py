@@ -31,7 +31,7 @@ import crossbar
 
 from .costs import COST_KINDS
 
-__all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer", "read_importances"]
+__all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer", "ImportanceReadPlan", "read_importances"]
 
 BACKWARD_MODES: tuple[str, ...] = ("array", "feedback", "zeros")
 
@@ -341,21 +341,72 @@ def read_importances(layers: Sequence[nn.Module], which: str, source: str, g_off
     ``col_importance``), with the array reads of the :class:`CrossbarLayer` s among them made together
     (:func:`crossbar.hardware_and_exact_sums`: the same numbers, their ADC side batched); and for each layer with
     ``exact[k]`` its exact importance (``None`` for the others), on crossbar layers from the read's own line sums.
+    (A caller that reads the same layers again keeps an :class:`ImportanceReadPlan` instead.)
     """
-    fn = f"{which}_importance"
-    want = list(exact) or [False] * len(layers)
-    reads: list[Tensor | None] = [None] * len(layers)
-    exacts: list[Tensor | None] = [None] * len(layers)
-    on_crossbar = [(k, layer) for k, layer in enumerate(layers) if isinstance(layer, CrossbarLayer)]
-    if source == "array" and on_crossbar:
-        got, got_exact = crossbar.hardware_and_exact_sums([layer.inner.tile for _, layer in on_crossbar],
-                                                          [want[k] for k, _ in on_crossbar],
-                                                          transposed=which == "col", g_offset=g_offset)
-        for (k, _), f, e in zip(on_crossbar, got, got_exact):
-            reads[k], exacts[k] = f, e
-    for k, layer in enumerate(layers):
-        if reads[k] is None:
-            reads[k] = getattr(layer, fn)(source, g_offset)
-            if want[k]:
-                exacts[k] = getattr(layer, fn)("exact", 0.0)
-    return [f for f in reads if f is not None], exacts
+    if source == "array":
+        return ImportanceReadPlan(layers, which, g_offset).read(exact)
+    return _read_one_by_one(layers, range(len(layers)), f"{which}_importance", source, g_offset, exact,
+                            [None] * len(layers), [None] * len(layers))
+
+
+def _read_one_by_one(layers: Sequence[nn.Module], which_layers: Sequence[int], fn: str, source: str,
+                     g_offset: float, exact: Sequence[bool], reads: list[Tensor | None],
+                     exacts: list[Tensor | None]) -> tuple[list[Tensor], list[Tensor | None]]:
+    """The layers ``which_layers`` of ``layers`` read through their own ``fn`` (``row_importance`` /
+    ``col_importance``) into ``reads`` (and their exact importance into ``exacts`` where ``exact`` asks for it);
+    returns ``(reads, exacts)``."""
+    for k in which_layers:
+        layer = layers[k]
+        reads[k] = getattr(layer, fn)(source, g_offset)
+        if exact and exact[k]:
+            exacts[k] = getattr(layer, fn)("exact", 0.0)
+    return cast("list[Tensor]", reads), exacts
+
+
+def _tile_of(layer: CrossbarLayer) -> nn.Module:
+    """``layer.inner.tile``, from the modules' dicts (``nn.Module``'s attribute fallback costs ~1 µs per name)."""
+    return cast(nn.Module, cast(nn.Module, layer._modules["inner"])._modules["tile"])
+
+
+class ImportanceReadPlan:
+    """The array importance reads of one set of layers, as :func:`read_importances` (``source="array"``) makes
+    them, with what every read of the same layers reuses (GRAPES reads them on every refresh): which layers sit on
+    crossbar tiles — their reads made together, through a :class:`crossbar.HardwareSumsPlan` of their tile arrays —
+    and which are read one by one.
+
+    Args:
+        layers: the layers, in the order of the reads. which: ``"row"`` (``[out]`` importances, forward
+            periphery) or ``"col"`` (``[in]``, backward). g_offset: the pairs' idle-device conductance (>= 0).
+
+    :meth:`is_current` while every crossbar layer holds the tile array the plan was made for and that array's
+    configuration and states buffer (dtype, device) are unchanged (:meth:`crossbar.HardwareSumsPlan.is_current`).
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], which: str, g_offset: float = 0.0) -> None:
+        self.layers, self.which, self.g_offset = tuple(layers), which, g_offset
+        on_crossbar = [k for k, layer in enumerate(self.layers) if isinstance(layer, CrossbarLayer)]
+        self._on_crossbar = on_crossbar
+        self._others = [k for k in range(len(self.layers)) if k not in on_crossbar]
+        self._tiles = [_tile_of(cast(CrossbarLayer, self.layers[k])) for k in on_crossbar]
+        self._sums = crossbar.HardwareSumsPlan(cast("list[crossbar.TileArray]", self._tiles), transposed=which == "col",
+                                               g_offset=g_offset) if on_crossbar else None
+
+    def is_current(self) -> bool:
+        """Whether the layers still read through what the plan was made for (see the class docstring)."""
+        layers = self.layers
+        for k, tile in zip(self._on_crossbar, self._tiles):
+            if _tile_of(cast(CrossbarLayer, layers[k])) is not tile:
+                return False
+        return self._sums is None or self._sums.is_current()
+
+    def read(self, exact: Sequence[bool] = ()) -> tuple[list[Tensor], list[Tensor | None]]:
+        """One array read of every layer: ``(reads, exacts)`` as :func:`read_importances` with ``source="array"``."""
+        n = len(self.layers)
+        reads: list[Tensor | None] = [None] * n
+        exacts: list[Tensor | None] = [None] * n
+        if self._sums is not None:
+            got, got_exact = self._sums.read([exact[k] for k in self._on_crossbar] if exact else ())
+            for k, f, e in zip(self._on_crossbar, got, got_exact):
+                reads[k], exacts[k] = f, e
+        return _read_one_by_one(self.layers, self._others, f"{self.which}_importance", "array", self.g_offset,
+                                exact, reads, exacts)

@@ -287,3 +287,50 @@ def test_the_offset_is_subtracted_only_from_an_array_read_of_pairs_with_an_offse
     assert AnalogSettings(**on).subtracts_importance_offset
     for change in (dict(importance="exact"), dict(importance_g_offset=0.0), dict(importance_offset_correction=False)):
         assert not AnalogSettings(**{**on, **change}).subtracts_importance_offset
+
+
+def test_the_read_plan_is_kept_and_rebuilt_when_a_layer_changes() -> None:
+    """The array reads of a set of layers reuse their read plan from one read to the next, and give exactly the
+    reads (and counters) of a fresh source on twin layers (generators in step) after each change that the plan
+    depends on: a layer's states cast to float64, its tile's configuration replaced, its tile array replaced (the
+    old one no longer read), the source's ``g_offset`` changed."""
+    import copy
+    import dataclasses
+
+    from crossbar import IOParameters, TileArray
+    from imc_grapes.backends import ImportanceSource
+
+    layers = list(_net(preset="ReRamSB").grapes.layers)
+    twins = copy.deepcopy(layers)
+    source = ImportanceSource("array", compare_every=0)
+
+    def same_reads(g_offset: float = 0.0) -> list[torch.Tensor]:
+        source.g_offset = g_offset
+        got = source.rows.many(layers)
+        want = ImportanceSource("array", compare_every=0, g_offset=g_offset).rows.many(twins)
+        for f, w in zip(got, want):
+            assert f.dtype == w.dtype and torch.equal(f, w)
+        for a, b in zip(layers, twins):
+            assert torch.equal(a.counts(), b.counts())
+        return got
+
+    same_reads()
+    plan = source._plan(layers, "row")
+    same_reads()
+    assert source._plan(layers, "row") is plan                 # kept while nothing changed
+    for layer in (layers[0], twins[0]):
+        layer.inner.tile.to(torch.float64)
+    assert same_reads()[0].dtype == torch.float64
+    tile = layers[1].inner.tile
+    other = dataclasses.replace(tile.config, forward=IOParameters(out_bound=3.0, out_res=1 / 30, out_noise=0.02))
+    for layer in (layers[1], twins[1]):
+        layer.inner.tile.config = other
+    same_reads()
+    new = TileArray(tile.out_features, tile.in_features, tile.config, seed=5)
+    new.program(torch.rand(tile.out_features, tile.in_features, generator=torch.Generator().manual_seed(5)) - 0.5)
+    reads_before = int(tile.counters["importance_reads"])
+    layers[1].inner.tile, twins[1].inner.tile = new, copy.deepcopy(new)
+    same_reads()
+    assert int(tile.counters["importance_reads"]) == reads_before and int(new.counters["importance_reads"]) == 1
+    same_reads(g_offset=0.05)
+    assert source._plan(layers, "row") is not plan

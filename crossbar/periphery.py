@@ -61,6 +61,7 @@ __all__ = [
     "add_gaussian_noise",
     "full_scale_adc",
     "full_scale_outputs",
+    "FullScaleADC",
     "full_scale_scales",
     "noise_management_scale",
     "analog_mvm",
@@ -471,22 +472,43 @@ def full_scale_adc(y: Tensor, scales: Tensor, p: IOParameters) -> MVMResult:
 def full_scale_outputs(y: Tensor, scales: Tensor, p: IOParameters) -> tuple[Tensor, Tensor | None]:
     """:func:`full_scale_adc` (same arguments) without its :class:`MVMResult`: ``(out, passes)``, ``out``
     ``[R, C, 1, n_out]`` and ``passes`` ``[R, C, 1]`` (int64, each tile's first passing round + 1), or ``None`` for
-    a single round (one pass per tile: nothing to read, so no tensor of ones is made — what a caller that knows the
-    rounds, such as :class:`crossbar.tiles.HardwareSumsPlan`, saves)."""
-    rounds = scales.shape[2]
-    scale = scales if scales.dim() == 4 else scales.unsqueeze(-1)             # [R|1, C|1, rounds, 1]
-    q = _quantize_(y, p.out_step, False, None)                               # [R, C, rounds, n_out]
-    if rounds == 1:
-        if math.isfinite(p.out_bound):
-            q.clamp_(-p.out_bound, p.out_bound)
-        return q.mul_(scale), None
-    n_r, n_c = q.shape[0], q.shape[1]
-    passed = _passed(q, p).logical_or_(_is_last_round(rounds, q.device))     # [R, C, rounds]
-    first = torch.argmax(passed.view(torch.uint8), dim=2, keepdim=True)       # [R, C, 1]: first passing round
-    # every round saturated and rescaled (after the test; a few rounds of one vector), then the first passing one
-    q.clamp_(-p.out_bound, p.out_bound).mul_(scale)
-    out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1]))   # [R, C, 1, n_out]
-    return out, first.add_(1)
+    a single round (one pass per tile: nothing to read, so no tensor of ones is made). A caller that converts with
+    the same periphery, rounds, dtype and device again keeps a :class:`FullScaleADC` instead."""
+    return FullScaleADC(p, scales.shape[2], y.dtype, y.device)(y, scales)
+
+
+class FullScaleADC:
+    """:func:`full_scale_outputs` for one periphery ``p``, number of bound-management ``rounds``, dtype and device,
+    with what depends on these alone looked up once: the ADC grid's step (and the divisor the device divides by,
+    see :func:`_quantize_`), the saturation bound, which bounds the bound-management test checks, the last-round
+    mask. Calling it, ``adc(y, scales)``, is ``full_scale_outputs(y, scales, p)`` for ``y`` ``[R, C, rounds, n_out]``
+    of that dtype and device: the same operations (what :class:`crossbar.tiles.HardwareSumsPlan` keeps per ADC
+    group, as GRAPES's reads repeat)."""
+
+    def __init__(self, p: IOParameters, rounds: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.p, self.rounds = p, rounds
+        self._step = p.out_step
+        self._divisor = p.out_step if device.type == "cpu" else _step_tensor(p.out_step, dtype, device)
+        self._bound = p.out_bound
+        self._last = _is_last_round(rounds, device) if rounds > 1 else None      # [rounds]
+
+    def __call__(self, y: Tensor, scales: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(out, passes)`` of the analog outputs ``y`` (a fresh tensor, modified in place) rescaled by ``scales``
+        (``[R|1, C|1, rounds]``, or with the output dim), as :func:`full_scale_outputs`."""
+        scale = scales if scales.dim() == 4 else scales.unsqueeze(-1)              # [R|1, C|1, rounds, 1]
+        q = y.div_(self._divisor).round_().mul_(self._step) if self._step > 0 else y   # the ADC grid, as _quantize_
+        bound = self._bound
+        if self._last is None:      # one round
+            if math.isfinite(bound):
+                q.clamp_(-bound, bound)
+            return q.mul_(scale), None
+        n_r, n_c = q.shape[0], q.shape[1]
+        passed = _passed(q, self.p).logical_or_(self._last)                      # [R, C, rounds]
+        first = torch.argmax(passed.view(torch.uint8), dim=2, keepdim=True)       # [R, C, 1]: first passing round
+        # every round saturated and rescaled (after the test; a few rounds of one vector), then the first passing one
+        q.clamp_(-bound, bound).mul_(scale)
+        out = torch.gather(q, 2, first.unsqueeze(-1).expand(n_r, n_c, 1, q.shape[-1]))   # [R, C, 1, n_out]
+        return out, first.add_(1)
 
 
 def _noise_management(xin: Tensor, p: IOParameters) -> tuple[Tensor, Tensor, bool | None]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
-from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, analog_mvm, full_scale_outputs,
+from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedInputs, analog_mvm,
                                full_scale_scales, prepare_inputs)
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
@@ -707,9 +707,10 @@ class _Batched(NamedTuple):
 
 class _AdcGroup(NamedTuple):
     """Arrays of a :class:`HardwareSumsPlan` sharing one periphery, dtype, device, rounds and output lines per tile:
-    one ADC call on their tiles side by side (``sizes``: each member's tile count, to split them back out)."""
+    one call of their ``adc`` on their tiles side by side (``sizes``: each member's tile count, to split them back
+    out), with the first member's ``scales``."""
 
-    p: IOParameters
+    adc: FullScaleADC
     scales: Tensor
     members: tuple[_Batched, ...]
     sizes: list[int]
@@ -749,10 +750,10 @@ class HardwareSumsPlan:
                 continue
             w = a.weight_tiles
             rounds, n_out = read.codes.shape[2], (a.grid.cols if transposed else a.grid.rows)
-            groups.setdefault((p, w.dtype, w.device, rounds, n_out), []).append(self._batched(i, a, read, rounds))
-        self._groups = [_AdcGroup(key[0], cast(Tensor, members[0].read.scales), tuple(members),
-                                  [m.n_tiles for m in members], any(m.per_pass for m in members))
-                        for key, members in groups.items()]    # (the first member's scales serve the group)
+            groups.setdefault((p, rounds, w.dtype, w.device, n_out), []).append(self._batched(i, a, read, rounds))
+        self._groups = [_AdcGroup(FullScaleADC(p, rounds, dtype, device), cast(Tensor, members[0].read.scales),
+                                  tuple(members), [m.n_tiles for m in members], any(m.per_pass for m in members))
+                        for (p, rounds, dtype, device, _), members in groups.items()]
         by_device: dict[torch.device, list[_Batched]] = {}
         for group in self._groups:
             for m in group.members:
@@ -801,8 +802,7 @@ class HardwareSumsPlan:
         for group in self._groups:
             ys = [self._products(m, exact, exacts) for m in group.members]   # [1, T, rounds, n_out] each
             # the tiles of the arrays sharing the periphery side by side, [1, ΣT, rounds, n_out]: one ADC call
-            out, group_passes = full_scale_outputs(ys[0] if len(ys) == 1 else torch.cat(ys, dim=1), group.scales,
-                                                   group.p)
+            out, group_passes = group.adc(ys[0] if len(ys) == 1 else torch.cat(ys, dim=1), group.scales)
             outs = (out,) if len(ys) == 1 else out.split_with_sizes(group.sizes, dim=1)
             if group.per_pass:
                 assert group_passes is not None

@@ -454,11 +454,12 @@ def test_hardware_sums_of_several_arrays_are_their_reads_one_by_one(transposed: 
     specs = [(11, 10, shared), (4, 3, shared), (9, 7, other), (8, 5, random_dac), (13, 2, shared)]
     together = [_array(n_out, n_in, cfg, seed) for seed, (n_out, n_in, cfg) in enumerate(specs)]
     alone = [copy.deepcopy(a) for a in together]
-    from crossbar import tiles
+    from crossbar.periphery import FullScaleADC
 
     adc_calls = []
-    real_adc = tiles.full_scale_outputs
-    monkeypatch.setattr(tiles, "full_scale_outputs", lambda y, *a: adc_calls.append(y.shape) or real_adc(y, *a))
+    real_adc = FullScaleADC.__call__
+    monkeypatch.setattr(FullScaleADC, "__call__",
+                        lambda self, y, *a: adc_calls.append(y.shape) or real_adc(self, y, *a))
     for _ in range(3):
         adc_calls.clear()
         got = hardware_sums(together, transposed, signed, g_offset)

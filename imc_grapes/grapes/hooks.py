@@ -101,10 +101,10 @@ def _read_all(fn: ImportanceFn, layers: Sequence[nn.Module]) -> list[Tensor]:
 def _modulations(reads: list[Tensor], clip: tuple[float, float] | None) -> list[Tensor]:
     """``[modulation(f, clip) for f in reads]``, in one call on their stack when they have one shape (the same
     numbers: the modulation works row by row)."""
-    first = reads[0] if reads else None
-    if first is not None and len(reads) > 1 and all(
-            (f.shape, f.dtype, f.device) == (first.shape, first.dtype, first.device) for f in reads):
-        return list(modulation(torch.stack(reads), clip).unbind(0))
+    if len(reads) > 1:
+        shape, dtype, device = reads[0].shape, reads[0].dtype, reads[0].device
+        if all(f.shape == shape and f.dtype == dtype and f.device == device for f in reads):
+            return list(modulation(torch.stack(reads), clip).unbind(0))
     return [modulation(f, clip) for f in reads]
 
 
@@ -247,8 +247,9 @@ class GrapesHandle:
                     raise ValueError(
                         f"importance_fn must return a 1-D tensor [out] for layer {name!r}, got shape {tuple(f.shape)}"
                     )
+            mean = self.uses_layer_mean
             for k, (f, m, name) in enumerate(zip(reads, _modulations(reads, self.clip), self.names)):
-                if self.uses_layer_mean:
+                if mean:
                     m = layer_mean(m)
                 self._current[k] = m
                 self.importances[name] = f

@@ -731,7 +731,8 @@ class HardwareSumsPlan:
     reads' tensors); :meth:`is_current` tells whether these are still the ones it was made for (the same config
     object and the same ``weight_tiles`` buffer: ``.to()`` to another dtype or device and ``load_state_dict(...,
     assign=True)`` replace the buffer). Everything else — the states, their write-noise copies, the generators, the
-    counter buffers — is looked up on every read, so a current plan reads exactly what a new one would.
+    counter buffers — is looked up on every read, so a current plan reads exactly what a new one would. (A plan keeps
+    the config and states buffer it was made for alive until it is dropped.)
     """
 
     def __init__(self, arrays: Sequence[TileArray], transposed: bool = False, signed: bool = False,
@@ -786,6 +787,8 @@ class HardwareSumsPlan:
         """One read of every array: :func:`hardware_and_exact_sums` ``(arrays, exact, transposed, signed,
         g_offset)``, the same numbers and counters (the caller makes sure that the plan :meth:`is_current`)."""
         arrays, transposed = self.arrays, self.transposed
+        if exact and len(exact) != len(arrays):
+            raise ValueError(f"HardwareSumsPlan.read: exact needs one flag per array ({len(arrays)}), got {len(exact)}")
         sums: list[Tensor | None] = [None] * len(arrays)
         exacts: list[Tensor | None] = [None] * len(arrays)
         generic: list[MVMResult] = []

@@ -633,6 +633,8 @@ def test_a_hardware_sums_plan_reads_as_hardware_sums_until_an_array_changes() ->
     arrays[1].load_state_dict(twins[1].state_dict(), assign=True)    # new buffer objects
     assert not plan.is_current()
     assert HardwareSumsPlan(arrays).is_current()
+    with pytest.raises(ValueError, match=r"HardwareSumsPlan.read: exact needs one flag per array \(3\), got 1"):
+        plan.read([True])
 
 
 def test_vectors_of_the_wrong_length_are_rejected_not_regrouped() -> None:

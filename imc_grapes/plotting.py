@@ -1,4 +1,5 @@
-"""Plot helpers shared by the reports (runs, compare, compare-summary, sweeps): titles wrapped to the figure.
+"""Plot helpers shared by the reports (runs, compare, compare-summary, sweeps, experiments): titles wrapped to
+the figure.
 
 A long title (a long sweep name, many swept axes, a deep MLP's layer list, a narrow bar chart) is wider than its
 figure, and matplotlib cuts it at the figure's edges. :func:`fit_title` wraps it at the number of characters that

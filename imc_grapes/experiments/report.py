@@ -31,6 +31,7 @@ import torch
 from ..compare import Cell, paired_by_seed
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
+from ..plotting import fit_title
 from ..report import seed_band
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
@@ -198,7 +199,8 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> 
             lo = min(lo, min(m - s for m, s in zip(ms, ss)))
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
     ax.set_ylim(max(0.0, lo - 5), 100)
-    ax.set(ylabel=f"{_acc_label(tail)} (%)", title=f"{_acc_label(tail).capitalize()}, mean ± std over seeds")
+    ax.set(ylabel=f"{_acc_label(tail)} (%)",
+           title=fit_title(fig, f"{_acc_label(tail).capitalize()}, mean ± std over seeds"))
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -228,7 +230,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
     ax.set(ylabel=f"paired difference in {_acc_label(tail)} (points)",
-           title="Difference to the reference optimizer (same seeds), mean ± std")
+           title=fit_title(fig, "Difference to the reference optimizer (same seeds), mean ± std"))
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -257,7 +259,7 @@ def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
             ax.plot(x, mean, marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
         forgetting = res.group.trainer == "permuted"
-        ax.set(title=res.group.key, xlabel="tasks trained" if forgetting else "epoch",
+        ax.set(title=fit_title(fig, res.group.key, columns=cols), xlabel="tasks trained" if forgetting else "epoch",
                ylabel="mean acc. over tasks so far (%)" if forgetting else "test accuracy (%)")
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
@@ -305,7 +307,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
                 if not np.isnan(shown[i, j]):
                     ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
         ax.set(xticks=range(t), yticks=range(t), xlabel="after training task", ylabel="accuracy on task",
-               title=f"{c.optimizer} (lr {c.lr:g})\n{key}")
+               title=fit_title(fig, f"{c.optimizer} (lr {c.lr:g})\n{key}", columns=len(cells)))
         ax.title.set_fontsize(8)
     fig.tight_layout()
     write_figure_atomic(out / "matrix.png", fig, dpi=120)
@@ -321,7 +323,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
         ax.bar(range(len(rows)), ms, yerr=ss, capsize=4)
         ax.set_xticks(range(len(rows)), [f"{c.optimizer}\n{key.rsplit('-', 1)[-1]}" for key, c, _ in rows],
                       fontsize=8)
-        ax.set(title=title)
+        ax.set(title=fit_title(fig, title, columns=2))
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     write_figure_atomic(out / "forgetting.png", fig, dpi=120)

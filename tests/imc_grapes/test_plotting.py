@@ -1,15 +1,18 @@
 """Long plot titles are wrapped to stay inside their figure (or their panel) in every report, not cut at its
 edges: a run summary's suptitle (a deep MLP's layer list), compare's curves (a long hardware label, one of two
-panels) and final-accuracy bars (one cell: a narrow figure), and compare-summary's paired differences."""
+panels) and final-accuracy bars (one cell: a narrow figure), compare-summary's paired differences, and an
+experiment report's per-group panels (long group keys) and bar charts."""
 from __future__ import annotations
 
 import matplotlib
 import matplotlib.figure
 import pytest
 
-from imc_grapes.compare import Cell, plot_report
+from imc_grapes.compare import Cell, CompareSpec, plot_report
 from imc_grapes.compare_summary import _plot as plot_paired
 from imc_grapes.config import TrainConfig
+from imc_grapes.experiments.groups import Group, GroupResult
+from imc_grapes.experiments.report import _plot_accuracy, _plot_curves, _plot_gain, _plot_matrices
 from imc_grapes.plotting import fit_title, title_chars
 from imc_grapes.report import plot_curves
 from imc_grapes.train import RunResult
@@ -43,14 +46,15 @@ def titles(monkeypatch):
     return seen
 
 
-def _check(titles, words: str, panels: int = 1) -> None:
-    """The title holding ``words`` (once wrapped) was too wide for one line, is wrapped, keeps every character,
-    and lies inside the figure and within its panel's share of the figure's width."""
+def _check(titles, words: str, panels: int = 1, too_wide: bool = True) -> None:
+    """The title holding ``words`` (once wrapped) was too wide for one line (unless ``too_wide`` is False: a fixed
+    title that a wider figure may fit), is wrapped, keeps every character, and lies inside the figure and within
+    its panel's share of the figure's width."""
     joined = "".join(words.split())
     found = [t for t in titles if "".join(t[0].split()) == joined]
     assert len(found) == 1, [t[0] for t in titles]
     text, (x0, x1), fig_width, share, one_line = found[0]
-    assert one_line > share * fig_width          # on one line it would not fit its panel
+    assert one_line > share * fig_width or not too_wide     # on one line it would not fit its panel
     assert "\n" in text
     assert x0 >= 0.0 and x1 <= fig_width, text
     assert x1 - x0 <= fig_width / panels, text
@@ -86,3 +90,33 @@ def test_compare_summarys_paired_difference_title_is_wrapped(titles):
                       "grapes-local", ("sgd", "layer-mean"))
     assert png[:4] == b"\x89PNG"
     _check(titles, "grapes-local against the others, paired by seed (mean ± std over seeds)")
+
+
+def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(titles, tmp_path):
+    """Two permuted-task groups with long keys: each group's panel in curves.png (one of two) and each cell's in
+    matrix.png (one of four); the accuracy and gain bar charts' titles (a 6-inch figure; the accuracy of a run is
+    the mean of its last 5 evaluations), which on one line nearly fill the figure, are wrapped too."""
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    forgetting = {"matrix": [[0.9, 0.5], [0.0, 0.8]], "avg_acc": 0.65, "forgetting": 0.4, "bwt": -0.4}
+    keys = [f"permuted-mnist-mlp784x256x256x10-analog-crossbar-ReRamSB-adc9-dac7-tile256x256-{t}-tasks"
+            for t in ("five", "ten")]
+    results = [GroupResult(Group(key, {"tasks": key}, CompareSpec(base=cfg, hardware=("analog",)), "permuted"),
+                           [Cell("analog", opt, 0.1, [RunResult(cfg, HISTORY, "completed", extra={
+                               "forgetting": forgetting})]) for opt in ("sgd", "grapes")], [], tmp_path / key)
+               for key in keys]
+    _plot_curves(results, tmp_path)
+    for key in keys:
+        _check(titles, key, panels=2)
+    titles.clear()
+    _plot_matrices(results, tmp_path)
+    for key in keys:
+        for opt in ("sgd", "grapes"):
+            _check(titles, f"{opt} (lr 0.1)\n{key}", panels=4)
+    titles.clear()
+    rows = [{"group": key, "optimizer": opt, "final_test_acc_mean": 0.6, "final_test_acc_std": 0.01}
+            for key in keys for opt in ("sgd", "grapes")]
+    _plot_accuracy(rows, tmp_path, tail=5)
+    _check(titles, "Test accuracy (mean of the last 5 evaluations), mean ± std over seeds", too_wide=False)
+    comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005}} for key in keys]
+    _plot_gain(comps, results, tmp_path, tail=5)
+    _check(titles, "Difference to the reference optimizer (same seeds), mean ± std", too_wide=False)

@@ -2,7 +2,8 @@
 
 Layout of ``<out>/``::
 
-    plan.json                  the spec and its points (id, params), rewritten at each run
+    plan.json                  the spec and its points (id, params), rewritten at each run; the data folder
+                               resolved (``data_root_resolved``) of the spec's base and of each point
     .lock                      held (flock) by the process running the sweep
     points/<id>/config.json    written when the point starts (its config and swept params, and the data
                                folder resolved: ``data_root_resolved``)
@@ -117,9 +118,16 @@ class SweepStore:
 
     # ---------------------------------------------------------------------------------------- writes
     def write_plan(self, spec: SweepSpec, points: Sequence[Point]) -> Path:
+        """Write ``plan.json``: the spec (its base's ``data_root`` as given), the absolute data folder that base
+        names for this process (``data_root_resolved``, None for the synthetic set), and per point its id, params,
+        reference flag and own ``data_root_resolved`` (a swept ``dataset`` or ``data_root`` differs from the
+        base's). Rewritten at each run: it records the folders of the latest run, which a finished point's
+        ``point.json`` may predate."""
         return write_json_atomic(self.root / "plan.json", {
             "spec": spec.to_dict(),
-            "points": [{"id": p.id, "params": _plain(p.params), "reference": p.reference} for p in points],
+            "data_root_resolved": recorded_data_root(spec.base.dataset, spec.base.data_root),
+            "points": [{"id": p.id, "params": _plain(p.params), "reference": p.reference,
+                        "data_root_resolved": _data_root_resolved(p)} for p in points],
         })
 
     def prepare(self, point: Point) -> None:

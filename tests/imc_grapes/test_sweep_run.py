@@ -590,6 +590,9 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(fin
     ids = [p.id for p in spec.points()]
     assert run_sweep(spec, executor=LocalExecutor(jobs=1, threads=1), log=quiet).count("done") == 2
     expected = os.path.join(os.path.realpath(tmp_path), "a", "data")
+    plan = read_json(tmp_path / "out" / "plan.json")
+    assert plan["spec"]["base"]["data_root"] == "data" and plan["data_root_resolved"] == expected
+    assert [(p["id"], p["data_root_resolved"]) for p in plan["points"]] == [(pid, expected) for pid in ids]
     for pid in ids:
         for name in ("config.json", "point.json"):
             saved = read_json(tmp_path / "out" / "points" / pid / name)
@@ -602,8 +605,29 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(fin
     assert counting.ids == []
     assert all(read_json(tmp_path / "out" / "points" / pid / "point.json")["data_root_resolved"] == expected
                for pid in ids)
+    moved = os.path.join(os.path.realpath(tmp_path), "b", "data")      # plan.json: rewritten by the latest run
+    plan = read_json(tmp_path / "out" / "plan.json")
+    assert plan["data_root_resolved"] == moved and [p["id"] for p in plan["points"]] == ids
+    assert all(p["data_root_resolved"] == moved for p in plan["points"])
     synthetic_points = point_files(finished[1].out_dir).values()
     assert synthetic_points and all(json.loads(text)["data_root_resolved"] is None for text in synthetic_points)
+
+
+def test_plan_json_records_each_points_data_folder_and_keeps_the_ids(tmp_path, monkeypatch):
+    """A ``dataset`` axis over a synthetic base with ``data_root = "data"``: plan.json records the base's folder
+    (None: the base is synthetic) and each point's own (None for synthetic, the absolute ``<cwd>/data`` for MNIST),
+    keeps ``data_root`` as given in the spec, and lists the points under the ids the spec gives them."""
+    monkeypatch.chdir(tmp_path)
+    base = TINY.replace('dataset = "synthetic"', 'dataset = "synthetic"\ndata_root = "data"')
+    spec = load_spec(write_spec(tmp_path, '[axes]\ndataset = ["synthetic", "mnist"]\n', base=base))
+    points = spec.points()
+    SweepStore(tmp_path / "out").write_plan(spec, points)
+    plan = read_json(tmp_path / "out" / "plan.json")
+    assert plan["spec"]["base"]["data_root"] == "data" and plan["data_root_resolved"] is None
+    folder = os.path.join(os.path.realpath(tmp_path), "data")
+    assert [(p["id"], p["params"]["dataset"], p["data_root_resolved"]) for p in plan["points"]] == [
+        (pt.id, pt.config.dataset, None if pt.config.dataset == "synthetic" else folder) for pt in points]
+    assert sorted(p["params"]["dataset"] for p in plan["points"]) == ["mnist", "synthetic"]
 
 
 @pytest.mark.slow

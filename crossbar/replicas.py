@@ -352,7 +352,7 @@ class ReplicaTileArray(TileState):
             if on_cpu:
                 self._apply_pulses_cpu(n_up, n_down)
             else:
-                params = self.params
+                params = self._update_params()
                 device.apply_pulses_(self.weight_tiles, n_up, n_down, params, self.generator)
                 if self.has_write_noise:
                     touched = (n_up + n_down) > 0
@@ -411,7 +411,7 @@ class ReplicaTileArray(TileState):
         touched = torch.add(n_up, n_down).view(-1) > 0
         n_touched = int(touched.sum())
         if per % 64 == 0 and n_touched > _DENSE_FRACTION * w.numel():
-            self._update_blocks(w.view(-1), n_up.reshape(-1), n_down.reshape(-1), self.params, touched,
+            self._update_blocks(w.view(-1), n_up.reshape(-1), n_down.reshape(-1), self._update_params(), touched,
                                 _dense_blocks(e, per, _block_size()), lambda cut: _block_of(cut, per))
             return
         dev = w.device
@@ -424,7 +424,7 @@ class ReplicaTileArray(TileState):
         gather = (torch.arange(e, device=dev) * per).repeat_interleave(m)        # dummies: a replica's device 0
         gather.index_copy_(0, slot, index)
         params = DeviceParams.from_state_dict({k: v.reshape(-1).index_select(0, gather)
-                                               for k, v in self.params.state_dict().items()})
+                                               for k, v in self._update_params().state_dict().items()})
         keep = torch.zeros(e * m, device=dev, dtype=torch.bool).index_fill_(0, slot, True)
         sub_up = n_up.reshape(-1).index_select(0, gather).mul_(keep)
         sub_down = n_down.reshape(-1).index_select(0, gather).mul_(keep)

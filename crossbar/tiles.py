@@ -64,7 +64,7 @@ def _pack_rows(buffers: list[Tensor]) -> list[Tensor]:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_CACHES = ("_packed", "_packed_key", "_ones_inputs", "_logical_mask")
+_CACHES = ("_packed", "_packed_key", "_ones_inputs", "_logical_mask", "_params_cache")
 """Instance attributes that are caches (rebuilt on demand): not copied, pickled or moved between devices."""
 
 
@@ -182,6 +182,22 @@ class TileState(nn.Module):
     def params(self) -> DeviceParams:
         """The sampled device parameters (views of the ``dp_*`` buffers, the states' shape)."""
         return DeviceParams.from_state_dict({key: getattr(self, name) for name, key in self._param_buffers})
+
+    def _update_params(self) -> DeviceParams:
+        """:attr:`params` for the updates' hot paths, built once and reused while every ``dp_*`` buffer is still
+        the same tensor object (a cache, not state: rebuilt after ``.to()``, a reassigned buffer or
+        ``load_state_dict(..., assign=True)``; an in-place ``load_state_dict`` keeps the objects, which the
+        cached views then read). Checked by identity on ``_buffers`` directly: an attribute read of a buffer goes
+        through ``nn.Module.__getattr__`` (several µs per buffer on a slow core). Read-only: callers must not
+        modify the returned object (:attr:`params` gives a fresh one)."""
+        buffers = self._buffers
+        cached = self.__dict__.get("_params_cache")
+        if cached is not None and all(buffers[name] is t for (name, _), t in zip(self._param_buffers, cached[1])):
+            return cast(DeviceParams, cached[0])
+        tensors = tuple(cast(Tensor, buffers[name]) for name, _ in self._param_buffers)
+        params = DeviceParams.from_state_dict({key: t for (_, key), t in zip(self._param_buffers, tensors)})
+        self.__dict__["_params_cache"] = (params, tensors)
+        return params
 
     @property
     def counters(self) -> dict[str, Tensor]:
@@ -370,7 +386,7 @@ class TileArray(TileState):
         """
         cfg = self.config
         device = cfg.device
-        params = self.params
+        params = self._update_params()
         shape = self.weight_tiles.shape
         if host_reads_free(self.weight_tiles):
             subset = type(device).apply_pulses_ is PulsedDevice.apply_pulses_    # the device may update a subset

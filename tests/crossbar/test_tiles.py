@@ -652,3 +652,39 @@ def test_vectors_of_the_wrong_length_are_rejected_not_regrouped() -> None:
         arr.backward(torch.tensor(1.0))
     assert torch.equal(arr.tiles, before)
     assert all(float(v) == 0 for v in arr.counters.values())
+
+
+@pytest.mark.parametrize("kind", ["tile", "replica"])
+@pytest.mark.parametrize("change", ["load_in_place", "load_assign", "to_float64"])
+def test_the_update_uses_the_current_device_parameters(kind: str, change: str) -> None:
+    """The updates reuse their device parameters between calls; after ``load_state_dict`` (in place or with
+    ``assign=True``: new buffer objects) or ``.to(float64)`` they use the new ones: with zero up and down steps
+    loaded (or written into the moved buffers), an update that fires pulses leaves every state as it was, while
+    before it the same update moves them."""
+    cfg = CrossbarConfig(device=ConstantStepDevice(), tile_rows=4, tile_cols=3)
+    arr: TileArray | ReplicaTileArray = (TileArray(5, 7, cfg, seed=1) if kind == "tile"
+                                         else ReplicaTileArray([1, 2], 5, 7, cfg))
+    lead = () if kind == "tile" else (2,)
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.rand(*lead, 16, 7, generator=g), torch.rand(*lead, 16, 5, generator=g) - 0.5
+
+    def update_moves() -> bool:
+        before, pulses = arr.weight_tiles.clone(), int(arr.counter_pulses)
+        arr.update(x.to(arr.weight_tiles.dtype), d.to(arr.weight_tiles.dtype), 0.5)
+        assert int(arr.counter_pulses) > pulses                    # pulses were fired
+        return not torch.equal(arr.weight_tiles, before)
+
+    assert update_moves()                                           # parameters now cached
+    if change == "to_float64":
+        arr.to(F64)
+        arr.dp_dw_up.zero_()
+        arr.dp_dw_down.zero_()
+        assert arr.weight_tiles.dtype == F64
+    else:
+        state = {k: (torch.zeros_like(v) if k in ("dp_dw_up", "dp_dw_down") else copy.deepcopy(v))
+                 for k, v in arr.state_dict().items()}       # (the extra state, a dict, too)
+        arr.load_state_dict(state, assign=change == "load_assign")
+    assert not update_moves()
+    params = arr._update_params()
+    for name, key in arr._param_buffers:
+        assert params.state_dict()[key] is arr._buffers[name]

@@ -239,7 +239,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     groups = n_r * n_c * batch * n_slots
     # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the
     # expectation is not needed when the dense count is cheaper than the sparse one's fixed overhead alone.
-    fires = functools.cache(functools.partial(_error_fires, plan))   # a sum over the error lines: at most once
+    fires = _lazy_error_fires(plan)                  # a sum over the error lines: at most once, when needed
     if _sparse_is_cheaper(plan, 0.0, subset_pulses) \
             and _sparse_is_cheaper(plan, _expected_pairs(plan, fires), subset_pulses):
         p_bars = _max_probabilities(plan)
@@ -578,6 +578,18 @@ def _error_fires(plan: _TrainPlan) -> Tensor:
     if plan.p_d is None:
         return plan.a * plan.d_abs.sum(dim=-1)[:, None]
     return plan.p_d.clamp(0.0, 1.0).sum(dim=-1)
+
+
+def _lazy_error_fires(plan: _TrainPlan) -> Callable[[], Tensor]:
+    """:func:`_error_fires` of ``plan`` computed on the first call and then returned as is (``[R, C, batch]``). A
+    plain closure: ``functools.cache`` of a ``functools.partial`` costs several µs to build, on every update."""
+    box: list[Tensor] = []
+
+    def fires() -> Tensor:
+        if not box:
+            box.append(_error_fires(plan))
+        return box[0]
+    return fires
 
 
 def _expected_pairs(plan: _TrainPlan, fires: Callable[[], Tensor] | None = None) -> float:

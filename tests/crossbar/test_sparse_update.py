@@ -497,3 +497,41 @@ def test_samples_without_errors_are_left_out_exactly(batch, n_r, n_c, rows, cols
         assert torch.equal(got.touched, want.touched)
     if bool(quiet.all()):
         assert int(got.total) == 0
+
+
+def test_a_sample_with_errors_in_one_row_block_only_is_kept() -> None:
+    """A zero error maximum in one row block does not make a sample silent: with every sample's errors zero in
+    row block 0 but not in row block 1, the counts are those of the full batch (pulses in row block 1 only), while
+    with the first 4 of 16 samples zero in both blocks they are those of the other 12 alone."""
+    g = _gen(5)
+    x = torch.rand(16, 2, 4, generator=g) + 0.1                   # [batch, C, cols]
+    d = 0.05 * (torch.rand(16, 2, 3, generator=g) + 0.1)          # [batch, R, rows]
+    d[:, 0] = 0.0
+    cfg = UpdateParameters(desired_bl=5)
+    got = su.cpu_pulse_counts(x, d, 0.5, DW, cfg, _gen(9))
+    up, down = (c if got.touched is None else torch.zeros(2 * 2 * 3 * 4).index_put_((got.touched,), c.float())
+                for c in (got.n_up, got.n_down))
+    up, down = up.reshape(2, 2, 3, 4), down.reshape(2, 2, 3, 4)
+    assert int(up[0].sum() + down[0].sum()) == 0 and int(up[1].sum() + down[1].sum()) == int(got.total) > 0
+    d[:4] = 0.0
+    got = su.cpu_pulse_counts(x, d, 0.5, DW, cfg, _gen(9))
+    want = su.cpu_pulse_counts(x[4:], d[4:], 0.5, DW, cfg, _gen(9))
+    assert int(got.total) == int(want.total) > 0
+    assert torch.equal(got.n_up, want.n_up) and torch.equal(got.n_down, want.n_down)
+
+
+def test_the_error_fires_are_summed_once_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_lazy_error_fires``: no sum before the first call, one sum however often it is called, and its value is
+    ``Σ_i a·|d_i|`` per (tile, sample), computed here by hand from the plan's scales and errors."""
+    g = _gen(3)
+    x, d = torch.rand(6, 2, 4, generator=g), 0.05 * torch.rand(6, 1, 3, generator=g)
+    plan = _plan_trains(x, d, 0.5, DW, UpdateParameters(desired_bl=5), _gen(4), trim_slots=True)
+    calls = []
+    real = su._error_fires
+    monkeypatch.setattr(su, "_error_fires", lambda p: calls.append(p) or real(p))
+    fires = su._lazy_error_fires(plan)
+    assert calls == []
+    first = fires()
+    assert fires() is first and len(calls) == 1
+    want = plan.a * d.abs().sum(dim=-1).t()[:, None]              # [R, C, batch]: a · Σ_i |d_i|
+    assert torch.allclose(first, want, rtol=1e-6, atol=0.0)

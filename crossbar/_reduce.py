@@ -8,7 +8,7 @@ from torch import Tensor
 
 from devices.host import flat_nonzero
 
-__all__ = ["SILENT_SHARE", "live_samples", "nonneg_amax"]
+__all__ = ["SILENT_SHARE", "has_zero", "live_samples", "nonneg_amax"]
 
 SILENT_SHARE = 0.125
 """Least share of silent samples for which the CPU leaves them out of the work (:func:`live_samples`): the all-zero
@@ -23,6 +23,16 @@ def live_samples(active: Tensor) -> Tensor | None:
     keep = flat_nonzero(active)
     silent = active.numel() - keep.numel()
     return keep if silent > 0 and silent >= SILENT_SHARE * active.numel() else None
+
+
+def has_zero(t: Tensor) -> bool:
+    """Whether some element of ``t`` (any shape) is exactly zero (a NaN is not). A host read, meant to skip
+    :func:`live_samples` cheaply when no sample can be silent: float32/float64 CPU tensors are tested by numpy
+    (about 3 µs for a few hundred elements, against about 25 µs for a torch reduction and ``live_samples``);
+    other tensors by torch."""
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not t.requires_grad:
+        return not t.numpy().all()
+    return bool((t == 0).any())
 
 
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}

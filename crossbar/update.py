@@ -54,7 +54,7 @@ from torch import Tensor
 from devices import rng
 from devices.host import host_reads_free, host_scalar_math
 
-from crossbar._reduce import live_samples, nonneg_amax
+from crossbar._reduce import has_zero, live_samples, nonneg_amax
 
 __all__ = [
     "PULSE_TYPES",
@@ -547,7 +547,9 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     # written contiguously in that order (flattening them later, as the sparse CPU path does, is then free)
     d_abs, d_sign = _abs_and_sign(d.permute(1, 0, 2))
     d_max = nonneg_amax(d_abs)                                # [R, batch]
-    live = live_samples(d_max.amax(dim=0)) if drop_silent else None     # samples with an error (a NaN: kept)
+    # samples with an error (a NaN: kept); a silent sample has a zero maximum in every row block, so none is silent
+    # unless some maximum is zero (a cheap host read first: the CPU's usual case of no silent sample)
+    live = live_samples(d_max.amax(dim=0)) if drop_silent and has_zero(d_max) else None
     if live is not None:
         x = x.index_select(0, live)
         d_abs, d_sign, d_max = (t.index_select(1, live) for t in (d_abs, d_sign, d_max))

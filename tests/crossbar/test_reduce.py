@@ -68,3 +68,20 @@ def test_live_samples_leaves_out_silent_samples_from_an_eighth_on() -> None:
     assert live_samples(torch.ones(16, dtype=torch.bool)) is None
     assert live_samples(torch.zeros(0)) is None
     assert torch.equal(live_samples(torch.zeros(4, dtype=torch.bool)), torch.zeros(0, dtype=torch.int64))
+
+
+def test_has_zero_finds_an_exact_zero_only() -> None:
+    """Hand-built tensors: an exact zero (+0 or -0) anywhere is found, a NaN, an inf or a tiny subnormal is not
+    zero; an empty tensor has none; float32/float64 (numpy) and other dtypes (torch) agree."""
+    from crossbar._reduce import has_zero
+
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.int32):
+        t = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=dtype)
+        assert not has_zero(t)
+        t[1, 2] = 0
+        assert has_zero(t)
+        assert has_zero(t.t())                                     # a strided view
+    assert has_zero(torch.tensor([1.0, -0.0]))
+    assert not has_zero(torch.tensor([float("nan"), math.inf, 1e-45]))
+    assert not has_zero(torch.zeros(0, 3))
+    assert not has_zero(torch.zeros(2, 0, dtype=torch.float64))

@@ -303,13 +303,13 @@ def test_a_nan_in_one_sample_of_the_first_replica_diverges_it_alone(tmp_path, mo
     (BL cast from NaN) broke the packing of all replicas' trains: the batch raised an IndexError and every point of
     it failed."""
     forward = ReplicaMLP.forward
-    calls: dict[int, int] = {}
+    calls: dict[ReplicaMLP, int] = {}     # keyed by the model itself: a later model cannot reuse a freed id()
 
     def poisoned(self, x):
         out = forward(self, x)
         if torch.is_grad_enabled():
-            calls[id(self)] = calls.get(id(self), 0) + 1
-            if calls[id(self)] >= 3:
+            calls[self] = calls.get(self, 0) + 1
+            if calls[self] >= 3:
                 out = out.clone()
                 out[0, 3, 2] = float("nan")
         return out

@@ -242,11 +242,7 @@ class TileState(nn.Module):
             return
         col_lines.add_(passes, alpha=g.cols)    # passes [(E·)R, C, B]; only the last block of a grid is padded
         row_lines.add_(passes, alpha=g.rows)
-        if g.padded_in > g.in_features:         # less the padding columns on the passes of the last column block
-            col_lines.sub_(res.passes.select(1, -1).sum(), alpha=g.padded_in - g.in_features)
-        if g.padded_out > g.out_features:       # and the padding rows on those of the last row block
-            row_lines.sub_(res.passes.unflatten(0, (-1, g.n_row_tiles)).select(1, -1).sum(),
-                           alpha=g.padded_out - g.out_features)
+        _subtract_padding(g, res.passes, col_lines, row_lines)
 
 
 class TileArray(TileState):
@@ -807,16 +803,13 @@ class HardwareSumsPlan:
             raise ValueError(f"HardwareSumsPlan.read: exact needs one flag per array ({len(arrays)}), got {len(exact)}")
         sums: list[Tensor | None] = [None] * len(arrays)
         exacts: list[Tensor | None] = [None] * len(arrays)
-        generic: list[MVMResult] = []
         for i in self._generic:
             a = arrays[i]
             res = a._ones_read(self.signed, self.g_offset, transposed)
-            generic.append(res)
+            a._count(res, 1, None, transposed)
             sums[i] = a._merged(res.out, transposed)
             if exact and exact[i]:
                 exacts[i] = (a.col_sums if transposed else a.row_sums)("exact", self.signed)
-        if generic:
-            _count_reads([arrays[i] for i in self._generic], generic, transposed)
         passes: list[Tensor | None] = [None] * len(arrays)
         for group in self._groups:
             ys = [self._products(m, exact, exacts) for m in group.members]   # [1, T, rounds, n_out] each
@@ -844,7 +837,8 @@ class HardwareSumsPlan:
 
     def _count(self, passes: list[Tensor | None]) -> None:
         """The counters of one read of each batched array (``passes[k]``: the tiles' passes of the ``k``-th array
-        where it took several rounds): one ``_foreach_addcmul_`` per device, as :func:`_count_reads`."""
+        where it took several rounds): one ``_foreach_addcmul_`` per device, the numbers of
+        :meth:`TileState._count`."""
         for members, ones in self._counted:
             tensors: list[Tensor] = []
             factors: list[Tensor] = ones
@@ -863,45 +857,19 @@ class HardwareSumsPlan:
 
 
 def _subtract_padding(g: TileGrid, passes: Tensor, col_lines: Tensor, row_lines: Tensor) -> None:
-    """Less the padding's lines of the last column (row) block on its tiles' ``passes`` (``[R·C]`` elements), from
-    the column (row) line counters, as :meth:`TileState._count`."""
+    """Less the padding's lines of the grid's last column (row) block, on the passes of its tiles, from the column
+    (row) line counters (the conversions count logical lines: :meth:`TileState._count`). ``passes``: the tiles'
+    passes with their vectors last, the tiles in their order ``r * C + c`` (of each replica), e.g. ``[(E·)R, C, B]``
+    or ``[1, T, 1]``."""
     if g.padded_in > g.in_features or g.padded_out > g.out_features:
-        per_tile = passes.reshape(g.n_row_tiles, g.n_col_tiles)
+        per_tile = passes.reshape(-1, g.n_row_tiles, g.n_col_tiles, passes.shape[-1])     # [E|1, R, C, B]
         if g.padded_in > g.in_features:
-            col_lines.sub_(per_tile.select(1, -1).sum(), alpha=g.padded_in - g.in_features)
+            col_lines.sub_(per_tile.select(2, -1).sum(), alpha=g.padded_in - g.in_features)
         if g.padded_out > g.out_features:
-            row_lines.sub_(per_tile.select(0, -1).sum(), alpha=g.padded_out - g.out_features)
+            row_lines.sub_(per_tile.select(1, -1).sum(), alpha=g.padded_out - g.out_features)
 
 
 @functools.lru_cache(maxsize=None)   # unbounded, as crossbar.periphery's device-tensor caches (CUDA graphs)
 def _int_one(device: torch.device) -> Tensor:
     """A 0-d int64 1 on ``device`` (a cache)."""
     return torch.ones((), dtype=torch.int64, device=device)
-
-
-def _count_reads(arrays: Sequence[TileArray], results: Sequence[MVMResult], transposed: bool) -> None:
-    """The hardware counters of one importance read of each array, ``results[k]`` that of ``arrays[k]``
-    (:class:`MVMResult`, its tiles ``[R, C, …]`` or in their flat order ``[1, T, …]``): the same numbers as
-    ``TileState._count(res, 1, None, transposed)`` for each, with the increments of all arrays (per device) added
-    in one operation — ``importance_reads`` and the conversions of every pass of each tile's logical lines."""
-    adds: dict[torch.device, tuple[list[Tensor], list[Tensor], list[int]]] = {}
-    for a, res in zip(arrays, results):
-        counters = cast("dict[str, Tensor]", a._buffers)
-        reads = counters["counter_importance_reads"]
-        adc, dac = counters["counter_adc_conversions"], counters["counter_dac_conversions"]
-        col_lines, row_lines = (adc, dac) if transposed else (dac, adc)  # the counters of column / row lines
-        g, one = a.grid, _int_one(reads.device)
-        tensors, factors, scalars = adds.setdefault(reads.device, ([], [], []))
-        tensors += [reads, col_lines, row_lines]
-        if res.total is not None:   # one pass per tile: R·C passes, R·in DAC and C·out ADC conversions (forward)
-            factors += [one, one, one]
-            scalars += [a._reads_per_call(), res.total // g.n_col_tiles * g.in_features,
-                        res.total // g.n_row_tiles * g.out_features]
-            continue
-        passes = res.passes.sum()
-        factors += [one, passes, passes]
-        scalars += [a._reads_per_call(), g.cols, g.rows]
-        _subtract_padding(g, res.passes, col_lines, row_lines)
-    for device, (tensors, factors, scalars) in adds.items():
-        # counter += scalar · factor · 1 for every counter at once (each counter once: the adds are independent)
-        torch._foreach_addcmul_(tensors, factors, [_int_one(device)] * len(tensors), scalars)

@@ -474,21 +474,19 @@ def full_scale_outputs(y: Tensor, scales: Tensor, p: IOParameters) -> tuple[Tens
     ``[R, C, 1, n_out]`` and ``passes`` ``[R, C, 1]`` (int64, each tile's first passing round + 1), or ``None`` for
     a single round (one pass per tile: nothing to read, so no tensor of ones is made). A caller that converts with
     the same periphery, rounds, dtype and device again keeps a :class:`FullScaleADC` instead."""
-    return FullScaleADC(p, scales.shape[2], y.dtype, y.device)(y, scales)
+    return FullScaleADC(p, scales.shape[2], y.device)(y, scales)
 
 
 class FullScaleADC:
-    """:func:`full_scale_outputs` for one periphery ``p``, number of bound-management ``rounds``, dtype and device,
-    with what depends on these alone looked up once: the ADC grid's step (and the divisor the device divides by,
-    see :func:`_quantize_`), the saturation bound, which bounds the bound-management test checks, the last-round
-    mask. Calling it, ``adc(y, scales)``, is ``full_scale_outputs(y, scales, p)`` for ``y`` ``[R, C, rounds, n_out]``
-    of that dtype and device: the same operations (what :class:`crossbar.tiles.HardwareSumsPlan` keeps per ADC
-    group, as GRAPES's reads repeat)."""
+    """:func:`full_scale_outputs` for one periphery ``p``, number of bound-management ``rounds`` and device, with
+    what depends on these alone looked up once: the ADC grid's step, the saturation bound, which bounds the
+    bound-management test checks, the last-round mask. Calling it, ``adc(y, scales)``, is
+    ``full_scale_outputs(y, scales, p)`` for ``y`` ``[R, C, rounds, n_out]`` on that device: the same operations
+    (what :class:`crossbar.tiles.HardwareSumsPlan` keeps per ADC group, as GRAPES's reads repeat)."""
 
-    def __init__(self, p: IOParameters, rounds: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, p: IOParameters, rounds: int, device: torch.device) -> None:
         self.p, self.rounds = p, rounds
         self._step = p.out_step
-        self._divisor = p.out_step if device.type == "cpu" else _step_tensor(p.out_step, dtype, device)
         self._bound = p.out_bound
         self._last = _is_last_round(rounds, device) if rounds > 1 else None      # [rounds]
 
@@ -496,7 +494,7 @@ class FullScaleADC:
         """``(out, passes)`` of the analog outputs ``y`` (a fresh tensor, modified in place) rescaled by ``scales``
         (``[R|1, C|1, rounds]``, or with the output dim), as :func:`full_scale_outputs`."""
         scale = scales if scales.dim() == 4 else scales.unsqueeze(-1)              # [R|1, C|1, rounds, 1]
-        q = y.div_(self._divisor).round_().mul_(self._step) if self._step > 0 else y   # the ADC grid, as _quantize_
+        q = _quantize_(y, self._step, False, None)                                 # the ADC grid
         bound = self._bound
         if self._last is None:      # one round
             if math.isfinite(bound):

@@ -764,9 +764,9 @@ class HardwareSumsPlan:
             w = a.weight_tiles
             rounds, n_out = read.codes.shape[2], (a.grid.cols if transposed else a.grid.rows)
             groups.setdefault((p, rounds, w.dtype, w.device, n_out), []).append(self._batched(i, a, read, rounds))
-        self._groups = [_AdcGroup(FullScaleADC(p, rounds, dtype, device), cast(Tensor, members[0].read.scales),
+        self._groups = [_AdcGroup(FullScaleADC(p, rounds, device), cast(Tensor, members[0].read.scales),
                                   tuple(members), [m.n_tiles for m in members], any(m.per_pass for m in members))
-                        for (p, rounds, dtype, device, _), members in groups.items()]
+                        for (p, rounds, _dtype, device, _), members in groups.items()]
         by_device: dict[torch.device, list[_Batched]] = {}
         for group in self._groups:
             for m in group.members:

@@ -179,6 +179,14 @@ class AnalogModuleBase(nn.Module):
         """``[in_flat]`` column sums of the tile (see :meth:`TileArray.col_sums`)."""
         return self.tile.col_sums(mode=mode, signed=signed, g_offset=g_offset)
 
+    def _check_dtype(self, x: Tensor) -> None:
+        """``ValueError`` unless ``x`` has the layer's dtype (as ``nn.Linear`` / ``nn.Conv2d`` and aihwkit refuse
+        another dtype; the MVM would fail deep in the periphery, or for an integer input in ``torch.finfo``)."""
+        dtype = self.tile._buffers["weight_tiles"].dtype   # type: ignore[union-attr]
+        if x.dtype != dtype:
+            raise ValueError(f"{type(self).__name__}: input dtype must be the layer's, {dtype}, got {x.dtype} (convert "
+                             f"the input with x.to({dtype}), or the layer with .to(dtype))")
+
     # ------------------------------------------------------------------ update
     def _analog_mvm(self, x2: Tensor) -> Tensor:
         self._register()
@@ -259,6 +267,7 @@ class AnalogLinear(AnalogModuleBase):
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"AnalogLinear: expected input [..., {self.in_features}] (in_features), got "
                              f"{tuple(x.shape)}")
+        self._check_dtype(x)
         lead = x.shape[:-1]
         y = self._analog_mvm(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
@@ -338,6 +347,7 @@ class AnalogConv2d(AnalogModuleBase):
             x = x.unsqueeze(0)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        self._check_dtype(x)
         batch = x.shape[0]
         h_out, w_out = self.output_size(x.shape[2], x.shape[3])
         if h_out < 1 or w_out < 1:

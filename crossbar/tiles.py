@@ -87,6 +87,13 @@ def _check_vectors(method: str, name: str, t: Tensor, n: int) -> None:
         raise ValueError(f"TileArray.{method}: {name} must be [..., {n}], got {tuple(t.shape)}")
 
 
+def _check_dtype(method: str, name: str, t: Tensor, dtype: torch.dtype) -> None:
+    """``ValueError`` unless ``t`` has the states' ``dtype`` (an MVM with another dtype fails deep in the periphery:
+    ``expected scalar type Double but found Float``, or ``torch.finfo`` for an integer input)."""
+    if t.dtype != dtype:
+        raise ValueError(f"TileArray.{method}: {name} must have the array's dtype, {dtype}, got {t.dtype}")
+
+
 def _sum_blocks(out: Tensor, dim: int) -> Tensor:
     """The digital sum of the tiles' partial results over tile-grid dimension ``dim`` (a view when it has one
     block: the sum of one term is that term)."""
@@ -317,6 +324,7 @@ class TileArray(TileState):
         of a row of tiles are then added digitally.
         """
         _check_vectors("forward", "x", x, self.in_features)
+        _check_dtype("forward", "x", x, cast(Tensor, self._buffers["weight_tiles"]).dtype)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         res = analog_mvm(self.tiles, self.grid.split_inputs(x2), self.config.forward, self.generator)
@@ -328,6 +336,7 @@ class TileArray(TileState):
     def backward(self, d: Tensor) -> Tensor:
         """Backward (transposed) MVM ``Wᵀ d`` through the backward periphery: ``d: [..., out] -> [..., in]``."""
         _check_vectors("backward", "d", d, self.out_features)
+        _check_dtype("backward", "d", d, cast(Tensor, self._buffers["weight_tiles"]).dtype)
         lead = d.shape[:-1]
         d2 = d.reshape(-1, self.out_features)
         res = analog_mvm(self.tiles, self.grid.split_outputs(d2), self.config.backward, self.generator,

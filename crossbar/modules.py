@@ -8,6 +8,12 @@ pulsed in-memory update ``tile.update(x, d, lr)`` (:class:`crossbar.optim.Analog
 :func:`crossbar.optim.analog_step` next to any torch optimizer). The bias is digital (a normal
 ``nn.Parameter`` with a float gradient).
 
+Several backward passes before one step accumulate, as ``weight.grad`` does: the step applies every stashed pair
+once (one ``tile.update`` each; aihwkit concatenates them into one update) and empties the stash; ``zero_grad`` of
+:class:`~crossbar.optim.AnalogSGD` (or :func:`~crossbar.optim.analog_zero_grad`) drops them. The stash holds the
+tensors themselves, not copies: one modified in place between its backward pass and the step (an input buffer
+refilled with the next micro-batch) makes the step raise ``RuntimeError`` rather than apply the new values.
+
 How an optimizer finds the analog layer: every analog module owns ``analog_ctx``, an empty
 ``nn.Parameter`` that is an input of the layer's autograd function (so backward also runs for a first
 layer whose input needs no gradient) and that maps back to the module via :func:`analog_module_of`.
@@ -73,7 +79,7 @@ class AnalogFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = module.tile.backward(grad_out) if ctx.needs_input_grad[2] else None
         if ctx.needs_input_grad[1]:   # analog_ctx requires grad: the layer trains
-            module._stash.append((x.detach(), grad_out.detach()))
+            module._stash_pair(x.detach(), grad_out.detach())
         return None, None, grad_x
 
 
@@ -137,6 +143,7 @@ class AnalogModuleBase(nn.Module):
         self.analog_ctx = nn.Parameter(torch.empty(0, device=tile.weight_tiles.device,
                                                    dtype=tile.weight_tiles.dtype))
         self._stash: list[tuple[Tensor, Tensor]] = []
+        self._stash_versions: list[tuple[int, int]] = []     # the pairs' version counters when stashed
         self.error_scale: Tensor | None = None
         self._register()
 
@@ -147,6 +154,8 @@ class AnalogModuleBase(nn.Module):
         super().__setstate__(state)
         if "analog_ctx" in self._parameters:
             self._register()
+        if "_stash" in self.__dict__:   # copied or unpickled pairs are new tensors: their versions start afresh
+            self._stash_versions = [(x._version, d._version) for x, d in self._stash]
 
     # ------------------------------------------------------------------ weights
     @property
@@ -205,6 +214,30 @@ class AnalogModuleBase(nn.Module):
     def clear_stash(self) -> None:
         """Drop the stashed ``(x, d)`` pairs without updating."""
         self._stash.clear()
+        self._stash_versions.clear()
+
+    def _stash_pair(self, x: Tensor, d: Tensor) -> None:
+        """Stash ``(x, d)`` (references, not copies) with their version counters (see :meth:`_checked_stash`)."""
+        self._stash.append((x, d))
+        self._stash_versions.append((x._version, d._version))
+
+    def _checked_stash(self) -> list[tuple[Tensor, Tensor]]:
+        """The stashed pairs, after checking that none was modified in place since its backward pass.
+
+        The stash holds the layer input and output gradient themselves (no copy), as autograd's saved tensors do;
+        a pair changed in place before the update (an input buffer refilled with the next micro-batch, ``x.mul_``)
+        would otherwise be applied with its new values, where ``nn.Linear``'s ``weight.grad`` keeps the values of
+        the backward pass. ``RuntimeError`` then, as autograd raises for a saved tensor modified before backward.
+        """
+        versions = getattr(self, "_stash_versions", None)
+        if versions is not None and len(versions) == len(self._stash):
+            for k, ((x, d), (vx, vd)) in enumerate(zip(self._stash, versions)):
+                if x._version != vx or d._version != vd:
+                    what = "input x" if x._version != vx else "output gradient d"
+                    raise RuntimeError(f"{type(self).__name__}.analog_update: the {what} of stashed pair {k} was "
+                                       "modified in place after its backward pass (its pulsed update would use the "
+                                       "new values); pass a fresh tensor per batch, or step before modifying it")
+        return self._stash
 
     @torch.no_grad()
     def analog_update(self, lr: float | Tensor) -> int:
@@ -217,12 +250,12 @@ class AnalogModuleBase(nn.Module):
             raise ValueError(f"{type(self).__name__}.error_scale must have {self.tile.out_features} "
                              f"elements (one per output), got shape {tuple(scale.shape)}")
         n = 0
-        for x, d in self._stash:
+        for x, d in self._checked_stash():
             if scale is not None:
                 d = d * scale.reshape(-1).to(device=d.device, dtype=d.dtype)
             self.tile.update(x, d, lr)
             n += 1
-        self._stash.clear()
+        self.clear_stash()
         return n
 
 

@@ -549,10 +549,10 @@ class ReplicaLinear(AnalogModuleBase):
         if mask is None:
             return super().analog_update(lr)
         n = 0
-        for x, d in self._stash:                       # error_scale is refused by forward: d is the error itself
+        for x, d in self._checked_stash():             # error_scale is refused by forward: d is the error itself
             self.tile.update(x, d, lr, mask)
             n += 1
-        self._stash.clear()
+        self.clear_stash()
         return n
 
     def extra_repr(self) -> str:

@@ -70,3 +70,79 @@ def test_layer_converted_to_the_input_dtype_equals_nn_linear(dtype: torch.dtype)
     y.sum().backward()
     y_d.sum().backward()
     torch.testing.assert_close(x.grad, x_d.grad, **tol)
+
+
+# ---------------------------------------------------------------------------------------------- stashed pairs
+
+
+def _ideal_linear() -> AnalogLinear:
+    return AnalogLinear(4, 3, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+
+
+def test_two_backward_passes_before_one_step_accumulate_as_sgd() -> None:
+    """Two forward + backward passes, one step: both updates applied once, as SGD applies the accumulated
+    ``weight.grad = g1ᵀ x1 + g2ᵀ x2``; the stash is then empty (a second step changes nothing)."""
+    lin = _ideal_linear()
+    w0 = lin.get_weights()
+    gen = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(2, 4, generator=gen, dtype=F64), torch.randn(5, 4, generator=gen, dtype=F64)
+    g1, g2 = torch.randn(2, 3, generator=gen, dtype=F64), torch.randn(5, 3, generator=gen, dtype=F64)
+    opt = AnalogSGD(lin.parameters(), lr=0.1)
+    lin(x1).backward(g1)
+    lin(x2).backward(g2)
+    opt.step()
+    expected = w0 - 0.1 * (g1.T @ x1 + g2.T @ x2)
+    torch.testing.assert_close(lin.get_weights(), expected, rtol=0, atol=1e-12)
+    opt.step()
+    torch.testing.assert_close(lin.get_weights(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("modify", ["refill_input_buffer", "scale_input", "zero_output_gradient"])
+def test_pair_modified_in_place_before_the_step_is_refused(modify: str) -> None:
+    """Gradient accumulation through one input buffer refilled with the next micro-batch (or an input / output
+    gradient changed in place after backward): ``nn.Linear``'s ``weight.grad`` holds the values of the backward
+    passes (``g1ᵀ x1 + g2ᵀ x2``), but the stash holds the tensors themselves, so the pulsed update silently used the
+    new values (``g1ᵀ x2 + g2ᵀ x2``). Now the step raises, applying nothing; a fresh tensor per pass works."""
+    gen = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(2, 4, generator=gen, dtype=F64), torch.randn(2, 4, generator=gen, dtype=F64)
+    g = torch.randn(2, 3, generator=gen, dtype=F64)
+    lin = _ideal_linear()
+    w0 = lin.get_weights()
+    opt = AnalogSGD(lin.parameters(), lr=0.1)
+    if modify == "refill_input_buffer":
+        buf = x1.clone()
+        lin(buf).backward(g)
+        buf.copy_(x2)
+        lin(buf).backward(g)
+    elif modify == "scale_input":
+        x = x1.clone()
+        lin(x).backward(g)
+        x.mul_(2)
+    else:
+        g_user = g.clone()
+        lin(x1).backward(g_user)              # bias-free layer: the output gradient is the tensor given
+        g_user.zero_()
+    with pytest.raises(RuntimeError, match="modified in place after its backward pass"):
+        opt.step()
+    assert torch.equal(lin.get_weights(), w0)
+    # the same accumulation with a fresh tensor per micro-batch: SGD's update
+    lin.clear_stash()
+    lin(x1.clone()).backward(g)
+    lin(x2.clone()).backward(g)
+    opt.step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * (g.T @ x1 + g.T @ x2), rtol=0, atol=1e-12)
+
+
+def test_copied_layer_applies_its_stash_without_a_false_alarm() -> None:
+    """``copy.deepcopy`` (and pickling) give the stashed pairs as new tensors: their version counters start afresh,
+    which is no in-place modification (the input had been changed in place *before* the forward pass, by ``relu_``)."""
+    lin = _ideal_linear()
+    w0 = lin.get_weights()
+    x = torch.randn(3, 4, dtype=F64).relu_()                     # version 1 when stashed
+    g = torch.randn(3, 3, dtype=F64)
+    lin(x).backward(g)
+    clone = copy.deepcopy(lin)
+    AnalogSGD(clone.parameters(), lr=0.1).step()
+    torch.testing.assert_close(clone.get_weights(), w0 - 0.1 * g.T @ x, rtol=0, atol=1e-12)
+    AnalogSGD(lin.parameters(), lr=0.1).step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x, rtol=0, atol=1e-12)

@@ -63,7 +63,8 @@ def analog_modules(model: nn.Module) -> list["AnalogModuleBase"]:
 
 class AnalogFunction(torch.autograd.Function):
     """``y = tile.forward(x)``; backward: ``tile.backward(d)`` for ``x`` (if it needs a gradient) and, unless the
-    layer is frozen (``analog_ctx`` did not require a gradient at the forward pass), stash ``(x, d)`` on the
+    layer is frozen (``analog_ctx`` did not require a gradient at the forward pass) or the backward pass asks for
+    other gradients only (``torch.autograd.grad(loss, x)``, ``loss.backward(inputs=[x])``), stash ``(x, d)`` on the
     module for the optimizer's pulsed update."""
 
     @staticmethod
@@ -78,9 +79,19 @@ class AnalogFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = module.tile.backward(grad_out) if ctx.needs_input_grad[2] else None
-        if ctx.needs_input_grad[1]:   # analog_ctx requires grad: the layer trains
+        if ctx.needs_input_grad[1] and _weights_get_gradient(ctx):   # the layer trains, and this pass asks for it
             module._stash_pair(x.detach(), grad_out.detach())
         return None, None, grad_x
+
+
+def _weights_get_gradient(ctx: Any) -> bool:
+    """Whether the running backward pass computes the gradient of the layer's ``analog_ctx`` (its leaf node, the
+    first of ``ctx.next_functions``: the module argument is no tensor): ``False`` for ``torch.autograd.grad`` /
+    ``backward(inputs=...)`` that ask for other tensors only, which leave an ``nn.Linear``'s ``weight.grad`` as it
+    is, so they must not stash an update either."""
+    node = ctx.next_functions[0][0]
+    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
+    return node is None or will_execute is None or bool(will_execute(node))
 
 
 class AnalogWeight(Tensor):

@@ -146,3 +146,51 @@ def test_copied_layer_applies_its_stash_without_a_false_alarm() -> None:
     torch.testing.assert_close(clone.get_weights(), w0 - 0.1 * g.T @ x, rtol=0, atol=1e-12)
     AnalogSGD(lin.parameters(), lr=0.1).step()
     torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- partial backward
+
+
+@pytest.mark.parametrize("how", ["autograd_grad", "backward_inputs"])
+def test_backward_for_the_input_only_stashes_no_update(how: str) -> None:
+    """``torch.autograd.grad(loss, x)`` / ``loss.backward(inputs=[x])`` (saliency maps, gradient penalties) leave an
+    ``nn.Linear``'s ``weight.grad`` untouched, so the next SGD step does not move its weights; the analog layer
+    stashed ``(x, d)`` all the same, and the next step applied that update. Now nothing is stashed; the input
+    gradient still comes through the tile, and a normal backward afterwards trains as SGD."""
+    lin = AnalogLinear(4, 3, rpu_config=ideal_config(), dtype=F64, seed=0)
+    digital = nn.Linear(4, 3, dtype=F64)
+    with torch.no_grad():
+        digital.weight.copy_(lin.get_weights())
+        digital.bias.copy_(lin.bias)
+    w0 = lin.get_weights()
+    x = torch.randn(5, 4, dtype=F64, requires_grad=True)
+    for layer in (lin, digital):
+        loss = layer(x).square().sum()
+        if how == "autograd_grad":
+            (grad_x,) = torch.autograd.grad(loss, x)
+        else:
+            x.grad = None
+            loss.backward(inputs=[x])
+            grad_x = x.grad
+        torch.testing.assert_close(grad_x, 2 * (x @ w0.T + lin.bias.detach()) @ w0, rtol=1e-12, atol=1e-12)
+    assert digital.weight.grad is None and lin.stashed == 0
+    opt = AnalogSGD(lin.parameters(), lr=0.1)
+    opt.step()
+    assert torch.equal(lin.get_weights(), w0)
+    g = torch.randn(5, 3, dtype=F64)
+    lin(x.detach()).backward(g)                     # a full backward pass: the update is stashed
+    assert lin.stashed == 1
+    opt.step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x.detach(), rtol=0, atol=1e-12)
+
+
+def test_backward_for_the_weights_only_still_stashes() -> None:
+    """``loss.backward(inputs=[layer.analog_ctx])`` asks for the analog weights' gradient: the update is stashed."""
+    lin = AnalogLinear(4, 3, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+    w0 = lin.get_weights()
+    x = torch.randn(5, 4, dtype=F64, requires_grad=True)
+    g = torch.randn(5, 3, dtype=F64)
+    lin(x).backward(g, inputs=[lin.analog_ctx])
+    assert lin.stashed == 1 and x.grad is None
+    AnalogSGD(lin.parameters(), lr=0.1).step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x.detach(), rtol=0, atol=1e-12)

@@ -219,8 +219,12 @@ class AnalogModuleBase(nn.Module):
 
     def pending_pairs(self) -> tuple[tuple[Tensor, Tensor], ...]:
         """The stashed ``(x, d)`` pairs (layer inputs ``[..., in]``, output gradients ``[..., out]``; detached,
-        ``d`` not yet multiplied by ``error_scale``) that the next :meth:`analog_update` will apply."""
-        return tuple(self._stash)
+        ``d`` not yet multiplied by ``error_scale``) that the next :meth:`analog_update` will apply.
+
+        Checked as :meth:`analog_update` checks them (``RuntimeError`` for a pair modified in place since its
+        backward pass): the backends that apply the update themselves (GRAPES's ``CrossbarLayer``, the replicas'
+        saturation probe) read the pairs here."""
+        return tuple(self._checked_stash("pending_pairs"))
 
     def clear_stash(self) -> None:
         """Drop the stashed ``(x, d)`` pairs without updating."""
@@ -232,8 +236,9 @@ class AnalogModuleBase(nn.Module):
         self._stash.append((x, d))
         self._stash_versions.append((x._version, d._version))
 
-    def _checked_stash(self) -> list[tuple[Tensor, Tensor]]:
-        """The stashed pairs, after checking that none was modified in place since its backward pass.
+    def _checked_stash(self, method: str = "analog_update") -> list[tuple[Tensor, Tensor]]:
+        """The stashed pairs, after checking that none was modified in place since its backward pass (``method``:
+        the reader the error names). Every reader of the pairs' values goes through it.
 
         The stash holds the layer input and output gradient themselves (no copy), as autograd's saved tensors do;
         a pair changed in place before the update (an input buffer refilled with the next micro-batch, ``x.mul_``)
@@ -245,7 +250,7 @@ class AnalogModuleBase(nn.Module):
             for k, ((x, d), (vx, vd)) in enumerate(zip(self._stash, versions)):
                 if x._version != vx or d._version != vd:
                     what = "input x" if x._version != vx else "output gradient d"
-                    raise RuntimeError(f"{type(self).__name__}.analog_update: the {what} of stashed pair {k} was "
+                    raise RuntimeError(f"{type(self).__name__}.{method}: the {what} of stashed pair {k} was "
                                        "modified in place after its backward pass (its pulsed update would use the "
                                        "new values); pass a fresh tensor per batch, or step before modifying it")
         return self._stash

@@ -265,7 +265,7 @@ class CrossbarLayer(AnalogLayer):
         return self.inner.stashed > 0
 
     def _pending_xd(self) -> tuple[Tensor, Tensor] | None:
-        stash = self.inner.pending_pairs()
+        stash = self.inner.pending_pairs()    # checked: RuntimeError for a pair modified in place since backward
         if not stash:
             return None
         if len(stash) == 1:     # one forward per step: the pair itself (the update does not write its inputs)

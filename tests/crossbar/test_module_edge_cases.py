@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from crossbar import AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, TileArray, UpdateParameters
+from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, ReplicaLinear, TileArray,
+                      UpdateParameters)
 from devices import IdealDevice
 
 F64 = torch.float64
@@ -194,3 +195,42 @@ def test_backward_for_the_weights_only_still_stashes() -> None:
     assert lin.stashed == 1 and x.grad is None
     AnalogSGD(lin.parameters(), lr=0.1).step()
     torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x.detach(), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- readers of the stash
+
+
+def test_pending_pairs_refuses_a_pair_modified_in_place() -> None:
+    """``pending_pairs`` (what the backends that apply the update themselves read: GRAPES's ``CrossbarLayer``, the
+    replicas' saturation probe) gave the modified values where ``analog_update`` raises; now it raises as well,
+    naming itself, and an untouched stash reads as the tensors of the backward pass."""
+    lin = _ideal_linear()
+    x, g = torch.randn(2, 4, dtype=F64), torch.randn(2, 3, dtype=F64)
+    lin(x).backward(g)
+    ((px, pd),) = lin.pending_pairs()
+    assert torch.equal(px, x) and torch.equal(pd, g)
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"AnalogLinear.pending_pairs: the input x of stashed pair 0 was modified "
+                                           r"in place after its backward pass"):
+        lin.pending_pairs()
+    assert lin.stashed == 1
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_replica_layer_refuses_a_pair_modified_in_place(masked: bool) -> None:
+    """``ReplicaLinear``'s masked update and ``pending_pairs`` check the stash as ``AnalogLinear`` does: nothing
+    applied, no update counted."""
+    cfg = ideal_config(tile_rows=4, tile_cols=4)
+    lin = ReplicaLinear([1, 2], 4, 3, cfg, dtype=F64)
+    lin.set_weights(torch.randn(2, 3, 4, dtype=F64) * 0.1)
+    w0 = lin.get_weights()
+    x, g = torch.randn(2, 5, 4, dtype=F64), torch.randn(2, 5, 3, dtype=F64)
+    lin(x).backward(g)
+    g_seen = lin.pending_pairs()[0][1]
+    g_seen.mul_(0.5)                                              # the stashed output gradient, changed in place
+    with pytest.raises(RuntimeError, match="ReplicaLinear.pending_pairs: the output gradient d of stashed pair 0"):
+        lin.pending_pairs()
+    mask = torch.tensor([True, False]) if masked else None
+    with pytest.raises(RuntimeError, match="ReplicaLinear.analog_update: the output gradient d of stashed pair 0"):
+        lin.analog_update(0.1, mask)
+    assert torch.equal(lin.get_weights(), w0) and int(lin.tile.counters["updates"]) == 0

@@ -271,3 +271,30 @@ def test_device_overrides_reach_both_backends():
     from crossbar import to_aihwkit_rpu_config
 
     assert to_aihwkit_rpu_config(crossbar_config_from(s)).device.dw_min == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize("read", ["apply_update", "pending_update"])
+def test_crossbar_layer_refuses_a_stashed_pair_modified_in_place(read: str) -> None:
+    """The crossbar backend's layer reads its inner layer's stash itself (GRAPES scales ``x`` / ``d`` before its
+    one ``tile.update``): an input refilled in place after backward made it apply the new values, where the inner
+    layer's own ``analog_update`` raises. It raises now as well, nothing applied; a fresh input per pass gives the
+    update ``-lr gᵀ x`` (ideal device, exact float update)."""
+    from imc_grapes.backends.layers import CrossbarLayer
+
+    cfg = crossbar.CrossbarConfig.perfect(device=devices.IdealDevice(),
+                                          update=crossbar.UpdateParameters(pulse_type="none"))
+    layer = CrossbarLayer(crossbar.AnalogLinear(4, 3, bias=False, rpu_config=cfg, dtype=torch.float64, seed=0))
+    w0 = layer.get_weights()
+    x1, x2 = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    g = torch.randn(2, 3, dtype=torch.float64)
+    buf = x1.clone()
+    layer(buf).backward(g)
+    buf.copy_(x2)
+    with pytest.raises(RuntimeError, match="pending_pairs: the input x of stashed pair 0 was modified in place"):
+        getattr(layer, read)(0.1)
+    assert torch.equal(layer.get_weights(), w0) and int(layer.inner.tile.counters["updates"]) == 0
+    layer.clear()
+    layer(x1.clone()).backward(g)
+    torch.testing.assert_close(layer.pending_update(0.1), -0.1 * g.T @ x1, rtol=0, atol=1e-12)
+    layer.apply_update(0.1)
+    torch.testing.assert_close(layer.get_weights(), w0 - 0.1 * g.T @ x1, rtol=0, atol=1e-12)

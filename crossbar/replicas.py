@@ -497,6 +497,12 @@ class ReplicaLinear(AnalogModuleBase):
     and :meth:`analog_update` (the optimizer step) applies the pulsed update. ``error_scale`` is not supported
     (scale ``d`` before it reaches the layer). Program the initial weights with :meth:`set_weights`
     (``[E, out, in]``; the array starts at zero).
+
+    Input dtype: unlike :class:`~crossbar.modules.AnalogLinear` (which refuses an input of another dtype, as
+    ``nn.Linear`` does), an input of another dtype is converted to the states' dtype (by the array's MVMs and
+    update; the stash keeps ``x`` as given). The replica engine relies on it: ``train_replicas(..., dtype=...)``
+    (:class:`imc_grapes.replicas.ReplicaMLP`) keeps the states in ``dtype`` and feeds the data sets' float32
+    images to the first layer as they are.
     """
 
     tile: ReplicaTileArray  # type: ignore[assignment]
@@ -537,6 +543,7 @@ class ReplicaLinear(AnalogModuleBase):
                          "engine")
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x: [E, B, in]`` (any dtype: converted to the states', see the class docstring) ``-> [E, B, out]``."""
         if self.error_scale is not None:
             raise ValueError("ReplicaLinear.error_scale is not supported; scale the error before the layer")
         return self._analog_mvm(x)

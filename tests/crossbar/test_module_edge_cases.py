@@ -234,3 +234,29 @@ def test_replica_layer_refuses_a_pair_modified_in_place(masked: bool) -> None:
     with pytest.raises(RuntimeError, match="ReplicaLinear.analog_update: the output gradient d of stashed pair 0"):
         lin.analog_update(0.1, mask)
     assert torch.equal(lin.get_weights(), w0) and int(lin.tile.counters["updates"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------- replica input dtype
+
+
+def test_replica_layer_converts_an_input_of_another_dtype() -> None:
+    """``ReplicaLinear`` converts the input to its states' dtype instead of refusing it as ``AnalogLinear`` does:
+    ``train_replicas(dtype=torch.float64)`` feeds float32 images to float64 states. The float32 input gives what
+    its float64 conversion gives: forward, and the update ``W - lr gᵀ x`` per replica (exact float update)."""
+    cfg = ideal_config(tile_rows=4, tile_cols=4)
+    w = torch.randn(2, 3, 6, dtype=F64) * 0.1
+    x = torch.randn(2, 5, 6)                                           # float32, as the data sets' images
+    g = torch.randn(2, 5, 3, dtype=F64)
+    layers = []
+    for xin in (x, x.to(F64)):
+        lin = ReplicaLinear([1, 2], 6, 3, cfg, dtype=F64)
+        lin.set_weights(w)
+        y = lin(xin)
+        assert y.dtype == F64
+        torch.testing.assert_close(y, torch.einsum("eoi,ebi->ebo", w, x.to(F64)), rtol=0, atol=1e-12)
+        y.backward(g)
+        lin.analog_update(0.1)
+        layers.append(lin)
+    expected = w - 0.1 * torch.einsum("ebo,ebi->eoi", g, x.to(F64))
+    for lin in layers:
+        torch.testing.assert_close(lin.get_weights(), expected, rtol=0, atol=1e-12)

@@ -64,8 +64,8 @@ def analog_modules(model: nn.Module) -> list["AnalogModuleBase"]:
 class AnalogFunction(torch.autograd.Function):
     """``y = tile.forward(x)``; backward: ``tile.backward(d)`` for ``x`` (if it needs a gradient) and, unless the
     layer is frozen (``analog_ctx`` did not require a gradient at the forward pass) or the backward pass asks for
-    other gradients only (``torch.autograd.grad(loss, x)``, ``loss.backward(inputs=[x])``), stash ``(x, d)`` on the
-    module for the optimizer's pulsed update."""
+    other gradients only (``torch.autograd.grad(loss, x)``, ``loss.backward(inputs=[x])``) or the batch is empty
+    (no vector, nothing to update), stash ``(x, d)`` on the module for the optimizer's pulsed update."""
 
     @staticmethod
     def forward(ctx: Any, module: "AnalogModuleBase", analog_ctx: Tensor, x: Tensor) -> Tensor:  # noqa: ARG004
@@ -79,7 +79,9 @@ class AnalogFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = module.tile.backward(grad_out) if ctx.needs_input_grad[2] else None
-        if ctx.needs_input_grad[1] and _weights_get_gradient(ctx):   # the layer trains, and this pass asks for it
+        # the layer trains, this pass asks for its gradient, and there is something to update (a batch of 0
+        # vectors: nn.Linear's weight.grad is zeros, which SGD applies as no change; no tile update either)
+        if ctx.needs_input_grad[1] and x.numel() > 0 and _weights_get_gradient(ctx):
             module._stash_pair(x.detach(), grad_out.detach())
         return None, None, grad_x
 

@@ -260,3 +260,39 @@ def test_replica_layer_converts_an_input_of_another_dtype() -> None:
     expected = w - 0.1 * torch.einsum("ebo,ebi->eoi", g, x.to(F64))
     for lin in layers:
         torch.testing.assert_close(lin.get_weights(), expected, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- empty batches
+
+
+def _empty_batch_layers() -> list[tuple[nn.Module, torch.Tensor]]:
+    """An analog linear, conv and replica layer, each with an input batch of 0 samples."""
+    cfg = ideal_config(tile_rows=4, tile_cols=4)
+    return [(AnalogLinear(4, 3, rpu_config=cfg, dtype=F64, seed=0), torch.randn(0, 4, dtype=F64)),
+            (AnalogConv2d(2, 3, 2, rpu_config=cfg, dtype=F64, seed=0), torch.randn(0, 2, 3, 3, dtype=F64)),
+            (ReplicaLinear([1, 2], 4, 3, cfg, dtype=F64), torch.randn(2, 0, 4, dtype=F64))]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2], ids=["linear", "conv", "replicas"])
+def test_backward_of_an_empty_batch_stashes_nothing(k: int) -> None:
+    """A batch of 0 samples: ``nn.Linear``'s ``weight.grad`` is zeros and SGD moves nothing. The analog layers
+    stashed the empty pair, and the step counted a tile update of zero vectors; now nothing is stashed, the step
+    applies and counts nothing, and a later batch trains as before."""
+    digital = nn.Linear(4, 3, dtype=F64)
+    digital(torch.randn(0, 4, dtype=F64)).sum().backward()
+    assert torch.equal(digital.weight.grad, torch.zeros(3, 4, dtype=F64))
+    layer, x = _empty_batch_layers()[k]
+    w0 = layer.get_weights()
+    y = layer(x)
+    assert y.numel() == 0
+    y.sum().backward()
+    assert layer.stashed == 0
+    opt = AnalogSGD(layer.parameters(), lr=0.1)
+    opt.step()
+    assert torch.equal(layer.get_weights(), w0) and int(layer.tile.counters["updates"]) == 0
+    x1 = torch.randn(1, *x.shape[1:], dtype=F64) if k < 2 else torch.randn(2, 1, 4, dtype=F64)
+    layer(x1).sum().backward()
+    assert layer.stashed == 1
+    opt.step()
+    assert int(layer.tile.counters["updates"]) == (2 if k == 2 else 1)    # one per replica
+    assert not torch.equal(layer.get_weights(), w0)

@@ -296,6 +296,8 @@ class AnalogLinear(AnalogModuleBase):
                  rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, seed: int | None = None) -> None:
         super().__init__()
+        _check_size("AnalogLinear", "in_features", in_features)
+        _check_size("AnalogLinear", "out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
@@ -327,14 +329,21 @@ class AnalogLinear(AnalogModuleBase):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _check_size(layer: str, name: str, value: Any) -> None:
+    """``ValueError`` naming ``layer.name`` unless ``value`` (a feature / channel count) is an integer >= 1 (the
+    tile grid would refuse it otherwise, naming its own field: ``TileGrid.in_features`` for a conv's channels)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer}.{name} must be an integer >= 1, got {value!r}")
+
+
 def _conv_pair(name: str, value: Any) -> tuple[int, int]:
     """``value`` (an int, or a pair of ints, as ``nn.Conv2d`` takes them) as a pair; ``ValueError`` naming
     ``name`` otherwise (e.g. ``padding="same"``, a float, or a 3-tuple, which ``_pair`` would pass through)."""
     pair = _pair(value)
     if (isinstance(value, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)):
-        raise ValueError(f"AnalogConv2d.{name} must be an int or a pair of ints (zero padding given as numbers; "
-                         f"string padding modes are not supported), got {value!r}")
+        hint = " (zero padding given as numbers; string padding modes are not supported)" if name == "padding" else ""
+        raise ValueError(f"AnalogConv2d.{name} must be an int or a pair of ints{hint}, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -356,6 +365,8 @@ class AnalogConv2d(AnalogModuleBase):
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  seed: int | None = None) -> None:
         super().__init__()
+        _check_size("AnalogConv2d", "in_channels", in_channels)
+        _check_size("AnalogConv2d", "out_channels", out_channels)
         if isinstance(groups, bool) or groups != 1:
             raise ValueError(f"AnalogConv2d.groups must be 1 (grouped convolutions are not supported), got {groups!r}")
         if padding_mode != "zeros":

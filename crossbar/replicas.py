@@ -36,7 +36,7 @@ from torch import Tensor
 
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
-from crossbar.modules import AnalogModuleBase
+from crossbar.modules import AnalogModuleBase, _check_size
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import TileState, pair_offset
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
@@ -511,6 +511,8 @@ class ReplicaLinear(AnalogModuleBase):
                  rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        _check_size("ReplicaLinear", "in_features", in_features)
+        _check_size("ReplicaLinear", "out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         tile = ReplicaTileArray(seeds, out_features, in_features, rpu_config, device=device, dtype=dtype)

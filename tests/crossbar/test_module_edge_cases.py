@@ -1,5 +1,6 @@
-"""Edge cases of the analog layers' torch contract: input dtypes, stashed pairs modified in place, backward passes that
-ask for other gradients only. Expectations from ``nn.Linear`` / ``nn.Conv2d`` + ``torch.optim.SGD`` semantics and
+"""Edge cases of the analog layers' torch contract: input dtypes, stashed pairs modified in place (and every reader of
+the stash checking them), backward passes that ask for other gradients only, empty batches, argument errors.
+Expectations from ``nn.Linear`` / ``nn.Conv2d`` + ``torch.optim.SGD`` semantics and
 hand-computed updates (ideal layers: perfect periphery, ideal device, exact float update)."""
 
 from __future__ import annotations
@@ -296,3 +297,33 @@ def test_backward_of_an_empty_batch_stashes_nothing(k: int) -> None:
     opt.step()
     assert int(layer.tile.counters["updates"]) == (2 if k == 2 else 1)    # one per replica
     assert not torch.equal(layer.get_weights(), w0)
+
+
+# ---------------------------------------------------------------------------------------------- argument errors
+
+
+@pytest.mark.parametrize("make,field", [
+    (lambda v: AnalogLinear(v, 3), "AnalogLinear.in_features"),
+    (lambda v: AnalogLinear(3, v), "AnalogLinear.out_features"),
+    (lambda v: AnalogConv2d(v, 3, 2), "AnalogConv2d.in_channels"),
+    (lambda v: AnalogConv2d(2, v, 2), "AnalogConv2d.out_channels"),
+    (lambda v: ReplicaLinear([1], v, 3), "ReplicaLinear.in_features"),
+    (lambda v: ReplicaLinear([1], 3, v), "ReplicaLinear.out_features"),
+])
+@pytest.mark.parametrize("value", [0, -2, 2.0, True])
+def test_bad_size_names_the_layer_argument_and_range(make, field: str, value: object) -> None:
+    """A zero (negative, float, bool) feature / channel count was refused naming ``TileGrid.in_features`` (for a
+    conv: the flattened kernel's fan-in); the error now names the layer's own argument and the valid range."""
+    with pytest.raises(ValueError, match=rf"^{field} must be an integer >= 1, got {value!r}$"):
+        make(value)
+
+
+@pytest.mark.parametrize("name", ["kernel_size", "stride", "dilation"])
+def test_kernel_size_of_three_dims_is_refused_without_a_padding_hint(name: str) -> None:
+    """``AnalogConv2d(kernel_size=(3, 3, 3))`` got a message about zero padding / string padding modes; the hint now
+    comes with ``padding`` only."""
+    with pytest.raises(ValueError, match=rf"^AnalogConv2d.{name} must be an int or a pair of ints, got \(3, 3, 3\)$"):
+        AnalogConv2d(2, 3, **{"kernel_size": 2, name: (3, 3, 3)})
+    with pytest.raises(ValueError, match=r"^AnalogConv2d.padding must be an int or a pair of ints \(zero padding "
+                                         r"given as numbers; string padding modes are not supported\), got 'same'$"):
+        AnalogConv2d(2, 3, 2, padding="same")

@@ -23,14 +23,20 @@ from devices import get_preset  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options, parsed by :func:`main` (a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ReRamSB,EcRam,Capacitor,Idealized", help="comma-separated device presets")
     ap.add_argument("--fractions", default="0.1,0.3,0.6,0.95", help="fractions of devices with pulses")
     ap.add_argument("--devices", type=int, default=200704, help="devices per call (784x256 = 200704)")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"bench_device_update: {args.devices} devices, {args.threads} thread(s), malloc {tune_malloc()}")
     print(f"{'preset':10s} {'pulsed':>7s} {'pulses/dev':>10s} {'dense ms':>9s} {'sparse ms':>10s} {'dense/sparse':>13s}")

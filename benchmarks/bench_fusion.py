@@ -33,13 +33,19 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options, parsed by :func:`main` (a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ReRamSB,EcRam,ReRamES", help="comma-separated device presets")
     ap.add_argument("--devices", type=int, default=200704, help="devices per call (784x256 = 200704)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"bench_fusion: torch {torch.__version__}, {args.devices} devices, {args.threads} thread(s), "
           f"malloc {tune_malloc()}")

@@ -46,7 +46,9 @@ def child(preset: str, steps: int, threads: int) -> None:
     print(json.dumps({"median_ms": statistics.median(times), "malloc": mode}))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options, parsed by :func:`main` (a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ReRamSB,Capacitor,EcRam", help="comma-separated device presets")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per run, from a fresh start")
@@ -54,7 +56,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     if args.child is not None:
         child(args.child, args.steps, args.threads)
         return {}

@@ -1076,7 +1076,9 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
     return info
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The suite's command-line options (checked by :func:`parse_args`; a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     ap.add_argument("--device", default="cpu", help="torch device of the torch and native rows: cpu or cuda")
@@ -1112,6 +1114,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, default=None,
                     help="print the tables of this results JSON as Markdown and exit (nothing is measured)")
     ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options of ``argv`` (``None``: the process's), with the --only sections checked."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     bad = sorted(set(args.only.split(",")) - set(SECTIONS))
     if bad:

@@ -83,7 +83,9 @@ def time_case(preset: str, spec: str, scale: float, steps: int) -> dict[str, Any
             "auto": auto, "best": best, "auto_loss": ms[auto] / ms[best] - 1.0}
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options, parsed by :func:`main` (a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ConstantStep,ReRamSB,EcRam",
                     help="comma-separated device presets (ConstantStep: the default ConstantStepDevice)")
@@ -92,7 +94,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--steps", type=int, default=40, help="timed updates per algorithm and case")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="write the rows as JSON here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"bench_update_paths: {args.threads} thread(s), malloc {tune_malloc()}, dense counts by "
           f"{sparse_update.CPU_PULSE_COUNTS}")

@@ -141,7 +141,9 @@ def tile_calls(step: Any, steps: int) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options (checked by :func:`parse_args`; a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
     ap = argparse.ArgumentParser(description=__doc__.split("::")[0].strip(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", default="mlp", choices=("mlp", "cnn", "grapes", "layer"),
@@ -160,9 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=15, help="operations listed (default %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default %(default)s)")
     ap.add_argument("--json", default=None, help="also write the breakdown to this JSON file")
+    return ap
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options of ``argv`` (``None``: the process's), with the ranges of --steps, --top, --threads checked."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.steps < 1 or args.top < 0 or args.threads < 1:
         ap.error("--steps and --threads must be >= 1 and --top >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     tune_malloc()                      # as the imc-grapes command line and bench_suite.py do
     impl = args.impl or ("grapes-exact" if args.kind == "grapes" else "native")

@@ -6,13 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .io import folder_error, writable_folder
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
+
+if TYPE_CHECKING:
+    from .compare import CompareSpec
 
 EPILOG_TRAIN = """examples:
   imc-grapes train                                  # MNIST, 784-256-256-10, SGD vs GRAPES, 1 epoch
@@ -136,16 +139,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_analog_args(p, d)
 
 
+def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    """The runs of ``imc-grapes train`` (parsed ``args``), one per seed × optimizer, validated (ConfigError or
+    ValueError naming the option); nothing is loaded or trained."""
+    check_distinct("--seed", args.seed)
+    check_distinct("--optimizer", args.optimizer)
+    return [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend)
+            for seed in args.seed for opt in args.optimizer]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import DatasetError, load_dataset
     from .report import format_table, write_summary
     from .train import DivergenceError, train
 
     try:
-        check_distinct("--seed", args.seed)
-        check_distinct("--optimizer", args.optimizer)
-        configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend)
-                   for seed in args.seed for opt in args.optimizer]
+        configs = train_configs(args)
         device = configs[0].resolved_device()
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
@@ -249,20 +258,28 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(**SMALL_COMPARE)
 
 
+def compare_spec(args: argparse.Namespace) -> CompareSpec:
+    """The job of ``imc-grapes compare`` (parsed ``args``), validated (ConfigError or ValueError naming the
+    option); nothing is loaded or trained."""
+    from .compare import CompareSpec
+
+    base = _base_config(args, inference_times=tuple(args.inference_times))
+    return CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
+                       analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
+                       val_holdout=args.val_holdout, target_acc=args.target_acc,
+                       tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score,
+                       tail_evals=args.tail_evals)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare import CompareSpec, run_compare
+    from .compare import run_compare
     from .data import DatasetError
 
     try:
-        base = _base_config(args, inference_times=tuple(args.inference_times))
-        spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
-                           analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
-                           val_holdout=args.val_holdout, target_acc=args.target_acc,
-                           tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score,
-                           tail_evals=args.tail_evals)
-        base.resolved_device()
+        spec = compare_spec(args)
+        spec.base.resolved_device()
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2

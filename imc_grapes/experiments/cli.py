@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .options import ExperimentOptions
 
 EPILOG = """examples:
   imc-grapes experiment list                                   # the experiments and what each tests
@@ -83,24 +87,30 @@ def _list() -> int:
     return 0
 
 
+def experiment_options(args: argparse.Namespace) -> ExperimentOptions:
+    """The options of ``imc-grapes experiment`` (parsed ``args``), validated (ConfigError or ValueError naming the
+    field); :func:`~.definitions.plan_experiment` turns them into the experiment's groups."""
+    from .options import ExperimentOptions
+
+    return ExperimentOptions(size=args.size, backends=tuple(args.backend), preset=args.device_preset,
+                             optimizers=tuple(args.optimizers), seeds=tuple(args.seeds) if args.seeds else None,
+                             lr_grid=tuple(args.lr) if args.lr else None,
+                             datasets=tuple(args.datasets) if args.datasets else None, epochs=args.epochs,
+                             drop_last=args.drop_last, tail_evals=args.tail_evals, device=args.device,
+                             data_root=args.data_root)
+
+
 def run_experiment_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes experiment`` (parsed by :func:`add_experiment_parser`); return the exit code."""
     from ..config import ConfigError
     from ..data import DatasetError
     from ..runtime import set_torch_threads
-    from .options import ExperimentOptions
     from .runner import default_out_dir, run_experiment
 
     if args.name == "list":
         return _list()
     try:
-        opts = ExperimentOptions(size=args.size, backends=tuple(args.backend), preset=args.device_preset,
-                                 optimizers=tuple(args.optimizers),
-                                 seeds=tuple(args.seeds) if args.seeds else None,
-                                 lr_grid=tuple(args.lr) if args.lr else None,
-                                 datasets=tuple(args.datasets) if args.datasets else None, epochs=args.epochs,
-                                 drop_last=args.drop_last, tail_evals=args.tail_evals, device=args.device,
-                                 data_root=args.data_root)
+        opts = experiment_options(args)
         from .definitions import plan_experiment
 
         for g in plan_experiment(args.name, opts):

@@ -15,7 +15,8 @@ The classifier ``self.readout`` (bias-free) reads the last layer's final state `
 
 GRAPES (grapes.md §3, "recurrent layers"): :meth:`SequenceClassifier.hidden_layers` names the input
 matrices ``W`` of the recurrent layers, so :func:`~imc_grapes.grapes.attach_grapes` computes ``F = Σ_j |W_ij|``
-(row sums of the input-to-hidden matrix; for the LSTM one factor per gate row) and its propagated hook
+(row sums of the input-to-hidden matrix; for the LSTM one factor per gate row, normalised by the maximum over
+all ``4·hidden`` gate rows of the layer together, not per gate block) and its propagated hook
 multiplies the error arriving at the output of ``W`` — i.e. ``∂L/∂a_t`` of the input branch — at every time
 step. What the recurrent weights contribute (a documented choice):
 

@@ -86,7 +86,9 @@ def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
 
     Returns:
         ``M`` of the same shape as ``F``; its largest element per layer is exactly 2. A layer whose
-        importances are all zero has no distinguished node: every node is treated as the maximum (M = 2).
+        importances are all zero has no distinguished node: every node is treated as the maximum (M = 2; 0/0 is
+        left open by grapes.md). Unclipped (FA), a node with ``F_i = 0`` in a layer with a non-zero maximum gets
+        ``M_i = 0``: its incoming weights get no update, so they stay zero (as in the reference code).
     """
     if clip is not None:
         lo, hi = float(clip[0]), float(clip[1])
@@ -147,7 +149,9 @@ def dfa_modulations(
     once per batch ``P^{L-1} = 1`` and, for ``k = L-2 .. 1``, ``P^k = 2·colsum|W^k| / max`` (unclipped); then
     ``δ^k = (P^{k+1} ⊙ B^{k+1} e) ⊙ f'(a^k)``, broadcast against ``P^k`` into a matrix, so that
     ``ΔW^k_ij ∝ P^{k+1}_i · P^k_j · δ^k_i x_j``. Hidden layer 0 gets ``δ^0 = (B^1 e) ⊙ f'(a^0)``: unmodulated
-    (``P^0`` is never computed and ``P^1`` is not applied to it).
+    (``P^0`` is never computed and ``P^1`` is not applied to it). Edge cases, as :func:`modulation`: an input
+    neuron with no outgoing weight gets ``P_j = 0`` (its column of ``ΔW^k`` stays zero); a layer whose column
+    sums are all zero (0/0, which grapes.md leaves open) gets ``P = 2`` everywhere.
 
     Args:
         outgoing: for each hidden layer ``k = 0 .. n-1`` (forward order, output layer excluded) its

@@ -6,6 +6,7 @@ normalised with the training split's pixel mean/std) and labels ``y: [n]`` (int6
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,14 @@ class Split:
         return Split(self.x.to(device), self.y.to(device))
 
     def subset(self, n: int | None) -> "Split":
-        """The first ``n`` samples (all if ``n`` is None or larger than the split)."""
+        """The first ``n`` samples (all if ``n`` is None or larger than the split).
+
+        Raises:
+            ValueError: ``n`` is not None and not an integer ≥ 1 (0 would give an empty split and a negative ``n``
+                would silently drop the *last* samples, as a Python slice does).
+        """
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"Split.subset: n must be an integer ≥ 1 (or None for all), got {n!r}")
         if n is None or n >= len(self):
             return self
         return Split(self.x[:n], self.y[:n])

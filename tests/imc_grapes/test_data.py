@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from imc_grapes.data import (BatchLoader, ChecksumError, DatasetNotFoundError, DatasetSpec, fetch, load_dataset,
-                             load_real, make_synthetic, parse_idx, read_idx, verify)
+from imc_grapes.data import (BatchLoader, ChecksumError, Dataset, DatasetNotFoundError, DatasetSpec, Split, fetch,
+                             load_dataset, load_real, make_synthetic, parse_idx, read_idx, verify)
 from imc_grapes.data import sources as fetch_mod
 from imc_grapes.data import registry
 from imc_grapes.data.registry import IdxFile
@@ -338,3 +338,19 @@ def test_the_recorded_data_root_is_absolute_wherever_it_came_from(tmp_path, monk
     assert recorded_data_root("mnist", "/abs/data") == "/abs/data"
     assert recorded_data_root("synthetic", "data") is None
     assert recorded_data_root("mnist", "") is None
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_a_subset_of_zero_negative_or_non_integer_size_is_rejected(n):
+    """A negative slice would silently drop the last samples (10 − 3 = 7 left) and 0 would give an empty split."""
+    split = make_synthetic(n_train=10, n_test=5).train
+    with pytest.raises(ValueError, match=rf"^Split\.subset: n must be an integer ≥ 1 \(or None for all\), got "
+                                         rf"{n!r}$"):
+        split.subset(n)
+
+
+def test_a_subset_larger_than_the_split_is_the_whole_split():
+    split = make_synthetic(n_train=10, n_test=5).train
+    assert len(split.subset(3)) == 3 and torch.equal(split.subset(3).y, split.y[:3])
+    assert split.subset(np.int64(10)) is split and split.subset(11) is split and split.subset(None) is split
+

@@ -82,23 +82,39 @@ def _unreadable(spec: DatasetSpec, path: Path, exc: OSError, root: str | os.Path
                         f"user (or {_elsewhere_hint(spec, root)} with a readable copy).")
 
 
+def check_folder_path(spec: DatasetSpec, folder: Path, root: str | os.PathLike[str] | None) -> None:
+    """Raise :class:`DatasetError` when the nearest existing one of ``folder`` and its parents is not a folder
+    (e.g. the data root names a file): the data set can then neither be found nor fetched there."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise DatasetError(f"dataset {spec.name!r}: {path} is a file, not a folder, so {folder} cannot hold "
+                                   f"the data set; {_elsewhere_hint(spec, root)} (or move that file away)")
+            return
+
+
 def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
     """Check that all four files are present with the documented size and md5; return the folder.
 
     Raises:
         DatasetNotFoundError: a file is missing (the message names the fetch command).
         ChecksumError: a file has the wrong size or md5 (the message names the file and the fetch command).
-        DatasetError: a file or the folder cannot be read (e.g. its permissions; the message names it).
+        DatasetError: a file or the folder cannot be read (e.g. its permissions; the message names it), or the
+            data root or the data set's folder is a file (the message names it).
     """
     folder = dataset_dir(spec, root)
     try:
+        check_folder_path(spec, folder, root)
         missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
+        zipped = [name + ".gz" for name in missing if (folder / (name + ".gz")).is_file()]
     except OSError as exc:      # e.g. a folder on the way that this user may not enter
         raise _unreadable(spec, folder, exc, root) from exc
     if missing:
+        gz_hint = (f" {folder} holds {', '.join(zipped)}: the cache keeps the IDX files uncompressed, so gunzip "
+                   "them there instead." if zipped else "")
         raise DatasetNotFoundError(
             f"dataset {spec.name!r} not found in {folder} (missing: {', '.join(missing)}). "
-            f"Run `{fetch_hint(spec, root)}` to obtain it (or {_elsewhere_hint(spec, root)})."
+            f"Run `{fetch_hint(spec, root)}` to obtain it (or {_elsewhere_hint(spec, root)}).{gz_hint}"
         )
     for f in spec.files:
         path = folder / f.name

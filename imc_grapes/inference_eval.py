@@ -14,6 +14,8 @@ afterwards.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,11 +35,14 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
                          compensate_drift: bool = True, *, restore: bool = True) -> dict[str, float]:
     """Accuracy at each time after programming.
 
+    The times are evaluated in ascending order whatever order they are given in (the noise draws follow that
+    order, so ``[3600, 1]`` gives the numbers of ``[1, 3600]``).
+
     Args:
         read_weights: returns the trained weights ``{layer name: tensor}`` (any shapes, one device).
         write_weights: programs weights of the same names and shapes into the network.
         evaluate: returns the network's accuracy (fraction) on the evaluation split.
-        times_s: seconds after programming (≥ 0), e.g. ``devices.STANDARD_TIMES_S``.
+        times_s: seconds after programming (each finite and ≥ 0, no time twice), e.g. ``devices.STANDARD_TIMES_S``.
         seed: seeds the programming noise, drift exponents and read noise (same seed, same result).
         model: noise model (default ``PCMLikeNoiseModel()``).
         compensate_drift: apply global drift compensation (per layer, as a reference read would).
@@ -45,25 +50,56 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
             the network's state back itself (:func:`network_accuracy_after_drift`), the last noisy weights are left.
 
     Returns:
-        ``{time_key(time_s): accuracy}``; with ``restore`` the trained weights are written back before returning.
+        ``{time_key(time_s): accuracy}`` in ascending time; with ``restore`` the trained weights are written back
+        before returning. Without any weight (``read_weights`` returns none) nothing can drift: every time gets
+        the accuracy of one plain ``evaluate()``. When a trained weight is NaN or infinite (a diverged model) the
+        accuracy is undefined: every time gets NaN, and nothing is written or evaluated.
+
+    Raises:
+        ValueError: a time is negative, NaN or infinite, or given twice (the message names ``times_s``).
     """
+    times = _checked_times(times_s)
+    if not times:
+        return {}
     model = model or PCMLikeNoiseModel()
     trained = {k: v.detach().clone() for k, v in read_weights().items()}
-    if not trained or not times_s:
-        return {}
+    if not trained:
+        acc = float(evaluate())
+        return {time_key(t): acc for t in times}
+    if not _all_finite(trained):
+        return {time_key(t): math.nan for t in times}
     device = next(iter(trained.values())).device
     gen = torch.Generator(device=device).manual_seed(int(seed) + 7919)
-    noisy = {k: apply_inference_noise(w, list(times_s), model, generator=gen, compensate_drift=compensate_drift)
+    noisy = {k: apply_inference_noise(w, times, model, generator=gen, compensate_drift=compensate_drift)
              for k, w in trained.items()}  # each [T, *shape]
     out: dict[str, float] = {}
     try:
-        for i, t in enumerate(times_s):
+        for i, t in enumerate(times):
             write_weights({k: v[i] for k, v in noisy.items()})
             out[time_key(t)] = float(evaluate())
     finally:
         if restore:
             write_weights(trained)
     return out
+
+
+def _checked_times(times_s: Sequence[float]) -> list[float]:
+    """``times_s`` (s) sorted ascending as floats; ``ValueError`` naming ``times_s`` unless every time is a finite
+    number ≥ 0 and no time (as :func:`time_key` writes it) is given twice."""
+    times = list(times_s)
+    if not all(isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
+               for t in times):
+        raise ValueError(f"accuracy_after_drift.times_s must be times ≥ 0 s (each finite), got {times!r}")
+    keys = [time_key(t) for t in times]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"accuracy_after_drift.times_s must not give a time twice (each result is keyed by its "
+                         f"time), got {times!r}")
+    return sorted(float(t) for t in times)
+
+
+def _all_finite(weights: Mapping[str, Tensor]) -> bool:
+    """Whether every weight is finite (one device sync for all layers; once per evaluation, not per step)."""
+    return bool(torch.stack([torch.isfinite(w).all() for w in weights.values()]).all())
 
 
 def network_accuracy_after_drift(net: Network, evaluate: Callable[[], float], times_s: Sequence[float],

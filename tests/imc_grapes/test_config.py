@@ -211,6 +211,10 @@ INF = float("inf")
     ("inference_times", ("1",), r"inference_times must be a list of numbers ≥ 0"),
     ("inference_times", (True,), r"inference_times must be a list of numbers ≥ 0"),
     ("inference_times", (1.0, INF), r"inference_times must be ≥ 0 seconds \(and finite\)"),
+    ("inference_times", (1.0, -1.0), r"inference_times must be ≥ 0 seconds \(and finite\), got \[1\.0, -1\.0\]"),
+    ("inference_times", (float("nan"),), r"inference_times must be ≥ 0 seconds \(and finite\), got \[nan\]"),
+    ("inference_times", (3600, 1.0, 3600.0), r"inference_times must not give a time twice \(each result is keyed "
+                                            r"by its time\), got \[3600\.0, 1\.0, 3600\.0\]$"),
     ("drop_last", "no", r"drop_last must be true or false, got 'no'"),
     ("data_root", 5, r"data_root must be None or the path of a folder"),
     ("extra", [], r"extra must be a dict"),

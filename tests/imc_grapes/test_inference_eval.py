@@ -1,6 +1,7 @@
 """Accuracy after programming noise and drift: restores the trained weights, ideal model changes nothing,
 real drift degrades a trained classifier."""
 import copy
+import math
 
 import pytest
 import torch
@@ -193,3 +194,93 @@ def test_the_network_state_after_the_evaluation_is_that_of_before_bit_for_bit(ba
         assert torch.equal(w, weights[n]), n
     if backend == "digital":
         assert torch.equal(net.model(x), outputs)
+
+
+@pytest.mark.parametrize("times, why", [
+    ([1.0, -1.0], r"must be times ≥ 0 s \(each finite\), got \[1\.0, -1\.0\]"),
+    ([float("nan")], r"must be times ≥ 0 s \(each finite\), got \[nan\]"),
+    ([float("inf")], r"must be times ≥ 0 s \(each finite\), got \[inf\]"),
+    ([True], r"must be times ≥ 0 s \(each finite\), got \[True\]"),
+    ([3600, 1.0, 3600.0], r"must not give a time twice \(each result is keyed by its time\), got \[3600, 1\.0, "
+                          r"3600\.0\]"),
+    ([0.0, -0.0], r"must not give a time twice .*, got \[0\.0, -0\.0\]"),
+])
+def test_bad_times_are_rejected_before_anything_is_written(times, why):
+    """A repeated time would have overwritten its first result under the same key, after drawing its noise."""
+    model, x, y = _toy()
+    read, write = digital_weights(model)
+    calls = []
+    with pytest.raises(ValueError, match=rf"^accuracy_after_drift\.times_s {why}$"):
+        accuracy_after_drift(read, lambda w: calls.append("write"), lambda: calls.append("eval") or 1.0, times)
+    assert calls == []
+
+
+def test_time_zero_reads_the_programmed_weights_and_drift_follows_the_power_law():
+    """Drift only (no programming or read noise, ν = 0.05 for every device, no compensation): at t = 0 the weights
+    read back are the trained ones; at t = t_0 = 20 s each is scaled by ((20 + 20)/20)^(−0.05) = 2^(−0.05)."""
+    model, x, y = _toy()
+    read, write = digital_weights(model)
+    trained = model.weight.detach().clone()
+    seen = []
+    out = accuracy_after_drift(read, write, lambda: seen.append(model.weight.detach().clone()) or 1.0, [20.0, 0.0],
+                               model=GenericDriftModel(nu_mean=0.05, t_0=20.0), compensate_drift=False)
+    assert list(out) == ["0", "20"]
+    torch.testing.assert_close(seen[0], trained, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(seen[1], trained * 2.0 ** -0.05, rtol=1e-6, atol=1e-6)
+
+
+def test_the_order_the_times_are_given_in_does_not_change_the_numbers():
+    """Noisy programming, drift and read noise: ``[86400, 1, 3600]`` gives, time for time, what ``[1, 3600, 86400]``
+    gives (the times are evaluated in ascending order), keyed in ascending time."""
+    model, x, y = _toy()
+    read, write = digital_weights(model)
+
+    def weight_sum():       # a number that tells the weights of each time apart (an accuracy could tie)
+        return float(model.weight.detach().sum())
+
+    noise = GenericDriftModel(prog_noise_std=0.5, nu_mean=0.05, nu_std=0.02, read_noise_std=0.05)
+    ordered = accuracy_after_drift(read, write, weight_sum, [1.0, 3600.0, 86400.0], seed=2, model=noise)
+    shuffled = accuracy_after_drift(read, write, weight_sum, [86400.0, 1.0, 3600.0], seed=2, model=noise)
+    assert list(shuffled) == ["1", "3600", "86400"] and shuffled == ordered
+    assert len(set(ordered.values())) == 3          # not vacuous: each time read other weights
+
+
+def test_a_model_without_weights_has_the_same_accuracy_at_every_time():
+    """Nothing to program means nothing drifts: one plain evaluation stands for every time (not an empty result)."""
+    evaluations = []
+    out = accuracy_after_drift(dict, lambda w: None, lambda: evaluations.append(1) or 0.75, [3600.0, 1.0])
+    assert out == {"1": 0.75, "3600": 0.75} and evaluations == [1]
+    assert accuracy_after_drift(dict, lambda w: None, lambda: 0.75, []) == {}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_diverged_model_reports_nan_at_every_time_and_is_left_as_it_was(bad):
+    """A NaN or infinite weight makes the accuracy undefined: NaN at every time (not the share of the class that
+    argmax picks from NaN outputs), without writing or evaluating anything."""
+    model, x, y = _toy()
+    with torch.no_grad():
+        model.weight[1, 2] = bad
+    before = model.weight.detach().clone()
+    read, write = digital_weights(model)
+    calls = []
+    out = accuracy_after_drift(read, lambda w: calls.append("write"), lambda: calls.append("eval") or 0.3,
+                               [1.0, 3600.0])
+    assert list(out) == ["1", "3600"] and all(math.isnan(a) for a in out.values())
+    assert calls == [] and torch.equal(model.weight.nan_to_num(7.0), before.nan_to_num(7.0))
+
+
+def test_a_diverged_crossbar_network_reports_nan_and_keeps_its_state():
+    from imc_grapes.inference_eval import network_accuracy_after_drift
+
+    net, x = _trained_reramsb_network()
+    weights = net.read_weights()
+    name = next(iter(weights))
+    net.write_weights({name: torch.full_like(weights[name], float("nan"))}, write_noise=False, clip=False)
+    before = copy.deepcopy(net.model.state_dict())
+    out = network_accuracy_after_drift(net, lambda: float((net.model(x).argmax(1) == 0).float().mean()), [1.0])
+    assert list(out) == ["1"] and math.isnan(out["1"])
+    after = net.model.state_dict()
+    for k, v in before.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(after[k].nan_to_num(7.0), v.nan_to_num(7.0)), k
+

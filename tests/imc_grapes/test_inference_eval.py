@@ -284,3 +284,42 @@ def test_a_diverged_crossbar_network_reports_nan_and_keeps_its_state():
         if isinstance(v, torch.Tensor):
             assert torch.equal(after[k].nan_to_num(7.0), v.nan_to_num(7.0)), k
 
+
+def test_training_after_an_evaluation_continues_as_without_it():
+    """The evaluation puts back every state that training uses — device states and write noise, the tiles'
+    generators, GRAPES, dropout's global generator, the counters: three more steps after it give, bit for bit,
+    the weights, metrics and outputs of three more steps without it."""
+    import torch.nn.functional as F
+
+    from imc_grapes.backends import AnalogSettings, build_network
+    from imc_grapes.config import TrainConfig
+    from imc_grapes.data import Split
+    from imc_grapes.inference_eval import network_accuracy_after_drift
+    from imc_grapes.train import evaluate
+
+    def run(with_evaluation: bool):
+        torch.manual_seed(0)
+        cfg = TrainConfig(dataset="synthetic", hidden=(10, 6), optimizer="grapes", lr=0.05, backend="crossbar",
+                          seed=7, dropout=0.2, analog=AnalogSettings(tile_size=32, preset="ReRamSB"))
+        net = build_network(cfg, (1, 8, 8), 10, "cpu")
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+
+        def steps():
+            net.model.train()
+            for _ in range(3):
+                net.zero_grad()
+                F.cross_entropy(net.model(x), y).backward()
+                net.step()
+
+        steps()
+        if with_evaluation:
+            out = network_accuracy_after_drift(net, lambda: evaluate(net.model, Split(x, y))[1], [1.0, 86400.0])
+            assert list(out) == ["1", "86400"]
+        steps()
+        net.model.eval()
+        return copy.deepcopy(net.model.state_dict()), net.metrics(), net.model(x).detach()
+
+    (state_a, metrics_a, out_a), (state_b, metrics_b, out_b) = run(True), run(False)
+    _assert_identical(state_a, state_b)
+    assert metrics_a == metrics_b and torch.equal(out_a, out_b)

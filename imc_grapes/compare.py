@@ -406,6 +406,15 @@ def _time_label(t: float) -> str:
     return f"{t:g}s"
 
 
+def _time_axis(ax: Any, times_s: Sequence[float]) -> None:
+    """A log time axis for the inference times (s); symmetric-log (linear up to the smallest positive time, or
+    1 s) when a time is 0, which a log axis cannot show."""
+    if min(times_s) > 0:
+        ax.set_xscale("log")
+    else:
+        ax.set_xscale("symlog", linthresh=min((t for t in times_s if t > 0), default=1.0))
+
+
 def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
     """Write curves.png, accuracy.png and (if any) inference.png into ``out``; return the file names."""
     import matplotlib
@@ -463,7 +472,8 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
             ys = [100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols]
             if not all(np.isnan(ys)):
                 ax.plot(ts, ys, marker="o", label=f"{r['hardware']} {r['optimizer']}")
-        ax.set(xscale="log", xlabel="time after programming (s)", ylabel="test accuracy (%)",
+        _time_axis(ax, ts)
+        ax.set(xlabel="time after programming (s)", ylabel="test accuracy (%)",
                title=fit_title(fig, "Inference after programming noise and drift"))
         ax.grid(alpha=0.3)
         ax.legend()

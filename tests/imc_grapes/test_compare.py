@@ -3,6 +3,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 import imc_grapes.compare as compare_mod
@@ -11,6 +12,7 @@ from imc_grapes.cli import main
 from imc_grapes.compare import CompareSpec, findings, run_compare
 from imc_grapes.config import ConfigError, TrainConfig
 from imc_grapes.data import make_synthetic
+from imc_grapes.inference_eval import time_key
 
 BASE = TrainConfig(dataset="synthetic", hidden=(24,), epochs=1, batch_size=32, train_subset=320, test_subset=160,
                    evals_per_epoch=2, inference_times=(1.0, 31536000.0),
@@ -431,3 +433,21 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp
     saved = json.loads((out / "results.json").read_text())
     assert saved["data_root_resolved"] == os.path.join(os.path.realpath(tmp_path), "b", "data")
     assert [r["data_root_resolved"] for r in saved["runs"]] == [expected]
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels found:UserWarning")  # the empty cell's curves
+@pytest.mark.parametrize("times, scale", [((1.0, 3600.0), "log"), ((0.0, 1.0, 3600.0), "symlog")])
+def test_the_inference_plot_shows_every_time_including_zero(tmp_path, monkeypatch, times, scale):
+    """A time of 0 (the read right after programming) has no place on a log axis: the axis becomes symmetric-log
+    and the point is drawn at x = 0 like the others at their times."""
+    figures = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    row = {"hardware": "analog", "optimizer": "sgd", "final_test_acc_mean": 0.9, "final_test_acc_std": 0.0,
+           **{f"inference_acc@{time_key(t)}": 0.9 - 0.01 * i for i, t in enumerate(times)}}
+    compare_mod.plot_report([compare_mod.Cell("analog", "sgd", 0.1, [])], [row], tmp_path)
+    ax = figures["inference.png"].axes[0]
+    assert ax.get_xscale() == scale
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == list(times)
+    shown = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+    assert np.isfinite(shown).all() and (np.diff(shown[:, 0]) > 0).all()   # every point drawn, left to right

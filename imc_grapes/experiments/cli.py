@@ -104,6 +104,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes experiment`` (parsed by :func:`add_experiment_parser`); return the exit code."""
     from ..config import ConfigError
     from ..data import DatasetError
+    from ..io import folder_error, writable_folder
     from ..runtime import set_torch_threads
     from .runner import default_out_dir, run_experiment
 
@@ -122,6 +123,12 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "imc-grapes " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["experiment"] else None
     out = args.out or default_out_dir(args.name, opts)
+    try:
+        writable_folder(out)    # before any run: a bad folder is reported now, not after the first group
+    except OSError as exc:
+        option = "--out" if args.out else "the report folder"
+        print(f"imc-grapes experiment: error: {folder_error(option, out, exc)}", file=sys.stderr)
+        return 2
     try:
         run_experiment(args.name, opts, out, progress=args.progress, resume=not args.no_resume, command=command,
                        log=(lambda s: None) if args.quiet else print)

@@ -124,10 +124,11 @@ def _unusable_out_commands(tmp_path):
     spec.write_text('[base]\ndataset = "synthetic"\nhidden = [8]\nepochs = 1\n[axes]\nlr = [0.1]\n')
     return {"train": ["train", *SMALL, "--out"], "compare": ["compare", *SMALL, "--out"],
             "sweep": ["sweep", str(spec), "--out"], "data": ["data", "fetch", "mnist", "--root"],
+            "experiment": ["experiment", "mlp", "--tiny", "--optimizers", "sgd", "--out"],
             "compare-summary": ["compare-summary", str(REPO / "docs" / "compare-mnist-reramsb"), "--out"]}
 
 
-@pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary"])
+@pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary", "experiment"])
 def test_an_output_folder_under_a_file_is_a_usage_error_naming_option_and_path(tmp_path, capsys, command):
     (tmp_path / "file").write_text("keep")
     bad = tmp_path / "file" / "x"

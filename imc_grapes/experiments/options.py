@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..backends import AnalogSettings
-from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, is_int, seed_in_range
+from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, is_int, is_number, seed_in_range
 from ..data.registry import DATASET_NAMES
 from ..train import tail_evals_error
 
@@ -117,18 +117,19 @@ class ExperimentOptions:
                                        or not all(is_int(s) and seed_in_range(s) for s in self.seeds)):
             raise ConfigError(f"ExperimentOptions.seeds must name at least one seed, distinct integers in {SEED_RANGE} "
                               f"(or be None for the default), got {list(self.seeds)}")
-        if self.lr_grid is not None and (not self.lr_grid or any(not (lr > 0 and math.isfinite(lr))
+        if self.lr_grid is not None and (not self.lr_grid or any(not (is_number(lr) and lr > 0 and math.isfinite(lr))
                                                                  for lr in self.lr_grid)):
             raise ConfigError(f"ExperimentOptions.lr_grid must be learning rates > 0, got {list(self.lr_grid)}")
         if self.datasets is not None:
             bad = [d for d in self.datasets if d not in DATASET_NAMES]
-            if not self.datasets or bad:
-                raise ConfigError(f"ExperimentOptions.datasets must be one or more of {', '.join(DATASET_NAMES)}, "
-                                  f"got {list(self.datasets)}")
+            if not self.datasets or bad or len(set(self.datasets)) != len(self.datasets):
+                raise ConfigError(f"ExperimentOptions.datasets must be one or more distinct entries of "
+                                  f"{', '.join(DATASET_NAMES)}, got {list(self.datasets)}")
         if (msg := tail_evals_error(self.tail_evals, "ExperimentOptions.tail_evals")) is not None:
             raise ConfigError(msg)
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"ExperimentOptions.epochs must be >= 1, got {self.epochs}")
+        if self.epochs is not None and not (is_int(self.epochs) and self.epochs >= 1):
+            raise ConfigError(f"ExperimentOptions.epochs must be an integer >= 1 (or None for the default), "
+                              f"got {self.epochs!r}")
         if isinstance(self.analog, dict):
             object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
         try:

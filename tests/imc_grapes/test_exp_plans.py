@@ -100,7 +100,10 @@ def test_user_options_override_the_defaults():
     ({"seeds": (0, 1.5)}, r"seeds must name .* distinct integers"),
     ({"seeds": (True,)}, r"seeds must name .* distinct integers"),
     ({"seeds": (2 ** 64,)}, r"in \[-2\^63, 2\^64\)"),                       # beyond torch.manual_seed's range
-    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"epochs": 1.5}, "epochs must be an integer >= 1"),
+    ({"lr_grid": ("0.1",)}, "lr_grid must be learning rates > 0"),
+    ({"datasets": ("synthetic", "synthetic")}, "datasets must be one or more distinct entries"),   # groups twice
     ({"preset": "nope"}, "preset must be one of"),
 ])
 def test_options_validation(kw, message):

@@ -490,7 +490,9 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     if not path.exists():
         raise SpecError(f"sweep spec {path} does not exist (see examples/sweeps/ for ready-made specs)")
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:      # a folder, or a file this user may not read
+        raise SpecError(f"cannot read the sweep spec {path}: {exc.strerror or exc}") from None
     return parse_spec(data, name=path.stem, base_dir=path.parent)

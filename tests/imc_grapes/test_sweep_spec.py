@@ -376,6 +376,16 @@ def test_sweep_table_keys_of_the_wrong_type_are_spec_errors(line, match):
         parse_spec(tomllib.loads(f"[sweep]\n{line}\n[axes]\nseed = [0]\n"))
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p.mkdir(), r"cannot read the sweep spec .*s\.toml: Is a directory"),
+    (lambda p: p.write_bytes(b"\xff\xfe lr = 1"), r".*s\.toml is not valid TOML: 'utf-8' codec can't decode"),
+])
+def test_a_spec_that_cannot_be_read_is_a_spec_error_naming_the_file(tmp_path, make, match):
+    make(tmp_path / "s.toml")
+    with pytest.raises(SpecError, match=match):
+        load_spec(tmp_path / "s.toml")
+
+
 def test_sweep_cli_reports_a_bad_sweep_table_as_a_usage_error(tmp_path, capsys):
     from imc_grapes.sweep.cli import main
 

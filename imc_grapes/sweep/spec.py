@@ -53,7 +53,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from ..backends.settings import AnalogSettings
-from ..config import DIGITAL_ANALOG_FIELDS, ConfigError, TrainConfig, identity_dict
+from ..config import DIGITAL_ANALOG_FIELDS, ConfigError, TrainConfig, check_distinct, identity_dict
 from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
 
@@ -253,6 +253,11 @@ class SweepSpec:
                 raise SpecError(f"axis {ax.name!r} needs either a list of values or a range")
             if ax.values is not None and len(ax.values) == 0:
                 raise SpecError(f"axis {ax.name!r} has no values; give at least one")
+            if ax.values is not None:
+                try:
+                    check_distinct(f"axis {ax.name!r}", ax.values)    # a repeated value: the same point twice
+                except ConfigError as exc:
+                    raise SpecError(str(exc)) from None
         whole = [ax.name for ax in self.axes if (ax.path.section, ax.path.field) == ("analog", "device_overrides")]
         entries = [ax.name for ax in self.axes if ax.path.section == "device"]
         if whole and entries:   # the table would replace (or take) the entries: points silently merged or mislabelled

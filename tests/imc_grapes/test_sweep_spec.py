@@ -376,6 +376,17 @@ def test_sweep_table_keys_of_the_wrong_type_are_spec_errors(line, match):
         parse_spec(tomllib.loads(f"[sweep]\n{line}\n[axes]\nseed = [0]\n"))
 
 
+@pytest.mark.parametrize("axes, match", [
+    ({"lr": [0.1, 0.1]}, r"axis 'lr' must not repeat a value, got \[0\.1, 0\.1\] \(0\.1 more than once\)"),
+    ({"lr": [1, 0.5, 1.0]}, r"axis 'lr' must not repeat a value"),          # 1 and 1.0: the same point
+    ({"hidden": [[8], [16], [8]]}, r"axis 'hidden' must not repeat a value"),
+])
+def test_a_grid_axis_that_repeats_a_value_is_a_spec_error(axes, match):
+    """A repeated value was merged into one point without a word: the axis ran fewer points than it lists."""
+    with pytest.raises(SpecError, match=match):
+        spec_of(axes)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda p: p.mkdir(), r"cannot read the sweep spec .*s\.toml: Is a directory"),
     (lambda p: p.write_bytes(b"\xff\xfe lr = 1"), r".*s\.toml is not valid TOML: 'utf-8' codec can't decode"),

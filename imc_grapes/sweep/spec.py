@@ -53,7 +53,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from ..backends.settings import AnalogSettings
-from ..config import DIGITAL_ANALOG_FIELDS, ConfigError, TrainConfig, check_distinct, identity_dict
+from ..config import (DIGITAL_ANALOG_FIELDS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, identity_dict,
+                      is_int, seed_in_range)
 from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
 
@@ -65,6 +66,9 @@ SWEEP_KEYS: tuple[str, ...] = ("name", "out", "reference", "base_from", "tail_ev
 SAMPLE_KEYS: tuple[str, ...] = ("n", "seed")
 #: sampled floats are rounded to this many significant digits (readable folder listings and CSV columns)
 SAMPLE_DIGITS = 6
+#: the most points (samples × grid, before digital twins) a spec may list: every point's config is built and
+#: validated up front (about 0.3 ms each), so a mistyped ``[sample] n`` would otherwise exhaust the memory
+MAX_POINTS = 1_000_000
 #: the path of a ``backend`` axis (a digital twin reports ``digital`` on it)
 BACKEND_PATH = FieldPath("backend", "train", "backend")
 
@@ -264,14 +268,22 @@ class SweepSpec:
             raise SpecError(f"axes {whole[0]!r} and {entries[0]!r} set the same field (the whole device_overrides "
                             "table and one of its entries); keep one")
         sampled = [ax.name for ax in self.axes if ax.sampled]
-        if not isinstance(self.n_samples, int) or self.n_samples < 0:
+        if not is_int(self.n_samples) or self.n_samples < 0:
             raise SpecError(f"[sample] n must be an integer ≥ 1, got {self.n_samples!r}")
+        if not (is_int(self.sample_seed) and seed_in_range(self.sample_seed)):
+            raise SpecError(f"[sample] seed must be an integer in {SEED_RANGE}, got {self.sample_seed!r}")
         if sampled and self.n_samples == 0:
             raise SpecError(f"axes {sampled} are ranges (sampled): add a [sample] table with n = <draws> "
                             "(and seed = <int>), or give them as lists of values for a grid")
         if self.n_samples and not sampled:
             raise SpecError("[sample] is given but no axis is a range; write sampled axes as "
                             "{uniform|log_uniform|int_uniform|choice = [...]}")
+        grid = [len(ax.values) for ax in self.axes if ax.values is not None]
+        count = max(self.n_samples, 1) * math.prod(grid)
+        if count > MAX_POINTS:     # each one is built and validated before anything runs
+            sizes = ([f"{self.n_samples} samples"] if self.n_samples else []) + [str(n) for n in grid]
+            raise SpecError(f"the sweep has {count} points ({' × '.join(sizes)}), more than the {MAX_POINTS} a "
+                            "spec may list; use fewer samples ([sample] n) or shorter axes, or split the sweep")
 
     @property
     def out_dir(self) -> Path:
@@ -480,8 +492,6 @@ def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.
     if "sample" in data and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise SpecError(f"[sample] n must be an integer ≥ 1, got {n!r}")
     seed = sample.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SpecError(f"[sample] seed must be an integer, got {seed!r}")
     reference = sweep.get("reference", False)
     if not isinstance(reference, bool):
         raise SpecError(f"[sweep] reference must be true or false, got {reference!r}")

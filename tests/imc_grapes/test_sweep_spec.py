@@ -387,6 +387,28 @@ def test_a_grid_axis_that_repeats_a_value_is_a_spec_error(axes, match):
         spec_of(axes)
 
 
+@pytest.mark.parametrize("seed", [2 ** 64, -2 ** 63 - 1, 1.5])
+def test_a_sample_seed_outside_torchs_range_is_a_spec_error(seed):
+    """It reached torch.Generator.manual_seed, whose 'Overflow when unpacking long long' named no field."""
+    with pytest.raises(SpecError, match=r"\[sample\] seed must be an integer in \[-2\^63, 2\^64\)"):
+        parse_spec({"axes": {"lr": {"uniform": [0.01, 0.1]}}, "sample": {"n": 2, "seed": seed}})
+    assert len(parse_spec({"axes": {"lr": {"uniform": [0.01, 0.1]}},
+                           "sample": {"n": 2, "seed": -2 ** 63}}).samples()) == 2   # the range's ends work
+
+
+def test_a_sweep_of_more_points_than_a_spec_may_list_is_a_spec_error():
+    """[sample] n = 10^11 allocated the draws at once (800 GB) and ended in an out-of-memory traceback."""
+    from imc_grapes.sweep.spec import MAX_POINTS
+
+    with pytest.raises(SpecError, match=r"the sweep has 200000000000 points \(100000000000 samples × 2\), "
+                                        r"more than the 1000000"):
+        parse_spec({"axes": {"lr": {"uniform": [0.01, 0.1]}, "seed": [0, 1]}, "sample": {"n": 10 ** 11}})
+    grid = {f"device.{k}": list(range(1, 11)) for k in ("dw_min", "up_down", "w_max", "w_min", "dw_min_std", "a")}
+    with pytest.raises(SpecError, match=r"the sweep has 2000000 points \(10 × 10 × 10 × 10 × 10 × 10 × 2\)"):
+        parse_spec({"base": {"backend": "crossbar"}, "axes": {**grid, "seed": [0, 1]}})   # 2·10^6 grid points
+    assert MAX_POINTS == 1_000_000
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda p: p.mkdir(), r"cannot read the sweep spec .*s\.toml: Is a directory"),
     (lambda p: p.write_bytes(b"\xff\xfe lr = 1"), r".*s\.toml is not valid TOML: 'utf-8' codec can't decode"),

@@ -96,12 +96,20 @@ class SweepStore:
 
     # ---------------------------------------------------------------------------------------- state
     def read_result(self, pid: str) -> dict[str, Any] | None:
-        """The point's ``point.json``, or None when missing or unreadable (an unreadable one is redone)."""
+        """The point's ``point.json``, or None when missing or unreadable (an unreadable one is redone): not JSON,
+        or JSON without a done/failed status or whose ``metrics`` is no object or ``history`` no list of rows
+        (damaged by hand or by a tool: status and report read them)."""
         try:
             data = json.loads((self.point_dir(pid) / RESULT_FILE).read_text())
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) and data.get("status") in (DONE, FAILED) else None
+        if not (isinstance(data, dict) and data.get("status") in (DONE, FAILED)):
+            return None
+        history = data.get("history", [])
+        if not isinstance(data.get("metrics", {}), dict) or not (isinstance(history, list)
+                                                                and all(isinstance(h, dict) for h in history)):
+            return None
+        return data
 
     def read_run_info(self, pid: str) -> dict[str, Any]:
         try:

@@ -143,6 +143,22 @@ def test_half_finished_and_corrupt_points_are_redone(finished, tmp_path):
     assert "0.5,0.1" not in (out / "points" / half / "run" / "metrics.csv").read_text()
 
 
+@pytest.mark.parametrize("damaged", ['{"status": "done", "metrics": "x"}', '{"status": "done", "history": 5}',
+                                     '{"status": "failed", "history": [1, 2]}'])
+def test_a_result_of_the_wrong_shape_is_redone_and_status_and_report_still_work(finished, tmp_path, capsys, damaged):
+    """Valid JSON whose metrics / history are not an object / a list of rows ended --status and --report in a
+    traceback ('dictionary update sequence element #0 ...'); it is now unreadable like a truncated one."""
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    pid = next(p.id for p in spec.points() if p.config.lr != 1e12)
+    (out / "points" / pid / "point.json").write_text(damaged)
+    assert SweepStore(out).read_result(pid) is None and SweepStore(out).state(pid) == "half-finished"
+    assert sweep_main([str(spec_path), "--status", "--out", str(out)]) == 0
+    assert "16 points — 7 done, 8 failed, 1 pending (1 half-finished, will be redone)" in capsys.readouterr().out
+    assert sweep_main([str(spec_path), "--report", "--out", str(out)]) == 0
+
+
 def test_status_command_lists_done_failed_pending(finished, tmp_path, capsys):
     spec_path, spec = finished
     out = tmp_path / "copy"

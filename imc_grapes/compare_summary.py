@@ -40,9 +40,11 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not f.is_file():
         raise ConfigError(f"compare-summary: no compare results at {f} (give a report folder with results.json)")
     try:
-        data = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"compare-summary: {f} is not valid JSON ({e})") from e
+    except OSError as e:        # e.g. a file this user may not read
+        raise ConfigError(f"compare-summary: cannot read {f}: {e.strerror or e}") from e
     if not isinstance(data, dict) or not {"spec", "summary", "runs"} <= set(data):
         raise ConfigError(f"compare-summary: {f} is not the results.json of an imc-grapes compare report "
                           "(needs 'spec', 'summary' and 'runs')")

@@ -120,8 +120,8 @@ def load_energy_table(overrides: Mapping[str, float] | str | Path | None = None)
     if isinstance(overrides, (str, Path)):
         path = Path(overrides)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"energy table {str(path)!r} could not be read as JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"energy table {str(path)!r} must hold a JSON object {{name: pJ}}, got {type(data).__name__}")

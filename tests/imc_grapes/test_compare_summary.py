@@ -108,6 +108,18 @@ def test_the_same_report_given_twice_is_rejected(tmp_path: Path, capsys: pytest.
     assert not (tmp_path / "out").exists()
 
 
+def test_a_results_file_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A binary results.json ended compare-summary in a UnicodeDecodeError traceback."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_bytes(b"\xff\xfe{}")
+    assert main(["compare-summary", str(tmp_path / "a"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imc-grapes compare-summary: error: compare-summary: {tmp_path / 'a' / 'results.json'} "
+                          "is not valid JSON ('utf-8' codec can't decode")
+    assert not (tmp_path / "out").exists()
+
+
 def test_written_files_and_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = _report(tmp_path, "a"), _report(tmp_path, "b", preset="Capacitor")
     out = tmp_path / "out"

@@ -200,6 +200,14 @@ def test_energy_table_overrides_from_json(tmp_path):
     assert net.cost_summary()["energy_table"]["pj"]["pulse_pj"] == 2.5
 
 
+def test_an_energy_table_file_that_is_not_utf8_json_is_a_value_error_naming_it(tmp_path):
+    """A binary file raised a bare UnicodeDecodeError that named neither the file nor the setting."""
+    path = tmp_path / "energy.json"
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match=r"energy table '.*energy\.json' could not be read as JSON: 'utf-8' codec"):
+        load_energy_table(str(path))
+
+
 def test_refresh_op_counts():
     assert grapes_refresh_ops(6, 8, "bp", "propagated", "array", 1) == (24, 0)
     assert grapes_refresh_ops(6, 8, "fa", "local", "exact") == (12, 48)

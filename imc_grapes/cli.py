@@ -106,6 +106,23 @@ def _analog_from(args: argparse.Namespace) -> dict[str, object]:
             "importance_every": args.importance_every}
 
 
+def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[str] = ()) -> None:
+    """Raise :class:`ConfigError` when an analog hardware option (:func:`_add_analog_args`) is set to other than its
+    default although no run of the command is analog (``why`` says so, e.g. ``"--backend is digital"``): a digital
+    run ignores them, so the option would change nothing. ``extra``: further options of the command that only
+    analog runs use and that were set (given by the caller)."""
+    from .backends import AnalogSettings
+
+    defaults = AnalogSettings()
+    given = [f"--{k.replace('_', '-')}" for k, v in _analog_from(args).items() if v != getattr(defaults, k)]
+    given += list(extra)
+    if given:
+        it = "it" if len(given) == 1 else "them"
+        raise ConfigError(f"{', '.join(given)}: only analog runs (crossbar, aihwkit) use "
+                          f"{'this option' if len(given) == 1 else 'these options'}, but {why}; "
+                          f"the option{'s' if len(given) > 1 else ''} would change nothing: drop {it}")
+
+
 def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
     from .backends import AnalogSettings
 
@@ -144,6 +161,8 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     ValueError naming the option); nothing is loaded or trained."""
     check_distinct("--seed", args.seed)
     check_distinct("--optimizer", args.optimizer)
+    if args.backend == "digital":
+        _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)")
     return [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend)
             for seed in args.seed for opt in args.optimizer]
 
@@ -263,6 +282,9 @@ def compare_spec(args: argparse.Namespace) -> CompareSpec:
     option); nothing is loaded or trained."""
     from .compare import CompareSpec
 
+    if "analog" not in args.hardware:
+        _reject_unused_analog(args, "--hardware is digital only (add analog to --hardware)",
+                              ["--backend"] if args.backend != CompareSpec().analog_backend else [])
     base = _base_config(args, inference_times=tuple(args.inference_times))
     return CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
                        analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),

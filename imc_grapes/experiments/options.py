@@ -136,6 +136,10 @@ class ExperimentOptions:
             object.__setattr__(self, "analog", replace(self.analog, preset=self.preset))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        if self.preset != DEFAULT_PRESET and self.backends == ("digital",):
+            raise ConfigError(f"ExperimentOptions.preset {self.preset!r}: only the analog backends (crossbar, aihwkit) "
+                              f"use a device preset, but backends is digital only; it would change nothing: leave it "
+                              f"at {DEFAULT_PRESET} or add an analog backend (--backend digital crossbar)")
 
     def datasets_or(self, default: tuple[str, ...]) -> tuple[str, ...]:
         """The data sets to run: ``synthetic`` for ``tiny``, else the user's choice or ``default``."""

@@ -50,6 +50,34 @@ def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, args, message
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, args, message", [
+    ("train", ["--preset", "PCM", "--adc-bits", "4"], "--preset, --adc-bits: only analog runs (crossbar, aihwkit) use "
+                                                     "these options, but --backend is digital"),
+    ("train", ["--ideal-periphery"], "--ideal-periphery: only analog runs (crossbar, aihwkit) use this option, but "
+                                     "--backend is digital"),
+    ("train", ["--importance", "array", "--importance-every", "3"], "--importance, --importance-every: only analog"),
+    ("compare", ["--hardware", "digital", "--tile-size", "64"], "--tile-size: only analog runs (crossbar, aihwkit) "
+                                                                "use this option, but --hardware is digital only"),
+    ("compare", ["--hardware", "digital", "--backend", "aihwkit"], "--backend: only analog runs"),
+])
+def test_an_analog_option_without_any_analog_run_is_a_usage_error(tmp_path, capsys, command, args, message):
+    """A digital run ignores the analog hardware: the option was accepted and silently changed nothing (train even
+    recorded it in results.json as if it had been used)."""
+    assert main([command, *SMALL, "--out", str(tmp_path / "out"), *args]) == 2
+    assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_analog_options_at_their_defaults_or_with_an_analog_run_are_accepted(tmp_path):
+    from imc_grapes.cli import _base_config, _reject_unused_analog, build_parser
+
+    for argv in (["train", "--preset", "ReRamSB"], ["compare", "--hardware", "digital", "--out-noise", "0.06"]):
+        args = build_parser().parse_args(argv)
+        _reject_unused_analog(args, "no analog run")    # spelled-out defaults change nothing either: no error
+    args = build_parser().parse_args(["train", "--backend", "crossbar", "--preset", "PCM", "--adc-bits", "4"])
+    assert _base_config(args, backend="crossbar").analog.adc_bits == 4
+
+
 def test_missing_real_data_names_fetch_command(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--data-root", str(tmp_path / "empty"), "--out",
                  str(tmp_path)]) == 2

@@ -105,6 +105,7 @@ def test_user_options_override_the_defaults():
     ({"lr_grid": ("0.1",)}, "lr_grid must be learning rates > 0"),
     ({"datasets": ("synthetic", "synthetic")}, "datasets must be one or more distinct entries"),   # groups twice
     ({"preset": "nope"}, "preset must be one of"),
+    ({"preset": "PCM"}, r"preset 'PCM': only the analog backends .* but backends is digital only"),   # no-op
 ])
 def test_options_validation(kw, message):
     with pytest.raises(ConfigError, match=message):

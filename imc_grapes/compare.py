@@ -121,6 +121,9 @@ class CompareSpec:
             raise ConfigError(f"val_holdout must be an integer ≥ 0, got {self.val_holdout!r}")
         if self.val_holdout < 1 and len(self.lr_grid) > 1:
             raise ConfigError(f"val_holdout must be ≥ 1 when an lr grid is tuned, got {self.val_holdout}")
+        for hardware in self.hardware:      # a cell the base cannot make: rejected now, not after the others ran
+            for optimizer in self.optimizers:
+                self.cell_config(hardware, optimizer, self.lr_grid[0], self.seeds[0])
 
     def backend_of(self, hardware: str) -> str:
         return "digital" if hardware == "digital" else self.analog_backend

@@ -318,6 +318,11 @@ class TrainConfig:
                f"TrainConfig.base_optimizer {base!r} updates 2-D parameters (matrices) only, but the cnn model on "
                f"the digital backend trains its 4-D convolution kernels with it; use another base optimizer (e.g. "
                f"sgd, adam, adamw) or an analog backend (crossbar, aihwkit: every weight layer analog)")
+        _check(not (self.backend == "aihwkit" and self.grapes_mode is not None and self.analog.importance != "exact"),
+               f"AnalogSettings.importance {self.analog.importance!r} works with the crossbar backend only (an "
+               f"all-ones read of an aihwkit tile gives the signed row sum Σw of one signed array, not the "
+               f"differential-pair sum Σ(G⁺+G⁻)); with the aihwkit backend and optimizer {self.optimizer!r} use "
+               f"importance 'exact'")
         number("evals_per_epoch", "≥ 1", integer=True)
         _check(self.evals_per_epoch >= 1, f"TrainConfig.evals_per_epoch must be ≥ 1, got {self.evals_per_epoch}")
         _check(_device_ok(self.device),

@@ -147,12 +147,12 @@ def test_offset_correction_subtracts_the_nominal_offset_and_keeps_the_coarser_re
 
 
 def test_array_importance_is_crossbar_only_and_aihwkit_is_cpu_only():
-    cfg = TrainConfig(dataset="synthetic", model="mlp", hidden=(8,), optimizer="grapes", backend="aihwkit",
-                      analog=AnalogSettings(importance="array"))
-    with pytest.raises(ValueError, match="crossbar backend only"):
-        build_network(cfg, (1, 8, 8), 10, "cpu")
+    kw = {"dataset": "synthetic", "model": "mlp", "hidden": (8,), "backend": "aihwkit"}
+    with pytest.raises(ValueError, match=r"^AnalogSettings\.importance 'array' works with the crossbar backend only"):
+        TrainConfig(**kw, optimizer="grapes", analog=AnalogSettings(importance="array"))   # the config decides it
+    TrainConfig(**kw, optimizer="sgd", analog=AnalogSettings(importance="array"))           # no GRAPES: no read
     with pytest.raises(ValueError, match="CPU only"):
-        build_network(cfg.replace(analog=AnalogSettings()), (1, 8, 8), 10, "cuda")
+        build_network(TrainConfig(**kw, optimizer="grapes"), (1, 8, 8), 10, "cuda")
 
 
 def test_pearson_hand_values():

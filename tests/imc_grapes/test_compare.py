@@ -38,6 +38,22 @@ def test_spec_validation_errors():
         CompareSpec(tail_evals=0)
 
 
+def test_a_cell_config_the_base_cannot_make_is_rejected_before_any_run(tmp_path, capsys):
+    """aihwkit with the array importance works for sgd but not for grapes: the grapes cell's config was built (and
+    rejected) only after the sgd runs had trained, and the CLI's train ended in a ValueError traceback."""
+    base = TrainConfig(dataset="synthetic", hidden=(8,), analog=AnalogSettings(importance="array"))
+    with pytest.raises(ConfigError, match=r"importance 'array' works with the crossbar backend only .* optimizer "
+                                          r"'grapes' use importance 'exact'"):
+        CompareSpec(base=base, optimizers=("sgd", "grapes"), hardware=("analog",), analog_backend="aihwkit")
+    CompareSpec(base=base, optimizers=("sgd", "grapes"), hardware=("analog",))                   # crossbar: fine
+    CompareSpec(base=base, optimizers=("sgd",), hardware=("digital", "analog"), analog_backend="aihwkit")
+    for command in (["train", "--optimizer", "sgd", "grapes"], ["compare", "--optimizers", "sgd", "grapes"]):
+        assert main([*command, "--dataset", "synthetic", "--backend", "aihwkit", "--importance", "array",
+                     "--out", str(tmp_path / "out")]) == 2
+        assert "works with the crossbar backend only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 
 @pytest.mark.parametrize("field,value,shown", [
     ("seeds", (0, 0), r"\[0, 0\] \(0 more than once\)"),

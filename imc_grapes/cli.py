@@ -478,6 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"imc-grapes: error: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "out", None) == "":   # e.g. --out "$UNSET": train/compare would use the default, sweep "."
+        print(f"imc-grapes {args.command}: error: --out '': give a folder, or leave the option out for the default",
+              file=sys.stderr)
+        return 2
     if args.command == "experiment":
         from .experiments.cli import run_experiment_command
 

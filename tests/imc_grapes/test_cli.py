@@ -169,6 +169,18 @@ def test_an_output_folder_under_a_file_is_a_usage_error_naming_option_and_path(t
     assert (tmp_path / "file").read_text() == "keep"
 
 
+@pytest.mark.parametrize("command", ["train", "compare", "sweep", "compare-summary", "experiment"])
+def test_an_empty_out_is_a_usage_error(tmp_path, capsys, monkeypatch, command):
+    """--out "" (an unset shell variable) wrote to the default folder (train, compare, experiment) or to the current
+    folder (sweep) without a word."""
+    monkeypatch.chdir(tmp_path)
+    argv = _unusable_out_commands(tmp_path)[command]
+    assert main([*argv, ""]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes {command}: error: --out '': give a folder, or leave the option "
+                                       "out for the default\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def test_a_sweep_out_key_under_a_file_is_named_in_the_error(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "file" / "o"}"\n[base]\ndataset = "synthetic"\n'

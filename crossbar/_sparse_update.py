@@ -228,13 +228,17 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
     Raises:
         ValueError: ``IMC_GRAPES_INT8_COUNTS`` was invalid at import (:func:`check_int8_counts_env`).
+        FloatingPointError: with BL management (``cfg.update_bl_management``), ``x`` or ``d`` holds a NaN or an
+            Inf (positive or negative) in the block of a tile whose other operand (errors, inputs) is not all
+            zero in that sample (the training diverged).
     """
     if _INT8_COUNTS_ERROR is not None:
         check_int8_counts_env()
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)
-    if plan.bl.numel() > 0 and plan.bl.numpy().min() < 0:      # a NaN input or error casts to a negative length
-        raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN (the training diverged?); "
-                                 "lower the learning rate")
+    # a NaN (or Inf, taken as NaN: crossbar.update._inf_as_nan) input or error casts to a negative length
+    if plan.bl.numel() > 0 and plan.bl.numpy().min() < 0:
+        raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN or Inf (the training "
+                                 "diverged?); lower the learning rate")
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     groups = n_r * n_c * batch * n_slots
     # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the

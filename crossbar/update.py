@@ -242,6 +242,8 @@ def update_scales(
         ``bl``: ``[batch, R, C]`` train length in slots (``int64``, 0 = nothing fires);
         ``a``: ``[batch, R, C]`` scale of the error probabilities (``q_i = min(1, a |d_i|)``);
         ``b``: ``[batch, R, C]`` scale of the input probabilities (``p_j = min(1, b |x_j|)``).
+        With update management, a NaN or an Inf (either sign) in a sample's ``x`` or ``d`` gives NaN ``a`` and ``b``
+        for the tiles of its block (and, with BL management, ``bl`` cast from NaN: negative on the CPU).
     """
     _check_inputs(x, d)
     _check_scalars(lr, dw_min)
@@ -257,7 +259,15 @@ def _x_val(x_max: Tensor) -> Tensor:
 def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Tensor, cfg: UpdateParameters
             ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`update_scales` from the maxima ``x_max = max_j |x|: [batch, C]`` (or per row block
-    ``[batch, R|1, C]``) and ``d_max: [batch, R]``."""
+    ``[batch, R|1, C]``) and ``d_max: [batch, R]``.
+
+    An infinite maximum (an Inf in the inputs or errors of that sample and tile block) is taken as a NaN
+    (:func:`_inf_as_nan`), so that with update management a diverging run's Inf gives exactly what its NaN gives:
+    NaN scales (no line of that tile and sample fires) and, with BL management, ``BL`` cast from NaN (negative on
+    the CPU, where :func:`crossbar._sparse_update.cpu_pulse_counts` raises). Without update management the maxima
+    are not used: the probabilities are ``B |x|``, so an Inf line fires in every slot (capped at 1), a NaN line in
+    none (neither raises)."""
+    x_max, d_max = _inf_as_nan(x_max), _inf_as_nan(d_max)
     if not isinstance(lr, Tensor) and not isinstance(dw_min, Tensor):
         return _scales_scalar(x_max, d_max, float(lr), float(dw_min), cfg)
     dtype, device = x_max.dtype, x_max.device
@@ -298,6 +308,17 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
     b = b * torch.sqrt(d_safe / x_safe)
     bl.masked_fill_(empty | (lr_abs == 0), 0)
     return bl, a, b
+
+
+def _inf_as_nan(t: Tensor) -> Tensor:
+    """``t`` (maxima ``|x|`` or ``|d|``, any shape) with every infinite element replaced by NaN; finite elements
+    (and NaNs) kept bit for bit. Without an Inf, ``t`` itself: on the CPU after a host read (numpy's test, a few
+    microseconds for the ``[batch, C]`` maxima); on the sync-free path (GPU, :func:`~devices.host.host_reads_free`
+    ``False``) always by ``torch.where``, which reads nothing on the host."""
+    if host_reads_free(t) and t.dtype in (torch.float32, torch.float64) and not t.requires_grad:
+        if not np.isinf(t.numpy()).any():
+            return t
+    return torch.where(torch.isinf(t), torch.nan, t)
 
 
 def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: UpdateParameters
@@ -471,6 +492,8 @@ def pulse_counts(
         ``n_up``, ``n_down``: ``[R, C, rows, cols]`` number of potentiating / depressing pulses per device,
         integer-valued, in ``x.dtype`` promoted to at least float32;
         ``total``: 0-d tensor, the total number of device pulses (``n_up.sum() + n_down.sum()``).
+        With update management, a NaN or an Inf (either sign) in a sample's ``x`` or ``d`` silences that sample's
+        trains in the tiles of its block (no pulse; no error is raised here, unlike the tile arrays' CPU update).
 
     Cost: two batched matmuls ``[R*C, rows, batch*BL] @ [R*C, batch*BL, cols]`` and random draws of
     ``R * C * batch * BL * (rows + cols)`` numbers (the memory peak; split huge batches if needed).

@@ -257,6 +257,46 @@ def test_a_nan_in_one_replica_leaves_the_others_exact(batch: int) -> None:
         assert not together.read().isnan().any()                              # no pulse from a NaN sample
 
 
+@pytest.mark.parametrize("path", ["cpu", "sync-free"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")], ids=["inf", "-inf"])
+def test_an_inf_in_one_replica_acts_as_a_nan(value: float, path: str) -> None:
+    """An Inf (either sign) in one sample's error of replica 0 and in one sample's input of replica 2: every replica's
+    states (hidden and apparent) and the pulse count are bit for bit those of a NaN at the same places (the replica
+    engine raises for neither: a diverging replica is left to its loss check), and replica 1 equals its update alone;
+    on the CPU path (compact trains: the Inf's BL, cast from NaN, gives no pair) and the sync-free one."""
+    import contextlib
+
+    from devices import no_host_reads
+    cfg = noisy_config(DEVICES[1])
+    out_f, in_f, batch = 16, 30, 5
+    guard = no_host_reads if path == "sync-free" else contextlib.nullcontext
+    gen = torch.Generator().manual_seed(12)
+    w = torch.rand(3, out_f, in_f, generator=gen, dtype=F64) * 0.4 - 0.2
+    data = [(torch.randn(3, batch, in_f, generator=gen, dtype=F64),
+             torch.randn(3, batch, out_f, generator=gen, dtype=F64) * 0.5) for _ in range(2)]
+    arrays = []
+    for v in (value, float("nan")):
+        arr = ReplicaTileArray(SEEDS, out_f, in_f, cfg, dtype=F64)
+        arr.program(w)
+        for x, d in data:
+            x, d = x.clone(), d.clone()
+            d[0, 1, 3] = v                                                     # replica 0, sample 1
+            x[2, 3, 0] = v                                                     # replica 2, sample 3
+            with guard():
+                arr.update(x, d, 0.05)
+        arrays.append(arr)
+    alone = ReplicaTileArray([SEEDS[1]], out_f, in_f, cfg, dtype=F64)
+    alone.program(w[1:2])
+    for x, d in data:
+        with guard():
+            alone.update(x[1:2], d[1:2], 0.05)
+    got, nan = arrays
+    for hidden in (True, False):
+        assert torch.equal(_bits(got.read(hidden=hidden)), _bits(nan.read(hidden=hidden)))
+        assert torch.equal(got.read(hidden=hidden)[1:2], alone.read(hidden=hidden))
+    assert int(got.counter_pulses) == int(nan.counter_pulses) > 0
+    assert not got.read().isnan().any()
+
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """The float64 tensor ``t``'s bit patterns (bit-for-bit comparisons: -0.0 differs from 0.0, a NaN is caught)."""
     return t.contiguous().view(torch.int64)

@@ -310,6 +310,50 @@ def test_nan_errors_stop_the_cpu_update_with_a_clear_message():
     assert torch.equal(arr.read(), before)
 
 
+
+@pytest.mark.parametrize("count,draw", CPU_PATHS)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_an_inf_input_or_error_stops_the_cpu_update_as_a_nan_does(operand: str, value: float, count: str, draw: str,
+                                                                  monkeypatch) -> None:
+    """An Inf (either sign) in one input or one error of a sample, on every way the CPU update can draw and count:
+    the FloatingPointError of a NaN ('NaN or Inf'), before anything is drawn; the states are untouched. Before, an
+    Inf silenced that sample's update without a word."""
+    from devices import get_preset
+
+    force_cpu_path(monkeypatch, count, draw)
+    arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16), seed=0)
+    before, apparent = arr.read(hidden=True), arr.read()
+    g = _gen(17)
+    x, d = torch.randn(8, 30, generator=g), torch.randn(8, 20, generator=g) * 0.1
+    (x if operand == "x" else d)[3, 4] = value
+    with pytest.raises(FloatingPointError, match="contain NaN or Inf .*lower the learning rate"):
+        arr.update(x, d, 0.1)
+    assert torch.equal(arr.read(hidden=True), before) and torch.equal(arr.read(), apparent)
+    assert int(arr.counter_pulses) == 0
+
+
+@pytest.mark.parametrize("case", ["tensor-lr", "float64", "silent-samples"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf], ids=["inf", "-inf"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_cpu_pulse_counts_raise_for_an_inf_as_for_a_nan(operand: str, value: float, case: str) -> None:
+    """``cpu_pulse_counts`` itself, beyond the float32 / float-lr tile update: a 0-d tensor learning rate (the tensor
+    scales), float64 data (numpy's float64 scales) and a batch where most errors are zero (the silent samples left
+    out first): an Inf raises exactly as a NaN does."""
+    g = _gen(18)
+    dtype = torch.float64 if case == "float64" else torch.float32
+    x = torch.randn(8, 2, 16, generator=g, dtype=dtype)            # [batch, C, cols]
+    d = torch.randn(8, 2, 16, generator=g, dtype=dtype) * 0.1      # [batch, R, rows]
+    if case == "silent-samples":
+        d[:6] = 0.0                                                 # 6 of 8 samples silent: left out of the plan
+    lr = torch.tensor(0.1) if case == "tensor-lr" else 0.1
+    for v in (math.nan, value):
+        bad_x, bad_d = x.clone(), d.clone()
+        (bad_x if operand == "x" else bad_d)[7, 1, 5] = v
+        with pytest.raises(FloatingPointError, match="contain NaN or Inf"):
+            su.cpu_pulse_counts(bad_x, bad_d, lr, DW, UpdateParameters(), _gen(1))
+    assert int(su.cpu_pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(1)).total) > 0
+
 @settings(max_examples=40, deadline=None)
 @given(n_r=st.integers(1, 3), n_c=st.integers(1, 3), batch=st.integers(1, 7), seed=st.integers(0, 2**16))
 def test_pair_layout_packs_each_samples_live_slots_in_turn(n_r: int, n_c: int, batch: int, seed: int) -> None:

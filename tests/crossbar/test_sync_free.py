@@ -73,6 +73,35 @@ def test_tile_array_step_is_sync_free_for_every_periphery_and_update(periphery, 
     assert torch.isfinite(arr.tiles).all()
 
 
+@pytest.mark.parametrize("lr", [0.1, torch.tensor(0.1)], ids=["float-lr", "tensor-lr"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf], ids=["inf", "-inf"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_sync_free_update_treats_an_inf_as_a_nan(operand, value, lr):
+    """The sync-free path checks nothing on the host (a NaN or an Inf is left to the loss check): an Inf (either
+    sign) in one input or error gives, without a host read, bit for bit the states and pulse count a NaN there gives,
+    which are those of the update with that sample's whole input (error) block zero: no pulse from it, the rest as
+    usual (the dense trains draw every slot, so the draws are the same)."""
+    cfg = CrossbarConfig(device=get_preset("ReRamSB"), tile_rows=16, tile_cols=16)   # 2 x 2 tiles of 16 x 16
+
+    def run(v: float | None, zero_block: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+        arr = TileArray(32, 32, cfg, seed=3)
+        arr.program(torch.linspace(-0.3, 0.3, 1024).reshape(32, 32))
+        g = torch.Generator().manual_seed(4)
+        x, d = torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g) * 0.1
+        t = x if operand == "x" else d
+        if v is not None:
+            t[3, 4] = v
+        if zero_block:
+            t[3, :16] = 0.0                                        # block 0 of sample 3
+        with no_host_reads():
+            arr.update(x, d, lr)
+        return arr.read(hidden=True), arr.read(), int(arr.counter_pulses)
+
+    got, nan, zero, clean = run(value), run(math.nan), run(None, zero_block=True), run(None)
+    for a, b, c in zip(got[:2], nan[:2], zero[:2]):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)) and torch.equal(a, c)
+    assert got[2] == nan[2] == zero[2] < clean[2]
+
 def test_analog_layers_and_optimizer_step_are_sync_free():
     cfg = CrossbarConfig(device=get_preset("EcRam"), tile_rows=32, tile_cols=32)
     model = torch.nn.Sequential(AnalogConv2d(1, 4, 3, rpu_config=cfg), torch.nn.ReLU(), torch.nn.Flatten(),

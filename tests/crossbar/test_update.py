@@ -497,3 +497,86 @@ def test_train_plan_lays_lines_out_per_tile_block_contiguously(lr) -> None:
     bl, a, b = update_scales(x, d, lr, DW, UpdateParameters())
     assert torch.equal(plan.bl, bl.permute(1, 2, 0)) and torch.equal(plan.a, a.permute(1, 2, 0))
     assert torch.equal(plan.b, b.permute(1, 2, 0))
+
+
+# ---------------------------------------------------------------- NaN and Inf in the inputs or errors (a diverged run)
+_BAD = {"x": (1, 0, 2), "d": (1, 1, 3)}
+"""Where the tests put a NaN or an Inf: input line 2 of column block 0, or error line 3 of row block 1, of sample 1."""
+
+
+def _with(t: torch.Tensor, at: tuple[int, int, int], value: float) -> torch.Tensor:
+    out = t.clone()
+    out[at] = value
+    return out
+
+
+def _affected(operand: str, shape: tuple[int, int, int]) -> torch.Tensor:
+    """``[batch, R, C]`` mask of the (sample, tile) pairs that see the bad value of :data:`_BAD`."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    if operand == "x":
+        mask[1, :, 0] = True            # sample 1, column block 0: every row block
+    else:
+        mask[1, 1, :] = True            # sample 1, row block 1: every column block
+    return mask
+
+
+@pytest.mark.parametrize("path", ["cpu", "sync-free"])
+@pytest.mark.parametrize("management", ["bl", "um"])
+@pytest.mark.parametrize("lr", [0.1, torch.tensor(0.1)], ids=["float-lr", "tensor-lr"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf], ids=["inf", "-inf"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_an_inf_input_or_error_gives_the_scales_of_a_nan(operand: str, value: float, lr, management: str,
+                                                         path: str) -> None:
+    """An Inf (either sign) in x or d is taken as a NaN: the scales of the (sample, tile) pairs it reaches are NaN
+    and their BL is the one cast from NaN (negative on the CPU, where the tile update raises), exactly as with a NaN
+    there; every other pair keeps the bits it has without the bad value. Before, an Inf gave BL = desired_bl with
+    scales Inf and 0 (Inf in x) or NaN (in d): no pulse fired and nothing noticed it. Also on the sync-free (GPU)
+    path, without a host read."""
+    import contextlib
+
+    from devices import no_host_reads
+
+    cfg = UpdateParameters(desired_bl=15) if management == "bl" else UpdateParameters(desired_bl=15,
+                                                                                      update_bl_management=False)
+    g = _gen(5)
+    x = torch.randn(3, 2, 4, generator=g)           # [batch, C, cols]
+    d = torch.randn(3, 2, 5, generator=g) * 0.1     # [batch, R, rows]
+    guard = no_host_reads if path == "sync-free" else contextlib.nullcontext
+    bad = (lambda v: (_with(x, _BAD["x"], v), d)) if operand == "x" else (lambda v: (x, _with(d, _BAD["d"], v)))
+    with guard():
+        bl_f, a_f, b_f = update_scales(x, d, lr, DW, cfg)
+        bl_i, a_i, b_i = update_scales(*bad(value), lr, DW, cfg)
+        bl_n, a_n, b_n = update_scales(*bad(math.nan), lr, DW, cfg)
+    hit = _affected(operand, tuple(bl_f.shape))
+    assert torch.equal(bl_i, bl_n)
+    assert a_i[hit].isnan().all() and b_i[hit].isnan().all() and a_n[hit].isnan().all() and b_n[hit].isnan().all()
+    if management == "bl":
+        assert (bl_i[hit] < 0).all()                # cast from NaN (CPU)
+    else:
+        assert (bl_i[hit] == 15).all()              # BL is fixed without BL management
+    for got, want in ((bl_i, bl_f), (a_i, a_f), (b_i, b_f)):
+        assert torch.equal(got[~hit], want[~hit])
+    assert torch.isfinite(a_f).all() and (bl_f > 0).all()
+
+
+@pytest.mark.parametrize("trim_slots", [False, True])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_pulse_counts_silence_a_nan_or_inf_as_a_zero_block(operand: str, value: float, trim_slots: bool) -> None:
+    """``pulse_counts`` (no error raised, as aihwkit's update): a NaN or an Inf in a sample's input (error) block gives
+    exactly the counts of that sample with the whole block zero (the same draws; that sample's trains are silent in
+    the tiles of the block, the other pairs count as usual)."""
+    g = _gen(6)
+    x = torch.randn(4, 2, 6, generator=g)
+    d = torch.randn(4, 2, 5, generator=g) * 0.1
+    at = _BAD[operand]
+    zeroed_x, zeroed_d = x.clone(), d.clone()
+    (zeroed_x if operand == "x" else zeroed_d)[at[0], at[1]] = 0.0
+    bad_x, bad_d = (_with(x, at, value), d) if operand == "x" else (x, _with(d, at, value))
+    cfg = UpdateParameters(desired_bl=15)
+    got = pulse_counts(bad_x, bad_d, 0.2, DW, cfg, _gen(7), trim_slots=trim_slots)
+    want = pulse_counts(zeroed_x, zeroed_d, 0.2, DW, cfg, _gen(7), trim_slots=trim_slots)
+    for u, v in zip(got, want):
+        assert torch.equal(u, v)
+    assert float(want[2]) > 0
+

@@ -580,7 +580,8 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
     x_max = nonneg_amax(x_abs)
     bl, a, b = _scales(x_max.movedim(-1, 0), d_max.movedim(-1, 0), lr, dw_min, cfg)   # [batch, R, C]
     if trim_slots and bl.numel() > 0:   # the longest train (numpy's max: a cheaper host read on the CPU)
-        n_slots = int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max())
+        # at least 0: a NaN (or Inf) in every sample casts every BL from NaN (negative on the CPU): no slot
+        n_slots = max(int(bl.numpy().max()) if host_reads_free(bl) else int(bl.max()), 0)
     else:
         n_slots = cfg.max_bl(lr, dw_min, dtype)
     a, b, bl = a.permute(1, 2, 0), b.permute(1, 2, 0), bl.permute(1, 2, 0)

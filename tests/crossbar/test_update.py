@@ -580,3 +580,16 @@ def test_pulse_counts_silence_a_nan_or_inf_as_a_zero_block(operand: str, value: 
         assert torch.equal(u, v)
     assert float(want[2]) > 0
 
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+def test_pulse_counts_with_a_bad_value_in_every_sample_trim_to_no_slot(value: float) -> None:
+    """Every sample with a NaN or Inf input: every BL is cast from NaN, and ``trim_slots`` allocates no slot (it once
+    allocated a negative number of slots: a RuntimeError deep in the random draw); no pulse, as untrimmed."""
+    g = _gen(8)
+    x = torch.randn(3, 1, 4, generator=g)
+    x[:, 0, 1] = value
+    d = torch.randn(3, 2, 5, generator=g) * 0.1
+    for trim in (False, True):
+        n_up, n_down, total = pulse_counts(x, d, 0.2, DW, UpdateParameters(), _gen(9), trim_slots=trim)
+        assert n_up.shape == n_down.shape == (2, 1, 5, 4)
+        assert not n_up.any() and not n_down.any() and float(total) == 0

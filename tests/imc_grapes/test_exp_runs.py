@@ -161,7 +161,7 @@ def test_cli_runs_an_experiment_and_lists_them(tmp_path, capsys):
     (["--device-preset", "Unobtainium"], "preset must be one of"),
     (["--optimizers", "adam"], "optimizers must be one or more of"),
     (["--lr", "-1"], "lr_grid must be learning rates > 0"),
-    (["--datasets", "cifar"], "datasets must be one or more of"),
+    (["--datasets", "cifar"], "datasets must be one or more distinct entries of"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--tail-evals", "0"], "ExperimentOptions.tail_evals must be an integer ≥ 1 (1 = the final evaluation), got 0"),
 ])

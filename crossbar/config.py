@@ -72,16 +72,35 @@ _BM = {"iterative": "ITERATIVE", "none": "NONE"}
 _WN = {"none": "NONE", "additive_constant": "ADDITIVE_CONSTANT"}
 
 
-def to_aihwkit_io_parameters(p: IOParameters):  # -> aihwkit.simulator.parameters.io.IOParameters
+def to_aihwkit_io_parameters(p: IOParameters, transposed: bool = False):  # -> aihwkit ...parameters.io.IOParameters
     """The aihwkit ``IOParameters`` with the same semantics (lazy aihwkit import).
 
     Unbounded ranges (``math.inf``) become aihwkit's ``<= 0`` convention (0, which also turns off that
     converter's quantization, as it does here). Fields aihwkit has and this project does not model keep
     their "off" values (no IR drop, no non-linearity, one-pass MVM).
+
+    Args:
+        p: the periphery of one direction.
+        transposed: ``p`` is the backward periphery (where bound management does not act, here or in aihwkit).
+
+    Raises:
+        ValueError: ``bm_test_negative_bound=False`` with iterative bound management in the forward direction
+            (bounded ADC, not perfect): aihwkit 1.1's CPU tile lets a later output saturating at ``-out_bound``
+            clear the "repeat" flag set by an earlier output above ``+out_bound``, so its bound management answers
+            differently from this project's (repeat whenever any output saturates at ``+out_bound``); no aihwkit
+            setting has this project's semantics.
     """
     from aihwkit.simulator.parameters.enums import (BoundManagementType, NoiseManagementType,
                                                     WeightNoiseType)
     from aihwkit.simulator.parameters.io import IOParameters as AIOParameters
+
+    if (not transposed and not p.is_perfect and p.bound_management == "iterative" and math.isfinite(p.out_bound)
+            and not p.bm_test_negative_bound):
+        raise ValueError(
+            "to_aihwkit_io_parameters: IOParameters.bm_test_negative_bound=False (forward, iterative bound "
+            "management) has no aihwkit counterpart: aihwkit 1.1 lets an output saturating at -out_bound clear the "
+            "repeat triggered by an earlier output above +out_bound (its answer depends on the order of the "
+            "outputs); use bm_test_negative_bound=True or bound_management='none' to compare with aihwkit")
 
     def bound(b: float) -> float:
         return b if math.isfinite(b) else 0.0
@@ -115,6 +134,10 @@ def to_aihwkit_rpu_config(cfg: CrossbarConfig):  # -> aihwkit.simulator.configs.
     spread a layer evenly over the fewest tiles that hold it; when a size does not divide evenly, aihwkit
     makes the first pieces one line larger while this project pads the last piece (same tile count, lines
     shifted by at most ``R - 1`` / ``C - 1``).
+
+    Raises:
+        ValueError: a setting without an aihwkit counterpart (see :func:`to_aihwkit_io_parameters` and
+            ``devices.to_aihwkit``), naming the field.
     """
     import devices
     from aihwkit.simulator.configs import SingleRPUConfig
@@ -126,7 +149,7 @@ def to_aihwkit_rpu_config(cfg: CrossbarConfig):  # -> aihwkit.simulator.configs.
     return SingleRPUConfig(
         device=to_aihwkit(cfg.device),
         forward=to_aihwkit_io_parameters(cfg.forward),
-        backward=to_aihwkit_io_parameters(cfg.backward),
+        backward=to_aihwkit_io_parameters(cfg.backward, transposed=True),
         update=cfg.update.to_aihwkit(),
         mapping=MappingParameter(digital_bias=True, max_input_size=cfg.tile_cols,
                                  max_output_size=cfg.tile_rows),

@@ -115,7 +115,8 @@ class IOParameters:
         bm_test_negative_bound: also repeat a round when an output saturates at ``-out_bound``. With ``False``
             a round is repeated when any output saturates at ``+out_bound``. (aihwkit 1.1's CPU tile differs
             here: a later output of the vector that saturates at ``-out_bound`` resets its "failed" flag, so its
-            answer depends on the order of the outputs; the two agree when no vector saturates at both ends.)
+            answer depends on the order of the outputs; the two agree when no vector saturates at both ends, and
+            ``crossbar.to_aihwkit_rpu_config`` refuses ``False`` in the forward direction for that reason.)
     """
 
     is_perfect: bool = False

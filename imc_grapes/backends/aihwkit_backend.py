@@ -30,6 +30,24 @@
   ``crossbar.pulse_probabilities``, whose semantics were validated against aihwkit), not a count of the pulses
   aihwkit fired (its CPU tiles do not report them).
 * aihwkit's pulsed tiles run on CPU only (the PyPI wheel has no CUDA): building on ``cuda`` raises.
+
+Same as the crossbar backend (tests/imc_grapes/test_backends_aihwkit_vs_crossbar.py): the device, periphery,
+update rule and tile size of ``cfg.analog``; the initial weights, clipped into each device's own bounds; the digital
+bias (aihwkit ``digital_bias=True``, trained by the digital optimizer); no weight remapping or output scaling
+(``weight_scaling_omega = 0``); ``cfg.lr`` as the pulsed update's learning rate; GRAPES's exact importance.
+Differences that remain, by design or from aihwkit 1.1:
+
+* not reproducible (aihwkit's C++ random generator is not seedable, see above);
+* a layer that does not divide evenly into tiles: aihwkit makes the first pieces one line larger, the crossbar
+  backend pads the last piece (same tile count);
+* :meth:`AihwkitLayer.set_weights` / ``Network.write_weights`` always clip into the device bounds and always draw
+  the write noise (``clip=False`` / ``write_noise=False`` act on the crossbar backend only), so the inference
+  evaluation's noisy weights are clipped into the training device's bounds here;
+* ``Network.state_kept`` (``state_dict`` round trip) puts the weights back exactly on devices without write noise;
+  with write noise aihwkit programs the saved noisy weights as the new device states and draws new noise on top;
+* only the ``exact`` importance; hardware costs analytic (bound-management repeats not counted), pulses expected;
+* ``IOParameters.bm_test_negative_bound=False`` is refused by the converter (aihwkit's bound management then
+  depends on the order of the outputs); the settings of a run never set it.
 """
 from __future__ import annotations
 

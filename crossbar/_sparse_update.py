@@ -227,18 +227,18 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
         term of the cost model that picks the algorithm.
     Returns: :class:`CpuCounts`, dense or for the devices with pulses only.
     Raises:
-        ValueError: ``IMC_GRAPES_INT8_COUNTS`` was invalid at import (:func:`check_int8_counts_env`).
-        FloatingPointError: with BL management (``cfg.update_bl_management``), ``x`` or ``d`` holds a NaN or an
-            Inf (positive or negative) in the block of a tile whose other operand (errors, inputs) is not all
-            zero in that sample (the training diverged).
+        ValueError: ``IMC_GRAPES_INT8_COUNTS`` was invalid at import (:func:`check_int8_counts_env`), or ``lr`` is
+            a tensor holding a NaN or an Inf.
+        FloatingPointError: in any configuration (BL and update management on or off), ``x`` or ``d`` holds a NaN
+            or an Inf (positive or negative) in the block of a tile whose other operand (errors, inputs) is not all
+            zero in that sample, and ``lr != 0`` (the training diverged): :func:`_check_finite`.
     """
     if _INT8_COUNTS_ERROR is not None:
         check_int8_counts_env()
+    if isinstance(lr, Tensor) and not math.isfinite(float(lr)):   # a host read (the CPU's); numbers: _plan_trains
+        raise ValueError(f"pulse update: lr must be finite, got {float(lr)!r}")
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)
-    # a NaN (or Inf, taken as NaN: crossbar.update._inf_as_nan) input or error casts to a negative length
-    if plan.bl.numel() > 0 and plan.bl.numpy().min() < 0:
-        raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN or Inf (the training "
-                                 "diverged?); lower the learning rate")
+    _check_finite(plan, lr)
     n_r, n_c, batch, n_slots, cols, rows = plan.shape
     groups = n_r * n_c * batch * n_slots
     # Choose the algorithms from the trains' parameters (never from the draws), see _expected_pairs; the
@@ -268,6 +268,34 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     total = (fired_x * fired_d).to(torch.int64).sum()
     n_up, n_down = _int8_counts(trains) if _INT8_MM else _packed_counts(trains)
     return CpuCounts(None, n_up, n_down, total)
+
+
+def _check_finite(plan: _TrainPlan, lr: float | Tensor) -> None:
+    """Raise the diverged-training error when a NaN or an Inf input or error would reach a live tile and sample.
+
+    Read on the host from the plan's maxima (``x_max: [C, batch]`` or ``[R|1, C, batch]``, ``d_max: [R, batch]``,
+    computed in every configuration; a NaN or an Inf in a block makes its maximum NaN or Inf, see
+    :func:`crossbar._reduce.nonneg_amax`): no pass over ``x`` or ``d``. Without a bad value, two numpy tests of
+    these small arrays are all it costs. Otherwise it raises when some (tile, sample) pair has a non-finite maximum
+    on one side and a nonzero one (a NaN counts) on the other, and ``lr != 0``: exactly the pairs whose trains the
+    bad value would corrupt. Without update management such a pair would otherwise train on garbage silently (a
+    NaN line never fires, an Inf line fires in every slot); with update management its scales are NaN (no pulse)
+    and, with BL management, its length is cast from NaN. A CPU check: the sync-free (GPU) path
+    (:func:`crossbar.update._plan_trains` with the dense trains) checks nothing, leaving a NaN or Inf to the loss
+    check of the training loop.
+
+    Raises:
+        FloatingPointError: as above (the message names the cause and the remedy).
+    """
+    xm, dm = plan.x_max.numpy(), plan.d_max.numpy()
+    if np.isfinite(xm).all() and np.isfinite(dm).all():
+        return
+    x_val = xm if xm.ndim == 3 else xm[None]                     # [R|1, C, batch]
+    d_val = dm[:, None, :]                                        # [R, 1, batch]
+    bad = ~np.isfinite(x_val) & (d_val != 0) | ~np.isfinite(d_val) & (x_val != 0)
+    if bad.any() and float(lr) != 0:
+        raise FloatingPointError("pulsed update: the layer inputs or errors contain NaN or Inf (the training "
+                                 "diverged?); lower the learning rate")
 
 
 def _int8_counts(trains: _Trains) -> tuple[Tensor, Tensor]:

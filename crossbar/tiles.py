@@ -358,6 +358,12 @@ class TileArray(TileState):
         Pulsed types: :func:`crossbar.update.pulse_counts` per tile, then the device model applies the
         counts to all tiles at once. ``pulse_type="none"``: exact float update without device (no bounds),
         as aihwkit's ``PulseType.NONE``.
+
+        Raises:
+            FloatingPointError: pulsed types on the CPU only, in every BL / update management configuration: a NaN
+                or an Inf in ``x`` or ``d`` would reach a tile whose other operand is not all zero in that sample
+                (:func:`crossbar._sparse_update.cpu_pulse_counts`); the states are left untouched. The sync-free
+                (GPU) path reads nothing on the host and does not check (the training loop's loss check does).
         """
         _check_vectors("update", "x", x, self.in_features)
         _check_vectors("update", "d", d, self.out_features)
@@ -386,8 +392,8 @@ class TileArray(TileState):
         the device model then updates only the devices with pulses (``apply_pulses_at_``, parameters gathered
         from their packed copy, write noise redrawn for those devices only). Dense counts take the same path
         whenever the device model would compute only the devices with pulses (``PulsedDevice._pulsed_subset``).
-        GPUs: fixed-length dense trains and counts, every device computed, no host synchronisation. Same
-        distribution either way.
+        GPUs: fixed-length dense trains and counts, every device computed, no host synchronisation (hence no
+        NaN / Inf check, which the CPU makes from the maxima of ``x`` and ``d``). Same distribution either way.
         """
         cfg = self.config
         device = cfg.device

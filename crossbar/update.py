@@ -243,7 +243,8 @@ def update_scales(
         ``a``: ``[batch, R, C]`` scale of the error probabilities (``q_i = min(1, a |d_i|)``);
         ``b``: ``[batch, R, C]`` scale of the input probabilities (``p_j = min(1, b |x_j|)``).
         With update management, a NaN or an Inf (either sign) in a sample's ``x`` or ``d`` gives NaN ``a`` and ``b``
-        for the tiles of its block (and, with BL management, ``bl`` cast from NaN: negative on the CPU).
+        for the tiles of its block (and, with BL management, ``bl`` cast from NaN: negative on x86 CPUs). Nothing
+        is raised here (the CPU tile update raises: :func:`crossbar._sparse_update.cpu_pulse_counts`).
     """
     _check_inputs(x, d)
     _check_scalars(lr, dw_min)
@@ -264,9 +265,10 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
     An infinite maximum (an Inf in the inputs or errors of that sample and tile block) is taken as a NaN
     (:func:`_inf_as_nan`), so that with update management a diverging run's Inf gives exactly what its NaN gives:
     NaN scales (no line of that tile and sample fires) and, with BL management, ``BL`` cast from NaN (negative on
-    the CPU, where :func:`crossbar._sparse_update.cpu_pulse_counts` raises). Without update management the maxima
-    are not used: the probabilities are ``B |x|``, so an Inf line fires in every slot (capped at 1), a NaN line in
-    none (neither raises)."""
+    x86 CPUs). Without update management the maxima are not used: the probabilities are ``B |x|``, so an Inf line
+    fires in every slot (capped at 1), a NaN line in none. Nothing here raises: the CPU tile update
+    (:func:`crossbar._sparse_update.cpu_pulse_counts`) raises in every configuration, from the maxima; the
+    sync-free (GPU) path checks nothing on the host and leaves a NaN or Inf to the training loop's loss check."""
     x_max, d_max = _inf_as_nan(x_max), _inf_as_nan(d_max)
     if not isinstance(lr, Tensor) and not isinstance(dw_min, Tensor):
         return _scales_scalar(x_max, d_max, float(lr), float(dw_min), cfg)
@@ -493,7 +495,9 @@ def pulse_counts(
         integer-valued, in ``x.dtype`` promoted to at least float32;
         ``total``: 0-d tensor, the total number of device pulses (``n_up.sum() + n_down.sum()``).
         With update management, a NaN or an Inf (either sign) in a sample's ``x`` or ``d`` silences that sample's
-        trains in the tiles of its block (no pulse; no error is raised here, unlike the tile arrays' CPU update).
+        trains in the tiles of its block (no pulse); without it a NaN line never fires and an Inf line fires in
+        every slot. No error is raised here (nor on the tile arrays' sync-free GPU path), unlike the tile arrays'
+        CPU update, which raises in every configuration (:func:`crossbar._sparse_update.cpu_pulse_counts`).
 
     Cost: two batched matmuls ``[R*C, rows, batch*BL] @ [R*C, batch*BL, cols]`` and random draws of
     ``R * C * batch * BL * (rows + cols)`` numbers (the memory peak; split huge batches if needed).

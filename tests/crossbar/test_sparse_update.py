@@ -354,6 +354,113 @@ def test_cpu_pulse_counts_raise_for_an_inf_as_for_a_nan(operand: str, value: flo
             su.cpu_pulse_counts(bad_x, bad_d, lr, DW, UpdateParameters(), _gen(1))
     assert int(su.cpu_pulse_counts(x, d, lr, DW, UpdateParameters(), _gen(1)).total) > 0
 
+MANAGEMENT = {
+    "bl": UpdateParameters(desired_bl=15),
+    "um": UpdateParameters(desired_bl=15, update_bl_management=False),
+    "none": UpdateParameters(desired_bl=15, update_bl_management=False, update_management=False),
+    "none-free-bl": UpdateParameters(desired_bl=15, update_bl_management=False, update_management=False,
+                                     fixed_bl=False),
+    "um-res": UpdateParameters(desired_bl=15, update_bl_management=False, res=0.05),
+}
+"""Every BL / update management configuration (and a discretized and a learning-rate-driven length)."""
+
+
+@pytest.mark.parametrize("management", list(MANAGEMENT))
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_a_nan_or_inf_stops_the_cpu_update_in_every_management_configuration(operand: str, value: float,
+                                                                            management: str) -> None:
+    """Without BL management (update management on or off) a NaN line once never fired and an Inf line fired in
+    every slot, silently: the CPU tile update now raises the FloatingPointError of the BL-managed update in every
+    configuration (lr 0.2 > dw_min · desired_bl: the free-BL case takes its learning-rate-driven length); the states
+    and the pulse counter are untouched."""
+    from devices import get_preset
+
+    arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16,
+                                           update=MANAGEMENT[management]), seed=0)
+    before, apparent = arr.read(hidden=True), arr.read()
+    g = _gen(19)
+    x, d = torch.randn(8, 30, generator=g), torch.randn(8, 20, generator=g) * 0.1
+    arr.update(x.clone(), d.clone(), 0.2)                  # finite values: no error
+    assert int(arr.counter_pulses) > 0
+    arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16,
+                                           update=MANAGEMENT[management]), seed=0)
+    (x if operand == "x" else d)[5, 17] = value
+    with pytest.raises(FloatingPointError, match="contain NaN or Inf .*lower the learning rate"):
+        arr.update(x, d, 0.2)
+    assert torch.equal(arr.read(hidden=True), before) and torch.equal(arr.read(), apparent)
+    assert int(arr.counter_pulses) == 0
+
+
+@pytest.mark.parametrize("management", ["um", "none", "um-res"])
+@pytest.mark.parametrize("case", ["tensor-lr", "float64", "silent-samples", "per-row-block"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_cpu_pulse_counts_raise_for_a_nan_or_inf_without_bl_management(operand: str, case: str,
+                                                                       management: str) -> None:
+    """``cpu_pulse_counts`` itself without BL management: a 0-d tensor learning rate, float64 data, a batch whose
+    errors are mostly zero (the silent samples left out first) and inputs per row block ``[batch, R, C, cols]``: a
+    NaN, an Inf or a -Inf raises; the finite values count pulses."""
+    g = _gen(20)
+    dtype = torch.float64 if case == "float64" else torch.float32
+    x_shape = (8, 2, 2, 16) if case == "per-row-block" else (8, 2, 16)
+    x = torch.randn(*x_shape, generator=g, dtype=dtype)
+    d = torch.randn(8, 2, 16, generator=g, dtype=dtype) * 0.1      # [batch, R, rows]
+    if case == "silent-samples":
+        d[:6] = 0.0
+    lr = torch.tensor(0.1) if case == "tensor-lr" else 0.1
+    cfg = MANAGEMENT[management]
+    for v in (math.nan, math.inf, -math.inf):
+        bad_x, bad_d = x.clone(), d.clone()
+        if operand == "x":
+            bad_x[(7, 1, 0, 5) if case == "per-row-block" else (7, 1, 5)] = v
+        else:
+            bad_d[7, 1, 5] = v
+        with pytest.raises(FloatingPointError, match="contain NaN or Inf"):
+            su.cpu_pulse_counts(bad_x, bad_d, lr, DW, cfg, _gen(1))
+    assert int(su.cpu_pulse_counts(x, d, lr, DW, cfg, _gen(1)).total) > 0
+
+
+@pytest.mark.parametrize("management", list(MANAGEMENT))
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("operand", ["x", "d"])
+def test_a_nan_or_inf_facing_a_zero_block_or_a_zero_lr_is_harmless(operand: str, value: float, management: str,
+                                                                    monkeypatch) -> None:
+    """No error where the bad value cannot reach a device: its sample's other operand is all zero in that block (no
+    coincidence), or ``lr = 0``. The counts are then exactly those with the bad value replaced by 0 (one CPU path
+    forced: the choice of path depends on the values, the counts of a path on its draws only)."""
+    force_cpu_path(monkeypatch, "dense", "compact")
+    g = _gen(21)
+    x = torch.randn(4, 2, 6, generator=g)                           # [batch, C, cols]
+    d = torch.randn(4, 2, 5, generator=g) * 0.1                     # [batch, R, rows]
+    cfg = MANAGEMENT[management]
+    if operand == "x":
+        d[2] = 0.0                                                  # sample 2: no error in any row block
+        bad_x, bad_d, clean_x, clean_d = x.clone(), d, x.clone(), d
+        bad_x[2, 1, 3], clean_x[2, 1, 3] = value, 0.0
+    else:
+        x[2, :] = 0.0                                               # sample 2: no input in any column block
+        bad_x, bad_d, clean_x, clean_d = x, d.clone(), x, d.clone()
+        bad_d[2, 0, 4], clean_d[2, 0, 4] = value, 0.0
+    got = su.cpu_pulse_counts(bad_x, bad_d, 0.2, DW, cfg, _gen(2))
+    want = su.cpu_pulse_counts(clean_x, clean_d, 0.2, DW, cfg, _gen(2))
+    assert got.touched is None and want.touched is None and int(want.total) > 0
+    for u, v in zip(got[1:], want[1:]):
+        assert torch.equal(u, v)
+    zero_lr = su.cpu_pulse_counts(bad_x, bad_d, 0.0, DW, cfg, _gen(2))   # lr = 0: no pulse, no error
+    assert int(zero_lr.total) == 0
+
+
+def test_a_nan_learning_rate_tensor_is_rejected_on_the_cpu() -> None:
+    """A 0-d tensor learning rate holding a NaN or an Inf (a plain number is rejected by the argument check) names
+    the learning rate, in every configuration (it once raised the inputs' NaN message with BL management, an
+    OverflowError with the free BL, and nothing otherwise)."""
+    x, d = torch.randn(3, 1, 4, generator=_gen(22)), torch.randn(3, 1, 5, generator=_gen(23))
+    for cfg in MANAGEMENT.values():
+        for v in (math.nan, math.inf):
+            with pytest.raises(ValueError, match="lr must be finite"):
+                su.cpu_pulse_counts(x, d, torch.tensor(v), DW, cfg, _gen(1))
+
+
 @settings(max_examples=40, deadline=None)
 @given(n_r=st.integers(1, 3), n_c=st.integers(1, 3), batch=st.integers(1, 7), seed=st.integers(0, 2**16))
 def test_pair_layout_packs_each_samples_live_slots_in_turn(n_r: int, n_c: int, batch: int, seed: int) -> None:

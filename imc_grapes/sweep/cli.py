@@ -88,7 +88,8 @@ def _executor(args: argparse.Namespace):  # -> Executor
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code."""
+    """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code (2 for a usage
+    error, e.g. ``--out ''``, which would otherwise write into the current folder)."""
     from ..data import DatasetError
     from ..runtime import check_environment
     from .paths import SpecError
@@ -101,6 +102,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"imc-grapes sweep: error: {msg}", file=sys.stderr)
         return code
 
+    if args.out == "":      # e.g. --out "$UNSET" (python -m imc_grapes.sweep; imc-grapes checks it before)
+        return fail("--out '': give a folder, or leave the option out for the default")
     try:
         check_environment()     # a no-op after imc-grapes' own check; for python -m imc_grapes.sweep
         spec = load_spec(args.spec)

@@ -431,6 +431,22 @@ def test_sweep_cli_reports_a_bad_sweep_table_as_a_usage_error(tmp_path, capsys):
         assert err.startswith("imc-grapes sweep: error: ") and want in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("mode", [[], ["--dry-run"], ["--status"], ["--report"]],
+                         ids=["run", "dry-run", "status", "report"])
+def test_standalone_sweep_rejects_an_empty_out(tmp_path, capsys, monkeypatch, mode):
+    """``python -m imc_grapes.sweep SPEC --out ""`` (an unset shell variable) wrote into the current folder; it is the
+    usage error of ``imc-grapes sweep --out ""`` (same message, exit code 2), before anything is run or written."""
+    from imc_grapes.sweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('[base]\ndataset = "synthetic"\nhidden = [8]\nepochs = 1\n[axes]\nlr = [0.1]\n')
+    assert main(["s.toml", *mode, "--out", ""]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("imc-grapes sweep: error: --out '': give a folder, or leave the option out for the "
+                            "default\n") and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def test_dry_run_lists_the_validated_points(tmp_path, capsys):
     from imc_grapes.sweep.cli import main
 

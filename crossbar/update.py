@@ -269,7 +269,6 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
     fires in every slot (capped at 1), a NaN line in none. Nothing here raises: the CPU tile update
     (:func:`crossbar._sparse_update.cpu_pulse_counts`) raises in every configuration, from the maxima; the
     sync-free (GPU) path checks nothing on the host and leaves a NaN or Inf to the training loop's loss check."""
-    x_max, d_max = _inf_as_nan(x_max), _inf_as_nan(d_max)
     if not isinstance(lr, Tensor) and not isinstance(dw_min, Tensor):
         return _scales_scalar(x_max, d_max, float(lr), float(dw_min), cfg)
     dtype, device = x_max.dtype, x_max.device
@@ -291,6 +290,7 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
         bl = torch.full(shape, max_bl, dtype=torch.int64, device=device)
         return bl.masked_fill_(lr_abs == 0, 0), a, a.clone()
 
+    x_max, d_max = _inf_as_nan(x_max), _inf_as_nan(d_max)
     x_val = _x_val(x_max)                                        # [batch, R|1, C]
     d_val = (cfg.um_grad_scale * d_max)[:, :, None]              # [batch, R, 1]
     empty = (x_val == 0) | (d_val == 0)                          # [batch, R, C]
@@ -316,7 +316,8 @@ def _inf_as_nan(t: Tensor) -> Tensor:
     """``t`` (maxima ``|x|`` or ``|d|``, any shape) with every infinite element replaced by NaN; finite elements
     (and NaNs) kept bit for bit. Without an Inf, ``t`` itself: on the CPU after a host read (numpy's test, a few
     microseconds for the ``[batch, C]`` maxima); on the sync-free path (GPU, :func:`~devices.host.host_reads_free`
-    ``False``) always by ``torch.where``, which reads nothing on the host."""
+    ``False``) always by ``torch.where``, which reads nothing on the host. Applied where the maxima enter the update
+    management (the CPU's numpy path, :func:`_scales_numpy`, does the same on its own arrays)."""
     if host_reads_free(t) and t.dtype in (torch.float32, torch.float64) and not t.requires_grad:
         if not np.isinf(t.numpy()).any():
             return t
@@ -346,6 +347,7 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
 
     if host_reads_free(device) and dtype in (torch.float32, torch.float64):
         return _scales_host(x_max, d_max, lr_abs, dw, max_bl, ab_base, cfg)
+    x_max, d_max = _inf_as_nan(x_max), _inf_as_nan(d_max)
     x_val = _x_val(x_max)                                        # [batch, R|1, C]
     d_val = (d_max * cfg.um_grad_scale if cfg.um_grad_scale != 1.0 else d_max)[:, :, None]   # [batch, R, 1]
     empty = (x_val == 0) | (d_val == 0)                          # [batch, R, C]
@@ -387,8 +389,13 @@ def _scales_host(x_max: Tensor, d_max: Tensor, lr_abs: float, dw: float, max_bl:
 
 def _scales_numpy(xv: np.ndarray, dv: np.ndarray, lr_abs: float, dw: float, max_bl: int, ab_base: float,
                   cfg: UpdateParameters) -> tuple[Tensor, Tensor, Tensor]:
-    """The body of :func:`_scales_host` on the arrays ``xv = x_max``, ``dv = d_max``."""
+    """The body of :func:`_scales_host` on the arrays ``xv = x_max``, ``dv = d_max`` (an infinite maximum taken as a
+    NaN, as :func:`_inf_as_nan` does on the other paths: on these arrays, without another host copy)."""
     ft = xv.dtype.type
+    if np.isinf(xv).any():
+        xv = np.where(np.isinf(xv), ft(np.nan), xv)
+    if np.isinf(dv).any():
+        dv = np.where(np.isinf(dv), ft(np.nan), dv)
     x_val = xv[:, None, :] if xv.ndim == 2 else xv                              # [batch, R|1, C]
     d_val = (dv * ft(cfg.um_grad_scale) if cfg.um_grad_scale != 1.0 else dv)[:, :, None]   # [batch, R, 1]
     empty = (x_val == 0) | (d_val == 0)                                         # [batch, R, C]

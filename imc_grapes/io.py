@@ -99,9 +99,13 @@ def write_figure_atomic(path: str | os.PathLike[str], fig: Any, **savefig_kw: An
     return write_bytes_atomic(path, buf.getvalue())
 
 
+#: how :func:`write_json_atomic` writes the floats that JSON has no number for (``str`` of the float)
+NONFINITE_STRINGS: dict[str, float] = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # JSON has no NaN/Inf; keep them readable
+        return str(obj)  # JSON has no NaN/Inf; keep them readable (restore_nonfinite reads them back)
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -113,9 +117,25 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def restore_nonfinite(obj: Any) -> Any:
+    """``obj`` (a value read from a file of :func:`write_json_atomic`) with the strings that stand for NaN and
+    ±Inf there (:data:`NONFINITE_STRINGS`: ``"nan"``, ``"inf"``, ``"-inf"``) turned back into those floats, in
+    nested dicts and lists too; a new object, ``obj`` is left as it is. Only for values that hold numbers (a run's
+    history, its inference accuracies): a text field that reads ``"nan"`` would become a float as well."""
+    if isinstance(obj, str):
+        return NONFINITE_STRINGS.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: restore_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [restore_nonfinite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically. NaN/Inf become strings."""
-    return write_bytes_atomic(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n").encode())
+    """Write ``obj`` as indented, strict JSON, atomically. NaN/Inf become the strings ``"nan"``, ``"inf"``,
+    ``"-inf"`` (strict JSON has no such numbers; :func:`restore_nonfinite` reads them back)."""
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
+    return write_bytes_atomic(path, (text + "\n").encode())
 
 
 def write_csv_atomic(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],

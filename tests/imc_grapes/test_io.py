@@ -97,3 +97,28 @@ def test_an_atomic_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatc
     write_bytes_atomic(tmp_path / "r.json", b"{}")
     assert synced == [("file", False), ("folder", True)]
     assert (tmp_path / "r.json").read_bytes() == b"{}"
+
+
+def test_nan_and_inf_are_written_as_strict_json_strings_and_read_back_as_floats(tmp_path):
+    """Python's json writes NaN/Infinity, which strict JSON parsers reject: they are written as "nan", "inf",
+    "-inf" and ``restore_nonfinite`` turns those strings back into floats (other strings are kept)."""
+    import json
+    import math
+
+    import numpy as np
+
+    from imc_grapes.io import restore_nonfinite
+
+    path = write_json_atomic(tmp_path / "r.json", {"h": [{"acc": math.nan, "loss": math.inf}], "t": -math.inf,
+                                                   "np": np.float32("nan"), "ok": 0.5, "s": "x"})
+    text = path.read_text()
+
+    def strict(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    saved = json.loads(text, parse_constant=strict)
+    assert saved == {"h": [{"acc": "nan", "loss": "inf"}], "t": "-inf", "np": "nan", "ok": 0.5, "s": "x"}
+    back = restore_nonfinite(saved)
+    assert math.isnan(back["h"][0]["acc"]) and back["h"][0]["loss"] == math.inf and back["t"] == -math.inf
+    assert math.isnan(back["np"]) and back["ok"] == 0.5 and back["s"] == "x"
+    assert saved["h"][0]["acc"] == "nan", "the value read is left as it is"

@@ -28,7 +28,8 @@ from typing import Any
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, is_int, is_number, run_identity,
                      seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
-from .io import read_json, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
+from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
+                 write_json_atomic)
 from .plotting import fit_title
 from .report import seed_band
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
@@ -173,6 +174,12 @@ def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
     return plain(saved) == plain(cfg.to_dict())
 
 
+def _saved_history(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``history`` of a run's saved ``results.json``, its NaN/Inf values floats again (the file holds them as
+    strings: :func:`~imc_grapes.io.restore_nonfinite`), as the run had them when it was trained."""
+    return restore_nonfinite(saved.get("history", []))  # type: ignore[no-any-return]
+
+
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],
                  log: Callable[[str], None]) -> RunResult | None:
     """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
@@ -189,8 +196,8 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
             or not _same_config(saved.get("config", {}), cfg):
         return None
     log(f"   (resumed: {run_dir} is finished)")
-    extra = {k: saved[k] for k in extra_keys if k in saved}
-    return RunResult(cfg, saved.get("history", []), saved["status"], saved.get("message", ""), run_dir,
+    extra = {k: restore_nonfinite(saved[k]) for k in extra_keys if k in saved}
+    return RunResult(cfg, _saved_history(saved), saved["status"], saved.get("message", ""), run_dir,
                      saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra,
                      saved.get("train_samples"), saved.get("eval_samples"), saved.get("data_root_resolved"))
 
@@ -220,7 +227,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
     except DivergenceError as exc:
         saved = read_json(saved_path)
         log(f"   diverged: {exc}")
-        return RunResult(cfg, saved.get("history", []), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0),
+        return RunResult(cfg, _saved_history(saved), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0),
                          train_samples=saved.get("train_samples"), eval_samples=saved.get("eval_samples"),
                          data_root_resolved=saved.get("data_root_resolved"))
     except Exception as exc:
@@ -231,7 +238,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, r
         saved = read_json(saved_path) if saved_path.exists() else {"config": cfg.to_dict(), "history": []}
         saved.update(status="failed", message=message, traceback=traceback.format_exc())
         write_json_atomic(saved_path, saved)
-        return RunResult(cfg, saved.get("history", []), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
+        return RunResult(cfg, _saved_history(saved), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
 
 
 def tune_score(run: RunResult, how: str, tail: int = 1) -> float | None:
@@ -291,22 +298,31 @@ def epochs_to_target(run: RunResult, target: float) -> float | None:
     return next((h["epoch"] for h in run.history if h["test_acc"] >= target), None)
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+def is_finite_number(v: object) -> bool:
+    """Whether ``v`` is a finite int or float (not a bool, None, NaN, ±Inf, or a string such as ``"nan"``)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def mean_std(values: Iterable[object]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n − 1) of the finite numbers in ``values`` (None, NaN, ±Inf and
+    non-numbers are left out: :func:`is_finite_number`); the std is 0.0 for one value, and both are None for none."""
+    vals = [float(v) for v in values if is_finite_number(v)]  # type: ignore[arg-type]
     if not vals:
         return None, None
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
+
 def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> dict[str, Any] | None:
-    """Paired difference ``a[seed] − b[seed]`` over the seeds with a value in both: ``{"mean", "std", "n",
-    "positive", "negative"}`` (std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or
-    None without a common seed."""
+    """Paired difference ``a[seed] − b[seed]`` over the seeds with a finite value in both (a seed missing from
+    either, or None / NaN / ±Inf there, is left out): ``{"mean", "std", "n", "positive", "negative"}`` (n: the
+    seeds used; std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or None without a
+    common seed."""
     diffs = []
     for seed, x in a.items():
         y = b.get(seed)
-        if x is not None and y is not None:
-            diffs.append(x - y)
+        if is_finite_number(x) and is_finite_number(y):
+            diffs.append(float(x) - float(y))  # type: ignore[arg-type]
     if not diffs:
         return None
     return {"mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
@@ -338,14 +354,14 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
     :func:`~imc_grapes.train.tail_accuracy` over its last ``tail`` evaluations), epochs to target, saturation, cost
     ratio to SGD — over the cell's *completed* runs (a diverged or failed run's last evaluation is not a result of
     the method; ``completed``, ``diverged`` and ``failed`` count the runs)."""
-    sgd_cost = {c.hardware: _mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
+    sgd_cost = {c.hardware: mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:
         done = [r for r in c.runs if r.history and r.status == "completed"]
-        acc_m, acc_s = _mean_std([tail_accuracy(r.history, tail) for r in done])
+        acc_m, acc_s = mean_std([tail_accuracy(r.history, tail) for r in done])
         ett = [epochs_to_target(r, target) for r in done]
         reached = [e for e in ett if e is not None]
-        cost, _ = _mean_std([_per_step_cost(r) for r in c.runs])
+        cost, _ = mean_std([_per_step_cost(r) for r in c.runs])
         base = sgd_cost.get(c.hardware)
         row: dict[str, Any] = {
             "hardware": c.hardware, "optimizer": c.optimizer, "lr": c.lr, "runs": len(c.runs),
@@ -354,17 +370,25 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
             "final_test_acc_mean": acc_m, "final_test_acc_std": acc_s, "tail_evals": tail,
             "epochs_to_target_mean": statistics.fmean(reached) if len(reached) == len(done) and done else None,
             "reached_target": f"{len(reached)}/{len(done)}",
-            "saturation_mean": _mean_std([_saturation(r) for r in done])[0],
+            "saturation_mean": mean_std([_saturation(r) for r in done])[0],
             "cost_per_step": cost,
             "cost_overhead_vs_sgd": cost / base if cost is not None and base else None,
-            "grapes_ops_share": _mean_std([_grapes_ops_share(r) for r in done])[0],
+            "grapes_ops_share": mean_std([_grapes_ops_share(r) for r in done])[0],
         }
         times = sorted({t for r in done for t in (r.extra.get("inference") or {})}, key=float)
         for t in times:
-            m, s = _mean_std([(r.extra.get("inference") or {}).get(t) for r in done])
+            m, s = mean_std([(r.extra.get("inference") or {}).get(t) for r in done])
             row[f"inference_acc@{t}"] = m
         rows.append(row)
     return rows
+
+
+def mean_pm_std(mean: float, std: float | None, n: int, sign: bool = False) -> str:
+    """``mean ± std`` of fractions, in % (points), 2 decimals (``+`` on a positive mean with ``sign``); the std
+    as ``—`` when it rests on fewer than 2 values (``n``): a single seed has no seed-to-seed spread (its stored
+    std is 0)."""
+    text = f"{100 * mean:+.2f}" if sign else f"{100 * mean:.2f}"
+    return text + (f" ± {100 * (std or 0.0):.2f}" if n >= 2 else " ± —")
 
 
 def _fmt(v: float | None, pct: bool = False, digits: int = 2) -> str:
@@ -387,9 +411,10 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
         if r["final_test_acc_mean"] is None:
             acc = "diverged" if r.get("diverged") == r["runs"] else "no completed run"
         else:
-            acc = f"{_fmt(r['final_test_acc_mean'], True)} ± {_fmt(r['final_test_acc_std'], True)}"
+            acc = mean_pm_std(r["final_test_acc_mean"], r["final_test_acc_std"], _completed(r))
         acc += f" ({', '.join(stopped)})" if stopped and r["final_test_acc_mean"] is not None else ""
-        ett = _fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None else f"({r['reached_target']})"
+        ett = (_fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None
+               else "—" if r["final_test_acc_mean"] is None else f"({r['reached_target']})")   # not "(0/0)"
         body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),
                      _fmt(r["cost_overhead_vs_sgd"], digits=3), _fmt(r.get("grapes_ops_share"), True, 3)] + [_fmt(r.get(k), True) for k in inf_cols])
     if markdown:
@@ -418,6 +443,15 @@ def _time_axis(ax: Any, times_s: Sequence[float]) -> None:
         ax.set_xscale("symlog", linthresh=min((t for t in times_s if t > 0), default=1.0))
 
 
+def _legend_or_note(ax: Any, note: str) -> None:
+    """A legend for the axes' labelled lines, or, when nothing was drawn (matplotlib warns about a legend without
+    entries), ``note`` in the middle of the empty axes."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
 def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
     """Write curves.png, accuracy.png and (if any) inference.png into ``out``; return the file names."""
     import matplotlib
@@ -431,8 +465,8 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     fig, axes = plt.subplots(1, len(hws), figsize=(5.5 * len(hws), 4), squeeze=False, sharey=True)
     for ax, hw in zip(axes[0], hws):
         for c in (c for c in cells if c.hardware == hw):
-            runs = [r for r in c.runs if r.history]
-            if not runs:
+            runs = [r for r in c.runs if r.history and r.status == "completed"]   # as the table: a diverged run's
+            if not runs:                                                         # shorter curve would cut the others'
                 continue
             n = min(len(r.history) for r in runs)
             x = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
@@ -442,7 +476,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
         ax.set(title=fit_title(fig, hw, columns=len(hws)), xlabel="epoch", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend_or_note(ax, "no completed run")
     fig.tight_layout()
     write_figure_atomic(out / "curves.png", fig, dpi=120)
     plt.close(fig)
@@ -450,15 +484,18 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
 
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 4))
     labels = [f"{r['hardware']}\n{r['optimizer']}" for r in rows]
-    means = [100 * (r["final_test_acc_mean"] or 0) for r in rows]
-    stds = [100 * (r["final_test_acc_std"] or 0) for r in rows]
-    colors = ["tab:blue" if r["hardware"] == "digital" else "tab:orange" for r in rows]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors)
+    shown = [i for i, r in enumerate(rows) if r["final_test_acc_mean"] is not None]   # a cell without a completed
+    means = [100 * rows[i]["final_test_acc_mean"] for i in shown]                     # run gets no bar (not a 0)
+    stds = [100 * (rows[i]["final_test_acc_std"] or 0) for i in shown]
+    colors = ["tab:blue" if rows[i]["hardware"] == "digital" else "tab:orange" for i in shown]
+    ax.bar(shown, means, yerr=stds, capsize=4, color=colors)
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
-    lo = min((m - s for m, s in zip(means, stds) if m > 0), default=0)
+    lo = min((m - s for m, s in zip(means, stds)), default=0)
     ax.set_ylim(max(0, lo - 5), 100)
-    for i, m in enumerate(means):
+    for i, m in zip(shown, means):
         ax.text(i, m + 0.3, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    for i in sorted(set(range(len(rows))) - set(shown)):
+        ax.text(i, max(0, lo - 5) + 1, "no completed\nrun", ha="center", va="bottom", fontsize=7, color="0.4")
     ax.set(ylabel="final test accuracy (%)", title=fit_title(fig, "Final test accuracy (mean ± std over seeds)"))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -479,7 +516,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
         ax.set(xlabel="time after programming (s)", ylabel="test accuracy (%)",
                title=fit_title(fig, "Inference after programming noise and drift"))
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend_or_note(ax, "no finite accuracy\n(no completed run, or NaN weights)")
         fig.tight_layout()
         write_figure_atomic(out / "inference.png", fig, dpi=120)
         plt.close(fig)
@@ -558,15 +595,42 @@ def _completed(row: dict[str, Any]) -> int:
     return int(row.get("completed", row["runs"]))
 
 
-def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
+def _completed_accuracies(cell: Cell, tail: int) -> dict[int, float | None]:
+    """seed -> the accuracy of the cell's completed run of that seed (:func:`~imc_grapes.train.tail_accuracy`)."""
+    return {r.config.seed: tail_accuracy(r.history, tail) for r in cell.runs if r.status == "completed" and r.history}
+
+
+def _other_seeds_note(a: Cell | None, b: Cell | None, names: tuple[str, str], tail: int) -> str:
+    """When cells ``a`` and ``b`` completed different seeds (one diverged or failed where the other did not), their
+    means are over different seeds: a note with the paired difference ``a − b`` over the seeds both completed
+    (:func:`paired_by_seed`, in points); "" when they completed the same seeds (or a cell is not given)."""
+    if a is None or b is None:
+        return ""
+    acc_a, acc_b = _completed_accuracies(a, tail), _completed_accuracies(b, tail)
+    if set(acc_a) == set(acc_b):
+        return ""
+    text = (f" [the means are over different seeds: {names[0]} completed {len(acc_a)}, {names[1]} {len(acc_b)} of "
+            f"{len(a.runs)}")
+    p = paired_by_seed(acc_a, acc_b)
+    if p is None:
+        return text + "; no seed completed in both]"
+    return (text + f"; paired over the {p['n']} seed(s) both completed: "
+            f"{mean_pm_std(p['mean'], p['std'], p['n'], sign=True)} points, {names[0]} higher on {p['positive']} of "
+            f"{p['n']}]")
+
+
+def findings(rows: Sequence[dict[str, Any]], cells: Sequence[Cell] = ()) -> list[str]:
     """Plain-language statements computed from the summary rows (no judgement beyond the numbers): GRAPES vs
     SGD and vs the layer-mean control per hardware, relative to the seed-to-seed spread, and saturation.
 
     A difference ``Δ`` of two cells' mean accuracies counts as clear only when ``|Δ|`` exceeds twice their combined
     seed spread ``√(std₁² + std₂²)`` (sample standard deviations over the seeds); the statements print that
-    threshold, ``2·√(std₁² + std₂²)``, in points."""
+    threshold, ``2·√(std₁² + std₂²)``, in points. With the rows' ``cells``, a statement about two cells that
+    completed different seeds (a run of one diverged or failed) says so and gives the paired difference over the
+    seeds both completed (:func:`paired_by_seed`)."""
     out = []
     by = {(r["hardware"], r["optimizer"]): r for r in rows}
+    cell_by = {(c.hardware, c.optimizer): c for c in cells}
     for hw in dict.fromkeys(r["hardware"] for r in rows):
         sgd, gr, lm = by.get((hw, "sgd")), by.get((hw, "grapes")), by.get((hw, "layer-mean"))
         if not sgd or not gr or sgd["final_test_acc_mean"] is None or gr["final_test_acc_mean"] is None:
@@ -580,7 +644,9 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
             verdict = f"more than twice the combined seed spread: |Δ| > {2 * spread:.2f} points"
         else:
             verdict = f"within twice the combined seed spread, |Δ| ≤ {2 * spread:.2f} points: not a clear difference"
-        text = f"**{hw}**: GRAPES {'+' if diff >= 0 else ''}{diff:.2f} points vs SGD ({verdict})"
+        tail = int(gr.get("tail_evals", 1))
+        text = (f"**{hw}**: GRAPES {'+' if diff >= 0 else ''}{diff:.2f} points vs SGD ({verdict})"
+                + _other_seeds_note(cell_by.get((hw, "grapes")), cell_by.get((hw, "sgd")), ("GRAPES", "SGD"), tail))
         if lm and lm["final_test_acc_mean"] is not None:
             d_lm = 100 * (gr["final_test_acc_mean"] - lm["final_test_acc_mean"])
             spread_lm = 100 * math.hypot(lm["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
@@ -595,6 +661,8 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
             else:
                 text += (" — a uniform per-layer boost of the same mean does better, so the gain over SGD is not "
                          "explained by the per-neuron factors")
+            text += _other_seeds_note(cell_by.get((hw, "grapes")), cell_by.get((hw, "layer-mean")),
+                                      ("GRAPES", "the layer-mean control"), tail)
         if gr.get("saturation_mean") is not None and sgd.get("saturation_mean") is not None:
             text += (f". Realised/intended weight change: SGD {sgd['saturation_mean']:.2f}, GRAPES "
                      f"{gr['saturation_mean']:.2f}")
@@ -637,6 +705,8 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
         lines.append(f"* a run's test accuracy: the mean of its last {spec.tail_evals} evaluations (they move by "
                      "several points from one to the next on a noisy device)")
     lines += ["", "## Results", "", format_table(rows, spec.target_acc, markdown=True), "",
+              "*mean ± std*: over the cell's completed runs (one per seed), std the sample standard deviation "
+              "(n − 1), shown as — for a single completed run; a cell with diverged or failed runs says how many. "
               "*saturation*: realised / intended weight change of the pulsed updates, the projection "
               "⟨ΔW_real, ΔW_int⟩ / ‖ΔW_int‖² (1 = the intended change reached the devices on average; below 1 the "
               "bounds or the pulse grid cut it; above 1 the devices moved further along it, e.g. by pulse noise); "
@@ -647,7 +717,7 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
               "digital operations (importance, max, modulation, error scaling) as a share of all operations of a "
               "step. Energies use the documented per-operation table (`imc_grapes/backends/costs.py`); they are "
               "order-of-magnitude estimates.", ""]
-    found = findings(rows)
+    found = findings(rows, cells)
     if found:
         lines += (["## What the numbers say", ""] + [f"* {f}" for f in found]
                   + ["", "(Combined seed spread: √(std₁² + std₂²) of the two cells' accuracies over the seeds; a "

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .compare import paired_by_seed
+from .compare import mean_pm_std, paired_by_seed
 from .config import ConfigError
 from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .plotting import fit_title
@@ -62,7 +62,8 @@ def _label(spec: dict[str, Any], hardware: str) -> str:
 def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: str = "sgd",
               control: str = "layer-mean") -> list[dict[str, Any]]:
     """One row per (report, hardware): ``report``, ``label``, ``hardware``, ``tail_evals``, per optimizer
-    ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions), ``<opt>/saturation`` (realised / intended weight
+    ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions), ``<opt>/completed`` (the completed runs
+    behind them; the table shows the std as — for fewer than 2), ``<opt>/saturation`` (realised / intended weight
     change) and ``<opt>/energy_vs_sgd`` (energy per step ×SGD's), None where the report has no such cell or value; and
     ``<method>-<reference>`` / ``<method>-<control>``: :func:`~imc_grapes.compare.paired_by_seed` of the final
     runs' accuracies (None where a cell is missing or no seed is common).
@@ -88,18 +89,20 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
             row: dict[str, Any] = {"report": str(path), "label": _label(spec, hw), "hardware": hw,
                                    "tail_evals": tail}
             cells = {s["optimizer"]: s for s in data["summary"] if s.get("hardware") == hw}
-            for opt in spec.get("optimizers", []):
-                s = cells.get(opt, {})
-                row[f"{opt}/lr"] = s.get("lr")
-                row[f"{opt}/acc_mean"] = s.get("final_test_acc_mean")
-                row[f"{opt}/acc_std"] = s.get("final_test_acc_std")
-                row[f"{opt}/saturation"] = s.get("saturation_mean")
-                row[f"{opt}/energy_vs_sgd"] = s.get("cost_overhead_vs_sgd")
             accs: dict[str, dict[int, float | None]] = {}
             for r in data["runs"]:
                 if r.get("hardware") == hw and r.get("eval_split", "test") == "test":
                     acc = tail_accuracy(r.get("history") or [], tail) if r.get("status") == "completed" else None
                     accs.setdefault(r["optimizer"], {})[int(r["config"]["seed"])] = acc
+            for opt in spec.get("optimizers", []):
+                s = cells.get(opt, {})
+                row[f"{opt}/lr"] = s.get("lr")
+                row[f"{opt}/acc_mean"] = s.get("final_test_acc_mean")
+                row[f"{opt}/acc_std"] = s.get("final_test_acc_std")
+                # the completed runs behind the accuracy (reports written before the summary counted them: the runs)
+                row[f"{opt}/completed"] = s.get("completed", sum(a is not None for a in accs.get(opt, {}).values()))
+                row[f"{opt}/saturation"] = s.get("saturation_mean")
+                row[f"{opt}/energy_vs_sgd"] = s.get("cost_overhead_vs_sgd")
             for other in (reference, control):
                 both = method in accs and other in accs
                 row[f"{method}-{other}"] = paired_by_seed(accs[method], accs[other]) if both else None
@@ -136,11 +139,11 @@ def _acc(row: dict[str, Any], opt: str) -> str:
     m, s, lr = row.get(f"{opt}/acc_mean"), row.get(f"{opt}/acc_std"), row.get(f"{opt}/lr")
     if m is None:
         return "—"
-    return f"{100 * m:.2f} ± {100 * (s or 0.0):.2f}" + (f" (lr {lr:g})" if lr is not None else "")
+    return mean_pm_std(m, s, int(row.get(f"{opt}/completed") or 0)) + (f" (lr {lr:g})" if lr is not None else "")
 
 
 def _diff(p: dict[str, Any] | None) -> str:
-    return "—" if p is None else f"{100 * p['mean']:+.2f} ± {100 * p['std']:.2f} ({p['positive']}/{p['n']})"
+    return "—" if p is None else f"{mean_pm_std(p['mean'], p['std'], p['n'], sign=True)} ({p['positive']}/{p['n']})"
 
 
 def format_summary(rows: Sequence[dict[str, Any]], method: str = "grapes", reference: str = "sgd",
@@ -180,14 +183,19 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
                 xs.append(i + (k - (len(others) - 1) / 2) * width)
                 ms.append(100 * p["mean"])
                 ss.append(100 * p["std"])
-        ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{method} − {other}")
+        if xs:      # an empty series would still get a legend entry
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{method} − {other}")
     ax.axhline(0.0, color="black", lw=0.8)
     names = report_names(rows) if _labels_repeat(rows) else None
     ax.set_xticks(range(len(rows)), [f"{names[i]}: {r['label']}" if names else r["label"] for i, r in enumerate(rows)],
                   rotation=30, ha="right")
     ax.set(ylabel="paired difference in test accuracy (points)",
            title=fit_title(fig, f"{method} against the others, paired by seed (mean ± std over seeds)"))
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:       # no row has a paired difference: an empty plot that says so (no legend warning)
+        ax.text(0.5, 0.5, "no paired difference\n(no seed completed by both cells)", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -206,7 +214,8 @@ def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: s
         text += f"Command:\n\n```\n{command}\n```\n\n"
     text += (format_summary(rows, method, reference, control) + "\n\nAccuracy: test %, mean ± std over each report's "
              "seeds (tuned lr). Δ: paired by seed over the seeds both cells completed, mean ± std (seeds with a "
-             "positive difference / seeds).\n\n![paired differences](paired.png)\n")
+             "positive difference / seeds). Every std is the sample standard deviation over the seeds (n − 1), — "
+             "for a single seed.\n\n![paired differences](paired.png)\n")
     write_bytes_atomic(out / "summary.md", text.encode())
     flat = []
     pairs = [f"{method}-{other}" for other in (reference, control)]

@@ -158,7 +158,7 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
               *([f"* a run's accuracy (table, tuning score): the mean of its last {g.spec.tail_evals} evaluations"]
                 if g.spec.tail_evals > 1 else []),
               "", format_table(res.rows, g.spec.target_acc, markdown=True), ""]
-    found = findings(res.rows)
+    found = findings(res.rows, res.cells)
     if found:
         lines += [f"* {f}" for f in found] + [""]
     tuned = [c for c in res.cells if c.tuning]

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..compare import Cell, paired_by_seed
+from ..compare import Cell, mean_pm_std, mean_std, paired_by_seed
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from ..plotting import fit_title
@@ -77,21 +77,16 @@ def paired(a: Cell, b: Cell, metric: Any = _final) -> dict[str, Any] | None:
     return paired_by_seed({r.config.seed: metric(r) for r in a.runs}, {r.config.seed: metric(r) for r in b.runs})
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
 def _pct(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{100 * v:.{digits}f}"
 
 
 def _diff_text(p: dict[str, Any] | None) -> str:
+    """A paired difference (:func:`~imc_grapes.compare.paired_by_seed`) in points: ``mean ± std (positive/n)``,
+    the std ``—`` for one seed."""
     if p is None:
         return "—"
-    return f"{100 * p['mean']:+.2f} ± {100 * p['std']:.2f} ({p['positive']}/{p['n']})"
+    return f"{mean_pm_std(p['mean'], p['std'], p['n'], sign=True)} ({p['positive']}/{p['n']})"
 
 
 def _summary_rows(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
@@ -99,10 +94,11 @@ def _summary_rows(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
     for res in results:
         by_opt = {c.optimizer: c for c in res.cells}
         for c, row in zip(res.cells, res.rows):
-            curve_m, curve_s = _mean_std([_curve_mean(r) for r in c.runs])
+            curve_m, curve_s = mean_std([_curve_mean(r) for r in c.runs])
             out: dict[str, Any] = {
                 "group": res.group.key, **res.group.labels, "optimizer": c.optimizer, "lr": c.lr,
-                "runs": row["runs"], "diverged": row["diverged"], "failed": row.get("failed", 0),
+                "runs": row["runs"], "completed": row.get("completed", row["runs"]), "diverged": row["diverged"],
+                "failed": row.get("failed", 0),
                 "final_test_acc_mean": row["final_test_acc_mean"], "final_test_acc_std": row["final_test_acc_std"],
                 "curve_mean_acc_mean": curve_m, "curve_mean_acc_std": curve_s,
                 "epochs_to_target_mean": row["epochs_to_target_mean"], "reached_target": row["reached_target"],
@@ -115,9 +111,10 @@ def _summary_rows(results: Sequence[GroupResult]) -> list[dict[str, Any]]:
                     out[f"diff_vs_{ref}_mean"] = p["mean"] if p else None
                     out[f"diff_vs_{ref}_std"] = p["std"] if p else None
                     out[f"diff_vs_{ref}_positive"] = f"{p['positive']}/{p['n']}" if p else None
+                    out[f"diff_vs_{ref}_n"] = p["n"] if p else None
             if any(r.extra.get("forgetting") for r in c.runs):
                 for key in ("avg_acc", "forgetting", "bwt"):
-                    m, s = _mean_std([_forget(r, key) for r in c.runs])
+                    m, s = mean_std([_forget(r, key) for r in c.runs])
                     out[f"{key}_mean"], out[f"{key}_std"] = m, s
             rows.append(out)
     return rows
@@ -249,8 +246,8 @@ def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, res in zip(axes.flat, results):
         for c in res.cells:
-            runs = [r for r in c.runs if r.history]
-            if not runs:
+            runs = [r for r in c.runs if r.history and r.status == "completed"]   # a diverged run's shorter curve
+            if not runs:                                                         # would cut the others' to its length
                 continue
             m = min(len(r.history) for r in runs)
             x = np.array([h["epoch"] for h in runs[0].history[:m]], dtype=float)
@@ -313,7 +310,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
     write_figure_atomic(out / "matrix.png", fig, dpi=120)
     plt.close(fig)
 
-    rows = [(key, c, {k: _mean_std([_forget(r, k) for r in c.runs]) for k in ("avg_acc", "forgetting")})
+    rows = [(key, c, {k: mean_std([_forget(r, k) for r in c.runs]) for k in ("avg_acc", "forgetting")})
             for key, c in cells]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, k, title in zip(axes, ("avg_acc", "forgetting"), ("average accuracy after the last task (%)",
@@ -342,14 +339,15 @@ def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
     for r in rows:
         bad = [f"{r[k]}/{r['runs']} {k}" for k in ("diverged", "failed") if r.get(k)]
         acc = ("no completed run" if r["final_test_acc_mean"] is None else
-               f"{_pct(r['final_test_acc_mean'])} ± {_pct(r['final_test_acc_std'])}") + (f" ({', '.join(bad)})"
-                                                                                         if bad else "")
+               mean_pm_std(r["final_test_acc_mean"], r["final_test_acc_std"], r.get("completed", r["runs"]))) + (
+                   f" ({', '.join(bad)})" if bad else "")
         ett = (f"{r['epochs_to_target_mean']:.2f}" if r["epochs_to_target_mean"] is not None
+               else "—" if r["final_test_acc_mean"] is None      # no completed run: not "(0/0 reached ...)"
                else f"({r['reached_target']} reached {100 * r['target_acc']:g}%)")
         d = []
         for ref in ("sgd", "layer-mean"):
             m = r.get(f"diff_vs_{ref}_mean")
-            d.append("—" if m is None else f"{100 * m:+.2f} ± {100 * r[f'diff_vs_{ref}_std']:.2f} "
+            d.append("—" if m is None else f"{mean_pm_std(m, r[f'diff_vs_{ref}_std'], r[f'diff_vs_{ref}_n'], True)} "
                                            f"({r[f'diff_vs_{ref}_positive']})")
         cells = [str(r.get(k, "")) for k in label_keys] + [r["optimizer"], f"{r['lr']:g}", acc,
                                                            _pct(r["curve_mean_acc_mean"]),
@@ -423,8 +421,9 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
               f"* optimizers: {', '.join(options.optimizers)}; backends: {', '.join(options.backends)}"
               + (f" (device preset {options.preset})" if any(b != 'digital' for b in options.backends) else ""),
               "* each group: learning rate tuned per optimizer on a validation split (never the test set), then "
-              "the same seeds for every optimizer; Δ columns are paired differences over those seeds "
-              "(mean ± std, and on how many seeds the difference is positive)."]
+              "the same seeds for every optimizer; Δ columns are paired differences over the seeds both "
+              "optimizers completed (mean ± std, and on how many of them the difference is positive). Every std is "
+              "the sample standard deviation over the seeds (n − 1), shown as — when it rests on a single seed."]
     if options.tail_evals > 1:
         lines.append(f"* a run's accuracy (tables, Δ, plots, the lr-tuning score): the mean of its last "
                      f"{options.tail_evals} evaluations")

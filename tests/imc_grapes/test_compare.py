@@ -1,7 +1,9 @@
 """The compare job end to end on the synthetic set: every promised file, lr tuned on validation, resume."""
 import csv
 import json
+import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -205,11 +207,12 @@ def test_diverged_runs_are_counted_not_averaged_and_one_completed_seed_is_not_ju
     assert (rows[0]["completed"], rows[0]["diverged"], rows[0]["runs"]) == (1, 2, 3)
     assert rows[0]["reached_target"] == "0/1" and rows[1]["reached_target"] == "1/1"
     table = compare_mod.format_table(rows, 0.8)
-    assert "70.00 ± 0.00 (2/3 diverged)" in table and "85.00 ± 0.00 (2/3 diverged)" in table
+    # one completed run: no seed-to-seed spread, so no std (it was shown as ± 0.00)
+    assert "70.00 ± — (2/3 diverged)" in table and "85.00 ± — (2/3 diverged)" in table
     text = compare_mod.findings(rows)[0]
     assert "GRAPES +15.00 points vs SGD (a single seed" in text and "more than twice" not in text
     gone = compare_mod.summarise_cells([compare_mod.Cell("digital", "sgd", 0.1, [run([0.5], "diverged")])], 0.8)
-    assert "| diverged |" in compare_mod.format_table(gone, 0.8, markdown=True)
+    assert "| diverged | — |" in compare_mod.format_table(gone, 0.8, markdown=True)     # not "(0/0)" to target
 
 
 @pytest.mark.slow
@@ -451,7 +454,6 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp
     assert [r["data_root_resolved"] for r in saved["runs"]] == [expected]
 
 
-@pytest.mark.filterwarnings("ignore:No artists with labels found:UserWarning")  # the empty cell's curves
 @pytest.mark.parametrize("times, scale", [((1.0, 3600.0), "log"), ((0.0, 1.0, 3600.0), "symlog")])
 def test_the_inference_plot_shows_every_time_including_zero(tmp_path, monkeypatch, times, scale):
     """A time of 0 (the read right after programming) has no place on a log axis: the axis becomes symmetric-log
@@ -467,3 +469,103 @@ def test_the_inference_plot_shows_every_time_including_zero(tmp_path, monkeypatc
     assert list(line.get_xdata()) == list(times)
     shown = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
     assert np.isfinite(shown).all() and (np.diff(shown[:, 0]) > 0).all()   # every point drawn, left to right
+
+
+def test_mean_std_and_paired_differences_leave_out_missing_and_non_finite_values():
+    """Hand values: the mean and sample std (n − 1) of 0.5 and 0.7 are 0.6 and 0.1·√2; None, NaN, ±Inf, a "nan"
+    string (how results.json holds a NaN) and a bool are not values. Paired: only seeds finite in both count."""
+    m, s = compare_mod.mean_std([0.5, None, math.nan, "nan", math.inf, 0.7, True])
+    assert m == pytest.approx(0.6) and s == pytest.approx(0.1 * math.sqrt(2))
+    assert compare_mod.mean_std([0.8]) == (0.8, 0.0) and compare_mod.mean_std([None, "nan"]) == (None, None)
+    p = compare_mod.paired_by_seed({0: 0.7, 1: math.nan, 2: 0.5, 3: 0.9, 4: None}, {0: 0.6, 1: 0.5, 2: 0.6, 4: 0.1})
+    assert p["mean"] == pytest.approx(0.0) and p["std"] == pytest.approx(0.1 * math.sqrt(2))
+    assert (p["n"], p["positive"], p["negative"]) == (2, 1, 1)
+    assert compare_mod.paired_by_seed({0: math.nan}, {0: 0.5}) is None
+
+
+def _strict_json(path):
+    def reject(name):
+        raise ValueError(f"{path}: not strict JSON ({name})")
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+def test_a_nan_metric_is_strict_json_and_the_job_resumes_with_the_same_summary(tmp_path, monkeypatch):
+    """A run whose inference accuracy (the weights were NaN) and test loss are NaN: the files stay strict JSON
+    (NaN as "nan"), the summary leaves the NaN out (inference at 1 s: seed 0's 0.4 only), and a second job resumes
+    the runs (it raised a TypeError on the "nan" string) with the same summary and the NaN as a float again."""
+    calls = []
+
+    def fake_train(cfg, run_dir, **kw):
+        calls.append(cfg.seed)
+        nan = cfg.seed == 1
+        hist = [{"epoch": 1.0, "test_acc": 0.5 + 0.1 * cfg.seed, "test_loss": math.nan if nan else 1.0,
+                 "train_loss": 1.0}]
+        res = compare_mod.RunResult(cfg, hist, "completed", run_dir=run_dir,
+                                    extra={"inference": {"1": math.nan if nan else 0.4}})
+        compare_mod.write_json_atomic(run_dir / "results.json", res.to_dict())
+        return res
+
+    monkeypatch.setattr(compare_mod, "train", fake_train)
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("analog",), seeds=(0, 1), target_acc=0.55)
+    first = run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    row = first["summary"][0]
+    assert row["final_test_acc_mean"] == pytest.approx(0.55) and row["final_test_acc_std"] == pytest.approx(
+        0.1 / math.sqrt(2))
+    assert row["inference_acc@1"] == pytest.approx(0.4) and row["reached_target"] == "1/2"
+    saved = _strict_json(tmp_path / "results.json")
+    assert saved["runs"][1]["inference"] == {"1": "nan"} and saved["runs"][1]["history"][0]["test_loss"] == "nan"
+    _strict_json(tmp_path / "runs" / "analog" / "sgd" / "lr0.1_seed1" / "results.json")
+    second = run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    assert calls == [0, 1], "both runs resumed"
+    assert second["summary"] == first["summary"]
+    assert math.isnan(second["runs"][1]["history"][0]["test_loss"]) and math.isnan(second["runs"][1]["inference"]["1"])
+    assert "| 40.00 |" in (tmp_path / "report.md").read_text()
+
+
+def _hist(accs):
+    return [{"epoch": k + 1.0, "test_acc": a} for k, a in enumerate(accs)]
+
+
+def test_report_plots_leave_out_stopped_runs_and_draw_empty_cells_without_warnings(tmp_path, monkeypatch):
+    """The curves are over completed runs (a diverged run's one evaluation cut the other seeds' curves to one
+    point), a cell without a completed run gets no bar (it was drawn as 0.0 %) and no legend warning, and an
+    inference plot with only NaN gets a note instead of an empty legend."""
+    figures = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    run = compare_mod.RunResult
+    sgd = compare_mod.Cell("analog", "sgd", 0.1, [run(BASE.replace(seed=0), _hist([0.5, 0.6, 0.7]), "completed"),
+                                                   run(BASE.replace(seed=1), _hist([0.3, 0.5, 0.9]), "completed"),
+                                                   run(BASE.replace(seed=2), _hist([0.2]), "diverged")])
+    gone = compare_mod.Cell("analog", "grapes", 0.1, [run(BASE, _hist([0.4]), "diverged")])
+    rows = compare_mod.summarise_cells([sgd, gone], 0.9)
+    rows[0]["inference_acc@1"] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare_mod.plot_report([gone], rows[1:], tmp_path)      # nothing completed at all
+        compare_mod.plot_report([sgd, gone], rows, tmp_path)
+    (line,) = figures["curves.png"].axes[0].get_lines()
+    assert list(line.get_xdata()) == [1.0, 2.0, 3.0] and list(line.get_ydata()) == pytest.approx([40.0, 55.0, 80.0])
+    bars = figures["accuracy.png"].axes[0].patches
+    assert len(bars) == 1 and bars[0].get_height() == pytest.approx(80.0)       # (0.7 + 0.9) / 2
+    assert "no completed\nrun" in [t.get_text() for t in figures["accuracy.png"].axes[0].texts]
+
+
+def test_findings_say_when_two_cells_completed_different_seeds():
+    """GRAPES diverged on seed 2: its mean (0.75, seeds 0-1) and SGD's (0.6, seeds 0-2) are over different seeds;
+    the statement gives the paired difference over seeds 0 and 1 by hand: (0.7 − 0.6, 0.8 − 0.5) = (0.1, 0.3),
+    mean +20.00, std 0.1·√2 = 14.14 points, higher on 2 of 2."""
+    run = compare_mod.RunResult
+    sgd = compare_mod.Cell("digital", "sgd", 0.1, [run(BASE.replace(seed=s), _hist([a]), "completed")
+                                                    for s, a in ((0, 0.6), (1, 0.5), (2, 0.7))])
+    gr = compare_mod.Cell("digital", "grapes", 0.1, [run(BASE.replace(seed=0), _hist([0.7]), "completed"),
+                                                      run(BASE.replace(seed=1), _hist([0.8]), "completed"),
+                                                      run(BASE.replace(seed=2), _hist([0.1]), "diverged")])
+    lm = compare_mod.Cell("digital", "layer-mean", 0.1, [run(BASE.replace(seed=s), _hist([0.7]), "completed")
+                                                          for s in (0, 1)])
+    rows = compare_mod.summarise_cells([sgd, gr, lm], 0.9)
+    (text,) = findings(rows, [sgd, gr, lm])
+    assert text.startswith("**digital**: GRAPES +15.00 points vs SGD (")
+    assert ("[the means are over different seeds: GRAPES completed 2, SGD 3 of 3; paired over the 2 seed(s) both "
+            "completed: +20.00 ± 14.14 points, GRAPES higher on 2 of 2]") in text
+    assert text.count("different seeds") == 1, "GRAPES and the layer-mean control completed the same seeds"
+    assert "different seeds" not in findings(rows)[0], "without the cells: the rows' statement only"

@@ -74,8 +74,10 @@ def test_summary_rows_pair_the_final_runs_by_seed(tmp_path: Path) -> None:
     assert "| a | EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (lr 0.1) | 86.00 ± 5.00 (lr 0.1) " \
            "| +0.50 ± 2.12 (1/2) " \
            "| -0.50 ± 2.12 (1/2) | 0.97 | 1.70 |" in table
-    assert ("| a | digital | 97.00 ± 0.00 (lr 0.1) | 98.00 ± 0.00 (lr 0.03) | — | +1.00 ± 0.00 (1/1) | — | — "
+    # one seed: no seed-to-seed spread, so no std (it was shown as ± 0.00)
+    assert ("| a | digital | 97.00 ± — (lr 0.1) | 98.00 ± — (lr 0.03) | — | +1.00 ± — (1/1) | — | — "
             "| — |") in table
+    assert (ecram["sgd/completed"], ecram["grapes/completed"], rows[0]["sgd/completed"]) == (3, 2, 1)
     assert "| b | digital |" in table
     # without a repeated label, no report column
     assert format_summary(rows[1:2]).startswith("| hardware | sgd |")
@@ -159,3 +161,23 @@ def test_method_reference_and_control_must_differ(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "--method, --reference, --control" in err and "three different optimizers" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_summary_without_any_paired_difference_plots_without_warnings(tmp_path: Path) -> None:
+    """GRAPES diverged on the only seed: no paired difference, an empty paired.png that says so (no legend
+    warning), and the table shows "—" for both differences."""
+    import warnings
+
+    spec = {"optimizers": ["sgd", "grapes"], "hardware": ["digital"], "tail_evals": 1, "base": {}}
+    runs = [_run("digital", "sgd", 0, [0.9]), _run("digital", "grapes", 0, [0.2], status="diverged")]
+    summary = [{"hardware": "digital", "optimizer": "sgd", "lr": 0.1, "final_test_acc_mean": 0.9,
+                "final_test_acc_std": 0.0, "completed": 1}]
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"spec": spec, "summary": summary, "runs": runs}))
+    rows = summarize([folder])
+    assert rows[0]["grapes-sgd"] is None and rows[0]["grapes/completed"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_summary(rows, tmp_path / "out")
+    assert "| digital | 90.00 ± — (lr 0.1) | — | — | — | — |" in (tmp_path / "out" / "summary.md").read_text()

@@ -156,3 +156,39 @@ def test_mlp_notes_state_the_dropout_and_budget_that_differ_from_the_paper(name)
     assert {g.spec.base.dropout for g in _plan(name, size="quick", backends=("digital", "crossbar"))} == {0.0}
     full = _plan(name, size="full")
     assert max(g.spec.base.epochs for g in full) < 200 and max(len(g.spec.seeds) for g in full) < 10
+
+
+def test_experiment_table_and_curves_use_the_completed_runs_and_show_no_std_for_one_seed(tmp_path, monkeypatch):
+    """SGD completed seed 0 only (seed 1 diverged after one evaluation): its accuracy is seed 0's 70 % with no std
+    (a single run has no seed-to-seed spread; it was shown as ± 0.00), GRAPES's (0.8, 0.9) is 85.00 ± 7.07
+    (sample std 0.1/√2), the paired Δ is over seed 0 only (+10.00, n = 1), and SGD's curve is seed 0's three
+    points (the diverged run's one evaluation cut it to one point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from imc_grapes.compare import CompareSpec, summarise_cells
+    from imc_grapes.experiments import report as rep
+    from imc_grapes.experiments.groups import Group, GroupResult
+
+    def hist(accs):
+        return [{"epoch": k + 1.0, "test_acc": a} for k, a in enumerate(accs)]
+
+    base = TrainConfig(dataset="synthetic", hidden=(8,))
+    s0, s1 = base.replace(seed=0), base.replace(seed=1)
+    sgd = Cell("digital", "sgd", 0.1, [RunResult(s0, hist([0.5, 0.6, 0.7]), "completed"),
+                                        RunResult(s1, hist([0.4]), "diverged")])
+    gr = Cell("digital", "grapes", 0.1, [RunResult(s0, hist([0.6, 0.7, 0.8]), "completed"),
+                                          RunResult(s1, hist([0.5, 0.6, 0.9]), "completed")])
+    spec = CompareSpec(base=base, optimizers=("sgd", "grapes"), hardware=("digital",), seeds=(0, 1))
+    res = GroupResult(Group("g", {}, spec), [sgd, gr], summarise_cells([sgd, gr], 0.9), tmp_path)
+    rows = rep._summary_rows([res])
+    assert (rows[0]["completed"], rows[1]["completed"]) == (1, 2)
+    assert rows[1]["diff_vs_sgd_mean"] == pytest.approx(0.1) and rows[1]["diff_vs_sgd_n"] == 1
+    table = rep._table(rows, [])
+    assert "| sgd | 0.1 | 70.00 ± — (1/2 diverged) | 60.00 | (0/1 reached 90%) | — | — |" in table
+    assert "| grapes | 0.1 | 85.00 ± 7.07 | 68.33 | (1/2 reached 90%) | +10.00 ± — (1/1) | — |" in table
+    figures = {}
+    monkeypatch.setattr(rep, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    rep._plot_curves([res], tmp_path)
+    sgd_line = figures["curves.png"].axes[0].get_lines()[0]
+    assert list(sgd_line.get_ydata()) == pytest.approx([50.0, 60.0, 70.0])

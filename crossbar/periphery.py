@@ -632,7 +632,8 @@ def _powers_of_two(rounds: int, dtype: torch.dtype, device: torch.device) -> Ten
     """``[rounds]``: ``2**k`` for ``k = 0 … rounds - 1`` in ``dtype`` (a cache). ``alpha · table[k]`` is exactly
     ``ldexp(alpha, k)`` (a product with a power of two is exact), in one indexing op instead of ldexp's
     conversions and ``pow``."""
-    return torch.pow(2.0, torch.arange(rounds, dtype=torch.float64)).to(device=device, dtype=dtype)
+    # computed on the host in float64 (exact powers; not every device has float64), then moved once
+    return torch.pow(2.0, torch.arange(rounds, dtype=torch.float64, device="cpu")).to(device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=None)   # unbounded: see _step_tensor

@@ -373,8 +373,10 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
 def _ab_base(lr_abs: float, dw: float, max_bl: int, dtype: torch.dtype) -> float:
     """``sqrt(lr / (dw * max_bl))`` in ``dtype`` as the tensor version of :func:`_scales` computes it (cached:
     the same few learning rates recur every step)."""
-    with host_scalar_math():   # CPU tensors of Python numbers: no device data is read
-        return float(torch.sqrt(torch.as_tensor(lr_abs, dtype=dtype) / (torch.as_tensor(dw, dtype=dtype) * max_bl)))
+    with host_scalar_math():   # CPU tensors of Python numbers (on the CPU whatever the default device): no device data
+        cpu = torch.device("cpu")
+        return float(torch.sqrt(torch.as_tensor(lr_abs, dtype=dtype, device=cpu)
+                                / (torch.as_tensor(dw, dtype=dtype, device=cpu) * max_bl)))
 
 
 def _scales_host(x_max: Tensor, d_max: Tensor, lr_abs: float, dw: float, max_bl: int, ab_base: float,

@@ -4,13 +4,16 @@
 and raises at the first host read (``.item()``, ``float(t)``, ``nonzero``, a boolean mask, ...), each of which
 would stall a GPU. Every engine operation of a training step runs inside it here: forward, backward and
 pulsed update of tile arrays for every device preset and periphery option, analog layers with their
-optimizer, the replica engine, and whole GRAPES networks (every rule, importance source and mode). The
-second part checks that this path is the same physics as the CPU path: statistics of outputs and weight
-changes agree within sampling error.
+optimizer, the replica engine, and whole GRAPES networks (every rule, importance source and mode). Whole training
+steps also run with torch's default device set to ``meta``, so that a tensor created without ``device=`` (on a GPU:
+a CPU tensor mixed with CUDA ones) fails here too. The last part checks that this path is the same physics as the
+CPU path: statistics of outputs and weight changes agree within sampling error.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -167,6 +170,84 @@ def test_grapes_network_step_is_sync_free(rule, optimizer, importance):
             F.cross_entropy(net.model(x), y).backward()
             net.step()
     net.metrics()                                       # the host reads happen here, once, when asked
+
+
+# ---------------------------------------------------------------- placement: no tensor made off the device
+@contextlib.contextmanager
+def _off_device_creation_fails() -> Iterator[None]:
+    """:func:`no_host_reads` with torch's default device set to ``meta``: a tensor the step creates without
+    ``device=`` (``torch.zeros(n)``, ``torch.tensor(v)``, ``torch.arange(k)``, ...) lands on ``meta``, and the first
+    operation mixing it with the model's (CPU) tensors raises, as a CPU tensor mixed with CUDA tensors fails on a
+    GPU (or, a 0-d one copied over, synchronises). Host arithmetic must name its device (``device="cpu"``)."""
+    with no_host_reads(), torch.device("meta"):
+        yield
+
+
+def test_the_placement_check_catches_a_tensor_made_without_device():
+    x = torch.ones(3)
+    with pytest.raises(RuntimeError, match="device"), _off_device_creation_fails():
+        torch.zeros(3) + x
+    with pytest.raises((RuntimeError, NotImplementedError)), _off_device_creation_fails():
+        x.mul(torch.tensor(2.0)).sum().add(torch.arange(3))
+
+
+@pytest.mark.parametrize("model,rule,optimizer,importance,extra", [
+    ("mlp", "bp", "grapes", "array", {}),
+    ("mlp", "fa", "grapes", "exact", {}),
+    ("mlp", "dfa", "grapes-local", "array", {}),
+    ("mlp", "bp", "sgd", "exact", {"base_optimizer": "adam"}),
+    ("cnn", "bp", "grapes", "array", {}),
+    ("cnn", "bp", "layer-mean", "exact", {}),
+    ("mlp", "bp", "grapes", "exact", {"backend": "digital", "dropout": 0.2, "momentum": 0.9}),
+])
+def test_network_steps_make_no_tensor_off_the_device(model, rule, optimizer, importance, extra):
+    """Whole training steps from the very first (the lazily built caches included) — forward, backward, the
+    pulsed update, the GRAPES refresh with its importance reads and comparison samples, saturation probes —
+    create every tensor on the model's device and read nothing on the host."""
+    kw = dict(dataset="synthetic", model=model, hidden=(24, 20), rule=rule, optimizer=optimizer, lr=0.1,
+              backend="crossbar", seed=3)
+    kw.update(extra)
+    cfg = TrainConfig(**kw, analog=AnalogSettings(preset="ReRamSB", tile_size=16, importance=importance,
+                                                  sat_probe_every=2))
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    x, y = torch.rand(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    before = {k: v.clone() for k, v in net.model.state_dict().items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    for _ in range(11):                                 # includes the every-10th importance comparison
+        with _off_device_creation_fails():
+            net.zero_grad()
+            F.cross_entropy(net.model(x), y).backward()
+            net.step()
+    after = net.model.state_dict()
+    assert all(torch.isfinite(after[k]).all() for k in before)
+    assert sum(not torch.equal(after[k], v) for k, v in before.items()) >= 3     # the weights of every layer moved
+    assert net.metrics()                                # read afterwards, on the host
+
+
+def test_replica_and_layer_steps_make_no_tensor_off_the_device():
+    """The replica engine (a GRAPES replica MLP with probes and a replica mask) and the analog layers with
+    AnalogSGD and a tensor learning rate on the device."""
+    cfgs = [TrainConfig(dataset="synthetic", hidden=(24, 20), optimizer="grapes", backend="crossbar", seed=s,
+                        analog=AnalogSettings(preset="ReRamSB", tile_size=16, importance="array"))
+            for s in (1, 2)]
+    replicas = ReplicaMLP(cfgs, (1, 8, 8), 10, torch.device("cpu"))
+    xr, yr = torch.rand(2, 12, 1, 8, 8), torch.randint(0, 10, (2, 12))
+    mask = torch.tensor([True, False])
+    cfg = CrossbarConfig(device=get_preset("EcRam"), tile_rows=32, tile_cols=32)
+    layers = torch.nn.Sequential(AnalogConv2d(1, 4, 3, rpu_config=cfg), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 AnalogLinear(4 * 6 * 6, 10, rpu_config=cfg))
+    opt = AnalogSGD(layers.parameters(), lr=torch.tensor(0.05))
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 10, (5,))
+    for k in range(11):
+        with _off_device_creation_fails():
+            replicas.zero_grad_analog()
+            replicas.refresh_grapes()
+            F.cross_entropy(replicas(xr).flatten(0, 1), yr.flatten()).backward()
+            replicas.step(0.1, probe=True, mask=mask if k % 2 else None)
+            opt.zero_grad()
+            F.cross_entropy(layers(x), y).backward()
+            opt.step()
+    assert set(replicas.saturation_stats()) == {f"sat/layers.{i}" for i in (0, 1, 2)}
 
 
 # ---------------------------------------------------------------- same distributions on both paths

@@ -39,6 +39,7 @@ from devices.host import flat_nonzero
 
 from crossbar.update import (
     UpdateParameters,
+    _check_scalars,
     _count_layout,
     _dense_counts,
     _draw_dense_trains,
@@ -235,6 +236,7 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     """
     if _INT8_COUNTS_ERROR is not None:
         check_int8_counts_env()
+    _check_scalars(lr, dw_min, x.device)                            # a tensor lr: one element, on x's device
     if isinstance(lr, Tensor) and not math.isfinite(float(lr)):   # a host read (the CPU's); numbers: _plan_trains
         raise ValueError(f"pulse update: lr must be finite, got {float(lr)!r}")
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)

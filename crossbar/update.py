@@ -214,10 +214,17 @@ def _check_inputs(x: Tensor, d: Tensor) -> None:
         raise ValueError(f"x and d must have the same batch size, got {x.shape[0]} and {d.shape[0]}")
 
 
-def _check_scalars(lr: float | Tensor, dw_min: float | Tensor) -> None:
+def _check_scalars(lr: float | Tensor, dw_min: float | Tensor, device: torch.device) -> None:
+    """``ValueError`` for a ``dw_min`` that is not > 0, a non-finite number ``lr``, or a tensor ``lr`` that is not one
+    element on ``device`` (the update's: a tensor elsewhere would be copied over at every update, on a GPU a host
+    synchronisation; only metadata is read here, never a tensor's value)."""
     if not isinstance(dw_min, Tensor) and not (math.isfinite(dw_min) and dw_min > 0):
         raise ValueError(f"pulse update: dw_min (the device's weight granularity) must be > 0, got {dw_min!r}")
-    if not isinstance(lr, Tensor) and not math.isfinite(lr):
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or lr.device != device:
+            raise ValueError(f"pulse update: lr must be a number or a one-element tensor on the update's device "
+                             f"({device}), got a tensor of shape {tuple(lr.shape)} on {lr.device}")
+    elif not math.isfinite(lr):
         raise ValueError(f"pulse update: lr must be finite, got {lr!r}")
 
 
@@ -247,7 +254,7 @@ def update_scales(
         is raised here (the CPU tile update raises: :func:`crossbar._sparse_update.cpu_pulse_counts`).
     """
     _check_inputs(x, d)
-    _check_scalars(lr, dw_min)
+    _check_scalars(lr, dw_min, x.device)
     dtype = _compute_dtype(x.dtype)
     return _scales(x.detach().abs().to(dtype).amax(dim=-1), d.detach().abs().to(dtype).amax(dim=-1), lr, dw_min, cfg)
 
@@ -461,7 +468,7 @@ def pulse_probabilities(
         ``bl``: ``[batch, R, C]`` number of slots (``int64``). All probabilities are in ``[0, 1]``.
     """
     _check_inputs(x, d)
-    _check_scalars(lr, dw_min)
+    _check_scalars(lr, dw_min, x.device)
     dtype = _compute_dtype(x.dtype)
     x_abs = x.detach().abs().to(dtype)                       # [batch, C, cols]
     d_abs = d.detach().abs().to(dtype)                       # [batch, R, rows]
@@ -575,7 +582,7 @@ def _plan_trains(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | Tenso
             "pulse_counts: UpdateParameters.pulse_type is 'none' (exact float update); use ideal_delta(x, d, lr)"
         )
     _check_inputs(x, d)
-    _check_scalars(lr, dw_min)
+    _check_scalars(lr, dw_min, x.device)
     dtype = _compute_dtype(x.dtype)
     x = x.detach() if x.dtype == dtype else x.detach().to(dtype)
     d = d.detach() if d.dtype == dtype else d.detach().to(dtype)

@@ -88,6 +88,21 @@ def test_invalid_inputs_raise() -> None:
         pulse_counts(x, d, 0.1, DW, UpdateParameters(pulse_type="none"), _gen())
 
 
+def test_a_tensor_lr_must_be_one_element_on_the_update_device() -> None:
+    """A tensor ``lr`` on another device than the update's tensors would be copied over at every update (from the
+    CPU to a GPU: a host synchronisation each time), a multi-element one would broadcast into the scales: both
+    are refused, naming ``lr`` and the device, by ``pulse_counts`` and by the tiles' update."""
+    x, d = torch.ones(2, 1, 3), torch.ones(2, 1, 4)
+    msg = r"lr must be a number or a one-element tensor on the update's device \(cpu\)"
+    tile = TileArray(4, 3, CrossbarConfig(), seed=0)
+    for lr in (torch.tensor(0.1, device="meta"), torch.tensor([0.1, 0.2])):
+        with pytest.raises(ValueError, match=msg):
+            pulse_counts(x, d, lr, DW, UpdateParameters(), _gen())
+        with pytest.raises(ValueError, match=msg):
+            tile.update(torch.ones(2, 3), torch.ones(2, 4), lr)
+    pulse_counts(x, d, torch.tensor([0.1]), DW, UpdateParameters(), _gen())   # one element, any shape: accepted
+
+
 # ---------------------------------------------------------------------------------------------- BL management
 
 

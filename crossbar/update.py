@@ -153,8 +153,10 @@ class UpdateParameters:
         float32, or float64 for a float64 tile), the product, the comparison and the quotient in ``T``, and the
         ceiling by ``ceilf``, i.e. of the quotient rounded to float32. In float32, ``lr = 0.3`` and ``dw_min = 0.01``
         give ``0.3f / 0.01f = 30.000002``, so ``BL = 31`` (30 in exact or float64 arithmetic), and with
-        ``desired_bl = 30`` the branch is taken (``0.01f * 30 < 0.3f``). ``lr`` may be a one-element tensor (read
-        on the host).
+        ``desired_bl = 30`` the branch is taken (``0.01f * 30 < 0.3f``). ``lr`` may be a one-element tensor, read on
+        the host in this configuration only (the trains' length depends on its value): on a GPU a host
+        synchronisation per update, and no CUDA-graph capture; pass a Python number there (the engine's training
+        loops do).
         """
         if self.fixed_bl or self.update_bl_management:
             return None

@@ -23,6 +23,7 @@ from crossbar import AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOPa
 from crossbar.replicas import ReplicaLinear
 from crossbar.update import UpdateParameters
 from devices import PRESETS, ConstantStepDevice, get_preset, no_host_reads
+from devices.host import HostReadError
 from imc_grapes.backends import AnalogSettings, build_network
 from imc_grapes.config import TrainConfig
 from imc_grapes.replicas import ReplicaMLP
@@ -170,6 +171,28 @@ def test_grapes_network_step_is_sync_free(rule, optimizer, importance):
             F.cross_entropy(net.model(x), y).backward()
             net.step()
     net.metrics()                                       # the host reads happen here, once, when asked
+
+
+@pytest.mark.parametrize("lr", [0.3, torch.tensor(0.3)], ids=["float-lr", "tensor-lr"])
+def test_free_bl_update_is_sync_free_with_a_number_lr(lr):
+    """Without fixed BL and BL management the trains are ``ceil(|lr| / dw_min)`` slots long (aihwkit's
+    learning-rate-driven branch, taken here: 0.3 > 0.01 * 5): their length, a shape, depends on ``lr``'s value. A
+    Python number (the training loops pass one) is read for free; a tensor would have to be read on the host, a GPU
+    synchronisation, which the sync-free path reports instead of hiding (``UpdateParameters.free_bl``)."""
+    dev = ConstantStepDevice(dw_min=0.01, dw_min_dtod=0.0, dw_min_std=0.0, up_down=0.0, up_down_dtod=0.0)
+    upd = UpdateParameters(update_bl_management=False, update_management=False, fixed_bl=False, desired_bl=5)
+    arr = TileArray(1, 1, CrossbarConfig.perfect(device=dev, update=upd), seed=0)
+    arr.program(torch.zeros(1, 1))
+    one = torch.ones(1, 1)
+    if isinstance(lr, torch.Tensor):
+        with pytest.raises(HostReadError, match="__float__"), no_host_reads():
+            arr.update(one, one, lr)
+        return
+    with no_host_reads():
+        arr.update(one, one, lr)
+    # x = d = 1 fire in every one of the ceil(0.3f / 0.01f) = 31 slots: 31 pulses down, as on the CPU path
+    assert int(arr.counter_pulses) == 31
+    assert arr.read().item() == pytest.approx(-0.31, abs=1e-6)
 
 
 # ---------------------------------------------------------------- placement: no tensor made off the device

@@ -157,11 +157,12 @@ def _emulated_run(cfg: TrainConfig, data, monkeypatch, warmup: int):
     return result
 
 
-@pytest.mark.parametrize("case", ["crossbar", "digital"])
+@pytest.mark.parametrize("case", ["crossbar", "crossbar-cnn", "digital"])
 def test_replayed_training_equals_eager_training_under_an_emulated_graph(case, monkeypatch):
     """Training with each plain step replayed (``graph_emulator``: the step's operations again, none of its Python)
-    gives the learning curve and costs of eager training, number for number — with saturation probes (every 7th
-    step) and array-vs-exact comparison samples (every 10th) run eagerly between replays, a partial last batch
+    gives the learning curve and costs of eager training, number for number (crossbar MLP and CNN, digital MLP) —
+    with saturation probes (every 7th step) and array-vs-exact comparison samples (every 10th) run eagerly between
+    replays, a partial last batch
     captured as a second graph once it has been warmed up (epoch 4), evaluations, GRAPES factors (``M_mean``) and
     the metrics read between steps."""
     from imc_grapes.data.datasets import make_synthetic
@@ -171,9 +172,11 @@ def test_replayed_training_equals_eager_training_under_an_emulated_graph(case, m
     data = make_synthetic(n_train=200, n_test=60, image_shape=(1, 8, 8), seed=0)
     common = dict(dataset="synthetic", device="auto", cuda_graph=True, hidden=(24, 16), lr=0.05, seed=3,
                   batch_size=32, drop_last=False, epochs=5, evals_per_epoch=2)
-    if case == "crossbar":
+    if case.startswith("crossbar"):
         cfg = TrainConfig(backend="crossbar", optimizer="grapes", momentum=0.9, **common,
                           analog=AnalogSettings(tile_size=16, sat_probe_every=7, importance="array"))
+        if case == "crossbar-cnn":                      # conv layers of 4 channels: a few seconds
+            cfg = cfg.replace(model="cnn", hidden=(4, 4))
     else:
         cfg = TrainConfig(backend="digital", optimizer="grapes", dropout=0.2, momentum=0.9, **common)
     eager = _emulated_run(cfg, data, monkeypatch, NEVER)
@@ -181,13 +184,13 @@ def test_replayed_training_equals_eager_training_under_an_emulated_graph(case, m
     info = replayed.extra["cuda_graph"]
     assert eager.extra["cuda_graph"] == {"replayed_steps": 0, "eager_steps": 5 * 7, "graphs": 0}
     assert info["graphs"] == 2 and info["replayed_steps"] + info["eager_steps"] == 5 * 7
-    assert info["replayed_steps"] >= (20 if case == "crossbar" else 25)
+    assert info["replayed_steps"] >= (20 if case.startswith("crossbar") else 25)
     assert len(eager.history) == len(replayed.history) == 10
     for a, b in zip(eager.history, replayed.history):
         a, b = dict(a), dict(b)
         a.pop("time_s"), b.pop("time_s")
         assert a == b
     assert eager.extra["costs"]["counts"] == replayed.extra["costs"]["counts"]
-    if case == "crossbar":
+    if case.startswith("crossbar"):
         assert sum(any(k.startswith("sat/") for k in row) for row in replayed.history) >= 4
         assert sum(any(k.startswith("M_corr/") for k in row) for row in replayed.history) >= 3

@@ -190,6 +190,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
             f"with the {executor.name} executor; results in {store.root}")
         if todo and verify_data:
             check_data(todo)
+        for p in todo:
+            if states[p.id] == PARTIAL:     # redone from scratch anyway; until it starts again it is pending, not
+                store.discard(p.id)         # "running now" (--status, while this run holds the lock)
         by_id = {p.id: p for p in points}
         finished = 0
 

@@ -138,11 +138,19 @@ class SweepStore:
                         "data_root_resolved": _data_root_resolved(p)} for p in points],
         })
 
-    def prepare(self, point: Point) -> None:
-        """Start a point afresh: remove what a previous, unfinished attempt left, write ``config.json``."""
-        d = self.point_dir(point.id)
+    def discard(self, pid: str) -> None:
+        """Remove what an unfinished attempt at point ``pid`` left (its folder, if any): the point is pending again.
+        The runner discards the half-finished points it is about to redo before it starts any, so that while it
+        runs, a folder without a result is a point it has handed out (``--status``: *running now*), not a leftover
+        of an earlier, killed run still waiting in the queue."""
+        d = self.point_dir(pid)
         if d.exists():
             shutil.rmtree(d)
+
+    def prepare(self, point: Point) -> None:
+        """Start a point afresh: remove what a previous, unfinished attempt left, write ``config.json``."""
+        self.discard(point.id)
+        d = self.point_dir(point.id)
         write_json_atomic(d / "config.json", {"id": point.id, "params": _plain(point.params),
                                               "reference": point.reference, "config": point.config.to_dict(),
                                               "data_root_resolved": _data_root_resolved(point)})

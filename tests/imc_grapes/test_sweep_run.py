@@ -143,6 +143,34 @@ def test_half_finished_and_corrupt_points_are_redone(finished, tmp_path):
     assert "0.5,0.1" not in (out / "points" / half / "run" / "metrics.csv").read_text()
 
 
+def test_status_while_resuming_counts_as_running_only_the_points_handed_out(finished, tmp_path):
+    """Resuming a killed sweep with two half-finished points and one worker: while the first is redone, --status said
+    "2 running now" (the second's leftover folder looked like a running point). The runner now discards the leftovers
+    it will redo before it starts: at each start exactly the handed-out point is running, the rest pending."""
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    first, second = [p for p in spec.points() if p.config.lr != 1e12][:2]
+    for p in (first, second):
+        (out / "points" / p.id / "point.json").unlink()            # killed: two folders without a result
+    assert sweep_status(spec, out).summary_line().endswith("2 pending (2 half-finished, will be redone)")
+    seen: list[tuple[str, str, list[str]]] = []
+
+    class Watching(LocalExecutor):
+        def run(self, tasks, on_start, on_result):
+            def start(task):
+                on_start(task)
+                st = sweep_status(spec, out)
+                seen.append((task["id"], st.summary_line().split(": ", 1)[1],
+                             [ps.point.id for ps in st.points if ps.state == "half-finished"]))
+            super().run(tasks, start, on_result)
+
+    run_sweep(spec, out, Watching(jobs=1, threads=1), log=quiet)
+    assert seen == [(first.id, "16 points — 6 done, 8 failed, 2 pending (1 running now)", [first.id]),
+                    (second.id, "16 points — 7 done, 8 failed, 1 pending (1 running now)", [second.id])]
+    assert sweep_status(spec, out).count("done") == 8
+
+
 @pytest.mark.parametrize("damaged", ['{"status": "done", "metrics": "x"}', '{"status": "done", "history": 5}',
                                      '{"status": "failed", "history": [1, 2]}'])
 def test_a_result_of_the_wrong_shape_is_redone_and_status_and_report_still_work(finished, tmp_path, capsys, damaged):

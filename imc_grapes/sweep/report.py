@@ -12,9 +12,10 @@ Written into the sweep folder:
   analog ones (``reference = true`` or a ``backend`` axis): per value of the axis when the digital points ran at
   each value (``lr``, a model axis: each analog point against the digital run at its own value), a horizontal line
   when the axis is hardware that digital weights do not have (``device.*``, ``analog.*``); groups whose every run
-  failed are marked ✕ at 0;
+  failed are marked ✕ at 0; every legend entry says how many runs its means rest on and which points they leave
+  out (failed, not run yet, finished without a finite accuracy);
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
-  optimizer;
+  optimizer; ``n=k/N`` under a mean of only k of the cell's N runs;
 * ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
 * ``plots/diagnostics_vs_<axis>.png`` — for each numeric swept parameter, when points recorded per-layer
   diagnostics (``final_M_mean/<layer>``, ``final_M_err/<layer>``, ``final_M_corr/<layer>``, ``final_sat/<layer>``):
@@ -22,12 +23,13 @@ Written into the sweep folder:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from ..io import write_csv_atomic, write_figure_atomic
 from ..plotting import fit_title
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
-from .store import DIAGNOSTICS, DONE, FAILED, SweepStore
+from .store import DIAGNOSTICS, DONE, FAILED, PARTIAL, PENDING, SweepStore
 
 METRIC = "final_test_acc"
 #: a point's accuracy over its last ``[sweep] tail_evals`` evaluations (present when that is > 1)
@@ -126,6 +128,27 @@ def _acc(ps: Any) -> float | None:
     (:data:`TAIL_METRIC`), else its final one."""
     v: Any = ps.metrics.get(TAIL_METRIC, ps.metrics.get(METRIC)) if ps.state == DONE else None
     return float(v) if _is_num(v) and math.isfinite(v) else None
+
+
+def _left_out(group: Sequence[Any], value: Callable[[Any], float | None] = _acc, what: str = "acc") -> str:
+    """Which points of ``group`` (:class:`~imc_grapes.sweep.runner.PointStatus`) a mean of their ``value`` leaves
+    out, counted by why (``"1 failed, 2 not run yet, 1 without a finite acc"``; "" when none): failed points,
+    points not run yet (pending or half-finished), and done points without a finite ``value`` (NaN, or the metric
+    missing)."""
+    counts = {"failed": sum(ps.state == FAILED for ps in group),
+              "not run yet": sum(ps.state in (PENDING, PARTIAL) for ps in group),
+              f"without a finite {what}": sum(ps.state == DONE and value(ps) is None for ps in group)}
+    return ", ".join(f"{n} {why}" for why, n in counts.items() if n)
+
+
+def _n_text(ns: Sequence[int]) -> str:
+    """``n=3``, or ``n=1–3`` when the means of a line (a bar series) rest on different numbers of runs."""
+    return f"n={ns[0]}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
+
+
+def _with_left_out(text: str, left: str) -> str:
+    """``text`` and, when ``left`` (:func:`_left_out`) is not empty, ``; left out: <left>``."""
+    return f"{text}; left out: {left}" if left else text
 
 
 def _acc_label(spec: SweepSpec) -> str:
@@ -228,18 +251,18 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                 elif any(ps.state == FAILED for ps in group):     # pending points (not run yet) are not drawn
                     fail_x.append(xs[_key(v)])
             if line_x:
-                ns = [len(g) for g in line_n]
-                n = f"n={ns[0]}" if min(ns) == max(ns) else f"n={min(ns)}–{max(ns)}"
+                n = _with_left_out(f"{_n_text([len(g) for g in line_n])} per point", _left_out(pts))
                 ax.errorbar(line_x, line_m, yerr=line_s, marker="os^Dv"[b % 5], linestyle=("-", ":", "-.")[b % 3],
-                            capsize=3, color=color, label=f"{_series_name(opt, backend, backends)} ({n} per point)")
+                            capsize=3, color=color, label=f"{_series_name(opt, backend, backends)} ({n})")
             if fail_x:
                 ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
                 failed_label = "_nolegend_"
         by_value = reference_groups(ref, opt, axis)
+        ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt])
         if None in by_value:                          # the axis is hardware: one digital reference for all values
             m, s = _mean_std(by_value[None])
             ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2,
-                       label=f"{opt}, ideal digital (no {axis})")
+                       label=f"{opt}, ideal digital (no {axis}; {_with_left_out(f'n={len(by_value[None])}', ref_left)})")
             if s > 0:
                 ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
         else:                                         # each value against the digital runs at that value
@@ -248,8 +271,10 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                 rx = [x for x, _ in ref_x]
                 rm = [100 * m for _, (m, _) in ref_x]
                 rs = [100 * s for _, (_, s) in ref_x]
+                ns = [len(by_value[_key(v)]) for v in values if _key(v) in by_value]
+                n = _with_left_out(f"{_n_text(ns)} per point", ref_left)
                 ax.plot(rx, rm, linestyle="--", marker="s", ms=3, linewidth=1.2, color=color,
-                        label=f"{opt}, ideal digital at the same {axis}")
+                        label=f"{opt}, ideal digital at the same {axis} ({n})")
                 ax.fill_between(rx, [m - s for m, s in zip(rm, rs)], [m + s for m, s in zip(rm, rs)], color=color,
                                 alpha=0.08)
     if numeric:
@@ -282,19 +307,19 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
               if any(ps.point.config.optimizer == opt and ps.point.config.backend == b for ps in main)]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(1.6 + 4.2 * max(1, len(panels)), 4.2), squeeze=False,
                              layout="constrained")
-    grids, tried = [], []
+    grids, notes = [], []
     for opt, backend in panels:
         grid = np.full((len(yv), len(xv)), np.nan)
-        ran = np.zeros((len(yv), len(xv)), dtype=bool)
+        note = np.full((len(yv), len(xv)), "—", dtype=object)   # a cell's text under its mean, or instead of one
         for (i, y), (j, x) in itertools.product(enumerate(yv), enumerate(xv)):
             group = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend
                      and _key(ps.point.params[ax_x]) == _key(x) and _key(ps.point.params[ax_y]) == _key(y)]
             accs = [a for a in (_acc(ps) for ps in group) if a is not None]
-            ran[i, j] = any(ps.state in (DONE, FAILED) for ps in group)
+            note[i, j] = _heatmap_note(group, len(accs))
             if accs:
                 grid[i, j] = 100 * statistics.fmean(accs)
         grids.append(grid)
-        tried.append(ran)
+        notes.append(note)
     finite = [g[np.isfinite(g)] for g in grids]
     vals = np.concatenate(finite) if finite else np.array([])
     vmin, vmax = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
@@ -302,24 +327,38 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
         vmin, vmax = (vmin + vmax) / 2 - 0.5, (vmin + vmax) / 2 + 0.5
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     im = None
-    for k, ((opt, backend), grid, ran) in enumerate(zip(panels, grids, tried)):
+    for k, ((opt, backend), grid, note) in enumerate(zip(panels, grids, notes)):
         ax = axes[0, k]
         im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
                        vmax=vmax)
         for i, j in itertools.product(range(len(yv)), range(len(xv))):
             if np.isfinite(grid[i, j]):
-                txt, color = f"{grid[i, j]:.1f}", "white" if grid[i, j] < (vmin + vmax) / 2 else "black"
+                txt = f"{grid[i, j]:.1f}" + (f"\n{note[i, j]}" if note[i, j] else "")
+                color = "white" if grid[i, j] < (vmin + vmax) / 2 else "black"
             else:
-                txt, color = ("failed", "firebrick") if ran[i, j] else ("—", "black")
+                txt, color = note[i, j], "firebrick" if note[i, j] != "—" else "black"
             ax.text(j, i, txt, ha="center", va="center", fontsize=8, color=color)
         ax.set_xticks(range(len(xv)), [_fmt_value(v) for v in xv], rotation=45 if len(xv) > 5 else 0)
         ax.set_yticks(range(len(yv)), [_fmt_value(v) for v in yv])
         ax.set(xlabel=ax_x, ylabel=ax_y, title=_series_name(opt, backend, backends))
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), label=f"{_acc_label(spec)} (%)")
+    partial = any(str(t).startswith("n=") for note in notes for t in note.flat)
     fig.suptitle(fit_title(fig, f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes (— = not run "
-                                "yet)", "figure.titlesize"))
+                                "yet" + ("; n=k/N: the mean of k of the cell's N runs" if partial else "") + ")",
+                           "figure.titlesize"))
     return _save(plt, fig, path)
+
+
+def _heatmap_note(group: Sequence[Any], n: int) -> str:
+    """A heat-map cell's note on the ``n`` accuracies its mean rests on: ``n=k/N`` under a mean of fewer than the
+    cell's ``N`` points ("" under a mean of them all); without a mean, "failed" (a point failed), "no finite acc"
+    (points finished without a finite accuracy) or "—" (nothing has run yet)."""
+    if n:
+        return f"n={n}/{len(group)}" if n < len(group) else ""
+    if any(ps.state == FAILED for ps in group):
+        return "failed"
+    return "no finite acc" if any(ps.state == DONE for ps in group) else "—"
 
 
 def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str]) -> Path:
@@ -335,7 +374,7 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
     bars += [(ref, "ideal digital")] if ref else []
     step = 0.8 / len(bars)
     for offset, (pts, label) in enumerate(bars):
-        ms, ss, xs = [], [], []
+        ms, ss, xs, ns = [], [], [], []
         for i, opt in enumerate(opts):
             accs = [a for a in (_acc(ps) for ps in pts if ps.point.config.optimizer == opt) if a is not None]
             if accs:
@@ -343,14 +382,23 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
                 ms.append(100 * m)
                 ss.append(100 * s)
                 xs.append(i + step * offset)
+                ns.append(len(accs))
         if xs:
-            ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, label=label)
+            n = _with_left_out(f"{_n_text(ns)} per bar", _left_out(pts))
+            ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, label=f"{label} ({n})")
     ax.set_xticks([i + step * (len(bars) - 1) / 2 for i in range(len(opts))], opts)
     ax.set(ylabel=f"{_acc_label(spec)} (%)",
            title=fit_title(fig, f"{spec.name}: accuracy per optimizer (mean ± std over seeds)"))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(plt, fig, path)
+
+
+def _finite_metric(ps: Any, key: str) -> float | None:
+    """The point's metric ``key`` when it is a finite number, else None (missing, NaN, ±Inf, or its ``"nan"``
+    string as ``point.json`` stores it)."""
+    v = ps.metrics.get(key)
+    return float(v) if _is_num(v) and math.isfinite(v) else None
 
 
 def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
@@ -370,21 +418,23 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
     for ax, kind in zip(axes[0], kinds):
         keys = sorted({key for ps in main for key in ps.metrics if key.startswith(f"final_{kind}/")})
         for opt, backend in itertools.product(_optimizers(main), backends):
+            line = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend]
             for key in keys:
-                xs, ms, ss = [], [], []
+                xs, ms, ss, ns = [], [], [], []
                 for v in values:
-                    ys = [float(ps.metrics[key]) for ps in main if ps.point.config.optimizer == opt
-                          and ps.point.config.backend == backend
-                          and _key(ps.point.params[axis]) == _key(v) and _is_num(ps.metrics.get(key))
-                          and math.isfinite(ps.metrics[key])]
+                    ys = [y for y in (_finite_metric(ps, key) for ps in line
+                                      if _key(ps.point.params[axis]) == _key(v)) if y is not None]
                     if ys:
                         m, sd = _mean_std(ys)
                         xs.append(float(v))
                         ms.append(m)
                         ss.append(sd)
+                        ns.append(len(ys))
                 if xs:
+                    left = _left_out(line, functools.partial(_finite_metric, key=key), "value")
+                    n = _with_left_out(f"{_n_text(ns)} per point", left)
                     ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3,
-                                label=f"{_series_name(opt, backend, backends)}, {key.split('/', 1)[1]}")
+                                label=f"{_series_name(opt, backend, backends)}, {key.split('/', 1)[1]} ({n})")
         _x_scale(ax, values)
         ax.set(xlabel=axis, ylabel=DIAGNOSTICS[kind], title=DIAGNOSTICS[kind])
         ax.grid(alpha=0.3)
@@ -434,11 +484,44 @@ def _summary_cell(point: Point, column: str) -> str:
     return _fmt_value(value) if value is not None else "n/a"
 
 
+#: most cells whose mean leaves out seeds that the printed summary lists one by one
+MAX_NOTED_CELLS = 20
+
+
+def _acc_cell(accs: Sequence[float], group: Sequence[Any]) -> str:
+    """The table's accuracy of a cell (``group``: its points, which differ only in the seed), in %: ``mean ± std``
+    (sample std, n − 1; the mean alone for one run), ``(n=k of N)`` after it when it rests on fewer than the cell's
+    N points; ``—`` without a finite accuracy (``(k done, no finite accuracy)`` when points finished without one)."""
+    if not accs:
+        k = sum(ps.state == DONE for ps in group)
+        return f"— ({k} done, no finite accuracy)" if k else "—"
+    m, s = _mean_std(accs)
+    text = f"{100 * m:.2f}" if len(accs) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
+    return text + (f" (n={len(accs)} of {len(group)})" if len(accs) < len(group) else "")
+
+
+def _seeds_note(label: str, group: Sequence[Any]) -> str:
+    """``label: mean over seed(s) 1, 2; left out: seed 0 (failed), seed 3 (not run yet)``: which seeds of a cell
+    (``group``) its mean covers and why the others are missing."""
+    def why(ps: Any) -> str:
+        return ("failed" if ps.state == FAILED else "not run yet" if ps.state in (PENDING, PARTIAL)
+                else "no finite accuracy")
+
+    used = [ps for ps in group if _acc(ps) is not None]
+    left = [ps for ps in group if _acc(ps) is None]
+    return (f"  {label}: mean over seed(s) {', '.join(str(ps.point.config.seed) for ps in used)}; left out: "
+            + ", ".join(f"seed {ps.point.config.seed} ({why(ps)})" for ps in left))
+
+
 def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                    points: Sequence[Point] | None = None) -> str:
-    """A text table: one line per combination of the swept values except the seed, accuracy mean ± std.
+    """A text table: one line per combination of the swept values except the seed, accuracy mean ± std over the
+    seeds (:func:`_acc_cell`), then notes: how the std is taken, and each cell whose mean leaves out some of its
+    seeds (failed, not run yet, or without a finite accuracy: :func:`_seeds_note`), so that cells whose means are
+    over different seeds say so.
 
-    Columns: the swept parameters, ``backend`` (once: in the axes' place when it is swept), runs, failed, accuracy.
+    Columns: the swept parameters, ``backend`` (once: in the axes' place when it is swept), runs (finished: done or
+    failed), failed, pending (not run yet, or half-finished; only when the sweep has such points), accuracy.
     """
     status = sweep_status(spec, out_dir, points)
     names = [ax.name for ax in spec.axes if ax.name != "seed"]
@@ -447,20 +530,30 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     for ps in status.points:
         key = _key([ps.point.params.get(n) for n in names] + [ps.point.config.backend])
         groups.setdefault(key, []).append(ps)
-    head = columns + ["runs", "failed",
-                      "test acc (%)" if spec.tail_evals == 1 else f"test acc, last {spec.tail_evals} evals (%)"]
+    pending = status.count(PENDING, PARTIAL) > 0
+    head = columns + ["runs", "failed"] + (["pending"] if pending else []) + [
+        "test acc (%)" if spec.tail_evals == 1 else f"test acc, last {spec.tail_evals} evals (%)"]
     table = [head]
+    notes = []
     ordered = sorted(groups.values(), key=lambda pts: pts[0].point.config.backend == "digital")  # reference last
     for pts in ordered:
         accs = [a for a in (_acc(ps) for ps in pts) if a is not None]
-        m, s = _mean_std(accs) if accs else (0.0, 0.0)
-        acc = "—" if not accs else f"{100 * m:.2f}" if len(accs) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
-        table.append([_summary_cell(pts[0].point, n) for n in columns]
-                     + [str(sum(ps.state in (DONE, FAILED) for ps in pts)), str(sum(ps.state == FAILED for ps in pts)),
-                        acc])
+        cells = [_summary_cell(pts[0].point, n) for n in columns]
+        counts = [sum(ps.state in (DONE, FAILED) for ps in pts), sum(ps.state == FAILED for ps in pts)]
+        counts += [sum(ps.state in (PENDING, PARTIAL) for ps in pts)] if pending else []
+        table.append(cells + [str(c) for c in counts] + [_acc_cell(accs, pts)])
+        if 0 < len(accs) < len(pts):
+            notes.append(_seeds_note(" ".join(f"{c}={v}" for c, v in zip(columns, cells)), pts))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += ["", "mean ± std over the seeds of a cell: sample std (n − 1); one run: the mean alone"]
+    if notes:
+        lines.append(f"{len(notes)} cell(s) average only some of their seeds (n=k of N): compare cells over the "
+                     "same seeds")
+        lines += notes[:MAX_NOTED_CELLS]
+        if len(notes) > MAX_NOTED_CELLS:
+            lines.append(f"  ... and {len(notes) - MAX_NOTED_CELLS} more")
     return "\n".join(lines)
 
 

@@ -321,9 +321,11 @@ def test_the_printed_table_shows_a_swept_backend_once(tmp_path):
     assert table[2:] == [
         ["crossbar", "0.002", "2", "0", f"70.00 ± {std}"], ["crossbar", "0.02", "2", "0", f"70.00 ± {std}"],
         ["aihwkit", "0.002", "2", "0", f"30.00 ± {std}"], ["aihwkit", "0.02", "2", "0", f"30.00 ± {std}"],
-        ["digital", "n/a", "2", "0", f"80.00 ± {std}"]]
+        ["digital", "n/a", "2", "0", f"80.00 ± {std}"],
+        [""], ["mean ± std over the seeds of a cell: sample std (n − 1); one run: the mean alone"]]
     plain = load_spec(write_spec(tmp_path / "plain", "[axes]\nseed = [0]\n", base=TINY + 'backend = "crossbar"\n'))
-    assert format_summary(plain).splitlines()[0].split() == ["backend", "runs", "failed", "test", "acc", "(%)"]
+    assert format_summary(plain).splitlines()[0].split() == ["backend", "runs", "failed", "pending", "test", "acc",
+                                                             "(%)"]   # nothing has run yet
 
 
 def test_final_metrics_take_each_diagnostics_latest_recorded_value():
@@ -772,9 +774,13 @@ def test_pending_points_are_neither_failed_nor_counted_as_runs(finished, tmp_pat
     assert "all runs failed" not in labels                  # hidden = [8] has results, [12] has not run
     plot_axis(spec, status.points, "lr", tmp_path / "acc_vs_lr.png")
     assert "all runs failed" in labels                      # lr = 1e12 ran and diverged everywhere: still marked
-    rows = [line.split() for line in format_summary(spec, out).splitlines()[2:]]
+    table = format_summary(spec, out).split("\n\n")[0]
+    rows = [line.split() for line in table.splitlines()[2:]]
     ran = [int(cols[cols.index("crossbar" if "crossbar" in cols else "digital") + 1]) for cols in rows]
     assert sum(ran) == status.count("done") + status.count("failed") == 8
+    pending = [int(cols[cols.index("crossbar" if "crossbar" in cols else "digital") + 3]) for cols in rows]
+    assert table.splitlines()[0].split()[-6:] == ["runs", "failed", "pending", "test", "acc", "(%)"]
+    assert sum(pending) == 8 and sorted(pending) == [0, 0, 0, 0, 2, 2, 2, 2]   # hidden = [12]: 2 seeds, not run
 
 
 def test_digital_reference_is_drawn_per_lr_on_an_lr_axis_and_flat_on_a_hardware_axis(tmp_path, monkeypatch):
@@ -809,13 +815,25 @@ def test_digital_reference_is_drawn_per_lr_on_an_lr_axis_and_flat_on_a_hardware_
     monkeypatch.setattr(matplotlib.axes.Axes, "axhline", spy_axhline)
     plot_axis(spec, status, "lr", tmp_path / "acc_vs_lr.png")
     ref = [c for c in calls if "ideal digital" in c[2]]
-    assert [c[0] for c in ref] == ["plot"] and "at the same lr" in ref[0][2]
+    assert [c[0] for c in ref] == ["plot"] and ref[0][2] == "sgd, ideal digital at the same lr (n=1 per point)"
     xs, ys = ref[0][1][:2]
     assert list(xs) == [0.01, 0.1, 1.0] and list(ys) == pytest.approx([30.0, 80.0, 50.0])
     calls.clear()
     plot_axis(spec, status, "device.dw_min", tmp_path / "acc_vs_dw.png")
     ref = [c for c in calls if "ideal digital" in c[2]]
     assert [c[0] for c in ref] == ["axhline"] and ref[0][1] == pytest.approx(100 * (0.3 + 0.8 + 0.5) / 3)
+    assert ref[0][2] == "sgd, ideal digital (no device.dw_min; n=3)"
+    status[0 if points[0].config.backend == "digital" else 1].state = "failed"     # lr 0.01's digital twin
+    calls.clear()
+    plot_axis(spec, status, "device.dw_min", tmp_path / "acc_vs_dw.png")
+    ref = [c for c in calls if "ideal digital" in c[2]]
+    assert ref[0][1] == pytest.approx(100 * (0.8 + 0.5) / 2)
+    assert ref[0][2] == "sgd, ideal digital (no device.dw_min; n=2; left out: 1 failed)"
+    calls.clear()
+    plot_axis(spec, status, "lr", tmp_path / "acc_vs_lr.png")
+    ref = [c for c in calls if "ideal digital" in c[2]]
+    assert list(ref[0][1][0]) == [0.1, 1.0] and list(ref[0][1][1]) == pytest.approx([80.0, 50.0])
+    assert ref[0][2] == "sgd, ideal digital at the same lr (n=1 per point; left out: 1 failed)"
 
 
 def test_points_of_different_analog_backends_are_plotted_apart(tmp_path, monkeypatch):
@@ -863,14 +881,14 @@ def test_points_of_different_analog_backends_are_plotted_apart(tmp_path, monkeyp
     calls.clear()
     plot_diagnostics(spec, status, "device.dw_min", tmp_path / "d.png")
     lines = {kw["label"]: list(args[1]) for name, args, kw in calls if name == "errorbar"}
-    assert lines == {"sgd, crossbar, layers.0": pytest.approx([0.9, 0.9]),
-                     "sgd, aihwkit, layers.0": pytest.approx([0.5, 0.5])}
+    assert lines == {"sgd, crossbar, layers.0 (n=2 per point)": pytest.approx([0.9, 0.9]),
+                     "sgd, aihwkit, layers.0 (n=2 per point)": pytest.approx([0.5, 0.5])}
 
     only = load_spec(write_spec(tmp_path / "only", '[axes]\nbackend = ["crossbar", "aihwkit"]\n'))
     calls.clear()
     plot_optimizers(only, statuses(only), tmp_path / "o.png")
     bars = {kw["label"]: list(args[1]) for name, args, kw in calls if name == "bar"}
-    assert bars == {"crossbar": pytest.approx([80.0]), "aihwkit": pytest.approx([20.0])}
+    assert bars == {"crossbar (n=1 per bar)": pytest.approx([80.0]), "aihwkit (n=1 per bar)": pytest.approx([20.0])}
 
 
 def test_wrap_title_keeps_every_word_and_line_break_within_the_width():

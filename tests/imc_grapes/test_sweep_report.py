@@ -1,0 +1,155 @@
+"""The sweep report's numbers under awkward points — a failed point, one not run yet, a finished point whose accuracy
+is NaN or missing, one seed left, an axis with one value: the means are over the points that have an accuracy, and
+the printed table, the plots' legends and the heat maps say which points each mean leaves out and why.
+
+Every expectation is computed by hand from the accuracies the tests write (no training: ``SweepStore.record``)."""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib.axes
+import pytest
+
+from imc_grapes.sweep import SweepStore, load_spec, sweep_status
+from imc_grapes.sweep.report import format_summary, plot_axis, plot_diagnostics, plot_heatmap, write_report
+from imc_grapes.sweep.spec import SweepSpec
+
+from .test_sweep_run import TINY, write_spec
+
+NAN = math.nan
+MISSING = None      # a finished point whose history has no test accuracy (no final_test_acc metric)
+
+
+def record(spec: SweepSpec, outcomes: dict[tuple[Any, ...], Any], key: tuple[str, ...],
+           m_mean: dict[tuple[Any, ...], float] | None = None) -> None:
+    """Write the points of ``spec`` whose values of ``key`` (axis names) are in ``outcomes``: a float = done with
+    that final test accuracy (NaN kept), :data:`MISSING` = done without a test accuracy, ``"failed"`` = failed; the
+    points not listed stay pending. ``m_mean``: GRAPES's mean factor of layer 0 where a point records it."""
+    store = SweepStore(spec.out_dir)
+    for p in spec.points():
+        k = tuple(p.params[name] for name in key)
+        if k not in outcomes:
+            continue
+        acc = outcomes[k]
+        if acc == "failed":
+            store.record(p, {"status": "failed", "reason": "diverged: loss became nan (by hand)", "history": []})
+            continue
+        row: dict[str, Any] = {"epoch": 1, "train_loss": 0.5}
+        if acc is not MISSING:
+            row["test_acc"] = acc
+        if m_mean and k in m_mean:
+            row["M_mean/layers.0"] = m_mean[k]
+        store.record(p, {"status": "done", "history": [row]})
+
+
+def spy(monkeypatch, *names: str) -> list[tuple[str, tuple, dict]]:
+    """Record the calls of the named ``matplotlib.axes.Axes`` methods (still drawing)."""
+    calls: list[tuple[str, tuple, dict]] = []
+    for name in names:
+        original = getattr(matplotlib.axes.Axes, name)
+
+        def f(self, *args, _name=name, _original=original, **kwargs):
+            calls.append((_name, args, kwargs))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, name, f)
+    return calls
+
+
+@pytest.fixture
+def awkward(tmp_path: Path) -> SweepSpec:
+    """lr 0.1: three seeds done (50, 60, 70 %); lr 0.2: seed 0 done (80 %), seed 1 failed, seed 2 not run yet;
+    lr 0.3: seed 0 done (40 %), seed 1 done with a NaN accuracy, seed 2 done without one. ``hidden`` has one value.
+    GRAPES's mean factor: 1.2, 1.4, NaN at lr 0.1; 1.5 at lr 0.2; 1.1, 1.7, none at lr 0.3."""
+    spec = load_spec(write_spec(tmp_path, '[axes]\nlr = [0.1, 0.2, 0.3]\nhidden = [[8]]\noptimizer = ["sgd"]\n'
+                                          'seed = [0, 1, 2]\n', base=TINY))
+    record(spec, {(0.1, 0): 0.5, (0.1, 1): 0.6, (0.1, 2): 0.7, (0.2, 0): 0.8, (0.2, 1): "failed",
+                  (0.3, 0): 0.4, (0.3, 1): NAN, (0.3, 2): MISSING}, ("lr", "seed"),
+           m_mean={(0.1, 0): 1.2, (0.1, 1): 1.4, (0.1, 2): NAN, (0.2, 0): 1.5, (0.3, 0): 1.1, (0.3, 1): 1.7})
+    return spec
+
+
+def test_the_printed_table_says_which_seeds_each_mean_leaves_out(awkward):
+    """A cell averaged over fewer seeds than it has said nothing: lr 0.2 read "runs 2, failed 1, 80.00" (its seed 2
+    not run yet, unsaid) and lr 0.3 "runs 3, failed 0, 40.00" (the mean of one of three finished seeds). The table
+    now has a pending column (when points have not run), marks such means ``(n=k of N)`` and lists their seeds."""
+    text = format_summary(awkward)
+    table, notes = text.split("\n\n")
+    rows = [re.split(r" {2,}", line) for line in table.splitlines()]
+    assert rows[0] == ["lr", "hidden", "optimizer", "backend", "runs", "failed", "pending", "test acc (%)"]
+    assert rows[2:] == [["0.1", "[8]", "sgd", "digital", "3", "0", "0", "60.00 ± 10.00"],   # 50, 60, 70: std 10
+                        ["0.2", "[8]", "sgd", "digital", "2", "1", "1", "80.00 (n=1 of 3)"],
+                        ["0.3", "[8]", "sgd", "digital", "3", "0", "0", "40.00 (n=1 of 3)"]]
+    assert notes.splitlines() == [
+        "mean ± std over the seeds of a cell: sample std (n − 1); one run: the mean alone",
+        "2 cell(s) average only some of their seeds (n=k of N): compare cells over the same seeds",
+        "  lr=0.2 hidden=[8] optimizer=sgd backend=digital: mean over seed(s) 0; left out: seed 1 (failed), "
+        "seed 2 (not run yet)",
+        "  lr=0.3 hidden=[8] optimizer=sgd backend=digital: mean over seed(s) 0; left out: seed 1 (no finite "
+        "accuracy), seed 2 (no finite accuracy)"]
+
+
+def test_a_cell_of_finished_points_without_an_accuracy_says_so(tmp_path):
+    """A cell whose points all finished without a finite accuracy is "—" like a failed one, but its runs and failed
+    columns (1, 0) cannot tell why: the cell says it; no pending column when every point has run."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n", base=TINY))
+    record(spec, {(0.1,): 0.25, (0.2,): NAN}, ("lr",))
+    rows = [re.split(r" {2,}", line) for line in format_summary(spec).split("\n\n")[0].splitlines()]
+    assert rows[0] == ["lr", "backend", "runs", "failed", "test acc (%)"]
+    assert rows[2:] == [["0.1", "digital", "1", "0", "25.00"], ["0.2", "digital", "1", "0",
+                                                                "— (1 done, no finite accuracy)"]]
+    write_report(spec)
+    with open(spec.out_dir / "summary.csv") as f:
+        assert [r["final_test_acc"] for r in csv.DictReader(f)] == ["0.25", "nan"]
+
+
+def test_accuracy_plots_state_n_and_what_each_line_leaves_out(awkward, monkeypatch):
+    calls = spy(monkeypatch, "errorbar")
+    status = sweep_status(awkward).points
+    plot_axis(awkward, status, "lr", awkward.out_dir / "lr.png", ["hidden"])
+    (_, args, kwargs), = calls
+    assert list(args[0]) == [0.1, 0.2, 0.3]
+    assert list(args[1]) == pytest.approx([60.0, 80.0, 40.0])
+    assert list(kwargs["yerr"]) == pytest.approx([10.0, 0.0, 0.0])
+    assert kwargs["label"] == "sgd (n=1–3 per point; left out: 1 failed, 1 not run yet, 2 without a finite acc)"
+    calls.clear()
+    plot_axis(awkward, status, "hidden", awkward.out_dir / "hidden.png", ["lr"])   # one value: every point there
+    (_, args, kwargs), = calls
+    # 50, 60, 70, 80, 40: mean 60, squared deviations 100 + 0 + 100 + 400 + 400 = 1000, sample std √(1000 / 4)
+    assert list(args[1]) == pytest.approx([60.0]) and list(kwargs["yerr"]) == pytest.approx([math.sqrt(250.0)])
+    assert kwargs["label"] == "sgd (n=5 per point; left out: 1 failed, 1 not run yet, 2 without a finite acc)"
+
+
+def test_diagnostics_plot_states_n_and_the_points_without_the_value(awkward, monkeypatch):
+    calls = spy(monkeypatch, "errorbar")
+    plot_diagnostics(awkward, sweep_status(awkward).points, "lr", awkward.out_dir / "d.png")
+    (_, args, kwargs), = calls
+    assert list(args[0]) == [0.1, 0.2, 0.3]
+    assert list(args[1]) == pytest.approx([1.3, 1.5, 1.4])          # (1.2 + 1.4) / 2, 1.5, (1.1 + 1.7) / 2
+    assert list(kwargs["yerr"]) == pytest.approx([0.2 / math.sqrt(2), 0.0, 0.6 / math.sqrt(2)])
+    assert kwargs["label"] == "sgd, layers.0 (n=1–2 per point; left out: 2 without a finite value)"
+
+
+def test_heatmap_cells_say_how_many_runs_their_mean_covers(tmp_path, monkeypatch):
+    """A cell averaged over some of its runs showed the mean alone; one whose points finished without a finite
+    accuracy read "failed". Now: ``n=k/N`` under a partial mean, "no finite acc", "failed", and "—" (not run)."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\nmomentum = [0.0, 0.5, 0.9]\nseed = [0, 1]\n",
+                                base=TINY))
+    record(spec, {(0.1, 0.0, 0): 0.5, (0.1, 0.0, 1): 0.7,                # 60.0
+                  (0.2, 0.0, 0): 0.9, (0.2, 0.0, 1): "failed",           # 90.0, n=1/2
+                  (0.1, 0.5, 0): NAN, (0.1, 0.5, 1): MISSING,            # no finite acc
+                  (0.2, 0.5, 0): "failed"},                              # failed (seed 1 not run yet)
+           ("lr", "momentum", "seed"))                                   # momentum 0.9: not run yet
+    texts: list[str] = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: texts.append(s) or original(self, x, y, s, *a, **k))
+    calls = spy(monkeypatch, "imshow")
+    plot_heatmap(spec, sweep_status(spec).points, "lr", "momentum", tmp_path / "h.png")
+    grid = calls[0][1][0]
+    assert grid.filled(-1).ravel().tolist() == pytest.approx([60.0, 90.0, -1, -1, -1, -1])
+    assert texts == ["60.0", "90.0\nn=1/2", "no finite acc", "failed", "—", "—"]   # rows: momentum 0, 0.5, 0.9

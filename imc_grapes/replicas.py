@@ -5,7 +5,8 @@
 backward and one pulsed update per layer serve all ``E`` runs. Each replica has
 
 * the initial weights :func:`~imc_grapes.backends.build_network` gives for its seed (same model draw, programmed
-  into its own devices), its own device-to-device spread and noise streams (seeded by
+  into its own devices: clipped into bounds drawn from its own stream, so a weight beyond its device's bound is
+  clipped to another value than in a plain run), its own device-to-device spread and noise streams (seeded by
   :func:`~imc_grapes.backends.network.layer_seed`, one counter stream per replica: see :mod:`devices.rng`);
 * its own batch order (the permutations :class:`~imc_grapes.data.BatchLoader` draws for its seed), and its own
   data when the data set depends on the seed (``synthetic``);

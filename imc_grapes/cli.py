@@ -12,6 +12,7 @@ from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigErro
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .io import folder_error, writable_folder
+from .pipes import exit_quietly_on_broken_pipe
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 if TYPE_CHECKING:
@@ -435,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imc-grapes",
         description="Hardware-aware in-memory-computing simulator: train networks on simulated analog "
                     "crossbars and compare SGD with GRAPES.",
-        epilog="Run `imc-grapes COMMAND --help` for the options of each command.\n\n"
+        epilog="Run `imc-grapes COMMAND --help` for the options of each command. Every command exits with 141 "
+               "when the reader of its output goes away (e.g. `| head`).\n\n"
                "environment:\n"
                "  IMC_GRAPES_DATA     data cache folder (default ~/.cache/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"
@@ -471,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``imc-grapes`` command (console script and ``python -m imc_grapes``): run it with ``argv`` (default
+    ``sys.argv[1:]``) and return its exit status. Output piped into a reader that closes early (``| head``) ends
+    it quietly with status 141 (:mod:`imc_grapes.pipes`)."""
+    return exit_quietly_on_broken_pipe(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """:func:`main` without the broken-pipe handling."""
     args = build_parser().parse_args(argv)
     try:
         tune_malloc()   # keep large tensor blocks in the process (imc_grapes.runtime); IMC_GRAPES_MALLOC=default: off

@@ -23,7 +23,8 @@ EPILOG = """examples:
 A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data or workers that keep dying before they start a point, 3 another process is running
-this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill)."""
+this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output went away
+(e.g. | head)."""
 
 
 class _Terminated(KeyboardInterrupt):
@@ -169,7 +170,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m imc_grapes.sweep SPEC.toml ...``"""
+    """``python -m imc_grapes.sweep SPEC.toml ...``: run it with ``argv`` (default ``sys.argv[1:]``) and return
+    its exit status; output piped into a reader that closes early (``| head``) ends it quietly with status 141
+    (:mod:`imc_grapes.pipes`), as in ``imc-grapes sweep``."""
+    from ..pipes import exit_quietly_on_broken_pipe
+
+    return exit_quietly_on_broken_pipe(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """:func:`main` without the broken-pipe handling."""
     parser = argparse.ArgumentParser(prog="imc-grapes")
     sub = parser.add_subparsers(dest="command", required=True)
     add_sweep_parser(sub)

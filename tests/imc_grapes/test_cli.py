@@ -2,8 +2,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -407,3 +409,26 @@ def test_train_and_compare_help_name_the_output_folder_they_use_without_out(tmp_
                                                    "report.md"}
     assert not (report / "inference.png").exists()       # digital only: the help names it for analog runs only
     assert "report.md and, for analog runs with --inference-times, inference.png" in _help("compare", capsys)
+
+
+@pytest.mark.parametrize("entry, action", [(["imc_grapes", "sweep"], "--status"),
+                                           (["imc_grapes.sweep"], "--dry-run")])
+def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly_with_status_141(tmp_path, entry, action):
+    """`imc-grapes sweep SPEC --status | head -1` and the like: the reader has closed the pipe before the command
+    writes (here it never existed), so the first write fails. Python ignores SIGPIPE and would print a
+    BrokenPipeError traceback; the entry points exit instead with 128 + SIGPIPE, as a shell tool does, and say
+    nothing on stderr."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[sweep]\nout = "{tmp_path / "out"}"\n[base]\ndataset = "synthetic"\nhidden = [8]\n'
+                    '[axes]\nlr = [0.05, 0.1]\n')
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", *entry, str(spec), action], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "" and proc.returncode == 128 + signal.SIGPIPE == 141
+    assert not (tmp_path / "out").exists(), "--status and --dry-run write nothing"

@@ -4,7 +4,9 @@ Written into the sweep folder:
 
 * ``summary.csv`` — point id, status, failure reason, the swept parameters, final metrics (with ``[sweep]
   tail_evals = K > 1`` also ``tail_test_acc``, the mean of the last K evaluations, which the plots then show),
-  wall time, then every other config field (top-level names, ``analog.*``, ``device.*``);
+  ``epochs_run`` (the epochs trained at the point's last evaluation: less than the config's ``epochs`` for a
+  point that failed early), wall time, then every other config field (top-level names, ``analog.*``,
+  ``device.*``; ``epochs`` is the number asked for);
 * ``plots/acc_vs_<axis>.png`` — final test accuracy against each swept parameter (mean ± std over seeds and
   the other swept axes), one line per optimizer (and per backend when the analog points ran on several: a
   ``backend = ["crossbar", "aihwkit"]`` axis; so too the heat maps' panels and the other plots); the
@@ -43,7 +45,7 @@ METRIC = "final_test_acc"
 #: a point's accuracy over its last ``[sweep] tail_evals`` evaluations (present when that is > 1)
 TAIL_METRIC = "tail_test_acc"
 METRIC_COLUMNS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_train_acc", "final_train_loss",
-                  "epochs", "wall_time_s")
+                  "epochs_run", "wall_time_s")
 #: axes that are not plotted on an x axis: they split lines (optimizer), are averaged over (seed) or pick the
 #: reference line (backend)
 GROUP_AXES = ("optimizer", "seed", "backend")
@@ -73,9 +75,11 @@ def _cell(v: Any) -> Any:
 
 def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
-    """One row per point of ``spec``: id, status, reason, swept params, metrics, wall time, the final per-layer
+    """One row per point of ``spec``: id, status, reason, swept params, metrics (a done point's), ``epochs_run``
+    (the epochs trained at the point's last evaluation, a failed point's too), wall time, the final per-layer
     diagnostics of the points that have them (``final_M_mean/<layer>``, ``final_M_corr/…``, ``final_M_err/…``,
-    ``final_sat/…``; empty elsewhere), config fields."""
+    ``final_sat/…``; empty elsewhere), config fields (``epochs``: the epochs asked for, as in compare's
+    ``results.csv``)."""
     status = sweep_status(spec, out_dir, points)
     diagnostics = sorted({k for ps in status.points for k in ps.metrics if "/" in k})
     store = SweepStore(status.out_dir)
@@ -89,8 +93,9 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
         p = ps.point
         row: dict[str, Any] = {"point": p.id, "status": ps.state, "reason": ps.reason, "reference": p.reference}
         row.update({k: _cell(v) for k, v in p.params.items()})
-        # a swept TrainConfig field named like a metric (``epochs``) keeps the point's value in its column
-        row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k != "wall_time_s" and k not in p.params})
+        row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k not in ("epochs_run", "wall_time_s")})
+        # how far the point got, a failed one too; the config column ``epochs`` (or the axis) says what was asked
+        row["epochs_run"] = ps.epochs_run
         if spec.tail_evals > 1:
             row[TAIL_METRIC] = ps.metrics.get(TAIL_METRIC)
         row["wall_time_s"] = store.read_run_info(p.id).get("wall_time_s") if ps.state in (DONE, FAILED) else None

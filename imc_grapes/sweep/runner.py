@@ -11,17 +11,20 @@ from typing import Any
 
 from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import Point, SweepSpec
-from .store import DONE, FAILED, PARTIAL, PENDING, SweepStore
+from .store import DONE, FAILED, PARTIAL, PENDING, SweepStore, epochs_run
 
 
 @dataclass
 class PointStatus:
-    """A point and where it stands: ``done``, ``failed`` (with ``reason``), ``half-finished`` or ``pending``."""
+    """A point and where it stands: ``done``, ``failed`` (with ``reason``), ``half-finished`` or ``pending``.
+    ``metrics``: a done point's final metrics (empty otherwise); ``epochs_run``: the epochs it had trained at its
+    last evaluation (:func:`~imc_grapes.sweep.store.epochs_run`), for a failed point too (None before any)."""
 
     point: Point
     state: str
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    epochs_run: float | None = None
 
 
 @dataclass
@@ -91,7 +94,8 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                 tail = tail_accuracy(result.get("history") or [], spec.tail_evals)
                 if tail is not None:
                     metrics["tail_test_acc"] = tail
-            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics))
+            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics,
+                                    epochs_run(result.get("history") or [])))
         else:
             rows.append(PointStatus(p, store.state(p.id)))
     return SweepStatus(spec.name, store.root, rows, running=store.is_running())

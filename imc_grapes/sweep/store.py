@@ -62,9 +62,19 @@ DIAGNOSTICS: dict[str, str] = {"M_mean": "mean GRAPES factor M", "M_err": "mean 
 DIAGNOSTIC_PREFIXES: tuple[str, ...] = tuple(f"{name}/" for name in DIAGNOSTICS)
 
 
+def epochs_run(history: Sequence[dict[str, Any]]) -> float | None:
+    """How far a run got: the ``epoch`` of its last history row, i.e. the passes over the training set (a
+    fraction with several evaluations per epoch) completed at its last evaluation; None without one. The
+    configured ``epochs`` for a finished run; less for one that failed early (a run that diverged in epoch 2
+    after its epoch-1 evaluation: 1.0)."""
+    v = history[-1].get("epoch") if history else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Final metrics of a run from its history rows (empty dict for an empty history): the last evaluation's
-    accuracies and losses, the best test accuracy, the epoch, and the per-layer diagnostics
+    accuracies and losses, the best test accuracy, the epochs run (:func:`epochs_run`; named apart from the
+    config field ``epochs``, the epochs asked for), and the per-layer diagnostics
     (:data:`DIAGNOSTIC_PREFIXES`, each as ``final_<column>``): each one's latest recorded value (a sampled
     diagnostic such as ``M_corr``, compared on every 10th importance read, can be missing from the last rows)."""
     if not history:
@@ -75,7 +85,7 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     accs = [h["test_acc"] for h in history if isinstance(h.get("test_acc"), (int, float))]
     if accs:
         out["best_test_acc"] = max(accs)
-    out["epochs"] = last.get("epoch")
+    out["epochs_run"] = epochs_run(history)
     for row in history:
         out.update({f"final_{k}": v for k, v in row.items() if k.startswith(DIAGNOSTIC_PREFIXES)})
     return out

@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.axes
 import pytest
 
+from imc_grapes.io import read_json
 from imc_grapes.sweep import SweepStore, load_spec, sweep_status
 from imc_grapes.sweep.report import format_summary, plot_axis, plot_diagnostics, plot_heatmap, write_report
 from imc_grapes.sweep.spec import SweepSpec
@@ -153,3 +154,23 @@ def test_heatmap_cells_say_how_many_runs_their_mean_covers(tmp_path, monkeypatch
     grid = calls[0][1][0]
     assert grid.filled(-1).ravel().tolist() == pytest.approx([60.0, 90.0, -1, -1, -1, -1])
     assert texts == ["60.0", "90.0\nn=1/2", "no finite acc", "failed", "—", "—"]   # rows: momentum 0, 0.5, 0.9
+
+
+def test_summary_csv_tells_the_epochs_asked_for_from_the_epochs_run(tmp_path):
+    """``epochs`` (the config field) is what each point was asked to train, ``epochs_run`` how far it got: the epoch
+    of its last evaluation, also for a point that diverged in its 2nd epoch after two evaluations of the 1st
+    (1.0, where the summary used to show the configured 2); empty before any evaluation and for a pending point."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2, 3]\n",
+                                base=TINY + "epochs = 2\nevals_per_epoch = 2\n"))
+    store = SweepStore(spec.out_dir)
+    rows = [{"epoch": e, "test_acc": 0.5, "train_loss": 0.5} for e in (0.5, 1.0, 1.5, 2.0)]
+    done, diverged, early = spec.points()[:3]
+    store.record(done, {"status": "done", "history": rows})
+    store.record(diverged, {"status": "failed", "reason": "diverged: loss became nan in epoch 2", "history": rows[:2]})
+    store.record(early, {"status": "failed", "reason": "diverged: loss became nan in epoch 1", "history": []})
+    write_report(spec)
+    with open(spec.out_dir / "summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["status"], r["epochs"], r["epochs_run"]) for r in table] == [
+        ("done", "2", "2.0"), ("failed", "2", "1.0"), ("failed", "2", ""), ("pending", "2", "")]
+    assert read_json(spec.out_dir / "points" / done.id / "point.json")["metrics"]["epochs_run"] == 2.0

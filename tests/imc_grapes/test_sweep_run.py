@@ -303,6 +303,9 @@ def test_an_epochs_axis_keeps_its_values_in_summary_csv(tmp_path):
     assert sorted(r["status"] for r in rows) == ["done", "done", "failed", "failed", "pending", "pending"]
     for r in rows:
         assert r["epochs"] == str(epochs[r["point"]]), r
+        # how far each point got: all its epochs when done, nothing for the lr = 1e12 points that diverged in their
+        # first batch (before any evaluation) and for the pending ones
+        assert r["epochs_run"] == (f"{float(r['epochs'])}" if r["status"] == "done" else ""), r
 
 
 def test_the_printed_table_shows_a_swept_backend_once(tmp_path):
@@ -337,7 +340,7 @@ def test_final_metrics_take_each_diagnostics_latest_recorded_value():
         {"epoch": 1.5, "test_acc": 0.6, "test_loss": 1.2, "M_mean/l0": 1.6, "sat/l0": 0.9},
     ]
     assert metrics_of(history) == {
-        "final_test_acc": 0.6, "final_test_loss": 1.2, "best_test_acc": 0.7, "epochs": 1.5,
+        "final_test_acc": 0.6, "final_test_loss": 1.2, "best_test_acc": 0.7, "epochs_run": 1.5,
         "final_M_mean/l0": 1.6, "final_M_corr/l0": 0.95, "final_M_err/l0": 0.05, "final_sat/l0": 0.9}
     assert metrics_of([]) == {}
 

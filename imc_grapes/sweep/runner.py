@@ -81,21 +81,29 @@ def resolve_out(spec: SweepSpec, out_dir: str | os.PathLike[str] | None) -> Path
 
 def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> SweepStatus:
-    """The state of every point of ``spec`` in its folder (read-only; works while the sweep runs)."""
+    """The state of every point of ``spec`` in its folder (read-only; works while the sweep runs).
+
+    With ``[sweep] tail_evals`` = K > 1 a done point's metrics get ``tail_test_acc``, the mean test accuracy of
+    its last K evaluations (:func:`~imc_grapes.train.tail_accuracy`) as ``compare`` computes it: a NaN accuracy
+    among them (``"nan"`` in ``point.json``, read back as the float by :func:`~imc_grapes.io.restore_nonfinite`)
+    makes it NaN, since the run had no finite accuracy at that evaluation; it is not a mean of the others. The
+    reports then leave the point out of their means and say so ("without a finite acc")."""
+    from ..io import restore_nonfinite
+
     store = SweepStore(resolve_out(spec, out_dir))
     rows = []
     for p in (points if points is not None else spec.points()):
         result = store.read_result(p.id)
         if result is not None:
             metrics = dict(result.get("metrics") or {})
+            history = restore_nonfinite(result.get("history") or [])
             if spec.tail_evals > 1 and result["status"] == DONE:
                 from ..train import tail_accuracy
 
-                tail = tail_accuracy(result.get("history") or [], spec.tail_evals)
+                tail = tail_accuracy(history, spec.tail_evals)
                 if tail is not None:
                     metrics["tail_test_acc"] = tail
-            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics,
-                                    epochs_run(result.get("history") or [])))
+            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics, epochs_run(history)))
         else:
             rows.append(PointStatus(p, store.state(p.id)))
     return SweepStatus(spec.name, store.root, rows, running=store.is_running())

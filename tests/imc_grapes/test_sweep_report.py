@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,29 @@ def test_summary_csv_tells_the_epochs_asked_for_from_the_epochs_run(tmp_path):
     assert [(r["status"], r["epochs"], r["epochs_run"]) for r in table] == [
         ("done", "2", "2.0"), ("failed", "2", "1.0"), ("failed", "2", ""), ("pending", "2", "")]
     assert read_json(spec.out_dir / "points" / done.id / "point.json")["metrics"]["epochs_run"] == 2.0
+
+
+def test_a_nan_among_the_tail_evaluations_makes_the_points_tail_accuracy_nan(tmp_path):
+    """``tail_evals = 3``: a NaN test accuracy (``"nan"`` in ``point.json``) among a point's last 3 evaluations makes
+    its ``tail_test_acc`` NaN, as compare's tail accuracy is, instead of the mean of the other two (0.75 here,
+    which covered fewer evaluations than asked); the cell's mean leaves the point out and says so. A NaN before
+    the tail does not count."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1]\nseed = [0, 1, 2]\n", base=TINY,
+                                sweep="tail_evals = 3"))
+    accs = {0: [0.1, 0.5, 0.6, 0.7], 1: [NAN, 0.7, 0.8, 0.9], 2: [0.5, 0.6, NAN, 0.9]}
+    store = SweepStore(spec.out_dir)
+    for p in spec.points():
+        history = [{"epoch": (i + 1) / 4, "test_acc": a, "train_loss": 0.5}
+                   for i, a in enumerate(accs[p.params["seed"]])]
+        store.record(p, {"status": "done", "history": history})
+    assert '"test_acc": "nan"' in (spec.out_dir / "points" / spec.points()[2].id / "point.json").read_text()
+    tails = {ps.point.params["seed"]: ps.metrics["tail_test_acc"] for ps in sweep_status(spec).points}
+    assert tails[0] == pytest.approx(0.6) and tails[1] == pytest.approx(0.8) and math.isnan(tails[2])
+    table, notes = format_summary(spec).split("\n\n")
+    row = re.split(r" {2,}", table.splitlines()[2])
+    assert row[-1] == f"70.00 ± {100 * statistics.stdev([0.6, 0.8]):.2f} (n=2 of 3)", row  # seeds 0, 1
+    assert notes.splitlines()[-1].endswith("left out: seed 2 (no finite accuracy)")
+    write_report(spec)
+    with open(spec.out_dir / "summary.csv") as f:
+        written = [float(r["tail_test_acc"]) for r in csv.DictReader(f)]
+    assert written[:2] == pytest.approx([0.6, 0.8]) and math.isnan(written[2])

@@ -19,7 +19,10 @@ hardware would fire, following the semantics of aihwkit's CPU simulator (``Spars
   firing probability. When the pulse budget is exceeded (``k = lr x_val d_val / dw_min > desired_bl``),
   ``d_val`` is first scaled by ``desired_bl / k``: the largest input then fires in every slot and the
   error probabilities are capped at 1 -- this is where the update *saturates* (a larger ``d`` no longer
-  gives a proportionally larger weight change).
+  gives a proportionally larger weight change). Float limits: a sample whose ``k`` overflows the tile's float
+  type (``lr·max|x|·max|d|/dw_min`` above ≈ 3.4e38 in float32: a diverged run) gets ``B = 0`` and fires nothing;
+  one within budget whose ``max|x| / max|d|`` ratio over- or underflows (≈ 1e38) gets unusable scales. Neither
+  occurs with finite training signals of sensible size; handling them would cost every update extra operations.
 
 Differences from aihwkit (documented approximations):
 

@@ -3,6 +3,9 @@ and the replica path has TileArray's statistics (forward noise, mean pulse respo
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -426,3 +429,145 @@ def test_hardware_row_sums_match_the_tile_arrays_read(scale: float) -> None:
     assert abs(int(rep.counters["adc_conversions"]) / int(tile.counters["adc_conversions"]) - 1) < 0.05
     with pytest.raises(ValueError, match="g_offset must be >= 0"):
         rep.row_sums("hardware", g_offset=-0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The default noisy periphery (7-bit DAC, 9-bit ADC, output noise 0.06, abs_max noise management, iterative bound
+# management): both engines' MVM outputs against the closed-form distribution of every output.
+
+def _f32(v: float) -> float:
+    return float(np.float32(v))
+
+
+def _periphery_moments(w: torch.Tensor, x: torch.Tensor, tile_rows: int, tile_cols: int, transposed: bool,
+                       rounds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed-form mean and variance of every output of the default periphery, with the tiles cut by hand.
+
+    ``w: [out, in]`` spread evenly over tiles of ``tile_rows x tile_cols`` (``R = ceil(out / tile_rows)`` blocks of
+    ``ceil(out / R)`` rows, likewise the columns; the last block shorter); ``x: [B, in]`` (forward) or ``[B, out]``
+    (``transposed``).
+    ``rounds: [B, R, C]``: the bound-management round each (vector, tile) is read in (default 0). Per tile block
+    ``alpha = max|x_block|``; DAC code ``round(x / (alpha·2**k) / s_in)·s_in`` (float32, nearest, ties to even,
+    ``s_in = 2/126`` as a float32), clipped to ±1; analog sum ``s`` of the codes with the tile's weights; the ADC
+    reads ``s + N(0, 0.06²)`` on the grid ``s_out = 24/510`` (float32), so an output is ``alpha·2**k·s_out·K`` with
+    ``P(K = k) = Φ(((k + ½)s_out − s)/σ) − Φ(((k − ½)s_out − s)/σ)`` (codes clipped to ±12); a block's outputs are
+    summed digitally, an all-zero block gives exactly 0. Returns ``(mean, var, top)`` ``[B, n_out]`` (float64) and
+    the largest ``|s|`` of any (vector, tile) read in its round (to check that no read comes near saturation)."""
+    s_in = _f32(_f32(1 / 126) * 2.0)
+    s_out = _f32(_f32(1 / 510) * 24.0)
+    sigma = 0.06
+    n_out_lines, n_in_lines = w.shape
+    rows = -(-n_out_lines // -(-n_out_lines // tile_rows))
+    cols = -(-n_in_lines // -(-n_in_lines // tile_cols))
+    blocks_in = range(0, n_out_lines if transposed else n_in_lines, rows if transposed else cols)
+    blocks_out = range(0, n_in_lines if transposed else n_out_lines, cols if transposed else rows)
+    n = n_in_lines if transposed else n_out_lines
+    mean = torch.zeros(x.shape[0], n, dtype=F64)
+    var = torch.zeros(x.shape[0], n, dtype=F64)
+    top = 0.0
+    ks = torch.arange(-300, 301, dtype=F64)
+    levels = (ks * s_out).clamp(-12.0, 12.0)
+    for bi, i0 in enumerate(blocks_in):
+        width = rows if transposed else cols
+        xb = x[:, i0:i0 + width].to(torch.float32)                                # [B, lines]
+        alpha = xb.abs().amax(dim=1, keepdim=True)
+        safe = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+        for bo, o0 in enumerate(blocks_out):
+            height = cols if transposed else rows
+            wb = w[i0:i0 + width, o0:o0 + height] if transposed else w[o0:o0 + height, i0:i0 + width].T
+            k = torch.zeros(x.shape[0], 1) if rounds is None else (
+                rounds[:, bi, bo] if transposed else rounds[:, bo, bi]).view(-1, 1).float()
+            code = torch.round(xb * safe.reciprocal() * torch.pow(0.5, k) / s_in).mul(s_in).clamp(-1, 1)
+            s = code.to(F64) @ wb.to(F64)                                          # [B, lines out]
+            top = max(top, float(s.abs().max()))
+            z_hi = ((ks + 0.5) * s_out - s.unsqueeze(-1)) / sigma
+            z_lo = ((ks - 0.5) * s_out - s.unsqueeze(-1)) / sigma
+            p = 0.5 * (torch.erf(z_hi / math.sqrt(2)) - torch.erf(z_lo / math.sqrt(2)))
+            m1, m2 = (p * levels).sum(-1), (p * levels ** 2).sum(-1)
+            scale = (alpha.to(F64) * torch.pow(2.0, k.to(F64))) * (alpha > 0)     # 0 for an all-zero block
+            mean[:, o0:o0 + height] += scale * m1
+            var[:, o0:o0 + height] += scale ** 2 * (m2 - m1 ** 2)
+    return mean, var, torch.tensor(top)
+
+
+def _check_moments(ys: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, what: str) -> None:
+    """``ys: [n, B, out]`` draws against the closed-form ``mean`` / ``var``: per-output z, their pooled z, the
+    pooled variance ratio; outputs of variance 0 (all-zero vectors) exactly equal to the mean (0)."""
+    n = ys.shape[0]
+    live = var > 0
+    assert torch.equal(ys[:, ~live], mean[~live].expand(n, -1).to(ys.dtype)), what
+    err = (ys.to(F64).mean(0) - mean)[live]
+    z = err / (var[live] / n).sqrt()
+    pooled = float(err.sum() / (var[live].sum() / n).sqrt())
+    ratio = float(ys.to(F64).var(0)[live].sum() / var[live].sum())
+    # ~100-200 outputs: max |z| of that many standard normals stays below 4.5 (P < 1e-3); the pooled z is one
+    # standard normal; the pooled variance estimate has a relative SE of ~0.3 %
+    assert float(z.abs().max()) < 4.5 and abs(pooled) < 4.0 and abs(ratio - 1) < 0.03, (what, float(z.abs().max()),
+                                                                                        pooled, ratio)
+    assert 0.7 < float((z ** 2).mean()) < 1.3, (what, float((z ** 2).mean()))
+
+
+def test_noisy_periphery_outputs_have_the_closed_form_distribution_in_both_engines() -> None:
+    """Forward and backward MVMs of the default periphery, in TileArray and in the replica path (E = 1, and E = 3
+    with other inputs in the other replicas), have the closed-form mean and variance of every output (per tile:
+    noise management, the DAC code on its grid, output noise, the ADC grid, the digital sum of the blocks),
+    including a vector that saturates one tile's ADC and is read again at half its input (bound management: that
+    tile of that vector alone, in the replica that holds it alone) and all-zero vectors and blocks (exactly 0).
+
+    Pins what a large-sample comparison of the two engines found (the trained MLP's layers of the replicas-vs-train
+    audit, 784-32-10 on 32 x 32 tiles, training batch 32 and evaluation batch 200, 2,000-8,000 repetitions per
+    engine): no difference in any output's mean or variance (|z| < 3, variance ratios within 0.2 %), in the
+    bound-management decisions, or in the evaluation (same weights, 4,000 evaluations each: accuracy 0.94178 vs
+    0.94179)."""
+    dev = ConstantStepDevice(dw_min=0.002, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0, w_max_dtod=0.0,
+                             w_min=-1.5, w_max=1.5)
+    rows, cols = 8, 16
+    cfg = CrossbarConfig(device=dev, tile_rows=rows, tile_cols=cols)          # default IOParameters both ways
+    out_f, in_f, batch, n, e = 9, 23, 12, 900, 3        # 2 x 2 tiles of 5 x 12 devices, the last ones padded
+    gen = torch.Generator().manual_seed(7)
+    w = (torch.rand(out_f, in_f, generator=gen) - 0.5) * 0.6
+    w[0, :12] = 1.1                                                         # tile (0, 0), row 0: Σ = 13.2 at x = 1
+    x = torch.randn(batch, in_f, generator=gen)
+    x[0, :12] = 1.0                                                         # saturates tile (0, 0) in round 0
+    x[1] = 0.0                                                              # all-zero vector
+    x[2, :12] = 0.0                                                         # one all-zero block
+    d = torch.randn(batch, out_f, generator=gen) * 0.05
+    d[1] = 0.0
+    d[3, :5] = 0.0
+    rounds = torch.zeros(batch, 2, 2, dtype=torch.int64)
+    rounds[0, 0, 0] = 1                                                     # read again at half the input
+    fwd_mean, fwd_var, top = _periphery_moments(w, x, rows, cols, False, rounds)
+    bwd_mean, bwd_var, top_b = _periphery_moments(w, d, rows, cols, True)
+    assert float(top) < 11.5 and float(top_b) < 11.5                        # every read passes its round (> 8σ)
+    assert float(_periphery_moments(w, x[:1], rows, cols, False)[2]) > 12.5  # ... and x[0]'s round 0 saturates
+    other = torch.randn(batch, in_f, generator=gen)                         # the other replicas' inputs
+    other_mean, other_var, top_o = _periphery_moments(w, other, rows, cols, False)
+    assert float(top_o) < 11.5
+
+    tile = TileArray(out_f, in_f, cfg, seed=5)
+    tile.program(w)
+    one = ReplicaTileArray([5], out_f, in_f, cfg)
+    one.program(w[None])
+    many = ReplicaTileArray([6, 7, 8], out_f, in_f, cfg)
+    many.program(w.expand(e, -1, -1))
+    assert torch.equal(tile.read(), w) and torch.equal(one.read()[0], w)
+    assert torch.equal(many.read(), w.expand(e, -1, -1))
+    xs = torch.stack([x, other, other])
+    ds = d.expand(e, -1, -1)
+    runs = {"TileArray": [(tile.forward(x), tile.backward(d)) for _ in range(n)],
+            "replicas E=1": [(one.forward(x[None])[0], one.backward(d[None])[0]) for _ in range(n)],
+            "replicas E=3": [(many.forward(xs), many.backward(ds)) for _ in range(n // e)]}
+    for name, outs in runs.items():
+        y = torch.stack([o[0] for o in outs])
+        z = torch.stack([o[1] for o in outs])
+        if name == "replicas E=3":
+            _check_moments(y[:, 1:].flatten(0, 1), other_mean, other_var, f"{name} forward, other replicas")
+            y, z = y[:, 0], z.flatten(0, 1)                                   # replica 0 holds x
+        _check_moments(y, fwd_mean, fwd_var, f"{name} forward")
+        _check_moments(z, bwd_mean, bwd_var, f"{name} backward")
+    # passes: one per vector and tile, plus one for the saturated tile of x[0] (in replica 0 alone); the backward
+    # direction has no bound management
+    tiles = 4
+    assert int(tile.counters["forward_passes"]) == int(one.counters["forward_passes"]) == n * (tiles * batch + 1)
+    assert int(many.counters["forward_passes"]) == (n // e) * (e * tiles * batch + 1)
+    assert int(tile.counters["backward_passes"]) == int(one.counters["backward_passes"]) == n * tiles * batch

@@ -323,12 +323,18 @@ def test_an_inf_input_or_error_stops_the_cpu_update_as_a_nan_does(operand: str, 
 
     force_cpu_path(monkeypatch, count, draw)
     arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16), seed=0)
-    before, apparent = arr.read(hidden=True), arr.read()
     g = _gen(17)
     x, d = torch.randn(8, 30, generator=g), torch.randn(8, 20, generator=g) * 0.1
     (x if operand == "x" else d)[3, 4] = value
+    _assert_the_update_raises_and_changes_nothing(arr, x, d, 0.1)
+
+
+def _assert_the_update_raises_and_changes_nothing(arr: TileArray, x: torch.Tensor, d: torch.Tensor, lr: float) -> None:
+    """``arr.update(x, d, lr)`` raises the diverged-training FloatingPointError and leaves the states (hidden and
+    apparent) and the pulse counter as they were."""
+    before, apparent = arr.read(hidden=True), arr.read()
     with pytest.raises(FloatingPointError, match="contain NaN or Inf .*lower the learning rate"):
-        arr.update(x, d, 0.1)
+        arr.update(x, d, lr)
     assert torch.equal(arr.read(hidden=True), before) and torch.equal(arr.read(), apparent)
     assert int(arr.counter_pulses) == 0
 
@@ -378,7 +384,6 @@ def test_a_nan_or_inf_stops_the_cpu_update_in_every_management_configuration(ope
 
     arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16,
                                            update=MANAGEMENT[management]), seed=0)
-    before, apparent = arr.read(hidden=True), arr.read()
     g = _gen(19)
     x, d = torch.randn(8, 30, generator=g), torch.randn(8, 20, generator=g) * 0.1
     arr.update(x.clone(), d.clone(), 0.2)                  # finite values: no error
@@ -386,10 +391,7 @@ def test_a_nan_or_inf_stops_the_cpu_update_in_every_management_configuration(ope
     arr = TileArray(20, 30, CrossbarConfig(device=get_preset("PCM"), tile_rows=16, tile_cols=16,
                                            update=MANAGEMENT[management]), seed=0)
     (x if operand == "x" else d)[5, 17] = value
-    with pytest.raises(FloatingPointError, match="contain NaN or Inf .*lower the learning rate"):
-        arr.update(x, d, 0.2)
-    assert torch.equal(arr.read(hidden=True), before) and torch.equal(arr.read(), apparent)
-    assert int(arr.counter_pulses) == 0
+    _assert_the_update_raises_and_changes_nothing(arr, x, d, 0.2)
 
 
 @pytest.mark.parametrize("management", ["um", "none", "um-res"])

@@ -312,7 +312,6 @@ def mean_std(values: Iterable[object]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
-
 def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> dict[str, Any] | None:
     """Paired difference ``a[seed] − b[seed]`` over the seeds with a finite value in both (a seed missing from
     either, or None / NaN / ±Inf there, is left out): ``{"mean", "std", "n", "positive", "negative"}`` (n: the

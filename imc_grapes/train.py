@@ -276,6 +276,16 @@ def prepare_run(cfg: TrainConfig, dataset: Dataset | None) -> tuple[torch.device
     return device, data, train_split.to(device), test_split.to(device), eval_split
 
 
+def check_eval_loss(loss: float, where: str, lr: float) -> None:
+    """Raise :class:`DivergenceError` when the evaluation loss ``loss`` (mean cross-entropy, nats) of the point
+    ``where`` (``"epoch E, step S"``) is NaN or infinite: that step's update gave weights with non-finite outputs.
+    The training losses are checked before each update, so the update of an evaluation step (the last step of a
+    run above all) would otherwise go unnoticed and the run be recorded as completed with such weights."""
+    if not math.isfinite(loss):
+        raise DivergenceError(f"evaluation loss became {loss} after {where} (lr={lr}): the weights after that "
+                              f"step's update give non-finite outputs; lower the lr")
+
+
 def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: TrainConfig, result: RunResult,
                  files: RunFiles, progress: bool, log: Callable[[str], None]) -> None:
     """``cfg.epochs`` passes over ``loader`` (:func:`train_batches`), evaluating on ``test_split``
@@ -283,7 +293,8 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
     accuracy, time, mean GRAPES factor per layer, ``net.metrics()``) and saves the files.
 
     Raises:
-        DivergenceError: the loss became NaN or infinite.
+        DivergenceError: the training loss, or the evaluation loss of a point (:func:`check_eval_loss`; that
+            point gets no history row), became NaN or infinite.
     """
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
@@ -294,6 +305,7 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
 
             def on_point(step: int, train_loss: float, train_acc: float) -> None:
                 test_loss, test_acc = evaluate(net.model, test_split)
+                check_eval_loss(test_loss, f"epoch {epoch}, step {step}", cfg.lr)
                 row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
                                        "train_loss": train_loss, "train_acc": train_acc,
                                        "test_loss": test_loss, "test_acc": test_acc,
@@ -324,7 +336,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         log: where one-line epoch summaries go.
 
     Raises:
-        DivergenceError: the loss became NaN/Inf; the files written so far are kept and ``results.json``
+        DivergenceError: the training loss, or the evaluation loss at an evaluation point, became NaN/Inf; the
+            files written so far are kept and ``results.json``
             records status ``diverged``.
     """
     device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)

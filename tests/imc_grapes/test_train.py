@@ -1,0 +1,147 @@
+"""``train`` under edge cases: divergence at any step, the recorded history, and determinism under a seed."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import imc_grapes.train  # noqa: F401  (the package exports a function ``train``: the module is reached by name)
+from imc_grapes.config import TrainConfig
+from imc_grapes.models import MLP
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+T = sys.modules["imc_grapes.train"]
+TINY = dict(dataset="synthetic", hidden=(16,), optimizer="sgd", lr=0.05, batch_size=50, train_subset=200,
+            test_subset=100)
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def saved(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def nan_logits_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """The MLP's training forward pass number ``call`` (1-based, counted over the run) returns NaN logits."""
+    forward, calls = MLP.forward, {"n": 0}
+
+    def poisoned(self, x):
+        out = forward(self, x)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == call:
+                out = out * float("nan")
+        return out
+    monkeypatch.setattr(MLP, "forward", poisoned)
+
+
+# 200 samples / batch 50 = 4 steps per epoch, evaluated after steps 2 and 4 (evals_per_epoch 2), 2 epochs
+@pytest.mark.parametrize("backend", ["digital", "crossbar"])
+@pytest.mark.parametrize("call, epoch, step, kept", [
+    (1, 1, 1, []),                                                 # the first step: no evaluation yet
+    (3, 1, 3, [(0.5, 2)]),                                         # mid-epoch, between two evaluations
+    (8, 2, 4, [(0.5, 2), (1.0, 4), (1.5, 2)]),                     # the run's last step
+])
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_history_so_far(tmp_path, monkeypatch, backend,
+                                                                              call, epoch, step, kept):
+    nan_logits_at(monkeypatch, call)
+    cfg = TrainConfig(**TINY, epochs=2, evals_per_epoch=2, backend=backend)
+    with pytest.raises(T.DivergenceError) as err:
+        T.train(cfg, tmp_path, progress=False, log=quiet)
+    assert str(err.value) == f"loss became nan at epoch {epoch}, step {step} (lr=0.05); lower the lr"
+    res = saved(tmp_path)
+    assert res["status"] == "diverged" and res["message"] == str(err.value)
+    assert [(h["epoch"], h["step"]) for h in res["history"]] == kept
+    accs = [h["test_acc"] for h in res["history"]]
+    assert res["best_test_acc"] == (max(accs) if accs else None)
+    assert res["final"] == (res["history"][-1] if kept else None)
+    assert "costs" not in res, "a diverged run has no cost summary of a finished run"
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 1 + len(kept)
+
+
+def test_weights_made_non_finite_by_the_last_update_are_a_divergence_not_a_completed_run(tmp_path, monkeypatch):
+    """The training loss is checked before each update, so an update that leaves non-finite weights at the run's last
+    step was caught by no check: the run was recorded as ``completed`` with an infinite test loss and the accuracy of
+    argmax over NaN logits (with lr 1e9 on 2 steps: test loss inf, accuracy 0). Now the evaluation after that step
+    stops it as diverged, and that evaluation gets no history row."""
+    step, calls = T.training_step, {"n": 0}
+
+    def then_inf(net, x, y, before_update):
+        out = step(net, x, y, before_update)
+        calls["n"] += 1
+        if calls["n"] == 4:                                    # the update of the 4th (last) step overflows
+            with torch.no_grad():
+                net.model.layers[0].weight.fill_(float("inf"))
+        return out
+    monkeypatch.setattr(T, "training_step", then_inf)
+    with pytest.raises(T.DivergenceError) as err:
+        T.train(TrainConfig(**TINY, evals_per_epoch=2), tmp_path, progress=False, log=quiet)
+    assert str(err.value).startswith("evaluation loss became nan after epoch 1, step 4 (lr=0.05)")
+    res = saved(tmp_path)
+    assert res["status"] == "diverged" and res["message"] == str(err.value)
+    assert [h["step"] for h in res["history"]] == [2]
+
+
+@pytest.mark.parametrize("n, batch, drop_last, per_epoch, steps", [
+    (70, 10, True, 3, [2, 5, 7]),        # 7 batches: 7/3 = 2.33 -> 2, 14/3 = 4.67 -> 5, 7
+    (75, 10, True, 3, [2, 5, 7]),        # the partial batch of 5 left out: the same 7 batches
+    (7, 3, False, 3, [1, 2, 3]),         # batches of 3, 3, 1: every batch a point
+    (30, 40, False, 1, [1]),             # a batch larger than the training set: one partial batch per epoch
+])
+def test_the_history_has_each_evaluation_once_at_its_fraction_of_the_epochs(tmp_path, n, batch, drop_last,
+                                                                            per_epoch, steps):
+    cfg = TrainConfig(**{**TINY, "train_subset": n, "batch_size": batch, "test_subset": 40}, drop_last=drop_last,
+                      epochs=2, evals_per_epoch=per_epoch)
+    result = T.train(cfg, tmp_path, progress=False, log=quiet)
+    n_batches = steps[-1]
+    assert [(h["epoch"], h["step"]) for h in result.history] == \
+        [(round(e + s / n_batches, 4), s) for e in (0, 1) for s in steps]
+    res = saved(tmp_path)
+    assert res["status"] == "completed" and res["history"] == result.history
+    assert res["final"] == result.history[-1]
+    assert res["best_test_acc"] == max(h["test_acc"] for h in result.history)
+    assert all(round(h["test_acc"] * 40) == h["test_acc"] * 40 for h in result.history), "a count of 40 samples"
+    assert res["train_samples"] == n and res["eval_samples"] == 40
+
+
+CASES = {"digital": dict(dropout=0.2), "crossbar": dict(backend="crossbar", optimizer="grapes",
+                                                        analog={"tile_size": 16})}
+
+
+def fingerprint(case: str, seed: int) -> dict:
+    """The history (less wall times) and the final weights of a 2-epoch run of ``CASES[case]`` under ``seed``, as
+    JSON-ready lists (float32 values are exact as Python floats)."""
+    nets = []
+    build = T.build_network
+
+    def keep(*args, **kwargs):
+        nets.append(build(*args, **kwargs))
+        return nets[-1]
+    T.build_network = keep
+    try:
+        cfg = TrainConfig(**{**TINY, "train_subset": 96, "batch_size": 32, "test_subset": 50, **CASES[case]}, epochs=2,
+                          evals_per_epoch=2, seed=seed)
+        result = T.train(cfg, progress=False, log=quiet)
+    finally:
+        T.build_network = build
+    return {"history": [{k: v for k, v in h.items() if k != "time_s"} for h in result.history],
+            "weights": {k: w.flatten().tolist() for k, w in nets[0].read_weights().items()}}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_seed_gives_the_same_history_and_weights_in_one_process_and_in_another(case):
+    first = fingerprint(case, 0)
+    assert fingerprint(case, 0) == first
+    other = subprocess.run([sys.executable, "-c", "import json, torch; torch.set_num_threads(1); from "
+                            "tests.imc_grapes.test_train import fingerprint; "
+                            f"print(json.dumps(fingerprint({case!r}, 0)))"],
+                           capture_output=True, text=True, timeout=300, check=True,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert json.loads(other.stdout.splitlines()[-1]) == json.loads(json.dumps(first))
+    changed = fingerprint(case, 1)
+    assert changed["weights"] != first["weights"]
+    assert [h["test_loss"] for h in changed["history"]] != [h["test_loss"] for h in first["history"]]

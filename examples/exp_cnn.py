@@ -8,14 +8,21 @@ import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
-parser.add_argument("--preset", default="ReRamSB", help="device preset of the analog runs")
-args = parser.parse_args()
 
-options = ExperimentOptions(size="tiny" if args.tiny else "quick", backends=("digital", "crossbar"),
-                            preset=args.preset, datasets=None if args.tiny else ("mnist",))
-result = run_experiment("cnn", options, "runs/examples/exp_cnn", log=lambda s: None)
-for line in result["findings"]:
-    print("*", line)
-print("report: runs/examples/exp_cnn/report.md")
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
+    parser.add_argument("--preset", default="ReRamSB", help="device preset of the analog runs")
+    args = parser.parse_args(argv)
+
+    options = ExperimentOptions(size="tiny" if args.tiny else "quick", backends=("digital", "crossbar"),
+                                preset=args.preset, datasets=None if args.tiny else ("mnist",))
+    result = run_experiment("cnn", options, "runs/examples/exp_cnn", log=lambda s: None)
+    for line in result["findings"]:
+        print("*", line)
+    print("report: runs/examples/exp_cnn/report.md")
+
+
+if __name__ == "__main__":
+    main()

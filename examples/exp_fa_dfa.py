@@ -10,14 +10,21 @@ import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
-args = parser.parse_args()
 
-result = run_experiment("fa-dfa", ExperimentOptions(size="tiny" if args.tiny else "quick"),
-                        "runs/examples/exp_fa_dfa", log=lambda s: None)
-for row in result["summary"]:
-    acc = ("no completed run" if row["final_test_acc_mean"] is None else
-           f"{100 * row['final_test_acc_mean']:.2f} ± {100 * row['final_test_acc_std']:.2f} %")
-    print(f"{row['dataset']:>13} {row['rule']:>3} {row['optimizer']:<10} lr {row['lr']:<6g} test acc {acc}")
-print("report: runs/examples/exp_fa_dfa/report.md")
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
+    args = parser.parse_args(argv)
+
+    result = run_experiment("fa-dfa", ExperimentOptions(size="tiny" if args.tiny else "quick"),
+                            "runs/examples/exp_fa_dfa", log=lambda s: None)
+    for row in result["summary"]:
+        acc = ("no completed run" if row["final_test_acc_mean"] is None else
+               f"{100 * row['final_test_acc_mean']:.2f} ± {100 * row['final_test_acc_std']:.2f} %")
+        print(f"{row['dataset']:>13} {row['rule']:>3} {row['optimizer']:<10} lr {row['lr']:<6g} test acc {acc}")
+    print("report: runs/examples/exp_fa_dfa/report.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,18 +10,25 @@ import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
-args = parser.parse_args()
 
-options = ExperimentOptions(size="tiny" if args.tiny else "quick", optimizers=("sgd", "grapes", "layer-mean"))
-result = run_experiment("mlp", options, "runs/examples/exp_mlp", log=lambda s: None)
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
+    args = parser.parse_args(argv)
 
-# paired GRAPES − SGD difference (same seeds) per network, smallest network first
-groups = sorted(result["groups"], key=lambda g: g["size"])
-for g in groups:
-    c = next(c for c in result["comparisons"] if c["group"] == g["key"] and (c["a"], c["b"]) == ("grapes", "sgd"))
-    d = c["final_acc"]
-    print(f"{g['labels']['dataset']:>13} {g['labels']['network']:<26} GRAPES − SGD: {100 * d['mean']:+.2f} ± "
-          f"{100 * d['std']:.2f} points ({d['positive']}/{d['n']} seeds higher)")
-print("report: runs/examples/exp_mlp/report.md")
+    options = ExperimentOptions(size="tiny" if args.tiny else "quick", optimizers=("sgd", "grapes", "layer-mean"))
+    result = run_experiment("mlp", options, "runs/examples/exp_mlp", log=lambda s: None)
+
+    # paired GRAPES − SGD difference (same seeds) per network, smallest network first
+    groups = sorted(result["groups"], key=lambda g: g["size"])
+    for g in groups:
+        c = next(c for c in result["comparisons"] if c["group"] == g["key"] and (c["a"], c["b"]) == ("grapes", "sgd"))
+        d = c["final_acc"]
+        print(f"{g['labels']['dataset']:>13} {g['labels']['network']:<26} GRAPES − SGD: {100 * d['mean']:+.2f} ± "
+              f"{100 * d['std']:.2f} points ({d['positive']}/{d['n']} seeds higher)")
+    print("report: runs/examples/exp_mlp/report.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,16 +13,23 @@ from imc_grapes.config import TrainConfig
 from imc_grapes.data import load_dataset
 from imc_grapes.experiments import train_custom
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--tiny", action="store_true", help="synthetic data, a tiny LSTM")
-args = parser.parse_args()
 
-dataset = "synthetic" if args.tiny else "mnist"
-data = load_dataset(dataset)
-base = TrainConfig(dataset=dataset, lr=0.3, batch_size=64, epochs=1, seed=0,
-                   train_subset=512 if args.tiny else 6000, test_subset=256 if args.tiny else 2000,
-                   extra={"model": {"kind": "lstm", "hidden": [8 if args.tiny else 64]}})
-for optimizer in ("sgd", "grapes"):
-    run = train_custom(base.replace(optimizer=optimizer), f"runs/examples/exp_rnn/{optimizer}", dataset=data,
-                       progress=False, log=lambda s: None)
-    print(f"{optimizer:<7} test accuracy {100 * run.final_test_acc:.2f} %")
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="synthetic data, a tiny LSTM")
+    args = parser.parse_args(argv)
+
+    dataset = "synthetic" if args.tiny else "mnist"
+    data = load_dataset(dataset)
+    base = TrainConfig(dataset=dataset, lr=0.3, batch_size=64, epochs=1, seed=0,
+                       train_subset=512 if args.tiny else 6000, test_subset=256 if args.tiny else 2000,
+                       extra={"model": {"kind": "lstm", "hidden": [8 if args.tiny else 64]}})
+    for optimizer in ("sgd", "grapes"):
+        run = train_custom(base.replace(optimizer=optimizer), f"runs/examples/exp_rnn/{optimizer}", dataset=data,
+                           progress=False, log=lambda s: None)
+        print(f"{optimizer:<7} test accuracy {100 * run.final_test_acc:.2f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,19 +17,26 @@ from imc_grapes.grapes import attach_grapes
 from imc_grapes.snu import SpikingClassifier
 from imc_grapes.train import evaluate
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--tiny", action="store_true", help="synthetic data, a tiny network")
-args = parser.parse_args()
 
-data = load_dataset("synthetic" if args.tiny else "mnist")
-train, test = data.train.subset(512 if args.tiny else 6000), data.test.subset(256 if args.tiny else 2000)
-for use_grapes in (False, True):
-    model = SpikingClassifier(784, (32 if args.tiny else 256,), 10, steps=8 if args.tiny else 16, encoding="rate",
-                              seed=0)
-    handle = attach_grapes(model, "propagated") if use_grapes else None  # M per unit from the rows of W
-    opt = torch.optim.SGD(model.parameters(), lr=0.3)
-    for x, y in BatchLoader(train, 64, seed=0):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    print(f"{'GRAPES' if use_grapes else 'SGD':<7} test accuracy {100 * evaluate(model, test)[1]:.2f} %")
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="synthetic data, a tiny network")
+    args = parser.parse_args(argv)
+
+    data = load_dataset("synthetic" if args.tiny else "mnist")
+    train, test = data.train.subset(512 if args.tiny else 6000), data.test.subset(256 if args.tiny else 2000)
+    for use_grapes in (False, True):
+        model = SpikingClassifier(784, (32 if args.tiny else 256,), 10, steps=8 if args.tiny else 16, encoding="rate",
+                                  seed=0)
+        handle = attach_grapes(model, "propagated") if use_grapes else None  # M per unit from the rows of W
+        opt = torch.optim.SGD(model.parameters(), lr=0.3)
+        for x, y in BatchLoader(train, 64, seed=0):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        print(f"{'GRAPES' if use_grapes else 'SGD':<7} test accuracy {100 * evaluate(model, test)[1]:.2f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -19,28 +19,6 @@ from imc_grapes.backends import AnalogSettings
 from imc_grapes.config import TrainConfig
 from imc_grapes.data import load_dataset
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
-parser.add_argument("--seeds", type=int, default=6, help="number of seeds (replicas)")
-args = parser.parse_args()
-
-dataset = "synthetic" if args.synthetic else "mnist"
-base = TrainConfig(dataset=dataset, hidden=(64,), backend="crossbar", optimizer="grapes", lr=0.1, batch_size=32,
-                   epochs=1, train_subset=256 if args.synthetic else 3000, test_subset=500,
-                   analog=AnalogSettings(preset="EcRam"))
-configs = [base.replace(seed=s) for s in range(args.seeds)]
-data = load_dataset(dataset, None, torch.device("cpu"), 0) if dataset != "synthetic" else None
-
-t0 = time.perf_counter()
-runs = train_replicas(configs, dataset=data, log=lambda s: None)
-seconds = time.perf_counter() - t0
-print(f"{len(runs)} GRAPES runs on an EcRam crossbar, trained together in {seconds:.1f} s")
-for run in runs:
-    print(f"  seed {run.config.seed}: test accuracy {100 * run.history[-1]['test_acc']:.2f} % ({run.status})")
-accs = torch.tensor([r.history[-1]["test_acc"] for r in runs]) * 100
-print(f"  mean ± std over seeds: {accs.mean():.2f} ± {accs.std():.2f} %")
-
-alone = train_replicas(configs[-1:], dataset=data, log=lambda s: None)[0]
 SAT_TOL = 1e-5   # relative: the sat/* ratios are float32 sums whose order depends on the number of torch threads
 
 
@@ -60,8 +38,38 @@ def differing(a: list, b: list) -> list:
     return out
 
 
-diff = differing(alone.history, runs[-1].history)
-print(f"seed {configs[-1].seed} trained alone: test accuracy {100 * alone.history[-1]['test_acc']:.2f} % "
-      + ("(the same metrics as its replica; the sat/* ratios, float32 sums that may differ in the last bit with "
-         f"several threads, compared to a relative {SAT_TOL:g})" if not diff else
-         f"(DIFFERENT metrics from its replica: {', '.join(diff)})"))
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
+    parser.add_argument("--seeds", type=int, default=6, help="number of seeds (replicas)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+
+    dataset = "synthetic" if args.synthetic else "mnist"
+    base = TrainConfig(dataset=dataset, hidden=(64,), backend="crossbar", optimizer="grapes", lr=0.1, batch_size=32,
+                       epochs=1, train_subset=256 if args.synthetic else 3000, test_subset=500,
+                       analog=AnalogSettings(preset="EcRam"))
+    configs = [base.replace(seed=s) for s in range(args.seeds)]
+    data = load_dataset(dataset, None, torch.device("cpu"), 0) if dataset != "synthetic" else None
+
+    t0 = time.perf_counter()
+    runs = train_replicas(configs, dataset=data, log=lambda s: None)
+    seconds = time.perf_counter() - t0
+    print(f"{len(runs)} GRAPES runs on an EcRam crossbar, trained together in {seconds:.1f} s")
+    for run in runs:
+        print(f"  seed {run.config.seed}: test accuracy {100 * run.history[-1]['test_acc']:.2f} % ({run.status})")
+    accs = torch.tensor([r.history[-1]["test_acc"] for r in runs]) * 100
+    print(f"  mean ± std over seeds: {accs.mean():.2f} ± {accs.std():.2f} %")
+
+    alone = train_replicas(configs[-1:], dataset=data, log=lambda s: None)[0]
+    diff = differing(alone.history, runs[-1].history)
+    print(f"seed {configs[-1].seed} trained alone: test accuracy {100 * alone.history[-1]['test_acc']:.2f} % "
+          + ("(the same metrics as its replica; the sat/* ratios, float32 sums that may differ in the last bit with "
+             f"several threads, compared to a relative {SAT_TOL:g})" if not diff else
+             f"(DIFFERENT metrics from its replica: {', '.join(diff)})"))
+
+
+if __name__ == "__main__":
+    main()

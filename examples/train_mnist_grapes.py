@@ -11,12 +11,19 @@ from imc_grapes.config import TrainConfig
 from imc_grapes.report import format_table, summarise
 from imc_grapes.train import train
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
-parser.add_argument("--epochs", type=int, default=1)
-args = parser.parse_args()
 
-base = TrainConfig(dataset="synthetic" if args.synthetic else "mnist", hidden=(256, 256), lr=0.1,
-                   batch_size=64, epochs=args.epochs, seed=0)
-results = [train(base.replace(optimizer=opt), out_dir=f"runs/example/{opt}") for opt in ("sgd", "grapes")]
-print(format_table(summarise(results)))
+def main(argv: list[str] | None = None) -> None:
+    """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs of each run (default 1)")
+    args = parser.parse_args(argv)
+
+    base = TrainConfig(dataset="synthetic" if args.synthetic else "mnist", hidden=(256, 256), lr=0.1,
+                       batch_size=64, epochs=args.epochs, seed=0)
+    results = [train(base.replace(optimizer=opt), out_dir=f"runs/example/{opt}") for opt in ("sgd", "grapes")]
+    print(format_table(summarise(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,8 +14,8 @@ from torch import nn
 
 from crossbar import AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters
 from devices import get_preset
+from imc_grapes import attach_grapes
 from imc_grapes.data import BatchLoader, make_synthetic
-from imc_grapes.grapes import attach_grapes
 
 
 def main(argv: list[str] | None = None) -> None:

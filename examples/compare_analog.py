@@ -7,9 +7,9 @@ The same as `imc-grapes compare`; the report lands in runs/example-compare/repor
 """
 import argparse
 
+from imc_grapes import TrainConfig
 from imc_grapes.backends import AnalogSettings
 from imc_grapes.compare import CompareSpec, run_compare
-from imc_grapes.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> None:

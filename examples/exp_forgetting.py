@@ -8,8 +8,7 @@ The whole experiment (lr grid, seeds, layer-mean control, report): `imc-grapes e
 """
 import argparse
 
-from imc_grapes.config import TrainConfig
-from imc_grapes.data import load_dataset
+from imc_grapes import TrainConfig, load_dataset
 from imc_grapes.experiments import train_permuted
 
 

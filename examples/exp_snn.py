@@ -12,10 +12,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from imc_grapes.data import BatchLoader, load_dataset
-from imc_grapes.grapes import attach_grapes
+from imc_grapes import attach_grapes, evaluate, load_dataset
+from imc_grapes.data import BatchLoader
 from imc_grapes.snu import SpikingClassifier
-from imc_grapes.train import evaluate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,10 +14,8 @@ import time
 
 import torch
 
-from imc_grapes import train_replicas
+from imc_grapes import TrainConfig, load_dataset, train_replicas
 from imc_grapes.backends import AnalogSettings
-from imc_grapes.config import TrainConfig
-from imc_grapes.data import load_dataset
 
 SAT_TOL = 1e-5   # relative: the sat/* ratios are float32 sums whose order depends on the number of torch threads
 

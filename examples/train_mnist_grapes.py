@@ -7,9 +7,8 @@ The same as `imc-grapes train --optimizer sgd grapes`, in a few lines of Python.
 """
 import argparse
 
-from imc_grapes.config import TrainConfig
+from imc_grapes import TrainConfig, train
 from imc_grapes.report import format_table, summarise
-from imc_grapes.train import train
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     for optimizer in ("sgd", "grapes"):
         run = train_custom(base.replace(optimizer=optimizer), f"runs/examples/exp_rnn/{optimizer}", dataset=data,
                            progress=False, log=lambda s: None)
-        print(f"{optimizer:<7} test accuracy {100 * run.final_test_acc:.2f} %")
+        acc = run.final_test_acc
+        print(f"{optimizer:<7} " + (f"test accuracy {100 * acc:.2f} %" if acc is not None else f"no test accuracy "
+                                    f"({run.status})"))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     python examples/compare_analog.py             # MNIST subset (needs `imc-grapes data fetch mnist`)
     python examples/compare_analog.py --synthetic # no data needed, seconds
 
-The same as `imc-grapes compare`; the report lands in runs/example-compare/report.md.
+The same as `imc-grapes compare --epochs 1 --test-subset 1000 --importance array --out runs/example-compare`
+(with `--dataset synthetic --train-subset 2000` for --synthetic): 1 epoch, GRAPES's importance read from the
+array; the table is printed and the report lands in runs/example-compare/report.md.
 """
 import argparse
 

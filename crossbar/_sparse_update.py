@@ -236,9 +236,10 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     """
     if _INT8_COUNTS_ERROR is not None:
         check_int8_counts_env()
-    _check_scalars(lr, dw_min, x.device)                            # a tensor lr: one element, on x's device
-    if isinstance(lr, Tensor) and not math.isfinite(float(lr)):   # a host read (the CPU's); numbers: _plan_trains
-        raise ValueError(f"pulse update: lr must be finite, got {float(lr)!r}")
+    if isinstance(lr, Tensor):   # its value is read here (the CPU's host read): first its shape and device
+        _check_scalars(lr, dw_min, x.device)     # (a number lr is checked once, by _plan_trains)
+        if not math.isfinite(float(lr)):
+            raise ValueError(f"pulse update: lr must be finite, got {float(lr)!r}")
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)
     _check_finite(plan, lr)
     n_r, n_c, batch, n_slots, cols, rows = plan.shape

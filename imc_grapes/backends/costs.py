@@ -203,7 +203,13 @@ def grapes_refresh_ops(n_out: int, n_in: int, rule: str, mode: str, source: str,
 
 def grapes_scale_ops(error_elements: int, input_elements: int = 0) -> int:
     """Per batch: one multiply per element of the error ``d`` that GRAPES scales (``B·n_out``, or
-    ``B·L·C_out`` for a conv), plus the update-input elements scaled by DFA's presynaptic factor."""
+    ``B·L·C_out`` for a conv), plus the update-input elements scaled by DFA's presynaptic factor.
+
+    (How :class:`~imc_grapes.backends.network.Network` counts it per layer and training forward: the analog
+    backends scale ``d`` — and under DFA ``x`` — of the pulsed update, or the output gradient in the propagated
+    modes; the digital backend's local modes scale the weight gradient, ``n_out·n_in`` multiplies, twice that under
+    DFA, whose per-synapse factor ``p_post_i·p_pre_j`` is one more multiply. A layer whose scaling does not happen
+    counts none: a frozen layer, an output that sends no gradient.)"""
     return int(error_elements) + int(input_elements)
 
 

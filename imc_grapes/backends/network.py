@@ -333,10 +333,12 @@ class Network:
         # DFA sends no error through the weights (each hidden layer gets ``B e`` directly, what arrives from above is
         # discarded, as the analog backends' ``zeros`` backward): torch computes those input gradients, a chip would not
         needs_input_grad = isinstance(x, Tensor) and x.requires_grad and not self._dfa
+        # a frozen layer (``weight.requires_grad_(False)``) gets no weight gradient: torch computes none
+        needs_weight_grad = w.requires_grad
         c = self._host_counts
         c[_K["forward_mvms"]] += n_vec
         c[_K["backward_mvms"]] += n_vec if needs_input_grad else 0
-        c[_K["digital_macs"]] += n_vec * n_out * n_in * (3 if needs_input_grad else 2)
+        c[_K["digital_macs"]] += n_vec * n_out * n_in * (1 + needs_weight_grad + needs_input_grad)
 
     def _count_dfa_feedback(self, module: DFAFeedback, inputs: tuple[Any, ...], output: Tensor) -> None:
         if len(inputs) > 1 and inputs[1] is not None and torch.is_grad_enabled():
@@ -349,15 +351,24 @@ class Network:
         assert handle is not None
         if handle.rule == "dfa" and idx == 0:
             return
-        if self.analog_layers:
+        # only scalings that happen: a frozen layer's (no update, no weight gradient) and an output that sends no
+        # gradient (GRAPES's gradient hook is not registered on it) are not scaled
+        if isinstance(module, AnalogLayer) and handle.is_local:   # d (and DFA's x) scaled for the pulsed update
+            if not any(p.requires_grad for p in module.analog_parameters()):
+                return
             ops = output.numel()
             if handle.rule == "dfa":
                 x = inputs[0]
                 ops += x.numel() if isinstance(x, Tensor) else 0
-        elif handle.is_local:
-            w = cast(Tensor, module.weight)   # a digital weight layer
-            ops = w.numel()
-        else:
+        elif handle.is_local:   # a digital weight layer: its weight gradient scaled by the parameter hook
+            w = cast(Tensor, module.weight)
+            if not w.requires_grad:
+                return
+            # DFA: the factor p_post_i · p_pre_j of every synapse (one multiply), then the gradient (another)
+            ops = w.numel() * (2 if handle.rule == "dfa" else 1)
+        else:                   # the output gradient scaled by GRAPES's hook on the output
+            if not (isinstance(output, Tensor) and output.requires_grad):
+                return
             ops = output.numel()
         self._host_counts[_K["grapes_ops"]] += ops
 

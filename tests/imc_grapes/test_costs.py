@@ -305,3 +305,46 @@ def test_crossbar_and_aihwkit_count_a_padded_grid_alike(hidden):
     assert {k: cb[k] for k in kinds} == {k: ak[k] for k in kinds}
     if hidden == (3,):
         assert cb["dac_conversions"] == 20 and cb["adc_conversions"] == 22 and cb["array_macs"] == 54
+
+
+@pytest.mark.parametrize("frozen", [0, 1])
+def test_digital_frozen_layer_counts_no_weight_gradient_and_no_grapes_scaling(frozen):
+    # MLP 8 -> 6 -> 4, B = 5, GRAPES (BP, propagated: layer 0's output gradient scaled, B·6 = 30 per step), by hand:
+    #   layer 0 frozen: layer 0 forward 5·48 only; layer 1 forward + weight gradient 2·5·24, no input gradient (its
+    #     input, from a frozen layer fed by data, needs none): 240 + 240 = 480 MACs, no backward MVM; layer 0's
+    #     output sends no gradient, so GRAPES scales nothing: only the refresh, 24 ops;
+    #   layer 1 frozen: layer 0 forward + weight gradient 2·5·48; layer 1 forward + input gradient 2·5·24:
+    #     480 + 240 = 720 MACs, 5 backward MVMs; GRAPES: refresh 24 + scaling 30 = 54 ops.
+    net = build_network(_cfg(backend="digital"), (8,), 4, "cpu")
+    list(net.weight_layers.values())[frozen].requires_grad_(False)
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    assert per["digital_macs"] == (480 if frozen == 0 else 720)
+    assert per["backward_mvms"] == (0 if frozen == 0 else 5)
+    assert per["grapes_ops"] == (24 if frozen == 0 else 54)
+
+
+@pytest.mark.parametrize("optimizer", ["grapes", "grapes-local"])
+def test_frozen_analog_layer_counts_no_grapes_scaling(optimizer):
+    # Crossbar, GRAPES on layer 0 (propagated: its output gradient scaled; local: the d of its pulsed update), B·6 =
+    # 30 multiplies per step, plus the refresh (max 6, scale 6, clip 12 = 24). Frozen, layer 0 is neither updated nor
+    # sends an output gradient (its input is data), so nothing is scaled; the refresh still runs.
+    for freeze, ops, updates in ((False, 54, 2), (True, 24, 1)):
+        net = build_network(_cfg(optimizer=optimizer, importance="exact"), (8,), 4, "cpu")
+        if freeze:
+            list(net.analog_layers.values())[0].requires_grad_(False)
+        _train_step(net, *_batch())
+        per = net.cost_summary()["per_step"]
+        assert per["grapes_ops"] == ops and per["updates"] == updates, freeze
+
+
+def test_digital_dfa_grapes_counts_the_synapse_factor_and_the_gradient_scaling():
+    # DFA + GRAPES on the digital backend, MLP 8 -> 6 -> 5 -> 4, B = 5: layer 1 (5×6) is modulated; its weight
+    # gradient g_ij is multiplied by p_post_i·p_pre_j: 30 multiplies for the factors, 30 for the scaling. The
+    # refresh of its p_pre (n = n_in = 6): max 6 + scale 6 = 12, and Σ|w| over its 30 weights (exact importance).
+    cfg = _cfg(backend="digital").replace(rule="dfa", hidden=(6, 5))
+    net = build_network(cfg, (8,), 4, "cpu")
+    _train_step(net, *_batch())
+    per = net.cost_summary()["per_step"]
+    assert per["grapes_ops"] == 12 + 2 * 30
+    assert per["importance_digital_adds"] == 30

@@ -298,6 +298,9 @@ class AihwkitLayer(AnalogLayer):
                 ctx.reset()   # a frozen tile's stash (aihwkit keeps one) is dropped: no pulses
                 continue
             x, d = self._tile_xd(tile, rows, cols)
+            if x.shape[0] == 0:   # an empty batch: nothing to update (the crossbar backend stashes none either)
+                ctx.reset()
+                continue
             self.count_buffer[_K["pulses"]] += self._expected_pulses(x, d, lr)
             self.count_buffer[_K["updates"]] += 1
             before = _device_states(tile) if probe else None

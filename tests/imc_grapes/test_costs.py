@@ -348,3 +348,19 @@ def test_digital_dfa_grapes_counts_the_synapse_factor_and_the_gradient_scaling()
     per = net.cost_summary()["per_step"]
     assert per["grapes_ops"] == 12 + 2 * 30
     assert per["importance_digital_adds"] == 30
+
+
+@pytest.mark.parametrize("backend", ["crossbar", "aihwkit"])
+def test_an_empty_batch_costs_no_mvm_and_no_update(backend):
+    # A batch of 0 vectors sends nothing through the arrays and updates no device: both backends count 0 MVMs,
+    # conversions, pulses and updates (aihwkit used to count one update call per tile).
+    if backend == "aihwkit":
+        pytest.importorskip("aihwkit")
+    net = build_network(_cfg(backend=backend, optimizer="sgd", importance="exact"), (8,), 4, "cpu")
+    w0 = net.read_weights()
+    net.zero_grad()
+    F.cross_entropy(net.model(torch.zeros(0, 8)), torch.zeros(0, dtype=torch.long), reduction="sum").backward()
+    net.step()
+    counts = net.cost_summary()["counts"]
+    assert all(v == 0 for v in counts.values()), counts
+    assert all(torch.equal(w0[k], w) for k, w in net.read_weights().items())

@@ -36,6 +36,14 @@ class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def best_accuracy(history: Sequence[dict[str, Any]]) -> float | None:
+    """The highest ``test_acc`` of a run's ``history`` rows, NaN ones left out (a NaN is no accuracy, and
+    ``max`` would return it or not depending on where it stands); None when no row has a number there."""
+    accs = [h["test_acc"] for h in history
+            if isinstance(h.get("test_acc"), (int, float)) and not math.isnan(h["test_acc"])]
+    return max(accs, default=None)
+
+
 @dataclass
 class RunResult:
     """What a run produced: the config, per-epoch history (list of dict rows) and final metrics.
@@ -75,7 +83,7 @@ class RunResult:
             "status": self.status,
             "message": self.message,
             "final": self.history[-1] if self.history else None,
-            "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
+            "best_test_acc": best_accuracy(self.history),
             "wall_time_s": self.wall_time_s,
             "eval_split": self.eval_split,
             "train_samples": self.train_samples,

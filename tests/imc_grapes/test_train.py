@@ -86,6 +86,16 @@ def test_weights_made_non_finite_by_the_last_update_are_a_divergence_not_a_compl
     assert [h["step"] for h in res["history"]] == [2]
 
 
+def test_best_test_acc_leaves_a_nan_accuracy_out_wherever_it_stands():
+    """``max`` over a list with a NaN returns the NaN when it comes first and ignores it otherwise."""
+    cfg = TrainConfig(**TINY)
+    for accs, best in [([float("nan"), 0.5, 0.75], 0.75), ([0.5, float("nan"), 0.25], 0.5),
+                       ([float("nan")], None), ([], None)]:
+        result = T.RunResult(cfg, [{"test_acc": a} for a in accs])
+        assert result.to_dict()["best_test_acc"] == best, accs
+        assert T.best_accuracy(result.history) == best
+
+
 @pytest.mark.parametrize("n, batch, drop_last, per_epoch, steps", [
     (70, 10, True, 3, [2, 5, 7]),        # 7 batches: 7/3 = 2.33 -> 2, 14/3 = 4.67 -> 5, 7
     (75, 10, True, 3, [2, 5, 7]),        # the partial batch of 5 left out: the same 7 batches

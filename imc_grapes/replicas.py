@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -57,7 +58,7 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import RunResult, loss_check_every, split_for, train_loader, write_metrics
+from .train import RunResult, loss_check_every, split_for, stopped_status, train_loader, write_metrics
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -340,6 +341,10 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
 
     Raises:
         ValueError: configs that differ in anything but ``seed``, or that the replica engine does not support.
+
+    Any exception during training (out of memory, Ctrl-C, ...) propagates, each replica still training recorded
+    with status ``failed`` or ``interrupted`` (:func:`~imc_grapes.train.stopped_status`; a diverged one keeps
+    ``diverged``) and its rows so far.
     """
     from tqdm.auto import tqdm
 
@@ -401,67 +406,81 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
         save([i])
 
     save(range(e))
-    evals = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
-    train_batches = 0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros(e, dtype=torch.float64, device=device)
-        correct = torch.zeros(e, dtype=torch.float64, device=device)
-        seen = 0
-        # each replica's permutation, drawn from its loader's generator exactly as BatchLoader does
-        order = torch.stack([torch.randperm(n_train, generator=ld.generator) for ld in loaders]).to(device)
-        bar = tqdm(range(1, n_batches + 1), desc=f"replicas x{e} epoch {epoch}/{cfg.epochs}", disable=not progress,
-                   leave=False, dynamic_ncols=True, mininterval=0.5)
-        for step in bar:
-            x, y = _gather(xs, ys, order[:, (step - 1) * cfg.batch_size: step * cfg.batch_size])
-            if cfg.grapes_mode and train_batches % every == 0:
-                model.refresh_grapes()
-            train_batches += 1
-            out, per = _train_step(model, x, y, lr, sat_every > 0 and (train_batches - 1) % sat_every == 0, watch,
-                                   train_batches)
-            loss_sum += per.to(torch.float64) * y.shape[1]
-            correct += (out.argmax(-1) == y).sum(1)
-            seen += y.shape[1]
-            if step % check_every == 0 or step in evals:                     # as train_batches checks
-                for i, bad in enumerate(watch.read()):
-                    if alive[i] and bad is not None:
-                        at, v = bad
-                        diverge(i, f"loss became {v} at epoch {(at - 1) // n_batches + 1}, step "
-                                   f"{(at - 1) % n_batches + 1} (lr={cfg.lr}); lower the lr")
-                if not any(alive):
-                    break                                                    # every replica diverged: stop
-            if step not in evals:
-                continue
-            train_loss = (loss_sum / seen).tolist()
-            test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
-            acc = (correct / seen).tolist()
-            ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
-            diag = {k: v.tolist() for k, v in {**model.saturation_stats(), **model.importance_stats()}.items()}
-            for i in range(e):
-                if not alive[i]:            # (a live replica's losses were all finite: checked at every step)
-                    continue
-                row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
-                                       "train_loss": train_loss[i], "train_acc": acc[i],
-                                       "test_loss": test_loss[i], "test_acc": test_acc[i],
-                                       "time_s": time.perf_counter() - t0}
-                for name, m in zip(model.names, ms):
-                    row[f"M_mean/{name}"] = m[i]
-                row.update({k: v[i] for k, v in diag.items() if not math.isnan(v[i])})
-                results[i].history.append(row)
-            loss_sum.zero_(), correct.zero_()
+    try:
+        evals = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch))
+                        for k in range(1, cfg.evals_per_epoch + 1)})
+        train_batches = 0
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros(e, dtype=torch.float64, device=device)
+            correct = torch.zeros(e, dtype=torch.float64, device=device)
             seen = 0
-            save([i for i in range(e) if alive[i]])
-            if not any(alive):
-                break
-        bar.close()
-        live = [i for i in range(e) if alive[i]]
-        if not live:
-            break                                                            # nothing left to train
-        accs = ", ".join(f"{100 * results[i].history[-1]['test_acc']:.2f}%" for i in live)
-        log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: test acc {accs}")
-    for i in range(e):
-        if alive[i]:
-            results[i].status = "completed"
+            # each replica's permutation, drawn from its loader's generator exactly as BatchLoader does
+            order = torch.stack([torch.randperm(n_train, generator=ld.generator) for ld in loaders]).to(device)
+            bar = tqdm(range(1, n_batches + 1), desc=f"replicas x{e} epoch {epoch}/{cfg.epochs}", disable=not progress,
+                       leave=False, dynamic_ncols=True, mininterval=0.5)
+            for step in bar:
+                x, y = _gather(xs, ys, order[:, (step - 1) * cfg.batch_size: step * cfg.batch_size])
+                if cfg.grapes_mode and train_batches % every == 0:
+                    model.refresh_grapes()
+                train_batches += 1
+                out, per = _train_step(model, x, y, lr, sat_every > 0 and (train_batches - 1) % sat_every == 0, watch,
+                                       train_batches)
+                loss_sum += per.to(torch.float64) * y.shape[1]
+                correct += (out.argmax(-1) == y).sum(1)
+                seen += y.shape[1]
+                if step % check_every == 0 or step in evals:                     # as train_batches checks
+                    for i, bad in enumerate(watch.read()):
+                        if alive[i] and bad is not None:
+                            at, v = bad
+                            diverge(i, f"loss became {v} at epoch {(at - 1) // n_batches + 1}, step "
+                                       f"{(at - 1) % n_batches + 1} (lr={cfg.lr}); lower the lr")
+                    if not any(alive):
+                        break                                                    # every replica diverged: stop
+                if step not in evals:
+                    continue
+                train_loss = (loss_sum / seen).tolist()
+                test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
+                acc = (correct / seen).tolist()
+                ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
+                diag = {k: v.tolist() for k, v in {**model.saturation_stats(), **model.importance_stats()}.items()}
+                for i in range(e):
+                    if not alive[i]:            # (a live replica's losses were all finite: checked at every step)
+                        continue
+                    row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                           "train_loss": train_loss[i], "train_acc": acc[i],
+                                           "test_loss": test_loss[i], "test_acc": test_acc[i],
+                                           "time_s": time.perf_counter() - t0}
+                    for name, m in zip(model.names, ms):
+                        row[f"M_mean/{name}"] = m[i]
+                    row.update({k: v[i] for k, v in diag.items() if not math.isnan(v[i])})
+                    results[i].history.append(row)
+                loss_sum.zero_(), correct.zero_()
+                seen = 0
+                save([i for i in range(e) if alive[i]])
+                if not any(alive):
+                    break
+            bar.close()
+            live = [i for i in range(e) if alive[i]]
+            if not live:
+                break                                                            # nothing left to train
+            accs = ", ".join(f"{100 * results[i].history[-1]['test_acc']:.2f}%" for i in live)
+            log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: test acc {accs}")
+        for i in range(e):
+            if alive[i]:
+                results[i].status = "completed"
+    except BaseException as exc:         # not a divergence: the replicas still training get failed/interrupted
+        status, message = stopped_status(exc)
+        stopped = [i for i in range(e) if results[i].status == "running"]
+        for i in stopped:
+            results[i].status, results[i].message = status, message
+            if status == "failed":
+                results[i].extra["traceback"] = traceback.format_exc()
+        try:
+            save(stopped)
+        except Exception:   # noqa: BLE001 - e.g. the disk is full: the exception that stopped the run matters
+            pass
+        raise
     save(range(e))
     return results

@@ -5,14 +5,23 @@ keeps what was finished):
 
 * ``metrics.csv`` — one row per epoch: train loss/accuracy, test loss/accuracy, wall time, and the mean
   GRAPES factor of each hidden layer (when GRAPES is on);
-* ``results.json`` — the full config, versions, per-epoch history, final metrics, the run's status
-  (``completed`` or ``diverged`` with the reason) and the absolute data folder (``data_root_resolved``).
+* ``results.json`` — the full config, versions, per-epoch history, final metrics, the run's status and the
+  absolute data folder (``data_root_resolved``).
+
+The status (:data:`RUN_STATUSES`) is ``running`` while the run trains, then one of ``completed``, ``diverged``
+(the loss became NaN/Inf; ``message`` says where), ``failed`` (any other exception, e.g. out of memory or a bug:
+``message`` is its type and text, ``traceback`` the traceback) or ``interrupted`` (Ctrl-C, a SIGTERM that the
+command line turns into one, ``SystemExit``). Only a process killed outright (SIGKILL, power loss) leaves
+``running`` behind, so a ``running`` file whose process is gone is a run that died without a word. Resuming
+(``compare``, ``experiment``) redoes a ``failed`` or ``interrupted`` run like a ``running`` one (``experiment``
+keeps a ``failed`` one: :data:`imc_grapes.experiments.groups.FINISHED`).
 """
 from __future__ import annotations
 
 import functools
 import math
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +43,21 @@ from .versions import versions
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+#: every status a run's ``results.json`` can hold (see the module docstring)
+RUN_STATUSES: tuple[str, ...] = ("running", "completed", "diverged", "failed", "interrupted")
+
+
+def stopped_status(exc: BaseException) -> tuple[str, str]:
+    """The ``(status, message)`` recorded for a run that ``exc`` stopped, other than by a divergence:
+    ``("failed", "<type>: <text>")`` for an :class:`Exception` (out of memory, a bug, a full disk), and
+    ``("interrupted", ...)`` for what stops a run from outside (``KeyboardInterrupt`` — Ctrl-C, or a SIGTERM that
+    the command line raises as one — or ``SystemExit``)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, Exception):
+        return "failed", text
+    return "interrupted", f"interrupted ({text})"
 
 
 def best_accuracy(history: Sequence[dict[str, Any]]) -> float | None:
@@ -186,14 +210,25 @@ class RunFiles:
     @contextmanager
     def finishing(self, net: Network) -> Iterator[None]:
         """Around a run's training: on normal exit the status becomes ``completed`` and the files are saved; on a
-        :class:`DivergenceError` the status becomes ``diverged``, the files are saved and the error propagates;
-        ``net`` is closed either way."""
+        :class:`DivergenceError` the status becomes ``diverged``; on any other exception ``failed`` or
+        ``interrupted`` (:func:`stopped_status`; a failure's traceback goes to ``traceback``); then the files are
+        saved (atomically: a second interrupt leaves the previous ones whole) and the exception propagates. ``net``
+        is closed either way."""
         try:
             yield
             self.result.status = "completed"
         except DivergenceError as exc:
             self.result.status, self.result.message = "diverged", str(exc)
             self.save()
+            raise
+        except BaseException as exc:
+            self.result.status, self.result.message = stopped_status(exc)
+            if self.result.status == "failed":
+                self.result.extra["traceback"] = traceback.format_exc()
+            try:
+                self.save()
+            except Exception:   # noqa: BLE001 - e.g. the disk is full: the exception that stopped the run matters
+                pass
             raise
         finally:
             net.close()
@@ -347,6 +382,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         DivergenceError: the training loss, or the evaluation loss at an evaluation point, became NaN/Inf; the
             files written so far are kept and ``results.json``
             records status ``diverged``.
+
+    Any other exception once the run folder is written (out of memory, Ctrl-C, ...) propagates too, with the files
+    kept and status ``failed`` or ``interrupted`` (:meth:`RunFiles.finishing`).
     """
     device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
 

@@ -423,6 +423,40 @@ def test_a_damaged_run_record_is_trained_again_on_resume_not_a_traceback(tmp_pat
 
 
 
+@pytest.mark.parametrize("exc, status", [(KeyboardInterrupt(), "interrupted"), (RuntimeError("boom"), "failed")])
+def test_an_interrupted_or_failed_run_is_trained_again_on_resume(tmp_path, monkeypatch, exc, status):
+    """A run stopped by Ctrl-C or an error records that status (before: ``running``, indistinguishable from a run
+    still training); the job stops with the exception, and a resumed job trains that run again (not reported as
+    finished), giving the summary of a job never stopped."""
+    import sys
+
+    train_mod = sys.modules["imc_grapes.train"]
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
+    clean = run_compare(spec, tmp_path / "clean", progress=False, log=lambda s: None)
+    step, steps = train_mod.training_step, {"n": 0}
+
+    def stopping(*args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            raise exc
+        return step(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "training_step", stopping)
+        with pytest.raises(type(exc)):
+            run_compare(spec, tmp_path / "job", progress=False, log=lambda s: None)
+    run_file = tmp_path / "job" / "runs" / "digital" / "sgd" / "lr0.1_seed0" / "results.json"
+    assert json.loads(run_file.read_text())["status"] == status
+    calls = []
+    real_train = compare_mod.train
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, *a, **k: calls.append(cfg) or real_train(cfg, *a, **k))
+    said = []
+    second = run_compare(spec, tmp_path / "job", progress=False, log=said.append)
+    assert len(calls) == 1 and not any("(resumed:" in s for s in said), "the stopped run is trained again"
+    assert json.loads(run_file.read_text())["status"] == "completed"
+    assert second["summary"] == clean["summary"]
+
+
 def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp_path, monkeypatch):
     """``--data-root data`` names another folder once the report moves: results.json keeps it as given (the
     config, part of a run's identity) and records the absolute folder it named when the job ran, in the report

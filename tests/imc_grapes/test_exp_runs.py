@@ -3,6 +3,7 @@ command line."""
 import argparse
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,38 @@ def test_a_run_that_raises_is_recorded_as_failed_and_the_experiment_goes_on(tmp_
     n = len(calls)
     run_experiment("rnn", opts, tmp_path, **QUIET)
     assert len(calls) == n, "failed runs count as finished for resume"
+
+
+def test_an_interrupted_run_is_recorded_so_and_trained_again_on_resume(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a run stops the experiment; that run's results.json says ``interrupted`` (before:
+    ``running``) and, unlike a ``failed`` run (above), a resumed experiment trains it again."""
+    import sys
+
+    train_mod = sys.modules["imc_grapes.train"]
+    step, steps = train_mod.training_step, {"n": 0}
+
+    def stopping(*args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd",))
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "training_step", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment("rnn", opts, tmp_path, **QUIET)
+    runs = sorted(tmp_path.glob("groups/*/runs/*/*/results.json"))
+    stopped = [p for p in runs if json.loads(p.read_text())["status"] == "interrupted"]
+    assert len(runs) == len(stopped) == 1, [json.loads(p.read_text())["status"] for p in runs]
+    calls = []
+    real = groups_mod.TRAINERS["custom"]
+    monkeypatch.setitem(groups_mod.TRAINERS, "custom", lambda cfg, run_dir, **kw: calls.append(run_dir)
+                        or real(cfg, run_dir, **kw))
+    res = run_experiment("rnn", opts, tmp_path, **QUIET)
+    assert stopped[0].parent.resolve() in [Path(d).resolve() for d in calls], "the interrupted run is trained again"
+    assert json.loads(stopped[0].read_text())["status"] == "completed"
+    assert all(r["failed"] == r["diverged"] == 0 and r["final_test_acc_mean"] is not None for r in res["summary"])
 
 
 def test_tail_evals_average_each_runs_last_evaluations(tmp_path):

@@ -296,6 +296,49 @@ def test_diverging_replica_is_recorded_and_the_others_go_on(tmp_path, monkeypatc
     assert strip(res[0].history) == strip(train_replicas(cfgs[:1], log=lambda _m: None)[0].history)
 
 
+@pytest.mark.parametrize("exc, status, message", [
+    (KeyboardInterrupt(), "interrupted", "interrupted (KeyboardInterrupt)"),
+    (MemoryError("out of host memory"), "failed", "MemoryError: out of host memory"),
+])
+def test_an_exception_stops_the_live_replicas_as_failed_or_interrupted_and_a_diverged_one_stays_diverged(
+        tmp_path, monkeypatch, exc, status, message) -> None:
+    """Replica 1's logits become NaN at its 3rd step (diverged there); the 4th step raises ``exc``. Before, replica 0
+    stayed ``running`` in its results.json; now it records why it stopped, with its row after step 2, and the
+    exception propagates."""
+    import imc_grapes.replicas as replicas
+
+    forward, step = ReplicaMLP.forward, replicas._train_step
+    calls = {"forward": 0, "step": 0}
+
+    def poisoned(self, x):
+        out = forward(self, x)
+        if torch.is_grad_enabled():
+            calls["forward"] += 1
+            if calls["forward"] >= 3:
+                out = torch.cat([out[:1], out[1:] * float("nan")])
+        return out
+
+    def stopping(*args, **kwargs):
+        calls["step"] += 1
+        if calls["step"] == 4:
+            raise exc
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(ReplicaMLP, "forward", poisoned)
+    monkeypatch.setattr(replicas, "_train_step", stopping)
+    with pytest.raises(type(exc)) as err:
+        train_replicas([base_cfg(seed=s) for s in (1, 2)], [tmp_path / "a", tmp_path / "b"], log=lambda _m: None)
+    assert err.value is exc
+    a = json.loads((tmp_path / "a" / "results.json").read_text())
+    b = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert a["status"] == status and a["message"] == message
+    assert ("traceback" in a) == (status == "failed")
+    assert b["status"] == "diverged" and "loss became nan at epoch 1, step 3" in b["message"]
+    assert "traceback" not in b
+    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]] == [2]
+    assert len((tmp_path / "a" / "metrics.csv").read_text().splitlines()) == 2
+
+
 def test_a_nan_in_one_sample_of_the_first_replica_diverges_it_alone(tmp_path, monkeypatch, one_thread) -> None:
     """One sample's logit of replica 0 (the first in the stack) becomes NaN from its 3rd training step on, as when
     a single input overflows: replica 0 is recorded as diverged exactly as when trained alone with that NaN (same

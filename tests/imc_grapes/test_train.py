@@ -86,6 +86,56 @@ def test_weights_made_non_finite_by_the_last_update_are_a_divergence_not_a_compl
     assert [h["step"] for h in res["history"]] == [2]
 
 
+def raise_at_step(monkeypatch: pytest.MonkeyPatch, call: int, exc: BaseException) -> None:
+    """The run's training step number ``call`` (1-based, counted over the run) raises ``exc`` before training."""
+    step, calls = T.training_step, {"n": 0}
+
+    def maybe_raise(net, x, y, before_update):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise exc
+        return step(net, x, y, before_update)
+    monkeypatch.setattr(T, "training_step", maybe_raise)
+
+
+@pytest.mark.parametrize("exc, status, message", [
+    (KeyboardInterrupt(), "interrupted", "interrupted (KeyboardInterrupt)"),          # Ctrl-C
+    (SystemExit(143), "interrupted", "interrupted (SystemExit: 143)"),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "failed",
+     "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+    (ValueError("a bug"), "failed", "ValueError: a bug"),
+])
+def test_a_run_stopped_by_any_exception_records_why_keeps_its_rows_and_re_raises(tmp_path, monkeypatch, exc, status,
+                                                                                message):
+    """Before, only a divergence was recorded: any other exception left ``results.json`` at ``running``, so a
+    crashed or interrupted run looked like one still training. 4 steps per epoch, evaluated after steps 2 and 4;
+    the exception comes at the 3rd step."""
+    raise_at_step(monkeypatch, 3, exc)
+    closed = []
+    real_build = T.build_network
+
+    def build(*a, **k):
+        net = real_build(*a, **k)
+        close = net.close
+        net.close = lambda: closed.append(1) or close()
+        return net
+    monkeypatch.setattr(T, "build_network", build)
+    with pytest.raises(type(exc)) as err:
+        T.train(TrainConfig(**TINY, epochs=2, evals_per_epoch=2), tmp_path, progress=False, log=quiet)
+    assert err.value is exc, "the exception itself propagates"
+    res = saved(tmp_path)
+    assert res["status"] == status and res["message"] == message
+    assert [h["step"] for h in res["history"]] == [2] and res["final"] == res["history"][0]
+    assert res["best_test_acc"] == res["history"][0]["test_acc"]
+    assert ("traceback" in res) == (status == "failed")
+    if status == "failed":
+        assert res["traceback"].startswith("Traceback") and message in res["traceback"]
+    assert "costs" not in res, "a stopped run has no cost summary of a finished run"
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2
+    assert res["wall_time_s"] > 0 and closed == [1]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left"
+
+
 def test_best_test_acc_leaves_a_nan_accuracy_out_wherever_it_stands():
     """``max`` over a list with a NaN returns the NaN when it comes first and ignores it otherwise."""
     cfg = TrainConfig(**TINY)

@@ -209,7 +209,9 @@ class TrainConfig:
         evals_per_epoch: how many times per epoch the test set is evaluated (a point of the learning curve);
             train loss/accuracy of a point are means over the batches since the previous point. At most the
             number of batches per epoch (a run with more is rejected when it starts, as the data set's size is
-            known only then).
+            known only then). The k-th point of an epoch of n batches comes after batch ``round(k·n/m)`` (m =
+            ``evals_per_epoch``; Python's ``round``: a half goes to the even count, e.g. 93 batches, 4 points:
+            after batches 23, 46, 70, 93): :func:`imc_grapes.train.eval_points`.
     """
 
     dataset: str = "mnist"

@@ -58,7 +58,8 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import RunResult, loss_check_every, split_for, stopped_status, train_loader, write_metrics
+from .train import (RunResult, eval_points, loss_check_every, split_for, stopped_status, train_loader,
+                    write_metrics)
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -407,8 +408,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
 
     save(range(e))
     try:
-        evals = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch))
-                        for k in range(1, cfg.evals_per_epoch + 1)})
+        evals = eval_points(n_batches, cfg.evals_per_epoch)                   # the steps train evaluates after
         train_batches = 0
         for epoch in range(1, cfg.epochs + 1):
             model.train()

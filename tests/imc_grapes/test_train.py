@@ -205,3 +205,15 @@ def test_a_seed_gives_the_same_history_and_weights_in_one_process_and_in_another
     changed = fingerprint(case, 1)
     assert changed["weights"] != first["weights"]
     assert [h["test_loss"] for h in changed["history"]] != [h["test_loss"] for h in first["history"]]
+
+
+@pytest.mark.parametrize("n_batches, per_epoch, points", [
+    (5, 2, {2, 5}),                 # 2.5 -> 2 (a half goes to the even count)
+    (7, 2, {4, 7}),                 # 3.5 -> 4
+    (93, 4, {23, 46, 70, 93}),      # the quick start's compare: 23.25, 46.5 -> 46, 69.75, 93
+    (10, 3, {3, 7, 10}),            # 3.33, 6.67, 10
+    (4, 4, {1, 2, 3, 4}),           # every batch
+    (1, 1, {1}),
+])
+def test_eval_points_follow_the_documented_rounding_rule(n_batches, per_epoch, points):
+    assert T.eval_points(n_batches, per_epoch) == points

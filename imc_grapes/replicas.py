@@ -309,17 +309,20 @@ def _train_step(model: ReplicaMLP, x: Tensor, y: Tensor, lr: float, probe: bool,
 @torch.no_grad()
 def _evaluate(model: ReplicaMLP, xs: Tensor, ys: Tensor, n_replicas: int, batch_size: int = 1000
               ) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy per replica (``[E]`` each) on the evaluation split(s)."""
+    """Mean cross-entropy and accuracy per replica (``[E]`` each) on the evaluation split(s); a replica with a NaN
+    or ±Inf output gets accuracy NaN (as :func:`~imc_grapes.train.evaluate`)."""
     n = xs.shape[1]
     loss_sum = torch.zeros(n_replicas, dtype=torch.float64, device=xs.device)
     correct = torch.zeros(n_replicas, dtype=torch.float64, device=xs.device)
+    finite = torch.ones(n_replicas, dtype=torch.bool, device=xs.device)
     for i in range(0, n, batch_size):
         x = xs[:, i:i + batch_size].expand(n_replicas, -1, *xs.shape[2:])
         y = ys[:, i:i + batch_size].expand(n_replicas, -1)
         out = model(x)
         loss_sum += F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(y).sum(1)
         correct += (out.argmax(-1) == y).sum(1)
-    return loss_sum / n, correct / n
+        finite &= torch.isfinite(out).flatten(1).all(1)
+    return loss_sum / n, torch.where(finite, correct / n, torch.full_like(correct, math.nan))
 
 
 def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | None] | None = None,

@@ -608,3 +608,17 @@ def test_noise_free_replicas_equal_train_up_to_rounding(optimizer: str, analog: 
         assert set(saved) - set(ref_saved) == {"engine", "replicas"} and set(ref_saved) - set(saved) == {"costs"}
         for key in ("status", "eval_split", "train_samples", "eval_samples", "config"):
             assert saved[key] == ref_saved[key], key
+
+
+def test_the_replica_evaluation_gives_nan_accuracy_to_a_replica_with_a_non_finite_output() -> None:
+    """Replica 1's logits hold one NaN, replica 2's one Inf: their accuracies are NaN, replica 0's is its count."""
+    import imc_grapes.replicas as replicas
+
+    ys = torch.tensor([[0, 1, 1, 0, 1]])
+    logits = torch.zeros(3, 5, 2)
+    logits[:, :, 1] = torch.tensor([-1.0, 1.0, -1.0, -1.0, 1.0])       # predicts 0, 1, 0, 0, 1: 4 of 5 right
+    logits[1, 3, 0] = float("nan")
+    logits[2, 0, 1] = float("inf")
+    loss, acc = replicas._evaluate(lambda x: logits[:, : x.shape[1]], torch.zeros(1, 5, 1), ys, 3, batch_size=5)
+    assert acc[0].item() == 4 / 5 and math.isnan(acc[1].item()) and math.isnan(acc[2].item())
+    assert math.isfinite(loss[0].item()) and not math.isfinite(loss[1].item())

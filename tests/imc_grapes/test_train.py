@@ -1,5 +1,6 @@
 """``train`` under edge cases: divergence at any step, the recorded history, and determinism under a seed."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,26 @@ def test_a_seed_gives_the_same_history_and_weights_in_one_process_and_in_another
 ])
 def test_eval_points_follow_the_documented_rounding_rule(n_batches, per_epoch, points):
     assert T.eval_points(n_batches, per_epoch) == points
+
+
+def test_evaluate_counts_hand_checked_predictions_and_gives_nan_accuracy_for_non_finite_outputs():
+    """Logits ``[0, x]``: class 1 predicted when x > 0. A NaN or Inf output in any sample (here in the second batch
+    of 4) makes the accuracy NaN: argmax over NaN logits picks the NaN's index, so before, such a model (e.g. in the
+    inference evaluation, which keeps only the accuracy) had a finite accuracy."""
+    from imc_grapes.data import Split
+
+    model = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0], [1.0]]))
+        model.bias.zero_()
+    xs = [-1.0, 2.0, -3.0, 4.0, 5.0, -6.0]
+    y = torch.tensor([0, 1, 0, 1, 0, 0])
+    loss, acc = T.evaluate(model, Split(torch.tensor(xs).reshape(6, 1), y), batch_size=4)
+    ce = [math.log1p(math.exp(x)) - (x if t == 1 else 0.0) for x, t in zip(xs, y.tolist())]
+    assert acc == 5 / 6 and loss == pytest.approx(sum(ce) / 6, rel=1e-6)
+    for bad in (float("nan"), float("inf")):
+        x = torch.tensor(xs).reshape(6, 1)
+        x[4, 0] = bad
+        loss, acc = T.evaluate(model, Split(x, y), batch_size=4)
+        assert math.isnan(acc) and not math.isfinite(loss), bad
+    assert model.training, "the model's mode is restored"

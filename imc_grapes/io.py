@@ -6,13 +6,15 @@ import io
 import json
 import math
 import os
+import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+_TEMP_TOKEN_BYTES = 6    # the random part of a temporary file's name: 12 hex digits
 
 
 def create_temp(folder: str | os.PathLike[str], name: str) -> tuple[int, str]:
@@ -24,12 +26,19 @@ def create_temp(folder: str | os.PathLike[str], name: str) -> tuple[int, str]:
     Nothing reads or changes the umask, so this is also right in threads and when the umask changes at run time.
     ``O_EXCL`` and a random name keep it from ever opening an existing file."""
     for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}")
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}")
         try:
             return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file for {name} in {folder}")
+
+
+def temp_name_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    """The names :func:`create_temp` gives the temporary files of any of ``names`` (``.<name>.<12 hex digits>``),
+    as a pattern to ``fullmatch`` a file name against: to find the ones a killed process left behind."""
+    alternatives = "|".join(re.escape(n) for n in names)
+    return re.compile(rf"\.(?:{alternatives})\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}")
 
 
 def writable_folder(path: str | os.PathLike[str]) -> Path:

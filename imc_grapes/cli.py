@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
 from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct
@@ -25,7 +30,8 @@ EPILOG_TRAIN = """examples:
   imc-grapes train --model cnn --base-optimizer adam --lr 0.001 --optimizer sgd grapes
 Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also write
 <out>/{summary.csv,summary.json,curves.png} and print a mean ± std table.
-Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss)."""
+Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss), 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM); the run then in progress records status interrupted in its results.json."""
 TRAIN_OUT = "runs/train"
 
 
@@ -479,6 +485,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_quietly_on_broken_pipe(_main, argv)
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (``kill``, a batch scheduler's stop) during ``train`` / ``compare`` / ``experiment``: handled like
+    Ctrl-C, so the run being trained records status ``interrupted`` (:mod:`imc_grapes.train`)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block a SIGTERM raises :class:`Terminated` (in the main thread only: elsewhere no handler can be
+    set, and the block runs unchanged); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _interruptible(command: str, run: Callable[[], int]) -> int:
+    """``run()``, with Ctrl-C or SIGTERM ending it with a one-line note and exit status 130 / 143 (the finished
+    runs and the stopped one's rows are kept: a later run with resume redoes the stopped run)."""
+    try:
+        with _sigterm_as_interrupt():
+            return run()
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nimc-grapes {command}: {how}; the run in progress is recorded as interrupted, finished runs are "
+              "kept", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
 def _main(argv: Sequence[str] | None) -> int:
     """:func:`main` without the broken-pipe handling."""
     args = build_parser().parse_args(argv)
@@ -495,7 +537,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "experiment":
         from .experiments.cli import run_experiment_command
 
-        return run_experiment_command(args)
+        return _interruptible("experiment", lambda: run_experiment_command(args))
     if args.command == "sweep":
         from .sweep.cli import run_sweep_command
 
@@ -506,7 +548,8 @@ def _main(argv: Sequence[str] | None) -> int:
         except ValueError as exc:
             print(f"imc-grapes {args.command}: error: {exc}", file=sys.stderr)
             return 2
-        return _cmd_compare(args) if args.command == "compare" else _cmd_train(args)
+        return _interruptible(args.command, lambda: _cmd_compare(args) if args.command == "compare"
+                              else _cmd_train(args))
     if args.command == "compare-summary":
         return _cmd_compare_summary(args)
     if args.command == "data":

@@ -22,7 +22,9 @@ Sizes: --tiny (synthetic data), --quick (subsets; 5 seeds digital, 3 analog), de
 5 seeds: hours).
 Each experiment writes <out>/{report.md,results.json,results.csv,summary.csv,*.png} and groups/<key>/ (one
 compare-style folder per data set × network × hardware); a second run with the same options resumes.
-Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data."""
+Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM): the run in progress records status interrupted and is redone
+by the next run with the same options."""
 
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

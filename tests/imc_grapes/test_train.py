@@ -241,3 +241,41 @@ def test_evaluate_counts_hand_checked_predictions_and_gives_nan_accuracy_for_non
         loss, acc = T.evaluate(model, Split(x, y), batch_size=4)
         assert math.isnan(acc) and not math.isfinite(loss), bad
     assert model.training, "the model's mode is restored"
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_the_train_command_stopped_by_a_signal_records_the_run_as_interrupted(tmp_path, sig, code):
+    """``imc-grapes train`` in a child process, sent SIGTERM (kill, a scheduler's stop) or SIGINT (Ctrl-C) once its
+    first evaluation row is written: it exits with 143 / 130 and its results.json says ``interrupted`` with the rows
+    so far (before: a SIGTERM killed it with ``running`` left in the file). The child is always reaped."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "imc_grapes", "train", "--dataset", "synthetic", "--hidden", "16",
+           "--optimizer", "sgd", "--train-subset", "2000", "--batch-size", "10", "--evals-per-epoch", "200",
+           "--epochs", "1000", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(T.__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        files = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = list(out.glob("*/results.json"))
+            if files and json.loads(files[0].read_text() or "{}").get("history"):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and files, "the run did not start in time"
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err.decode()
+    res = json.loads(files[0].read_text())
+    assert res["status"] == "interrupted"
+    assert res["message"] == ("interrupted (Terminated)" if sig == "SIGTERM" else "interrupted (KeyboardInterrupt)")
+    assert [h["step"] for h in res["history"][:2]] == [1, 2]     # 200 batches, evaluated after each
+    assert b"the run in progress is recorded as interrupted" in err

@@ -18,6 +18,7 @@ from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .io import folder_error, writable_folder
 from .pipes import exit_quietly_on_broken_pipe
+from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 if TYPE_CHECKING:
@@ -356,7 +357,7 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
     try:
         if bad:
             raise ConfigError(f"--method/--reference/--control must be optimizers ({', '.join(OPTIMIZERS)}), "
-                              f"got {bad}")
+                              f"got {bad}{did_you_mean_each(bad, OPTIMIZERS)}")
         rows = summarize(args.reports, *names)
     except ConfigError as exc:
         print(f"imc-grapes compare-summary: error: {exc}", file=sys.stderr)
@@ -409,8 +410,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"imc-grapes data fetch: error: {exc}", file=sys.stderr)
         if args.source not in SOURCES:
-            print(f"imc-grapes data fetch: error: unknown --source {args.source!r}; valid: {', '.join(SOURCES)}",
-                  file=sys.stderr)
+            print(f"imc-grapes data fetch: error: unknown --source {args.source!r}; valid: {', '.join(SOURCES)}"
+                  f"{did_you_mean(args.source, SOURCES)}", file=sys.stderr)
         if unknown or args.source not in SOURCES:
             return 2
     if args.data_cmd == "fetch" and any(n != SYNTHETIC for n in names):
@@ -438,7 +439,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingArgumentParser(
         prog="imc-grapes",
         description="Hardware-aware in-memory-computing simulator: train networks on simulated analog "
                     "crossbars and compare SGD with GRAPES.",

@@ -32,6 +32,7 @@ from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_ato
                  write_json_atomic)
 from .plotting import fit_title
 from .report import seed_band
+from .suggest import did_you_mean
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
 
 HARDWARE = ("digital", "analog")
@@ -113,7 +114,8 @@ class CompareSpec:
             if not all(seed_in_range(s) for s in seeds):
                 raise ConfigError(f"{name} must be integers in {SEED_RANGE}, got {list(seeds)}")
         if self.tune_score not in TUNE_SCORES:
-            raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}")
+            raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}"
+                              f"{did_you_mean(self.tune_score, TUNE_SCORES)}")
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise ConfigError(msg)
         if not (is_number(self.target_acc) and 0 < self.target_acc <= 1):
@@ -246,7 +248,8 @@ def tune_score(run: RunResult, how: str, tail: int = 1) -> float | None:
     :func:`~imc_grapes.train.tail_accuracy`) or
     its best evaluation (``"best"``); None unless it completed."""
     if how not in TUNE_SCORES:
-        raise ValueError(f"tune_score: how must be one of {', '.join(TUNE_SCORES)}, got {how!r}")
+        raise ValueError(f"tune_score: how must be one of {', '.join(TUNE_SCORES)}, got {how!r}"
+                         f"{did_you_mean(how, TUNE_SCORES)}")
     if run.status != "completed" or not run.history:
         return None
     return tail_accuracy(run.history, tail) if how == "final" else max(h["test_acc"] for h in run.history)

@@ -16,6 +16,7 @@ import torch
 from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, optimizer_class
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
+from .suggest import did_you_mean, did_you_mean_each
 
 MODELS = ("mlp", "cnn")
 #: where the network's weights live: plain torch, this project's crossbar engine, or IBM's aihwkit
@@ -253,28 +254,33 @@ class TrainConfig:
                f"TrainConfig.hidden must be a list of one or more integer widths ≥ 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         _check(isinstance(self.dataset, str) and self.dataset in DATASET_NAMES,
-               f"TrainConfig.dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
+               f"TrainConfig.dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}"
+               f"{did_you_mean(self.dataset, DATASET_NAMES)}")
         _check(self.data_root is None or isinstance(self.data_root, (str, os.PathLike)),
                f"TrainConfig.data_root must be None or the path of a folder, got {self.data_root!r}")
         _check(isinstance(self.model, str) and self.model in MODELS,
-               f"TrainConfig.model must be one of {', '.join(MODELS)}, got {self.model!r}")
+               f"TrainConfig.model must be one of {', '.join(MODELS)}, got {self.model!r}"
+               f"{did_you_mean(self.model, MODELS)}")
         _check(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
                f"TrainConfig.hidden must be one or more widths ≥ 1, got {list(self.hidden)}")
         _check(isinstance(self.activation, str) and self.activation in ACTIVATIONS,
-               f"TrainConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+               f"TrainConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+               f"{did_you_mean(self.activation, ACTIVATIONS)}")
         number("dropout", "in [0, 1)")
         _check(0.0 <= self.dropout < 1.0, f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
         _check(isinstance(self.rule, str) and self.rule in RULES,
-               f"TrainConfig.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+               f"TrainConfig.rule must be one of {', '.join(RULES)}, got {self.rule!r}"
+               f"{did_you_mean(self.rule, RULES)}")
         _check(not (self.model == "cnn" and self.rule != "bp"),
                f"rule {self.rule!r} is implemented for the mlp model only; use --rule bp with --model cnn")
         _check(isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS,
-               f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+               f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+               f"{did_you_mean(self.optimizer, OPTIMIZERS)}")
         valid_base, base = base_optimizer_names(), self.base_optimizer
         if not (isinstance(base, str) and base in valid_base):
             why = UNSUPPORTED_BASE_OPTIMIZERS.get(base, "") if isinstance(base, str) else ""
             raise ConfigError(f"TrainConfig.base_optimizer must be one of {', '.join(valid_base)}, "
-                              f"got {base!r}{f' ({why})' if why else ''}")
+                              f"got {base!r}{f' ({why})' if why else did_you_mean(base, valid_base)}")
         number("lr", "> 0")
         _check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be > 0 (and finite), got {self.lr}")
         number("momentum", "≥ 0")
@@ -313,7 +319,8 @@ class TrainConfig:
         if isinstance(self.analog, dict):
             object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
         _check(isinstance(self.backend, str) and self.backend in BACKENDS,
-               f"TrainConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+               f"TrainConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+               f"{did_you_mean(self.backend, BACKENDS)}")
         _check(isinstance(self.analog, AnalogSettings),
                f"TrainConfig.analog must be an AnalogSettings (or a dict of its fields), got {self.analog!r}")
         _check(not (base in MATRIX_ONLY_BASE_OPTIMIZERS and self.model == "cnn" and self.backend == "digital"),
@@ -376,7 +383,8 @@ class TrainConfig:
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - valid)
         if unknown:
-            raise ConfigError(f"unknown train config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
+            raise ConfigError(f"unknown train config field(s) {unknown}; valid: {', '.join(sorted(valid))}"
+                              f"{did_you_mean_each(unknown, valid)}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":

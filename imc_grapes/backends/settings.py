@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..suggest import did_you_mean, did_you_mean_each
+
 IMPORTANCE_SOURCES = ("exact", "array")
 
 
@@ -77,7 +79,8 @@ class AnalogSettings:
         from devices import PRESETS
 
         _check(isinstance(self.preset, str) and self.preset in PRESETS,
-               f"AnalogSettings.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+               f"AnalogSettings.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"
+               f"{did_you_mean(self.preset, PRESETS)}")
         _check(isinstance(self.device_overrides, dict) and all(isinstance(k, str) for k in self.device_overrides),
                f"AnalogSettings.device_overrides must be a dict of device fields and values, "
                f"got {self.device_overrides!r}")
@@ -98,7 +101,8 @@ class AnalogSettings:
             v = getattr(self, name)
             _check(isinstance(v, bool), f"AnalogSettings.{name} must be true or false, got {v!r}")
         _check(isinstance(self.importance, str) and self.importance in IMPORTANCE_SOURCES,
-               f"AnalogSettings.importance must be one of {', '.join(IMPORTANCE_SOURCES)}, got {self.importance!r}")
+               f"AnalogSettings.importance must be one of {', '.join(IMPORTANCE_SOURCES)}, got {self.importance!r}"
+               f"{did_you_mean(self.importance, IMPORTANCE_SOURCES)}")
         _check(_is_int(self.importance_every) and self.importance_every >= 1,
                f"AnalogSettings.importance_every must be an integer ≥ 1, got {self.importance_every!r}")
         _check(_is_finite(self.importance_g_offset) and self.importance_g_offset >= 0,
@@ -122,7 +126,8 @@ class AnalogSettings:
         preset = get_preset(self.preset)
         valid = sorted(f.name for f in dataclasses.fields(preset))
         unknown = sorted(set(self.device_overrides) - set(valid))
-        _check(not unknown, f"unknown device field(s) {unknown} for preset {self.preset!r}; valid: {', '.join(valid)}")
+        _check(not unknown, f"unknown device field(s) {unknown} for preset {self.preset!r}; valid: {', '.join(valid)}"
+                            f"{did_you_mean_each(unknown, valid)}")
         return get_preset(self.preset, **self.device_overrides) if self.device_overrides else preset
 
     def check_energy_table(self) -> None:
@@ -149,5 +154,6 @@ class AnalogSettings:
     def from_dict(cls, d: dict[str, Any]) -> "AnalogSettings":
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - valid)
-        _check(not unknown, f"unknown analog setting(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        _check(not unknown, f"unknown analog setting(s) {unknown}; valid: {', '.join(sorted(valid))}"
+                            f"{did_you_mean_each(unknown, valid)}")
         return cls(**d)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .cache import DatasetError, resolved_data_root, verify
 from .idx import read_idx
 from .registry import DATASET_NAMES, SYNTHETIC, get_spec
+from ..suggest import did_you_mean
 
 
 @dataclass
@@ -122,7 +123,8 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
     if name == SYNTHETIC:
         return make_synthetic(seed=seed, device=device)
     if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}"
+                         f"{did_you_mean(name, DATASET_NAMES)}")
     return load_real(name, root, device)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..suggest import did_you_mean
+
 
 @dataclass(frozen=True)
 class IdxFile:
@@ -104,5 +106,6 @@ def get_spec(name: str) -> DatasetSpec:
         raise ValueError(f"dataset {SYNTHETIC!r} is generated on the fly from its seed and has no files; the data "
                          f"sets with files are {', '.join(REAL_DATASETS)}")
     if name not in REAL_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}"
+                         f"{did_you_mean(name, DATASET_NAMES)}")
     return REAL_DATASETS[name]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..io import create_temp, temp_name_pattern, writable_folder
+from ..suggest import did_you_mean
 
 try:
     import fcntl
@@ -193,7 +194,7 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
     """
     spec = get_spec(name)
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+        raise ValueError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}{did_you_mean(source, SOURCES)}")
     folder = dataset_dir(spec, root)
 
     def tidy() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..compare import CompareSpec
 from ..config import ConfigError, TrainConfig
+from ..suggest import did_you_mean
 from .groups import Group
 from .models import describe_model
 from .options import DEFAULT_PRESET, ExperimentOptions, budget_for
@@ -342,7 +343,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 def plan_experiment(name: str, options: ExperimentOptions) -> list[Group]:
     """The groups of experiment ``name`` under ``options``."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}"
+                         f"{did_you_mean(name, EXPERIMENTS)}")
     groups = EXPERIMENTS[name].plan(options)
     if not groups:
         raise ValueError(f"experiment {name!r} has no groups for {options}")

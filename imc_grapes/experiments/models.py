@@ -27,6 +27,7 @@ import crossbar
 from ..backends import AnalogLayer, CrossbarLayer, Network, crossbar_config_from, layer_seed
 from ..recurrent import CELLS, SequenceClassifier
 from ..snu import ENCODINGS, SpikingClassifier
+from ..suggest import did_you_mean, did_you_mean_each
 
 __all__ = ["CUSTOM_MODELS", "build_custom_model", "custom_network", "describe_model"]
 
@@ -37,16 +38,19 @@ _SNN_KEYS = {"steps", "encoding", "decay", "threshold", "surrogate_beta"}
 def _check_spec(spec: Mapping[str, Any]) -> None:
     kind = spec.get("kind")
     if kind not in CUSTOM_MODELS:
-        raise ValueError(f"model.kind must be one of {', '.join(CUSTOM_MODELS)}, got {kind!r}")
+        raise ValueError(f"model.kind must be one of {', '.join(CUSTOM_MODELS)}, got {kind!r}"
+                         f"{did_you_mean(kind, CUSTOM_MODELS)}")
     allowed = {"kind", "hidden"} | (_SNN_KEYS if kind in ("snu", "ssnu") else set())
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise ValueError(f"model {kind!r}: unknown field(s) {unknown}; valid: {', '.join(sorted(allowed))}")
+        raise ValueError(f"model {kind!r}: unknown field(s) {unknown}; valid: {', '.join(sorted(allowed))}"
+                         f"{did_you_mean_each(unknown, allowed)}")
     hidden = spec.get("hidden")
     if not hidden or any(int(h) < 1 for h in hidden):
         raise ValueError(f"model.hidden must be one or more widths >= 1, got {hidden!r}")
     if kind in ("snu", "ssnu") and spec.get("encoding", "rate") not in ENCODINGS:
-        raise ValueError(f"model.encoding must be one of {', '.join(ENCODINGS)}, got {spec.get('encoding')!r}")
+        raise ValueError(f"model.encoding must be one of {', '.join(ENCODINGS)}, got {spec.get('encoding')!r}"
+                         f"{did_you_mean(spec.get('encoding'), ENCODINGS)}")
 
 
 def describe_model(spec: Mapping[str, Any]) -> str:

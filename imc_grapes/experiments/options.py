@@ -18,6 +18,7 @@ from typing import Any
 from ..backends import AnalogSettings
 from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, is_int, is_number, seed_in_range
 from ..data.registry import DATASET_NAMES
+from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
 
 __all__ = ["DEFAULT_PRESET", "SIZES", "Budget", "ExperimentOptions", "budget_for"]
@@ -104,15 +105,16 @@ class ExperimentOptions:
             if v is not None:
                 object.__setattr__(self, name, tuple(v))
         if self.size not in SIZES:
-            raise ConfigError(f"ExperimentOptions.size must be one of {', '.join(SIZES)}, got {self.size!r}")
+            raise ConfigError(f"ExperimentOptions.size must be one of {', '.join(SIZES)}, got {self.size!r}"
+                              f"{did_you_mean(self.size, SIZES)}")
         bad = [b for b in self.backends if b not in BACKENDS]
         if not self.backends or bad or len(set(self.backends)) != len(self.backends):
             raise ConfigError(f"ExperimentOptions.backends must be distinct entries of {', '.join(BACKENDS)}, "
-                              f"got {list(self.backends)}")
+                              f"got {list(self.backends)}{did_you_mean_each(bad, BACKENDS)}")
         bad = [o for o in self.optimizers if o not in OPTIMIZERS]
         if not self.optimizers or bad:
             raise ConfigError(f"ExperimentOptions.optimizers must be one or more of {', '.join(OPTIMIZERS)}, "
-                              f"got {list(self.optimizers)}")
+                              f"got {list(self.optimizers)}{did_you_mean_each(bad, OPTIMIZERS)}")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
                                        or not all(is_int(s) and seed_in_range(s) for s in self.seeds)):
             raise ConfigError(f"ExperimentOptions.seeds must name at least one seed, distinct integers in {SEED_RANGE} "

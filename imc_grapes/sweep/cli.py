@@ -180,7 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     """:func:`main` without the broken-pipe handling."""
-    parser = argparse.ArgumentParser(prog="imc-grapes")
+    from ..suggest import SuggestingArgumentParser
+
+    parser = SuggestingArgumentParser(prog="imc-grapes")
     sub = parser.add_subparsers(dest="command", required=True)
     add_sweep_parser(sub)
     args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])

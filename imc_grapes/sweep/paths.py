@@ -20,6 +20,7 @@ from typing import Any
 
 from ..backends.settings import AnalogSettings
 from ..config import DIGITAL_ANALOG_FIELDS, ConfigError, TrainConfig
+from ..suggest import did_you_mean
 
 #: the ``periphery.*`` alias: AnalogSettings fields describing the tile periphery
 PERIPHERY_FIELDS: tuple[str, ...] = ("dac_bits", "adc_bits", "out_noise", "ideal_periphery", "tile_size")
@@ -77,7 +78,7 @@ def resolve_path(path: str) -> FieldPath:
         valid = train_fields()
         if path not in valid:
             raise SpecError(f"unknown field {path!r} (top level = TrainConfig fields); valid: {', '.join(valid)}; "
-                            f"sections: {', '.join(s + '.*' for s in SECTIONS)}")
+                            f"sections: {', '.join(s + '.*' for s in SECTIONS)}{did_you_mean(path, valid)}")
         return FieldPath(path, "train", path)
     head, rest = parts[0], parts[1:]
     if head == "analog" and len(rest) == 2 and rest[0] == "device_overrides":
@@ -89,11 +90,12 @@ def resolve_path(path: str) -> FieldPath:
         valid = analog_fields()
         if name not in valid:
             raise SpecError(f"unknown field {path!r}: {name!r} is not an AnalogSettings field; valid analog.* "
-                            f"fields: {', '.join(valid)}")
+                            f"fields: {', '.join(valid)}{did_you_mean(name, valid)}")
         return FieldPath(path, "analog", name)
     if head == "periphery":
         if name not in PERIPHERY_FIELDS:
-            raise SpecError(f"unknown field {path!r}: valid periphery.* fields: {', '.join(PERIPHERY_FIELDS)}")
+            raise SpecError(f"unknown field {path!r}: valid periphery.* fields: {', '.join(PERIPHERY_FIELDS)}"
+                            f"{did_you_mean(name, PERIPHERY_FIELDS)}")
         return FieldPath(path, "analog", name)
     if head == "device":
         # the preset may itself be swept, so the device fields are checked per point (by AnalogSettings);
@@ -101,14 +103,14 @@ def resolve_path(path: str) -> FieldPath:
         valid = device_fields()
         if name not in valid:
             raise SpecError(f"unknown field {path!r}: {name!r} is not a field of any device preset; valid device.* "
-                            f"fields: {', '.join(valid)}")
+                            f"fields: {', '.join(valid)}{did_you_mean(name, valid)}")
         return FieldPath(path, "device", name)
     valid = train_fields()
     if head in valid:
         raise SpecError(f"sweep path {path!r}: {head!r} is a plain TrainConfig field and has no sub-fields; "
                         f"sections with sub-fields: {', '.join(s + '.*' for s in SECTIONS)}")
     raise SpecError(f"unknown section {head!r} in {path!r}; valid sections: {', '.join(s + '.*' for s in SECTIONS)} "
-                    f"(or a top-level TrainConfig field: {', '.join(valid)})")
+                    f"(or a top-level TrainConfig field: {', '.join(valid)}){did_you_mean(head, [*SECTIONS, *valid])}")
 
 
 def device_fields(preset: str | None = None) -> list[str]:

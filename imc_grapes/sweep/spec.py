@@ -55,6 +55,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
 from ..backends.settings import AnalogSettings
 from ..config import (DIGITAL_ANALOG_FIELDS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, identity_dict,
                       is_int, seed_in_range)
+from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
 
@@ -84,7 +85,8 @@ class Range:
         object.__setattr__(self, "args", tuple(self.args))
         k, a = self.kind, self.args
         if k not in RANGE_KINDS:
-            raise SpecError(f"Range.kind must be one of {', '.join(RANGE_KINDS)}, got {k!r}")
+            raise SpecError(f"Range.kind must be one of {', '.join(RANGE_KINDS)}, got {k!r}"
+                            f"{did_you_mean(k, RANGE_KINDS)}")
         if k == "choice":
             if not a:
                 raise SpecError("Range choice must list at least one value, got []")
@@ -457,7 +459,8 @@ def _load_base_from(path: Path) -> dict[str, Any]:
 def _check_keys(table: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
     unknown = sorted(set(table) - set(valid))
     if unknown:
-        raise SpecError(f"unknown key(s) {unknown} in {where}; valid: {', '.join(valid)}")
+        raise SpecError(f"unknown key(s) {unknown} in {where}; valid: {', '.join(valid)}"
+                        f"{did_you_mean_each(unknown, valid)}")
 
 
 def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.PathLike[str] = ".") -> SweepSpec:

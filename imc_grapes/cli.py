@@ -22,6 +22,8 @@ from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 if TYPE_CHECKING:
+    import torch
+
     from .compare import CompareSpec
 
 EPILOG_TRAIN = """examples:
@@ -146,6 +148,16 @@ def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
                        **kw)  # type: ignore[arg-type]
 
 
+def _check_fits(cfg: TrainConfig, device: torch.device) -> None:
+    """Raise :class:`ConfigError` (``hidden: ...``) when ``cfg``'s network cannot fit in ``device``'s memory
+    (:func:`~imc_grapes.capacity.check_model_fits`), before any data set is loaded."""
+    from .capacity import check_model_fits
+    from .data.registry import sample_shape
+
+    shape, n_classes = sample_shape(cfg.dataset)
+    check_model_fits(cfg, shape, n_classes, device)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser(
@@ -183,6 +195,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         configs = train_configs(args)
         device = configs[0].resolved_device()
+        _check_fits(configs[0], device)
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
@@ -309,7 +322,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         spec = compare_spec(args)
-        spec.base.resolved_device()
+        _check_fits(spec.base, spec.base.resolved_device())
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2

@@ -307,6 +307,23 @@ class SmallCNN(nn.Module):
         return f"channels={list(self.channels)}, input_size={self.input_size}, activation={self.activation!r}"
 
 
+def weight_count(name: str, *, input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] | None = None,
+                 kernel_size: int = 3, bias: bool = False) -> int:
+    """The number of trainable parameters of :func:`build_model`'s network, by arithmetic alone (nothing is
+    allocated, so it also answers for a network too large to build). Arguments as :func:`build_model`'s; a name
+    or shape it would refuse is not checked here (0 weights for an input the CNN cannot pool)."""
+    shape = tuple(int(s) for s in input_shape)
+    if name.lower() == "mlp":
+        sizes = [math.prod(shape), *(hidden if hidden is not None else (256, 256)), n_classes]
+        return sum(a * b + (b if bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+    channels = [int(c) for c in (hidden if hidden is not None else (16, 32))]
+    ins = [shape[0], *channels[:-1]]
+    convs = sum(c_in * c_out * kernel_size ** 2 + (c_out if bias else 0) for c_in, c_out in zip(ins, channels))
+    ph, pw = (shape[1] // 2 ** len(channels), shape[2] // 2 ** len(channels)) if len(shape) == 3 else (0, 0)
+    n_flat = channels[-1] * ph * pw
+    return convs + n_flat * n_classes + (n_classes if bias else 0)
+
+
 def build_model(
     name: str,
     *,

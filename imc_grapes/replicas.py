@@ -53,6 +53,7 @@ import crossbar
 from .backends.hardware import crossbar_config_from
 from .backends.importance import COMPARE_EVERY, pearson
 from .backends.network import layer_seed
+from .capacity import check_model_fits
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
@@ -121,6 +122,7 @@ class ReplicaMLP(torch.nn.Module):
         cfg = cfgs[0]
         self.cfg = cfg
         self.n_replicas = len(cfgs)
+        check_model_fits(cfg, input_shape, n_classes, device, copies=len(cfgs))
         sizes = [math.prod(input_shape), *cfg.hidden, n_classes]
         xcfg = crossbar_config_from(cfg.analog)
         self.layers = torch.nn.ModuleList([

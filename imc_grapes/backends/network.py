@@ -106,7 +106,8 @@ def build_network(cfg: Any, input_shape: tuple[int, ...], n_classes: int,
         device: where the model lives (the aihwkit backend: CPU only).
 
     Raises:
-        ValueError: aihwkit on a non-CPU device, aihwkit with ``importance='array'``, an unknown backend.
+        ValueError: aihwkit on a non-CPU device, aihwkit with ``importance='array'``, an unknown backend, a
+            network whose weights cannot fit in the device's memory (:func:`~imc_grapes.capacity.check_model_fits`).
     """
     device = torch.device(device)
     backend = cfg.backend
@@ -122,6 +123,9 @@ def build_network(cfg: Any, input_shape: tuple[int, ...], n_classes: int,
                 f"analog.importance={settings.importance!r} is implemented for the crossbar backend only: an "
                 "all-ones read of an aihwkit tile gives the signed row sum Σw of one signed array, not the "
                 "differential-pair sum Σ(G⁺+G⁻); use analog.importance='exact' with aihwkit")
+    from ..capacity import check_model_fits   # (imported here: imc_grapes.config imports this package)
+
+    check_model_fits(cfg, input_shape, n_classes, device)
     model = build_model(cfg.model, input_shape=tuple(input_shape), n_classes=n_classes, hidden=list(cfg.hidden),
                         activation=cfg.activation, dropout=cfg.dropout, rule=cfg.rule, seed=cfg.seed)
     analog: dict[str, AnalogLayer] = {}

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .cache import DatasetError, resolved_data_root, verify
 from .idx import read_idx
-from .registry import DATASET_NAMES, SYNTHETIC, get_spec
+from .registry import DATASET_NAMES, SYNTHETIC, SYNTHETIC_CLASSES, SYNTHETIC_IMAGE_SHAPE, get_spec
 from ..suggest import did_you_mean
 
 
@@ -86,8 +86,8 @@ def load_real(name: str, root: str | os.PathLike[str] | None = None,
                    Split(images(arrays[2]), labels(arrays[3])), spec.n_classes)
 
 
-def make_synthetic(n_train: int = 2000, n_test: int = 500, n_classes: int = 10,
-                   image_shape: tuple[int, int, int] = (1, 28, 28), noise: float = 1.0, seed: int = 0,
+def make_synthetic(n_train: int = 2000, n_test: int = 500, n_classes: int = SYNTHETIC_CLASSES,
+                   image_shape: tuple[int, int, int] = SYNTHETIC_IMAGE_SHAPE, noise: float = 1.0, seed: int = 0,
                    device: torch.device | str = "cpu") -> Dataset:
     """A small, learnable, deterministic stand-in for MNIST, for fast tests.
 

@@ -98,6 +98,18 @@ FASHION_MNIST = DatasetSpec(
 REAL_DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (MNIST, FASHION_MNIST)}
 SYNTHETIC = "synthetic"
 DATASET_NAMES: tuple[str, ...] = (*REAL_DATASETS, SYNTHETIC)
+#: one sample's ``(channels, height, width)`` and the number of classes of the ``synthetic`` set (``load_dataset``)
+SYNTHETIC_IMAGE_SHAPE: tuple[int, int, int] = (1, 28, 28)
+SYNTHETIC_CLASSES = 10
+
+
+def sample_shape(name: str) -> tuple[tuple[int, int, int], int]:
+    """``(image_shape, n_classes)`` of data set ``name`` as :func:`~imc_grapes.data.load_dataset` loads it, known
+    without loading it: ``((1, 28, 28), 10)`` for every data set here. ``ValueError`` for an unknown name."""
+    if name == SYNTHETIC:
+        return SYNTHETIC_IMAGE_SHAPE, SYNTHETIC_CLASSES
+    spec = get_spec(name)
+    return spec.image_shape, spec.n_classes
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -3,9 +3,9 @@
     python examples/compare_analog.py             # MNIST subset (needs `imc-grapes data fetch mnist`)
     python examples/compare_analog.py --synthetic # no data needed, seconds
 
-The same as `imc-grapes compare --epochs 1 --test-subset 1000 --importance array --out runs/example-compare`
+The same as `imc-grapes compare --epochs 1 --test-subset 1000 --importance array --out runs/examples/compare_analog`
 (with `--dataset synthetic --train-subset 2000` for --synthetic): 1 epoch, GRAPES's importance read from the
-array; the table is printed and the report lands in runs/example-compare/report.md.
+array; the table is printed and the report lands in runs/examples/compare_analog/report.md.
 """
 import argparse
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
                        analog=AnalogSettings(preset="ReRamSB", adc_bits=9, dac_bits=7, importance="array"))
     spec = CompareSpec(base=base, optimizers=("sgd", "grapes", "layer-mean"), hardware=("digital", "analog"),
                        analog_backend="crossbar", lr_grid=(0.1,), seeds=(0,))
-    run_compare(spec, "runs/example-compare")
+    run_compare(spec, "runs/examples/compare_analog")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ FA uses M = 2F/max F unclipped; DFA scales each synapse by P^{l+1}_i · P^l_j fr
 import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
+from imc_grapes.report import mean_pm_std
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
                             "runs/examples/exp_fa_dfa", log=lambda s: None)
     for row in result["summary"]:
         acc = ("no completed run" if row["final_test_acc_mean"] is None else
-               f"{100 * row['final_test_acc_mean']:.2f} ± {100 * row['final_test_acc_std']:.2f} %")
+               f"{mean_pm_std(row['final_test_acc_mean'], row['final_test_acc_std'], row['completed'])} %")
         print(f"{row['dataset']:>13} {row['rule']:>3} {row['optimizer']:<10} lr {row['lr']:<6g} test acc {acc}")
     print("report: runs/examples/exp_fa_dfa/report.md")
 

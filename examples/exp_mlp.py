@@ -9,6 +9,7 @@ Same as `imc-grapes experiment mlp --quick`.
 import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
+from imc_grapes.report import mean_pm_std
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,8 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     for g in groups:
         c = next(c for c in result["comparisons"] if c["group"] == g["key"] and (c["a"], c["b"]) == ("grapes", "sgd"))
         d = c["final_acc"]
-        print(f"{g['labels']['dataset']:>13} {g['labels']['network']:<26} GRAPES − SGD: {100 * d['mean']:+.2f} ± "
-              f"{100 * d['std']:.2f} points ({d['positive']}/{d['n']} seeds higher)")
+        print(f"{g['labels']['dataset']:>13} {g['labels']['network']:<26} GRAPES − SGD: "
+              f"{mean_pm_std(d['mean'], d['std'], d['n'], sign=True)} points ({d['positive']}/{d['n']} seeds higher)")
     print("report: runs/examples/exp_mlp/report.md")
 
 

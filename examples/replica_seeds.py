@@ -10,12 +10,14 @@ order depends on the number of torch threads, to a relative 1e-5). In a sweep: `
 """
 import argparse
 import math
+import statistics
 import time
 
 import torch
 
 from imc_grapes import TrainConfig, load_dataset, train_replicas
 from imc_grapes.backends import AnalogSettings
+from imc_grapes.report import mean_pm_std
 
 SAT_TOL = 1e-5   # relative: the sat/* ratios are float32 sums whose order depends on the number of torch threads
 
@@ -58,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(runs)} GRAPES runs on an EcRam crossbar, trained together in {seconds:.1f} s")
     for run in runs:
         print(f"  seed {run.config.seed}: test accuracy {100 * run.history[-1]['test_acc']:.2f} % ({run.status})")
-    accs = torch.tensor([r.history[-1]["test_acc"] for r in runs]) * 100
-    print(f"  mean ± std over seeds: {accs.mean():.2f} ± {accs.std():.2f} %")
+    accs = [r.history[-1]["test_acc"] for r in runs]
+    std = statistics.stdev(accs) if len(accs) > 1 else None     # one seed: no seed-to-seed spread, shown as —
+    print(f"  mean ± std over seeds: {mean_pm_std(statistics.fmean(accs), std, len(accs))} %")
 
     alone = train_replicas(configs[-1:], dataset=data, log=lambda s: None)[0]
     diff = differing(alone.history, runs[-1].history)

@@ -3,7 +3,8 @@
     python examples/train_mnist_grapes.py            # needs `imc-grapes data fetch mnist` first
     python examples/train_mnist_grapes.py --synthetic  # no data needed
 
-The same as `imc-grapes train --optimizer sgd grapes`, in a few lines of Python.
+The same as `imc-grapes train --optimizer sgd grapes`, in a few lines of Python; each run's metrics.csv and
+results.json land in runs/examples/train_mnist_grapes/<optimizer>/.
 """
 import argparse
 
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
 
     base = TrainConfig(dataset="synthetic" if args.synthetic else "mnist", hidden=(256, 256), lr=0.1,
                        batch_size=64, epochs=args.epochs, seed=0)
-    results = [train(base.replace(optimizer=opt), out_dir=f"runs/example/{opt}") for opt in ("sgd", "grapes")]
+    results = [train(base.replace(optimizer=opt), out_dir=f"runs/examples/train_mnist_grapes/{opt}")
+               for opt in ("sgd", "grapes")]
     print(format_table(summarise(results)))
 
 

@@ -31,7 +31,7 @@ from .data import Dataset, load_dataset, recorded_data_root
 from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
                  write_json_atomic)
 from .plotting import fit_title
-from .report import seed_band
+from .report import mean_pm_std, seed_band
 from .suggest import did_you_mean
 from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
 
@@ -383,14 +383,6 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
             row[f"inference_acc@{t}"] = m
         rows.append(row)
     return rows
-
-
-def mean_pm_std(mean: float, std: float | None, n: int, sign: bool = False) -> str:
-    """``mean ± std`` of fractions, in % (points), 2 decimals (``+`` on a positive mean with ``sign``); the std
-    as ``—`` when it rests on fewer than 2 values (``n``): a single seed has no seed-to-seed spread (its stored
-    std is 0)."""
-    text = f"{100 * mean:+.2f}" if sign else f"{100 * mean:.2f}"
-    return text + (f" ± {100 * (std or 0.0):.2f}" if n >= 2 else " ± —")
 
 
 def _fmt(v: float | None, pct: bool = False, digits: int = 2) -> str:

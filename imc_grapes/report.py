@@ -11,6 +11,14 @@ from .plotting import fit_title
 from .train import RunResult
 
 
+def mean_pm_std(mean: float, std: float | None, n: int, sign: bool = False) -> str:
+    """``mean ± std`` of fractions, in % (points), 2 decimals (``+`` on a positive mean with ``sign``); the std
+    as ``—`` when it rests on fewer than 2 values (``n``): a single seed has no seed-to-seed spread (its stored
+    std is 0)."""
+    text = f"{100 * mean:+.2f}" if sign else f"{100 * mean:.2f}"
+    return text + (f" ± {100 * (std or 0.0):.2f}" if n >= 2 else " ± —")
+
+
 def seed_band(values: Any) -> tuple[Any, Any]:
     """Mean and sample standard deviation (ddof = 1, as the tables' mean ± std) over the seeds, axis 0 of a numpy
     array ``[seeds, points]``; a zero spread for one seed."""
@@ -58,7 +66,7 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
         if r["final_test_acc_mean"] is None:
             lines.append(f"{str(r[key]):<14} {runs:>5}  {'diverged' if diverged else 'no result':>20}")
             continue
-        acc = f"{100 * r['final_test_acc_mean']:.2f} ± {100 * r['final_test_acc_std']:.2f}"
+        acc = mean_pm_std(r["final_test_acc_mean"], r["final_test_acc_std"], r["runs"] - diverged)
         lines.append(f"{str(r[key]):<14} {runs:>5}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
                      f"{r['final_train_loss_mean']:>10.4f}  {r['wall_time_s_mean']:>8.1f}")
     if any(r.get("diverged", 0) for r in rows):

@@ -199,16 +199,34 @@ def _save(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _x_scale(ax: Any, values: Sequence[float]) -> None:
-    """A log x axis for values >= 0 whose positive ones span >= 20x (symmetric-log, linear up to the smallest
-    positive value, when 0 is among them); else linear."""
-    positive = [v for v in values if v > 0]
-    if not positive or min(values) < 0 or max(positive) / min(positive) < 20:
-        return
-    if len(positive) == len(values):
+#: a numeric axis whose positive values span this factor or more is drawn on a log scale (:func:`_x_scale`)
+LOG_AXIS_SPAN = 10.0
+#: at most this many values get a tick each on a log axis; more keep matplotlib's ticks at the powers of ten
+MAX_VALUE_TICKS = 8
+
+
+def _x_scale(ax: Any, values: Sequence[float]) -> str:
+    """Set and return the x scale of a numeric sweep axis: ``log`` for values > 0 whose largest is
+    :data:`LOG_AXIS_SPAN` (10) times their smallest or more, ``symlog`` (linear up to the smallest positive value)
+    for such values with 0 among them, else ``linear``; no negative value is ever on a log axis. On a log axis
+    each value (up to :data:`MAX_VALUE_TICKS`) gets a tick labelled with it and no other tick is labelled: a log
+    axis's default labels are the powers of ten, and on one that spans a decade or two they name the minor ticks
+    too, which crowd."""
+    import matplotlib.ticker as ticker
+
+    positive = [float(v) for v in values if v > 0]
+    if not positive or min(values) < 0 or max(positive) / min(positive) < LOG_AXIS_SPAN:
+        return "linear"
+    scale = "log" if len(positive) == len(values) else "symlog"
+    if scale == "log":
         ax.set_xscale("log")
     else:
         ax.set_xscale("symlog", linthresh=min(positive))
+    ticks = sorted({float(v) for v in values})
+    if len(ticks) <= MAX_VALUE_TICKS:
+        ax.set_xticks(ticks, [_fmt_value(v) for v in ticks])
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    return scale
 
 
 def reference_groups(ref: Sequence[Any], optimizer: str, axis: str) -> dict[str | None, list[float]]:

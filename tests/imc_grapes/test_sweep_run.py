@@ -728,8 +728,9 @@ def test_lock_and_cli_errors(finished, tmp_path, capsys):
 
 
 def test_x_axis_scale_rule():
-    """Log x for positive values spanning >= 20x; symmetric-log (linear up to the smallest positive value) when 0
-    is among them (e.g. an offset swept from 0); linear otherwise."""
+    """Log x for positive values spanning >= 10x (also at two points: 0.001 and 0.01 were drawn on a linear axis);
+    symmetric-log (linear up to the smallest positive value) when 0 is among them (e.g. an offset swept from 0);
+    linear otherwise. A log axis has a tick at each value, labelled with it, and no other labelled tick."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -737,15 +738,25 @@ def test_x_axis_scale_rule():
 
     from imc_grapes.sweep.report import _x_scale
 
-    cases = [([0.001, 0.004, 0.064], "log"), ([0.0, 0.0013, 0.013, 0.14], "symlog"), ([1, 2, 4], "linear"),
-             ([0.0, 1.0], "linear"), ([-1.0, 0.1, 10.0], "linear")]
+    cases = [([0.001, 0.004, 0.064], "log"), ([0.001, 0.01], "log"), ([1, 10], "log"), ([1, 9.9], "linear"),
+             ([0.0, 0.0013, 0.013, 0.14], "symlog"), ([1, 2, 4], "linear"), ([0.0, 1.0], "linear"),
+             ([-1.0, 0.1, 10.0], "linear")]
     for values, scale in cases:
         fig, ax = plt.subplots()
-        _x_scale(ax, values)
-        assert ax.get_xscale() == scale, values
+        ax.plot(values, [1.0] * len(values), "o")
+        assert _x_scale(ax, values) == scale == ax.get_xscale(), values
         if scale == "symlog":
             assert ax.xaxis.get_transform().linthresh == 0.0013
+        if scale != "linear":
+            fig.canvas.draw()
+            assert list(ax.get_xticks()) == sorted(float(v) for v in values)
+            assert [t.get_text() for t in ax.get_xticklabels()] == [f"{float(v):g}" for v in sorted(values)]
+            assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
         plt.close(fig)
+    fig, ax = plt.subplots()                    # many values: matplotlib's own ticks (powers of ten), not one each
+    values = [10.0 ** (k / 3) for k in range(12)]
+    assert _x_scale(ax, values) == "log" and len(ax.get_xticks()) != len(values)
+    plt.close(fig)
 
 
 def test_pending_points_are_neither_failed_nor_counted_as_runs(finished, tmp_path, monkeypatch):

@@ -456,8 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imc-grapes",
         description="Hardware-aware in-memory-computing simulator: train networks on simulated analog "
                     "crossbars and compare SGD with GRAPES.",
-        epilog="Run `imc-grapes COMMAND --help` for the options of each command. Every command exits with 141 "
-               "when the reader of its output goes away (e.g. `| head`).\n\n"
+        epilog="Run `imc-grapes COMMAND --help` for the options of each command. Every command exits with 141\n"
+               "when it writes to a reader that has gone away (e.g. `| head -1`), as a shell tool ends on SIGPIPE;\n"
+               "output that the pipe took before the reader went (a short --help) ends with 0 (`seq 3 | head -1`).\n\n"
                "environment:\n"
                "  IMC_GRAPES_DATA     data cache folder (default ~/.cache/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"

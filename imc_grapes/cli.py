@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
 from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct
+from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .io import folder_error, writable_folder
@@ -49,8 +50,9 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     g.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
                    "~/.cache/imc-grapes/data)")
     g.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)} (default %(default)s)")
-    g.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
-                   help="MLP hidden widths (default %(default)s)")
+    g.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help="the MLP's hidden widths, or the CNN's conv channels per block (default: the model's own, "
+                        + ", ".join(f"{m} {' '.join(map(str, w))}" for m, w in DEFAULT_HIDDEN.items()) + ")")
     g.add_argument("--activation", default=d.activation, help=f"{' or '.join(ACTIVATIONS)} (default %(default)s)")
     g.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability (default %(default)s)")
     g.add_argument("--rule", default=d.rule, help=f"error propagation: {', '.join(RULES)} (default %(default)s)")
@@ -137,7 +139,8 @@ def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
     from .backends import AnalogSettings
 
     subsets = {k: None if getattr(args, k) == 0 else getattr(args, k) for k in ("train_subset", "test_subset")}
-    return TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model, hidden=tuple(args.hidden),
+    return TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model,
+                       hidden=None if args.hidden is None else tuple(args.hidden),  # type: ignore[arg-type]
                        activation=args.activation, dropout=args.dropout, rule=args.rule,
                        base_optimizer=args.base_optimizer.lower(), momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size, drop_last=args.drop_last,

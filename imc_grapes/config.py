@@ -16,6 +16,7 @@ import torch
 from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, optimizer_class
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
+from .models import DEFAULT_HIDDEN
 from .suggest import did_you_mean, did_you_mean_each
 
 MODELS = ("mlp", "cnn")
@@ -165,7 +166,9 @@ class TrainConfig:
         dataset: ``mnist``, ``fashion-mnist`` or ``synthetic``.
         data_root: cache folder of the data sets (default ``$IMC_GRAPES_DATA`` / ``~/.cache/imc-grapes/data``).
         model: ``mlp`` or ``cnn``.
-        hidden: hidden layer widths of the MLP (ignored by the CNN).
+        hidden: the MLP's hidden layer widths, or the CNN's conv channels per block; ``None`` (the default)
+            gives the model's own (:data:`imc_grapes.models.DEFAULT_HIDDEN`: ``(256, 256)`` for the MLP, ``(16, 32)`` for the CNN),
+            which the config then holds (a ``replace(model=...)`` keeps the widths it had).
         activation: ``relu`` or ``tanh``.
         dropout: dropout probability after hidden activations, in [0, 1).
         rule: how errors reach hidden layers: ``bp``, ``fa`` (feedback alignment), ``dfa`` (direct FA).
@@ -218,7 +221,7 @@ class TrainConfig:
     dataset: str = "mnist"
     data_root: str | None = None
     model: str = "mlp"
-    hidden: tuple[int, ...] = (256, 256)
+    hidden: tuple[int, ...] = None  # type: ignore[assignment]  # None: the model's own, set in __post_init__
     activation: str = "relu"
     dropout: float = 0.0
     rule: str = "bp"
@@ -250,6 +253,8 @@ class TrainConfig:
             _check(ok, f"TrainConfig.{name} must be {'an integer' if integer else 'a number'} {valid}"
                        f"{' (or None for all)' if optional else ''}, got {v!r}")
 
+        if self.hidden is None:   # the model's own (an unknown model is reported below, by its own check)
+            object.__setattr__(self, "hidden", DEFAULT_HIDDEN.get(self.model, DEFAULT_HIDDEN["mlp"]))
         _check(_is_sequence(self.hidden) and all(is_int(h) for h in self.hidden),
                f"TrainConfig.hidden must be a list of one or more integer widths ≥ 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))

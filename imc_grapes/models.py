@@ -307,6 +307,11 @@ class SmallCNN(nn.Module):
         return f"channels={list(self.channels)}, input_size={self.input_size}, activation={self.activation!r}"
 
 
+DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"mlp": (256, 256), "cnn": (16, 32)}
+"""Each model's ``hidden`` when none is given: the MLP's hidden widths (the reference network), the CNN's conv
+channels per block."""
+
+
 def weight_count(name: str, *, input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] | None = None,
                  kernel_size: int = 3, bias: bool = False) -> int:
     """The number of trainable parameters of :func:`build_model`'s network, by arithmetic alone (nothing is
@@ -314,9 +319,9 @@ def weight_count(name: str, *, input_shape: Sequence[int], n_classes: int, hidde
     or shape it would refuse is not checked here (0 weights for an input the CNN cannot pool)."""
     shape = tuple(int(s) for s in input_shape)
     if name.lower() == "mlp":
-        sizes = [math.prod(shape), *(hidden if hidden is not None else (256, 256)), n_classes]
+        sizes = [math.prod(shape), *(hidden if hidden is not None else DEFAULT_HIDDEN["mlp"]), n_classes]
         return sum(a * b + (b if bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
-    channels = [int(c) for c in (hidden if hidden is not None else (16, 32))]
+    channels = [int(c) for c in (hidden if hidden is not None else DEFAULT_HIDDEN["cnn"])]
     ins = [shape[0], *channels[:-1]]
     convs = sum(c_in * c_out * kernel_size ** 2 + (c_out if bias else 0) for c_in, c_out in zip(ins, channels))
     ph, pw = (shape[1] // 2 ** len(channels), shape[2] // 2 ** len(channels)) if len(shape) == 3 else (0, 0)
@@ -367,7 +372,7 @@ def build_model(
     if key == "mlp":
         if conv_factory is not None:
             raise ValueError("build_model: conv_factory applies to 'cnn' only, got it for 'mlp'")
-        widths = tuple(hidden) if hidden is not None else (256, 256)
+        widths = tuple(hidden) if hidden is not None else DEFAULT_HIDDEN["mlp"]
         return MLP(
             [math.prod(shape), *widths, n_classes],
             activation=activation,
@@ -384,7 +389,7 @@ def build_model(
     return SmallCNN(
         in_channels=shape[0],
         n_classes=n_classes,
-        channels=tuple(hidden) if hidden is not None else (16, 32),
+        channels=tuple(hidden) if hidden is not None else DEFAULT_HIDDEN["cnn"],
         kernel_size=kernel_size,
         input_size=(shape[1], shape[2]),
         activation=activation,

@@ -284,3 +284,26 @@ def test_a_digital_run_is_identified_without_the_analog_settings_it_ignores():
     assert TrainConfig(backend="crossbar", analog=ecram).normalised().analog == ecram
     cfg = TrainConfig()
     assert cfg.normalised() is cfg
+
+
+def test_hidden_defaults_to_the_models_own_widths():
+    """Without ``hidden`` each model gets its own: the MLP 256-256 hidden units, the CNN 16 and 32 channels (it used
+    to get the MLP's 256-256 as conv channels, a 16× wider, ≈ 200× costlier network than the documented CNN)."""
+    from imc_grapes.cli import build_parser, train_configs
+    from imc_grapes.models import build_model
+
+    assert TrainConfig().hidden == (256, 256)
+    assert TrainConfig(model="cnn").hidden == (16, 32)
+    assert TrainConfig(model="cnn", hidden=[8]).hidden == (8,)
+    assert TrainConfig(model="cnn").to_dict()["hidden"] == [16, 32]          # the record names the widths used
+    cnn = build_model("cnn", input_shape=(1, 28, 28), n_classes=10, hidden=TrainConfig(model="cnn").hidden)
+    assert [m.out_channels for m in cnn.hidden_layers()] == [16, 32]
+    for argv, widths in ((["train", "--model", "cnn"], (16, 32)), (["train"], (256, 256)),
+                         (["train", "--model", "cnn", "--hidden", "4", "8"], (4, 8)),
+                         (["compare", "--model", "cnn"], (16, 32))):
+        args = build_parser().parse_args(argv)
+        if argv[0] == "train":
+            assert train_configs(args)[0].hidden == widths, argv
+        else:
+            from imc_grapes.cli import compare_spec
+            assert compare_spec(args).base.hidden == widths, argv

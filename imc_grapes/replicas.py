@@ -59,8 +59,8 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import (RunResult, eval_points, loss_check_every, split_for, stopped_status, train_loader,
-                    write_metrics)
+from .train import (DivergenceError, RunResult, check_eval_loss, eval_points, loss_check_every, split_for,
+                    stopped_status, train_loader, write_metrics)
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -447,6 +447,12 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                     continue
                 train_loss = (loss_sum / seen).tolist()
                 test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
+                for i in range(e):              # the update of this step is checked here only (as train does)
+                    if alive[i]:
+                        try:
+                            check_eval_loss(test_loss[i], f"epoch {epoch}, step {step}", cfg.lr)
+                        except DivergenceError as exc:
+                            diverge(i, str(exc))
                 acc = (correct / seen).tolist()
                 ms = [m.float().mean(-1).tolist() for m in model.modulations] if model.modulations else []
                 diag = {k: v.tolist() for k, v in {**model.saturation_stats(), **model.importance_stats()}.items()}

@@ -622,3 +622,40 @@ def test_the_replica_evaluation_gives_nan_accuracy_to_a_replica_with_a_non_finit
     loss, acc = replicas._evaluate(lambda x: logits[:, : x.shape[1]], torch.zeros(1, 5, 1), ys, 3, batch_size=5)
     assert acc[0].item() == 4 / 5 and math.isnan(acc[1].item()) and math.isnan(acc[2].item())
     assert math.isfinite(loss[0].item()) and not math.isfinite(loss[1].item())
+
+
+def test_non_finite_outputs_at_the_last_evaluation_diverge_the_replica_as_train_does(tmp_path, monkeypatch) -> None:
+    """The training losses are checked before each update, so the update of the last step shows only in the
+    evaluation after it: a replica whose evaluation loss is NaN there is recorded as diverged (with train()'s
+    message, that point without a history row), not as completed; the other replica completes unchanged."""
+    from imc_grapes.models import MLP
+    from imc_grapes.train import DivergenceError, train
+
+    def poison(forward, replica_1_only):
+        state = {"evals": 0}
+
+        def poisoned(self, x):
+            out = forward(self, x)
+            if not torch.is_grad_enabled():
+                state["evals"] += 1
+                if state["evals"] >= 2:                                   # the second (last) evaluation
+                    if replica_1_only:
+                        return torch.cat([out[:1], out[1:] * float("nan")])
+                    return out * float("nan")
+            return out
+        return poisoned
+
+    cfg = base_cfg(seed=1, epochs=1)                                       # 5 batches, evaluated after 2 and 5
+    with monkeypatch.context() as m:
+        m.setattr(MLP, "forward", poison(MLP.forward, False))
+        with pytest.raises(DivergenceError) as single:
+            train(cfg, progress=False, log=lambda _m: None)
+    cfgs = [base_cfg(seed=s, epochs=1) for s in (1, 2)]
+    alone = train_replicas(cfgs[:1], log=lambda _m: None)[0]
+    monkeypatch.setattr(ReplicaMLP, "forward", poison(ReplicaMLP.forward, True))
+    res = train_replicas(cfgs, [tmp_path / "a", tmp_path / "b"], log=lambda _m: None)
+    assert str(single.value).startswith("evaluation loss became nan after epoch 1, step 5 (lr=0.05)")
+    assert res[1].status == "diverged" and res[1].message == str(single.value)
+    assert len(res[1].history) == 1                                       # the point after step 2 only
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["status"] == "diverged"
+    assert res[0].status == "completed" and strip(res[0].history) == strip(alone.history)

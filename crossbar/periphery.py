@@ -25,7 +25,9 @@ configuration can ever need (a number fixed by the config, see :func:`bound_mana
 in one batched matmul and each sample/tile keeps its first passing round (``torch.where``/``gather``), which
 is the same distribution as aihwkit's loop but costs that many MVMs. On the CPU, where reading values is free,
 the rounds run one at a time as in aihwkit's loop: round 0 for every sample, each later round only for the
-samples that still have a saturated output (:func:`_rounds_on_demand`). Like aihwkit, bound management is
+samples that still have a saturated output (:func:`_rounds_on_demand`); the sync-free MVMs of a counter-based
+generator (the replicas) run round 0 alone there and all rounds only when a vector saturates, with exactly the
+all-rounds numbers (:func:`_round_zero_exact`). Like aihwkit, bound management is
 only applied in the forward direction (``transposed=False``); for the backward pass it is ignored.
 Not modelled: IR drop, output non-linearity, voltage offsets, asymmetries, PCM read noise, the
 AbsMaxNPSum / AverageAbsMax noise managements, multi-pass MVM types.
@@ -525,8 +527,10 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
     Forward inputs may differ per tile *row* block too (``[R, C, B, cols]``: how :mod:`crossbar.replicas`
     feeds ``E`` replicas folded into the row-block dimension). ``sync_free``: never take the CPU shortcut of
     trying the first bound-management round alone (all rounds at once, so the random stream does not depend
-    on the data), as on GPUs. Otherwise, on the CPU, when at least :data:`~crossbar._reduce.SILENT_SHARE` of the input
-    vectors are all zero (with noise management their outputs are exactly 0), only the others are computed.
+    on the data), as on GPUs; on the CPU with a :class:`~devices.rng.CounterRNG` round 0 is still tried alone,
+    giving bit for bit the all-rounds result and counter (:func:`_round_zero_exact`). Otherwise, on the CPU, when
+    at least :data:`~crossbar._reduce.SILENT_SHARE` of the input vectors are all zero (with noise management their
+    outputs are exactly 0), only the others are computed.
     """
     n_r, n_c = tiles_w.shape[0], tiles_w.shape[1]
     batch = xin.shape[2]
@@ -553,6 +557,10 @@ def _analog_mvm_blocks(tiles_w: Tensor, xin: Tensor, p: IOParameters, generator:
             skipped = n_r * n_c * (batch - keep.numel())              # one pass each, as computed in full
             return MVMResult(out, passes, None if res.total is None else res.total + skipped)
     rounds = bound_management_rounds(p, transposed)
+    if rounds > 1 and sync_free and isinstance(generator, rng.CounterRNG) and host_reads_free(xin):
+        # the replicas on the CPU: round 0 alone when no vector saturates, exactly the all-rounds result
+        return _round_zero_exact(xin, mat, alpha, alpha_safe, alpha_pos, nm_on, p, generator, transposed, rounds,
+                                 full_shape)
     if rounds > 1 and host_reads_free(xin) and not sync_free:
         # On the CPU a host check is free: the rounds one at a time, as aihwkit's loop (the common case, no
         # saturated output, needs one MVM instead of ``rounds``). On GPUs all rounds run batched, without a
@@ -705,6 +713,38 @@ def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
         if not bool(pending.any()):
             break
     return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed, rounds)
+
+
+def _round_zero_exact(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,
+                      nm_on: bool, p: IOParameters, generator: rng.CounterRNG, transposed: bool, rounds: int,
+                      full_shape: tuple[int, int, int]) -> MVMResult:
+    """:func:`_mvm_rounds` of all ``rounds`` bound-management rounds (the sync-free path of a
+    :class:`~devices.rng.CounterRNG`), bit for bit, computing the later rounds only when some vector needs them
+    (the CPU, where reading values is free; :mod:`crossbar.replicas`).
+
+    Round 0 runs alone: its DAC codes, the products and every draw are those of the all-rounds computation at
+    round 0's positions (:class:`~devices.rng.WindowedDraws`: round 0 is the first ``B`` of the ``rounds·B``
+    vectors of each draw, and the counter advances as the all-rounds draws). The matmul runs over the same
+    ``[R, C, rounds·B, n_in]`` layout with the later rounds' rows zero: BLAS rounds a row's products differently
+    with the number of rows (measured with MKL: rows of 1–3- or 7-row products differ in the last bit from the
+    same rows of a larger one), not with the other rows' values. If every (tile) output vector passes, that is the
+    all-rounds result (each vector's first passing round is round 0); otherwise the counter is reset and all
+    rounds are computed (:func:`_mvm_rounds`). Cost without saturation: the matmul of the all-rounds path, one
+    round of DAC, draws and ADC (instead of ``rounds``)."""
+    n_r, n_c, batch = full_shape
+    counter = generator.counter
+    draws = rng.WindowedDraws(generator, 2, rounds)
+    xq = _dac_rounds(xin, alpha_safe, p, draws, 1, (n_r, n_c) if p.random_dac else None)   # [R|1, C|1, B, n_in]
+    padded = xq.new_zeros((*xq.shape[:2], rounds * batch, xq.shape[-1]))
+    padded[:, :, :batch] = xq
+    products = torch.matmul(padded, mat)[:, :, :batch].contiguous()                  # [R, C, B, n_out]
+    q = _adc_grid(xq, None, p, draws, products)
+    if q.numel() == 0 or bool(_passed(q, p).all()):     # a NaN vector fails, as in every round of _mvm_rounds
+        return _rescaled(q.clamp_(-p.out_bound, p.out_bound), None, alpha, alpha_safe, alpha_pos, nm_on, p,
+                         transposed)
+    generator.counter = counter
+    return _mvm_rounds(xin, mat, alpha, alpha_safe, nm_on, p, generator, transposed, rounds, full_shape,
+                       alpha_pos=alpha_pos)
 
 
 def _passed(q: Tensor, p: IOParameters) -> Tensor:

@@ -17,10 +17,11 @@ on the CPU (first bound-management round alone, sparse pulse trains, sparse devi
 stream depend on all replicas' data, so the replica path never consumes random numbers data-dependently: on GPUs
 it takes the dense, sync-free route; on the CPU (where host reads are free) it computes only what can matter but
 addresses every number by its position in the dense draw (:meth:`devices.rng.CounterRNG.uniform_runs` /
-:meth:`~devices.rng.CounterRNG.at`), so it gets the dense route's numbers and counts: the pulse trains hold only
-the slots each sample uses (``slot < BL``, packed per tile), and the device update runs in cache-sized blocks
-(only the pulsed devices when few are). The numbers differ from a ``TileArray`` with the same seed (a different
-generator); the distributions agree.
+:meth:`~devices.rng.CounterRNG.at`; in the MVMs :class:`~devices.rng.WindowedDraws`: bound management's round 0
+alone unless a vector saturates, see :func:`crossbar.periphery._round_zero_exact`), so it gets the dense route's
+numbers and counts: the pulse trains hold only the slots each sample uses (``slot < BL``, packed per tile), and the
+device update runs in cache-sized blocks (only the pulsed devices when few are). The numbers differ from a
+``TileArray`` with the same seed (a different generator); the distributions agree.
 
 :class:`ReplicaLinear` is the bias-free ``nn.Linear`` of ``E`` replicas (``x: [E, B, in] -> [E, B, out]``), an
 analog module like :class:`~crossbar.modules.AnalogLinear`: the pulsed in-memory update is applied at

@@ -20,7 +20,8 @@ unchanged on CPU and CUDA without a host synchronisation. Uniforms take the top 
 Partial draws give exactly the full draw's numbers at their positions and advance the counter as the full draw,
 so they keep replica exactness: a ``window`` (the first ``n`` entries along a dimension),
 :meth:`CounterRNG.uniform_runs` (scattered rows of the last dimension) and :meth:`CounterRNG.at` (chosen flat
-positions, or a block, for code that makes one draw). Work buffers and index offsets are reused across draws.
+positions, or a block, for code that makes one draw); :class:`WindowedDraws` takes every draw of some code as a
+window of a larger draw. Work buffers and index offsets are reused across draws.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["CounterRNG", "IndexedDraws", "Generator", "add_normal", "rand", "randn", "normal_"]
+__all__ = ["CounterRNG", "IndexedDraws", "WindowedDraws", "Generator", "add_normal", "rand", "randn", "normal_"]
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)      # SplitMix64 increment, as a signed int64
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -382,6 +383,48 @@ class IndexedDraws(CounterRNG):
     def __repr__(self) -> str:
         return (f"IndexedDraws({self.size} of {self.full_shape}, used={self.used}, "
                 f"parent={self.parent!r})")
+
+
+class WindowedDraws(CounterRNG):
+    """Draws of a :class:`CounterRNG` taken as windows of ``factor`` times larger draws: a drop-in ``generator=``
+    whose draw of ``shape`` returns the first ``shape[dim]`` entries along ``dim`` of the parent's draw of that
+    shape with ``shape[dim] * factor`` entries there (:meth:`CounterRNG.uniform`'s ``window``), and advances the
+    parent as that larger draw.
+
+    Code that draws for ``factor`` stacked blocks along ``dim`` (e.g. the bound-management rounds of an MVM,
+    ``[R, C, rounds·B, n]``) can so run for the first block alone (``[R, C, B, n]``) and get exactly the numbers the
+    stacked draws give it, with the parent's counter ending where the stacked draws leave it. Any number of draws,
+    uniform or normal, each of its own shape (``1 <= dim < len(shape)``; a window of its own is refused).
+    """
+
+    def __init__(self, parent: CounterRNG, dim: int, factor: int) -> None:  # noqa: D107
+        if not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"WindowedDraws.factor must be an integer >= 1, got {factor!r}")
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"WindowedDraws.dim must be a non-leading dimension (an integer >= 1), got {dim!r}")
+        self.parent, self.dim, self.factor = parent, dim, factor
+        self.keys, self.seeds, self.device = parent.keys, parent.seeds, parent.device
+
+    @property
+    def counter(self) -> int:  # type: ignore[override]
+        return self.parent.counter
+
+    @counter.setter
+    def counter(self, value: int) -> None:
+        self.parent.counter = value
+
+    def uniform(self, shape: Sequence[int], dtype: torch.dtype = torch.float32,
+                window: tuple[int, int] | None = None) -> Tensor:
+        """The first ``shape[dim]`` entries along ``dim`` of the parent's uniforms of the enlarged shape."""
+        shape = tuple(int(s) for s in shape)
+        if window is not None or len(shape) <= self.dim:
+            raise ValueError(f"WindowedDraws: a draw needs more than {self.dim} dimensions and no window of its "
+                             f"own, got shape {shape}, window {window}")
+        full = shape[:self.dim] + (shape[self.dim] * self.factor,) + shape[self.dim + 1:]
+        return self.parent.uniform(full, dtype, window=(self.dim, shape[self.dim]))
+
+    def __repr__(self) -> str:
+        return f"WindowedDraws(dim={self.dim}, factor={self.factor}, parent={self.parent!r})"
 
 
 Generator = Union[torch.Generator, CounterRNG, None]

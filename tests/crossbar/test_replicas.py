@@ -571,3 +571,81 @@ def test_noisy_periphery_outputs_have_the_closed_form_distribution_in_both_engin
     assert int(tile.counters["forward_passes"]) == int(one.counters["forward_passes"]) == n * (tiles * batch + 1)
     assert int(many.counters["forward_passes"]) == (n // e) * (e * tiles * batch + 1)
     assert int(tile.counters["backward_passes"]) == int(one.counters["backward_passes"]) == n * tiles * batch
+
+
+# ---------------------------------------------------------------- round 0 first on the CPU (bound management)
+_BM_IO = {   # bound-managed forward peripheries (5 rounds: max_bm_res 0.25 / inp_res 1/126 ...) with out_bound 4
+    "out-noise": IOParameters(out_bound=4.0),
+    "inp-noise": IOParameters(out_bound=4.0, inp_noise=0.03),
+    "sto-rounding": IOParameters(out_bound=4.0, inp_sto_round=True, out_sto_round=True),
+    "w-noise": IOParameters(out_bound=4.0, w_noise=0.02, w_noise_type="additive_constant"),
+    "all-noise": IOParameters(out_bound=4.0, inp_noise=0.02, inp_sto_round=True, out_sto_round=True,
+                              w_noise=0.01, w_noise_type="additive_constant"),
+    "upper-bound-test": IOParameters(out_bound=4.0, bm_test_negative_bound=False),
+    "no-adc-grid": IOParameters(out_bound=4.0, out_res=0.0),     # products' last bits visible in the outputs
+}
+
+
+def _bm_inputs(kind: str, e: int, batch: int, in_f: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[e, batch, in_f]`` inputs for weights of about 0.5 on every device: one-hot vectors plus a little noise
+    (outputs about 0.5, far inside ``out_bound = 4``, with products that round) for ``"none"``; with ``"one"`` the
+    last vector of replica 0 only is all ones (tile outputs about ``0.5·16 = 8`` at noise management's scale of 1:
+    saturated in round 0); ``"all"``: every vector all ones."""
+    gen = torch.Generator().manual_seed(e * 100 + batch)
+    x = 0.02 * (torch.rand(e, batch, in_f, generator=gen, dtype=dtype) - 0.5)
+    x[:, torch.arange(batch), torch.arange(batch) % in_f] = 1.0
+    if kind == "one":
+        x[0, -1] = 1.0
+    elif kind == "all":
+        x.fill_(1.0)
+    return x
+
+
+@pytest.mark.parametrize("batch", [3, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["f32", "f64"])
+@pytest.mark.parametrize("saturating", ["none", "one", "all"])
+@pytest.mark.parametrize("io", list(_BM_IO), ids=list(_BM_IO))
+def test_cpu_round_zero_first_is_the_all_rounds_mvm_bit_for_bit(io: str, saturating: str, dtype: torch.dtype,
+                                                                 batch: int, monkeypatch) -> None:
+    """On the CPU the replicas' bound-managed MVM computes round 0 alone and the later rounds only when a vector
+    saturates (``periphery._round_zero_exact``). Its outputs, pass counters and generator counter must equal, bit for
+    bit, those of the sync-free all-rounds computation (the GPU route, taken here on the CPU by
+    ``no_host_reads``), for E = 1 and E = 3, forward, transposed and the hardware row sums, with every kind of
+    noise, for batches with no, one and only saturating vectors (the shortcut taken exactly when none saturates).
+    Batch 3: MKL rounds the rows of a 3-row product differently from the same rows of the all-rounds 15-row one
+    (what the zero-padded matmul of the shortcut avoids)."""
+    from crossbar import periphery
+    from devices import no_host_reads
+    cfg = CrossbarConfig(device=ConstantStepDevice(dw_min=0.01), forward=_BM_IO[io],
+                         backward=IOParameters(out_noise=0.05, inp_sto_round=True), tile_rows=8, tile_cols=16)
+    assert periphery.bound_management_rounds(cfg.forward) == 5
+    taken = []
+    shortcut = periphery._mvm_rounds
+    monkeypatch.setattr(periphery, "_mvm_rounds",                  # the all-rounds computations of > 1 round
+                        lambda *a, **k: (a[8] > 1 and taken.append(a[8])) or shortcut(*a, **k))
+    out_f, in_f = 20, 30                                            # a 3 x 2 grid of 8 x 16 tiles
+    gen = torch.Generator().manual_seed(5)
+    w = 0.5 + 0.05 * torch.rand(3, out_f, in_f, generator=gen, dtype=dtype)
+    for e in (1, 3):
+        fast = ReplicaTileArray(SEEDS[:e], out_f, in_f, cfg, dtype=dtype)
+        ref = ReplicaTileArray(SEEDS[:e], out_f, in_f, cfg, dtype=dtype)
+        for arr in (fast, ref):
+            arr.program(w[:e])
+        x = _bm_inputs(saturating, e, batch, in_f, dtype)
+        d = torch.randn(e, batch, out_f, generator=gen, dtype=dtype)
+        for step in range(2):
+            taken.clear()
+            y, z, hw = fast.forward(x), fast.backward(d), fast.row_sums("hardware")
+            # the all-ones reads saturate (about 16 x 0.5 = 8 > 4 per tile): all rounds, after round 0
+            assert taken == ([5] if saturating == "none" else [5, 5]), taken
+            with no_host_reads():
+                y_ref, z_ref, hw_ref = ref.forward(x), ref.backward(d), ref.row_sums("hardware")
+            assert torch.equal(y, y_ref), f"forward, E={e}, step {step}"
+            assert torch.equal(z, z_ref), f"backward, E={e}, step {step}"
+            assert torch.equal(hw, hw_ref), f"row sums, E={e}, step {step}"
+            assert fast.generator.counter == ref.generator.counter, f"E={e}, step {step}"
+            for name in ("forward_passes", "backward_passes", "importance_reads"):
+                assert torch.equal(fast.counters[name], ref.counters[name]), name
+        passes = int(fast.counters["forward_passes"])
+        one_pass = 2 * 3 * 2 * batch * e                            # steps x tiles x vectors x replicas
+        assert (passes == one_pass) == (saturating == "none"), (passes, one_pass)

@@ -211,3 +211,32 @@ def test_narrow_uniforms_never_round_to_one_and_are_uniform_on_their_grid(dtype:
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < stats.chi2.ppf(1 - 1e-6, levels - 1)
     assert abs(float(u.double().mean()) - 0.5) < 6 * (1 / 12 / u.numel()) ** 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_windowed_draws_are_the_enlarged_draws_first_block(dtype) -> None:
+    """``WindowedDraws(g, dim, k)``: every draw of ``shape`` (uniform, normal) is the slice ``[:shape[dim]]`` along
+    ``dim`` of the parent's draw with ``k·shape[dim]`` entries there, and the counter ends where those draws leave it;
+    per replica (E = 3) as for E = 1; a window of its own or too few dimensions is refused."""
+    from devices.rng import WindowedDraws
+    for seeds in ([5], [5, 6, 7]):
+        e = len(seeds)
+        full, part = CounterRNG(seeds), CounterRNG(seeds)
+        full.counter = part.counter = 17
+        w = WindowedDraws(part, 2, 5)
+        u_full = full.uniform((2 * e, 3, 20, 6), dtype)
+        z_full = full.normal((2 * e, 3, 5, 4), dtype)
+        u = w.uniform((2 * e, 3, 4, 6), dtype)
+        z = randn((2 * e, 3, 1, 4), w, dtype=dtype)
+        assert torch.equal(u, u_full[:, :, :4]) and torch.equal(z, z_full[:, :, :1])
+        assert part.counter == full.counter == 17 + 2 * 3 * 20 * 6 + 2 * 3 * 5 * 4
+        if e == 3:                                   # replica 1 alone gets the middle third
+            alone = WindowedDraws(CounterRNG([6]), 2, 5)
+            alone.counter = 17
+            assert torch.equal(alone.uniform((2, 3, 4, 6), dtype), u[2:4])
+    with pytest.raises(ValueError, match="window"):
+        w.uniform((3, 3, 4, 6), window=(2, 1))
+    with pytest.raises(ValueError, match="dimensions"):
+        w.uniform((3, 4))
+    with pytest.raises(ValueError, match="factor"):
+        WindowedDraws(part, 2, 0)

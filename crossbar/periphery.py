@@ -715,6 +715,24 @@ def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
     return _rescaled(out, first, alpha, alpha_safe, alpha_pos, nm_on, p, transposed, rounds)
 
 
+_ZERO_ROWS_KEPT = 1 << 24
+"""Largest buffer (numbers) :func:`_zero_rows` keeps (64 MiB in float32); larger ones are made per call."""
+
+
+def _zero_rows(shape: tuple[int, ...], batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A zero tensor of ``shape`` (``[R, C, rounds·batch, n_in]``) for :func:`_round_zero_exact`, which writes its
+    first ``batch`` rows of dim 2: kept for the few shapes of a run's training and evaluation batches (the zero
+    fill was a quarter of that MVM's time at batch 500), so the rows after them stay zero."""
+    if math.prod(shape) > _ZERO_ROWS_KEPT:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return _kept_zero_rows(shape, batch, dtype, device)
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_zero_rows(shape: tuple[int, ...], batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
 def _round_zero_exact(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,
                       nm_on: bool, p: IOParameters, generator: rng.CounterRNG, transposed: bool, rounds: int,
                       full_shape: tuple[int, int, int]) -> MVMResult:
@@ -735,8 +753,8 @@ def _round_zero_exact(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
     counter = generator.counter
     draws = rng.WindowedDraws(generator, 2, rounds)
     xq = _dac_rounds(xin, alpha_safe, p, draws, 1, (n_r, n_c) if p.random_dac else None)   # [R|1, C|1, B, n_in]
-    padded = xq.new_zeros((*xq.shape[:2], rounds * batch, xq.shape[-1]))
-    padded[:, :, :batch] = xq
+    padded = _zero_rows((*xq.shape[:2], rounds * batch, xq.shape[-1]), batch, xq.dtype, xq.device)
+    padded[:, :, :batch] = xq                    # only these rows are ever written: the others stay zero
     products = torch.matmul(padded, mat)[:, :, :batch].contiguous()                  # [R, C, B, n_out]
     q = _adc_grid(xq, None, p, draws, products)
     if q.numel() == 0 or bool(_passed(q, p).all()):     # a NaN vector fails, as in every round of _mvm_rounds

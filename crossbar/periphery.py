@@ -716,21 +716,37 @@ def _rounds_on_demand(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
 
 
 _ZERO_ROWS_KEPT = 1 << 24
-"""Largest buffer (numbers) :func:`_zero_rows` keeps (64 MiB in float32); larger ones are made per call."""
-
-
-def _zero_rows(shape: tuple[int, ...], batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A zero tensor of ``shape`` (``[R, C, rounds·batch, n_in]``) for :func:`_round_zero_exact`, which writes its
-    first ``batch`` rows of dim 2: kept for the few shapes of a run's training and evaluation batches (the zero
-    fill was a quarter of that MVM's time at batch 500), so the rows after them stay zero."""
-    if math.prod(shape) > _ZERO_ROWS_KEPT:
-        return torch.zeros(shape, dtype=dtype, device=device)
-    return _kept_zero_rows(shape, batch, dtype, device)
+"""Numbers per zero-padded matmul input of :func:`_round_zero_products` (64 MiB in float32): larger inputs run in
+pieces of whole matrices."""
 
 
 @functools.lru_cache(maxsize=4)
-def _kept_zero_rows(shape: tuple[int, ...], batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _zero_rows(shape: tuple[int, ...], batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A zero tensor of ``shape`` (``[r, C, rounds·batch, n_in]``) for :func:`_round_zero_products`, which writes
+    its first ``batch`` rows of dim 2 only, so the others stay zero: kept for the few shapes of a run's training
+    and evaluation batches (the zero fill was a quarter of the MVM's time at batch 500)."""
     return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _round_zero_products(xq: Tensor, mat: Tensor, rounds: int) -> Tensor:
+    """Products of round 0's DAC outputs ``xq: [R|1, C|1, B, n_in]`` with ``mat: [R, C, n_in, n_out]``, ``[R, C, B,
+    n_out]``, rounded as the same rows of the all-rounds matmul (``[R, C, rounds·B, n_in]``, :func:`_mvm_rounds`):
+    computed in that layout with the later rounds' rows zero. BLAS rounds a row's products differently with the
+    number of rows (measured with MKL: the rows of 1–3-row products, and of 5- or 7-row ones in float64, differ in
+    the last bit from the same rows of a larger product), not with the other rows' values nor with the number of
+    matrices in a batch; so inputs above :data:`_ZERO_ROWS_KEPT` numbers run a few whole tiles at a time."""
+    lead, batch = xq.shape[0], xq.shape[2]
+    one = xq.shape[1] * rounds * batch * xq.shape[3]                   # numbers per tile row of the padded input
+    step = lead if lead != mat.shape[0] else max(1, _ZERO_ROWS_KEPT // one)
+    parts = []
+    for a in range(0, lead, step):
+        b = min(a + step, lead)
+        shape = (b - a, xq.shape[1], rounds * batch, xq.shape[3])
+        padded = (_zero_rows(shape, batch, xq.dtype, xq.device) if (b - a) * one <= _ZERO_ROWS_KEPT
+                  else torch.zeros(shape, dtype=xq.dtype, device=xq.device))           # one tile row above it
+        padded[:, :, :batch] = xq[a:b]
+        parts.append(torch.matmul(padded, mat[a:b] if step < lead else mat)[:, :, :batch])
+    return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts)
 
 
 def _round_zero_exact(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,
@@ -742,20 +758,16 @@ def _round_zero_exact(xin: Tensor, mat: Tensor, alpha: Tensor, alpha_safe: Tenso
 
     Round 0 runs alone: its DAC codes, the products and every draw are those of the all-rounds computation at
     round 0's positions (:class:`~devices.rng.WindowedDraws`: round 0 is the first ``B`` of the ``rounds·B``
-    vectors of each draw, and the counter advances as the all-rounds draws). The matmul runs over the same
-    ``[R, C, rounds·B, n_in]`` layout with the later rounds' rows zero: BLAS rounds a row's products differently
-    with the number of rows (measured with MKL: rows of 1–3- or 7-row products differ in the last bit from the
-    same rows of a larger one), not with the other rows' values. If every (tile) output vector passes, that is the
-    all-rounds result (each vector's first passing round is round 0); otherwise the counter is reset and all
-    rounds are computed (:func:`_mvm_rounds`). Cost without saturation: the matmul of the all-rounds path, one
-    round of DAC, draws and ADC (instead of ``rounds``)."""
+    vectors of each draw, and the counter advances as the all-rounds draws; the matmul: see
+    :func:`_round_zero_products`). If every (tile) output vector passes, that is the all-rounds result (each
+    vector's first passing round is round 0); otherwise the counter is reset and all rounds are computed
+    (:func:`_mvm_rounds`). Cost without saturation: the matmul of the all-rounds path, one round of DAC, draws and
+    ADC (instead of ``rounds``)."""
     n_r, n_c, batch = full_shape
     counter = generator.counter
     draws = rng.WindowedDraws(generator, 2, rounds)
     xq = _dac_rounds(xin, alpha_safe, p, draws, 1, (n_r, n_c) if p.random_dac else None)   # [R|1, C|1, B, n_in]
-    padded = _zero_rows((*xq.shape[:2], rounds * batch, xq.shape[-1]), batch, xq.dtype, xq.device)
-    padded[:, :, :batch] = xq                    # only these rows are ever written: the others stay zero
-    products = torch.matmul(padded, mat)[:, :, :batch].contiguous()                  # [R, C, B, n_out]
+    products = _round_zero_products(xq, mat, rounds)                                  # [R, C, B, n_out]
     q = _adc_grid(xq, None, p, draws, products)
     if q.numel() == 0 or bool(_passed(q, p).all()):     # a NaN vector fails, as in every round of _mvm_rounds
         return _rescaled(q.clamp_(-p.out_bound, p.out_bound), None, alpha, alpha_safe, alpha_pos, nm_on, p,

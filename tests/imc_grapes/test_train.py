@@ -257,7 +257,10 @@ def test_the_train_command_stopped_by_a_signal_records_the_run_as_interrupted(tm
            "--optimizer", "sgd", "--train-subset", "2000", "--batch-size", "10", "--evals-per-epoch", "200",
            "--epochs", "1000", "--no-progress", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(T.__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # a child inherits an ignored SIGINT (a test run started in the background by a non-interactive shell, `cmd &`),
+    # and Python then installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal's
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         files = []

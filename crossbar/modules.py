@@ -26,6 +26,15 @@ optimizer step pulses its devices (torch's contract: a parameter that got no gra
 As in torch, the flag counts at the time of the forward pass. aihwkit (1.1 and its current main branch)
 differs: its ``AnalogFunction.backward`` stashes ``(x, d)`` whatever ``analog_ctx.requires_grad`` says, so
 its ``AnalogSGD`` still updates a frozen layer whenever backward runs through it (its input needs a gradient).
+
+Large outputs: the error sent through the backward MVM is the whole ``grad_out``. aihwkit 1.1's layers (its
+``AnalogTile``, ``handle_output_bound``) zero it for every output whose forward value reached
+``0.999 · out_scale · out_bound`` in the layer's units, i.e. after noise management rescaled the output back, which
+is not where the ADC saturates: it zeroes outputs that bound management resolved (input 10 × 40 weights 0.9:
+output 365, ideal 360, error zeroed) and every output above 12 of a perfect periphery, but passes the error of an
+output the ADC clipped when noise management had scaled a small input up (no bound management, inputs 0.05: output
+0.6, ideal 1.8). Its update uses the whole error, as here. To compare input gradients with aihwkit, keep the
+outputs below that value (tests/crossbar/test_conv_vs_aihwkit.py).
 """
 
 from __future__ import annotations

@@ -305,8 +305,8 @@ class AnalogLinear(AnalogModuleBase):
                  rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, seed: int | None = None) -> None:
         super().__init__()
-        _check_size("AnalogLinear", "in_features", in_features)
-        _check_size("AnalogLinear", "out_features", out_features)
+        in_features = _check_size("AnalogLinear", "in_features", in_features)
+        out_features = _check_size("AnalogLinear", "out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
@@ -338,11 +338,13 @@ class AnalogLinear(AnalogModuleBase):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _check_size(layer: str, name: str, value: Any) -> None:
-    """``ValueError`` naming ``layer.name`` unless ``value`` (a feature / channel count) is an integer >= 1 (the
-    tile grid would refuse it otherwise, naming its own field: ``TileGrid.in_features`` for a conv's channels)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def _check_size(layer: str, name: str, value: Any) -> int:
+    """``value`` (a feature / channel count) as an ``int``; ``ValueError`` naming ``layer.name`` unless it is an
+    integer >= 1 (a Python or numpy integer, as ``nn.Linear`` / ``nn.Conv2d`` take it; not a bool or float). The
+    tile grid would refuse it otherwise, naming its own field: ``TileGrid.in_features`` for a conv's channels."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{layer}.{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def _conv_pair(name: str, value: Any) -> tuple[int, int]:
@@ -374,8 +376,8 @@ class AnalogConv2d(AnalogModuleBase):
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  seed: int | None = None) -> None:
         super().__init__()
-        _check_size("AnalogConv2d", "in_channels", in_channels)
-        _check_size("AnalogConv2d", "out_channels", out_channels)
+        in_channels = _check_size("AnalogConv2d", "in_channels", in_channels)
+        out_channels = _check_size("AnalogConv2d", "out_channels", out_channels)
         if isinstance(groups, bool) or groups != 1:
             raise ValueError(f"AnalogConv2d.groups must be 1 (grouped convolutions are not supported), got {groups!r}")
         if padding_mode != "zeros":
@@ -413,11 +415,12 @@ class AnalogConv2d(AnalogModuleBase):
         return output_size((height, width), self.kernel_size, self.dilation, self.padding, self.stride)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W] or [{self.in_channels}, H, W]"
+                             f" (in_channels {self.in_channels}), got {tuple(x.shape)}")
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
         self._check_dtype(x)
         batch = x.shape[0]
         h_out, w_out = self.output_size(x.shape[2], x.shape[3])

@@ -512,8 +512,8 @@ class ReplicaLinear(AnalogModuleBase):
                  rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        _check_size("ReplicaLinear", "in_features", in_features)
-        _check_size("ReplicaLinear", "out_features", out_features)
+        in_features = _check_size("ReplicaLinear", "in_features", in_features)
+        out_features = _check_size("ReplicaLinear", "out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         tile = ReplicaTileArray(seeds, out_features, in_features, rpu_config, device=device, dtype=dtype)

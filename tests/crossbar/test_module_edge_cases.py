@@ -6,7 +6,9 @@ hand-computed updates (ideal layers: perfect periphery, ideal device, exact floa
 from __future__ import annotations
 
 import copy
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -327,3 +329,35 @@ def test_kernel_size_of_three_dims_is_refused_without_a_padding_hint(name: str) 
     with pytest.raises(ValueError, match=r"^AnalogConv2d.padding must be an int or a pair of ints \(zero padding "
                                          r"given as numbers; string padding modes are not supported\), got 'same'$"):
         AnalogConv2d(2, 3, 2, padding="same")
+
+
+def test_numpy_integer_sizes_are_taken_as_nn_linear_and_nn_conv2d_take_them() -> None:
+    """``nn.Linear(np.int64(4), ...)`` / ``nn.Conv2d(np.int64(2), ...)`` work (sizes read from a numpy config); the
+    analog layers refused them as "must be an integer >= 1, got np.int64(2)", a false statement. They now build the
+    layer with Python ints, equal to ``nn.Conv2d`` on the same weights (ideal layer)."""
+    conv = AnalogConv2d(np.int64(2), np.int32(3), np.int64(3), padding=np.int64(1), rpu_config=ideal_config(),
+                        dtype=F64, seed=0)
+    ref = nn.Conv2d(np.int64(2), np.int32(3), np.int64(3), padding=np.int64(1), dtype=F64)
+    assert type(conv.in_channels) is int and type(conv.out_channels) is int
+    with torch.no_grad():
+        ref.weight.copy_(conv.get_weights())
+        ref.bias.copy_(conv.bias)
+    x = torch.randn(2, 2, 4, 5, dtype=F64)
+    torch.testing.assert_close(conv(x), ref(x), rtol=1e-12, atol=1e-12)
+    lin = AnalogLinear(np.int64(4), np.int64(2), seed=0)
+    rep = ReplicaLinear([1, 2], np.int64(4), np.int64(2))
+    assert (type(lin.in_features), type(rep.out_features)) == (int, int) and lin(torch.randn(3, 4)).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"^AnalogConv2d.in_channels must be an integer >= 1, got np.int64\(0\)$"):
+        AnalogConv2d(np.int64(0), 3, 3)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 5), (1, 3, 5, 5), (5, 5), (1, 1, 2, 5, 5)])
+def test_conv_input_shape_error_shows_the_given_shape(shape: tuple[int, ...]) -> None:
+    """An unbatched input ``[C, H, W]`` with the wrong channel count was reported with the batch dimension the layer
+    had added (``got (1, 3, 5, 5)`` for a ``(3, 5, 5)`` input); the error now shows the input's own shape and both
+    accepted layouts."""
+    with pytest.raises(RuntimeError):
+        nn.Conv2d(2, 3, 3)(torch.randn(*shape))                          # torch refuses every one of them
+    with pytest.raises(ValueError, match=rf"^AnalogConv2d: expected input \[B, 2, H, W\] or \[2, H, W\] \(in_channels "
+                                         rf"2\), got {re.escape(str(shape))}$"):
+        AnalogConv2d(2, 3, 3, seed=0)(torch.randn(*shape))

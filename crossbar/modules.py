@@ -349,20 +349,43 @@ def _check_size(layer: str, name: str, value: Any) -> int:
 
 def _conv_pair(name: str, value: Any) -> tuple[int, int]:
     """``value`` (an int, or a pair of ints, as ``nn.Conv2d`` takes them) as a pair; ``ValueError`` naming
-    ``name`` otherwise (e.g. ``padding="same"``, a float, or a 3-tuple, which ``_pair`` would pass through)."""
+    ``name`` otherwise (e.g. a string, a float, or a 3-tuple, which ``_pair`` would pass through)."""
     pair = _pair(value)
     if (isinstance(value, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)):
-        hint = " (zero padding given as numbers; string padding modes are not supported)" if name == "padding" else ""
+        hint = " (zero padding given as numbers, or 'valid' / 'same')" if name == "padding" else ""
         raise ValueError(f"AnalogConv2d.{name} must be an int or a pair of ints{hint}, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+def _string_padding(mode: str, kernel_size: tuple[int, int], stride: tuple[int, int],
+                    dilation: tuple[int, int]) -> tuple[int, int]:
+    """``nn.Conv2d``'s string paddings as the equal per-axis padding this layer takes: ``'valid'`` is ``(0, 0)``;
+    ``'same'`` (stride 1, as ``nn.Conv2d`` requires) is ``dilation·(kernel − 1) / 2`` per axis, where that total is
+    even. An odd total needs one more row or column on one side than on the other, which ``nn.Conv2d`` does but
+    this layer (like aihwkit's) does not: ``ValueError``, with the way around it."""
+    if mode == "valid":
+        return 0, 0
+    if mode != "same":
+        _conv_pair("padding", mode)                         # raises: the usual message, naming the two modes
+    if stride != (1, 1):
+        raise ValueError(f"AnalogConv2d.padding='same' needs stride 1 (as nn.Conv2d), got stride {stride}")
+    totals = tuple(d * (k - 1) for k, d in zip(kernel_size, dilation))
+    if any(t % 2 for t in totals):
+        raise ValueError(
+            f"AnalogConv2d.padding='same' with kernel_size {kernel_size} and dilation {dilation} needs "
+            f"{totals} zero rows/columns in all, one more on one side than on the other, which this layer does not "
+            "support (it pads both sides of an axis equally, as aihwkit's): pad the input with F.pad and use "
+            "padding=0, or use an odd kernel")
+    return totals[0] // 2, totals[1] // 2
 
 
 class AnalogConv2d(AnalogModuleBase):
     """``nn.Conv2d`` on crossbar tiles via im2col: the kernel is the matrix ``[out, C_in*kh*kw]``.
 
-    Args: as ``nn.Conv2d``, in its order (``groups`` must be 1 and ``padding_mode`` ``"zeros"``, zero padding given
-    as numbers only: ``padding="same"`` raises ``ValueError``) plus ``rpu_config``, ``seed``.
+    Args: as ``nn.Conv2d``, in its order (``groups`` must be 1 and ``padding_mode`` ``"zeros"``; ``padding`` as
+    numbers, ``"valid"``, or ``"same"`` where that pads both sides of each axis equally: stride 1 and an even
+    ``dilation·(kernel − 1)``, e.g. any odd kernel) plus ``rpu_config``, ``seed``.
     Each output position is one MVM (``x`` unfolded as ``F.unfold`` does: :func:`crossbar._im2col.im2col`), so
     one batch of ``B`` images with ``L`` output positions is ``B*L`` vectors for forward, backward and the update
     (as aihwkit).
@@ -370,7 +393,7 @@ class AnalogConv2d(AnalogModuleBase):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", rpu_config: CrossbarConfig | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -386,11 +409,13 @@ class AnalogConv2d(AnalogModuleBase):
         self.out_channels = out_channels
         self.kernel_size = _conv_pair("kernel_size", kernel_size)
         self.stride = _conv_pair("stride", stride)
-        self.padding = _conv_pair("padding", padding)
         self.dilation = _conv_pair("dilation", dilation)
         for name in ("kernel_size", "stride", "dilation"):
             if min(getattr(self, name)) < 1:
                 raise ValueError(f"AnalogConv2d.{name} must be >= 1, got {getattr(self, name)}")
+        if isinstance(padding, str):
+            padding = _string_padding(padding, self.kernel_size, self.stride, self.dilation)
+        self.padding = _conv_pair("padding", padding)
         if min(self.padding) < 0:
             raise ValueError(f"AnalogConv2d.padding must be >= 0, got {self.padding}")
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]

@@ -77,11 +77,12 @@ def _make_crossbar_layer(layer: _WeightLayer, config: crossbar.CrossbarConfig, s
     bias = getattr(layer, "bias", None)
     inner: crossbar.AnalogModuleBase
     if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise ValueError("crossbar backend: only Conv2d with groups=1 and numeric zero padding is supported")
-        # nn.Conv2d stores these as pairs (torch annotates them tuple[int, ...])
+        if layer.groups != 1 or layer.padding_mode != "zeros":
+            raise ValueError("crossbar backend: only Conv2d with groups=1 and zero padding is supported")
+        # nn.Conv2d stores these as pairs (torch annotates them tuple[int, ...]), its padding also as 'valid'/'same'
+        padding = layer.padding if isinstance(layer.padding, str) else cast(_Pair, layer.padding)
         inner = crossbar.AnalogConv2d(layer.in_channels, layer.out_channels, cast(_Pair, layer.kernel_size),
-                                      stride=cast(_Pair, layer.stride), padding=cast(_Pair, layer.padding),
+                                      stride=cast(_Pair, layer.stride), padding=padding,
                                       dilation=cast(_Pair, layer.dilation), bias=bias is not None,
                                       rpu_config=config, device=device, seed=seed)
     else:

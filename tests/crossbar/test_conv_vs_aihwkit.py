@@ -137,15 +137,12 @@ def test_ideal_conv_equals_torch_and_aihwkit(c_in, c_out, kw, size, batch, tile)
     (dict(groups=4), r"^AnalogConv2d.groups must be 1 \(grouped convolutions are not supported\), got 4$"),
     (dict(padding_mode="reflect"), r"^AnalogConv2d.padding_mode must be 'zeros', got 'reflect'$"),
     (dict(padding_mode="circular"), r"^AnalogConv2d.padding_mode must be 'zeros', got 'circular'$"),
-    (dict(padding="same"), r"^AnalogConv2d.padding must be an int or a pair of ints .*string padding modes are not "
-                           r"supported\), got 'same'$"),
-    (dict(padding="valid"), r"^AnalogConv2d.padding must be an int or a pair of ints .*got 'valid'$"),
     (dict(padding=(1, 2, 1, 2)), r"^AnalogConv2d.padding must be an int or a pair of ints .*got \(1, 2, 1, 2\)$"),
 ])
 def test_refused_conv_options_name_the_argument(kwargs, message) -> None:
     """What ``nn.Conv2d`` takes but the analog layer does not (aihwkit 1.1 refuses groups and padding modes as
-    well, and fails inside ``F.unfold`` for string paddings): a ``ValueError`` naming the argument. Left/right
-    asymmetric padding (a 4-tuple) is not an ``nn.Conv2d`` argument either (it pads both sides of an axis equally)."""
+    well): a ``ValueError`` naming the argument. Left/right asymmetric padding (a 4-tuple) is not an ``nn.Conv2d``
+    argument either (it pads both sides of an axis equally). String paddings are taken (test_module_edge_cases.py)."""
     if "(1, 2, 1, 2)" not in message:
         torch.nn.Conv2d(4, 4, 3, **kwargs)                                # a valid nn.Conv2d argument
     with pytest.raises(ValueError, match=message):

@@ -327,8 +327,8 @@ def test_kernel_size_of_three_dims_is_refused_without_a_padding_hint(name: str) 
     with pytest.raises(ValueError, match=rf"^AnalogConv2d.{name} must be an int or a pair of ints, got \(3, 3, 3\)$"):
         AnalogConv2d(2, 3, **{"kernel_size": 2, name: (3, 3, 3)})
     with pytest.raises(ValueError, match=r"^AnalogConv2d.padding must be an int or a pair of ints \(zero padding "
-                                         r"given as numbers; string padding modes are not supported\), got 'same'$"):
-        AnalogConv2d(2, 3, 2, padding="same")
+                                         r"given as numbers, or 'valid' / 'same'\), got \(1, 1, 1\)$"):
+        AnalogConv2d(2, 3, 2, padding=(1, 1, 1))
 
 
 def test_numpy_integer_sizes_are_taken_as_nn_linear_and_nn_conv2d_take_them() -> None:
@@ -361,3 +361,42 @@ def test_conv_input_shape_error_shows_the_given_shape(shape: tuple[int, ...]) ->
     with pytest.raises(ValueError, match=rf"^AnalogConv2d: expected input \[B, 2, H, W\] or \[2, H, W\] \(in_channels "
                                          rf"2\), got {re.escape(str(shape))}$"):
         AnalogConv2d(2, 3, 3, seed=0)(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("padding, kw, size", [
+    ("valid", dict(kernel_size=3), (6, 7)),
+    ("valid", dict(kernel_size=(3, 5), stride=2, dilation=(1, 2)), (9, 13)),
+    ("same", dict(kernel_size=3), (6, 7)),
+    ("same", dict(kernel_size=(3, 5)), (5, 8)),
+    ("same", dict(kernel_size=(2, 3), dilation=(2, 1)), (6, 6)),      # dilation·(k − 1) = (2, 2): equal sides
+    ("same", dict(kernel_size=1), (4, 5)),
+])
+def test_string_paddings_give_what_nn_conv2d_gives(padding, kw, size) -> None:
+    """``padding='valid'`` / ``'same'`` (as ``nn.Conv2d`` takes them) on a perfect periphery: the output equals
+    ``F.conv2d`` with the same string padding, and ``'same'`` keeps the image size."""
+    from crossbar import CrossbarConfig
+    from devices import IdealDevice
+
+    cfg = CrossbarConfig.perfect(device=IdealDevice())
+    layer = AnalogConv2d(2, 3, padding=padding, bias=False, rpu_config=cfg, seed=0, **kw)
+    x = torch.randn(2, 2, *size, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.conv2d(x, layer.get_weights(), padding=padding,
+                                          **{k: v for k, v in kw.items() if k != "kernel_size"})
+    got = layer(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if padding == "same":
+        assert got.shape[-2:] == x.shape[-2:]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(kernel_size=2), r"padding='same' with kernel_size \(2, 2\) and dilation \(1, 1\) needs \(1, 1\) zero "
+                          r"rows/columns in all, one more on one side"),
+    (dict(kernel_size=(3, 4)), r"padding='same' with kernel_size \(3, 4\) .* needs \(2, 3\) zero rows/columns"),
+    (dict(kernel_size=3, stride=(1, 2)), r"padding='same' needs stride 1 \(as nn.Conv2d\), got stride \(1, 2\)"),
+])
+def test_same_padding_that_needs_unequal_sides_or_a_stride_is_refused(kw, message) -> None:
+    """``'same'`` with an odd total padding (an even kernel) pads one side more in ``nn.Conv2d``; this layer pads
+    both sides equally, so it refuses, saying how to get there (``nn.Conv2d`` refuses a stride itself)."""
+    with pytest.raises(ValueError, match=rf"^AnalogConv2d.{message}"):
+        AnalogConv2d(2, 3, padding="same", **kw)
+

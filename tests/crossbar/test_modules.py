@@ -198,7 +198,7 @@ def test_module_to_dtype() -> None:
     assert lin(torch.randn(3, 4, dtype=F64)).dtype == F64
 
 
-@pytest.mark.parametrize("kw, name", [(dict(padding="same"), "padding"), (dict(padding="valid"), "padding"),
+@pytest.mark.parametrize("kw, name", [(dict(padding="full"), "padding"), (dict(padding=1.5), "padding"),
                                       (dict(stride=(1, 1, 1)), "stride"), (dict(kernel_size=(3, 3, 3)), "kernel_size"),
                                       (dict(kernel_size=2.5), "kernel_size"), (dict(dilation=(1.0, 1)), "dilation")])
 def test_conv_rejects_unsupported_geometry_naming_the_argument(kw, name) -> None:

@@ -298,3 +298,15 @@ def test_crossbar_layer_refuses_a_stashed_pair_modified_in_place(read: str) -> N
     torch.testing.assert_close(layer.pending_update(0.1), -0.1 * g.T @ x1, rtol=0, atol=1e-12)
     layer.apply_update(0.1)
     torch.testing.assert_close(layer.get_weights(), w0 - 0.1 * g.T @ x1, rtol=0, atol=1e-12)
+
+
+def test_a_converted_nn_conv2d_keeps_its_string_padding() -> None:
+    """The crossbar backend converts an ``nn.Conv2d(padding='same')`` (it refused every string padding)."""
+    from crossbar import CrossbarConfig
+    from devices import IdealDevice
+    from imc_grapes.backends.network import _make_crossbar_layer
+
+    conv = torch.nn.Conv2d(2, 3, 3, padding="same", bias=False)
+    layer = _make_crossbar_layer(conv, CrossbarConfig.perfect(device=IdealDevice()), 0, "array", torch.device("cpu"))
+    x = torch.randn(1, 2, 5, 6, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)

@@ -22,9 +22,9 @@ EPILOG = """examples:
   imc-grapes sweep SPEC.toml --replicas 16                   # seeds of a small analog MLP, 16 per batched pass
 A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
-2 invalid spec, missing data or workers that keep dying before they start a point, 3 another process is running
-this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output went away
-(e.g. | head)."""
+2 invalid spec, missing data, workers that keep dying before they start a point or a sweep folder that cannot be
+written (full disk), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM, e.g. kill), 141 the reader of the output went away (e.g. | head)."""
 
 
 class _Terminated(KeyboardInterrupt):
@@ -103,6 +103,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"imc-grapes sweep: error: {msg}", file=sys.stderr)
         return code
 
+    def write_failed(exc: OSError, what: str) -> int:
+        """A write into the sweep folder failed (a full disk, a quota, permissions): a message, not a traceback."""
+        if isinstance(exc, BrokenPipeError):    # the reader of our output went away: imc_grapes.pipes handles it
+            raise exc
+        return fail(f"{what} in {out}: {exc}. Finished points are kept (each result is written atomically); "
+                    "fix the cause (e.g. free some space, or make the folder writable) and run the same command again")
+
     if args.out == "":      # e.g. --out "$UNSET" (python -m imc_grapes.sweep; imc-grapes checks it before)
         return fail("--out '': give a folder, or leave the option out for the default")
     try:
@@ -136,7 +143,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(sweep_status(spec, out, points).format(verbose=args.verbose))
         return 0
     if args.report:
-        paths = write_report(spec, out, points)
+        try:
+            paths = write_report(spec, out, points)
+        except OSError as exc:
+            return write_failed(exc, "cannot write the report")
         print(format_summary(spec, out, points))
         print("\nwrote " + ", ".join(str(p) for p in paths))
         return 0
@@ -148,8 +158,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                            verify_data=not (args.executor == "ray" and args.address))
     except SweepLockedError as exc:
         return fail(str(exc), 3)
-    except (DatasetError, RuntimeError) as exc:
+    except (DatasetError, RuntimeError) as exc:     # SweepStorageError too: a point could not write its files
         return fail(str(exc))
+    except OSError as exc:      # the sweep process's own writes (plan.json, a point's config.json or point.json)
+        return write_failed(exc, "cannot write the sweep's files")
     except KeyboardInterrupt as exc:
         print(f"\ninterrupted: finished points are kept; run the same command again to resume "
               f"(`imc-grapes sweep {args.spec} --status` shows where it stands)", file=sys.stderr)
@@ -159,7 +171,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     print(status.summary_line())
     if not args.no_report:
-        paths = write_report(spec, out, points)
+        try:
+            paths = write_report(spec, out, points)
+        except OSError as exc:
+            return write_failed(exc, "the points ran, but the report could not be written")
         print(format_summary(spec, out, points))
         print("\nwrote " + ", ".join(str(p) for p in paths))
     failed = status.count("failed")

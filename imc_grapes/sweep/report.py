@@ -50,6 +50,9 @@ METRIC_COLUMNS = ("final_test_acc", "best_test_acc", "final_test_loss", "final_t
 #: reference line (backend)
 GROUP_AXES = ("optimizer", "seed", "backend")
 MAX_HEATMAPS = 6
+#: the names of the plots a report writes into ``plots/``: one of an earlier report that this one does not write
+#: again (an axis or a diagnostic the spec no longer has) is removed, so that ``plots/`` shows this report only
+PLOT_PATTERNS = ("acc_vs_*.png", "heatmap_*__*.png", "accuracy.png", "diagnostics_vs_*.png")
 
 
 def _config_columns(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -474,11 +477,26 @@ def plot_axes(spec: SweepSpec) -> list[str]:
 
 def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[Path]:
-    """Write ``summary.csv`` and the plots (see the module docstring) into the sweep folder; return the paths."""
+    """Write ``summary.csv`` and the plots (see the module docstring) into the sweep folder; return the paths.
+    Plots an earlier report wrote (:data:`PLOT_PATTERNS`) that this one does not write again are removed (e.g.
+    after an axis was taken out of the spec: they would show points this spec no longer has); other files in
+    ``plots/`` are left alone."""
     out = resolve_out(spec, out_dir)
     points = list(points) if points is not None else spec.points()
     rows = summary_rows(spec, out, points)
     paths = [write_csv_atomic(out / "summary.csv", rows)]
+    paths += _write_plots(spec, out, points)
+    written = {p.name for p in paths}
+    for pattern in PLOT_PATTERNS:
+        for stale in (out / "plots").glob(pattern):
+            if stale.name not in written and stale.is_file():
+                stale.unlink()
+    return paths
+
+
+def _write_plots(spec: SweepSpec, out: Path, points: Sequence[Point]) -> list[Path]:
+    """The plots of :func:`write_report`; none before any point has a finite accuracy."""
+    paths: list[Path] = []
     status_points = sweep_status(spec, out, points).points
     if not any(_acc(ps) is not None for ps in status_points):
         return paths  # nothing finished yet: no plots

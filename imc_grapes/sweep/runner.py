@@ -11,7 +11,7 @@ from typing import Any
 
 from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import Point, SweepSpec
-from .store import DONE, FAILED, PARTIAL, PENDING, SweepStore, epochs_run
+from .store import DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run
 
 
 @dataclass
@@ -35,6 +35,9 @@ class SweepStatus:
     out_dir: Path
     points: list[PointStatus]
     running: bool = False  # another process holds the folder's lock right now
+    #: entries of ``points/`` that are no point of this spec (of an earlier version of the spec, or of another spec
+    #: run in this folder): kept on disk, left out of the status and the report
+    other_points: int = 0
 
     def count(self, *states: str) -> int:
         return sum(p.state in states for p in self.points)
@@ -56,6 +59,8 @@ class SweepStatus:
         lines = [self.summary_line()]
         if self.running:
             lines.append("  a sweep process is running in this folder now")
+        if self.other_points:
+            lines.append(f"  {other_points_note(self.other_points)}")
         groups = ((FAILED, "failed"), (PARTIAL, "half-finished" if not self.running else "running"),
                   (PENDING, "pending"), (DONE, "done"))
         for state, title in groups:
@@ -75,6 +80,12 @@ class SweepStatus:
         return "\n".join(lines)
 
 
+def other_points_note(n: int) -> str:
+    """The status's line about ``n`` point folders that belong to no point of the spec."""
+    return (f"{n} folder(s) in points/ belong to no point of this spec (points of an earlier version of the spec, "
+            "or of another spec run in this folder): kept, and left out of the status and the report")
+
+
 def resolve_out(spec: SweepSpec, out_dir: str | os.PathLike[str] | None) -> Path:
     return Path(out_dir) if out_dir is not None else spec.out_dir
 
@@ -92,7 +103,8 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
 
     store = SweepStore(resolve_out(spec, out_dir))
     rows = []
-    for p in (points if points is not None else spec.points()):
+    points = points if points is not None else spec.points()
+    for p in points:
         result = store.read_result(p.id)
         if result is not None:
             metrics = dict(result.get("metrics") or {})
@@ -106,7 +118,9 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
             rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics, epochs_run(history)))
         else:
             rows.append(PointStatus(p, store.state(p.id)))
-    return SweepStatus(spec.name, store.root, rows, running=store.is_running())
+    ids = {p.id for p in points}
+    other = sum(name not in ids for name in store.folder_ids())
+    return SweepStatus(spec.name, store.root, rows, running=store.is_running(), other_points=other)
 
 
 def check_data(points: Sequence[Point]) -> None:
@@ -165,7 +179,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
     Every point is validated first (:meth:`SweepSpec.points`); then points with a result (done or failed) are
     skipped, half-finished ones are redone from scratch, and each result is written atomically as soon as its
     point ends. A failing point (NaN loss, an exception, a dead worker) is recorded as failed with its reason
-    and the sweep goes on.
+    and the sweep goes on — except for a storage error (:class:`SweepStorageError`), which stops it.
 
     Args:
         spec: the sweep.
@@ -185,6 +199,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         SpecError: an invalid spec or point (nothing has run).
         SweepLockedError: another process is running this sweep folder.
         DatasetError: a real data set is missing (nothing has run).
+        SweepStorageError: a point could not write its files (a full disk, a quota, a read-only file system): the
+            run stopped, that point and the points not run are left pending (its folder is redone).
+        OSError: the sweep folder could not be written (the same, or its permissions); finished points are kept,
+            each result being written atomically.
     """
     points = spec.points()
     executor = executor if executor is not None else LocalExecutor()
@@ -197,9 +215,13 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         n_done = sum(s == DONE for s in states.values())
         n_failed = sum(s == FAILED for s in states.values())
         n_partial = sum(states[p.id] == PARTIAL for p in todo)
+        ids = set(states)
+        n_other = sum(name not in ids for name in store.folder_ids())
         log(f"sweep {spec.name!r}: {len(points)} points — {n_done} done, {n_failed} failed already"
             f"{', ' + str(n_partial) + ' half-finished to redo' if n_partial else ''}; running {len(todo)} "
             f"with the {executor.name} executor; results in {store.root}")
+        if n_other:
+            log(f"  note: {other_points_note(n_other)}")
         if todo and verify_data:
             check_data(todo)
         for p in todo:
@@ -215,6 +237,13 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         def record(task: Task, outcome: Outcome) -> None:
             nonlocal finished
             point = by_id[task["id"]]
+            if outcome.get("storage_error"):    # the disk, not the point: every later point would fail the same way
+                host = f" on {outcome['host']}" if outcome.get("host") else ""
+                raise SweepStorageError(
+                    f"point {point.id} ({point.label()}) could not write its files{host}: {outcome.get('reason')}; "
+                    f"the sweep stopped after {finished} of {len(todo)} point(s). Finished points are kept; this "
+                    "point and those not run yet are left pending: free some space (or make the folder writable) "
+                    "and run the same command again to resume")
             result = store.record(point, outcome, executor=executor.name)
             finished += 1
             acc = result["metrics"].get("final_test_acc")

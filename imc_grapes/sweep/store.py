@@ -54,6 +54,12 @@ class SweepLockedError(RuntimeError):
     """Another process is running the sweep in this folder."""
 
 
+class SweepStorageError(RuntimeError):
+    """A point could not write its files for want of storage (a full disk, a quota, a read-only file system:
+    :data:`~imc_grapes.sweep.worker.STORAGE_ERRNOS`): the sweep stops and the point is left to be redone, instead of
+    being recorded failed (with every point after it)."""
+
+
 #: per-layer diagnostics (history columns ``<name>/<layer>``) whose latest values a point keeps
 #: (``final_<column>``), with their plot labels: GRAPES's mean factor, the agreement of the array-read factors with
 #: the exact ones, and the realised/intended weight change of the pulsed updates
@@ -122,10 +128,21 @@ class SweepStore:
         return data
 
     def read_run_info(self, pid: str) -> dict[str, Any]:
+        """The point's ``run.json`` (timing, host, traceback), or ``{}`` when missing, unreadable or not a JSON
+        object (damaged by hand or by a tool: the report reads its ``wall_time_s``)."""
         try:
-            return json.loads((self.point_dir(pid) / "run.json").read_text())
+            data = json.loads((self.point_dir(pid) / "run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
+
+    def folder_ids(self) -> list[str]:
+        """The names of the entries of ``points/`` (sorted; empty when it does not exist or cannot be read): the
+        points this folder holds, of the current spec or not."""
+        try:
+            return sorted(e.name for e in (self.root / "points").iterdir())
+        except OSError:
+            return []
 
     def state(self, pid: str) -> str:
         """``done`` / ``failed`` (a result exists), ``half-finished`` (a folder, no result) or ``pending``."""
@@ -152,9 +169,12 @@ class SweepStore:
         """Remove what an unfinished attempt at point ``pid`` left (its folder, if any): the point is pending again.
         The runner discards the half-finished points it is about to redo before it starts any, so that while it
         runs, a folder without a result is a point it has handed out (``--status``: *running now*), not a leftover
-        of an earlier, killed run still waiting in the queue."""
+        of an earlier, killed run still waiting in the queue. A file or a symbolic link in the folder's place (not
+        written by a sweep) is removed too (a link's target is left alone), so that the point can be written."""
         d = self.point_dir(pid)
-        if d.exists():
+        if d.is_symlink() or (d.exists() and not d.is_dir()):
+            d.unlink()
+        elif d.exists():
             shutil.rmtree(d)
 
     def prepare(self, point: Point) -> None:

@@ -9,10 +9,13 @@ sweep folder); with None it trains in a temporary folder and ships those files b
 worker on another machine). The outcome is a plain dict too::
 
     {"id", "status": "done" | "failed", "reason", "history": [rows], "files": {name: text},
-     "wall_time_s", "host", "pid", "traceback"}
+     "wall_time_s", "host", "pid", "traceback", "storage_error": bool}
 
 A diverging run (NaN/Inf loss) or any exception becomes ``status = "failed"`` with the reason; nothing raises
-except ``KeyboardInterrupt`` / ``SystemExit``.
+except ``KeyboardInterrupt`` / ``SystemExit``. A failure of the storage rather than of the point (an ``OSError``
+with an errno in :data:`STORAGE_ERRNOS`: a full disk, a quota, a read-only file system) is marked
+``"storage_error": True`` in the outcome: the runner then stops the sweep and leaves the point to be redone,
+instead of recording it (and every point after it) as failed.
 
 A *replica group* (``--replicas R``) is one task carrying several points that differ only in their seed, trained
 together by :func:`imc_grapes.replicas.train_replicas`::
@@ -27,6 +30,7 @@ Its outcome carries one outcome per point (each as above, plus ``"engine": "repl
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import tempfile
@@ -48,6 +52,10 @@ from ..train import DivergenceError, train
 #: files of a run folder shipped back when the worker cannot write into the sweep folder
 RUN_FILES: tuple[str, ...] = ("metrics.csv", "results.json")
 _CACHE_SIZE = 2
+#: errnos of a write that failed for want of storage, not because of the point: no space left, a quota exceeded,
+#: a read-only file system (:func:`storage_error`)
+STORAGE_ERRNOS: frozenset[int] = frozenset(
+    e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS) if e is not None)
 _data_cache: OrderedDict[tuple[Any, ...], Dataset] = OrderedDict()
 
 
@@ -65,6 +73,19 @@ def _dataset(cfg: TrainConfig) -> Dataset:
     return data
 
 
+def storage_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from or while handling) is an ``OSError`` with an errno in
+    :data:`STORAGE_ERRNOS`: the storage failed, not the point."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _history(run_dir: Path) -> list[dict[str, Any]]:
     try:
         return list(read_json(run_dir / "results.json").get("history", []))
@@ -72,14 +93,16 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _run(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, list[dict[str, Any]], str]:
+def _run(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, list[dict[str, Any]], str, bool]:
+    """Train ``cfg`` into ``run_dir``: ``(status, reason, history, traceback, storage_error)``."""
     try:
         result = train(cfg, run_dir, dataset=_dataset(cfg), progress=False, log=lambda _msg: None)
-        return "done", "", result.history, ""
+        return "done", "", result.history, "", False
     except DivergenceError as exc:
-        return "failed", f"diverged: {exc}", _history(run_dir), ""
+        return "failed", f"diverged: {exc}", _history(run_dir), "", False
     except Exception as exc:  # noqa: BLE001 - a point that raises is recorded, the sweep goes on
-        return "failed", f"{type(exc).__name__}: {exc}", _history(run_dir), traceback.format_exc()
+        return ("failed", f"{type(exc).__name__}: {exc}", _history(run_dir), traceback.format_exc(),
+                storage_error(exc))
 
 
 def execute_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -95,12 +118,12 @@ def _group_outcomes(subs: list[dict[str, Any]], dirs: list[Path]) -> list[dict[s
         data = _dataset(cfgs[0]) if cfgs[0].dataset != "synthetic" else None   # synthetic data depend on the seed
         results = train_replicas(cfgs, dirs, dataset=data, progress=False, log=lambda _msg: None)
     except Exception as exc:  # noqa: BLE001 - the whole group fails, each point with the reason
-        reason, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-        return [{"id": s["id"], "status": "failed", "reason": reason, "history": _history(d), "traceback": tb}
-                for s, d in zip(subs, dirs)]
+        reason, tb, storage = f"{type(exc).__name__}: {exc}", traceback.format_exc(), storage_error(exc)
+        return [{"id": s["id"], "status": "failed", "reason": reason, "history": _history(d), "traceback": tb,
+                 "storage_error": storage} for s, d in zip(subs, dirs)]
     return [{"id": s["id"], "status": "done" if r.status == "completed" else "failed",
              "reason": "" if r.status == "completed" else f"diverged: {r.message}", "history": r.history,
-             "traceback": ""} for s, r in zip(subs, results)]
+             "traceback": "", "storage_error": False} for s, r in zip(subs, results)]
 
 
 @contextmanager
@@ -146,14 +169,15 @@ def execute_point(task: dict[str, Any]) -> dict[str, Any]:
         try:
             cfg = TrainConfig.from_dict(task["config"])
             if task.get("run_dir"):
-                status, reason, history, tb = _run(cfg, Path(task["run_dir"]))
+                status, reason, history, tb, storage = _run(cfg, Path(task["run_dir"]))
             else:
                 with tempfile.TemporaryDirectory(prefix="imc-grapes-point-") as tmp:
-                    status, reason, history, tb = _run(cfg, Path(tmp))
+                    status, reason, history, tb, storage = _run(cfg, Path(tmp))
                     files = {name: (Path(tmp) / name).read_text() for name in RUN_FILES
                              if (Path(tmp) / name).exists()}
-        except Exception as exc:  # noqa: BLE001 - e.g. a config this worker's version rejects
+        except Exception as exc:  # noqa: BLE001 - e.g. a config this worker's version rejects, a full temp folder
             status, reason, history, tb = "failed", f"{type(exc).__name__}: {exc}", [], traceback.format_exc()
+            storage = storage_error(exc)
     return {"id": task["id"], "status": status, "reason": reason, "history": history, "files": files,
             "wall_time_s": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
-            "traceback": tb}
+            "traceback": tb, "storage_error": storage}

@@ -1,0 +1,285 @@
+"""Sweeps under the mishaps of a shared machine: a full disk mid-sweep, a point that raises, a second sweep process
+on the same folder, a spec edited between runs, damaged or foreign files in the folder, huge seeds and unicode
+folder names."""
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import subprocess
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import imc_grapes.io as io_mod
+import imc_grapes.sweep.store as store_mod
+import imc_grapes.sweep.worker as worker_mod
+from imc_grapes.config import TrainConfig
+from imc_grapes.io import read_json
+from imc_grapes.sweep import SpecError, SweepStore, load_spec, sweep_status
+from imc_grapes.sweep.cli import main as sweep_main
+from imc_grapes.sweep.worker import storage_error
+from imc_grapes.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = """
+[base]
+dataset = "synthetic"
+hidden = [8]
+train_subset = 100
+test_subset = 60
+batch_size = 25
+"""
+
+
+def write_spec(path: Path, out: Path, axes: str, base: str = TINY) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'[sweep]\nout = "{out}"\n{base}\n[axes]\n{axes}\n', encoding="utf-8")
+    return path
+
+
+def results(out: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in sorted((out / "points").glob("*/point.json"))}
+
+
+def temp_files(out: Path) -> list[Path]:
+    """Leftover temporary files of the atomic writes (``.<name>.<random hex>``)."""
+    return [p for p in out.rglob(".*") if p.name != ".lock"]
+
+
+def no_space_for(monkeypatch: pytest.MonkeyPatch, hit: Callable[[str], bool]) -> list[str]:
+    """Make every atomic write whose path ``hit`` selects fail as on a full disk (OSError ENOSPC); returns the
+    paths refused so far. The training run (``train``) and the sweep's store write through
+    :func:`imc_grapes.io.write_bytes_atomic`."""
+    real = io_mod.write_bytes_atomic
+    refused: list[str] = []
+
+    def write(path, data):
+        if hit(str(path)):
+            refused.append(str(path))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(io_mod, "write_bytes_atomic", write)
+    monkeypatch.setattr(store_mod, "write_bytes_atomic", write)
+    return refused
+
+
+def test_storage_errors_are_told_apart_from_a_points_own_errors():
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        assert storage_error(OSError(code, os.strerror(code)))
+    try:    # raised while handling one, or from one: still the disk
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("could not save") from inner
+    except RuntimeError as exc:
+        assert storage_error(exc)
+    assert not storage_error(PermissionError(errno.EACCES, "Permission denied"))
+    assert not storage_error(FileNotFoundError(errno.ENOENT, "No such file"))
+    assert not storage_error(ValueError("bad value"))
+
+
+def test_a_full_disk_while_a_point_trains_stops_the_sweep_and_the_rerun_completes(tmp_path, monkeypatch, capsys):
+    """Before: every point after the disk filled up was recorded *failed* (OSError), the sweep went on through
+    all of them and exited 0; a plain rerun then ran nothing."""
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05, 0.02]")
+    first, second, third = (p.id for p in load_spec(spec_path).points())
+    refused = no_space_for(monkeypatch, lambda path: f"/{second}/run/" in path or f"/{third}/run/" in path)
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert f"point {second} (lr=0.05) could not write its files" in err and "No space left on device" in err
+    assert "the sweep stopped after 1 of 3 point(s)" in err and "run the same command again" in err
+    assert len(refused) == 1 and third not in refused[0]      # it stopped at once: the third point never ran
+    spec = load_spec(spec_path)
+    states = {ps.point.id: ps.state for ps in sweep_status(spec).points}
+    assert states == {first: "done", second: "half-finished", third: "pending"}   # nothing recorded failed
+    assert not (out / "points" / second / "point.json").exists() and temp_files(out) == []
+    kept = results(out)[first]
+    monkeypatch.undo()      # space freed
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0
+    assert "1 half-finished to redo; running 2" in capsys.readouterr().out
+    assert {ps.state for ps in sweep_status(spec).points} == {"done"}
+    assert results(out)[first] == kept
+
+
+def test_a_full_disk_while_writing_a_result_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05]")
+    no_space_for(monkeypatch, lambda path: path.endswith("point.json"))
+    assert sweep_main([str(spec_path), "--jobs", "1"]) == 2     # before: a traceback, exit code 1
+    err = capsys.readouterr().err
+    assert err.startswith("imc-grapes sweep: error: cannot write the sweep's files in ") and "Traceback" not in err
+    assert "No space left on device" in err and "Finished points are kept" in err
+    assert results(out) == {} and temp_files(out) == []
+    spec = load_spec(spec_path)
+    assert [ps.state for ps in sweep_status(spec).points] == ["half-finished", "pending"]
+    monkeypatch.undo()
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0
+    assert [ps.state for ps in sweep_status(spec).points] == ["done", "done"]
+
+
+def test_a_report_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0
+    capsys.readouterr()
+    no_space_for(monkeypatch, lambda path: path.endswith("summary.csv"))
+    assert sweep_main([str(spec_path), "--report"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report in" in err and "No space left on device" in err and "Traceback" not in err
+
+
+def test_a_point_that_raises_is_recorded_failed_with_its_traceback_and_retried_only_on_request(tmp_path, monkeypatch,
+                                                                                             capsys):
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05]")
+    bad = load_spec(spec_path).points()[1].id
+    real_train = worker_mod.train
+
+    def flaky(cfg, run_dir, **kw):
+        if cfg.lr == 0.05:
+            raise ValueError("boom in the model")
+        return real_train(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(worker_mod, "train", flaky)
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0   # a failed point is a result
+    printed = capsys.readouterr().out
+    assert "1 point(s) failed" in printed and "--retry-failed redoes them" in printed
+    res = read_json(out / "points" / bad / "point.json")
+    assert (res["status"], res["reason"], res["metrics"]) == ("failed", "ValueError: boom in the model", {})
+    run = read_json(out / "points" / bad / "run.json")
+    assert "Traceback" in run["traceback"] and "boom in the model" in run["traceback"]
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0      # a plain rerun keeps it
+    assert "0 pending" in capsys.readouterr().out and read_json(out / "points" / bad / "point.json") == res
+    monkeypatch.undo()
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report", "--retry-failed"]) == 0
+    assert read_json(out / "points" / bad / "point.json")["status"] == "done"
+
+
+LOCK_HOLDER = """
+import sys, time
+from imc_grapes.sweep import SweepStore
+with SweepStore(sys.argv[1]).lock():
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_sweep_process_on_the_same_folder_is_refused_until_the_first_dies(tmp_path, capsys):
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert sweep_main([str(spec_path), "--jobs", "1"]) == 3
+        assert f"another process (pid {holder.pid}) is running the sweep in {out}" in capsys.readouterr().err
+        assert not (out / "points").exists() and not (out / "plan.json").exists()     # it touched nothing
+        assert sweep_main([str(spec_path), "--status"]) == 0
+        assert "a sweep process is running in this folder now" in capsys.readouterr().out
+        assert sweep_main([str(spec_path), "--report"]) == 0       # reads the finished points only
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0    # kill -9 released the lock
+    assert [ps.state for ps in sweep_status(load_spec(spec_path)).points] == ["done"]
+
+
+def test_an_edited_spec_reuses_unchanged_points_and_ignores_the_others(tmp_path, capsys):
+    """Points are found by the hash of their config: an edited spec reuses the points whose config it still has,
+    runs the new ones, and never mixes the old ones into its status or report (they stay on disk, counted by a
+    note); plots of axes it no longer has are removed from plots/, other files there kept."""
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05]\nseed = [0, 1]")
+    assert sweep_main([str(spec_path), "--jobs", "1"]) == 0
+    assert (out / "plots" / "acc_vs_lr.png").exists()
+    (out / "plots" / "mine.png").write_bytes(b"not the report's")
+    old = results(out)
+    capsys.readouterr()
+    # edited: the lr axis taken out (lr = 0.05 in the base), one seed dropped, a batch_size axis added
+    spec_path = write_spec(tmp_path / "s.toml", out, "batch_size = [25, 50]\nseed = [0]",
+                           base=TINY.replace("batch_size = 25", "lr = 0.05"))
+    spec = load_spec(spec_path)
+    new_ids = [p.id for p in spec.points()]
+    reused = [pid for pid in new_ids if pid in old]
+    assert len(reused) == 1      # batch_size 25, seed 0, lr 0.05: the same config as before
+    assert sweep_main([str(spec_path), "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 points — 1 done, 0 failed already; running 1" in printed
+    assert "note: 3 folder(s) in points/ belong to no point of this spec" in printed
+    assert results(out)[reused[0]] == old[reused[0]]
+    assert set(old) <= set(results(out))            # the old points are kept on disk
+    with open(out / "summary.csv", newline="") as f:
+        assert [r["point"] for r in csv.DictReader(f)] == new_ids       # and only this spec's are reported
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["acc_vs_batch_size.png", "mine.png"]
+    assert sweep_main([str(spec_path), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "2 points — 2 done, 0 failed, 0 pending" in status
+    assert "3 folder(s) in points/ belong to no point" in status
+
+
+def test_damaged_or_foreign_files_in_the_folder_do_not_break_status_report_or_resume(tmp_path, capsys):
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05, 0.02]")
+    a, b, c = (p.id for p in load_spec(spec_path).points())
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0
+    (out / "points" / a / "run.json").write_text("[1, 2]")     # not an object (before: the report crashed)
+    (out / "points" / "notes.txt").write_text("mine")
+    (out / "points" / c).rename(out / "elsewhere")          # c's folder replaced by a link to another place
+    (out / "points" / c).symlink_to(tmp_path / "missing")
+    (out / "points" / b / "point.json").unlink()            # b half-finished, then a file in its folder's place
+    shutil.rmtree(out / "points" / b)
+    (out / "points" / b).write_text("a file where the folder should be")
+    capsys.readouterr()
+    assert sweep_main([str(spec_path), "--status"]) == 0
+    assert "1 done, 0 failed, 2 pending" in capsys.readouterr().out
+    assert sweep_main([str(spec_path), "--report"]) == 0
+    with open(out / "summary.csv", newline="") as f:
+        rows = {r["point"]: r for r in csv.DictReader(f)}
+    assert rows[a]["status"] == "done" and rows[a]["wall_time_s"] == ""
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0   # before: NotADirectoryError
+    assert [ps.state for ps in sweep_status(load_spec(spec_path)).points] == ["done"] * 3
+    assert (out / "points" / b).is_dir() and not (out / "points" / c).is_symlink()
+    assert (out / "elsewhere" / "point.json").exists() and (out / "points" / "notes.txt").read_text() == "mine"
+
+
+def test_seeds_equal_modulo_2_32_train_the_same_network_so_a_seed_axis_rejects_them(tmp_path):
+    cfg = dict(dataset="synthetic", hidden=[8], train_subset=60, test_subset=30, batch_size=20)
+    runs = [train(TrainConfig(seed=s, **cfg), tmp_path / str(i), progress=False, log=lambda _m: None).history
+            for i, s in enumerate((0, 2 ** 32, 1))]
+    strip = [[{k: v for k, v in row.items() if k not in ("time_s", "wall_time_s")} for row in h] for h in runs]
+    assert strip[0] == strip[1] and strip[0] != strip[2]    # torch's CPU generator: the seed's low 32 bits
+    for seeds, pair in (("[0, 1, 4294967296]", "0 and 4294967296"), ("[-1, 4294967295]", "-1 and 4294967295")):
+        path = write_spec(tmp_path / "s.toml", tmp_path / "o", f"seed = {seeds}")
+        with pytest.raises(SpecError, match=f"axis 'seed' lists the seeds {pair}, which give the same run"):
+            load_spec(path)
+
+
+def test_one_point_with_extreme_seeds_in_a_unicode_folder(tmp_path, capsys):
+    """Degenerate grids (one value per axis; no axis at all) with the extreme seeds, in a folder named in unicode."""
+    folder = tmp_path / "über ñ" / "日本"
+    for i, axes in enumerate((f"seed = [{2 ** 64 - 1}]", f"seed = [{-2 ** 63}]\nlr = [0.1]", "")):
+        out = folder / f"o{i}"
+        spec_path = write_spec(folder / f"s{i}.toml", out, axes)
+        assert sweep_main([str(spec_path), "--jobs", "1"]) == 0
+        (point,) = load_spec(spec_path).points()
+        res = json.loads((out / "points" / point.id / "point.json").read_text(encoding="utf-8"))
+        assert res["status"] == "done" and res["config"]["seed"] == point.config.seed
+        assert sweep_main([str(spec_path), "--status"]) == 0
+        assert "1 points — 1 done, 0 failed, 0 pending" in capsys.readouterr().out
+        assert (out / "summary.csv").exists() and list((out / "plots").glob("*.png"))
+
+
+def test_status_of_a_folder_without_points_dir_has_no_foreign_note(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.toml", tmp_path / "none", "lr = [0.1]"))
+    status = sweep_status(spec)
+    assert status.other_points == 0 and "belong to no point" not in status.format()
+    assert SweepStore(tmp_path / "none").folder_ids() == []

@@ -13,7 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
-from .config import ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct
+from .config import (ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct,
+                     check_seeds_apart)
 from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
@@ -183,6 +184,7 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     """The runs of ``imc-grapes train`` (parsed ``args``), one per seed × optimizer, validated (ConfigError or
     ValueError naming the option); nothing is loaded or trained."""
     check_distinct("--seed", args.seed)
+    check_seeds_apart("--seed", args.seed)
     check_distinct("--optimizer", args.optimizer)
     if args.backend == "digital":
         _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)")

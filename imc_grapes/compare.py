@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, is_int, is_number, run_identity,
-                     seed_in_range)
+from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart, is_int,
+                     is_number, run_identity, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
                  write_json_atomic)
@@ -106,6 +106,8 @@ class CompareSpec:
         if not self.seeds or not all(is_int(s) for s in self.seeds):
             raise ConfigError(f"seeds must name one or more seeds (integers), got {list(self.seeds)}")
         check_distinct("seeds", self.seeds)
+        check_seeds_apart("seeds", self.seeds)
+        check_seeds_apart("tune_seeds", self.tune_seeds)
         if (not self.tune_seeds or not all(is_int(s) for s in self.tune_seeds)
                 or len(set(self.tune_seeds)) != len(self.tune_seeds)):
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")

@@ -143,6 +143,27 @@ def check_distinct(name: str, values: Sequence[Any]) -> None:
                          f"({', '.join(repr(v) for v in repeated)} more than once)")
 
 
+#: torch's CPU generator (Mersenne Twister), which draws a run's initial weights and data order, uses only the
+#: low 32 bits of a seed: seeds equal modulo this give the same run
+SEED_PERIOD = 2 ** 32
+
+
+def check_seeds_apart(name: str, seeds: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` naming ``name`` when two integer ``seeds`` are equal modulo :data:`SEED_PERIOD`
+    (e.g. 0 and 2^32, or -1 and 2^32 - 1): they would train the same network, and the means and std over the
+    seeds would count one run twice. (Equal seeds: :func:`check_distinct`; non-integers: the config's own check.)"""
+    first: dict[int, int] = {}
+    for s in seeds:
+        if not is_int(s):
+            continue
+        low = int(s) % SEED_PERIOD
+        if low in first and first[low] != s:
+            raise ConfigError(f"{name} lists the seeds {first[low]} and {s}, which give the same run: torch's CPU "
+                              f"generator uses only a seed's low 32 bits (seed mod 2^32 = {low} for both); pick "
+                              "seeds that differ modulo 2^32")
+        first.setdefault(low, s)
+
+
 def _device_ok(device: object) -> bool:
     """Whether ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with N ≥ 0 (CUDA need not be present)."""
     if not isinstance(device, str):

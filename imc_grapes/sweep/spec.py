@@ -53,8 +53,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from ..backends.settings import AnalogSettings
-from ..config import (DIGITAL_ANALOG_FIELDS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, identity_dict,
-                      is_int, seed_in_range)
+from ..config import (DIGITAL_ANALOG_FIELDS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
+                      identity_dict, is_int, seed_in_range)
 from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
@@ -210,27 +210,6 @@ def _coerce(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-#: torch's CPU generator (Mersenne Twister), which draws a run's initial weights and data order, uses only the
-#: low 32 bits of a seed: seeds equal modulo this give the same run
-SEED_PERIOD = 2 ** 32
-
-
-def _check_seeds_apart(name: str, seeds: Sequence[Any]) -> None:
-    """Raise :class:`SpecError` when two integer ``seeds`` of a seed axis are equal modulo :data:`SEED_PERIOD`
-    (e.g. 0 and 2^32, or -1 and 2^32 - 1): they would train the same network, and the means and std over the
-    seeds would count one run twice."""
-    first: dict[int, int] = {}
-    for s in seeds:
-        if not is_int(s):
-            continue    # the point's TrainConfig rejects it, naming the field
-        low = s % SEED_PERIOD
-        if low in first:
-            raise SpecError(f"axis {name!r} lists the seeds {first[low]} and {s}, which give the same run: torch's "
-                            f"CPU generator uses only a seed's low 32 bits (seed mod 2^32 = {low} for both); pick "
-                            "seeds that differ modulo 2^32")
-        first[low] = s
-
-
 def _build(config: dict[str, Any], where: str) -> TrainConfig:
     try:
         return TrainConfig.from_dict(_coerce(copy.deepcopy(config)))
@@ -286,7 +265,10 @@ class SweepSpec:
                 except ConfigError as exc:
                     raise SpecError(str(exc)) from None
                 if key == ("train", "seed"):
-                    _check_seeds_apart(ax.name, ax.values)
+                    try:
+                        check_seeds_apart(f"axis {ax.name!r}", ax.values)
+                    except ConfigError as exc:
+                        raise SpecError(str(exc)) from None
         whole = [ax.name for ax in self.axes if (ax.path.section, ax.path.field) == ("analog", "device_overrides")]
         entries = [ax.name for ax in self.axes if ax.path.section == "device"]
         if whole and entries:   # the table would replace (or take) the entries: points silently merged or mislabelled

@@ -307,3 +307,25 @@ def test_hidden_defaults_to_the_models_own_widths():
         else:
             from imc_grapes.cli import compare_spec
             assert compare_spec(args).base.hidden == widths, argv
+
+
+def test_seeds_equal_modulo_2_to_the_32_are_refused_wherever_seeds_are_listed():
+    """torch's CPU generator (initial weights, data order) uses a seed's low 32 bits only: seeds 0 and 2^32 train
+    the same network, which a list of seeds would count twice. Measured here: the same initial weights."""
+    import torch
+
+    from imc_grapes.cli import main
+    from imc_grapes.compare import CompareSpec
+    from imc_grapes.config import check_seeds_apart
+
+    assert torch.equal(torch.rand(3, generator=torch.Generator().manual_seed(0)),
+                       torch.rand(3, generator=torch.Generator().manual_seed(2 ** 32)))
+    check_seeds_apart("seeds", [0, 1, 2, 2 ** 32 + 3])                          # all apart
+    for seeds, pair in (([0, 1, 2 ** 32], "0 and 4294967296"), ([-1, 2 ** 32 - 1], "-1 and 4294967295")):
+        with pytest.raises(ConfigError, match=f"^seeds lists the seeds {pair}, which give the same run"):
+            check_seeds_apart("seeds", seeds)
+        with pytest.raises(ConfigError, match=f"^seeds lists the seeds {pair}"):
+            CompareSpec(base=TrainConfig(dataset="synthetic"), seeds=seeds)
+        with pytest.raises(ConfigError, match=f"^tune_seeds lists the seeds {pair}"):
+            CompareSpec(base=TrainConfig(dataset="synthetic"), tune_seeds=seeds)
+    assert main(["train", "--dataset", "synthetic", "--seed", "0", str(2 ** 32)]) == 2

@@ -95,8 +95,10 @@ class SNULayer(nn.Module):
         self.soft, self.surrogate_beta = bool(soft), float(surrogate_beta)
         self.inp = nn.Linear(in_features, out_features, bias=False)
         he_uniform_(self.inp.weight, generator if generator is not None else make_generator(None))
-        self.b = nn.Parameter(torch.full((out_features,), -float(threshold)))
-        self.register_buffer("decay", torch.full((out_features,), float(decay)))
+        # created in the target dtype: a float32 constant cast to float64 would keep float32's rounding
+        # (decay 0.7 would become 0.699999988)
+        self.b = nn.Parameter(torch.full((out_features,), -float(threshold), device=device, dtype=dtype))
+        self.register_buffer("decay", torch.full((out_features,), float(decay), device=device, dtype=dtype))
         self.to(device=device, dtype=dtype)
 
     def output(self, v: Tensor) -> Tensor:
@@ -196,7 +198,7 @@ class SpikingClassifier(nn.Module):
         sizes = (self.in_features, *hidden)
         self.layers = nn.ModuleList(
             SNULayer(n_in, n_out, soft=soft, decay=decay, threshold=threshold, surrogate_beta=surrogate_beta,
-                     generator=g) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+                     generator=g, dtype=dtype) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
         self.readout = nn.Linear(hidden[-1], n_classes, bias=False)
         uniform_(self.readout.weight, math.sqrt(6.0 / hidden[-1]), g)
         self.to(device=device, dtype=dtype)

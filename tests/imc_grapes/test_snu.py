@@ -128,6 +128,16 @@ def test_classifier_shapes_and_determinism():
     assert a.output_layer() is a.readout
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decay_and_threshold_are_exact_in_the_model_dtype(dtype):
+    # built in float32 and cast, a float64 model had decay 0.69999998807907 and threshold 0.30000001192
+    model = SpikingClassifier(6, (4, 3), 2, decay=0.7, threshold=0.3, seed=0, dtype=dtype)
+    for layer in model.layers:
+        assert layer.decay.dtype == dtype and layer.b.dtype == dtype
+        assert torch.equal(layer.decay, torch.full((layer.out_features,), 0.7, dtype=dtype))
+        assert torch.equal(layer.b, torch.full((layer.out_features,), -0.3, dtype=dtype))
+
+
 def test_invalid_arguments_name_the_field():
     with pytest.raises(ValueError, match=r"SNULayer.decay must be in \[0, 1\)"):
         SNULayer(2, 2, decay=1.0)

@@ -16,9 +16,11 @@ One SNU layer, for every time step ``t = 1 … T`` (``s_0 = y_0 = 0``)::
 ``W x_t`` does not depend on the state, so it is one matrix product over all steps (``[T·batch, in]``); only
 the state update runs step by step. GRAPES: ``W`` is the layer's ``inp`` (``nn.Linear``, bias-free), so
 :func:`~imc_grapes.grapes.attach_grapes` takes ``F = Σ_j |W_ij|`` and its propagated hook scales the error
-arriving at ``W x_t`` at every step; the threshold ``b`` and the decay are not part of ``F``, and the error
-carried back through time inside the unit (through ``s_{t-1}``) is not scaled (see :mod:`imc_grapes.recurrent`
-for why the temporal path stays unmodulated).
+arriving at ``W x_t`` at every step, so ``ΔW`` and the error sent to the layer below are modulated (local mode:
+``ΔW`` only); the threshold ``b`` and the decay are not part of ``F``, the threshold's gradient ``Δb`` is not
+modulated (``b`` acts on the output ``h(s_t + b)``, not on ``W x_t``), and the error carried back through time
+inside the unit (through ``s_{t-1}`` and the reset) is not scaled (see :mod:`imc_grapes.recurrent` for why the
+temporal path stays unmodulated).
 
 The classifier :class:`SpikingClassifier` encodes an image into spike trains (rate or latency code, drawn from
 its own seeded generator), runs the SNU layers, and reads out the last layer's spike counts with a bias-free
@@ -144,7 +146,8 @@ def encode_rate(intensity: Tensor, steps: int, generator: torch.Generator) -> Te
 
 def encode_latency(intensity: Tensor, steps: int, min_intensity: float = 0.2) -> Tensor:
     """Latency (time-to-first-spike) code: input ``i`` spikes once, at step ``round((1 − I_i)(steps − 1))``
-    (brighter = earlier); inputs with ``I_i < min_intensity`` never spike.
+    (brighter = earlier; an exact half rounds to even, as ``torch.round``); inputs with ``I_i < min_intensity``
+    never spike.
 
     ``intensity: [batch, n]`` in [0, 1] -> spikes ``[steps, batch, n]`` (deterministic).
     """

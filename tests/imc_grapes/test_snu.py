@@ -74,6 +74,9 @@ def test_latency_code_by_hand():
     spikes = encode_latency(i, steps=5, min_intensity=0.2)  # t = round((1 - I) * 4) = 0, 2, 3, (never)
     assert spikes.shape == (5, 1, 4)
     assert spikes[:, 0].nonzero().tolist() == [[0, 0], [2, 1], [3, 2]]
+    # exact halves round to even (the docstring's choice): (1 − 0.375)·4 = 2.5 -> 2, (1 − 0.125)·4 = 3.5 -> 4
+    ties = encode_latency(torch.tensor([[0.375, 0.125]]), steps=5, min_intensity=0.1)
+    assert ties[:, 0].nonzero().tolist() == [[2, 0], [4, 1]]
 
 
 def test_rate_code_statistics_and_seed():

@@ -781,8 +781,10 @@ def _passed(q: Tensor, p: IOParameters) -> Tensor:
     """Bound management: whether each output vector ``q: [..., n_out]`` on the ADC grid stayed within the ADC
     range (``|q| <= out_bound``; only the upper bound unless ``bm_test_negative_bound``), ``[...]``. (Both bounds
     as ``max |q|``: the same test as amax and amin, in fewer operations; torch's CPU aminmax along a dim is ~18x
-    slower.)"""
-    return (nonneg_amax(q.abs()) if p.bm_test_negative_bound else q.amax(dim=-1)) <= p.out_bound
+    slower. The bound is compared as a cached 0-d tensor of ``q``'s dtype: the value a Python number would be cast
+    to, without wrapping and casting it on every call: the full-scale ADC of GRAPES's array read 79 → 72 µs.)"""
+    top = nonneg_amax(q.abs()) if p.bm_test_negative_bound else q.amax(dim=-1)
+    return top <= _step_tensor(p.out_bound, top.dtype, top.device)
 
 
 def _rescaled(out: Tensor, first: Tensor | None, alpha: Tensor, alpha_safe: Tensor, alpha_pos: bool | None,

@@ -106,8 +106,6 @@ class CompareSpec:
         if not self.seeds or not all(is_int(s) for s in self.seeds):
             raise ConfigError(f"seeds must name one or more seeds (integers), got {list(self.seeds)}")
         check_distinct("seeds", self.seeds)
-        check_seeds_apart("seeds", self.seeds)
-        check_seeds_apart("tune_seeds", self.tune_seeds)
         if (not self.tune_seeds or not all(is_int(s) for s in self.tune_seeds)
                 or len(set(self.tune_seeds)) != len(self.tune_seeds)):
             raise ConfigError(f"tune_seeds must name one or more distinct seeds, got {list(self.tune_seeds)}")
@@ -115,6 +113,7 @@ class CompareSpec:
             seeds = getattr(self, name)
             if not all(seed_in_range(s) for s in seeds):
                 raise ConfigError(f"{name} must be integers in {SEED_RANGE}, got {list(seeds)}")
+            check_seeds_apart(name, seeds)
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}"
                               f"{did_you_mean(self.tune_score, TUNE_SCORES)}")

@@ -71,7 +71,8 @@ def _process_versions() -> tuple[tuple[str, Any], ...]:
 
 def versions() -> dict[str, Any]:
     """Python, platform, package versions (aihwkit read from its metadata, not imported), git commit and the code's
-    uncommitted files (``git_uncommitted``: a result computed by a changed tree says so), CUDA."""
+    uncommitted files (``git_uncommitted``: a result computed by a changed tree says so), the CPU instruction set
+    and torch thread count that the float sums depend on, CUDA."""
     constant = dict(_process_versions())
     info: dict[str, Any] = {
         **constant,
@@ -81,6 +82,9 @@ def versions() -> dict[str, Any]:
         # the instruction set torch's CPU kernels use: float sums are ordered differently on AVX2 and AVX-512, so
         # the same seed gives (slightly) different numbers on the two
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # torch's intra-op CPU threads (--threads, OMP_NUM_THREADS): a float sum split over another number of
+        # threads is ordered differently, so the same seed gives (slightly) different digital numbers
+        "torch_threads": torch.get_num_threads(),
         # int8 or float matmuls for the CPU pulse counts: the same counts, but the choice steers the cost model
         # of the sparse/dense update, hence the random stream (crossbar._sparse_update.int8_counts_mode)
         "cpu_pulse_counts": CPU_PULSE_COUNTS,

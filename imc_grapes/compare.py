@@ -421,6 +421,20 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
     return "\n".join([fmt.format(*head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt.format(*b) for b in body])
 
 
+def column_notes(rows: Sequence[dict[str, Any]], target: float) -> str:
+    """What the table's "epochs to target" column and (when there are any) its ``acc % @t`` columns mean, for the
+    report's legend below the table."""
+    note = (f"*epochs to {100 * target:g}%*: the first evaluation point (in epochs) at which a run's test accuracy "
+            f"reached {100 * target:g} %, the mean over the cell's completed runs; (k/n) when only k of its n "
+            "completed runs reached it (no mean is shown then).")
+    if any(k.startswith("inference_acc@") for r in rows for k in r):
+        note += (" *acc % @t*: test accuracy of the trained analog network after its weights are programmed onto "
+                 "PCM-like devices and read a time t later (programming noise, conductance drift and read noise, "
+                 "with global drift compensation; `imc_grapes/inference_eval.py`), the mean over the cell's "
+                 "completed runs.")
+    return note
+
+
 def _time_label(t: float) -> str:
     for secs, name in ((31536000, "1y"), (86400, "1d"), (3600, "1h"), (60, "1min"), (1, "1s")):
         if t >= secs and abs(t / secs - round(t / secs)) < 1e-9:
@@ -711,7 +725,7 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
               "*GRAPES ops %*: GRAPES's own "
               "digital operations (importance, max, modulation, error scaling) as a share of all operations of a "
               "step. Energies use the documented per-operation table (`imc_grapes/backends/costs.py`); they are "
-              "order-of-magnitude estimates.", ""]
+              "order-of-magnitude estimates. " + column_notes(rows, spec.target_acc), ""]
     found = findings(rows, cells)
     if found:
         lines += (["## What the numbers say", ""] + [f"* {f}" for f in found]

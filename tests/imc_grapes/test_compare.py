@@ -240,6 +240,9 @@ def test_compare_writes_every_promised_file(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "![curves.png](curves.png)" in md and "| analog | grapes |" in md
     assert "batch 32 (partial last batch left out), 1 epoch(s)" in md
+    # every column of the table is explained below it, at the job's target (0.5 here) and with the inference times
+    assert "| epochs to 50% |" in md and "*epochs to 50%*: the first evaluation point" in md and "(k/n)" in md
+    assert "| acc % @1y |" in md and "*acc % @t*: test accuracy of the trained analog network" in md
     said = md.split("## What the numbers say\n\n")[1].split("\n\n")
     assert said[0].count("\n* ") == 1 and said[0].startswith("* **digital**: GRAPES ")     # one line per hardware
     assert said[1].startswith("(Combined seed spread: √(std₁² + std₂²)")
@@ -605,3 +608,13 @@ def test_findings_say_when_two_cells_completed_different_seeds():
             "completed: +20.00 ± 14.14 points, GRAPES higher on 2 of 2]") in text
     assert text.count("different seeds") == 1, "GRAPES and the layer-mean control completed the same seeds"
     assert "different seeds" not in findings(rows)[0], "without the cells: the rows' statement only"
+
+
+def test_column_notes_explain_the_inference_columns_only_when_the_table_has_them():
+    """A digital-only job has no ``acc % @t`` columns, so its legend does not describe them."""
+    digital = [{"hardware": "digital", "optimizer": "sgd"}]
+    analog = digital + [{"hardware": "analog", "optimizer": "sgd", "inference_acc@1.0": 0.5}]
+    assert compare_mod.column_notes(digital, 0.9).startswith("*epochs to 90%*: ")
+    assert "*acc % @t*" not in compare_mod.column_notes(digital, 0.9)
+    assert "*acc % @t*" in compare_mod.column_notes(analog, 0.97)
+    assert compare_mod.column_notes(analog, 0.97).startswith("*epochs to 97%*: ")

@@ -106,8 +106,10 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
             ax.text(0.5, 0.5, "no completed run\n(every run diverged)", ha="center",
                     va="center", transform=ax.transAxes, color="0.4")
     first = results[0].config
-    fig.suptitle(fit_title(fig, f"{first.dataset} · {first.model} {list(first.hidden) if first.model == 'mlp' else ''}"
-                                f" · rule {first.rule} · base {first.base_optimizer}", "figure.titlesize"))
+    model = f"{first.model} {list(first.hidden)}" if first.model == "mlp" else first.model
+    hardware = "digital" if first.backend == "digital" else f"{first.backend} {first.analog.preset}"
+    fig.suptitle(fit_title(fig, f"{first.dataset} · {model} · rule {first.rule} · base {first.base_optimizer}"
+                                f" · {hardware}", "figure.titlesize"))
     fig.tight_layout()
     path = write_figure_atomic(path, fig, dpi=120)
     plt.close(fig)

@@ -8,6 +8,7 @@ import matplotlib
 import matplotlib.figure
 import pytest
 
+from imc_grapes.backends import AnalogSettings
 from imc_grapes.compare import Cell, CompareSpec, plot_report
 from imc_grapes.compare_summary import _plot as plot_paired
 from imc_grapes.config import TrainConfig
@@ -71,7 +72,15 @@ def test_title_chars_divides_the_width_among_panels_and_checks_its_argument():
 def test_a_run_summarys_long_suptitle_is_wrapped(titles, tmp_path):
     cfg = TrainConfig(dataset="synthetic", hidden=(128,) * 24)
     plot_curves([RunResult(cfg, HISTORY, "completed")], tmp_path / "curves.png")
-    _check(titles, f"synthetic · mlp {[128] * 24} · rule bp · base sgd")
+    _check(titles, f"synthetic · mlp {[128] * 24} · rule bp · base sgd · digital")
+
+
+def test_a_run_summarys_title_names_the_hardware(titles, tmp_path):
+    """The summary of `train --backend crossbar --preset EcRam` says so (it looked like a digital run's), and a
+    CNN's title has no empty layer list."""
+    cfg = TrainConfig(dataset="synthetic", model="cnn", backend="crossbar", analog=AnalogSettings(preset="EcRam"))
+    plot_curves([RunResult(cfg, HISTORY, "completed")], tmp_path / "curves.png")
+    assert "synthetic · cnn · rule bp · base sgd · crossbar EcRam" in [t[0] for t in titles]
 
 
 def test_compares_long_panel_and_narrow_bar_chart_titles_are_wrapped(titles, tmp_path):

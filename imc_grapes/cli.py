@@ -104,13 +104,20 @@ def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     g.add_argument("--dac-bits", type=int, default=a.dac_bits, help="input DAC bits, 0 = none (default %(default)s)")
     g.add_argument("--adc-bits", type=int, default=a.adc_bits, help="output ADC bits, 0 = none (default %(default)s)")
     g.add_argument("--out-noise", type=float, default=a.out_noise,
-                   help="output noise std of each MVM (default %(default)s)")
-    g.add_argument("--ideal-periphery", action="store_true", help="exact MVMs (no DAC/ADC/noise); devices stay")
+                   help="std of the Gaussian noise added to each MVM output, in units of the ADC's full-scale input range "
+                        "(aihwkit's out_noise) (default %(default)s)")
+    g.add_argument("--ideal-periphery", action="store_true",
+                   help="exact MVMs (no DAC, ADC or output noise); the devices' update physics still applies")
     g.add_argument("--importance", default=a.importance,
                    help="GRAPES importance: exact (digital Σ|w|) or array (all-ones read through the ADC) "
                         "(default %(default)s)")
     g.add_argument("--importance-every", type=int, default=a.importance_every,
                    help="refresh GRAPES factors every k batches (default %(default)s)")
+
+
+def _words(values: Sequence[object]) -> str:
+    """Values as they are typed on the command line (``0.03 0.1``), for the defaults shown in --help."""
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _analog_from(args: argparse.Namespace) -> dict[str, object]:
@@ -272,19 +279,19 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                     "also evaluated after programming noise and drift (1 s, 1 h, 1 day, 1 year).",
         epilog=EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimizers", nargs="+", default=list(c.optimizers), metavar="NAME",
-                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: %(default)s)")
+                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: {' '.join(c.optimizers)})")
     p.add_argument("--hardware", nargs="+", default=list(c.hardware), metavar="HW",
-                   help="digital (ideal float weights) and/or analog (default: %(default)s)")
+                   help=f"digital (ideal float weights) and/or analog (default: {' '.join(c.hardware)})")
     p.add_argument("--backend", default=c.analog_backend,
                    help="simulator of the analog runs: crossbar (this project's engine) or aihwkit (default %(default)s)")
     p.add_argument("--lr", type=float, nargs="+", default=list(c.lr_grid), metavar="LR",
                    help="learning rate, or a grid tuned per cell on a validation split: the lr with the highest "
-                        "validation score is chosen, of equal scores the one given first (default: %(default)s)")
+                        f"validation score is chosen, of equal scores the one given first (default: {_words(c.lr_grid)})")
     p.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds), help="seeds of the final runs (default 0)")
     p.add_argument("--val-holdout", type=int, default=c.val_holdout,
                    help="training samples held out for lr tuning (default %(default)s)")
     p.add_argument("--tune-seeds", type=int, nargs="+", default=list(c.tune_seeds), metavar="SEED",
-                   help="seeds of the lr-tuning runs; an lr scores the mean over them (default: %(default)s)")
+                   help=f"seeds of the lr-tuning runs; an lr scores the mean over them (default: {_words(c.tune_seeds)})")
     p.add_argument("--tune-score", choices=TUNE_SCORES, default=c.tune_score,
                    help="what a tuning run scores: its final validation accuracy (what the final runs report) or "
                         "its best one at any evaluation point (default %(default)s)")

@@ -55,7 +55,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--device-preset", default="ReRamSB", metavar="P",
                    help=f"device preset of the analog backends: {', '.join(PRESETS)} (default %(default)s)")
     p.add_argument("--optimizers", nargs="+", default=["sgd", "grapes", "layer-mean"], metavar="NAME",
-                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: %(default)s)")
+                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: sgd grapes layer-mean)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the final runs (default: per size)")
     p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LR",
                    help="learning-rate grid tuned per optimizer, for every group (default: per experiment)")

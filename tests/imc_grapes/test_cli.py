@@ -389,6 +389,22 @@ def test_every_option_of_every_command_has_a_help_text():
     assert missing == []
 
 
+def test_list_defaults_in_help_read_as_they_are_typed(capsys):
+    """`compare --help` showed `(default: ['sgd', 'grapes', 'layer-mean'])` and `(default: [0.1])`: Python's list
+    repr, not what one types after the option; `--out-noise` did not say its unit."""
+    helps = {}
+    for command in ("compare", "experiment"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+        assert "['" not in helps[command] and "default: [0" not in helps[command], command
+    assert "(default: sgd grapes layer-mean)" in helps["experiment"]
+    text = helps["compare"]
+    assert "(default: sgd grapes layer-mean)" in text and "(default: digital analog)" in text
+    assert "one given first (default: 0.1)" in text and "mean over them (default: 0)" in text
+    assert "in units of the ADC's full-scale input range" in text
+
+
 def test_train_and_compare_help_name_the_output_folder_they_use_without_out(tmp_path, monkeypatch, capsys):
     """Without --out, train writes under runs/train and compare under reports/compare; their --help says so (it
     said only "output folder", where experiment, sweep and compare-summary name their defaults)."""

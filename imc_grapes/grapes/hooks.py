@@ -66,6 +66,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from crossbar import AnalogModuleBase
+
 from .core import BP_CLIP, dfa_modulations, importance, layer_mean, modulation, outgoing_importance, synapse_modulation
 from .feedback import FALinear
 
@@ -109,7 +111,8 @@ def _modulations(reads: list[Tensor], clip: tuple[float, float] | None) -> list[
 
 
 _ATTACHED_FLAG = "_imc_grapes_attached"
-_WEIGHTED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, FALinear)
+# the layers default_hidden_layers finds; AnalogModuleBase: crossbar.AnalogLinear and AnalogConv2d
+_WEIGHTED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, FALinear, AnalogModuleBase)
 
 
 def _weight_of(layer: nn.Module) -> Tensor:
@@ -136,8 +139,8 @@ def default_hidden_layers(model: nn.Module) -> list[nn.Module]:
     """The layers GRAPES modulates by default.
 
     ``model.hidden_layers()`` if the model defines it (all models of :mod:`imc_grapes.models` do);
-    otherwise every ``Linear``/``Conv``/``FALinear`` module in registration order except the last one
-    (taken to be the output layer).
+    otherwise every ``Linear``/``Conv``/``FALinear`` module and every analog layer of :mod:`crossbar`
+    (``AnalogLinear``, ``AnalogConv2d``) in registration order except the last one (taken to be the output layer).
     """
     fn = getattr(model, "hidden_layers", None)
     if callable(fn):

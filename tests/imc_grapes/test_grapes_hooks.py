@@ -243,6 +243,33 @@ def test_plain_sequential_model_detects_hidden_layers():
     torch.testing.assert_close(model[2].bias.grad, m2 * plain[2])  # local mode scales the bias row too
 
 
+def test_plain_sequential_model_of_analog_layers_detects_hidden_layers():
+    """A model built from ``crossbar.AnalogLinear`` layers, as the README's "From Python" invites: attach_grapes
+    finds its hidden layers without ``layers=`` (it found none and refused), and local GRAPES scales the digital
+    bias gradient of a hidden analog layer by that layer's M, computed by hand from its weights."""
+    import crossbar
+    from devices import IdealDevice
+
+    cfg = crossbar.CrossbarConfig.perfect(IdealDevice(dw_min=1e-3))
+    model = nn.Sequential(crossbar.AnalogLinear(5, 4, bias=False, rpu_config=cfg, seed=0), nn.ReLU(),
+                          crossbar.AnalogLinear(4, 4, bias=True, rpu_config=cfg, seed=1), nn.Tanh(),
+                          crossbar.AnalogLinear(4, 3, bias=False, rpu_config=cfg, seed=2))
+    with torch.no_grad():
+        model[2].bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+        model[2].set_weights(torch.tensor([[0.5, -0.4, 0.3, 0.1], [0.05, 0.02, -0.01, 0.0],
+                                           [0.2, 0.2, -0.2, 0.2], [0.9, -0.1, 0.0, 0.3]]))
+    x, y = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1, 2])
+    twin = copy.deepcopy(model)
+    F.cross_entropy(twin(x), y).backward()
+    h = attach_grapes(model, mode="local")
+    assert h.names == ("0", "2")
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    factor = _expected_m(model[2].get_weights())
+    assert not torch.allclose(factor, torch.ones(4))
+    torch.testing.assert_close(model[2].bias.grad, factor * twin[2].bias.grad)
+
+
 def test_invalid_arguments_raise_clear_errors():
     model = _one_hidden()
     with pytest.raises(ValueError, match="mode must be one of"):

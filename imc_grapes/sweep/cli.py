@@ -20,7 +20,11 @@ EPILOG = """examples:
   imc-grapes sweep SPEC.toml --executor ray                  # Ray embedded on this machine
   imc-grapes sweep SPEC.toml --executor ray --address HOST:6379   # spread over a Ray cluster
   imc-grapes sweep SPEC.toml --replicas 16                   # seeds of a small analog MLP, 16 per batched pass
+  imc-grapes sweep SPEC.toml --retry-failed                  # also redo the points that crashed
 A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
+A failed point either crashed (an exception, out of memory, a dead worker: often transient; --retry-failed
+redoes it) or diverged (NaN/Inf loss: deterministic for its seed, a rerun diverges again; --retry-diverged redoes
+it, e.g. after a fix); --status lists them apart.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data, workers that keep dying before they start a point or a sweep folder that cannot be
 written (full disk), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated
@@ -66,7 +70,12 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         "(crossbar backend, mlp, bp, sgd/grapes/layer-mean, no dropout; other points run alone). "
                         "Results are statistically equivalent to, not bit-identical with, plain runs (another "
                         "random generator); finished points are not re-run (default %(default)s: off)")
-    p.add_argument("--retry-failed", action="store_true", help="also redo points recorded as failed")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also redo the failed points that crashed (an exception, out of memory, a dead worker); "
+                        "points that diverged are kept (see --retry-diverged)")
+    p.add_argument("--retry-diverged", action="store_true",
+                   help="also redo the failed points that diverged (NaN/Inf loss: deterministic for a seed, so "
+                        "useful after a change to the code); with --retry-failed: every failed point")
     p.add_argument("--no-report", action="store_true", help="do not write summary.csv and plots after running")
     p.add_argument("-v", "--verbose", action="store_true", help="--status/--dry-run: list every point")
     return p
@@ -154,7 +163,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     on_term = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_term else None
     try:
-        status = run_sweep(spec, out, executor, retry_failed=args.retry_failed, replicas=args.replicas,
+        status = run_sweep(spec, out, executor, retry_failed=args.retry_failed,
+                           retry_diverged=args.retry_diverged, replicas=args.replicas,
                            verify_data=not (args.executor == "ray" and args.address))
     except SweepLockedError as exc:
         return fail(str(exc), 3)
@@ -177,10 +187,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             return write_failed(exc, "the points ran, but the report could not be written")
         print(format_summary(spec, out, points))
         print("\nwrote " + ", ".join(str(p) for p in paths))
-    failed = status.count("failed")
-    if failed:
-        print(f"{failed} point(s) failed: `imc-grapes sweep {args.spec} --status` lists the reasons; "
-              "--retry-failed redoes them")
+    from .store import CRASHED, DIVERGED
+
+    crashed, diverged = status.count_failed(CRASHED), status.count_failed(DIVERGED)
+    if crashed:
+        print(f"{crashed} point(s) failed (crashed: an exception or a dead worker): `imc-grapes sweep {args.spec} "
+              "--status` lists the reasons; --retry-failed redoes them")
+    if diverged:
+        print(f"{diverged} point(s) diverged (NaN/Inf loss; a rerun of the same seed diverges again): "
+              f"--retry-diverged redoes them")
     return 0 if status.complete else 1
 
 

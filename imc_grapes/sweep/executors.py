@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .store import CRASHED
 from .worker import execute_task
 
 Task = dict[str, Any]
@@ -79,7 +80,8 @@ def _shipping(task: Task, threads: int) -> Task:
 
 
 def _crash_outcome(task: Task, reason: str) -> Outcome:
-    return {"id": task["id"], "status": "failed", "reason": reason, "history": [], "files": {},
+    """A failed outcome for a task whose worker died or whose Ray task was lost: a crash, not a divergence."""
+    return {"id": task["id"], "status": "failed", "failure": CRASHED, "reason": reason, "history": [], "files": {},
             "wall_time_s": None, "host": None, "pid": None, "traceback": ""}
 
 

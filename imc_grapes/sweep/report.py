@@ -2,7 +2,8 @@
 
 Written into the sweep folder:
 
-* ``summary.csv`` — point id, status, failure reason, the swept parameters, final metrics (with ``[sweep]
+* ``summary.csv`` — point id, status, ``failure`` (why a failed point failed: ``diverged`` or
+  ``crashed``), failure reason, the swept parameters, final metrics (with ``[sweep]
   tail_evals = K > 1`` also ``tail_test_acc``, the mean of the last K evaluations, which the plots then show),
   ``epochs_run`` (the epochs trained at the point's last evaluation: less than the config's ``epochs`` for a
   point that failed early), wall time, then every other config field (top-level names, ``analog.*``,
@@ -78,7 +79,8 @@ def _cell(v: Any) -> Any:
 
 def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
-    """One row per point of ``spec``: id, status, reason, swept params, metrics (a done point's), ``epochs_run``
+    """One row per point of ``spec``: id, status, failure (``diverged`` / ``crashed`` for a failed point, else
+    empty), reason, swept params, metrics (a done point's), ``epochs_run``
     (the epochs trained at the point's last evaluation, a failed point's too), wall time, the final per-layer
     diagnostics of the points that have them (``final_M_mean/<layer>``, ``final_M_corr/…``, ``final_M_err/…``,
     ``final_sat/…``; empty elsewhere), config fields (``epochs``: the epochs asked for, as in compare's
@@ -94,7 +96,8 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     rows = []
     for ps in status.points:
         p = ps.point
-        row: dict[str, Any] = {"point": p.id, "status": ps.state, "reason": ps.reason, "reference": p.reference}
+        row: dict[str, Any] = {"point": p.id, "status": ps.state, "failure": ps.failure, "reason": ps.reason,
+                               "reference": p.reference}
         row.update({k: _cell(v) for k, v in p.params.items()})
         row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k not in ("epochs_run", "wall_time_s")})
         # how far the point got, a failed one too; the config column ``epochs`` (or the axis) says what was asked
@@ -542,11 +545,13 @@ def _acc_cell(accs: Sequence[float], group: Sequence[Any]) -> str:
 
 
 def _seeds_note(label: str, group: Sequence[Any]) -> str:
-    """``label: mean over seed(s) 1, 2; left out: seed 0 (failed), seed 3 (not run yet)``: which seeds of a cell
-    (``group``) its mean covers and why the others are missing."""
+    """``label: mean over seed(s) 1, 2; left out: seed 0 (failed: diverged), seed 3 (not run yet)``: which seeds of
+    a cell (``group``) its mean covers and why the others are missing (a failed one's ``failure``: diverged or
+    crashed)."""
     def why(ps: Any) -> str:
-        return ("failed" if ps.state == FAILED else "not run yet" if ps.state in (PENDING, PARTIAL)
-                else "no finite accuracy")
+        if ps.state == FAILED:
+            return f"failed: {ps.failure}" if ps.failure else "failed"
+        return "not run yet" if ps.state in (PENDING, PARTIAL) else "no finite accuracy"
 
     used = [ps for ps in group if _acc(ps) is not None]
     left = [ps for ps in group if _acc(ps) is None]

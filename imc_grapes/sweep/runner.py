@@ -11,20 +11,24 @@ from typing import Any
 
 from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import Point, SweepSpec
-from .store import DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run
+from .store import (CRASHED, DIVERGED, DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run,
+                    failure_kind)
 
 
 @dataclass
 class PointStatus:
     """A point and where it stands: ``done``, ``failed`` (with ``reason``), ``half-finished`` or ``pending``.
     ``metrics``: a done point's final metrics (empty otherwise); ``epochs_run``: the epochs it had trained at its
-    last evaluation (:func:`~imc_grapes.sweep.store.epochs_run`), for a failed point too (None before any)."""
+    last evaluation (:func:`~imc_grapes.sweep.store.epochs_run`), for a failed point too (None before any);
+    ``failure``: why a failed point failed, ``diverged`` (NaN/Inf loss, deterministic) or ``crashed`` (an exception
+    or a dead worker) (:func:`~imc_grapes.sweep.store.failure_kind`; "" for any other state)."""
 
     point: Point
     state: str
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     epochs_run: float | None = None
+    failure: str = ""
 
 
 @dataclass
@@ -42,6 +46,10 @@ class SweepStatus:
     def count(self, *states: str) -> int:
         return sum(p.state in states for p in self.points)
 
+    def count_failed(self, failure: str) -> int:
+        """The failed points that ``diverged`` or ``crashed`` (``failure``)."""
+        return sum(p.state == FAILED and p.failure == failure for p in self.points)
+
     @property
     def complete(self) -> bool:
         return self.count(PENDING, PARTIAL) == 0
@@ -55,16 +63,20 @@ class SweepStatus:
                 f"{self.count(FAILED)} failed, {self.count(PENDING, PARTIAL)} pending{extra}")
 
     def format(self, verbose: bool = False) -> str:
-        """A summary line, then the failed points with their reasons and the pending ones (all with verbose)."""
+        """A summary line, then the failed points with their reasons (the crashed ones, then the diverged ones) and
+        the pending ones (all with verbose)."""
         lines = [self.summary_line()]
         if self.running:
             lines.append("  a sweep process is running in this folder now")
         if self.other_points:
             lines.append(f"  {other_points_note(self.other_points)}")
-        groups = ((FAILED, "failed"), (PARTIAL, "half-finished" if not self.running else "running"),
-                  (PENDING, "pending"), (DONE, "done"))
-        for state, title in groups:
-            items = [p for p in self.points if p.state == state]
+        groups = ((FAILED, CRASHED, "failed, crashed (an exception or a dead worker; --retry-failed redoes them)"),
+                  (FAILED, DIVERGED, "failed, diverged (NaN/Inf loss: a rerun diverges again; --retry-diverged "
+                                     "redoes them)"),
+                  (PARTIAL, "", "half-finished" if not self.running else "running"),
+                  (PENDING, "", "pending"), (DONE, "", "done"))
+        for state, failure, title in groups:
+            items = [p for p in self.points if p.state == state and p.failure == failure]
             if not items or (state == DONE and not verbose):
                 continue
             lines.append(f"{title}:")
@@ -115,7 +127,8 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                 tail = tail_accuracy(history, spec.tail_evals)
                 if tail is not None:
                     metrics["tail_test_acc"] = tail
-            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics, epochs_run(history)))
+            rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics, epochs_run(history),
+                                    failure_kind(result)))
         else:
             rows.append(PointStatus(p, store.state(p.id)))
     ids = {p.id for p in points}
@@ -172,20 +185,24 @@ def replica_groups(points: Sequence[Point], replicas: int) -> list[tuple[list[Po
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, executor: Executor | None = None,
-              *, retry_failed: bool = False, verify_data: bool = True, replicas: int = 1,
+              *, retry_failed: bool = False, retry_diverged: bool = False, verify_data: bool = True, replicas: int = 1,
               log: Callable[[str], None] = print) -> SweepStatus:
     """Run every point of ``spec`` that has no result yet; return the final status.
 
     Every point is validated first (:meth:`SweepSpec.points`); then points with a result (done or failed) are
     skipped, half-finished ones are redone from scratch, and each result is written atomically as soon as its
-    point ends. A failing point (NaN loss, an exception, a dead worker) is recorded as failed with its reason
-    and the sweep goes on — except for a storage error (:class:`SweepStorageError`), which stops it.
+    point ends. A failing point is recorded as failed with its reason and why (``failure``: ``diverged`` for a
+    NaN/Inf loss, ``crashed`` for an exception or a dead worker) and the sweep goes on — except for a storage error
+    (:class:`SweepStorageError`), which stops it.
 
     Args:
         spec: the sweep.
         out_dir: its folder (None: ``spec.out_dir``).
         executor: :class:`LocalExecutor` (default) or :class:`RayExecutor`.
-        retry_failed: also redo points recorded as failed.
+        retry_failed: also redo the failed points that crashed (an exception, a dead worker: often transient).
+        retry_diverged: also redo the failed points that diverged (NaN/Inf loss: deterministic for a config and
+            seed, so a rerun diverges again unless the code changed). Independent of ``retry_failed``; both: every
+            failed point.
         verify_data: check that real data sets are present before starting (skip for a remote Ray cluster
             whose nodes hold their own copies).
         replicas: train up to this many pending points that differ only in ``seed`` (and that the replica engine
@@ -209,15 +226,19 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
     store = SweepStore(resolve_out(spec, out_dir))
     with store.lock():
         store.write_plan(spec, points)
-        states = {p.id: store.state(p.id) for p in points}
-        redo = (PENDING, PARTIAL, FAILED) if retry_failed else (PENDING, PARTIAL)
-        todo = [p for p in points if states[p.id] in redo]
+        found = {p.id: store.state_and_failure(p.id) for p in points}
+        states = {pid: state for pid, (state, _) in found.items()}
+        redo = {(PENDING, ""), (PARTIAL, "")} | ({(FAILED, CRASHED)} if retry_failed else set()) | (
+            {(FAILED, DIVERGED)} if retry_diverged else set())
+        todo = [p for p in points if found[p.id] in redo]
         n_done = sum(s == DONE for s in states.values())
-        n_failed = sum(s == FAILED for s in states.values())
+        n_failed = {kind: sum(f == (FAILED, kind) for f in found.values()) for kind in (DIVERGED, CRASHED)}
         n_partial = sum(states[p.id] == PARTIAL for p in todo)
         ids = set(states)
         n_other = sum(name not in ids for name in store.folder_ids())
-        log(f"sweep {spec.name!r}: {len(points)} points — {n_done} done, {n_failed} failed already"
+        failed = sum(n_failed.values())
+        kinds = f" ({n_failed[DIVERGED]} diverged, {n_failed[CRASHED]} crashed)" if failed else ""
+        log(f"sweep {spec.name!r}: {len(points)} points — {n_done} done, {failed} failed already{kinds}"
             f"{', ' + str(n_partial) + ' half-finished to redo' if n_partial else ''}; running {len(todo)} "
             f"with the {executor.name} executor; results in {store.root}")
         if n_other:
@@ -262,7 +283,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
             outcomes = {o["id"]: o for o in outcome.get("outcomes") or []}
             for sub in subs:
                 # a dead worker / lost task: every point of the batch failed with the batch's reason
-                out = outcomes.get(sub["id"]) or {**outcome, "id": sub["id"], "status": "failed",
+                out = outcomes.get(sub["id"]) or {**outcome, "id": sub["id"], "status": "failed", "failure": CRASHED,
                                                   "reason": outcome.get("reason") or "replica batch returned no "
                                                   "outcome for this point", "history": [], "files": {}}
                 record(sub, {**out, "_group": subs})

@@ -9,9 +9,10 @@ Layout of ``<out>/``::
                                folder resolved: ``data_root_resolved``)
     points/<id>/run/           the training run's own files (metrics.csv, results.json)
     points/<id>/run.json       timing and where it ran (host, pid, executor, engine: train or replicas;
-                               traceback of a failure)
+                               failure; traceback of a failure)
     points/<id>/point.json     THE result, written last (temp file + fsync + rename): status done/failed,
-                               reason, params, metrics, config, history without timings, data_root_resolved
+                               failure (diverged/crashed for a failed point, "" for a done one), reason,
+                               params, metrics, config, history without timings, data_root_resolved
                                — identical whichever executor ran it
 
 ``data_root_resolved`` is the absolute folder the point's data set is read from as the sweep process resolves
@@ -22,6 +23,12 @@ the config's ``data_root`` (kept as given in ``config``: it is part of the point
 
 A point is *done* or *failed* when ``point.json`` exists; a folder without it is *half-finished* (the point is
 running now, or its process was killed) and is redone from scratch by the next run; no folder: *pending*.
+
+A failed point's ``failure`` says why (:func:`failure_kind`): ``diverged`` (its loss became NaN/Inf: deterministic
+for its config and seed, a rerun diverges the same way) or ``crashed`` (its training raised an exception, or its
+worker died: out of memory, a killed process, a bug — often transient). A ``point.json`` written before the field
+existed is classified by its reason (``diverged: ...`` for a divergence, ``ExceptionType: ...`` or a dead worker's
+message otherwise) when it is read.
 """
 from __future__ import annotations
 
@@ -40,6 +47,11 @@ from ..io import write_bytes_atomic, write_json_atomic
 from .spec import Point, SweepSpec, _plain
 
 DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
+#: the two kinds of a failed point (its ``failure``): a NaN/Inf loss (deterministic) or an exception / a dead worker
+DIVERGED, CRASHED = "diverged", "crashed"
+FAILURES: tuple[str, ...] = (DIVERGED, CRASHED)
+#: how a divergence's reason starts (:mod:`~imc_grapes.sweep.worker`), also in a ``point.json`` of an older version
+DIVERGED_PREFIX = "diverged:"
 RESULT_FILE = "point.json"
 #: history columns that measure time (they differ between runs of the same config: kept out of point.json)
 TIMING_KEYS: tuple[str, ...] = ("time_s", "wall_time_s")
@@ -97,6 +109,19 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def failure_kind(result: dict[str, Any]) -> str:
+    """Why a point failed: ``"diverged"`` or ``"crashed"`` (see the module docstring); ``""`` for a point that did
+    not fail. ``result``: a ``point.json`` (or a worker's outcome) with ``status``, ``reason`` and, when written by
+    this version, ``failure``; without a valid ``failure`` (an older file) the reason decides: ``diverged: ...`` is a
+    divergence, anything else (``ExceptionType: message``, a dead worker) a crash."""
+    if result.get("status") != FAILED:
+        return ""
+    kind = result.get("failure")
+    if kind in FAILURES:
+        return str(kind)
+    return DIVERGED if str(result.get("reason") or "").startswith(DIVERGED_PREFIX) else CRASHED
+
+
 class SweepStore:
     """Reads and writes one sweep folder (see the module docstring for the layout)."""
 
@@ -114,7 +139,8 @@ class SweepStore:
     def read_result(self, pid: str) -> dict[str, Any] | None:
         """The point's ``point.json``, or None when missing or unreadable (an unreadable one is redone): not JSON,
         or JSON without a done/failed status or whose ``metrics`` is no object or ``history`` no list of rows
-        (damaged by hand or by a tool: status and report read them)."""
+        (damaged by hand or by a tool: status and report read them). Its ``failure`` is set as
+        :func:`failure_kind` reads it (a file of an older version has none: classified by its reason)."""
         try:
             data = json.loads((self.point_dir(pid) / RESULT_FILE).read_text())
         except (OSError, ValueError):
@@ -125,6 +151,7 @@ class SweepStore:
         if not isinstance(data.get("metrics", {}), dict) or not (isinstance(history, list)
                                                                 and all(isinstance(h, dict) for h in history)):
             return None
+        data["failure"] = failure_kind(data)
         return data
 
     def read_run_info(self, pid: str) -> dict[str, Any]:
@@ -146,10 +173,14 @@ class SweepStore:
 
     def state(self, pid: str) -> str:
         """``done`` / ``failed`` (a result exists), ``half-finished`` (a folder, no result) or ``pending``."""
+        return self.state_and_failure(pid)[0]
+
+    def state_and_failure(self, pid: str) -> tuple[str, str]:
+        """:meth:`state` and, for a failed point, why (:func:`failure_kind`: ``diverged`` / ``crashed``; else "")."""
         result = self.read_result(pid)
         if result is not None:
-            return str(result["status"])
-        return PARTIAL if self.point_dir(pid).exists() else PENDING
+            return str(result["status"]), str(result["failure"])
+        return (PARTIAL if self.point_dir(pid).exists() else PENDING), ""
 
     # ---------------------------------------------------------------------------------------- writes
     def write_plan(self, spec: SweepSpec, points: Sequence[Point]) -> Path:
@@ -186,11 +217,14 @@ class SweepStore:
                                               "data_root_resolved": _data_root_resolved(point)})
 
     def record(self, point: Point, outcome: dict[str, Any], executor: str = "") -> dict[str, Any]:
-        """Write a finished point: shipped run files, ``run.json``, then ``point.json`` (last, atomically)."""
+        """Write a finished point: shipped run files, ``run.json``, then ``point.json`` (last, atomically). A failed
+        outcome's ``failure`` (``diverged`` / ``crashed``) is kept; one without it (an executor's dead-worker
+        outcome) is classified by its reason (:func:`failure_kind`)."""
+        failure = failure_kind(outcome)
         for name, text in (outcome.get("files") or {}).items():
             write_bytes_atomic(self.run_dir(point.id) / Path(name).name, text.encode())
         write_json_atomic(self.point_dir(point.id) / "run.json", {
-            "id": point.id, "status": outcome["status"], "wall_time_s": outcome.get("wall_time_s"),
+            "id": point.id, "status": outcome["status"], "failure": failure, "wall_time_s": outcome.get("wall_time_s"),
             "host": outcome.get("host"), "pid": outcome.get("pid"), "executor": executor,
             "engine": outcome.get("engine", "train"),
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -198,7 +232,7 @@ class SweepStore:
         })
         history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in outcome.get("history") or []]
         result = {
-            "id": point.id, "status": outcome["status"], "reason": outcome.get("reason", ""),
+            "id": point.id, "status": outcome["status"], "failure": failure, "reason": outcome.get("reason", ""),
             "params": _plain(point.params), "reference": point.reference,
             "metrics": metrics_of(history) if outcome["status"] == DONE else {},
             "config": point.config.to_dict(), "data_root_resolved": _data_root_resolved(point), "history": history,

@@ -8,14 +8,15 @@ With ``run_dir`` the run writes its ``metrics.csv`` / ``results.json`` there as 
 sweep folder); with None it trains in a temporary folder and ships those files back in the outcome (a Ray
 worker on another machine). The outcome is a plain dict too::
 
-    {"id", "status": "done" | "failed", "reason", "history": [rows], "files": {name: text},
-     "wall_time_s", "host", "pid", "traceback", "storage_error": bool}
+    {"id", "status": "done" | "failed", "failure": "" | "diverged" | "crashed", "reason", "history": [rows],
+     "files": {name: text}, "wall_time_s", "host", "pid", "traceback", "storage_error": bool}
 
-A diverging run (NaN/Inf loss) or any exception becomes ``status = "failed"`` with the reason; nothing raises
-except ``KeyboardInterrupt`` / ``SystemExit``. A failure of the storage rather than of the point (an ``OSError``
-with an errno in :data:`STORAGE_ERRNOS`: a full disk, a quota, a read-only file system) is marked
-``"storage_error": True`` in the outcome: the runner then stops the sweep and leaves the point to be redone,
-instead of recording it (and every point after it) as failed.
+A diverging run (NaN/Inf loss) or any exception becomes ``status = "failed"`` with the reason, and ``failure``
+says which: ``diverged`` (reason ``diverged: ...``; deterministic, a rerun diverges again) or ``crashed`` (reason
+``ExceptionType: message``; often transient); nothing raises except ``KeyboardInterrupt`` / ``SystemExit``. A
+failure of the storage rather than of the point (an ``OSError`` with an errno in :data:`STORAGE_ERRNOS`: a full
+disk, a quota, a read-only file system) is marked ``"storage_error": True`` in the outcome: the runner then stops
+the sweep and leaves the point to be redone, instead of recording it (and every point after it) as failed.
 
 A *replica group* (``--replicas R``) is one task carrying several points that differ only in their seed, trained
 together by :func:`imc_grapes.replicas.train_replicas`::
@@ -48,6 +49,7 @@ from ..config import TrainConfig
 from ..data import Dataset, load_dataset
 from ..io import read_json
 from ..train import DivergenceError, train
+from .store import CRASHED, DIVERGED, DIVERGED_PREFIX
 
 #: files of a run folder shipped back when the worker cannot write into the sweep folder
 RUN_FILES: tuple[str, ...] = ("metrics.csv", "results.json")
@@ -93,15 +95,15 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _run(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, list[dict[str, Any]], str, bool]:
-    """Train ``cfg`` into ``run_dir``: ``(status, reason, history, traceback, storage_error)``."""
+def _run(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, str, list[dict[str, Any]], str, bool]:
+    """Train ``cfg`` into ``run_dir``: ``(status, failure, reason, history, traceback, storage_error)``."""
     try:
         result = train(cfg, run_dir, dataset=_dataset(cfg), progress=False, log=lambda _msg: None)
-        return "done", "", result.history, "", False
+        return "done", "", "", result.history, "", False
     except DivergenceError as exc:
-        return "failed", f"diverged: {exc}", _history(run_dir), "", False
+        return "failed", DIVERGED, f"{DIVERGED_PREFIX} {exc}", _history(run_dir), "", False
     except Exception as exc:  # noqa: BLE001 - a point that raises is recorded, the sweep goes on
-        return ("failed", f"{type(exc).__name__}: {exc}", _history(run_dir), traceback.format_exc(),
+        return ("failed", CRASHED, f"{type(exc).__name__}: {exc}", _history(run_dir), traceback.format_exc(),
                 storage_error(exc))
 
 
@@ -119,10 +121,12 @@ def _group_outcomes(subs: list[dict[str, Any]], dirs: list[Path]) -> list[dict[s
         results = train_replicas(cfgs, dirs, dataset=data, progress=False, log=lambda _msg: None)
     except Exception as exc:  # noqa: BLE001 - the whole group fails, each point with the reason
         reason, tb, storage = f"{type(exc).__name__}: {exc}", traceback.format_exc(), storage_error(exc)
-        return [{"id": s["id"], "status": "failed", "reason": reason, "history": _history(d), "traceback": tb,
-                 "storage_error": storage} for s, d in zip(subs, dirs)]
+        return [{"id": s["id"], "status": "failed", "failure": CRASHED, "reason": reason, "history": _history(d),
+                 "traceback": tb, "storage_error": storage} for s, d in zip(subs, dirs)]
+    # train_replicas returns only completed or diverged replicas (any other stop raises)
     return [{"id": s["id"], "status": "done" if r.status == "completed" else "failed",
-             "reason": "" if r.status == "completed" else f"diverged: {r.message}", "history": r.history,
+             "failure": "" if r.status == "completed" else DIVERGED,
+             "reason": "" if r.status == "completed" else f"{DIVERGED_PREFIX} {r.message}", "history": r.history,
              "traceback": "", "storage_error": False} for s, r in zip(subs, results)]
 
 
@@ -169,15 +173,16 @@ def execute_point(task: dict[str, Any]) -> dict[str, Any]:
         try:
             cfg = TrainConfig.from_dict(task["config"])
             if task.get("run_dir"):
-                status, reason, history, tb, storage = _run(cfg, Path(task["run_dir"]))
+                status, failure, reason, history, tb, storage = _run(cfg, Path(task["run_dir"]))
             else:
                 with tempfile.TemporaryDirectory(prefix="imc-grapes-point-") as tmp:
-                    status, reason, history, tb, storage = _run(cfg, Path(tmp))
+                    status, failure, reason, history, tb, storage = _run(cfg, Path(tmp))
                     files = {name: (Path(tmp) / name).read_text() for name in RUN_FILES
                              if (Path(tmp) / name).exists()}
         except Exception as exc:  # noqa: BLE001 - e.g. a config this worker's version rejects, a full temp folder
-            status, reason, history, tb = "failed", f"{type(exc).__name__}: {exc}", [], traceback.format_exc()
+            status, failure, reason = "failed", CRASHED, f"{type(exc).__name__}: {exc}"
+            history, tb = [], traceback.format_exc()
             storage = storage_error(exc)
-    return {"id": task["id"], "status": status, "reason": reason, "history": history, "files": files,
-            "wall_time_s": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
+    return {"id": task["id"], "status": status, "failure": failure, "reason": reason, "history": history,
+            "files": files, "wall_time_s": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
             "traceback": tb, "storage_error": storage}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from imc_grapes.config import TrainConfig
 from imc_grapes.replicas import train_replicas
@@ -92,6 +93,7 @@ def test_a_failing_batch_marks_all_its_points_failed(tmp_path) -> None:
     status = run_sweep(spec, executor=Crashing(), replicas=3, log=lambda _m: None)
     assert status.complete and status.count("failed") == 6
     assert {p.reason for p in status.points} == {"worker process died"}
+    assert {p.failure for p in status.points} == {"crashed"}        # not a divergence: --retry-failed redoes them
 
 
 def test_group_outcome_ships_files_without_a_run_dir() -> None:
@@ -108,3 +110,24 @@ def test_group_outcome_ships_files_without_a_run_dir() -> None:
     bad = {**task, "group": [{**task["group"][0]}, {**task["group"][1], "config": {**cfgs[1].to_dict(), "lr": 1.0}}]}
     failed = execute_group(bad)["outcomes"]
     assert all(o["status"] == "failed" and "differ only in 'seed'" in o["reason"] for o in failed)
+    assert {o["failure"] for o in failed} == {"crashed"}            # the batch raised: a crash
+
+
+def test_a_diverged_replica_is_recorded_diverged_the_others_done(monkeypatch) -> None:
+    """train_replicas reports a replica whose loss became NaN/Inf with status ``diverged`` (no exception): its
+    point fails as ``diverged`` (kept by --retry-failed), its batch siblings are done. (The bounded crossbar weights
+    keep a tiny run's loss finite even at a huge lr, so the trainer's result is given here.)"""
+    import imc_grapes.replicas as replicas_mod
+
+    def fake(cfgs, dirs, **kw):
+        return [SimpleNamespace(status="diverged" if c.seed == 1 else "completed", history=[{"epoch": 1.0}],
+                                message="loss became nan at epoch 1") for c in cfgs]
+
+    monkeypatch.setattr(replicas_mod, "train_replicas", fake)
+    cfgs = [TrainConfig(dataset="synthetic", backend="crossbar", hidden=(8,), analog={"tile_size": 16}, seed=s)
+            for s in (0, 1)]
+    task = {"id": "g", "config": cfgs[0].to_dict(),
+            "group": [{"id": f"p{s}", "config": c.to_dict(), "run_dir": None} for s, c in enumerate(cfgs)]}
+    out = execute_group(task)["outcomes"]
+    assert [(o["status"], o["failure"], o["reason"]) for o in out] == [
+        ("done", "", ""), ("failed", "diverged", "diverged: loss became nan at epoch 1")]

@@ -89,8 +89,8 @@ def test_the_printed_table_says_which_seeds_each_mean_leaves_out(awkward):
     assert notes.splitlines() == [
         "mean ± std over the seeds of a cell: sample std (n − 1); one run: the mean alone",
         "2 cell(s) average only some of their seeds (n=k of N): compare cells over the same seeds",
-        "  lr=0.2 hidden=[8] optimizer=sgd backend=digital: mean over seed(s) 0; left out: seed 1 (failed), "
-        "seed 2 (not run yet)",
+        "  lr=0.2 hidden=[8] optimizer=sgd backend=digital: mean over seed(s) 0; left out: seed 1 (failed: "
+        "diverged), seed 2 (not run yet)",
         "  lr=0.3 hidden=[8] optimizer=sgd backend=digital: mean over seed(s) 0; left out: seed 1 (no finite "
         "accuracy), seed 2 (no finite accuracy)"]
 
@@ -201,3 +201,4 @@ def test_a_nan_among_the_tail_evaluations_makes_the_points_tail_accuracy_nan(tmp
     with open(spec.out_dir / "summary.csv") as f:
         written = [float(r["tail_test_acc"]) for r in csv.DictReader(f)]
     assert written[:2] == pytest.approx([0.6, 0.8]) and math.isnan(written[2])
+

@@ -162,6 +162,111 @@ def test_a_point_that_raises_is_recorded_failed_with_its_traceback_and_retried_o
     assert read_json(out / "points" / bad / "point.json")["status"] == "done"
 
 
+def test_diverged_and_crashed_points_are_told_apart_and_retried_by_their_own_option(tmp_path, monkeypatch,
+                                                                                    capsys):
+    """A diverged point (NaN/Inf loss: the same again on a rerun) and a crashed one (an exception: often transient)
+    were both ``failed`` and both redone by --retry-failed. Now point.json, run.json, summary.csv and --status say
+    which; --retry-failed redoes the crashed point only, --retry-diverged the diverged one only."""
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05, 1e12]")   # 1e12: the loss becomes NaN/Inf
+    ok, crashed, diverged = (p.id for p in load_spec(spec_path).points())
+    real_train = worker_mod.train
+    calls: list[float] = []
+
+    def counting(cfg, run_dir, **kw):
+        calls.append(cfg.lr)
+        return real_train(cfg, run_dir, **kw)
+
+    def flaky(cfg, run_dir, **kw):
+        if cfg.lr == 0.05:
+            calls.append(cfg.lr)
+            raise MemoryError("out of memory (by hand)")
+        return counting(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(worker_mod, "train", flaky)
+    assert sweep_main([str(spec_path), "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 point(s) failed (crashed" in printed and "--retry-failed redoes them" in printed
+    assert "1 point(s) diverged" in printed and "--retry-diverged redoes them" in printed
+    want = {ok: ("done", ""), crashed: ("failed", "crashed"), diverged: ("failed", "diverged")}
+    for pid, (status, failure) in want.items():
+        res, run = read_json(out / "points" / pid / "point.json"), read_json(out / "points" / pid / "run.json")
+        assert (res["status"], res["failure"], run["failure"]) == (status, failure, failure)
+    assert read_json(out / "points" / crashed / "point.json")["reason"] == "MemoryError: out of memory (by hand)"
+    assert read_json(out / "points" / diverged / "point.json")["reason"].startswith("diverged: ")
+    with open(out / "summary.csv", encoding="utf-8") as f:
+        assert {r["point"]: (r["status"], r["failure"]) for r in csv.DictReader(f)} == want
+    assert sweep_main([str(spec_path), "--status"]) == 0
+    text = capsys.readouterr().out
+    assert "3 points — 1 done, 2 failed, 0 pending" in text
+    crashed_part = text.split("failed, crashed")[1].split("failed, diverged")[0]
+    diverged_part = text.split("failed, diverged")[1]
+    assert crashed in crashed_part and diverged not in crashed_part and "MemoryError" in crashed_part
+    assert diverged in diverged_part and crashed not in diverged_part and "diverged: " in diverged_part
+    kept = results(out)
+
+    calls.clear()
+    monkeypatch.setattr(worker_mod, "train", counting)      # the memory is back
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report", "--retry-failed"]) == 0
+    assert "1 done, 2 failed already (1 diverged, 1 crashed); running 1" in capsys.readouterr().out
+    assert calls == [0.05]                                  # the crashed point only
+    assert read_json(out / "points" / crashed / "point.json")["status"] == "done"
+    assert results(out)[diverged] == kept[diverged]
+
+    calls.clear()
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report", "--retry-diverged"]) == 0
+    assert "2 done, 1 failed already (1 diverged, 0 crashed); running 1" in capsys.readouterr().out
+    assert calls == [1e12]                                  # the diverged point only: it diverges again
+    assert results(out)[diverged] == kept[diverged]
+
+
+def test_a_point_json_without_a_failure_field_is_classified_by_its_reason(tmp_path, capsys):
+    """A sweep folder written before the ``failure`` field existed: its failed points load, the reason decides
+    (``diverged: ...`` diverged, anything else crashed), and the retry options follow that classification."""
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05, 0.02]")
+    spec = load_spec(spec_path)
+    done, div, crash = spec.points()
+    store = SweepStore(out)
+    old = [(div, "diverged: loss became nan at epoch 1, batch 3"),
+           (crash, "worker process died (killed by signal 9: SIGKILL) while running this point; rerun with "
+                   "--retry-failed to try it again")]
+    store.record(done, {"status": "done", "history": [{"epoch": 1, "test_acc": 0.5}]})
+    for p, reason in old:       # as the previous version wrote them: no "failure" key
+        (store.point_dir(p.id)).mkdir(parents=True)
+        (store.point_dir(p.id) / "point.json").write_text(json.dumps(
+            {"id": p.id, "status": "failed", "reason": reason, "params": p.params, "reference": False,
+             "metrics": {}, "config": p.config.to_dict(), "data_root_resolved": None, "history": []}))
+    failures = {ps.point.id: (ps.state, ps.failure) for ps in sweep_status(spec).points}
+    assert failures == {done.id: ("done", ""), div.id: ("failed", "diverged"), crash.id: ("failed", "crashed")}
+    assert store.read_result(div.id)["failure"] == "diverged"
+
+    class Recording:
+        name, ships_files = "recording", False
+
+        def __init__(self):
+            self.ids = []
+
+        def run(self, tasks, on_start, on_result):    # no training: every task comes back done
+            for t in tasks:
+                self.ids.append(t["id"])
+                on_start(t)
+                on_result(t, {"id": t["id"], "status": "done", "history": [{"epoch": 1, "test_acc": 0.25}]})
+
+    from imc_grapes.sweep import run_sweep
+
+    ex = Recording()
+    run_sweep(spec, executor=ex, retry_failed=True, log=lambda _m: None)
+    assert ex.ids == [crash.id]
+    ex = Recording()
+    run_sweep(spec, executor=ex, retry_failed=True, log=lambda _m: None)
+    assert ex.ids == []
+    ex = Recording()
+    run_sweep(spec, executor=ex, retry_failed=True, retry_diverged=True, log=lambda _m: None)
+    assert ex.ids == [div.id]
+    assert {ps.state for ps in sweep_status(spec).points} == {"done"}
+
+
 LOCK_HOLDER = """
 import sys, time
 from imc_grapes.sweep import SweepStore

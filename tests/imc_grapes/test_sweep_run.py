@@ -95,9 +95,10 @@ def test_every_point_gets_one_result_and_failures_are_recorded(finished):
                                  "seed": p.config.seed}
         if p.config.lr == 1e12:
             assert res["status"] == "failed" and res["reason"].startswith("diverged: loss became")
+            assert res["failure"] == read_json(out / "points" / p.id / "run.json")["failure"] == "diverged"
             assert res["metrics"] == {}
             continue
-        assert res["status"] == "done" and res["reason"] == ""
+        assert res["status"] == "done" and res["reason"] == "" and res["failure"] == ""
         # the training run's own files (written by train()) agree with the recorded result
         run = read_json(out / "points" / p.id / "run" / "results.json")
         assert run["status"] == "completed"
@@ -109,7 +110,9 @@ def test_every_point_gets_one_result_and_failures_are_recorded(finished):
         assert read_json(out / "points" / p.id / "run.json")["wall_time_s"] > 0
 
 
-def test_rerun_skips_finished_points_and_retry_failed_redoes_only_failed(finished, tmp_path):
+def test_rerun_skips_finished_points_and_retry_diverged_redoes_only_diverged(finished, tmp_path):
+    """The 8 failed points diverged (lr = 1e12): --retry-failed (crashed points) leaves them, --retry-diverged
+    redoes them, and they diverge again byte for byte (deterministic for their seed)."""
     spec_path, spec = finished
     out = tmp_path / "copy"
     shutil.copytree(spec.out_dir, out)
@@ -119,6 +122,9 @@ def test_rerun_skips_finished_points_and_retry_failed_redoes_only_failed(finishe
     assert ex.ids == [] and point_files(out) == before
     ex = Counting(LocalExecutor(jobs=1, threads=1))
     run_sweep(spec, out, ex, retry_failed=True, log=quiet)
+    assert ex.ids == [] and point_files(out) == before  # none crashed: nothing to redo
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    run_sweep(spec, out, ex, retry_diverged=True, log=quiet)
     failed = {p.id for p in spec.points() if p.config.lr == 1e12}
     assert set(ex.ids) == failed and len(ex.ids) == 8
     assert point_files(out) == before  # deterministic: the same failures, byte for byte

@@ -2,7 +2,8 @@
 
 Written into the sweep folder:
 
-* ``summary.csv`` — point id, status, ``failure`` (why a failed point failed: ``diverged`` or
+* ``summary.csv`` — point id, status (``running`` for a point in progress while a sweep process runs in the
+  folder, ``half-finished`` for one left by a killed run), ``failure`` (why a failed point failed: ``diverged`` or
   ``crashed``), failure reason, the swept parameters, final metrics (with ``[sweep]
   tail_evals = K > 1`` also ``tail_test_acc``, the mean of the last K evaluations, which the plots then show),
   ``epochs_run`` (the epochs trained at the point's last evaluation: less than the config's ``epochs`` for a
@@ -54,6 +55,8 @@ MAX_HEATMAPS = 6
 #: the names of the plots a report writes into ``plots/``: one of an earlier report that this one does not write
 #: again (an axis or a diagnostic the spec no longer has) is removed, so that ``plots/`` shows this report only
 PLOT_PATTERNS = ("acc_vs_*.png", "heatmap_*__*.png", "accuracy.png", "diagnostics_vs_*.png")
+#: what the report calls a half-finished point while a sweep process holds the folder's lock: it is being run now
+RUNNING = "running"
 
 
 def _config_columns(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +82,9 @@ def _cell(v: Any) -> Any:
 
 def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
-    """One row per point of ``spec``: id, status, failure (``diverged`` / ``crashed`` for a failed point, else
-    empty), reason, swept params, metrics (a done point's), ``epochs_run``
+    """One row per point of ``spec``: id, status (a half-finished point is ``running`` while a sweep process holds
+    the folder's lock), failure (``diverged`` / ``crashed`` for a failed point, else empty), reason, swept params,
+    metrics (a done point's), ``epochs_run``
     (the epochs trained at the point's last evaluation, a failed point's too), wall time, the final per-layer
     diagnostics of the points that have them (``final_M_mean/<layer>``, ``final_M_corr/…``, ``final_M_err/…``,
     ``final_sat/…``; empty elsewhere), config fields (``epochs``: the epochs asked for, as in compare's
@@ -96,7 +100,8 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     rows = []
     for ps in status.points:
         p = ps.point
-        row: dict[str, Any] = {"point": p.id, "status": ps.state, "failure": ps.failure, "reason": ps.reason,
+        state = RUNNING if ps.state == PARTIAL and status.running else ps.state
+        row: dict[str, Any] = {"point": p.id, "status": state, "failure": ps.failure, "reason": ps.reason,
                                "reference": p.reference}
         row.update({k: _cell(v) for k, v in p.params.items()})
         row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k not in ("epochs_run", "wall_time_s")})
@@ -544,13 +549,15 @@ def _acc_cell(accs: Sequence[float], group: Sequence[Any]) -> str:
     return text + (f" (n={len(accs)} of {len(group)})" if len(accs) < len(group) else "")
 
 
-def _seeds_note(label: str, group: Sequence[Any]) -> str:
+def _seeds_note(label: str, group: Sequence[Any], running: bool = False) -> str:
     """``label: mean over seed(s) 1, 2; left out: seed 0 (failed: diverged), seed 3 (not run yet)``: which seeds of
     a cell (``group``) its mean covers and why the others are missing (a failed one's ``failure``: diverged or
-    crashed)."""
+    crashed; a half-finished one is ``running`` when ``running``, a sweep process holding the folder's lock)."""
     def why(ps: Any) -> str:
         if ps.state == FAILED:
             return f"failed: {ps.failure}" if ps.failure else "failed"
+        if ps.state == PARTIAL and running:
+            return RUNNING
         return "not run yet" if ps.state in (PENDING, PARTIAL) else "no finite accuracy"
 
     used = [ps for ps in group if _acc(ps) is not None]
@@ -567,7 +574,9 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     over different seeds say so.
 
     Columns: the swept parameters, ``backend`` (once: in the axes' place when it is swept), runs (finished: done or
-    failed), failed, pending (not run yet, or half-finished; only when the sweep has such points), accuracy.
+    failed), failed, running (the half-finished points while a sweep process holds the folder's lock: being run
+    now; only then, and when there are such points), pending (not run yet, or half-finished when no sweep is
+    running: left by a killed run; only when the sweep has such points), accuracy.
     """
     status = sweep_status(spec, out_dir, points)
     names = [ax.name for ax in spec.axes if ax.name != "seed"]
@@ -576,8 +585,11 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     for ps in status.points:
         key = _key([ps.point.params.get(n) for n in names] + [ps.point.config.backend])
         groups.setdefault(key, []).append(ps)
-    pending = status.count(PENDING, PARTIAL) > 0
-    head = columns + ["runs", "failed"] + (["pending"] if pending else []) + [
+    # a half-finished point is being run now when a sweep process holds the lock, else it was left by a killed run
+    waiting = (PENDING,) if status.running else (PENDING, PARTIAL)
+    running = status.running and status.count(PARTIAL) > 0
+    pending = status.count(*waiting) > 0
+    head = columns + ["runs", "failed"] + (["running"] if running else []) + (["pending"] if pending else []) + [
         "test acc (%)" if spec.tail_evals == 1 else f"test acc, last {spec.tail_evals} evals (%)"]
     table = [head]
     notes = []
@@ -586,10 +598,11 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
         accs = [a for a in (_acc(ps) for ps in pts) if a is not None]
         cells = [_summary_cell(pts[0].point, n) for n in columns]
         counts = [sum(ps.state in (DONE, FAILED) for ps in pts), sum(ps.state == FAILED for ps in pts)]
-        counts += [sum(ps.state in (PENDING, PARTIAL) for ps in pts)] if pending else []
+        counts += [sum(ps.state == PARTIAL for ps in pts)] if running else []
+        counts += [sum(ps.state in waiting for ps in pts)] if pending else []
         table.append(cells + [str(c) for c in counts] + [_acc_cell(accs, pts)])
         if 0 < len(accs) < len(pts):
-            notes.append(_seeds_note(" ".join(f"{c}={v}" for c, v in zip(columns, cells)), pts))
+            notes.append(_seeds_note(" ".join(f"{c}={v}" for c, v in zip(columns, cells)), pts, status.running))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))

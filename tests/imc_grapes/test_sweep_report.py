@@ -202,3 +202,45 @@ def test_a_nan_among_the_tail_evaluations_makes_the_points_tail_accuracy_nan(tmp
         written = [float(r["tail_test_acc"]) for r in csv.DictReader(f)]
     assert written[:2] == pytest.approx([0.6, 0.8]) and math.isnan(written[2])
 
+
+def test_a_report_made_while_a_sweep_runs_shows_its_points_in_progress_as_running(tmp_path):
+    """``--report`` during a run counted the point being trained (a folder without a result) as "pending"; while a
+    process holds the folder's lock it is now "running" (its own column, its status in summary.csv, the notes),
+    and "pending" again (a leftover of a killed run) once the lock is free. The means and counts do not change."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\nseed = [0, 1, 2]\n", base=TINY))
+    record(spec, {(0.1, 0): 0.5, (0.1, 1): 0.7, (0.1, 2): "failed", (0.2, 0): 0.9}, ("lr", "seed"))
+    store = SweepStore(spec.out_dir)
+    in_progress = next(p for p in spec.points() if p.params == {"lr": 0.2, "seed": 1})
+    store.prepare(in_progress)                              # handed out: config.json, no result yet
+    assert store.state(in_progress.id) == "half-finished"
+
+    def table() -> tuple[list[list[str]], list[str]]:
+        text = format_summary(spec)
+        head, notes = text.split("\n\n")
+        return [re.split(r" {2,}", line) for line in head.splitlines()], notes.splitlines()[2:]
+
+    def statuses() -> dict[tuple[float, int], str]:
+        write_report(spec)
+        with open(spec.out_dir / "summary.csv") as f:
+            return {(float(r["lr"]), int(r["seed"])): r["status"] for r in csv.DictReader(f)}
+
+    # 0.1: 50 and 70 % (sample std √((10² + 10²) / 1) = 14.14), seed 2 diverged; 0.2: 90 %, seed 1 in progress
+    rows, notes = table()                                   # no sweep process: a leftover, to be redone
+    assert rows[0] == ["lr", "backend", "runs", "failed", "pending", "test acc (%)"]
+    assert rows[2:] == [["0.1", "digital", "3", "1", "0", "60.00 ± 14.14 (n=2 of 3)"],
+                        ["0.2", "digital", "1", "0", "2", "90.00 (n=1 of 3)"]]
+    assert notes[1] == "  lr=0.2 backend=digital: mean over seed(s) 0; left out: seed 1 (not run yet), seed 2 (not " \
+                       "run yet)"
+    assert statuses()[(0.2, 1)] == "half-finished"
+    with store.lock():                                      # a sweep process runs in the folder
+        rows, notes = table()
+        assert rows[0] == ["lr", "backend", "runs", "failed", "running", "pending", "test acc (%)"]
+        assert rows[2:] == [["0.1", "digital", "3", "1", "0", "0", "60.00 ± 14.14 (n=2 of 3)"],
+                            ["0.2", "digital", "1", "0", "1", "1", "90.00 (n=1 of 3)"]]
+        assert notes == ["  lr=0.1 backend=digital: mean over seed(s) 0, 1; left out: seed 2 (failed: diverged)",
+                         "  lr=0.2 backend=digital: mean over seed(s) 0; left out: seed 1 (running), seed 2 (not "
+                         "run yet)"]
+        got = statuses()
+        assert got == {(0.1, 0): "done", (0.1, 1): "done", (0.1, 2): "failed", (0.2, 0): "done",
+                       (0.2, 1): "running", (0.2, 2): "pending"}
+    assert statuses()[(0.2, 1)] == "half-finished"

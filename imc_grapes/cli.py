@@ -187,6 +187,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_analog_args(p, d)
 
 
+def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | None:
+    """Why training ``configs`` into ``out`` would overwrite a run of another configuration, or None. A run's folder
+    is named by data set, model, rule, optimizer, lr and seed only (:meth:`TrainConfig.run_name`), so e.g. a
+    crossbar run after a digital one into the default ``runs/train`` would replace the digital run's files; the
+    same configuration again is a re-run and overwrites its own files, as before."""
+    from .config import config_differences
+    from .io import read_json
+
+    for cfg in configs:
+        saved_path = out / cfg.run_name() / "results.json"
+        try:
+            saved = read_json(saved_path) if saved_path.is_file() else None
+        except (OSError, ValueError):
+            continue            # not a readable run: nothing to lose that a reader could use
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            continue
+        here = cfg.to_dict()
+        fields = [k for k in config_differences(saved["config"], here) if k != "data_root"]   # where the data is
+        if fields:
+            def short(v: object) -> str:
+                r = repr(v)
+                return r if len(r) <= 60 else r[:57] + "..."
+
+            shown = ", ".join(f"{k}: {short(saved['config'].get(k))} there, {short(here.get(k))} here"
+                              for k in fields[:3]) + (", ..." if len(fields) > 3 else "")
+            return (f"{saved_path.parent} holds a run of another configuration ({shown}); training would overwrite "
+                    "it: give another --out, or remove that folder")
+    return None
+
+
 def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     """The runs of ``imc-grapes train`` (parsed ``args``), one per seed × optimizer, validated (ConfigError or
     ValueError naming the option); nothing is loaded or trained."""
@@ -222,6 +252,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         writable_folder(out)       # before any training: a bad --out is reported now, not after the first run
     except OSError as exc:
         print(f"imc-grapes train: error: {folder_error('--out', out, exc)}", file=sys.stderr)
+        return 2
+    clash = _other_run_in_the_way(configs, out)
+    if clash is not None:
+        print(f"imc-grapes train: error: --out: {clash}", file=sys.stderr)
         return 2
     results, code = [], 0
     for cfg in configs:

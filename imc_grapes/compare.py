@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart, is_int,
-                     is_number, run_identity, seed_in_range)
+from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
+                     config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
                  write_json_atomic)
@@ -169,12 +169,7 @@ def lr_scores(by_seed: dict[float, dict[int, float | None]]) -> dict[float, floa
 def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
     """Whether a saved config (``results.json``) is ``cfg`` (fields added since, and the analog settings that a
     digital run ignores, are compared by :func:`~imc_grapes.config.run_identity`)."""
-    import json
-
-    def plain(d: dict[str, Any]) -> Any:
-        return json.loads(json.dumps(run_identity(d), default=str))
-
-    return plain(saved) == plain(cfg.to_dict())
+    return not config_differences(saved, cfg.to_dict())
 
 
 def _saved_history(saved: dict[str, Any]) -> list[dict[str, Any]]:

@@ -99,6 +99,20 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The top-level fields in which a saved run's config (``results.json``'s ``config``) and ``config`` (a
+    :meth:`TrainConfig.to_dict`) differ as runs (:func:`run_identity`: fields added since, and the analog settings a
+    digital run ignores, do not count), sorted; empty when they are the same run."""
+    import json
+
+    def plain(d: dict[str, Any]) -> dict[str, Any]:
+        out = json.loads(json.dumps(run_identity(d), default=str))
+        return out if isinstance(out, dict) else {}
+
+    a, b = plain(saved), plain(config)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the valid range and the value."""
 

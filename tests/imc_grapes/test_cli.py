@@ -448,3 +448,27 @@ def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly_with_status_141(tm
         os.close(write_end)
     assert proc.stderr == "" and proc.returncode == 128 + signal.SIGPIPE == 141
     assert not (tmp_path / "out").exists(), "--status and --dry-run write nothing"
+
+
+def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, capsys):
+    """Run folders are named by data set, model, rule, optimizer, lr and seed: a crossbar run after a digital one into
+    the same --out would have replaced the digital run's files. It is refused (exit 2, naming the folder and the
+    fields that differ, nothing written); the same configuration again is a re-run and goes ahead."""
+    import json
+
+    from imc_grapes.cli import main
+
+    out = tmp_path / "runs"
+    base = ["train", "--dataset", "synthetic", "--hidden", "8", "--train-subset", "256", "--test-subset", "128",
+            "--optimizer", "sgd", "--no-progress", "--out", str(out)]
+    assert main(base) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    before = (run / "results.json").read_text()
+    capsys.readouterr()
+    assert main(base + ["--backend", "crossbar", "--preset", "Idealized"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {run} holds a run of another configuration (analog: " in err
+    assert "backend: 'digital' there, 'crossbar' here" in err and "remove that folder" in err
+    assert (run / "results.json").read_text() == before                      # untouched
+    assert main(base + ["--data-root", str(tmp_path / "elsewhere")]) == 0    # where the data lives is no difference
+    assert json.loads((run / "results.json").read_text())["status"] == "completed"

@@ -312,7 +312,26 @@ class CounterRNG:
         return f"CounterRNG(streams={self.n_streams}, counter={self.counter}, device={self.device})"
 
 
-class IndexedDraws(CounterRNG):
+class _ParentDraws(CounterRNG):
+    """A view of a parent :class:`CounterRNG` that draws through it: the parent's streams and counter (a
+    :class:`CounterRNG` for dispatch: sync-free code paths)."""
+
+    parent: CounterRNG
+
+    def _attach(self, parent: CounterRNG) -> None:
+        self.parent = parent
+        self.keys, self.seeds, self.device = parent.keys, parent.seeds, parent.device
+
+    @property
+    def counter(self) -> int:  # type: ignore[override]
+        return self.parent.counter
+
+    @counter.setter
+    def counter(self, value: int) -> None:
+        self.parent.counter = value
+
+
+class IndexedDraws(_ParentDraws):
     """One draw of a :class:`CounterRNG` evaluated at chosen flat positions only (see :meth:`CounterRNG.at`).
 
     A drop-in ``generator=`` for code that makes exactly one draw of ``[m]`` numbers (``m = len(index)``),
@@ -335,20 +354,11 @@ class IndexedDraws(CounterRNG):
                              f"{tuple(index.shape)}")
         else:
             self.size = index.numel()
-        self.parent = parent
+        self._attach(parent)
         self.full_shape = shape
         self.index = index
         self.used = False
         self.advance = advance
-        self.keys, self.seeds, self.device = parent.keys, parent.seeds, parent.device
-
-    @property
-    def counter(self) -> int:  # type: ignore[override]
-        return self.parent.counter
-
-    @counter.setter
-    def counter(self, value: int) -> None:
-        self.parent.counter = value
 
     def _take(self, shape: Sequence[int], window: tuple[int, int] | None) -> None:
         m = self.size
@@ -385,7 +395,7 @@ class IndexedDraws(CounterRNG):
                 f"parent={self.parent!r})")
 
 
-class WindowedDraws(CounterRNG):
+class WindowedDraws(_ParentDraws):
     """Draws of a :class:`CounterRNG` taken as windows of ``factor`` times larger draws: a drop-in ``generator=``
     whose draw of ``shape`` returns the first ``shape[dim]`` entries along ``dim`` of the parent's draw of that
     shape with ``shape[dim] * factor`` entries there (:meth:`CounterRNG.uniform`'s ``window``), and advances the
@@ -402,16 +412,8 @@ class WindowedDraws(CounterRNG):
             raise ValueError(f"WindowedDraws.factor must be an integer >= 1, got {factor!r}")
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"WindowedDraws.dim must be a non-leading dimension (an integer >= 1), got {dim!r}")
-        self.parent, self.dim, self.factor = parent, dim, factor
-        self.keys, self.seeds, self.device = parent.keys, parent.seeds, parent.device
-
-    @property
-    def counter(self) -> int:  # type: ignore[override]
-        return self.parent.counter
-
-    @counter.setter
-    def counter(self, value: int) -> None:
-        self.parent.counter = value
+        self._attach(parent)
+        self.dim, self.factor = dim, factor
 
     def uniform(self, shape: Sequence[int], dtype: torch.dtype = torch.float32,
                 window: tuple[int, int] | None = None) -> Tensor:

@@ -20,7 +20,6 @@ standard errors wide), each retried once on a fresh aihwkit draw as in ``test_up
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 import torch
@@ -32,21 +31,12 @@ from crossbar import (AnalogConv2d, AnalogSGD, CrossbarConfig, IOParameters, Upd
                       to_aihwkit_rpu_config)
 from devices import ConstantStepDevice, IdealDevice
 
+from .retry import retry_once
+
 
 # spread-free device with wide bounds: set_weights clips nothing, every pulse is exactly ±dw_min in expectation
 DEVICE = ConstantStepDevice(w_min=-1.0, w_max=1.0, w_min_dtod=0.0, w_max_dtod=0.0, dw_min_dtod=0.0,
                             up_down=0.0, up_down_dtod=0.0)
-
-
-def _retry_once(test):
-    """One fresh aihwkit draw more for a statistical comparison (a false alarm at rate p survives with p²)."""
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except AssertionError:
-            return test(*args, **kwargs)
-    return wrapper
 
 
 def _geometry(kw: dict) -> dict:
@@ -239,7 +229,7 @@ def _assert_same_distribution(ours: torch.Tensor, theirs: torch.Tensor, var_tol:
 
 @pytest.mark.parametrize("setting", list(NOISY))
 @pytest.mark.parametrize("c_in, c_out, kw, size, tile", NOISY_GEOMETRIES)
-@_retry_once
+@retry_once
 def test_noisy_forward_and_input_gradient_distribution_equal_aihwkit(setting, c_in, c_out, kw, size, tile) -> None:
     """One image repeated ``REPS`` times (independent noise per patch): every output element's mean and variance,
     and every input-gradient element's, equal aihwkit's."""
@@ -284,7 +274,7 @@ def _update_case():
     return kw, cfg, w0, x, grad
 
 
-@_retry_once
+@retry_once
 def test_pulsed_conv_update_in_expectation_pulses_torch_and_aihwkit() -> None:
     """``lr`` such that no sample exceeds the pulse budget (``lr·max|x|·max|d|/dw_min <= desired_bl``: no firing
     probability is capped). Expected device pulses of one update, counted by hand: every patch ``b`` (an update

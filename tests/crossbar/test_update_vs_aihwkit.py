@@ -18,7 +18,6 @@ thresholds still reject a 10 % error in the learning rate.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import numpy as np
@@ -31,6 +30,8 @@ from aihwkit.simulator.tiles import AnalogTile
 
 from crossbar.update import UpdateParameters, pulse_counts
 from devices import ConstantStepDevice, PulsedDevice, SoftBoundsDevice, to_aihwkit
+
+from .retry import retry_once
 
 ROWS, COLS, BATCH = 8, 8, 4
 
@@ -106,19 +107,6 @@ def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _retry_once(test):
-    """aihwkit's CPU update draws from a generator Python cannot seed (clock-seeded), so each comparison is one
-    draw of a statistical test with a small false-alarm rate. A real disagreement fails on a fresh aihwkit draw
-    as well; a false alarm (rate p) survives a second draw only with probability p²."""
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except AssertionError:
-            return test(*args, **kwargs)
-    return wrapper
-
-
 def assert_same_distribution(ours: torch.Tensor, ref: torch.Tensor) -> None:
     s = compare(ours, ref)
     assert s["frac_3se"] <= 0.20, s
@@ -162,7 +150,7 @@ def test_update_parameters_match_aihwkit() -> None:
     "lr, factor, trim", [(0.05, 1.0, False), (0.05, 2.0, False), (0.005, 1.0, False), (0.005, 2.0, False),
                          (0.2, 1.0, False), (0.005, 1.0, True)]
 )
-@_retry_once
+@retry_once
 def test_constant_step_without_spread(lr: float, factor: float, trim: bool) -> None:
     """Per-device distributions of the weight change agree, unsaturated and saturated (batch 4, 8x8)."""
     device = ConstantStepDevice(**NO_SPREAD)
@@ -185,7 +173,7 @@ def test_constant_step_without_spread(lr: float, factor: float, trim: bool) -> N
     ],
     ids=["um_only", "no_management", "um_grad_scale", "short_bl", "free_bl", "res_in_steps"],
 )
-@_retry_once
+@retry_once
 def test_constant_step_other_update_parameters(cfg: UpdateParameters) -> None:
     device = ConstantStepDevice(**NO_SPREAD)
     x, d = _inputs(3)
@@ -212,7 +200,7 @@ def test_free_bl_pulse_count_is_aihwkit_float32_ceiling(desired_bl: int) -> None
     assert ours.item() == pytest.approx(ref.item(), abs=1e-6)
 
 
-@_retry_once
+@retry_once
 def test_saturation_matches_aihwkit() -> None:
     """Doubling d gives ~1.25x the weight change at lr 0.05 (pulse budget exhausted) but 2x at lr 0.005.
 
@@ -242,7 +230,7 @@ def test_saturation_matches_aihwkit() -> None:
     assert size[(0.05, 2.0, "ours")] / size[(0.05, 2.0, "ref")] == pytest.approx(1.0, abs=0.02)
 
 
-@_retry_once
+@retry_once
 def test_constant_step_cycle_to_cycle_noise() -> None:
     """dw_min_std = 0.3: per-pulse multiplicative noise on top of the count statistics."""
     device = ConstantStepDevice(**{**NO_SPREAD, "dw_min_std": 0.3})
@@ -253,7 +241,7 @@ def test_constant_step_cycle_to_cycle_noise() -> None:
     assert_same_distribution(ours, ref)
 
 
-@_retry_once
+@retry_once
 def test_constant_step_device_to_device_spread() -> None:
     """Spread on (step, asymmetry, bounds; a new device draw every repetition): distributions agree."""
     device = ConstantStepDevice(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, up_down=0.1, up_down_dtod=0.05,
@@ -286,7 +274,7 @@ def test_comparison_detects_a_wrong_update() -> None:
 
 
 @pytest.mark.parametrize("w_start", [0.0, 0.5, -0.4])
-@_retry_once
+@retry_once
 def test_soft_bounds_without_spread(w_start: float) -> None:
     """State-dependent steps (up ``dw (1 - w / w_max)``, down ``dw (1 - w / w_min)``) from several states."""
     device = SoftBoundsDevice(**NO_SPREAD)
@@ -298,7 +286,7 @@ def test_soft_bounds_without_spread(w_start: float) -> None:
     assert_same_distribution(ours, ref)
 
 
-@_retry_once
+@retry_once
 def test_soft_bounds_with_noise_and_spread() -> None:
     device = SoftBoundsDevice(dw_min=0.001, dw_min_dtod=0.3, dw_min_std=0.3, up_down=0.0, up_down_dtod=0.05,
                               w_min=-1.0, w_max=1.0, w_min_dtod=0.1, w_max_dtod=0.1)
@@ -311,7 +299,7 @@ def test_soft_bounds_with_noise_and_spread() -> None:
 
 
 @pytest.mark.parametrize("w_start", [0.0, -0.4])
-@_retry_once
+@retry_once
 def test_soft_bounds_batch_summation_bias_is_small(w_start: float) -> None:
     """Batch 4 (mixed signs per device): means within 4 SE + 3 % of the largest mean change, variances 20 %."""
     device = SoftBoundsDevice(**NO_SPREAD)

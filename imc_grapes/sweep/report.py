@@ -17,9 +17,11 @@ Written into the sweep folder:
   each value (``lr``, a model axis: each analog point against the digital run at its own value), a horizontal line
   when the axis is hardware that digital weights do not have (``device.*``, ``analog.*``); groups whose every run
   failed are marked ✕ at 0; every legend entry says how many runs its means rest on and which points they leave
-  out (failed, not run yet, finished without a finite accuracy);
+  out (failed; running: in progress while a sweep process holds the folder's lock, as in the table; not run yet;
+  finished without a finite accuracy);
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
-  optimizer; ``n=k/N`` under a mean of only k of the cell's N runs;
+  optimizer; ``n=k/N`` under a mean of only k of the cell's N runs; a cell without a mean reads ``failed``, ``no
+  finite acc``, ``running`` (a point of it in progress) or ``—`` (not run yet);
 * ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
 * ``plots/diagnostics_vs_<axis>.png`` — for each numeric swept parameter, when points recorded per-layer
   diagnostics (``final_M_mean/<layer>``, ``final_M_err/<layer>``, ``final_M_corr/<layer>``, ``final_sat/<layer>``):
@@ -146,13 +148,16 @@ def _acc(ps: Any) -> float | None:
     return float(v) if _is_num(v) and math.isfinite(v) else None
 
 
-def _left_out(group: Sequence[Any], value: Callable[[Any], float | None] = _acc, what: str = "acc") -> str:
+def _left_out(group: Sequence[Any], value: Callable[[Any], float | None] = _acc, what: str = "acc",
+              running: bool = False) -> str:
     """Which points of ``group`` (:class:`~imc_grapes.sweep.runner.PointStatus`) a mean of their ``value`` leaves
-    out, counted by why (``"1 failed, 2 not run yet, 1 without a finite acc"``; "" when none): failed points,
-    points not run yet (pending or half-finished), and done points without a finite ``value`` (NaN, or the metric
-    missing)."""
+    out, counted by why (``"1 failed, 1 running, 2 not run yet, 1 without a finite acc"``; "" when none): failed
+    points, points in progress (half-finished while a sweep process holds the folder's lock: ``running``, as the
+    printed table and ``summary.csv`` call them), points not run yet (pending, or half-finished when no sweep
+    runs: left by a killed run), and done points without a finite ``value`` (NaN, or the metric missing)."""
     counts = {"failed": sum(ps.state == FAILED for ps in group),
-              "not run yet": sum(ps.state in (PENDING, PARTIAL) for ps in group),
+              RUNNING: sum(ps.state == PARTIAL for ps in group) if running else 0,
+              "not run yet": sum(ps.state == PENDING or (ps.state == PARTIAL and not running) for ps in group),
               f"without a finite {what}": sum(ps.state == DONE and value(ps) is None for ps in group)}
     return ", ".join(f"{n} {why}" for why, n in counts.items() if n)
 
@@ -254,10 +259,12 @@ def reference_groups(ref: Sequence[Any], optimizer: str, axis: str) -> dict[str 
 
 
 def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: str | os.PathLike[str],
-              others: Sequence[str] = ()) -> Path:
+              others: Sequence[str] = (), running: bool = False) -> Path:
     """Final test accuracy (%) vs ``axis``: mean ± std per optimizer (and backend, when the analog points ran on
     several), digital references
-    (:func:`reference_groups`: per value of ``axis``, or one horizontal line for a hardware axis); write a PNG."""
+    (:func:`reference_groups`: per value of ``axis``, or one horizontal line for a hardware axis); write a PNG.
+    ``running``: a sweep process holds the folder's lock, so the legends count half-finished points as running
+    (:func:`_left_out`)."""
     plt = _plt()
     main, ref = _split(status_points)
     main = [ps for ps in main if ps.point.params.get(axis) is not None]
@@ -285,14 +292,14 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                 elif any(ps.state == FAILED for ps in group):     # pending points (not run yet) are not drawn
                     fail_x.append(xs[_key(v)])
             if line_x:
-                n = _with_left_out(f"{_n_text([len(g) for g in line_n])} per point", _left_out(pts))
+                n = _with_left_out(f"{_n_text([len(g) for g in line_n])} per point", _left_out(pts, running=running))
                 ax.errorbar(line_x, line_m, yerr=line_s, marker="os^Dv"[b % 5], linestyle=("-", ":", "-.")[b % 3],
                             capsize=3, color=color, label=f"{_series_name(opt, backend, backends)} ({n})")
             if fail_x:
                 ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
                 failed_label = "_nolegend_"
         by_value = reference_groups(ref, opt, axis)
-        ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt])
+        ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt], running=running)
         if None in by_value:                          # the axis is hardware: one digital reference for all values
             m, s = _mean_std(by_value[None])
             ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2,
@@ -326,9 +333,10 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
 
 
 def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y: str,
-                 path: str | os.PathLike[str]) -> Path:
+                 path: str | os.PathLike[str], running: bool = False) -> Path:
     """Mean final test accuracy (%) over the grid of two swept parameters, one panel per optimizer (and backend, when
-    the points ran on several)."""
+    the points ran on several). ``running``: a sweep process holds the folder's lock, so a cell without a mean whose
+    points are in progress reads "running" (:func:`_heatmap_note`)."""
     plt = _plt()
     import numpy as np
 
@@ -349,7 +357,7 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
             group = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend
                      and _key(ps.point.params[ax_x]) == _key(x) and _key(ps.point.params[ax_y]) == _key(y)]
             accs = [a for a in (_acc(ps) for ps in group) if a is not None]
-            note[i, j] = _heatmap_note(group, len(accs))
+            note[i, j] = _heatmap_note(group, len(accs), running)
             if accs:
                 grid[i, j] = 100 * statistics.fmean(accs)
         grids.append(grid)
@@ -370,7 +378,7 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
                 txt = f"{grid[i, j]:.1f}" + (f"\n{note[i, j]}" if note[i, j] else "")
                 color = "white" if grid[i, j] < (vmin + vmax) / 2 else "black"
             else:
-                txt, color = note[i, j], "firebrick" if note[i, j] != "—" else "black"
+                txt, color = note[i, j], "firebrick" if note[i, j] not in ("—", RUNNING) else "black"
             ax.text(j, i, txt, ha="center", va="center", fontsize=8, color=color)
         ax.set_xticks(range(len(xv)), [_fmt_value(v) for v in xv], rotation=45 if len(xv) > 5 else 0)
         ax.set_yticks(range(len(yv)), [_fmt_value(v) for v in yv])
@@ -384,20 +392,24 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
     return _save(plt, fig, path)
 
 
-def _heatmap_note(group: Sequence[Any], n: int) -> str:
+def _heatmap_note(group: Sequence[Any], n: int, running: bool = False) -> str:
     """A heat-map cell's note on the ``n`` accuracies its mean rests on: ``n=k/N`` under a mean of fewer than the
     cell's ``N`` points ("" under a mean of them all); without a mean, "failed" (a point failed), "no finite acc"
-    (points finished without a finite accuracy) or "—" (nothing has run yet)."""
+    (points finished without a finite accuracy), "running" (a point is in progress: half-finished while a sweep
+    process holds the folder's lock, ``running``) or "—" (nothing has run yet)."""
     if n:
         return f"n={n}/{len(group)}" if n < len(group) else ""
     if any(ps.state == FAILED for ps in group):
         return "failed"
-    return "no finite acc" if any(ps.state == DONE for ps in group) else "—"
+    if any(ps.state == DONE for ps in group):
+        return "no finite acc"
+    return RUNNING if running and any(ps.state == PARTIAL for ps in group) else "—"
 
 
-def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str]) -> Path:
+def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str],
+                    running: bool = False) -> Path:
     """Bar chart of final test accuracy per optimizer (mean ± std), analog (per backend, when the points ran on
-    several) and digital side by side."""
+    several) and digital side by side. ``running``: as in :func:`plot_axis`."""
     plt = _plt()
     main, ref = _split(status_points)
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
@@ -418,7 +430,7 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
                 xs.append(i + step * offset)
                 ns.append(len(accs))
         if xs:
-            n = _with_left_out(f"{_n_text(ns)} per bar", _left_out(pts))
+            n = _with_left_out(f"{_n_text(ns)} per bar", _left_out(pts, running=running))
             ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, label=f"{label} ({n})")
     ax.set_xticks([i + step * (len(bars) - 1) / 2 for i in range(len(opts))], opts)
     ax.set(ylabel=f"{_acc_label(spec)} (%)",
@@ -439,7 +451,8 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                      path: str | os.PathLike[str]) -> Path | None:
     """The final per-layer diagnostics (:data:`~imc_grapes.sweep.store.DIAGNOSTICS`) of the finished points against
     the numeric ``axis``: one panel per diagnostic, one line per optimizer and layer, mean ± std over seeds and the
-    other swept axes; ``None`` (nothing written) when no point recorded any."""
+    other swept axes; ``None`` (nothing written) when no point recorded any. Only finished points are drawn: the
+    legends count the finished points without a finite value (:func:`_left_out`)."""
     main = [ps for ps in _split(status_points)[0]
             if ps.state == DONE and _is_num(ps.point.params.get(axis))]
     kinds = [k for k in DIAGNOSTICS if any(key.startswith(f"final_{k}/") for ps in main for key in ps.metrics)]
@@ -505,18 +518,21 @@ def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
 def _write_plots(spec: SweepSpec, out: Path, points: Sequence[Point]) -> list[Path]:
     """The plots of :func:`write_report`; none before any point has a finite accuracy."""
     paths: list[Path] = []
-    status_points = sweep_status(spec, out, points).points
+    status = sweep_status(spec, out, points)
+    status_points, running = status.points, status.running
     if not any(_acc(ps) is not None for ps in status_points):
         return paths  # nothing finished yet: no plots
     axes = plot_axes(spec)
     for name in axes:
         others = [a for a in axes if a != name]
-        paths.append(plot_axis(spec, status_points, name, out / "plots" / f"acc_vs_{name}.png", others))
+        paths.append(plot_axis(spec, status_points, name, out / "plots" / f"acc_vs_{name}.png", others,
+                               running=running))
     multi = [a for a in axes if len(_ordered_values([p.params[a] for p in points if p.params.get(a) is not None])) > 1]
     for a, b in list(itertools.combinations(multi, 2))[:MAX_HEATMAPS]:
-        paths.append(plot_heatmap(spec, status_points, a, b, out / "plots" / f"heatmap_{a}__{b}.png"))
+        paths.append(plot_heatmap(spec, status_points, a, b, out / "plots" / f"heatmap_{a}__{b}.png",
+                                   running=running))
     if not axes:
-        paths.append(plot_optimizers(spec, status_points, out / "plots" / "accuracy.png"))
+        paths.append(plot_optimizers(spec, status_points, out / "plots" / "accuracy.png", running=running))
     for name in axes:
         diag = plot_diagnostics(spec, status_points, name, out / "plots" / f"diagnostics_vs_{name}.png")
         if diag is not None:

@@ -244,3 +244,63 @@ def test_a_report_made_while_a_sweep_runs_shows_its_points_in_progress_as_runnin
         assert got == {(0.1, 0): "done", (0.1, 1): "done", (0.1, 2): "failed", (0.2, 0): "done",
                        (0.2, 1): "running", (0.2, 2): "pending"}
     assert statuses()[(0.2, 1)] == "half-finished"
+
+
+def test_the_plots_of_a_report_made_while_a_sweep_runs_count_its_points_in_progress_as_running(tmp_path,
+                                                                                              monkeypatch):
+    """The table and summary.csv said "running" for a point in progress while a sweep process holds the lock, but
+    the plots' legends still counted it "not run yet" and its heat-map cell read "—" (the plots were not told the
+    lock's state). Now the legends, the bar chart and the cells agree with the table: "running" under the lock,
+    "not run yet" / "—" once it is free (a leftover of a killed run). Counts by hand from the points written."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\nmomentum = [0.0, 0.5]\nseed = [0, 1]\n",
+                                base=TINY))
+    # lr 0.1, momentum 0: 50 and 70 %; lr 0.2, momentum 0: 90 % and seed 1 in progress; lr 0.1, momentum 0.5: seed 0
+    # diverged, seed 1 pending; lr 0.2, momentum 0.5: seed 0 in progress, seed 1 pending
+    record(spec, {(0.1, 0.0, 0): 0.5, (0.1, 0.0, 1): 0.7, (0.2, 0.0, 0): 0.9, (0.1, 0.5, 0): "failed"},
+           ("lr", "momentum", "seed"))
+    store = SweepStore(spec.out_dir)
+    for p in spec.points():
+        if (p.params["lr"], p.params["momentum"], p.params["seed"]) in ((0.2, 0.0, 1), (0.2, 0.5, 0)):
+            store.prepare(p)                                # handed out: config.json, no result yet
+    texts: list[str] = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: texts.append(s) or original(self, x, y, s, *a, **k))
+    calls = spy(monkeypatch, "errorbar")
+
+    def report() -> tuple[dict[str, str], list[str], list[str]]:
+        calls.clear()
+        texts.clear()
+        write_report(spec)
+        labels = [kwargs["label"] for _, _, kwargs in calls]       # acc_vs_lr, then acc_vs_momentum
+        table = [re.split(r" {2,}", line) for line in format_summary(spec).split("\n\n")[0].splitlines()]
+        return dict(zip(["lr", "momentum"], labels)), list(texts), table[0]
+
+    with store.lock():                                      # a sweep process runs in the folder
+        labels, cells, head = report()
+        assert head == ["lr", "momentum", "backend", "runs", "failed", "running", "pending", "test acc (%)"]
+        # lr: 60 % (n=2) at 0.1, 90 % (n=1) at 0.2; momentum: 70 % (n=3) at 0, ✕ at 0.5
+        assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed, 2 running, 2 not run yet)",
+                          "momentum": "sgd (n=3 per point; left out: 1 failed, 2 running, 2 not run yet)"}
+        assert cells == ["60.0", "90.0\nn=1/2", "failed", "running"]     # rows: momentum 0, 0.5; columns: lr
+    labels, cells, head = report()                          # the lock is free: leftovers of a killed run
+    assert head == ["lr", "momentum", "backend", "runs", "failed", "pending", "test acc (%)"]
+    assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed, 4 not run yet)",
+                      "momentum": "sgd (n=3 per point; left out: 1 failed, 4 not run yet)"}
+    assert cells == ["60.0", "90.0\nn=1/2", "failed", "—"]
+
+
+def test_the_bar_chart_of_a_report_made_while_a_sweep_runs_counts_its_points_in_progress_as_running(tmp_path,
+                                                                                                    monkeypatch):
+    """``accuracy.png`` (nothing but the seed swept): the bar's legend counts the point in progress as running while
+    a sweep process holds the lock, and as not run yet once it is free."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n", base=TINY))
+    record(spec, {(0,): 0.4}, ("seed",))
+    store = SweepStore(spec.out_dir)
+    store.prepare(spec.points()[1])
+    calls = spy(monkeypatch, "bar")
+    with store.lock():
+        write_report(spec)
+    write_report(spec)
+    assert [kwargs["label"] for _, _, kwargs in calls] == ["all (n=1 per bar; left out: 1 running, 1 not run yet)",
+                                                           "all (n=1 per bar; left out: 2 not run yet)"]

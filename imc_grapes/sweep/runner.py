@@ -13,6 +13,7 @@ from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import Point, SweepSpec
 from .store import (CRASHED, DIVERGED, DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run,
                     failure_kind)
+from .worker import diverged_replica
 
 
 @dataclass
@@ -282,10 +283,16 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
             subs = task["group"]
             outcomes = {o["id"]: o for o in outcome.get("outcomes") or []}
             for sub in subs:
-                # a dead worker / lost task: every point of the batch failed with the batch's reason
-                out = outcomes.get(sub["id"]) or {**outcome, "id": sub["id"], "status": "failed", "failure": CRASHED,
-                                                  "reason": outcome.get("reason") or "replica batch returned no "
-                                                  "outcome for this point", "history": [], "files": {}}
+                # a dead worker / lost task: every point of the batch failed with the batch's reason, but a replica
+                # that had diverged before (its results.json in the sweep folder says so) stays diverged
+                out = outcomes.get(sub["id"])
+                if out is None:
+                    out = {**outcome, "id": sub["id"], "status": "failed", "failure": CRASHED, "reason":
+                           outcome.get("reason") or "replica batch returned no outcome for this point",
+                           "history": [], "files": {}}
+                    diverged = diverged_replica(store.run_dir(sub["id"]))
+                    if diverged is not None:
+                        out.update(failure=DIVERGED, reason=diverged[0], history=diverged[1], traceback="")
                 record(sub, {**out, "_group": subs})
 
         tasks: list[Task] = []

@@ -27,6 +27,9 @@ Its outcome carries one outcome per point (each as above, plus ``"engine": "repl
 
     {"id": "<group id>", "outcomes": [...], "wall_time_s", "host", "pid"}
 
+A batch that raises fails its points as ``crashed`` with the batch's reason, except a replica that had diverged
+before the exception (:func:`diverged_replica`): it stays ``diverged`` with its own reason and history.
+
 :func:`execute_task` runs either kind; executors call it and stay unaware of groups.
 """
 from __future__ import annotations
@@ -95,6 +98,23 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
+def diverged_replica(run_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
+    """``(reason, history)`` of a replica that had diverged before its batch stopped: ``run_dir/results.json`` as
+    :func:`~imc_grapes.replicas.train_replicas` writes it when a replica's loss becomes NaN/Inf (status
+    ``diverged``, kept when the batch later raises), the reason ``diverged: <its message>`` as for a batch that
+    ends normally; None when the file is missing, unreadable or records another status (the replica was still
+    training: the batch's failure is its own)."""
+    try:
+        data = read_json(run_dir / "results.json")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("status") != "diverged":
+        return None
+    history = data.get("history")
+    rows = [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+    return f"{DIVERGED_PREFIX} {data.get('message') or ''}".rstrip(), rows
+
+
 def _run(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, str, list[dict[str, Any]], str, bool]:
     """Train ``cfg`` into ``run_dir``: ``(status, failure, reason, history, traceback, storage_error)``."""
     try:
@@ -120,9 +140,19 @@ def _group_outcomes(subs: list[dict[str, Any]], dirs: list[Path]) -> list[dict[s
         data = _dataset(cfgs[0]) if cfgs[0].dataset != "synthetic" else None   # synthetic data depend on the seed
         results = train_replicas(cfgs, dirs, dataset=data, progress=False, log=lambda _msg: None)
     except Exception as exc:  # noqa: BLE001 - the whole group fails, each point with the reason
+        # ... except a replica that had diverged before the exception: a rerun diverges again (not a crash, which
+        # --retry-failed would redo); its own result, written when it diverged, is kept
         reason, tb, storage = f"{type(exc).__name__}: {exc}", traceback.format_exc(), storage_error(exc)
-        return [{"id": s["id"], "status": "failed", "failure": CRASHED, "reason": reason, "history": _history(d),
-                 "traceback": tb, "storage_error": storage} for s, d in zip(subs, dirs)]
+        outcomes = []
+        for s, d in zip(subs, dirs):
+            diverged = diverged_replica(d)
+            if diverged is not None:
+                outcomes.append({"id": s["id"], "status": "failed", "failure": DIVERGED, "reason": diverged[0],
+                                 "history": diverged[1], "traceback": "", "storage_error": False})
+            else:
+                outcomes.append({"id": s["id"], "status": "failed", "failure": CRASHED, "reason": reason,
+                                 "history": _history(d), "traceback": tb, "storage_error": storage})
+        return outcomes
     # train_replicas returns only completed or diverged replicas (any other stop raises)
     return [{"id": s["id"], "status": "done" if r.status == "completed" else "failed",
              "failure": "" if r.status == "completed" else DIVERGED,

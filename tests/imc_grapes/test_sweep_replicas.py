@@ -4,8 +4,11 @@ a failing batch marks all its points failed."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
+
+import torch
 
 from imc_grapes.config import TrainConfig
 from imc_grapes.replicas import train_replicas
@@ -131,3 +134,75 @@ def test_a_diverged_replica_is_recorded_diverged_the_others_done(monkeypatch) ->
     out = execute_group(task)["outcomes"]
     assert [(o["status"], o["failure"], o["reason"]) for o in out] == [
         ("done", "", ""), ("failed", "diverged", "diverged: loss became nan at epoch 1")]
+
+
+def test_a_replica_that_diverged_before_its_batch_raised_stays_diverged(tmp_path, monkeypatch) -> None:
+    """A batch that raised (out of memory, a bug) recorded every point ``crashed`` with the batch's reason, also a
+    replica that had diverged before: --retry-failed then redid it, and it diverged again. Now that one stays
+    ``diverged`` with its own reason and rows (train_replicas wrote them into its results.json when it diverged),
+    the others are ``crashed``. The real trainer runs; only the divergence (seed 1's loss NaN from global step 3,
+    after the first evaluation at step 2 of 4) and the exception (the second evaluation raises) are forced: the
+    bounded crossbar weights keep a tiny run's loss finite even at a huge lr."""
+    import imc_grapes.replicas as replicas_mod
+
+    observe, evaluate = replicas_mod._LossWatch.observe, replicas_mod._evaluate
+    evals = []
+
+    def nan_from_step_3(self, per, step):
+        return observe(self, torch.where(torch.tensor([False, step >= 3]), math.nan, per), step)
+
+    def second_eval_raises(*args, **kwargs):
+        evals.append(1)
+        if len(evals) == 2:
+            raise RuntimeError("out of memory (by hand)")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(replicas_mod._LossWatch, "observe", nan_from_step_3)
+    monkeypatch.setattr(replicas_mod, "_evaluate", second_eval_raises)
+    cfgs = [TrainConfig(dataset="synthetic", backend="crossbar", hidden=(8,), train_subset=100, test_subset=20,
+                        batch_size=25, evals_per_epoch=2, analog={"tile_size": 16}, seed=s) for s in (0, 1)]
+    for run_dir in (tmp_path, None):                 # a worker that writes into the sweep folder, one that ships
+        task = {"id": "g", "config": cfgs[0].to_dict(),
+                "group": [{"id": f"p{s}", "config": c.to_dict(), "run_dir": run_dir and str(run_dir / f"p{s}")}
+                          for s, c in enumerate(cfgs)]}
+        evals.clear()
+        crashed, diverged = execute_group(task)["outcomes"]
+        assert (crashed["status"], crashed["failure"], crashed["reason"]) == (
+            "failed", "crashed", "RuntimeError: out of memory (by hand)")
+        assert "out of memory (by hand)" in crashed["traceback"]
+        assert (diverged["status"], diverged["failure"], diverged["traceback"]) == ("failed", "diverged", "")
+        # 4 steps of 25 per epoch: step 3 is the first of the second half, epoch 1
+        assert diverged["reason"] == f"diverged: loss became nan at epoch 1, step 3 (lr={cfgs[1].lr}); lower the lr"
+        # both got their evaluation at step 2 (epoch 0.5) before the divergence and the exception, nothing after
+        assert [row["epoch"] for row in crashed["history"]] == [row["epoch"] for row in diverged["history"]] == [0.5]
+        assert not crashed["storage_error"] and not diverged["storage_error"]
+
+
+def test_a_dead_worker_keeps_a_replica_that_had_diverged_diverged(tmp_path) -> None:
+    """A batch whose worker died comes back without per-point outcomes: its points are ``crashed`` with the
+    executor's reason, except one whose results.json (in the sweep folder) says that the replica had diverged
+    before: ``diverged`` with its own reason and rows."""
+    spec = load_spec(write_spec(tmp_path))
+    store = SweepStore(tmp_path / "out")
+
+    class DiesAfterADivergence(Crashing):
+        def run(self, tasks, on_start, on_result):
+            for t in tasks:
+                on_start(t)
+                for sub in t.get("group", [])[1:2]:          # the batch's 2nd replica diverged, then the worker died
+                    run_dir = Path(sub["run_dir"])
+                    run_dir.mkdir(parents=True)
+                    (run_dir / "results.json").write_text(json.dumps(
+                        {"status": "diverged", "message": "loss became inf at epoch 1, step 2 (lr=0.01); lower the lr",
+                         "history": [{"epoch": 0.5, "test_acc": 0.25}]}))
+                on_result(t, {"id": t["id"], "status": "failed", "reason": "worker process died", "history": [],
+                              "files": {}, "wall_time_s": None, "host": None, "pid": None, "traceback": ""})
+
+    status = run_sweep(spec, executor=DiesAfterADivergence(), replicas=3, log=lambda _m: None)
+    got = {(p.point.config.optimizer, p.point.config.seed): (p.failure, p.reason) for p in status.points}
+    died = ("crashed", "worker process died")
+    assert got == {("grapes", 0): died, ("grapes", 1): ("diverged", "diverged: loss became inf at epoch 1, step 2 "
+                                                                    "(lr=0.01); lower the lr"),
+                   ("grapes", 2): died, ("grapes-local", 0): died, ("grapes-local", 1): died, ("grapes-local", 2): died}
+    p1 = next(p for p in status.points if p.point.config.optimizer == "grapes" and p.point.config.seed == 1)
+    assert store.read_result(p1.point.id)["history"] == [{"epoch": 0.5, "test_acc": 0.25}]

@@ -9,8 +9,9 @@ The report folder holds:
   summary table;
 * ``results.csv`` — one row per final run: its results, then the settings it was run with
   (:func:`csv_config_columns`);
-* ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std),
-  ``inference.png`` (accuracy after programming noise and drift, analog cells), ``report.md`` embedding them;
+* ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std over the seeds; no error
+  bar on a cell with one completed run), ``inference.png`` (accuracy after programming noise and drift, analog
+  cells), ``report.md`` embedding them;
 * ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
   job is started again with the same spec (``resume``), so an interrupted job continues where it stopped.
 """
@@ -447,13 +448,22 @@ def _time_axis(ax: Any, times_s: Sequence[float]) -> None:
         ax.set_xscale("symlog", linthresh=min((t for t in times_s if t > 0), default=1.0))
 
 
-def _legend_or_note(ax: Any, note: str) -> None:
+def _legend_or_note(ax: Any, note: str, outside: bool = False) -> None:
     """A legend for the axes' labelled lines, or, when nothing was drawn (matplotlib warns about a legend without
-    entries), ``note`` in the middle of the empty axes."""
+    entries), ``note`` in the middle of the empty axes. With ``outside`` the legend stands right of the axes, where
+    it cannot cover a data point (inside, matplotlib's ``best`` place still covers one when every place does)."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+        if outside:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        else:
+            ax.legend()
     else:
         ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _plotted_runs(row: dict[str, Any]) -> int:
+    """The completed runs behind a summary row's accuracy bar (:func:`_completed`; 1 for a row without counts)."""
+    return _completed(row) if "runs" in row else 1
 
 
 def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
@@ -490,17 +500,26 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     labels = [f"{r['hardware']}\n{r['optimizer']}" for r in rows]
     shown = [i for i, r in enumerate(rows) if r["final_test_acc_mean"] is not None]   # a cell without a completed
     means = [100 * rows[i]["final_test_acc_mean"] for i in shown]                     # run gets no bar (not a 0)
-    stds = [100 * (rows[i]["final_test_acc_std"] or 0) for i in shown]
+    # a std over fewer than 2 completed runs is no spread (its stored 0 would draw a zero-width bar): no error bar
+    stds = [100 * (rows[i]["final_test_acc_std"] or 0) if _plotted_runs(rows[i]) >= 2 else None for i in shown]
     colors = ["tab:blue" if rows[i]["hardware"] == "digital" else "tab:orange" for i in shown]
-    ax.bar(shown, means, yerr=stds, capsize=4, color=colors)
+    ax.bar(shown, means, color=colors)
+    spread = [(i, m, s) for i, m, s in zip(shown, means, stds) if s is not None]
+    if spread:
+        ax.errorbar([i for i, _, _ in spread], [m for _, m, _ in spread], yerr=[s for _, _, s in spread], fmt="none",
+                    ecolor="black", capsize=4)
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
-    lo = min((m - s for m, s in zip(means, stds)), default=0)
-    ax.set_ylim(max(0, lo - 5), 100)
-    for i, m in zip(shown, means):
-        ax.text(i, m + 0.3, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    lo = min((m - (s or 0) for m, s in zip(means, stds)), default=0)
+    top = max((m + (s or 0) for m, s in zip(means, stds)), default=0)
+    ax.set_ylim(max(0, lo - 5), max(100, top + 4))      # room above a bar near 100 % for its label
+    n_seeds = max((int(r.get("runs", 1)) for r in rows), default=1)
+    for i, m, s in zip(shown, means, stds):            # two decimals, as the table
+        one = "\n(1 run)" if s is None and n_seeds > 1 else ""
+        ax.text(i, m + (s or 0) + 0.3, f"{m:.2f}{one}", ha="center", va="bottom", fontsize=8)
     for i in sorted(set(range(len(rows))) - set(shown)):
         ax.text(i, max(0, lo - 5) + 1, "no completed\nrun", ha="center", va="bottom", fontsize=7, color="0.4")
-    ax.set(ylabel="final test accuracy (%)", title=fit_title(fig, "Final test accuracy (mean ± std over seeds)"))
+    what = "one seed" if n_seeds == 1 else f"mean ± std over {n_seeds} seeds"
+    ax.set(ylabel="final test accuracy (%)", title=fit_title(fig, f"Final test accuracy ({what})"))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     write_figure_atomic(out / "accuracy.png", fig, dpi=120)
@@ -510,7 +529,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
                       key=lambda k: float(k.split("@")[1]))
     if inf_cols:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(8, 4))
         ts = [float(k.split("@")[1]) for k in inf_cols]
         for r in rows:
             ys = [100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols]
@@ -520,7 +539,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
         ax.set(xlabel="time after programming (s)", ylabel="test accuracy (%)",
                title=fit_title(fig, "Inference after programming noise and drift"))
         ax.grid(alpha=0.3)
-        _legend_or_note(ax, "no finite accuracy\n(no completed run, or NaN weights)")
+        _legend_or_note(ax, "no finite accuracy\n(no completed run, or NaN weights)", outside=True)
         fig.tight_layout()
         write_figure_atomic(out / "inference.png", fig, dpi=120)
         plt.close(fig)

@@ -618,3 +618,69 @@ def test_column_notes_explain_the_inference_columns_only_when_the_table_has_them
     assert "*acc % @t*" not in compare_mod.column_notes(digital, 0.9)
     assert "*acc % @t*" in compare_mod.column_notes(analog, 0.97)
     assert compare_mod.column_notes(analog, 0.97).startswith("*epochs to 97%*: ")
+
+
+def _cells(rows):
+    return [compare_mod.Cell(r["hardware"], r["optimizer"], 0.1, []) for r in rows]
+
+
+def _acc_row(hw, opt, mean, std, runs, completed, **extra):
+    return {"hardware": hw, "optimizer": opt, "final_test_acc_mean": mean, "final_test_acc_std": std, "runs": runs,
+            "completed": completed, **extra}
+
+
+def test_accuracy_plot_labels_two_decimals_and_draws_no_error_bar_for_a_single_seed(tmp_path, monkeypatch):
+    """The bar labels have the table's two decimals (0.8885 → "88.85", not "88.8"); with one seed the title says
+    so and no error bar is drawn (a single run has no seed spread; its stored std 0 drew a zero-width bar)."""
+    figures = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    rows = [_acc_row("digital", "sgd", 0.8885, 0.0, 1, 1), _acc_row("analog", "grapes", 0.41234, 0.0, 1, 1)]
+    compare_mod.plot_report(_cells(rows), rows, tmp_path)
+    ax = figures["accuracy.png"].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["88.85", "41.23"]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([88.85, 41.234])
+    assert ax.get_title() == "Final test accuracy (one seed)"
+    assert not ax.lines and not ax.collections          # no error bar (neither its line segments nor its caps)
+    assert "mean ± std" not in ax.get_title()
+
+
+def test_accuracy_plot_error_bars_are_the_seed_std_and_absent_for_a_cell_with_one_completed_run(tmp_path,
+                                                                                                  monkeypatch):
+    """With 3 seeds the title names them and each cell with ≥ 2 completed runs gets an error bar of ± its std (in
+    points); a cell where 2 of 3 runs diverged has one completed run: no bar of spread, and its label says so."""
+    figures = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    rows = [_acc_row("digital", "sgd", 0.90, 0.02, 3, 3), _acc_row("digital", "grapes", 0.95, 0.0, 3, 1, diverged=2),
+            _acc_row("analog", "sgd", 0.50, 0.05, 3, 2, diverged=1)]
+    compare_mod.plot_report(_cells(rows), rows, tmp_path)
+    ax = figures["accuracy.png"].axes[0]
+    assert ax.get_title() == "Final test accuracy (mean ± std over 3 seeds)"
+    (bars,) = [c for c in ax.collections if len(c.get_segments()) == 2]   # the vertical error-bar segments
+    segs = sorted((s[0][0], s[0][1], s[1][1]) for s in bars.get_segments())
+    assert segs == [pytest.approx((0, 88.0, 92.0)), pytest.approx((2, 45.0, 55.0))]   # cells 0 and 2; not cell 1
+    assert [t.get_text() for t in ax.texts] == ["90.00", "95.00\n(1 run)", "50.00"]
+    top = {round(t.get_position()[0]): t.get_position()[1] for t in ax.texts}
+    assert top[0] == pytest.approx(92.3) and top[2] == pytest.approx(55.3)   # labels above their error bars
+
+
+def test_inference_legend_stands_outside_the_axes_and_covers_no_point(tmp_path, monkeypatch):
+    """The legend of inference.png covered GRAPES's point at 1 s (upper left of the data); it now stands right of
+    the axes: no drawn point falls inside its box."""
+    figures = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    times = (1.0, 3600.0, 86400.0, 31536000.0)
+    rows = [_acc_row("analog", opt, 0.9, 0.0, 1, 1, **{f"inference_acc@{time_key(t)}": a for t, a in zip(times, accs)})
+            for opt, accs in (("sgd", (0.85, 0.84, 0.80, 0.70)), ("grapes", (0.90, 0.88, 0.85, 0.80)),
+                              ("layer-mean", (0.88, 0.86, 0.83, 0.75)))]
+    compare_mod.plot_report(_cells(rows), rows, tmp_path)
+    fig = figures["inference.png"]
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["analog sgd", "analog grapes", "analog layer-mean"]
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= axes_box.x1                                          # right of the axes
+    assert box.x1 <= fig.bbox.x1                                          # and inside the figure
+    for line in ax.get_lines():
+        for x, y in ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()])):
+            assert not box.contains(x, y)

@@ -87,10 +87,11 @@ def test_compares_long_panel_and_narrow_bar_chart_titles_are_wrapped(titles, tmp
     cfg = TrainConfig(dataset="synthetic", hidden=(8,))
     long_hw = "analog on the crossbar backend with the ReRamSB preset, 9-bit ADC, 7-bit DAC and 256x256 tiles"
     cells = [Cell(hw, "sgd", 0.1, [RunResult(cfg, HISTORY, "completed")]) for hw in ("digital", long_hw)]
-    rows = [{"hardware": "digital", "optimizer": "sgd", "final_test_acc_mean": 0.6, "final_test_acc_std": 0.01}]
+    rows = [{"hardware": "digital", "optimizer": "sgd", "final_test_acc_mean": 0.6, "final_test_acc_std": 0.01,
+             "runs": 3, "completed": 3}]
     plot_report(cells, rows, tmp_path)
     _check(titles, long_hw, panels=2)                                  # curves.png: one of two panels
-    _check(titles, "Final test accuracy (mean ± std over seeds)")     # accuracy.png: one bar, a 3-inch figure
+    _check(titles, "Final test accuracy (mean ± std over 3 seeds)")   # accuracy.png: one bar, a 3-inch figure
 
 
 def test_compare_summarys_paired_difference_title_is_wrapped(titles):

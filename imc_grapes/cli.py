@@ -180,7 +180,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", nargs="+", default=["sgd", "grapes"], metavar="NAME",
                    help=f"one or more of {', '.join(OPTIMIZERS)} (default: sgd grapes)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate > 0 (default %(default)s)")
-    p.add_argument("--seed", type=int, nargs="+", default=[d.seed], help="one or more seeds (default 0)")
+    p.add_argument("--seed", "--seeds", type=int, nargs="+", default=[d.seed], metavar="SEED",
+                   help="one or more seeds (default 0; --seeds, compare's spelling, is the same option)")
     p.add_argument("--backend", default=d.backend,
                    help=f"where the weights live: {', '.join(BACKENDS)} (default %(default)s)")
     _add_model_args(p, d, out=TRAIN_OUT)
@@ -321,7 +322,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, nargs="+", default=list(c.lr_grid), metavar="LR",
                    help="learning rate, or a grid tuned per cell on a validation split: the lr with the highest "
                         f"validation score is chosen, of equal scores the one given first (default: {_words(c.lr_grid)})")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds), help="seeds of the final runs (default 0)")
+    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=list(c.seeds), metavar="SEED",
+                   help="seeds of the final runs (default 0; --seed, train's spelling, is the same option)")
     p.add_argument("--val-holdout", type=int, default=c.val_holdout,
                    help="training samples held out for lr tuning (default %(default)s)")
     p.add_argument("--tune-seeds", type=int, nargs="+", default=list(c.tune_seeds), metavar="SEED",

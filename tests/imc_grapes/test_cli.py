@@ -330,6 +330,27 @@ def test_train_rejects_a_repeated_seed_or_optimizer(tmp_path, capsys, extra, opt
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command, documented, alias, dest", [("train", "--seed", "--seeds", "seed"),
+                                                             ("compare", "--seeds", "--seed", "seeds")])
+def test_train_and_compare_accept_each_others_seed_spelling(capsys, command, documented, alias, dest):
+    """``compare`` takes ``--seeds`` and ``train`` ``--seed``; each accepts the other's spelling for the same option
+    (``train --seeds 0 1`` was an error), and the help lists the command's own spelling first."""
+    from imc_grapes.cli import build_parser, compare_spec, train_configs
+
+    parser = build_parser()
+    for option in (documented, alias):
+        args = parser.parse_args([command, "--dataset", "synthetic", option, "3", "5"])
+        assert getattr(args, dest) == [3, 5]
+    args = parser.parse_args([command, "--dataset", "synthetic", alias, "3", "5"])
+    if command == "train":
+        assert [c.seed for c in train_configs(args)] == [3, 3, 5, 5]      # seeds × the default sgd, grapes
+    else:
+        assert compare_spec(args).seeds == (3, 5)
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    assert f"{documented} SEED [SEED ...], {alias} SEED [SEED ...]" in capsys.readouterr().out
+
+
 def test_data_fetch_of_an_unknown_name_creates_no_folder_and_fetches_nothing(tmp_path, capsys, monkeypatch):
     import imc_grapes.data
 

@@ -72,7 +72,7 @@ def differences(a: RunResult, b: RunResult) -> dict[str, float]:
         out["history rows"] = math.inf
     for ra, rb in zip(a.history, b.history):
         for key in set(ra) | set(rb):
-            if key != "time_s":
+            if key not in ("time_s", "elapsed_s"):
                 compare(key, ra.get(key), rb.get(key))
     ca, cb = a.extra["costs"]["counts"], b.extra["costs"]["counts"]
     for key in set(ca) | set(cb):

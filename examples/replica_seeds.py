@@ -23,13 +23,13 @@ SAT_TOL = 1e-5   # relative: the sat/* ratios are float32 sums whose order depen
 
 
 def differing(a: list, b: list) -> list:
-    """The metrics (all but the wall time) that differ between two histories: exactly, but for the sat/* ratios
+    """The metrics (all but the times) that differ between two histories: exactly, but for the sat/* ratios
     (realised / intended weight change), compared to SAT_TOL."""
     if len(a) != len(b):
         return ["number of evaluations"]
     out = []
     for row_a, row_b in zip(a, b):
-        for k in sorted((set(row_a) | set(row_b)) - {"time_s"}):
+        for k in sorted((set(row_a) | set(row_b)) - {"time_s", "elapsed_s"}):
             x, y = row_a.get(k), row_b.get(k)
             same = (math.isclose(x, y, rel_tol=SAT_TOL) if k.startswith("sat/") and isinstance(x, float)
                     and isinstance(y, float) else x == y)

@@ -20,8 +20,9 @@ the array-vs-exact importance diagnostics ``M_corr`` / ``M_err`` on every
 :data:`~imc_grapes.backends.importance.COMPARE_EVERY`-th read, as a plain run takes them — except the hardware cost
 diagnostics, which the replica engine does not record; ``"engine": "replicas"`` and ``"replicas": E`` in
 ``results.json``). Timings are the whole batch's (the replicas run as one computation; there is no per-replica
-time): a row's ``time_s`` is the batch's time since the epoch began, and ``wall_time_s`` the batch's time from the
-start to the end of training, for a diverged replica too (not the time at which it diverged).
+time): a row's ``time_s`` is the batch's time since the epoch began, its ``elapsed_s`` since training began, and
+``wall_time_s`` the batch's time from the start to the end of training, for a diverged replica too (not the time at
+which it diverged).
 
 Divergence: every replica's training loss is checked at every step, before the update and on the device (a mask,
 no host synchronisation); from the first step where a replica's loss is NaN/Inf on, its updates are masked off, so
@@ -415,6 +416,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
     try:
         evals = eval_points(n_batches, cfg.evals_per_epoch)                   # the steps train evaluates after
         train_batches = 0
+        t_first = time.perf_counter()
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             t0 = time.perf_counter()
@@ -459,10 +461,12 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                 for i in range(e):
                     if not alive[i]:            # (a live replica's losses were all finite: checked at every step)
                         continue
+                    now = time.perf_counter()
                     row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                           "global_step": (epoch - 1) * n_batches + step,
                                            "train_loss": train_loss[i], "train_acc": acc[i],
                                            "test_loss": test_loss[i], "test_acc": test_acc[i],
-                                           "time_s": time.perf_counter() - t0}
+                                           "time_s": now - t0, "elapsed_s": now - t_first}
                     for name, m in zip(model.names, ms):
                         row[f"M_mean/{name}"] = m[i]
                     row.update({k: v[i] for k, v in diag.items() if not math.isnan(v[i])})

@@ -3,8 +3,12 @@
 Files in the run folder (all written atomically, the CSV after every epoch, so a crash or a diverging run
 keeps what was finished):
 
-* ``metrics.csv`` — one row per epoch: train loss/accuracy, test loss/accuracy, wall time, and the mean
-  GRAPES factor of each hidden layer (when GRAPES is on);
+* ``metrics.csv`` — one row per evaluation point (``evals_per_epoch`` per epoch), with the columns
+  :data:`METRICS_COLUMNS`: ``epoch`` (fractional: epochs trained so far), ``step`` (batches into the current epoch,
+  restarting at each epoch), ``global_step`` (batches since the run began, counted across epochs), train loss
+  (nats) / accuracy (fraction) since the previous point, test loss / accuracy, ``time_s`` (seconds since the
+  current epoch began) and ``elapsed_s`` (seconds since the run's first epoch began, evaluations included); then
+  the mean GRAPES factor of each hidden layer (when GRAPES is on) and the network's diagnostics;
 * ``results.json`` — the full config, versions, per-epoch history, final metrics, the run's status and the
   absolute data folder (``data_root_resolved``).
 
@@ -193,9 +197,15 @@ def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
     return pool.subset(cfg.train_subset), held, "validation"
 
 
-METRICS_COLUMNS: tuple[str, ...] = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "time_s")
+METRICS_COLUMNS: tuple[str, ...] = ("epoch", "step", "global_step", "train_loss", "train_acc", "test_loss",
+                                     "test_acc", "time_s", "elapsed_s")
 """The leading columns of ``metrics.csv`` (every history row has them; GRAPES factors and ``net.metrics()``
-follow). A run without any evaluation point (e.g. diverged before its first) still gets this header."""
+follow; the module docstring says what each holds). A run without any evaluation point (e.g. diverged before its
+first) still gets this header."""
+
+#: the history columns that measure time: they differ between two runs of the same config (left out where runs are
+#: compared for equality, or results are meant to be byte-identical)
+TIMING_COLUMNS: tuple[str, ...] = ("time_s", "elapsed_s")
 
 
 def write_metrics(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
@@ -346,8 +356,9 @@ def check_eval_loss(loss: float, where: str, lr: float) -> None:
 def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: TrainConfig, result: RunResult,
                  files: RunFiles, progress: bool, log: Callable[[str], None]) -> None:
     """``cfg.epochs`` passes over ``loader`` (:func:`train_batches`), evaluating on ``test_split``
-    ``cfg.evals_per_epoch`` times per epoch: each point appends a history row (epoch, step, train/test loss and
-    accuracy, time, mean GRAPES factor per layer, ``net.metrics()``) and saves the files.
+    ``cfg.evals_per_epoch`` times per epoch: each point appends a history row (:data:`METRICS_COLUMNS`: epoch,
+    step in the epoch and over the run, train/test loss and accuracy, time in the epoch and over the run; mean
+    GRAPES factor per layer, ``net.metrics()``) and saves the files.
 
     Raises:
         DivergenceError: the training loss, or the evaluation loss of a point (:func:`check_eval_loss`; that
@@ -356,6 +367,7 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
     with graphed_steps(net, cfg, result.extra) as graphed:
+        t_first = time.perf_counter()
         for epoch in range(1, cfg.epochs + 1):
             net.model.train()
             t0 = time.perf_counter()
@@ -363,10 +375,12 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
             def on_point(step: int, train_loss: float, train_acc: float) -> None:
                 test_loss, test_acc = evaluate(net.model, test_split)
                 check_eval_loss(test_loss, f"epoch {epoch}, step {step}", cfg.lr)
+                now = time.perf_counter()
                 row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
+                                       "global_step": (epoch - 1) * n_batches + step,
                                        "train_loss": train_loss, "train_acc": train_acc,
                                        "test_loss": test_loss, "test_acc": test_acc,
-                                       "time_s": time.perf_counter() - t0}
+                                       "time_s": now - t0, "elapsed_s": now - t_first}
                 if net.grapes is not None:
                     for name, m in net.grapes.modulations.items():
                         row[f"M_mean/{name}"] = float(m.float().mean())

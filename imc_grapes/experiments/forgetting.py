@@ -99,6 +99,7 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     files = RunFiles(result)
     matrix = [[float("nan")] * n_tasks for _ in range(n_tasks)]
     with files.finishing(net), graphed_steps(net, cfg, result.extra) as graphed:
+        t_first = time.perf_counter()
         for task, perm in enumerate(perms):
             t0 = time.perf_counter()
             loader = train_loader(permute(train_split, perm), cfg, seed=cfg.seed + 1000 * task)
@@ -112,10 +113,12 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
             accs = [evaluate(net.model, t)[1] for t in tests]
             for i, a in enumerate(accs):
                 matrix[i][task] = a
-            row: dict[str, Any] = {"epoch": task + 1, "step": last * cfg.epochs, **stats,
+            now = time.perf_counter()
+            row: dict[str, Any] = {"epoch": task + 1, "step": last * cfg.epochs,
+                                   "global_step": (task + 1) * last * cfg.epochs, **stats,
                                    "test_acc": sum(accs[:task + 1]) / (task + 1),
                                    **{f"acc/task{i}": a for i, a in enumerate(accs)},
-                                   "time_s": time.perf_counter() - t0}
+                                   "time_s": now - t0, "elapsed_s": now - t_first}
             row.update(net.metrics())
             result.history.append(row)
             files.save()

@@ -54,7 +54,7 @@ FAILURES: tuple[str, ...] = (DIVERGED, CRASHED)
 DIVERGED_PREFIX = "diverged:"
 RESULT_FILE = "point.json"
 #: history columns that measure time (they differ between runs of the same config: kept out of point.json)
-TIMING_KEYS: tuple[str, ...] = ("time_s", "wall_time_s")
+TIMING_KEYS: tuple[str, ...] = ("time_s", "elapsed_s", "wall_time_s")     # (train.TIMING_COLUMNS, wall time)
 
 
 def _data_root_resolved(point: Point) -> str | None:

@@ -93,7 +93,8 @@ def test_diverging_run_stops_with_message_and_keeps_files(tmp_path, capsys):
     res = json.loads((tmp_path / "synthetic_mlp_bp_sgd_lr1e+09_seed0" / "results.json").read_text())
     assert res["status"] == "diverged" and "loss became" in res["message"]
     metrics = (tmp_path / "synthetic_mlp_bp_sgd_lr1e+09_seed0" / "metrics.csv").read_text()
-    assert metrics.startswith("epoch,step,train_loss,train_acc,test_loss,test_acc,time_s"), "a header, not empty"
+    assert metrics.startswith("epoch,step,global_step,train_loss,train_acc,test_loss,test_acc,time_s,elapsed_s"), \
+        "a header, not empty"
 
 
 def test_all_runs_diverging_write_headers_and_a_plot_without_warnings(tmp_path, capsys, recwarn):
@@ -102,7 +103,8 @@ def test_all_runs_diverging_write_headers_and_a_plot_without_warnings(tmp_path, 
     assert code == 3
     for opt in ("sgd", "grapes"):
         metrics = (tmp_path / f"synthetic_mlp_bp_{opt}_lr1e+09_seed0" / "metrics.csv").read_text()
-        assert metrics.splitlines()[0] == "epoch,step,train_loss,train_acc,test_loss,test_acc,time_s"
+        assert metrics.splitlines()[0] == ("epoch,step,global_step,train_loss,train_acc,test_loss,test_acc,time_s,"
+                                           "elapsed_s")
     assert (tmp_path / "curves.png").exists() and "diverged" in capsys.readouterr().out
     assert not [w for w in recwarn if "legend" in str(w.message) or "log" in str(w.message)]
 

@@ -75,6 +75,10 @@ def test_train_permuted_end_to_end(tmp_path):
         assert h["test_acc"] == pytest.approx(sum(mat[i][j] for i in range(j + 1)) / (j + 1))
         assert [h[f"acc/task{i}"] for i in range(3)] == [mat[i][j] for i in range(3)]
     assert fg["avg_acc"] == pytest.approx(r.history[-1]["test_acc"])
+    # one row per task: 300 samples in batches of 30 = 10 steps per task (1 epoch), counted on across the tasks
+    assert [(h["step"], h["global_step"]) for h in r.history] == [(10, 10), (10, 20), (10, 30)]
+    assert all(h["elapsed_s"] >= h["time_s"] > 0 for h in r.history)
+    assert all(b["elapsed_s"] > a["elapsed_s"] + b["time_s"] for a, b in zip(r.history, r.history[1:]))
     assert fg["forgetting"] == pytest.approx(forgetting_metrics(mat)["forgetting"])
     assert mat[0][0] > 0.5, "the first task is learned"
     again = train_permuted(cfg, None, dataset=data, progress=False, log=lambda s: None)

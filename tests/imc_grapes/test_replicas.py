@@ -4,6 +4,7 @@ reject what they do not support."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -19,6 +20,7 @@ from imc_grapes.models import build_model
 from imc_grapes.backends.importance import pearson
 from imc_grapes.grapes import BP_CLIP, modulation
 from imc_grapes.replicas import ReplicaMLP, replica_key, train_replicas
+from imc_grapes.train import METRICS_COLUMNS, TIMING_COLUMNS
 
 SEEDS = (1, 2, 3, 4)
 
@@ -31,7 +33,7 @@ def base_cfg(**kw) -> TrainConfig:
 
 
 def strip(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in history]
 
 
 @pytest.fixture
@@ -64,7 +66,13 @@ def test_batched_seeds_equal_separate_runs(optimizer: str, tmp_path, one_thread)
     assert saved["status"] == "completed" and saved["engine"] == "replicas" and saved["replicas"] == 4
     assert saved["config"]["seed"] == 3 and saved["history"][-1]["test_acc"] == together[2].history[-1]["test_acc"]
     header = (tmp_path / "r3" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc"} <= set(header)
+    assert header[:len(METRICS_COLUMNS)] == list(METRICS_COLUMNS)                 # train()'s leading columns
+    # 160 samples in batches of 32: 5 batches per epoch, evaluated after batches 2 (2.5 rounds to 2) and 5
+    with open(tmp_path / "r3" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), int(r["global_step"])) for r in rows] == [(2, 2), (5, 5), (2, 7), (5, 10)]
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert all(b > a for a, b in zip(elapsed, elapsed[1:])) and elapsed[2] > elapsed[1] + float(rows[2]["time_s"])
     if optimizer != "sgd":
         assert "M_mean/layers.0" in header
         m = [row["M_mean/layers.0"] for row in together[0].history]
@@ -597,7 +605,7 @@ def test_noise_free_replicas_equal_train_up_to_rounding(optimizer: str, analog: 
             for key, v in row.items():
                 if key in ("train_acc", "test_acc"):     # (a sample on a decision boundary could flip)
                     assert abs(v - ref[key]) <= 1 / 70 + 1e-12, key
-                elif key != "time_s":
+                elif key not in TIMING_COLUMNS:
                     assert v == pytest.approx(ref[key], rel=1e-4, abs=1e-5), key
         assert sum(r["test_acc"] == p["test_acc"] for r, p in zip(rep.history, plain.history)) >= 3
         for layer, name in zip(models[0].replica_layers, ("layers.0", "layers.1", "layers.2")):

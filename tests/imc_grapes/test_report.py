@@ -17,8 +17,8 @@ def _diverged(opt: str) -> RunResult:
 
 
 def _row(epoch: float, acc: float) -> dict:
-    return {"epoch": epoch, "step": 1, "train_loss": 1.0 / (1 + epoch), "train_acc": acc, "test_loss": 1.0,
-            "test_acc": acc, "time_s": 0.1}
+    return {"epoch": epoch, "step": 1, "global_step": 1, "train_loss": 1.0 / (1 + epoch), "train_acc": acc,
+            "test_loss": 1.0, "test_acc": acc, "time_s": 0.1, "elapsed_s": 0.1}
 
 
 def test_all_diverged_runs_give_a_summary_and_a_plot_without_warnings(tmp_path):

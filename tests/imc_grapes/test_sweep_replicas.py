@@ -39,7 +39,7 @@ def write_spec(folder: Path) -> Path:
 
 
 def no_time(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("time_s", "wall_time_s")} for row in history]
+    return [{k: v for k, v in row.items() if k not in ("time_s", "elapsed_s", "wall_time_s")} for row in history]
 
 
 def test_grouping_even_batches_and_singles(tmp_path) -> None:

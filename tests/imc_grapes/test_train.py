@@ -1,4 +1,5 @@
 """``train`` under edge cases: divergence at any step, the recorded history, and determinism under a seed."""
+import csv
 import json
 import math
 import subprocess
@@ -11,6 +12,7 @@ import torch
 import imc_grapes.train  # noqa: F401  (the package exports a function ``train``: the module is reached by name)
 from imc_grapes.config import TrainConfig
 from imc_grapes.models import MLP
+from imc_grapes.train import TIMING_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 T = sys.modules["imc_grapes.train"]
@@ -169,6 +171,29 @@ def test_the_history_has_each_evaluation_once_at_its_fraction_of_the_epochs(tmp_
     assert res["train_samples"] == n and res["eval_samples"] == 40
 
 
+def test_metrics_csv_counts_steps_and_seconds_over_the_run_as_well_as_per_epoch(tmp_path):
+    """``step`` and ``time_s`` restart every epoch; ``global_step`` and ``elapsed_s`` run on over the whole run.
+    200 samples in batches of 50: 4 batches per epoch, evaluated after batches 2 and 4; 3 epochs give global steps
+    2, 4 | 6, 8 | 10, 12. An epoch's clock starts after the previous epoch's last row was taken, so a row's
+    ``elapsed_s`` exceeds the previous epoch's last ``elapsed_s`` by more than its own ``time_s``."""
+    cfg = TrainConfig(**TINY, epochs=3, evals_per_epoch=2)
+    T.train(cfg, tmp_path, progress=False, log=quiet)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[:len(T.METRICS_COLUMNS)] == list(T.METRICS_COLUMNS)
+    assert {"step", "time_s", "global_step", "elapsed_s"} <= set(T.METRICS_COLUMNS)
+    assert [int(r["step"]) for r in rows] == [2, 4, 2, 4, 2, 4]
+    assert [int(r["global_step"]) for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert [float(r["epoch"]) for r in rows] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    time_s, elapsed = [float(r["time_s"]) for r in rows], [float(r["elapsed_s"]) for r in rows]
+    assert all(e >= t > 0 for e, t in zip(elapsed, time_s))
+    assert all(b > a for a, b in zip(elapsed, elapsed[1:]))                       # a running clock
+    assert time_s[2] < time_s[1] and time_s[4] < time_s[3]                         # (the per-epoch one restarts)
+    for k in (2, 3, 4, 5):                                                         # rows of epochs 2 and 3
+        assert elapsed[k] > elapsed[2 * (k // 2) - 1] + time_s[k]
+
+
 CASES = {"digital": dict(dropout=0.2), "crossbar": dict(backend="crossbar", optimizer="grapes",
                                                         analog={"tile_size": 16})}
 
@@ -189,7 +214,7 @@ def fingerprint(case: str, seed: int) -> dict:
         result = T.train(cfg, progress=False, log=quiet)
     finally:
         T.build_network = build
-    return {"history": [{k: v for k, v in h.items() if k != "time_s"} for h in result.history],
+    return {"history": [{k: v for k, v in h.items() if k not in TIMING_COLUMNS} for h in result.history],
             "weights": {k: w.flatten().tolist() for k, w in nets[0].read_weights().items()}}
 
 

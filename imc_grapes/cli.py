@@ -90,7 +90,9 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
                         "run side by side, which otherwise oversubscribe the cores)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=f"output folder (default {out})")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: only when stderr is a terminal, so that a log file gets "
+                        "none; --progress: always; --no-progress: never)")
 
 
 def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
@@ -263,7 +265,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dataset = data.get(cfg.seed) or next(iter(data.values()))
         print(f"== {cfg.run_name()}")
         try:
-            results.append(train(cfg, out / cfg.run_name(), dataset=dataset, progress=not args.no_progress))
+            results.append(train(cfg, out / cfg.run_name(), dataset=dataset, progress=args.progress))
         except ConfigError as exc:             # found when the data is split (e.g. evals_per_epoch > batches)
             print(f"imc-grapes train: error: {exc}", file=sys.stderr)
             return 2
@@ -382,7 +384,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return 2
     command = "imc-grapes " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None
     try:
-        run_compare(spec, out, progress=not args.no_progress, resume=not args.no_resume,
+        run_compare(spec, out, progress=args.progress, resume=not args.no_resume,
                     command=command)
     except (DatasetError, ConfigError) as exc:                   # e.g. val_holdout larger than the data set
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)

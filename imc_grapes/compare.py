@@ -201,7 +201,7 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
                      saved.get("train_samples"), saved.get("eval_samples"), saved.get("data_root_resolved"))
 
 
-def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool, resume: bool,
+def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | None, resume: bool,
             log: Callable[[str], None], trainer: Callable[..., RunResult] | None = None,
             finished: Sequence[str] = ("completed", "diverged"), extra_keys: Sequence[str] = ("costs", "inference"),
             record_failures: bool = False) -> RunResult:
@@ -566,9 +566,10 @@ def csv_config_columns(spec: CompareSpec, hardware: str, cfg: TrainConfig) -> di
             "tune_score": spec.tune_score, "tail_evals": spec.tail_evals, "n_seeds": len(spec.seeds)}
 
 
-def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool = True, resume: bool = True,
+def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool | None = True, resume: bool = True,
                 command: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole comparison and write the report folder; return the contents of results.json."""
+    """Run the whole comparison and write the report folder; return the contents of results.json. ``progress``:
+    progress bars per run (None: only when stderr is a terminal, :func:`~imc_grapes.train.progress_bar_disabled`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = spec.base.resolved_device()

@@ -60,8 +60,8 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import (DivergenceError, RunResult, check_eval_loss, eval_points, loss_check_every, split_for,
-                    stopped_status, train_loader, write_metrics)
+from .train import (DivergenceError, RunResult, check_eval_loss, eval_points, loss_check_every,
+                    progress_bar_disabled, split_for, stopped_status, train_loader, write_metrics)
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -329,7 +329,7 @@ def _evaluate(model: ReplicaMLP, xs: Tensor, ys: Tensor, n_replicas: int, batch_
 
 
 def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | None] | None = None,
-                   dataset: Dataset | None = None, *, dtype: torch.dtype | None = None, progress: bool = False,
+                   dataset: Dataset | None = None, *, dtype: torch.dtype | None = None, progress: bool | None = False,
                    log: Callable[[str], None] = print) -> list[RunResult]:
     """Train the configs ``cfgs`` (equal except ``seed``) together; write each one's files into its folder.
 
@@ -339,7 +339,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
         dataset: an already loaded data set used by every replica (default: loaded per config as ``train`` does;
             ``synthetic`` data depends on the seed).
         dtype: dtype of the device states (default ``torch.get_default_dtype()``).
-        progress: show a progress bar per epoch. log: where one-line epoch summaries go.
+        progress: show a progress bar per epoch (None: only when stderr is a terminal). log: where one-line epoch
+            summaries go.
 
     Returns:
         One :class:`~imc_grapes.train.RunResult` per config, status ``completed`` or ``diverged`` (no exception
@@ -425,8 +426,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             seen = 0
             # each replica's permutation, drawn from its loader's generator exactly as BatchLoader does
             order = torch.stack([torch.randperm(n_train, generator=ld.generator) for ld in loaders]).to(device)
-            bar = tqdm(range(1, n_batches + 1), desc=f"replicas x{e} epoch {epoch}/{cfg.epochs}", disable=not progress,
-                       leave=False, dynamic_ncols=True, mininterval=0.5)
+            bar = tqdm(range(1, n_batches + 1), desc=f"replicas x{e} epoch {epoch}/{cfg.epochs}",
+                       disable=progress_bar_disabled(progress), leave=False, dynamic_ncols=True, mininterval=0.5)
             for step in bar:
                 x, y = _gather(xs, ys, order[:, (step - 1) * cfg.batch_size: step * cfg.batch_size])
                 if cfg.grapes_mode and train_batches % every == 0:

@@ -264,7 +264,14 @@ def loss_check_every(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 25
 
 
-def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool,
+def progress_bar_disabled(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for a ``progress`` setting: ``True`` draws the bars (on stderr), ``False`` draws none, and
+    ``None`` draws them only when stderr is a terminal (tqdm's ``disable=None``), so that output sent to a log file
+    gets no bar redrawn with ``\\r`` over and over."""
+    return None if progress is None else not progress
+
+
+def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str, progress: bool | None,
                   on_point: Callable[[int, float, float], None], points: set[int], where: str | None = None,
                   graphed: GraphedSteps | None = None) -> None:
     """One pass over ``loader``: forward, cross-entropy, backward, ``net.step()`` per batch.
@@ -285,7 +292,8 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen = 0
-    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(loader, desc=desc, disable=progress_bar_disabled(progress), leave=False, dynamic_ncols=True,
+               mininterval=0.5)
 
     def check(step: int, loss: Tensor) -> None:
         value = float(loss)
@@ -354,7 +362,7 @@ def check_eval_loss(loss: float, where: str, lr: float) -> None:
 
 
 def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: TrainConfig, result: RunResult,
-                 files: RunFiles, progress: bool, log: Callable[[str], None]) -> None:
+                 files: RunFiles, progress: bool | None, log: Callable[[str], None]) -> None:
     """``cfg.epochs`` passes over ``loader`` (:func:`train_batches`), evaluating on ``test_split``
     ``cfg.evals_per_epoch`` times per epoch: each point appends a history row (:data:`METRICS_COLUMNS`: epoch,
     step in the epoch and over the run, train/test loss and accuracy, time in the epoch and over the run; mean
@@ -395,7 +403,7 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
+          progress: bool | None = True, log: Callable[[str], None] = print) -> RunResult:
     """Train one model under ``cfg``; write ``metrics.csv`` and ``results.json`` into ``out_dir`` if given.
 
     Args:
@@ -403,7 +411,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         out_dir: run folder (created); None writes nothing.
         dataset: an already loaded data set (saves reloading when several runs share it); it is moved to
             the config's device.
-        progress: show a progress bar per epoch (tqdm, to stderr).
+        progress: show a progress bar per epoch (tqdm, to stderr); None: only when stderr is a terminal
+            (:func:`progress_bar_disabled`).
         log: where one-line epoch summaries go.
 
     Raises:

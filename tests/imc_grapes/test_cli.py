@@ -1,5 +1,6 @@
 """The `imc-grapes` command end to end on the synthetic set, and its errors."""
 import csv
+import io
 import json
 import os
 import signal
@@ -351,6 +352,36 @@ def test_train_and_compare_accept_each_others_seed_spelling(capsys, command, doc
     with pytest.raises(SystemExit):
         parser.parse_args([command, "--help"])
     assert f"{documented} SEED [SEED ...], {alias} SEED [SEED ...]" in capsys.readouterr().out
+
+
+class _Stderr(io.StringIO):
+    """A captured stderr that says whether it is a terminal (tqdm asks ``isatty`` with ``disable=None``)."""
+
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("command, extra", [
+    ("train", ["--optimizer", "sgd"]),
+    ("compare", ["--hardware", "digital", "--optimizers", "sgd", "--inference-times"]),
+])
+@pytest.mark.parametrize("flag, tty, drawn", [([], False, False), ([], True, True), (["--progress"], False, True),
+                                              (["--no-progress"], True, False)])
+def test_progress_bars_are_drawn_on_a_terminal_only_unless_asked(tmp_path, monkeypatch, command, extra, flag, tty,
+                                                                  drawn):
+    """With stderr sent to a file (not a terminal) train and compare draw no progress bar by default: each redraw
+    left a ``\\r``-separated line in a log file. ``--progress`` draws them anyway, ``--no-progress`` never does."""
+    err = _Stderr(tty)
+    monkeypatch.setattr(sys, "stderr", err)
+    argv = [command, "--dataset", "synthetic", "--hidden", "8", "--epochs", "1", "--train-subset", "256",
+            "--test-subset", "64", *extra, *flag, "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    text = err.getvalue()
+    assert ("\r" in text) == drawn and ("sgd epoch 1/1" in text) == drawn, text
 
 
 def test_data_fetch_of_an_unknown_name_creates_no_folder_and_fetches_nothing(tmp_path, capsys, monkeypatch):

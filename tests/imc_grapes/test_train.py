@@ -305,5 +305,6 @@ def test_the_train_command_stopped_by_a_signal_records_the_run_as_interrupted(tm
     res = json.loads(files[0].read_text())
     assert res["status"] == "interrupted"
     assert res["message"] == ("interrupted (Terminated)" if sig == "SIGTERM" else "interrupted (KeyboardInterrupt)")
-    assert [h["step"] for h in res["history"][:2]] == [1, 2]     # 200 batches, evaluated after each
+    steps = [h["step"] for h in res["history"]][:200]             # 200 batches, evaluated after each
+    assert steps == list(range(1, len(steps) + 1)) and steps        # the rows so far (the signal may come at row 1)
     assert b"the run in progress is recorded as interrupted" in err

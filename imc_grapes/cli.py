@@ -3,6 +3,7 @@ see ``examples/``)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ EPILOG_TRAIN = """examples:
   imc-grapes train --optimizer sgd grapes layer-mean --seed 0 1 2 --epochs 5
   imc-grapes train --dataset fashion-mnist --rule dfa --optimizer sgd grapes --lr 0.05
   imc-grapes train --model cnn --base-optimizer adam --lr 0.001 --optimizer sgd grapes
+  imc-grapes train --backend crossbar --preset GokmenVlasov --device-param dw_min=0.008 --device-param up_down=0.2
 Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also write
 <out>/{summary.csv,summary.json,curves.png} and print a mean ± std table.
 Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss), 130 interrupted (Ctrl-C),
@@ -115,6 +117,51 @@ def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
                         "(default %(default)s)")
     g.add_argument("--importance-every", type=int, default=a.importance_every,
                    help="refresh GRAPES factors every k batches (default %(default)s)")
+    g.add_argument("--device-param", type=_device_param, action="append", default=None, metavar="NAME=VALUE",
+                   help="replace one field of the preset's device model (repeatable), with aihwkit's names, e.g. "
+                        "--device-param dw_min=0.008 --device-param up_down=0.2; VALUE is a number (int or float "
+                        "syntax, read as a float) or true/false for a switch such as mult_noise; the preset checks "
+                        "the field and its range (AnalogSettings.device_overrides, recorded in results.json)")
+
+
+def _device_param(text: str) -> tuple[str, float | bool]:
+    """Parse one ``--device-param NAME=VALUE``: VALUE ``true``/``false`` (any case) is a bool, anything else must
+    parse as a Python float (``0.008``, ``1e-3``, ``2``); the field and its range are checked by the device model
+    (:func:`_device_overrides`). Raises ``argparse.ArgumentTypeError`` (exit 2) on a malformed item."""
+    name, eq, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not eq or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. dw_min=0.008), got {text!r}")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: VALUE must be a number or true/false, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{name}: VALUE must be a finite number, got {value!r}")
+    return name, number
+
+
+def _device_overrides(args: argparse.Namespace) -> dict[str, float | bool]:
+    """The ``--device-param`` items as ``AnalogSettings.device_overrides``, checked against ``--preset``'s device
+    model: a field given twice, an unknown field (with the valid ones and a did-you-mean) or a value out of the
+    field's range raises :class:`ConfigError` naming ``--device-param``."""
+    from devices import PRESETS
+
+    from .backends import AnalogSettings
+
+    items = getattr(args, "device_param", None) or []
+    overrides = dict(items)
+    twice = sorted({k for k, _ in items if sum(1 for kk, _ in items if kk == k) > 1})
+    if twice:
+        raise ConfigError(f"--device-param: {', '.join(twice)} given more than once")
+    if overrides and args.preset in PRESETS:    # an unknown --preset is reported by the config as before
+        try:
+            AnalogSettings(preset=args.preset, device_overrides=overrides)
+        except ValueError as exc:
+            raise ConfigError(f"--device-param: {exc}") from None
+    return overrides
 
 
 def _words(values: Sequence[object]) -> str:
@@ -125,7 +172,7 @@ def _words(values: Sequence[object]) -> str:
 def _analog_from(args: argparse.Namespace) -> dict[str, object]:
     return {"preset": args.preset, "tile_size": args.tile_size, "dac_bits": args.dac_bits, "adc_bits": args.adc_bits,
             "out_noise": args.out_noise, "ideal_periphery": args.ideal_periphery, "importance": args.importance,
-            "importance_every": args.importance_every}
+            "importance_every": args.importance_every, "device_overrides": _device_overrides(args)}
 
 
 def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[str] = ()) -> None:
@@ -136,7 +183,8 @@ def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[st
     from .backends import AnalogSettings
 
     defaults = AnalogSettings()
-    given = [f"--{k.replace('_', '-')}" for k, v in _analog_from(args).items() if v != getattr(defaults, k)]
+    given = ["--device-param" if k == "device_overrides" else f"--{k.replace('_', '-')}"
+             for k, v in _analog_from(args).items() if v != getattr(defaults, k)]
     given += list(extra)
     if given:
         it = "it" if len(given) == 1 else "them"
@@ -296,6 +344,7 @@ EPILOG_COMPARE = """examples:
   ... --lr 0.03 0.1 0.3 --tune-seeds 0 1      # two tuning runs per lr (mean final validation accuracy)
   imc-grapes compare --backend aihwkit --preset GokmenVlasov ...   # IBM's simulator as the analog backend
   imc-grapes compare --importance array --adc-bits 6               # GRAPES from the array's own row-sum read
+  imc-grapes compare --preset GokmenVlasov --device-param dw_min=0.032   # one device field changed (~62 states)
 A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
 curves.png, accuracy.png, report.md and, for analog runs with --inference-times, inference.png; an interrupted
 job resumes where it stopped."""

@@ -81,6 +81,87 @@ def test_analog_options_at_their_defaults_or_with_an_analog_run_are_accepted(tmp
     assert _base_config(args, backend="crossbar").analog.adc_bits == 4
 
 
+@pytest.mark.parametrize("text, parsed", [
+    ("dw_min=0.008", ("dw_min", 0.008)), ("up_down = -0.2", ("up_down", -0.2)), ("dw_min_std=3", ("dw_min_std", 3.0)),
+    ("w_max=1e-1", ("w_max", 0.1)), ("dw_min_dtod_log_normal=TRUE", ("dw_min_dtod_log_normal", True)),
+    ("mult_noise=false", ("mult_noise", False)),
+])
+def test_device_param_parses_numbers_as_floats_and_true_false_as_bools(text, parsed):
+    from imc_grapes.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--device-param", text, "--device-param", "w_min=-1"])
+    assert args.device_param == [parsed, ("w_min", -1.0)]
+    assert all(type(v) is type(parsed[1]) for _, v in args.device_param[:1])   # 3 -> 3.0 (a float), TRUE -> True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device-param", "dw_min"], "argument --device-param: expected NAME=VALUE (e.g. dw_min=0.008), got 'dw_min'"),
+    (["--device-param", "=0.1"], "argument --device-param: expected NAME=VALUE"),
+    (["--device-param", "dw_min=abc"], "argument --device-param: dw_min: VALUE must be a number or true/false, "
+                                       "got 'abc'"),
+    (["--device-param", "dw_min=inf"], "argument --device-param: dw_min: VALUE must be a finite number, got 'inf'"),
+    (["--device-param", "dwmin=0.01"], "--device-param: unknown device field(s) ['dwmin'] for preset 'GokmenVlasov'; "
+                                       "valid: dw_min, dw_min_dtod,"),
+    (["--device-param", "up_down=1.5"], "--device-param: GokmenVlasovPresetDevice.up_down must be in (-1, 1), got 1.5"),
+    (["--device-param", "dw_min=-0.01"], "--device-param: GokmenVlasovPresetDevice.dw_min must be"),
+    (["--device-param", "dw_min=true"], "--device-param: GokmenVlasovPresetDevice.dw_min must be a number (int or "
+                                        "float, not a bool), got True"),
+    (["--device-param", "dw_min=0.1", "--device-param", "dw_min=0.2"], "--device-param: dw_min given more than once"),
+])
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_device_param_errors_name_the_option_and_exit_2(tmp_path, capsys, command, args, message):
+    hw = ["--backend", "crossbar"] if command == "train" else ["--hardware", "analog"]
+    argv = [command, *SMALL, *hw, "--preset", "GokmenVlasov", "--out", str(tmp_path / "out"), *args]
+    if message.startswith("argument"):          # argparse's own usage error (a malformed item)
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        code = exited.value.code
+    else:
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"imc-grapes {command}: error: {message}" in err
+    if "dwmin" in message:
+        assert "did you mean 'dw_min'?" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, args", [("train", []), ("compare", ["--hardware", "digital"])])
+def test_device_param_without_any_analog_run_is_a_usage_error(tmp_path, capsys, command, args):
+    assert main([command, *SMALL, *args, "--device-param", "dw_min=0.01", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: --device-param: only analog runs")
+
+
+def test_device_param_reaches_the_tiles_and_results_json(tmp_path):
+    """The overrides become ``AnalogSettings.device_overrides``, the built crossbar tiles' device model and its
+    sampled per-device steps; with the spreads set to 0 the steps are the hand-computed ``dw_min·(1 + min(β, 0))`` up
+    and ``dw_min·(1 − max(β, 0))`` down (β = up_down: 0.05 up, 0.025 down), and train records them."""
+    import torch
+
+    from imc_grapes.backends.network import build_network
+    from imc_grapes.cli import build_parser, train_configs
+
+    given = ["--device-param", "dw_min=0.05", "--device-param", "up_down=0.5", "--device-param", "dw_min_dtod=0",
+             "--device-param", "up_down_dtod=0"]
+    argv = ["train", *SMALL, "--backend", "crossbar", "--preset", "GokmenVlasov", "--optimizer", "sgd", *given]
+    cfg = train_configs(build_parser().parse_args(argv))[0]
+    assert cfg.analog.device_overrides == {"dw_min": 0.05, "up_down": 0.5, "dw_min_dtod": 0.0, "up_down_dtod": 0.0}
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    assert len(net.analog_layers) == 2
+    for layer in net.analog_layers.values():
+        tile = layer.inner.tile
+        assert tile.config.device.dw_min == 0.05 and tile.config.device.up_down == 0.5
+        assert tile.config.device.dw_min_std == 0.3          # a field not given keeps the preset's value
+        torch.testing.assert_close(tile.params.dw_up, torch.full_like(tile.params.dw_up, 0.05))
+        torch.testing.assert_close(tile.params.dw_down, torch.full_like(tile.params.dw_down, 0.025))
+    out = tmp_path / "runs"
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 0
+    saved = json.loads(next(out.glob("*/results.json")).read_text())
+    assert saved["config"]["analog"]["preset"] == "GokmenVlasov"
+    assert saved["config"]["analog"]["device_overrides"] == {"dw_min": 0.05, "up_down": 0.5, "dw_min_dtod": 0.0,
+                                                             "up_down_dtod": 0.0}
+
+
 def test_missing_real_data_names_fetch_command(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--data-root", str(tmp_path / "empty"), "--out",
                  str(tmp_path)]) == 2

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
                      config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
@@ -710,7 +711,9 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
         f"* seeds: {list(spec.seeds)} (every cell uses the same seeds: same initial weights and data order)",
     ]
     if "analog" in spec.hardware:
-        lines.append(f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`, "
+        changed = format_device_overrides(b.analog.device_overrides)
+        lines.append(f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`"
+                     f"{f' with {changed}' if changed else ''}, "
                      f"DAC {b.analog.dac_bits} bits, ADC {b.analog.adc_bits} bits, output noise {b.analog.out_noise}, "
                      f"GRAPES importance `{b.analog.importance}` (refreshed every {b.analog.importance_every} "
                      "batch(es))")

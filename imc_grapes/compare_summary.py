@@ -1,7 +1,7 @@
 """One table and plot across several ``imc-grapes compare`` reports — e.g. the same job on several device presets.
 
 For every report (a compare output folder, or its ``results.json``) and every hardware in it (``digital``, or the
-analog device preset), one row: each optimizer's tuned learning rate and test accuracy (mean ± std over the final
+analog device preset, with the fields changed by ``--device-param`` if any), one row: each optimizer's tuned learning rate and test accuracy (mean ± std over the final
 runs' seeds, as the report's own summary gives them), and the differences *paired by seed* (every cell of a report
 trains the same seeds: same initial weights and data order) of ``method`` against ``reference`` and against
 ``control`` — a run's accuracy the mean of its last ``tail_evals`` evaluations, as the report's spec says, completed
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends.settings import format_device_overrides
 from .compare import mean_pm_std, paired_by_seed
 from .config import ConfigError
 from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
@@ -54,7 +55,11 @@ def load_report(path: str | Path) -> dict[str, Any]:
 def _label(spec: dict[str, Any], hardware: str) -> str:
     if hardware != "analog":
         return hardware
-    preset = str(((spec.get("base") or {}).get("analog") or {}).get("preset", "analog"))
+    analog = (spec.get("base") or {}).get("analog") or {}
+    preset = str(analog.get("preset", "analog"))
+    overrides = analog.get("device_overrides")
+    if isinstance(overrides, dict) and overrides:   # the preset with changed fields: --device-param
+        preset += f" {format_device_overrides(overrides)}"
     backend = spec.get("analog_backend", "crossbar")
     return preset if backend == "crossbar" else f"{preset} ({backend})"
 

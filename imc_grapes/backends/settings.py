@@ -31,6 +31,12 @@ def _is_finite(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def format_device_overrides(overrides: dict[str, Any]) -> str:
+    """``device_overrides`` as reports show them, in the given order: ``"dw_min=0.008, up_down=0.2"`` (numbers with
+    ``:g``, bools as true/false), ``""`` for none."""
+    return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else format(v, 'g')}" for k, v in overrides.items())
+
+
 @dataclass(frozen=True)
 class AnalogSettings:
     """The analog hardware of a run.

@@ -360,7 +360,13 @@ def test_report_header_names_dropout_and_the_analog_hardware_only_when_there_is_
     assert "relu, dropout 0.1, rule bp" in md and "analog hardware" not in md
     both = CompareSpec(base=BASE, hardware=("digital", "analog"), lr_grid=(0.1,))
     md = compare_mod.render_markdown(both, [], [], [], None)
-    assert "dropout" not in md and "* analog hardware: backend `crossbar`, device preset" in md
+    assert "dropout" not in md and "* analog hardware: backend `crossbar`, device preset `ReRamSB`, DAC" in md
+    from imc_grapes.backends import AnalogSettings
+
+    changed = BASE.replace(analog=AnalogSettings(preset="GokmenVlasov", device_overrides={"dw_min": 0.008,
+                                                                                         "up_down": 0.2}))
+    md = compare_mod.render_markdown(CompareSpec(base=changed, hardware=("analog",), lr_grid=(0.1,)), [], [], [], None)
+    assert "device preset `GokmenVlasov` with dw_min=0.008, up_down=0.2, DAC 7 bits" in md
 
 
 def test_results_csv_rows_name_the_settings_they_were_run_with(tmp_path, monkeypatch):

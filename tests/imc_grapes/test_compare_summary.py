@@ -19,7 +19,8 @@ def _run(hw: str, opt: str, seed: int, accs: list[float], status: str = "complet
             "history": [{"test_acc": a} for a in accs]}
 
 
-def _report(tmp: Path, name: str, preset: str = "EcRam", backend: str = "crossbar", tail: int = 1) -> Path:
+def _report(tmp: Path, name: str, preset: str = "EcRam", backend: str = "crossbar", tail: int = 1,
+            overrides: dict | None = None) -> Path:
     """A compare report: digital + analog; the analog cells' final runs on seeds 0-2 (grapes diverged on seed 2),
     tuning runs (validation split) that must not count, and the report's own summary rows."""
     runs = [_run("analog", "sgd", 0, [0.50, 0.90]), _run("analog", "sgd", 1, [0.60, 0.80]),
@@ -40,7 +41,7 @@ def _report(tmp: Path, name: str, preset: str = "EcRam", backend: str = "crossba
                 {"hardware": "digital", "optimizer": "grapes", "lr": 0.03, "final_test_acc_mean": 0.98,
                  "final_test_acc_std": 0.0}]
     spec = {"optimizers": ["sgd", "grapes", "layer-mean"], "hardware": ["digital", "analog"],
-            "analog_backend": backend, "tail_evals": tail, "base": {"analog": {"preset": preset}}}
+            "analog_backend": backend, "tail_evals": tail, "base": {"analog": {"preset": preset, "device_overrides": overrides or {}}}}
     folder = tmp / name
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({"spec": spec, "summary": summary, "runs": runs}))
@@ -99,6 +100,18 @@ def test_reports_with_the_same_label_get_distinguishable_rows(tmp_path: Path) ->
         ["| x/cmp", "digital"], ["| x/cmp", "EcRam"], ["| y/cmp", "digital"], ["| y/cmp", "EcRam"],
         ["| other", "digital"], ["| other", "EcRam"]]
     assert write_summary(rows, tmp_path / "out")[-1] == "paired.png"
+
+
+def test_a_report_with_device_params_is_labelled_by_the_changed_fields(tmp_path: Path) -> None:
+    """Reports of one preset with different ``--device-param`` values are rows of their own device, not repeats."""
+    rows = summarize([_report(tmp_path, "a", preset="GokmenVlasov", overrides={"dw_min": 0.008}),
+                      _report(tmp_path, "b", preset="GokmenVlasov", overrides={"up_down": 0.2, "dw_min_std": 3.0}),
+                      _report(tmp_path, "c", preset="GokmenVlasov", backend="aihwkit",
+                              overrides={"dw_min_dtod_log_normal": True})])
+    assert [r["label"] for r in rows if r["hardware"] == "analog"] == [
+        "GokmenVlasov dw_min=0.008", "GokmenVlasov up_down=0.2, dw_min_std=3",
+        "GokmenVlasov dw_min_dtod_log_normal=true (aihwkit)"]
+    assert "| a | GokmenVlasov dw_min=0.008 |" in format_summary(rows)
 
 
 def test_the_same_report_given_twice_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

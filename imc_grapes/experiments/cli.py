@@ -76,7 +76,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                                                      "~/.cache/imc-grapes/data)")
     p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
-    p.add_argument("--progress", action="store_true", help="progress bars per epoch")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars per epoch on stderr (default: only when stderr is a terminal, so that a log "
+                        "file gets none; --progress: always; --no-progress: never)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report location")
     return p
 

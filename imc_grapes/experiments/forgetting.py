@@ -78,7 +78,7 @@ def forgetting_metrics(matrix: Sequence[Sequence[float]] | Tensor) -> dict[str, 
 
 
 def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
-                   progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
+                   progress: bool | None = True, log: Callable[[str], None] = print) -> RunResult:
     """Train ``cfg``'s model (``build_network``: MLP/CNN on any backend, GRAPES per ``cfg.optimizer``) on
     ``cfg.extra["tasks"]`` (default 5) permuted versions of the data set in sequence, ``cfg.epochs`` epochs per
     task, evaluating every task after each one (on the test set, or on the validation holdout of the same

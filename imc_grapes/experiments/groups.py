@@ -83,7 +83,7 @@ class GroupResult:
     files: list[str] = field(default_factory=list)
 
 
-def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progress: bool, resume: bool,
+def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progress: bool | None, resume: bool,
             log: Callable[[str], None]) -> RunResult:
     """Train ``cfg`` with ``trainer`` into ``run_dir``, or load it when a finished run with the same config is
     there (``resume``): :func:`imc_grapes.compare.run_one` with the experiments' policy.
@@ -101,8 +101,8 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: bool = False, resume: bool = True,
-              command: str | None = None, log: Callable[[str], None] = print) -> GroupResult:
+def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: bool | None = False,
+              resume: bool = True, command: str | None = None, log: Callable[[str], None] = print) -> GroupResult:
     """Run every cell of ``group`` (tuning then seeds) and write its report folder into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def _note_unsuffixed(groups_dir: Path, key: str, opts: ExperimentOptions, log: C
 
 
 def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir: str | Path | None = None, *,
-                   progress: bool = False, resume: bool = True, command: str | None = None,
+                   progress: bool | None = False, resume: bool = True, command: str | None = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run experiment ``name`` (a key of :data:`~imc_grapes.experiments.EXPERIMENTS`) and write its report.
 
@@ -41,7 +41,9 @@ def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir:
         options: size, backends, device preset, optimizers, seeds, lr grid, data sets (default: ``full``,
             digital).
         out_dir: report folder (default :func:`default_out_dir`); each group writes ``groups/<key>/``.
-        progress: progress bars per epoch. resume: skip runs already finished with the same config.
+        progress: progress bars per epoch (None: only when stderr is a terminal,
+            :func:`~imc_grapes.train.progress_bar_disabled`). resume: skip runs already finished with the same
+            config.
         command: the command line, recorded in the report. log: where progress lines go.
 
     Returns:

@@ -25,7 +25,7 @@ Trainer = Callable[..., RunResult]
 
 
 def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
+                 progress: bool | None = True, log: Callable[[str], None] = print) -> RunResult:
     """Train the recurrent / spiking model ``cfg.extra["model"]`` under ``cfg`` (backend, optimizer with GRAPES
     or the layer-mean control, lr, epochs, seed, subsets, validation holdout) like :func:`imc_grapes.train.train`.
 

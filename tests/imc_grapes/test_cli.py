@@ -449,17 +449,20 @@ class _Stderr(io.StringIO):
 @pytest.mark.parametrize("command, extra", [
     ("train", ["--optimizer", "sgd"]),
     ("compare", ["--hardware", "digital", "--optimizers", "sgd", "--inference-times"]),
+    ("experiment", ["mlp", "--tiny", "--optimizers", "sgd", "--seeds", "0", "--lr", "0.1"]),
 ])
 @pytest.mark.parametrize("flag, tty, drawn", [([], False, False), ([], True, True), (["--progress"], False, True),
                                               (["--no-progress"], True, False)])
 def test_progress_bars_are_drawn_on_a_terminal_only_unless_asked(tmp_path, monkeypatch, command, extra, flag, tty,
                                                                   drawn):
-    """With stderr sent to a file (not a terminal) train and compare draw no progress bar by default: each redraw
-    left a ``\\r``-separated line in a log file. ``--progress`` draws them anyway, ``--no-progress`` never does."""
+    """With stderr sent to a file (not a terminal) train, compare and experiment draw no progress bar by default:
+    each redraw left a ``\\r``-separated line in a log file. ``--progress`` draws them anyway, ``--no-progress``
+    never does."""
     err = _Stderr(tty)
     monkeypatch.setattr(sys, "stderr", err)
-    argv = [command, "--dataset", "synthetic", "--hidden", "8", "--epochs", "1", "--train-subset", "256",
-            "--test-subset", "64", *extra, *flag, "--out", str(tmp_path / "out")]
+    data = [] if command == "experiment" else ["--dataset", "synthetic", "--hidden", "8", "--train-subset", "256",
+                                               "--test-subset", "64"]
+    argv = [command, *data, "--epochs", "1", *extra, *flag, "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     text = err.getvalue()
     assert ("\r" in text) == drawn and ("sgd epoch 1/1" in text) == drawn, text

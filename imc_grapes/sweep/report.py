@@ -17,8 +17,8 @@ Written into the sweep folder:
   each value (``lr``, a model axis: each analog point against the digital run at its own value), a horizontal line
   when the axis is hardware that digital weights do not have (``device.*``, ``analog.*``); groups whose every run
   failed are marked ✕ at 0; every legend entry says how many runs its means rest on and which points they leave
-  out (failed; running: in progress while a sweep process holds the folder's lock, as in the table; not run yet;
-  finished without a finite accuracy);
+  out (failed: diverged / failed: crashed, as the table's notes say; running: in progress while a sweep process
+  holds the folder's lock, as in the table; not run yet; finished without a finite accuracy);
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
   optimizer; ``n=k/N`` under a mean of only k of the cell's N runs; a cell without a mean reads ``failed``, ``no
   finite acc``, ``running`` (a point of it in progress) or ``—`` (not run yet);
@@ -43,7 +43,7 @@ from ..io import write_csv_atomic, write_figure_atomic
 from ..plotting import fit_title
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
-from .store import DIAGNOSTICS, DONE, FAILED, PARTIAL, PENDING, SweepStore
+from .store import DIAGNOSTICS, DONE, FAILED, FAILURES, PARTIAL, PENDING, SweepStore
 
 METRIC = "final_test_acc"
 #: a point's accuracy over its last ``[sweep] tail_evals`` evaluations (present when that is > 1)
@@ -148,14 +148,23 @@ def _acc(ps: Any) -> float | None:
     return float(v) if _is_num(v) and math.isfinite(v) else None
 
 
+def _failed_text(failure: str) -> str:
+    """How a failed point is named in the notes and legends: ``failed: diverged`` / ``failed: crashed`` by its
+    ``failure``, plain ``failed`` when that is not known."""
+    return f"failed: {failure}" if failure else "failed"
+
+
 def _left_out(group: Sequence[Any], value: Callable[[Any], float | None] = _acc, what: str = "acc",
               running: bool = False) -> str:
     """Which points of ``group`` (:class:`~imc_grapes.sweep.runner.PointStatus`) a mean of their ``value`` leaves
-    out, counted by why (``"1 failed, 1 running, 2 not run yet, 1 without a finite acc"``; "" when none): failed
-    points, points in progress (half-finished while a sweep process holds the folder's lock: ``running``, as the
-    printed table and ``summary.csv`` call them), points not run yet (pending, or half-finished when no sweep
-    runs: left by a killed run), and done points without a finite ``value`` (NaN, or the metric missing)."""
-    counts = {"failed": sum(ps.state == FAILED for ps in group),
+    out, counted by why (``"1 failed: diverged, 1 failed: crashed, 1 running, 2 not run yet, 1 without a finite
+    acc"``; "" when none): failed points by their ``failure`` (diverged, crashed; plain ``failed`` when not known,
+    as the table's notes name them), points in progress (half-finished while a sweep process holds the folder's
+    lock: ``running``, as the printed table and ``summary.csv`` call them), points not run yet (pending, or
+    half-finished when no sweep runs: left by a killed run), and done points without a finite ``value`` (NaN, or
+    the metric missing)."""
+    failures = [ps.failure for ps in group if ps.state == FAILED]
+    counts = {**{_failed_text(k): failures.count(k) for k in dict.fromkeys([*FAILURES, *failures])},
               RUNNING: sum(ps.state == PARTIAL for ps in group) if running else 0,
               "not run yet": sum(ps.state == PENDING or (ps.state == PARTIAL and not running) for ps in group),
               f"without a finite {what}": sum(ps.state == DONE and value(ps) is None for ps in group)}
@@ -571,7 +580,7 @@ def _seeds_note(label: str, group: Sequence[Any], running: bool = False) -> str:
     crashed; a half-finished one is ``running`` when ``running``, a sweep process holding the folder's lock)."""
     def why(ps: Any) -> str:
         if ps.state == FAILED:
-            return f"failed: {ps.failure}" if ps.failure else "failed"
+            return _failed_text(ps.failure)
         if ps.state == PARTIAL and running:
             return RUNNING
         return "not run yet" if ps.state in (PENDING, PARTIAL) else "no finite accuracy"

@@ -29,8 +29,9 @@ MISSING = None      # a finished point whose history has no test accuracy (no fi
 def record(spec: SweepSpec, outcomes: dict[tuple[Any, ...], Any], key: tuple[str, ...],
            m_mean: dict[tuple[Any, ...], float] | None = None) -> None:
     """Write the points of ``spec`` whose values of ``key`` (axis names) are in ``outcomes``: a float = done with
-    that final test accuracy (NaN kept), :data:`MISSING` = done without a test accuracy, ``"failed"`` = failed; the
-    points not listed stay pending. ``m_mean``: GRAPES's mean factor of layer 0 where a point records it."""
+    that final test accuracy (NaN kept), :data:`MISSING` = done without a test accuracy, ``"failed"`` = failed by
+    divergence, ``"crashed"`` = failed by an exception; the points not listed stay pending. ``m_mean``: GRAPES's
+    mean factor of layer 0 where a point records it."""
     store = SweepStore(spec.out_dir)
     for p in spec.points():
         k = tuple(p.params[name] for name in key)
@@ -39,6 +40,9 @@ def record(spec: SweepSpec, outcomes: dict[tuple[Any, ...], Any], key: tuple[str
         acc = outcomes[k]
         if acc == "failed":
             store.record(p, {"status": "failed", "reason": "diverged: loss became nan (by hand)", "history": []})
+            continue
+        if acc == "crashed":
+            store.record(p, {"status": "failed", "reason": "RuntimeError: boom (by hand)", "history": []})
             continue
         row: dict[str, Any] = {"epoch": 1, "train_loss": 0.5}
         if acc is not MISSING:
@@ -117,13 +121,40 @@ def test_accuracy_plots_state_n_and_what_each_line_leaves_out(awkward, monkeypat
     assert list(args[0]) == [0.1, 0.2, 0.3]
     assert list(args[1]) == pytest.approx([60.0, 80.0, 40.0])
     assert list(kwargs["yerr"]) == pytest.approx([10.0, 0.0, 0.0])
-    assert kwargs["label"] == "sgd (n=1–3 per point; left out: 1 failed, 1 not run yet, 2 without a finite acc)"
+    assert kwargs["label"] == ("sgd (n=1–3 per point; left out: 1 failed: diverged, 1 not run yet, 2 without a "
+                               "finite acc)")
     calls.clear()
     plot_axis(awkward, status, "hidden", awkward.out_dir / "hidden.png", ["lr"])   # one value: every point there
     (_, args, kwargs), = calls
     # 50, 60, 70, 80, 40: mean 60, squared deviations 100 + 0 + 100 + 400 + 400 = 1000, sample std √(1000 / 4)
     assert list(args[1]) == pytest.approx([60.0]) and list(kwargs["yerr"]) == pytest.approx([math.sqrt(250.0)])
-    assert kwargs["label"] == "sgd (n=5 per point; left out: 1 failed, 1 not run yet, 2 without a finite acc)"
+    assert kwargs["label"] == ("sgd (n=5 per point; left out: 1 failed: diverged, 1 not run yet, 2 without a "
+                               "finite acc)")
+
+
+def test_the_legends_name_each_failed_points_failure_as_the_table_notes_do(tmp_path, monkeypatch):
+    """The table's notes said "failed: diverged" / "failed: crashed" per seed while the plots' legends said only
+    "2 failed". Now the legends count the failed points by why, in the notes' words. lr 0.1: seed 0 done (50 %),
+    seed 1 diverged, seeds 2 and 3 crashed; lr 0.2: seeds 0 and 1 done (70, 90 %), seed 2 crashed, seed 3 not run."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\nseed = [0, 1, 2, 3]\n", base=TINY))
+    record(spec, {(0.1, 0): 0.5, (0.1, 1): "failed", (0.1, 2): "crashed", (0.1, 3): "crashed", (0.2, 0): 0.7,
+                  (0.2, 1): 0.9, (0.2, 2): "crashed"}, ("lr", "seed"))
+    legends: list[list[str]] = []
+    original = matplotlib.axes.Axes.legend
+
+    def legend(self, *args, **kwargs):
+        made = original(self, *args, **kwargs)
+        legends.append([t.get_text() for t in made.get_texts()])
+        return made
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", legend)
+    plot_axis(spec, sweep_status(spec).points, "lr", spec.out_dir / "lr.png")
+    assert legends == [["sgd (n=1–2 per point; left out: 1 failed: diverged, 3 failed: crashed, 1 not run yet)"]]
+    notes = format_summary(spec).split("\n\n")[1].splitlines()
+    assert notes[2:] == [
+        "  lr=0.1 backend=digital: mean over seed(s) 0; left out: seed 1 (failed: diverged), seed 2 (failed: "
+        "crashed), seed 3 (failed: crashed)",
+        "  lr=0.2 backend=digital: mean over seed(s) 0, 1; left out: seed 2 (failed: crashed), seed 3 (not run yet)"]
 
 
 def test_diagnostics_plot_states_n_and_the_points_without_the_value(awkward, monkeypatch):
@@ -280,13 +311,13 @@ def test_the_plots_of_a_report_made_while_a_sweep_runs_count_its_points_in_progr
         labels, cells, head = report()
         assert head == ["lr", "momentum", "backend", "runs", "failed", "running", "pending", "test acc (%)"]
         # lr: 60 % (n=2) at 0.1, 90 % (n=1) at 0.2; momentum: 70 % (n=3) at 0, ✕ at 0.5
-        assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed, 2 running, 2 not run yet)",
-                          "momentum": "sgd (n=3 per point; left out: 1 failed, 2 running, 2 not run yet)"}
+        assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed: diverged, 2 running, 2 not run yet)",
+                          "momentum": "sgd (n=3 per point; left out: 1 failed: diverged, 2 running, 2 not run yet)"}
         assert cells == ["60.0", "90.0\nn=1/2", "failed", "running"]     # rows: momentum 0, 0.5; columns: lr
     labels, cells, head = report()                          # the lock is free: leftovers of a killed run
     assert head == ["lr", "momentum", "backend", "runs", "failed", "pending", "test acc (%)"]
-    assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed, 4 not run yet)",
-                      "momentum": "sgd (n=3 per point; left out: 1 failed, 4 not run yet)"}
+    assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed: diverged, 4 not run yet)",
+                      "momentum": "sgd (n=3 per point; left out: 1 failed: diverged, 4 not run yet)"}
     assert cells == ["60.0", "90.0\nn=1/2", "failed", "—"]
 
 

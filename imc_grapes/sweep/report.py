@@ -311,8 +311,9 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
         ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt], running=running)
         if None in by_value:                          # the axis is hardware: one digital reference for all values
             m, s = _mean_std(by_value[None])
+            n = _with_left_out(f"n={len(by_value[None])}", ref_left)
             ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2,
-                       label=f"{opt}, ideal digital (no {axis}; {_with_left_out(f'n={len(by_value[None])}', ref_left)})")
+                       label=f"{opt}, ideal digital (no {axis}; {n})")
             if s > 0:
                 ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
         else:                                         # each value against the digital runs at that value

@@ -322,10 +322,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   f"{out / cfg.run_name()}.", file=sys.stderr)
             code = 3
             from .io import read_json
+            from .compare import saved_versions
             from .train import RunResult
 
             saved = read_json(out / cfg.run_name() / "results.json")
-            results.append(RunResult(cfg, saved["history"], "diverged", str(exc), out / cfg.run_name()))
+            results.append(RunResult(cfg, saved["history"], "diverged", str(exc), out / cfg.run_name(),
+                                     versions=saved_versions(saved)))
     rows = write_summary(results, out) if len(results) > 1 else None
     if rows is not None:
         print()

@@ -180,6 +180,13 @@ def _saved_history(saved: dict[str, Any]) -> list[dict[str, Any]]:
     return restore_nonfinite(saved.get("history", []))  # type: ignore[no-any-return]
 
 
+def saved_versions(saved: dict[str, Any]) -> dict[str, Any]:
+    """The versions (:func:`~imc_grapes.versions.versions`) a run's saved ``results.json`` records: those of the
+    code that trained it, not of the process reading it; ``{}`` when it recorded none (or not as a mapping)."""
+    v = saved.get("versions")
+    return dict(v) if isinstance(v, dict) else {}
+
+
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],
                  log: Callable[[str], None]) -> RunResult | None:
     """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
@@ -199,7 +206,8 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
     extra = {k: restore_nonfinite(saved[k]) for k in extra_keys if k in saved}
     return RunResult(cfg, _saved_history(saved), saved["status"], saved.get("message", ""), run_dir,
                      saved.get("wall_time_s", 0.0), saved.get("eval_split", "test"), extra,
-                     saved.get("train_samples"), saved.get("eval_samples"), saved.get("data_root_resolved"))
+                     saved.get("train_samples"), saved.get("eval_samples"), saved.get("data_root_resolved"),
+                     saved_versions(saved))
 
 
 def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | None, resume: bool,
@@ -229,7 +237,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | 
         log(f"   diverged: {exc}")
         return RunResult(cfg, _saved_history(saved), "diverged", str(exc), run_dir, saved.get("wall_time_s", 0.0),
                          train_samples=saved.get("train_samples"), eval_samples=saved.get("eval_samples"),
-                         data_root_resolved=saved.get("data_root_resolved"))
+                         data_root_resolved=saved.get("data_root_resolved"), versions=saved_versions(saved))
     except Exception as exc:
         if not record_failures:
             raise
@@ -238,7 +246,8 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | 
         saved = read_json(saved_path) if saved_path.exists() else {"config": cfg.to_dict(), "history": []}
         saved.update(status="failed", message=message, traceback=traceback.format_exc())
         write_json_atomic(saved_path, saved)
-        return RunResult(cfg, _saved_history(saved), "failed", message, run_dir, saved.get("wall_time_s", 0.0))
+        return RunResult(cfg, _saved_history(saved), "failed", message, run_dir, saved.get("wall_time_s", 0.0),
+                         versions=saved_versions(saved) if "versions" in saved else None)
 
 
 def tune_score(run: RunResult, how: str, tail: int = 1) -> float | None:

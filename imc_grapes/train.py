@@ -42,7 +42,7 @@ from .data import BatchLoader, Dataset, Split, load_dataset, recorded_data_root
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
 from .io import write_csv_atomic, write_json_atomic
-from .versions import versions
+from .versions import versions as current_versions
 
 
 class DivergenceError(RuntimeError):
@@ -84,6 +84,12 @@ class RunResult:
     ``$IMC_GRAPES_DATA`` / the default cache, resolved against the current folder:
     :func:`~imc_grapes.data.recorded_data_root`), filled in when not given; None for the synthetic data set. A
     relative ``config.data_root`` is recorded as given too: it is part of the run's identity (resume, sweep ids).
+
+    ``versions``: the code and software that produced the run (:func:`~imc_grapes.versions.versions`), recorded in
+    its ``results.json`` and in every report that lists it. A fresh run takes them when it is created (at its
+    training); a run loaded from its ``results.json`` (a resumed job reusing it) carries the ones recorded there,
+    ``{}`` when that file recorded none, so a report never claims the code of the resuming process for a number
+    trained by another.
     """
 
     config: TrainConfig
@@ -97,10 +103,13 @@ class RunResult:
     train_samples: int | None = None
     eval_samples: int | None = None
     data_root_resolved: str | None = None
+    versions: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.data_root_resolved is None:
             self.data_root_resolved = recorded_data_root(self.config.dataset, self.config.data_root)
+        if self.versions is None:
+            self.versions = current_versions()
 
     @property
     def final_test_acc(self) -> float | None:
@@ -119,7 +128,7 @@ class RunResult:
             "data_root_resolved": self.data_root_resolved,
             **self.extra,
             "config": self.config.to_dict(),
-            "versions": versions(),
+            "versions": self.versions,
             "history": self.history,
         }
 

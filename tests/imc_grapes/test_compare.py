@@ -690,3 +690,33 @@ def test_inference_legend_stands_outside_the_axes_and_covers_no_point(tmp_path, 
     for line in ax.get_lines():
         for x, y in ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()])):
             assert not box.contains(x, y)
+
+
+def test_a_reused_run_is_reported_with_the_versions_it_was_trained_with(tmp_path):
+    """A resumed job reports, for each run it reuses, the code and versions recorded in that run's own
+    results.json (here a made-up commit), not those of the process that resumed it; a run it trains again is
+    reported with the versions of its training."""
+    from imc_grapes.versions import versions
+
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0, 1))
+    run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    reused = tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed0" / "results.json"
+    saved = json.loads(reused.read_text())
+    fake = {**saved["versions"], "git_commit": "0123456789abcdef0123456789abcdef01234567", "torch": "0.0.fake"}
+    saved["versions"] = fake
+    reused.write_text(json.dumps(saved))
+    (tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed1" / "results.json").unlink()     # trained again
+    said = []
+    result = run_compare(spec, tmp_path, progress=False, log=said.append)
+    assert sum("(resumed:" in s for s in said) == 1
+    by_seed = {r["config"]["seed"]: r for r in result["runs"]}
+    assert by_seed[0]["versions"] == fake
+    now = versions()
+    assert by_seed[1]["versions"]["git_commit"] == now["git_commit"] and by_seed[1]["versions"]["torch"] == now["torch"]
+    on_disk = {r["config"]["seed"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert on_disk[0]["versions"]["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert on_disk[1]["versions"]["git_commit"] == now["git_commit"]
+    # a reused run whose results.json recorded no versions claims none (not the resuming process's)
+    del saved["versions"]
+    reused.write_text(json.dumps(saved))
+    assert run_compare(spec, tmp_path, progress=False, log=lambda s: None)["runs"][0]["versions"] == {}

@@ -31,7 +31,7 @@ from ..config import TrainConfig
 from ..cuda_graphs import graphed_steps
 from ..data import Dataset, Split
 from ..grapes.initializers import make_generator
-from ..train import RunFiles, RunResult, evaluate, prepare_run, train_batches, train_loader
+from ..train import RunFiles, RunResult, check_eval_loss, evaluate, prepare_run, train_batches, train_loader
 
 __all__ = ["forgetting_metrics", "permute", "task_permutations", "train_permuted"]
 
@@ -85,7 +85,9 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
     permutation when ``cfg.val_holdout > 0``).
 
     The optimizer (and its momentum) carries over from task to task; batch order per task: ``BatchLoader``
-    seeded with ``cfg.seed + 1000·task``. Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss.
+    seeded with ``cfg.seed + 1000·task``. Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf training
+    loss, or a NaN/Inf evaluation loss on any task's test set after a task (:func:`~imc_grapes.train.check_eval_loss`:
+    that point gets no history row and the run's ``results.json`` records status ``diverged``).
     """
     n_tasks = int(cfg.extra.get("tasks", 5))
     if n_tasks < 1:
@@ -110,7 +112,11 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
                 train_batches(net, loader, cfg, f"{cfg.optimizer} task {task + 1}/{n_tasks} epoch {epoch}",
                               progress, lambda s, l, a: stats.update(train_loss=l, train_acc=a), {last},
                               graphed=graphed)
-            accs = [evaluate(net.model, t)[1] for t in tests]
+            evals = [evaluate(net.model, t) for t in tests]
+            for i, (loss, _) in enumerate(evals):    # as train(): the last update is checked by no training loss
+                check_eval_loss(loss, f"task {task + 1}, epoch {cfg.epochs}, step {last} (on the test set of task "
+                                      f"{i + 1})", cfg.lr)
+            accs = [a for _, a in evals]
             for i, a in enumerate(accs):
                 matrix[i][task] = a
             now = time.perf_counter()

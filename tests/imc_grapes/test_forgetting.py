@@ -98,3 +98,43 @@ def test_matrix_plot_hides_untrained_tasks_only():
     assert np.isnan(shown[1, 0]) and np.isnan(shown[2, 0]) and np.isnan(shown[2, 1])
     assert shown[0, 1] == 0.90 and shown[0, 2] == 0.85 and shown[1, 2] == 0.90
     assert [shown[k, k] for k in range(3)] == [0.92, 0.91, 0.93]
+
+
+def test_non_finite_outputs_at_an_evaluation_stop_the_run_as_diverged(tmp_path, monkeypatch):
+    """A permuted-task run whose model gives non-finite outputs when evaluated after a task (as weights made
+    non-finite by a task's last update do: no training loss checks that update) was recorded as completed with NaN
+    accuracies. Now, as train() does, the evaluation loss stops it with a DivergenceError naming the point; that
+    point gets no history row, and the run records ``diverged`` — also when run by the jobs' run_one."""
+    import json
+
+    from imc_grapes.compare import run_one
+    from imc_grapes.models import MLP
+    from imc_grapes.train import DivergenceError
+
+    data = make_synthetic(300, 100, n_classes=4, image_shape=(1, 6, 6), seed=0)
+    cfg = TrainConfig(dataset="synthetic", hidden=(12,), optimizer="sgd", lr=0.05, batch_size=30,
+                      extra={"tasks": 3, "permutation_seed": 1})
+    forward, calls = MLP.forward, {"n": 0}
+
+    def poisoned(self, x):          # evaluation forwards (no grad): one per task's test set (100 < batch 1000)
+        out = forward(self, x)
+        if not torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 5:     # after task 2: the test set of task 2 (forwards 4, 5, 6)
+                out = out * float("nan")
+        return out
+    monkeypatch.setattr(MLP, "forward", poisoned)
+    with pytest.raises(DivergenceError) as err:
+        train_permuted(cfg, tmp_path / "a", dataset=data, progress=False, log=lambda s: None)
+    # 300 samples in batches of 30: 10 steps per task, 1 epoch
+    assert str(err.value) == ("evaluation loss became nan after task 2, epoch 1, step 10 (on the test set of task 2) "
+                              "(lr=0.05): the weights after that step's update give non-finite outputs; lower the lr")
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["status"] == "diverged" and res["message"] == str(err.value)
+    assert [h["epoch"] for h in res["history"]] == [1], "the point evaluated with NaN outputs gets no row"
+    assert "forgetting" not in res
+    calls["n"] = 0
+    said = []
+    r = run_one(cfg, tmp_path / "b", data, False, True, said.append, trainer=train_permuted)
+    assert r.status == "diverged" and r.message == str(err.value) and len(r.history) == 1
+    assert any("diverged: evaluation loss became nan" in s for s in said)

@@ -143,25 +143,33 @@ def _device_param(text: str) -> tuple[str, float | bool]:
     return name, number
 
 
-def _device_overrides(args: argparse.Namespace) -> dict[str, float | bool]:
-    """The ``--device-param`` items as ``AnalogSettings.device_overrides``, checked against ``--preset``'s device
-    model: a field given twice, an unknown field (with the valid ones and a did-you-mean) or a value out of the
-    field's range raises :class:`ConfigError` naming ``--device-param``."""
+def device_overrides_from(items: Sequence[tuple[str, float | bool]] | None, preset: str,
+                          option: str = "--device-param") -> dict[str, float | bool]:
+    """``--device-param`` items (parsed by :func:`_device_param`) as ``AnalogSettings.device_overrides``, checked
+    against ``preset``'s device model: a field given twice, an unknown field (with the valid ones and a
+    did-you-mean) or a value out of the field's range raises :class:`ConfigError` naming ``option``. An unknown
+    ``preset`` is left to the caller's config, which reports it. Used by train, compare and experiment."""
     from devices import PRESETS
 
     from .backends import AnalogSettings
 
-    items = getattr(args, "device_param", None) or []
+    items = list(items or [])
     overrides = dict(items)
     twice = sorted({k for k, _ in items if sum(1 for kk, _ in items if kk == k) > 1})
     if twice:
-        raise ConfigError(f"--device-param: {', '.join(twice)} given more than once")
-    if overrides and args.preset in PRESETS:    # an unknown --preset is reported by the config as before
+        raise ConfigError(f"{option}: {', '.join(twice)} given more than once")
+    if overrides and preset in PRESETS:    # an unknown preset is reported by the config as before
         try:
-            AnalogSettings(preset=args.preset, device_overrides=overrides)
+            AnalogSettings(preset=preset, device_overrides=overrides)
         except ValueError as exc:
-            raise ConfigError(f"--device-param: {exc}") from None
+            raise ConfigError(f"{option}: {exc}") from None
     return overrides
+
+
+def _device_overrides(args: argparse.Namespace) -> dict[str, float | bool]:
+    """The ``--device-param`` items of train / compare checked against ``--preset``
+    (:func:`device_overrides_from`)."""
+    return device_overrides_from(getattr(args, "device_param", None), args.preset)
 
 
 def _words(values: Sequence[object]) -> str:

@@ -16,6 +16,7 @@ EPILOG = """examples:
   imc-grapes experiment list                                   # the experiments and what each tests
   imc-grapes experiment mlp --quick                            # minutes on 2 CPU cores, digital
   imc-grapes experiment mlp --quick --backend digital crossbar --device-preset EcRam
+  imc-grapes experiment mlp --quick --backend crossbar --device-preset GokmenVlasov --device-param dw_min=0.032
   imc-grapes experiment forgetting --quick --seeds 0 1 2 3 4
   imc-grapes experiment snn --tiny                             # synthetic data, seconds: a smoke test
 Sizes: --tiny (synthetic data), --quick (subsets; 5 seeds digital, 3 analog), default full (whole data sets,
@@ -31,6 +32,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     """Add the ``experiment`` command to the ``imc-grapes`` sub-commands; return its parser."""
     from devices import PRESETS
 
+    from ..cli import _device_param
     from ..config import BACKENDS, OPTIMIZERS
     from .definitions import EXPERIMENTS
 
@@ -54,6 +56,12 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                    help=f"one or more of {', '.join(BACKENDS)}; each gets its own groups (default: digital)")
     p.add_argument("--device-preset", default="ReRamSB", metavar="P",
                    help=f"device preset of the analog backends: {', '.join(PRESETS)} (default %(default)s)")
+    p.add_argument("--device-param", type=_device_param, action="append", default=None, metavar="NAME=VALUE",
+                   help="replace one field of --device-preset's device model in the analog groups (repeatable), "
+                        "with aihwkit's names, e.g. --device-param dw_min=0.008 --device-param up_down=0.2; VALUE is "
+                        "a number (read as a float) or true/false; checked by the preset, as train's and compare's. "
+                        "The analog groups then get their own folders (...-crossbar-ReRamSB-dw_min=0.008); only with "
+                        "an analog backend")
     p.add_argument("--optimizers", nargs="+", default=["sgd", "grapes", "layer-mean"], metavar="NAME",
                    help=f"methods compared: {', '.join(OPTIMIZERS)} (default: sgd grapes layer-mean)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the final runs (default: per size)")
@@ -94,9 +102,12 @@ def _list() -> int:
 def experiment_options(args: argparse.Namespace) -> ExperimentOptions:
     """The options of ``imc-grapes experiment`` (parsed ``args``), validated (ConfigError or ValueError naming the
     field); :func:`~.definitions.plan_experiment` turns them into the experiment's groups."""
+    from ..cli import device_overrides_from
     from .options import ExperimentOptions
 
+    overrides = device_overrides_from(args.device_param, args.device_preset)
     return ExperimentOptions(size=args.size, backends=tuple(args.backend), preset=args.device_preset,
+                             device_overrides=overrides,
                              optimizers=tuple(args.optimizers), seeds=tuple(args.seeds) if args.seeds else None,
                              lr_grid=tuple(args.lr) if args.lr else None,
                              datasets=tuple(args.datasets) if args.datasets else None, epochs=args.epochs,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.settings import format_device_overrides
 from ..compare import CompareSpec
 from ..config import ConfigError, TrainConfig
 from ..suggest import did_you_mean
@@ -66,7 +67,10 @@ def _hw(backend: str) -> str:
 
 
 def _hw_label(backend: str, opts: ExperimentOptions) -> str:
-    return "digital" if backend == "digital" else f"{backend} {opts.preset}"
+    if backend == "digital":
+        return "digital"
+    changed = format_device_overrides(opts.device_overrides)
+    return f"{backend} {opts.preset}" + (f" ({changed})" if changed else "")
 
 
 def _grid(opts: ExperimentOptions, backend: str, grids: dict[str, tuple[float, ...]]) -> tuple[float, ...]:
@@ -99,9 +103,24 @@ def group_key(opts: ExperimentOptions, backend: str, dataset: str, variant: str)
     other than :data:`~imc_grapes.experiments.options.DEFAULT_PRESET` ``-<preset>`` (``mnist-mlp256x2-crossbar-EcRam``),
     so that two presets' analog groups in one output folder do not overwrite each other while the folders of the
     default preset keep the names of earlier versions (and resume). A digital group's runs do not depend on the
-    preset: one folder for every preset."""
+    preset: one folder for every preset.
+
+    Device overrides (``opts.device_overrides``, ``--device-param``) add the preset, whichever it is, and each
+    field's value, sorted by field, the full float (``repr``) so that two values never share a folder:
+    ``mnist-mlp256x2-crossbar-ReRamSB-dw_min=0.008-up_down=0.2``; a resumed run then never mixes devices."""
     key = f"{dataset}-{variant}-{backend}"
-    return key if _hw(backend) == "digital" or opts.preset == DEFAULT_PRESET else f"{key}-{opts.preset}"
+    if _hw(backend) == "digital":
+        return key
+    if opts.device_overrides:
+        fields = "-".join(f"{k}={_override_text(v)}" for k, v in sorted(opts.device_overrides.items()))
+        return f"{key}-{opts.preset}-{fields}"
+    return key if opts.preset == DEFAULT_PRESET else f"{key}-{opts.preset}"
+
+
+def _override_text(value: float | bool) -> str:
+    """A device override's value in a folder name: ``true`` / ``false``, or the float's ``repr`` (``0.008``,
+    ``2.0``, ``1e-05``: an int and its float give the same name, as they give the same device)."""
+    return str(value).lower() if isinstance(value, bool) else repr(float(value))
 
 
 def _mlp_weights(sizes: tuple[int, ...]) -> int:

@@ -69,6 +69,11 @@ class ExperimentOptions:
         backends: one or more of ``digital``, ``crossbar``, ``aihwkit``; each gets its own groups (the analog
             ones with the smaller analog budget).
         preset: device preset of the analog backends (``devices.PRESETS``).
+        device_overrides: fields of ``preset``'s device model replaced in the analog groups, with aihwkit's names
+            (``{"dw_min": 0.008}``; ``AnalogSettings.device_overrides``, the command line's ``--device-param``);
+            checked by the device model. Empty (default): ``analog``'s own overrides, if any. The analog groups
+            of non-empty overrides get their own folders (:func:`~.definitions.group_key`); refused when only the
+            digital backend runs (it would change nothing).
         optimizers: methods compared (``sgd``, ``grapes``, ``grapes-local``, ``layer-mean``).
         seeds: seeds of the final runs, distinct integers (None: the size's default).
         lr_grid: learning rates tuned per optimizer, for every group (None: each experiment's default grid).
@@ -80,12 +85,14 @@ class ExperimentOptions:
             ``forgetting``, whose evaluation rows are per task.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. data_root: data cache folder.
         analog: further analog settings (tile size, ADC/DAC bits, importance source, ...); its ``preset`` is
-            replaced by ``preset``.
+            replaced by ``preset`` and its ``device_overrides`` by ``device_overrides`` where that is given (both
+            given and different: an error).
     """
 
     size: str = "full"
     backends: tuple[str, ...] = ("digital",)
     preset: str = DEFAULT_PRESET
+    device_overrides: dict[str, float | bool] = field(default_factory=dict)
     optimizers: tuple[str, ...] = ("sgd", "grapes", "layer-mean")
     seeds: tuple[int, ...] | None = None
     lr_grid: tuple[float, ...] | None = None
@@ -134,14 +141,32 @@ class ExperimentOptions:
                               f"got {self.epochs!r}")
         if isinstance(self.analog, dict):
             object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
+        if not (isinstance(self.device_overrides, dict) and all(isinstance(k, str) for k in self.device_overrides)):
+            raise ConfigError(f"ExperimentOptions.device_overrides must be a dict of device fields and values, "
+                              f"got {self.device_overrides!r}")
+        own = dict(self.analog.device_overrides)
+        if self.device_overrides and own and own != self.device_overrides:
+            raise ConfigError(f"ExperimentOptions.device_overrides {self.device_overrides!r} and analog.device_overrides "
+                              f"{own!r} differ: give the device's overrides once")
+        overrides = dict(self.device_overrides or own)
         try:
-            object.__setattr__(self, "analog", replace(self.analog, preset=self.preset))
+            analog = replace(self.analog, preset=self.preset, device_overrides={})
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        try:
+            analog = replace(analog, device_overrides=overrides)
+        except ValueError as exc:
+            raise ConfigError(f"ExperimentOptions.device_overrides: {exc}") from exc
+        object.__setattr__(self, "analog", analog)
+        object.__setattr__(self, "device_overrides", overrides)
         if self.preset != DEFAULT_PRESET and self.backends == ("digital",):
             raise ConfigError(f"ExperimentOptions.preset {self.preset!r}: only the analog backends (crossbar, aihwkit) "
                               f"use a device preset, but backends is digital only; it would change nothing: leave it "
                               f"at {DEFAULT_PRESET} or add an analog backend (--backend digital crossbar)")
+        if overrides and self.backends == ("digital",):
+            raise ConfigError(f"ExperimentOptions.device_overrides {overrides!r} (--device-param): only the analog "
+                              f"backends (crossbar, aihwkit) use the device model, but backends is digital only; it "
+                              f"would change nothing: drop it or add an analog backend (--backend digital crossbar)")
 
     def datasets_or(self, default: tuple[str, ...]) -> tuple[str, ...]:
         """The data sets to run: ``synthetic`` for ``tiny``, else the user's choice or ``default``."""
@@ -150,7 +175,8 @@ class ExperimentOptions:
         return ("synthetic",) if self.size == "tiny" else default
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "analog"}
+        d = {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v)
+             for k, v in self.__dict__.items() if k != "analog"}
         d["analog"] = self.analog.to_dict()
         return d
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..backends.settings import format_device_overrides
 from ..compare import Cell, mean_pm_std, mean_std, paired_by_seed
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
@@ -419,7 +420,10 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
                  f"invocation not counted); training time of the final runs {train_s / 60:.1f} min"
                  if wall_time_s is not None else ""),
               f"* optimizers: {', '.join(options.optimizers)}; backends: {', '.join(options.backends)}"
-              + (f" (device preset {options.preset})" if any(b != 'digital' for b in options.backends) else ""),
+              + (f" (device preset {options.preset}"
+                 + (f", device fields {format_device_overrides(options.device_overrides)}"
+                    if options.device_overrides else "") + ")"
+                 if any(b != 'digital' for b in options.backends) else ""),
               "* each group: learning rate tuned per optimizer on a validation split (never the test set), then "
               "the same seeds for every optimizer; Δ columns are paired differences over the seeds both "
               "optimizers completed (mean ± std, and on how many of them the difference is positive). Every std is "

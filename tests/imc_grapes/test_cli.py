@@ -162,6 +162,62 @@ def test_device_param_reaches_the_tiles_and_results_json(tmp_path):
                                                              "up_down_dtod": 0.0}
 
 
+EXP_TINY = ["experiment", "mlp", "--tiny", "--optimizers", "sgd", "--lr", "0.1", "--threads", "1", "--no-progress",
+            "-q"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "digital"], "ExperimentOptions.device_overrides {'dw_min': 0.01} (--device-param): only the "
+                               "analog backends (crossbar, aihwkit) use the device model, but backends is digital only"),
+    (["--backend", "crossbar", "--device-preset", "GokmenVlasov", "--device-param", "dwmin=0.01"],
+     "--device-param: unknown device field(s) ['dwmin'] for preset 'GokmenVlasov'; valid: dw_min, dw_min_dtod,"),
+    (["--backend", "crossbar", "--device-preset", "GokmenVlasov", "--device-param", "up_down=1.5"],
+     "--device-param: GokmenVlasovPresetDevice.up_down must be in (-1, 1), got 1.5"),
+    (["--backend", "crossbar", "--device-param", "dw_min=0.02"], "--device-param: dw_min given more than once"),
+])
+def test_experiment_device_param_errors_exit_2_before_any_run(tmp_path, capsys, args, message):
+    """``experiment --device-param`` checks its items as train and compare do (against ``--device-preset``), and is
+    refused when only the digital backend runs, before any folder is written."""
+    assert main([*EXP_TINY, "--out", str(tmp_path / "out"), "--device-param", "dw_min=0.01", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imc-grapes experiment: error: {message}"), err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exited:       # a malformed item: argparse's usage error, as train's
+        main([*EXP_TINY, "--backend", "crossbar", "--device-param", "dw_min"])
+    assert exited.value.code == 2
+    assert "argument --device-param: expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_experiment_device_param_reaches_the_runs_in_their_own_group_folder(tmp_path, monkeypatch):
+    """The overrides reach every analog run's recorded config, the group folder is named by them (resume then
+    never mixes devices: the same options again train nothing, other overrides train into another folder), and
+    the report and options record them."""
+    import imc_grapes.experiments.groups as groups_mod
+
+    calls = []
+    real = dict(groups_mod.TRAINERS)
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard",
+                        lambda cfg, *a, **k: calls.append(cfg) or real["standard"](cfg, *a, **k))
+    argv = [*EXP_TINY, "--backend", "crossbar", "--device-preset", "GokmenVlasov", "--out", str(tmp_path)]
+    assert main([*argv, "--device-param", "up_down=0.5", "--device-param", "dw_min=0.05"]) == 0
+    assert len(calls) == 1 and calls[0].analog.device_overrides == {"up_down": 0.5, "dw_min": 0.05}
+    key = "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=0.05-up_down=0.5"
+    assert sorted(p.name for p in (tmp_path / "groups").iterdir()) == [key]
+    run = json.loads((tmp_path / "groups" / key / "runs/sgd/lr0.1_seed0/results.json").read_text())
+    assert run["config"]["analog"]["preset"] == "GokmenVlasov"
+    assert run["config"]["analog"]["device_overrides"] == {"up_down": 0.5, "dw_min": 0.05}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["options"]["device_overrides"] == {"up_down": 0.5, "dw_min": 0.05}
+    assert "device preset GokmenVlasov, device fields up_down=0.5, dw_min=0.05" in (tmp_path / "report.md").read_text()
+    assert main([*argv, "--device-param", "dw_min=0.05", "--device-param", "up_down=0.5"]) == 0
+    assert len(calls) == 1, "the same device (fields in another order) resumes its folder"
+    assert main([*argv, "--device-param", "dw_min=0.1"]) == 0
+    assert len(calls) == 2 and calls[1].analog.device_overrides == {"dw_min": 0.1}
+    assert sorted(p.name for p in (tmp_path / "groups").iterdir()) == [
+        "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=0.05-up_down=0.5",
+        "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=0.1"]
+
+
 def test_missing_real_data_names_fetch_command(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--data-root", str(tmp_path / "empty"), "--out",
                  str(tmp_path)]) == 2

@@ -1,6 +1,7 @@
 """What each named experiment plans (against the paper's settings in grapes.md §6 and the issue), the options'
 validation, and the paired differences of the report."""
 import pytest
+import torch
 
 from imc_grapes.compare import Cell
 from imc_grapes.config import ConfigError, TrainConfig
@@ -106,6 +107,13 @@ def test_user_options_override_the_defaults():
     ({"datasets": ("synthetic", "synthetic")}, "datasets must be one or more distinct entries"),   # groups twice
     ({"preset": "nope"}, "preset must be one of"),
     ({"preset": "PCM"}, r"preset 'PCM': only the analog backends .* but backends is digital only"),   # no-op
+    ({"device_overrides": {"dw_min": 0.01}}, r"device_overrides \{'dw_min': 0.01\} \(--device-param\): only the "
+                                             r"analog backends .* but backends is digital only"),   # no-op
+    ({"backends": ("crossbar",), "preset": "GokmenVlasov", "device_overrides": {"up_down": 1.5}},
+     r"ExperimentOptions.device_overrides: GokmenVlasovPresetDevice.up_down must be in \(-1, 1\), got 1.5"),
+    ({"backends": ("crossbar",), "device_overrides": {"dwmin": 0.01}},
+     r"ExperimentOptions.device_overrides: unknown device field\(s\) \['dwmin'\] for preset 'ReRamSB'"),
+    ({"backends": ("crossbar",), "device_overrides": [("dw_min", 0.01)]}, "device_overrides must be a dict"),
 ])
 def test_options_validation(kw, message):
     with pytest.raises(ConfigError, match=message):
@@ -192,3 +200,55 @@ def test_experiment_table_and_curves_use_the_completed_runs_and_show_no_std_for_
     rep._plot_curves([res], tmp_path)
     sgd_line = figures["curves.png"].axes[0].get_lines()[0]
     assert list(sgd_line.get_ydata()) == pytest.approx([50.0, 60.0, 70.0])
+
+
+def test_device_overrides_give_the_analog_groups_their_own_folders_and_reach_the_runs():
+    """``device_overrides`` (``--device-param``) name the analog groups' folders with the preset and every field,
+    sorted, at full precision (two devices never share a folder, the order given does not matter); the digital
+    groups keep their folders and record no override; each analog run's config carries them to the tiles'
+    device model."""
+    from imc_grapes.backends import AnalogSettings
+    from imc_grapes.backends.network import build_network
+
+    kw = {"size": "tiny", "backends": ("digital", "crossbar"), "optimizers": ("sgd",)}
+
+    def keys(**more):
+        return [g.key for g in _plan("mlp", **kw, **more)]
+
+    plain = keys()
+    assert plain == ["synthetic-mlp16x1-digital", "synthetic-mlp16x3-digital", "synthetic-mlp16x1-crossbar"]
+    assert keys(device_overrides={"up_down": 0.2, "dw_min": 0.008}) == keys(
+        device_overrides={"dw_min": 0.008, "up_down": 0.2}) == [
+        *plain[:2], "synthetic-mlp16x1-crossbar-ReRamSB-dw_min=0.008-up_down=0.2"]
+    assert keys(preset="GokmenVlasov", device_overrides={"dw_min": 2, "dw_min_dtod_log_normal": True})[2] == \
+        "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=2.0-dw_min_dtod_log_normal=true"
+    assert keys(device_overrides={"dw_min": 0.0080000001})[2] != keys(device_overrides={"dw_min": 0.008})[2]
+    assert keys(preset="GokmenVlasov")[2] == "synthetic-mlp16x1-crossbar-GokmenVlasov"    # as before: no overrides
+    # given through ``analog`` (the library's way before the option) the folders are named the same
+    via_analog = ExperimentOptions(**kw, analog=AnalogSettings(device_overrides={"dw_min": 0.008}))
+    assert via_analog.device_overrides == {"dw_min": 0.008}
+    assert [g.key for g in plan_experiment("mlp", via_analog)][2] == "synthetic-mlp16x1-crossbar-ReRamSB-dw_min=0.008"
+    with pytest.raises(ConfigError, match="device_overrides .* and analog.device_overrides .* differ"):
+        ExperimentOptions(**kw, device_overrides={"dw_min": 0.01},
+                          analog=AnalogSettings(device_overrides={"dw_min": 0.008}))
+
+    groups = _plan("mlp", **kw, preset="GokmenVlasov",
+                   device_overrides={"dw_min": 0.05, "up_down": 0.5, "dw_min_dtod": 0, "up_down_dtod": 0})
+    analog = [g for g in groups if g.hardware == "analog"]
+    assert len(analog) == 1 and analog[0].labels["hardware"] == \
+        "crossbar GokmenVlasov (dw_min=0.05, up_down=0.5, dw_min_dtod=0, up_down_dtod=0)"
+    spec = analog[0].spec
+    cfg = spec.cell_config("analog", "sgd", spec.lr_grid[0], spec.seeds[0])
+    assert cfg.backend == "crossbar" and cfg.analog.preset == "GokmenVlasov"
+    assert cfg.to_dict()["analog"]["device_overrides"] == {"dw_min": 0.05, "up_down": 0.5, "dw_min_dtod": 0,
+                                                           "up_down_dtod": 0}
+    net = build_network(cfg, (1, 8, 8), 10, "cpu")
+    for layer in net.analog_layers.values():
+        tile = layer.inner.tile
+        assert tile.config.device.dw_min == 0.05 and tile.config.device.dw_min_std == 0.3   # the rest: the preset's
+        # no spread: every device steps dw_min·(1 + min(β, 0)) = 0.05 up, dw_min·(1 − max(β, 0)) = 0.025 down
+        assert torch.equal(tile.params.dw_up, torch.full_like(tile.params.dw_up, 0.05))
+        assert torch.equal(tile.params.dw_down, torch.full_like(tile.params.dw_down, 0.025))
+    digital = groups[0].spec
+    dcfg = digital.cell_config("digital", "sgd", digital.lr_grid[0], digital.seeds[0]).normalised()
+    assert dcfg.analog.device_overrides == {} and dcfg.analog.preset == "ReRamSB"

@@ -35,6 +35,7 @@ EPILOG_TRAIN = """examples:
   imc-grapes train --dataset fashion-mnist --rule dfa --optimizer sgd grapes --lr 0.05
   imc-grapes train --model cnn --base-optimizer adam --lr 0.001 --optimizer sgd grapes
   imc-grapes train --backend crossbar --preset GokmenVlasov --device-param dw_min=0.008 --device-param up_down=0.2
+  imc-grapes train --backend crossbar --preset PCM --inference-times 1 3600 86400   # accuracy after drift
 Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also write
 <out>/{summary.csv,summary.json,curves.png} and print a mean ± std table.
 Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss), 130 interrupted (Ctrl-C),
@@ -242,6 +243,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="one or more seeds (default 0; --seeds, compare's spelling, is the same option)")
     p.add_argument("--backend", default=d.backend,
                    help=f"where the weights live: {', '.join(BACKENDS)} (default %(default)s)")
+    p.add_argument("--inference-times", type=float, nargs="*", default=[], metavar="SECONDS",
+                   help="after training, evaluate each analog run after PCM-like programming noise and drift at "
+                        "these times (s; compare's option, e.g. 1 3600 86400 31536000); recorded in results.json "
+                        "(inference) and shown per run and in the table (default: none; crossbar / aihwkit only)")
     _add_model_args(p, d, out=TRAIN_OUT)
     _add_analog_args(p, d)
 
@@ -282,9 +287,11 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     check_distinct("--seed", args.seed)
     check_seeds_apart("--seed", args.seed)
     check_distinct("--optimizer", args.optimizer)
+    times = tuple(getattr(args, "inference_times", None) or ())
     if args.backend == "digital":
-        _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)")
-    return [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend)
+        _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)",
+                              ["--inference-times"] if times else [])
+    return [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend, inference_times=times)
             for seed in args.seed for opt in args.optimizer]
 
 
@@ -322,6 +329,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"== {cfg.run_name()}")
         try:
             results.append(train(cfg, out / cfg.run_name(), dataset=dataset, progress=args.progress))
+            if results[-1].extra.get("inference"):
+                from .inference_eval import time_label
+
+                print("   accuracy after programming noise and drift: " + ", ".join(
+                    f"{time_label(float(t))} {100 * a:.2f}%" for t, a in results[-1].extra["inference"].items()))
         except ConfigError as exc:             # found when the data is split (e.g. evals_per_epoch > batches)
             print(f"imc-grapes train: error: {exc}", file=sys.stderr)
             return 2

@@ -30,6 +30,7 @@ from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
                      config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
+from .inference_eval import time_label
 from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
                  write_json_atomic)
 from .plotting import fit_title
@@ -405,7 +406,7 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
     tail = max((int(r.get("tail_evals", 1)) for r in rows), default=1)
     acc_head = "test acc % (mean ± std)" if tail == 1 else f"test acc % (last {tail} evals, mean ± std)"
     head = ["hardware", "optimizer", "lr", acc_head, f"epochs to {100 * target:g}%",
-            "saturation", "energy ×SGD", "GRAPES ops %"] + [f"acc % @{_time_label(float(k.split('@')[1]))}" for k in inf_cols]
+            "saturation", "energy ×SGD", "GRAPES ops %"] + [f"acc % @{time_label(float(k.split('@')[1]))}" for k in inf_cols]
     body = []
     for r in rows:
         stopped = [f"{r[k]}/{r['runs']} {k}" for k in ("diverged", "failed") if r.get(k)]
@@ -439,14 +440,6 @@ def column_notes(rows: Sequence[dict[str, Any]], target: float) -> str:
                  "with global drift compensation; `imc_grapes/inference_eval.py`), the mean over the cell's "
                  "completed runs.")
     return note
-
-
-def _time_label(t: float) -> str:
-    for secs, name in ((31536000, "1y"), (86400, "1d"), (3600, "1h"), (60, "1min"), (1, "1s")):
-        if t >= secs and abs(t / secs - round(t / secs)) < 1e-9:
-            n = round(t / secs)
-            return f"{n}{name[1:]}" if n != 1 else name
-    return f"{t:g}s"
 
 
 def _time_axis(ax: Any, times_s: Sequence[float]) -> None:

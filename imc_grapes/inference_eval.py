@@ -128,6 +128,16 @@ def time_key(t: float) -> str:
     return str(int(t)) if t.is_integer() else repr(t)
 
 
+def time_label(t: float) -> str:
+    """A time in seconds as tables head it: ``1s``, ``1h``, ``1d``, ``1y``, ``2h``, ``90s`` (``:g`` seconds when
+    no whole number of a unit)."""
+    for secs, name in ((31536000, "1y"), (86400, "1d"), (3600, "1h"), (60, "1min"), (1, "1s")):
+        if t >= secs and abs(t / secs - round(t / secs)) < 1e-9:
+            n = round(t / secs)
+            return f"{n}{name[1:]}" if n != 1 else name
+    return f"{t:g}s"
+
+
 def digital_weights(model: nn.Module) -> tuple[Callable[[], dict[str, Tensor]], Callable[[Mapping[str, Tensor]], None]]:
     """``read_weights`` / ``write_weights`` for a digital torch model (its ``*.weight`` parameters)."""
     params = {n: p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() >= 2}

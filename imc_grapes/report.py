@@ -33,7 +33,10 @@ def _completed(r: RunResult) -> bool:
 
 def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict[str, Any]]:
     """One row per value of config field ``key``: final/best test accuracy and final train loss (mean, std over the
-    completed runs; a diverged run's partial history is left out), the runs and how many diverged."""
+    completed runs; a diverged run's partial history is left out), the runs and how many diverged; where runs were
+    evaluated after programming noise and drift (``TrainConfig.inference_times``, analog runs), the mean accuracy
+    at each time over the completed runs, as ``inference_acc@<seconds>`` (a fraction; None without a completed
+    run), as compare's summary."""
     groups: dict[Any, list[RunResult]] = {}
     for r in results:
         groups.setdefault(getattr(r.config, key), []).append(r)
@@ -52,14 +55,32 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
             "final_train_loss_mean": statistics.fmean(r.history[-1]["train_loss"] for r in done) if done else None,
             "wall_time_s_mean": statistics.fmean(r.wall_time_s for r in runs),
         })
+    times = sorted({t for r in results for t in _inference(r)}, key=float)
+    for row, runs in zip(rows, groups.values()):
+        done = [r for r in runs if _completed(r)]
+        for t in times:
+            accs = [_inference(r)[t] for r in done if t in _inference(r)]
+            row[f"inference_acc@{t}"] = statistics.fmean(accs) if accs else None
     return rows
+
+
+def _inference(r: RunResult) -> dict[str, float]:
+    """A run's accuracy after programming noise and drift, ``{time_key: accuracy}`` (empty: not evaluated)."""
+    return r.extra.get("inference") or {}
 
 
 def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
     """A plain-text table of :func:`summarise` rows; a group with diverged runs shows ``completed/runs`` and its
-    means are over the completed ones (a note below the table says so)."""
-    lines = [f"{key:<14} {'runs':>5}  {'final test acc (%)':>20}  {'best (%)':>9}  {'train loss':>10}  {'time (s)':>8}",
-             "-" * 75]
+    means are over the completed ones (a note below the table says so). Rows with ``inference_acc@<seconds>``
+    get one column per time, the mean accuracy (%) after programming noise and drift (``@1h``, ``@1y``)."""
+    from .inference_eval import time_label
+
+    inf = sorted({k for r in rows for k in r if k.startswith("inference_acc@")}, key=lambda k: float(k.split("@")[1]))
+    heads = [f"@{time_label(float(k.split('@')[1]))} (%)" for k in inf]
+    widths = [max(8, len(h)) for h in heads]
+    lines = [f"{key:<14} {'runs':>5}  {'final test acc (%)':>20}  {'best (%)':>9}  {'train loss':>10}  {'time (s)':>8}"
+             + "".join(f"  {h:>{w}}" for h, w in zip(heads, widths)),
+             "-" * (75 + sum(w + 2 for w in widths))]
     for r in rows:
         diverged = r.get("diverged", 0)
         runs = f"{r['runs'] - diverged}/{r['runs']}" if diverged else str(r["runs"])
@@ -67,10 +88,14 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
             lines.append(f"{str(r[key]):<14} {runs:>5}  {'diverged' if diverged else 'no result':>20}")
             continue
         acc = mean_pm_std(r["final_test_acc_mean"], r["final_test_acc_std"], r["runs"] - diverged)
+        cells = "".join(f"  {'—' if r.get(k) is None else format(100 * r[k], '.2f'):>{w}}" for k, w in zip(inf, widths))
         lines.append(f"{str(r[key]):<14} {runs:>5}  {acc:>20}  {100 * r['best_test_acc_mean']:>9.2f}  "
-                     f"{r['final_train_loss_mean']:>10.4f}  {r['wall_time_s_mean']:>8.1f}")
+                     f"{r['final_train_loss_mean']:>10.4f}  {r['wall_time_s_mean']:>8.1f}" + cells)
     if any(r.get("diverged", 0) for r in rows):
         lines.append("runs k/n: k of n runs completed, the others diverged; the means are over the completed ones")
+    if inf:
+        lines.append("@t: mean test accuracy after PCM-like programming noise, drift and read noise, read a time t "
+                     "after programming (global drift compensation; imc_grapes/inference_eval.py)")
     return "\n".join(lines)
 
 

@@ -59,6 +59,8 @@ def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, args, message
     ("train", ["--ideal-periphery"], "--ideal-periphery: only analog runs (crossbar, aihwkit) use this option, but "
                                      "--backend is digital"),
     ("train", ["--importance", "array", "--importance-every", "3"], "--importance, --importance-every: only analog"),
+    ("train", ["--inference-times", "1", "3600"], "--inference-times: only analog runs (crossbar, aihwkit) use this "
+                                                  "option, but --backend is digital"),
     ("compare", ["--hardware", "digital", "--tile-size", "64"], "--tile-size: only analog runs (crossbar, aihwkit) "
                                                                 "use this option, but --hardware is digital only"),
     ("compare", ["--hardware", "digital", "--backend", "aihwkit"], "--backend: only analog runs"),
@@ -160,6 +162,44 @@ def test_device_param_reaches_the_tiles_and_results_json(tmp_path):
     assert saved["config"]["analog"]["preset"] == "GokmenVlasov"
     assert saved["config"]["analog"]["device_overrides"] == {"dw_min": 0.05, "up_down": 0.5, "dw_min_dtod": 0.0,
                                                              "up_down_dtod": 0.0}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--inference-times", "-1"], "TrainConfig.inference_times must be ≥ 0 seconds (and finite), got [-1.0]"),
+    (["--inference-times", "1", "1.0"], "TrainConfig.inference_times must not give a time twice"),
+    (["--inference-times", "inf"], "TrainConfig.inference_times must be ≥ 0 seconds (and finite)"),
+])
+def test_train_inference_times_are_checked_as_compare_checks_them(tmp_path, capsys, args, message):
+    for command, hw in (("train", ["--backend", "crossbar"]), ("compare", ["--hardware", "analog"])):
+        assert main([command, *SMALL, *hw, "--out", str(tmp_path / "out"), *args]) == 2
+        assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_inference_times_reach_the_runs_results_and_table(tmp_path, capsys):
+    """``train --inference-times``: each analog run is evaluated after drift at the times given (results.json
+    ``inference``, keyed as compare keys them), printed per run and as table columns in ascending time; without the
+    option (or with no value) nothing is evaluated, as before."""
+    from imc_grapes.cli import build_parser, train_configs
+
+    assert train_configs(build_parser().parse_args(["train", "--backend", "crossbar"]))[0].inference_times == ()
+    assert train_configs(build_parser().parse_args(["train", "--inference-times"]))[0].inference_times == ()
+    out = tmp_path / "runs"
+    argv = ["train", *SMALL, "--epochs", "1", "--backend", "crossbar", "--optimizer", "sgd", "grapes",
+            "--inference-times", "86400", "1", "--out", str(out)]
+    assert train_configs(build_parser().parse_args(argv))[0].inference_times == (86400.0, 1.0)
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for run in sorted(out.glob("*/results.json")):
+        saved = json.loads(run.read_text())
+        assert saved["config"]["inference_times"] == [86400.0, 1.0]
+        acc = saved["inference"]
+        assert list(acc) == ["1", "86400"] and all(0.0 <= a <= 1.0 for a in acc.values())
+        assert f"1s {100 * acc['1']:.2f}%, 1d {100 * acc['86400']:.2f}%" in printed
+    head = next(line for line in printed.splitlines() if line.startswith("optimizer"))
+    assert head.split()[-4:] == ["@1s", "(%)", "@1d", "(%)"]
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert all(0.0 <= float(r["inference_acc@1"]) <= 1.0 and r["inference_acc@86400"] for r in rows)
 
 
 EXP_TINY = ["experiment", "mlp", "--tiny", "--optimizers", "sgd", "--lr", "0.1", "--threads", "1", "--no-progress",

@@ -138,3 +138,28 @@ def test_a_diverged_runs_partial_history_is_not_a_final_result(tmp_path):
         plot_curves([*done, partial], tmp_path / "c.png")
     lines = captured["fig"].axes[0].get_lines()
     assert [len(line.get_xdata()) for line in lines] == [2]
+
+
+def test_summary_and_table_show_the_accuracy_after_drift_at_each_time():
+    """``train --inference-times``: the mean accuracy after drift per time over the completed runs (hand-computed;
+    a diverged run's is left out), one column per time in ascending order with compare's labels, and none
+    without inference results."""
+    from imc_grapes.report import summarise
+
+    def run(opt: str, seed: int, inference: dict[str, float], status: str = "completed") -> RunResult:
+        r = RunResult(TrainConfig(dataset="synthetic", optimizer=opt, seed=seed), [_row(1.0, 0.8)], status, "", None)
+        r.extra["inference"] = inference
+        return r
+
+    results = [run("sgd", 0, {"3600": 0.25, "1": 0.5}), run("sgd", 1, {"1": 0.7, "3600": 0.35}),
+               run("sgd", 2, {"1": 0.0, "3600": 0.0}, status="diverged"),
+               run("grapes", 0, {"1": 0.9, "3600": 0.875})]
+    rows = summarise(results)
+    assert [r["inference_acc@1"] for r in rows] == pytest.approx([0.6, 0.9])
+    assert [r["inference_acc@3600"] for r in rows] == pytest.approx([0.3, 0.875])
+    lines = format_table(rows).splitlines()
+    assert lines[0].split()[-4:] == ["@1s", "(%)", "@1h", "(%)"]
+    assert lines[2].split()[-2:] == ["60.00", "30.00"] and lines[3].split()[-2:] == ["90.00", "87.50"]
+    assert "after PCM-like programming noise, drift and read noise" in lines[-1]
+    plain = summarise([RunResult(TrainConfig(dataset="synthetic"), [_row(1.0, 0.8)], "completed", "", None)])
+    assert not any(k.startswith("inference_acc@") for k in plain[0]) and "@" not in format_table(plain)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
 from .config import (ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct,
@@ -19,6 +15,7 @@ from .config import (ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigErr
 from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
+from .interrupts import Terminated, exit_status, sigterm_as_interrupt
 from .io import folder_error, writable_folder
 from .pipes import exit_quietly_on_broken_pipe
 from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each
@@ -621,40 +618,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_quietly_on_broken_pipe(_main, argv)
 
 
-class Terminated(KeyboardInterrupt):
-    """A SIGTERM (``kill``, a batch scheduler's stop) during ``train`` / ``compare`` / ``experiment``: handled like
-    Ctrl-C, so the run being trained records status ``interrupted`` (:mod:`imc_grapes.train`)."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block a SIGTERM raises :class:`Terminated` (in the main thread only: elsewhere no handler can be
-    set, and the block runs unchanged); the previous handler is restored after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
 def _interruptible(command: str, run: Callable[[], int]) -> int:
-    """``run()``, with Ctrl-C or SIGTERM ending it with a one-line note and exit status 130 / 143 (the finished
-    runs and the stopped one's rows are kept: a later run with resume redoes the stopped run)."""
+    """``run()``, with Ctrl-C or SIGTERM (:mod:`imc_grapes.interrupts`) ending it with a one-line note and exit
+    status 130 / 143 (the finished runs and the stopped one's rows are kept: a later run with resume redoes the
+    stopped run, whose status is ``interrupted``)."""
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return run()
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nimc-grapes {command}: {how}; the run in progress is recorded as interrupted, finished runs are "
               "kept", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return exit_status(exc)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -6,11 +6,10 @@ Hooked into the main command by :func:`add_sweep_parser` and :func:`run_sweep_co
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
+
+from ..interrupts import exit_status, sigterm_as_interrupt
 
 EPILOG = """examples:
   imc-grapes sweep examples/sweeps/dw_min.toml               # run (or resume) with one worker per core
@@ -29,15 +28,6 @@ Exit codes: 0 ok (failed points are results, listed by --status), 1 points left 
 2 invalid spec, missing data, workers that keep dying before they start a point or a sweep folder that cannot be
 written (full disk), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated
 (SIGTERM, e.g. kill), 141 the reader of the output went away (e.g. | head)."""
-
-
-class _Terminated(KeyboardInterrupt):
-    """A SIGTERM during a sweep run: handled like Ctrl-C (workers ended, finished points kept), exit code 143."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM handler while a sweep runs: raise :class:`_Terminated` (a ``KeyboardInterrupt``)."""
-    raise _Terminated
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -159,13 +149,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(format_summary(spec, out, points))
         print("\nwrote " + ", ".join(str(p) for p in paths))
         return 0
-    # SIGTERM (kill, a batch scheduler's stop) ends the run like Ctrl-C; only the main thread may set a handler
-    on_term = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_term else None
     try:
-        status = run_sweep(spec, out, executor, retry_failed=args.retry_failed,
-                           retry_diverged=args.retry_diverged, replicas=args.replicas,
-                           verify_data=not (args.executor == "ray" and args.address))
+        with sigterm_as_interrupt():    # SIGTERM (kill, a batch scheduler's stop) ends the run like Ctrl-C
+            status = run_sweep(spec, out, executor, retry_failed=args.retry_failed,
+                               retry_diverged=args.retry_diverged, replicas=args.replicas,
+                               verify_data=not (args.executor == "ray" and args.address))
     except SweepLockedError as exc:
         return fail(str(exc), 3)
     except (DatasetError, RuntimeError) as exc:     # SweepStorageError too: a point could not write its files
@@ -175,10 +163,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"\ninterrupted: finished points are kept; run the same command again to resume "
               f"(`imc-grapes sweep {args.spec} --status` shows where it stands)", file=sys.stderr)
-        return 143 if isinstance(exc, _Terminated) else 130
-    finally:
-        if on_term:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        return exit_status(exc)
     print(status.summary_line())
     if not args.no_report:
         try:

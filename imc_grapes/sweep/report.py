@@ -163,12 +163,24 @@ def _left_out(group: Sequence[Any], value: Callable[[Any], float | None] = _acc,
     lock: ``running``, as the printed table and ``summary.csv`` call them), points not run yet (pending, or
     half-finished when no sweep runs: left by a killed run), and done points without a finite ``value`` (NaN, or
     the metric missing)."""
-    failures = [ps.failure for ps in group if ps.state == FAILED]
-    counts = {**{_failed_text(k): failures.count(k) for k in dict.fromkeys([*FAILURES, *failures])},
-              RUNNING: sum(ps.state == PARTIAL for ps in group) if running else 0,
-              "not run yet": sum(ps.state == PENDING or (ps.state == PARTIAL and not running) for ps in group),
-              f"without a finite {what}": sum(ps.state == DONE and value(ps) is None for ps in group)}
-    return ", ".join(f"{n} {why}" for why, n in counts.items() if n)
+    no_value = f"without a finite {what}"
+    reasons = [_why_left_out(ps, running, no_value) for ps in group if ps.state != DONE or value(ps) is None]
+    # failed first (the known kinds, then any other), then running, not run yet, without a finite value
+    order = [*(_failed_text(k) for k in FAILURES), *(r for r in reasons if r.startswith("failed")), RUNNING,
+             "not run yet", no_value]
+    return ", ".join(f"{reasons.count(why)} {why}" for why in dict.fromkeys(order) if reasons.count(why))
+
+
+def _why_left_out(ps: Any, running: bool, no_value: str) -> str:
+    """Why a point is left out of a mean (the notes' and legends' words): ``failed: diverged`` / ``failed: crashed``
+    (:func:`_failed_text`), ``running`` (half-finished while a sweep process holds the folder's lock), ``not run yet``
+    (pending, or half-finished when no sweep runs: left by a killed run), else ``no_value`` (a done point without a
+    finite value)."""
+    if ps.state == FAILED:
+        return _failed_text(ps.failure)
+    if ps.state == PARTIAL and running:
+        return RUNNING
+    return "not run yet" if ps.state in (PENDING, PARTIAL) else no_value
 
 
 def _n_text(ns: Sequence[int]) -> str:
@@ -579,17 +591,11 @@ def _seeds_note(label: str, group: Sequence[Any], running: bool = False) -> str:
     """``label: mean over seed(s) 1, 2; left out: seed 0 (failed: diverged), seed 3 (not run yet)``: which seeds of
     a cell (``group``) its mean covers and why the others are missing (a failed one's ``failure``: diverged or
     crashed; a half-finished one is ``running`` when ``running``, a sweep process holding the folder's lock)."""
-    def why(ps: Any) -> str:
-        if ps.state == FAILED:
-            return _failed_text(ps.failure)
-        if ps.state == PARTIAL and running:
-            return RUNNING
-        return "not run yet" if ps.state in (PENDING, PARTIAL) else "no finite accuracy"
-
     used = [ps for ps in group if _acc(ps) is not None]
     left = [ps for ps in group if _acc(ps) is None]
     return (f"  {label}: mean over seed(s) {', '.join(str(ps.point.config.seed) for ps in used)}; left out: "
-            + ", ".join(f"seed {ps.point.config.seed} ({why(ps)})" for ps in left))
+            + ", ".join(f"seed {ps.point.config.seed} ({_why_left_out(ps, running, 'no finite accuracy')})"
+                        for ps in left))
 
 
 def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,

@@ -52,7 +52,21 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 
-__all__ = ["DeviceParams", "PulsedDevice", "check_field", "check_field_types"]
+__all__ = ["DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "PulsedDevice", "check_field", "check_field_types",
+           "fits_float32"]
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
+parameter beyond it turns into ``inf`` there (NaN states, or torch's "cannot be converted without overflow")."""
+
+FLOAT32_RANGE = "at most 3.4e+38 in magnitude (the largest float32, the simulator's tensors' type)"
+"""How messages state the :data:`FLOAT32_MAX` limit."""
+
+
+def fits_float32(v: float) -> bool:
+    """Whether the real number ``v`` is not a finite value beyond float32's range (``inf`` and NaN pass: each field's
+    own range says whether it takes them)."""
+    return not math.isfinite(v) or abs(v) <= FLOAT32_MAX
 
 _SPARSE_MIN_DEVICES = 4096
 """Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
@@ -72,7 +86,8 @@ def check_field(cls_name: str, name: str, value: float, ok: bool, valid: str) ->
 
 def check_field_types(obj: Any) -> None:
     """Check the type of every ``float`` and ``bool`` field of the dataclass ``obj``, before any range is compared:
-    a ``float`` field takes a real number, int or float, but not a bool; a ``bool`` field only ``True``/``False``.
+    a ``float`` field takes a real number, int or float, but not a bool, of magnitude at most :data:`FLOAT32_MAX`
+    when finite (``inf``/NaN are left to the field's own range); a ``bool`` field only ``True``/``False``.
     Raises ``ValueError("<Class>.<field> must be ..., got <value>")``."""
     c = type(obj).__name__
     for f in fields(obj):
@@ -81,6 +96,7 @@ def check_field_types(obj: Any) -> None:
         if kind == "float":
             check_field(c, f.name, v, isinstance(v, numbers.Real) and not isinstance(v, bool),
                         "a number (int or float, not a bool)")
+            check_field(c, f.name, v, fits_float32(v), FLOAT32_RANGE)
         elif kind == "bool":
             check_field(c, f.name, v, isinstance(v, bool), "true or false")
 
@@ -154,8 +170,8 @@ class PulsedDevice:
         dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0).
         up_down: systematic up/down asymmetry in units of ``dw_min`` (in (-1, 1)); > 0 weakens down pulses.
         up_down_dtod: device-to-device std of the up/down asymmetry, in units of ``dw_min`` (>= 0).
-        w_min: mean lower bound (<= 0).
-        w_max: mean upper bound (>= 0, > w_min).
+        w_min: mean lower bound (<= 0, finite).
+        w_max: mean upper bound (>= 0, > w_min, finite).
         w_min_dtod: device-to-device std of the lower bound, relative to ``w_min`` (>= 0).
         w_max_dtod: device-to-device std of the upper bound, relative to ``w_max`` (>= 0).
         write_noise_std: write noise in units of ``dw_min`` (>= 0): the *apparent* (read) state is the hidden
@@ -200,6 +216,9 @@ class PulsedDevice:
         check_field(c, "up_down", self.up_down, -1.0 < self.up_down < 1.0, "in (-1, 1)")
         check_field(c, "w_min", self.w_min, self.w_min <= 0, "<= 0 (the range [w_min, w_max] must contain 0)")
         check_field(c, "w_max", self.w_max, self.w_max >= 0, ">= 0 (the range [w_min, w_max] must contain 0)")
+        for name in ("w_min", "w_max"):     # an infinite bound gives infinite sampled bounds and number of states
+            v = getattr(self, name)
+            check_field(c, name, v, math.isfinite(v), "finite")
         check_field(c, "w_max", self.w_max, self.w_max > self.w_min, f"> w_min = {self.w_min!r}")
         span = self.w_max - self.w_min
         check_field(c, "dw_min", self.dw_min, self.dw_min <= span,

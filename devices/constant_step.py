@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -117,5 +116,3 @@ class IdealDevice(ConstantStepDevice):
                      "write_noise_std"):
             v = getattr(self, name)
             check_field(c, name, v, v == 0, "0 (an ideal device has no spread or noise)")
-        check_field(c, "w_min", self.w_min, math.isfinite(self.w_min), "finite")
-        check_field(c, "w_max", self.w_max, math.isfinite(self.w_max), "finite")

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from devices import rng
 
-from devices.base import check_field
+from devices.base import FLOAT32_RANGE, check_field, check_field_types, fits_float32
 from devices.conductance import ConductanceMap
 
 __all__ = [
@@ -96,8 +96,9 @@ def _time(t_inference_s: float | Tensor, like: Tensor, where: str) -> Tensor:
     """Inference time(s) in s as a tensor on ``like``'s device/dtype; Python numbers are validated (>= 0)."""
     if isinstance(t_inference_s, Tensor):
         return t_inference_s.to(device=like.device, dtype=like.dtype)
-    _check(where, "t_inference_s", t_inference_s, _finite(t_inference_s) and t_inference_s >= 0,
-                ">= 0 s and finite")
+    _check(where, "t_inference_s", t_inference_s,
+           _finite(t_inference_s) and t_inference_s >= 0 and fits_float32(t_inference_s),
+           f">= 0 s and finite, {FLOAT32_RANGE}")
     return torch.tensor(float(t_inference_s), dtype=like.dtype, device=like.device)
 
 
@@ -213,11 +214,12 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
 
     def __post_init__(self) -> None:
         c = type(self).__name__
+        check_field_types(self)     # the float fields: numbers (not bools) within float32's range
         for name in ("prog_coeff", "drift_nu_mean_coeff", "drift_nu_mean_range", "drift_nu_std_coeff",
                      "drift_nu_std_range"):
             v = getattr(self, name)
-            ok = isinstance(v, (tuple, list)) and all(_finite(x) for x in v)
-            _check(c, name, v, ok, "a sequence of finite numbers")
+            ok = isinstance(v, (tuple, list)) and all(_finite(x) and fits_float32(x) for x in v)
+            _check(c, name, v, ok, f"a sequence of finite numbers, each {FLOAT32_RANGE}")
             object.__setattr__(self, name, tuple(float(x) for x in v))
         _check(c, "prog_coeff", self.prog_coeff, len(self.prog_coeff) >= 1, "at least one coefficient")
         for name in ("drift_nu_mean_coeff", "drift_nu_mean_range", "drift_nu_std_coeff", "drift_nu_std_range"):
@@ -357,6 +359,7 @@ class GenericDriftModel(InferenceNoiseModel):
 
     def __post_init__(self) -> None:
         c = type(self).__name__
+        check_field_types(self)     # numbers (not bools) within float32's range
         for name in ("g_max", "t_0"):
             v = getattr(self, name)
             _check(c, name, v, _finite(v) and v > 0, "> 0 and finite")
@@ -503,7 +506,8 @@ def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
         times = list(t_inference_s)
     _check(where, "t_inference_s", t_inference_s, len(times) > 0, "a time or a non-empty sequence of times")
     for t in times:
-        _check(where, "t_inference_s", t, _finite(t) and t >= 0, ">= 0 s and finite (each time)")
+        _check(where, "t_inference_s", t, _finite(t) and t >= 0 and fits_float32(t),
+               f">= 0 s and finite, {FLOAT32_RANGE} (each time)")
     return [float(t) for t in times]
 
 

@@ -43,9 +43,6 @@ class PowStepDevice(PulsedDevice):
             v = getattr(self, name)
             check_field(c, name, v, math.isfinite(v) and v >= 0, ">= 0 and finite")
         check_field(c, "pow_up_down", self.pow_up_down, -1.0 < self.pow_up_down < 1.0, "in (-1, 1)")
-        for name in ("w_min", "w_max"):     # the step is a power of (distance to the bound)/(w_max − w_min)
-            v = getattr(self, name)
-            check_field(c, name, v, math.isfinite(v), "finite (the steps scale with the range w_max - w_min)")
 
     @property
     def _n_extra_gauss(self) -> int:

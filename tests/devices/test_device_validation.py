@@ -7,8 +7,12 @@ import math
 import re
 
 import pytest
+import torch
 
 import devices as dv
+from devices.base import FLOAT32_MAX
+
+from ..field_walk import walk_errors
 
 SHARED_BAD = [
     ("dw_min", -0.1, "> 0"),
@@ -184,3 +188,49 @@ def test_preset_overrides_check_types():
 def test_conductance_map_checks_types(field, value):
     with pytest.raises(ValueError, match=rf"^ConductanceMap\.{field} must be a number"):
         dv.ConductanceMap(**{field: value})
+
+
+# --- every field, walked (tests/field_walk.py): a new field without validation fails here ---------------------------
+
+WALKED = [*ALL_DEVICE_CLASSES, dv.GenericDriftModel, dv.NoDrift, dv.PCMLikeNoiseModel, dv.ConductanceMap]
+
+
+@pytest.mark.parametrize("cls", WALKED, ids=lambda c: c.__name__)
+def test_every_field_rejects_invalid_values_naming_it(cls):
+    """NaN, a bool or text for a number, a number beyond float32's range, a non-bool switch, a malformed tuple: each
+    raises ``ValueError``/``TypeError`` whose message names ``Class.field``, for every field of every class."""
+    assert walk_errors(cls) == []
+
+
+def test_float32_limit_is_torchs():
+    assert FLOAT32_MAX == torch.finfo(torch.float32).max
+    assert float(torch.tensor(FLOAT32_MAX, dtype=torch.float32)) == FLOAT32_MAX
+    assert torch.isinf(torch.tensor(1e39, dtype=torch.float32))      # the values the limit keeps out
+
+
+@pytest.mark.parametrize("cls", ALL_DEVICE_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("field,value", [("w_max", math.inf), ("w_min", -math.inf)])
+def test_infinite_bounds_rejected_by_every_model(cls, field, value):
+    """An infinite bound gave infinite sampled bounds and ``num_states`` (only PowStep and Ideal refused it)."""
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{field} must be finite, got -?inf$"):
+        cls(**{field: value})
+
+
+@pytest.mark.parametrize("cls,field", [(dv.ConstantStepDevice, "dw_min_dtod"), (dv.PowStepDevice, "pow_gamma"),
+                                       (dv.ExpStepDevice, "A_up"), (dv.LinearStepDevice, "gamma_up"),
+                                       (dv.ConductanceMap, "g_max_uS"), (dv.GenericDriftModel, "t_0")])
+def test_values_beyond_float32_rejected(cls, field):
+    """``dw_min_dtod = 1e300`` sampled infinite steps in float32, so NaN states after one pulse; ``pow_gamma = 1e300``
+    infinite exponents, NaN states too. The largest float32 itself is accepted (the limit, not a narrower one)."""
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{field} must be at most 3\.4e\+38 in magnitude .*"
+                                         rf"got 1e\+300$"):
+        cls(**{field: 1e300})
+    kwargs = {field: FLOAT32_MAX, **({"g_min_uS": 0.1} if cls is dv.ConductanceMap else {})}
+    assert getattr(cls(**kwargs), field) == FLOAT32_MAX
+
+
+def test_inference_times_beyond_float32_rejected():
+    model = dv.GenericDriftModel(nu_mean=0.05)
+    g = torch.full((3,), 10.0)
+    with pytest.raises(ValueError, match=r"^GenericDriftModel\.t_inference_s must be >= 0 s and finite, at most 3\.4e\+38"):
+        model.read_noise(g, 1e300, torch.Generator().manual_seed(0))

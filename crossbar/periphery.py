@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.base import FLOAT32_RANGE, fits_float32
 from devices.host import flat_nonzero, host_reads_free
 
 from crossbar._reduce import live_samples, nonneg_amax
@@ -77,8 +78,13 @@ W_NOISE_TYPES = ("none", "additive_constant")
 
 
 def _check_finite(name: str, value: float, low: float | None = None, strict: bool = False) -> None:
+    """Raise ``ValueError`` naming ``IOParameters.<name>`` and its range unless ``value`` is a real number (not a bool),
+    finite within float32's range (the MVMs' type), and ``> low`` (``strict``) or ``>= low``."""
+    valid = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low}")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"IOParameters.{name} must be a finite number, got {value!r}")
+        raise ValueError(f"IOParameters.{name} must be {valid}, got {value!r}")
+    if not fits_float32(value):
+        raise ValueError(f"IOParameters.{name} must be {valid}, {FLOAT32_RANGE}, got {value!r}")
     if low is not None:
         if strict and not value > low:
             raise ValueError(f"IOParameters.{name} must be > {low}, got {value}")
@@ -147,9 +153,10 @@ class IOParameters:
         for name in ("inp_bound", "out_bound"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) \
-                    or not value > 0:
+                    or not value > 0 or not fits_float32(2 * value):
                 raise ValueError(
-                    f"IOParameters.{name} must be > 0 (math.inf for unbounded), got {value!r}")
+                    f"IOParameters.{name} must be > 0 (math.inf for unbounded) and, when finite, at most 1.7e+38 (the "
+                    f"converter's range 2 * {name} must be a float32, the MVMs' type), got {value!r}")
         _check_finite("inp_res", self.inp_res)
         _check_finite("out_res", self.out_res)
         _check_finite("inp_noise", self.inp_noise, 0.0)

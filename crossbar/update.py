@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
+from devices.base import FLOAT32_RANGE, fits_float32
 from devices.host import host_reads_free, host_scalar_math
 
 from crossbar._reduce import has_zero, live_samples, nonneg_amax
@@ -75,6 +76,9 @@ PULSE_TYPES: tuple[str, ...] = ("stochastic_compressed", "stochastic", "none")
 negative inputs in two passes) give the same distribution of coincidence counts, so both use the same
 code here. ``"none"`` means an exact floating-point update: use :func:`ideal_delta` instead of pulses."""
 
+MAX_DESIRED_BL = 2**31 - 1
+"""Largest ``UpdateParameters.desired_bl``: a device's pulse count (at most the train length) is an int32."""
+
 _AIHWKIT_PULSE_TYPES: dict[str, str] = {
     "stochastic_compressed": "STOCHASTIC_COMPRESSED",
     "stochastic": "STOCHASTIC",
@@ -88,7 +92,7 @@ class UpdateParameters:
 
     Attributes:
         desired_bl: length of the pulse trains in slots; with ``update_bl_management`` the *maximal*
-            length (aihwkit ``desired_bl``). Integer >= 1.
+            length (aihwkit ``desired_bl``). Integer in ``[1, 2^31 - 1]``.
         fixed_bl: without BL management, keep ``BL = desired_bl`` even when ``lr > dw_min * desired_bl``
             (if ``False``, such a learning rate gives ``A = B = 1`` and ``BL = ceil(lr / dw_min)``, computed in
             the tile's float type as aihwkit does, float32 by default: :meth:`free_bl`).
@@ -113,19 +117,24 @@ class UpdateParameters:
     sto_round: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.desired_bl, bool) or not isinstance(self.desired_bl, int) or self.desired_bl < 1:
-            raise ValueError(f"UpdateParameters.desired_bl must be an integer >= 1, got {self.desired_bl!r}")
+        if isinstance(self.desired_bl, bool) or not isinstance(self.desired_bl, int) \
+                or not 1 <= self.desired_bl <= MAX_DESIRED_BL:
+            raise ValueError(f"UpdateParameters.desired_bl must be an integer in [1, 2^31 - 1] (the pulse counts are "
+                             f"int32), got {self.desired_bl!r}")
         for name in ("fixed_bl", "update_bl_management", "update_management", "sto_round"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"UpdateParameters.{name} must be a bool, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.um_grad_scale) and self.um_grad_scale > 0):
-            raise ValueError(f"UpdateParameters.um_grad_scale must be > 0 and finite, got {self.um_grad_scale!r}")
+        for name, valid in (("um_grad_scale", "> 0"), ("res", ">= 0")):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and fits_float32(v) \
+                and (v > 0 if valid == "> 0" else v >= 0)
+            if not ok:
+                raise ValueError(f"UpdateParameters.{name} must be a number {valid} and finite, {FLOAT32_RANGE}, "
+                                 f"got {v!r}")
         if self.pulse_type not in PULSE_TYPES:
             raise ValueError(
                 f"UpdateParameters.pulse_type must be one of {PULSE_TYPES}, got {self.pulse_type!r}"
             )
-        if not (math.isfinite(self.res) and self.res >= 0):
-            raise ValueError(f"UpdateParameters.res must be >= 0 and finite, got {self.res!r}")
 
     @property
     def uses_management(self) -> bool:

@@ -1,0 +1,87 @@
+"""Every field of the crossbar configs (periphery, update, tile grid, whole config) rejects invalid values with a
+message naming ``Class.field`` (walked by tests/field_walk.py), and the limits that the walk does not see: finite values
+beyond float32's range (which turned the MVM's outputs into NaN, or raised from inside torch) and a train length whose
+pulse counts do not fit an int32."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from crossbar import CrossbarConfig, IOParameters, TileGrid, UpdateParameters
+from crossbar.periphery import analog_mvm
+from crossbar.update import MAX_DESIRED_BL
+
+from ..field_walk import walk_errors
+
+
+@pytest.mark.parametrize("make,cls", [
+    (IOParameters, IOParameters),
+    (UpdateParameters, UpdateParameters),
+    (CrossbarConfig, CrossbarConfig),
+    (lambda **kw: TileGrid(**{"out_features": 4, "in_features": 4, **kw}), TileGrid),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_every_field_rejects_invalid_values_naming_it(make, cls) -> None:
+    assert walk_errors(cls, make) == []
+
+
+@pytest.mark.parametrize("field", ["inp_res", "out_res", "inp_noise", "out_noise", "w_noise", "nm_thres", "out_scale",
+                                   "max_bm_res"])
+def test_io_values_beyond_float32_rejected(field: str) -> None:
+    """E.g. ``out_scale = 1e300`` gave inf outputs and ``nm_thres = 1e300`` torch's "cannot be converted to type float
+    without overflow"; the message names the field and its range."""
+    with pytest.raises(ValueError, match=rf"^IOParameters\.{field} must be a finite number( >=? 0\.0)?, at most "
+                                         rf"3\.4e\+38 in magnitude .*, got 1e\+300$"):
+        IOParameters(**{field: 1e300})
+
+
+@pytest.mark.parametrize("field", ["inp_bound", "out_bound"])
+def test_io_bounds_infinite_or_within_float32(field: str) -> None:
+    kwargs = {"noise_management": "none"}
+    assert getattr(IOParameters(**kwargs, **{field: math.inf}), field) == math.inf       # unbounded: valid
+    for value in (1e300, 1.8e38):
+        with pytest.raises(ValueError, match=rf"^IOParameters\.{field} must be > 0 \(math\.inf for unbounded\) and, "
+                                             rf"when finite, at most 1\.7e\+38 \(the converter's range 2 \* {field} must "
+                                             rf"be a float32, the MVMs' type\), got {re.escape(repr(value))}$"):
+            IOParameters(**kwargs, **{field: value})
+
+
+def test_io_range_message_states_the_lower_limit() -> None:
+    with pytest.raises(ValueError, match=r"^IOParameters\.inp_noise must be a finite number >= 0\.0, got nan$"):
+        IOParameters(inp_noise=math.nan)
+    with pytest.raises(ValueError, match=r"^IOParameters\.out_scale must be a finite number > 0\.0, got inf$"):
+        IOParameters(out_scale=math.inf)
+
+
+@pytest.mark.parametrize("bound,finite", [(torch.finfo(torch.float32).max / 2, True),
+                                           (torch.finfo(torch.float32).max, False)])
+def test_io_largest_bound_gives_finite_outputs(bound: float, finite: bool) -> None:
+    """Why the bounds stop at half the largest float32: there the ADC's range ``2 * out_bound`` and its grid step are
+    float32 numbers and the outputs finite; at the largest float32 (before, accepted) they overflow to NaN outputs."""
+    p = IOParameters.__new__(IOParameters)          # the config as it was accepted before, without its validation
+    object.__setattr__(p, "__dict__", {**IOParameters().__dict__, "out_bound": bound})
+    if finite:
+        assert IOParameters(out_bound=bound) == p
+    g = torch.Generator().manual_seed(0)
+    out = analog_mvm(torch.full((1, 1, 2, 3), 0.1), torch.ones(4, 1, 3), p, g).out
+    assert bool(torch.isfinite(out).all()) is finite
+
+
+@pytest.mark.parametrize("field,value", [("um_grad_scale", True), ("res", False), ("um_grad_scale", "1"),
+                                         ("res", None), ("um_grad_scale", 1e300), ("res", 1e300)])
+def test_update_number_fields(field: str, value: object) -> None:
+    """A bool counted as 1/0 and a string raised torch's "must be real number, not str" without the field's name."""
+    with pytest.raises(ValueError, match=rf"^UpdateParameters\.{field} must be a number >=? 0 and finite, at most "
+                                         rf"3\.4e\+38 .*, got {re.escape(repr(value))}$"):
+        UpdateParameters(**{field: value})
+
+
+def test_update_desired_bl_fits_int32() -> None:
+    assert MAX_DESIRED_BL == torch.iinfo(torch.int32).max
+    assert UpdateParameters(desired_bl=MAX_DESIRED_BL).desired_bl == 2**31 - 1
+    with pytest.raises(ValueError, match=r"^UpdateParameters\.desired_bl must be an integer in \[1, 2\^31 - 1\] "
+                                         r"\(the pulse counts are int32\), got 2147483648$"):
+        UpdateParameters(desired_bl=2**31)

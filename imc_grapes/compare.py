@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devices.base import FLOAT32_RANGE, fits_float32
+
 from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
                      config_differences, is_int, is_number, seed_in_range)
@@ -100,8 +102,10 @@ class CompareSpec:
         check_distinct("hardware", self.hardware)
         if self.analog_backend not in ("crossbar", "aihwkit"):
             raise ConfigError(f"analog_backend must be crossbar or aihwkit, got {self.analog_backend!r}")
-        if not self.lr_grid or any(not (is_number(lr) and lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
-            raise ConfigError(f"lr_grid must be one or more learning rates > 0, got {list(self.lr_grid)}")
+        if not self.lr_grid or any(not (is_number(lr) and lr > 0 and math.isfinite(lr) and fits_float32(lr))
+                                   for lr in self.lr_grid):
+            raise ConfigError(f"lr_grid must be one or more learning rates > 0, each {FLOAT32_RANGE}, "
+                              f"got {list(self.lr_grid)}")
         check_distinct("lr_grid", self.lr_grid)
         if len({f"{lr:g}" for lr in self.lr_grid}) < len(self.lr_grid):    # they name the tuning runs' folders
             raise ConfigError(f"lr_grid values must differ in their first 6 significant digits, got "

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from devices.base import FLOAT32_RANGE, fits_float32
+
 from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, optimizer_class
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
@@ -178,7 +180,7 @@ def check_seeds_apart(name: str, seeds: Sequence[Any]) -> None:
         first.setdefault(low, s)
 
 
-def _device_ok(device: object) -> bool:
+def device_ok(device: object) -> bool:
     """Whether ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with N ≥ 0 (CUDA need not be present)."""
     if not isinstance(device, str):
         return False
@@ -287,9 +289,12 @@ class TrainConfig:
             ok = (v is None and optional) or (is_int(v) if integer else is_number(v))
             _check(ok, f"TrainConfig.{name} must be {'an integer' if integer else 'a number'} {valid}"
                        f"{' (or None for all)' if optional else ''}, got {v!r}")
+            _check(integer or v is None or fits_float32(v), f"TrainConfig.{name} must be {valid}, {FLOAT32_RANGE}, "
+                                                            f"got {v!r}")
 
         if self.hidden is None:   # the model's own (an unknown model is reported below, by its own check)
-            object.__setattr__(self, "hidden", DEFAULT_HIDDEN.get(self.model, DEFAULT_HIDDEN["mlp"]))
+            own = DEFAULT_HIDDEN.get(self.model) if isinstance(self.model, str) else None
+            object.__setattr__(self, "hidden", own or DEFAULT_HIDDEN["mlp"])
         _check(_is_sequence(self.hidden) and all(is_int(h) for h in self.hidden),
                f"TrainConfig.hidden must be a list of one or more integer widths ≥ 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -353,6 +358,9 @@ class TrainConfig:
         _check(self.val_holdout >= 0, f"TrainConfig.val_holdout must be ≥ 0, got {self.val_holdout}")
         _check(all(0 <= t < math.inf for t in self.inference_times),
                f"TrainConfig.inference_times must be ≥ 0 seconds (and finite), got {list(self.inference_times)}")
+        _check(all(fits_float32(t) for t in self.inference_times),
+               f"TrainConfig.inference_times must be ≥ 0 seconds, each {FLOAT32_RANGE}, "
+               f"got {list(self.inference_times)}")
         _check(len(set(self.inference_times)) == len(self.inference_times),
                f"TrainConfig.inference_times must not give a time twice (each result is keyed by its time), got "
                f"{list(self.inference_times)}")
@@ -374,7 +382,7 @@ class TrainConfig:
                f"importance 'exact'")
         number("evals_per_epoch", "≥ 1", integer=True)
         _check(self.evals_per_epoch >= 1, f"TrainConfig.evals_per_epoch must be ≥ 1, got {self.evals_per_epoch}")
-        _check(_device_ok(self.device),
+        _check(device_ok(self.device),
                f"TrainConfig.device must be cpu, cuda, cuda:N or auto (N an integer ≥ 0), got {self.device!r}")
         _check(isinstance(self.extra, dict), f"TrainConfig.extra must be a dict, got {self.extra!r}")
         _check(isinstance(self.cuda_graph, bool),

@@ -24,7 +24,8 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "check_environment", "malloc_mode", "set_torch_threads", "tune_malloc"]
+__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "MAX_THREADS", "check_environment", "check_threads", "malloc_mode",
+           "set_torch_threads", "tune_malloc"]
 
 MALLOC_ENV = "IMC_GRAPES_MALLOC"
 """Environment variable: ``tuned`` (the default) or ``default`` (leave glibc's malloc as it is)."""
@@ -92,16 +93,27 @@ def check_environment() -> None:
     check_int8_counts_env()
 
 
+MAX_THREADS = 2**31 - 1
+"""The most CPU threads torch takes (``torch.set_num_threads`` reads a C int)."""
+
+
+def check_threads(threads: int, option: str = "--threads") -> None:
+    """Raise ``ValueError`` naming ``option`` unless ``threads`` is an integer in ``[1, MAX_THREADS]``."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{option} must be >= 1, got {threads!r}")
+    if threads > MAX_THREADS:
+        raise ValueError(f"{option} must be at most 2^31 - 1 (what torch.set_num_threads takes), got {threads!r}")
+
+
 def set_torch_threads(threads: int | None) -> None:
     """Set torch's CPU (intra-op) threads to ``threads``; ``None`` leaves torch's choice (one per core).
 
     Raises:
-        ValueError: ``threads`` < 1 (the message names the ``--threads`` option).
+        ValueError: ``threads`` not an integer in ``[1, MAX_THREADS]`` (the message names the ``--threads`` option).
     """
     if threads is None:
         return
-    if threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads)
     import torch
 
     torch.set_num_threads(threads)

@@ -83,6 +83,7 @@ class AnalogSettings:
 
     def __post_init__(self) -> None:
         from devices import PRESETS
+        from devices.base import FLOAT32_RANGE, fits_float32
 
         _check(isinstance(self.preset, str) and self.preset in PRESETS,
                f"AnalogSettings.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"
@@ -101,8 +102,10 @@ class AnalogSettings:
             _check(v != 1, f"AnalogSettings.{name} = 1 is no usable converter: one bit (aihwkit's res = 1, grid "
                    "step 2 * bound) rounds every value within the range to 0, so the analog outputs would all read "
                    "0; use 0 (no quantization) or 2 bits or more")
-        _check(_is_finite(self.out_noise) and self.out_noise >= 0,
-               f"AnalogSettings.out_noise must be a finite number ≥ 0, got {self.out_noise!r}")
+        for name in ("out_noise", "importance_g_offset"):
+            v = getattr(self, name)
+            _check(_is_finite(v) and v >= 0, f"AnalogSettings.{name} must be a finite number ≥ 0, got {v!r}")
+            _check(fits_float32(v), f"AnalogSettings.{name} must be a finite number ≥ 0, {FLOAT32_RANGE}, got {v!r}")
         for name in ("ideal_periphery", "importance_offset_correction"):
             v = getattr(self, name)
             _check(isinstance(v, bool), f"AnalogSettings.{name} must be true or false, got {v!r}")
@@ -111,8 +114,6 @@ class AnalogSettings:
                f"{did_you_mean(self.importance, IMPORTANCE_SOURCES)}")
         _check(_is_int(self.importance_every) and self.importance_every >= 1,
                f"AnalogSettings.importance_every must be an integer ≥ 1, got {self.importance_every!r}")
-        _check(_is_finite(self.importance_g_offset) and self.importance_g_offset >= 0,
-               f"AnalogSettings.importance_g_offset must be a finite number ≥ 0, got {self.importance_g_offset!r}")
         _check(_is_int(self.sat_probe_every) and self.sat_probe_every >= 0,
                f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")
         _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),

@@ -12,11 +12,14 @@ Sizes:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from devices.base import FLOAT32_RANGE, fits_float32
+
 from ..backends import AnalogSettings
-from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, is_int, is_number, seed_in_range
+from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, device_ok, is_int, is_number, seed_in_range
 from ..data.registry import DATASET_NAMES
 from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
@@ -45,9 +48,19 @@ class Budget:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.evals_per_epoch < 1 or self.batch_size < 1 or not self.seeds:
-            raise ValueError(f"Budget: epochs, evals_per_epoch, batch_size must be >= 1 and seeds non-empty, "
-                             f"got {self}")
+        for name in ("epochs", "evals_per_epoch", "batch_size"):
+            v = getattr(self, name)
+            if not (is_int(v) and v >= 1):
+                raise ConfigError(f"Budget.{name} must be an integer >= 1, got {v!r}")
+        for name in ("train_subset", "test_subset"):
+            v = getattr(self, name)
+            if not (v is None or (is_int(v) and v >= 1)):
+                raise ConfigError(f"Budget.{name} must be an integer >= 1 (or None for all), got {v!r}")
+        if not (is_int(self.val_holdout) and self.val_holdout >= 0):
+            raise ConfigError(f"Budget.val_holdout must be an integer >= 0, got {self.val_holdout!r}")
+        if not (isinstance(self.seeds, tuple) and self.seeds
+                and all(is_int(s) and seed_in_range(s) for s in self.seeds)):
+            raise ConfigError(f"Budget.seeds must be a non-empty tuple of integers in {SEED_RANGE}, got {self.seeds!r}")
 
 
 #: size -> hardware kind ("digital" / "analog") -> default budget (experiments may shrink or extend it)
@@ -105,13 +118,16 @@ class ExperimentOptions:
     analog: AnalogSettings = field(default_factory=AnalogSettings)
 
     def __post_init__(self) -> None:
-        for name in ("backends", "optimizers"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("seeds", "lr_grid", "datasets"):
+        for name in ("backends", "optimizers", "seeds", "lr_grid", "datasets"):
             v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, tuple(v))
-        if self.size not in SIZES:
+            if v is None and name not in ("backends", "optimizers"):
+                continue
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"ExperimentOptions.{name} must be a list or tuple"
+                                  f"{'' if name in ('backends', 'optimizers') else ' (or None for the default)'}, "
+                                  f"got {v!r}")
+            object.__setattr__(self, name, tuple(v))
+        if not isinstance(self.size, str) or self.size not in SIZES:
             raise ConfigError(f"ExperimentOptions.size must be one of {', '.join(SIZES)}, got {self.size!r}"
                               f"{did_you_mean(self.size, SIZES)}")
         bad = [b for b in self.backends if b not in BACKENDS]
@@ -126,9 +142,10 @@ class ExperimentOptions:
                                        or not all(is_int(s) and seed_in_range(s) for s in self.seeds)):
             raise ConfigError(f"ExperimentOptions.seeds must name at least one seed, distinct integers in {SEED_RANGE} "
                               f"(or be None for the default), got {list(self.seeds)}")
-        if self.lr_grid is not None and (not self.lr_grid or any(not (is_number(lr) and lr > 0 and math.isfinite(lr))
-                                                                 for lr in self.lr_grid)):
-            raise ConfigError(f"ExperimentOptions.lr_grid must be learning rates > 0, got {list(self.lr_grid)}")
+        if self.lr_grid is not None and (not self.lr_grid or any(
+                not (is_number(lr) and lr > 0 and math.isfinite(lr) and fits_float32(lr)) for lr in self.lr_grid)):
+            raise ConfigError(f"ExperimentOptions.lr_grid must be learning rates > 0, each {FLOAT32_RANGE}, "
+                              f"got {list(self.lr_grid)}")
         if self.datasets is not None:
             bad = [d for d in self.datasets if d not in DATASET_NAMES]
             if not self.datasets or bad or len(set(self.datasets)) != len(self.datasets):
@@ -139,8 +156,22 @@ class ExperimentOptions:
         if self.epochs is not None and not (is_int(self.epochs) and self.epochs >= 1):
             raise ConfigError(f"ExperimentOptions.epochs must be an integer >= 1 (or None for the default), "
                               f"got {self.epochs!r}")
+        if not isinstance(self.drop_last, bool):
+            raise ConfigError(f"ExperimentOptions.drop_last must be true or false, got {self.drop_last!r}")
+        if not device_ok(self.device):
+            raise ConfigError(f"ExperimentOptions.device must be cpu, cuda, cuda:N or auto (N an integer ≥ 0), "
+                              f"got {self.device!r}")
+        if not (self.data_root is None or isinstance(self.data_root, (str, os.PathLike))):
+            raise ConfigError(f"ExperimentOptions.data_root must be None or the path of a folder, "
+                              f"got {self.data_root!r}")
         if isinstance(self.analog, dict):
-            object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
+            try:
+                object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))
+            except ValueError as exc:
+                raise ConfigError(f"ExperimentOptions.analog: {exc}") from exc
+        if not isinstance(self.analog, AnalogSettings):
+            raise ConfigError(f"ExperimentOptions.analog must be an AnalogSettings (or a dict of its fields), "
+                              f"got {self.analog!r}")
         if not (isinstance(self.device_overrides, dict) and all(isinstance(k, str) for k in self.device_overrides)):
             raise ConfigError(f"ExperimentOptions.device_overrides must be a dict of device fields and values, "
                               f"got {self.device_overrides!r}")
@@ -152,7 +183,7 @@ class ExperimentOptions:
         try:
             analog = replace(self.analog, preset=self.preset, device_overrides={})
         except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+            raise ConfigError(f"ExperimentOptions.preset: {exc}") from exc
         try:
             analog = replace(analog, device_overrides=overrides)
         except ValueError as exc:

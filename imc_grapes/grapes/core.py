@@ -19,6 +19,7 @@ Reference: the authors' numpy code, github.com/IBM/GRAPES, ``numpy_grapes_functi
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
 import torch
@@ -91,9 +92,12 @@ def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
         ``M_i = 0``: its incoming weights get no update, so they stay zero (as in the reference code).
     """
     if clip is not None:
+        ok = (isinstance(clip, (tuple, list)) and len(clip) == 2
+              and all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in clip))
+        if not ok or not float(clip[0]) <= float(clip[1]):
+            raise ValueError(f"modulation.clip must be None or a pair (low, high) of numbers with low <= high, "
+                             f"got {clip!r}")
         lo, hi = float(clip[0]), float(clip[1])
-        if not lo <= hi:
-            raise ValueError(f"modulation.clip must satisfy low <= high, got {clip}")
     if F.dim() == 0:
         raise ValueError("modulation: F must have at least 1 dim ([n] or [..., n]), got a scalar")
     # F / max(F), with 0/0 (an all-zero layer; also a NaN max) read as 1; then in place on that fresh tensor

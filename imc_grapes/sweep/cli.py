@@ -72,12 +72,13 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _executor(args: argparse.Namespace):  # -> Executor
+    from ..runtime import check_threads
     from .executors import LocalExecutor, RayExecutor
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.threads is not None:
+        check_threads(args.threads)     # the workers set it: an unusable value is reported now
     if getattr(args, "replicas", 1) < 1:
         raise ValueError(f"--replicas must be ≥ 1, got {args.replicas}")
     if args.executor == "ray":

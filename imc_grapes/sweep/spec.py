@@ -82,11 +82,15 @@ class Range:
     args: tuple[Any, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "args", tuple(self.args))
-        k, a = self.kind, self.args
-        if k not in RANGE_KINDS:
+        k = self.kind
+        if not isinstance(k, str) or k not in RANGE_KINDS:
             raise SpecError(f"Range.kind must be one of {', '.join(RANGE_KINDS)}, got {k!r}"
                             f"{did_you_mean(k, RANGE_KINDS)}")
+        if not isinstance(self.args, (list, tuple)):
+            raise SpecError(f"Range {k} must be a list ({'the choices' if k == 'choice' else '[lo, hi]'}), "
+                            f"got {self.args!r}")
+        object.__setattr__(self, "args", tuple(self.args))
+        a = self.args
         if k == "choice":
             if not a:
                 raise SpecError("Range choice must list at least one value, got []")
@@ -244,11 +248,20 @@ class SweepSpec:
     tail_evals: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.base, TrainConfig):
+            raise SpecError(f"SweepSpec.base must be a TrainConfig, got {self.base!r}")
+        if not (isinstance(self.axes, (list, tuple)) and all(isinstance(ax, Axis) for ax in self.axes)):
+            raise SpecError(f"SweepSpec.axes must be a list of Axis (parse_axes builds them from [axes]), "
+                            f"got {self.axes!r}")
         object.__setattr__(self, "axes", tuple(self.axes))
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise SpecError(f"[sweep] {msg}")
-        if not self.name or "/" in self.name:
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise SpecError(f"SweepSpec.name must be a non-empty name without '/', got {self.name!r}")
+        if not isinstance(self.reference, bool):
+            raise SpecError(f"[sweep] reference must be true or false, got {self.reference!r}")
+        if not (self.out is None or (isinstance(self.out, str) and self.out)):
+            raise SpecError(f"[sweep] out must be a non-empty string (a path), got {self.out!r}")
         seen: dict[tuple[str, str], str] = {}
         for ax in self.axes:
             key = (ax.path.section, ax.path.field)

@@ -138,3 +138,24 @@ def test_non_finite_outputs_at_an_evaluation_stop_the_run_as_diverged(tmp_path, 
     r = run_one(cfg, tmp_path / "b", data, False, True, said.append, trainer=train_permuted)
     assert r.status == "diverged" and r.message == str(err.value) and len(r.history) == 1
     assert any("diverged: evaluation loss became nan" in s for s in said)
+
+
+def test_a_huge_lr_diverges_the_run_at_the_evaluation_after_the_first_task(tmp_path):
+    """No poisoning: lr = 1e30 with one step per task (batch = the 300 training samples). That step's loss, at the
+    initial weights, is finite; its update leaves weights of order 1e28 whose outputs overflow to ±Inf (float32),
+    so the loss on the test set of task 1 is NaN. The run stops there as diverged (no history row, no forgetting
+    metrics), instead of completing with a matrix of NaN accuracies."""
+    import json
+
+    from imc_grapes.train import DivergenceError
+
+    data = make_synthetic(300, 100, n_classes=4, image_shape=(1, 6, 6), seed=0)
+    cfg = TrainConfig(dataset="synthetic", hidden=(12,), optimizer="sgd", lr=1e30, batch_size=300,
+                      extra={"tasks": 3, "permutation_seed": 1})
+    with pytest.raises(DivergenceError) as err:
+        train_permuted(cfg, tmp_path, dataset=data, progress=False, log=lambda s: None)
+    assert str(err.value) == ("evaluation loss became nan after task 1, epoch 1, step 1 (on the test set of task 1) "
+                              "(lr=1e+30): the weights after that step's update give non-finite outputs; lower the lr")
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "diverged" and res["message"] == str(err.value)
+    assert res["history"] == [] and "forgetting" not in res

@@ -38,7 +38,7 @@ from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_ato
 from .plotting import fit_title
 from .report import mean_pm_std, seed_band
 from .suggest import did_you_mean
-from .train import DivergenceError, RunResult, tail_accuracy, tail_evals_error, train
+from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
 
 HARDWARE = ("digital", "analog")
 #: how a tuning run is scored: its ``final`` evaluation (the quantity the final runs report, on the test set) or
@@ -257,14 +257,19 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | 
 
 def tune_score(run: RunResult, how: str, tail: int = 1) -> float | None:
     """A tuning run's score: the mean of its last ``tail`` evaluations (``how="final"``,
-    :func:`~imc_grapes.train.tail_accuracy`) or
-    its best evaluation (``"best"``); None unless it completed."""
+    :func:`~imc_grapes.train.tail_accuracy`; NaN when one of them is NaN) or its best evaluation (``"best"``,
+    :func:`~imc_grapes.train.best_accuracy`: a NaN evaluation is never the best, whatever its place in the
+    history; NaN when the run has no finite evaluation); None unless it completed. A NaN score is never the chosen
+    lr's (:func:`tune_and_run`)."""
     if how not in TUNE_SCORES:
         raise ValueError(f"tune_score: how must be one of {', '.join(TUNE_SCORES)}, got {how!r}"
                          f"{did_you_mean(how, TUNE_SCORES)}")
     if run.status != "completed" or not run.history:
         return None
-    return tail_accuracy(run.history, tail) if how == "final" else max(h["test_acc"] for h in run.history)
+    if how == "final":
+        return tail_accuracy(run.history, tail)
+    best = best_accuracy(run.history)
+    return math.nan if best is None else best
 
 
 def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfig, Path], RunResult],
@@ -272,7 +277,8 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
     """One cell: tune the lr of ``opt`` on ``hw`` over ``spec.lr_grid`` on the validation split (one run per
     seed of ``spec.tune_seeds``, in ``tune_root/<opt>/lr<lr>``, or ``lr<lr>_seed<seed>`` with several tune seeds;
     each scored by :func:`tune_score` ``spec.tune_score``, an lr by :func:`lr_scores`; of lrs with equal scores the
-    one listed first in ``spec.lr_grid`` is chosen), then train every seed of
+    one listed first in ``spec.lr_grid`` is chosen, an lr scored None or NaN never; the smallest lr when no lr has a
+    score), then train every seed of
     ``spec.seeds`` at the best lr (``final_root/<opt>/lr<lr>_seed<seed>``). ``run(cfg, folder)`` trains (or
     resumes) one run; ``label`` names the cell in the log."""
     by_seed: dict[float, dict[int, float | None]] = {}
@@ -285,9 +291,10 @@ def tune_and_run(spec: CompareSpec, hw: str, opt: str, run: Callable[[TrainConfi
                 log(f"== tune {label} lr={lr:g}" + (f" seed={seed}" if several else "") + " (validation split)")
                 folder = tune_root / opt / (f"lr{lr:g}_seed{seed}" if several else f"lr{lr:g}")
                 by_seed[lr][seed] = tune_score(run(cfg, folder), spec.tune_score, spec.tail_evals)
-        valid = {lr: a for lr, a in lr_scores(by_seed).items() if a is not None}
+        # a NaN score (no finite validation accuracy) is never chosen: max over NaNs depends on their order
+        valid = {lr: a for lr, a in lr_scores(by_seed).items() if a is not None and not math.isnan(a)}
         if not valid:
-            log(f"!! every lr diverged or failed for {label}; using the smallest")
+            log(f"!! every lr diverged, failed or had no finite validation accuracy for {label}; using the smallest")
         lr_best = max(valid, key=lambda k: valid[k]) if valid else min(spec.lr_grid)   # max: first of a tie
     else:
         lr_best = spec.lr_grid[0]

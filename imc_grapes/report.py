@@ -1,6 +1,7 @@
 """Summaries of several runs: a table (mean ± std over seeds), CSV/JSON files and learning-curve plots."""
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Any
 
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
 from .plotting import fit_title
-from .train import RunResult
+from .train import RunResult, best_accuracy
 
 
 def mean_pm_std(mean: float, std: float | None, n: int, sign: bool = False) -> str:
@@ -33,7 +34,8 @@ def _completed(r: RunResult) -> bool:
 
 def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict[str, Any]]:
     """One row per value of config field ``key``: final/best test accuracy and final train loss (mean, std over the
-    completed runs; a diverged run's partial history is left out), the runs and how many diverged; where runs were
+    completed runs; a diverged run's partial history is left out; a run's best: :func:`_best`, NaN-aware), the runs
+    and how many diverged; where runs were
     evaluated after programming noise and drift (``TrainConfig.inference_times``, analog runs), the mean accuracy
     at each time over the completed runs, as ``inference_acc@<seconds>`` (a fraction; None without a completed
     run), as compare's summary."""
@@ -44,13 +46,13 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
     for value, runs in groups.items():
         done = [r for r in runs if _completed(r)]
         finals = [r.history[-1]["test_acc"] for r in done]
-        bests = [max(h["test_acc"] for h in r.history) for r in done]
+        bests = [_best(r) for r in done]
         rows.append({
             key: value,
             "runs": len(runs),
             "diverged": sum(r.status == "diverged" for r in runs),
             "final_test_acc_mean": statistics.fmean(finals) if finals else None,
-            "final_test_acc_std": statistics.stdev(finals) if len(finals) > 1 else 0.0 if finals else None,
+            "final_test_acc_std": _sample_std(finals) if len(finals) > 1 else 0.0 if finals else None,
             "best_test_acc_mean": statistics.fmean(bests) if bests else None,
             "final_train_loss_mean": statistics.fmean(r.history[-1]["train_loss"] for r in done) if done else None,
             "wall_time_s_mean": statistics.fmean(r.wall_time_s for r in runs),
@@ -62,6 +64,20 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
             accs = [_inference(r)[t] for r in done if t in _inference(r)]
             row[f"inference_acc@{t}"] = statistics.fmean(accs) if accs else None
     return rows
+
+
+def _sample_std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n − 1) of two or more values; NaN when one of them is NaN, as their mean is
+    (``statistics.stdev`` raises an ``AttributeError`` on a NaN in Python 3.11)."""
+    return math.nan if any(math.isnan(v) for v in values) else statistics.stdev(values)
+
+
+def _best(r: RunResult) -> float:
+    """A run's best test accuracy (:func:`~imc_grapes.train.best_accuracy`: a NaN evaluation never wins, wherever
+    it stands); NaN when the run has no finite one, which makes its group's ``best_test_acc_mean`` NaN as a NaN final
+    accuracy makes ``final_test_acc_mean`` NaN (a mean over the other runs would cover fewer runs than it says)."""
+    best = best_accuracy(r.history)
+    return math.nan if best is None else best
 
 
 def _inference(r: RunResult) -> dict[str, float]:

@@ -160,6 +160,35 @@ def test_tuning_scores_final_or_best_and_averages_the_tune_seeds(tmp_path):
     assert record["tune_score"] == "final" and record["chosen_lr"] == 0.3
 
 
+@pytest.mark.parametrize("accs, best", [
+    ([math.nan, 0.4, 0.7], 0.7), ([0.4, math.nan, 0.7], 0.7), ([0.4, 0.7, math.nan], 0.7),
+    ([0.7, math.nan, 0.4], 0.7), ([math.nan, 0.2, math.nan], 0.2), ([0.3], 0.3)])
+def test_best_tuning_score_leaves_a_nan_evaluation_out_wherever_it_stands(accs, best):
+    """``max`` over a list with a NaN returns the NaN when it stands first and skips it elsewhere: the ``best`` score
+    is the highest finite accuracy (hand-picked) whatever the NaN's place; ``final`` keeps its NaN (the last one)."""
+    run = compare_mod.RunResult(BASE, [{"epoch": k + 1, "test_acc": a} for k, a in enumerate(accs)], "completed")
+    assert compare_mod.tune_score(run, "best") == best
+    assert math.isnan(compare_mod.tune_score(run, "final")) == math.isnan(accs[-1])
+
+
+def test_best_tuning_score_without_a_finite_evaluation_is_nan_and_never_chosen(tmp_path):
+    """A completed run whose every evaluation is NaN scores NaN (not None: it completed); an lr with a NaN score is
+    never chosen, listed first or last in the grid, and with every lr NaN the smallest is used, as when all fail."""
+    run = compare_mod.RunResult(BASE, [{"epoch": 1, "test_acc": math.nan}, {"epoch": 2, "test_acc": math.nan}],
+                                "completed")
+    assert math.isnan(compare_mod.tune_score(run, "best"))
+    nan2 = [math.nan, math.nan]
+    for grid, curves, chosen in (((0.1, 0.3), {(0.1, 0): nan2, (0.3, 0): [0.2, 0.3]}, 0.3),
+                                 ((0.1, 0.3), {(0.1, 0): [0.2, 0.3], (0.3, 0): nan2}, 0.1),
+                                 ((0.3, 0.1), {(0.1, 0): nan2, (0.3, 0): nan2}, 0.1)):
+        spec = CompareSpec(base=BASE, lr_grid=grid, tune_score="best", val_holdout=100)
+        said = []
+        cell = compare_mod.tune_and_run(spec, "digital", "sgd", _fake_runs(curves)[0], tmp_path / "t",
+                                        tmp_path / "f", "x", said.append)
+        assert cell.lr == chosen, (grid, curves)
+        assert any("no finite validation accuracy" in s for s in said) == all(c is nan2 for c in curves.values())
+
+
 def test_tail_evals_average_the_last_evaluations_for_tuning_and_the_table(tmp_path):
     """``tail_evals = K``: a run's accuracy is the mean of its last K evaluations, for the ``final`` tuning score (here
     it changes the chosen lr: lr 0.1 ends low after a high evaluation) and for the reported accuracy."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import warnings
 
 import pytest
@@ -138,6 +139,31 @@ def test_a_diverged_runs_partial_history_is_not_a_final_result(tmp_path):
         plot_curves([*done, partial], tmp_path / "c.png")
     lines = captured["fig"].axes[0].get_lines()
     assert [len(line.get_xdata()) for line in lines] == [2]
+
+
+@pytest.mark.parametrize("nan_at", [0, 1, 2])
+def test_best_accuracy_of_a_group_leaves_a_nan_evaluation_out_wherever_it_stands(nan_at):
+    """A NaN evaluation is never a run's best (``max`` would return it when it stands first): runs with the
+    accuracies 0.6, 0.8 and a NaN at ``nan_at`` (in place of one of three rows), and 0.9, 0.7 (finite), have the
+    bests 0.8 and 0.9 -> mean 0.85 by hand; a run with no finite accuracy makes the mean NaN, as a NaN final does."""
+    from imc_grapes.report import summarise
+
+    cfg = TrainConfig(dataset="synthetic")
+    accs = [0.6, 0.8]
+    accs.insert(nan_at, float("nan"))
+    runs = [RunResult(cfg, [_row(k + 1.0, a) for k, a in enumerate(accs)], "completed", "", None),
+            RunResult(cfg, [_row(1.0, 0.9), _row(2.0, 0.7)], "completed", "", None)]
+    row = summarise(runs)[0]
+    assert row["best_test_acc_mean"] == pytest.approx(0.85)
+    if nan_at == 2:     # a NaN final: the final mean and std are NaN (the std used to raise an AttributeError)
+        assert math.isnan(row["final_test_acc_mean"]) and math.isnan(row["final_test_acc_std"])
+    else:               # finals 0.8 and 0.7: mean 0.75, sample std 0.1/√2
+        assert row["final_test_acc_mean"] == pytest.approx(0.75)
+        assert row["final_test_acc_std"] == pytest.approx(0.1 / math.sqrt(2))
+    no_finite = RunResult(cfg, [_row(1.0, float("nan")), _row(2.0, float("nan"))], "completed", "", None)
+    row = summarise([*runs, no_finite])[0]
+    assert math.isnan(row["best_test_acc_mean"]) and math.isnan(row["final_test_acc_std"]) and row["runs"] == 3
+    assert "nan" in format_table([row])
 
 
 def test_summary_and_table_show_the_accuracy_after_drift_at_each_time():

@@ -44,6 +44,7 @@ from typing import Any
 
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_json_atomic
+from ..train import best_accuracy
 from .spec import Point, SweepSpec, _plain
 
 DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
@@ -100,9 +101,9 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     last = history[-1]
     out: dict[str, Any] = {f"final_{k}": last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")
                            if k in last}
-    accs = [h["test_acc"] for h in history if isinstance(h.get("test_acc"), (int, float))]
-    if accs:
-        out["best_test_acc"] = max(accs)
+    best = best_accuracy(history)     # a NaN evaluation is never the best (max would depend on its place)
+    if best is not None:
+        out["best_test_acc"] = best
     out["epochs_run"] = epochs_run(history)
     for row in history:
         out.update({f"final_{k}": v for k, v in row.items() if k.startswith(DIAGNOSTIC_PREFIXES)})

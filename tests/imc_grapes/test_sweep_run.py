@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -349,6 +350,15 @@ def test_final_metrics_take_each_diagnostics_latest_recorded_value():
         "final_test_acc": 0.6, "final_test_loss": 1.2, "best_test_acc": 0.7, "epochs_run": 1.5,
         "final_M_mean/l0": 1.6, "final_M_corr/l0": 0.95, "final_M_err/l0": 0.05, "final_sat/l0": 0.9}
     assert metrics_of([]) == {}
+
+
+@pytest.mark.parametrize("accs, best", [([math.nan, 0.4, 0.7], 0.7), ([0.4, math.nan, 0.7], 0.7),
+                                        ([0.7, 0.4, math.nan], 0.7), ([math.nan, math.nan], None)])
+def test_best_test_acc_leaves_a_nan_evaluation_out_wherever_it_stands(accs, best):
+    """``max`` returns a NaN that stands first and skips it elsewhere: the best is the highest finite accuracy
+    (hand-picked), and a history without one has no ``best_test_acc`` (as ``results.json``'s is None)."""
+    metrics = metrics_of([{"epoch": k + 1.0, "test_acc": a} for k, a in enumerate(accs)])
+    assert metrics.get("best_test_acc") == best
 
 
 def _session_pids(sid: int) -> list[int]:

@@ -181,13 +181,13 @@ class AihwkitLayer(AnalogLayer):
         if torch.is_grad_enabled():
             self._note_frozen()
         y = super().forward(x)
-        if self.training and torch.is_grad_enabled():
+        if torch.is_grad_enabled():    # a forward that can be trained, in either module mode (as the Network counts)
             self._count_forward(x, y)
         return y
 
     @torch.no_grad()
     def _count_forward(self, x: Tensor, y: Tensor) -> None:
-        """Add the analytic counts of one training forward of ``n_vec`` vectors (and of its backward through the
+        """Add the analytic counts of one training (grad-enabled) forward of ``n_vec`` vectors (and of its backward through the
         array): ``n_vec`` times the per-vector counts of :meth:`_per_vector_counts`, one add each."""
         n_vec = y.numel() // self.out_features
         self.count_buffer.add_(self._forward_counts, alpha=n_vec)

@@ -1,7 +1,8 @@
 """Hardware cost accounting: what a training step costs in array reads, conversions, pulses and digital ops,
 and an optional energy estimate from an overridable table of per-operation energies.
 
-Cost kinds (:data:`COST_KINDS`, all counted over *training* steps only; evaluation forwards are excluded):
+Cost kinds (:data:`COST_KINDS`, all counted over *training* steps only, in either module mode; evaluation
+forwards, under ``torch.no_grad()``, are excluded):
 
 ==========================  ===========================================================================
 ``forward_mvms``            input vectors sent through a layer's forward MVM (a batch of B is B; a conv

@@ -10,8 +10,12 @@ programmed with those weights (clipped into the device bounds). The train loop i
 :meth:`Network.step` applies the digital optimizer (``make_optimizer(cfg, digital params)``; only the
 digital biases on the analog backends) and the pulsed in-memory SGD of every analog layer with
 ``lr = cfg.lr`` (the base optimizer's momentum / Adam state do not apply to analog weights). Only
-*training* steps are counted: a window opens at the first training forward (``model.training`` and grad
-enabled) and closes at ``step()``; evaluation forwards in between steps are not in any window.
+*training* steps are counted: a window opens at the first forward with grad enabled and closes at ``step()``;
+evaluation forwards, under ``torch.no_grad()`` (as :func:`~imc_grapes.train.evaluate` runs them), are not in any
+window. The module mode plays no part: a model trained in ``eval()`` mode (e.g. to switch dropout off) does the
+same array, update and GRAPES scaling work, and it is counted alike. (GRAPES's importance refresh is its own
+decision — it refreshes on training-mode forwards only, :mod:`imc_grapes.grapes.hooks` — and is counted when it
+happens.)
 
 The GRAPES importance refresh (``cfg.analog.importance_every``) and the importance source apply to the
 analog backends; the digital backend refreshes every batch from the float weights, as ``train.py`` does.
@@ -324,11 +328,11 @@ class Network:
                 pending[k] = 0
 
     def _open_window(self, module: nn.Module, args: object) -> None:
-        if module.training and torch.is_grad_enabled() and self._window is None:
+        if torch.is_grad_enabled() and self._window is None:     # either module mode (module docstring)
             self._window = self._cumulative()
 
     def _count_digital(self, module: _WeightLayer, inputs: tuple[Any, ...], output: Tensor) -> None:
-        if not (module.training and torch.is_grad_enabled()):
+        if not torch.is_grad_enabled():
             return
         w = module.weight
         n_out = w.shape[0]
@@ -350,7 +354,7 @@ class Network:
             self._host_counts[_K["digital_macs"]] += output.numel() * module.n_classes
 
     def _count_scale_ops(self, idx: int, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
-        if not (module.training and torch.is_grad_enabled()):
+        if not torch.is_grad_enabled():
             return
         handle = self.grapes
         assert handle is not None

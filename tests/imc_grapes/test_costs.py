@@ -364,3 +364,48 @@ def test_an_empty_batch_costs_no_mvm_and_no_update(backend):
     counts = net.cost_summary()["counts"]
     assert all(v == 0 for v in counts.values()), counts
     assert all(torch.equal(w0[k], w) for k, w in net.read_weights().items())
+
+
+def _eval_mode_steps(backend: str, optimizer: str = "grapes", n_steps: int = 2) -> dict[str, float]:
+    """``n_steps`` training steps of the 8 -> 6 -> 4 net with the model in ``eval()`` mode (grad enabled); the
+    counts summed over the steps."""
+    net = build_network(_cfg(backend=backend, optimizer=optimizer, importance="exact",
+                             ideal_periphery=backend == "crossbar"), (8,), 4, "cpu")
+    net.model.eval()
+    for i in range(n_steps):
+        _train_step(net, *_batch(seed=i))
+    assert net.cost_summary()["steps"] == n_steps
+    return net.cost_summary()["counts"]
+
+
+@pytest.mark.parametrize("backend", ["crossbar", "aihwkit", "digital"])
+def test_training_in_eval_mode_is_counted_as_in_training_mode(backend):
+    """Training with ``model.eval()`` (e.g. dropout off) does the same work and is counted alike; only GRAPES's
+    refresh follows its own rule — on training-mode forwards only — so over two steps the factors are computed once
+    (lazily, at the first forward) and reused. By hand (module docstring; exact importance): per step forward 10 and
+    backward 5 MVMs, 2 updates; the refresh of layer 0 once: 24 GRAPES ops and Σ|w| over 48 weights; the error
+    scaling B·6 = 30 per step. Crossbar: ADC 2·80, DAC 2·90 (a step without the read). Digital: 2·(2·5·48 + 3·5·24)
+    MACs."""
+    if backend == "aihwkit":
+        pytest.importorskip("aihwkit")
+    c = _eval_mode_steps(backend)
+    assert c["forward_mvms"] == 2 * 10 and c["backward_mvms"] == 2 * 5
+    assert c["grapes_ops"] == 24 + 2 * 30 and c["importance_digital_adds"] == 48
+    if backend == "digital":
+        assert c["digital_macs"] == 2 * (2 * 5 * 48 + 3 * 5 * 24) and c["updates"] == 0
+    else:
+        assert c["updates"] == 2 * 2 and c["pulses"] > 0 and c["importance_reads"] == 0
+        assert c["adc_conversions"] == 2 * (86 - 6) and c["dac_conversions"] == 2 * (98 - 8)
+        assert c["array_macs"] == 2 * (528 - 48)
+
+
+def test_training_in_eval_mode_counts_the_sgd_update_pulses_by_hand():
+    """SGD in ``eval()`` mode, B = 1 on an ideal device: the pulses counted are Σ|ΔW| / dw_min (as in training
+    mode: ``test_pulses_equal_total_weight_change_for_one_sample_on_an_ideal_device``), not 0."""
+    net = build_network(_cfg(optimizer="sgd"), (8,), 4, "cpu")
+    net.model.eval()
+    w0 = net.read_weights()
+    _train_step(net, *_batch(n=1))
+    w1 = net.read_weights()
+    n = sum(int(torch.round((w1[k] - w0[k]).abs() / 1e-3).sum()) for k in w0)
+    assert n > 0 and net.cost_summary()["counts"]["pulses"] == n

@@ -209,8 +209,10 @@ def grapes_scale_ops(error_elements: int, input_elements: int = 0) -> int:
     (How :class:`~imc_grapes.backends.network.Network` counts it per layer and training forward: the analog
     backends scale ``d`` — and under DFA ``x`` — of the pulsed update, or the output gradient in the propagated
     modes; the digital backend's local modes scale the weight gradient, ``n_out·n_in`` multiplies, twice that under
-    DFA, whose per-synapse factor ``p_post_i·p_pre_j`` is one more multiply. A layer whose scaling does not happen
-    counts none: a frozen layer, an output that sends no gradient.)"""
+    DFA, whose per-synapse factor ``p_post_i·p_pre_j`` is one more multiply. In the local modes a digital bias's
+    gradient is scaled too, ``n_out`` multiplies per layer (both backends; the propagated modes scale it with the
+    output gradient). A scaling that does not happen counts none: a frozen layer's or bias's, an output that sends no
+    gradient.)"""
     return int(error_elements) + int(input_elements)
 
 

@@ -362,23 +362,26 @@ class Network:
             return
         # only scalings that happen: a frozen layer's (no update, no weight gradient) and an output that sends no
         # gradient (GRAPES's gradient hook is not registered on it) are not scaled
-        if isinstance(module, AnalogLayer) and handle.is_local:   # d (and DFA's x) scaled for the pulsed update
-            if not any(p.requires_grad for p in module.analog_parameters()):
-                return
-            ops = output.numel()
-            if handle.rule == "dfa":
-                x = inputs[0]
-                ops += x.numel() if isinstance(x, Tensor) else 0
-        elif handle.is_local:   # a digital weight layer: its weight gradient scaled by the parameter hook
-            w = cast(Tensor, module.weight)
-            if not w.requires_grad:
-                return
-            # DFA: the factor p_post_i · p_pre_j of every synapse (one multiply), then the gradient (another)
-            ops = w.numel() * (2 if handle.rule == "dfa" else 1)
-        else:                   # the output gradient scaled by GRAPES's hook on the output
+        if not handle.is_local:   # the output gradient scaled by GRAPES's hook on the output (the bias's with it)
             if not (isinstance(output, Tensor) and output.requires_grad):
                 return
             ops = output.numel()
+        else:
+            # the digital bias's gradient, scaled by GRAPES's parameter hook: one multiply per element (by M, or
+            # under DFA by p_post — a bias has no per-synapse factor)
+            bias = getattr(module, "bias", None)
+            ops = bias.numel() if isinstance(bias, Tensor) and bias.requires_grad else 0
+            if isinstance(module, AnalogLayer):   # d (and DFA's x) scaled for the pulsed update
+                if any(p.requires_grad for p in module.analog_parameters()):
+                    ops += output.numel()
+                    if handle.rule == "dfa":
+                        x = inputs[0]
+                        ops += x.numel() if isinstance(x, Tensor) else 0
+            else:                                 # a digital weight layer: its weight gradient scaled by the hook
+                w = cast(Tensor, module.weight)
+                if w.requires_grad:
+                    # DFA: the factor p_post_i · p_pre_j of every synapse (one multiply), then the gradient (another)
+                    ops += w.numel() * (2 if handle.rule == "dfa" else 1)
         self._host_counts[_K["grapes_ops"]] += ops
 
     def _ops_per_refresh(self) -> tuple[int, int]:

@@ -409,3 +409,44 @@ def test_training_in_eval_mode_counts_the_sgd_update_pulses_by_hand():
     w1 = net.read_weights()
     n = sum(int(torch.round((w1[k] - w0[k]).abs() / 1e-3).sum()) for k in w0)
     assert n > 0 and net.cost_summary()["counts"]["pulses"] == n
+
+
+def _biased_network(monkeypatch, cfg: TrainConfig):
+    """``build_network`` of ``cfg`` with biases in every layer (the config's models are bias-free)."""
+    import imc_grapes.backends.network as network_mod
+    from imc_grapes.models import build_model
+
+    monkeypatch.setattr(network_mod, "build_model", lambda *a, **k: build_model(*a, **k, bias=True))
+    net = build_network(cfg, (8,), 4, "cpu")
+    assert all(layer.bias is not None for layer in net.weight_layers.values())
+    return net
+
+
+@pytest.mark.parametrize("backend, optimizer, hand", [
+    # crossbar, local: the refresh 24 + the d scaling B·6 = 30 + layer 0's bias gradient 6
+    ("crossbar", "grapes-local", 24 + 30 + 6),
+    # digital, local: the refresh 24 + layer 0's weight gradient 6·8 = 48 + its bias gradient 6
+    ("digital", "grapes-local", 24 + 48 + 6),
+    # propagated: the bias gradient comes from the scaled output gradient, no multiply of its own
+    ("crossbar", "grapes", 24 + 30), ("digital", "grapes", 24 + 30)])
+def test_local_grapes_counts_the_bias_gradient_scaling_by_hand(monkeypatch, backend, optimizer, hand):
+    """MLP 8 -> 6 -> 4 with biases, B = 5, exact importance: only layer 0 is modulated. In the local modes GRAPES's
+    parameter hook multiplies the digital bias gradient ``[6]`` by ``M``: 6 multiplies per step; a frozen bias gets
+    no gradient, so none."""
+    cfg = _cfg(backend=backend, optimizer=optimizer, importance="exact")
+    net = _biased_network(monkeypatch, cfg)
+    _train_step(net, *_batch())
+    assert net.cost_summary()["per_step"]["grapes_ops"] == hand
+    net = _biased_network(monkeypatch, cfg)
+    list(net.weight_layers.values())[0].bias.requires_grad_(False)
+    _train_step(net, *_batch())
+    assert net.cost_summary()["per_step"]["grapes_ops"] == hand - (6 if optimizer == "grapes-local" else 0)
+
+
+def test_digital_dfa_grapes_counts_the_bias_gradient_scaling_by_hand(monkeypatch):
+    """DFA + GRAPES, MLP 8 -> 6 -> 5 -> 4 with biases, B = 5: layer 1's bias gradient ``[5]`` is multiplied by its
+    ``p_post`` (5 multiplies, no per-synapse factor) on top of the bias-free count 12 + 2·30
+    (``test_digital_dfa_grapes_counts_the_synapse_factor_and_the_gradient_scaling``)."""
+    net = _biased_network(monkeypatch, _cfg(backend="digital").replace(rule="dfa", hidden=(6, 5)))
+    _train_step(net, *_batch())
+    assert net.cost_summary()["per_step"]["grapes_ops"] == 12 + 2 * 30 + 5

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from devices import rng
 from devices.host import flat_nonzero
+from devices.suggest import did_you_mean
 
 from crossbar.update import (
     UpdateParameters,
@@ -105,7 +106,8 @@ def int8_counts_mode(setting: str | None, flags: frozenset[str], works: bool) ->
     """
     mode = (setting or "auto").strip().lower()
     if mode not in INT8_COUNTS_MODES:
-        raise ValueError(f"{INT8_COUNTS_ENV} must be one of {', '.join(INT8_COUNTS_MODES)}, got {setting!r}")
+        raise ValueError(f"{INT8_COUNTS_ENV} must be one of {', '.join(INT8_COUNTS_MODES)}, got {setting!r}"
+                         f"{did_you_mean(mode, INT8_COUNTS_MODES)}")
     if not works:
         return False, "float matmuls (this torch has no CPU int8 matmul)"
     if mode == "off":

@@ -36,6 +36,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from devices.suggest import did_you_mean
+
 __all__ = ["COMPILE_ENV", "COMPILE_MODES", "Scalar", "check_env", "set_compile", "get_compile", "fusion_active",
            "constants", "expm1", "fused"]
 
@@ -54,7 +56,8 @@ Scalar = float | torch.Tensor
 
 def _check_mode(mode: str, where: str) -> str:
     if mode not in COMPILE_MODES:
-        raise ValueError(f"{where} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+        raise ValueError(f"{where} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}"
+                         f"{did_you_mean(mode, COMPILE_MODES)}")
     return mode
 
 

@@ -15,6 +15,7 @@ from devices.base import PulsedDevice
 from devices.constant_step import ConstantStepDevice, IdealDevice
 from devices.exp_step import ExpStepDevice
 from devices.linear_step import LinearStepDevice, SoftBoundsDevice
+from devices.suggest import did_you_mean
 
 __all__ = [
     "ReRamESPresetDevice",
@@ -243,5 +244,6 @@ def get_preset(name: str, **overrides: Any) -> PulsedDevice:
     lookup = {k.lower(): v for k, v in PRESETS.items()}
     cls = lookup.get(str(name).lower())
     if cls is None:
-        raise ValueError(f"unknown device preset {name!r}; valid names: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown device preset {name!r}; valid names: {', '.join(PRESETS)}"
+                         f"{did_you_mean(name, PRESETS)}")
     return cls(**overrides)

@@ -1,0 +1,52 @@
+""""Did you mean ...?" for a name chosen from a fixed set (a data set, device preset, mode, optimizer, field).
+
+Every message that rejects such a name lists the valid ones; :func:`did_you_mean` (one name) and
+:func:`did_you_mean_each` (several unknown names, e.g. fields) give the text appended to it when one valid name is
+close to what was typed. It lives here, in the lowest package, so that devices/, crossbar/ and imc_grapes/ share one
+implementation (:mod:`imc_grapes.suggest` re-exports it and adds the argparse side).
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["CUTOFF", "close_match", "did_you_mean", "did_you_mean_each"]
+
+#: :func:`difflib.get_close_matches`'s similarity cutoff (its default): ``mnsit`` -> ``mnist``, ``adm`` -> ``adam``,
+#: but nothing for ``cifar`` among ``mnist, fashion-mnist, synthetic``
+CUTOFF = 0.6
+
+
+def close_match(value: object, valid: Iterable[object]) -> str | None:
+    """The entry of ``valid`` closest to ``value`` (:func:`difflib.get_close_matches`, similarity ≥ :data:`CUTOFF`,
+    letter case ignored, so that ``reramsb`` finds ``ReRamSB``), or None: when none is that close, or ``value`` is
+    not a string (a number typed for a name has no spelling to correct)."""
+    if not isinstance(value, str):
+        return None
+    choices = [str(v) for v in valid]
+    if value in choices:          # the common case, a valid name (messages are built whether or not they are raised)
+        return None
+    names = {v.lower(): v for v in choices}
+    found = difflib.get_close_matches(value.lower(), list(names), n=1, cutoff=CUTOFF)
+    return names[found[0]] if found else None
+
+
+def did_you_mean(value: object, valid: Iterable[object]) -> str:
+    """``"; did you mean 'mnist'?"`` naming :func:`close_match` of ``value`` in ``valid``, or ``""`` when there is
+    none: appended to a message that already lists the valid names."""
+    match = close_match(value, valid)
+    return "" if match is None else f"; did you mean {match!r}?"
+
+
+def did_you_mean_each(values: Iterable[object], valid: Iterable[object]) -> str:
+    """:func:`did_you_mean` for several unknown names (e.g. fields): ``"; did you mean 'dw_min'?"`` for one,
+    ``"; did you mean 'dw_min' for 'dwmin', 'w_max' for 'wmax'?"`` for several (only those with a close match), or
+    ``""``."""
+    valid = list(valid)
+    values = list(values)
+    pairs = [(v, m) for v in values if (m := close_match(v, valid)) is not None]
+    if not pairs:
+        return ""
+    if len(values) == 1:
+        return f"; did you mean {pairs[0][1]!r}?"
+    return "; did you mean " + ", ".join(f"{m!r} for {v!r}" for v, m in pairs) + "?"

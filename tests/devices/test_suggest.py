@@ -1,0 +1,63 @@
+""""Did you mean ...?" below imc_grapes: devices/ and crossbar/ share imc_grapes's helper (one implementation, in
+devices/suggest.py) without importing imc_grapes, and their name and mode errors append it."""
+import subprocess
+import sys
+
+import pytest
+
+import devices as dv
+from crossbar import _sparse_update as su
+from devices import fusion
+from devices import suggest
+
+
+def test_one_implementation_reexported_by_imc_grapes():
+    from imc_grapes import suggest as top
+
+    assert top.did_you_mean is suggest.did_you_mean
+    assert top.did_you_mean_each is suggest.did_you_mean_each
+    assert top.close_match is suggest.close_match
+
+
+def test_devices_and_crossbar_do_not_import_imc_grapes():
+    code = ("import sys, devices, crossbar, devices.suggest\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'imc_grapes')\n"
+            "assert not bad, bad")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("typed, meant", [("Capaciter", "Capacitor"), ("idealised", "Idealized"),
+                                          ("ecrm", "EcRam")])
+def test_get_preset_suggests_the_close_name(typed, meant):
+    with pytest.raises(ValueError) as err:
+        dv.get_preset(typed)
+    msg = str(err.value)
+    assert msg.startswith(f"unknown device preset {typed!r}; valid names: {', '.join(dv.PRESETS)}")
+    assert msg.endswith(f"; did you mean {meant!r}?")
+
+
+def test_get_preset_without_a_close_name_has_no_guess():
+    with pytest.raises(ValueError) as err:
+        dv.get_preset("NoSuchDevice")
+    assert str(err.value) == f"unknown device preset 'NoSuchDevice'; valid names: {', '.join(dv.PRESETS)}"
+
+
+def test_compile_mode_suggests_the_close_mode(monkeypatch):
+    with pytest.raises(ValueError, match=r"^set_compile\(mode\) must be one of auto, on, off, got 'of'; did you mean "
+                                         r"'off'\?$"):
+        fusion.set_compile("of")
+    monkeypatch.setenv(fusion.COMPILE_ENV, " Atuo ")    # read as the import reads it: stripped, lower case
+    assert fusion._mode_from_env() == (None, "IMC_GRAPES_COMPILE must be one of auto, on, off, got 'atuo'; did you "
+                                             "mean 'auto'?")
+    monkeypatch.setenv(fusion.COMPILE_ENV, "yes")       # nothing close: the list alone
+    assert fusion._mode_from_env() == (None, "IMC_GRAPES_COMPILE must be one of auto, on, off, got 'yes'")
+
+
+def test_int8_counts_setting_suggests_the_close_mode():
+    with pytest.raises(ValueError) as err:
+        su.int8_counts_mode(" Of ", frozenset(), True)
+    assert str(err.value) == "IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got ' Of '; did you mean 'off'?"
+    with pytest.raises(ValueError) as err:
+        su.int8_counts_mode("fast", frozenset(), True)
+    assert str(err.value) == "IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got 'fast'"

@@ -16,12 +16,14 @@ Written into the sweep folder:
   analog ones (``reference = true`` or a ``backend`` axis): per value of the axis when the digital points ran at
   each value (``lr``, a model axis: each analog point against the digital run at its own value), a horizontal line
   when the axis is hardware that digital weights do not have (``device.*``, ``analog.*``); groups whose every run
-  failed are marked ✕ at 0; every legend entry says how many runs its means rest on and which points they leave
-  out (failed: diverged / failed: crashed, as the table's notes say; running: in progress while a sweep process
-  holds the folder's lock, as in the table; not run yet; finished without a finite accuracy);
+  failed are marked at 0 by how, ✕ "all runs failed: diverged", + "all runs failed: crashed" (X: both kinds);
+  every legend entry says how many runs its means rest on and which points they leave out (failed: diverged /
+  failed: crashed, as the table's notes say; running: in progress while a sweep process holds the folder's lock,
+  as in the table; not run yet; finished without a finite accuracy);
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
-  optimizer; ``n=k/N`` under a mean of only k of the cell's N runs; a cell without a mean reads ``failed``, ``no
-  finite acc``, ``running`` (a point of it in progress) or ``—`` (not run yet);
+  optimizer; ``n=k/N`` under a mean of only k of the cell's N runs; a cell without a mean reads ``failed:
+  diverged`` / ``failed: crashed`` (both kinds: ``failed: diverged, crashed``), ``no finite acc``, ``running`` (a
+  point of it in progress) or ``—`` (not run yet);
 * ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
 * ``plots/diagnostics_vs_<axis>.png`` — for each numeric swept parameter, when points recorded per-layer
   diagnostics (``final_M_mean/<layer>``, ``final_M_err/<layer>``, ``final_M_corr/<layer>``, ``final_sat/<layer>``):
@@ -152,6 +154,19 @@ def _failed_text(failure: str) -> str:
     """How a failed point is named in the notes and legends: ``failed: diverged`` / ``failed: crashed`` by its
     ``failure``, plain ``failed`` when that is not known."""
     return f"failed: {failure}" if failure else "failed"
+
+
+def _failed_kinds(group: Sequence[Any]) -> str:
+    """How the failed points of ``group`` are named where one mark stands for them (a heat-map cell without a mean,
+    the ✕ of a group whose every run failed): :func:`_failed_text` of the kinds among them, in :data:`FAILURES`
+    order (``failed: diverged``, ``failed: crashed``, ``failed: diverged, crashed``), plain ``failed`` when no kind
+    is known."""
+    kinds = [ps.failure for ps in group if ps.state == FAILED and ps.failure]
+    return _failed_text(", ".join(dict.fromkeys([k for k in FAILURES if k in kinds] + kinds)))
+
+
+#: the marker at 0 of a group whose every run failed, by :func:`_failed_kinds` (any other text: ``X``)
+FAILED_MARKERS = {_failed_text(k): m for k, m in zip(FAILURES, ("x", "+"))}
 
 
 def _left_out(group: Sequence[Any], value: Callable[[Any], float | None] = _acc, what: str = "acc",
@@ -294,13 +309,14 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     xs = {_key(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    failed_label = "all runs failed"
+    failed_labels: set[str] = set()                  # one legend entry per kind of ✕
     backends = _backends(main)
     for i, opt in enumerate(_optimizers(main + ref)):
         color = colors[i % len(colors)]
         for b, backend in enumerate(backends):        # one line per optimizer and (analog) backend
             pts = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend]
-            line_x, line_m, line_s, line_n, fail_x = [], [], [], [], []
+            line_x, line_m, line_s, line_n = [], [], [], []
+            fail_x: dict[str, list[float]] = {}      # the ✕ of the groups whose every run failed, by their kinds
             for v in values:
                 group = [ps for ps in pts if _key(ps.point.params[axis]) == _key(v)]
                 accs = [a for a in (_acc(ps) for ps in group) if a is not None]
@@ -311,14 +327,16 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                     line_s.append(100 * s)
                     line_n.append(accs)
                 elif any(ps.state == FAILED for ps in group):     # pending points (not run yet) are not drawn
-                    fail_x.append(xs[_key(v)])
+                    fail_x.setdefault(_failed_kinds(group), []).append(xs[_key(v)])
             if line_x:
                 n = _with_left_out(f"{_n_text([len(g) for g in line_n])} per point", _left_out(pts, running=running))
                 ax.errorbar(line_x, line_m, yerr=line_s, marker="os^Dv"[b % 5], linestyle=("-", ":", "-.")[b % 3],
                             capsize=3, color=color, label=f"{_series_name(opt, backend, backends)} ({n})")
-            if fail_x:
-                ax.plot(fail_x, [0.0] * len(fail_x), "x", color=color, markersize=9, label=failed_label)
-                failed_label = "_nolegend_"
+            for kinds, kx in fail_x.items():
+                label = f"all runs {kinds}"
+                ax.plot(kx, [0.0] * len(kx), FAILED_MARKERS.get(kinds, "X"), color=color, markersize=9,
+                        label="_nolegend_" if label in failed_labels else label)
+                failed_labels.add(label)
         by_value = reference_groups(ref, opt, axis)
         ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt], running=running)
         if None in by_value:                          # the axis is hardware: one digital reference for all values
@@ -416,13 +434,14 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
 
 def _heatmap_note(group: Sequence[Any], n: int, running: bool = False) -> str:
     """A heat-map cell's note on the ``n`` accuracies its mean rests on: ``n=k/N`` under a mean of fewer than the
-    cell's ``N`` points ("" under a mean of them all); without a mean, "failed" (a point failed), "no finite acc"
+    cell's ``N`` points ("" under a mean of them all); without a mean, "failed: diverged" / "failed: crashed" /
+    "failed: diverged, crashed" (a point failed: :func:`_failed_kinds`, the kind on a second line), "no finite acc"
     (points finished without a finite accuracy), "running" (a point is in progress: half-finished while a sweep
     process holds the folder's lock, ``running``) or "—" (nothing has run yet)."""
     if n:
         return f"n={n}/{len(group)}" if n < len(group) else ""
     if any(ps.state == FAILED for ps in group):
-        return "failed"
+        return _failed_kinds(group).replace(": ", ":\n", 1)    # the kind on a line of its own (narrow cells)
     if any(ps.state == DONE for ps in group):
         return "no finite acc"
     return RUNNING if running and any(ps.state == PARTIAL for ps in group) else "—"

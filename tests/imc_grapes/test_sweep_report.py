@@ -157,6 +157,55 @@ def test_the_legends_name_each_failed_points_failure_as_the_table_notes_do(tmp_p
         "  lr=0.2 backend=digital: mean over seed(s) 0, 1; left out: seed 2 (failed: crashed), seed 3 (not run yet)"]
 
 
+def test_heatmap_cells_and_crosses_name_the_kind_of_failure(tmp_path, monkeypatch):
+    """A cell and a ✕ whose every run failed said "failed" / "all runs failed" without the kind the table's notes
+    give. Now: "failed: diverged", "failed: crashed" or both kinds, and the ✕ of each kind its own marker and legend
+    entry. Cells (lr 0.1 / 0.2 / 0.3 at momentum 0, 0.5): momentum 0 — diverged (both seeds), crashed (both), one
+    of each; momentum 0.5 — 50 %, crashed and not run yet, 70 %."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2, 0.3]\nmomentum = [0.0, 0.5]\nseed = [0, 1]\n",
+                                base=TINY))
+    record(spec, {(0.1, 0.0, 0): "failed", (0.1, 0.0, 1): "failed",
+                  (0.2, 0.0, 0): "crashed", (0.2, 0.0, 1): "crashed",
+                  (0.3, 0.0, 0): "crashed", (0.3, 0.0, 1): "failed",
+                  (0.1, 0.5, 0): 0.5, (0.1, 0.5, 1): 0.5,
+                  (0.2, 0.5, 0): "crashed",
+                  (0.3, 0.5, 0): 0.7, (0.3, 0.5, 1): 0.7}, ("lr", "momentum", "seed"))
+    texts: list[str] = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: texts.append(s) or original(self, x, y, s, *a, **k))
+    plot_heatmap(spec, sweep_status(spec).points, "lr", "momentum", tmp_path / "h.png")
+    assert texts == ["failed:\ndiverged", "failed:\ncrashed", "failed:\ndiverged, crashed",   # momentum 0
+                     "50.0", "failed:\ncrashed", "70.0"]                                     # momentum 0.5
+
+    calls = spy(monkeypatch, "plot")
+    plot_axis(spec, sweep_status(spec).points, "lr", tmp_path / "lr.png")
+    crosses = [(list(args[0]), args[2], kwargs["label"]) for _, args, kwargs in calls if list(args[1]) == [0.0] *
+               len(args[0])]
+    # the lr plot groups over momentum: lr 0.1 and 0.3 have a mean (50 %, 70 %); lr 0.2 has none (3 crashed)
+    assert crosses == [([0.2], "+", "all runs failed: crashed")]
+    calls.clear()
+    plot_axis(spec, sweep_status(spec).points, "momentum", tmp_path / "m.png")
+    crosses = [(list(args[0]), args[2], kwargs["label"]) for _, args, kwargs in calls if list(args[1]) == [0.0] *
+               len(args[0])]
+    assert crosses == [([0.0], "X", "all runs failed: diverged, crashed")]     # momentum 0: 3 diverged, 3 crashed
+
+
+def test_the_crosses_of_each_kind_get_one_legend_entry(tmp_path, monkeypatch):
+    """Two optimizers, each with a value of ``lr`` whose runs all diverged and one whose runs all crashed: four
+    marks, but one legend entry per kind (the second optimizer's marks are not listed again)."""
+    spec = load_spec(write_spec(tmp_path, '[axes]\nlr = [0.1, 0.2, 0.3]\noptimizer = ["sgd", "grapes"]\n'
+                                          'seed = [0]\n', base=TINY))
+    outcomes = {0.1: "failed", 0.2: "crashed", 0.3: 0.6}
+    record(spec, {(lr, o, 0): out for lr, out in outcomes.items() for o in ("sgd", "grapes")},
+           ("lr", "optimizer", "seed"))
+    calls = spy(monkeypatch, "plot")
+    plot_axis(spec, sweep_status(spec).points, "lr", tmp_path / "lr.png")
+    crosses = [(list(args[0]), args[2], kwargs["label"]) for _, args, kwargs in calls if list(args[1]) == [0.0]]
+    assert crosses == [([0.1], "x", "all runs failed: diverged"), ([0.2], "+", "all runs failed: crashed"),
+                       ([0.1], "x", "_nolegend_"), ([0.2], "+", "_nolegend_")]
+
+
 def test_diagnostics_plot_states_n_and_the_points_without_the_value(awkward, monkeypatch):
     calls = spy(monkeypatch, "errorbar")
     plot_diagnostics(awkward, sweep_status(awkward).points, "lr", awkward.out_dir / "d.png")
@@ -169,7 +218,8 @@ def test_diagnostics_plot_states_n_and_the_points_without_the_value(awkward, mon
 
 def test_heatmap_cells_say_how_many_runs_their_mean_covers(tmp_path, monkeypatch):
     """A cell averaged over some of its runs showed the mean alone; one whose points finished without a finite
-    accuracy read "failed". Now: ``n=k/N`` under a partial mean, "no finite acc", "failed", and "—" (not run)."""
+    accuracy read "failed". Now: ``n=k/N`` under a partial mean, "no finite acc", "failed:\ndiverged" (the kind, as
+    the table's notes name it), and "—" (not run)."""
     spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\nmomentum = [0.0, 0.5, 0.9]\nseed = [0, 1]\n",
                                 base=TINY))
     record(spec, {(0.1, 0.0, 0): 0.5, (0.1, 0.0, 1): 0.7,                # 60.0
@@ -185,7 +235,7 @@ def test_heatmap_cells_say_how_many_runs_their_mean_covers(tmp_path, monkeypatch
     plot_heatmap(spec, sweep_status(spec).points, "lr", "momentum", tmp_path / "h.png")
     grid = calls[0][1][0]
     assert grid.filled(-1).ravel().tolist() == pytest.approx([60.0, 90.0, -1, -1, -1, -1])
-    assert texts == ["60.0", "90.0\nn=1/2", "no finite acc", "failed", "—", "—"]   # rows: momentum 0, 0.5, 0.9
+    assert texts == ["60.0", "90.0\nn=1/2", "no finite acc", "failed:\ndiverged", "—", "—"]   # momentum 0, 0.5, 0.9
 
 
 def test_summary_csv_tells_the_epochs_asked_for_from_the_epochs_run(tmp_path):
@@ -313,12 +363,12 @@ def test_the_plots_of_a_report_made_while_a_sweep_runs_count_its_points_in_progr
         # lr: 60 % (n=2) at 0.1, 90 % (n=1) at 0.2; momentum: 70 % (n=3) at 0, ✕ at 0.5
         assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed: diverged, 2 running, 2 not run yet)",
                           "momentum": "sgd (n=3 per point; left out: 1 failed: diverged, 2 running, 2 not run yet)"}
-        assert cells == ["60.0", "90.0\nn=1/2", "failed", "running"]     # rows: momentum 0, 0.5; columns: lr
+        assert cells == ["60.0", "90.0\nn=1/2", "failed:\ndiverged", "running"]     # rows: momentum 0, 0.5; cols: lr
     labels, cells, head = report()                          # the lock is free: leftovers of a killed run
     assert head == ["lr", "momentum", "backend", "runs", "failed", "pending", "test acc (%)"]
     assert labels == {"lr": "sgd (n=1–2 per point; left out: 1 failed: diverged, 4 not run yet)",
                       "momentum": "sgd (n=3 per point; left out: 1 failed: diverged, 4 not run yet)"}
-    assert cells == ["60.0", "90.0\nn=1/2", "failed", "—"]
+    assert cells == ["60.0", "90.0\nn=1/2", "failed:\ndiverged", "—"]
 
 
 def test_the_bar_chart_of_a_report_made_while_a_sweep_runs_counts_its_points_in_progress_as_running(tmp_path,

@@ -13,8 +13,8 @@ from crossbar.periphery import (IOParameters, MVMResult, PreparedInputs, add_gau
                                 bound_management_rounds, noise_management_scale, prepare_inputs, quantize,
                                 quantize_adc, quantize_dac, resolution_step)
 from crossbar.replicas import ReplicaLinear, ReplicaTileArray
-from crossbar.tiles import (COUNTER_NAMES, HardwareSumsPlan, TileArray, TileState, hardware_and_exact_sums,
-                           hardware_sums, pair_offset)
+from crossbar.tiles import (COUNTER_NAMES, HardwareSumsPlan, TileArray, TileState, check_finite_weights,
+                           hardware_and_exact_sums, hardware_sums, pair_offset)
 from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_probabilities, update_scales
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "hardware_and_exact_sums",
     "HardwareSumsPlan",
     "pair_offset",
+    "check_finite_weights",
     "TileState",
     "COUNTER_NAMES",
     # replicas (crossbar/replicas.py)

@@ -49,7 +49,7 @@ from torch.nn.modules.utils import _pair
 
 from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
-from crossbar.tiles import TileArray
+from crossbar.tiles import TileArray, check_finite_weights
 
 __all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "AnalogWeight",
            "analog_module_of", "analog_modules"]
@@ -192,11 +192,14 @@ class AnalogModuleBase(nn.Module):
 
     def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
         """Program the tiles with ``weight`` (torch layer's shape; clipped into the device bounds unless
-        ``clip=False``; ``write_noise``, ``clip``: see :meth:`TileArray.program`)."""
+        ``clip=False``; ``write_noise``, ``clip``: see :meth:`TileArray.program`). ``ValueError`` for a wrong
+        shape, or a NaN / ±Inf entry (:func:`~crossbar.tiles.check_finite_weights`; the tiles are left as they
+        were)."""
         shape = self._weight_shape()
         if tuple(weight.shape) != shape:
             raise ValueError(f"{type(self).__name__}.set_weights: expected shape {shape}, got "
                              f"{tuple(weight.shape)}")
+        check_finite_weights(f"{type(self).__name__}.set_weights", weight.detach())
         self.tile.program(weight.reshape(self.tile.out_features, self.tile.in_features), write_noise, clip)
 
     def _weight_shape(self) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid
 from crossbar.modules import AnalogModuleBase, _check_size
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
-from crossbar.tiles import TileState, pair_offset
+from crossbar.tiles import TileState, check_finite_weights, pair_offset
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
@@ -251,8 +251,10 @@ class ReplicaTileArray(TileState):
     def program(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
         """Set the states to ``weight: [E, out, in]`` (clipped into each device's bounds unless ``clip=False``);
         with write noise the apparent states of all devices are redrawn (or set to the states,
-        ``write_noise=False``)."""
+        ``write_noise=False``); ``ValueError`` for a NaN or ±Inf entry (:func:`~crossbar.tiles.check_finite_weights`;
+        the states are left as they were)."""
         self._check(weight, self.in_features, "program")
+        check_finite_weights("ReplicaTileArray.program", weight.detach())
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
         self._program_tiles(self.grid.to_tiles(w).flatten(0, 1), write_noise, clip)   # [E*T, rows, cols], replica-major
 
@@ -532,6 +534,7 @@ class ReplicaLinear(AnalogModuleBase):
         if tuple(weight.shape) != self._weight_shape():
             raise ValueError(f"ReplicaLinear.set_weights: expected shape {self._weight_shape()}, got "
                              f"{tuple(weight.shape)}")
+        check_finite_weights("ReplicaLinear.set_weights", weight.detach())
         self.tile.program(weight, write_noise, clip)
 
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:

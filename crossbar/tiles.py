@@ -36,7 +36,7 @@ from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
 __all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums", "HardwareSumsPlan",
-           "pair_offset"]
+           "pair_offset", "check_finite_weights"]
 
 COUNTER_NAMES: tuple[str, ...] = (
     "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
@@ -92,6 +92,24 @@ def _check_dtype(method: str, name: str, t: Tensor, dtype: torch.dtype) -> None:
     ``expected scalar type Double but found Float``, or ``torch.finfo`` for an integer input)."""
     if t.dtype != dtype:
         raise ValueError(f"TileArray.{method}: {name} must have the array's dtype, {dtype}, got {t.dtype}")
+
+
+def check_finite_weights(where: str, weight: Tensor) -> None:
+    """``ValueError`` naming ``where`` (a layer or tile and its method) unless every entry of ``weight`` (any shape)
+    is finite, saying how many are NaN and how many ±Inf: a device cannot hold such a state, and programmed it
+    would turn every MVM through its line into NaN.
+
+    One reduction read back to the host (a synchronisation on a GPU): for the public programming entry points
+    (``program``, ``set_weights``, ``write_weights``) only, never inside a training step's forward, backward or
+    update."""
+    if not (weight.is_floating_point() or weight.is_complex()):
+        return                                   # integer weights are always finite
+    if bool(torch.isfinite(weight).all()):
+        return
+    n_nan = int(torch.isnan(weight).sum())
+    n_inf = int(torch.isinf(weight).sum())
+    raise ValueError(f"{where}: weight must be finite, got {n_nan} NaN and {n_inf} Inf of its {weight.numel()} "
+                     f"entries (shape {tuple(weight.shape)})")
 
 
 def _sum_blocks(out: Tensor, dim: int) -> Tensor:
@@ -305,7 +323,12 @@ class TileArray(TileState):
         With write noise the apparent states of all devices are redrawn; ``write_noise=False`` makes the MVMs of
         such a device see ``weight`` itself, unclipped (to evaluate given weights exactly, e.g. weights after
         inference noise, which replaces the write noise); without write noise the MVMs see the clipped states.
+
+        Raises:
+            ValueError: ``weight`` has a NaN or ±Inf entry (:func:`check_finite_weights`; the states are left as
+                they were).
         """
+        check_finite_weights("TileArray.program", weight.detach())
         w = weight.detach().to(device=self.weight_tiles.device, dtype=self.weight_tiles.dtype)
         self._program_tiles(self.grid.to_tiles(w), write_noise, clip)
 

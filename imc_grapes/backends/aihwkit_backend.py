@@ -219,10 +219,12 @@ class AihwkitLayer(AnalogLayer):
     def set_weights(self, weight: Tensor, write_noise: bool = True, clip: bool = True) -> None:
         """aihwkit's ``set_weights``, which on a device with write noise always draws it and always clips into
         the device bounds (``write_noise`` and ``clip`` have no effect here: aihwkit 1.1 offers no unclipped
-        write to a pulsed device)."""
+        write to a pulsed device). ``ValueError`` for a wrong shape, or a NaN / ±Inf entry
+        (:func:`crossbar.check_finite_weights`; the tiles are left as they were)."""
         if tuple(weight.shape) != self.weight_shape:
             raise ValueError(f"AihwkitLayer.set_weights: expected shape {self.weight_shape}, got "
                              f"{tuple(weight.shape)}")
+        crossbar.check_finite_weights("AihwkitLayer.set_weights", weight.detach())
         _, bias = self.inner.get_weights()
         self.inner.set_weights(weight.detach().cpu().reshape(self.weight_shape), bias)
 
@@ -355,5 +357,6 @@ def make_aihwkit_layer(layer: nn.Module, config: crossbar.CrossbarConfig, seed: 
         inner = AnalogLinear(layer.in_features, layer.out_features, bias=bias is not None, rpu_config=rpu)
     _seed_tile_array(inner, config, seed)
     w = cast(Tensor, layer.weight).detach().cpu()
+    crossbar.check_finite_weights(f"make_aihwkit_layer({type(layer).__name__})", w)
     inner.set_weights(w, None if bias is None else bias.detach().cpu())
     return AihwkitLayer(inner, config, backward_mode, feedback)

@@ -507,10 +507,16 @@ class Network:
         :meth:`read_weights`'s; layers not named keep their weights. ``write_noise=False``: on the crossbar
         backend's devices with write noise the MVMs see ``w`` itself, no fresh draw (aihwkit always draws).
         ``clip=False``: on the crossbar backend the states are set to ``w`` as given, beyond the device bounds
-        if need be (to evaluate given weights, e.g. after inference noise; aihwkit always clips)."""
+        if need be (to evaluate given weights, e.g. after inference noise; aihwkit always clips).
+
+        ``ValueError`` naming the layer for a NaN or ±Inf entry in any analog layer's weights
+        (:func:`crossbar.check_finite_weights`), before anything is written."""
         unknown = sorted(set(w) - set(self.weight_layers))
         if unknown:
             raise ValueError(f"write_weights: unknown layer(s) {unknown}; valid: {sorted(self.weight_layers)}")
+        for name, value in w.items():
+            if isinstance(self.weight_layers[name], AnalogLayer):
+                crossbar.check_finite_weights(f"write_weights: layer {name!r}", value.detach())
         for name, value in w.items():
             layer = self.weight_layers[name]
             if isinstance(layer, AnalogLayer):

@@ -275,10 +275,13 @@ def test_replica_and_layer_steps_make_no_tensor_off_the_device():
 
 # ---------------------------------------------------------------- same distributions on both paths
 def _two_paths(make, run):
-    """``run(make())`` on the CPU path and on the sync-free path (same seed, so same device parameters)."""
+    """``run(make())`` on the CPU path and on the sync-free path (same seed, so same device parameters). Both arrays
+    are built and programmed outside ``no_host_reads``, as a model is (programming checks the weights on the host):
+    only ``run``, the engine's step, takes the sync-free path."""
     cpu = run(make())
+    arr = make()
     with no_host_reads():
-        free = run(make())
+        free = run(arr)
     return cpu, free
 
 

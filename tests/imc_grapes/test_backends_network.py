@@ -310,3 +310,66 @@ def test_a_converted_nn_conv2d_keeps_its_string_padding() -> None:
     layer = _make_crossbar_layer(conv, CrossbarConfig.perfect(device=IdealDevice()), 0, "array", torch.device("cpu"))
     x = torch.randn(1, 2, 5, 6, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["crossbar", "aihwkit"])
+def test_write_weights_refuses_non_finite_analog_weights_naming_the_layer(backend):
+    """A NaN / Inf weight is refused before anything is written (the other layers keep theirs too), with the
+    layer's name and the number of NaN and Inf entries."""
+    _needs(backend)
+    net = build_network(_cfg(backend, "mlp", preset="Ideal"), (1, 8, 8), 10, "cpu")
+    before = net.read_weights()
+    names = list(net.analog_layers)
+    assert len(names) >= 2
+    w = {k: torch.full_like(v, 0.05) for k, v in before.items()}
+    w[names[1]][0, :3] = float("nan")
+    w[names[1]][1, 0] = float("-inf")
+    n = w[names[1]].numel()
+    with pytest.raises(ValueError) as err:
+        net.write_weights(w)
+    assert str(err.value) == (f"write_weights: layer {names[1]!r}: weight must be finite, got 3 NaN and 1 Inf of "
+                              f"its {n} entries (shape {tuple(w[names[1]].shape)})")
+    for k, v in net.read_weights().items():
+        assert torch.equal(v, before[k]), k
+    layer = net.analog_layers[names[1]]
+    with pytest.raises(ValueError, match=r"^(AnalogLinear|AihwkitLayer)\.set_weights: weight must be finite, "
+                                         r"got 3 NaN and 1 Inf"):
+        layer.set_weights(w[names[1]])
+
+
+def test_make_aihwkit_layer_refuses_a_non_finite_digital_layer():
+    pytest.importorskip("aihwkit")
+    from imc_grapes.backends.aihwkit_backend import make_aihwkit_layer
+
+    lin = nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight[2, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"^make_aihwkit_layer\(Linear\): weight must be finite, got 0 NaN and 1 "
+                                         r"Inf of its 12 entries"):
+        make_aihwkit_layer(lin, crossbar_config_from(AnalogSettings(preset="Ideal")), seed=0)
+
+
+def test_the_finite_check_stays_out_of_the_training_step(monkeypatch):
+    """The check reads a value back to the host (a GPU synchronisation): a training step (forward, backward,
+    GRAPES, pulsed update) never calls it; writing weights does."""
+    import crossbar.modules
+    import crossbar.replicas
+    import crossbar.tiles
+
+    calls = []
+    real = crossbar.tiles.check_finite_weights
+
+    def counted(where, weight):
+        calls.append(where)
+        real(where, weight)
+
+    for module in (crossbar, crossbar.tiles, crossbar.modules, crossbar.replicas):
+        monkeypatch.setattr(module, "check_finite_weights", counted)
+    net = build_network(_cfg("crossbar", "mlp", optimizer="grapes"), (1, 8, 8), 10, "cpu")
+    calls.clear()
+    for seed in range(3):
+        assert torch.isfinite(_step(net, seed=seed))
+    assert calls == []
+    name = next(iter(net.analog_layers))
+    net.write_weights({name: net.read_weights()[name]})
+    assert calls == [f"write_weights: layer {name!r}", "AnalogLinear.set_weights", "TileArray.program"]

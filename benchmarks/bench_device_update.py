@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"bench_device_update: {args.devices} devices, {args.threads} thread(s), malloc {tune_malloc()}")
-    print(f"{'preset':10s} {'pulsed':>7s} {'pulses/dev':>10s} {'dense ms':>9s} {'sparse ms':>10s} {'dense/sparse':>13s}")
+    print(f"{'preset':10s} {'pulsed':>7s} {'pulses/dev':>10s} {'dense ms':>9s} {'sparse ms':>10s} "
+          f"{'dense/sparse':>13s}")
     rows = []
     for name in args.presets.split(","):
         dev = get_preset(name)

@@ -81,7 +81,8 @@ def check_noise_free_cpu_equals_gpu(dev: torch.device) -> dict[str, float]:
     w = torch.rand(64, 128, generator=g) * 0.6 - 0.3
     x = torch.randn(2000, 128, generator=g)
     out = {}
-    for name, io in (("bm", IOParameters(out_noise=0.0)), ("bm_small_bound", IOParameters(out_noise=0.0, out_bound=2.0)),
+    for name, io in (("bm", IOParameters(out_noise=0.0)),
+                     ("bm_small_bound", IOParameters(out_noise=0.0, out_bound=2.0)),
                      ("no_bm", IOParameters(out_noise=0.0, bound_management="none"))):
         ys = []
         for device in (torch.device("cpu"), dev):

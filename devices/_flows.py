@@ -109,7 +109,8 @@ def _past_bound(m: Tensor, n: Tensor, last: Tensor, dp: Bundle, flow: Callable[[
 
 
 SUBSTEPS = 2
-"""Strang sub-steps for mixed counts: ``up(n_up/2K) → [down(n_down/K) → up(n_up/K)]×(K−1) → down(n_down/K) → up(n_up/2K)``."""
+"""Strang sub-steps for mixed counts:
+``up(n_up/2K) → [down(n_down/K) → up(n_up/K)]×(K−1) → down(n_down/K) → up(n_up/2K)``."""
 
 
 def flow_moments(

@@ -177,7 +177,8 @@ class PulsedDevice:
         write_noise_std: write noise in units of ``dw_min`` (>= 0): the *apparent* (read) state is the hidden
             state plus ``write_noise_std·dw_min·ξ``, redrawn whenever the device is updated (see
             :meth:`write_noise`). ``apply_pulses`` always returns the hidden (persistent) state.
-        dw_min_dtod_log_normal: draw the step gain log-normally, ``exp(dw_min_dtod·ξ)``, instead of ``1 + dw_min_dtod·ξ``.
+        dw_min_dtod_log_normal: draw the step gain log-normally, ``exp(dw_min_dtod·ξ)``, instead of
+            ``1 + dw_min_dtod·ξ``.
     """
 
     dw_min: float = 0.001

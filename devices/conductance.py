@@ -36,7 +36,8 @@ class ConductanceMap:
     def __post_init__(self) -> None:
         c = type(self).__name__
         check_field_types(self)
-        check_field(c, "g_min_uS", self.g_min_uS, math.isfinite(self.g_min_uS) and self.g_min_uS >= 0, ">= 0 and finite")
+        check_field(c, "g_min_uS", self.g_min_uS, math.isfinite(self.g_min_uS) and self.g_min_uS >= 0,
+                    ">= 0 and finite")
         check_field(c, "g_max_uS", self.g_max_uS, math.isfinite(self.g_max_uS) and self.g_max_uS > self.g_min_uS,
                     f"> g_min_uS = {self.g_min_uS!r} and finite")
         check_field(c, "w_max", self.w_max, math.isfinite(self.w_max) and self.w_max > 0, "> 0 and finite")

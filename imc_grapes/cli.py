@@ -106,8 +106,8 @@ def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     g.add_argument("--dac-bits", type=int, default=a.dac_bits, help="input DAC bits, 0 = none (default %(default)s)")
     g.add_argument("--adc-bits", type=int, default=a.adc_bits, help="output ADC bits, 0 = none (default %(default)s)")
     g.add_argument("--out-noise", type=float, default=a.out_noise,
-                   help="std of the Gaussian noise added to each MVM output, in units of the ADC's full-scale input range "
-                        "(aihwkit's out_noise) (default %(default)s)")
+                   help="std of the Gaussian noise added to each MVM output, in units of the ADC's full-scale input "
+                        "range (aihwkit's out_noise) (default %(default)s)")
     g.add_argument("--ideal-periphery", action="store_true",
                    help="exact MVMs (no DAC, ADC or output noise); the devices' update physics still applies")
     g.add_argument("--importance", default=a.importance,
@@ -388,16 +388,19 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", nargs="+", default=list(c.hardware), metavar="HW",
                    help=f"digital (ideal float weights) and/or analog (default: {' '.join(c.hardware)})")
     p.add_argument("--backend", default=c.analog_backend,
-                   help="simulator of the analog runs: crossbar (this project's engine) or aihwkit (default %(default)s)")
+                   help="simulator of the analog runs: crossbar (this project's engine) or aihwkit "
+                        "(default %(default)s)")
     p.add_argument("--lr", type=float, nargs="+", default=list(c.lr_grid), metavar="LR",
                    help="learning rate, or a grid tuned per cell on a validation split: the lr with the highest "
-                        f"validation score is chosen, of equal scores the one given first (default: {_words(c.lr_grid)})")
+                        "validation score is chosen, of equal scores the one given first "
+                        f"(default: {_words(c.lr_grid)})")
     p.add_argument("--seeds", "--seed", type=int, nargs="+", default=list(c.seeds), metavar="SEED",
                    help="seeds of the final runs (default 0; --seed, train's spelling, is the same option)")
     p.add_argument("--val-holdout", type=int, default=c.val_holdout,
                    help="training samples held out for lr tuning (default %(default)s)")
     p.add_argument("--tune-seeds", type=int, nargs="+", default=list(c.tune_seeds), metavar="SEED",
-                   help=f"seeds of the lr-tuning runs; an lr scores the mean over them (default: {_words(c.tune_seeds)})")
+                   help="seeds of the lr-tuning runs; an lr scores the mean over them "
+                        f"(default: {_words(c.tune_seeds)})")
     p.add_argument("--tune-score", choices=TUNE_SCORES, default=c.tune_score,
                    help="what a tuning run scores: its final validation accuracy (what the final runs report) or "
                         "its best one at any evaluation point (default %(default)s)")

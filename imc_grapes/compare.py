@@ -416,8 +416,9 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
                       key=lambda k: float(k.split("@")[1]))
     tail = max((int(r.get("tail_evals", 1)) for r in rows), default=1)
     acc_head = "test acc % (mean ± std)" if tail == 1 else f"test acc % (last {tail} evals, mean ± std)"
-    head = ["hardware", "optimizer", "lr", acc_head, f"epochs to {100 * target:g}%",
-            "saturation", "energy ×SGD", "GRAPES ops %"] + [f"acc % @{time_label(float(k.split('@')[1]))}" for k in inf_cols]
+    head = (["hardware", "optimizer", "lr", acc_head, f"epochs to {100 * target:g}%",
+             "saturation", "energy ×SGD", "GRAPES ops %"]
+            + [f"acc % @{time_label(float(k.split('@')[1]))}" for k in inf_cols])
     body = []
     for r in rows:
         stopped = [f"{r[k]}/{r['runs']} {k}" for k in ("diverged", "failed") if r.get(k)]
@@ -429,7 +430,8 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
         ett = (_fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None
                else "—" if r["final_test_acc_mean"] is None else f"({r['reached_target']})")   # not "(0/0)"
         body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),
-                     _fmt(r["cost_overhead_vs_sgd"], digits=3), _fmt(r.get("grapes_ops_share"), True, 3)] + [_fmt(r.get(k), True) for k in inf_cols])
+                     _fmt(r["cost_overhead_vs_sgd"], digits=3), _fmt(r.get("grapes_ops_share"), True, 3)]
+                    + [_fmt(r.get(k), True) for k in inf_cols])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(b) + " |" for b in body]

@@ -1,8 +1,9 @@
 """One table and plot across several ``imc-grapes compare`` reports — e.g. the same job on several device presets.
 
 For every report (a compare output folder, or its ``results.json``) and every hardware in it (``digital``, or the
-analog device preset, with the fields changed by ``--device-param`` if any), one row: each optimizer's tuned learning rate and test accuracy (mean ± std over the final
-runs' seeds, as the report's own summary gives them), and the differences *paired by seed* (every cell of a report
+analog device preset, with the fields changed by ``--device-param`` if any), one row: each optimizer's tuned
+learning rate and test accuracy (mean ± std over the final runs' seeds, as the report's own summary gives them),
+and the differences *paired by seed* (every cell of a report
 trains the same seeds: same initial weights and data order) of ``method`` against ``reference`` and against
 ``control`` — a run's accuracy the mean of its last ``tail_evals`` evaluations, as the report's spec says, completed
 runs only. Writes ``summary.md``, ``summary.csv``, ``summary.json`` and ``paired.png`` (the paired differences with

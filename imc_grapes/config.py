@@ -204,8 +204,9 @@ class TrainConfig:
         data_root: cache folder of the data sets (default ``$IMC_GRAPES_DATA`` / ``~/.cache/imc-grapes/data``).
         model: ``mlp`` or ``cnn``.
         hidden: the MLP's hidden layer widths, or the CNN's conv channels per block; ``None`` (the default)
-            gives the model's own (:data:`imc_grapes.models.DEFAULT_HIDDEN`: ``(256, 256)`` for the MLP, ``(16, 32)`` for the CNN),
-            which the config then holds (a ``replace(model=...)`` keeps the widths it had).
+            gives the model's own (:data:`imc_grapes.models.DEFAULT_HIDDEN`: ``(256, 256)`` for the MLP,
+            ``(16, 32)`` for the CNN), which the config then holds (a ``replace(model=...)`` keeps the widths it
+            had).
         activation: ``relu`` or ``tanh``.
         dropout: dropout probability after hidden activations, in [0, 1).
         rule: how errors reach hidden layers: ``bp``, ``fa`` (feedback alignment), ``dfa`` (direct FA).

@@ -144,9 +144,9 @@ def tail_evals_error(value: object, name: str = "tail_evals") -> str | None:
 def tail_accuracy(history: Sequence[dict[str, Any]], last: int = 1) -> float | None:
     """The mean ``test_acc`` (the test set, or a tuning run's validation split) over the last ``last`` evaluation
     rows of a run's ``history`` (all of them when it has fewer); None when it has none. A NaN accuracy among them
-    makes the mean NaN: the run had no finite accuracy there, and a mean of the others would cover fewer. Rows without a numeric
-    ``test_acc`` are skipped, so a history read from JSON, where non-finite numbers are strings, must go through
-    :func:`~imc_grapes.io.restore_nonfinite` first."""
+    makes the mean NaN: the run had no finite accuracy there, and a mean of the others would cover fewer. Rows
+    without a numeric ``test_acc`` are skipped, so a history read from JSON, where non-finite numbers are strings,
+    must go through :func:`~imc_grapes.io.restore_nonfinite` first."""
     accs = [h["test_acc"] for h in history[-last:] if isinstance(h.get("test_acc"), (int, float))]
     return math.fsum(accs) / len(accs) if accs else None
 

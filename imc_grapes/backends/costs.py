@@ -125,7 +125,8 @@ def load_energy_table(overrides: Mapping[str, float] | str | Path | None = None)
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"energy table {str(path)!r} could not be read as JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"energy table {str(path)!r} must hold a JSON object {{name: pJ}}, got {type(data).__name__}")
+            raise ValueError(f"energy table {str(path)!r} must hold a JSON object {{name: pJ}}, "
+                             f"got {type(data).__name__}")
         overrides = data
     for key, value in overrides.items():
         if key not in ENERGY_TABLE_PJ:

@@ -73,7 +73,8 @@ class MeanMeter:
             self._sum[name], self._n[name] = v, ok
 
     def means(self) -> dict[str, float]:
-        """``name -> mean`` of the values added since the last :meth:`reset` (names with no valid value are left out)."""
+        """``name -> mean`` of the values added since the last :meth:`reset` (names with no valid value are left
+        out)."""
         out: dict[str, float] = {}
         for name, total in self._sum.items():
             n = float(self._n[name])

@@ -320,7 +320,8 @@ class CrossbarLayer(AnalogLayer):
             tile = self.inner.tile
             names = [*crossbar.COUNTER_NAMES, "digital_macs"]
             cells = float(tile.out_features * tile.in_features)   # the logical cells of the grid (padding does no MAC)
-            m = torch.zeros(len(COST_KINDS), len(names), dtype=torch.float64, device="cpu")   # built on the host, moved once
+            # built on the host, moved once
+            m = torch.zeros(len(COST_KINDS), len(names), dtype=torch.float64, device="cpu")
             for i, kind in enumerate(COST_KINDS):
                 if kind in names:
                     m[i, names.index(kind)] = 1.0

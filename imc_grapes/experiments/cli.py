@@ -69,8 +69,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                    help="learning-rate grid tuned per optimizer, for every group (default: per experiment)")
     p.add_argument("--datasets", nargs="+", default=None, metavar="D",
                    help="data sets instead of the experiment's (mnist, fashion-mnist, synthetic)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (per task for forgetting; default: per size "
-                                                               "and experiment)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per run (per task for forgetting; default: per size and experiment)")
     p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=True,
                    help="drop each epoch's partial last batch (default: dropped; --no-drop-last keeps it, as "
                         "earlier versions did)")

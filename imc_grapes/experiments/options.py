@@ -177,8 +177,8 @@ class ExperimentOptions:
                               f"got {self.device_overrides!r}")
         own = dict(self.analog.device_overrides)
         if self.device_overrides and own and own != self.device_overrides:
-            raise ConfigError(f"ExperimentOptions.device_overrides {self.device_overrides!r} and analog.device_overrides "
-                              f"{own!r} differ: give the device's overrides once")
+            raise ConfigError(f"ExperimentOptions.device_overrides {self.device_overrides!r} and "
+                              f"analog.device_overrides {own!r} differ: give the device's overrides once")
         overrides = dict(self.device_overrides or own)
         try:
             analog = replace(self.analog, preset=self.preset, device_overrides={})

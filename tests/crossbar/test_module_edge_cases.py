@@ -49,7 +49,8 @@ def test_input_of_another_dtype_is_refused_naming_the_dtype(config: CrossbarConf
         assert int(layer.tile.counters["forward_mvms"]) == 0
         assert torch.equal(layer.tile.generator.get_state(), state)
     tile = TileArray(3, 6, config, seed=0)
-    with pytest.raises(ValueError, match=rf"TileArray.forward: x must have the array's dtype, torch.float32, got {dtype}"):
+    with pytest.raises(ValueError,
+                       match=rf"TileArray.forward: x must have the array's dtype, torch.float32, got {dtype}"):
         tile.forward(x)
     with pytest.raises(ValueError, match=rf"TileArray.backward: d must have the array's dtype, torch.float32"):
         tile.backward(torch.ones(2, 3).to(dtype))

@@ -321,8 +321,8 @@ def _assert_step_equals_digital(analog: nn.Module, digital: nn.Module, x: torch.
 
 
 @pytest.mark.parametrize("c_in, c_out, kw, size", [
-    (1, 1, dict(kernel_size=1), (1, 1)), (5, 3, dict(kernel_size=(2, 3), stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
-                                          (7, 9)),
+    (1, 1, dict(kernel_size=1), (1, 1)),
+    (5, 3, dict(kernel_size=(2, 3), stride=(2, 1), padding=(0, 2), dilation=(1, 2)), (7, 9)),
     (6, 4, dict(kernel_size=3, stride=3, padding=2, dilation=2), (11, 10)),
     (4, 7, dict(kernel_size=(1, 3), stride=(1, 2), padding=(1, 0), bias=False), (5, 6))])
 def test_conv_geometries_on_padded_tiles_equal_nn_conv2d(c_in, c_out, kw, size) -> None:

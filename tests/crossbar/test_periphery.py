@@ -555,7 +555,8 @@ def test_rounds_on_demand_have_the_batched_rounds_distribution(p: IOParameters, 
         assert ((fa - fb).abs() <= 5 * se + 1e-9).all(), (k, fa, fb)
     assert 0.05 < float((a.passes > 1).double().mean()) < 0.95, "the inputs made some samples need later rounds"
     for lo, hi in ((1, 1), (2, 99)):
-        ea, eb = (a.out - exact)[(a.passes >= lo) & (a.passes <= hi)], (b.out - exact)[(b.passes >= lo) & (b.passes <= hi)]
+        ea, eb = ((a.out - exact)[(a.passes >= lo) & (a.passes <= hi)],
+                  (b.out - exact)[(b.passes >= lo) & (b.passes <= hi)])
         ea, eb = ea.double(), eb.double()
         se = math.sqrt(ea.var().item() / ea.numel() + eb.var().item() / eb.numel())
         assert abs(ea.mean().item() - eb.mean().item()) < 5 * se

@@ -32,7 +32,8 @@ def main() -> int:
             p = dev.sample(shape, g, device=cuda)
             w = dev.clip(torch.zeros(shape, device=cuda), p)
             nu = torch.randint(0, 20, shape, device=cuda, generator=g)
-            nd = torch.randint(0, 20, shape, device=cuda, generator=g) * (torch.rand(shape, device=cuda, generator=g) < 0.5)
+            nd = (torch.randint(0, 20, shape, device=cuda, generator=g)
+                  * (torch.rand(shape, device=cuda, generator=g) < 0.5))
             out = dev.apply_pulses(w, nu, nd, p, g)
             m, v = dev.pulse_moments(w, nu.float(), nd.float(), p)
         finally:

@@ -98,9 +98,11 @@ def test_model_fields_validated(cls, field, value):
         cls(**{field: value})
 
 
-@pytest.mark.parametrize("field", ["dw_min_std", "dw_min_dtod", "up_down", "up_down_dtod", "w_max_dtod", "write_noise_std"])
+@pytest.mark.parametrize("field", ["dw_min_std", "dw_min_dtod", "up_down", "up_down_dtod", "w_max_dtod",
+                                   "write_noise_std"])
 def test_ideal_device_rejects_noise(field):
-    with pytest.raises(ValueError, match=rf"^IdealDevice\.{field} must be 0 \(an ideal device has no spread or noise\)"):
+    with pytest.raises(ValueError,
+                       match=rf"^IdealDevice\.{field} must be 0 \(an ideal device has no spread or noise\)"):
         dv.IdealDevice(**{field: 0.1})
 
 

@@ -4,8 +4,8 @@ errors for bad modes).
 
 The eager closed forms are tested against per-pulse simulation and aihwkit elsewhere; here the compiled kernel
 is held to them: the mean within 1e-3 of a pulse step or 1e-5 of the distance moved (plus float32 rounding of the
-state), the variance within 1e-4 relative, on states, counts and slopes spanning the cases the formulas distinguish (no pulses, one pulse,
-one sign, mixed, long trains, states on the bounds, tiny and zero slopes).
+state), the variance within 1e-4 relative, on states, counts and slopes spanning the cases the formulas distinguish
+(no pulses, one pulse, one sign, mixed, long trains, states on the bounds, tiny and zero slopes).
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from imc_grapes.models import build_model
 BACKENDS = ["digital", "crossbar", "aihwkit"]
 
 
-def _cfg(backend: str, model: str = "mlp", optimizer: str = "grapes", rule: str = "bp", **analog: object) -> TrainConfig:
+def _cfg(backend: str, model: str = "mlp", optimizer: str = "grapes", rule: str = "bp",
+         **analog: object) -> TrainConfig:
     settings: dict[str, object] = dict(tile_size=32, sat_probe_every=2)
     settings.update(analog)
     return TrainConfig(dataset="synthetic", model=model, hidden=(10, 6) if model == "mlp" else (3,), rule=rule,

@@ -208,7 +208,8 @@ EXP_TINY = ["experiment", "mlp", "--tiny", "--optimizers", "sgd", "--lr", "0.1",
 
 @pytest.mark.parametrize("args, message", [
     (["--backend", "digital"], "ExperimentOptions.device_overrides {'dw_min': 0.01} (--device-param): only the "
-                               "analog backends (crossbar, aihwkit) use the device model, but backends is digital only"),
+                               "analog backends (crossbar, aihwkit) use the device model, but backends is digital "
+                               "only"),
     (["--backend", "crossbar", "--device-preset", "GokmenVlasov", "--device-param", "dwmin=0.01"],
      "--device-param: unknown device field(s) ['dwmin'] for preset 'GokmenVlasov'; valid: dw_min, dw_min_dtod,"),
     (["--backend", "crossbar", "--device-preset", "GokmenVlasov", "--device-param", "up_down=1.5"],

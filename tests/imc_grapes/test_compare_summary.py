@@ -41,7 +41,8 @@ def _report(tmp: Path, name: str, preset: str = "EcRam", backend: str = "crossba
                 {"hardware": "digital", "optimizer": "grapes", "lr": 0.03, "final_test_acc_mean": 0.98,
                  "final_test_acc_std": 0.0}]
     spec = {"optimizers": ["sgd", "grapes", "layer-mean"], "hardware": ["digital", "analog"],
-            "analog_backend": backend, "tail_evals": tail, "base": {"analog": {"preset": preset, "device_overrides": overrides or {}}}}
+            "analog_backend": backend, "tail_evals": tail,
+            "base": {"analog": {"preset": preset, "device_overrides": overrides or {}}}}
     folder = tmp / name
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({"spec": spec, "summary": summary, "runs": runs}))

@@ -103,7 +103,8 @@ def test_every_generator_of_the_model_is_found():
 @pytest.mark.parametrize("changes,message", [
     ({"device": "cpu"}, "TrainConfig.cuda_graph needs a CUDA device, but TrainConfig.device is 'cpu'"),
     ({"backend": "aihwkit"}, "TrainConfig.cuda_graph works with the digital and crossbar backends, not aihwkit"),
-    ({"analog": AnalogSettings(importance_every=2)}, "TrainConfig.cuda_graph needs AnalogSettings.importance_every = 1"),
+    ({"analog": AnalogSettings(importance_every=2)},
+     "TrainConfig.cuda_graph needs AnalogSettings.importance_every = 1"),
     ({"base_optimizer": "adagrad"}, "TrainConfig.cuda_graph needs a base optimizer that runs inside a CUDA graph"),
     ({"cuda_graph": "yes"}, "TrainConfig.cuda_graph must be true or false, got 'yes'"),
 ])

@@ -160,7 +160,8 @@ def test_a_device_overrides_table_axis_and_a_device_axis_are_rejected(axes):
 
 def test_paths_resolve_to_their_sections():
     assert resolve_path("lr").section == "train"
-    assert (resolve_path("periphery.adc_bits").section, resolve_path("periphery.adc_bits").field) == ("analog", "adc_bits")
+    adc = resolve_path("periphery.adc_bits")
+    assert (adc.section, adc.field) == ("analog", "adc_bits")
     assert resolve_path("analog.preset").field == "preset"
     assert resolve_path("analog.device_overrides.up_down") .section == "device"
     assert resolve_path("device.up_down").is_hardware and not resolve_path("seed").is_hardware

@@ -35,8 +35,8 @@ from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
 from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
                  write_json_atomic)
-from .plotting import fit_title
-from .report import mean_pm_std, seed_band
+from .plotting import accuracy_ylim, fit_title, optimizer_color
+from .report import draw_cell_curves, mean_pm_std
 from .suggest import did_you_mean
 from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
 
@@ -477,6 +477,26 @@ def _legend_or_note(ax: Any, note: str, outside: bool = False) -> None:
         ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+def _hardware_title(hw: str, cells: Sequence[Cell]) -> str:
+    """A curves panel's title: the hardware, and for analog hardware its backend and device preset (from the
+    cell's runs' config), so that the panel says which device it shows."""
+    cfg = next((r.config for c in cells if c.hardware == hw for r in c.runs), None)
+    if hw == "digital" or cfg is None or cfg.backend == "digital":
+        return hw
+    return f"{hw}: {cfg.backend} {cfg.analog.preset}"
+
+
+def _data_text(cells: Sequence[Cell], analog: bool = False) -> str:
+    """`` · data set · model`` of the cells' runs (the analog ones' device preset too, with ``analog``), for a
+    figure's title; empty without a run."""
+    cfg = next((r.config for c in cells for r in c.runs if not analog or r.config.backend != "digital"), None)
+    if cfg is None:
+        return ""
+    model = f"{cfg.model} {list(cfg.hidden)}" if cfg.model == "mlp" else cfg.model
+    preset = f" · {cfg.backend} {cfg.analog.preset}" if analog and cfg.backend != "digital" else ""
+    return f" · {cfg.dataset} · {model}{preset}"
+
+
 def _plotted_runs(row: dict[str, Any]) -> int:
     """The completed runs behind a summary row's accuracy bar (:func:`_completed`; 1 for a row without counts)."""
     return _completed(row) if "runs" in row else 1
@@ -493,20 +513,16 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     files = []
     hws = list(dict.fromkeys(c.hardware for c in cells))
     fig, axes = plt.subplots(1, len(hws), figsize=(5.5 * len(hws), 4), squeeze=False, sharey=True)
+    drawn = 0
     for ax, hw in zip(axes[0], hws):
-        for c in (c for c in cells if c.hardware == hw):
-            runs = [r for r in c.runs if r.history and r.status == "completed"]   # as the table: a diverged run's
-            if not runs:                                                         # shorter curve would cut the others'
-                continue
-            n = min(len(r.history) for r in runs)
-            x = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
-            acc = np.array([[100 * h["test_acc"] for h in r.history[:n]] for r in runs])
-            mean, std = seed_band(acc)
-            ax.plot(x, mean, marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-        ax.set(title=fit_title(fig, hw, columns=len(hws)), xlabel="epoch", ylabel="test accuracy (%)")
+        drawn += draw_cell_curves(ax, [c for c in cells if c.hardware == hw], widen=False)
+        ax.set(title=fit_title(fig, _hardware_title(hw, cells), columns=len(hws)))
         ax.grid(alpha=0.3)
         _legend_or_note(ax, "no completed run")
+    if drawn:
+        accuracy_ylim(axes[0, 0])             # the panels share their y axis: widened once, over all of them
+    fig.suptitle(fit_title(fig, f"Test accuracy, mean ± std over completed runs{_data_text(cells)}",
+                           "figure.titlesize"))
     fig.tight_layout()
     write_figure_atomic(out / "curves.png", fig, dpi=120)
     plt.close(fig)
@@ -518,22 +534,21 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     means = [100 * rows[i]["final_test_acc_mean"] for i in shown]                     # run gets no bar (not a 0)
     # a std over fewer than 2 completed runs is no spread (its stored 0 would draw a zero-width bar): no error bar
     stds = [100 * (rows[i]["final_test_acc_std"] or 0) if _plotted_runs(rows[i]) >= 2 else None for i in shown]
-    colors = ["tab:blue" if rows[i]["hardware"] == "digital" else "tab:orange" for i in shown]
+    colors = [optimizer_color(rows[i]["optimizer"], i) for i in shown]    # as in curves.png and the other reports
     ax.bar(shown, means, color=colors)
     spread = [(i, m, s) for i, m, s in zip(shown, means, stds) if s is not None]
     if spread:
         ax.errorbar([i for i, _, _ in spread], [m for _, m, _ in spread], yerr=[s for _, _, s in spread], fmt="none",
                     ecolor="black", capsize=4)
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
-    lo = min((m - (s or 0) for m, s in zip(means, stds)), default=0)
     top = max((m + (s or 0) for m, s in zip(means, stds)), default=0)
-    ax.set_ylim(max(0, lo - 5), max(100, top + 4))      # room above a bar near 100 % for its label
+    ax.set_ylim(0, max(100, top + 6))      # a bar's height is its accuracy (from 0); room above 100 % for a label
     n_seeds = max((int(r.get("runs", 1)) for r in rows), default=1)
     for i, m, s in zip(shown, means, stds):            # two decimals, as the table
         one = "\n(1 run)" if s is None and n_seeds > 1 else ""
         ax.text(i, m + (s or 0) + 0.3, f"{m:.2f}{one}", ha="center", va="bottom", fontsize=8)
     for i in sorted(set(range(len(rows))) - set(shown)):
-        ax.text(i, max(0, lo - 5) + 1, "no completed\nrun", ha="center", va="bottom", fontsize=7, color="0.4")
+        ax.text(i, 1, "no completed\nrun", ha="center", va="bottom", fontsize=7, color="0.4")
     what = "one seed" if n_seeds == 1 else f"mean ± std over {n_seeds} seeds"
     ax.set(ylabel="final test accuracy (%)", title=fit_title(fig, f"Final test accuracy ({what})"))
     ax.grid(axis="y", alpha=0.3)
@@ -550,11 +565,16 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
         for r in rows:
             ys = [100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols]
             if not all(np.isnan(ys)):
-                ax.plot(ts, ys, marker="o", label=f"{r['hardware']} {r['optimizer']}")
+                ax.plot(ts, ys, marker="o", color=optimizer_color(r["optimizer"], len(ax.lines)),
+                        linestyle="--" if r["hardware"] == "digital" else "-",
+                        label=f"{r['hardware']} {r['optimizer']} (n={_plotted_runs(r)})")
         _time_axis(ax, ts)
         ax.set(xlabel="time after programming (s)", ylabel="test accuracy (%)",
-               title=fit_title(fig, "Inference after programming noise and drift"))
+               title=fit_title(fig, f"Accuracy after programming noise and drift{_data_text(cells, True)}, "
+                                    "mean over completed runs"))
         ax.grid(alpha=0.3)
+        if ax.lines:
+            accuracy_ylim(ax)
         _legend_or_note(ax, "no finite accuracy\n(no completed run, or NaN weights)", outside=True)
         fig.tight_layout()
         write_figure_atomic(out / "inference.png", fig, dpi=120)

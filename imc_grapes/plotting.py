@@ -1,5 +1,5 @@
 """Plot helpers shared by the reports (runs, compare, compare-summary, sweeps, experiments): titles wrapped to
-the figure.
+the figure, one colour per optimizer in every figure, and accuracy axes that do not magnify noise.
 
 A long title (a long sweep name, many swept axes, a deep MLP's layer list, a narrow bar chart) is wider than its
 figure, and matplotlib cuts it at the figure's edges. :func:`fit_title` wraps it at the number of characters that
@@ -10,7 +10,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Literal
 
-__all__ = ["TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE", "TitleSize", "fit_title", "title_chars", "wrap_title"]
+__all__ = ["MIN_ACC_SPAN", "OPTIMIZER_COLORS", "TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE", "TitleSize", "accuracy_ylim",
+           "fit_title", "optimizer_color", "title_chars", "wrap_title"]
 
 #: a title font's mean glyph width in ems, on the wide side (DejaVu Sans, matplotlib's default, averages about 0.55
 #: on text such as sweep titles)
@@ -49,3 +50,40 @@ def wrap_title(text: str, width: int) -> str:
 def fit_title(fig: Any, text: str, rc_size: TitleSize = "axes.titlesize", columns: int = 1) -> str:
     """``text`` wrapped to fit one title line of ``fig`` (:func:`wrap_title` at :func:`title_chars`)."""
     return wrap_title(text, title_chars(fig, rc_size, columns))
+
+
+#: the colour of each optimizer (``TrainConfig.optimizer``) in every report's figures, so that SGD is the same blue
+#: and GRAPES the same orange in a run summary, compare's curves and bars, an experiment's and a sweep's plots
+OPTIMIZER_COLORS: dict[str, str] = {"sgd": "tab:blue", "grapes": "tab:orange", "layer-mean": "tab:green",
+                                    "grapes-local": "tab:red"}
+#: colours for other names (a run summary grouped by another field), in order, after those of the optimizers
+_OTHER_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+
+
+def optimizer_color(name: object, index: int = 0) -> str:
+    """The colour of optimizer ``name`` (:data:`OPTIMIZER_COLORS`); any other name gets the ``index``-th (≥ 0,
+    wrapping) of the colours no optimizer has."""
+    color = OPTIMIZER_COLORS.get(name) if isinstance(name, str) else None
+    return color or _OTHER_COLORS[index % len(_OTHER_COLORS)]
+
+
+#: the narrowest y range (accuracy points) of an accuracy plot: matplotlib zooms onto its data, and curves that
+#: all lie within 0.3 points (training stuck at chance, 9.7–10.0 %) then look like a race between optimizers
+MIN_ACC_SPAN = 10.0
+
+
+def accuracy_ylim(ax: Any) -> tuple[float, float]:
+    """Widen the y range of ``ax``, an accuracy (%) axis already drawn, to at least :data:`MIN_ACC_SPAN` points
+    around its middle, kept inside 0–100 % where the data allow; a wider range is left as drawn. Without data the
+    range is the whole 0–100 %. Returns the range (points)."""
+    if not ax.has_data():
+        ax.set_ylim(0.0, 100.0)
+        return 0.0, 100.0
+    lo, hi = ax.get_ylim()
+    if hi - lo < MIN_ACC_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_ACC_SPAN / 2, mid + MIN_ACC_SPAN / 2
+        shift = max(0.0, -lo) - max(0.0, hi - 100.0)     # the span (10 points) fits inside 0–100: one of them
+        lo, hi = lo + shift, hi + shift
+        ax.set_ylim(lo, hi)
+    return lo, hi

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
-from .plotting import fit_title
+from .plotting import accuracy_ylim, fit_title, optimizer_color
 from .train import RunResult, best_accuracy
 
 
@@ -25,6 +25,47 @@ def seed_band(values: Any) -> tuple[Any, Any]:
     array ``[seeds, points]``; a zero spread for one seed."""
     mean = values.mean(0)
     return mean, values.std(0, ddof=1) if len(values) > 1 else 0 * mean
+
+
+def cell_label(optimizer: str, lr: float, done: int, runs: int) -> str:
+    """A legend entry for a (hardware, optimizer) cell's curve: its optimizer, lr and the runs its mean is over
+    (``n=3``; ``n=2 of 3`` when the others did not complete; ``no completed run`` when none did)."""
+    if not done:
+        return f"{optimizer} (lr {lr:g}): no completed run of {runs}"
+    return f"{optimizer} (lr {lr:g}, n={done}" + (f" of {runs}" if done < runs else "") + ")"
+
+
+def draw_cell_curves(ax: Any, cells: Sequence[Any], xlabel: str = "epoch", ylabel: str = "test accuracy (%)",
+                     widen: bool = True) -> int:
+    """Draw on ``ax`` each cell's (an object with ``optimizer``, ``lr`` and ``runs``, a list of
+    :class:`~imc_grapes.train.RunResult`) test accuracy (%) against its evaluations' ``epoch``: the mean over its
+    completed runs (a diverged run's shorter curve would cut the others' to its length) and a band of ± their
+    sample std (:func:`seed_band`), in the optimizer's colour (:func:`~imc_grapes.plotting.optimizer_color`),
+    labelled by :func:`cell_label`; a cell without a completed run gets a legend entry that says so and no line.
+    Sets the axis labels and, with ``widen``, widens a narrow accuracy range
+    (:func:`~imc_grapes.plotting.accuracy_ylim`; panels that share their y axis widen it once all are drawn).
+    Returns the number of cells drawn with a line."""
+    import numpy as np
+
+    drawn = 0
+    for k, c in enumerate(cells):
+        runs = [r for r in c.runs if _completed(r)]
+        color = optimizer_color(c.optimizer, k)
+        if not runs:
+            if c.runs:
+                ax.plot([], [], color=color, linestyle="none", marker="x",
+                        label=cell_label(c.optimizer, c.lr, 0, len(c.runs)))
+            continue
+        n = min(len(r.history) for r in runs)
+        x = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
+        mean, std = seed_band(np.array([[100 * h["test_acc"] for h in r.history[:n]] for r in runs]))
+        ax.plot(x, mean, marker="o", ms=3, color=color, label=cell_label(c.optimizer, c.lr, len(runs), len(c.runs)))
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+        drawn += 1
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if drawn and widen:
+        accuracy_ylim(ax)
+    return drawn
 
 
 def _completed(r: RunResult) -> bool:
@@ -128,17 +169,21 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
     for r in results:
         if _completed(r):       # a diverged run's shorter curve would cut the others' to its length
             groups.setdefault(getattr(r.config, key), []).append(r)
-    for value, runs in groups.items():
+    for k, (value, runs) in enumerate(groups.items()):
         n = min(len(r.history) for r in runs)
         epochs = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
+        color = optimizer_color(value if key == "optimizer" else None, k)   # SGD blue, GRAPES orange, as elsewhere
         for ax, metric, scale in ((ax_acc, "test_acc", 100.0), (ax_loss, "train_loss", 1.0)):
             vals = np.array([[h[metric] * scale for h in r.history[:n]] for r in runs])
             mean, std = seed_band(vals)
-            ax.plot(epochs, mean, marker="o", label=f"{value} (n={len(runs)})")
-            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="train loss", title="Training loss",
+            ax.plot(epochs, mean, marker="o", color=color, label=f"{value} (n={len(runs)})")
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy (mean ± std over runs)")
+    ax_loss.set(xlabel="epoch", ylabel="train loss (cross-entropy, nats)",
+                title="Training loss (mean ± std over runs)",
                 yscale="log" if groups else "linear")     # a log axis without data warns
+    if groups:
+        accuracy_ylim(ax_acc)
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         if groups:

@@ -603,7 +603,8 @@ def _hist(accs):
 def test_report_plots_leave_out_stopped_runs_and_draw_empty_cells_without_warnings(tmp_path, monkeypatch):
     """The curves are over completed runs (a diverged run's one evaluation cut the other seeds' curves to one
     point), a cell without a completed run gets no bar (it was drawn as 0.0 %) and no legend warning, and an
-    inference plot with only NaN gets a note instead of an empty legend."""
+    inference plot with only NaN gets a note instead of an empty legend. The curves' legend says on how many runs
+    each line rests, and names the cell without a completed run instead of leaving it out in silence."""
     figures = {}
     monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
     run = compare_mod.RunResult
@@ -617,7 +618,9 @@ def test_report_plots_leave_out_stopped_runs_and_draw_empty_cells_without_warnin
         warnings.simplefilter("error")
         compare_mod.plot_report([gone], rows[1:], tmp_path)      # nothing completed at all
         compare_mod.plot_report([sgd, gone], rows, tmp_path)
-    (line,) = figures["curves.png"].axes[0].get_lines()
+    (line,) = [line for line in figures["curves.png"].axes[0].get_lines() if len(line.get_xdata())]
+    assert [t.get_text() for t in figures["curves.png"].axes[0].get_legend().get_texts()] == [
+        "sgd (lr 0.1, n=2 of 3)", "grapes (lr 0.1): no completed run of 1"]
     assert list(line.get_xdata()) == [1.0, 2.0, 3.0] and list(line.get_ydata()) == pytest.approx([40.0, 55.0, 80.0])
     bars = figures["accuracy.png"].axes[0].patches
     assert len(bars) == 1 and bars[0].get_height() == pytest.approx(80.0)       # (0.7 + 0.9) / 2
@@ -712,7 +715,8 @@ def test_inference_legend_stands_outside_the_axes_and_covers_no_point(tmp_path, 
     ax = fig.axes[0]
     fig.canvas.draw()
     legend = ax.get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == ["analog sgd", "analog grapes", "analog layer-mean"]
+    assert [t.get_text() for t in legend.get_texts()] == ["analog sgd (n=1)", "analog grapes (n=1)",
+                                                          "analog layer-mean (n=1)"]
     box, axes_box = legend.get_window_extent(), ax.get_window_extent()
     assert box.x0 >= axes_box.x1                                          # right of the axes
     assert box.x1 <= fig.bbox.x1                                          # and inside the figure

@@ -5,6 +5,7 @@ experiment report's per-group panels (long group keys) and bar charts."""
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.colors as mcolors
 import matplotlib.figure
 import pytest
 
@@ -130,3 +131,137 @@ def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(title
     comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005}} for key in keys]
     _plot_gain(comps, results, tmp_path, tail=5)
     _check(titles, "Difference to the reference optimizer (same seeds), mean ± std", too_wide=False)
+
+
+# --- colours, accuracy ranges and what a figure says about its runs (audit of every report's figures) ---------
+
+
+def _axes_with_lines(ylim_data):
+    fig = matplotlib.figure.Figure()
+    ax = fig.add_subplot()
+    for ys in ylim_data:
+        ax.plot([1, 2, 3], ys)
+    return ax
+
+
+def test_a_narrow_accuracy_range_is_widened_to_ten_points_inside_0_to_100():
+    """Curves stuck at chance (9.7–9.9 %) filled the whole height and read as a race; the range is now at least
+    MIN_ACC_SPAN = 10 points around its middle, shifted to stay inside 0–100 %, and a wide range is kept."""
+    from imc_grapes.plotting import MIN_ACC_SPAN, accuracy_ylim
+
+    assert MIN_ACC_SPAN == 10.0
+    ax = _axes_with_lines([[9.7, 9.8, 9.9]])
+    lo, hi = ax.get_ylim()
+    assert accuracy_ylim(ax) == pytest.approx(((lo + hi) / 2 - 5, (lo + hi) / 2 + 5))
+    assert ax.get_ylim() == pytest.approx(((lo + hi) / 2 - 5, (lo + hi) / 2 + 5))
+    assert ax.get_ylim()[0] < 9.7 - 4 and ax.get_ylim()[1] > 9.9 + 4
+    near_top = _axes_with_lines([[99.5, 99.8, 99.9]])
+    assert accuracy_ylim(near_top) == pytest.approx((90.0, 100.0))     # shifted down to end at 100 %
+    near_zero = _axes_with_lines([[0.0, 0.5, 1.0]])
+    assert accuracy_ylim(near_zero) == pytest.approx((0.0, 10.0))      # shifted up to start at 0 %
+    wide = _axes_with_lines([[40.0, 60.0, 80.0]])
+    before = wide.get_ylim()
+    assert accuracy_ylim(wide) == pytest.approx(before) and wide.get_ylim() == pytest.approx(before)
+    empty = matplotlib.figure.Figure().add_subplot()
+    assert accuracy_ylim(empty) == (0.0, 100.0)
+
+
+def test_each_optimizer_has_one_colour_and_other_names_get_the_remaining_ones():
+    from imc_grapes.plotting import OPTIMIZER_COLORS, optimizer_color
+
+    assert [optimizer_color(o) for o in ("sgd", "grapes", "layer-mean", "grapes-local")] == [
+        "tab:blue", "tab:orange", "tab:green", "tab:red"]
+    others = {optimizer_color(v, i) for i, v in enumerate(("a", 0.1, None, ("x",), "b", "c"))}
+    assert len(others) == 6 and not others & set(OPTIMIZER_COLORS.values())
+
+
+def _figures(monkeypatch, module):
+    figures: dict[str, matplotlib.figure.Figure] = {}
+    monkeypatch.setattr(module, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    return figures
+
+
+def _compare_job(chance: bool = False):
+    """Digital and analog (crossbar EcRam) cells of SGD and GRAPES, two seeds each; with ``chance`` the analog
+    runs stay at 9.7–9.9 % (a device on which nothing trains)."""
+    from imc_grapes.compare import summarise_cells
+
+    base = TrainConfig(dataset="synthetic", hidden=(8,))
+    cells = []
+    for hw in ("digital", "analog"):
+        cfg = base if hw == "digital" else base.replace(backend="crossbar", analog=AnalogSettings(preset="EcRam"))
+        for opt, accs in (("sgd", (0.5, 0.7)), ("grapes", (0.6, 0.8))):
+            if hw == "analog" and chance:
+                accs = (0.097, 0.099)
+            runs = [RunResult(cfg.replace(seed=s, optimizer=opt),
+                              [{"epoch": 1.0, "test_acc": accs[0] + s / 1000, "train_loss": 1.0},
+                               {"epoch": 2.0, "test_acc": accs[1] - s / 1000, "train_loss": 0.5}], "completed",
+                              extra={"inference": {"1": accs[1], "3600": accs[0]}} if hw == "analog" else {})
+                    for s in (0, 1)]
+            cells.append(Cell(hw, opt, 0.1, runs))
+    return cells, summarise_cells(cells, 0.9)
+
+
+def test_compare_figures_colour_each_optimizer_alike_and_say_what_they_show(monkeypatch, tmp_path):
+    """SGD is blue and GRAPES orange in curves.png, accuracy.png and inference.png (the bars were coloured by
+    hardware: the analog bars orange, GRAPES's colour in the curves); the analog panel names its backend and
+    device preset and the figure its data set, model and what the band is; the bars start at 0 % (a bar zoomed to
+    60–100 % drew 72 % as a third of 97 %); legends say on how many runs each line rests."""
+    import imc_grapes.compare as compare_mod
+
+    figures = _figures(monkeypatch, compare_mod)
+    cells, rows = _compare_job()
+    plot_report(cells, rows, tmp_path)
+    curves = figures["curves.png"]
+    for ax in curves.axes:
+        assert [mcolors.to_hex(line.get_color()) for line in ax.get_lines()] == [mcolors.to_hex("tab:blue"),
+                                                                               mcolors.to_hex("tab:orange")]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sgd (lr 0.1, n=2)", "grapes (lr 0.1, n=2)"]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "test accuracy (%)")
+    assert [ax.get_title() for ax in curves.axes] == ["digital", "analog: crossbar EcRam"]
+    assert curves._suptitle.get_text() == "Test accuracy, mean ± std over completed runs · synthetic · mlp [8]"
+    bars = figures["accuracy.png"].axes[0]
+    assert [mcolors.to_hex(p.get_facecolor()) for p in bars.patches] == [
+        mcolors.to_hex(c) for c in ("tab:blue", "tab:orange") * 2]
+    assert bars.get_ylim()[0] == 0.0 and bars.get_ylim()[1] >= 100.0
+    assert bars.get_ylabel() == "final test accuracy (%)"
+    inference = figures["inference.png"].axes[0]
+    assert [mcolors.to_hex(line.get_color()) for line in inference.get_lines()] == [
+        mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:orange")]
+    assert [t.get_text() for t in inference.get_legend().get_texts()] == ["analog sgd (n=2)", "analog grapes (n=2)"]
+    assert inference.get_xscale() == "log" and inference.get_xlabel() == "time after programming (s)"
+    assert "crossbar EcRam" in inference.get_title()
+
+
+def test_compare_curves_at_chance_are_not_magnified(monkeypatch, tmp_path):
+    """Analog runs that stay at 9.7–9.9 % share the y axis with the digital ones (50–80 %) and, alone, get a range
+    of at least ten points: flat lines, not a race decided by 0.1 points."""
+    import imc_grapes.compare as compare_mod
+
+    figures = _figures(monkeypatch, compare_mod)
+    cells, rows = _compare_job(chance=True)
+    plot_report([c for c in cells if c.hardware == "analog"], rows[2:], tmp_path)
+    lo, hi = figures["curves.png"].axes[0].get_ylim()
+    assert hi - lo >= 10.0 and lo <= 9.7 and hi >= 9.9
+
+
+def test_a_run_summarys_curves_use_the_optimizer_colours_and_name_their_band_and_loss(monkeypatch, tmp_path):
+    """`train`'s curves.png: SGD blue and GRAPES orange in both panels (matplotlib's cycle gave them by order),
+    the titles say the band is ± std over runs, the loss axis names its quantity, and curves within a point of
+    each other get a ten-point accuracy range."""
+    import imc_grapes.report as report_mod
+
+    figures = _figures(monkeypatch, report_mod)
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    hist = [{"epoch": 1, "test_acc": 0.40, "train_loss": 1.2}, {"epoch": 2, "test_acc": 0.405, "train_loss": 0.9}]
+    results = [RunResult(cfg.replace(optimizer=opt, seed=s), hist, "completed") for opt in ("grapes", "sgd")
+               for s in (0, 1)]
+    plot_curves(results, tmp_path / "curves.png")
+    acc, loss = figures["curves.png"].axes
+    for ax in (acc, loss):
+        assert [mcolors.to_hex(line.get_color()) for line in ax.get_lines()] == [mcolors.to_hex("tab:orange"),
+                                                                               mcolors.to_hex("tab:blue")]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["grapes (n=2)", "sgd (n=2)"]
+    assert acc.get_title() == "Test accuracy (mean ± std over runs)" and acc.get_ylabel() == "test accuracy (%)"
+    assert loss.get_ylabel() == "train loss (cross-entropy, nats)" and loss.get_yscale() == "log"
+    assert acc.get_ylim()[1] - acc.get_ylim()[0] >= 10.0

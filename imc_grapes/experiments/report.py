@@ -32,8 +32,8 @@ from ..backends.settings import format_device_overrides
 from ..compare import Cell, mean_pm_std, mean_std, paired_by_seed
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
-from ..plotting import fit_title
-from ..report import seed_band
+from ..plotting import fit_title, optimizer_color
+from ..report import draw_cell_curves
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
 from .groups import GroupResult, run_row
@@ -175,30 +175,53 @@ def _acc_label(tail: int) -> str:
     return "final test accuracy" if tail == 1 else f"test accuracy (mean of the last {tail} evaluations)"
 
 
+def _seeds_text(n: int) -> str:
+    """What a figure's error bars are over: ``one seed`` (no error bar) or ``mean ± std over n seeds``."""
+    return "one seed" if n <= 1 else f"mean ± std over {n} seeds"
+
+
+def _error_bars(ax: Any, xs: Sequence[float], ms: Sequence[float], ss: Sequence[float | None]) -> None:
+    """Black error bars of ± ``ss`` at the bars ``xs`` (height ``ms``); a None std (a value over fewer than two
+    runs, which has no spread: its stored 0 drew a zero-width bar) gets none."""
+    shown = [(x, m, sd) for x, m, sd in zip(xs, ms, ss) if sd is not None]
+    if shown:
+        ax.errorbar([x for x, _, _ in shown], [m for _, m, _ in shown], yerr=[sd for _, _, sd in shown], fmt="none",
+                    ecolor="black", capsize=3)
+
+
 def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> None:
+    """accuracy.png: each group's accuracy per optimizer (the optimizer's colour), bars from 0 % (a bar's height
+    is the accuracy), ± the std over the completed seeds where there are two or more; a cell without a completed
+    run is marked, not left out in silence."""
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(r["group"] for r in rows))
     opts = list(dict.fromkeys(r["optimizer"] for r in rows))
     width = 0.8 / len(opts)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(opts)) / 2 + 2), 4.5))
-    lo = 100.0
+    top = 100.0
     for k, opt in enumerate(opts):
         xs, ms, ss = [], [], []
         for i, g in enumerate(groups):
             r = next((r for r in rows if r["group"] == g and r["optimizer"] == opt), None)
-            if r is None or r["final_test_acc_mean"] is None:
+            if r is None:
                 continue
-            xs.append(i + (k - (len(opts) - 1) / 2) * width)
+            x = i + (k - (len(opts) - 1) / 2) * width
+            if r["final_test_acc_mean"] is None:
+                ax.text(x, 1, "no completed run", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
+                continue
+            xs.append(x)
             ms.append(100 * r["final_test_acc_mean"])
-            ss.append(100 * (r["final_test_acc_std"] or 0))
+            ss.append(100 * (r["final_test_acc_std"] or 0) if _completed_runs(r) >= 2 else None)
         if xs:
-            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=opt)
-            lo = min(lo, min(m - s for m, s in zip(ms, ss)))
+            ax.bar(xs, ms, width, color=optimizer_color(opt, k), label=opt)
+            _error_bars(ax, xs, ms, ss)
+            top = max(top, max(m + (sd or 0) for m, sd in zip(ms, ss)) + 2)
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
-    ax.set_ylim(max(0.0, lo - 5), 100)
+    ax.set_ylim(0.0, top)
+    n_seeds = max((int(r.get("runs", 1)) for r in rows), default=1)
     ax.set(ylabel=f"{_acc_label(tail)} (%)",
-           title=fit_title(fig, f"{_acc_label(tail).capitalize()}, mean ± std over seeds"))
+           title=fit_title(fig, f"{_acc_label(tail).capitalize()}, {_seeds_text(n_seeds)}"))
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -207,13 +230,21 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> 
     plt.close(fig)
 
 
+def _completed_runs(row: dict[str, Any]) -> int:
+    """The completed runs behind a summary row's accuracy (all its runs when the row does not count them)."""
+    return int(row.get("completed", row.get("runs", 1)))
+
+
 def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], out: Path, tail: int = 1) -> None:
+    """gain.png: the paired differences between optimizers per group, ± their std over the seeds both completed
+    where there are two or more."""
     import matplotlib.pyplot as plt
 
     groups = [r.group.key for r in results]
     pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comps))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 3), 4.5))
     width = 0.8 / max(1, len(pairs))
+    most = 1
     for k, (a, b) in enumerate(pairs):
         xs, ms, ss = [], [], []
         for i, g in enumerate(groups):
@@ -222,13 +253,17 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
                 continue
             xs.append(i + (k - (len(pairs) - 1) / 2) * width)
             ms.append(100 * c["final_acc"]["mean"])
-            ss.append(100 * c["final_acc"]["std"])
+            n = int(c["final_acc"].get("n", 2))
+            most = max(most, n)
+            ss.append(100 * c["final_acc"]["std"] if n >= 2 else None)
         if xs:
-            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{a} − {b}")
+            ax.bar(xs, ms, width, label=f"{a} − {b}")
+            _error_bars(ax, xs, ms, ss)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
+    what = "mean ± std" if most >= 2 else "one seed"
     ax.set(ylabel=f"paired difference in {_acc_label(tail)} (points)",
-           title=fit_title(fig, "Difference to the reference optimizer (same seeds), mean ± std"))
+           title=fit_title(fig, f"Difference to the reference optimizer (same seeds), {what}"))
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -238,33 +273,28 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
 
 
 def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
+    """curves.png: one panel per group, each cell's accuracy curve (:func:`~imc_grapes.report.draw_cell_curves`)."""
     import matplotlib.pyplot as plt
-    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     n = len(results)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows + 0.4), squeeze=False)
     for ax, res in zip(axes.flat, results):
-        for c in res.cells:
-            runs = [r for r in c.runs if r.history and r.status == "completed"]   # a diverged run's shorter curve
-            if not runs:                                                         # would cut the others' to its length
-                continue
-            m = min(len(r.history) for r in runs)
-            x = np.array([h["epoch"] for h in runs[0].history[:m]], dtype=float)
-            acc = np.array([[100 * h["test_acc"] for h in r.history[:m]] for r in runs])
-            mean, std = seed_band(acc)
-            ax.plot(x, mean, marker="o", ms=3, label=f"{c.optimizer} (lr {c.lr:g})")
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
         forgetting = res.group.trainer == "permuted"
-        ax.set(title=fit_title(fig, res.group.key, columns=cols), xlabel="tasks trained" if forgetting else "epoch",
-               ylabel="mean acc. over tasks so far (%)" if forgetting else "test accuracy (%)")
+        draw_cell_curves(ax, res.cells, xlabel="tasks trained" if forgetting else "epoch",
+                         ylabel="mean acc. over tasks so far (%)" if forgetting else "test accuracy (%)")
+        if forgetting:          # a count of tasks: no tick at 1.25 tasks
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=fit_title(fig, res.group.key, columns=cols))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    fig.suptitle(fit_title(fig, "Test accuracy, mean ± std over completed runs (n per line)", "figure.titlesize"))
     fig.tight_layout()
     write_figure_atomic(out / "curves.png", fig, dpi=110)
     plt.close(fig)
@@ -278,6 +308,11 @@ def _mean_matrix(c: Cell) -> list[list[float]] | None:
     return [[statistics.fmean(float(m[i][j]) for m in mats) for j in range(t)] for i in range(t)]
 
 
+def _matrix_runs(c: Cell) -> int:
+    """The runs a cell's mean accuracy matrix is over (:func:`_mean_matrix`)."""
+    return sum(1 for r in c.runs if r.status == "completed" and r.extra.get("forgetting"))
+
+
 def trained_entries(matrix: Any) -> Any:
     """The accuracy matrix ``R[i, j]`` (accuracy on task ``i`` after training task ``j``) as a float numpy
     array with NaN where task ``i`` had not been trained yet (``i > j``): what the matrix plot shows."""
@@ -287,42 +322,65 @@ def trained_entries(matrix: Any) -> Any:
     return np.where(np.tril(np.ones_like(m, dtype=bool), -1), np.nan, m)
 
 
+#: a matrix entry (%) at or above this is drawn on viridis's light green/yellow, and gets black text (white below)
+MATRIX_LIGHT_FROM = 60.0
+
+
 def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
+    """matrix.png (each cell's mean accuracy matrix, at most three panels a row, one 0–100 % colour bar) and
+    forgetting.png (average accuracy and forgetting per cell, the optimizer's colour, ± std over two or more
+    completed runs)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     cells = [(res.group.key, c) for res in results for c in res.cells if _mean_matrix(c) is not None]
     if not cells:
         return
-    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 3.6), squeeze=False)
-    for ax, (key, c) in zip(axes[0], cells):
+    cols = min(3, len(cells))
+    nrows = math.ceil(len(cells) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols + 1.0, 3.9 * nrows + 0.4), squeeze=False,
+                             layout="constrained")
+    im = None
+    for ax, (key, c) in zip(axes.flat, cells):
         m = np.array(_mean_matrix(c)) * 100
         t = m.shape[0]
         shown = trained_entries(m)
-        ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
+        im = ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
         for i in range(t):
             for j in range(t):
                 if not np.isnan(shown[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
+                    ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="black" if m[i, j] >= MATRIX_LIGHT_FROM else "white")
         ax.set(xticks=range(t), yticks=range(t), xlabel="after training task", ylabel="accuracy on task",
-               title=fit_title(fig, f"{c.optimizer} (lr {c.lr:g})\n{key}", columns=len(cells)))
+               title=fit_title(fig, f"{c.optimizer} (lr {c.lr:g}, n={_matrix_runs(c)})\n{key}", columns=cols))
         ax.title.set_fontsize(8)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="test accuracy on the task (%)", shrink=0.8)
+    fig.suptitle(fit_title(fig, "Accuracy on each task after training each task, mean over completed runs",
+                           "figure.titlesize"))
     write_figure_atomic(out / "matrix.png", fig, dpi=120)
     plt.close(fig)
 
     rows = [(key, c, {k: mean_std([_forget(r, k) for r in c.runs]) for k in ("avg_acc", "forgetting")})
             for key, c in cells]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, k, title in zip(axes, ("avg_acc", "forgetting"), ("average accuracy after the last task (%)",
-                                                             "forgetting (points, lower is better)")):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
+    colors = [optimizer_color(c.optimizer, i) for i, (_, c, _) in enumerate(rows)]
+    for ax, k, title, ylabel in zip(axes, ("avg_acc", "forgetting"),
+                                    ("average accuracy after the last task (%)", "forgetting (points, lower is better)"),
+                                    ("average accuracy over tasks (%)", "forgetting (points)")):
         ms = [100 * (v[k][0] or 0) for _, _, v in rows]
-        ss = [100 * (v[k][1] or 0) for _, _, v in rows]
-        ax.bar(range(len(rows)), ms, yerr=ss, capsize=4)
+        ss = [100 * (v[k][1] or 0) if _matrix_runs(c) >= 2 else None for _, c, v in rows]
+        ax.bar(range(len(rows)), ms, color=colors)
+        _error_bars(ax, range(len(rows)), ms, ss)
         ax.set_xticks(range(len(rows)), [f"{c.optimizer}\n{key.rsplit('-', 1)[-1]}" for key, c, _ in rows],
                       fontsize=8)
-        ax.set(title=fit_title(fig, title, columns=2))
+        ax.set(title=fit_title(fig, title, columns=2), ylabel=ylabel)
         ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(0.0, 100.0)
+    axes[1].axhline(0, color="k", lw=0.8)
+    n_seeds = max((len(c.runs) for _, c, _ in rows), default=1)
+    fig.suptitle(fit_title(fig, f"Permuted tasks: {_seeds_text(n_seeds)} (completed runs)", "figure.titlesize"))
     fig.tight_layout()
     write_figure_atomic(out / "forgetting.png", fig, dpi=120)
     plt.close(fig)

@@ -105,7 +105,7 @@ def test_compare_summarys_paired_difference_title_is_wrapped(titles):
 
 def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(titles, tmp_path):
     """Two permuted-task groups with long keys: each group's panel in curves.png (one of two) and each cell's in
-    matrix.png (one of four); the accuracy and gain bar charts' titles (a 6-inch figure; the accuracy of a run is
+    matrix.png (one of three a row); the accuracy and gain bar charts' titles (a 6-inch figure; the accuracy of a run is
     the mean of its last 5 evaluations), which on one line nearly fill the figure, are wrapped too."""
     cfg = TrainConfig(dataset="synthetic", hidden=(8,))
     forgetting = {"matrix": [[0.9, 0.5], [0.0, 0.8]], "avg_acc": 0.65, "forgetting": 0.4, "bwt": -0.4}
@@ -122,13 +122,14 @@ def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(title
     _plot_matrices(results, tmp_path)
     for key in keys:
         for opt in ("sgd", "grapes"):
-            _check(titles, f"{opt} (lr 0.1)\n{key}", panels=4)
+            _check(titles, f"{opt} (lr 0.1, n=1)\n{key}", panels=3)
     titles.clear()
-    rows = [{"group": key, "optimizer": opt, "final_test_acc_mean": 0.6, "final_test_acc_std": 0.01}
-            for key in keys for opt in ("sgd", "grapes")]
+    rows = [{"group": key, "optimizer": opt, "final_test_acc_mean": 0.6, "final_test_acc_std": 0.01, "runs": 3,
+             "completed": 3} for key in keys for opt in ("sgd", "grapes")]
     _plot_accuracy(rows, tmp_path, tail=5)
-    _check(titles, "Test accuracy (mean of the last 5 evaluations), mean ± std over seeds", too_wide=False)
-    comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005}} for key in keys]
+    _check(titles, "Test accuracy (mean of the last 5 evaluations), mean ± std over 3 seeds", too_wide=False)
+    comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005, "n": 3}}
+             for key in keys]
     _plot_gain(comps, results, tmp_path, tail=5)
     _check(titles, "Difference to the reference optimizer (same seeds), mean ± std", too_wide=False)
 
@@ -265,3 +266,90 @@ def test_a_run_summarys_curves_use_the_optimizer_colours_and_name_their_band_and
     assert acc.get_title() == "Test accuracy (mean ± std over runs)" and acc.get_ylabel() == "test accuracy (%)"
     assert loss.get_ylabel() == "train loss (cross-entropy, nats)" and loss.get_yscale() == "log"
     assert acc.get_ylim()[1] - acc.get_ylim()[0] >= 10.0
+
+
+def _experiment_groups(tmp_path, seeds=(0, 1), forgetting=True):
+    """One permuted-task group (digital) with SGD, GRAPES and a layer-mean cell whose only run diverged."""
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    fg = {"matrix": [[0.9, 0.5], [0.0, 0.3]], "avg_acc": 0.4, "forgetting": 0.4, "bwt": -0.4}
+    hist = [{"epoch": 1.0, "test_acc": 0.6, "train_loss": 1.0}, {"epoch": 2.0, "test_acc": 0.4, "train_loss": 0.9}]
+    cells = [Cell("digital", opt, 0.1, [RunResult(cfg.replace(seed=s, optimizer=opt), hist, "completed",
+                                                  extra={"forgetting": fg} if forgetting else {}) for s in seeds])
+             for opt in ("sgd", "grapes")]
+    cells.append(Cell("digital", "layer-mean", 0.1, [RunResult(cfg.replace(seed=0), hist[:1], "diverged")]))
+    group = Group("synthetic-permuted2", {}, CompareSpec(base=cfg, hardware=("digital",)), "permuted")
+    return [GroupResult(group, cells, [], tmp_path)]
+
+
+def test_experiment_accuracy_bars_start_at_zero_in_optimizer_colours_and_mark_a_cell_without_a_run(monkeypatch,
+                                                                                                      tmp_path):
+    """accuracy.png started its bars at (lowest − 5) %, had matplotlib's colours by order, drew zero-width error
+    bars for one seed under a title claiming a std, and left out a cell whose runs all diverged without a word."""
+    import imc_grapes.experiments.report as rep
+
+    figures = _figures(monkeypatch, rep)
+    rows = [{"group": "g", "optimizer": "grapes", "final_test_acc_mean": 0.9, "final_test_acc_std": 0.02, "runs": 2,
+             "completed": 2},
+            {"group": "g", "optimizer": "sgd", "final_test_acc_mean": 0.8, "final_test_acc_std": 0.0, "runs": 2,
+             "completed": 1},
+            {"group": "g", "optimizer": "layer-mean", "final_test_acc_mean": None, "final_test_acc_std": None,
+             "runs": 2, "completed": 0}]
+    rep._plot_accuracy(rows, tmp_path)
+    ax = figures["accuracy.png"].axes[0]
+    assert ax.get_ylim()[0] == 0.0 and ax.get_ylim()[1] >= 100.0
+    assert [mcolors.to_hex(p.get_facecolor()) for p in ax.patches] == [mcolors.to_hex("tab:orange"),
+                                                                     mcolors.to_hex("tab:blue")]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([90.0, 80.0])
+    (bars,) = [c for c in ax.collections if len(c.get_segments()) == 1]      # one error bar: GRAPES's ± 2 points
+    ((x, y0), (_, y1)), = bars.get_segments()
+    assert (y0, y1) == pytest.approx((88.0, 92.0)) and x == pytest.approx(ax.patches[0].get_x() + 0.8 / 6)
+    assert [t.get_text() for t in ax.texts] == ["no completed run"]
+    assert ax.get_title() == "Final test accuracy, mean ± std over 2 seeds"
+    rep._plot_accuracy([dict(rows[0], runs=1, completed=1, final_test_acc_std=0.0)], tmp_path)
+    one = figures["accuracy.png"].axes[0]
+    assert one.get_title() == "Final test accuracy, one seed" and not one.collections
+
+
+def test_experiment_curves_use_the_optimizer_colours_count_tasks_and_name_a_diverged_cell(monkeypatch, tmp_path):
+    import imc_grapes.experiments.report as rep
+
+    figures = _figures(monkeypatch, rep)
+    rep._plot_curves(_experiment_groups(tmp_path), tmp_path)
+    ax = figures["curves.png"].axes[0]
+    assert [mcolors.to_hex(line.get_color()) for line in ax.get_lines() if len(line.get_xdata())] == [
+        mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:orange")]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "sgd (lr 0.1, n=2)", "grapes (lr 0.1, n=2)", "layer-mean (lr 0.1): no completed run of 1"]
+    assert ax.get_xlabel() == "tasks trained"
+    figures["curves.png"].canvas.draw()
+    assert all(float(t).is_integer() for t in ax.get_xticks())         # a count of tasks: no tick at 1.25
+    assert "mean ± std over completed runs" in " ".join(figures["curves.png"]._suptitle.get_text().split())
+
+
+def test_forgetting_matrix_has_a_colour_bar_readable_numbers_and_the_bars_name_their_axis(monkeypatch, tmp_path):
+    """matrix.png had no colour scale and white numbers on viridis's light yellow-green; forgetting.png had no y
+    labels, one colour for every optimizer and zero-width error bars for one seed."""
+    import imc_grapes.experiments.report as rep
+
+    figures = _figures(monkeypatch, rep)
+    rep._plot_matrices(_experiment_groups(tmp_path), tmp_path)
+    fig = figures["matrix.png"]
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 and len(fig.axes) == 3                       # two cells and their colour bar
+    (bar,) = [ax for ax in fig.axes if not ax.images]
+    assert bar.get_ylabel() == "test accuracy on the task (%)" and bar.get_ylim() == pytest.approx((0.0, 100.0))
+    # 90 % (light) in black, 50 % and 30 % (dark) in white; the untrained entry (task 1 before training it) blank
+    assert [(t.get_text(), t.get_color()) for t in panels[0].texts] == [("90", "black"), ("50", "white"),
+                                                                         ("30", "white")]
+    assert panels[0].get_title().startswith("sgd (lr 0.1, n=2)")
+    assert "mean over completed runs" in " ".join(fig._suptitle.get_text().split())
+    avg, forget = figures["forgetting.png"].axes
+    assert (avg.get_ylabel(), forget.get_ylabel()) == ("average accuracy over tasks (%)", "forgetting (points)")
+    assert [mcolors.to_hex(p.get_facecolor()) for p in avg.patches] == [mcolors.to_hex("tab:blue"),
+                                                                      mcolors.to_hex("tab:orange")]
+    assert avg.get_ylim() == (0.0, 100.0)
+    assert "mean ± std over 2 seeds" in " ".join(figures["forgetting.png"]._suptitle.get_text().split())
+    rep._plot_matrices(_experiment_groups(tmp_path, seeds=(0,)), tmp_path)
+    avg, forget = figures["forgetting.png"].axes
+    assert not avg.collections and not forget.collections                # one seed: no error bar
+    assert "one seed" in figures["forgetting.png"]._suptitle.get_text()

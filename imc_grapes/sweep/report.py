@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_csv_atomic, write_figure_atomic
-from ..plotting import fit_title
+from ..plotting import fit_title, optimizer_color
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
 from .store import DIAGNOSTICS, DONE, FAILED, FAILURES, PARTIAL, PENDING, SweepStore
@@ -294,6 +294,26 @@ def reference_groups(ref: Sequence[Any], optimizer: str, axis: str) -> dict[str 
     return out
 
 
+#: a legend of more entries than this stands below its axes (constrained layout), where it covers no data
+LEGEND_INSIDE_MAX = 3
+
+
+def _legend_below(ax: Any, fontsize: float) -> None:
+    """The legend of ``ax`` (none without labelled artists): inside, at matplotlib's best place, up to
+    :data:`LEGEND_INSIDE_MAX` entries; below the axes beyond that, where a long legend (one entry per optimizer,
+    backend, reference and layer) cannot cover a point or an error bar; the figure grows by its height."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(handles) <= LEGEND_INSIDE_MAX:
+        ax.legend(fontsize=fontsize)
+        return
+    fig = ax.get_figure()
+    fig.set_figheight(fig.get_figheight() + 0.2 * len(handles) * fontsize / 8)
+    # 40 pt below the axes: under the tick labels and the x label (borderaxespad is in units of the font size)
+    ax.legend(fontsize=fontsize, loc="upper center", bbox_to_anchor=(0.5, 0.0), borderaxespad=40 / fontsize)
+
+
 def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: str | os.PathLike[str],
               others: Sequence[str] = (), running: bool = False) -> Path:
     """Final test accuracy (%) vs ``axis``: mean ± std per optimizer (and backend, when the analog points ran on
@@ -307,12 +327,11 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     values = _ordered_values([ps.point.params[axis] for ps in main])
     numeric = all(_is_num(v) for v in values)
     xs = {_key(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     failed_labels: set[str] = set()                  # one legend entry per kind of ✕
     backends = _backends(main)
     for i, opt in enumerate(_optimizers(main + ref)):
-        color = colors[i % len(colors)]
+        color = optimizer_color(opt, i)       # SGD blue, GRAPES orange, as in every report
         for b, backend in enumerate(backends):        # one line per optimizer and (analog) backend
             pts = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend]
             line_x, line_m, line_s, line_n = [], [], [], []
@@ -366,9 +385,7 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     ax.set(xlabel=axis, ylabel=f"{_acc_label(spec)} (%)",
            title=fit_title(fig, f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})"))
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(ax, 8)
     return _save(plt, fig, path)
 
 
@@ -447,6 +464,10 @@ def _heatmap_note(group: Sequence[Any], n: int, running: bool = False) -> str:
     return RUNNING if running and any(ps.state == PARTIAL for ps in group) else "—"
 
 
+#: the hatching of each kind of bar in :func:`plot_optimizers` (analog or per backend, then ideal digital)
+BAR_HATCHES = ("", "//", "..", "xx")
+
+
 def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | os.PathLike[str],
                     running: bool = False) -> Path:
     """Bar chart of final test accuracy per optimizer (mean ± std), analog (per backend, when the points ran on
@@ -461,7 +482,7 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
     bars += [(ref, "ideal digital")] if ref else []
     step = 0.8 / len(bars)
     for offset, (pts, label) in enumerate(bars):
-        ms, ss, xs, ns = [], [], [], []
+        ms, ss, xs, ns, colors = [], [], [], [], []
         for i, opt in enumerate(opts):
             accs = [a for a in (_acc(ps) for ps in pts if ps.point.config.optimizer == opt) if a is not None]
             if accs:
@@ -470,13 +491,17 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
                 ss.append(100 * s)
                 xs.append(i + step * offset)
                 ns.append(len(accs))
-        if xs:
+                colors.append(optimizer_color(opt, i))
+        if xs:   # the colour is the optimizer's (as in every report), the hatching the kind of bar
             n = _with_left_out(f"{_n_text(ns)} per bar", _left_out(pts, running=running))
-            ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, label=f"{label} ({n})")
+            ax.bar(xs, ms, yerr=ss, width=min(0.38, 0.95 * step), capsize=3, color=colors, edgecolor="white",
+                   hatch=BAR_HATCHES[offset % len(BAR_HATCHES)], label=f"{label} ({n})")
     ax.set_xticks([i + step * (len(bars) - 1) / 2 for i in range(len(opts))], opts)
     ax.set(ylabel=f"{_acc_label(spec)} (%)",
            title=fit_title(fig, f"{spec.name}: accuracy per optimizer (mean ± std over seeds)"))
-    ax.legend(fontsize=8)
+    legend = ax.legend(fontsize=8)
+    for patch in legend.get_patches():      # the legend tells the kinds apart by hatching, not by an optimizer's
+        patch.set_facecolor("0.55")         # colour
     fig.tight_layout()
     return _save(plt, fig, path)
 
@@ -488,11 +513,17 @@ def _finite_metric(ps: Any, key: str) -> float | None:
     return float(v) if _is_num(v) and math.isfinite(v) else None
 
 
+#: the markers and line styles of a diagnostic's layers (the colour is the optimizer's)
+LAYER_MARKERS = ("o", "s", "^", "D", "v", "P")
+LAYER_DASHES = ("-", "--", ":", "-.")
+
+
 def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                      path: str | os.PathLike[str]) -> Path | None:
     """The final per-layer diagnostics (:data:`~imc_grapes.sweep.store.DIAGNOSTICS`) of the finished points against
     the numeric ``axis``: one panel per diagnostic, one line per optimizer and layer, mean ± std over seeds and the
-    other swept axes; ``None`` (nothing written) when no point recorded any. Only finished points are drawn: the
+    other swept axes (the optimizer's colour, one marker and line style per layer); ``None`` (nothing written) when
+    no point recorded any. Only finished points are drawn: the
     legends count the finished points without a finite value (:func:`_left_out`)."""
     main = [ps for ps in _split(status_points)[0]
             if ps.state == DONE and _is_num(ps.point.params.get(axis))]
@@ -503,11 +534,14 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
     values = _ordered_values([ps.point.params[axis] for ps in main])
     backends = _backends(main)
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 4.0), squeeze=False, layout="constrained")
+    layers = sorted({key.split("/", 1)[1] for ps in main for key in ps.metrics
+                     if any(key.startswith(f"final_{k}/") for k in kinds)})
     for ax, kind in zip(axes[0], kinds):
         keys = sorted({key for ps in main for key in ps.metrics if key.startswith(f"final_{kind}/")})
-        for opt, backend in itertools.product(_optimizers(main), backends):
+        for (i, opt), (b, backend) in itertools.product(enumerate(_optimizers(main)), enumerate(backends)):
             line = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend]
             for key in keys:
+                layer = layers.index(key.split("/", 1)[1])  # colour: the optimizer; marker and dashes: the layer
                 xs, ms, ss, ns = [], [], [], []
                 for v in values:
                     ys = [y for y in (_finite_metric(ps, key) for ps in line
@@ -521,12 +555,14 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                 if xs:
                     left = _left_out(line, functools.partial(_finite_metric, key=key), "value")
                     n = _with_left_out(f"{_n_text(ns)} per point", left)
-                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3,
+                    ax.errorbar(xs, ms, yerr=ss, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)], capsize=3,
+                                color=optimizer_color(opt, i), alpha=0.9,
+                                linestyle=LAYER_DASHES[(layer + b) % len(LAYER_DASHES)],
                                 label=f"{_series_name(opt, backend, backends)}, {key.split('/', 1)[1]} ({n})")
         _x_scale(ax, values)
         ax.set(xlabel=axis, ylabel=DIAGNOSTICS[kind], title=DIAGNOSTICS[kind])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_below(ax, 7)
     fig.suptitle(fit_title(fig, f"{spec.name}: diagnostics at the end of training vs {axis} (mean ± std over seeds)",
                            "figure.titlesize"))
     return _save(plt, fig, path)

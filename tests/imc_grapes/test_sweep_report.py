@@ -385,3 +385,76 @@ def test_the_bar_chart_of_a_report_made_while_a_sweep_runs_counts_its_points_in_
     write_report(spec)
     assert [kwargs["label"] for _, _, kwargs in calls] == ["all (n=1 per bar; left out: 1 running, 1 not run yet)",
                                                            "all (n=1 per bar; left out: 2 not run yet)"]
+
+
+def _saved_figures(monkeypatch) -> dict[str, Any]:
+    """The figures the sweep report writes, by file name (still written)."""
+    import imc_grapes.sweep.report as report_mod
+
+    figures: dict[str, Any] = {}
+    write = report_mod.write_figure_atomic
+
+    def keep(path, fig, **kw):
+        figures[Path(path).name] = fig
+        return write(path, fig, **kw)
+
+    monkeypatch.setattr(report_mod, "write_figure_atomic", keep)
+    return figures
+
+
+def _colours(ax) -> dict[str, str]:
+    """An errorbar line's label (up to " (") -> its colour, as hex."""
+    from matplotlib.colors import to_hex
+
+    return {c.get_label().split(" (")[0]: to_hex(c.lines[0].get_color()) for c in ax.containers
+            if hasattr(c, "has_yerr")}
+
+
+def test_sweep_plots_colour_each_optimizer_as_every_report_and_put_a_long_legend_below(tmp_path, monkeypatch):
+    """GRAPES listed first took matplotlib's first colour (blue, SGD's in the other reports); now SGD is blue and
+    GRAPES orange in the accuracy and diagnostics plots whatever the order, a diagnostic's layers differ by marker
+    and line style, not colour, and a legend of more than three entries stands below the axes (inside it covered
+    points), clear of the x label."""
+    from matplotlib.colors import to_hex
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\nlr = [0.1, 0.2]\noptimizer = ["grapes", "sgd"]\nseed = [0, 1]\n',
+                                base=TINY))
+    outcomes = {(lr, opt, s): 0.5 + lr + s / 100 for lr in (0.1, 0.2) for opt in ("grapes", "sgd") for s in (0, 1)}
+    record(spec, outcomes, ("lr", "optimizer", "seed"), m_mean={k: 1.5 for k in outcomes})
+    figures = _saved_figures(monkeypatch)
+    status = sweep_status(spec).points
+    plot_axis(spec, status, "lr", spec.out_dir / "lr.png")
+    ax = figures["lr.png"].axes[0]
+    assert _colours(ax) == {"grapes": to_hex("tab:orange"), "sgd": to_hex("tab:blue")}
+    assert ax.get_legend() is not None
+    plot_diagnostics(spec, status, "lr", spec.out_dir / "d.png")
+    (dax,) = figures["d.png"].axes
+    assert _colours(dax) == {"grapes, layers.0": to_hex("tab:orange"), "sgd, layers.0": to_hex("tab:blue")}
+
+    many = load_spec(write_spec(tmp_path / "many", '[axes]\nlr = [0.1, 0.2]\noptimizer = ["sgd", "grapes"]\n'
+                                                   'seed = [0]\n', base=TINY + 'backend = "crossbar"\n',
+                                sweep="reference = true"))
+    record(many, {(lr, opt, 0): 0.6 for lr in (0.1, 0.2) for opt in ("sgd", "grapes")}, ("lr", "optimizer", "seed"))
+    plot_axis(many, sweep_status(many).points, "lr", many.out_dir / "lr.png")
+    fig = figures["lr.png"]
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, label = ax.get_legend().get_window_extent(), ax.xaxis.label.get_window_extent()
+    assert len(ax.get_legend().get_texts()) == 4                 # 2 optimizers × (analog, ideal digital)
+    assert legend.y1 <= label.y0 and legend.y0 >= 0              # below the x label, inside the figure
+
+
+def test_the_optimizer_bar_chart_colours_bars_by_optimizer_and_hatches_the_digital_reference(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\noptimizer = ["grapes", "sgd"]\nseed = [0, 1]\n',
+                                base=TINY + 'backend = "crossbar"\n', sweep="reference = true"))
+    record(spec, {(o, s): 0.5 for o in ("grapes", "sgd") for s in (0, 1)}, ("optimizer", "seed"))
+    figures = _saved_figures(monkeypatch)
+    write_report(spec)
+    ax = figures["accuracy.png"].axes[0]
+    bars = [(to_hex(p.get_facecolor()), p.get_hatch() or "") for p in ax.patches]
+    assert bars == [(to_hex("tab:orange"), ""), (to_hex("tab:blue"), ""), (to_hex("tab:orange"), "//"),
+                    (to_hex("tab:blue"), "//")]                 # analog: plain; ideal digital: hatched
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == ["analog", "ideal digital"]
+    assert ax.get_ylim()[0] == 0.0

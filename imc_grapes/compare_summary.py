@@ -25,7 +25,7 @@ from .backends.settings import format_device_overrides
 from .compare import mean_pm_std, paired_by_seed
 from .config import ConfigError
 from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
-from .plotting import fit_title
+from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
 __all__ = ["load_report", "report_names", "summarize", "format_summary", "write_summary"]
@@ -188,9 +188,14 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
             if p is not None:
                 xs.append(i + (k - (len(others) - 1) / 2) * width)
                 ms.append(100 * p["mean"])
-                ss.append(100 * p["std"])
+                ss.append(100 * p["std"] if int(p.get("n", 2)) >= 2 else None)   # one seed: no spread, no bar
         if xs:      # an empty series would still get a legend entry
-            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=f"{method} − {other}")
+            # the colour of the optimizer compared against (SGD blue, the layer-mean control green, as elsewhere)
+            ax.bar(xs, ms, width, color=optimizer_color(other, k), label=f"{method} − {other}")
+            spread = [(x, m, sd) for x, m, sd in zip(xs, ms, ss) if sd is not None]
+            if spread:
+                ax.errorbar([x for x, _, _ in spread], [m for _, m, _ in spread], yerr=[sd for _, _, sd in spread],
+                            fmt="none", ecolor="black", capsize=3)
     ax.axhline(0.0, color="black", lw=0.8)
     names = report_names(rows) if _labels_repeat(rows) else None
     ax.set_xticks(range(len(rows)), [f"{names[i]}: {r['label']}" if names else r["label"] for i, r in enumerate(rows)],

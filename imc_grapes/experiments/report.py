@@ -366,9 +366,9 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
             for key, c in cells]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
     colors = [optimizer_color(c.optimizer, i) for i, (_, c, _) in enumerate(rows)]
-    for ax, k, title, ylabel in zip(axes, ("avg_acc", "forgetting"),
-                                    ("average accuracy after the last task (%)", "forgetting (points, lower is better)"),
-                                    ("average accuracy over tasks (%)", "forgetting (points)")):
+    titles = ("average accuracy after the last task (%)", "forgetting (points, lower is better)")
+    ylabels = ("average accuracy over tasks (%)", "forgetting (points)")
+    for ax, k, title, ylabel in zip(axes, ("avg_acc", "forgetting"), titles, ylabels):
         ms = [100 * (v[k][0] or 0) for _, _, v in rows]
         ss = [100 * (v[k][1] or 0) if _matrix_runs(c) >= 2 else None for _, c, v in rows]
         ax.bar(range(len(rows)), ms, color=colors)

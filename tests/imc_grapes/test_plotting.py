@@ -353,3 +353,24 @@ def test_forgetting_matrix_has_a_colour_bar_readable_numbers_and_the_bars_name_t
     avg, forget = figures["forgetting.png"].axes
     assert not avg.collections and not forget.collections                # one seed: no error bar
     assert "one seed" in figures["forgetting.png"]._suptitle.get_text()
+
+
+def test_compare_summarys_paired_bars_take_the_compared_optimizers_colour_and_no_bar_for_one_seed(monkeypatch):
+    """paired.png drew "grapes − layer-mean" in orange (GRAPES's colour in every other figure) and a zero-width
+    error bar on a difference over one seed; now each difference has the colour of the optimizer GRAPES is compared
+    with (SGD blue, layer-mean green) and only a difference over two or more seeds gets an error bar."""
+    saved: list[matplotlib.figure.Figure] = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    rows = [{"report": "a", "label": "digital", "grapes-sgd": {"mean": 0.01, "std": 0.005, "n": 3},
+             "grapes-layer-mean": {"mean": -0.02, "std": 0.0, "n": 1}}]
+    plot_paired(rows, "grapes", ("sgd", "layer-mean"))
+    (ax,) = saved[0].axes
+    assert [mcolors.to_hex(p.get_facecolor()) for p in ax.patches] == [mcolors.to_hex("tab:blue"),
+                                                                     mcolors.to_hex("tab:green")]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([1.0, -2.0])
+    (bars,) = [c for c in ax.collections if len(c.get_segments()) == 1]      # one error bar: grapes − sgd's
+    ((_, y0), (_, y1)), = bars.get_segments()
+    assert (y0, y1) == pytest.approx((0.5, 1.5))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["grapes − sgd", "grapes − layer-mean"]

@@ -257,7 +257,8 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
             most = max(most, n)
             ss.append(100 * c["final_acc"]["std"] if n >= 2 else None)
         if xs:
-            ax.bar(xs, ms, width, label=f"{a} − {b}")
+            # a pair of optimizers: a colour no single optimizer has (blue is SGD's, orange GRAPES's, elsewhere)
+            ax.bar(xs, ms, width, color=optimizer_color(None, k), label=f"{a} − {b}")
             _error_bars(ax, xs, ms, ss)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)

@@ -374,3 +374,22 @@ def test_compare_summarys_paired_bars_take_the_compared_optimizers_colour_and_no
     ((_, y0), (_, y1)), = bars.get_segments()
     assert (y0, y1) == pytest.approx((0.5, 1.5))
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["grapes − sgd", "grapes − layer-mean"]
+
+
+def test_experiment_gain_bars_of_optimizer_pairs_take_no_single_optimizers_colour(monkeypatch, tmp_path):
+    """gain.png drew "grapes − sgd" in blue (SGD's colour) and "layer-mean − sgd" in orange (GRAPES's); a pair
+    now has a colour no optimizer has, and a difference over one seed no error bar."""
+    import imc_grapes.experiments.report as rep
+    from imc_grapes.plotting import OPTIMIZER_COLORS
+
+    figures = _figures(monkeypatch, rep)
+    results = _experiment_groups(tmp_path)
+    key = results[0].group.key
+    comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005, "n": 2}},
+             {"group": key, "a": "layer-mean", "b": "sgd", "final_acc": {"mean": -0.01, "std": 0.0, "n": 1}}]
+    rep._plot_gain(comps, results, tmp_path)
+    ax = figures["gain.png"].axes[0]
+    colours = [mcolors.to_hex(p.get_facecolor()) for p in ax.patches]
+    assert len(set(colours)) == 2 and not set(colours) & {mcolors.to_hex(c) for c in OPTIMIZER_COLORS.values()}
+    assert len([c for c in ax.collections if len(c.get_segments()) == 1]) == 1     # grapes − sgd's only
+    assert ax.get_title().endswith("mean ± std")

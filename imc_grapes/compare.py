@@ -9,9 +9,11 @@ The report folder holds:
   summary table;
 * ``results.csv`` — one row per final run: its results, then the settings it was run with
   (:func:`csv_config_columns`);
-* ``curves.png`` (test accuracy vs epoch), ``accuracy.png`` (final accuracy, mean ± std over the seeds; no error
+* ``curves.png`` (test accuracy vs epoch, mean ± std over each cell's completed runs; the analog panel names its
+  backend and device preset), ``accuracy.png`` (final accuracy, mean ± std over the seeds, bars from 0 %; no error
   bar on a cell with one completed run), ``inference.png`` (accuracy after programming noise and drift, analog
-  cells), ``report.md`` embedding them;
+  cells), ``report.md`` embedding them; each optimizer in its colour of every report
+  (:func:`~imc_grapes.plotting.optimizer_color`);
 * ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
   job is started again with the same spec (``resume``), so an interrupted job continues where it stopped.
 """

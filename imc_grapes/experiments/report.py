@@ -7,9 +7,10 @@ Files (next to ``groups/<key>/``, each group's own compare-style folder):
   (``data_root_resolved``, None when every group uses the synthetic set), command, machine, every group's spec and
   summary, the paired comparisons, findings (and the forgetting metrics);
 * ``results.csv`` — one row per final run (all groups); ``summary.csv`` — one row per group × optimizer;
-* ``accuracy.png`` (final test accuracy per group and optimizer, mean ± std), ``gain.png`` (paired difference
-  to SGD per group), ``curves.png`` (learning curves per group), for ``forgetting`` also ``matrix.png`` and
-  ``forgetting.png``;
+* ``accuracy.png`` (final test accuracy per group and optimizer, mean ± std, bars from 0 %), ``gain.png`` (paired
+  difference to SGD per group), ``curves.png`` (learning curves per group), for ``forgetting`` also ``matrix.png``
+  (with a 0–100 % colour bar) and ``forgetting.png``; each optimizer in its colour of every report, error bars
+  only over two or more completed seeds (a title says "one seed" otherwise);
 * ``report.md`` embedding all of it.
 
 A *paired difference* compares two optimizers run with the same seeds (same initial weights and data order):

@@ -157,7 +157,9 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
 
 
 def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "optimizer") -> Path:
-    """Test accuracy and train loss vs epoch, one line per value of ``key`` (mean over runs, band = ±std)."""
+    """Test accuracy and train loss vs epoch, one line per value of ``key`` (mean over the completed runs, band =
+    ±std; a value none of whose runs completed is named in the legend), in the optimizers' colours
+    (:func:`~imc_grapes.plotting.optimizer_color`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,6 +186,13 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
                 yscale="log" if groups else "linear")     # a log axis without data warns
     if groups:
         accuracy_ylim(ax_acc)
+        every = list(dict.fromkeys(getattr(r.config, key) for r in results))
+        for k, value in enumerate(every):
+            if value not in groups:       # every run of it diverged: said in the legend, not left out in silence
+                stopped = sum(getattr(r.config, key) == value for r in results)
+                for ax in (ax_acc, ax_loss):
+                    ax.plot([], [], color=optimizer_color(value if key == "optimizer" else None, len(groups) + k),
+                            linestyle="none", marker="x", label=f"{value}: no completed run of {stopped}")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         if groups:

@@ -393,3 +393,19 @@ def test_experiment_gain_bars_of_optimizer_pairs_take_no_single_optimizers_colou
     assert len(set(colours)) == 2 and not set(colours) & {mcolors.to_hex(c) for c in OPTIMIZER_COLORS.values()}
     assert len([c for c in ax.collections if len(c.get_segments()) == 1]) == 1     # grapes − sgd's only
     assert ax.get_title().endswith("mean ± std")
+
+
+def test_a_run_summary_names_an_optimizer_whose_every_run_diverged(monkeypatch, tmp_path):
+    """GRAPES diverged on both seeds: its curve cannot be drawn, and it was left out of curves.png without a word;
+    both panels' legends now say so, next to SGD's line."""
+    import imc_grapes.report as report_mod
+
+    figures = _figures(monkeypatch, report_mod)
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    results = [RunResult(cfg.replace(optimizer="sgd", seed=0), HISTORY, "completed")] + [
+        RunResult(cfg.replace(optimizer="grapes", seed=s), HISTORY[:1], "diverged") for s in (0, 1)]
+    plot_curves(results, tmp_path / "curves.png")
+    for ax in figures["curves.png"].axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sgd (n=1)", "grapes: no completed run of 2"]
+        assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 0]
+        assert mcolors.to_hex(ax.get_lines()[1].get_color()) == mcolors.to_hex("tab:orange")

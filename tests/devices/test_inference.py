@@ -220,15 +220,47 @@ def test_nu_mean_and_spread_follow_the_fit():
 
 def test_read_noise_std_follows_1_over_f_fit():
     m = PCMLikeNoiseModel()
-    targets = [0.5, 5.0, 12.5, 25.0]  # 0.5 µS hits the q_max = 0.2 clip of the 1/f amplitude
+    # 0.1 µS: 0.0088 / (0.1/25)^0.65 = 0.32 > q_max, so the 1/f amplitude is clipped to q_max = 0.2 there (0.5 µS
+    # gives 0.0088 / 0.02^0.65 = 0.11, not clipped); the others span the unclipped fit
+    targets = [0.1, 0.5, 5.0, 12.5, 25.0]
+    assert read_rel_sigma_ref(0.1, 0.0) == 0.2 * math.sqrt(math.log((T_0 + T_READ) / (2 * T_READ)))
+    assert read_rel_sigma_ref(0.5, 0.0) < 0.2 * math.sqrt(math.log((T_0 + T_READ) / (2 * T_READ)))
     g = levels(targets)
     for t in (0.0, 3600.0, STANDARD_TIMES_S[-1]):
         out = m.read_noise(g, t, gen(5), g_prog_uS=g)
         for i, gp in enumerate(targets):
-            # g_t = max(0, g·(1 + rel·ξ)): rectified normal with mean g, std g·rel (the clip matters at 0.5 µS)
+            # g_t = max(0, g·(1 + rel·ξ)): rectified normal with mean g, std g·rel (the clip at 0 matters where
+            # rel is large: 0.1 and 0.5 µS)
             mean, std = relu_normal_moments(gp, gp * read_rel_sigma_ref(gp, t))
             assert out[i].std().item() == pytest.approx(std, rel=0.03)
             assert abs(out[i].mean().item() - mean) < 5 * std / math.sqrt(N)
+
+
+def test_pcm_noises_are_the_hand_written_fits_sample_by_sample():
+    """The statistical checks above allow 3 % on a std, more than some plausible slips change it (``ln((t +
+    t_read)/t_read)`` instead of ``/(2 t_read)`` moves the read noise by 1-2 %). Each method draws one standard
+    normal per element from ``generator`` (its contract), so with those same ξ (torch's own stream of the seed)
+    every output is the hand-written fit: programming ``max(0, g + s_prog·σ_prog(g)·ξ)``, drift exponents
+    ``s_drift·|μ_ν(g) + σ_ν(g)·ξ|``, read noise ``max(0, g + g·s_read·rel(g_prog, t)·ξ)`` (the q_max clip and the
+    amplitude from ``g_prog``, not the drifted ``g``, included)."""
+    g_prog = torch.tensor([0.01, 0.1, 0.5, 2.0, 5.0, 12.5, 25.0], dtype=torch.float64)
+    xi = torch.randn(g_prog.shape, generator=gen(11), dtype=torch.float64)
+    scaled = PCMLikeNoiseModel(prog_noise_scale=1.5, drift_scale=2.0)
+    sig = torch.tensor([prog_sigma_ref(g) for g in g_prog.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(scaled.program(g_prog, gen(11)), (g_prog + 1.5 * sig * xi).clamp_min(0.0),
+                               rtol=1e-12, atol=0)
+    mu_nu, sig_nu = (torch.tensor(v, dtype=torch.float64) for v in zip(*(nu_normal_ref(g) for g in g_prog.tolist())))
+    torch.testing.assert_close(scaled.sample_nu(g_prog, gen(11)), 2.0 * (mu_nu + sig_nu * xi).abs(), rtol=1e-12,
+                               atol=0)
+    m = PCMLikeNoiseModel()
+    g_drift = 0.8 * g_prog
+    for t in (0.0, 3600.0, STANDARD_TIMES_S[-1]):
+        out = m.read_noise(g_drift, t, gen(11), g_prog_uS=g_prog)
+        rel = torch.tensor([read_rel_sigma_ref(gp, t) for gp in g_prog.tolist()], dtype=torch.float64)
+        torch.testing.assert_close(out, (g_drift + g_drift * rel * xi).clamp_min(0.0), rtol=1e-12, atol=0)
+    half = PCMLikeNoiseModel(read_noise_scale=0.5).read_noise(g_drift, 3600.0, gen(11), g_prog_uS=g_prog)
+    rel = torch.tensor([read_rel_sigma_ref(gp, 3600.0) for gp in g_prog.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(half, (g_drift + 0.5 * g_drift * rel * xi).clamp_min(0.0), rtol=1e-12, atol=0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -376,6 +408,22 @@ def test_ideal_and_hand_computed_generic_drift():
     # a uniform drift is exactly undone by the global compensation
     comp = apply_inference_noise(w, STANDARD_TIMES_S, m, generator=gen())
     torch.testing.assert_close(comp, w.expand(4, 2, 3), rtol=1e-5, atol=1e-7)
+
+
+def test_generic_model_noises_are_the_documented_formulas_sample_by_sample():
+    """GenericDriftModel's three noises, each with the standard normals ξ its ``generator`` gives (one per element,
+    torch's own stream of the seed): programming ``max(0, g + prog_noise_std·ξ)`` (additive, µS), drift exponents
+    ``|nu_mean + nu_std·ξ|``, read noise ``max(0, g·(1 + read_noise_std·ξ))`` (relative), at any time."""
+    m = GenericDriftModel(prog_noise_std=0.4, nu_mean=0.01, nu_std=0.03, read_noise_std=2.0)
+    g = torch.tensor([0.0, 0.3, 2.0, 0.1, 25.0], dtype=torch.float64)
+    xi = torch.randn(g.shape, generator=gen(3), dtype=torch.float64)
+    # the seed draws ξ_3 ≈ -0.61: the clip at 0 (programming, read noise) and the fold of ν are all exercised
+    assert 0.1 + 0.4 * xi[3] < 0 and 0.01 + 0.03 * xi[3] < 0 and 1 + 2.0 * xi[3] < 0
+    torch.testing.assert_close(m.program(g, gen(3)), (g + 0.4 * xi).clamp_min(0.0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(m.sample_nu(g, gen(3)), (0.01 + 0.03 * xi).abs(), rtol=1e-12, atol=0)
+    for t in (0.0, 3600.0):
+        torch.testing.assert_close(m.read_noise(g, t, gen(3)), (g * (1.0 + 2.0 * xi)).clamp_min(0.0), rtol=1e-12,
+                                   atol=0)
 
 
 def test_fixed_w_max_saturates_and_scales():

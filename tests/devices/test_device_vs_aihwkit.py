@@ -110,6 +110,10 @@ SAMPLING = [
     dv.LinearStepDevice(gamma_up=0.4, gamma_down=0.7, gamma_up_dtod=0.1, gamma_down_dtod=0.05),
     dv.LinearStepDevice(gamma_up=0.4, gamma_down=0.7, mean_bound_reference=False),
     dv.PowStepDevice(pow_gamma=2.0, pow_gamma_dtod=0.1, pow_up_down=0.2, pow_up_down_dtod=0.05),
+    # bounds spread so wide that a third of the devices draw w_max·(1 + 3ξ) below w_min·(1 + 0.1ξ'): aihwkit then
+    # swaps the two before taking |.|, so w_min reaches -3 (mean ≈ -0.89) where without the swap it stays at
+    # -0.2 ± 0.02; the other cases never draw a crossing
+    dv.ConstantStepDevice(w_max=1.0, w_max_dtod=3.0, w_min=-0.2, w_min_dtod=0.1),
 ]
 
 

@@ -128,8 +128,9 @@ def test_conductance_map_validated(kwargs, field):
 
 def test_devices_are_frozen():
     d = dv.SoftBoundsDevice()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'dw_min'"):
         d.dw_min = 0.5  # type: ignore[misc]
+    assert d.dw_min == dv.SoftBoundsDevice().dw_min
 
 
 def _fields_of_type(cls, kind):

@@ -295,8 +295,9 @@ def _assert_same_mean_and_std(a: torch.Tensor, b: torch.Tensor, rel_std: float =
 def test_sync_free_forward_has_the_cpu_paths_noise_and_saturation():
     # saturating outputs: the CPU path tries one bound-management round first, the GPU path runs all at once
     cfg = CrossbarConfig(tile_rows=64, tile_cols=64, forward=IOParameters(out_bound=4.0))
-    w = torch.rand(64, 64) * 0.2
-    x = torch.rand(400, 64)
+    g = torch.Generator().manual_seed(11)              # seeded inputs: the statistical check is deterministic
+    w = torch.rand(64, 64, generator=g) * 0.2
+    x = torch.rand(400, 64, generator=g)
 
     def make():
         arr = TileArray(64, 64, cfg, seed=5)

@@ -187,8 +187,8 @@ class AihwkitLayer(AnalogLayer):
 
     @torch.no_grad()
     def _count_forward(self, x: Tensor, y: Tensor) -> None:
-        """Add the analytic counts of one training (grad-enabled) forward of ``n_vec`` vectors (and of its backward through the
-        array): ``n_vec`` times the per-vector counts of :meth:`_per_vector_counts`, one add each."""
+        """Add the analytic counts of one training (grad-enabled) forward of ``n_vec`` vectors (and of its backward
+        through the array): ``n_vec`` times the per-vector counts of :meth:`_per_vector_counts`, one add each."""
         n_vec = y.numel() // self.out_features
         self.count_buffer.add_(self._forward_counts, alpha=n_vec)
         if self.backward_mode == "array" and x.requires_grad:

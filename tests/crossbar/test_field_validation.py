@@ -44,8 +44,8 @@ def test_io_bounds_infinite_or_within_float32(field: str) -> None:
     assert getattr(IOParameters(**kwargs, **{field: math.inf}), field) == math.inf       # unbounded: valid
     for value in (1e300, 1.8e38):
         with pytest.raises(ValueError, match=rf"^IOParameters\.{field} must be > 0 \(math\.inf for unbounded\) and, "
-                                             rf"when finite, at most 1\.7e\+38 \(the converter's range 2 \* {field} must "
-                                             rf"be a float32, the MVMs' type\), got {re.escape(repr(value))}$"):
+                                             rf"when finite, at most 1\.7e\+38 \(the converter's range 2 \* {field} "
+                                             rf"must be a float32, the MVMs' type\), got {re.escape(repr(value))}$"):
             IOParameters(**kwargs, **{field: value})
 
 

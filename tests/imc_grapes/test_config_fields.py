@@ -38,8 +38,8 @@ WALKS = {
         ExperimentOptions, lambda **kw: ExperimentOptions(**{"backends": ("digital", "crossbar"), **kw})),
     "Budget": lambda: walk_errors(Budget, _budget),
     # CompareSpec's messages name the bare field, as the compare command's options do
-    "CompareSpec": lambda: walk_errors(CompareSpec, lambda **kw: CompareSpec(**{"base": TrainConfig(dataset="synthetic"),
-                                                                                **kw}),
+    "CompareSpec": lambda: walk_errors(CompareSpec,
+                                       lambda **kw: CompareSpec(**{"base": TrainConfig(dataset="synthetic"), **kw}),
                                        names={f: f for f in COMPARE_FIELDS}),
     # the spec file's tables and keys: [sample] n, [sweep] reference, ...; a sweep's name is any text without '/'
     "SweepSpec": lambda: walk_errors(SweepSpec, free_text=("name",),
@@ -66,7 +66,8 @@ def test_train_numbers_beyond_float32_rejected(field: str) -> None:
 
 def test_inference_times_beyond_float32_rejected() -> None:
     """``--inference-times 1e300`` ran: the time became inf in the weights' float32 and the drift read zeros."""
-    with pytest.raises(ConfigError, match=r"^TrainConfig\.inference_times must be ≥ 0 seconds, each at most 3\.4e\+38 "):
+    with pytest.raises(ConfigError,
+                       match=r"^TrainConfig\.inference_times must be ≥ 0 seconds, each at most 3\.4e\+38 "):
         TrainConfig(inference_times=(1.0, 1e300))
     assert TrainConfig(inference_times=(3.4e38,)).inference_times == (3.4e38,)
 

@@ -358,6 +358,7 @@ def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
         ax.title.set_fontsize(8)
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
+    assert im is not None                                  # cells is not empty: one image per panel drawn
     fig.colorbar(im, ax=axes.ravel().tolist(), label="test accuracy on the task (%)", shrink=0.8)
     fig.suptitle(fit_title(fig, "Accuracy on each task after training each task, mean over completed runs",
                            "figure.titlesize"))

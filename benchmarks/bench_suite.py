@@ -101,6 +101,7 @@ from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOP
                       UpdateParameters, to_aihwkit_io_parameters, to_aihwkit_rpu_config)
 from devices import ConstantStepDevice  # noqa: E402
 from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
+from devices.suggest import did_you_mean, did_you_mean_each  # noqa: E402
 from imc_grapes.experiments.report import machine_info as experiment_machine_info  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
 
@@ -154,9 +155,11 @@ class Case:
             raise ValueError(f"Case.kind must be mlp, cnn, layer or grapes, got {self.kind!r}")
         valid = ("sgd", "grapes-exact", "grapes-array") if self.kind == "grapes" else IMPLS
         if self.impl not in valid:
-            raise ValueError(f"Case.impl must be one of {valid} for kind {self.kind!r}, got {self.impl!r}")
+            raise ValueError(f"Case.impl must be one of {valid} for kind {self.kind!r}, got {self.impl!r}"
+                             f"{did_you_mean(self.impl, valid)}")
         if self.err not in ERROR_REGIMES:
-            raise ValueError(f"Case.err must be one of {tuple(ERROR_REGIMES)}, got {self.err!r}")
+            raise ValueError(f"Case.err must be one of {tuple(ERROR_REGIMES)}, got {self.err!r}"
+                             f"{did_you_mean(self.err, ERROR_REGIMES)}")
         if self.batch < 1 or self.tile < 1 or (self.kind == "layer" and self.size < 1):
             raise ValueError(f"Case.batch, tile (and size for a layer) must be >= 1, got {self}")
         if self.fusion not in ("", "off", "on"):
@@ -1123,7 +1126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     bad = sorted(set(args.only.split(",")) - set(SECTIONS))
     if bad:
-        ap.error(f"--only: unknown section(s) {bad}; valid: {','.join(SECTIONS)}")
+        ap.error(f"--only: unknown section(s) {bad}; valid: {','.join(SECTIONS)}{did_you_mean_each(bad, SECTIONS)}")
     return args
 
 

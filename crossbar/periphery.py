@@ -47,6 +47,7 @@ from torch import Tensor
 from devices import rng
 from devices.base import FLOAT32_RANGE, fits_float32
 from devices.host import flat_nonzero, host_reads_free
+from devices.suggest import did_you_mean
 
 from crossbar._reduce import live_samples, nonneg_amax
 
@@ -171,13 +172,16 @@ class IOParameters:
                 f"IOParameters.max_bm_factor must be an integer >= 1, got {self.max_bm_factor!r}")
         if self.noise_management not in NOISE_MANAGEMENT_TYPES:
             raise ValueError(f"IOParameters.noise_management must be one of {NOISE_MANAGEMENT_TYPES}, "
-                             f"got {self.noise_management!r}")
+                             f"got {self.noise_management!r}"
+                             f"{did_you_mean(self.noise_management, NOISE_MANAGEMENT_TYPES)}")
         if self.bound_management not in BOUND_MANAGEMENT_TYPES:
             raise ValueError(f"IOParameters.bound_management must be one of {BOUND_MANAGEMENT_TYPES}, "
-                             f"got {self.bound_management!r}")
+                             f"got {self.bound_management!r}"
+                             f"{did_you_mean(self.bound_management, BOUND_MANAGEMENT_TYPES)}")
         if self.w_noise_type not in W_NOISE_TYPES:
             raise ValueError(f"IOParameters.w_noise_type must be one of {W_NOISE_TYPES}, "
-                             f"got {self.w_noise_type!r}")
+                             f"got {self.w_noise_type!r}"
+                             f"{did_you_mean(self.w_noise_type, W_NOISE_TYPES)}")
         if self.noise_management != "none" and self.inp_bound != 1.0 and not self.is_perfect:
             raise ValueError(
                 "IOParameters.inp_bound must be 1.0 when noise_management is "

@@ -57,6 +57,7 @@ from torch import Tensor
 from devices import rng
 from devices.base import FLOAT32_RANGE, fits_float32
 from devices.host import host_reads_free, host_scalar_math
+from devices.suggest import did_you_mean
 
 from crossbar._reduce import has_zero, live_samples, nonneg_amax
 
@@ -134,6 +135,7 @@ class UpdateParameters:
         if self.pulse_type not in PULSE_TYPES:
             raise ValueError(
                 f"UpdateParameters.pulse_type must be one of {PULSE_TYPES}, got {self.pulse_type!r}"
+                f"{did_you_mean(self.pulse_type, PULSE_TYPES)}"
             )
 
     @property

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
+from devices.suggest import did_you_mean
 
 __all__ = ["DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "PulsedDevice", "check_field", "check_field_types",
            "fits_float32"]
@@ -155,6 +156,7 @@ class DeviceParams:
             if not k.startswith("extra."):
                 raise ValueError(
                     f"DeviceParams.from_state_dict: unknown key {k!r}; valid: {list(cls._CORE)} or 'extra.<name>'"
+                    f"{did_you_mean(k, cls._CORE)}"
                 )
             extra[k[len("extra."):]] = v
         return cls(dw_up=d["dw_up"], dw_down=d["dw_down"], w_min=d["w_min"], w_max=d["w_max"], extra=extra)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .grapes.feedback import DFAContext, DFAFeedback, FALinear, dfa_output
 from .grapes.initializers import he_uniform_, make_generator, uniform_
+from .suggest import did_you_mean
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,7 +50,7 @@ def _activation(name: str, owner: str) -> nn.Module:
         return nn.ReLU()
     if name == "tanh":
         return nn.Tanh()
-    raise ValueError(f"{owner}.activation must be one of {ACTIVATIONS}, got {name!r}")
+    raise ValueError(f"{owner}.activation must be one of {ACTIVATIONS}, got {name!r}{did_you_mean(name, ACTIVATIONS)}")
 
 
 def _check_dropout(p: float, owner: str) -> None:
@@ -141,7 +142,7 @@ class MLP(nn.Module):
         if len(sizes) < 2 or any(s < 1 for s in sizes):
             raise ValueError(f"MLP.sizes must have >= 2 entries, all >= 1, got {list(sizes)}")
         if rule not in MODEL_RULES:
-            raise ValueError(f"MLP.rule must be one of {MODEL_RULES}, got {rule!r}")
+            raise ValueError(f"MLP.rule must be one of {MODEL_RULES}, got {rule!r}{did_you_mean(rule, MODEL_RULES)}")
         if rule == "fa" and linear_factory is not None:
             raise ValueError("MLP.linear_factory is not supported with rule='fa' (FA needs FALinear layers); "
                              "use rule='bp' or 'dfa'")
@@ -365,7 +366,8 @@ def build_model(
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in MODEL_NAMES:
-        raise ValueError(f"build_model: unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"build_model: unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}"
+                         f"{did_you_mean(name, MODEL_NAMES)}")
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"build_model.input_shape must be non-empty with entries >= 1, got {tuple(input_shape)}")

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .grapes.initializers import he_uniform_, make_generator, uniform_
+from .suggest import did_you_mean
 
 __all__ = ["CELLS", "RecurrentLayer", "SequenceClassifier", "image_to_sequence"]
 
@@ -86,7 +87,7 @@ class RecurrentLayer(nn.Module):
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if cell not in CELLS:
-            raise ValueError(f"RecurrentLayer.cell must be one of {CELLS}, got {cell!r}")
+            raise ValueError(f"RecurrentLayer.cell must be one of {CELLS}, got {cell!r}{did_you_mean(cell, CELLS)}")
         if in_features < 1 or hidden < 1:
             raise ValueError(f"RecurrentLayer.in_features and hidden must be >= 1, got {in_features}, {hidden}")
         self.cell, self.in_features, self.hidden = cell, int(in_features), int(hidden)
@@ -153,7 +154,8 @@ class SequenceClassifier(nn.Module):
         if n_classes < 2:
             raise ValueError(f"SequenceClassifier.n_classes must be >= 2, got {n_classes}")
         if cell not in CELLS:
-            raise ValueError(f"SequenceClassifier.cell must be one of {CELLS}, got {cell!r}")
+            raise ValueError(f"SequenceClassifier.cell must be one of {CELLS}, got {cell!r}"
+                             f"{did_you_mean(cell, CELLS)}")
         g = make_generator(seed)
         self.cell, self.in_features, self.hidden, self.n_classes = cell, int(in_features), hidden, int(n_classes)
         sizes = (self.in_features, *hidden)

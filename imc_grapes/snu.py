@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .grapes.initializers import he_uniform_, make_generator, uniform_
+from .suggest import did_you_mean
 
 __all__ = ["ENCODINGS", "SNULayer", "SpikingClassifier", "encode_latency", "encode_rate", "spike_fn",
            "to_intensity"]
@@ -190,7 +191,8 @@ class SpikingClassifier(nn.Module):
         if steps < 1:
             raise ValueError(f"SpikingClassifier.steps must be >= 1, got {steps}")
         if encoding not in ENCODINGS:
-            raise ValueError(f"SpikingClassifier.encoding must be one of {ENCODINGS}, got {encoding!r}")
+            raise ValueError(f"SpikingClassifier.encoding must be one of {ENCODINGS}, got {encoding!r}"
+                             f"{did_you_mean(encoding, ENCODINGS)}")
         root = make_generator(seed)
         w_seed, spike_seed = (int(s) for s in torch.randint(0, 2**62, (2,), generator=root))
         g = make_generator(w_seed)

@@ -280,3 +280,22 @@ def test_cuda_graph_rows_need_cuda_and_give_their_own_cuda_targets() -> None:
     assert got["cuda_graph_speedup_over_aihwkit_cpu_mlp_b64"]["value"] == pytest.approx(20.0)
     assert got["cuda_native_over_torch_mlp_b256"]["met"] is False
     assert got["cuda_graph_native_over_torch_mlp_b256"]["met"] is True
+
+
+def test_case_and_section_names_suggest_the_close_name(capsys) -> None:
+    bs = _suite_module()
+    with pytest.raises(ValueError) as err:
+        bs.Case("layer", "nativ", 4, size=8)
+    assert str(err.value) == (f"Case.impl must be one of {bs.IMPLS} for kind 'layer', got 'nativ'; did you mean "
+                              "'native'?")
+    with pytest.raises(ValueError) as err:
+        bs.Case("layer", "native", 4, size=8, err="smal")
+    assert str(err.value) == "Case.err must be one of ('ce', 'small'), got 'smal'; did you mean 'small'?"
+    with pytest.raises(ValueError) as err:
+        bs.Case("layer", "native", 4, size=8, err="huge")
+    assert str(err.value) == "Case.err must be one of ('ce', 'small'), got 'huge'"
+    with pytest.raises(SystemExit):
+        bs.parse_args(["--only", "mlp,grapse,zzz"])
+    assert capsys.readouterr().err.rstrip().endswith(
+        "--only: unknown section(s) ['grapse', 'zzz']; valid: mlp,cnn,scaling,grapes,replicas,fusion; did you "
+        "mean 'grapes' for 'grapse'?")

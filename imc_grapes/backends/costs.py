@@ -51,6 +51,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..suggest import did_you_mean
+
 __all__ = [
     "COST_KINDS",
     "ENERGY_TABLE_PJ",
@@ -130,7 +132,8 @@ def load_energy_table(overrides: Mapping[str, float] | str | Path | None = None)
         overrides = data
     for key, value in overrides.items():
         if key not in ENERGY_TABLE_PJ:
-            raise ValueError(f"energy table: unknown entry {key!r}; valid: {', '.join(ENERGY_TABLE_PJ)}")
+            raise ValueError(f"energy table: unknown entry {key!r}; valid: {', '.join(ENERGY_TABLE_PJ)}"
+                             f"{did_you_mean(key, ENERGY_TABLE_PJ)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
             raise ValueError(f"energy table: {key} must be a finite number >= 0 (pJ), got {value!r}")
         table[key] = float(value)

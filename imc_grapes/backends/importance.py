@@ -25,6 +25,7 @@ from torch import Tensor, nn
 import crossbar
 
 from ..grapes.core import modulation
+from ..suggest import did_you_mean
 from .layers import ImportanceReadPlan, read_importances
 from .settings import IMPORTANCE_SOURCES
 
@@ -111,7 +112,8 @@ class ImportanceSource:
                  names: dict[int, str] | None = None, compare_every: int = COMPARE_EVERY,
                  offset_correction: bool = False) -> None:
         if source not in IMPORTANCE_SOURCES:
-            raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}")
+            raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}"
+                             f"{did_you_mean(source, IMPORTANCE_SOURCES)}")
         if not g_offset >= 0:
             raise ValueError(f"ImportanceSource.g_offset must be >= 0, got {g_offset!r}")
         if isinstance(compare_every, bool) or not isinstance(compare_every, int) or compare_every < 0:

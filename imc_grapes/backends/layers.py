@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 import crossbar
 
+from ..suggest import did_you_mean
 from .costs import COST_KINDS
 
 __all__ = ["BACKWARD_MODES", "AnalogLayer", "CrossbarLayer", "ImportanceReadPlan", "read_importances"]
@@ -91,7 +92,7 @@ class AnalogLayer(nn.Module):
         super().__init__()
         if backward_mode not in BACKWARD_MODES:
             raise ValueError(f"{type(self).__name__}.backward_mode must be one of {BACKWARD_MODES}, "
-                             f"got {backward_mode!r}")
+                             f"got {backward_mode!r}{did_you_mean(backward_mode, BACKWARD_MODES)}")
         if backward_mode != "array" and kind != "linear":
             raise ValueError(f"{type(self).__name__}: backward_mode {backward_mode!r} (FA/DFA) is implemented "
                              "for linear layers only")

@@ -36,6 +36,7 @@ import crossbar
 from ..grapes import BP_CLIP, GrapesHandle, attach_grapes
 from ..grapes.feedback import DFAFeedback, FALinear
 from ..models import build_model
+from ..suggest import did_you_mean, did_you_mean_each
 from .costs import (COST_KINDS, energy_breakdown, grapes_refresh_ops, load_energy_table, ops_total,
                     summary_table)
 from .hardware import crossbar_config_from
@@ -117,7 +118,8 @@ def build_network(cfg: Any, input_shape: tuple[int, ...], n_classes: int,
     device = torch.device(device)
     backend = cfg.backend
     if backend not in BACKENDS:
-        raise ValueError(f"build_network: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ValueError(f"build_network: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+                         f"{did_you_mean(backend, BACKENDS)}")
     settings = cfg.analog
     if backend == "aihwkit":
         from .aihwkit_backend import check_aihwkit_device
@@ -513,7 +515,8 @@ class Network:
         (:func:`crossbar.check_finite_weights`), before anything is written."""
         unknown = sorted(set(w) - set(self.weight_layers))
         if unknown:
-            raise ValueError(f"write_weights: unknown layer(s) {unknown}; valid: {sorted(self.weight_layers)}")
+            raise ValueError(f"write_weights: unknown layer(s) {unknown}; valid: {sorted(self.weight_layers)}"
+                             f"{did_you_mean_each(unknown, self.weight_layers)}")
         for name, value in w.items():
             if isinstance(self.weight_layers[name], AnalogLayer):
                 crossbar.check_finite_weights(f"write_weights: layer {name!r}", value.detach())

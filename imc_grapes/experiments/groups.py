@@ -17,6 +17,7 @@ from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_tab
 from ..compare import run_one as compare_run_one
 from ..data import Dataset, recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..suggest import did_you_mean
 from ..train import RunResult, tail_accuracy, train
 from .forgetting import train_permuted
 from .trainers import Trainer, train_custom
@@ -52,7 +53,8 @@ class Group:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", dict(self.labels))
         if self.trainer not in TRAINERS:
-            raise ValueError(f"Group.trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
+            raise ValueError(f"Group.trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}"
+                             f"{did_you_mean(self.trainer, TRAINERS)}")
         if len(self.spec.hardware) != 1:
             raise ValueError(f"Group.spec.hardware must name exactly one hardware, got {list(self.spec.hardware)}")
         if not self.key or "/" in self.key:

@@ -68,6 +68,7 @@ from torch import Tensor, nn
 
 from crossbar import AnalogModuleBase
 
+from ..suggest import did_you_mean
 from .core import BP_CLIP, dfa_modulations, importance, layer_mean, modulation, outgoing_importance, synapse_modulation
 from .feedback import FALinear
 
@@ -427,10 +428,10 @@ def attach_grapes(
     if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
         raise ValueError(f"attach_grapes.refresh_every must be an integer >= 1, got {refresh_every!r}")
     if mode not in MODES:
-        raise ValueError(f"attach_grapes.mode must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"attach_grapes.mode must be one of {MODES}, got {mode!r}{did_you_mean(mode, MODES)}")
     r = rule if rule is not None else getattr(model, "rule", "bp")
     if r not in RULES:
-        raise ValueError(f"attach_grapes.rule must be one of {RULES}, got {r!r}")
+        raise ValueError(f"attach_grapes.rule must be one of {RULES}, got {r!r}{did_you_mean(r, RULES)}")
     if getattr(model, _ATTACHED_FLAG, None) is not None:
         raise ValueError(
             f"attach_grapes: {type(model).__name__} already has GRAPES attached; call handle.remove() first"

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import devices as dv
 from crossbar import _sparse_update as su
@@ -61,3 +62,40 @@ def test_int8_counts_setting_suggests_the_close_mode():
     with pytest.raises(ValueError) as err:
         su.int8_counts_mode("fast", frozenset(), True)
     assert str(err.value) == "IMC_GRAPES_INT8_COUNTS must be one of auto, on, off, got 'fast'"
+
+
+@pytest.mark.parametrize("field, typed, meant, valid", [
+    ("noise_management", "absmax", "abs_max", "('abs_max', 'none', 'constant')"),
+    ("bound_management", "iterativ", "iterative", "('iterative', 'none')"),
+    ("w_noise_type", "additive", "additive_constant", "('none', 'additive_constant')"),
+])
+def test_periphery_modes_suggest_the_close_mode(field, typed, meant, valid):
+    from crossbar import IOParameters
+
+    with pytest.raises(ValueError) as err:
+        IOParameters(**{field: typed})
+    assert str(err.value) == f"IOParameters.{field} must be one of {valid}, got {typed!r}; did you mean {meant!r}?"
+    with pytest.raises(ValueError) as err:             # nothing close: the list alone
+        IOParameters(**{field: "zzz"})
+    assert str(err.value) == f"IOParameters.{field} must be one of {valid}, got 'zzz'"
+
+
+def test_pulse_type_suggests_the_close_type():
+    from crossbar.update import UpdateParameters
+
+    valid = "('stochastic_compressed', 'stochastic', 'none')"
+    with pytest.raises(ValueError) as err:
+        UpdateParameters(pulse_type="stochastik")
+    assert str(err.value) == (f"UpdateParameters.pulse_type must be one of {valid}, got 'stochastik'; did you mean "
+                              "'stochastic'?")
+    with pytest.raises(ValueError) as err:
+        UpdateParameters(pulse_type="deterministic")
+    assert str(err.value) == f"UpdateParameters.pulse_type must be one of {valid}, got 'deterministic'"
+
+
+def test_device_state_dict_key_suggests_the_close_key():
+    sd = dv.LinearStepDevice().sample((2,), torch.Generator().manual_seed(0)).state_dict()
+    with pytest.raises(ValueError, match=r"unknown key 'dw_upp'; .*; did you mean 'dw_up'\?$"):
+        dv.DeviceParams.from_state_dict({**sd, "dw_upp": sd["dw_up"]})
+    with pytest.raises(ValueError, match=r"unknown key 'bogus'; valid: .* or 'extra.<name>'$"):
+        dv.DeviceParams.from_state_dict({**sd, "bogus": sd["dw_up"]})

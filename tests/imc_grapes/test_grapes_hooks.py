@@ -224,6 +224,36 @@ def test_layers_argument_selects_what_is_modulated():
     torch.testing.assert_close(model.layers[1].weight.grad, m[:, None] * plain[1])
 
 
+@pytest.mark.parametrize("mode", ["local", "layer-mean-local"])
+def test_a_bias_frozen_at_attach_is_scaled_once_unfrozen(mode):
+    """torch hooks only a tensor that needs a gradient: a bias frozen when GRAPES is attached gets its hook at the
+    first forward after it is unfrozen, and its gradient is the plain one scaled by M (layer-mean: by mean M) from
+    the weights, by hand; after ``remove()`` it is the plain gradient again."""
+    model = MLP([5, 4, 3], activation="tanh", bias=True, seed=0, dtype=torch.float64)
+    with torch.no_grad():
+        model.layers[0].weight[2] *= 0.2  # clip bites for row 2
+    x, y = _data()
+    plain = _plain_grads(model, x, y)                # before attaching: the unscaled gradients
+    bias = model.layers[0].bias
+    bias.requires_grad_(False)
+    h = attach_grapes(model, mode=mode)
+    F.cross_entropy(model(x), y).backward()
+    assert bias.grad is None                         # still frozen: no gradient, nothing to scale
+    bias.requires_grad_(True)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    m = _expected_m(model.layers[0].weight)
+    if mode == "layer-mean-local":
+        m = m.mean().expand(4)
+    assert not torch.allclose(m, torch.ones(4, dtype=m.dtype))
+    torch.testing.assert_close(bias.grad, m * plain[1])
+    torch.testing.assert_close(model.layers[0].weight.grad, m[:, None] * plain[0])
+    h.remove()
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(bias.grad, plain[1])
+
+
 def test_plain_sequential_model_detects_hidden_layers():
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(

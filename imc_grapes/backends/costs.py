@@ -17,8 +17,14 @@ forwards, under ``torch.no_grad()``, are excluded):
 ``pulses``                  device pulses fired by the pulsed updates (aihwkit backend: the expected number)
 ``updates``                 pulsed update calls: crossbar one per layer and step (its tiles updated in one
                             call), aihwkit one per tile (aihwkit updates each tile with its own call)
-``digital_macs``            digital multiply-accumulates: every MAC of the digital backend; the fixed
-                            feedback products of FA (``d @ B``) and DFA (``e @ Bᵀ``) on the analog backends
+``digital_macs``            digital multiply-accumulates of the weight products: the forward, weight-gradient
+                            and input-gradient products of every layer of the digital backend; the fixed
+                            feedback products of FA (``d @ B``) and DFA (``e @ Bᵀ``) on the analog backends.
+                            Additions without a multiply are not MACs and are left out on purpose: a digital
+                            bias's add (``B·out`` per layer and step) and its gradient's sum over the batch,
+                            the same work on every backend (an analog layer's bias is digital too), so they
+                            change no comparison of backends, and at most ``1/in`` of the layer's MACs. Not
+                            counted either: activations, the loss, the digital optimizer's update
 ``grapes_ops``              digital operations of GRAPES (see :func:`grapes_refresh_ops`, :func:`grapes_scale_ops`)
 ``importance_digital_adds`` additions of the ``exact`` importance (``Σ|w|`` over every weight, digital — what
                             a simulator can do; a chip would first have to read every weight)

@@ -349,6 +349,8 @@ class Network:
         c = self._host_counts
         c[_K["forward_mvms"]] += n_vec
         c[_K["backward_mvms"]] += n_vec if needs_input_grad else 0
+        # the weight products only: a bias's adds and its gradient's batch sum are additions, not MACs (costs.py's
+        # definition of digital_macs says why they are left out)
         c[_K["digital_macs"]] += n_vec * n_out * n_in * (1 + needs_weight_grad + needs_input_grad)
 
     def _count_dfa_feedback(self, module: DFAFeedback, inputs: tuple[Any, ...], output: Tensor) -> None:

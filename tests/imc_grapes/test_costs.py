@@ -494,3 +494,22 @@ def test_a_bias_unfrozen_after_grapes_is_attached_is_scaled_and_counted(monkeypa
         m = (2 * f / f.max()).clamp(1, 2)
         assert not torch.allclose(m, torch.ones_like(m))
         torch.testing.assert_close(bias.grad, m * twin_bias.grad)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "grapes"])
+def test_digital_macs_leave_out_the_bias_adds_by_definition(monkeypatch, optimizer):
+    """``digital_macs`` counts multiply-accumulates of the weight products only (costs.py's definition): MLP 8 -> 6
+    -> 4 with biases, B = 5, by hand: layer 0 forward 5·48 and weight gradient 5·48 (its input is data: no input
+    gradient), layer 1 forward, weight gradient and input gradient 3·5·24 = 840 — the bias-free count. The biases'
+    adds (5·6 + 5·4 forward) and their gradients' batch sums (4·6 + 4·4) are additions and are not in it; the bias
+    gradients are really computed (the biases train)."""
+    cfg = _cfg(backend="digital", optimizer=optimizer)
+    net = _biased_network(monkeypatch, cfg)
+    biases = [layer.bias for layer in net.weight_layers.values()]
+    b0 = [b.detach().clone() for b in biases]
+    net.zero_grad()
+    F.cross_entropy(net.model(_batch()[0]), _batch()[1]).backward()
+    assert all(b.grad is not None and bool(b.grad.abs().sum() > 0) for b in biases)
+    net.step()
+    assert all(not torch.equal(b, b_0) for b, b_0 in zip(biases, b0))
+    assert net.cost_summary()["per_step"]["digital_macs"] == 2 * 5 * 48 + 3 * 5 * 24

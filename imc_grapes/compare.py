@@ -327,10 +327,23 @@ def is_finite_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def mean_std(values: Iterable[object]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n − 1) of the finite numbers in ``values`` (None, NaN, ±Inf and
-    non-numbers are left out: :func:`is_finite_number`); the std is 0.0 for one value, and both are None for none."""
-    vals = [float(v) for v in values if is_finite_number(v)]  # type: ignore[arg-type]
+def mean_std(values: Iterable[object], *, nan_propagates: bool = False) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n − 1) of the finite numbers in ``values``; the std is 0.0 for one
+    value, and both are None for none. None and non-numbers (a bool, a ``"nan"`` string not restored by
+    :func:`~imc_grapes.io.restore_nonfinite`) are never values: "not measured".
+
+    NaN / ±Inf policy: by default they are left out too (:func:`is_finite_number`), for the optional per-run
+    diagnostics (cost per step, saturation, GRAPES's share of the operations, curve means, forgetting), where a
+    run without a finite value has no measurement to add. With ``nan_propagates`` a NaN or ±Inf among them makes
+    both NaN, for a cell's *accuracy* means over its completed runs: a completed run whose accuracy is NaN (its
+    network broke) is a result of the method, and a mean of the other runs would cover fewer runs than the row's
+    ``completed`` count says — the policy of :func:`~imc_grapes.report.summarise` and
+    :func:`~imc_grapes.train.tail_accuracy`."""
+    vals = [float(v) for v in values  # type: ignore[arg-type]
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if nan_propagates and any(not math.isfinite(v) for v in vals):
+        return math.nan, math.nan
+    vals = [v for v in vals if math.isfinite(v)]
     if not vals:
         return None, None
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -340,7 +353,12 @@ def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> di
     """Paired difference ``a[seed] − b[seed]`` over the seeds with a finite value in both (a seed missing from
     either, or None / NaN / ±Inf there, is left out): ``{"mean", "std", "n", "positive", "negative"}`` (n: the
     seeds used; std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or None without a
-    common seed."""
+    common seed.
+
+    NaN policy: left out, unlike the accuracy means (:func:`mean_std` with ``nan_propagates``,
+    :func:`~imc_grapes.report.summarise`): a difference needs a number on both sides, and the result carries
+    ``n``, the seeds it rests on, which every caller prints next to it (``positive/n``, ``diff_vs_<ref>_n``), so a
+    left-out seed is visible, not hidden."""
     diffs = []
     for seed, x in a.items():
         y = b.get(seed)
@@ -376,12 +394,15 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
     """One row per cell: accuracies (mean ± std over seeds of each run's
     :func:`~imc_grapes.train.tail_accuracy` over its last ``tail`` evaluations), epochs to target, saturation, cost
     ratio to SGD — over the cell's *completed* runs (a diverged or failed run's last evaluation is not a result of
-    the method; ``completed``, ``diverged`` and ``failed`` count the runs)."""
+    the method; ``completed``, ``diverged`` and ``failed`` count the runs). A completed run whose accuracy (or
+    inference accuracy at a time) is NaN makes that mean and std NaN, as in :func:`~imc_grapes.report.summarise`
+    (:func:`mean_std`'s ``nan_propagates``: the mean would otherwise cover fewer runs than ``completed``); the
+    diagnostics (saturation, cost, GRAPES's share) leave such a run out."""
     sgd_cost = {c.hardware: mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:
         done = [r for r in c.runs if r.history and r.status == "completed"]
-        acc_m, acc_s = mean_std([tail_accuracy(r.history, tail) for r in done])
+        acc_m, acc_s = mean_std([tail_accuracy(r.history, tail) for r in done], nan_propagates=True)
         ett = [epochs_to_target(r, target) for r in done]
         reached = [e for e in ett if e is not None]
         cost, _ = mean_std([_per_step_cost(r) for r in c.runs])
@@ -400,7 +421,7 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
         }
         times = sorted({t for r in done for t in (r.extra.get("inference") or {})}, key=float)
         for t in times:
-            m, s = mean_std([(r.extra.get("inference") or {}).get(t) for r in done])
+            m, s = mean_std([(r.extra.get("inference") or {}).get(t) for r in done], nan_propagates=True)
             row[f"inference_acc@{t}"] = m
         rows.append(row)
     return rows
@@ -697,6 +718,11 @@ def findings(rows: Sequence[dict[str, Any]], cells: Sequence[Cell] = ()) -> list
         sgd, gr, lm = by.get((hw, "sgd")), by.get((hw, "grapes")), by.get((hw, "layer-mean"))
         if not sgd or not gr or sgd["final_test_acc_mean"] is None or gr["final_test_acc_mean"] is None:
             continue
+        broken = [name for name, r in (("GRAPES", gr), ("SGD", sgd)) if math.isnan(r["final_test_acc_mean"])]
+        if broken:   # a completed run without a finite accuracy (summarise_cells): no difference to judge
+            out.append(f"**{hw}**: GRAPES vs SGD not compared: a completed run of {' and of '.join(broken)} has no "
+                       "finite accuracy (its mean is NaN).")
+            continue
         diff = 100 * (gr["final_test_acc_mean"] - sgd["final_test_acc_mean"])
         n = min(_completed(sgd), _completed(gr))
         spread = 100 * math.hypot(sgd["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
@@ -709,7 +735,10 @@ def findings(rows: Sequence[dict[str, Any]], cells: Sequence[Cell] = ()) -> list
         tail = int(gr.get("tail_evals", 1))
         text = (f"**{hw}**: GRAPES {'+' if diff >= 0 else ''}{diff:.2f} points vs SGD ({verdict})"
                 + _other_seeds_note(cell_by.get((hw, "grapes")), cell_by.get((hw, "sgd")), ("GRAPES", "SGD"), tail))
-        if lm and lm["final_test_acc_mean"] is not None:
+        if lm and lm["final_test_acc_mean"] is not None and math.isnan(lm["final_test_acc_mean"]):
+            text += ("; vs the layer-mean control: not compared (a completed run of it has no finite accuracy, its "
+                     "mean is NaN)")
+        elif lm and lm["final_test_acc_mean"] is not None:
             d_lm = 100 * (gr["final_test_acc_mean"] - lm["final_test_acc_mean"])
             spread_lm = 100 * math.hypot(lm["final_test_acc_std"] or 0.0, gr["final_test_acc_std"] or 0.0)
             text += f"; vs the layer-mean control {'+' if d_lm >= 0 else ''}{d_lm:.2f} points"

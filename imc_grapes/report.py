@@ -79,7 +79,11 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
     and how many diverged; where runs were
     evaluated after programming noise and drift (``TrainConfig.inference_times``, analog runs), the mean accuracy
     at each time over the completed runs, as ``inference_acc@<seconds>`` (a fraction; None without a completed
-    run), as compare's summary."""
+    run), as compare's summary.
+
+    NaN policy: a completed run's NaN (its final or inference accuracy: its network broke) makes the group's mean
+    NaN, as in compare's summary (:func:`~imc_grapes.compare.summarise_cells`): it is a result of the method, and a
+    mean of the other runs would cover fewer runs than the row says. Only None (not measured) is left out."""
     groups: dict[Any, list[RunResult]] = {}
     for r in results:
         groups.setdefault(getattr(r.config, key), []).append(r)

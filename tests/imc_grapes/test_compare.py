@@ -565,8 +565,9 @@ def _strict_json(path):
 
 def test_a_nan_metric_is_strict_json_and_the_job_resumes_with_the_same_summary(tmp_path, monkeypatch):
     """A run whose inference accuracy (the weights were NaN) and test loss are NaN: the files stay strict JSON
-    (NaN as "nan"), the summary leaves the NaN out (inference at 1 s: seed 0's 0.4 only), and a second job resumes
-    the runs (it raised a TypeError on the "nan" string) with the same summary and the NaN as a float again."""
+    (NaN as "nan"), the summary's inference accuracy at 1 s is NaN (a completed run's network broke: a mean of seed
+    0's 0.4 alone would cover one of the two completed runs), and a second job resumes the runs (it raised a
+    TypeError on the "nan" string) with the same summary and the NaN as a float again."""
     calls = []
 
     def fake_train(cfg, run_dir, **kw):
@@ -585,15 +586,15 @@ def test_a_nan_metric_is_strict_json_and_the_job_resumes_with_the_same_summary(t
     row = first["summary"][0]
     assert row["final_test_acc_mean"] == pytest.approx(0.55) and row["final_test_acc_std"] == pytest.approx(
         0.1 / math.sqrt(2))
-    assert row["inference_acc@1"] == pytest.approx(0.4) and row["reached_target"] == "1/2"
+    assert math.isnan(row["inference_acc@1"]) and row["reached_target"] == "1/2"
     saved = _strict_json(tmp_path / "results.json")
     assert saved["runs"][1]["inference"] == {"1": "nan"} and saved["runs"][1]["history"][0]["test_loss"] == "nan"
     _strict_json(tmp_path / "runs" / "analog" / "sgd" / "lr0.1_seed1" / "results.json")
     second = run_compare(spec, tmp_path, progress=False, log=lambda s: None)
     assert calls == [0, 1], "both runs resumed"
-    assert second["summary"] == first["summary"]
+    assert json.dumps(second["summary"]) == json.dumps(first["summary"])     # (NaN == NaN is False in a dict)
     assert math.isnan(second["runs"][1]["history"][0]["test_loss"]) and math.isnan(second["runs"][1]["inference"]["1"])
-    assert "| 40.00 |" in (tmp_path / "report.md").read_text()
+    assert "| nan |" in (tmp_path / "report.md").read_text()
 
 
 def _hist(accs):
@@ -753,3 +754,59 @@ def test_a_reused_run_is_reported_with_the_versions_it_was_trained_with(tmp_path
     del saved["versions"]
     reused.write_text(json.dumps(saved))
     assert run_compare(spec, tmp_path, progress=False, log=lambda s: None)["runs"][0]["versions"] == {}
+
+
+def test_mean_std_propagates_a_nan_only_when_asked():
+    """Hand values: the accuracy policy (``nan_propagates``): a NaN or ±Inf makes mean and std NaN, None and
+    non-numbers are still left out (not measured); the diagnostics' default leaves the NaN out."""
+    for v in (math.nan, math.inf):
+        m, s = compare_mod.mean_std([0.5, v, 0.7], nan_propagates=True)
+        assert math.isnan(m) and math.isnan(s)
+    m, s = compare_mod.mean_std([0.5, None, "nan", True, 0.7], nan_propagates=True)
+    assert m == pytest.approx(0.6) and s == pytest.approx(0.1 * math.sqrt(2))
+    assert compare_mod.mean_std([None], nan_propagates=True) == (None, None)
+    assert compare_mod.mean_std([0.5, math.nan, 0.7]) == (pytest.approx(0.6), pytest.approx(0.1 * math.sqrt(2)))
+
+
+@pytest.mark.parametrize("second, inference", [(0.7, 0.3), (math.nan, 0.3), (0.7, math.nan)])
+def test_compare_and_report_summaries_agree_on_a_nan_accuracy(second, inference):
+    """Two completed runs of one optimizer (final accuracy 0.5 and ``second``; inference accuracy at 1 s 0.4 and
+    ``inference``) and a diverged one: compare's cell row and report's summary row give the same means over the two
+    completed runs — by hand 0.6 and 0.35 — or NaN where a completed run's value is NaN, in both."""
+    from imc_grapes.report import summarise
+
+    run = compare_mod.RunResult
+
+    def hist(accs):
+        return [{**h, "train_loss": 1.0} for h in _hist(accs)]
+
+    runs = [run(BASE.replace(seed=0), hist([0.2, 0.5]), "completed", extra={"inference": {"1": 0.4}}),
+            run(BASE.replace(seed=1), hist([0.3, second]), "completed", extra={"inference": {"1": inference}}),
+            run(BASE.replace(seed=2), hist([0.1]), "diverged")]
+    (cell,) = compare_mod.summarise_cells([compare_mod.Cell("analog", "sgd", 0.1, runs)], 0.9)
+    (rep,) = summarise(runs)
+    want_acc = math.nan if math.isnan(second) else 0.6
+    want_inf = math.nan if math.isnan(inference) else 0.35
+    for row in (cell, rep):
+        assert row["final_test_acc_mean"] == pytest.approx(want_acc, nan_ok=True)
+        assert row["inference_acc@1"] == pytest.approx(want_inf, nan_ok=True)
+    assert cell["completed"] == 2 and cell["final_test_acc_std"] == pytest.approx(
+        math.nan if math.isnan(second) else 0.1 * math.sqrt(2), nan_ok=True)
+
+
+def test_findings_do_not_judge_a_nan_mean():
+    """A NaN mean accuracy (a completed run broke) is not compared: the statement says so instead of printing a
+    "nan points" difference judged against the spread."""
+    rows = [{"hardware": "analog", "optimizer": "sgd", "runs": 2, "completed": 2, "final_test_acc_mean": 0.6,
+             "final_test_acc_std": 0.01},
+            {"hardware": "analog", "optimizer": "grapes", "runs": 2, "completed": 2, "final_test_acc_mean": math.nan,
+             "final_test_acc_std": math.nan}]
+    assert findings(rows) == ["**analog**: GRAPES vs SGD not compared: a completed run of GRAPES has no finite "
+                              "accuracy (its mean is NaN)."]
+    rows[1].update(final_test_acc_mean=0.7, final_test_acc_std=0.01)
+    rows.append({"hardware": "analog", "optimizer": "layer-mean", "runs": 2, "completed": 2,
+                 "final_test_acc_mean": math.nan, "final_test_acc_std": math.nan})
+    (text,) = findings(rows)
+    assert text.startswith("**analog**: GRAPES +10.00 points vs SGD (more than twice")
+    assert "; vs the layer-mean control: not compared (a completed run of it has no finite accuracy" in text
+    assert "nan" not in text

@@ -8,10 +8,12 @@ fit (:func:`title_chars`), between words where it can.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from typing import Any, Literal
 
-__all__ = ["MIN_ACC_SPAN", "OPTIMIZER_COLORS", "TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE", "TitleSize", "accuracy_ylim",
-           "fit_title", "optimizer_color", "title_chars", "wrap_title"]
+__all__ = ["DODGE_SHARE", "MIN_ACC_SPAN", "OPTIMIZER_COLORS", "OVERLAP_SHARE", "TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE",
+           "TitleSize", "accuracy_ylim", "dodged_x", "fit_title", "interleaved_dashes", "optimizer_color",
+           "overlap_groups", "overlap_tolerance", "title_chars", "wrap_title"]
 
 #: a title font's mean glyph width in ems, on the wide side (DejaVu Sans, matplotlib's default, averages about 0.55
 #: on text such as sweep titles)
@@ -87,3 +89,69 @@ def accuracy_ylim(ax: Any) -> tuple[float, float]:
         lo, hi = lo + shift, hi + shift
         ax.set_ylim(lo, hi)
     return lo, hi
+
+
+#: two series overlap when, at the same x values, their y values differ by at most this share of the y span of
+#: everything drawn on the axes (:func:`overlap_tolerance`): the later one would hide the earlier one
+OVERLAP_SHARE = 0.005
+#: the horizontal step between overlapping series (:func:`dodged_x`): this share of the smallest gap between
+#: neighbouring x values, measured on the axis's scale (in log10 on a log axis)
+DODGE_SHARE = 0.08
+#: the most a group of overlapping series is spread over, as a share of that gap (a large group takes smaller steps)
+DODGE_MAX_SPREAD = 0.4
+
+
+def overlap_tolerance(ys: Sequence[float]) -> float:
+    """How far apart two y values may be and still hide each other: :data:`OVERLAP_SHARE` of the span of ``ys``
+    (every y value drawn on the axes; NaN left out); 0 (only equal values overlap) when they span nothing."""
+    finite = [float(y) for y in ys if y == y]
+    return OVERLAP_SHARE * (max(finite) - min(finite)) if finite else 0.0
+
+
+def overlap_groups(series: Sequence[tuple[Sequence[float], Sequence[float]]], tol: float) -> list[tuple[int, int]]:
+    """For each series (its x values and y values, of equal length), ``(k, g)``: it is the ``k``-th (from 0) of
+    ``g`` series that overlap, i.e. have the same x values and y values within ``tol`` (≥ 0) of the group's first
+    series at every x; ``(0, 1)`` for a series that overlaps none. Groups are formed in order, each series joining
+    the first earlier group it overlaps."""
+    firsts: list[int] = []                     # the first series of each group
+    member: list[tuple[int, int]] = []         # (group, position in it)
+    sizes: list[int] = []
+    for i, (xs, ys) in enumerate(series):
+        for g, j in enumerate(firsts):
+            xj, yj = series[j]
+            if list(map(float, xs)) == list(map(float, xj)) and all(abs(float(a) - float(b)) <= tol
+                                                                   for a, b in zip(ys, yj)):
+                member.append((g, sizes[g]))
+                sizes[g] += 1
+                break
+        else:
+            firsts.append(i)
+            member.append((len(sizes), 0))
+            sizes.append(1)
+    return [(k, sizes[g]) for g, k in member]
+
+
+def dodged_x(ax: Any, xs: Sequence[float], k: int, g: int, values: Sequence[float]) -> list[float]:
+    """``xs`` moved sideways for the ``k``-th of ``g`` overlapping series (:func:`overlap_groups`) on ``ax``, whose
+    x scale is already set: by ``(k − (g − 1)/2)`` steps of :data:`DODGE_SHARE` (smaller when the group would
+    spread over more than :data:`DODGE_MAX_SPREAD`) of the smallest gap between neighbouring ``values`` (all the x
+    values of the axes), measured on the axis's scale — in log10 on a log axis, so that each point keeps the same
+    distance from its tick wherever it lies; with a single value the gap is its own size (1 at 0). The group is
+    centred on the true x; ``xs`` unchanged for a series that overlaps none (``g`` = 1)."""
+    if g <= 1:
+        return [float(x) for x in xs]
+    scale = ax.xaxis.get_transform()                       # data -> the axis's scale (identity, log10, symlog)
+    ticks = sorted(set(float(v) for v in scale.transform([[float(v)] for v in values])[:, 0]))
+    gaps = [b - a for a, b in zip(ticks, ticks[1:]) if b > a]
+    gap = min(gaps) if gaps else (abs(ticks[0]) or 1.0) if ticks else 1.0
+    step = gap * min(DODGE_SHARE, DODGE_MAX_SPREAD / (g - 1))
+    shift = (k - (g - 1) / 2) * step
+    scaled = scale.transform([[float(x)] for x in xs])[:, 0] + shift
+    return [float(x) for x in scale.inverted().transform([[x] for x in scaled])[:, 0]]
+
+
+def interleaved_dashes(k: int, g: int, dash: float = 4.0) -> tuple[float, tuple[float, float]]:
+    """A dash pattern (a matplotlib ``linestyle``, in points scaled by the line width) for the ``k``-th of ``g``
+    lines drawn on the same place (e.g. equal horizontal references, which no sideways shift can separate): dashes
+    of ``dash`` points, the ``g`` lines' dashes taking turns, so that every line's colour shows along it."""
+    return (k * dash, (dash, dash * (g - 1)))

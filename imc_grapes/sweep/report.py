@@ -28,6 +28,10 @@ Written into the sweep folder:
 * ``plots/diagnostics_vs_<axis>.png`` — for each numeric swept parameter, when points recorded per-layer
   diagnostics (``final_M_mean/<layer>``, ``final_M_err/<layer>``, ``final_M_corr/<layer>``, ``final_sat/<layer>``):
   one panel per diagnostic, one line per optimizer and layer (mean ± std over seeds and the other swept axes).
+
+Series that coincide (same x values, means within :data:`~imc_grapes.plotting.OVERLAP_SHARE` of the panel's y span)
+are drawn a little left and right of their values (:func:`~imc_grapes.plotting.dodged_x`), equal horizontal
+references with alternating dashes (:func:`~imc_grapes.plotting.interleaved_dashes`): none hides another.
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_csv_atomic, write_figure_atomic
-from ..plotting import fit_title, optimizer_color
+from ..plotting import (dodged_x, fit_title, interleaved_dashes, optimizer_color, overlap_groups,
+                        overlap_tolerance)
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
 from .store import DIAGNOSTICS, DONE, FAILED, FAILURES, PARTIAL, PENDING, SweepStore
@@ -328,8 +333,16 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     numeric = all(_is_num(v) for v in values)
     xs = {_key(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    if numeric:
+        _x_scale(ax, values)            # before the lines: overlapping ones are dodged on the axis's scale
+    else:
+        ax.set_xticks(list(xs.values()), [_fmt_value(v) for v in values])
     failed_labels: set[str] = set()                  # one legend entry per kind of ✕
     backends = _backends(main)
+    # what is drawn, in legend order, collected first so that equal series can be told apart: (x, y) series drawn
+    # by ``draw(x, y, *args, **kwargs)``, and horizontal references drawn by ``draw(linestyle=…)``
+    series: list[tuple[list[float], list[float], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    levels: list[tuple[float, Callable[..., Any]]] = []
     for i, opt in enumerate(_optimizers(main + ref)):
         color = optimizer_color(opt, i)       # SGD blue, GRAPES orange, as in every report
         for b, backend in enumerate(backends):        # one line per optimizer and (analog) backend
@@ -349,20 +362,21 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                     fail_x.setdefault(_failed_kinds(group), []).append(xs[_key(v)])
             if line_x:
                 n = _with_left_out(f"{_n_text([len(g) for g in line_n])} per point", _left_out(pts, running=running))
-                ax.errorbar(line_x, line_m, yerr=line_s, marker="os^Dv"[b % 5], linestyle=("-", ":", "-.")[b % 3],
-                            capsize=3, color=color, label=f"{_series_name(opt, backend, backends)} ({n})")
+                series.append((line_x, line_m, ax.errorbar, (), dict(
+                    yerr=line_s, marker="os^Dv"[b % 5], linestyle=("-", ":", "-.")[b % 3], capsize=3, color=color,
+                    label=f"{_series_name(opt, backend, backends)} ({n})")))
             for kinds, kx in fail_x.items():
                 label = f"all runs {kinds}"
-                ax.plot(kx, [0.0] * len(kx), FAILED_MARKERS.get(kinds, "X"), color=color, markersize=9,
-                        label="_nolegend_" if label in failed_labels else label)
+                series.append((kx, [0.0] * len(kx), ax.plot, (FAILED_MARKERS.get(kinds, "X"),), dict(
+                    color=color, markersize=9, label="_nolegend_" if label in failed_labels else label)))
                 failed_labels.add(label)
         by_value = reference_groups(ref, opt, axis)
         ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt], running=running)
         if None in by_value:                          # the axis is hardware: one digital reference for all values
             m, s = _mean_std(by_value[None])
             n = _with_left_out(f"n={len(by_value[None])}", ref_left)
-            ax.axhline(100 * m, color=color, linestyle="--", linewidth=1.2,
-                       label=f"{opt}, ideal digital (no {axis}; {n})")
+            levels.append((100 * m, functools.partial(
+                ax.axhline, 100 * m, color=color, linewidth=1.2, label=f"{opt}, ideal digital (no {axis}; {n})")))
             if s > 0:
                 ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
         else:                                         # each value against the digital runs at that value
@@ -373,14 +387,19 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                 rs = [100 * s for _, (_, s) in ref_x]
                 ns = [len(by_value[_key(v)]) for v in values if _key(v) in by_value]
                 n = _with_left_out(f"{_n_text(ns)} per point", ref_left)
-                ax.plot(rx, rm, linestyle="--", marker="s", ms=3, linewidth=1.2, color=color,
-                        label=f"{opt}, ideal digital at the same {axis} ({n})")
+                series.append((rx, rm, ax.plot, (), dict(
+                    linestyle="--", marker="s", ms=3, linewidth=1.2, color=color,
+                    label=f"{opt}, ideal digital at the same {axis} ({n})")))
                 ax.fill_between(rx, [m - s for m, s in zip(rm, rs)], [m + s for m, s in zip(rm, rs)], color=color,
                                 alpha=0.08)
-    if numeric:
-        _x_scale(ax, values)
-    else:
-        ax.set_xticks(list(xs.values()), [_fmt_value(v) for v in values])
+    # equal series (two optimizers' equal references, equal lines) would hide each other: an (x, y) series is
+    # shifted sideways by a fraction of the spacing of the x values, equal horizontal lines take turns in dashes
+    tol = overlap_tolerance([y for _, ys, _, _, _ in series for y in ys] + [y for y, _ in levels])
+    groups = overlap_groups([(sx, sy) for sx, sy, _, _, _ in series], tol)
+    for (sx, sy, draw, args, kwargs), (k, g) in zip(series, groups):
+        draw(dodged_x(ax, sx, k, g, list(xs.values())), sy, *args, **kwargs)
+    for (_, draw), (k, g) in zip(levels, overlap_groups([((), (y,)) for y, _ in levels], tol)):
+        draw(linestyle="--" if g == 1 else interleaved_dashes(k, g))
     over = "seeds" + (" and " + ", ".join(others) if others else "")
     ax.set(xlabel=axis, ylabel=f"{_acc_label(spec)} (%)",
            title=fit_title(fig, f"{spec.name}: accuracy vs {axis}\n(mean ± std over {over})"))
@@ -538,6 +557,8 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                      if any(key.startswith(f"final_{k}/") for k in kinds)})
     for ax, kind in zip(axes[0], kinds):
         keys = sorted({key for ps in main for key in ps.metrics if key.startswith(f"final_{kind}/")})
+        _x_scale(ax, values)          # before the lines: they are dodged on the axis's scale
+        series: list[tuple[list[float], list[float], list[float], dict[str, Any]]] = []
         for (i, opt), (b, backend) in itertools.product(enumerate(_optimizers(main)), enumerate(backends)):
             line = [ps for ps in main if ps.point.config.optimizer == opt and ps.point.config.backend == backend]
             for key in keys:
@@ -555,11 +576,16 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                 if xs:
                     left = _left_out(line, functools.partial(_finite_metric, key=key), "value")
                     n = _with_left_out(f"{_n_text(ns)} per point", left)
-                    ax.errorbar(xs, ms, yerr=ss, marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)], capsize=3,
-                                color=optimizer_color(opt, i), alpha=0.9,
-                                linestyle=LAYER_DASHES[(layer + b) % len(LAYER_DASHES)],
-                                label=f"{_series_name(opt, backend, backends)}, {key.split('/', 1)[1]} ({n})")
-        _x_scale(ax, values)
+                    series.append((xs, ms, ss, dict(
+                        marker=LAYER_MARKERS[layer % len(LAYER_MARKERS)], color=optimizer_color(opt, i),
+                        linestyle=LAYER_DASHES[(layer + b) % len(LAYER_DASHES)],
+                        label=f"{_series_name(opt, backend, backends)}, {key.split('/', 1)[1]} ({n})")))
+        # equal series (e.g. SGD's and the layer-mean control's last layer, which GRAPES does not modulate) would
+        # hide each other: each is shifted sideways by a fraction of the spacing of the x values
+        tol = overlap_tolerance([m for _, ms, _, _ in series for m in ms])
+        groups = overlap_groups([(xs, ms) for xs, ms, _, _ in series], tol)
+        for (xs, ms, ss, style), (k, g) in zip(series, groups):
+            ax.errorbar(dodged_x(ax, xs, k, g, values), ms, yerr=ss, capsize=3, alpha=0.9, **style)
         ax.set(xlabel=axis, ylabel=DIAGNOSTICS[kind], title=DIAGNOSTICS[kind])
         ax.grid(alpha=0.3)
         _legend_below(ax, 7)

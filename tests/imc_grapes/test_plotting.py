@@ -4,6 +4,8 @@ panels) and final-accuracy bars (one cell: a narrow figure), compare-summary's p
 experiment report's per-group panels (long group keys) and bar charts."""
 from __future__ import annotations
 
+import math
+
 import matplotlib
 import matplotlib.colors as mcolors
 import matplotlib.figure
@@ -409,3 +411,32 @@ def test_a_run_summary_names_an_optimizer_whose_every_run_diverged(monkeypatch, 
         assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sgd (n=1)", "grapes: no completed run of 2"]
         assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 0]
         assert mcolors.to_hex(ax.get_lines()[1].get_color()) == mcolors.to_hex("tab:orange")
+
+
+def test_overlapping_series_are_grouped_and_moved_apart_by_a_share_of_the_value_spacing():
+    """Series with the same x values and y values within the tolerance form a group (each joins the first earlier
+    group it overlaps); the k-th of g is moved by (k − (g − 1)/2) × 0.08 of the smallest gap between the axis's
+    values — on a linear axis in data units, on a log axis in decades; a series that overlaps none keeps its x."""
+    import matplotlib.pyplot as plt
+
+    from imc_grapes.plotting import dodged_x, interleaved_dashes, overlap_groups, overlap_tolerance
+
+    a, b = ([1.0, 2.0], [5.0, 6.0]), ([1.0, 2.0], [5.0005, 6.0])
+    far, other_x = ([1.0, 2.0], [5.0, 7.0]), ([1.0, 3.0], [5.0, 6.0])
+    assert overlap_tolerance([5.0, 6.0, 7.0, float("nan")]) == pytest.approx(0.01) and overlap_tolerance([]) == 0
+    assert overlap_groups([a, far, b, other_x, a], 0.001) == [(0, 3), (0, 1), (1, 3), (0, 1), (2, 3)]
+    assert overlap_groups([a, b], 0.0) == [(0, 1), (0, 1)]           # no tolerance: only equal values overlap
+    fig, ax = plt.subplots()
+    values = [1.0, 2.0, 4.0]                                          # linear: the smallest gap is 1
+    assert dodged_x(ax, [1.0, 4.0], 0, 1, values) == [1.0, 4.0]
+    assert dodged_x(ax, [1.0, 4.0], 0, 2, values) == pytest.approx([0.96, 3.96])
+    assert dodged_x(ax, [1.0, 4.0], 2, 3, values) == pytest.approx([1.08, 4.08])
+    assert dodged_x(ax, [1.0], 5, 6, values) == pytest.approx([1.0 + 2.5 * 0.08])   # 6: 0.4 / 5 = 0.08 a step
+    assert dodged_x(ax, [1.0], 10, 11, values) == pytest.approx([1.0 + 5 * 0.04])   # 11: 0.4 / 10 = 0.04 a step
+    ax.set_xscale("log")
+    values = [1e-3, 1e-2, 1e-1]                                       # log: one decade between neighbours
+    assert dodged_x(ax, [1e-3, 1e-1], 1, 2, values) == pytest.approx([1e-3 * 10 ** 0.04, 1e-1 * 10 ** 0.04])
+    assert dodged_x(ax, [3.0], 1, 2, [3.0]) == pytest.approx([3.0 * 10 ** (0.08 * 0.5 * math.log10(3.0))])
+    plt.close(fig)
+    assert interleaved_dashes(0, 2) == (0.0, (4.0, 4.0)) and interleaved_dashes(2, 3) == (8.0, (4.0, 8.0))
+

@@ -193,7 +193,9 @@ def test_heatmap_cells_and_crosses_name_the_kind_of_failure(tmp_path, monkeypatc
 
 def test_the_crosses_of_each_kind_get_one_legend_entry(tmp_path, monkeypatch):
     """Two optimizers, each with a value of ``lr`` whose runs all diverged and one whose runs all crashed: four
-    marks, but one legend entry per kind (the second optimizer's marks are not listed again)."""
+    marks, but one legend entry per kind (the second optimizer's marks are not listed again). The two optimizers'
+    marks at one value would hide each other: they stand 0.04 × the 0.1 spacing of the lr values left and right of
+    it (:data:`~imc_grapes.plotting.DODGE_SHARE` = 0.08 apart)."""
     spec = load_spec(write_spec(tmp_path, '[axes]\nlr = [0.1, 0.2, 0.3]\noptimizer = ["sgd", "grapes"]\n'
                                           'seed = [0]\n', base=TINY))
     outcomes = {0.1: "failed", 0.2: "crashed", 0.3: 0.6}
@@ -201,9 +203,10 @@ def test_the_crosses_of_each_kind_get_one_legend_entry(tmp_path, monkeypatch):
            ("lr", "optimizer", "seed"))
     calls = spy(monkeypatch, "plot")
     plot_axis(spec, sweep_status(spec).points, "lr", tmp_path / "lr.png")
-    crosses = [(list(args[0]), args[2], kwargs["label"]) for _, args, kwargs in calls if list(args[1]) == [0.0]]
-    assert crosses == [([0.1], "x", "all runs failed: diverged"), ([0.2], "+", "all runs failed: crashed"),
-                       ([0.1], "x", "_nolegend_"), ([0.2], "+", "_nolegend_")]
+    crosses = [(pytest.approx(list(args[0])), args[2], kwargs["label"]) for _, args, kwargs in calls
+               if list(args[1]) == [0.0]]
+    assert crosses == [([0.096], "x", "all runs failed: diverged"), ([0.196], "+", "all runs failed: crashed"),
+                       ([0.104], "x", "_nolegend_"), ([0.204], "+", "_nolegend_")]
 
 
 def test_diagnostics_plot_states_n_and_the_points_without_the_value(awkward, monkeypatch):
@@ -458,3 +461,47 @@ def test_the_optimizer_bar_chart_colours_bars_by_optimizer_and_hatches_the_digit
                     (to_hex("tab:blue"), "//")]                 # analog: plain; ideal digital: hatched
     assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == ["analog", "ideal digital"]
     assert ax.get_ylim()[0] == 0.0
+
+
+def test_equal_diagnostic_lines_are_dodged_in_log_space_and_others_stay_on_their_values(tmp_path, monkeypatch):
+    """SGD's and the layer-mean control's ``layers.1`` mean factor are equal (1.0 at every lr: GRAPES leaves the
+    last layer alone): drawn at the same x the later line hid the earlier one. On the log lr axis (0.01, 0.1, 1:
+    one decade between neighbours) the two stand 0.04 decade left and right of each value; the lines that differ
+    (``layers.0``: 0.9 and 1.3) stay on their values."""
+    from imc_grapes.sweep.runner import PointStatus
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\nlr = [0.01, 0.1, 1.0]\noptimizer = ["sgd", "layer-mean"]\n'
+                                          'seed = [0]\n', base=TINY))
+    layer0 = {"sgd": 0.9, "layer-mean": 1.3}
+    status = [PointStatus(p, "done", metrics={"final_test_acc": 0.5, "final_M_mean/layers.0": layer0[
+        p.config.optimizer], "final_M_mean/layers.1": 1.0}) for p in spec.points()]
+    figures = _saved_figures(monkeypatch)
+    plot_diagnostics(spec, status, "lr", spec.out_dir / "d.png")
+    (ax,) = figures["d.png"].axes
+    assert ax.get_xscale() == "log"
+    xs = {c.get_label().split(" (")[0]: list(c.lines[0].get_xdata()) for c in ax.containers}
+    values = [0.01, 0.1, 1.0]
+    assert xs["sgd, layers.0"] == values and xs["layer-mean, layers.0"] == values
+    assert xs["sgd, layers.1"] == pytest.approx([v * 10 ** -0.04 for v in values])
+    assert xs["layer-mean, layers.1"] == pytest.approx([v * 10 ** 0.04 for v in values])
+    assert [list(c.lines[0].get_ydata()) for c in ax.containers if "layers.1" in c.get_label()] == [[1.0] * 3] * 2
+
+
+def test_equal_horizontal_references_take_turns_in_their_dashes(tmp_path, monkeypatch):
+    """On a hardware axis each optimizer's ideal-digital reference is one horizontal line; SGD's and the layer-mean
+    control's are equal (80 %), and a sideways shift cannot separate horizontal lines: their dashes alternate
+    (4 pt dash, 4 pt gap, the second line's pattern 4 pt on), so both colours show along the line. A reference
+    that differs (GRAPES, 90 %) stays plainly dashed."""
+    from imc_grapes.sweep.runner import PointStatus
+
+    spec = load_spec(write_spec(tmp_path, '[axes]\ndevice.dw_min = [0.002, 0.02]\n'
+                                          'optimizer = ["sgd", "layer-mean", "grapes"]\n',
+                                base=TINY + 'backend = "crossbar"\n', sweep="reference = true"))
+    digital, analog = {"sgd": 0.8, "layer-mean": 0.8, "grapes": 0.9}, {"sgd": 0.4, "layer-mean": 0.5, "grapes": 0.6}
+    status = [PointStatus(p, "done", metrics={"final_test_acc": (digital if p.config.backend == "digital" else
+                                                                 analog)[p.config.optimizer]})
+              for p in spec.points()]
+    calls = spy(monkeypatch, "axhline")
+    plot_axis(spec, status, "device.dw_min", tmp_path / "acc.png")
+    styles = {kwargs["label"].split(",")[0]: kwargs["linestyle"] for _, _, kwargs in calls}
+    assert styles == {"sgd": (0.0, (4.0, 4.0)), "layer-mean": (4.0, (4.0, 4.0)), "grapes": "--"}

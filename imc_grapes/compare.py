@@ -10,8 +10,9 @@ The report folder holds:
 * ``results.csv`` — one row per final run: its results, then the settings it was run with
   (:func:`csv_config_columns`);
 * ``curves.png`` (test accuracy vs epoch, mean ± std over each cell's completed runs; the analog panel names its
-  backend and device preset), ``accuracy.png`` (final accuracy, mean ± std over the seeds, bars from 0 %; no error
-  bar on a cell with one completed run), ``inference.png`` (accuracy after programming noise and drift, analog
+  backend and device preset), ``accuracy.png`` (final accuracy, mean ± std over the seeds, bars from 0 %, analog
+  bars hatched, ideal digital ones plain, a legend below saying so; no error bar on a cell with one completed run),
+  ``inference.png`` (accuracy after programming noise and drift, analog
   cells), ``report.md`` embedding them; each optimizer in its colour of every report
   (:func:`~imc_grapes.plotting.optimizer_color`);
 * ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
@@ -525,6 +526,24 @@ def _plotted_runs(row: dict[str, Any]) -> int:
     return _completed(row) if "runs" in row else 1
 
 
+#: the hatching of an analog cell's bar in accuracy.png (an ideal digital cell's bar is plain)
+ANALOG_HATCH = "//"
+
+
+def _hardware_legend(ax: Any, hardware: Sequence[str], cells: Sequence[Cell]) -> None:
+    """A legend of the kinds of bar among ``hardware`` (the bars' cells' hardware, in order): a plain grey box
+    "ideal digital", a hatched one (:data:`ANALOG_HATCH`) named by :func:`_hardware_title` (``analog: crossbar
+    EcRam``), below the axes, where it covers no bar; none without a bar."""
+    from matplotlib.patches import Patch
+
+    kinds = list(dict.fromkeys(hardware))
+    handles = [Patch(facecolor="0.55", edgecolor="white", hatch="" if hw == "digital" else ANALOG_HATCH,
+                     label="ideal digital" if hw == "digital" else _hardware_title(hw, cells)) for hw in kinds]
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=min(2, len(handles)),
+                  fontsize=8, frameon=False, handlelength=2.5, handleheight=1.6)
+
+
 def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
     """Write curves.png, accuracy.png and (if any) inference.png into ``out``; return the file names."""
     import matplotlib
@@ -558,7 +577,9 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     # a std over fewer than 2 completed runs is no spread (its stored 0 would draw a zero-width bar): no error bar
     stds = [100 * (rows[i]["final_test_acc_std"] or 0) if _plotted_runs(rows[i]) >= 2 else None for i in shown]
     colors = [optimizer_color(rows[i]["optimizer"], i) for i in shown]    # as in curves.png and the other reports
-    ax.bar(shown, means, color=colors)
+    # the colour is the optimizer's; the hatching tells analog bars from ideal digital ones (not only the labels)
+    hatches = [ANALOG_HATCH if rows[i]["hardware"] != "digital" else "" for i in shown]
+    ax.bar(shown, means, color=colors, hatch=hatches, edgecolor="white")
     spread = [(i, m, s) for i, m, s in zip(shown, means, stds) if s is not None]
     if spread:
         ax.errorbar([i for i, _, _ in spread], [m for _, m, _ in spread], yerr=[s for _, _, s in spread], fmt="none",
@@ -575,6 +596,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     what = "one seed" if n_seeds == 1 else f"mean ± std over {n_seeds} seeds"
     ax.set(ylabel="final test accuracy (%)", title=fit_title(fig, f"Final test accuracy ({what})"))
     ax.grid(axis="y", alpha=0.3)
+    _hardware_legend(ax, [rows[i]["hardware"] for i in shown], cells)
     fig.tight_layout()
     write_figure_atomic(out / "accuracy.png", fig, dpi=120)
     plt.close(fig)

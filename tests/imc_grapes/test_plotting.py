@@ -440,3 +440,25 @@ def test_overlapping_series_are_grouped_and_moved_apart_by_a_share_of_the_value_
     plt.close(fig)
     assert interleaved_dashes(0, 2) == (0.0, (4.0, 4.0)) and interleaved_dashes(2, 3) == (8.0, (4.0, 8.0))
 
+
+def test_compare_accuracy_bars_hatch_the_analog_cells_and_say_so_below_the_axes(monkeypatch, tmp_path):
+    """Digital and analog bars differed only by their tick labels: analog bars are hatched, digital ones plain, and
+    a legend below the axes (covering no bar) names both kinds, the analog one by its backend and device preset."""
+    import imc_grapes.compare as compare_mod
+
+    figures = _figures(monkeypatch, compare_mod)
+    cells, rows = _compare_job()
+    plot_report(cells, rows, tmp_path)
+    fig = figures["accuracy.png"]
+    ax = fig.axes[0]
+    assert [p.get_hatch() or "" for p in ax.patches] == ["", "", "//", "//"]     # digital sgd, grapes; analog
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["ideal digital", "analog: crossbar EcRam"]
+    assert [p.get_hatch() or "" for p in legend.get_patches()] == ["", "//"]
+    fig.canvas.draw()
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.y1 <= axes_box.y0 and box.y0 >= 0                                 # below the axes, in the figure
+    plot_report([c for c in cells if c.hardware == "digital"], rows[:2], tmp_path)
+    ax = figures["accuracy.png"].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ideal digital"]
+

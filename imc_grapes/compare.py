@@ -12,8 +12,8 @@ The report folder holds:
 * ``curves.png`` (test accuracy vs epoch, mean ± std over each cell's completed runs; the analog panel names its
   backend and device preset), ``accuracy.png`` (final accuracy, mean ± std over the seeds, bars from 0 %, analog
   bars hatched, ideal digital ones plain, a legend below saying so; no error bar on a cell with one completed run),
-  ``inference.png`` (accuracy after programming noise and drift, analog
-  cells), ``report.md`` embedding them; each optimizer in its colour of every report
+  ``inference.png`` (accuracy after programming noise and drift, analog cells: mean over the completed runs, band
+  ± their std), ``report.md`` embedding them; each optimizer in its colour of every report
   (:func:`~imc_grapes.plotting.optimizer_color`);
 * ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
   job is started again with the same spec (``resume``), so an interrupted job continues where it stopped.
@@ -398,7 +398,10 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
     the method; ``completed``, ``diverged`` and ``failed`` count the runs). A completed run whose accuracy (or
     inference accuracy at a time) is NaN makes that mean and std NaN, as in :func:`~imc_grapes.report.summarise`
     (:func:`mean_std`'s ``nan_propagates``: the mean would otherwise cover fewer runs than ``completed``); the
-    diagnostics (saturation, cost, GRAPES's share) leave such a run out."""
+    diagnostics (saturation, cost, GRAPES's share) leave such a run out. Where runs were evaluated after
+    programming noise and drift, per time ``t`` (seconds, as the runs' ``inference`` keys): ``inference_acc@t`` the
+    mean accuracy (a fraction), ``inference_acc_std@t`` its sample std (n − 1; 0 for one run) and ``inference_n@t``
+    the completed runs with an accuracy at ``t`` that both rest on (None / 0 without one)."""
     sgd_cost = {c.hardware: mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:
@@ -421,9 +424,12 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
             "grapes_ops_share": mean_std([_grapes_ops_share(r) for r in done])[0],
         }
         times = sorted({t for r in done for t in (r.extra.get("inference") or {})}, key=float)
-        for t in times:
-            m, s = mean_std([(r.extra.get("inference") or {}).get(t) for r in done], nan_propagates=True)
+        for t in times:         # the mean (as before), and the spread over the seeds and their number
+            accs = [(r.extra.get("inference") or {}).get(t) for r in done]
+            m, s = mean_std(accs, nan_propagates=True)
             row[f"inference_acc@{t}"] = m
+            row[f"inference_acc_std@{t}"] = s
+            row[f"inference_n@{t}"] = sum(isinstance(a, (int, float)) and not isinstance(a, bool) for a in accs)
         rows.append(row)
     return rows
 
@@ -526,6 +532,31 @@ def _plotted_runs(row: dict[str, Any]) -> int:
     return _completed(row) if "runs" in row else 1
 
 
+def _inference_spread(row: dict[str, Any], columns: Sequence[str]) -> tuple[Any, list[int | None]]:
+    """The band of a summary row's inference accuracies at ``columns`` (``inference_acc@t``): the std over its
+    runs (``inference_acc_std@t``) in points, NaN (no band) where fewer than 2 runs have an accuracy
+    (``inference_n@t``) or the row has no std (a ``results.json`` written before it was recorded); and those
+    numbers of runs (None where not recorded)."""
+    import numpy as np
+
+    sds, ns = [], []
+    for k in columns:
+        t = k.split("@", 1)[1]
+        sd, n = row.get(f"inference_acc_std@{t}"), row.get(f"inference_n@{t}")
+        ns.append(int(n) if is_finite_number(n) else None)
+        sds.append(100 * float(sd) if is_finite_number(sd) and ns[-1] is not None and ns[-1] >= 2 else np.nan)
+    return np.array(sds, dtype=float), ns
+
+
+def _inference_n_text(row: dict[str, Any], ns: Sequence[int | None]) -> str:
+    """How many runs an inference.png line rests on: ``n=3``; ``n=2–3`` when it differs from time to time (a run
+    without a finite accuracy at one of them); the row's completed runs where the numbers were not recorded."""
+    known = [n for n in ns if n]
+    if not known:
+        return f"n={_plotted_runs(row)}"
+    return f"n={known[0]}" if min(known) == max(known) else f"n={min(known)}–{max(known)}"
+
+
 #: the hatching of an analog cell's bar in accuracy.png (an ideal digital cell's bar is plain)
 ANALOG_HATCH = "//"
 
@@ -607,16 +638,21 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     if inf_cols:
         fig, ax = plt.subplots(figsize=(8, 4))
         ts = [float(k.split("@")[1]) for k in inf_cols]
+        drawn = 0
         for r in rows:
-            ys = [100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols]
-            if not all(np.isnan(ys)):
-                ax.plot(ts, ys, marker="o", color=optimizer_color(r["optimizer"], len(ax.lines)),
-                        linestyle="--" if r["hardware"] == "digital" else "-",
-                        label=f"{r['hardware']} {r['optimizer']} (n={_plotted_runs(r)})")
+            ys = np.array([100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols], dtype=float)
+            if np.isnan(ys).all():
+                continue
+            color = optimizer_color(r["optimizer"], drawn)
+            sd, ns = _inference_spread(r, inf_cols)
+            ax.plot(ts, ys, marker="o", color=color, linestyle="--" if r["hardware"] == "digital" else "-",
+                    label=f"{r['hardware']} {r['optimizer']} ({_inference_n_text(r, ns)})")
+            ax.fill_between(ts, ys - sd, ys + sd, color=color, alpha=0.2)     # NaN (no spread) leaves a gap
+            drawn += 1
         _time_axis(ax, ts)
         ax.set(xlabel="time after programming (s)", ylabel="test accuracy (%)",
                title=fit_title(fig, f"Accuracy after programming noise and drift{_data_text(cells, True)}, "
-                                    "mean over completed runs"))
+                                    "mean ± std over completed runs"))
         ax.grid(alpha=0.3)
         if ax.lines:
             accuracy_ylim(ax)

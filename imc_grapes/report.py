@@ -79,7 +79,8 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
     and how many diverged; where runs were
     evaluated after programming noise and drift (``TrainConfig.inference_times``, analog runs), the mean accuracy
     at each time over the completed runs, as ``inference_acc@<seconds>`` (a fraction; None without a completed
-    run), as compare's summary.
+    run), with its sample std ``inference_acc_std@<seconds>`` (0 for one run) and the runs it rests on
+    ``inference_n@<seconds>``, as compare's summary.
 
     NaN policy: a completed run's NaN (its final or inference accuracy: its network broke) makes the group's mean
     NaN, as in compare's summary (:func:`~imc_grapes.compare.summarise_cells`): it is a result of the method, and a
@@ -108,6 +109,8 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
         for t in times:
             accs = [_inference(r)[t] for r in done if t in _inference(r)]
             row[f"inference_acc@{t}"] = statistics.fmean(accs) if accs else None
+            row[f"inference_acc_std@{t}"] = _sample_std(accs) if len(accs) > 1 else 0.0 if accs else None
+            row[f"inference_n@{t}"] = len(accs)
     return rows
 
 

@@ -462,3 +462,47 @@ def test_compare_accuracy_bars_hatch_the_analog_cells_and_say_so_below_the_axes(
     ax = figures["accuracy.png"].axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ideal digital"]
 
+
+def test_inference_rows_carry_the_spread_over_seeds_and_the_figure_draws_it_as_a_band(monkeypatch, tmp_path):
+    """inference.png showed only the mean at each time after programming. The summary rows now carry the sample
+    std over the completed runs and their number at each time (a NaN accuracy left out of both), and the figure
+    draws a band of ± that std around each mean; a cell of one run has no band."""
+    import imc_grapes.compare as compare_mod
+    from imc_grapes.compare import summarise_cells
+
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,), backend="crossbar")
+    hist = [{"epoch": 1.0, "test_acc": 0.8, "train_loss": 0.5}]
+    sgd = [RunResult(cfg.replace(seed=s), hist, "completed", extra={"inference": {"1": a1, "3600": a2}})
+           for s, (a1, a2) in enumerate([(0.7, 0.5), (0.8, float("nan")), (0.9, 0.6)])]
+    grapes = [RunResult(cfg.replace(optimizer="grapes"), hist, "completed", extra={"inference": {"1": 0.75,
+                                                                                                 "3600": 0.65}})]
+    cells = [Cell("analog", "sgd", 0.1, sgd), Cell("analog", "grapes", 0.1, grapes)]
+    rows = summarise_cells(cells, 0.9)
+    assert rows[0]["inference_acc@1"] == pytest.approx(0.8) and rows[0]["inference_acc_std@1"] == pytest.approx(0.1)
+    assert rows[0]["inference_n@1"] == 3 and rows[0]["inference_n@3600"] == 2
+    assert rows[0]["inference_acc@3600"] == pytest.approx(0.55)
+    assert rows[0]["inference_acc_std@3600"] == pytest.approx(0.1 / math.sqrt(2))     # |0.6 − 0.5| / √2
+    assert (rows[1]["inference_acc_std@1"], rows[1]["inference_n@1"]) == (0.0, 1)
+    figures = _figures(monkeypatch, compare_mod)
+    plot_report(cells, rows, tmp_path)
+    ax = figures["inference.png"].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["analog sgd (n=2–3)", "analog grapes (n=1)"]
+    band = ax.collections[0].get_paths()[0].vertices
+    at = {t: sorted({round(float(y), 6) for x, y in band if x == t}) for t in (1.0, 3600.0)}
+    assert at == {1.0: [70.0, 90.0], 3600.0: pytest.approx([55 - 10 / math.sqrt(2), 55 + 10 / math.sqrt(2)])}
+    assert all(len(p.vertices) == 0 for p in ax.collections[1].get_paths())     # one run: no band
+    assert "mean ± std over completed runs" in ax.get_title().replace("\n", " ")
+
+
+def test_a_run_summarys_inference_rows_carry_their_spread_and_count():
+    from imc_grapes.report import summarise
+
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,), backend="crossbar")
+    hist = [{"epoch": 1.0, "test_acc": 0.8, "train_loss": 0.5}]
+    runs = [RunResult(cfg.replace(seed=s), hist, "completed", extra={"inference": {"60": a}})
+            for s, a in enumerate((0.6, 0.7, 0.8))]
+    (row,) = summarise(runs)
+    assert row["inference_acc@60"] == pytest.approx(0.7) and row["inference_acc_std@60"] == pytest.approx(0.1)
+    assert row["inference_n@60"] == 3
+    (row,) = summarise(runs[:1])
+    assert (row["inference_acc_std@60"], row["inference_n@60"]) == (0.0, 1)

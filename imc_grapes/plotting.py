@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 __all__ = ["DODGE_SHARE", "MIN_ACC_SPAN", "OPTIMIZER_COLORS", "OVERLAP_SHARE", "TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE",
            "TitleSize", "accuracy_ylim", "dodged_x", "fit_title", "interleaved_dashes", "optimizer_color",
-           "overlap_groups", "overlap_tolerance", "title_chars", "wrap_title"]
+           "overlap_groups", "overlap_tolerance", "plain_log_labels", "title_chars", "wrap_title"]
 
 #: a title font's mean glyph width in ems, on the wide side (DejaVu Sans, matplotlib's default, averages about 0.55
 #: on text such as sweep titles)
@@ -155,3 +155,28 @@ def interleaved_dashes(k: int, g: int, dash: float = 4.0) -> tuple[float, tuple[
     lines drawn on the same place (e.g. equal horizontal references, which no sideways shift can separate): dashes
     of ``dash`` points, the ``g`` lines' dashes taking turns, so that every line's colour shows along it."""
     return (k * dash, (dash, dash * (g - 1)))
+
+
+def plain_log_labels(axis: Any) -> bool:
+    """On a log ``axis`` (``ax.yaxis`` or ``ax.xaxis``, its data already drawn) whose range spans less than a decade,
+    label the ticks with plain numbers (``0.9``, ``2``; ``:g`` format) instead of matplotlib's ``2×10⁰``; which
+    ticks get a label stays matplotlib's choice (``LogFormatter``: the minor ticks too on a narrow range). Returns
+    whether it did (False on a linear axis or a range of a decade or more)."""
+    import matplotlib.ticker as ticker
+
+    if axis.get_scale() != "log":
+        return False
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and hi / lo < 10.0):
+        return False
+
+    class PlainLogFormatter(ticker.LogFormatter):
+        """matplotlib's choice of labelled ticks, each labelled by its plain value."""
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+    return True
+

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
-from .plotting import accuracy_ylim, fit_title, optimizer_color
+from .plotting import accuracy_ylim, fit_title, optimizer_color, plain_log_labels
 from .train import RunResult, best_accuracy
 
 
@@ -166,7 +166,8 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
 def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "optimizer") -> Path:
     """Test accuracy and train loss vs epoch, one line per value of ``key`` (mean over the completed runs, band =
     ±std; a value none of whose runs completed is named in the legend), in the optimizers' colours
-    (:func:`~imc_grapes.plotting.optimizer_color`)."""
+    (:func:`~imc_grapes.plotting.optimizer_color`); a loss axis of less than a decade has plain-number labels
+    (:func:`~imc_grapes.plotting.plain_log_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,6 +194,7 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
                 yscale="log" if groups else "linear")     # a log axis without data warns
     if groups:
         accuracy_ylim(ax_acc)
+        plain_log_labels(ax_loss.yaxis)     # less than a decade of loss: 0.9, 1, 2, not 9×10⁻¹, 10⁰, 2×10⁰
         every = list(dict.fromkeys(getattr(r.config, key) for r in results))
         for k, value in enumerate(every):
             if value not in groups:       # every run of it diverged: said in the legend, not left out in silence

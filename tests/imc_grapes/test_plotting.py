@@ -506,3 +506,33 @@ def test_a_run_summarys_inference_rows_carry_their_spread_and_count():
     assert row["inference_n@60"] == 3
     (row,) = summarise(runs[:1])
     assert (row["inference_acc_std@60"], row["inference_n@60"]) == (0.0, 1)
+
+
+def _tick_labels(axis) -> dict[float, str]:
+    """The labelled ticks inside the drawn ``axis``'s range: location -> text (figure drawn first)."""
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+    return {round(t.get_loc(), 9): t.label1.get_text() for t in ticks
+            if lo <= t.get_loc() <= hi and t.label1.get_visible() and t.label1.get_text()}
+
+
+def test_a_loss_axis_of_less_than_a_decade_has_plain_number_labels(monkeypatch, tmp_path):
+    """A train loss from 1.2 to 0.9 on a log axis was labelled 9×10⁻¹, 10⁰ (and 2×10⁰ beyond 1): the labels are
+    now the plain numbers of their ticks; a loss over three decades keeps the powers of ten."""
+    import imc_grapes.report as report_mod
+
+    figures = _figures(monkeypatch, report_mod)
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    plot_curves([RunResult(cfg, HISTORY, "completed")], tmp_path / "curves.png")
+    fig = figures["curves.png"]
+    fig.canvas.draw()
+    labels = _tick_labels(fig.axes[1].yaxis)
+    assert {0.9: "0.9", 1.0: "1"}.items() <= labels.items()
+    assert all(text == f"{loc:g}" for loc, text in labels.items()), labels
+    wide = [dict(h, train_loss=loss) for h, loss in zip(HISTORY, (10.0, 0.01))]
+    plot_curves([RunResult(cfg, wide, "completed")], tmp_path / "curves.png")
+    fig = figures["curves.png"]
+    fig.canvas.draw()
+    labels = _tick_labels(fig.axes[1].yaxis)
+    assert labels and all("10^" in text for text in labels.values()), labels      # 10⁻², 10⁻¹, 10⁰, 10¹
+

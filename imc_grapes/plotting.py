@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 __all__ = ["DODGE_SHARE", "MIN_ACC_SPAN", "OPTIMIZER_COLORS", "OVERLAP_SHARE", "TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE",
            "TitleSize", "accuracy_ylim", "dodged_x", "fit_title", "interleaved_dashes", "optimizer_color",
-           "overlap_groups", "overlap_tolerance", "plain_log_labels", "title_chars", "wrap_title"]
+           "overlap_groups", "overlap_tolerance", "plain_log_labels", "progress_xlim", "title_chars", "wrap_title"]
 
 #: a title font's mean glyph width in ems, on the wide side (DejaVu Sans, matplotlib's default, averages about 0.55
 #: on text such as sweep titles)
@@ -180,3 +180,18 @@ def plain_log_labels(axis: Any) -> bool:
     axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
     return True
 
+
+def progress_xlim(ax: Any, xs: Sequence[float]) -> tuple[float, float]:
+    """An x axis of training progress (epochs, tasks trained; ``xs``: every x drawn, ≥ 0) from 0 to 5 % past the
+    last point — half as far again past a lone point, so that one evaluation per run is a point at its epoch on an
+    axis from 0, not a dot in the middle of 0.96–1.04 — with ticks on whole numbers when every x is one. Without
+    a point (or only at 0) the axis spans 0–1. Returns the range."""
+    import matplotlib.ticker as ticker
+
+    values = [float(x) for x in xs if x == x]
+    hi = max(values, default=0.0)
+    right = hi * (1.05 if len(set(values)) > 1 else 1.5) if hi > 0 else 1.0
+    ax.set_xlim(0.0, right)
+    if values and all(v.is_integer() for v in values):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    return 0.0, right

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
-from .plotting import accuracy_ylim, fit_title, optimizer_color, plain_log_labels
+from .plotting import accuracy_ylim, fit_title, optimizer_color, plain_log_labels, progress_xlim
 from .train import RunResult, best_accuracy
 
 
@@ -42,12 +42,14 @@ def draw_cell_curves(ax: Any, cells: Sequence[Any], xlabel: str = "epoch", ylabe
     completed runs (a diverged run's shorter curve would cut the others' to its length) and a band of ± their
     sample std (:func:`seed_band`), in the optimizer's colour (:func:`~imc_grapes.plotting.optimizer_color`),
     labelled by :func:`cell_label`; a cell without a completed run gets a legend entry that says so and no line.
-    Sets the axis labels and, with ``widen``, widens a narrow accuracy range
+    Sets the axis labels, an x axis from 0 (:func:`~imc_grapes.plotting.progress_xlim`: whole-number ticks for
+    whole-number x) and, with ``widen``, widens a narrow accuracy range
     (:func:`~imc_grapes.plotting.accuracy_ylim`; panels that share their y axis widen it once all are drawn).
     Returns the number of cells drawn with a line."""
     import numpy as np
 
     drawn = 0
+    xs: list[float] = []
     for k, c in enumerate(cells):
         runs = [r for r in c.runs if _completed(r)]
         color = optimizer_color(c.optimizer, k)
@@ -61,8 +63,11 @@ def draw_cell_curves(ax: Any, cells: Sequence[Any], xlabel: str = "epoch", ylabe
         mean, std = seed_band(np.array([[100 * h["test_acc"] for h in r.history[:n]] for r in runs]))
         ax.plot(x, mean, marker="o", ms=3, color=color, label=cell_label(c.optimizer, c.lr, len(runs), len(c.runs)))
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+        xs += list(x)
         drawn += 1
     ax.set(xlabel=xlabel, ylabel=ylabel)
+    if drawn:
+        progress_xlim(ax, xs)           # from 0; a lone evaluation is not a dot on an axis of 0.96–1.04
     if drawn and widen:
         accuracy_ylim(ax)
     return drawn
@@ -166,7 +171,8 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
 def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "optimizer") -> Path:
     """Test accuracy and train loss vs epoch, one line per value of ``key`` (mean over the completed runs, band =
     ±std; a value none of whose runs completed is named in the legend), in the optimizers' colours
-    (:func:`~imc_grapes.plotting.optimizer_color`); a loss axis of less than a decade has plain-number labels
+    (:func:`~imc_grapes.plotting.optimizer_color`); the epoch axes start at 0
+    (:func:`~imc_grapes.plotting.progress_xlim`), and a loss axis of less than a decade has plain-number labels
     (:func:`~imc_grapes.plotting.plain_log_labels`)."""
     import matplotlib
 
@@ -179,9 +185,11 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
     for r in results:
         if _completed(r):       # a diverged run's shorter curve would cut the others' to its length
             groups.setdefault(getattr(r.config, key), []).append(r)
+    shown: list[float] = []             # every epoch drawn
     for k, (value, runs) in enumerate(groups.items()):
         n = min(len(r.history) for r in runs)
         epochs = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
+        shown += list(epochs)
         color = optimizer_color(value if key == "optimizer" else None, k)   # SGD blue, GRAPES orange, as elsewhere
         for ax, metric, scale in ((ax_acc, "test_acc", 100.0), (ax_loss, "train_loss", 1.0)):
             vals = np.array([[h[metric] * scale for h in r.history[:n]] for r in runs])
@@ -194,6 +202,8 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
                 yscale="log" if groups else "linear")     # a log axis without data warns
     if groups:
         accuracy_ylim(ax_acc)
+        for ax in (ax_acc, ax_loss):    # from 0; one evaluation per run is not a dot on an axis of 0.96–1.04
+            progress_xlim(ax, shown)
         plain_log_labels(ax_loss.yaxis)     # less than a decade of loss: 0.9, 1, 2, not 9×10⁻¹, 10⁰, 2×10⁰
         every = list(dict.fromkeys(getattr(r.config, key) for r in results))
         for k, value in enumerate(every):

@@ -536,3 +536,29 @@ def test_a_loss_axis_of_less_than_a_decade_has_plain_number_labels(monkeypatch, 
     labels = _tick_labels(fig.axes[1].yaxis)
     assert labels and all("10^" in text for text in labels.values()), labels      # 10⁻², 10⁻¹, 10⁰, 10¹
 
+
+def test_one_evaluation_per_run_stands_on_an_epoch_axis_from_zero(monkeypatch, tmp_path):
+    """A run of one evaluation drew a lone dot in the middle of an x axis of 0.96–1.04: train's and compare's
+    curves now run from epoch 0 to 1.5 (half as far again past a lone point) with whole-number ticks; several
+    evaluations at fractional epochs get an axis from 0 to 5 % past the last one and matplotlib's ticks."""
+    import imc_grapes.compare as compare_mod
+    import imc_grapes.report as report_mod
+
+    figures = _figures(monkeypatch, report_mod)
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    plot_curves([RunResult(cfg.replace(seed=s), HISTORY[:1], "completed") for s in (0, 1)], tmp_path / "c.png")
+    for ax in figures["c.png"].axes:
+        assert ax.get_xlim() == (0.0, 1.5)
+        assert [t for t in ax.get_xticks() if 0 <= t <= 1.5] == [0.0, 1.0]
+    figures = _figures(monkeypatch, compare_mod)
+    plot_report([Cell("digital", "sgd", 0.1, [RunResult(cfg, HISTORY[:1], "completed")])],
+                [{"hardware": "digital", "optimizer": "sgd", "final_test_acc_mean": 0.4, "final_test_acc_std": 0.0,
+                  "runs": 1, "completed": 1}], tmp_path)
+    ax = figures["curves.png"].axes[0]
+    assert ax.get_xlim() == (0.0, 1.5) and [t for t in ax.get_xticks() if 0 <= t <= 1.5] == [0.0, 1.0]
+    halves = [dict(h, epoch=e) for h, e in zip(HISTORY, (0.5, 1.0))]
+    figures = _figures(monkeypatch, report_mod)
+    plot_curves([RunResult(cfg, halves, "completed")], tmp_path / "c.png")
+    ax = figures["c.png"].axes[0]
+    assert ax.get_xlim() == pytest.approx((0.0, 1.05))
+    assert any(not float(t).is_integer() for t in ax.get_xticks())       # 0.2, 0.4, …: not whole numbers only

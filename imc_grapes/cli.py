@@ -364,6 +364,7 @@ EPILOG_COMPARE = """examples:
   imc-grapes compare --backend aihwkit --preset GokmenVlasov ...   # IBM's simulator as the analog backend
   imc-grapes compare --importance array --adc-bits 6               # GRAPES from the array's own row-sum read
   imc-grapes compare --preset GokmenVlasov --device-param dw_min=0.032   # one device field changed (~62 states)
+  imc-grapes compare --redraw --out docs/compare-mnist-reramsb   # its figures again from its results.json
 A train/test subset of 0 means the whole split. The report folder (--out) gets results.json, results.csv,
 curves.png, accuracy.png, report.md and, for analog runs with --inference-times, inference.png; an interrupted
 job resumes where it stopped."""
@@ -414,6 +415,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    metavar="SECONDS", help="evaluate analog runs after drift at these times; none: skip "
                                            "(default: 1 s, 1 h, 1 day, 1 year)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
+    p.add_argument("--redraw", action="store_true",
+                   help="train nothing: draw the figures of the report in --out again from its results.json with "
+                        "the current plotting code (curves.png, accuracy.png, inference.png; the other options are "
+                        "ignored, results.json, results.csv and report.md are left as they are)")
     _add_model_args(p, d, out=COMPARE_OUT, subsets=SMALL_COMPARE)
     _add_analog_args(p, d)
     p.set_defaults(**SMALL_COMPARE)
@@ -441,6 +446,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import run_compare
     from .data import DatasetError
 
+    if args.redraw:
+        return _cmd_compare_redraw(args.out or COMPARE_OUT)
     try:
         spec = compare_spec(args)
         _check_fits(spec.base, spec.base.resolved_device())
@@ -460,6 +467,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (DatasetError, ConfigError) as exc:                   # e.g. val_holdout larger than the data set
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cmd_compare_redraw(out: str) -> int:
+    """``imc-grapes compare --redraw``: the figures of the report in ``out`` drawn again from its results.json
+    (:func:`~imc_grapes.compare.redraw_report`); 2 with a message when the folder holds no compare report."""
+    from .compare import redraw_report
+
+    try:
+        files = redraw_report(out)
+    except (OSError, ValueError, ConfigError) as exc:       # no results.json, not JSON, not a compare report's
+        print(f"imc-grapes compare: error: --redraw: {exc}", file=sys.stderr)
+        return 2
+    print(f"redrawn from {Path(out) / 'results.json'}: {', '.join(str(Path(out) / f) for f in files)}")
     return 0
 
 

@@ -664,6 +664,62 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     return files
 
 
+def cells_from_results(result: dict[str, Any]) -> list[Cell]:
+    """The cells of a compare report's ``results.json`` contents ``result``: its ``runs`` grouped by (hardware,
+    optimizer) in their order, each run rebuilt from what the file stored (config, history with its NaN/Inf
+    restored, status, message, wall time, ``costs`` and ``inference``, versions), each cell's lr the chosen one of
+    its ``tuning`` record (else its runs' lr). No run is trained or read from ``runs/``.
+
+    Raises:
+        ConfigError: ``result`` has no ``runs`` list, or a run is not a mapping with ``hardware``, ``optimizer`` and
+            a ``config`` that :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts.
+    """
+    runs = result.get("runs") if isinstance(result, dict) else None
+    if not isinstance(runs, list):
+        raise ConfigError("results.json: 'runs' must be a list of runs (a compare report's results.json)")
+    chosen = {(t.get("hardware"), t.get("optimizer")): t.get("chosen_lr") for t in result.get("tuning") or []
+              if isinstance(t, dict)}
+    cells: dict[tuple[str, str], Cell] = {}
+    for i, run in enumerate(runs):
+        if not (isinstance(run, dict) and "hardware" in run and "optimizer" in run
+                and isinstance(run.get("config"), dict)):
+            raise ConfigError(f"results.json: runs[{i}] must be a mapping with hardware, optimizer and config")
+        cfg = TrainConfig.from_dict(run["config"])
+        rr = RunResult(cfg, _saved_history(run), run.get("status", "completed"), run.get("message", ""),
+                       Path(run["run_dir"]) if run.get("run_dir") else None, run.get("wall_time_s", 0.0),
+                       run.get("eval_split", "test"),
+                       {k: restore_nonfinite(run[k]) for k in ("costs", "inference") if k in run},
+                       run.get("train_samples"), run.get("eval_samples"), run.get("data_root_resolved"),
+                       saved_versions(run))
+        key = (run["hardware"], run["optimizer"])
+        lr = chosen.get(key)
+        cells.setdefault(key, Cell(key[0], key[1], float(lr) if is_number(lr) else cfg.lr, [])).runs.append(rr)
+    return list(cells.values())
+
+
+def redraw_report(out_dir: str | Path) -> list[str]:
+    """Draw the figures of the compare report in ``out_dir`` again (curves.png, accuracy.png, inference.png: see
+    :func:`plot_report`) from its ``results.json`` alone, with the current plotting code and without training:
+    the cells from :func:`cells_from_results`, the rows recomputed from them (:func:`summarise_cells`, with the
+    spec's ``target_acc`` and ``tail_evals``), so that rows written before a field existed (e.g. the spread of the
+    inference accuracies) are drawn with it. ``results.json``, ``results.csv`` and ``report.md`` are left as they
+    are. Returns the file names written.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` has no ``results.json``.
+        ConfigError: it is not a compare report's (:func:`cells_from_results`).
+    """
+    out = Path(out_dir)
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the folder of an `imc-grapes compare` report?)")
+    result = read_json(path)
+    cells = cells_from_results(result)
+    spec = result.get("spec") if isinstance(result.get("spec"), dict) else {}
+    rows = summarise_cells(cells, float(spec.get("target_acc", 0.9)), int(spec.get("tail_evals", 1)))
+    return plot_report(cells, rows, out)
+
+
 def csv_config_columns(spec: CompareSpec, hardware: str, cfg: TrainConfig) -> dict[str, Any]:
     """The settings a ``results.csv`` row was run with, so that a row read on its own (or pooled with the rows of
     other jobs) names its experiment: data set, subsets, model, training rule and base optimizer, epochs, batch

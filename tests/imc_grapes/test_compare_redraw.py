@@ -1,0 +1,79 @@
+"""``imc-grapes compare --redraw``: a compare report's figures drawn again from its ``results.json`` alone (no
+training), with the summary recomputed from the stored runs — it must give the summary the training job stored."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imc_grapes.cli import main
+from imc_grapes.compare import cells_from_results, redraw_report, summarise_cells
+from imc_grapes.config import ConfigError
+from imc_grapes.io import read_json, write_json_atomic
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+#: a stored report with analog runs evaluated after drift (inference.png) and three seeds per cell
+STORED = DOCS / "compare-mnist-reramsb-array"
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in DOCS.glob("*/results.json")
+                                          if "tuning" in read_json(p)))
+def test_the_cells_rebuilt_from_a_stored_report_give_the_summary_it_stored(folder):
+    """Every stored compare report in docs/: the rows recomputed from its stored runs equal, key by key, the
+    summary the training job wrote next to them (and add the spread of the inference accuracies)."""
+    result = read_json(DOCS / folder / "results.json")
+    cells = cells_from_results(result)
+    assert [(c.hardware, c.optimizer, c.lr) for c in cells] == [(r["hardware"], r["optimizer"], r["lr"])
+                                                               for r in result["summary"]]
+    rows = summarise_cells(cells, result["spec"]["target_acc"], result["spec"].get("tail_evals", 1))
+    for new, old in zip(rows, result["summary"], strict=True):
+        assert [(k, v, new.get(k)) for k, v in old.items() if not _same(new.get(k), v)] == []
+        times = [k.split("@")[1] for k in old if k.startswith("inference_acc@")]
+        assert all(new[f"inference_n@{t}"] == new["completed"] for t in times)
+
+
+def test_redraw_writes_the_figures_from_results_json_and_leaves_the_files_of_the_job(tmp_path, monkeypatch):
+    import imc_grapes.compare as compare_mod
+
+    out = tmp_path / "report"
+    shutil.copytree(STORED, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".png"}
+    for png in out.glob("*.png"):
+        png.unlink()
+    assert main(["compare", "--redraw", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["accuracy.png", "curves.png", "inference.png"]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".png"} == before
+    figures: dict[str, object] = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    assert redraw_report(out) == ["curves.png", "accuracy.png", "inference.png"]
+    summary = read_json(out / "results.json")["summary"]
+    bars = figures["accuracy.png"].axes[0].patches                          # type: ignore[attr-defined]
+    assert [p.get_height() for p in bars] == pytest.approx([100 * r["final_test_acc_mean"] for r in summary])
+    inference = figures["inference.png"].axes[0]                            # type: ignore[attr-defined]
+    analog = [r for r in summary if r["hardware"] == "analog"]
+    assert len(inference.collections) == len(analog)                        # a band per analog cell (3 seeds)
+    for line, row in zip(inference.get_lines(), analog):
+        assert list(line.get_ydata()) == pytest.approx([100 * row[f"inference_acc@{t}"]
+                                                        for t in ("1", "3600", "86400", "31536000")])
+
+
+def test_redraw_refuses_a_folder_without_a_compare_report(tmp_path, capsys):
+    assert main(["compare", "--redraw", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--redraw" in err and "results.json: no such file" in err
+    write_json_atomic(tmp_path / "results.json", {"rows": []})               # e.g. a sweep's or a summary's
+    with pytest.raises(ConfigError, match="'runs' must be a list"):
+        redraw_report(tmp_path)
+    write_json_atomic(tmp_path / "results.json", {"runs": [{"hardware": "analog"}]})
+    with pytest.raises(ConfigError, match=r"runs\[0\] must be a mapping with hardware, optimizer and config"):
+        redraw_report(tmp_path)
+    assert main(["compare", "--redraw", "--out", str(tmp_path)]) == 2
+    assert "runs[0]" in capsys.readouterr().err

@@ -543,8 +543,9 @@ def _inference_spread(row: dict[str, Any], columns: Sequence[str]) -> tuple[Any,
     for k in columns:
         t = k.split("@", 1)[1]
         sd, n = row.get(f"inference_acc_std@{t}"), row.get(f"inference_n@{t}")
-        ns.append(int(n) if is_finite_number(n) else None)
-        sds.append(100 * float(sd) if is_finite_number(sd) and ns[-1] is not None and ns[-1] >= 2 else np.nan)
+        ns.append(int(n) if isinstance(n, (int, float)) and is_finite_number(n) else None)
+        spread = float(sd) if isinstance(sd, (int, float)) and is_finite_number(sd) else None
+        sds.append(100 * spread if spread is not None and ns[-1] is not None and ns[-1] >= 2 else np.nan)
     return np.array(sds, dtype=float), ns
 
 
@@ -693,7 +694,8 @@ def cells_from_results(result: dict[str, Any]) -> list[Cell]:
                        saved_versions(run))
         key = (run["hardware"], run["optimizer"])
         lr = chosen.get(key)
-        cells.setdefault(key, Cell(key[0], key[1], float(lr) if is_number(lr) else cfg.lr, [])).runs.append(rr)
+        cell_lr = float(lr) if isinstance(lr, (int, float)) and is_number(lr) else cfg.lr
+        cells.setdefault(key, Cell(key[0], key[1], cell_lr, [])).runs.append(rr)
     return list(cells.values())
 
 

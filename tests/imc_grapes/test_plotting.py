@@ -472,8 +472,10 @@ def test_inference_rows_carry_the_spread_over_seeds_and_the_figure_draws_it_as_a
 
     cfg = TrainConfig(dataset="synthetic", hidden=(8,), backend="crossbar")
     hist = [{"epoch": 1.0, "test_acc": 0.8, "train_loss": 0.5}]
-    sgd = [RunResult(cfg.replace(seed=s), hist, "completed", extra={"inference": {"1": a1, "3600": a2}})
-           for s, (a1, a2) in enumerate([(0.7, 0.5), (0.8, float("nan")), (0.9, 0.6)])]
+    # seed 1 was not evaluated at 3600 s (None: not measured, left out; a NaN would make the mean NaN, see below)
+    sgd = [RunResult(cfg.replace(seed=s), hist, "completed",
+                     extra={"inference": {k: v for k, v in (("1", a1), ("3600", a2)) if v is not None}})
+           for s, (a1, a2) in enumerate([(0.7, 0.5), (0.8, None), (0.9, 0.6)])]
     grapes = [RunResult(cfg.replace(optimizer="grapes"), hist, "completed", extra={"inference": {"1": 0.75,
                                                                                                  "3600": 0.65}})]
     cells = [Cell("analog", "sgd", 0.1, sgd), Cell("analog", "grapes", 0.1, grapes)]
@@ -492,6 +494,10 @@ def test_inference_rows_carry_the_spread_over_seeds_and_the_figure_draws_it_as_a
     assert at == {1.0: [70.0, 90.0], 3600.0: pytest.approx([55 - 10 / math.sqrt(2), 55 + 10 / math.sqrt(2)])}
     assert all(len(p.vertices) == 0 for p in ax.collections[1].get_paths())     # one run: no band
     assert "mean ± std over completed runs" in ax.get_title().replace("\n", " ")
+    # a completed run whose accuracy after drift is NaN (its network broke) makes that time's mean NaN
+    sgd[1].extra["inference"]["3600"] = float("nan")
+    nan_row = summarise_cells(cells, 0.9)[0]
+    assert math.isnan(nan_row["inference_acc@3600"]) and nan_row["inference_n@3600"] == 3
 
 
 def test_a_run_summarys_inference_rows_carry_their_spread_and_count():

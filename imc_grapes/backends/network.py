@@ -162,7 +162,9 @@ class Network:
         grapes: the :class:`~imc_grapes.grapes.GrapesHandle`, or None without GRAPES.
         backend: ``digital``, ``crossbar`` or ``aihwkit``.
         analog_layers: ``name -> AnalogLayer`` (empty for digital).
-        optimizer: the digital base optimizer, or None when there is no digital parameter.
+        optimizer: the digital base optimizer, or None when there is no digital parameter. It holds every digital
+            parameter, also those frozen (``requires_grad=False``) when the network is built: it steps the ones
+            that received a gradient, so freezing and unfreezing a digital parameter between steps works.
         importance: the :class:`ImportanceSource` of the analog backends with GRAPES, else None.
         steps: training steps taken.
     """
@@ -222,8 +224,11 @@ class Network:
             for idx, layer in enumerate(self.grapes.layers):
                 self._hooks.append(layer.register_forward_hook(functools.partial(self._count_scale_ops, idx)))
 
+        # every digital parameter, frozen ones included: torch's optimizers skip a parameter whose ``.grad`` is None
+        # (zero_grad sets it so; a frozen one gets none), so a parameter frozen now and unfrozen later is stepped
+        # once it has a gradient, and a frozen one is not moved (no weight decay, its momentum / Adam state kept)
         analog_ids = {id(p) for layer in self.analog_layers.values() for p in layer.analog_parameters()}
-        digital = [p for p in model.parameters() if id(p) not in analog_ids and p.requires_grad]
+        digital = [p for p in model.parameters() if id(p) not in analog_ids]
         self.optimizer = make_optimizer(cfg, digital) if digital else None
 
     # ------------------------------------------------------------------ training

@@ -128,6 +128,46 @@ def test_analog_weights_are_not_given_to_the_digital_optimizer():
     assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 0.01
 
 
+def test_a_layer_frozen_at_build_and_unfrozen_later_is_stepped_by_the_digital_optimizer():
+    """The digital optimizer holds every digital parameter, also one frozen when the network is built: torch's SGD
+    skips a parameter without a gradient, so a frozen layer does not move (no weight decay, no momentum drift) and,
+    unfrozen, moves as SGD says. Hand values: x = [3, 4], loss = w2 · (w1 · x), lr 0.1, momentum 0.9, decay 0.5."""
+    from imc_grapes.backends import Network
+
+    first, second = nn.Linear(2, 1, bias=False), nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        second.weight.fill_(1.0)
+    model = nn.Sequential(first, second)
+    first.requires_grad_(False)
+    cfg = TrainConfig(dataset="synthetic", backend="digital", optimizer="sgd", lr=0.1, momentum=0.9,
+                      weight_decay=0.5)
+    net = Network(cfg, model, {}, torch.device("cpu"))
+    x = torch.tensor([[3.0, 4.0]])
+
+    def step() -> None:
+        net.zero_grad()
+        model(x).sum().backward()
+        net.step()
+
+    step()   # h = 11; w2: d = 11 + 0.5·1 = 11.5, w2 = 1 − 1.15; w1 frozen
+    torch.testing.assert_close(first.weight, torch.tensor([[1.0, 2.0]]))
+    torch.testing.assert_close(second.weight, torch.tensor([[-0.15]]))
+    first.requires_grad_(True)
+    step()   # w1: d = w2·x + 0.5·w1 = [−0.45 + 0.5, −0.6 + 1] = [0.05, 0.4] (fresh momentum), w1 −= 0.1·d
+    torch.testing.assert_close(first.weight, torch.tensor([[0.995, 1.96]]))
+    # w2: d = 11 + 0.5·(−0.15) = 10.925, buf = 0.9·11.5 + 10.925 = 21.275, w2 = −0.15 − 2.1275
+    torch.testing.assert_close(second.weight, torch.tensor([[-2.2775]]))
+    first.requires_grad_(False)
+    step()   # frozen again: its momentum buffer [0.05, 0.4] and the decay do not move it
+    torch.testing.assert_close(first.weight, torch.tensor([[0.995, 1.96]]))
+    # w2: h = 0.995·3 + 1.96·4 = 10.825, d = 10.825 − 0.5·2.2775 = 9.68625, buf = 0.9·21.275 + d = 28.83375
+    torch.testing.assert_close(second.weight, torch.tensor([[-5.160875]]))
+    first.requires_grad_(True)
+    step()   # w1: d = −5.160875·[3, 4] + 0.5·w1 = [−14.985125, −19.6635]; its buffer resumes: 0.9·[0.05, 0.4] + d
+    torch.testing.assert_close(first.weight, torch.tensor([[2.4890125, 3.89035]]))
+
+
 def test_lr_scales_the_analog_update():
     deltas = []
     for lr in (0.01, 0.04):

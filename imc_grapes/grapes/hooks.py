@@ -52,6 +52,16 @@ Importance sources (the contract later backends plug into):
   chip reading all its tiles at once; :class:`imc_grapes.backends.ImportanceSource` batches its array reads
   so): a refresh then reads every layer with one call.
 
+Copies: ``copy.deepcopy(model)`` (and ``torch.save`` / ``torch.load`` of the whole model) gives a copy that
+carries its own, working GRAPES, independent of the original's: a new :class:`GrapesHandle` (the copy's
+``_imc_grapes_attached``; its ``model`` and ``layers`` are the copy's, its factors and counts copies of the
+original's at the time) whose module hooks are in the copy's modules, so ``remove()`` on either handle leaves
+the other model's GRAPES as it is. torch copies no tensor hook with a parameter, so the local forms' gradient
+hooks are not copied: the copied handle forgets which parameters it hooked and hooks the copy's parameters at
+the copy's first forward with grad enabled (as for a parameter unfrozen after attach), before any backward
+through the copy. ``copy.deepcopy(handle)`` alone copies the model with it. (A model that also carries a
+:class:`~imc_grapes.backends.Network`'s hooks copies that network along, its optimizer and counters included.)
+
 Attach after moving/casting the model (``model.to(...)`` keeps parameter objects by default, so hooks
 survive it; a module that replaces its parameters gets the local-mode gradient hooks on the new ones at its
 next forward with grad enabled, but a gradient computed without such a forward is not scaled).
@@ -225,7 +235,9 @@ class GrapesHandle:
         self._current: list[object | None] = [None] * len(layers)
         self._at_forward: list[object | None] = [None] * len(layers)
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        # (layer index, parameter name) -> the parameter tensor that has GRAPES's gradient hook (local forms)
+        # the parameters' gradient hooks (local forms), and (layer index, parameter name) -> the parameter tensor
+        # that has one; neither is copied with the handle (__getstate__): torch copies no tensor hook
+        self._param_hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._hooked: dict[tuple[int, str], Tensor] = {}
         self._install()
 
@@ -309,7 +321,7 @@ class GrapesHandle:
         for pname in ("bias",) if _is_analog(layer) else ("weight", "bias"):
             p = getattr(layer, pname, None)
             if isinstance(p, Tensor) and p.requires_grad and self._hooked.get((k, pname)) is not p:
-                self._hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
+                self._param_hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
                 self._hooked[(k, pname)] = p
 
     def _model_pre_hook(self, module: nn.Module, args: object) -> None:
@@ -369,9 +381,10 @@ class GrapesHandle:
 
     def remove(self) -> None:
         """Remove every hook; the model trains with its plain rule again. Idempotent."""
-        for h in self._hooks:
+        for h in self._hooks + self._param_hooks:
             h.remove()
         self._hooks.clear()
+        self._param_hooks.clear()
         self._hooked.clear()
         if not self.removed and self.is_local:
             for layer in self.layers:
@@ -380,6 +393,15 @@ class GrapesHandle:
         if not self.removed and getattr(self.model, _ATTACHED_FLAG, None) is self:
             delattr(self.model, _ATTACHED_FLAG)
         self.removed = True
+
+    def __getstate__(self) -> dict[str, object]:
+        """The state that a copy (``copy.deepcopy``, pickling) carries: all but the parameters' gradient hooks,
+        which torch does not copy with a parameter; the copy hooks its model's parameters at their next forward
+        with grad enabled (module docstring, "Copies")."""
+        state = dict(self.__dict__)
+        state["_param_hooks"] = []
+        state["_hooked"] = {}
+        return state
 
     def __enter__(self) -> "GrapesHandle":
         return self

@@ -338,6 +338,58 @@ def test_model_with_grapes_attached_can_be_saved_whole():
     assert buf.tell() > 0
 
 
+def _attached(model):
+    return getattr(model, "_imc_grapes_attached", None)
+
+
+@pytest.mark.parametrize("mode", ["propagated", "local"])
+@pytest.mark.parametrize("how", ["deepcopy", "torch.save"])
+def test_a_copied_model_carries_its_own_working_grapes(mode, how):
+    """A copy of a model with GRAPES carries an independent handle: its hooks are in the copy (removing the
+    original's leaves them), its gradients are scaled by M of its own weights (the local forms' parameter hooks,
+    which torch does not copy, are put on the copy's parameters at its first forward), and removing it leaves the
+    original's GRAPES working."""
+    model = _one_hidden()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    h = attach_grapes(model, mode=mode)
+    F.cross_entropy(model(x), y).backward()       # the original has hooked its parameters (local) before the copy
+    model.zero_grad()
+
+    def copy_of(m):
+        if how == "deepcopy":
+            return copy.deepcopy(m)
+        buf = io.BytesIO()
+        torch.save(m, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=False)
+
+    twin = copy_of(model)
+    ht = _attached(twin)
+    assert ht is not None and ht is not h and ht.model is twin and ht.layers == (twin.layers[0],)
+    assert ht.refresh_count == h.refresh_count == 1
+    h.remove()
+    F.cross_entropy(model(x), y).backward()        # the original trains plainly again
+    torch.testing.assert_close([p.grad for p in model.parameters()], plain)
+    F.cross_entropy(twin(x), y).backward()
+    m = _expected_m(twin.layers[0].weight)
+    assert not torch.allclose(m, torch.ones_like(m))
+    torch.testing.assert_close(twin.layers[0].weight.grad, m[:, None] * plain[0])
+    torch.testing.assert_close(twin.layers[1].weight.grad, plain[1])
+    assert ht.refresh_count == 2 and h.refresh_count == 1
+
+    h2 = attach_grapes(model, mode=mode)            # and the other way round: removing the copy's handle
+    twin2 = copy_of(model)
+    _attached(twin2).remove()
+    assert _attached(twin2) is None and _attached(model) is h2
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(model.layers[0].weight.grad, m[:, None] * plain[0])
+    F.cross_entropy(twin2(x), y).backward()
+    torch.testing.assert_close([p.grad for p in twin2.parameters()], plain)
+    attach_grapes(twin2, mode=mode).remove()         # a copy without GRAPES takes a new attach
+
+
 def test_training_loop_contract_runs_for_every_rule_and_mode():
     """The training loop's exact usage (grapes.md / task contract) with tiny sizes."""
     x = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
-from .plotting import accuracy_ylim, fit_title, optimizer_color, plain_log_labels, progress_xlim
+from .plotting import (accuracy_ylim, fit_title, interleaved_dashes, optimizer_color, overlap_groups,
+                       overlap_tolerance, plain_log_labels, progress_xlim)
 from .train import RunResult, best_accuracy
 
 
@@ -45,32 +46,64 @@ def draw_cell_curves(ax: Any, cells: Sequence[Any], xlabel: str = "epoch", ylabe
     Sets the axis labels, an x axis from 0 (:func:`~imc_grapes.plotting.progress_xlim`: whole-number ticks for
     whole-number x) and, with ``widen``, widens a narrow accuracy range
     (:func:`~imc_grapes.plotting.accuracy_ylim`; panels that share their y axis widen it once all are drawn).
+    Curves that would hide each other (equal, within :func:`~imc_grapes.plotting.overlap_tolerance`, at the same
+    epochs: :func:`~imc_grapes.plotting.overlap_groups`) are drawn with dashes that take turns
+    (:func:`~imc_grapes.plotting.interleaved_dashes`), so that each one's colour shows; the others are solid.
     Returns the number of cells drawn with a line."""
     import numpy as np
 
-    drawn = 0
-    xs: list[float] = []
+    entries: list[tuple[Any, ...]] = []     # per cell, in order: (x, mean, std, colour, label), or (colour, label)
     for k, c in enumerate(cells):
         runs = [r for r in c.runs if _completed(r)]
         color = optimizer_color(c.optimizer, k)
         if not runs:
             if c.runs:
-                ax.plot([], [], color=color, linestyle="none", marker="x",
-                        label=cell_label(c.optimizer, c.lr, 0, len(c.runs)))
+                entries.append((color, cell_label(c.optimizer, c.lr, 0, len(c.runs))))
             continue
         n = min(len(r.history) for r in runs)
         x = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
         mean, std = seed_band(np.array([[100 * h["test_acc"] for h in r.history[:n]] for r in runs]))
-        ax.plot(x, mean, marker="o", ms=3, color=color, label=cell_label(c.optimizer, c.lr, len(runs), len(c.runs)))
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
-        xs += list(x)
-        drawn += 1
+        entries.append((x, mean, std, color, cell_label(c.optimizer, c.lr, len(runs), len(c.runs))))
+    curves = [e for e in entries if len(e) == 5]
+    styles = iter(_curve_styles(curves))
+    for e in entries:       # in the cells' order (the legend's)
+        if len(e) == 5:
+            _draw_curve(ax, *e, next(styles), ms=3)
+        else:               # a cell without a completed run: a legend entry that says so, no line
+            ax.plot([], [], color=e[0], linestyle="none", marker="x", label=e[1])
+    drawn = len(curves)
+    xs = [float(v) for x, *_ in curves for v in x]
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if drawn:
         progress_xlim(ax, xs)           # from 0; a lone evaluation is not a dot on an axis of 0.96–1.04
     if drawn and widen:
         accuracy_ylim(ax)
     return drawn
+
+
+def _curve_styles(curves: Sequence[tuple[Any, ...]], log: bool = False) -> list[Any]:
+    """The matplotlib ``linestyle`` of each ``(x, mean, ...)`` curve drawn on one axes: curves that would hide
+    each other (:func:`~imc_grapes.plotting.overlap_groups`: the same x, means within
+    :func:`~imc_grapes.plotting.overlap_tolerance` of all the means; compared in log10 with ``log``, a log y axis)
+    take turns in dashes (:func:`~imc_grapes.plotting.interleaved_dashes`), the others are solid (``"-"``)."""
+    import numpy as np
+
+    def shown(y: Any) -> list[float]:   # the y values as the axis places them (a non-positive one: nowhere, NaN)
+        y = np.asarray(y, dtype=float)
+        return list(np.where(y > 0, np.log10(np.where(y > 0, y, 1.0)), np.nan) if log else y)
+
+    tol = overlap_tolerance([v for c in curves for v in shown(c[1])])
+    groups = overlap_groups([(list(c[0]), shown(c[1])) for c in curves], tol)
+    return ["-" if g == 1 else interleaved_dashes(k, g) for k, g in groups]
+
+
+def _draw_curve(ax: Any, x: Any, mean: Any, std: Any, color: str, label: str, linestyle: Any,
+                ms: float | None = None) -> None:
+    """One curve on ``ax``: ``mean`` against ``x`` (numpy arrays of one length) as a line with markers, and a band
+    of ``mean ± std``."""
+    style = {} if ms is None else {"ms": ms}
+    ax.plot(x, mean, marker="o", color=color, label=label, linestyle=linestyle, **style)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
 
 
 def _completed(r: RunResult) -> bool:
@@ -173,7 +206,9 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
     ±std; a value none of whose runs completed is named in the legend), in the optimizers' colours
     (:func:`~imc_grapes.plotting.optimizer_color`); the epoch axes start at 0
     (:func:`~imc_grapes.plotting.progress_xlim`), and a loss axis of less than a decade has plain-number labels
-    (:func:`~imc_grapes.plotting.plain_log_labels`)."""
+    (:func:`~imc_grapes.plotting.plain_log_labels`). Lines that would hide each other on a panel (equal curves,
+    e.g. two optimizers that coincide) take turns in dashes (:func:`~imc_grapes.plotting.interleaved_dashes`); the
+    others are solid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,16 +221,19 @@ def plot_curves(results: Sequence[RunResult], path: str | Path, key: str = "opti
         if _completed(r):       # a diverged run's shorter curve would cut the others' to its length
             groups.setdefault(getattr(r.config, key), []).append(r)
     shown: list[float] = []             # every epoch drawn
+    curves: dict[str, list[tuple[Any, Any, Any, str, str]]] = {"test_acc": [], "train_loss": []}
     for k, (value, runs) in enumerate(groups.items()):
         n = min(len(r.history) for r in runs)
         epochs = np.array([h["epoch"] for h in runs[0].history[:n]], dtype=float)
         shown += list(epochs)
         color = optimizer_color(value if key == "optimizer" else None, k)   # SGD blue, GRAPES orange, as elsewhere
-        for ax, metric, scale in ((ax_acc, "test_acc", 100.0), (ax_loss, "train_loss", 1.0)):
+        for metric, scale in (("test_acc", 100.0), ("train_loss", 1.0)):
             vals = np.array([[h[metric] * scale for h in r.history[:n]] for r in runs])
             mean, std = seed_band(vals)
-            ax.plot(epochs, mean, marker="o", color=color, label=f"{value} (n={len(runs)})")
-            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+            curves[metric].append((epochs, mean, std, color, f"{value} (n={len(runs)})"))
+    for ax, metric in ((ax_acc, "test_acc"), (ax_loss, "train_loss")):
+        for curve, style in zip(curves[metric], _curve_styles(curves[metric], log=metric == "train_loss")):
+            _draw_curve(ax, *curve, style)
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy (mean ± std over runs)")
     ax_loss.set(xlabel="epoch", ylabel="train loss (cross-entropy, nats)",
                 title="Training loss (mean ± std over runs)",

@@ -568,3 +568,67 @@ def test_one_evaluation_per_run_stands_on_an_epoch_axis_from_zero(monkeypatch, t
     ax = figures["c.png"].axes[0]
     assert ax.get_xlim() == pytest.approx((0.0, 1.05))
     assert any(not float(t).is_integer() for t in ax.get_xticks())       # 0.2, 0.4, …: not whole numbers only
+
+
+def _dashes(line) -> object:
+    """A line's dash pattern as given: ``(offset, (on, off))`` in points, ``(0, None)`` for a solid line
+    (matplotlib keeps it there; it has no public getter)."""
+    return line._unscaled_dash_pattern
+
+
+def test_equal_run_curves_take_turns_in_their_dashes_and_others_stay_solid(monkeypatch, tmp_path):
+    """`train`'s curves.png: SGD's and GRAPES's runs with equal histories drew the same line twice, the later
+    hiding the earlier. Equal curves (same epochs, means within 0.5 % of the panel's span) now take turns in 4 pt
+    dashes (offsets 0 and 4 pt: both colours show) at their true values; a curve that differs stays solid. The
+    loss panel (log axis) compares in log10: a loss of 0.012 against 0.01 is 0.08 decade apart on an axis of two
+    decades (not an overlap), though 0.002 is within 0.5 % of the linear span 0.99."""
+    import imc_grapes.report as report_mod
+
+    figures = _figures(monkeypatch, report_mod)
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+    same = [{"epoch": 1, "test_acc": 0.40, "train_loss": 1.0}, {"epoch": 2, "test_acc": 0.70, "train_loss": 0.01}]
+    other = [{"epoch": 1, "test_acc": 0.50, "train_loss": 1.0}, {"epoch": 2, "test_acc": 0.60, "train_loss": 0.012}]
+    results = [RunResult(cfg.replace(optimizer=opt, seed=s), hist, "completed")
+               for opt, hist in (("sgd", same), ("layer-mean", other), ("grapes", same)) for s in (0, 1)]
+    plot_curves(results, tmp_path / "curves.png")
+    acc, loss = figures["curves.png"].axes
+    for ax, ys in ((acc, {"sgd": [40.0, 70.0], "layer-mean": [50.0, 60.0], "grapes": [40.0, 70.0]}),
+                   (loss, {"sgd": [1.0, 0.01], "layer-mean": [1.0, 0.012], "grapes": [1.0, 0.01]})):
+        lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+        assert set(lines) == set(ys)
+        for name, y in ys.items():
+            assert list(lines[name].get_xdata()) == [1.0, 2.0]                 # not moved sideways
+            assert list(lines[name].get_ydata()) == pytest.approx(y)
+        assert _dashes(lines["sgd"]) == (0.0, (4.0, 4.0)) and _dashes(lines["grapes"]) == (4.0, (4.0, 4.0))
+        assert _dashes(lines["layer-mean"]) == (0, None) and lines["layer-mean"].get_linestyle() == "-"
+
+
+def test_equal_compare_cell_curves_take_turns_in_their_dashes():
+    """compare's (and the experiments') curves (draw_cell_curves): SGD's and GRAPES's cells 0.1 point apart on
+    an accuracy span of 30 points (within 0.5 % of it: one line on the plot) take turns in dashes; the layer-mean
+    cell, 10 points away, stays solid; the x values and means are the cells' own."""
+    import matplotlib.pyplot as plt
+
+    from imc_grapes.report import draw_cell_curves
+
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,))
+
+    def cell(opt: str, accs: tuple[float, float]) -> Cell:
+        return Cell("digital", opt, 0.1, [RunResult(cfg.replace(optimizer=opt, seed=s),
+                                                    [{"epoch": 1.0, "test_acc": accs[0], "train_loss": 1.0},
+                                                     {"epoch": 2.0, "test_acc": accs[1], "train_loss": 0.5}],
+                                                    "completed") for s in (0, 1)])
+
+    fig, ax = plt.subplots()
+    try:
+        drawn = draw_cell_curves(ax, [cell("sgd", (0.5, 0.8)), cell("grapes", (0.501, 0.801)),
+                                      cell("layer-mean", (0.6, 0.7))])
+        lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    finally:
+        plt.close(fig)
+    assert drawn == 3
+    assert [list(lines[n].get_ydata()) for n in ("sgd", "grapes", "layer-mean")] == [
+        pytest.approx([50.0, 80.0]), pytest.approx([50.1, 80.1]), pytest.approx([60.0, 70.0])]
+    assert all(list(line.get_xdata()) == [1.0, 2.0] for line in lines.values())
+    assert _dashes(lines["sgd"]) == (0.0, (4.0, 4.0)) and _dashes(lines["grapes"]) == (4.0, (4.0, 4.0))
+    assert _dashes(lines["layer-mean"]) == (0, None)

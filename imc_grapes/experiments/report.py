@@ -4,8 +4,9 @@ optimizers, plots, and (for ``forgetting``) the accuracy matrices.
 Files (next to ``groups/<key>/``, each group's own compare-style folder):
 
 * ``results.json`` — experiment, options (``data_root`` as given) and the absolute data folder it named
-  (``data_root_resolved``, None when every group uses the synthetic set), command, machine, every group's spec and
-  summary, the paired comparisons, findings (and the forgetting metrics);
+  (``data_root_resolved``, None when every group uses the synthetic set), command, machine, every group's spec,
+  summary and final runs (:func:`figure_runs`: what the figures draw, so that ``imc-grapes experiment --redraw``
+  draws them from this file alone, :mod:`.redraw`), the paired comparisons, findings (and the forgetting metrics);
 * ``results.csv`` — one row per final run (all groups); ``summary.csv`` — one row per group × optimizer;
 * ``accuracy.png`` (final test accuracy per group and optimizer, mean ± std, bars from 0 %), ``gain.png`` (paired
   difference to SGD per group), ``curves.png`` (learning curves per group), for ``forgetting`` also ``matrix.png``
@@ -24,6 +25,7 @@ import os
 import platform
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,43 @@ from ..train import RunResult, tail_accuracy
 from ..versions import versions
 from .groups import GroupResult, run_row
 
-__all__ = ["machine_info", "paired", "write_experiment_report"]
+__all__ = ["FigureGroup", "draw_figures", "figure_runs", "machine_info", "paired", "write_experiment_report"]
+
+#: the per-run metrics of a forgetting run (``extra["forgetting"]``) that the figures use
+FORGETTING_KEYS = ("matrix", "avg_acc", "forgetting", "bwt")
+
+
+@dataclass(frozen=True)
+class FigureGroup:
+    """What the curves and matrix figures draw of one group: its ``key``, its ``trainer`` (``permuted``: a
+    forgetting group, evaluated per task) and its ``cells`` in the summary's order, each an object with
+    ``optimizer``, ``lr`` and ``runs`` (each with ``status``, ``history`` and ``extra``): a
+    :class:`~imc_grapes.compare.Cell` of the group's runs, or one rebuilt from ``results.json``
+    (:func:`~.redraw.figure_groups`)."""
+
+    key: str
+    trainer: str
+    cells: Sequence[Any]
+
+
+def figure_runs(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """The final runs of a group's ``cells`` as ``results.json`` keeps them for the figures: per run its
+    ``optimizer``, ``seed`` and ``status``; for a completed run also its evaluations' ``epoch`` and ``test_acc``
+    (two lists, one entry per evaluation, accuracy a fraction) and for a forgetting run its accuracy matrix
+    (``matrix[i][j]``: accuracy on task ``i`` after training task ``j``, fractions) with ``avg_acc``,
+    ``forgetting`` and ``bwt``. Runs that did not complete are listed (the curves' legend counts them) without
+    their partial history."""
+    out = []
+    for c in cells:
+        for r in c.runs:
+            row: dict[str, Any] = {"optimizer": c.optimizer, "seed": r.config.seed, "status": r.status}
+            if r.status == "completed":
+                row["epoch"] = [h["epoch"] for h in r.history]
+                row["test_acc"] = [h["test_acc"] for h in r.history]
+                fg = r.extra.get("forgetting") or {}
+                row.update({k: fg[k] for k in FORGETTING_KEYS if k in fg})
+            out.append(row)
+    return out
 
 
 def machine_info() -> dict[str, Any]:
@@ -236,12 +274,12 @@ def _completed_runs(row: dict[str, Any]) -> int:
     return int(row.get("completed", row.get("runs", 1)))
 
 
-def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], out: Path, tail: int = 1) -> None:
-    """gain.png: the paired differences between optimizers per group, ± their std over the seeds both completed
-    where there are two or more."""
+def _plot_gain(comps: Sequence[dict[str, Any]], keys: Sequence[str], out: Path, tail: int = 1) -> None:
+    """gain.png: the paired differences between optimizers per group (``keys``, in order), ± their std over the
+    seeds both completed where there are two or more."""
     import matplotlib.pyplot as plt
 
-    groups = [r.group.key for r in results]
+    groups = list(keys)
     pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comps))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 3), 4.5))
     width = 0.8 / max(1, len(pairs))
@@ -274,7 +312,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
     plt.close(fig)
 
 
-def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
+def _plot_curves(results: Sequence[FigureGroup], out: Path) -> None:
     """curves.png: one panel per group, each cell's accuracy curve (:func:`~imc_grapes.report.draw_cell_curves`)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -284,12 +322,12 @@ def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows + 0.4), squeeze=False)
     for ax, res in zip(axes.flat, results):
-        forgetting = res.group.trainer == "permuted"
+        forgetting = res.trainer == "permuted"
         draw_cell_curves(ax, res.cells, xlabel="tasks trained" if forgetting else "epoch",
                          ylabel="mean acc. over tasks so far (%)" if forgetting else "test accuracy (%)")
         if forgetting:          # a count of tasks: no tick at 1.25 tasks
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(title=fit_title(fig, res.group.key, columns=cols))
+        ax.set(title=fit_title(fig, res.key, columns=cols))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -302,7 +340,8 @@ def _plot_curves(results: Sequence[GroupResult], out: Path) -> None:
     plt.close(fig)
 
 
-def _mean_matrix(c: Cell) -> list[list[float]] | None:
+def _mean_matrix(c: Any) -> list[list[float]] | None:
+    """The mean accuracy matrix of a cell's completed forgetting runs, or None without one."""
     mats = [r.extra["forgetting"]["matrix"] for r in c.runs if r.status == "completed" and r.extra.get("forgetting")]
     if not mats:
         return None
@@ -310,7 +349,7 @@ def _mean_matrix(c: Cell) -> list[list[float]] | None:
     return [[statistics.fmean(float(m[i][j]) for m in mats) for j in range(t)] for i in range(t)]
 
 
-def _matrix_runs(c: Cell) -> int:
+def _matrix_runs(c: Any) -> int:
     """The runs a cell's mean accuracy matrix is over (:func:`_mean_matrix`)."""
     return sum(1 for r in c.runs if r.status == "completed" and r.extra.get("forgetting"))
 
@@ -328,14 +367,14 @@ def trained_entries(matrix: Any) -> Any:
 MATRIX_LIGHT_FROM = 60.0
 
 
-def _plot_matrices(results: Sequence[GroupResult], out: Path) -> None:
+def _plot_matrices(results: Sequence[FigureGroup], out: Path) -> None:
     """matrix.png (each cell's mean accuracy matrix, at most three panels a row, one 0–100 % colour bar) and
     forgetting.png (average accuracy and forgetting per cell, the optimizer's colour, ± std over two or more
     completed runs)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    cells = [(res.group.key, c) for res in results for c in res.cells if _mean_matrix(c) is not None]
+    cells = [(res.key, c) for res in results for c in res.cells if _mean_matrix(c) is not None]
     if not cells:
         return
     cols = min(3, len(cells))
@@ -421,6 +460,27 @@ def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def draw_figures(rows: Sequence[dict[str, Any]], comps: Sequence[dict[str, Any]], keys: Sequence[str],
+                 groups: Sequence[FigureGroup] | None, out: Path, tail: int = 1) -> list[str]:
+    """Draw the report's figures into ``out`` (see the module docstring) from the summary ``rows``, the paired
+    comparisons ``comps``, the group ``keys`` and the groups' runs ``groups``; return the file names written, in
+    the report's order. accuracy.png always; gain.png with comparisons; curves.png, and with forgetting runs
+    matrix.png and forgetting.png, only with ``groups`` (None: the runs are not known)."""
+    _plot_accuracy(rows, out, tail)
+    files = ["accuracy.png"]
+    if comps:
+        _plot_gain(comps, keys, out, tail)
+        files.append("gain.png")
+    if groups is None:
+        return files
+    _plot_curves(groups, out)
+    files.append("curves.png")
+    if any(r.extra.get("forgetting") for g in groups for c in g.cells for r in c.runs):
+        _plot_matrices(groups, out)
+        files += ["matrix.png", "forgetting.png"]
+    return files
+
+
 def _data_root_resolved(results: Sequence[GroupResult]) -> str | None:
     """The absolute folder the groups' real data sets are read from (:func:`~imc_grapes.data.recorded_data_root`
     of their ``data_root``, as given in the options), or None when every group uses the synthetic set. The groups
@@ -446,7 +506,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
         "notes": experiment.notes_for(options), "size": options.size, "options": options.to_dict(),
         "data_root_resolved": _data_root_resolved(results), "command": command,
         "machine": machine, "wall_time_s": wall_time_s,
-        "groups": [{**res.group.to_dict(), "folder": str(res.out_dir), "summary": res.rows} for res in results],
+        "groups": [{**res.group.to_dict(), "folder": str(res.out_dir), "summary": res.rows,
+                    "runs": figure_runs(res.cells)} for res in results],
         "summary": rows, "comparisons": comps, "findings": found,
     }
     write_json_atomic(out / "results.json", data)
@@ -459,16 +520,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
                 run_rows.append(run_row(res.group, c, r, curve_mean_acc=_curve_mean(r), avg_acc=fg.get("avg_acc"),
                                         forgetting=fg.get("forgetting"), bwt=fg.get("bwt")))
     write_csv_atomic(out / "results.csv", run_rows)
-    _plot_accuracy(rows, out, options.tail_evals)
-    files = ["accuracy.png"]
-    if comps:
-        _plot_gain(comps, results, out, options.tail_evals)
-        files.append("gain.png")
-    _plot_curves(results, out)
-    files.append("curves.png")
-    if any(r.extra.get("forgetting") for res in results for c in res.cells for r in c.runs):
-        _plot_matrices(results, out)
-        files += ["matrix.png", "forgetting.png"]
+    figure_groups = [FigureGroup(res.group.key, res.group.trainer, res.cells) for res in results]
+    files = draw_figures(rows, comps, [res.group.key for res in results], figure_groups, out, options.tail_evals)
     train_s = sum(r.wall_time_s for res in results for c in res.cells for r in c.runs)
     label_keys = list(dict.fromkeys(k for res in results for k in res.group.labels))
     lines = [f"# Experiment `{experiment.name}` ({options.size}): {experiment.title_for(options)}", "",

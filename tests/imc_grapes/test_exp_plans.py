@@ -197,7 +197,7 @@ def test_experiment_table_and_curves_use_the_completed_runs_and_show_no_std_for_
     assert "| grapes | 0.1 | 85.00 ± 7.07 | 68.33 | (1/2 reached 90%) | +10.00 ± — (1/1) | — |" in table
     figures = {}
     monkeypatch.setattr(rep, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
-    rep._plot_curves([res], tmp_path)
+    rep._plot_curves([rep.FigureGroup(res.group.key, res.group.trainer, res.cells)], tmp_path)
     sgd_line = figures["curves.png"].axes[0].get_lines()[0]
     assert list(sgd_line.get_ydata()) == pytest.approx([50.0, 60.0, 70.0])
 

@@ -16,7 +16,7 @@ from imc_grapes.compare import Cell, CompareSpec, plot_report
 from imc_grapes.compare_summary import _plot as plot_paired
 from imc_grapes.config import TrainConfig
 from imc_grapes.experiments.groups import Group, GroupResult
-from imc_grapes.experiments.report import _plot_accuracy, _plot_curves, _plot_gain, _plot_matrices
+from imc_grapes.experiments.report import FigureGroup, _plot_accuracy, _plot_curves, _plot_gain, _plot_matrices
 from imc_grapes.plotting import fit_title, title_chars
 from imc_grapes.report import plot_curves
 from imc_grapes.train import RunResult
@@ -105,6 +105,12 @@ def test_compare_summarys_paired_difference_title_is_wrapped(titles):
     _check(titles, "grapes-local against the others, paired by seed (mean ± std over seeds)")
 
 
+def _figure_groups(results):
+    """What the experiment report's curves and matrix figures draw of its groups (as write_experiment_report
+    passes them)."""
+    return [FigureGroup(r.group.key, r.group.trainer, r.cells) for r in results]
+
+
 def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(titles, tmp_path):
     """Two permuted-task groups with long keys: each group's panel in curves.png (one of two) and each cell's in
     matrix.png (one of three a row); the accuracy and gain bar charts' titles (a 6-inch figure; the accuracy of a run is
@@ -117,11 +123,11 @@ def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(title
                            [Cell("analog", opt, 0.1, [RunResult(cfg, HISTORY, "completed", extra={
                                "forgetting": forgetting})]) for opt in ("sgd", "grapes")], [], tmp_path / key)
                for key in keys]
-    _plot_curves(results, tmp_path)
+    _plot_curves(_figure_groups(results), tmp_path)
     for key in keys:
         _check(titles, key, panels=2)
     titles.clear()
-    _plot_matrices(results, tmp_path)
+    _plot_matrices(_figure_groups(results), tmp_path)
     for key in keys:
         for opt in ("sgd", "grapes"):
             _check(titles, f"{opt} (lr 0.1, n=1)\n{key}", panels=3)
@@ -132,7 +138,7 @@ def test_an_experiment_reports_group_keys_and_bar_chart_titles_are_wrapped(title
     _check(titles, "Test accuracy (mean of the last 5 evaluations), mean ± std over 3 seeds", too_wide=False)
     comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005, "n": 3}}
              for key in keys]
-    _plot_gain(comps, results, tmp_path, tail=5)
+    _plot_gain(comps, keys, tmp_path, tail=5)
     _check(titles, "Difference to the reference optimizer (same seeds), mean ± std", too_wide=False)
 
 
@@ -316,7 +322,7 @@ def test_experiment_curves_use_the_optimizer_colours_count_tasks_and_name_a_dive
     import imc_grapes.experiments.report as rep
 
     figures = _figures(monkeypatch, rep)
-    rep._plot_curves(_experiment_groups(tmp_path), tmp_path)
+    rep._plot_curves(_figure_groups(_experiment_groups(tmp_path)), tmp_path)
     ax = figures["curves.png"].axes[0]
     assert [mcolors.to_hex(line.get_color()) for line in ax.get_lines() if len(line.get_xdata())] == [
         mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:orange")]
@@ -334,7 +340,7 @@ def test_forgetting_matrix_has_a_colour_bar_readable_numbers_and_the_bars_name_t
     import imc_grapes.experiments.report as rep
 
     figures = _figures(monkeypatch, rep)
-    rep._plot_matrices(_experiment_groups(tmp_path), tmp_path)
+    rep._plot_matrices(_figure_groups(_experiment_groups(tmp_path)), tmp_path)
     fig = figures["matrix.png"]
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2 and len(fig.axes) == 3                       # two cells and their colour bar
@@ -351,7 +357,7 @@ def test_forgetting_matrix_has_a_colour_bar_readable_numbers_and_the_bars_name_t
                                                                       mcolors.to_hex("tab:orange")]
     assert avg.get_ylim() == (0.0, 100.0)
     assert "mean ± std over 2 seeds" in " ".join(figures["forgetting.png"]._suptitle.get_text().split())
-    rep._plot_matrices(_experiment_groups(tmp_path, seeds=(0,)), tmp_path)
+    rep._plot_matrices(_figure_groups(_experiment_groups(tmp_path, seeds=(0,))), tmp_path)
     avg, forget = figures["forgetting.png"].axes
     assert not avg.collections and not forget.collections                # one seed: no error bar
     assert "one seed" in figures["forgetting.png"]._suptitle.get_text()
@@ -389,7 +395,7 @@ def test_experiment_gain_bars_of_optimizer_pairs_take_no_single_optimizers_colou
     key = results[0].group.key
     comps = [{"group": key, "a": "grapes", "b": "sgd", "final_acc": {"mean": 0.01, "std": 0.005, "n": 2}},
              {"group": key, "a": "layer-mean", "b": "sgd", "final_acc": {"mean": -0.01, "std": 0.0, "n": 1}}]
-    rep._plot_gain(comps, results, tmp_path)
+    rep._plot_gain(comps, [r.group.key for r in results], tmp_path)
     ax = figures["gain.png"].axes[0]
     colours = [mcolors.to_hex(p.get_facecolor()) for p in ax.patches]
     assert len(set(colours)) == 2 and not set(colours) & {mcolors.to_hex(c) for c in OPTIMIZER_COLORS.values()}

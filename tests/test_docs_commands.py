@@ -305,7 +305,7 @@ def _check_values(ns: argparse.Namespace) -> None:
         cli.train_configs(ns)
     elif ns.command == "compare":
         cli.compare_spec(ns)
-    elif ns.command == "experiment" and ns.name != "list":
+    elif ns.command == "experiment" and ns.name != "list" and not ns.redraw:   # --redraw: no options used
         from imc_grapes.experiments.cli import experiment_options
         from imc_grapes.experiments.definitions import plan_experiment
 

@@ -4,6 +4,8 @@
 * :class:`ExperimentOptions`: size (``tiny`` / ``quick`` / ``full``), backends, device preset, optimizers, seeds,
   lr grid, data sets (:mod:`.options`);
 * :func:`run_experiment`: plan, run (resumable) and write the report folder (:mod:`.runner`, :mod:`.report`);
+* :func:`~.redraw.redraw_experiment_report`: a report's figures again from its ``results.json`` alone
+  (``imc-grapes experiment --redraw``, :mod:`.redraw`);
 * :class:`Group` / :func:`run_group`: one compare job with any trainer (:mod:`.groups`);
 * trainers: :func:`train_custom` (recurrent / spiking models, :mod:`.models`), :func:`train_permuted`
   (permuted-MNIST continual learning) with :func:`forgetting_metrics` (:mod:`.forgetting`).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,11 +20,14 @@ EPILOG = """examples:
   imc-grapes experiment mlp --quick --backend crossbar --device-preset GokmenVlasov --device-param dw_min=0.032
   imc-grapes experiment forgetting --quick --seeds 0 1 2 3 4
   imc-grapes experiment snn --tiny                             # synthetic data, seconds: a smoke test
+  imc-grapes experiment --redraw --out reports/experiments/forgetting-quick   # figures again from results.json
 Sizes: --tiny (synthetic data), --quick (subsets; 5 seeds digital, 3 analog), default full (whole data sets,
 5 seeds: hours).
 Each experiment writes <out>/{report.md,results.json,results.csv,summary.csv,*.png} and groups/<key>/ (one
 compare-style folder per data set × network × hardware); a second run with the same options resumes.
-Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data,
+--redraw draws the figures of the report in --out (or NAME's default folder) again from its results.json alone.
+Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data (with
+--redraw: a folder without an experiment report, or one whose results.json lacks what a figure needs),
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): the run in progress records status interrupted and is redone
 by the next run with the same options."""
 
@@ -42,8 +46,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                     "compares the optimizers with the learning rate tuned per optimizer on a validation split and "
                     "several seeds, and the experiment writes a report folder (tables, plots, paired differences).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", metavar="NAME", choices=[*EXPERIMENTS, "list"],
-                   help=f"{' | '.join(EXPERIMENTS)} | list")
+    p.add_argument("name", metavar="NAME", choices=[*EXPERIMENTS, "list"], nargs="?", default=None,
+                   help=f"{' | '.join(EXPERIMENTS)} | list (optional only with --redraw --out DIR)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick",
                       help="small sizes: minutes on 2 CPU cores (digital)")
@@ -84,6 +88,11 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                                                      "~/.cache/imc-grapes/data)")
     p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
+    p.add_argument("--redraw", action="store_true",
+                   help="train nothing: draw the figures of the report in --out (default: NAME's folder) again from "
+                        "its results.json alone, with the current plotting code (the groups/ folder is not needed; "
+                        "the other options are ignored; results.json, results.csv, summary.csv and report.md are "
+                        "left as they are)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars per epoch on stderr (default: only when stderr is a terminal, so that a log "
                         "file gets none; --progress: always; --no-progress: never)")
@@ -125,6 +134,12 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
     if args.name == "list":
         return _list()
+    if args.redraw:
+        return _redraw(args)
+    if args.name is None:
+        print("imc-grapes experiment: error: NAME is required (imc-grapes experiment list names them); only "
+              "--redraw --out DIR goes without it", file=sys.stderr)
+        return 2
     try:
         opts = experiment_options(args)
         from .definitions import plan_experiment
@@ -153,3 +168,29 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     if args.quiet:
         print(f"report: {out}/report.md")
     return 0
+
+
+def _redraw(args: argparse.Namespace) -> int:
+    """``imc-grapes experiment [NAME] --redraw``: the figures of the report in ``--out`` (default: NAME's default
+    folder at the chosen size) drawn again from its results.json (:func:`~.redraw.redraw_experiment_report`).
+    2 with a message when the folder holds no experiment report (or one of another experiment than NAME), or when
+    its results.json lacks what a figure needs (the other figures are drawn first)."""
+    from ..config import ConfigError
+    from .options import ExperimentOptions
+    from .redraw import redraw_experiment_report
+    from .runner import default_out_dir
+
+    if args.out is None and args.name is None:
+        print("imc-grapes experiment: error: --redraw needs --out DIR (the report folder) or NAME", file=sys.stderr)
+        return 2
+    out = args.out or str(default_out_dir(args.name, ExperimentOptions(size=args.size)))
+    try:
+        done = redraw_experiment_report(out, args.name)
+    except (OSError, ValueError, ConfigError) as exc:       # no results.json, not JSON, not an experiment report
+        print(f"imc-grapes experiment: error: --redraw: {exc}", file=sys.stderr)
+        return 2
+    if done.files:
+        print(f"redrawn from {Path(out) / 'results.json'}: {', '.join(str(Path(out) / f) for f in done.files)}")
+    for figure, why in done.missing.items():
+        print(f"imc-grapes experiment: error: --redraw: {figure} not drawn: {why}", file=sys.stderr)
+    return 2 if done.missing else 0

@@ -1,0 +1,166 @@
+"""``imc-grapes experiment --redraw``: an experiment report's figures drawn again from its ``results.json`` alone,
+after its ``groups/`` folder is gone: the same figure data as the first drawing, the curves the mean of the runs'
+own histories, and a report written before the runs were kept redraws what it can and says what it cannot."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imc_grapes.experiments.report as report_mod
+from imc_grapes.cli import main
+from imc_grapes.config import ConfigError
+from imc_grapes.experiments import ExperimentOptions, run_experiment
+from imc_grapes.experiments.redraw import redraw_experiment_report
+from imc_grapes.io import write_json_atomic
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+QUIET = {"progress": False, "log": lambda s: None}
+TEXT_FILES = ("results.json", "results.csv", "summary.csv", "report.md")
+
+
+def _figure_data(fig) -> dict:
+    """What a figure shows, as plain lists: per axes its lines' x/y data, bar heights, images' arrays, texts,
+    the bands' outlines and the legend labels."""
+    out = []
+    for ax in fig.axes:
+        out.append({
+            "lines": [(np.asarray(ln.get_xdata(), float).tolist(), np.asarray(ln.get_ydata(), float).tolist())
+                      for ln in ax.get_lines()],
+            "bars": [(p.get_x(), p.get_height()) for p in ax.patches],
+            "images": [np.ma.filled(np.ma.asarray(im.get_array(), float), np.nan).tolist() for im in ax.images],
+            "texts": [t.get_text() for t in ax.texts],
+            "bands": [[path.vertices.tolist() for path in c.get_paths()] for c in ax.collections],
+            "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+            "title": ax.get_title(), "xlim": list(ax.get_xlim()), "ylim": list(ax.get_ylim()),
+        })
+    return {"axes": out, "suptitle": fig._suptitle.get_text() if fig._suptitle else None}
+
+
+def _capture(monkeypatch) -> dict:
+    """Record every figure the experiment report writes (file name -> its data), and still write it."""
+    figures: dict = {}
+    write = report_mod.write_figure_atomic
+
+    def record(path, fig, **kw):
+        figures[Path(path).name] = _figure_data(fig)
+        return write(path, fig, **kw)
+
+    monkeypatch.setattr(report_mod, "write_figure_atomic", record)
+    return figures
+
+
+@pytest.fixture(scope="module", params=["forgetting", "fa-dfa"])
+def drawn(request, tmp_path_factory):
+    """A tiny experiment run once (two optimizers, two seeds), the figures of its first drawing, and the runs'
+    histories read from the groups' own folders; then its groups/ folder deleted."""
+    out = tmp_path_factory.mktemp(request.param)
+    with pytest.MonkeyPatch.context() as mp:
+        first = _capture(mp)
+        run_experiment(request.param, ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), seeds=(0, 1)),
+                       out, **QUIET)
+    saved = json.loads((out / "results.json").read_text())
+    histories = {}
+    for g in saved["groups"]:
+        runs = json.loads((out / "groups" / g["key"] / "results.json").read_text())["runs"]
+        for r in runs:
+            histories.setdefault((g["key"], r["optimizer"]), []).append(r)
+    shutil.rmtree(out / "groups")
+    return out, first, histories
+
+
+def test_redraw_without_the_groups_folder_gives_the_figures_of_the_first_drawing(drawn, tmp_path, monkeypatch):
+    src, first, histories = drawn
+    out = tmp_path / "copy"                      # e.g. a report copied into docs/results/
+    shutil.copytree(src, out)
+    before = {name: (out / name).read_bytes() for name in TEXT_FILES}
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    for p in out.glob("*.png"):
+        p.unlink()
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == pngs
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert {name: (out / name).read_bytes() for name in TEXT_FILES} == before
+    again = _capture(monkeypatch)
+    done = redraw_experiment_report(out)
+    assert done.missing == {} and sorted(done.files) == pngs
+    assert set(again) == set(first) == set(pngs)
+    for name in pngs:
+        np.testing.assert_equal(again[name], first[name], err_msg=name)      # NaN: an untrained task
+    # independent of the drawing code: each curve is the mean over the cell's completed runs of their own
+    # histories (read from groups/ before it was deleted), in %
+    saved = json.loads((out / "results.json").read_text())
+    curves = again["curves.png"]["axes"]
+    for g, ax in zip(saved["groups"], curves):
+        opts = [r["optimizer"] for r in g["summary"]]
+        assert len(ax["lines"]) == len(opts)
+        for (x, y), opt in zip(ax["lines"], opts):
+            runs = [r for r in histories[(g["key"], opt)] if r["status"] == "completed"]
+            assert len(runs) == 2
+            assert x == [h["epoch"] for h in runs[0]["history"]]
+            assert y == pytest.approx([100 * (a["test_acc"] + b["test_acc"]) / 2
+                                       for a, b in zip(runs[0]["history"], runs[1]["history"])], rel=1e-12)
+    if "matrix.png" in pngs:
+        for (key, opt), runs in histories.items():
+            mats = [r["forgetting"]["matrix"] for r in runs]
+            assert len(mats) == 2
+        images = [im for ax in again["matrix.png"]["axes"] for im in ax["images"]]
+        expected = [100 * (np.array(runs[0]["forgetting"]["matrix"]) + np.array(runs[1]["forgetting"]["matrix"])) / 2
+                    for runs in histories.values()]
+        assert len(images) == len(expected)
+        for im, m in zip(images, expected):
+            shown = np.array(im)
+            lower = np.tril(np.ones_like(m, dtype=bool), -1)       # tasks not trained yet: not shown
+            assert np.isnan(shown[lower]).all()
+            np.testing.assert_allclose(shown[~lower], m[~lower], rtol=1e-12)
+
+
+def test_an_old_report_without_the_runs_redraws_what_it_can_and_names_what_is_missing(drawn, tmp_path, capsys):
+    src, _, _ = drawn
+    out = tmp_path / "old"
+    shutil.copytree(src, out)
+    for p in out.glob("*.png"):
+        p.unlink()
+    saved = json.loads((out / "results.json").read_text())
+    for g in saved["groups"]:
+        del g["runs"]                                                    # as written before they were kept
+    write_json_atomic(out / "results.json", saved)
+    forgetting = saved["experiment"] == "forgetting"
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.png")) == ["accuracy.png", "gain.png"]
+    assert "accuracy.png" in captured.out and "gain.png" in captured.out
+    missing = ["curves.png", *(["matrix.png", "forgetting.png"] if forgetting else [])]
+    for figure in missing:
+        assert f"--redraw: {figure} not drawn: results.json keeps no runs for group(s) " in captured.err
+    assert "groups[].runs" in captured.err and saved["groups"][0]["key"] in captured.err
+    done = redraw_experiment_report(out)
+    assert done.files == ["accuracy.png", "gain.png"] and list(done.missing) == missing
+
+
+def test_redraw_refuses_what_is_not_an_experiment_report(tmp_path, capsys):
+    assert main(["experiment", "--redraw", "--out", str(tmp_path)]) == 2
+    assert "--redraw" in capsys.readouterr().err
+    assert main(["experiment", "--redraw"]) == 2
+    assert "--redraw needs --out DIR" in capsys.readouterr().err
+    assert main(["experiment", "--tiny"]) == 2
+    assert "NAME is required" in capsys.readouterr().err
+    write_json_atomic(tmp_path / "results.json", {"runs": [], "spec": {}})          # a compare report's
+    with pytest.raises(ConfigError, match="'groups' must be a list of groups with a key and a summary"):
+        redraw_experiment_report(tmp_path)
+    group = {"key": "g", "trainer": "standard", "summary": [{"optimizer": "sgd", "lr": 0.1}]}
+    write_json_atomic(tmp_path / "results.json", {"experiment": "mlp", "summary": [], "comparisons": [], "groups": [
+        {**group, "runs": [{"optimizer": "sgd", "seed": 0, "status": "completed", "epoch": [1, 2],
+                            "test_acc": [0.5]}]}]})
+    with pytest.raises(ConfigError, match=r"groups\[0\].runs\[0\] is completed but has no 'epoch' and 'test_acc'"):
+        redraw_experiment_report(tmp_path)
+    write_json_atomic(tmp_path / "results.json", {"experiment": "mlp", "summary": [], "comparisons": [], "groups": [
+        {**group, "runs": [{"optimizer": "adam", "seed": 0, "status": "diverged"}]}]})
+    with pytest.raises(ConfigError, match=r"names optimizer 'adam', which groups\[0\].summary has not"):
+        redraw_experiment_report(tmp_path)
+    write_json_atomic(tmp_path / "results.json", {"experiment": "mlp", "summary": [], "comparisons": [],
+                                                  "groups": [{**group, "runs": []}]})
+    assert main(["experiment", "cnn", "--redraw", "--out", str(tmp_path)]) == 2
+    assert "the report is of experiment 'mlp', not 'cnn'" in capsys.readouterr().err

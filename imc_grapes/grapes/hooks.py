@@ -403,6 +403,13 @@ class GrapesHandle:
         state["_hooked"] = {}
         return state
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore a copy's state; a handle pickled by an earlier version (without ``_param_hooks`` / ``_hooked``)
+        gets them empty, so that it too hooks its model's parameters at their next forward with grad enabled."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_param_hooks", [])
+        self.__dict__.setdefault("_hooked", {})
+
     def __enter__(self) -> "GrapesHandle":
         return self
 

@@ -390,6 +390,34 @@ def test_a_copied_model_carries_its_own_working_grapes(mode, how):
     attach_grapes(twin2, mode=mode).remove()         # a copy without GRAPES takes a new attach
 
 
+def test_a_handle_pickled_without_the_parameter_hook_fields_hooks_its_copys_parameters(monkeypatch):
+    """A whole model saved by an earlier version carries a handle without ``_param_hooks`` / ``_hooked``: loaded,
+    it hooks the copy's parameters at the first forward (local form) and scales its gradients by M."""
+    from imc_grapes.grapes.hooks import GrapesHandle
+
+    model = _one_hidden()
+    x, y = _data()
+    plain = _plain_grads(model, x, y)
+    attach_grapes(model, mode="local")
+
+    def old_getstate(self):     # the state as an earlier version pickled it: no such fields
+        state = dict(self.__dict__)
+        del state["_param_hooks"], state["_hooked"]
+        return state
+
+    monkeypatch.setattr(GrapesHandle, "__getstate__", old_getstate)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    twin = torch.load(buf, weights_only=False)
+    ht = _attached(twin)
+    assert ht._param_hooks == [] and ht._hooked == {}
+    F.cross_entropy(twin(x), y).backward()
+    m = _expected_m(twin.layers[0].weight)
+    assert not torch.allclose(m, torch.ones_like(m))
+    torch.testing.assert_close(twin.layers[0].weight.grad, m[:, None] * plain[0])
+
+
 def test_training_loop_contract_runs_for_every_rule_and_mode():
     """The training loop's exact usage (grapes.md / task contract) with tiny sizes."""
     x = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))

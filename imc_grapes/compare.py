@@ -36,8 +36,8 @@ from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_dis
                      config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
-from .io import (read_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic, write_figure_atomic,
-                 write_json_atomic)
+from .io import (read_json, read_report_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic,
+                 write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, fit_title, optimizer_color
 from .report import draw_cell_curves, mean_pm_std
 from .suggest import did_you_mean
@@ -712,10 +712,7 @@ def redraw_report(out_dir: str | Path) -> list[str]:
         ConfigError: it is not a compare report's (:func:`cells_from_results`).
     """
     out = Path(out_dir)
-    path = out / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (the folder of an `imc-grapes compare` report?)")
-    result = read_json(path)
+    result = read_report_json(out, "compare")
     cells = cells_from_results(result)
     spec = result.get("spec") if isinstance(result.get("spec"), dict) else {}
     rows = summarise_cells(cells, float(spec.get("target_acc", 0.9)), int(spec.get("tail_evals", 1)))

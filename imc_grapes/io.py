@@ -163,6 +163,20 @@ def write_csv_atomic(path: str | os.PathLike[str], rows: Sequence[Mapping[str, A
     return write_bytes_atomic(path, buf.getvalue().encode())
 
 
+def read_report_json(out_dir: str | os.PathLike[str], command: str) -> Any:
+    """The ``results.json`` of the report folder ``out_dir`` that ``imc-grapes <command>`` wrote (:func:`read_json`),
+    for the commands' ``--redraw``.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` has no ``results.json`` (the message names the command's report).
+        ValueError: it is not valid JSON.
+    """
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the folder of an `imc-grapes {command}` report?)")
+    return read_json(path)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON value in ``path`` (UTF-8, as this module writes it).
 

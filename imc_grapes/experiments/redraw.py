@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from ..io import read_json, restore_nonfinite
+from ..io import read_report_json, restore_nonfinite
 from .report import FORGETTING_KEYS, FigureGroup, draw_figures
 
 __all__ = ["Redrawn", "StoredCell", "StoredRun", "figure_groups", "redraw_experiment_report"]
@@ -113,10 +113,7 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
 
     matplotlib.use("Agg")
     out = Path(out_dir)
-    path = out / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (the folder of an `imc-grapes experiment` report?)")
-    result = read_json(path)
+    result = read_report_json(out, "experiment")
     groups = figure_groups(result)
     if not (isinstance(result.get("summary"), list) and isinstance(result.get("comparisons", []), list)):
         raise ConfigError("results.json: 'summary' and 'comparisons' must be lists (an `imc-grapes experiment` "

@@ -340,8 +340,7 @@ def mean_std(values: Iterable[object], *, nan_propagates: bool = False) -> tuple
     network broke) is a result of the method, and a mean of the other runs would cover fewer runs than the row's
     ``completed`` count says — the policy of :func:`~imc_grapes.report.summarise` and
     :func:`~imc_grapes.train.tail_accuracy`."""
-    vals = [float(v) for v in values  # type: ignore[arg-type]
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    vals = [float(v) for v in values if is_number(v)]  # type: ignore[arg-type]
     if nan_propagates and any(not math.isfinite(v) for v in vals):
         return math.nan, math.nan
     vals = [v for v in vals if math.isfinite(v)]
@@ -429,7 +428,7 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
             m, s = mean_std(accs, nan_propagates=True)
             row[f"inference_acc@{t}"] = m
             row[f"inference_acc_std@{t}"] = s
-            row[f"inference_n@{t}"] = sum(isinstance(a, (int, float)) and not isinstance(a, bool) for a in accs)
+            row[f"inference_n@{t}"] = sum(is_number(a) for a in accs)
         rows.append(row)
     return rows
 

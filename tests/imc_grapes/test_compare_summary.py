@@ -195,3 +195,23 @@ def test_a_summary_without_any_paired_difference_plots_without_warnings(tmp_path
         warnings.simplefilter("error")
         write_summary(rows, tmp_path / "out")
     assert "| digital | 90.00 ± — (lr 0.1) | — | — | — | — |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in DOCS.glob("*/summary.json")
+                                          if "method" in json.loads(p.read_text())))
+def test_every_stored_summary_is_what_its_recorded_command_writes_now(folder, tmp_path, monkeypatch):
+    """Every compare-summary folder in docs/: its recorded command, run again on the stored reports, writes the same
+    rows and table (so a stored summary cannot go stale when the summary gains a column or the reports change)."""
+    stored = json.loads((DOCS / folder / "summary.json").read_text())
+    args = stored["command"].split()
+    assert args[:2] == ["imc-grapes", "compare-summary"] and args[-2:] == ["--out", f"docs/{folder}"]
+    monkeypatch.chdir(DOCS.parent)  # the command names the reports relative to the repository root
+    assert main([*args[1:-1], str(tmp_path)]) == 0
+    fresh = json.loads((tmp_path / "summary.json").read_text())
+    assert fresh["rows"] == stored["rows"]
+    assert (tmp_path / "summary.csv").read_text() == (DOCS / folder / "summary.csv").read_text()
+    fresh_md, stored_md = (tmp_path / "summary.md").read_text(), (DOCS / folder / "summary.md").read_text()
+    assert fresh_md[fresh_md.index("| hardware"):] == stored_md[stored_md.index("| hardware"):]  # below the command

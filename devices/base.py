@@ -54,7 +54,7 @@ from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
 __all__ = ["DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "PulsedDevice", "check_field", "check_field_types",
-           "fits_float32"]
+           "fits_float32", "is_number"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -62,6 +62,12 @@ parameter beyond it turns into ``inf`` there (NaN states, or torch's "cannot be 
 
 FLOAT32_RANGE = "at most 3.4e+38 in magnitude (the largest float32, the simulator's tensors' type)"
 """How messages state the :data:`FLOAT32_MAX` limit."""
+
+
+def is_number(v: object) -> bool:
+    """Whether ``v`` is a real number, int or float (a bool is not): the one spelling of this check, here at the
+    bottom of the packages so that every layer (devices, crossbar, imc_grapes) can import it without a cycle."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def fits_float32(v: float) -> bool:
@@ -95,8 +101,7 @@ def check_field_types(obj: Any) -> None:
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
         v = getattr(obj, f.name)
         if kind == "float":
-            check_field(c, f.name, v, isinstance(v, numbers.Real) and not isinstance(v, bool),
-                        "a number (int or float, not a bool)")
+            check_field(c, f.name, v, is_number(v), "a number (int or float, not a bool)")
             check_field(c, f.name, v, fits_float32(v), FLOAT32_RANGE)
         elif kind == "bool":
             check_field(c, f.name, v, isinstance(v, bool), "true or false")

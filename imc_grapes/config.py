@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from devices.base import FLOAT32_RANGE, fits_float32
+from devices.base import FLOAT32_RANGE, fits_float32, is_number
 
 from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, optimizer_class
 from .backends.settings import AnalogSettings
@@ -136,11 +136,6 @@ SEED_RANGE = "[-2^63, 2^64) (what torch.manual_seed takes)"
 def seed_in_range(v: int) -> bool:
     """Whether the integer ``v`` is in :data:`SEED_RANGE`."""
     return -2 ** 63 <= v < 2 ** 64
-
-
-def is_number(v: object) -> bool:
-    """Whether ``v`` is a real number, int or float (a bool is not)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _is_sequence(v: object) -> bool:

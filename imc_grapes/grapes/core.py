@@ -19,11 +19,12 @@ Reference: the authors' numpy code, github.com/IBM/GRAPES, ``numpy_grapes_functi
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from devices.base import is_number
 
 __all__ = [
     "BP_CLIP",
@@ -93,7 +94,7 @@ def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
     """
     if clip is not None:
         ok = (isinstance(clip, (tuple, list)) and len(clip) == 2
-              and all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in clip))
+              and all(is_number(c) for c in clip))
         if not ok or not float(clip[0]) <= float(clip[1]):
             raise ValueError(f"modulation.clip must be None or a pair (low, high) of numbers with low <= high, "
                              f"got {clip!r}")

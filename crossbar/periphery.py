@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.base import FLOAT32_RANGE, fits_float32
+from devices.base import check_finite, fits_float32
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
@@ -76,21 +76,6 @@ __all__ = [
 NOISE_MANAGEMENT_TYPES = ("abs_max", "none", "constant")
 BOUND_MANAGEMENT_TYPES = ("iterative", "none")
 W_NOISE_TYPES = ("none", "additive_constant")
-
-
-def _check_finite(name: str, value: float, low: float | None = None, strict: bool = False) -> None:
-    """Raise ``ValueError`` naming ``IOParameters.<name>`` and its range unless ``value`` is a real number (not a bool),
-    finite within float32's range (the MVMs' type), and ``> low`` (``strict``) or ``>= low``."""
-    valid = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low}")
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"IOParameters.{name} must be {valid}, got {value!r}")
-    if not fits_float32(value):
-        raise ValueError(f"IOParameters.{name} must be {valid}, {FLOAT32_RANGE}, got {value!r}")
-    if low is not None:
-        if strict and not value > low:
-            raise ValueError(f"IOParameters.{name} must be > {low}, got {value}")
-        if not strict and not value >= low:
-            raise ValueError(f"IOParameters.{name} must be >= {low}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -158,14 +143,14 @@ class IOParameters:
                 raise ValueError(
                     f"IOParameters.{name} must be > 0 (math.inf for unbounded) and, when finite, at most 1.7e+38 (the "
                     f"converter's range 2 * {name} must be a float32, the MVMs' type), got {value!r}")
-        _check_finite("inp_res", self.inp_res)
-        _check_finite("out_res", self.out_res)
-        _check_finite("inp_noise", self.inp_noise, 0.0)
-        _check_finite("out_noise", self.out_noise, 0.0)
-        _check_finite("w_noise", self.w_noise, 0.0)
-        _check_finite("nm_thres", self.nm_thres, 0.0)
-        _check_finite("out_scale", self.out_scale, 0.0, strict=True)
-        _check_finite("max_bm_res", self.max_bm_res, 0.0, strict=True)
+        check_finite("IOParameters", "inp_res", self.inp_res)
+        check_finite("IOParameters", "out_res", self.out_res)
+        check_finite("IOParameters", "inp_noise", self.inp_noise, 0.0)
+        check_finite("IOParameters", "out_noise", self.out_noise, 0.0)
+        check_finite("IOParameters", "w_noise", self.w_noise, 0.0)
+        check_finite("IOParameters", "nm_thres", self.nm_thres, 0.0)
+        check_finite("IOParameters", "out_scale", self.out_scale, 0.0, strict=True)
+        check_finite("IOParameters", "max_bm_res", self.max_bm_res, 0.0, strict=True)
         if not isinstance(self.max_bm_factor, int) or isinstance(self.max_bm_factor, bool) \
                 or self.max_bm_factor < 1:
             raise ValueError(

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.base import FLOAT32_RANGE, fits_float32
+from devices.base import check_finite
 from devices.host import host_reads_free, host_scalar_math
 from devices.suggest import did_you_mean
 
@@ -125,13 +125,8 @@ class UpdateParameters:
         for name in ("fixed_bl", "update_bl_management", "update_management", "sto_round"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"UpdateParameters.{name} must be a bool, got {getattr(self, name)!r}")
-        for name, valid in (("um_grad_scale", "> 0"), ("res", ">= 0")):
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and fits_float32(v) \
-                and (v > 0 if valid == "> 0" else v >= 0)
-            if not ok:
-                raise ValueError(f"UpdateParameters.{name} must be a number {valid} and finite, {FLOAT32_RANGE}, "
-                                 f"got {v!r}")
+        check_finite("UpdateParameters", "um_grad_scale", self.um_grad_scale, 0, strict=True)
+        check_finite("UpdateParameters", "res", self.res, 0)
         if self.pulse_type not in PULSE_TYPES:
             raise ValueError(
                 f"UpdateParameters.pulse_type must be one of {PULSE_TYPES}, got {self.pulse_type!r}"

@@ -54,7 +54,7 @@ from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
 __all__ = ["DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "PulsedDevice", "check_field", "check_field_types",
-           "fits_float32", "is_number"]
+           "check_finite", "fits_float32", "is_number"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -85,10 +85,22 @@ def _same_layout(w: Tensor, n_up: Tensor, n_down: Tensor, params: "DeviceParams"
             and all(t.shape == w.shape and t.dtype == w.dtype for t in params.state_dict().values()))
 
 
-def check_field(cls_name: str, name: str, value: float, ok: bool, valid: str) -> None:
+def check_field(cls_name: str, name: str, value: object, ok: bool, valid: str) -> None:
     """Raise ``ValueError("<cls_name>.<name> must be <valid>, got <value>")`` unless ``ok``."""
     if not ok:
         raise ValueError(f"{cls_name}.{name} must be {valid}, got {value!r}")
+
+
+def check_finite(cls_name: str, name: str, value: object, low: float | None = None, strict: bool = False) -> None:
+    """Raise ``ValueError("<cls_name>.<name> must be a finite number[ > low | >= low], <FLOAT32_RANGE>, got <value>")``
+    unless ``value`` is an int or float (not a bool), finite, within float32's range (:func:`fits_float32`: the
+    simulator's tensors' type) and ``> low`` (``strict``) or ``>= low`` (no lower limit with ``low=None``): the check
+    of the crossbar configs' number fields (``IOParameters``, ``UpdateParameters``), one message stating the whole
+    valid range whichever part the value fails."""
+    valid = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low}") + f", {FLOAT32_RANGE}"
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and fits_float32(value) and (low is None or (value > low if strict else value >= low)))
+    check_field(cls_name, name, value, ok, valid)
 
 
 def check_field_types(obj: Any) -> None:

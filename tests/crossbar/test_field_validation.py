@@ -49,11 +49,18 @@ def test_io_bounds_infinite_or_within_float32(field: str) -> None:
             IOParameters(**kwargs, **{field: value})
 
 
+_RANGE = r"at most 3\.4e\+38 in magnitude \(the largest float32, the simulator's tensors' type\)"
+
+
 def test_io_range_message_states_the_lower_limit() -> None:
-    with pytest.raises(ValueError, match=r"^IOParameters\.inp_noise must be a finite number >= 0\.0, got nan$"):
-        IOParameters(inp_noise=math.nan)
-    with pytest.raises(ValueError, match=r"^IOParameters\.out_scale must be a finite number > 0\.0, got inf$"):
-        IOParameters(out_scale=math.inf)
+    """Whichever part of the range a value fails (finite, the lower limit), the message states all of it."""
+    for field, value, valid in [("inp_noise", math.nan, ">= 0.0"), ("out_scale", math.inf, "> 0.0"),
+                                ("inp_noise", -0.5, ">= 0.0"), ("out_scale", 0.0, "> 0.0"),
+                                ("out_scale", True, "> 0.0"), ("inp_res", "0.5", "")]:
+        with pytest.raises(ValueError, match=rf"^IOParameters\.{field} must be a finite number"
+                                             rf"{re.escape((' ' + valid).rstrip())}, {_RANGE}, "
+                                             rf"got {re.escape(repr(value))}$"):
+            IOParameters(**{field: value})
 
 
 @pytest.mark.parametrize("bound,finite", [(torch.finfo(torch.float32).max / 2, True),
@@ -71,11 +78,12 @@ def test_io_largest_bound_gives_finite_outputs(bound: float, finite: bool) -> No
 
 
 @pytest.mark.parametrize("field,value", [("um_grad_scale", True), ("res", False), ("um_grad_scale", "1"),
-                                         ("res", None), ("um_grad_scale", 1e300), ("res", 1e300)])
+                                         ("res", None), ("um_grad_scale", 1e300), ("res", 1e300),
+                                         ("um_grad_scale", 0.0), ("res", -0.1), ("res", math.nan)])
 def test_update_number_fields(field: str, value: object) -> None:
     """A bool counted as 1/0 and a string raised torch's "must be real number, not str" without the field's name."""
-    with pytest.raises(ValueError, match=rf"^UpdateParameters\.{field} must be a number >=? 0 and finite, at most "
-                                         rf"3\.4e\+38 .*, got {re.escape(repr(value))}$"):
+    with pytest.raises(ValueError, match=rf"^UpdateParameters\.{field} must be a finite number >=? 0, {_RANGE}, "
+                                         rf"got {re.escape(repr(value))}$"):
         UpdateParameters(**{field: value})
 
 

@@ -367,7 +367,7 @@ class Network:
             return
         handle = self.grapes
         assert handle is not None
-        if handle.rule == "dfa" and idx == 0:
+        if not handle.modulated(idx):
             return
         # only scalings that happen: a frozen layer's (no update, no weight gradient) and an output that sends no
         # gradient (GRAPES's gradient hook is not registered on it) are not scaled
@@ -376,23 +376,20 @@ class Network:
                 return
             ops = output.numel()
         else:
-            # the digital bias's gradient, scaled by GRAPES's parameter hook: one multiply per element (by M, or
-            # under DFA by p_post — a bias has no per-synapse factor). GRAPES hooks every such parameter that
-            # requires a gradient at a forward (its own forward hook, run before this one; a bias frozen at attach
-            # and unfrozen later included), so a bias counted here is a bias scaled
-            bias = getattr(module, "bias", None)
-            ops = bias.numel() if isinstance(bias, Tensor) and bias.requires_grad else 0
+            # the digital parameters' gradients that GRAPES's parameter hook scales (handle.scaled_params: a digital
+            # layer's weight and bias, an analog layer's bias, each while it requires a gradient): one multiply per
+            # element (by M, or under DFA by p_post — a bias has no per-synapse factor); under DFA a digital weight's
+            # factor p_post_i · p_pre_j of every synapse is one more. GRAPES hooks every such parameter at a forward
+            # (its own forward hook, run before this one; one frozen at attach and unfrozen later included), so a
+            # parameter counted here is a parameter scaled
+            ops = sum(p.numel() * (2 if handle.rule == "dfa" and name == "weight" else 1)
+                      for name, p in handle.scaled_params(idx, module))
             if isinstance(module, AnalogLayer):   # d (and DFA's x) scaled for the pulsed update
                 if any(p.requires_grad for p in module.analog_parameters()):
                     ops += output.numel()
                     if handle.rule == "dfa":
                         x = inputs[0]
                         ops += x.numel() if isinstance(x, Tensor) else 0
-            else:                                 # a digital weight layer: its weight gradient scaled by the hook
-                w = cast(Tensor, module.weight)
-                if w.requires_grad:
-                    # DFA: the factor p_post_i · p_pre_j of every synapse (one multiply), then the gradient (another)
-                    ops += w.numel() * (2 if handle.rule == "dfa" else 1)
         self._host_counts[_K["grapes_ops"]] += ops
 
     def _ops_per_refresh(self) -> tuple[int, int]:
@@ -401,7 +398,7 @@ class Network:
         source = self.settings.importance if self.analog_layers else "exact"
         ops = adds = 0
         for idx, layer in enumerate(handle.layers):
-            if handle.rule == "dfa" and idx == 0:
+            if not handle.modulated(idx):
                 continue
             if isinstance(layer, AnalogLayer):
                 n_out, n_in = layer.out_features, layer.in_features

@@ -294,8 +294,26 @@ class GrapesHandle:
             if fac is not None:
                 self.modulations[name] = synapse_modulation(*fac)
 
+    def modulated(self, k: int) -> bool:
+        """Whether layer ``k`` gets a GRAPES factor: every layer but DFA's hidden layer 0 (unmodulated)."""
+        return not (self.rule == "dfa" and k == 0)
+
+    def scaled_params(self, k: int, layer: nn.Module) -> list[tuple[str, Tensor]]:
+        """The parameters of layer ``k`` (``layer``) whose gradient the local forms scale through a gradient hook,
+        as ``(name, tensor)``: a digital layer's ``weight`` and ``bias``, an analog layer's digital ``bias`` (the
+        local factors reach an analog layer's in-memory weight update through its ``error_scale`` /
+        ``input_scale`` instead), each while it requires a gradient (torch hooks only such a tensor); none for the
+        non-local forms (they scale the output's gradient) or an unmodulated layer (:meth:`modulated`).
+
+        The one place that decides it: :meth:`_hook_params` hooks these, and the backends' cost counters count a
+        scaling of each of them per forward."""
+        if not self.is_local or not self.modulated(k):
+            return []
+        named = ((n, getattr(layer, n, None)) for n in (("bias",) if _is_analog(layer) else ("weight", "bias")))
+        return [(n, p) for n, p in named if isinstance(p, Tensor) and p.requires_grad]
+
     def _factor(self, k: int) -> object | None:
-        if self._current[k] is None and not (self.rule == "dfa" and k == 0):
+        if self._current[k] is None and self.modulated(k):
             self.refresh()
         return self._current[k]
 
@@ -307,20 +325,16 @@ class GrapesHandle:
             self._hook_params(k, layer)
 
     def _hook_params(self, k: int, layer: nn.Module) -> None:
-        """Local forms: give each parameter of layer ``k`` whose gradient GRAPES scales (a digital layer's
-        ``weight`` and ``bias``, an analog layer's digital ``bias``; the local factors reach an analog layer's
-        in-memory weight update through its ``error_scale`` / ``input_scale`` instead) its gradient hook, once.
+        """Local forms: give each parameter of layer ``k`` whose gradient GRAPES scales (:meth:`scaled_params`)
+        its gradient hook, once.
 
         Called at attach and again at every forward with grad enabled, so that a parameter that needs no
         gradient at attach (a frozen bias; torch hooks only a tensor that requires one) is hooked at the first
         forward after it is unfrozen: every gradient of these parameters that a backward computes is scaled, and
         the backends' cost counters (which count a scaling per forward of a parameter that requires a gradient)
         count exactly the scalings done. A parameter the layer replaces (a new tensor) is hooked anew."""
-        if not self.is_local or (self.rule == "dfa" and k == 0):
-            return
-        for pname in ("bias",) if _is_analog(layer) else ("weight", "bias"):
-            p = getattr(layer, pname, None)
-            if isinstance(p, Tensor) and p.requires_grad and self._hooked.get((k, pname)) is not p:
+        for pname, p in self.scaled_params(k, layer):
+            if self._hooked.get((k, pname)) is not p:
                 self._param_hooks.append(p.register_hook(functools.partial(self._param_hook, k, pname)))
                 self._hooked[(k, pname)] = p
 

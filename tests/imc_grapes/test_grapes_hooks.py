@@ -254,6 +254,32 @@ def test_a_bias_frozen_at_attach_is_scaled_once_unfrozen(mode):
     torch.testing.assert_close(bias.grad, plain[1])
 
 
+@pytest.mark.parametrize("mode,rule", [("local", "bp"), ("layer-mean-local", "bp"), ("propagated", "bp"),
+                                       ("propagated", "dfa")])
+def test_scaled_params_names_what_the_local_forms_hook(mode, rule):
+    """The one decision of which parameters the local forms scale through a gradient hook (the backends' cost
+    counters use it too): a digital layer's weight and bias while each requires a gradient, an analog layer's
+    (one with ``error_scale``) bias only; nothing for the propagated form (it scales the output's gradient) or for
+    DFA's unmodulated hidden layer 0 (DFA is always local)."""
+    model = MLP([5, 4, 4, 3], activation="tanh", bias=True, seed=0, dtype=torch.float64)
+    first, second = model.layers[0], model.layers[1]
+    h = attach_grapes(model, mode=mode, rule=rule)
+    assert [h.modulated(k) for k in range(2)] == [rule != "dfa", True]
+    names = [[n for n, _ in h.scaled_params(k, layer)] for k, layer in enumerate((first, second))]
+    if rule == "dfa":
+        assert names == [[], ["weight", "bias"]]
+    elif mode == "propagated":
+        assert names == [[], []]
+    else:
+        assert names == [["weight", "bias"], ["weight", "bias"]]
+        assert all(p is getattr(first, n) for n, p in h.scaled_params(0, first))
+        first.bias.requires_grad_(False)
+        assert [n for n, _ in h.scaled_params(0, first)] == ["weight"]
+        first.error_scale = None                     # read as an analog layer: its weight is updated in memory
+        first.bias.requires_grad_(True)
+        assert [n for n, _ in h.scaled_params(0, first)] == ["bias"]
+
+
 def test_plain_sequential_model_detects_hidden_layers():
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(

@@ -40,6 +40,7 @@ from .io import (read_json, read_report_json, restore_nonfinite, write_bytes_ato
                  write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, fit_title, optimizer_color
 from .report import draw_cell_curves, mean_pm_std
+from .stats import mean_std
 from .suggest import did_you_mean
 from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
 
@@ -328,34 +329,13 @@ def is_finite_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def mean_std(values: Iterable[object], *, nan_propagates: bool = False) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n − 1) of the finite numbers in ``values``; the std is 0.0 for one
-    value, and both are None for none. None and non-numbers (a bool, a ``"nan"`` string not restored by
-    :func:`~imc_grapes.io.restore_nonfinite`) are never values: "not measured".
-
-    NaN / ±Inf policy: by default they are left out too (:func:`is_finite_number`), for the optional per-run
-    diagnostics (cost per step, saturation, GRAPES's share of the operations, curve means, forgetting), where a
-    run without a finite value has no measurement to add. With ``nan_propagates`` a NaN or ±Inf among them makes
-    both NaN, for a cell's *accuracy* means over its completed runs: a completed run whose accuracy is NaN (its
-    network broke) is a result of the method, and a mean of the other runs would cover fewer runs than the row's
-    ``completed`` count says — the policy of :func:`~imc_grapes.report.summarise` and
-    :func:`~imc_grapes.train.tail_accuracy`."""
-    vals = [float(v) for v in values if is_number(v)]  # type: ignore[arg-type]
-    if nan_propagates and any(not math.isfinite(v) for v in vals):
-        return math.nan, math.nan
-    vals = [v for v in vals if math.isfinite(v)]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
 def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> dict[str, Any] | None:
     """Paired difference ``a[seed] − b[seed]`` over the seeds with a finite value in both (a seed missing from
     either, or None / NaN / ±Inf there, is left out): ``{"mean", "std", "n", "positive", "negative"}`` (n: the
     seeds used; std with n − 1, 0 for one seed; how many seeds have a difference > 0 / < 0), or None without a
     common seed.
 
-    NaN policy: left out, unlike the accuracy means (:func:`mean_std` with ``nan_propagates``,
+    NaN policy: left out, unlike the accuracy means (:func:`~imc_grapes.stats.mean_std` with ``nan_propagates``,
     :func:`~imc_grapes.report.summarise`): a difference needs a number on both sides, and the result carries
     ``n``, the seeds it rests on, which every caller prints next to it (``positive/n``, ``diff_vs_<ref>_n``), so a
     left-out seed is visible, not hidden."""
@@ -396,11 +376,12 @@ def summarise_cells(cells: Sequence[Cell], target: float, tail: int = 1) -> list
     ratio to SGD — over the cell's *completed* runs (a diverged or failed run's last evaluation is not a result of
     the method; ``completed``, ``diverged`` and ``failed`` count the runs). A completed run whose accuracy (or
     inference accuracy at a time) is NaN makes that mean and std NaN, as in :func:`~imc_grapes.report.summarise`
-    (:func:`mean_std`'s ``nan_propagates``: the mean would otherwise cover fewer runs than ``completed``); the
-    diagnostics (saturation, cost, GRAPES's share) leave such a run out. Where runs were evaluated after
-    programming noise and drift, per time ``t`` (seconds, as the runs' ``inference`` keys): ``inference_acc@t`` the
-    mean accuracy (a fraction), ``inference_acc_std@t`` its sample std (n − 1; 0 for one run) and ``inference_n@t``
-    the completed runs with an accuracy at ``t`` that both rest on (None / 0 without one)."""
+    (:func:`~imc_grapes.stats.mean_std`'s ``nan_propagates``: the mean would otherwise cover fewer runs than
+    ``completed``); the diagnostics (saturation, cost, GRAPES's share) leave such a run out. Where runs were
+    evaluated after programming noise and drift, per time ``t`` (seconds, as the runs' ``inference`` keys):
+    ``inference_acc@t`` the mean accuracy (a fraction), ``inference_acc_std@t`` its sample std (n − 1; 0 for one
+    run) and ``inference_n@t`` the completed runs with an accuracy at ``t`` that both rest on (None / 0 without
+    one)."""
     sgd_cost = {c.hardware: mean_std([_per_step_cost(r) for r in c.runs])[0] for c in cells if c.optimizer == "sgd"}
     rows = []
     for c in cells:

@@ -10,6 +10,7 @@ from typing import Any
 from .io import write_csv_atomic, write_figure_atomic, write_json_atomic
 from .plotting import (accuracy_ylim, fit_title, interleaved_dashes, optimizer_color, overlap_groups,
                        overlap_tolerance, plain_log_labels, progress_xlim)
+from .stats import mean_std
 from .train import RunResult, best_accuracy
 
 
@@ -117,27 +118,27 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
     and how many diverged; where runs were
     evaluated after programming noise and drift (``TrainConfig.inference_times``, analog runs), the mean accuracy
     at each time over the completed runs, as ``inference_acc@<seconds>`` (a fraction; None without a completed
-    run), with its sample std ``inference_acc_std@<seconds>`` (0 for one run) and the runs it rests on
+    run), with its sample std ``inference_acc_std@<seconds>`` (0 for one finite run) and the runs it rests on
     ``inference_n@<seconds>``, as compare's summary.
 
     NaN policy: a completed run's NaN (its final or inference accuracy: its network broke) makes the group's mean
-    NaN, as in compare's summary (:func:`~imc_grapes.compare.summarise_cells`): it is a result of the method, and a
-    mean of the other runs would cover fewer runs than the row says. Only None (not measured) is left out."""
+    and std NaN, as in compare's summary (:func:`~imc_grapes.compare.summarise_cells`; both take them from
+    :func:`~imc_grapes.stats.mean_std` with ``nan_propagates``): it is a result of the method, and a mean of the
+    other runs would cover fewer runs than the row says. Only None (not measured) is left out."""
     groups: dict[Any, list[RunResult]] = {}
     for r in results:
         groups.setdefault(getattr(r.config, key), []).append(r)
     rows = []
     for value, runs in groups.items():
         done = [r for r in runs if _completed(r)]
-        finals = [r.history[-1]["test_acc"] for r in done]
-        bests = [_best(r) for r in done]
+        final_mean, final_std = mean_std([r.history[-1]["test_acc"] for r in done], nan_propagates=True)
         rows.append({
             key: value,
             "runs": len(runs),
             "diverged": sum(r.status == "diverged" for r in runs),
-            "final_test_acc_mean": statistics.fmean(finals) if finals else None,
-            "final_test_acc_std": _sample_std(finals) if len(finals) > 1 else 0.0 if finals else None,
-            "best_test_acc_mean": statistics.fmean(bests) if bests else None,
+            "final_test_acc_mean": final_mean,
+            "final_test_acc_std": final_std,
+            "best_test_acc_mean": mean_std([_best(r) for r in done], nan_propagates=True)[0],
             "final_train_loss_mean": statistics.fmean(r.history[-1]["train_loss"] for r in done) if done else None,
             "wall_time_s_mean": statistics.fmean(r.wall_time_s for r in runs),
         })
@@ -146,16 +147,9 @@ def summarise(results: Sequence[RunResult], key: str = "optimizer") -> list[dict
         done = [r for r in runs if _completed(r)]
         for t in times:
             accs = [_inference(r)[t] for r in done if t in _inference(r)]
-            row[f"inference_acc@{t}"] = statistics.fmean(accs) if accs else None
-            row[f"inference_acc_std@{t}"] = _sample_std(accs) if len(accs) > 1 else 0.0 if accs else None
+            row[f"inference_acc@{t}"], row[f"inference_acc_std@{t}"] = mean_std(accs, nan_propagates=True)
             row[f"inference_n@{t}"] = len(accs)
     return rows
-
-
-def _sample_std(values: Sequence[float]) -> float:
-    """Sample standard deviation (n − 1) of two or more values; NaN when one of them is NaN, as their mean is
-    (``statistics.stdev`` raises an ``AttributeError`` on a NaN in Python 3.11)."""
-    return math.nan if any(math.isnan(v) for v in values) else statistics.stdev(values)
 
 
 def _best(r: RunResult) -> float:

@@ -32,11 +32,12 @@ from typing import Any
 import torch
 
 from ..backends.settings import format_device_overrides
-from ..compare import Cell, mean_pm_std, mean_std, paired_by_seed
+from ..compare import Cell, mean_pm_std, paired_by_seed
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from ..plotting import fit_title, optimizer_color
 from ..report import draw_cell_curves
+from ..stats import mean_std
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
 from .groups import GroupResult, run_row

@@ -756,18 +756,6 @@ def test_a_reused_run_is_reported_with_the_versions_it_was_trained_with(tmp_path
     assert run_compare(spec, tmp_path, progress=False, log=lambda s: None)["runs"][0]["versions"] == {}
 
 
-def test_mean_std_propagates_a_nan_only_when_asked():
-    """Hand values: the accuracy policy (``nan_propagates``): a NaN or ±Inf makes mean and std NaN, None and
-    non-numbers are still left out (not measured); the diagnostics' default leaves the NaN out."""
-    for v in (math.nan, math.inf):
-        m, s = compare_mod.mean_std([0.5, v, 0.7], nan_propagates=True)
-        assert math.isnan(m) and math.isnan(s)
-    m, s = compare_mod.mean_std([0.5, None, "nan", True, 0.7], nan_propagates=True)
-    assert m == pytest.approx(0.6) and s == pytest.approx(0.1 * math.sqrt(2))
-    assert compare_mod.mean_std([None], nan_propagates=True) == (None, None)
-    assert compare_mod.mean_std([0.5, math.nan, 0.7]) == (pytest.approx(0.6), pytest.approx(0.1 * math.sqrt(2)))
-
-
 @pytest.mark.parametrize("second, inference", [(0.7, 0.3), (math.nan, 0.3), (0.7, math.nan)])
 def test_compare_and_report_summaries_agree_on_a_nan_accuracy(second, inference):
     """Two completed runs of one optimizer (final accuracy 0.5 and ``second``; inference accuracy at 1 s 0.4 and
@@ -790,8 +778,11 @@ def test_compare_and_report_summaries_agree_on_a_nan_accuracy(second, inference)
     for row in (cell, rep):
         assert row["final_test_acc_mean"] == pytest.approx(want_acc, nan_ok=True)
         assert row["inference_acc@1"] == pytest.approx(want_inf, nan_ok=True)
-    assert cell["completed"] == 2 and cell["final_test_acc_std"] == pytest.approx(
-        math.nan if math.isnan(second) else 0.1 * math.sqrt(2), nan_ok=True)
+        assert row["final_test_acc_std"] == pytest.approx(math.nan if math.isnan(second) else 0.1 * math.sqrt(2),
+                                                          nan_ok=True)
+        assert row["inference_acc_std@1"] == pytest.approx(math.nan if math.isnan(inference) else 0.05 * math.sqrt(2),
+                                                           nan_ok=True)
+    assert cell["completed"] == 2
 
 
 def test_findings_do_not_judge_a_nan_mean():

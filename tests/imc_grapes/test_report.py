@@ -166,6 +166,28 @@ def test_best_accuracy_of_a_group_leaves_a_nan_evaluation_out_wherever_it_stands
     assert "nan" in format_table([row])
 
 
+def test_one_completed_run_with_a_nan_accuracy_gives_a_nan_mean_and_std():
+    """The NaN policy of compare's summary (:func:`imc_grapes.stats.mean_std` with ``nan_propagates``, the one
+    statistic both use): a group whose single completed run broke (NaN final and inference accuracy) has NaN as mean
+    and std, not a std of 0 beside a NaN mean (as before the two shared it); a finite single run has std 0; the
+    table shows no spread for one run either way."""
+    from imc_grapes.report import summarise
+
+    cfg = TrainConfig(dataset="synthetic")
+    broken = RunResult(cfg, [_row(1.0, 0.5), _row(2.0, float("nan"))], "completed", "", None,
+                       extra={"inference": {"3600": float("nan")}})
+    row = summarise([broken])[0]
+    assert math.isnan(row["final_test_acc_mean"]) and math.isnan(row["final_test_acc_std"])
+    assert math.isnan(row["inference_acc@3600"]) and math.isnan(row["inference_acc_std@3600"])
+    assert row["best_test_acc_mean"] == 0.5 and row["inference_n@3600"] == 1
+    assert "nan ± —" in format_table([row])
+    fine = RunResult(cfg, [_row(1.0, 0.5), _row(2.0, 0.625)], "completed", "", None,
+                     extra={"inference": {"3600": 0.25}})
+    row = summarise([fine])[0]
+    assert (row["final_test_acc_mean"], row["final_test_acc_std"]) == (0.625, 0.0)
+    assert (row["inference_acc@3600"], row["inference_acc_std@3600"]) == (0.25, 0.0)
+
+
 def test_summary_and_table_show_the_accuracy_after_drift_at_each_time():
     """``train --inference-times``: the mean accuracy after drift per time over the completed runs (hand-computed;
     a diverged run's is left out), one column per time in ascending order with compare's labels, and none

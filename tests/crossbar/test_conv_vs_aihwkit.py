@@ -17,7 +17,8 @@ of tiles and update the kernel matrix ``[out, C_in*kh*kw]`` with the patches as 
 aihwkit's C++ generator cannot be seeded from Python: those comparisons are statistical (bounds about 4.5
 standard errors wide), each retried once on a fresh aihwkit draw as in ``test_update_vs_aihwkit.py``.
 aihwkit's CPU noise comes from a fixed list of Gaussians per tile (test_fixed_list_noise_of_aihwkit_cpu_tiles), so
-the noisy-periphery comparisons spread aihwkit's repetitions over several fresh layers (``AIHWKIT_LAYERS``).
+the noisy-periphery and pulsed-update comparisons spread aihwkit's repetitions over several fresh layers
+(``AIHWKIT_LAYERS``).
 """
 
 from __future__ import annotations
@@ -327,7 +328,15 @@ def test_pulsed_conv_update_in_expectation_pulses_torch_and_aihwkit() -> None:
     probability is capped). Expected device pulses of one update, counted by hand: every patch ``b`` (an update
     sample) fires on device ``(i, j)`` in expectation ``BL·p_j·q_i = lr|x_bj||d_bi|/dw_min`` coincidences, so the
     update fires ``lr/dw_min · Σ_b ‖x_b‖₁ ‖d_b‖₁`` pulses (the tile split only partitions the sums). The mean
-    weight change is ``-lr·∇W`` (torch autograd), and its distribution per device is aihwkit's."""
+    weight change is ``-lr·∇W`` (torch autograd), and its distribution per device is aihwkit's.
+
+    aihwkit's repetitions are spread over :data:`AIHWKIT_LAYERS` fresh layers (20 each). Its pulse trains are
+    Bernoulli draws from C ``rand()`` (no list), but each pulse's cycle-to-cycle noise (``dw_min_std = 0.3``) is a
+    Gaussian of the tile's fixed list: one layer's mean weight changes are all scaled by ``1 + 0.3·ε`` (``ε`` its
+    list's mean, std ``1/√32768``), a shift of a tile's devices common to all repetitions, ``≈ 0.14`` standard errors
+    (rms) at 400 of them (mean z² larger by ``≈ 0.02`` in expectation). Measured, 150 draws each: aihwkit against
+    ``-lr·∇W`` failed the mean z² bound 3 times from one layer (mean z² 1.02 ± 0.20), never from 20 layers
+    (1.01 ± 0.19); the comparison with our seeded draw failed neither way."""
     kw, cfg, w0, x, grad = _update_case()
     lr = 0.005
     patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 18)      # [B·L, C·k·k]
@@ -351,15 +360,16 @@ def test_pulsed_conv_update_in_expectation_pulses_torch_and_aihwkit() -> None:
         opt.step()
         pulses[r] = int(ours.tile.counters["pulses"]) - before
         dws[r] = ours.get_weights() - w0
-    theirs = _aihwkit_conv(2, 3, cfg, kw, w0, None)
-    opt_a = _aihwkit_sgd(theirs, lr)
     dws_a = torch.empty_like(dws)
-    for r in range(UPDATE_REPS):
-        theirs.set_weights(w0)
-        theirs(x).backward(grad)
-        opt_a.step()
-        opt_a.zero_grad()
-        dws_a[r] = theirs.get_weights()[0].reshape(w0.shape) - w0
+    for reps in torch.arange(UPDATE_REPS).chunk(AIHWKIT_LAYERS):       # a fresh layer (noise list) per chunk
+        theirs = _aihwkit_conv(2, 3, cfg, kw, w0, None)
+        opt_a = _aihwkit_sgd(theirs, lr)
+        for r in reps.tolist():
+            theirs.set_weights(w0)
+            theirs(x).backward(grad)
+            opt_a.step()
+            opt_a.zero_grad()
+            dws_a[r] = theirs.get_weights()[0].reshape(w0.shape) - w0
 
     se_pulses = pulses.std() / UPDATE_REPS ** 0.5
     assert abs(pulses.mean() - expected_pulses) < 4.5 * se_pulses, (pulses.mean(), expected_pulses, se_pulses)

@@ -35,8 +35,9 @@ EPILOG_TRAIN = """examples:
   imc-grapes train --backend crossbar --preset PCM --inference-times 1 3600 86400   # accuracy after drift
 Each run writes <out>/<run-name>/{metrics.csv,results.json}; several runs also write
 <out>/{summary.csv,summary.json,curves.png} and print a mean ± std table.
-Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss), 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM); the run then in progress records status interrupted in its results.json."""
+Exit codes: 0 ok, 2 invalid arguments or missing data, 3 a run diverged (NaN/Inf loss or evaluated output),
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); the run then in progress records status interrupted in its
+results.json."""
 TRAIN_OUT = "runs/train"
 
 

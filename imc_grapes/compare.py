@@ -227,7 +227,7 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | 
     :func:`~imc_grapes.train.train`) into ``run_dir``, or
     load it when a run with a status in ``finished`` and the same config is there (``resume``).
 
-    A diverging run (NaN/Inf loss) is returned with status ``diverged`` and its history so far. With
+    A diverging run (NaN/Inf loss or evaluated output) is returned with status ``diverged`` and its history so far. With
     ``record_failures`` a run that raised any other error is returned (and recorded in its ``results.json``) with
     status ``failed`` and the error as its message, so that the caller goes on; without, the error propagates.
 

@@ -60,7 +60,7 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import (DivergenceError, RunResult, check_eval_loss, eval_points, loss_check_every,
+from .train import (DivergenceError, RunResult, check_evaluation, eval_points, loss_check_every,
                     progress_bar_disabled, split_for, stopped_status, train_loader, write_metrics)
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
@@ -453,7 +453,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                 for i in range(e):              # the update of this step is checked here only (as train does)
                     if alive[i]:
                         try:
-                            check_eval_loss(test_loss[i], f"epoch {epoch}, step {step}", cfg.lr)
+                            check_evaluation(test_loss[i], test_acc[i], f"epoch {epoch}, step {step}", cfg.lr)
                         except DivergenceError as exc:
                             diverge(i, str(exc))
                 acc = (correct / seen).tolist()

@@ -13,9 +13,10 @@ keeps what was finished):
   absolute data folder (``data_root_resolved``).
 
 The status (:data:`RUN_STATUSES`) is ``running`` while the run trains, then one of ``completed``, ``diverged``
-(the loss became NaN/Inf; ``message`` says where), ``failed`` (any other exception, e.g. out of memory or a bug:
-``message`` is its type and text, ``traceback`` the traceback) or ``interrupted`` (Ctrl-C, a SIGTERM that the
-command line turns into one, ``SystemExit``). Only a process killed outright (SIGKILL, power loss) leaves
+(the loss, or an evaluation's loss or accuracy, became NaN/Inf: :func:`check_evaluation`; ``message`` says
+where), ``failed`` (any other exception, e.g. out of memory or a bug: ``message`` is its type and text,
+``traceback`` the traceback) or ``interrupted`` (Ctrl-C, a SIGTERM that the command line turns into one,
+``SystemExit``). Only a process killed outright (SIGKILL, power loss) leaves
 ``running`` behind, so a ``running`` file whose process is gone is a run that died without a word. Resuming
 (``compare``, ``experiment``) redoes a ``failed`` or ``interrupted`` run like a ``running`` one (``experiment``
 keeps a ``failed`` one: :data:`imc_grapes.experiments.groups.FINISHED`).
@@ -46,7 +47,7 @@ from .versions import versions as current_versions
 
 
 class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss, or an evaluation's loss or accuracy (:func:`check_evaluation`), became NaN or infinite."""
 
 
 #: every status a run's ``results.json`` can hold (see the module docstring)
@@ -360,14 +361,25 @@ def prepare_run(cfg: TrainConfig, dataset: Dataset | None) -> tuple[torch.device
     return device, data, train_split.to(device), test_split.to(device), eval_split
 
 
-def check_eval_loss(loss: float, where: str, lr: float) -> None:
-    """Raise :class:`DivergenceError` when the evaluation loss ``loss`` (mean cross-entropy, nats) of the point
-    ``where`` (``"epoch E, step S"``) is NaN or infinite: that step's update gave weights with non-finite outputs.
-    The training losses are checked before each update, so the update of an evaluation step (the last step of a
-    run above all) would otherwise go unnoticed and the run be recorded as completed with such weights."""
+def check_evaluation(loss: float, acc: float, where: str, lr: float) -> None:
+    """Raise :class:`DivergenceError` when the evaluation of the point ``where`` (``"epoch E, step S"``) is not
+    finite: its loss ``loss`` (mean cross-entropy, nats) or its accuracy ``acc`` (fraction) is NaN or infinite.
+
+    Policy: a non-finite evaluation is a divergence, reported as a NaN/Inf training loss is (the run stops with
+    status ``diverged``, the point gets no history row, the command line exits with status 3). :func:`evaluate`
+    makes the accuracy NaN when any evaluated output (logit) is NaN or ±Inf, so this also stops a run whose loss
+    stayed finite over non-finite outputs (e.g. logits of -inf on classes no sample has: their softmax is 0). The
+    loss is checked first (its message is kept). The training losses are checked before each update, so the update
+    of an evaluation step (the last step of a run above all) would otherwise go unnoticed and the run be recorded
+    as completed with such weights. The training step's own outputs are not checked (that would be a host read on
+    its hot path): only its loss is (:func:`train_batches`)."""
     if not math.isfinite(loss):
         raise DivergenceError(f"evaluation loss became {loss} after {where} (lr={lr}): the weights after that "
                               f"step's update give non-finite outputs; lower the lr")
+    if not math.isfinite(acc):
+        raise DivergenceError(f"evaluation accuracy became {acc} after {where} (lr={lr}): the weights after that "
+                              f"step's update give non-finite outputs (logits), the loss {loss} being finite; "
+                              f"lower the lr")
 
 
 def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: TrainConfig, result: RunResult,
@@ -378,8 +390,8 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
     GRAPES factor per layer, ``net.metrics()``) and saves the files.
 
     Raises:
-        DivergenceError: the training loss, or the evaluation loss of a point (:func:`check_eval_loss`; that
-            point gets no history row), became NaN or infinite.
+        DivergenceError: the training loss, or the evaluation loss or accuracy of a point
+            (:func:`check_evaluation`; that point gets no history row), became NaN or infinite.
     """
     n_batches = len(loader)
     points = eval_points(n_batches, cfg.evals_per_epoch)
@@ -391,7 +403,7 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
 
             def on_point(step: int, train_loss: float, train_acc: float) -> None:
                 test_loss, test_acc = evaluate(net.model, test_split)
-                check_eval_loss(test_loss, f"epoch {epoch}, step {step}", cfg.lr)
+                check_evaluation(test_loss, test_acc, f"epoch {epoch}, step {step}", cfg.lr)
                 now = time.perf_counter()
                 row: dict[str, Any] = {"epoch": round(epoch - 1 + step / n_batches, 4), "step": step,
                                        "global_step": (epoch - 1) * n_batches + step,
@@ -425,8 +437,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         log: where one-line epoch summaries go.
 
     Raises:
-        DivergenceError: the training loss, or the evaluation loss at an evaluation point, became NaN/Inf; the
-            files written so far are kept and ``results.json``
+        DivergenceError: the training loss, or the evaluation loss or accuracy at an evaluation point
+            (:func:`check_evaluation`), became NaN/Inf; the files written so far are kept and ``results.json``
             records status ``diverged``.
 
     Any other exception once the run folder is written (out of memory, Ctrl-C, ...) propagates too, with the files

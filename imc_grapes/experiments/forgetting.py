@@ -31,7 +31,7 @@ from ..config import TrainConfig
 from ..cuda_graphs import graphed_steps
 from ..data import Dataset, Split
 from ..grapes.initializers import make_generator
-from ..train import RunFiles, RunResult, check_eval_loss, evaluate, prepare_run, train_batches, train_loader
+from ..train import RunFiles, RunResult, check_evaluation, evaluate, prepare_run, train_batches, train_loader
 
 __all__ = ["forgetting_metrics", "permute", "task_permutations", "train_permuted"]
 
@@ -86,8 +86,9 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
 
     The optimizer (and its momentum) carries over from task to task; batch order per task: ``BatchLoader``
     seeded with ``cfg.seed + 1000·task``. Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf training
-    loss, or a NaN/Inf evaluation loss on any task's test set after a task (:func:`~imc_grapes.train.check_eval_loss`:
-    that point gets no history row and the run's ``results.json`` records status ``diverged``).
+    loss, or a NaN/Inf evaluation loss or accuracy on any task's test set after a task
+    (:func:`~imc_grapes.train.check_evaluation`: that point gets no history row and the run's ``results.json``
+    records status ``diverged``).
     """
     n_tasks = int(cfg.extra.get("tasks", 5))
     if n_tasks < 1:
@@ -113,9 +114,9 @@ def train_permuted(cfg: TrainConfig, out_dir: str | Path | None = None, dataset:
                               progress, lambda s, l, a: stats.update(train_loss=l, train_acc=a), {last},
                               graphed=graphed)
             evals = [evaluate(net.model, t) for t in tests]
-            for i, (loss, _) in enumerate(evals):    # as train(): the last update is checked by no training loss
-                check_eval_loss(loss, f"task {task + 1}, epoch {cfg.epochs}, step {last} (on the test set of task "
-                                      f"{i + 1})", cfg.lr)
+            for i, (loss, acc) in enumerate(evals):  # as train(): the last update is checked by no training loss
+                check_evaluation(loss, acc, f"task {task + 1}, epoch {cfg.epochs}, step {last} (on the test set of "
+                                            f"task {i + 1})", cfg.lr)
             accs = [a for _, a in evals]
             for i, a in enumerate(accs):
                 matrix[i][task] = a

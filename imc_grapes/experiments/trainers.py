@@ -3,7 +3,7 @@
 :func:`train_custom` trains a recurrent or spiking model (``cfg.extra["model"]``, see
 :mod:`imc_grapes.experiments.models`) with the same loop, files and result type as
 :func:`imc_grapes.train.train`: ``metrics.csv`` and ``results.json`` in the run folder, a :class:`RunResult`,
-:class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss (what was finished is kept). The batches are drawn
+:class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss or evaluation (what was finished is kept). The batches are drawn
 in the same seeded order as ``train`` (same ``BatchLoader`` seed), so every optimizer sees the same data.
 
 Every trainer has ``train``'s signature, ``trainer(cfg, out_dir, dataset=..., progress=..., log=...)``.
@@ -30,7 +30,8 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
     or the layer-mean control, lr, epochs, seed, subsets, validation holdout) like :func:`imc_grapes.train.train`.
 
     ``cfg.model`` and ``cfg.hidden`` are not used (the description in ``cfg.extra["model"]`` is); ``cfg.rule``
-    must be ``bp`` (BPTT). Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss.
+    must be ``bp`` (BPTT). Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss, or a NaN/Inf
+    evaluation loss or accuracy (:func:`~imc_grapes.train.check_evaluation`).
     """
     spec = cfg.extra.get("model")
     if not isinstance(spec, dict):

@@ -140,6 +140,41 @@ def test_non_finite_outputs_at_an_evaluation_stop_the_run_as_diverged(tmp_path, 
     assert any("diverged: evaluation loss became nan" in s for s in said)
 
 
+def test_a_nan_accuracy_over_a_finite_evaluation_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
+    """Logits of -inf on a class that no test sample has keep the evaluation loss finite while the accuracy is NaN
+    (``evaluate``); before, the run was recorded as completed with NaN accuracies. Now the evaluation after task 2
+    stops it as diverged (train()'s policy: :func:`~imc_grapes.train.check_evaluation`)."""
+    import json
+    import math
+
+    from imc_grapes.data import Dataset
+    from imc_grapes.models import MLP
+    from imc_grapes.train import DivergenceError
+
+    data = make_synthetic(300, 100, n_classes=4, image_shape=(1, 6, 6), seed=0)
+    keep = data.test.y != 3                                         # no test sample of class 3
+    data = Dataset(data.name, data.train, Split(data.test.x[keep], data.test.y[keep]), data.n_classes)
+    cfg = TrainConfig(dataset="synthetic", hidden=(12,), optimizer="sgd", lr=0.05, batch_size=30,
+                      extra={"tasks": 3, "permutation_seed": 1})
+    forward, calls = MLP.forward, {"n": 0}
+
+    def poisoned(self, x):          # evaluation forwards (no grad): one per task's test set
+        out = forward(self, x)
+        if not torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 5:     # after task 2: the test set of task 2 (forwards 4, 5, 6)
+                out = out.index_fill(1, torch.tensor([3]), -math.inf)
+        return out
+    monkeypatch.setattr(MLP, "forward", poisoned)
+    with pytest.raises(DivergenceError) as err:
+        train_permuted(cfg, tmp_path, dataset=data, progress=False, log=lambda s: None)
+    assert str(err.value).startswith("evaluation accuracy became nan after task 2, epoch 1, step 10 (on the test "
+                                     "set of task 2) (lr=0.05)"), err.value
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "diverged" and res["message"] == str(err.value)
+    assert [h["epoch"] for h in res["history"]] == [1]
+
+
 def test_a_huge_lr_diverges_the_run_at_the_evaluation_after_the_first_task(tmp_path):
     """No poisoning: lr = 1e30 with one step per task (batch = the 300 training samples). That step's loss, at the
     initial weights, is finite; its update leaves weights of order 1e28 whose outputs overflow to ±Inf (float32),

@@ -667,3 +667,33 @@ def test_non_finite_outputs_at_the_last_evaluation_diverge_the_replica_as_train_
     assert len(res[1].history) == 1                                       # the point after step 2 only
     assert json.loads((tmp_path / "b" / "results.json").read_text())["status"] == "diverged"
     assert res[0].status == "completed" and strip(res[0].history) == strip(alone.history)
+
+
+def test_a_nan_accuracy_over_a_finite_evaluation_loss_diverges_the_replica_as_train_does(tmp_path, monkeypatch):
+    """Logits of -inf on a class no evaluated sample has keep the evaluation loss finite and make the accuracy NaN
+    (``_evaluate``); such a replica was recorded as completed with a NaN test accuracy. Now it diverges at that
+    evaluation with train()'s message (:func:`~imc_grapes.train.check_evaluation`); the other replica completes."""
+    from imc_grapes.data import Dataset, Split, make_synthetic
+
+    data = make_synthetic(seed=0)
+    last = data.n_classes - 1
+    keep = data.test.y != last
+    data = Dataset(data.name, data.train, Split(data.test.x[keep], data.test.y[keep]), data.n_classes)
+    forward, state = ReplicaMLP.forward, {"evals": 0}
+
+    def poisoned(self, x):
+        out = forward(self, x)                                            # [E, B, classes]
+        if not torch.is_grad_enabled():
+            state["evals"] += 1
+            if state["evals"] >= 2:                                       # replica 1 at the second (last) evaluation
+                return torch.cat([out[:1], out[1:].index_fill(2, torch.tensor([last]), -math.inf)])
+        return out
+    cfgs = [base_cfg(seed=s, epochs=1) for s in (1, 2)]                   # 5 batches, evaluated after 2 and 5
+    alone = train_replicas(cfgs[:1], dataset=data, log=lambda _m: None)[0]
+    monkeypatch.setattr(ReplicaMLP, "forward", poisoned)
+    res = train_replicas(cfgs, [tmp_path / "a", tmp_path / "b"], dataset=data, log=lambda _m: None)
+    assert res[1].status == "diverged", (res[1].status, res[1].history[-1]["test_acc"])
+    assert res[1].message.startswith("evaluation accuracy became nan after epoch 1, step 5 (lr=0.05)")
+    assert len(res[1].history) == 1                                       # the point after step 2 only
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["status"] == "diverged"
+    assert res[0].status == "completed" and strip(res[0].history) == strip(alone.history)

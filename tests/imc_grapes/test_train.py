@@ -89,6 +89,49 @@ def test_weights_made_non_finite_by_the_last_update_are_a_divergence_not_a_compl
     assert [h["step"] for h in res["history"]] == [2]
 
 
+def test_a_non_finite_evaluated_output_with_a_finite_loss_is_a_divergence(tmp_path, monkeypatch):
+    """Logits of -inf on a class no evaluated sample has leave every cross-entropy finite (that class's softmax is
+    0), so the evaluation loss is finite while the accuracy is NaN (``evaluate``: an argmax over non-finite outputs
+    is no prediction). Before, only the loss was checked and such a run was recorded as ``completed`` with a NaN
+    test accuracy; now the first evaluation stops it as diverged, naming the point, and gets no history row."""
+    from imc_grapes.data import Dataset, Split, load_dataset
+
+    data = load_dataset("synthetic", seed=0)
+    last = data.n_classes - 1
+    keep = data.test.y != last                                     # no evaluated sample of the last class
+    data = Dataset(data.name, data.train, Split(data.test.x[keep], data.test.y[keep]), data.n_classes)
+    forward = MLP.forward
+
+    def minus_inf_on_last_class_in_evaluation(self, x):
+        out = forward(self, x)
+        return out if torch.is_grad_enabled() else out.index_fill(1, torch.tensor([last]), -math.inf)
+    monkeypatch.setattr(MLP, "forward", minus_inf_on_last_class_in_evaluation)
+    loss, acc = T.evaluate(MLP([data.test.x[0].numel(), 16, data.n_classes], seed=0), data.test.subset(100))
+    assert math.isfinite(loss) and math.isnan(acc), "the case the check is for: a finite loss, a NaN accuracy"
+    with pytest.raises(T.DivergenceError) as err:
+        T.train(TrainConfig(**TINY, evals_per_epoch=2), tmp_path, dataset=data, progress=False, log=quiet)
+    assert str(err.value).startswith("evaluation accuracy became nan after epoch 1, step 2 (lr=0.05)"), err.value
+    assert str(err.value).endswith("lower the lr")
+    res = saved(tmp_path)
+    assert res["status"] == "diverged" and res["message"] == str(err.value)
+    assert res["history"] == []
+
+
+@pytest.mark.parametrize("loss, acc, starts", [
+    (math.nan, math.nan, "evaluation loss became nan after"),          # the loss is checked (and named) first
+    (math.inf, 0.5, "evaluation loss became inf after"),
+    (0.1, math.nan, "evaluation accuracy became nan after"),
+    (0.1, math.inf, "evaluation accuracy became inf after"),
+    (0.1, 0.5, None),                                                # finite: nothing raised
+])
+def test_check_evaluation_treats_a_non_finite_loss_or_accuracy_as_a_divergence(loss, acc, starts):
+    if starts is None:
+        assert T.check_evaluation(loss, acc, "epoch 1, step 2", 0.05) is None
+        return
+    with pytest.raises(T.DivergenceError, match=rf"^{starts} epoch 1, step 2 \(lr=0.05\): .*; lower the lr$"):
+        T.check_evaluation(loss, acc, "epoch 1, step 2", 0.05)
+
+
 def raise_at_step(monkeypatch: pytest.MonkeyPatch, call: int, exc: BaseException) -> None:
     """The run's training step number ``call`` (1-based, counted over the run) raises ``exc`` before training."""
     step, calls = T.training_step, {"n": 0}

@@ -9,15 +9,22 @@ pulsed in-memory update ``tile.update(x, d, lr)`` (:class:`crossbar.optim.Analog
 ``nn.Parameter`` with a float gradient).
 
 Several backward passes before one step accumulate, as ``weight.grad`` does: the step applies every stashed pair
-once (one ``tile.update`` each; aihwkit concatenates them into one update) and empties the stash; ``zero_grad`` of
-:class:`~crossbar.optim.AnalogSGD` (or :func:`~crossbar.optim.analog_zero_grad`) drops them. The stash holds the
-tensors themselves, not copies: one modified in place between its backward pass and the step (an input buffer
-refilled with the next micro-batch) makes the step raise ``RuntimeError`` rather than apply the new values.
+once (one ``tile.update`` each; aihwkit concatenates them into one update) and empties the stash. Any ``zero_grad``
+drops them, as it forgets ``weight.grad``: ``zero_grad`` of :class:`~crossbar.optim.AnalogSGD`,
+:func:`~crossbar.optim.analog_zero_grad`, and also torch's ``model.zero_grad()`` or a torch optimizer's
+``zero_grad`` (``set_to_none`` either way), which reset the parameters' ``.grad`` only: the stash is tied to
+``analog_ctx.grad`` (below; :meth:`AnalogModuleBase._stash_is_current`). So the torch loop
+``model.zero_grad(); loss.backward(); opt.step()`` applies the last backward's update only, also after a backward
+that had no step. The stash holds the tensors themselves, not copies: one modified in place between its backward
+pass and the step (an input buffer refilled with the next micro-batch) makes the step raise ``RuntimeError``
+rather than apply the new values.
 
 How an optimizer finds the analog layer: every analog module owns ``analog_ctx``, an empty
 ``nn.Parameter`` that is an input of the layer's autograd function (so backward also runs for a first
 layer whose input needs no gradient) and that maps back to the module via :func:`analog_module_of`.
-Its ``.grad`` stays ``None``, so ordinary optimizers ignore it.
+Its ``.grad`` is ``None`` until a backward stashes a pair, then an empty tensor (``[0]``, no values) that marks
+the stash: a ``zero_grad`` that resets it makes the stash stale, and the layer drops it. An ordinary optimizer
+given ``analog_ctx`` updates nothing (an empty gradient of an empty parameter).
 
 Freezing: ``analog_ctx.requires_grad`` stands for the analog weights' ``requires_grad``. A layer frozen by
 ``layer.requires_grad_(False)``, ``layer.weight.requires_grad_(False)`` or ``layer.weight.requires_grad = False``
@@ -166,6 +173,7 @@ class AnalogModuleBase(nn.Module):
                                                    dtype=tile.weight_tiles.dtype))
         self._stash: list[tuple[Tensor, Tensor]] = []
         self._stash_versions: list[tuple[int, int]] = []     # the pairs' version counters when stashed
+        self._stash_mark: tuple[Tensor, int] | None = None   # analog_ctx.grad and its version (see _stash_is_current)
         self.error_scale: Tensor | None = None
         self._register()
 
@@ -178,6 +186,11 @@ class AnalogModuleBase(nn.Module):
             self._register()
         if "_stash" in self.__dict__:   # copied or unpickled pairs are new tensors: their versions start afresh
             self._stash_versions = [(x._version, d._version) for x, d in self._stash]
+            # a copied / unpickled analog_ctx has no .grad (torch copies a parameter's values only): the copy's
+            # pending pairs get a fresh mark, so they stay pending as in the original
+            self._stash_mark = None
+            if self._stash and "analog_ctx" in self._parameters:
+                self._mark_stash()
 
     # ------------------------------------------------------------------ weights
     @property
@@ -228,7 +241,9 @@ class AnalogModuleBase(nn.Module):
 
     @property
     def stashed(self) -> int:
-        """Number of stashed ``(x, d)`` pairs waiting for the next update."""
+        """Number of stashed ``(x, d)`` pairs waiting for the next update (0 after a ``zero_grad`` that reset
+        ``analog_ctx.grad``: see :meth:`_stash_is_current`)."""
+        self._drop_stale_stash()
         return len(self._stash)
 
     def pending_pairs(self) -> tuple[tuple[Tensor, Tensor], ...]:
@@ -236,29 +251,69 @@ class AnalogModuleBase(nn.Module):
         ``d`` not yet multiplied by ``error_scale``) that the next :meth:`analog_update` will apply.
 
         Checked as :meth:`analog_update` checks them (``RuntimeError`` for a pair modified in place since its
-        backward pass): the backends that apply the update themselves (GRAPES's ``CrossbarLayer``, the replicas'
-        saturation probe) read the pairs here."""
+        backward pass; pairs that a ``zero_grad`` dropped are gone): the backends that apply the update themselves
+        (GRAPES's ``CrossbarLayer``, the replicas' saturation probe) read the pairs here."""
         return tuple(self._checked_stash("pending_pairs"))
 
     def clear_stash(self) -> None:
         """Drop the stashed ``(x, d)`` pairs without updating."""
         self._stash.clear()
         self._stash_versions.clear()
+        self._stash_mark = None
+
+    def _stash_is_current(self) -> bool:
+        """Whether the stash still stands for the gradient of ``analog_ctx``, i.e. no ``zero_grad`` reset it since
+        the first pair was stashed.
+
+        torch's contract is that ``zero_grad`` forgets the gradients of the backward passes before it, and the
+        stash is this layer's gradient. ``optimizer.zero_grad()`` of :class:`~crossbar.optim.AnalogSGD` and
+        :func:`~crossbar.optim.analog_zero_grad` drop it themselves, but torch's ``nn.Module.zero_grad`` (and a
+        torch optimizer's) only resets the parameters' ``.grad``. So the first stashed pair marks ``analog_ctx``:
+        its ``.grad`` becomes an empty tensor (``[0]``, no values; an existing one is kept), remembered with its
+        version counter. ``zero_grad(set_to_none=True)`` replaces it by ``None`` and ``set_to_none=False`` zeroes
+        it in place (a new version): either way the mark no longer matches and the stash is stale. Reading the
+        mark is host bookkeeping (object identity and version counter), no device read."""
+        mark = self._stash_mark
+        if mark is None:
+            return not self._stash
+        grad = self.analog_ctx.grad
+        return grad is mark[0] and grad._version == mark[1]
+
+    def _drop_stale_stash(self) -> None:
+        """Drop the stash when a ``zero_grad`` reset ``analog_ctx.grad`` since it began (:meth:`_stash_is_current`)."""
+        if self._stash and not self._stash_is_current():
+            self.clear_stash()
+
+    def _mark_stash(self) -> None:
+        """Mark the start of a stash on ``analog_ctx.grad`` (an empty tensor, made if there is none)."""
+        ctx = self.analog_ctx
+        grad = ctx.grad
+        if grad is None:
+            grad = torch.zeros_like(ctx)
+            ctx.grad = grad
+        self._stash_mark = (grad, grad._version)
 
     def _stash_pair(self, x: Tensor, d: Tensor) -> None:
-        """Stash ``(x, d)`` (references, not copies) with their version counters (see :meth:`_checked_stash`)."""
+        """Stash ``(x, d)`` (references, not copies) with their version counters (see :meth:`_checked_stash`),
+        after dropping a stash that a ``zero_grad`` made stale; the first pair marks ``analog_ctx.grad``
+        (:meth:`_stash_is_current`)."""
+        self._drop_stale_stash()
+        if not self._stash:
+            self._mark_stash()
         self._stash.append((x, d))
         self._stash_versions.append((x._version, d._version))
 
     def _checked_stash(self, method: str = "analog_update") -> list[tuple[Tensor, Tensor]]:
-        """The stashed pairs, after checking that none was modified in place since its backward pass (``method``:
-        the reader the error names). Every reader of the pairs' values goes through it.
+        """The stashed pairs, after dropping a stash that a ``zero_grad`` made stale (:meth:`_stash_is_current`) and
+        checking that none was modified in place since its backward pass (``method``: the reader the error names).
+        Every reader of the pairs' values goes through it.
 
         The stash holds the layer input and output gradient themselves (no copy), as autograd's saved tensors do;
         a pair changed in place before the update (an input buffer refilled with the next micro-batch, ``x.mul_``)
         would otherwise be applied with its new values, where ``nn.Linear``'s ``weight.grad`` keeps the values of
         the backward pass. ``RuntimeError`` then, as autograd raises for a saved tensor modified before backward.
         """
+        self._drop_stale_stash()
         versions = getattr(self, "_stash_versions", None)
         if versions is not None and len(versions) == len(self._stash):
             for k, ((x, d), (vx, vd)) in enumerate(zip(self._stash, versions)):

@@ -46,7 +46,8 @@ class AnalogSGD(torch.optim.Optimizer):
     forward pass) stashes nothing in backward, so ``step`` sends its devices no pulse, as ``torch.optim`` skips a
     parameter without gradient (aihwkit's ``AnalogSGD`` still updates such a layer: see :mod:`crossbar.modules`).
 
-    ``zero_grad`` also drops analog stashes that were not consumed by a ``step``. Every parameter group's ``lr``
+    ``zero_grad`` also drops analog stashes that were not consumed by a ``step`` (as torch's ``model.zero_grad()``
+    does: see :mod:`crossbar.modules`). Every parameter group's ``lr``
     must be > 0 (a number or a one-element tensor); groups asking for ``torch.optim.SGD`` options this optimizer
     does not have (momentum, dampening, weight decay, Nesterov, maximize) are refused rather than ignored.
     """
@@ -113,6 +114,7 @@ def analog_step(model: nn.Module, lr: float | Tensor) -> int:
 
 
 def analog_zero_grad(model: nn.Module) -> None:
-    """Drop the stashed ``(x, d)`` of every analog layer in ``model``."""
+    """Drop the stashed ``(x, d)`` of every analog layer in ``model`` (``model.zero_grad()`` drops them too, see
+    :mod:`crossbar.modules`; this one leaves the digital gradients as they are)."""
     for m in analog_modules(model):
         m.clear_stash()

@@ -19,6 +19,9 @@
   its stash dropped. The flag counts at the forward pass, as in torch and on the crossbar backend; the one
   difference: the crossbar backend keeps the pairs of the trainable forwards of a step whose forwards saw
   both flags, while aihwkit's stash does not tell the forwards apart, so here the tile skips the whole step.
+* ``zero_grad``: torch's ``model.zero_grad()`` (or a torch optimizer's) drops the pending update, as it forgets
+  the digital gradients and as on the crossbar backend: aihwkit gives its contexts no ``.grad``, so the layer
+  ties each tile's stash to a zero ``.grad`` it sets on the tile's context (:meth:`AihwkitLayer._stash_is_current`).
 * Importance: ``exact`` only. An all-ones forward read of an aihwkit tile gives the *signed* row sum
   ``Σ_j w_ij`` of a single signed array, not the differential-pair sum ``Σ_j (G⁺ + G⁻)`` that GRAPES needs;
   the ``array`` source is implemented on the crossbar backend.
@@ -168,6 +171,8 @@ class AihwkitLayer(AnalogLayer):
         self._forward_counts, self._backward_counts = self._per_vector_counts()
         # per tile: frozen (analog_ctx.requires_grad false) at a grad-enabled forward since the last update / clear
         self._frozen_seen = [False] * len(self._tiles)
+        # per tile: the analog_ctx.grad that marks its stash and that tensor's version (see _stash_is_current)
+        self._stash_marks: list[tuple[Tensor, int] | None] = [None] * len(self._tiles)
 
     @property
     def bias(self) -> Tensor | None:
@@ -183,7 +188,44 @@ class AihwkitLayer(AnalogLayer):
         y = super().forward(x)
         if torch.is_grad_enabled():    # a forward that can be trained, in either module mode (as the Network counts)
             self._count_forward(x, y)
+            if y.requires_grad:
+                y.register_hook(self._before_stash)
         return y
+
+    # ------------------------------------------------------------------ the stash and zero_grad
+    def _stash_is_current(self, k: int) -> bool:
+        """Whether tile ``k``'s stash (aihwkit's ``(x, d)`` lists on its ``analog_ctx``) still stands for the
+        gradient of that ``analog_ctx``, i.e. no ``zero_grad`` reset it since the stash began.
+
+        torch's contract is that ``zero_grad`` forgets the gradients of earlier backward passes; aihwkit's
+        backward stores ``(x, d)`` beside the parameter and gives it no ``.grad``, so torch's ``model.zero_grad()``
+        would leave the stash to be applied at the next update. As on the crossbar backend (:mod:`crossbar.modules`)
+        the stash is tied to ``analog_ctx.grad``: when it begins (:meth:`_before_stash`), the tile's context gets
+        a zero ``.grad`` (aihwkit's context is a one-element parameter; an existing ``.grad`` is kept), remembered
+        with its version counter; ``zero_grad`` sets it to ``None`` or zeroes it in place (a new version), and the
+        stash is then stale. Without a mark (no backward through :meth:`forward` since the last update) the stash
+        counts as current."""
+        mark = self._stash_marks[k]
+        if mark is None:
+            return True
+        grad = self._tiles[k][0].analog_ctx.grad
+        return grad is mark[0] and grad._version == mark[1]
+
+    def _before_stash(self, grad_out: Tensor) -> None:
+        """Tensor hook on a training forward's output: runs in backward before aihwkit's backward of that forward
+        stores its ``(x, d)``. Drops a stash that a ``zero_grad`` made stale and marks a stash that begins now
+        (:meth:`_stash_is_current`); ``grad_out`` is left as it is."""
+        for k, (tile, _, _) in enumerate(self._tiles):
+            ctx = tile.analog_ctx
+            if not self._stash_is_current(k):
+                ctx.reset()
+                self._stash_marks[k] = None
+            if self._stash_marks[k] is None:
+                g = ctx.grad
+                if g is None:
+                    g = torch.zeros_like(ctx)
+                    ctx.grad = g
+                self._stash_marks[k] = (g, g._version)
 
     @torch.no_grad()
     def _count_forward(self, x: Tensor, y: Tensor) -> None:
@@ -252,9 +294,11 @@ class AihwkitLayer(AnalogLayer):
                 seen[k] = True
 
     def _trains(self, k: int) -> bool:
-        """Whether tile ``k`` holds a stash for the update: aihwkit stored ``(x, d)`` and the tile was not frozen
-        at a forward since the last update (see the module docstring)."""
-        return not self._frozen_seen[k] and self._tiles[k][0].analog_ctx.has_gradient()
+        """Whether tile ``k`` holds a stash for the update: aihwkit stored ``(x, d)``, the tile was not frozen
+        at a forward since the last update (see the module docstring) and no ``zero_grad`` dropped the stash
+        (:meth:`_stash_is_current`)."""
+        return (not self._frozen_seen[k] and self._tiles[k][0].analog_ctx.has_gradient()
+                and self._stash_is_current(k))
 
     def has_pending(self) -> bool:
         return any(self._trains(k) for k in range(len(self._tiles)))
@@ -316,6 +360,7 @@ class AihwkitLayer(AnalogLayer):
                                            x.to(torch.float64), d.to(torch.float64), lr)
                 num, den = num + n, den + dd
         self._frozen_seen = [False] * len(self._tiles)
+        self._stash_marks = [None] * len(self._tiles)
         if not (probe and any_update):
             return None
         return num, den
@@ -329,6 +374,7 @@ class AihwkitLayer(AnalogLayer):
         for tile, _, _ in self._tiles:
             tile.analog_ctx.reset()
         self._frozen_seen = [False] * len(self._tiles)
+        self._stash_marks = [None] * len(self._tiles)
 
     def counts(self) -> Tensor:
         out = self.count_buffer.clone()

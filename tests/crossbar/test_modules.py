@@ -51,7 +51,7 @@ def test_linear_step_equals_digital_sgd() -> None:
     F.mse_loss(y_a, target).backward()
     F.mse_loss(y_d, target).backward()
     torch.testing.assert_close(x.grad, x_d.grad, rtol=1e-12, atol=1e-12)   # input gradient through the tile
-    assert analog.analog_ctx.grad is None                                    # no float weight gradient
+    assert analog.analog_ctx.grad.shape == (0,)         # no float weight gradient: an empty mark (zero_grad drops)
     AnalogSGD(analog.parameters(), lr=0.1).step()
     torch.optim.SGD(digital.parameters(), lr=0.1).step()
     torch.testing.assert_close(analog.get_weights(), digital.weight, rtol=0, atol=1e-6)
@@ -179,6 +179,109 @@ def test_zero_grad_drops_unused_stash() -> None:
     assert lin.stashed == 2
     opt.zero_grad()
     assert lin.stashed == 0
+
+
+def _analog_and_digital() -> tuple[nn.Sequential, nn.Sequential]:
+    """An analog layer on an exact (ideal, float-update) crossbar and an ``nn.Linear`` with the same weights."""
+    analog = nn.Sequential(AnalogLinear(6, 4, rpu_config=ideal_config(tile_rows=4, tile_cols=4), dtype=F64, seed=0))
+    digital = nn.Sequential(nn.Linear(6, 4, dtype=F64))
+    with torch.no_grad():
+        digital[0].weight.copy_(analog[0].get_weights())
+        digital[0].bias.copy_(analog[0].bias)
+    return analog, digital
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("how", ["model", "layer", "torch optimizer"])
+def test_torch_zero_grad_forgets_the_stashed_update_as_it_forgets_weight_grad(how: str, set_to_none: bool) -> None:
+    """torch's contract: ``zero_grad`` forgets the gradients of earlier backward passes. A standard loop
+    ``model.zero_grad(); loss.backward(); opt.step()`` after a backward that had no step used to apply the stale
+    stashed update as well (torch's ``zero_grad`` resets ``.grad`` only, and the stash is no ``.grad``); now the
+    analog layer moves as the ``nn.Linear`` with the same weights does under the same calls: by the second
+    backward's gradient only."""
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(5, 6, generator=g, dtype=F64), torch.randn(5, 6, generator=g, dtype=F64)
+    analog, digital = _analog_and_digital()
+    for model in (analog, digital):
+        model(x1).square().sum().backward()                                 # a backward without a step
+        if how == "model":
+            model.zero_grad(set_to_none=set_to_none)
+        elif how == "layer":
+            model[0].zero_grad(set_to_none=set_to_none)
+        else:
+            torch.optim.SGD(model.parameters(), lr=0.1).zero_grad(set_to_none=set_to_none)
+        model(x2).square().sum().backward()
+    assert analog[0].stashed == 1
+    AnalogSGD(analog.parameters(), lr=0.01).step()
+    torch.optim.SGD(digital.parameters(), lr=0.01).step()
+    torch.testing.assert_close(analog[0].get_weights(), digital[0].weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(analog[0].bias, digital[0].bias, rtol=0, atol=1e-12)
+    assert analog[0].stashed == 0
+
+
+def test_torch_zero_grad_keeps_what_backward_stashes_after_it_and_accumulates_as_weight_grad() -> None:
+    """The stash is forgotten only by a ``zero_grad`` after it: a ``zero_grad`` between the forward and the
+    backward (``out = model(x); model.zero_grad(); loss.backward()``) keeps the update, two backward passes without
+    one accumulate (as ``weight.grad``), and ``analog_step`` next to a torch optimizer over every parameter (the
+    layer's ``analog_ctx`` included: its ``.grad`` is an empty tensor, an empty update) applies them."""
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(5, 6, generator=g, dtype=F64) for _ in range(3)]
+    analog, digital = _analog_and_digital()
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01) for m in (analog, digital)]
+    for model, opt in zip((analog, digital), opts):
+        out = model(xs[0])
+        model.zero_grad()
+        out.square().sum().backward()
+        model(xs[1]).sum().backward()
+        opt.step()
+    assert analog[0].stashed == 2 and analog[0].analog_ctx.grad.shape == (0,)
+    assert analog_step(analog, 0.01) == 2
+    torch.testing.assert_close(analog[0].get_weights(), digital[0].weight, rtol=0, atol=1e-6)
+    for model, opt in zip((analog, digital), opts):                          # the torch loop, step after step
+        opt.zero_grad()
+        model(xs[2]).sum().backward()
+        opt.step()
+    assert analog_step(analog, 0.01) == 1
+    torch.testing.assert_close(analog[0].get_weights(), digital[0].weight, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_keeps_the_pending_update_and_its_zero_grad_drops_it(how: str) -> None:
+    """A copy (``copy.deepcopy``, pickle) of a layer with pending pairs keeps them pending (torch copies a
+    parameter's values, not its ``.grad``, so the copy gets a mark of its own) and applies the same update;
+    ``zero_grad`` of the copy then drops its stash only."""
+    import pickle
+
+    lin = AnalogLinear(6, 4, rpu_config=ideal_config(), dtype=F64, seed=0)
+    lin(torch.randn(5, 6, dtype=F64)).sum().backward()
+    lin(torch.randn(5, 6, dtype=F64)).sum().backward()
+    clone = copy.deepcopy(lin) if how == "deepcopy" else pickle.loads(pickle.dumps(lin))
+    assert clone.stashed == 2
+    w = lin.get_weights()
+    assert lin.analog_update(0.1) == 2 and clone.analog_update(0.1) == 2
+    assert not torch.equal(lin.get_weights(), w)
+    torch.testing.assert_close(clone.get_weights(), lin.get_weights(), rtol=0, atol=1e-12)
+    lin(torch.randn(5, 6, dtype=F64)).sum().backward()
+    clone = copy.deepcopy(lin) if how == "deepcopy" else pickle.loads(pickle.dumps(lin))
+    clone.zero_grad()
+    assert clone.stashed == 0 and lin.stashed == 1
+
+
+def test_the_torch_loop_with_zero_grad_makes_no_host_read() -> None:
+    """The stash's mark is host bookkeeping (object identity, version counter): the loop ``model.zero_grad();
+    loss.backward(); opt.step()`` stays on the engine's sync-free path."""
+    from devices import get_preset, no_host_reads
+
+    model = nn.Sequential(AnalogLinear(6, 4, rpu_config=CrossbarConfig(device=get_preset("GokmenVlasov")), seed=0))
+    opt = AnalogSGD(model.parameters(), lr=0.05)
+    x = torch.randn(5, 6)
+    model(x).sum().backward()
+    with no_host_reads():
+        for _ in range(2):
+            model.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+    assert model[0].stashed == 0
 
 
 def test_pending_pairs_are_the_inputs_and_output_gradients() -> None:

@@ -146,6 +146,45 @@ def test_the_frozen_flag_counts_at_the_forward_pass():
     assert _same(now[:n], after[:n]) and not _same(now[n:], after[n:])
 
 
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("how", ["model", "torch optimizer"])
+def test_torch_zero_grad_drops_the_pending_update_of_every_tile(how, set_to_none):
+    # aihwkit stores (x, d) beside its tiles' contexts and gives them no .grad, so torch's zero_grad used to leave
+    # a backward's stash to the next update: the standard loop zero_grad(); backward(); step() after a backward
+    # without a step applied both. Now, as on the crossbar backend, the pending update after it is the second
+    # backward's only: -lr d2ᵀ x2 (the independent float product, torch's weight.grad), over 4 tiles; a
+    # zero_grad between a forward and its backward keeps that backward's update; a zero_grad alone leaves none.
+    cfg = crossbar_config_from(AnalogSettings(preset="GokmenVlasov", tile_size=8))
+    layer = make_aihwkit_layer(nn.Linear(16, 12, bias=False), cfg, seed=2)
+    model = nn.Sequential(layer)
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = torch.randn(5, 16, generator=g), torch.randn(5, 16, generator=g)
+    d1, d2 = torch.randn(5, 12, generator=g), torch.randn(5, 12, generator=g)
+
+    def zero_grad():
+        if how == "model":
+            model.zero_grad(set_to_none=set_to_none)
+        else:
+            torch.optim.SGD(model.parameters(), lr=0.1).zero_grad(set_to_none=set_to_none)
+
+    model(x1).backward(d1)
+    zero_grad()
+    model(x2).backward(d2)
+    torch.testing.assert_close(layer.pending_update(0.1), -0.1 * d2.T @ x2)
+    y = model(x1)
+    zero_grad()                         # forgets the x2 backward's update; the backward after it counts (torch)
+    y.backward(d1)
+    torch.testing.assert_close(layer.pending_update(0.1), -0.1 * d1.T @ x1)
+    model(x2).backward(d2)              # two backward passes without zero_grad accumulate
+    torch.testing.assert_close(layer.pending_update(0.1), -0.1 * (d1.T @ x1 + d2.T @ x2))
+    zero_grad()
+    assert not layer.has_pending() and layer.pending_update(0.1) is None
+    before = _states(layer)
+    assert layer.apply_update(0.1) is None
+    assert _same(_states(layer), before) and float(layer.counts()[_K["updates"]]) == 0
+    assert all(not t.analog_ctx.has_gradient() for t, _, _ in layer._tiles)   # the stash was dropped
+
+
 def test_a_frozen_layer_of_an_aihwkit_network_keeps_its_devices():
     # the user-facing way, as on the crossbar backend: Network.analog_layers[name].requires_grad_(False). The
     # output layer of a 64-16-10 MLP (no biases) is frozen; its input needs a gradient (the first layer trains), so

@@ -17,7 +17,7 @@ with the rule's clip; for DFA the ``P`` vectors) and their mean absolute differe
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +97,9 @@ class ImportanceSource:
         g_offset: idle-device conductance of the differential pair in weight units (``array`` only).
         offset_correction: with ``array``, subtract the nominal offset ``2·g_offset·n`` (``n`` the summed lines:
             the layer's inputs for row sums, its outputs for column sums) from the read digitally.
-        names: ``id(layer) -> name`` for the records (default: ``layer<k>`` by first use).
+        names: ``layer -> name`` for the records (default: ``layer<k>`` by first use). Keyed by the layer objects
+            themselves (not their ``id()``), so a copy of the network (``copy.deepcopy``, pickle), whose source
+            maps the copied layers, keeps the names.
         compare_every: with ``array``, compare with the exact importance (``M_corr`` / ``M_err``) on every k-th
             read of each layer, starting with its first (0 = never; default :data:`COMPARE_EVERY`): the
             comparison is a diagnostic that costs an exact Σ|w| and two modulations, so it is sampled rather
@@ -109,7 +111,7 @@ class ImportanceSource:
     """
 
     def __init__(self, source: str, clip: tuple[float, float] | None = (1.0, 2.0), g_offset: float = 0.0,
-                 names: dict[int, str] | None = None, compare_every: int = COMPARE_EVERY,
+                 names: Mapping[nn.Module, str] | None = None, compare_every: int = COMPARE_EVERY,
                  offset_correction: bool = False) -> None:
         if source not in IMPORTANCE_SOURCES:
             raise ValueError(f"ImportanceSource.source must be one of {IMPORTANCE_SOURCES}, got {source!r}"
@@ -119,13 +121,18 @@ class ImportanceSource:
         if isinstance(compare_every, bool) or not isinstance(compare_every, int) or compare_every < 0:
             raise ValueError(f"ImportanceSource.compare_every must be an integer >= 0 (0 = never), "
                              f"got {compare_every!r}")
+        names = dict(names or {})
+        bad = next(((k, v) for k, v in names.items() if not isinstance(k, nn.Module) or not isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"ImportanceSource.names must map layers (nn.Module) to names (str), got "
+                             f"{type(bad[0]).__name__} -> {type(bad[1]).__name__}")
         self.compare_every = compare_every
         self._layer_reads: dict[str, int] = {}
         self.source = source
         self.clip = clip
         self.g_offset = float(g_offset)
         self.offset_correction = bool(offset_correction)
-        self.names = dict(names or {})
+        self.names: dict[nn.Module, str] = names
         self.corr = MeanMeter()
         self.err = MeanMeter()
         self.reads = 0
@@ -133,9 +140,10 @@ class ImportanceSource:
         self._plans: dict[tuple[str, tuple[nn.Module, ...]], ImportanceReadPlan] = {}
 
     def _name(self, layer: nn.Module) -> str:
-        name = self.names.get(id(layer))
-        if name is None:    # a new layer: named by first use
-            name = self.names[id(layer)] = f"layer{len(self.names)}"
+        """The record name of ``layer`` (:attr:`names`; a layer not there is named ``layer<k>`` by first use)."""
+        name = self.names.get(layer)
+        if name is None:
+            name = self.names[layer] = f"layer{len(self.names)}"
         return name
 
     def _due(self, layer: nn.Module, which: str) -> bool:

@@ -211,7 +211,7 @@ class Network:
         mode = cfg.grapes_mode
         if mode:
             if self.analog_layers:
-                names = {id(m): n for n, m in self.analog_layers.items()}
+                names: dict[nn.Module, str] = {m: n for n, m in self.analog_layers.items()}
                 self.importance = ImportanceSource(self.settings.importance, BP_CLIP if cfg.rule == "bp" else None,
                                                    self.settings.importance_g_offset, names,
                                                    offset_correction=self.settings.importance_offset_correction)

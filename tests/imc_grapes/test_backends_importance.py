@@ -187,7 +187,7 @@ def test_array_vs_exact_comparison_is_sampled_every_k_reads():
             return torch.tensor([1.1, 2.0, 3.9])
 
     layer = Layer()
-    src = ImportanceSource("array", compare_every=3, names={id(layer): "l"})
+    src = ImportanceSource("array", compare_every=3, names={layer: "l"})
     for _ in range(7):                                  # reads 0..6: compared on 0, 3, 6
         torch.testing.assert_close(src.rows(layer), torch.tensor([1.1, 2.0, 3.9]))
     assert Layer.exact_reads == 3 and src.reads == 7
@@ -226,7 +226,7 @@ def test_sampled_comparisons_average_the_per_read_values(batch: int, monkeypatch
 
     monkeypatch.setattr(ImportanceSource, "COMPARE_BATCH", batch)
     layer = Layer()
-    src = ImportanceSource("array", compare_every=1, names={id(layer): "l"})
+    src = ImportanceSource("array", compare_every=1, names={layer: "l"})
     for _ in range(5):
         src.rows(layer)
     pairs = [(m_np(np.maximum(noisy[k], 0)), m_np(exact[k])) for k in range(5)]
@@ -334,3 +334,37 @@ def test_the_read_plan_is_kept_and_rebuilt_when_a_layer_changes() -> None:
     assert int(tile.counters["importance_reads"]) == reads_before and int(new.counters["importance_reads"]) == 1
     same_reads(g_offset=0.05)
     assert source._plan(layers, "row") is not plan
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_network_records_the_importance_under_the_layer_names(how):
+    """The importance source named its records by the layers' ``id()``: a copy of the network (``copy.deepcopy``,
+    pickle) has new layers, so its records were named ``layer3``, ``layer4`` by first use instead of
+    ``layers.0``, ``layers.1``. Keyed by the layers themselves, the copy keeps the names and, trained on as the
+    original is, records what the original records (same names, same values: the copy continues the original's
+    seeded state and its read count, compared on every 10th read, the first included)."""
+    import copy
+    import pickle
+
+    net = _net()
+    _train(net, 1)                                      # read 1 of each layer: compared
+    assert "M_corr/layers.0" in net.metrics()           # (and the meters reset)
+    assert sorted(net.importance.names.values()) == ["layers.0", "layers.1", "layers.2"]   # the output layer too
+    twin = copy.deepcopy(net) if how == "deepcopy" else pickle.loads(pickle.dumps(net))
+    assert sorted(twin.importance.names.values()) == ["layers.0", "layers.1", "layers.2"]
+    assert set(twin.importance.names) == set(twin.analog_layers.values())   # the copy's own layers
+    records = []
+    for n in (net, twin):
+        for steps in (3, 3, 3, 1):                      # reads 2..11: the 11th is compared
+            _train(n, steps)
+        records.append({k: v for k, v in n.metrics().items() if k.startswith("M_")})
+    assert sorted(records[1]) == ["M_corr/layers.0", "M_corr/layers.1", "M_err/layers.0", "M_err/layers.1"]
+    assert records[1] == records[0]
+
+
+def test_importance_names_must_map_layers_to_names():
+    from imc_grapes.backends.importance import ImportanceSource
+
+    with pytest.raises(ValueError, match=r"ImportanceSource.names must map layers \(nn.Module\) to names \(str\), "
+                                         r"got int -> str"):
+        ImportanceSource("array", names={12345: "l"})

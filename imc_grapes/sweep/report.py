@@ -32,6 +32,12 @@ Written into the sweep folder:
 Series that coincide (same x values, means within :data:`~imc_grapes.plotting.OVERLAP_SHARE` of the panel's y span)
 are drawn a little left and right of their values (:func:`~imc_grapes.plotting.dodged_x`), equal horizontal
 references with alternating dashes (:func:`~imc_grapes.plotting.interleaved_dashes`): none hides another.
+
+Means and stds (sample std, n − 1; 0 for one run) are :func:`~imc_grapes.stats.mean_std`'s. NaN policy: a point
+whose accuracy (or diagnostic) is NaN, ±Inf or missing is left out of the mean of its group, unlike the accuracy
+means of ``compare`` (``nan_propagates``), because every mean here says what it leaves out and why: the legends
+(``1 without a finite acc``), the heat maps' ``n=k/N``, the printed table's ``(n=k of N)`` and its notes naming the
+seeds left out, so a mean over fewer points never passes for one over all of them.
 """
 from __future__ import annotations
 
@@ -40,14 +46,16 @@ import itertools
 import json
 import math
 import os
-import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from devices.base import is_number
+
 from ..io import write_csv_atomic, write_figure_atomic
 from ..plotting import (dodged_x, fit_title, interleaved_dashes, optimizer_color, overlap_groups,
                         overlap_tolerance)
+from ..stats import mean_std
 from .runner import resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain
 from .store import DIAGNOSTICS, DONE, FAILED, FAILURES, PARTIAL, PENDING, SweepStore
@@ -132,27 +140,19 @@ def _key(v: Any) -> str:
     return json.dumps(_plain(v), sort_keys=True)
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _ordered_values(values: Sequence[Any]) -> list[Any]:
     uniq: dict[str, Any] = {}
     for v in values:
         uniq.setdefault(_key(v), v)
     vals = list(uniq.values())
-    return sorted(vals) if vals and all(_is_num(v) for v in vals) else vals
-
-
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    return sorted(vals) if vals and all(is_number(v) for v in vals) else vals
 
 
 def _acc(ps: Any) -> float | None:
     """A finished point's accuracy: the mean of its last evaluations where the spec asks for it
     (:data:`TAIL_METRIC`), else its final one."""
     v: Any = ps.metrics.get(TAIL_METRIC, ps.metrics.get(METRIC)) if ps.state == DONE else None
-    return float(v) if _is_num(v) and math.isfinite(v) else None
+    return float(v) if is_number(v) and math.isfinite(v) else None
 
 
 def _failed_text(failure: str) -> str:
@@ -330,7 +330,7 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
     main, ref = _split(status_points)
     main = [ps for ps in main if ps.point.params.get(axis) is not None]
     values = _ordered_values([ps.point.params[axis] for ps in main])
-    numeric = all(_is_num(v) for v in values)
+    numeric = all(is_number(v) for v in values)
     xs = {_key(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     if numeric:
@@ -352,8 +352,8 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
             for v in values:
                 group = [ps for ps in pts if _key(ps.point.params[axis]) == _key(v)]
                 accs = [a for a in (_acc(ps) for ps in group) if a is not None]
-                if accs:
-                    m, s = _mean_std(accs)
+                m, s = mean_std(accs)
+                if m is not None and s is not None:
                     line_x.append(xs[_key(v)])
                     line_m.append(100 * m)
                     line_s.append(100 * s)
@@ -372,20 +372,23 @@ def plot_axis(spec: SweepSpec, status_points: Sequence[Any], axis: str, path: st
                 failed_labels.add(label)
         by_value = reference_groups(ref, opt, axis)
         ref_left = _left_out([ps for ps in ref if ps.point.config.optimizer == opt], running=running)
-        if None in by_value:                          # the axis is hardware: one digital reference for all values
-            m, s = _mean_std(by_value[None])
+        m, s = mean_std(by_value.get(None, []))
+        if m is not None and s is not None:           # the axis is hardware: one digital reference for all values
             n = _with_left_out(f"n={len(by_value[None])}", ref_left)
             levels.append((100 * m, functools.partial(
                 ax.axhline, 100 * m, color=color, linewidth=1.2, label=f"{opt}, ideal digital (no {axis}; {n})")))
             if s > 0:
                 ax.axhspan(100 * (m - s), 100 * (m + s), color=color, alpha=0.08)
         else:                                         # each value against the digital runs at that value
-            ref_x = [(xs[_key(v)], _mean_std(by_value[_key(v)])) for v in values if _key(v) in by_value]
-            if ref_x:
-                rx = [x for x, _ in ref_x]
-                rm = [100 * m for _, (m, _) in ref_x]
-                rs = [100 * s for _, (_, s) in ref_x]
-                ns = [len(by_value[_key(v)]) for v in values if _key(v) in by_value]
+            rx, rm, rs, ns = [], [], [], []
+            for v in values:
+                ref_m, ref_s = mean_std(by_value.get(_key(v), []))
+                if ref_m is not None and ref_s is not None:
+                    rx.append(xs[_key(v)])
+                    rm.append(100 * ref_m)
+                    rs.append(100 * ref_s)
+                    ns.append(len(by_value[_key(v)]))
+            if rx:
                 n = _with_left_out(f"{_n_text(ns)} per point", ref_left)
                 series.append((rx, rm, ax.plot, (), dict(
                     linestyle="--", marker="s", ms=3, linewidth=1.2, color=color,
@@ -434,8 +437,9 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
                      and _key(ps.point.params[ax_x]) == _key(x) and _key(ps.point.params[ax_y]) == _key(y)]
             accs = [a for a in (_acc(ps) for ps in group) if a is not None]
             note[i, j] = _heatmap_note(group, len(accs), running)
-            if accs:
-                grid[i, j] = 100 * statistics.fmean(accs)
+            m = mean_std(accs)[0]
+            if m is not None:
+                grid[i, j] = 100 * m
         grids.append(grid)
         notes.append(note)
     finite = [g[np.isfinite(g)] for g in grids]
@@ -504,8 +508,8 @@ def plot_optimizers(spec: SweepSpec, status_points: Sequence[Any], path: str | o
         ms, ss, xs, ns, colors = [], [], [], [], []
         for i, opt in enumerate(opts):
             accs = [a for a in (_acc(ps) for ps in pts if ps.point.config.optimizer == opt) if a is not None]
-            if accs:
-                m, s = _mean_std(accs)
+            m, s = mean_std(accs)
+            if m is not None and s is not None:
                 ms.append(100 * m)
                 ss.append(100 * s)
                 xs.append(i + step * offset)
@@ -529,7 +533,7 @@ def _finite_metric(ps: Any, key: str) -> float | None:
     """The point's metric ``key`` when it is a finite number, else None (missing, NaN, ±Inf, or its ``"nan"``
     string as ``point.json`` stores it)."""
     v = ps.metrics.get(key)
-    return float(v) if _is_num(v) and math.isfinite(v) else None
+    return float(v) if is_number(v) and math.isfinite(v) else None
 
 
 #: the markers and line styles of a diagnostic's layers (the colour is the optimizer's)
@@ -545,7 +549,7 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
     no point recorded any. Only finished points are drawn: the
     legends count the finished points without a finite value (:func:`_left_out`)."""
     main = [ps for ps in _split(status_points)[0]
-            if ps.state == DONE and _is_num(ps.point.params.get(axis))]
+            if ps.state == DONE and is_number(ps.point.params.get(axis))]
     kinds = [k for k in DIAGNOSTICS if any(key.startswith(f"final_{k}/") for ps in main for key in ps.metrics)]
     if not kinds:
         return None
@@ -567,8 +571,8 @@ def plot_diagnostics(spec: SweepSpec, status_points: Sequence[Any], axis: str,
                 for v in values:
                     ys = [y for y in (_finite_metric(ps, key) for ps in line
                                       if _key(ps.point.params[axis]) == _key(v)) if y is not None]
-                    if ys:
-                        m, sd = _mean_std(ys)
+                    m, sd = mean_std(ys)
+                    if m is not None and sd is not None:
                         xs.append(float(v))
                         ms.append(m)
                         ss.append(sd)
@@ -660,10 +664,10 @@ def _acc_cell(accs: Sequence[float], group: Sequence[Any]) -> str:
     """The table's accuracy of a cell (``group``: its points, which differ only in the seed), in %: ``mean ± std``
     (sample std, n − 1; the mean alone for one run), ``(n=k of N)`` after it when it rests on fewer than the cell's
     N points; ``—`` without a finite accuracy (``(k done, no finite accuracy)`` when points finished without one)."""
-    if not accs:
+    m, s = mean_std(accs)
+    if m is None or s is None:
         k = sum(ps.state == DONE for ps in group)
         return f"— ({k} done, no finite accuracy)" if k else "—"
-    m, s = _mean_std(accs)
     text = f"{100 * m:.2f}" if len(accs) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
     return text + (f" (n={len(accs)} of {len(group)})" if len(accs) < len(group) else "")
 

@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from crossbar.modules import analog_module_of, analog_modules
+from devices.base import is_number
 
 __all__ = ["AnalogSGD", "analog_step", "analog_zero_grad"]
 
@@ -29,7 +29,7 @@ _SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0
 def _check_lr(lr: Any) -> None:
     """``ValueError`` unless ``lr`` is a number or one-element tensor > 0 (a NaN fails too)."""
     value = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 else lr
-    if isinstance(value, (Tensor, bool)) or not isinstance(value, numbers.Real) or not float(value) > 0:
+    if not is_number(value) or not float(value) > 0:
         raise ValueError(f"AnalogSGD.lr must be > 0 (a number or a one-element tensor), got {lr!r}")
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
 __all__ = ["DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "PulsedDevice", "check_field", "check_field_types",
-           "check_finite", "fits_float32", "is_number"]
+           "check_finite", "fits_float32", "is_finite_number", "is_number"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -68,6 +68,14 @@ def is_number(v: object) -> bool:
     """Whether ``v`` is a real number, int or float (a bool is not): the one spelling of this check, here at the
     bottom of the packages so that every layer (devices, crossbar, imc_grapes) can import it without a cycle."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def is_finite_number(v: object) -> TypeGuard[float]:
+    """Whether ``v`` is a finite real number (:func:`is_number` and not NaN or ±Inf; None, a bool or a string such as
+    ``"nan"`` is not): the one spelling of this check, for config fields and for values read back from results.
+    Type checkers take ``v`` for a float where it holds (a real number has every operation of a float that callers
+    use: comparisons, arithmetic, ``float(v)``)."""
+    return is_number(v) and math.isfinite(v)  # type: ignore[arg-type]  # a real number (is_number)
 
 
 def fits_float32(v: float) -> bool:
@@ -93,13 +101,13 @@ def check_field(cls_name: str, name: str, value: object, ok: bool, valid: str) -
 
 def check_finite(cls_name: str, name: str, value: object, low: float | None = None, strict: bool = False) -> None:
     """Raise ``ValueError("<cls_name>.<name> must be a finite number[ > low | >= low], <FLOAT32_RANGE>, got <value>")``
-    unless ``value`` is an int or float (not a bool), finite, within float32's range (:func:`fits_float32`: the
-    simulator's tensors' type) and ``> low`` (``strict``) or ``>= low`` (no lower limit with ``low=None``): the check
-    of the crossbar configs' number fields (``IOParameters``, ``UpdateParameters``), one message stating the whole
-    valid range whichever part the value fails."""
+    unless ``value`` is a finite real number (:func:`is_finite_number`: an int or float, not a bool), within
+    float32's range (:func:`fits_float32`: the simulator's tensors' type) and ``> low`` (``strict``) or ``>= low``
+    (no lower limit with ``low=None``): the check of the crossbar configs' number fields (``IOParameters``,
+    ``UpdateParameters``), one message stating the whole valid range whichever part the value fails."""
     valid = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low}") + f", {FLOAT32_RANGE}"
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and fits_float32(value) and (low is None or (value > low if strict else value >= low)))
+    ok = (is_finite_number(value) and fits_float32(value)
+          and (low is None or (value > low if strict else value >= low)))
     check_field(cls_name, name, value, ok, valid)
 
 

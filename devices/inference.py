@@ -26,7 +26,6 @@ Units: conductances in µS, times in s, ``ν`` dimensionless, weights in the cal
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from torch import Tensor
 
 from devices import rng
 
-from devices.base import FLOAT32_RANGE, check_field, check_field_types, fits_float32
+from devices.base import FLOAT32_RANGE, check_field, check_field_types, fits_float32, is_finite_number
 from devices.conductance import ConductanceMap
 
 __all__ = [
@@ -83,10 +82,6 @@ def _check(where: str, name: str, value: Any, ok: bool, valid: str) -> None:
     check_field(where, name, value, ok, valid)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tensor:
     """Standard normal draws of ``shape`` on ``like``'s device and dtype, from ``generator``."""
     return rng.randn(shape, generator, dtype=like.dtype, device=like.device)
@@ -97,7 +92,7 @@ def _time(t_inference_s: float | Tensor, like: Tensor, where: str) -> Tensor:
     if isinstance(t_inference_s, Tensor):
         return t_inference_s.to(device=like.device, dtype=like.dtype)
     _check(where, "t_inference_s", t_inference_s,
-           _finite(t_inference_s) and t_inference_s >= 0 and fits_float32(t_inference_s),
+           is_finite_number(t_inference_s) and t_inference_s >= 0 and fits_float32(t_inference_s),
            f">= 0 s and finite, {FLOAT32_RANGE}")
     return torch.tensor(float(t_inference_s), dtype=like.dtype, device=like.device)
 
@@ -218,7 +213,7 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
         for name in ("prog_coeff", "drift_nu_mean_coeff", "drift_nu_mean_range", "drift_nu_std_coeff",
                      "drift_nu_std_range"):
             v = getattr(self, name)
-            ok = isinstance(v, (tuple, list)) and all(_finite(x) and fits_float32(x) for x in v)
+            ok = isinstance(v, (tuple, list)) and all(is_finite_number(x) and fits_float32(x) for x in v)
             _check(c, name, v, ok, f"a sequence of finite numbers, each {FLOAT32_RANGE}")
             object.__setattr__(self, name, tuple(float(x) for x in v))
         _check(c, "prog_coeff", self.prog_coeff, len(self.prog_coeff) >= 1, "at least one coefficient")
@@ -230,13 +225,13 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
             _check(c, name, getattr(self, name), 0 <= lo <= hi, "(lo, hi) with 0 <= lo <= hi")
         for name in ("g_max", "t_read", "prog_coeff_g_max_reference"):
             v = getattr(self, name)
-            _check(c, name, v, _finite(v) and v > 0, "> 0 and finite")
-        _check(c, "t_0", self.t_0, _finite(self.t_0) and self.t_0 >= self.t_read,
+            _check(c, name, v, is_finite_number(v) and v > 0, "> 0 and finite")
+        _check(c, "t_0", self.t_0, is_finite_number(self.t_0) and self.t_0 >= self.t_read,
                     f">= t_read = {self.t_read!r} s and finite")
         for name in ("prog_noise_scale", "read_noise_scale", "drift_scale", "read_noise_coeff", "read_noise_q_max"):
             v = getattr(self, name)
-            _check(c, name, v, _finite(v) and v >= 0, ">= 0 and finite")
-        _check(c, "read_noise_exponent", self.read_noise_exponent, _finite(self.read_noise_exponent), "finite")
+            _check(c, name, v, is_finite_number(v) and v >= 0, ">= 0 and finite")
+        _check(c, "read_noise_exponent", self.read_noise_exponent, is_finite_number(self.read_noise_exponent), "finite")
 
     def prog_std(self, g_target_uS: Tensor) -> Tensor:
         """Programming-noise std ``σ_prog`` (µS) before ``prog_noise_scale``; ``[*]`` in, ``[*]`` out."""
@@ -362,10 +357,10 @@ class GenericDriftModel(InferenceNoiseModel):
         check_field_types(self)     # numbers (not bools) within float32's range
         for name in ("g_max", "t_0"):
             v = getattr(self, name)
-            _check(c, name, v, _finite(v) and v > 0, "> 0 and finite")
+            _check(c, name, v, is_finite_number(v) and v > 0, "> 0 and finite")
         for name in ("prog_noise_std", "nu_mean", "nu_std", "read_noise_std"):
             v = getattr(self, name)
-            _check(c, name, v, _finite(v) and v >= 0, ">= 0 and finite")
+            _check(c, name, v, is_finite_number(v) and v >= 0, ">= 0 and finite")
         self._validate()
 
     def _validate(self) -> None:
@@ -490,7 +485,7 @@ def program_weights(
     if w_max is None:
         w_scale: Tensor | float = w.abs().amax().clamp_min(_W_ABS_MAX_MIN)
     else:
-        _check("program_weights", "w_max", w_max, _finite(w_max) and w_max > 0, "> 0 and finite or None")
+        _check("program_weights", "w_max", w_max, is_finite_number(w_max) and w_max > 0, "> 0 and finite or None")
         w_scale = float(w_max)
     g_target = torch.stack(cmap.to_pair(w / w_scale))
     g_prog = model.program(g_target, generator)
@@ -506,7 +501,7 @@ def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
         times = list(t_inference_s)
     _check(where, "t_inference_s", t_inference_s, len(times) > 0, "a time or a non-empty sequence of times")
     for t in times:
-        _check(where, "t_inference_s", t, _finite(t) and t >= 0 and fits_float32(t),
+        _check(where, "t_inference_s", t, is_finite_number(t) and t >= 0 and fits_float32(t),
                f">= 0 s and finite, {FLOAT32_RANGE} (each time)")
     return [float(t) for t in times]
 

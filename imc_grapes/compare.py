@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.base import FLOAT32_RANGE, fits_float32
+from devices.base import FLOAT32_RANGE, fits_float32, is_finite_number
 
 from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
@@ -106,7 +106,7 @@ class CompareSpec:
         check_distinct("hardware", self.hardware)
         if self.analog_backend not in ("crossbar", "aihwkit"):
             raise ConfigError(f"analog_backend must be crossbar or aihwkit, got {self.analog_backend!r}")
-        if not self.lr_grid or any(not (is_number(lr) and lr > 0 and math.isfinite(lr) and fits_float32(lr))
+        if not self.lr_grid or any(not (is_finite_number(lr) and lr > 0 and fits_float32(lr))
                                    for lr in self.lr_grid):
             raise ConfigError(f"lr_grid must be one or more learning rates > 0, each {FLOAT32_RANGE}, "
                               f"got {list(self.lr_grid)}")
@@ -324,11 +324,6 @@ def epochs_to_target(run: RunResult, target: float) -> float | None:
     return next((h["epoch"] for h in run.history if h["test_acc"] >= target), None)
 
 
-def is_finite_number(v: object) -> bool:
-    """Whether ``v`` is a finite int or float (not a bool, None, NaN, ±Inf, or a string such as ``"nan"``)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> dict[str, Any] | None:
     """Paired difference ``a[seed] − b[seed]`` over the seeds with a finite value in both (a seed missing from
     either, or None / NaN / ±Inf there, is left out): ``{"mean", "std", "n", "positive", "negative"}`` (n: the
@@ -365,8 +360,7 @@ def _grapes_ops_share(run: RunResult) -> float | None:
 
 
 def _saturation(run: RunResult) -> float | None:
-    vals = [v for h in run.history for k, v in h.items() if k.startswith("sat/") and isinstance(v, (int, float))
-            and math.isfinite(v)]
+    vals = [v for h in run.history for k, v in h.items() if k.startswith("sat/") and is_finite_number(v)]
     return statistics.fmean(vals) if vals else None
 
 
@@ -523,8 +517,8 @@ def _inference_spread(row: dict[str, Any], columns: Sequence[str]) -> tuple[Any,
     for k in columns:
         t = k.split("@", 1)[1]
         sd, n = row.get(f"inference_acc_std@{t}"), row.get(f"inference_n@{t}")
-        ns.append(int(n) if isinstance(n, (int, float)) and is_finite_number(n) else None)
-        spread = float(sd) if isinstance(sd, (int, float)) and is_finite_number(sd) else None
+        ns.append(int(n) if is_finite_number(n) else None)
+        spread = float(sd) if is_finite_number(sd) else None
         sds.append(100 * spread if spread is not None and ns[-1] is not None and ns[-1] >= 2 else np.nan)
     return np.array(sds, dtype=float), ns
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from devices import InferenceNoiseModel, PCMLikeNoiseModel, apply_inference_noise
+from devices.base import is_finite_number
 
 if TYPE_CHECKING:
     from .backends import Network
@@ -87,8 +87,7 @@ def _checked_times(times_s: Sequence[float]) -> list[float]:
     """``times_s`` (s) sorted ascending as floats; ``ValueError`` naming ``times_s`` unless every time is a finite
     number ≥ 0 and no time (as :func:`time_key` writes it) is given twice."""
     times = list(times_s)
-    if not all(isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
-               for t in times):
+    if not all(is_finite_number(t) and t >= 0 for t in times):
         raise ValueError(f"accuracy_after_drift.times_s must be times ≥ 0 s (each finite), got {times!r}")
     keys = [time_key(t) for t in times]
     if len(set(keys)) != len(keys):

@@ -53,9 +53,10 @@ with a dict or a JSON file (:func:`load_energy_table`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping
+
+from devices.base import is_finite_number
 
 from ..suggest import did_you_mean
 
@@ -140,7 +141,7 @@ def load_energy_table(overrides: Mapping[str, float] | str | Path | None = None)
         if key not in ENERGY_TABLE_PJ:
             raise ValueError(f"energy table: unknown entry {key!r}; valid: {', '.join(ENERGY_TABLE_PJ)}"
                              f"{did_you_mean(key, ENERGY_TABLE_PJ)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        if not (is_finite_number(value) and value >= 0):
             raise ValueError(f"energy table: {key} must be a finite number >= 0 (pJ), got {value!r}")
         table[key] = float(value)
     return table

@@ -6,10 +6,11 @@ addressable by a dotted path (``analog.preset``, ``analog.adc_bits``) in sweep s
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devices.base import is_finite_number
 
 from ..suggest import did_you_mean, did_you_mean_each
 
@@ -24,11 +25,6 @@ def _check(cond: bool, msg: str) -> None:
 def _is_int(v: object) -> bool:
     """Whether ``v`` is an integer (a bool is not)."""
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_finite(v: object) -> bool:
-    """Whether ``v`` is a finite real number, int or float (a bool is not)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def format_device_overrides(overrides: dict[str, Any]) -> str:
@@ -104,7 +100,7 @@ class AnalogSettings:
                    "0; use 0 (no quantization) or 2 bits or more")
         for name in ("out_noise", "importance_g_offset"):
             v = getattr(self, name)
-            _check(_is_finite(v) and v >= 0, f"AnalogSettings.{name} must be a finite number ≥ 0, got {v!r}")
+            _check(is_finite_number(v) and v >= 0, f"AnalogSettings.{name} must be a finite number ≥ 0, got {v!r}")
             _check(fits_float32(v), f"AnalogSettings.{name} must be a finite number ≥ 0, {FLOAT32_RANGE}, got {v!r}")
         for name in ("ideal_periphery", "importance_offset_correction"):
             v = getattr(self, name)

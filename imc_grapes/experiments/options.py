@@ -11,15 +11,14 @@ Sizes:
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from devices.base import FLOAT32_RANGE, fits_float32
+from devices.base import FLOAT32_RANGE, fits_float32, is_finite_number
 
 from ..backends import AnalogSettings
-from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, device_ok, is_int, is_number, seed_in_range
+from ..config import BACKENDS, OPTIMIZERS, SEED_RANGE, ConfigError, device_ok, is_int, seed_in_range
 from ..data.registry import DATASET_NAMES
 from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
@@ -143,7 +142,7 @@ class ExperimentOptions:
             raise ConfigError(f"ExperimentOptions.seeds must name at least one seed, distinct integers in {SEED_RANGE} "
                               f"(or be None for the default), got {list(self.seeds)}")
         if self.lr_grid is not None and (not self.lr_grid or any(
-                not (is_number(lr) and lr > 0 and math.isfinite(lr) and fits_float32(lr)) for lr in self.lr_grid)):
+                not (is_finite_number(lr) and lr > 0 and fits_float32(lr)) for lr in self.lr_grid)):
             raise ConfigError(f"ExperimentOptions.lr_grid must be learning rates > 0, each {FLOAT32_RANGE}, "
                               f"got {list(self.lr_grid)}")
         if self.datasets is not None:

@@ -44,13 +44,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from devices.base import is_number
+from devices.base import is_finite_number, is_number
 
 from ..io import write_csv_atomic, write_figure_atomic
 from ..plotting import (dodged_x, fit_title, interleaved_dashes, optimizer_color, overlap_groups,
@@ -152,7 +151,7 @@ def _acc(ps: Any) -> float | None:
     """A finished point's accuracy: the mean of its last evaluations where the spec asks for it
     (:data:`TAIL_METRIC`), else its final one."""
     v: Any = ps.metrics.get(TAIL_METRIC, ps.metrics.get(METRIC)) if ps.state == DONE else None
-    return float(v) if is_number(v) and math.isfinite(v) else None
+    return float(v) if is_finite_number(v) else None
 
 
 def _failed_text(failure: str) -> str:
@@ -533,7 +532,7 @@ def _finite_metric(ps: Any, key: str) -> float | None:
     """The point's metric ``key`` when it is a finite number, else None (missing, NaN, ±Inf, or its ``"nan"``
     string as ``point.json`` stores it)."""
     v = ps.metrics.get(key)
-    return float(v) if is_number(v) and math.isfinite(v) else None
+    return float(v) if is_finite_number(v) else None
 
 
 #: the markers and line styles of a diagnostic's layers (the colour is the optimizer's)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from devices.base import is_finite_number
 
 from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import Point, SweepSpec
@@ -85,7 +86,7 @@ class SweepStatus:
             for p in shown:
                 detail = f"  — {p.reason}" if p.reason else ""
                 acc = p.metrics.get("final_test_acc")
-                if state == DONE and isinstance(acc, (int, float)) and math.isfinite(acc):
+                if state == DONE and is_finite_number(acc):
                     detail = f"  test acc {100 * acc:.2f}%"
                 lines.append(f"  {p.point.id}  {p.point.label()}{detail}")
             if len(shown) < len(items):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import devices as dv
-from devices.base import FLOAT32_MAX
+from devices.base import FLOAT32_MAX, is_finite_number
 
 from ..field_walk import walk_errors
 
@@ -238,3 +240,16 @@ def test_inference_times_beyond_float32_rejected():
     with pytest.raises(ValueError,
                        match=r"^GenericDriftModel\.t_inference_s must be >= 0 s and finite, at most 3\.4e\+38"):
         model.read_noise(g, 1e300, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, -1e-300, FLOAT32_MAX * 10, fractions.Fraction(1, 3), np.float32(0.25),
+                                   np.int64(7)])
+def test_is_finite_number_takes_every_finite_real(value):
+    # any real number that is not NaN or ±Inf (its float32 range is each field's own check)
+    assert is_finite_number(value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float64("nan"), True, False, None, "1", "nan",
+                                   torch.tensor(1.0), [1.0], 1j])
+def test_is_finite_number_rejects_non_finite_bools_and_non_numbers(value):
+    assert not is_finite_number(value)

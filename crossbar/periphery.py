@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.base import check_finite, fits_float32
+from devices.base import check_finite, fits_float32, is_number
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
@@ -138,8 +138,8 @@ class IOParameters:
                 raise ValueError(f"IOParameters.{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("inp_bound", "out_bound"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) \
-                    or not value > 0 or not fits_float32(2 * value):
+            # not check_finite: math.inf (unbounded) is valid, and the limit is half float32's (2 * bound)
+            if not is_number(value) or math.isnan(value) or not value > 0 or not fits_float32(2 * value):
                 raise ValueError(
                     f"IOParameters.{name} must be > 0 (math.inf for unbounded) and, when finite, at most 1.7e+38 (the "
                     f"converter's range 2 * {name} must be a float32, the MVMs' type), got {value!r}")

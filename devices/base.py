@@ -104,7 +104,8 @@ def check_finite(cls_name: str, name: str, value: object, low: float | None = No
     unless ``value`` is a finite real number (:func:`is_finite_number`: an int or float, not a bool), within
     float32's range (:func:`fits_float32`: the simulator's tensors' type) and ``> low`` (``strict``) or ``>= low``
     (no lower limit with ``low=None``): the check of the crossbar configs' number fields (``IOParameters``,
-    ``UpdateParameters``), one message stating the whole valid range whichever part the value fails."""
+    ``UpdateParameters``), ``AnalogSettings``'s and the inference models' ``t_inference_s``, one message stating the
+    whole valid range whichever part the value fails."""
     valid = "a finite number" + ("" if low is None else f" {'>' if strict else '>='} {low}") + f", {FLOAT32_RANGE}"
     ok = (is_finite_number(value) and fits_float32(value)
           and (low is None or (value > low if strict else value >= low)))

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from devices import rng
 
-from devices.base import FLOAT32_RANGE, check_field, check_field_types, fits_float32, is_finite_number
+from devices.base import FLOAT32_RANGE, check_field, check_field_types, check_finite, fits_float32, is_finite_number
 from devices.conductance import ConductanceMap
 
 __all__ = [
@@ -88,12 +88,11 @@ def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tenso
 
 
 def _time(t_inference_s: float | Tensor, like: Tensor, where: str) -> Tensor:
-    """Inference time(s) in s as a tensor on ``like``'s device/dtype; Python numbers are validated (>= 0)."""
+    """Inference time(s) in s as a tensor on ``like``'s device/dtype; a Python number is validated by
+    :func:`~devices.base.check_finite` (finite, >= 0, within float32's range)."""
     if isinstance(t_inference_s, Tensor):
         return t_inference_s.to(device=like.device, dtype=like.dtype)
-    _check(where, "t_inference_s", t_inference_s,
-           is_finite_number(t_inference_s) and t_inference_s >= 0 and fits_float32(t_inference_s),
-           f">= 0 s and finite, {FLOAT32_RANGE}")
+    check_finite(where, "t_inference_s", t_inference_s, 0)
     return torch.tensor(float(t_inference_s), dtype=like.dtype, device=like.device)
 
 
@@ -501,8 +500,7 @@ def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
         times = list(t_inference_s)
     _check(where, "t_inference_s", t_inference_s, len(times) > 0, "a time or a non-empty sequence of times")
     for t in times:
-        _check(where, "t_inference_s", t, is_finite_number(t) and t >= 0 and fits_float32(t),
-               f">= 0 s and finite, {FLOAT32_RANGE} (each time)")
+        check_finite(where, "t_inference_s", t, 0)
     return [float(t) for t in times]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devices.base import is_finite_number
+from devices.base import check_finite
 
 from ..suggest import did_you_mean, did_you_mean_each
 
@@ -79,7 +79,6 @@ class AnalogSettings:
 
     def __post_init__(self) -> None:
         from devices import PRESETS
-        from devices.base import FLOAT32_RANGE, fits_float32
 
         _check(isinstance(self.preset, str) and self.preset in PRESETS,
                f"AnalogSettings.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"
@@ -99,9 +98,7 @@ class AnalogSettings:
                    "step 2 * bound) rounds every value within the range to 0, so the analog outputs would all read "
                    "0; use 0 (no quantization) or 2 bits or more")
         for name in ("out_noise", "importance_g_offset"):
-            v = getattr(self, name)
-            _check(is_finite_number(v) and v >= 0, f"AnalogSettings.{name} must be a finite number ≥ 0, got {v!r}")
-            _check(fits_float32(v), f"AnalogSettings.{name} must be a finite number ≥ 0, {FLOAT32_RANGE}, got {v!r}")
+            check_finite("AnalogSettings", name, getattr(self, name), 0)
         for name in ("ideal_periphery", "importance_offset_correction"):
             v = getattr(self, name)
             _check(isinstance(v, bool), f"AnalogSettings.{name} must be true or false, got {v!r}")

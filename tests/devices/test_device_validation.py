@@ -238,7 +238,7 @@ def test_inference_times_beyond_float32_rejected():
     model = dv.GenericDriftModel(nu_mean=0.05)
     g = torch.full((3,), 10.0)
     with pytest.raises(ValueError,
-                       match=r"^GenericDriftModel\.t_inference_s must be >= 0 s and finite, at most 3\.4e\+38"):
+                       match=r"^GenericDriftModel\.t_inference_s must be a finite number >= 0, at most 3\.4e\+38"):
         model.read_noise(g, 1e300, torch.Generator().manual_seed(0))
 
 

@@ -80,7 +80,7 @@ def test_train_model_of_wrong_type_names_the_field() -> None:
 
 @pytest.mark.parametrize("field", ["out_noise", "importance_g_offset"])
 def test_analog_numbers_beyond_float32_rejected(field: str) -> None:
-    with pytest.raises(ValueError, match=rf"^AnalogSettings\.{field} must be a finite number ≥ 0, at most 3\.4e\+38 "):
+    with pytest.raises(ValueError, match=rf"^AnalogSettings\.{field} must be a finite number >= 0, at most 3\.4e\+38 "):
         AnalogSettings(**{field: 1e300})
 
 

@@ -1,0 +1,233 @@
+"""What the documentation points at exists: links, repository paths, Python names and the Python examples.
+
+:mod:`tests.test_docs_commands` checks the command lines the docs show; this module checks the rest of what a reader
+follows from them:
+
+* every relative Markdown link (``[text](path#anchor)``, images too) of README.md and of every ``.md`` under docs/
+  (the pages and the stored reports) names a file that exists and, for a ``#anchor`` into a Markdown file, a heading
+  of it (GitHub's anchor of the heading's text, :func:`github_anchor`); the one known exception is
+  :data:`UNSTORED_LINKS`;
+* every repository path in an inline code span of README.md and docs/*.md (``imc_grapes/backends/costs.py``,
+  ``tests/crossbar/test_sync_free.py``; ``<placeholder>`` and ``*`` are globs that must match) exists;
+* every dotted Python name in an inline code span (``crossbar.to_aihwkit_rpu_config``, ``devices.no_host_reads()``)
+  imports;
+* every ``python`` code block runs as written, as a module that is not ``__main__`` (so an example that guards
+  its expensive part with ``if __name__ == "__main__":``, as a script that spawns worker processes must, runs only
+  its imports and definitions here).
+"""
+from __future__ import annotations
+
+import importlib
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+"""The pages a reader reads: their code spans and Python blocks are checked."""
+MARKDOWN = (ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")))
+"""Every Markdown file of the documentation, stored reports included: their links are checked."""
+UNSTORED_LINKS = {"docs/results/": "groups/"}
+"""Links that may lead nowhere: a report under the key folder linking into the value folder. The experiment
+reports link to their per-group folders, which were not stored (docs/results.md says so)."""
+REPO_DIRS = ("devices", "crossbar", "imc_grapes", "tests", "examples", "benchmarks", "scripts", "docs", ".ci")
+PATH_WORD = re.compile(rf"(?<![\w./<>-])((?:{'|'.join(re.escape(d) for d in REPO_DIRS)})/[\w./<>*-]*)")
+DOTTED_NAME = re.compile(r"(?:devices|crossbar|imc_grapes)(?:\.\w+)+(?:\(\))?")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
+FENCE = re.compile(r"^\s*```")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: its rendered text (code marks and link targets dropped) lower-cased,
+    every character but letters, digits, marks, ``_``, ``-`` and spaces removed, spaces made ``-``."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    kept = (c for c in text if c in " -_" or unicodedata.category(c)[0] in "LNM")
+    return "".join(kept).replace(" ", "-")
+
+
+def _prose_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a Markdown file outside its fenced code blocks."""
+    in_fence = False
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            yield no, line
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings; a repeated anchor gets ``-1``, ``-2``, ... as on GitHub."""
+    seen: dict[str, int] = {}
+    for _, line in _prose_lines(path):
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            slug = github_anchor(m.group(1))
+            seen[slug] = seen.get(slug, -1) + 1
+            if seen[slug]:
+                seen[f"{slug}-{seen[slug]}"] = 0
+    return set(seen)
+
+
+def links(path: Path, root: Path = ROOT) -> Iterator[tuple[str, str]]:
+    """(``file:line``, target) of every relative link of a Markdown file (code spans left out); the file is named
+    relative to ``root``."""
+    rel = path.relative_to(root)
+    for no, line in _prose_lines(path):
+        for m in LINK.finditer(re.sub(r"`[^`]*`", "", line)):
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", m.group(1)):   # http:, https:, mailto:
+                yield f"{rel}:{no}", m.group(1)
+
+
+def link_error(path: Path, target: str) -> str | None:
+    """Why ``target``, linked from ``path``, leads nowhere (None if it leads somewhere)."""
+    file, _, anchor = target.partition("#")
+    dest = (path.parent / file).resolve() if file else path
+    if not dest.exists():
+        return f"no such file {file}"
+    if anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+        return f"no heading with the anchor #{anchor} in {file or path.name}"
+    return None
+
+
+def _code_spans(path: Path) -> Iterator[tuple[str, str]]:
+    """(``file:line``, text) of the inline code spans of a Markdown file (one line each)."""
+    rel = path.relative_to(ROOT)
+    for no, line in _prose_lines(path):
+        for m in re.finditer(r"(`+)(.+?)\1", line):
+            yield f"{rel}:{no}", m.group(2).strip()
+
+
+def path_error(word: str) -> str | None:
+    """Why a repository path named in the docs does not exist (None if it does); ``<x>`` and ``*`` are globs."""
+    word = word.rstrip(".,;:")
+    pattern = re.sub(r"<[^>]*>", "*", word).rstrip("/")
+    found = list(ROOT.glob(pattern)) if "*" in pattern else [ROOT / pattern] if (ROOT / pattern).exists() else []
+    return None if found else f"no such path {word}"
+
+
+def name_error(name: str) -> str | None:
+    """Why a dotted Python name named in the docs does not resolve (None if it does)."""
+    parts = name.removesuffix("()").split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return f"{'.'.join(parts[:i])} has no {'.'.join(parts[i:])}"
+            obj = getattr(obj, attr)
+        return None
+    return f"no module {parts[0]}"
+
+
+def python_blocks(path: Path) -> Iterator[tuple[str, str]]:
+    """(``file:line``, code) of every fenced ``python`` block of a Markdown file."""
+    rel = path.relative_to(ROOT)
+    lines = path.read_text().splitlines()
+    start = None
+    for no, line in enumerate(lines, 1):
+        if start is None and re.match(r"^\s*```python\s*$", line):
+            start = no
+        elif start is not None and FENCE.match(line):
+            yield f"{rel}:{start}", "\n".join(lines[start:no - 1])
+            start = None
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def test_github_anchor_matches_hand_written_anchors() -> None:
+    # the anchors these headings get on GitHub, written out by hand
+    assert github_anchor("Two kinds of CPU: AVX-512 VNNI and AVX2 (thirteenth session)") == \
+        "two-kinds-of-cpu-avx-512-vnni-and-avx2-thirteenth-session"
+    assert github_anchor('`mlp` — fully connected networks; "helps more as networks grow"') == \
+        "mlp--fully-connected-networks-helps-more-as-networks-grow"
+    assert github_anchor("The main job's crossbar setting trained for 20 epochs (ReRamSB)") == \
+        "the-main-jobs-crossbar-setting-trained-for-20-epochs-reramsb"
+    assert github_anchor("Replicas: many seeds in one pass (`--replicas R`)") == \
+        "replicas-many-seeds-in-one-pass---replicas-r"
+    assert github_anchor("dw_min × 2 [see here](x.md)") == "dw_min--2-see-here"
+
+
+def test_anchors_number_repeated_headings(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text("# A b\n\n```\n# not a heading\n```\n\n## A b\n### A b ###\n## C\n")
+    assert anchors(page) == {"a-b", "a-b-1", "a-b-2", "c"}
+
+
+def test_every_relative_link_leads_somewhere() -> None:
+    failures, used_exception, n = [], set(), 0
+    for path in MARKDOWN:
+        rel = str(path.relative_to(ROOT))
+        for where, target in links(path):
+            n += 1
+            error = link_error(path, target)
+            allowed = [k for k, v in UNSTORED_LINKS.items() if rel.startswith(k) and target.startswith(v)]
+            if error and allowed:
+                used_exception.update(allowed)
+            elif error:
+                failures.append(f"{where}: ({target}): {error}")
+    assert not failures, f"{len(failures)} of {n} links lead nowhere:\n" + "\n".join(failures)
+    assert n >= 200, n                                    # the extraction finds the docs' links
+    assert used_exception == set(UNSTORED_LINKS), "UNSTORED_LINKS entries no link needs any more"
+
+
+def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text("# Top\n[ok](#top) [gone](missing.md) [bad](#nowhere) `[not a link](x.md)`\n"
+                    "```\n[in code](y.md)\n```\n")
+    found = list(links(page, root=tmp_path))
+    assert [where for where, _ in found] == ["p.md:2"] * 3
+    assert {t: link_error(page, t) for _, t in found} == {
+        "#top": None, "missing.md": "no such file missing.md", "#nowhere": "no heading with the anchor #nowhere in p.md"}
+
+
+def test_every_repository_path_named_in_a_code_span_exists() -> None:
+    failures, n = [], 0
+    for path in PAGES:
+        for where, span in _code_spans(path):
+            for word in PATH_WORD.findall(span):
+                n += 1
+                if (error := path_error(word)) is not None:
+                    failures.append(f"{where}: `{span}`: {error}")
+    assert not failures, f"{len(failures)} of {n} paths do not exist:\n" + "\n".join(failures)
+    assert n >= 40, n
+    assert path_error("docs/compare-mnist-<preset>/") is None and path_error("examples/exp_*.py") is None
+    assert path_error("docs/no-such-page.md") == "no such path docs/no-such-page.md"
+
+
+def test_every_python_name_named_in_a_code_span_imports() -> None:
+    failures, n = [], 0
+    for path in PAGES:
+        for where, span in _code_spans(path):
+            if DOTTED_NAME.fullmatch(span):
+                n += 1
+                if (error := name_error(span)) is not None:
+                    failures.append(f"{where}: `{span}`: {error}")
+    assert not failures, f"{len(failures)} of {n} names do not resolve:\n" + "\n".join(failures)
+    assert n >= 20, n
+    assert name_error("crossbar.periphery.no_such_function") == "crossbar.periphery has no no_such_function"
+    assert name_error("devices.no_host_reads()") is None
+
+
+BLOCKS = [b for path in PAGES for b in python_blocks(path)]
+
+
+def _unguarded_sweep(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the example runs a sweep when it is imported: a script that spawns the local executor's "
+                         "workers must guard it with if __name__ == '__main__' (they import the script again)")
+
+
+@pytest.mark.parametrize("where,code", BLOCKS, ids=[w for w, _ in BLOCKS])
+def test_python_example_runs(where: str, code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import imc_grapes.sweep
+
+    monkeypatch.chdir(ROOT)                 # the examples name repository files (examples/sweeps/...)
+    monkeypatch.setattr(imc_grapes.sweep, "run_sweep", _unguarded_sweep)   # no sweep trains inside the tests
+    exec(compile(code, where, "exec"), {"__name__": "docs_example"})   # noqa: S102  (the docs' own code)
+
+
+def test_the_python_examples_are_found() -> None:
+    assert {w.split(":")[0] for w, _ in BLOCKS} == {"README.md", "docs/sweeps.md"}

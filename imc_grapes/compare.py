@@ -551,7 +551,8 @@ def _hardware_legend(ax: Any, hardware: Sequence[str], cells: Sequence[Cell]) ->
 
 
 def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path) -> list[str]:
-    """Write curves.png, accuracy.png and (if any) inference.png into ``out``; return the file names."""
+    """Write curves.png, accuracy.png and (if any) inference.png into ``out``; return the file names. Without
+    inference results an inference.png already in ``out`` (an earlier job's) is removed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -636,6 +637,8 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
         write_figure_atomic(out / "inference.png", fig, dpi=120)
         plt.close(fig)
         files.append("inference.png")
+    else:   # an earlier job in this folder drew one (e.g. with --inference-times): it would not match this report
+        (out / "inference.png").unlink(missing_ok=True)
     return files
 
 

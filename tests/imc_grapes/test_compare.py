@@ -801,3 +801,16 @@ def test_findings_do_not_judge_a_nan_mean():
     assert text.startswith("**analog**: GRAPES +10.00 points vs SGD (more than twice")
     assert "; vs the layer-mean control: not compared (a completed run of it has no finite accuracy" in text
     assert "nan" not in text
+
+
+def test_a_report_without_inference_results_removes_an_earlier_jobs_inference_png(tmp_path):
+    """A job rerun into the same folder without the drift evaluation (``--inference-times`` with no times, or
+    digital only) left the earlier job's inference.png beside the new report, which has no such results."""
+    (tmp_path / "inference.png").write_bytes(b"an earlier job's figure")
+    (tmp_path / "other.png").write_bytes(b"not the report's")
+    rows = [_acc_row("analog", "sgd", 0.5, 0.0, 1, 1)]
+    assert compare_mod.plot_report(_cells(rows), rows, tmp_path) == ["curves.png", "accuracy.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "curves.png", "other.png"]
+    rows = [_acc_row("analog", "sgd", 0.5, 0.0, 1, 1, **{"inference_acc@1.0": 0.48})]
+    assert compare_mod.plot_report(_cells(rows), rows, tmp_path) == ["curves.png", "accuracy.png", "inference.png"]
+    assert (tmp_path / "inference.png").read_bytes()[:4] == b"\x89PNG"      # drawn again when there are results

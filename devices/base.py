@@ -279,6 +279,10 @@ class PulsedDevice:
             device, dtype: where/how to create the tensors.
         Returns:
             :class:`DeviceParams` with tensors of ``shape``. Same generator state -> same numbers.
+        Raises:
+            ValueError: a sampled parameter is infinite or NaN in ``dtype`` (a spread so large that the products
+                overflow, e.g. ``dw_min_dtod = 1e38`` in float32), naming the fields it comes from. Checked here,
+                once per call, with one host read: sampling belongs to building a tile, not to a training step.
         """
         shape = tuple(int(s) for s in shape)
         xi = rng.randn((4 + self._n_extra_gauss, *shape), generator, device=device, dtype=dtype)
@@ -297,7 +301,39 @@ class PulsedDevice:
         b_max, b_min = torch.where(swap, b_min, b_max), torch.where(swap, b_max, b_min)
         params = DeviceParams(dw_up=dw_up, dw_down=dw_down, w_min=-b_min.abs(), w_max=b_max.abs())
         params.extra.update(self._sample_extra(params, xi[4:]))
+        self._check_sampled(params)
         return params
+
+    def _sampled_fields(self) -> dict[str, tuple[str, ...]]:
+        """The fields each sampled parameter (a :meth:`DeviceParams.state_dict` key) is computed from: the ones the
+        error of a non-finite parameter names (:meth:`_check_sampled`). Models with ``extra`` parameters add theirs."""
+        step = ("dw_min", "dw_min_dtod", "up_down_dtod",
+                *(("dw_min_dtod_log_normal",) if self.dw_min_dtod_log_normal else ()))
+        bounds = ("w_min", "w_min_dtod", "w_max", "w_max_dtod")          # swapped per device: both feed both
+        return {"dw_up": step, "dw_down": step, "w_min": bounds, "w_max": bounds}
+
+    def _check_sampled(self, params: DeviceParams) -> None:
+        """Raise ``ValueError`` if a sampled parameter is infinite or NaN, naming the fields it comes from.
+
+        Every field is finite and within float32's range, yet products of them can overflow when the spread is
+        drawn: ``dw_min_dtod = 1e38`` gives ``1 + dw_min_dtod·ξ = inf`` for ``|ξ| > 3.4``, and later inf/NaN device
+        states. One reduction per tensor and one host read (a GPU synchronisation) per call: :meth:`sample` runs
+        when a tile is built, never in a training step."""
+        tensors = params.state_dict()
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
+        if all(finite):
+            return
+        bad = [k for k, ok in zip(tensors, finite) if not ok]
+        sources = self._sampled_fields()
+        used = {name for k in bad for name in sources.get(k, ())}
+        c = type(self).__name__
+        named = ", ".join(f"{c}.{f.name} = {getattr(self, f.name)!r}" for f in fields(self) if f.name in used)
+        dtype = params.dw_up.dtype
+        raise ValueError(
+            f"{c}: sampling the device-to-device spread gave non-finite {', '.join(bad)} in {dtype} (largest "
+            f"{torch.finfo(dtype).max:.4g}) from {named}: the spread is too large for {dtype}. Realistic "
+            f"device-to-device spreads (*_dtod) are 0 to 1 (0.3: a 30 % standard deviation; the presets use 0.01 to "
+            f"0.4), with bounds and steps within a few orders of magnitude of 1")
 
     def _sample_extra(self, params: DeviceParams, xi: Tensor) -> dict[str, Tensor]:
         """Model-specific per-device values from ``xi: [n_extra_gauss, *shape]`` standard Gaussians."""

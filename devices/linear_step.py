@@ -91,6 +91,13 @@ class LinearStepDevice(_AffineResponse, PulsedDevice):
         ref_down = self.w_min if self.mean_bound_reference else params.w_min
         return {"slope_up": _slope(g_up, params.dw_up, ref_up), "slope_down": _slope(g_down, params.dw_down, ref_down)}
 
+    def _sampled_fields(self) -> dict[str, tuple[str, ...]]:
+        f = super()._sampled_fields()
+        ref_up = ("w_max",) if self.mean_bound_reference else f["w_max"]
+        ref_down = ("w_min",) if self.mean_bound_reference else f["w_min"]
+        return {**f, "extra.slope_up": ("gamma_up", "gamma_up_dtod", *f["dw_up"], *ref_up),
+                "extra.slope_down": ("gamma_down", "gamma_down_dtod", *f["dw_down"], *ref_down)}
+
 
 @dataclass(frozen=True)
 class SoftBoundsDevice(_AffineResponse, PulsedDevice):
@@ -113,3 +120,7 @@ class SoftBoundsDevice(_AffineResponse, PulsedDevice):
             "slope_up": _slope(one, params.dw_up, params.w_max),
             "slope_down": _slope(one, params.dw_down, params.w_min),
         }
+
+    def _sampled_fields(self) -> dict[str, tuple[str, ...]]:
+        f = super()._sampled_fields()
+        return {**f, "extra.slope_up": (*f["dw_up"], *f["w_max"]), "extra.slope_down": (*f["dw_down"], *f["w_min"])}

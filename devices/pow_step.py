@@ -58,6 +58,10 @@ class PowStepDevice(PulsedDevice):
             "gamma_down": (self.pow_gamma * (down_bias + gain - r)).abs(),
         }
 
+    def _sampled_fields(self) -> dict[str, tuple[str, ...]]:
+        exponent = ("pow_gamma", "pow_gamma_dtod", "pow_up_down_dtod")
+        return {**super()._sampled_fields(), "extra.gamma_up": exponent, "extra.gamma_down": exponent}
+
     @property
     def granularity(self) -> float:
         """aihwkit's ``dw_min·0.5^pow_gamma`` (the step at the middle of the range)."""

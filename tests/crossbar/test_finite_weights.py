@@ -9,7 +9,7 @@ import torch
 import crossbar
 from crossbar import AnalogConv2d, AnalogLinear, CrossbarConfig, ReplicaLinear, ReplicaTileArray, TileArray
 from crossbar.tiles import check_finite_weights
-from devices import get_preset, no_host_reads
+from devices import ConstantStepDevice, get_preset, no_host_reads
 
 NAN, INF = float("nan"), float("inf")
 
@@ -91,3 +91,41 @@ def test_the_step_never_runs_the_check():
         lin(x).sum().backward()
         lin.analog_update(0.1)
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+SPREAD = dict(dw_min_dtod=1e38)
+"""Within float32's range, yet ``1 + 1e38·ξ`` overflows for ``|ξ| > 3.4``: about 44 of 256² devices."""
+
+
+@pytest.mark.parametrize("build", [
+    lambda cfg: TileArray(256, 256, cfg, seed=0),
+    lambda cfg: ReplicaTileArray([1, 2], 256, 256, cfg),
+    lambda cfg: AnalogLinear(256, 256, rpu_config=cfg, seed=0),
+    lambda cfg: ReplicaLinear([1, 2], 256, 256, rpu_config=cfg),
+], ids=["TileArray", "ReplicaTileArray", "AnalogLinear", "ReplicaLinear"])
+def test_an_overflowing_spread_is_refused_when_the_tiles_are_built(build):
+    """Infinite sampled steps made every pulsed device's state NaN or inf at the first update; now building the
+    tiles (each replica's sampling included) raises, naming the field."""
+    cfg = CrossbarConfig(device=ConstantStepDevice(**SPREAD))
+    with pytest.raises(ValueError, match=r"^ConstantStepDevice: sampling the device-to-device spread gave non-finite "
+                                         r"dw_up, dw_down in torch\.float32 .*ConstantStepDevice\.dw_min_dtod = 1e\+38"):
+        build(cfg)
+
+
+def test_the_step_never_samples(monkeypatch):
+    """The sampled-parameter check (one host read) runs once per sampling, when the tiles are built: training steps
+    of both engines never call it."""
+    from devices.base import PulsedDevice
+
+    calls = []
+    check = PulsedDevice._check_sampled
+    monkeypatch.setattr(PulsedDevice, "_check_sampled", lambda self, p: calls.append(1) or check(self, p))
+    cfg = CrossbarConfig(device=get_preset("ReRamSB"))
+    lin, rep = AnalogLinear(5, 3, rpu_config=cfg, seed=0), ReplicaLinear([1, 2, 3], 5, 3, rpu_config=cfg)
+    assert len(calls) == 1 + 3                                       # one per tile array, one per replica
+    for _ in range(3):
+        lin(torch.rand(4, 5)).sum().backward()
+        lin.analog_update(0.1)
+        rep(torch.rand(3, 4, 5)).sum().backward()
+        rep.analog_update(0.1)
+    assert len(calls) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -164,3 +165,45 @@ def test_granularity_and_states():
     # ExpStep: aihwkit's formula, the down step at w = 0 (z = b): dw·(1 − A_down·exp(−γ_down·b))
     e = dv.ExpStepDevice()
     assert e.granularity == pytest.approx(0.001 * (1 - 0.36833 * math.exp(-12.78785 * 0.2425)))
+
+
+# A spread within float32's range can still overflow when multiplied out: |xi| > 3.4 for 1e38, exp(30·xi) beyond
+# 3.4e38 for xi > 2.96, 3e38·(1 + 0.3·xi) for xi > 0.45. With 512² devices each case has hundreds of such draws.
+OVERFLOWING = [
+    (dv.ConstantStepDevice(dw_min_dtod=1e38), "dw_up, dw_down", "dw_min_dtod = 1e+38"),
+    (dv.ConstantStepDevice(up_down_dtod=1e38), "dw_up, dw_down", "up_down_dtod = 1e+38"),
+    (dv.ConstantStepDevice(dw_min_dtod=30.0, dw_min_dtod_log_normal=True), "dw_up, dw_down",
+     "dw_min_dtod = 30.0, ConstantStepDevice.up_down_dtod = 0.01, ConstantStepDevice.dw_min_dtod_log_normal = True"),
+    (dv.ConstantStepDevice(w_max_dtod=1e38), "w_min, w_max", "w_max_dtod = 1e+38"),
+    (dv.SoftBoundsDevice(w_max=3e38), "w_max", "w_max = 3e+38"),
+    (dv.ExpStepDevice(dw_min_dtod=1e38), "dw_up, dw_down", "dw_min_dtod = 1e+38"),
+    (dv.LinearStepDevice(gamma_up_dtod=1e38), "extra.slope_up", "gamma_up_dtod = 1e+38"),
+    (dv.PowStepDevice(pow_gamma_dtod=1e38), "extra.gamma_up, extra.gamma_down", "pow_gamma_dtod = 1e+38"),
+    (dv.EcRamPresetDevice(gamma_down_dtod=1e38), "extra.slope_down", "gamma_down_dtod = 1e+38"),
+]
+
+
+@pytest.mark.parametrize("dev,keys,named", OVERFLOWING, ids=[f"{type(d).__name__}-{n.split(' =')[0]}"
+                                                             + ("-log_normal" if "log_normal" in n else "")
+                                                             for d, _, n in OVERFLOWING])
+def test_a_spread_overflowing_float32_is_rejected_naming_its_fields(dev, keys, named):
+    """Sampled inf steps/bounds/slopes/exponents gave inf/NaN device states at the first update; now sampling raises,
+    naming the non-finite parameters and the fields (with their values) they come from."""
+    c = type(dev).__name__
+    pattern = (rf"^{c}: sampling the device-to-device spread gave non-finite {keys} in torch\.float32 \(largest "
+               rf"3\.403e\+38\) from .*{c}\.{re.escape(named)}.*: the spread is too large for torch\.float32\. "
+               rf"Realistic device-to-device spreads \(\*_dtod\) are 0 to 1")
+    with pytest.raises(ValueError, match=pattern):
+        dev.sample((512, 512), _gen(11))
+    # float64 holds these products: the check reads the sampled values, not the fields
+    p = dev.sample((512, 512), _gen(11), dtype=torch.float64)
+    assert all(bool(torch.isfinite(v).all()) for v in p.state_dict().values())
+
+
+def test_the_overflow_message_names_only_the_fields_of_the_non_finite_parameters():
+    with pytest.raises(ValueError) as err:
+        dv.ConstantStepDevice(dw_min_dtod=1e38).sample((512, 512), _gen(11))
+    msg = str(err.value)
+    assert "ConstantStepDevice.dw_min = 0.001, ConstantStepDevice.dw_min_dtod = 1e+38, " \
+           "ConstantStepDevice.up_down_dtod = 0.01: " in msg
+    assert "w_max_dtod" not in msg and "dw_min_dtod_log_normal" not in msg       # the bounds are finite

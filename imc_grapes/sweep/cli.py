@@ -22,8 +22,8 @@ EPILOG = """examples:
   imc-grapes sweep SPEC.toml --retry-failed                  # also redo the points that crashed
 A re-run of the same spec skips finished points and redoes half-finished ones; kill it at any time.
 A failed point either crashed (an exception, out of memory, a dead worker: often transient; --retry-failed
-redoes it) or diverged (NaN/Inf loss: deterministic for its seed, a rerun diverges again; --retry-diverged redoes
-it, e.g. after a fix); --status lists them apart.
+redoes it) or diverged (NaN/Inf loss or evaluated output: deterministic for its seed, a rerun diverges again;
+--retry-diverged redoes it, e.g. after a fix); --status lists them apart.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data, workers that keep dying before they start a point or a sweep folder that cannot be
 written (full disk), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated
@@ -64,8 +64,9 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="also redo the failed points that crashed (an exception, out of memory, a dead worker); "
                         "points that diverged are kept (see --retry-diverged)")
     p.add_argument("--retry-diverged", action="store_true",
-                   help="also redo the failed points that diverged (NaN/Inf loss: deterministic for a seed, so "
-                        "useful after a change to the code); with --retry-failed: every failed point")
+                   help="also redo the failed points that diverged (NaN/Inf loss or evaluated output: deterministic "
+                        "for a seed, so useful after a change to the code); with --retry-failed: every failed "
+                        "point")
     p.add_argument("--no-report", action="store_true", help="do not write summary.csv and plots after running")
     p.add_argument("-v", "--verbose", action="store_true", help="--status/--dry-run: list every point")
     return p
@@ -180,8 +181,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"{crashed} point(s) failed (crashed: an exception or a dead worker): `imc-grapes sweep {args.spec} "
               "--status` lists the reasons; --retry-failed redoes them")
     if diverged:
-        print(f"{diverged} point(s) diverged (NaN/Inf loss; a rerun of the same seed diverges again): "
-              f"--retry-diverged redoes them")
+        print(f"{diverged} point(s) diverged (NaN/Inf loss or evaluated output; a rerun of the same seed diverges "
+              "again): --retry-diverged redoes them")
     return 0 if status.complete else 1
 
 

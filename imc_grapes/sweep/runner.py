@@ -22,8 +22,9 @@ class PointStatus:
     """A point and where it stands: ``done``, ``failed`` (with ``reason``), ``half-finished`` or ``pending``.
     ``metrics``: a done point's final metrics (empty otherwise); ``epochs_run``: the epochs it had trained at its
     last evaluation (:func:`~imc_grapes.sweep.store.epochs_run`), for a failed point too (None before any);
-    ``failure``: why a failed point failed, ``diverged`` (NaN/Inf loss, deterministic) or ``crashed`` (an exception
-    or a dead worker) (:func:`~imc_grapes.sweep.store.failure_kind`; "" for any other state)."""
+    ``failure``: why a failed point failed, ``diverged`` (NaN/Inf loss or evaluated output, deterministic) or
+    ``crashed`` (an exception or a dead worker) (:func:`~imc_grapes.sweep.store.failure_kind`; "" for any other
+    state)."""
 
     point: Point
     state: str
@@ -73,8 +74,8 @@ class SweepStatus:
         if self.other_points:
             lines.append(f"  {other_points_note(self.other_points)}")
         groups = ((FAILED, CRASHED, "failed, crashed (an exception or a dead worker; --retry-failed redoes them)"),
-                  (FAILED, DIVERGED, "failed, diverged (NaN/Inf loss: a rerun diverges again; --retry-diverged "
-                                     "redoes them)"),
+                  (FAILED, DIVERGED, "failed, diverged (NaN/Inf loss or evaluated output: a rerun diverges again; "
+                                     "--retry-diverged redoes them)"),
                   (PARTIAL, "", "half-finished" if not self.running else "running"),
                   (PENDING, "", "pending"), (DONE, "", "done"))
         for state, failure, title in groups:
@@ -194,17 +195,17 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
     Every point is validated first (:meth:`SweepSpec.points`); then points with a result (done or failed) are
     skipped, half-finished ones are redone from scratch, and each result is written atomically as soon as its
     point ends. A failing point is recorded as failed with its reason and why (``failure``: ``diverged`` for a
-    NaN/Inf loss, ``crashed`` for an exception or a dead worker) and the sweep goes on — except for a storage error
-    (:class:`SweepStorageError`), which stops it.
+    NaN/Inf loss or evaluated output, ``crashed`` for an exception or a dead worker) and the sweep goes on — except
+    for a storage error (:class:`SweepStorageError`), which stops it.
 
     Args:
         spec: the sweep.
         out_dir: its folder (None: ``spec.out_dir``).
         executor: :class:`LocalExecutor` (default) or :class:`RayExecutor`.
         retry_failed: also redo the failed points that crashed (an exception, a dead worker: often transient).
-        retry_diverged: also redo the failed points that diverged (NaN/Inf loss: deterministic for a config and
-            seed, so a rerun diverges again unless the code changed). Independent of ``retry_failed``; both: every
-            failed point.
+        retry_diverged: also redo the failed points that diverged (NaN/Inf loss or evaluated output: deterministic
+            for a config and seed, so a rerun diverges again unless the code changed). Independent of
+            ``retry_failed``; both: every failed point.
         verify_data: check that real data sets are present before starting (skip for a remote Ray cluster
             whose nodes hold their own copies).
         replicas: train up to this many pending points that differ only in ``seed`` (and that the replica engine

@@ -24,11 +24,11 @@ the config's ``data_root`` (kept as given in ``config``: it is part of the point
 A point is *done* or *failed* when ``point.json`` exists; a folder without it is *half-finished* (the point is
 running now, or its process was killed) and is redone from scratch by the next run; no folder: *pending*.
 
-A failed point's ``failure`` says why (:func:`failure_kind`): ``diverged`` (its loss became NaN/Inf: deterministic
-for its config and seed, a rerun diverges the same way) or ``crashed`` (its training raised an exception, or its
-worker died: out of memory, a killed process, a bug — often transient). A ``point.json`` written before the field
-existed is classified by its reason (``diverged: ...`` for a divergence, ``ExceptionType: ...`` or a dead worker's
-message otherwise) when it is read.
+A failed point's ``failure`` says why (:func:`failure_kind`): ``diverged`` (its loss or an evaluated output became
+NaN/Inf: deterministic for its config and seed, a rerun diverges the same way) or ``crashed`` (its training raised
+an exception, or its worker died: out of memory, a killed process, a bug — often transient). A ``point.json``
+written before the field existed is classified by its reason (``diverged: ...`` for a divergence, ``ExceptionType:
+...`` or a dead worker's message otherwise) when it is read.
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ from ..train import best_accuracy
 from .spec import Point, SweepSpec, _plain
 
 DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
-#: the two kinds of a failed point (its ``failure``): a NaN/Inf loss (deterministic) or an exception / a dead worker
+#: the two kinds of a failed point (its ``failure``): a NaN/Inf loss or evaluated output (deterministic) or an
+#: exception / a dead worker
 DIVERGED, CRASHED = "diverged", "crashed"
 FAILURES: tuple[str, ...] = (DIVERGED, CRASHED)
 #: how a divergence's reason starts (:mod:`~imc_grapes.sweep.worker`), also in a ``point.json`` of an older version

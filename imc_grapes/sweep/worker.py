@@ -11,12 +11,14 @@ worker on another machine). The outcome is a plain dict too::
     {"id", "status": "done" | "failed", "failure": "" | "diverged" | "crashed", "reason", "history": [rows],
      "files": {name: text}, "wall_time_s", "host", "pid", "traceback", "storage_error": bool}
 
-A diverging run (NaN/Inf loss) or any exception becomes ``status = "failed"`` with the reason, and ``failure``
-says which: ``diverged`` (reason ``diverged: ...``; deterministic, a rerun diverges again) or ``crashed`` (reason
-``ExceptionType: message``; often transient); nothing raises except ``KeyboardInterrupt`` / ``SystemExit``. A
-failure of the storage rather than of the point (an ``OSError`` with an errno in :data:`STORAGE_ERRNOS`: a full
-disk, a quota, a read-only file system) is marked ``"storage_error": True`` in the outcome: the runner then stops
-the sweep and leaves the point to be redone, instead of recording it (and every point after it) as failed.
+A diverging run (NaN/Inf loss or evaluated output: the training loss, or an evaluation's loss or accuracy,
+:func:`~imc_grapes.train.check_evaluation`) or any exception becomes ``status = "failed"`` with the reason, and
+``failure`` says which: ``diverged`` (reason ``diverged: ...``; deterministic, a rerun diverges again) or
+``crashed`` (reason ``ExceptionType: message``; often transient); nothing raises except ``KeyboardInterrupt`` /
+``SystemExit``. A failure of the storage rather than of the point (an ``OSError`` with an errno in
+:data:`STORAGE_ERRNOS`: a full disk, a quota, a read-only file system) is marked ``"storage_error": True`` in the
+outcome: the runner then stops the sweep and leaves the point to be redone, instead of recording it (and every point
+after it) as failed.
 
 A *replica group* (``--replicas R``) is one task carrying several points that differ only in their seed, trained
 together by :func:`imc_grapes.replicas.train_replicas`::
@@ -100,10 +102,10 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 
 def diverged_replica(run_dir: Path) -> tuple[str, list[dict[str, Any]]] | None:
     """``(reason, history)`` of a replica that had diverged before its batch stopped: ``run_dir/results.json`` as
-    :func:`~imc_grapes.replicas.train_replicas` writes it when a replica's loss becomes NaN/Inf (status
-    ``diverged``, kept when the batch later raises), the reason ``diverged: <its message>`` as for a batch that
-    ends normally; None when the file is missing, unreadable or records another status (the replica was still
-    training: the batch's failure is its own)."""
+    :func:`~imc_grapes.replicas.train_replicas` writes it when a replica diverges (a NaN/Inf loss or evaluated
+    output; status ``diverged``, kept when the batch later raises), the reason ``diverged: <its message>`` as for a
+    batch that ends normally; None when the file is missing, unreadable or records another status (the replica was
+    still training: the batch's failure is its own)."""
     try:
         data = read_json(run_dir / "results.json")
     except (OSError, ValueError):

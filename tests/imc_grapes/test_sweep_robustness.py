@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import importlib
 import json
 import os
 import subprocess
@@ -210,6 +211,49 @@ def test_diverged_and_crashed_points_are_told_apart_and_retried_by_their_own_opt
     assert "2 done, 1 failed already (1 diverged, 0 crashed); running 1" in capsys.readouterr().out
     assert calls == [1e12]                                  # the diverged point only: it diverges again
     assert results(out)[diverged] == kept[diverged]
+
+
+def test_a_non_finite_evaluation_is_a_divergence_and_the_sweep_says_so(tmp_path, monkeypatch, capsys):
+    """An evaluation whose accuracy is NaN over a finite loss (a NaN/Inf evaluated output) stops the run as diverged
+    (:func:`~imc_grapes.train.check_evaluation`): the point is recorded as ``diverged``, not ``crashed``, and the
+    sweep's lines about diverged points (run summary, --status, --help) say "NaN/Inf loss or evaluated output", not
+    only "NaN/Inf loss"."""
+    train_mod = importlib.import_module("imc_grapes.train")      # (the package's ``train`` is the function)
+
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1, 0.05]")
+    ok, bad = (p.id for p in load_spec(spec_path).points())
+    real_train, real_evaluate = worker_mod.train, train_mod.evaluate
+    poisoned = {"on": False}
+
+    def evaluate(model, split, batch_size=1000):
+        loss, acc = real_evaluate(model, split, batch_size)
+        return (loss, float("nan")) if poisoned["on"] else (loss, acc)
+
+    def train(cfg, run_dir, **kw):
+        poisoned["on"] = cfg.lr == 0.05
+        try:
+            return real_train(cfg, run_dir, **kw)
+        finally:
+            poisoned["on"] = False
+
+    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+    monkeypatch.setattr(worker_mod, "train", train)
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    res = read_json(out / "points" / bad / "point.json")
+    assert (res["status"], res["failure"]) == ("failed", "diverged")
+    assert res["reason"].startswith("diverged: evaluation accuracy became nan after epoch 1"), res["reason"]
+    assert read_json(out / "points" / ok / "point.json")["status"] == "done"
+    assert "1 point(s) diverged (NaN/Inf loss or evaluated output; a rerun of the same seed diverges again)" in printed
+    assert sweep_main([str(spec_path), "--status"]) == 0
+    assert "failed, diverged (NaN/Inf loss or evaluated output: a rerun diverges again" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sweep_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "diverged (NaN/Inf loss or evaluated output: deterministic for its seed" in help_text     # the epilog
+    assert "that diverged (NaN/Inf loss or evaluated output: deterministic for a seed" in help_text  # --retry-diverged
+    assert "(NaN/Inf loss)" not in help_text and "(NaN/Inf loss:" not in help_text
 
 
 def test_a_point_json_without_a_failure_field_is_classified_by_its_reason(tmp_path, capsys):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from crossbar.modules import analog_module_of, analog_modules
-from devices.base import is_number
+from devices.base import is_finite_number, is_number
 
 __all__ = ["AnalogSGD", "analog_step", "analog_zero_grad"]
 
@@ -27,10 +27,11 @@ _SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0
 
 
 def _check_lr(lr: Any) -> None:
-    """``ValueError`` unless ``lr`` is a number or one-element tensor > 0 (a NaN fails too)."""
+    """``ValueError`` unless ``lr`` is a finite number or one-element tensor > 0 (NaN and ±inf fail: the pulsed
+    update refuses them, so they are refused here, when the optimizer is made, rather than at its first step)."""
     value = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 else lr
-    if not is_number(value) or not float(value) > 0:
-        raise ValueError(f"AnalogSGD.lr must be > 0 (a number or a one-element tensor), got {lr!r}")
+    if not is_finite_number(value) or not float(value) > 0:
+        raise ValueError(f"AnalogSGD.lr must be a finite number > 0 (a number or a one-element tensor), got {lr!r}")
 
 
 class AnalogSGD(torch.optim.Optimizer):

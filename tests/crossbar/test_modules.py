@@ -345,7 +345,7 @@ def test_conv_positional_arguments_follow_nn_conv2d() -> None:
 
 
 @pytest.mark.parametrize("group", [dict(lr=-0.1), dict(lr=0.0), dict(lr=float("nan")), dict(lr=torch.tensor(-0.1)),
-                                   dict(momentum=0.9), dict(weight_decay=1e-4), dict(nesterov=True),
+                                   dict(lr=float("inf")), dict(lr=torch.tensor(float("inf"))), dict(momentum=0.9), dict(weight_decay=1e-4), dict(nesterov=True),
                                    dict(maximize=True)])
 def test_analog_sgd_checks_every_parameter_group(group) -> None:
     """Only the default ``lr`` was checked: a group's ``lr <= 0`` (or a negative tensor ``lr``) was taken, and the
@@ -355,7 +355,7 @@ def test_analog_sgd_checks_every_parameter_group(group) -> None:
     with pytest.raises(ValueError, match="AnalogSGD"):
         AnalogSGD([dict(params=list(lin.parameters()), **group)], lr=0.1)
     if set(group) == {"lr"}:
-        with pytest.raises(ValueError, match="AnalogSGD.lr must be > 0"):
+        with pytest.raises(ValueError, match="AnalogSGD.lr must be a finite number > 0"):
             AnalogSGD(lin.parameters(), lr=group["lr"])
 
 

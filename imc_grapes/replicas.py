@@ -30,7 +30,8 @@ its devices keep the states they had before that step (bit for bit) and no NaN r
 (:func:`~imc_grapes.train.loss_check_every`: every step on the CPU; every 25th and every evaluation step on a GPU)
 it is recorded as ``diverged``, with the step and loss where that happened, in
 :func:`~imc_grapes.train.train`'s message (its rows so far are kept); the others go on exactly as without it,
-and training stops once every replica has diverged.
+and training stops once every replica has diverged. At each evaluation a replica whose evaluation loss or
+accuracy is NaN/Inf is recorded as ``diverged`` too (:func:`~imc_grapes.train.check_evaluation`, as a plain run).
 
 Same seeds, same numbers: a replica gives bit-identical results whether it is trained alone (``E = 1``) or with
 others. Against :func:`~imc_grapes.train.train` with the same seed the results are statistically equivalent but not

@@ -181,7 +181,8 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
     found = list(links(page, root=tmp_path))
     assert [where for where, _ in found] == ["p.md:2"] * 3
     assert {t: link_error(page, t) for _, t in found} == {
-        "#top": None, "missing.md": "no such file missing.md", "#nowhere": "no heading with the anchor #nowhere in p.md"}
+        "#top": None, "missing.md": "no such file missing.md",
+        "#nowhere": "no heading with the anchor #nowhere in p.md"}
 
 
 def test_every_repository_path_named_in_a_code_span_exists() -> None:

@@ -90,8 +90,9 @@ def run_one(cfg: Any, run_dir: Path, dataset: Dataset, trainer: Trainer, progres
     """Train ``cfg`` with ``trainer`` into ``run_dir``, or load it when a finished run with the same config is
     there (``resume``): :func:`imc_grapes.compare.run_one` with the experiments' policy.
 
-    A diverging run (NaN/Inf loss, or an evaluation with a NaN/Inf loss or accuracy) is returned with status ``diverged``; a run that raised any other error
-    (e.g. a simulator bug hit by a collapsed network) with status ``failed`` and the error as its message. Both
+    A diverging run (NaN/Inf loss, or an evaluation with a NaN/Inf loss or accuracy) is returned with status
+    ``diverged``; a run that raised any other error (e.g. a simulator bug hit by a collapsed network) with status
+    ``failed`` and the error as its message. Both
     keep their history so far and are recorded in the run's ``results.json`` (and count as finished for
     ``resume``: rerun with ``resume=False`` to redo them); the experiment goes on.
     """

@@ -3,8 +3,8 @@
 :func:`train_custom` trains a recurrent or spiking model (``cfg.extra["model"]``, see
 :mod:`imc_grapes.experiments.models`) with the same loop, files and result type as
 :func:`imc_grapes.train.train`: ``metrics.csv`` and ``results.json`` in the run folder, a :class:`RunResult`,
-:class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss or evaluation (what was finished is kept). The batches are drawn
-in the same seeded order as ``train`` (same ``BatchLoader`` seed), so every optimizer sees the same data.
+:class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss or evaluation (what was finished is kept). The batches
+are drawn in the same seeded order as ``train`` (same ``BatchLoader`` seed), so every optimizer sees the same data.
 
 Every trainer has ``train``'s signature, ``trainer(cfg, out_dir, dataset=..., progress=..., log=...)``.
 """

@@ -107,8 +107,9 @@ def test_an_overflowing_spread_is_refused_when_the_tiles_are_built(build):
     """Infinite sampled steps made every pulsed device's state NaN or inf at the first update; now building the
     tiles (each replica's sampling included) raises, naming the field."""
     cfg = CrossbarConfig(device=ConstantStepDevice(**SPREAD))
-    with pytest.raises(ValueError, match=r"^ConstantStepDevice: sampling the device-to-device spread gave non-finite "
-                                         r"dw_up, dw_down in torch\.float32 .*ConstantStepDevice\.dw_min_dtod = 1e\+38"):
+    with pytest.raises(ValueError, match=r"^ConstantStepDevice: sampling the device-to-device spread gave "
+                                         r"non-finite dw_up, dw_down in torch\.float32 "
+                                         r".*ConstantStepDevice\.dw_min_dtod = 1e\+38"):
         build(cfg)
 
 

@@ -345,8 +345,8 @@ def test_conv_positional_arguments_follow_nn_conv2d() -> None:
 
 
 @pytest.mark.parametrize("group", [dict(lr=-0.1), dict(lr=0.0), dict(lr=float("nan")), dict(lr=torch.tensor(-0.1)),
-                                   dict(lr=float("inf")), dict(lr=torch.tensor(float("inf"))), dict(momentum=0.9), dict(weight_decay=1e-4), dict(nesterov=True),
-                                   dict(maximize=True)])
+                                   dict(lr=float("inf")), dict(lr=torch.tensor(float("inf"))), dict(momentum=0.9),
+                                   dict(weight_decay=1e-4), dict(nesterov=True), dict(maximize=True)])
 def test_analog_sgd_checks_every_parameter_group(group) -> None:
     """Only the default ``lr`` was checked: a group's ``lr <= 0`` (or a negative tensor ``lr``) was taken, and the
     pulsed update then moved the weights up the gradient; a group's ``momentum`` / ``weight_decay`` / ``nesterov``

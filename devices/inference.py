@@ -494,7 +494,7 @@ def program_weights(
 
 def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
     """Validated inference times (s, each finite and >= 0) as a non-empty list of floats."""
-    if isinstance(t_inference_s, numbers.Real):
+    if isinstance(t_inference_s, (int, float, numbers.Real)):
         times: list[Any] = [t_inference_s]
     else:
         times = list(t_inference_s)

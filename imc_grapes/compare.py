@@ -355,7 +355,7 @@ def _grapes_ops_share(run: RunResult) -> float | None:
     """GRAPES's own digital operations as a fraction of all operations of a training step."""
     costs = run.extra.get("costs") or {}
     total, own = costs.get("ops_per_step"), costs.get("grapes_ops_per_step")
-    return float(own) / float(total) if is_number(total) and total and is_number(own) \
+    return float(own) / float(total) if is_finite_number(total) and total and is_finite_number(own) \
         else None
 
 
@@ -671,7 +671,7 @@ def cells_from_results(result: dict[str, Any]) -> list[Cell]:
                        saved_versions(run))
         key = (run["hardware"], run["optimizer"])
         lr = chosen.get(key)
-        cell_lr = float(lr) if is_number(lr) else cfg.lr
+        cell_lr = float(lr) if is_finite_number(lr) else cfg.lr
         cells.setdefault(key, Cell(key[0], key[1], cell_lr, [])).runs.append(rr)
     return list(cells.values())
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 2: install with the dev extras, fetch the real data sets, run the whole test suite.
-# Extra arguments go to pytest (e.g. -m "not slow" for the fast part only).
+# Extra arguments go to pytest (e.g. -m "not slow" leaves out the slow end-to-end tests: the benchmark scripts,
+# the examples, mypy, the compiled device models; CI runs them all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev

@@ -15,6 +15,7 @@ SUITE = ROOT / "benchmarks" / "bench_suite.py"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     cmd = [sys.executable, str(SUITE), "--only", "mlp,scaling,grapes,fusion,replicas", "--steps", "2", "--rounds",
@@ -136,6 +137,7 @@ def test_memory_subprocess_sees_the_weights_and_gradients() -> None:
     assert 32.0 <= mem["peak_mb"] < 400.0
 
 
+@pytest.mark.slow
 def test_bench_fusion_prints_eager_and_compiled_times() -> None:
     script = ROOT / "benchmarks" / "bench_fusion.py"
     proc = subprocess.run([sys.executable, str(script), "--presets", "Capacitor", "--devices", "65536",
@@ -148,6 +150,7 @@ def test_bench_fusion_prints_eager_and_compiled_times() -> None:
     assert (eager - 0.005) / (compiled + 0.005) - 0.051 <= faster <= (eager + 0.005) / (compiled - 0.005) + 0.051
 
 
+@pytest.mark.slow
 def test_bench_malloc_times_both_settings_in_separate_processes(tmp_path: Path) -> None:
     script = ROOT / "benchmarks" / "bench_malloc.py"
     out = tmp_path / "m.json"

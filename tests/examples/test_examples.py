@@ -193,6 +193,7 @@ def test_every_example_is_covered():
     assert sorted(SMALL) == sorted(p.name for p in (REPO / "examples").glob("*.py"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMALL))
 def test_example_runs(script, tmp_path):
     args, check = SMALL[script]

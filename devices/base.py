@@ -319,16 +319,22 @@ class PulsedDevice:
         drawn: ``dw_min_dtod = 1e38`` gives ``1 + dw_min_dtod·ξ = inf`` for ``|ξ| > 3.4``, and later inf/NaN device
         states. One reduction per tensor and one host read (a GPU synchronisation) per call: :meth:`sample` runs
         when a tile is built, never in a training step."""
-        tensors = params.state_dict()
+        # a slope (extra.slope_*: a step divided by a bound) is infinite by design where a bound is 0 or tiny (a
+        # one-sided device; the update copes, tests/devices/test_device_pulses.py test_bounds_always_respected): its
+        # step and bound are checked here, and a model whose slope has a spread of its own checks that spread's
+        # factor where it draws it (LinearStepDevice's gamma)
+        tensors = {k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")}
         finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
-        if all(finite):
-            return
-        bad = [k for k, ok in zip(tensors, finite) if not ok]
+        if not all(finite):
+            self._raise_non_finite([k for k, ok in zip(tensors, finite) if not ok], params.dw_up.dtype)
+
+    def _raise_non_finite(self, bad: list[str], dtype: torch.dtype) -> None:
+        """The ``ValueError`` of :meth:`_check_sampled` for the non-finite sampled parameters ``bad`` (state-dict
+        keys), naming the fields (with their values) they come from (:meth:`_sampled_fields`)."""
         sources = self._sampled_fields()
         used = {name for k in bad for name in sources.get(k, ())}
         c = type(self).__name__
         named = ", ".join(f"{c}.{f.name} = {getattr(self, f.name)!r}" for f in fields(self) if f.name in used)
-        dtype = params.dw_up.dtype
         raise ValueError(
             f"{c}: sampling the device-to-device spread gave non-finite {', '.join(bad)} in {dtype} (largest "
             f"{torch.finfo(dtype).max:.4g}) from {named}: the spread is too large for {dtype}. Realistic "

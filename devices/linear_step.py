@@ -87,6 +87,11 @@ class LinearStepDevice(_AffineResponse, PulsedDevice):
     def _sample_extra(self, params: DeviceParams, xi: Tensor) -> dict[str, Tensor]:
         g_up = (self.gamma_up + self.gamma_up_dtod * xi[0]).abs()
         g_down = (self.gamma_down + self.gamma_down_dtod * xi[1]).abs()
+        # the slopes' own spread (the base check leaves slopes out: infinite by design at a zero bound)
+        finite = torch.stack([torch.isfinite(g_up).all(), torch.isfinite(g_down).all()]).tolist()
+        if not all(finite):
+            self._raise_non_finite([k for k, ok in zip(("extra.slope_up", "extra.slope_down"), finite) if not ok],
+                                   g_up.dtype)
         ref_up = self.w_max if self.mean_bound_reference else params.w_max
         ref_down = self.w_min if self.mean_bound_reference else params.w_min
         return {"slope_up": _slope(g_up, params.dw_up, ref_up), "slope_down": _slope(g_down, params.dw_down, ref_down)}
@@ -120,7 +125,3 @@ class SoftBoundsDevice(_AffineResponse, PulsedDevice):
             "slope_up": _slope(one, params.dw_up, params.w_max),
             "slope_down": _slope(one, params.dw_down, params.w_min),
         }
-
-    def _sampled_fields(self) -> dict[str, tuple[str, ...]]:
-        f = super()._sampled_fields()
-        return {**f, "extra.slope_up": (*f["dw_up"], *f["w_max"]), "extra.slope_down": (*f["dw_down"], *f["w_min"])}

@@ -207,3 +207,14 @@ def test_the_overflow_message_names_only_the_fields_of_the_non_finite_parameters
     assert "ConstantStepDevice.dw_min = 0.001, ConstantStepDevice.dw_min_dtod = 1e+38, " \
            "ConstantStepDevice.up_down_dtod = 0.01: " in msg
     assert "w_max_dtod" not in msg and "dw_min_dtod_log_normal" not in msg       # the bounds are finite
+
+
+def test_an_infinite_slope_at_a_zero_bound_is_not_an_overflow():
+    """A soft-bounds slope is a step divided by a bound: at a bound of (almost) 0 — a one-sided device — it is
+    infinite by design, and the update keeps the device within its bounds (test_bounds_always_respected, whose
+    hypothesis search found this case): sampling accepts it, while an overflowing step or bound is refused."""
+    dev = dv.SoftBoundsDevice(dw_min=0.25, dw_min_dtod=0.0, up_down_dtod=0.0, w_min=-1.401298464324817e-45,
+                              w_max=1.0, w_min_dtod=0.0, w_max_dtod=0.0)
+    p = dev.sample((64,), _gen(0))
+    assert torch.isinf(p.extra["slope_down"]).all() and torch.isfinite(p.extra["slope_up"]).all()
+    assert all(bool(torch.isfinite(getattr(p, k)).all()) for k in ("dw_up", "dw_down", "w_min", "w_max"))

@@ -323,14 +323,18 @@ class PulsedDevice:
         # one-sided device; the update copes, tests/devices/test_device_pulses.py test_bounds_always_respected): its
         # step and bound are checked here, and a model whose slope has a spread of its own checks that spread's
         # factor where it draws it (LinearStepDevice's gamma)
-        tensors = {k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")}
-        finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
-        if not all(finite):
-            self._raise_non_finite([k for k, ok in zip(tensors, finite) if not ok], params.dw_up.dtype)
+        self._check_finite_tensors({k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")})
 
-    def _raise_non_finite(self, bad: list[str], dtype: torch.dtype) -> None:
-        """The ``ValueError`` of :meth:`_check_sampled` for the non-finite sampled parameters ``bad`` (state-dict
-        keys), naming the fields (with their values) they come from (:meth:`_sampled_fields`)."""
+    def _check_finite_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Raise the ``ValueError`` of :meth:`_check_sampled` unless every tensor of ``tensors`` (keyed by the
+        sampled parameter it makes, a state-dict key) is finite: one reduction per tensor, one host read; the
+        message names the non-finite parameters and the fields (with their values) they come from
+        (:meth:`_sampled_fields`)."""
+        finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
+        if all(finite):
+            return
+        bad = [k for k, ok in zip(tensors, finite) if not ok]
+        dtype = next(iter(tensors.values())).dtype
         sources = self._sampled_fields()
         used = {name for k in bad for name in sources.get(k, ())}
         c = type(self).__name__

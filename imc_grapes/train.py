@@ -423,8 +423,14 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
                 f"{result.history[-1]['train_loss']:.4f}, test acc {100 * result.history[-1]['test_acc']:.2f}%")
 
 
+NetworkBuilder = Callable[[TrainConfig, tuple[int, ...], int, torch.device], Network]
+"""Builds the network a run trains: ``(cfg, input_shape, n_classes, device) -> Network``; ``input_shape`` is one
+sample's shape, e.g. ``(1, 28, 28)``."""
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset | None = None,
-          progress: bool | None = True, log: Callable[[str], None] = print) -> RunResult:
+          progress: bool | None = True, log: Callable[[str], None] = print,
+          build: NetworkBuilder | None = None) -> RunResult:
     """Train one model under ``cfg``; write ``metrics.csv`` and ``results.json`` into ``out_dir`` if given.
 
     Args:
@@ -435,6 +441,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
         progress: show a progress bar per epoch (tqdm, to stderr); None: only when stderr is a terminal
             (:func:`progress_bar_disabled`).
         log: where one-line epoch summaries go.
+        build: the network to train; None: :func:`~imc_grapes.backends.build_network` (``cfg.model`` on
+            ``cfg.backend``); the experiments' recurrent and spiking models pass their own.
 
     Raises:
         DivergenceError: the training loss, or the evaluation loss or accuracy at an evaluation point
@@ -446,7 +454,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: Dataset 
     """
     device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
 
-    net = build_network(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
+    net = (build or build_network)(cfg, tuple(train_split.x.shape[1:]), data.n_classes, device)
     loader = train_loader(train_split, cfg)
 
     result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split,

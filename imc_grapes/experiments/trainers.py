@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from ..backends import Network
 from ..config import TrainConfig
 from ..data import Dataset
-from ..train import RunFiles, RunResult, prepare_run, train_epochs, train_loader
+from ..train import RunResult, train
 from .models import build_custom_model, custom_network
 
 __all__ = ["Trainer", "train_custom"]
@@ -30,7 +33,8 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
     or the layer-mean control, lr, epochs, seed, subsets, validation holdout) like :func:`imc_grapes.train.train`.
 
     ``cfg.model`` and ``cfg.hidden`` are not used (the description in ``cfg.extra["model"]`` is); ``cfg.rule``
-    must be ``bp`` (BPTT). Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss, or a NaN/Inf
+    must be ``bp`` (BPTT). ``cfg.inference_times`` evaluates the trained analog model after programming and
+    drift, as for ``train``'s models. Raises :class:`~imc_grapes.train.DivergenceError` on a NaN/Inf loss, or a NaN/Inf
     evaluation loss or accuracy (:func:`~imc_grapes.train.check_evaluation`).
     """
     spec = cfg.extra.get("model")
@@ -39,14 +43,8 @@ def train_custom(cfg: TrainConfig, out_dir: str | Path | None = None, dataset: D
                          "'hidden': [64]}")
     if cfg.rule != "bp":
         raise ValueError(f"train_custom: recurrent and spiking models train with BPTT (rule 'bp'), got {cfg.rule!r}")
-    device, data, train_split, test_split, eval_split = prepare_run(cfg, dataset)
-    model = build_custom_model(spec, tuple(train_split.x.shape[1:]), data.n_classes, cfg.seed, device)
-    net = custom_network(cfg, model, device)
-    loader = train_loader(train_split, cfg)
-    result = RunResult(cfg, run_dir=Path(out_dir) if out_dir is not None else None, eval_split=eval_split,
-                       train_samples=len(train_split), eval_samples=len(test_split))
-    files = RunFiles(result)
-    with files.finishing(net):
-        train_epochs(net, loader, test_split, cfg, result, files, progress, log)
-        result.extra["costs"] = net.cost_summary(steps_per_epoch=len(loader))
-    return result
+
+    def build(cfg: TrainConfig, input_shape: tuple[int, ...], n_classes: int, device: torch.device) -> Network:
+        return custom_network(cfg, build_custom_model(spec, input_shape, n_classes, cfg.seed, device), device)
+
+    return train(cfg, out_dir, dataset, progress, log, build=build)

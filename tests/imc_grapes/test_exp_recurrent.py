@@ -127,6 +127,22 @@ def test_train_custom_writes_files_and_is_deterministic(tmp_path):
     assert any(k.startswith("M_mean/") for k in a.history[-1])
 
 
+def test_train_custom_evaluates_after_programming_and_drift_like_train(tmp_path):
+    """``inference_times`` (was silently ignored for recurrent/spiking models): the trained analog model is read at
+    each time after programming noise and drift, recorded in results.json, and training itself is unchanged."""
+    data = make_synthetic(120, 60, n_classes=3, image_shape=(1, 8, 8), seed=0)
+    base = dict(dataset="synthetic", backend="crossbar", lr=0.3, batch_size=20, epochs=1,
+                extra={"model": {"kind": "snu", "hidden": [8]}})
+    plain = train_custom(TrainConfig(**base), None, dataset=data, progress=False, log=lambda s: None)
+    drift = train_custom(TrainConfig(**base, inference_times=(1.0, 86400.0)), tmp_path, dataset=data,
+                         progress=False, log=lambda s: None)
+    untimed = [{k: v for k, v in row.items() if not k.endswith("_s")} for row in plain.history]
+    assert [{k: v for k, v in row.items() if not k.endswith("_s")} for row in drift.history] == untimed
+    acc = drift.extra["inference"]
+    assert sorted(acc) == ["1", "86400"] and all(0.0 <= a <= 1.0 for a in acc.values())
+    assert json.loads((tmp_path / "results.json").read_text())["inference"] == acc
+
+
 def test_train_custom_rejects_a_missing_model_and_other_rules():
     with pytest.raises(ValueError, match=r"cfg.extra\['model'\] must describe the model"):
         train_custom(TrainConfig(dataset="synthetic"), dataset=make_synthetic(10, 10))

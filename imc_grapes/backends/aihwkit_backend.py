@@ -22,6 +22,9 @@
 * ``zero_grad``: torch's ``model.zero_grad()`` (or a torch optimizer's) drops the pending update, as it forgets
   the digital gradients and as on the crossbar backend: aihwkit gives its contexts no ``.grad``, so the layer
   ties each tile's stash to a zero ``.grad`` it sets on the tile's context (:meth:`AihwkitLayer._stash_is_current`).
+* A backward pass for other gradients only (``torch.autograd.grad(loss, x)``, ``loss.backward(inputs=[x])``) leaves
+  the pending update as it was, as it leaves an ``nn.Linear``'s ``weight.grad`` and as on the crossbar backend:
+  what aihwkit's backward stores in such a pass is cut off when the pass ends (:meth:`AihwkitLayer._before_stash`).
 * Importance: ``exact`` only. An all-ones forward read of an aihwkit tile gives the *signed* row sum
   ``Σ_j w_ij`` of a single signed array, not the differential-pair sum ``Σ_j (G⁺ + G⁻)`` that GRAPES needs;
   the ``array`` source is implemented on the crossbar backend.
@@ -111,6 +114,14 @@ def _seed_tile_array(inner: Any, config: crossbar.CrossbarConfig, seed: int) -> 
             if k:
                 rpu = aihwkit_rpu_config(config, _tile_seed(seed, k))
                 in_tiles[j] = rpu.tile_class(out_size, in_size, rpu, bias=False)
+
+
+def _pass_computes_grad_of(leaf: Tensor) -> bool:
+    """Whether the running backward pass computes the gradient of ``leaf`` (a tensor that requires it): ``False``
+    for ``torch.autograd.grad`` / ``backward(inputs=...)`` that ask for other tensors only; ``True`` where this
+    torch cannot tell (as :mod:`crossbar.modules` decides for the crossbar backend's stash)."""
+    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
+    return will_execute is None or bool(will_execute(torch.autograd.graph.get_gradient_edge(leaf).node))
 
 
 def _device_states(tile: Any) -> Tensor:
@@ -214,18 +225,41 @@ class AihwkitLayer(AnalogLayer):
     def _before_stash(self, grad_out: Tensor) -> None:
         """Tensor hook on a training forward's output: runs in backward before aihwkit's backward of that forward
         stores its ``(x, d)``. Drops a stash that a ``zero_grad`` made stale and marks a stash that begins now
-        (:meth:`_stash_is_current`); ``grad_out`` is left as it is."""
+        (:meth:`_stash_is_current`); ``grad_out`` is left as it is.
+
+        A backward pass that does not compute a tile's ``analog_ctx`` gradient (``torch.autograd.grad(loss, x)``,
+        ``loss.backward(inputs=[x])``: saliency maps, gradient penalties) leaves an ``nn.Linear``'s
+        ``weight.grad`` as it is and, on the crossbar backend, stashes nothing; aihwkit's backward stores ``(x, d)``
+        all the same, so what it stores in such a pass is cut off again when the pass ends
+        (:meth:`_drop_after_pass`)."""
         for k, (tile, _, _) in enumerate(self._tiles):
             ctx = tile.analog_ctx
             if not self._stash_is_current(k):
                 ctx.reset()
                 self._stash_marks[k] = None
+            if not ctx.requires_grad:
+                continue   # frozen: the update skips the tile (_trains), its stash is dropped there
+            if not _pass_computes_grad_of(ctx):
+                self._drop_after_pass(ctx)
+                continue
             if self._stash_marks[k] is None:
                 g = ctx.grad
                 if g is None:
                     g = torch.zeros_like(ctx)
                     ctx.grad = g
                 self._stash_marks[k] = (g, g._version)
+
+    @staticmethod
+    def _drop_after_pass(ctx: Any) -> None:
+        """At the end of the running backward pass, cut ``ctx``'s stash back to what it holds now. The pass's first
+        hook comes before any of that pass's stores, so its cut is the one that counts (a layer called several
+        times queues one cut per call; the later ones keep more and change nothing)."""
+        keep = len(ctx.analog_input)
+
+        def cut() -> None:
+            del ctx.analog_input[keep:], ctx.analog_grad_output[keep:]
+
+        torch.autograd.Variable._execution_engine.queue_callback(cut)
 
     @torch.no_grad()
     def _count_forward(self, x: Tensor, y: Tensor) -> None:

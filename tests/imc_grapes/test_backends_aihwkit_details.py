@@ -203,3 +203,37 @@ def test_a_frozen_layer_of_an_aihwkit_network_keeps_its_devices():
     net.step()
     assert _same(_states(last), before_last)
     assert not _same(_states(first), before_first)
+
+
+@pytest.mark.parametrize("how", ["autograd_grad", "backward_inputs"])
+def test_backward_for_the_input_only_stashes_no_update(how):
+    # torch.autograd.grad(loss, x) / loss.backward(inputs=[x]) (saliency maps, gradient penalties) leave an
+    # nn.Linear's weight.grad as it is, and the crossbar backend stashes nothing; aihwkit's backward stored (x, d)
+    # all the same, so the next update applied it. Now such a pass leaves the pending update as it was: none
+    # before any full backward; after a full backward (x1, d1) still -lr d1ᵀ x1 (the independent float product)
+    # over 4 tiles; the input gradient still comes through the tiles (= the digital x-gradient of the same
+    # weights within the GokmenVlasov periphery's noise: checked for shape and finiteness only here).
+    cfg = crossbar_config_from(AnalogSettings(preset="GokmenVlasov", tile_size=8))
+    layer = make_aihwkit_layer(nn.Linear(16, 12, bias=False), cfg, seed=2)
+    g = torch.Generator().manual_seed(7)
+    x1, d1 = torch.randn(5, 16, generator=g), torch.randn(5, 12, generator=g)
+
+    def input_only_pass() -> torch.Tensor:
+        x = torch.randn(3, 16, generator=g, requires_grad=True)
+        loss = layer(x).square().sum()
+        if how == "autograd_grad":
+            (grad_x,) = torch.autograd.grad(loss, x)
+        else:
+            loss.backward(inputs=[x])
+            grad_x = x.grad
+        assert grad_x is not None and grad_x.shape == x.shape and bool(grad_x.isfinite().all())
+        return grad_x
+
+    input_only_pass()
+    assert not layer.has_pending() and layer.pending_update(0.1) is None
+    assert all(not t.analog_ctx.has_gradient() for t, _, _ in layer._tiles)
+    layer(x1).backward(d1)
+    input_only_pass()
+    torch.testing.assert_close(layer.pending_update(0.1), -0.1 * d1.T @ x1)
+    layer(x1).backward(d1, inputs=[t.analog_ctx for t, _, _ in layer._tiles])   # asks for the weights: stashes
+    torch.testing.assert_close(layer.pending_update(0.1), -0.2 * d1.T @ x1)

@@ -60,7 +60,8 @@ class ConstantStepDevice(PulsedDevice):
 
     def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
                        generator: rng.Generator, out: Tensor | None = None) -> Tensor:
-        """Fused form of the base class's draw for the moments above (finite, ``var >= 0``: no NaN guards):
+        """Fused form of the base class's draw for the moments above (``var >= 0``; ``dw_min_std <= 1e19`` keeps the
+        draw finite, and the sum of squared steps saturates at the dtype's largest value instead of overflowing):
         ``clip(w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ)``."""
         if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
                 or not (n_up.shape == n_down.shape == w.shape) or w.dtype not in _TINY:
@@ -76,6 +77,10 @@ class ConstantStepDevice(PulsedDevice):
                  else n_down * params.dw_down)                                       # down step, then noise
         new.sub_(noise)                                                              # the mean
         var.addcmul_(noise, params.dw_down)                        # n_up·dw_up² + n_down·dw_down² (/ dw_min_std²)
+        # saturated at the largest float: steps beyond ~1e19 weight units overflow the sum of squares, and an infinite
+        # one gave NaN below (ξ·inf·rsqrt(inf) = inf·0, or 0·inf for a zero draw); the std is then underestimated
+        # (sqrt(max)·dw_min_std, the state ends far out or on its bound). Finite sums are unchanged, bit for bit.
+        var.clamp_max_(torch.finfo(var.dtype).max)
         where = _pulsed_positions(var, generator)
         if where is not None:      # few devices with pulses: one Gaussian each, added where they are
             std = var.view(-1).index_select(0, where).sqrt_()

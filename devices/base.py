@@ -53,8 +53,8 @@ from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
-__all__ = ["DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "PulsedDevice", "check_field", "check_field_types",
-           "check_finite", "fits_float32", "is_finite_number", "is_number"]
+__all__ = ["DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "NORMAL_DRAW_MAX", "PulsedDevice",
+           "check_field", "check_field_types", "check_finite", "fits_float32", "is_finite_number", "is_number"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -62,6 +62,23 @@ parameter beyond it turns into ``inf`` there (NaN states, or torch's "cannot be 
 
 FLOAT32_RANGE = "at most 3.4e+38 in magnitude (the largest float32, the simulator's tensors' type)"
 """How messages state the :data:`FLOAT32_MAX` limit."""
+
+NORMAL_DRAW_MAX = 9.0
+"""An upper bound on ``|ξ|`` for every standard normal the simulator draws, so that a std ``s`` with
+``s·NORMAL_DRAW_MAX`` finite never gives an infinite draw. Each generator maps a finite-resolution uniform ``u`` to
+``ξ``, so ``|ξ|`` is bounded by the quantile of its smallest ``u``: torch's CPU ``normal_`` of float32 tensors of at
+least 16 elements is Box–Muller on 24-bit uniforms, ``|ξ| <= sqrt(−2·ln 2⁻²⁴) = 5.77``; smaller tensors and float64
+take 53-bit uniforms, ``sqrt(−2·ln 2⁻⁵³) = 8.57``; CUDA's curand uniforms are at least ``2⁻³³`` (float32, 6.76) and
+``2⁻⁵⁴`` (float64, 8.65); :class:`devices.rng.CounterRNG` inverts the normal CDF of uniforms at least ``2⁻²⁴``
+(float32, 5.29) and ``2⁻⁵³`` (float64, 8.21). ``tests/devices/test_noise_limits.py`` recomputes these bounds
+and checks torch's largest draws against them."""
+
+DW_MIN_STD_MAX = 1e19
+"""Largest accepted :attr:`PulsedDevice.dw_min_std`: the count-based update carries the cycle-to-cycle variance
+``dw_min_std²·step²``, and the factor ``dw_min_std² <= 1e38`` must be finite in float32 (largest 3.4e38; beyond it
+``dw_min_std²·0 = NaN`` for the devices without pulses, which then jumped to a bound, and the constant-step draw
+``N(0, dw_min_std)`` is infinite for ``|ξ| > 3.4e38/dw_min_std``, times 0 NaN states). A relative noise of 1e19 is far
+beyond any device (the presets use 0.3 to 5); the states of pulsed devices then simply land on their bounds."""
 
 
 def is_number(v: object) -> bool:
@@ -82,6 +99,9 @@ def fits_float32(v: float) -> bool:
     """Whether the real number ``v`` is not a finite value beyond float32's range (``inf`` and NaN pass: each field's
     own range says whether it takes them)."""
     return not math.isfinite(v) or abs(v) <= FLOAT32_MAX
+
+_APPARENT = "apparent states (write noise)"
+"""The key under which :meth:`PulsedDevice._check_sampled` checks the largest apparent state a device can read."""
 
 _SPARSE_MIN_DEVICES = 4096
 """Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
@@ -195,7 +215,8 @@ class PulsedDevice:
     Attributes (weight units unless stated):
         dw_min: mean step of one pulse across devices and directions (> 0, at most ``w_max − w_min``).
         dw_min_dtod: device-to-device std of the step, relative to ``dw_min`` (>= 0).
-        dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0).
+        dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0, at most
+            :data:`DW_MIN_STD_MAX` = 1e19: its square must be finite in float32; 1e19 is no physical device).
         up_down: systematic up/down asymmetry in units of ``dw_min`` (in (-1, 1)); > 0 weakens down pulses.
         up_down_dtod: device-to-device std of the up/down asymmetry, in units of ``dw_min`` (>= 0).
         w_min: mean lower bound (<= 0, finite).
@@ -204,7 +225,11 @@ class PulsedDevice:
         w_max_dtod: device-to-device std of the upper bound, relative to ``w_max`` (>= 0).
         write_noise_std: write noise in units of ``dw_min`` (>= 0): the *apparent* (read) state is the hidden
             state plus ``write_noise_std·dw_min·ξ``, redrawn whenever the device is updated (see
-            :meth:`write_noise`). ``apply_pulses`` always returns the hidden (persistent) state.
+            :meth:`write_noise`). ``apply_pulses`` always returns the hidden (persistent) state. The apparent
+            states must stay finite: :meth:`sample` (when the tiles are built) refuses a ``write_noise_std`` with
+            ``write_noise_std·dw_min·NORMAL_DRAW_MAX`` plus the largest sampled ``|bound|`` beyond the dtype's range
+            (:data:`NORMAL_DRAW_MAX` = 9 bounds every normal draw); realistic values are 0 to ~100 steps (the
+            presets: up to 75).
         dw_min_dtod_log_normal: draw the step gain log-normally, ``exp(dw_min_dtod·ξ)``, instead of
             ``1 + dw_min_dtod·ξ``.
     """
@@ -239,9 +264,13 @@ class PulsedDevice:
                 continue
             check_field(c, f.name, v, not math.isnan(v), "a number (not NaN)")
         check_field(c, "dw_min", self.dw_min, math.isfinite(self.dw_min) and self.dw_min > 0, "> 0 and finite")
-        for name in ("dw_min_dtod", "dw_min_std", "up_down_dtod", "w_min_dtod", "w_max_dtod", "write_noise_std"):
+        for name in ("dw_min_dtod", "up_down_dtod", "w_min_dtod", "w_max_dtod", "write_noise_std"):
             v = getattr(self, name)
             check_field(c, name, v, math.isfinite(v) and v >= 0, ">= 0 and finite")
+        check_field(c, "dw_min_std", self.dw_min_std, 0 <= self.dw_min_std <= DW_MIN_STD_MAX,
+                    f">= 0 and at most {DW_MIN_STD_MAX:g} (its square, the factor of the cycle-to-cycle variance, must "
+                    f"be finite in float32; a relative noise of {DW_MIN_STD_MAX:g} is no device: the presets use 0.3 "
+                    f"to 5)")
         check_field(c, "up_down", self.up_down, -1.0 < self.up_down < 1.0, "in (-1, 1)")
         check_field(c, "w_min", self.w_min, self.w_min <= 0, "<= 0 (the range [w_min, w_max] must contain 0)")
         check_field(c, "w_max", self.w_max, self.w_max >= 0, ">= 0 (the range [w_min, w_max] must contain 0)")
@@ -317,13 +346,21 @@ class PulsedDevice:
 
         Every field is finite and within float32's range, yet products of them can overflow when the spread is
         drawn: ``dw_min_dtod = 1e38`` gives ``1 + dw_min_dtod·ξ = inf`` for ``|ξ| > 3.4``, and later inf/NaN device
-        states. One reduction per tensor and one host read (a GPU synchronisation) per call: :meth:`sample` runs
-        when a tile is built, never in a training step."""
+        states. With write noise, also the largest apparent state a device can read, ``max(w_max, −w_min) +
+        write_noise_std·dw_min·NORMAL_DRAW_MAX`` (``ValueError`` naming ``write_noise_std`` and its largest value for
+        these bounds). One reduction per tensor and one host read (a GPU synchronisation) per call: :meth:`sample`
+        runs when a tile is built, never in a training step."""
         # a slope (extra.slope_*: a step divided by a bound) is infinite by design where a bound is 0 or tiny (a
         # one-sided device; the update copes, tests/devices/test_device_pulses.py test_bounds_always_respected): its
         # step and bound are checked here, and a model whose slope has a spread of its own checks that spread's
         # factor where it draws it (LinearStepDevice's gamma)
-        self._check_finite_tensors({k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")})
+        tensors = {k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")}
+        if self.write_noise_std > 0:
+            # the largest apparent state |w + write_noise_std·dw_min·ξ| a device can read (|w| <= its larger |bound|,
+            # |ξ| < NORMAL_DRAW_MAX); checked in the same host read
+            tensors[_APPARENT] = torch.maximum(params.w_max, params.w_min.neg()).add_(
+                self.write_noise_std * self.dw_min * NORMAL_DRAW_MAX)
+        self._check_finite_tensors(tensors)
 
     def _check_finite_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Raise the ``ValueError`` of :meth:`_check_sampled` unless every tensor of ``tensors`` (keyed by the
@@ -335,6 +372,9 @@ class PulsedDevice:
             return
         bad = [k for k, ok in zip(tensors, finite) if not ok]
         dtype = next(iter(tensors.values())).dtype
+        if bad == [_APPARENT]:
+            self._refuse_write_noise(tensors["w_min"], tensors["w_max"])
+        bad = [k for k in bad if k != _APPARENT]          # non-finite bounds: their own message
         sources = self._sampled_fields()
         used = {name for k in bad for name in sources.get(k, ())}
         c = type(self).__name__
@@ -344,6 +384,22 @@ class PulsedDevice:
             f"{torch.finfo(dtype).max:.4g}) from {named}: the spread is too large for {dtype}. Realistic "
             f"device-to-device spreads (*_dtod) are 0 to 1 (0.3: a 30 % standard deviation; the presets use 0.01 to "
             f"0.4), with bounds and steps within a few orders of magnitude of 1")
+
+    def _refuse_write_noise(self, w_min: Tensor, w_max: Tensor) -> None:
+        """Raise the ``ValueError`` of a ``write_noise_std`` whose apparent states can overflow the dtype of the
+        (finite) sampled bounds ``w_min``, ``w_max``: the :meth:`_check_sampled` bound
+        ``max(w_max, −w_min) + write_noise_std·dw_min·NORMAL_DRAW_MAX`` is not finite. The message states the
+        largest ``write_noise_std`` these bounds allow (host reads: the build fails anyway)."""
+        c = type(self).__name__
+        dtype = w_max.dtype
+        top = torch.finfo(dtype).max
+        bound = max(float(w_max.max()), -float(w_min.min()))
+        limit = float(f"{(top - bound) / (self.dw_min * NORMAL_DRAW_MAX) * (1 - 5e-4):.4g}")   # shown rounded down
+        raise ValueError(
+            f"{c}.write_noise_std must be at most {limit:.4g} with {c}.dw_min = {self.dw_min!r} and the sampled bounds "
+            f"(largest |bound| {bound:.4g}), got {self.write_noise_std!r}: the apparent states w + "
+            f"write_noise_std·dw_min·ξ (|ξ| < {NORMAL_DRAW_MAX:g} for every normal draw) must be finite in {dtype} "
+            f"(largest {top:.4g}). Realistic write noise is 0 to ~100 steps dw_min (the presets: up to 75)")
 
     def _sample_extra(self, params: DeviceParams, xi: Tensor) -> dict[str, Tensor]:
         """Model-specific per-device values from ``xi: [n_extra_gauss, *shape]`` standard Gaussians."""

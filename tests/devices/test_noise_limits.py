@@ -1,0 +1,152 @@
+"""Noise fields whose draws overflowed float32 although every field was within its range.
+
+* ``dw_min_std`` (relative cycle-to-cycle noise): ``dw_min_std = 1e38`` drew ``N(0, 1e38)`` = ±inf for ``|ξ| > 3.4``
+  in the constant-step update, times 0 for the devices without pulses: NaN states; its square (the variance factor of
+  the count-based moments) overflowed beyond 1.8e19, and ``inf·0`` = NaN variances sent every device *without*
+  pulses to a bound (linear step, soft bounds). Now at most ``DW_MIN_STD_MAX = 1e19``, refused above.
+* ``write_noise_std·dw_min``: apparent states ``w + write_noise_std·dw_min·ξ`` were ±inf; now refused when the tiles
+  are sampled, with the largest value the sampled bounds allow.
+* constant-step steps beyond ~1e19 weight units (bounds up to float32's range are valid): ``n·dw²`` overflowed and
+  ``ξ·inf·rsqrt(inf)`` = NaN for every pulsed device; the variance now saturates at the largest float.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+import devices as dv
+from devices import no_host_reads
+from devices.base import DW_MIN_STD_MAX, FLOAT32_MAX, NORMAL_DRAW_MAX
+
+MODELS = [dv.ConstantStepDevice, dv.LinearStepDevice, dv.SoftBoundsDevice, dv.ExpStepDevice, dv.PowStepDevice]
+NOISY = [c for c in (*MODELS, *dv.PRESETS.values()) if not issubclass(c, dv.IdealDevice)]   # Ideal: 0 only
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("cls", NOISY, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("value", [1e38, math.nextafter(1e19, math.inf), 2e19])
+def test_dw_min_std_beyond_its_limit_is_refused_naming_the_range(cls, value):
+    c = cls.__name__
+    with pytest.raises(ValueError, match=rf"^{c}\.dw_min_std must be >= 0 and at most 1e\+19 \(its square, the factor "
+                                         rf"of the cycle-to-cycle variance, must be finite in float32; a relative "
+                                         rf"noise of 1e\+19 is no device: .*\), got {re.escape(repr(value))}$"):
+        cls(dw_min_std=value)
+    assert cls(dw_min_std=1e19).dw_min_std == 1e19                    # the limit itself is valid
+
+
+def test_the_dw_min_std_limit_is_where_its_square_fits_float32():
+    # 1e19² = 1e38 is finite in float32; the square of anything beyond sqrt(3.4e38) = 1.84e19 is not
+    assert DW_MIN_STD_MAX == 1e19
+    assert torch.isfinite(torch.tensor(DW_MIN_STD_MAX ** 2, dtype=torch.float32))
+    assert torch.isinf(torch.tensor(1.85e19 ** 2, dtype=torch.float32))
+    assert DW_MIN_STD_MAX * NORMAL_DRAW_MAX < FLOAT32_MAX               # and every draw N(0, dw_min_std) is finite
+
+
+def test_normal_draws_stay_within_normal_draw_max():
+    """The bound of :data:`NORMAL_DRAW_MAX`: each generator's smallest uniform gives its largest ``|ξ|`` (Box–Muller:
+    ``sqrt(−2·ln u_min)``; inverse CDF: ``|Φ⁻¹(u_min)|``), all below 9; and torch's and the counter generator's
+    largest draws of many stay below their formula's bound."""
+    box_muller = {bits: math.sqrt(-2.0 * math.log(2.0 ** -bits)) for bits in (24, 33, 53, 54)}
+    assert box_muller[24] == pytest.approx(5.768, abs=1e-3) and box_muller[54] == pytest.approx(8.652, abs=1e-3)
+    quantile = {bits: -float(torch.special.ndtri(torch.tensor(2.0 ** -bits, dtype=torch.float64)))
+                for bits in (24, 53)}
+    assert quantile[24] == pytest.approx(5.295, abs=1e-3) and quantile[53] == pytest.approx(8.21, abs=1e-2)
+    assert max(*box_muller.values(), *quantile.values()) < NORMAL_DRAW_MAX
+    # 2^24 float32 draws on the CPU (Box–Muller on 24-bit uniforms): the tail reaches 5.3 and never passes 5.77
+    xi = torch.randn(1 << 24, generator=_gen(0))
+    assert 5.0 < float(xi.abs().max()) <= box_muller[24] + 1e-5
+    xi = torch.randn(1 << 22, generator=_gen(1), dtype=torch.float64)
+    assert float(xi.abs().max()) <= box_muller[53] + 1e-9
+    xi = dv.rng.CounterRNG([3]).normal((1 << 22,))
+    assert float(xi.abs().max()) <= quantile[24] + 1e-4
+
+
+def _counts(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up/down counts with about half the devices without pulses (a sparse update's pattern)."""
+    g = _gen(seed)
+    n_up = (torch.rand(shape, generator=g) < 0.3).float() * torch.randint(1, 20, shape, generator=g)
+    n_down = (torch.rand(shape, generator=g) < 0.3).float() * torch.randint(1, 20, shape, generator=g)
+    return n_up, n_down
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("path", ["dense", "sync-free", "sparse"])
+def test_the_largest_dw_min_std_keeps_idle_devices_and_finite_states(cls, path):
+    """At ``dw_min_std = 1e19`` every pulsed device's noise is astronomically large (it lands on or near a bound),
+    while the devices without pulses keep their state exactly, on every update path (before: NaN states or idle
+    devices sent to a bound, for values within float32 above 1.8e19)."""
+    dev = cls(dw_min_std=DW_MIN_STD_MAX)
+    shape = (60, 60) if path == "dense" else (128, 128)            # < 4096 devices: the CPU computes them all
+    p = dev.sample(shape, _gen(0))
+    w = dev.clip(torch.rand(shape, generator=_gen(1)) * 0.4 - 0.2, p)
+    n_up, n_down = _counts(shape, 2)
+    if path == "sync-free":
+        with no_host_reads():
+            new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+    else:
+        new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+    idle = (n_up + n_down) == 0
+    assert 0.3 * idle.numel() < int(idle.sum()) < 0.7 * idle.numel()
+    assert torch.isfinite(new).all()
+    assert torch.equal(new[idle], w[idle])
+    assert ((new >= p.w_min) & (new <= p.w_max)).all()
+    moved = (new - w)[~idle].abs()
+    assert float(moved.median()) > 0.1 * float((p.w_max - p.w_min).min())    # huge noise: far across the range
+
+
+BIG_STEPS = dict(dw_min=1e20, w_min=-1e38, w_max=1e38, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0,
+                 w_max_dtod=0.0)
+"""Valid fields (bounds within float32), steps of 1e20: ``n·dw²`` overflows float32 for every pulsed device."""
+
+
+@pytest.mark.parametrize("dw_min_std", [0.3, 0.0])
+@pytest.mark.parametrize("path", ["dense", "sync-free", "sparse"])
+def test_constant_steps_whose_squares_overflow_give_finite_states(dw_min_std, path):
+    """Every pulsed device was NaN (``ξ·inf·rsqrt(inf)``, or ``0·inf`` without noise); now the variance saturates at
+    the largest float. Without noise the state is the exact sum of the steps."""
+    dev = dv.ConstantStepDevice(dw_min_std=dw_min_std, **BIG_STEPS)
+    shape = (60, 60) if path == "dense" else (128, 128)
+    p = dev.sample(shape, _gen(0))
+    w = torch.zeros(shape)
+    n_up, n_down = _counts(shape, 2)
+    if path == "sync-free":
+        with no_host_reads():
+            new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+    else:
+        new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+    assert torch.isfinite(new).all()
+    idle = (n_up + n_down) == 0
+    assert torch.equal(new[idle], w[idle])
+    if dw_min_std == 0:
+        step = torch.tensor(1e20, dtype=torch.float32)
+        assert torch.equal(new, n_up * step - n_down * step)
+
+
+def test_write_noise_that_overflows_the_apparent_states_is_refused_when_sampled():
+    """``write_noise_std·dw_min = 3e38``: the apparent states ``w + 3e38·ξ`` were ±inf for ``|ξ| > 1.13``. The limit
+    is ``(3.4028e38 − largest |bound|)/(9·dw_min)`` = 3.781e37 here (bounds about 1), shown rounded down."""
+    dev = dv.ConstantStepDevice(dw_min=1.0, write_noise_std=3e38)
+    with pytest.raises(ValueError, match=r"^ConstantStepDevice\.write_noise_std must be at most 3\.779e\+37 with "
+                                         r"ConstantStepDevice\.dw_min = 1\.0 and the sampled bounds "
+                                         r"\(largest \|bound\| [0-9.]+\), got 3e\+38: the apparent states .* must be finite in "
+                                         r"torch\.float32"):
+        dev.sample((64, 64), _gen(0))
+    # float64 holds them: the check reads the dtype of the sampled parameters
+    p = dev.sample((64, 64), _gen(0), dtype=torch.float64)
+    assert torch.isfinite(dev.write_noise(torch.zeros(64, 64, dtype=torch.float64), p, _gen(1))).all()
+
+
+def test_write_noise_just_inside_its_limit_gives_finite_apparent_states():
+    dev = dv.ConstantStepDevice(dw_min=1.0, write_noise_std=3.7e37)
+    p = dev.sample((64, 64), _gen(0))
+    w = p.w_max.clone()                                                # the largest states, the worst case
+    for seed in range(8):
+        apparent = dev.write_noise(w, p, _gen(seed))
+        assert torch.isfinite(apparent).all() and float(apparent.abs().max()) > 1e37

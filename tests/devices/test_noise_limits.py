@@ -135,8 +135,8 @@ def test_write_noise_that_overflows_the_apparent_states_is_refused_when_sampled(
     dev = dv.ConstantStepDevice(dw_min=1.0, write_noise_std=3e38)
     with pytest.raises(ValueError, match=r"^ConstantStepDevice\.write_noise_std must be at most 3\.779e\+37 with "
                                          r"ConstantStepDevice\.dw_min = 1\.0 and the sampled bounds "
-                                         r"\(largest \|bound\| [0-9.]+\), got 3e\+38: the apparent states .* must be finite in "
-                                         r"torch\.float32"):
+                                         r"\(largest \|bound\| [0-9.]+\), got 3e\+38: the apparent states .* "
+                                         r"must be finite in torch\.float32"):
         dev.sample((64, 64), _gen(0))
     # float64 holds them: the check reads the dtype of the sampled parameters
     p = dev.sample((64, 64), _gen(0), dtype=torch.float64)

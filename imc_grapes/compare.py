@@ -128,7 +128,7 @@ class CompareSpec:
         if self.tune_score not in TUNE_SCORES:
             raise ConfigError(f"tune_score must be one of {', '.join(TUNE_SCORES)}, got {self.tune_score!r}"
                               f"{did_you_mean(self.tune_score, TUNE_SCORES)}")
-        if (msg := tail_evals_error(self.tail_evals)) is not None:
+        if (msg := tail_evals_error(self.tail_evals, cfg=self.base)) is not None:
             raise ConfigError(msg)
         if not (is_number(self.target_acc) and 0 < self.target_acc <= 1):
             raise ConfigError(f"target_acc must be a number in (0, 1], got {self.target_acc!r}")

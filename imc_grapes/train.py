@@ -134,11 +134,16 @@ class RunResult:
         }
 
 
-def tail_evals_error(value: object, name: str = "tail_evals") -> str | None:
-    """Why ``value`` is not a valid count of final evaluations to average (:func:`tail_accuracy`: an integer ≥ 1),
-    as a message naming ``name``; None when it is valid (each caller raises its own error type)."""
+def tail_evals_error(value: object, name: str = "tail_evals", cfg: TrainConfig | None = None) -> str | None:
+    """Why ``value`` is not a valid count of final evaluations to average (:func:`tail_accuracy`: an integer ≥ 1,
+    and with ``cfg`` at most the ``epochs × evals_per_epoch`` evaluations a run of ``cfg`` makes: more would
+    average all of them under a label that claims more), as a message naming ``name``; None when it is valid
+    (each caller raises its own error type)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return f"{name} must be an integer ≥ 1 (1 = the final evaluation), got {value!r}"
+    if cfg is not None and value > (evals := cfg.epochs * cfg.evals_per_epoch):
+        return (f"{name} must be at most the evaluations of a run, epochs × evals_per_epoch = {cfg.epochs} × "
+                f"{cfg.evals_per_epoch} = {evals}, got {value}")
     return None
 
 

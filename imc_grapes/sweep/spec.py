@@ -355,6 +355,9 @@ class SweepSpec:
             except SpecError as exc:
                 errors.append(str(exc))
                 return None
+            if (msg := tail_evals_error(self.tail_evals, "[sweep] tail_evals", cfg)) is not None:
+                errors.append(f"sweep {self.name!r}, point {label}: {msg}")
+                return None
             pid = config_id(cfg)
             if pid not in points:
                 points[pid] = Point(pid, params, cfg, reference)

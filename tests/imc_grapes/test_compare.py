@@ -40,6 +40,16 @@ def test_spec_validation_errors():
         CompareSpec(tail_evals=0)
 
 
+def test_tail_evals_beyond_a_runs_evaluations_is_rejected():
+    """``--tail-evals 5`` on runs of 1 epoch × 2 evaluations was accepted: each run's accuracy was the mean of its
+    2 evaluations, while the report's table and text said 'last 5 evals'."""
+    assert BASE.epochs * BASE.evals_per_epoch == 2
+    with pytest.raises(ConfigError, match=r"^tail_evals must be at most the evaluations of a run, epochs × "
+                                          r"evals_per_epoch = 1 × 2 = 2, got 3$"):
+        CompareSpec(base=BASE, tail_evals=3)
+    assert CompareSpec(base=BASE, tail_evals=2).tail_evals == 2
+
+
 def test_a_cell_config_the_base_cannot_make_is_rejected_before_any_run(tmp_path, capsys):
     """aihwkit with the array importance works for sgd but not for grapes: the grapes cell's config was built (and
     rejected) only after the sgd runs had trained, and the CLI's train ended in a ValueError traceback."""

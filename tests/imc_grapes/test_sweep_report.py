@@ -266,8 +266,8 @@ def test_a_nan_among_the_tail_evaluations_makes_the_points_tail_accuracy_nan(tmp
     its ``tail_test_acc`` NaN, as compare's tail accuracy is, instead of the mean of the other two (0.75 here,
     which covered fewer evaluations than asked); the cell's mean leaves the point out and says so. A NaN before
     the tail does not count."""
-    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1]\nseed = [0, 1, 2]\n", base=TINY,
-                                sweep="tail_evals = 3"))
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1]\nseed = [0, 1, 2]\n",
+                                base=TINY + "evals_per_epoch = 4\n", sweep="tail_evals = 3"))
     accs = {0: [0.1, 0.5, 0.6, 0.7], 1: [NAN, 0.7, 0.8, 0.9], 2: [0.5, 0.6, NAN, 0.9]}
     store = SweepStore(spec.out_dir)
     for p in spec.points():

@@ -376,6 +376,16 @@ def test_sweep_table_keys_of_the_wrong_type_are_spec_errors(line, match):
         parse_spec(tomllib.loads(f"[sweep]\n{line}\n[axes]\nseed = [0]\n"))
 
 
+def test_tail_evals_beyond_a_points_evaluations_names_that_point():
+    """``[sweep] tail_evals = 2`` with a 1-epoch point (1 evaluation) was accepted: the report averaged its single
+    evaluation under the label 'last 2 evals'. The point with enough evaluations is fine; the other is named."""
+    with pytest.raises(SpecError, match=r"^1 of 2 point\(s\) are invalid:\n  sweep 'sweep', point epochs=1: "
+                                        r"\[sweep\] tail_evals must be at most the evaluations of a run, epochs × "
+                                        r"evals_per_epoch = 1 × 1 = 1, got 2$"):
+        spec_of({"epochs": [1, 2]}, tail_evals=2).points()
+    assert [p.config.epochs for p in spec_of({"epochs": [2, 3]}, tail_evals=2).points()] == [2, 3]
+
+
 @pytest.mark.parametrize("axes, match", [
     ({"lr": [0.1, 0.1]}, r"axis 'lr' must not repeat a value, got \[0\.1, 0\.1\] \(0\.1 more than once\)"),
     ({"lr": [1, 0.5, 1.0]}, r"axis 'lr' must not repeat a value"),          # 1 and 1.0: the same point

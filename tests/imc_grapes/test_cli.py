@@ -707,3 +707,27 @@ def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, cap
     assert (run / "results.json").read_text() == before                      # untouched
     assert main(base + ["--data-root", str(tmp_path / "elsewhere")]) == 0    # where the data lives is no difference
     assert json.loads((run / "results.json").read_text())["status"] == "completed"
+
+
+def test_numeric_options_help_states_their_valid_range(capsys):
+    """`--dac-bits` said only "0 = none" (the check takes [0, 24] and refuses 1), `--dropout`, `--momentum`,
+    `--batch-size`, `--epochs`, `--tile-size` named no range at all: the valid values showed only in the error."""
+    for command in ("train", "compare"):
+        text = _help(command, capsys)
+        for phrase in ("dropout probability, in [0, 1)", "momentum, ≥ 0", "L2 penalty, ≥ 0",
+                       "mini-batch size in samples, ≥ 1", "passes over the training set, ≥ 1",
+                       "points of the learning curve, from 1 to the batches per epoch", "tile rows = columns, ≥ 1",
+                       "input DAC bits, in [0, 24] (0 = none; 1 is refused)",
+                       "output ADC bits, in [0, 24] (0 = none; 1 is refused)", "each MVM output, ≥ 0",
+                       "every k batches, k ≥ 1"):
+            assert phrase in text, (command, phrase)
+    assert "held out for lr tuning, ≥ 0 (≥ 1 with an lr grid)" in _help("compare", capsys)
+
+
+def test_data_without_a_subcommand_names_the_choices_not_an_internal_name(capsys):
+    """`imc-grapes data` said "the following arguments are required: data_cmd" (argparse's internal dest)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["data"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: {fetch,verify}" in err and "data_cmd" not in err

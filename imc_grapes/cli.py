@@ -91,8 +91,8 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
                         "factors refreshed every batch; sgd or a base optimizer with torch's capturable option; "
                         "docs/performance.md 'CUDA-graph training')")
     t.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch CPU threads (default: torch's choice, one per core; give 1 to each of several jobs "
-                        "run side by side, which otherwise oversubscribe the cores)")
+                   help="torch CPU threads, 1 to 4 per CPU core (default: torch's choice, one per core; give 1 to "
+                        "each of several jobs run side by side, which otherwise oversubscribe the cores)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=f"output folder (default {out})")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -24,8 +24,8 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "MAX_THREADS", "check_environment", "check_threads", "malloc_mode",
-           "set_torch_threads", "tune_malloc"]
+__all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "MAX_THREADS", "THREADS_PER_CPU", "available_cpus", "check_environment",
+           "check_threads", "malloc_mode", "set_torch_threads", "tune_malloc"]
 
 MALLOC_ENV = "IMC_GRAPES_MALLOC"
 """Environment variable: ``tuned`` (the default) or ``default`` (leave glibc's malloc as it is)."""
@@ -96,20 +96,40 @@ def check_environment() -> None:
 MAX_THREADS = 2**31 - 1
 """The most CPU threads torch takes (``torch.set_num_threads`` reads a C int)."""
 
+THREADS_PER_CPU = 4
+"""The most torch threads per usable CPU core that a process here may ask for: beyond the cores, threads only
+oversubscribe them (one 512×512 matmul on 2 cores: 0.25 s with 64 threads, 9.6 s with 1,000, and 10,000 threads
+did not finish it in 100 s), so a larger ``--threads`` is a typo or a setting of another machine."""
 
-def check_threads(threads: int, option: str = "--threads") -> None:
-    """Raise ``ValueError`` naming ``option`` unless ``threads`` is an integer in ``[1, MAX_THREADS]``."""
+
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int, option: str = "--threads", local: bool = True) -> None:
+    """Raise ``ValueError`` naming ``option`` unless ``threads`` is an integer in ``[1, MAX_THREADS]`` and, when
+    the threads run on this machine (``local``; not for a Ray cluster's workers), at most
+    :data:`THREADS_PER_CPU` per core this process may use (:func:`available_cpus`)."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"{option} must be >= 1, got {threads!r}")
     if threads > MAX_THREADS:
         raise ValueError(f"{option} must be at most 2^31 - 1 (what torch.set_num_threads takes), got {threads!r}")
+    if local and threads > (limit := THREADS_PER_CPU * (cpus := available_cpus())):
+        raise ValueError(f"{option} must be at most {limit} ({THREADS_PER_CPU} per CPU core this process may use, "
+                         f"{cpus} here): more threads only oversubscribe the cores, and thousands stall torch; "
+                         f"got {threads}")
 
 
 def set_torch_threads(threads: int | None) -> None:
     """Set torch's CPU (intra-op) threads to ``threads``; ``None`` leaves torch's choice (one per core).
 
     Raises:
-        ValueError: ``threads`` not an integer in ``[1, MAX_THREADS]`` (the message names the ``--threads`` option).
+        ValueError: ``threads`` not an integer in ``[1, MAX_THREADS]``, or more than :data:`THREADS_PER_CPU` per
+            usable core (the message names the ``--threads`` option).
     """
     if threads is None:
         return

@@ -83,7 +83,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         "evaluations, for noisy devices (default 1: the final one; not for forgetting)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
+                   help="torch CPU threads, 1 to 4 per CPU core (default: torch's choice; 1 is much faster on a busy "
+                        "shared machine)")
     p.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
                                                      "~/.cache/imc-grapes/data)")
     p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")

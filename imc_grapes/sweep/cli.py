@@ -52,7 +52,8 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="local: worker processes (default: one per usable core, 1 for GPU points; 1 runs in this "
                         "process); ray without --address: CPUs of the embedded Ray")
     p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch threads per point (default 1 with several workers)")
+                   help="torch threads per point, 1 to 4 per CPU core of this machine (of a worker's with --address) "
+                        "(default 1 with several workers)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray executor; default: Ray embedded "
                                                    "on this machine)")
     p.add_argument("--replicas", type=int, default=1, metavar="R",
@@ -78,8 +79,8 @@ def _executor(args: argparse.Namespace):  # -> Executor
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
-    if args.threads is not None:
-        check_threads(args.threads)     # the workers set it: an unusable value is reported now
+    if args.threads is not None:    # the workers set it: an unusable value is reported now
+        check_threads(args.threads, local=args.executor != "ray" or not args.address)
     if getattr(args, "replicas", 1) < 1:
         raise ValueError(f"--replicas must be ≥ 1, got {args.replicas}")
     if args.executor == "ray":

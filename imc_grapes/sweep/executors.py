@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..runtime import available_cpus
 from .store import CRASHED
 from .worker import execute_task
 
@@ -43,14 +44,6 @@ MAX_EARLY_DEATHS = 3
 class WorkerStartError(RuntimeError):
     """Local worker processes keep dying before they start a point (e.g. a broken environment): the run stops,
     the points not run are left to the next one."""
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def default_jobs(n_tasks: int | None = None, uses_cuda: bool = False) -> int:

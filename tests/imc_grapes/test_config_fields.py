@@ -157,3 +157,26 @@ def test_threads_beyond_torchs_int_rejected_naming_the_option() -> None:
     args = argparse.Namespace(jobs=None, threads=2**31, replicas=1, executor="local", address=None)
     with pytest.raises(ValueError, match=r"^--threads must be at most 2\^31 - 1 "):
         _executor(args)
+
+
+def test_threads_beyond_four_per_usable_core_rejected_naming_the_limit(monkeypatch):
+    """``--threads 100000`` passed the check (only torch's C int bound) and hung the run: torch spawned the threads
+    and one 512×512 matmul on 2 cores did not finish in 100 s. Four per usable core is the limit on this machine;
+    a Ray cluster's workers (``--address``) are other machines, which the check here does not know."""
+    from imc_grapes import runtime
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    message = (r"^--threads must be at most 8 \(4 per CPU core this process may use, 2 here\): more threads only "
+               r"oversubscribe the cores, and thousands stall torch; got 9$")
+    with pytest.raises(ValueError, match=message):
+        set_torch_threads(9)
+    before = torch.get_num_threads()
+    try:
+        set_torch_threads(8)
+        assert torch.get_num_threads() == 8
+    finally:
+        torch.set_num_threads(before)
+    local = argparse.Namespace(jobs=None, threads=9, replicas=1, executor="local", address=None)
+    with pytest.raises(ValueError, match=message):
+        _executor(local)
+    runtime.check_threads(9, local=False)     # a cluster's workers: only torch's bound applies

@@ -94,6 +94,10 @@ class Range:
         if k == "choice":
             if not a:
                 raise SpecError("Range choice must list at least one value, got []")
+            try:    # a repeated value is drawn twice as often: a grid axis refuses it too
+                check_distinct("Range choice", a)
+            except ConfigError as exc:
+                raise SpecError(str(exc)) from None
             return
         if len(a) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a):
             raise SpecError(f"Range {k} must be [lo, hi] (two numbers), got {list(a)}")

@@ -376,6 +376,18 @@ def test_sweep_table_keys_of_the_wrong_type_are_spec_errors(line, match):
         parse_spec(tomllib.loads(f"[sweep]\n{line}\n[axes]\nseed = [0]\n"))
 
 
+def test_a_choice_range_that_repeats_a_value_is_a_spec_error():
+    """``{choice = ["sgd", "sgd"]}`` was accepted: the repeated value was drawn twice as often, with no word, where a
+    grid axis that repeats a value is refused."""
+    with pytest.raises(SpecError, match=r"^axis 'optimizer': Range choice must not repeat a value, got "
+                                        r"\['sgd', 'grapes', 'sgd'\] \('sgd' more than once\)$"):
+        parse_spec({"sweep": {}, "base": TINY, "axes": {"optimizer": {"choice": ["sgd", "grapes", "sgd"]}},
+                    "sample": {"n": 2}})
+    spec = parse_spec({"sweep": {}, "base": TINY, "axes": {"optimizer": {"choice": ["sgd", "grapes"]}},
+                       "sample": {"n": 2}})
+    assert {p.config.optimizer for p in spec.points()} <= {"sgd", "grapes"}
+
+
 def test_tail_evals_beyond_a_points_evaluations_names_that_point():
     """``[sweep] tail_evals = 2`` with a 1-epoch point (1 evaluation) was accepted: the report averaged its single
     evaluation under the label 'last 2 evals'. The point with enough evaluations is fine; the other is named."""

@@ -60,7 +60,15 @@ def check_model_fits(cfg: TrainConfig, input_shape: Sequence[int], n_classes: in
     """Raise :class:`~imc_grapes.config.ConfigError` (``hidden: ...``) when ``copies`` networks of ``cfg`` (its
     ``model`` with widths / channels ``cfg.hidden`` on inputs of ``input_shape``, e.g. ``(1, 28, 28)``, and
     ``n_classes`` outputs) need more memory to train than ``device`` has: :data:`BYTES_PER_WEIGHT` per weight
-    against :func:`memory_bytes`. ``copies``: networks trained side by side (replicas)."""
+    against :func:`memory_bytes`. ``copies``: networks trained side by side (replicas). A ``cnn`` with more conv
+    blocks (``cfg.hidden`` entries) than its 2×2 poolings can halve the input's height and width is refused too
+    (``hidden: ...``; the model's own check would raise only once training starts)."""
+    if cfg.model == "cnn" and len(input_shape) == 3:
+        h, w = int(input_shape[1]), int(input_shape[2])
+        most = max(0, min(h, w).bit_length() - 1)     # poolings that leave at least one pixel per side
+        if len(cfg.hidden) > most:
+            raise ConfigError(f"hidden: the cnn pools its {h}x{w} inputs 2x2 once per conv block, so it takes at most "
+                              f"{most} blocks (channel counts), got {len(cfg.hidden)}: {list(cfg.hidden)}")
     n = copies * weight_count(cfg.model, input_shape=input_shape, n_classes=n_classes, hidden=cfg.hidden)
     memory = memory_bytes(device)
     if memory is None or n * BYTES_PER_WEIGHT <= memory:

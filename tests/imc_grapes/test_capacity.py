@@ -69,3 +69,23 @@ def test_cli_hidden_too_large_is_a_usage_error(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert err.startswith(f"imc-grapes {command}: error: hidden: the mlp 784-100000000000-10 has 7.94e+13 weights")
     assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_cli_cnn_deeper_than_its_poolings_allow_is_a_usage_error(tmp_path, capsys, command):
+    """``--model cnn --hidden 4 4 4 4 4`` ended in a ValueError traceback (exit 1) from SmallCNN once the run had
+    started: 28 pixels halve 4 times to 1 (28 // 16), a fifth 2x2 pooling leaves none (28 // 32 = 0)."""
+    from imc_grapes.cli import main
+
+    out = tmp_path / "out"
+    assert main([command, "--dataset", "synthetic", "--model", "cnn", "--hidden", "4", "4", "4", "4", "4",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"imc-grapes {command}: error: hidden: the cnn pools its 28x28 inputs 2x2 once per conv block, "
+                   f"so it takes at most 4 blocks (channel counts), got 5: [4, 4, 4, 4, 4]\n")
+    assert not out.exists()
+    check_model_fits(TrainConfig(model="cnn", hidden=(4, 4, 4, 4)), (1, 28, 28), 10, "cpu")    # 4 blocks: 1x1 left
+    build_model("cnn", input_shape=(1, 28, 28), n_classes=10, hidden=[4, 4, 4, 4])
+    with pytest.raises(ConfigError, match=r"^hidden: the cnn pools its 16x20 inputs 2x2 once per conv block, so it "
+                                          r"takes at most 4 blocks"):
+        check_model_fits(TrainConfig(model="cnn", hidden=(4,) * 5), (1, 16, 20), 10, "cpu")

@@ -21,6 +21,9 @@ from .data.registry import DATASET_NAMES
 from .models import DEFAULT_HIDDEN
 from .suggest import did_you_mean, did_you_mean_each
 
+_FLOAT32_SMALLEST = 1.401298464324817e-45
+"""The smallest positive float32 (a subnormal, ``2⁻¹⁴⁹``): the smallest lr that is not 0 in float32."""
+
 MODELS = ("mlp", "cnn")
 #: where the network's weights live: plain torch, this project's crossbar engine, or IBM's aihwkit
 BACKENDS = ("digital", "crossbar", "aihwkit")
@@ -324,6 +327,9 @@ class TrainConfig:
                               f"got {base!r}{f' ({why})' if why else did_you_mean(base, valid_base)}")
         number("lr", "> 0")
         _check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be > 0 (and finite), got {self.lr}")
+        _check(self.lr >= _FLOAT32_SMALLEST,
+               f"TrainConfig.lr must be at least {_FLOAT32_SMALLEST:.4g} (the smallest positive float32: a smaller lr is "
+               f"0 in the float32 arithmetic it scales, and nothing would train), got {self.lr!r}")
         number("momentum", "≥ 0")
         _check(self.momentum >= 0 and math.isfinite(self.momentum),
                f"TrainConfig.momentum must be ≥ 0 (and finite), got {self.momentum}")

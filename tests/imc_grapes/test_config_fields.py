@@ -64,6 +64,16 @@ def test_train_numbers_beyond_float32_rejected(field: str) -> None:
         TrainConfig(**{field: 1e300})
 
 
+def test_an_lr_that_is_zero_in_float32_is_rejected() -> None:
+    """``--lr 1e-320`` was accepted (> 0 as a Python float) and trained nothing: float32 rounds it to 0."""
+    assert float(torch.tensor(1e-320, dtype=torch.float32)) == 0.0
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.lr must be at least 1\.401e-45 \(the smallest positive "
+                                          r"float32: .*\), got 1e-320$"):
+        TrainConfig(lr=1e-320)
+    smallest = TrainConfig(lr=2.0 ** -149).lr                       # the smallest positive float32 itself is valid
+    assert float(torch.tensor(smallest, dtype=torch.float32)) > 0.0
+
+
 def test_inference_times_beyond_float32_rejected() -> None:
     """``--inference-times 1e300`` ran: the time became inf in the weights' float32 and the drift read zeros."""
     with pytest.raises(ConfigError,

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.base import check_finite, fits_float32, is_number
+from devices.base import FLOAT32_TINY, check_finite, fits_float32, is_number
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
@@ -102,7 +102,8 @@ class IOParameters:
             gets Gaussian noise of std ``w_noise * ||x_dac||_2`` (``x_dac``: the DAC output of that tile).
         w_noise_type: ``"none"`` or ``"additive_constant"``.
         noise_management: ``"abs_max"``, ``"none"`` or ``"constant"`` (see module docstring).
-        nm_thres: constant for ``"constant"``; upper cap of ``alpha`` for ``"abs_max"`` when > 0.
+        nm_thres: constant for ``"constant"``; upper cap of ``alpha`` for ``"abs_max"`` when > 0 (0, or at least
+            float32's smallest normal number :data:`~devices.base.FLOAT32_TINY`: ``1/alpha`` must be a float32).
         bound_management: ``"iterative"`` or ``"none"`` (forward direction only).
         max_bm_factor: largest input reduction of iterative bound management (>= 1).
         max_bm_res: bound management also stops once ``r > max_bm_res / (inp_res * 2 * inp_bound)``.
@@ -149,6 +150,12 @@ class IOParameters:
         check_finite("IOParameters", "out_noise", self.out_noise, 0.0)
         check_finite("IOParameters", "w_noise", self.w_noise, 0.0)
         check_finite("IOParameters", "nm_thres", self.nm_thres, 0.0)
+        if 0.0 < self.nm_thres < FLOAT32_TINY:
+            # below float32's smallest normal number, 1/alpha overflows in the MVMs' float32: "constant" then gave
+            # NaN outputs (0·inf) for every input vector holding a zero, "abs_max" silently zero outputs
+            raise ValueError(
+                f"IOParameters.nm_thres must be 0 (off) or at least {FLOAT32_TINY!r} (float32's smallest normal "
+                f"number: 1/nm_thres must be a float32, the MVMs' type), got {self.nm_thres!r}")
         check_finite("IOParameters", "out_scale", self.out_scale, 0.0, strict=True)
         check_finite("IOParameters", "max_bm_res", self.max_bm_res, 0.0, strict=True)
         if not isinstance(self.max_bm_factor, int) or isinstance(self.max_bm_factor, bool) \

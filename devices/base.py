@@ -53,12 +53,17 @@ from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
-__all__ = ["DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "NORMAL_DRAW_MAX", "PulsedDevice",
-           "check_field", "check_field_types", "check_finite", "fits_float32", "is_finite_number", "is_number"]
+__all__ = ["DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "FLOAT32_TINY", "NORMAL_DRAW_MAX",
+           "PulsedDevice", "check_field", "check_field_types", "check_finite", "fits_float32", "is_finite_number",
+           "is_number"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
 parameter beyond it turns into ``inf`` there (NaN states, or torch's "cannot be converted without overflow")."""
+
+FLOAT32_TINY = 1.1754943508222875e-38
+"""The smallest normal float32 (``torch.finfo(torch.float32).tiny``): a positive parameter below it, or one whose
+reciprocal the simulator takes, is subnormal or 0 in float32, and its reciprocal ``inf`` (NaN outputs from 0·inf)."""
 
 FLOAT32_RANGE = "at most 3.4e+38 in magnitude (the largest float32, the simulator's tensors' type)"
 """How messages state the :data:`FLOAT32_MAX` limit."""

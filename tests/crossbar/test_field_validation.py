@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +62,32 @@ def test_io_range_message_states_the_lower_limit() -> None:
                                              rf"{re.escape((' ' + valid).rstrip())}, {_RANGE}, "
                                              rf"got {re.escape(repr(value))}$"):
             IOParameters(**{field: value})
+
+
+@pytest.mark.parametrize("value", [1.1125369292536007e-308, 1e-300, 1e-39])
+def test_nm_thres_below_float32_normal_rejected(value: float) -> None:
+    """A positive ``nm_thres`` below float32's smallest normal number 1.18e-38 (hypothesis found 1.1e-308) made
+    ``1/alpha`` overflow in the MVMs' float32: ``"constant"`` gave NaN outputs for every vector holding a zero (0·inf),
+    ``"abs_max"`` silently all-zero outputs. Refused, naming the field and its range."""
+    with pytest.raises(ValueError, match=rf"^IOParameters\.nm_thres must be 0 \(off\) or at least "
+                                         rf"1\.17549435\d*e-38 \(float32's smallest normal number: 1/nm_thres must "
+                                         rf"be a float32, the MVMs' type\), got {re.escape(repr(value))}$"):
+        IOParameters(nm_thres=value)
+
+
+@pytest.mark.parametrize("nm", ["constant", "abs_max"])
+def test_smallest_nm_thres_gives_finite_outputs_in_float32(nm: str) -> None:
+    """At the smallest accepted ``nm_thres`` (float32's smallest normal) every nonzero input, divided by it, saturates
+    the DAC at ±1 (``|x| >= 0.05 ≫ 1.18e-38``) and a zero input stays 0: the output is ``tiny · W·sign(x)`` to within
+    half an ADC step (24/510), finite — no 0·inf."""
+    tiny = float(np.finfo(np.float32).tiny)
+    p = IOParameters(noise_management=nm, nm_thres=tiny, out_noise=0.0)
+    w = torch.tensor([[0.5, -0.25, 0.125], [-0.5, 0.3, 0.2]])
+    x = torch.tensor([[0.3, 0.0, -0.05], [-1.0, 0.5, 0.0]])
+    out = analog_mvm(w[None, None], x[:, None, :], p, torch.Generator().manual_seed(0)).out[:, 0]
+    assert bool(torch.isfinite(out).all())
+    expected = (x.sign() @ w.T).double()
+    assert ((out.double() / tiny - expected).abs() <= 12 / 510 + 1e-6).all(), out / tiny
 
 
 @pytest.mark.parametrize("bound,finite", [(torch.finfo(torch.float32).max / 2, True),

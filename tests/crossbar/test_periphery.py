@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crossbar.periphery import (IOParameters, analog_mvm, bound_management_rounds, noise_management_scale,
@@ -194,6 +194,10 @@ def test_is_perfect_is_exact_matmul() -> None:
        nm=st.sampled_from(["abs_max", "none", "constant"]), bm=st.sampled_from(["iterative", "none"]),
        inp_res=st.sampled_from([1 / 126, 1 / 30, 0.0]), out_bound=st.sampled_from([12.0, 2.0]),
        max_bm_factor=st.sampled_from([1000, 4]), nm_thres=st.sampled_from([0.0, 0.5]))
+# the smallest accepted nm_thres (float32's smallest normal; hypothesis found 1.1e-308, now refused): every input
+# saturates the DAC, the output the ADC, and bound management runs to its max_bm_res limit (5 rounds)
+@example(seed=0, n_out=1, n_in=1, w_scale=4.0, x_scale=1.0, nm="abs_max", bm="iterative", inp_res=1 / 126,
+         out_bound=1.0, max_bm_factor=1000, nm_thres=float(np.finfo(np.float32).tiny))
 def test_noise_free_mvm_matches_numpy_reference(seed: int, n_out: int, n_in: int, w_scale: float,
                                                 x_scale: float, nm: str, bm: str, inp_res: float,
                                                 out_bound: float, max_bm_factor: int, nm_thres: float) -> None:

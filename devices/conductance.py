@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from devices.base import check_field, check_field_types
+from devices.base import FLOAT32_MAX, FLOAT32_TINY, check_field, check_field_types
 
 __all__ = ["ConductanceMap"]
 
@@ -26,7 +26,8 @@ class ConductanceMap:
 
     Attributes:
         g_min_uS: minimum conductance in µS (>= 0). g_max_uS: maximum conductance in µS (> g_min_uS).
-        w_max: normalized weight mapped to the full range (> 0).
+        w_max: normalized weight mapped to the full range (> 0; :attr:`scale_uS` a normal float32 number, 1.2e-38 to
+            3.4e38, and ``2·w_max`` at most 3.4e38: the maps compute in the tensors' float32).
     """
 
     g_min_uS: float = 0.1
@@ -41,6 +42,15 @@ class ConductanceMap:
         check_field(c, "g_max_uS", self.g_max_uS, math.isfinite(self.g_max_uS) and self.g_max_uS > self.g_min_uS,
                     f"> g_min_uS = {self.g_min_uS!r} and finite")
         check_field(c, "w_max", self.w_max, math.isfinite(self.w_max) and self.w_max > 0, "> 0 and finite")
+        # the maps compute w + w_max (up to 2·w_max) and multiply or divide by scale_uS in the tensors' float32: a scale
+        # beyond float32 (a tiny w_max) gave NaN conductances (0·inf at w = -w_max), one below its normal range (a tiny
+        # span) NaN weights from from_pair (0/0), an overflowing 2·w_max infinite ones
+        span = self.g_max_uS - self.g_min_uS
+        lo, hi = span / FLOAT32_MAX, min(FLOAT32_MAX / 2, span / FLOAT32_TINY)
+        check_field(c, "w_max", self.w_max, lo <= self.w_max <= hi,
+                    f"in [(g_max_uS - g_min_uS)/{FLOAT32_MAX:.2g}, min({FLOAT32_MAX / 2:.2g}, (g_max_uS - g_min_uS)/"
+                    f"{FLOAT32_TINY:.2g})] = [{lo:.3g}, {hi:.3g}] (the µS per weight unit (g_max_uS - g_min_uS)/w_max "
+                    f"must be a normal float32 number and 2·w_max a float32, the simulator's tensors' type)")
 
     @property
     def scale_uS(self) -> float:

@@ -128,6 +128,39 @@ def test_conductance_map_validated(kwargs, field):
         dv.ConductanceMap(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"g_min_uS": 0.0, "g_max_uS": 5.06028381458603e-152, "w_max": 1.0},
+                                    {"w_max": 1e-300}, {"w_max": 1e-40}, {"g_max_uS": 1e38, "w_max": 1e-3},
+                                    {"w_max": 3e38}])
+def test_conductance_map_scale_beyond_float32_rejected(kwargs):
+    """The maps compute in the tensors' float32 with ``scale_uS = (g_max - g_min)/w_max`` and ``w + w_max``: a scale
+    beyond float32 (tiny ``w_max``) gave NaN conductances (0·inf at ``w = -w_max``), one below its normal numbers
+    (hypothesis found a span of 5e-152 µS) NaN weights from ``from_pair`` (0/0), and ``2·w_max`` beyond float32
+    infinite ones. Refused, naming ``w_max`` and its range."""
+    span = kwargs.get("g_max_uS", 25.0) - kwargs.get("g_min_uS", 0.1)
+    lo, hi = span / 3.4028234663852886e38, min(1.7014117331926443e38, span / 1.1754943508222875e-38)
+    bounds = re.escape(f"[{lo:.3g}, {hi:.3g}]")
+    with pytest.raises(ValueError, match=rf"^ConductanceMap\.w_max must be in \[.*\] = {bounds} "
+                                         rf"\(the µS per weight unit .* normal float32 number .*got "
+                                         rf"{re.escape(repr(kwargs['w_max']))}$"):
+        dv.ConductanceMap(**kwargs)
+
+
+@pytest.mark.parametrize("w_max", [24.9 / FLOAT32_MAX, FLOAT32_MAX / 2])
+def test_conductance_map_at_its_w_max_limits_is_finite_in_float32(w_max):
+    """At either end of the accepted ``w_max`` (0.1-25 µS: scale_uS = the largest float32, or 2·w_max = it) the
+    float32 maps give the range ends at ``∓w_max``, its middle at 0, and weights back to float32 rounding."""
+    cm = dv.ConductanceMap(g_min_uS=0.1, g_max_uS=25.0, w_max=w_max)
+    w = torch.tensor([-w_max, 0.0, w_max], dtype=torch.float64).float()
+    g32 = torch.tensor([0.1, 12.55, 25.0]).tolist()
+    assert cm.to_conductance(w).tolist() == pytest.approx(g32, rel=1e-6)
+    gp, gm = cm.to_pair(w)
+    assert gp.tolist() == pytest.approx([g32[0], g32[0], g32[2]], rel=1e-6)
+    assert gm.tolist() == pytest.approx([g32[2], g32[0], g32[0]], rel=1e-6)
+    for back in (cm.from_pair(gp, gm), cm.from_conductance(cm.to_conductance(w))):
+        assert bool(torch.isfinite(back).all())
+        assert back.double().tolist() == pytest.approx(w.double().tolist(), rel=1e-5, abs=1e-6 * w_max)
+
+
 def test_devices_are_frozen():
     d = dv.SoftBoundsDevice()
     with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'dw_min'"):

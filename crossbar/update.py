@@ -173,7 +173,14 @@ class UpdateParameters:
         lr_t, dw_t = abs(ft(float(lr))), ft(float(dw_min))
         if not dw_t * ft(self.desired_bl) < lr_t:
             return None
-        return max(int(np.ceil(np.float32(lr_t / dw_t))), 1)
+        quotient = np.float32(lr_t / dw_t)
+        if not quotient <= MAX_DESIRED_BL:     # an lr of 1e10 steps: trains of 1e10 slots per line and sample
+            raise ValueError(
+                f"UpdateParameters: without fixed_bl and update_bl_management the train length is ceil(|lr|/dw_min), "
+                f"which must be at most {MAX_DESIRED_BL} (2^31 - 1, desired_bl's limit), got lr = {float(lr)!r}, "
+                f"dw_min = {float(dw_min)!r} ({float(quotient):.4g} slots); use update_bl_management, fixed_bl, or a "
+                f"smaller lr")
+        return max(int(np.ceil(quotient)), 1)
 
     def to_aihwkit(self):  # -> aihwkit.simulator.parameters.training.UpdateParameters
         """The equivalent aihwkit ``UpdateParameters`` (imports aihwkit lazily). ``res`` goes over as the bin width

@@ -164,6 +164,19 @@ FREE_BL = UpdateParameters(desired_bl=10, fixed_bl=False, update_bl_management=F
 """lr 0.3 > dw_min 0.01 * 10 slots: the learning rate sets BL."""
 
 
+def test_a_free_bl_beyond_the_train_length_limit_is_refused() -> None:
+    """``ceil(lr / dw_min)`` slots had no limit: lr 100 with dw_min 1e-8 asked for trains of 1e10 slots per line and
+    sample (hundreds of GB) and the process was killed; beyond desired_bl's 2^31 - 1 it is refused, naming both
+    values. The limit itself is accepted (a train length, not an allocation: the batch decides the memory)."""
+    with pytest.raises(ValueError, match=r"^UpdateParameters: without fixed_bl and update_bl_management the train "
+                                         r"length is ceil\(\|lr\|/dw_min\), which must be at most 2147483647 .*got "
+                                         r"lr = 100\.0, dw_min = 1e-08 \(1e\+10 slots\)"):
+        FREE_BL.max_bl(100.0, 1e-8)
+    with pytest.raises(ValueError, match="must be at most 2147483647"):
+        update_scales(torch.ones(1, 1, 1), torch.ones(1, 1, 1), -100.0, 1e-8, FREE_BL)
+    assert FREE_BL.free_bl(2.0 ** 30, 1.0) == 2 ** 30
+
+
 @pytest.mark.parametrize("lr", [0.3, torch.tensor(0.3), torch.tensor(0.3, dtype=torch.float64)])
 def test_free_bl_is_the_float32_ceiling_as_in_aihwkit(lr) -> None:
     """Without fixed BL and management, ``BL = ceil(lr / dw_min)`` in float32 as aihwkit's ``calculateBlAB`` (float

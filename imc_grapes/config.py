@@ -328,8 +328,8 @@ class TrainConfig:
         number("lr", "> 0")
         _check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be > 0 (and finite), got {self.lr}")
         _check(self.lr >= _FLOAT32_SMALLEST,
-               f"TrainConfig.lr must be at least {_FLOAT32_SMALLEST:.4g} (the smallest positive float32: a smaller lr is "
-               f"0 in the float32 arithmetic it scales, and nothing would train), got {self.lr!r}")
+               f"TrainConfig.lr must be at least {_FLOAT32_SMALLEST:.4g} (the smallest positive float32: a smaller "
+               f"lr is 0 in the float32 arithmetic it scales, and nothing would train), got {self.lr!r}")
         number("momentum", "≥ 0")
         _check(self.momentum >= 0 and math.isfinite(self.momentum),
                f"TrainConfig.momentum must be ≥ 0 (and finite), got {self.momentum}")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 
@@ -76,6 +77,13 @@ def _counts(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tens
     return n_up, n_down
 
 
+def _pulsed(dev, w, n_up, n_down, p, path: str) -> torch.Tensor:
+    """``dev.apply_pulses`` of the counts on ``path``: ``sync-free`` under :func:`no_host_reads`; ``dense`` and
+    ``sparse`` differ by the caller's array size."""
+    with no_host_reads() if path == "sync-free" else contextlib.nullcontext():
+        return dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+
+
 @pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("path", ["dense", "sync-free", "sparse"])
 def test_the_largest_dw_min_std_keeps_idle_devices_and_finite_states(cls, path):
@@ -87,11 +95,7 @@ def test_the_largest_dw_min_std_keeps_idle_devices_and_finite_states(cls, path):
     p = dev.sample(shape, _gen(0))
     w = dev.clip(torch.rand(shape, generator=_gen(1)) * 0.4 - 0.2, p)
     n_up, n_down = _counts(shape, 2)
-    if path == "sync-free":
-        with no_host_reads():
-            new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
-    else:
-        new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+    new = _pulsed(dev, w, n_up, n_down, p, path)
     idle = (n_up + n_down) == 0
     assert 0.3 * idle.numel() < int(idle.sum()) < 0.7 * idle.numel()
     assert torch.isfinite(new).all()
@@ -116,11 +120,7 @@ def test_constant_steps_whose_squares_overflow_give_finite_states(dw_min_std, pa
     p = dev.sample(shape, _gen(0))
     w = torch.zeros(shape)
     n_up, n_down = _counts(shape, 2)
-    if path == "sync-free":
-        with no_host_reads():
-            new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
-    else:
-        new = dev.apply_pulses(w, n_up, n_down, p, _gen(3))
+    new = _pulsed(dev, w, n_up, n_down, p, path)
     assert torch.isfinite(new).all()
     idle = (n_up + n_down) == 0
     assert torch.equal(new[idle], w[idle])

@@ -58,7 +58,12 @@ def writable_folder(path: str | os.PathLike[str]) -> Path:
 
 
 def folder_error(option: str, path: str | os.PathLike[str], exc: OSError) -> str:
-    """The command line's message for an output folder that :func:`writable_folder` rejected."""
+    """The command line's message for an output folder that :func:`writable_folder` rejected: one line naming
+    ``option``, ``path`` and why. A ``path`` that exists and is no folder (the "File exists" of ``mkdir``) is said to
+    be a file (a broken link, a device or a socket: to exist and be no folder)."""
+    if isinstance(exc, FileExistsError) and os.path.lexists(path) and not os.path.isdir(path):
+        what = "is a file, not a folder" if os.path.isfile(path) else "exists and is not a folder"
+        return f"{option} {os.fspath(path)}: {what}; give a folder (an existing one, or a new one to create)"
     why = exc.strerror or str(exc)
     where = f" ({exc.filename})" if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
     return f"{option} {os.fspath(path)}: cannot create or write to this folder: {why}{where}"

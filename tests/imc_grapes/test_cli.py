@@ -352,6 +352,29 @@ def test_an_output_folder_under_a_file_is_a_usage_error_naming_option_and_path(t
     assert (tmp_path / "file").read_text() == "keep"
 
 
+@pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary", "experiment"])
+def test_an_output_folder_that_is_a_file_is_a_usage_error_saying_so(tmp_path, capsys, command):
+    """--out naming an existing file said "cannot create or write to this folder: File exists" (mkdir's error, as
+    if the folder were in the way); it now says that the path is a file, in one line, and the file is kept."""
+    bad = tmp_path / "results.txt"
+    bad.write_text("keep")
+    argv = _unusable_out_commands(tmp_path)[command]
+    assert main([*argv, str(bad)]) == 2
+    option = "--root" if command == "data" else "--out"
+    name = "data fetch" if command == "data" else command
+    assert capsys.readouterr().err == (f"imc-grapes {name}: error: {option} {bad}: is a file, not a folder; give a "
+                                       "folder (an existing one, or a new one to create)\n")
+    assert bad.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt", "s.toml"]
+
+
+def test_an_output_path_that_is_a_broken_link_is_said_to_be_no_folder(tmp_path, capsys):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    assert main(["train", *SMALL, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes train: error: --out {tmp_path / 'out'}: exists and is not a "
+                                       "folder; give a folder (an existing one, or a new one to create)\n")
+    assert not (tmp_path / "gone").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "compare", "sweep", "compare-summary", "experiment"])
 def test_an_empty_out_is_a_usage_error(tmp_path, capsys, monkeypatch, command):
     """--out "" (an unset shell variable) wrote to the default folder (train, compare, experiment) or to the current

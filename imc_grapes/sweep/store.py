@@ -21,8 +21,12 @@ the config's ``data_root`` (kept as given in ``config``: it is part of the point
 (:func:`imc_grapes.data.recorded_data_root`). A local worker reads that folder; the run's own
 ``run/results.json`` records the folder it read (on a Ray worker elsewhere, that machine's).
 
-A point is *done* or *failed* when ``point.json`` exists; a folder without it is *half-finished* (the point is
-running now, or its process was killed) and is redone from scratch by the next run; no folder: *pending*.
+A point is *done* or *failed* when ``point.json`` exists and is readable (:meth:`SweepStore.read_result`); a
+folder without it, or with one that is damaged (truncated, not JSON, of the wrong shape, or a done point without
+metrics or with metrics that are not numbers: :func:`valid_metrics`), is *half-finished* (the point is running now,
+or its process was killed, or its file was edited by hand) and is redone from scratch by the next run; no folder:
+*pending*. A done point's NaN or ±Inf metric (an evaluation without a finite accuracy) is stored as the string
+``"nan"`` / ``"inf"`` / ``"-inf"`` (:func:`~imc_grapes.io.write_json_atomic`): a number, the point stays done.
 
 A failed point's ``failure`` says why (:func:`failure_kind`): ``diverged`` (its loss or an evaluated output became
 NaN/Inf: deterministic for its config and seed, a rerun diverges the same way) or ``crashed`` (its training raised
@@ -43,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from ..data import recorded_data_root
-from ..io import write_bytes_atomic, write_json_atomic
+from devices.base import is_number
+
+from ..io import NONFINITE_STRINGS, write_bytes_atomic, write_json_atomic
 from ..train import best_accuracy
 from .spec import Point, SweepSpec, _plain
 
@@ -111,6 +117,31 @@ def metrics_of(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _metric_value(v: Any) -> bool:
+    """Whether ``v`` can be a metric's value in ``point.json``: a real number (not a bool), the string that stands
+    for NaN or ±Inf there (:data:`~imc_grapes.io.NONFINITE_STRINGS`), or None (``epochs_run`` before any
+    evaluation)."""
+    return v is None or is_number(v) or (isinstance(v, str) and v in NONFINITE_STRINGS)
+
+
+def valid_metrics(result: dict[str, Any]) -> bool:
+    """Whether the ``metrics`` of a ``point.json`` (``result``, a JSON object) are whole: an object whose every value
+    is a number (:func:`_metric_value`: ``"nan"`` counts, it records a run that ended without a finite accuracy);
+    for a done point also present and not empty (:func:`metrics_of` always gives ``epochs_run``), with a number for
+    ``final_test_acc`` (not None) where the last history row has a ``test_acc``. A failed point's metrics are
+    empty (a file without the key: ``{}``). False for a file partly written or edited by hand: a done point that
+    would count as done but be left out of every mean, as if it had no finite accuracy; it is redone instead."""
+    metrics = result.get("metrics", None if result.get("status") == DONE else {})
+    if not isinstance(metrics, dict) or not all(_metric_value(v) for v in metrics.values()):
+        return False
+    if result.get("status") != DONE:
+        return True
+    history = result.get("history")
+    last = history[-1] if isinstance(history, list) and history else None
+    wants_acc = isinstance(last, dict) and "test_acc" in last
+    return bool(metrics) and (not wants_acc or metrics.get("final_test_acc") is not None)
+
+
 def failure_kind(result: dict[str, Any]) -> str:
     """Why a point failed: ``"diverged"`` or ``"crashed"`` (see the module docstring); ``""`` for a point that did
     not fail. ``result``: a ``point.json`` (or a worker's outcome) with ``status``, ``reason`` and, when written by
@@ -140,7 +171,8 @@ class SweepStore:
     # ---------------------------------------------------------------------------------------- state
     def read_result(self, pid: str) -> dict[str, Any] | None:
         """The point's ``point.json``, or None when missing or unreadable (an unreadable one is redone): not JSON,
-        or JSON without a done/failed status or whose ``metrics`` is no object or ``history`` no list of rows
+        or JSON without a done/failed status, whose ``history`` is no list of rows or whose ``metrics`` are not
+        whole (:func:`valid_metrics`: no object, a value that is no number, a done point's missing or empty)
         (damaged by hand or by a tool: status and report read them). Its ``failure`` is set as
         :func:`failure_kind` reads it (a file of an older version has none: classified by its reason)."""
         try:
@@ -150,8 +182,7 @@ class SweepStore:
         if not (isinstance(data, dict) and data.get("status") in (DONE, FAILED)):
             return None
         history = data.get("history", [])
-        if not isinstance(data.get("metrics", {}), dict) or not (isinstance(history, list)
-                                                                and all(isinstance(h, dict) for h in history)):
+        if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)) or not valid_metrics(data):
             return None
         data["failure"] = failure_kind(data)
         return data

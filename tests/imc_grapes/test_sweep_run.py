@@ -194,6 +194,59 @@ def test_a_result_of_the_wrong_shape_is_redone_and_status_and_report_still_work(
     assert sweep_main([str(spec_path), "--report", "--out", str(out)]) == 0
 
 
+def _without_metrics(res):
+    del res["metrics"]
+
+
+def _set_metric(key, value):
+    return lambda res: res["metrics"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("damage", [_without_metrics, lambda res: res.__setitem__("metrics", {}),
+                                    lambda res: res["metrics"].pop("final_test_acc"),
+                                    _set_metric("final_test_acc", "0.9"), _set_metric("final_test_acc", None),
+                                    _set_metric("final_test_acc", [0.9]), _set_metric("final_test_acc", True),
+                                    _set_metric("best_test_acc", {"v": 0.9}), _set_metric("final_test_acc", "NaN")],
+                         ids=["no-metrics", "empty", "no-final-acc", "acc-text", "acc-null", "acc-list", "acc-bool",
+                              "best-object", "acc-NaN-spelled-otherwise"])
+def test_a_done_point_whose_metrics_are_missing_or_not_numbers_is_redone(finished, tmp_path, damage):
+    """A done ``point.json`` without its metrics, or with a metric that is no number (edited by hand, or written
+    partly by a tool), counted as done and was then left out of every mean as "no finite accuracy"; it is now
+    half-finished like a truncated file, and resuming redoes it (the same result as the first time)."""
+    spec_path, spec = finished
+    out = tmp_path / "copy"
+    shutil.copytree(spec.out_dir, out)
+    before = point_files(out)
+    pid = next(p.id for p in spec.points() if p.config.lr != 1e12)
+    res = json.loads(before[pid])
+    assert isinstance(res["metrics"]["final_test_acc"], float)      # the untouched file: a done point
+    damage(res)
+    (out / "points" / pid / "point.json").write_text(json.dumps(res))
+    assert SweepStore(out).read_result(pid) is None and SweepStore(out).state(pid) == "half-finished"
+    assert sweep_status(spec, out).summary_line().endswith("1 pending (1 half-finished, will be redone)")
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    status = run_sweep(spec, out, ex, log=quiet)
+    assert ex.ids == [pid] and status.complete and status.count("done") == 8
+    assert point_files(out) == before
+
+
+@pytest.mark.parametrize("acc", [math.nan, math.inf])
+def test_a_done_point_whose_run_ended_without_a_finite_accuracy_stays_done(tmp_path, acc):
+    """The store writes a done point's NaN / Inf accuracy as the string ``"nan"`` / ``"inf"`` (strict JSON has no
+    such number): that is a metric, not a damaged file; resuming leaves the point done and does not run it."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1]\n"))
+    p, = spec.points()
+    store = SweepStore(spec.out_dir)
+    store.record(p, {"status": "done", "history": [{"epoch": 1.0, "test_acc": acc, "train_loss": 0.5}]})
+    text = (spec.out_dir / "points" / p.id / "point.json").read_text()
+    assert f'"final_test_acc": "{acc}"' in text
+    assert store.state(p.id) == "done"
+    ex = Counting(LocalExecutor(jobs=1, threads=1))
+    status = run_sweep(spec, executor=ex, log=quiet)
+    assert ex.ids == [] and [ps.state for ps in status.points] == ["done"]
+    assert (spec.out_dir / "points" / p.id / "point.json").read_text() == text
+
+
 def test_status_command_lists_done_failed_pending(finished, tmp_path, capsys):
     spec_path, spec = finished
     out = tmp_path / "copy"

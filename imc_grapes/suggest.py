@@ -4,7 +4,8 @@ Every message that rejects such a name lists the valid ones; :func:`did_you_mean
 :func:`did_you_mean_each` (several unknown names, e.g. fields) give the text appended to it when one valid name is
 close to what was typed (both from :mod:`devices.suggest`, re-exported here: one implementation for every layer),
 and :class:`SuggestingArgumentParser` does the same for argparse's ``choices`` (commands, ``--tune-score``,
-experiment names).
+experiment names) and for a mistyped option of a subcommand (``imc-grapes train --lrr 0.1``), which it reports
+through that subcommand's parser (its usage and name) instead of the top-level one.
 """
 from __future__ import annotations
 
@@ -13,12 +14,50 @@ from typing import Any
 
 from devices.suggest import CUTOFF, close_match, did_you_mean, did_you_mean_each
 
-__all__ = ["CUTOFF", "SuggestingArgumentParser", "close_match", "did_you_mean", "did_you_mean_each"]
+__all__ = ["CUTOFF", "SuggestingArgumentParser", "close_match", "did_you_mean", "did_you_mean_each",
+           "unrecognized_message"]
+
+
+def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's ``unrecognized arguments: ...`` for the leftover command-line words ``extras`` of ``parser``,
+    ending with :func:`did_you_mean_each` for those that look like options (``--lrr`` or ``--lrr=0.1``; a negative
+    number is a value) among ``parser``'s own option strings (those shown in its help)."""
+    valid = [s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings]
+    typed = [e.split("=", 1)[0] for e in extras
+             if e[:1] in parser.prefix_chars and not parser._negative_number_matcher.match(e)]
+    return f"unrecognized arguments: {' '.join(extras)}{did_you_mean_each(typed, valid) if typed else ''}"
+
+
+class _Subcommands(argparse._SubParsersAction):
+    """The subcommands of a :class:`SuggestingArgumentParser`: the words the chosen subcommand's parser leaves over
+    are an error of that parser (``imc-grapes train: error: unrecognized arguments: --lrr 0.1; did you mean
+    '--lr'?`` under its usage, exit status 2), not handed back to the parser above (which named no subcommand and
+    showed its own usage: argparse's default)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        extras = vars(namespace).pop(argparse._UNRECOGNIZED_ARGS_ATTR, None)   # where argparse leaves them
+        if extras:
+            chosen = self.choices[values[0]]
+            chosen.error(unrecognized_message(chosen, extras))
 
 
 class SuggestingArgumentParser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` whose "invalid choice" error (an option or positional with ``choices``,
-    or an unknown command) ends with :func:`did_you_mean`; its subcommand parsers are of the same class."""
+    or an unknown command) ends with :func:`did_you_mean`; its subcommand parsers are of the same class, and one's
+    unrecognized arguments are its own error, with :func:`did_you_mean_each` for a mistyped option
+    (:class:`_Subcommands`). Its own unrecognized arguments get the suggestion too (:meth:`parse_args`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Subcommands)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized_message(self, extras))
+        return parsed
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         try:

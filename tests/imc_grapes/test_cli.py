@@ -754,3 +754,33 @@ def test_data_without_a_subcommand_names_the_choices_not_an_internal_name(capsys
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "the following arguments are required: {fetch,verify}" in err and "data_cmd" not in err
+
+
+@pytest.mark.parametrize("argv, prog, rest", [
+    (["train", "--lrr", "0.1"], "imc-grapes train", "--lrr 0.1; did you mean '--lr'?"),
+    (["compare", *SMALL, "--lrr=0.1"], "imc-grapes compare", "--lrr=0.1; did you mean '--lr'?"),
+    (["sweep", "s.toml", "--stauts"], "imc-grapes sweep", "--stauts; did you mean '--status'?"),
+    (["experiment", "mlp", "--tinny"], "imc-grapes experiment", "--tinny; did you mean '--tiny'?"),
+    (["data", "fetch", "mnist", "--forse"], "imc-grapes data fetch", "--forse; did you mean '--force'?"),
+    (["train", "--lrr", "0.1", "--sed", "3"], "imc-grapes train",
+     "--lrr 0.1 --sed 3; did you mean '--lr' for '--lrr', '--seed' for '--sed'?"),
+    (["train", "--zzzz", "1"], "imc-grapes train", "--zzzz 1"),           # nothing close: argparse's words
+    (["train", "stray"], "imc-grapes train", "stray")])
+def test_a_mistyped_option_of_a_command_is_that_commands_usage_error_with_a_suggestion(capsys, argv, prog, rest):
+    """`imc-grapes train --lrr 0.1` was reported by the top-level parser ("imc-grapes: error: unrecognized
+    arguments", under its usage `imc-grapes [-h] COMMAND ...`): it is now the command's own error, under the
+    command's usage, with the option it was probably meant to be; argparse's exit status 2. Nothing runs."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert not out and err.startswith(f"usage: {prog} [-h]")
+    assert err.splitlines()[-1] == f"{prog}: error: unrecognized arguments: {rest}"
+
+
+def test_a_stray_word_before_the_command_is_still_the_top_level_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--hepl", "train"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("imc-grapes: error: unrecognized arguments: --hepl; "
+                                                        "did you mean '--help'?")

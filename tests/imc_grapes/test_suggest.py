@@ -3,7 +3,8 @@ import argparse
 
 import pytest
 
-from imc_grapes.suggest import SuggestingArgumentParser, close_match, did_you_mean, did_you_mean_each
+from imc_grapes.suggest import (SuggestingArgumentParser, close_match, did_you_mean, did_you_mean_each,
+                                unrecognized_message)
 
 
 @pytest.mark.parametrize("value, valid, expected", [
@@ -181,3 +182,17 @@ def test_write_weights_suggests_the_close_layer_names():
         net.write_weights({typo: None, "zzz": None})   # type: ignore[dict-item]
     assert str(err.value) == (f"write_weights: unknown layer(s) {sorted([typo, 'zzz'])}; valid: {names}; did you "
                               f"mean {names[0]!r} for {typo!r}?")
+
+
+def test_unrecognized_words_suggest_only_shown_options_and_take_a_negative_number_for_a_value(capsys):
+    parser = SuggestingArgumentParser(prog="p")
+    sub = parser.add_subparsers(dest="command").add_parser("run")
+    sub.add_argument("--lr", type=float)
+    sub.add_argument("--secret-rate", help=argparse.SUPPRESS)
+    assert (unrecognized_message(sub, ["-0.5", "--lrr", "--secret-rat", "x"])
+            == "unrecognized arguments: -0.5 --lrr --secret-rat x; did you mean '--lr' for '--lrr'?")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["run", "--lr", "0.1", "--lrr=2"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.endswith("p run: error: unrecognized arguments: --lrr=2; did you mean '--lr'?\n")
+    assert parser.parse_args(["run", "--lr", "-0.5"]).lr == -0.5

@@ -46,9 +46,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import recorded_data_root
 from devices.base import is_number
 
+from ..data import recorded_data_root
 from ..io import NONFINITE_STRINGS, write_bytes_atomic, write_json_atomic
 from ..train import best_accuracy
 from .spec import Point, SweepSpec, _plain

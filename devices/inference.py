@@ -26,6 +26,7 @@ Units: conductances in µS, times in s, ``ν`` dimensionless, weights in the cal
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -37,7 +38,17 @@ from torch import Tensor
 
 from devices import rng
 
-from devices.base import FLOAT32_RANGE, check_field, check_field_types, check_finite, fits_float32, is_finite_number
+from devices.base import (
+    FLOAT32_MAX,
+    FLOAT32_RANGE,
+    FLOAT32_TINY,
+    NORMAL_DRAW_MAX,
+    check_field,
+    check_field_types,
+    check_finite,
+    fits_float32,
+    is_finite_number,
+)
 from devices.conductance import ConductanceMap
 
 __all__ = [
@@ -61,6 +72,9 @@ STANDARD_TIME_LABELS: tuple[str, ...] = ("1 s", "1 h", "1 day", "1 year")
 _G_REL_MIN = 1e-7  # aihwkit's _ZERO_CLIP: floor of |g|/g_max before taking its log
 _Q_DEN_MIN = 1e-3  # aihwkit's floor of (|g|/g_max)^exponent in the 1/f read-noise amplitude
 _W_ABS_MAX_MIN = 1e-7  # aihwkit's floor of max|w| when mapping max|w| to g_max
+_F32_MAX = FLOAT32_MAX * (1.0 - 2.0**-16)  # float32's largest, less room for the few roundings of each formula
+_LN_F32_MAX = math.log(FLOAT32_MAX)  # 88.7: the largest ln of a float32 (the 1/f term's logarithm)
+_LN_F32_TINY = -math.log(FLOAT32_TINY)  # 87.3: the largest decay exponent whose factor stays a normal float32
 
 
 def _at_g_max(model: InferenceNoiseModel, g_max_uS: float, where: str) -> InferenceNoiseModel:
@@ -87,12 +101,15 @@ def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tenso
     return rng.randn(shape, generator, dtype=like.dtype, device=like.device)
 
 
-def _time(t_inference_s: float | Tensor, like: Tensor, where: str) -> Tensor:
+def _time(t_inference_s: float | Tensor, like: Tensor, model: InferenceNoiseModel) -> Tensor:
     """Inference time(s) in s as a tensor on ``like``'s device/dtype; a Python number is validated by
-    :func:`~devices.base.check_finite` (finite, >= 0, within float32's range)."""
+    :func:`~devices.base.check_finite` (finite, >= 0, within float32's range) and by ``model``'s
+    :meth:`~InferenceNoiseModel.check_times` (a tensor of times is the caller's: checking it would read it back)."""
     if isinstance(t_inference_s, Tensor):
         return t_inference_s.to(device=like.device, dtype=like.dtype)
+    where = type(model).__name__
     check_finite(where, "t_inference_s", t_inference_s, 0)
+    model.check_times([float(t_inference_s)], where)
     return torch.tensor(float(t_inference_s), dtype=like.dtype, device=like.device)
 
 
@@ -110,6 +127,8 @@ class InferenceNoiseModel(ABC):
         read_noise(g_drift_uS, t_inference_s, generator, g_prog_uS): drifted conductances plus read noise.
         at_time(g_prog_uS, nu, t_inference_s, generator): drift then read noise (aihwkit's
             ``apply_drift_noise_to_conductance``).
+        nu_range(): bounds of the drawn ``ν``; check_times(times, where): refuses times at which the model's
+            float32 arithmetic fails (a drift ratio or 1/f term beyond float32, every device drifted to ~0 µS).
     """
 
     g_max: float
@@ -133,12 +152,51 @@ class InferenceNoiseModel(ABC):
 
         ``t_inference_s`` counts from the end of programming (so ``t_inference = 0`` is the read at ``t_0`` and
         leaves ``g_prog`` unchanged), as aihwkit's ``t_inference``. Args (broadcast together):
-        ``g_prog_uS: [*]`` (µS), ``nu: [*]``, ``t_inference_s``: a number (s, >= 0, validated) or a tensor, e.g.
-        ``[T, 1, …]`` to evaluate several times in one call (then the result is ``[T, *]``).
+        ``g_prog_uS: [*]`` (µS), ``nu: [*]``, ``t_inference_s``: a number (s, >= 0, validated, also by
+        :meth:`check_times`) or a tensor, e.g. ``[T, 1, …]`` to evaluate several times in one call (then the result
+        is ``[T, *]``).
         """
-        t = _time(t_inference_s, g_prog_uS, type(self).__name__)
+        t = _time(t_inference_s, g_prog_uS, self)
         factor = torch.pow((t + self.t_0) / self.t_0, -nu)
         return (g_prog_uS * factor).clamp_min(0.0)
+
+    def nu_range(self) -> tuple[float, float]:
+        """``(lo, hi)``: bounds of every drift exponent ``ν`` :meth:`sample_nu` can draw (``|ξ| <=``
+        :data:`~devices.base.NORMAL_DRAW_MAX` for each standard normal); this default, ``(0, inf)``, knows none.
+        :meth:`check_times` uses them."""
+        return 0.0, math.inf
+
+    def check_times(self, times: Sequence[float], where: str) -> None:
+        """Raise ``ValueError`` naming ``<where>.t_inference_s`` for a time (s, each finite and >= 0: checked before)
+        at which this model's float32 arithmetic fails (:meth:`_time_problem`); the time terms are evaluated on the
+        host in float32, with the models' own roundings (no tensor of the run is read)."""
+        for t in times:
+            problem = self._time_problem(float(t))
+            if problem is not None:
+                _check(where, "t_inference_s", t, False, problem)
+
+    def _time_problem(self, t_inference_s: float) -> str | None:
+        """Why the drift fails in float32 at ``t_inference_s`` (s), or None: ``(t_inference_s + t_0)/t_0`` beyond
+        float32 when some ``ν > 0`` (its power is 0: every such device reads 0 µS), or, when every ``ν >= lo > 0``
+        (:meth:`nu_range`), a slowest drift factor ``((t_inference_s + t_0)/t_0)^(−lo)`` below float32's smallest
+        normal number (every device reads ~0 µS: all weights 0, NaN after drift compensation)."""
+        t_0 = float(self.t_0)
+        nu_lo, nu_hi = self.nu_range()
+        ratio = float((torch.tensor(t_inference_s, dtype=torch.float32) + t_0) / t_0)  # as drift() computes it
+        if nu_hi > 0 and not math.isfinite(ratio):
+            about = (f"t_inference_s up to about {t_0 * FLOAT32_MAX - t_0:.4g} s" if t_0 < 1.0
+                     else f"t_inference_s + t_0 at most {FLOAT32_MAX:.3g} s")
+            return (f"such that the drift's (t_inference_s + t_0)/t_0 is a float32, at most {FLOAT32_MAX:.3g} "
+                    f"(t_0 = {t_0!r} s: {about}); beyond it ((t_inference_s + t_0)/t_0)^(-ν) is 0 for every ν > 0: "
+                    "the weights read 0, NaN after drift compensation")
+        if nu_lo > 0 and nu_lo * math.log(ratio) > _LN_F32_TINY:
+            x = _LN_F32_TINY / nu_lo
+            lim = t_0 * math.expm1(x) if x < 700.0 else math.inf
+            return (f"such that the slowest drift factor ((t_inference_s + t_0)/t_0)^(-{nu_lo:.4g}) is at least "
+                    f"{FLOAT32_TINY:.3g}, float32's smallest normal number (every drift exponent of this model is "
+                    f">= {nu_lo:.4g}; t_0 = {t_0!r} s: t_inference_s up to about {lim:.4g} s); beyond it every "
+                    "device drifts to ~0 µS: the weights read 0, NaN after drift compensation")
+        return None
 
     def at_time(self, g_prog_uS: Tensor, nu: Tensor, t_inference_s: float | Tensor,
                 generator: torch.Generator) -> Tensor:
@@ -188,6 +246,13 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
         read_noise_coeff: 1/f amplitude prefactor (>= 0, dimensionless).
         read_noise_exponent: power of ``g/g_max`` in the 1/f amplitude (finite).
         read_noise_q_max: upper clip of the 1/f amplitude ``q`` (>= 0).
+
+    Fields valid alone but overflowing float32 together (the simulator's tensors' type) are refused, naming the field
+    and its largest (or smallest) value: ``g_max`` and ``t_read`` normal float32 numbers, ``t_read >= t_0/3.4e38``,
+    ``σ_prog``'s largest ``Σ|prog_coeff|·g_max/prog_coeff_g_max_reference``, the largest programmed conductance
+    ``g_max + 9·prog_noise_scale·σ_prog``, the largest ``ν`` and the largest read conductance all float32 numbers
+    (every standard normal ``|ξ| <= 9``, :data:`~devices.base.NORMAL_DRAW_MAX`). Times are checked at the call
+    (:meth:`check_times`).
     """
 
     prog_coeff: tuple[float, ...] = (0.26348, 1.9650, -1.1731)
@@ -231,6 +296,80 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
             v = getattr(self, name)
             _check(c, name, v, is_finite_number(v) and v >= 0, ">= 0 and finite")
         _check(c, "read_noise_exponent", self.read_noise_exponent, is_finite_number(self.read_noise_exponent), "finite")
+        self._check_float32_edges()
+
+    def _check_float32_edges(self) -> None:
+        """Refuse fields, each valid alone, whose combination overflows (or underflows) float32, the simulator's
+        tensors' type: NaN or infinite conductances, or ones silently 0. Every bound takes ``|ξ| <= 9``
+        (:data:`~devices.base.NORMAL_DRAW_MAX`) and targets in ``[0, g_max]`` (what :func:`program_weights` maps
+        weights to); limits keep a 2⁻¹⁶ margin below float32's largest number for the formulas' roundings."""
+        c, xi = type(self).__name__, NORMAL_DRAW_MAX
+        _check(c, "g_max", self.g_max, self.g_max >= FLOAT32_TINY,
+               f">= {FLOAT32_TINY:.3g} µS, float32's smallest normal number (the fits divide conductances by g_max: "
+               "below it, g/g_max overflows and ln(g/g_max) is infinite)")
+        t_read_min = max(FLOAT32_TINY, self.t_0 / FLOAT32_MAX)
+        _check(c, "t_read", self.t_read, self.t_read >= t_read_min,
+               f">= max({FLOAT32_TINY:.3g}, t_0/{FLOAT32_MAX:.3g}) = {t_read_min:.4g} s (the 1/f read noise takes "
+               "ln((t_inference_s + t_0 + t_read)/(2·t_read)): below it that ratio overflows float32, NaN "
+               "conductances)")
+        coeff_sum = math.fsum(abs(x) for x in self.prog_coeff)
+        _check(c, "prog_coeff", self.prog_coeff, coeff_sum <= _F32_MAX,
+               f"coefficients whose magnitudes sum to at most {_F32_MAX:.4g} (σ_prog's polynomial on targets in "
+               "[0, g_max], evaluated in float32, must stay finite)")
+        ref_min = self.g_max * max(1.0, coeff_sum) / _F32_MAX
+        _check(c, "prog_coeff_g_max_reference", self.prog_coeff_g_max_reference,
+               self.prog_coeff_g_max_reference >= ref_min,
+               f">= g_max·max(1, Σ|prog_coeff|)/{_F32_MAX:.4g} = {ref_min:.4g} µS (the factor "
+               "g_max/prog_coeff_g_max_reference and the largest σ_prog, Σ|prog_coeff|·g_max/"
+               "prog_coeff_g_max_reference µS, must be float32 numbers: beyond, NaN programmed conductances)")
+        sigma_max = coeff_sum * (self.g_max / self.prog_coeff_g_max_reference)
+        scale_max = (_F32_MAX - self.g_max) / (xi * sigma_max) if sigma_max > 0 else math.inf
+        _check(c, "prog_noise_scale", self.prog_noise_scale, self.prog_noise_scale <= scale_max,
+               f"<= ({_F32_MAX:.4g} - g_max)/({xi:g}·Σ|prog_coeff|·g_max/prog_coeff_g_max_reference) = "
+               f"{scale_max:.4g} (a programmed conductance g_target + prog_noise_scale·σ_prog·ξ, |ξ| <= {xi:g}, "
+               "must be a float32)")
+        (_, mean_hi), (_, std_hi) = self.drift_nu_mean_range, self.drift_nu_std_range
+        std_hi_max = (_F32_MAX - mean_hi) / xi
+        _check(c, "drift_nu_std_range", self.drift_nu_std_range, std_hi <= std_hi_max,
+               f"(lo, hi) with hi <= ({_F32_MAX:.4g} - drift_nu_mean_range's hi)/{xi:g} = {std_hi_max:.4g} (the "
+               f"largest |μ_ν + σ_ν·ξ|, |ξ| <= {xi:g}, must be a float32: beyond, NaN drift exponents)")
+        nu_abs_max = mean_hi + xi * std_hi
+        drift_scale_max = _F32_MAX / nu_abs_max if nu_abs_max > 0 else math.inf
+        _check(c, "drift_scale", self.drift_scale, self.drift_scale <= drift_scale_max,
+               f"<= {_F32_MAX:.4g}/(drift_nu_mean_range's hi + {xi:g}·drift_nu_std_range's hi) = "
+               f"{drift_scale_max:.4g} (the largest drift exponent ν must be a float32)")
+        q_hi = min(self.read_noise_q_max, self.read_noise_coeff / _Q_DEN_MIN)
+        q_lim = _F32_MAX / math.sqrt(_LN_F32_MAX)
+        _check(c, "read_noise_q_max", self.read_noise_q_max, q_hi <= q_lim,
+               f"<= {_F32_MAX:.4g}/sqrt(ln {FLOAT32_MAX:.3g}) = {q_lim:.4g}, unless read_noise_coeff/{_Q_DEN_MIN:g} is "
+               "(the 1/f std q·sqrt(ln((t + t_read)/(2·t_read))) must be a float32 for every float32 ratio: beyond, "
+               "NaN conductances)")
+        g_hi = self.g_max + self.prog_noise_scale * xi * sigma_max  # the largest programmed conductance (µS)
+        read_max = (_F32_MAX / max(1.0, g_hi) - 1.0) / (xi * q_hi * math.sqrt(_LN_F32_MAX)) if q_hi > 0 else math.inf
+        _check(c, "read_noise_scale", self.read_noise_scale, self.read_noise_scale <= read_max,
+               f"<= ({_F32_MAX:.4g}/max(1, g_hi) - 1)/({xi:g}·q_hi·sqrt(ln {FLOAT32_MAX:.3g})) = {read_max:.4g}, "
+               f"with g_hi = g_max + {xi:g}·prog_noise_scale·σ_prog's largest = {g_hi:.4g} µS the largest "
+               f"programmed conductance and q_hi = min(read_noise_q_max, read_noise_coeff/{_Q_DEN_MIN:g}) = "
+               f"{q_hi:.4g} (a read conductance g·(1 + read_noise_scale·σ_read·ξ), |ξ| <= {xi:g}, must be a "
+               "float32)")
+
+    def nu_range(self) -> tuple[float, float]:
+        """``drift_scale·(max(0, μ_lo − 9·σ_hi), μ_hi + 9·σ_hi)`` with ``(μ_lo, μ_hi) = drift_nu_mean_range``
+        and ``σ_hi = drift_nu_std_range[1]``: bounds of every ``ν`` drawn (``|ξ| <= 9``)."""
+        (mean_lo, mean_hi), (_, std_hi) = self.drift_nu_mean_range, self.drift_nu_std_range
+        xi = NORMAL_DRAW_MAX
+        return self.drift_scale * max(0.0, mean_lo - xi * std_hi), self.drift_scale * (mean_hi + xi * std_hi)
+
+    def _time_problem(self, t_inference_s: float) -> str | None:
+        """The drift's limits (:meth:`InferenceNoiseModel._time_problem`), and the 1/f read noise's
+        ``(t_inference_s + t_0 + t_read)/(2·t_read)`` beyond float32 (its logarithm infinite: NaN conductances)."""
+        t32 = torch.tensor(t_inference_s, dtype=torch.float32)
+        if not math.isfinite(float((t32 + self.t_0 + self.t_read) / (2.0 * self.t_read))):  # as read_noise()
+            lim = min(FLOAT32_MAX, 2.0 * self.t_read * FLOAT32_MAX) - self.t_0 - self.t_read
+            return (f"such that the 1/f read noise's (t_inference_s + t_0 + t_read)/(2·t_read) is a float32, at most "
+                    f"{FLOAT32_MAX:.3g} (t_0 = {self.t_0!r} s, t_read = {self.t_read!r} s: t_inference_s up to about "
+                    f"{lim:.4g} s); beyond it the read noise's std is infinite: NaN conductances")
+        return super()._time_problem(t_inference_s)
 
     def prog_std(self, g_target_uS: Tensor) -> Tensor:
         """Programming-noise std ``σ_prog`` (µS) before ``prog_noise_scale``; ``[*]`` in, ``[*]`` out."""
@@ -276,7 +415,7 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
         Returns:
             conductances (µS, >= 0) of the broadcast shape.
         """
-        t = _time(t_inference_s, g_drift_uS, type(self).__name__) + self.t_0
+        t = _time(t_inference_s, g_drift_uS, self) + self.t_0
         g_ref = g_drift_uS if g_prog_uS is None else g_prog_uS
         den = torch.pow(g_ref.abs() / self.g_max, self.read_noise_exponent).clamp_min(_Q_DEN_MIN)
         q = (self.read_noise_coeff / den).clamp_max(self.read_noise_q_max)
@@ -342,6 +481,11 @@ class GenericDriftModel(InferenceNoiseModel):
         prog_noise_std: programming noise (µS, >= 0).
         nu_mean: mean drift exponent (>= 0). nu_std: its device-to-device spread (>= 0).
         read_noise_std: relative read noise (>= 0).
+
+    Combinations overflowing float32 are refused, naming the field and its largest (or smallest) value: ``t_0`` a
+    normal float32 number, ``g_max + 9·prog_noise_std``, ``nu_mean + 9·nu_std`` and the largest read conductance
+    ``(g_max + 9·prog_noise_std)·(1 + 9·read_noise_std)`` float32 numbers (``|ξ| <= 9``,
+    :data:`~devices.base.NORMAL_DRAW_MAX`). Times are checked at the call (:meth:`check_times`).
     """
 
     g_max: float = 25.0
@@ -361,9 +505,38 @@ class GenericDriftModel(InferenceNoiseModel):
             v = getattr(self, name)
             _check(c, name, v, is_finite_number(v) and v >= 0, ">= 0 and finite")
         self._validate()
+        self._check_float32_edges()
 
     def _validate(self) -> None:
         """Hook for subclasses' extra checks."""
+
+    def _check_float32_edges(self) -> None:
+        """Refuse fields, each valid alone, whose combination overflows float32, the simulator's tensors' type (NaN
+        or infinite conductances); bounds take ``|ξ| <= 9`` (:data:`~devices.base.NORMAL_DRAW_MAX`) and targets in
+        ``[0, g_max]``, with a 2⁻¹⁶ margin below float32's largest number for the formulas' roundings."""
+        c, xi = type(self).__name__, NORMAL_DRAW_MAX
+        _check(c, "t_0", self.t_0, self.t_0 >= FLOAT32_TINY,
+               f">= {FLOAT32_TINY:.3g} s, float32's smallest normal number (the drift divides by t_0: below it, "
+               "(t_inference_s + t_0)/t_0 overflows from t_inference_s ~ 1e-7 s on)")
+        prog_max = (_F32_MAX - self.g_max) / xi
+        _check(c, "prog_noise_std", self.prog_noise_std, self.prog_noise_std <= prog_max,
+               f"<= ({_F32_MAX:.4g} - g_max)/{xi:g} = {prog_max:.4g} µS (a programmed conductance g_target + "
+               f"prog_noise_std·ξ, |ξ| <= {xi:g}, must be a float32: beyond, NaN weights)")
+        nu_std_max = (_F32_MAX - self.nu_mean) / xi
+        _check(c, "nu_std", self.nu_std, self.nu_std <= nu_std_max,
+               f"<= ({_F32_MAX:.4g} - nu_mean)/{xi:g} = {nu_std_max:.4g} (the largest drift exponent nu_mean + "
+               f"nu_std·ξ, |ξ| <= {xi:g}, must be a float32: beyond, NaN weights)")
+        g_hi = self.g_max + xi * self.prog_noise_std  # the largest programmed conductance (µS)
+        read_max = (_F32_MAX / max(1.0, g_hi) - 1.0) / xi
+        _check(c, "read_noise_std", self.read_noise_std, self.read_noise_std <= read_max,
+               f"<= ({_F32_MAX:.4g}/max(1, g_max + {xi:g}·prog_noise_std) - 1)/{xi:g} = {read_max:.4g} (a read "
+               f"conductance g·(1 + read_noise_std·ξ), |ξ| <= {xi:g}, from the largest programmed one, must be a "
+               "float32: beyond, NaN weights)")
+
+    def nu_range(self) -> tuple[float, float]:
+        """``(max(0, nu_mean − 9·nu_std), nu_mean + 9·nu_std)``: bounds of every ``ν`` drawn (``|ξ| <= 9``)."""
+        xi = NORMAL_DRAW_MAX
+        return max(0.0, self.nu_mean - xi * self.nu_std), self.nu_mean + xi * self.nu_std
 
     def program(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
         """``max(0, g_target + prog_noise_std·ξ)``; ``[*]`` µS → ``[*]`` µS."""
@@ -376,7 +549,7 @@ class GenericDriftModel(InferenceNoiseModel):
     def read_noise(self, g_drift_uS: Tensor, t_inference_s: float | Tensor, generator: torch.Generator,
                    g_prog_uS: Tensor | None = None) -> Tensor:
         """``max(0, g_drift·(1 + read_noise_std·ξ))``; shape of ``g_drift_uS`` broadcast with the time tensor."""
-        t = _time(t_inference_s, g_drift_uS, type(self).__name__)
+        t = _time(t_inference_s, g_drift_uS, self)
         shape = torch.broadcast_shapes(g_drift_uS.shape, t.shape)
         xi = _randn(shape, g_drift_uS, generator)
         return (g_drift_uS * (1.0 + self.read_noise_std * xi)).clamp_min(0.0)
@@ -408,7 +581,7 @@ class NoDrift(GenericDriftModel):
     def read_noise(self, g_drift_uS: Tensor, t_inference_s: float | Tensor, generator: torch.Generator,
                    g_prog_uS: Tensor | None = None) -> Tensor:
         """No read noise: ``g_drift_uS`` broadcast with the time tensor."""
-        t = _time(t_inference_s, g_drift_uS, type(self).__name__)
+        t = _time(t_inference_s, g_drift_uS, self)
         return g_drift_uS.clamp_min(0.0).expand(torch.broadcast_shapes(g_drift_uS.shape, t.shape)).contiguous()
 
 
@@ -470,7 +643,7 @@ def program_weights(
             ``g_max = g_max_uS`` (:func:`read_weights_at` does the same from ``conductance_map.g_max_uS``).
         generator: torch.Generator on ``w``'s device (programming noise drawn first, then ``ν``).
         g_max_uS, g_min_uS: conductance range in µS (0 <= g_min_uS < g_max_uS).
-        w_max: weight mapped to ``g_max_uS`` (> 0) or None for ``max|w|``.
+        w_max: weight mapped to ``g_max_uS`` (a normal float32 number, 1.18e-38 to 3.4e38) or None for ``max|w|``.
     Returns:
         :class:`ProgrammedWeights` with ``[2, *]`` conductances and ``ν``, detached from ``w`` (no grad history:
         programming is a write onto devices, not a differentiable operation).
@@ -485,6 +658,10 @@ def program_weights(
         w_scale: Tensor | float = w.abs().amax().clamp_min(_W_ABS_MAX_MIN)
     else:
         _check("program_weights", "w_max", w_max, is_finite_number(w_max) and w_max > 0, "> 0 and finite or None")
+        _check("program_weights", "w_max", w_max, FLOAT32_TINY <= w_max <= FLOAT32_MAX,
+               f"None or in [{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}], a normal float32 number (the weights are divided "
+               "by w_max and the read ones multiplied by it in float32: beyond, NaN weights; below, 0 or subnormal "
+               "ones)")
         w_scale = float(w_max)
     g_target = torch.stack(cmap.to_pair(w / w_scale))
     g_prog = model.program(g_target, generator)
@@ -521,7 +698,8 @@ def read_weights_at(
 
     Args:
         programmed: from :func:`program_weights` (weights ``[*]``).
-        t_inference_s: a time or a sequence of ``T`` times (s after programming, each >= 0).
+        t_inference_s: a time or a sequence of ``T`` times (s after programming, each >= 0 and within the model's
+            float32 limits, :meth:`InferenceNoiseModel.check_times`: ``ValueError`` naming ``t_inference_s``).
         model: the noise model used to program (evaluated at ``g_max = programmed.conductance_map.g_max_uS``,
             as in :func:`program_weights`).
         generator: torch.Generator on the weights' device.
@@ -533,6 +711,7 @@ def read_weights_at(
     """
     times = _times(t_inference_s, "read_weights_at")
     model = _at_g_max(model, programmed.conductance_map.g_max_uS, "read_weights_at")
+    model.check_times(times, "read_weights_at")
     w_ndim = programmed.g_prog_uS.ndim - 1
     g_prog = programmed.g_prog_uS
     t = torch.tensor(times, dtype=g_prog.dtype, device=g_prog.device).reshape([len(times)] + [1] * (w_ndim + 1))
@@ -574,7 +753,8 @@ def apply_inference_noise(
 
     Args:
         w: trained weights ``[*]``.
-        t_inference_s: a time or ``T`` times (s after programming, >= 0); default :data:`STANDARD_TIMES_S`.
+        t_inference_s: a time or ``T`` times (s after programming, >= 0, within the model's float32 limits:
+            :meth:`InferenceNoiseModel.check_times`, checked before programming); default :data:`STANDARD_TIMES_S`.
         model: noise model, default :class:`PCMLikeNoiseModel` ``()``.
         generator: torch.Generator on ``w``'s device (explicit, seeded: same seed → same result).
         g_max_uS, g_min_uS, w_max: the weight ↔ conductance mapping, see :func:`program_weights`.
@@ -584,6 +764,7 @@ def apply_inference_noise(
     """
     model = PCMLikeNoiseModel() if model is None else model
     times = _times(t_inference_s, "apply_inference_noise")
+    model.check_times(times, "apply_inference_noise")  # before programming: nothing drawn for a refused time
     programmed = program_weights(w, model, generator, g_max_uS=g_max_uS, g_min_uS=g_min_uS, w_max=w_max)
     return read_weights_at(programmed, times, model, generator, compensate_drift=compensate_drift,
                            compensation_dims=compensation_dims).to(w.dtype)

@@ -1,0 +1,241 @@
+"""devices/inference.py at float32's edges: fields (and times) whose combination overflowed or underflowed float32.
+
+Each field below was valid alone, yet gave NaN (or all-zero) weights read back in float32, the simulator's tensors'
+type; the refusal names the field and its range. The limits are the documented worst cases, typed in here: every
+standard normal ``|ξ| <= NORMAL_DRAW_MAX = 9``, targets in ``[0, g_max]``, and a 2⁻¹⁶ margin below float32's
+largest number for the formulas' roundings. Just inside each limit the weights read back are finite.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from devices.base import FLOAT32_MAX, FLOAT32_TINY
+from devices.inference import (
+    STANDARD_TIMES_S,
+    GenericDriftModel,
+    NoDrift,
+    PCMLikeNoiseModel,
+    apply_inference_noise,
+    program_weights,
+    read_weights_at,
+)
+
+F32 = FLOAT32_MAX * (1.0 - 2.0**-16)   # float32's largest less the documented rounding margin
+SQRT_LN = math.sqrt(math.log(FLOAT32_MAX))  # the largest sqrt(ln(ratio)) of a float32 ratio: 9.42
+XI = 9.0                                # NORMAL_DRAW_MAX
+PCM_SIGMA_MAX = 0.26348 + 1.9650 + 1.1731  # Σ|prog_coeff| of aihwkit's fit (µS at g_max = 25 µS = the reference)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_finite_reads(model, w: torch.Tensor | None = None, times=STANDARD_TIMES_S, **kw) -> torch.Tensor:
+    """Weights read back at ``times`` (default 4 weights): finite and, at every time, not all 0."""
+    w = torch.tensor([0.5, -1.0, 0.25, 0.0]) if w is None else w
+    out = apply_inference_noise(w, times, model, generator=gen(), **kw)
+    assert torch.isfinite(out).all(), out
+    assert (out != 0).flatten(1).any(dim=1).all(), out
+    return out
+
+
+# --- refused where the model is made -------------------------------------------------------------------------------
+
+PCM_REFUSED = [
+    # (field, value, other fields, the limit as the message states it, why it failed before)
+    ("g_max", 1e-45, {}, "1.18e-38 µS", "g/g_max overflowed: ln(g/g_max) = inf, 0·inf = NaN for a zero slope"),
+    ("t_read", 1e-45, {}, "t_0/3.4e+38) = 5.877e-38 s", "(t_0 + t_read)/(2 t_read) = inf: NaN read conductances"),
+    ("t_read", 1e-38, {}, "5.877e-38 s", "normal, yet 20 s/(2e-38) overflows: NaN read conductances"),
+    ("prog_coeff", (3e38, 3e38, 0.0), {}, "at most 3.403e+38", "σ_prog = inf at g_max: NaN programmed conductances"),
+    ("prog_coeff_g_max_reference", 1e-38, {}, f"= {25.0 * PCM_SIGMA_MAX / F32:.4g} µS",
+     "g_max/reference = 2.5e39 = inf in float32: NaN programmed conductances"),
+    ("prog_coeff_g_max_reference", 1e-40, {"prog_coeff": (1e-20,)}, f"= {25.0 / F32:.4g} µS",
+     "the factor alone overflows even for a tiny σ_prog: 1e-20·inf"),
+    ("prog_noise_scale", 1e38, {}, f"= {(F32 - 25.0) / (XI * PCM_SIGMA_MAX):.4g}", "σ_prog·ξ overflowed"),
+    ("drift_nu_std_range", (0.0, 1e38), {}, f"= {(F32 - 0.1) / XI:.4g}", "σ_ν·ξ overflowed: ν = inf, NaN"),
+    ("drift_scale", 1e38, {"drift_nu_mean_range": (0.049, 10.0)}, f"= {F32 / (10.0 + XI * 0.045):.4g}",
+     "ν = drift_scale·|μ + σξ| overflowed"),
+    ("read_noise_q_max", 3e38, {"read_noise_coeff": 3e38}, f"= {F32 / SQRT_LN:.4g}",
+     "q·sqrt(ln(...)) = inf, times read_noise_scale 0: NaN"),
+    ("read_noise_scale", 1e37, {}, None, "|g|·σ_read·ξ overflowed"),
+]
+
+
+@pytest.mark.parametrize("field,value,others,limit,why", PCM_REFUSED, ids=[f"{r[0]}={r[1]!r}" for r in PCM_REFUSED])
+def test_pcm_fields_overflowing_float32_are_refused(field, value, others, limit, why):
+    with pytest.raises(ValueError) as err:
+        PCMLikeNoiseModel(**others, **{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"PCMLikeNoiseModel.{field} must be"), msg
+    assert msg.endswith(f", got {value!r}"), msg
+    if limit is not None:
+        assert limit in msg, msg
+
+
+def test_pcm_read_noise_scale_limit_is_stated_with_its_inputs():
+    # g_hi = 25 + 9·1·Σ|c| µS (the largest programmed conductance), q_hi = min(0.2, 0.0088/1e-3) = 0.2
+    g_hi = 25.0 + XI * PCM_SIGMA_MAX
+    limit = (F32 / g_hi - 1.0) / (XI * 0.2 * SQRT_LN)
+    stated = re.escape(f"{limit:.4g}")
+    with pytest.raises(ValueError, match=rf"^PCMLikeNoiseModel\.read_noise_scale must be <= .* = {stated}, "
+                                         rf"with g_hi = .* = {g_hi:.4g} µS .* q_hi = .* = 0\.2 .*got 1e\+37$"):
+        PCMLikeNoiseModel(read_noise_scale=1e37)
+
+
+GENERIC_REFUSED = [
+    ("t_0", 1e-45, {}, "1.18e-38 s", "(t + t_0)/t_0 = inf from t ~ 1e-7 s: NaN after compensation"),
+    ("t_0", 1e-38, {}, "1.18e-38 s", "subnormal in float32 too: the same"),
+    ("prog_noise_std", 1e38, {}, f"= {(F32 - 25.0) / XI:.4g} µS", "prog_noise_std·ξ overflowed: NaN weights"),
+    ("nu_std", 1e38, {}, f"= {(F32 - 0.05) / XI:.4g}", "ν = inf: NaN weights"),
+    ("read_noise_std", 1e38, {}, f"= {(F32 / 25.0 - 1.0) / XI:.4g}", "g·(1 + read_noise_std·ξ) overflowed"),
+    ("read_noise_std", 1e37, {"prog_noise_std": 1e6}, f"= {(F32 / (25.0 + 9e6) - 1.0) / XI:.4g}",
+     "the bound follows the largest programmed conductance g_max + 9·prog_noise_std"),
+]
+
+
+@pytest.mark.parametrize("field,value,others,limit,why", GENERIC_REFUSED,
+                         ids=[f"{r[0]}={r[1]!r}" for r in GENERIC_REFUSED])
+def test_generic_fields_overflowing_float32_are_refused(field, value, others, limit, why):
+    with pytest.raises(ValueError) as err:
+        GenericDriftModel(**others, **{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"GenericDriftModel.{field} must be"), msg
+    assert msg.endswith(f", got {value!r}") and limit in msg, msg
+
+
+def test_limits_are_where_float32_overflows():
+    """Each limit is tight: at 1.01× it the formula's worst case (|ξ| = 9) is inf in float32, at the limit finite."""
+    f32 = torch.float32
+    g_max = torch.tensor(25.0, dtype=f32)
+    prog = (F32 - 25.0) / XI                     # GenericDriftModel.prog_noise_std
+    assert torch.isfinite(g_max + torch.tensor(prog, dtype=f32) * XI)
+    assert torch.isinf(g_max + torch.tensor(1.01 * prog, dtype=f32) * XI)
+    read = (F32 / 25.0 - 1.0) / XI               # GenericDriftModel.read_noise_std at prog_noise_std = 0
+    assert torch.isfinite(g_max * (1.0 + torch.tensor(read, dtype=f32) * XI))
+    assert torch.isinf(g_max * (1.0 + torch.tensor(1.01 * read, dtype=f32) * XI))
+    t_read = 20.0 / FLOAT32_MAX                  # PCM t_read at t_0 = 20 s: the 1/f ratio at t_inference_s = 0
+    assert torch.isfinite((torch.tensor(20.0, dtype=f32) + t_read) / (2.0 * t_read))
+    assert torch.isinf((torch.tensor(20.0, dtype=f32) + t_read / 2.1) / (2.0 * t_read / 2.1))
+
+
+@pytest.mark.parametrize("model", [
+    GenericDriftModel(prog_noise_std=(F32 - 25.0) / XI),
+    GenericDriftModel(read_noise_std=(F32 / 25.0 - 1.0) / XI),
+    PCMLikeNoiseModel(prog_noise_scale=(F32 - 25.0) / (XI * PCM_SIGMA_MAX), read_noise_scale=0.0),
+    PCMLikeNoiseModel(prog_coeff_g_max_reference=25.0 * PCM_SIGMA_MAX / F32, prog_noise_scale=0.0),
+    PCMLikeNoiseModel(read_noise_scale=(F32 / (25.0 + XI * PCM_SIGMA_MAX) - 1.0) / (XI * 0.2 * SQRT_LN)),
+    PCMLikeNoiseModel(read_noise_q_max=F32 / SQRT_LN, read_noise_coeff=F32 / SQRT_LN * 1e-3, read_noise_scale=0.0),
+], ids=lambda m: repr(m)[:90])
+def test_at_each_limit_the_weights_read_are_finite(model):
+    """At each limit (accepted) the weights read back at 1 s … 1 year are finite and not all 0: 4 weights, so that
+    the compensation's sum of |w| (up to 4·3.4e38/25) stays a float32 too."""
+    assert_finite_reads(model)
+
+
+@pytest.mark.parametrize("model", [
+    GenericDriftModel(t_0=FLOAT32_TINY),
+    PCMLikeNoiseModel(t_read=20.0 / FLOAT32_MAX),
+    PCMLikeNoiseModel(g_max=FLOAT32_TINY, t_read=FLOAT32_TINY, t_0=FLOAT32_TINY),
+], ids=lambda m: repr(m)[:90])
+def test_at_the_time_limits_the_weights_read_are_finite(model):
+    """The smallest t_0 / t_read: their times reach a few seconds (later ones are refused at the call, below)."""
+    assert_finite_reads(model, times=[0.0, 1.0], g_max_uS=max(model.g_max, 1.0))
+
+
+def test_the_limits_follow_a_g_max_uS_given_at_programming():
+    """program_weights normalizes the model at another g_max_uS; the limits of that model apply (prog_noise_std's
+    limit (3.4e38 − g_max)/9 shrinks by 1e37/9 at g_max_uS = 1e37 µS)."""
+    m = GenericDriftModel(prog_noise_std=(F32 - 25.0) / XI)
+    with pytest.raises(ValueError, match=r"^GenericDriftModel\.prog_noise_std must be <= .*= 3\.67\d*e\+37 µS"):
+        program_weights(torch.ones(3), m, gen(), g_max_uS=1e37)
+
+
+@pytest.mark.parametrize("w_max", [1e39, 1e-40, 1e-50])
+def test_w_max_beyond_a_normal_float32_is_refused(w_max):
+    """w_max = 1e39 is inf as a float32 (w/inf = 0, 0·inf = NaN weights); 1e-50 is 0 (0/0 = NaN); 1e-40 is subnormal
+    (read weights 1.7e-42 for 0.5e-40)."""
+    with pytest.raises(ValueError, match=rf"^program_weights\.w_max must be None or in \[1\.18e-38, 3\.4e\+38\], "
+                                         rf"a normal float32 number .*got {re.escape(repr(w_max))}$"):
+        program_weights(torch.ones(3), GenericDriftModel(), gen(), w_max=w_max)
+
+
+@pytest.mark.parametrize("w_max,rel", [(FLOAT32_TINY, [0.0, 1.0, -1.0]), (FLOAT32_MAX, [0.0, 0.25, -0.5])])
+def test_w_max_at_float32_edges_reads_the_weights(w_max, rel):
+    # no noise, a uniform drift undone by the compensation: the weights come back (normal float32 numbers whose
+    # |w| sum to one too: 2·1.18e-38, 0.75·3.4e38)
+    w = torch.tensor(rel, dtype=torch.float64) * w_max
+    out = apply_inference_noise(w.float(), [1.0, 3600.0], GenericDriftModel(), generator=gen(), w_max=w_max)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), w.expand(2, 3), rtol=1e-5, atol=0)
+
+
+# --- refused at the call: times --------------------------------------------------------------------------------------
+
+
+def test_a_time_whose_drift_ratio_overflows_is_refused():
+    """t_0 = 1e-30 s (a normal float32): (t + t_0)/t_0 overflows from t ~ 3.4e8 s; before, ν > 0 then drifted every
+    device to 0 µS (NaN after compensation). 1e8 s is finite: the drift factor 1e38^(-0.05) = 0.0126, undone by the
+    compensation."""
+    m = GenericDriftModel(t_0=1e-30)
+    with pytest.raises(ValueError, match=r"^apply_inference_noise\.t_inference_s must be such that the drift's "
+                                         r"\(t_inference_s \+ t_0\)/t_0 is a float32, .*t_inference_s up to about "
+                                         r"3\.403e\+08 s.*got 1000000000\.0$"):
+        apply_inference_noise(torch.ones(3), [1.0, 1e9], m, generator=gen())
+    w = torch.tensor([0.5, -1.0, 0.25])
+    raw = apply_inference_noise(w, 1e8, m, generator=gen(), compensate_drift=False)[0]
+    torch.testing.assert_close(raw, w * (1e8 / 1e-30) ** -0.05, rtol=1e-5, atol=0)
+    torch.testing.assert_close(apply_inference_noise(w, 1e8, m, generator=gen())[0], w, rtol=1e-5, atol=0)
+    # NoDrift (ν = 0) reads the weights at any float32 time, even where the ratio overflows (x^0 = 1)
+    ideal = apply_inference_noise(w, [1e9, FLOAT32_MAX], NoDrift(t_0=1e-30), generator=gen())
+    torch.testing.assert_close(ideal, w.expand(2, 3), rtol=1e-6, atol=0)
+
+
+def test_a_time_at_which_every_device_drifts_to_zero_is_refused():
+    """ν = 10 for every device (nu_std = 0): ((t + 20)/20)^(-10) is below 1.18e-38 from t = 20·(e^8.734 − 1) =
+    1.24e5 s on; before, 1 year read all-zero weights (NaN after compensation). At 1 day the factor is 4.4e-37 —
+    a normal float32 — and the compensation restores the weights."""
+    m = GenericDriftModel(nu_mean=10.0)
+    limit = 20.0 * math.expm1(-math.log(FLOAT32_TINY) / 10.0)
+    assert 1.23e5 < limit < 1.25e5
+    stated = re.escape(f"{limit:.4g}")
+    with pytest.raises(ValueError, match=rf"^apply_inference_noise\.t_inference_s must be such that the slowest drift "
+                                         rf"factor .*\^\(-10\) is at least 1\.18e-38.* >= 10; t_0 = 20\.0 s: "
+                                         rf"t_inference_s up to about {stated} s\).*got 31536000\.0$"):
+        apply_inference_noise(torch.ones(3), STANDARD_TIMES_S, m, generator=gen())
+    w = torch.tensor([0.5, -1.0, 0.25])
+    raw = apply_inference_noise(w, 86400.0, m, generator=gen(), compensate_drift=False)[0]
+    torch.testing.assert_close(raw.double(), w.double() * (86420.0 / 20.0) ** -10.0, rtol=1e-4, atol=0)
+    torch.testing.assert_close(apply_inference_noise(w, 86400.0, m, generator=gen())[0], w, rtol=1e-4, atol=0)
+    # the same limit at each entry point that takes a number of seconds
+    prog = program_weights(w, m, gen())
+    for call, name in [(lambda: read_weights_at(prog, [1.0, 1e6], m, gen()), "read_weights_at"),
+                       (lambda: m.drift(prog.g_prog_uS, 1e6, prog.nu), "GenericDriftModel"),
+                       (lambda: m.at_time(prog.g_prog_uS, prog.nu, 1e6, gen()), "GenericDriftModel")]:
+        with pytest.raises(ValueError, match=rf"^{name}\.t_inference_s must be such that the slowest drift factor"):
+            call()
+
+
+def test_pcm_time_whose_read_noise_ratio_overflows_is_refused():
+    """t_read = t_0 = 1e-30 s: the 1/f term's (t + t_0 + t_read)/(2·t_read) overflows from t ~ 6.8e8 s (before:
+    ln = inf, NaN conductances); at 1e8 s it is 5e37 and the weights read back are finite."""
+    m = PCMLikeNoiseModel(t_read=1e-30, t_0=1e-30)
+    with pytest.raises(ValueError, match=r"^apply_inference_noise\.t_inference_s must be such that the 1/f read "
+                                         r"noise's .*t_inference_s up to about 6\.806e\+08 s.*got 1000000000\.0$"):
+        apply_inference_noise(torch.ones(3), 1e9, m, generator=gen())
+    with pytest.raises(ValueError, match=r"^PCMLikeNoiseModel\.t_inference_s must be such that the 1/f read noise's"):
+        m.read_noise(torch.ones(3), 1e9, gen())
+    assert_finite_reads(m, times=[1.0, 1e8])
+
+
+def test_nu_ranges_are_the_nine_sigma_bounds():
+    # PCM: drift_scale·(max(0, μ_lo − 9 σ_hi), μ_hi + 9 σ_hi) with aihwkit's clip ranges
+    assert PCMLikeNoiseModel().nu_range() == pytest.approx((0.0, 0.1 + 9 * 0.045))
+    assert PCMLikeNoiseModel(drift_nu_mean_range=(1.0, 2.0), drift_scale=2.0).nu_range() == \
+        pytest.approx((2.0 * (1.0 - 9 * 0.045), 2.0 * (2.0 + 9 * 0.045)))
+    assert GenericDriftModel(nu_mean=0.5, nu_std=0.01).nu_range() == pytest.approx((0.41, 0.59))
+    assert NoDrift().nu_range() == (0.0, 0.0)

@@ -694,7 +694,9 @@ def read_weights_at(
 
     All times in one vectorized call (independent read noise per time, the same programmed state and ``ν``).
     Global drift compensation (aihwkit's ``GlobalDriftCompensation`` applied to the weights): each time's weights
-    are scaled by ``Σ|w_prog| / Σ|w_t|`` (reference: the programmed weights, read at ``t_0`` without read noise).
+    are scaled by ``Σ|w_prog| / Σ|w_t|`` (reference: the programmed weights, read at ``t_0`` without read noise);
+    where that factor overflows float32 (heavy drift: most devices at ~0 µS) each weight is scaled by its share
+    ``|w_t|/Σ|w_t|`` of ``Σ|w_prog|`` instead, the same value in exact arithmetic.
 
     Args:
         programmed: from :func:`program_weights` (weights ``[*]``).
@@ -732,7 +734,12 @@ def read_weights_at(
     else:
         ref = programmed.weights.abs().sum(dim=dims, keepdim=True)
         cur = w_t.abs().sum(dim=[d + 1 for d in dims], keepdim=True)
-    return w_t * (ref / cur.clamp_min(torch.finfo(cur.dtype).tiny))
+    cur = cur.clamp_min(torch.finfo(cur.dtype).tiny)
+    factor = ref / cur
+    # where the read sum drifted below ref/3.4e38 (heavy drift: most devices at ~0 µS) ref/cur overflows and
+    # w_t·inf gave inf, NaN for a weight read 0: scale each weight by its share of the read sum instead, the same value
+    # in exact arithmetic (|w_t|/cur <= 1, finite), 0 where every weight read 0 (elsewhere unchanged, bit for bit)
+    return torch.where(torch.isfinite(factor), w_t * factor, (w_t / cur) * ref)
 
 
 def apply_inference_noise(

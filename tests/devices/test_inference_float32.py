@@ -8,6 +8,7 @@ largest number for the formulas' roundings. Just inside each limit the weights r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -147,6 +148,16 @@ def test_at_the_time_limits_the_weights_read_are_finite(model):
     assert_finite_reads(model, times=[0.0, 1.0], g_max_uS=max(model.g_max, 1.0))
 
 
+@pytest.mark.parametrize("spread", ["nu_std", "drift_scale"])
+def test_the_largest_drift_spreads_read_finite_weights(spread):
+    """ν up to 3.4e38 (nu_std at its limit, or PCM's largest drift_scale): almost every device drifts to 0 µS from
+    1 s on (refused only where *every* device must: the drift-to-zero test below); the weights read back are finite."""
+    model = (GenericDriftModel(nu_std=(F32 - 0.05) / XI) if spread == "nu_std"
+             else PCMLikeNoiseModel(drift_scale=FLOAT32_MAX))  # its own limit, F32/0.505, is beyond float32
+    out = apply_inference_noise(torch.linspace(-1.0, 1.0, 64), STANDARD_TIMES_S, model, generator=gen())
+    assert torch.isfinite(out).all()
+
+
 def test_the_limits_follow_a_g_max_uS_given_at_programming():
     """program_weights normalizes the model at another g_max_uS; the limits of that model apply (prog_noise_std's
     limit (3.4e38 − g_max)/9 shrinks by 1e37/9 at g_max_uS = 1e37 µS)."""
@@ -239,3 +250,32 @@ def test_nu_ranges_are_the_nine_sigma_bounds():
         pytest.approx((2.0 * (1.0 - 9 * 0.045), 2.0 * (2.0 + 9 * 0.045)))
     assert GenericDriftModel(nu_mean=0.5, nu_std=0.01).nu_range() == pytest.approx((0.41, 0.59))
     assert NoDrift().nu_range() == (0.0, 0.0)
+
+
+# --- the drift compensation when the read sum underflows -------------------------------------------------------------
+
+
+def test_compensation_of_a_read_sum_below_float32_range_is_finite():
+    """63 weights of 1 drift to 0 µS (ν = 1000 at 1 h), one of 1e-37 keeps ν = 0: the compensation factor
+    Σ|w_prog|/Σ|w_t| = 63/1e-37 overflows float32. Before: w_t·inf = inf there and 0·inf = NaN elsewhere. Now each
+    weight is scaled by its share of the read sum: the survivor carries the whole programmed sum, the others 0."""
+    w = torch.ones(64)
+    w[5] = -1e-37
+    m = GenericDriftModel(nu_mean=0.0)
+    prog = program_weights(w, m, gen())
+    nu = torch.full_like(prog.nu, 1000.0)
+    nu[:, 5] = 0.0
+    prog = dataclasses.replace(prog, nu=nu)
+    out = read_weights_at(prog, [3600.0], m, gen())[0]
+    ref = prog.weights.abs().double().sum().item()
+    assert ref == pytest.approx(63.0, rel=1e-6)
+    assert torch.isfinite(out).all()
+    assert out[5].item() == pytest.approx(-ref, rel=1e-5)
+    assert torch.count_nonzero(out) == 1
+    # where the factor is finite the compensated weights are w_t·Σ|w_prog|/Σ|w_t|, as before
+    w2 = torch.tensor([0.5, -1.0, 0.25])
+    m2 = GenericDriftModel(nu_mean=0.2)
+    prog2 = program_weights(w2, m2, gen())
+    raw = read_weights_at(prog2, [3600.0], m2, gen(), compensate_drift=False)
+    comp = read_weights_at(prog2, [3600.0], m2, gen())
+    assert torch.equal(comp, raw * (prog2.weights.abs().sum() / raw.abs().sum()))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, TrainConfig
-from .models import weight_count
+from .models import cnn_max_blocks, weight_count
 
 __all__ = ["BYTES_PER_WEIGHT", "check_model_fits", "memory_bytes"]
 
@@ -65,7 +65,7 @@ def check_model_fits(cfg: TrainConfig, input_shape: Sequence[int], n_classes: in
     (``hidden: ...``; the model's own check would raise only once training starts)."""
     if cfg.model == "cnn" and len(input_shape) == 3:
         h, w = int(input_shape[1]), int(input_shape[2])
-        most = max(0, min(h, w).bit_length() - 1)     # poolings that leave at least one pixel per side
+        most = cnn_max_blocks(h, w)
         if len(cfg.hidden) > most:
             raise ConfigError(f"hidden: the cnn pools its {h}x{w} inputs 2x2 once per conv block, so it takes at most "
                               f"{most} blocks (channel counts), got {len(cfg.hidden)}: {list(cfg.hidden)}")

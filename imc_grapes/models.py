@@ -32,6 +32,7 @@ __all__ = [
     "MLP",
     "SmallCNN",
     "build_model",
+    "cnn_max_blocks",
 ]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
@@ -199,6 +200,13 @@ class MLP(nn.Module):
         return f"sizes={list(self.sizes)}, activation={self.activation!r}, rule={self.rule!r}"
 
 
+def cnn_max_blocks(h: int, w: int) -> int:
+    """The most conv blocks :class:`SmallCNN` takes on ``h × w`` inputs: each block pools 2×2 (``h // 2``), and at
+    least one pixel must be left per side (``floor(log2(min(h, w)))``; 0 for a side below 1)."""
+    side = min(h, w)
+    return side.bit_length() - 1 if side >= 1 else 0
+
+
 class SmallCNN(nn.Module):
     """``[conv(k×k, same padding) -> activation -> maxpool 2×2] × len(channels) -> flatten -> dropout -> linear``.
 
@@ -252,12 +260,12 @@ class SmallCNN(nn.Module):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"SmallCNN.kernel_size must be an odd integer >= 1, got {kernel_size}")
         h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        ph, pw = h // 2 ** len(channels), w // 2 ** len(channels)
-        if ph < 1 or pw < 1:
+        if len(channels) > cnn_max_blocks(h, w):
             raise ValueError(
                 f"SmallCNN.input_size {h}x{w} is too small for {len(channels)} 2x2 poolings; "
                 f"need >= {2 ** len(channels)} per side"
             )
+        ph, pw = h // 2 ** len(channels), w // 2 ** len(channels)
         _check_dropout(dropout, "SmallCNN")
         self.in_channels, self.n_classes, self.channels = in_channels, n_classes, channels
         self.kernel_size, self.input_size = kernel_size, (h, w)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imc_grapes.grapes import FALinear, attach_grapes
-from imc_grapes.models import MLP, Dropout, SmallCNN, build_model
+from imc_grapes.models import MLP, Dropout, SmallCNN, build_model, cnn_max_blocks
 
 
 def _x(shape, seed=0):
@@ -162,3 +162,14 @@ def test_errors_name_the_problem():
         SmallCNN(kernel_size=2)
     with pytest.raises(ValueError, match=r"input_shape must be \(C, H, W\)"):
         build_model("cnn", input_shape=(784,), n_classes=10)
+
+
+@pytest.mark.parametrize("h, w", [(28, 28), (16, 20), (7, 100), (1, 5), (0, 4), (-5, 8)])
+def test_cnn_max_blocks_is_the_most_2x2_poolings_that_leave_a_pixel(h, w):
+    """Against the definition: k poolings leave ``h // 2**k`` rows; the most k with at least 1 row and column."""
+    most = max((k for k in range(12) if h // 2 ** k >= 1 and w // 2 ** k >= 1), default=0)
+    assert cnn_max_blocks(h, w) == most
+    if most >= 1:
+        SmallCNN(1, 10, channels=(2,) * most, input_size=(h, w))
+    with pytest.raises(ValueError, match=rf"^SmallCNN\.input_size {h}x{w} is too small for {most + 1} 2x2 poolings"):
+        SmallCNN(1, 10, channels=(2,) * (most + 1), input_size=(h, w))

@@ -108,6 +108,13 @@ def fits_float32(v: float) -> bool:
 _APPARENT = "apparent states (write noise)"
 """The key under which :meth:`PulsedDevice._check_sampled` checks the largest apparent state a device can read."""
 
+def _non_finite(tensors: dict[str, Tensor]) -> list[str]:
+    """The keys of ``tensors`` whose tensor holds a NaN or ±Inf: one reduction per tensor and one host read (a GPU
+    synchronisation) for all of them."""
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
+    return [k for k, ok in zip(tensors, finite) if not ok]
+
+
 _SPARSE_MIN_DEVICES = 4096
 """Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
 
@@ -365,21 +372,22 @@ class PulsedDevice:
             # |ξ| < NORMAL_DRAW_MAX); checked in the same host read
             tensors[_APPARENT] = torch.maximum(params.w_max, params.w_min.neg()).add_(
                 self.write_noise_std * self.dw_min * NORMAL_DRAW_MAX)
-        self._check_finite_tensors(tensors)
+        bad = _non_finite(tensors)
+        if bad == [_APPARENT]:
+            self._refuse_write_noise(params.w_min, params.w_max)
+        self._refuse_non_finite([k for k in bad if k != _APPARENT], params.dw_up.dtype)  # bounds: their own message
 
     def _check_finite_tensors(self, tensors: dict[str, Tensor]) -> None:
-        """Raise the ``ValueError`` of :meth:`_check_sampled` unless every tensor of ``tensors`` (keyed by the
-        sampled parameter it makes, a state-dict key) is finite: one reduction per tensor, one host read; the
-        message names the non-finite parameters and the fields (with their values) they come from
-        (:meth:`_sampled_fields`)."""
-        finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()
-        if all(finite):
+        """Raise the ``ValueError`` of :meth:`_check_sampled` (:meth:`_refuse_non_finite`) unless every tensor of
+        ``tensors`` (keyed by the sampled parameter it makes, a state-dict key) is finite: for a model's own sampled
+        values (LinearStepDevice's gamma spread); one reduction per tensor, one host read."""
+        self._refuse_non_finite(_non_finite(tensors), next(iter(tensors.values())).dtype)
+
+    def _refuse_non_finite(self, bad: list[str], dtype: torch.dtype) -> None:
+        """Raise the spread's ``ValueError`` for the non-finite sampled parameters ``bad`` (state-dict keys; nothing
+        when empty): it names them and the fields (with their values) they come from (:meth:`_sampled_fields`)."""
+        if not bad:
             return
-        bad = [k for k, ok in zip(tensors, finite) if not ok]
-        dtype = next(iter(tensors.values())).dtype
-        if bad == [_APPARENT]:
-            self._refuse_write_noise(tensors["w_min"], tensors["w_max"])
-        bad = [k for k in bad if k != _APPARENT]          # non-finite bounds: their own message
         sources = self._sampled_fields()
         used = {name for k in bad for name in sources.get(k, ())}
         c = type(self).__name__

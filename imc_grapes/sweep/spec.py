@@ -40,7 +40,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,15 @@ MAX_POINTS = 1_000_000
 BACKEND_PATH = FieldPath("backend", "train", "backend")
 
 
+def _as_spec_error(check: Callable[..., None], *args: Any) -> None:
+    """``check(*args)`` (a list check of :mod:`imc_grapes.config`), its ``ConfigError`` raised as a
+    :class:`SpecError` with the same message."""
+    try:
+        check(*args)
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Range:
     """A sampled axis: ``kind`` in :data:`RANGE_KINDS` with its arguments (``[lo, hi]`` or the choices)."""
@@ -94,10 +103,7 @@ class Range:
         if k == "choice":
             if not a:
                 raise SpecError("Range choice must list at least one value, got []")
-            try:    # a repeated value is drawn twice as often: a grid axis refuses it too
-                check_distinct("Range choice", a)
-            except ConfigError as exc:
-                raise SpecError(str(exc)) from None
+            _as_spec_error(check_distinct, "Range choice", a)   # a repeated value is drawn twice as often
             return
         if len(a) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a):
             raise SpecError(f"Range {k} must be [lo, hi] (two numbers), got {list(a)}")
@@ -277,15 +283,9 @@ class SweepSpec:
             if ax.values is not None and len(ax.values) == 0:
                 raise SpecError(f"axis {ax.name!r} has no values; give at least one")
             if ax.values is not None:
-                try:
-                    check_distinct(f"axis {ax.name!r}", ax.values)    # a repeated value: the same point twice
-                except ConfigError as exc:
-                    raise SpecError(str(exc)) from None
+                _as_spec_error(check_distinct, f"axis {ax.name!r}", ax.values)   # a repeated value: one point twice
                 if key == ("train", "seed"):
-                    try:
-                        check_seeds_apart(f"axis {ax.name!r}", ax.values)
-                    except ConfigError as exc:
-                        raise SpecError(str(exc)) from None
+                    _as_spec_error(check_seeds_apart, f"axis {ax.name!r}", ax.values)
         whole = [ax.name for ax in self.axes if (ax.path.section, ax.path.field) == ("analog", "device_overrides")]
         entries = [ax.name for ax in self.axes if ax.path.section == "device"]
         if whole and entries:   # the table would replace (or take) the entries: points silently merged or mislabelled

@@ -23,6 +23,7 @@ the noisy-periphery and pulsed-update comparisons spread aihwkit's repetitions o
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -218,10 +219,19 @@ larger by ``≈ 9·REPS/32768 ≈ 0.55`` in expectation (chi-square distributed,
 ``AIHWKIT_LAYERS`` independent lists the offset averages out: ``9·REPS/(32768·20) ≈ 0.03``."""
 
 
+_OUR_SEEDS = itertools.count()
+"""Our layer's seed, a new one at every call: with one fixed seed our sample's own deviations from the true means
+were the same in every run and in the retry (:func:`~tests.crossbar.retry.retry_once`), so a seed whose sample sits
+high failed far more often than the bound's calibration says (the ``stochastic_extras`` 1×1 case: its first draw
+failed the 1.6 bound in three whole-suite runs in a row, once the retry too), and a retry was no new draw. Both
+samples are now fresh draws, as the calibration assumes."""
+
+
 def _noisy_pair(io: IOParameters, c_in: int, c_out: int, kw: dict, tile: tuple[int, int]):
-    """Our seeded layer and :data:`AIHWKIT_LAYERS` aihwkit layers (each with its own noise list), same weights."""
+    """Our seeded layer (:data:`_OUR_SEEDS`) and :data:`AIHWKIT_LAYERS` aihwkit layers (each with its own noise
+    list), same weights."""
     cfg = CrossbarConfig(device=DEVICE, forward=io, backward=io, tile_rows=tile[0], tile_cols=tile[1])
-    ours = AnalogConv2d(c_in, c_out, bias=False, rpu_config=cfg, seed=0, **kw)
+    ours = AnalogConv2d(c_in, c_out, bias=False, rpu_config=cfg, seed=next(_OUR_SEEDS), **kw)
     w = torch.rand(ours.get_weights().shape, generator=torch.Generator().manual_seed(3)) * 1.2 - 0.6
     ours.set_weights(w, write_noise=False)
     assert torch.equal(ours.get_weights(), w)

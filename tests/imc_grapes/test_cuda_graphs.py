@@ -131,6 +131,20 @@ def test_capturable_is_turned_on_for_the_optimizers_that_have_it():
     assert "capturable" not in make_optimizer(cfg.replace(base_optimizer="sgd"), p).defaults
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop"])
+def test_capturable_is_also_on_for_eager_cuda_runs_so_graphs_change_no_number(name):
+    """On a real H200 an eager Adam run and its CUDA-graph replay differed by ~1e-6 (capturable Adam rounds its bias
+    corrections on the device): the option now follows the parameters' device too, so both runs use the same path;
+    CPU parameters keep the host-side path (torch refuses capturable there)."""
+    from imc_grapes.backends.optim import optimizer_class, wants_capturable
+
+    cls = optimizer_class(name)
+    assert wants_capturable(cls, False, {"cuda"}) and wants_capturable(cls, True, {"cuda"})
+    assert wants_capturable(cls, False, {"cpu", "cuda"})
+    assert not wants_capturable(cls, False, {"cpu"})
+    assert not wants_capturable(optimizer_class("sgd"), False, {"cuda"})     # no such option
+
+
 def test_a_network_off_cuda_is_refused_when_the_run_starts(tmp_path, capsys):
     net = build_network(_cfg(), (1, 8, 8), 10, "cpu")
     with pytest.raises(ConfigError, match="needs a CUDA device, but the run is on cpu"):

@@ -1,6 +1,7 @@
 """GPU smoke check for devices/ (not collected by pytest): run ``python tests/devices/gpu_smoke.py`` on a CUDA machine.
 
-Checks, per model and preset: sampling and apply_pulses on CUDA without any host synchronisation
+Checks, per model and preset: sampling on CUDA (which reads the host once, at build time: the sampled-parameter
+checks), then clip, apply_pulses and pulse_moments without any host synchronisation
 (``torch.cuda.set_sync_debug_mode("error")``), outputs on the GPU, finite and within bounds; the CUDA moments equal
 the CPU moments for the same parameters (float32, rtol 1e-4); and prints the time per call for 8×256×256 devices.
 """
@@ -27,9 +28,9 @@ def main() -> int:
     failures = 0
     for dev in models:
         g = torch.Generator(device=cuda).manual_seed(0)
+        p = dev.sample(shape, g, device=cuda)  # build time: one deliberate host read (the sampled-parameter checks)
         torch.cuda.set_sync_debug_mode("error")
         try:
-            p = dev.sample(shape, g, device=cuda)
             w = dev.clip(torch.zeros(shape, device=cuda), p)
             nu = torch.randint(0, 20, shape, device=cuda, generator=g)
             nd = (torch.randint(0, 20, shape, device=cuda, generator=g)

@@ -165,6 +165,53 @@ def check_float64(dev: torch.device) -> str:
     return "ok"
 
 
+def check_bf16_counts(dev: torch.device) -> dict[str, object]:
+    """Same seed, counts with bfloat16 operands and with float32 ones: equal in every device; median times. The
+    bfloat16 count is forced here for short trains too (``COUNT_BF16_MIN_SLOTS`` lowered to 1); ``by_default``
+    says whether training takes it for that case."""
+    import statistics
+    import time
+
+    import crossbar.update as upd
+    cases = {  # name: (batch, R, C, rows, cols, inputs non-negative)
+        "mlp 784-256 b64": (64, 1, 4, 256, 196, False),
+        "cnn conv2 256ch b64 (64x196 positions)": (64 * 196, 1, 9, 256, 256, True),
+        "one row, 3x2 tiles": (32, 3, 2, 1, 100, False),
+        "tile 1024 b256": (256, 1, 1, 1024, 1024, False)}
+    out: dict[str, object] = {}
+    min_slots = upd.COUNT_BF16_MIN_SLOTS
+    upd.COUNT_BF16_MIN_SLOTS = 1
+    try:
+        for name, (batch, n_r, n_c, rows, cols, relu) in cases.items():
+            g = torch.Generator(device=dev).manual_seed(0)
+            x = torch.randn(batch, n_c, cols, device=dev, generator=g)
+            x = x.clamp_min(0) if relu else x
+            d = torch.randn(batch, n_r, rows, device=dev, generator=g) * 0.01
+            res, times = {}, {}
+            for bf16 in (False, True):
+                upd.count_bf16 = bf16
+                res[bf16] = upd.pulse_counts(x, d, 0.1, 0.001, upd.UpdateParameters(),
+                                             torch.Generator(device=dev).manual_seed(1))
+                ts = []
+                for _ in range(5):
+                    torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    upd.pulse_counts(x, d, 0.1, 0.001, upd.UpdateParameters(), g)
+                    torch.cuda.synchronize()
+                    ts.append(time.perf_counter() - t)
+                times[bf16] = statistics.median(ts)
+            same = all(torch.equal(a, b) for a, b in zip(res[False], res[True]))
+            k_len = batch * upd.UpdateParameters().desired_bl
+            out[name] = {"equal": same, "pulses": float(res[True][2]), "float32_ms": times[False] * 1e3,
+                         "bf16_ms": times[True] * 1e3, "speedup": times[False] / times[True],
+                         "by_default": min_slots <= k_len <= upd.COUNT_BF16_MAX_SLOTS}
+            assert same, f"{name}: bfloat16 counts differ from the float32 counts"
+    finally:
+        upd.count_bf16 = True
+        upd.COUNT_BF16_MIN_SLOTS = min_slots
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=None)
@@ -175,7 +222,7 @@ def main() -> int:
     for name, fn in (("sync_free", check_sync_free), ("noise_free", check_noise_free_cpu_equals_gpu),
                      ("determinism", check_determinism),
                      ("cpu_gpu_statistics", check_cpu_gpu_statistics), ("moves_and_state", check_moves_and_state),
-                     ("float64", check_float64)):
+                     ("float64", check_float64), ("bf16_counts", check_bf16_counts)):
         try:
             report[name] = fn(dev)
             if isinstance(report[name], dict) and any(str(v).startswith("SYNC") for v in report[name].values()):

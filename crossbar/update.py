@@ -673,19 +673,58 @@ def _dense_counts(trains: _Trains, total: Tensor | None = None) -> tuple[Tensor,
     if total is None:
         fired_x, fired_d = trains.fired()
         total = (fired_x * fired_d).sum()
+    x_sign = trains.x_sign[:, :, :, None, :]
+    d_sign = (trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign)[:, :, :, None, :]
+    low = _count_operand_dtype(x_bits.device, x_bits.dtype, k_len)
+    if low is not None:                             # 0 and ±1 are exact in bfloat16 (see _count_operand_dtype)
+        x_bits, d_bits, x_sign, d_sign = (t.to(low) for t in (x_bits, d_bits, x_sign, d_sign))
     x_flat = x_bits.view(tiles, k_len, cols)
     d_flat = d_bits.view(tiles, k_len, rows)
-    xs_flat = (x_bits * trains.x_sign[:, :, :, None, :]).view(tiles, k_len, cols)
-    d_sign = trains.d_sign[:, None] if trains.d_sign.dim() == 3 else trains.d_sign   # per row block or per tile
-    ds_flat = (d_bits * d_sign[:, :, :, None, :]).view(tiles, k_len, rows)
+    xs_flat = (x_bits * x_sign).view(tiles, k_len, cols)
+    ds_flat = (d_bits * d_sign).view(tiles, k_len, rows)
     swap = _swap_count_operands(x_bits.device, k_len, rows, cols)
     if swap:                                        # [tiles, cols, rows] products (see _swap_count_operands)
         d_flat, x_flat, ds_flat, xs_flat = x_flat, d_flat, xs_flat, ds_flat
-    both = torch.bmm(d_flat.transpose(1, 2), x_flat)                                # n_up + n_down
-    # n_down = (both + signed) / 2 with signed = same-sign minus opposite-sign coincidences (integers: exact)
-    n_down = torch.baddbmm(both, ds_flat.transpose(1, 2), xs_flat, beta=0.5, alpha=0.5)
+    if low is None:
+        both = torch.bmm(d_flat.transpose(1, 2), x_flat)                            # n_up + n_down
+        # n_down = (both + signed) / 2 with signed = same-sign minus opposite-sign coincidences (integers: exact)
+        n_down = torch.baddbmm(both, ds_flat.transpose(1, 2), xs_flat, beta=0.5, alpha=0.5)
+    else:                                           # float32 sums of the bfloat16 products (exact integers)
+        both = torch.bmm(d_flat.transpose(1, 2), x_flat, out_dtype=torch.float32)
+        n_down = torch.bmm(ds_flat.transpose(1, 2), xs_flat, out_dtype=torch.float32).add_(both).mul_(0.5)
     n_up = both.sub_(n_down)
     return _count_layout(n_up, n_r, n_c, rows, cols, swap), _count_layout(n_down, n_r, n_c, rows, cols, swap), total
+
+
+COUNT_BF16_MIN_SLOTS = 4096
+"""Shortest count matmul (``batch × slots`` per tile) that :func:`_count_operand_dtype` runs in bfloat16: measured
+on an H200, 1.7x *slower* at 1,984 (784-256 MLP tiles at batch 64), 1.5x faster at 7,936 (one 1024² tile at batch
+256) and 2.3x at 388,864 (the 256-channel CNN's second convolution, 9 tiles of 256²)."""
+
+COUNT_BF16_MAX_SLOTS = 2 ** 24
+"""Longest count matmul that :func:`_count_operand_dtype` runs in bfloat16: float32 accumulation adds integers
+exactly up to 2^24 (the float32 matmul has the same limit)."""
+
+count_bf16 = True
+"""Whether float32 trains on CUDA are counted with bfloat16 operands (:func:`_count_operand_dtype`); a switch for
+the GPU check that compares both ways (``benchmarks/check_crossbar_cuda.py``), not a setting."""
+
+
+def _count_operand_dtype(device: torch.device, dtype: torch.dtype, k_len: int) -> torch.dtype | None:
+    """``torch.bfloat16`` where the coincidence counts of float32 trains on CUDA are multiplied as bfloat16 with
+    float32 sums (``bmm(..., out_dtype=torch.float32)``, CUDA only), else ``None`` (the trains' own dtype).
+
+    The operands hold only 0 and ±1 (exact in bfloat16), their products are exact and the float32 sums stay exact
+    integers up to 2^24 terms (:data:`COUNT_BF16_MAX_SLOTS`): the same counts as the float32 matmul, on tensor
+    cores (checked equal on an H200 by ``benchmarks/check_crossbar_cuda.py``). Taken for long matmuls only
+    (:data:`COUNT_BF16_MIN_SLOTS`): on an H200 (twenty-eighth session) the 256-channel CNN's second convolution
+    counts over ``64 × 196`` positions × 31 slots per tile, its float32 count matmuls (a small-tile SIMT kernel)
+    took about half of the training step's GPU time, and bfloat16 cut the step from 81 to 47 ms; short ones got
+    slower. float64 trains keep float64."""
+    if (count_bf16 and device.type == "cuda" and dtype == torch.float32
+            and COUNT_BF16_MIN_SLOTS <= k_len <= COUNT_BF16_MAX_SLOTS):
+        return torch.bfloat16
+    return None
 
 
 def _swap_count_operands(device: torch.device, k_len: int, rows: int, cols: int) -> bool:

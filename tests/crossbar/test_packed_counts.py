@@ -228,3 +228,53 @@ def test_counts_over_many_slots_in_the_swapped_orientation(rows, cols, x_signs, 
         assert n_up.shape == n_down.shape == (1, 2, rows, cols) and n_up.is_contiguous() and n_down.is_contiguous()
         assert np.array_equal(n_up.numpy().astype(np.int64), want_up)
         assert np.array_equal(n_down.numpy().astype(np.int64), want_down)
+
+
+@pytest.mark.parametrize("rows, cols, x_signs, d_signs, swap", [(16, 9, "mixed", "mixed", True),
+                                                                (16, 9, "pos", "mixed", False),
+                                                                (1, 12, "mixed", "neg", False),
+                                                                (24, 40, "neg", "pos", False)])
+def test_the_bfloat16_count_branch_gives_the_numbers_of_the_definition(monkeypatch, rows, cols, x_signs, d_signs,
+                                                                       swap) -> None:
+    """The CUDA branch of ``_dense_counts`` (bfloat16 operands, float32 sums: ``bmm(out_dtype=...)``, which exists
+    on CUDA only) run on the CPU with that matmul emulated in float32: its casts, sign products, the two products'
+    combination into ``n_up``/``n_down`` and the layout (also swapped) give the independent numpy counts. That
+    cuBLAS's bfloat16 sums equal the float32 matmul's is checked on a GPU (``benchmarks/check_crossbar_cuda.py``,
+    ``bf16_counts``: equal in every device of four cases on an H200)."""
+    import crossbar.update as upd
+
+    seen, float_bmm = [], torch.bmm
+
+    def bmm(a, b, out_dtype=None):
+        assert a.dtype == b.dtype == torch.bfloat16 and out_dtype == torch.float32
+        seen.append(a.shape)
+        return float_bmm(a.float(), b.float())
+
+    monkeypatch.setattr(upd, "_count_operand_dtype", lambda device, dtype, k_len: torch.bfloat16)
+    monkeypatch.setattr(upd, "_swap_count_operands", lambda device, k_len, rows, cols: swap)
+    monkeypatch.setattr(upd.torch, "bmm", bmm)
+    trains = _trains(300, 2, 3, rows, cols, x_signs, d_signs, 0.05, 4, torch.float32, seed=rows * cols)
+    want_up, want_down = _reference_counts(trains)
+    assert want_up.sum() + want_down.sum() > 100
+    n_up, n_down, _ = _dense_counts(_clone(trains))
+    assert len(seen) == 2 and n_up.dtype == n_down.dtype == torch.float32
+    assert n_up.shape == n_down.shape == (2, 3, rows, cols) and n_up.is_contiguous() and n_down.is_contiguous()
+    assert np.array_equal(n_up.numpy().astype(np.int64), want_up)
+    assert np.array_equal(n_down.numpy().astype(np.int64), want_down)
+
+
+def test_the_bfloat16_counts_are_taken_on_cuda_for_long_float32_trains_only(monkeypatch) -> None:
+    """``_count_operand_dtype``: bfloat16 for float32 trains on CUDA whose count matmuls are between
+    COUNT_BF16_MIN_SLOTS (shorter ones were slower on an H200) and 2^24 slots (float32 sums of integers exact);
+    never on the CPU, for float64, or with the GPU check's switch off."""
+    import crossbar.update as upd
+
+    cuda, cpu, lo, hi = torch.device("cuda"), torch.device("cpu"), upd.COUNT_BF16_MIN_SLOTS, upd.COUNT_BF16_MAX_SLOTS
+    assert hi == 2 ** 24 and 1984 < lo <= 7936            # the measured loss and win (see COUNT_BF16_MIN_SLOTS)
+    assert upd._count_operand_dtype(cuda, torch.float32, lo) == torch.bfloat16
+    assert upd._count_operand_dtype(cuda, torch.float32, hi) == torch.bfloat16
+    for device, dtype, k_len in ((cuda, torch.float32, lo - 1), (cuda, torch.float32, hi + 1),
+                                 (cpu, torch.float32, lo), (cuda, torch.float64, lo)):
+        assert upd._count_operand_dtype(device, dtype, k_len) is None
+    monkeypatch.setattr(upd, "count_bf16", False)
+    assert upd._count_operand_dtype(cuda, torch.float32, lo) is None

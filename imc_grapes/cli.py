@@ -87,7 +87,7 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     t.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default %(default)s)")
     t.add_argument("--cuda-graph", action="store_true",
                    help="replay each plain training step as a CUDA graph: one launch instead of hundreds of small "
-                        "kernels, meant to give eager training's numbers (CUDA; digital or crossbar backend; GRAPES "
+                        "kernels, with eager training's numbers (CUDA; digital or crossbar backend; GRAPES "
                         "factors refreshed every batch; sgd or a base optimizer with torch's capturable option; "
                         "docs/performance.md 'CUDA-graph training')")
     t.add_argument("--threads", type=int, default=None, metavar="T",

@@ -230,7 +230,7 @@ class TrainConfig:
         seed: seeds the weights, dropout and the data order.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda if available).
         cuda_graph: replay each plain training step as a CUDA graph (:mod:`imc_grapes.cuda_graphs`): one launch
-            instead of a few hundred small kernels per step, meant to give the numbers of eager training. Needs a
+            instead of a few hundred small kernels per step, with the numbers of eager training. Needs a
             CUDA device, the ``digital`` or ``crossbar`` backend, ``analog.importance_every = 1`` and a base
             optimizer in :func:`graph_safe_base_optimizers`.
         train_subset / test_subset: use only the first N samples (None: all). A number larger than the split

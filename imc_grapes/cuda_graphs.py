@@ -19,14 +19,16 @@ step:
 * every random generator of the model (each tile's, dropout's) is registered with the graph, so each replay
   draws new numbers and advances the generator as the eager step would.
 
-The numbers are meant to be those of eager training, bit for bit, on the same GPU
-(``benchmarks/check_graph_training_cuda.py`` checks it): the same kernels with the same random offsets, in the
-same order. What differs: the loss is checked for NaN/Inf after a replayed step, not before its update.
+The numbers are those of eager training, bit for bit, on the same GPU (``benchmarks/check_graph_training_cuda.py``
+checks it; five cases equal on an H200 in the twenty-eighth session): the same kernels with the same random
+offsets, in the same order (an optimizer's ``capturable`` option is on in eager CUDA runs too:
+:func:`~imc_grapes.backends.optim.wants_capturable`). What differs: the loss is checked for NaN/Inf after a
+replayed step, not before its update.
 
 Limits (checked by :class:`~imc_grapes.config.TrainConfig` and here): CUDA only; the ``digital`` and ``crossbar``
 backends (aihwkit's tiles are not capturable); GRAPES factors refreshed every batch (``analog.importance_every``
 = 1: a graph captured between two refreshes would keep reading the factors of the capture); a base optimizer
-that can run inside a graph (SGD, or one with torch's ``capturable`` option, which is then turned on).
+that can run inside a graph (SGD, or one with torch's ``capturable`` option, on for every CUDA run).
 """
 from __future__ import annotations
 

@@ -175,6 +175,8 @@ def check_bf16_counts(dev: torch.device) -> dict[str, object]:
     import crossbar.update as upd
     cases = {  # name: (batch, R, C, rows, cols, inputs non-negative)
         "mlp 784-256 b64": (64, 1, 4, 256, 196, False),
+        "mlp 784-256 b256": (256, 1, 4, 256, 196, False),
+        "mlp 784-256 b1024": (1024, 1, 4, 256, 196, False),
         "cnn conv2 256ch b64 (64x196 positions)": (64 * 196, 1, 9, 256, 256, True),
         "one row, 3x2 tiles": (32, 3, 2, 1, 100, False),
         "tile 1024 b256": (256, 1, 1, 1024, 1024, False)}

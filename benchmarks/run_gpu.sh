@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU check of the project on a CUDA machine, < 8 min in total (about 5 min; each step has its own cap; no network
+# GPU check of the project on a CUDA machine, < 8 min in total (about 5-6 min; each step has its own cap; no network
 # needed; aihwkit optional: its rows are skipped when its C++ extension cannot load, e.g. next to another torch).
 # Runs from the repository root without installing:
 #   bash benchmarks/run_gpu.sh [OUT_DIR]
 # 1. crossbar engine on CUDA: sync-free hot paths, determinism, CPU/GPU agreement (check_crossbar_cuda.py)  <= 100 s
+# 1b. the device models on CUDA: no host read in their hot paths, CUDA moments = CPU moments (gpu_smoke.py)   <= 60 s
 # 2. a GRAPES training smoke test on CUDA, digital and crossbar backends (imc-grapes train, synthetic)    <= 2 x 60 s
 # 2b. CUDA-graph training against eager training: equal learning curves and costs, and the speed-up
 #    (check_graph_training_cuda.py)                                                                          <= 90 s
@@ -24,6 +25,8 @@ start=$SECONDS
 echo "== environment"; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 echo "== 1. engine checks on CUDA"
 timeout 100 "$PY" benchmarks/check_crossbar_cuda.py --out "$out/check.json" || rc=1
+echo "== 1b. device models on CUDA"
+timeout 60 "$PY" tests/devices/gpu_smoke.py || rc=1
 echo "== 2. training smoke test on CUDA (GRAPES; digital and crossbar backends)"
 for backend in digital crossbar; do
   timeout 60 "$PY" -m imc_grapes train --dataset synthetic --backend "$backend" --optimizer sgd grapes \

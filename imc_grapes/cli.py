@@ -117,7 +117,8 @@ def _add_analog_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
                    help="std of the Gaussian noise added to each MVM output, ≥ 0, in units of the ADC's full-scale "
                         "input range (aihwkit's out_noise) (default %(default)s)")
     g.add_argument("--ideal-periphery", action="store_true",
-                   help="exact MVMs (no DAC, ADC or output noise); the devices' update physics still applies")
+                   help="exact MVMs (no DAC, ADC or output noise, so --out-noise is refused with it); the devices' "
+                        "update physics still applies, and --dac-bits / --adc-bits still price the converters")
     g.add_argument("--importance", default=a.importance,
                    help="GRAPES importance: exact (digital Σ|w|) or array (all-ones read through the ADC) "
                         "(default %(default)s)")
@@ -205,6 +206,45 @@ def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[st
         raise ConfigError(f"{', '.join(given)}: only analog runs (crossbar, aihwkit) use "
                           f"{'this option' if len(given) == 1 else 'these options'}, but {why}; "
                           f"the option{'s' if len(given) > 1 else ''} would change nothing: drop {it}")
+
+
+def _reject_without_effect(options: Sequence[str], because: str, instead: str) -> None:
+    """Raise :class:`ConfigError` when ``options`` (options of the command line set to other than their defaults)
+    is not empty: ``because`` says which other option makes them change nothing, and why; ``instead`` how to keep
+    them meaningful (e.g. ``"drop --ideal-periphery"``)."""
+    if options:
+        one = len(options) == 1
+        raise ConfigError(f"{', '.join(options)}: {because}, so {'this option' if one else 'these options'} would "
+                          f"change nothing: drop {'it' if one else 'them'}, or {instead}")
+
+
+def _reject_ineffective(args: argparse.Namespace, optimizers: Sequence[str], optimizer_option: str) -> None:
+    """Raise :class:`ConfigError` (:func:`_reject_without_effect`) for an option of train / compare that another
+    option of the same command line makes meaningless: ``--out-noise`` with ``--ideal-periphery`` (exact MVMs;
+    ``--dac-bits`` / ``--adc-bits`` still price the converters in the cost model, so they stay allowed),
+    ``--momentum`` with a base optimizer that takes none, ``--importance`` / ``--importance-every`` when none of
+    ``optimizers`` (the runs' optimizers, given by ``optimizer_option``) uses GRAPES. Called after the configs are
+    validated (an unknown base optimizer is reported as such); an option left at its default is never refused."""
+    from .backends import AnalogSettings
+    from .backends.optim import MOMENTUM_BASE_OPTIMIZERS
+
+    a = AnalogSettings()
+    if args.ideal_periphery:
+        _reject_without_effect(["--out-noise"] if args.out_noise != a.out_noise else [],
+                               "--ideal-periphery makes every MVM exact (no DAC, ADC or output noise)",
+                               "drop --ideal-periphery")
+    base = args.base_optimizer.lower()
+    if args.momentum != TrainConfig().momentum and base not in MOMENTUM_BASE_OPTIMIZERS:
+        _reject_without_effect(["--momentum"], f"--base-optimizer {base} takes no momentum (only "
+                               f"{' and '.join(MOMENTUM_BASE_OPTIMIZERS)} do)",
+                               f"use --base-optimizer {' or '.join(MOMENTUM_BASE_OPTIMIZERS)}")
+    if all(OPTIMIZERS[o] is None for o in optimizers):
+        grapes = [o for o, mode in OPTIMIZERS.items() if mode is not None]
+        _reject_without_effect([f"--{k.replace('_', '-')}" for k in ("importance", "importance_every")
+                                if getattr(args, k) != getattr(a, k)],
+                               f"no run uses GRAPES ({optimizer_option} {' '.join(optimizers)}): only "
+                               f"{', '.join(grapes)} read the importance",
+                               f"add {' or '.join(grapes)} to {optimizer_option}")
 
 
 def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
@@ -296,8 +336,10 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     if args.backend == "digital":
         _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)",
                               ["--inference-times"] if times else [])
-    return [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend, inference_times=times)
-            for seed in args.seed for opt in args.optimizer]
+    configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend,
+                            inference_times=times) for seed in args.seed for opt in args.optimizer]
+    _reject_ineffective(args, args.optimizer, "--optimizer")
+    return configs
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -441,11 +483,21 @@ def compare_spec(args: argparse.Namespace) -> CompareSpec:
         _reject_unused_analog(args, "--hardware is digital only (add analog to --hardware)",
                               ["--backend"] if args.backend != CompareSpec().analog_backend else [])
     base = _base_config(args, inference_times=tuple(args.inference_times))
-    return CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
+    spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
                        analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
                        val_holdout=args.val_holdout, target_acc=args.target_acc,
                        tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score,
                        tail_evals=args.tail_evals)
+    _reject_ineffective(args, args.optimizers, "--optimizers")
+    if len(spec.lr_grid) == 1:     # one lr: nothing is tuned (CompareSpec holds out no validation split either)
+        c = CompareSpec()
+        _reject_without_effect([o for o, v, default in (("--val-holdout", spec.val_holdout, c.val_holdout),
+                                                        ("--tune-seeds", spec.tune_seeds, c.tune_seeds),
+                                                        ("--tune-score", spec.tune_score, c.tune_score))
+                                if v != default],
+                               f"one --lr ({_words(spec.lr_grid)}) is no grid: nothing is tuned",
+                               "give --lr two or more values to tune")
+    return spec
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

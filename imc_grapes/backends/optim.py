@@ -6,11 +6,15 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "make_optimizer", "optimizer_class", "wants_capturable"]
+__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS", "make_optimizer", "optimizer_class",
+           "wants_capturable"]
 
 #: base optimizers that update 2-D parameters (matrices) only: ``torch.optim.Muon`` orthogonalises each update
 #: as a matrix, and rejects a bias or a convolution kernel
 MATRIX_ONLY_BASE_OPTIMIZERS: tuple[str, ...] = ("muon",)
+
+#: base optimizers that :func:`make_optimizer` passes ``TrainConfig.momentum`` to (the others take none)
+MOMENTUM_BASE_OPTIMIZERS: tuple[str, ...] = ("sgd", "rmsprop")
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -49,7 +53,7 @@ def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = {"lr": cfg.lr}
     if cfg.weight_decay:
         kwargs["weight_decay"] = cfg.weight_decay
-    if cfg.momentum and cfg.base_optimizer in ("sgd", "rmsprop"):
+    if cfg.momentum and cfg.base_optimizer in MOMENTUM_BASE_OPTIMIZERS:
         kwargs["momentum"] = cfg.momentum
     if wants_capturable(cls, getattr(cfg, "cuda_graph", False), {p.device.type for p in params}):
         kwargs["capturable"] = True

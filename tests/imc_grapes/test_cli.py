@@ -784,3 +784,61 @@ def test_a_stray_word_before_the_command_is_still_the_top_level_error(capsys):
     assert exited.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == ("imc-grapes: error: unrecognized arguments: --hepl; "
                                                         "did you mean '--help'?")
+
+
+NO_EFFECT = ", so this option would change nothing: drop it, or "
+IDEAL = "--out-noise: --ideal-periphery makes every MVM exact (no DAC, ADC or output noise)"
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("train", ["--backend", "crossbar", "--ideal-periphery", "--out-noise", "0.1"],
+     f"{IDEAL}{NO_EFFECT}drop --ideal-periphery"),
+    ("compare", ["--out-noise", "0", "--ideal-periphery"], f"{IDEAL}{NO_EFFECT}drop --ideal-periphery"),
+    ("train", ["--momentum", "0.9", "--base-optimizer", "adam"],
+     f"--momentum: --base-optimizer adam takes no momentum (only sgd and rmsprop do){NO_EFFECT}use --base-optimizer "
+     "sgd or rmsprop"),
+    ("compare", ["--base-optimizer", "AdamW", "--momentum", "0.5"], "--momentum: --base-optimizer adamw takes no "),
+    ("train", ["--backend", "crossbar", "--optimizer", "sgd", "--importance", "array", "--importance-every", "2"],
+     "--importance, --importance-every: no run uses GRAPES (--optimizer sgd): only grapes, grapes-local, layer-mean "
+     "read the importance, so these options would change nothing: drop them, or add grapes or grapes-local or "
+     "layer-mean to --optimizer"),
+    ("compare", ["--optimizers", "sgd", "--importance-every", "4"],
+     "--importance-every: no run uses GRAPES (--optimizers sgd): only grapes, "),
+    ("compare", ["--lr", "0.1", "--tune-seeds", "0", "1", "--val-holdout", "100"],
+     f"--val-holdout, --tune-seeds: one --lr (0.1) is no grid: nothing is tuned, so these options would change "
+     "nothing: drop them, or give --lr two or more values to tune"),
+    ("compare", ["--tune-score", "best"], f"--tune-score: one --lr (0.1) is no grid: nothing is tuned{NO_EFFECT}"),
+])
+def test_an_option_that_another_option_makes_meaningless_is_a_usage_error(tmp_path, capsys, command, args, message):
+    """`train --backend crossbar --ideal-periphery --out-noise 0.1` trained with exact MVMs and recorded an output
+    noise that no MVM had; momentum with a base optimizer that takes none, a GRAPES importance setting without a
+    GRAPES run and a tuning option without an lr grid were dropped as silently. Each is now refused (exit 2) naming
+    both options, before anything is loaded or written."""
+    assert main([command, *SMALL, "--out", str(tmp_path / "out"), *args]) == 2
+    assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_that_keep_an_effect_in_those_combinations_are_accepted():
+    """Defaults, spelled out or not, are never refused; --dac-bits / --adc-bits stay meaningful with an ideal
+    periphery (the cost model prices the converters at the configured bits, backends/costs.py)."""
+    from imc_grapes.cli import build_parser, compare_spec, train_configs
+
+    def configs(*argv):
+        return train_configs(build_parser().parse_args(["train", *argv]))
+
+    cfg = configs("--backend", "crossbar", "--ideal-periphery", "--dac-bits", "4", "--adc-bits", "6")[0]
+    assert (cfg.analog.ideal_periphery, cfg.analog.dac_bits, cfg.analog.adc_bits) == (True, 4, 6)
+    cfg = configs("--backend", "crossbar", "--ideal-periphery", "--out-noise", "0.06")[0]   # the default, typed
+    assert cfg.analog.ideal_periphery and cfg.analog.out_noise == 0.06
+    assert configs("--backend", "crossbar", "--out-noise", "0.1")[0].analog.out_noise == 0.1
+    assert [c.momentum for c in configs("--momentum", "0.9", "--base-optimizer", "RMSprop")] == [0.9, 0.9]
+    assert configs("--momentum", "0", "--base-optimizer", "adam")[0].base_optimizer == "adam"
+    cfg = configs("--backend", "crossbar", "--optimizer", "sgd", "layer-mean", "--importance-every", "3")[1]
+    assert (cfg.optimizer, cfg.analog.importance_every) == ("layer-mean", 3)
+    assert configs("--backend", "crossbar", "--optimizer", "sgd", "--importance", "exact")[0].optimizer == "sgd"
+    spec = compare_spec(build_parser().parse_args(["compare", "--lr", "0.1", "0.3", "--tune-seeds", "0", "1",
+                                                   "--tune-score", "best", "--val-holdout", "100"]))
+    assert (spec.lr_grid, spec.tune_seeds, spec.tune_score, spec.val_holdout) == ((0.1, 0.3), (0, 1), "best", 100)
+    spec = compare_spec(build_parser().parse_args(["compare", "--lr", "0.2", "--val-holdout", "5000"]))
+    assert spec.lr_grid == (0.2,) and spec.val_holdout == 5000

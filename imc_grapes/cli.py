@@ -16,7 +16,7 @@ from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .interrupts import Terminated, exit_status, sigterm_as_interrupt
-from .io import folder_error, writable_folder
+from .io import file_in_the_way, folder_error, writable_folder
 from .pipes import exit_quietly_on_broken_pipe
 from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
@@ -354,13 +354,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
+    out = Path(args.out or TRAIN_OUT)
+    if file_in_the_way(out) is not None:    # before the data is loaded; the full check below creates the folder
+        print(f"imc-grapes train: error: {folder_error('--out', out)}", file=sys.stderr)
+        return 2
     try:
         data = {s: load_dataset(args.dataset, args.data_root, device, seed=s) for s in
                 (args.seed if args.dataset == "synthetic" else args.seed[:1])}
     except DatasetError as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out or TRAIN_OUT)
     try:
         writable_folder(out)       # before any training: a bad --out is reported now, not after the first run
     except OSError as exc:

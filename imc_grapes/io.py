@@ -57,13 +57,33 @@ def writable_folder(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def folder_error(option: str, path: str | os.PathLike[str], exc: OSError) -> str:
-    """The command line's message for an output folder that :func:`writable_folder` rejected: one line naming
-    ``option``, ``path`` and why. A ``path`` that exists and is no folder (the "File exists" of ``mkdir``) is said to
-    be a file (a broken link, a device or a socket: to exist and be no folder)."""
-    if isinstance(exc, FileExistsError) and os.path.lexists(path) and not os.path.isdir(path):
-        what = "is a file, not a folder" if os.path.isfile(path) else "exists and is not a folder"
-        return f"{option} {os.fspath(path)}: {what}; give a folder (an existing one, or a new one to create)"
+def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
+    """What keeps the folder ``path`` from being created: ``path`` itself or the nearest of its parents that exists
+    and is no folder (a file, a broken link, a device), or None when the nearest existing one is a folder (or
+    nothing of ``path`` exists). Reads only: nothing is created."""
+    for p in (Path(path), *Path(path).parents):
+        if os.path.isdir(p):
+            return None
+        if os.path.lexists(p):
+            return p
+    return None
+
+
+def folder_error(option: str, path: str | os.PathLike[str], exc: OSError | None = None) -> str:
+    """The command line's message for an output folder that :func:`writable_folder` rejected (``exc``, its error)
+    or that :func:`file_in_the_way` found blocked (``exc`` None): one line naming ``option``, ``path`` and why. A
+    ``path`` that exists and is no folder (the "File exists" of ``mkdir``) is said to be a file (a broken link, a
+    device or a socket: to exist and be no folder); a parent that is one is named (the "Not a directory" of
+    ``mkdir``)."""
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        what = "is a file, not a folder" if os.path.isfile(blocker) else "exists and is not a folder"
+        if blocker == Path(path):
+            return f"{option} {os.fspath(path)}: {what}; give a folder (an existing one, or a new one to create)"
+        return (f"{option} {os.fspath(path)}: {blocker} {what}, so no folder can be created under it; give a "
+                "folder that is not under a file")
+    if exc is None:
+        raise ValueError(f"folder_error: nothing is in the way of {os.fspath(path)!r}, and no error was given")
     why = exc.strerror or str(exc)
     where = f" ({exc.filename})" if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
     return f"{option} {os.fspath(path)}: cannot create or write to this folder: {why}{where}"

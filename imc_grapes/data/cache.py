@@ -6,6 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
+from ..io import file_in_the_way
 from .registry import DatasetSpec
 
 ENV_VAR = "IMC_GRAPES_DATA"
@@ -85,12 +86,10 @@ def _unreadable(spec: DatasetSpec, path: Path, exc: OSError, root: str | os.Path
 def check_folder_path(spec: DatasetSpec, folder: Path, root: str | os.PathLike[str] | None) -> None:
     """Raise :class:`DatasetError` when the nearest existing one of ``folder`` and its parents is not a folder
     (e.g. the data root names a file): the data set can then neither be found nor fetched there."""
-    for path in (folder, *folder.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise DatasetError(f"dataset {spec.name!r}: {path} is a file, not a folder, so {folder} cannot hold "
-                                   f"the data set; {_elsewhere_hint(spec, root)} (or move that file away)")
-            return
+    path = file_in_the_way(folder)
+    if path is not None and path.exists():     # a broken link: a missing data set, reported as such
+        raise DatasetError(f"dataset {spec.name!r}: {path} is a file, not a folder, so {folder} cannot hold "
+                           f"the data set; {_elsewhere_hint(spec, root)} (or move that file away)")
 
 
 def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:

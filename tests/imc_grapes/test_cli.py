@@ -348,8 +348,49 @@ def test_an_output_folder_under_a_file_is_a_usage_error_naming_option_and_path(t
     err = capsys.readouterr().err
     option = "--root" if command == "data" else "--out"
     name = "data fetch" if command == "data" else command
-    assert err == f"imc-grapes {name}: error: {option} {bad}: cannot create or write to this folder: Not a directory\n"
+    assert err == (f"imc-grapes {name}: error: {option} {bad}: {tmp_path / 'file'} is a file, not a folder, so no "
+                   "folder can be created under it; give a folder that is not under a file\n")
     assert (tmp_path / "file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary", "experiment"])
+def test_an_output_folder_deeper_under_a_file_names_the_file_in_the_way(tmp_path, capsys, command):
+    """`--out somefile.txt/run1/a` said only "cannot create or write to this folder: Not a directory (...)": the
+    message now names the file that is in the way, wherever it sits above the folder."""
+    (tmp_path / "somefile.txt").write_text("keep")
+    bad = tmp_path / "somefile.txt" / "run1" / "a"
+    assert main([*_unusable_out_commands(tmp_path)[command], str(bad)]) == 2
+    option = "--root" if command == "data" else "--out"
+    assert f"error: {option} {bad}: {tmp_path / 'somefile.txt'} is a file, not a folder, so no folder can be " \
+           "created under it" in capsys.readouterr().err
+    assert (tmp_path / "somefile.txt").read_text() == "keep"
+
+
+def test_train_reports_an_output_folder_under_a_file_before_loading_any_data(tmp_path, capsys):
+    """train loaded its data set before it checked --out: a missing data set was reported first, and with data a
+    whole load came before the usage error. The --out error now comes first (an empty cache: no data to load)."""
+    (tmp_path / "file").write_text("")
+    argv = ["train", "--dataset", "mnist", "--data-root", str(tmp_path / "empty-cache"), "--hidden", "8",
+            "--out", str(tmp_path / "file" / "run1")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"imc-grapes train: error: --out {tmp_path / 'file' / 'run1'}: "
+                                       f"{tmp_path / 'file'} is a file, not a folder, so no folder can be created "
+                                       "under it; give a folder that is not under a file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_file_in_the_way_reads_only_and_finds_the_nearest_blocker(tmp_path):
+    from imc_grapes.io import file_in_the_way
+
+    (tmp_path / "f").write_text("")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert file_in_the_way(tmp_path / "f") == tmp_path / "f"
+    assert file_in_the_way(tmp_path / "f" / "a" / "b") == tmp_path / "f"
+    assert file_in_the_way(tmp_path / "link" / "a") == tmp_path / "link"
+    assert file_in_the_way(tmp_path / "d") is None and file_in_the_way(tmp_path / "d" / "new" / "x") is None
+    assert file_in_the_way(tmp_path / "new" / "x") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "link"]
 
 
 @pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary", "experiment"])

@@ -17,16 +17,22 @@ __all__ = ["CUTOFF", "close_match", "did_you_mean", "did_you_mean_each"]
 CUTOFF = 0.6
 
 
-def close_match(value: object, valid: Iterable[object]) -> str | None:
+def close_match(value: object, valid: Iterable[object], abbreviations: bool = False) -> str | None:
     """The entry of ``valid`` closest to ``value`` (:func:`difflib.get_close_matches`, similarity ≥ :data:`CUTOFF`,
     letter case ignored, so that ``reramsb`` finds ``ReRamSB``), or None: when none is that close, or ``value`` is
-    not a string (a number typed for a name has no spelling to correct)."""
+    not a string (a number typed for a name has no spelling to correct). ``abbreviations``: a ``value`` that begins
+    exactly one entry (``--hid`` of ``--hidden``, for a command line that takes no abbreviated option) finds that
+    entry, however short it is (difflib would find another one, or none)."""
     if not isinstance(value, str):
         return None
     choices = [str(v) for v in valid]
     if value in choices:          # the common case, a valid name (messages are built whether or not they are raised)
         return None
     names = {v.lower(): v for v in choices}
+    if abbreviations:
+        started = {n for n in names if n.startswith(value.lower())}
+        if len(started) == 1:
+            return names[started.pop()]
     found = difflib.get_close_matches(value.lower(), list(names), n=1, cutoff=CUTOFF)
     return names[found[0]] if found else None
 
@@ -38,13 +44,13 @@ def did_you_mean(value: object, valid: Iterable[object]) -> str:
     return "" if match is None else f"; did you mean {match!r}?"
 
 
-def did_you_mean_each(values: Iterable[object], valid: Iterable[object]) -> str:
+def did_you_mean_each(values: Iterable[object], valid: Iterable[object], abbreviations: bool = False) -> str:
     """:func:`did_you_mean` for several unknown names (e.g. fields): ``"; did you mean 'dw_min'?"`` for one,
     ``"; did you mean 'dw_min' for 'dwmin', 'w_max' for 'wmax'?"`` for several (only those with a close match), or
-    ``""``."""
+    ``""``. ``abbreviations``: as in :func:`close_match`."""
     valid = list(valid)
     values = list(values)
-    pairs = [(v, m) for v in values if (m := close_match(v, valid)) is not None]
+    pairs = [(v, m) for v in values if (m := close_match(v, valid, abbreviations)) is not None]
     if not pairs:
         return ""
     if len(values) == 1:

@@ -5,7 +5,10 @@ Every message that rejects such a name lists the valid ones; :func:`did_you_mean
 close to what was typed (both from :mod:`devices.suggest`, re-exported here: one implementation for every layer),
 and :class:`SuggestingArgumentParser` does the same for argparse's ``choices`` (commands, ``--tune-score``,
 experiment names) and for a mistyped option of a subcommand (``imc-grapes train --lrr 0.1``), which it reports
-through that subcommand's parser (its usage and name) instead of the top-level one.
+through that subcommand's parser (its usage and name) instead of the top-level one. It takes no abbreviated option
+(argparse's ``allow_abbrev`` is off): ``imc-grapes train --hid 64`` is refused with "did you mean '--hidden'?"
+rather than read as ``--hidden 64``, so that a script's command line means what it spells, and keeps meaning it
+when a later version adds an option that the abbreviation also starts.
 """
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ __all__ = ["CUTOFF", "SuggestingArgumentParser", "close_match", "did_you_mean", 
 def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
     """argparse's ``unrecognized arguments: ...`` for the leftover command-line words ``extras`` of ``parser``,
     ending with :func:`did_you_mean_each` for those that look like options (``--lrr`` or ``--lrr=0.1``; a negative
-    number is a value) among ``parser``'s own option strings (those shown in its help)."""
+    number is a value) among ``parser``'s own option strings (those shown in its help); an abbreviation, which the
+    parser refuses, is pointed to the one option it begins (``--hid`` -> ``--hidden``)."""
     valid = [s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings]
     typed = [e.split("=", 1)[0] for e in extras
              if e[:1] in parser.prefix_chars and not parser._negative_number_matcher.match(e)]
-    return f"unrecognized arguments: {' '.join(extras)}{did_you_mean_each(typed, valid) if typed else ''}"
+    hint = did_you_mean_each(typed, valid, abbreviations=True) if typed else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}"
 
 
 class _Subcommands(argparse._SubParsersAction):
@@ -47,9 +52,12 @@ class SuggestingArgumentParser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` whose "invalid choice" error (an option or positional with ``choices``,
     or an unknown command) ends with :func:`did_you_mean`; its subcommand parsers are of the same class, and one's
     unrecognized arguments are its own error, with :func:`did_you_mean_each` for a mistyped option
-    (:class:`_Subcommands`). Its own unrecognized arguments get the suggestion too (:meth:`parse_args`)."""
+    (:class:`_Subcommands`). Its own unrecognized arguments get the suggestion too (:meth:`parse_args`). Options
+    must be spelled in full: ``allow_abbrev`` is False unless given (the subcommand parsers, made by this class,
+    inherit it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", "parsers", _Subcommands)
 

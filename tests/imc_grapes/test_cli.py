@@ -805,6 +805,11 @@ def test_data_without_a_subcommand_names_the_choices_not_an_internal_name(capsys
     (["data", "fetch", "mnist", "--forse"], "imc-grapes data fetch", "--forse; did you mean '--force'?"),
     (["train", "--lrr", "0.1", "--sed", "3"], "imc-grapes train",
      "--lrr 0.1 --sed 3; did you mean '--lr' for '--lrr', '--seed' for '--sed'?"),
+    (["train", "--hid", "64"], "imc-grapes train", "--hid 64; did you mean '--hidden'?"),     # no abbreviations
+    (["train", "--ep=3"], "imc-grapes train", "--ep=3; did you mean '--epochs'?"),
+    (["compare", "--bat", "8"], "imc-grapes compare", "--bat 8; did you mean '--batch-size'?"),
+    (["sweep", "s.toml", "--stat"], "imc-grapes sweep", "--stat; did you mean '--status'?"),
+    (["data", "verify", "--ro=x"], "imc-grapes data verify", "--ro=x; did you mean '--root'?"),
     (["train", "--zzzz", "1"], "imc-grapes train", "--zzzz 1"),           # nothing close: argparse's words
     (["train", "stray"], "imc-grapes train", "stray")])
 def test_a_mistyped_option_of_a_command_is_that_commands_usage_error_with_a_suggestion(capsys, argv, prog, rest):

@@ -22,6 +22,20 @@ def test_close_match(value, valid, expected):
     assert close_match(value, valid) == expected
 
 
+def test_an_abbreviation_finds_the_one_name_it_begins_when_asked():
+    """difflib finds nothing for a short abbreviation (--bat is 0.59 similar to --batch-size, below the 0.6
+    cutoff) or a wrong name; with abbreviations=True the one name the value begins wins, and a value that begins
+    several names (--ba) is left to difflib (as without abbreviations)."""
+    valid = ["--batch-size", "--backend", "--base-optimizer", "--lr"]
+    assert close_match("--bat", valid) is None
+    assert close_match("--bat", valid, abbreviations=True) == "--batch-size"
+    assert close_match("--BASE", valid, abbreviations=True) == "--base-optimizer"     # case ignored, as before
+    assert close_match("--ba", valid, abbreviations=True) == close_match("--ba", valid)     # begins three: difflib
+    assert close_match("--lrr", valid, abbreviations=True) == "--lr"                # a typo: difflib as before
+    assert (did_you_mean_each(["--bat", "--lrr"], valid, abbreviations=True)
+            == "; did you mean '--batch-size' for '--bat', '--lr' for '--lrr'?")
+
+
 def test_did_you_mean_texts():
     assert did_you_mean("mnsit", ("mnist", "synthetic")) == "; did you mean 'mnist'?"
     assert did_you_mean("cifar", ("mnist", "synthetic")) == ""
@@ -196,3 +210,31 @@ def test_unrecognized_words_suggest_only_shown_options_and_take_a_negative_numbe
     assert exc.value.code == 2
     assert capsys.readouterr().err.endswith("p run: error: unrecognized arguments: --lrr=2; did you mean '--lr'?\n")
     assert parser.parse_args(["run", "--lr", "-0.5"]).lr == -0.5
+
+
+def test_no_parser_of_the_command_line_takes_an_abbreviated_option():
+    """argparse's allow_abbrev read `imc-grapes train --hid 64` as --hidden 64; a script's abbreviation would also
+    change meaning (or fail as ambiguous) when a new option begins the same way. Every parser, subcommands and the
+    sweep's own entry point included, now refuses abbreviations."""
+    from imc_grapes.cli import build_parser
+
+    def walk(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    parsers = list(walk(build_parser()))
+    assert len(parsers) == 10 and not any(p.allow_abbrev for p in parsers)  # top, 7 commands, data fetch / verify
+    assert SuggestingArgumentParser(allow_abbrev=True).allow_abbrev     # asked for explicitly: still possible
+
+
+def test_the_sweeps_own_entry_point_refuses_an_abbreviation_too(capsys):
+    from imc_grapes.sweep.cli import main as sweep_main
+
+    with pytest.raises(SystemExit) as exc:
+        sweep_main(["s.toml", "--stat"])     # python -m imc_grapes.sweep: was read as --status
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("imc-grapes sweep: error: unrecognized arguments: --stat; "
+                                                        "did you mean '--status'?")

@@ -30,6 +30,7 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,13 +102,39 @@ def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tenso
     return rng.randn(shape, generator, dtype=like.dtype, device=like.device)
 
 
+#: The tensor of times :func:`read_weights_at` built from times it has validated (one by one, on the host) while
+#: it calls the model: :func:`_time` does not read that tensor back to check it again (no device sync per call).
+_CHECKED_TIMES: ContextVar[Tensor | None] = ContextVar("_CHECKED_TIMES", default=None)
+
+
+def _check_time_tensor(t_inference_s: Tensor, where: str, model: InferenceNoiseModel) -> None:
+    """Refuse a tensor of times (s) holding a NaN, a time < 0, an infinite one or one beyond float32's range
+    (``ValueError`` naming ``<where>.t_inference_s``, as :func:`~devices.base.check_finite` for a number), or one
+    at which ``model``'s float32 arithmetic fails (:meth:`~InferenceNoiseModel.check_times`, on its largest time:
+    every limit there is an upper bound). One host read per call (a NaN flag, the smallest and the largest time:
+    a device sync on CUDA), none for an empty tensor."""
+    if t_inference_s.numel() == 0:
+        return
+    x = t_inference_s.detach()
+    x = x if x.is_floating_point() else x.double()
+    has_nan, lo, hi = torch.stack([x.isnan().any().double(), x.amin().double(), x.amax().double()]).tolist()
+    if has_nan:
+        check_finite(where, "t_inference_s", math.nan, 0)
+    check_finite(where, "t_inference_s", lo, 0)
+    check_finite(where, "t_inference_s", hi, 0)
+    model.check_times([hi], where)
+
+
 def _time(t_inference_s: float | Tensor, like: Tensor, model: InferenceNoiseModel) -> Tensor:
-    """Inference time(s) in s as a tensor on ``like``'s device/dtype; a Python number is validated by
+    """Inference time(s) in s as a tensor on ``like``'s device/dtype, validated: a Python number by
     :func:`~devices.base.check_finite` (finite, >= 0, within float32's range) and by ``model``'s
-    :meth:`~InferenceNoiseModel.check_times` (a tensor of times is the caller's: checking it would read it back)."""
-    if isinstance(t_inference_s, Tensor):
-        return t_inference_s.to(device=like.device, dtype=like.dtype)
+    :meth:`~InferenceNoiseModel.check_times`; a tensor by the same rules (:func:`_check_time_tensor`: one host
+    read, a sync on CUDA), unless it is the one :func:`read_weights_at` built from times it validated."""
     where = type(model).__name__
+    if isinstance(t_inference_s, Tensor):
+        if t_inference_s is not _CHECKED_TIMES.get():
+            _check_time_tensor(t_inference_s, where, model)
+        return t_inference_s.to(device=like.device, dtype=like.dtype)
     check_finite(where, "t_inference_s", t_inference_s, 0)
     model.check_times([float(t_inference_s)], where)
     return torch.tensor(float(t_inference_s), dtype=like.dtype, device=like.device)
@@ -154,7 +181,8 @@ class InferenceNoiseModel(ABC):
         leaves ``g_prog`` unchanged), as aihwkit's ``t_inference``. Args (broadcast together):
         ``g_prog_uS: [*]`` (µS), ``nu: [*]``, ``t_inference_s``: a number (s, >= 0, validated, also by
         :meth:`check_times`) or a tensor, e.g. ``[T, 1, …]`` to evaluate several times in one call (then the result
-        is ``[T, *]``).
+        is ``[T, *]``), validated by the same rules (a NaN, negative or refused time: ``ValueError`` naming
+        ``t_inference_s``), which reads its smallest and largest time back to the host (a sync on CUDA).
         """
         t = _time(t_inference_s, g_prog_uS, self)
         factor = torch.pow((t + self.t_0) / self.t_0, -nu)
@@ -408,7 +436,7 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
         Args:
             g_drift_uS: drifted conductances ``[*]`` (µS), e.g. ``[T, *]`` for several times.
             t_inference_s: time since programming (s); ``t = t_inference + t_0``. A number, or a tensor that
-                broadcasts with ``g_drift_uS`` (e.g. ``[T, 1, …]``).
+                broadcasts with ``g_drift_uS`` (e.g. ``[T, 1, …]``); validated as in :meth:`drift`.
             generator: source of the standard normals ``ξ`` (one per element of the broadcast shape).
             g_prog_uS: programmed conductances setting the 1/f amplitude ``q`` (aihwkit's choice); defaults to
                 ``g_drift_uS``. Broadcasts with ``g_drift_uS``.
@@ -717,7 +745,11 @@ def read_weights_at(
     w_ndim = programmed.g_prog_uS.ndim - 1
     g_prog = programmed.g_prog_uS
     t = torch.tensor(times, dtype=g_prog.dtype, device=g_prog.device).reshape([len(times)] + [1] * (w_ndim + 1))
-    g_t = model.at_time(g_prog, programmed.nu, t, generator)  # [T, 2, *]
+    token = _CHECKED_TIMES.set(t)  # validated above, on the host: not read back from the device in _time
+    try:
+        g_t = model.at_time(g_prog, programmed.nu, t, generator)  # [T, 2, *]
+    finally:
+        _CHECKED_TIMES.reset(token)
     w_t = programmed.to_weights(g_t)  # [T, *]
     if not compensate_drift:
         return w_t

@@ -279,3 +279,80 @@ def test_compensation_of_a_read_sum_below_float32_range_is_finite():
     raw = read_weights_at(prog2, [3600.0], m2, gen(), compensate_drift=False)
     comp = read_weights_at(prog2, [3600.0], m2, gen())
     assert torch.equal(comp, raw * (prog2.weights.abs().sum() / raw.abs().sum()))
+
+
+# --- tensors of times: the same rules as numbers ---------------------------------------------------------------------
+
+BAD_TIME_TENSORS = [
+    # (times, the value the message names, what it gave before the check)
+    (torch.tensor(-1.0), "-1.0", "drift factor ((−1 + 20)/20)^(−ν) > 1: the conductance grew"),
+    (torch.tensor(-100.0), "-100.0", "(−100 + 20)/20 < 0 to a fractional power: NaN"),
+    (torch.tensor(math.nan), "nan", "NaN conductances"),
+    (torch.tensor(math.inf), "inf", "every device drifted to 0 µS (PCM: NaN read noise)"),
+    (torch.tensor([[1.0], [-50.0]]), "-50.0", "the second time's conductances NaN, the first's fine"),
+    (torch.tensor([[1.0], [1e300]], dtype=torch.float64), "1e+300", "beyond float32: inf once cast to the weights'"),
+]
+TIME_MODELS = [GenericDriftModel(), PCMLikeNoiseModel(), NoDrift()]
+
+
+@pytest.mark.parametrize("model", TIME_MODELS, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("times,named,before", BAD_TIME_TENSORS, ids=[r[1] for r in BAD_TIME_TENSORS])
+def test_a_tensor_of_times_is_checked_as_numbers_are(model, times, named, before):
+    g, nu = torch.tensor([10.0, 20.0]), torch.tensor([0.05, 0.1])
+    name = type(model).__name__
+    pattern = (rf"^{name}\.t_inference_s must be a finite number >= 0, at most 3\.4e\+38 in magnitude .*, "
+               rf"got {re.escape(named)}$")
+    for call in (lambda: model.drift(g, times, nu), lambda: model.read_noise(g, times, gen(), g_prog_uS=g),
+                 lambda: model.at_time(g, nu, times, gen())):
+        with pytest.raises(ValueError, match=pattern):
+            call()
+
+
+def test_a_tensor_of_times_meets_the_models_float32_limits():
+    """ν = 10 for every device: from 1.24e5 s on every device drifts below 1.18e-38 µS (see above); a tensor holding
+    such a time is refused like the number, a tensor of earlier times reads the hand-computed drift."""
+    m = GenericDriftModel(nu_mean=10.0)
+    g, nu = torch.tensor([10.0, 20.0]), torch.full((2,), 10.0)
+    with pytest.raises(ValueError, match=r"^GenericDriftModel\.t_inference_s must be such that the slowest drift "
+                                         r"factor .*got 1000000\.0$"):
+        m.drift(g, torch.tensor([[1.0], [1e6]]), nu)
+    t = torch.tensor([[0.0], [20.0], [86400.0]])
+    expected = torch.tensor([[10.0, 20.0], [10.0 * 2.0**-10, 20.0 * 2.0**-10],
+                             [10.0 * 4321.0**-10, 20.0 * 4321.0**-10]], dtype=torch.float64)
+    torch.testing.assert_close(m.drift(g, t, nu).double(), expected, rtol=1e-5, atol=0)
+    # PCM's 1/f term: (t + t_0 + t_read)/(2·t_read) beyond float32 from 6.8e8 s at t_read = t_0 = 1e-30 s
+    pcm = PCMLikeNoiseModel(t_read=1e-30, t_0=1e-30)
+    with pytest.raises(ValueError, match=r"^PCMLikeNoiseModel\.t_inference_s must be such that the 1/f read noise"):
+        pcm.read_noise(g, torch.tensor([1.0, 1e9]), gen())
+
+
+def test_an_empty_or_integer_tensor_of_times_is_read():
+    g, nu = torch.tensor([10.0, 20.0]), torch.tensor([0.05, 0.1])
+    m = GenericDriftModel()
+    assert m.drift(g, torch.empty(0, 1), nu).shape == (0, 2)
+    # 20 s after programming: ((20 + 20)/20)^(−ν) = 2^(−ν)
+    expected = torch.tensor([10.0 * 2.0**-0.05, 20.0 * 2.0**-0.1])
+    torch.testing.assert_close(m.drift(g, torch.tensor(20), nu), expected, rtol=1e-6, atol=0)
+
+
+def test_read_weights_at_does_not_read_its_own_tensor_of_times_back(monkeypatch):
+    """read_weights_at validates its times as numbers on the host and builds the tensor of times itself: the models'
+    drift and read noise do not check (read back: a device sync on CUDA) that tensor again. A caller's tensor is
+    checked once per call."""
+    import devices.inference as inference
+
+    calls: list[torch.Tensor] = []
+    check = inference._check_time_tensor
+
+    def counted(t: torch.Tensor, where: str, model) -> None:
+        calls.append(t)
+        check(t, where, model)
+
+    monkeypatch.setattr(inference, "_check_time_tensor", counted)
+    m = PCMLikeNoiseModel()
+    prog = program_weights(torch.tensor([0.5, -1.0, 0.25]), m, gen())
+    read_weights_at(prog, STANDARD_TIMES_S, m, gen())
+    assert calls == []
+    t = torch.tensor([[1.0], [3600.0]]).unsqueeze(-1)
+    m.at_time(prog.g_prog_uS, prog.nu, t, gen())
+    assert len(calls) == 2 and all(c is t for c in calls)  # drift, then read_noise: once each

@@ -267,6 +267,11 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
         drift_scale: multiplier of the drift exponents ``ν`` (>= 0).
         prog_coeff_g_max_reference: ``g_max`` (µS, > 0) at which ``prog_coeff`` were fitted (aihwkit: 25 µS for
             its default coefficients). Set it to ``g_max`` when giving coefficients fitted at your own ``g_max``.
+            ``σ_prog`` scales with ``g_max/prog_coeff_g_max_reference`` (relative to ``g_max`` it is
+            ``Σ_i prog_coeff[i]·x^i/prog_coeff_g_max_reference`` whatever ``g_max``): a reference far above
+            ``g_max`` is legitimate and gives a proportionally small programming noise (below float32's resolution
+            of the conductances the programmed ones equal their targets); where that factor is below float32's
+            normal range (reference > ``g_max/1.18e-38``) ``σ_prog`` is computed in float64, not zeroed.
         drift_nu_mean_coeff: ``(a, b)`` of ``μ_ν = a + b·ln(g/g_max)``.
         drift_nu_mean_range: ``(lo, hi)`` clip of ``μ_ν`` (0 <= lo <= hi).
         drift_nu_std_coeff: ``(c, d)`` of ``σ_ν = c + d·ln(g/g_max)``.
@@ -405,7 +410,13 @@ class PCMLikeNoiseModel(InferenceNoiseModel):
         sig = torch.full_like(g_target_uS, self.prog_coeff[-1])
         for coeff in reversed(self.prog_coeff[:-1]):  # Horner over the (few) polynomial coefficients
             sig = sig * x + coeff
-        return sig * (self.g_max / self.prog_coeff_g_max_reference)
+        factor = self.g_max / self.prog_coeff_g_max_reference
+        if factor >= torch.finfo(sig.dtype).tiny:
+            return sig * factor
+        # a reference more than g_max/1.18e-38 (float32): the factor, rounded to sig's dtype, would be subnormal
+        # (σ_prog off by up to 100 %) or 0 (the noise silently off) though σ_prog itself may be a normal number:
+        # multiply in float64, σ_prog rounded once (a decision on Python numbers: no tensor read back)
+        return (sig.to(torch.float64) * factor).to(sig.dtype)
 
     def program(self, g_target_uS: Tensor, generator: torch.Generator) -> Tensor:
         """``max(0, g_target + prog_noise_scale·σ_prog(g_target)·ξ)``; ``g_target_uS: [*]`` µS → ``[*]`` µS."""

@@ -78,6 +78,40 @@ def test_pcm_fields_overflowing_float32_are_refused(field, value, others, limit,
         assert limit in msg, msg
 
 
+@pytest.mark.parametrize("ref", [1e36, 1e33, 1e30])
+def test_a_reference_whose_factor_is_below_float32s_normal_range_keeps_the_noise(ref):
+    """g_max = 1e-10 µS, coefficients fitted at ``ref`` µS of magnitude ref/100: σ_prog = (ref/100)·1e-10/ref =
+    1e-12 µS, 1 % of g_max, whatever ref. In float32 the factor g_max/ref was 0 at ref = 1e36 (1e-46: the
+    programming noise silently off) and subnormal at 1e33 (9.949e-44: σ_prog 0.5 % too small) and at 1e30."""
+    m = PCMLikeNoiseModel(g_max=1e-10, prog_coeff=(ref / 100.0,), prog_coeff_g_max_reference=ref)
+    g = torch.full((20000,), 5e-11)
+    torch.testing.assert_close(m.prog_std(g[:3]), torch.full((3,), 1e-12), rtol=2**-23, atol=0)
+    noise = (m.program(g, gen()) - g).double()
+    assert noise.std().item() == pytest.approx(1e-12, rel=0.03)  # 20000 draws: the std's own spread is 0.5 %
+
+
+def test_a_g_max_uS_given_at_programming_keeps_the_noise_of_a_far_reference():
+    """program_weights re-normalizes the model at g_max_uS = 1e-9 µS: the factor 1e-9/1e38 = 1e-47 is 0 in float32
+    (before: every G⁺ programmed exactly); σ_prog = 1e36·1e-47 = 1e-11 µS, 1 % of g_max."""
+    m = PCMLikeNoiseModel(prog_coeff=(1e36,), prog_coeff_g_max_reference=1e38)
+    prog = program_weights(torch.tensor([1.0, 0.5, 0.75]), m, gen(), g_max_uS=1e-9)
+    g_plus = prog.g_target_uS[0].double()
+    torch.testing.assert_close(g_plus, torch.tensor([1e-9, 5e-10, 7.5e-10], dtype=torch.float64), rtol=1e-6, atol=0)
+    dev = (prog.g_prog_uS[0].double() - g_plus).abs()
+    assert ((dev > 0) & (dev < 9 * 1e-11)).all(), dev
+
+
+def test_a_reference_far_above_g_max_scales_the_noise_down():
+    """Legitimate: σ_prog = (Σ c_i x^i)·g_max/reference, e.g. aihwkit's fit at 25 µS used with a 1e6 µS reference
+    is 2.5e-5 of it: 0.26348·2.5e-5 = 6.587e-6 µS at x = 0 and (0.26348 + 1.9650 − 1.1731)·2.5e-5 = 2.6370e-5 µS
+    at x = 1; at 1e30 µS the noise (~1e-29 µS) is far below float32's resolution of 25 µS: the targets come back."""
+    m = PCMLikeNoiseModel(prog_coeff_g_max_reference=1e6)
+    expected = torch.tensor([0.26348 * 2.5e-5, (0.26348 + 1.9650 - 1.1731) * 2.5e-5])
+    torch.testing.assert_close(m.prog_std(torch.tensor([0.0, 25.0])), expected, rtol=1e-5, atol=0)
+    g = torch.tensor([5.0, 12.5, 25.0])
+    assert torch.equal(PCMLikeNoiseModel(prog_coeff_g_max_reference=1e30).program(g, gen()), g)
+
+
 def test_pcm_read_noise_scale_limit_is_stated_with_its_inputs():
     # g_hi = 25 + 9·1·Σ|c| µS (the largest programmed conductance), q_hi = min(0.2, 0.0088/1e-3) = 0.2
     g_hi = 25.0 + XI * PCM_SIGMA_MAX

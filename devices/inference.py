@@ -777,11 +777,21 @@ def read_weights_at(
     else:
         ref = programmed.weights.abs().sum(dim=dims, keepdim=True)
         cur = w_t.abs().sum(dim=[d + 1 for d in dims], keepdim=True)
-    cur = cur.clamp_min(torch.finfo(cur.dtype).tiny)
+    return _compensated(w_t, ref, cur)
+
+
+def _compensated(w_t: Tensor, ref: Tensor, cur: Tensor) -> Tensor:
+    """Weights ``w_t`` scaled by ``ref/cur`` (the global drift compensation; ``ref``, ``cur``: sums of ``|w|``
+    that broadcast with ``w_t``, ``cur`` the sum of ``|w_t|`` itself, >= 0).
+
+    Where the read sum drifted below ``ref/3.4e38`` (heavy drift: most devices at ~0 µS) ``ref/cur`` overflows (and
+    ``w_t·inf`` gave inf, NaN for a weight read 0): each weight is scaled by its share of the read sum instead, the
+    same value in exact arithmetic (``|w_t|/cur <= 1``, finite); elsewhere ``w_t·(ref/cur)``. A sum of 0 (every
+    weight read 0) divides by 1: those weights stay 0. A subnormal sum (a few weights read 1e-45 to 1e-38) is
+    divided by as it is (clamping it to 1.18e-38 scaled those weights by too small a factor, up to 1e7 times).
+    """
+    cur = torch.where(cur > 0, cur, torch.ones_like(cur))
     factor = ref / cur
-    # where the read sum drifted below ref/3.4e38 (heavy drift: most devices at ~0 µS) ref/cur overflows and
-    # w_t·inf gave inf, NaN for a weight read 0: scale each weight by its share of the read sum instead, the same value
-    # in exact arithmetic (|w_t|/cur <= 1, finite), 0 where every weight read 0 (elsewhere unchanged, bit for bit)
     return torch.where(torch.isfinite(factor), w_t * factor, (w_t / cur) * ref)
 
 

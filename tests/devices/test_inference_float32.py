@@ -13,6 +13,8 @@ import math
 import re
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 import torch
 
 from devices.base import FLOAT32_MAX, FLOAT32_TINY
@@ -390,3 +392,40 @@ def test_read_weights_at_does_not_read_its_own_tensor_of_times_back(monkeypatch)
     t = torch.tensor([[1.0], [3600.0]]).unsqueeze(-1)
     m.at_time(prog.g_prog_uS, prog.nu, t, gen())
     assert len(calls) == 2 and all(c is t for c in calls)  # drift, then read_noise: once each
+
+
+def _with_nu(w: torch.Tensor, nu: float) -> tuple[GenericDriftModel, object]:
+    """``w`` programmed without noise (g_max = 25 µS, w_max = max|w|), every device's ν set to ``nu`` afterwards: the
+    model's ν = 0 passes check_times, which refuses a time at which the model's own slowest drift is subnormal."""
+    m = GenericDriftModel(nu_mean=0.0)
+    prog = program_weights(w, m, gen())
+    return m, dataclasses.replace(prog, nu=torch.full_like(prog.nu, nu))
+
+
+def test_compensation_of_a_subnormal_read_sum_uses_that_sum():
+    """One weight of 1, three of 0; ν = 17 for every device (no noise): at 1 h the weight reads
+    (3620/20)^(-17) = 181^(-17) = 4.2e-39, a subnormal float32, and so is the read sum. The compensation factor
+    Σ|w_prog|/Σ|w_t| = 1/4.2e-39 = 2.4e38 is a float32: the weight comes back as 1. Before, the sum was clamped to
+    1.18e-38 first: the weight read 181^(-17)/1.18e-38 = 0.36."""
+    m, prog = _with_nu(torch.tensor([1.0, 0.0, 0.0, 0.0]), 17.0)
+    raw = read_weights_at(prog, [3600.0], m, gen(), compensate_drift=False)[0]
+    assert 0 < raw[0].item() < FLOAT32_TINY
+    assert raw[0].item() == pytest.approx(181.0**-17.0, rel=2e-6)  # subnormal: 2^-149/4.2e-39 = 3e-7 resolution
+    out = read_weights_at(prog, [3600.0], m, gen())[0]
+    torch.testing.assert_close(out, torch.tensor([1.0, 0.0, 0.0, 0.0]), rtol=1e-6, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(nu=st.floats(0.0, 19.5), w0=st.floats(1e-3, 1e3), sign=st.sampled_from([-1.0, 1.0]),
+       at=st.integers(0, 5))
+def test_a_uniform_drift_is_undone_down_to_subnormal_reads(nu, w0, sign, at):
+    """Invariant: one weight ±w0 among zeros, every device with the same ν, no noise. Whatever ν, as long as the
+    weight reads nonzero (w0·181^(-ν) >= 2^-149 at 1 h), the compensation returns it as programmed (its share of the
+    read sum is 1): read normal, subnormal (w0·181^(-ν) < 1.18e-38) or with an overflowing factor alike."""
+    w = torch.zeros(6)
+    w[at] = sign * w0
+    m, prog = _with_nu(w, nu)
+    raw = read_weights_at(prog, [3600.0], m, gen(), compensate_drift=False)[0]
+    assume(raw[at].item() != 0.0)
+    out = read_weights_at(prog, [3600.0], m, gen())[0]
+    torch.testing.assert_close(out, w, rtol=2e-6, atol=0)

@@ -647,9 +647,14 @@ class ProgrammedWeights:
 
     def to_weights(self, g_uS: Tensor) -> Tensor:
         """Weights ``[…, *]`` from pair conductances ``g_uS: [..., 2, *]`` (pair axis at ``-(w.ndim + 1)``)."""
+        return self.to_normalized(g_uS) * self.w_scale
+
+    def to_normalized(self, g_uS: Tensor) -> Tensor:
+        """Normalized weights ``[…, *]`` (weights / ``w_scale``: ``|w| <= 1`` up to noise) from pair conductances
+        ``g_uS: [..., 2, *]``."""
         pair_dim = g_uS.ndim - self.g_prog_uS.ndim
         g_plus, g_minus = g_uS.select(pair_dim, 0), g_uS.select(pair_dim, 1)
-        return self.conductance_map.from_pair(g_plus, g_minus) * self.w_scale
+        return self.conductance_map.from_pair(g_plus, g_minus)
 
     @property
     def weights(self) -> Tensor:
@@ -735,7 +740,12 @@ def read_weights_at(
     Global drift compensation (aihwkit's ``GlobalDriftCompensation`` applied to the weights): each time's weights
     are scaled by ``Σ|w_prog| / Σ|w_t|`` (reference: the programmed weights, read at ``t_0`` without read noise);
     where that factor overflows float32 (heavy drift: most devices at ~0 µS) each weight is scaled by its share
-    ``|w_t|/Σ|w_t|`` of ``Σ|w_prog|`` instead, the same value in exact arithmetic.
+    ``|w_t|/Σ|w_t|`` of ``Σ|w_prog|`` instead, the same value in exact arithmetic; where a sum overflows (weights
+    near float32's largest number) the factor is taken from the weights divided by ``w_scale``. Where every device
+    of a group reads 0 µS in float32 (drift exponents spread down to 0, so that the model's
+    :meth:`~InferenceNoiseModel.check_times` cannot refuse the time, yet every drawn one large) the weights read 0,
+    compensated too: nothing is left to scale (aihwkit's compensation, its read-out clamped at 1e-4, gives ~0 as
+    well); weights read from subnormal conductances (1e-45 to 1e-38 µS) keep only a few significant bits.
 
     Args:
         programmed: from :func:`program_weights` (weights ``[*]``).
@@ -761,7 +771,8 @@ def read_weights_at(
         g_t = model.at_time(g_prog, programmed.nu, t, generator)  # [T, 2, *]
     finally:
         _CHECKED_TIMES.reset(token)
-    w_t = programmed.to_weights(g_t)  # [T, *]
+    w_n = programmed.to_normalized(g_t)  # [T, *]
+    w_t = w_n * programmed.w_scale  # as programmed.to_weights(g_t)
     if not compensate_drift:
         return w_t
     if compensation_dims is None:
@@ -772,12 +783,20 @@ def read_weights_at(
         _check("read_weights_at", "compensation_dims", tuple(dims), ok,
                     f"None or a non-empty sequence of weight dims in [-{w_ndim}, {w_ndim})")
         dims = sorted({d % w_ndim for d in dims})
+    w_prog_n = programmed.to_normalized(programmed.g_prog_uS)
     if not dims:  # 0-dim weights: the single weight is its own reference
-        ref, cur = programmed.weights.abs(), w_t.abs()
+        ref, cur = (w_prog_n * programmed.w_scale).abs(), w_t.abs()
+        ref_n, cur_n = w_prog_n.abs(), w_n.abs()
     else:
-        ref = programmed.weights.abs().sum(dim=dims, keepdim=True)
+        ref = (w_prog_n * programmed.w_scale).abs().sum(dim=dims, keepdim=True)
         cur = w_t.abs().sum(dim=[d + 1 for d in dims], keepdim=True)
-    return _compensated(w_t, ref, cur)
+        ref_n = w_prog_n.abs().sum(dim=dims, keepdim=True)
+        cur_n = w_n.abs().sum(dim=[d + 1 for d in dims], keepdim=True)
+    # where a sum of |w| overflowed float32 (weights near its largest number: inf/inf = NaN, or a read sum inf and
+    # every weight 0) the factor is taken from the normalized weights' sums, w_scale cancelling (|w_n| <= 1 up to
+    # noise: their sums stay finite), and the weights scaled back; elsewhere unchanged, bit for bit
+    sums_finite = torch.isfinite(ref) & torch.isfinite(cur)
+    return torch.where(sums_finite, _compensated(w_t, ref, cur), _compensated(w_n, ref_n, cur_n) * programmed.w_scale)
 
 
 def _compensated(w_t: Tensor, ref: Tensor, cur: Tensor) -> Tensor:

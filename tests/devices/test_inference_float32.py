@@ -429,3 +429,58 @@ def test_a_uniform_drift_is_undone_down_to_subnormal_reads(nu, w0, sign, at):
     assume(raw[at].item() != 0.0)
     out = read_weights_at(prog, [3600.0], m, gen())[0]
     torch.testing.assert_close(out, w, rtol=2e-6, atol=0)
+
+
+# --- the drift compensation when a sum of |w| overflows float32 ------------------------------------------------------
+
+
+def test_compensation_of_weights_whose_sum_overflows_float32():
+    """64 weights of ±1e37: Σ|w| = 6.4e38 is beyond float32 (inf/inf = NaN: every weight read NaN before). A uniform
+    drift (ν = 0.05, no noise) is undone: the weights come back as programmed, with w_max = None (max|w|) or given."""
+    w = torch.full((64,), 1e37)
+    w[::2] = -1e37
+    for w_max in (None, 1e37, 3e38):
+        out = apply_inference_noise(w, [1.0, 3600.0], GenericDriftModel(), generator=gen(), w_max=w_max)
+        torch.testing.assert_close(out, w.expand(2, 64), rtol=1e-6, atol=0)
+
+
+def test_compensation_when_only_the_read_sum_overflows():
+    """64 weights of 5e36 (Σ|w_prog| = 3.2e38, a float32) read with 200 % relative read noise: their read sum
+    overflows. Before, the factor 3.2e38/inf = 0 read every weight as 0. Now each weight is w_t·Σ|w_prog|/Σ|w_t|,
+    the sums taken in float64 here."""
+    w = torch.full((64,), 5e36)
+    m = GenericDriftModel(nu_mean=0.0, read_noise_std=2.0)
+    prog = program_weights(w, m, gen())
+    raw = read_weights_at(prog, [3600.0], m, gen(1), compensate_drift=False)[0]
+    assert torch.isfinite(raw).all() and torch.isinf(raw.abs().sum())
+    out = read_weights_at(prog, [3600.0], m, gen(1))[0]
+    raw64 = raw.double()
+    expected = raw64 * (prog.weights.double().abs().sum() / raw64.abs().sum())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=0)
+    assert out.double().abs().sum().item() == pytest.approx(3.2e38, rel=1e-5)
+
+
+def test_per_tile_compensation_with_one_tile_overflowing():
+    """Two tiles, one factor each: the tile of ±1e37 overflows its sum and is compensated from the normalized
+    weights; the other tile, ordinary, gets w_t·(Σ|w_prog|/Σ|w_t|) bit for bit as before."""
+    w = torch.stack([torch.full((64,), 1e37), torch.linspace(-1.0, 1.0, 64)])
+    m = GenericDriftModel(nu_mean=0.05, nu_std=0.01, read_noise_std=0.01)
+    prog = program_weights(w, m, gen(), w_max=1e37)
+    raw = read_weights_at(prog, [3600.0], m, gen(1), compensate_drift=False)[0]
+    out = read_weights_at(prog, [3600.0], m, gen(1), compensation_dims=(1,))[0]
+    assert torch.isfinite(out).all()
+    ordinary = raw[1] * (prog.weights[1].abs().sum() / raw[1].abs().sum())
+    assert torch.equal(out[1], ordinary)
+    raw64 = raw[0].double()
+    expected = raw64 * (prog.weights[0].double().abs().sum() / raw64.abs().sum())
+    torch.testing.assert_close(out[0].double(), expected, rtol=1e-5, atol=0)
+
+
+def test_every_device_drifted_to_zero_reads_zero_weights():
+    """ν = 30 for every device, yet the model's spread reaches ν = 0 (GenericDriftModel(nu_mean=0.0)), so 1 h is
+    not refused: 181^(-30) = 1.9e-68 is 0 in float32, every weight reads 0 and, with nothing left to scale, the
+    compensated weights are 0 too (finite: no 0/0)."""
+    m, prog = _with_nu(torch.tensor([0.5, -1.0, 0.25]), 30.0)
+    for compensate in (False, True):
+        out = read_weights_at(prog, [3600.0], m, gen(), compensate_drift=compensate)
+        assert torch.equal(out, torch.zeros(1, 3))

@@ -423,6 +423,8 @@ curves.png, accuracy.png, report.md and, for analog runs with --inference-times,
 job resumes where it stopped."""
 
 COMPARE_OUT = "reports/compare"
+#: compare's default ``--inference-times`` (s): 1 s, 1 h, 1 day, 1 year after programming
+COMPARE_INFERENCE_TIMES: tuple[float, ...] = (1.0, 3600.0, 86400.0, 31536000.0)
 SMALL_COMPARE = {"train_subset": 6000, "test_subset": 2000, "epochs": 2, "evals_per_epoch": 4}
 
 
@@ -464,7 +466,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                         "K > 1 with --evals-per-epoch > 1 averages that out (default %(default)s: the final one)")
     p.add_argument("--target-acc", type=float, default=c.target_acc,
                    help="accuracy for the 'epochs to target' column, as a fraction (default %(default)s)")
-    p.add_argument("--inference-times", type=float, nargs="*", default=[1.0, 3600.0, 86400.0, 31536000.0],
+    p.add_argument("--inference-times", type=float, nargs="*", default=list(COMPARE_INFERENCE_TIMES),
                    metavar="SECONDS", help="evaluate analog runs after drift at these times; none: skip "
                                            "(default: 1 s, 1 h, 1 day, 1 year)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
@@ -483,8 +485,11 @@ def compare_spec(args: argparse.Namespace) -> CompareSpec:
     from .compare import CompareSpec
 
     if "analog" not in args.hardware:
+        # only analog cells are evaluated after drift; --inference-times with no times (skip it) says nothing false
+        times = set(args.inference_times)
         _reject_unused_analog(args, "--hardware is digital only (add analog to --hardware)",
-                              ["--backend"] if args.backend != CompareSpec().analog_backend else [])
+                              (["--backend"] if args.backend != CompareSpec().analog_backend else [])
+                              + (["--inference-times"] if times and times != set(COMPARE_INFERENCE_TIMES) else []))
     base = _base_config(args, inference_times=tuple(args.inference_times))
     spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
                        analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),

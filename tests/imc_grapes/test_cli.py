@@ -64,6 +64,11 @@ def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, args, message
     ("compare", ["--hardware", "digital", "--tile-size", "64"], "--tile-size: only analog runs (crossbar, aihwkit) "
                                                                 "use this option, but --hardware is digital only"),
     ("compare", ["--hardware", "digital", "--backend", "aihwkit"], "--backend: only analog runs"),
+    ("compare", ["--hardware", "digital", "--inference-times", "0", "3600"],
+     "--inference-times: only analog runs (crossbar, aihwkit) use this option, but --hardware is digital only (add "
+     "analog to --hardware); the option would change nothing: drop it"),
+    ("compare", ["--hardware", "digital", "--inference-times", "1", "--backend", "aihwkit", "--adc-bits", "4"],
+     "--adc-bits, --backend, --inference-times: only analog runs (crossbar, aihwkit) use these options"),
 ])
 def test_an_analog_option_without_any_analog_run_is_a_usage_error(tmp_path, capsys, command, args, message):
     """A digital run ignores the analog hardware: the option was accepted and silently changed nothing (train even
@@ -81,6 +86,26 @@ def test_analog_options_at_their_defaults_or_with_an_analog_run_are_accepted(tmp
         _reject_unused_analog(args, "no analog run")    # spelled-out defaults change nothing either: no error
     args = build_parser().parse_args(["train", "--backend", "crossbar", "--preset", "PCM", "--adc-bits", "4"])
     assert _base_config(args, backend="crossbar").analog.adc_bits == 4
+
+
+@pytest.mark.parametrize("times", [[], ["1", "3600", "86400", "31536000"], ["31536000", "86400", "3600", "1.0"]])
+def test_compare_digital_only_accepts_inference_times_that_say_nothing_new(times):
+    """``compare --hardware digital``: no drift evaluation runs, which ``--inference-times`` with no times (skip it)
+    asks for too; the default times, typed out in any order, are the default. Neither is refused."""
+    from imc_grapes.cli import build_parser, compare_spec
+
+    spec = compare_spec(build_parser().parse_args(["compare", "--hardware", "digital", "--inference-times", *times]))
+    assert spec.hardware == ("digital",)
+    assert spec.cell_config("digital", "sgd", 0.1, 0).inference_times == ()
+
+
+def test_compare_inference_times_with_analog_hardware_are_kept():
+    from imc_grapes.cli import build_parser, compare_spec
+
+    spec = compare_spec(build_parser().parse_args(["compare", "--hardware", "digital", "analog",
+                                                   "--inference-times", "0", "3600"]))
+    assert spec.cell_config("analog", "sgd", 0.1, 0).inference_times == (0.0, 3600.0)
+    assert spec.cell_config("digital", "sgd", 0.1, 0).inference_times == ()
 
 
 @pytest.mark.parametrize("text, parsed", [

@@ -685,6 +685,7 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     are. Returns the file names written.
 
     Raises:
+        NotADirectoryError: ``out_dir``, or a folder above it, is a file.
         FileNotFoundError: ``out_dir`` has no ``results.json``.
         ConfigError: it is not a compare report's (:func:`cells_from_results`).
     """

@@ -77,7 +77,7 @@ def folder_error(option: str, path: str | os.PathLike[str], exc: OSError | None 
     ``mkdir``)."""
     blocker = file_in_the_way(path)
     if blocker is not None:
-        what = "is a file, not a folder" if os.path.isfile(blocker) else "exists and is not a folder"
+        what = _no_folder(blocker)
         if blocker == Path(path):
             return f"{option} {os.fspath(path)}: {what}; give a folder (an existing one, or a new one to create)"
         return (f"{option} {os.fspath(path)}: {blocker} {what}, so no folder can be created under it; give a "
@@ -87,6 +87,12 @@ def folder_error(option: str, path: str | os.PathLike[str], exc: OSError | None 
     why = exc.strerror or str(exc)
     where = f" ({exc.filename})" if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
     return f"{option} {os.fspath(path)}: cannot create or write to this folder: {why}{where}"
+
+
+def _no_folder(blocker: Path) -> str:
+    """What ``blocker`` (a path :func:`file_in_the_way` returned) is, for a message: a file, or something else that
+    exists and is no folder (a broken link, a device, a socket)."""
+    return "is a file, not a folder" if os.path.isfile(blocker) else "exists and is not a folder"
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -193,9 +199,18 @@ def read_report_json(out_dir: str | os.PathLike[str], command: str) -> Any:
     for the commands' ``--redraw``.
 
     Raises:
+        NotADirectoryError: ``out_dir``, or a folder above it, is a file (:func:`file_in_the_way`; the message names
+            that file).
         FileNotFoundError: ``out_dir`` has no ``results.json`` (the message names the command's report).
         ValueError: it is not valid JSON.
     """
+    blocker = file_in_the_way(out_dir)
+    if blocker is not None:     # not "X/run1/results.json: no such file" when X is a file: name X
+        report = f"give the folder of an `imc-grapes {command}` report (the one that holds its results.json)"
+        if blocker == Path(out_dir):
+            raise NotADirectoryError(f"{os.fspath(out_dir)}: {_no_folder(blocker)}; {report}")
+        raise NotADirectoryError(f"{os.fspath(out_dir)}: {blocker} {_no_folder(blocker)}, so no report can be "
+                                 f"under it; {report}")
     path = Path(out_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (the folder of an `imc-grapes {command}` report?)")

@@ -105,6 +105,7 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
         out_dir: the report folder. name: the experiment it must hold (None: any).
 
     Raises:
+        NotADirectoryError: ``out_dir``, or a folder above it, is a file.
         FileNotFoundError: ``out_dir`` has no ``results.json``.
         ValueError: it is not valid JSON.
         ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`).

@@ -391,6 +391,22 @@ def test_an_output_folder_deeper_under_a_file_names_the_file_in_the_way(tmp_path
     assert (tmp_path / "somefile.txt").read_text() == "keep"
 
 
+@pytest.mark.parametrize("command", ["compare", "experiment"])
+def test_redraw_of_a_report_folder_under_a_file_names_the_file_in_the_way(tmp_path, capsys, command):
+    """`--redraw --out somefile/run1` said "somefile/run1/results.json: no such file": the file in the way is named
+    now, and the folder given as a file is said to be one; nothing is written."""
+    (tmp_path / "somefile").write_text("keep")
+    bad = tmp_path / "somefile" / "run1"
+    report = f"give the folder of an `imc-grapes {command}` report (the one that holds its results.json)\n"
+    assert main([command, "--redraw", "--out", str(bad)]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes {command}: error: --redraw: {bad}: {tmp_path / 'somefile'} is a "
+                                       f"file, not a folder, so no report can be under it; {report}")
+    assert main([command, "--redraw", "--out", str(tmp_path / "somefile")]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes {command}: error: --redraw: {tmp_path / 'somefile'}: is a file, "
+                                       f"not a folder; {report}")
+    assert (tmp_path / "somefile").read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]
+
+
 def test_train_reports_an_output_folder_under_a_file_before_loading_any_data(tmp_path, capsys):
     """train loaded its data set before it checked --out: a missing data set was reported first, and with data a
     whole load came before the usage error. The --out error now comes first (an empty cache: no data to load)."""

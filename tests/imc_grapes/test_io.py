@@ -122,3 +122,21 @@ def test_nan_and_inf_are_written_as_strict_json_strings_and_read_back_as_floats(
     assert math.isnan(back["h"][0]["acc"]) and back["h"][0]["loss"] == math.inf and back["t"] == -math.inf
     assert math.isnan(back["np"]) and back["ok"] == 0.5 and back["s"] == "x"
     assert saved["h"][0]["acc"] == "nan", "the value read is left as it is"
+
+
+def test_read_report_json_names_what_keeps_the_folder_from_holding_a_report(tmp_path):
+    """A file or a broken link where the report folder or a folder above it should be is named as such (not "no
+    such file" for the results.json under it); a folder without one is still "no such file"."""
+    from imc_grapes.io import read_report_json
+
+    (tmp_path / "f").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(NotADirectoryError, match=f"^{tmp_path / 'f' / 'a' / 'b'}: {tmp_path / 'f'} is a file, not a "
+                       "folder, so no report can be under it; give the folder of an `imc-grapes compare` report"):
+        read_report_json(tmp_path / "f" / "a" / "b", "compare")
+    with pytest.raises(NotADirectoryError, match=f"^{tmp_path / 'link'}: exists and is not a folder; give the folder "
+                       "of an `imc-grapes experiment` report"):
+        read_report_json(tmp_path / "link", "experiment")
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'results.json'}: no such file"):
+        read_report_json(tmp_path, "compare")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "link"]

@@ -72,6 +72,8 @@ SAMPLE_DIGITS = 6
 MAX_POINTS = 1_000_000
 #: the path of a ``backend`` axis (a digital twin reports ``digital`` on it)
 BACKEND_PATH = FieldPath("backend", "train", "backend")
+#: why ``analog.out_noise`` has no effect with ``analog.ideal_periphery = true`` (the command line's wording)
+IDEAL_PERIPHERY_WHY = "makes every MVM exact (no DAC, ADC or output noise)"
 
 
 def _as_spec_error(check: Callable[..., None], *args: Any) -> None:
@@ -264,6 +266,11 @@ class SweepSpec:
             raise SpecError(f"SweepSpec.axes must be a list of Axis (parse_axes builds them from [axes]), "
                             f"got {self.axes!r}")
         object.__setattr__(self, "axes", tuple(self.axes))
+        default_noise = AnalogSettings().out_noise
+        if self.base.analog.ideal_periphery and self.base.analog.out_noise != default_noise:
+            raise SpecError(f"[base] analog.out_noise = {self.base.analog.out_noise:g}: analog.ideal_periphery = "
+                            f"true {IDEAL_PERIPHERY_WHY}, so this field would change nothing: leave it at its default "
+                            f"({default_noise:g}), or set ideal_periphery = false")
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise SpecError(f"[sweep] {msg}")
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -380,6 +387,19 @@ class SweepSpec:
         if hw and all(p.config.backend == "digital" for p in points.values()):
             raise SpecError(f"axes {hw} only affect the analog backends, but every point is digital "
                             f"(backend = 'digital'); set backend = 'crossbar' (or 'aihwkit') in [base]")
+        noise = [ax.name for ax in self.axes if (ax.path.section, ax.path.field) == ("analog", "out_noise")]
+        default_noise = AnalogSettings().out_noise
+        analog = [p.config.analog for p in points.values() if p.config.backend != "digital"]
+        noise_set = bool(noise) or self.base.analog.out_noise != default_noise
+        if noise_set and analog and all(a.ideal_periphery for a in analog):
+            # out_noise is set, by an axis (one run repeated per value) or [base], and no analog point reads it (an
+            # axis over ideal_periphery = [true]; [base] with both is refused by __post_init__)
+            what = (f"axis {noise[0]!r}" if noise else f"[base] analog.out_noise = {self.base.analog.out_noise:g}")
+            raise SpecError(f"{what}: every analog point has analog.ideal_periphery = true, which "
+                            f"{IDEAL_PERIPHERY_WHY}, so {'the axis' if noise else 'this field'} would change "
+                            f"nothing: {'drop it' if noise else f'leave it at its default ({default_noise:g})'}, or "
+                            "give some analog points ideal_periphery = false (e.g. an axis "
+                            "periphery.ideal_periphery = [false, true])")
         return list(points.values())
 
     def to_dict(self) -> dict[str, Any]:
@@ -389,6 +409,24 @@ class SweepSpec:
             "axes": {ax.name: ax.to_dict() for ax in self.axes},
             "sample": {"n": self.n_samples, "seed": self.sample_seed} if self.n_samples else None,
         }
+
+
+def repeated_points(points: Sequence[Point]) -> list[Point]:
+    """The analog points of ``points`` that repeat the run of an earlier one: with ``analog.ideal_periphery = true``
+    (exact MVMs) ``analog.out_noise`` changes nothing, so ideal points that differ only in it give the same numbers.
+    A full-factorial sweep over both fields is legitimate (its non-ideal points differ): they are listed here, for
+    ``--dry-run`` to say, and still run as points of their own (their ids and folders are kept). Reads only."""
+    default_noise = AnalogSettings().out_noise
+    seen: set[str] = set()
+    repeated = []
+    for p in points:
+        if p.config.backend == "digital" or not p.config.analog.ideal_periphery:
+            continue
+        key = config_id(p.config.replace(analog=dataclasses.replace(p.config.analog, out_noise=default_noise)))
+        if key in seen:
+            repeated.append(p)
+        seen.add(key)
+    return repeated
 
 
 # --------------------------------------------------------------------------------------------- parsing

@@ -519,3 +519,106 @@ def test_dry_run_rejects_an_energy_table_that_cannot_be_read(tmp_path, capsys):
     table.unlink()
     assert main([str(spec)]) == 2 and "(no such file)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------ fields without effect
+
+EXACT = "makes every MVM exact (no DAC, ADC or output noise)"
+
+
+@pytest.mark.parametrize("base", [
+    {"periphery": {"ideal_periphery": True, "out_noise": 0.1}},
+    {"analog": {"ideal_periphery": True, "out_noise": 0.1}},
+    {"backend": "crossbar", "analog": {"ideal_periphery": True}, "periphery": {"out_noise": 0.1}},
+])
+def test_a_base_with_an_ideal_periphery_and_an_output_noise_is_a_spec_error(base):
+    """`train --ideal-periphery --out-noise 0.1` is refused; the same two fields in a spec's [base] ran every point
+    with exact MVMs and recorded (and reported) an output noise that no MVM had."""
+    with pytest.raises(SpecError) as e:
+        spec_of({"seed": [0]}, base=base)
+    assert message(e) == (f"[base] analog.out_noise = 0.1: analog.ideal_periphery = true {EXACT}, so this field "
+                          "would change nothing: leave it at its default (0.06), or set ideal_periphery = false")
+    with pytest.raises(SpecError, match=r"^\[base\] analog.out_noise = 0: analog.ideal_periphery = true makes"):
+        SweepSpec(base=TrainConfig(analog=AnalogSettings(ideal_periphery=True, out_noise=0.0)))
+
+
+def test_an_ideal_periphery_keeps_the_fields_that_still_have_an_effect():
+    """The default output noise, spelled out, is no contradiction; DAC/ADC bits still price the converters."""
+    spec = spec_of({"seed": [0]}, base={"backend": "crossbar", "periphery": {"ideal_periphery": True,
+                                                                              "out_noise": 0.06, "adc_bits": 4}})
+    (point,) = spec.points()
+    a = point.config.analog
+    assert (a.ideal_periphery, a.out_noise, a.adc_bits) == (True, 0.06, 4)
+
+
+@pytest.mark.parametrize("axes, base, what, fix", [
+    ({"periphery.out_noise": [0.0, 0.1]}, {"periphery": {"ideal_periphery": True}},
+     "axis 'periphery.out_noise'", "drop it"),
+    ({"analog.out_noise": {"uniform": [0.0, 0.1]}, "periphery.ideal_periphery": [True]}, {},
+     "axis 'analog.out_noise'", "drop it"),
+    ({"periphery.ideal_periphery": [True], "seed": [0, 1]}, {"periphery": {"out_noise": 0.1}},
+     "[base] analog.out_noise = 0.1", "leave it at its default (0.06)"),
+])
+def test_an_output_noise_that_no_analog_point_reads_is_a_spec_error(axes, base, what, fix):
+    """When every analog point has an ideal periphery, an out_noise axis only repeats one run per value (and an
+    out_noise in [base] describes no point): refused as the command line refuses --out-noise with
+    --ideal-periphery, before anything runs."""
+    sample = {"sample": {"n": 2}} if any(isinstance(v, dict) for v in axes.values()) else {}
+    spec = parse_spec({"base": {**TINY, "backend": "crossbar", **base}, "axes": axes, **sample})
+    with pytest.raises(SpecError) as e:
+        spec.points()
+    thing = "the axis" if what.startswith("axis") else "this field"
+    assert message(e) == (f"{what}: every analog point has analog.ideal_periphery = true, which {EXACT}, so {thing} "
+                          f"would change nothing: {fix}, or give some analog points ideal_periphery = false (e.g. an "
+                          "axis periphery.ideal_periphery = [false, true])")
+
+
+def test_a_digital_sweep_with_an_output_noise_in_its_base_is_not_refused_for_it():
+    """No analog point, no periphery: the out_noise check has nothing to say (a digital point reads no analog
+    settings but its energy table)."""
+    spec = spec_of({"seed": [0, 1]}, base={"periphery": {"out_noise": 0.1}})
+    assert [p.config.backend for p in spec.points()] == ["digital", "digital"]
+
+
+def test_an_ideal_periphery_crossed_with_an_output_noise_axis_runs_and_names_the_repeated_points():
+    """A full-factorial design over both fields is legitimate (its non-ideal points differ), so it is not refused,
+    and every point keeps its own id; the ideal points that differ only in out_noise build the same simulator
+    configuration (the same run), and repeated_points names them: per seed the ideal point at the first out_noise
+    value runs, the two others repeat it — 2 seeds × 2 = 4 of the 12 points."""
+    from imc_grapes.backends import crossbar_config_from
+    from imc_grapes.sweep.spec import repeated_points
+
+    spec = spec_of({"periphery.ideal_periphery": [False, True], "periphery.out_noise": [0.0, 0.06, 0.1],
+                    "seed": [0, 1]}, base={"backend": "crossbar"}, reference=True)
+    points = spec.points()
+    analog = [p for p in points if not p.reference]
+    assert len(analog) == 12 and len({p.id for p in analog}) == 12
+    assert len(points) == 14                                    # + one digital twin per seed (analog settings reset)
+    repeated = repeated_points(points)
+    assert [(p.params["periphery.out_noise"], p.params["seed"]) for p in repeated] == [
+        (0.06, 0), (0.06, 1), (0.1, 0), (0.1, 1)]
+    assert all(p.config.analog.ideal_periphery for p in repeated)
+    ideal = [crossbar_config_from(p.config.analog) for p in analog if p.config.analog.ideal_periphery]
+    assert all(c == ideal[0] for c in ideal)                    # out_noise reaches no MVM: the same simulator
+    noisy = {crossbar_config_from(p.config.analog).forward.out_noise for p in analog
+             if not p.config.analog.ideal_periphery}
+    assert noisy == {0.0, 0.06, 0.1}                            # the non-ideal points differ
+    assert repeated_points(spec_of({"periphery.out_noise": [0.0, 0.1]}, base={"backend": "crossbar"}).points()) == []
+
+
+def test_dry_run_notes_the_points_that_repeat_another_points_run(tmp_path, capsys):
+    from imc_grapes.sweep.cli import main
+
+    (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                     'backend = "crossbar"\n[axes]\nperiphery.ideal_periphery = [false, true]\n'
+                                     'periphery.out_noise = [0.0, 0.1]\n')
+    assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sweep 's': 4 valid points") and len(lines) == 6
+    assert lines[-1] == ("note: 1 of the 4 points repeat the run of another point (same numbers): they differ from "
+                         f"it only in analog.out_noise, and analog.ideal_periphery = true {EXACT}")
+    (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                     'backend = "crossbar"\n[axes]\nperiphery.out_noise = [0.0, 0.1]\n')
+    assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()

@@ -52,9 +52,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
+from ..backends.optim import MOMENTUM_BASE_OPTIMIZERS
 from ..backends.settings import AnalogSettings
-from ..config import (DIGITAL_ANALOG_FIELDS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
-                      identity_dict, is_int, seed_in_range)
+from ..config import (DIGITAL_ANALOG_FIELDS, OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct,
+                      check_seeds_apart, identity_dict, is_int, seed_in_range)
 from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
 from .paths import FieldPath, SpecError, resolve_path, set_path
@@ -83,6 +84,34 @@ def _as_spec_error(check: Callable[..., None], *args: Any) -> None:
         check(*args)
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
+
+
+def _spec_value(v: Any) -> str:
+    """``v`` as a message names a field's value: floats as ``%g`` (``0.1``), anything else as its ``repr``."""
+    return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
+def _no_effect_error(axes: Sequence[str], fields: Sequence[tuple[str, Any, Any]], because: str,
+                     instead: str) -> SpecError:
+    """The :class:`SpecError` for settings of a spec that no point reads (the spec's form of the command line's
+    refusal of an option without effect): ``axes`` names the axes that set them, ``fields`` the ``[base]`` fields,
+    as (path, value, default); ``because`` says why they change nothing, ``instead`` how to make them matter (it
+    follows "drop it, or ")."""
+    what = [f"axis {a!r}" for a in axes] + [f"[base] {path} = {_spec_value(v)}" for path, v, _ in fields]
+    one = len(what) == 1
+    thing = ("the axis" if axes else "this field") if one else "these settings" if axes and fields else \
+        "these axes" if axes else "these fields"
+    defaults = ", ".join(_spec_value(d) for *_, d in fields)
+    fixes = []
+    if axes:
+        fixes.append("drop " + ("it" if one else "them" if not fields else "the axis" if len(axes) == 1 else
+                                "the axes"))
+    if fields:
+        fixes.append(("leave it at its default" if one else "leave them at their defaults" if not axes else
+                      "leave the field at its default" if len(fields) == 1 else "leave the fields at their defaults")
+                     + f" ({defaults})")
+    return SpecError(f"{', '.join(what)}: {because}, so {thing} would change nothing: {' and '.join(fixes)}, or "
+                     f"{instead}")
 
 
 @dataclass(frozen=True)
@@ -400,7 +429,43 @@ class SweepSpec:
                             f"nothing: {'drop it' if noise else f'leave it at its default ({default_noise:g})'}, or "
                             "give some analog points ideal_periphery = false (e.g. an axis "
                             "periphery.ideal_periphery = [false, true])")
+        self._check_optimizer_fields(list(points.values()))
         return list(points.values())
+
+    def _set_fields(self, section: str, names: Sequence[str]) -> tuple[list[str], list[tuple[str, Any, Any]]]:
+        """Where the spec sets the fields ``names`` of ``section`` (``train``: TrainConfig, ``analog``:
+        AnalogSettings): the names of the axes over them, and the ``[base]`` fields that hold other than their
+        defaults and that no axis sets, as (path, value, default)."""
+        axes = [ax.name for ax in self.axes if ax.path.section == section and ax.path.field in names]
+        swept = {ax.path.field for ax in self.axes if ax.path.section == section}
+        base, default = (self.base, TrainConfig()) if section == "train" else (self.base.analog, AnalogSettings())
+        prefix = "" if section == "train" else f"{section}."
+        fields = [(prefix + n, getattr(base, n), getattr(default, n)) for n in names
+                  if n not in swept and getattr(base, n) != getattr(default, n)]
+        return axes, fields
+
+    def _check_optimizer_fields(self, points: Sequence[Point]) -> None:
+        """Raise :class:`SpecError` for the optimizer settings that no point reads, as the command line refuses
+        them: a ``momentum`` (other than its default, or an axis) when every point's base optimizer takes none
+        (:data:`~imc_grapes.backends.optim.MOMENTUM_BASE_OPTIMIZERS`), and an ``analog.importance`` /
+        ``analog.importance_every`` when no point uses GRAPES. A design where some points read them (e.g. an axis
+        base_optimizer = ["sgd", "adam"]) is accepted."""
+        takes = MOMENTUM_BASE_OPTIMIZERS
+        axes, fields = self._set_fields("train", ("momentum",))
+        bases = sorted({p.config.base_optimizer for p in points})
+        if (axes or fields) and not set(bases) & set(takes):
+            raise _no_effect_error(axes, fields, f"every point's base_optimizer is {' or '.join(bases)}, which "
+                                   f"take{'s' if len(bases) == 1 else ''} no momentum (only {' and '.join(takes)} "
+                                   "do)", f"give some points base_optimizer = {' or '.join(map(repr, takes))} (in "
+                                   f"[base], or by an axis, e.g. base_optimizer = [{takes[0]!r}, {bases[0]!r}])")
+        axes, fields = self._set_fields("analog", ("importance", "importance_every"))
+        optimizers = sorted({p.config.optimizer for p in points})
+        if (axes or fields) and all(OPTIMIZERS[o] is None for o in optimizers):
+            grapes = [o for o, mode in OPTIMIZERS.items() if mode is not None]
+            raise _no_effect_error(axes, fields, f"no point uses GRAPES (every point's optimizer is "
+                                   f"{' or '.join(optimizers)}): only {', '.join(grapes)} read the importance",
+                                   f"give some points a GRAPES optimizer (optimizer = {grapes[0]!r} in [base], or "
+                                   f"by an axis, e.g. optimizer = [{optimizers[0]!r}, {grapes[0]!r}])")
 
     def to_dict(self) -> dict[str, Any]:
         return {

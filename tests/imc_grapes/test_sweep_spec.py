@@ -622,3 +622,95 @@ def test_dry_run_notes_the_points_that_repeat_another_points_run(tmp_path, capsy
     assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
     assert "note:" not in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
+
+
+TAKE_MOMENTUM = ("every point's base_optimizer is {}, which take{} no momentum (only sgd and rmsprop do), so {} "
+                 "would change nothing: {}, or give some points base_optimizer = 'sgd' or 'rmsprop' (in [base], or "
+                 "by an axis, e.g. base_optimizer = ['sgd', {!r}])")
+
+
+@pytest.mark.parametrize("axes, base, what, bases, thing, fix", [
+    ({"seed": [0, 1]}, {"base_optimizer": "adam", "momentum": 0.9},
+     "[base] momentum = 0.9", "adam", "this field", "leave it at its default (0)"),
+    ({"momentum": [0.0, 0.9]}, {"base_optimizer": "adam"}, "axis 'momentum'", "adam", "the axis", "drop it"),
+    ({"momentum": {"uniform": [0.5, 0.9]}, "base_optimizer": ["adamw", "adam"]}, {"backend": "crossbar"},
+     "axis 'momentum'", "adam or adamw", "the axis", "drop it"),
+    ({"base_optimizer": ["adam", "adagrad"]}, {"momentum": 0.5}, "[base] momentum = 0.5", "adagrad or adam",
+     "this field", "leave it at its default (0)"),
+])
+def test_a_momentum_that_no_base_optimizer_takes_is_a_spec_error(axes, base, what, bases, thing, fix):
+    """`train --momentum 0.9 --base-optimizer adam` is refused (exit 2); a spec whose every point has a base
+    optimizer without momentum (make_optimizer passes it to sgd and rmsprop only) ran one run per momentum value,
+    or recorded a momentum that no run had: refused before anything runs, naming the [base] field or the axis."""
+    sample = {"sample": {"n": 2}} if any(isinstance(v, dict) for v in axes.values()) else {}
+    spec = parse_spec({"base": {**TINY, **base}, "axes": axes, **sample})
+    with pytest.raises(SpecError) as e:
+        spec.points()
+    one = " or " not in bases
+    assert message(e) == f"{what}: " + TAKE_MOMENTUM.format(bases, "s" if one else "", thing, fix,
+                                                            bases.split(" or ")[0])
+
+
+@pytest.mark.parametrize("axes, base, runs", [
+    ({"base_optimizer": ["sgd", "adam"], "momentum": [0.0, 0.9]}, {},               # the sgd points read it
+     [("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0), ("adam", 0.9)]),
+    ({"base_optimizer": ["adam", "sgd"]}, {"base_optimizer": "adam", "momentum": 0.9},   # [base] one overridden
+     [("adam", 0.9), ("sgd", 0.9)]),
+    ({"seed": [0]}, {"base_optimizer": "rmsprop", "momentum": 0.9}, [("rmsprop", 0.9)]),
+    ({"seed": [0]}, {"base_optimizer": "adam", "momentum": 0.0}, [("adam", 0.0)]),   # the default, spelled out
+])
+def test_a_momentum_that_some_points_take_is_accepted(axes, base, runs):
+    """A design where some points' base optimizer takes the momentum is legitimate (the others are its control)."""
+    points = spec_of(axes, base=base).points()
+    assert [(p.config.base_optimizer, p.config.momentum) for p in points] == runs
+
+
+GRAPES_READ = ("no point uses GRAPES (every point's optimizer is sgd): only grapes, grapes-local, layer-mean read "
+               "the importance, so {} would change nothing: {}, or give some points a GRAPES optimizer (optimizer "
+               "= 'grapes' in [base], or by an axis, e.g. optimizer = ['sgd', 'grapes'])")
+
+
+@pytest.mark.parametrize("axes, base, what, thing, fix", [
+    ({"seed": [0]}, {"analog": {"importance": "array"}}, "[base] analog.importance = 'array'", "this field",
+     "leave it at its default ('exact')"),
+    ({"analog.importance_every": [1, 4]}, {}, "axis 'analog.importance_every'", "the axis", "drop it"),
+    ({"optimizer": ["sgd"]}, {"analog": {"importance": "array", "importance_every": 4}},
+     "[base] analog.importance = 'array', [base] analog.importance_every = 4", "these fields",
+     "leave them at their defaults ('exact', 1)"),
+    ({"analog.importance": ["exact", "array"], "analog.importance_every": [1, 2]}, {},
+     "axis 'analog.importance', axis 'analog.importance_every'", "these axes", "drop them"),
+    ({"analog.importance_every": [2, 4]}, {"analog": {"importance": "array", "importance_every": 3}},
+     "axis 'analog.importance_every', [base] analog.importance = 'array'", "these settings",
+     "drop the axis and leave the field at its default ('exact')"),   # [base] importance_every: the axis sets it
+])
+def test_an_importance_that_no_point_reads_is_a_spec_error(axes, base, what, thing, fix):
+    """`compare --optimizers sgd --importance array` is refused (exit 2): only the GRAPES optimizers read the
+    importance, so a spec of SGD points with an importance axis ran one run per value (or, in [base], recorded a
+    setting no run used): refused before anything runs, naming each [base] field and axis."""
+    spec = spec_of(axes, base={"backend": "crossbar", **base})
+    with pytest.raises(SpecError) as e:
+        spec.points()
+    assert message(e) == f"{what}: " + GRAPES_READ.format(thing, fix)
+
+
+def test_an_importance_on_digital_sgd_points_is_refused_too():
+    """No point uses GRAPES: the rule holds whatever the backend (the command line refuses it on any hardware)."""
+    with pytest.raises(SpecError) as e:
+        spec_of({"seed": [0, 1]}, base={"analog": {"importance_every": 4}}).points()
+    assert message(e) == "[base] analog.importance_every = 4: " + GRAPES_READ.format(
+        "this field", "leave it at its default (1)")
+
+
+@pytest.mark.parametrize("axes, base, runs", [
+    ({"optimizer": ["sgd", "grapes"], "analog.importance": ["exact", "array"]}, {},   # sgd: the control line
+     [("sgd", "exact", 1), ("sgd", "array", 1), ("grapes", "exact", 1), ("grapes", "array", 1)]),
+    ({"optimizer": ["sgd", "layer-mean"]}, {"analog": {"importance": "array", "importance_every": 4}},
+     [("sgd", "array", 4), ("layer-mean", "array", 4)]),
+    ({"seed": [0]}, {"optimizer": "grapes-local", "analog": {"importance_every": 4}}, [("grapes-local", "exact", 4)]),
+    ({"seed": [0]}, {"analog": {"importance": "exact", "importance_every": 1}}, [("sgd", "exact", 1)]),  # defaults
+])
+def test_an_importance_that_some_points_read_is_accepted(axes, base, runs):
+    """As in examples/sweeps/importance_offset.toml: SGD points next to GRAPES ones are the design's control line."""
+    points = spec_of(axes, base={"backend": "crossbar", **base}).points()
+    assert [(p.config.optimizer, p.config.analog.importance, p.config.analog.importance_every)
+            for p in points] == runs

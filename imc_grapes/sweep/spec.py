@@ -297,9 +297,9 @@ class SweepSpec:
         object.__setattr__(self, "axes", tuple(self.axes))
         default_noise = AnalogSettings().out_noise
         if self.base.analog.ideal_periphery and self.base.analog.out_noise != default_noise:
-            raise SpecError(f"[base] analog.out_noise = {self.base.analog.out_noise:g}: analog.ideal_periphery = "
-                            f"true {IDEAL_PERIPHERY_WHY}, so this field would change nothing: leave it at its default "
-                            f"({default_noise:g}), or set ideal_periphery = false")
+            raise _no_effect_error([], [("analog.out_noise", self.base.analog.out_noise, default_noise)],
+                                   f"analog.ideal_periphery = true {IDEAL_PERIPHERY_WHY}",
+                                   "set ideal_periphery = false")
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise SpecError(f"[sweep] {msg}")
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -416,19 +416,14 @@ class SweepSpec:
         if hw and all(p.config.backend == "digital" for p in points.values()):
             raise SpecError(f"axes {hw} only affect the analog backends, but every point is digital "
                             f"(backend = 'digital'); set backend = 'crossbar' (or 'aihwkit') in [base]")
-        noise = [ax.name for ax in self.axes if (ax.path.section, ax.path.field) == ("analog", "out_noise")]
-        default_noise = AnalogSettings().out_noise
+        noise, base_noise = self._set_fields("analog", ("out_noise",))
         analog = [p.config.analog for p in points.values() if p.config.backend != "digital"]
-        noise_set = bool(noise) or self.base.analog.out_noise != default_noise
-        if noise_set and analog and all(a.ideal_periphery for a in analog):
+        if (noise or base_noise) and analog and all(a.ideal_periphery for a in analog):
             # out_noise is set, by an axis (one run repeated per value) or [base], and no analog point reads it (an
             # axis over ideal_periphery = [true]; [base] with both is refused by __post_init__)
-            what = (f"axis {noise[0]!r}" if noise else f"[base] analog.out_noise = {self.base.analog.out_noise:g}")
-            raise SpecError(f"{what}: every analog point has analog.ideal_periphery = true, which "
-                            f"{IDEAL_PERIPHERY_WHY}, so {'the axis' if noise else 'this field'} would change "
-                            f"nothing: {'drop it' if noise else f'leave it at its default ({default_noise:g})'}, or "
-                            "give some analog points ideal_periphery = false (e.g. an axis "
-                            "periphery.ideal_periphery = [false, true])")
+            raise _no_effect_error(noise, base_noise, "every analog point has analog.ideal_periphery = true, which "
+                                   f"{IDEAL_PERIPHERY_WHY}", "give some analog points ideal_periphery = false (e.g. "
+                                   "an axis periphery.ideal_periphery = [false, true])")
         self._check_optimizer_fields(list(points.values()))
         return list(points.values())
 

@@ -7,7 +7,8 @@ saturation probes, GRAPES factors, array-vs-exact comparisons, per-step hardware
 cumulative cost counts must be equal, number for number; the wall times give the speed-up. The cases cover the
 crossbar and digital backends, BP/DFA, propagated/local GRAPES, array importance (with its comparison samples and the
 saturation probes: eager steps between replays), a partial last batch (a second graph), dropout (its generator
-registered), Adam (capturable) and a CNN. Prints a table and one JSON object; exit status 1 if a case differs.
+registered), Adam (capturable) and two CNNs (16/32 channels, launch-bound; 256/256, bound by GPU arithmetic).
+Prints a table and one JSON object; exit status 1 if a case differs.
 
 Usage: ``python benchmarks/check_graph_training_cuda.py [--out graph_training.json] [--train N]``
 """
@@ -48,8 +49,12 @@ def cases() -> dict[str, tuple[TrainConfig, int]]:
         "crossbar mlp dfa grapes-local partial batch": (base.replace(
             backend="crossbar", rule="dfa", optimizer="grapes-local", drop_last=False, momentum=0.9, batch_size=48,
             epochs=4, analog=AnalogSettings(preset="EcRam", importance="array")), 2),
-        "crossbar cnn grapes b64": (base.replace(backend="crossbar", model="cnn", optimizer="grapes", analog=analog),
-                                    1),
+        # hidden = the CNN's channels: 16/32 (SmallCNN's own, launch-bound: the graph pays) and 256/256 (the MLP's
+        # widths, which this case kept until the twenty-eighth session: GPU-bound, 1.0x, a test of the bf16 counts)
+        "crossbar cnn 16/32 grapes b64": (base.replace(backend="crossbar", model="cnn", hidden=(16, 32),
+                                                       optimizer="grapes", analog=analog), 1),
+        "crossbar cnn 256/256 grapes b64": (base.replace(backend="crossbar", model="cnn", hidden=(256, 256),
+                                                         optimizer="grapes", analog=analog), 1),
         "digital mlp grapes adam dropout": (base.replace(backend="digital", optimizer="grapes", base_optimizer="adam",
                                                          lr=1e-3, dropout=0.1), 1),
     }

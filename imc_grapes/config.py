@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 import numbers
 import os
@@ -15,7 +14,7 @@ import torch
 
 from devices.base import FLOAT32_RANGE, fits_float32, is_number
 
-from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, optimizer_class
+from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, has_capturable, optimizer_class
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
 from .models import DEFAULT_HIDDEN
@@ -62,7 +61,7 @@ def graph_safe_base_optimizers() -> list[str]:
     """The base optimizers that can run inside a CUDA graph (``TrainConfig.cuda_graph``): ``sgd`` and those with
     torch's ``capturable`` option (:func:`~imc_grapes.backends.make_optimizer` turns it on)."""
     return [name for name in base_optimizer_names()
-            if name == "sgd" or "capturable" in inspect.signature(optimizer_class(name).__init__).parameters]
+            if name == "sgd" or has_capturable(optimizer_class(name))]
 
 
 #: config fields added after results were first saved, with the value that reproduces the earlier behaviour

@@ -6,8 +6,8 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS", "make_optimizer", "optimizer_class",
-           "wants_capturable"]
+__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS", "has_capturable", "make_optimizer",
+           "optimizer_class", "wants_capturable"]
 
 #: base optimizers that update 2-D parameters (matrices) only: ``torch.optim.Muon`` orthogonalises each update
 #: as a matrix, and rejects a bias or a convolution kernel
@@ -67,4 +67,9 @@ def wants_capturable(cls: type[torch.optim.Optimizer], cuda_graph: bool, device_
     torch's capturable Adam keeps its step count and bias corrections on the device and rounds differently from the
     host-side path (relative differences ~1e-6 after a few hundred steps, measured on an H200), which would make a
     replayed run differ from the eager run of the same config."""
-    return "capturable" in inspect.signature(cls.__init__).parameters and (cuda_graph or "cuda" in device_types)
+    return has_capturable(cls) and (cuda_graph or "cuda" in device_types)
+
+
+def has_capturable(cls: type[torch.optim.Optimizer]) -> bool:
+    """Whether the optimizer class ``cls`` takes torch's ``capturable`` option (its step can run in a CUDA graph)."""
+    return "capturable" in inspect.signature(cls.__init__).parameters

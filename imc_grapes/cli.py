@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .config import (ACTIVATIONS, BACKENDS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig, check_distinct,
-                     check_seeds_apart)
+from .config import (ACTIVATIONS, BACKENDS, GRAPES_OPTIMIZERS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig,
+                     check_distinct, check_seeds_apart)
 from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
@@ -238,13 +238,12 @@ def _reject_ineffective(args: argparse.Namespace, optimizers: Sequence[str], opt
         _reject_without_effect(["--momentum"], f"--base-optimizer {base} takes no momentum (only "
                                f"{' and '.join(MOMENTUM_BASE_OPTIMIZERS)} do)",
                                f"use --base-optimizer {' or '.join(MOMENTUM_BASE_OPTIMIZERS)}")
-    if all(OPTIMIZERS[o] is None for o in optimizers):
-        grapes = [o for o, mode in OPTIMIZERS.items() if mode is not None]
+    if not set(optimizers) & set(GRAPES_OPTIMIZERS):
         _reject_without_effect([f"--{k.replace('_', '-')}" for k in ("importance", "importance_every")
                                 if getattr(args, k) != getattr(a, k)],
                                f"no run uses GRAPES ({optimizer_option} {' '.join(optimizers)}): only "
-                               f"{', '.join(grapes)} read the importance",
-                               f"add {' or '.join(grapes)} to {optimizer_option}")
+                               f"{', '.join(GRAPES_OPTIMIZERS)} read the importance",
+                               f"add {' or '.join(GRAPES_OPTIMIZERS)} to {optimizer_option}")
 
 
 def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:

@@ -35,6 +35,8 @@ OPTIMIZERS: dict[str, str | None] = {
     "grapes-local": "local",
     "layer-mean": "layer-mean",
 }
+#: the learning methods that modulate with GRAPES (read the importance): those of :data:`OPTIMIZERS` with a mode
+GRAPES_OPTIMIZERS: tuple[str, ...] = tuple(o for o, mode in OPTIMIZERS.items() if mode is not None)
 
 
 #: ``torch.optim`` classes that cannot be a base optimizer (lower-case name -> why): a training step calls

@@ -54,7 +54,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
 
 from ..backends.optim import MOMENTUM_BASE_OPTIMIZERS
 from ..backends.settings import AnalogSettings
-from ..config import (DIGITAL_ANALOG_FIELDS, OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct,
+from ..config import (DIGITAL_ANALOG_FIELDS, GRAPES_OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct,
                       check_seeds_apart, identity_dict, is_int, seed_in_range)
 from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
@@ -455,12 +455,12 @@ class SweepSpec:
                                    f"[base], or by an axis, e.g. base_optimizer = [{takes[0]!r}, {bases[0]!r}])")
         axes, fields = self._set_fields("analog", ("importance", "importance_every"))
         optimizers = sorted({p.config.optimizer for p in points})
-        if (axes or fields) and all(OPTIMIZERS[o] is None for o in optimizers):
-            grapes = [o for o, mode in OPTIMIZERS.items() if mode is not None]
+        if (axes or fields) and not set(optimizers) & set(GRAPES_OPTIMIZERS):
+            first = GRAPES_OPTIMIZERS[0]
             raise _no_effect_error(axes, fields, f"no point uses GRAPES (every point's optimizer is "
-                                   f"{' or '.join(optimizers)}): only {', '.join(grapes)} read the importance",
-                                   f"give some points a GRAPES optimizer (optimizer = {grapes[0]!r} in [base], or "
-                                   f"by an axis, e.g. optimizer = [{optimizers[0]!r}, {grapes[0]!r}])")
+                                   f"{' or '.join(optimizers)}): only {', '.join(GRAPES_OPTIMIZERS)} read the "
+                                   f"importance", f"give some points a GRAPES optimizer (optimizer = {first!r} in "
+                                   f"[base], or by an axis, e.g. optimizer = [{optimizers[0]!r}, {first!r}])")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -25,11 +25,12 @@ Units: conductances in µS, times in s, ``ν`` dimensionless, weights in the cal
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,16 @@ def _check_time_tensor(t_inference_s: Tensor, where: str, model: InferenceNoiseM
     check_finite(where, "t_inference_s", lo, 0)
     check_finite(where, "t_inference_s", hi, 0)
     model.check_times([hi], where)
+
+
+@contextlib.contextmanager
+def _times_checked(t: Tensor) -> Iterator[None]:
+    """Within the block, :func:`_time` takes the tensor of times ``t`` as validated (no second host read)."""
+    token = _CHECKED_TIMES.set(t)
+    try:
+        yield
+    finally:
+        _CHECKED_TIMES.reset(token)
 
 
 def _time(t_inference_s: float | Tensor, like: Tensor, model: InferenceNoiseModel) -> Tensor:
@@ -231,10 +242,16 @@ class InferenceNoiseModel(ABC):
         """Conductances ``[*]`` (µS, >= 0) read at ``t_inference_s``: :meth:`drift` then :meth:`read_noise`.
 
         ``g_prog_uS: [*]`` programmed conductances, ``nu: [*]`` their drift exponents; ``t_inference_s`` as in
-        :meth:`drift` (a tensor ``[T, 1, …]`` gives ``[T, *]`` with independent read noise per time).
+        :meth:`drift` (a tensor ``[T, 1, …]`` gives ``[T, *]`` with independent read noise per time; validated
+        once for both steps: one host read).
         """
-        g_drift = self.drift(g_prog_uS, t_inference_s, nu)
-        return self.read_noise(g_drift, t_inference_s, generator, g_prog_uS=g_prog_uS)
+        checked: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if isinstance(t_inference_s, Tensor) and t_inference_s is not _CHECKED_TIMES.get():
+            _check_time_tensor(t_inference_s, type(self).__name__, self)   # once for both: one host read
+            checked = _times_checked(t_inference_s)
+        with checked:
+            g_drift = self.drift(g_prog_uS, t_inference_s, nu)
+            return self.read_noise(g_drift, t_inference_s, generator, g_prog_uS=g_prog_uS)
 
 
 @dataclass(frozen=True)
@@ -766,11 +783,8 @@ def read_weights_at(
     w_ndim = programmed.g_prog_uS.ndim - 1
     g_prog = programmed.g_prog_uS
     t = torch.tensor(times, dtype=g_prog.dtype, device=g_prog.device).reshape([len(times)] + [1] * (w_ndim + 1))
-    token = _CHECKED_TIMES.set(t)  # validated above, on the host: not read back from the device in _time
-    try:
+    with _times_checked(t):  # validated above, on the host: not read back from the device in _time
         g_t = model.at_time(g_prog, programmed.nu, t, generator)  # [T, 2, *]
-    finally:
-        _CHECKED_TIMES.reset(token)
     w_n = programmed.to_normalized(g_t)  # [T, *]
     w_t = w_n * programmed.w_scale  # as programmed.to_weights(g_t)
     if not compensate_drift:

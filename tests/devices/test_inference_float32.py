@@ -374,7 +374,7 @@ def test_an_empty_or_integer_tensor_of_times_is_read():
 def test_read_weights_at_does_not_read_its_own_tensor_of_times_back(monkeypatch):
     """read_weights_at validates its times as numbers on the host and builds the tensor of times itself: the models'
     drift and read noise do not check (read back: a device sync on CUDA) that tensor again. A caller's tensor is
-    checked once per call."""
+    checked once per call (at_time: once for its drift and its read noise)."""
     import devices.inference as inference
 
     calls: list[torch.Tensor] = []
@@ -391,7 +391,9 @@ def test_read_weights_at_does_not_read_its_own_tensor_of_times_back(monkeypatch)
     assert calls == []
     t = torch.tensor([[1.0], [3600.0]]).unsqueeze(-1)
     m.at_time(prog.g_prog_uS, prog.nu, t, gen())
-    assert len(calls) == 2 and all(c is t for c in calls)  # drift, then read_noise: once each
+    assert len(calls) == 1 and calls[0] is t  # once for drift and read noise together
+    m.read_noise(m.drift(prog.g_prog_uS, t, prog.nu), t, gen())
+    assert len(calls) == 3 and all(c is t for c in calls)  # called alone: once each
 
 
 def _with_nu(w: torch.Tensor, nu: float) -> tuple[GenericDriftModel, object]:

@@ -40,7 +40,6 @@ from devices.suggest import did_you_mean
 
 from crossbar.update import (
     UpdateParameters,
-    _check_scalars,
     _count_layout,
     _dense_counts,
     _draw_dense_trains,
@@ -238,10 +237,6 @@ def cpu_pulse_counts(x: Tensor, d: Tensor, lr: float | Tensor, dw_min: float | T
     """
     if _INT8_COUNTS_ERROR is not None:
         check_int8_counts_env()
-    if isinstance(lr, Tensor):   # its value is read here (the CPU's host read): first its shape and device
-        _check_scalars(lr, dw_min, x.device)     # (a number lr is checked once, by _plan_trains)
-        if not math.isfinite(float(lr)):
-            raise ValueError(f"pulse update: lr must be finite, got {float(lr)!r}")
     plan = _plan_trains(x, d, lr, dw_min, cfg, generator, trim_slots=True, drop_silent=True)
     _check_finite(plan, lr)
     n_r, n_c, batch, n_slots, cols, rows = plan.shape

@@ -40,7 +40,7 @@ from crossbar.mapping import TileGrid
 from crossbar.modules import AnalogModuleBase, _check_size
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import TileState, check_finite_weights, pair_offset
-from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
+from crossbar.update import _check_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
 from devices.rng import CounterRNG, IndexedDraws
@@ -316,7 +316,8 @@ class ReplicaTileArray(TileState):
 
         Args:
             x: ``[E, B, in]`` layer inputs per replica. d: ``[E, B, out]`` gradients w.r.t. the outputs.
-            lr: learning rate (number or 0-d tensor), the same for every replica.
+            lr: learning rate (number or 0-d tensor), the same for every replica; refused as by
+                :meth:`crossbar.tiles.TileArray.update` (``ValueError``, before anything moves).
             mask: optional ``[E]`` bool tensor on the states' device: the replicas where it is ``False`` are not
                 updated (their states and apparent states stay bit for bit what they were, even with NaN/Inf in
                 their ``x`` / ``d``; no pulse and no update of theirs is counted), sync-free (no host read). The
@@ -378,7 +379,9 @@ class ReplicaTileArray(TileState):
 
     def _exact_update(self, xt: Tensor, dt: Tensor, lr: float | Tensor, mask: Tensor | None) -> None:
         """``pulse_type="none"``: ``W -= lr · Σ_b d xᵀ`` on every tile (``xt: [B, E*R, C, cols]``,
-        ``dt: [B, E*R, rows]``), the apparent states set to the new states; replicas masked off keep both."""
+        ``dt: [B, E*R, rows]``), the apparent states set to the new states; replicas masked off keep both. ``lr`` is
+        checked as by :func:`~crossbar.update.ideal_delta` (``ValueError``)."""
+        _check_lr(lr, xt.device, "exact update")
         shape = self.weight_tiles.shape
         delta = (-lr * torch.einsum("bri,brcj->rcij", dt, xt)).reshape(shape).to(self.weight_tiles.dtype)
         if mask is None:

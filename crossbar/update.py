@@ -233,17 +233,26 @@ def _check_inputs(x: Tensor, d: Tensor) -> None:
 
 
 def _check_scalars(lr: float | Tensor, dw_min: float | Tensor, device: torch.device) -> None:
-    """``ValueError`` for a ``dw_min`` that is not > 0, a non-finite number ``lr``, or a tensor ``lr`` that is not one
-    element on ``device`` (the update's: a tensor elsewhere would be copied over at every update, on a GPU a host
-    synchronisation; only metadata is read here, never a tensor's value)."""
+    """``ValueError`` for a ``dw_min`` that is not > 0, or an ``lr`` refused by :func:`_check_lr`."""
     if not isinstance(dw_min, Tensor) and not (math.isfinite(dw_min) and dw_min > 0):
         raise ValueError(f"pulse update: dw_min (the device's weight granularity) must be > 0, got {dw_min!r}")
+    _check_lr(lr, device)
+
+
+def _check_lr(lr: float | Tensor, device: torch.device, where: str = "pulse update") -> None:
+    """``ValueError`` (naming ``<where>``'s ``lr``) for a non-finite number ``lr``, or a tensor ``lr`` that is not one
+    element on ``device`` (the update's: a tensor elsewhere would be copied over at every update, on a GPU a host
+    synchronisation) or, where host reads are free (the CPU, :func:`devices.host.host_reads_free`), whose value is
+    not finite. On the sync-free (GPU) path only a tensor's metadata is read, never its value. Any sign is valid
+    (a negative ``lr`` flips the update's direction)."""
     if isinstance(lr, Tensor):
         if lr.numel() != 1 or lr.device != device:
-            raise ValueError(f"pulse update: lr must be a number or a one-element tensor on the update's device "
+            raise ValueError(f"{where}: lr must be a number or a one-element tensor on the update's device "
                              f"({device}), got a tensor of shape {tuple(lr.shape)} on {lr.device}")
+        if host_reads_free(lr) and not math.isfinite(float(lr)):
+            raise ValueError(f"{where}: lr must be finite, got {float(lr)!r}")
     elif not math.isfinite(lr):
-        raise ValueError(f"pulse update: lr must be finite, got {lr!r}")
+        raise ValueError(f"{where}: lr must be finite, got {lr!r}")
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -757,4 +766,5 @@ def ideal_delta(x: Tensor, d: Tensor, lr: float | Tensor) -> Tensor:
         ``[R, C, rows, cols]``: ``-lr * sum_b d[b, r, :]^T x[b, c, :]`` (weight units).
     """
     _check_inputs(x, d)
+    _check_lr(lr, x.device, "exact update")
     return -lr * torch.einsum("bri,bcj->rcij", d, x)

@@ -3,6 +3,7 @@ and the replica path has TileArray's statistics (forward noise, mean pulse respo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -355,6 +356,31 @@ def test_update_rejects_a_malformed_mask() -> None:
     for bad in (torch.ones(2, dtype=torch.bool), torch.ones(3), torch.ones(3, 1, dtype=torch.bool)):
         with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(3,\)"):
             arr.update(x, d, 0.1, bad)
+
+
+@pytest.mark.parametrize("pulse_type", ["stochastic_compressed", "none"])
+def test_update_refuses_a_non_finite_learning_rate_tensor_as_the_tile_array_does(pulse_type: str) -> None:
+    """A 0-d tensor lr holding a NaN or an Inf: the CPU pulsed update of one replica array once ran with it silently
+    (no pulse), and the exact update (``pulse_type="none"``) wrote NaN / Inf into every replica; a NaN number
+    reached the exact update too. Both now raise the ``ValueError`` of :class:`~crossbar.TileArray` naming ``lr``,
+    before any state, counter or stream moves; a finite tensor lr still updates."""
+    cfg = noisy_config(DEVICES[0])
+    if pulse_type == "none":
+        cfg = dataclasses.replace(cfg, update=UpdateParameters(pulse_type="none"))
+    what = "exact update" if pulse_type == "none" else "pulse update"
+    arr = ReplicaTileArray(SEEDS, 6, 5, cfg, dtype=F64)
+    arr.program(torch.full((3, 6, 5), 0.1, dtype=F64))
+    gen = torch.Generator().manual_seed(3)
+    x, d = torch.randn(3, 4, 5, generator=gen, dtype=F64), torch.randn(3, 4, 6, generator=gen, dtype=F64)
+    hidden, apparent, position = arr.read(hidden=True), arr.read(), arr.generator.get_state()
+    for lr in (torch.tensor(math.nan), torch.tensor(math.inf), torch.tensor(-math.inf), math.nan):
+        with pytest.raises(ValueError, match=f"^{what}: lr must be finite"):
+            arr.update(x, d, lr)
+        assert torch.equal(arr.read(hidden=True), hidden) and torch.equal(arr.read(), apparent)
+        assert int(arr.counters["updates"]) == 0 and int(arr.counters["pulses"]) == 0
+        assert arr.generator.get_state() == position
+    arr.update(x, d, torch.tensor(0.05))
+    assert not torch.equal(arr.read(hidden=True), hidden) and int(arr.counters["updates"]) == 3
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=lambda d: type(d).__name__)

@@ -621,3 +621,27 @@ def test_pulse_counts_with_a_bad_value_in_every_sample_trim_to_no_slot(value: fl
         n_up, n_down, total = pulse_counts(x, d, 0.2, DW, UpdateParameters(), _gen(9), trim_slots=trim)
         assert n_up.shape == n_down.shape == (2, 1, 5, 4)
         assert not n_up.any() and not n_down.any() and float(total) == 0
+
+
+def test_ideal_delta_checks_its_learning_rate_as_the_pulsed_update_does() -> None:
+    """The exact update (``pulse_type="none"``) once wrote ``-nan * ...`` or ``-inf * ...`` into the weights without a
+    word, and a two-element ``lr`` failed inside the einsum's broadcast: the learning rate is now refused as the
+    pulsed update refuses it (a non-finite number; a tensor of more than one element or, on the CPU, not finite),
+    naming the exact update. A one-element tensor gives the hand-computed change, ``-lr · d xᵀ``; on the sync-free
+    path its value is not read."""
+    from devices import no_host_reads
+
+    x = torch.tensor([[[1.0, 2.0]]])                  # [batch 1, C 1, cols 2]
+    d = torch.tensor([[[3.0]]])                       # [batch 1, R 1, rows 1]
+    for lr in (math.nan, math.inf, -math.inf, torch.tensor(math.nan), torch.tensor(math.inf)):
+        with pytest.raises(ValueError, match="^exact update: lr must be finite"):
+            ideal_delta(x, d, lr)
+    with pytest.raises(ValueError, match=r"^exact update: lr must be a number or a one-element tensor .* \(2,\)"):
+        ideal_delta(x, d, torch.tensor([0.1, 0.2]))
+    want = torch.tensor([[[[-1.5, -3.0]]]])           # -0.5 · 3 · [1, 2]
+    assert torch.equal(ideal_delta(x, d, torch.tensor(0.5)), want)
+    assert torch.equal(ideal_delta(x, d, -0.5), -want)   # a negative lr flips the direction, as in the pulsed update
+    with no_host_reads():
+        sync_free = ideal_delta(x, d, torch.tensor(0.5))
+        ideal_delta(x, d, torch.tensor(math.nan))     # sync-free: a tensor's value is left to the loss check
+    assert torch.equal(sync_free, want)

@@ -114,6 +114,8 @@ def _check_time_tensor(t_inference_s: Tensor, where: str, model: InferenceNoiseM
     at which ``model``'s float32 arithmetic fails (:meth:`~InferenceNoiseModel.check_times`, on its largest time:
     every limit there is an upper bound). One host read per call (a NaN flag, the smallest and the largest time:
     a device sync on CUDA), none for an empty tensor."""
+    _check(where, "t_inference_s", t_inference_s, not (t_inference_s.dtype == torch.bool or t_inference_s.is_complex()),
+           "a number or a tensor of real numbers (s, not bool or complex)")
     if t_inference_s.numel() == 0:
         return
     x = t_inference_s.detach()
@@ -730,10 +732,15 @@ def program_weights(
     return ProgrammedWeights(g_target_uS=g_target, g_prog_uS=g_prog, nu=nu, w_scale=w_scale, conductance_map=cmap)
 
 
-def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
-    """Validated inference times (s, each finite and >= 0) as a non-empty list of floats."""
-    if isinstance(t_inference_s, (int, float, numbers.Real)):
-        times: list[Any] = [t_inference_s]
+def _times(t_inference_s: float | Sequence[float] | Tensor, where: str) -> list[float]:
+    """Validated inference times (s, each finite and >= 0) as a non-empty list of floats. A tensor (0-d: a time,
+    1-d: a sequence of times; one host read) gives its values, each checked as a number is."""
+    if isinstance(t_inference_s, Tensor):
+        _check(where, "t_inference_s", t_inference_s, t_inference_s.dim() <= 1,
+               "a time or a non-empty sequence of times (a 0-d or 1-d tensor)")
+        times: list[Any] = t_inference_s.detach().reshape(-1).tolist()
+    elif isinstance(t_inference_s, (int, float, numbers.Real)):
+        times = [t_inference_s]
     else:
         times = list(t_inference_s)
     _check(where, "t_inference_s", t_inference_s, len(times) > 0, "a time or a non-empty sequence of times")
@@ -744,7 +751,7 @@ def _times(t_inference_s: float | Sequence[float], where: str) -> list[float]:
 
 def read_weights_at(
     programmed: ProgrammedWeights,
-    t_inference_s: float | Sequence[float],
+    t_inference_s: float | Sequence[float] | Tensor,
     model: InferenceNoiseModel,
     generator: torch.Generator,
     *,
@@ -767,7 +774,8 @@ def read_weights_at(
     Args:
         programmed: from :func:`program_weights` (weights ``[*]``).
         t_inference_s: a time or a sequence of ``T`` times (s after programming, each >= 0 and within the model's
-            float32 limits, :meth:`InferenceNoiseModel.check_times`: ``ValueError`` naming ``t_inference_s``).
+            float32 limits, :meth:`InferenceNoiseModel.check_times`: ``ValueError`` naming ``t_inference_s``); a
+            0-d or 1-d tensor of times is read back to the host (one read) and checked in the same way.
         model: the noise model used to program (evaluated at ``g_max = programmed.conductance_map.g_max_uS``,
             as in :func:`program_weights`).
         generator: torch.Generator on the weights' device.
@@ -830,7 +838,7 @@ def _compensated(w_t: Tensor, ref: Tensor, cur: Tensor) -> Tensor:
 
 def apply_inference_noise(
     w: Tensor,
-    t_inference_s: float | Sequence[float] = STANDARD_TIMES_S,
+    t_inference_s: float | Sequence[float] | Tensor = STANDARD_TIMES_S,
     model: InferenceNoiseModel | None = None,
     *,
     generator: torch.Generator,

@@ -371,6 +371,47 @@ def test_an_empty_or_integer_tensor_of_times_is_read():
     torch.testing.assert_close(m.drift(g, torch.tensor(20), nu), expected, rtol=1e-6, atol=0)
 
 
+
+@pytest.mark.parametrize("model", TIME_MODELS, ids=lambda m: type(m).__name__)
+def test_a_bool_tensor_of_times_is_refused_as_a_bool_number_is(model):
+    """``True`` as a time is refused (not a number of seconds); ``torch.tensor(True)`` was read as 1 s by drift, read
+    noise and at_time. Now the same kind of ValueError naming ``t_inference_s``, as is a complex tensor."""
+    g, nu = torch.tensor([10.0, 20.0]), torch.tensor([0.05, 0.1])
+    name = type(model).__name__
+    with pytest.raises(ValueError, match=rf"^{name}\.t_inference_s must be a finite number"):
+        model.drift(g, True, nu)
+    for times in (torch.tensor(True), torch.tensor([[True], [False]]), torch.tensor(1.0 + 0j)):
+        for call in (lambda: model.drift(g, times, nu), lambda: model.read_noise(g, times, gen(), g_prog_uS=g),
+                     lambda: model.at_time(g, nu, times, gen())):
+            with pytest.raises(ValueError, match=rf"^{name}\.t_inference_s must be a number or a tensor of real "
+                                                 r"numbers \(s, not bool or complex\), got tensor\("):
+                call()
+
+
+def test_read_weights_at_and_apply_inference_noise_take_a_tensor_of_times_as_its_numbers():
+    """A 0-d or 1-d tensor of times once failed in read_weights_at / apply_inference_noise with a TypeError
+    ('iteration over a 0-d tensor') or a refusal of a valid time ('must be a finite number >= 0 ..., got
+    tensor(1.)'): its values are now taken as the numbers they hold, the same weights bit for bit as the list of
+    those numbers (same seed); a negative or NaN time in it is refused naming the number, a 2-d tensor by its
+    shape."""
+    w = torch.tensor([[0.5, -1.0], [0.25, 0.0]])
+    m = PCMLikeNoiseModel()
+    for times, numbers in ((torch.tensor(3600.0), [3600.0]), (torch.tensor([1.0, 86400.0]), [1.0, 86400.0]),
+                           (torch.tensor([20, 3600]), [20.0, 3600.0])):
+        want = apply_inference_noise(w, numbers, m, generator=gen(5))
+        assert torch.equal(apply_inference_noise(w, times, m, generator=gen(5)), want)
+        prog = program_weights(w, m, gen(6))
+        assert torch.equal(read_weights_at(prog, times, m, gen(7)), read_weights_at(prog, numbers, m, gen(7)))
+    for bad, named in ((torch.tensor([1.0, -2.0]), "-2.0"), (torch.tensor(math.nan), "nan")):
+        with pytest.raises(ValueError, match=rf"^apply_inference_noise\.t_inference_s must be a finite number >= 0"
+                                             rf".*got {named}$"):
+            apply_inference_noise(w, bad, m, generator=gen())
+    with pytest.raises(ValueError, match=r"^read_weights_at\.t_inference_s must be a time or a non-empty sequence of "
+                                         r"times \(a 0-d or 1-d tensor\), got tensor\(\[\[1\.\]\]\)$"):
+        read_weights_at(program_weights(w, m, gen()), torch.tensor([[1.0]]), m, gen())
+    with pytest.raises(ValueError, match=r"^apply_inference_noise\.t_inference_s must be a time or a non-empty"):
+        apply_inference_noise(w, torch.empty(0), m, generator=gen())
+
 def test_read_weights_at_does_not_read_its_own_tensor_of_times_back(monkeypatch):
     """read_weights_at validates its times as numbers on the host and builds the tensor of times itself: the models'
     drift and read noise do not check (read back: a device sync on CUDA) that tensor again. A caller's tensor is

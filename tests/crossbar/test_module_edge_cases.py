@@ -153,6 +153,38 @@ def test_copied_layer_applies_its_stash_without_a_false_alarm() -> None:
     torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.T @ x, rtol=0, atol=1e-12)
 
 
+
+def test_layer_converted_to_float64_between_backward_and_step_applies_its_stash() -> None:
+    """``model.to(torch.float64)`` after ``loss.backward()`` and before ``optimizer.step()``: the stash keeps the
+    float32 pair of the backward pass (exact in float64), ``analog_ctx.grad`` (the stash's mark) is converted in place,
+    so the step applies the update once, in float64, as SGD would: ``W - lr·gᵀx`` and ``b - lr·Σ g`` (exact
+    update), and a pulsed layer's states are bit for bit those of the same layer converted first and updated with the
+    same pair in float64 (same stream position)."""
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+    lin = AnalogLinear(4, 3, bias=True, rpu_config=ideal_config(), seed=0)
+    w0, b0 = lin.get_weights().double(), lin.bias.detach().double()
+    opt = AnalogSGD(lin.parameters(), lr=0.1)
+    lin(x).backward(g)
+    lin.to(F64)
+    opt.step()
+    assert lin.tile.weight_tiles.dtype == lin.bias.dtype == F64 and lin.stashed == 0
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.1 * g.double().T @ x.double(), rtol=0, atol=1e-12)
+    # the bias's gradient was summed in float32 by the backward pass (as nn.Linear's): float32's rounding
+    torch.testing.assert_close(lin.bias.detach(), b0 - 0.1 * g.double().sum(0), rtol=0, atol=1e-6)
+    # pulsed update, noisy periphery: the same draws as converting first and updating with the float64 pair
+    moved, first = (AnalogLinear(4, 3, bias=False, seed=3) for _ in range(2))
+    moved(x).backward(g)
+    moved.to(F64)
+    AnalogSGD(moved.parameters(), lr=0.1).step()
+    with torch.no_grad():
+        first(x)                                           # the forward's draws, as the other layer made them
+    first.to(F64)
+    first.tile.update(x.double(), g.double(), 0.1)
+    assert torch.equal(moved.tile.read(hidden=True), first.tile.read(hidden=True))
+    assert not torch.equal(moved.tile.read(hidden=True), AnalogLinear(4, 3, bias=False, seed=3).tile.read(
+        hidden=True).double())                             # the update really moved the states
+
 # ---------------------------------------------------------------------------------------------- partial backward
 
 

@@ -165,6 +165,35 @@ def test_muon_is_rejected_where_digital_parameters_are_not_matrices():
         make_optimizer(mlp, layer.parameters())
 
 
+
+def test_muon_skips_a_frozen_matrix_or_one_without_a_gradient_as_torch_optimizers_do():
+    """``muon`` (with weight decay and momentum, as make_optimizer builds it) over three matrices: one frozen
+    (``requires_grad=False``: no gradient), one whose gradient is None in this step (not in the loss): neither moves
+    nor gets optimizer state, no crash, as ``torch.optim.SGD`` skips them; the one in the loss moves. Frozen 1-D
+    parameters (a bias) stay refused by name (torch's Muon refuses them at construction, frozen or not)."""
+    import torch
+
+    from imc_grapes.backends.optim import make_optimizer
+
+    gen = torch.Generator().manual_seed(0)
+    used, frozen, unused = (torch.nn.Parameter(torch.randn(3, 4, generator=gen)) for _ in range(3))
+    frozen.requires_grad_(False)
+    before = [p.detach().clone() for p in (used, frozen, unused)]
+    cfg = TrainConfig(dataset="synthetic", hidden=(8,), base_optimizer="muon", lr=0.05, weight_decay=0.1,
+                      momentum=0.9)
+    opt = make_optimizer(cfg, [used, frozen, unused])
+    for _ in range(2):
+        opt.zero_grad()
+        ((used + frozen) @ torch.ones(4)).square().sum().backward()
+        opt.step()
+    assert frozen.grad is None and unused.grad is None
+    assert torch.equal(frozen.detach(), before[1]) and torch.equal(unused.detach(), before[2])
+    assert not torch.equal(used.detach(), before[0])
+    assert frozen not in opt.state and unused not in opt.state and used in opt.state
+    bias = torch.nn.Parameter(torch.zeros(3), requires_grad=False)
+    with pytest.raises(ValueError, match=r"^TrainConfig\.base_optimizer 'muon' updates 2-D parameters .* \[\(3,\)\]"):
+        make_optimizer(cfg, [used, bias])
+
 @pytest.mark.parametrize("command", ["train", "compare"])
 def test_help_does_not_offer_unsupported_base_optimizers(capsys, command):
     from imc_grapes.cli import main

@@ -328,6 +328,13 @@ class ReplicaTileArray(TileState):
         replicas' devices (CPU: in blocks, see :meth:`_apply_pulses_cpu`); a masked replica's errors are set to 0,
         so none of its error lines fires (0 pulses: its devices keep their states exactly, see
         :meth:`devices.PulsedDevice.apply_pulses`). ``pulse_type="none"``: the exact update.
+
+        NaN / Inf in ``x`` or ``d`` of a replica that is not masked off: unlike :meth:`crossbar.tiles.TileArray.update`
+        on the CPU (``FloatingPointError``), nothing is raised, on any device, so that one diverging replica never
+        stops the others (their updates stay exact). With update management (the default) such a sample fires no
+        pulse on the tiles of its block; without it a NaN line never fires and an Inf line fires in every slot; the
+        exact update writes NaN / Inf into that replica's states. Divergence is the caller's to detect: mask the
+        replica off from its first non-finite loss on, as :func:`imc_grapes.replicas.train_replicas` does.
         """
         self._check(x, self.in_features, "update")
         self._check(d, self.out_features, "update")

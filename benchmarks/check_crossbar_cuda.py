@@ -27,7 +27,8 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crossbar import AnalogLinear, AnalogSGD, CrossbarConfig, TileArray  # noqa: E402
+from crossbar import AnalogLinear, AnalogSGD, CrossbarConfig, TileArray, UpdateParameters  # noqa: E402
+from devices import IdealDevice  # noqa: E402
 
 
 def check_sync_free(dev: torch.device) -> dict[str, str]:
@@ -153,6 +154,16 @@ def check_moves_and_state(dev: torch.device) -> str:
     cpu_model.load_state_dict({k: v.cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()})
     assert torch.equal(cpu_model[0].get_weights(), model[0].get_weights().cpu())
     cpu_model(x.cpu())
+    # moved to the GPU between backward and step: the CPU stash follows the layer (as .grad follows a parameter),
+    # the exact update equals SGD's W - lr·gᵀx computed on the host
+    ideal = CrossbarConfig.perfect(device=IdealDevice(), update=UpdateParameters(pulse_type="none"))
+    lin = AnalogLinear(20, 8, bias=False, rpu_config=ideal, seed=0)
+    xs, gs = torch.randn(16, 20), torch.randn(16, 8)
+    w_cpu = lin.get_weights()
+    lin(xs).backward(gs)
+    lin.to(dev)
+    AnalogSGD(lin.parameters(), lr=0.1).step()
+    torch.testing.assert_close(lin.get_weights().cpu(), w_cpu - 0.1 * gs.T @ xs, rtol=1e-5, atol=1e-5)
     return "ok"
 
 

@@ -328,14 +328,18 @@ class AnalogModuleBase(nn.Module):
     def analog_update(self, lr: float | Tensor) -> int:
         """Apply the pulsed update for every stashed ``(x, d)`` (``d`` times ``error_scale`` if set).
 
-        Returns the number of updates applied; the stash is emptied.
+        Returns the number of updates applied; the stash is emptied. A pair stashed before the layer moved to
+        another device (``model.to(device)`` between ``backward`` and ``step``) is moved to the tile's device, as
+        ``module.to`` moves a parameter's ``.grad``; a dtype change is the tile update's (it computes in its own).
         """
         scale = self.error_scale
+        tile_device = self.tile.weight_tiles.device
         if scale is not None and scale.numel() != self.tile.out_features:
             raise ValueError(f"{type(self).__name__}.error_scale must have {self.tile.out_features} "
                              f"elements (one per output), got shape {tuple(scale.shape)}")
         n = 0
         for x, d in self._checked_stash():
+            x, d = x.to(tile_device), d.to(tile_device)       # no-op (no copy) on the same device
             if scale is not None:
                 d = d * scale.reshape(-1).to(device=d.device, dtype=d.dtype)
             self.tile.update(x, d, lr)

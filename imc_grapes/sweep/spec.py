@@ -30,6 +30,9 @@ A digital point (``backend = "digital"``) ignores the analog hardware, so its an
 base's and its hardware axes are reported as not applicable; identical points are merged. It keeps its own
 ``analog.energy_table`` (:data:`~imc_grapes.config.DIGITAL_ANALOG_FIELDS`), which prices a digital run's operations
 too. With ``reference = true`` each analog point gets a digital twin (same config, ``backend = "digital"``).
+When every point is digital, an analog setting or ``inference_times`` that the file's own ``[base]`` writes is
+refused as having no effect; those that ``[sweep] base_from`` brings in (a digital baseline of an analog run) are
+kept.
 """
 from __future__ import annotations
 
@@ -87,8 +90,28 @@ def _as_spec_error(check: Callable[..., None], *args: Any) -> None:
 
 
 def _spec_value(v: Any) -> str:
-    """``v`` as a message names a field's value: floats as ``%g`` (``0.1``), anything else as its ``repr``."""
+    """``v`` as a message names a field's value: floats as ``%g`` (``0.1``), booleans as TOML writes them
+    (``true``), anything else as its ``repr``."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
+def _field_name(path: FieldPath) -> str:
+    """The one name of the field ``path`` addresses, whatever spelling resolved to it: ``lr``, ``analog.dac_bits``
+    (also for ``periphery.dac_bits``), ``device.dw_min`` (also for ``analog.device_overrides.dw_min``)."""
+    return path.field if path.section == "train" else f"{path.section}.{path.field}"
+
+
+def _field_paths(names: Any) -> tuple[str, ...]:
+    """:attr:`SweepSpec.base_fields` checked (a list of field paths) and spelled by :func:`_field_name`."""
+    if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+        raise SpecError(f"SweepSpec.base_fields must be None or a list of field paths (e.g. 'lr', "
+                        f"'analog.dac_bits', 'device.dw_min'), got {names!r}")
+    try:
+        return tuple(dict.fromkeys(_field_name(resolve_path(n)) for n in names))
+    except SpecError as exc:
+        raise SpecError(f"SweepSpec.base_fields: {exc}") from None
 
 
 def _no_effect_error(axes: Sequence[str], fields: Sequence[tuple[str, Any, Any]], because: str,
@@ -277,6 +300,11 @@ class SweepSpec:
         tail_evals: the reports' accuracy of a point is the mean of its last ``tail_evals`` evaluations
             (``tail_test_acc``; default 1: the final evaluation, ``final_test_acc``). Not part of any point's
             identity: changing it re-reports finished points, it re-runs nothing.
+        base_fields: the fields that the spec file's own ``[base]`` table writes, as paths (``lr``,
+            ``analog.dac_bits``, ``device.dw_min``; :func:`parse_spec` fills it in), so that a setting which
+            ``[sweep] base_from`` brought in (an analog run's saved config under a digital baseline) is not refused
+            as having no effect: the user did not write it. None (a spec built in code): every field of ``base``
+            counts as written. Not part of any point's identity.
     """
 
     base: TrainConfig = field(default_factory=TrainConfig)
@@ -287,6 +315,7 @@ class SweepSpec:
     reference: bool = False
     out: str | None = None
     tail_evals: int = 1
+    base_fields: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, TrainConfig):
@@ -295,6 +324,8 @@ class SweepSpec:
             raise SpecError(f"SweepSpec.axes must be a list of Axis (parse_axes builds them from [axes]), "
                             f"got {self.axes!r}")
         object.__setattr__(self, "axes", tuple(self.axes))
+        if self.base_fields is not None:
+            object.__setattr__(self, "base_fields", _field_paths(self.base_fields))
         default_noise = AnalogSettings().out_noise
         if self.base.analog.ideal_periphery and self.base.analog.out_noise != default_noise:
             raise _no_effect_error([], [("analog.out_noise", self.base.analog.out_noise, default_noise)],
@@ -425,6 +456,7 @@ class SweepSpec:
                                    f"{IDEAL_PERIPHERY_WHY}", "give some analog points ideal_periphery = false (e.g. "
                                    "an axis periphery.ideal_periphery = [false, true])")
         self._check_optimizer_fields(list(points.values()))
+        self._check_digital_fields(list(points.values()))
         return list(points.values())
 
     def _set_fields(self, section: str, names: Sequence[str]) -> tuple[list[str], list[tuple[str, Any, Any]]]:
@@ -438,6 +470,42 @@ class SweepSpec:
         fields = [(prefix + n, getattr(base, n), getattr(default, n)) for n in names
                   if n not in swept and getattr(base, n) != getattr(default, n)]
         return axes, fields
+
+    def _written(self, name: str) -> bool:
+        """Whether the spec file's own ``[base]`` writes the field ``name`` (:func:`_field_name`'s spelling), not
+        ``base_from`` alone (:attr:`base_fields`; every field of a spec built in code)."""
+        return self.base_fields is None or name in self.base_fields
+
+    def _check_digital_fields(self, points: Sequence[Point]) -> None:
+        """Raise :class:`SpecError` when every point is digital and the spec's own ``[base]`` sets, to other than
+        its default, an analog setting that a digital run ignores (all but
+        :data:`~imc_grapes.config.DIGITAL_ANALOG_FIELDS`: the device preset and its parameters, the periphery, the
+        importance, ...) or ``inference_times`` (which only analog runs evaluate; an axis over it too), as the
+        command line refuses them with ``--backend digital``. Settings that ``[sweep] base_from`` brought in (a
+        digital baseline of an analog run) are accepted: the file did not write them (:meth:`_written`); so is
+        a design with some analog point. The analog axes of an all-digital sweep are refused by :meth:`points`."""
+        if not points or any(p.config.backend != "digital" for p in points):
+            return
+        analog, default = self.base.analog, AnalogSettings()
+        fields = [(f"analog.{f.name}", getattr(analog, f.name), getattr(default, f.name))
+                  for f in dataclasses.fields(AnalogSettings)
+                  if f.name not in (*DIGITAL_ANALOG_FIELDS, "device_overrides") and self._written(f"analog.{f.name}")
+                  and getattr(analog, f.name) != getattr(default, f.name)]
+        if overrides := {k: v for k, v in analog.device_overrides.items() if self._written(f"device.{k}")}:
+            from devices import get_preset
+
+            device = get_preset(analog.preset)    # an override's default: the value of the base's preset
+            fields += [(f"device.{k}", v, getattr(device, k)) for k, v in overrides.items()
+                       if v != getattr(device, k)]
+        axes, times = self._set_fields("train", ("inference_times",))
+        fields += [(path, list(v), list(d)) for path, v, d in times if self._written(path)]
+        if axes or fields:
+            kept = " and ".join(f"analog.{k}" for k in DIGITAL_ANALOG_FIELDS)
+            raise _no_effect_error(axes, fields, "every point is digital (backend = 'digital'), and a digital run "
+                                   f"reads no analog setting but {kept} and evaluates no inference_times",
+                                   "give some points an analog backend (backend = 'crossbar' or 'aihwkit' in [base], "
+                                   "or by an axis, e.g. backend = ['digital', 'crossbar']); an analog run's settings "
+                                   "that [sweep] base_from brings in are accepted (a digital baseline of that run)")
 
     def _check_optimizer_fields(self, points: Sequence[Point]) -> None:
         """Raise :class:`SpecError` for the optimizer settings that no point reads, as the command line refuses
@@ -609,6 +677,7 @@ def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.
         p = Path(sweep["base_from"])
         start = _build(_load_base_from(p if p.is_absolute() else Path(base_dir) / p), f"[sweep] base_from {p}")
     base = parse_base(data.get("base", {}), start)
+    base_fields = tuple(name for name, _ in _flatten_base(data.get("base", {})))
     axes = parse_axes(data.get("axes", {}))
     sample = data.get("sample", {})
     _check_keys(sample, SAMPLE_KEYS, "[sample]")
@@ -622,7 +691,8 @@ def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.
     if not isinstance(reference, bool):
         raise SpecError(f"[sweep] reference must be true or false, got {reference!r}")
     return SweepSpec(base=base, axes=axes, name=str(sweep.get("name", name)), n_samples=n, sample_seed=seed,
-                     reference=reference, out=sweep.get("out"), tail_evals=sweep.get("tail_evals", 1))
+                     reference=reference, out=sweep.get("out"), tail_evals=sweep.get("tail_evals", 1),
+                     base_fields=base_fields)
 
 
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:

@@ -573,11 +573,13 @@ def test_an_output_noise_that_no_analog_point_reads_is_a_spec_error(axes, base, 
                           "axis periphery.ideal_periphery = [false, true])")
 
 
-def test_a_digital_sweep_with_an_output_noise_in_its_base_is_not_refused_for_it():
-    """No analog point, no periphery: the out_noise check has nothing to say (a digital point reads no analog
-    settings but its energy table)."""
-    spec = spec_of({"seed": [0, 1]}, base={"periphery": {"out_noise": 0.1}})
-    assert [p.config.backend for p in spec.points()] == ["digital", "digital"]
+def test_a_digital_sweep_with_an_output_noise_in_its_base_is_refused_as_digital_not_as_ideal():
+    """No analog point, no periphery: the out_noise check has nothing to say; the field is refused because a
+    digital point reads no analog settings but its energy table (test_an_analog_setting_of_an_all_digital_sweep_...)."""
+    with pytest.raises(SpecError) as e:
+        spec_of({"seed": [0, 1]}, base={"periphery": {"out_noise": 0.1}}).points()
+    assert message(e).startswith("[base] analog.out_noise = 0.1: every point is digital (backend = 'digital')")
+    assert "ideal_periphery" not in message(e)
 
 
 def test_an_ideal_periphery_crossed_with_an_output_noise_axis_runs_and_names_the_repeated_points():
@@ -714,3 +716,108 @@ def test_an_importance_that_some_points_read_is_accepted(axes, base, runs):
     points = spec_of(axes, base={"backend": "crossbar", **base}).points()
     assert [(p.config.optimizer, p.config.analog.importance, p.config.analog.importance_every)
             for p in points] == runs
+
+
+DIGITAL_READS = ("every point is digital (backend = 'digital'), and a digital run reads no analog setting but "
+                 "analog.energy_table and evaluates no inference_times, so {} would change nothing: {}, or give some "
+                 "points an analog backend (backend = 'crossbar' or 'aihwkit' in [base], or by an axis, e.g. backend "
+                 "= ['digital', 'crossbar']); an analog run's settings that [sweep] base_from brings in are accepted "
+                 "(a digital baseline of that run)")
+
+
+@pytest.mark.parametrize("axes, base, what, thing, fix", [
+    ({"seed": [0, 1]}, {"analog": {"dac_bits": 4}}, "[base] analog.dac_bits = 4", "this field",
+     "leave it at its default (7)"),
+    ({"seed": [0]}, {"periphery": {"ideal_periphery": True}}, "[base] analog.ideal_periphery = true", "this field",
+     "leave it at its default (false)"),
+    ({"seed": [0]}, {"inference_times": [1, 3600]}, "[base] inference_times = [1.0, 3600.0]", "this field",
+     "leave it at its default ([])"),
+    ({"inference_times": [[1], [3600]]}, {}, "axis 'inference_times'", "the axis", "drop it"),
+    ({"optimizer": ["grapes"]}, {"analog": {"preset": "EcRam", "importance": "array"}, "device": {"dw_min": 0.5}},
+     "[base] analog.preset = 'EcRam', [base] analog.importance = 'array', [base] device.dw_min = 0.5",
+     "these fields", "leave them at their defaults ('ReRamSB', 'exact', {dw_min})"),
+    ({"inference_times": [[1], [3600]]}, {"analog": {"out_noise": 0.0}},
+     "axis 'inference_times', [base] analog.out_noise = 0", "these settings",
+     "drop the axis and leave the field at its default (0.06)"),
+])
+def test_an_analog_setting_of_an_all_digital_sweep_is_a_spec_error(axes, base, what, thing, fix):
+    """`train --backend digital --dac-bits 4` (or --inference-times) is refused: a digital run reads neither. A spec
+    whose every point is digital and whose own [base] writes such a setting (or an axis sweeps inference_times) ran
+    digital points that recorded hardware they never had (or one digital run per inference_times value): refused
+    before anything runs, naming each field, its default and the way out. A device entry's default is the value
+    of the base's preset (EcRam's dw_min: the preset table)."""
+    spec = spec_of(axes, base=base)
+    with pytest.raises(SpecError) as e:
+        spec.points()
+    fix = fix.format(dw_min=f"{get_preset('EcRam').dw_min:g}")
+    assert message(e) == f"{what}: " + DIGITAL_READS.format(thing, fix)
+
+
+def test_an_analog_setting_of_an_all_digital_sweep_is_refused_by_the_command_before_anything_runs(tmp_path, capsys):
+    from imc_grapes.sweep.cli import main
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n[base.analog]\n'
+                    'adc_bits = 4\n[axes]\nseed = [0, 1]\n')
+    for options in ([], ["--dry-run"], ["--status"]):
+        assert main([str(spec), *options]) == 2
+        err = capsys.readouterr().err
+        assert err == ("imc-grapes sweep: error: [base] analog.adc_bits = 4: "
+                       + DIGITAL_READS.format("this field", "leave it at its default (9)") + "\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_digital_baseline_keeps_the_analog_settings_that_base_from_brings_in(tmp_path):
+    """A digital baseline of an analog run: base_from brings the run's device, periphery and inference times into
+    [base], which the spec file did not write, so they are not refused; its points are the run's config on the
+    digital backend (the analog settings kept, as every digital point keeps the base's). A setting the file writes
+    itself is still refused, and only it is named."""
+    from imc_grapes.io import write_json_atomic
+
+    run_cfg = TrainConfig(dataset="synthetic", hidden=(8,), backend="crossbar", inference_times=(1.0, 3600.0),
+                          analog=AnalogSettings(preset="EcRam", adc_bits=6, out_noise=0.1,
+                                                device_overrides={"dw_min": 0.5}))
+    write_json_atomic(tmp_path / "runs" / "results.json", {"status": "completed", "config": run_cfg.to_dict()})
+    (tmp_path / "s.toml").write_text('[sweep]\nbase_from = "runs/results.json"\n[base]\nbackend = "digital"\n'
+                                     "[axes]\nseed = [0, 1]\n")
+    points = load_spec(tmp_path / "s.toml").points()
+    assert [p.config for p in points] == [run_cfg.replace(backend="digital", seed=s) for s in (0, 1)]
+    (tmp_path / "own.toml").write_text('[sweep]\nbase_from = "runs/results.json"\n[base]\nbackend = "digital"\n'
+                                       "[base.periphery]\ndac_bits = 5\n[axes]\nseed = [0, 1]\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "own.toml").points()
+    assert message(e) == "[base] analog.dac_bits = 5: " + DIGITAL_READS.format("this field",
+                                                                               "leave it at its default (7)")
+
+
+@pytest.mark.parametrize("axes, sweep, backends", [
+    ({"backend": ["digital", "crossbar"]}, {}, ["digital", "crossbar"]),
+    ({"seed": [0]}, {"reference": True}, ["crossbar", "digital"]),   # [base] crossbar, with its digital twin
+])
+def test_analog_settings_of_a_sweep_with_an_analog_point_are_accepted(axes, sweep, backends):
+    """Some point reads them: the digital points are the design's baseline (they keep the base's analog settings,
+    recorded but not used)."""
+    base = {"analog": {"dac_bits": 4}, "inference_times": [3600]}
+    if "backend" not in axes:
+        base["backend"] = "crossbar"
+    points = spec_of(axes, base=base, **sweep).points()
+    assert [p.config.backend for p in points] == backends
+    assert all(p.config.analog.dac_bits == 4 and p.config.inference_times == (3600.0,) for p in points)
+
+
+def test_a_spec_built_in_code_counts_every_base_field_as_written():
+    """Without base_fields (a SweepSpec made in code, not by parse_spec) the whole base is the spec's own; given,
+    only the fields it names are (any spelling of a path: periphery.* is analog.*)."""
+    base = TrainConfig(dataset="synthetic", analog=AnalogSettings(dac_bits=4))
+    with pytest.raises(SpecError, match=r"^\[base\] analog\.dac_bits = 4: every point is digital"):
+        SweepSpec(base=base).points()
+    assert [p.config.analog.dac_bits for p in SweepSpec(base=base, base_fields=("dataset",)).points()] == [4]
+    assert SweepSpec(base=base, base_fields=["periphery.dac_bits", "dataset"]).base_fields == (
+        "analog.dac_bits", "dataset")
+    with pytest.raises(SpecError, match=r"^\[base\] analog\.dac_bits = 4: every point is digital"):
+        SweepSpec(base=base, base_fields=("periphery.dac_bits",)).points()
+    with pytest.raises(SpecError, match=r"^SweepSpec\.base_fields must be None or a list of field paths \(e\.g\. "
+                                        r"'lr', 'analog\.dac_bits', 'device\.dw_min'\), got 'lr'$"):
+        SweepSpec(base=base, base_fields="lr")
+    with pytest.raises(SpecError, match=r"^SweepSpec\.base_fields: unknown field 'lrr'"):
+        SweepSpec(base=base, base_fields=("lrr",))

@@ -134,7 +134,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             option = "--out" if args.out is not None else "[sweep] out" if spec.out else "the sweep folder"
             return fail(folder_error(option, out, exc))
     if args.dry_run:
-        from .spec import IDEAL_PERIPHERY_WHY, repeated_points
+        from .spec import repeated_points, repeated_points_note
 
         print(f"sweep {spec.name!r}: {len(points)} valid points; folder {out}")
         swept_backend = any(ax.name == "backend" for ax in spec.axes)   # then the label names it already
@@ -143,9 +143,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         if len(points) > 50 and not args.verbose:
             print(f"  ... and {len(points) - 50} more (--verbose lists all)")
         if repeated := repeated_points(points):     # a full-factorial design may hold them: a note, not an error
-            print(f"note: {len(repeated)} of the {len(points)} points repeat the run of another point (same "
-                  f"numbers): they differ from it only in analog.out_noise, and analog.ideal_periphery = true "
-                  f"{IDEAL_PERIPHERY_WHY}")
+            print(f"note: {repeated_points_note(len(repeated), len(points))}")
         return 0
     if args.status:
         print(sweep_status(spec, out, points).format(verbose=args.verbose))

@@ -56,7 +56,7 @@ from ..plotting import (dodged_x, fit_title, interleaved_dashes, optimizer_color
                         overlap_tolerance)
 from ..stats import mean_std
 from .runner import resolve_out, sweep_status
-from .spec import Point, SweepSpec, _fmt_value, _plain
+from .spec import Point, SweepSpec, _fmt_value, _plain, repeated_points_note
 from .store import DIAGNOSTICS, DONE, FAILED, FAILURES, PARTIAL, PENDING, SweepStore
 
 METRIC = "final_test_acc"
@@ -687,7 +687,8 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     """A text table: one line per combination of the swept values except the seed, accuracy mean ± std over the
     seeds (:func:`_acc_cell`), then notes: how the std is taken, and each cell whose mean leaves out some of its
     seeds (failed, not run yet, or without a finite accuracy: :func:`_seeds_note`), so that cells whose means are
-    over different seeds say so.
+    over different seeds say so, and the points that repeat another point's run
+    (:func:`~imc_grapes.sweep.spec.repeated_points_note`, as ``--dry-run`` and ``--status`` say).
 
     Columns: the swept parameters, ``backend`` (once: in the axes' place when it is swept), runs (finished: done or
     failed), failed, running (the half-finished points while a sweep process holds the folder's lock: being run
@@ -729,6 +730,8 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
         lines += notes[:MAX_NOTED_CELLS]
         if len(notes) > MAX_NOTED_CELLS:
             lines.append(f"  ... and {len(notes) - MAX_NOTED_CELLS} more")
+    if status.repeated:
+        lines.append(f"note: {repeated_points_note(status.repeated, len(status.points))}")
     return "\n".join(lines)
 
 

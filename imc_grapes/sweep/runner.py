@@ -11,7 +11,7 @@ from typing import Any
 from devices.base import is_finite_number
 
 from .executors import Executor, LocalExecutor, Outcome, Task
-from .spec import Point, SweepSpec
+from .spec import Point, SweepSpec, repeated_points, repeated_points_note
 from .store import (CRASHED, DIVERGED, DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run,
                     failure_kind)
 from .worker import diverged_replica
@@ -45,6 +45,9 @@ class SweepStatus:
     #: entries of ``points/`` that are no point of this spec (of an earlier version of the spec, or of another spec
     #: run in this folder): kept on disk, left out of the status and the report
     other_points: int = 0
+    #: points that repeat the run of another point (:func:`~imc_grapes.sweep.spec.repeated_points`): each one still
+    #: runs as a point of its own; the status and the printed summary note how many
+    repeated: int = 0
 
     def count(self, *states: str) -> int:
         return sum(p.state in states for p in self.points)
@@ -66,13 +69,16 @@ class SweepStatus:
                 f"{self.count(FAILED)} failed, {self.count(PENDING, PARTIAL)} pending{extra}")
 
     def format(self, verbose: bool = False) -> str:
-        """A summary line, then the failed points with their reasons (the crashed ones, then the diverged ones) and
+        """A summary line (and the notes: a sweep process running, folders of other points, points that repeat
+        another point's run), then the failed points with their reasons (the crashed ones, then the diverged ones) and
         the pending ones (all with verbose)."""
         lines = [self.summary_line()]
         if self.running:
             lines.append("  a sweep process is running in this folder now")
         if self.other_points:
             lines.append(f"  {other_points_note(self.other_points)}")
+        if self.repeated:
+            lines.append(f"  note: {repeated_points_note(self.repeated, len(self.points))}")
         groups = ((FAILED, CRASHED, "failed, crashed (an exception or a dead worker; --retry-failed redoes them)"),
                   (FAILED, DIVERGED, "failed, diverged (NaN/Inf loss or evaluated output: a rerun diverges again; "
                                      "--retry-diverged redoes them)"),
@@ -136,7 +142,8 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
             rows.append(PointStatus(p, store.state(p.id)))
     ids = {p.id for p in points}
     other = sum(name not in ids for name in store.folder_ids())
-    return SweepStatus(spec.name, store.root, rows, running=store.is_running(), other_points=other)
+    return SweepStatus(spec.name, store.root, rows, running=store.is_running(), other_points=other,
+                       repeated=len(repeated_points(points)))
 
 
 def check_data(points: Sequence[Point]) -> None:

@@ -543,7 +543,8 @@ def repeated_points(points: Sequence[Point]) -> list[Point]:
     """The analog points of ``points`` that repeat the run of an earlier one: with ``analog.ideal_periphery = true``
     (exact MVMs) ``analog.out_noise`` changes nothing, so ideal points that differ only in it give the same numbers.
     A full-factorial sweep over both fields is legitimate (its non-ideal points differ): they are listed here, for
-    ``--dry-run`` to say, and still run as points of their own (their ids and folders are kept). Reads only."""
+    ``--dry-run``, ``--status`` and the printed summary to say (:func:`repeated_points_note`), and still run as
+    points of their own (their ids and folders are kept). Reads only."""
     default_noise = AnalogSettings().out_noise
     seen: set[str] = set()
     repeated = []
@@ -555,6 +556,13 @@ def repeated_points(points: Sequence[Point]) -> list[Point]:
             repeated.append(p)
         seen.add(key)
     return repeated
+
+
+def repeated_points_note(n: int, total: int) -> str:
+    """The note of ``--dry-run``, ``--status`` and the sweep's printed summary about ``n`` of its ``total`` points
+    that repeat the run of another point (:func:`repeated_points`): one wording wherever it is shown."""
+    return (f"{n} of the {total} points repeat the run of another point (same numbers): they differ from it only in "
+            f"analog.out_noise, and analog.ideal_periphery = true {IDEAL_PERIPHERY_WHY}")
 
 
 # --------------------------------------------------------------------------------------------- parsing

@@ -626,6 +626,34 @@ def test_dry_run_notes_the_points_that_repeat_another_points_run(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_status_and_report_note_the_points_that_repeat_another_points_run(tmp_path, capsys):
+    """--status and the printed summary of --report say what --dry-run says, in its words (nothing has run: the
+    note is about the spec's points, whatever their state); a sweep without such points has no note."""
+    from imc_grapes.sweep.cli import main
+
+    note = ("note: 1 of the 4 points repeat the run of another point (same numbers): they differ from it only in "
+            f"analog.out_noise, and analog.ideal_periphery = true {EXACT}")
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\nbackend = "crossbar"\n'
+                    "[axes]\nperiphery.ideal_periphery = [false, true]\nperiphery.out_noise = [0.0, 0.1]\n")
+    assert main([str(spec), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("4 points — 0 done, 0 failed, 4 pending")
+    assert lines[1] == f"  {note}"
+    assert lines[2] == "pending:" and len(lines) == 7
+    assert main([str(spec), "--report"]) == 0
+    out = capsys.readouterr().out
+    summary = out.split("\nwrote ")[0].splitlines()
+    assert summary[-1] == note and out.count("repeat the run") == 1
+    assert main([str(spec), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == note     # the same line in all three
+    spec.write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\nbackend = "crossbar"\n'
+                    "[axes]\nperiphery.out_noise = [0.0, 0.1]\n")
+    for options in (["--status"], ["--report"]):
+        assert main([str(spec), *options]) == 0
+        assert "repeat the run" not in capsys.readouterr().out
+
+
 TAKE_MOMENTUM = ("every point's base_optimizer is {}, which take{} no momentum (only sgd and rmsprop do), so {} "
                  "would change nothing: {}, or give some points base_optimizer = 'sgd' or 'rmsprop' (in [base], or "
                  "by an axis, e.g. base_optimizer = ['sgd', {!r}])")

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_fusion import _median_ms  # noqa: E402  (same folder: the per-call timing of the fusion benchmark)
 from devices import get_preset  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The script's command-line options, parsed by :func:`main` (a function of its own so that
     tests/test_docs_commands.py can check the documented command lines without running anything)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ReRamSB,EcRam,Capacitor,Idealized", help="comma-separated device presets")
     ap.add_argument("--fractions", default="0.1,0.3,0.6,0.95", help="fractions of devices with pulses")
     ap.add_argument("--devices", type=int, default=200704, help="devices per call (784x256 = 200704)")

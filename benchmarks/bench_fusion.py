@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devices import get_preset, set_compile  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -36,7 +37,7 @@ def _median_ms(fn, repeats: int) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The script's command-line options, parsed by :func:`main` (a function of its own so that
     tests/test_docs_commands.py can check the documented command lines without running anything)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ReRamSB,EcRam,ReRamES", help="comma-separated device presets")
     ap.add_argument("--devices", type=int, default=200704, help="devices per call (784x256 = 200704)")
     ap.add_argument("--repeats", type=int, default=10)

@@ -24,6 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("default", "tuned")
 
+sys.path.insert(0, str(ROOT))
+
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
+
 
 def child(preset: str, steps: int, threads: int) -> None:
     """One row in this process: print the median step time (ms) and the malloc mode as JSON."""
@@ -49,7 +53,7 @@ def child(preset: str, steps: int, threads: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The script's command-line options, parsed by :func:`main` (a function of its own so that
     tests/test_docs_commands.py can check the documented command lines without running anything)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ReRamSB,Capacitor,EcRam", help="comma-separated device presets")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per run, from a fresh start")
     ap.add_argument("--repeats", type=int, default=2, help="runs per (preset, setting), alternating")

@@ -54,6 +54,7 @@ from imc_grapes.data import load_dataset  # noqa: E402
 from imc_grapes.backends import build_network  # noqa: E402
 from imc_grapes.replicas import ReplicaMLP, _evaluate, _stack_splits, train_replicas  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 from imc_grapes.train import evaluate, split_for, train  # noqa: E402
 
 
@@ -167,8 +168,10 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options (checked by :func:`parse_args`; a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
+    p = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     p.add_argument("--replicas", default="1,4,16,64", help="comma-separated R values (default %(default)s)")
     p.add_argument("--steps", type=int, default=24, help="training steps per point (default %(default)s)")
@@ -184,6 +187,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-rounds", type=int, default=5,
                    help="interleaved rounds of the evaluation timing, 0: none (default %(default)s)")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options of ``argv`` (``None``: the process's): --quick applied, --replicas as a list of ints, the
+    ranges checked."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.quick:
         args.replicas, args.steps, args.one_by_one = "1,4,16", 8, 2
@@ -192,6 +202,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--replicas, --one-by-one and --steps must be >= 1")
     if args.eval_samples < 1 or args.eval_rounds < 0:
         p.error("--eval-samples must be >= 1 and --eval-rounds >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     tune_malloc()
     res = run(args)
     print(format_table(res))

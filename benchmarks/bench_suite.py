@@ -104,6 +104,7 @@ from devices.fusion import COMPILE_MODES, get_compile, set_compile  # noqa: E402
 from devices.suggest import did_you_mean, did_you_mean_each  # noqa: E402
 from imc_grapes.experiments.report import machine_info as experiment_machine_info  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 
 SECTIONS = ("mlp", "cnn", "scaling", "grapes", "replicas", "fusion")   # fusion last: it compiles
 MLP_SIZES = (784, 256, 256, 10)
@@ -1082,7 +1083,7 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The suite's command-line options (checked by :func:`parse_args`; a function of its own so that
     tests/test_docs_commands.py can check the documented command lines without running anything)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     ap.add_argument("--device", default="cpu", help="torch device of the torch and native rows: cpu or cuda")
     ap.add_argument("--quick", action="store_true",

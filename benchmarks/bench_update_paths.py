@@ -31,6 +31,7 @@ import crossbar._sparse_update as sparse_update  # noqa: E402
 from crossbar import CrossbarConfig, TileArray  # noqa: E402
 from devices import ConstantStepDevice, PulsedDevice, get_preset  # noqa: E402
 from imc_grapes.runtime import tune_malloc  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 
 CASES = "784x256x64,784x256x64r,256x256x64r,1024x1024x64,256x256x16r,784x256x256r,256x256x8r,512x512x32r"
 LR = 0.05
@@ -86,7 +87,7 @@ def time_case(preset: str, spec: str, scale: float, steps: int) -> dict[str, Any
 def build_parser() -> argparse.ArgumentParser:
     """The script's command-line options, parsed by :func:`main` (a function of its own so that
     tests/test_docs_commands.py can check the documented command lines without running anything)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="ConstantStep,ReRamSB,EcRam",
                     help="comma-separated device presets (ConstantStep: the default ConstantStepDevice)")
     ap.add_argument("--cases", default=CASES, help="comma-separated IN x OUT x BATCH, 'r' = ReLU'd inputs")

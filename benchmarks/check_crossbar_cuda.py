@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossbar import AnalogLinear, AnalogSGD, CrossbarConfig, TileArray, UpdateParameters  # noqa: E402
 from devices import IdealDevice  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 
 
 def check_sync_free(dev: torch.device) -> dict[str, str]:
@@ -225,10 +226,16 @@ def check_bf16_counts(dev: torch.device) -> dict[str, object]:
     return out
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options, parsed by :func:`main` (a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
+    return ap
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    args = build_parser().parse_args()
     dev = torch.device("cuda")
     report: dict[str, object] = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev)}
     failed = False

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imc_grapes.backends import AnalogSettings  # noqa: E402
 from imc_grapes.config import TrainConfig  # noqa: E402
 from imc_grapes.data.datasets import make_synthetic  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 from imc_grapes.train import RunResult, train  # noqa: E402
 
 
@@ -85,13 +86,19 @@ def differences(a: RunResult, b: RunResult) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The script's command-line options, parsed by :func:`main` (a function of its own so that
+    tests/test_docs_commands.py can check the documented command lines without running anything)."""
+    ap = SuggestingArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=None, help="JSON file to write")
     ap.add_argument("--train", type=int, default=6400,
                     help="training samples (default %(default)s: 100 batches of 64; keep it a multiple of 256, not of "
                          "48, for the partial-batch case)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if not torch.cuda.is_available():
         print("check_graph_training_cuda: no CUDA device", file=sys.stderr)
         return 1

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_suite as bs  # noqa: E402
 from crossbar import TileArray  # noqa: E402  (bench_suite put the project on the path)
 from imc_grapes.runtime import tune_malloc  # noqa: E402
+from imc_grapes.suggest import SuggestingArgumentParser  # noqa: E402
 
 RANDOM_OPS = frozenset({"uniform_", "normal", "normal_", "bernoulli", "bernoulli_", "random_", "randperm",
                         "exponential_", "geometric_", "cauchy_", "log_normal_", "multinomial"})
@@ -144,7 +145,7 @@ def tile_calls(step: Any, steps: int) -> list[dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     """The script's command-line options (checked by :func:`parse_args`; a function of its own so that
     tests/test_docs_commands.py can check the documented command lines without running anything)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("::")[0].strip(),
+    ap = SuggestingArgumentParser(description=__doc__.split("::")[0].strip(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", default="mlp", choices=("mlp", "cnn", "grapes", "layer"),
                     help="the bench_suite case kind (default %(default)s)")

@@ -461,14 +461,15 @@ class SweepSpec:
 
     def _set_fields(self, section: str, names: Sequence[str]) -> tuple[list[str], list[tuple[str, Any, Any]]]:
         """Where the spec sets the fields ``names`` of ``section`` (``train``: TrainConfig, ``analog``:
-        AnalogSettings): the names of the axes over them, and the ``[base]`` fields that hold other than their
-        defaults and that no axis sets, as (path, value, default)."""
+        AnalogSettings): the names of the axes over them, and the ``[base]`` fields that the spec file writes
+        (:meth:`_written`: not those ``base_from`` alone brought in), that hold other than their defaults and that no
+        axis sets, as (path, value, default)."""
         axes = [ax.name for ax in self.axes if ax.path.section == section and ax.path.field in names]
         swept = {ax.path.field for ax in self.axes if ax.path.section == section}
         base, default = (self.base, TrainConfig()) if section == "train" else (self.base.analog, AnalogSettings())
         prefix = "" if section == "train" else f"{section}."
         fields = [(prefix + n, getattr(base, n), getattr(default, n)) for n in names
-                  if n not in swept and getattr(base, n) != getattr(default, n)]
+                  if n not in swept and getattr(base, n) != getattr(default, n) and self._written(prefix + n)]
         return axes, fields
 
     def _written(self, name: str) -> bool:
@@ -498,7 +499,7 @@ class SweepSpec:
             fields += [(f"device.{k}", v, getattr(device, k)) for k, v in overrides.items()
                        if v != getattr(device, k)]
         axes, times = self._set_fields("train", ("inference_times",))
-        fields += [(path, list(v), list(d)) for path, v, d in times if self._written(path)]
+        fields += [(path, list(v), list(d)) for path, v, d in times]
         if axes or fields:
             kept = " and ".join(f"analog.{k}" for k in DIGITAL_ANALOG_FIELDS)
             raise _no_effect_error(axes, fields, "every point is digital (backend = 'digital'), and a digital run "

@@ -731,6 +731,30 @@ def test_an_importance_on_digital_sgd_points_is_refused_too():
         "this field", "leave it at its default (1)")
 
 
+def test_settings_that_base_from_brings_in_are_not_refused_as_without_effect(tmp_path):
+    """A digital SGD baseline of an analog GRAPES run with momentum: base_from brings the run's importance and
+    momentum into [base], which no point reads (SGD, adam) — the spec file did not write them, so the importance and
+    momentum checks do not name them (they named "[base] analog.importance = 'array'", a line of no file, and the
+    way out, writing the defaults into [base], would have changed the baseline's config); written in [base], the
+    same importance is refused."""
+    from imc_grapes.io import write_json_atomic
+
+    run_cfg = TrainConfig(dataset="synthetic", hidden=(8,), backend="crossbar", optimizer="grapes", momentum=0.9,
+                          analog=AnalogSettings(importance="array", importance_every=4))
+    write_json_atomic(tmp_path / "results.json", {"status": "completed", "config": run_cfg.to_dict()})
+    (tmp_path / "s.toml").write_text('[sweep]\nbase_from = "results.json"\n[base]\nbackend = "digital"\n'
+                                     'optimizer = "sgd"\nbase_optimizer = "adam"\n[axes]\nseed = [0, 1]\n')
+    points = load_spec(tmp_path / "s.toml").points()
+    assert [p.config for p in points] == [run_cfg.replace(backend="digital", optimizer="sgd", base_optimizer="adam",
+                                                          seed=s) for s in (0, 1)]
+    (tmp_path / "own.toml").write_text('[sweep]\nbase_from = "results.json"\n[base]\noptimizer = "sgd"\n'
+                                       '[base.analog]\nimportance_every = 2\n[axes]\nseed = [0, 1]\n')
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "own.toml").points()
+    assert message(e) == "[base] analog.importance_every = 2: " + GRAPES_READ.format(
+        "this field", "leave it at its default (1)")
+
+
 @pytest.mark.parametrize("axes, base, runs", [
     ({"optimizer": ["sgd", "grapes"], "analog.importance": ["exact", "array"]}, {},   # sgd: the control line
      [("sgd", "exact", 1), ("sgd", "array", 1), ("grapes", "exact", 1), ("grapes", "array", 1)]),

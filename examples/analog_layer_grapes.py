@@ -16,6 +16,7 @@ from crossbar import AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters
 from devices import get_preset
 from imc_grapes import attach_grapes
 from imc_grapes.data import BatchLoader, make_synthetic
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def hardware_row_sums(layer: nn.Module) -> Tensor:
@@ -26,7 +27,7 @@ def hardware_row_sums(layer: nn.Module) -> Tensor:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (none but ``--help``; default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
 
     torch.manual_seed(0)

@@ -12,11 +12,12 @@ import argparse
 from imc_grapes import TrainConfig
 from imc_grapes.backends import AnalogSettings
 from imc_grapes.compare import CompareSpec, run_compare
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
     args = parser.parse_args(argv)
 

@@ -7,11 +7,12 @@ crossbar tiles (the conv layers become analog conv layers).
 import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
     parser.add_argument("--preset", default="ReRamSB", help="device preset of the analog runs")
     args = parser.parse_args(argv)

@@ -10,11 +10,12 @@ import argparse
 
 from imc_grapes import TrainConfig, load_dataset
 from imc_grapes.experiments import train_permuted
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="synthetic data, a tiny network")
     args = parser.parse_args(argv)
 

@@ -10,11 +10,12 @@ import argparse
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 from imc_grapes.report import mean_pm_std
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
     args = parser.parse_args(argv)
 

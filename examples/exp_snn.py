@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from imc_grapes import attach_grapes, evaluate, load_dataset
 from imc_grapes.data import BatchLoader
 from imc_grapes.snu import SpikingClassifier
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="synthetic data, a tiny network")
     args = parser.parse_args(argv)
 

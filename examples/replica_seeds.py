@@ -18,6 +18,7 @@ import torch
 from imc_grapes import TrainConfig, load_dataset, train_replicas
 from imc_grapes.backends import AnalogSettings
 from imc_grapes.report import mean_pm_std
+from imc_grapes.suggest import SuggestingArgumentParser
 
 SAT_TOL = 1e-5   # relative: the sat/* ratios are float32 sums whose order depends on the number of torch threads
 
@@ -40,7 +41,7 @@ def differing(a: list, b: list) -> list:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
     parser.add_argument("--seeds", type=int, default=6, help="number of seeds (replicas)")
     args = parser.parse_args(argv)

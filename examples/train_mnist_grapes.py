@@ -10,11 +10,12 @@ import argparse
 
 from imc_grapes import TrainConfig, train
 from imc_grapes.report import format_table, summarise
+from imc_grapes.suggest import SuggestingArgumentParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of each run (default 1)")
     args = parser.parse_args(argv)

@@ -245,3 +245,23 @@ def test_replica_seeds_agree_with_several_threads(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert "the same metrics as its replica" in last and "compared to a relative 1e-05" in last, last
+
+
+@pytest.mark.parametrize("script", sorted(SMALL))
+def test_example_refuses_an_abbreviated_option_and_suggests_it(script, tmp_path, monkeypatch, capsys):
+    """An example takes no abbreviated option, as ``imc-grapes`` and the benchmark scripts take none
+    (:class:`~imc_grapes.suggest.SuggestingArgumentParser`): each of its long options less its last letter exits 2,
+    suggests the option, and runs nothing (argparse's default would read it as the option)."""
+    monkeypatch.chdir(tmp_path)
+    module = _import(script)
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    options = [o for o in re.findall(r"^  (--[\w-]+)", capsys.readouterr().out, re.M) if o != "--help"]
+    shortened = [(o[:-1], o) for o in options if len(o) > 3 and [p for p in options if p.startswith(o[:-1])] == [o]]
+    assert shortened or not options, f"{script}: no option to shorten among {options}"   # one has no option
+    for short, option in shortened:
+        with pytest.raises(SystemExit) as exit_info:
+            module.main([short])
+        assert exit_info.value.code == 2
+        assert f"did you mean '{option}'?" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

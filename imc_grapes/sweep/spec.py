@@ -327,7 +327,8 @@ class SweepSpec:
         if self.base_fields is not None:
             object.__setattr__(self, "base_fields", _field_paths(self.base_fields))
         default_noise = AnalogSettings().out_noise
-        if self.base.analog.ideal_periphery and self.base.analog.out_noise != default_noise:
+        if (self.base.analog.ideal_periphery and self.base.analog.out_noise != default_noise
+                and self._written("analog.out_noise")):      # not when base_from alone brought it in
             raise _no_effect_error([], [("analog.out_noise", self.base.analog.out_noise, default_noise)],
                                    f"analog.ideal_periphery = true {IDEAL_PERIPHERY_WHY}",
                                    "set ideal_periphery = false")

@@ -755,6 +755,23 @@ def test_settings_that_base_from_brings_in_are_not_refused_as_without_effect(tmp
         "this field", "leave it at its default (1)")
 
 
+def test_an_output_noise_that_base_from_brings_under_an_ideal_periphery_is_not_refused(tmp_path):
+    """A run made in Python with ``ideal_periphery = true`` and another ``out_noise`` (the command line refuses the
+    pair, the library does not): a spec that takes its base from it is not refused for the noise, which the file did
+    not write; written in [base], the same noise is."""
+    from imc_grapes.io import write_json_atomic
+
+    run_cfg = TrainConfig(dataset="synthetic", hidden=(8,), backend="crossbar",
+                          analog=AnalogSettings(ideal_periphery=True, out_noise=0.1))
+    write_json_atomic(tmp_path / "results.json", {"status": "completed", "config": run_cfg.to_dict()})
+    (tmp_path / "s.toml").write_text('[sweep]\nbase_from = "results.json"\n[axes]\nseed = [0, 1]\n')
+    assert [p.config for p in load_spec(tmp_path / "s.toml").points()] == [run_cfg.replace(seed=s) for s in (0, 1)]
+    (tmp_path / "own.toml").write_text('[sweep]\nbase_from = "results.json"\n[base.analog]\nout_noise = 0.2\n'
+                                       '[axes]\nseed = [0, 1]\n')
+    with pytest.raises(SpecError, match=r"^\[base\] analog\.out_noise = 0\.2: .*ideal_periphery = true"):
+        load_spec(tmp_path / "own.toml")
+
+
 @pytest.mark.parametrize("axes, base, runs", [
     ({"optimizer": ["sgd", "grapes"], "analog.importance": ["exact", "array"]}, {},   # sgd: the control line
      [("sgd", "exact", 1), ("sgd", "array", 1), ("grapes", "exact", 1), ("grapes", "array", 1)]),

@@ -8,17 +8,55 @@ experiment names) and for a mistyped option of a subcommand (``imc-grapes train 
 through that subcommand's parser (its usage and name) instead of the top-level one. It takes no abbreviated option
 (argparse's ``allow_abbrev`` is off): ``imc-grapes train --hid 64`` is refused with "did you mean '--hidden'?"
 rather than read as ``--hidden 64``, so that a script's command line means what it spells, and keeps meaning it
-when a later version adds an option that the abbreviation also starts.
+when a later version adds an option that the abbreviation also starts. It also records which options were typed
+(:func:`typed_options`), so that a command can tell an option typed at its default value from one left out.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from devices.suggest import CUTOFF, close_match, did_you_mean, did_you_mean_each
 
-__all__ = ["CUTOFF", "SuggestingArgumentParser", "close_match", "did_you_mean", "did_you_mean_each",
+__all__ = ["CUTOFF", "SuggestingArgumentParser", "close_match", "did_you_mean", "did_you_mean_each", "typed_options",
            "unrecognized_message"]
+
+#: the attribute of a namespace parsed by a :class:`SuggestingArgumentParser` that holds the options typed on the
+#: command line (:func:`typed_options`)
+TYPED_ATTR = "_typed_options"
+
+
+def typed_options(args: argparse.Namespace) -> dict[str, str]:
+    """The options typed on the command line that ``args`` was parsed from (by a :class:`SuggestingArgumentParser`),
+    as ``{dest: the option string last typed for it}`` (``{"seed": "--seeds", "drop_last": "--no-drop-last"}``), in
+    the order first typed. An option left out, whose value is its default, is not in it; one typed at its default
+    value is (``--out-noise 0.06``). Empty for a namespace made otherwise."""
+    return dict(vars(args).get(TYPED_ATTR, {}))
+
+
+class _RecordsTyped(argparse.Action):
+    """Mixed into argparse's action classes by :class:`SuggestingArgumentParser`: the action, when its option is
+    typed, does what it does and notes the option string in the namespace (:func:`typed_options`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        if option_string is not None:       # a positional is no option
+            vars(namespace).setdefault(TYPED_ATTR, {})[self.dest] = option_string
+
+
+@functools.cache
+def _recording(action_class: type[argparse.Action]) -> type[argparse.Action]:
+    """``action_class`` with :class:`_RecordsTyped` mixed in (one class per action class)."""
+    return type(action_class.__name__, (_RecordsTyped, action_class), {"__doc__": action_class.__doc__})
+
+
+#: the action names and classes whose options :class:`SuggestingArgumentParser` records when typed: every action
+#: that sets a value (not help, version or the subcommands); ``None`` is argparse's default, store
+_RECORDED_ACTIONS: tuple[str | type[argparse.Action] | None, ...] = (
+    None, "store", "store_const", "store_true", "store_false", "append", "append_const", "count", "extend",
+    argparse.BooleanOptionalAction)
 
 
 def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
@@ -54,12 +92,16 @@ class SuggestingArgumentParser(argparse.ArgumentParser):
     unrecognized arguments are its own error, with :func:`did_you_mean_each` for a mistyped option
     (:class:`_Subcommands`). Its own unrecognized arguments get the suggestion too (:meth:`parse_args`). Options
     must be spelled in full: ``allow_abbrev`` is False unless given (the subcommand parsers, made by this class,
-    inherit it)."""
+    inherit it). The options typed are recorded in the namespace (:func:`typed_options`): its actions, named
+    (``action="store_true"``) or :class:`argparse.BooleanOptionalAction`, are argparse's with the record added;
+    defaults, and so the help's ``%(default)s``, are as given."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", "parsers", _Subcommands)
+        for action in _RECORDED_ACTIONS:
+            self.register("action", action, _recording(self._registry_get("action", action, action)))
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = self.parse_known_args(args, namespace)

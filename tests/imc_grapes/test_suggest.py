@@ -4,7 +4,7 @@ import argparse
 import pytest
 
 from imc_grapes.suggest import (SuggestingArgumentParser, close_match, did_you_mean, did_you_mean_each,
-                                unrecognized_message)
+                                typed_options, unrecognized_message)
 
 
 @pytest.mark.parametrize("value, valid, expected", [
@@ -43,6 +43,38 @@ def test_did_you_mean_texts():
     assert (did_you_mean_each(["dwmin", "wmax", "zzz"], ["dw_min", "w_max"])
             == "; did you mean 'dw_min' for 'dwmin', 'w_max' for 'wmax'?")
     assert did_you_mean_each(["zzz"], ["dw_min"]) == ""
+
+
+def test_the_parser_records_the_options_typed_not_those_left_at_their_defaults(capsys):
+    """typed_options: what was typed, in the spelling typed (the last one for an option given twice), including a
+    value equal to the default; defaults (and so the help's %(default)s) stay as given; the subcommand's options
+    reach the namespace of the top-level parser."""
+    parser = SuggestingArgumentParser(prog="p")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("train")
+    p.add_argument("--noise", type=float, default=0.06, help="noise (default %(default)s)")
+    p.add_argument("--seed", "--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--exact", action="store_true")
+    p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--param", action="append", default=None)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick")
+    p.set_defaults(size="full")
+    args = parser.parse_args(["train"])
+    assert typed_options(args) == {}
+    assert (args.noise, args.seed, args.exact, args.drop_last, args.param, args.size) == (0.06, [0], False, True,
+                                                                                        None, "full")
+    args = parser.parse_args(["train", "--noise", "0.06", "--seeds", "0", "--drop-last", "--no-drop-last", "--exact",
+                              "--param", "a", "--param", "b", "--quick"])
+    assert typed_options(args) == {"noise": "--noise", "seed": "--seeds", "drop_last": "--no-drop-last",
+                                   "exact": "--exact", "param": "--param", "size": "--quick"}
+    assert list(typed_options(args)) == ["noise", "seed", "drop_last", "exact", "param", "size"]
+    assert (args.noise, args.seed, args.exact, args.drop_last, args.param, args.size) == (0.06, [0], True, False,
+                                                                                        ["a", "b"], "quick")
+    assert typed_options(argparse.Namespace(noise=0.1)) == {}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    assert "noise (default 0.06)" in capsys.readouterr().out
 
 
 def test_argparse_choices_get_the_suggestion(capsys):

@@ -3,10 +3,14 @@ see ``examples/``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import math
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -18,7 +22,7 @@ from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .interrupts import Terminated, exit_status, sigterm_as_interrupt
 from .io import file_in_the_way, folder_error, writable_folder
 from .pipes import exit_quietly_on_broken_pipe
-from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each
+from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each, typed_options
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 if TYPE_CHECKING:
@@ -190,6 +194,92 @@ def _analog_from(args: argparse.Namespace) -> dict[str, object]:
             "importance_every": args.importance_every, "device_overrides": _device_overrides(args)}
 
 
+#: the config fields that an option of train / compare / experiment fills under other names than its dest, per
+#: command (compare's --lr fills the grid, lr_grid, and through it each run's lr); every other option fills the
+#: field of its dest's name, in those of its command's configs that have one (:func:`config_field_options`)
+FIELDS_OF_DEST: dict[str, dict[str, tuple[str, ...]]] = {
+    "train": {"device_param": ("device_overrides",)},
+    "compare": {"device_param": ("device_overrides",), "backend": ("analog_backend", "backend"),
+                "hardware": ("hardware", "backend"), "lr": ("lr_grid", "lr"), "seeds": ("seeds", "seed"),
+                "tune_seeds": ("tune_seeds", "seed"), "optimizers": ("optimizers", "optimizer")},
+    "experiment": {"device_param": ("device_overrides",), "backend": ("backends", "backend"),
+                   "device_preset": ("preset",), "lr": ("lr_grid", "lr"), "seeds": ("seeds", "seed"),
+                   "optimizers": ("optimizers", "optimizer"), "datasets": ("datasets", "dataset")},
+}
+
+
+def _config_classes(command: str) -> list[tuple[str, type]]:
+    """The configs that the options of ``command`` fill, each with the prefix that its error messages put before a
+    field's name (``TrainConfig.lr must be ...``; none for :class:`~imc_grapes.compare.CompareSpec`, whose messages
+    name the field alone, ``lr_grid must be ...``). Experiment's options reach the compare jobs and runs that
+    :func:`~imc_grapes.experiments.definitions.plan_experiment` makes of them under the same names."""
+    from .backends import AnalogSettings
+    from .compare import CompareSpec
+    from .experiments.options import ExperimentOptions
+
+    run: list[tuple[str, type]] = [("TrainConfig.", TrainConfig), ("AnalogSettings.", AnalogSettings)]
+    return {"train": run, "compare": [("", CompareSpec), *run],
+            "experiment": [("ExperimentOptions.", ExperimentOptions), ("", CompareSpec), run[0]]}[command]
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``imc-grapes COMMAND`` (:func:`build_parser`'s subcommand ``command``)."""
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subcommands.choices[command]
+
+
+@functools.cache
+def config_field_options(command: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The options of ``imc-grapes COMMAND`` (train, compare, experiment) that fill a config field, read from its
+    parser: ``{field as the config's messages name it: ((dest, option string), ...)}``, e.g. ``{"TrainConfig.lr":
+    (("lr", "--lr"),), "lr_grid": (("lr", "--lr"),), ...}`` for compare. An option fills the field of its dest's
+    name, or those :data:`FIELDS_OF_DEST` gives, in each of the command's configs that has it
+    (:func:`_config_classes`); its option string is its first spelling (``--seed`` for train's ``--seed`` /
+    ``--seeds``)."""
+    fields = [(prefix, {f.name for f in dataclasses.fields(cls)}) for prefix, cls in _config_classes(command)]
+    found: dict[str, list[tuple[str, str]]] = {}
+    for action in command_parser(command)._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        for field in FIELDS_OF_DEST[command].get(action.dest, (action.dest,)):
+            for prefix, names in fields:
+                if field in names:
+                    found.setdefault(prefix + field, []).append((action.dest, action.option_strings[0]))
+    return {key: tuple(options) for key, options in found.items()}
+
+
+def name_the_option(message: str, args: argparse.Namespace) -> str:
+    """``message``, an error of a config that begins with the field it is about (``TrainConfig.lr must be > 0 ...``,
+    ``lr_grid must be ...``), with the options of ``args.command`` that fill that field before it (``--lr:
+    TrainConfig.lr must be > 0 ...``, :func:`config_field_options`), spelled as typed (an option left out: its first
+    spelling; of several options that fill the field, those typed if any). ``message`` as it is when no option
+    fills the field (one set by a default, or a message that begins with no field) or it names the option(s)
+    already."""
+    field = re.match(r"\w+(?:\.\w+)?", message)
+    command = getattr(args, "command", None)
+    entries = config_field_options(command).get(field.group(0), ()) if field and command in FIELDS_OF_DEST else ()
+    typed = typed_options(args)
+    options = list(dict.fromkeys([typed[d] for d, _ in entries if d in typed] or [o for _, o in entries]))
+    if not options or all(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", message) for o in options):
+        return message
+    return f"{', '.join(options)}: {message}"
+
+
+@contextmanager
+def options_named(args: argparse.Namespace) -> Iterator[None]:
+    """Raise a config's error (a ValueError) within it again as a :class:`ConfigError` that names the command-line
+    option(s) that set the field (:func:`name_the_option`), so that ``imc-grapes train --lr -1`` says ``--lr:
+    TrainConfig.lr must be > 0 ...``; an error that names no such field is raised as it is."""
+    try:
+        yield
+    except ValueError as exc:
+        named = name_the_option(str(exc), args)
+        if named == str(exc):
+            raise
+        raise ConfigError(named) from None
+
+
 def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[str] = ()) -> None:
     """Raise :class:`ConfigError` when an analog hardware option (:func:`_add_analog_args`) is set to other than its
     default although no run of the command is analog (``why`` says so, e.g. ``"--backend is digital"``): a digital
@@ -327,17 +417,18 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
 
 def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     """The runs of ``imc-grapes train`` (parsed ``args``), one per seed × optimizer, validated (ConfigError or
-    ValueError naming the option); nothing is loaded or trained."""
-    check_distinct("--seed", args.seed)
-    check_seeds_apart("--seed", args.seed)
-    check_distinct("--optimizer", args.optimizer)
-    times = tuple(getattr(args, "inference_times", None) or ())
-    if args.backend == "digital":
-        _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)",
-                              ["--inference-times"] if times else [])
-    configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend,
-                            inference_times=times) for seed in args.seed for opt in args.optimizer]
-    _reject_ineffective(args, args.optimizer, "--optimizer")
+    ValueError naming the option: :func:`options_named`); nothing is loaded or trained."""
+    with options_named(args):
+        check_distinct("--seed", args.seed)
+        check_seeds_apart("--seed", args.seed)
+        check_distinct("--optimizer", args.optimizer)
+        times = tuple(getattr(args, "inference_times", None) or ())
+        if args.backend == "digital":
+            _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)",
+                                  ["--inference-times"] if times else [])
+        configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend,
+                                inference_times=times) for seed in args.seed for opt in args.optimizer]
+        _reject_ineffective(args, args.optimizer, "--optimizer")
     return configs
 
 
@@ -480,30 +571,31 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def compare_spec(args: argparse.Namespace) -> CompareSpec:
     """The job of ``imc-grapes compare`` (parsed ``args``), validated (ConfigError or ValueError naming the
-    option); nothing is loaded or trained."""
+    option: :func:`options_named`); nothing is loaded or trained."""
     from .compare import CompareSpec
 
-    if "analog" not in args.hardware:
-        # only analog cells are evaluated after drift; --inference-times with no times (skip it) says nothing false
-        times = set(args.inference_times)
-        _reject_unused_analog(args, "--hardware is digital only (add analog to --hardware)",
-                              (["--backend"] if args.backend != CompareSpec().analog_backend else [])
-                              + (["--inference-times"] if times and times != set(COMPARE_INFERENCE_TIMES) else []))
-    base = _base_config(args, inference_times=tuple(args.inference_times))
-    spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
-                       analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
-                       val_holdout=args.val_holdout, target_acc=args.target_acc,
-                       tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score,
-                       tail_evals=args.tail_evals)
-    _reject_ineffective(args, args.optimizers, "--optimizers")
-    if len(spec.lr_grid) == 1:     # one lr: nothing is tuned (CompareSpec holds out no validation split either)
-        c = CompareSpec()
-        _reject_without_effect([o for o, v, default in (("--val-holdout", spec.val_holdout, c.val_holdout),
-                                                        ("--tune-seeds", spec.tune_seeds, c.tune_seeds),
-                                                        ("--tune-score", spec.tune_score, c.tune_score))
-                                if v != default],
-                               f"one --lr ({_words(spec.lr_grid)}) is no grid: nothing is tuned",
-                               "give --lr two or more values to tune")
+    with options_named(args):
+        if "analog" not in args.hardware:
+            # only analog cells are evaluated after drift; --inference-times with no times (skip it) says nothing false
+            times = set(args.inference_times)
+            _reject_unused_analog(args, "--hardware is digital only (add analog to --hardware)",
+                                  (["--backend"] if args.backend != CompareSpec().analog_backend else [])
+                                  + (["--inference-times"] if times and times != set(COMPARE_INFERENCE_TIMES) else []))
+        base = _base_config(args, inference_times=tuple(args.inference_times))
+        spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
+                           analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
+                           val_holdout=args.val_holdout, target_acc=args.target_acc,
+                           tune_seeds=tuple(args.tune_seeds), tune_score=args.tune_score,
+                           tail_evals=args.tail_evals)
+        _reject_ineffective(args, args.optimizers, "--optimizers")
+        if len(spec.lr_grid) == 1:     # one lr: nothing is tuned (CompareSpec holds out no validation split either)
+            c = CompareSpec()
+            _reject_without_effect([o for o, v, default in (("--val-holdout", spec.val_holdout, c.val_holdout),
+                                                            ("--tune-seeds", spec.tune_seeds, c.tune_seeds),
+                                                            ("--tune-score", spec.tune_score, c.tune_score))
+                                    if v != default],
+                                   f"one --lr ({_words(spec.lr_grid)}) is no grid: nothing is tuned",
+                                   "give --lr two or more values to tune")
     return spec
 
 

@@ -127,6 +127,7 @@ def experiment_options(args: argparse.Namespace) -> ExperimentOptions:
 
 def run_experiment_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes experiment`` (parsed by :func:`add_experiment_parser`); return the exit code."""
+    from ..cli import options_named
     from ..config import ConfigError
     from ..data import DatasetError
     from ..io import folder_error, writable_folder
@@ -142,11 +143,12 @@ def run_experiment_command(args: argparse.Namespace) -> int:
               "--redraw --out DIR goes without it", file=sys.stderr)
         return 2
     try:
-        opts = experiment_options(args)
-        from .definitions import plan_experiment
+        with options_named(args):     # a config's error names the option that set the field
+            opts = experiment_options(args)
+            from .definitions import plan_experiment
 
-        for g in plan_experiment(args.name, opts):
-            g.spec.base.resolved_device()
+            for g in plan_experiment(args.name, opts):
+                g.spec.base.resolved_device()
         set_torch_threads(args.threads)
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes experiment: error: {exc}", file=sys.stderr)

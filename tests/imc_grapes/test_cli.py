@@ -1,4 +1,5 @@
 """The `imc-grapes` command end to end on the synthetic set, and its errors."""
+import argparse
 import csv
 import io
 import json
@@ -51,6 +52,152 @@ def test_train_writes_promised_files(tmp_path, capsys):
 def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, args, message):
     assert main(["train", *SMALL, "--out", str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("train", ["--lr", "-1"], "--lr: TrainConfig.lr must be > 0 (and finite), got -1.0"),
+    ("compare", ["--lr", "0"], "--lr: lr_grid must be one or more learning rates > 0, "),
+    ("train", ["--epochs", "0"], "--epochs: TrainConfig.epochs must be ≥ 1, got 0"),
+    ("train", ["--backend", "crossbar", "--dac-bits", "99"],
+     "--dac-bits: AnalogSettings.dac_bits must be an integer in [0, 24] (0 = no quantization), got 99"),
+    ("compare", ["--adc-bits", "1"], "--adc-bits: AnalogSettings.adc_bits = 1 is no usable converter"),
+    ("train", ["--seeds", "18446744073709551616"], "--seeds: TrainConfig.seed must be an integer in [-2^63, 2^64)"),
+    ("compare", ["--lr", "0.1", "0.3", "--val-holdout", "0"],
+     "--val-holdout: val_holdout must be ≥ 1 when an lr grid is tuned, got 0"),
+    ("compare", ["--epochs", "1", "--evals-per-epoch", "1", "--tail-evals", "2"],
+     "--tail-evals: tail_evals must be at most the evaluations of a run, epochs × evals_per_epoch = 1 × 1 = 1, "
+     "got 2"),
+    ("compare", ["--target-acc", "2"], "--target-acc: target_acc must be a number in (0, 1], got 2.0"),
+    ("compare", ["--dropout", "1"], "--dropout: TrainConfig.dropout must be in [0, 1), got 1.0"),
+    ("compare", ["--lr", "1e-46"], "--lr: TrainConfig.lr must be at least 1.401e-45 (the smallest positive float32"),
+    ("experiment", ["--lr", "1e-46"], "--lr: TrainConfig.lr must be at least 1.401e-45"),
+    ("experiment", ["--lr", "0"], "--lr: ExperimentOptions.lr_grid must be learning rates > 0, "),
+    ("experiment", ["--seeds", "0", "4294967296"], "--seeds: seeds lists the seeds 0 and 4294967296, which give the "
+                                                   "same run"),
+    ("experiment", ["--backend", "crossbar", "--device-preset", "PCN"],
+     "--device-preset: ExperimentOptions.preset: AnalogSettings.preset must be one of "),
+])
+def test_a_config_error_names_the_option_that_set_the_field(tmp_path, capsys, command, args, message):
+    """`imc-grapes train --lr -1` said "TrainConfig.lr must be > 0", `compare --lr 0` "lr_grid must be ...": the
+    config's field, not the option typed. The option (as typed: --seeds) now comes first, the config's own message
+    after it unchanged; exit 2, nothing written."""
+    argv = [*EXP_TINY, *args] if command == "experiment" else [command, *SMALL, *args]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imc-grapes {command}: error: {message}"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("train", ["--cuda-graph"], "TrainConfig.cuda_graph needs a CUDA device, but TrainConfig.device is 'cpu' (use "
+                                "--device cuda, or leave --cuda-graph off)"),      # names the option already
+    ("train", ["--model", "cnn", "--rule", "dfa"], "rule 'dfa' is implemented for the mlp model only"),   # no field
+    ("train", ["--seed", "0", "0"], "--seed must not repeat a value"),
+    ("experiment", ["--device-param", "dw_min=0.01"], "ExperimentOptions.device_overrides {'dw_min': 0.01} "
+                                                      "(--device-param): only the analog backends"),
+])
+def test_an_error_that_names_its_option_or_no_field_is_left_as_it_is(tmp_path, capsys, command, args, message):
+    argv = [*EXP_TINY, *args] if command == "experiment" else [command, *SMALL, *args]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imc-grapes {command}: error: {message}"), err
+
+
+def test_name_the_option_spells_the_option_as_typed_and_leaves_fields_without_one():
+    from imc_grapes.cli import build_parser, name_the_option
+
+    def named(argv, message):
+        return name_the_option(message, build_parser().parse_args(argv))
+
+    assert named(["train", "--seeds", "3"], "TrainConfig.seed must be x") == "--seeds: TrainConfig.seed must be x"
+    assert named(["train", "--seed", "3"], "TrainConfig.seed must be x") == "--seed: TrainConfig.seed must be x"
+    assert named(["train"], "TrainConfig.seed must be x") == "--seed: TrainConfig.seed must be x"   # left out
+    assert named(["train", "--no-drop-last"], "TrainConfig.drop_last y") == "--no-drop-last: TrainConfig.drop_last y"
+    assert named(["compare"], "seeds lists z") == "--seeds: seeds lists z"
+    assert named(["compare"], "TrainConfig.val_holdout w") == "--val-holdout: TrainConfig.val_holdout w"
+    assert named(["train"], "lr_grid must be v") == "lr_grid must be v"             # compare's field, not train's
+    assert named(["experiment", "mlp"], "ExperimentOptions.size u") == ("--quick, --tiny, --full: "
+                                                                        "ExperimentOptions.size u")   # none typed
+    assert named(["experiment", "mlp", "--tiny"], "ExperimentOptions.size u") == "--tiny: ExperimentOptions.size u"
+    for message in ("TrainConfig.extra must be a dict", "AnalogSettings.sat_probe_every must be t",
+                    "TrainConfig.lr needs --lr", "device 'cuda' requested", "--threads must be >= 1", ""):
+        assert named(["train", "--lr", "1"], message) == message
+    assert named(["compare"], "base must be a TrainConfig") == "base must be a TrainConfig"
+    assert name_the_option("TrainConfig.lr must be > 0", argparse.Namespace(lr=-1.0)) == "TrainConfig.lr must be > 0"
+
+
+@pytest.mark.parametrize("argv", [["train"], ["train", "--backend", "crossbar", "--ideal-periphery"], ["compare"],
+                                  ["compare", "--hardware", "digital"], ["experiment", "mlp", "--tiny"]])
+def test_every_option_read_into_the_configs_has_its_field_mapped(argv):
+    """config_field_options is read from the parsers, so that the prefix cannot drift from the options: every option
+    whose value the command reads to build its configs (train_configs, compare_spec, experiment_options) must fill a
+    field there, and only those; and the fields no option fills are those the command line does not set. An option
+    added with another dest than its field's name fails here until FIELDS_OF_DEST names its field."""
+    import dataclasses
+
+    from imc_grapes.backends import AnalogSettings
+    from imc_grapes.cli import build_parser, command_parser, compare_spec, config_field_options, train_configs
+    from imc_grapes.compare import CompareSpec
+    from imc_grapes.config import TrainConfig
+    from imc_grapes.experiments.cli import experiment_options
+    from imc_grapes.experiments.options import ExperimentOptions
+
+    reads: set[str] = set()
+
+    class Reads(argparse.Namespace):
+        def __getattribute__(self, name):
+            reads.add(name)
+            return super().__getattribute__(name)
+
+    args = build_parser().parse_args(argv, namespace=Reads())
+    reads.clear()
+    {"train": train_configs, "compare": compare_spec, "experiment": experiment_options}[argv[0]](args)
+    options = {a.dest for a in command_parser(argv[0])._actions if a.option_strings}
+    mapped = {dest for entries in config_field_options(argv[0]).values() for dest, _ in entries}
+    assert reads & options == mapped
+    # and the other way round: the fields that no option fills are those the command line does not set
+    run = [("TrainConfig.", TrainConfig), ("AnalogSettings.", AnalogSettings)]
+    classes = {"train": run, "compare": [("", CompareSpec), *run],
+               "experiment": [("ExperimentOptions.", ExperimentOptions)]}[argv[0]]
+    unmapped = {prefix + f.name for prefix, cls in classes for f in dataclasses.fields(cls)} - set(
+        config_field_options(argv[0]))
+    analog = {"AnalogSettings.importance_g_offset", "AnalogSettings.importance_offset_correction",
+              "AnalogSettings.sat_probe_every", "AnalogSettings.energy_table"}
+    assert unmapped == {"train": {"TrainConfig.val_holdout", "TrainConfig.analog", "TrainConfig.extra", *analog},
+                        "compare": {"base", "TrainConfig.analog", "TrainConfig.extra", *analog},
+                        "experiment": {"ExperimentOptions.analog"}}[argv[0]]
+
+
+def test_the_options_filling_a_field_of_another_name_fill_it():
+    """FIELDS_OF_DEST, checked against what the commands build: each such option's value lands in its field (and
+    compare's --lr in each run's lr, --seeds in each final run's seed, experiment's --backend in its runs')."""
+    from imc_grapes.cli import build_parser, compare_spec, train_configs
+    from imc_grapes.experiments.cli import experiment_options
+
+    def parsed(*argv):
+        return build_parser().parse_args(list(argv))
+
+    param = ["--device-param", "dw_min=0.02"]
+    cfg = train_configs(parsed("train", "--backend", "crossbar", "--preset", "GokmenVlasov", *param))[0]
+    assert cfg.analog.device_overrides == {"dw_min": 0.02}
+    spec = compare_spec(parsed("compare", "--backend", "aihwkit", "--lr", "0.2", "0.3", "--preset", "GokmenVlasov",
+                               *param))
+    assert (spec.analog_backend, spec.lr_grid, spec.base.analog.device_overrides) == ("aihwkit", (0.2, 0.3),
+                                                                                      {"dw_min": 0.02})
+    spec = compare_spec(parsed("compare", "--lr", "0.2", "--seeds", "7", "--optimizers", "layer-mean"))
+    run = spec.cell_config("analog", spec.optimizers[0], spec.lr_grid[0], spec.seeds[0])
+    assert (run.lr, run.seed, run.optimizer, run.backend) == (0.2, 7, "layer-mean", "crossbar")
+    opts = experiment_options(parsed("experiment", "mlp", "--backend", "crossbar", "--device-preset", "GokmenVlasov",
+                                     "--lr", "0.2", *param))
+    assert (opts.backends, opts.preset, opts.lr_grid, opts.device_overrides) == (("crossbar",), "GokmenVlasov", (0.2,),
+                                                                                {"dw_min": 0.02})
+    from imc_grapes.experiments.definitions import plan_experiment
+
+    (group,) = plan_experiment("mlp", experiment_options(parsed("experiment", "mlp", "--tiny", "--backend", "crossbar",
+                                                                "--optimizers", "sgd", "--seeds", "5", "--lr", "0.2",
+                                                                "--datasets", "synthetic")))
+    run = group.spec.cell_config(group.spec.hardware[0], "sgd", group.spec.lr_grid[0], group.spec.seeds[0])
+    assert (run.backend, run.optimizer, run.seed, run.lr, run.dataset) == ("crossbar", "sgd", 5, 0.2, "synthetic")
 
 
 @pytest.mark.parametrize("command, args, message", [
@@ -190,9 +337,10 @@ def test_device_param_reaches_the_tiles_and_results_json(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--inference-times", "-1"], "TrainConfig.inference_times must be ≥ 0 seconds (and finite), got [-1.0]"),
-    (["--inference-times", "1", "1.0"], "TrainConfig.inference_times must not give a time twice"),
-    (["--inference-times", "inf"], "TrainConfig.inference_times must be ≥ 0 seconds (and finite)"),
+    (["--inference-times", "-1"], "--inference-times: TrainConfig.inference_times must be ≥ 0 seconds (and finite), "
+                                  "got [-1.0]"),
+    (["--inference-times", "1", "1.0"], "--inference-times: TrainConfig.inference_times must not give a time twice"),
+    (["--inference-times", "inf"], "--inference-times: TrainConfig.inference_times must be ≥ 0 seconds (and finite)"),
 ])
 def test_train_inference_times_are_checked_as_compare_checks_them(tmp_path, capsys, args, message):
     for command, hw in (("train", ["--backend", "crossbar"]), ("compare", ["--hardware", "analog"])):
@@ -713,8 +861,6 @@ def test_experiment_help_states_the_seeds_each_size_trains(capsys):
 
 def test_every_option_of_every_command_has_a_help_text():
     """The README promises that `imc-grapes COMMAND --help` explains every option (`data verify --root` had none)."""
-    import argparse
-
     from imc_grapes.cli import build_parser
 
     def parsers(p, name):

@@ -98,10 +98,10 @@ def test_argparse_choices_get_the_suggestion(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--dataset", "mnsit"], "imc-grapes train: error: TrainConfig.dataset must be one of mnist, "
+    (["train", "--dataset", "mnsit"], "imc-grapes train: error: --dataset: TrainConfig.dataset must be one of mnist, "
                                       "fashion-mnist, synthetic, got 'mnsit'; did you mean 'mnist'?"),
-    (["train", "--optimizer", "grapse"], "imc-grapes train: error: TrainConfig.optimizer must be one of sgd, grapes, "
-                                         "grapes-local, layer-mean, got 'grapse'; did you mean 'grapes'?"),
+    (["train", "--optimizer", "grapse"], "imc-grapes train: error: --optimizer: TrainConfig.optimizer must be one of "
+                                         "sgd, grapes, grapes-local, layer-mean, got 'grapse'; did you mean 'grapes'?"),
     (["train", "--backend", "crossbar", "--preset", "reramsb"], "got 'reramsb'; did you mean 'ReRamSB'?"),
     (["train", "--backend", "crossbar", "--importance", "arry"],
      "AnalogSettings.importance must be one of exact, array, got 'arry'; did you mean 'array'?"),

@@ -280,17 +280,23 @@ def options_named(args: argparse.Namespace) -> Iterator[None]:
         raise ConfigError(named) from None
 
 
-def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[str] = ()) -> None:
-    """Raise :class:`ConfigError` when an analog hardware option (:func:`_add_analog_args`) is set to other than its
-    default although no run of the command is analog (``why`` says so, e.g. ``"--backend is digital"``): a digital
-    run ignores them, so the option would change nothing. ``extra``: further options of the command that only
-    analog runs use and that were set (given by the caller)."""
-    from .backends import AnalogSettings
+def _typed(args: argparse.Namespace, dests: Sequence[str]) -> list[str]:
+    """The options of ``dests`` that were typed on ``args``' command line, spelled as typed, in the order of
+    ``dests`` (:func:`~imc_grapes.suggest.typed_options`: an option typed at its default value counts, one left out
+    does not)."""
+    typed = typed_options(args)
+    return [typed[d] for d in dests if d in typed]
 
-    defaults = AnalogSettings()
-    given = ["--device-param" if k == "device_overrides" else f"--{k.replace('_', '-')}"
-             for k, v in _analog_from(args).items() if v != getattr(defaults, k)]
-    given += list(extra)
+
+def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[str] = ()) -> None:
+    """Raise :class:`ConfigError` when an analog hardware option (:func:`_add_analog_args`, the options that fill
+    :class:`~imc_grapes.backends.AnalogSettings`) was typed although no run of the command is analog (``why`` says
+    so, e.g. ``"--backend is digital"``): a digital run ignores them, so the option would change nothing, even typed
+    at its default value; left out, it is not refused. ``extra``: further options of the command that only analog
+    runs use and that were typed (given by the caller)."""
+    analog = [d for key, entries in config_field_options(args.command).items() if key.startswith("AnalogSettings.")
+              for d, _ in entries]
+    given = _typed(args, analog) + list(extra)
     if given:
         it = "it" if len(given) == 1 else "them"
         raise ConfigError(f"{', '.join(given)}: only analog runs (crossbar, aihwkit) use "
@@ -299,9 +305,9 @@ def _reject_unused_analog(args: argparse.Namespace, why: str, extra: Sequence[st
 
 
 def _reject_without_effect(options: Sequence[str], because: str, instead: str) -> None:
-    """Raise :class:`ConfigError` when ``options`` (options of the command line set to other than their defaults)
-    is not empty: ``because`` says which other option makes them change nothing, and why; ``instead`` how to keep
-    them meaningful (e.g. ``"drop --ideal-periphery"``)."""
+    """Raise :class:`ConfigError` when ``options`` (options typed on the command line, :func:`_typed`) is not
+    empty: ``because`` says which other option makes them change nothing, and why; ``instead`` how to keep them
+    meaningful (e.g. ``"drop --ideal-periphery"``)."""
     if options:
         one = len(options) == 1
         raise ConfigError(f"{', '.join(options)}: {because}, so {'this option' if one else 'these options'} would "
@@ -314,23 +320,21 @@ def _reject_ineffective(args: argparse.Namespace, optimizers: Sequence[str], opt
     ``--dac-bits`` / ``--adc-bits`` still price the converters in the cost model, so they stay allowed),
     ``--momentum`` with a base optimizer that takes none, ``--importance`` / ``--importance-every`` when none of
     ``optimizers`` (the runs' optimizers, given by ``optimizer_option``) uses GRAPES. Called after the configs are
-    validated (an unknown base optimizer is reported as such); an option left at its default is never refused."""
-    from .backends import AnalogSettings
+    validated (an unknown base optimizer is reported as such). Such an option is refused when it was typed, even at
+    its default value (``--out-noise 0.06``); left out, never."""
     from .backends.optim import MOMENTUM_BASE_OPTIMIZERS
 
-    a = AnalogSettings()
     if args.ideal_periphery:
-        _reject_without_effect(["--out-noise"] if args.out_noise != a.out_noise else [],
+        _reject_without_effect(_typed(args, ["out_noise"]),
                                "--ideal-periphery makes every MVM exact (no DAC, ADC or output noise)",
                                "drop --ideal-periphery")
     base = args.base_optimizer.lower()
-    if args.momentum != TrainConfig().momentum and base not in MOMENTUM_BASE_OPTIMIZERS:
-        _reject_without_effect(["--momentum"], f"--base-optimizer {base} takes no momentum (only "
+    if base not in MOMENTUM_BASE_OPTIMIZERS:
+        _reject_without_effect(_typed(args, ["momentum"]), f"--base-optimizer {base} takes no momentum (only "
                                f"{' and '.join(MOMENTUM_BASE_OPTIMIZERS)} do)",
                                f"use --base-optimizer {' or '.join(MOMENTUM_BASE_OPTIMIZERS)}")
     if not set(optimizers) & set(GRAPES_OPTIMIZERS):
-        _reject_without_effect([f"--{k.replace('_', '-')}" for k in ("importance", "importance_every")
-                                if getattr(args, k) != getattr(a, k)],
+        _reject_without_effect(_typed(args, ["importance", "importance_every"]),
                                f"no run uses GRAPES ({optimizer_option} {' '.join(optimizers)}): only "
                                f"{', '.join(GRAPES_OPTIMIZERS)} read the importance",
                                f"add {' or '.join(GRAPES_OPTIMIZERS)} to {optimizer_option}")
@@ -425,7 +429,7 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
         times = tuple(getattr(args, "inference_times", None) or ())
         if args.backend == "digital":
             _reject_unused_analog(args, "--backend is digital (--backend crossbar or aihwkit trains on analog tiles)",
-                                  ["--inference-times"] if times else [])
+                                  _typed(args, ["inference_times"]) if times else [])
         configs = [_base_config(args, optimizer=opt, lr=args.lr, seed=seed, backend=args.backend,
                                 inference_times=times) for seed in args.seed for opt in args.optimizer]
         _reject_ineffective(args, args.optimizer, "--optimizer")
@@ -577,10 +581,8 @@ def compare_spec(args: argparse.Namespace) -> CompareSpec:
     with options_named(args):
         if "analog" not in args.hardware:
             # only analog cells are evaluated after drift; --inference-times with no times (skip it) says nothing false
-            times = set(args.inference_times)
             _reject_unused_analog(args, "--hardware is digital only (add analog to --hardware)",
-                                  (["--backend"] if args.backend != CompareSpec().analog_backend else [])
-                                  + (["--inference-times"] if times and times != set(COMPARE_INFERENCE_TIMES) else []))
+                                  _typed(args, ["backend"] + (["inference_times"] if args.inference_times else [])))
         base = _base_config(args, inference_times=tuple(args.inference_times))
         spec = CompareSpec(base=base, optimizers=tuple(args.optimizers), hardware=tuple(args.hardware),
                            analog_backend=args.backend, lr_grid=tuple(args.lr), seeds=tuple(args.seeds),
@@ -589,11 +591,7 @@ def compare_spec(args: argparse.Namespace) -> CompareSpec:
                            tail_evals=args.tail_evals)
         _reject_ineffective(args, args.optimizers, "--optimizers")
         if len(spec.lr_grid) == 1:     # one lr: nothing is tuned (CompareSpec holds out no validation split either)
-            c = CompareSpec()
-            _reject_without_effect([o for o, v, default in (("--val-holdout", spec.val_holdout, c.val_holdout),
-                                                            ("--tune-seeds", spec.tune_seeds, c.tune_seeds),
-                                                            ("--tune-score", spec.tune_score, c.tune_score))
-                                    if v != default],
+            _reject_without_effect(_typed(args, ["val_holdout", "tune_seeds", "tune_score"]),
                                    f"one --lr ({_words(spec.lr_grid)}) is no grid: nothing is tuned",
                                    "give --lr two or more values to tune")
     return spec

@@ -225,23 +225,22 @@ def test_an_analog_option_without_any_analog_run_is_a_usage_error(tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
-def test_analog_options_at_their_defaults_or_with_an_analog_run_are_accepted(tmp_path):
+def test_analog_options_left_out_or_with_an_analog_run_are_accepted(tmp_path):
     from imc_grapes.cli import _base_config, _reject_unused_analog, build_parser
 
-    for argv in (["train", "--preset", "ReRamSB"], ["compare", "--hardware", "digital", "--out-noise", "0.06"]):
-        args = build_parser().parse_args(argv)
-        _reject_unused_analog(args, "no analog run")    # spelled-out defaults change nothing either: no error
+    for argv in (["train"], ["train", "--lr", "0.1", "--no-progress"], ["compare", "--hardware", "digital"]):
+        _reject_unused_analog(build_parser().parse_args(argv), "no analog run")    # at their defaults: no error
     args = build_parser().parse_args(["train", "--backend", "crossbar", "--preset", "PCM", "--adc-bits", "4"])
     assert _base_config(args, backend="crossbar").analog.adc_bits == 4
 
 
-@pytest.mark.parametrize("times", [[], ["1", "3600", "86400", "31536000"], ["31536000", "86400", "3600", "1.0"]])
+@pytest.mark.parametrize("times", [[], ["--inference-times"]])
 def test_compare_digital_only_accepts_inference_times_that_say_nothing_new(times):
     """``compare --hardware digital``: no drift evaluation runs, which ``--inference-times`` with no times (skip it)
-    asks for too; the default times, typed out in any order, are the default. Neither is refused."""
+    asks for too; neither it nor the option left out is refused (the default times typed out are: test below)."""
     from imc_grapes.cli import build_parser, compare_spec
 
-    spec = compare_spec(build_parser().parse_args(["compare", "--hardware", "digital", "--inference-times", *times]))
+    spec = compare_spec(build_parser().parse_args(["compare", "--hardware", "digital", *times]))
     assert spec.hardware == ("digital",)
     assert spec.cell_config("digital", "sgd", 0.1, 0).inference_times == ()
 
@@ -1052,8 +1051,40 @@ def test_an_option_that_another_option_makes_meaningless_is_a_usage_error(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command, args, message", [
+    ("train", ["--preset", "ReRamSB"], "--preset: only analog runs (crossbar, aihwkit) use this option, but --backend "
+                                       "is digital"),
+    ("train", ["--inference-times", "1"], "--inference-times: only analog runs"),
+    ("compare", ["--hardware", "digital", "--out-noise", "0.06", "--tile-size", "256"],
+     "--tile-size, --out-noise: only analog runs (crossbar, aihwkit) use these options, but --hardware is digital "
+     "only"),
+    ("compare", ["--hardware", "digital", "--backend", "crossbar"], "--backend: only analog runs"),
+    ("compare", ["--hardware", "digital", "--inference-times", "31536000", "86400", "3600", "1.0"],
+     "--inference-times: only analog runs (crossbar, aihwkit) use this option, but --hardware is digital only"),
+    ("train", ["--backend", "crossbar", "--ideal-periphery", "--out-noise", "0.06"],
+     f"{IDEAL}{NO_EFFECT}drop --ideal-periphery"),
+    ("train", ["--momentum", "0", "--base-optimizer", "adam"], "--momentum: --base-optimizer adam takes no momentum"),
+    ("train", ["--backend", "crossbar", "--optimizer", "sgd", "--importance", "exact", "--importance-every", "1"],
+     "--importance, --importance-every: no run uses GRAPES (--optimizer sgd)"),
+    ("compare", ["--lr", "0.1", "--tune-score", "final", "--tune-seeds", "0", "--val-holdout", "5000"],
+     "--val-holdout, --tune-seeds, --tune-score: one --lr (0.1) is no grid: nothing is tuned, so these options would "
+     "change nothing"),
+])
+def test_an_option_typed_at_its_default_value_is_refused_where_it_has_no_effect(tmp_path, capsys, command, args,
+                                                                                message):
+    """`train --backend crossbar --ideal-periphery --out-noise 0.06` passed: 0.06 is the default, and an option was
+    judged given when its value differed from the default. What is typed counts: the refusal is the same as for
+    any other value (each value here is the option's default), while the option left out is never refused (the
+    test below) and the help still shows the defaults."""
+    assert main([command, *SMALL, "--out", str(tmp_path / "out"), *args]) == 2
+    assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: {message}")
+    assert not (tmp_path / "out").exists()
+    text = _help(command, capsys)
+    assert "(aihwkit's out_noise) (default 0.06)" in text and "L2 penalty, ≥ 0 (default 0.0)" in text
+
+
 def test_options_that_keep_an_effect_in_those_combinations_are_accepted():
-    """Defaults, spelled out or not, are never refused; --dac-bits / --adc-bits stay meaningful with an ideal
+    """Options left out (at their defaults) are never refused; --dac-bits / --adc-bits stay meaningful with an ideal
     periphery (the cost model prices the converters at the configured bits, backends/costs.py)."""
     from imc_grapes.cli import build_parser, compare_spec, train_configs
 
@@ -1062,16 +1093,18 @@ def test_options_that_keep_an_effect_in_those_combinations_are_accepted():
 
     cfg = configs("--backend", "crossbar", "--ideal-periphery", "--dac-bits", "4", "--adc-bits", "6")[0]
     assert (cfg.analog.ideal_periphery, cfg.analog.dac_bits, cfg.analog.adc_bits) == (True, 4, 6)
-    cfg = configs("--backend", "crossbar", "--ideal-periphery", "--out-noise", "0.06")[0]   # the default, typed
+    cfg = configs("--backend", "crossbar", "--ideal-periphery")[0]        # --out-noise left out: its default
     assert cfg.analog.ideal_periphery and cfg.analog.out_noise == 0.06
     assert configs("--backend", "crossbar", "--out-noise", "0.1")[0].analog.out_noise == 0.1
     assert [c.momentum for c in configs("--momentum", "0.9", "--base-optimizer", "RMSprop")] == [0.9, 0.9]
-    assert configs("--momentum", "0", "--base-optimizer", "adam")[0].base_optimizer == "adam"
+    cfg = configs("--base-optimizer", "adam")[0]
+    assert (cfg.base_optimizer, cfg.momentum) == ("adam", 0.0)
     cfg = configs("--backend", "crossbar", "--optimizer", "sgd", "layer-mean", "--importance-every", "3")[1]
     assert (cfg.optimizer, cfg.analog.importance_every) == ("layer-mean", 3)
-    assert configs("--backend", "crossbar", "--optimizer", "sgd", "--importance", "exact")[0].optimizer == "sgd"
+    cfg = configs("--backend", "crossbar", "--optimizer", "sgd")[0]
+    assert (cfg.optimizer, cfg.analog.importance, cfg.analog.importance_every) == ("sgd", "exact", 1)
     spec = compare_spec(build_parser().parse_args(["compare", "--lr", "0.1", "0.3", "--tune-seeds", "0", "1",
                                                    "--tune-score", "best", "--val-holdout", "100"]))
     assert (spec.lr_grid, spec.tune_seeds, spec.tune_score, spec.val_holdout) == ((0.1, 0.3), (0, 1), "best", 100)
-    spec = compare_spec(build_parser().parse_args(["compare", "--lr", "0.2", "--val-holdout", "5000"]))
-    assert spec.lr_grid == (0.2,) and spec.val_holdout == 5000
+    spec = compare_spec(build_parser().parse_args(["compare", "--lr", "0.2"]))
+    assert (spec.lr_grid, spec.val_holdout, spec.tune_seeds, spec.tune_score) == ((0.2,), 5000, (0,), "final")

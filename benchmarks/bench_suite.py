@@ -1150,7 +1150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = machine_info(device, torch.get_num_threads())
     machine["aihwkit"] = _AIHWKIT.get("version") if ctx.aihwkit is None else f"unavailable ({ctx.aihwkit})"
     ref = json.loads(args.aihwkit_ref.read_text()) if args.aihwkit_ref and args.aihwkit_ref.exists() else None
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "memory_case"}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k != "memory_case" and not k.startswith("_")}   # not the parser's record of the options typed
     results: dict[str, Any] = {"machine": machine, "config": config, "sections": {}, "targets": {}}
     print(f"bench_suite: device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, aihwkit {machine['aihwkit']}, "

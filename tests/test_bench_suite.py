@@ -26,6 +26,8 @@ def test_minimal_run_writes_rows_ratios_and_targets(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res) == {"machine", "config", "sections", "targets"}
+    assert res["config"]["steps"] == 2 and res["config"]["sizes"] == [256, 1024]   # the options, as parsed
+    assert not [k for k in res["config"] if k.startswith("_")]    # not the parser's record of the options typed
     assert res["machine"]["torch_threads"] == 1 and res["machine"]["OPENBLAS_NUM_THREADS"] == "1"
     assert res["machine"]["aihwkit"].startswith("unavailable (--skip-aihwkit")
     assert set(res["sections"]) == {"mlp", "scaling", "grapes", "fusion", "replicas"}

@@ -57,6 +57,7 @@ from torch.nn.modules.utils import _pair
 from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
 from crossbar.tiles import TileArray, check_finite_weights
+from devices.base import check_seed
 
 __all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "AnalogWeight",
            "analog_module_of", "analog_modules"]
@@ -369,6 +370,8 @@ class AnalogLinear(AnalogModuleBase):
         super().__init__()
         in_features = _check_size("AnalogLinear", "in_features", in_features)
         out_features = _check_size("AnalogLinear", "out_features", out_features)
+        if seed is not None:
+            check_seed("AnalogLinear", seed)
         self.in_features = in_features
         self.out_features = out_features
         tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
@@ -463,6 +466,8 @@ class AnalogConv2d(AnalogModuleBase):
         super().__init__()
         in_channels = _check_size("AnalogConv2d", "in_channels", in_channels)
         out_channels = _check_size("AnalogConv2d", "out_channels", out_channels)
+        if seed is not None:
+            check_seed("AnalogConv2d", seed)
         if isinstance(groups, bool) or groups != 1:
             raise ValueError(f"AnalogConv2d.groups must be 1 (grouped convolutions are not supported), got {groups!r}")
         if padding_mode != "zeros":

@@ -32,6 +32,7 @@ from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedI
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice, rng
+from devices.base import check_seed
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
@@ -297,7 +298,7 @@ class TileArray(TileState):
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        self.seed = int(seed)
+        self.seed = check_seed("TileArray", seed)
         self.generator = _new_generator(device, self.seed)
         shape = (self.grid.n_tiles, self.grid.rows, self.grid.cols)
         self._register_state(cfg.device.sample(shape, self.generator, device, dtype).state_dict(), device, dtype)

@@ -125,6 +125,25 @@ def _same_layout(w: Tensor, n_up: Tensor, n_down: Tensor, params: "DeviceParams"
             and all(t.shape == w.shape and t.dtype == w.dtype for t in params.state_dict().values()))
 
 
+SEED_RANGE = "[-2^63, 2^64) (what torch.manual_seed takes)"
+"""The seeds a ``torch.Generator`` takes (``torch.manual_seed``'s range), as messages state it; here at the bottom of
+the packages so that the layers' seeds (crossbar) and a run's (``imc_grapes.config``) share one check."""
+
+
+def seed_in_range(v: int) -> bool:
+    """Whether the integer ``v`` is in :data:`SEED_RANGE`."""
+    return -2 ** 63 <= v < 2 ** 64
+
+
+def check_seed(where: str, value: object) -> int:
+    """``value`` as an ``int``; ``ValueError("<where>.seed must be an integer in <SEED_RANGE>, got <value>")`` unless
+    it is an integer (a Python or numpy integer; not a bool, a float or a string, which ``int()`` would turn into
+    another seed than the one written) within :data:`SEED_RANGE` (beyond it ``manual_seed`` overflows)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and seed_in_range(int(value))
+    check_field(where, "seed", value, ok, f"an integer in {SEED_RANGE}")
+    return int(value)  # type: ignore[call-overload]  # an integer (checked)
+
+
 def check_field(cls_name: str, name: str, value: object, ok: bool, valid: str) -> None:
     """Raise ``ValueError("<cls_name>.<name> must be <valid>, got <value>")`` unless ``ok``."""
     if not ok:

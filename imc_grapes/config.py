@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from devices.base import FLOAT32_RANGE, fits_float32, is_number
+from devices.base import FLOAT32_RANGE, SEED_RANGE, fits_float32, is_number, seed_in_range
 
 from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, has_capturable, optimizer_class
 from .backends.settings import AnalogSettings
@@ -131,15 +131,6 @@ def _check(cond: bool, msg: str) -> None:
 def is_int(v: object) -> bool:
     """Whether ``v`` is an integer (a bool is not)."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-#: the seeds a run takes (``torch.manual_seed``'s range), as messages state it
-SEED_RANGE = "[-2^63, 2^64) (what torch.manual_seed takes)"
-
-
-def seed_in_range(v: int) -> bool:
-    """Whether the integer ``v`` is in :data:`SEED_RANGE`."""
-    return -2 ** 63 <= v < 2 ** 64
 
 
 def _is_sequence(v: object) -> bool:

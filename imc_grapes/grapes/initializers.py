@@ -8,16 +8,23 @@ import math
 import torch
 from torch import Tensor
 
+from devices.base import check_seed
+
 __all__ = ["make_generator", "he_uniform_", "uniform_"]
 
 
 def make_generator(seed: int | None) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed``; ``None`` seeds it from OS entropy (not reproducible)."""
+    """A CPU ``torch.Generator`` seeded with ``seed``; ``None`` seeds it from OS entropy (not reproducible).
+
+    Raises:
+        ValueError: ``seed`` is not an integer in :data:`~devices.base.SEED_RANGE` (a bool, a float or a string
+            such as ``"3"`` is refused: ``int()`` would turn it into another seed than the one written).
+    """
     g = torch.Generator()
     if seed is None:
         g.seed()
     else:
-        g.manual_seed(int(seed))
+        g.manual_seed(check_seed("make_generator", seed))
     return g
 
 

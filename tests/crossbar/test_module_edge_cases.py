@@ -433,3 +433,31 @@ def test_same_padding_that_needs_unequal_sides_or_a_stride_is_refused(kw, messag
     with pytest.raises(ValueError, match=rf"^AnalogConv2d.{message}"):
         AnalogConv2d(2, 3, padding="same", **kw)
 
+
+
+@pytest.mark.parametrize("make,where", [
+    (lambda s: AnalogLinear(4, 3, seed=s), "AnalogLinear"),
+    (lambda s: AnalogConv2d(2, 3, 2, seed=s), "AnalogConv2d"),
+    (lambda s: TileArray(3, 4, seed=s), "TileArray"),
+])
+@pytest.mark.parametrize("value", [True, 2.5, "3", 2 ** 64, -2 ** 63 - 1])
+def test_bad_seed_names_the_layer_argument_and_range(make, where: str, value: object) -> None:
+    """A bool, float or string seed was turned into another seed by ``int()`` (``True`` -> 1, ``2.5`` -> 2, ``"3"``
+    -> 3) and one beyond ``manual_seed``'s range failed in torch ("Overflow when unpacking long long"); each is now
+    refused naming the argument and the range."""
+    with pytest.raises(ValueError, match=rf"^{where}.seed must be an integer in \[-2\^63, 2\^64\) \(what "
+                                         rf"torch.manual_seed takes\), got {re.escape(repr(value))}$"):
+        make(value)
+
+
+def test_seeds_at_the_ends_of_the_range_and_numpy_seeds_are_taken() -> None:
+    """Every seed ``torch.manual_seed`` takes still builds the layer: torch maps a negative seed ``s`` to
+    ``s + 2^64`` (so ``-1`` and ``2^64 - 1`` are one seed), and a numpy integer is the Python int."""
+    def weights(seed: object) -> torch.Tensor:
+        return AnalogLinear(4, 3, seed=seed).get_weights()
+
+    torch.testing.assert_close(weights(-1), weights(2 ** 64 - 1), rtol=0, atol=0)
+    torch.testing.assert_close(weights(-2 ** 63), weights(2 ** 63), rtol=0, atol=0)
+    torch.testing.assert_close(weights(np.int64(7)), weights(7), rtol=0, atol=0)
+    tile = TileArray(3, 4, seed=np.int32(5))
+    assert type(tile.seed) is int and tile.seed == 5

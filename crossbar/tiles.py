@@ -296,6 +296,9 @@ class TileArray(TileState):
         self.grid = TileGrid(out_features, in_features, cfg.tile_rows, cfg.tile_cols)
         device = torch.device("cpu") if device is None else torch.device(device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"TileArray.dtype must be a floating-point torch.dtype (e.g. torch.float32; the device "
+                             f"states are real numbers), got {dtype!r}")
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.seed = check_seed("TileArray", seed)

@@ -179,6 +179,25 @@ def check_field_types(obj: Any) -> None:
             check_field(c, f.name, v, isinstance(v, bool), "true or false")
 
 
+def check_sample_args(where: str, shape: object, generator: object, dtype: object) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints, after checking the arguments of :meth:`PulsedDevice.sample`: ``shape`` a tuple,
+    list or ``torch.Size`` of integers >= 0 (Python or numpy; not a bool, a float or a string, which ``int()``
+    would turn into another size), ``generator`` a ``torch.Generator``, a :class:`~devices.rng.CounterRNG` or
+    ``None``, ``dtype`` a floating-point ``torch.dtype`` (the states are real numbers). Raises
+    ``ValueError("<where>: <argument> must be ..., got <value>")``, before any draw."""
+    ok = isinstance(shape, (tuple, list, torch.Size)) and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape)
+    if not ok:
+        raise ValueError(f"{where}: shape must be a tuple of integers >= 0 (the device array's dimensions, () for "
+                         f"one device), got {shape!r}")
+    if not (generator is None or isinstance(generator, (torch.Generator, rng.CounterRNG))):
+        raise ValueError(f"{where}: generator must be a torch.Generator, a devices.CounterRNG or None (torch's global "
+                         f"generator), got {generator!r}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{where}: dtype must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}")
+    return tuple(int(s) for s in shape)  # type: ignore[union-attr]  # a sequence of integers (checked)
+
+
 @dataclass
 class DeviceParams:
     """Per-device sampled parameters, all tensors of the same shape as the device states (e.g. [tiles, rows, cols]).
@@ -343,8 +362,10 @@ class PulsedDevice:
             ValueError: a sampled parameter is infinite or NaN in ``dtype`` (a spread so large that the products
                 overflow, e.g. ``dw_min_dtod = 1e38`` in float32), naming the fields it comes from. Checked here,
                 once per call, with one host read: sampling belongs to building a tile, not to a training step.
+            ValueError: ``shape`` is not a sequence of integers >= 0, ``generator`` none of the above or ``dtype``
+                not a floating-point ``torch.dtype`` (:func:`check_sample_args`).
         """
-        shape = tuple(int(s) for s in shape)
+        shape = check_sample_args(f"{type(self).__name__}.sample", shape, generator, dtype)
         xi = rng.randn((4 + self._n_extra_gauss, *shape), generator, device=device, dtype=dtype)
         if self.dw_min_dtod_log_normal:
             gain = torch.exp(self.dw_min_dtod * xi[0])

@@ -286,3 +286,54 @@ def test_is_finite_number_takes_every_finite_real(value):
                                    torch.tensor(1.0), [1.0], 1j])
 def test_is_finite_number_rejects_non_finite_bools_and_non_numbers(value):
     assert not is_finite_number(value)
+
+
+# ------------------------------------------------------------------ sample()'s arguments
+@pytest.mark.parametrize("cls", ALL_DEVICE_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("shape", [(-1, 3), (2.5, 3), (True, 3), "23", 4, (2, None)])
+def test_sample_refuses_a_shape_that_is_no_tuple_of_sizes(cls, shape):
+    """A negative size failed inside torch ("Trying to create tensor with negative dimension"); a float, a bool
+    or a string was int()-ed into another shape (``(2.5, 3)`` sampled 2 x 3 devices, ``"23"`` 2 x 3): each is
+    refused naming the model's ``sample``, the argument and what it takes."""
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}.sample: shape must be a tuple of integers >= 0 \(the "
+                                         rf"device array's dimensions, \(\) for one device\), got "
+                                         rf"{re.escape(repr(shape))}$"):
+        cls().sample(shape, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("shape", [[2, 3], torch.Size([2, 3]), (np.int64(2), np.int32(3))])
+def test_sample_takes_a_list_a_size_or_numpy_sizes_as_the_tuple(shape):
+    """Any sequence of integer sizes draws the numbers of the tuple ``(2, 3)`` (same generator state)."""
+    dev = dv.SoftBoundsDevice()
+    ref = dev.sample((2, 3), torch.Generator().manual_seed(4)).state_dict()
+    got = dev.sample(shape, torch.Generator().manual_seed(4)).state_dict()
+    assert got.keys() == ref.keys()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0)
+    assert dev.sample((0, 3)).dw_up.shape == (0, 3) and dev.sample(()).dw_up.shape == ()
+
+
+@pytest.mark.parametrize("generator", ["0", 0, np.random.default_rng(0)])
+def test_sample_refuses_a_generator_of_another_kind(generator):
+    """A seed or a numpy generator passed as ``generator`` failed deep in ``torch.randn`` (a TypeError listing
+    randn's overloads); it is refused naming what the argument takes."""
+    with pytest.raises(ValueError, match=r"^PowStepDevice.sample: generator must be a torch.Generator, a "
+                                         r"devices.CounterRNG or None \(torch's global generator\), got "):
+        dv.PowStepDevice().sample((2,), generator)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, "float32", np.float32])
+def test_sample_and_tile_array_refuse_a_dtype_that_is_no_floating_torch_dtype(dtype):
+    """An integer dtype failed in torch's normal kernel ("not implemented for 'Long'") and a string in randn's
+    argument parsing; the device model and the tile array (``TileArray`` / ``AnalogLinear(dtype=...)``) refuse
+    them naming the argument."""
+    from crossbar import AnalogLinear, TileArray
+
+    with pytest.raises(ValueError, match=r"^ExpStepDevice.sample: dtype must be a floating-point torch.dtype "
+                                         rf"\(e.g. torch.float32\), got {re.escape(repr(dtype))}$"):
+        dv.ExpStepDevice().sample((2,), dtype=dtype)
+    for make in (lambda: TileArray(3, 4, dtype=dtype), lambda: AnalogLinear(4, 3, dtype=dtype)):
+        with pytest.raises(ValueError, match=r"^TileArray.dtype must be a floating-point torch.dtype \(e.g. "
+                                             rf"torch.float32; the device states are real numbers\), got "
+                                             rf"{re.escape(repr(dtype))}$"):
+            make()

@@ -227,6 +227,17 @@ class AnalogModuleBase(nn.Module):
         """``[in_flat]`` column sums of the tile (see :meth:`TileArray.col_sums`)."""
         return self.tile.col_sums(mode=mode, signed=signed, g_offset=g_offset)
 
+    def _check_input(self, x: object) -> None:
+        """``TypeError`` unless ``x`` is a tensor (a list or a numpy array failed with an ``AttributeError`` on
+        ``.dim``), ``ValueError`` unless it lies on the layer's device (the MVM failed deep in the periphery with
+        torch's "Expected all tensors to be on the same device"). No host read: device and type are metadata."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__}: input must be a torch.Tensor, got {type(x).__name__}")
+        device = self.tile._buffers["weight_tiles"].device   # type: ignore[union-attr]
+        if x.device != device:
+            raise ValueError(f"{type(self).__name__}: input must be on the layer's device, {device}, got {x.device} "
+                             f"(move the input with x.to('{device}'), or the layer with .to(device))")
+
     def _check_dtype(self, x: Tensor) -> None:
         """``ValueError`` unless ``x`` has the layer's dtype (as ``nn.Linear`` / ``nn.Conv2d`` and aihwkit refuse
         another dtype; the MVM would fail deep in the periphery, or for an integer input in ``torch.finfo``)."""
@@ -372,6 +383,8 @@ class AnalogLinear(AnalogModuleBase):
         out_features = _check_size("AnalogLinear", "out_features", out_features)
         if seed is not None:
             check_seed("AnalogLinear", seed)
+        if not isinstance(bias, bool):
+            raise ValueError(f"AnalogLinear.bias must be true or false, got {bias!r}")
         self.in_features = in_features
         self.out_features = out_features
         tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
@@ -391,6 +404,7 @@ class AnalogLinear(AnalogModuleBase):
         return (self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"AnalogLinear: expected input [..., {self.in_features}] (in_features), got "
                              f"{tuple(x.shape)}")
@@ -468,6 +482,8 @@ class AnalogConv2d(AnalogModuleBase):
         out_channels = _check_size("AnalogConv2d", "out_channels", out_channels)
         if seed is not None:
             check_seed("AnalogConv2d", seed)
+        if not isinstance(bias, bool):
+            raise ValueError(f"AnalogConv2d.bias must be true or false, got {bias!r}")
         if isinstance(groups, bool) or groups != 1:
             raise ValueError(f"AnalogConv2d.groups must be 1 (grouped convolutions are not supported), got {groups!r}")
         if padding_mode != "zeros":
@@ -507,6 +523,7 @@ class AnalogConv2d(AnalogModuleBase):
         return output_size((height, width), self.kernel_size, self.dilation, self.padding, self.stride)
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"AnalogConv2d: expected input [B, {self.in_channels}, H, W] or [{self.in_channels}, H, W]"
                              f" (in_channels {self.in_channels}), got {tuple(x.shape)}")

@@ -461,3 +461,45 @@ def test_seeds_at_the_ends_of_the_range_and_numpy_seeds_are_taken() -> None:
     torch.testing.assert_close(weights(np.int64(7)), weights(7), rtol=0, atol=0)
     tile = TileArray(3, 4, seed=np.int32(5))
     assert type(tile.seed) is int and tile.seed == 5
+
+
+@pytest.mark.parametrize("make,where", [
+    (lambda b: AnalogLinear(4, 3, bias=b, seed=0), "AnalogLinear"),
+    (lambda b: AnalogConv2d(2, 3, 2, bias=b, seed=0), "AnalogConv2d"),
+])
+@pytest.mark.parametrize("value", ["no", 0, None, 1.0])
+def test_bias_that_is_no_bool_is_refused(make, where: str, value: object) -> None:
+    """``bias="no"`` built a layer *with* a bias (a truthy string), ``bias=0`` one without: the flag is refused
+    unless it is ``True`` or ``False``."""
+    with pytest.raises(ValueError, match=rf"^{where}.bias must be true or false, got {re.escape(repr(value))}$"):
+        make(value)
+
+
+@pytest.mark.parametrize("make,x", [
+    (lambda: AnalogLinear(4, 3, seed=0), [[0.0] * 4]),
+    (lambda: AnalogLinear(4, 3, seed=0), np.zeros((2, 4), dtype=np.float32)),
+    (lambda: AnalogConv2d(2, 3, 2, seed=0), np.zeros((1, 2, 3, 3), dtype=np.float32)),
+])
+def test_input_that_is_no_tensor_is_refused_with_a_type_error(make, x: object) -> None:
+    """A list or numpy array failed with ``AttributeError: 'list' object has no attribute 'dim'``; it is now a
+    ``TypeError`` naming the layer and the type (``nn.Linear`` also raises a ``TypeError``)."""
+    with pytest.raises(TypeError):
+        nn.Linear(4, 3)(x)
+    layer = make()
+    with pytest.raises(TypeError, match=rf"^{type(layer).__name__}: input must be a torch.Tensor, got "
+                                        rf"{type(x).__name__}$"):
+        layer(x)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: AnalogLinear(4, 3, seed=0), (2, 4)),
+    (lambda: AnalogConv2d(2, 3, 2, seed=0), (1, 2, 3, 3)),
+])
+def test_input_on_another_device_is_refused_naming_both_devices(make, shape: tuple[int, ...]) -> None:
+    """An input on another device than the layer's (here ``meta``, standing for a CPU input to a CUDA layer) failed
+    deep in the periphery; it is refused naming the layer's device, the input's and both ways out."""
+    layer = make()
+    with pytest.raises(ValueError, match=rf"^{type(layer).__name__}: input must be on the layer's device, cpu, got "
+                                         r"meta \(move the input with x.to\('cpu'\), or the layer with "
+                                         r"\.to\(device\)\)$"):
+        layer(torch.zeros(shape, device="meta"))

@@ -41,7 +41,16 @@ __all__ = [
 BP_CLIP: tuple[float, float] = (1.0, 2.0)
 
 
+def _check_tensor(value: object, fn: str, name: str) -> None:
+    """``TypeError("<fn>: <name> must be a torch.Tensor, got <type>")`` unless ``value`` is a tensor (a list or a
+    numpy array failed with an ``AttributeError`` on a tensor method)."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
 def _check_weight(weight: Tensor, fn: str) -> None:
+    """A tensor weight of at least 2 dims (``TypeError`` / ``ValueError`` naming ``fn`` otherwise)."""
+    _check_tensor(weight, fn, "weight")
     if weight.dim() < 2:
         raise ValueError(
             f"{fn}: weight must have at least 2 dims ([out, in] or [C_out, C_in, kh, kw]), "
@@ -99,8 +108,12 @@ def modulation(F: Tensor, clip: tuple[float, float] | None = BP_CLIP) -> Tensor:
             raise ValueError(f"modulation.clip must be None or a pair (low, high) of numbers with low <= high, "
                              f"got {clip!r}")
         lo, hi = float(clip[0]), float(clip[1])
+    _check_tensor(F, "modulation", "F")
     if F.dim() == 0:
         raise ValueError("modulation: F must have at least 1 dim ([n] or [..., n]), got a scalar")
+    if F.shape[-1] == 0:
+        raise ValueError(f"modulation: F must hold at least one node (its last dim, n >= 1), got shape "
+                         f"{tuple(F.shape)}")
     # F / max(F), with 0/0 (an all-zero layer; also a NaN max) read as 1; then in place on that fresh tensor
     m = (F / F.amax(dim=-1, keepdim=True)).nan_to_num_(nan=1.0).mul_(2.0)
     return m if clip is None else m.clamp_(lo, hi)
@@ -127,6 +140,10 @@ def layer_mean(M: Tensor) -> Tensor:
     Returns:
         Tensor of ``M``'s shape where every entry of a layer is that layer's mean over the last dim.
     """
+    _check_tensor(M, "layer_mean", "M")
+    if M.dim() == 0 or M.shape[-1] == 0:
+        raise ValueError(f"layer_mean: M must have at least 1 dim ([n] or [..., n]) and n >= 1, got shape "
+                         f"{tuple(M.shape)}")
     return M.mean(dim=-1, keepdim=True).expand_as(M).clone()
 
 
@@ -140,6 +157,8 @@ def synapse_modulation(p_post: Tensor, p_pre: Tensor) -> Tensor:
     Returns:
         ``[out, in]``, to multiply the layer's weight gradient element-wise.
     """
+    _check_tensor(p_post, "synapse_modulation", "p_post")
+    _check_tensor(p_pre, "synapse_modulation", "p_pre")
     return p_post.unsqueeze(-1) * p_pre.unsqueeze(-2)
 
 

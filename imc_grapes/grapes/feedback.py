@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
+from crossbar.modules import _check_size
+
 from .initializers import he_uniform_, make_generator, uniform_
 
 __all__ = [
@@ -104,10 +106,10 @@ class FALinear(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(
-                f"FALinear.in_features and out_features must be >= 1, got {in_features}, {out_features}"
-            )
+        in_features = _check_size("FALinear", "in_features", in_features)
+        out_features = _check_size("FALinear", "out_features", out_features)
+        if not isinstance(bias, bool):
+            raise ValueError(f"FALinear.bias must be true or false, got {bias!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
@@ -128,7 +130,26 @@ class FALinear(nn.Module):
         uniform_(self.feedback, math.sqrt(6.0 / self.in_features), generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: ``[..., in]`` -> ``[..., out]``."""
+        """x: ``[..., in]`` -> ``[..., out]``.
+
+        Raises:
+            TypeError: ``x`` is not a tensor.
+            ValueError: ``x``'s last dim is not ``in_features``, or ``x`` has another device or (outside
+                ``torch.autocast``) dtype than the weights (the messages of :class:`crossbar.AnalogLinear`; torch's
+                matmul errors named neither).
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"FALinear: input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"FALinear: expected input [..., {self.in_features}] (in_features), got "
+                             f"{tuple(x.shape)}")
+        w = self.weight
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):   # autocast casts, as nn.Linear
+            raise ValueError(f"FALinear: input dtype must be the layer's, {w.dtype}, got {x.dtype} (convert the input "
+                             f"with x.to({w.dtype}), or the layer with .to(dtype))")
+        if x.device != w.device:
+            raise ValueError(f"FALinear: input must be on the layer's device, {w.device}, got {x.device} (move the "
+                             f"input with x.to('{w.device}'), or the layer with .to(device))")
         return fa_linear(x, self.weight, self.bias, self.feedback)
 
     def extra_repr(self) -> str:
@@ -214,10 +235,8 @@ class DFAFeedback(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if out_features < 1 or n_classes < 1:
-            raise ValueError(
-                f"DFAFeedback.out_features and n_classes must be >= 1, got {out_features}, {n_classes}"
-            )
+        out_features = _check_size("DFAFeedback", "out_features", out_features)
+        n_classes = _check_size("DFAFeedback", "n_classes", n_classes)
         self.out_features = out_features
         self.n_classes = n_classes
         self.register_buffer("feedback", torch.empty(out_features, n_classes, device=device, dtype=dtype))

@@ -486,6 +486,8 @@ def attach_grapes(
             ``local``/``dfa`` on a layer without a ``weight`` gradient to scale (and not analog, see the
             module docstring), or ``refresh_every`` < 1.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"attach_grapes.model must be an nn.Module, got {type(model).__name__}")
     if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
         raise ValueError(f"attach_grapes.refresh_every must be an integer >= 1, got {refresh_every!r}")
     if mode not in MODES:

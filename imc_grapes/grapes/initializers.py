@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from devices.base import check_seed
+from devices.base import check_finite, check_seed
 
 __all__ = ["make_generator", "he_uniform_", "uniform_"]
 
@@ -43,7 +43,13 @@ def he_uniform_(tensor: Tensor, generator: torch.Generator | None = None) -> Ten
 
 @torch.no_grad()
 def uniform_(tensor: Tensor, bound: float, generator: torch.Generator | None = None) -> Tensor:
-    """Fill ``tensor`` in place from ``U(-bound, bound)`` drawn with ``generator`` (CPU, float64)."""
+    """Fill ``tensor`` in place from ``U(-bound, bound)`` drawn with ``generator`` (CPU, float64).
+
+    Raises:
+        ValueError: ``bound`` is not a finite number >= 0 (:func:`~devices.base.check_finite`; a negative bound
+            failed in torch's ``uniform_`` with "expects to return a [from, to) range").
+    """
+    check_finite("uniform_", "bound", bound, 0.0)
     g = generator if generator is not None else make_generator(None)
     values = torch.empty(tensor.shape, dtype=torch.float64).uniform_(-bound, bound, generator=g)
     tensor.copy_(values.to(dtype=tensor.dtype))

@@ -140,3 +140,34 @@ def test_modulation_is_scale_invariant_and_layer_mean_preserves_mean(w, scale):
     lm = layer_mean(m1)
     torch.testing.assert_close(lm.mean(), m1.mean())
     assert torch.all(lm == lm[0])
+
+
+# ------------------------------------------------------------------ argument errors
+@pytest.mark.parametrize("call, fn, name", [
+    (lambda v: importance(v), "importance", "weight"),
+    (lambda v: outgoing_importance(v), "outgoing_importance", "weight"),
+    (lambda v: outgoing_modulation(v), "outgoing_importance", "weight"),
+    (lambda v: modulation(v), "modulation", "F"),
+    (lambda v: layer_mean(v), "layer_mean", "M"),
+    (lambda v: synapse_modulation(v, torch.ones(2)), "synapse_modulation", "p_post"),
+    (lambda v: synapse_modulation(torch.ones(2), v), "synapse_modulation", "p_pre"),
+])
+@pytest.mark.parametrize("value", [[[1.0, 2.0], [3.0, 4.0]], np.ones((2, 2))])
+def test_a_list_or_array_is_refused_naming_the_function_and_argument(call, fn, name, value):
+    """A list or numpy array failed with ``AttributeError: 'list' object has no attribute 'dim'`` (or ``abs``,
+    ``mean``); it is a ``TypeError`` naming the function, the argument and the type."""
+    with pytest.raises(TypeError, match=rf"^{fn}: {name} must be a torch.Tensor, got {type(value).__name__}$"):
+        call(value)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0)])
+def test_modulation_and_layer_mean_of_a_layer_without_nodes_are_refused(shape):
+    """``modulation`` of an empty layer failed in ``amax`` (IndexError "Expected reduction dim -1 to have non-zero
+    size") and ``layer_mean`` returned NaN-free empty tensors silently; both name the shape now."""
+    with pytest.raises(ValueError, match=rf"^modulation: F must hold at least one node \(its last dim, n >= 1\), "
+                                         rf"got shape \({shape[0]},{' 0' if len(shape) == 2 else ''}\)$"):
+        modulation(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"^layer_mean: M must have at least 1 dim"):
+        layer_mean(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"^layer_mean: M must have at least 1 dim .* got shape \(\)$"):
+        layer_mean(torch.tensor(1.0))

@@ -104,3 +104,49 @@ def test_dfa_model_eval_forward_needs_no_context():
     with torch.no_grad():
         out = model(torch.randn(2, 5, generator=_gen(0)))
     assert out.shape == (2, 3)
+
+
+# ------------------------------------------------------------------ argument errors
+@pytest.mark.parametrize("make, field", [
+    (lambda v: FALinear(v, 3), "FALinear.in_features"),
+    (lambda v: FALinear(3, v), "FALinear.out_features"),
+    (lambda v: DFAFeedback(v, 3), "DFAFeedback.out_features"),
+    (lambda v: DFAFeedback(3, v), "DFAFeedback.n_classes"),
+])
+@pytest.mark.parametrize("value", [0, -1, 2.0, True, "3"])
+def test_bad_size_names_the_argument_and_range(make, field, value):
+    """A string size failed with "'<' not supported between instances of 'str' and 'int'", a bool or a float
+    built a layer (``True`` -> one feature); each is refused as the analog layers refuse them."""
+    import re
+
+    with pytest.raises(ValueError, match=rf"^{field} must be an integer >= 1, got {re.escape(repr(value))}$"):
+        make(value)
+
+
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_fa_linear_bias_that_is_no_bool_is_refused(value):
+    """``bias="no"`` built a layer with a bias (a truthy string)."""
+    with pytest.raises(ValueError, match=r"^FALinear.bias must be true or false, got "):
+        FALinear(3, 2, bias=value)
+
+
+def test_fa_linear_forward_refuses_wrong_inputs_naming_layer_and_expectation():
+    """A wrong width or dtype failed in torch's matmul ("mat1 and mat2 shapes cannot be multiplied", "expected m1
+    and m2 to have the same dtype") and a list with an AttributeError; the layer names what it expects.
+    Under ``torch.autocast`` another dtype is taken, as ``nn.Linear`` takes it."""
+    layer = FALinear(3, 2, generator=_gen(0))
+    with pytest.raises(ValueError, match=r"^FALinear: expected input \[\.\.\., 3\] \(in_features\), got \(2, 4\)$"):
+        layer(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"^FALinear: input dtype must be the layer's, torch.float32, got "
+                                         r"torch.float64"):
+        layer(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^FALinear: input must be on the layer's device, cpu, got meta"):
+        layer(torch.zeros(2, 3, device="meta"))
+    with pytest.raises(TypeError, match=r"^FALinear: input must be a torch.Tensor, got list$"):
+        layer([[0.0, 0.0, 0.0]])
+    x = torch.randn(4, 3, generator=_gen(1)).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        ref = F.linear(x, layer.weight)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)

@@ -593,3 +593,11 @@ def test_unbatched_analog_convolutions_are_scaled_per_output_channel(wrapped, sh
     F.cross_entropy(model(x), y).backward()
     torch.testing.assert_close(inner.pending_pairs()[0][1], d_plain * m)
     assert not torch.allclose(m, torch.ones_like(m))
+
+
+@pytest.mark.parametrize("model", [[nn.Linear(2, 2), nn.Linear(2, 2)], None, "mlp"])
+def test_attach_grapes_refuses_a_model_that_is_no_module(model):
+    """A list of layers (or None) failed with ``AttributeError: 'list' object has no attribute 'modules'``; it is
+    refused naming the argument, as a layer of ``layers=`` that is no module is."""
+    with pytest.raises(ValueError, match=rf"^attach_grapes.model must be an nn.Module, got {type(model).__name__}$"):
+        attach_grapes(model)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from crossbar.periphery import (IOParameters, analog_mvm, bound_management_rounds, noise_management_scale,
                                 prepare_inputs, quantize, quantize_adc, quantize_dac, resolution_step)
-from devices import no_host_reads
+from devices import CounterRNG, no_host_reads
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -156,6 +156,34 @@ def test_adc_values_lie_on_grid_and_saturate(values: list[float], steps: int, bo
     assert on_grid.all()
     assert (q.abs() <= bound).all()
     assert (q[y >= bound + step] == bound).all() and (q[y <= -bound - step] == -bound).all()
+
+
+@SETTINGS
+@given(values=st.lists(st.floats(-40, 40, allow_nan=False), min_size=1, max_size=50),
+       steps=st.integers(2, 2048), bound=st.sampled_from([1.0, 0.5, 12.0]), seed=st.integers(0, 2**31 - 1),
+       converter=st.sampled_from(["dac", "adc"]), counter=st.booleans())
+def test_stochastic_rounding_values_lie_on_grid_next_to_the_input(values: list[float], steps: int, bound: float,
+                                                                  seed: int, converter: str, counter: bool) -> None:
+    """DAC and ADC with stochastic rounding (``inp_sto_round`` / ``out_sto_round``; the tests above cover nearest
+    rounding only), with a torch generator or a counter stream: every value is a grid point ``k·step`` or the range
+    end, inside the range, and within one step of its input when the input is inside the range (one of the two
+    neighbouring grid points)."""
+    if converter == "dac":
+        p = IOParameters(inp_res=1.0 / steps, inp_bound=bound, inp_sto_round=True, noise_management="none")
+        convert = quantize_dac
+    else:
+        p = IOParameters(out_res=1.0 / steps, out_bound=bound, out_sto_round=True)
+        convert = quantize_adc
+    x = torch.tensor(values, dtype=torch.float64)
+    g = CounterRNG([seed]) if counter else gen(seed)
+    q = convert(x, p, g)
+    step = 2 * bound / steps
+    k = q / step
+    assert (torch.isclose(k, k.round(), atol=1e-9) | (q.abs() == bound)).all()
+    assert (q.abs() <= bound).all()
+    inside = x.abs() <= bound
+    assert ((q - x)[inside].abs() <= step * (1 + 1e-9)).all()
+    assert (q[x >= bound + step] == bound).all() and (q[x <= -bound - step] == -bound).all()
 
 
 def test_stochastic_rounding_is_unbiased_and_uses_neighbours() -> None:

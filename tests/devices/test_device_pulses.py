@@ -363,3 +363,36 @@ def test_bounds_always_respected(dev, seed, max_count, dtype):
     assert out.dtype == dtype and out.shape == w.shape
     assert bool(torch.isfinite(out).all())
     assert bool((out >= p.w_min).all()) and bool((out <= p.w_max).all())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(dv.PRESETS)), seed=st.integers(0, 2**31 - 1),
+       steps=st.lists(st.tuples(st.integers(0, 3000), st.sampled_from([0.0, 0.01, 0.3, 1.0])), min_size=1,
+                      max_size=4),
+       counter=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_presets_stay_within_their_bounds_after_any_pulse_sequence(name, seed, steps, counter, dtype):
+    """Every preset (the strategy above draws the base models' fields, not the presets' own values, write noise or
+    IdealDevice): after any sequence of pulse steps, each applied in place (``apply_pulses_``: on the CPU the
+    sparse path when few devices pulse, the dense one otherwise), with a torch generator or a counter stream,
+    every hidden state is finite and within its device's sampled bounds; the apparent (write-noise) states are
+    finite. ``64 x 64`` devices: the sparse path's minimum array size (4096)."""
+    dev = dv.PRESETS[name]()
+    g = dv.CounterRNG([seed]) if counter else torch.Generator().manual_seed(seed)
+    draws = torch.Generator().manual_seed(seed)                     # the counts' own stream
+    shape = (1, 64, 64)
+    p = dev.sample(shape, g, dtype=dtype)
+    zero = torch.zeros(shape, dtype=torch.int64)
+    w = dev.apply_pulses((torch.rand(shape, generator=draws, dtype=dtype) - 0.5) * 6, zero, zero, p, g)
+    assert bool((w >= p.w_min).all()) and bool((w <= p.w_max).all())   # clipped into the bounds
+    for max_count, density in steps:
+        pulsed = torch.rand(shape, generator=draws) < density
+        nu = torch.randint(0, max_count + 1, shape, generator=draws) * pulsed
+        nd = torch.randint(0, max_count + 1, shape, generator=draws) * pulsed
+        before = w.clone()
+        out = dev.apply_pulses_(w, nu, nd, p, g)
+        assert out is w and out.dtype == dtype
+        assert bool(torch.isfinite(w).all())
+        assert bool((w >= p.w_min).all()) and bool((w <= p.w_max).all())
+        idle = (nu + nd) == 0
+        assert torch.equal(w[idle], before[idle])                      # no pulse: the state is kept exactly
+        assert bool(torch.isfinite(dev.write_noise(w, p, g)).all())

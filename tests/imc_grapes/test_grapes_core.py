@@ -142,6 +142,53 @@ def test_modulation_is_scale_invariant_and_layer_mean_preserves_mean(w, scale):
     assert torch.all(lm == lm[0])
 
 
+conv_weights = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3)),
+    elements=st.floats(-10.0, 10.0, allow_nan=False, allow_subnormal=False),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(weights, conv_weights))
+def test_factors_of_linear_and_conv_weights_lie_in_their_documented_ranges(w):
+    """The documented ranges of every factor, for linear ``[out, in]`` and conv ``[C_out, C_in, kh, kw]`` weights
+    (the tests above draw linear weights and the incoming modulation only): the clipped modulation lies in
+    ``[1, 2]``, the outgoing modulation ``P`` in ``[0, 2]`` with its maximum exactly 2 (``2·colsum / max``), the
+    synapse factor ``S_ij = P_post_i·P_pre_j`` in ``[0, 4]``, and layer-mean factors are one value in the
+    range of the factors they average."""
+    t = torch.from_numpy(w)
+    m = modulation(importance(t))
+    assert m.shape == (w.shape[0],) and torch.all(m >= 1.0) and torch.all(m <= 2.0) and m.max() == 2.0
+    p = outgoing_modulation(t)
+    col = np.abs(w).sum(axis=tuple(d for d in range(w.ndim) if d != 1))     # per input neuron / channel
+    assert p.shape == (w.shape[1],) and torch.all(p >= 0.0) and torch.all(p <= 2.0) and p.max() == 2.0
+    if col.max() > 0:
+        np.testing.assert_allclose(p.numpy(), 2.0 * col / col.max(), rtol=1e-12, atol=0)
+    s = synapse_modulation(m, p)
+    assert s.shape == (w.shape[0], w.shape[1]) and torch.all(s >= 0.0) and torch.all(s <= 4.0)
+    for f in (m, p):
+        lm = layer_mean(f)
+        assert torch.all(lm == lm[0]) and f.min() - 1e-12 <= lm[0] <= f.max() + 1e-12   # a mean, up to rounding
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(weights, min_size=2, max_size=4), st.integers(1, 6))
+def test_dfa_modulations_lie_in_zero_two_and_the_last_post_factor_is_one(ws, last_out):
+    """``dfa_modulations``: every ``P^k`` (unclipped) lies in ``[0, 2]`` with maximum 2, the post factor of the last
+    hidden layer is ``P = 1`` of length ``last_out``, and each post factor is the next layer's pre factor."""
+    outgoing = [None] + [outgoing_importance(torch.from_numpy(w)) for w in ws[1:]]
+    factors = dfa_modulations(outgoing, last_out=last_out)
+    assert factors[0] is None and len(factors) == len(ws)
+    for k in range(1, len(ws)):
+        p_post, p_pre = factors[k]
+        assert torch.all(p_pre >= 0.0) and torch.all(p_pre <= 2.0) and p_pre.max() == 2.0
+        if k + 1 < len(ws):
+            assert torch.equal(p_post, factors[k + 1][1])
+        else:
+            assert torch.equal(p_post, torch.ones(last_out, dtype=p_pre.dtype))
+
+
 # ------------------------------------------------------------------ argument errors
 @pytest.mark.parametrize("call, fn, name", [
     (lambda v: importance(v), "importance", "weight"),

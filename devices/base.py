@@ -185,9 +185,9 @@ def check_sample_args(where: str, shape: object, generator: object, dtype: objec
     would turn into another size), ``generator`` a ``torch.Generator``, a :class:`~devices.rng.CounterRNG` or
     ``None``, ``dtype`` a floating-point ``torch.dtype`` (the states are real numbers). Raises
     ``ValueError("<where>: <argument> must be ..., got <value>")``, before any draw."""
-    ok = isinstance(shape, (tuple, list, torch.Size)) and all(
-        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape)
-    if not ok:
+    sizes = list(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
+    if sizes is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 0
+                                for s in sizes):
         raise ValueError(f"{where}: shape must be a tuple of integers >= 0 (the device array's dimensions, () for "
                          f"one device), got {shape!r}")
     if not (generator is None or isinstance(generator, (torch.Generator, rng.CounterRNG))):
@@ -195,7 +195,7 @@ def check_sample_args(where: str, shape: object, generator: object, dtype: objec
                          f"generator), got {generator!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"{where}: dtype must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}")
-    return tuple(int(s) for s in shape)  # type: ignore[union-attr]  # a sequence of integers (checked)
+    return tuple(int(s) for s in sizes)
 
 
 @dataclass

@@ -50,7 +50,37 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not {"spec", "summary", "runs"} <= set(data):
         raise ConfigError(f"compare-summary: {f} is not the results.json of an imc-grapes compare report "
                           "(needs 'spec', 'summary' and 'runs')")
+    problem = _shape_problem(data)
+    if problem:     # a damaged or hand-edited file: not a traceback, nor rows made of the letters of a string
+        raise ConfigError(f"compare-summary: {f} is not the results.json of an imc-grapes compare report: {problem}")
     return data
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What in a ``results.json``'s ``spec``, ``summary`` and ``runs`` is not as ``imc-grapes compare`` writes it
+    and :func:`summarize` reads it (the first such field, with what it must be), or None."""
+    spec = data["spec"]
+    if not isinstance(spec, dict):
+        return "'spec' must be a mapping"
+    for key in ("hardware", "optimizers"):
+        value = spec.get(key, [])
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"spec.{key} must be a list of names, got {value!r}"
+    tail = spec.get("tail_evals", 1)
+    if not (isinstance(tail, int) and not isinstance(tail, bool) and tail >= 1):
+        return f"spec.tail_evals must be an integer ≥ 1, got {tail!r}"
+    base = spec.get("base") or {}
+    if not (isinstance(base, dict) and isinstance(base.get("analog") or {}, dict)):
+        return "spec.base and spec.base.analog must be mappings"
+    for key in ("summary", "runs"):
+        if not (isinstance(data[key], list) and all(isinstance(x, dict) for x in data[key])):
+            return f"'{key}' must be a list of mappings"
+    for i, run in enumerate(data["runs"]):
+        seed = run.get("config").get("seed") if isinstance(run.get("config"), dict) else None
+        if not (isinstance(run.get("hardware"), str) and isinstance(run.get("optimizer"), str)
+                and isinstance(seed, int) and not isinstance(seed, bool)):
+            return f"runs[{i}] must have a hardware, an optimizer and a config with an integer seed"
+    return None
 
 
 def _label(spec: dict[str, Any], hardware: str) -> str:

@@ -215,3 +215,30 @@ def test_every_stored_summary_is_what_its_recorded_command_writes_now(folder, tm
     assert (tmp_path / "summary.csv").read_text() == (DOCS / folder / "summary.csv").read_text()
     fresh_md, stored_md = (tmp_path / "summary.md").read_text(), (DOCS / folder / "summary.md").read_text()
     assert fresh_md[fresh_md.index("| hardware"):] == stored_md[stored_md.index("| hardware"):]  # below the command
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda d: d.update(spec=None), "'spec' must be a mapping"),
+    (lambda d: d["spec"].update(hardware="analog"), "spec.hardware must be a list of names, got 'analog'"),
+    (lambda d: d["spec"].update(tail_evals=0), "spec.tail_evals must be an integer ≥ 1, got 0"),
+    (lambda d: d["spec"].update(base="ReRamSB"), "spec.base and spec.base.analog must be mappings"),
+    (lambda d: d.update(summary=None), "'summary' must be a list of mappings"),
+    (lambda d: d["runs"][3].pop("config"), "runs[3] must have a hardware, an optimizer and a config with an integer "
+                                           "seed"),
+    (lambda d: d["runs"][0]["config"].update(seed="0"), "runs[0] must have"),
+])
+def test_a_results_file_of_the_wrong_shape_is_a_usage_error_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, field: str) -> None:
+    """A damaged or hand-edited results.json (valid JSON with the three keys) ended compare-summary in a traceback
+    (spec null, a run without config, summary null), or — spec.hardware a string — in one row per letter."""
+    a = _report(tmp_path, "a")
+    data = json.loads((a / "results.json").read_text())
+    damage(data)
+    (a / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="is not the results.json of an imc-grapes compare report: "):
+        summarize([a])
+    assert main(["compare-summary", str(a), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imc-grapes compare-summary: error: compare-summary: {a / 'results.json'} is not the "
+                          "results.json of an imc-grapes compare report: ") and field in err
+    assert not (tmp_path / "out").exists()

@@ -414,6 +414,17 @@ def _fmt(v: float | None, pct: bool = False, digits: int = 2) -> str:
     return f"{100 * v:.{digits}f}" if pct else f"{v:.{digits}f}"
 
 
+def accuracy_text(mean: float | None, std: float | None, completed: int, runs: int, diverged: int = 0,
+                  failed: int = 0) -> str:
+    """A cell's accuracy as the tables show it (a fraction ``mean`` ± ``std`` over its ``completed`` runs, in %:
+    :func:`mean_pm_std`), with how many of its ``runs`` diverged or failed (``(1/3 diverged)``); without a mean,
+    ``diverged`` when every run diverged, else ``no completed run``."""
+    if mean is None:
+        return "diverged" if runs and diverged == runs else "no completed run"
+    stopped = [f"{n}/{runs} {k}" for k, n in (("diverged", diverged), ("failed", failed)) if n]
+    return mean_pm_std(mean, std, completed) + (f" ({', '.join(stopped)})" if stopped else "")
+
+
 def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool = False) -> str:
     """The summary as a plain-text (or Markdown) table."""
     inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
@@ -425,12 +436,8 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
             + [f"acc % @{time_label(float(k.split('@')[1]))}" for k in inf_cols])
     body = []
     for r in rows:
-        stopped = [f"{r[k]}/{r['runs']} {k}" for k in ("diverged", "failed") if r.get(k)]
-        if r["final_test_acc_mean"] is None:
-            acc = "diverged" if r.get("diverged") == r["runs"] else "no completed run"
-        else:
-            acc = mean_pm_std(r["final_test_acc_mean"], r["final_test_acc_std"], _completed(r))
-        acc += f" ({', '.join(stopped)})" if stopped and r["final_test_acc_mean"] is not None else ""
+        acc = accuracy_text(r["final_test_acc_mean"], r["final_test_acc_std"], _completed(r), r["runs"],
+                            r.get("diverged") or 0, r.get("failed") or 0)
         ett = (_fmt(r["epochs_to_target_mean"]) if r["epochs_to_target_mean"] is not None
                else "—" if r["final_test_acc_mean"] is None else f"({r['reached_target']})")   # not "(0/0)"
         body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.settings import format_device_overrides
-from .compare import mean_pm_std, paired_by_seed
+from .compare import accuracy_text, mean_pm_std, paired_by_seed
 from .config import ConfigError
 from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .plotting import fit_title, optimizer_color
@@ -99,8 +99,11 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
               control: str = "layer-mean") -> list[dict[str, Any]]:
     """One row per (report, hardware): ``report``, ``label``, ``hardware``, ``tail_evals``, per optimizer
     ``<opt>/lr``, ``<opt>/acc_mean``, ``<opt>/acc_std`` (fractions), ``<opt>/completed`` (the completed runs
-    behind them; the table shows the std as — for fewer than 2), ``<opt>/saturation`` (realised / intended weight
-    change) and ``<opt>/energy_vs_sgd`` (energy per step ×SGD's), None where the report has no such cell or value; and
+    behind them; the table shows the std as — for fewer than 2), ``<opt>/runs``, ``<opt>/diverged`` and
+    ``<opt>/failed`` (the cell's final runs and those that diverged or failed: the table says ``diverged`` or
+    ``no completed run`` for a cell without a completed run, as the report's own table; 0 where the report has no
+    such cell), ``<opt>/saturation`` (realised / intended weight change) and ``<opt>/energy_vs_sgd`` (energy per
+    step ×SGD's), None where the report has no such cell or value; and
     ``<method>-<reference>`` / ``<method>-<control>``: :func:`~imc_grapes.compare.paired_by_seed` of the final
     runs' accuracies (None where a cell is missing or no seed is common).
 
@@ -126,8 +129,11 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
                                    "tail_evals": tail}
             cells = {s["optimizer"]: s for s in data["summary"] if s.get("hardware") == hw}
             accs: dict[str, dict[int, float | None]] = {}
+            stopped: dict[tuple[str, str], int] = {}
             for r in data["runs"]:
                 if r.get("hardware") == hw and r.get("eval_split", "test") == "test":
+                    key = (r["optimizer"], str(r.get("status")))
+                    stopped[key] = stopped.get(key, 0) + 1
                     acc = tail_accuracy(r.get("history") or [], tail) if r.get("status") == "completed" else None
                     accs.setdefault(r["optimizer"], {})[int(r["config"]["seed"])] = acc
             for opt in spec.get("optimizers", []):
@@ -137,6 +143,11 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
                 row[f"{opt}/acc_std"] = s.get("final_test_acc_std")
                 # the completed runs behind the accuracy (reports written before the summary counted them: the runs)
                 row[f"{opt}/completed"] = s.get("completed", sum(a is not None for a in accs.get(opt, {}).values()))
+                # the cell's final runs, and those of them that diverged or failed (a cell of no completed run is
+                # shown as such, not as "—", which is a cell the report does not have)
+                row[f"{opt}/runs"] = s.get("runs", len(accs.get(opt, {})))
+                for status in ("diverged", "failed"):
+                    row[f"{opt}/{status}"] = s.get(status, stopped.get((opt, status), 0))
                 row[f"{opt}/saturation"] = s.get("saturation_mean")
                 row[f"{opt}/energy_vs_sgd"] = s.get("cost_overhead_vs_sgd")
             for other in (reference, control):
@@ -173,9 +184,12 @@ def _labels_repeat(rows: Sequence[dict[str, Any]]) -> bool:
 
 def _acc(row: dict[str, Any], opt: str) -> str:
     m, s, lr = row.get(f"{opt}/acc_mean"), row.get(f"{opt}/acc_std"), row.get(f"{opt}/lr")
-    if m is None:
+    runs = row.get(f"{opt}/runs")
+    if m is None and not runs:      # no such cell in the report (or a row written before runs were counted)
         return "—"
-    return mean_pm_std(m, s, int(row.get(f"{opt}/completed") or 0)) + (f" (lr {lr:g})" if lr is not None else "")
+    return (accuracy_text(m, s, int(row.get(f"{opt}/completed") or 0), int(runs or 0),
+                          int(row.get(f"{opt}/diverged") or 0), int(row.get(f"{opt}/failed") or 0))
+            + (f" (lr {lr:g})" if lr is not None else ""))
 
 
 def _diff(p: dict[str, Any] | None) -> str:

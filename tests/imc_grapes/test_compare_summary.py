@@ -73,13 +73,18 @@ def test_summary_rows_pair_the_final_runs_by_seed(tmp_path: Path) -> None:
     assert rows[0]["grapes-sgd"]["mean"] == pytest.approx(0.01)
     table = format_summary(rows)   # both reports have a digital row: a report column tells them apart
     assert table.startswith("| report | hardware | sgd |")
-    assert "| a | EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (lr 0.1) | 86.00 ± 5.00 (lr 0.1) " \
+    # grapes diverged on one of its three seeds: said as the report's own table says it
+    assert "| a | EcRam | 85.00 ± 5.00 (lr 0.3) | 85.50 ± 9.19 (1/3 diverged) (lr 0.1) | 86.00 ± 5.00 (lr 0.1) " \
            "| +0.50 ± 2.12 (1/2) " \
            "| -0.50 ± 2.12 (1/2) | 0.97 | 1.70 |" in table
     # one seed: no seed-to-seed spread, so no std (it was shown as ± 0.00)
     assert ("| a | digital | 97.00 ± — (lr 0.1) | 98.00 ± — (lr 0.03) | — | +1.00 ± — (1/1) | — | — "
             "| — |") in table
     assert (ecram["sgd/completed"], ecram["grapes/completed"], rows[0]["sgd/completed"]) == (3, 2, 1)
+    # the final runs (the validation run is a tuning run) and the stopped ones; the digital row has no layer-mean
+    assert (ecram["grapes/runs"], ecram["grapes/diverged"], ecram["grapes/failed"], ecram["sgd/diverged"]) == (3, 1, 0,
+                                                                                                              0)
+    assert (rows[0]["layer-mean/runs"], rows[0]["layer-mean/diverged"]) == (0, 0)
     assert "| b | digital |" in table
     # without a repeated label, no report column
     assert format_summary(rows[1:2]).startswith("| hardware | sgd |")
@@ -194,7 +199,8 @@ def test_a_summary_without_any_paired_difference_plots_without_warnings(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_summary(rows, tmp_path / "out")
-    assert "| digital | 90.00 ± — (lr 0.1) | — | — | — | — |" in (tmp_path / "out" / "summary.md").read_text()
+    # the grapes cell: its one run diverged (not "—", which is a cell the report does not have, as layer-mean here)
+    assert "| digital | 90.00 ± — (lr 0.1) | diverged | — | — | — |" in (tmp_path / "out" / "summary.md").read_text()
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -242,3 +248,18 @@ def test_a_results_file_of_the_wrong_shape_is_a_usage_error_naming_the_field(
     assert err.startswith(f"imc-grapes compare-summary: error: compare-summary: {a / 'results.json'} is not the "
                           "results.json of an imc-grapes compare report: ") and field in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cell_without_a_completed_run_says_why_as_the_report_does() -> None:
+    """A cell whose runs all diverged was "—" in the summary, as a cell the report does not have (the report's own
+    table says "diverged"); runs lost on some seeds were not said at all."""
+    from imc_grapes.compare import accuracy_text
+
+    assert accuracy_text(None, None, 0, 2, diverged=2) == "diverged"
+    assert accuracy_text(None, None, 0, 2, diverged=1, failed=1) == "no completed run"
+    assert accuracy_text(0.855, 0.0919, 2, 4, diverged=1, failed=1) == "85.50 ± 9.19 (1/4 diverged, 1/4 failed)"
+    assert accuracy_text(0.9, None, 1, 1) == "90.00 ± —"
+    row = {"label": "EcRam", "grapes/acc_mean": None, "grapes/lr": 0.1, "grapes/completed": 0, "grapes/runs": 3,
+           "grapes/diverged": 1, "grapes/failed": 2, "sgd/acc_mean": None, "sgd/runs": 2, "sgd/diverged": 2,
+           "sgd/lr": 1.0}
+    assert "| EcRam | diverged (lr 1) | no completed run (lr 0.1) | — |" in format_summary([row])

@@ -662,7 +662,7 @@ def _add_compare_summary(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare_summary(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare_summary import format_summary, summarize, write_summary
+    from .compare_summary import format_differences, format_summary, setup_differences, summarize, write_summary
 
     names = (args.method, args.reference, args.control)
     bad = [n for n in names if n not in OPTIMIZERS]
@@ -671,6 +671,7 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
             raise ConfigError(f"--method/--reference/--control must be optimizers ({', '.join(OPTIMIZERS)}), "
                               f"got {bad}{did_you_mean_each(bad, OPTIMIZERS)}")
         rows = summarize(args.reports, *names)
+        differences = setup_differences(args.reports)
     except ConfigError as exc:
         print(f"imc-grapes compare-summary: error: {exc}", file=sys.stderr)
         return 2
@@ -680,9 +681,11 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
         print(f"imc-grapes compare-summary: error: {folder_error('--out', args.out, exc)}", file=sys.stderr)
         return 2
     print(format_summary(rows, *names))
+    if differences:
+        print("\n" + format_differences(differences))
     files = write_summary(rows, args.out, *names,
                           command="imc-grapes " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-                          if sys.argv[1:2] == ["compare-summary"] else None)
+                          if sys.argv[1:2] == ["compare-summary"] else None, differences=differences)
     print(f"\nwrote {args.out}: {', '.join(files)}")
     return 0
 

@@ -28,7 +28,8 @@ from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
-__all__ = ["load_report", "report_names", "summarize", "format_summary", "write_summary"]
+__all__ = ["load_report", "report_names", "summarize", "setup_differences", "format_differences", "format_summary",
+           "write_summary"]
 
 
 def _results_file(path: str | Path) -> Path:
@@ -157,6 +158,58 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
     return rows
 
 
+#: spec fields that are not a difference of setup between reports: the row's label and hardware name them (the
+#: preset, its changed fields, the backend), the rows' columns show them (optimizers, lr), or the summary does not
+#: use them (target_acc, inference_times) or they give the same numbers (device, cuda_graph, data_root, the base
+#: config's own seed / lr / optimizer / backend, which each cell sets)
+_NOT_SETUP = frozenset({"hardware", "optimizers", "analog_backend", "target_acc", "base.analog.preset",
+                        "base.analog.device_overrides", "base.inference_times", "base.device", "base.cuda_graph",
+                        "base.data_root", "base.seed", "base.lr", "base.optimizer", "base.backend"})
+
+
+def _flat_spec(spec: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``spec`` as dotted field names (``base.analog.adc_bits``) -> the value as JSON text (comparable, printable);
+    device_overrides and extra stay one field each."""
+    out: dict[str, str] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict) and key not in ("device_overrides", "extra"):
+            out.update(_flat_spec(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def setup_differences(paths: Sequence[str | Path]) -> list[str]:
+    """What the reports at ``paths`` were run with differently beyond what each row's label says (the device
+    preset, its ``--device-param`` fields, the backend): one line per spec field (``base.dataset``,
+    ``base.epochs``, ``lr_grid``, ``base.analog.adc_bits``, ...) with each value and the reports
+    (:func:`report_names`) that have it, e.g. ``base.epochs: 1 (cmpA, cmpB), 2 (cmpC)``. The analog fields are
+    compared only among reports with analog runs. Empty when the reports differ only in their devices; the
+    summary then compares like with like."""
+    specs = {}
+    for p in paths:
+        spec = load_report(p)["spec"]
+        specs[str(p)] = (_flat_spec(spec), "analog" in spec.get("hardware", []))
+    names = dict(zip(specs, report_names([{"report": p} for p in specs])))
+    lines = []
+    for key in sorted({k for flat, _ in specs.values() for k in flat} - _NOT_SETUP):
+        values: dict[str, list[str]] = {}
+        for p, (flat, analog) in specs.items():
+            if analog or not key.startswith("base.analog."):
+                values.setdefault(flat.get(key, "(not recorded)"), []).append(names[p])
+        if len(values) > 1:
+            lines.append(f"{key}: " + ", ".join(f"{v} ({', '.join(reps)})" for v, reps in values.items()))
+    return lines
+
+
+def format_differences(lines: Sequence[str]) -> str:
+    """The :func:`setup_differences` as a note under the table (Markdown list); "" without any."""
+    if not lines:
+        return ""
+    return ("The reports differ in more than their devices (compare their rows with care):\n\n"
+            + "\n".join(f"- {line}" for line in lines))
+
+
 def report_names(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Per row, the shortest end of its report's path (``report``; a ``results.json`` stands for its folder) that
     tells the rows' reports apart: the folder's name (``cmpA``), else as many of its last folders as needed
@@ -259,15 +312,20 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
 
 
 def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: str = "grapes",
-                  reference: str = "sgd", control: str = "layer-mean", command: str | None = None) -> list[str]:
-    """Write ``summary.md`` (the table of :func:`format_summary`, with the command), ``summary.csv`` (one flat row
-    per report and hardware), ``summary.json`` and ``paired.png`` into ``out_dir``; returns the file names."""
+                  reference: str = "sgd", control: str = "layer-mean", command: str | None = None,
+                  differences: Sequence[str] = ()) -> list[str]:
+    """Write ``summary.md`` (the table of :func:`format_summary`, with the command, and the reports'
+    ``differences`` of setup, :func:`setup_differences`, under it), ``summary.csv`` (one flat row per report and
+    hardware), ``summary.json`` (with ``setup_differences`` when there are any) and ``paired.png`` into
+    ``out_dir``; returns the file names."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = "# imc-grapes compare-summary\n\n"
     if command:
         text += f"Command:\n\n```\n{command}\n```\n\n"
-    text += (format_summary(rows, method, reference, control) + "\n\nAccuracy: test %, mean ± std over each report's "
+    note = format_differences(differences)
+    text += format_summary(rows, method, reference, control) + (f"\n\n{note}" if note else "")
+    text += ("\n\nAccuracy: test %, mean ± std over each report's "
              "seeds (tuned lr). Δ: paired by seed over the seeds both cells completed, mean ± std (seeds with a "
              "positive difference / seeds). Every std is the sample standard deviation over the seeds (n − 1), — "
              "for a single seed.\n\n![paired differences](paired.png)\n")
@@ -282,6 +340,7 @@ def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: s
         flat.append(f)
     write_csv_atomic(out / "summary.csv", flat)
     write_json_atomic(out / "summary.json", {"command": command, "method": method, "reference": reference,
-                                             "control": control, "rows": list(rows)})
+                                             "control": control, "rows": list(rows),
+                                             **({"setup_differences": list(differences)} if differences else {})})
     write_bytes_atomic(out / "paired.png", _plot(rows, method, (reference, control)))
     return ["summary.md", "summary.csv", "summary.json", "paired.png"]

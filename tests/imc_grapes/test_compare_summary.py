@@ -263,3 +263,48 @@ def test_a_cell_without_a_completed_run_says_why_as_the_report_does() -> None:
            "grapes/diverged": 1, "grapes/failed": 2, "sgd/acc_mean": None, "sgd/runs": 2, "sgd/diverged": 2,
            "sgd/lr": 1.0}
     assert "| EcRam | diverged (lr 1) | no completed run (lr 0.1) | — |" in format_summary([row])
+
+
+def _respec(folder: Path, **changes: object) -> Path:
+    """``folder``'s report with spec fields changed (dotted names: ``base.epochs``)."""
+    data = json.loads((folder / "results.json").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        node = data["spec"]
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[last] = value
+    (folder / "results.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_reports_run_differently_are_labelled_with_what_differs(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Reports of another data set, network or periphery were put side by side with nothing to say so (the rows
+    named only the device): the summary now lists each spec field that differs beyond the label, with the reports
+    of each value. The device preset and its changed fields (the label), and the analog fields of a digital-only
+    report (unused), are no difference."""
+    from imc_grapes.compare_summary import setup_differences
+
+    a = _respec(_report(tmp_path, "a"), base__dataset="mnist", base__epochs=2, base__analog__adc_bits=9)
+    b = _respec(_report(tmp_path, "b", preset="Capacitor", overrides={"dw_min": 0.01}), base__dataset="mnist",
+                base__epochs=2, base__analog__adc_bits=9)
+    assert setup_differences([a, b]) == []      # only the devices differ: like with like
+    c = _respec(_report(tmp_path, "c"), base__dataset="fashion-mnist", base__epochs=2, base__analog__adc_bits=6,
+                lr_grid=[0.1])
+    d = _respec(_report(tmp_path, "d"), hardware=["digital"], base__dataset="mnist", base__epochs=5,
+                base__analog__adc_bits=4)
+    assert setup_differences([a, b, c, d]) == [
+        "base.analog.adc_bits: 9 (a, b), 6 (c)",            # d has no analog run: its adc_bits is no difference
+        'base.dataset: "mnist" (a, b, d), "fashion-mnist" (c)',
+        "base.epochs: 2 (a, b, c), 5 (d)",
+        "lr_grid: (not recorded) (a, b, d), [0.1] (c)"]
+    out = tmp_path / "out"
+    assert main(["compare-summary", str(a), str(b), str(d), "--out", str(out)]) == 0
+    note = ("The reports differ in more than their devices (compare their rows with care):\n\n"
+            "- base.epochs: 2 (a, b), 5 (d)")
+    assert note in capsys.readouterr().out and note in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["setup_differences"] == ["base.epochs: 2 (a, b), 5 (d)"]
+    assert main(["compare-summary", str(a), str(b), "--out", str(tmp_path / "same")]) == 0
+    assert "differ in more" not in capsys.readouterr().out
+    assert "setup_differences" not in json.loads((tmp_path / "same" / "summary.json").read_text())

@@ -24,7 +24,7 @@ from typing import Any
 from .backends.settings import format_device_overrides
 from .compare import accuracy_text, mean_pm_std, paired_by_seed
 from .config import ConfigError
-from .io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .io import unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
@@ -41,7 +41,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
     """The ``results.json`` of a compare report (``path``: the report folder or the file itself)."""
     f = _results_file(path)
     if not f.is_file():
-        raise ConfigError(f"compare-summary: no compare results at {f} (give a report folder with results.json)")
+        raise ConfigError(f"compare-summary: no compare results at {f} "
+                          + (unfinished_job_note(f.parent, "compare") or "(give a report folder with results.json)"))
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

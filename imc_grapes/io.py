@@ -213,8 +213,19 @@ def read_report_json(out_dir: str | os.PathLike[str], command: str) -> Any:
                                  f"under it; {report}")
     path = Path(out_dir) / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (the folder of an `imc-grapes {command}` report?)")
+        raise FileNotFoundError(f"{path}: no such file " + (unfinished_job_note(out_dir, command)
+                                                             or f"(the folder of an `imc-grapes {command}` report?)"))
     return read_json(path)
+
+
+def unfinished_job_note(out_dir: str | os.PathLike[str], command: str) -> str:
+    """For a report folder ``out_dir`` without its ``results.json``: when it holds a ``runs`` folder, a job of
+    ``imc-grapes <command>`` began there and did not end (it writes results.json last; e.g. it was interrupted), and
+    the note says so and how to finish it; "" otherwise."""
+    if not (Path(out_dir) / "runs").is_dir():
+        return ""
+    return (f"(its runs/ folder holds the runs of an `imc-grapes {command}` job that has not finished: the report's "
+            "results.json is written when the job ends; run the same command again to resume it)")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -308,3 +308,22 @@ def test_reports_run_differently_are_labelled_with_what_differs(tmp_path: Path,
     assert main(["compare-summary", str(a), str(b), "--out", str(tmp_path / "same")]) == 0
     assert "differ in more" not in capsys.readouterr().out
     assert "setup_differences" not in json.loads((tmp_path / "same" / "summary.json").read_text())
+
+
+def test_an_unfinished_compare_job_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An interrupted compare job leaves runs/ and no results.json (written when the job ends): compare-summary and
+    compare --redraw said only "no compare results" / "no such file", as for a folder of no job at all."""
+    job = tmp_path / "job"
+    (job / "runs" / "digital" / "sgd").mkdir(parents=True)
+    unfinished = "has not finished: the report's results.json is written when the job ends; run the same command"
+    for given in (job, job / "results.json"):
+        assert main(["compare-summary", str(given), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert f"no compare results at {job / 'results.json'} (its runs/ folder" in err and unfinished in err
+    assert main(["compare", "--redraw", "--out", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert f"--redraw: {job / 'results.json'}: no such file (its runs/ folder" in err and unfinished in err
+    (tmp_path / "empty").mkdir()      # no job began there: the message as before
+    assert main(["compare-summary", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert "(give a report folder with results.json)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

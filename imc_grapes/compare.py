@@ -694,11 +694,13 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     Raises:
         NotADirectoryError: ``out_dir``, or a folder above it, is a file.
         FileNotFoundError: ``out_dir`` has no ``results.json``.
-        ConfigError: it is not a compare report's (:func:`cells_from_results`).
+        ConfigError: it is not a compare report's (:func:`cells_from_results`), or it has no run.
     """
     out = Path(out_dir)
     result = read_report_json(out, "compare")
     cells = cells_from_results(result)
+    if not cells:       # not matplotlib's "Number of columns must be a positive integer, not 0"
+        raise ConfigError(f"{out / 'results.json'}: its 'runs' list is empty: the report has no run to draw")
     spec = result.get("spec") if isinstance(result.get("spec"), dict) else {}
     rows = summarise_cells(cells, float(spec.get("target_acc", 0.9)), int(spec.get("tail_evals", 1)))
     return plot_report(cells, rows, out)

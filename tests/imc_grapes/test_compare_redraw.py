@@ -77,3 +77,14 @@ def test_redraw_refuses_a_folder_without_a_compare_report(tmp_path, capsys):
         redraw_report(tmp_path)
     assert main(["compare", "--redraw", "--out", str(tmp_path)]) == 2
     assert "runs[0]" in capsys.readouterr().err
+
+
+def test_redraw_of_a_report_without_runs_says_so(tmp_path, capsys):
+    """A results.json whose 'runs' list is empty ended --redraw with matplotlib's "Number of columns must be a
+    positive integer, not 0"; nothing is drawn."""
+    write_json_atomic(tmp_path / "results.json", {"spec": {}, "summary": [], "runs": []})
+    with pytest.raises(ConfigError, match=r"results\.json: its 'runs' list is empty: the report has no run to draw"):
+        redraw_report(tmp_path)
+    assert main(["compare", "--redraw", "--out", str(tmp_path)]) == 2
+    assert "'runs' list is empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

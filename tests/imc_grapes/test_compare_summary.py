@@ -327,3 +327,32 @@ def test_an_unfinished_compare_job_is_named_as_such(tmp_path: Path, capsys: pyte
     assert main(["compare-summary", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     assert "(give a report folder with results.json)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("files", [{"summary.csv": "point,status\n", "summary.json": '{"group_by": [], "runs": []}'},
+                                   {"summary.csv": "point,status\n"}, {"summary.json": "[]"}])
+def test_an_out_folder_of_another_command_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             files: dict[str, str]) -> None:
+    """--out given a train job's folder (summary.csv, summary.json) or a sweep's or an experiment's (summary.csv)
+    overwrote their summaries with compare-summary's; it is refused and the files are left as they were. A folder
+    of an earlier compare-summary (also one stopped before its summary.json) is written again."""
+    from imc_grapes.compare_summary import check_out_folder
+
+    a = _report(tmp_path, "a")
+    out = tmp_path / "train"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(ConfigError, match=f"^--out {out}: holds {' and '.join(sorted(files))} that compare-summary "
+                       "did not write"):
+        check_out_folder(out)
+    assert main(["compare-summary", str(a), "--out", str(out)]) == 2
+    assert "which the summary would overwrite; give another folder" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+    with pytest.raises(ConfigError, match="compare-summary did not write"):
+        write_summary(summarize([a]), out)
+    again = tmp_path / "again"
+    assert main(["compare-summary", str(a), "--out", str(again)]) == 0
+    assert main(["compare-summary", str(a), "--out", str(again)]) == 0     # its own summary: written again
+    (again / "summary.json").unlink()                                      # stopped before summary.json
+    assert main(["compare-summary", str(a), "--out", str(again)]) == 0

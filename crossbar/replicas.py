@@ -43,7 +43,7 @@ from crossbar.tiles import TileState, check_finite_weights, pair_offset
 from crossbar.update import _check_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
-from devices.rng import CounterRNG, IndexedDraws
+from devices.rng import CounterRNG, IndexedDraws, check_seeds
 
 _BLOCK = 480 * 64
 """Devices per block of the CPU device update: a multiple of 64 (SIMD), below torch's parallel grain size
@@ -153,8 +153,9 @@ class ReplicaTileArray(TileState):
     """``E`` replicas of a logical ``[out_features, in_features]`` weight matrix, simulated together.
 
     Args:
-        seeds: one integer seed per replica (``E = len(seeds)``): replica ``e``'s device-to-device parameters
-            and all its noise come from a counter stream keyed by ``seeds[e]`` only.
+        seeds: one integer seed per replica (``E = len(seeds)``, at least one; each in
+            :data:`~devices.base.COUNTER_SEED_RANGE`): replica ``e``'s device-to-device parameters and all its
+            noise come from a counter stream keyed by ``seeds[e]`` only.
         out_features, in_features: logical matrix shape of one replica.
         config: crossbar configuration shared by all replicas (default :class:`CrossbarConfig` ()).
         device, dtype: where the states live (default CPU / ``torch.get_default_dtype()``).
@@ -174,9 +175,7 @@ class ReplicaTileArray(TileState):
         cfg = CrossbarConfig() if config is None else config
         if not isinstance(cfg, CrossbarConfig):
             raise ValueError(f"ReplicaTileArray.config must be a crossbar.CrossbarConfig, got {cfg!r}")
-        seeds = [int(s) for s in seeds]
-        if not seeds:
-            raise ValueError("ReplicaTileArray.seeds must hold at least one seed (one per replica), got none")
+        seeds = check_seeds("ReplicaTileArray", seeds)
         self.config = cfg
         self.seeds = seeds
         self.grid = TileGrid(out_features, in_features, cfg.tile_rows, cfg.tile_cols)
@@ -524,6 +523,7 @@ class ReplicaLinear(AnalogModuleBase):
                  rpu_config: CrossbarConfig | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        seeds = check_seeds("ReplicaLinear", seeds)      # named as called (the array checks them again)
         in_features = _check_size("ReplicaLinear", "in_features", in_features)
         out_features = _check_size("ReplicaLinear", "out_features", out_features)
         self.in_features = in_features

@@ -129,18 +129,24 @@ SEED_RANGE = "[-2^63, 2^64) (what torch.manual_seed takes)"
 """The seeds a ``torch.Generator`` takes (``torch.manual_seed``'s range), as messages state it; here at the bottom of
 the packages so that the layers' seeds (crossbar) and a run's (``imc_grapes.config``) share one check."""
 
+COUNTER_SEED_RANGE = "[-2^63, 2^63) (int64: what a devices.rng.CounterRNG stream takes)"
+"""The seeds a :class:`devices.rng.CounterRNG` takes, as messages state it: its streams' keys are int64 tensors, so
+the upper half of :data:`SEED_RANGE` (``[2^63, 2^64)``, which ``torch.manual_seed`` wraps) does not fit."""
 
-def seed_in_range(v: int) -> bool:
-    """Whether the integer ``v`` is in :data:`SEED_RANGE`."""
-    return -2 ** 63 <= v < 2 ** 64
+
+def seed_in_range(v: int, counter: bool = False) -> bool:
+    """Whether the integer ``v`` is in :data:`SEED_RANGE` (``counter``: in :data:`COUNTER_SEED_RANGE`)."""
+    return -2 ** 63 <= v < (2 ** 63 if counter else 2 ** 64)
 
 
-def check_seed(where: str, value: object) -> int:
-    """``value`` as an ``int``; ``ValueError("<where>.seed must be an integer in <SEED_RANGE>, got <value>")`` unless
-    it is an integer (a Python or numpy integer; not a bool, a float or a string, which ``int()`` would turn into
-    another seed than the one written) within :data:`SEED_RANGE` (beyond it ``manual_seed`` overflows)."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and seed_in_range(int(value))
-    check_field(where, "seed", value, ok, f"an integer in {SEED_RANGE}")
+def check_seed(where: str, value: object, name: str = "seed", counter: bool = False) -> int:
+    """``value`` as an ``int``; ``ValueError("<where>.<name> must be an integer in <SEED_RANGE>, got <value>")``
+    unless it is an integer (a Python or numpy integer; not a bool, a float or a string, which ``int()`` would turn
+    into another seed than the one written) within :data:`SEED_RANGE` (beyond it ``manual_seed`` overflows), or with
+    ``counter`` within :data:`COUNTER_SEED_RANGE` (a :class:`devices.rng.CounterRNG`'s seed; ``name`` e.g.
+    ``"seeds[2]"`` for one of several)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and seed_in_range(int(value), counter)
+    check_field(where, name, value, ok, f"an integer in {COUNTER_SEED_RANGE if counter else SEED_RANGE}")
     return int(value)  # type: ignore[call-overload]  # an integer (checked)
 
 

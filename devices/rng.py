@@ -27,6 +27,8 @@ window of a larger draw. Work buffers and index offsets are reused across draws.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 from typing import Any, Sequence, Union
 
 import torch
@@ -83,11 +85,36 @@ _SCRATCH_MAX = 1 << 22
 """Largest draw (numbers) whose two int64 work buffers a :class:`CounterRNG` keeps for reuse (32 MiB each)."""
 
 
+def check_seeds(where: str, seeds: object) -> list[int]:
+    """``seeds`` (a sequence of integers, an integer tensor, or one integer) as a list of ints; ``ValueError`` naming
+    ``<where>.seeds`` (``<where>.seeds[i]`` for one entry: :func:`devices.base.check_seed`) unless every seed is an
+    integer in :data:`~devices.base.COUNTER_SEED_RANGE`, the seeds of a :class:`CounterRNG` (``torch.as_tensor``
+    took ``True`` as 1 and ``2.5`` as 2, and overflowed beyond int64) and there is at least one."""
+    from devices.base import COUNTER_SEED_RANGE, check_seed   # here: devices.base imports this module
+    if isinstance(seeds, Tensor):
+        if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool:
+            raise ValueError(f"{where}.seeds must be integers in {COUNTER_SEED_RANGE} (an integer tensor), "
+                             f"got a tensor of dtype {seeds.dtype}")
+        values: list[Any] = seeds.reshape(-1).tolist()
+    elif isinstance(seeds, numbers.Integral):
+        return [check_seed(where, seeds, "seeds", counter=True)]     # one seed (a bool is refused)
+    elif isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ValueError(f"{where}.seeds must be a sequence of integers in {COUNTER_SEED_RANGE} (or an integer "
+                         f"tensor), got {seeds!r}")
+    else:
+        values = list(seeds)
+    if not values:
+        raise ValueError(f"{where}.seeds must hold at least one seed (one per replica), got none")
+    return [check_seed(where, v, f"seeds[{i}]", counter=True) for i, v in enumerate(values)]
+
+
 class CounterRNG:
     """``E`` independent counter-based random streams (one per replica), on one torch device.
 
     Args:
-        seeds: ``E`` integer seeds (a sequence or an int64 tensor ``[E]``), one per replica.
+        seeds: ``E`` integer seeds (a sequence or an integer tensor ``[E]``), one per replica, each in
+            :data:`~devices.base.COUNTER_SEED_RANGE` (int64; a bool, a float or a string is refused, as
+            :func:`devices.base.check_seed` refuses it).
         device: where the numbers are produced (CPU or CUDA).
 
     Attributes:
@@ -106,9 +133,7 @@ class CounterRNG:
 
     def __init__(self, seeds: Sequence[int] | Tensor, device: torch.device | str | None = None) -> None:
         device = torch.device("cpu") if device is None else torch.device(device)
-        s = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
-        if s.numel() < 1:
-            raise ValueError("CounterRNG.seeds must hold at least one seed, got none")
+        s = torch.tensor(check_seeds("CounterRNG", seeds), dtype=torch.int64)
         # decorrelate neighbouring seeds: each stream's key is a mixed seed
         self.keys = _mix_(s.to(device) * _GOLDEN + _MUL2).view(-1, 1, 1)
         self.seeds = [int(v) for v in s.tolist()]

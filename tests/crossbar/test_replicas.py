@@ -358,6 +358,32 @@ def test_update_rejects_a_malformed_mask() -> None:
             arr.update(x, d, 0.1, bad)
 
 
+@pytest.mark.parametrize("seeds, field", [([11, 2.5], r"seeds\[1\]"), ([True], r"seeds\[0\]"),
+                                          ([2 ** 63], r"seeds\[0\]"), ([], "seeds"), (7.0, "seeds")])
+def test_replica_seeds_are_int64_integers_named_as_called(seeds: object, field: str) -> None:
+    """The seeds went through ``int()`` (2.5 became seed 2, True seed 1) and overflowed beyond int64 in the counter
+    generator; now a ValueError naming the class called (ReplicaLinear, not the array it builds) and the int64
+    range the counter streams take."""
+    valid = r"(an integer|a sequence of integers) in \[-2\^63, 2\^63\)|at least one seed"
+    for where, make in (("ReplicaTileArray", lambda: ReplicaTileArray(seeds, 4, 6)),  # type: ignore[arg-type]
+                        ("ReplicaLinear", lambda: ReplicaLinear(seeds, 6, 4))):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=rf"^{where}\.{field} must (be|hold) ({valid})"):
+            make()
+
+
+def test_replica_seeds_as_a_tensor_or_numpy_integers_are_the_list_of_ints() -> None:
+    """Integer tensors and numpy integers are the seeds they hold: the same sampled device parameters as the list
+    of Python ints (and an iterator of seeds is read once, by ReplicaLinear, then handed to its array)."""
+    ref = ReplicaTileArray(SEEDS, 4, 6, noisy_config(DEVICES[1]), dtype=F64)
+    for seeds in (torch.tensor(SEEDS), [np.int64(s) for s in SEEDS]):
+        arr = ReplicaTileArray(seeds, 4, 6, noisy_config(DEVICES[1]), dtype=F64)  # type: ignore[arg-type]
+        assert arr.seeds == SEEDS
+        for key, value in ref.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(arr.state_dict()[key], value), key
+    assert ReplicaLinear(iter(SEEDS), 6, 4).tile.seeds == SEEDS
+
+
 @pytest.mark.parametrize("pulse_type", ["stochastic_compressed", "none"])
 def test_update_refuses_a_non_finite_learning_rate_tensor_as_the_tile_array_does(pulse_type: str) -> None:
     """A 0-d tensor lr holding a NaN or an Inf: the CPU pulsed update of one replica array once ran with it silently

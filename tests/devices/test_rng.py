@@ -240,3 +240,31 @@ def test_windowed_draws_are_the_enlarged_draws_first_block(dtype) -> None:
         w.uniform((3, 4))
     with pytest.raises(ValueError, match="factor"):
         WindowedDraws(part, 2, 0)
+
+
+@pytest.mark.parametrize("seeds, field", [(True, r"seeds"), ([1, True], r"seeds\[1\]"), ([2.5], r"seeds\[0\]"),
+                                          (["3"], r"seeds\[0\]"), ([2 ** 63], r"seeds\[0\]"),
+                                          ([-2 ** 63 - 1], r"seeds\[0\]"), (torch.tensor([1.5]), r"seeds"),
+                                          (torch.tensor([True]), r"seeds"), ("3", r"seeds"), (None, r"seeds")])
+def test_counter_rng_refuses_a_seed_that_is_no_int64_integer(seeds: object, field: str) -> None:
+    """``torch.as_tensor`` took ``True`` as seed 1 and ``2.5`` as seed 2 (another stream than the one written) and
+    overflowed with "Overflow when unpacking long long" beyond int64; each is now a ValueError naming the seed and
+    the int64 range (narrower than torch.manual_seed's [-2^63, 2^64): the streams' keys are int64)."""
+    with pytest.raises(ValueError, match=rf"^CounterRNG\.{field} must be (an integer|integers|a sequence of integers) "
+                                         r"in \[-2\^63, 2\^63\) \(int64"):
+        CounterRNG(seeds)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^CounterRNG\.seeds must hold at least one seed"):
+        CounterRNG([])
+
+
+def test_counter_rng_takes_every_int64_seed_and_integer_tensors_alike() -> None:
+    """The ends of the int64 range are valid seeds; an int64 / int32 tensor, numpy integers and one plain integer
+    give the streams of the same seeds written as a list of ints."""
+    edge = CounterRNG([-2 ** 63, 2 ** 63 - 1])
+    assert edge.seeds == [-2 ** 63, 2 ** 63 - 1]
+    ref = CounterRNG([5, 6]).uniform((2, 8), torch.float64)
+    for seeds in (torch.tensor([5, 6]), torch.tensor([5, 6], dtype=torch.int32), [np.int64(5), np.int32(6)]):
+        g = CounterRNG(seeds)  # type: ignore[arg-type]
+        assert g.seeds == [5, 6]
+        assert torch.equal(g.uniform((2, 8), torch.float64), ref)
+    assert torch.equal(CounterRNG(5).uniform((4,), torch.float64), CounterRNG([5]).uniform((4,), torch.float64))

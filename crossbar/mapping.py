@@ -13,14 +13,26 @@ rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["TileGrid"]
+
+
+def _check_size(layer: str, name: str, value: Any) -> int:
+    """``value`` (a feature / channel count) as an ``int``; ``ValueError`` naming ``layer.name`` unless it is an
+    integer >= 1 (a Python or numpy integer, as ``nn.Linear`` / ``nn.Conv2d`` take it; not a bool or float). The
+    tile grid would refuse it otherwise, naming its own field (``TileGrid.in_features`` for a conv's channels, or
+    for a ``TileArray``'s size), not the one the caller gave; and it takes no numpy integer."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer}.{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)

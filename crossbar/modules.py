@@ -56,6 +56,7 @@ from torch.nn.modules.utils import _pair
 
 from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
+from crossbar.mapping import _check_size
 from crossbar.tiles import TileArray, check_finite_weights
 from devices.base import check_seed
 
@@ -415,15 +416,6 @@ class AnalogLinear(AnalogModuleBase):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def _check_size(layer: str, name: str, value: Any) -> int:
-    """``value`` (a feature / channel count) as an ``int``; ``ValueError`` naming ``layer.name`` unless it is an
-    integer >= 1 (a Python or numpy integer, as ``nn.Linear`` / ``nn.Conv2d`` take it; not a bool or float). The
-    tile grid would refuse it otherwise, naming its own field: ``TileGrid.in_features`` for a conv's channels."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{layer}.{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _conv_pair(name: str, value: Any) -> tuple[int, int]:

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 
 from crossbar.config import CrossbarConfig
-from crossbar.mapping import TileGrid
-from crossbar.modules import AnalogModuleBase, _check_size
+from crossbar.mapping import TileGrid, _check_size
+from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import TileState, check_finite_weights, pair_offset
 from crossbar.update import _check_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
@@ -178,7 +178,8 @@ class ReplicaTileArray(TileState):
         seeds = check_seeds("ReplicaTileArray", seeds)
         self.config = cfg
         self.seeds = seeds
-        self.grid = TileGrid(out_features, in_features, cfg.tile_rows, cfg.tile_cols)
+        self.grid = TileGrid(_check_size("ReplicaTileArray", "out_features", out_features),
+                             _check_size("ReplicaTileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
         device = torch.device("cpu") if device is None else torch.device(device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.generator = CounterRNG(seeds, device)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from crossbar.config import CrossbarConfig
-from crossbar.mapping import TileGrid
+from crossbar.mapping import TileGrid, _check_size
 from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedInputs, analog_mvm,
                                full_scale_scales, prepare_inputs)
 from crossbar._sparse_update import cpu_pulse_counts
@@ -293,7 +293,8 @@ class TileArray(TileState):
         if not isinstance(cfg, CrossbarConfig):
             raise ValueError(f"TileArray.config must be a crossbar.CrossbarConfig, got {cfg!r}")
         self.config = cfg
-        self.grid = TileGrid(out_features, in_features, cfg.tile_rows, cfg.tile_cols)
+        self.grid = TileGrid(_check_size("TileArray", "out_features", out_features),
+                             _check_size("TileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
         device = torch.device("cpu") if device is None else torch.device(device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from crossbar.modules import _check_size
+from crossbar.mapping import _check_size
 
 from .initializers import he_uniform_, make_generator, uniform_
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, ReplicaLinear, TileArray,
-                      UpdateParameters)
+from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, ReplicaLinear, ReplicaTileArray,
+                      TileArray, UpdateParameters)
 from devices import IdealDevice
 
 F64 = torch.float64
@@ -344,11 +344,16 @@ def test_backward_of_an_empty_batch_stashes_nothing(k: int) -> None:
     (lambda v: AnalogConv2d(2, v, 2), "AnalogConv2d.out_channels"),
     (lambda v: ReplicaLinear([1], v, 3), "ReplicaLinear.in_features"),
     (lambda v: ReplicaLinear([1], 3, v), "ReplicaLinear.out_features"),
+    (lambda v: TileArray(v, 3, seed=0), "TileArray.out_features"),
+    (lambda v: TileArray(3, v, seed=0), "TileArray.in_features"),
+    (lambda v: ReplicaTileArray([1], v, 3), "ReplicaTileArray.out_features"),
+    (lambda v: ReplicaTileArray([1], 3, v), "ReplicaTileArray.in_features"),
 ])
 @pytest.mark.parametrize("value", [0, -2, 2.0, True])
 def test_bad_size_names_the_layer_argument_and_range(make, field: str, value: object) -> None:
     """A zero (negative, float, bool) feature / channel count was refused naming ``TileGrid.in_features`` (for a
-    conv: the flattened kernel's fan-in); the error now names the layer's own argument and the valid range."""
+    conv: the flattened kernel's fan-in; for a ``TileArray`` / ``ReplicaTileArray``, which the user called, the
+    grid it builds); the error now names the argument of the class called and the valid range."""
     with pytest.raises(ValueError, match=rf"^{field} must be an integer >= 1, got {value!r}$"):
         make(value)
 
@@ -362,6 +367,19 @@ def test_kernel_size_of_three_dims_is_refused_without_a_padding_hint(name: str) 
     with pytest.raises(ValueError, match=r"^AnalogConv2d.padding must be an int or a pair of ints \(zero padding "
                                          r"given as numbers, or 'valid' / 'same'\), got \(1, 1, 1\)$"):
         AnalogConv2d(2, 3, 2, padding=(1, 1, 1))
+
+
+def test_tile_arrays_take_numpy_integer_sizes_as_the_layers_do() -> None:
+    """``TileArray(np.int64(4), ...)`` was refused by its grid as "TileGrid.out_features must be an integer >= 1, got
+    np.int64(4)" (a false statement) while the layers take numpy sizes; the arrays now take them as the Python ints
+    they hold: the same grid and the same sampled states as with ints."""
+    cfg = CrossbarConfig(tile_rows=3, tile_cols=4)
+    arr, ref = TileArray(np.int64(5), np.int32(6), cfg, seed=3), TileArray(5, 6, cfg, seed=3)
+    assert (type(arr.grid.out_features), type(arr.grid.in_features)) == (int, int)
+    assert (arr.grid.n_row_tiles, arr.grid.n_col_tiles, arr.grid.rows, arr.grid.cols) == (2, 2, 3, 3)  # ceil(5/3)..
+    assert torch.equal(arr.weight_tiles, ref.weight_tiles)
+    rep = ReplicaTileArray([1, 2], np.int64(5), np.int16(6), cfg)
+    assert rep.grid == ref.grid
 
 
 def test_numpy_integer_sizes_are_taken_as_nn_linear_and_nn_conv2d_take_them() -> None:

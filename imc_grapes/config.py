@@ -14,7 +14,8 @@ import torch
 
 from devices.base import FLOAT32_RANGE, SEED_RANGE, fits_float32, is_number, seed_in_range
 
-from .backends.optim import MATRIX_ONLY_BASE_OPTIMIZERS, has_capturable, optimizer_class
+from .backends.optim import (MATRIX_ONLY_BASE_OPTIMIZERS, UNSUPPORTED_BASE_OPTIMIZERS, base_optimizer_names,
+                             base_optimizer_problem, has_capturable, optimizer_class)
 from .backends.settings import AnalogSettings
 from .data.registry import DATASET_NAMES
 from .models import DEFAULT_HIDDEN
@@ -37,26 +38,6 @@ OPTIMIZERS: dict[str, str | None] = {
 }
 #: the learning methods that modulate with GRAPES (read the importance): those of :data:`OPTIMIZERS` with a mode
 GRAPES_OPTIMIZERS: tuple[str, ...] = tuple(o for o, mode in OPTIMIZERS.items() if mode is not None)
-
-
-#: ``torch.optim`` classes that cannot be a base optimizer (lower-case name -> why): a training step calls
-#: ``optimizer.step()`` once on the dense gradients of one batch
-UNSUPPORTED_BASE_OPTIMIZERS: dict[str, str] = {
-    "lbfgs": "LBFGS needs a closure that re-evaluates the loss (step(closure))",
-    "sparseadam": "SparseAdam needs sparse gradients (the models' gradients are dense)",
-}
-
-
-def base_optimizer_names() -> list[str]:
-    """Names of the torch optimizers usable as base optimizer (lower-case class names in ``torch.optim``, less
-    :data:`UNSUPPORTED_BASE_OPTIMIZERS`)."""
-    names = []
-    for name in dir(torch.optim):
-        obj = getattr(torch.optim, name)
-        if (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer
-                and name.lower() not in UNSUPPORTED_BASE_OPTIMIZERS):
-            names.append(name.lower())
-    return sorted(names)
 
 
 def graph_safe_base_optimizers() -> list[str]:
@@ -312,11 +293,10 @@ class TrainConfig:
         _check(isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS,
                f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
                f"{did_you_mean(self.optimizer, OPTIMIZERS)}")
-        valid_base, base = base_optimizer_names(), self.base_optimizer
-        if not (isinstance(base, str) and base in valid_base):
-            why = UNSUPPORTED_BASE_OPTIMIZERS.get(base, "") if isinstance(base, str) else ""
-            raise ConfigError(f"TrainConfig.base_optimizer must be one of {', '.join(valid_base)}, "
-                              f"got {base!r}{f' ({why})' if why else did_you_mean(base, valid_base)}")
+        base = self.base_optimizer
+        problem = base_optimizer_problem("TrainConfig.base_optimizer", base)
+        if problem is not None:
+            raise ConfigError(problem)
         number("lr", "> 0")
         _check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be > 0 (and finite), got {self.lr}")
         _check(self.lr >= _FLOAT32_SMALLEST,

@@ -6,8 +6,11 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS", "has_capturable", "make_optimizer",
-           "optimizer_class", "wants_capturable"]
+from ..suggest import did_you_mean
+
+__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS", "UNSUPPORTED_BASE_OPTIMIZERS",
+           "base_optimizer_names", "base_optimizer_problem", "has_capturable", "make_optimizer", "optimizer_class",
+           "wants_capturable"]
 
 #: base optimizers that update 2-D parameters (matrices) only: ``torch.optim.Muon`` orthogonalises each update
 #: as a matrix, and rejects a bias or a convolution kernel
@@ -16,16 +19,52 @@ MATRIX_ONLY_BASE_OPTIMIZERS: tuple[str, ...] = ("muon",)
 #: base optimizers that :func:`make_optimizer` passes ``TrainConfig.momentum`` to (the others take none)
 MOMENTUM_BASE_OPTIMIZERS: tuple[str, ...] = ("sgd", "rmsprop")
 
+#: ``torch.optim`` classes that cannot be a base optimizer (lower-case name -> why): a training step calls
+#: ``optimizer.step()`` once on the dense gradients of one batch
+UNSUPPORTED_BASE_OPTIMIZERS: dict[str, str] = {
+    "lbfgs": "LBFGS needs a closure that re-evaluates the loss (step(closure))",
+    "sparseadam": "SparseAdam needs sparse gradients (the models' gradients are dense)",
+}
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The ``torch.optim`` class whose lower-case name is ``name`` (``"adamw"`` -> ``torch.optim.AdamW``).
+
+def base_optimizer_names() -> list[str]:
+    """Names of the torch optimizers usable as base optimizer (lower-case class names in ``torch.optim``, less
+    :data:`UNSUPPORTED_BASE_OPTIMIZERS`)."""
+    names = []
+    for name in dir(torch.optim):
+        obj = getattr(torch.optim, name)
+        if (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer
+                and name.lower() not in UNSUPPORTED_BASE_OPTIMIZERS):
+            names.append(name.lower())
+    return sorted(names)
+
+
+def base_optimizer_problem(where: str, name: object) -> str | None:
+    """``None`` if ``name`` is one of :func:`base_optimizer_names`, else the message refusing it: ``"<where> must be
+    one of sgd, adam, ..., got 'adm'"``, ending with why for one of :data:`UNSUPPORTED_BASE_OPTIMIZERS`, or a
+    "did you mean" (:func:`~imc_grapes.suggest.did_you_mean`) for a close name; ``TrainConfig``'s check and
+    :func:`optimizer_class`'s, one message."""
+    valid = base_optimizer_names()
+    if isinstance(name, str) and name in valid:
+        return None
+    why = UNSUPPORTED_BASE_OPTIMIZERS.get(name, "") if isinstance(name, str) else ""
+    hint = f" ({why})" if why else did_you_mean(name, valid)
+    return f"{where} must be one of {', '.join(valid)}, got {name!r}{hint}"
+
+
+def optimizer_class(name: str, where: str = "optimizer_class: name") -> type[torch.optim.Optimizer]:
+    """The ``torch.optim`` class whose lower-case name is ``name`` (``"adamw"`` -> ``torch.optim.AdamW``), one of
+    :func:`base_optimizer_names`.
 
     Raises:
-        ValueError: no such class.
+        ValueError: no such class, or one that cannot be a base optimizer (:data:`UNSUPPORTED_BASE_OPTIMIZERS`,
+            ``torch.optim.Optimizer`` itself): :func:`base_optimizer_problem`'s message, naming ``where`` and the
+            valid names.
     """
+    problem = base_optimizer_problem(where, name)
+    if problem is not None:
+        raise ValueError(problem)
     match = [n for n in dir(torch.optim) if n.lower() == name and isinstance(getattr(torch.optim, n), type)]
-    if not match:
-        raise ValueError(f"make_optimizer: unknown base_optimizer {name!r}")
     return cast("type[torch.optim.Optimizer]", getattr(torch.optim, match[0]))
 
 
@@ -42,7 +81,7 @@ def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
             2-D (a bias, a convolution kernel).
     """
     name = cfg.base_optimizer
-    cls = optimizer_class(name)
+    cls = optimizer_class(name, "make_optimizer: cfg.base_optimizer")
     params = list(params)
     if name in MATRIX_ONLY_BASE_OPTIMIZERS:
         shapes = list(dict.fromkeys(tuple(p.shape) for p in params if p.dim() != 2))

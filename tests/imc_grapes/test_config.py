@@ -1,4 +1,6 @@
 """TrainConfig validation: every invalid value is rejected with a message naming the field and the range."""
+import re
+
 import pytest
 
 from imc_grapes.config import ConfigError, TrainConfig, base_optimizer_names
@@ -128,6 +130,31 @@ def test_base_optimizers_that_cannot_work_are_rejected(name, why):
     assert name not in base_optimizer_names()
     with pytest.raises(ConfigError, match=rf"^TrainConfig\.base_optimizer must be one of .*, got '{name}' \(.*{why}"):
         TrainConfig(base_optimizer=name)
+
+
+@pytest.mark.parametrize("name,tail", [("adm", r"; did you mean 'adam'\?"), ("rmsprp", r"; did you mean 'rmsprop'\?"),
+                                       ("lbfgs", r" \(LBFGS needs a closure .*\)"), ("optimizer", ""), ("zzz", ""),
+                                       (3, "")])
+def test_make_optimizer_and_optimizer_class_name_the_valid_base_optimizers(name, tail):
+    """``make_optimizer`` (a cfg that is not a checked TrainConfig) and ``optimizer_class`` refused an unknown name
+    as "unknown base_optimizer 'adm'" without the valid names; they now give TrainConfig's message: the valid
+    names (``sgd`` and ``adam`` among them), then why for an unsupported one or a did-you-mean for a close one. The
+    names are those TrainConfig takes: ``torch.optim.Optimizer`` itself and ``lbfgs`` are refused too."""
+    import types
+
+    import torch
+
+    from imc_grapes.backends.optim import make_optimizer, optimizer_class
+
+    listed = r"must be one of (\w+, )*adam, (\w+, )*sgd(, \w+)*, got " + re.escape(repr(name)) + tail + "$"
+    with pytest.raises(ValueError, match=r"^optimizer_class: name " + listed):
+        optimizer_class(name)
+    cfg = types.SimpleNamespace(base_optimizer=name, lr=0.1, weight_decay=0.0, momentum=0.0, cuda_graph=False)
+    with pytest.raises(ValueError, match=r"^make_optimizer: cfg\.base_optimizer " + listed):
+        make_optimizer(cfg, torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.base_optimizer " + listed):
+        TrainConfig(base_optimizer=name)
+    assert optimizer_class("adamw") is torch.optim.AdamW and optimizer_class("sgd") is torch.optim.SGD
 
 
 def test_every_listed_base_optimizer_takes_a_step():

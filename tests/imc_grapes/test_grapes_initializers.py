@@ -49,3 +49,48 @@ def test_uniform_with_bound_zero_fills_zeros_and_draws_from_the_generator() -> N
     u = torch.rand(4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     got = uniform_(torch.empty(4, dtype=torch.float64), 0.5, make_generator(3))
     torch.testing.assert_close(got, -0.5 + u, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 3), (2, 0, 3)])
+def test_he_uniform_of_an_empty_tensor_warns_and_returns_as_torch_kaiming_uniform(shape: tuple[int, ...]) -> None:
+    """``fan_in = 0`` (shapes ``(0,)``, ``(3, 0)``) was a ``ZeroDivisionError``; an empty tensor is now left as it is
+    with the warning ``torch.nn.init.kaiming_uniform_`` gives, and the generator does not advance (its next draw is
+    a fresh generator's first)."""
+    from imc_grapes.grapes import he_uniform_
+
+    t, g = torch.empty(shape), make_generator(4)
+    with pytest.warns(UserWarning, match="^Initializing zero-element tensors is a no-op$"):
+        torch.nn.init.kaiming_uniform_(torch.empty(shape), mode="fan_in", nonlinearity="relu")
+    with pytest.warns(UserWarning, match="^Initializing zero-element tensors is a no-op$"):
+        assert he_uniform_(t, g) is t
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=make_generator(4)))
+
+
+@pytest.mark.parametrize("generator", ["x", 3, np.random.default_rng(0)])
+def test_initializers_refuse_a_generator_that_is_no_cpu_torch_generator(generator: object) -> None:
+    """``he_uniform_(t, generator='x')`` (or a numpy generator) got torch's TypeError from inside ``uniform_``. Both
+    initializers now refuse it naming ``<fn>.generator`` and what it takes, leaving ``t`` as it was; a non-tensor
+    ``tensor`` (an AttributeError) is refused naming ``<fn>.tensor``."""
+    from imc_grapes.grapes import he_uniform_, uniform_
+
+    t = torch.zeros(2, 3)
+    valid = r"must be a CPU torch.Generator or None \(the draws are made on the CPU, then copied\), got "
+    with pytest.raises(ValueError, match=rf"^he_uniform_\.generator {valid}{re.escape(repr(generator))}$"):
+        he_uniform_(t, generator)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"^uniform_\.generator {valid}{re.escape(repr(generator))}$"):
+        uniform_(t, 0.5, generator)  # type: ignore[arg-type]
+    assert torch.equal(t, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"^he_uniform_\.tensor must be a torch\.Tensor, got list$"):
+        he_uniform_([1.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_he_uniform_bound_is_sqrt_6_over_fan_in() -> None:
+    """``fan_in = 3·2 = 6`` for a ``[4, 3, 2]`` weight: the bound is 1, so the numbers are ``-1 + 2u`` of the
+    generator's float64 draws ``u``; a 1-D tensor of 6 takes ``fan_in = 6`` too."""
+    from imc_grapes.grapes import he_uniform_
+
+    u = torch.rand(24, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    got = he_uniform_(torch.empty(4, 3, 2, dtype=torch.float64), make_generator(9))
+    torch.testing.assert_close(got, (-1.0 + 2.0 * u).reshape(4, 3, 2), rtol=0, atol=1e-15)
+    got1 = he_uniform_(torch.empty(6, dtype=torch.float64), make_generator(9))
+    torch.testing.assert_close(got1, -1.0 + 2.0 * u[:6], rtol=0, atol=1e-15)

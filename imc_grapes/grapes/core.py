@@ -19,6 +19,7 @@ Reference: the authors' numpy code, github.com/IBM/GRAPES, ``numpy_grapes_functi
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
 import torch
@@ -180,21 +181,32 @@ def dfa_modulations(
     Args:
         outgoing: for each hidden layer ``k = 0 .. n-1`` (forward order, output layer excluded) its
             outgoing importance ``colsum|W^k|: [in_k]``. Entry 0 is not used (may be None).
-        last_out: output width of the last hidden layer (length of the output layer's ``P = 1``).
+        last_out: output width of the last hidden layer (length of the output layer's ``P = 1``), an integer
+            >= 1.
         transform: optional map applied to every ``P^k`` vector before use (e.g. :func:`layer_mean`).
 
     Returns:
         A list of length ``n``: ``None`` for hidden layer 0, else ``(p_post, p_pre)`` with
         ``p_post = P^{k+1}: [out_k]`` and ``p_pre = P^k: [in_k]``; the weight-gradient factor is
         ``synapse_modulation(p_post, p_pre)`` and a bias gradient (constant input) takes ``p_post``.
+
+    Raises:
+        ValueError: ``last_out`` is not an integer >= 1 (``torch.ones(2.5)`` was torch's ``TypeError``, ``-1`` its
+            ``RuntimeError``, ``0`` an empty factor), or an entry ``outgoing[k]``, ``k >= 1``, is not a 1-D tensor.
     """
+    if not isinstance(last_out, numbers.Integral) or isinstance(last_out, bool) or last_out < 1:
+        raise ValueError(f"dfa_modulations.last_out must be an integer >= 1 (the output width of the last hidden "
+                         f"layer), got {last_out!r}")
+    last_out = int(last_out)
     n = len(outgoing)
     tf = transform if transform is not None else (lambda t: t)
     p: list[Tensor | None] = [None]
     for k in range(1, n):
         o = outgoing[k]
-        if o is None:
-            raise ValueError(f"dfa_modulations.outgoing[{k}] must be a tensor (only entry 0 may be None)")
+        if not isinstance(o, Tensor) or o.dim() != 1:
+            got = f"shape {tuple(o.shape)}" if isinstance(o, Tensor) else repr(o)
+            raise ValueError(f"dfa_modulations.outgoing[{k}] must be a 1-D tensor [in_{k}] (only entry 0 may be "
+                             f"None), got {got}")
         p.append(tf(modulation(o, clip=None)))
     factors: list[tuple[Tensor, Tensor] | None] = [None]
     for k in range(1, n):

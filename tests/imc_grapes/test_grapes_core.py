@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,27 @@ def test_dfa_modulations_hand_computed():
     torch.testing.assert_close(mean_fac[1][1], torch.full((3,), 3.5 / 3))
     with pytest.raises(ValueError, match=r"outgoing\[1\]"):
         dfa_modulations([None, None], last_out=2)
+
+
+@pytest.mark.parametrize("last_out", [0, -1, 2.5, True, "3", None])
+def test_dfa_modulations_refuses_a_last_out_that_is_no_width(last_out: object) -> None:
+    """``last_out`` went to ``torch.ones`` unchecked: 2.5 was torch's TypeError, -1 its RuntimeError, 0 an empty
+    output factor (and True a factor of one element); each is now refused naming the argument and the range."""
+    with pytest.raises(ValueError, match=r"^dfa_modulations\.last_out must be an integer >= 1 \(the output width of "
+                                         rf"the last hidden layer\), got {re.escape(repr(last_out))}$"):
+        dfa_modulations([None, torch.tensor([1.0, 2.0])], last_out=last_out)  # type: ignore[arg-type]
+
+
+def test_dfa_modulations_takes_a_numpy_width_and_refuses_an_outgoing_entry_that_is_no_vector() -> None:
+    """A numpy integer width is its value (the output layer's P = 1 has that many ones); an entry ``k >= 1`` that
+    is not a 1-D tensor (a list, or a stack [2, 2] that ``modulation`` would take row by row) is refused."""
+    fac = dfa_modulations([None, torch.tensor([1.0, 4.0])], last_out=np.int64(3))  # type: ignore[arg-type]
+    assert torch.equal(fac[1][0], torch.ones(3))
+    torch.testing.assert_close(fac[1][1], torch.tensor([0.5, 2.0]))                 # 2·[1, 4] / 4
+    for bad, got in (([1.0, 2.0], r"\[1\.0, 2\.0\]"), (torch.ones(2, 2), r"shape \(2, 2\)")):
+        with pytest.raises(ValueError, match=r"^dfa_modulations\.outgoing\[1\] must be a 1-D tensor \[in_1\] "
+                                             rf"\(only entry 0 may be None\), got {got}$"):
+            dfa_modulations([None, bad], last_out=2)  # type: ignore[list-item]
 
 
 weights = arrays(

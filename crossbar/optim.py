@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from crossbar.modules import analog_module_of, analog_modules
 from devices.base import is_finite_number, is_number
+from devices.host import host_reads_free
 
 __all__ = ["AnalogSGD", "analog_step", "analog_zero_grad"]
 
@@ -26,12 +27,21 @@ _SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0
 """``torch.optim.SGD`` options :class:`AnalogSGD` does not implement, with the only value it accepts (SGD's default)."""
 
 
-def _check_lr(lr: Any) -> None:
-    """``ValueError`` unless ``lr`` is a finite number or one-element tensor > 0 (NaN and ±inf fail: the pulsed
-    update refuses them, so they are refused here, when the optimizer is made, rather than at its first step)."""
-    value = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 else lr
+def _check_lr(lr: Any, where: str = "AnalogSGD.lr", read_device_tensor: bool = True) -> None:
+    """``ValueError("<where> must be a finite number > 0 ...")`` unless ``lr`` is a finite number or one-element tensor
+    > 0 (NaN and ±inf fail: the pulsed update refuses them; ``<= 0`` would move the weights up the gradient, or not
+    at all). A number is checked without any synchronisation; a tensor's value is read where host reads are free
+    (:func:`devices.host.host_reads_free`: the CPU), or everywhere with ``read_device_tensor`` (:class:`AnalogSGD`:
+    once, when the optimizer is made), and otherwise only its element count, as ``crossbar.update._check_lr`` does
+    (:func:`analog_step`, called every step, never reads a GPU tensor)."""
+    if isinstance(lr, Tensor) and lr.numel() == 1:
+        if not (read_device_tensor or host_reads_free(lr)):
+            return
+        value = lr.item()
+    else:
+        value = lr
     if not is_finite_number(value) or not float(value) > 0:
-        raise ValueError(f"AnalogSGD.lr must be a finite number > 0 (a number or a one-element tensor), got {lr!r}")
+        raise ValueError(f"{where} must be a finite number > 0 (a number or a one-element tensor), got {lr!r}")
 
 
 class AnalogSGD(torch.optim.Optimizer):
@@ -48,8 +58,9 @@ class AnalogSGD(torch.optim.Optimizer):
     parameter without gradient (aihwkit's ``AnalogSGD`` still updates such a layer: see :mod:`crossbar.modules`).
 
     ``zero_grad`` also drops analog stashes that were not consumed by a ``step`` (as torch's ``model.zero_grad()``
-    does: see :mod:`crossbar.modules`). Every parameter group's ``lr``
-    must be > 0 (a number or a one-element tensor); groups asking for ``torch.optim.SGD`` options this optimizer
+    does: see :mod:`crossbar.modules`). Every parameter group's ``lr`` must be > 0 (a number or a one-element
+    tensor, whose value is read once, when the group is added, even on a GPU; :func:`analog_step` checks the same
+    at every call, without reading a GPU tensor); groups asking for ``torch.optim.SGD`` options this optimizer
     does not have (momentum, dampening, weight decay, Nesterov, maximize) are refused rather than ignored.
     """
 
@@ -109,8 +120,17 @@ def analog_step(model: nn.Module, lr: float | Tensor) -> int:
     """Apply the pulsed update of every analog layer in ``model`` with its stashed ``(x, d)`` (a frozen layer has
     none: see :class:`AnalogSGD`).
 
+    ``lr`` must be > 0, as :class:`AnalogSGD`'s (a number or a one-element tensor): a number is checked at every
+    call without any synchronisation; a tensor's value only where host reads are free (the CPU,
+    :func:`devices.host.host_reads_free`), so that a step on a GPU never waits for the device (a CUDA tensor
+    ``lr`` is then the caller's to keep positive; the update still checks that it is on the layers' device).
+
     Returns the number of tile updates applied (0 if nothing was stashed).
+
+    Raises:
+        ValueError: ``lr`` is not a finite number > 0 (nothing is updated, the stashes are kept).
     """
+    _check_lr(lr, "analog_step: lr", read_device_tensor=False)
     return sum(m.analog_update(lr) for m in analog_modules(model))
 
 

@@ -359,6 +359,47 @@ def test_analog_sgd_checks_every_parameter_group(group) -> None:
             AnalogSGD(lin.parameters(), lr=group["lr"])
 
 
+@pytest.mark.parametrize("lr", [-0.1, 0.0, float("nan"), float("inf"), torch.tensor(-0.1), torch.tensor(0.0),
+                                torch.tensor([0.1, 0.2]), "0.1", True, None])
+def test_analog_step_requires_lr_above_zero_as_analog_sgd_does(lr: object) -> None:
+    """``analog_step(model, -0.1)`` (or 0, or a negative CPU tensor) was taken: the pulsed update accepts any sign,
+    and moved the weights up the gradient. It now refuses what AnalogSGD refuses, before any update, keeping the
+    stash: the next valid step applies it."""
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), dtype=F64, seed=0)
+    lin(torch.randn(3, 4, dtype=F64)).sum().backward()
+    w0 = lin.get_weights()
+    with pytest.raises(ValueError, match=r"^analog_step: lr must be a finite number > 0 \(a number or a one-element "
+                                         r"tensor\), got "):
+        analog_step(lin, lr)  # type: ignore[arg-type]
+    assert torch.equal(lin.get_weights(), w0)
+    with pytest.raises(ValueError, match=r"^AnalogSGD\.lr must be a finite number > 0"):
+        AnalogSGD(lin.parameters(), lr=lr)  # type: ignore[arg-type]
+    assert analog_step(lin, 0.1) == 1
+
+
+@pytest.mark.parametrize("lr", [0.5, torch.tensor(0.5, dtype=F64)])
+def test_analog_step_applies_lr_and_reads_no_tensor_value_on_the_sync_free_path(lr: float | torch.Tensor) -> None:
+    """A valid lr gives the exact SGD step of the ideal layer: ``d = 1`` for ``sum(y)``, so ``ΔW = -lr · 1 xᵀ``
+    summed over the batch. On the sync-free path (``no_host_reads``, the path GPUs take) a tensor lr's value is not
+    read, as the pulse update does not read it: a negative one is not refused there (the caller's to keep
+    positive), while a negative number still is (no synchronisation needed)."""
+    from devices import no_host_reads
+
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), dtype=F64, seed=0)
+    x = torch.randn(3, 4, dtype=F64)
+    w0 = lin.get_weights()
+    step = 0.5 * torch.ones(2, 1, dtype=F64) * x.sum(0, keepdim=True)
+    lin(x).sum().backward()
+    assert analog_step(lin, lr) == 1
+    torch.testing.assert_close(lin.get_weights(), w0 - step)
+    with no_host_reads():
+        lin(x).sum().backward()
+        with pytest.raises(ValueError, match=r"^analog_step: lr must be a finite number > 0"):
+            analog_step(lin, -0.5)
+        assert analog_step(lin, torch.tensor(-0.5, dtype=F64)) == 1                 # not read: the step is taken
+    torch.testing.assert_close(lin.get_weights(), w0)                                # -0.5 undid the +0.5 step
+
+
 def test_analog_sgd_accepts_positive_group_lr_and_sgd_defaults() -> None:
     lin = AnalogLinear(4, 2, rpu_config=ideal_config(), dtype=F64, seed=0)
     opt = AnalogSGD([dict(params=[lin.analog_ctx], lr=torch.tensor(0.5), momentum=0, weight_decay=0.0),

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from crossbar.modules import analog_module_of, analog_modules
-from devices.base import is_finite_number, is_number
+from devices.base import is_finite_number
 from devices.host import host_reads_free
 
 __all__ = ["AnalogSGD", "analog_step", "analog_zero_grad"]

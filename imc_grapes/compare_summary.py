@@ -41,20 +41,20 @@ def load_report(path: str | Path) -> dict[str, Any]:
     """The ``results.json`` of a compare report (``path``: the report folder or the file itself)."""
     f = _results_file(path)
     if not f.is_file():
-        raise ConfigError(f"compare-summary: no compare results at {f} "
+        raise ConfigError(f"no compare results at {f} "
                           + (unfinished_job_note(f.parent, "compare") or "(give a report folder with results.json)"))
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"compare-summary: {f} is not valid JSON ({e})") from e
+        raise ConfigError(f"{f} is not valid JSON ({e})") from e
     except OSError as e:        # e.g. a file this user may not read
-        raise ConfigError(f"compare-summary: cannot read {f}: {e.strerror or e}") from e
+        raise ConfigError(f"cannot read {f}: {e.strerror or e}") from e
     if not isinstance(data, dict) or not {"spec", "summary", "runs"} <= set(data):
-        raise ConfigError(f"compare-summary: {f} is not the results.json of an imc-grapes compare report "
+        raise ConfigError(f"{f} is not the results.json of an imc-grapes compare report "
                           "(needs 'spec', 'summary' and 'runs')")
     problem = _shape_problem(data)
     if problem:     # a damaged or hand-edited file: not a traceback, nor rows made of the letters of a string
-        raise ConfigError(f"compare-summary: {f} is not the results.json of an imc-grapes compare report: {problem}")
+        raise ConfigError(f"{f} is not the results.json of an imc-grapes compare report: {problem}")
     return data
 
 
@@ -114,7 +114,7 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
             itself is a difference of 0 by construction), or a report is given twice.
     """
     if len({method, reference, control}) < 3:
-        raise ConfigError(f"compare-summary: method, reference and control (--method, --reference, --control) must be "
+        raise ConfigError(f"method, reference and control (--method, --reference, --control) must be "
                           f"three different optimizers, got {method!r}, {reference!r}, {control!r}")
     rows = []
     seen: dict[Path, str | Path] = {}
@@ -122,7 +122,7 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
         data = load_report(path)
         f = _results_file(path).resolve()
         if f in seen:
-            raise ConfigError(f"compare-summary: {path} is the same report as {seen[f]}; give each report once")
+            raise ConfigError(f"{path} is the same report as {seen[f]}; give each report once")
         seen[f] = path
         spec = data["spec"]
         tail = int(spec.get("tail_evals", 1))

@@ -189,6 +189,22 @@ def _saved_history(saved: dict[str, Any]) -> list[dict[str, Any]]:
     return restore_nonfinite(saved.get("history", []))  # type: ignore[no-any-return]
 
 
+def history_problem(history: Any, keys: Sequence[str] = ("epoch", "test_acc")) -> str | None:
+    """What in a run's stored ``history`` (as a ``results.json`` holds it: NaN and ±Inf as the strings of
+    :func:`~imc_grapes.io.restore_nonfinite`) is not as :func:`~imc_grapes.train.train` writes it and a reader of
+    its ``keys`` needs it — a list of mappings, one per evaluation, each with a number (NaN or ±Inf allowed) at
+    every one of ``keys`` (the figures read ``epoch`` and ``test_acc``; compare-summary ``test_acc``) — e.g.
+    ``history[0].test_acc must be a number (NaN allowed), got 'x'``; None when it is as written. A hand-edited
+    value would otherwise be a TypeError of a figure or an accuracy silently left out."""
+    if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        return f"history must be a list of mappings (one per evaluation), got {history!r}"
+    for j, row in enumerate(history):
+        for key in keys:
+            if not is_number(restore_nonfinite(row.get(key))):
+                return f"history[{j}].{key} must be a number (NaN allowed), got {row.get(key)!r}"
+    return None
+
+
 def saved_versions(saved: dict[str, Any]) -> dict[str, Any]:
     """The versions (:func:`~imc_grapes.versions.versions`) a run's saved ``results.json`` records: those of the
     code that trained it, not of the process reading it; ``{}`` when it recorded none (or not as a mapping)."""
@@ -649,27 +665,33 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     return files
 
 
-def cells_from_results(result: dict[str, Any]) -> list[Cell]:
+def cells_from_results(result: dict[str, Any], source: str = "results.json") -> list[Cell]:
     """The cells of a compare report's ``results.json`` contents ``result``: its ``runs`` grouped by (hardware,
     optimizer) in their order, each run rebuilt from what the file stored (config, history with its NaN/Inf
     restored, status, message, wall time, ``costs`` and ``inference``, versions), each cell's lr the chosen one of
-    its ``tuning`` record (else its runs' lr). No run is trained or read from ``runs/``.
+    its ``tuning`` record (else its runs' lr). No run is trained or read from ``runs/``. ``source``: the file, as
+    the errors name it.
 
     Raises:
         ConfigError: ``result`` has no ``runs`` list, or a run is not a mapping with ``hardware``, ``optimizer`` and
-            a ``config`` that :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts.
+            a ``config`` that :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts, or its ``history`` is not
+            as a compare job writes it (:func:`history_problem`; the error names the run and the field).
     """
     runs = result.get("runs") if isinstance(result, dict) else None
     if not isinstance(runs, list):
-        raise ConfigError("results.json: 'runs' must be a list of runs (a compare report's results.json)")
+        raise ConfigError(f"{source}: 'runs' must be a list of runs (a compare report's results.json)")
     chosen = {(t.get("hardware"), t.get("optimizer")): t.get("chosen_lr") for t in result.get("tuning") or []
               if isinstance(t, dict)}
     cells: dict[tuple[str, str], Cell] = {}
     for i, run in enumerate(runs):
         if not (isinstance(run, dict) and "hardware" in run and "optimizer" in run
                 and isinstance(run.get("config"), dict)):
-            raise ConfigError(f"results.json: runs[{i}] must be a mapping with hardware, optimizer and config")
+            raise ConfigError(f"{source}: runs[{i}] must be a mapping with hardware, optimizer and config")
         cfg = TrainConfig.from_dict(run["config"])
+        problem = history_problem(run.get("history", []))
+        if problem:     # not a TypeError of a figure
+            raise ConfigError(f"{source}: runs[{i}] ({run['hardware']}/{run['optimizer']}, seed {cfg.seed}): "
+                              f"{problem}")
         rr = RunResult(cfg, _saved_history(run), run.get("status", "completed"), run.get("message", ""),
                        Path(run["run_dir"]) if run.get("run_dir") else None, run.get("wall_time_s", 0.0),
                        run.get("eval_split", "test"),
@@ -698,7 +720,7 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     """
     out = Path(out_dir)
     result = read_report_json(out, "compare")
-    cells = cells_from_results(result)
+    cells = cells_from_results(result, str(out / "results.json"))
     if not cells:       # not matplotlib's "Number of columns must be a positive integer, not 0"
         raise ConfigError(f"{out / 'results.json'}: its 'runs' list is empty: the report has no run to draw")
     spec = result.get("spec") if isinstance(result.get("spec"), dict) else {}

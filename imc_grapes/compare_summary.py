@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.settings import format_device_overrides
-from .compare import accuracy_text, mean_pm_std, paired_by_seed
+from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed
 from .config import ConfigError
 from .io import unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .plotting import fit_title, optimizer_color
@@ -82,6 +82,9 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
         if not (isinstance(run.get("hardware"), str) and isinstance(run.get("optimizer"), str)
                 and isinstance(seed, int) and not isinstance(seed, bool)):
             return f"runs[{i}] must have a hardware, an optimizer and a config with an integer seed"
+        problem = history_problem(run.get("history", []), ("test_acc",))
+        if problem:     # not a Δ silently "—" for an accuracy that is not a number
+            return f"runs[{i}] ({run['hardware']}/{run['optimizer']}, seed {seed}): {problem}"
     return None
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, is_number
 from ..io import read_report_json, restore_nonfinite
 from .report import FORGETTING_KEYS, FigureGroup, draw_figures
 
@@ -50,24 +50,36 @@ class Redrawn:
     missing: dict[str, str]
 
 
-def _stored_run(run: Any, where: str) -> StoredRun:
+def _stored_run(run: Any, where: str, source: str = "results.json") -> StoredRun:
+    """The run ``run`` stored at ``where`` (``groups[i].runs[j]``) of the file ``source``.
+
+    Raises:
+        ConfigError: it is not a mapping with optimizer and status, or, completed, has no ``epoch`` and
+            ``test_acc`` lists of one length whose entries are numbers (NaN allowed; the error names the run and
+            the entry, not a TypeError of the curves)."""
     if not (isinstance(run, dict) and isinstance(run.get("optimizer"), str) and isinstance(run.get("status"), str)):
-        raise ConfigError(f"results.json: {where} must be a mapping with optimizer and status")
+        raise ConfigError(f"{source}: {where} must be a mapping with optimizer and status")
     if run["status"] != "completed":
         return StoredRun(run["status"])
     epochs, accs = run.get("epoch"), restore_nonfinite(run.get("test_acc"))
     if not (isinstance(epochs, list) and isinstance(accs, list) and len(epochs) == len(accs)):
-        raise ConfigError(f"results.json: {where} is completed but has no 'epoch' and 'test_acc' lists of one "
+        raise ConfigError(f"{source}: {where} is completed but has no 'epoch' and 'test_acc' lists of one "
                           "length")
+    for key, values in (("epoch", epochs), ("test_acc", accs)):
+        bad = next((k for k, v in enumerate(values) if not is_number(v)), None)
+        if bad is not None:
+            raise ConfigError(f"{source}: {where} ({run['optimizer']}, seed {run.get('seed')}): {key}[{bad}] must be "
+                              f"a number (NaN allowed), got {values[bad]!r}")
     history = [{"epoch": e, "test_acc": a} for e, a in zip(epochs, accs)]
     fg = {k: restore_nonfinite(run[k]) for k in FORGETTING_KEYS if k in run}
     return StoredRun("completed", history, {"forgetting": fg} if fg else {})
 
 
-def figure_groups(result: dict[str, Any]) -> list[FigureGroup] | None:
+def figure_groups(result: dict[str, Any], source: str = "results.json") -> list[FigureGroup] | None:
     """The groups of an experiment report's ``results.json`` contents ``result`` with their cells rebuilt from
     the stored runs (:func:`~.report.figure_runs`): per group its summary's optimizers in order, each with its lr
-    and its runs. None when a group has no ``runs`` (a report written before they were kept).
+    and its runs. None when a group has no ``runs`` (a report written before they were kept). ``source``: the
+    file, as the errors name it.
 
     Raises:
         ConfigError: ``result`` has no ``groups`` list of mappings with a ``key`` and a ``summary`` list, or a
@@ -76,7 +88,7 @@ def figure_groups(result: dict[str, Any]) -> list[FigureGroup] | None:
     groups = result.get("groups") if isinstance(result, dict) else None
     if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("key"), str)
                                              and isinstance(g.get("summary"), list) for g in groups)):
-        raise ConfigError("results.json: 'groups' must be a list of groups with a key and a summary (an "
+        raise ConfigError(f"{source}: 'groups' must be a list of groups with a key and a summary (an "
                           "`imc-grapes experiment` report's results.json)")
     if any("runs" not in g for g in groups):
         return None
@@ -84,11 +96,11 @@ def figure_groups(result: dict[str, Any]) -> list[FigureGroup] | None:
     for i, g in enumerate(groups):
         cells = {r["optimizer"]: StoredCell(r["optimizer"], float(r["lr"]), []) for r in g["summary"]}
         if not isinstance(g["runs"], list):
-            raise ConfigError(f"results.json: groups[{i}].runs must be a list of runs")
+            raise ConfigError(f"{source}: groups[{i}].runs must be a list of runs")
         for j, run in enumerate(g["runs"]):
-            stored = _stored_run(run, f"groups[{i}].runs[{j}]")
+            stored = _stored_run(run, f"groups[{i}].runs[{j}]", source)
             if run["optimizer"] not in cells:
-                raise ConfigError(f"results.json: groups[{i}].runs[{j}] names optimizer {run['optimizer']!r}, "
+                raise ConfigError(f"{source}: groups[{i}].runs[{j}] names optimizer {run['optimizer']!r}, "
                                   f"which groups[{i}].summary has not (valid: {', '.join(cells)})")
             cells[run["optimizer"]].runs.append(stored)
         out.append(FigureGroup(g["key"], str(g.get("trainer", "standard")), list(cells.values())))
@@ -115,12 +127,13 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
     matplotlib.use("Agg")
     out = Path(out_dir)
     result = read_report_json(out, "experiment")
-    groups = figure_groups(result)
+    source = str(out / "results.json")
+    groups = figure_groups(result, source)
     if not (isinstance(result.get("summary"), list) and isinstance(result.get("comparisons", []), list)):
-        raise ConfigError("results.json: 'summary' and 'comparisons' must be lists (an `imc-grapes experiment` "
+        raise ConfigError(f"{source}: 'summary' and 'comparisons' must be lists (an `imc-grapes experiment` "
                           "report's results.json)")
     if name is not None and result.get("experiment") != name:
-        raise ConfigError(f"results.json: the report is of experiment {result.get('experiment')!r}, not {name!r}")
+        raise ConfigError(f"{source}: the report is of experiment {result.get('experiment')!r}, not {name!r}")
     options = result.get("options") if isinstance(result.get("options"), dict) else {}
     tail = int(options.get("tail_evals", 1))
     keys = [g["key"] for g in result["groups"]]

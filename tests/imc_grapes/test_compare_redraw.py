@@ -88,3 +88,28 @@ def test_redraw_of_a_report_without_runs_says_so(tmp_path, capsys):
     assert main(["compare", "--redraw", "--out", str(tmp_path)]) == 2
     assert "'runs' list is empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize("value, field", [("x", "history[1].test_acc must be a number (NaN allowed), got 'x'"),
+                                          (None, "history[1].test_acc must be a number (NaN allowed), got None")])
+def test_redraw_refuses_a_hand_edited_accuracy_naming_the_file_the_run_and_the_field(tmp_path, capsys, value, field):
+    """A history entry such as "test_acc": "x" ended --redraw in a TypeError ('>=' not supported between 'str'
+    and 'float'); nothing is drawn. A NaN accuracy, stored as the string "nan", is a number and is drawn."""
+    out = tmp_path / "report"
+    shutil.copytree(STORED, out)
+    for png in out.glob("*.png"):
+        png.unlink()
+    saved = read_json(out / "results.json")
+    run = saved["runs"][2]
+    saved["runs"][2]["history"][1]["test_acc"] = value
+    write_json_atomic(out / "results.json", saved)
+    where = f"runs[2] ({run['hardware']}/{run['optimizer']}, seed {run['config']['seed']})"
+    with pytest.raises(ConfigError) as info:
+        redraw_report(out)
+    assert str(info.value) == f"{out / 'results.json'}: {where}: {field}"
+    assert main(["compare", "--redraw", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {out / 'results.json'}: {where}: {field}\n"
+    assert not list(out.glob("*.png"))
+    saved["runs"][2]["history"][1]["test_acc"] = math.nan              # written as "nan" (write_json_atomic)
+    write_json_atomic(out / "results.json", saved)
+    assert redraw_report(out) == ["curves.png", "accuracy.png", "inference.png"]

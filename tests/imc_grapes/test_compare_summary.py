@@ -237,6 +237,11 @@ def test_every_stored_summary_is_what_its_recorded_command_writes_now(folder, tm
     (lambda d: d["runs"][3].pop("config"), "runs[3] must have a hardware, an optimizer and a config with an integer "
                                            "seed"),
     (lambda d: d["runs"][0]["config"].update(seed="0"), "runs[0] must have"),
+    # a hand-edited accuracy: its Δ columns were silently "—" (the run left out of the pairing)
+    (lambda d: d["runs"][4]["history"][1].update(test_acc="x"),
+     "runs[4] (analog/grapes, seed 1): history[1].test_acc must be a number (NaN allowed), got 'x'"),
+    (lambda d: d["runs"][0].update(history={"test_acc": 0.5}),
+     "runs[0] (analog/sgd, seed 0): history must be a list of mappings (one per evaluation), got {'test_acc': 0.5}"),
 ])
 def test_a_results_file_of_the_wrong_shape_is_a_usage_error_naming_the_field(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, field: str) -> None:

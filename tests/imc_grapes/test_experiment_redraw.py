@@ -156,6 +156,17 @@ def test_redraw_refuses_what_is_not_an_experiment_report(tmp_path, capsys):
                             "test_acc": [0.5]}]}]})
     with pytest.raises(ConfigError, match=r"groups\[0\].runs\[0\] is completed but has no 'epoch' and 'test_acc'"):
         redraw_experiment_report(tmp_path)
+    # a hand-edited accuracy ended the curves in numpy's TypeError; the error names the file, the run and the entry
+    row = {"group": "g", "optimizer": "sgd", "final_test_acc_mean": 0.5, "final_test_acc_std": 0.0, "runs": 1,
+           "completed": 1}
+    write_json_atomic(tmp_path / "results.json", {"experiment": "mlp", "summary": [row], "comparisons": [], "groups": [
+        {**group, "runs": [{"optimizer": "sgd", "seed": 3, "status": "completed", "epoch": [1, 2],
+                            "test_acc": [0.5, "x"]}]}]})
+    assert main(["experiment", "--redraw", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes experiment: error: --redraw: {tmp_path / 'results.json'}: "
+                                       "groups[0].runs[0] (sgd, seed 3): test_acc[1] must be a number (NaN allowed), "
+                                       "got 'x'\n")
+    assert not list(tmp_path.glob("*.png"))
     write_json_atomic(tmp_path / "results.json", {"experiment": "mlp", "summary": [], "comparisons": [], "groups": [
         {**group, "runs": [{"optimizer": "adam", "seed": 0, "status": "diverged"}]}]})
     with pytest.raises(ConfigError, match=r"names optimizer 'adam', which groups\[0\].summary has not"):

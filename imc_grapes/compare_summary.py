@@ -24,7 +24,7 @@ from typing import Any
 from .backends.settings import format_device_overrides
 from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed
 from .config import ConfigError
-from .io import unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .io import restore_nonfinite, unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
@@ -139,7 +139,11 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
                 if r.get("hardware") == hw and r.get("eval_split", "test") == "test":
                     key = (r["optimizer"], str(r.get("status")))
                     stopped[key] = stopped.get(key, 0) + 1
-                    acc = tail_accuracy(r.get("history") or [], tail) if r.get("status") == "completed" else None
+                    # NaN is stored as "nan" (io.restore_nonfinite): a NaN among the last evaluations makes the
+                    # run's accuracy NaN, left out of the pairing, as the report's own summary leaves it out of its
+                    # mean, not the mean of the others
+                    history = restore_nonfinite(r.get("history") or [])
+                    acc = tail_accuracy(history, tail) if r.get("status") == "completed" else None
                     accs.setdefault(r["optimizer"], {})[int(r["config"]["seed"])] = acc
             for opt in spec.get("optimizers", []):
                 s = cells.get(opt, {})

@@ -366,3 +366,19 @@ def test_an_out_folder_of_another_command_is_not_overwritten(tmp_path: Path, cap
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0     # its own summary: written again
     (again / "summary.json").unlink()                                      # stopped before summary.json
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0
+
+
+def test_a_nan_accuracy_stored_as_a_string_is_nan_not_left_out_of_the_tail(tmp_path: Path) -> None:
+    """results.json holds a NaN accuracy as "nan"; compare-summary skipped it, so with tail_evals 2 a run whose last
+    evaluation was NaN counted as its previous one (0.40 for grapes seed 0, a Δ of −0.30 against SGD's 0.70). It is
+    NaN, as the report's own mean has it, and the pairing leaves the seed out."""
+    a = _report(tmp_path, "a", tail=2)
+    data = json.loads((a / "results.json").read_text())
+    data["runs"][3]["history"][1]["test_acc"] = "nan"                  # analog grapes seed 0: [0.40, NaN]
+    (a / "results.json").write_text(json.dumps(data))
+    row = summarize([a])[1]
+    assert row["label"] == "EcRam"
+    # seed 1 only: grapes (0.80 + 0.79) / 2 = 0.795, sgd (0.60 + 0.80) / 2 = 0.70, layer-mean (0.50 + 0.81) / 2
+    assert row["grapes-sgd"] == pytest.approx({"mean": 0.095, "std": 0.0, "n": 1, "positive": 1, "negative": 0})
+    assert row["grapes-layer-mean"]["n"] == 1
+    assert row["grapes-layer-mean"]["mean"] == pytest.approx(0.795 - 0.655)

@@ -98,16 +98,26 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
     Raises:
         DatasetNotFoundError: a file is missing (the message names the fetch command).
         ChecksumError: a file has the wrong size or md5 (the message names the file and the fetch command).
-        DatasetError: a file or the folder cannot be read (e.g. its permissions; the message names it), or the
-            data root or the data set's folder is a file (the message names it).
+        DatasetError: a file or the folder cannot be read (e.g. its permissions; the message names it), the
+            data root or the data set's folder is a file, or a folder stands where a file should be (the message
+            names it).
     """
     folder = dataset_dir(spec, root)
     try:
         check_folder_path(spec, folder, root)
         missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
         zipped = [name + ".gz" for name in missing if (folder / (name + ".gz")).is_file()]
+        in_way = [folder / name for name in missing if (folder / name).is_dir()]
     except OSError as exc:      # e.g. a folder on the way that this user may not enter
         raise _unreadable(spec, folder, exc, root) from exc
+    if in_way:      # not "missing": a fetch would download, then fail to write the file (data fetch's wording)
+        one = len(in_way) == 1
+        raise DatasetError(
+            f"dataset {spec.name!r}: {' and '.join(map(str, in_way))} {'is a folder' if one else 'are folders'} "
+            f"where the data set's {'file' if one else 'files'} should be; move what is in "
+            f"{'its' if one else 'their'} way, then run `{fetch_hint(spec, root)}` for what is missing (or "
+            f"{_elsewhere_hint(spec, root)})."
+        )
     if missing:
         gz_hint = (f" {folder} holds {', '.join(zipped)}: the cache keeps the IDX files uncompressed, so gunzip "
                    "them there instead." if zipped else "")

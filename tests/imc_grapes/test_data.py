@@ -666,3 +666,33 @@ def test_a_downloaded_file_that_cannot_be_written_is_a_dataset_error_naming_it(t
     assert not [p.name for p in blocked.parent.iterdir() if p.name.startswith(".")], "no temporary file is left"
     assert main(["data", "fetch", spec.name, "--root", str(tmp_path)]) == 2
     assert f"imc-grapes data fetch: error: cannot write {blocked}: Is a directory" in capsys.readouterr().err
+
+
+def test_a_folder_where_a_data_file_should_be_is_named_as_such_by_verify(tmp_path, monkeypatch, capsys):
+    """`imc-grapes data verify` called a folder of a data file's name "missing" (and told to fetch, which would
+    download only to fail writing that file); it names the folder in the way, as data fetch does."""
+    from imc_grapes.cli import main
+
+    spec, contents = tiny_spec(tmp_path)
+    monkeypatch.setitem(registry.REAL_DATASETS, spec.name, spec)
+    folder = tmp_path / spec.name
+    folder.mkdir()
+    for n, b in contents.items():
+        (folder / n).write_bytes(b)
+    blocked = folder / "t10k-images-idx3-ubyte"
+    blocked.unlink()
+    blocked.mkdir()
+    hint = f"`imc-grapes data fetch tiny --root {tmp_path}`"
+    elsewhere = "give the folder that holds its 'tiny' folder as the data root"
+    with pytest.raises(fetch_mod.DatasetError) as exc:
+        verify(spec, tmp_path)
+    assert not isinstance(exc.value, DatasetNotFoundError)
+    assert str(exc.value) == (f"dataset 'tiny': {blocked} is a folder where the data set's file should be; move what "
+                              f"is in its way, then run {hint} for what is missing (or {elsewhere}).")
+    assert main(["data", "verify", spec.name, "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes data verify: error: {exc.value}\n"
+    (folder / "train-labels-idx1-ubyte").unlink()       # two folders in the way: both named
+    (folder / "train-labels-idx1-ubyte").mkdir()
+    with pytest.raises(fetch_mod.DatasetError, match=f"^dataset 'tiny': {folder / 'train-labels-idx1-ubyte'} and "
+                       f"{blocked} are folders where the data set's files should be; move what is in their way, "):
+        verify(spec, tmp_path)

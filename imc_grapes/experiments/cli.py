@@ -111,10 +111,17 @@ def _list() -> int:
 
 def experiment_options(args: argparse.Namespace) -> ExperimentOptions:
     """The options of ``imc-grapes experiment`` (parsed ``args``), validated (ConfigError or ValueError naming the
-    field); :func:`~.definitions.plan_experiment` turns them into the experiment's groups."""
-    from ..cli import device_overrides_from
+    field); :func:`~.definitions.plan_experiment` turns them into the experiment's groups. As train and compare
+    refuse an analog option typed with no analog run, a ``--device-preset`` or ``--device-param`` typed (even at
+    its default value) with only the digital backend is a ConfigError naming it (the library's
+    :class:`~.options.ExperimentOptions` refuses a value other than the default, which it cannot tell from one
+    typed)."""
+    from ..cli import _reject_unused_analog, _typed, device_overrides_from
     from .options import ExperimentOptions
 
+    if set(args.backend) == {"digital"}:
+        _reject_unused_analog(args, "--backend is digital only (add crossbar or aihwkit to --backend, e.g. --backend "
+                                    "digital crossbar)", _typed(args, ["device_preset", "device_param"]))
     overrides = device_overrides_from(args.device_param, args.device_preset)
     return ExperimentOptions(size=args.size, backends=tuple(args.backend), preset=args.device_preset,
                              device_overrides=overrides,

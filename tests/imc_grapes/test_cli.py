@@ -93,8 +93,8 @@ def test_a_config_error_names_the_option_that_set_the_field(tmp_path, capsys, co
                                 "--device cuda, or leave --cuda-graph off)"),      # names the option already
     ("train", ["--model", "cnn", "--rule", "dfa"], "rule 'dfa' is implemented for the mlp model only"),   # no field
     ("train", ["--seed", "0", "0"], "--seed must not repeat a value"),
-    ("experiment", ["--device-param", "dw_min=0.01"], "ExperimentOptions.device_overrides {'dw_min': 0.01} "
-                                                      "(--device-param): only the analog backends"),
+    ("experiment", ["--device-param", "dw_min=0.01"], "--device-param: only analog runs (crossbar, aihwkit) use "
+                                                      "this option, but --backend is digital only"),
 ])
 def test_an_error_that_names_its_option_or_no_field_is_left_as_it_is(tmp_path, capsys, command, args, message):
     argv = [*EXP_TINY, *args] if command == "experiment" else [command, *SMALL, *args]
@@ -223,6 +223,36 @@ def test_an_analog_option_without_any_analog_run_is_a_usage_error(tmp_path, caps
     assert main([command, *SMALL, "--out", str(tmp_path / "out"), *args]) == 2
     assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: {message}")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, given", [
+    (["--device-preset", "ReRamSB"], "--device-preset"),          # its default value, typed: refused as train's
+    (["--backend", "digital", "digital", "--device-preset", "PCM"], "--device-preset"),
+    (["--device-preset", "ReRamSB", "--device-param", "dw_min=0.01"], "--device-preset, --device-param"),
+])
+def test_experiment_refuses_a_typed_device_option_without_an_analog_backend(tmp_path, capsys, args, given):
+    """`experiment --device-preset ReRamSB` with only the digital backend was accepted (ExperimentOptions compares
+    the value with the default), where train and compare refuse an analog option typed with no analog run even at
+    its default value; now experiment does too, before any folder is written. Left out, nothing is refused."""
+    assert main([*EXP_TINY, "--out", str(tmp_path / "out"), *args]) == 2
+    one = "," not in given
+    assert capsys.readouterr().err == (
+        f"imc-grapes experiment: error: {given}: only analog runs (crossbar, aihwkit) use "
+        f"{'this option' if one else 'these options'}, but --backend is digital only (add crossbar or aihwkit to "
+        f"--backend, e.g. --backend digital crossbar); the option{'' if one else 's'} would change nothing: "
+        f"drop {'it' if one else 'them'}\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_takes_a_typed_device_preset_with_an_analog_backend_and_none_left_out():
+    from imc_grapes.cli import build_parser
+    from imc_grapes.experiments.cli import experiment_options
+
+    def opts(*argv):
+        return experiment_options(build_parser().parse_args(["experiment", "mlp", "--tiny", *argv]))
+    assert opts("--backend", "digital", "crossbar", "--device-preset", "ReRamSB").preset == "ReRamSB"
+    assert opts("--backend", "aihwkit", "--device-preset", "PCM").preset == "PCM"
+    assert (opts().backends, opts().preset) == (("digital",), "ReRamSB")     # left out: the default, not refused
 
 
 def test_analog_options_left_out_or_with_an_analog_run_are_accepted(tmp_path):
@@ -379,9 +409,9 @@ EXP_TINY = ["experiment", "mlp", "--tiny", "--optimizers", "sgd", "--lr", "0.1",
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "digital"], "ExperimentOptions.device_overrides {'dw_min': 0.01} (--device-param): only the "
-                               "analog backends (crossbar, aihwkit) use the device model, but backends is digital "
-                               "only"),
+    (["--backend", "digital"], "--device-param: only analog runs (crossbar, aihwkit) use this option, but "
+                               "--backend is digital only (add crossbar or aihwkit to --backend, e.g. --backend "
+                               "digital crossbar); the option would change nothing: drop it"),
     (["--backend", "crossbar", "--device-preset", "GokmenVlasov", "--device-param", "dwmin=0.01"],
      "--device-param: unknown device field(s) ['dwmin'] for preset 'GokmenVlasov'; valid: dw_min, dw_min_dtod,"),
     (["--backend", "crossbar", "--device-preset", "GokmenVlasov", "--device-param", "up_down=1.5"],

@@ -17,6 +17,10 @@ The report folder holds:
   (:func:`~imc_grapes.plotting.optimizer_color`);
 * ``runs/…`` — each run's own folder (``metrics.csv``, ``results.json``). A finished run is not redone when the
   job is started again with the same spec (``resume``), so an interrupted job continues where it stopped.
+  ``runs/job.json`` names the last job begun in the folder (:func:`~imc_grapes.io.start_job`), and
+  ``results.json`` the job that wrote it (``job``): when they differ, a later job was interrupted and the
+  report is older than its runs (:func:`~imc_grapes.io.superseded_report_note`), which ``--redraw`` and
+  ``compare-summary`` refuse, saying to run the same command again.
 """
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_dis
                      config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
-from .io import (read_json, read_report_json, restore_nonfinite, write_bytes_atomic, write_csv_atomic,
-                 write_figure_atomic, write_json_atomic)
+from .io import (read_json, read_report_json, restore_nonfinite, start_job, superseded_report_note,
+                 write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, fit_title, optimizer_color
 from .report import draw_cell_curves, mean_pm_std
 from .stats import mean_std
@@ -716,10 +720,15 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     Raises:
         NotADirectoryError: ``out_dir``, or a folder above it, is a file.
         FileNotFoundError: ``out_dir`` has no ``results.json``.
-        ConfigError: it is not a compare report's (:func:`cells_from_results`), or it has no run.
+        ConfigError: it is not a compare report's (:func:`cells_from_results`), or it has no run, or a later job
+            began in ``out_dir`` and did not finish, so its runs/ may be newer than the report
+            (:func:`~imc_grapes.io.superseded_report_note`).
     """
     out = Path(out_dir)
     result = read_report_json(out, "compare")
+    note = superseded_report_note(out, result, "compare")
+    if note:        # not figures of the earlier job's results drawn as if they were the runs' beside them
+        raise ConfigError(f"{out / 'results.json'}: {note}")
     cells = cells_from_results(result, str(out / "results.json"))
     if not cells:       # not matplotlib's "Number of columns must be a positive integer, not 0"
         raise ConfigError(f"{out / 'results.json'}: its 'runs' list is empty: the report has no run to draw")
@@ -755,6 +764,9 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool | None
     out.mkdir(parents=True, exist_ok=True)
     device = spec.base.resolved_device()
     dataset = load_dataset(spec.base.dataset, spec.base.data_root, device, spec.base.seed)
+    # before the first run: an earlier job's results.json stays, but reads as older than runs/ until this job ends
+    job = start_job(out, command)
+
     def run(cfg: TrainConfig, folder: Path) -> RunResult:
         return run_one(cfg, folder, dataset, progress, resume, log)
 
@@ -763,6 +775,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool | None
     rows = summarise_cells(cells, spec.target_acc, spec.tail_evals)
     result = {
         "command": command,
+        "job": job,         # the id of runs/job.json: this report is of the last job begun in the folder
         "spec": spec.to_dict(),
         # spec.base.data_root is kept as given (a relative one is ambiguous once the report moves)
         "data_root_resolved": recorded_data_root(spec.base.dataset, spec.base.data_root),

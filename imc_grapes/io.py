@@ -228,36 +228,40 @@ def unfinished_job_note(out_dir: str | os.PathLike[str], command: str) -> str:
             "results.json is written when the job ends; run the same command again to resume it)")
 
 
-#: the file in a report's ``runs/`` folder that a job writes when it starts (:func:`start_job`): the job's id, which
-#: the report's ``results.json`` records (``job``) when the job ends (:func:`superseded_report_note`)
+#: the file in a report's ``runs/`` folder (an experiment's: ``groups/``) that a job writes when it starts
+#: (:func:`start_job`): the job's id, which the report's ``results.json`` records (``job``) when the job ends
+#: (:func:`superseded_report_note`)
 JOB_MARKER = "job.json"
 
 
-def start_job(out_dir: str | os.PathLike[str], command: str | None) -> str:
+def start_job(out_dir: str | os.PathLike[str], command: str | None, runs: str = "runs") -> str:
     """Mark the report folder ``out_dir`` as holding a job that has begun (before its first run): write
-    ``runs/job.json`` (:data:`JOB_MARKER`) with a new job id, the time (UTC) and ``command`` (the command line, or
-    None); return the id, for the job's ``results.json`` to record when it ends. An earlier job's ``results.json``
-    is left as it is (an interrupted job loses nothing), but until the new job ends it is older than the runs
-    beside it, and :func:`superseded_report_note` says so. No random stream of the runs is used (the id comes from
-    the operating system's, :mod:`secrets`)."""
+    ``<runs>/job.json`` (:data:`JOB_MARKER`; ``runs``: the subfolder that holds the job's runs, ``runs`` for a
+    compare report, ``groups`` for an experiment's) with a new job id, the time (UTC) and ``command`` (the command
+    line, or None); return the id, for the job's ``results.json`` to record when it ends. An earlier job's
+    ``results.json`` is left as it is (an interrupted job loses nothing), but until the new job ends it is older
+    than the runs beside it, and :func:`superseded_report_note` says so. No random stream of the runs is used (the
+    id comes from the operating system's, :mod:`secrets`)."""
     from datetime import datetime, timezone
 
     job = secrets.token_hex(8)
-    folder = Path(out_dir) / "runs"
+    folder = Path(out_dir) / runs
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / JOB_MARKER, {"job": job, "started": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "command": command})
     return job
 
 
-def superseded_report_note(out_dir: str | os.PathLike[str], result: Any, command: str) -> str:
+def superseded_report_note(out_dir: str | os.PathLike[str], result: Any, command: str, runs: str = "runs") -> str:
     """For the report folder ``out_dir`` whose ``results.json`` holds ``result``: when a later ``imc-grapes
-    <command>`` job began there (``runs/job.json``, :func:`start_job`, names another job than ``result``'s ``job``)
-    and has not ended, its ``runs/`` may hold newer runs than the report: a note that says so and how to finish the
-    job; "" otherwise — the job that wrote ``result`` is the last one begun there, or no job was marked (a report
-    written before jobs were, or copied without its ``runs/``; an unreadable marker counts as none)."""
+    <command>`` job began there (``<runs>/job.json``, :func:`start_job` with the same ``runs``, names another job
+    than ``result``'s ``job``) and has not ended, its ``<runs>/`` may hold newer runs than the report: a note that
+    says so and how to finish the job; "" otherwise — the job that wrote ``result`` is the last one begun there, or
+    no job was marked (a report written before jobs were, or copied without its ``<runs>/``; an unreadable marker
+    counts as none)."""
+    marker_path = Path(out_dir) / runs / JOB_MARKER
     try:
-        marker = read_json(Path(out_dir) / "runs" / JOB_MARKER)
+        marker = read_json(marker_path)
     except (OSError, ValueError):
         return ""
     if not isinstance(marker, dict) or not isinstance(marker.get("job"), str) \
@@ -266,10 +270,9 @@ def superseded_report_note(out_dir: str | os.PathLike[str], result: Any, command
     started = f" at {marker['started']}" if isinstance(marker.get("started"), str) else ""
     again = f" ({marker['command']})" if isinstance(marker.get("command"), str) else ""
     return (f"the report is older than its runs: a later `imc-grapes {command}` job began in {os.fspath(out_dir)}"
-            f"{started} and has not finished (the report's results.json is written when the job ends), so its runs/ "
+            f"{started} and has not finished (the report's results.json is written when the job ends), so its {runs}/ "
             f"folder may hold newer runs than results.json; run the same command again{again} to finish it (it "
-            f"resumes the finished runs), or remove {Path(out_dir) / 'runs' / JOB_MARKER} to use the earlier report "
-            "as it is")
+            f"resumes the finished runs), or remove {marker_path} to use the earlier report as it is")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, is_number
-from ..io import read_report_json, restore_nonfinite
-from .report import FORGETTING_KEYS, FigureGroup, draw_figures
+from ..io import read_report_json, restore_nonfinite, superseded_report_note
+from .report import FORGETTING_KEYS, GROUPS, FigureGroup, draw_figures
 
 __all__ = ["Redrawn", "StoredCell", "StoredRun", "figure_groups", "redraw_experiment_report"]
 
@@ -120,7 +120,9 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
         NotADirectoryError: ``out_dir``, or a folder above it, is a file.
         FileNotFoundError: ``out_dir`` has no ``results.json``.
         ValueError: it is not valid JSON.
-        ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`).
+        ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`), or a
+            later experiment job began in ``out_dir`` and did not finish, so its groups/ may be newer than the
+            report (:func:`~imc_grapes.io.superseded_report_note`).
     """
     import matplotlib
 
@@ -128,6 +130,9 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
     out = Path(out_dir)
     result = read_report_json(out, "experiment")
     source = str(out / "results.json")
+    note = superseded_report_note(out, result, "experiment", runs=GROUPS)
+    if note:        # not figures of the earlier job's results drawn as if they were the groups' beside them
+        raise ConfigError(f"{source}: {note}")
     groups = figure_groups(result, source)
     if not (isinstance(result.get("summary"), list) and isinstance(result.get("comparisons", []), list)):
         raise ConfigError(f"{source}: 'summary' and 'comparisons' must be lists (an `imc-grapes experiment` "

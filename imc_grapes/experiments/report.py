@@ -14,6 +14,11 @@ Files (next to ``groups/<key>/``, each group's own compare-style folder):
   only over two or more completed seeds (a title says "one seed" otherwise);
 * ``report.md`` embedding all of it.
 
+``groups/job.json`` names the last job begun in the folder (:func:`~imc_grapes.io.start_job`, written before its
+first run), and ``results.json`` the job that wrote it (``job``): when they differ, a later job was interrupted and
+the report is older than its groups (:func:`~imc_grapes.io.superseded_report_note`), which ``--redraw`` refuses,
+saying to run the same command again (it resumes the finished runs).
+
 A *paired difference* compares two optimizers run with the same seeds (same initial weights and data order):
 ``d_s = acc(opt, s) − acc(sgd, s)``, reported as mean ± std over seeds with the number of seeds where it is
 positive. With three seeds, "3/3" is the most that a seed count can say; it is not a significance test.
@@ -42,7 +47,12 @@ from ..train import RunResult, tail_accuracy
 from ..versions import versions
 from .groups import GroupResult, run_row
 
-__all__ = ["FigureGroup", "draw_figures", "figure_runs", "machine_info", "paired", "write_experiment_report"]
+__all__ = ["GROUPS", "FigureGroup", "draw_figures", "figure_runs", "machine_info", "paired",
+           "write_experiment_report"]
+
+#: the subfolder of an experiment's report folder that holds its groups' folders (``groups/<key>/``, its runs) and
+#: ``job.json``, the marker of the last job begun there (:func:`~imc_grapes.io.start_job`)
+GROUPS = "groups"
 
 #: the per-run metrics of a forgetting run (``extra["forgetting"]``) that the figures use
 FORGETTING_KEYS = ("matrix", "avg_acc", "forgetting", "bwt")
@@ -491,8 +501,10 @@ def _data_root_resolved(results: Sequence[GroupResult]) -> str | None:
 
 
 def write_experiment_report(experiment: Any, options: Any, results: Sequence[GroupResult], out_dir: str | Path,
-                            command: str | None = None, wall_time_s: float | None = None) -> dict[str, Any]:
-    """Write the experiment's report folder (see the module docstring); return the contents of results.json."""
+                            command: str | None = None, wall_time_s: float | None = None, *,
+                            job: str | None = None) -> dict[str, Any]:
+    """Write the experiment's report folder (see the module docstring); return the contents of results.json.
+    ``job``: the id of the job that ran the groups (:func:`~imc_grapes.io.start_job`), recorded as ``job``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -506,6 +518,7 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
         "experiment": experiment.name, "title": experiment.title_for(options), "claim": experiment.claim,
         "notes": experiment.notes_for(options), "size": options.size, "options": options.to_dict(),
         "data_root_resolved": _data_root_resolved(results), "command": command,
+        "job": job,         # the id in groups/job.json: this report is of the last job begun in the folder
         "machine": machine, "wall_time_s": wall_time_s,
         "groups": [{**res.group.to_dict(), "folder": str(res.out_dir), "summary": res.rows,
                     "runs": figure_runs(res.cells)} for res in results],

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Dataset, load_dataset
+from ..io import start_job
 from .definitions import EXPERIMENTS, plan_experiment
 from .groups import GroupResult, run_group
 from .options import ExperimentOptions
-from .report import write_experiment_report
+from .report import GROUPS, write_experiment_report
 
 __all__ = ["default_out_dir", "run_experiment"]
 
@@ -40,7 +41,11 @@ def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir:
         name: ``mlp``, ``fa-dfa``, ``cnn``, ``rnn``, ``snn`` or ``forgetting``.
         options: size, backends, device preset, optimizers, seeds, lr grid, data sets (default: ``full``,
             digital).
-        out_dir: report folder (default :func:`default_out_dir`); each group writes ``groups/<key>/``.
+        out_dir: report folder (default :func:`default_out_dir`); each group writes ``groups/<key>/``. Before
+            the first run the job marks its start in ``groups/job.json`` (:func:`~imc_grapes.io.start_job`; its
+            ``results.json`` records that job, ``job``), so that a later run interrupted there makes the earlier
+            ``results.json`` read as older than its groups (``--redraw`` refuses it,
+            :func:`~imc_grapes.io.superseded_report_note`).
         progress: progress bars per epoch (None: only when stderr is a terminal,
             :func:`~imc_grapes.train.progress_bar_disabled`). resume: skip runs already finished with the same
             config.
@@ -58,15 +63,19 @@ def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir:
     t0 = time.perf_counter()
     cache: dict[tuple[str, str | None, str], Dataset] = {}
     results: list[GroupResult] = []
+    job: str | None = None
     for group in groups:
         b = group.spec.base
         key = (b.dataset, b.data_root, str(b.resolved_device()))
         if key not in cache:
             cache[key] = load_dataset(b.dataset, b.data_root, b.resolved_device(), b.seed)
+        if job is None:     # before the first run (a first data set that is missing changes nothing): an earlier
+            # job's results.json stays, but reads as older than groups/ until this job ends
+            job = start_job(out, command, runs=GROUPS)
         log(f"=== {name}: group {group.key} ({len(results) + 1}/{len(groups)})")
-        _note_unsuffixed(out / "groups", group.key, opts, log)
-        results.append(run_group(group, out / "groups" / group.key, cache[key], progress=progress, resume=resume,
+        _note_unsuffixed(out / GROUPS, group.key, opts, log)
+        results.append(run_group(group, out / GROUPS / group.key, cache[key], progress=progress, resume=resume,
                                  command=command, log=log))
-    data = write_experiment_report(EXPERIMENTS[name], opts, results, out, command, time.perf_counter() - t0)
+    data = write_experiment_report(EXPERIMENTS[name], opts, results, out, command, time.perf_counter() - t0, job=job)
     log(f"\nreport: {out / 'report.md'}")
     return data

@@ -175,3 +175,65 @@ def test_redraw_refuses_what_is_not_an_experiment_report(tmp_path, capsys):
                                                   "groups": [{**group, "runs": []}]})
     assert main(["experiment", "cnn", "--redraw", "--out", str(tmp_path)]) == 2
     assert "the report is of experiment 'mlp', not 'cnn'" in capsys.readouterr().err
+
+
+def test_an_experiment_interrupted_in_a_finished_report_folder_makes_redraw_refuse_the_earlier_report(
+        tmp_path, monkeypatch, capsys):
+    """An experiment started again in a finished report's folder (here with a second seed) and interrupted left the
+    earlier results.json, which --redraw then drew as if it were the report of the groups beside it. The job marks
+    its start in groups/job.json (where the experiment's runs live) and results.json records the job that wrote
+    it: the earlier results.json is kept as it was, but --redraw refuses it and says to run the same command again;
+    that resumes every finished run (only the interrupted seed is trained) and writes the report, drawn again."""
+    import imc_grapes.experiments.groups as groups_mod
+    from imc_grapes.io import read_json
+
+    out = tmp_path / "mlp"
+    one = ExperimentOptions(size="tiny", optimizers=("sgd",), lr_grid=(0.1,), seeds=(0,))
+    first = run_experiment("mlp", one, out, command="imc-grapes experiment mlp --tiny --seeds 0", **QUIET)
+    marker = read_json(out / "groups" / "job.json")
+    assert first["job"] == marker["job"] == read_json(out / "results.json")["job"]
+    assert len(first["job"]) == 16 and marker["command"] == "imc-grapes experiment mlp --tiny --seeds 0"
+    assert not (out / "runs").exists(), "the marker lives with the experiment's runs, in groups/"
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 0
+    before = (out / "results.json").read_bytes()
+    capsys.readouterr()
+
+    two = ExperimentOptions(size="tiny", optimizers=("sgd",), lr_grid=(0.1,), seeds=(0, 1))
+    real_train = groups_mod.TRAINERS["standard"]
+    trained: list[int] = []
+
+    def train_until_seed_1(cfg, *a, **k):
+        if cfg.seed == 1:
+            raise KeyboardInterrupt
+        trained.append(cfg.seed)
+        return real_train(cfg, *a, **k)
+
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard", train_until_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("mlp", two, out, command="imc-grapes experiment mlp --tiny --seeds 0 1", **QUIET)
+    assert trained == [], "seed 0 was resumed, not trained again"
+    assert (out / "results.json").read_bytes() == before, "the earlier report is kept as it was"
+    started = read_json(out / "groups" / "job.json")
+    assert started["job"] != first["job"] and started["command"] == "imc-grapes experiment mlp --tiny --seeds 0 1"
+    note = (f"the report is older than its runs: a later `imc-grapes experiment` job began in {out} at "
+            f"{started['started']} and has not finished (the report's results.json is written when the job ends), so "
+            "its groups/ folder may hold newer runs than results.json; run the same command again (imc-grapes "
+            "experiment mlp --tiny --seeds 0 1) to finish it (it resumes the finished runs), or remove "
+            f"{out / 'groups' / 'job.json'} to use the earlier report as it is")
+    for p in out.glob("*.png"):
+        p.unlink()
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes experiment: error: --redraw: {out / 'results.json'}: {note}\n"
+    assert not list(out.glob("*.png")), "nothing drawn from the earlier report"
+    with pytest.raises(ConfigError, match="the report is older than its runs"):
+        redraw_experiment_report(out, "mlp")
+
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard",
+                        lambda cfg, *a, **k: trained.append(cfg.seed) or real_train(cfg, *a, **k))
+    done = run_experiment("mlp", two, out, **QUIET)         # the same job again: it finishes
+    assert trained == [1, 1], "only the runs the interruption stopped are trained (seed 1 of the two groups)"
+    assert done["job"] == read_json(out / "groups" / "job.json")["job"] != started["job"]
+    assert [[r["seed"] for r in g["runs"]] for g in done["groups"]] == [[0, 1], [0, 1]]
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 0
+    (out / "groups" / "job.json").unlink()              # no marker (e.g. a report from before jobs were marked)
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 0

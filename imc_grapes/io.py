@@ -194,9 +194,9 @@ def write_csv_atomic(path: str | os.PathLike[str], rows: Sequence[Mapping[str, A
     return write_bytes_atomic(path, buf.getvalue().encode())
 
 
-def read_report_json(out_dir: str | os.PathLike[str], command: str) -> Any:
+def read_report_json(out_dir: str | os.PathLike[str], command: str, runs: str = "runs") -> Any:
     """The ``results.json`` of the report folder ``out_dir`` that ``imc-grapes <command>`` wrote (:func:`read_json`),
-    for the commands' ``--redraw``.
+    for the commands' ``--redraw`` (``runs``: the report's subfolder of runs, :func:`unfinished_job_note`).
 
     Raises:
         NotADirectoryError: ``out_dir``, or a folder above it, is a file (:func:`file_in_the_way`; the message names
@@ -213,19 +213,20 @@ def read_report_json(out_dir: str | os.PathLike[str], command: str) -> Any:
                                  f"under it; {report}")
     path = Path(out_dir) / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file " + (unfinished_job_note(out_dir, command)
+        raise FileNotFoundError(f"{path}: no such file " + (unfinished_job_note(out_dir, command, runs)
                                                              or f"(the folder of an `imc-grapes {command}` report?)"))
     return read_json(path)
 
 
-def unfinished_job_note(out_dir: str | os.PathLike[str], command: str) -> str:
-    """For a report folder ``out_dir`` without its ``results.json``: when it holds a ``runs`` folder, a job of
-    ``imc-grapes <command>`` began there and did not end (it writes results.json last; e.g. it was interrupted), and
-    the note says so and how to finish it; "" otherwise."""
-    if not (Path(out_dir) / "runs").is_dir():
+def unfinished_job_note(out_dir: str | os.PathLike[str], command: str, runs: str = "runs") -> str:
+    """For a report folder ``out_dir`` without its ``results.json``: when it holds a ``runs`` folder (the subfolder
+    of the command's runs: ``runs`` for compare, ``groups`` for an experiment), a job of ``imc-grapes <command>``
+    began there and did not end (it writes results.json last; e.g. it was interrupted), and the note says so and
+    how to finish it; "" otherwise."""
+    if not (Path(out_dir) / runs).is_dir():
         return ""
-    return (f"(its runs/ folder holds the runs of an `imc-grapes {command}` job that has not finished: the report's "
-            "results.json is written when the job ends; run the same command again to resume it)")
+    return (f"(its {runs}/ folder holds the runs of an `imc-grapes {command}` job that has not finished: the "
+            "report's results.json is written when the job ends; run the same command again to resume it)")
 
 
 #: the file in a report's ``runs/`` folder (an experiment's: ``groups/``) that a job writes when it starts

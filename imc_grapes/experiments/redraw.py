@@ -118,7 +118,8 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
 
     Raises:
         NotADirectoryError: ``out_dir``, or a folder above it, is a file.
-        FileNotFoundError: ``out_dir`` has no ``results.json``.
+        FileNotFoundError: ``out_dir`` has no ``results.json`` (with a ``groups/`` folder: the message says that an
+            experiment began there and did not finish, :func:`~imc_grapes.io.unfinished_job_note`).
         ValueError: it is not valid JSON.
         ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`), or a
             later experiment job began in ``out_dir`` and did not finish, so its groups/ may be newer than the
@@ -128,7 +129,7 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
 
     matplotlib.use("Agg")
     out = Path(out_dir)
-    result = read_report_json(out, "experiment")
+    result = read_report_json(out, "experiment", runs=GROUPS)   # no results.json beside groups/: unfinished
     source = str(out / "results.json")
     note = superseded_report_note(out, result, "experiment", runs=GROUPS)
     if note:        # not figures of the earlier job's results drawn as if they were the groups' beside them

@@ -237,3 +237,27 @@ def test_an_experiment_interrupted_in_a_finished_report_folder_makes_redraw_refu
     assert main(["experiment", "--redraw", "--out", str(out)]) == 0
     (out / "groups" / "job.json").unlink()              # no marker (e.g. a report from before jobs were marked)
     assert main(["experiment", "--redraw", "--out", str(out)]) == 0
+
+
+def test_redraw_of_an_experiment_interrupted_before_its_first_report_says_it_has_not_finished(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """A first experiment interrupted in its folder leaves groups/ without results.json beside it: --redraw says
+    an experiment began there and did not finish (its groups/ folder, where its runs live), as compare's does for
+    runs/, not '(the folder of an `imc-grapes experiment` report?)'."""
+    import imc_grapes.experiments.groups as groups_mod
+
+    def interrupted(cfg, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(groups_mod.TRAINERS, "standard", interrupted)
+    out = tmp_path / "mlp"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("mlp", ExperimentOptions(size="tiny", optimizers=("sgd",), lr_grid=(0.1,)), out, **QUIET)
+    assert (out / "groups" / "job.json").is_file() and not (out / "results.json").exists()
+    assert main(["experiment", "--redraw", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"imc-grapes experiment: error: --redraw: {out / 'results.json'}: no such file (its groups/ folder holds the "
+        "runs of an `imc-grapes experiment` job that has not finished: the report's results.json is written when the "
+        "job ends; run the same command again to resume it)\n")
+    assert main(["experiment", "--redraw", "--out", str(tmp_path / "none")]) == 2      # no groups/: as before
+    assert capsys.readouterr().err.endswith("no such file (the folder of an `imc-grapes experiment` report?)\n")

@@ -193,6 +193,16 @@ def _saved_history(saved: dict[str, Any]) -> list[dict[str, Any]]:
     return restore_nonfinite(saved.get("history", []))  # type: ignore[no-any-return]
 
 
+def number_problem(value: Any, key: str, optional: bool = False) -> str | None:
+    """What is wrong with ``value``, stored at ``key`` of a ``results.json`` (NaN and ±Inf as the strings of
+    :func:`~imc_grapes.io.restore_nonfinite`), where a reader needs a number (NaN and ±Inf allowed; with
+    ``optional`` also null), e.g. ``history[0].test_acc must be a number (NaN allowed), got 'x'``; None when it is
+    one. The one check of a stored number that :func:`history_problem` and ``experiment --redraw`` make."""
+    if (optional and value is None) or is_number(restore_nonfinite(value)):
+        return None
+    return f"{key} must be a number (NaN allowed){' or null' if optional else ''}, got {value!r}"
+
+
 def history_problem(history: Any, keys: Sequence[str] = ("epoch", "test_acc")) -> str | None:
     """What in a run's stored ``history`` (as a ``results.json`` holds it: NaN and ±Inf as the strings of
     :func:`~imc_grapes.io.restore_nonfinite`) is not as :func:`~imc_grapes.train.train` writes it and a reader of
@@ -204,8 +214,9 @@ def history_problem(history: Any, keys: Sequence[str] = ("epoch", "test_acc")) -
         return f"history must be a list of mappings (one per evaluation), got {history!r}"
     for j, row in enumerate(history):
         for key in keys:
-            if not is_number(restore_nonfinite(row.get(key))):
-                return f"history[{j}].{key} must be a number (NaN allowed), got {row.get(key)!r}"
+            problem = number_problem(row.get(key), f"history[{j}].{key}")
+            if problem:
+                return problem
     return None
 
 

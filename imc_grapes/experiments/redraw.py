@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, is_number
+from ..compare import number_problem
+from ..config import ConfigError, is_int, is_number
 from ..io import read_report_json, restore_nonfinite, superseded_report_note
 from .report import FORGETTING_KEYS, GROUPS, FigureGroup, draw_figures
 
@@ -50,28 +51,50 @@ class Redrawn:
     missing: dict[str, str]
 
 
+def _forgetting_problem(fg: dict[str, Any]) -> str | None:
+    """What in a completed forgetting run's metrics ``fg`` (``matrix``, ``avg_acc``, ``forgetting``, ``bwt``, NaN
+    and ±Inf restored) is not as :func:`~.report.figure_runs` stores them and matrix.png and forgetting.png read
+    them — an accuracy matrix of T rows of T numbers (NaN allowed: a task not trained yet), the others numbers or
+    null (one task: no forgetting) — the first such field; None when they are as written."""
+    matrix = fg.get("matrix")
+    if not (isinstance(matrix, list) and matrix and all(isinstance(row, list) and len(row) == len(matrix)
+                                                         for row in matrix)):
+        return ("matrix must be a square accuracy matrix (one list per task, each with one accuracy per task "
+                "trained)")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            problem = number_problem(value, f"matrix[{i}][{j}]")
+            if problem:
+                return problem
+    return next((p for k in FORGETTING_KEYS[1:] if k in fg and (p := number_problem(fg[k], k, optional=True))),
+                None)
+
+
 def _stored_run(run: Any, where: str, source: str = "results.json") -> StoredRun:
     """The run ``run`` stored at ``where`` (``groups[i].runs[j]``) of the file ``source``.
 
     Raises:
         ConfigError: it is not a mapping with optimizer and status, or, completed, has no ``epoch`` and
             ``test_acc`` lists of one length whose entries are numbers (NaN allowed; the error names the run and
-            the entry, not a TypeError of the curves)."""
+            the entry, not a TypeError of the curves), or its forgetting metrics are not as stored
+            (:func:`_forgetting_problem`: not a square matrix of numbers, not a float() error of the matrix)."""
     if not (isinstance(run, dict) and isinstance(run.get("optimizer"), str) and isinstance(run.get("status"), str)):
         raise ConfigError(f"{source}: {where} must be a mapping with optimizer and status")
     if run["status"] != "completed":
         return StoredRun(run["status"])
-    epochs, accs = run.get("epoch"), restore_nonfinite(run.get("test_acc"))
+    epochs, accs = restore_nonfinite(run.get("epoch")), restore_nonfinite(run.get("test_acc"))
     if not (isinstance(epochs, list) and isinstance(accs, list) and len(epochs) == len(accs)):
         raise ConfigError(f"{source}: {where} is completed but has no 'epoch' and 'test_acc' lists of one "
                           "length")
     for key, values in (("epoch", epochs), ("test_acc", accs)):
-        bad = next((k for k, v in enumerate(values) if not is_number(v)), None)
-        if bad is not None:
-            raise ConfigError(f"{source}: {where} ({run['optimizer']}, seed {run.get('seed')}): {key}[{bad}] must be "
-                              f"a number (NaN allowed), got {values[bad]!r}")
+        problem = next((p for k, v in enumerate(values) if (p := number_problem(v, f"{key}[{k}]"))), None)
+        if problem:
+            raise ConfigError(f"{source}: {where} ({run['optimizer']}, seed {run.get('seed')}): {problem}")
     history = [{"epoch": e, "test_acc": a} for e, a in zip(epochs, accs)]
     fg = {k: restore_nonfinite(run[k]) for k in FORGETTING_KEYS if k in run}
+    problem = _forgetting_problem(fg) if fg else None
+    if problem:
+        raise ConfigError(f"{source}: {where} ({run['optimizer']}, seed {run.get('seed')}): {problem}")
     return StoredRun("completed", history, {"forgetting": fg} if fg else {})
 
 
@@ -82,8 +105,10 @@ def figure_groups(result: dict[str, Any], source: str = "results.json") -> list[
     file, as the errors name it.
 
     Raises:
-        ConfigError: ``result`` has no ``groups`` list of mappings with a ``key`` and a ``summary`` list, or a
-            stored run is malformed or names an optimizer its group's summary has not.
+        ConfigError: ``result`` has no ``groups`` list of mappings with a ``key`` and a ``summary`` list, a
+            group's summary row has no optimizer or number lr, or a stored run is malformed (:func:`_stored_run`),
+            names an optimizer its group's summary has not, or has an accuracy matrix of another size than the
+            other runs of its optimizer.
     """
     groups = result.get("groups") if isinstance(result, dict) else None
     if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("key"), str)
@@ -94,6 +119,11 @@ def figure_groups(result: dict[str, Any], source: str = "results.json") -> list[
         return None
     out = []
     for i, g in enumerate(groups):
+        bad = next((k for k, r in enumerate(g["summary"]) if not (isinstance(r, dict) and isinstance(
+            r.get("optimizer"), str) and is_number(r.get("lr")))), None)
+        if bad is not None:     # not a KeyError or float()'s ValueError naming no file
+            raise ConfigError(f"{source}: groups[{i}].summary[{bad}] must be a mapping with an optimizer and a "
+                              f"number lr, got {g['summary'][bad]!r}")
         cells = {r["optimizer"]: StoredCell(r["optimizer"], float(r["lr"]), []) for r in g["summary"]}
         if not isinstance(g["runs"], list):
             raise ConfigError(f"{source}: groups[{i}].runs must be a list of runs")
@@ -103,7 +133,77 @@ def figure_groups(result: dict[str, Any], source: str = "results.json") -> list[
                 raise ConfigError(f"{source}: groups[{i}].runs[{j}] names optimizer {run['optimizer']!r}, "
                                   f"which groups[{i}].summary has not (valid: {', '.join(cells)})")
             cells[run["optimizer"]].runs.append(stored)
+        for c in cells.values():        # matrix.png averages a cell's matrices entry by entry
+            sizes = sorted({len(r.extra["forgetting"]["matrix"]) for r in c.runs if r.extra.get("forgetting")})
+            if len(sizes) > 1:
+                raise ConfigError(f"{source}: groups[{i}].runs: the accuracy matrices of {c.optimizer}'s runs must "
+                                  f"have one size (one row per task), got sizes {sizes}")
         out.append(FigureGroup(g["key"], str(g.get("trainer", "standard")), list(cells.values())))
+    return out
+
+
+#: the numbers of an experiment's summary row that accuracy.png reads (a number, NaN allowed, or null: no
+#: completed run), and its counts (integers ≥ 0, where the row has them)
+_SUMMARY_NUMBERS = ("final_test_acc_mean", "final_test_acc_std")
+_SUMMARY_COUNTS = ("runs", "completed")
+
+
+def _summary_rows(rows: list[Any], source: str = "results.json") -> list[dict[str, Any]]:
+    """The rows of an experiment report's ``summary`` (in the file ``source``) as accuracy.png reads them, their
+    :data:`_SUMMARY_NUMBERS` with NaN and ±Inf restored (:func:`~imc_grapes.io.restore_nonfinite`).
+
+    Raises:
+        ConfigError: there is no row (nothing to draw, not a ZeroDivisionError of the bars), or a row is not a
+            mapping with a ``group`` and an ``optimizer`` name, its :data:`_SUMMARY_NUMBERS` numbers or null and its
+            :data:`_SUMMARY_COUNTS` (where present) integers ≥ 0 (the error names the file, the row and the field).
+    """
+    if not rows:
+        raise ConfigError(f"{source}: 'summary' is empty: the report has no row to draw (an `imc-grapes experiment` "
+                          "report's results.json has one per group and optimizer)")
+    out = []
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("group"), str) and isinstance(row.get("optimizer"), str)):
+            raise ConfigError(f"{source}: summary[{i}] must be a mapping with a group and an optimizer, got {row!r}")
+        where = f"summary[{i}] ({row['group']}, {row['optimizer']})"
+        for key in _SUMMARY_NUMBERS:
+            problem = (f"{key} is missing" if key not in row
+                       else number_problem(row[key], key, optional=True))
+            if problem:
+                raise ConfigError(f"{source}: {where}: {problem}")
+        bad = next((k for k in _SUMMARY_COUNTS if k in row and not (is_int(row[k]) and row[k] >= 0)), None)
+        if bad is not None:
+            raise ConfigError(f"{source}: {where}: {bad} must be an integer ≥ 0, got {row[bad]!r}")
+        out.append({**row, **{k: restore_nonfinite(row[k]) for k in _SUMMARY_NUMBERS}})
+    return out
+
+
+def _comparison_rows(comps: list[Any], source: str = "results.json") -> list[dict[str, Any]]:
+    """The paired comparisons of an experiment report (its ``comparisons``, in the file ``source``) as gain.png
+    reads them, the numbers of their ``final_acc`` with NaN and ±Inf restored.
+
+    Raises:
+        ConfigError: one is not a mapping with ``group``, ``a`` and ``b`` names and a ``final_acc`` that is null
+            (no common seed) or a mapping with a number ``mean``, a number or null ``std`` and (where present) an
+            integer ``n`` ≥ 1 (the error names the file, the comparison and the field).
+    """
+    out = []
+    for i, c in enumerate(comps):
+        if not (isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("group", "a", "b"))):
+            raise ConfigError(f"{source}: comparisons[{i}] must be a mapping with a group, a and b, got {c!r}")
+        fa = c.get("final_acc")
+        if fa is None:
+            out.append(c)
+            continue
+        where = f"comparisons[{i}] ({c['a']} vs {c['b']}, {c['group']})"
+        if not isinstance(fa, dict):
+            raise ConfigError(f"{source}: {where}: final_acc must be a mapping (mean, std, n) or null, got {fa!r}")
+        problem = (number_problem(fa.get("mean"), "final_acc.mean")
+                   or number_problem(fa.get("std"), "final_acc.std", optional=True)
+                   or (f"final_acc.n must be an integer ≥ 1, got {fa['n']!r}"
+                       if "n" in fa and not (is_int(fa["n"]) and fa["n"] >= 1) else None))
+        if problem:
+            raise ConfigError(f"{source}: {where}: {problem}")
+        out.append({**c, "final_acc": {**fa, **{k: restore_nonfinite(fa.get(k)) for k in ("mean", "std")}}})
     return out
 
 
@@ -121,7 +221,9 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
         FileNotFoundError: ``out_dir`` has no ``results.json`` (with a ``groups/`` folder: the message says that an
             experiment began there and did not finish, :func:`~imc_grapes.io.unfinished_job_note`).
         ValueError: it is not valid JSON.
-        ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`), or a
+        ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`), its
+            summary is empty or a value a figure reads is not a number (:func:`_summary_rows`,
+            :func:`_comparison_rows`, ``options.tail_evals``: the error names the file and the field), or a
             later experiment job began in ``out_dir`` and did not finish, so its groups/ may be newer than the
             report (:func:`~imc_grapes.io.superseded_report_note`).
     """
@@ -140,10 +242,14 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
                           "report's results.json)")
     if name is not None and result.get("experiment") != name:
         raise ConfigError(f"{source}: the report is of experiment {result.get('experiment')!r}, not {name!r}")
+    rows = _summary_rows(result["summary"], source)
+    comps = _comparison_rows(result.get("comparisons", []), source)
     options = result.get("options") if isinstance(result.get("options"), dict) else {}
-    tail = int(options.get("tail_evals", 1))
+    tail = options.get("tail_evals", 1)
+    if not (is_int(tail) and tail >= 1):
+        raise ConfigError(f"{source}: options.tail_evals must be an integer ≥ 1, got {tail!r}")
     keys = [g["key"] for g in result["groups"]]
-    files = draw_figures(result["summary"], result.get("comparisons", []), keys, groups, out, tail)
+    files = draw_figures(rows, comps, keys, groups, out, tail)
     missing: dict[str, str] = {}
     if groups is None:
         old = [g["key"] for g in result["groups"] if "runs" not in g]

@@ -12,7 +12,7 @@ import imc_grapes.experiments.report as report_mod
 from imc_grapes.cli import main
 from imc_grapes.config import ConfigError
 from imc_grapes.experiments import ExperimentOptions, run_experiment
-from imc_grapes.experiments.redraw import redraw_experiment_report
+from imc_grapes.experiments.redraw import Redrawn, redraw_experiment_report
 from imc_grapes.io import write_json_atomic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -261,3 +261,79 @@ def test_redraw_of_an_experiment_interrupted_before_its_first_report_says_it_has
         "job ends; run the same command again to resume it)\n")
     assert main(["experiment", "--redraw", "--out", str(tmp_path / "none")]) == 2      # no groups/: as before
     assert capsys.readouterr().err.endswith("no such file (the folder of an `imc-grapes experiment` report?)\n")
+
+
+def _hand_written_report() -> dict:
+    """A small experiment results.json written by hand: one forgetting group, SGD vs GRAPES, one completed run each
+    (2 tasks: a 2×2 accuracy matrix, NaN where task 1 was not trained yet) and their paired comparison."""
+    def run(opt: str, accs: list) -> dict:
+        return {"optimizer": opt, "seed": 0, "status": "completed", "epoch": [1, 2], "test_acc": accs,
+                "matrix": [[accs[0], 0.4], ["nan", accs[1]]], "avg_acc": 0.5, "forgetting": 0.1, "bwt": -0.1}
+
+    summary = [{"group": "g", "optimizer": o, "lr": 0.1, "runs": 1, "completed": 1, "final_test_acc_mean": acc,
+                "final_test_acc_std": None} for o, acc in (("sgd", 0.6), ("grapes", 0.7))]
+    return {"experiment": "forgetting", "options": {"tail_evals": 1}, "summary": summary,
+            "comparisons": [{"group": "g", "a": "grapes", "b": "sgd",
+                             "final_acc": {"mean": 0.1, "std": 0.0, "n": 1, "positive": 1, "negative": 0}}],
+            "groups": [{"key": "g", "trainer": "permuted",
+                        "summary": [{"optimizer": r["optimizer"], "lr": r["lr"]} for r in summary],
+                        "runs": [run("sgd", [0.5, 0.6]), run("grapes", [0.6, 0.7])]}]}
+
+
+def _set(data: dict, path: tuple, value) -> dict:
+    """``data`` with the entry at ``path`` (keys and indices) replaced by ``value``."""
+    at = data
+    for key in path[:-1]:
+        at = at[key]
+    at[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("summary",), [], "'summary' is empty: the report has no row to draw (an `imc-grapes experiment` report's "
+                       "results.json has one per group and optimizer)"),
+    (("summary", 1, "final_test_acc_mean"), "x",
+     "summary[1] (g, grapes): final_test_acc_mean must be a number (NaN allowed) or null, got 'x'"),
+    (("summary", 0, "final_test_acc_std"), [0.1],
+     "summary[0] (g, sgd): final_test_acc_std must be a number (NaN allowed) or null, got [0.1]"),
+    (("summary", 0, "completed"), "1", "summary[0] (g, sgd): completed must be an integer ≥ 0, got '1'"),
+    (("summary", 0), ["g", "sgd"], "summary[0] must be a mapping with a group and an optimizer, got ['g', 'sgd']"),
+    (("comparisons", 0, "final_acc", "mean"), "x",
+     "comparisons[0] (grapes vs sgd, g): final_acc.mean must be a number (NaN allowed), got 'x'"),
+    (("groups", 0, "summary", 1, "lr"), "x",
+     "groups[0].summary[1] must be a mapping with an optimizer and a number lr, got {'optimizer': 'grapes', "
+     "'lr': 'x'}"),
+    (("groups", 0, "runs", 1, "matrix", 1, 1), "x", "groups[0].runs[1] (grapes, seed 0): matrix[1][1] must be a "
+                                                    "number (NaN allowed), got 'x'"),
+    (("groups", 0, "runs", 0, "matrix", 1), [0.5], "groups[0].runs[0] (sgd, seed 0): matrix must be a square "
+     "accuracy matrix (one list per task, each with one accuracy per task trained)"),
+    (("groups", 0, "runs", 0, "avg_acc"), "x",
+     "groups[0].runs[0] (sgd, seed 0): avg_acc must be a number (NaN allowed) or null, got 'x'"),
+    (("options", "tail_evals"), "2", "options.tail_evals must be an integer ≥ 1, got '2'"),
+])
+def test_redraw_refuses_a_summary_or_forgetting_value_no_figure_can_draw(tmp_path, capsys, path, value, message):
+    """An empty summary ended --redraw in a ZeroDivisionError of accuracy.png, and a summary, comparison or
+    forgetting value that is not a number in a TypeError or float()'s ValueError naming no file (or a figure drawn
+    from the letters of a string): each is a ConfigError naming the file and the field, and nothing is drawn."""
+    write_json_atomic(tmp_path / "results.json", _set(_hand_written_report(), path, value))
+    assert main(["experiment", "--redraw", "--out", str(tmp_path)]) == 2
+    source = tmp_path / "results.json"
+    assert capsys.readouterr().err == f"imc-grapes experiment: error: --redraw: {source}: {message}\n"
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_redraw_reads_a_nan_summary_value_stored_as_a_string_and_refuses_matrices_of_two_sizes(tmp_path):
+    """The hand-written report (the one the refusals above change one field of) redraws every figure. A NaN stored
+    as "nan" (how results.json writes it) is a number to the figures, as in the runs' histories; the accuracy
+    matrices of one optimizer's runs, averaged entry by entry, must have one size."""
+    write_json_atomic(tmp_path / "results.json", _hand_written_report())
+    assert redraw_experiment_report(tmp_path) == Redrawn(["accuracy.png", "gain.png", "curves.png", "matrix.png",
+                                                          "forgetting.png"], {})
+    data = _set(_hand_written_report(), ("summary", 0, "final_test_acc_mean"), "nan")
+    write_json_atomic(tmp_path / "results.json", data)
+    assert redraw_experiment_report(tmp_path).missing == {}
+    data["groups"][0]["runs"].append({**data["groups"][0]["runs"][0], "seed": 1, "matrix": [[0.5]]})
+    write_json_atomic(tmp_path / "results.json", data)
+    with pytest.raises(ConfigError, match=r"results\.json: groups\[0\]\.runs: the accuracy matrices of sgd's runs "
+                                          r"must have one size \(one row per task\), got sizes \[1, 2\]$"):
+        redraw_experiment_report(tmp_path)

@@ -170,8 +170,13 @@ def test_constant_step_without_spread(lr: float, factor: float, trim: bool) -> N
         UpdateParameters(desired_bl=5),
         UpdateParameters(fixed_bl=False, update_bl_management=False, update_management=False),
         UpdateParameters(res=7),
+        UpdateParameters(res=0.1, sto_round=True),
+        UpdateParameters(res=0.25, sto_round=True, update_bl_management=False),
+        UpdateParameters(pulse_type="stochastic"),
+        UpdateParameters(pulse_type="stochastic", update_bl_management=False, update_management=False),
     ],
-    ids=["um_only", "no_management", "um_grad_scale", "short_bl", "free_bl", "res_in_steps"],
+    ids=["um_only", "no_management", "um_grad_scale", "short_bl", "free_bl", "res_in_steps", "res_sto_round",
+         "res_sto_round_um_only", "pulse_type_stochastic", "pulse_type_stochastic_no_management"],
 )
 @retry_once
 def test_constant_step_other_update_parameters(cfg: UpdateParameters) -> None:
@@ -263,6 +268,20 @@ def test_comparison_detects_a_wrong_update() -> None:
     s = compare(ours, ref)
     assert s["frac_3se"] > 0.20 or s["max_z"] >= 5.5 or s["mean_z2"] >= 3.0, s
     assert math.isfinite(s["var_ratio"])
+
+
+def test_comparison_detects_nearest_rounding_of_probabilities() -> None:
+    """Power check of the ``res`` / ``sto_round`` cases above: with a bin width of 0.25 (update management only, so
+    the probabilities are not all 1), nearest rounding of the firing probabilities on our side against aihwkit's
+    stochastic rounding is rejected (nearest rounding moves every probability to a multiple of 0.25: a biased mean
+    change, e.g. ``p = 0.1`` fires never instead of in 10 % of the slots)."""
+    device = ConstantStepDevice(**NO_SPREAD)
+    x, d = _inputs(3)
+    theirs = UpdateParameters(res=0.25, sto_round=True, update_bl_management=False)
+    ref = aihwkit_deltas(device, x, d, 0.05, theirs, reps=600)
+    ours = our_deltas(device, x, d, 0.05, dataclasses.replace(theirs, sto_round=False), reps=600, seed=2)
+    s = compare(ours, ref)
+    assert s["frac_3se"] > 0.20 or s["max_z"] >= 5.5 or s["mean_z2"] >= 3.0, s
 
 
 # ---------------------------------------------------------------------------------------------- soft bounds

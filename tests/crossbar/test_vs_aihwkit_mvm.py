@@ -147,6 +147,11 @@ NOISE_FREE = {
     "saturating_bound_management": IOParameters(out_noise=0.0, out_bound=1.0),
     "small_adc_range": IOParameters(out_noise=0.0, out_bound=0.3),
     "no_noise_management_unbounded_dac": IOParameters(out_noise=0.0, noise_management="none", inp_bound=math.inf),
+    # a finite DAC range other than 1 (only without noise management): inputs clipped to +-0.5, the default grid
+    # over it; a wide coarse one (+-3, 20 steps) with a small ADC range and bound management
+    "no_noise_management_dac_range": IOParameters(out_noise=0.0, noise_management="none", inp_bound=0.5),
+    "no_noise_management_wide_coarse_dac": IOParameters(out_noise=0.0, noise_management="none", inp_bound=3.0,
+                                                        inp_res=1 / 20, out_bound=2.0),
     "constant_noise_management": IOParameters(out_noise=0.0, noise_management="constant", nm_thres=2.0),
     "abs_max_capped": IOParameters(out_noise=0.0, nm_thres=0.5),
     "bound_management_resolution_limit": IOParameters(out_noise=0.0, out_bound=0.5, inp_res=1 / 40, max_bm_res=0.1),

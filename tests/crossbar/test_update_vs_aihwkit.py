@@ -28,6 +28,7 @@ from aihwkit.simulator.configs import SingleRPUConfig
 from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters
 from aihwkit.simulator.tiles import AnalogTile
 
+from crossbar import CrossbarConfig, TileArray, to_aihwkit_rpu_config
 from crossbar.update import UpdateParameters, pulse_counts
 from devices import ConstantStepDevice, PulsedDevice, SoftBoundsDevice, to_aihwkit
 
@@ -330,3 +331,68 @@ def test_soft_bounds_batch_summation_bias_is_small(w_start: float) -> None:
     bound = 4 * se + 0.03 * ref.mean(0).abs().max()
     assert torch.all((ours.mean(0) - ref.mean(0)).abs() <= bound)
     assert abs(compare(ours, ref)["var_ratio"] - 1) < 0.2
+
+
+# ---------------------------------------------------------------------------------------------- write noise
+
+
+def test_write_noise_matches_aihwkit() -> None:
+    """``write_noise_std`` (soft bounds, 100 x 100, no spread, no cycle-to-cycle noise), ours and aihwkit's tile.
+
+    Programming: the hidden state is the programmed weight and the apparent (read) one is it plus Gaussian noise
+    of std ``write_noise_std·dw_min = 3·0.01 = 0.03``, in both. An update of 5 up pulses on the first 50 columns
+    (BL 5 without management, lr 1: every probability saturates at 1): those devices move to
+    ``1 - (1 - w0)·0.99**5`` (``w += 0.01·(1 - w)`` per pulse) and their apparent states are redrawn around it
+    (std 0.03, independent of the previous draw); the other 50 columns keep their apparent states exactly. The
+    forward MVM (perfect periphery) reads the apparent states. aihwkit's draws are not seedable: std bounds are 5
+    standard errors (``0.03/sqrt(2n)``) plus 1 %, the correlation bound 5/sqrt(n)."""
+    n = 100
+    dev = SoftBoundsDevice(dw_min=0.01, dw_min_dtod=0.0, dw_min_std=0.0, up_down_dtod=0.0, w_min=-1.0, w_max=1.0,
+                           w_min_dtod=0.0, w_max_dtod=0.0, write_noise_std=3.0)
+    cfg = CrossbarConfig.perfect(device=dev, tile_rows=n, tile_cols=n,
+                                 update=UpdateParameters(desired_bl=5, update_bl_management=False,
+                                                         update_management=False))
+    w0 = torch.rand(n, n, generator=torch.Generator().manual_seed(0)) * 0.4 - 0.2
+    ours = TileArray(n, n, cfg, seed=0)
+    ours.program(w0)
+    rpu = to_aihwkit_rpu_config(cfg)
+    theirs = rpu.tile_class(n, n, rpu)
+    theirs.set_weights(w0)
+    theirs.set_learning_rate(1.0)
+
+    def hidden_of_theirs() -> torch.Tensor:
+        return theirs.get_hidden_parameters()["persistent_weights"]
+
+    def check_noise(noise: torch.Tensor, who: str) -> None:
+        bound = 5 * 0.03 / math.sqrt(2 * noise.numel()) + 0.01 * 0.03
+        assert abs(noise.std().item() - 0.03) < bound, (who, noise.std().item())
+        assert abs(noise.mean().item()) < 5 * 0.03 / math.sqrt(noise.numel()), (who, noise.mean().item())
+
+    apparent0 = {"ours": ours.read(), "aihwkit": theirs.get_weights()[0]}
+    hidden0 = {"ours": ours.read(hidden=True), "aihwkit": hidden_of_theirs()}
+    for who in ("ours", "aihwkit"):
+        assert torch.equal(hidden0[who], w0), who
+        check_noise(apparent0[who] - w0, who)
+
+    x = torch.zeros(1, n)
+    x[0, : n // 2] = 1.0
+    d = -torch.ones(1, n)                                            # d < 0, x > 0: up pulses
+    ours.update(x, d, 1.0)
+    theirs.update(x, d)
+    apparent1 = {"ours": ours.read(), "aihwkit": theirs.get_weights()[0]}
+    hidden1 = {"ours": ours.read(hidden=True), "aihwkit": hidden_of_theirs()}
+    want = 1 - (1 - w0.double()) * 0.99**5
+    touched = slice(0, n // 2)
+    for who in ("ours", "aihwkit"):
+        torch.testing.assert_close(hidden1[who][:, touched].double(), want[:, touched], rtol=0, atol=1e-6)
+        assert torch.equal(hidden1[who][:, n // 2:], w0[:, n // 2:]), who
+        assert torch.equal(apparent1[who][:, n // 2:], apparent0[who][:, n // 2:]), who
+        redrawn = (apparent1[who] - hidden1[who])[:, touched]
+        check_noise(redrawn, who)
+        before = (apparent0[who] - w0)[:, touched]
+        corr = torch.corrcoef(torch.stack([redrawn.flatten(), before.flatten()]))[0, 1].item()
+        assert abs(corr) < 5 / math.sqrt(redrawn.numel()), (who, corr)
+
+    xf = torch.randn(20, n, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours.forward(xf), xf @ apparent1["ours"].T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(theirs.forward(xf), xf @ apparent1["aihwkit"].T, rtol=1e-5, atol=1e-5)

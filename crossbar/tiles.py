@@ -385,7 +385,11 @@ class TileArray(TileState):
 
         Pulsed types: :func:`crossbar.update.pulse_counts` per tile, then the device model applies the
         counts to all tiles at once. ``pulse_type="none"``: exact float update without device (no bounds),
-        as aihwkit's ``PulseType.NONE``.
+        as aihwkit's ``PulseType.NONE``. Unlike aihwkit, which then builds the tile without the device (its
+        ``set_weights`` neither clips nor adds write noise), :meth:`program` still clips into the sampled device
+        bounds (unless ``clip=False``) and draws the device's write noise, and the update then sets the apparent
+        states to the hidden ones: weights programmed beyond the bounds, or a device with write noise, give other
+        numbers than aihwkit's (``test_update_vs_aihwkit.py::test_pulse_type_none_programming_differs_from_aihwkit``).
 
         Raises:
             ValueError: ``lr`` is a non-finite number, a tensor of more than one element or on another device, or

@@ -445,7 +445,7 @@ def test_experiment_device_param_reaches_the_runs_in_their_own_group_folder(tmp_
     assert main([*argv, "--device-param", "up_down=0.5", "--device-param", "dw_min=0.05"]) == 0
     assert len(calls) == 1 and calls[0].analog.device_overrides == {"up_down": 0.5, "dw_min": 0.05}
     key = "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=0.05-up_down=0.5"
-    assert sorted(p.name for p in (tmp_path / "groups").iterdir()) == [key]
+    assert sorted(p.name for p in (tmp_path / "groups").iterdir() if p.is_dir()) == [key]  # and the job's marker
     run = json.loads((tmp_path / "groups" / key / "runs/sgd/lr0.1_seed0/results.json").read_text())
     assert run["config"]["analog"]["preset"] == "GokmenVlasov"
     assert run["config"]["analog"]["device_overrides"] == {"up_down": 0.5, "dw_min": 0.05}
@@ -456,7 +456,7 @@ def test_experiment_device_param_reaches_the_runs_in_their_own_group_folder(tmp_
     assert len(calls) == 1, "the same device (fields in another order) resumes its folder"
     assert main([*argv, "--device-param", "dw_min=0.1"]) == 0
     assert len(calls) == 2 and calls[1].analog.device_overrides == {"dw_min": 0.1}
-    assert sorted(p.name for p in (tmp_path / "groups").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "groups").iterdir() if p.is_dir()) == [
         "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=0.05-up_down=0.5",
         "synthetic-mlp16x1-crossbar-GokmenVlasov-dw_min=0.1"]
 

@@ -178,20 +178,29 @@ class TileState(nn.Module):
         shape = next(iter(params.values())).shape
         self.register_buffer("weight_tiles", self.config.device.clip(torch.zeros(shape, device=device, dtype=dtype),
                                                                      self.params))
-        self.has_write_noise = bool(getattr(self.config.device, "write_noise_std", 0.0) > 0)
+        # pulse_type "none": the device's bounds and write noise take no part (aihwkit builds such a tile without
+        # its device); its parameters are still sampled above, so the generator's stream is that of any tile
+        self.has_write_noise = (self._pulsed and bool(getattr(self.config.device, "write_noise_std", 0.0) > 0))
         if self.has_write_noise:
             self.register_buffer("apparent_tiles", self.weight_tiles.clone())
         for name in COUNTER_NAMES:
             self.register_buffer(f"counter_{name}", torch.zeros((), dtype=torch.int64, device=device))
 
+    @property
+    def _pulsed(self) -> bool:
+        """Whether the update is pulsed (not ``pulse_type="none"``, whose exact update knows no device: then, as in
+        aihwkit, which builds such a tile without its device, programming neither clips into the device's bounds
+        nor adds its write noise)."""
+        return self.config.update.pulse_type != "none"
+
     @_no_grad
     def _program_tiles(self, tiles: Tensor, write_noise: bool = True, clip: bool = True) -> None:
-        """Set the states to ``tiles`` (the states' shape), clipped into each device's bounds (``clip=False``: as
-        given, for evaluating given weights such as inference-noise weights; an update from states beyond the
-        bounds is outside the device model); with write noise the apparent states of all devices are redrawn
-        (``self.generator``), or, with ``write_noise=False``, set to ``tiles`` as given (apparent states, like
-        write noise, are not bounded)."""
-        self.weight_tiles.copy_(self.config.device.clip(tiles, self.params) if clip else tiles)
+        """Set the states to ``tiles`` (the states' shape), clipped into each device's bounds (``clip=False``, or
+        ``pulse_type="none"``: as given, for evaluating given weights such as inference-noise weights; an update
+        from states beyond the bounds is outside the device model); with write noise the apparent states of all
+        devices are redrawn (``self.generator``), or, with ``write_noise=False``, set to ``tiles`` as given
+        (apparent states, like write noise, are not bounded)."""
+        self.weight_tiles.copy_(self.config.device.clip(tiles, self.params) if clip and self._pulsed else tiles)
         if self.has_write_noise:
             self.apparent_tiles.copy_(self.config.device.write_noise(self.weight_tiles, self.params, self.generator)
                                       if write_noise else tiles)
@@ -385,11 +394,9 @@ class TileArray(TileState):
 
         Pulsed types: :func:`crossbar.update.pulse_counts` per tile, then the device model applies the
         counts to all tiles at once. ``pulse_type="none"``: exact float update without device (no bounds),
-        as aihwkit's ``PulseType.NONE``. Unlike aihwkit, which then builds the tile without the device (its
-        ``set_weights`` neither clips nor adds write noise), :meth:`program` still clips into the sampled device
-        bounds (unless ``clip=False``) and draws the device's write noise, and the update then sets the apparent
-        states to the hidden ones: weights programmed beyond the bounds, or a device with write noise, give other
-        numbers than aihwkit's (``test_update_vs_aihwkit.py::test_pulse_type_none_programming_differs_from_aihwkit``).
+        as aihwkit's ``PulseType.NONE``, which builds the tile without its device: :meth:`program` then neither
+        clips into the device's bounds nor adds its write noise either
+        (``test_update_vs_aihwkit.py::test_pulse_type_none_programs_and_updates_as_aihwkit``).
 
         Raises:
             ValueError: ``lr`` is a non-finite number, a tensor of more than one element or on another device, or

@@ -76,7 +76,8 @@ PULSE_TYPES: tuple[str, ...] = ("stochastic_compressed", "stochastic", "none")
 ``"stochastic_compressed"`` (aihwkit's default) and ``"stochastic"`` (aihwkit draws the positive and
 negative inputs in two passes) give the same distribution of coincidence counts, so both use the same
 code here. ``"none"`` means an exact floating-point update: use :func:`ideal_delta` instead of pulses (the
-device still clips and adds write noise when a tile is programmed, unlike aihwkit: see ``TileArray.update``)."""
+device takes no part, as in aihwkit: programming a tile neither clips nor adds write noise, see
+``TileArray.update``)."""
 
 MAX_DESIRED_BL = 2**31 - 1
 """Largest ``UpdateParameters.desired_bl``: a device's pulse count (at most the train length) is an int32."""

@@ -398,24 +398,27 @@ def test_write_noise_matches_aihwkit() -> None:
     torch.testing.assert_close(theirs.forward(xf), xf @ apparent1["aihwkit"].T, rtol=1e-5, atol=1e-5)
 
 
-def test_pulse_type_none_programming_differs_from_aihwkit() -> None:
-    """A documented difference (``TileArray.update``): with ``pulse_type="none"`` aihwkit builds the tile without
-    the device, so programming 2.0 on a soft-bounds device (bounds 0.6, no spread) reads 2.0 there, while ours
-    clips it to the bound 0.6. The update itself is exact and unbounded in both: ``x = d = 1``, lr 0.1 moves every
-    weight by -0.1 (2.0 -> 1.9 in aihwkit, 0.6 -> 0.5 here; 0.3 -> 0.2 in both)."""
-    dev = SoftBoundsDevice(**{**NO_SPREAD, "w_min": -0.6, "w_max": 0.6})
-    cfg = CrossbarConfig.perfect(device=dev, update=UpdateParameters(pulse_type="none"), tile_rows=2, tile_cols=2)
+def test_pulse_type_none_programs_and_updates_as_aihwkit() -> None:
+    """With ``pulse_type="none"`` aihwkit builds the tile without the device, and so does ours in effect: programming
+    2.0 on a soft-bounds device (bounds 0.6, no spread) reads 2.0 in both (no clipping), a device with write noise
+    reads the programmed weights exactly (no noise drawn), and the exact, unbounded update ``x = d = 1``, lr 0.1
+    moves every weight by -0.1 in both (2.0 -> 1.9, 0.3 -> 0.2)."""
     w = torch.tensor([[2.0, 0.3], [-2.0, 0.3]])
-    ours = TileArray(2, 2, cfg, seed=0)
-    ours.program(w)
-    rpu = to_aihwkit_rpu_config(cfg)
-    theirs = rpu.tile_class(2, 2, rpu)
-    theirs.set_weights(w)
-    theirs.set_learning_rate(0.1)
-    assert torch.equal(theirs.get_weights()[0], w)
-    assert torch.equal(ours.read(), torch.tensor([[0.6, 0.3], [-0.6, 0.3]]))
-    ones = torch.ones(1, 2)
-    ours.update(ones, ones, 0.1)
-    theirs.update(ones, ones)
-    torch.testing.assert_close(theirs.get_weights()[0], torch.tensor([[1.9, 0.2], [-2.1, 0.2]]))
-    torch.testing.assert_close(ours.read(), torch.tensor([[0.5, 0.2], [-0.7, 0.2]]))
+    for extra in ({}, {"write_noise_std": 0.5}):
+        dev = SoftBoundsDevice(**{**NO_SPREAD, "w_min": -0.6, "w_max": 0.6, **extra})
+        cfg = CrossbarConfig.perfect(device=dev, update=UpdateParameters(pulse_type="none"), tile_rows=2,
+                                     tile_cols=2)
+        ours = TileArray(2, 2, cfg, seed=0)
+        ours.program(w)
+        rpu = to_aihwkit_rpu_config(cfg)
+        theirs = rpu.tile_class(2, 2, rpu)
+        theirs.set_weights(w)
+        theirs.set_learning_rate(0.1)
+        assert torch.equal(theirs.get_weights()[0], w) and torch.equal(ours.read(), w)
+        assert torch.equal(ours.forward(torch.eye(2)), w.T)        # the MVMs see the programmed weights
+        ones = torch.ones(1, 2)
+        ours.update(ones, ones, 0.1)
+        theirs.update(ones, ones)
+        expected = torch.tensor([[1.9, 0.2], [-2.1, 0.2]])
+        torch.testing.assert_close(theirs.get_weights()[0], expected)
+        torch.testing.assert_close(ours.read(), expected)

@@ -20,7 +20,7 @@ from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
 from .interrupts import Terminated, exit_status, sigterm_as_interrupt
-from .io import file_in_the_way, folder_error, writable_folder
+from .io import file_in_the_way, folder_error, other_command_folder, writable_folder
 from .pipes import exit_quietly_on_broken_pipe
 from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each, typed_options
 from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
@@ -452,6 +452,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if file_in_the_way(out) is not None:    # before the data is loaded; the full check below creates the folder
         print(f"imc-grapes train: error: {folder_error('--out', out)}", file=sys.stderr)
         return 2
+    theirs = other_command_folder(out, "train")     # e.g. a compare report, whose curves.png train would replace
+    if theirs is not None:
+        print(f"imc-grapes train: error: --out: {theirs}", file=sys.stderr)
+        return 2
     try:
         data = {s: load_dataset(args.dataset, args.data_root, device, seed=s) for s in
                 (args.seed if args.dataset == "synthetic" else args.seed[:1])}
@@ -612,6 +616,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or COMPARE_OUT
+    theirs = other_command_folder(out, "compare")   # e.g. an experiment report, whose results.json it would replace
+    if theirs is not None:
+        print(f"imc-grapes compare: error: --out: {theirs}", file=sys.stderr)
+        return 2
     try:
         writable_folder(out)
     except OSError as exc:

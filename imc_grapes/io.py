@@ -276,6 +276,49 @@ def superseded_report_note(out_dir: str | os.PathLike[str], result: Any, command
             f"resumes the finished runs), or remove {marker_path} to use the earlier report as it is")
 
 
+def _json_keys(path: Path) -> set[str]:
+    """The top-level keys of the JSON object in ``path``; empty when it is missing, unreadable or no object."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
+
+
+def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
+    """The ``imc-grapes`` command whose output folder ``out_dir`` is, told by what only that command writes there:
+    ``compare`` (its ``runs/job.json``, :data:`JOB_MARKER`, or a ``results.json`` with its ``spec``),
+    ``experiment`` (``groups/``, or a ``results.json`` with its ``experiment``), ``sweep`` (``points/``),
+    ``compare-summary`` (a ``summary.json`` with its ``method`` and ``rows``) or ``train`` (a ``summary.json``
+    with its ``group_by``); None for a folder of none of them (a new one, a train job of one run, which writes only
+    its run's folder, or anything else). Reads only."""
+    out = Path(out_dir)
+    results, summary = _json_keys(out / "results.json"), _json_keys(out / "summary.json")
+    if (out / "runs" / JOB_MARKER).is_file() or "spec" in results:
+        return "compare"
+    if (out / "groups").is_dir() or "experiment" in results:
+        return "experiment"
+    if (out / "points").is_dir():
+        return "sweep"
+    if {"method", "rows"} <= summary:
+        return "compare-summary"
+    if "group_by" in summary:
+        return "train"
+    return None
+
+
+def other_command_folder(out_dir: str | os.PathLike[str], command: str) -> str | None:
+    """Why ``imc-grapes <command>`` must not write into ``out_dir``: it is the output folder of another command
+    (:func:`folder_command`), whose files (``results.json``, ``summary.csv``, ``curves.png``, ...) it would
+    overwrite or mix its own with; a message naming ``out_dir`` and that command, for the ``--out`` option. None
+    when the folder is ``command``'s own or no command's."""
+    owner = folder_command(out_dir)
+    if owner is None or owner == command:
+        return None
+    return (f"{os.fspath(out_dir)} holds the output of `imc-grapes {owner}`, whose files `imc-grapes {command}` "
+            "would overwrite or mix its own with: give another --out")
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON value in ``path`` (UTF-8, as this module writes it).
 

@@ -989,6 +989,31 @@ def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, cap
     assert json.loads((run / "results.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.parametrize("command, marker, theirs", [
+    ("train", {"results.json": {"spec": {}, "runs": []}}, "compare"),
+    ("train", {"results.json": {"experiment": "mlp"}}, "experiment"),
+    ("compare", {"summary.json": {"group_by": "optimizer", "summary": [], "runs": []}}, "train"),
+    ("compare", {"results.json": {"experiment": "mlp"}}, "experiment"),
+])
+def test_train_and_compare_refuse_an_out_folder_of_another_command(tmp_path, capsys, command, marker, theirs):
+    """`train --out` a compare report replaced its curves.png (and added summary files); `compare --out` a train job's
+    folder replaced its curves.png, an experiment report's results.json, results.csv and report.md. Both are refused
+    before any data is loaded (exit 2, naming the folder and the command whose output it holds); nothing is
+    written there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in marker.items():
+        (out / name).write_text(json.dumps(data))
+    (out / "curves.png").write_bytes(b"their figure")
+    before = sorted(p.name for p in out.iterdir())
+    args = ["--dataset", "synthetic", "--hidden", "8", "--no-progress", "--out", str(out)]
+    assert main([command, *args]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"imc-grapes {command}: error: --out: {out} holds the output of `imc-grapes {theirs}`, whose "
+                   f"files `imc-grapes {command}` would overwrite or mix its own with: give another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "curves.png").read_bytes() == b"their figure"
+
+
 def test_numeric_options_help_states_their_valid_range(capsys):
     """`--dac-bits` said only "0 = none" (the check takes [0, 24] and refuses 1), `--dropout`, `--momentum`,
     `--batch-size`, `--epochs`, `--tile-size` named no range at all: the valid values showed only in the error."""

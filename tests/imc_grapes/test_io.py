@@ -1,6 +1,7 @@
 """imc_grapes.io: atomic result files with the usual permissions."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -140,3 +141,33 @@ def test_read_report_json_names_what_keeps_the_folder_from_holding_a_report(tmp_
     with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'results.json'}: no such file"):
         read_report_json(tmp_path, "compare")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "link"]
+
+
+@pytest.mark.parametrize("files, dirs, owner", [
+    ({}, [], None),                                                   # a new folder
+    ({"results.json": {"spec": {}, "runs": []}}, [], "compare"),
+    ({}, ["runs"], None),                                             # a runs/ folder alone is no compare job's
+    ({"runs/job.json": {"job": "ab"}}, ["runs"], "compare"),          # a compare job begun, not finished
+    ({"results.json": {"experiment": "mlp"}}, [], "experiment"),
+    ({}, ["groups"], "experiment"),
+    ({}, ["points"], "sweep"),
+    ({"summary.json": {"method": "grapes", "rows": []}}, [], "compare-summary"),
+    ({"summary.json": {"group_by": "optimizer", "summary": []}}, [], "train"),
+    ({"summary.json": {"other": 1}, "results.json": [1, 2]}, [], None),   # nobody's files
+])
+def test_folder_command_tells_whose_output_a_folder_holds(tmp_path, files, dirs, owner):
+    from imc_grapes.io import folder_command, other_command_folder
+
+    for d in dirs:
+        (tmp_path / d).mkdir()
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(data))
+    assert folder_command(tmp_path) == owner
+    for command in ("train", "compare"):
+        note = other_command_folder(tmp_path, command)
+        if owner in (None, command):
+            assert note is None
+        else:
+            assert note == (f"{tmp_path} holds the output of `imc-grapes {owner}`, whose files `imc-grapes "
+                            f"{command}` would overwrite or mix its own with: give another --out")

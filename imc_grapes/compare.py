@@ -230,7 +230,8 @@ def saved_versions(saved: dict[str, Any]) -> dict[str, Any]:
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],
                  log: Callable[[str], None]) -> RunResult | None:
     """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
-    (with the ``extra_keys`` entries of its results), else None (resume: such a run is not trained again)."""
+    (with the ``extra_keys`` entries of its results), else None (resume: such a run is not trained again). A
+    finished run of another config (the same folder given other options) is logged as replaced."""
     saved_path = run_dir / "results.json"
     if not saved_path.exists():
         return None
@@ -239,8 +240,13 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
     except (OSError, ValueError) as exc:    # e.g. damaged by hand or by a tool: not a finished run
         log(f"   note: {exc}; the run is trained again")
         return None
-    if not isinstance(saved, dict) or saved.get("status") not in statuses \
-            or not _same_config(saved.get("config", {}), cfg):
+    if not isinstance(saved, dict) or saved.get("status") not in statuses:
+        return None
+    differences = config_differences(saved.get("config", {}) if isinstance(saved.get("config"), dict) else {},
+                                     cfg.to_dict())
+    if differences:     # e.g. the same --out with other options: the run of the same name is trained again
+        log(f"   note: {run_dir} holds a {saved['status']} run of another configuration ({', '.join(differences)}); "
+            "it is trained again and replaced")
         return None
     log(f"   (resumed: {run_dir} is finished)")
     extra = {k: restore_nonfinite(saved[k]) for k in extra_keys if k in saved}

@@ -474,6 +474,26 @@ def test_a_damaged_run_record_is_trained_again_on_resume_not_a_traceback(tmp_pat
 
 
 
+def test_a_finished_run_of_other_options_in_the_same_folder_is_said_to_be_replaced(tmp_path):
+    """The same --out with other options (here epochs 1, then 2): the earlier job's finished run of the same folder
+    name is trained again, as before, and the log now says so and why (the fields that differ), instead of replacing
+    it silently; the job again with the same options resumes it."""
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
+    run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    run_dir = tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed0"
+    longer = dataclasses.replace(spec, base=dataclasses.replace(BASE, epochs=BASE.epochs + 1))
+    said: list[str] = []
+    run_compare(longer, tmp_path, progress=False, log=said.append)
+    assert (f"   note: {run_dir} holds a completed run of another configuration (epochs); it is trained again and "
+            "replaced") in said
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["config"]["epochs"] == BASE.epochs + 1
+    assert len(saved["history"]) == (BASE.epochs + 1) * BASE.evals_per_epoch
+    said.clear()
+    run_compare(longer, tmp_path, progress=False, log=said.append)
+    assert f"   (resumed: {run_dir} is finished)" in said and not any("note:" in s for s in said)
+
+
 @pytest.mark.parametrize("exc, status", [(KeyboardInterrupt(), "interrupted"), (RuntimeError("boom"), "failed")])
 def test_an_interrupted_or_failed_run_is_trained_again_on_resume(tmp_path, monkeypatch, exc, status):
     """A run stopped by Ctrl-C or an error records that status (before: ``running``, indistinguishable from a run

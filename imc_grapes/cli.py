@@ -253,14 +253,21 @@ def name_the_option(message: str, args: argparse.Namespace) -> str:
     """``message``, an error of a config that begins with the field it is about (``TrainConfig.lr must be > 0 ...``,
     ``lr_grid must be ...``), with the options of ``args.command`` that fill that field before it (``--lr:
     TrainConfig.lr must be > 0 ...``, :func:`config_field_options`), spelled as typed (an option left out: its first
-    spelling; of several options that fill the field, those typed if any). ``message`` as it is when no option
-    fills the field (one set by a default, or a message that begins with no field) or it names the option(s)
-    already."""
-    field = re.match(r"\w+(?:\.\w+)?", message)
+    spelling; of several options that fill the field, those typed if any). A field named further on with its
+    config's prefix (``TrainConfig.cuda_graph needs AnalogSettings.importance_every = 1``) adds its options, in the
+    order the message names the fields (``--cuda-graph, --importance-every: ...``); a bare name further on is a
+    word of the text, not taken for a field. ``message`` as it is when no option fills a field it names (one set by
+    a default, or a message that begins with no field) or it names the option(s) already."""
     command = getattr(args, "command", None)
-    entries = config_field_options(command).get(field.group(0), ()) if field and command in FIELDS_OF_DEST else ()
+    known = config_field_options(command) if command in FIELDS_OF_DEST else {}
+    first = re.match(r"\w+(?:\.\w+)?", message)
+    fields = ([first.group(0)] if first else []) + re.findall(r"(?<![\w.])[A-Z]\w*\.\w+", message)
     typed = typed_options(args)
-    options = list(dict.fromkeys([typed[d] for d, _ in entries if d in typed] or [o for _, o in entries]))
+    options: list[str] = []
+    for field in dict.fromkeys(fields):
+        entries = known.get(field, ())
+        options += [typed[d] for d, _ in entries if d in typed] or [o for _, o in entries]
+    options = list(dict.fromkeys(options))
     if not options or all(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", message) for o in options):
         return message
     return f"{', '.join(options)}: {message}"

@@ -124,6 +124,21 @@ def test_name_the_option_spells_the_option_as_typed_and_leaves_fields_without_on
         assert named(["train", "--lr", "1"], message) == message
     assert named(["compare"], "base must be a TrainConfig") == "base must be a TrainConfig"
     assert name_the_option("TrainConfig.lr must be > 0", argparse.Namespace(lr=-1.0)) == "TrainConfig.lr must be > 0"
+    # a field named further on with its config's prefix adds its option(s), in the order of the message
+    two = "TrainConfig.cuda_graph needs AnalogSettings.importance_every = 1, got 2"
+    typed = ["train", "--cuda-graph", "--importance-every", "2"]
+    assert named(typed, two) == f"--cuda-graph, --importance-every: {two}"
+    assert named(["compare", "--cuda-graph"], two) == f"--cuda-graph, --importance-every: {two}"   # one left out
+    both = "TrainConfig.cuda_graph needs a CUDA device, but TrainConfig.device is 'cpu' (use --device cuda, or ...)"
+    assert named(["train", "--cuda-graph"], f"{both} --cuda-graph") == f"{both} --cuda-graph"     # both named already
+    assert named(["train", "--cuda-graph"], both) == f"--cuda-graph, --device: {both}"
+    # a bare word further on is text, not a field (compare's fields have no prefix: "seeds", "lr" are words too)
+    assert named(["compare"], "lr_grid must be v; seeds and lr too") == "--lr: lr_grid must be v; seeds and lr too"
+    # a prefixed name that no option of the command fills adds nothing (ExperimentOptions is experiment's)
+    assert named(["train"], "TrainConfig.lr x, not ExperimentOptions.size") == ("--lr: TrainConfig.lr x, not "
+                                                                               "ExperimentOptions.size")
+    assert named(["train"], "AnalogSettings.sat_probe_every t, TrainConfig.extra") == ("AnalogSettings.sat_probe_every "
+                                                                                      "t, TrainConfig.extra")
 
 
 @pytest.mark.parametrize("argv", [["train"], ["train", "--backend", "crossbar", "--ideal-periphery"], ["compare"],

@@ -57,18 +57,19 @@ def _size(n_bytes: float) -> str:
 
 def check_model_fits(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int, device: torch.device | str,
                      copies: int = 1) -> None:
-    """Raise :class:`~imc_grapes.config.ConfigError` (``hidden: ...``) when ``copies`` networks of ``cfg`` (its
-    ``model`` with widths / channels ``cfg.hidden`` on inputs of ``input_shape``, e.g. ``(1, 28, 28)``, and
-    ``n_classes`` outputs) need more memory to train than ``device`` has: :data:`BYTES_PER_WEIGHT` per weight
+    """Raise :class:`~imc_grapes.config.ConfigError` (``TrainConfig.hidden: ...``) when ``copies`` networks of
+    ``cfg`` (its ``model`` with widths / channels ``cfg.hidden`` on inputs of ``input_shape``, e.g. ``(1, 28, 28)``,
+    and ``n_classes`` outputs) need more memory to train than ``device`` has: :data:`BYTES_PER_WEIGHT` per weight
     against :func:`memory_bytes`. ``copies``: networks trained side by side (replicas). A ``cnn`` with more conv
     blocks (``cfg.hidden`` entries) than its 2×2 poolings can halve the input's height and width is refused too
-    (``hidden: ...``; the model's own check would raise only once training starts)."""
+    (``TrainConfig.hidden: ...``; the model's own check would raise only once training starts)."""
     if cfg.model == "cnn" and len(input_shape) == 3:
         h, w = int(input_shape[1]), int(input_shape[2])
         most = cnn_max_blocks(h, w)
         if len(cfg.hidden) > most:
-            raise ConfigError(f"hidden: the cnn pools its {h}x{w} inputs 2x2 once per conv block, so it takes at most "
-                              f"{most} blocks (channel counts), got {len(cfg.hidden)}: {list(cfg.hidden)}")
+            raise ConfigError(f"TrainConfig.hidden: the cnn pools its {h}x{w} inputs 2x2 once per conv block, so "
+                              f"it takes at most {most} blocks (channel counts), got {len(cfg.hidden)}: "
+                              f"{list(cfg.hidden)}")
     n = copies * weight_count(cfg.model, input_shape=input_shape, n_classes=n_classes, hidden=cfg.hidden)
     memory = memory_bytes(device)
     if memory is None or n * BYTES_PER_WEIGHT <= memory:
@@ -77,7 +78,7 @@ def check_model_fits(cfg: TrainConfig, input_shape: Sequence[int], n_classes: in
             if cfg.model == "mlp" else f"the cnn with channels {list(cfg.hidden)}")
     most = max(1, memory // (copies * BYTES_PER_WEIGHT))
     raise ConfigError(
-        f"hidden: {what} has {n:.3g} weights{f' ({copies} copies)' if copies > 1 else ''}; training them takes at "
-        f"least {BYTES_PER_WEIGHT} bytes each (a float32 weight and its gradient), {_size(n * BYTES_PER_WEIGHT)}, "
-        f"more than the {_size(memory)} that {torch.device(device).type} has on this machine (at most "
-        f"{most:.3g} weights): use smaller {'widths' if cfg.model == 'mlp' else 'channel counts'}")
+        f"TrainConfig.hidden: {what} has {n:.3g} weights{f' ({copies} copies)' if copies > 1 else ''}; training "
+        f"them takes at least {BYTES_PER_WEIGHT} bytes each (a float32 weight and its gradient), "
+        f"{_size(n * BYTES_PER_WEIGHT)}, more than the {_size(memory)} that {torch.device(device).type} has on this "
+        f"machine (at most {most:.3g} weights): use smaller {'widths' if cfg.model == 'mlp' else 'channel counts'}")

@@ -364,8 +364,8 @@ def _base_config(args: argparse.Namespace, **kw: object) -> TrainConfig:
 
 
 def _check_fits(cfg: TrainConfig, device: torch.device) -> None:
-    """Raise :class:`ConfigError` (``hidden: ...``) when ``cfg``'s network cannot fit in ``device``'s memory
-    (:func:`~imc_grapes.capacity.check_model_fits`), before any data set is loaded."""
+    """Raise :class:`ConfigError` (``TrainConfig.hidden: ...``) when ``cfg``'s network cannot fit in ``device``'s
+    memory (:func:`~imc_grapes.capacity.check_model_fits`), before any data set is loaded."""
     from .capacity import check_model_fits
     from .data.registry import sample_shape
 
@@ -450,8 +450,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         configs = train_configs(args)
-        device = configs[0].resolved_device()
-        _check_fits(configs[0], device)
+        with options_named(args):       # --device: no CUDA here; --hidden: a network too large for the device
+            device = configs[0].resolved_device()
+            _check_fits(configs[0], device)
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes train: error: {exc}", file=sys.stderr)
         return 2
@@ -618,7 +619,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _cmd_compare_redraw(args.out or COMPARE_OUT)
     try:
         spec = compare_spec(args)
-        _check_fits(spec.base, spec.base.resolved_device())
+        with options_named(args):       # --device: no CUDA here; --hidden: a network too large for the device
+            _check_fits(spec.base, spec.base.resolved_device())
     except (ConfigError, ValueError) as exc:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2

@@ -389,8 +389,8 @@ class TrainConfig:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dev = torch.device(self.device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available on this machine "
-                              "(torch.cuda.is_available() is False); use --device cpu")
+            raise ConfigError(f"TrainConfig.device is {self.device!r}, but CUDA is not available on this machine "
+                              "(torch.cuda.is_available() is False): use cpu, or auto (the GPU when there is one)")
         return dev
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,7 +35,8 @@ def test_memory_bytes_of_the_cpu_is_positive_and_at_most_the_machine():
 def test_a_network_beyond_memory_is_refused_and_a_4096_wide_one_is_not(monkeypatch):
     monkeypatch.setattr("imc_grapes.capacity.memory_bytes", lambda device: 16 * GIB)
     cfg = TrainConfig(hidden=(10 ** 11,))
-    with pytest.raises(ConfigError, match=r"^hidden: the mlp 784-100000000000-10 has 7\.94e\+13 weights; .* 578 TiB, "
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.hidden: the mlp 784-100000000000-10 has 7\.94e\+13 weights; "
+                                          r".* 578 TiB, "
                                           r"more than the 16 GiB that cpu has on this machine \(at most 2\.15e\+09 "
                                           r"weights\): use smaller widths$"):
         check_model_fits(cfg, (1, 28, 28), 10, "cpu")
@@ -45,7 +46,7 @@ def test_a_network_beyond_memory_is_refused_and_a_4096_wide_one_is_not(monkeypat
     check_model_fits(TrainConfig(hidden=(width,)), (1, 28, 28), 10, "cpu")
     n = 794 * width
     monkeypatch.setattr("imc_grapes.capacity.memory_bytes", lambda device: n * BYTES_PER_WEIGHT - 1)
-    with pytest.raises(ConfigError, match="^hidden: "):
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.hidden: "):
         check_model_fits(TrainConfig(hidden=(width,)), (1, 28, 28), 10, "cpu")
     with pytest.raises(ConfigError, match=r"\(3 copies\).*use smaller widths"):     # replicas trained together
         check_model_fits(TrainConfig(hidden=(width // 2,)), (1, 28, 28), 10, "cpu", copies=3)
@@ -56,7 +57,7 @@ def test_a_network_beyond_memory_is_refused_and_a_4096_wide_one_is_not(monkeypat
 def test_build_network_refuses_before_allocating():
     from imc_grapes.backends import build_network
 
-    with pytest.raises(ConfigError, match="^hidden: the cnn with channels"):
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.hidden: the cnn with channels"):
         build_network(TrainConfig(model="cnn", hidden=(10 ** 6, 10 ** 6)), (1, 28, 28), 10, torch.device("cpu"))
 
 
@@ -67,7 +68,8 @@ def test_cli_hidden_too_large_is_a_usage_error(tmp_path, capsys, command):
     out = tmp_path / "out"
     assert main([command, "--dataset", "synthetic", "--hidden", "100000000000", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"imc-grapes {command}: error: hidden: the mlp 784-100000000000-10 has 7.94e+13 weights")
+    assert err.startswith(f"imc-grapes {command}: error: --hidden: TrainConfig.hidden: the mlp 784-100000000000-10 "
+                          "has 7.94e+13 weights")
     assert "Traceback" not in err and not out.exists()
 
 
@@ -81,11 +83,11 @@ def test_cli_cnn_deeper_than_its_poolings_allow_is_a_usage_error(tmp_path, capsy
     assert main([command, "--dataset", "synthetic", "--model", "cnn", "--hidden", "4", "4", "4", "4", "4",
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"imc-grapes {command}: error: hidden: the cnn pools its 28x28 inputs 2x2 once per conv block, "
-                   f"so it takes at most 4 blocks (channel counts), got 5: [4, 4, 4, 4, 4]\n")
+    assert err == (f"imc-grapes {command}: error: --hidden: TrainConfig.hidden: the cnn pools its 28x28 inputs 2x2 "
+                   f"once per conv block, so it takes at most 4 blocks (channel counts), got 5: [4, 4, 4, 4, 4]\n")
     assert not out.exists()
     check_model_fits(TrainConfig(model="cnn", hidden=(4, 4, 4, 4)), (1, 28, 28), 10, "cpu")    # 4 blocks: 1x1 left
     build_model("cnn", input_shape=(1, 28, 28), n_classes=10, hidden=[4, 4, 4, 4])
-    with pytest.raises(ConfigError, match=r"^hidden: the cnn pools its 16x20 inputs 2x2 once per conv block, so it "
-                                          r"takes at most 4 blocks"):
+    with pytest.raises(ConfigError, match=r"^TrainConfig\.hidden: the cnn pools its 16x20 inputs 2x2 once per "
+                                          r"conv block, so it takes at most 4 blocks"):
         check_model_fits(TrainConfig(model="cnn", hidden=(4,) * 5), (1, 16, 20), 10, "cpu")

@@ -141,6 +141,37 @@ def test_name_the_option_spells_the_option_as_typed_and_leaves_fields_without_on
                                                                                       "t, TrainConfig.extra")
 
 
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_errors_of_two_fields_of_the_device_and_of_the_size_name_their_options(tmp_path, capsys, monkeypatch,
+                                                                              command):
+    """A message naming two fields got only the first field's option; the machine's CUDA and memory checks ran
+    outside options_named and got none. Each now names the options (spelled as typed) before the message; nothing
+    is written."""
+    import torch
+
+    from imc_grapes.capacity import BYTES_PER_WEIGHT
+
+    out = tmp_path / "out"
+    base = [command, "--dataset", "synthetic", "--hidden", "8", "--no-progress", "--out", str(out)]
+    assert main([*base, "--backend" if command == "train" else "--hardware", "crossbar" if command == "train"
+                 else "analog", "--device", "cuda", "--cuda-graph", "--importance-every", "2"]) == 2
+    assert capsys.readouterr().err == (
+        f"imc-grapes {command}: error: --cuda-graph, --importance-every: TrainConfig.cuda_graph needs "
+        "AnalogSettings.importance_every = 1 (GRAPES factors refreshed every batch; a graph captured between "
+        "refreshes would keep the factors of its capture), got 2\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([*base, "--device", "cuda:0"]) == 2
+    assert capsys.readouterr().err == (
+        f"imc-grapes {command}: error: --device: TrainConfig.device is 'cuda:0', but CUDA is not available on this "
+        "machine (torch.cuda.is_available() is False): use cpu, or auto (the GPU when there is one)\n")
+    # 784-8-10: 784 × 8 + 8 × 10 = 6,352 weights; memory for one weight less is too little
+    monkeypatch.setattr("imc_grapes.capacity.memory_bytes", lambda device: 6351 * BYTES_PER_WEIGHT)
+    assert main(base) == 2
+    assert capsys.readouterr().err.startswith(f"imc-grapes {command}: error: --hidden: TrainConfig.hidden: the mlp "
+                                              "784-8-10 has 6.35e+03 weights; ")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv", [["train"], ["train", "--backend", "crossbar", "--ideal-periphery"], ["compare"],
                                   ["compare", "--hardware", "digital"], ["experiment", "mlp", "--tiny"]])
 def test_every_option_read_into_the_configs_has_its_field_mapped(argv):

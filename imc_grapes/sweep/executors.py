@@ -133,6 +133,17 @@ def _stop_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _thread_lock_for_tqdm() -> None:
+    """Give tqdm (whose bar a training run creates, disabled or not) a thread lock instead of its default, which
+    holds a ``multiprocessing.RLock``: in a spawned worker that is a named semaphore registered with the sweep
+    process's resource tracker, and a worker killed while running (Ctrl-C or SIGTERM to the sweep, a worker ended
+    by hand) never unregisters it, so the tracker warned of "leaked semaphore objects" as the sweep ended. A worker
+    writes no bar another process shares, so a thread lock is all it needs."""
+    from tqdm.std import tqdm
+
+    tqdm.set_lock(threading.RLock())     # tqdm.auto's class inherits it
+
+
 def _worker_main(conn: mpc.Connection, threads: int) -> None:
     """A local worker: receive tasks over ``conn``, send :data:`_STARTED` as it takes each, then its outcome; None
     or a closed pipe ends it.
@@ -152,6 +163,7 @@ def _worker_main(conn: mpc.Connection, threads: int) -> None:
     from ..runtime import tune_malloc
 
     tune_malloc()
+    _thread_lock_for_tqdm()
 
     torch.set_num_threads(threads)
     while True:

@@ -61,7 +61,7 @@ from ..config import (DIGITAL_ANALOG_FIELDS, GRAPES_OPTIMIZERS, SEED_RANGE, Conf
                       check_seeds_apart, identity_dict, is_int, seed_in_range)
 from ..suggest import did_you_mean, did_you_mean_each
 from ..train import tail_evals_error
-from .paths import FieldPath, SpecError, resolve_path, set_path
+from .paths import SECTIONS, FieldPath, SpecError, resolve_path, set_path
 
 #: kinds of sampled axes: ``{uniform = [lo, hi]}``, ``{log_uniform = [lo, hi]}``, ``{int_uniform = [lo, hi]}``
 #: (both ends included), ``{choice = [v1, v2, ...]}``
@@ -574,10 +574,23 @@ def _is_range(v: Any) -> bool:
     return isinstance(v, Mapping) and len(v) == 1 and next(iter(v)) in RANGE_KINDS
 
 
+def _holds_fields(name: str) -> bool:
+    """Whether a table in ``[axes]`` at ``name`` may hold axes (``[axes.device]``, ``analog``, ``periphery``,
+    ``analog.device_overrides``, or a name that resolves to no field, whose error the deeper path gives): not at a
+    field of its own (``lr``, ``device.dw_min``), where a table can only be a range, e.g. a misspelt one."""
+    if name in SECTIONS or name == "analog.device_overrides":
+        return True
+    try:
+        resolve_path(name)
+    except SpecError:
+        return True
+    return False
+
+
 def _flatten_axes(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for k, v in d.items():
         name = f"{prefix}{k}"
-        if isinstance(v, Mapping) and not _is_range(v):
+        if isinstance(v, Mapping) and not _is_range(v) and _holds_fields(name):
             if not v:
                 raise SpecError(f"axis table {name!r} is empty")
             yield from _flatten_axes(v, name + ".")
@@ -603,7 +616,7 @@ def parse_axes(table: Mapping[str, Any]) -> tuple[Axis, ...]:
             axes.append(Axis(path, values=tuple(v)))
         elif isinstance(v, Mapping):
             raise SpecError(f"axis {name!r}: a range table has exactly one key of {', '.join(RANGE_KINDS)}, "
-                            f"got {sorted(v)}")
+                            f"got {sorted(v)}{did_you_mean_each(sorted(set(v) - set(RANGE_KINDS)), RANGE_KINDS)}")
         else:
             raise SpecError(f"axis {name!r} must be a list of values (grid) or a range table "
                             f"{{{' | '.join(RANGE_KINDS)} = [...]}} (sampled), got {v!r}; fixed values go in [base]")

@@ -143,6 +143,32 @@ def test_malformed_axes_are_rejected():
         spec_of({"device.dw_min": [0.001, 0.01]}).points()  # base backend digital: the axis would do nothing
 
 
+@pytest.mark.parametrize("line, axis, got, hint", [
+    ("lr = { unifrom = [0.01, 0.1] }", "lr", "['unifrom']", "; did you mean 'uniform'?"),
+    ("device.dw_min = { log_unifrom = [0.001, 0.1] }", "device.dw_min", "['log_unifrom']",
+     "; did you mean 'log_uniform'?"),
+    ("periphery.adc_bits = { int_uniform = [4, 8], choice = [4, 8] }", "periphery.adc_bits",
+     "['choice', 'int_uniform']", ""),
+    ("lr = {}", "lr", "[]", ""),
+])
+def test_a_misspelt_range_table_is_named_as_a_range_not_as_a_sub_field(line, axis, got, hint):
+    """A table at a field's own path can only be a range: a misspelt kind (or two kinds) is named as such, with the
+    kind meant, not read as a section whose sub-field 'lr.unifrom' does not exist ('lr' has no sub-fields)."""
+    with pytest.raises(SpecError) as e:
+        parse_spec(tomllib.loads(f"[axes]\n{line}\n[sample]\nn = 2\n"))
+    assert message(e) == (f"axis {axis!r}: a range table has exactly one key of uniform, log_uniform, int_uniform, "
+                          f"choice, got {got}{hint}")
+
+
+def test_tables_of_axes_at_a_section_path_still_hold_axes():
+    spec = parse_spec(tomllib.loads('[base]\nbackend = "crossbar"\n[axes.device]\ndw_min = [0.01, 0.1]\n'
+                                    '[axes.analog.device_overrides]\nup_down = [0.0, 0.1]\n'
+                                    '[axes.periphery]\nadc_bits = { int_uniform = [4, 8] }\n[sample]\nn = 2\n'))
+    assert [(ax.name, ax.path.section, ax.path.field) for ax in spec.axes] == [
+        ("device.dw_min", "device", "dw_min"), ("analog.device_overrides.up_down", "device", "up_down"),
+        ("periphery.adc_bits", "analog", "adc_bits")]
+
+
 # ------------------------------------------------------------------------------------------ expansion
 
 

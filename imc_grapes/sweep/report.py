@@ -23,7 +23,7 @@ Written into the sweep folder:
 * ``plots/heatmap_<a>__<b>.png`` — mean final test accuracy over each pair of swept parameters, one panel per
   optimizer; ``n=k/N`` under a mean of only k of the cell's N runs; a cell without a mean reads ``failed:
   diverged`` / ``failed: crashed`` (both kinds: ``failed: diverged, crashed``), ``no finite acc``, ``running`` (a
-  point of it in progress) or ``—`` (not run yet);
+  point of it in progress) or ``—`` (not run yet); a cell that no point has (a sampled design) is left blank;
 * ``plots/accuracy.png`` — per optimizer, when nothing but optimizer/seed/backend is swept;
 * ``plots/diagnostics_vs_<axis>.png`` — for each numeric swept parameter, when points recorded per-layer
   diagnostics (``final_M_mean/<layer>``, ``final_M_err/<layer>``, ``final_M_corr/<layer>``, ``final_sat/<layer>``):
@@ -456,6 +456,8 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
             if np.isfinite(grid[i, j]):
                 txt = f"{grid[i, j]:.1f}" + (f"\n{note[i, j]}" if note[i, j] else "")
                 color = "white" if grid[i, j] < (vmin + vmax) / 2 else "black"
+            elif note[i, j] == NO_POINT:        # a pair of values no point of the sweep has: left blank
+                continue
             else:
                 txt, color = note[i, j], "firebrick" if note[i, j] not in ("—", RUNNING) else "black"
             ax.text(j, i, txt, ha="center", va="center", fontsize=8, color=color)
@@ -464,11 +466,18 @@ def plot_heatmap(spec: SweepSpec, status_points: Sequence[Any], ax_x: str, ax_y:
         ax.set(xlabel=ax_x, ylabel=ax_y, title=_series_name(opt, backend, backends))
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), label=f"{_acc_label(spec)} (%)")
-    partial = any(str(t).startswith("n=") for note in notes for t in note.flat)
-    fig.suptitle(fit_title(fig, f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes (— = not run "
-                                "yet" + ("; n=k/N: the mean of k of the cell's N runs" if partial else "") + ")",
-                           "figure.titlesize"))
+    cells = [str(t) for note in notes for t in note.flat]
+    keys = (["— = not run yet"] if "—" in cells else []) + (["blank = no point of the sweep has these values"]
+                                                              if NO_POINT in cells else []) + (
+        ["n=k/N: the mean of k of the cell's N runs"] if any(t.startswith("n=") for t in cells) else [])
+    fig.suptitle(fit_title(fig, f"{spec.name}: mean {_acc_label(spec)} (%) over seeds and other axes"
+                                + (f" ({'; '.join(keys)})" if keys else ""), "figure.titlesize"))
     return _save(plt, fig, path)
+
+
+#: the note of a heat-map cell that no point of the sweep has (a random design draws few of the pairs of values the
+#: grid crosses): the cell is left blank, not marked "—" (not run yet: it never will)
+NO_POINT = "no point"
 
 
 def _heatmap_note(group: Sequence[Any], n: int, running: bool = False) -> str:
@@ -476,7 +485,10 @@ def _heatmap_note(group: Sequence[Any], n: int, running: bool = False) -> str:
     cell's ``N`` points ("" under a mean of them all); without a mean, "failed: diverged" / "failed: crashed" /
     "failed: diverged, crashed" (a point failed: :func:`_failed_kinds`, the kind on a second line), "no finite acc"
     (points finished without a finite accuracy), "running" (a point is in progress: half-finished while a sweep
-    process holds the folder's lock, ``running``) or "—" (nothing has run yet)."""
+    process holds the folder's lock, ``running``), "—" (nothing has run yet) or :data:`NO_POINT` (the cell has no
+    point: a pair of values that the sweep's random draws did not give)."""
+    if not group:
+        return NO_POINT
     if n:
         return f"n={n}/{len(group)}" if n < len(group) else ""
     if any(ps.state == FAILED for ps in group):

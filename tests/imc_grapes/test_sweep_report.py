@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.axes
+import matplotlib.figure
 import pytest
 
 from imc_grapes.io import read_json
@@ -505,3 +506,41 @@ def test_equal_horizontal_references_take_turns_in_their_dashes(tmp_path, monkey
     plot_axis(spec, status, "device.dw_min", tmp_path / "acc.png")
     styles = {kwargs["label"].split(",")[0]: kwargs["linestyle"] for _, _, kwargs in calls}
     assert styles == {"sgd": (0.0, (4.0, 4.0)), "layer-mean": (4.0, (4.0, 4.0)), "grapes": "--"}
+
+
+def test_heatmap_cells_of_values_no_sampled_point_has_are_blank_not_not_run_yet(tmp_path, monkeypatch):
+    """A random design draws few of the pairs of values the heat map's grid crosses: 3 draws of two sampled axes give
+    a 3 × 3 grid with 3 points. Its other 6 cells read "—" ("not run yet", which they never will be); now they are
+    left blank and the title says what a blank cell means (and no longer explains a "—" that no cell shows)."""
+    path = write_spec(tmp_path, "[axes]\nlr = { log_uniform = [0.01, 0.1] }\nmomentum = { uniform = [0.0, 0.9] }\n"
+                                "[sample]\nn = 3\nseed = 0\n", base=TINY)
+    spec = load_spec(path)
+    points = spec.points()
+    assert len(points) == 3
+    assert len({p.params["lr"] for p in points}) == len({p.params["momentum"] for p in points}) == 3
+    record(spec, {(p.params["lr"], p.params["momentum"]): acc for p, acc in zip(points, (0.5, 0.6, 0.7))},
+           ("lr", "momentum"))
+    texts: list[str] = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: texts.append(s) or original(self, x, y, s, *a, **k))
+    titles: list[str] = []
+    suptitle = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, *a, **k: titles.append(t) or suptitle(self, t, *a, **k))
+    calls = spy(monkeypatch, "imshow")
+    plot_heatmap(spec, sweep_status(spec).points, "lr", "momentum", tmp_path / "h.png")
+    assert sorted(texts) == ["50.0", "60.0", "70.0"]          # one text per point; the 6 empty cells have none
+    grid = calls[0][1][0]
+    assert sorted(grid.compressed().tolist()) == pytest.approx([50.0, 60.0, 70.0])
+    assert int(grid.mask.sum()) == 6
+    (title,) = titles
+    assert "blank = no point of the sweep has these values" in title.replace("\n", " ")
+    assert "not run yet" not in title
+
+    texts.clear()
+    titles.clear()
+    (spec.out_dir / "points" / points[2].id / "point.json").unlink()   # half-finished (not run yet): "—" again
+    plot_heatmap(spec, sweep_status(spec).points, "lr", "momentum", tmp_path / "h.png")
+    assert sorted(texts) == ["50.0", "60.0", "—"]
+    assert "— = not run yet; blank = no point of the sweep has these values" in titles[0].replace("\n", " ")

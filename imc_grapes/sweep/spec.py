@@ -334,8 +334,10 @@ class SweepSpec:
                                    "set ideal_periphery = false")
         if (msg := tail_evals_error(self.tail_evals)) is not None:
             raise SpecError(f"[sweep] {msg}")
-        if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise SpecError(f"SweepSpec.name must be a non-empty name without '/', got {self.name!r}")
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name in (".", ".."):
+            # it names the default folder runs/sweeps/<name>: '..' would be runs/ itself
+            raise SpecError(f"[sweep] name must be a non-empty name without '/', not '.' or '..' (the default folder "
+                            f"is runs/sweeps/<name>), got {self.name!r}")
         if not isinstance(self.reference, bool):
             raise SpecError(f"[sweep] reference must be true or false, got {self.reference!r}")
         if not (self.out is None or (isinstance(self.out, str) and self.out)):

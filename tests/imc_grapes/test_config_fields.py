@@ -42,10 +42,11 @@ WALKS = {
                                        lambda **kw: CompareSpec(**{"base": TrainConfig(dataset="synthetic"), **kw}),
                                        names={f: f for f in COMPARE_FIELDS}),
     # the spec file's tables and keys: [sample] n, [sweep] reference, ...; a sweep's name is any text without '/'
+    # (but '.' and '..')
     "SweepSpec": lambda: walk_errors(SweepSpec, free_text=("name",),
                                      names={"n_samples": "[sample] n", "sample_seed": "[sample] seed",
                                             "reference": "[sweep] reference", "out": "[sweep] out",
-                                            "tail_evals": "tail_evals"}),
+                                            "name": "[sweep] name", "tail_evals": "tail_evals"}),
     # an axis' range is written {uniform = [lo, hi]}: its arguments are named by its kind
     "Range": lambda: walk_errors(Range, lambda **kw: Range(**{"kind": "uniform", "args": (0.0, 1.0), **kw}),
                                  names={"args": "Range uniform"}),
@@ -132,7 +133,7 @@ def test_compare_lr_grid_beyond_float32_names_the_grid() -> None:
 @pytest.mark.parametrize("kwargs,message", [
     ({"base": {"lr": 0.1}}, r"^SweepSpec\.base must be a TrainConfig, got \{'lr': 0\.1\}$"),
     ({"axes": 3}, r"^SweepSpec\.axes must be a list of Axis .*, got 3$"),
-    ({"name": 3}, r"^SweepSpec\.name must be a non-empty name without '/', got 3$"),
+    ({"name": 3}, r"^\[sweep\] name must be a non-empty name without '/', not '\.' or '\.\.' \(.*\), got 3$"),
     ({"reference": "yes"}, r"^\[sweep\] reference must be true or false, got 'yes'$"),
     ({"out": 3}, r"^\[sweep\] out must be a non-empty string \(a path\), got 3$"),
 ])

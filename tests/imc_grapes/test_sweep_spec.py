@@ -394,6 +394,10 @@ def test_base_from_a_folder_is_a_spec_error(tmp_path):
     ("out = [\"a\"]", r"\[sweep\] out must be a non-empty string"),
     ("base_from = 3", r"\[sweep\] base_from must be a non-empty string \(a path\), got 3"),
     ("name = 5", r"\[sweep\] name must be a non-empty string, got 5"),
+    ('name = ".."', r"\[sweep\] name must be a non-empty name without '/', not '\.' or '\.\.' \(the default folder "
+                    r"is runs/sweeps/<name>\), got '\.\.'"),
+    ('name = "."', r"\[sweep\] name must be .*, got '\.'$"),
+    ('name = "a/b"', r"\[sweep\] name must be .*, got 'a/b'$"),
     ("reference = 1", r"\[sweep\] reference must be true or false, got 1"),
     ('tail_evals = "x"', r"\[sweep\] tail_evals must be an integer"),
 ])

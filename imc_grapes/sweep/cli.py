@@ -134,7 +134,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             option = "--out" if args.out is not None else "[sweep] out" if spec.out else "the sweep folder"
             return fail(folder_error(option, out, exc))
     if args.dry_run:
-        from .spec import repeated_points, repeated_points_note
+        from .spec import repeated_draws_note, repeated_points, repeated_points_note
 
         print(f"sweep {spec.name!r}: {len(points)} valid points; folder {out}")
         swept_backend = any(ax.name == "backend" for ax in spec.axes)   # then the label names it already
@@ -144,6 +144,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             print(f"  ... and {len(points) - 50} more (--verbose lists all)")
         if repeated := repeated_points(points):     # a full-factorial design may hold them: a note, not an error
             print(f"note: {repeated_points_note(len(repeated), len(points))}")
+        if draws := spec.repeated_draws():       # a discrete random design: fewer points than draws
+            print(f"note: {repeated_draws_note(draws, spec.n_samples)}")
         return 0
     if args.status:
         print(sweep_status(spec, out, points).format(verbose=args.verbose))

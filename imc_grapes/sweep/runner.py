@@ -11,7 +11,7 @@ from typing import Any
 from devices.base import is_finite_number
 
 from .executors import Executor, LocalExecutor, Outcome, Task
-from .spec import Point, SweepSpec, repeated_points, repeated_points_note
+from .spec import Point, SweepSpec, repeated_draws_note, repeated_points, repeated_points_note
 from .store import (CRASHED, DIVERGED, DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run,
                     failure_kind)
 from .worker import diverged_replica
@@ -253,6 +253,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
             f"with the {executor.name} executor; results in {store.root}")
         if n_other:
             log(f"  note: {other_points_note(n_other)}")
+        if draws := spec.repeated_draws():
+            log(f"  note: {repeated_draws_note(draws, spec.n_samples)}")
         if todo and verify_data:
             check_data(todo)
         for p in todo:

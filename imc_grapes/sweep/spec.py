@@ -393,6 +393,14 @@ class SweepSpec:
         return [{ax.name: ax.range.value(row[j]) for j, ax in enumerate(sampled)}  # type: ignore[union-attr]
                 for row in u]
 
+    def repeated_draws(self) -> int:
+        """How many of the ``n_samples`` draws repeat an earlier draw's values (sampled axes whose values are few:
+        ``int_uniform`` or ``choice``): a repeated draw is the same point, which :meth:`points` lists (and a sweep
+        runs) once, so the sweep has fewer points than draws (:func:`repeated_draws_note`). 0 without sampled
+        axes."""
+        draws = self.samples()
+        return len(draws) - len({json.dumps(_plain(d), sort_keys=True) for d in draws}) if self.n_samples else 0
+
     def _raw_points(self) -> Iterator[dict[str, Any]]:
         grid = [(ax.name, ax.values) for ax in self.axes if ax.values is not None]
         order = [ax.name for ax in self.axes]
@@ -567,6 +575,13 @@ def repeated_points_note(n: int, total: int) -> str:
     that repeat the run of another point (:func:`repeated_points`): one wording wherever it is shown."""
     return (f"{n} of the {total} points repeat the run of another point (same numbers): they differ from it only in "
             f"analog.out_noise, and analog.ideal_periphery = true {IDEAL_PERIPHERY_WHY}")
+
+
+def repeated_draws_note(n: int, draws: int) -> str:
+    """The note of ``--dry-run`` and of a sweep's first lines about ``n`` of its ``draws`` random draws that repeat an
+    earlier draw (:meth:`SweepSpec.repeated_draws`): one wording wherever it is shown."""
+    return (f"{n} of the {draws} draws ([sample] n) repeat an earlier draw's values (the sampled axes have few "
+            "values: int_uniform, choice): each distinct draw is one point, run once")
 
 
 # --------------------------------------------------------------------------------------------- parsing

@@ -656,6 +656,36 @@ def test_dry_run_notes_the_points_that_repeat_another_points_run(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_draws_that_repeat_an_earlier_draw_are_one_point_and_the_dry_run_and_the_run_say_so(tmp_path, capsys):
+    """``[sample] n = 10`` of a sampled axis with few values (``int_uniform = [4, 5]``) gives at most 2 distinct
+    draws, each one point: 4 points with 2 seeds, not the 20 one might count; --dry-run and the run's first lines
+    said nothing of the 8 (or 16) draws that repeat another."""
+    from imc_grapes.sweep.cli import main
+
+    def write(axes: str, n: int) -> Path:
+        (tmp_path / "s.toml").write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\n'
+                                         'hidden = [8]\ntrain_subset = 50\ntest_subset = 20\nbatch_size = 25\n'
+                                         f'[axes]\n{axes}\n[sample]\nn = {n}\n')
+        return tmp_path / "s.toml"
+
+    spec = load_spec(write("epochs = { int_uniform = [1, 2] }\nseed = [0, 1]", 10))
+    assert sorted((p.config.epochs, p.config.seed) for p in spec.points()) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert spec.repeated_draws() == 10 - 2
+    assert main([str(tmp_path / "s.toml"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "note: 8 of the 10 draws ([sample] n) repeat an earlier draw's values (the sampled axes have few values: "
+        "int_uniform, choice): each distinct draw is one point, run once")
+
+    spec = load_spec(write("lr = { choice = [0.1] }", 3))       # one value: every draw after the first repeats it
+    assert spec.repeated_draws() == 2 and [p.config.lr for p in spec.points()] == [0.1]
+    lines: list[str] = []
+    run_sweep(spec, verify_data=False, log=lines.append)
+    assert lines[1] == ("  note: 2 of the 3 draws ([sample] n) repeat an earlier draw's values (the sampled axes have "
+                        "few values: int_uniform, choice): each distinct draw is one point, run once")
+    assert spec_of({"lr": [0.1, 0.2]}).repeated_draws() == 0
+    assert parse_spec({"axes": {"lr": {"log_uniform": [0.01, 0.1]}}, "sample": {"n": 5}}).repeated_draws() == 0
+
+
 def test_status_and_report_note_the_points_that_repeat_another_points_run(tmp_path, capsys):
     """--status and the printed summary of --report say what --dry-run says, in its words (nothing has run: the
     note is about the spec's points, whatever their state); a sweep without such points has no note."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..interrupts import exit_status, sigterm_as_interrupt
 
@@ -90,6 +91,16 @@ def _executor(args: argparse.Namespace):  # -> Executor
     return LocalExecutor(jobs=args.jobs, threads=args.threads)
 
 
+def _wrote(paths: Sequence[Path]) -> str:
+    """The report's last line: the files it wrote (``summary.csv``, the plots), and why there is no plot when there
+    is none (:func:`~imc_grapes.sweep.report.write_report` draws nothing before a point has a finite accuracy: every
+    point failed, ended without one, or has not run yet)."""
+    text = "\nwrote " + ", ".join(str(p) for p in paths)
+    if not any(p.suffix == ".png" for p in paths):
+        text += "\nno plots: no point has finished with a finite accuracy (yet)"
+    return text
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code (2 for a usage
     error, e.g. ``--out ''``, which would otherwise write into the current folder)."""
@@ -156,7 +167,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         except OSError as exc:
             return write_failed(exc, "cannot write the report")
         print(format_summary(spec, out, points))
-        print("\nwrote " + ", ".join(str(p) for p in paths))
+        print(_wrote(paths))
         return 0
     try:
         with sigterm_as_interrupt():    # SIGTERM (kill, a batch scheduler's stop) ends the run like Ctrl-C
@@ -180,7 +191,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         except OSError as exc:
             return write_failed(exc, "the points ran, but the report could not be written")
         print(format_summary(spec, out, points))
-        print("\nwrote " + ", ".join(str(p) for p in paths))
+        print(_wrote(paths))
     from .store import CRASHED, DIVERGED
 
     crashed, diverged = status.count_failed(CRASHED), status.count_failed(DIVERGED)

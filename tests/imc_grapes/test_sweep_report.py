@@ -544,3 +544,22 @@ def test_heatmap_cells_of_values_no_sampled_point_has_are_blank_not_not_run_yet(
     plot_heatmap(spec, sweep_status(spec).points, "lr", "momentum", tmp_path / "h.png")
     assert sorted(texts) == ["50.0", "60.0", "—"]
     assert "— = not run yet; blank = no point of the sweep has these values" in titles[0].replace("\n", " ")
+
+
+def test_a_report_without_any_plot_says_why(tmp_path, capsys):
+    """Every point failed (or ended without a finite accuracy): the report wrote summary.csv and no plot, and said
+    only "wrote .../summary.csv", as if the plots had been forgotten. Now it says why there are none; once a point
+    has an accuracy, its plot is listed and the note is gone."""
+    from imc_grapes.sweep.cli import main
+
+    path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n", base=TINY)
+    spec = load_spec(path)
+    record(spec, {(0.1,): "failed", (0.2,): NAN}, ("lr",))
+    assert main([str(path), "--report"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [f"wrote {spec.out_dir / 'summary.csv'}",
+                        "no plots: no point has finished with a finite accuracy (yet)"]
+    record(spec, {(0.2,): 0.5}, ("lr",))
+    assert main([str(path), "--report"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"wrote {spec.out_dir / 'summary.csv'}, {spec.out_dir / 'plots' / 'acc_vs_lr.png'}"

@@ -232,6 +232,10 @@ class Point:
 
 
 def _fmt_value(v: Any) -> str:
+    """``v`` as labels, tables and plot ticks show a swept value: floats as ``%g``, booleans as the spec writes them
+    (``true``, not Python's ``True``), lists as ``[a,b]``."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):

@@ -270,6 +270,19 @@ def test_digital_twins_keep_their_points_energy_table():
     assert [p.config.analog.energy_table for p in only_digital] == ["a.json", "b.json"]
 
 
+def test_a_boolean_axis_is_labelled_as_the_spec_writes_it(tmp_path):
+    """``[true, false]`` in the spec read ``True`` / ``False`` (Python's spelling) in the points' labels (--dry-run,
+    --status, the run's lines), the printed table and the plots' ticks."""
+    from imc_grapes.sweep.report import format_summary
+
+    spec = spec_of({"periphery.ideal_periphery": [True, False], "seed": [0]}, base={"backend": "crossbar"},
+                   out=str(tmp_path / "o"))
+    assert [p.label() for p in spec.points()] == ["periphery.ideal_periphery=true seed=0",
+                                                  "periphery.ideal_periphery=false seed=0"]
+    rows = format_summary(spec).splitlines()
+    assert [r.split()[0] for r in rows[2:4]] == ["true", "false"]
+
+
 def test_int_and_float_spellings_are_the_same_point():
     a = spec_of({"lr": [1]}).points()[0]
     b = spec_of({"lr": [1.0]}).points()[0]

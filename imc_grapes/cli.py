@@ -679,8 +679,7 @@ def _add_compare_summary(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare_summary(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare_summary import (check_out_folder, format_differences, format_summary, setup_differences, summarize,
-                                  write_summary)
+    from .compare_summary import format_differences, format_summary, setup_differences, summarize, write_summary
 
     names = (args.method, args.reference, args.control)
     bad = [n for n in names if n not in OPTIMIZERS]
@@ -690,9 +689,12 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
                               f"got {bad}{did_you_mean_each(bad, OPTIMIZERS)}")
         rows = summarize(args.reports, *names)
         differences = setup_differences(args.reports)
-        check_out_folder(args.out)      # not a train job's, a sweep's or an experiment's summary.csv overwritten
     except ConfigError as exc:
         print(f"imc-grapes compare-summary: error: {exc}", file=sys.stderr)
+        return 2
+    theirs = other_command_folder(args.out, "compare-summary")  # e.g. a train job's, whose summary.csv it would replace
+    if theirs is not None:
+        print(f"imc-grapes compare-summary: error: --out: {theirs}", file=sys.stderr)
         return 2
     try:
         writable_folder(args.out)

@@ -24,13 +24,13 @@ from typing import Any
 from .backends.settings import format_device_overrides
 from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed
 from .config import ConfigError
-from .io import (restore_nonfinite, superseded_report_note, unfinished_job_note, write_bytes_atomic, write_csv_atomic,
-                 write_json_atomic)
+from .io import (COMPARE_SUMMARY_HEADING, other_command_folder, restore_nonfinite, superseded_report_note,
+                 unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
 from .plotting import fit_title, optimizer_color
 from .train import tail_accuracy
 
 __all__ = ["load_report", "report_names", "summarize", "setup_differences", "format_differences", "format_summary",
-           "check_out_folder", "write_summary"]
+           "write_summary"]
 
 
 def _results_file(path: str | Path) -> Path:
@@ -328,31 +328,6 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
     return buf.getvalue()
 
 
-def check_out_folder(out_dir: str | Path) -> None:
-    """Raise :class:`ConfigError` when ``out_dir`` holds a ``summary.csv`` or ``summary.json`` that compare-summary
-    did not write — a train job's (summary.csv, summary.json), a sweep's or an experiment's (summary.csv) — which
-    :func:`write_summary` would overwrite. A folder of an earlier compare-summary (its summary.json, or, when it was
-    stopped before writing that, its summary.md) is written again."""
-    out = Path(out_dir)
-    theirs = [n for n in ("summary.csv", "summary.json") if (out / n).is_file()]
-    if not theirs:
-        return
-    try:
-        ours = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        if isinstance(ours, dict) and {"method", "rows"} <= set(ours):
-            return
-    except (OSError, ValueError):
-        pass
-    try:
-        if (out / "summary.md").read_text(encoding="utf-8").startswith("# imc-grapes compare-summary\n"):
-            return
-    except (OSError, ValueError):
-        pass
-    raise ConfigError(f"--out {out_dir}: holds {' and '.join(theirs)} that compare-summary did not write (another "
-                      "command's results, e.g. a train job's, a sweep's or an experiment's), which the summary would "
-                      "overwrite; give another folder")
-
-
 def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: str = "grapes",
                   reference: str = "sgd", control: str = "layer-mean", command: str | None = None,
                   differences: Sequence[str] = ()) -> list[str]:
@@ -362,12 +337,17 @@ def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: s
     ``out_dir``; returns the file names.
 
     Raises:
-        ConfigError: ``out_dir`` holds another command's summary files (:func:`check_out_folder`).
+        ConfigError: ``out_dir`` holds another command's output (:func:`~imc_grapes.io.other_command_folder`: a
+            train job's summary, a compare or experiment report, a sweep), whose files these would overwrite or
+            mix with; a folder of an earlier compare-summary (also one stopped before its summary.json) is written
+            again.
     """
-    check_out_folder(out_dir)
+    theirs = other_command_folder(out_dir, "compare-summary")
+    if theirs is not None:
+        raise ConfigError(f"--out: {theirs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = "# imc-grapes compare-summary\n\n"
+    text = COMPARE_SUMMARY_HEADING + "\n"
     if command:
         text += f"Command:\n\n```\n{command}\n```\n\n"
     note = format_differences(differences)

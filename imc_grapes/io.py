@@ -285,13 +285,28 @@ def _json_keys(path: Path) -> set[str]:
     return set(data) if isinstance(data, dict) else set()
 
 
+def _starts_with(path: Path, text: str) -> bool:
+    """Whether the file ``path`` begins with ``text`` (read as UTF-8); False when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(len(text)) == text
+    except (OSError, ValueError):       # ValueError: not UTF-8
+        return False
+
+
+#: the first line of the ``summary.md`` that ``imc-grapes compare-summary`` writes first (before its summary.csv and
+#: summary.json): :func:`folder_command` tells its folder by it, also when the command stopped before the others
+COMPARE_SUMMARY_HEADING = "# imc-grapes compare-summary\n"
+
+
 def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     """The ``imc-grapes`` command whose output folder ``out_dir`` is, told by what only that command writes there:
     ``compare`` (its ``runs/job.json``, :data:`JOB_MARKER`, or a ``results.json`` with its ``spec``),
     ``experiment`` (``groups/``, or a ``results.json`` with its ``experiment``), ``sweep`` (``points/``),
-    ``compare-summary`` (a ``summary.json`` with its ``method`` and ``rows``) or ``train`` (a ``summary.json``
-    with its ``group_by``); None for a folder of none of them (a new one, a train job of one run, which writes only
-    its run's folder, or anything else). Reads only."""
+    ``compare-summary`` (a ``summary.json`` with its ``method`` and ``rows``, or a ``summary.md`` that begins with
+    :data:`COMPARE_SUMMARY_HEADING`, which it writes first: a compare-summary stopped before its summary.json) or
+    ``train`` (a ``summary.json`` with its ``group_by``); None for a folder of none of them (a new one, a train job
+    of one run, which writes only its run's folder, or anything else). Reads only."""
     out = Path(out_dir)
     results, summary = _json_keys(out / "results.json"), _json_keys(out / "summary.json")
     if (out / "runs" / JOB_MARKER).is_file() or "spec" in results:
@@ -300,7 +315,7 @@ def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
         return "experiment"
     if (out / "points").is_dir():
         return "sweep"
-    if {"method", "rows"} <= summary:
+    if {"method", "rows"} <= summary or _starts_with(out / "summary.md", COMPARE_SUMMARY_HEADING):
         return "compare-summary"
     if "group_by" in summary:
         return "train"

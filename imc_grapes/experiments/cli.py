@@ -139,7 +139,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     from ..cli import options_named
     from ..config import ConfigError
     from ..data import DatasetError
-    from ..io import folder_error, writable_folder
+    from ..io import folder_error, other_command_folder, writable_folder
     from ..runtime import set_torch_threads
     from .runner import default_out_dir, run_experiment
 
@@ -165,10 +165,14 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "imc-grapes " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["experiment"] else None
     out = args.out or default_out_dir(args.name, opts)
+    option = "--out" if args.out else "the report folder"
+    theirs = other_command_folder(out, "experiment")    # e.g. a compare report, whose results.json it would replace
+    if theirs is not None:
+        print(f"imc-grapes experiment: error: {option}: {theirs}", file=sys.stderr)
+        return 2
     try:
         writable_folder(out)    # before any run: a bad folder is reported now, not after the first group
     except OSError as exc:
-        option = "--out" if args.out else "the report folder"
         print(f"imc-grapes experiment: error: {folder_error(option, out, exc)}", file=sys.stderr)
         return 2
     try:

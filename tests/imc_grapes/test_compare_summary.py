@@ -339,33 +339,46 @@ def test_an_unfinished_compare_job_is_named_as_such(tmp_path: Path, capsys: pyte
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("files", [{"summary.csv": "point,status\n", "summary.json": '{"group_by": [], "runs": []}'},
-                                   {"summary.csv": "point,status\n"}, {"summary.json": "[]"}])
+@pytest.mark.parametrize("files, dirs, theirs", [
+    ({"summary.csv": "optimizer,final_test_acc_mean\n", "summary.json": '{"group_by": "optimizer", "runs": []}'}, [],
+     "train"),
+    ({"summary.csv": "point,status\n"}, ["points"], "sweep"),
+    ({"summary.csv": "experiment,group\n", "results.json": '{"experiment": "mlp"}'}, ["groups"], "experiment"),
+    ({"results.json": '{"spec": {}, "runs": []}'}, [], "compare"),
+])
 def test_an_out_folder_of_another_command_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                             files: dict[str, str]) -> None:
-    """--out given a train job's folder (summary.csv, summary.json) or a sweep's or an experiment's (summary.csv)
-    overwrote their summaries with compare-summary's; it is refused and the files are left as they were. A folder
-    of an earlier compare-summary (also one stopped before its summary.json) is written again."""
-    from imc_grapes.compare_summary import check_out_folder
+                                                             files: dict[str, str], dirs: list[str],
+                                                             theirs: str) -> None:
+    """--out given a train job's folder (summary.csv, summary.json), a sweep's or an experiment's (summary.csv) or a
+    compare report overwrote their summaries with compare-summary's, or mixed its files with theirs; it is refused
+    (exit 2, naming the folder and the command whose output it holds, as train and compare refuse such a folder),
+    before the table is printed, and the files are left as they were. A folder of an earlier compare-summary (also
+    one stopped before its summary.json, told by its summary.md) is written again."""
+    from imc_grapes.io import folder_command
 
     a = _report(tmp_path, "a")
-    out = tmp_path / "train"
+    out = tmp_path / "theirs"
     out.mkdir()
+    for d in dirs:
+        (out / d).mkdir()
     for name, text in files.items():
         (out / name).write_text(text)
-    with pytest.raises(ConfigError, match=f"^--out {out}: holds {' and '.join(sorted(files))} that compare-summary "
-                       "did not write"):
-        check_out_folder(out)
+    message = (f"--out: {out} holds the output of `imc-grapes {theirs}`, whose files `imc-grapes compare-summary` "
+               "would overwrite or mix its own with: give another --out")
     assert main(["compare-summary", str(a), "--out", str(out)]) == 2
-    assert "which the summary would overwrite; give another folder" in capsys.readouterr().err
-    assert {p.name: p.read_text() for p in out.iterdir()} == files
-    with pytest.raises(ConfigError, match="compare-summary did not write"):
+    assert capsys.readouterr() == ("", f"imc-grapes compare-summary: error: {message}\n")
+    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == files
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files, *dirs])
+    with pytest.raises(ConfigError) as raised:
         write_summary(summarize([a]), out)
+    assert str(raised.value) == message
     again = tmp_path / "again"
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0     # its own summary: written again
     (again / "summary.json").unlink()                                      # stopped before summary.json
+    assert folder_command(again) == "compare-summary", "told by its summary.md, so train would not overwrite it"
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0
+    assert json.loads((again / "summary.json").read_text())["method"] == "grapes"
 
 
 def test_a_nan_accuracy_stored_as_a_string_is_nan_not_left_out_of_the_tail(tmp_path: Path) -> None:

@@ -173,6 +173,34 @@ def test_cli_rejects_bad_options_with_exit_code_2(argv, message, capsys, tmp_pat
     assert not (tmp_path / "report.md").exists()
 
 
+@pytest.mark.parametrize("given, files, theirs", [
+    (True, {"results.json": {"spec": {}, "runs": []}, "report.md": "# compare"}, "compare"),
+    (False, {"summary.json": {"group_by": "optimizer", "runs": []}, "summary.csv": "optimizer\n"}, "train"),
+])
+def test_cli_refuses_a_report_folder_of_another_command(given, files, theirs, tmp_path, monkeypatch, capsys):
+    """An experiment into a compare report's folder replaced its results.json and report.md (and into a train job's,
+    its summary.csv): the folder, --out or the default one, is refused before anything runs (exit 2, naming it and
+    the command whose output it holds, as train and compare refuse it), and left as it was."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cmp" if given else Path("reports") / "experiments" / "mlp-tiny"
+    out.mkdir(parents=True)
+    for name, data in files.items():
+        (out / name).write_text(data if isinstance(data, str) else json.dumps(data))
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the experiment ran")
+
+    monkeypatch.setattr("imc_grapes.experiments.runner.run_experiment", no_run)
+    argv = ["experiment", "mlp", "--tiny", "--optimizers", "sgd", *(["--out", str(out)] if given else [])]
+    assert run_experiment_command(_parser().parse_args(argv)) == 2
+    option = "--out" if given else "the report folder"
+    assert capsys.readouterr().err == (f"imc-grapes experiment: error: {option}: {out} holds the output of "
+                                       f"`imc-grapes {theirs}`, whose files `imc-grapes experiment` would overwrite "
+                                       "or mix its own with: give another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    assert json.loads((out / next(iter(files))).read_text()) == next(iter(files.values()))
+
+
 @pytest.mark.filterwarnings("error::UserWarning")       # e.g. a legend without entries in the empty plots
 def test_diverging_runs_are_reported_not_fatal(tmp_path):
     opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), lr_grid=(1e6,))

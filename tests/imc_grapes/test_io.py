@@ -152,6 +152,11 @@ def test_read_report_json_names_what_keeps_the_folder_from_holding_a_report(tmp_
     ({}, ["groups"], "experiment"),
     ({}, ["points"], "sweep"),
     ({"summary.json": {"method": "grapes", "rows": []}}, [], "compare-summary"),
+    # a compare-summary stopped after its summary.md (written first) and summary.csv, before its summary.json
+    ({"summary.md": "# imc-grapes compare-summary\n\n| hardware |", "summary.csv": "report,label\n"}, [],
+     "compare-summary"),
+    ({"summary.md": "# imc-grapes compare-summary (notes)\n"}, [], None),   # not its first line
+    ({"summary.md": b"\xff\xfe not UTF-8"}, [], None),
     ({"summary.json": {"group_by": "optimizer", "summary": []}}, [], "train"),
     ({"summary.json": {"other": 1}, "results.json": [1, 2]}, [], None),   # nobody's files
 ])
@@ -162,9 +167,12 @@ def test_folder_command_tells_whose_output_a_folder_holds(tmp_path, files, dirs,
         (tmp_path / d).mkdir()
     for name, data in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(json.dumps(data))
+        if isinstance(data, bytes):
+            (tmp_path / name).write_bytes(data)
+        else:
+            (tmp_path / name).write_text(data if isinstance(data, str) else json.dumps(data))
     assert folder_command(tmp_path) == owner
-    for command in ("train", "compare"):
+    for command in ("train", "compare", "experiment", "compare-summary"):
         note = other_command_folder(tmp_path, command)
         if owner in (None, command):
             assert note is None

@@ -400,7 +400,8 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
     """Why training ``configs`` into ``out`` would overwrite a run of another configuration, or None. A run's folder
     is named by data set, model, rule, optimizer, lr and seed only (:meth:`TrainConfig.run_name`), so e.g. a
     crossbar run after a digital one into the default ``runs/train`` would replace the digital run's files; the
-    same configuration again is a re-run and overwrites its own files, as before."""
+    same configuration again is a re-run and overwrites its own files, as before. Reads only the runs'
+    ``results.json`` (nothing of the data), so train asks it before loading the data set."""
     from .config import config_differences
     from .io import read_json
 
@@ -464,6 +465,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if theirs is not None:
         print(f"imc-grapes train: error: --out: {theirs}", file=sys.stderr)
         return 2
+    clash = _other_run_in_the_way(configs, out)     # reads only the run folders: before the (slow) data set load
+    if clash is not None:
+        print(f"imc-grapes train: error: --out: {clash}", file=sys.stderr)
+        return 2
     try:
         data = {s: load_dataset(args.dataset, args.data_root, device, seed=s) for s in
                 (args.seed if args.dataset == "synthetic" else args.seed[:1])}
@@ -474,10 +479,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         writable_folder(out)       # before any training: a bad --out is reported now, not after the first run
     except OSError as exc:
         print(f"imc-grapes train: error: {folder_error('--out', out, exc)}", file=sys.stderr)
-        return 2
-    clash = _other_run_in_the_way(configs, out)
-    if clash is not None:
-        print(f"imc-grapes train: error: --out: {clash}", file=sys.stderr)
         return 2
     results, code = [], 0
     for cfg in configs:

@@ -1011,12 +1011,14 @@ def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly_with_status_141(tm
     assert not (tmp_path / "out").exists(), "--status and --dry-run write nothing"
 
 
-def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, capsys):
+def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, capsys, monkeypatch):
     """Run folders are named by data set, model, rule, optimizer, lr and seed: a crossbar run after a digital one into
     the same --out would have replaced the digital run's files. It is refused (exit 2, naming the folder and the
-    fields that differ, nothing written); the same configuration again is a re-run and goes ahead."""
+    fields that differ, nothing written), before the data set is loaded (it was refused only after a load, slow for
+    real MNIST); the same configuration again is a re-run and goes ahead."""
     import json
 
+    import imc_grapes.data
     from imc_grapes.cli import main
 
     out = tmp_path / "runs"
@@ -1026,7 +1028,13 @@ def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, cap
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     before = (run / "results.json").read_text()
     capsys.readouterr()
-    assert main(base + ["--backend", "crossbar", "--preset", "Idealized"]) == 2
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the refusal")
+
+    with monkeypatch.context() as m:
+        m.setattr(imc_grapes.data, "load_dataset", no_load)
+        assert main(base + ["--backend", "crossbar", "--preset", "Idealized"]) == 2
     err = capsys.readouterr().err
     assert f"--out: {run} holds a run of another configuration (analog: " in err
     assert "backend: 'digital' there, 'crossbar' here" in err and "remove that folder" in err

@@ -181,12 +181,6 @@ def lr_scores(by_seed: dict[float, dict[int, float | None]]) -> dict[float, floa
             for lr, by in by_seed.items()}
 
 
-def _same_config(saved: dict[str, Any], cfg: Any) -> bool:
-    """Whether a saved config (``results.json``) is ``cfg`` (fields added since, and the analog settings that a
-    digital run ignores, are compared by :func:`~imc_grapes.config.run_identity`)."""
-    return not config_differences(saved, cfg.to_dict())
-
-
 def _saved_history(saved: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``history`` of a run's saved ``results.json``, its NaN/Inf values floats again (the file holds them as
     strings: :func:`~imc_grapes.io.restore_nonfinite`), as the run had them when it was trained."""

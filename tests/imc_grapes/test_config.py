@@ -76,8 +76,7 @@ def test_fields_added_later_keep_saved_runs_and_sweep_ids():
     import json
     from pathlib import Path
 
-    from imc_grapes.compare import _same_config
-    from imc_grapes.config import LATER_FIELDS, identity_dict
+    from imc_grapes.config import LATER_FIELDS, config_differences, identity_dict
     from imc_grapes.sweep import load_spec
     from imc_grapes.sweep.spec import config_id
 
@@ -87,10 +86,10 @@ def test_fields_added_later_keep_saved_runs_and_sweep_ids():
     del saved["analog"]["importance_offset_correction"]        # as results.json files of earlier versions hold it
     del saved["cuda_graph"]                                    # (added later still)
     assert identity_dict(cfg.to_dict()) == saved
-    assert _same_config(saved, cfg)
-    assert _same_config(saved, TrainConfig.from_dict(saved))
+    assert config_differences(saved, cfg.to_dict()) == []
+    assert config_differences(saved, TrainConfig.from_dict(saved).to_dict()) == []
     corrected = cfg.replace(analog=dataclasses.replace(cfg.analog, importance_offset_correction=True))
-    assert not _same_config(saved, corrected)
+    assert config_differences(saved, corrected.to_dict()) == ["analog"]     # the top-level field that differs
     assert identity_dict(corrected.to_dict())["analog"]["importance_offset_correction"] is True
     assert identity_dict(cfg.replace(device="cuda", cuda_graph=True).to_dict())["cuda_graph"] is True
     blob = json.dumps(saved, sort_keys=True, default=str, separators=(",", ":"))
@@ -319,8 +318,7 @@ def test_a_digital_run_is_identified_without_the_analog_settings_it_ignores():
     import dataclasses
 
     from imc_grapes.backends import AnalogSettings
-    from imc_grapes.compare import _same_config
-    from imc_grapes.config import BACKENDS, DIGITAL_ANALOG_FIELDS
+    from imc_grapes.config import BACKENDS, DIGITAL_ANALOG_FIELDS, config_differences
 
     changed = {"preset": "EcRam", "device_overrides": {"dw_min": 0.002}, "tile_size": 32, "dac_bits": 4,
                "adc_bits": 6, "out_noise": 0.0, "ideal_periphery": True, "importance": "array",
@@ -332,8 +330,9 @@ def test_a_digital_run_is_identified_without_the_analog_settings_it_ignores():
         for name, value in changed.items():
             other = cfg.replace(analog=dataclasses.replace(cfg.analog, **{name: value}))
             same = backend == "digital" and name not in DIGITAL_ANALOG_FIELDS
-            assert _same_config(other.to_dict(), cfg) is same, (backend, name)
-            assert _same_config(cfg.to_dict(), other) is same, (backend, name)
+            differences = [] if same else ["analog"]        # the top-level field that holds the setting
+            assert config_differences(other.to_dict(), cfg.to_dict()) == differences, (backend, name)
+            assert config_differences(cfg.to_dict(), other.to_dict()) == differences, (backend, name)
             assert (other.normalised() == cfg.normalised()) is same, (backend, name)
     ecram = AnalogSettings(preset="EcRam", tile_size=32, energy_table="table.json")
     assert TrainConfig(analog=ecram).normalised().analog == AnalogSettings(energy_table="table.json")

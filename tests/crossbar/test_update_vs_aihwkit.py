@@ -24,15 +24,17 @@ import numpy as np
 import pytest
 import torch
 
-from aihwkit.simulator.configs import SingleRPUConfig
-from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters
-from aihwkit.simulator.tiles import AnalogTile
-
 from crossbar import CrossbarConfig, TileArray, to_aihwkit_rpu_config
 from crossbar.update import UpdateParameters, pulse_counts
 from devices import ConstantStepDevice, PulsedDevice, SoftBoundsDevice, to_aihwkit
 
 from .retry import retry_once
+
+pytest.importorskip("aihwkit")
+
+from aihwkit.simulator.configs import SingleRPUConfig  # noqa: E402  (needs aihwkit)
+from aihwkit.simulator.parameters.training import UpdateParameters as AihwkitUpdateParameters  # noqa: E402
+from aihwkit.simulator.tiles import AnalogTile  # noqa: E402
 
 ROWS, COLS, BATCH = 8, 8, 4
 

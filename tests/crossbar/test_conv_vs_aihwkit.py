@@ -29,14 +29,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from aihwkit import nn as aihwkit_nn
-from aihwkit import optim as aihwkit_optim
 
 from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters, UpdateParameters,
                       to_aihwkit_rpu_config)
 from devices import ConstantStepDevice, IdealDevice
 
 from .retry import retry_once
+
+pytest.importorskip("aihwkit")
+
+from aihwkit import nn as aihwkit_nn  # noqa: E402  (needs aihwkit)
+from aihwkit import optim as aihwkit_optim  # noqa: E402
 
 
 # spread-free device with wide bounds: set_weights clips nothing, every pulse is exactly ±dw_min in expectation

@@ -18,6 +18,8 @@ from torch import nn
 from crossbar import AnalogLinear, AnalogSGD, CrossbarConfig, to_aihwkit_rpu_config
 from devices import ConstantStepDevice
 
+pytest.importorskip("aihwkit")
+
 N_TRAIN, N_TEST, DIM, CLASSES, HIDDEN = 1000, 4000, 20, 4, 32
 EPOCHS, BATCH, LR = 6, 16, 0.1
 SEEDS = (0, 1, 2)

@@ -19,6 +19,8 @@ import torch
 from crossbar import CrossbarConfig, IOParameters, TileArray, bound_management_rounds, to_aihwkit_rpu_config
 from devices import ConstantStepDevice
 
+pytest.importorskip("aihwkit")
+
 N_VECTORS = 3000
 AIHWKIT_LAYERS = 10
 """aihwkit's ``N_VECTORS`` are spread over this many freshly made layers (300 vectors each).

@@ -26,9 +26,10 @@ A failed point either crashed (an exception, out of memory, a dead worker: often
 redoes it) or diverged (NaN/Inf loss or evaluated output: deterministic for its seed, a rerun diverges again;
 --retry-diverged redoes it, e.g. after a fix); --status lists them apart.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
-2 invalid spec, missing data, workers that keep dying before they start a point or a sweep folder that cannot be
-written (full disk), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM, e.g. kill), 141 the reader of the output went away (e.g. | head)."""
+2 invalid spec, missing data, workers that keep dying before they start a point, a sweep folder that cannot be
+written (full disk) or that holds another command's output (a train job's, a compare report), 3 another process is
+running this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output
+went away (e.g. | head)."""
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -101,6 +102,24 @@ def _wrote(paths: Sequence[Path]) -> str:
     return text
 
 
+def _not_a_sweep_folder(out: Path, option: str, read_only: bool = False) -> str | None:
+    """Why ``imc-grapes sweep`` must not use ``out`` (set by ``option``: ``--out``, ``[sweep] out`` or the default
+    sweep folder): it holds the output of another command (:func:`~imc_grapes.io.folder_command`; e.g. a train job's,
+    whose summary.csv the sweep's report would replace), or None (a sweep's folder, a new one, or no command's).
+    ``read_only`` (``--status``, which writes nothing): the message says the folder holds no sweep, instead of what
+    would be overwritten. Reads only."""
+    from ..io import folder_command, other_command_folder
+
+    if not read_only:
+        theirs = other_command_folder(out, "sweep")
+        return None if theirs is None else f"{option}: {theirs}"
+    owner = folder_command(out)
+    if owner is None or owner == "sweep":
+        return None
+    return (f"{option}: {out} holds the output of `imc-grapes {owner}`, not a sweep: give the folder of this "
+            "sweep (--out)")
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code (2 for a usage
     error, e.g. ``--out ''``, which would otherwise write into the current folder)."""
@@ -136,13 +155,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except (SpecError, ValueError) as exc:
         return fail(str(exc))
     out = resolve_out(spec, args.out)
+    option = "--out" if args.out is not None else "[sweep] out" if spec.out else "the sweep folder"
+    refused = _not_a_sweep_folder(out, option, read_only=args.status)
+    if refused is not None:     # before any point runs, and before --dry-run lists a folder the run would refuse
+        return fail(refused)
     if not (args.dry_run or args.status):
         from ..io import folder_error, writable_folder
 
         try:
             writable_folder(out)    # before any point runs: a bad folder is reported now
         except OSError as exc:
-            option = "--out" if args.out is not None else "[sweep] out" if spec.out else "the sweep folder"
             return fail(folder_error(option, out, exc))
     if args.dry_run:
         from .spec import repeated_draws_note, repeated_points, repeated_points_note

@@ -425,3 +425,49 @@ def test_status_of_a_folder_without_points_dir_has_no_foreign_note(tmp_path):
     status = sweep_status(spec)
     assert status.other_points == 0 and "belong to no point" not in status.format()
     assert SweepStore(tmp_path / "none").folder_ids() == []
+
+
+@pytest.mark.parametrize("files, theirs", [
+    ({"summary.json": {"group_by": "optimizer", "summary": [], "runs": []}, "summary.csv": "optimizer\n"}, "train"),
+    ({"results.json": {"spec": {}, "runs": []}, "report.md": "# compare"}, "compare"),
+])
+@pytest.mark.parametrize("given", [True, False])
+def test_a_folder_of_another_command_is_refused_before_any_point_runs(tmp_path, monkeypatch, capsys, files, theirs,
+                                                                       given):
+    """A sweep into a train job's folder replaced its summary.csv with the sweep's (and filled it with points/): the
+    folder, --out or [sweep] out, is refused as train, compare, experiment and compare-summary refuse it (exit 2,
+    naming it and the command whose output it holds), by --report and --dry-run too; --status (which writes nothing)
+    says that the folder holds no sweep. Nothing is written there."""
+    out = tmp_path / "theirs"
+    out.mkdir()
+    for name, data in files.items():
+        (out / name).write_text(data if isinstance(data, str) else json.dumps(data))
+    spec_path = write_spec(tmp_path / "s.toml", out if not given else tmp_path / "unused", "lr = [0.1]")
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the sweep ran")
+
+    monkeypatch.setattr("imc_grapes.sweep.runner.run_sweep", no_run)
+    option = "--out" if given else "[sweep] out"
+    argv = [str(spec_path), "--jobs", "1", *(["--out", str(out)] if given else [])]
+    for mode in ([], ["--report"], ["--dry-run"]):
+        assert sweep_main([*argv, *mode]) == 2
+        assert capsys.readouterr() == ("", f"imc-grapes sweep: error: {option}: {out} holds the output of "
+                                           f"`imc-grapes {theirs}`, whose files `imc-grapes sweep` would overwrite "
+                                           "or mix its own with: give another --out\n")
+    assert sweep_main([*argv, "--status"]) == 2
+    assert capsys.readouterr() == ("", f"imc-grapes sweep: error: {option}: {out} holds the output of `imc-grapes "
+                                       f"{theirs}`, not a sweep: give the folder of this sweep (--out)\n")
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_sweep_folder_and_a_new_one_are_not_refused(tmp_path, capsys):
+    """The check leaves a sweep its own folder (a rerun resumes it) and a new one; --status on a new folder lists
+    the points as pending (the folder is not created)."""
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
+    assert sweep_main([str(spec_path), "--status"]) == 0 and not out.exists()
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0
+    assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0     # its own folder: resumed
+    assert sweep_main([str(spec_path), "--report"]) == 0 and (out / "summary.csv").is_file()

@@ -396,12 +396,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_analog_args(p, d)
 
 
+def _device_run_on(config: dict[str, object], cuda_available: object) -> object:
+    """The ``device`` of ``config`` (a run's config as a dict) as the run used it: ``auto`` resolved as
+    :meth:`TrainConfig.resolved_device` resolves it, to ``cuda`` when CUDA was available (``cuda_available``: a
+    saved run's ``versions``) and ``cpu`` otherwise; any other value, or ``auto`` when ``cuda_available`` is no bool
+    (not recorded), as it is. The same config gives other numbers on the CPU and on a GPU, so a run's device
+    counts; ``auto`` and the device it resolved to do not differ."""
+    device = config.get("device")
+    if device == "auto" and isinstance(cuda_available, bool):
+        return "cuda" if cuda_available else "cpu"
+    return device
+
+
 def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | None:
     """Why training ``configs`` into ``out`` would overwrite a run of another configuration, or None. A run's folder
     is named by data set, model, rule, optimizer, lr and seed only (:meth:`TrainConfig.run_name`), so e.g. a
     crossbar run after a digital one into the default ``runs/train`` would replace the digital run's files; the
-    same configuration again is a re-run and overwrites its own files, as before. Reads only the runs'
-    ``results.json`` (nothing of the data), so train asks it before loading the data set."""
+    same configuration again is a re-run and overwrites its own files, as before. The device counts as the run
+    used it (:func:`_device_run_on`): ``--device auto`` against a saved ``cpu`` run on a machine without CUDA is
+    the same run, against a saved ``cuda`` one another. Reads only the runs' ``results.json`` (nothing of the data),
+    so train asks it before loading the data set."""
+    import torch
+
     from .config import config_differences
     from .io import read_json
 
@@ -413,14 +429,18 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
             continue            # not a readable run: nothing to lose that a reader could use
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             continue
-        here = cfg.to_dict()
-        fields = [k for k in config_differences(saved["config"], here) if k != "data_root"]   # where the data is
+        versions = saved["versions"] if isinstance(saved.get("versions"), dict) else {}
+        given = {"there": saved["config"], "here": cfg.to_dict()}
+        ran = {"there": {**given["there"], "device": _device_run_on(given["there"], versions.get("cuda_available"))},
+               "here": {**given["here"], "device": _device_run_on(given["here"], torch.cuda.is_available())}}
+        fields = [k for k in config_differences(ran["there"], ran["here"]) if k != "data_root"]  # where the data is
         if fields:
-            def short(v: object) -> str:
-                r = repr(v)
+            def short(side: str, k: str) -> str:
+                v, used = given[side].get(k), ran[side].get(k)
+                r = repr(v) if v == used else f"{v!r} ({used})"     # auto, and the device it resolved to
                 return r if len(r) <= 60 else r[:57] + "..."
 
-            shown = ", ".join(f"{k}: {short(saved['config'].get(k))} there, {short(here.get(k))} here"
+            shown = ", ".join(f"{k}: {short('there', k)} there, {short('here', k)} here"
                               for k in fields[:3]) + (", ..." if len(fields) > 3 else "")
             return (f"{saved_path.parent} holds a run of another configuration ({shown}); training would overwrite "
                     "it: give another --out, or remove that folder")

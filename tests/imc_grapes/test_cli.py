@@ -1043,6 +1043,55 @@ def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, cap
     assert json.loads((run / "results.json").read_text())["status"] == "completed"
 
 
+def test_train_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, capsys, monkeypatch):
+    """A run folder's config was compared literally, so `--device auto` against a saved `cpu` run, on a machine
+    without CUDA (auto resolves to cpu), was refused though it is the same run. `auto` now counts as the device it
+    resolved to: here by torch.cuda.is_available(), for a saved run by its versions' cuda_available. A run on
+    another device (a saved cuda run, or an auto run made where CUDA was available) is still another configuration:
+    the same config gives other numbers on a GPU; so is a saved auto run whose versions do not record CUDA."""
+    import imc_grapes.data
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "runs"
+    base = ["train", "--dataset", "synthetic", "--hidden", "8", "--train-subset", "256", "--test-subset", "128",
+            "--optimizer", "sgd", "--no-progress", "--out", str(out)]
+    assert main(base + ["--device", "cpu"]) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    assert main(base + ["--device", "auto"]) == 0                      # before: refused (device: 'cpu' / 'auto')
+
+    def saved_as(device: str, cuda_available: bool | None) -> str:
+        saved = json.loads((run / "results.json").read_text())
+        saved["config"]["device"] = device
+        if cuda_available is None:
+            saved["versions"].pop("cuda_available")
+        else:
+            saved["versions"]["cuda_available"] = cuda_available
+        (run / "results.json").write_text(json.dumps(saved))
+        return (run / "results.json").read_text()
+
+    saved_as("auto", False)
+    assert main(base + ["--device", "cpu"]) == 0                       # an auto run made without CUDA ran on cpu
+    capsys.readouterr()
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the refusal")
+
+    monkeypatch.setattr(imc_grapes.data, "load_dataset", no_load)
+    for device, cuda_available, given, shown in [
+            ("cuda", True, "auto", "device: 'cuda' there, 'auto' (cpu) here"),
+            ("cuda:0", True, "cpu", "device: 'cuda:0' there, 'cpu' here"),
+            ("auto", True, "cpu", "device: 'auto' (cuda) there, 'cpu' here"),
+            ("auto", True, "auto", "device: 'auto' (cuda) there, 'auto' (cpu) here"),
+            ("auto", None, "cpu", "device: 'auto' there, 'cpu' here")]:
+        before = saved_as(device, cuda_available)
+        assert main(base + ["--device", given]) == 2
+        assert capsys.readouterr().err == (f"imc-grapes train: error: --out: {run} holds a run of another "
+                                           f"configuration ({shown}); training would overwrite it: give another "
+                                           "--out, or remove that folder\n")
+        assert (run / "results.json").read_text() == before
+
+
 @pytest.mark.parametrize("command, marker, theirs", [
     ("train", {"results.json": {"spec": {}, "runs": []}}, "compare"),
     ("train", {"results.json": {"experiment": "mlp"}}, "experiment"),

@@ -396,29 +396,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_analog_args(p, d)
 
 
-def _device_run_on(config: dict[str, object], cuda_available: object) -> object:
-    """The ``device`` of ``config`` (a run's config as a dict) as the run used it: ``auto`` resolved as
-    :meth:`TrainConfig.resolved_device` resolves it, to ``cuda`` when CUDA was available (``cuda_available``: a
-    saved run's ``versions``) and ``cpu`` otherwise; any other value, or ``auto`` when ``cuda_available`` is no bool
-    (not recorded), as it is. The same config gives other numbers on the CPU and on a GPU, so a run's device
-    counts; ``auto`` and the device it resolved to do not differ."""
-    device = config.get("device")
-    if device == "auto" and isinstance(cuda_available, bool):
-        return "cuda" if cuda_available else "cpu"
-    return device
-
-
 def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | None:
     """Why training ``configs`` into ``out`` would overwrite a run of another configuration, or None. A run's folder
     is named by data set, model, rule, optimizer, lr and seed only (:meth:`TrainConfig.run_name`), so e.g. a
     crossbar run after a digital one into the default ``runs/train`` would replace the digital run's files; the
     same configuration again is a re-run and overwrites its own files, as before. The device counts as the run
-    used it (:func:`_device_run_on`): ``--device auto`` against a saved ``cpu`` run on a machine without CUDA is
-    the same run, against a saved ``cuda`` one another. Reads only the runs' ``results.json`` (nothing of the data),
-    so train asks it before loading the data set."""
+    used it (:func:`~imc_grapes.config.device_run_on`): ``--device auto`` against a saved ``cpu`` run on a machine
+    without CUDA is the same run, against a saved ``cuda`` one another (as compare's and experiment's resume,
+    :func:`~imc_grapes.compare.finished_run`). Reads only the runs' ``results.json`` (nothing of the data), so train
+    asks it before loading the data set."""
     import torch
 
-    from .config import config_differences
+    from .config import as_run_on, config_differences
     from .io import read_json
 
     for cfg in configs:
@@ -431,8 +420,8 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
             continue
         versions = saved["versions"] if isinstance(saved.get("versions"), dict) else {}
         given = {"there": saved["config"], "here": cfg.to_dict()}
-        ran = {"there": {**given["there"], "device": _device_run_on(given["there"], versions.get("cuda_available"))},
-               "here": {**given["here"], "device": _device_run_on(given["here"], torch.cuda.is_available())}}
+        ran = {"there": as_run_on(given["there"], versions.get("cuda_available")),
+               "here": as_run_on(given["here"], torch.cuda.is_available())}
         fields = [k for k in config_differences(ran["there"], ran["here"]) if k != "data_root"]  # where the data is
         if fields:
             def short(side: str, k: str) -> str:

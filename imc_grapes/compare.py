@@ -36,7 +36,7 @@ from typing import Any
 from devices.base import FLOAT32_RANGE, fits_float32, is_finite_number
 
 from .backends.settings import format_device_overrides
-from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, check_distinct, check_seeds_apart,
+from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on, check_distinct, check_seeds_apart,
                      config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
@@ -225,7 +225,10 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
                  log: Callable[[str], None]) -> RunResult | None:
     """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
     (with the ``extra_keys`` entries of its results), else None (resume: such a run is not trained again). A
-    finished run of another config (the same folder given other options) is logged as replaced."""
+    finished run of another config (the same folder given other options) is logged as replaced. The device counts
+    as the run used it (:func:`~imc_grapes.config.device_run_on`, as ``imc-grapes train`` compares a saved run):
+    ``auto`` against a saved ``cpu`` run on a machine without CUDA is the same run, against a saved ``cuda`` one
+    another."""
     saved_path = run_dir / "results.json"
     if not saved_path.exists():
         return None
@@ -236,8 +239,11 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
         return None
     if not isinstance(saved, dict) or saved.get("status") not in statuses:
         return None
-    differences = config_differences(saved.get("config", {}) if isinstance(saved.get("config"), dict) else {},
-                                     cfg.to_dict())
+    import torch
+
+    saved_config = saved["config"] if isinstance(saved.get("config"), dict) else {}
+    differences = config_differences(as_run_on(saved_config, saved_versions(saved).get("cuda_available")),
+                                     as_run_on(cfg.to_dict(), torch.cuda.is_available()))
     if differences:     # e.g. the same --out with other options: the run of the same name is trained again
         log(f"   note: {run_dir} holds a {saved['status']} run of another configuration ({', '.join(differences)}); "
             "it is trained again and replaced")

@@ -100,6 +100,25 @@ def config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[st
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def device_run_on(config: dict[str, Any], cuda_available: object) -> object:
+    """The ``device`` of ``config`` (a run's config as a dict) as the run used it: ``auto`` resolved as
+    :meth:`TrainConfig.resolved_device` resolves it, to ``cuda`` when CUDA was available (``cuda_available``: a
+    saved run's ``versions``) and ``cpu`` otherwise; any other value, or ``auto`` when ``cuda_available`` is no bool
+    (not recorded), as it is. The same config gives other numbers on the CPU and on a GPU, so a run's device
+    counts; ``auto`` and the device it resolved to do not differ."""
+    device = config.get("device")
+    if device == "auto" and isinstance(cuda_available, bool):
+        return "cuda" if cuda_available else "cpu"
+    return device
+
+
+def as_run_on(config: dict[str, Any], cuda_available: object) -> dict[str, Any]:
+    """``config`` (a run's config as a dict) with its ``device`` as the run used it (:func:`device_run_on`), for
+    :func:`config_differences`: a saved run's with its ``versions``' ``cuda_available``, the run about to be trained
+    with ``torch.cuda.is_available()``. A config without a ``device`` is returned as it is (copied)."""
+    return {**config, "device": device_run_on(config, cuda_available)} if "device" in config else dict(config)
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the valid range and the value."""
 

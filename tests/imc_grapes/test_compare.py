@@ -494,6 +494,41 @@ def test_a_finished_run_of_other_options_in_the_same_folder_is_said_to_be_replac
     assert f"   (resumed: {run_dir} is finished)" in said and not any("note:" in s for s in said)
 
 
+def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkeypatch):
+    """Resume (compare's and experiment's: finished_run) compared the device literally, so a job with device auto,
+    on a machine without CUDA (auto resolves to cpu), trained a finished cpu run again. It now counts the device as
+    the run used it, as `imc-grapes train` does: the cpu run is resumed; a saved cuda run (made where CUDA was
+    available) is another configuration, trained again and replaced; as is a saved auto run made with CUDA."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    calls: list[TrainConfig] = []
+    real_train = compare_mod.train
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, *a, **k: calls.append(cfg) or real_train(cfg, *a, **k))
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
+    auto = dataclasses.replace(spec, base=dataclasses.replace(BASE, device="auto"))
+    run_compare(spec, tmp_path, progress=False, log=lambda s: None)
+    assert [c.device for c in calls] == ["cpu"]
+    run_file = tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed0" / "results.json"
+    said: list[str] = []
+    run_compare(auto, tmp_path, progress=False, log=said.append)
+    assert len(calls) == 1, "the finished cpu run is resumed, not trained again"
+    assert f"   (resumed: {run_file.parent} is finished)" in said and not any("note:" in s for s in said)
+
+    for device, cuda_available in [("cuda", True), ("auto", True)]:
+        saved = json.loads(run_file.read_text())
+        saved["config"]["device"] = device
+        saved["versions"]["cuda_available"] = cuda_available
+        run_file.write_text(json.dumps(saved))
+        said.clear()
+        trained = len(calls)
+        run_compare(auto, tmp_path, progress=False, log=said.append)
+        assert len(calls) == trained + 1, f"a saved {device} run made with CUDA is trained again"
+        assert (f"   note: {run_file.parent} holds a completed run of another configuration (device); it is trained "
+                "again and replaced") in said
+        assert json.loads(run_file.read_text())["config"]["device"] == "auto"
+
+
 @pytest.mark.parametrize("exc, status", [(KeyboardInterrupt(), "interrupted"), (RuntimeError("boom"), "failed")])
 def test_an_interrupted_or_failed_run_is_trained_again_on_resume(tmp_path, monkeypatch, exc, status):
     """A run stopped by Ctrl-C or an error records that status (before: ``running``, indistinguishable from a run

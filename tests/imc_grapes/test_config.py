@@ -384,3 +384,19 @@ def test_seeds_equal_modulo_2_to_the_32_are_refused_wherever_seeds_are_listed():
         with pytest.raises(ConfigError, match=f"^tune_seeds lists the seeds {pair}"):
             CompareSpec(base=TrainConfig(dataset="synthetic"), tune_seeds=seeds)
     assert main(["train", "--dataset", "synthetic", "--seed", "0", str(2 ** 32)]) == 2
+
+
+@pytest.mark.parametrize("device, cuda_available, used", [
+    ("auto", False, "cpu"), ("auto", True, "cuda"),
+    ("auto", None, "auto"), ("auto", "yes", "auto"),          # not recorded (or not a bool): as it is
+    ("cpu", True, "cpu"), ("cuda", False, "cuda"), ("cuda:1", True, "cuda:1")])
+def test_device_run_on_resolves_only_auto_and_only_with_a_recorded_cuda_flag(device, cuda_available, used):
+    """`auto` is the device it resolved to (cuda with CUDA, else cpu, as TrainConfig.resolved_device); any other
+    device, or auto without a recorded bool, stays as given. as_run_on puts that into a copy of the config."""
+    from imc_grapes.config import as_run_on, device_run_on
+
+    config = {"device": device, "lr": 0.1}
+    assert device_run_on(config, cuda_available) == used
+    assert as_run_on(config, cuda_available) == {"device": used, "lr": 0.1}
+    assert config == {"device": device, "lr": 0.1}                # not changed in place
+    assert as_run_on({"lr": 0.1}, cuda_available) == {"lr": 0.1}  # no device: none added

@@ -302,18 +302,19 @@ COMPARE_SUMMARY_HEADING = "# imc-grapes compare-summary\n"
 def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     """The ``imc-grapes`` command whose output folder ``out_dir`` is, told by what only that command writes there:
     ``compare`` (its ``runs/job.json``, :data:`JOB_MARKER`, or a ``results.json`` with its ``spec``),
-    ``experiment`` (``groups/``, or a ``results.json`` with its ``experiment``), ``sweep`` (``points/``),
+    ``experiment`` (``groups/``, or a ``results.json`` with its ``experiment``), ``sweep`` (``points/``, or a
+    ``plan.json`` with its ``spec`` and ``points``, which it writes first: a sweep stopped before any point began),
     ``compare-summary`` (a ``summary.json`` with its ``method`` and ``rows``, or a ``summary.md`` that begins with
     :data:`COMPARE_SUMMARY_HEADING`, which it writes first: a compare-summary stopped before its summary.json) or
     ``train`` (a ``summary.json`` with its ``group_by``); None for a folder of none of them (a new one, a train job
     of one run, which writes only its run's folder, or anything else). Reads only."""
     out = Path(out_dir)
-    results, summary = _json_keys(out / "results.json"), _json_keys(out / "summary.json")
+    results, summary, plan = (_json_keys(out / name) for name in ("results.json", "summary.json", "plan.json"))
     if (out / "runs" / JOB_MARKER).is_file() or "spec" in results:
         return "compare"
     if (out / "groups").is_dir() or "experiment" in results:
         return "experiment"
-    if (out / "points").is_dir():
+    if (out / "points").is_dir() or {"spec", "points"} <= plan:
         return "sweep"
     if {"method", "rows"} <= summary or _starts_with(out / "summary.md", COMPARE_SUMMARY_HEADING):
         return "compare-summary"

@@ -151,6 +151,10 @@ def test_read_report_json_names_what_keeps_the_folder_from_holding_a_report(tmp_
     ({"results.json": {"experiment": "mlp"}}, [], "experiment"),
     ({}, ["groups"], "experiment"),
     ({}, ["points"], "sweep"),
+    # a sweep stopped after its plan.json (written first, under its lock) and before its first point's folder
+    ({"plan.json": {"spec": {"name": "s"}, "data_root_resolved": None, "points": []}, ".lock": "123"}, [], "sweep"),
+    ({".lock": "123"}, [], None),                                     # a lock file alone: anybody's
+    ({"plan.json": {"spec": {}}}, [], None),                          # a plan.json of no sweep's (no points)
     ({"summary.json": {"method": "grapes", "rows": []}}, [], "compare-summary"),
     # a compare-summary stopped after its summary.md (written first) and summary.csv, before its summary.json
     ({"summary.md": "# imc-grapes compare-summary\n\n| hardware |", "summary.csv": "report,label\n"}, [],

@@ -750,6 +750,29 @@ def test_plan_json_records_each_points_data_folder_and_keeps_the_ids(tmp_path, m
     assert sorted(p["params"]["dataset"] for p in plan["points"]) == ["mnist", "synthetic"]
 
 
+def test_a_sweep_stopped_before_its_first_point_is_still_told_a_sweep_and_kept_from_other_commands(tmp_path, capsys):
+    """A sweep writes its plan.json first (under its lock), then the points' folders; one stopped in between (killed,
+    or a point's data check failing) left a folder without points/, which io.folder_command took for no command's,
+    so `train --out` would have written into it. Its plan.json now marks it; --status reads it as a sweep."""
+    from imc_grapes.cli import main
+    from imc_grapes.io import folder_command
+
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n"))
+    store = SweepStore(tmp_path / "out")
+    with store.lock():
+        store.write_plan(spec, spec.points())         # as run_sweep does, before any point starts
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "plan.json"]
+    assert folder_command(out) == "sweep"
+    assert main(["train", "--dataset", "synthetic", "--hidden", "8", "--no-progress", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes train: error: --out: {out} holds the output of `imc-grapes "
+                                       "sweep`, whose files `imc-grapes train` would overwrite or mix its own with: "
+                                       "give another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "plan.json"]
+    assert sweep_main([str(tmp_path / "s.toml"), "--status"]) == 0
+    assert "2 pending" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_local_and_ray_executors_write_identical_results(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")

@@ -27,7 +27,8 @@ redoes it) or diverged (NaN/Inf loss or evaluated output: deterministic for its 
 --retry-diverged redoes it, e.g. after a fix); --status lists them apart.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data, workers that keep dying before they start a point, a sweep folder that cannot be
-written (full disk) or that holds another command's output (a train job's, a compare report), 3 another process is
+written (full disk) or that holds another command's output (a train job's, a compare report), --report on a folder
+that does not exist (nothing has run there: a mistyped --out), 3 another process is
 running this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output
 went away (e.g. | head)."""
 
@@ -45,7 +46,8 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("spec", metavar="SPEC.toml", help="the sweep spec")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--status", action="store_true", help="show done / failed / pending points and exit")
-    act.add_argument("--report", action="store_true", help="write summary.csv and plots from the finished points")
+    act.add_argument("--report", action="store_true",
+                     help="write summary.csv and plots from the finished points (into the sweep's existing folder)")
     act.add_argument("--dry-run", action="store_true", help="validate every point, list them, run nothing")
     p.add_argument("--out", default=None, help="sweep folder (default: [sweep] out, else runs/sweeps/<name>)")
     p.add_argument("--executor", default="local", choices=EXECUTORS,
@@ -159,6 +161,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     refused = _not_a_sweep_folder(out, option, read_only=args.status)
     if refused is not None:     # before any point runs, and before --dry-run lists a folder the run would refuse
         return fail(refused)
+    if args.report and not out.is_dir():    # e.g. a mistyped --out: no junk folder with a summary of pending points
+        return fail(f"{option}: {out} does not exist, so no point of this sweep has run there and there is nothing to "
+                    f"report: give the folder the sweep ran in (--out), or run it first (imc-grapes sweep {args.spec})")
     if not (args.dry_run or args.status):
         from ..io import folder_error, writable_folder
 

@@ -773,6 +773,27 @@ def test_a_sweep_stopped_before_its_first_point_is_still_told_a_sweep_and_kept_f
     assert "2 pending" in capsys.readouterr().out
 
 
+def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_path, capsys):
+    """`--report` with a mistyped --out (or before the sweep ever ran) created the folder and a summary.csv of
+    pending points. It is refused (exit 2, naming the option and the folder) and nothing is created; on the folder
+    of a sweep where nothing has finished yet (stopped after its plan.json) it still writes the pending points."""
+    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n")
+    for args, option, folder in [(["--out", str(tmp_path / "typo" / "o")], "--out", tmp_path / "typo" / "o"),
+                                 ([], "[sweep] out", tmp_path / "out")]:
+        assert sweep_main([str(spec_path), "--report", *args]) == 2
+        assert capsys.readouterr().err == (
+            f"imc-grapes sweep: error: {option}: {folder} does not exist, so no point of this sweep has run there and "
+            f"there is nothing to report: give the folder the sweep ran in (--out), or run it first (imc-grapes sweep "
+            f"{spec_path})\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+    spec = load_spec(spec_path)
+    SweepStore(tmp_path / "out").write_plan(spec, spec.points())        # a sweep stopped before its first point
+    assert sweep_main([str(spec_path), "--report"]) == 0
+    with open(tmp_path / "out" / "summary.csv") as f:
+        assert sorted((row["lr"], row["status"]) for row in csv.DictReader(f)) == [("0.1", "pending"),
+                                                                                   ("0.2", "pending")]
+
+
 @pytest.mark.slow
 def test_local_and_ray_executors_write_identical_results(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")

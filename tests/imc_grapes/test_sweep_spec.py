@@ -701,7 +701,9 @@ def test_draws_that_repeat_an_earlier_draw_are_one_point_and_the_dry_run_and_the
 
 def test_status_and_report_note_the_points_that_repeat_another_points_run(tmp_path, capsys):
     """--status and the printed summary of --report say what --dry-run says, in its words (nothing has run: the
-    note is about the spec's points, whatever their state); a sweep without such points has no note."""
+    note is about the spec's points, whatever their state); a sweep without such points has no note. (--report
+    needs the sweep's folder: here one of a sweep stopped before its first point, which wrote its plan.json.)"""
+    from imc_grapes.sweep import SweepStore
     from imc_grapes.sweep.cli import main
 
     note = ("note: 1 of the 4 points repeat the run of another point (same numbers): they differ from it only in "
@@ -714,6 +716,7 @@ def test_status_and_report_note_the_points_that_repeat_another_points_run(tmp_pa
     assert lines[0].endswith("4 points — 0 done, 0 failed, 4 pending")
     assert lines[1] == f"  {note}"
     assert lines[2] == "pending:" and len(lines) == 7
+    SweepStore(tmp_path / "o").write_plan(load_spec(spec), load_spec(spec).points())   # as a sweep writes it first
     assert main([str(spec), "--report"]) == 0
     out = capsys.readouterr().out
     summary = out.split("\nwrote ")[0].splitlines()

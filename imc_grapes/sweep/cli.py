@@ -161,7 +161,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     refused = _not_a_sweep_folder(out, option, read_only=args.status)
     if refused is not None:     # before any point runs, and before --dry-run lists a folder the run would refuse
         return fail(refused)
-    if args.report and not out.is_dir():    # e.g. a mistyped --out: no junk folder with a summary of pending points
+    # --report on no folder (e.g. a mistyped --out) would create a junk one; a file or a dangling link in its place
+    # is a folder that cannot be written, reported below
+    if args.report and not (out.exists() or out.is_symlink()):
         return fail(f"{option}: {out} does not exist, so no point of this sweep has run there and there is nothing to "
                     f"report: give the folder the sweep ran in (--out), or run it first (imc-grapes sweep {args.spec})")
     if not (args.dry_run or args.status):

@@ -786,6 +786,9 @@ def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_pat
             f"there is nothing to report: give the folder the sweep ran in (--out), or run it first (imc-grapes sweep "
             f"{spec_path})\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+    (tmp_path / "file").write_text("not a folder")                      # exists: the folder error, as before
+    assert sweep_main([str(spec_path), "--report", "--out", str(tmp_path / "file")]) == 2
+    assert "does not exist" not in capsys.readouterr().err
     spec = load_spec(spec_path)
     SweepStore(tmp_path / "out").write_plan(spec, spec.points())        # a sweep stopped before its first point
     assert sweep_main([str(spec_path), "--report"]) == 0

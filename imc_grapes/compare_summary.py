@@ -27,7 +27,7 @@ from .config import ConfigError
 from .io import (COMPARE_SUMMARY_HEADING, other_command_folder, restore_nonfinite, superseded_report_note,
                  unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
 from .plotting import fit_title, optimizer_color
-from .train import tail_accuracy
+from .train import tail_accuracy, tail_evals_error
 
 __all__ = ["load_report", "report_names", "summarize", "setup_differences", "format_differences", "format_summary",
            "write_summary"]
@@ -77,9 +77,8 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
         value = spec.get(key, [])
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             return f"spec.{key} must be a list of names, got {value!r}"
-    tail = spec.get("tail_evals", 1)
-    if not (isinstance(tail, int) and not isinstance(tail, bool) and tail >= 1):
-        return f"spec.tail_evals must be an integer ≥ 1, got {tail!r}"
+    if (problem := tail_evals_error(spec.get("tail_evals", 1), "spec.tail_evals")) is not None:
+        return problem
     base = spec.get("base") or {}
     if not (isinstance(base, dict) and isinstance(base.get("analog") or {}, dict)):
         return "spec.base and spec.base.analog must be mappings"

@@ -16,6 +16,7 @@ from typing import Any
 from ..compare import number_problem
 from ..config import ConfigError, is_int, is_number
 from ..io import read_report_json, restore_nonfinite, superseded_report_note
+from ..train import tail_evals_error
 from .report import FORGETTING_KEYS, GROUPS, FigureGroup, draw_figures
 
 __all__ = ["Redrawn", "StoredCell", "StoredRun", "figure_groups", "redraw_experiment_report"]
@@ -246,8 +247,8 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
     comps = _comparison_rows(result.get("comparisons", []), source)
     options = result.get("options") if isinstance(result.get("options"), dict) else {}
     tail = options.get("tail_evals", 1)
-    if not (is_int(tail) and tail >= 1):
-        raise ConfigError(f"{source}: options.tail_evals must be an integer ≥ 1, got {tail!r}")
+    if (problem := tail_evals_error(tail, "options.tail_evals")) is not None:
+        raise ConfigError(f"{source}: {problem}")
     keys = [g["key"] for g in result["groups"]]
     files = draw_figures(rows, comps, keys, groups, out, tail)
     missing: dict[str, str] = {}

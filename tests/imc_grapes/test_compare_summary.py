@@ -231,7 +231,8 @@ def test_every_stored_summary_is_what_its_recorded_command_writes_now(folder, tm
 @pytest.mark.parametrize("damage, field", [
     (lambda d: d.update(spec=None), "'spec' must be a mapping"),
     (lambda d: d["spec"].update(hardware="analog"), "spec.hardware must be a list of names, got 'analog'"),
-    (lambda d: d["spec"].update(tail_evals=0), "spec.tail_evals must be an integer ≥ 1, got 0"),
+    (lambda d: d["spec"].update(tail_evals=0),
+     "spec.tail_evals must be an integer ≥ 1 (1 = the final evaluation), got 0"),
     (lambda d: d["spec"].update(base="ReRamSB"), "spec.base and spec.base.analog must be mappings"),
     (lambda d: d.update(summary=None), "'summary' must be a list of mappings"),
     (lambda d: d["runs"][3].pop("config"), "runs[3] must have a hardware, an optimizer and a config with an integer "

@@ -309,7 +309,7 @@ def _set(data: dict, path: tuple, value) -> dict:
      "accuracy matrix (one list per task, each with one accuracy per task trained)"),
     (("groups", 0, "runs", 0, "avg_acc"), "x",
      "groups[0].runs[0] (sgd, seed 0): avg_acc must be a number (NaN allowed) or null, got 'x'"),
-    (("options", "tail_evals"), "2", "options.tail_evals must be an integer ≥ 1, got '2'"),
+    (("options", "tail_evals"), "2", "options.tail_evals must be an integer ≥ 1 (1 = the final evaluation), got '2'"),
 ])
 def test_redraw_refuses_a_summary_or_forgetting_value_no_figure_can_draw(tmp_path, capsys, path, value, message):
     """An empty summary ended --redraw in a ZeroDivisionError of accuracy.png, and a summary, comparison or

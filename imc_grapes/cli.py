@@ -405,9 +405,8 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
     without CUDA is the same run, against a saved ``cuda`` one another (as compare's and experiment's resume,
     :func:`~imc_grapes.compare.finished_run`). Reads only the runs' ``results.json`` (nothing of the data), so train
     asks it before loading the data set."""
-    import torch
-
-    from .config import as_run_on, config_differences
+    from .compare import configs_as_run
+    from .config import config_differences
     from .io import read_json
 
     for cfg in configs:
@@ -418,10 +417,8 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
             continue            # not a readable run: nothing to lose that a reader could use
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             continue
-        versions = saved["versions"] if isinstance(saved.get("versions"), dict) else {}
         given = {"there": saved["config"], "here": cfg.to_dict()}
-        ran = {"there": as_run_on(given["there"], versions.get("cuda_available")),
-               "here": as_run_on(given["here"], torch.cuda.is_available())}
+        ran = dict(zip(("there", "here"), configs_as_run(saved, given["here"])))
         fields = [k for k in config_differences(ran["there"], ran["here"]) if k != "data_root"]  # where the data is
         if fields:
             def short(side: str, k: str) -> str:

@@ -221,6 +221,19 @@ def saved_versions(saved: dict[str, Any]) -> dict[str, Any]:
     return dict(v) if isinstance(v, dict) else {}
 
 
+def configs_as_run(saved: dict[str, Any], config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A saved run's config (``saved``: its ``results.json``; ``{}`` without one) and ``config`` (a run about to be
+    trained, :meth:`TrainConfig.to_dict`), each with its device as the run used it
+    (:func:`~imc_grapes.config.as_run_on`): the saved one by the ``cuda_available`` its versions record, the new one
+    by this machine's — for :func:`~imc_grapes.config.config_differences` (resume, and ``imc-grapes train``'s
+    check of a run in its way)."""
+    import torch
+
+    saved_config = saved["config"] if isinstance(saved.get("config"), dict) else {}
+    return (as_run_on(saved_config, saved_versions(saved).get("cuda_available")),
+            as_run_on(config, torch.cuda.is_available()))
+
+
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],
                  log: Callable[[str], None]) -> RunResult | None:
     """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
@@ -239,11 +252,7 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
         return None
     if not isinstance(saved, dict) or saved.get("status") not in statuses:
         return None
-    import torch
-
-    saved_config = saved["config"] if isinstance(saved.get("config"), dict) else {}
-    differences = config_differences(as_run_on(saved_config, saved_versions(saved).get("cuda_available")),
-                                     as_run_on(cfg.to_dict(), torch.cuda.is_available()))
+    differences = config_differences(*configs_as_run(saved, cfg.to_dict()))
     if differences:     # e.g. the same --out with other options: the run of the same name is trained again
         log(f"   note: {run_dir} holds a {saved['status']} run of another configuration ({', '.join(differences)}); "
             "it is trained again and replaced")

@@ -13,7 +13,10 @@ follows from them:
   imports;
 * every ``python`` code block runs as written, as a module that is not ``__main__`` (so an example that guards
   its expensive part with ``if __name__ == "__main__":``, as a script that spawns worker processes must, runs only
-  its imports and definitions here).
+  its imports and definitions here);
+* every long option (``--no-drop-last``) named anywhere in README.md and docs/*.md, prose included, is one that a
+  program of the project takes (:func:`project_options`): a renamed or removed option is caught even where no
+  command line shows it; the known exceptions are :data:`FOREIGN_OPTIONS`.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from imc_grapes import cli
+
+from .test_docs_commands import _subparsers
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
@@ -38,6 +45,16 @@ PATH_WORD = re.compile(rf"(?<![\w./<>-])((?:{'|'.join(re.escape(d) for d in REPO
 DOTTED_NAME = re.compile(r"(?:devices|crossbar|imc_grapes)(?:\.\w+)+(?:\(\))?")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^\s*```")
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+QUOTED_OPTION = re.compile(r"""["'](--[a-z][a-z0-9-]*)["']""")
+SCRIPT_GLOBS = ("benchmarks/*.py", "examples/*.py", "scripts/*.sh")
+"""The project's scripts: the options their sources quote (``add_argument("--tiny", ...)``, ``== "--dev"``) count as
+options of the project."""
+FOREIGN_OPTIONS = {
+    "--hid": "README.md: the abbreviation of --hidden that the parsers refuse",
+    "--no-deps": "docs/install.md: pip's option",
+}
+"""Options the docs name that no program of the project takes, each with where and why."""
 
 
 def github_anchor(heading: str) -> str:
@@ -232,3 +249,46 @@ def test_python_example_runs(where: str, code: str, monkeypatch: pytest.MonkeyPa
 
 def test_the_python_examples_are_found() -> None:
     assert {w.split(":")[0] for w, _ in BLOCKS} == {"README.md", "docs/sweeps.md"}
+
+
+def project_options() -> set[str]:
+    """Every long option a program of the project takes: those of ``imc-grapes`` and all its sub-commands (from
+    :func:`imc_grapes.cli.build_parser`) and those quoted in the sources of :data:`SCRIPT_GLOBS`."""
+    parsers = [cli.build_parser(), *(sub for _, sub in _subparsers(cli.build_parser(), "imc-grapes"))]
+    found = {o for parser in parsers for action in parser._actions for o in action.option_strings}
+    for pattern in SCRIPT_GLOBS:
+        for script in ROOT.glob(pattern):
+            found.update(QUOTED_OPTION.findall(script.read_text()))
+    return {o for o in found if o.startswith("--")}
+
+
+def unknown_options(path: Path, known: set[str], root: Path = ROOT) -> Iterator[tuple[str, str]]:
+    """(``file:line``, option) of every long option a Markdown file names (prose, code spans and code blocks) that
+    is not in ``known``; the file is named relative to ``root``."""
+    rel = path.relative_to(root)
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        for option in OPTION.findall(line):
+            if option not in known:
+                yield f"{rel}:{no}", option
+
+
+def test_every_option_named_in_the_docs_is_taken_by_a_program() -> None:
+    known = project_options()
+    assert {"--no-drop-last", "--tune-score", "--replicas", "--tiny", "--dev"} <= known   # parsers and scripts
+    failures, used = [], set()
+    for path in PAGES:
+        for where, option in unknown_options(path, known):
+            if option in FOREIGN_OPTIONS:
+                used.add(option)
+            else:
+                failures.append(f"{where}: {option}")
+    assert not failures, "options no program of the project takes:\n" + "\n".join(failures)
+    assert used == set(FOREIGN_OPTIONS), "FOREIGN_OPTIONS entries no page names any more"
+
+
+def test_an_unknown_option_is_reported(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text("Use `--tail-evals 2`; --lr and --no-such-option in prose.\n```\nimc-grapes train --lrr 1\n```\n"
+                    "an em dash--not an option, a-b--c neither\n")
+    assert list(unknown_options(page, {"--tail-evals", "--lr"}, root=tmp_path)) == [
+        ("p.md:1", "--no-such-option"), ("p.md:3", "--lrr")]

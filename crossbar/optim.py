@@ -27,13 +27,14 @@ _SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0
 """``torch.optim.SGD`` options :class:`AnalogSGD` does not implement, with the only value it accepts (SGD's default)."""
 
 
-def _check_lr(lr: Any, where: str = "AnalogSGD.lr", read_device_tensor: bool = True) -> None:
+def _check_optimizer_lr(lr: Any, where: str = "AnalogSGD.lr", read_device_tensor: bool = True) -> None:
     """``ValueError("<where> must be a finite number > 0 ...")`` unless ``lr`` is a finite number or one-element tensor
     > 0 (NaN and ±inf fail: the pulsed update refuses them; ``<= 0`` would move the weights up the gradient, or not
     at all). A number is checked without any synchronisation; a tensor's value is read where host reads are free
     (:func:`devices.host.host_reads_free`: the CPU), or everywhere with ``read_device_tensor`` (:class:`AnalogSGD`:
-    once, when the optimizer is made), and otherwise only its element count, as ``crossbar.update._check_lr`` does
-    (:func:`analog_step`, called every step, never reads a GPU tensor)."""
+    once, when the optimizer is made), and otherwise only its element count, as the update's own check does
+    (``crossbar.update._check_update_lr``; :func:`analog_step`, called every step, never reads a GPU tensor). That
+    check accepts any sign; the optimizer's lr must be > 0."""
     if isinstance(lr, Tensor) and lr.numel() == 1:
         if not (read_device_tensor or host_reads_free(lr)):
             return
@@ -65,14 +66,14 @@ class AnalogSGD(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.01) -> None:
-        _check_lr(lr)
+        _check_optimizer_lr(lr)
         super().__init__(params, {"lr": lr})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim.Optimizer.add_param_group``, with the group's ``lr`` and options checked first."""
         if isinstance(param_group, dict):
             if "lr" in param_group:
-                _check_lr(param_group["lr"])
+                _check_optimizer_lr(param_group["lr"])
             for key, off in _SGD_OPTIONS.items():
                 if key in param_group and param_group[key] != off:
                     raise ValueError(f"AnalogSGD: parameter group option {key}={param_group[key]!r} is not supported "
@@ -130,7 +131,7 @@ def analog_step(model: nn.Module, lr: float | Tensor) -> int:
     Raises:
         ValueError: ``lr`` is not a finite number > 0 (nothing is updated, the stashes are kept).
     """
-    _check_lr(lr, "analog_step: lr", read_device_tensor=False)
+    _check_optimizer_lr(lr, "analog_step: lr", read_device_tensor=False)
     return sum(m.analog_update(lr) for m in analog_modules(model))
 
 

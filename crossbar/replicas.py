@@ -40,7 +40,7 @@ from crossbar.mapping import TileGrid, _check_size
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
 from crossbar.tiles import TileState, check_finite_weights, pair_offset
-from crossbar.update import _check_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
+from crossbar.update import _check_update_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
 from devices.rng import CounterRNG, IndexedDraws, check_seeds
@@ -388,7 +388,7 @@ class ReplicaTileArray(TileState):
         """``pulse_type="none"``: ``W -= lr · Σ_b d xᵀ`` on every tile (``xt: [B, E*R, C, cols]``,
         ``dt: [B, E*R, rows]``), the apparent states set to the new states; replicas masked off keep both. ``lr`` is
         checked as by :func:`~crossbar.update.ideal_delta` (``ValueError``)."""
-        _check_lr(lr, xt.device, "exact update")
+        _check_update_lr(lr, xt.device, "exact update")
         shape = self.weight_tiles.shape
         delta = (-lr * torch.einsum("bri,brcj->rcij", dt, xt)).reshape(shape).to(self.weight_tiles.dtype)
         if mask is None:

@@ -400,7 +400,8 @@ class TileArray(TileState):
 
         Raises:
             ValueError: ``lr`` is a non-finite number, a tensor of more than one element or on another device, or
-                (on the CPU) a tensor holding a NaN or an Inf (:func:`crossbar.update._check_lr`), any pulse type.
+                (on the CPU) a tensor holding a NaN or an Inf (:func:`crossbar.update._check_update_lr`), any pulse
+                type.
             FloatingPointError: pulsed types on the CPU only, in every BL / update management configuration: a NaN
                 or an Inf in ``x`` or ``d`` would reach a tile whose other operand is not all zero in that sample
                 (:func:`crossbar._sparse_update.cpu_pulse_counts`); the states are left untouched. The sync-free

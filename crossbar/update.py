@@ -235,13 +235,13 @@ def _check_inputs(x: Tensor, d: Tensor) -> None:
 
 
 def _check_scalars(lr: float | Tensor, dw_min: float | Tensor, device: torch.device) -> None:
-    """``ValueError`` for a ``dw_min`` that is not > 0, or an ``lr`` refused by :func:`_check_lr`."""
+    """``ValueError`` for a ``dw_min`` that is not > 0, or an ``lr`` refused by :func:`_check_update_lr`."""
     if not isinstance(dw_min, Tensor) and not (math.isfinite(dw_min) and dw_min > 0):
         raise ValueError(f"pulse update: dw_min (the device's weight granularity) must be > 0, got {dw_min!r}")
-    _check_lr(lr, device)
+    _check_update_lr(lr, device)
 
 
-def _check_lr(lr: float | Tensor, device: torch.device, where: str = "pulse update") -> None:
+def _check_update_lr(lr: float | Tensor, device: torch.device, where: str = "pulse update") -> None:
     """``ValueError`` (naming ``<where>``'s ``lr``) for a non-finite number ``lr``, or a tensor ``lr`` that is not one
     element on ``device`` (the update's: a tensor elsewhere would be copied over at every update, on a GPU a host
     synchronisation) or, where host reads are free (the CPU, :func:`devices.host.host_reads_free`), whose value is
@@ -768,5 +768,5 @@ def ideal_delta(x: Tensor, d: Tensor, lr: float | Tensor) -> Tensor:
         ``[R, C, rows, cols]``: ``-lr * sum_b d[b, r, :]^T x[b, c, :]`` (weight units).
     """
     _check_inputs(x, d)
-    _check_lr(lr, x.device, "exact update")
+    _check_update_lr(lr, x.device, "exact update")
     return -lr * torch.einsum("bri,bcj->rcij", d, x)

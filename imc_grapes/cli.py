@@ -467,7 +467,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if file_in_the_way(out) is not None:    # before the data is loaded; the full check below creates the folder
         print(f"imc-grapes train: error: {folder_error('--out', out)}", file=sys.stderr)
         return 2
-    theirs = other_command_folder(out, "train")     # e.g. a compare report, whose curves.png train would replace
+    theirs = other_command_folder(out, "train", "--out")    # e.g. a compare report, whose curves.png it would replace
     if theirs is not None:
         print(f"imc-grapes train: error: --out: {theirs}", file=sys.stderr)
         return 2
@@ -632,7 +632,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or COMPARE_OUT
-    theirs = other_command_folder(out, "compare")   # e.g. an experiment report, whose results.json it would replace
+    # e.g. an experiment report's folder, whose results.json it would replace
+    theirs = other_command_folder(out, "compare", "--out")
     if theirs is not None:
         print(f"imc-grapes compare: error: --out: {theirs}", file=sys.stderr)
         return 2
@@ -699,7 +700,8 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"imc-grapes compare-summary: error: {exc}", file=sys.stderr)
         return 2
-    theirs = other_command_folder(args.out, "compare-summary")  # e.g. a train job's, whose summary.csv it would replace
+    # e.g. a train job's folder, whose summary.csv it would replace
+    theirs = other_command_folder(args.out, "compare-summary", "--out")
     if theirs is not None:
         print(f"imc-grapes compare-summary: error: --out: {theirs}", file=sys.stderr)
         return 2

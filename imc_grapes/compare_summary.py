@@ -338,12 +338,12 @@ def write_summary(rows: Sequence[dict[str, Any]], out_dir: str | Path, method: s
     Raises:
         ConfigError: ``out_dir`` holds another command's output (:func:`~imc_grapes.io.other_command_folder`: a
             train job's summary, a compare or experiment report, a sweep), whose files these would overwrite or
-            mix with; a folder of an earlier compare-summary (also one stopped before its summary.json) is written
-            again.
+            mix with (the message names ``out_dir`` and ends ``give another folder``); a folder of an earlier
+            compare-summary (also one stopped before its summary.json) is written again.
     """
     theirs = other_command_folder(out_dir, "compare-summary")
-    if theirs is not None:
-        raise ConfigError(f"--out: {theirs}")
+    if theirs is not None:      # a Python caller's: no --out to name (the command checks its --out before)
+        raise ConfigError(f"out_dir: {theirs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = COMPARE_SUMMARY_HEADING + "\n"

@@ -323,16 +323,17 @@ def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def other_command_folder(out_dir: str | os.PathLike[str], command: str) -> str | None:
+def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: str | None = None) -> str | None:
     """Why ``imc-grapes <command>`` must not write into ``out_dir``: it is the output folder of another command
     (:func:`folder_command`), whose files (``results.json``, ``summary.csv``, ``curves.png``, ...) it would
-    overwrite or mix its own with; a message naming ``out_dir`` and that command, for the ``--out`` option. None
-    when the folder is ``command``'s own or no command's."""
+    overwrite or mix its own with; a message naming ``out_dir`` and that command, ending in what to change:
+    ``give another <option>`` (a command line's, e.g. ``--out``), or without ``option`` (a Python caller's, which
+    has no such option) ``give another folder``. None when the folder is ``command``'s own or no command's."""
     owner = folder_command(out_dir)
     if owner is None or owner == command:
         return None
     return (f"{os.fspath(out_dir)} holds the output of `imc-grapes {owner}`, whose files `imc-grapes {command}` "
-            "would overwrite or mix its own with: give another --out")
+            f"would overwrite or mix its own with: give another {option or 'folder'}")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

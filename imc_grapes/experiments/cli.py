@@ -166,7 +166,8 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     command = "imc-grapes " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["experiment"] else None
     out = args.out or default_out_dir(args.name, opts)
     option = "--out" if args.out else "the report folder"
-    theirs = other_command_folder(out, "experiment")    # e.g. a compare report, whose results.json it would replace
+    # e.g. a compare report, whose results.json it would replace
+    theirs = other_command_folder(out, "experiment", "--out")
     if theirs is not None:
         print(f"imc-grapes experiment: error: {option}: {theirs}", file=sys.stderr)
         return 2

@@ -353,7 +353,8 @@ def test_an_out_folder_of_another_command_is_not_overwritten(tmp_path: Path, cap
     """--out given a train job's folder (summary.csv, summary.json), a sweep's or an experiment's (summary.csv) or a
     compare report overwrote their summaries with compare-summary's, or mixed its files with theirs; it is refused
     (exit 2, naming the folder and the command whose output it holds, as train and compare refuse such a folder),
-    before the table is printed, and the files are left as they were. A folder of an earlier compare-summary (also
+    before the table is printed, and the files are left as they were; write_summary, called from Python, refuses it
+    too, naming its out_dir argument instead of the command's --out. A folder of an earlier compare-summary (also
     one stopped before its summary.json, told by its summary.md) is written again."""
     from imc_grapes.io import folder_command
 
@@ -370,9 +371,11 @@ def test_an_out_folder_of_another_command_is_not_overwritten(tmp_path: Path, cap
     assert capsys.readouterr() == ("", f"imc-grapes compare-summary: error: {message}\n")
     assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == files
     assert sorted(p.name for p in out.iterdir()) == sorted([*files, *dirs])
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(ConfigError) as raised:      # from Python: no --out to give, its argument named instead
         write_summary(summarize([a]), out)
-    assert str(raised.value) == message
+    assert str(raised.value) == (f"out_dir: {out} holds the output of `imc-grapes {theirs}`, whose files "
+                                 "`imc-grapes compare-summary` would overwrite or mix its own with: give another "
+                                 "folder")
     again = tmp_path / "again"
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0
     assert main(["compare-summary", str(a), "--out", str(again)]) == 0     # its own summary: written again

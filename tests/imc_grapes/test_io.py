@@ -177,9 +177,12 @@ def test_folder_command_tells_whose_output_a_folder_holds(tmp_path, files, dirs,
             (tmp_path / name).write_text(data if isinstance(data, str) else json.dumps(data))
     assert folder_command(tmp_path) == owner
     for command in ("train", "compare", "experiment", "compare-summary"):
-        note = other_command_folder(tmp_path, command)
+        note = other_command_folder(tmp_path, command)                  # a Python caller's: no option to name
+        on_the_command_line = other_command_folder(tmp_path, command, "--out")
         if owner in (None, command):
-            assert note is None
+            assert note is None and on_the_command_line is None
         else:
-            assert note == (f"{tmp_path} holds the output of `imc-grapes {owner}`, whose files `imc-grapes "
-                            f"{command}` would overwrite or mix its own with: give another --out")
+            said = (f"{tmp_path} holds the output of `imc-grapes {owner}`, whose files `imc-grapes {command}` would "
+                    "overwrite or mix its own with: give another ")
+            assert note == said + "folder"
+            assert on_the_command_line == said + "--out"

@@ -100,16 +100,43 @@ def config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[st
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def current_cuda_index() -> int:
+    """The index of the GPU that ``cuda`` without one (``torch.device("cuda")``: the current device) denotes in this
+    process: :func:`torch.cuda.current_device` once CUDA is initialised, and 0 before (choosing another one,
+    ``torch.cuda.set_device`` or ``torch.cuda.device``, initialises CUDA), so that naming a device creates no CUDA
+    context (GPU memory) in a process that may never use the GPU. Only meaningful where CUDA is available."""
+    return torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+
+
+def device_named(device: object) -> object:
+    """``device`` (a config's, ``auto`` resolved or not) as torch names the device it denotes on this machine, so
+    that names of the same device compare equal: a name :class:`torch.device` reads, as torch writes it, with ``cuda``
+    (the current GPU) as ``cuda:<index>`` (:func:`current_cuda_index`) where CUDA is available; without CUDA here
+    ``cuda`` stays ``cuda`` (which GPU it meant is not known). Anything else (``auto``, a non-string, a name torch
+    does not read) is returned as it is."""
+    if not isinstance(device, str):
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return device
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        return f"cuda:{current_cuda_index()}"
+    return str(dev)
+
+
 def device_run_on(config: dict[str, Any], cuda_available: object) -> object:
     """The ``device`` of ``config`` (a run's config as a dict) as the run used it: ``auto`` resolved as
     :meth:`TrainConfig.resolved_device` resolves it, to ``cuda`` when CUDA was available (``cuda_available``: a
     saved run's ``versions``) and ``cpu`` otherwise; any other value, or ``auto`` when ``cuda_available`` is no bool
-    (not recorded), as it is. The same config gives other numbers on the CPU and on a GPU, so a run's device
-    counts; ``auto`` and the device it resolved to do not differ."""
+    (not recorded), as it is; then named as torch names that device here (:func:`device_named`: ``cuda`` is
+    ``cuda:0`` on a machine with CUDA whose current GPU is 0). The same config gives other numbers on the CPU and
+    on a GPU, so a run's device counts; ``auto`` and the device it resolved to, or two names of one GPU, do not
+    differ. (Sweep point ids hash the config as given, not this.)"""
     device = config.get("device")
     if device == "auto" and isinstance(cuda_available, bool):
-        return "cuda" if cuda_available else "cpu"
-    return device
+        device = "cuda" if cuda_available else "cpu"
+    return device_named(device)
 
 
 def as_run_on(config: dict[str, Any], cuda_available: object) -> dict[str, Any]:

@@ -1092,6 +1092,30 @@ def test_train_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, capsys,
         assert (run / "results.json").read_text() == before
 
 
+def test_train_takes_two_names_of_the_same_gpu_for_the_same_device(tmp_path, monkeypatch):
+    """A run saved with --device cuda:0 in train's --out, trained again with --device cuda on a machine with CUDA
+    (the current GPU, here 0): train refused it as a run of another configuration. It is the same device now (the
+    run is a re-run, not in the way); a run saved on cuda:1 is another device, shown with the GPU cuda names here.
+    (CUDA is only pretended: the check reads the saved run's results.json and nothing else.)"""
+    import torch
+
+    from imc_grapes.cli import _other_run_in_the_way
+    from imc_grapes.config import TrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)    # GPU 0 is current
+    cfg = TrainConfig(dataset="synthetic", device="cuda")
+    run = tmp_path / cfg.run_name()
+    run.mkdir()
+    for saved_device, clash in [
+            ("cuda:0", None), ("cuda", None),
+            ("cuda:1", f"{run} holds a run of another configuration (device: 'cuda:1' there, 'cuda' (cuda:0) here); "
+                       "training would overwrite it: give another --out, or remove that folder")]:
+        saved = {"config": {**cfg.to_dict(), "device": saved_device}, "versions": {"cuda_available": True}}
+        (run / "results.json").write_text(json.dumps(saved))
+        assert _other_run_in_the_way([cfg], tmp_path) == clash, saved_device
+
+
 @pytest.mark.parametrize("command, marker, theirs", [
     ("train", {"results.json": {"spec": {}, "runs": []}}, "compare"),
     ("train", {"results.json": {"experiment": "mlp"}}, "experiment"),

@@ -529,6 +529,30 @@ def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkey
         assert json.loads(run_file.read_text())["config"]["device"] == "auto"
 
 
+def test_resume_takes_two_names_of_the_same_gpu_for_the_same_device(tmp_path, monkeypatch):
+    """A run saved with device cuda:0, resumed with device cuda on a machine with CUDA (torch's cuda: the current
+    GPU, here GPU 0), was another configuration, trained again and replaced. It is now resumed; a run saved on
+    cuda:1 is still another device. (CUDA is only pretended: finished_run reads the saved run and trains nothing.)"""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)    # GPU 0 is current
+    cfg = CompareSpec(base=BASE).cell_config("digital", "sgd", 0.1, 0).normalised().replace(device="cuda")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    said: list[str] = []
+    for saved_device, resumed in [("cuda:0", True), ("cuda", True), ("cuda:1", False)]:
+        saved = {"status": "completed", "config": {**cfg.to_dict(), "device": saved_device},
+                 "versions": {"cuda_available": True}, "history": [{"epoch": 1, "test_acc": 0.5}]}
+        (run_dir / "results.json").write_text(json.dumps(saved))
+        said.clear()
+        done = compare_mod.finished_run(cfg, run_dir, ("completed",), (), said.append)
+        assert (done is not None) == resumed, saved_device
+        assert said == ([f"   (resumed: {run_dir} is finished)"] if resumed else
+                        [f"   note: {run_dir} holds a completed run of another configuration (device); it is trained "
+                         "again and replaced"])
+
+
 @pytest.mark.parametrize("exc, status", [(KeyboardInterrupt(), "interrupted"), (RuntimeError("boom"), "failed")])
 def test_an_interrupted_or_failed_run_is_trained_again_on_resume(tmp_path, monkeypatch, exc, status):
     """A run stopped by Ctrl-C or an error records that status (before: ``running``, indistinguishable from a run

@@ -390,13 +390,51 @@ def test_seeds_equal_modulo_2_to_the_32_are_refused_wherever_seeds_are_listed():
     ("auto", False, "cpu"), ("auto", True, "cuda"),
     ("auto", None, "auto"), ("auto", "yes", "auto"),          # not recorded (or not a bool): as it is
     ("cpu", True, "cpu"), ("cuda", False, "cuda"), ("cuda:1", True, "cuda:1")])
-def test_device_run_on_resolves_only_auto_and_only_with_a_recorded_cuda_flag(device, cuda_available, used):
+def test_device_run_on_resolves_only_auto_and_only_with_a_recorded_cuda_flag(device, cuda_available, used,
+                                                                             monkeypatch):
     """`auto` is the device it resolved to (cuda with CUDA, else cpu, as TrainConfig.resolved_device); any other
-    device, or auto without a recorded bool, stays as given. as_run_on puts that into a copy of the config."""
+    device, or auto without a recorded bool, stays as given. as_run_on puts that into a copy of the config. (No
+    CUDA here, as on a machine without a GPU: a bare cuda stays cuda.)"""
+    import torch
+
     from imc_grapes.config import as_run_on, device_run_on
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
     config = {"device": device, "lr": 0.1}
     assert device_run_on(config, cuda_available) == used
     assert as_run_on(config, cuda_available) == {"device": used, "lr": 0.1}
     assert config == {"device": device, "lr": 0.1}                # not changed in place
     assert as_run_on({"lr": 0.1}, cuda_available) == {"lr": 0.1}  # no device: none added
+
+
+def test_names_of_the_same_gpu_are_the_same_device_where_cuda_is_available(monkeypatch):
+    """A run saved with device cuda:0 and the same run given cuda (torch's current GPU: GPU 0 on a one-GPU machine)
+    were different configurations, compared literally. Where CUDA is available, device_run_on now names a bare cuda
+    (also auto resolved to it) cuda:<current index>, so those compare equal; another GPU, or the CPU, still
+    differs. Before CUDA is initialised the current GPU is 0 (choosing another initialises it), told without
+    initialising CUDA; after, torch.cuda.current_device() says. A name torch does not read is left as it is."""
+    import torch
+
+    from imc_grapes.config import as_run_on, config_differences, device_named, device_run_on
+
+    names = ("cuda", "cuda:0", "cuda:1", "cpu", "auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: pytest.fail("CUDA initialised to name a device"))
+    assert [device_run_on({"device": d}, True) for d in names] == ["cuda:0", "cuda:0", "cuda:1", "cpu", "cuda:0"]
+    assert [device_run_on({"device": "auto"}, flag) for flag in (False, None)] == ["cpu", "auto"]
+    assert [device_named(d) for d in ("CUDA", "cuda: 1", 3, None)] == ["CUDA", "cuda: 1", 3, None]
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)         # e.g. after torch.cuda.set_device(1)
+    assert [device_run_on({"device": d}, True) for d in names] == ["cuda:1", "cuda:0", "cuda:1", "cpu", "cuda:1"]
+
+    def differences(saved: str, given: str) -> list[str]:
+        return config_differences(as_run_on({"device": saved, "lr": 0.1}, True),
+                                  as_run_on({"device": given, "lr": 0.1}, True))
+
+    assert differences("cuda:1", "cuda") == [] and differences("auto", "cuda:1") == []
+    assert differences("cuda:0", "cuda") == ["device"] and differences("cpu", "cuda") == ["device"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)      # no CUDA here: compared as given
+    assert differences("cuda:0", "cuda") == ["device"] and differences("cuda", "cuda") == []

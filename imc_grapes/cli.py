@@ -405,7 +405,7 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
     without CUDA is the same run, against a saved ``cuda`` one another (as compare's and experiment's resume,
     :func:`~imc_grapes.compare.finished_run`). Reads only the runs' ``results.json`` (nothing of the data), so train
     asks it before loading the data set."""
-    from .compare import configs_as_run
+    from .compare import configs_as_run, differences_shown
     from .config import config_differences
     from .io import read_json
 
@@ -417,17 +417,11 @@ def _other_run_in_the_way(configs: Sequence[TrainConfig], out: Path) -> str | No
             continue            # not a readable run: nothing to lose that a reader could use
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             continue
-        given = {"there": saved["config"], "here": cfg.to_dict()}
-        ran = dict(zip(("there", "here"), configs_as_run(saved, given["here"])))
-        fields = [k for k in config_differences(ran["there"], ran["here"]) if k != "data_root"]  # where the data is
+        given = (saved["config"], cfg.to_dict())
+        ran = configs_as_run(saved, given[1])
+        fields = [k for k in config_differences(*ran) if k != "data_root"]  # where the data is
         if fields:
-            def short(side: str, k: str) -> str:
-                v, used = given[side].get(k), ran[side].get(k)
-                r = repr(v) if v == used else f"{v!r} ({used})"     # auto, and the device it resolved to
-                return r if len(r) <= 60 else r[:57] + "..."
-
-            shown = ", ".join(f"{k}: {short('there', k)} there, {short('here', k)} here"
-                              for k in fields[:3]) + (", ..." if len(fields) > 3 else "")
+            shown = differences_shown(fields, given, ran, "{key}: {saved} there, {new} here", most=3)
             return (f"{saved_path.parent} holds a run of another configuration ({shown}); training would overwrite "
                     "it: give another --out, or remove that folder")
     return None

@@ -234,11 +234,30 @@ def configs_as_run(saved: dict[str, Any], config: dict[str, Any]) -> tuple[dict[
             as_run_on(config, torch.cuda.is_available()))
 
 
+def differences_shown(fields: Sequence[str], given: tuple[dict[str, Any], dict[str, Any]],
+                      ran: tuple[dict[str, Any], dict[str, Any]], pattern: str, most: int | None = None) -> str:
+    """``fields`` (where a saved run's config and a new one differ, :func:`~imc_grapes.config.config_differences`)
+    with both values, for a message: each ``pattern`` (e.g. ``"{key}: {saved} -> {new}"``) filled in with the field
+    and its saved and new value, joined by ``", "``; only the first ``most`` of them, then ``", ..."``, when
+    ``most`` is given. ``given``: the (saved, new) configs as written; ``ran``: the same as :func:`configs_as_run`
+    gives them. A value is its repr, followed by the device the run used in brackets where that differs
+    (``'auto' (cpu)``, ``'cuda' (cuda:0)``), cut to 60 characters (``...``)."""
+    def shown(side: int, key: str) -> str:
+        v, used = given[side].get(key), ran[side].get(key)
+        r = repr(v) if v == used else f"{v!r} ({used})"     # auto, and the device it resolved to
+        return r if len(r) <= 60 else r[:57] + "..."
+
+    listed = list(fields) if most is None else list(fields)[:most]
+    return (", ".join(pattern.format(key=k, saved=shown(0, k), new=shown(1, k)) for k in listed)
+            + (", ..." if len(listed) < len(fields) else ""))
+
+
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],
                  log: Callable[[str], None]) -> RunResult | None:
     """The run saved in ``run_dir/results.json`` when it has one of ``statuses`` and the same config as ``cfg``
     (with the ``extra_keys`` entries of its results), else None (resume: such a run is not trained again). A
-    finished run of another config (the same folder given other options) is logged as replaced. The device counts
+    finished run of another config (the same folder given other options) is logged as replaced, with the fields
+    that differ and their saved and new values (:func:`differences_shown`: ``epochs: 1 -> 2``). The device counts
     as the run used it (:func:`~imc_grapes.config.device_run_on`, as ``imc-grapes train`` compares a saved run):
     ``auto`` against a saved ``cpu`` run on a machine without CUDA is the same run, against a saved ``cuda`` one
     another."""
@@ -252,10 +271,14 @@ def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: S
         return None
     if not isinstance(saved, dict) or saved.get("status") not in statuses:
         return None
-    differences = config_differences(*configs_as_run(saved, cfg.to_dict()))
+    config = cfg.to_dict()
+    ran = configs_as_run(saved, config)
+    differences = config_differences(*ran)
     if differences:     # e.g. the same --out with other options: the run of the same name is trained again
-        log(f"   note: {run_dir} holds a {saved['status']} run of another configuration ({', '.join(differences)}); "
-            "it is trained again and replaced")
+        given = (saved["config"] if isinstance(saved.get("config"), dict) else {}, config)
+        shown = differences_shown(differences, given, ran, "{key}: {saved} -> {new}")
+        log(f"   note: {run_dir} holds a {saved['status']} run of another configuration ({shown}); it is trained "
+            "again and replaced")
         return None
     log(f"   (resumed: {run_dir} is finished)")
     extra = {k: restore_nonfinite(saved[k]) for k in extra_keys if k in saved}

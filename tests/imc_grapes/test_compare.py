@@ -476,22 +476,40 @@ def test_a_damaged_run_record_is_trained_again_on_resume_not_a_traceback(tmp_pat
 
 def test_a_finished_run_of_other_options_in_the_same_folder_is_said_to_be_replaced(tmp_path):
     """The same --out with other options (here epochs 1, then 2): the earlier job's finished run of the same folder
-    name is trained again, as before, and the log now says so and why (the fields that differ), instead of replacing
-    it silently; the job again with the same options resumes it."""
+    name is trained again, as before, and the log now says so and why (the fields that differ, with the saved and
+    the new value), instead of replacing it silently; the job again with the same options resumes it."""
     spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), seeds=(0,))
     run_compare(spec, tmp_path, progress=False, log=lambda s: None)
     run_dir = tmp_path / "runs" / "digital" / "sgd" / "lr0.1_seed0"
     longer = dataclasses.replace(spec, base=dataclasses.replace(BASE, epochs=BASE.epochs + 1))
     said: list[str] = []
     run_compare(longer, tmp_path, progress=False, log=said.append)
-    assert (f"   note: {run_dir} holds a completed run of another configuration (epochs); it is trained again and "
-            "replaced") in said
+    assert BASE.epochs == 1
+    assert (f"   note: {run_dir} holds a completed run of another configuration (epochs: 1 -> 2); it is trained "
+            "again and replaced") in said
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["config"]["epochs"] == BASE.epochs + 1
     assert len(saved["history"]) == (BASE.epochs + 1) * BASE.evals_per_epoch
     said.clear()
     run_compare(longer, tmp_path, progress=False, log=said.append)
     assert f"   (resumed: {run_dir} is finished)" in said and not any("note:" in s for s in said)
+
+
+def test_differences_shown_gives_each_field_with_its_saved_and_new_value():
+    """The replaced-run note of resume and train's refusal show the differing fields with both values: the repr,
+    the device a run used in brackets where it is not the one written, a value cut at 60 characters, and (train's)
+    only the first `most` fields, then ', ...'."""
+    from imc_grapes.compare import differences_shown
+
+    saved = {"device": "auto", "epochs": 1, "hidden": [24], "tag": "x" * 70}
+    new = {"device": "cpu", "epochs": 2, "hidden": [24, 24], "tag": "y"}
+    ran = ({**saved, "device": "cuda:0"}, new)
+    fields = ["device", "epochs", "hidden", "tag"]
+    assert differences_shown(fields, (saved, new), ran, "{key}: {saved} -> {new}") == (
+        "device: 'auto' (cuda:0) -> 'cpu', epochs: 1 -> 2, hidden: [24] -> [24, 24], tag: '" + "x" * 56 + "... -> 'y'")
+    assert differences_shown(fields, (saved, new), ran, "{key}: {saved} there, {new} here", most=3) == (
+        "device: 'auto' (cuda:0) there, 'cpu' here, epochs: 1 there, 2 here, hidden: [24] there, [24, 24] here, ...")
+    assert differences_shown(["epochs"], (saved, new), ran, "{key}: {saved} -> {new}", most=3) == "epochs: 1 -> 2"
 
 
 def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkeypatch):
@@ -515,7 +533,8 @@ def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkey
     assert len(calls) == 1, "the finished cpu run is resumed, not trained again"
     assert f"   (resumed: {run_file.parent} is finished)" in said and not any("note:" in s for s in said)
 
-    for device, cuda_available in [("cuda", True), ("auto", True)]:
+    for device, cuda_available, shown in [("cuda", True, "'cuda' -> 'auto' (cpu)"),
+                                          ("auto", True, "'auto' (cuda) -> 'auto' (cpu)")]:
         saved = json.loads(run_file.read_text())
         saved["config"]["device"] = device
         saved["versions"]["cuda_available"] = cuda_available
@@ -524,8 +543,8 @@ def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkey
         trained = len(calls)
         run_compare(auto, tmp_path, progress=False, log=said.append)
         assert len(calls) == trained + 1, f"a saved {device} run made with CUDA is trained again"
-        assert (f"   note: {run_file.parent} holds a completed run of another configuration (device); it is trained "
-                "again and replaced") in said
+        assert (f"   note: {run_file.parent} holds a completed run of another configuration (device: {shown}); it "
+                "is trained again and replaced") in said
         assert json.loads(run_file.read_text())["config"]["device"] == "auto"
 
 
@@ -549,8 +568,8 @@ def test_resume_takes_two_names_of_the_same_gpu_for_the_same_device(tmp_path, mo
         done = compare_mod.finished_run(cfg, run_dir, ("completed",), (), said.append)
         assert (done is not None) == resumed, saved_device
         assert said == ([f"   (resumed: {run_dir} is finished)"] if resumed else
-                        [f"   note: {run_dir} holds a completed run of another configuration (device); it is trained "
-                         "again and replaced"])
+                        [f"   note: {run_dir} holds a completed run of another configuration (device: 'cuda:1' -> "
+                         "'cuda' (cuda:0)); it is trained again and replaced"])
 
 
 @pytest.mark.parametrize("exc, status", [(KeyboardInterrupt(), "interrupted"), (RuntimeError("boom"), "failed")])

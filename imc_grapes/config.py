@@ -16,7 +16,7 @@ from devices.base import FLOAT32_RANGE, SEED_RANGE, fits_float32, is_number, see
 
 from .backends.optim import (MATRIX_ONLY_BASE_OPTIMIZERS, UNSUPPORTED_BASE_OPTIMIZERS, base_optimizer_names,
                              base_optimizer_problem, has_capturable, optimizer_class)
-from .backends.settings import AnalogSettings
+from .backends.settings import AnalogSettings, overrides_at_preset_values
 from .data.registry import DATASET_NAMES
 from .models import DEFAULT_HIDDEN
 from .suggest import did_you_mean, did_you_mean_each
@@ -53,9 +53,15 @@ def graph_safe_base_optimizers() -> list[str]:
 LATER_FIELDS: dict[tuple[str, ...], Any] = {("analog", "importance_offset_correction"): False, ("cuda_graph",): False}
 
 
-def identity_dict(config: dict[str, Any]) -> dict[str, Any]:
+def identity_dict(config: dict[str, Any], *, device_defaults: bool = True) -> dict[str, Any]:
     """A copy of ``config`` (a :meth:`TrainConfig.to_dict`, or a saved one) without the :data:`LATER_FIELDS` that hold
-    their earlier-behaviour value: what identifies a run (resume, sweep point ids)."""
+    their earlier-behaviour value, and without the entries of ``analog.device_overrides`` that hold the preset's own
+    value (:func:`~imc_grapes.backends.settings.overrides_at_preset_values`: ``dw_min = 0.002`` on ``ReRamSB``, whose
+    dw_min is 0.002, is the same device and the same run as no override): what identifies a run (resume, sweep point
+    ids). A config without such an override keeps the identity it had before they were left out.
+
+    ``device_defaults=False`` keeps those overrides: the identity of earlier versions, under which a sweep folder
+    written before named its points (:func:`imc_grapes.sweep.spec.legacy_config_id`)."""
     out = copy.deepcopy(config)
     for path, value in LATER_FIELDS.items():
         parent: Any = out
@@ -63,6 +69,11 @@ def identity_dict(config: dict[str, Any]) -> dict[str, Any]:
             parent = parent.get(key) if isinstance(parent, dict) else None
         if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == value:
             del parent[path[-1]]
+    analog = out.get("analog")
+    overrides = analog.get("device_overrides") if isinstance(analog, dict) else None
+    if device_defaults and isinstance(analog, dict) and isinstance(overrides, dict):
+        for name in overrides_at_preset_values(analog.get("preset"), overrides):
+            del overrides[name]
     return out
 
 

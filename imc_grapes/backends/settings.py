@@ -6,6 +6,9 @@ addressable by a dotted path (``analog.preset``, ``analog.adc_bits``) in sweep s
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,38 @@ def format_device_overrides(overrides: dict[str, Any]) -> str:
     """``device_overrides`` as reports show them, in the given order: ``"dw_min=0.008, up_down=0.2"`` (numbers with
     ``:g``, bools as true/false), ``""`` for none."""
     return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else format(v, 'g')}" for k, v in overrides.items())
+
+
+@functools.cache
+def _preset_values(preset: str) -> dict[str, Any]:
+    """The field values of the device preset ``preset`` (a key of ``devices.PRESETS``, exact spelling), built once."""
+    from devices import PRESETS
+
+    device = PRESETS[preset]()
+    return {f.name: getattr(device, f.name) for f in dataclasses.fields(device)}
+
+
+def _same_device_value(value: object, preset_value: object) -> bool:
+    """Whether a device field holding ``value`` is the device holding ``preset_value``: two bools that are equal, or
+    two numbers equal as numbers (``1`` and ``1.0``, ``0.001`` and ``1e-3``: the device models keep an int as
+    given and compute with it as with the float) and of the same sign (``-0.0`` is kept apart from ``0.0``)."""
+    if isinstance(value, bool) or isinstance(preset_value, bool):
+        return isinstance(value, bool) and isinstance(preset_value, bool) and value == preset_value
+    return (isinstance(value, numbers.Real) and isinstance(preset_value, numbers.Real) and value == preset_value
+            and math.copysign(1.0, value) == math.copysign(1.0, preset_value))
+
+
+def overrides_at_preset_values(preset: object, overrides: object) -> list[str]:
+    """The names of the entries of ``overrides`` (``AnalogSettings.device_overrides``, or that of a saved config)
+    that hold the value the preset ``preset`` has anyway (:func:`_same_device_value`): overrides that change
+    nothing, the device being the same with them and without. Empty when ``preset`` is no preset name or
+    ``overrides`` no dict (a damaged saved config: nothing is taken for redundant). Reads only."""
+    from devices import PRESETS
+
+    if not (isinstance(preset, str) and preset in PRESETS and isinstance(overrides, dict)):
+        return []
+    values = _preset_values(preset)
+    return [k for k, v in overrides.items() if k in values and _same_device_value(v, values[k])]
 
 
 @dataclass(frozen=True)

@@ -252,11 +252,24 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _hash_id(identity: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-1 of ``identity``'s canonical JSON (sorted keys, no spaces)."""
+    blob = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
 def config_id(cfg: TrainConfig) -> str:
     """12 hex digits of the SHA-1 of ``cfg``'s canonical JSON (sorted keys; config fields added later are left out
-    while they hold their earlier-behaviour value: :func:`~imc_grapes.config.identity_dict`)."""
-    blob = json.dumps(identity_dict(cfg.to_dict()), sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+    while they hold their earlier-behaviour value, and device overrides while they hold the preset's own value:
+    :func:`~imc_grapes.config.identity_dict`)."""
+    return _hash_id(identity_dict(cfg.to_dict()))
+
+
+def legacy_config_id(cfg: TrainConfig) -> str:
+    """The id that versions before device overrides at the preset's value were left out gave ``cfg``
+    (:func:`config_id` with every override kept): the folder name of its point in a sweep folder they wrote. Equal to
+    :func:`config_id` for a config without such an override."""
+    return _hash_id(identity_dict(cfg.to_dict(), device_defaults=False))
 
 
 def _float_fields(cls: type) -> set[str]:

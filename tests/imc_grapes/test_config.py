@@ -101,6 +101,72 @@ def test_fields_added_later_keep_saved_runs_and_sweep_ids():
     assert {p.id for p in load_spec(root / "spec.toml").points()} == on_disk
 
 
+@pytest.mark.parametrize("preset,overrides,kept", [
+    ("ReRamSB", {"dw_min": 0.002}, {}),                     # ReRamSB's own dw_min (aihwkit's preset: 0.002)
+    ("ReRamSB", {"dw_min": 2e-3}, {}),                      # the same number, spelt otherwise
+    ("ReRamSB", {"mult_noise": False}, {}),                 # a bool field at the preset's value
+    ("GokmenVlasov", {"w_max": 1}, {}),                     # an int for the preset's 1.0: the same device
+    ("GokmenVlasov", {"dw_min": 0.0016, "up_down": 0.2}, {"up_down": 0.2}),    # only the redundant entry goes
+    ("ReRamSB", {"dw_min": 0.0021}, {"dw_min": 0.0021}),    # another value: kept
+    ("ReRamSB", {"up_down": -0.0}, {"up_down": -0.0}),      # -0.0 is not taken for the preset's 0.0
+    ("GokmenVlasov", {"dw_min": 0.002}, {"dw_min": 0.002}),  # ReRamSB's dw_min, not GokmenVlasov's (0.0016)
+])
+def test_device_overrides_at_the_presets_value_do_not_change_a_runs_identity(preset, overrides, kept):
+    """An override that sets a device field to the value its preset has anyway is the same device, so the same run:
+    identity_dict leaves it out (the preset values are aihwkit's, devices/presets.py), and a saved run with it
+    resumes as the run without it."""
+    from imc_grapes.backends.settings import AnalogSettings
+    from imc_grapes.config import config_differences, identity_dict
+
+    cfg = TrainConfig(backend="crossbar", analog=AnalogSettings(preset=preset, device_overrides=overrides))
+    assert identity_dict(cfg.to_dict())["analog"]["device_overrides"] == kept
+    assert cfg.analog.device_overrides == overrides         # the config itself keeps what it was given
+    plain = TrainConfig(backend="crossbar", analog=AnalogSettings(preset=preset, device_overrides=kept))
+    assert config_differences(cfg.to_dict(), plain.to_dict()) == []
+    # the identity of earlier versions keeps every override
+    assert identity_dict(cfg.to_dict(), device_defaults=False)["analog"]["device_overrides"] == overrides
+
+
+def test_identity_of_a_damaged_saved_config_keeps_its_overrides():
+    """A saved config whose preset is no preset name, whose overrides are no dict, or whose override is a number for a
+    bool field (which the device model refuses) has nothing taken for redundant."""
+    from imc_grapes.config import identity_dict
+
+    base = TrainConfig(backend="crossbar").to_dict()
+    for analog in ({"preset": "NoSuchPreset", "device_overrides": {"dw_min": 0.002}},
+                   {"preset": "reramsb", "device_overrides": {"dw_min": 0.002}},       # PRESETS' spelling only
+                   {"preset": "ReRamSB", "device_overrides": {"mult_noise": 0}},       # ReRamSB's mult_noise: False
+                   {"preset": "ReRamSB", "device_overrides": ["dw_min"]}):
+        saved = {**base, "analog": {**base["analog"], **analog}}
+        assert identity_dict(saved)["analog"]["device_overrides"] == analog["device_overrides"]
+
+
+def test_point_ids_of_configs_without_a_redundant_override_are_unchanged():
+    """Sweep point ids of configs without a device override at its preset's value are those of the version before
+    such overrides were left out (values computed by that version and copied here): sweep folders on disk keep
+    them. A config with one gets the id of the same config without it; its earlier id is still known
+    (legacy_config_id)."""
+    from imc_grapes.backends.settings import AnalogSettings
+    from imc_grapes.sweep.spec import config_id, legacy_config_id
+
+    crossbar = TrainConfig(dataset="synthetic", backend="crossbar")
+    dw = TrainConfig(dataset="synthetic", backend="crossbar", analog=AnalogSettings(device_overrides={"dw_min": 0.01}))
+    gv = TrainConfig(dataset="synthetic", backend="crossbar", lr=0.05, seed=3,
+                     analog=AnalogSettings(preset="GokmenVlasov", device_overrides={"up_down": 0.2, "dw_min_std": 1.0}))
+    assert config_id(TrainConfig()) == "852fbd220fc2"
+    assert config_id(crossbar) == "68feb93d5c5d"
+    assert config_id(dw) == "a1e62d604254"
+    assert config_id(gv) == "4a8a938543ba"
+    assert config_id(TrainConfig(dataset="synthetic", optimizer="grapes", epochs=2)) == "0b2bb8418664"
+    # with a redundant override (ReRamSB's dw_min 0.002, w_max 1.25): the id of the config without it, and the
+    # earlier version's id as legacy_config_id
+    redundant = crossbar.replace(analog=AnalogSettings(device_overrides={"dw_min": 0.002}))
+    mixed = crossbar.replace(analog=AnalogSettings(device_overrides={"dw_min": 0.01, "w_max": 1.25}))
+    assert config_id(redundant) == "68feb93d5c5d" and legacy_config_id(redundant) == "e8a6cca6bfd4"
+    assert config_id(mixed) == "a1e62d604254" and legacy_config_id(mixed) == "c70148dd01ae"
+    assert legacy_config_id(gv) == config_id(gv) and legacy_config_id(crossbar) == config_id(crossbar)
+
+
 @pytest.mark.parametrize("device", ["cuda:abc", "cuda:-1", "cudaX", "cuda:", "cuda:0:1", "cuda: 1", "cpu:0", "",
                                     None, 0])
 def test_malformed_device_strings_are_rejected(device):
@@ -320,7 +386,7 @@ def test_a_digital_run_is_identified_without_the_analog_settings_it_ignores():
     from imc_grapes.backends import AnalogSettings
     from imc_grapes.config import BACKENDS, DIGITAL_ANALOG_FIELDS, config_differences
 
-    changed = {"preset": "EcRam", "device_overrides": {"dw_min": 0.002}, "tile_size": 32, "dac_bits": 4,
+    changed = {"preset": "EcRam", "device_overrides": {"dw_min": 0.003}, "tile_size": 32, "dac_bits": 4,
                "adc_bits": 6, "out_noise": 0.0, "ideal_periphery": True, "importance": "array",
                "importance_every": 3, "importance_g_offset": 0.1, "importance_offset_correction": True,
                "sat_probe_every": 0, "energy_table": "table.json"}

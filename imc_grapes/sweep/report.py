@@ -108,6 +108,7 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     status = sweep_status(spec, out_dir, points)
     diagnostics = sorted({k for ps in status.points for k in ps.metrics if "/" in k})
     store = SweepStore(status.out_dir)
+    store.find_legacy([ps.point for ps in status.points])     # a point's run.json in the folder of an earlier id
     covered = set()
     for ax in spec.axes:
         covered.add(ax.name)

@@ -125,6 +125,7 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     store = SweepStore(resolve_out(spec, out_dir))
     rows = []
     points = points if points is not None else spec.points()
+    store.find_legacy(points)
     for p in points:
         result = store.read_result(p.id)
         if result is not None:
@@ -140,8 +141,8 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                                     failure_kind(result)))
         else:
             rows.append(PointStatus(p, store.state(p.id)))
-    ids = {p.id for p in points}
-    other = sum(name not in ids for name in store.folder_ids())
+    folders = {store.folder_name(p.id) for p in points}
+    other = sum(name not in folders for name in store.folder_ids())
     return SweepStatus(spec.name, store.root, rows, running=store.is_running(), other_points=other,
                        repeated=len(repeated_points(points)))
 
@@ -235,17 +236,20 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
     executor = executor if executor is not None else LocalExecutor()
     store = SweepStore(resolve_out(spec, out_dir))
     with store.lock():
-        store.write_plan(spec, points)
+        store.find_legacy(points)       # results an earlier version wrote under another id: read in place
         found = {p.id: store.state_and_failure(p.id) for p in points}
         states = {pid: state for pid, (state, _) in found.items()}
         redo = {(PENDING, ""), (PARTIAL, "")} | ({(FAILED, CRASHED)} if retry_failed else set()) | (
             {(FAILED, DIVERGED)} if retry_diverged else set())
         todo = [p for p in points if found[p.id] in redo]
+        for p in todo:      # a failed point found under its earlier id and redone: written in its own folder (the
+            store.legacy.pop(p.id, None)    # earlier one is left as it is, a folder of no point)
+        store.write_plan(spec, points)
         n_done = sum(s == DONE for s in states.values())
         n_failed = {kind: sum(f == (FAILED, kind) for f in found.values()) for kind in (DIVERGED, CRASHED)}
         n_partial = sum(states[p.id] == PARTIAL for p in todo)
-        ids = set(states)
-        n_other = sum(name not in ids for name in store.folder_ids())
+        folders = {store.folder_name(pid) for pid in states}
+        n_other = sum(name not in folders for name in store.folder_ids())
         failed = sum(n_failed.values())
         kinds = f" ({n_failed[DIVERGED]} diverged, {n_failed[CRASHED]} crashed)" if failed else ""
         log(f"sweep {spec.name!r}: {len(points)} points — {n_done} done, {failed} failed already{kinds}"

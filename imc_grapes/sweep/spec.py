@@ -216,12 +216,17 @@ class Point:
         params: swept axis name -> value (in axis order); None for hardware axes of a digital point.
         config: the validated training config.
         reference: True for the digital twins added by ``reference = true``.
+        legacy_ids: the other ids that earlier versions gave this point (:func:`legacy_config_id`: its config with
+            a device override at the preset's own value, which :func:`config_id` now leaves out), one per such
+            spelling of it in the spec: a sweep folder written by those versions holds its result under one of them
+            (:meth:`~imc_grapes.sweep.store.SweepStore.find_legacy`). Empty for most points.
     """
 
     id: str
     params: dict[str, Any]
     config: TrainConfig
     reference: bool = False
+    legacy_ids: tuple[str, ...] = ()
 
     def label(self) -> str:
         """Human-readable ``axis=value`` list, e.g. ``device.dw_min=0.001 optimizer=sgd seed=0``."""
@@ -458,8 +463,12 @@ class SweepSpec:
                 errors.append(f"sweep {self.name!r}, point {label}: {msg}")
                 return None
             pid = config_id(cfg)
+            # the id of earlier versions differs only with device overrides (most configs have none: no second hash)
+            old = legacy_config_id(cfg) if cfg.analog.device_overrides else pid
             if pid not in points:
-                points[pid] = Point(pid, params, cfg, reference)
+                points[pid] = Point(pid, params, cfg, reference, legacy_ids=(old,) if old != pid else ())
+            elif old != pid and old not in points[pid].legacy_ids:     # merged: a spelling with another earlier id
+                points[pid] = dataclasses.replace(points[pid], legacy_ids=(*points[pid].legacy_ids, old))
             return points[pid]
 
         for params in self._raw_points():

@@ -28,6 +28,10 @@ or its process was killed, or its file was edited by hand) and is redone from sc
 *pending*. A done point's NaN or ±Inf metric (an evaluation without a finite accuracy) is stored as the string
 ``"nan"`` / ``"inf"`` / ``"-inf"`` (:func:`~imc_grapes.io.write_json_atomic`): a number, the point stays done.
 
+A point without a folder of its own whose id in an earlier version (:attr:`Point.legacy_ids`: a device override at
+the preset's own value was part of the id then) names a folder with a result (done or failed) is that result, read
+in place (:meth:`SweepStore.find_legacy`): folders written before keep counting, under any version.
+
 A failed point's ``failure`` says why (:func:`failure_kind`): ``diverged`` (its loss or an evaluated output became
 NaN/Inf: deterministic for its config and seed, a rerun diverges the same way) or ``crashed`` (its training raised
 an exception, or its worker died: out of memory, a killed process, a bug — often transient). A ``point.json``
@@ -160,10 +164,18 @@ class SweepStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: point id -> the folder of ``points/`` that holds its result under an id of an earlier version
+        #: (:meth:`find_legacy`); every path of such a point is in that folder
+        self.legacy: dict[str, str] = {}
 
     # ---------------------------------------------------------------------------------------- paths
+    def folder_name(self, pid: str) -> str:
+        """The name of point ``pid``'s folder in ``points/``: ``pid``, or the earlier id it was found under
+        (:meth:`find_legacy`)."""
+        return self.legacy.get(pid, pid)
+
     def point_dir(self, pid: str) -> Path:
-        return self.root / "points" / pid
+        return self.root / "points" / self.folder_name(pid)
 
     def run_dir(self, pid: str) -> Path:
         return self.point_dir(pid) / "run"
@@ -175,8 +187,13 @@ class SweepStore:
         whole (:func:`valid_metrics`: no object, a value that is no number, a done point's missing or empty)
         (damaged by hand or by a tool: status and report read them). Its ``failure`` is set as
         :func:`failure_kind` reads it (a file of an older version has none: classified by its reason)."""
+        return self._read_result_in(self.point_dir(pid))
+
+    @staticmethod
+    def _read_result_in(folder: Path) -> dict[str, Any] | None:
+        """:meth:`read_result` of the point folder ``folder``."""
         try:
-            data = json.loads((self.point_dir(pid) / RESULT_FILE).read_text())
+            data = json.loads((folder / RESULT_FILE).read_text())
         except (OSError, ValueError):
             return None
         if not (isinstance(data, dict) and data.get("status") in (DONE, FAILED)):
@@ -186,6 +203,23 @@ class SweepStore:
             return None
         data["failure"] = failure_kind(data)
         return data
+
+    def find_legacy(self, points: Sequence[Point]) -> dict[str, str]:
+        """Find the points whose result an earlier version wrote under another id (:attr:`Point.legacy_ids`: a config
+        with a device override at the preset's own value, which the ids now leave out) and read them there, in place:
+        a point without a folder of its own whose earlier id's folder holds a finished result (done or failed,
+        :meth:`read_result`) is that result, and every path of the point (:meth:`point_dir`, :meth:`run_dir`) is in
+        that folder from now on. A point's own folder, in any state, comes first. Reads only (``--status`` and
+        ``--report`` use it on a folder another process is running); returns and sets :attr:`legacy`."""
+        self.legacy = {}
+        for p in points:
+            own = self.point_dir(p.id)
+            if own.exists() or own.is_symlink():
+                continue
+            old = next((o for o in p.legacy_ids if self._read_result_in(self.root / "points" / o) is not None), None)
+            if old is not None:
+                self.legacy[p.id] = old
+        return self.legacy
 
     def read_run_info(self, pid: str) -> dict[str, Any]:
         """The point's ``run.json`` (timing, host, traceback), or ``{}`` when missing, unreadable or not a JSON
@@ -220,13 +254,15 @@ class SweepStore:
         """Write ``plan.json``: the spec (its base's ``data_root`` as given), the absolute data folder that base
         names for this process (``data_root_resolved``, None for the synthetic set), and per point its id, params,
         reference flag and own ``data_root_resolved`` (a swept ``dataset`` or ``data_root`` differs from the
-        base's). Rewritten at each run: it records the folders of the latest run, which a finished point's
+        base's), and for a point whose result is in the folder of an earlier id (:meth:`find_legacy`) that folder's
+        name (``folder``). Rewritten at each run: it records the folders of the latest run, which a finished point's
         ``point.json`` may predate."""
         return write_json_atomic(self.root / "plan.json", {
             "spec": spec.to_dict(),
             "data_root_resolved": recorded_data_root(spec.base.dataset, spec.base.data_root),
             "points": [{"id": p.id, "params": _plain(p.params), "reference": p.reference,
-                        "data_root_resolved": _data_root_resolved(p)} for p in points],
+                        "data_root_resolved": _data_root_resolved(p),
+                        **({"folder": self.legacy[p.id]} if p.id in self.legacy else {})} for p in points],
         })
 
     def discard(self, pid: str) -> None:

@@ -1117,3 +1117,104 @@ def test_a_heatmap_of_equal_accuracies_gets_a_readable_colour_range(tmp_path, mo
     plot_heatmap(spec, status, "device.dw_min", "periphery.adc_bits", tmp_path / "h.png")
     assert [(k["vmin"], k["vmax"]) for k in seen] == [pytest.approx((49.5, 50.5))]
     assert texts == ["50.0"] * 4
+
+
+class _Scripted:
+    """An executor that runs nothing: every task is done with one evaluation at test accuracy 0.75 (the ids handed
+    out are recorded)."""
+
+    name, ships_files = "scripted", False
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def run(self, tasks, on_start, on_result):
+        for t in tasks:
+            self.ids.append(t["id"])
+            on_start(t)
+            on_result(t, {"id": t["id"], "status": "done", "reason": "", "wall_time_s": 0.25, "files": {},
+                          "history": [{"epoch": 1.0, "test_acc": 0.75, "test_loss": 0.5}]})
+
+
+LEGACY_SPEC = '[axes]\ndevice.dw_min = [0.002, 0.02]\n'
+"""Two crossbar points on ReRamSB, whose own dw_min is 0.002: the first point's override changes nothing."""
+CROSSBAR = TINY + 'backend = "crossbar"\n'
+
+
+def _write_as_before(store: SweepStore, point, status: str = "done", acc: float = 0.5) -> str:
+    """Write ``point``'s result as versions before the redundant override was left out did: under its earlier id
+    (the id kept the override), with the store's own writes; returns that id."""
+    from imc_grapes.sweep.spec import Point, legacy_config_id
+
+    old = Point(legacy_config_id(point.config), point.params, point.config, point.reference)
+    store.prepare(old)
+    history = [{"epoch": 1.0, "test_acc": acc, "test_loss": 0.7}]
+    store.record(old, {"status": status, "failure": "diverged" if status == "failed" else "",
+                       "reason": "diverged: loss became nan" if status == "failed" else "", "wall_time_s": 1.5,
+                       "history": history, "files": {}})
+    return old.id
+
+
+def test_a_point_done_under_the_id_of_an_earlier_version_is_read_there_and_not_rerun(tmp_path):
+    """A sweep folder written before device overrides at the preset's value were left out of the ids holds the point
+    device.dw_min = 0.002 (ReRamSB's own) under its earlier id: --status, the run and the report find it there, in
+    place (nothing is run, renamed or copied), and plan.json names that folder."""
+    spec = load_spec(write_spec(tmp_path, LEGACY_SPEC, base=CROSSBAR))
+    at_default, other = spec.points()
+    assert at_default.config.analog.device_overrides == {"dw_min": 0.002}   # the config keeps what the spec says
+    assert other.legacy_ids == () and len(at_default.legacy_ids) == 1
+    store = SweepStore(spec.out_dir)
+    old = _write_as_before(store, at_default)
+    assert old == at_default.legacy_ids[0] != at_default.id
+    _write_as_before(store, other, acc=0.25)    # an id no version changed: written under its one id
+    assert sorted(store.folder_ids()) == sorted([old, other.id])
+
+    status = sweep_status(spec)
+    assert (status.count("done"), status.count("pending"), status.other_points) == (2, 0, 0)
+    assert status.points[0].metrics["final_test_acc"] == 0.5
+    ex = _Scripted()
+    run_sweep(spec, executor=ex, log=quiet)
+    assert ex.ids == []                                              # nothing rerun
+    assert sorted(store.folder_ids()) == sorted([old, other.id])     # nothing renamed or added
+    plan = read_json(spec.out_dir / "plan.json")
+    assert [(p["id"], p.get("folder")) for p in plan["points"]] == [(at_default.id, old), (other.id, None)]
+    rows = summary_rows(spec)
+    assert [(r["point"], r["status"], r["final_test_acc"], r["wall_time_s"]) for r in rows] == [
+        (at_default.id, "done", 0.5, 1.5), (other.id, "done", 0.25, 1.5)]
+
+
+def test_a_points_own_folder_comes_before_the_one_of_its_earlier_id(tmp_path):
+    """With a folder of its own (here half-finished: a run killed after this version started it) a point is what
+    that folder says, not the earlier result; the earlier folder then belongs to no point of the spec."""
+    spec = load_spec(write_spec(tmp_path, LEGACY_SPEC, base=CROSSBAR))
+    at_default = spec.points()[0]
+    store = SweepStore(spec.out_dir)
+    _write_as_before(store, at_default)
+    store.prepare(at_default)               # config.json only: half-finished
+    status = sweep_status(spec)
+    assert [ps.state for ps in status.points] == ["half-finished", "pending"] and status.other_points == 1
+    ex = _Scripted()
+    run_sweep(spec, executor=ex, log=quiet)
+    assert ex.ids == [at_default.id, spec.points()[1].id]
+    assert read_json(store.point_dir(at_default.id) / "point.json")["metrics"]["final_test_acc"] == 0.75
+
+
+def test_a_point_failed_under_its_earlier_id_is_kept_and_redone_in_its_own_folder(tmp_path):
+    """A point that diverged under its earlier id counts as failed (diverged) as any other: a plain run keeps it,
+    --retry-diverged redoes it in the point's own folder and leaves the earlier one as it was."""
+    spec = load_spec(write_spec(tmp_path, LEGACY_SPEC, base=CROSSBAR))
+    at_default, other = spec.points()
+    store = SweepStore(spec.out_dir)
+    old = _write_as_before(store, at_default, status="failed")
+    before = (store.root / "points" / old / "point.json").read_bytes()
+    status = sweep_status(spec)
+    assert [(ps.state, ps.failure) for ps in status.points] == [("failed", "diverged"), ("pending", "")]
+    ex = _Scripted()
+    run_sweep(spec, executor=ex, log=quiet)
+    assert ex.ids == [other.id]
+    ex = _Scripted()
+    status = run_sweep(spec, executor=ex, retry_diverged=True, log=quiet)
+    assert ex.ids == [at_default.id]
+    assert read_json(store.root / "points" / at_default.id / "point.json")["metrics"]["final_test_acc"] == 0.75
+    assert (store.root / "points" / old / "point.json").read_bytes() == before
+    assert [ps.state for ps in status.points] == ["done", "done"] and status.other_points == 1

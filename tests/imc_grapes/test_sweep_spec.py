@@ -651,6 +651,44 @@ def test_an_ideal_periphery_crossed_with_an_output_noise_axis_runs_and_names_the
     assert repeated_points(spec_of({"periphery.out_noise": [0.0, 0.1]}, base={"backend": "crossbar"}).points()) == []
 
 
+def test_a_device_override_at_the_presets_value_gives_the_point_of_the_run_without_it():
+    """ReRamSB's dw_min is 0.002 (devices/presets.py): ``[base] device.dw_min = 0.002`` and an axis value 0.002 give
+    the points (the ids) of the spec without them, each point keeping the earlier id that the override gave it
+    (legacy_ids: where a folder of an earlier version holds it); two spellings of one device in one axis are one
+    point, run once, with the earlier id of each."""
+    from imc_grapes.sweep.spec import legacy_config_id
+
+    plain = spec_of({"seed": [0, 1]}, base={"backend": "crossbar"}).points()
+    spelt = spec_of({"seed": [0, 1]}, base={"backend": "crossbar", "device": {"dw_min": 0.002}}).points()
+    assert [p.id for p in spelt] == [p.id for p in plain]
+    assert [p.legacy_ids for p in spelt] == [(legacy_config_id(p.config),) for p in spelt]
+    assert all(p.legacy_ids == () for p in plain) and spelt[0].legacy_ids != spelt[1].legacy_ids
+
+    axis = spec_of({"device.dw_min": [0.002, 0.02], "seed": [0, 1]}, base={"backend": "crossbar"}).points()
+    assert [p.id for p in axis[:2]] == [p.id for p in plain] and len({p.id for p in axis}) == 4
+
+    tables = spec_of({"analog": {"device_overrides": [{}, {"dw_min": 0.002}, {"dw_min": 2e-3, "w_max": 1.25}]}},
+                     base={"backend": "crossbar"}).points()
+    assert len(tables) == 1 and tables[0].id == plain[0].id              # three spellings of ReRamSB: one point
+    assert tables[0].params == {"analog.device_overrides": {}}            # the first spelling's
+    merged = [plain[0].config.replace(analog=AnalogSettings(device_overrides=o))
+              for o in ({"dw_min": 0.002}, {"dw_min": 0.002, "w_max": 1.25})]
+    assert tables[0].legacy_ids == tuple(legacy_config_id(c) for c in merged)
+
+
+def test_repeated_points_still_counts_the_ideal_points_with_a_redundant_device_override():
+    """The repeated-points note (ideal periphery: out_noise changes nothing) is unaffected by a device override at the
+    preset's value: of 2 dw_min × 2 ideal_periphery × 2 out_noise = 8 points (8 ids), the ideal points at
+    out_noise 0.06 repeat those at 0.0, one per dw_min: 2."""
+    from imc_grapes.sweep.spec import repeated_points
+
+    points = spec_of({"device.dw_min": [0.002, 0.02], "periphery.ideal_periphery": [False, True],
+                      "periphery.out_noise": [0.0, 0.06]}, base={"backend": "crossbar"}).points()
+    assert len(points) == 8 and len({p.id for p in points}) == 8
+    assert [(p.params["device.dw_min"], p.params["periphery.out_noise"]) for p in repeated_points(points)] == [
+        (0.002, 0.06), (0.02, 0.06)]
+
+
 def test_dry_run_notes_the_points_that_repeat_another_points_run(tmp_path, capsys):
     from imc_grapes.sweep.cli import main
 

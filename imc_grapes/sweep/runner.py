@@ -48,6 +48,9 @@ class SweepStatus:
     #: points that repeat the run of another point (:func:`~imc_grapes.sweep.spec.repeated_points`): each one still
     #: runs as a point of its own; the status and the printed summary note how many
     repeated: int = 0
+    #: whether the sweep folder exists: where it does not (no sweep has run there yet, or ``--out`` is mistyped) the
+    #: summary line says so, and that the points would run, instead of counting them pending in a folder
+    folder_exists: bool = True
 
     def count(self, *states: str) -> int:
         return sum(p.state in states for p in self.points)
@@ -61,6 +64,12 @@ class SweepStatus:
         return self.count(PENDING, PARTIAL) == 0
 
     def summary_line(self) -> str:
+        """One line: how many points are done, failed and pending (and half-finished: running now, or left by a
+        killed run); for a folder that does not exist, that no sweep has run there yet and how many points would
+        run."""
+        if not self.folder_exists:
+            return (f"sweep {self.name!r}: no sweep has run in {self.out_dir} yet (it does not exist): "
+                    f"{len(self.points)} points would run")
         partial = self.count(PARTIAL)
         extra = ""
         if partial:
@@ -144,7 +153,7 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     folders = {store.folder_name(p.id) for p in points}
     other = sum(name not in folders for name in store.folder_ids())
     return SweepStatus(spec.name, store.root, rows, running=store.is_running(), other_points=other,
-                       repeated=len(repeated_points(points)))
+                       repeated=len(repeated_points(points)), folder_exists=os.path.lexists(store.root))
 
 
 def check_data(points: Sequence[Point]) -> None:

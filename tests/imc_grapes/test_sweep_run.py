@@ -773,6 +773,27 @@ def test_a_sweep_stopped_before_its_first_point_is_still_told_a_sweep_and_kept_f
     assert "2 pending" in capsys.readouterr().out
 
 
+def test_status_of_a_folder_that_does_not_exist_says_so_and_creates_nothing(tmp_path, capsys):
+    """`--status` on a folder that does not exist (a mistyped --out, or a sweep not run yet) counted every point
+    pending as if the folder held them: it now says plainly that no sweep has run there and how many points would
+    run (exit 0), still lists them, and creates nothing; an existing folder keeps the usual count."""
+    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2, 0.4]\n")
+    typo = tmp_path / "typo" / "o"
+    for args, folder in [(["--out", str(typo)], typo), ([], tmp_path / "out")]:
+        assert sweep_main([str(spec_path), "--status", *args]) == 0
+        out, err = capsys.readouterr()
+        lines = out.splitlines()
+        assert lines[0] == f"sweep 's': no sweep has run in {folder} yet (it does not exist): 3 points would run"
+        assert lines[1] == "pending:" and [line.split()[1] for line in lines[2:]] == ["lr=0.1", "lr=0.2", "lr=0.4"]
+        assert err == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+    (tmp_path / "out").mkdir()                                   # exists, nothing in it: counted as before
+    assert sweep_main([str(spec_path), "--status"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"sweep 's' in {tmp_path / 'out'}: 3 points — 0 done, "
+                                                       "0 failed, 3 pending")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
 def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_path, capsys):
     """`--report` with a mistyped --out (or before the sweep ever ran) created the folder and a summary.csv of
     pending points. It is refused (exit 2, naming the option and the folder) and nothing is created; on the folder

@@ -9,8 +9,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..interrupts import exit_status, sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from .runner import SweepStatus
 
 EPILOG = """examples:
   imc-grapes sweep examples/sweeps/dw_min.toml               # run (or resume) with one worker per core
@@ -28,9 +32,9 @@ redoes it) or diverged (NaN/Inf loss or evaluated output: deterministic for its 
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data, workers that keep dying before they start a point, a sweep folder that cannot be
 written (full disk) or that holds another command's output (a train job's, a compare report), --report on a folder
-that does not exist (nothing has run there: a mistyped --out), 3 another process is
-running this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output
-went away (e.g. | head)."""
+where no point of this sweep has finished (one that does not exist or holds no sweep: a mistyped --out; nothing is
+written), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill),
+141 the reader of the output went away (e.g. | head)."""
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -122,6 +126,35 @@ def _not_a_sweep_folder(out: Path, option: str, read_only: bool = False) -> str 
             "sweep (--out)")
 
 
+def _nothing_to_report(status: SweepStatus, option: str, spec_arg: str) -> str | None:
+    """Why ``--report`` must not write into the sweep folder ``status.out_dir`` (set by ``option``; ``status``:
+    :func:`~imc_grapes.sweep.runner.sweep_status` of this sweep's points there): no point of this sweep has finished
+    (done or failed) there, so the report would be a summary of pending points, in a folder that it might create.
+    The folder does not exist (a mistyped --out, or a sweep not run yet), holds no sweep (an empty folder, or files
+    of no command) or holds one where no point of this spec has finished (a sweep stopped before its first point,
+    one of another spec, or one whose first points are running now). None when a point has finished (the report
+    covers what is finished), or when a file or a dangling link is in the folder's place (the folder error, reported
+    by the caller). ``spec_arg``: the spec as typed, for the command the message suggests. Reads only."""
+    from ..io import folder_command
+    from .store import DONE, FAILED
+
+    out = status.out_dir
+    never_ran = (f"so no point of this sweep has run there and there is nothing to report: give the folder the sweep "
+                 f"ran in (--out), or run it first (imc-grapes sweep {spec_arg})")
+    if not status.folder_exists:
+        return f"{option}: {out} does not exist, {never_ran}"
+    if not out.is_dir() or status.count(DONE, FAILED):
+        return None
+    if status.running:      # its lock is held: a sweep, also one that has not written its plan.json yet
+        return (f"{option}: no point of this sweep has finished in {out} yet, so there is nothing to report: a sweep "
+                f"process is running there now; report when a point has finished (imc-grapes sweep {spec_arg} "
+                "--status shows where it stands)")
+    if folder_command(out) != "sweep":      # another command's folder is refused before this
+        return f"{option}: {out} holds no sweep, {never_ran}"
+    return (f"{option}: no point of this sweep has finished in {out}, so there is nothing to report: give the folder "
+            f"the sweep ran in (--out), or run it (imc-grapes sweep {spec_arg}; it resumes there)")
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code (2 for a usage
     error, e.g. ``--out ''``, which would otherwise write into the current folder)."""
@@ -161,11 +194,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     refused = _not_a_sweep_folder(out, option, read_only=args.status)
     if refused is not None:     # before any point runs, and before --dry-run lists a folder the run would refuse
         return fail(refused)
-    # --report on no folder (e.g. a mistyped --out) would create a junk one; a file or a dangling link in its place
-    # is a folder that cannot be written, reported below
-    if args.report and not (out.exists() or out.is_symlink()):
-        return fail(f"{option}: {out} does not exist, so no point of this sweep has run there and there is nothing to "
-                    f"report: give the folder the sweep ran in (--out), or run it first (imc-grapes sweep {args.spec})")
+    # --report where nothing of this sweep has finished (e.g. a mistyped --out) would write a summary of pending
+    # points, into a junk folder it created; a file or a dangling link in its place is a folder that cannot be
+    # written, reported below
+    if args.report and (nothing := _nothing_to_report(sweep_status(spec, out, points), option, args.spec)):
+        return fail(nothing)
     if not (args.dry_run or args.status):
         from ..io import folder_error, writable_folder
 

@@ -325,7 +325,9 @@ def test_a_second_sweep_process_on_the_same_folder_is_refused_until_the_first_di
         assert not (out / "points").exists() and not (out / "plan.json").exists()     # it touched nothing
         assert sweep_main([str(spec_path), "--status"]) == 0
         assert "a sweep process is running in this folder now" in capsys.readouterr().out
-        assert sweep_main([str(spec_path), "--report"]) == 0       # reads the finished points only
+        assert sweep_main([str(spec_path), "--report"]) == 2       # no point has finished: nothing to report
+        assert "a sweep process is running there now" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
         holder.kill()
         holder.wait(timeout=10)

@@ -796,8 +796,8 @@ def test_status_of_a_folder_that_does_not_exist_says_so_and_creates_nothing(tmp_
 
 def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_path, capsys):
     """`--report` with a mistyped --out (or before the sweep ever ran) created the folder and a summary.csv of
-    pending points. It is refused (exit 2, naming the option and the folder) and nothing is created; on the folder
-    of a sweep where nothing has finished yet (stopped after its plan.json) it still writes the pending points."""
+    pending points. It is refused (exit 2, naming the option and the folder) and nothing is created; a file in the
+    folder's place is the folder error, as before."""
     spec_path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n")
     for args, option, folder in [(["--out", str(tmp_path / "typo" / "o")], "--out", tmp_path / "typo" / "o"),
                                  ([], "[sweep] out", tmp_path / "out")]:
@@ -810,11 +810,56 @@ def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_pat
     (tmp_path / "file").write_text("not a folder")                      # exists: the folder error, as before
     assert sweep_main([str(spec_path), "--report", "--out", str(tmp_path / "file")]) == 2
     assert "does not exist" not in capsys.readouterr().err
+
+
+def test_report_refuses_a_folder_where_no_point_of_this_sweep_has_finished(tmp_path, capsys):
+    """`--report` on an existing folder where nothing of this sweep has finished (an empty folder, one of no sweep,
+    a sweep stopped before its first point, one of another spec, one whose first point is running) wrote a
+    summary.csv of pending points only. It is refused like a folder that does not exist (exit 2, naming the option
+    and the folder, saying why there is nothing to report) and writes nothing; once one point has finished (here a
+    failed one: a result too) the report is written as before, the other point pending. No point is trained."""
+    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n")
     spec = load_spec(spec_path)
-    SweepStore(tmp_path / "out").write_plan(spec, spec.points())        # a sweep stopped before its first point
+    out = tmp_path / "out"
+
+    def refused(args: list[str]) -> str:
+        before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+        assert sweep_main([str(spec_path), "--report", *args]) == 2
+        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before   # nothing written
+        stdout, err = capsys.readouterr()
+        assert stdout == ""
+        return err
+
+    never_ran = ("so no point of this sweep has run there and there is nothing to report: give the folder the sweep "
+                 f"ran in (--out), or run it first (imc-grapes sweep {spec_path})\n")
+    (tmp_path / "empty").mkdir()
+    assert refused(["--out", str(tmp_path / "empty")]) == (
+        f"imc-grapes sweep: error: --out: {tmp_path / 'empty'} holds no sweep, {never_ran}")
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")                          # a folder of no command
+    assert refused([]) == f"imc-grapes sweep: error: [sweep] out: {out} holds no sweep, {never_ran}"
+    (out / "notes.txt").unlink()
+    store = SweepStore(out)
+    store.write_plan(spec, spec.points())                           # a sweep stopped before its first point
+    not_finished = (f"imc-grapes sweep: error: [sweep] out: no point of this sweep has finished in {out}, so there "
+                    "is nothing to report: give the folder the sweep ran in (--out), or run it (imc-grapes sweep "
+                    f"{spec_path}; it resumes there)\n")
+    assert refused([]) == not_finished
+    other = load_spec(write_spec(tmp_path / "other", "[axes]\nlr = [0.3]\n"))
+    store.record(other.points()[0], {"status": "done", "history": [{"epoch": 1, "test_acc": 0.5}]})   # not ours
+    assert refused([]) == not_finished
+    first = spec.points()[0]
+    store.prepare(first)                                            # handed out, not finished ...
+    with store.lock():                                              # ... by a sweep process running now
+        assert refused([]) == (f"imc-grapes sweep: error: [sweep] out: no point of this sweep has finished in {out} "
+                               "yet, so there is nothing to report: a sweep process is running there now; report "
+                               f"when a point has finished (imc-grapes sweep {spec_path} --status shows where it "
+                               "stands)\n")
+    assert refused([]) == not_finished                              # killed: half-finished, not finished
+    store.record(first, {"status": "failed", "reason": "diverged: loss became nan (by hand)", "history": []})
     assert sweep_main([str(spec_path), "--report"]) == 0
-    with open(tmp_path / "out" / "summary.csv") as f:
-        assert sorted((row["lr"], row["status"]) for row in csv.DictReader(f)) == [("0.1", "pending"),
+    with open(out / "summary.csv") as f:
+        assert sorted((row["lr"], row["status"]) for row in csv.DictReader(f)) == [("0.1", "failed"),
                                                                                    ("0.2", "pending")]
 
 

@@ -740,7 +740,7 @@ def test_draws_that_repeat_an_earlier_draw_are_one_point_and_the_dry_run_and_the
 def test_status_and_report_note_the_points_that_repeat_another_points_run(tmp_path, capsys):
     """--status and the printed summary of --report say what --dry-run says, in its words (nothing has run: the
     note is about the spec's points, whatever their state); a sweep without such points has no note. (--report
-    needs the sweep's folder: here one of a sweep stopped before its first point, which wrote its plan.json.)"""
+    needs a finished point of the sweep: here one recorded by hand, no point is trained.)"""
     from imc_grapes.sweep import SweepStore
     from imc_grapes.sweep.cli import main
 
@@ -754,7 +754,10 @@ def test_status_and_report_note_the_points_that_repeat_another_points_run(tmp_pa
     assert lines[0] == f"sweep 's': no sweep has run in {tmp_path / 'o'} yet (it does not exist): 4 points would run"
     assert lines[1] == f"  {note}"
     assert lines[2] == "pending:" and len(lines) == 7
-    SweepStore(tmp_path / "o").write_plan(load_spec(spec), load_spec(spec).points())   # as a sweep writes it first
+    store, points = SweepStore(tmp_path / "o"), load_spec(spec).points()
+    store.write_plan(load_spec(spec), points)                                   # as a sweep writes it first
+    assert points[0].params == {"periphery.ideal_periphery": False, "periphery.out_noise": 0.0}   # below too
+    store.record(points[0], {"status": "done", "history": [{"epoch": 1, "test_acc": 0.5}]})    # one finished
     assert main([str(spec), "--report"]) == 0
     out = capsys.readouterr().out
     summary = out.split("\nwrote ")[0].splitlines()

@@ -8,7 +8,7 @@ implementation (:mod:`imc_grapes.suggest` re-exports it and adds the argparse si
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = ["CUTOFF", "close_match", "did_you_mean", "did_you_mean_each"]
 
@@ -17,17 +17,54 @@ __all__ = ["CUTOFF", "close_match", "did_you_mean", "did_you_mean_each"]
 CUTOFF = 0.6
 
 
+#: other spellings of the short training fields (``TrainConfig``'s ``lr``, ``epochs``, ``batch_size``, ``seed``),
+#: common in other tools and too far from the field for difflib (``lrate`` is 0.57 similar to ``lr``, below
+#: :data:`CUTOFF`; ``--bs`` is nearer ``--seed`` than ``--batch-size``), keyed by :func:`_spelling`:
+#: :func:`close_match` names the field when it is among the valid names, as a key (``lrate`` -> ``lr``) or as an
+#: option (``--learning-rate`` -> ``--lr``). A name not in the table is left to difflib.
+SYNONYMS: dict[str, str] = {
+    **dict.fromkeys(("lrate", "learning_rate", "learningrate"), "lr"),
+    **dict.fromkeys(("epoch", "n_epochs", "num_epochs", "nepochs", "max_epochs"), "epochs"),
+    **dict.fromkeys(("bs", "batch", "batchsize", "minibatch", "minibatch_size", "mini_batch_size"), "batch_size"),
+    **dict.fromkeys(("seeds", "random_seed", "rng_seed", "random_state"), "seed"),
+}
+
+
+def _spelling(name: str) -> str:
+    """``name`` as :data:`SYNONYMS` is keyed: lower case, an option's leading dashes dropped, ``-`` read as ``_``
+    (``--Learning-Rate`` -> ``learning_rate``)."""
+    return name.lower().lstrip("-").replace("-", "_")
+
+
+def _synonym(value: str, choices: Sequence[str]) -> str | None:
+    """The entry of ``choices`` that :data:`SYNONYMS` gives for ``value`` (compared by :func:`_spelling`): the field
+    itself, or, where only its plural is valid, that (``random_seed`` -> ``seeds`` of a compare spec); None when
+    ``value`` is no synonym, or the field is not among ``choices`` exactly once."""
+    field = SYNONYMS.get(_spelling(value))
+    if field is None:
+        return None
+    for name in (field, f"{field}s"):
+        found = [c for c in choices if _spelling(c) == name]
+        if found:
+            return found[0] if len(found) == 1 else None
+    return None
+
+
 def close_match(value: object, valid: Iterable[object], abbreviations: bool = False) -> str | None:
     """The entry of ``valid`` closest to ``value`` (:func:`difflib.get_close_matches`, similarity ≥ :data:`CUTOFF`,
     letter case ignored, so that ``reramsb`` finds ``ReRamSB``), or None: when none is that close, or ``value`` is
-    not a string (a number typed for a name has no spelling to correct). ``abbreviations``: a ``value`` that begins
-    exactly one entry (``--hid`` of ``--hidden``, for a command line that takes no abbreviated option) finds that
-    entry, however short it is (difflib would find another one, or none)."""
+    not a string (a number typed for a name has no spelling to correct). A common other name of a short training
+    field (:data:`SYNONYMS`: ``lrate``, ``--learning-rate``, ``bs``) finds that field first, when it is valid.
+    ``abbreviations``: a ``value`` that begins exactly one entry (``--hid`` of ``--hidden``, for a command line that
+    takes no abbreviated option) finds that entry, however short it is (difflib would find another one, or none)."""
     if not isinstance(value, str):
         return None
     choices = [str(v) for v in valid]
     if value in choices:          # the common case, a valid name (messages are built whether or not they are raised)
         return None
+    synonym = _synonym(value, choices)
+    if synonym is not None:
+        return synonym
     names = {v.lower(): v for v in choices}
     if abbreviations:
         started = {n for n in names if n.startswith(value.lower())}

@@ -1176,6 +1176,8 @@ def test_data_without_a_subcommand_names_the_choices_not_an_internal_name(capsys
     (["train", "--hid", "64"], "imc-grapes train", "--hid 64; did you mean '--hidden'?"),     # no abbreviations
     (["train", "--ep=3"], "imc-grapes train", "--ep=3; did you mean '--epochs'?"),
     (["compare", "--bat", "8"], "imc-grapes compare", "--bat 8; did you mean '--batch-size'?"),
+    (["train", "--learning-rate", "0.1"], "imc-grapes train", "--learning-rate 0.1; did you mean '--lr'?"),
+    (["compare", "--bs", "8"], "imc-grapes compare", "--bs 8; did you mean '--batch-size'?"),    # not '--seed'
     (["sweep", "s.toml", "--stat"], "imc-grapes sweep", "--stat; did you mean '--status'?"),
     (["data", "verify", "--ro=x"], "imc-grapes data verify", "--ro=x; did you mean '--root'?"),
     (["train", "--zzzz", "1"], "imc-grapes train", "--zzzz 1"),           # nothing close: argparse's words

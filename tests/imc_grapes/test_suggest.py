@@ -36,6 +36,34 @@ def test_an_abbreviation_finds_the_one_name_it_begins_when_asked():
             == "; did you mean '--batch-size' for '--bat', '--lr' for '--lrr'?")
 
 
+@pytest.mark.parametrize("value, valid, expected", [
+    ("lrate", ["epochs", "lr", "rule", "seed"], "lr"),                  # 0.57 similar to 'lr': difflib finds none
+    ("Learning-Rate", ["epochs", "lr", "seed"], "lr"),                   # case ignored, '-' read as '_'
+    ("--learning-rate", ["--epochs", "--lr", "--seed", "--seeds"], "--lr"),    # an option: the option's spelling
+    ("--bs", ["--batch-size", "--lr", "--seed"], "--batch-size"),        # difflib alone: '--seed'
+    ("num_epochs", ["epoch_scale", "epochs"], "epochs"),
+    ("random_seed", ["--seed", "--seeds"], "--seed"),                    # the field itself before its plural
+    ("random_seed", ["lr_grid", "seeds", "tune_seeds"], "seeds"),        # only the plural valid (a compare spec)
+    ("lrate", ["dw_min", "w_max"], None),                                # the field is not valid here: no guess
+    ("seeds", ["seed", "seeds"], None),                                  # a valid name needs no correction
+])
+def test_another_name_of_a_short_training_field_finds_the_field(value, valid, expected):
+    """:data:`devices.suggest.SYNONYMS`: the common other names of lr, epochs, batch_size and seed (lrate,
+    learning_rate, n_epochs, bs, random_seed, ...) name the field where it is valid, as a key or an option."""
+    assert close_match(value, valid) == expected
+    assert close_match(value, valid, abbreviations=True) == expected
+
+
+def test_the_difflib_guess_the_synonyms_replace():
+    """What the table is for: without it, 'lrate' finds nothing and '--bs' finds '--seed' (a wrong guess)."""
+    import difflib
+
+    from devices.suggest import CUTOFF
+
+    assert difflib.get_close_matches("lrate", ["epochs", "lr", "rule", "seed"], n=1, cutoff=CUTOFF) == []
+    assert difflib.get_close_matches("--bs", ["--batch-size", "--lr", "--seed"], n=1, cutoff=CUTOFF) == ["--seed"]
+
+
 def test_did_you_mean_texts():
     assert did_you_mean("mnsit", ("mnist", "synthetic")) == "; did you mean 'mnist'?"
     assert did_you_mean("cifar", ("mnist", "synthetic")) == ""

@@ -143,6 +143,21 @@ def test_malformed_axes_are_rejected():
         spec_of({"device.dw_min": [0.001, 0.01]}).points()  # base backend digital: the axis would do nothing
 
 
+@pytest.mark.parametrize("table", ["base", "axes"])
+@pytest.mark.parametrize("typed, meant", [("lrate", "lr"), ("learning_rate", "lr"), ("learning-rate", "lr"),
+                                          ("n_epochs", "epochs"), ("bs", "batch_size"), ("random_seed", "seed")])
+def test_another_name_of_a_short_field_is_pointed_to_the_field(tmp_path, table, typed, meant):
+    """`lrate = 0.1` in a spec got no "did you mean": too far from 'lr' for difflib (likewise learning_rate, bs,
+    random_seed). The common other names of the short training fields now name the field, in [base] and as an axis
+    (the rest of the message, the valid fields, as before)."""
+    entry = f"[axes]\n{typed} = [0.1, 0.2]" if table == "axes" else f"{typed} = 0.1"
+    (tmp_path / "s.toml").write_text(f'[base]\ndataset = "synthetic"\n{entry}\n')
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "s.toml")
+    assert message(e).startswith(f"unknown field {typed!r} (top level = TrainConfig fields); valid: ")
+    assert message(e).endswith(f"; did you mean {meant!r}?")
+
+
 @pytest.mark.parametrize("line, axis, got, hint", [
     ("lr = { unifrom = [0.01, 0.1] }", "lr", "['unifrom']", "; did you mean 'uniform'?"),
     ("device.dw_min = { log_unifrom = [0.001, 0.1] }", "device.dw_min", "['log_unifrom']",

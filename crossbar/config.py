@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from crossbar.mapping import _check_size
 from crossbar.periphery import IOParameters
 from crossbar.update import UpdateParameters
 from devices import ConstantStepDevice, PulsedDevice
@@ -48,10 +49,8 @@ class CrossbarConfig:
                                  f"got {getattr(self, name)!r}")
         if not isinstance(self.update, UpdateParameters):
             raise ValueError(f"CrossbarConfig.update must be a crossbar.UpdateParameters, got {self.update!r}")
-        for name in ("tile_rows", "tile_cols"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"CrossbarConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("tile_rows", "tile_cols"):     # a numpy integer (a sweep's value) is kept as its Python int
+            object.__setattr__(self, name, _check_size("CrossbarConfig", name, getattr(self, name)))
 
     def replace(self, **changes: Any) -> "CrossbarConfig":
         """Copy with some fields changed (``dataclasses.replace``)."""

@@ -13,7 +13,7 @@ rows ``r*rows .. (r+1)*rows`` and columns ``c*cols .. (c+1)*cols``.
 
 from __future__ import annotations
 
-import numbers
+import operator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -25,14 +25,27 @@ from torch import Tensor
 __all__ = ["TileGrid"]
 
 
+def _as_size(value: Any) -> int | None:
+    """``value`` as a Python ``int`` when it is an integer (anything ``operator.index`` takes: a Python or numpy
+    integer, e.g. ``numpy.int64`` from a sweep), else None: a bool (also a bool tensor), a float or a string is no
+    size, though ``int()`` would turn it into one."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _check_size(layer: str, name: str, value: Any) -> int:
     """``value`` (a feature / channel count) as an ``int``; ``ValueError`` naming ``layer.name`` unless it is an
-    integer >= 1 (a Python or numpy integer, as ``nn.Linear`` / ``nn.Conv2d`` take it; not a bool or float). The
-    tile grid would refuse it otherwise, naming its own field (``TileGrid.in_features`` for a conv's channels, or
-    for a ``TileArray``'s size), not the one the caller gave; and it takes no numpy integer."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    integer >= 1 (:func:`_as_size`: a Python or numpy integer, as ``nn.Linear`` / ``nn.Conv2d`` take it; not a bool
+    or float). The tile grid would refuse it otherwise, naming its own field (``TileGrid.in_features`` for a conv's
+    channels, or for a ``TileArray``'s size), not the one the caller gave."""
+    size = _as_size(value)
+    if size is None or size < 1:
         raise ValueError(f"{layer}.{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    return size
 
 
 @dataclass(frozen=True)
@@ -54,9 +67,8 @@ class TileGrid:
 
     def __post_init__(self) -> None:
         for name in ("out_features", "in_features", "tile_rows", "tile_cols"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TileGrid.{name} must be an integer >= 1, got {value!r}")
+            # a numpy integer (a sweep's value) is stored as the Python int it holds: equal grids compare equal
+            object.__setattr__(self, name, _check_size("TileGrid", name, getattr(self, name)))
 
     @cached_property
     def n_row_tiles(self) -> int:

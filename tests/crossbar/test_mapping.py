@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -54,6 +57,28 @@ def test_grid_geometry() -> None:
 def test_grid_validation(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"TileGrid.{field}"):
         TileGrid(**kwargs)
+
+
+def test_grid_and_config_take_numpy_integer_sizes() -> None:
+    """A sweep gives sizes as numpy integers: ``TileGrid(np.int64(784), ...)`` was refused as "TileGrid.out_features
+    must be an integer >= 1, got np.int64(784)" (a false statement). Any integer ``operator.index`` takes is now the
+    Python int it holds: 784 outputs on 256-row tiles are ceil(784/256) = 4 row tiles of ceil(784/4) = 196 rows."""
+    g = TileGrid(np.int64(784), np.int32(10), np.uint16(256), torch.tensor(256))
+    assert all(type(v) is int for v in (g.out_features, g.in_features, g.tile_rows, g.tile_cols))
+    assert (g.n_row_tiles, g.n_col_tiles, g.rows, g.cols) == (4, 1, 196, 10)
+    assert g == TileGrid(784, 10, 256, 256) and hash(g) == hash(TileGrid(784, 10, 256, 256))
+    cfg = CrossbarConfig(tile_rows=np.int64(3), tile_cols=np.int8(4))
+    assert (type(cfg.tile_rows), type(cfg.tile_cols)) == (int, int) and cfg == CrossbarConfig(tile_rows=3, tile_cols=4)
+
+
+@pytest.mark.parametrize("value", [True, np.True_, torch.tensor(True), 4.0, np.float64(4.0), torch.tensor(4.0), "4",
+                                   np.int64(0), -1])
+@pytest.mark.parametrize("make,field", [(lambda v: TileGrid(v, 3), "TileGrid.out_features"),
+                                        (lambda v: TileGrid(3, 3, tile_cols=v), "TileGrid.tile_cols"),
+                                        (lambda v: CrossbarConfig(tile_rows=v), "CrossbarConfig.tile_rows")])
+def test_grid_and_config_still_refuse_bools_floats_and_sizes_below_one(make, field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"^{field} must be an integer >= 1, got {re.escape(repr(value))}$"):
+        make(value)
 
 
 def test_to_tiles_rejects_wrong_shape() -> None:

@@ -342,10 +342,33 @@ def _scales(x_max: Tensor, d_max: Tensor, lr: float | Tensor, dw_min: float | Te
         a = b = ab_base
     # Over budget: shrink d_val so that the largest x keeps probability 1 (errors get capped instead).
     d_safe = torch.where(k > cfg.desired_bl, d_safe * (cfg.desired_bl / k), d_safe)
-    a = a * torch.sqrt(x_safe / d_safe)
-    b = b * torch.sqrt(d_safe / x_safe)
+    a = a * _sqrt_ratio(x_safe, d_safe)
+    b = b * _sqrt_ratio(d_safe, x_safe)
     bl.masked_fill_(empty | (lr_abs == 0), 0)
     return bl, a, b
+
+
+def _sqrt_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``sqrt(num / den)`` of the positive maxima (or 1 where a line is empty; NaN kept), the factor of the scales
+    ``a`` and ``b``. Where the quotient leaves the normal range of the dtype (a subnormal maximum such as
+    ``|d| = 1e-40``, or ``x_max / d_max > 3.4e38`` in float32) it is ``sqrt(num) / sqrt(den)`` instead, capped at the
+    largest float: the quotient's ``inf`` gave ``a = inf`` and so ``q = inf·0 = NaN`` on the lines without error and
+    ``q = 1`` on the others, and its subnormal or 0 lost the digits of ``b``. Normal quotients are kept bit for bit;
+    no host read (``torch.where``)."""
+    ratio = num / den
+    root = torch.sqrt(ratio)
+    info = torch.finfo(root.dtype)
+    outside = torch.isinf(ratio) | (ratio < info.tiny)
+    return torch.where(outside, (num.sqrt() / den.sqrt()).clamp_(max=info.max), root)
+
+
+def _sqrt_ratio_numpy(num: np.ndarray, den: np.ndarray) -> Tensor:
+    """:func:`_sqrt_ratio` of numpy arrays (the CPU path, :func:`_scales_numpy`): the quotient by numpy, the square
+    root by torch, as before; the split form only when some quotient leaves the normal range (a host test)."""
+    ratio = num / den
+    if (np.isinf(ratio) | (ratio < np.finfo(ratio.dtype).tiny)).any():
+        return _sqrt_ratio(torch.from_numpy(np.asarray(num)), torch.from_numpy(np.asarray(den)))
+    return torch.from_numpy(ratio).sqrt_()         # in place: ratio is not read again
 
 
 def _inf_as_nan(t: Tensor) -> Tensor:
@@ -400,8 +423,8 @@ def _scales_scalar(x_max: Tensor, d_max: Tensor, lr: float, dw: float, cfg: Upda
         a = ab_base
     # Over budget: shrink d_val so that the largest x keeps probability 1 (errors get capped instead).
     d_safe = torch.where(k > cfg.desired_bl, d_safe * (cfg.desired_bl / k), d_safe)
-    b = torch.sqrt(d_safe / x_safe).mul_(a)
-    a = torch.sqrt(x_safe / d_safe).mul_(a)
+    b = _sqrt_ratio(d_safe, x_safe).mul_(a)
+    a = _sqrt_ratio(x_safe, d_safe).mul_(a)
     return bl.masked_fill_(empty, 0), a, b
 
 
@@ -461,8 +484,8 @@ def _scales_numpy(xv: np.ndarray, dv: np.ndarray, lr_abs: float, dw: float, max_
     if over.any():
         d_safe = np.where(over, d_safe * (np.reciprocal(k) * ft(cfg.desired_bl)), d_safe)
     # square roots by torch: its float32 sqrt is not always correctly rounded, numpy's is
-    b = torch.from_numpy(d_safe / x_safe).sqrt_().mul_(a)
-    a = torch.from_numpy(x_safe / d_safe).sqrt_().mul_(a)
+    b = _sqrt_ratio_numpy(d_safe, x_safe).mul_(a)
+    a = _sqrt_ratio_numpy(x_safe, d_safe).mul_(a)
     if any_empty:
         bl[empty] = 0
     return torch.from_numpy(bl), a, b

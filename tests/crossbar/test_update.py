@@ -645,3 +645,36 @@ def test_ideal_delta_checks_its_learning_rate_as_the_pulsed_update_does() -> Non
         sync_free = ideal_delta(x, d, torch.tensor(0.5))
         ideal_delta(x, d, torch.tensor(math.nan))     # sync-free: a tensor's value is left to the loss check
     assert torch.equal(sync_free, want)
+
+
+@pytest.mark.parametrize("path", ["cpu", "sync-free"])
+@pytest.mark.parametrize("lr", [0.01, torch.tensor(0.01)], ids=["float-lr", "tensor-lr"])
+@pytest.mark.parametrize("management", ["bl", "um"])
+@pytest.mark.parametrize("case", ["subnormal-d", "subnormal-x", "ratio-beyond-float32"])
+def test_update_management_of_a_subnormal_or_far_apart_maximum(case: str, management: str, lr, path: str) -> None:
+    """A subnormal ``max|d|`` (1e-40) made ``x_max / d_max`` infinite in float32: ``a = inf``, so the error lines'
+    probabilities were ``inf·0 = NaN`` (no error) and 1 (any error), and a subnormal ``d_max / x_max`` lost ``b``'s
+    digits. The probabilities are now those of update management computed in float64 (numpy, from the float32
+    inputs): both maxima fire with ``sqrt(lr·x_max·d_max / (dw_min·BL))`` and every line in proportion to its
+    magnitude, no NaN; the pulse counts are finite and, with these expected counts (< 1e-18 per device), zero."""
+    import contextlib
+
+    from devices import no_host_reads
+
+    x32, d32 = {"subnormal-d": ([1.0, 0.5, 0.0], [1e-40, 0.0, -5e-41]),
+                "subnormal-x": ([1e-40, 0.0, 3e-41], [1.0, 0.0, -0.5]),
+                "ratio-beyond-float32": ([1e10, 0.0, 1.0], [1e-30, 0.0, 5e-31])}[case]
+    x, d = torch.tensor([[x32]]), torch.tensor([[d32]])           # [batch 1, C 1, cols 3], [batch 1, R 1, rows 3]
+    cfg = UpdateParameters(update_bl_management=management == "bl")
+    guard = no_host_reads if path == "sync-free" else contextlib.nullcontext
+    with guard():
+        p_x, p_d, bl = pulse_probabilities(x, d, lr, DW, cfg)
+        n_up, n_down, total = pulse_counts(x, d, lr, DW, cfg, _gen(0))
+    xs, ds = x.double().abs().numpy().ravel(), d.double().abs().numpy().ravel()
+    # k = lr·x·d/dw_min is far below 1: BL management picks 1 slot, else the train is desired_bl = 31 slots long
+    want_bl = 1 if management == "bl" else 31
+    peak = np.sqrt(0.01 * xs.max() * ds.max() / (DW * want_bl))
+    assert bl.tolist() == [[[want_bl]]]
+    np.testing.assert_allclose(p_x.double().numpy().ravel(), peak * xs / xs.max(), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(p_d.double().numpy().ravel(), peak * ds / ds.max(), rtol=1e-6, atol=0)
+    assert float(total) == 0 and not n_up.any() and not n_down.any()

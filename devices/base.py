@@ -53,9 +53,9 @@ from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
-__all__ = ["DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "FLOAT32_TINY", "NORMAL_DRAW_MAX",
-           "PulsedDevice", "check_field", "check_field_types", "check_finite", "fits_float32", "is_finite_number",
-           "is_number"]
+__all__ = ["DW_MIN_MIN", "DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "FLOAT32_TINY",
+           "NORMAL_DRAW_MAX", "PulsedDevice", "check_field", "check_field_types", "check_finite", "fits_float32",
+           "is_finite_number", "is_number"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -77,6 +77,13 @@ take 53-bit uniforms, ``sqrt(−2·ln 2⁻⁵³) = 8.57``; CUDA's curand uniform
 ``2⁻⁵⁴`` (float64, 8.65); :class:`devices.rng.CounterRNG` inverts the normal CDF of uniforms at least ``2⁻²⁴``
 (float32, 5.29) and ``2⁻⁵³`` (float64, 8.21). ``tests/devices/test_noise_limits.py`` recomputes these bounds
 and checks torch's largest draws against them."""
+
+DW_MIN_MIN = 3e-12
+"""Smallest accepted :attr:`PulsedDevice.dw_min` (weight units). The constant-step update's std
+``var·rsqrt(var + 1e-30)`` (``devices.constant_step._TINY``, which keeps devices without pulses exact) is ``sqrt(var)``
+to a relative ``1e-30 / (2·var)``, below float32's half ulp (6e-8) only for steps ``dw² >= 8e-24``; a 1e-15 step had
+its cycle-to-cycle std 8 % too small, 1e-17 one 92 %, and below ~1e-19 ``dw²`` is no normal float32 at all (every
+model's variance). A step of 3e-12 on the range ±0.6 is 4e11 states: no device (the presets: 1e-4 to 0.1)."""
 
 DW_MIN_STD_MAX = 1e19
 """Largest accepted :attr:`PulsedDevice.dw_min_std`: the count-based update carries the cycle-to-cycle variance
@@ -269,14 +276,15 @@ class PulsedDevice:
     """Abstract base of all pulsed device models; fields use aihwkit's names and defaults.
 
     Attributes (weight units unless stated):
-        dw_min: mean step of one pulse across devices and directions (> 0, at most ``w_max − w_min``).
+        dw_min: mean step of one pulse across devices and directions (at least :data:`DW_MIN_MIN` = 3e-12, at most
+            ``w_max − w_min``).
         dw_min_dtod: device-to-device std of the step, relative to ``dw_min`` (>= 0).
         dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0, at most
             :data:`DW_MIN_STD_MAX` = 1e19: its square must be finite in float32; 1e19 is no physical device).
         up_down: systematic up/down asymmetry in units of ``dw_min`` (in (-1, 1)); > 0 weakens down pulses.
         up_down_dtod: device-to-device std of the up/down asymmetry, in units of ``dw_min`` (>= 0).
         w_min: mean lower bound (<= 0, finite).
-        w_max: mean upper bound (>= 0, > w_min, finite).
+        w_max: mean upper bound (>= 0, > w_min, finite; ``w_max − w_min`` at most float32's largest, 3.4e38).
         w_min_dtod: device-to-device std of the lower bound, relative to ``w_min`` (>= 0).
         w_max_dtod: device-to-device std of the upper bound, relative to ``w_max`` (>= 0).
         write_noise_std: write noise in units of ``dw_min`` (>= 0): the *apparent* (read) state is the hidden
@@ -319,7 +327,9 @@ class PulsedDevice:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
             check_field(c, f.name, v, not math.isnan(v), "a number (not NaN)")
-        check_field(c, "dw_min", self.dw_min, math.isfinite(self.dw_min) and self.dw_min > 0, "> 0 and finite")
+        check_field(c, "dw_min", self.dw_min, math.isfinite(self.dw_min) and self.dw_min >= DW_MIN_MIN,
+                    f">= {DW_MIN_MIN:g} and finite (smaller steps lose the cycle-to-cycle noise's digits in float32: "
+                    f"dw_min² must be far above float32's smallest normal number; realistic steps are 1e-4 to 0.1)")
         for name in ("dw_min_dtod", "up_down_dtod", "w_min_dtod", "w_max_dtod", "write_noise_std"):
             v = getattr(self, name)
             check_field(c, name, v, math.isfinite(v) and v >= 0, ">= 0 and finite")
@@ -335,6 +345,9 @@ class PulsedDevice:
             check_field(c, name, v, math.isfinite(v), "finite")
         check_field(c, "w_max", self.w_max, self.w_max > self.w_min, f"> w_min = {self.w_min!r}")
         span = self.w_max - self.w_min
+        check_field(c, "w_max", self.w_max, span <= FLOAT32_MAX,
+                    f"at most w_min + {FLOAT32_MAX:.4g} = {self.w_min + FLOAT32_MAX:.4g} (the range w_max - w_min must "
+                    f"be a float32, the states' type: a state crosses it)")
         check_field(c, "dw_min", self.dw_min, self.dw_min <= span,
                     f"<= w_max - w_min = {span:g} (one pulse's step at most the whole range [w_min, w_max])")
         self._validate()

@@ -17,9 +17,10 @@ from devices.base import FLOAT32_MAX, is_finite_number
 from ..field_walk import walk_errors
 
 SHARED_BAD = [
-    ("dw_min", -0.1, "> 0"),
-    ("dw_min", 0.0, "> 0"),
-    ("dw_min", math.inf, "> 0 and finite"),
+    ("dw_min", -0.1, ">= 3e-12"),
+    ("dw_min", 0.0, ">= 3e-12"),
+    ("dw_min", 2.9e-12, ">= 3e-12"),
+    ("dw_min", math.inf, ">= 3e-12 and finite"),
     ("dw_min_dtod", -0.01, ">= 0"),
     ("dw_min_std", -1.0, ">= 0"),
     ("up_down_dtod", -0.5, ">= 0"),
@@ -48,8 +49,21 @@ def test_shared_fields_validated(cls, field, value, valid):
 
 
 def test_error_message_format_exact():
-    with pytest.raises(ValueError, match=r"^ConstantStepDevice\.dw_min must be > 0 and finite, got -0\.1$"):
+    with pytest.raises(ValueError, match=r"^ConstantStepDevice\.dw_min must be >= 3e-12 and finite \(smaller steps "
+                                         r"lose .* realistic steps are 1e-4 to 0\.1\), got -0\.1$"):
         dv.ConstantStepDevice(dw_min=-0.1)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_a_range_beyond_float32_is_refused_naming_w_max(cls):
+    """``w_min = -3e38, w_max = 3e38``: every field is a float32 but the range 6e38 is not (a state crossing it, or a
+    step of the whole range, is inf in float32). The largest range, exactly float32's largest, is accepted."""
+    kw = dict(dw_min=1e30, w_min_dtod=0.0, w_max_dtod=0.0)
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.w_max must be at most w_min \+ 3\.403e\+38 = 4\.028e\+37 "
+                                         r"\(the range w_max - w_min must be a float32.*\), got 3e\+38$"):
+        cls(w_min=-3e38, w_max=3e38, **kw)
+    ok = cls(w_min=-3e38, w_max=FLOAT32_MAX - 3e38, **kw)
+    assert ok.w_max - ok.w_min == FLOAT32_MAX
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -337,3 +351,20 @@ def test_sample_and_tile_array_refuse_a_dtype_that_is_no_floating_torch_dtype(dt
                                              rf"torch.float32; the device states are real numbers\), got "
                                              rf"{re.escape(repr(dtype))}$"):
             make()
+
+
+def test_the_smallest_dw_min_keeps_the_cycle_to_cycle_std():
+    """At dw_min = 3e-12 (DW_MIN_MIN) the constant-step update's std ``var·rsqrt(var + 1e-30)`` is still
+    ``dw_min_std·sqrt(n)·dw_min`` (hand formula; sampling error of 3600 devices ~1.2 %); at 1e-15, now refused, it was
+    8 % too small, at 1e-17 92 %."""
+    from devices.base import DW_MIN_MIN
+
+    dev = dv.ConstantStepDevice(dw_min=DW_MIN_MIN, w_min=-1e-6, w_max=1e-6, dw_min_dtod=0.0, up_down_dtod=0.0,
+                                w_min_dtod=0.0, w_max_dtod=0.0, dw_min_std=0.3)
+    g = torch.Generator().manual_seed(0)
+    p = dev.sample((60, 60), g)
+    n_up = torch.full((60, 60), 5.0)
+    new = dev.apply_pulses(torch.zeros(60, 60), n_up, torch.zeros(60, 60), p, g).double()
+    want = 0.3 * math.sqrt(5) * DW_MIN_MIN
+    assert float(new.mean()) == pytest.approx(5 * DW_MIN_MIN, rel=0.01)
+    assert float(new.std()) == pytest.approx(want, rel=0.05)

@@ -114,25 +114,72 @@ def _weights_get_gradient(ctx: Any) -> bool:
     return node is None or will_execute is None or bool(will_execute(node))
 
 
+_DATA_GET = Tensor.data.__get__  # type: ignore[attr-defined]  # what __torch_function__ gets for t.data (==)
+
+
+def _written_tensor(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The tensor that the torch function ``func`` writes into, or ``None`` if it writes into none: the first
+    argument (or ``tensor=`` / ``input=``) of an in-place operation (a name ending in ``_``: ``Tensor.copy_``,
+    ``nn.init.uniform_``, ``x += 1`` as ``add_``), of ``__setitem__`` and of the ``.data`` setter, or ``out=``."""
+    out = kwargs.get("out")
+    if isinstance(out, (tuple, list)):
+        out = next((t for t in out if isinstance(t, AnalogWeight)), None)
+    if out is not None:
+        return out
+    name = getattr(func, "__name__", "")
+    writes = name in ("__setitem__", "__set__") or (name.endswith("_") and not name.startswith("__"))
+    if not writes:
+        return None
+    return args[0] if args else kwargs.get("tensor", kwargs.get("input"))
+
+
 class AnalogWeight(Tensor):
     """The copy of an analog layer's weights that ``layer.weight`` returns, whose ``requires_grad`` is the layer's.
 
-    The values are a plain copy (changing them does not change the devices; every torch operation on it
-    returns a plain ``Tensor``; pickling and ``copy.deepcopy`` give a plain ``Tensor``). Reading
-    ``requires_grad`` gives, and ``requires_grad = flag`` / ``requires_grad_(flag)`` set, the layer's
-    ``analog_ctx.requires_grad``: whether backward stashes the layer's update (``False``: the layer is frozen,
-    no pulses; see the module docstring). So ``layer.weight.requires_grad_(False)`` freezes the layer as it
-    would an ``nn.Linear``. The copy itself stays outside autograd (no ``grad_fn``, no ``.grad``).
+    The values are a copy (every torch operation on it returns a plain ``Tensor``; pickling and ``copy.deepcopy``
+    give a plain ``Tensor``). It is read-only: writing into it would not change the devices, so an in-place
+    operation on it or on its ``.data`` (``nn.init.kaiming_uniform_(layer.weight)``, ``layer.weight.data.copy_(w)``,
+    ``layer.weight[0] = 0``, ``layer.weight.data = w``, ``out=layer.weight``) raises ``RuntimeError`` naming
+    :meth:`AnalogModuleBase.set_weights`, where ``nn.Linear`` would have changed its weights (``.clone()`` gives a
+    plain copy to change). Reading ``requires_grad`` gives, and ``requires_grad = flag`` / ``requires_grad_(flag)``
+    set, the layer's ``analog_ctx.requires_grad``: whether backward stashes the layer's update (``False``: the layer
+    is frozen, no pulses; see the module docstring). So ``layer.weight.requires_grad_(False)`` freezes the layer as
+    it would an ``nn.Linear``. The copy itself stays outside autograd (no ``grad_fn``, no ``.grad``).
     """
 
-    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]  # plain results
     _analog_ctx: Tensor
+    _owner: str
 
     @classmethod
-    def of(cls, values: Tensor, analog_ctx: Tensor) -> "AnalogWeight":
-        """``values`` (any shape; not copied) as an :class:`AnalogWeight` tied to ``analog_ctx``."""
+    def __torch_function__(cls, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        """Run ``func`` on plain tensors (plain results), after refusing a write into an :class:`AnalogWeight`;
+        ``.data`` of one is an :class:`AnalogWeight` too (read-only as well)."""
+        kwargs = kwargs or {}
+        target = _written_tensor(func, args, kwargs)
+        if isinstance(target, AnalogWeight):
+            name = getattr(func, "__name__", str(func))
+            if name == "__set__":     # a property's setter: its descriptor names the attribute
+                name = f"assigning .{getattr(getattr(func, '__self__', None), '__name__', 'an attribute')}"
+            if kwargs.get("out") is not None:
+                name = f"{name}(out=...)"
+            layer = getattr(target, "_owner", "the analog layer")
+            raise RuntimeError(f"{layer}.weight is a read-only copy of the devices' states: {name} on it would not "
+                               f"change the layer; program new weights with {layer}.set_weights(w) (or change a "
+                               "copy, layer.weight.clone())")
+        with torch._C.DisableTorchFunctionSubclass():
+            result = func(*args, **kwargs)
+        if func == _DATA_GET and args and isinstance(args[0], AnalogWeight):
+            return AnalogWeight.of(result, args[0]._analog_ctx, args[0]._owner)
+        return result
+
+    @classmethod
+    def of(cls, values: Tensor, analog_ctx: Tensor, owner: str = "AnalogModuleBase") -> "AnalogWeight":
+        """``values`` (any shape; not copied) as an :class:`AnalogWeight` tied to ``analog_ctx``; ``owner``: the
+        layer's class name, for the error messages."""
         weight = values.as_subclass(cls)
         weight._analog_ctx = analog_ctx
+        weight._owner = owner
         return weight
 
     @property
@@ -199,7 +246,7 @@ class AnalogModuleBase(nn.Module):
     def weight(self) -> "AnalogWeight":
         """Read-only copy of the weights as the torch layer would shape them (use :meth:`set_weights`); its
         ``requires_grad`` is the layer's (``analog_ctx.requires_grad``, see :class:`AnalogWeight`)."""
-        return AnalogWeight.of(self.get_weights(), self.analog_ctx)
+        return AnalogWeight.of(self.get_weights(), self.analog_ctx, type(self).__name__)
 
     def get_weights(self) -> Tensor:
         """Exact copy of the weights (no read noise), shaped like the torch layer's ``weight``."""

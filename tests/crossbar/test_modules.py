@@ -120,7 +120,8 @@ def test_weight_is_read_only() -> None:
     with pytest.raises(AttributeError):
         lin.weight = torch.zeros(3, 4)                                       # type: ignore[misc]
     w = lin.weight
-    w.zero_()                                                                # a copy: the tile is unchanged
+    with pytest.raises(RuntimeError, match="read-only copy"):                # a copy: writing into it is refused
+        w.zero_()
     assert lin.get_weights().abs().sum() > 0
     lin.set_weights(torch.ones(3, 4))
     assert torch.equal(lin.weight, torch.ones(3, 4))
@@ -577,6 +578,52 @@ def test_parameter_groups_with_a_scheduler_and_a_frozen_group() -> None:
         torch.testing.assert_close(first.get_weights(), w1, rtol=0, atol=1e-12)
     assert torch.equal(second.get_weights(), w2)
     assert [group["lr"] for group in opt.param_groups] == [0.075, 0.025]
+
+
+_WEIGHT_WRITES = {
+    "nn.init.kaiming_uniform_": lambda w: nn.init.kaiming_uniform_(w),
+    "nn.init.zeros_": lambda w: nn.init.zeros_(w),
+    "copy_ under no_grad": lambda w: w.copy_(torch.ones_like(w)),
+    ".data.normal_": lambda w: w.data.normal_(),
+    ".data.copy_": lambda w: w.data.copy_(torch.ones_like(w)),
+    ".data = ...": lambda w: setattr(w, "data", torch.ones_like(w)),
+    "w[0] = 0": lambda w: w.__setitem__(0, 0.0),
+    "w += 1": lambda w: w.__iadd__(1.0),
+    "out=w": lambda w: torch.mul(torch.ones_like(w), 2.0, out=w),
+}
+
+
+@pytest.mark.parametrize("write", sorted(_WEIGHT_WRITES))
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_writing_into_the_weight_copy_raises_instead_of_leaving_the_devices_as_they_are(kind: str, write: str) -> None:
+    """``nn.Linear`` users initialise and overwrite ``layer.weight`` in place; on an analog layer that wrote into a
+    copy and left the devices untouched without a word. Now every such write raises, naming ``set_weights``, and the
+    devices keep their states; ``set_weights`` programs the same values exactly (ideal device)."""
+    layer = (AnalogLinear(4, 3, rpu_config=ideal_config(), dtype=F64, seed=0) if kind == "linear"
+             else AnalogConv2d(2, 3, 2, rpu_config=ideal_config(), dtype=F64, seed=0))
+    name = type(layer).__name__
+    before = layer.get_weights()
+    message = rf"{name}\.weight is a read-only copy.*{name}\.set_weights"
+    with torch.no_grad(), pytest.raises(RuntimeError, match=message):
+        _WEIGHT_WRITES[write](layer.weight)
+    assert torch.equal(layer.get_weights(), before)
+    ones = torch.ones(layer.weight.shape, dtype=F64)
+    layer.set_weights(0.5 * ones)
+    assert torch.equal(layer.get_weights(), 0.5 * ones)
+
+
+def test_the_weight_copy_still_reads_and_clones_as_a_tensor() -> None:
+    """Reading ops are unaffected by the write guard: plain results, ``.data`` and ``.clone()`` hold the weights,
+    and a clone is an ordinary tensor that can be changed (the layer keeps its weights)."""
+    lin = AnalogLinear(3, 2, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+    target = torch.tensor([[0.5, -0.25, 0.0], [0.125, 1.0, -1.0]], dtype=F64)
+    lin.set_weights(target)
+    w = lin.weight
+    assert torch.equal(w.data, target) and torch.equal(w.abs().sum(1), torch.tensor([0.75, 2.125], dtype=F64))
+    clone = w.clone()
+    assert type(clone) is torch.Tensor
+    clone.zero_()
+    assert torch.equal(lin.get_weights(), target)
 
 
 def test_analog_weight_copy_is_plain_data() -> None:

@@ -47,6 +47,7 @@ outputs below that value (tests/crossbar/test_conv_vs_aihwkit.py).
 from __future__ import annotations
 
 import numbers
+import warnings
 import weakref
 from typing import Any
 
@@ -320,6 +321,7 @@ class AnalogModuleBase(nn.Module):
         self._stash.clear()
         self._stash_versions.clear()
         self._stash_mark = None
+        self.__dict__["_unapplied_drops"] = 0     # plain dict write: nn.Module.__setattr__ is slow, this runs per step
 
     def _stash_is_current(self) -> bool:
         """Whether the stash still stands for the gradient of ``analog_ctx``, i.e. no ``zero_grad`` reset it since
@@ -340,9 +342,25 @@ class AnalogModuleBase(nn.Module):
         return grad is mark[0] and grad._version == mark[1]
 
     def _drop_stale_stash(self) -> None:
-        """Drop the stash when a ``zero_grad`` reset ``analog_ctx.grad`` since it began (:meth:`_stash_is_current`)."""
+        """Drop the stash when a ``zero_grad`` reset ``analog_ctx.grad`` since it began (:meth:`_stash_is_current`).
+
+        The second such drop in a row (no update, :meth:`clear_stash` or ``AnalogSGD.zero_grad`` in between) warns,
+        once per layer: the layer has been trained by a loop that never applies its pulsed update, which is what a
+        plain torch optimizer (``torch.optim.SGD``, ``Adam``) does on its own (it moves the digital parameters only,
+        see the module docstring). One drop is torch's ``zero_grad`` contract (a backward without a step) and stays
+        silent."""
         if self._stash and not self._stash_is_current():
+            drops = self.__dict__.get("_unapplied_drops", 0) + 1
             self.clear_stash()
+            self.__dict__["_unapplied_drops"] = drops
+            if drops == 2 and not self.__dict__.get("_warned_unapplied", False):
+                self.__dict__["_warned_unapplied"] = True
+                warnings.warn(
+                    f"{type(self).__name__}: zero_grad dropped the stashed pulsed update of two backward passes in a "
+                    "row without applying it, so the analog weights do not train; a torch optimizer (torch.optim.SGD, "
+                    "Adam, ...) updates the digital parameters only: use crossbar.AnalogSGD, or call "
+                    "crossbar.analog_step(model, lr) after its step (to compute gradients only, freeze the layer with "
+                    "layer.requires_grad_(False))", stacklevel=2)
 
     def _mark_stash(self) -> None:
         """Mark the start of a stash on ``analog_ctx.grad`` (an empty tensor, made if there is none)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -244,6 +245,59 @@ def test_torch_zero_grad_keeps_what_backward_stashes_after_it_and_accumulates_as
         opt.step()
     assert analog_step(analog, 0.01) == 1
     torch.testing.assert_close(analog[0].get_weights(), digital[0].weight, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1), lambda p: torch.optim.Adam(p, lr=0.1)],
+                         ids=["SGD", "Adam"])
+def test_a_torch_optimizer_alone_warns_once_that_the_analog_weights_do_not_train(make_opt) -> None:
+    """``torch.optim.SGD`` / ``Adam`` over an analog model move the digital bias only (the analog weights have no
+    float gradient; the module docstring says so): a user who swaps in a torch optimizer used to get a model whose
+    analog weights silently never changed. The third backward of such a loop (the second stash dropped unapplied)
+    warns once, naming AnalogSGD and analog_step; the weights stay exactly the initial ones and the bias moves as
+    that of an ``nn.Linear`` with the same weights, frozen, under the same optimizer."""
+    analog, frozen = _analog_and_digital()
+    w0 = analog[0].get_weights()
+    frozen[0].weight.requires_grad_(False)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(2), dtype=F64)
+    opts = [make_opt(m.parameters()) for m in (analog, frozen)]
+    with pytest.warns(UserWarning, match="AnalogSGD.*analog_step") as record:
+        for _ in range(5):
+            for model, opt in zip((analog, frozen), opts):
+                opt.zero_grad()
+                (model(x) - 1.0).square().sum().backward()
+                opt.step()
+    assert sum("AnalogSGD" in str(w.message) for w in record) == 1
+    assert torch.equal(analog[0].get_weights(), w0)
+    torch.testing.assert_close(analog[0].bias, frozen[0].bias, rtol=0, atol=1e-12)
+    assert not torch.equal(frozen[0].bias, _analog_and_digital()[1][0].bias)      # the bias did train
+
+
+def test_no_warning_where_the_update_is_applied_or_dropped_once() -> None:
+    """The loops that apply the update (AnalogSGD; a torch optimizer plus analog_step) and torch's one-off drop (a
+    backward without a step, then zero_grad) stay silent."""
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(3), dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        analog, _ = _analog_and_digital()
+        opt = AnalogSGD(analog.parameters(), lr=0.01)
+        for _ in range(4):
+            opt.zero_grad()
+            analog(x).sum().backward()
+            opt.step()
+        analog, _ = _analog_and_digital()
+        torch_opt = torch.optim.Adam(analog.parameters(), lr=0.01)
+        for _ in range(4):
+            torch_opt.zero_grad()
+            analog(x).sum().backward()
+            torch_opt.step()
+            analog_step(analog, 0.01)
+        analog, _ = _analog_and_digital()
+        for _ in range(3):
+            analog(x).sum().backward()                       # a backward without a step, dropped once
+            analog.zero_grad()
+            analog(x).sum().backward()
+            AnalogSGD(analog.parameters(), lr=0.01).step()
+            analog.zero_grad()
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])

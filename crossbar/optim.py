@@ -23,8 +23,31 @@ from devices.host import host_reads_free
 
 __all__ = ["AnalogSGD", "analog_step", "analog_zero_grad"]
 
-_SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": False}
-"""``torch.optim.SGD`` options :class:`AnalogSGD` does not implement, with the only value it accepts (SGD's default)."""
+_SGD_OPTIONS: dict[str, Any] = {"momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": False,
+                                "foreach": None, "differentiable": False, "fused": None}
+"""``torch.optim.SGD`` options :class:`AnalogSGD` does not implement, with the only value it accepts (SGD's default;
+``foreach`` / ``fused`` also ``False``)."""
+
+
+def _equals(value: Any, ok: Any) -> bool:
+    """``value == ok`` as a bool (``False`` for ``None`` on either side, which only ``is`` matches, and where the
+    comparison has no single truth value: a tensor of several elements)."""
+    if value is None or ok is None or (isinstance(value, Tensor) and value.numel() != 1):
+        return False
+    return bool(value == ok)
+
+
+def _check_sgd_option(where: str, key: str, value: Any) -> None:
+    """``ValueError("<where> option <key>=<value> is not supported (only <default>); use analog_step next to a torch
+    optimizer for <key>")`` unless ``value`` is the default of the ``torch.optim.SGD`` option ``key``
+    (:data:`_SGD_OPTIONS`), which :class:`AnalogSGD` accepts as the plain SGD step it takes (``foreach`` / ``fused``
+    also ``False``: its step is a plain loop over the parameters)."""
+    off = _SGD_OPTIONS[key]
+    accepted = (off, False) if off is None else (off,)
+    if not any(value is ok or _equals(value, ok) for ok in accepted):
+        only = " or ".join(repr(ok) for ok in accepted)
+        raise ValueError(f"{where} option {key}={value!r} is not supported (only {only}); use analog_step next to a "
+                         f"torch optimizer for {key}")
 
 
 def _check_optimizer_lr(lr: Any, where: str = "AnalogSGD.lr", read_device_tensor: bool = True) -> None:
@@ -53,6 +76,10 @@ class AnalogSGD(torch.optim.Optimizer):
             ``analog_ctx`` parameters (they are in ``model.parameters()``) for those layers to be updated.
         lr: learning rate (> 0) of both the digital SGD step and the analog update (``tile.update(x, d, lr)``;
             the device's pulse granularity and the update management turn it into pulses).
+        momentum, dampening, weight_decay, nesterov, maximize, foreach, differentiable, fused: ``torch.optim.SGD``'s
+            other options, in its order, accepted at their defaults only (the plain SGD step this optimizer takes):
+            any other value is a ``ValueError`` naming the option (use :func:`analog_step` next to a torch
+            optimizer for them), as in a parameter group; an unknown keyword is Python's ``TypeError``.
 
     A frozen analog layer (``layer.requires_grad_(False)`` or ``layer.weight.requires_grad_(False)`` before the
     forward pass) stashes nothing in backward, so ``step`` sends its devices no pulse, as ``torch.optim`` skips a
@@ -62,11 +89,18 @@ class AnalogSGD(torch.optim.Optimizer):
     does: see :mod:`crossbar.modules`). Every parameter group's ``lr`` must be > 0 (a number or a one-element
     tensor, whose value is read once, when the group is added, even on a GPU; :func:`analog_step` checks the same
     at every call, without reading a GPU tensor); groups asking for ``torch.optim.SGD`` options this optimizer
-    does not have (momentum, dampening, weight decay, Nesterov, maximize) are refused rather than ignored.
+    does not have (momentum, dampening, weight decay, Nesterov, maximize, foreach, differentiable, fused) are refused
+    rather than ignored.
     """
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.01) -> None:
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.01, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None) -> None:
         _check_optimizer_lr(lr)
+        options = {"momentum": momentum, "dampening": dampening, "weight_decay": weight_decay, "nesterov": nesterov,
+                   "maximize": maximize, "foreach": foreach, "differentiable": differentiable, "fused": fused}
+        for key, value in options.items():
+            _check_sgd_option("AnalogSGD:", key, value)
         super().__init__(params, {"lr": lr})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -74,10 +108,9 @@ class AnalogSGD(torch.optim.Optimizer):
         if isinstance(param_group, dict):
             if "lr" in param_group:
                 _check_optimizer_lr(param_group["lr"])
-            for key, off in _SGD_OPTIONS.items():
-                if key in param_group and param_group[key] != off:
-                    raise ValueError(f"AnalogSGD: parameter group option {key}={param_group[key]!r} is not supported "
-                                     f"(only {off!r}); use analog_step next to a torch optimizer for {key}")
+            for key in _SGD_OPTIONS:
+                if key in param_group:
+                    _check_sgd_option("AnalogSGD: parameter group", key, param_group[key])
         super().add_param_group(param_group)
 
     @torch.no_grad()

@@ -401,7 +401,8 @@ def test_conv_positional_arguments_follow_nn_conv2d() -> None:
 
 @pytest.mark.parametrize("group", [dict(lr=-0.1), dict(lr=0.0), dict(lr=float("nan")), dict(lr=torch.tensor(-0.1)),
                                    dict(lr=float("inf")), dict(lr=torch.tensor(float("inf"))), dict(momentum=0.9),
-                                   dict(weight_decay=1e-4), dict(nesterov=True), dict(maximize=True)])
+                                   dict(weight_decay=1e-4), dict(nesterov=True), dict(maximize=True),
+                                   dict(foreach=True), dict(fused=True), dict(differentiable=True)])
 def test_analog_sgd_checks_every_parameter_group(group) -> None:
     """Only the default ``lr`` was checked: a group's ``lr <= 0`` (or a negative tensor ``lr``) was taken, and the
     pulsed update then moved the weights up the gradient; a group's ``momentum`` / ``weight_decay`` / ``nesterov``
@@ -412,6 +413,45 @@ def test_analog_sgd_checks_every_parameter_group(group) -> None:
     if set(group) == {"lr"}:
         with pytest.raises(ValueError, match="AnalogSGD.lr must be a finite number > 0"):
             AnalogSGD(lin.parameters(), lr=group["lr"])
+
+
+@pytest.mark.parametrize(("option", "value", "only"), [
+    ("momentum", 0.9, "0"), ("dampening", 0.1, "0"), ("weight_decay", 1e-4, "0"),
+    ("weight_decay", torch.tensor(1e-4), "0"), ("weight_decay", torch.zeros(2), "0"), ("nesterov", True, "False"),
+    ("maximize", True, "False"), ("foreach", True, "None or False"), ("differentiable", True, "False"),
+    ("fused", True, "None or False"), ("momentum", "0", "0"), ("nesterov", None, "False")])
+def test_analog_sgd_constructor_refuses_sgd_options_by_name(option: str, value: object, only: str) -> None:
+    """``AnalogSGD(params, lr=0.1, momentum=0.9)`` failed with Python's bare "unexpected keyword argument
+    'momentum'" while the same option in a parameter group got the helpful refusal: the constructor takes
+    ``torch.optim.SGD``'s options and refuses any but their defaults with the group's message, naming the option."""
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), seed=0)
+    msg = f"^AnalogSGD: option {option}=.* is not supported \\(only {only}\\); use analog_step next to a torch optim"
+    with pytest.raises(ValueError, match=msg):
+        AnalogSGD(lin.parameters(), lr=0.1, **{option: value})
+    with pytest.raises(ValueError, match=f"^AnalogSGD: parameter group option {option}="):
+        AnalogSGD([dict(params=list(lin.parameters()), **{option: value})], lr=0.1)
+
+
+def test_analog_sgd_constructor_takes_sgd_defaults_positionally_and_keeps_type_error_for_unknown_keywords() -> None:
+    """torch.optim.SGD's signature: ``momentum``, ``dampening``, ``weight_decay``, ``nesterov`` positional after
+    ``lr``, the rest keyword-only; defaults (and equal values: ``0.0``, a zero tensor, ``foreach=False``) are the
+    plain SGD step, so the optimizer steps as without them: ``W -= lr · 1 xᵀ`` for ``sum(y)``, ``b -= lr · B``."""
+    lin = AnalogLinear(4, 2, rpu_config=ideal_config(), dtype=F64, seed=0)
+    with pytest.raises(ValueError, match="^AnalogSGD: option momentum=0.9 is not supported"):
+        AnalogSGD(lin.parameters(), 0.1, 0.9)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'betas'"):
+        AnalogSGD(lin.parameters(), lr=0.1, betas=(0.9, 0.99))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        AnalogSGD(lin.parameters(), 0.1, 0, 0, 0, False, False)  # type: ignore[misc]   # maximize is keyword-only
+    opt = AnalogSGD(lin.parameters(), 0.5, 0.0, 0, torch.tensor(0.0), 0, maximize=False, foreach=False,
+                    differentiable=False, fused=None)
+    assert opt.defaults == {"lr": 0.5}
+    w0, b0 = lin.get_weights(), lin.bias.detach().clone()
+    x = torch.randn(3, 4, dtype=F64)
+    lin(x).sum().backward()
+    opt.step()
+    torch.testing.assert_close(lin.get_weights(), w0 - 0.5 * torch.ones(2, 1, dtype=F64) * x.sum(0, keepdim=True))
+    torch.testing.assert_close(lin.bias.detach(), b0 - 0.5 * 3)
 
 
 @pytest.mark.parametrize("lr", [-0.1, 0.0, float("nan"), float("inf"), torch.tensor(-0.1), torch.tensor(0.0),

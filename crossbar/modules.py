@@ -58,7 +58,7 @@ from torch.nn.modules.utils import _pair
 from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import _check_size
-from crossbar.tiles import TileArray, check_finite_weights
+from crossbar.tiles import TileArray, check_finite_weights, check_move, check_state_device
 from devices.base import check_seed
 
 __all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "AnalogWeight",
@@ -229,6 +229,14 @@ class AnalogModuleBase(nn.Module):
 
     def _register(self) -> None:
         _CTX_REGISTRY[id(self.analog_ctx)] = self
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "AnalogModuleBase":
+        """``nn.Module._apply`` (``.to``, ``.to_empty``, ``.cuda``, ...), refusing the meta device before anything
+        moves (:func:`~crossbar.tiles.check_move`: the layer needs real device states)."""
+        ctx = self._parameters.get("analog_ctx")
+        if ctx is not None:
+            check_move(type(self).__name__, fn, ctx)
+        return super()._apply(fn, recurse)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -432,7 +440,7 @@ class AnalogLinear(AnalogModuleBase):
     Args:
         in_features, out_features, bias: as ``nn.Linear`` (the bias is digital).
         rpu_config: :class:`CrossbarConfig` (default ``CrossbarConfig()``).
-        device, dtype: as ``nn.Linear``.
+        device, dtype: as ``nn.Linear`` (not the meta device: the layer needs real device states, ``ValueError``).
         seed: seed of the tile's generator (initial weights, device spread, noise); ``None`` draws one from
             torch's global generator.
 
@@ -453,6 +461,7 @@ class AnalogLinear(AnalogModuleBase):
             raise ValueError(f"AnalogLinear.bias must be true or false, got {bias!r}")
         self.in_features = in_features
         self.out_features = out_features
+        device = check_state_device("AnalogLinear.device", device)
         tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
         self._init_analog(tile)
         w_dtype = tile.weight_tiles.dtype
@@ -559,6 +568,7 @@ class AnalogConv2d(AnalogModuleBase):
         if min(self.padding) < 0:
             raise ValueError(f"AnalogConv2d.padding must be >= 0, got {self.padding}")
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        device = check_state_device("AnalogConv2d.device", device)
         tile = TileArray(out_channels, fan_in, rpu_config, device=device, dtype=dtype, seed=seed)
         self._init_analog(tile)
         w_dtype = tile.weight_tiles.dtype

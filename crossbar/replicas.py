@@ -39,7 +39,7 @@ from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid, _check_size
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
-from crossbar.tiles import TileState, check_finite_weights, pair_offset
+from crossbar.tiles import TileState, check_finite_weights, check_state_device, pair_offset
 from crossbar.update import _check_update_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
@@ -180,7 +180,7 @@ class ReplicaTileArray(TileState):
         self.seeds = seeds
         self.grid = TileGrid(_check_size("ReplicaTileArray", "out_features", out_features),
                              _check_size("ReplicaTileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
-        device = torch.device("cpu") if device is None else torch.device(device)
+        device = check_state_device("ReplicaTileArray.device", device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.generator = CounterRNG(seeds, device)
         g = self.grid
@@ -527,6 +527,7 @@ class ReplicaLinear(AnalogModuleBase):
         seeds = check_seeds("ReplicaLinear", seeds)      # named as called (the array checks them again)
         in_features = _check_size("ReplicaLinear", "in_features", in_features)
         out_features = _check_size("ReplicaLinear", "out_features", out_features)
+        device = check_state_device("ReplicaLinear.device", device)
         self.in_features = in_features
         self.out_features = out_features
         tile = ReplicaTileArray(seeds, out_features, in_features, rpu_config, device=device, dtype=dtype)

@@ -143,6 +143,31 @@ def pair_offset(g_offset: float, n_lines: int = 1) -> float:
     return 2.0 * g_offset * n_lines
 
 
+def check_state_device(what: str, device: torch.device | str | None) -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: the CPU); ``ValueError("<what> must be a device that holds data
+    ...")`` for the meta device. The simulator needs real device states: the device-to-device parameters are sampled
+    from the seed when the array is made, every later noise comes from the array's generator, and a meta tensor holds
+    no values (torch failed with "META device type not an accelerator" making the generator, or "Cannot copy out of
+    meta tensor" sampling the parameters, and a meta copy could not run an MVM). Another unusable device (``"mps"``
+    on Linux, a CUDA device without a driver) keeps torch's own "not available" error."""
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    if dev.type == "meta":
+        raise ValueError(f"{what} must be a device that holds data (e.g. 'cpu' or 'cuda'), got {device!r}: the "
+                         "simulator needs real device states (device-to-device parameters sampled from the seed, a "
+                         "generator for the noise), which the meta device does not hold")
+    return dev
+
+
+def check_move(owner: str, fn: Callable[[Tensor], Any], like: Tensor) -> None:
+    """Refuse, before anything moves, an ``nn.Module._apply`` (``.to``, ``.to_empty``, ``.cuda``, ...) whose ``fn``
+    sends the states to the meta device (:func:`check_state_device`, naming ``owner``): ``fn`` is tried on an empty
+    tensor of ``like``'s device and dtype (the states would otherwise be moved before the generator failed, leaving a
+    half-moved module)."""
+    probe = fn(torch.empty(0, device=like.device, dtype=like.dtype))
+    if isinstance(probe, Tensor) and probe.device.type == "meta":
+        check_state_device(f"{owner}: the device to move to", probe.device)
+
+
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
@@ -167,6 +192,11 @@ class TileState(nn.Module):
     counter_adc_conversions: Tensor
     counter_dac_conversions: Tensor
     generator: torch.Generator | CounterRNG   # TileArray: a torch.Generator; ReplicaTileArray: a CounterRNG
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "TileState":
+        """``nn.Module._apply``, refusing the meta device first (:func:`check_move`)."""
+        check_move(type(self).__name__, fn, self.weight_tiles)
+        return super()._apply(fn, recurse)
 
     def _register_state(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> None:
         """Register the buffers: ``params`` is a ``DeviceParams.state_dict()`` of the states' shape."""
@@ -287,7 +317,8 @@ class TileArray(TileState):
         out_features, in_features: logical matrix shape.
         config: crossbar configuration (device model, forward/backward periphery, update, tile size);
             default :class:`CrossbarConfig` ().
-        device, dtype: where the states live (default CPU / ``torch.get_default_dtype()``).
+        device, dtype: where the states live (default CPU / ``torch.get_default_dtype()``; not the meta device,
+            :func:`check_state_device`).
         seed: seed of the array's generator (device-to-device sampling and all later noise). ``None``
             draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
     """
@@ -304,7 +335,7 @@ class TileArray(TileState):
         self.config = cfg
         self.grid = TileGrid(_check_size("TileArray", "out_features", out_features),
                              _check_size("TileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
-        device = torch.device("cpu") if device is None else torch.device(device)
+        device = check_state_device("TileArray.device", device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"TileArray.dtype must be a floating-point torch.dtype (e.g. torch.float32; the device "

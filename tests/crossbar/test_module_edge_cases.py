@@ -521,3 +521,50 @@ def test_input_on_another_device_is_refused_naming_both_devices(make, shape: tup
                                          r"meta \(move the input with x.to\('cpu'\), or the layer with "
                                          r"\.to\(device\)\)$"):
         layer(torch.zeros(shape, device="meta"))
+
+
+_NO_META = (r" must be a device that holds data \(e\.g\. 'cpu' or 'cuda'\), got {got}: the simulator needs real device "
+            r"states \(device-to-device parameters sampled from the seed, a generator for the noise\), which the meta "
+            r"device does not hold$")
+
+
+@pytest.mark.parametrize("device", ["meta", torch.device("meta")])
+@pytest.mark.parametrize("make,where", [
+    (lambda device: AnalogLinear(4, 3, seed=0, device=device), "AnalogLinear.device"),
+    (lambda device: AnalogConv2d(2, 3, 2, seed=0, device=device), "AnalogConv2d.device"),
+    (lambda device: ReplicaLinear([1, 2], 4, 3, device=device), "ReplicaLinear.device"),
+    (lambda device: TileArray(3, 4, seed=0, device=device), "TileArray.device"),
+    (lambda device: ReplicaTileArray([1, 2], 3, 4, device=device), "ReplicaTileArray.device"),
+])
+def test_meta_device_is_refused_naming_the_argument(make, where: str, device: str | torch.device) -> None:
+    """``AnalogLinear(..., device="meta")`` failed with torch's "META device type not an accelerator" (making the
+    tile's generator), a ``ReplicaLinear`` with "Cannot copy out of meta tensor" (sampling the device parameters):
+    the simulator needs real states, so the meta device is refused up front, naming the argument."""
+    with pytest.raises(ValueError, match="^" + re.escape(where) + _NO_META.format(got=re.escape(repr(device)))):
+        make(device)
+
+
+@pytest.mark.parametrize("make", [lambda: AnalogLinear(4, 3, seed=0), lambda: AnalogConv2d(2, 3, 2, seed=0),
+                                  lambda: ReplicaLinear([1, 2], 4, 3), lambda: TileArray(3, 4, seed=0),
+                                  lambda: ReplicaTileArray([1, 2], 3, 4)])
+@pytest.mark.parametrize("move", [lambda m: m.to("meta"), lambda m: m.to_empty(device="meta"),
+                                  lambda m: nn.Sequential(m).to(torch.device("meta"))],
+                         ids=["to", "to_empty", "parent.to"])
+def test_moving_to_the_meta_device_is_refused_before_anything_moves(make, move) -> None:
+    """``layer.to("meta")`` failed with "META device type not an accelerator" after the states had moved (a
+    half-moved layer: meta states, a CPU generator); a ``ReplicaTileArray`` moved silently to states without values.
+    Now refused naming the module, with every tensor left where it was (here the CPU), and the layer still runs."""
+    module = make()
+    before = {k: v.clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    name = type(module).__name__
+    with pytest.raises(ValueError, match="^" + name + ": the device to move to" + _NO_META.format(
+            got=re.escape("device(type='meta')"))):
+        move(module)
+    after = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert set(after) == set(before)
+    for key, value in before.items():
+        assert after[key].device.type == "cpu" and torch.equal(after[key], value), key
+    tile = module if isinstance(module, (TileArray, ReplicaTileArray)) else module.tile
+    assert tile.generator.device.type == "cpu"
+    if isinstance(module, AnalogLinear):
+        assert module(torch.ones(2, 4)).shape == (2, 3)

@@ -60,6 +60,7 @@ from crossbar.config import CrossbarConfig
 from crossbar.mapping import _check_size
 from crossbar.tiles import TileArray, check_finite_weights, check_move, check_state_device
 from devices.base import check_seed
+from devices.conductance import ConductanceMap
 
 __all__ = ["AnalogModuleBase", "AnalogLinear", "AnalogConv2d", "AnalogFunction", "AnalogWeight",
            "analog_module_of", "analog_modules"]
@@ -275,6 +276,31 @@ class AnalogModuleBase(nn.Module):
 
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
+
+    def conductances(self, cmap: ConductanceMap | None = None) -> tuple[Tensor, Tensor]:
+        """The weights as differential-pair conductances ``(G⁺, G⁻)`` in µS, each shaped like :meth:`get_weights`,
+        on the layer's device and dtype: :meth:`ConductanceMap.to_pair <devices.ConductanceMap.to_pair>` of the
+        exact weights (the states the MVMs see, no read noise), one device of each pair at ``g_min_uS``.
+
+        Args:
+            cmap: the weight ↔ µS map; ``None``: ``ConductanceMap(w_max=max(w_max, -w_min))`` with the bounds of
+                the layer's device config (``rpu_config.device.w_max`` / ``.w_min``, the mean of the per-device
+                bounds the states are clipped into) and the map's default ``g_min_uS = 0.1``, ``g_max_uS = 25``.
+                A weight beyond ``±cmap.w_max`` (on a device whose sampled bound lies beyond the mean, with
+                ``w_max_dtod`` / ``w_min_dtod`` > 0; a state set with ``clip=False``, or by the exact update of
+                ``pulse_type="none"``, which knows no bounds) saturates at ``g_max_uS``; pass a map with a larger
+                ``w_max`` (e.g. the largest ``|weight|``) to map every weight exactly.
+
+        ``cmap.from_pair(G⁺, G⁻)`` gives the weights back where none saturates, and ``row_sums(g_offset=g_min_uS /
+        scale_uS) · scale_uS`` equals ``(G⁺ + G⁻).sum`` over the inputs.
+        """
+        if cmap is None:
+            device = self.tile.config.device
+            cmap = ConductanceMap(w_max=max(float(device.w_max), -float(device.w_min)))
+        elif not isinstance(cmap, ConductanceMap):
+            raise ValueError(f"{type(self).__name__}.conductances: cmap must be a devices.ConductanceMap or None, got "
+                             f"{cmap!r}")
+        return cmap.to_pair(self.get_weights())
 
     def row_sums(self, mode: str = "exact", signed: bool = False, g_offset: float = 0.0) -> Tensor:
         """``[out]`` row sums of the tile (see :meth:`TileArray.row_sums`)."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, UpdateParameters, analog_module_of,
                       analog_step)
-from devices import IdealDevice
+from devices import ConductanceMap, ConstantStepDevice, IdealDevice, get_preset
 
 F64 = torch.float64
 
@@ -728,3 +728,60 @@ def test_analog_weight_copy_is_plain_data() -> None:
     assert w.grad_fn is None and w.numpy().shape == (3, 4)
     lin.requires_grad_(False)
     assert not lin.weight.requires_grad and not w.requires_grad
+
+
+def exact_step_config(w_min: float = -1.0, w_max: float = 1.0) -> CrossbarConfig:
+    """A constant-step device without spread or write noise: the per-device bounds are exactly ``[w_min, w_max]`` and
+    ``set_weights`` sets exactly the given values."""
+    return CrossbarConfig(device=ConstantStepDevice(w_min=w_min, w_max=w_max, w_min_dtod=0.0, w_max_dtod=0.0,
+                                                    write_noise_std=0.0))
+
+
+def test_conductances_default_map_uses_the_device_bounds_and_saturates_beyond() -> None:
+    """``(G⁺, G⁻)`` in µS of set weights, by hand with the default map (``g_min = 0.1``, ``g_max = 25`` µS) and the
+    device's ``w_max = 1``: ``scale = 24.9`` µS per unit, ``G⁺ = 0.1 + 24.9·max(w, 0)``, ``G⁻ = 0.1 + 24.9·max(-w, 0)``;
+    1.5 (set with ``clip=False``, beyond the device's range) saturates at 25 µS."""
+    lin = AnalogLinear(3, 2, bias=False, rpu_config=exact_step_config(), dtype=F64, seed=0)
+    lin.set_weights(torch.tensor([[0.5, -0.25, 0.0], [1.0, -1.0, 1.5]], dtype=F64), clip=False)
+    g_plus, g_minus = lin.conductances()
+    torch.testing.assert_close(g_plus, torch.tensor([[12.55, 0.1, 0.1], [25.0, 0.1, 25.0]], dtype=F64))
+    torch.testing.assert_close(g_minus, torch.tensor([[0.1, 6.325, 0.1], [0.1, 25.0, 0.1]], dtype=F64))
+    # the pair read of row_sums with the idle device at g_min (in weight units) is Σ(G⁺ + G⁻) where nothing saturates
+    torch.testing.assert_close(lin.row_sums(g_offset=0.1 / 24.9)[0] * 24.9, (g_plus + g_minus)[0].sum())
+
+
+def test_conductances_take_a_given_map_and_an_asymmetric_range_and_keep_shape_device_dtype() -> None:
+    """A given map: ``g_min = 1``, ``g_max = 11`` µS, ``w_max = 2`` → 5 µS per unit. An asymmetric device range
+    ``[-0.5, 2]``: the default map's ``w_max`` is the larger bound, 2 (12.45 µS per unit). A conv layer's pairs are
+    shaped like its weight; float32 stays float32 (float32 of the hand values)."""
+    lin = AnalogLinear(2, 2, bias=False, rpu_config=exact_step_config(), dtype=F64, seed=0)
+    lin.set_weights(torch.tensor([[0.5, -0.25], [1.5, -2.5]], dtype=F64))
+    g_plus, g_minus = lin.conductances(ConductanceMap(g_min_uS=1.0, g_max_uS=11.0, w_max=2.0))
+    # set_weights clipped 1.5 and -2.5 into the device's [-1, 1]: the states hold ±1, not the map's ±2
+    torch.testing.assert_close(g_plus, torch.tensor([[3.5, 1.0], [6.0, 1.0]], dtype=F64))
+    torch.testing.assert_close(g_minus, torch.tensor([[1.0, 2.25], [1.0, 6.0]], dtype=F64))
+
+    conv = AnalogConv2d(1, 2, 2, bias=False, rpu_config=exact_step_config(-0.5, 2.0), seed=0)
+    w = torch.zeros(2, 1, 2, 2)
+    w[0, 0, 0, 0], w[1, 0, 1, 1] = 1.0, -0.5
+    conv.set_weights(w)
+    g_plus, g_minus = conv.conductances()
+    assert g_plus.shape == g_minus.shape == (2, 1, 2, 2) and g_plus.dtype == g_minus.dtype == torch.float32
+    want_plus, want_minus = torch.full((2, 1, 2, 2), 0.1), torch.full((2, 1, 2, 2), 0.1)
+    want_plus[0, 0, 0, 0], want_minus[1, 0, 1, 1] = 0.1 + 12.45, 0.1 + 0.5 * 12.45
+    torch.testing.assert_close(g_plus, want_plus)
+    torch.testing.assert_close(g_minus, want_minus)
+
+
+def test_conductances_are_exact_reads_and_refuse_another_map_type() -> None:
+    """No read noise and no counted read: the same pairs twice, ``from_pair`` gives ``get_weights`` back (the
+    Idealized preset's weights lie far inside ``±1``); a non-map ``cmap`` is refused naming it."""
+    lin = AnalogLinear(8, 4, rpu_config=CrossbarConfig(device=get_preset("Idealized")), seed=0)
+    first = lin.conductances()
+    second = lin.conductances()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    torch.testing.assert_close(ConductanceMap().from_pair(*first), lin.get_weights(), rtol=0, atol=1e-6)
+    assert int(lin.tile.counter_forward_mvms) == 0
+    with pytest.raises(ValueError, match=r"^AnalogLinear\.conductances: cmap must be a devices\.ConductanceMap or "
+                                         r"None, got 1\.0$"):
+        lin.conductances(1.0)  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ SCRIPT_GLOBS = ("benchmarks/*.py", "examples/*.py", "scripts/*.sh")
 options of the project."""
 FOREIGN_OPTIONS = {
     "--hid": "README.md: the abbreviation of --hidden that the parsers refuse",
+    "--learning-rate": "docs/sweeps.md: another name of --lr, which the parsers refuse with a did-you-mean",
     "--no-deps": "docs/install.md: pip's option",
 }
 """Options the docs name that no program of the project takes, each with where and why."""

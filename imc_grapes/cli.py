@@ -444,6 +444,19 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     return configs
 
 
+def inference_line(inference: dict[str, float]) -> str:
+    """What ``imc-grapes train`` prints of a run's accuracies after programming noise and drift (``{time_key:
+    accuracy}``, :func:`~imc_grapes.inference_eval.accuracy_after_drift`): ``1s 97.25%, 1y 96.80%``, a NaN one as
+    ``nan`` with a second line that says why (:data:`~imc_grapes.report.NAN_ACCURACY_NOTE`)."""
+    from .inference_eval import time_label
+    from .report import nan_accuracy_note
+
+    line = "   accuracy after programming noise and drift: " + ", ".join(
+        f"{time_label(float(t))} {'nan' if math.isnan(a) else f'{100 * a:.2f}%'}" for t, a in inference.items())
+    note = nan_accuracy_note(inference.values())
+    return line + (f"\n   {note}" if note else "")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import DatasetError, load_dataset
     from .report import format_table, write_summary
@@ -487,10 +500,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         try:
             results.append(train(cfg, out / cfg.run_name(), dataset=dataset, progress=args.progress))
             if results[-1].extra.get("inference"):
-                from .inference_eval import time_label
-
-                print("   accuracy after programming noise and drift: " + ", ".join(
-                    f"{time_label(float(t))} {100 * a:.2f}%" for t, a in results[-1].extra["inference"].items()))
+                print(inference_line(results[-1].extra["inference"]))
         except ConfigError as exc:             # found when the data is split (e.g. evals_per_epoch > batches)
             print(f"imc-grapes train: error: {exc}", file=sys.stderr)
             return 2

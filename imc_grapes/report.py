@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,22 @@ from .plotting import (accuracy_ylim, fit_title, interleaved_dashes, optimizer_c
                        overlap_tolerance, plain_log_labels, progress_xlim)
 from .stats import mean_std
 from .train import RunResult, best_accuracy
+
+
+#: the line under a table (or a log line) that shows an accuracy as ``nan``: why it has no number. An accuracy is NaN
+#: when the model's outputs (logits) are NaN or ±Inf (:func:`~imc_grapes.train.evaluate`; after drift, also finite
+#: weights whose outputs overflow float32) or its weights are (:func:`~imc_grapes.inference_eval.accuracy_after_drift`
+#: evaluates nothing then); a mean over runs is NaN when one of its runs' accuracies is
+#: (:func:`~imc_grapes.stats.mean_std`'s ``nan_propagates``)
+NAN_ACCURACY_NOTE = ("nan: the model's outputs (logits) or weights were not finite (NaN/Inf) at that evaluation, so "
+                     "it has no accuracy (e.g. outputs beyond the float32 range after drift); a mean over runs is nan "
+                     "when one of its runs' is")
+
+
+def nan_accuracy_note(accuracies: Iterable[object]) -> str | None:
+    """:data:`NAN_ACCURACY_NOTE` when one of ``accuracies`` (the accuracies a table or log line shows, None for
+    none) is NaN, which it shows as ``nan``; None when none is."""
+    return NAN_ACCURACY_NOTE if any(isinstance(a, float) and math.isnan(a) for a in accuracies) else None
 
 
 def mean_pm_std(mean: float, std: float | None, n: int, sign: bool = False) -> str:
@@ -168,7 +184,8 @@ def _inference(r: RunResult) -> dict[str, float]:
 def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
     """A plain-text table of :func:`summarise` rows; a group with diverged runs shows ``completed/runs`` and its
     means are over the completed ones (a note below the table says so). Rows with ``inference_acc@<seconds>``
-    get one column per time, the mean accuracy (%) after programming noise and drift (``@1h``, ``@1y``)."""
+    get one column per time, the mean accuracy (%) after programming noise and drift (``@1h``, ``@1y``). An
+    accuracy that is NaN reads ``nan``, and a last line (:data:`NAN_ACCURACY_NOTE`) says why."""
     from .inference_eval import time_label
 
     inf = sorted({k for r in rows for k in r if k.startswith("inference_acc@")}, key=lambda k: float(k.split("@")[1]))
@@ -192,6 +209,11 @@ def format_table(rows: Sequence[dict[str, Any]], key: str = "optimizer") -> str:
     if inf:
         lines.append("@t: mean test accuracy after PCM-like programming noise, drift and read noise, read a time t "
                      "after programming (global drift compensation; imc_grapes/inference_eval.py)")
+    shown = [r.get(k) for r in rows if r["final_test_acc_mean"] is not None
+             for k in ("final_test_acc_mean", "best_test_acc_mean", *inf)]
+    note = nan_accuracy_note(shown)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 

@@ -1292,3 +1292,17 @@ def test_options_that_keep_an_effect_in_those_combinations_are_accepted():
     assert (spec.lr_grid, spec.tune_seeds, spec.tune_score, spec.val_holdout) == ((0.1, 0.3), (0, 1), "best", 100)
     spec = compare_spec(build_parser().parse_args(["compare", "--lr", "0.2"]))
     assert (spec.lr_grid, spec.val_holdout, spec.tune_seeds, spec.tune_score) == ((0.2,), 5000, (0,), "final")
+
+
+def test_train_prints_a_nan_accuracy_after_drift_as_nan_and_says_why():
+    """``train --inference-times`` prints each run's accuracy after drift in %; a NaN one (a model whose weights or
+    outputs were not finite) reads ``nan``, not ``nan%``, and a second line says why; none without a NaN."""
+    from imc_grapes.cli import inference_line
+
+    assert inference_line({"1": 0.5, "3600": float("nan")}) == (
+        "   accuracy after programming noise and drift: 1s 50.00%, 1h nan\n"
+        "   nan: the model's outputs (logits) or weights were not finite (NaN/Inf) at that evaluation, so it has no "
+        "accuracy (e.g. outputs beyond the float32 range after drift); a mean over runs is nan when one of its "
+        "runs' is")
+    assert inference_line({"1": 0.975, "86400": 0.25}) == (
+        "   accuracy after programming noise and drift: 1s 97.50%, 1d 25.00%")

@@ -211,3 +211,43 @@ def test_summary_and_table_show_the_accuracy_after_drift_at_each_time():
     assert "after PCM-like programming noise, drift and read noise" in lines[-1]
     plain = summarise([RunResult(TrainConfig(dataset="synthetic"), [_row(1.0, 0.8)], "completed", "", None)])
     assert not any(k.startswith("inference_acc@") for k in plain[0]) and "@" not in format_table(plain)
+
+
+#: the line under a table that shows a NaN accuracy, written out here (not read from the code under test)
+NAN_NOTE = ("nan: the model's outputs (logits) or weights were not finite (NaN/Inf) at that evaluation, so it has no "
+            "accuracy (e.g. outputs beyond the float32 range after drift); a mean over runs is nan when one of its "
+            "runs' is")
+
+
+def test_a_model_with_a_nan_weight_has_a_nan_accuracy_and_the_table_says_why():
+    """One NaN weight (row 1) makes every output of class 1 NaN (NaN·0 is NaN): argmax picks class 1 for every
+    sample, and every label is 1, so argmax alone would score 1.0; the accuracy is NaN instead (train.evaluate), at
+    every time after drift too (accuracy_after_drift evaluates nothing). The train table shows the mean over the
+    two runs at those times as ``nan`` (one run's is NaN: nan_propagates), the finite mean (0.75 and 0.5: 62.50)
+    as before, and as its last line why; a table without a NaN has no such line."""
+    import torch
+    from torch import nn
+
+    from imc_grapes.data import Split
+    from imc_grapes.inference_eval import accuracy_after_drift, digital_weights
+    from imc_grapes.report import summarise
+    from imc_grapes.train import evaluate
+
+    model = nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3, 4))
+        model.weight[1, 3] = float("nan")
+    split = Split(torch.eye(4), torch.ones(4, dtype=torch.long))
+    assert (model(split.x).argmax(1) == split.y).all()      # what a plain argmax would score: 4 of 4
+    loss, acc = evaluate(model, split)
+    assert math.isnan(acc) and math.isnan(loss)
+    read, write = digital_weights(model)
+    drift = accuracy_after_drift(read, write, lambda: evaluate(model, split)[1], [3600.0, 1.0])
+    assert list(drift) == ["1", "3600"] and all(math.isnan(a) for a in drift.values())
+    cfg = TrainConfig(dataset="synthetic")
+    broken = RunResult(cfg, [_row(1.0, 0.75)], "completed", "", None, extra={"inference": drift})
+    fine = RunResult(cfg, [_row(1.0, 0.5)], "completed", "", None, extra={"inference": {"1": 0.5, "3600": 0.25}})
+    lines = format_table(summarise([broken, fine])).splitlines()
+    assert lines[2].split()[:4] == ["sgd", "2", "62.50", "±"] and lines[2].split()[-2:] == ["nan", "nan"]
+    assert lines[-2].startswith("@t: mean test accuracy after PCM-like programming noise") and lines[-1] == NAN_NOTE
+    assert "nan" not in format_table(summarise([fine]))

@@ -43,7 +43,7 @@ from .inference_eval import time_label
 from .io import (read_json, read_report_json, restore_nonfinite, start_job, superseded_report_note,
                  write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, fit_title, optimizer_color
-from .report import draw_cell_curves, mean_pm_std
+from .report import draw_cell_curves, mean_pm_std, nan_accuracy_note
 from .stats import mean_std
 from .suggest import did_you_mean
 from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
@@ -495,7 +495,9 @@ def accuracy_text(mean: float | None, std: float | None, completed: int, runs: i
 
 
 def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool = False) -> str:
-    """The summary as a plain-text (or Markdown) table."""
+    """The summary as a plain-text (or Markdown) table. An accuracy that is NaN reads ``nan``, and a line below the
+    table (:data:`~imc_grapes.report.NAN_ACCURACY_NOTE`; in Markdown after a blank line, a paragraph of its own,
+    not a row of the table) says why."""
     inf_cols = sorted({k for r in rows for k in r if k.startswith("inference_acc@")},
                       key=lambda k: float(k.split("@")[1]))
     tail = max((int(r.get("tail_evals", 1)) for r in rows), default=1)
@@ -512,13 +514,21 @@ def format_table(rows: Sequence[dict[str, Any]], target: float, markdown: bool =
         body.append([r["hardware"], r["optimizer"], f"{r['lr']:g}", acc, ett, _fmt(r["saturation_mean"]),
                      _fmt(r["cost_overhead_vs_sgd"], digits=3), _fmt(r.get("grapes_ops_share"), True, 3)]
                     + [_fmt(r.get(k), True) for k in inf_cols])
+    note = nan_accuracy_note(_shown_accuracies(rows, inf_cols))
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(b) + " |" for b in body]
-        return "\n".join(lines)
+        return "\n".join(lines + (["", note] if note else []))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt.format(*b) for b in body])
+    return "\n".join([fmt.format(*head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt.format(*b) for b in body]
+                     + ([note] if note else []))
+
+
+def _shown_accuracies(rows: Sequence[dict[str, Any]], inf_cols: Sequence[str]) -> list[Any]:
+    """The accuracies :func:`format_table` shows as numbers: each row's final accuracy (a row without one shows
+    ``diverged`` or ``no completed run``) and its inference accuracies at ``inf_cols``."""
+    return [a for r in rows for a in (r["final_test_acc_mean"], *(r.get(k) for k in inf_cols))]
 
 
 def column_notes(rows: Sequence[dict[str, Any]], target: float) -> str:
@@ -608,6 +618,11 @@ def _inference_n_text(row: dict[str, Any], ns: Sequence[int | None]) -> str:
     return f"n={known[0]}" if min(known) == max(known) else f"n={min(known)}–{max(known)}"
 
 
+#: why an inference accuracy is NaN, as inference.png says it (:data:`~imc_grapes.report.NAN_ACCURACY_NOTE`):
+#: weights that were not finite (:func:`~imc_grapes.inference_eval.accuracy_after_drift` evaluates nothing then), or
+#: outputs that were not (:func:`~imc_grapes.train.evaluate`), e.g. finite weights whose outputs overflow float32
+NAN_INFERENCE_TEXT = "weights or outputs not finite (NaN/Inf)"
+
 #: the hatching of an analog cell's bar in accuracy.png (an ideal digital cell's bar is plain)
 ANALOG_HATCH = "//"
 
@@ -690,15 +705,21 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     if inf_cols:
         fig, ax = plt.subplots(figsize=(8, 4))
         ts = [float(k.split("@")[1]) for k in inf_cols]
-        drawn = 0
+        drawn, caption = 0, False       # caption: a cell has a NaN accuracy (a point it has no value at)
         for r in rows:
             ys = np.array([100 * r[k] if r.get(k) is not None else np.nan for k in inf_cols], dtype=float)
+            nan_at = [time_label(t) for t, k in zip(ts, inf_cols) if is_number(r.get(k)) and math.isnan(r[k])]
+            caption = caption or bool(nan_at)
             if np.isnan(ys).all():
+                if nan_at:      # evaluated, without a finite accuracy at any time: said, not left out in silence
+                    ax.plot([], [], color=optimizer_color(r["optimizer"], drawn), linestyle="none", marker="x",
+                            label=f"{r['hardware']} {r['optimizer']}: nan at every time")
                 continue
             color = optimizer_color(r["optimizer"], drawn)
             sd, ns = _inference_spread(r, inf_cols)
+            gap = f"; nan at {', '.join(nan_at)}" if nan_at else ""     # a gap in the line: said why in the caption
             ax.plot(ts, ys, marker="o", color=color, linestyle="--" if r["hardware"] == "digital" else "-",
-                    label=f"{r['hardware']} {r['optimizer']} ({_inference_n_text(r, ns)})")
+                    label=f"{r['hardware']} {r['optimizer']} ({_inference_n_text(r, ns)}{gap})")
             ax.fill_between(ts, ys - sd, ys + sd, color=color, alpha=0.2)     # NaN (no spread) leaves a gap
             drawn += 1
         _time_axis(ax, ts)
@@ -706,10 +727,13 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
                title=fit_title(fig, f"Accuracy after programming noise and drift{_data_text(cells, True)}, "
                                     "mean ± std over completed runs"))
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if drawn:
             accuracy_ylim(ax)
-        _legend_or_note(ax, "no finite accuracy\n(no completed run, or NaN weights)", outside=True)
-        fig.tight_layout()
+        _legend_or_note(ax, f"no finite accuracy\n(no completed run, or {NAN_INFERENCE_TEXT})", outside=True)
+        if caption:     # a line with a gap, or a cell without any point: why, under the axes (the legend says where)
+            fig.text(0.01, 0.01, f"nan: {NAN_INFERENCE_TEXT} at that time, so no accuracy; a mean over runs is nan "
+                                 "when one of its runs' is", fontsize=7, color="0.3", ha="left", va="bottom")
+        fig.tight_layout(rect=(0.0, 0.04, 1.0, 1.0) if caption else None)
         write_figure_atomic(out / "inference.png", fig, dpi=120)
         plt.close(fig)
         files.append("inference.png")
@@ -1011,6 +1035,9 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
             vals = [_fmt(c.tuning.get(lr), True) for lr in spec.lr_grid]
             lines.append(f"| {c.hardware} | {c.optimizer} | " + " | ".join(vals) + f" | {c.lr:g} |")
         lines.append("")
+        note = nan_accuracy_note(a for c in tuned for a in c.tuning.values())
+        if note:
+            lines += [note, ""]
     for f in files:
         lines += [f"![{f}]({f})", ""]
     return "\n".join(lines)

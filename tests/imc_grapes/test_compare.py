@@ -981,3 +981,79 @@ def test_a_job_interrupted_in_a_finished_report_folder_makes_the_report_read_as_
     assert [r["config"]["seed"] for r in done["runs"]] == [0, 1]
     assert main(["compare-summary", str(job), "--out", str(tmp_path / "s3")]) == 0
     assert main(["compare", "--redraw", "--out", str(job)]) == 0
+
+
+#: the line under a table that shows a NaN accuracy, written out here (not read from the code under test)
+NAN_NOTE = ("nan: the model's outputs (logits) or weights were not finite (NaN/Inf) at that evaluation, so it has no "
+            "accuracy (e.g. outputs beyond the float32 range after drift); a mean over runs is nan when one of its "
+            "runs' is")
+
+
+def _drifted_cells():
+    """Two analog cells of two completed runs each, evaluated after drift at 1 s and 1 y: sgd's second run has no
+    accuracy at 1 y (NaN: its outputs overflowed), grapes's runs none at any time."""
+    def run(seed, acc, inference):
+        return compare_mod.RunResult(dataclasses.replace(BASE, seed=seed), [{"epoch": 1, "test_acc": acc}],
+                                     "completed", extra={"inference": inference})
+
+    nan = float("nan")
+    return [compare_mod.Cell("analog", "sgd", 0.1, [run(0, 0.75, {"1": 0.75, "31536000": 0.5}),
+                                                     run(1, 0.5, {"1": 0.25, "31536000": nan})]),
+            compare_mod.Cell("analog", "grapes", 0.1, [run(0, 0.75, {"1": nan, "31536000": nan}),
+                                                        run(1, 0.75, {"1": nan, "31536000": nan})])]
+
+
+def test_a_nan_accuracy_after_drift_reads_nan_and_the_tables_say_why():
+    """The mean over a cell's runs at a time where one run has no accuracy is NaN (nan_propagates): the table shows
+    ``nan`` there (sgd at 1 y; grapes at both times), the finite means as before (sgd at 1 s: (75 + 25) / 2 = 50.00),
+    and below the table why: its last line in plain text, a paragraph after a blank line in Markdown (a line
+    right under a Markdown table would be read as one of its rows). A table without a NaN has no such line."""
+    rows = compare_mod.summarise_cells(_drifted_cells(), 0.9)
+    assert math.isnan(rows[0]["inference_acc@31536000"]) and rows[0]["inference_acc@1"] == pytest.approx(0.5)
+    plain = compare_mod.format_table(rows, 0.9).splitlines()
+    assert plain[2].split()[-2:] == ["50.00", "nan"] and plain[3].split()[-2:] == ["nan", "nan"]
+    assert plain[-1] == NAN_NOTE and len(plain) == 5
+    markdown = compare_mod.format_table(rows, 0.9, markdown=True).split("\n")
+    assert markdown[2].endswith("| 50.00 | nan |") and markdown[3].endswith("| nan | nan |")
+    assert markdown[4:] == ["", NAN_NOTE]
+    fine = [dict(rows[0], **{"inference_acc@31536000": 0.5})]
+    assert "nan" not in compare_mod.format_table(fine, 0.9) + compare_mod.format_table(fine, 0.9, markdown=True)
+
+
+def test_inference_plot_says_why_a_point_or_a_cell_has_no_accuracy(tmp_path, monkeypatch):
+    """inference.png: sgd's line has no point at 1 y (NaN), its legend entry says so; grapes, without a finite
+    accuracy at any time, is not left out in silence but named (a cross, no line); a caption under the axes says
+    what nan means. Without any row evaluated, the note in the empty axes names both causes."""
+    figures = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    cells = _drifted_cells()
+    rows = compare_mod.summarise_cells(cells, 0.9)
+    compare_mod.plot_report(cells, rows, tmp_path)
+    fig = figures["inference.png"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "analog sgd (n=2; nan at 1y)", "analog grapes: nan at every time"]
+    assert [t.get_text() for t in fig.texts] == [
+        "nan: weights or outputs not finite (NaN/Inf) at that time, so no accuracy; a mean over runs is nan when one "
+        "of its runs' is"]
+    (sgd, grapes) = ax.get_lines()
+    assert list(grapes.get_xdata()) == [] and grapes.get_marker() == "x"
+    assert list(sgd.get_ydata()[:1]) == [50.0] and math.isnan(sgd.get_ydata()[1])
+    figures.clear()
+    empty = [dict(r, **{"inference_acc@1": None, "inference_acc@31536000": None}) for r in rows]
+    compare_mod.plot_report(cells, empty, tmp_path)
+    fig = figures["inference.png"]
+    assert fig.axes[0].get_legend() is None and not fig.texts
+    assert [t.get_text() for t in fig.axes[0].texts] == [
+        "no finite accuracy\n(no completed run, or weights or outputs not finite (NaN/Inf))"]
+
+
+def test_report_md_says_why_a_table_or_a_tuning_score_is_nan():
+    """report.md: the results table with a NaN mean after drift is followed by the note as a paragraph of its own;
+    the lr-tuning table with a NaN score (a completed tuning run without a finite validation accuracy) too."""
+    cells = _drifted_cells()
+    rows = compare_mod.summarise_cells(cells, 0.9)
+    cells[0].tuning_by_seed.update({0.1: {0: 0.5}, 0.3: {0: float("nan")}})
+    md = compare_mod.render_markdown(CompareSpec(base=BASE, lr_grid=(0.1, 0.3)), rows, cells, [], None)
+    assert f"| nan | nan |\n\n{NAN_NOTE}\n\n*mean ± std*: " in md
+    assert f"| analog | sgd | 50.00 | nan | 0.1 |\n\n{NAN_NOTE}\n" in md

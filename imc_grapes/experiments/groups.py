@@ -17,6 +17,7 @@ from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_tab
 from ..compare import run_one as compare_run_one
 from ..data import Dataset, recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from ..report import nan_accuracy_note
 from ..suggest import did_you_mean
 from ..train import RunResult, tail_accuracy, train
 from .forgetting import train_permuted
@@ -172,6 +173,9 @@ def write_group_report(res: GroupResult, command: str | None = None) -> list[str
             vals = [_pct(c.tuning.get(lr)) for lr in g.spec.lr_grid]
             lines.append(f"| {c.optimizer} | " + " | ".join(vals) + f" | {c.lr:g} |")
         lines.append("")
+        note = nan_accuracy_note(a for c in tuned for a in c.tuning.values())
+        if note:
+            lines += [note, ""]
     lines += [f"![{f}]({f})\n" for f in files]
     write_bytes_atomic(out / "report.md", "\n".join(lines).encode())
     return ["results.json", "results.csv", "report.md", *files]

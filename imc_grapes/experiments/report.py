@@ -41,7 +41,7 @@ from ..compare import Cell, mean_pm_std, paired_by_seed
 from ..data import recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from ..plotting import fit_title, optimizer_color
-from ..report import draw_cell_curves
+from ..report import draw_cell_curves, nan_accuracy_note
 from ..stats import mean_std
 from ..train import RunResult, tail_accuracy
 from ..versions import versions
@@ -441,7 +441,8 @@ def _plot_matrices(results: Sequence[FigureGroup], out: Path) -> None:
 
 def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
     """The results table, one row per group × optimizer. Forgetting rows (``avg_acc_mean``) get the forgetting
-    metrics and no "epochs to target" column: their evaluation points are tasks, not epochs."""
+    metrics and no "epochs to target" column: their evaluation points are tasks, not epochs. An accuracy that is
+    NaN reads ``nan``, and a paragraph below the table (:data:`~imc_grapes.report.NAN_ACCURACY_NOTE`) says why."""
     forgetting = any("avg_acc_mean" in r for r in rows)
     head = [*label_keys, "optimizer", "lr", "test acc % (mean ± std)", "curve-mean acc %",
             *([] if forgetting else ["epochs to target"]), "Δ vs SGD (points, seeds > 0)", "Δ vs layer-mean"]
@@ -468,7 +469,9 @@ def _table(rows: Sequence[dict[str, Any]], label_keys: Sequence[str]) -> str:
             cells += [f"{_pct(r.get(f'{k}_mean'))} ± {_pct(r.get(f'{k}_std'))}"
                       for k in ("avg_acc", "forgetting", "bwt")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = nan_accuracy_note(r.get(k) for r in rows for k in ("final_test_acc_mean", "curve_mean_acc_mean",
+                                                              "avg_acc_mean", "forgetting_mean", "bwt_mean"))
+    return "\n".join(lines + (["", note] if note else []))       # a paragraph of its own, not a row of the table
 
 
 def draw_figures(rows: Sequence[dict[str, Any]], comps: Sequence[dict[str, Any]], keys: Sequence[str],

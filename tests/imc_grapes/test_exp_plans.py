@@ -252,3 +252,31 @@ def test_device_overrides_give_the_analog_groups_their_own_folders_and_reach_the
     digital = groups[0].spec
     dcfg = digital.cell_config("digital", "sgd", digital.lr_grid[0], digital.seeds[0]).normalised()
     assert dcfg.analog.device_overrides == {} and dcfg.analog.preset == "ReRamSB"
+
+
+def test_an_experiment_table_with_a_nan_accuracy_says_why(tmp_path):
+    """A completed run whose final accuracy is NaN (its outputs were not finite) makes its cell's mean and std NaN
+    (nan_propagates): the results table shows ``nan ± nan`` and, as a paragraph after the table (not a row of it),
+    why; the curve-mean column leaves seed 0 out (its curve mean is NaN; a diagnostic's mean leaves it out), so it
+    is seed 1's (0.6 + 0.7 + 0.8) / 3 = 70.00; neither run reached 90 %. A table without a NaN has no such
+    paragraph."""
+    from imc_grapes.compare import CompareSpec, summarise_cells
+    from imc_grapes.experiments import report as rep
+    from imc_grapes.experiments.groups import Group, GroupResult
+
+    def hist(accs):
+        return [{"epoch": k + 1.0, "test_acc": a} for k, a in enumerate(accs)]
+
+    base = TrainConfig(dataset="synthetic", hidden=(8,))
+    sgd = Cell("digital", "sgd", 0.1, [RunResult(base.replace(seed=0), hist([0.5, 0.6, float("nan")]), "completed"),
+                                        RunResult(base.replace(seed=1), hist([0.6, 0.7, 0.8]), "completed")])
+    spec = CompareSpec(base=base, optimizers=("sgd",), hardware=("digital",), seeds=(0, 1))
+    res = GroupResult(Group("g", {}, spec), [sgd], summarise_cells([sgd], 0.9), tmp_path)
+    lines = rep._table(rep._summary_rows([res]), []).split("\n")
+    assert lines[2] == "| sgd | 0.1 | nan ± nan | 70.00 | (0/2 reached 90%) | — | — |"
+    assert lines[3:] == ["", "nan: the model's outputs (logits) or weights were not finite (NaN/Inf) at that "
+                             "evaluation, so it has no accuracy (e.g. outputs beyond the float32 range after drift); "
+                             "a mean over runs is nan when one of its runs' is"]
+    fine = Cell("digital", "sgd", 0.1, [RunResult(base.replace(seed=1), hist([0.6, 0.7, 0.8]), "completed")])
+    res = GroupResult(Group("g", {}, spec), [fine], summarise_cells([fine], 0.9), tmp_path)
+    assert "nan" not in rep._table(rep._summary_rows([res]), [])

@@ -27,6 +27,7 @@ from .config import ConfigError
 from .io import (COMPARE_SUMMARY_HEADING, other_command_folder, restore_nonfinite, superseded_report_note,
                  unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
 from .plotting import fit_title, optimizer_color
+from .report import nan_accuracy_note
 from .train import tail_accuracy, tail_evals_error
 
 __all__ = ["load_report", "report_names", "summarize", "setup_differences", "format_differences", "format_summary",
@@ -156,8 +157,9 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
             for opt in spec.get("optimizers", []):
                 s = cells.get(opt, {})
                 row[f"{opt}/lr"] = s.get("lr")
-                row[f"{opt}/acc_mean"] = s.get("final_test_acc_mean")
-                row[f"{opt}/acc_std"] = s.get("final_test_acc_std")
+                # a NaN mean (a completed run without a finite accuracy) is stored as "nan": the float again
+                row[f"{opt}/acc_mean"] = restore_nonfinite(s.get("final_test_acc_mean"))
+                row[f"{opt}/acc_std"] = restore_nonfinite(s.get("final_test_acc_std"))
                 # the completed runs behind the accuracy (reports written before the summary counted them: the runs)
                 row[f"{opt}/completed"] = s.get("completed", sum(a is not None for a in accs.get(opt, {}).values()))
                 # the cell's final runs, and those of them that diverged or failed (a cell of no completed run is
@@ -165,8 +167,8 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
                 row[f"{opt}/runs"] = s.get("runs", len(accs.get(opt, {})))
                 for status in ("diverged", "failed"):
                     row[f"{opt}/{status}"] = s.get(status, stopped.get((opt, status), 0))
-                row[f"{opt}/saturation"] = s.get("saturation_mean")
-                row[f"{opt}/energy_vs_sgd"] = s.get("cost_overhead_vs_sgd")
+                row[f"{opt}/saturation"] = restore_nonfinite(s.get("saturation_mean"))
+                row[f"{opt}/energy_vs_sgd"] = restore_nonfinite(s.get("cost_overhead_vs_sgd"))
             for other in (reference, control):
                 both = method in accs and other in accs
                 row[f"{method}-{other}"] = paired_by_seed(accs[method], accs[other]) if both else None
@@ -269,7 +271,9 @@ def format_summary(rows: Sequence[dict[str, Any]], method: str = "grapes", refer
                    control: str = "layer-mean") -> str:
     """The rows as a Markdown table (accuracies in %, tuned lr in parentheses; Δ mean ± std over the common seeds,
     and on how many of them the difference is positive; the reference's saturation and the method's energy per
-    step ×SGD's). When a label repeats, a first ``report`` column names each row's report (:func:`report_names`)."""
+    step ×SGD's). When a label repeats, a first ``report`` column names each row's report (:func:`report_names`).
+    An accuracy that is NaN reads ``nan``, and a paragraph below the table
+    (:data:`~imc_grapes.report.NAN_ACCURACY_NOTE`) says why."""
     opts = [reference, method, control]
     names = report_names(rows) if _labels_repeat(rows) else None
     head = [*(["report"] if names else []), "hardware", *opts, f"Δ {method} − {reference}",
@@ -281,7 +285,8 @@ def format_summary(rows: Sequence[dict[str, Any]], method: str = "grapes", refer
                  _diff(r.get(f"{method}-{reference}")), _diff(r.get(f"{method}-{control}")),
                  "—" if sat is None else f"{sat:.2f}", "—" if energy is None else f"{energy:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = nan_accuracy_note(r.get(f"{o}/acc_mean") for r in rows for o in opts)
+    return "\n".join(lines + (["", note] if note else []))       # a paragraph of its own, not a row of the table
 
 
 def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) -> bytes:

@@ -422,3 +422,28 @@ def test_a_report_is_older_than_its_runs_only_when_a_later_job_was_marked_there(
     assert summarize([a])
     (a / "runs" / "job.json").unlink()
     assert summarize([a])
+
+
+def test_a_nan_mean_of_a_report_reads_nan_with_a_note_and_is_stored_as_before(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]
+                                                                               ) -> None:
+    """A report whose grapes cell has a completed run without a finite final accuracy stores its mean and std as
+    "nan" (write_json_atomic); compare-summary formatted that string as a number and stopped with a ValueError
+    (Unknown format code 'f' for object of type 'str'). The cell now reads ``nan ± nan``, summary.md says why
+    under the table, and summary.json stores the mean as "nan", as the report does."""
+    a = _report(tmp_path, "a")
+    data = json.loads((a / "results.json").read_text())
+    grapes = next(s for s in data["summary"] if (s["hardware"], s["optimizer"]) == ("analog", "grapes"))
+    grapes.update(final_test_acc_mean="nan", final_test_acc_std="nan")
+    data["runs"][3]["history"][1]["test_acc"] = "nan"                  # analog grapes seed 0: [0.40, NaN]
+    (a / "results.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert main(["compare-summary", str(a), "--out", str(out)]) == 0
+    note = ("nan: the model's outputs (logits) or weights were not finite (NaN/Inf) at that evaluation, so it has no "
+            "accuracy (e.g. outputs beyond the float32 range after drift); a mean over runs is nan when one of its "
+            "runs' is")
+    md = (out / "summary.md").read_text()
+    assert "| EcRam | 85.00 ± 5.00 (lr 0.3) | nan ± nan (1/3 diverged) (lr 0.1) | 86.00 ± 5.00 (lr 0.1) |" in md
+    assert f" |\n\n{note}\n\nAccuracy: test %, " in md
+    assert json.loads((out / "summary.json").read_text())["rows"][1]["grapes/acc_mean"] == "nan"
+    assert note not in format_summary(summarize([_report(tmp_path, "fine")]))

@@ -53,7 +53,10 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
         ``{time_key(time_s): accuracy}`` in ascending time; with ``restore`` the trained weights are written back
         before returning. Without any weight (``read_weights`` returns none) nothing can drift: every time gets
         the accuracy of one plain ``evaluate()``. When a trained weight is NaN or infinite (a diverged model) the
-        accuracy is undefined: every time gets NaN, and nothing is written or evaluated.
+        accuracy is undefined: every time gets NaN, and nothing is written or evaluated. Finite weights can still
+        give outputs beyond float32 after drift (e.g. weights of 1e37 on inputs of 100): ``evaluate`` decides
+        then, and :func:`~imc_grapes.train.evaluate` returns NaN for non-finite outputs (not the share of the
+        class that argmax picks from infinities); that NaN is recorded as it is.
 
     Raises:
         ValueError: a time is negative, NaN or infinite, or given twice (the message names ``times_s``).

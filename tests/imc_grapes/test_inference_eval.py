@@ -269,6 +269,34 @@ def test_a_diverged_model_reports_nan_at_every_time_and_is_left_as_it_was(bad):
     assert calls == [] and torch.equal(model.weight.nan_to_num(7.0), before.nan_to_num(7.0))
 
 
+def test_finite_weights_whose_drifted_outputs_overflow_give_nan_not_argmax_of_inf():
+    """Finite weights of 1e37, −1e37 and 5e36 per class (a float32 holds up to 3.4e38) on inputs of 100: each output
+    is a sum of 10 terms of one sign, each of magnitude 1e39 or 5e38, beyond float32 on its own: ±inf. Programming
+    noise, drift and read noise (seed 0) scale each weight by 0.8–1.6 here, so after drift every term is still
+    beyond 3.4e38 (at least 0.8·5e38 = 4e38) and every output ±inf. Classes 0 and 2 read +inf, class 1 −inf: argmax
+    picks class 0 for every sample, which would score the 2 of 4 labels that are 0; the accuracy is NaN instead
+    (train.evaluate), at every time, and every weight written was finite (the outputs overflowed, not the
+    weights)."""
+    from imc_grapes.data import Split
+    from imc_grapes.train import evaluate
+
+    model = nn.Linear(10, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1e37] * 10, [-1e37] * 10, [0.5e37] * 10]))
+    split = Split(torch.full((4, 10), 100.0), torch.tensor([0, 1, 2, 0]))
+    assert torch.isinf(model(split.x)).all() and (model(split.x).argmax(1) == split.y).float().mean() == 0.5
+    read, write = digital_weights(model)
+    written = []
+
+    def record(ws):
+        written.append(all(bool(torch.isfinite(w).all()) for w in ws.values()))
+        write(ws)
+
+    out = accuracy_after_drift(read, record, lambda: evaluate(model, split)[1], [1.0, 31536000.0])
+    assert list(out) == ["1", "31536000"] and all(math.isnan(a) for a in out.values())
+    assert written == [True, True, True]        # two noisy sets, then the trained weights back: all finite
+
+
 def test_a_diverged_crossbar_network_reports_nan_and_keeps_its_state():
     from imc_grapes.inference_eval import network_accuracy_after_drift
 

@@ -31,10 +31,11 @@ redoes it) or diverged (NaN/Inf loss or evaluated output: deterministic for its 
 --retry-diverged redoes it, e.g. after a fix); --status lists them apart.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data, workers that keep dying before they start a point, a sweep folder that cannot be
-written (full disk) or that holds another command's output (a train job's, a compare report), --report on a folder
-where no point of this sweep has finished (one that does not exist or holds no sweep: a mistyped --out; nothing is
-written), 3 another process is running this sweep, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill),
-141 the reader of the output went away (e.g. | head)."""
+written (full disk; a file in its place, also for --status) or that holds another command's output (a train
+job's, a compare report), --report on a folder where no point of this sweep has finished (one that does not exist
+or holds no sweep: a mistyped --out; nothing is written), 3 another process is running this sweep,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output went away
+(e.g. | head)."""
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -133,8 +134,8 @@ def _nothing_to_report(status: SweepStatus, option: str, spec_arg: str) -> str |
     The folder does not exist (a mistyped --out, or a sweep not run yet), holds no sweep (an empty folder, or files
     of no command) or holds one where no point of this spec has finished (a sweep stopped before its first point,
     one of another spec, or one whose first points are running now). None when a point has finished (the report
-    covers what is finished), or when a file or a dangling link is in the folder's place (the folder error, reported
-    by the caller). ``spec_arg``: the spec as typed, for the command the message suggests. Reads only."""
+    covers what is finished). A file or a dangling link in the folder's place is the folder error, which the caller
+    reports before. ``spec_arg: the spec as typed, for the command the message suggests. Reads only."""
     from ..io import folder_command
     from .store import DONE, FAILED
 
@@ -194,9 +195,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     refused = _not_a_sweep_folder(out, option, read_only=args.status)
     if refused is not None:     # before any point runs, and before --dry-run lists a folder the run would refuse
         return fail(refused)
+    if args.status or args.report:
+        from ..io import file_in_the_way, folder_error
+
+        # a file or a dangling link in the folder's place (or above it) holds no sweep: --status would list every
+        # point pending in it, --report could write nothing there; the run reports it through writable_folder
+        if file_in_the_way(out) is not None:
+            return fail(folder_error(option, out))
     # --report where nothing of this sweep has finished (e.g. a mistyped --out) would write a summary of pending
-    # points, into a junk folder it created; a file or a dangling link in its place is a folder that cannot be
-    # written, reported below
+    # points, into a junk folder it created
     if args.report and (nothing := _nothing_to_report(sweep_status(spec, out, points), option, args.spec)):
         return fail(nothing)
     if not (args.dry_run or args.status):

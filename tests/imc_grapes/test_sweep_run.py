@@ -812,6 +812,32 @@ def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_pat
     assert "does not exist" not in capsys.readouterr().err
 
 
+def test_status_of_a_file_or_a_dangling_link_in_the_folders_place_is_the_folder_error(tmp_path, capsys):
+    """`--status --out <a file>` (or a dangling symbolic link, or a path under a file) listed every point pending and
+    exited 0, as if a sweep folder were there. It is the folder error that the run and --report give (exit 2,
+    naming the option and the path, nothing printed on stdout, nothing created); a folder that does not exist keeps
+    its own message (exit 0)."""
+    spec_path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n")
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    give = "give a folder (an existing one, or a new one to create)"
+    cases = [(tmp_path / "file", f"--out {tmp_path / 'file'}: is a file, not a folder; {give}"),
+             (tmp_path / "dangling", f"--out {tmp_path / 'dangling'}: exists and is not a folder; {give}"),
+             (tmp_path / "file" / "o", f"--out {tmp_path / 'file' / 'o'}: {tmp_path / 'file'} is a file, not a "
+                                       "folder, so no folder can be created under it; give a folder that is not "
+                                       "under a file")]
+    for mode in ("--status", "--report"):
+        for path, message in cases:
+            assert sweep_main([str(spec_path), mode, "--out", str(path)]) == 2, (mode, path)
+            out, err = capsys.readouterr()
+            assert (out, err) == ("", f"imc-grapes sweep: error: {message}\n"), (mode, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "file", "s.toml"]
+    assert (tmp_path / "file").read_text() == "not a folder" and not (tmp_path / "nowhere").exists()
+    assert sweep_main([str(spec_path), "--status", "--out", str(tmp_path / "new")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"sweep 's': no sweep has run in {tmp_path / 'new'} yet "
+                                                       "(it does not exist): 2 points would run")
+
+
 def test_report_refuses_a_folder_where_no_point_of_this_sweep_has_finished(tmp_path, capsys):
     """`--report` on an existing folder where nothing of this sweep has finished (an empty folder, one of no sweep,
     a sweep stopped before its first point, one of another spec, one whose first point is running) wrote a

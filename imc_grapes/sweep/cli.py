@@ -9,12 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..interrupts import exit_status, sigterm_as_interrupt
-
-if TYPE_CHECKING:
-    from .runner import SweepStatus
 
 EPILOG = """examples:
   imc-grapes sweep examples/sweeps/dw_min.toml               # run (or resume) with one worker per core
@@ -127,42 +123,13 @@ def _not_a_sweep_folder(out: Path, option: str, read_only: bool = False) -> str 
             "sweep (--out)")
 
 
-def _nothing_to_report(status: SweepStatus, option: str, spec_arg: str) -> str | None:
-    """Why ``--report`` must not write into the sweep folder ``status.out_dir`` (set by ``option``; ``status``:
-    :func:`~imc_grapes.sweep.runner.sweep_status` of this sweep's points there): no point of this sweep has finished
-    (done or failed) there, so the report would be a summary of pending points, in a folder that it might create.
-    The folder does not exist (a mistyped --out, or a sweep not run yet), holds no sweep (an empty folder, or files
-    of no command) or holds one where no point of this spec has finished (a sweep stopped before its first point,
-    one of another spec, or one whose first points are running now). None when a point has finished (the report
-    covers what is finished). A file or a dangling link in the folder's place is the folder error, which the caller
-    reports before. ``spec_arg: the spec as typed, for the command the message suggests. Reads only."""
-    from ..io import folder_command
-    from .store import DONE, FAILED
-
-    out = status.out_dir
-    never_ran = (f"so no point of this sweep has run there and there is nothing to report: give the folder the sweep "
-                 f"ran in (--out), or run it first (imc-grapes sweep {spec_arg})")
-    if not status.folder_exists:
-        return f"{option}: {out} does not exist, {never_ran}"
-    if not out.is_dir() or status.count(DONE, FAILED):
-        return None
-    if status.running:      # its lock is held: a sweep, also one that has not written its plan.json yet
-        return (f"{option}: no point of this sweep has finished in {out} yet, so there is nothing to report: a sweep "
-                f"process is running there now; report when a point has finished (imc-grapes sweep {spec_arg} "
-                "--status shows where it stands)")
-    if folder_command(out) != "sweep":      # another command's folder is refused before this
-        return f"{option}: {out} holds no sweep, {never_ran}"
-    return (f"{option}: no point of this sweep has finished in {out}, so there is nothing to report: give the folder "
-            f"the sweep ran in (--out), or run it (imc-grapes sweep {spec_arg}; it resumes there)")
-
-
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Carry out ``imc-grapes sweep`` (parsed by :func:`add_sweep_parser`); return the exit code (2 for a usage
     error, e.g. ``--out ''``, which would otherwise write into the current folder)."""
     from ..data import DatasetError
     from ..runtime import check_environment
     from .paths import SpecError
-    from .report import format_summary, write_report
+    from .report import NothingToReportError, format_summary, nothing_to_report, write_report
     from .runner import resolve_out, run_sweep, sweep_status
     from .spec import load_spec
     from .store import SweepLockedError
@@ -204,7 +171,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             return fail(folder_error(option, out))
     # --report where nothing of this sweep has finished (e.g. a mistyped --out) would write a summary of pending
     # points, into a junk folder it created
-    if args.report and (nothing := _nothing_to_report(sweep_status(spec, out, points), option, args.spec)):
+    if args.report and (nothing := nothing_to_report(sweep_status(spec, out, points), option, args.spec)):
         return fail(nothing)
     if not (args.dry_run or args.status):
         from ..io import folder_error, writable_folder
@@ -233,6 +200,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.report:
         try:
             paths = write_report(spec, out, points)
+        except NothingToReportError as exc:    # checked above: only if the folder changed since (e.g. removed)
+            return fail(str(exc))
         except OSError as exc:
             return write_failed(exc, "cannot write the report")
         print(format_summary(spec, out, points))
@@ -254,7 +223,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
               f"(`imc-grapes sweep {args.spec} --status` shows where it stands)", file=sys.stderr)
         return exit_status(exc)
     print(status.summary_line())
-    if not args.no_report:
+    if not args.no_report and not nothing_to_report(status):    # a point has finished: there is a report
         try:
             paths = write_report(spec, out, points)
         except OSError as exc:

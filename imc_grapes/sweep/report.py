@@ -55,7 +55,7 @@ from ..io import write_csv_atomic, write_figure_atomic
 from ..plotting import (dodged_x, fit_title, interleaved_dashes, optimizer_color, overlap_groups,
                         overlap_tolerance)
 from ..stats import mean_std
-from .runner import resolve_out, sweep_status
+from .runner import SweepStatus, resolve_out, sweep_status
 from .spec import Point, SweepSpec, _fmt_value, _plain, repeated_points_note
 from .store import DIAGNOSTICS, DONE, FAILED, FAILURES, PARTIAL, PENDING, SweepStore
 
@@ -615,14 +615,65 @@ def plot_axes(spec: SweepSpec) -> list[str]:
     return [ax.name for ax in spec.axes if ax.name not in GROUP_AXES]
 
 
+class NothingToReportError(ValueError):
+    """:func:`write_report` on a sweep folder where no point of the sweep has finished (done or failed): the report
+    would be a summary of pending points, in a folder it might create. The message (:func:`nothing_to_report`) names
+    the folder and why (it does not exist, holds no sweep, or no point of this spec has finished there)."""
+
+
+def nothing_to_report(status: SweepStatus, option: str = "out_dir", spec_arg: str | None = None) -> str | None:
+    """Why no report may be written into the sweep folder ``status.out_dir`` (``status``:
+    :func:`~imc_grapes.sweep.runner.sweep_status` of the sweep's points there): no point of this sweep has finished
+    (done or failed) there, so the report would be a summary of pending points, in a folder that it might create.
+    The folder does not exist (a mistyped folder, or a sweep not run yet), holds no sweep (an empty folder, or files
+    of no command) or holds one where no point of this spec has finished (a sweep stopped before its first point,
+    one of another spec, or one whose first points are running now). None when a point has finished (the report
+    covers what is finished), or when the folder's place holds no folder (a file, a dangling link: the command line
+    gives the folder error before; a write fails with an ``OSError``). Reads only.
+
+    The one check of :func:`write_report` (which raises :class:`NothingToReportError` with it) and of
+    ``imc-grapes sweep --report`` (which calls it first, to create nothing). ``option``: what set the folder, named
+    first in the message (``out_dir``, a Python caller's argument; the command line's ``--out``, ``[sweep] out`` or
+    ``the sweep folder``); ``spec_arg``: the command line's spec as typed, for the commands the message suggests
+    (``imc-grapes sweep SPEC``, and ``--out`` to give another folder); without it, a Python caller's message names
+    ``out_dir``, :func:`~imc_grapes.sweep.runner.run_sweep` and :func:`~imc_grapes.sweep.runner.sweep_status`."""
+    from ..io import folder_command
+
+    out = status.out_dir
+    where, run = ("--out", f"imc-grapes sweep {spec_arg}") if spec_arg is not None else ("out_dir", "run_sweep")
+    show = f"imc-grapes sweep {spec_arg} --status" if spec_arg is not None else "sweep_status"
+    never_ran = (f"so no point of this sweep has run there and there is nothing to report: give the folder the sweep "
+                 f"ran in ({where}), or run it first ({run})")
+    if not status.folder_exists:
+        return f"{option}: {out} does not exist, {never_ran}"
+    if not out.is_dir() or status.count(DONE, FAILED):
+        return None
+    if status.running:      # its lock is held: a sweep, also one that has not written its plan.json yet
+        return (f"{option}: no point of this sweep has finished in {out} yet, so there is nothing to report: a sweep "
+                f"process is running there now; report when a point has finished ({show} shows where it stands)")
+    if folder_command(out) != "sweep":      # the command line refuses another command's folder before this
+        return f"{option}: {out} holds no sweep, {never_ran}"
+    return (f"{option}: no point of this sweep has finished in {out}, so there is nothing to report: give the folder "
+            f"the sweep ran in ({where}), or run it ({run}; it resumes there)")
+
+
 def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[Path]:
     """Write ``summary.csv`` and the plots (see the module docstring) into the sweep folder; return the paths.
     Plots an earlier report wrote (:data:`PLOT_PATTERNS`) that this one does not write again are removed (e.g.
     after an axis was taken out of the spec: they would show points this spec no longer has); other files in
-    ``plots/`` are left alone."""
+    ``plots/`` are left alone.
+
+    Raises:
+        NothingToReportError: no point of this sweep has finished in the folder (:func:`nothing_to_report`: it
+            does not exist, holds no sweep, or none of this spec's points is done or failed there); nothing is
+            written or created.
+        OSError: a file could not be written (a full disk, the folder's permissions, a file in its place).
+    """
     out = resolve_out(spec, out_dir)
     points = list(points) if points is not None else spec.points()
+    if (nothing := nothing_to_report(sweep_status(spec, out, points))) is not None:
+        raise NothingToReportError(nothing)
     rows = summary_rows(spec, out, points)
     paths = [write_csv_atomic(out / "summary.csv", rows)]
     paths += _write_plots(spec, out, points)
@@ -748,5 +799,5 @@ def format_summary(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = Non
     return "\n".join(lines)
 
 
-__all__ = ["format_summary", "plot_axis", "plot_heatmap", "plot_optimizers", "reference_groups", "summary_rows",
-           "write_report"]
+__all__ = ["NothingToReportError", "format_summary", "nothing_to_report", "plot_axis", "plot_heatmap",
+           "plot_optimizers", "reference_groups", "summary_rows", "write_report"]

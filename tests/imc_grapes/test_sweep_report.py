@@ -563,3 +563,46 @@ def test_a_report_without_any_plot_says_why(tmp_path, capsys):
     assert main([str(path), "--report"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"wrote {spec.out_dir / 'summary.csv'}, {spec.out_dir / 'plots' / 'acc_vs_lr.png'}"
+
+
+def test_write_report_refuses_a_folder_where_no_point_has_finished_as_the_command_does(tmp_path):
+    """``write_report`` (the Python call) wrote a summary.csv of pending points where nothing of the sweep had
+    finished, into a folder it created, while ``--report`` refused. It raises :class:`NothingToReportError` (a
+    ValueError) with the command's check (``nothing_to_report``), naming ``out_dir`` and the folder and what to
+    do from Python, and writes or creates nothing; once a point has finished the report is written."""
+    from imc_grapes.sweep import NothingToReportError
+
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n", base=TINY))
+    out = spec.out_dir
+    never_ran = ("so no point of this sweep has run there and there is nothing to report: give the folder the sweep "
+                 "ran in (out_dir), or run it first (run_sweep)")
+    typo = tmp_path / "typo" / "o"
+    for folder, message in [(typo, f"out_dir: {typo} does not exist, {never_ran}"),
+                            (out, f"out_dir: {out} does not exist, {never_ran}")]:
+        with pytest.raises(NothingToReportError) as info:
+            write_report(spec, folder if folder == typo else None)
+        assert str(info.value) == message and isinstance(info.value, ValueError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+    out.mkdir()
+    with pytest.raises(NothingToReportError, match=re.escape(f"out_dir: {out} holds no sweep, {never_ran}")):
+        write_report(spec)
+    store = SweepStore(out)
+    store.write_plan(spec, spec.points())                  # a sweep stopped before its first point
+    with pytest.raises(NothingToReportError) as info:
+        write_report(spec)
+    assert str(info.value) == (f"out_dir: no point of this sweep has finished in {out}, so there is nothing to "
+                               "report: give the folder the sweep ran in (out_dir), or run it (run_sweep; it resumes "
+                               "there)")
+    first = spec.points()[0]
+    store.prepare(first)                                   # handed out by a sweep process running now
+    with store.lock(), pytest.raises(NothingToReportError) as info:
+        write_report(spec)
+    assert str(info.value) == (f"out_dir: no point of this sweep has finished in {out} yet, so there is nothing to "
+                               "report: a sweep process is running there now; report when a point has finished "
+                               "(sweep_status shows where it stands)")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "plan.json", "points"]
+    store.record(first, {"status": "done", "history": [{"epoch": 1, "test_acc": 0.75}]})
+    assert [p.name for p in write_report(spec)] == ["summary.csv", "acc_vs_lr.png"]
+    with open(out / "summary.csv") as f:
+        assert [(r["lr"], r["status"], r["final_test_acc"]) for r in csv.DictReader(f)] == [
+            ("0.1", "done", "0.75"), ("0.2", "pending", "")]

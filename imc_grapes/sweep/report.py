@@ -627,7 +627,9 @@ def nothing_to_report(status: SweepStatus, option: str = "out_dir", spec_arg: st
     (done or failed) there, so the report would be a summary of pending points, in a folder that it might create.
     The folder does not exist (a mistyped folder, or a sweep not run yet), holds no sweep (an empty folder, or files
     of no command) or holds one where no point of this spec has finished (a sweep stopped before its first point,
-    one of another spec, or one whose first points are running now). None when a point has finished (the report
+    also one stopped before it wrote plan.json, whose lock file alone is there:
+    :meth:`~imc_grapes.sweep.store.SweepStore.has_lock_file`; one of another spec, or one whose first points are
+    running now). None when a point has finished (the report
     covers what is finished), or when the folder's place holds no folder (a file, a dangling link: the command line
     gives the folder error before; a write fails with an ``OSError``). Reads only.
 
@@ -651,7 +653,9 @@ def nothing_to_report(status: SweepStatus, option: str = "out_dir", spec_arg: st
     if status.running:      # its lock is held: a sweep, also one that has not written its plan.json yet
         return (f"{option}: no point of this sweep has finished in {out} yet, so there is nothing to report: a sweep "
                 f"process is running there now; report when a point has finished ({show} shows where it stands)")
-    if folder_command(out) != "sweep":      # the command line refuses another command's folder before this
+    # the command line refuses another command's folder before this; a lock file left alone (a sweep killed before
+    # it wrote plan.json) is a sweep stopped before its first point
+    if folder_command(out) != "sweep" and not SweepStore(out).has_lock_file():
         return f"{option}: {out} holds no sweep, {never_ran}"
     return (f"{option}: no point of this sweep has finished in {out}, so there is nothing to report: give the folder "
             f"the sweep ran in ({where}), or run it ({run}; it resumes there)")

@@ -4,7 +4,8 @@ Layout of ``<out>/``::
 
     plan.json                  the spec and its points (id, params), rewritten at each run; the data folder
                                resolved (``data_root_resolved``) of the spec's base and of each point
-    .lock                      held (flock) by the process running the sweep
+    .lock                      held (flock) by the process running the sweep, which writes its pid in it; left
+                               behind when the process ends (no lock then: the OS releases an flock)
     points/<id>/config.json    written when the point starts (its config and swept params, and the data
                                folder resolved: ``data_root_resolved``)
     points/<id>/run/           the training run's own files (metrics.csv, results.json)
@@ -65,6 +66,10 @@ FAILURES: tuple[str, ...] = (DIVERGED, CRASHED)
 #: how a divergence's reason starts (:mod:`~imc_grapes.sweep.worker`), also in a ``point.json`` of an older version
 DIVERGED_PREFIX = "diverged:"
 RESULT_FILE = "point.json"
+#: the file that a sweep process locks (:meth:`SweepStore.lock`), created before anything else in the folder
+LOCK_FILE = ".lock"
+#: most bytes of the process id that a sweep process writes into its :data:`LOCK_FILE` (Linux allows at most 2^22)
+MAX_PID_BYTES = 20
 #: history columns that measure time (they differ between runs of the same config: kept out of point.json)
 TIMING_KEYS: tuple[str, ...] = ("time_s", "elapsed_s", "wall_time_s")     # (train.TIMING_COLUMNS, wall time)
 
@@ -316,7 +321,7 @@ class SweepStore:
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
+        path = self.root / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
@@ -337,7 +342,7 @@ class SweepStore:
         """True while another process holds the lock (a sweep is running in this folder)."""
         import fcntl
 
-        path = self.root / ".lock"
+        path = self.root / LOCK_FILE
         if not path.exists():
             return False
         fd = os.open(path, os.O_RDONLY)
@@ -348,3 +353,20 @@ class SweepStore:
             return True
         finally:
             os.close(fd)
+
+    def has_lock_file(self) -> bool:
+        """Whether a sweep process has locked this folder (:meth:`lock`), now or before: :data:`LOCK_FILE` is a
+        regular file holding a process id, or nothing (its process died between creating it and writing its id).
+        The lock is an ``flock`` on that file, which the OS releases when its process dies, so a file left by a
+        dead process is no lock (:meth:`is_running` is False), but it says that a sweep was started here: one
+        killed, or whose first write failed, before it wrote ``plan.json``. A link, a folder or a file of other
+        content by that name is not a sweep's. Reads only."""
+        path = self.root / LOCK_FILE
+        if path.is_symlink() or not path.is_file():
+            return False
+        try:
+            with open(path, "rb") as f:
+                text = f.read(MAX_PID_BYTES + 1)
+        except OSError:
+            return False
+        return len(text) <= MAX_PID_BYTES and (not text or (text.isascii() and text.isdigit()))

@@ -336,6 +336,54 @@ def test_a_second_sweep_process_on_the_same_folder_is_refused_until_the_first_di
     assert [ps.state for ps in sweep_status(load_spec(spec_path)).points] == ["done"]
 
 
+def test_report_on_a_folder_holding_only_the_lock_of_a_dead_sweep_says_a_sweep_stopped_before_its_first_point(
+        tmp_path, capsys):
+    """A sweep killed after it locked its folder but before it wrote plan.json leaves the lock file alone: an flock
+    on ``.lock`` (released by the OS at the kill) in a file holding the process id. --report called such a folder
+    "holds no sweep"; it now gives the message of a sweep stopped before its first point (exit 2, nothing written),
+    also for the empty file of a process killed before it wrote its id. A ``.lock`` of other content, or a folder
+    by that name, is no sweep's: "holds no sweep" as before. --status counts the points pending (no sweep running)."""
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+    finally:
+        holder.kill()                                   # kill -9: the lock is released, its file stays
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    assert (out / ".lock").read_text() == str(holder.pid)
+    store = SweepStore(out)
+    assert not store.is_running() and store.has_lock_file()
+    stopped = (f"imc-grapes sweep: error: [sweep] out: no point of this sweep has finished in {out}, so there is "
+               "nothing to report: give the folder the sweep ran in (--out), or run it (imc-grapes sweep "
+               f"{spec_path}; it resumes there)\n")
+    no_sweep = (f"imc-grapes sweep: error: [sweep] out: {out} holds no sweep, so no point of this sweep has run "
+                "there and there is nothing to report: give the folder the sweep ran in (--out), or run it first "
+                f"(imc-grapes sweep {spec_path})\n")
+
+    def report() -> str:
+        assert sweep_main([str(spec_path), "--report"]) == 2
+        stdout, err = capsys.readouterr()
+        assert stdout == ""
+        return err
+
+    assert report() == stopped
+    assert sweep_main([str(spec_path), "--status"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"sweep 's' in {out}: 1 points — 0 done, 0 failed, 1 pending"
+    (out / ".lock").write_text("")                      # killed before it wrote its pid
+    assert store.has_lock_file() and report() == stopped
+    (out / ".lock").write_text("not a pid\n")           # no sweep's file
+    assert not store.has_lock_file() and report() == no_sweep
+    (out / ".lock").unlink()
+    (out / ".lock").mkdir()
+    assert not store.has_lock_file() and report() == no_sweep
+    assert sorted(p.name for p in out.iterdir()) == [".lock"] and not any((out / ".lock").iterdir())
+
+
 def test_an_edited_spec_reuses_unchanged_points_and_ignores_the_others(tmp_path, capsys):
     """Points are found by the hash of their config: an edited spec reuses the points whose config it still has,
     runs the new ones, and never mixes the old ones into its status or report (they stay on disk, counted by a

@@ -2,9 +2,10 @@
 
 Written into the sweep folder:
 
-* ``summary.csv`` — point id, status (``running`` for a point in progress while a sweep process runs in the
-  folder, ``half-finished`` for one left by a killed run), ``failure`` (why a failed point failed: ``diverged`` or
-  ``crashed``), failure reason, the swept parameters, final metrics (with ``[sweep]
+* ``summary.csv`` — point id, folder (the name of its folder in ``points/``: its id, or the earlier id whose
+  folder holds its result; empty for a pending point), status (``running`` for a point in progress while a sweep
+  process runs in the folder, ``half-finished`` for one left by a killed run), ``failure`` (why a failed point
+  failed: ``diverged`` or ``crashed``), failure reason, the swept parameters, final metrics (with ``[sweep]
   tail_evals = K > 1`` also ``tail_test_acc``, the mean of the last K evaluations, which the plots then show),
   ``epochs_run`` (the epochs trained at the point's last evaluation: less than the config's ``epochs`` for a
   point that failed early), wall time, then every other config field (top-level names, ``analog.*``,
@@ -98,10 +99,12 @@ def _cell(v: Any) -> Any:
 
 def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                  points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
-    """One row per point of ``spec``: id, status (a half-finished point is ``running`` while a sweep process holds
-    the folder's lock), failure (``diverged`` / ``crashed`` for a failed point, else empty), reason, swept params,
-    metrics (a done point's), ``epochs_run``
-    (the epochs trained at the point's last evaluation, a failed point's too), wall time, the final per-layer
+    """One row per point of ``spec``: id, folder (the name of its folder in ``points/``: its id, or for a point
+    read in the folder of the id an earlier version gave it, that id:
+    :attr:`~imc_grapes.sweep.runner.PointStatus.folder`; empty for a pending point, which has none), status (a
+    half-finished point is ``running`` while a sweep process holds the folder's lock), failure (``diverged`` /
+    ``crashed`` for a failed point, else empty), reason, swept params, metrics (a done point's), ``epochs_run`` (the
+    epochs trained at the point's last evaluation, a failed point's too), wall time, the final per-layer
     diagnostics of the points that have them (``final_M_mean/<layer>``, ``final_M_corr/…``, ``final_M_err/…``,
     ``final_sat/…``; empty elsewhere), config fields (``epochs``: the epochs asked for, as in compare's
     ``results.csv``)."""
@@ -118,8 +121,10 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     for ps in status.points:
         p = ps.point
         state = RUNNING if ps.state == PARTIAL and status.running else ps.state
-        row: dict[str, Any] = {"point": p.id, "status": state, "failure": ps.failure, "reason": ps.reason,
-                               "reference": p.reference}
+        # the folder of its files: its id, or the earlier id whose folder it is read in (none while pending)
+        folder = ps.folder or (p.id if ps.state != PENDING else "")
+        row: dict[str, Any] = {"point": p.id, "folder": folder, "status": state, "failure": ps.failure,
+                               "reason": ps.reason, "reference": p.reference}
         row.update({k: _cell(v) for k, v in p.params.items()})
         row.update({k: ps.metrics.get(k) for k in METRIC_COLUMNS if k not in ("epochs_run", "wall_time_s")})
         # how far the point got, a failed one too; the config column ``epochs`` (or the axis) says what was asked

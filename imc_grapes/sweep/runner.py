@@ -24,7 +24,9 @@ class PointStatus:
     last evaluation (:func:`~imc_grapes.sweep.store.epochs_run`), for a failed point too (None before any);
     ``failure``: why a failed point failed, ``diverged`` (NaN/Inf loss or evaluated output, deterministic) or
     ``crashed`` (an exception or a dead worker) (:func:`~imc_grapes.sweep.store.failure_kind`; "" for any other
-    state)."""
+    state); ``folder``: the name of the folder in ``points/`` that holds the point's files when it is not the
+    point's id (a result an earlier version wrote under the id it gave the point, read in place:
+    :meth:`~imc_grapes.sweep.store.SweepStore.find_legacy`), else ""."""
 
     point: Point
     state: str
@@ -32,6 +34,7 @@ class PointStatus:
     metrics: dict[str, Any] = field(default_factory=dict)
     epochs_run: float | None = None
     failure: str = ""
+    folder: str = ""
 
 
 @dataclass
@@ -88,6 +91,8 @@ class SweepStatus:
             lines.append(f"  {other_points_note(self.other_points)}")
         if self.repeated:
             lines.append(f"  note: {repeated_points_note(self.repeated, len(self.points))}")
+        if legacy := sum(bool(p.folder) for p in self.points):
+            lines.append(f"  note: {legacy_folders_note(legacy)}")
         groups = ((FAILED, CRASHED, "failed, crashed (an exception or a dead worker; --retry-failed redoes them)"),
                   (FAILED, DIVERGED, "failed, diverged (NaN/Inf loss or evaluated output: a rerun diverges again; "
                                      "--retry-diverged redoes them)"),
@@ -104,7 +109,8 @@ class SweepStatus:
                 acc = p.metrics.get("final_test_acc")
                 if state == DONE and is_finite_number(acc):
                     detail = f"  test acc {100 * acc:.2f}%"
-                lines.append(f"  {p.point.id}  {p.point.label()}{detail}")
+                where = f"  (in points/{p.folder})" if p.folder else ""
+                lines.append(f"  {p.point.id}  {p.point.label()}{detail}{where}")
             if len(shown) < len(items):
                 lines.append(f"  ... and {len(items) - len(shown)} more (--verbose lists all)")
         return "\n".join(lines)
@@ -114,6 +120,14 @@ def other_points_note(n: int) -> str:
     """The status's line about ``n`` point folders that belong to no point of the spec."""
     return (f"{n} folder(s) in points/ belong to no point of this spec (points of an earlier version of the spec, "
             "or of another spec run in this folder): kept, and left out of the status and the report")
+
+
+def legacy_folders_note(n: int) -> str:
+    """The status's note about ``n`` points whose files are in the folder of the id an earlier version gave them
+    (:attr:`PointStatus.folder`), which the listing names after each such point."""
+    return (f"{n} point(s) are read in the folder of the id an earlier version gave them (which kept a device "
+            "override at the preset's own value in the id): listed with '(in points/<that id>)', as summary.csv's "
+            "folder column names it")
 
 
 def resolve_out(spec: SweepSpec, out_dir: str | os.PathLike[str] | None) -> Path:
@@ -147,9 +161,9 @@ def sweep_status(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
                 if tail is not None:
                     metrics["tail_test_acc"] = tail
             rows.append(PointStatus(p, result["status"], result.get("reason", ""), metrics, epochs_run(history),
-                                    failure_kind(result)))
+                                    failure_kind(result), store.legacy.get(p.id, "")))
         else:
-            rows.append(PointStatus(p, store.state(p.id)))
+            rows.append(PointStatus(p, store.state(p.id), folder=store.legacy.get(p.id, "")))
     folders = {store.folder_name(p.id) for p in points}
     other = sum(name not in folders for name in store.folder_ids())
     return SweepStatus(spec.name, store.root, rows, running=store.is_running(), other_points=other,

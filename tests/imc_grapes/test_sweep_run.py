@@ -1310,3 +1310,36 @@ def test_a_point_failed_under_its_earlier_id_is_kept_and_redone_in_its_own_folde
     assert read_json(store.root / "points" / at_default.id / "point.json")["metrics"]["final_test_acc"] == 0.75
     assert (store.root / "points" / old / "point.json").read_bytes() == before
     assert [ps.state for ps in status.points] == ["done", "done"] and status.other_points == 1
+
+
+def test_summary_csv_and_status_name_the_folder_of_a_point_read_under_its_earlier_id(tmp_path, capsys):
+    """A point read in the folder of the id an earlier version gave it was shown in summary.csv and --status under
+    its new id only, though points/<new id> does not exist. summary.csv's folder column names the folder its files
+    are in (the earlier id; a point's own id otherwise; empty for a pending point, which has none) and --status
+    lists the point with '(in points/<earlier id>)' and a note counting such points."""
+    spec_path = write_spec(tmp_path, '[axes]\ndevice.dw_min = [0.002, 0.02, 0.05]\n', base=CROSSBAR)
+    spec = load_spec(spec_path)
+    at_default, failed, pending = spec.points()
+    store = SweepStore(spec.out_dir)
+    old = _write_as_before(store, at_default)                       # done (50 %), under its earlier id
+    _write_as_before(store, failed, status="failed")                # an id no version changed: its own folder
+    assert sorted(store.folder_ids()) == sorted([old, failed.id]) and old != at_default.id
+    assert sweep_main([str(spec_path), "--report"]) == 0
+    capsys.readouterr()
+    with open(spec.out_dir / "summary.csv") as f:
+        reader = csv.DictReader(f)
+        rows = [(r["point"], r["folder"], r["status"]) for r in reader]
+    assert reader.fieldnames[:3] == ["point", "folder", "status"]
+    assert rows == [(at_default.id, old, "done"), (failed.id, failed.id, "failed"), (pending.id, "", "pending")]
+    assert not (spec.out_dir / "points" / at_default.id).exists()
+    note = ("  note: 1 point(s) are read in the folder of the id an earlier version gave them (which kept a device "
+            "override at the preset's own value in the id): listed with '(in points/<that id>)', as summary.csv's "
+            "folder column names it")
+    assert sweep_main([str(spec_path), "--status", "--verbose"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [f"sweep 's' in {spec.out_dir}: 3 points — 1 done, 1 failed, 1 pending", note]
+    assert f"  {at_default.id}  device.dw_min=0.002  test acc 50.00%  (in points/{old})" in lines
+    assert f"  {failed.id}  device.dw_min=0.02  — diverged: loss became nan" in lines      # its own folder
+    assert f"  {pending.id}  device.dw_min=0.05" in lines
+    assert sweep_main([str(spec_path), "--status"]) == 0                # without --verbose: the note says it
+    assert capsys.readouterr().out.splitlines()[1] == note

@@ -181,7 +181,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         except OSError as exc:
             return fail(folder_error(option, out, exc))
     if args.dry_run:
-        from .spec import repeated_draws_note, repeated_points, repeated_points_note
+        from .spec import merged_values, merged_values_note, repeated_draws_note, repeated_points, repeated_points_note
 
         print(f"sweep {spec.name!r}: {len(points)} valid points; folder {out}")
         swept_backend = any(ax.name == "backend" for ax in spec.axes)   # then the label names it already
@@ -193,6 +193,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             print(f"note: {repeated_points_note(len(repeated), len(points))}")
         if draws := spec.repeated_draws():       # a discrete random design: fewer points than draws
             print(f"note: {repeated_draws_note(draws, spec.n_samples)}")
+        for axis, groups in merged_values(points).items():     # spellings of one device: fewer points than values
+            print(f"note: {merged_values_note(axis, groups)}")
         return 0
     if args.status:
         print(sweep_status(spec, out, points).format(verbose=args.verbose))

@@ -11,7 +11,8 @@ from typing import Any
 from devices.base import is_finite_number
 
 from .executors import Executor, LocalExecutor, Outcome, Task
-from .spec import Point, SweepSpec, repeated_draws_note, repeated_points, repeated_points_note
+from .spec import (Point, SweepSpec, merged_values, merged_values_note, repeated_draws_note, repeated_points,
+                   repeated_points_note)
 from .store import (CRASHED, DIVERGED, DONE, FAILED, PARTIAL, PENDING, SweepStorageError, SweepStore, epochs_run,
                     failure_kind)
 from .worker import diverged_replica
@@ -282,6 +283,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
             log(f"  note: {other_points_note(n_other)}")
         if draws := spec.repeated_draws():
             log(f"  note: {repeated_draws_note(draws, spec.n_samples)}")
+        for axis, groups in merged_values(points).items():
+            log(f"  note: {merged_values_note(axis, groups)}")
         if todo and verify_data:
             check_data(todo)
         for p in todo:

@@ -220,6 +220,10 @@ class Point:
             a device override at the preset's own value, which :func:`config_id` now leaves out), one per such
             spelling of it in the spec: a sweep folder written by those versions holds its result under one of them
             (:meth:`~imc_grapes.sweep.store.SweepStore.find_legacy`). Empty for most points.
+        merged_params: the params of the other combinations of axis values that denote this same analog point and
+            were merged into it (two spellings of one device in a whole ``analog.device_overrides`` table axis, e.g.
+            ``{}`` and ``{dw_min = 0.002}`` on ReRamSB, whose dw_min is 0.002), for :func:`merged_values` to say.
+            Empty for most points (and for digital ones, whose merging of hardware values is by design).
     """
 
     id: str
@@ -227,6 +231,7 @@ class Point:
     config: TrainConfig
     reference: bool = False
     legacy_ids: tuple[str, ...] = ()
+    merged_params: tuple[dict[str, Any], ...] = ()
 
     def label(self) -> str:
         """Human-readable ``axis=value`` list, e.g. ``device.dw_min=0.001 optimizer=sgd seed=0``."""
@@ -467,8 +472,12 @@ class SweepSpec:
             old = legacy_config_id(cfg) if cfg.analog.device_overrides else pid
             if pid not in points:
                 points[pid] = Point(pid, params, cfg, reference, legacy_ids=(old,) if old != pid else ())
-            elif old != pid and old not in points[pid].legacy_ids:     # merged: a spelling with another earlier id
+                return points[pid]
+            if old != pid and old not in points[pid].legacy_ids:     # merged: a spelling with another earlier id
                 points[pid] = dataclasses.replace(points[pid], legacy_ids=(*points[pid].legacy_ids, old))
+            first = points[pid]     # another spelling: noted for an analog point (merged_values), by design digital
+            if cfg.backend != "digital" and params != first.params and params not in first.merged_params:
+                points[pid] = dataclasses.replace(first, merged_params=(*first.merged_params, params))
             return points[pid]
 
         for params in self._raw_points():
@@ -601,6 +610,45 @@ def repeated_points_note(n: int, total: int) -> str:
     that repeat the run of another point (:func:`repeated_points`): one wording wherever it is shown."""
     return (f"{n} of the {total} points repeat the run of another point (same numbers): they differ from it only in "
             f"analog.out_noise, and analog.ideal_periphery = true {IDEAL_PERIPHERY_WHY}")
+
+
+def merged_values(points: Sequence[Point]) -> dict[str, list[list[Any]]]:
+    """Per axis, the groups of its values that denote the same analog point as another of its values (from
+    :attr:`Point.merged_params`): spellings of one device in a whole ``analog.device_overrides`` table axis, which
+    :meth:`SweepSpec.points` merges into one point, run once, under the first value. Each group lists its values
+    in the order they are met (the first is the one the point is listed under); an axis without such values is left
+    out.
+    Reads only; for ``--dry-run`` and the run's first lines to say (:func:`merged_values_note`)."""
+    groups: dict[str, list[list[Any]]] = {}
+    for p in points:
+        for other in p.merged_params:
+            for name, value in other.items():
+                mine = p.params.get(name)
+                if _value_key(value) == _value_key(mine):
+                    continue
+                axis = groups.setdefault(name, [])
+                found = [g for g in axis if any(_value_key(v) in (_value_key(mine), _value_key(value)) for v in g)]
+                group = [v for g in found for v in g] or [mine]
+                for v in (mine, value):
+                    if all(_value_key(v) != _value_key(w) for w in group):
+                        group.append(v)
+                axis[:] = [g for g in axis if g not in found] + [group]
+    return groups
+
+
+def _value_key(v: Any) -> str:
+    """A swept value as :func:`merged_values` compares it (its canonical JSON)."""
+    return json.dumps(_plain(v), sort_keys=True, default=str)
+
+
+def merged_values_note(axis: str, groups: Sequence[Sequence[Any]]) -> str:
+    """The note of ``--dry-run`` and of a sweep's first lines about the ``groups`` of values of ``axis`` that denote
+    the same point (:func:`merged_values`): one wording wherever it is shown."""
+    n = sum(len(g) for g in groups)
+    spelled = "; ".join(" = ".join(_spec_value(v) for v in g) for g in groups)
+    return (f"{n} values of axis {axis!r} denote the same point as another of its values ({spelled}: a device "
+            "override at the preset's own value is the same device): each such point runs once, under its first "
+            "value")
 
 
 def repeated_draws_note(n: int, draws: int) -> str:

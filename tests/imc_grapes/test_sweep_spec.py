@@ -691,6 +691,52 @@ def test_a_device_override_at_the_presets_value_gives_the_point_of_the_run_witho
     assert tables[0].legacy_ids == tuple(legacy_config_id(c) for c in merged)
 
 
+def test_axis_values_that_spell_one_device_are_noted_by_dry_run_and_the_run(tmp_path, capsys):
+    """Values of a whole device_overrides table axis that spell one device (ReRamSB's dw_min is 0.002 and its w_max
+    1.25: devices/presets.py) were merged into one point silently: 3 values x 2 seeds gave 4 points. --dry-run and
+    the run's first lines now say which values denote the same point, once per axis; a design without such values
+    (another value, a hardware axis over digital points, whose merging is by design) has no note."""
+    from imc_grapes.sweep.cli import main
+    from imc_grapes.sweep.spec import merged_values, merged_values_note
+
+    axes = {"analog": {"device_overrides": [{}, {"dw_min": 0.002}, {"dw_min": 0.02}]}, "seed": [0, 1]}
+    points = spec_of(axes, base={"backend": "crossbar"}).points()
+    assert [(p.params["analog.device_overrides"], p.params["seed"]) for p in points] == [
+        ({}, 0), ({}, 1), ({"dw_min": 0.02}, 0), ({"dw_min": 0.02}, 1)]
+    assert [p.merged_params for p in points] == [({"analog.device_overrides": {"dw_min": 0.002}, "seed": 0},),
+                                                 ({"analog.device_overrides": {"dw_min": 0.002}, "seed": 1},), (), ()]
+    assert merged_values(points) == {"analog.device_overrides": [[{}, {"dw_min": 0.002}]]}
+    note = ("2 values of axis 'analog.device_overrides' denote the same point as another of its values ({} = "
+            "{'dw_min': 0.002}: a device override at the preset's own value is the same device): each such point "
+            "runs once, under its first value")
+    assert merged_values_note("analog.device_overrides", [[{}, {"dw_min": 0.002}]]) == note
+    three = spec_of({"analog": {"device_overrides": [{"dw_min": 0.002}, {"dw_min": 0.02}, {},
+                                                     {"dw_min": 2e-3, "w_max": 1.25}]}},
+                    base={"backend": "crossbar"}).points()
+    assert merged_values(three) == {"analog.device_overrides": [[{"dw_min": 0.002}, {},
+                                                                 {"dw_min": 0.002, "w_max": 1.25}]]}
+    assert merged_values(spec_of({"device.dw_min": [0.002, 0.02]}, base={"backend": "crossbar"}).points()) == {}
+    digital = spec_of({"backend": ["digital", "crossbar"], "device.dw_min": [0.01, 0.02]}).points()
+    assert len(digital) == 3 and merged_values(digital) == {}      # the digital point: merged by design, no note
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[sweep]\nout = "{tmp_path / "o"}"\n[base]\ndataset = "synthetic"\nbackend = "crossbar"\n'
+                    "[axes]\nanalog.device_overrides = [{}, {dw_min = 0.002}, {dw_min = 0.02}]\nseed = [0, 1]\n")
+    assert main([str(spec), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sweep 's': 4 valid points") and lines[-1] == f"note: {note}"
+    logged: list[str] = []
+
+    class Nothing:      # runs no point: only the first lines matter
+        name, ships_files = "local", False
+
+        def run(self, tasks, on_start, on_result):
+            pass
+
+    run_sweep(load_spec(spec), executor=Nothing(), verify_data=False, log=logged.append)
+    assert logged[1:] == [f"  note: {note}"]
+
+
 def test_repeated_points_still_counts_the_ideal_points_with_a_redundant_device_override():
     """The repeated-points note (ideal periphery: out_noise changes nothing) is unaffected by a device override at the
     preset's value: of 2 dw_min × 2 ideal_periphery × 2 out_noise = 8 points (8 ids), the ideal points at

@@ -27,9 +27,9 @@ redoes it) or diverged (NaN/Inf loss or evaluated output: deterministic for its 
 --retry-diverged redoes it, e.g. after a fix); --status lists them apart.
 Exit codes: 0 ok (failed points are results, listed by --status), 1 points left pending,
 2 invalid spec, missing data, workers that keep dying before they start a point, a sweep folder that cannot be
-written (full disk; a file in its place, also for --status) or that holds another command's output (a train
-job's, a compare report), --report on a folder where no point of this sweep has finished (one that does not exist
-or holds no sweep: a mistyped --out; nothing is written), 3 another process is running this sweep,
+written (full disk; a file in its place, also for --status and --dry-run) or that holds another command's output
+(a train job's, a compare report), --report on a folder where no point of this sweep has finished (one that does
+not exist or holds no sweep: a mistyped --out; nothing is written), 3 another process is running this sweep,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. kill), 141 the reader of the output went away
 (e.g. | head)."""
 
@@ -162,11 +162,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     refused = _not_a_sweep_folder(out, option, read_only=args.status)
     if refused is not None:     # before any point runs, and before --dry-run lists a folder the run would refuse
         return fail(refused)
-    if args.status or args.report:
+    if args.status or args.report or args.dry_run:
         from ..io import file_in_the_way, folder_error
 
         # a file or a dangling link in the folder's place (or above it) holds no sweep: --status would list every
-        # point pending in it, --report could write nothing there; the run reports it through writable_folder
+        # point pending in it, --report could write nothing there, --dry-run would list points the run refuses to
+        # write; the run reports it through writable_folder
         if file_in_the_way(out) is not None:
             return fail(folder_error(option, out))
     # --report where nothing of this sweep has finished (e.g. a mistyped --out) would write a summary of pending

@@ -814,7 +814,8 @@ def test_report_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_pat
 
 def test_status_of_a_file_or_a_dangling_link_in_the_folders_place_is_the_folder_error(tmp_path, capsys):
     """`--status --out <a file>` (or a dangling symbolic link, or a path under a file) listed every point pending and
-    exited 0, as if a sweep folder were there. It is the folder error that the run and --report give (exit 2,
+    exited 0, as if a sweep folder were there (and `--dry-run` listed the points of a run that refuses the folder).
+    It is the folder error that the run and --report give (exit 2,
     naming the option and the path, nothing printed on stdout, nothing created); a folder that does not exist keeps
     its own message (exit 0)."""
     spec_path = write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2]\n")
@@ -826,7 +827,7 @@ def test_status_of_a_file_or_a_dangling_link_in_the_folders_place_is_the_folder_
              (tmp_path / "file" / "o", f"--out {tmp_path / 'file' / 'o'}: {tmp_path / 'file'} is a file, not a "
                                        "folder, so no folder can be created under it; give a folder that is not "
                                        "under a file")]
-    for mode in ("--status", "--report"):
+    for mode in ("--status", "--report", "--dry-run"):
         for path, message in cases:
             assert sweep_main([str(spec_path), mode, "--out", str(path)]) == 2, (mode, path)
             out, err = capsys.readouterr()

@@ -55,7 +55,7 @@ from devices.suggest import did_you_mean
 
 __all__ = ["DW_MIN_MIN", "DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "FLOAT32_TINY",
            "NORMAL_DRAW_MAX", "PulsedDevice", "check_field", "check_field_types", "check_finite", "fits_float32",
-           "is_finite_number", "is_number"]
+           "is_finite_number", "is_number", "same_device_value"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -105,6 +105,18 @@ def is_finite_number(v: object) -> TypeGuard[float]:
     Type checkers take ``v`` for a float where it holds (a real number has every operation of a float that callers
     use: comparisons, arithmetic, ``float(v)``)."""
     return is_number(v) and math.isfinite(v)  # type: ignore[arg-type]  # a real number (is_number)
+
+
+def same_device_value(value: object, other: object) -> bool:
+    """Whether a device field holding ``value`` is the device holding ``other``: two bools that are equal, or two
+    numbers equal as numbers (``1`` and ``1.0``, ``0.001`` and ``1e-3``: the device models keep an int as given and
+    compute with it as with the float; floats otherwise bit for bit) and of the same sign (``-0.0`` is kept apart
+    from ``0.0``). Anything else (a string, None) is not a device value: never the same. Here at the bottom of the
+    packages so that a run's config (``imc_grapes``) and a tile array's saved state (``crossbar``) compare alike."""
+    if isinstance(value, bool) or isinstance(other, bool):
+        return isinstance(value, bool) and isinstance(other, bool) and value == other
+    return (isinstance(value, numbers.Real) and isinstance(other, numbers.Real) and value == other
+            and math.copysign(1.0, value) == math.copysign(1.0, other))
 
 
 def fits_float32(v: float) -> bool:
@@ -354,6 +366,11 @@ class PulsedDevice:
 
     def _validate(self) -> None:
         """Model-specific validation hook (raise ``ValueError`` naming ``Class.field``)."""
+
+    def field_values(self) -> dict[str, Any]:
+        """Every field of the device and its value, in the class's order: a plain dict of numbers and bools (what
+        makes two devices of one class the same device, compared with :func:`same_device_value`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     # ------------------------------------------------------------------ sampling
     @property

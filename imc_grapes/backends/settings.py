@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devices.base import check_finite
+from devices.base import check_finite, same_device_value
 
 from ..suggest import did_you_mean, did_you_mean_each
 
@@ -41,31 +39,20 @@ def _preset_values(preset: str) -> dict[str, Any]:
     """The field values of the device preset ``preset`` (a key of ``devices.PRESETS``, exact spelling), built once."""
     from devices import PRESETS
 
-    device = PRESETS[preset]()
-    return {f.name: getattr(device, f.name) for f in dataclasses.fields(device)}
-
-
-def _same_device_value(value: object, preset_value: object) -> bool:
-    """Whether a device field holding ``value`` is the device holding ``preset_value``: two bools that are equal, or
-    two numbers equal as numbers (``1`` and ``1.0``, ``0.001`` and ``1e-3``: the device models keep an int as
-    given and compute with it as with the float) and of the same sign (``-0.0`` is kept apart from ``0.0``)."""
-    if isinstance(value, bool) or isinstance(preset_value, bool):
-        return isinstance(value, bool) and isinstance(preset_value, bool) and value == preset_value
-    return (isinstance(value, numbers.Real) and isinstance(preset_value, numbers.Real) and value == preset_value
-            and math.copysign(1.0, value) == math.copysign(1.0, preset_value))
+    return PRESETS[preset]().field_values()
 
 
 def overrides_at_preset_values(preset: object, overrides: object) -> list[str]:
     """The names of the entries of ``overrides`` (``AnalogSettings.device_overrides``, or that of a saved config)
-    that hold the value the preset ``preset`` has anyway (:func:`_same_device_value`): overrides that change
-    nothing, the device being the same with them and without. Empty when ``preset`` is no preset name or
+    that hold the value the preset ``preset`` has anyway (:func:`devices.base.same_device_value`): overrides that
+    change nothing, the device being the same with them and without. Empty when ``preset`` is no preset name or
     ``overrides`` no dict (a damaged saved config: nothing is taken for redundant). Reads only."""
     from devices import PRESETS
 
     if not (isinstance(preset, str) and preset in PRESETS and isinstance(overrides, dict)):
         return []
     values = _preset_values(preset)
-    return [k for k, v in overrides.items() if k in values and _same_device_value(v, values[k])]
+    return [k for k, v in overrides.items() if k in values and same_device_value(v, values[k])]
 
 
 @dataclass(frozen=True)

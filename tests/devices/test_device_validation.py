@@ -368,3 +368,25 @@ def test_the_smallest_dw_min_keeps_the_cycle_to_cycle_std():
     want = 0.3 * math.sqrt(5) * DW_MIN_MIN
     assert float(new.mean()) == pytest.approx(5 * DW_MIN_MIN, rel=0.01)
     assert float(new.std()) == pytest.approx(want, rel=0.05)
+
+
+def test_field_values_are_every_field_of_the_device_in_the_class_order():
+    dev = dv.get_preset("EcRam", dw_min=0.004)
+    values = dev.field_values()
+    assert list(values) == [f.name for f in dataclasses.fields(dev)]
+    # EcRam's own numbers (aihwkit's preset) and the override
+    assert values["dw_min"] == 0.004 and values["gamma_up"] == 0.1153 and values["w_min"] == -0.8276
+    assert values["mult_noise"] is True and values["dw_min_dtod_log_normal"] is False
+
+
+@pytest.mark.parametrize("a, b, same", [
+    (0.001, 1e-3, True), (1, 1.0, True), (True, True, True), (0.0, 0.0, True),
+    (0.0, -0.0, False),                      # the sign of a zero is kept apart
+    (0.1, 0.1 + 2 ** -56, False),            # one unit in the last place: bit for bit
+    (True, 1, False), (1, True, False),      # a bool is no number
+    ("0.001", 0.001, False), (None, 0.0, False),
+])
+def test_same_device_value_compares_numbers_as_numbers_and_keeps_bools_apart(a, b, same):
+    from devices.base import same_device_value
+
+    assert same_device_value(a, b) is same and same_device_value(b, a) is same

@@ -11,6 +11,11 @@ State (all ``nn.Module`` buffers, so ``state_dict()`` / ``.to()`` carry them):
 
 The torch.Generator of the array (seeded) drives all noise; its state is saved in the state dict
 (``_extra_state``) and it follows the array to another device (re-seeded deterministically from itself).
+``_extra_state`` also records the device model the ``dp_*`` parameters were sampled from (:func:`device_record`):
+loading the state into an array of another device model, or of the same model with other field values, raises
+``ValueError`` before anything is copied (:meth:`TileState._check_saved_device`), since the saved ``dp_*`` would run
+under the other device's config. The periphery and the update settings are not recorded: a state trained under one
+periphery loads under another (e.g. to evaluate it with other ADC bits).
 
 Not state: on the CPU, the first sparse pulsed update also builds a packed copy of the ``dp_*`` parameters
 (16 bytes per device for four float32 parameters; see :meth:`TileArray._params_at`), rebuilt automatically
@@ -32,12 +37,12 @@ from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedI
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice, rng
-from devices.base import check_seed
+from devices.base import check_seed, same_device_value
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
 __all__ = ["TileArray", "TileState", "COUNTER_NAMES", "hardware_sums", "hardware_and_exact_sums", "HardwareSumsPlan",
-           "pair_offset", "check_finite_weights"]
+           "pair_offset", "check_finite_weights", "device_record", "device_differences"]
 
 COUNTER_NAMES: tuple[str, ...] = (
     "forward_mvms",      # input vectors sent through the layer's forward MVM (B per call)
@@ -168,6 +173,36 @@ def check_move(owner: str, fn: Callable[[Tensor], Any], like: Tensor) -> None:
         check_state_device(f"{owner}: the device to move to", probe.device)
 
 
+_EXTRA_STATE = "_extra_state"
+"""The state-dict key suffix of a module's ``get_extra_state`` (``torch.nn.Module``'s own, a private name there)."""
+
+DEVICE_DIFFERENCES_SHOWN = 4
+"""How many differences between a saved device and an array's own the error of :meth:`TileState._check_saved_device`
+names (then ``and N more``)."""
+
+
+def device_record(device: PulsedDevice) -> dict[str, Any]:
+    """The device model as a tile array's extra state records it: ``{"class": <class name>, "fields": {field:
+    value}}`` (:meth:`~devices.PulsedDevice.field_values`), plain and JSON-like (``torch.load(weights_only=True)``
+    reads it back)."""
+    return {"class": type(device).__name__, "fields": device.field_values()}
+
+
+def device_differences(saved: dict[str, Any], device: PulsedDevice) -> list[str]:
+    """``"<what>: saved <value>, own <value>"`` for the class and for every field in which the device ``saved`` (a
+    :func:`device_record`) is not ``device``, fields compared as the device would (:func:`~devices.base.
+    same_device_value`: ``0.001`` is ``1e-3``, ``1`` is ``1.0``, ``-0.0`` is not ``0.0``); a field only one of them
+    has reads ``(none)`` on the other side. Empty when they are the same device."""
+    own = device_record(device)
+    out = [] if saved["class"] == own["class"] else [f"class: saved {saved['class']}, own {own['class']}"]
+    theirs, mine = saved["fields"], own["fields"]
+    for name in [*theirs, *(k for k in mine if k not in theirs)]:
+        if not (name in theirs and name in mine and same_device_value(theirs[name], mine[name])):
+            a, b = (repr(f[name]) if name in f else "(none)" for f in (theirs, mine))
+            out.append(f"{name}: saved {a}, own {b}")
+    return out
+
+
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
@@ -197,6 +232,45 @@ class TileState(nn.Module):
         """``nn.Module._apply``, refusing the meta device first (:func:`check_move`)."""
         check_move(type(self).__name__, fn, self.weight_tiles)
         return super()._apply(fn, recurse)
+
+    def _check_saved_device(self, state: object, where: str) -> None:
+        """Refuse an extra state (``state``, saved by :meth:`get_extra_state`) whose ``"device"`` entry
+        (:func:`device_record`) is another device than ``self.config.device`` (:func:`device_differences`): its
+        ``dp_*`` buffers were sampled from that device, and loading them under this array's config (cycle-to-cycle
+        and write noise, the response's fields) would run a mix of two devices. ``ValueError`` naming ``where``
+        (the array, by its state-dict prefix when known), the first :data:`DEVICE_DIFFERENCES_SHOWN` differences
+        with the saved and the own value, and what to do instead. A state without the entry (saved before it was
+        recorded) is not checked. Load time only: compares Python values, no tensor is read."""
+        saved = state.get("device") if isinstance(state, dict) else None
+        if saved is None:
+            return
+        if not (isinstance(saved, dict) and isinstance(saved.get("class"), str)
+                and isinstance(saved.get("fields"), dict)):
+            raise ValueError(f"{where}: the saved extra state's 'device' entry must be a dict {{'class': <device "
+                             f"class name>, 'fields': {{field: value}}}} (crossbar.tiles.device_record), got "
+                             f"{saved!r}")
+        diffs = device_differences(saved, self.config.device)
+        if not diffs:
+            return
+        shown = "; ".join(diffs[:DEVICE_DIFFERENCES_SHOWN])
+        more = f"; and {len(diffs) - DEVICE_DIFFERENCES_SHOWN} more" if len(diffs) > DEVICE_DIFFERENCES_SHOWN else ""
+        raise ValueError(
+            f"{where}: the state was saved with another device ({shown}{more}); its sampled device-to-device "
+            f"parameters (dp_*) would run under this array's device config, a mix of two devices. Build the layer "
+            f"with the saved device (CrossbarConfig(device={saved['class']}(**fields)), fields: the saved extra "
+            f"state's ['device']['fields']), or copy only the weights: layer.set_weights(saved_layer.get_weights()). "
+            f"The periphery and the update settings may differ: they are not part of the state.")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        """``nn.Module``'s, after :meth:`_check_saved_device` of the saved extra state: a state of another device
+        is refused before any buffer is copied (torch sets the extra state last). The array is named by
+        ``prefix``, its place in the module that loads (e.g. ``TileArray '0.tile'``)."""
+        where = f"{type(self).__name__} {prefix[:-1]!r}" if prefix else type(self).__name__
+        self._check_saved_device(state_dict.get(prefix + _EXTRA_STATE), where)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _register_state(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> None:
         """Register the buffers: ``params`` is a ``DeviceParams.state_dict()`` of the states' shape."""
@@ -321,6 +395,9 @@ class TileArray(TileState):
             :func:`check_state_device`).
         seed: seed of the array's generator (device-to-device sampling and all later noise). ``None``
             draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
+
+    Its ``state_dict`` loads only into an array of the same device model and field values (``ValueError`` naming
+    the differing fields otherwise; the periphery and the update settings may differ): see the module docstring.
     """
 
     generator: torch.Generator
@@ -695,10 +772,16 @@ class TileArray(TileState):
 
     # ------------------------------------------------------------------ state and devices
     def get_extra_state(self) -> dict[str, Any]:
+        """The seed, the generator's device and state, and the device model the ``dp_*`` buffers were sampled from
+        (``"device"``: :func:`device_record`)."""
         return {"seed": self.seed, "generator_device": str(self.generator.device),
-                "generator_state": self.generator.get_state()}
+                "generator_state": self.generator.get_state(), "device": device_record(self.config.device)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_extra_state`'s state; ``ValueError`` for one saved with another device model
+        (:meth:`TileState._check_saved_device`; a state without the ``"device"`` entry, saved before it was
+        recorded, loads as it did)."""
+        self._check_saved_device(state, type(self).__name__)
         self.seed = int(state["seed"])
         if torch.device(state["generator_device"]) == self.generator.device:
             self.generator.set_state(state["generator_state"])

@@ -10,9 +10,11 @@ import pickle
 import pytest
 import torch
 
-from crossbar import CrossbarConfig, IOParameters, ReplicaTileArray, TileArray, UpdateParameters
+from torch import nn
+
+from crossbar import AnalogLinear, CrossbarConfig, IOParameters, ReplicaTileArray, TileArray, UpdateParameters
 from crossbar.periphery import bound_management_rounds
-from devices import ConstantStepDevice, IdealDevice
+from devices import ConstantStepDevice, IdealDevice, get_preset
 
 from .update_paths import CPU_PATHS, force_cpu_path
 
@@ -245,6 +247,105 @@ def test_state_dict_round_trip_restores_states_params_counters_and_noise() -> No
     a.update(x, d, 0.05)
     b.update(x, d, 0.05)
     assert torch.equal(a.read(), b.read())                         # same pulses and device noise
+
+
+def _layer(device, seed: int = 0, **config) -> AnalogLinear:
+    return AnalogLinear(6, 5, bias=False, rpu_config=CrossbarConfig(device=device, tile_rows=4, tile_cols=4, **config),
+                        seed=seed)
+
+
+_ADVICE = ("; its sampled device-to-device parameters (dp_*) would run under this array's device config, a mix of "
+           "two devices. Build the layer with the saved device (CrossbarConfig(device={cls}(**fields)), fields: the "
+           "saved extra state's ['device']['fields']), or copy only the weights: "
+           "layer.set_weights(saved_layer.get_weights()). The periphery and the update settings may differ: they "
+           "are not part of the state.")
+
+
+def test_a_state_of_another_device_preset_is_refused_before_anything_is_copied() -> None:
+    """Capacitor and EcRam are both linear-step presets with the same buffers: the Capacitor state loaded into an
+    EcRam layer would run Capacitor's sampled spread under EcRam's noise. Refused, naming the layer's tile by its
+    place in the model, the class and the first four of the 11 differing fields (counted from the two presets'
+    numbers: dw_min, up_down_dtod, w_min, w_max, w_min_dtod, w_max_dtod, the four gammas and mult_noise)."""
+    saved = nn.Sequential(_layer(get_preset("Capacitor"))).state_dict()
+    model = nn.Sequential(_layer(get_preset("EcRam"), seed=1))
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    want = ("TileArray '0.tile': the state was saved with another device (class: saved CapacitorPresetDevice, own "
+            "EcRamPresetDevice; dw_min: saved 0.005, own 0.002; up_down_dtod: saved 0.06, own 0.01; w_min: saved "
+            "-1.0, own -0.8276; and 8 more)" + _ADVICE.format(cls="CapacitorPresetDevice"))
+    with pytest.raises(ValueError) as info:
+        model.load_state_dict(saved)
+    assert str(info.value) == want
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())   # no buffer was copied
+    with pytest.raises(ValueError, match=r"^TileArray: the state was saved with another device \(class: saved "
+                                         r"CapacitorPresetDevice, own EcRamPresetDevice; dw_min"):
+        model[0].tile.set_extra_state(saved["0.tile._extra_state"])     # called directly: no place to name
+
+
+def test_a_state_of_the_same_preset_with_another_field_value_is_refused_naming_that_field() -> None:
+    saved = _layer(get_preset("EcRam")).state_dict()
+    layer = _layer(get_preset("EcRam", dw_min=0.004), seed=1)
+    want = ("TileArray 'tile': the state was saved with another device (dw_min: saved 0.002, own 0.004)"
+            + _ADVICE.format(cls="EcRamPresetDevice"))
+    with pytest.raises(ValueError) as info:
+        layer.load_state_dict(saved)
+    assert str(info.value) == want
+
+
+def test_device_fields_compare_as_numbers_so_an_int_field_is_its_float() -> None:
+    """``w_max=1`` (an int, kept as given) is the device of ``w_max=1.0``: the state loads; ``-0.0`` is not ``0.0``."""
+    a = TileArray(3, 4, CrossbarConfig(device=ConstantStepDevice(w_max=1, up_down=0.0)), seed=2)
+    b = TileArray(3, 4, CrossbarConfig(device=ConstantStepDevice(w_max=1.0, up_down=0.0)), seed=3)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.params.w_max, a.params.w_max)
+    c = TileArray(3, 4, CrossbarConfig(device=ConstantStepDevice(w_max=1.0, up_down=-0.0)), seed=3)
+    with pytest.raises(ValueError, match=r"^TileArray: the state was saved with another device \(up_down: saved "
+                                         r"0.0, own -0.0\)"):
+        c.load_state_dict(a.state_dict())
+
+
+def test_a_state_loads_under_another_periphery_with_the_saved_weights_exactly() -> None:
+    """Train under one periphery, evaluate under another: the periphery has no state, so a state of the same device
+    with other ADC / DAC resolutions and another update loads, weights, device parameters and generator as saved."""
+    a = _layer(get_preset("EcRam"), seed=4)
+    a.set_weights(torch.linspace(-0.3, 0.3, 30).reshape(5, 6))
+    b = _layer(get_preset("EcRam"), seed=5, forward=IOParameters(out_res=1 / 14, inp_res=1 / 30),
+               update=UpdateParameters(desired_bl=7))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.get_weights(), a.get_weights())
+    assert all(torch.equal(v, b.tile.params.state_dict()[k]) for k, v in a.tile.params.state_dict().items())
+    assert torch.equal(b.tile.generator.get_state(), a.tile.generator.get_state())
+
+
+def test_a_state_saved_before_the_device_was_recorded_loads_as_before() -> None:
+    """A state dict without the extra state's ``device`` entry (saved by an earlier version) is not checked: it
+    loads into a layer of its own device, and (as before) into one of another."""
+    a = _layer(get_preset("Capacitor"), seed=6)
+    a.set_weights(torch.full((5, 6), 0.25))
+    old = copy.deepcopy(a.state_dict())
+    del old["tile._extra_state"]["device"]
+    for device in (get_preset("Capacitor"), get_preset("EcRam")):
+        b = _layer(device, seed=7)
+        b.load_state_dict(old)
+        assert torch.equal(b.get_weights(), torch.full((5, 6), 0.25))
+        assert torch.equal(b.tile.generator.get_state(), a.tile.generator.get_state())
+
+
+def test_the_saved_device_is_plain_data_and_survives_a_weights_only_load() -> None:
+    a = TileArray(3, 4, CrossbarConfig(device=get_preset("EcRam")), seed=8)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert state["_extra_state"]["device"] == {"class": "EcRamPresetDevice",
+                                               "fields": get_preset("EcRam").field_values()}
+    b = TileArray(3, 4, CrossbarConfig(device=get_preset("EcRam")), seed=9)
+    b.load_state_dict(state)
+    state["_extra_state"]["device"] = "EcRam"
+    with pytest.raises(ValueError, match=r"^TileArray: the saved extra state's 'device' entry must be a dict "
+                                         r"\{'class': <device class name>, 'fields': \{field: value\}\} "
+                                         r"\(crossbar.tiles.device_record\), got 'EcRam'$"):
+        b.load_state_dict(state)
 
 
 def test_same_seed_same_everything_and_copies() -> None:

@@ -39,7 +39,7 @@ from crossbar.config import CrossbarConfig
 from crossbar.mapping import TileGrid, _check_size
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
-from crossbar.tiles import TileState, check_finite_weights, check_state_device, pair_offset
+from crossbar.tiles import TileState, check_finite_weights, check_state_device, device_record, pair_offset
 from crossbar.update import _check_update_lr, _dense_counts, _draw_dense_trains, _plan_trains, _TrainPlan, _Trains
 from devices import DeviceParams
 from devices.host import flat_nonzero, host_reads_free
@@ -163,7 +163,8 @@ class ReplicaTileArray(TileState):
     State (``nn.Module`` buffers): ``weight_tiles`` ``[E*T, rows, cols]`` (``T = R*C`` tiles per replica),
     ``apparent_tiles`` (with write noise), ``dp_*`` sampled device parameters, ``counter_*`` 0-d int64 totals
     over all replicas (each replica did ``counter / E`` of it). The counter generator's position is saved in
-    ``_extra_state``.
+    ``_extra_state``, with the device model: as a :class:`~crossbar.TileArray`'s, the state loads only into an array
+    of the same device and field values (the periphery and the update settings may differ).
     """
 
     generator: CounterRNG
@@ -481,9 +482,15 @@ class ReplicaTileArray(TileState):
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
-        return {"rng": self.generator.get_state()}
+        """The counter generator's position and the device model the ``dp_*`` buffers were sampled from
+        (``"device"``: :func:`crossbar.tiles.device_record`)."""
+        return {"rng": self.generator.get_state(), "device": device_record(self.config.device)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_extra_state`'s state; ``ValueError`` for one saved with another device model
+        (:meth:`~crossbar.tiles.TileState._check_saved_device`, as a :class:`~crossbar.TileArray`'s; a state without
+        the ``"device"`` entry, saved before it was recorded, loads as it did)."""
+        self._check_saved_device(state, type(self).__name__)
         self.generator.set_state(state["rng"])
 
     def _apply(self, fn: Any, recurse: bool = True) -> "ReplicaTileArray":

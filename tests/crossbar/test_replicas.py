@@ -184,6 +184,33 @@ def test_state_dict_round_trip_continues_the_streams() -> None:
         ReplicaTileArray([4, 6], 9, 13, cfg, dtype=F64).load_state_dict(a.state_dict())
 
 
+def test_a_replica_state_of_another_device_is_refused_and_one_of_another_periphery_loads() -> None:
+    """As a TileArray's: the extra state records the device; SoftBounds' dw_min_std 0.3 saved, 0.5 here, refused
+    (naming the array by its place and that one field) before anything is copied; another ADC resolution loads the
+    saved states and stream position exactly; a state without the entry (an earlier version's) loads as before."""
+    dev = SoftBoundsDevice(dw_min=0.01)
+    a = ReplicaTileArray([4, 5], 9, 13, CrossbarConfig(device=dev), dtype=F64)
+    a.program(torch.rand(2, 9, 13, dtype=F64) * 0.2 - 0.1)
+    a.forward(torch.randn(2, 3, 13, dtype=F64))
+    other = ReplicaLinear([4, 5], 13, 9, rpu_config=CrossbarConfig(device=SoftBoundsDevice(dw_min=0.01,
+                                                                                           dw_min_std=0.5)))
+    before = other.tile.weight_tiles.clone()
+    state = {"tile." + k: v for k, v in a.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^ReplicaTileArray 'tile': the state was saved with another device "
+                                         r"\(dw_min_std: saved 0.3, own 0.5\); its sampled device-to-device "
+                                         r"parameters \(dp_\*\)"):
+        other.load_state_dict(state)
+    assert torch.equal(other.tile.weight_tiles, before)
+    b = ReplicaTileArray([4, 5], 9, 13, CrossbarConfig(device=dev, forward=IOParameters(out_res=1 / 14)), dtype=F64)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.read(), a.read()) and b.generator.counter == a.generator.counter > 0
+    old = a.state_dict()
+    del old["_extra_state"]["device"]
+    c = ReplicaTileArray([4, 5], 9, 13, CrossbarConfig(device=dev), dtype=F64)
+    c.load_state_dict(old)
+    assert torch.equal(c.read(), a.read()) and c.generator.counter == a.generator.counter
+
+
 # ---------------------------------------------------------------- the CPU shortcuts are exact
 @pytest.mark.parametrize("upd,lr", [
     (UpdateParameters(desired_bl=15), 0.05),

@@ -25,6 +25,7 @@ when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any, Callable, NamedTuple, Sequence, TypeVar, cast
 
 import torch
@@ -181,11 +182,23 @@ DEVICE_DIFFERENCES_SHOWN = 4
 names (then ``and N more``)."""
 
 
+def _plain_number(value: Any) -> Any:
+    """A device field's value as a Python number: a numpy (or other) integer as its ``int``, another real number
+    as its ``float`` (``np.float64(0.002)`` -> ``0.002``), a bool kept; ``torch.load(weights_only=True)`` refuses
+    numpy scalars. Equal to ``value`` as :func:`~devices.base.same_device_value` compares."""
+    if isinstance(value, bool) or type(value) in (int, float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value) if isinstance(value, numbers.Real) else value
+
+
 def device_record(device: PulsedDevice) -> dict[str, Any]:
     """The device model as a tile array's extra state records it: ``{"class": <class name>, "fields": {field:
-    value}}`` (:meth:`~devices.PulsedDevice.field_values`), plain and JSON-like (``torch.load(weights_only=True)``
-    reads it back)."""
-    return {"class": type(device).__name__, "fields": device.field_values()}
+    value}}`` (:meth:`~devices.PulsedDevice.field_values`, each number a Python ``int`` or ``float`` even where the
+    device holds a numpy one), plain and JSON-like (``torch.load(weights_only=True)`` reads it back)."""
+    return {"class": type(device).__name__,
+            "fields": {name: _plain_number(v) for name, v in device.field_values().items()}}
 
 
 def device_differences(saved: dict[str, Any], device: PulsedDevice) -> list[str]:

@@ -7,6 +7,7 @@ import io
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -346,6 +347,26 @@ def test_the_saved_device_is_plain_data_and_survives_a_weights_only_load() -> No
                                          r"\{'class': <device class name>, 'fields': \{field: value\}\} "
                                          r"\(crossbar.tiles.device_record\), got 'EcRam'$"):
         b.load_state_dict(state)
+
+
+def test_a_device_of_numpy_numbers_is_saved_as_plain_numbers_that_a_weights_only_load_reads() -> None:
+    """A device field may be a numpy number (validation takes any real number, e.g. a value of ``np.linspace``): the
+    record holds it as the Python number it is (``np.float64(0.002)`` -> ``0.002``, ``np.int64(1)`` -> ``1``), so
+    ``torch.load``'s default (``weights_only=True``), which refuses numpy scalars, reads the state back and it loads
+    into an array of that device."""
+    device = ConstantStepDevice(dw_min=np.float64(0.002), w_max=np.int64(1))
+    a = TileArray(3, 4, CrossbarConfig(device=device), seed=10)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf)
+    fields = state["_extra_state"]["device"]["fields"]
+    assert (type(fields["dw_min"]), fields["dw_min"]) == (float, 0.002)
+    assert (type(fields["w_max"]), fields["w_max"]) == (int, 1)
+    same = ConstantStepDevice(dw_min=np.float64(0.002), w_max=np.int64(1))
+    b = TileArray(3, 4, CrossbarConfig(device=same), seed=11)
+    b.load_state_dict(state)
+    assert torch.equal(b.read(), a.read())
 
 
 def test_same_seed_same_everything_and_copies() -> None:

@@ -156,7 +156,8 @@ class AnalogWeight(Tensor):
     def __torch_function__(cls, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         """Run ``func`` on plain tensors (plain results), after refusing a write into an :class:`AnalogWeight`;
-        ``.data`` of one is an :class:`AnalogWeight` too (read-only as well)."""
+        ``.data`` of one is an :class:`AnalogWeight` too (read-only as well), outside autograd as torch's ``.data``:
+        its ``requires_grad`` reads ``False`` and setting it does not freeze or unfreeze the layer."""
         kwargs = kwargs or {}
         target = _written_tensor(func, args, kwargs)
         if isinstance(target, AnalogWeight):
@@ -172,7 +173,8 @@ class AnalogWeight(Tensor):
         with torch._C.DisableTorchFunctionSubclass():
             result = func(*args, **kwargs)
         if func == _DATA_GET and args and isinstance(args[0], AnalogWeight):
-            return AnalogWeight.of(result, args[0]._analog_ctx, args[0]._owner)
+            # outside autograd as torch's .data: tied to a context of its own (requires_grad False), not the layer's
+            return AnalogWeight.of(result, torch.empty(0), args[0]._owner)
         return result
 
     @classmethod

@@ -720,6 +720,20 @@ def test_the_weight_copy_still_reads_and_clones_as_a_tensor() -> None:
     assert torch.equal(lin.get_weights(), target)
 
 
+def test_the_weight_copys_data_neither_reads_nor_sets_the_layers_requires_grad_as_nn_linear() -> None:
+    """``.data`` of ``nn.Linear``'s weight is a tensor outside autograd: its ``requires_grad`` reads False, and
+    ``.data.requires_grad_(False)`` leaves the layer training. The analog copy's ``.data`` (read-only too) did the
+    same before it became read-only; then it carried the layer's flag: it read True and froze the layer."""
+    lin = AnalogLinear(3, 2, bias=False, rpu_config=ideal_config(), dtype=F64, seed=0)
+    data = lin.weight.data
+    assert not data.requires_grad and not nn.Linear(3, 2).weight.data.requires_grad
+    data.requires_grad_(False)
+    lin.weight.data.requires_grad = False
+    assert lin.analog_ctx.requires_grad and lin.weight.requires_grad      # the layer still trains
+    with pytest.raises(RuntimeError, match=r"AnalogLinear\.weight is a read-only copy"):
+        data.zero_()                                                     # and the data stays read-only
+
+
 def test_analog_weight_copy_is_plain_data() -> None:
     lin = AnalogLinear(4, 3, rpu_config=ideal_config(), seed=0)
     w = lin.weight

@@ -24,6 +24,7 @@ when a ``dp_*`` buffer is replaced or modified in place (not through ``.data``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import numbers
 from typing import Any, Callable, NamedTuple, Sequence, TypeVar, cast
@@ -201,14 +202,24 @@ def device_record(device: PulsedDevice) -> dict[str, Any]:
             "fields": {name: _plain_number(v) for name, v in device.field_values().items()}}
 
 
+def _field_defaults(device: PulsedDevice) -> dict[str, Any]:
+    """The default of every field of ``device``'s class that has one (a plain value, not a factory)."""
+    return {f.name: f.default for f in dataclasses.fields(device) if f.default is not dataclasses.MISSING}
+
+
 def device_differences(saved: dict[str, Any], device: PulsedDevice) -> list[str]:
     """``"<what>: saved <value>, own <value>"`` for the class and for every field in which the device ``saved`` (a
     :func:`device_record`) is not ``device``, fields compared as the device would (:func:`~devices.base.
     same_device_value`: ``0.001`` is ``1e-3``, ``1`` is ``1.0``, ``-0.0`` is not ``0.0``); a field only one of them
-    has reads ``(none)`` on the other side. Empty when they are the same device."""
+    has reads ``(none)`` on the other side. A field of the same class that the saved record lacks (one added to the
+    class after the state was saved) counts as the class's default, the value that keeps the earlier behaviour (the
+    project's rule for a new field), so a state saved before it loads into a device that holds that default. Empty
+    when they are the same device."""
     own = device_record(device)
     out = [] if saved["class"] == own["class"] else [f"class: saved {saved['class']}, own {own['class']}"]
-    theirs, mine = saved["fields"], own["fields"]
+    theirs, mine = dict(saved["fields"]), own["fields"]
+    if saved["class"] == own["class"]:
+        theirs.update({k: v for k, v in _field_defaults(device).items() if k not in theirs and k in mine})
     for name in [*theirs, *(k for k in mine if k not in theirs)]:
         if not (name in theirs and name in mine and same_device_value(theirs[name], mine[name])):
             a, b = (repr(f[name]) if name in f else "(none)" for f in (theirs, mine))

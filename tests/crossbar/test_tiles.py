@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import pickle
@@ -330,6 +331,26 @@ def test_a_state_saved_before_the_device_was_recorded_loads_as_before() -> None:
         b.load_state_dict(old)
         assert torch.equal(b.get_weights(), torch.full((5, 6), 0.25))
         assert torch.equal(b.tile.generator.get_state(), a.tile.generator.get_state())
+
+
+def test_a_field_the_saved_device_lacks_counts_at_its_class_default() -> None:
+    """A state saved before a field was added to the device class records no value for it: it ran as the field's
+    default (the value that keeps the earlier behaviour), so it loads into a device holding that default, and is
+    refused, naming the field, by one holding another value. Simulated by deleting a field from the record."""
+    a = _layer(get_preset("EcRam"), seed=10)
+    a.set_weights(torch.full((5, 6), 0.125))
+    old = copy.deepcopy(a.state_dict())
+    fields = old["tile._extra_state"]["device"]["fields"]
+    default = {f.name: f.default for f in dataclasses.fields(type(get_preset("EcRam")))}["write_noise_std"]
+    assert fields["write_noise_std"] == default == 0.0      # EcRam's own value is its class default
+    del fields["write_noise_std"]
+    b = _layer(get_preset("EcRam"), seed=11)
+    b.load_state_dict(old)
+    assert torch.equal(b.get_weights(), torch.full((5, 6), 0.125))
+    c = _layer(get_preset("EcRam", write_noise_std=0.5), seed=12)
+    with pytest.raises(ValueError, match=r"^TileArray 'tile': the state was saved with another device "
+                                         r"\(write_noise_std: saved 0.0, own 0.5\)"):
+        c.load_state_dict(old)
 
 
 def test_the_saved_device_is_plain_data_and_survives_a_weights_only_load() -> None:
@@ -715,8 +736,6 @@ def test_a_hardware_sums_plan_reads_as_hardware_sums_until_an_array_changes() ->
     counters (twin arrays, generators in step) read after read, also after the states change (training,
     ``load_state_dict``); it stops being current when an array's states move to another dtype, its configuration
     is replaced or its buffers are assigned, and a new plan then reads as hardware_sums does."""
-    import dataclasses
-
     from crossbar import HardwareSumsPlan, hardware_and_exact_sums
 
     cfg = CrossbarConfig(tile_rows=4, tile_cols=3, forward=IOParameters(out_bound=1.5, out_noise=0.1))

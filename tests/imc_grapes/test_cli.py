@@ -698,7 +698,12 @@ def test_a_sweep_out_key_under_a_file_is_named_in_the_error(tmp_path, capsys):
                                      '[axes]\nlr = [0.1]\n')
     assert main(["sweep", str(tmp_path / "s.toml")]) == 2
     assert "imc-grapes sweep: error: [sweep] out " in capsys.readouterr().err
-    assert main(["sweep", str(tmp_path / "s.toml"), "--status"]) == 0   # reads only: nothing to write
+    # --status only reads, but no sweep can be in a folder under a file: the same error (it listed every point
+    # pending and exited 0)
+    assert main(["sweep", str(tmp_path / "s.toml"), "--status"]) == 2
+    assert capsys.readouterr() == ("", f"imc-grapes sweep: error: [sweep] out {tmp_path / 'file' / 'o'}: "
+                                       f"{tmp_path / 'file'} is a file, not a folder, so no folder can be created "
+                                       "under it; give a folder that is not under a file\n")
 
 
 def test_a_folder_that_takes_no_file_is_a_usage_error(tmp_path, capsys, monkeypatch):

@@ -36,8 +36,8 @@ from typing import Any
 from devices.base import FLOAT32_RANGE, fits_float32, is_finite_number
 
 from .backends.settings import format_device_overrides
-from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on, check_distinct, check_seeds_apart,
-                     config_differences, is_int, is_number, seed_in_range)
+from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on, as_saved, check_distinct,
+                     check_seeds_apart, compared_as_run, config_differences, is_int, is_number, seed_in_range)
 from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
 from .io import (read_json, read_report_json, restore_nonfinite, start_job, superseded_report_note,
@@ -241,15 +241,38 @@ def differences_shown(fields: Sequence[str], given: tuple[dict[str, Any], dict[s
     and its saved and new value, joined by ``", "``; only the first ``most`` of them, then ``", ..."``, when
     ``most`` is given. ``given``: the (saved, new) configs as written; ``ran``: the same as :func:`configs_as_run`
     gives them. A value is its repr, followed by the device the run used in brackets where that differs
-    (``'auto' (cpu)``, ``'cuda' (cuda:0)``), cut to 60 characters (``...``)."""
-    def shown(side: int, key: str) -> str:
-        v, used = given[side].get(key), ran[side].get(key)
-        r = repr(v) if v == used else f"{v!r} ({used})"     # auto, and the device it resolved to
+    (``'auto' (cpu)``, ``'cuda' (cuda:0)``), cut to 60 characters (``...``).
+
+    A field whose value is a dict on both sides (``analog``) is shown by the entries in which it differs, each by
+    its dotted path (``analog.adc_bits: 9 -> 7``, ``analog.device_overrides: {} -> {'dw_min': 0.008}``): those that
+    differ both as written and as runs (:func:`~imc_grapes.config.compared_as_run`: not an entry a digital run
+    ignores, nor an override at the preset's own value). Where no entry does (a digital run against an analog one
+    with the same analog settings written) the field is left out, as ``backend`` is the difference, unless nothing
+    else would be shown: then it is shown whole, as any other value."""
+    def cut(r: str) -> str:
         return r if len(r) <= 60 else r[:57] + "..."
 
-    listed = list(fields) if most is None else list(fields)[:most]
-    return (", ".join(pattern.format(key=k, saved=shown(0, k), new=shown(1, k)) for k in listed)
-            + (", ..." if len(listed) < len(fields) else ""))
+    def shown(side: int, key: str) -> str:
+        v, used = given[side].get(key), ran[side].get(key)
+        return cut(repr(v) if v == used else f"{v!r} ({used})")     # auto, and the device it resolved to
+
+    compared = (compared_as_run(ran[0]), compared_as_run(ran[1]))
+    entries: list[tuple[str, str, str]] = []
+    for k in fields:
+        saved, new, saved_run, new_run = given[0].get(k), given[1].get(k), compared[0].get(k), compared[1].get(k)
+        if not (isinstance(saved, dict) and isinstance(new, dict) and isinstance(saved_run, dict)
+                and isinstance(new_run, dict)):
+            entries.append((k, shown(0, k), shown(1, k)))
+            continue
+        saved_written, new_written = as_saved(saved), as_saved(new)
+        inner = sorted(n for n in {*saved, *new, *saved_run, *new_run}
+                       if saved_run.get(n) != new_run.get(n) and saved_written.get(n) != new_written.get(n))
+        entries += [(f"{k}.{n}", cut(repr(saved.get(n))), cut(repr(new.get(n)))) for n in inner]
+    if not entries:
+        entries = [(k, shown(0, k), shown(1, k)) for k in fields]
+    listed = entries if most is None else entries[:most]
+    return (", ".join(pattern.format(key=k, saved=a, new=b) for k, a, b in listed)
+            + (", ..." if len(listed) < len(entries) else ""))
 
 
 def finished_run(cfg: Any, run_dir: Path, statuses: Sequence[str], extra_keys: Sequence[str],

@@ -97,17 +97,26 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def as_saved(value: Any) -> Any:
+    """``value`` as a ``results.json`` reads it back (tuples as lists, other non-JSON values as their ``str``), so
+    that a config about to be trained and a saved one compare equal where they hold the same settings."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def compared_as_run(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a run's config as a dict) as :func:`config_differences` compares it: its :func:`run_identity`,
+    :func:`as_saved`."""
+    out = as_saved(run_identity(config))
+    return out if isinstance(out, dict) else {}
+
+
 def config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The top-level fields in which a saved run's config (``results.json``'s ``config``) and ``config`` (a
     :meth:`TrainConfig.to_dict`) differ as runs (:func:`run_identity`: fields added since, and the analog settings a
     digital run ignores, do not count), sorted; empty when they are the same run."""
-    import json
-
-    def plain(d: dict[str, Any]) -> dict[str, Any]:
-        out = json.loads(json.dumps(run_identity(d), default=str))
-        return out if isinstance(out, dict) else {}
-
-    a, b = plain(saved), plain(config)
+    a, b = compared_as_run(saved), compared_as_run(config)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 

@@ -1041,8 +1041,11 @@ def test_train_refuses_to_overwrite_a_run_of_another_configuration(tmp_path, cap
         m.setattr(imc_grapes.data, "load_dataset", no_load)
         assert main(base + ["--backend", "crossbar", "--preset", "Idealized"]) == 2
     err = capsys.readouterr().err
-    assert f"--out: {run} holds a run of another configuration (analog: " in err
-    assert "backend: 'digital' there, 'crossbar' here" in err and "remove that folder" in err
+    # the analog setting that differs by its dotted path (the default preset ReRamSB of the digital run's record),
+    # not the whole analog dict cut short
+    assert (f"--out: {run} holds a run of another configuration (analog.preset: 'ReRamSB' there, 'Idealized' here, "
+            "backend: 'digital' there, 'crossbar' here); training would overwrite it") in err
+    assert "remove that folder" in err
     assert (run / "results.json").read_text() == before                      # untouched
     assert main(base + ["--data-root", str(tmp_path / "elsewhere")]) == 0    # where the data lives is no difference
     assert json.loads((run / "results.json").read_text())["status"] == "completed"

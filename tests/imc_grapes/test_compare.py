@@ -512,6 +512,44 @@ def test_differences_shown_gives_each_field_with_its_saved_and_new_value():
     assert differences_shown(["epochs"], (saved, new), ran, "{key}: {saved} -> {new}", most=3) == "epochs: 1 -> 2"
 
 
+def test_differences_shown_names_a_differing_analog_setting_by_its_dotted_path(tmp_path):
+    """A difference inside the analog settings was shown as the whole analog dict's repr cut at 60 characters, which
+    hid the setting that differs. Each differing entry is now shown by its dotted path with its saved and new value;
+    an override at the preset's own value (ReRamSB's dw_min is 0.002: the same device as no override) is no
+    difference and not shown; a digital run against a crossbar one with the same analog settings written shows only
+    the backend (which is why the analog settings differ as runs). Resume's note says the same."""
+    from imc_grapes.compare import configs_as_run, differences_shown, finished_run
+    from imc_grapes.config import config_differences
+
+    def shown(saved_cfg: TrainConfig, new_cfg: TrainConfig, pattern: str = "{key}: {saved} -> {new}",
+              most: int | None = None) -> str:
+        given = (saved_cfg.to_dict(), new_cfg.to_dict())
+        ran = configs_as_run({"config": given[0]}, given[1])
+        return differences_shown(config_differences(*ran), given, ran, pattern, most=most)
+
+    base = TrainConfig(backend="crossbar", device="cpu", analog=AnalogSettings(preset="ReRamSB", adc_bits=9))
+    fewer_bits = base.replace(analog=dataclasses.replace(base.analog, adc_bits=7))
+    assert shown(base, fewer_bits) == "analog.adc_bits: 9 -> 7"
+    overridden = base.replace(analog=dataclasses.replace(base.analog, device_overrides={"dw_min": 0.008}))
+    assert shown(base, overridden) == "analog.device_overrides: {} -> {'dw_min': 0.008}"
+    both = fewer_bits.replace(analog=dataclasses.replace(fewer_bits.analog, device_overrides={"dw_min": 0.008}),
+                              epochs=base.epochs + 1)
+    assert shown(base, both) == (f"analog.adc_bits: 9 -> 7, analog.device_overrides: {{}} -> {{'dw_min': 0.008}}, "
+                                 f"epochs: {base.epochs} -> {base.epochs + 1}")
+    assert shown(base, both, "{key}: {saved} there, {new} here", most=1) == "analog.adc_bits: 9 there, 7 here, ..."
+    at_preset = base.replace(analog=dataclasses.replace(base.analog, device_overrides={"dw_min": 0.002}))
+    assert shown(at_preset, fewer_bits) == "analog.adc_bits: 9 -> 7"
+    assert shown(base.replace(backend="digital"), base) == "backend: 'digital' -> 'crossbar'"
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"status": "completed", "config": base.to_dict()}))
+    said: list[str] = []
+    assert finished_run(fewer_bits, run_dir, ("completed",), (), said.append) is None
+    assert said == [f"   note: {run_dir} holds a completed run of another configuration (analog.adc_bits: 9 -> 7); "
+                    "it is trained again and replaced"]
+
+
 def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkeypatch):
     """Resume (compare's and experiment's: finished_run) compared the device literally, so a job with device auto,
     on a machine without CUDA (auto resolves to cpu), trained a finished cpu run again. It now counts the device as

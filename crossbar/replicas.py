@@ -164,7 +164,8 @@ class ReplicaTileArray(TileState):
     ``apparent_tiles`` (with write noise), ``dp_*`` sampled device parameters, ``counter_*`` 0-d int64 totals
     over all replicas (each replica did ``counter / E`` of it). The counter generator's position is saved in
     ``_extra_state``, with the device model: as a :class:`~crossbar.TileArray`'s, the state loads only into an array
-    of the same device and field values (the periphery and the update settings may differ).
+    of the same device and field values (the periphery and the update settings may differ), and only into one of the
+    same replica seeds; either is refused before anything is copied.
     """
 
     generator: CounterRNG
@@ -489,9 +490,23 @@ class ReplicaTileArray(TileState):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_extra_state`'s state; ``ValueError`` for one saved with another device model
         (:meth:`~crossbar.tiles.TileState._check_saved_device`, as a :class:`~crossbar.TileArray`'s; a state without
-        the ``"device"`` entry, saved before it was recorded, loads as it did)."""
-        self._check_saved_device(state, type(self).__name__)
+        the ``"device"`` entry, saved before it was recorded, loads as it did) or with other replica seeds
+        (:meth:`_check_saved_state`; ``load_state_dict`` checks both before anything is copied)."""
+        self._check_saved_state(state, type(self).__name__)
         self.generator.set_state(state["rng"])
+
+    def _check_saved_state(self, state: object, where: str) -> None:
+        """:meth:`~crossbar.tiles.TileState._check_saved_state`, and a state whose counter generator has other seeds
+        than this array's replicas (:meth:`~devices.rng.CounterRNG.seeds_problem`) refused: its ``dp_*`` buffers
+        were sampled from the other seeds' streams, and its position is in those streams. ``ValueError`` naming
+        ``where`` and both seed lists. A state without a readable ``"rng"`` entry is left to
+        :meth:`set_extra_state`."""
+        super()._check_saved_state(state, where)
+        rng = state.get("rng") if isinstance(state, dict) else None
+        seeds = rng.get("seeds") if isinstance(rng, dict) else None
+        if isinstance(seeds, (list, tuple)) and (problem := self.generator.seeds_problem(seeds)) is not None:
+            raise ValueError(f"{where}: the state was saved with other replica seeds: {problem}; build the array "
+                             f"with the saved seeds (the saved extra state's ['rng']['seeds'])")
 
     def _apply(self, fn: Any, recurse: bool = True) -> "ReplicaTileArray":
         super()._apply(fn, recurse)

@@ -285,14 +285,21 @@ class TileState(nn.Module):
             f"state's ['device']['fields']), or copy only the weights: layer.set_weights(saved_layer.get_weights()). "
             f"The periphery and the update settings may differ: they are not part of the state.")
 
+    def _check_saved_state(self, state: object, where: str) -> None:
+        """Refuse an extra state (``state``, saved by ``get_extra_state``; None when the state dict has none) that
+        this array cannot load, before anything is copied: :meth:`_check_saved_device` (a subclass adds its own
+        checks)."""
+        self._check_saved_device(state, where)
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
                               strict: bool, missing_keys: list[str], unexpected_keys: list[str],
                               error_msgs: list[str]) -> None:
-        """``nn.Module``'s, after :meth:`_check_saved_device` of the saved extra state: a state of another device
-        is refused before any buffer is copied (torch sets the extra state last). The array is named by
-        ``prefix``, its place in the module that loads (e.g. ``TileArray '0.tile'``)."""
+        """``nn.Module``'s, after :meth:`_check_saved_state` of the saved extra state: a state of another device
+        (or, for a :class:`~crossbar.ReplicaTileArray`, of other replica seeds) is refused before any buffer is
+        copied (torch sets the extra state last). The array is named by ``prefix``, its place in the module that
+        loads (e.g. ``TileArray '0.tile'``)."""
         where = f"{type(self).__name__} {prefix[:-1]!r}" if prefix else type(self).__name__
-        self._check_saved_device(state_dict.get(prefix + _EXTRA_STATE), where)
+        self._check_saved_state(state_dict.get(prefix + _EXTRA_STATE), where)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

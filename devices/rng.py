@@ -150,10 +150,15 @@ class CounterRNG:
         """``{"seeds", "counter"}`` (plain Python values)."""
         return {"seeds": list(self.seeds), "counter": int(self.counter)}
 
+    def seeds_problem(self, seeds: Any) -> str | None:
+        """Why a state saved with ``seeds`` (:meth:`get_state`'s ``"seeds"``) does not restore into this generator
+        (``"seeds [4, 6] differ from this generator's [4, 5]"``), or None when they are its own seeds."""
+        return None if list(seeds) == self.seeds else f"seeds {seeds} differ from this generator's {self.seeds}"
+
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`get_state`'s output (the seeds must match)."""
-        if list(state["seeds"]) != self.seeds:
-            raise ValueError(f"CounterRNG.set_state: seeds {state['seeds']} differ from this generator's {self.seeds}")
+        """Restore :meth:`get_state`'s output (the seeds must match: :meth:`seeds_problem`)."""
+        if (problem := self.seeds_problem(state["seeds"])) is not None:
+            raise ValueError(f"CounterRNG.set_state: {problem}")
         self.counter = int(state["counter"])
 
     # ------------------------------------------------------------------ raw bits

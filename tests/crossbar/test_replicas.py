@@ -184,6 +184,29 @@ def test_state_dict_round_trip_continues_the_streams() -> None:
         ReplicaTileArray([4, 6], 9, 13, cfg, dtype=F64).load_state_dict(a.state_dict())
 
 
+def test_a_replica_state_of_other_seeds_is_refused_before_any_buffer_is_copied() -> None:
+    """A state saved by replicas of seeds [4, 5] into an array of seeds [4, 6] was refused only by set_extra_state,
+    which torch runs last: every buffer (the other seeds' dp_* and states) was copied first. It is refused before,
+    naming the array by its place and both seed lists; nothing of the array changes."""
+    cfg = noisy_config(ConstantStepDevice(dw_min=0.01, write_noise_std=1.0))
+    a = ReplicaTileArray([4, 5], 9, 13, cfg, dtype=F64)
+    a.program(torch.rand(2, 9, 13, dtype=F64) * 0.2 - 0.1)
+    a.forward(torch.randn(2, 3, 13, dtype=F64))
+    other = ReplicaLinear([4, 6], 13, 9, rpu_config=cfg)
+    before = {k: v.clone() for k, v in other.state_dict().items() if isinstance(v, torch.Tensor)}
+    state = {**other.state_dict(), **{"tile." + k: v for k, v in a.state_dict().items()}}    # a's tile, all keys
+    assert set(state) == set(other.state_dict()) and len(before) > 10
+    with pytest.raises(ValueError, match=r"^ReplicaTileArray 'tile': the state was saved with other replica seeds: "
+                                         r"seeds \[4, 5\] differ from this generator's \[4, 6\]; build the array "
+                                         r"with the saved seeds"):
+        other.load_state_dict(state)
+    after = other.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert other.tile.generator.counter == 0 and other.tile.generator.seeds == [4, 6]
+    with pytest.raises(ValueError, match=r"^ReplicaTileArray: the state was saved with other replica seeds"):
+        other.tile.set_extra_state(a.get_extra_state())       # called directly: the same check
+
+
 def test_a_replica_state_of_another_device_is_refused_and_one_of_another_periphery_loads() -> None:
     """As a TileArray's: the extra state records the device; SoftBounds' dw_min_std 0.3 saved, 0.5 here, refused
     (naming the array by its place and that one field) before anything is copied; another ADC resolution loads the

@@ -43,7 +43,7 @@ from .inference_eval import time_label
 from .io import (read_json, read_report_json, restore_nonfinite, start_job, superseded_report_note,
                  write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, fit_title, optimizer_color
-from .report import draw_cell_curves, mean_pm_std, nan_accuracy_note
+from .report import NAN_ACCURACY_SHORT, draw_cell_curves, mean_pm_std, nan_accuracy_note
 from .stats import mean_std
 from .suggest import did_you_mean
 from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
@@ -644,7 +644,7 @@ def _inference_n_text(row: dict[str, Any], ns: Sequence[int | None]) -> str:
 #: why an inference accuracy is NaN, as inference.png says it (:data:`~imc_grapes.report.NAN_ACCURACY_NOTE`):
 #: weights that were not finite (:func:`~imc_grapes.inference_eval.accuracy_after_drift` evaluates nothing then), or
 #: outputs that were not (:func:`~imc_grapes.train.evaluate`), e.g. finite weights whose outputs overflow float32
-NAN_INFERENCE_TEXT = "weights or outputs not finite (NaN/Inf)"
+NAN_INFERENCE_TEXT = NAN_ACCURACY_SHORT
 
 #: the hatching of an analog cell's bar in accuracy.png (an ideal digital cell's bar is plain)
 ANALOG_HATCH = "//"

@@ -23,6 +23,10 @@ NAN_ACCURACY_NOTE = ("nan: the model's outputs (logits) or weights were not fini
                      "it has no accuracy (e.g. outputs beyond the float32 range after drift); a mean over runs is nan "
                      "when one of its runs' is")
 
+#: :data:`NAN_ACCURACY_NOTE`'s short form, where a line or a figure has room for a few words only (inference.png's
+#: note, the sweep's per-point log line)
+NAN_ACCURACY_SHORT = "weights or outputs not finite (NaN/Inf)"
+
 
 def nan_accuracy_note(accuracies: Iterable[object]) -> str | None:
     """:data:`NAN_ACCURACY_NOTE` when one of ``accuracies`` (the accuracies a table or log line shows, None for

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.base import is_finite_number
+from devices.base import is_finite_number, is_number
 
 from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import (Point, SweepSpec, merged_values, merged_values_note, repeated_draws_note, repeated_points,
@@ -219,6 +219,21 @@ def replica_groups(points: Sequence[Point], replicas: int) -> list[tuple[list[Po
     return batches
 
 
+def result_line(result: dict[str, Any]) -> str:
+    """What the sweep's log line says of a finished point (``result``: its ``point.json``, as
+    :meth:`SweepStore.record` returns it): ``test acc 91.20%``; for a NaN (or ±Inf) accuracy ``test acc nan`` and
+    why, the point's reason where it has one, else :data:`~imc_grapes.report.NAN_ACCURACY_SHORT`
+    (``test acc nan (weights or outputs not finite (NaN/Inf))``); without an accuracy (a failed point) its reason."""
+    from ..report import NAN_ACCURACY_SHORT
+
+    acc, reason = result["metrics"].get("final_test_acc"), result.get("reason") or ""
+    if is_finite_number(acc):
+        return f"test acc {100 * acc:.2f}%"
+    if is_number(acc):     # no accuracy: the model's outputs or weights were not finite at the last evaluation
+        return f"test acc {acc} — {reason}" if reason else f"test acc {acc} ({NAN_ACCURACY_SHORT})"
+    return reason
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, executor: Executor | None = None,
               *, retry_failed: bool = False, retry_diverged: bool = False, verify_data: bool = True, replicas: int = 1,
               log: Callable[[str], None] = print) -> SweepStatus:
@@ -309,8 +324,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
                     "and run the same command again to resume")
             result = store.record(point, outcome, executor=executor.name)
             finished += 1
-            acc = result["metrics"].get("final_test_acc")
-            what = f"test acc {100 * acc:.2f}%" if isinstance(acc, (int, float)) else result["reason"]
+            what = result_line(result)
             secs = outcome.get("wall_time_s")
             took = f" ({secs:.1f} s)" if isinstance(secs, (int, float)) else ""
             group = outcome.get("_group") or []

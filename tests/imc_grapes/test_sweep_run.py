@@ -1214,19 +1214,50 @@ def test_a_heatmap_of_equal_accuracies_gets_a_readable_colour_range(tmp_path, mo
 
 class _Scripted:
     """An executor that runs nothing: every task is done with one evaluation at test accuracy 0.75 (the ids handed
-    out are recorded)."""
+    out are recorded), or the i-th task at ``results[i]``'s (accuracy, reason) when given."""
 
     name, ships_files = "scripted", False
 
-    def __init__(self) -> None:
+    def __init__(self, results: list[tuple[float, str]] | None = None) -> None:
         self.ids: list[str] = []
+        self.results = results
 
     def run(self, tasks, on_start, on_result):
-        for t in tasks:
+        for i, t in enumerate(tasks):
             self.ids.append(t["id"])
             on_start(t)
-            on_result(t, {"id": t["id"], "status": "done", "reason": "", "wall_time_s": 0.25, "files": {},
-                          "history": [{"epoch": 1.0, "test_acc": 0.75, "test_loss": 0.5}]})
+            acc, reason = (0.75, "") if self.results is None else self.results[i]
+            on_result(t, {"id": t["id"], "status": "done", "reason": reason, "wall_time_s": 0.25, "files": {},
+                          "history": [{"epoch": 1.0, "test_acc": acc, "test_loss": 0.5}]})
+
+
+def test_the_log_line_of_a_point_without_a_finite_accuracy_says_nan_and_why(tmp_path):
+    """Each finished point's log line gave 'test acc nan%' for a NaN accuracy (as if a percentage): it now says
+    'test acc nan' and why, the point's reason where it has one, else the short form of the NaN note; a finite
+    accuracy is in % as before, and a failed point (no accuracy) gives its reason."""
+    from imc_grapes.report import NAN_ACCURACY_SHORT
+    from imc_grapes.sweep.runner import result_line
+
+    assert NAN_ACCURACY_SHORT == "weights or outputs not finite (NaN/Inf)"
+    assert result_line({"metrics": {"final_test_acc": 0.912}, "reason": ""}) == "test acc 91.20%"
+    assert result_line({"metrics": {"final_test_acc": math.nan}, "reason": ""}) == (
+        "test acc nan (weights or outputs not finite (NaN/Inf))")
+    assert result_line({"metrics": {"final_test_acc": math.inf}}) == (
+        "test acc inf (weights or outputs not finite (NaN/Inf))")
+    assert result_line({"metrics": {"final_test_acc": math.nan}, "reason": "outputs overflowed after drift"}) == (
+        "test acc nan — outputs overflowed after drift")
+    assert result_line({"metrics": {}, "reason": "diverged: loss became nan"}) == "diverged: loss became nan"
+
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2, 0.3]\n"))
+    said: list[str] = []
+    ex = _Scripted([(0.912, ""), (math.nan, ""), (math.nan, "outputs overflowed after drift")])
+    run_sweep(spec, executor=ex, log=said.append)
+    labels = {p.id: p.label() for p in spec.points()}
+    lines = [line for line in said if line.startswith("[")]
+    assert lines == [f"[1/3] done   {labels[ex.ids[0]]}: test acc 91.20% (0.2 s)",
+                     f"[2/3] done   {labels[ex.ids[1]]}: test acc nan (weights or outputs not finite (NaN/Inf)) "
+                     "(0.2 s)",
+                     f"[3/3] done   {labels[ex.ids[2]]}: test acc nan — outputs overflowed after drift (0.2 s)"]
 
 
 LEGACY_SPEC = '[axes]\ndevice.dw_min = [0.002, 0.02]\n'

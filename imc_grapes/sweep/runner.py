@@ -85,6 +85,8 @@ class SweepStatus:
         """A summary line (and the notes: a sweep process running, folders of other points, points that repeat
         another point's run), then the failed points with their reasons (the crashed ones, then the diverged ones) and
         the pending ones (all with verbose)."""
+        from ..io import restore_nonfinite
+
         lines = [self.summary_line()]
         if self.running:
             lines.append("  a sweep process is running in this folder now")
@@ -107,9 +109,9 @@ class SweepStatus:
             shown = items if verbose or len(items) <= 20 else items[:20]
             for p in shown:
                 detail = f"  — {p.reason}" if p.reason else ""
-                acc = p.metrics.get("final_test_acc")
-                if state == DONE and is_finite_number(acc):
-                    detail = f"  test acc {100 * acc:.2f}%"
+                acc = restore_nonfinite(p.metrics.get("final_test_acc"))   # a NaN one is stored as "nan"
+                if state == DONE and is_number(acc):    # as the run's log line says it (a NaN one: nan, and why)
+                    detail = "  " + result_line({"metrics": {"final_test_acc": acc}, "reason": p.reason})
                 where = f"  (in points/{p.folder})" if p.folder else ""
                 lines.append(f"  {p.point.id}  {p.point.label()}{detail}{where}")
             if len(shown) < len(items):

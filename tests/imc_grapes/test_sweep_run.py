@@ -1260,6 +1260,21 @@ def test_the_log_line_of_a_point_without_a_finite_accuracy_says_nan_and_why(tmp_
                      f"[3/3] done   {labels[ex.ids[2]]}: test acc nan — outputs overflowed after drift (0.2 s)"]
 
 
+def test_the_status_listing_says_a_done_points_nan_accuracy_as_the_log_line_does(tmp_path):
+    """`--status --verbose` listed a done point whose accuracy is NaN (stored as "nan" in point.json) with nothing
+    after its label, or only its reason: it says `test acc nan` and why, as the run's log line
+    (:func:`result_line`); a finite accuracy is in % as before."""
+    spec = load_spec(write_spec(tmp_path, "[axes]\nlr = [0.1, 0.2, 0.3]\n"))
+    ex = _Scripted([(0.912, ""), (math.nan, ""), (math.nan, "outputs overflowed after drift")])
+    run_sweep(spec, executor=ex, log=lambda line: None)
+    labels = {p.id: p.label() for p in spec.points()}
+    listed = sweep_status(spec).format(verbose=True).splitlines()
+    assert listed[listed.index("done:") + 1:] == [
+        f"  {ex.ids[0]}  {labels[ex.ids[0]]}  test acc 91.20%",
+        f"  {ex.ids[1]}  {labels[ex.ids[1]]}  test acc nan (weights or outputs not finite (NaN/Inf))",
+        f"  {ex.ids[2]}  {labels[ex.ids[2]]}  test acc nan — outputs overflowed after drift"]
+
+
 LEGACY_SPEC = '[axes]\ndevice.dw_min = [0.002, 0.02]\n'
 """Two crossbar points on ReRamSB, whose own dw_min is 0.002: the first point's override changes nothing."""
 CROSSBAR = TINY + 'backend = "crossbar"\n'

@@ -37,7 +37,8 @@ from devices.base import FLOAT32_RANGE, fits_float32, is_finite_number
 
 from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on, as_saved, check_distinct,
-                     check_seeds_apart, compared_as_run, config_differences, is_int, is_number, seed_in_range)
+                     check_seeds_apart, compared_as_run, config_differences, is_int, is_number, seed_in_range,
+                     with_later_fields)
 from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
 from .io import (read_json, read_report_json, restore_nonfinite, start_job, superseded_report_note,
@@ -248,7 +249,11 @@ def differences_shown(fields: Sequence[str], given: tuple[dict[str, Any], dict[s
     differ both as written and as runs (:func:`~imc_grapes.config.compared_as_run`: not an entry a digital run
     ignores, nor an override at the preset's own value). Where no entry does (a digital run against an analog one
     with the same analog settings written) the field is left out, as ``backend`` is the difference, unless nothing
-    else would be shown: then it is shown whole, as any other value."""
+    else would be shown: then it is shown whole, as any other value. A field a saved config lacks (added to the
+    config since) is shown at the value that run used (:func:`~imc_grapes.config.with_later_fields`), not as
+    ``None``."""
+    given = (with_later_fields(given[0]), with_later_fields(given[1]))
+
     def cut(r: str) -> str:
         return r if len(r) <= 60 else r[:57] + "..."
 

@@ -53,6 +53,20 @@ def graph_safe_base_optimizers() -> list[str]:
 LATER_FIELDS: dict[tuple[str, ...], Any] = {("analog", "importance_offset_correction"): False, ("cuda_graph",): False}
 
 
+def with_later_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` (a saved run's config as a dict) in which each :data:`LATER_FIELDS` entry it lacks (saved
+    before the field existed) holds the value that reproduces the behaviour of that run: what the run used, for a
+    message that shows its settings (``cuda_graph: False -> True``, not ``None -> True``)."""
+    out = copy.deepcopy(config)
+    for path, value in LATER_FIELDS.items():
+        parent: Any = out
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] not in parent:
+            parent[path[-1]] = value
+    return out
+
+
 def identity_dict(config: dict[str, Any], *, device_defaults: bool = True) -> dict[str, Any]:
     """A copy of ``config`` (a :meth:`TrainConfig.to_dict`, or a saved one) without the :data:`LATER_FIELDS` that hold
     their earlier-behaviour value, and without the entries of ``analog.device_overrides`` that hold the preset's own

@@ -550,6 +550,24 @@ def test_differences_shown_names_a_differing_analog_setting_by_its_dotted_path(t
                     "it is trained again and replaced"]
 
 
+def test_differences_shown_gives_a_field_a_saved_config_lacks_at_the_value_its_run_used():
+    """A config saved before a field existed lacks it (cuda_graph, analog.importance_offset_correction: the
+    LATER_FIELDS, whose values there reproduce those runs): the note showed it as None; it shows the value that run
+    used, False (the earlier behaviour), against the new one."""
+    from imc_grapes.compare import configs_as_run, differences_shown
+    from imc_grapes.config import config_differences
+
+    new = TrainConfig(backend="crossbar", device="cpu", cuda_graph=False,
+                      analog=AnalogSettings(importance_offset_correction=True)).to_dict()
+    saved = {**new, "cuda_graph": False, "analog": dict(new["analog"])}
+    del saved["cuda_graph"]
+    del saved["analog"]["importance_offset_correction"]
+    ran = configs_as_run({"config": saved}, new)
+    assert config_differences(*ran) == ["analog"]
+    assert differences_shown(config_differences(*ran), (saved, new), ran, "{key}: {saved} -> {new}") == (
+        "analog.importance_offset_correction: False -> True")
+
+
 def test_resume_compares_a_saved_runs_device_as_the_run_used_it(tmp_path, monkeypatch):
     """Resume (compare's and experiment's: finished_run) compared the device literally, so a job with device auto,
     on a machine without CUDA (auto resolves to cpu), trained a finished cpu run again. It now counts the device as

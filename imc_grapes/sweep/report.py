@@ -98,7 +98,7 @@ def _cell(v: Any) -> Any:
 
 
 def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
-                 points: Sequence[Point] | None = None) -> list[dict[str, Any]]:
+                 points: Sequence[Point] | None = None, status: SweepStatus | None = None) -> list[dict[str, Any]]:
     """One row per point of ``spec``: id, folder (the name of its folder in ``points/``: its id, or for a point
     read in the folder of the id an earlier version gave it, that id:
     :attr:`~imc_grapes.sweep.runner.PointStatus.folder`; empty for a pending point, which has none), status (a
@@ -107,8 +107,9 @@ def summary_rows(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     epochs trained at the point's last evaluation, a failed point's too), wall time, the final per-layer
     diagnostics of the points that have them (``final_M_mean/<layer>``, ``final_M_corr/…``, ``final_M_err/…``,
     ``final_sat/…``; empty elsewhere), config fields (``epochs``: the epochs asked for, as in compare's
-    ``results.csv``)."""
-    status = sweep_status(spec, out_dir, points)
+    ``results.csv``). ``status``: :func:`~imc_grapes.sweep.runner.sweep_status` of these points there, when the
+    caller has read it already (:func:`write_report`), else read here."""
+    status = status if status is not None else sweep_status(spec, out_dir, points)
     diagnostics = sorted({k for ps in status.points for k in ps.metrics if "/" in k})
     store = SweepStore(status.out_dir)
     store.find_legacy([ps.point for ps in status.points])     # a point's run.json in the folder of an earlier id
@@ -681,11 +682,12 @@ def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     """
     out = resolve_out(spec, out_dir)
     points = list(points) if points is not None else spec.points()
-    if (nothing := nothing_to_report(sweep_status(spec, out, points))) is not None:
+    status = sweep_status(spec, out, points)     # read once: the check, the rows and the plots see one state
+    if (nothing := nothing_to_report(status)) is not None:
         raise NothingToReportError(nothing)
-    rows = summary_rows(spec, out, points)
+    rows = summary_rows(spec, out, points, status)
     paths = [write_csv_atomic(out / "summary.csv", rows)]
-    paths += _write_plots(spec, out, points)
+    paths += _write_plots(spec, out, status)
     written = {p.name for p in paths}
     for pattern in PLOT_PATTERNS:
         for stale in (out / "plots").glob(pattern):
@@ -694,10 +696,10 @@ def write_report(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None,
     return paths
 
 
-def _write_plots(spec: SweepSpec, out: Path, points: Sequence[Point]) -> list[Path]:
-    """The plots of :func:`write_report`; none before any point has a finite accuracy."""
+def _write_plots(spec: SweepSpec, out: Path, status: SweepStatus) -> list[Path]:
+    """The plots of :func:`write_report` (``status``: the points' :func:`~imc_grapes.sweep.runner.sweep_status`
+    there); none before any point has a finite accuracy."""
     paths: list[Path] = []
-    status = sweep_status(spec, out, points)
     status_points, running = status.points, status.running
     if not any(_acc(ps) is not None for ps in status_points):
         return paths  # nothing finished yet: no plots
@@ -706,6 +708,7 @@ def _write_plots(spec: SweepSpec, out: Path, points: Sequence[Point]) -> list[Pa
         others = [a for a in axes if a != name]
         paths.append(plot_axis(spec, status_points, name, out / "plots" / f"acc_vs_{name}.png", others,
                                running=running))
+    points = [ps.point for ps in status_points]
     multi = [a for a in axes if len(_ordered_values([p.params[a] for p in points if p.params.get(a) is not None])) > 1]
     for a, b in list(itertools.combinations(multi, 2))[:MAX_HEATMAPS]:
         paths.append(plot_heatmap(spec, status_points, a, b, out / "plots" / f"heatmap_{a}__{b}.png",

@@ -3,6 +3,7 @@ on the same folder, a spec edited between runs, damaged or foreign files in the 
 folder names."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import importlib
@@ -11,7 +12,7 @@ import os
 import subprocess
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -312,14 +313,27 @@ with SweepStore(sys.argv[1]).lock():
 """
 
 
-def test_a_second_sweep_process_on_the_same_folder_is_refused_until_the_first_dies(tmp_path, capsys):
-    out = tmp_path / "out"
-    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
+@contextlib.contextmanager
+def lock_held(out: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the sweep lock of ``out`` (:data:`LOCK_HOLDER`) while the block runs, then killed
+    with SIGKILL (the OS releases its flock; its lock file stays)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
                               env=env)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
+def test_a_second_sweep_process_on_the_same_folder_is_refused_until_the_first_dies(tmp_path, capsys):
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
+    with lock_held(out) as holder:
         assert sweep_main([str(spec_path), "--jobs", "1"]) == 3
         assert f"another process (pid {holder.pid}) is running the sweep in {out}" in capsys.readouterr().err
         assert not (out / "points").exists() and not (out / "plan.json").exists()     # it touched nothing
@@ -328,10 +342,6 @@ def test_a_second_sweep_process_on_the_same_folder_is_refused_until_the_first_di
         assert sweep_main([str(spec_path), "--report"]) == 2       # no point has finished: nothing to report
         assert "a sweep process is running there now" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
-        holder.stdout.close()
     assert sweep_main([str(spec_path), "--jobs", "1", "--no-report"]) == 0    # kill -9 released the lock
     assert [ps.state for ps in sweep_status(load_spec(spec_path)).points] == ["done"]
 
@@ -345,15 +355,8 @@ def test_report_on_a_folder_holding_only_the_lock_of_a_dead_sweep_says_a_sweep_s
     by that name, is no sweep's: "holds no sweep" as before. --status counts the points pending (no sweep running)."""
     out = tmp_path / "out"
     spec_path = write_spec(tmp_path / "s.toml", out, "lr = [0.1]")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
-                              env=env)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-    finally:
-        holder.kill()                                   # kill -9: the lock is released, its file stays
-        holder.wait(timeout=10)
-        holder.stdout.close()
+    with lock_held(out) as holder:
+        pass                                            # then kill -9: the lock is released, its file stays
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
     assert (out / ".lock").read_text() == str(holder.pid)
     store = SweepStore(out)

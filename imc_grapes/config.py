@@ -6,7 +6,7 @@ import dataclasses
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,16 +53,25 @@ def graph_safe_base_optimizers() -> list[str]:
 LATER_FIELDS: dict[tuple[str, ...], Any] = {("analog", "importance_offset_correction"): False, ("cuda_graph",): False}
 
 
+def _later_fields_in(config: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], Any, dict[str, Any]]]:
+    """Each :data:`LATER_FIELDS` entry (path, earlier-behaviour value) with the dict of ``config`` that holds or
+    would hold its last key (``config`` itself, or its ``analog`` dict); entries whose parent ``config`` lacks (a
+    damaged saved config) are left out."""
+    for path, value in LATER_FIELDS.items():
+        parent: Any = config
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            yield path, value, parent
+
+
 def with_later_fields(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` (a saved run's config as a dict) in which each :data:`LATER_FIELDS` entry it lacks (saved
     before the field existed) holds the value that reproduces the behaviour of that run: what the run used, for a
     message that shows its settings (``cuda_graph: False -> True``, not ``None -> True``)."""
     out = copy.deepcopy(config)
-    for path, value in LATER_FIELDS.items():
-        parent: Any = out
-        for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and path[-1] not in parent:
+    for path, value, parent in _later_fields_in(out):
+        if path[-1] not in parent:
             parent[path[-1]] = value
     return out
 
@@ -77,11 +86,8 @@ def identity_dict(config: dict[str, Any], *, device_defaults: bool = True) -> di
     ``device_defaults=False`` keeps those overrides: the identity of earlier versions, under which a sweep folder
     written before named its points (:func:`imc_grapes.sweep.spec.legacy_config_id`)."""
     out = copy.deepcopy(config)
-    for path, value in LATER_FIELDS.items():
-        parent: Any = out
-        for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == value:
+    for path, value, parent in _later_fields_in(out):
+        if path[-1] in parent and parent[path[-1]] == value:
             del parent[path[-1]]
     analog = out.get("analog")
     overrides = analog.get("device_overrides") if isinstance(analog, dict) else None

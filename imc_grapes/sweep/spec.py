@@ -272,7 +272,14 @@ def config_id(cfg: TrainConfig) -> str:
     """12 hex digits of the SHA-1 of ``cfg``'s canonical JSON (sorted keys; config fields added later are left out
     while they hold their earlier-behaviour value, and device overrides while they hold the preset's own value:
     :func:`~imc_grapes.config.identity_dict`)."""
-    return _hash_id(identity_dict(cfg.to_dict()))
+    return config_dict_id(cfg.to_dict())
+
+
+def config_dict_id(config: dict[str, Any]) -> str:
+    """:func:`config_id` of a config as a dict: a :meth:`TrainConfig.to_dict`, or the ``config`` a point's
+    ``point.json`` recorded (read back from JSON: the same id as the config it was written from). The id this version
+    gives that config, whatever version wrote it (:meth:`~imc_grapes.sweep.store.SweepStore.find_legacy`)."""
+    return _hash_id(identity_dict(config))
 
 
 def legacy_config_id(cfg: TrainConfig) -> str:

@@ -167,6 +167,23 @@ def test_point_ids_of_configs_without_a_redundant_override_are_unchanged():
     assert legacy_config_id(gv) == config_id(gv) and legacy_config_id(crossbar) == config_id(crossbar)
 
 
+def test_the_id_of_a_config_recorded_in_a_point_json_is_its_current_one(tmp_path):
+    """config_dict_id of the config a point.json recorded (written and read back as JSON) is the id this version
+    gives that config (the values computed by the version before redundant overrides were left out, as above): a
+    config recorded with a redundant override has the id of the same config without it."""
+    from imc_grapes.backends.settings import AnalogSettings
+    from imc_grapes.io import read_json, write_json_atomic
+    from imc_grapes.sweep.spec import config_dict_id
+
+    crossbar = TrainConfig(dataset="synthetic", backend="crossbar")
+    redundant = crossbar.replace(analog=AnalogSettings(device_overrides={"dw_min": 0.002}))
+    mixed = crossbar.replace(analog=AnalogSettings(device_overrides={"dw_min": 0.01, "w_max": 1.25}))
+    for cfg, expected in ((TrainConfig(), "852fbd220fc2"), (crossbar, "68feb93d5c5d"), (redundant, "68feb93d5c5d"),
+                          (mixed, "a1e62d604254")):
+        saved = read_json(write_json_atomic(tmp_path / "point.json", {"config": cfg.to_dict()}))["config"]
+        assert config_dict_id(saved) == expected
+
+
 @pytest.mark.parametrize("device", ["cuda:abc", "cuda:-1", "cudaX", "cuda:", "cuda:0:1", "cuda: 1", "cpu:0", "",
                                     None, 0])
 def test_malformed_device_strings_are_rejected(device):

@@ -31,7 +31,8 @@ or its process was killed, or its file was edited by hand) and is redone from sc
 
 A point without a folder of its own whose id in an earlier version (:attr:`Point.legacy_ids`: a device override at
 the preset's own value was part of the id then) names a folder with a result (done or failed) is that result, read
-in place (:meth:`SweepStore.find_legacy`): folders written before keep counting, under any version.
+in place (:meth:`SweepStore.find_legacy`): folders written before keep counting, under any version. So is a folder
+of no point whose result recorded a config that has the point's id now (the spec no longer writes the override).
 
 A failed point's ``failure`` says why (:func:`failure_kind`): ``diverged`` (its loss or an evaluated output became
 NaN/Inf: deterministic for its config and seed, a rerun diverges the same way) or ``crashed`` (its training raised
@@ -56,7 +57,7 @@ from devices.base import is_number
 from ..data import recorded_data_root
 from ..io import NONFINITE_STRINGS, write_bytes_atomic, write_json_atomic
 from ..train import best_accuracy
-from .spec import Point, SweepSpec, _plain
+from .spec import Point, SweepSpec, _plain, config_dict_id
 
 DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
 #: the two kinds of a failed point (its ``failure``): a NaN/Inf loss or evaluated output (deterministic) or an
@@ -210,20 +211,45 @@ class SweepStore:
         return data
 
     def find_legacy(self, points: Sequence[Point]) -> dict[str, str]:
-        """Find the points whose result an earlier version wrote under another id (:attr:`Point.legacy_ids`: a config
-        with a device override at the preset's own value, which the ids now leave out) and read them there, in place:
-        a point without a folder of its own whose earlier id's folder holds a finished result (done or failed,
-        :meth:`read_result`) is that result, and every path of the point (:meth:`point_dir`, :meth:`run_dir`) is in
-        that folder from now on. A point's own folder, in any state, comes first. Reads only (``--status`` and
-        ``--report`` use it on a folder another process is running); returns and sets :attr:`legacy`."""
+        """Find the points whose result an earlier version wrote under another id and read them there, in place: a
+        point without a folder of its own is the finished result (done or failed, :meth:`read_result`) of
+
+        * the folder of one of its earlier ids (:attr:`Point.legacy_ids`: its config as the spec writes it, with a
+          device override at the preset's own value, which the ids now leave out), the first in that order; else
+        * the first folder of ``points/`` (:meth:`folder_ids`, sorted) that is no point's id and whose result
+          recorded a config (``point.json``'s ``config``) to which this version gives the point's id
+          (:func:`~imc_grapes.sweep.spec.config_dict_id`): a folder written under an id that counted such an
+          override, found after the override was taken out of the spec too. Only such orphan folders are read
+          (one file each), and only while a point is still unfound; a damaged one counts for nothing.
+
+        Every path of such a point (:meth:`point_dir`, :meth:`run_dir`) is in that folder from now on. A point's own
+        folder, in any state, comes first. Reads only (``--status`` and ``--report`` use it on a folder another
+        process is running); returns and sets :attr:`legacy`."""
         self.legacy = {}
+        unfound: set[str] = set()
+        tried: set[str] = set()         # folders read already (a legacy id's without a result: not read twice)
         for p in points:
             own = self.point_dir(p.id)
             if own.exists() or own.is_symlink():
                 continue
+            tried.update(p.legacy_ids)
             old = next((o for o in p.legacy_ids if self._read_result_in(self.root / "points" / o) is not None), None)
             if old is not None:
                 self.legacy[p.id] = old
+            else:
+                unfound.add(p.id)
+        ids = {p.id for p in points}
+        for name in self.folder_ids() if unfound else []:
+            if name in ids or name in tried:
+                continue
+            result = self._read_result_in(self.root / "points" / name)
+            config = result.get("config") if result is not None else None
+            pid = config_dict_id(config) if isinstance(config, dict) else None
+            if pid is not None and pid in unfound:
+                self.legacy[pid] = name
+                unfound.discard(pid)
+                if not unfound:
+                    break
         return self.legacy
 
     def read_run_info(self, pid: str) -> dict[str, Any]:

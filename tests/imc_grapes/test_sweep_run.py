@@ -1280,12 +1280,13 @@ LEGACY_SPEC = '[axes]\ndevice.dw_min = [0.002, 0.02]\n'
 CROSSBAR = TINY + 'backend = "crossbar"\n'
 
 
-def _write_as_before(store: SweepStore, point, status: str = "done", acc: float = 0.5) -> str:
+def _write_as_before(store: SweepStore, point, status: str = "done", acc: float = 0.5, folder: str = "") -> str:
     """Write ``point``'s result as versions before the redundant override was left out did: under its earlier id
-    (the id kept the override), with the store's own writes; returns that id."""
+    (the id kept the override), or in ``folder`` when given, with the store's own writes; returns that folder's
+    name."""
     from imc_grapes.sweep.spec import Point, legacy_config_id
 
-    old = Point(legacy_config_id(point.config), point.params, point.config, point.reference)
+    old = Point(folder or legacy_config_id(point.config), point.params, point.config, point.reference)
     store.prepare(old)
     history = [{"epoch": 1.0, "test_acc": acc, "test_loss": 0.7}]
     store.record(old, {"status": status, "failure": "diverged" if status == "failed" else "",
@@ -1390,3 +1391,103 @@ def test_summary_csv_and_status_name_the_folder_of_a_point_read_under_its_earlie
     assert f"  {pending.id}  device.dw_min=0.05" in lines
     assert sweep_main([str(spec_path), "--status"]) == 0                # without --verbose: the note says it
     assert capsys.readouterr().out.splitlines()[1] == note
+
+
+SPELT = '[axes]\nanalog.device_overrides = [{dw_min = 0.002}, {dw_min = 0.02}]\n'
+"""Two crossbar points on ReRamSB, the first spelt with ReRamSB's own dw_min (0.002): an override that changes
+nothing, part of the id of earlier versions."""
+UNSPELT = '[axes]\nanalog.device_overrides = [{}, {dw_min = 0.02}]\n'
+"""The same two points, the redundant override taken out of the spec."""
+
+
+def _spelt_then_unspelt(tmp_path):
+    """The points of :data:`SPELT` and of :data:`UNSPELT` (the same spec file and sweep folder, rewritten): the
+    redundant override's point has one id in both and an earlier id only while the spec writes the override."""
+    spelt = load_spec(write_spec(tmp_path, SPELT, base=CROSSBAR)).points()
+    spec_path = write_spec(tmp_path, UNSPELT, base=CROSSBAR)
+    spec = load_spec(spec_path)
+    unspelt = spec.points()
+    assert spelt[0].config.analog.device_overrides == {"dw_min": 0.002}
+    assert unspelt[0].config.analog.device_overrides == {}
+    assert [p.id for p in spelt] == [p.id for p in unspelt]
+    assert len(spelt[0].legacy_ids) == 1 and unspelt[0].legacy_ids == () == spelt[1].legacy_ids
+    return spec_path, spec, spelt, unspelt
+
+
+def test_a_point_found_under_its_earlier_id_is_still_found_once_the_spec_drops_the_redundant_override(tmp_path,
+                                                                                                      capsys):
+    """A folder written by an earlier version under the id that counted a redundant override (dw_min = 0.002 on
+    ReRamSB) was found while the spec kept the override; once the override was taken out of the spec (the same
+    point) the point was pending and rerun. The folder's point.json recorded the config, whose id is the point's:
+    --status shows it done in that folder (and writes nothing), the run reruns nothing, the report includes it."""
+    spec_path, spec, spelt, unspelt = _spelt_then_unspelt(tmp_path)
+    store = SweepStore(spec.out_dir)
+    old = _write_as_before(store, spelt[0])                         # done (50 %) under the id with the override
+    _write_as_before(store, spelt[1], acc=0.25)                     # an id no version changed
+    assert old == spelt[0].legacy_ids[0] and old not in (unspelt[0].id, unspelt[1].id)
+    assert sorted(store.folder_ids()) == sorted([old, unspelt[1].id])
+    files = sorted(spec.out_dir.rglob("*"))
+
+    status = sweep_status(spec)
+    assert [(ps.state, ps.folder, ps.metrics["final_test_acc"]) for ps in status.points] == [
+        ("done", old, 0.5), ("done", "", 0.25)]
+    assert status.other_points == 0
+    assert sweep_main([str(spec_path), "--status", "--verbose"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"sweep 's' in {spec.out_dir}: 2 points — 2 done, 0 failed, 0 pending"
+    assert f"  {unspelt[0].id}  analog.device_overrides={{}}  test acc 50.00%  (in points/{old})" in lines
+    assert sorted(spec.out_dir.rglob("*")) == files                 # --status reads only
+
+    ex = _Scripted()
+    run_sweep(spec, executor=ex, log=quiet)
+    assert ex.ids == []                                             # nothing rerun, renamed or added
+    assert sorted(store.folder_ids()) == sorted([old, unspelt[1].id])
+    plan = read_json(spec.out_dir / "plan.json")
+    assert [(p["id"], p.get("folder")) for p in plan["points"]] == [(unspelt[0].id, old), (unspelt[1].id, None)]
+
+    assert sweep_main([str(spec_path), "--report"]) == 0
+    capsys.readouterr()
+    with open(spec.out_dir / "summary.csv") as f:
+        rows = [(r["point"], r["folder"], r["status"], r["final_test_acc"], r["wall_time_s"])
+                for r in csv.DictReader(f)]
+    assert rows == [(unspelt[0].id, old, "done", "0.5", "1.5"), (unspelt[1].id, unspelt[1].id, "done", "0.25", "1.5")]
+
+
+def test_an_orphan_folder_of_another_config_or_damaged_is_not_taken_for_a_point(tmp_path):
+    """Folders of no point are read for the config their result recorded: one of another config (dw_min = 0.05) and
+    one whose point.json is no JSON (the point's earlier folder, damaged) stand for no point; both points are run,
+    each in its own folder, and those folders are left as they were (counted as folders of no point)."""
+    spec_path, spec, spelt, unspelt = _spelt_then_unspelt(tmp_path)
+    store = SweepStore(spec.out_dir)
+    third = load_spec(write_spec(tmp_path / "other", '[axes]\ndevice.dw_min = [0.05]\n', base=CROSSBAR)).points()[0]
+    foreign = _write_as_before(store, third)            # no override at the preset's value: its id is its one id
+    assert foreign == third.id not in (unspelt[0].id, unspelt[1].id)
+    damaged = _write_as_before(store, spelt[0])
+    (store.root / "points" / damaged / "point.json").write_text('{"status": "done", "metr')
+    before = {name: (store.root / "points" / name / "point.json").read_bytes() for name in (foreign, damaged)}
+
+    status = sweep_status(spec)
+    assert [(ps.state, ps.folder) for ps in status.points] == [("pending", ""), ("pending", "")]
+    assert status.other_points == 2
+    ex = _Scripted()
+    run_sweep(spec, executor=ex, log=quiet)
+    assert ex.ids == [unspelt[0].id, unspelt[1].id]
+    assert sorted(store.folder_ids()) == sorted([foreign, damaged, unspelt[0].id, unspelt[1].id])
+    assert {name: (store.root / "points" / name / "point.json").read_bytes() for name in before} == before
+
+
+def test_of_two_orphan_folders_of_a_point_the_first_by_name_is_read_and_its_own_folder_before_both(tmp_path):
+    """Two folders of no point that recorded the config of the point without the override (a copy under another
+    name): the first in sorted order is the point's; a point with a folder of its own is that folder, whatever
+    orphan recorded its config."""
+    spec_path, spec, spelt, unspelt = _spelt_then_unspelt(tmp_path)
+    store = SweepStore(spec.out_dir)
+    old = _write_as_before(store, spelt[0])                                     # 50 %
+    first = _write_as_before(store, spelt[0], acc=0.125, folder="0" * 12)       # sorts before any hex id but 0…0
+    _write_as_before(store, spelt[1], acc=0.25)                                 # its own folder
+    _write_as_before(store, spelt[1], acc=0.875, folder="f" * 12)               # an orphan of the same config
+    assert sorted([first, old]) == [first, old]
+    status = sweep_status(spec)
+    assert [(ps.state, ps.folder, ps.metrics["final_test_acc"]) for ps in status.points] == [
+        ("done", first, 0.125), ("done", "", 0.25)]
+    assert status.other_points == 2

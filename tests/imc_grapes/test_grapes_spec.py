@@ -68,40 +68,48 @@ def _output_error(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (z / z.sum(1, keepdims=True) - np.eye(logits.shape[1])[y]) / logits.shape[0]
 
 
-def np_mlp_step(Ws, X, y, rule, mode, feedback=None, factors=None, lr=LR):
+def np_mlp_step(Ws, X, y, rule, mode, feedback=None, factors=None, lr=LR, masks=None):
     """One SGD step of a bias-free tanh MLP with GRAPES, batched (rows = samples).
 
     rule bp: up = δ^{l+1} W^{l+1}; fa: up = δ^{l+1} B^{l+1}; δ^l = M^l ⊙ up ⊙ f'(a^l) (propagated: that δ flows on;
     local: only ΔW^l uses M^l ⊙ δ_BP, the unmodulated δ flows on). ``factors``: per hidden layer M (default: from
-    ``Ws``). Returns the updated weights and the factors used."""
+    ``Ws``, all of each W: dropout does not enter F). ``masks``: per hidden layer the inverted-dropout factor
+    D^l ∈ {0, 1/keep} [B, out_l] (default none): h^l = f(a^l) ⊙ D^l, so up ⊙ D^l ⊙ f'(a^l). Returns the updated
+    weights and the factors used."""
     L = len(Ws)
     if factors is None:
         factors = [_row_factor(W, clip=(rule == "bp")) for W in Ws[:-1]] if mode else [None] * (L - 1)
+    if masks is None:
+        masks = [1.0] * (L - 1)
     hs, As = [X], []
     for l, W in enumerate(Ws):
         As.append(hs[-1] @ W.T)
-        hs.append(np.tanh(As[-1]) if l < L - 1 else As[-1])
+        hs.append(np.tanh(As[-1]) * masks[l] if l < L - 1 else As[-1])
     grads = [None] * L
     d = _output_error(As[-1], y)
     grads[-1] = d.T @ hs[-2]
     for l in range(L - 2, -1, -1):
         back = Ws[l + 1] if rule == "bp" else feedback[l + 1]
-        d_plain = (d @ back) * (1.0 - np.tanh(As[l]) ** 2)
+        d_plain = (d @ back) * masks[l] * (1.0 - np.tanh(As[l]) ** 2)
         m = factors[l] if mode else np.ones(d_plain.shape[1])
         grads[l] = (d_plain * m).T @ hs[l]
         d = d_plain if mode == "local" else d_plain * m
     return [W - lr * g for W, g in zip(Ws, grads)], factors
 
 
-def np_dfa_step(Ws, X, y, feedback, grapes, P_override=None, lr=LR):
+def np_dfa_step(Ws, X, y, feedback, grapes, P_override=None, lr=LR, masks=None):
     """One SGD step of a bias-free tanh MLP trained by DFA (grapes.md §3): δ^k = (e Bᵀ_k) ⊙ f'(a^k) for every hidden
     layer k; with GRAPES, ΔW^k (k ≥ 1) is scaled per synapse by P^{k+1}_i P^k_j, P^k = 2 colsum|W^k| / max, P of the
-    output layer = 1, the first hidden layer unmodulated. ``feedback[k]``: [out_k, classes]."""
+    output layer = 1, the first hidden layer unmodulated. ``feedback[k]``: [out_k, classes]. ``masks``: per hidden
+    layer the inverted-dropout factor D^k (see :func:`np_mlp_step`); the direct error enters after the dropout, so
+    δ^k = (e Bᵀ_k) ⊙ D^k ⊙ f'(a^k)."""
     L = len(Ws)
+    if masks is None:
+        masks = [1.0] * (L - 1)
     hs, As = [X], []
     for l, W in enumerate(Ws):
         As.append(hs[-1] @ W.T)
-        hs.append(np.tanh(As[-1]) if l < L - 1 else As[-1])
+        hs.append(np.tanh(As[-1]) * masks[l] if l < L - 1 else As[-1])
     e = _output_error(As[-1], y)
     P = dict(P_override or {})
     for k in range(1, L - 1):
@@ -112,7 +120,7 @@ def np_dfa_step(Ws, X, y, feedback, grapes, P_override=None, lr=LR):
     grads = [None] * L
     grads[-1] = e.T @ hs[-2]
     for k in range(L - 1):
-        d = (e @ feedback[k].T) * (1.0 - np.tanh(As[k]) ** 2)
+        d = (e @ feedback[k].T) * masks[k] * (1.0 - np.tanh(As[k]) ** 2)
         grads[k] = d.T @ hs[k]
         if grapes and k >= 1:
             grads[k] = grads[k] * np.outer(P[k + 1], P[k])
@@ -120,9 +128,9 @@ def np_dfa_step(Ws, X, y, feedback, grapes, P_override=None, lr=LR):
 
 
 # ------------------------------------------------------------------------------------------- torch side
-def _mlp(Ws, rule, feedback=None) -> MLP:
+def _mlp(Ws, rule, feedback=None, dropout=0.0) -> MLP:
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
-    model = MLP(sizes, activation="tanh", rule=rule, seed=0, dtype=torch.float64)
+    model = MLP(sizes, activation="tanh", rule=rule, dropout=dropout, seed=0, dtype=torch.float64)
     with torch.no_grad():
         for layer, W in zip(model.layers, Ws):
             layer.weight.copy_(torch.from_numpy(W))
@@ -271,6 +279,51 @@ def test_dfa_with_one_hidden_layer_is_plain_dfa():
     expected = np_dfa_step(Ws, X3, Y3, fb, grapes=False)
     got, _ = _torch_steps(_mlp(Ws, "dfa", fb), [(X3, Y3)], "propagated", "dfa")
     _assert_weights(got[0], expected)
+
+
+# --------------------------------------------------------------------------------------------------- dropout
+DROP = 0.5      # inverted dropout: a kept unit is scaled by 1/(1 − 0.5) = 2
+
+
+def _dropout_masks(model: MLP, batch: int) -> list[np.ndarray]:
+    """The inverted-dropout factors D^l ∈ {0, 2}, [batch, out_l], of the model's next training forward. The masks are
+    random input data: drawn here as :class:`imc_grapes.models.Dropout` draws them (one uniform per unit, layer after
+    layer, from a generator seeded with the module's seed; a unit is kept where u ≥ p)."""
+    g = torch.Generator().manual_seed(model.drop.seed)
+    return [np.where(torch.rand((batch, n), generator=g, dtype=torch.float64).numpy() >= DROP, 1.0 / (1.0 - DROP), 0.0)
+            for n in model.sizes[1:-1]]
+
+
+@pytest.mark.parametrize("mode", [None, "propagated", "local"])
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa"])
+def test_one_sgd_step_with_dropout(rule, mode):
+    """Dropout (the reference MLP's 10 %, grapes.md §6; 50 % here, so that 3 samples drop units of every layer): a
+    dropped unit passes no error and a kept one's is scaled by 1/keep, the GRAPES factor on top as without dropout
+    (DFA: the direct error enters after the dropout). F (DFA: the column sums) comes from the whole weights — the
+    project's documented deviation from the reference code, which masks W with the batch's first dropout mask: that
+    would give other factors here (sample 0 drops the first layer's units 0 and 2, the strongest among them)."""
+    Ws = [W0, W1_DFA, W2_DFA, W3_DFA] if rule == "dfa" else [W0, W1, W2]
+    fb = B_DFA if rule == "dfa" else {1: B1, 2: B2} if rule == "fa" else None
+    model = _mlp(Ws, rule, fb, dropout=DROP)
+    masks = _dropout_masks(model, 3)
+    for D in masks:                                               # not vacuous: every layer drops and keeps units
+        assert 0 < np.count_nonzero(D) < D.size
+    if rule == "dfa":
+        expected = np_dfa_step(Ws, X3, Y3, fb, grapes=mode is not None, masks=masks)
+        undropped = np_dfa_step(Ws, X3, Y3, fb, grapes=mode is not None)
+    else:
+        expected, _ = np_mlp_step(Ws, X3, Y3, rule, mode, feedback=fb, masks=masks)
+        undropped, _ = np_mlp_step(Ws, X3, Y3, rule, mode, feedback=fb)
+    got, mods = _torch_steps(model, [(X3, Y3)], mode, rule)
+    _assert_weights(got[0], expected)
+    assert not np.allclose(undropped[0], expected[0], atol=1e-6)   # the masks changed the update
+    if mode and rule == "dfa":
+        p1, p2 = np.array([4 / 3, 0.0, 2.0, 28 / 15]), np.array([22 / 13, 2.0, 20 / 13])
+        np.testing.assert_allclose(mods[0]["layers.1"], np.outer(p2, p1), rtol=0, atol=1e-12)
+    elif mode:
+        hand = M_BP if rule == "bp" else M_FA
+        for l in range(2):
+            np.testing.assert_allclose(mods[0][f"layers.{l}"], hand[l], rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------- convolution, with biases

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .config import (ACTIVATIONS, BACKENDS, GRAPES_OPTIMIZERS, MODELS, OPTIMIZERS, RULES, ConfigError, TrainConfig,
-                     check_distinct, check_seeds_apart)
+from .config import (ACTIVATIONS, BACKENDS, GRAPES_OPTIMIZERS, MODELS, OPTIMIZER_MEANINGS, OPTIMIZERS, RULE_MEANINGS,
+                     ConfigError, TrainConfig, check_distinct, check_seeds_apart, describe_choices)
 from .models import DEFAULT_HIDDEN
 from .data.cache import ENV_VAR
 from .data.registry import DATASET_NAMES, REAL_DATASETS, SYNTHETIC
@@ -62,7 +62,9 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     g.add_argument("--activation", default=d.activation, help=f"{' or '.join(ACTIVATIONS)} (default %(default)s)")
     g.add_argument("--dropout", type=float, default=d.dropout,
                    help="dropout probability, in [0, 1) (default %(default)s)")
-    g.add_argument("--rule", default=d.rule, help=f"error propagation: {', '.join(RULES)} (default %(default)s)")
+    g.add_argument("--rule", default=d.rule,
+                   help=f"how the error reaches the hidden layers: {describe_choices(RULE_MEANINGS)} "
+                        "(default %(default)s)")
     for split, what in (("train", "training"), ("test", "test")):
         key = f"{split}_subset"
         if subsets is None:
@@ -382,7 +384,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "digital weights or on simulated analog crossbars.",
         epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimizer", nargs="+", default=["sgd", "grapes"], metavar="NAME",
-                   help=f"one or more of {', '.join(OPTIMIZERS)} (default: sgd grapes)")
+                   help=f"one or more of {describe_choices(OPTIMIZER_MEANINGS)} (default: sgd grapes)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate > 0 (default %(default)s)")
     p.add_argument("--seed", "--seeds", type=int, nargs="+", default=[d.seed], metavar="SEED",
                    help="one or more seeds (default 0; --seeds, compare's spelling, is the same option)")
@@ -557,7 +559,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                     "also evaluated after programming noise and drift (1 s, 1 h, 1 day, 1 year).",
         epilog=EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimizers", nargs="+", default=list(c.optimizers), metavar="NAME",
-                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: {' '.join(c.optimizers)})")
+                   help=f"methods compared: {describe_choices(OPTIMIZER_MEANINGS)} "
+                        f"(default: {' '.join(c.optimizers)})")
     p.add_argument("--hardware", nargs="+", default=list(c.hardware), metavar="HW",
                    help=f"digital (ideal float weights) and/or analog (default: {' '.join(c.hardware)})")
     p.add_argument("--backend", default=c.analog_backend,

@@ -38,6 +38,25 @@ OPTIMIZERS: dict[str, str | None] = {
 }
 #: the learning methods that modulate with GRAPES (read the importance): those of :data:`OPTIMIZERS` with a mode
 GRAPES_OPTIMIZERS: tuple[str, ...] = tuple(o for o, mode in OPTIMIZERS.items() if mode is not None)
+#: what each learning method of :data:`OPTIMIZERS` does, in the variants' names of docs grapes.md §2 and §5 (--help)
+OPTIMIZER_MEANINGS: dict[str, str] = {
+    "sgd": "no modulation",
+    "grapes": "GRAPES propagated: the modulated error also flows to the layers below",
+    "grapes-local": "GRAPES local: only each layer's own weight gradient is modulated",
+    "layer-mean": "the layer-mean control: propagated, each layer's factors replaced by their mean",
+}
+#: what each learning rule of :data:`RULES` does and the GRAPES factor it takes (docs grapes.md §3; --help)
+RULE_MEANINGS: dict[str, str] = {
+    "bp": "backpropagation; GRAPES factor clip(2F/max F, 1, 2)",
+    "fa": "feedback alignment, fixed random feedback; factor 2F/max F, not clipped",
+    "dfa": "direct feedback alignment, the output error sent to every hidden layer; factor per synapse from the "
+           "outgoing importance, the first hidden layer unmodulated",
+}
+
+
+def describe_choices(meanings: dict[str, str]) -> str:
+    """``name (meaning), ...`` of :data:`OPTIMIZER_MEANINGS` or :data:`RULE_MEANINGS`, for an option's --help."""
+    return ", ".join(f"{name} ({meaning})" for name, meaning in meanings.items())
 
 
 def graph_safe_base_optimizers() -> list[str]:
@@ -266,9 +285,11 @@ class TrainConfig:
             had).
         activation: ``relu`` or ``tanh``.
         dropout: dropout probability after hidden activations, in [0, 1).
-        rule: how errors reach hidden layers: ``bp``, ``fa`` (feedback alignment), ``dfa`` (direct FA).
-        optimizer: ``sgd`` (no modulation), ``grapes`` (propagated), ``grapes-local``, ``layer-mean`` (control:
-            each layer's GRAPES factor replaced by its layer mean).
+        rule: how errors reach hidden layers: ``bp`` (backpropagation), ``fa`` (feedback alignment), ``dfa``
+            (direct feedback alignment); the GRAPES factor each takes: :data:`RULE_MEANINGS`.
+        optimizer: ``sgd`` (no modulation), ``grapes`` (GRAPES propagated), ``grapes-local`` (GRAPES local),
+            ``layer-mean`` (control: propagated, each layer's GRAPES factors replaced by their layer mean);
+            :data:`OPTIMIZER_MEANINGS`.
         base_optimizer: the torch optimizer that applies the (modulated) gradients: a ``torch.optim`` class
             name in lower case (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ...; :func:`base_optimizer_names`), not
             one of :data:`UNSUPPORTED_BASE_OPTIMIZERS` (``lbfgs``, ``sparseadam``). ``muon`` updates 2-D

@@ -39,7 +39,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     from devices import PRESETS
 
     from ..cli import _device_param
-    from ..config import BACKENDS, OPTIMIZERS
+    from ..config import BACKENDS, OPTIMIZER_MEANINGS, describe_choices
     from .definitions import EXPERIMENTS
 
     p = subparsers.add_parser(
@@ -69,7 +69,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         "The analog groups then get their own folders (...-crossbar-ReRamSB-dw_min=0.008); only with "
                         "an analog backend")
     p.add_argument("--optimizers", nargs="+", default=["sgd", "grapes", "layer-mean"], metavar="NAME",
-                   help=f"methods compared: {', '.join(OPTIMIZERS)} (default: sgd grapes layer-mean)")
+                   help=f"methods compared: {describe_choices(OPTIMIZER_MEANINGS)} (default: sgd grapes layer-mean)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the final runs (default: per size)")
     p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LR",
                    help="learning-rate grid tuned per optimizer, for every group (default: per experiment)")

@@ -1314,3 +1314,21 @@ def test_train_prints_a_nan_accuracy_after_drift_as_nan_and_says_why():
         "runs' is")
     assert inference_line({"1": 0.975, "86400": 0.25}) == (
         "   accuracy after programming noise and drift: 1s 97.50%, 1d 25.00%")
+
+
+def test_help_names_the_grapes_variants_and_rules_as_the_spec_does(capsys):
+    """`--optimizer` / `--optimizers` listed the bare names (sgd, grapes, grapes-local, layer-mean) and `--rule` "bp,
+    fa, dfa": which GRAPES variant each name is (docs grapes.md §2 propagated / local, §5 the layer-mean control) and
+    which factor each rule takes (§3: BP clipped to [1, 2], FA not clipped, DFA per synapse) showed nowhere."""
+    optimizers = ("sgd (no modulation)",
+                  "grapes (GRAPES propagated: the modulated error also flows to the layers below)",
+                  "grapes-local (GRAPES local: only each layer's own weight gradient is modulated)",
+                  "layer-mean (the layer-mean control: propagated, each layer's factors replaced by their mean)")
+    rules = ("bp (backpropagation; GRAPES factor clip(2F/max F, 1, 2))",
+             "fa (feedback alignment, fixed random feedback; factor 2F/max F, not clipped)",
+             "dfa (direct feedback alignment, the output error sent to every hidden layer; factor per synapse from "
+             "the outgoing importance, the first hidden layer unmodulated)")
+    for command in ("train", "compare", "experiment"):
+        text = _help(command, capsys)
+        for phrase in optimizers + (rules if command != "experiment" else ()):
+            assert phrase in text, (command, phrase)

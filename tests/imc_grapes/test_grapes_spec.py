@@ -360,8 +360,9 @@ def _np_conv_back(x, K, d):
 
 def np_cnn_step(X, y, mode, lr=LR):
     """conv(2→3, 2×2)+b -> tanh -> conv(3→2, 2×2)+b -> tanh -> flatten -> linear (bias-free); GRAPES per output
-    channel, F over (C_in, kh, kw), bias excluded, M clipped to [1, 2] (layer-mean: its mean); the bias gradient
-    takes the channel's factor as the kernel's (it is the weight of a constant input)."""
+    channel, F over (C_in, kh, kw), bias excluded, M clipped to [1, 2] (layer-mean, layer-mean-local: its mean); the
+    bias gradient takes the channel's factor as the kernel's (it is the weight of a constant input); the local forms
+    scale the layer's own gradients only, the unmodulated error flows to the layer below."""
     K0, b0, K1, b1, V = _conv_params()
     a0 = _np_conv(X, K0, b0)
     h0 = np.tanh(a0)
@@ -370,14 +371,15 @@ def np_cnn_step(X, y, mode, lr=LR):
     flat = h1.reshape(X.shape[0], -1)
     e = _output_error(flat @ V.T, y)
     M = [_row_factor(K, clip=True) for K in (K0, K1)]
-    if mode == "layer-mean":
+    if mode is not None and mode.startswith("layer-mean"):
         M = [np.full_like(m, m.mean()) for m in M]
+    local = mode is not None and mode.endswith("local")
     if mode is None:
         M = [np.ones(3), np.ones(2)]
     d1_plain = (e @ V).reshape(h1.shape) * (1 - h1 ** 2)
     d1 = d1_plain * M[1][None, :, None, None]
-    dK1, db1, dh0 = _np_conv_back(h0, K1, d1 if mode != "local" else d1_plain)
-    if mode == "local":
+    dK1, db1, dh0 = _np_conv_back(h0, K1, d1_plain if local else d1)
+    if local:
         dK1, db1 = dK1 * M[1][:, None, None, None], db1 * M[1]
     d0 = dh0 * (1 - h0 ** 2) * M[0][None, :, None, None]
     dK0, db0, _ = _np_conv_back(X, K0, d0)
@@ -386,7 +388,7 @@ def np_cnn_step(X, y, mode, lr=LR):
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("mode", [None, "propagated", "local", "layer-mean"])
+@pytest.mark.parametrize("mode", [None, "propagated", "local", "layer-mean", "layer-mean-local"])
 def test_one_sgd_step_of_a_sequential_cnn_with_biases_and_a_zero_kernel(mode, batch):
     """Convolutions (grapes.md §3): M_c per output channel from Σ|K| over (C_in, kh, kw), biases excluded from F,
     applied at every spatial position; the hidden layers found on a plain nn.Sequential (every conv, not the final
@@ -409,6 +411,6 @@ def test_one_sgd_step_of_a_sequential_cnn_with_biases_and_a_zero_kernel(mode, ba
     if handle is not None:
         assert set(handle.modulations) == {"0", "2"}
         np.testing.assert_allclose(handle.modulations["0"].numpy(), M[0], rtol=0, atol=1e-12)
-        if mode != "layer-mean":
+        if not mode.startswith("layer-mean"):
             assert M[0][1] == 1.0 and M[0].max() == 2.0   # the zero kernel is clipped up to 1
         handle.remove()

@@ -193,6 +193,41 @@ def test_works_with_optimizers_and_they_see_the_modulated_gradient(make_opt):
     assert h.refresh_count == 2
 
 
+
+def _weight_changes_under_adam(mode: str | None, steps: int = 20) -> list[torch.Tensor]:
+    """The change of each weight matrix of a seeded 784-256-256-10 MLP after ``steps`` Adam steps on one fixed
+    random batch, with GRAPES attached in ``mode`` (None: plain Adam)."""
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    model = build_model("mlp", input_shape=(1, 28, 28), n_classes=10, hidden=[256, 256], activation="relu",
+                        dropout=0.0, rule="bp", seed=0)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    if mode is not None:
+        attach_grapes(model, mode=mode)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach() - w for p, w in zip(model.parameters(), w0)]
+
+
+def test_adam_divides_out_local_and_layer_mean_factors_but_not_propagated_ones():
+    """The README's caveat: Adam divides each parameter's step by a running scale of its own gradient, so a factor on
+    a whole row (local GRAPES) or on a whole layer and everything below it (the layer-mean control) that changes
+    slowly is divided out: the weights move as under plain Adam, up to eps and the factors' drift (< 0.1 % here,
+    against a 1 % bound). Propagated GRAPES' per-neuron factors mix as the error flows down: the hidden layers'
+    changes differ by several percent (> 1 %)."""
+    plain = _weight_changes_under_adam(None)
+
+    def relative(mode: str) -> list[float]:
+        return [float((d - p).norm() / p.norm()) for d, p in zip(_weight_changes_under_adam(mode), plain)]
+
+    assert max(relative("local")) < 0.01
+    assert max(relative("layer-mean")) < 0.01
+    propagated = relative("propagated")
+    assert min(propagated[:2]) > 0.01, propagated
+
 def test_remove_restores_plain_gradients_and_allows_reattach():
     model = _one_hidden()
     x, y = _data()

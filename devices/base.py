@@ -54,8 +54,8 @@ from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
 __all__ = ["DW_MIN_MIN", "DW_MIN_STD_MAX", "DeviceParams", "FLOAT32_MAX", "FLOAT32_RANGE", "FLOAT32_TINY",
-           "NORMAL_DRAW_MAX", "PulsedDevice", "check_field", "check_field_types", "check_finite", "fits_float32",
-           "is_finite_number", "is_number", "same_device_value"]
+           "NORMAL_DRAW_MAX", "PULSE_COUNT_MAX", "PulsedDevice", "check_field", "check_field_types", "check_finite",
+           "dw_min_max", "fits_float32", "is_finite_number", "is_number", "same_device_value"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32 (``torch.finfo(torch.float32).max``): the simulator's tensors are float32 by default, so a
@@ -92,6 +92,22 @@ DW_MIN_STD_MAX = 1e19
 ``N(0, dw_min_std)`` is infinite for ``|ξ| > 3.4e38/dw_min_std``, times 0 NaN states). A relative noise of 1e19 is far
 beyond any device (the presets use 0.3 to 5); the states of pulsed devices then simply land on their bounds."""
 
+PULSE_COUNT_MAX = 2.0 ** 31
+"""An upper bound on the pulses one device gets in one update, per direction: the counts are int32 (at most
+``2^31 − 1``, ``crossbar.update.MAX_DESIRED_BL``, the longest train; the CPU's int8-matmul counts are int32 sums), and
+``2^31 − 1`` rounds up to ``2^31`` in float32, the counts' type in the device update. The update's mean
+``w + n_up·dw_up − n_down·dw_down`` is finite whenever ``|bound| + PULSE_COUNT_MAX·step`` is: :func:`dw_min_max`."""
+
+
+def dw_min_max(bound: float, top: float = FLOAT32_MAX) -> float:
+    """The largest step for states within ``±bound``: ``(top − bound)/PULSE_COUNT_MAX``, shown to 4 significant
+    digits and below it (less 5e-4 before rounding, as :meth:`PulsedDevice._refuse_write_noise`: the shown value
+    is then at most ``(1 − 2.5e-7)`` times the bound, room for the step's rounding to float32), so that
+    ``bound + PULSE_COUNT_MAX·step`` is finite in the dtype whose largest value is ``top`` (float32's by default):
+    1.584e+29 for bounds up to ~1e28."""
+    return float(f"{(top - bound) / PULSE_COUNT_MAX * (1 - 5e-4):.4g}")
+
+
 
 def is_number(v: object) -> bool:
     """Whether ``v`` is a real number, int or float (a bool is not): the one spelling of this check, here at the
@@ -126,6 +142,10 @@ def fits_float32(v: float) -> bool:
 
 _APPARENT = "apparent states (write noise)"
 """The key under which :meth:`PulsedDevice._check_sampled` checks the largest apparent state a device can read."""
+
+_PULSED = "states after 2^31 pulses"
+"""The key under which :meth:`PulsedDevice._check_sampled` checks the largest state a device's pulses of one update
+can reach (:data:`PULSE_COUNT_MAX` steps from its larger bound)."""
 
 def _non_finite(tensors: dict[str, Tensor]) -> list[str]:
     """The keys of ``tensors`` whose tensor holds a NaN or ±Inf: one reduction per tensor and one host read (a GPU
@@ -289,7 +309,9 @@ class PulsedDevice:
 
     Attributes (weight units unless stated):
         dw_min: mean step of one pulse across devices and directions (at least :data:`DW_MIN_MIN` = 3e-12, at most
-            ``w_max − w_min``).
+            ``w_max − w_min`` and :func:`dw_min_max` of the larger bound, 1.584e29 for bounds up to ~1e28: a
+            device's pulses of one update times the step must be finite in float32; the sampled steps are checked
+            likewise when the tiles are built).
         dw_min_dtod: device-to-device std of the step, relative to ``dw_min`` (>= 0).
         dw_min_std: cycle-to-cycle std of each pulse's step, relative to that step (>= 0, at most
             :data:`DW_MIN_STD_MAX` = 1e19: its square must be finite in float32; 1e19 is no physical device).
@@ -362,6 +384,11 @@ class PulsedDevice:
                     f"be a float32, the states' type: a state crosses it)")
         check_field(c, "dw_min", self.dw_min, self.dw_min <= span,
                     f"<= w_max - w_min = {span:g} (one pulse's step at most the whole range [w_min, w_max])")
+        bound = max(-self.w_min, self.w_max)
+        check_field(c, "dw_min", self.dw_min, self.dw_min <= dw_min_max(bound),
+                    f"at most {dw_min_max(bound):.4g}, (3.403e+38 - largest |bound| {bound:g})/2^31 rounded down (a device's "
+                    f"pulses of one update, up to 2^31 per direction, times the step, plus its state, must be finite "
+                    f"in float32: the update's mean w + n_up·dw_up - n_down·dw_down; realistic steps are 1e-4 to 0.1)")
         self._validate()
 
     def _validate(self) -> None:
@@ -434,7 +461,9 @@ class PulsedDevice:
 
         Every field is finite and within float32's range, yet products of them can overflow when the spread is
         drawn: ``dw_min_dtod = 1e38`` gives ``1 + dw_min_dtod·ξ = inf`` for ``|ξ| > 3.4``, and later inf/NaN device
-        states. With write noise, also the largest apparent state a device can read, ``max(w_max, −w_min) +
+        states. Also the largest state one update can reach, ``max(w_max, −w_min) + PULSE_COUNT_MAX·max(dw_up,
+        dw_down)`` (``ValueError`` naming the step's fields and the largest step for these bounds, :func:`dw_min_max`),
+        and with write noise the largest apparent state a device can read, ``max(w_max, −w_min) +
         write_noise_std·dw_min·NORMAL_DRAW_MAX`` (``ValueError`` naming ``write_noise_std`` and its largest value for
         these bounds). One reduction per tensor and one host read (a GPU synchronisation) per call: :meth:`sample`
         runs when a tile is built, never in a training step."""
@@ -443,15 +472,21 @@ class PulsedDevice:
         # step and bound are checked here, and a model whose slope has a spread of its own checks that spread's
         # factor where it draws it (LinearStepDevice's gamma)
         tensors = {k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")}
+        # the largest |mean| of one update, |w| + PULSE_COUNT_MAX·step (|w| <= its larger |bound|); steps of ~1e37
+        # gave n_up·dw_up = n_down·dw_down = inf, inf − inf = NaN states
+        largest = torch.maximum(params.w_max, params.w_min.neg())
+        tensors[_PULSED] = torch.maximum(params.dw_up, params.dw_down).mul_(PULSE_COUNT_MAX).add_(largest)
         if self.write_noise_std > 0:
             # the largest apparent state |w + write_noise_std·dw_min·ξ| a device can read (|w| <= its larger |bound|,
             # |ξ| < NORMAL_DRAW_MAX); checked in the same host read
-            tensors[_APPARENT] = torch.maximum(params.w_max, params.w_min.neg()).add_(
-                self.write_noise_std * self.dw_min * NORMAL_DRAW_MAX)
+            tensors[_APPARENT] = largest.add(self.write_noise_std * self.dw_min * NORMAL_DRAW_MAX)
         bad = _non_finite(tensors)
-        if bad == [_APPARENT]:
+        # a non-finite step or bound first (both products are then non-finite too), each with its own message
+        self._refuse_non_finite([k for k in bad if k not in (_APPARENT, _PULSED)], params.dw_up.dtype)
+        if _PULSED in bad:
+            self._refuse_pulsed_steps(params)
+        if _APPARENT in bad:
             self._refuse_write_noise(params.w_min, params.w_max)
-        self._refuse_non_finite([k for k in bad if k != _APPARENT], params.dw_up.dtype)  # bounds: their own message
 
     def _check_finite_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Raise the ``ValueError`` of :meth:`_check_sampled` (:meth:`_refuse_non_finite`) unless every tensor of
@@ -473,6 +508,24 @@ class PulsedDevice:
             f"{torch.finfo(dtype).max:.4g}) from {named}: the spread is too large for {dtype}. Realistic "
             f"device-to-device spreads (*_dtod) are 0 to 1 (0.3: a 30 % standard deviation; the presets use 0.01 to "
             f"0.4), with bounds and steps within a few orders of magnitude of 1")
+
+    def _refuse_pulsed_steps(self, params: DeviceParams) -> None:
+        """Raise the ``ValueError`` of sampled (finite) steps whose :data:`PULSE_COUNT_MAX` pulses from the larger
+        (finite) bound overflow the dtype: it names the step's fields with their values (:meth:`_sampled_fields`),
+        the largest sampled step and the largest step these bounds allow (:func:`dw_min_max`; host reads: the build
+        fails anyway)."""
+        c = type(self).__name__
+        dtype = params.dw_up.dtype
+        top = torch.finfo(dtype).max
+        bound = max(float(params.w_max.max()), -float(params.w_min.min()))
+        step = max(float(params.dw_up.max()), float(params.dw_down.max()))
+        named = ", ".join(f"{c}.{f.name} = {getattr(self, f.name)!r}" for f in fields(self)
+                          if f.name in self._sampled_fields()["dw_up"])
+        raise ValueError(
+            f"{c}: the sampled steps reach {step:.4g} from {named}; a step must be at most {dw_min_max(bound, top):.4g}"
+            f" with the sampled bounds (largest |bound| {bound:.4g}): a device's pulses of one update (up to 2^31 per "
+            f"direction) times its step, plus its state, must be finite in {dtype} (largest {top:.4g}). Realistic "
+            f"steps are 1e-4 to 0.1 with device-to-device spreads (*_dtod) of 0 to 1")
 
     def _refuse_write_noise(self, w_min: Tensor, w_max: Tensor) -> None:
         """Raise the ``ValueError`` of a ``write_noise_std`` whose apparent states can overflow the dtype of the

@@ -58,7 +58,7 @@ def test_error_message_format_exact():
 def test_a_range_beyond_float32_is_refused_naming_w_max(cls):
     """``w_min = -3e38, w_max = 3e38``: every field is a float32 but the range 6e38 is not (a state crossing it, or a
     step of the whole range, is inf in float32). The largest range, exactly float32's largest, is accepted."""
-    kw = dict(dw_min=1e30, w_min_dtod=0.0, w_max_dtod=0.0)
+    kw = dict(dw_min=1e28, w_min_dtod=0.0, w_max_dtod=0.0)
     with pytest.raises(ValueError, match=rf"^{cls.__name__}\.w_max must be at most w_min \+ 3\.403e\+38 = 4\.028e\+37 "
                                          r"\(the range w_max - w_min must be a float32.*\), got 3e\+38$"):
         cls(w_min=-3e38, w_max=3e38, **kw)

@@ -150,3 +150,70 @@ def test_write_noise_just_inside_its_limit_gives_finite_apparent_states():
     for seed in range(8):
         apparent = dev.write_noise(w, p, _gen(seed))
         assert torch.isfinite(apparent).all() and float(apparent.abs().max()) > 1e37
+
+
+HUGE_BOUNDS = dict(w_min=-1.7e38, w_max=1.7e38, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0, w_max_dtod=0.0)
+"""Bounds of 1.7e38 without spread: the largest step is (3.4028e38 − 1.7e38)/2^31 = 7.929e28, shown 7.925e28."""
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_a_step_whose_pulses_overflow_is_refused_naming_the_limit(cls):
+    """``dw_min = 1e37`` (valid before: at most ``w_max − w_min``) gave NaN constant-step states once a device got
+    about 34 pulses of each sign in one update (``n_up·dw_up = n_down·dw_down = inf``, ``inf − inf``). The limit:
+    ``(3.4028e38 − 1.7e38)/2^31·(1 − 5e-4) = 7.9254e28``, shown rounded down to 7.925e28, is accepted."""
+    c = cls.__name__
+    for value in (1e37, 7.926e28):
+        with pytest.raises(ValueError, match=rf"^{c}\.dw_min must be at most 7\.925e\+28, \(3\.403e\+38 - largest "
+                                             rf"\|bound\| 1\.7e\+38\)/2\^31 rounded down \(a device's pulses of one "
+                                             rf"update, up to 2\^31 per direction, times the step, plus its state, "
+                                             rf"must be finite in float32: .*\), got {re.escape(repr(value))}$"):
+            cls(dw_min=value, **HUGE_BOUNDS)
+    assert cls(dw_min=7.925e28, **HUGE_BOUNDS).dw_min == 7.925e28
+    # bounds up to 1e30: (3.4028e38 − 1e30)/2^31 = 1.5846e29, shown 1.584e29 (the default bounds are ±0.6)
+    assert dv.base.dw_min_max(0.6) == dv.base.dw_min_max(1.0) == 1.584e29
+    with pytest.raises(ValueError, match=rf"^{c}\.dw_min must be at most 1\.584e\+29, .*got 1\.585e\+29$"):
+        cls(dw_min=1.585e29, w_min=-1e30, w_max=1e30)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dw_min_std", [0.0, 0.3])
+def test_the_largest_step_keeps_the_states_of_2_31_pulses_finite(cls, dw_min_std):
+    """The worst case at the limit: states on a bound, 2^31 pulses (int32's 2^31 − 1, rounded up in float32) of one
+    or both signs: the mean ``1.7e38 + 2^31·7.925e28 = 3.4019e38`` is still a float32 (largest 3.4028e38), so every
+    state ends finite and within its bounds (before: NaN for both signs)."""
+    dev = cls(dw_min=7.925e28, dw_min_std=dw_min_std, **HUGE_BOUNDS)
+    assert 1.7e38 + 2.0 ** 31 * 7.925e28 < FLOAT32_MAX
+    shape = (4, 4)
+    p = dev.sample(shape, _gen(0))
+    w = torch.where(torch.arange(16).reshape(shape) % 2 == 0, p.w_max, p.w_min)
+    many = torch.full(shape, 2.0 ** 31)
+    for n_up, n_down in ((many, many), (many, torch.zeros(shape)), (torch.zeros(shape), many)):
+        new = dev.apply_pulses(w, n_up, n_down, p, _gen(1))
+        assert torch.isfinite(new).all() and ((new >= p.w_min) & (new <= p.w_max)).all()
+    if cls is dv.ConstantStepDevice and dw_min_std == 0:
+        # up: w_max stays (clipped), w_min ends at 2^31·7.925e28 − 1.7e38 = 1.87e35; down mirrored
+        up = dev.apply_pulses(w, many, torch.zeros(shape), p, _gen(1))
+        down = dev.apply_pulses(w, torch.zeros(shape), many, p, _gen(1))
+        far = 2.0 ** 31 * 7.925e28 - 1.7e38
+        assert far == pytest.approx(1.87e35, rel=1e-2)
+        assert torch.equal(up.view(-1)[0::2], p.w_max.view(-1)[0::2])
+        assert torch.equal(down.view(-1)[1::2], p.w_min.view(-1)[1::2])
+        assert up.view(-1)[1::2].tolist() == pytest.approx([far] * 8, rel=1e-3)
+        assert down.view(-1)[0::2].tolist() == pytest.approx([-far] * 8, rel=1e-3)
+
+
+def test_a_spread_whose_sampled_steps_overflow_is_refused_when_sampled():
+    """``dw_min_dtod = 1e34``: every field is valid and every sampled step finite (up to ~5e31), but 2^31 pulses of
+    such a step are not (limit 1.584e29 for bounds about 1): refused when the tiles are sampled, naming the step's
+    fields; in float64 the same steps are valid (the check reads the sampled parameters' dtype)."""
+    dev = dv.ConstantStepDevice(dw_min=1e-3, dw_min_dtod=1e34)
+    with pytest.raises(ValueError, match=r"^ConstantStepDevice: the sampled steps reach [0-9.]+e\+3[12] from "
+                                         r"ConstantStepDevice\.dw_min = 0\.001, ConstantStepDevice\.dw_min_dtod = "
+                                         r"1e\+34, ConstantStepDevice\.up_down_dtod = 0\.01; a step must be at most "
+                                         r"1\.584e\+29 with the sampled bounds \(largest \|bound\| [0-9.]+\): .* must "
+                                         r"be finite in torch\.float32"):
+        dev.sample((64, 64), _gen(0))
+    p = dev.sample((64, 64), _gen(0), dtype=torch.float64)
+    assert float(torch.maximum(p.dw_up, p.dw_down).max()) > 1e31
+    # 1e-3·(1 + 1e31·ξ) reaches about 6e28 (|ξ| < 5.8): within the limit, accepted
+    dv.ConstantStepDevice(dw_min=1e-3, dw_min_dtod=1e31).sample((64, 64), _gen(0))

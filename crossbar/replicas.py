@@ -30,6 +30,7 @@ analog module like :class:`~crossbar.modules.AnalogLinear`: the pulsed in-memory
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 import torch
@@ -499,12 +500,23 @@ class ReplicaTileArray(TileState):
         """:meth:`~crossbar.tiles.TileState._check_saved_state`, and a state whose counter generator has other seeds
         than this array's replicas (:meth:`~devices.rng.CounterRNG.seeds_problem`) refused: its ``dp_*`` buffers
         were sampled from the other seeds' streams, and its position is in those streams. ``ValueError`` naming
-        ``where`` and both seed lists. A state without a readable ``"rng"`` entry is left to
-        :meth:`set_extra_state`."""
+        ``where`` and both seed lists; likewise (naming the entry) a state whose ``"rng"`` entry is missing or not
+        :meth:`~devices.rng.CounterRNG.get_state`'s ``{"seeds": [...], "counter": <int>}``, which
+        :meth:`set_extra_state` cannot restore (refused before ``load_state_dict`` copies any buffer, which torch
+        does before it sets the extra state). No extra state at all (``None``) is torch's missing key."""
         super()._check_saved_state(state, where)
+        if state is None:
+            return
         rng = state.get("rng") if isinstance(state, dict) else None
         seeds = rng.get("seeds") if isinstance(rng, dict) else None
-        if isinstance(seeds, (list, tuple)) and (problem := self.generator.seeds_problem(seeds)) is not None:
+        counter = rng.get("counter") if isinstance(rng, dict) else None
+        if not (isinstance(seeds, (list, tuple)) and isinstance(counter, numbers.Integral)
+                and not isinstance(counter, bool)):
+            got = (f"{rng!r}" if isinstance(state, dict) and "rng" in state
+                   else "no 'rng' entry in " + repr(state if not isinstance(state, dict) else sorted(state)))
+            raise ValueError(f"{where}: the saved extra state's 'rng' entry must be a dict {{'seeds': [one seed per "
+                             f"replica], 'counter': <int>}} (devices.CounterRNG.get_state), got {got}")
+        if (problem := self.generator.seeds_problem(seeds)) is not None:
             raise ValueError(f"{where}: the state was saved with other replica seeds: {problem}; build the array "
                              f"with the saved seeds (the saved extra state's ['rng']['seeds'])")
 

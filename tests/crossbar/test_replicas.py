@@ -207,6 +207,40 @@ def test_a_replica_state_of_other_seeds_is_refused_before_any_buffer_is_copied()
         other.tile.set_extra_state(a.get_extra_state())       # called directly: the same check
 
 
+@pytest.mark.parametrize("broken,got", [
+    (lambda e: e.pop("rng"), r"no 'rng' entry in \['device'\]"),
+    (lambda e: e.update(rng=None), "None"),
+    (lambda e: e["rng"].pop("counter"), r"\{'seeds': \[4, 5\]\}"),
+    (lambda e: e["rng"].update(counter="7"), r"\{'seeds': \[4, 5\], 'counter': '7'\}"),
+    (lambda e: e["rng"].update(seeds=4), r"\{'seeds': 4, 'counter': \d+\}"),
+], ids=["missing", "none", "no-counter", "string-counter", "seeds-not-a-list"])
+def test_a_replica_state_without_a_readable_rng_is_refused_before_any_buffer_is_copied(broken, got) -> None:
+    """A saved extra state whose 'rng' entry is missing or unreadable failed in set_extra_state (a KeyError or
+    TypeError), which torch runs after copying every buffer: the layer was left with the saved weights and dp_*
+    but its own generator position. Now refused before anything is copied, naming the array and the entry."""
+    cfg = noisy_config(ConstantStepDevice(dw_min=0.01))
+    a = ReplicaTileArray([4, 5], 9, 13, cfg, dtype=F64)
+    a.program(torch.rand(2, 9, 13, dtype=F64) * 0.2 - 0.1)
+    a.forward(torch.randn(2, 3, 13, dtype=F64))
+    other = ReplicaLinear([4, 5], 13, 9, rpu_config=cfg)
+    other.tile.forward(torch.randn(2, 1, 13))                   # its own generator position, not a's
+    before = {k: v.clone() for k, v in other.state_dict().items() if isinstance(v, torch.Tensor)}
+    counter = other.tile.generator.counter
+    state = {"tile." + k: v for k, v in a.state_dict().items()}
+    extra = state["tile._extra_state"]
+    extra["rng"] = dict(extra["rng"])                          # a copy: a keeps its own
+    broken(extra)
+    with pytest.raises(ValueError, match=r"^ReplicaTileArray 'tile': the saved extra state's 'rng' entry must be a "
+                                         r"dict \{'seeds': \[one seed per replica\], 'counter': <int>\} "
+                                         rf"\(devices\.CounterRNG\.get_state\), got {got}$"):
+        other.load_state_dict(state)
+    after = other.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert not torch.equal(after["tile.weight_tiles"], a.weight_tiles)          # a's states were not copied
+    assert other.tile.generator.counter == counter != a.generator.counter
+    with pytest.raises(ValueError, match=r"^ReplicaTileArray: the saved extra state's 'rng' entry must be"):
+        other.tile.set_extra_state(extra)                       # called directly: the same check
+
 def test_a_replica_state_of_another_device_is_refused_and_one_of_another_periphery_loads() -> None:
     """As a TileArray's: the extra state records the device; SoftBounds' dw_min_std 0.3 saved, 0.5 here, refused
     (naming the array by its place and that one field) before anything is copied; another ADC resolution loads the

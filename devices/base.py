@@ -108,7 +108,6 @@ def dw_min_max(bound: float, top: float = FLOAT32_MAX) -> float:
     return float(f"{(top - bound) / PULSE_COUNT_MAX * (1 - 5e-4):.4g}")
 
 
-
 def is_number(v: object) -> bool:
     """Whether ``v`` is a real number, int or float (a bool is not): the one spelling of this check, here at the
     bottom of the packages so that every layer (devices, crossbar, imc_grapes) can import it without a cycle."""
@@ -386,8 +385,8 @@ class PulsedDevice:
                     f"<= w_max - w_min = {span:g} (one pulse's step at most the whole range [w_min, w_max])")
         bound = max(-self.w_min, self.w_max)
         check_field(c, "dw_min", self.dw_min, self.dw_min <= dw_min_max(bound),
-                    f"at most {dw_min_max(bound):.4g}, (3.403e+38 - largest |bound| {bound:g})/2^31 rounded down (a device's "
-                    f"pulses of one update, up to 2^31 per direction, times the step, plus its state, must be finite "
+                    f"at most {dw_min_max(bound):.4g}, (3.403e+38 - largest |bound| {bound:g})/2^31 rounded down "
+                    f"(a device's pulses of one update, up to 2^31 per direction, times the step, plus its state, must be finite "
                     f"in float32: the update's mean w + n_up·dw_up - n_down·dw_down; realistic steps are 1e-4 to 0.1)")
         self._validate()
 

@@ -77,9 +77,9 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     t = p.add_argument_group("training")
     t.add_argument("--base-optimizer", default=d.base_optimizer,
                    help="torch optimizer applying the digital gradients: sgd, adam, adamw, rmsprop, ... "
-                        "(analog layers always take pulsed SGD steps; an adaptive one such as adam divides out a slowly "
-                        "changing per-row factor, so grapes-local and layer-mean then barely differ from --optimizer sgd: "
-                        "README 'From Python') (default %(default)s)")
+                        "(analog layers always take pulsed SGD steps; an adaptive one such as adam divides out a "
+                        "slowly changing per-row factor, so grapes-local and layer-mean then barely differ from "
+                        "--optimizer sgd: README 'From Python') (default %(default)s)")
     t.add_argument("--momentum", type=float, default=d.momentum, help="momentum, ≥ 0 (default %(default)s)")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty, ≥ 0 (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=d.batch_size,

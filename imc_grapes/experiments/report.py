@@ -239,6 +239,28 @@ def _error_bars(ax: Any, xs: Sequence[float], ms: Sequence[float], ss: Sequence[
                     ecolor="black", capsize=3)
 
 
+def group_tick_label(key: str) -> str:
+    """A group's key (:func:`~imc_grapes.experiments.definitions.group_key`, ``<dataset>-<variant>-<backend>[-...]``)
+    on three lines for a figure's x axis: the data set, the network variant, the hardware
+    (``fashion-mnist-dfa-mlp256x2-digital`` -> ``fashion-mnist / dfa-mlp256x2 / digital``,
+    ``mnist-mlp256x2-crossbar-EcRam`` -> ``mnist / mlp256x2 / crossbar-EcRam``). Data sets and variants have hyphens
+    of their own, so the key is split at the known data set names and backends; a key of another shape keeps its
+    first two hyphens as line breaks."""
+    from ..config import BACKENDS
+    from ..data.registry import DATASET_NAMES
+
+    dataset = next((d for d in sorted(DATASET_NAMES, key=len, reverse=True) if key.startswith(f"{d}-")), None)
+    if dataset is None:
+        return key.replace("-", "\n", 2)
+    rest = key[len(dataset) + 1:]
+    # the first backend that stands as a whole part: device overrides after it may hold any text
+    found = [i for b in BACKENDS for i in (rest.find(f"-{b}-"), rest.rfind(f"-{b}") if rest.endswith(f"-{b}") else -1)
+             if i > 0]
+    backend = min(found, default=-1)
+    if backend < 0:
+        return f"{dataset}\n{rest}"
+    return f"{dataset}\n{rest[:backend]}\n{rest[backend + 1:]}"
+
 def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> None:
     """accuracy.png: each group's accuracy per optimizer (the optimizer's colour), bars from 0 % (a bar's height
     is the accuracy), ± the std over the completed seeds where there are two or more; a cell without a completed
@@ -267,7 +289,7 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> 
             ax.bar(xs, ms, width, color=optimizer_color(opt, k), label=opt)
             _error_bars(ax, xs, ms, ss)
             top = max(top, max(m + (sd or 0) for m, sd in zip(ms, ss)) + 2)
-    ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
+    ax.set_xticks(range(len(groups)), [group_tick_label(g) for g in groups], fontsize=7)
     ax.set_ylim(0.0, top)
     n_seeds = max((int(r.get("runs", 1)) for r in rows), default=1)
     ax.set(ylabel=f"{_acc_label(tail)} (%)",
@@ -311,7 +333,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], keys: Sequence[str], out: Path, 
             ax.bar(xs, ms, width, color=optimizer_color(None, k), label=f"{a} − {b}")
             _error_bars(ax, xs, ms, ss)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(groups)), [g.replace("-", "\n", 2) for g in groups], fontsize=7)
+    ax.set_xticks(range(len(groups)), [group_tick_label(g) for g in groups], fontsize=7)
     what = "mean ± std" if most >= 2 else "one seed"
     ax.set(ylabel=f"paired difference in {_acc_label(tail)} (points)",
            title=fit_title(fig, f"Difference to the reference optimizer (same seeds), {what}"))

@@ -337,3 +337,37 @@ def test_redraw_reads_a_nan_summary_value_stored_as_a_string_and_refuses_matrice
     with pytest.raises(ConfigError, match=r"results\.json: groups\[0\]\.runs: the accuracy matrices of sgd's runs "
                                           r"must have one size \(one row per task\), got sizes \[1, 2\]$"):
         redraw_experiment_report(tmp_path)
+
+
+@pytest.mark.parametrize("key, lines", [
+    ("fashion-mnist-dfa-mlp256x2-digital", ["fashion-mnist", "dfa-mlp256x2", "digital"]),
+    ("mnist-cnn16-32-digital", ["mnist", "cnn16-32", "digital"]),
+    ("mnist-permuted5-mlp256x2-crossbar-EcRam", ["mnist", "permuted5-mlp256x2", "crossbar-EcRam"]),
+    ("mnist-mlp256x2-crossbar-ReRamSB-dw_min=0.008-up_down=0.2",
+     ["mnist", "mlp256x2", "crossbar-ReRamSB-dw_min=0.008-up_down=0.2"]),
+    ("synthetic-snu8-rate-aihwkit", ["synthetic", "snu8-rate", "aihwkit"]),
+    ("a-key-of-another-shape", ["a", "key", "of-another-shape"]),      # no known data set: its first two hyphens
+])
+def test_a_groups_tick_label_is_its_data_set_variant_and_hardware(key, lines):
+    """Data sets and variants have hyphens of their own (``fashion-mnist``, ``cnn16-32``): the figures' x labels
+    split a group key at the known names (``fashion-mnist-mlp256x2-digital`` read ``fashion / mnist /
+    mlp256x2-digital`` when the first two hyphens were the line breaks)."""
+    assert report_mod.group_tick_label(key).split("\n") == lines
+
+
+@pytest.mark.parametrize("name", ["mlp", "fa-dfa", "cnn", "rnn", "snn", "forgetting"])
+def test_every_planned_groups_tick_label_starts_with_its_data_set_and_ends_with_its_backend(name):
+    """Against each experiment's own plan (quick size, every backend, a device override): the first line of the tick
+    label is the group's ``dataset`` label and the last starts with its backend."""
+    from imc_grapes.experiments import EXPERIMENTS
+
+    opts = ExperimentOptions(size="quick", backends=("digital", "crossbar", "aihwkit"),
+                             device_overrides={"dw_min": 0.008})
+    groups = EXPERIMENTS[name].plan(opts)
+    assert groups
+    for g in groups:
+        lines = report_mod.group_tick_label(g.key).split("\n")
+        assert len(lines) == 3, g.key
+        assert lines[0] == g.labels["dataset"], g.key
+        backend = g.spec.analog_backend if g.spec.hardware == ("analog",) else "digital"
+        assert lines[2].split("-")[0] == backend, g.key

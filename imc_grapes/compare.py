@@ -35,6 +35,7 @@ from typing import Any
 
 from devices.base import FLOAT32_RANGE, fits_float32, is_finite_number
 
+from .backends.optim import ADAPTIVE_BASE_OPTIMIZERS, MOMENTUM_BASE_OPTIMIZERS
 from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on, as_saved, check_distinct,
                      check_seeds_apart, compared_as_run, config_differences, is_int, is_number, seed_in_range,
@@ -999,6 +1000,14 @@ def findings(rows: Sequence[dict[str, Any]], cells: Sequence[Cell] = ()) -> list
     return out
 
 
+def _base_optimizer_text(cfg: TrainConfig, analog: bool) -> str:
+    """The base optimizer of a report's header with its momentum (where it takes one) and weight decay:
+    ``sgd (momentum 0.9, weight decay 0) for the digital parameters``; with ``analog`` hardware in the report, that
+    the analog weights take the backend's own pulsed steps."""
+    momentum = f"momentum {cfg.momentum:g}, " if cfg.base_optimizer in MOMENTUM_BASE_OPTIMIZERS else ""
+    pulsed = " (the analog weights take the backend's pulsed SGD steps)" if analog else ""
+    return f"{cfg.base_optimizer} ({momentum}weight decay {cfg.weight_decay:g}) for the digital parameters{pulsed}"
+
 def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Sequence[Cell],
                     files: Sequence[str], command: str | None) -> str:
     b = spec.base
@@ -1011,7 +1020,16 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
         f"* data: {b.dataset} (train subset: {b.train_subset or 'all'}, test subset: {b.test_subset or 'all'}); "
         f"model: {arch}, {b.activation}{dropout}, rule {b.rule}; {b.batching()}, {b.epochs} epoch(s)",
         f"* seeds: {list(spec.seeds)} (every cell uses the same seeds: same initial weights and data order)",
+        f"* base optimizer: {_base_optimizer_text(b, 'analog' in spec.hardware)}",
     ]
+    divided = [o for o in spec.optimizers if o in ("grapes-local", "layer-mean")]
+    if b.base_optimizer in ADAPTIVE_BASE_OPTIMIZERS and divided and "digital" in spec.hardware:
+        lines.append(f"* caveat: {b.base_optimizer} divides each weight's step by a running scale of its own "
+                     "gradient, which divides out slowly changing factors (grapes-local: one per row; layer-mean: "
+                     f"one per layer, also on the layers below): the digital rows of {' and '.join(divided)} barely "
+                     "differ from the `sgd` row, no modulation under the same base optimizer (README \"From "
+                     "Python\"); propagated GRAPES' per-neuron factors mix as they flow down and "
+                     "are not divided out")
     if "analog" in spec.hardware:
         changed = format_device_overrides(b.analog.device_overrides)
         lines.append(f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`"

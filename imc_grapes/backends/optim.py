@@ -8,13 +8,20 @@ import torch
 
 from ..suggest import did_you_mean
 
-__all__ = ["MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS", "UNSUPPORTED_BASE_OPTIMIZERS",
-           "base_optimizer_names", "base_optimizer_problem", "has_capturable", "make_optimizer", "optimizer_class",
-           "wants_capturable"]
+__all__ = ["ADAPTIVE_BASE_OPTIMIZERS", "MATRIX_ONLY_BASE_OPTIMIZERS", "MOMENTUM_BASE_OPTIMIZERS",
+           "UNSUPPORTED_BASE_OPTIMIZERS", "base_optimizer_names", "base_optimizer_problem", "has_capturable",
+           "make_optimizer", "optimizer_class", "wants_capturable"]
 
 #: base optimizers that update 2-D parameters (matrices) only: ``torch.optim.Muon`` orthogonalises each update
 #: as a matrix, and rejects a bias or a convolution kernel
 MATRIX_ONLY_BASE_OPTIMIZERS: tuple[str, ...] = ("muon",)
+
+#: base optimizers that divide each parameter's step by a running scale of its own gradient (or take its sign):
+#: a slowly changing factor on a whole row of the gradient, as local GRAPES applies, or on a whole layer and every
+#: layer below it, as the layer-mean control does, is divided out again (README "From Python"; the compare report
+#: says so)
+ADAPTIVE_BASE_OPTIMIZERS: tuple[str, ...] = ("adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "nadam",
+                                             "radam", "rmsprop", "rprop")
 
 #: base optimizers that :func:`make_optimizer` passes ``TrainConfig.momentum`` to (the others take none)
 MOMENTUM_BASE_OPTIMIZERS: tuple[str, ...] = ("sgd", "rmsprop")

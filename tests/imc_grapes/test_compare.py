@@ -1113,3 +1113,33 @@ def test_report_md_says_why_a_table_or_a_tuning_score_is_nan():
     md = compare_mod.render_markdown(CompareSpec(base=BASE, lr_grid=(0.1, 0.3)), rows, cells, [], None)
     assert f"| nan | nan |\n\n{NAN_NOTE}\n\n*mean ± std*: " in md
     assert f"| analog | sgd | 50.00 | nan | 0.1 |\n\n{NAN_NOTE}\n" in md
+
+
+@pytest.mark.parametrize("base, optimizers, hardware, caveat", [
+    ("adam", ("sgd", "grapes", "layer-mean"), ("digital", "analog"), "layer-mean"),
+    ("rmsprop", ("sgd", "grapes-local", "layer-mean"), ("digital",), "grapes-local and layer-mean"),
+    ("sgd", ("sgd", "grapes-local", "layer-mean"), ("digital",), None),        # SGD keeps the factors
+    ("adam", ("sgd", "grapes"), ("digital",), None),                            # propagated: not divided out
+    ("adam", ("sgd", "layer-mean"), ("analog",), None),                         # analog weights: pulsed SGD steps
+])
+def test_report_header_names_the_base_optimizer_and_the_adaptive_caveat(base, optimizers, hardware, caveat):
+    """The header names the base optimizer (its momentum where it takes one); with an adaptive one (Adam, RMSprop:
+    the step divided by a running scale of the gradient) it warns that grapes-local's and layer-mean's digital rows
+    barely differ from sgd's (tests/imc_grapes/test_grapes_hooks.py measures that against plain Adam)."""
+    spec = CompareSpec(base=BASE.replace(base_optimizer=base, momentum=0.9 if base != "adam" else 0.0),
+                       optimizers=optimizers, hardware=hardware, lr_grid=(0.1,))
+    md = compare_mod.render_markdown(spec, [], [], [], None)
+    momentum = "momentum 0.9, " if base != "adam" else ""
+    assert f"* base optimizer: {base} ({momentum}weight decay 0) for the digital parameters" in md
+    if caveat is None:
+        assert "caveat" not in md
+    else:
+        assert f"* caveat: {base} divides each weight's step by a running scale" in md
+        assert f"the digital rows of {caveat} barely differ from the `sgd` row" in md
+
+
+def test_the_adaptive_base_optimizers_are_base_optimizers():
+    """Every name of ADAPTIVE_BASE_OPTIMIZERS (the report's caveat) is a usable base optimizer: no typo."""
+    from imc_grapes.backends.optim import ADAPTIVE_BASE_OPTIMIZERS, base_optimizer_names
+
+    assert set(ADAPTIVE_BASE_OPTIMIZERS) <= set(base_optimizer_names())

@@ -234,6 +234,10 @@ def unfinished_job_note(out_dir: str | os.PathLike[str], command: str, runs: str
 #: (:func:`superseded_report_note`)
 JOB_MARKER = "job.json"
 
+#: the subfolder of an experiment's report folder that holds its groups' folders and its :data:`JOB_MARKER`
+#: (``imc_grapes.experiments.report.GROUPS``, which imports this module)
+EXPERIMENT_GROUPS = "groups"
+
 
 def start_job(out_dir: str | os.PathLike[str], command: str | None, runs: str = "runs") -> str:
     """Mark the report folder ``out_dir`` as holding a job that has begun (before its first run): write
@@ -302,7 +306,8 @@ COMPARE_SUMMARY_HEADING = "# imc-grapes compare-summary\n"
 def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     """The ``imc-grapes`` command whose output folder ``out_dir`` is, told by what only that command writes there:
     ``compare`` (its ``runs/job.json``, :data:`JOB_MARKER`, or a ``results.json`` with its ``spec``),
-    ``experiment`` (``groups/``, or a ``results.json`` with its ``experiment``), ``sweep`` (``points/``, or a
+    ``experiment`` (``groups/``, or a ``results.json`` with its ``experiment``; also the ``groups/`` folder of
+    its report and each group's folder in it, :func:`experiment_part`), ``sweep`` (``points/``, or a
     ``plan.json`` with its ``spec`` and ``points``, which it writes first: a sweep stopped before any point began),
     ``compare-summary`` (a ``summary.json`` with its ``method`` and ``rows``, or a ``summary.md`` that begins with
     :data:`COMPARE_SUMMARY_HEADING`, which it writes first: a compare-summary stopped before its summary.json) or
@@ -312,7 +317,7 @@ def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     results, summary, plan = (_json_keys(out / name) for name in ("results.json", "summary.json", "plan.json"))
     if (out / "runs" / JOB_MARKER).is_file() or "spec" in results:
         return "compare"
-    if (out / "groups").is_dir() or "experiment" in results:
+    if (out / EXPERIMENT_GROUPS).is_dir() or "experiment" in results or experiment_part(out) is not None:
         return "experiment"
     if (out / "points").is_dir() or {"spec", "points"} <= plan:
         return "sweep"
@@ -323,17 +328,38 @@ def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def experiment_part(out_dir: str | os.PathLike[str]) -> str | None:
+    """What part of an ``imc-grapes experiment`` report folder ``out_dir`` is: ``"the groups"`` for its ``groups/``
+    folder (one named so that holds the :data:`JOB_MARKER` the experiment writes before its first group begins),
+    ``"a group"`` for one group's folder in it (a folder in such a ``groups/``, begun or finished, or a folder with
+    a group's ``results.json``, which holds its ``group``: a finished group copied elsewhere); None for anything
+    else, the report folder itself included. Each group's folder holds the files of a compare report
+    (``results.json``, ``report.md``, ``runs/``, ...), which no command may overwrite or mix its own with, the
+    experiment included. Reads only."""
+    out = Path(out_dir).resolve()
+    if out.name == EXPERIMENT_GROUPS and (out / JOB_MARKER).is_file():
+        return "the groups"
+    if (out.parent.name == EXPERIMENT_GROUPS and (out.parent / JOB_MARKER).is_file()) \
+            or "group" in _json_keys(out / "results.json"):
+        return "a group"
+    return None
+
+
 def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: str | None = None) -> str | None:
     """Why ``imc-grapes <command>`` must not write into ``out_dir``: it is the output folder of another command
     (:func:`folder_command`), whose files (``results.json``, ``summary.csv``, ``curves.png``, ...) it would
     overwrite or mix its own with; a message naming ``out_dir`` and that command, ending in what to change:
     ``give another <option>`` (a command line's, e.g. ``--out``), or without ``option`` (a Python caller's, which
-    has no such option) ``give another folder``. None when the folder is ``command``'s own or no command's."""
+    has no such option) ``give another folder``. None when the folder is ``command``'s own or no command's. The
+    ``groups/`` folder of an experiment's report and each group's folder in it (:func:`experiment_part`) are no
+    command's to write into, another experiment's neither: the message names them."""
     owner = folder_command(out_dir)
-    if owner is None or owner == command:
+    part = experiment_part(out_dir) if owner == "experiment" else None
+    if owner is None or (owner == command and part is None):
         return None
-    return (f"{os.fspath(out_dir)} holds the output of `imc-grapes {owner}`, whose files `imc-grapes {command}` "
-            f"would overwrite or mix its own with: give another {option or 'folder'}")
+    whose = f"{part} of an `imc-grapes experiment` report" if part else f"the output of `imc-grapes {owner}`"
+    return (f"{os.fspath(out_dir)} holds {whose}, whose files `imc-grapes {command}` would overwrite or mix its own "
+            f"with: give another {option or 'folder'}")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

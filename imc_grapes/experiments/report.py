@@ -39,7 +39,7 @@ import torch
 from ..backends.settings import format_device_overrides
 from ..compare import Cell, mean_pm_std, paired_by_seed
 from ..data import recorded_data_root
-from ..io import write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
+from ..io import EXPERIMENT_GROUPS, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
 from ..plotting import fit_title, optimizer_color
 from ..report import draw_cell_curves, nan_accuracy_note
 from ..stats import mean_std
@@ -52,7 +52,7 @@ __all__ = ["GROUPS", "FigureGroup", "draw_figures", "figure_runs", "machine_info
 
 #: the subfolder of an experiment's report folder that holds its groups' folders (``groups/<key>/``, its runs) and
 #: ``job.json``, the marker of the last job begun there (:func:`~imc_grapes.io.start_job`)
-GROUPS = "groups"
+GROUPS = EXPERIMENT_GROUPS
 
 #: the per-run metrics of a forgetting run (``extra["forgetting"]``) that the figures use
 FORGETTING_KEYS = ("matrix", "avg_acc", "forgetting", "bwt")

@@ -3,6 +3,7 @@ command line."""
 import argparse
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,53 @@ def test_cli_refuses_a_report_folder_of_another_command(given, files, theirs, tm
                                        "or mix its own with: give another --out\n")
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     assert json.loads((out / next(iter(files))).read_text()) == next(iter(files.values()))
+
+
+def test_no_command_writes_into_the_groups_of_an_experiment(tmp_path, monkeypatch, capsys):
+    """A group's folder holds a compare report's files without the compare job's marker: `compare --out` it replaced
+    the group's results.json and report.md, `train --out` mixed its runs and summary in, `experiment --out` put a
+    report with its own groups/ over the group's. The groups/ folder, each group's folder and a finished group copied
+    elsewhere are refused by every command (exit 2, naming what the folder is) before anything runs, and left as
+    they were; the experiment's report folder stays its own (a second run resumes there)."""
+    from imc_grapes.cli import main
+    from imc_grapes.sweep.cli import main as sweep_main
+
+    report = tmp_path / "report"
+    run_experiment("mlp", ExperimentOptions(size="tiny", optimizers=("sgd",)), report, **QUIET)
+    group = next(p for p in (report / "groups").iterdir() if p.is_dir())
+    copied = tmp_path / "copied"
+    shutil.copytree(group, copied)
+    compare_report = tmp_path / "cmp"
+    cmp_args = ["--dataset", "synthetic", "--hidden", "8", "--epochs", "1", "--seeds", "0", "--lr", "0.1",
+                "--optimizers", "sgd", "--hardware", "digital", "--no-progress"]
+    assert main(["compare", *cmp_args, "--out", str(compare_report)]) == 0
+    spec = tmp_path / "s.toml"
+    spec.write_text('[sweep]\nname = "s"\n[base]\ndataset = "synthetic"\nhidden = [8]\n[axes]\nlr = [0.1]\n')
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a job ran")
+
+    monkeypatch.setattr("imc_grapes.experiments.runner.run_experiment", no_run)
+    monkeypatch.setattr("imc_grapes.compare.run_compare", no_run)
+    monkeypatch.setattr("imc_grapes.sweep.runner.run_sweep", no_run)
+    commands = {"compare": ["compare", *cmp_args], "train": ["train", *cmp_args[:4], "--no-progress"],
+                "experiment": ["experiment", "mlp", "--tiny", "--optimizers", "sgd"],
+                "compare-summary": ["compare-summary", str(compare_report)]}
+    for folder, part in ((report / "groups", "the groups"), (group, "a group"), (copied, "a group")):
+        for command, argv in commands.items():
+            assert main([*argv, "--out", str(folder)]) == 2, (command, folder)
+            assert capsys.readouterr().err == (
+                f"imc-grapes {command}: error: --out: {folder} holds {part} of an `imc-grapes experiment` report, "
+                f"whose files `imc-grapes {command}` would overwrite or mix its own with: give another --out\n")
+        assert sweep_main([str(spec), "--out", str(folder)]) == 2
+        assert f"{folder} holds {part} of an `imc-grapes experiment` report" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    monkeypatch.undo()
+    # the report folder itself: a second run of the experiment resumes there
+    assert main([*commands["experiment"], "--out", str(report), "-q"]) == 0
+    assert capsys.readouterr().out == f"report: {report}/report.md\n"
 
 
 @pytest.mark.filterwarnings("error::UserWarning")       # e.g. a legend without entries in the empty plots

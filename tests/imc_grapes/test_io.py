@@ -186,3 +186,42 @@ def test_folder_command_tells_whose_output_a_folder_holds(tmp_path, files, dirs,
                     "overwrite or mix its own with: give another ")
             assert note == said + "folder"
             assert on_the_command_line == said + "--out"
+
+
+@pytest.mark.parametrize("layout, target, part", [
+    # an experiment's groups/ folder: it holds the job marker, written before the first group begins
+    ({"report/groups/job.json": {"job": "ab"}}, "report/groups", "the groups"),
+    # a group begun (its runs only, no results.json yet) in a report's groups/
+    ({"report/groups/job.json": {"job": "ab"}, "report/groups/g/runs/tune/x.txt": "run"}, "report/groups/g",
+     "a group"),
+    # a finished group, also copied out of its report: its results.json holds its group
+    ({"g/results.json": {"command": None, "group": {"key": "g"}, "summary": [], "runs": []}}, "g", "a group"),
+    ({"groups/x.txt": "any"}, "groups", None),                          # a folder named groups, of nobody
+    ({"groups/g/x.txt": "any"}, "groups/g", None),                      # ... and a folder in it
+    ({"report/groups/job.json": {"job": "ab"}}, "report", None),        # the report folder itself: the experiment's
+])
+def test_the_groups_of_an_experiment_are_no_commands_to_write_into(tmp_path, monkeypatch, layout, target, part):
+    """A group's folder of an experiment holds a compare report's files (results.json, report.md, runs/) but no
+    marker of the compare command: `compare --out` a group replaced its results.json and report.md, `train` and
+    `experiment` mixed their files in. The groups/ folder and each group's are told an experiment's
+    (:func:`~imc_grapes.io.folder_command`) and refused to every command, to another experiment too, with a message
+    that names what they are; the report folder stays the experiment's own (a second run resumes there)."""
+    from imc_grapes.io import experiment_part, folder_command, other_command_folder
+
+    for name, data in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(data if isinstance(data, str) else json.dumps(data))
+    monkeypatch.chdir(tmp_path)     # a relative folder is told by its absolute parent
+    for folder in (tmp_path / target, target):
+        assert experiment_part(folder) == part
+        expected_owner = "experiment" if part or target == "report" else None
+        assert folder_command(folder) == expected_owner
+        for command in ("train", "compare", "experiment", "compare-summary", "sweep"):
+            note = other_command_folder(folder, command, "--out")
+            if expected_owner is None or (part is None and command == "experiment"):
+                assert note is None
+            elif part is None:
+                assert note.startswith(f"{folder} holds the output of `imc-grapes experiment`, whose files"), note
+            else:
+                assert note == (f"{folder} holds {part} of an `imc-grapes experiment` report, whose files `imc-grapes "
+                                f"{command}` would overwrite or mix its own with: give another --out")

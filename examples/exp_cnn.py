@@ -6,6 +6,7 @@ crossbar tiles (the conv layers become analog conv layers).
 """
 import argparse
 
+from devices import PRESETS
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 from imc_grapes.suggest import SuggestingArgumentParser
 
@@ -14,7 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
     parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny networks")
-    parser.add_argument("--preset", default="ReRamSB", help="device preset of the analog runs")
+    parser.add_argument("--preset", default="ReRamSB", choices=list(PRESETS), metavar="P",
+                        help=f"device preset of the analog runs: {', '.join(PRESETS)} (default %(default)s)")
     args = parser.parse_args(argv)
 
     options = ExperimentOptions(size="tiny" if args.tiny else "quick", backends=("digital", "crossbar"),

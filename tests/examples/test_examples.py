@@ -226,6 +226,25 @@ def test_replica_seeds_rejects_no_seeds(capsys):
     assert exit_info.value.code == 2 and "--seeds must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_exp_cnn_refuses_an_unknown_preset_and_suggests_one(tmp_path, monkeypatch, capsys):
+    """A mistyped --preset ran into a traceback of ExperimentOptions (exit 1) instead of a usage error: it exits 2
+    naming the option, the presets and the nearest one, and runs nothing; --help lists the presets and the default."""
+    monkeypatch.chdir(tmp_path)
+    module = _import("exp_cnn.py")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--tiny", "--preset", "EcRAM"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --preset: invalid choice: 'EcRAM'" in err and "did you mean 'EcRam'?" in err
+    assert "'ReRamSB'" in err and "'GokmenVlasov'" in err
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "device preset of the analog runs: ReRamES, ReRamSB, Capacitor, EcRam," in text
+    assert "(default ReRamSB)" in text
+    assert not any(tmp_path.iterdir())
+
+
 def test_replica_seeds_with_one_seed_prints_no_std(tmp_path):
     """One seed has no seed-to-seed spread: the std is shown as — (torch's std of one value printed ± nan)."""
     out = subprocess.run([sys.executable, str(REPO / "examples" / "replica_seeds.py"), "--synthetic", "--seeds", "1"],

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
     parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
-    parser.add_argument("--seeds", type=int, default=6, help="number of seeds (replicas)")
+    parser.add_argument("--seeds", type=int, default=6, help="number of seeds (replicas), ≥ 1 (default 6)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")

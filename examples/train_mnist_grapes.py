@@ -17,8 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the example; ``argv``: its command-line arguments (default: ``sys.argv[1:]``)."""
     parser = SuggestingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", action="store_true", help="use the small synthetic data set")
-    parser.add_argument("--epochs", type=int, default=1, help="training epochs of each run (default 1)")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs of each run, ≥ 1 (default 1)")
     args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
 
     base = TrainConfig(dataset="synthetic" if args.synthetic else "mnist", hidden=(256, 256), lr=0.1,
                        batch_size=64, epochs=args.epochs, seed=0)

@@ -220,10 +220,24 @@ def test_example_imports_without_running_and_explains_itself(script, tmp_path, m
     assert not any(tmp_path.iterdir())
 
 
-def test_replica_seeds_rejects_no_seeds(capsys):
+@pytest.mark.parametrize("script, option, default", [("replica_seeds.py", "--seeds", 6),
+                                                     ("train_mnist_grapes.py", "--epochs", 1)])
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_count_below_one_is_refused_and_help_states_the_range(script, option, default, value, tmp_path, monkeypatch,
+                                                                 capsys):
+    """``train_mnist_grapes.py --epochs 0`` ran into a ConfigError traceback of TrainConfig (exit 1): both counts are
+    refused as a usage error (exit 2) that names the option and its range, before anything runs; --help states the
+    range and the default."""
+    monkeypatch.chdir(tmp_path)
+    module = _import(script)
     with pytest.raises(SystemExit) as exit_info:
-        _import("replica_seeds.py").main(["--synthetic", "--seeds", "0"])
-    assert exit_info.value.code == 2 and "--seeds must be at least 1, got 0" in capsys.readouterr().err
+        module.main(["--synthetic", option, str(value)])
+    assert exit_info.value.code == 2 and f"{option} must be at least 1, got {value}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"  {option} "))
+    assert line.endswith(f", ≥ 1 (default {default})"), line
+    assert not any(tmp_path.iterdir())
 
 
 def test_exp_cnn_refuses_an_unknown_preset_and_suggests_one(tmp_path, monkeypatch, capsys):

@@ -5,12 +5,22 @@
 
 FA uses M = 2F/max F unclipped; DFA scales each synapse by P^{l+1}_i · P^l_j from outgoing column sums
 (grapes.md §3). A single run is one TrainConfig: `TrainConfig(rule="dfa", optimizer="grapes")`.
+Same as `imc-grapes experiment fa-dfa --quick` (minutes on 2 CPU cores: docs/results.md has the times), with the
+report in runs/examples/exp_fa_dfa/; the progress (each group and run as it starts) goes to stderr, the summary to
+stdout.
 """
 import argparse
+import sys
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 from imc_grapes.report import mean_pm_std
 from imc_grapes.suggest import SuggestingArgumentParser
+
+
+def progress(line: str) -> None:
+    """Where the experiment's progress goes (each group and each run as it starts, each epoch's accuracy): stderr,
+    so that stdout holds the summary alone."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     result = run_experiment("fa-dfa", ExperimentOptions(size="tiny" if args.tiny else "quick"),
-                            "runs/examples/exp_fa_dfa", log=lambda s: None)
+                            "runs/examples/exp_fa_dfa", log=progress)
     for row in result["summary"]:
         acc = ("no completed run" if row["final_test_acc_mean"] is None else
                f"{mean_pm_std(row['final_test_acc_mean'], row['final_test_acc_std'], row['completed'])} %")

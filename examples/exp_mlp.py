@@ -4,13 +4,22 @@ control, learning rate tuned per optimizer, several seeds; then "does GRAPES hel
     python examples/exp_mlp.py            # quick size (needs `imc-grapes data fetch mnist fashion-mnist`)
     python examples/exp_mlp.py --tiny     # synthetic data, seconds
 
-Same as `imc-grapes experiment mlp --quick`.
+Same as `imc-grapes experiment mlp --quick` (minutes on 2 CPU cores: docs/results.md has the times), with
+the report in runs/examples/exp_mlp/; the progress (each group and run as it starts) goes to stderr, the summary
+to stdout.
 """
 import argparse
+import sys
 
 from imc_grapes.experiments import ExperimentOptions, run_experiment
 from imc_grapes.report import mean_pm_std
 from imc_grapes.suggest import SuggestingArgumentParser
+
+
+def progress(line: str) -> None:
+    """Where the experiment's progress goes (each group and each run as it starts, each epoch's accuracy): stderr,
+    so that stdout holds the summary alone."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     options = ExperimentOptions(size="tiny" if args.tiny else "quick", optimizers=("sgd", "grapes", "layer-mean"))
-    result = run_experiment("mlp", options, "runs/examples/exp_mlp", log=lambda s: None)
+    result = run_experiment("mlp", options, "runs/examples/exp_mlp", log=progress)
 
     # paired GRAPES − SGD difference (same seeds) per network, smallest network first
     groups = sorted(result["groups"], key=lambda g: g["size"])

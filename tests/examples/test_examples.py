@@ -193,6 +193,24 @@ def test_every_example_is_covered():
     assert sorted(SMALL) == sorted(p.name for p in (REPO / "examples").glob("*.py"))
 
 
+#: the scripts that run a whole named experiment (minutes at their quick size): script -> (experiment, report folder)
+EXPERIMENTS = {"exp_mlp.py": ("mlp", "runs/examples/exp_mlp"), "exp_fa_dfa.py": ("fa-dfa", "runs/examples/exp_fa_dfa"),
+               "exp_cnn.py": ("cnn", "runs/examples/exp_cnn")}
+
+
+def check_progress(script: str, err: str, cwd: Path) -> None:
+    """A script that runs a whole experiment said nothing until its summary (minutes at its quick size): each group
+    and each run is announced on stderr as it starts, and stdout keeps the summary alone."""
+    name, folder = EXPERIMENTS[script]
+    groups = sorted(p.name for p in (cwd / folder / "groups").iterdir() if p.is_dir())
+    announced = re.findall(rf"^=== {re.escape(name)}: group (\S+) \((\d+)/(\d+)\)$", err, re.M)
+    assert sorted(key for key, _, _ in announced) == groups, err
+    assert [(int(i), int(n)) for _, i, n in announced] == [(i, len(groups)) for i in range(1, len(groups) + 1)]
+    # each group: every optimizer's final run (one seed at tiny) after its tuning runs
+    final_runs = re.findall(r"^== (\S+): (sgd|grapes|layer-mean) lr=\S+ seed=0$", err, re.M)
+    assert sorted(final_runs) == sorted((g, o) for g in groups for o in ("sgd", "grapes", "layer-mean")), err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMALL))
 def test_example_runs(script, tmp_path):
@@ -201,6 +219,9 @@ def test_example_runs(script, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     check(out.stdout, tmp_path)
+    if script in EXPERIMENTS:
+        check_progress(script, out.stderr, tmp_path)
+        assert "=== " not in out.stdout and "epoch 1/1" not in out.stdout
 
 
 @pytest.mark.parametrize("script", sorted(SMALL))

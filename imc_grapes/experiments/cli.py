@@ -70,19 +70,21 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         "an analog backend")
     p.add_argument("--optimizers", nargs="+", default=["sgd", "grapes", "layer-mean"], metavar="NAME",
                    help=f"methods compared: {describe_choices(OPTIMIZER_MEANINGS)} (default: sgd grapes layer-mean)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the final runs (default: per size)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="seeds of the final runs, distinct integers (default: per size)")
     p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LR",
-                   help="learning-rate grid tuned per optimizer, for every group (default: per experiment)")
+                   help="learning-rate grid tuned per optimizer, for every group, each > 0 (default: per experiment)")
     p.add_argument("--datasets", nargs="+", default=None, metavar="D",
                    help="data sets instead of the experiment's (mnist, fashion-mnist, synthetic)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per run (per task for forgetting; default: per size and experiment)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="epochs per run (per task for forgetting), ≥ 1 (default: per size and experiment)")
     p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=True,
                    help="drop each epoch's partial last batch (default: dropped; --no-drop-last keeps it, as "
                         "earlier versions did)")
     p.add_argument("--tail-evals", type=int, default=1, metavar="K",
                    help="a run's accuracy (reported, compared, and the lr-tuning score) is the mean of its last K "
-                        "evaluations, for noisy devices (default 1: the final one; not for forgetting)")
+                        "evaluations, for noisy devices: from 1 to the evaluations of a run (default 1: the final "
+                        "one; not for forgetting)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch CPU threads, 1 to 4 per CPU core (default: torch's choice; 1 is much faster on a busy "

@@ -166,12 +166,28 @@ def test_cli_runs_an_experiment_and_lists_them(tmp_path, capsys):
     (["--datasets", "cifar"], "datasets must be one or more distinct entries of"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--tail-evals", "0"], "ExperimentOptions.tail_evals must be an integer ≥ 1 (1 = the final evaluation), got 0"),
+    (["--epochs", "0"], "--epochs: ExperimentOptions.epochs must be an integer >= 1 (or None for the default), got 0"),
+    (["--seeds", "0", "0"], "--seeds: ExperimentOptions.seeds must name at least one seed, distinct integers"),
 ])
 def test_cli_rejects_bad_options_with_exit_code_2(argv, message, capsys, tmp_path):
     args = _parser().parse_args(["experiment", "mlp", "--tiny", "--out", str(tmp_path), *argv])
     assert run_experiment_command(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "report.md").exists()
+
+
+def test_cli_help_states_the_valid_range_of_each_number(capsys):
+    """--epochs, --seeds, --lr and --tail-evals named no valid values: the range showed only in the error (as
+    train's and compare's --help state theirs)."""
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["experiment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("--seeds S [S ...] seeds of the final runs, distinct integers (default: per size)",
+                   "for every group, each > 0 (default: per experiment)",
+                   "--epochs N epochs per run (per task for forgetting), ≥ 1 (default: per size and experiment)",
+                   "for noisy devices: from 1 to the evaluations of a run (default 1: the final one; not for "
+                   "forgetting)"):
+        assert phrase in text, phrase
 
 
 @pytest.mark.parametrize("given, files, theirs", [

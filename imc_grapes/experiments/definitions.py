@@ -316,6 +316,22 @@ def describe_forgetting(opts: ExperimentOptions) -> tuple[str, str]:
     return title, notes
 
 
+def _planned_data(plan: Callable[[ExperimentOptions], list[Group]], title: str, notes: str,
+                  data: str = "MNIST / Fashion-MNIST") -> Callable[[ExperimentOptions], tuple[str, str]]:
+    """An :attr:`Experiment.describe` for an experiment whose ``title`` / ``notes`` (its full size) name its data sets
+    as ``data`` and may say ``batch 64, as the reference code``: both read off the groups ``plan`` makes under the
+    options at hand (``--tiny``: synthetic data, batch 32; ``--datasets``: the data sets chosen), so a report never
+    names data or a batch its runs did not use. At the full size the title and notes are ``title`` and ``notes``."""
+    def describe(opts: ExperimentOptions) -> tuple[str, str]:
+        groups = plan(opts)
+        names = " / ".join(dict.fromkeys(_DATA_NAMES.get(g.spec.base.dataset, g.spec.base.dataset) for g in groups))
+        batches = " / ".join(dict.fromkeys(str(g.spec.base.batch_size) for g in groups))
+        batch = "batch 64, as the reference code" if batches == "64" else f"batch {batches} (the reference code: 64)"
+        return (title.replace(data, names),
+                notes.replace(data, names).replace("batch 64, as the reference code", batch))
+    return describe
+
+
 #: what the MLP groups (mlp, fa-dfa) keep from the paper's reference setting (grapes.md §6) and where they differ
 _MLP_NOTES = ("Hidden layers ReLU, He-uniform, bias-free, plain SGD, batch 64, as the reference code; dropout 10 % "
               "(the reference's keep 0.9) at the full size only, none at --quick and --tiny; with dropout, GRAPES's "
@@ -325,31 +341,44 @@ _MLP_NOTES = ("Hidden layers ReLU, He-uniform, bias-free, plain SGD, batch 64, a
               "set's pixel mean and std (the reference code scales pixels to [0, 1]). The paper's EMNIST, CIFAR-10 "
               "and tanh variants are not run.")
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("mlp", "MLP on MNIST / Fashion-MNIST: BP vs BP+GRAPES, depth and width variants",
-               "GRAPES converges faster and reaches a higher test accuracy than SGD, and helps more as networks grow",
-               plan_mlp, _MLP_NOTES),
-    Experiment("fa-dfa", "Feedback alignment (FA) and direct feedback alignment (DFA), with and without GRAPES",
-               "GRAPES improves FA and DFA", plan_fa_dfa,
+_TITLES_NOTES: dict[str, tuple[str, str]] = {       # at the full size; _planned_data gives them for other options
+    "mlp": ("MLP on MNIST / Fashion-MNIST: BP vs BP+GRAPES, depth and width variants", _MLP_NOTES),
+    "fa-dfa": ("Feedback alignment (FA) and direct feedback alignment (DFA), with and without GRAPES",
                "FA: M = 2F/max F unclipped; DFA: per-synapse P^{l+1}_i P^l_j from outgoing column sums, first hidden "
                "layer unmodulated (grapes.md §3). " + _MLP_NOTES),
-    Experiment("cnn", "Small CNN with per-channel GRAPES", "GRAPES helps convolutional networks", plan_cnn,
-               "The paper's CNN was a ResNet-9-like net on CIFAR-10 with Adam; here a 2-block conv net on "
-               "MNIST / Fashion-MNIST with SGD (the analog layers train with pulsed SGD anyway). Analog backends "
-               "convert the conv layers to analog conv layers."),
-    Experiment("rnn", "Sequential (row-by-row) MNIST with an LSTM or a vanilla RNN",
-               "GRAPES helps recurrent networks", plan_rnn,
-               "GRAPES per unit from the row sums of the input-to-hidden matrix W (LSTM: per gate row), applied to "
-               "the error of the input branch at every time step; the recurrent weights U do not enter F and their "
-               "updates and the error through time are plain BPTT (see imc_grapes/recurrent.py). On the analog "
-               "backends W, U and the readout are analog layers (W on all time steps' inputs at once, U once per "
-               "step; one pulsed update per batch with every step's (x, d)); biases are digital."),
-    Experiment("snn", "Spiking network of SNUs / sSNUs on rate- or latency-coded MNIST (BPTT)",
-               "GRAPES helps spiking networks", plan_snn,
-               "SNU: s_t = ReLU(W x_t + l ⊙ s_{t-1} ⊙ (1 − y_{t-1})), y_t = step(s_t + b) with a "
-               "sigmoid-derivative surrogate gradient, or σ(s_t + b) for the sSNU; l = 0.8, b initialised to −1 "
-               "(trainable, digital); a bias-free linear readout of the last layer's spike rate. GRAPES per unit "
-               "from the row sums of W."),
+    "cnn": ("Small CNN with per-channel GRAPES",
+            "The paper's CNN was a ResNet-9-like net on CIFAR-10 with Adam; here a 2-block conv net on "
+            "MNIST / Fashion-MNIST with SGD (the analog layers train with pulsed SGD anyway). Analog backends "
+            "convert the conv layers to analog conv layers."),
+    "rnn": ("Sequential (row-by-row) MNIST with an LSTM or a vanilla RNN",
+            "GRAPES per unit from the row sums of the input-to-hidden matrix W (LSTM: per gate row), applied to "
+            "the error of the input branch at every time step; the recurrent weights U do not enter F and their "
+            "updates and the error through time are plain BPTT (see imc_grapes/recurrent.py). On the analog "
+            "backends W, U and the readout are analog layers (W on all time steps' inputs at once, U once per "
+            "step; one pulsed update per batch with every step's (x, d)); biases are digital."),
+    "snn": ("Spiking network of SNUs / sSNUs on rate- or latency-coded MNIST (BPTT)",
+            "SNU: s_t = ReLU(W x_t + l ⊙ s_{t-1} ⊙ (1 − y_{t-1})), y_t = step(s_t + b) with a "
+            "sigmoid-derivative surrogate gradient, or σ(s_t + b) for the sSNU; l = 0.8, b initialised to −1 "
+            "(trainable, digital); a bias-free linear readout of the last layer's spike rate. GRAPES per unit "
+            "from the row sums of W."),
+}
+
+
+def _experiment(name: str, claim: str, plan: Callable[[ExperimentOptions], list[Group]],
+                data: str = "MNIST / Fashion-MNIST") -> Experiment:
+    """An experiment of :data:`_TITLES_NOTES` whose title and notes name the data sets and batch it ran
+    (:func:`_planned_data`)."""
+    title, notes = _TITLES_NOTES[name]
+    return Experiment(name, title, claim, plan, notes, _planned_data(plan, title, notes, data))
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    _experiment("mlp", "GRAPES converges faster and reaches a higher test accuracy than SGD, and helps more as "
+                       "networks grow", plan_mlp),
+    _experiment("fa-dfa", "GRAPES improves FA and DFA", plan_fa_dfa),
+    _experiment("cnn", "GRAPES helps convolutional networks", plan_cnn),
+    _experiment("rnn", "GRAPES helps recurrent networks", plan_rnn, data="MNIST"),
+    _experiment("snn", "GRAPES helps spiking networks", plan_snn, data="MNIST"),
     Experiment("forgetting", "Catastrophic forgetting on permuted MNIST (5 tasks, 1 epoch each)",
                "GRAPES mitigates catastrophic forgetting", plan_forgetting,
                "784-256-256-10 bias-free, SGD momentum 0.9 (analog weights: pulsed SGD without momentum), batch "

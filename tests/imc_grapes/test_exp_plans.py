@@ -1,5 +1,7 @@
 """What each named experiment plans (against the paper's settings in grapes.md §6 and the issue), the options'
 validation, and the paired differences of the report."""
+import re
+
 import pytest
 import torch
 
@@ -61,7 +63,30 @@ def test_forgetting_title_and_notes_name_the_settings_that_run():
     full = ExperimentOptions()
     assert (e.title_for(full), e.notes_for(full)) == (e.title, e.notes)
     assert "784-256-256-10" in e.notes and "batch 64, 1 epoch per task" in e.notes and "in the digital grid" in e.notes
-    assert EXPERIMENTS["mlp"].title_for(tiny) == EXPERIMENTS["mlp"].title      # no describe: the fixed title
+
+
+@pytest.mark.parametrize("name, full_data", [("mlp", "MNIST / Fashion-MNIST"), ("fa-dfa", None),
+                                             ("cnn", "MNIST / Fashion-MNIST"), ("rnn", "MNIST"), ("snn", "MNIST")])
+def test_titles_and_notes_name_the_data_and_batch_the_groups_use(name, full_data):
+    """A report never names data or a batch its runs did not use: at ``tiny`` (synthetic data, batch 32) the title
+    and notes say synthetic data and batch 32 (the MLP notes keep the reference code's 64 as a reference), with
+    ``--datasets fashion-mnist`` Fashion-MNIST only; the full size keeps the listed title and notes."""
+    e = EXPERIMENTS[name]
+    tiny = ExperimentOptions(size="tiny")
+    assert {g.spec.base.dataset for g in plan_experiment(name, tiny)} == {"synthetic"}
+    mnist = re.compile(r"(?<![\w-])MNIST")       # the data set, not EMNIST or Fashion-MNIST
+    text = e.title_for(tiny) + " " + e.notes_for(tiny)
+    assert not mnist.search(text) and "Fashion-MNIST" not in text
+    assert ("synthetic data" in text) == (full_data is not None)        # fa-dfa names no data set
+    if "batch 64" in e.notes:
+        assert "batch 32 (the reference code: 64)" in text and "batch 64" not in text
+    fashion = ExperimentOptions(size="quick", datasets=("fashion-mnist",))
+    text = e.title_for(fashion) + " " + e.notes_for(fashion)
+    assert ("Fashion-MNIST" in text) == (full_data is not None) and not mnist.search(text)
+    assert ("batch 64, as the reference code" in text) == ("batch 64" in e.notes)
+    full = ExperimentOptions()
+    assert (e.title_for(full), e.notes_for(full)) == (e.title, e.notes)
+    assert full_data is None or full_data in e.title + e.notes
 
 
 def test_fa_dfa_cnn_rnn_snn_plans():

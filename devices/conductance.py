@@ -74,8 +74,10 @@ class ConductanceMap:
     def to_pair(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Differential pair: weights ``w: [*]`` → ``(g_plus, g_minus)`` in µS, one of each pair at ``g_min``."""
         wc = w.clamp(-self.w_max, self.w_max)
-        g_plus = self.g_min_uS + wc.clamp_min(0.0) * self.scale_uS
-        g_minus = self.g_min_uS + (-wc).clamp_min(0.0) * self.scale_uS
+        # clamped at g_max too (as to_conductance): at |w| = w_max, g_min + w_max·scale_uS rounds in the tensor's dtype
+        # up to a few ulps past g_max (float32 and float64 alike), a device beyond its range
+        g_plus = (self.g_min_uS + wc.clamp_min(0.0) * self.scale_uS).clamp_max(self.g_max_uS)
+        g_minus = (self.g_min_uS + (-wc).clamp_min(0.0) * self.scale_uS).clamp_max(self.g_max_uS)
         return g_plus, g_minus
 
     def from_pair(self, g_plus: Tensor, g_minus: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import devices as dv
@@ -59,6 +59,11 @@ def test_conductance_pair_hand_values():
 @settings(max_examples=60, deadline=None)
 @given(g_min=st.floats(0.0, 5.0), span=st.floats(0.5, 100.0), w_max=st.floats(0.05, 5.0),
        shape=st.lists(st.integers(1, 4), min_size=0, max_size=3), seed=st.integers(0, 10_000))
+# found by hypothesis: to_pair at |w| = w_max read one ulp past g_max: float32 with g_min = 0 (the float32 w_max times
+# scale_uS), float64 (0.1 + 0.3·(0.7/0.3)), float32 with g_min > 0 (0.1 + 0.1·(1.3/0.1))
+@example(g_min=0.0, span=3.0, w_max=4.209073809421646, shape=[], seed=0)
+@example(g_min=0.1, span=0.7, w_max=0.3, shape=[2], seed=0)
+@example(g_min=0.1, span=1.3, w_max=0.1, shape=[2], seed=0)
 def test_conductance_round_trips(g_min, span, w_max, shape, seed):
     cm = dv.ConductanceMap(g_min_uS=g_min, g_max_uS=g_min + span, w_max=w_max)
     g = torch.Generator().manual_seed(seed)
@@ -74,6 +79,13 @@ def test_conductance_round_trips(g_min, span, w_max, shape, seed):
     # row sum of the pair = scale·Σ|w| + 2·n·g_min (what GRAPES reads from the hardware)
     n = w.numel()
     assert torch.allclose((gp + gm).sum(), cm.scale_uS * w.abs().sum() + 2 * n * g_min, rtol=1e-9, atol=1e-9)
+    # the range ends and beyond (a state at its device's bound, a weight past the map's w_max): every conductance
+    # in [g_min, g_max] as the dtype holds them (g_min + w_max·scale_uS had rounded one or two ulps past g_max)
+    for dtype in (torch.float32, torch.float64):
+        ends = torch.tensor([w_max, -w_max, 3 * w_max, -3 * w_max, 0.0], dtype=dtype)
+        lo, hi = torch.tensor(g_min, dtype=dtype), torch.tensor(g_min + span, dtype=dtype)
+        for g_end in (*cm.to_pair(ends), cm.to_conductance(ends)):
+            assert bool((g_end >= lo).all()) and bool((g_end <= hi).all()), (dtype, g_end, hi)
 
 
 # ------------------------------------------------------------------ aihwkit converter

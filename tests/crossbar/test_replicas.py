@@ -9,10 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crossbar import (AnalogSGD, CrossbarConfig, IOParameters, ReplicaLinear, ReplicaTileArray, TileArray,
                       UpdateParameters, analog_module_of)
-from devices import ConstantStepDevice, SoftBoundsDevice
+from crossbar.update import PULSE_TYPES
+from devices import PRESETS, ConstantStepDevice, SoftBoundsDevice, get_preset
 
 F64 = torch.float64
 SEEDS = [11, 22, 33]
@@ -88,6 +91,49 @@ def test_perfect_periphery_replicas_equal_separate_single_replica_arrays(out_f: 
         assert torch.equal(y[k:k + 1], a.forward(x[k:k + 1])), f"forward, replica {k}"
         assert torch.equal(z[k:k + 1], a.backward(d[k:k + 1])), f"backward, replica {k}"
         assert torch.equal(hw[k:k + 1], a.row_sums("hardware")), f"row sums, replica {k}"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seeds=st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=3), out_f=st.integers(1, 12),
+       in_f=st.integers(1, 12), tile_rows=st.integers(1, 8), tile_cols=st.integers(1, 8),
+       preset=st.sampled_from(sorted(PRESETS)), pulse_type=st.sampled_from(PULSE_TYPES), batch=st.integers(1, 4),
+       lr=st.sampled_from([0.01, -0.2, 1.0]), perfect=st.booleans(), dtype=st.sampled_from([torch.float32, F64]))
+def test_replicas_equal_single_arrays_for_any_seeds_grid_preset_and_pulse_type(
+        seeds: list[int], out_f: int, in_f: int, tile_rows: int, tile_cols: int, preset: str, pulse_type: str,
+        batch: int, lr: float, perfect: bool, dtype: torch.dtype) -> None:
+    """The cases above take fixed seeds, shapes, tiles and two devices; here any int64 seeds (repeated ones too),
+    any grid (one tile, or tiles of one row or column), every preset and pulse type, the noisy or the ideal
+    periphery, float32 and float64: replica ``e`` of the E replicas gives bit for bit what the array of seed ``e``
+    alone gives — forward, backward, and the apparent and hidden states after two updates — and a pulsed update
+    leaves every hidden state within its own device's sampled bounds (``pulse_type="none"``, the exact update,
+    knows no bounds)."""
+    upd = UpdateParameters(desired_bl=15, res=0.05, sto_round=True, pulse_type=pulse_type)
+    device = get_preset(preset)
+    cfg = (CrossbarConfig.perfect(device=device, update=upd, tile_rows=tile_rows, tile_cols=tile_cols) if perfect
+           else dataclasses.replace(noisy_config(device), update=upd, tile_rows=tile_rows, tile_cols=tile_cols))
+    e = len(seeds)
+    together = ReplicaTileArray(seeds, out_f, in_f, cfg, dtype=dtype)
+    alone = [ReplicaTileArray([s], out_f, in_f, cfg, dtype=dtype) for s in seeds]
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(e, out_f, in_f, generator=gen, dtype=dtype) * 0.6 - 0.3
+    together.program(w)
+    for k, a in enumerate(alone):
+        a.program(w[k:k + 1])
+    for step in range(2):
+        x = torch.randn(e, batch, in_f, generator=gen, dtype=dtype)
+        d = torch.randn(e, batch, out_f, generator=gen, dtype=dtype) * 0.5
+        y, z = together.forward(x), together.backward(d)
+        together.update(x, d, lr)
+        for k, a in enumerate(alone):
+            assert torch.equal(y[k:k + 1], a.forward(x[k:k + 1])), f"forward, step {step}, replica {k}"
+            assert torch.equal(z[k:k + 1], a.backward(d[k:k + 1])), f"backward, step {step}, replica {k}"
+            a.update(x[k:k + 1], d[k:k + 1], lr)
+            assert torch.equal(together.read()[k:k + 1], a.read()), f"update, step {step}, replica {k}"
+            assert torch.equal(together.read(hidden=True)[k:k + 1], a.read(hidden=True))
+        if pulse_type != "none":
+            p = together.params
+            assert bool((together.weight_tiles >= p.w_min).all()) and bool((together.weight_tiles <= p.w_max).all())
+    assert bool(torch.isfinite(together.read(hidden=True)).all())
 
 
 def test_replica_linear_autograd_and_update_equal_separate() -> None:

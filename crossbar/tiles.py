@@ -39,7 +39,7 @@ from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedI
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice, rng
-from devices.base import check_seed, same_device_value
+from devices.base import SEED_RANGE, check_seed, same_device_value, seed_in_range
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
@@ -225,6 +225,14 @@ def device_differences(saved: dict[str, Any], device: PulsedDevice) -> list[str]
             a, b = (repr(f[name]) if name in f else "(none)" for f in (theirs, mine))
             out.append(f"{name}: saved {a}, own {b}")
     return out
+
+
+_SAVED_ENTRIES = {
+    "seed": f"an integer in {SEED_RANGE}",
+    "generator_device": "a device string that torch.device reads (str(generator.device), e.g. 'cpu' or 'cuda:0')",
+    "generator_state": "the uint8 tensor of torch.Generator.get_state on that device",
+}
+"""What each generator entry of a :class:`TileArray`'s extra state must be (:meth:`TileArray._check_saved_state`)."""
 
 
 def _new_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -811,8 +819,9 @@ class TileArray(TileState):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_extra_state`'s state; ``ValueError`` for one saved with another device model
         (:meth:`TileState._check_saved_device`; a state without the ``"device"`` entry, saved before it was
-        recorded, loads as it did)."""
-        self._check_saved_device(state, type(self).__name__)
+        recorded, loads as it did) or whose generator entries it cannot restore (:meth:`_check_saved_state`;
+        ``load_state_dict`` checks both before anything is copied)."""
+        self._check_saved_state(state, type(self).__name__)
         self.seed = int(state["seed"])
         if torch.device(state["generator_device"]) == self.generator.device:
             self.generator.set_state(state["generator_state"])
@@ -823,6 +832,56 @@ class TileArray(TileState):
                 src.set_state(state["generator_state"])
             seed = int(torch.randint(0, 2**62, (1,), generator=src).item())
             self.generator = _new_generator(self.weight_tiles.device, seed)
+
+    def _check_saved_state(self, state: object, where: str) -> None:
+        """:meth:`TileState._check_saved_state`, and a state whose ``"seed"``, ``"generator_device"`` or
+        ``"generator_state"`` entry (every version's :meth:`get_extra_state` wrote them) is missing or not what
+        :meth:`set_extra_state` restores — an integer seed in :data:`~devices.base.SEED_RANGE`, a device string
+        ``torch.device`` reads, a ``torch.Generator`` state (tried on a new generator of the device that would take
+        it) — refused: ``ValueError`` naming ``where`` and the entry, before ``load_state_dict`` copies any buffer
+        (torch sets the extra state last: set_extra_state's ``KeyError``/``TypeError``/``RuntimeError`` came after
+        the saved weights and ``dp_*`` were copied, leaving the layer half-loaded). No extra state at all
+        (``None``) is torch's missing key."""
+        super()._check_saved_state(state, where)
+        if state is None:
+            return
+        problem = self._saved_generator_problem(state)
+        if problem is not None:
+            entry, valid, got = problem
+            raise ValueError(f"{where}: the saved extra state's {entry!r} entry must be {valid} "
+                             f"(TileArray.get_extra_state), got {got}")
+
+    def _saved_generator_problem(self, state: object) -> tuple[str, str, str] | None:
+        """``(entry, what it must be, what it is)`` for the first of the saved generator entries ``state`` (an extra
+        state) lacks or holds unreadable, or ``None`` (:meth:`_check_saved_state`)."""
+        for entry in ("seed", "generator_device", "generator_state"):
+            if not (isinstance(state, dict) and entry in state):
+                where = repr(state if not isinstance(state, dict) else sorted(state))
+                return entry, _SAVED_ENTRIES[entry], f"no {entry!r} entry in {where}"
+        assert isinstance(state, dict)
+        seed, device, gen_state = state["seed"], state["generator_device"], state["generator_state"]
+        if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed_in_range(int(seed))):
+            return "seed", _SAVED_ENTRIES["seed"], repr(seed)
+        try:
+            saved_device = torch.device(device) if isinstance(device, (str, torch.device)) else None
+        except RuntimeError as err:
+            return "generator_device", _SAVED_ENTRIES["generator_device"], f"{device!r} ({err})"
+        if saved_device is None:
+            return "generator_device", _SAVED_ENTRIES["generator_device"], repr(device)
+        if not (isinstance(gen_state, Tensor) and gen_state.dtype == torch.uint8):
+            got = (f"a {gen_state.dtype} tensor of shape {tuple(gen_state.shape)}" if isinstance(gen_state, Tensor)
+                   else repr(gen_state))
+            return "generator_state", _SAVED_ENTRIES["generator_state"], got
+        # the generator set_extra_state gives it to: this array's (same device) or a CPU one (saved on the CPU)
+        target = (self.generator.device if saved_device == self.generator.device
+                  else torch.device("cpu") if saved_device.type == "cpu" else None)
+        if target is not None:
+            try:
+                torch.Generator(device=target).set_state(gen_state)
+            except RuntimeError as err:
+                return ("generator_state", _SAVED_ENTRIES["generator_state"],
+                        f"a state of {gen_state.numel()} bytes that a generator on {str(target)!r} refuses ({err})")
+        return None
 
     def _apply(self, fn: Any, recurse: bool = True) -> "TileArray":
         super()._apply(fn, recurse)

@@ -370,6 +370,70 @@ def test_the_saved_device_is_plain_data_and_survives_a_weights_only_load() -> No
         b.load_state_dict(state)
 
 
+_STATE_OF = "the uint8 tensor of torch.Generator.get_state on that device"
+
+
+@pytest.mark.parametrize("broken,entry,valid,got", [
+    (lambda e: e.pop("seed"), "seed", r"an integer in \[-2\^63, 2\^64\) \(what torch.manual_seed takes\)",
+     r"no 'seed' entry in \['device', 'generator_device', 'generator_state'\]"),
+    (lambda e: e.update(seed="3"), "seed", r"an integer in \[-2\^63, 2\^64\)", "'3'"),
+    (lambda e: e.update(seed=True), "seed", r"an integer in \[-2\^63, 2\^64\)", "True"),
+    (lambda e: e.update(seed=2**64), "seed", r"an integer in \[-2\^63, 2\^64\)", "18446744073709551616"),
+    (lambda e: e.pop("generator_device"), "generator_device",
+     r"a device string that torch.device reads \(str\(generator.device\), e.g. 'cpu' or 'cuda:0'\)",
+     r"no 'generator_device' entry in \['device', 'generator_state', 'seed'\]"),
+    (lambda e: e.update(generator_device="gpu"), "generator_device", "a device string", r"'gpu' \(.*gpu\)"),
+    (lambda e: e.update(generator_device=None), "generator_device", "a device string", "None"),
+    (lambda e: e.pop("generator_state"), "generator_state", _STATE_OF, "no 'generator_state' entry in"),
+    (lambda e: e.update(generator_state=[1, 2]), "generator_state", _STATE_OF, r"\[1, 2\]"),
+    (lambda e: e.update(generator_state=e["generator_state"].float()), "generator_state", _STATE_OF,
+     r"a torch.float32 tensor of shape \(5056,\)"),
+    (lambda e: e.update(generator_state=e["generator_state"][:10]), "generator_state", _STATE_OF,
+     r"a state of 10 bytes that a generator on 'cpu' refuses \(.*size.*\)"),
+], ids=["no-seed", "string-seed", "bool-seed", "seed-beyond-range", "no-device", "unknown-device", "device-none",
+        "no-state", "list-state", "float-state", "short-state"])
+def test_a_state_without_readable_generator_entries_is_refused_before_any_buffer_is_copied(broken, entry, valid,
+                                                                                           got) -> None:
+    """A saved extra state whose seed, generator device or generator state is missing or unreadable failed in
+    set_extra_state (a KeyError, TypeError or RuntimeError), which torch runs after copying every buffer: the layer
+    was left with the saved weights and dp_* but its own generator. Now refused before anything is copied, naming
+    the array by its place and the entry, as ReplicaTileArray's 'rng' entry."""
+    a = _layer(get_preset("EcRam"), seed=4)
+    a.set_weights(torch.linspace(-0.3, 0.3, 30).reshape(5, 6))
+    b = _layer(get_preset("EcRam"), seed=5)
+    b(torch.randn(3, 6))                                        # its own generator position, not a's
+    before = {k: v.clone() for k, v in b.state_dict().items() if isinstance(v, torch.Tensor)}
+    gen = b.tile.generator.get_state()
+    state = copy.deepcopy(a.state_dict())
+    broken(state["tile._extra_state"])
+    with pytest.raises(ValueError, match=rf"^TileArray 'tile': the saved extra state's '{entry}' entry must be "
+                                         rf"{valid}.* \(TileArray.get_extra_state\), got {got}"):
+        b.load_state_dict(state)
+    after = b.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert not torch.equal(after["tile.weight_tiles"], a.tile.weight_tiles)     # a's states were not copied
+    assert torch.equal(b.tile.generator.get_state(), gen) and b.tile.seed == 5
+    with pytest.raises(ValueError, match=rf"^TileArray: the saved extra state's '{entry}' entry must be"):
+        b.tile.set_extra_state(state["tile._extra_state"])                      # called directly: the same check
+
+
+def test_a_state_saved_on_another_device_type_is_checked_only_for_what_it_restores() -> None:
+    """A state saved on a GPU restores only its seed on the CPU (the CUDA generator state is not CPU's): its
+    generator state is not tried on a CPU generator, and it loads, continuing from the saved seed; the same state
+    saved on the CPU restores the generator exactly."""
+    a = _layer(get_preset("EcRam"), seed=4)
+    state = copy.deepcopy(a.state_dict())
+    extra = state["tile._extra_state"]
+    extra.update(generator_device="cuda:0", generator_state=torch.zeros(16, dtype=torch.uint8))  # a CUDA state's size
+    b = _layer(get_preset("EcRam"), seed=5)
+    b.load_state_dict(state)
+    src = torch.Generator()
+    src.manual_seed(4)
+    want = torch.Generator()
+    want.manual_seed(int(torch.randint(0, 2**62, (1,), generator=src).item()))
+    assert b.tile.seed == 4 and torch.equal(b.tile.generator.get_state(), want.get_state())
+
+
 def test_a_device_of_numpy_numbers_is_saved_as_plain_numbers_that_a_weights_only_load_reads() -> None:
     """A device field may be a numpy number (validation takes any real number, e.g. a value of ``np.linspace``): the
     record holds it as the Python number it is (``np.float64(0.002)`` -> ``0.002``, ``np.int64(1)`` -> ``1``), so

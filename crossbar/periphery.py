@@ -90,11 +90,14 @@ class IOParameters:
         is_perfect: ideal MVM ``x @ W.T`` (times ``out_scale``); every other field is ignored.
         inp_bound: DAC range (> 0, ``math.inf`` for unbounded). Must be 1 with noise management (as aihwkit).
         inp_res: DAC resolution as a fraction of the range (e.g. ``1/254``), or the number of steps when
-            > 1 (254 means ``1/254``); <= 0 means no quantization. Grid step ``inp_res * 2 * inp_bound``.
+            > 1 (254 means ``1/254``); <= 0 means no quantization. Grid step ``inp_res * 2 * inp_bound``. A positive
+            fraction is at least float32's smallest normal number :data:`~devices.base.FLOAT32_TINY` (an input
+            divided by the step must be a float32).
         inp_sto_round: stochastic instead of nearest rounding in the DAC.
         inp_noise: std of Gaussian noise added to the DAC output (normalized units, >= 0).
         out_bound: ADC saturation (> 0, ``math.inf`` for none).
-        out_res: ADC resolution, same convention as ``inp_res``; grid step ``out_res * 2 * out_bound``.
+        out_res: ADC resolution, same convention (and lower limit) as ``inp_res``; grid step
+            ``out_res * 2 * out_bound``.
         out_sto_round: stochastic rounding in the ADC.
         out_noise: std of Gaussian noise added to each analog output before the ADC (normalized units).
         out_scale: fixed digital factor applied to the outputs (> 0).
@@ -144,8 +147,18 @@ class IOParameters:
                 raise ValueError(
                     f"IOParameters.{name} must be > 0 (math.inf for unbounded) and, when finite, at most 1.7e+38 (the "
                     f"converter's range 2 * {name} must be a float32, the MVMs' type), got {value!r}")
-        check_finite("IOParameters", "inp_res", self.inp_res)
-        check_finite("IOParameters", "out_res", self.out_res)
+        for name, bound in (("inp_res", "inp_bound"), ("out_res", "out_bound")):
+            res = getattr(self, name)
+            check_finite("IOParameters", name, res)
+            if 0.0 < res < FLOAT32_TINY:
+                # the quotient of a value within the range by the grid step res·2·bound is at most 1/(2·res): beyond
+                # float32 below res = 1.5e-39, where every output near the bound (every input, for the DAC) rounded to
+                # inf and read as saturated (1e-44: outputs of 0.6 read 3686 after bound management)
+                raise ValueError(
+                    f"IOParameters.{name} must be <= 0 (no quantization) or at least {FLOAT32_TINY!r} (float32's "
+                    f"smallest normal number: a value within the range divided by the grid step {name}·2·{bound}, "
+                    f"up to 1/(2·{name}), must be a float32, the MVMs' type; {name} = N > 1 is a grid of N steps), "
+                    f"got {res!r}")
         check_finite("IOParameters", "inp_noise", self.inp_noise, 0.0)
         check_finite("IOParameters", "out_noise", self.out_noise, 0.0)
         check_finite("IOParameters", "w_noise", self.w_noise, 0.0)

@@ -90,6 +90,50 @@ def test_smallest_nm_thres_gives_finite_outputs_in_float32(nm: str) -> None:
     assert ((out.double() / tiny - expected).abs() <= 12 / 510 + 1e-6).all(), out / tiny
 
 
+@pytest.mark.parametrize("field", ["inp_res", "out_res"])
+@pytest.mark.parametrize("value", [1e-44, 1e-40, 1.1e-38])
+def test_converter_res_below_float32_normal_rejected(field: str, value: float) -> None:
+    """A positive resolution below float32's smallest normal number 1.18e-38: a value within the range divided by the
+    grid step ``res·2·bound`` (up to ``1/(2·res)``) overflows float32 below 1.5e-39, so the converter read every value
+    near its bound as saturated. Refused, naming the field and its range; 0 and negative values stay "no
+    quantization"."""
+    bound = "inp_bound" if field == "inp_res" else "out_bound"
+    with pytest.raises(ValueError, match=rf"^IOParameters\.{field} must be <= 0 \(no quantization\) or at least "
+                                         rf"1\.17549435\d*e-38 \(float32's smallest normal number: a value within the "
+                                         rf"range divided by the grid step {field}·2·{bound}, up to 1/\(2·{field}\), "
+                                         rf"must be a float32, the MVMs' type; {field} = N > 1 is a grid of N steps\), "
+                                         rf"got {re.escape(repr(value))}$"):
+        IOParameters(**{field: value})
+    for off in (0.0, -1e-44, -1.0):
+        assert getattr(IOParameters(**{field: off}), "inp_step" if field == "inp_res" else "out_step") == 0.0
+
+
+def _without_validation(**fields: object) -> IOParameters:
+    """An IOParameters with ``fields`` as accepted before their limits, without its validation."""
+    p = IOParameters.__new__(IOParameters)
+    object.__setattr__(p, "__dict__", {**IOParameters().__dict__, **fields})
+    return p
+
+
+def test_smallest_converter_res_quantizes_outputs_near_the_bound_exactly() -> None:
+    """At the smallest accepted resolution (float32's smallest normal, step 24·1.18e-38 on the default ADC ±12) the
+    outputs 11.5, -11.5 and 0.3 (each row a sum of exact products of the DAC's full-scale code 1) are read as they
+    are, to float32's rounding of the quotient (likewise through the DAC); at 1e-44 (accepted before) 11.5/step
+    overflowed to inf and read as saturated: bound management halved the input until the rescaled output was far off
+    (2^k·12)."""
+    tiny = float(np.finfo(np.float32).tiny)
+    w = torch.tensor([[4.0, 4.0, 3.5], [-4.0, -4.0, -3.5], [0.25, 0.25, -0.2]])
+    x = torch.ones(2, 1, 3)
+    want = torch.tensor([11.5, -11.5, 0.3])
+    for field in ("out_res", "inp_res"):
+        p = IOParameters(**{"out_noise": 0.0, "out_res": 0.0, field: tiny})      # the other converter exact
+        out = analog_mvm(w[None, None], x, p, torch.Generator().manual_seed(0)).out[0, 0]
+        assert torch.allclose(out, want.expand(2, 3), rtol=1e-6, atol=0), (field, out)
+    old = _without_validation(out_noise=0.0, out_res=1e-44)
+    out = analog_mvm(w[None, None], x, old, torch.Generator().manual_seed(0)).out[0, 0]
+    assert bool(torch.isfinite(out).all()) and not torch.allclose(out, want.expand(2, 3), rtol=1e-2), out
+
+
 @pytest.mark.parametrize("bound,finite", [(torch.finfo(torch.float32).max / 2, True),
                                            (torch.finfo(torch.float32).max, False)])
 def test_io_largest_bound_gives_finite_outputs(bound: float, finite: bool) -> None:

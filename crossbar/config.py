@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, NamedTuple, cast
 
 from crossbar.mapping import _check_size
-from crossbar.periphery import IOParameters
+from crossbar.periphery import IOParameters, bound_management_rounds, mvm_extremes
 from crossbar.update import UpdateParameters
 from devices import ConstantStepDevice, PulsedDevice
+from devices.base import FLOAT32_MAX, FLOAT32_TINY, NORMAL_DRAW_MAX
 
 __all__ = ["CrossbarConfig", "to_aihwkit_io_parameters", "to_aihwkit_rpu_config"]
 
@@ -31,6 +33,13 @@ class CrossbarConfig:
         update: pulsed-update parameters (``pulse_type="none"``: exact float update, no device).
         tile_rows: physical output lines per tile (>= 1).
         tile_cols: physical input lines per tile (>= 1).
+
+    The MVMs of both directions must stay finite in float32 for inputs of magnitude at most 1 and the weights the
+    device holds (:meth:`~devices.PulsedDevice.largest_state`): a combination of the periphery's noise and scale, the
+    tile size and the device's bounds whose worst case (:func:`~crossbar.periphery.mvm_extremes`) is not is refused
+    (``ValueError`` naming the fields with their values and the largest value of the one farthest from realistic;
+    e.g. ``inp_noise`` at most 1.66e34 on tiles of 1024 columns of the default device). The config is frozen:
+    ``replace`` checks again.
     """
 
     device: PulsedDevice = field(default_factory=ConstantStepDevice)
@@ -51,6 +60,7 @@ class CrossbarConfig:
             raise ValueError(f"CrossbarConfig.update must be a crossbar.UpdateParameters, got {self.update!r}")
         for name in ("tile_rows", "tile_cols"):     # a numpy integer (a sweep's value) is kept as its Python int
             object.__setattr__(self, name, _check_size("CrossbarConfig", name, getattr(self, name)))
+        _check_mvm_range(self)
 
     def replace(self, **changes: Any) -> "CrossbarConfig":
         """Copy with some fields changed (``dataclasses.replace``)."""
@@ -64,6 +74,148 @@ class CrossbarConfig:
         if device is not None:
             kwargs["device"] = device
         return cls(**kwargs)
+
+
+_ROUNDING_LINES = 16
+"""Float32 operations of an MVM besides its sum over the tile's lines (noise draws and additions, the ADC's quotient
+and product, the rescaling): each rounds by at most 2^-24, so :func:`_check_mvm_range` allows the worst case
+``(lines + 16)·2^-24`` of float32's largest for the rounding (6e-5 on tiles of 1024 lines)."""
+
+_REALISTIC = {"inp_noise": 1.0, "w_noise": 1.0, "out_noise": 1.0, "out_scale": 1.0, "inp_bound": 1.0, "nm_thres": 1.0,
+              "max_bm_factor": 1000.0, "lines": 4096.0, "weight": 1.0}
+"""The scale of a realistic value of each quantity of :func:`_check_mvm_range` (noise stds and scales in normalized
+units, aihwkit's max_bm_factor, tiles of a few thousand lines, device bounds of order 1): the quantity whose value is
+the most times beyond its scale is the one a refusal states the limit of."""
+
+
+class _Knob(NamedTuple):
+    """A quantity of :func:`_check_mvm_range` that a refusal may state the limit of: its ``name`` in the message, its
+    key in :data:`_REALISTIC`, its value, the smallest value it takes, whether it is an integer, and ``apply``: the
+    (periphery, lines, weight) of the MVM with the quantity at another value."""
+
+    name: str
+    key: str
+    value: float
+    low: float
+    integer: bool
+    apply: Callable[[float], tuple[IOParameters, int, float]]
+
+
+def _overflow(p: IOParameters, lines: int, weight: float, transposed: bool) -> tuple[str, float] | None:
+    """The first intermediate of :func:`~crossbar.periphery.mvm_extremes` whose worst case, with room for float32's
+    rounding (:data:`_ROUNDING_LINES`), is beyond float32's largest, and that worst case; ``None`` when all fit."""
+    room = 1.0 + (lines + _ROUNDING_LINES) * 2.0 ** -24
+    for what, value in mvm_extremes(p, lines, weight, transposed).items():
+        if not value * room <= FLOAT32_MAX:                 # NaN fails too
+            return what, value
+    return None
+
+
+def _largest_passing(knob: _Knob, transposed: bool) -> float | None:
+    """The largest value of ``knob`` (at least its ``low``, below its value, which overflows) for which no worst case
+    overflows; ``None`` when even ``low`` does. Bisection on integers, or on the bit patterns of non-negative floats
+    (ordered as the floats): exact, 64 steps at most."""
+    def ok(v: float) -> bool:
+        return _overflow(*knob.apply(v), transposed) is None
+
+    if not ok(knob.low):
+        return None
+    if knob.integer:
+        lo, hi = int(knob.low), int(knob.value)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        return lo
+    bits = [struct.unpack("<q", struct.pack("<d", v))[0] for v in (knob.low, knob.value)]
+    lo_b, hi_b = bits
+    while hi_b - lo_b > 1:
+        mid_b = (lo_b + hi_b) // 2
+        if ok(struct.unpack("<d", struct.pack("<q", mid_b))[0]):
+            lo_b = mid_b
+        else:
+            hi_b = mid_b
+    return struct.unpack("<d", struct.pack("<q", lo_b))[0]
+
+
+def _knobs(cfg: CrossbarConfig, direction: str, lines_name: str, weight: float) -> list[_Knob]:
+    """The quantities of the ``direction`` MVM's worst case that a refusal may state the limit of (those that take
+    part in it)."""
+    p: IOParameters = getattr(cfg, direction)
+    lines = getattr(cfg, lines_name)
+    transposed = direction == "backward"
+
+    def io(name: str) -> Callable[[float], tuple[IOParameters, int, float]]:
+        return lambda v: (dataclasses.replace(p, **cast("dict[str, Any]", {name: v})), lines, weight)
+
+    knobs = [_Knob(f"CrossbarConfig.{lines_name}", "lines", lines, 1, True, lambda v: (p, int(v), weight)),
+             _Knob("the device's largest |state|", "weight", weight, 0.0, False,
+                   lambda v: (p, lines, v))]
+    if not p.is_perfect:
+        knobs += [_Knob(f"CrossbarConfig.{direction}.{name}", name, getattr(p, name), 0.0, False, io(name))
+                  for name in ("inp_noise", "out_noise") if getattr(p, name) > 0]
+        if p.w_noise_type == "additive_constant" and p.w_noise > 0:
+            knobs.append(_Knob(f"CrossbarConfig.{direction}.w_noise", "w_noise", p.w_noise, 0.0, False, io("w_noise")))
+        if math.isfinite(p.inp_bound):
+            knobs.append(_Knob(f"CrossbarConfig.{direction}.inp_bound", "inp_bound", p.inp_bound, FLOAT32_TINY, False,
+                               io("inp_bound")))
+        if p.noise_management == "constant" and p.nm_thres > 0:
+            knobs.append(_Knob(f"CrossbarConfig.{direction}.nm_thres", "nm_thres", p.nm_thres, FLOAT32_TINY, False,
+                               io("nm_thres")))
+        if p.max_bm_factor.bit_length() > 1000 or bound_management_rounds(p, transposed) > 1:
+            knobs.append(_Knob(f"CrossbarConfig.{direction}.max_bm_factor", "max_bm_factor", p.max_bm_factor, 1, True,
+                               io("max_bm_factor")))
+    knobs.append(_Knob(f"CrossbarConfig.{direction}.out_scale", "out_scale", p.out_scale, FLOAT32_TINY, False,
+                       io("out_scale")))
+    return knobs
+
+
+def _io_values(p: IOParameters) -> str:
+    """The fields of ``p`` that take part in :func:`~crossbar.periphery.mvm_extremes`, as ``name = value``."""
+    if p.is_perfect:
+        return f"is_perfect = True, out_scale = {p.out_scale!r}"
+    names = ["inp_bound", "inp_noise", "w_noise_type", "w_noise", "out_noise", "out_bound", "out_res", "out_scale",
+             "noise_management", "nm_thres", "max_bm_factor"]
+    return ", ".join(f"{name} = {getattr(p, name)!r}" for name in names)
+
+
+def _check_mvm_range(cfg: CrossbarConfig) -> None:
+    """Refuse (``ValueError``) a config whose forward or backward MVM can overflow float32
+    (:func:`~crossbar.periphery.mvm_extremes` on tiles of ``tile_cols`` / ``tile_rows`` input lines with the device's
+    :meth:`~devices.PulsedDevice.largest_state`): inp_noise 1e38 on tiles of 256 columns gave NaN outputs, 3e37 on
+    1024 columns, and out_noise 3.7e37 with an unbounded ADC infinite ones. The message names the fields that take
+    part with their values and the largest value of the one farthest beyond its realistic scale (:data:`_REALISTIC`)
+    that alone keeps the worst case finite, shown to 4 digits and below it (as
+    ``devices.PulsedDevice._refuse_write_noise``). Host arithmetic when the config is made, never in an MVM."""
+    weight = cfg.device.largest_state()
+    for direction, lines_name in (("forward", "tile_cols"), ("backward", "tile_rows")):
+        p: IOParameters = getattr(cfg, direction)
+        lines = getattr(cfg, lines_name)
+        transposed = direction == "backward"
+        over = _overflow(p, lines, weight, transposed)
+        if over is None:
+            continue
+        what, worst = over
+        knobs = sorted(_knobs(cfg, direction, lines_name, weight),
+                       key=lambda k: -(k.value / _REALISTIC[k.key] if k.value > 0 else 0.0))
+        d = cfg.device
+        device = (f"{type(d).__name__}: w_min = {d.w_min!r}, w_max = {d.w_max!r}, w_min_dtod = {d.w_min_dtod!r}, "
+                  f"w_max_dtod = {d.w_max_dtod!r}, write_noise_std = {d.write_noise_std!r}, dw_min = {d.dw_min!r}")
+        values = (f"CrossbarConfig.{lines_name} = {lines}, CrossbarConfig.{direction}: {_io_values(p)}, and the "
+                  f"device's largest |state| {weight:.4g} ({device})")
+        why = (f"the {direction} MVM must stay finite in float32 (largest {FLOAT32_MAX:.4g}) for inputs of magnitude "
+               f"at most 1 and weights within the device's sampled bounds (every normal draw |ξ| < "
+               f"{NORMAL_DRAW_MAX:g}), but its {what} can reach {worst:.4g} (crossbar.periphery.mvm_extremes). "
+               f"Realistic values: noise stds of 0 to ~1 in normalized units (aihwkit's out_noise 0.06), out_scale "
+               f"~1, device bounds of order 1 and tiles of up to a few thousand lines")
+        for knob in knobs:
+            limit = _largest_passing(knob, transposed)
+            if limit is None:
+                continue
+            shown = f"{int(limit)}" if knob.integer else f"{float(f'{limit * (1 - 5e-4):.4g}'):.4g}"
+            got = f"{int(knob.value)}" if knob.integer else f"{knob.value!r}"
+            raise ValueError(f"{knob.name} must be at most {shown} with {values}, got {got}: {why}")
+        raise ValueError(f"CrossbarConfig: no single one of these values keeps the {direction} MVM finite, lower "
+                         f"several: {values}; {why}")
 
 
 _NM = {"abs_max": "ABS_MAX", "none": "NONE", "constant": "CONSTANT"}

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from devices import rng
-from devices.base import FLOAT32_TINY, check_finite, fits_float32, is_number
+from devices.base import FLOAT32_TINY, NORMAL_DRAW_MAX, check_finite, fits_float32, is_number
 from devices.host import flat_nonzero, host_reads_free
 from devices.suggest import did_you_mean
 
@@ -59,6 +59,7 @@ __all__ = [
     "W_NOISE_TYPES",
     "resolution_step",
     "bound_management_rounds",
+    "mvm_extremes",
     "quantize",
     "quantize_dac",
     "quantize_adc",
@@ -274,6 +275,55 @@ def bound_management_rounds(p: IOParameters, transposed: bool = False) -> int:
         reduction *= 2.0
         rounds += 1
     return rounds
+
+
+_BM_FACTOR_BITS = 1000
+"""A ``max_bm_factor`` of more bits is taken as unbounded by :func:`mvm_extremes` (its rescaling ``2**k`` is beyond any
+float then; :func:`bound_management_rounds`'s float reduction would overflow on the way)."""
+
+
+def mvm_extremes(p: IOParameters, lines: int, weight: float, transposed: bool = False) -> dict[str, float]:
+    """The largest magnitude each intermediate of one MVM through ``p`` (:func:`analog_mvm`) can reach on a tile of
+    ``lines`` input lines whose weights are at most ``weight`` in magnitude, for inputs of magnitude at most 1 and
+    every normal draw within ``±NORMAL_DRAW_MAX`` (:data:`~devices.base.NORMAL_DRAW_MAX`), as Python floats, in the
+    order the MVM computes them (``D = NORMAL_DRAW_MAX``):
+
+    * ``"DAC outputs"``: ``X = inp_bound + D·inp_noise`` (the DAC clips before its noise; with an unbounded DAC,
+      possible only without noise management, the inputs themselves: at most 1);
+    * ``"products"``: ``lines·weight·X``, a bound of every partial sum of the tile's matmul;
+    * with additive weight noise: ``"squared input norm"`` ``lines·X²`` (``torch.linalg.vector_norm`` sums the
+      squares without scaling) and ``"weight noise"`` ``D·w_noise·sqrt(lines)·X``;
+    * ``"analog outputs"``: the products plus the weight noise plus ``D·out_noise``;
+    * ``"rescaling factor"``: ``alpha·2**(rounds - 1)·out_scale`` (``alpha``: ``nm_thres`` for ``"constant"`` noise
+      management, else at most 1 for inputs of at most 1; ``rounds``: :func:`bound_management_rounds`);
+    * ``"digital outputs"``: the ADC's largest output (the analog outputs plus one grid step, at most ``out_bound``)
+      times the rescaling factor.
+
+    A perfect periphery: ``"products"`` ``lines·weight`` and ``"digital outputs"`` those times ``out_scale``. Not
+    counted: the ADC's quotient ``y / out_step``, which may overflow only for outputs beyond ``out_bound`` (read as
+    saturated, as they are; ``out_res``'s lower limit keeps the quotient of every value within the range finite),
+    and the digital sum over a layer's tiles (the layer's size, not the periphery's). Host arithmetic only (for
+    the checks of :class:`~crossbar.CrossbarConfig`), never in an MVM."""
+    if p.is_perfect:
+        products = lines * weight
+        return {"products": products, "digital outputs": products * p.out_scale}
+    dac = (p.inp_bound if math.isfinite(p.inp_bound) else 1.0) + NORMAL_DRAW_MAX * p.inp_noise
+    out = {"DAC outputs": dac, "products": lines * weight * dac}
+    analog = out["products"] + NORMAL_DRAW_MAX * p.out_noise
+    if p.w_noise_type == "additive_constant" and p.w_noise > 0:
+        out["squared input norm"] = lines * dac * dac
+        out["weight noise"] = NORMAL_DRAW_MAX * p.w_noise * math.sqrt(lines) * dac
+        analog += out["weight noise"]
+    out["analog outputs"] = analog
+    alpha = p.nm_thres if p.noise_management == "constant" and p.nm_thres > 0 else 1.0
+    if p.max_bm_factor.bit_length() > _BM_FACTOR_BITS:
+        reduction = math.inf
+    else:
+        reduction = 2.0 ** (bound_management_rounds(p, transposed) - 1)
+    out["rescaling factor"] = alpha * reduction * p.out_scale
+    # the ADC rounds by at most one step (stochastic rounding) and saturates at out_bound (out_step 0 without one)
+    out["digital outputs"] = min(p.out_bound, analog + p.out_step) * out["rescaling factor"]
+    return out
 
 
 def quantize(v: Tensor, step: float, stochastic: bool = False,

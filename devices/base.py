@@ -542,6 +542,17 @@ class PulsedDevice:
             f"write_noise_std·dw_min·ξ (|ξ| < {NORMAL_DRAW_MAX:g} for every normal draw) must be finite in {dtype} "
             f"(largest {top:.4g}). Realistic write noise is 0 to ~100 steps dw_min (the presets: up to 75)")
 
+    def largest_state(self) -> float:
+        """An upper bound of ``|w|`` for every state an MVM reads from devices of this model (a Python float): the
+        largest sampled ``|bound|``, ``max(w_max·(1 + w_max_dtod·NORMAL_DRAW_MAX), −w_min·(1 + w_min_dtod·
+        NORMAL_DRAW_MAX))`` (:meth:`sample` draws ``w·(1 + dtod·ξ)`` with ``|ξ| <`` :data:`NORMAL_DRAW_MAX`; the states
+        are clipped into their bounds when programmed and updated), plus the write noise of the apparent states,
+        ``write_noise_std·dw_min·NORMAL_DRAW_MAX`` (not clipped). States programmed unclipped (``clip=False``, or an
+        update of ``pulse_type="none"``, which knows no device) are the caller's numbers."""
+        spread = max(self.w_max * (1.0 + self.w_max_dtod * NORMAL_DRAW_MAX),
+                     -self.w_min * (1.0 + self.w_min_dtod * NORMAL_DRAW_MAX))
+        return spread + self.write_noise_std * self.dw_min * NORMAL_DRAW_MAX
+
     def _sample_extra(self, params: DeviceParams, xi: Tensor) -> dict[str, Tensor]:
         """Model-specific per-device values from ``xi: [n_extra_gauss, *shape]`` standard Gaussians."""
         return {}

@@ -771,6 +771,19 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     return files
 
 
+def report_spec(result: Any) -> dict[str, Any] | None:
+    """The spec (:meth:`CompareSpec.to_dict`) that a compare-style report's ``results.json`` contents ``result``
+    were run with: a compare report's ``spec``, or the ``group.spec`` of one group's folder of an ``imc-grapes
+    experiment`` report (which holds the same ``summary``, ``tuning`` and ``runs`` as a compare report, its spec
+    under ``group``); None when ``result`` has neither mapping."""
+    if not isinstance(result, dict):
+        return None
+    if isinstance(result.get("spec"), dict):
+        return result["spec"]
+    group = result.get("group")
+    return group["spec"] if isinstance(group, dict) and isinstance(group.get("spec"), dict) else None
+
+
 def cells_from_results(result: dict[str, Any], source: str = "results.json") -> list[Cell]:
     """The cells of a compare report's ``results.json`` contents ``result``: its ``runs`` grouped by (hardware,
     optimizer) in their order, each run rebuilt from what the file stored (config, history with its NaN/Inf
@@ -817,7 +830,9 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     the cells from :func:`cells_from_results`, the rows recomputed from them (:func:`summarise_cells`, with the
     spec's ``target_acc`` and ``tail_evals``), so that rows written before a field existed (e.g. the spread of the
     inference accuracies) are drawn with it. ``results.json``, ``results.csv`` and ``report.md`` are left as they
-    are. Returns the file names written.
+    are. Returns the file names written. One group's folder of an ``imc-grapes experiment`` report holds a compare
+    report of that group (its spec under ``group``, :func:`report_spec`): its figures are redrawn as the experiment
+    drew them.
 
     Raises:
         NotADirectoryError: ``out_dir``, or a folder above it, is a file.
@@ -834,7 +849,7 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     cells = cells_from_results(result, str(out / "results.json"))
     if not cells:       # not matplotlib's "Number of columns must be a positive integer, not 0"
         raise ConfigError(f"{out / 'results.json'}: its 'runs' list is empty: the report has no run to draw")
-    spec = result.get("spec") if isinstance(result.get("spec"), dict) else {}
+    spec = report_spec(result) or {}    # an experiment group's: its tail_evals, as the group's figures were drawn
     rows = summarise_cells(cells, float(spec.get("target_acc", 0.9)), int(spec.get("tail_evals", 1)))
     return plot_report(cells, rows, out)
 

@@ -113,3 +113,36 @@ def test_redraw_refuses_a_hand_edited_accuracy_naming_the_file_the_run_and_the_f
     saved["runs"][2]["history"][1]["test_acc"] = math.nan              # written as "nan" (write_json_atomic)
     write_json_atomic(out / "results.json", saved)
     assert redraw_report(out) == ["curves.png", "accuracy.png", "inference.png"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_redraw_of_an_experiment_groups_folder_draws_its_tail_accuracies_as_the_experiment_did(tmp_path, monkeypatch):
+    """A group's folder of an experiment report holds a compare-style report whose spec is under ``group`` (not at
+    the top): --redraw read no tail_evals and drew each bar at the final evaluation. With ``tail_evals = 2`` the
+    bars are each cell's mean over its seeds of the mean of a run's last 2 evaluations, as the experiment drew
+    them, worked out here from the stored histories."""
+    import imc_grapes.compare as compare_mod
+    from imc_grapes.experiments import ExperimentOptions, run_experiment
+
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd", "grapes"), lr_grid=(0.05,), seeds=(0, 1), epochs=3,
+                             tail_evals=2)
+    run_experiment("mlp", opts, tmp_path / "report", progress=False, log=lambda s: None)
+    figures: dict[str, object] = {}
+    monkeypatch.setattr(compare_mod, "write_figure_atomic", lambda path, fig, **kw: figures.update({path.name: fig}))
+    moved = 0
+    for group in sorted((tmp_path / "report" / "groups").iterdir()):
+        if not group.is_dir():
+            continue
+        saved = read_json(group / "results.json")
+        tails: dict[str, list[float]] = {}
+        finals: dict[str, list[float]] = {}
+        for run in saved["runs"]:
+            accs = [h["test_acc"] for h in run["history"]]
+            assert len(accs) == 3 and run["status"] == "completed"
+            tails.setdefault(run["optimizer"], []).append((accs[1] + accs[2]) / 2)
+            finals.setdefault(run["optimizer"], []).append(accs[2])
+        assert redraw_report(group) == ["curves.png", "accuracy.png"]
+        bars = figures["accuracy.png"].axes[0].patches                      # type: ignore[attr-defined]
+        assert [p.get_height() for p in bars] == pytest.approx([100 * sum(tails[o]) / 2 for o in ("sgd", "grapes")])
+        moved += sum(tails[o] != finals[o] for o in tails)
+    assert moved       # a run's accuracy moved over its last two evaluations: the final one would draw other bars

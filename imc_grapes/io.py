@@ -345,6 +345,21 @@ def experiment_part(out_dir: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def experiment_report_of(out_dir: str | os.PathLike[str]) -> Path | None:
+    """The report folder of the ``imc-grapes experiment`` report whose ``groups/`` folder, or one group's folder in
+    it, ``out_dir`` is (:func:`experiment_part`): the folder above ``groups/`` (``out_dir``'s parent, or for a
+    group its parent's parent), as a path the user can type (``out_dir``'s own spelling, relative when it was;
+    not resolved). None for a group's folder copied out of its ``groups/`` (no report around it) and for anything
+    that is no part of an experiment report. Reads only."""
+    part = experiment_part(out_dir)
+    if part is None:
+        return None
+    up = 1 if part == "the groups" else 2
+    if up == 2 and Path(out_dir).resolve().parent.name != EXPERIMENT_GROUPS:
+        return None
+    return Path(os.path.normpath(os.path.join(os.fspath(out_dir), *[os.pardir] * up)))
+
+
 def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: str | None = None) -> str | None:
     """Why ``imc-grapes <command>`` must not write into ``out_dir``: it is the output folder of another command
     (:func:`folder_command`), whose files (``results.json``, ``summary.csv``, ``curves.png``, ...) it would

@@ -27,7 +27,8 @@ Each experiment writes <out>/{report.md,results.json,results.csv,summary.csv,*.p
 compare-style folder per data set × network × hardware); a second run with the same options resumes.
 --redraw draws the figures of the report in --out (or NAME's default folder) again from its results.json alone;
 it refuses one that a later run in the folder, begun (groups/job.json) and not finished, left older than its
-groups/: run that command again to finish it (it resumes the finished runs).
+groups/: run that command again to finish it (it resumes the finished runs). A group's folder (groups/<key>, a
+compare-style report of one group) is no experiment report: `imc-grapes compare --redraw --out` redraws its figures.
 Exit codes: 0 ok (diverged runs are results, shown in the table), 2 invalid arguments or missing data (with
 --redraw: a folder without an experiment report, or one whose results.json lacks what a figure needs),
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): the run in progress records status interrupted and is redone

@@ -9,17 +9,19 @@ written before the runs were kept there has no such runs: those figures are not 
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..compare import number_problem
 from ..config import ConfigError, is_int, is_number
-from ..io import read_report_json, restore_nonfinite, superseded_report_note
+from ..io import experiment_part, experiment_report_of, read_report_json, restore_nonfinite, superseded_report_note
 from ..train import tail_evals_error
 from .report import FORGETTING_KEYS, GROUPS, FigureGroup, draw_figures
 
-__all__ = ["Redrawn", "StoredCell", "StoredRun", "figure_groups", "redraw_experiment_report"]
+__all__ = ["Redrawn", "StoredCell", "StoredRun", "figure_groups", "part_of_report_problem",
+           "redraw_experiment_report"]
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,29 @@ def _comparison_rows(comps: list[Any], source: str = "results.json") -> list[dic
     return out
 
 
+def part_of_report_problem(out_dir: str | Path) -> str | None:
+    """Why ``out_dir`` is not an experiment report to redraw although it is part of one
+    (:func:`~imc_grapes.io.experiment_part`): its ``groups/`` folder, or one group's folder (in ``groups/``, or
+    copied elsewhere), whose ``results.json`` is a group's compare-style report, not the experiment's. The message
+    names the report folder (:func:`~imc_grapes.io.experiment_report_of`: ``groups/``'s parent, two levels above a
+    group's folder) and, for a group, the command that redraws the group's own figures; None for any other folder.
+    Reads only."""
+    part = experiment_part(out_dir)
+    if part is None:
+        return None
+    report = experiment_report_of(out_dir)
+    if part == "the groups":
+        return (f"{out_dir} is the groups/ folder of an `imc-grapes experiment` report (its groups' runs and "
+                f"reports), not the report: give its report folder, {report}")
+    own = f"or redraw this group's own figures with `imc-grapes compare --redraw --out {shlex.quote(str(out_dir))}`"
+    if report is None:      # a finished group copied out of its report
+        return (f"{out_dir} holds one group's folder of an `imc-grapes experiment` report (its results.json is the "
+                f"group's compare-style report, not the experiment's): give the experiment's report folder (the one "
+                f"that holds results.json beside groups/), {own}")
+    return (f"{out_dir} is one group's folder of an `imc-grapes experiment` report (its results.json is the group's "
+            f"compare-style report, not the experiment's): give its report folder, {report} (two levels up), {own}")
+
+
 def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Redrawn:
     """Draw the figures of the experiment report in ``out_dir`` again from its ``results.json`` alone
     (:func:`~.report.draw_figures`: the stored summary, comparisons and runs; the accuracy axis as the stored
@@ -222,7 +247,9 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
         FileNotFoundError: ``out_dir`` has no ``results.json`` (with a ``groups/`` folder: the message says that an
             experiment began there and did not finish, :func:`~imc_grapes.io.unfinished_job_note`).
         ValueError: it is not valid JSON.
-        ConfigError: it is not an experiment report's, or one of experiment ``name`` (:func:`figure_groups`), its
+        ConfigError: ``out_dir`` is the ``groups/`` folder of an experiment report or one group's folder
+            (:func:`part_of_report_problem`: the message names the report folder), or its results.json is not an
+            experiment report's, or one of experiment ``name`` (:func:`figure_groups`), its
             summary is empty or a value a figure reads is not a number (:func:`_summary_rows`,
             :func:`_comparison_rows`, ``options.tail_evals``: the error names the file and the field), or a
             later experiment job began in ``out_dir`` and did not finish, so its groups/ may be newer than the
@@ -232,6 +259,9 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
 
     matplotlib.use("Agg")
     out = Path(out_dir)
+    problem = part_of_report_problem(out_dir)
+    if problem:     # not "'groups' must be a list" of a group's results.json, nor "no such file" in groups/
+        raise ConfigError(problem)
     result = read_report_json(out, "experiment", runs=GROUPS)   # no results.json beside groups/: unfinished
     source = str(out / "results.json")
     note = superseded_report_note(out, result, "experiment", runs=GROUPS)

@@ -177,6 +177,46 @@ def test_redraw_refuses_what_is_not_an_experiment_report(tmp_path, capsys):
     assert "the report is of experiment 'mlp', not 'cnn'" in capsys.readouterr().err
 
 
+def test_redraw_of_the_groups_folder_or_a_groups_folder_names_the_report_folder(tmp_path, monkeypatch, capsys):
+    """--redraw --out a group's folder said "'groups' must be a list of groups with a key and a summary" (a group's
+    results.json is a compare-style report, not the experiment's), --out groups/ "no such file": both now say what
+    the folder is and name the report folder (a group's: two levels up; a relative one as typed, from the folder
+    the command runs in), a group's also the command that redraws its own figures, which works. Nothing is
+    written."""
+    report = tmp_path / "report"
+    run_experiment("mlp", ExperimentOptions(size="tiny", optimizers=("sgd",)), report, **QUIET)
+    group = next(p for p in sorted((report / "groups").iterdir()) if p.is_dir())
+    copied = tmp_path / "copied"
+    shutil.copytree(group, copied)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    said = "is one group's folder of an `imc-grapes experiment` report (its results.json is the group's " \
+           "compare-style report, not the experiment's): give its report folder, "
+    groups = "is the groups/ folder of an `imc-grapes experiment` report (its groups' runs and reports), not the " \
+             "report: give its report folder, "
+    monkeypatch.chdir(report / "groups")
+    cases = {str(group): f"{group} {said}{report} (two levels up), or redraw this group's own figures with "
+                         f"`imc-grapes compare --redraw --out {group}`",
+             group.name: f"{group.name} {said}.. (two levels up), or redraw this group's own figures with "
+                         f"`imc-grapes compare --redraw --out {group.name}`",
+             str(report / "groups"): f"{report / 'groups'} {groups}{report}",
+             ".": f". {groups}..",
+             str(copied): f"{copied} holds one group's folder of an `imc-grapes experiment` report (its results.json "
+                          "is the group's compare-style report, not the experiment's): give the experiment's report "
+                          "folder (the one that holds results.json beside groups/), or redraw this group's own "
+                          f"figures with `imc-grapes compare --redraw --out {copied}`"}
+    for out, message in cases.items():
+        with pytest.raises(ConfigError) as info:
+            redraw_experiment_report(out)
+        assert str(info.value) == message
+        assert main(["experiment", "--redraw", "--out", out]) == 2
+        assert capsys.readouterr().err == f"imc-grapes experiment: error: --redraw: {message}\n"
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    assert main(["experiment", "--redraw", "--out", ".."]) == 0                 # the folder it names: redrawn
+    assert main(["compare", "--redraw", "--out", group.name]) == 0              # the group's own figures
+    assert capsys.readouterr().out.splitlines()[-1] == (f"redrawn from {group.name}/results.json: {group.name}/"
+                                                        f"curves.png, {group.name}/accuracy.png")
+
+
 def test_an_experiment_interrupted_in_a_finished_report_folder_makes_redraw_refuse_the_earlier_report(
         tmp_path, monkeypatch, capsys):
     """An experiment started again in a finished report's folder (here with a second seed) and interrupted left the

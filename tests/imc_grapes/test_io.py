@@ -5,6 +5,7 @@ import json
 import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -225,3 +226,28 @@ def test_the_groups_of_an_experiment_are_no_commands_to_write_into(tmp_path, mon
             else:
                 assert note == (f"{folder} holds {part} of an `imc-grapes experiment` report, whose files `imc-grapes "
                                 f"{command}` would overwrite or mix its own with: give another --out")
+
+
+@pytest.mark.parametrize("layout, target, report", [
+    ({"r/groups/job.json": {"job": "ab"}}, "r/groups", "r"),
+    ({"r/groups/job.json": {"job": "ab"}, "r/groups/g/runs/x.txt": "run"}, "r/groups/g", "r"),
+    ({"r/groups/job.json": {"job": "ab"}, "r/groups/g/runs/x.txt": "run"}, "r/groups/g/", "r"),
+    ({"r/groups/job.json": {"job": "ab"}, "r/groups/g/runs/x.txt": "run"}, "r/groups/g/../g", "r"),
+    ({"g/results.json": {"group": {"key": "g"}, "summary": [], "runs": []}}, "g", None),   # copied out: no report
+    ({"r/groups/job.json": {"job": "ab"}}, "r", None),                                     # the report itself
+    ({"groups/g/x.txt": "any"}, "groups/g", None),                                         # nobody's
+])
+def test_the_report_folder_of_an_experiments_groups_is_named_as_typed(tmp_path, monkeypatch, layout, target, report):
+    """:func:`~imc_grapes.io.experiment_report_of`: the folder above groups/ (a group's: two levels up), spelt from
+    the folder as given (relative stays relative, also from inside the group), for the messages that name it."""
+    from imc_grapes.io import experiment_report_of
+
+    for name, data in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(data if isinstance(data, str) else json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    assert experiment_report_of(target) == (None if report is None else Path(report))
+    assert experiment_report_of(tmp_path / target) == (None if report is None else tmp_path / report)
+    if report is not None:
+        monkeypatch.chdir(tmp_path / target)
+        assert experiment_report_of(".") == Path(".." if target == "r/groups" else "../..")

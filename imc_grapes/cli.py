@@ -684,7 +684,9 @@ def _add_compare_summary(sub: argparse._SubParsersAction) -> None:
                     "(every cell of a report trains the same seeds); summary.md / .csv / .json and paired.png.",
         epilog="example: imc-grapes compare-summary docs/compare-mnist-reramsb docs/compare-mnist-ecram "
                "--out reports/devices")
-    p.add_argument("reports", nargs="+", metavar="REPORT", help="compare report folders (or their results.json)")
+    p.add_argument("reports", nargs="+", metavar="REPORT",
+                   help="compare report folders (or their results.json); a group's folder of an experiment report "
+                        "(<report>/groups/<key>) is one, its row labelled by the group's key")
     p.add_argument("--method", default="grapes", help="the optimizer compared (default %(default)s)")
     p.add_argument("--reference", default="sgd", help="what it is compared with first (default %(default)s)")
     p.add_argument("--control", default="layer-mean",

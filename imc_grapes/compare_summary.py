@@ -1,4 +1,6 @@
 """One table and plot across several ``imc-grapes compare`` reports — e.g. the same job on several device presets.
+A group's folder of an ``imc-grapes experiment`` report (``groups/<key>``) is a compare report of that group, and is
+read as one (its row labelled by the group's key).
 
 For every report (a compare output folder, or its ``results.json``) and every hardware in it (``digital``, or the
 analog device preset, with the fields changed by ``--device-param`` if any), one row: each optimizer's tuned
@@ -22,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .backends.settings import format_device_overrides
-from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed
+from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed, report_spec
 from .config import ConfigError
-from .io import (COMPARE_SUMMARY_HEADING, other_command_folder, restore_nonfinite, superseded_report_note,
-                 unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
+from .io import (COMPARE_SUMMARY_HEADING, experiment_part, other_command_folder, restore_nonfinite,
+                 superseded_report_note, unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
 from .plotting import fit_title, optimizer_color
 from .report import nan_accuracy_note
 from .train import tail_accuracy, tail_evals_error
@@ -39,23 +41,50 @@ def _results_file(path: str | Path) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
+def _missing_note(folder: Path) -> str:
+    """Why ``folder`` has no ``results.json`` to summarise, in parentheses: the ``groups/`` folder of an experiment
+    report (its groups' folders are the reports), a group of one not finished yet, a compare job not finished
+    (:func:`~imc_grapes.io.unfinished_job_note`), or none of them."""
+    part = experiment_part(folder)
+    if part == "the groups":
+        return ("(it is the groups/ folder of an `imc-grapes experiment` report: give the group folders in it, each "
+                "a compare-style report of one group)")
+    if part == "a group":
+        return ("(it is a group's folder of an `imc-grapes experiment` report that has not finished: run the "
+                "experiment again to finish it)")
+    return unfinished_job_note(folder, "compare") or "(give a report folder with results.json)"
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
-    """The ``results.json`` of a compare report (``path``: the report folder or the file itself).
+    """The ``results.json`` of a compare report (``path``: the report folder or the file itself), or of one
+    group's folder of an ``imc-grapes experiment`` report (``groups/<key>``: a compare report of that group, its
+    spec under ``group``; returned with that spec as ``spec``, :func:`~imc_grapes.compare.report_spec`).
 
     Raises:
         ConfigError: there is none, it is not valid JSON or not of a compare report's shape
-            (:func:`_shape_problem`), or a later compare job began in its folder and did not finish, so the runs
-            beside it may be newer (:func:`~imc_grapes.io.superseded_report_note`)."""
+            (:func:`_shape_problem`; an experiment's own report: the message names its groups' folders), or a
+            later compare job began in its folder and did not finish, so the runs beside it may be newer
+            (:func:`~imc_grapes.io.superseded_report_note`)."""
     f = _results_file(path)
     if not f.is_file():
-        raise ConfigError(f"no compare results at {f} "
-                          + (unfinished_job_note(f.parent, "compare") or "(give a report folder with results.json)"))
+        raise ConfigError(f"no compare results at {f} {_missing_note(f.parent)}")
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{f} is not valid JSON ({e})") from e
     except OSError as e:        # e.g. a file this user may not read
         raise ConfigError(f"cannot read {f}: {e.strerror or e}") from e
+    if isinstance(data, dict) and "spec" not in data and "group" in data:     # an experiment group's folder
+        group = data["group"]
+        if not (isinstance(group, dict) and isinstance(group.get("key"), str) and isinstance(group.get("spec"), dict)):
+            raise ConfigError(f"{f} is not the results.json of a group of an imc-grapes experiment report: 'group' "
+                              f"must be a mapping with a key and a spec, got {group!r}")
+        data = {**data, "spec": report_spec(data)}
+    if isinstance(data, dict) and "spec" not in data and isinstance(data.get("groups"), list):
+        keys = [g["key"] for g in data["groups"] if isinstance(g, dict) and isinstance(g.get("key"), str)]
+        raise ConfigError(f"{f} is the results.json of an imc-grapes experiment report, not of a compare report: "
+                          "give its groups' folders instead, each a compare-style report of one group: "
+                          + ", ".join(str(f.parent / "groups" / k) for k in keys))
     if not isinstance(data, dict) or not {"spec", "summary", "runs"} <= set(data):
         raise ConfigError(f"{f} is not the results.json of an imc-grapes compare report "
                           "(needs 'spec', 'summary' and 'runs')")
@@ -138,8 +167,10 @@ def summarize(paths: Sequence[str | Path], method: str = "grapes", reference: st
         seen[f] = path
         spec = data["spec"]
         tail = int(spec.get("tail_evals", 1))
+        # an experiment group's row: its key (data set, network, hardware and device), one hardware per group
+        group = data["group"]["key"] if isinstance(data.get("group"), dict) else None
         for hw in spec.get("hardware", []):
-            row: dict[str, Any] = {"report": str(path), "label": _label(spec, hw), "hardware": hw,
+            row: dict[str, Any] = {"report": str(path), "label": group or _label(spec, hw), "hardware": hw,
                                    "tail_evals": tail}
             cells = {s["optimizer"]: s for s in data["summary"] if s.get("hardware") == hw}
             accs: dict[str, dict[int, float | None]] = {}

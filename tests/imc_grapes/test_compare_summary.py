@@ -447,3 +447,53 @@ def test_a_nan_mean_of_a_report_reads_nan_with_a_note_and_is_stored_as_before(tm
     assert f" |\n\n{note}\n\nAccuracy: test %, " in md
     assert json.loads((out / "summary.json").read_text())["rows"][1]["grapes/acc_mean"] == "nan"
     assert note not in format_summary(summarize([_report(tmp_path, "fine")]))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_experiment_groups_folder_is_read_as_a_compare_report(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A group's folder of an experiment report holds a compare report of that group (summary, tuning, runs), its
+    spec under ``group``: it was refused ("needs 'spec', 'summary' and 'runs'"). It is now read as one, its row
+    labelled by the group's key, a run's accuracy the mean of its last ``tail_evals`` (2, from the group's spec)
+    evaluations, worked out here from the stored histories. The experiment's own report folder and its groups/
+    folder are refused, naming the group folders to give instead."""
+    from imc_grapes.experiments import ExperimentOptions, run_experiment
+
+    report = tmp_path / "report"
+    opts = ExperimentOptions(size="tiny", lr_grid=(0.05,), seeds=(0, 1), epochs=2, tail_evals=2)
+    run_experiment("mlp", opts, report, progress=False, log=lambda s: None)
+    groups = sorted(p for p in (report / "groups").iterdir() if p.is_dir())
+    assert len(groups) == 2
+    rows = summarize(groups)
+    assert [(r["label"], r["hardware"], r["tail_evals"]) for r in rows] == [(g.name, "digital", 2) for g in groups]
+    for row, group in zip(rows, groups):
+        saved = json.loads((group / "results.json").read_text())
+        tail = {(r["optimizer"], r["config"]["seed"]): (r["history"][-2]["test_acc"] + r["history"][-1]["test_acc"]) / 2
+                for r in saved["runs"]}
+        for other in ("sgd", "layer-mean"):
+            diffs = [tail["grapes", s] - tail[other, s] for s in (0, 1)]
+            assert row[f"grapes-{other}"]["n"] == 2
+            assert row[f"grapes-{other}"]["mean"] == pytest.approx(sum(diffs) / 2)
+            assert row[f"grapes-{other}"]["std"] == pytest.approx(statistics.stdev(diffs))
+        for opt in ("sgd", "grapes", "layer-mean"):
+            assert row[f"{opt}/lr"] == 0.05 and row[f"{opt}/runs"] == row[f"{opt}/completed"] == 2
+            assert row[f"{opt}/acc_mean"] == pytest.approx((tail[opt, 0] + tail[opt, 1]) / 2)
+    # a group folder beside a compare report: one table
+    assert len(summarize([groups[0], _report(tmp_path, "cmp")])) == 3
+    assert main(["compare-summary", *map(str, groups), "--out", str(tmp_path / "summary")]) == 0
+    assert f"| {groups[0].name} | " in capsys.readouterr().out
+    assert main(["compare-summary", str(report), "--out", str(tmp_path / "s2")]) == 2
+    assert capsys.readouterr().err == (
+        f"imc-grapes compare-summary: error: {report / 'results.json'} is the results.json of an imc-grapes experiment "
+        "report, not of a compare report: give its groups' folders instead, each a compare-style report of one "
+        f"group: {groups[0]}, {groups[1]}\n")
+    with pytest.raises(ConfigError) as info:
+        summarize([report / "groups"])
+    assert str(info.value) == (f"no compare results at {report / 'groups' / 'results.json'} (it is the groups/ folder "
+                               "of an `imc-grapes experiment` report: give the group folders in it, each a "
+                               "compare-style report of one group)")
+    assert not (tmp_path / "s2").exists()
+    (groups[1] / "results.json").unlink()        # a group begun and not finished: the experiment finishes it
+    with pytest.raises(ConfigError, match=r"it is a group's folder of an `imc-grapes experiment` report that has not "
+                                          r"finished: run the experiment again to finish it\)$"):
+        summarize([groups[1]])

@@ -61,7 +61,7 @@ from .data import Dataset, load_dataset
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
-from .train import (DivergenceError, RunResult, check_evaluation, eval_points, loss_check_every,
+from .train import (DivergenceError, RunResult, accuracy_name, check_evaluation, eval_points, loss_check_every,
                     progress_bar_disabled, split_for, stopped_status, train_loader, write_metrics)
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
@@ -483,7 +483,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             if not live:
                 break                                                            # nothing left to train
             accs = ", ".join(f"{100 * results[i].history[-1]['test_acc']:.2f}%" for i in live)
-            log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: test acc {accs}")
+            log(f"[{cfg.optimizer} x{e} replicas] epoch {epoch}/{cfg.epochs}: {accuracy_name(eval_split)} {accs}")
         for i in range(e):
             if alive[i]:
                 results[i].status = "completed"

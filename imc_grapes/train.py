@@ -198,6 +198,12 @@ def train_loader(split: Split, cfg: TrainConfig, seed: int | None = None) -> Bat
     return loader
 
 
+def accuracy_name(eval_split: str) -> str:
+    """How a run's log lines name its evaluation accuracy, by the split it is evaluated on (:func:`split_for`):
+    ``val acc`` on the validation split (a learning-rate tuning run, ``val_holdout`` > 0), else ``test acc``."""
+    return "val acc" if eval_split == "validation" else "test acc"
+
+
 def split_for(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split, str]:
     """(training split, evaluation split, its name) for ``cfg``: the test set, or with ``cfg.val_holdout`` the
     last N training samples (disjoint from the training samples used)."""
@@ -424,8 +430,8 @@ def train_epochs(net: Network, loader: BatchLoader, test_split: Split, cfg: Trai
 
             train_batches(net, loader, cfg, f"{cfg.optimizer} epoch {epoch}/{cfg.epochs}", progress, on_point,
                           points, where=f"epoch {epoch}", graphed=graphed)
-            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss "
-                f"{result.history[-1]['train_loss']:.4f}, test acc {100 * result.history[-1]['test_acc']:.2f}%")
+            log(f"[{cfg.optimizer}] epoch {epoch}/{cfg.epochs}: train loss {result.history[-1]['train_loss']:.4f}, "
+                f"{accuracy_name(result.eval_split)} {100 * result.history[-1]['test_acc']:.2f}%")
 
 
 NetworkBuilder = Callable[[TrainConfig, tuple[int, ...], int, torch.device], Network]

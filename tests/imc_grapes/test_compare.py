@@ -317,6 +317,26 @@ def test_lr_is_tuned_on_validation_and_resume_skips_finished_runs(tmp_path, monk
     assert len(calls) == 2 * n_first
 
 
+def test_a_tuning_runs_log_lines_name_the_validation_accuracy_and_a_final_runs_the_test_accuracy(tmp_path):
+    """The tuning runs are scored on the validation split, but their epoch lines said "test acc": they now say
+    "val acc", with the validation accuracy the tuning record holds; the final runs keep "test acc", with the test
+    accuracy of their results."""
+    spec = CompareSpec(base=BASE.replace(inference_times=()), optimizers=("sgd",), hardware=("digital",),
+                       lr_grid=(0.001, 0.3), val_holdout=200, seeds=(0,))
+    lines: list[str] = []
+    res = run_compare(spec, tmp_path, progress=False, log=lines.append)
+    epochs = [(i, line) for i, line in enumerate(lines) if line.startswith("[sgd] epoch 1/1: train loss ")]
+    assert len(epochs) == 3                             # two tuning runs (one per lr), then the final run
+    by_lr = res["tuning"][0]["validation_acc_by_lr"]
+    final = res["runs"][0]["final"]["test_acc"]
+    for (i, line), (run, acc) in zip(epochs, [("== tune digital/sgd lr=0.001 (validation split)", by_lr["0.001"]),
+                                              ("== tune digital/sgd lr=0.3 (validation split)", by_lr["0.3"]),
+                                              ("== digital/sgd lr=0.3 seed=0", final)]):
+        assert lines[i - 1] == run
+        name = "val acc" if "tune" in run else "test acc"
+        assert line.endswith(f", {name} {100 * acc:.2f}%"), line
+
+
 def test_digital_runs_are_reused_under_other_analog_settings(tmp_path, monkeypatch):
     """A compare job on digital hardware run again with another device preset (and other analog settings) reuses
     its finished runs, also those recorded by earlier versions with the job's analog settings."""

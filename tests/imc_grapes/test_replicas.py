@@ -697,3 +697,15 @@ def test_a_nan_accuracy_over_a_finite_evaluation_loss_diverges_the_replica_as_tr
     assert len(res[1].history) == 1                                       # the point after step 2 only
     assert json.loads((tmp_path / "b" / "results.json").read_text())["status"] == "diverged"
     assert res[0].status == "completed" and strip(res[0].history) == strip(alone.history)
+
+
+def test_replicas_epoch_lines_name_the_split_they_are_evaluated_on(one_thread) -> None:
+    """Replicas with a validation holdout (as tuning runs) are evaluated on the validation split: their epoch lines
+    say "val acc" (they said "test acc"), with each replica's accuracy; without one, "test acc"."""
+    for holdout, name in ((40, "val acc"), (0, "test acc")):
+        lines: list[str] = []
+        cfgs = [base_cfg(seed=s, epochs=1, val_holdout=holdout) for s in SEEDS[:2]]
+        results = train_replicas(cfgs, log=lines.append)
+        accs = ", ".join(f"{100 * r.history[-1]['test_acc']:.2f}%" for r in results)
+        assert lines == [f"[sgd x2 replicas] epoch 1/1: {name} {accs}"]
+        assert {r.eval_split for r in results} == {"validation" if holdout else "test"}

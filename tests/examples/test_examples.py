@@ -211,6 +211,57 @@ def check_progress(script: str, err: str, cwd: Path) -> None:
     assert sorted(final_runs) == sorted((g, o) for g in groups for o in ("sgd", "grapes", "layer-mean")), err
 
 
+def _run_progress(err: str, cwd: Path, folder: str, lr: str, per_run: Callable[[str, list[str], dict], None]) -> None:
+    """The progress of a script that trains an SGD then a GRAPES run (seed 0, learning rate ``lr``) into
+    ``folder/<optimizer>``: each run announced on stderr as it starts, then its own lines (checked by ``per_run``
+    against the run's results.json)."""
+    lines = err.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("== ")]
+    assert [lines[i] for i in starts] == [f"== {opt} lr={lr} seed=0" for opt in ("sgd", "grapes")], err
+    for opt, begin, end in zip(("sgd", "grapes"), starts, [*starts[1:], len(lines)]):
+        per_run(opt, lines[begin + 1:end], json.loads((cwd / folder / opt / "results.json").read_text()))
+
+
+def check_progress_rnn(err: str, cwd: Path) -> None:
+    """exp_rnn: each run's one epoch line, with the loss and test accuracy its results.json holds."""
+    def per_run(opt: str, lines: list[str], run: dict) -> None:
+        (loss, acc), = [tuple(map(float, m)) for m in re.findall(
+            rf"^\[{opt}\] epoch 1/1: train loss (\d+\.\d+), test acc {PCT}%$", "\n".join(lines), re.M)]
+        assert len(lines) == 1
+        assert loss == pytest.approx(run["final"]["train_loss"], abs=6e-5)
+        assert acc == pytest.approx(100 * run["final"]["test_acc"], abs=0.006)
+
+    _run_progress(err, cwd, "runs/examples/exp_rnn", "0.3", per_run)
+
+
+def check_progress_forgetting(err: str, cwd: Path) -> None:
+    """exp_forgetting: after task t (1 to 5) of each run, its accuracy on the tasks 1 to t so far (one decimal),
+    as its results.json's history row of that task holds them."""
+    def per_run(opt: str, lines: list[str], run: dict) -> None:
+        assert len(lines) == 5
+        for t, (line, row) in enumerate(zip(lines, run["history"]), start=1):
+            prefix = f"[{opt}] task {t}/5: acc on tasks so far "
+            assert line.startswith(prefix) and line.endswith(" %"), line
+            accs = [float(a) for a in line[len(prefix):-2].split()]
+            assert accs == pytest.approx([100 * row[f"acc/task{i}"] for i in range(t)], abs=0.051)
+
+    _run_progress(err, cwd, "runs/examples/exp_forgetting", "0.001", per_run)
+
+
+def check_progress_snn(err: str, cwd: Path) -> None:
+    """exp_snn (a plain torch loop, no run folder): each run announced as it starts, with its 512 / 64 = 8 batches
+    and the tiny network's 8 time steps."""
+    assert err.splitlines() == [f"== {name}: lr=0.3 seed=0, 8 batches of 64, 8 time steps"
+                                for name in ("SGD", "GRAPES")]
+
+
+#: the scripts that train two runs (SGD, GRAPES), silent for tens of seconds each at their default size: the check
+#: of their progress on stderr
+RUNS: dict[str, Callable[[str, Path], None]] = {"exp_rnn.py": check_progress_rnn,
+                                                "exp_forgetting.py": check_progress_forgetting,
+                                                "exp_snn.py": check_progress_snn}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMALL))
 def test_example_runs(script, tmp_path):
@@ -222,6 +273,9 @@ def test_example_runs(script, tmp_path):
     if script in EXPERIMENTS:
         check_progress(script, out.stderr, tmp_path)
         assert "=== " not in out.stdout and "epoch 1/1" not in out.stdout
+    if script in RUNS:
+        RUNS[script](out.stderr, tmp_path)
+        assert not re.search(r"^(== |\[)", out.stdout, re.M)
 
 
 @pytest.mark.parametrize("script", sorted(SMALL))

@@ -42,8 +42,9 @@ from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on
                      with_later_fields)
 from .data import Dataset, load_dataset, recorded_data_root
 from .inference_eval import time_label
-from .io import (read_json, read_report_json, restore_nonfinite, start_job, superseded_report_note,
-                 write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic)
+from .io import (experiment_part, experiment_report_of, folder_command, read_json, read_report_json,
+                 restore_nonfinite, start_job, superseded_report_note, write_bytes_atomic, write_csv_atomic,
+                 write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, fit_title, optimizer_color
 from .report import NAN_ACCURACY_SHORT, draw_cell_curves, mean_pm_std, nan_accuracy_note
 from .stats import mean_std
@@ -824,6 +825,28 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
     return list(cells.values())
 
 
+def _refuse_other_report(out: Path) -> None:
+    """Refuse (``ConfigError``) to redraw, as a compare report, a folder that holds another command's output
+    (:func:`~imc_grapes.io.folder_command`), naming the command that redraws it: an experiment's report folder
+    (``experiment --redraw``) or its ``groups/`` folder (a group in it, or the report above it); one group's folder
+    is a compare-style report and is let through. Folders of no command go on to the usual checks."""
+    part = experiment_part(out)
+    if part == "the groups":
+        report = experiment_report_of(out)
+        above = (f", or the whole report with `imc-grapes experiment --redraw --out {report}`"
+                 if report is not None else "")
+        raise ConfigError(f"{out} is the groups/ folder of an `imc-grapes experiment` report, no compare report: "
+                          f"redraw one group with `imc-grapes compare --redraw --out {out / '<group>'}`{above}")
+    owner = folder_command(out) if part is None else None
+    if owner == "experiment":
+        raise ConfigError(f"{out} holds an `imc-grapes experiment` report, no compare report: redraw it with "
+                          f"`imc-grapes experiment --redraw --out {out}`, or one of its groups with `imc-grapes "
+                          f"compare --redraw --out {out / 'groups' / '<group>'}`")
+    if owner not in (None, "compare"):
+        raise ConfigError(f"{out} holds the output of `imc-grapes {owner}`, no compare report: give the folder of "
+                          "an `imc-grapes compare` report (the one that holds its results.json)")
+
+
 def redraw_report(out_dir: str | Path) -> list[str]:
     """Draw the figures of the compare report in ``out_dir`` again (curves.png, accuracy.png, inference.png: see
     :func:`plot_report`) from its ``results.json`` alone, with the current plotting code and without training:
@@ -842,6 +865,7 @@ def redraw_report(out_dir: str | Path) -> list[str]:
             (:func:`~imc_grapes.io.superseded_report_note`).
     """
     out = Path(out_dir)
+    _refuse_other_report(out)
     result = read_report_json(out, "compare")
     note = superseded_report_note(out, result, "compare")
     if note:        # not figures of the earlier job's results drawn as if they were the runs' beside them

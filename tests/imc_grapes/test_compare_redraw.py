@@ -146,3 +146,33 @@ def test_redraw_of_an_experiment_groups_folder_draws_its_tail_accuracies_as_the_
         assert [p.get_height() for p in bars] == pytest.approx([100 * sum(tails[o]) / 2 for o in ("sgd", "grapes")])
         moved += sum(tails[o] != finals[o] for o in tails)
     assert moved       # a run's accuracy moved over its last two evaluations: the final one would draw other bars
+
+
+def test_redraw_names_the_command_of_an_experiment_report_its_groups_folder_or_a_sweep(tmp_path, capsys):
+    """``compare --redraw`` on an experiment's report folder said "'runs' must be a list of runs", on its groups/
+    folder "results.json: no such file": both name the command that redraws them now, and a sweep's folder names the
+    sweep; nothing is written. A group's own folder is a compare-style report and redraws (the test above)."""
+    from imc_grapes.experiments import ExperimentOptions, run_experiment
+
+    report = tmp_path / "report"
+    run_experiment("mlp", ExperimentOptions(size="tiny", optimizers=("sgd",), lr_grid=(0.05,)), report,
+                   progress=False, log=lambda s: None)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert main(["compare", "--redraw", "--out", str(report)]) == 2
+    assert capsys.readouterr().err == (
+        f"imc-grapes compare: error: --redraw: {report} holds an `imc-grapes experiment` report, no compare report: "
+        f"redraw it with `imc-grapes experiment --redraw --out {report}`, or one of its groups with `imc-grapes "
+        f"compare --redraw --out {report / 'groups' / '<group>'}`\n")
+    groups = report / "groups"
+    assert main(["compare", "--redraw", "--out", str(groups)]) == 2
+    assert capsys.readouterr().err == (
+        f"imc-grapes compare: error: --redraw: {groups} is the groups/ folder of an `imc-grapes experiment` report, "
+        f"no compare report: redraw one group with `imc-grapes compare --redraw --out {groups / '<group>'}`, or the "
+        f"whole report with `imc-grapes experiment --redraw --out {report}`\n")
+    sweep = tmp_path / "sweep"
+    (sweep / "points").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"holds the output of `imc-grapes sweep`, no compare report: give the "
+                                          r"folder of an `imc-grapes compare` report"):
+        redraw_report(sweep)
+    after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert [p for p in after if not p.startswith("sweep")] == before

@@ -144,7 +144,15 @@ _APPARENT = "apparent states (write noise)"
 
 _PULSED = "states after 2^31 pulses"
 """The key under which :meth:`PulsedDevice._check_sampled` checks the largest state a device's pulses of one update
-can reach (:data:`PULSE_COUNT_MAX` steps from its larger bound)."""
+can reach (:data:`PULSE_COUNT_MAX` steps from its larger bound), in :func:`_pulsed_dtype`."""
+
+
+def _pulsed_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which :meth:`PulsedDevice._check_sampled` checks :data:`PULSE_COUNT_MAX` pulses of the sampled
+    steps: that of the states, at least float32 (2^31 is beyond float16's largest 65504, so 2^31 pulses of any step
+    overflow it: half-precision states of realistic steps were refused)."""
+    return torch.promote_types(dtype, torch.float32)
+
 
 def _non_finite(tensors: dict[str, Tensor]) -> list[str]:
     """The keys of ``tensors`` whose tensor holds a NaN or ±Inf: one reduction per tensor and one host read (a GPU
@@ -472,9 +480,11 @@ class PulsedDevice:
         # factor where it draws it (LinearStepDevice's gamma)
         tensors = {k: t for k, t in params.state_dict().items() if not k.startswith("extra.slope_")}
         # the largest |mean| of one update, |w| + PULSE_COUNT_MAX·step (|w| <= its larger |bound|); steps of ~1e37
-        # gave n_up·dw_up = n_down·dw_down = inf, inf − inf = NaN states
+        # gave n_up·dw_up = n_down·dw_down = inf, inf − inf = NaN states. In float32 at least: 2^31 is no float16
+        # (largest 65504), where any step would overflow (half-precision states, as the counts, stay within it)
         largest = torch.maximum(params.w_max, params.w_min.neg())
-        tensors[_PULSED] = torch.maximum(params.dw_up, params.dw_down).mul_(PULSE_COUNT_MAX).add_(largest)
+        steps = torch.maximum(params.dw_up, params.dw_down).to(_pulsed_dtype(params.dw_up.dtype))
+        tensors[_PULSED] = steps.mul_(PULSE_COUNT_MAX).add_(largest)
         if self.write_noise_std > 0:
             # the largest apparent state |w + write_noise_std·dw_min·ξ| a device can read (|w| <= its larger |bound|,
             # |ξ| < NORMAL_DRAW_MAX); checked in the same host read
@@ -514,7 +524,7 @@ class PulsedDevice:
         the largest sampled step and the largest step these bounds allow (:func:`dw_min_max`; host reads: the build
         fails anyway)."""
         c = type(self).__name__
-        dtype = params.dw_up.dtype
+        dtype = _pulsed_dtype(params.dw_up.dtype)
         top = torch.finfo(dtype).max
         bound = max(float(params.w_max.max()), -float(params.w_min.min()))
         step = max(float(params.dw_up.max()), float(params.dw_down.max()))

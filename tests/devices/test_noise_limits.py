@@ -217,3 +217,32 @@ def test_a_spread_whose_sampled_steps_overflow_is_refused_when_sampled():
     assert float(torch.maximum(p.dw_up, p.dw_down).max()) > 1e31
     # 1e-3·(1 + 1e31·ξ) reaches about 6e28 (|ξ| < 5.8): within the limit, accepted
     dv.ConstantStepDevice(dw_min=1e-3, dw_min_dtod=1e31).sample((64, 64), _gen(0))
+
+
+
+@pytest.mark.parametrize("cls", NOISY, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_states_of_realistic_steps_are_sampled(cls, dtype):
+    """float16's largest value is 65504, so 2^31 pulses of any step overflow it: checked in float16, every device
+    with a step was refused when sampled in half precision (the default ConstantStepDevice: "a step must be at most
+    3.049e-05"), as it was not before the pulse-count limit. The limit is float32's (the check runs in float32 for
+    narrower dtypes): the half-precision states of every model and preset are sampled, finite, in their dtype."""
+    p = cls().sample((8, 8), _gen(0), dtype=dtype)
+    for name, t in p.state_dict().items():
+        assert t.dtype == dtype and bool(torch.isfinite(t).all()), name
+    assert bool((p.dw_up > 0).all()) and bool((p.dw_down > 0).all())
+
+
+def test_a_half_precision_tile_array_of_the_default_config_trains():
+    """A float16 TileArray of the default CrossbarConfig was refused when built (its sampled steps checked against
+    float16's range); it builds again, and one pulsed update of all-ones inputs and errors moves its weights, which
+    stay finite."""
+    from crossbar import CrossbarConfig
+    from crossbar.tiles import TileArray
+
+    tile = TileArray(3, 4, CrossbarConfig(), seed=0, dtype=torch.float16)
+    before = tile.weight_tiles.clone()
+    tile.update(torch.ones(2, 4, dtype=torch.float16), torch.ones(2, 3, dtype=torch.float16), 0.1)
+    after = tile.weight_tiles
+    assert after.dtype == torch.float16 and bool(torch.isfinite(after).all())
+    assert not torch.equal(after, before)

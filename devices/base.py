@@ -393,9 +393,10 @@ class PulsedDevice:
                     f"<= w_max - w_min = {span:g} (one pulse's step at most the whole range [w_min, w_max])")
         bound = max(-self.w_min, self.w_max)
         check_field(c, "dw_min", self.dw_min, self.dw_min <= dw_min_max(bound),
-                    f"at most {dw_min_max(bound):.4g}, (3.403e+38 - largest |bound| {bound:g})/2^31 rounded down "
-                    f"(a device's pulses of one update, up to 2^31 per direction, times the step, plus its state, must be finite "
-                    f"in float32: the update's mean w + n_up·dw_up - n_down·dw_down; realistic steps are 1e-4 to 0.1)")
+                    f"at most {dw_min_max(bound):.4g} = ({FLOAT32_MAX:.4g} - largest |bound| {bound:g})/2^31 rounded "
+                    f"down (a device's pulses of one update, up to 2^31 per direction, times the step, plus its state, "
+                    f"must be finite in float32: the update's mean w + n_up·dw_up - n_down·dw_down; realistic steps "
+                    f"are 1e-4 to 0.1)")
         self._validate()
 
     def _validate(self) -> None:

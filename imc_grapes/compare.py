@@ -1047,6 +1047,7 @@ def _base_optimizer_text(cfg: TrainConfig, analog: bool) -> str:
     pulsed = " (the analog weights take the backend's pulsed SGD steps)" if analog else ""
     return f"{cfg.base_optimizer} ({momentum}weight decay {cfg.weight_decay:g}) for the digital parameters{pulsed}"
 
+
 def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Sequence[Cell],
                     files: Sequence[str], command: str | None) -> str:
     b = spec.base

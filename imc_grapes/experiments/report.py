@@ -261,6 +261,7 @@ def group_tick_label(key: str) -> str:
         return f"{dataset}\n{rest}"
     return f"{dataset}\n{rest[:backend]}\n{rest[backend + 1:]}"
 
+
 def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> None:
     """accuracy.png: each group's accuracy per optimizer (the optimizer's colour), bars from 0 % (a bar's height
     is the accuracy), ± the std over the completed seeds where there are two or more; a cell without a completed

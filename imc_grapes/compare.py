@@ -1064,12 +1064,13 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
     ]
     divided = [o for o in spec.optimizers if o in ("grapes-local", "layer-mean")]
     if b.base_optimizer in ADAPTIVE_BASE_OPTIMIZERS and divided and "digital" in spec.hardware:
+        sgd = ("the `sgd` row, no modulation under the same base optimizer" if "sgd" in spec.optimizers else
+               "what `sgd` (no modulation under the same base optimizer; not run in this report) would give")
         lines.append(f"* caveat: {b.base_optimizer} divides each weight's step by a running scale of its own "
                      "gradient, which divides out slowly changing factors (grapes-local: one per row; layer-mean: "
                      f"one per layer, also on the layers below): the digital rows of {' and '.join(divided)} barely "
-                     "differ from the `sgd` row, no modulation under the same base optimizer (README \"From "
-                     "Python\"); propagated GRAPES' per-neuron factors mix as they flow down and "
-                     "are not divided out")
+                     f"differ from {sgd} (README \"From Python\"); propagated GRAPES' per-neuron factors mix as they "
+                     "flow down and are not divided out")
     if "analog" in spec.hardware:
         changed = format_device_overrides(b.analog.device_overrides)
         lines.append(f"* analog hardware: backend `{spec.analog_backend}`, device preset `{b.analog.preset}`"

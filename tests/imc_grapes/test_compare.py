@@ -1163,3 +1163,15 @@ def test_the_adaptive_base_optimizers_are_base_optimizers():
     from imc_grapes.backends.optim import ADAPTIVE_BASE_OPTIMIZERS, base_optimizer_names
 
     assert set(ADAPTIVE_BASE_OPTIMIZERS) <= set(base_optimizer_names())
+
+
+def test_the_adaptive_caveat_of_a_report_without_sgd_names_no_sgd_row():
+    """A report of grapes-local and layer-mean alone under Adam has no `sgd` row: its caveat said their rows "barely
+    differ from the `sgd` row" all the same. It now says what they barely differ from: `sgd` under the same base
+    optimizer, not run in this report."""
+    spec = CompareSpec(base=BASE.replace(base_optimizer="adam", momentum=0.0),
+                       optimizers=("grapes-local", "layer-mean"), hardware=("digital",), lr_grid=(0.1,))
+    md = compare_mod.render_markdown(spec, [], [], [], None)
+    assert "the `sgd` row" not in md
+    assert ("the digital rows of grapes-local and layer-mean barely differ from what `sgd` (no modulation under the "
+            "same base optimizer; not run in this report) would give (README") in md

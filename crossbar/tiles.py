@@ -39,7 +39,7 @@ from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedI
 from crossbar._sparse_update import cpu_pulse_counts
 from crossbar.update import _dense_counts, _draw_dense_trains, _plan_trains, ideal_delta
 from devices import DeviceParams, PulsedDevice, rng
-from devices.base import SEED_RANGE, check_seed, same_device_value, seed_in_range
+from devices.base import SEED_RANGE, check_seed, is_seed, same_device_value
 from devices.host import host_reads_free
 from devices.rng import CounterRNG
 
@@ -860,7 +860,7 @@ class TileArray(TileState):
                 return entry, _SAVED_ENTRIES[entry], f"no {entry!r} entry in {where}"
         assert isinstance(state, dict)
         seed, device, gen_state = state["seed"], state["generator_device"], state["generator_state"]
-        if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed_in_range(int(seed))):
+        if not is_seed(seed):
             return "seed", _SAVED_ENTRIES["seed"], repr(seed)
         try:
             saved_device = torch.device(device) if isinstance(device, (str, torch.device)) else None

@@ -185,14 +185,22 @@ def seed_in_range(v: int, counter: bool = False) -> bool:
     return -2 ** 63 <= v < (2 ** 63 if counter else 2 ** 64)
 
 
+def is_seed(value: object, counter: bool = False) -> bool:
+    """Whether ``value`` is a seed: an integer (a Python or numpy integer; not a bool, a float or a string, which
+    ``int()`` would turn into another seed than the one written) within :data:`SEED_RANGE`, or with ``counter``
+    within :data:`COUNTER_SEED_RANGE` (:func:`seed_in_range`). The test of :func:`check_seed` and of a saved
+    layer's seed (``crossbar.TileArray``'s extra state)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and seed_in_range(int(value), counter)
+
+
 def check_seed(where: str, value: object, name: str = "seed", counter: bool = False) -> int:
     """``value`` as an ``int``; ``ValueError("<where>.<name> must be an integer in <SEED_RANGE>, got <value>")``
     unless it is an integer (a Python or numpy integer; not a bool, a float or a string, which ``int()`` would turn
     into another seed than the one written) within :data:`SEED_RANGE` (beyond it ``manual_seed`` overflows), or with
     ``counter`` within :data:`COUNTER_SEED_RANGE` (a :class:`devices.rng.CounterRNG`'s seed; ``name`` e.g.
     ``"seeds[2]"`` for one of several)."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and seed_in_range(int(value), counter)
-    check_field(where, name, value, ok, f"an integer in {COUNTER_SEED_RANGE if counter else SEED_RANGE}")
+    check_field(where, name, value, is_seed(value, counter),
+                f"an integer in {COUNTER_SEED_RANGE if counter else SEED_RANGE}")
     return int(value)  # type: ignore[call-overload]  # an integer (checked)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ class AnalogSettings:
         dac_bits / adc_bits: input (DAC) and output (ADC) resolution in bits; 0 = no quantization, 1 is refused
             (aihwkit's 1-bit grid rounds every value within the range to 0).
         out_noise: additive Gaussian output noise of each MVM, in units of the ADC full-scale input range
-            normalisation used by aihwkit (aihwkit default 0.06).
+            normalisation used by aihwkit (aihwkit default 0.06); with ``tile_size`` and the device's bounds it
+            must keep the worst-case MVM finite in float32 (3.779e37 on the default tiles of 256 lines), the
+            crossbar engine's check (:class:`crossbar.CrossbarConfig`), which these settings run when made.
         ideal_periphery: if true, MVMs are exact (no DAC/ADC/noise); the device physics still applies.
         importance: where GRAPES's importance comes from: ``exact`` (Σ|w| from the device states, digital) or
             ``array`` (one all-ones read of each tile through its DAC/ADC, what the chip can do).
@@ -133,6 +136,33 @@ class AnalogSettings:
                f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")
         _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),
                f"AnalogSettings.energy_table must be None or the path of a JSON file, got {self.energy_table!r}")
+        self._check_crossbar_config()
+
+    def _check_crossbar_config(self) -> None:
+        """Refuse settings whose crossbar config the engine refuses (:class:`crossbar.CrossbarConfig`: its MVMs must
+        stay finite in float32, which ``out_noise``, ``tile_size`` and the device's bounds decide together; e.g.
+        ``out_noise`` 1e38), at once and naming the setting (``ValueError``: ``AnalogSettings.out_noise = 1e+38:
+        ...`` and the engine's message with the largest value), not when a run builds its network. The aihwkit
+        backend converts the same config. Host arithmetic (~0.1 ms)."""
+        from .hardware import crossbar_config_from      # here: hardware imports this module
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # a unidirectional device's warning belongs to the run using it
+                crossbar_config_from(self)
+            return
+        except ValueError as exc:
+            message = str(exc)
+        if message.startswith(("CrossbarConfig.forward.out_noise", "CrossbarConfig.backward.out_noise")):
+            field = f"out_noise = {self.out_noise!r}"
+        elif message.startswith("CrossbarConfig.tile_"):
+            field = f"tile_size = {self.tile_size!r}"
+        else:
+            field = (f"device_overrides = {self.device_overrides!r}" if self.device_overrides
+                     else f"preset = {self.preset!r}")
+        raise ValueError(f"AnalogSettings.{field}: the crossbar engine refuses the config these settings make "
+                         f"(tile_size {self.tile_size}, out_noise {self.out_noise!r}, preset {self.preset!r}): "
+                         f"{message}")
 
     @property
     def subtracts_importance_offset(self) -> bool:

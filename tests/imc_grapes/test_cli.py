@@ -1332,3 +1332,15 @@ def test_help_names_the_grapes_variants_and_rules_as_the_spec_does(capsys):
         text = _help(command, capsys)
         for phrase in optimizers + (rules if command != "experiment" else ()):
             assert phrase in text, (command, phrase)
+
+
+def test_an_out_noise_the_crossbar_engine_refuses_is_a_usage_error_naming_the_option(tmp_path, capsys):
+    """``train --out-noise 1e38`` ran into a traceback when the network was built: exit 2 before any training, the
+    message naming --out-noise and the engine's limit (3.779e37 on tiles of 256 lines)."""
+    assert main(["train", "--dataset", "synthetic", "--backend", "crossbar", "--out-noise", "1e38", "--epochs", "1",
+                 "--hidden", "8", "--optimizer", "sgd", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("imc-grapes train: error: --out-noise: AnalogSettings.out_noise = 1e+38: the crossbar engine "
+                          "refuses the config these settings make")
+    assert "CrossbarConfig.forward.out_noise must be at most 3.779e+37" in err
+    assert not (tmp_path / "run").exists()

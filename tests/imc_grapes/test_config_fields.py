@@ -95,6 +95,27 @@ def test_analog_numbers_beyond_float32_rejected(field: str) -> None:
         AnalogSettings(**{field: 1e300})
 
 
+
+@pytest.mark.parametrize("changes, field", [
+    ({"out_noise": 1e38}, r"out_noise = 1e\+38"),
+    ({"tile_size": 10 ** 30}, r"tile_size = 1000000000000000000000000000000"),
+    ({"out_noise": 3.8e37, "preset": "PCM"}, r"out_noise = 3\.8e\+37"),
+])
+def test_analog_settings_whose_crossbar_config_the_engine_refuses_are_refused_when_made(changes, field) -> None:
+    """``out_noise`` 1e38 passed AnalogSettings (a finite float32) and failed with a traceback when a run built its
+    network (the crossbar engine refuses MVMs that can overflow float32: out_noise at most 3.779e37 on tiles of 256
+    lines, crossbar/test_noise_limits.py derives it): refused when the settings are made, naming the setting and
+    the engine's limit; realistic values pass, and a unidirectional preset's warning is not raised by the check."""
+    with pytest.raises(ValueError, match=rf"^AnalogSettings\.{field}: the crossbar engine refuses the config these "
+                                         rf"settings make \(tile_size .*\): CrossbarConfig\.\S+ must be at most "):
+        AnalogSettings(**changes)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AnalogSettings(out_noise=3.7e37)            # below the limit of the default device on 256 lines
+        AnalogSettings(preset="PCM", out_noise=1.0, tile_size=4096)
+
 @pytest.mark.parametrize("field,value,message", [
     ("drop_last", "no", r"ExperimentOptions\.drop_last must be true or false, got 'no'"),
     ("device", "gpu", r"ExperimentOptions\.device must be cpu, cuda, cuda:N or auto .*, got 'gpu'"),

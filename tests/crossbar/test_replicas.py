@@ -287,6 +287,7 @@ def test_a_replica_state_without_a_readable_rng_is_refused_before_any_buffer_is_
     with pytest.raises(ValueError, match=r"^ReplicaTileArray: the saved extra state's 'rng' entry must be"):
         other.tile.set_extra_state(extra)                       # called directly: the same check
 
+
 def test_a_replica_state_of_another_device_is_refused_and_one_of_another_periphery_loads() -> None:
     """As a TileArray's: the extra state records the device; SoftBounds' dw_min_std 0.3 saved, 0.5 here, refused
     (naming the array by its place and that one field) before anything is copied; another ADC resolution loads the

@@ -54,7 +54,7 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASET_NAMES)} (default %(default)s)")
     g.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
-                   "~/.cache/imc-grapes/data)")
+                   "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)")
     g.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)} (default %(default)s)")
     g.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="the MLP's hidden widths, or the CNN's conv channels per block (default: the model's own, "
@@ -742,7 +742,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                                     "falling back to the usual web mirrors; every file is md5-checked.")
     f.add_argument("names", nargs="+", metavar="NAME", help=f"{' | '.join(REAL_DATASETS)} ({SYNTHETIC} is generated: "
                    "nothing to fetch)")
-    f.add_argument("--root", default=None, help="cache folder (default $IMC_GRAPES_DATA or ~/.cache/imc-grapes/data)")
+    f.add_argument("--root", default=None, help="cache folder (default $IMC_GRAPES_DATA or "
+                                                "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)")
     f.add_argument("--source", default="auto", help=f"{' | '.join(SOURCES)} (default %(default)s)")
     f.add_argument("--force", action="store_true", help="fetch again even if present")
     v = dsub.add_parser("verify", help="check that data sets are present and intact (md5)",
@@ -750,7 +751,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                                     "documented sizes and md5 sums; exit 2 if one is missing or damaged.")
     v.add_argument("names", nargs="*", metavar="NAME", help=f"{' | '.join(REAL_DATASETS)} (default: all)")
     v.add_argument("--root", default=None, help="cache folder (default $IMC_GRAPES_DATA or "
-                                                "~/.cache/imc-grapes/data)")
+                                                "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)")
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -803,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
                "when it writes to a reader that has gone away (e.g. `| head -1`), as a shell tool ends on SIGPIPE;\n"
                "output that the pipe took before the reader went (a short --help) ends with 0 (`seq 3 | head -1`).\n\n"
                "environment:\n"
-               "  IMC_GRAPES_DATA     data cache folder (default ~/.cache/imc-grapes/data)\n"
+               "  IMC_GRAPES_DATA     data cache folder (default ${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"
                "                      1.1-3.3x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
                "                      ReRamES and PCM presets after a 17-64 s compile: for runs of more than a\n"

@@ -277,7 +277,8 @@ class TrainConfig:
 
     Attributes:
         dataset: ``mnist``, ``fashion-mnist`` or ``synthetic``.
-        data_root: cache folder of the data sets (default ``$IMC_GRAPES_DATA`` / ``~/.cache/imc-grapes/data``).
+        data_root: cache folder of the data sets (default ``$IMC_GRAPES_DATA`` /
+            ``${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data``).
         model: ``mlp`` or ``cnn``.
         hidden: the MLP's hidden layer widths, or the CNN's conv channels per block; ``None`` (the default)
             gives the model's own (:data:`imc_grapes.models.DEFAULT_HIDDEN`: ``(256, 256)`` for the MLP,

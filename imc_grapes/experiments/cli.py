@@ -91,7 +91,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                    help="torch CPU threads, 1 to 4 per CPU core (default: torch's choice; 1 is much faster on a busy "
                         "shared machine)")
     p.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
-                                                     "~/.cache/imc-grapes/data)")
+                                                     "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)")
     p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")
     p.add_argument("--no-resume", action="store_true", help="redo runs even if their finished results exist")
     p.add_argument("--redraw", action="store_true",

@@ -228,6 +228,7 @@ def test_adam_divides_out_local_and_layer_mean_factors_but_not_propagated_ones()
     propagated = relative("propagated")
     assert min(propagated[:2]) > 0.01, propagated
 
+
 def test_remove_restores_plain_gradients_and_allows_reattach():
     model = _one_hidden()
     x, y = _data()

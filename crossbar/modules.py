@@ -58,7 +58,7 @@ from torch.nn.modules.utils import _pair
 from crossbar._im2col import im2col, output_size
 from crossbar.config import CrossbarConfig
 from crossbar.mapping import _check_size
-from crossbar.tiles import TileArray, check_finite_weights, check_move, check_state_device
+from crossbar.tiles import _EXTRA_STATE, TileArray, check_finite_weights, check_move, check_state_device
 from devices.base import check_seed
 from devices.conductance import ConductanceMap
 
@@ -240,6 +240,19 @@ class AnalogModuleBase(nn.Module):
         if ctx is not None:
             check_move(type(self).__name__, fn, ctx)
         return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        """``nn.Module``'s, after the tile's check of its saved extra state
+        (:meth:`~crossbar.tiles.TileState._check_saved_state`, the same ``ValueError`` the tile raises when it
+        loads): torch loads a module's own parameters (the bias) before its children's, so a state refused at the
+        tile had already replaced the layer's bias; now the layer is left as it was."""
+        tile_prefix = f"{prefix}tile."
+        self.tile._check_saved_state(state_dict.get(tile_prefix + _EXTRA_STATE),
+                                     f"{type(self.tile).__name__} {tile_prefix[:-1]!r}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -14,7 +14,8 @@ import torch
 
 from torch import nn
 
-from crossbar import AnalogLinear, CrossbarConfig, IOParameters, ReplicaTileArray, TileArray, UpdateParameters
+from crossbar import (AnalogConv2d, AnalogLinear, CrossbarConfig, IOParameters, ReplicaTileArray, TileArray,
+                      UpdateParameters)
 from crossbar.periphery import bound_management_rounds
 from devices import ConstantStepDevice, IdealDevice, get_preset
 
@@ -283,6 +284,29 @@ def test_a_state_of_another_device_preset_is_refused_before_anything_is_copied()
                                          r"CapacitorPresetDevice, own EcRamPresetDevice; dw_min"):
         model[0].tile.set_extra_state(saved["0.tile._extra_state"])     # called directly: no place to name
 
+
+@pytest.mark.parametrize("make", [
+    lambda device, seed: AnalogLinear(6, 5, bias=True, rpu_config=CrossbarConfig(device=device), seed=seed),
+    lambda device, seed: AnalogConv2d(2, 3, 2, bias=True, rpu_config=CrossbarConfig(device=device), seed=seed),
+], ids=["linear", "conv"])
+def test_a_refused_tile_state_leaves_the_layers_bias_too(make) -> None:
+    """torch loads a module's own parameters before its children's: the tile refused the Capacitor state, but the
+    layer's bias had already been replaced by the saved one. The layer checks its tile's saved state first: the
+    same message, and nothing of the layer changes."""
+    saved_layer = make(get_preset("Capacitor"), 0)
+    with torch.no_grad():
+        saved_layer.bias.fill_(0.5)
+    layer = make(get_preset("EcRam"), 1)
+    before = {k: v.clone() for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(ValueError, match=r"^TileArray 'tile': the state was saved with another device \(class: "
+                                         r"saved CapacitorPresetDevice, own EcRamPresetDevice; "):
+        layer.load_state_dict(saved_layer.state_dict())
+    after = layer.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items()) and not torch.equal(after["bias"], saved_layer.bias)
+    model = nn.Sequential(make(get_preset("EcRam"), 1))
+    with pytest.raises(ValueError, match=r"^TileArray '0\.tile': the state was saved with another device"):
+        model.load_state_dict(nn.Sequential(saved_layer).state_dict())
+    assert torch.equal(model[0].bias, before["bias"])
 
 def test_a_state_of_the_same_preset_with_another_field_value_is_refused_naming_that_field() -> None:
     saved = _layer(get_preset("EcRam")).state_dict()

@@ -4,7 +4,8 @@ Checks, on ``cuda``: (1) forward / backward / update / hardware row and column s
 ``AnalogLinear`` + ``AnalogSGD`` training step run without host synchronisation
 (``torch.cuda.set_sync_debug_mode("error")``); (2) same seed -> same numbers; (3) the forward error
 statistics on the GPU match the CPU ones; (4) a CPU-built model moves with ``.to("cuda")`` and trains; a
-CUDA state dict loads on the CPU; (5) float64 works. Prints one JSON object; exit status 1 if a check failed.
+CUDA state dict loads on the CPU; (5) float64 works; (6) float16/bfloat16 arrays and the saved-state checks.
+Prints one JSON object; exit status 1 if a check failed.
 
 Usage: ``python benchmarks/check_crossbar_cuda.py [--out check.json]``
 """
@@ -177,6 +178,39 @@ def check_float64(dev: torch.device) -> str:
     return "ok"
 
 
+def check_half_and_saved_states(dev: torch.device) -> str:
+    """The checks of the thirty-first session on the device: (a) float16 and bfloat16 tile arrays of the default
+    config are sampled (the 2^31-pulse check of the steps runs in float32 at least), give finite outputs and an
+    update moves them; (b) a layer's state whose generator state is unreadable is refused before anything is
+    copied (``TileArray._check_saved_state`` tries it on a generator of the layer's device), and a good state
+    loads with the same weights and the same next draws."""
+    for dtype in (torch.float16, torch.bfloat16):
+        arr = TileArray(24, 40, CrossbarConfig(), device=dev, dtype=dtype, seed=0)
+        arr.program(torch.rand(24, 40, device=dev, dtype=dtype) * 0.2 - 0.1)
+        x = torch.randn(8, 40, device=dev, dtype=dtype)
+        w0 = arr.read(hidden=True).clone()
+        assert torch.isfinite(arr.forward(x).float()).all(), dtype
+        arr.update(x, torch.randn(8, 24, device=dev, dtype=dtype) * 0.1, 0.5)
+        assert not torch.equal(arr.read(hidden=True), w0), dtype
+    src = AnalogLinear(20, 8, device=dev, seed=0)
+    src(torch.randn(4, 20, device=dev)).sum().backward()
+    AnalogSGD(src.parameters(), lr=0.1).step()
+    dst = AnalogLinear(20, 8, device=dev, seed=5)
+    before = {k: v.clone() for k, v in dst.state_dict().items() if torch.is_tensor(v)}
+    broken = src.state_dict()
+    broken["tile._extra_state"] = {**broken["tile._extra_state"], "generator_state": torch.zeros(3)}
+    try:
+        dst.load_state_dict(broken)
+        raise AssertionError("an unreadable generator state was loaded")
+    except ValueError as err:
+        assert "'generator_state' entry must be" in str(err), err
+    assert all(torch.equal(dst.state_dict()[k], v) for k, v in before.items()), "half-loaded after a refusal"
+    dst.load_state_dict(src.state_dict())
+    assert torch.equal(dst.get_weights(), src.get_weights())
+    x = torch.randn(4, 20, device=dev)
+    assert torch.equal(dst(x), src(x)), "the loaded generator does not continue the saved stream"
+    return "ok"
+
 def check_bf16_counts(dev: torch.device) -> dict[str, object]:
     """Same seed, counts with bfloat16 operands and with float32 ones: equal in every device; median times. The
     bfloat16 count is forced here for short trains too (``COUNT_BF16_MIN_SLOTS`` lowered to 1); ``by_default``
@@ -242,7 +276,8 @@ def main() -> int:
     for name, fn in (("sync_free", check_sync_free), ("noise_free", check_noise_free_cpu_equals_gpu),
                      ("determinism", check_determinism),
                      ("cpu_gpu_statistics", check_cpu_gpu_statistics), ("moves_and_state", check_moves_and_state),
-                     ("float64", check_float64), ("bf16_counts", check_bf16_counts)):
+                     ("float64", check_float64), ("half_and_saved_states", check_half_and_saved_states),
+                     ("bf16_counts", check_bf16_counts)):
         try:
             report[name] = fn(dev)
             if isinstance(report[name], dict) and any(str(v).startswith("SYNC") for v in report[name].values()):

@@ -211,6 +211,7 @@ def test_cuda_check_script_runs_its_device_agnostic_checks_on_the_cpu() -> None:
     same = check.check_noise_free_cpu_equals_gpu(cpu)
     assert all(v == 0.0 for k, v in same.items() if "diff" in k), same
     assert check.check_determinism(cpu) == "ok" and check.check_float64(cpu) == "ok"
+    assert check.check_half_and_saved_states(cpu) == "ok"
     stats = check.check_cpu_gpu_statistics(cpu)
     assert stats["default_cpu_std"] == stats["default_cuda_std"] > 0, stats
 

@@ -513,3 +513,112 @@ def test_digital_macs_leave_out_the_bias_adds_by_definition(monkeypatch, optimiz
     net.step()
     assert all(not torch.equal(b, b_0) for b, b_0 in zip(biases, b0))
     assert net.cost_summary()["per_step"]["digital_macs"] == 2 * 5 * 48 + 3 * 5 * 24
+
+
+# GRAPES's added work per layer and batch, checked against docs grapes.md §4 and the documented energy table: one
+# array read (all-ones input, every row sum in one parallel read), one max over N_out values, one per-row scaling
+# of the error (plus, as costs.py documents, the scaling by 2/max and, under BP, the clip to [1, 2]: 2·N_out
+# compares); with the digital ``exact`` importance, one addition per weight instead of the read. Every count and
+# energy below is worked out by hand from that list and from the table's documented values: 2.56 pJ per 9-bit ADC
+# conversion (0.005 pJ · 2⁹), 0.128 pJ per 7-bit DAC conversion (0.001 pJ · 2⁷), 0.001 pJ per analog MAC, 0.9 pJ
+# per digital operation.
+ADC9_PJ, DAC7_PJ, MAC_PJ, OP_PJ = 2.56, 0.128, 0.001, 0.9
+
+
+def _grapes_step(optimizer: str, importance: str, tile_size: int = 16, model: str = "mlp",
+                 hidden: tuple[int, ...] = (5, 4), rule: str = "bp") -> dict[str, object]:
+    """The cost summary of one training step on the crossbar (ideal periphery priced at a 9-bit ADC and a 7-bit
+    DAC), batch 2: an MLP 6 -> ``hidden`` -> 3, or (``model="cnn"``) a conv net on 1×4×4 inputs with 3 classes."""
+    cfg = _cfg(optimizer=optimizer, importance=importance, tile_size=tile_size, adc_bits=9, dac_bits=7)
+    cfg = cfg.replace(model=model, hidden=hidden, rule=rule)
+    shape = (6,) if model == "mlp" else (1, 4, 4)
+    net = build_network(cfg, shape, 3, "cpu")
+    g = torch.Generator().manual_seed(0)
+    _train_step(net, torch.randn(2, *shape, generator=g), torch.randint(0, 3, (2,), generator=g))
+    return net.cost_summary()
+
+
+# MLP 6 -> 5 -> 4 -> 3, B = 2, one tile per layer; GRAPES modulates the hidden layers L0 (5×6) and L1 (4×5).
+#   refresh, per layer: max N_out + scale N_out + clip 2·N_out: L0 4·5 = 20, L1 4·4 = 16 -> 36; the layer-mean
+#     control adds one mean per layer (N_out adds): + 5 + 4 -> 45;
+#   error scaling: B·N_out per modulated layer, 2·(5 + 4) = 18 (propagated: the output gradient; local: the d of
+#     the pulsed update; layer-mean: as propagated);
+#   ``array``: one read per layer, DAC over its input lines 6 + 5 = 11, ADC over its output lines 5 + 4 = 9,
+#     MACs 30 + 20 = 50; ``exact``: no read, Σ|w| over 30 + 20 = 50 weights.
+# SGD on the same net, per step: forward 2·(6 + 5 + 4) = 30 DAC, 2·(5 + 4 + 3) = 24 ADC, 2·(30 + 20 + 12) = 124 MACs;
+# backward through L2 and L1 (L0's input is data): DAC 2·(3 + 4) = 14, ADC 2·(4 + 5) = 18, MACs 2·(12 + 20) = 64.
+SGD_6543 = {"dac_conversions": 44, "adc_conversions": 42, "array_macs": 188, "importance_reads": 0,
+            "grapes_ops": 0, "importance_digital_adds": 0, "forward_mvms": 6, "backward_mvms": 4}
+READ_6543 = {"dac_conversions": 11, "adc_conversions": 9, "array_macs": 50, "importance_reads": 2}
+
+
+@pytest.mark.parametrize("optimizer, refresh", [("grapes", 36), ("grapes-local", 36), ("layer-mean", 45)])
+@pytest.mark.parametrize("importance", ["array", "exact"])
+def test_grapes_costs_per_step_match_the_spec_list_by_hand(optimizer, importance, refresh):
+    """Counts and energy per step of GRAPES (each mode, each importance) over SGD on the 6-5-4-3 MLP (above)."""
+    sgd, gr = _grapes_step("sgd", importance), _grapes_step(optimizer, importance)
+    hand = dict(SGD_6543, grapes_ops=refresh + 18)
+    if importance == "array":
+        hand.update({k: hand[k] + v for k, v in READ_6543.items()})
+    else:
+        hand["importance_digital_adds"] = 50
+    assert {k: gr["per_step"][k] for k in hand} == hand
+    assert {k: sgd["per_step"][k] for k in SGD_6543} == SGD_6543
+    # GRAPES's energy over SGD's, every kind but the pulses (the updates differ), from the table by hand
+    extra = (9 * ADC9_PJ + 11 * DAC7_PJ + 50 * MAC_PJ if importance == "array" else 50 * OP_PJ) + (refresh + 18) * OP_PJ
+    e_gr, e_sgd = gr["energy_pj"]["by_kind_per_step"], sgd["energy_pj"]["by_kind_per_step"]
+    assert e_gr["total"] - e_gr["pulses"] - (e_sgd["total"] - e_sgd["pulses"]) == pytest.approx(extra)
+    assert e_gr["grapes_ops"] == pytest.approx((refresh + 18) * 0.9)
+    # the unweighted op count: conversions + GRAPES ops + exact-importance additions + pulses (no digital MACs)
+    ops = hand["dac_conversions"] + hand["adc_conversions"] + hand["grapes_ops"] + hand["importance_digital_adds"]
+    assert gr["ops_per_step"] - gr["per_step"]["pulses"] == pytest.approx(ops)
+    assert gr["grapes_ops_per_step"] == refresh + 18
+
+
+def test_array_importance_on_a_tile_grid_reads_every_tile_and_adds_the_partial_sums_by_hand():
+    """The 6-5-4-3 MLP on 4×4 tiles: L0 (5×6) is a 2×2 grid, L1 (4×5) a 1×2 grid, L2 (3×4) one tile. The row-sum read
+    drives every tile once (all-ones input): each tile converts its logical output lines and drives its logical
+    input lines, so a read of an R×C grid costs R·in DAC and C·out ADC conversions and out·in MACs, and the C tiles
+    of a row give C partial sums: (C − 1)·out digital adds. By hand, per step (B = 2):
+
+    * SGD forward: DAC 2·(2·6 + 1·5 + 1·4) = 42, ADC 2·(2·5 + 2·4 + 1·3) = 42; backward (L2, L1; rows driven):
+      DAC 2·(1·3 + 2·4) = 22, ADC 2·(1·4 + 1·5) = 18 -> DAC 64, ADC 60;
+    * the reads: L0 DAC 2·6 = 12, ADC 2·5 = 10, MACs 30; L1 DAC 1·5 = 5, ADC 2·4 = 8, MACs 20 -> DAC 17, ADC 18, 50;
+    * GRAPES ops: refresh 36 + partial sums 1·5 + 1·4 = 9 + error scaling 18 = 63.
+    """
+    per = _grapes_step("grapes", "array", tile_size=4)["per_step"]
+    hand = {"dac_conversions": 64 + 17, "adc_conversions": 60 + 18, "array_macs": 188 + 50, "importance_reads": 2,
+            "grapes_ops": 36 + 9 + 18, "importance_digital_adds": 0}
+    assert {k: per[k] for k in hand} == hand
+    exact = _grapes_step("grapes", "exact", tile_size=4)["per_step"]     # no read and no partial sums
+    assert exact["grapes_ops"] == 36 + 18 and exact["importance_digital_adds"] == 50
+    assert exact["dac_conversions"] == 64 and exact["adc_conversions"] == 60
+
+
+@pytest.mark.parametrize("importance", ["array", "exact"])
+def test_grapes_costs_of_a_conv_layer_by_hand(importance):
+    """CNN on 1×4×4 inputs, one conv block of 2 channels (3×3 kernel, same padding: L = 16 output positions), then
+    2×2 pooling and a linear 8 -> 3; B = 2. GRAPES modulates the conv, a 2 × 9 matrix (N_out = C_out = 2,
+    in = C_in·kh·kw = 9): refresh max 2 + scale 2 + clip 4 = 8; the error scaled per output channel at every
+    position, B·L·C_out = 64; ``array``: one read, DAC 9, ADC 2, MACs 18; ``exact``: Σ|w| over 18 weights."""
+    sgd = _grapes_step("sgd", importance, model="cnn", hidden=(2,))["per_step"]
+    per = _grapes_step("grapes", importance, model="cnn", hidden=(2,))["per_step"]
+    assert per["forward_mvms"] == 2 * 16 + 2
+    assert per["grapes_ops"] == 8 + 64
+    read = {"dac_conversions": 9, "adc_conversions": 2, "array_macs": 18, "importance_reads": 1}
+    for kind, value in read.items():
+        assert per[kind] - sgd[kind] == (value if importance == "array" else 0), kind
+    assert per["importance_digital_adds"] == (0 if importance == "array" else 18)
+
+
+def test_dfa_array_importance_reads_the_column_sums_through_the_backward_periphery_by_hand():
+    """DFA, MLP 6 -> 5 -> 5 -> 3 on 4×4 tiles, B = 2: hidden layer 0 is unmodulated, layer 1 (5×5, a 2×2 grid) is
+    scaled per synapse by p_post·p_pre, p_pre from its own column sums (N = in = 5). The column-sum read drives the
+    output lines of every tile (backward periphery): DAC C·out = 2·5 = 10, ADC R·in = 2·5 = 10, MACs 25, and the R
+    tiles of a column give (R − 1)·in = 5 digital adds. GRAPES ops: max 5 + scale 5 (no clip under DFA) + partial
+    sums 5 + the update's d and x scaled, B·(out + in) = 2·(5 + 5) = 20 -> 35."""
+    sgd = _grapes_step("sgd", "array", tile_size=4, hidden=(5, 5), rule="dfa")["per_step"]
+    per = _grapes_step("grapes", "array", tile_size=4, hidden=(5, 5), rule="dfa")["per_step"]
+    assert per["importance_reads"] == 1 and per["grapes_ops"] == 35 and per["importance_digital_adds"] == 0
+    read = {"dac_conversions": 10, "adc_conversions": 10, "array_macs": 25}
+    assert {k: per[k] - sgd[k] for k in read} == read

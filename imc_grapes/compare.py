@@ -1102,9 +1102,11 @@ def render_markdown(spec: CompareSpec, rows: Sequence[dict[str, Any]], cells: Se
               "its importance reads — with `exact` importance, a digital Σ|w| over every weight — its own "
               "operations and the pulses of its larger updates: `results.json` `costs` itemizes them); "
               "*GRAPES ops %*: GRAPES's own "
-              "digital operations (importance, max, modulation, error scaling) as a share of all operations of a "
-              "step. Energies use the documented per-operation table (`imc_grapes/backends/costs.py`); they are "
-              "order-of-magnitude estimates. " + column_notes(rows, spec.target_acc), ""]
+              "digital operations (max, modulation, error scaling; with `array` importance the tiles' partial "
+              "sums) as a share of all operations of a step; the `exact` importance's Σ|w| additions are in the "
+              "total but not in the share (`costs` `importance_digital_adds`). Energies use the documented "
+              "per-operation table (`imc_grapes/backends/costs.py`); they are order-of-magnitude estimates. "
+              + column_notes(rows, spec.target_acc), ""]
     found = findings(rows, cells)
     if found:
         lines += (["## What the numbers say", ""] + [f"* {f}" for f in found]

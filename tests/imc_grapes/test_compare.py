@@ -1175,3 +1175,15 @@ def test_the_adaptive_caveat_of_a_report_without_sgd_names_no_sgd_row():
     assert "the `sgd` row" not in md
     assert ("the digital rows of grapes-local and layer-mean barely differ from what `sgd` (no modulation under the "
             "same base optimizer; not run in this report) would give (README") in md
+
+
+def test_grapes_ops_share_leaves_the_exact_importance_additions_out_and_the_report_says_so():
+    """*GRAPES ops %* is ``grapes_ops_per_step / ops_per_step``: the ``exact`` importance's Σ|w| additions
+    (``importance_digital_adds``, counted apart in costs.py) are in the step's total, not in the share. A run of the
+    6-5-4-3 MLP of test_costs (propagated, exact): 54 GRAPES ops and 50 additions in a step of 1,000 operations ->
+    5.4 % (not 10.4 %); the report's column note says what the share holds."""
+    costs = {"grapes_ops_per_step": 54.0, "ops_per_step": 1000.0, "per_step": {"importance_digital_adds": 50.0}}
+    run = compare_mod.RunResult(BASE, [{"epoch": 1, "test_acc": 0.5}], "completed", extra={"costs": costs})
+    assert compare_mod._grapes_ops_share(run) == pytest.approx(0.054)
+    md = compare_mod.render_markdown(CompareSpec(base=BASE, lr_grid=(0.1,)), [], [], [], None)
+    assert "the `exact` importance's Σ|w| additions are in the total but not in the share" in md

@@ -540,9 +540,10 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     comps = _comparisons(results)
     found = _findings(results, comps)
     machine = machine_info()
+    title, notes = experiment.texts_for(options)        # one planning of the groups for both
     data = {
-        "experiment": experiment.name, "title": experiment.title_for(options), "claim": experiment.claim,
-        "notes": experiment.notes_for(options), "size": options.size, "options": options.to_dict(),
+        "experiment": experiment.name, "title": title, "claim": experiment.claim,
+        "notes": notes, "size": options.size, "options": options.to_dict(),
         "data_root_resolved": _data_root_resolved(results), "command": command,
         "job": job,         # the id in groups/job.json: this report is of the last job begun in the folder
         "machine": machine, "wall_time_s": wall_time_s,
@@ -564,7 +565,7 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     files = draw_figures(rows, comps, [res.group.key for res in results], figure_groups, out, options.tail_evals)
     train_s = sum(r.wall_time_s for res in results for c in res.cells for r in c.runs)
     label_keys = list(dict.fromkeys(k for res in results for k in res.group.labels))
-    lines = [f"# Experiment `{experiment.name}` ({options.size}): {experiment.title_for(options)}", "",
+    lines = [f"# Experiment `{experiment.name}` ({options.size}): {title}", "",
              f"Paper's claim tested: *{experiment.claim}*.", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
@@ -585,8 +586,8 @@ def write_experiment_report(experiment: Any, options: Any, results: Sequence[Gro
     if options.tail_evals > 1:
         lines.append(f"* a run's accuracy (tables, Δ, plots, the lr-tuning score): the mean of its last "
                      f"{options.tail_evals} evaluations")
-    if experiment.notes_for(options):
-        lines.append(f"* {experiment.notes_for(options)}")
+    if notes:
+        lines.append(f"* {notes}")
     lines += ["", "## Results", "", _table(rows, label_keys), ""]
     if found:
         lines += ["## What the numbers say", ""] + [f"* {f}" for f in found] + [""]

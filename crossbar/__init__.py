@@ -3,7 +3,7 @@
 Imports ``devices`` only (aihwkit lazily, in the converters).
 """
 
-from crossbar.config import CrossbarConfig, to_aihwkit_io_parameters, to_aihwkit_rpu_config
+from crossbar.config import CrossbarConfig, MVMRangeError, to_aihwkit_io_parameters, to_aihwkit_rpu_config
 from crossbar.mapping import TileGrid
 from crossbar.modules import (AnalogConv2d, AnalogFunction, AnalogLinear, AnalogModuleBase, analog_module_of,
                               analog_modules)
@@ -20,6 +20,7 @@ from crossbar.update import UpdateParameters, ideal_delta, pulse_counts, pulse_p
 __all__ = [
     # config
     "CrossbarConfig",
+    "MVMRangeError",
     "to_aihwkit_io_parameters",
     "to_aihwkit_rpu_config",
     # periphery

@@ -18,7 +18,7 @@ from crossbar.update import UpdateParameters
 from devices import ConstantStepDevice, PulsedDevice
 from devices.base import FLOAT32_MAX, FLOAT32_TINY, NORMAL_DRAW_MAX
 
-__all__ = ["CrossbarConfig", "to_aihwkit_io_parameters", "to_aihwkit_rpu_config"]
+__all__ = ["CrossbarConfig", "MVMRangeError", "to_aihwkit_io_parameters", "to_aihwkit_rpu_config"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,17 @@ class CrossbarConfig:
         if device is not None:
             kwargs["device"] = device
         return cls(**kwargs)
+
+
+class MVMRangeError(ValueError):
+    """The ``ValueError`` of a config whose MVM can overflow float32 (:func:`_check_mvm_range`). ``quantity``: the
+    key of :data:`_REALISTIC` of the value whose limit the message states (``"out_noise"``, ``"lines"`` for the
+    tile size, ``"weight"`` for the device's largest state, ...), or None when no single value keeps it finite: so
+    that a caller with its own names for these values (``imc_grapes``' ``AnalogSettings``) can name its field."""
+
+    def __init__(self, message: str, quantity: str | None) -> None:
+        super().__init__(message)
+        self.quantity = quantity
 
 
 _ROUNDING_LINES = 16
@@ -213,9 +224,9 @@ def _check_mvm_range(cfg: CrossbarConfig) -> None:
                 continue
             shown = f"{int(limit)}" if knob.integer else f"{float(f'{limit * (1 - 5e-4):.4g}'):.4g}"
             got = f"{int(knob.value)}" if knob.integer else f"{knob.value!r}"
-            raise ValueError(f"{knob.name} must be at most {shown} with {values}, got {got}: {why}")
-        raise ValueError(f"CrossbarConfig: no single one of these values keeps the {direction} MVM finite, lower "
-                         f"several: {values}; {why}")
+            raise MVMRangeError(f"{knob.name} must be at most {shown} with {values}, got {got}: {why}", knob.key)
+        raise MVMRangeError(f"CrossbarConfig: no single one of these values keeps the {direction} MVM finite, "
+                            f"lower several: {values}; {why}", None)
 
 
 _NM = {"abs_max": "ABS_MAX", "none": "NONE", "constant": "CONSTANT"}

@@ -153,9 +153,10 @@ class AnalogSettings:
             return
         except ValueError as exc:
             message = str(exc)
-        if message.startswith(("CrossbarConfig.forward.out_noise", "CrossbarConfig.backward.out_noise")):
+            quantity = getattr(exc, "quantity", None)       # crossbar.MVMRangeError's: the value it limits
+        if quantity == "out_noise":
             field = f"out_noise = {self.out_noise!r}"
-        elif message.startswith("CrossbarConfig.tile_"):
+        elif quantity == "lines":                           # tile_cols / tile_rows: both are tile_size
             field = f"tile_size = {self.tile_size!r}"
         else:
             field = (f"device_overrides = {self.device_overrides!r}" if self.device_overrides

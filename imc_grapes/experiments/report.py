@@ -252,14 +252,12 @@ def group_tick_label(key: str) -> str:
     dataset = next((d for d in sorted(DATASET_NAMES, key=len, reverse=True) if key.startswith(f"{d}-")), None)
     if dataset is None:
         return key.replace("-", "\n", 2)
-    rest = key[len(dataset) + 1:]
-    # the first backend that stands as a whole part: device overrides after it may hold any text
-    found = [i for b in BACKENDS for i in (rest.find(f"-{b}-"), rest.rfind(f"-{b}") if rest.endswith(f"-{b}") else -1)
-             if i > 0]
-    backend = min(found, default=-1)
-    if backend < 0:
-        return f"{dataset}\n{rest}"
-    return f"{dataset}\n{rest[:backend]}\n{rest[backend + 1:]}"
+    parts = key[len(dataset) + 1:].split("-")
+    # the first part after the variant's first that is a backend: device overrides after it may hold any text
+    backend = next((i for i, part in enumerate(parts) if i > 0 and part in BACKENDS), None)
+    if backend is None:
+        return f"{dataset}\n{'-'.join(parts)}"
+    return f"{dataset}\n{'-'.join(parts[:backend])}\n{'-'.join(parts[backend:])}"
 
 
 def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> None:

@@ -297,15 +297,25 @@ def plan_forgetting(opts: ExperimentOptions) -> list[Group]:
 _DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "synthetic": "synthetic data"}
 
 
+def _values(groups: list[Group], f: Callable[[Group], Any]) -> str:
+    """The distinct values ``f`` gives over ``groups``, in their order, as ``a / b`` (a title's or notes' text)."""
+    return " / ".join(dict.fromkeys(str(f(g)) for g in groups))
+
+
+def _data_names(groups: list[Group]) -> str:
+    """The data sets of ``groups`` as a text names them (:data:`_DATA_NAMES`): ``MNIST / Fashion-MNIST``."""
+    return _values(groups, lambda g: _DATA_NAMES.get(g.spec.base.dataset, g.spec.base.dataset))
+
+
 def describe_forgetting(opts: ExperimentOptions) -> tuple[str, str]:
     """The forgetting experiment's title and notes under ``opts``, read off its planned groups (data set, task
     count, network, batch, epochs per task, lr grid: ``--tiny`` and ``--epochs`` change them)."""
     groups = plan_forgetting(opts)
 
     def values(f: Callable[[Group], Any]) -> str:
-        return " / ".join(dict.fromkeys(str(f(g)) for g in groups))
+        return _values(groups, f)
 
-    data = values(lambda g: _DATA_NAMES.get(g.spec.base.dataset, g.spec.base.dataset))
+    data = _data_names(groups)
     tasks, epochs = values(lambda g: g.spec.base.extra["tasks"]), values(lambda g: g.spec.base.epochs)
     per_task = f"{epochs} epoch{'' if epochs == '1' else 's'}"
     title = f"Catastrophic forgetting on permuted {data} ({tasks} tasks, {per_task} each)"
@@ -329,8 +339,7 @@ def _planned_data(plan: Callable[[ExperimentOptions], list[Group]], title: str, 
     names data or a batch its runs did not use. At the full size the title and notes are ``title`` and ``notes``."""
     def describe(opts: ExperimentOptions) -> tuple[str, str]:
         groups = plan(opts)
-        names = " / ".join(dict.fromkeys(_DATA_NAMES.get(g.spec.base.dataset, g.spec.base.dataset) for g in groups))
-        batches = " / ".join(dict.fromkeys(str(g.spec.base.batch_size) for g in groups))
+        names, batches = _data_names(groups), _values(groups, lambda g: g.spec.base.batch_size)
         batch = "batch 64, as the reference code" if batches == "64" else f"batch {batches} (the reference code: 64)"
         return (title.replace(data, names),
                 notes.replace(data, names).replace("batch 64, as the reference code", batch))

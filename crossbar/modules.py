@@ -139,7 +139,8 @@ class AnalogWeight(Tensor):
     """The copy of an analog layer's weights that ``layer.weight`` returns, whose ``requires_grad`` is the layer's.
 
     The values are a copy (every torch operation on it returns a plain ``Tensor``; pickling and ``copy.deepcopy``
-    give a plain ``Tensor``). It is read-only: writing into it would not change the devices, so an in-place
+    give a plain ``Tensor``; ``.detach()`` and views are plain tensors over the copy: writable, and writing into
+    them changes the copy's values only, never the devices). It is read-only: writing into it would not change the devices, so an in-place
     operation on it or on its ``.data`` (``nn.init.kaiming_uniform_(layer.weight)``, ``layer.weight.data.copy_(w)``,
     ``layer.weight[0] = 0``, ``layer.weight.data = w``, ``out=layer.weight``) raises ``RuntimeError`` naming
     :meth:`AnalogModuleBase.set_weights`, where ``nn.Linear`` would have changed its weights (``.clone()`` gives a
@@ -269,8 +270,16 @@ class AnalogModuleBase(nn.Module):
     # ------------------------------------------------------------------ weights
     @property
     def weight(self) -> "AnalogWeight":
-        """Read-only copy of the weights as the torch layer would shape them (use :meth:`set_weights`); its
-        ``requires_grad`` is the layer's (``analog_ctx.requires_grad``, see :class:`AnalogWeight`)."""
+        """A read of the weights: a new copy on every access (:meth:`get_weights`, the states the MVMs see, exactly,
+        no read noise), shaped as the torch layer's ``weight`` (``[out, in]``; ``[out, C_in, kh, kw]`` for a
+        convolution), in weight units; ``requires_grad`` is the layer's (``analog_ctx.requires_grad``, see
+        :class:`AnalogWeight`).
+
+        Not the devices' storage: writing into the copy itself raises (:class:`AnalogWeight`), and what is derived
+        from it — ``.detach()``, a view (``weight[0]``, ``weight.view(-1)``, ``weight.transpose(0, 1)``), ``.clone()`` — is a
+        plain tensor over the copy, which can be changed, but changes that tensor only, never the layer. To change
+        the weights program them: ``w = layer.weight.clone()``, change ``w``, ``layer.set_weights(w)``
+        (:meth:`set_weights`: clipped into the device bounds, with the device's write noise)."""
         return AnalogWeight.of(self.get_weights(), self.analog_ctx, type(self).__name__)
 
     def get_weights(self) -> Tensor:

@@ -720,6 +720,38 @@ def test_the_weight_copy_still_reads_and_clones_as_a_tensor() -> None:
     assert torch.equal(lin.get_weights(), target)
 
 
+_DERIVED_WRITES = {
+    ".detach().zero_()": lambda w: w.detach().zero_(),
+    ".detach().copy_()": lambda w: w.detach().copy_(torch.full_like(w, 0.75)),
+    "w[0].fill_()": lambda w: w[0].fill_(1.0),
+    ".view(-1).mul_()": lambda w: w.view(-1).mul_(-3.0),
+    ".transpose(0, 1).add_()": lambda w: w.transpose(0, 1).add_(0.5),
+    "nn.init on .detach()": lambda w: nn.init.normal_(w.detach()),
+}
+
+
+@pytest.mark.parametrize("write", sorted(_DERIVED_WRITES))
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_a_write_into_a_detached_or_viewed_weight_copy_never_reaches_the_devices(kind: str, write: str) -> None:
+    """``layer.weight`` is a new copy on each read: ``.detach()`` and views of it are plain tensors over that copy,
+    so writing into them is allowed and changes that tensor only. The layer computes what it did before: the same
+    forward output (ideal device, perfect periphery: the exact product with the programmed weights, by hand with
+    ``F.linear`` / ``F.conv2d``) and the same states."""
+    layer = (AnalogLinear(4, 3, rpu_config=ideal_config(), dtype=F64, seed=0) if kind == "linear"
+             else AnalogConv2d(2, 3, 2, rpu_config=ideal_config(), dtype=F64, seed=0))
+    target = torch.linspace(-0.5, 0.5, layer.weight.numel(), dtype=F64).reshape(layer.weight.shape)
+    layer.set_weights(target)
+    x = torch.randn(5, 4, dtype=F64) if kind == "linear" else torch.randn(2, 2, 5, 5, dtype=F64)
+    want = F.linear(x, target, layer.bias) if kind == "linear" else F.conv2d(x, target, layer.bias)
+    torch.testing.assert_close(layer(x), want, rtol=0, atol=1e-12)
+    w = layer.weight
+    _DERIVED_WRITES[write](w)
+    assert not torch.equal(w, target)                                   # the write did change the copy ...
+    assert torch.equal(layer.get_weights(), target)                     # ... not the devices
+    torch.testing.assert_close(layer(x), want, rtol=0, atol=1e-12)
+    assert torch.equal(layer.weight, target) and layer.weight is not w  # each read is a new copy
+
+
 def test_the_weight_copys_data_neither_reads_nor_sets_the_layers_requires_grad_as_nn_linear() -> None:
     """``.data`` of ``nn.Linear``'s weight is a tensor outside autograd: its ``requires_grad`` reads False, and
     ``.data.requires_grad_(False)`` leaves the layer training. The analog copy's ``.data`` (read-only too) did the

@@ -12,13 +12,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, cast
 
-from crossbar.mapping import _check_size
+from crossbar.mapping import TileGrid, _check_size
 from crossbar.periphery import IOParameters, bound_management_rounds, mvm_extremes
 from crossbar.update import UpdateParameters
 from devices import ConstantStepDevice, PulsedDevice
 from devices.base import FLOAT32_MAX, FLOAT32_TINY, NORMAL_DRAW_MAX
 
-__all__ = ["CrossbarConfig", "MVMRangeError", "to_aihwkit_io_parameters", "to_aihwkit_rpu_config"]
+__all__ = ["CrossbarConfig", "MVMRangeError", "check_tile_sums", "to_aihwkit_io_parameters",
+           "to_aihwkit_rpu_config"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ class CrossbarConfig:
     tile size and the device's bounds whose worst case (:func:`~crossbar.periphery.mvm_extremes`) is not is refused
     (``ValueError`` naming the fields with their values and the largest value of the one farthest from realistic;
     e.g. ``inp_noise`` at most 1.66e34 on tiles of 1024 columns of the default device). The config is frozen:
-    ``replace`` checks again.
+    ``replace`` checks again. What the check does not cover (see :func:`~crossbar.periphery.mvm_extremes`): larger
+    inputs under ``"abs_max"`` noise management without ``nm_thres`` (the digital outputs grow with ``max |x|``) or
+    through an unbounded DAC, and the digital sum over a layer's tiles, which the tile array checks when it is made
+    (:func:`check_tile_sums`: it knows the layer's size).
     """
 
     device: PulsedDevice = field(default_factory=ConstantStepDevice)
@@ -77,10 +81,12 @@ class CrossbarConfig:
 
 
 class MVMRangeError(ValueError):
-    """The ``ValueError`` of a config whose MVM can overflow float32 (:func:`_check_mvm_range`). ``quantity``: the
-    key of :data:`_REALISTIC` of the value whose limit the message states (``"out_noise"``, ``"lines"`` for the
-    tile size, ``"weight"`` for the device's largest state, ...), or None when no single value keeps it finite: so
-    that a caller with its own names for these values (``imc_grapes``' ``AnalogSettings``) can name its field."""
+    """The ``ValueError`` of a config whose MVM can overflow float32 (:func:`_check_mvm_range`), or of a tile array
+    whose digital sum over its tiles can (:func:`check_tile_sums`). ``quantity``: the key of :data:`_REALISTIC` of
+    the value whose limit the message states (``"out_noise"``, ``"lines"`` for the tile size, ``"weight"`` for the
+    device's largest state, ...), ``"tiles"`` for the number of tiles of an array, or None when no single value keeps
+    it finite: so that a caller with its own names for these values (``imc_grapes``' ``AnalogSettings``) can name its
+    field."""
 
     def __init__(self, message: str, quantity: str | None) -> None:
         super().__init__(message)
@@ -227,6 +233,52 @@ def _check_mvm_range(cfg: CrossbarConfig) -> None:
             raise MVMRangeError(f"{knob.name} must be at most {shown} with {values}, got {got}: {why}", knob.key)
         raise MVMRangeError(f"CrossbarConfig: no single one of these values keeps the {direction} MVM finite, "
                             f"lower several: {values}; {why}", None)
+
+
+def _sum_fits(per_tile: float, lines: int, blocks: int) -> bool:
+    """Whether ``blocks`` partial results of at most ``per_tile`` each, from tiles of ``lines`` input lines, add up
+    within float32's largest, with room for the rounding of each tile's MVM (:data:`_ROUNDING_LINES`) and of the
+    ``blocks - 1`` additions (2^-24 each)."""
+    return blocks * per_tile * (1.0 + (lines + _ROUNDING_LINES + blocks) * 2.0 ** -24) <= FLOAT32_MAX
+
+
+def check_tile_sums(cfg: CrossbarConfig, grid: TileGrid, owner: str) -> None:
+    """Refuse (:class:`MVMRangeError`, quantity ``"tiles"``) a tile array whose digital sum of the tiles' partial
+    results can overflow float32: the forward MVM adds the outputs of the ``C = grid.n_col_tiles`` tiles of a tile
+    row, the backward MVM those of the ``R = grid.n_row_tiles`` tiles of a tile column, each at most the ``"digital
+    outputs"`` of :func:`~crossbar.periphery.mvm_extremes` on tiles of ``grid.cols`` (``grid.rows``) input lines with
+    the device's :meth:`~devices.PulsedDevice.largest_state` (the bound :class:`CrossbarConfig` checks per tile, for
+    inputs of magnitude at most 1). So ``C · per-tile worst case`` (with room for the rounding) must stay within
+    float32's largest. ``owner``: the array's class name, for the message, which names ``in_features`` /
+    ``tile_cols`` (``out_features`` / ``tile_rows``) and the most tiles allowed. With realistic settings the
+    per-tile worst case is at most ``out_bound · max_bm_factor · out_scale`` (1.2e4 for aihwkit's defaults), so
+    only configs at the edge of :class:`CrossbarConfig`'s check (``out_scale`` 1e38) are refused. Host arithmetic
+    when the array is made, never in an MVM."""
+    weight = cfg.device.largest_state()
+    for direction, blocks, lines, sizes, what in (
+            ("forward", grid.n_col_tiles, grid.cols, ("in_features", grid.in_features, "tile_cols"), "column"),
+            ("backward", grid.n_row_tiles, grid.rows, ("out_features", grid.out_features, "tile_rows"), "row")):
+        if blocks == 1:
+            continue                              # one tile: CrossbarConfig's own check
+        p: IOParameters = getattr(cfg, direction)
+        per_tile = mvm_extremes(p, lines, weight, direction == "backward")["digital outputs"]
+        if _sum_fits(per_tile, lines, blocks):
+            continue
+        size_name, size, tile_name = sizes
+        line_s = f"{lines} input line{'s' if lines != 1 else ''}"
+        # the most tiles of any layer size: full tiles of the config's size (the worst case grows with the lines)
+        full = mvm_extremes(p, getattr(cfg, tile_name), weight, direction == "backward")["digital outputs"]
+        most = max(1, int(FLOAT32_MAX / full))
+        while most > 1 and not _sum_fits(full, getattr(cfg, tile_name), most):
+            most -= 1
+        raise MVMRangeError(
+            f"{owner}.{size_name} must be at most {most * getattr(cfg, tile_name)} with CrossbarConfig.{tile_name} = "
+            f"{getattr(cfg, tile_name)} (at most {most} {what} tiles), got {size} ({blocks} {what} tiles): the "
+            f"{direction} MVM adds the partial results of its {blocks} {what} tiles digitally, each up to "
+            f"{per_tile:.4g} (the 'digital outputs' of crossbar.periphery.mvm_extremes on tiles of {line_s}, "
+            f"{direction} periphery {_io_values(p)}, the device's largest |state| {weight:.4g}), so their sum can "
+            f"reach {blocks * per_tile:.4g}, beyond float32's largest {FLOAT32_MAX:.4g}. Use fewer or larger tiles, "
+            f"or a periphery with a smaller worst case (out_scale, out_bound, max_bm_factor)", "tiles")
 
 
 _NM = {"abs_max": "ABS_MAX", "none": "NONE", "constant": "CONSTANT"}

@@ -302,8 +302,27 @@ def mvm_extremes(p: IOParameters, lines: int, weight: float, transposed: bool = 
     A perfect periphery: ``"products"`` ``lines·weight`` and ``"digital outputs"`` those times ``out_scale``. Not
     counted: the ADC's quotient ``y / out_step``, which may overflow only for outputs beyond ``out_bound`` (read as
     saturated, as they are; ``out_res``'s lower limit keeps the quotient of every value within the range finite),
-    and the digital sum over a layer's tiles (the layer's size, not the periphery's). Host arithmetic only (for
-    the checks of :class:`~crossbar.CrossbarConfig`), never in an MVM."""
+    and the digital sum over a layer's tiles (the layer's size, not the periphery's: checked when a tile array is
+    made, :func:`crossbar.config.check_tile_sums`, ``C`` column tiles times ``"digital outputs"``).
+
+    What "inputs of magnitude at most 1" means per periphery, for an input vector of largest magnitude ``A``:
+
+    * ``"abs_max"`` noise management: the DAC sees ``x / alpha`` with ``alpha = A`` (capped at ``nm_thres`` when
+      that is > 0), so the DAC outputs, products and analog outputs stay within the values above for inputs of
+      any magnitude; but the rescaling factor, and with it the digital outputs, is ``alpha`` times the value
+      above: ``A`` times for ``A > 1`` (``min(A, nm_thres)`` times with ``nm_thres``). E.g. an unbounded ADC with
+      ``out_noise`` 3.7e37 on a tile of 256 lines and weights ≤ 1: analog outputs up to ``256 + 9·3.7e37 = 3.33e38``
+      (accepted), digital outputs beyond float32's largest (3.40e38) for ``A > 1.02`` in that worst case (at 9σ of
+      the output noise; a typical 3σ draw overflows for ``A`` around 3);
+    * ``"constant"`` and ``"none"`` with a bounded DAC: the DAC clips ``x / alpha`` to ``±inp_bound``: the values
+      above hold for inputs of any magnitude;
+    * an unbounded DAC (``inp_bound = inf``, only without noise management) and the perfect periphery: ``x`` passes
+      unscaled and unclipped, so the products and everything after them are up to ``A`` times the values above.
+
+    A NaN or ±Inf input is outside every bound (NaN outputs where noise management divides by it; see
+    :func:`analog_mvm`). The check is of the worst case in float32 only: the layer's caller keeps its inputs and
+    errors in range (a diverging run's NaN or Inf loss stops training, ``imc_grapes.train``). Host arithmetic only
+    (for the checks of :class:`~crossbar.CrossbarConfig`), never in an MVM."""
     if p.is_perfect:
         products = lines * weight
         return {"products": products, "digital outputs": products * p.out_scale}

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from crossbar.config import CrossbarConfig
+from crossbar.config import CrossbarConfig, check_tile_sums
 from crossbar.mapping import TileGrid, _check_size
 from crossbar.modules import AnalogModuleBase
 from crossbar.periphery import MVMResult, _analog_mvm_blocks
@@ -183,6 +183,7 @@ class ReplicaTileArray(TileState):
         self.seeds = seeds
         self.grid = TileGrid(_check_size("ReplicaTileArray", "out_features", out_features),
                              _check_size("ReplicaTileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
+        check_tile_sums(cfg, self.grid, "ReplicaTileArray")
         device = check_state_device("ReplicaTileArray.device", device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.generator = CounterRNG(seeds, device)

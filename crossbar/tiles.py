@@ -32,7 +32,7 @@ from typing import Any, Callable, NamedTuple, Sequence, TypeVar, cast
 import torch
 from torch import Tensor, nn
 
-from crossbar.config import CrossbarConfig
+from crossbar.config import CrossbarConfig, check_tile_sums
 from crossbar.mapping import TileGrid, _check_size
 from crossbar.periphery import (FullScaleADC, IOParameters, MVMResult, PreparedInputs, analog_mvm,
                                full_scale_scales, prepare_inputs)
@@ -451,6 +451,7 @@ class TileArray(TileState):
         self.config = cfg
         self.grid = TileGrid(_check_size("TileArray", "out_features", out_features),
                              _check_size("TileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
+        check_tile_sums(cfg, self.grid, "TileArray")
         device = check_state_device("TileArray.device", device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

@@ -17,8 +17,13 @@ computes it (``src/rpucuda/rpu_forward_backward_pass.cpp``), for every sample an
    noise); the iteration stops at the first round that passes, or when ``r > max_bm_factor`` or
    ``r > max_bm_res / (inp_res * 2 * inp_bound)``;
 6. the digital output is rescaled: ``y * alpha * r * out_scale``. If noise management is on and
-   ``alpha == 0`` (all-zero input, and no input noise) the output is exactly 0. A vector holding a NaN or ±Inf
-   gives NaN outputs, as in aihwkit (never the zeros of an all-zero vector: a NaN from upstream stays visible).
+   ``alpha == 0`` (all-zero input, and no input noise) the output is exactly 0. A vector holding a NaN gives NaN
+   outputs under every setting (rounding and ``torch.clamp`` keep NaN; never the zeros of an all-zero vector: a NaN
+   from upstream stays visible), as in aihwkit. A ±Inf gives NaN outputs under ``"abs_max"`` noise management
+   without ``nm_thres`` (``x / inf``); where the noise management does not divide by it (``"none"``,
+   ``"constant"``, ``"abs_max"`` capped by ``nm_thres``) it is an input beyond the DAC's range, clipped to
+   ``±inp_bound`` as any large input, so the outputs are finite (as aihwkit 1.1's); the perfect periphery passes it
+   (±Inf or NaN outputs).
 
 Differences from aihwkit, by design: bound management runs without host synchronisation — all rounds a
 configuration can ever need (a number fixed by the config, see :func:`bound_management_rounds`) are computed
@@ -319,8 +324,8 @@ def mvm_extremes(p: IOParameters, lines: int, weight: float, transposed: bool = 
     * an unbounded DAC (``inp_bound = inf``, only without noise management) and the perfect periphery: ``x`` passes
       unscaled and unclipped, so the products and everything after them are up to ``A`` times the values above.
 
-    A NaN or ±Inf input is outside every bound (NaN outputs where noise management divides by it; see
-    :func:`analog_mvm`). The check is of the worst case in float32 only: the layer's caller keeps its inputs and
+    NaN and ±Inf inputs are outside these bounds (NaN outputs for a NaN; for a ±Inf NaN or clipped outputs, see the
+    module docstring). The check is of the worst case in float32 only: the layer's caller keeps its inputs and
     errors in range (a diverging run's NaN or Inf loss stops training, ``imc_grapes.train``). Host arithmetic only
     (for the checks of :class:`~crossbar.CrossbarConfig`), never in an MVM."""
     if p.is_perfect:

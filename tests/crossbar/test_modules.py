@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, UpdateParameters, analog_module_of,
-                      analog_step)
+from crossbar import (AnalogConv2d, AnalogLinear, AnalogSGD, CrossbarConfig, IOParameters, UpdateParameters,
+                      analog_module_of, analog_step)
 from devices import ConductanceMap, ConstantStepDevice, IdealDevice, get_preset
 
 F64 = torch.float64
@@ -831,3 +832,27 @@ def test_conductances_are_exact_reads_and_refuse_another_map_type() -> None:
     with pytest.raises(ValueError, match=r"^AnalogLinear\.conductances: cmap must be a devices\.ConductanceMap or "
                                          r"None, got 1\.0$"):
         lin.conductances(1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("config", ["default", "nm-none", "perfect"])
+def test_a_nan_input_reaches_the_loss_as_nan(kind: str, config: str) -> None:
+    """A NaN in one sample's input gives NaN outputs for that sample (the others stay finite) and, through backward,
+    a NaN input gradient for it, so a NaN loss shows it (the training loop stops on a non-finite loss:
+    imc_grapes.train's DivergenceError), never finite values in its place. No host read is added for it."""
+    cfg = {"default": CrossbarConfig(tile_rows=4, tile_cols=4),
+           "nm-none": CrossbarConfig(forward=IOParameters(noise_management="none"),
+                                     backward=IOParameters(noise_management="none"), tile_rows=4, tile_cols=4),
+           "perfect": CrossbarConfig.perfect(tile_rows=4, tile_cols=4)}[config]
+    layer = (AnalogLinear(9, 6, rpu_config=cfg, seed=0) if kind == "linear"
+             else AnalogConv2d(2, 3, 2, rpu_config=cfg, seed=0))
+    x = torch.rand(3, 9) if kind == "linear" else torch.rand(3, 2, 4, 4)
+    x.view(3, -1)[1, 5] = math.nan
+    x.requires_grad_(True)
+    y = layer(x)
+    flat = y.reshape(3, -1)
+    assert torch.isnan(flat[1]).any() and torch.isfinite(flat[[0, 2]]).all()
+    loss = y.square().sum()
+    assert torch.isnan(loss)
+    loss.backward()
+    assert torch.isnan(x.grad.reshape(3, -1)[1]).any()

@@ -293,6 +293,53 @@ def test_a_nan_or_inf_input_gives_nan_outputs_not_zeros(bad: float, transposed: 
         assert torch.isfinite(y[2:4]).all() and (y[2:4] != 0).any()
 
 
+_CLIPPING_PERIPHERIES = {
+    "nm-none": IOParameters(noise_management="none"),
+    "nm-constant": IOParameters(noise_management="constant", nm_thres=2.0),
+    "abs-max-capped": IOParameters(nm_thres=0.5),
+    "nm-none-bm": IOParameters(noise_management="none", out_bound=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CLIPPING_PERIPHERIES))
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("n_zero", [0, 30])
+def test_a_nan_input_gives_nan_outputs_whatever_the_noise_management(name: str, transposed: bool,
+                                                                      n_zero: int) -> None:
+    """NaN through the clipping DAC stays NaN (torch.clamp keeps NaN, as rounding and the ADC's clamp do) under every
+    noise management, also those that do not divide by the input's largest magnitude (``"none"``, ``"constant"``,
+    ``"abs_max"`` capped by ``nm_thres``), and through the perfect periphery: never a finite value."""
+    w = torch.rand(6, 9, generator=gen(1)) - 0.5
+    n_in = 6 if transposed else 9
+    x = torch.rand(4 + n_zero, n_in, generator=gen(2)) - 0.5
+    x[0, 3] = math.nan
+    x[4:] = 0.0
+    for p in (_CLIPPING_PERIPHERIES[name], IOParameters(is_perfect=True)):
+        y, _ = mvm(w, x, p, transposed=transposed)
+        assert torch.isnan(y[0]).all()
+        assert torch.isfinite(y[1:]).all()
+
+
+@pytest.mark.parametrize("name", sorted(_CLIPPING_PERIPHERIES))
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("bad", [math.inf, -math.inf])
+def test_an_inf_input_that_no_noise_management_divides_by_saturates_the_dac(name: str, transposed: bool,
+                                                                            bad: float) -> None:
+    """Where the noise management does not divide by ``max |x|`` (``"none"``, ``"constant"``, ``"abs_max"`` capped by
+    ``nm_thres``), ±Inf is a very large input: the DAC clips it to ``±inp_bound`` as it clips ±1e30, so the output
+    is exactly that of ±1e30 in its place (same generator seed, same draws) and finite, as aihwkit 1.1's
+    ``AnalogLinear`` gives (checked: finite outputs for an Inf under these three, NaN under plain ``"abs_max"``)."""
+    w = torch.rand(6, 9, generator=gen(1)) - 0.5
+    n_in = 6 if transposed else 9
+    x = torch.rand(5, n_in, generator=gen(2)) - 0.5
+    big = x.clone()
+    x[0, 3], big[0, 3] = bad, math.copysign(1e30, bad)
+    p = _CLIPPING_PERIPHERIES[name]
+    y, passes = mvm(w, x, p, seed=3, transposed=transposed)
+    y_big, passes_big = mvm(w, big, p, seed=3, transposed=transposed)
+    assert torch.equal(y, y_big) and torch.equal(passes, passes_big) and torch.isfinite(y).all()
+
+
 # ---------------------------------------------------------------- noise
 def test_output_noise_std_matches_in_normalized_units() -> None:
     torch.manual_seed(1)

@@ -138,16 +138,17 @@ def _written_tensor(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
 class AnalogWeight(Tensor):
     """The copy of an analog layer's weights that ``layer.weight`` returns, whose ``requires_grad`` is the layer's.
 
-    The values are a copy (every torch operation on it returns a plain ``Tensor``; pickling and ``copy.deepcopy``
-    give a plain ``Tensor``; ``.detach()`` and views are plain tensors over the copy: writable, and writing into
-    them changes the copy's values only, never the devices). It is read-only: writing into it would not change the devices, so an in-place
-    operation on it or on its ``.data`` (``nn.init.kaiming_uniform_(layer.weight)``, ``layer.weight.data.copy_(w)``,
-    ``layer.weight[0] = 0``, ``layer.weight.data = w``, ``out=layer.weight``) raises ``RuntimeError`` naming
-    :meth:`AnalogModuleBase.set_weights`, where ``nn.Linear`` would have changed its weights (``.clone()`` gives a
-    plain copy to change). Reading ``requires_grad`` gives, and ``requires_grad = flag`` / ``requires_grad_(flag)``
-    set, the layer's ``analog_ctx.requires_grad``: whether backward stashes the layer's update (``False``: the layer
-    is frozen, no pulses; see the module docstring). So ``layer.weight.requires_grad_(False)`` freezes the layer as
-    it would an ``nn.Linear``. The copy itself stays outside autograd (no ``grad_fn``, no ``.grad``).
+    The values are a copy (every torch operation on it returns a plain ``Tensor``; pickling and ``copy.deepcopy`` give a
+    plain ``Tensor``; ``.detach()`` and views are plain tensors over the copy: writable, and writing into them changes
+    the copy's values only, never the devices). It is read-only: writing into it would not change the devices, so an
+    in-place operation on it or on its ``.data`` (``nn.init.kaiming_uniform_(layer.weight)``,
+    ``layer.weight.data.copy_(w)``, ``layer.weight[0] = 0``, ``layer.weight.data = w``, ``out=layer.weight``) raises
+    ``RuntimeError`` naming :meth:`AnalogModuleBase.set_weights`, where ``nn.Linear`` would have changed its weights
+    (``.clone()`` gives a plain copy to change). Reading ``requires_grad`` gives, and ``requires_grad = flag`` /
+    ``requires_grad_(flag)`` set, the layer's ``analog_ctx.requires_grad``: whether backward stashes the layer's update
+    (``False``: the layer is frozen, no pulses; see the module docstring). So ``layer.weight.requires_grad_(False)``
+    freezes the layer as it would an ``nn.Linear``. The copy itself stays outside autograd (no ``grad_fn``, no
+    ``.grad``).
     """
 
     _analog_ctx: Tensor
@@ -276,8 +277,9 @@ class AnalogModuleBase(nn.Module):
         :class:`AnalogWeight`).
 
         Not the devices' storage: writing into the copy itself raises (:class:`AnalogWeight`), and what is derived
-        from it — ``.detach()``, a view (``weight[0]``, ``weight.view(-1)``, ``weight.transpose(0, 1)``), ``.clone()`` — is a
-        plain tensor over the copy, which can be changed, but changes that tensor only, never the layer. To change
+        from it — ``.detach()``, a view (``weight[0]``, ``weight.view(-1)``, ``weight.transpose(0, 1)``),
+        ``.clone()`` — is a plain tensor over the copy (or its own, for ``.clone()``), which can be changed, but
+        changes that tensor only, never the layer. To change
         the weights program them: ``w = layer.weight.clone()``, change ``w``, ``layer.set_weights(w)``
         (:meth:`set_weights`: clipped into the device bounds, with the device's write noise)."""
         return AnalogWeight.of(self.get_weights(), self.analog_ctx, type(self).__name__)

@@ -16,12 +16,15 @@ follows from them:
   its imports and definitions here);
 * every long option (``--no-drop-last``) named anywhere in README.md and docs/*.md, prose included, is one that a
   program of the project takes (:func:`project_options`): a renamed or removed option is caught even where no
-  command line shows it; the known exceptions are :data:`FOREIGN_OPTIONS`.
+  command line shows it; the known exceptions are :data:`FOREIGN_OPTIONS`;
+* every commit abbreviation README.md and docs/*.md cite (``f247ece``: where a fix or a measured number came from)
+  is a commit of the repository's history (skipped in a clone without full history).
 """
 from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 import unicodedata
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +50,9 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^\s*```")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 QUOTED_OPTION = re.compile(r"""["'](--[a-z][a-z0-9-]*)["']""")
+COMMIT = re.compile(r"(?<![\w./#-])[0-9a-f]{7,40}(?![\w-])")
+"""A word of 7 to 40 lower-case hex digits; one with both a letter and a digit is read as a commit abbreviation
+(a number such as 4294967296 has no letter, a word such as ``defaced`` no digit)."""
 SCRIPT_GLOBS = ("benchmarks/*.py", "examples/*.py", "scripts/*.sh")
 """The project's scripts: the options their sources quote (``add_argument("--tiny", ...)``, ``== "--dev"``) count as
 options of the project."""
@@ -293,3 +299,62 @@ def test_an_unknown_option_is_reported(tmp_path: Path) -> None:
                     "an em dash--not an option, a-b--c neither\n")
     assert list(unknown_options(page, {"--tail-evals", "--lr"}, root=tmp_path)) == [
         ("p.md:1", "--no-such-option"), ("p.md:3", "--lrr")]
+
+
+def commit_words(path: Path, root: Path = ROOT) -> Iterator[tuple[str, str]]:
+    """(``file:line``, abbreviation) of every commit abbreviation a Markdown file names (:data:`COMMIT`; prose,
+    code spans and code blocks); the file is named relative to ``root``."""
+    rel = path.relative_to(root)
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        for word in COMMIT.findall(line):
+            if re.search("[a-f]", word) and re.search("[0-9]", word):
+                yield f"{rel}:{no}", word
+
+
+def _git(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``git ARGS`` run in the repository (``stdin`` its input); never raises on a failing exit status."""
+    return subprocess.run(["git", *args], cwd=ROOT, input=stdin, capture_output=True, text=True, check=False)
+
+
+def missing_commits(words: set[str]) -> set[str]:
+    """Those of ``words`` that name no commit of the repository (an ambiguous abbreviation counts as missing)."""
+    names = sorted(words)
+    found = _git("cat-file", "--batch-check", stdin="".join(f"{w}^{{commit}}\n" for w in names))
+    return {line.split()[0].removesuffix("^{commit}") for line in found.stdout.splitlines()
+            if line.endswith(" missing") or line.endswith(" ambiguous")}
+
+
+def _full_history() -> None:
+    """Skip the calling test unless the repository is a git checkout with its full history."""
+    try:
+        shallow = _git("rev-parse", "--is-shallow-repository")
+    except OSError:
+        pytest.skip("no git command")
+    if shallow.returncode != 0 or shallow.stdout.strip() != "false":
+        pytest.skip("not a git checkout with its full history")
+
+
+def test_every_commit_the_docs_cite_is_in_the_history() -> None:
+    _full_history()
+    cited = [(where, word) for path in PAGES for where, word in commit_words(path)]
+    assert len(cited) >= 30, len(cited)                    # the extraction finds the docs' citations
+    missing = missing_commits({word for _, word in cited})
+    failures = [f"{where}: {word}" for where, word in cited if word in missing]
+    assert not failures, "commits the docs cite that the history does not have:\n" + "\n".join(failures)
+
+
+def test_a_commit_not_in_the_history_is_reported() -> None:
+    _full_history()
+    head = _git("rev-parse", "HEAD").stdout.strip()
+    first = _git("rev-list", "--max-parents=0", "HEAD").stdout.split()[0]
+    # 40 digits that are no commit: HEAD's with its last digit changed
+    fake = head[:-1] + ("0" if head[-1] != "0" else "1")
+    assert missing_commits({head[:7], first[:9], fake}) == {fake}
+
+
+def test_commit_words_are_told_from_numbers_and_words(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text("fixed in `f247ece`, measured on 736302d; 4294967296 steps, a defaced page,\n"
+                    "docs/compare-mnist-reramsb-avx2, #a1b2c3d4, sha 0123456789abcdef0123456789abcdef01234567\n")
+    assert list(commit_words(page, root=tmp_path)) == [
+        ("p.md:1", "f247ece"), ("p.md:1", "736302d"), ("p.md:2", "0123456789abcdef0123456789abcdef01234567")]

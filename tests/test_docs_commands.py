@@ -15,6 +15,9 @@ a ``for`` loop's variable) and each command of it is checked with the parser tha
 A mention rather than a command line (``imc-grapes experiment`` with nothing after the sub-command names, a bare
 ``benchmarks/x.py`` path) is checked for existence only: the sub-commands must exist, the script file too.
 
+The other way round, every sub-command of ``imc-grapes`` (``data verify`` included) must appear in some command line
+of README.md, so that a reader of the README can find it.
+
 Placeholders (NAME, LR, ``<preset>``, ``...``) are replaced by valid values (:data:`PLACEHOLDER_WORDS`,
 :data:`PLACEHOLDER_TEXT`, :func:`_fill_ellipses`); a line that is not meant to be run as it stands goes into
 :data:`SKIP` with its reason (none now). All failing lines are reported at once as ``file:line: command: error``.
@@ -478,3 +481,13 @@ def test_drifted_commands_are_reported() -> None:
     assert err is not None and "fech" in err
     assert errors("imc-grapes data fetch") == [None]                       # a mention of a command
     assert errors("imc-grapes train --help") == [None]                     # help is fine
+
+
+def test_every_sub_command_is_shown_in_the_readme() -> None:
+    # a sub-command the CLI has but the README's command list never shows is one a reader cannot find
+    # (`imc-grapes data verify` was such a one)
+    shown = {" ".join(("imc-grapes", *c.args[:2])) for c in all_commands()[0]
+             if c.kind == "imc-grapes" and c.where.startswith("README.md:")}
+    shown |= {" ".join(name.split()[:2]) for name in shown}
+    missing = [name for name, _ in _subparsers(cli.build_parser(), "imc-grapes") if name not in shown]
+    assert not missing, f"sub-commands no README command line shows: {missing}"

@@ -19,6 +19,8 @@ follows from them:
   command line shows it; the known exceptions are :data:`FOREIGN_OPTIONS`;
 * every commit abbreviation README.md and docs/*.md cite (``f247ece``: where a fix or a measured number came from)
   is a commit of the repository's history (skipped in a clone without full history).
+* every table of README.md that quotes a compare report's rows (``| analog | grapes | 0.1 | 74.03 ± 3.52 | ...``)
+  quotes them, to the digit, from one stored ``docs/compare-*/report.md``.
 """
 from __future__ import annotations
 
@@ -358,3 +360,48 @@ def test_commit_words_are_told_from_numbers_and_words(tmp_path: Path) -> None:
                     "docs/compare-mnist-reramsb-avx2, #a1b2c3d4, sha 0123456789abcdef0123456789abcdef01234567\n")
     assert list(commit_words(page, root=tmp_path)) == [
         ("p.md:1", "f247ece"), ("p.md:1", "736302d"), ("p.md:2", "0123456789abcdef0123456789abcdef01234567")]
+
+
+REPORT_ROW = re.compile(r"^\|\s*(?:digital|analog)\s*\|")
+"""A table row of a compare report (its Results or learning-rate-tuning table): ``| digital | sgd | ...``."""
+
+
+def quoted_report_tables(path: Path, root: Path = ROOT) -> Iterator[tuple[str, list[str]]]:
+    """(``file:line``, rows) of the compare-report rows of every Markdown table of a page (the table's
+    header and separator lines left out), outside code blocks; the file is named relative to ``root``."""
+    rel, rows, start = path.relative_to(root), [], 0
+    for no, line in [*_prose_lines(path), (-1, "")]:
+        if REPORT_ROW.match(line.strip()):
+            start = start or no
+            rows.append(line.strip())
+        elif rows and not line.strip().startswith("|"):
+            yield f"{rel}:{start}", rows
+            rows, start = [], 0
+
+
+def reports_holding(rows: list[str], reports: list[Path]) -> list[Path]:
+    """The reports that hold every one of ``rows`` as a line of their own."""
+    return [r for r in reports if set(rows) <= {line.strip() for line in r.read_text().splitlines()}]
+
+
+def test_readme_tables_quote_a_stored_report_to_the_digit() -> None:
+    # the README's full-MNIST tables are copied from stored reports: a rerun that rewrites the report but not the
+    # README (or an edit of one digit) leaves the README quoting numbers no stored result has
+    reports = sorted((ROOT / "docs").glob("compare-*/report.md"))
+    tables = list(quoted_report_tables(ROOT / "README.md"))
+    assert len(tables) >= 3, tables                         # results, tuning and array tables of the full-MNIST job
+    failures = [f"{where}: {len(rows)} rows, no single docs/compare-*/report.md holds them all"
+                for where, rows in tables if not reports_holding(rows, reports)]
+    assert not failures, "\n".join(failures)
+
+
+def test_a_table_no_report_holds_is_found(tmp_path: Path) -> None:
+    report = tmp_path / "report.md"
+    report.write_text("| hardware | optimizer |\n|---|---|\n| digital | sgd | 97.00 |\n| analog | sgd | 71.91 |\n")
+    page = tmp_path / "p.md"
+    page.write_text("text\n\n| a | b |\n|---|---|\n| digital | sgd | 97.00 |\n  | analog | sgd | 71.91 |\n\n"
+                    "```\n| analog | sgd | 1.00 |\n```\n| analog | sgd | 71.92 |\n")
+    tables = list(quoted_report_tables(page, root=tmp_path))
+    assert tables == [("p.md:5", ["| digital | sgd | 97.00 |", "| analog | sgd | 71.91 |"]),
+                      ("p.md:11", ["| analog | sgd | 71.92 |"])]
+    assert [reports_holding(rows, [report]) for _, rows in tables] == [[report], []]

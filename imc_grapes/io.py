@@ -357,7 +357,57 @@ def experiment_report_of(out_dir: str | os.PathLike[str]) -> Path | None:
     up = 1 if part == "the groups" else 2
     if up == 2 and Path(out_dir).resolve().parent.name != EXPERIMENT_GROUPS:
         return None
-    return Path(os.path.normpath(os.path.join(os.fspath(out_dir), *[os.pardir] * up)))
+    return _folder_above(out_dir, up)
+
+
+def _folder_above(out_dir: str | os.PathLike[str], levels: int) -> Path:
+    """The folder ``levels`` (≥ 1) above ``out_dir``, spelt from ``out_dir`` as given (relative stays relative;
+    not resolved), for the messages that name it."""
+    return Path(os.path.normpath(os.path.join(os.fspath(out_dir), *[os.pardir] * levels)))
+
+
+#: the subfolder of a command's output folder (:func:`folder_command`) that holds its runs, which its job writes,
+#: resumes and builds its report from: ``compare``'s ``runs/``, ``sweep``'s ``points/`` (an experiment's are its
+#: :data:`EXPERIMENT_GROUPS` folder and each group's ``runs/``, :func:`experiment_part`); no other job may write in
+#: one (:func:`enclosing_runs_folder`)
+RUNS_FOLDERS: dict[str, str] = {"compare": "runs", "sweep": "points"}
+
+
+def enclosing_runs_folder(out_dir: str | os.PathLike[str]) -> tuple[Path, str] | None:
+    """The runs folder (:data:`RUNS_FOLDERS`, an experiment's groups/ or a group's runs/) of a command's output
+    folder that ``out_dir`` is, or lies anywhere under (e.g. ``<report>/runs/analog``, a compare run's own folder,
+    a sweep point's ``run/``, a folder in an experiment group's ``runs/``): that folder, spelt from ``out_dir`` as
+    given (:func:`_folder_above`), and whose it is (``"the `imc-grapes compare` report in <folder>"``), for the
+    nearest such output folder above ``out_dir`` (:func:`folder_command`, :func:`experiment_part`); None when there
+    is none: ``out_dir`` is itself an output folder, or lies elsewhere in one (e.g. ``<report>/notes``), or in
+    none. A folder above counts only by the files its command writes first, not by a subfolder's name alone (a
+    folder that merely holds one named ``points`` or ``groups`` is no sweep or experiment here): a compare report
+    by its ``runs/job.json`` or ``results.json``, a sweep by its ``plan.json``, an experiment's ``groups/`` by its
+    :data:`JOB_MARKER` and a group by its place in one or its ``results.json``. A folder above that cannot be read
+    counts as no command's. Reads only."""
+    out = Path(out_dir).resolve()
+    for levels, folder in enumerate(out.parents, start=1):
+        try:
+            part = experiment_part(folder)
+            owner = folder_command(folder) if part is None else None
+            if owner == "sweep" and not {"spec", "points"} <= _json_keys(folder / "plan.json"):
+                continue
+        except OSError:         # e.g. a folder above that may not be searched: nothing of a command's to tell
+            continue
+        typed = _folder_above(out_dir, levels)
+        if part == "the groups":    # every folder in it is a group's or in one: all of them the experiment's
+            return typed, f"the `imc-grapes experiment` report in {_folder_above(out_dir, levels + 1)}"
+        runs = "runs" if part == "a group" else RUNS_FOLDERS.get(owner or "")
+        if runs is None or out.relative_to(folder).parts[0] != runs:    # an experiment's report: by its groups/
+            continue
+        if part == "a group":
+            report = experiment_report_of(typed)
+            whose = (f"the group in {typed} of the `imc-grapes experiment` report in {report}" if report is not None
+                     else f"the group of an `imc-grapes experiment` report in {typed}")
+        else:
+            whose = f"the `imc-grapes {owner}` {'report ' if owner == 'compare' else ''}in {typed}"
+        return typed / runs, whose
+    return None
 
 
 def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: str | None = None) -> str | None:
@@ -367,11 +417,23 @@ def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: 
     ``give another <option>`` (a command line's, e.g. ``--out``), or without ``option`` (a Python caller's, which
     has no such option) ``give another folder``. None when the folder is ``command``'s own or no command's. The
     ``groups/`` folder of an experiment's report and each group's folder in it (:func:`experiment_part`) are no
-    command's to write into, another experiment's neither: the message names them."""
+    command's to write into, another experiment's neither: the message names them. Nor is a new folder (or one
+    of no command's) in the runs folder of an output folder, or anywhere under it (:func:`enclosing_runs_folder`:
+    e.g. ``train --out <report>/runs/analog``, ``sweep --out <report>/runs/analog``, ``compare --out
+    <sweep>/points/p``, also ``compare --out <report>/runs/x``): the message names that runs folder and the output
+    folder whose it is, and says to give a folder outside it. An output folder of ``command``'s own in such a
+    place (made before this was refused) stays its own: it is resumed or redrawn there."""
     owner = folder_command(out_dir)
     part = experiment_part(out_dir) if owner == "experiment" else None
     if owner is None or (owner == command and part is None):
-        return None
+        inside = enclosing_runs_folder(out_dir) if owner is None else None    # its own output: resumed, redrawn
+        if inside is None:
+            return None
+        runs, whose = inside
+        where = "is" if Path(out_dir).resolve() == runs.resolve() else f"is in {runs},"
+        return (f"{os.fspath(out_dir)} {where} the {runs.name}/ folder of {whose}, which holds that job's runs (it "
+                f"writes, resumes and reports them there): `imc-grapes {command}` would mix its own files with them; "
+                f"give another {option or 'folder'}, outside {runs}")
     whose = f"{part} of an `imc-grapes experiment` report" if part else f"the output of `imc-grapes {owner}`"
     return (f"{os.fspath(out_dir)} holds {whose}, whose files `imc-grapes {command}` would overwrite or mix its own "
             f"with: give another {option or 'folder'}")

@@ -1149,6 +1149,79 @@ def test_train_and_compare_refuse_an_out_folder_of_another_command(tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == before and (out / "curves.png").read_bytes() == b"their figure"
 
 
+def _files_under(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path → bytes): what a refused command must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def compare_and_sweep(tmp_path_factory) -> tuple[Path, Path]:
+    """A real (tiny) compare report and a real (one-point) sweep, each as its command writes it: the layouts the
+    refusals below are about (a compare report's runs/<hardware>/<optimizer>/lr<lr>_seed<seed>/, a sweep's
+    points/<id>/run/)."""
+    from imc_grapes.sweep.cli import main as sweep_main
+
+    root = tmp_path_factory.mktemp("owners")
+    report, sweep = root / "report", root / "sweep"
+    assert main(["compare", "--dataset", "synthetic", "--hidden", "8", "--epochs", "1", "--train-subset", "200",
+                 "--test-subset", "60", "--evals-per-epoch", "1", "--no-progress", "--hardware", "analog",
+                 "--optimizers", "sgd", "--lr", "0.1", "--inference-times", "1", "--out", str(report)]) == 0
+    spec = root / "s.toml"
+    spec.write_text('[base]\ndataset = "synthetic"\nhidden = [8]\nepochs = 1\ntrain_subset = 100\ntest_subset = 60\n'
+                    '[axes]\nlr = [0.1]\n')
+    assert sweep_main([str(spec), "--jobs", "1", "--out", str(sweep)]) == 0
+    return report, sweep
+
+
+@pytest.mark.parametrize("command, inside, runs, whose", [
+    # a compare run's own folder (its metrics.csv and results.json), a hardware's folder of runs, the runs/ folder
+    ("train", "report/runs/analog/sgd/lr0.1_seed0", "report/runs", "the `imc-grapes compare` report in {report}"),
+    ("train", "report/runs/analog", "report/runs", "the `imc-grapes compare` report in {report}"),
+    ("sweep", "report/runs/analog", "report/runs", "the `imc-grapes compare` report in {report}"),
+    ("compare", "report/runs/new", "report/runs", "the `imc-grapes compare` report in {report}"),
+    ("experiment", "report/runs", "report/runs", "the `imc-grapes compare` report in {report}"),
+    ("compare-summary", "report/runs/summary", "report/runs", "the `imc-grapes compare` report in {report}"),
+    # the other way round: a sweep's points and a point's run folder
+    ("compare", "sweep/points/new", "sweep/points", "the `imc-grapes sweep` in {sweep}"),
+    ("experiment", "sweep/points", "sweep/points", "the `imc-grapes sweep` in {sweep}"),
+    ("train", "sweep/points/<point>/run", "sweep/points", "the `imc-grapes sweep` in {sweep}"),
+])
+def test_no_command_writes_into_the_runs_folder_of_another_report(tmp_path, capsys, compare_and_sweep, command,
+                                                                  inside, runs, whose):
+    """`train --out <report>/runs/analog/...` (a compare report's run folder) and `sweep --out <report>/runs/analog`
+    were accepted: their files landed among the runs that the compare job writes, resumes and builds its report from
+    (as a compare or experiment job's would among a sweep's points). Each command refuses such an --out before any
+    work (exit 2), naming --out, the runs folder and the report that owns it, and saying to give a folder outside
+    it; nothing under either report changes."""
+    report, sweep = compare_and_sweep
+    point = next((sweep / "points").iterdir()).name
+    names = {"report": report, "sweep": sweep}
+    out = report.parent / inside.replace("<point>", point)
+    before = {name: _files_under(folder) for name, folder in names.items()}
+    assert main([*_unusable_out_commands(tmp_path)[command], str(out)]) == 2
+    owner = whose.format(**names)
+    where = "is" if out == report.parent / runs else f"is in {report.parent / runs},"
+    assert capsys.readouterr().err == (
+        f"imc-grapes {command}: error: --out: {out} {where} the {Path(runs).name}/ folder of {owner}, which holds "
+        f"that job's runs (it writes, resumes and reports them there): `imc-grapes {command}` would mix its own files "
+        f"with them; give another --out, outside {report.parent / runs}\n")
+    assert {name: _files_under(folder) for name, folder in names.items()} == before
+
+
+def test_a_report_folder_beside_the_runs_of_another_is_still_accepted(tmp_path, capsys, compare_and_sweep):
+    """Only a report's runs folder is refused: a new folder elsewhere in the report folder holds none of its runs,
+    and the report's own folder is the compare job's to resume or redraw."""
+    from imc_grapes.io import other_command_folder
+
+    report, sweep = compare_and_sweep
+    for command in ("train", "compare", "sweep", "experiment", "compare-summary"):
+        assert other_command_folder(report / "notes", command, "--out") is None
+        assert other_command_folder(sweep / "notes", command, "--out") is None
+    assert other_command_folder(report, "compare", "--out") is None
+    assert other_command_folder(sweep, "sweep", "--out") is None
+    assert main(["compare", "--redraw", "--out", str(report)]) == 0
+
+
 def test_numeric_options_help_states_their_valid_range(capsys):
     """`--dac-bits` said only "0 = none" (the check takes [0, 24] and refuses 1), `--dropout`, `--momentum`,
     `--batch-size`, `--epochs`, `--tile-size` named no range at all: the valid values showed only in the error."""

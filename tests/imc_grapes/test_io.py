@@ -251,3 +251,86 @@ def test_the_report_folder_of_an_experiments_groups_is_named_as_typed(tmp_path, 
     if report is not None:
         monkeypatch.chdir(tmp_path / target)
         assert experiment_report_of(".") == Path(".." if target == "r/groups" else "../..")
+
+
+@pytest.mark.parametrize("layout, target, runs, whose", [
+    # a compare report: its runs/ and anything under it; relative spellings stay relative
+    ({"r/runs/job.json": {"job": "ab"}}, "r/runs/analog/sgd", "r/runs", "the `imc-grapes compare` report in r"),
+    ({"r/results.json": {"spec": {}, "runs": []}}, "r/runs", "r/runs", "the `imc-grapes compare` report in r"),
+    ({"r/runs/job.json": {"job": "ab"}}, "r/runs/x/../y", "r/runs", "the `imc-grapes compare` report in r"),
+    # a sweep's points/ (also before its first point began: plan.json alone marks it)
+    ({"s/plan.json": {"spec": {}, "points": []}}, "s/points/p/run", "s/points", "the `imc-grapes sweep` in s"),
+    # an experiment: a folder deep in a group's runs/ (the group's folder, nearest, owns it), elsewhere in groups/
+    ({"e/groups/job.json": {"job": "ab"}}, "e/groups/g/runs/analog", "e/groups/g/runs",
+     "the group in e/groups/g of the `imc-grapes experiment` report in e"),
+    ({"e/groups/job.json": {"job": "ab"}}, "e/groups/g/notes", "e/groups", "the `imc-grapes experiment` report in e"),
+    ({"g/results.json": {"group": {"key": "g"}, "summary": [], "runs": []}}, "g/runs/x", "g/runs",
+     "the group of an `imc-grapes experiment` report in g"),                   # a group copied out of its report
+    # no runs folder of anybody's: beside the runs, a runs/ of no report, a train job's folder, the report itself
+    ({"r/runs/job.json": {"job": "ab"}}, "r/notes", None, None),
+    ({"r/runs/x.txt": "any"}, "r/runs/analog", None, None),
+    ({"t/summary.json": {"group_by": "optimizer"}}, "t/x", None, None),
+    ({"r/runs/job.json": {"job": "ab"}}, "r", None, None),
+    ({"e/groups/job.json": {"job": "ab"}}, "e/notes", None, None),
+    ({"x/points/y.txt": "any"}, "x/points/p", None, None),          # a folder named points, of no sweep
+    ({"x/groups/y.txt": "any"}, "x/groups/g/runs/a", None, None),   # ... groups, of no experiment
+])
+def test_a_folder_in_the_runs_folder_of_a_report_is_no_commands_to_write_into(tmp_path, monkeypatch, layout, target,
+                                                                              runs, whose):
+    """:func:`~imc_grapes.io.enclosing_runs_folder` finds the runs folder (compare's runs/, sweep's points/, an
+    experiment's groups/ and each group's runs/) that a folder lies in, however deep, spelt as the folder was
+    given; :func:`~imc_grapes.io.other_command_folder` refuses it to every command, the owner's own included (a
+    compare report nested in another's runs/ would be mixed with them too)."""
+    from imc_grapes.io import enclosing_runs_folder, other_command_folder
+
+    for name, data in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(data if isinstance(data, str) else json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    assert enclosing_runs_folder(target) == (None if runs is None else (Path(runs), whose))
+    if runs is not None:
+        absolute = enclosing_runs_folder(tmp_path / target)
+        assert absolute is not None and absolute[0] == tmp_path / runs
+    for command in ("train", "compare", "experiment", "compare-summary", "sweep"):
+        note = other_command_folder(target, command)
+        if runs is None:
+            assert note is None or target == "r" and note.startswith("r holds the output of `imc-grapes compare`")
+        else:
+            where = "is" if os.path.normpath(target) == runs else f"is in {runs},"
+            assert note == (f"{target} {where} the {Path(runs).name}/ folder of {whose}, which holds that job's runs "
+                            f"(it writes, resumes and reports them there): `imc-grapes {command}` would mix its own "
+                            f"files with them; give another folder, outside {runs}")
+
+
+def test_an_output_folder_of_its_own_inside_a_runs_folder_stays_its_own(tmp_path):
+    """A sweep made in a compare report's runs/ before that was refused is resumed there (its own folder); any other
+    command is refused, by the folder's own owner as before."""
+    from imc_grapes.io import other_command_folder
+
+    (tmp_path / "r" / "runs").mkdir(parents=True)
+    (tmp_path / "r" / "runs" / "job.json").write_text(json.dumps({"job": "ab"}))
+    sweep = tmp_path / "r" / "runs" / "s"
+    (sweep / "points").mkdir(parents=True)
+    assert other_command_folder(sweep, "sweep") is None
+    assert other_command_folder(sweep, "train") == (f"{sweep} holds the output of `imc-grapes sweep`, whose files "
+                                                    "`imc-grapes train` would overwrite or mix its own with: give "
+                                                    "another folder")
+
+
+def test_a_folder_above_that_cannot_be_read_counts_as_no_commands(tmp_path, monkeypatch):
+    """An OSError while reading a folder above (e.g. one that may not be searched) is no traceback: that folder
+    counts as no command's, and the folders above it are still read."""
+    import imc_grapes.io as io_mod
+
+    (tmp_path / "r" / "runs").mkdir(parents=True)
+    (tmp_path / "r" / "runs" / "job.json").write_text(json.dumps({"job": "ab"}))
+    real = io_mod.folder_command
+
+    def unreadable(folder):
+        if Path(folder) == tmp_path / "r" / "runs" / "x":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(folder)
+
+    monkeypatch.setattr(io_mod, "folder_command", unreadable)
+    assert io_mod.enclosing_runs_folder(tmp_path / "r" / "runs" / "x" / "y") == (
+        tmp_path / "r" / "runs", f"the `imc-grapes compare` report in {tmp_path / 'r'}")

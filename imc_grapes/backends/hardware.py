@@ -44,12 +44,14 @@ def io_parameters_from(settings: AnalogSettings) -> crossbar.IOParameters:
                                  out_noise=float(settings.out_noise))
 
 
-def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
+def crossbar_config_from(settings: AnalogSettings, *,
+                         device: devices.PulsedDevice | None = None) -> crossbar.CrossbarConfig:
     """The :class:`crossbar.CrossbarConfig` of ``settings``.
 
-    * device: ``settings.device()`` (the preset ``settings.preset`` with ``settings.device_overrides`` applied);
-      a unidirectional device (``w_min >= 0``, e.g. ``PCM``) gets a warning: one device per weight cannot hold a
-      negative weight;
+    * device: ``settings.device()`` (the preset ``settings.preset`` with ``settings.device_overrides`` applied), or
+      ``device`` when the caller has built it already (that same ``settings.device()``: the settings' validation
+      passes the one it built); a unidirectional device (``w_min >= 0``, e.g. ``PCM``) gets a warning: one device
+      per weight cannot hold a negative weight;
     * forward and backward periphery: :func:`io_parameters_from` (the same for both directions, as aihwkit's
       defaults); ``ideal_periphery`` gives exact MVMs (``is_perfect``) in both;
     * update: aihwkit's default pulsed update (stochastic compressed trains, BL 31, update and BL management);
@@ -58,7 +60,8 @@ def crossbar_config_from(settings: AnalogSettings) -> crossbar.CrossbarConfig:
     if not isinstance(settings, AnalogSettings):
         raise ValueError(f"crossbar_config_from: expected an AnalogSettings, got {settings!r}")
     io = io_parameters_from(settings)
-    device = settings.device() if hasattr(settings, "device") else devices.get_preset(settings.preset)
+    if device is None:
+        device = settings.device() if hasattr(settings, "device") else devices.get_preset(settings.preset)
     w_min = float(getattr(device, "w_min", -math.inf))
     if w_min >= 0:
         warnings.warn(

@@ -111,8 +111,8 @@ class AnalogSettings:
         _check(isinstance(self.device_overrides, dict) and all(isinstance(k, str) for k in self.device_overrides),
                f"AnalogSettings.device_overrides must be a dict of device fields and values, "
                f"got {self.device_overrides!r}")
-        if self.device_overrides:
-            self.device()  # raises a ValueError naming the field and its valid range
+        # raises a ValueError naming the field and its valid range; built once, for the crossbar check below too
+        device = self.device() if self.device_overrides else None
         _check(_is_int(self.tile_size) and self.tile_size >= 1,
                f"AnalogSettings.tile_size must be an integer ≥ 1, got {self.tile_size!r}")
         for name in ("dac_bits", "adc_bits"):
@@ -136,20 +136,21 @@ class AnalogSettings:
                f"AnalogSettings.sat_probe_every must be an integer ≥ 0 (0 = off), got {self.sat_probe_every!r}")
         _check(self.energy_table is None or (isinstance(self.energy_table, str) and self.energy_table != ""),
                f"AnalogSettings.energy_table must be None or the path of a JSON file, got {self.energy_table!r}")
-        self._check_crossbar_config()
+        self._check_crossbar_config(device)
 
-    def _check_crossbar_config(self) -> None:
+    def _check_crossbar_config(self, device: Any = None) -> None:
         """Refuse settings whose crossbar config the engine refuses (:class:`crossbar.CrossbarConfig`: its MVMs must
         stay finite in float32, which ``out_noise``, ``tile_size`` and the device's bounds decide together; e.g.
         ``out_noise`` 1e38), at once and naming the setting (``ValueError``: ``AnalogSettings.out_noise = 1e+38:
         ...`` and the engine's message with the largest value), not when a run builds its network. The aihwkit
-        backend converts the same config. Host arithmetic (~0.1 ms)."""
+        backend converts the same config. ``device``: :meth:`device` when the caller has built it (None: built
+        here). Host arithmetic (~0.1 ms)."""
         from .hardware import crossbar_config_from      # here: hardware imports this module
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")     # a unidirectional device's warning belongs to the run using it
-                crossbar_config_from(self)
+                crossbar_config_from(self, device=device)
             return
         except ValueError as exc:
             message = str(exc)
@@ -174,14 +175,13 @@ class AnalogSettings:
     def device(self):  # -> devices.PulsedDevice
         """The device model: the preset with ``device_overrides`` applied (unknown fields are rejected with
         the list of valid ones)."""
-        from devices import get_preset
+        from devices import PRESETS, get_preset
 
-        preset = get_preset(self.preset)
-        valid = sorted(f.name for f in dataclasses.fields(preset))
+        valid = sorted(f.name for f in dataclasses.fields(PRESETS[self.preset]))   # the class's: no device built
         unknown = sorted(set(self.device_overrides) - set(valid))
         _check(not unknown, f"unknown device field(s) {unknown} for preset {self.preset!r}; valid: {', '.join(valid)}"
                             f"{did_you_mean_each(unknown, valid)}")
-        return get_preset(self.preset, **self.device_overrides) if self.device_overrides else preset
+        return get_preset(self.preset, **self.device_overrides)
 
     def check_energy_table(self) -> None:
         """Raise ``ValueError`` naming ``AnalogSettings.energy_table`` and the path unless the table (if any) can be

@@ -116,6 +116,21 @@ def test_analog_settings_whose_crossbar_config_the_engine_refuses_are_refused_wh
         AnalogSettings(out_noise=3.7e37)            # below the limit of the default device on 256 lines
         AnalogSettings(preset="PCM", out_noise=1.0, tile_size=4096)
 
+
+def test_the_crossbar_check_of_analog_settings_sees_the_device_with_its_overrides() -> None:
+    """The check of the crossbar config runs on the device the settings make, overrides applied (the one device
+    that the settings' validation builds): bounds of ±1e36 on exact MVMs (no ADC bound) can overflow float32 on 256
+    lines (a sampled bound, spread device to device, beyond 3.4e38 / 256 = 1.33e36) and are refused naming
+    ``device_overrides`` and those bounds; the preset's own (±1.25) and ±1e34 (100 times less) pass."""
+    big = {"w_max": 1e36, "w_min": -1e36}
+    with pytest.raises(ValueError, match=r"^AnalogSettings\.device_overrides = \{'w_max': 1e\+36, 'w_min': -1e\+36\}: "
+                                         r"the crossbar engine refuses the config these settings make .*"
+                                         r"w_min = -1e\+36, w_max = 1e\+36"):
+        AnalogSettings(ideal_periphery=True, device_overrides=big)
+    assert AnalogSettings(ideal_periphery=True, device_overrides={"w_max": 1e34, "w_min": -1e34}).device().w_max == 1e34
+    assert AnalogSettings(ideal_periphery=True).device().w_max == 1.25
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("drop_last", "no", r"ExperimentOptions\.drop_last must be true or false, got 'no'"),
     ("device", "gpu", r"ExperimentOptions\.device must be cpu, cuda, cuda:N or auto .*, got 'gpu'"),

@@ -134,12 +134,3 @@ def set_path(config: dict[str, Any], path: FieldPath, value: Any) -> dict[str, A
     else:
         out["analog"].setdefault("device_overrides", {})[path.field] = copy.deepcopy(value)
     return out
-
-
-def get_path(config: dict[str, Any], path: FieldPath) -> Any:
-    """The value of ``path`` in ``config`` (a ``TrainConfig.to_dict()``); None for an unset device override."""
-    if path.section == "train":
-        return config.get(path.field)
-    if path.section == "analog":
-        return config["analog"].get(path.field)
-    return config["analog"].get("device_overrides", {}).get(path.field)

@@ -64,6 +64,7 @@ def _weighted_layers(model: nn.Module) -> list[tuple[str, _WeightLayer]]:
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in place of the submodule of ``model`` at the dotted path ``name`` (``layers.0``)."""
     parent = model
     *path, last = name.split(".")
     for part in path:

@@ -25,6 +25,7 @@ from torch import nn
 import crossbar
 
 from ..backends import AnalogLayer, CrossbarLayer, Network, crossbar_config_from, layer_seed
+from ..backends.network import _replace
 from ..recurrent import CELLS, SequenceClassifier
 from ..snu import ENCODINGS, SpikingClassifier
 from ..suggest import did_you_mean, did_you_mean_each
@@ -79,14 +80,6 @@ def build_custom_model(spec: Mapping[str, Any], input_shape: tuple[int, ...], n_
     for s in input_shape:
         n_in *= int(s)
     return SpikingClassifier(n_in, hidden, n_classes, soft=spec["kind"] == "ssnu", seed=seed, device=device, **kw)
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent = model
-    *path, last = name.split(".")
-    for part in path:
-        parent = getattr(parent, part)
-    setattr(parent, last, new)
 
 
 def _crossbar_linear(layer: nn.Linear, config: crossbar.CrossbarConfig, seed: int,

@@ -56,7 +56,7 @@ from devices.base import is_number
 
 from ..data import recorded_data_root
 from ..io import NONFINITE_STRINGS, write_bytes_atomic, write_json_atomic
-from ..train import best_accuracy
+from ..train import TIMING_COLUMNS, best_accuracy
 from .spec import Point, SweepSpec, _plain, config_dict_id
 
 DONE, FAILED, PARTIAL, PENDING = "done", "failed", "half-finished", "pending"
@@ -72,7 +72,7 @@ LOCK_FILE = ".lock"
 #: most bytes of the process id that a sweep process writes into its :data:`LOCK_FILE` (Linux allows at most 2^22)
 MAX_PID_BYTES = 20
 #: history columns that measure time (they differ between runs of the same config: kept out of point.json)
-TIMING_KEYS: tuple[str, ...] = ("time_s", "elapsed_s", "wall_time_s")     # (train.TIMING_COLUMNS, wall time)
+TIMING_KEYS: tuple[str, ...] = (*TIMING_COLUMNS, "wall_time_s")
 
 
 def _data_root_resolved(point: Point) -> str | None:

@@ -14,8 +14,8 @@ import torch
 
 from devices.base import FLOAT32_RANGE, SEED_RANGE, fits_float32, is_number, seed_in_range
 
-from .backends.optim import (MATRIX_ONLY_BASE_OPTIMIZERS, UNSUPPORTED_BASE_OPTIMIZERS, base_optimizer_names,
-                             base_optimizer_problem, has_capturable, optimizer_class)
+from .backends.optim import (MATRIX_ONLY_BASE_OPTIMIZERS, base_optimizer_names, base_optimizer_problem, has_capturable,
+                             optimizer_class)
 from .backends.settings import AnalogSettings, overrides_at_preset_values
 from .data.registry import DATASET_NAMES
 from .models import DEFAULT_HIDDEN
@@ -293,9 +293,10 @@ class TrainConfig:
             :data:`OPTIMIZER_MEANINGS`.
         base_optimizer: the torch optimizer that applies the (modulated) gradients: a ``torch.optim`` class
             name in lower case (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ...; :func:`base_optimizer_names`), not
-            one of :data:`UNSUPPORTED_BASE_OPTIMIZERS` (``lbfgs``, ``sparseadam``). ``muon`` updates 2-D
-            parameters only, so it is rejected for the ``cnn`` model on the ``digital`` backend (4-D convolution
-            kernels); the MLPs have no biases, and on the analog backends every weight layer is analog.
+            one of :data:`~imc_grapes.backends.optim.UNSUPPORTED_BASE_OPTIMIZERS` (``lbfgs``, ``sparseadam``).
+            ``muon`` updates 2-D parameters only, so it is rejected for the ``cnn`` model on the ``digital`` backend
+            (4-D convolution kernels); the MLPs have no biases, and on the analog backends every weight layer is
+            analog.
         lr: learning rate (> 0).
         momentum: momentum of SGD / RMSprop (≥ 0; ignored by optimizers without it).
         weight_decay: L2 penalty (≥ 0).

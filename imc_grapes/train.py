@@ -12,7 +12,7 @@ keeps what was finished):
 * ``results.json`` — the full config, versions, per-epoch history, final metrics, the run's status and the
   absolute data folder (``data_root_resolved``).
 
-The status (:data:`RUN_STATUSES`) is ``running`` while the run trains, then one of ``completed``, ``diverged``
+The status is ``running`` while the run trains, then one of ``completed``, ``diverged``
 (the loss, or an evaluation's loss or accuracy, became NaN/Inf: :func:`check_evaluation`; ``message`` says
 where), ``failed`` (any other exception, e.g. out of memory or a bug: ``message`` is its type and text,
 ``traceback`` the traceback) or ``interrupted`` (Ctrl-C, a SIGTERM that the command line turns into one,
@@ -48,10 +48,6 @@ from .versions import versions as current_versions
 
 class DivergenceError(RuntimeError):
     """The training loss, or an evaluation's loss or accuracy (:func:`check_evaluation`), became NaN or infinite."""
-
-
-#: every status a run's ``results.json`` can hold (see the module docstring)
-RUN_STATUSES: tuple[str, ...] = ("running", "completed", "diverged", "failed", "interrupted")
 
 
 def stopped_status(exc: BaseException) -> tuple[str, str]:

@@ -44,7 +44,7 @@ class Experiment:
 
     ``title`` and ``notes`` describe the experiment at its default (``full``) size; an experiment whose title or
     notes name settings that the options change (task count, network, epochs, batch) has ``describe``, which gives
-    them for the options at hand (:meth:`texts_for`, :meth:`title_for`, :meth:`notes_for`)."""
+    them for the options at hand (:meth:`texts_for`)."""
 
     name: str
     title: str
@@ -57,14 +57,6 @@ class Experiment:
         """The title and notes under ``options`` (``describe``'s where there is one, which plans the groups once,
         else ``title`` and ``notes``)."""
         return self.describe(options) if self.describe is not None else (self.title, self.notes)
-
-    def title_for(self, options: ExperimentOptions) -> str:
-        """The title under ``options`` (:meth:`texts_for`)."""
-        return self.texts_for(options)[0]
-
-    def notes_for(self, options: ExperimentOptions) -> str:
-        """The notes under ``options`` (:meth:`texts_for`)."""
-        return self.texts_for(options)[1]
 
 
 def _hw(backend: str) -> str:

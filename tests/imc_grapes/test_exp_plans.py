@@ -55,13 +55,13 @@ def test_forgetting_title_and_notes_name_the_settings_that_run():
     tiny = ExperimentOptions(size="tiny")
     (g,) = plan_experiment("forgetting", tiny)
     assert (g.spec.base.extra["tasks"], g.spec.base.hidden, g.spec.base.batch_size) == (3, (16, 16), 32)
-    assert e.title_for(tiny) == "Catastrophic forgetting on permuted synthetic data (3 tasks, 1 epoch each)"
-    notes = e.notes_for(tiny)
+    title, notes = e.texts_for(tiny)
+    assert title == "Catastrophic forgetting on permuted synthetic data (3 tasks, 1 epoch each)"
     assert notes.startswith("784-16-16-10 bias-free") and "batch 32, 1 epoch per task" in notes
     assert "One lr for every optimizer, 0.01 (no tuning" in notes and "256" not in notes and "tuned" not in notes
-    assert "(5 tasks, 3 epochs each)" in e.title_for(ExperimentOptions(size="quick", epochs=3))
+    assert "(5 tasks, 3 epochs each)" in e.texts_for(ExperimentOptions(size="quick", epochs=3))[0]
     full = ExperimentOptions()
-    assert (e.title_for(full), e.notes_for(full)) == (e.title, e.notes)
+    assert e.texts_for(full) == (e.title, e.notes)
     assert "784-256-256-10" in e.notes and "batch 64, 1 epoch per task" in e.notes and "in the digital grid" in e.notes
 
 
@@ -75,17 +75,17 @@ def test_titles_and_notes_name_the_data_and_batch_the_groups_use(name, full_data
     tiny = ExperimentOptions(size="tiny")
     assert {g.spec.base.dataset for g in plan_experiment(name, tiny)} == {"synthetic"}
     mnist = re.compile(r"(?<![\w-])MNIST")       # the data set, not EMNIST or Fashion-MNIST
-    text = e.title_for(tiny) + " " + e.notes_for(tiny)
+    text = " ".join(e.texts_for(tiny))
     assert not mnist.search(text) and "Fashion-MNIST" not in text
     assert ("synthetic data" in text) == (full_data is not None)        # fa-dfa names no data set
     if "batch 64" in e.notes:
         assert "batch 32 (the reference code: 64)" in text and "batch 64" not in text
     fashion = ExperimentOptions(size="quick", datasets=("fashion-mnist",))
-    text = e.title_for(fashion) + " " + e.notes_for(fashion)
+    text = " ".join(e.texts_for(fashion))
     assert ("Fashion-MNIST" in text) == (full_data is not None) and not mnist.search(text)
     assert ("batch 64, as the reference code" in text) == ("batch 64" in e.notes)
     full = ExperimentOptions()
-    assert (e.title_for(full), e.notes_for(full)) == (e.title, e.notes)
+    assert e.texts_for(full) == (e.title, e.notes)
     assert full_data is None or full_data in e.title + e.notes
 
 

@@ -60,7 +60,7 @@ def test_every_experiment_runs_tiny_and_writes_its_report(name, tmp_path):
         assert md.startswith("# Experiment `forgetting` (tiny): Catastrophic forgetting on permuted synthetic data "
                              "(3 tasks, 1 epoch each)\n")
         assert "* 784-16-16-10 bias-free" in md and "batch 32, 1 epoch per task" in md and "5 tasks" not in md
-        assert saved["title"] == EXPERIMENTS[name].title_for(ExperimentOptions(size="tiny"))
+        assert saved["title"] == EXPERIMENTS[name].texts_for(ExperimentOptions(size="tiny"))[0]
     # "epochs to target" would count tasks for forgetting (its evaluation points): only the other experiments have it
     header = next(line for line in md.splitlines() if line.startswith("| ") and "| optimizer |" in line)
     cols = [c.strip() for c in header.strip("|").split("|")]

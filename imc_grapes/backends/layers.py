@@ -189,11 +189,6 @@ class AnalogLayer(nn.Module):
         """Parameters that belong to the analog machinery (never given to a digital optimizer)."""
         raise NotImplementedError
 
-    def digital_parameters(self) -> list[Tensor]:
-        """Parameters trained by the digital optimizer (the digital bias, if any)."""
-        analog = {id(p) for p in self.analog_parameters()}
-        return [p for p in self.parameters() if id(p) not in analog]
-
     # ------------------------------------------------------------------ shared helpers
     def _scaled(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
         """``x: [N, in] ⊙ input_scale``, ``d: [N, out] ⊙ error_scale`` (checked shapes)."""

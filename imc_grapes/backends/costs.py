@@ -25,10 +25,20 @@ forwards, under ``torch.no_grad()``, are excluded):
                             the same work on every backend (an analog layer's bias is digital too), so they
                             change no comparison of backends, and at most ``1/in`` of the layer's MACs. Not
                             counted either: activations, the loss, the digital optimizer's update
-``grapes_ops``              digital operations of GRAPES (see :func:`grapes_refresh_ops`, :func:`grapes_scale_ops`)
+``grapes_ops``              digital operations of GRAPES: its factor refreshes (:func:`grapes_refresh_ops`) and its
+                            scalings (below)
 ``importance_digital_adds`` additions of the ``exact`` importance (``Σ|w|`` over every weight, digital — what
                             a simulator can do; a chip would first have to read every weight)
 ==========================  ===========================================================================
+
+GRAPES's scalings, per batch: one multiply per element of the error ``d`` that GRAPES scales (``B·n_out``, or
+``B·L·C_out`` for a conv), plus the update-input elements scaled by DFA's presynaptic factor. (How
+:class:`~imc_grapes.backends.network.Network` counts them per layer and training forward: the analog backends scale
+``d`` — and under DFA ``x`` — of the pulsed update, or the output gradient in the propagated modes; the digital
+backend's local modes scale the weight gradient, ``n_out·n_in`` multiplies, twice that under DFA, whose per-synapse
+factor ``p_post_i·p_pre_j`` is one more multiply. In the local modes a digital bias's gradient is scaled too,
+``n_out`` multiplies per layer (both backends; the propagated modes scale it with the output gradient). A scaling
+that does not happen counts none: a frozen layer's or bias's, an output that sends no gradient.)
 
 *Logical* lines and cells: those that hold the layer's matrix. When a layer does not divide evenly into its tiles,
 the crossbar backend's grid pads its last row / column block with zeros (:class:`crossbar.mapping.TileGrid`);
@@ -68,7 +78,6 @@ __all__ = [
     "converter_energy_pj",
     "energy_breakdown",
     "grapes_refresh_ops",
-    "grapes_scale_ops",
     "ops_total",
     "summary_table",
     "grapes_overhead",
@@ -211,20 +220,6 @@ def grapes_refresh_ops(n_out: int, n_in: int, rule: str, mode: str, source: str,
     if source == "array":
         return ops + max(partial_sums - 1, 0) * n + (n if offset_correction else 0), 0
     return ops, n_out * n_in
-
-
-def grapes_scale_ops(error_elements: int, input_elements: int = 0) -> int:
-    """Per batch: one multiply per element of the error ``d`` that GRAPES scales (``B·n_out``, or
-    ``B·L·C_out`` for a conv), plus the update-input elements scaled by DFA's presynaptic factor.
-
-    (How :class:`~imc_grapes.backends.network.Network` counts it per layer and training forward: the analog
-    backends scale ``d`` — and under DFA ``x`` — of the pulsed update, or the output gradient in the propagated
-    modes; the digital backend's local modes scale the weight gradient, ``n_out·n_in`` multiplies, twice that under
-    DFA, whose per-synapse factor ``p_post_i·p_pre_j`` is one more multiply. In the local modes a digital bias's
-    gradient is scaled too, ``n_out`` multiplies per layer (both backends; the propagated modes scale it with the
-    output gradient). A scaling that does not happen counts none: a frozen layer's or bias's, an output that sends no
-    gradient.)"""
-    return int(error_elements) + int(input_elements)
 
 
 def summary_table(table: Mapping[str, float], adc_bits: int | None = None,

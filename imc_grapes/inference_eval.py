@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from devices import InferenceNoiseModel, PCMLikeNoiseModel, apply_inference_noise
 from devices.base import is_finite_number
@@ -138,18 +138,3 @@ def time_label(t: float) -> str:
             n = round(t / secs)
             return f"{n}{name[1:]}" if n != 1 else name
     return f"{t:g}s"
-
-
-def digital_weights(model: nn.Module) -> tuple[Callable[[], dict[str, Tensor]], Callable[[Mapping[str, Tensor]], None]]:
-    """``read_weights`` / ``write_weights`` for a digital torch model (its ``*.weight`` parameters)."""
-    params = {n: p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() >= 2}
-
-    def read() -> dict[str, Tensor]:
-        return {n: p.detach().clone() for n, p in params.items()}
-
-    @torch.no_grad()
-    def write(ws: Mapping[str, Tensor]) -> None:
-        for n, w in ws.items():
-            params[n].copy_(w)
-
-    return read, write

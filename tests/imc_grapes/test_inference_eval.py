@@ -2,13 +2,30 @@
 real drift degrades a trained classifier."""
 import copy
 import math
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
 from torch import nn
 
 from devices import GenericDriftModel, NoDrift
-from imc_grapes.inference_eval import accuracy_after_drift, digital_weights
+from imc_grapes.inference_eval import accuracy_after_drift
+
+
+def digital_weights(model: nn.Module) -> tuple[Callable[[], dict[str, torch.Tensor]],
+                                               Callable[[Mapping[str, torch.Tensor]], None]]:
+    """``read_weights`` / ``write_weights`` for a digital torch model (its ``*.weight`` parameters)."""
+    params = {n: p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() >= 2}
+
+    def read() -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in params.items()}
+
+    @torch.no_grad()
+    def write(ws: Mapping[str, torch.Tensor]) -> None:
+        for n, w in ws.items():
+            params[n].copy_(w)
+
+    return read, write
 
 
 def _toy():

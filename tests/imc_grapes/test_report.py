@@ -229,9 +229,11 @@ def test_a_model_with_a_nan_weight_has_a_nan_accuracy_and_the_table_says_why():
     from torch import nn
 
     from imc_grapes.data import Split
-    from imc_grapes.inference_eval import accuracy_after_drift, digital_weights
+    from imc_grapes.inference_eval import accuracy_after_drift
     from imc_grapes.report import summarise
     from imc_grapes.train import evaluate
+
+    from .test_inference_eval import digital_weights
 
     model = nn.Linear(4, 3, bias=False)
     with torch.no_grad():

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .grapes.feedback import DFAContext, DFAFeedback, FALinear, dfa_output
-from .grapes.initializers import he_uniform_, make_generator, uniform_
+from .grapes.initializers import _he_uniform_layer_, make_generator
 from .suggest import did_you_mean
 
 __all__ = [
@@ -165,9 +165,7 @@ class MLP(nn.Module):
                 layer = FALinear(n_in, n_out, bias, generator=g, feedback_generator=g_fb)
             else:
                 layer = nn.Linear(n_in, n_out, bias=bias)
-                he_uniform_(layer.weight, g)
-                if layer.bias is not None:
-                    uniform_(layer.bias, 1.0 / math.sqrt(n_in), g)
+                _he_uniform_layer_(layer.weight, layer.bias, g)
             layers.append(layer)
         self.layers = nn.ModuleList(layers)
         self.feedback = nn.ModuleList(
@@ -281,9 +279,7 @@ class SmallCNN(nn.Module):
                 conv = conv_factory(c_in, c_out, kernel_size, kernel_size // 2, bias)
             else:
                 conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=bias)
-                he_uniform_(conv.weight, g)
-                if conv.bias is not None:
-                    uniform_(conv.bias, 1.0 / math.sqrt(c_in * kernel_size**2), g)
+                _he_uniform_layer_(conv.weight, conv.bias, g)
             convs.append(conv)
             c_in = c_out
         self.convs = nn.ModuleList(convs)
@@ -292,9 +288,7 @@ class SmallCNN(nn.Module):
             self.classifier = linear_factory(n_flat, n_classes, bias)
         else:
             self.classifier = nn.Linear(n_flat, n_classes, bias=bias)
-            he_uniform_(self.classifier.weight, g)
-            if self.classifier.bias is not None:
-                uniform_(self.classifier.bias, 1.0 / math.sqrt(n_flat), g)
+            _he_uniform_layer_(self.classifier.weight, self.classifier.bias, g)
         self.to(device=device, dtype=dtype)
 
     def hidden_layers(self) -> list[nn.Module]:

@@ -26,7 +26,7 @@ from torch.autograd import Function
 
 from crossbar.mapping import _check_size
 
-from .initializers import he_uniform_, make_generator, uniform_
+from .initializers import _he_uniform_layer_, make_generator, uniform_
 
 __all__ = [
     "FALinear",
@@ -121,9 +121,7 @@ class FALinear(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Re-draw weight (He-uniform) and bias (``U(±1/√in)``) from ``generator``."""
-        he_uniform_(self.weight, generator)
-        if self.bias is not None:
-            uniform_(self.bias, 1.0 / math.sqrt(self.in_features), generator)
+        _he_uniform_layer_(self.weight, self.bias, generator)
 
     def reset_feedback(self, generator: torch.Generator | None = None) -> None:
         """Re-draw ``B ~ U(±√(6/in))`` (the reference's ``he_uniform`` feedback init)."""

@@ -77,3 +77,12 @@ def uniform_(tensor: Tensor, bound: float, generator: torch.Generator | None = N
     values = torch.empty(tensor.shape, dtype=torch.float64).uniform_(-bound, bound, generator=g)
     tensor.copy_(values.to(dtype=tensor.dtype))
     return tensor
+
+
+def _he_uniform_layer_(weight: Tensor, bias: Tensor | None, generator: torch.Generator | None = None) -> None:
+    """A weight layer's default init, in this order: ``weight`` (``[out, in]`` or ``[out, in, *kernel]``)
+    He-uniform (:func:`he_uniform_`), then ``bias`` (``[out]``, if any) from ``U(±1/√fan_in)``,
+    ``fan_in = prod(weight.shape[1:])``; both drawn with ``generator``."""
+    he_uniform_(weight, generator)
+    if bias is not None:
+        uniform_(bias, 1.0 / math.sqrt(math.prod(weight.shape[1:])), generator)

@@ -94,3 +94,18 @@ def test_he_uniform_bound_is_sqrt_6_over_fan_in() -> None:
     torch.testing.assert_close(got, (-1.0 + 2.0 * u).reshape(4, 3, 2), rtol=0, atol=1e-15)
     got1 = he_uniform_(torch.empty(6, dtype=torch.float64), make_generator(9))
     torch.testing.assert_close(got1, -1.0 + 2.0 * u[:6], rtol=0, atol=1e-15)
+
+
+def test_layer_init_draws_the_weight_then_the_bias_within_one_over_sqrt_fan_in() -> None:
+    """A ``[4, 3, 2]`` weight (``fan_in = 6``, He bound 1) takes the generator's first 24 float64 draws ``u`` as
+    ``-1 + 2u``; its ``[4]`` bias the next 4 as ``(-1 + 2u) / √6`` (bound ``1/√fan_in``); no bias draws nothing."""
+    from imc_grapes.grapes.initializers import _he_uniform_layer_
+
+    u = torch.rand(28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    w, b = torch.empty(4, 3, 2, dtype=torch.float64), torch.empty(4, dtype=torch.float64)
+    _he_uniform_layer_(w, b, make_generator(5))
+    torch.testing.assert_close(w, (-1.0 + 2.0 * u[:24]).reshape(4, 3, 2), rtol=0, atol=1e-15)
+    torch.testing.assert_close(b, (-1.0 + 2.0 * u[24:]) / 6 ** 0.5, rtol=0, atol=1e-15)
+    g = make_generator(5)
+    _he_uniform_layer_(torch.empty(4, 3, 2, dtype=torch.float64), None, g)
+    torch.testing.assert_close(torch.rand(4, generator=g, dtype=torch.float64), u[24:], rtol=0, atol=0)

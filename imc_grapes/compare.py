@@ -45,7 +45,7 @@ from .inference_eval import time_label
 from .io import (experiment_part, experiment_report_of, folder_command, read_json, read_report_json,
                  restore_nonfinite, start_job, superseded_report_note, write_bytes_atomic, write_csv_atomic,
                  write_figure_atomic, write_json_atomic)
-from .plotting import accuracy_ylim, fit_title, optimizer_color
+from .plotting import accuracy_ylim, error_bars, fit_title, optimizer_color
 from .report import NAN_ACCURACY_SHORT, draw_cell_curves, mean_pm_std, nan_accuracy_note
 from .stats import mean_std
 from .suggest import did_you_mean
@@ -708,10 +708,7 @@ def plot_report(cells: Sequence[Cell], rows: Sequence[dict[str, Any]], out: Path
     # the colour is the optimizer's; the hatching tells analog bars from ideal digital ones (not only the labels)
     hatches = [ANALOG_HATCH if rows[i]["hardware"] != "digital" else "" for i in shown]
     ax.bar(shown, means, color=colors, hatch=hatches, edgecolor="white")
-    spread = [(i, m, s) for i, m, s in zip(shown, means, stds) if s is not None]
-    if spread:
-        ax.errorbar([i for i, _, _ in spread], [m for _, m, _ in spread], yerr=[s for _, _, s in spread], fmt="none",
-                    ecolor="black", capsize=4)
+    error_bars(ax, shown, means, stds, capsize=4)
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
     top = max((m + (s or 0) for m, s in zip(means, stds)), default=0)
     ax.set_ylim(0, max(100, top + 6))      # a bar's height is its accuracy (from 0); room above 100 % for a label

@@ -28,7 +28,7 @@ from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed
 from .config import ConfigError
 from .io import (COMPARE_SUMMARY_HEADING, experiment_part, other_command_folder, restore_nonfinite,
                  superseded_report_note, unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
-from .plotting import fit_title, optimizer_color
+from .plotting import error_bars, fit_title, optimizer_color
 from .report import nan_accuracy_note
 from .train import tail_accuracy, tail_evals_error
 
@@ -341,10 +341,7 @@ def _plot(rows: Sequence[dict[str, Any]], method: str, others: Sequence[str]) ->
         if xs:      # an empty series would still get a legend entry
             # the colour of the optimizer compared against (SGD blue, the layer-mean control green, as elsewhere)
             ax.bar(xs, ms, width, color=optimizer_color(other, k), label=f"{method} − {other}")
-            spread = [(x, m, sd) for x, m, sd in zip(xs, ms, ss) if sd is not None]
-            if spread:
-                ax.errorbar([x for x, _, _ in spread], [m for _, m, _ in spread], yerr=[sd for _, _, sd in spread],
-                            fmt="none", ecolor="black", capsize=3)
+            error_bars(ax, xs, ms, ss)
     ax.axhline(0.0, color="black", lw=0.8)
     names = report_names(rows) if _labels_repeat(rows) else None
     ax.set_xticks(range(len(rows)), [f"{names[i]}: {r['label']}" if names else r["label"] for i, r in enumerate(rows)],

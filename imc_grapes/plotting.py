@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 __all__ = ["DODGE_SHARE", "MIN_ACC_SPAN", "OPTIMIZER_COLORS", "OVERLAP_SHARE", "TITLE_EM_WIDTH", "TITLE_WIDTH_SHARE",
-           "TitleSize", "accuracy_ylim", "dodged_x", "fit_title", "interleaved_dashes", "optimizer_color",
-           "overlap_groups", "overlap_tolerance", "plain_log_labels", "progress_xlim", "title_chars", "wrap_title"]
+           "TitleSize", "accuracy_ylim", "dodged_x", "error_bars", "fit_title", "interleaved_dashes",
+           "optimizer_color", "overlap_groups", "overlap_tolerance", "plain_log_labels", "progress_xlim", "title_chars",
+           "wrap_title"]
 
 #: a title font's mean glyph width in ems, on the wide side (DejaVu Sans, matplotlib's default, averages about 0.55
 #: on text such as sweep titles)
@@ -67,6 +68,17 @@ def optimizer_color(name: object, index: int = 0) -> str:
     wrapping) of the colours no optimizer has."""
     color = OPTIMIZER_COLORS.get(name) if isinstance(name, str) else None
     return color or _OTHER_COLORS[index % len(_OTHER_COLORS)]
+
+
+def error_bars(ax: Any, xs: Sequence[float], ms: Sequence[float], ss: Sequence[float | None],
+               capsize: float = 3) -> None:
+    """Black error bars of ± ``ss`` (caps ``capsize`` points wide) at the bars ``xs`` of heights ``ms`` (all three
+    of one length); a None std (a value over fewer than two runs, which has no spread: its stored 0 drew a zero-width
+    bar) gets none."""
+    shown = [(x, m, sd) for x, m, sd in zip(xs, ms, ss) if sd is not None]
+    if shown:
+        ax.errorbar([x for x, _, _ in shown], [m for _, m, _ in shown], yerr=[sd for _, _, sd in shown], fmt="none",
+                    ecolor="black", capsize=capsize)
 
 
 #: the narrowest y range (accuracy points) of an accuracy plot: matplotlib zooms onto its data, and curves that

@@ -40,7 +40,7 @@ from ..backends.settings import format_device_overrides
 from ..compare import Cell, mean_pm_std, paired_by_seed
 from ..data import recorded_data_root
 from ..io import EXPERIMENT_GROUPS, write_bytes_atomic, write_csv_atomic, write_figure_atomic, write_json_atomic
-from ..plotting import fit_title, optimizer_color
+from ..plotting import error_bars, fit_title, optimizer_color
 from ..report import draw_cell_curves, nan_accuracy_note
 from ..stats import mean_std
 from ..train import RunResult, tail_accuracy
@@ -230,15 +230,6 @@ def _seeds_text(n: int) -> str:
     return "one seed" if n <= 1 else f"mean ± std over {n} seeds"
 
 
-def _error_bars(ax: Any, xs: Sequence[float], ms: Sequence[float], ss: Sequence[float | None]) -> None:
-    """Black error bars of ± ``ss`` at the bars ``xs`` (height ``ms``); a None std (a value over fewer than two
-    runs, which has no spread: its stored 0 drew a zero-width bar) gets none."""
-    shown = [(x, m, sd) for x, m, sd in zip(xs, ms, ss) if sd is not None]
-    if shown:
-        ax.errorbar([x for x, _, _ in shown], [m for _, m, _ in shown], yerr=[sd for _, _, sd in shown], fmt="none",
-                    ecolor="black", capsize=3)
-
-
 def group_tick_label(key: str) -> str:
     """A group's key (:func:`~imc_grapes.experiments.definitions.group_key`, ``<dataset>-<variant>-<backend>[-...]``)
     on three lines for a figure's x axis: the data set, the network variant, the hardware
@@ -286,7 +277,7 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> 
             ss.append(100 * (r["final_test_acc_std"] or 0) if _completed_runs(r) >= 2 else None)
         if xs:
             ax.bar(xs, ms, width, color=optimizer_color(opt, k), label=opt)
-            _error_bars(ax, xs, ms, ss)
+            error_bars(ax, xs, ms, ss)
             top = max(top, max(m + (sd or 0) for m, sd in zip(ms, ss)) + 2)
     ax.set_xticks(range(len(groups)), [group_tick_label(g) for g in groups], fontsize=7)
     ax.set_ylim(0.0, top)
@@ -330,7 +321,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], keys: Sequence[str], out: Path, 
         if xs:
             # a pair of optimizers: a colour no single optimizer has (blue is SGD's, orange GRAPES's, elsewhere)
             ax.bar(xs, ms, width, color=optimizer_color(None, k), label=f"{a} − {b}")
-            _error_bars(ax, xs, ms, ss)
+            error_bars(ax, xs, ms, ss)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(groups)), [group_tick_label(g) for g in groups], fontsize=7)
     what = "mean ± std" if most >= 2 else "one seed"
@@ -446,7 +437,7 @@ def _plot_matrices(results: Sequence[FigureGroup], out: Path) -> None:
         ms = [100 * (v[k][0] or 0) for _, _, v in rows]
         ss = [100 * (v[k][1] or 0) if _matrix_runs(c) >= 2 else None for _, c, v in rows]
         ax.bar(range(len(rows)), ms, color=colors)
-        _error_bars(ax, range(len(rows)), ms, ss)
+        error_bars(ax, range(len(rows)), ms, ss)
         ax.set_xticks(range(len(rows)), [f"{c.optimizer}\n{key.rsplit('-', 1)[-1]}" for key, c, _ in rows],
                       fontsize=8)
         ax.set(title=fit_title(fig, title, columns=2), ylabel=ylabel)

@@ -638,3 +638,20 @@ def test_equal_compare_cell_curves_take_turns_in_their_dashes():
     assert all(list(line.get_xdata()) == [1.0, 2.0] for line in lines.values())
     assert _dashes(lines["sgd"]) == (0.0, (4.0, 4.0)) and _dashes(lines["grapes"]) == (4.0, (4.0, 4.0))
     assert _dashes(lines["layer-mean"]) == (0, None)
+
+
+def test_error_bars_skip_a_none_std_and_draw_the_rest_black_with_the_caps_asked_for():
+    """Bars at x = 0, 1, 2 of heights 10, 20, 30 with stds 1, None (one run: no spread), 3: one errorbar call with
+    the two spreads, black, ``fmt="none"``, caps of the given width; stds all None draw nothing."""
+    from imc_grapes.plotting import error_bars
+
+    calls = []
+
+    class Ax:
+        def errorbar(self, *args, **kw):
+            calls.append((args, kw))
+
+    error_bars(Ax(), [0, 1, 2], [10.0, 20.0, 30.0], [1.0, None, 3.0], capsize=4)
+    assert calls == [(([0, 2], [10.0, 30.0]), {"yerr": [1.0, 3.0], "fmt": "none", "ecolor": "black", "capsize": 4})]
+    error_bars(Ax(), [0, 1], [10.0, 20.0], [None, None])
+    assert len(calls) == 1

@@ -284,11 +284,19 @@ def _plot_accuracy(rows: Sequence[dict[str, Any]], out: Path, tail: int = 1) -> 
     n_seeds = max((int(r.get("runs", 1)) for r in rows), default=1)
     ax.set(ylabel=f"{_acc_label(tail)} (%)",
            title=fit_title(fig, f"{_acc_label(tail).capitalize()}, {_seeds_text(n_seeds)}"))
+    _finish_bars(fig, ax, out / "accuracy.png")
+
+
+def _finish_bars(fig: Any, ax: Any, path: Path) -> None:
+    """Finish a bar chart of optimizers (y grid, a legend where a bar has a label), write it to ``path`` (PNG,
+    120 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    write_figure_atomic(out / "accuracy.png", fig, dpi=120)
+    write_figure_atomic(path, fig, dpi=120)
     plt.close(fig)
 
 
@@ -327,12 +335,7 @@ def _plot_gain(comps: Sequence[dict[str, Any]], keys: Sequence[str], out: Path, 
     what = "mean ± std" if most >= 2 else "one seed"
     ax.set(ylabel=f"paired difference in {_acc_label(tail)} (points)",
            title=fit_title(fig, f"Difference to the reference optimizer (same seeds), {what}"))
-    ax.grid(axis="y", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_figure_atomic(out / "gain.png", fig, dpi=120)
-    plt.close(fig)
+    _finish_bars(fig, ax, out / "gain.png")
 
 
 def _plot_curves(results: Sequence[FigureGroup], out: Path) -> None:

@@ -45,7 +45,8 @@ class ConstantStepDevice(PulsedDevice):
     ``mean = w + n_up·dw_up − n_down·dw_down`` and ``var = dw_min_std²·(n_up·dw_up² + n_down·dw_down²)`` — the
     exact distribution of the sum of independent Gaussian steps (it does not depend on the order of the
     pulses). The state is clipped once, at the end; for pulses of one sign this equals clipping after every
-    pulse whenever no single step is negative (probability ``Φ(−1/dw_min_std)`` per pulse, 3·10⁻⁴ at 0.3).
+    pulse whenever no single step is negative (probability ``Φ(−1/dw_min_std)`` per pulse, 4·10⁻⁴ at 0.3; 0.31 at
+    2, where a device held at its bound leaves it on every negative step: see :mod:`devices.base`).
     For mixed signs, clipping at the end ignores pulses "lost" against a bound in between (documented
     approximation, exact whenever the per-pulse path stays inside the bounds).
     """

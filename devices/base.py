@@ -170,6 +170,39 @@ def _non_finite(tensors: dict[str, Tensor]) -> list[str]:
     return [k for k, ok in zip(tensors, finite) if not ok]
 
 
+def _check_counts(where: str, w: Tensor, n_up: object, n_down: object, params: "DeviceParams",
+                  values: bool) -> None:
+    """Raise ``ValueError("<where>: n_up must be ..., got ...")`` unless ``n_up`` and ``n_down`` are real (int, float
+    or bool) tensors and the shapes of the counts and of ``params`` broadcast to ``w``'s (no host read). With
+    ``values``, where host reads are free (:func:`devices.host.host_reads_free`, CPU counts), also unless every
+    count is a finite non-negative integer of at most :data:`PULSE_COUNT_MAX`: one host read for both tensors."""
+    shape = tuple(w.shape)
+    for name, n in (("n_up", n_up), ("n_down", n_down)):
+        if not isinstance(n, Tensor) or n.is_complex():
+            got = f"a {n.dtype} tensor" if isinstance(n, Tensor) else repr(n)
+            raise ValueError(f"{where}: {name} must be a tensor of real pulse counts (int, float or bool), got {got}")
+    try:
+        out = tuple(torch.broadcast_shapes(shape, n_up.shape, n_down.shape, params.shape))
+    except RuntimeError:
+        out = None
+    if out != shape:
+        raise ValueError(f"{where}: n_up, n_down and params must have the states' shape {shape} or one that "
+                         f"broadcasts to it, got n_up {tuple(n_up.shape)}, n_down {tuple(n_down.shape)}, params "
+                         f"{tuple(params.shape)}")
+    if not (values and host_reads_free(n_up) and host_reads_free(n_down)):
+        return
+    bad = []
+    for n in (n_up, n_down):
+        x = n.to(torch.float64)          # int64 counts beyond 2^53 stay beyond the limit
+        bad.append(~(torch.isfinite(x) & (x >= 0) & (x <= PULSE_COUNT_MAX) & (x == x.floor())))
+    found = torch.stack([b.any() for b in bad]).tolist()
+    for name, n, b, hit in zip(("n_up", "n_down"), (n_up, n_down), bad, found):
+        if hit:
+            value = n.reshape(-1)[flat_nonzero(b)[0]].item()
+            raise ValueError(f"{where}: {name} must hold pulse counts: integers in [0, 2^31] (the pulses a device "
+                             f"gets in one update, per direction), got {value!r}")
+
+
 _SPARSE_MIN_DEVICES = 4096
 """Arrays with fewer devices always take the dense path of :meth:`PulsedDevice.apply_pulses_`."""
 
@@ -608,8 +641,9 @@ class PulsedDevice:
 
         Args:
             w: device states ``[*shape]`` (weight units).
-            n_up, n_down: non-negative integer-valued counts ``[*shape]`` (float or int tensors).
-            params: sampled parameters of the same shape (see :meth:`sample`).
+            n_up, n_down: non-negative integer-valued counts, at most :data:`PULSE_COUNT_MAX` (2^31), as int or
+                float tensors of ``shape`` or a shape that broadcasts to it (e.g. ``()``: one count for every device).
+            params: sampled parameters of the same shape (see :meth:`sample`), or one that broadcasts to it.
             generator: seeded ``torch.Generator`` on ``w.device`` for the cycle-to-cycle noise.
         Returns:
             New (hidden) states ``[*shape]``, always within ``[params.w_min, params.w_max]``: the input is first
@@ -617,7 +651,16 @@ class PulsedDevice:
             drawn and clipped into the bounds. Devices with zero pulses keep their (clipped) state exactly.
             The Gaussians come from ``generator`` (one per device that is computed, see :meth:`apply_pulses_`),
             so the same generator state gives the same numbers.
+        Raises:
+            ValueError: a count is not a real (int, float or bool) tensor, or the shapes of the counts and
+                ``params`` do not broadcast to ``w``'s (:meth:`apply_pulses_` checks the same; no host read).
+                Where host reads are free (:func:`devices.host.host_reads_free`: CPU counts, outside
+                :func:`devices.host.no_host_reads`), also a count that is negative, not an integer, not finite or
+                above 2^31, naming the argument and the first such value (one host read; such counts gave NaN or
+                meaningless states). On GPUs the values are the caller's contract, as in :meth:`apply_pulses_`,
+                so that no update synchronises (the tiles' counts are int32 pulse trains, valid by construction).
         """
+        _check_counts(f"{type(self).__name__}.apply_pulses", w, n_up, n_down, params, values=True)
         w = self.clip(w, params)                              # a fresh tensor: updated in place below
         if _same_layout(w, n_up, n_down, params):
             return self.apply_pulses_(w, n_up, n_down, params, generator)
@@ -635,7 +678,10 @@ class PulsedDevice:
 
         ``w`` must satisfy ``params.w_min <= w <= params.w_max`` (as every state returned by :meth:`clip` or
         :meth:`apply_pulses` does), so the initial clip of :meth:`apply_pulses` is a no-op and is skipped;
-        ``n_up``, ``n_down`` and ``params`` must have ``w``'s shape. Same distribution as :meth:`apply_pulses`.
+        ``n_up``, ``n_down`` and ``params`` must have ``w``'s shape (or one that broadcasts to it). Same
+        distribution as :meth:`apply_pulses`. The update's hot path: the counts' types and shapes are checked as in
+        :meth:`apply_pulses` (``ValueError``; no host read), their values are the caller's contract (non-negative
+        integers up to 2^31: a negative or NaN count gives NaN states).
 
         Cost: on the CPU, when some devices have no pulses and the pulses are few enough (at most
         :attr:`SPARSE_PULSES_PER_DEVICE` per device of the array), only the devices with pulses are computed:
@@ -643,6 +689,7 @@ class PulsedDevice:
         :meth:`apply_pulses_at_`). Otherwise, and always on GPUs (no host synchronisation), every device is
         computed, with one Gaussian per device.
         """
+        _check_counts(f"{type(self).__name__}.apply_pulses_", w, n_up, n_down, params, values=False)
         n_up = n_up.to(dtype=w.dtype)
         n_down = n_down.to(dtype=w.dtype)
         index = self._pulsed_subset(w, n_up, n_down, params, generator, None)

@@ -390,3 +390,71 @@ def test_same_device_value_compares_numbers_as_numbers_and_keeps_bools_apart(a, 
     from devices.base import same_device_value
 
     assert same_device_value(a, b) is same and same_device_value(b, a) is same
+
+
+def _count_setup() -> tuple[dv.PulsedDevice, dv.DeviceParams, torch.Tensor, torch.Generator]:
+    dev = dv.ConstantStepDevice()
+    g = torch.Generator().manual_seed(0)
+    return dev, dev.sample((3,), g), torch.zeros(3), g
+
+
+@pytest.mark.parametrize("n_up, got", [
+    (torch.tensor([-5.0, 0.0, 0.0]), "-5.0"),                 # gave NaN states
+    (torch.tensor([math.nan, 0.0, 0.0]), "nan"),               # gave NaN states
+    (torch.tensor([0.0, math.inf, 0.0]), "inf"),
+    (torch.tensor([0.0, 0.0, 1.5]), "1.5"),                    # the closed forms' real counts: no pulse train
+    (torch.tensor([0, 2 ** 31 + 1, 0]), "2147483649"),         # beyond PULSE_COUNT_MAX (int64 counts)
+], ids=["negative", "nan", "inf", "fraction", "too_many"])
+@pytest.mark.parametrize("arg", ["n_up", "n_down"])
+def test_apply_pulses_refuses_counts_that_are_no_pulse_counts(n_up, got, arg):
+    dev, p, w, g = _count_setup()
+    counts = {"n_up": torch.zeros(3, dtype=n_up.dtype), "n_down": torch.zeros(3, dtype=n_up.dtype), arg: n_up}
+    msg = rf"ConstantStepDevice.apply_pulses: {arg} must hold pulse counts: integers in \[0, 2\^31\] .*got {got}$"
+    with pytest.raises(ValueError, match=msg):
+        dev.apply_pulses(w, counts["n_up"], counts["n_down"], p, g)
+
+
+def test_apply_pulses_takes_the_largest_count_and_broadcast_counts():
+    """2^31 pulses (PULSE_COUNT_MAX) and int, bool or 0-d counts pass: 2^31 steps of 1e-3 take a device from 0 to its
+    bound; a 0-d count of 2 gives every device 2 pulses (mean 2·dw_up without noise, hand value)."""
+    dev = dv.ConstantStepDevice(dw_min_std=0.0)
+    g = torch.Generator().manual_seed(0)
+    p = dev.sample((3,), g, dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64)
+    zero = torch.zeros(3, dtype=torch.int64)
+    assert torch.equal(dev.apply_pulses(w, torch.tensor([2 ** 31, 0, 0]), zero, p, g)[0], p.w_max[0])
+    assert torch.allclose(dev.apply_pulses(w, torch.tensor(2.0, dtype=torch.float64), zero, p, g), 2 * p.dw_up)
+    assert torch.allclose(dev.apply_pulses(w, torch.tensor([True, False, True]), zero, p, g),
+                          torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64) * p.dw_up)
+
+
+@pytest.mark.parametrize("method", ["apply_pulses", "apply_pulses_"])
+def test_apply_pulses_refuses_counts_of_another_type_or_shape(method):
+    """Types and shapes are checked on both entries, without a host read: a Python number or a complex tensor is no
+    count tensor; counts of a shape that does not broadcast to the states' (or that would enlarge them: (2, 3) for
+    3 states silently returned 2×3 states) are refused, naming every shape."""
+    dev, p, w, g = _count_setup()
+    apply = getattr(dev, method)
+    zero = torch.zeros(3)
+    with pytest.raises(ValueError, match=rf"ConstantStepDevice.{method}: n_up must be a tensor of real pulse counts "
+                                         r"\(int, float or bool\), got 5$"):
+        apply(w, 5, zero, p, g)
+    with pytest.raises(ValueError, match=r"n_down must be a tensor of real pulse counts .*got a torch.complex64 "):
+        apply(w, zero, torch.zeros(3, dtype=torch.complex64), p, g)
+    for n_up in (torch.ones(2, 3), torch.ones(4)):
+        shape = re.escape(str(tuple(n_up.shape)))
+        with pytest.raises(ValueError, match=rf"{method}: n_up, n_down and params must have the states' shape \(3,\) "
+                                             rf"or one that broadcasts to it, got n_up {shape}, n_down \(3,\), "
+                                             r"params \(3,\)$"):
+            apply(w, n_up, zero, p, g)
+
+
+def test_apply_pulses_checks_count_values_only_where_host_reads_are_free():
+    """On the sync-free path (GPUs; forced here on the CPU by no_host_reads) the values are the caller's contract:
+    no host read, so a negative count is not refused there (and gives a NaN state, as documented)."""
+    from devices.host import no_host_reads
+
+    dev, p, w, g = _count_setup()
+    with no_host_reads():
+        out = dev.apply_pulses(w, torch.tensor([-5.0, 0.0, 0.0]), torch.zeros(3), p, g)
+    assert torch.isnan(out[0]) and torch.equal(out[1:], torch.zeros(2))

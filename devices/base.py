@@ -156,10 +156,15 @@ _PULSED = "states after 2^31 pulses"
 can reach (:data:`PULSE_COUNT_MAX` steps from its larger bound), in :func:`_pulsed_dtype`."""
 
 
+_HALF = (torch.float16, torch.bfloat16)
+"""The half-precision dtypes whose device updates :meth:`PulsedDevice._pulsed_states` computes in float32."""
+
+
 def _pulsed_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype in which :meth:`PulsedDevice._check_sampled` checks :data:`PULSE_COUNT_MAX` pulses of the sampled
     steps: that of the states, at least float32 (2^31 is beyond float16's largest 65504, so 2^31 pulses of any step
-    overflow it: half-precision states of realistic steps were refused)."""
+    overflow it: half-precision states of realistic steps were refused); also the dtype of the counts and moments of
+    the update (:meth:`PulsedDevice._pulsed_states` computes half-precision states in float32)."""
     return torch.promote_types(dtype, torch.float32)
 
 
@@ -485,8 +490,11 @@ class PulsedDevice:
                 once per call, with one host read: sampling belongs to building a tile, not to a training step.
             ValueError: ``shape`` is not a sequence of integers >= 0, ``generator`` none of the above or ``dtype``
                 not a floating-point ``torch.dtype`` (:func:`check_sample_args`).
+            ValueError: ``dw_min`` below ``dtype``'s smallest normal number or ``w_min``/``w_max`` beyond its largest
+                (float16: 6.104e-05 and 65504; bfloat16: 3.3895e+38), naming the field (:meth:`_check_dtype_range`).
         """
         shape = check_sample_args(f"{type(self).__name__}.sample", shape, generator, dtype)
+        self._check_dtype_range(dtype)
         xi = rng.randn((4 + self._n_extra_gauss, *shape), generator, device=device, dtype=dtype)
         if self.dw_min_dtod_log_normal:
             gain = torch.exp(self.dw_min_dtod * xi[0])
@@ -505,6 +513,26 @@ class PulsedDevice:
         params.extra.update(self._sample_extra(params, xi[4:]))
         self._check_sampled(params)
         return params
+
+    def _check_dtype_range(self, dtype: torch.dtype) -> None:
+        """Raise ``ValueError("<Class>.<field> must be ... for states sampled in <dtype>, got <value>: ...")`` unless
+        ``dw_min`` is at least the smallest normal number of ``dtype`` and ``|w_min|``, ``w_max`` at most its largest:
+        the sampled steps and bounds are tensors of ``dtype``, where a smaller step underflows (float16: 1e-8 to 0,
+        every pulse did nothing; a subnormal one loses digits) and a larger bound is ``inf``. The field checks of
+        ``__post_init__`` already keep every field within float32 (and float64); this matters for float16 (smallest
+        normal 2^-14 = 6.104e-05, largest 65504) and bfloat16 (largest 3.3895e+38, below float32's)."""
+        info = torch.finfo(dtype)
+        limits = [("dw_min", self.dw_min >= info.tiny, f"at least {info.tiny:.4g} (the smallest normal {dtype})",
+                   "a smaller step is subnormal (it loses digits) or 0 (every pulse does nothing)")]
+        for name in ("w_min", "w_max"):
+            limits.append((name, abs(getattr(self, name)) <= info.max,
+                           f"at most {info.max:.5g} in magnitude (the largest {dtype})", "a larger bound is inf"))
+        for name, ok, valid, why in limits:
+            if not ok:
+                raise ValueError(
+                    f"{type(self).__name__}.{name} must be {valid} for states sampled in {dtype}, got "
+                    f"{getattr(self, name)!r}: {why} there. Sample in torch.float32 (the simulator's default), or "
+                    f"use values {dtype} holds (realistic steps are 1e-4 to 0.1, bounds about 1)")
 
     def _sampled_fields(self) -> dict[str, tuple[str, ...]]:
         """The fields each sampled parameter (a :meth:`DeviceParams.state_dict` key) is computed from: the ones the
@@ -664,7 +692,8 @@ class PulsedDevice:
         w = self.clip(w, params)                              # a fresh tensor: updated in place below
         if _same_layout(w, n_up, n_down, params):
             return self.apply_pulses_(w, n_up, n_down, params, generator)
-        return self._pulsed_states(w, n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype), params, generator)
+        count = _pulsed_dtype(w.dtype)                        # float32 for half precision: counts up to 2^31
+        return self._pulsed_states(w, n_up.to(dtype=count), n_down.to(dtype=count), params, generator)
 
     def apply_pulses_(
         self,
@@ -690,8 +719,8 @@ class PulsedDevice:
         computed, with one Gaussian per device.
         """
         _check_counts(f"{type(self).__name__}.apply_pulses_", w, n_up, n_down, params, values=False)
-        n_up = n_up.to(dtype=w.dtype)
-        n_down = n_down.to(dtype=w.dtype)
+        n_up = n_up.to(dtype=_pulsed_dtype(w.dtype))           # float32 for half precision: float16 overflows at
+        n_down = n_down.to(dtype=_pulsed_dtype(w.dtype))       # 65504 pulses, bfloat16 rounds counts above 256
         index = self._pulsed_subset(w, n_up, n_down, params, generator, None)
         if index is None:
             return self._pulsed_states(w, n_up, n_down, params, generator, out=w)
@@ -747,7 +776,8 @@ class PulsedDevice:
         else:
             sub = DeviceParams.from_state_dict({k: v.reshape(-1).index_select(0, index)
                                                 for k, v in params.state_dict().items()})
-        new = self._pulsed_states(flat.index_select(0, index), n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype),
+        count = _pulsed_dtype(w.dtype)                        # float32 for half precision (see apply_pulses_)
+        new = self._pulsed_states(flat.index_select(0, index), n_up.to(dtype=count), n_down.to(dtype=count),
                                   sub, generator)
         flat.index_copy_(0, index, new)
         return w
@@ -759,7 +789,16 @@ class PulsedDevice:
         ``mean`` and ``std = sqrt(var)`` from :meth:`pulse_moments`, a NaN variance taken as infinite (the state
         then lands on a bound) and a negative one as 0. Written into ``out`` when given (may be ``w`` itself),
         else a fresh tensor. Models may override this with a fused form of the same distribution.
+
+        Half-precision states (float16, bfloat16) are computed in float32 and the clipped result rounded back once:
+        in float16 the variance ``dw_min_std²·n·dw²`` of realistic steps underflows (4 pulses of 1e-4: 3.6e-9, below
+        its smallest subnormal 6e-8, lost the noise entirely), and each operation in half precision rounded again.
+        The bounds are values of the dtype, so the rounded result stays within them.
         """
+        if w.dtype in _HALF:
+            wide = self._pulsed_states(w.float(), n_up.float(), n_down.float(), params.to(dtype=torch.float32),
+                                       generator)
+            return wide.to(w.dtype) if out is None else out.copy_(wide)
         n_up, n_down = n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype)      # counts may be integer tensors
         mean, var = self.pulse_moments(w, n_up, n_down, params)
         std = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0).sqrt_()

@@ -14,7 +14,7 @@ from devices.base import DeviceParams, PulsedDevice, check_field
 
 __all__ = ["ConstantStepDevice", "IdealDevice"]
 
-_TINY = {torch.float64: 1e-200, torch.float32: 1e-30, torch.bfloat16: 1e-30}
+_TINY = {torch.float64: 1e-200, torch.float32: 1e-30}   # half precision: computed in float32 by the base class
 """Negligible addend of squared steps (weight units²), far below any squared step of a meaningful device."""
 
 
@@ -66,7 +66,7 @@ class ConstantStepDevice(PulsedDevice):
         ``clip(w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ)``."""
         if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
                 or not (n_up.shape == n_down.shape == w.shape) or w.dtype not in _TINY:
-            # a subclass with its own model, broadcasting, or float16 (too narrow for the tiny addend below)
+            # a subclass with its own model, broadcasting, or half precision (the base class computes it in float32)
             return super()._pulsed_states(w, n_up, n_down, params, generator, out)
         # Two temporaries of the devices' size (fewer large allocations); new may be w itself. Integer counts are
         # converted first and multiplied in place: the same numbers, one pass and allocation fewer than a mixed-

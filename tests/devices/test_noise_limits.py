@@ -246,3 +246,76 @@ def test_a_half_precision_tile_array_of_the_default_config_trains():
     after = tile.weight_tiles
     assert after.dtype == torch.float16 and bool(torch.isfinite(after).all())
     assert not torch.equal(after, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cls", [dv.ConstantStepDevice, dv.LinearStepDevice, dv.ExpStepDevice],
+                         ids=lambda c: c.__name__)
+def test_half_precision_updates_keep_the_cycle_to_cycle_noise(cls, dtype):
+    """The update's moments are computed in float32 for half-precision states: in float16 the variance
+    ``dw_min_std²·n·dw²`` of 4 pulses of 1e-4 is 3.6e-9, below float16's smallest subnormal (6e-8), so the noise was
+    lost (std 0). From 0 (exact in both dtypes), 4 up pulses of dw = 1e-4 (no spread; ExpStep's step at 0 is
+    ``dw·(1 − A_up·e^{γ_up·b})``, 0.984·dw for its defaults) give the hand mean 4·step and std 0.3·2·step within
+    the sampling error of 10,000 devices (5 % on the std, 1 % on the mean) and the half-precision rounding."""
+    dev = cls(dw_min=1e-4, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0, w_max_dtod=0.0, dw_min_std=0.3)
+    g = _gen(1)
+    p = dev.sample((100, 100), g, dtype=dtype)
+    step = float(p.dw_up[0, 0])
+    if isinstance(dev, dv.ExpStepDevice):
+        step *= 1 - dev.A_up * math.exp(dev.gamma_up * dev.b)
+    w = torch.zeros(100, 100, dtype=dtype)
+    n = torch.full((100, 100), 4, dtype=torch.int32)
+    out = dev.apply_pulses(w, n, torch.zeros_like(n), p, g)
+    assert out.dtype == dtype
+    out = out.double()
+    assert float(out.mean()) == pytest.approx(4 * step, rel=0.01)
+    assert float(out.std()) == pytest.approx(0.3 * 2 * step, rel=0.05)
+    assert bool((out >= p.w_min.double()).all()) and bool((out <= p.w_max.double()).all())
+
+
+@pytest.mark.parametrize("dtype, kwargs, field, limit", [
+    (torch.float16, {"dw_min": 1e-8}, "dw_min", "at least 6.104e-05 (the smallest normal torch.float16)"),
+    (torch.float16, {"dw_min": 6.1e-5}, "dw_min", "at least 6.104e-05 (the smallest normal torch.float16)"),
+    (torch.float16, {"w_max": 1e5}, "w_max", "at most 65504 in magnitude (the largest torch.float16)"),
+    (torch.float16, {"w_min": -7e4}, "w_min", "at most 65504 in magnitude (the largest torch.float16)"),
+    (torch.bfloat16, {"w_max": 3.4e38, "w_min": 0.0}, "w_max",
+     "at most 3.3895e+38 in magnitude (the largest torch.bfloat16)"),
+])
+def test_half_precision_refuses_parameters_the_dtype_cannot_hold(dtype, kwargs, field, limit):
+    """A nominal step below the dtype's smallest normal number (float16: 2^-14 = 6.104e-05) underflowed when
+    sampled (1e-8 to 0: every pulse did nothing; subnormal steps lose digits) and a bound beyond its largest value
+    (float16: 65504; bfloat16: 3.39e38, below float32's 3.40e38) overflowed to inf (refused as a "spread too large",
+    which it was not): refused when sampled, naming the field, its value and the dtype's limit."""
+    dev = dv.ConstantStepDevice(**kwargs)
+    value = re.escape(repr(kwargs[field]))
+    with pytest.raises(ValueError, match=rf"^ConstantStepDevice.{field} must be {re.escape(limit)} for states "
+                                         rf"sampled in {dtype}, got {value}: "):
+        dev.sample((4, 4), _gen(0), dtype=dtype)
+
+
+def test_half_precision_takes_the_limits_themselves():
+    """The limits are inclusive: a step of exactly 2^-14 and bounds of ±65504 are sampled in float16 (no spread)."""
+    dev = dv.ConstantStepDevice(dw_min=2.0 ** -14, w_max=65504.0, w_min=-65504.0, dw_min_dtod=0.0, up_down_dtod=0.0,
+                                w_min_dtod=0.0, w_max_dtod=0.0)
+    p = dev.sample((2, 2), _gen(0), dtype=torch.float16)
+    assert bool((p.dw_up == 2.0 ** -14).all()) and bool((p.w_max == 65504.0).all())
+
+
+@pytest.mark.parametrize("method", ["apply_pulses", "apply_pulses_", "apply_pulses_at_"])
+def test_half_precision_states_take_counts_beyond_float16(method):
+    """Counts were cast to the states' dtype: in float16 70,000 pulses became inf (the state then jumped to a bound).
+    In float32 they are exact: 70,000 noise-free steps of 2^-13 from 0 end at 70000·2^-13 = 8.5449 (hand value),
+    which float16 holds to its half ulp there (2^-8)."""
+    dev = dv.ConstantStepDevice(dw_min=2.0 ** -13, dw_min_dtod=0.0, up_down_dtod=0.0, w_min_dtod=0.0, w_max_dtod=0.0,
+                                dw_min_std=0.0, w_min=-10.0, w_max=10.0)
+    p = dev.sample((3,), _gen(0), dtype=torch.float16)
+    w = torch.zeros(3, dtype=torch.float16)
+    n_up = torch.tensor([70_000, 0, 1], dtype=torch.int32)
+    n_down = torch.zeros(3, dtype=torch.int32)
+    if method == "apply_pulses_at_":
+        out = dev.apply_pulses_at_(w, torch.tensor([0, 2]), n_up[[0, 2]], n_down[[0, 2]], p, _gen(1))
+    else:
+        out = getattr(dev, method)(w, n_up, n_down, p, _gen(1))
+    assert out.dtype == torch.float16
+    assert abs(float(out[0]) - 70_000 * 2.0 ** -13) <= 2.0 ** -8
+    assert float(out[1]) == 0.0 and float(out[2]) == 2.0 ** -13

@@ -38,7 +38,7 @@ __all__ = ["load_report", "report_names", "summarize", "setup_differences", "for
 
 def _results_file(path: str | Path) -> Path:
     p = Path(path)
-    return p / "results.json" if p.is_dir() else p
+    return p / "results.json" if os.path.isdir(p) else p
 
 
 def _missing_note(folder: Path) -> str:
@@ -66,7 +66,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
             later compare job began in its folder and did not finish, so the runs beside it may be newer
             (:func:`~imc_grapes.io.superseded_report_note`)."""
     f = _results_file(path)
-    if not f.is_file():
+    if not os.path.isfile(f):     # os.path: a name too long to look at is no file either (no OSError)
         raise ConfigError(f"no compare results at {f} {_missing_note(f.parent)}")
     try:
         data = json.loads(f.read_text(encoding="utf-8"))

@@ -212,7 +212,7 @@ def read_report_json(out_dir: str | os.PathLike[str], command: str, runs: str = 
         raise NotADirectoryError(f"{os.fspath(out_dir)}: {blocker} {_no_folder(blocker)}, so no report can be "
                                  f"under it; {report}")
     path = Path(out_dir) / "results.json"
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file " + (unfinished_job_note(out_dir, command, runs)
                                                              or f"(the folder of an `imc-grapes {command}` report?)"))
     return read_json(path)
@@ -223,7 +223,7 @@ def unfinished_job_note(out_dir: str | os.PathLike[str], command: str, runs: str
     of the command's runs: ``runs`` for compare, ``groups`` for an experiment), a job of ``imc-grapes <command>``
     began there and did not end (it writes results.json last; e.g. it was interrupted), and the note says so and
     how to finish it; "" otherwise."""
-    if not (Path(out_dir) / runs).is_dir():
+    if not os.path.isdir(Path(out_dir) / runs):
         return ""
     return (f"(its {runs}/ folder holds the runs of an `imc-grapes {command}` job that has not finished: the "
             "report's results.json is written when the job ends; run the same command again to resume it)")
@@ -312,14 +312,16 @@ def folder_command(out_dir: str | os.PathLike[str]) -> str | None:
     ``compare-summary`` (a ``summary.json`` with its ``method`` and ``rows``, or a ``summary.md`` that begins with
     :data:`COMPARE_SUMMARY_HEADING`, which it writes first: a compare-summary stopped before its summary.json) or
     ``train`` (a ``summary.json`` with its ``group_by``); None for a folder of none of them (a new one, a train job
-    of one run, which writes only its run's folder, or anything else). Reads only."""
+    of one run, which writes only its run's folder, or anything else). Reads only, with :mod:`os.path`'s checks,
+    which raise no ``OSError``: a path that cannot be looked at (a name longer than the file system allows) holds
+    no command's output, and the caller's write check (:func:`writable_folder`) reports it."""
     out = Path(out_dir)
     results, summary, plan = (_json_keys(out / name) for name in ("results.json", "summary.json", "plan.json"))
-    if (out / "runs" / JOB_MARKER).is_file() or "spec" in results:
+    if os.path.isfile(out / "runs" / JOB_MARKER) or "spec" in results:
         return "compare"
-    if (out / EXPERIMENT_GROUPS).is_dir() or "experiment" in results or experiment_part(out) is not None:
+    if os.path.isdir(out / EXPERIMENT_GROUPS) or "experiment" in results or experiment_part(out) is not None:
         return "experiment"
-    if (out / "points").is_dir() or {"spec", "points"} <= plan:
+    if os.path.isdir(out / "points") or {"spec", "points"} <= plan:
         return "sweep"
     if {"method", "rows"} <= summary or _starts_with(out / "summary.md", COMPARE_SUMMARY_HEADING):
         return "compare-summary"
@@ -337,9 +339,9 @@ def experiment_part(out_dir: str | os.PathLike[str]) -> str | None:
     (``results.json``, ``report.md``, ``runs/``, ...), which no command may overwrite or mix its own with, the
     experiment included. Reads only."""
     out = Path(out_dir).resolve()
-    if out.name == EXPERIMENT_GROUPS and (out / JOB_MARKER).is_file():
+    if out.name == EXPERIMENT_GROUPS and os.path.isfile(out / JOB_MARKER):
         return "the groups"
-    if (out.parent.name == EXPERIMENT_GROUPS and (out.parent / JOB_MARKER).is_file()) \
+    if (out.parent.name == EXPERIMENT_GROUPS and os.path.isfile(out.parent / JOB_MARKER)) \
             or "group" in _json_keys(out / "results.json"):
         return "a group"
     return None

@@ -6,6 +6,7 @@ Hooked into the main command by :func:`add_sweep_parser` and :func:`run_sweep_co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,6 +171,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         # write; the run reports it through writable_folder
         if file_in_the_way(out) is not None:
             return fail(folder_error(option, out))
+        try:
+            os.stat(out)
+        except FileNotFoundError:   # a new folder: --status lists every point pending, --report refuses below
+            pass
+        except OSError as exc:      # e.g. a name longer than the file system allows: no sweep can be there
+            return fail(folder_error(option, out, exc))
     # --report where nothing of this sweep has finished (e.g. a mistyped --out) would write a summary of pending
     # points, into a junk folder it created
     if args.report and (nothing := nothing_to_report(sweep_status(spec, out, points), option, args.spec)):

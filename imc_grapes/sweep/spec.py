@@ -747,7 +747,7 @@ def parse_base(table: Mapping[str, Any], start: TrainConfig | None = None) -> Tr
 def _load_base_from(path: Path) -> dict[str, Any]:
     """A config dict from a train ``results.json`` (``config``), a compare one (``spec.base``), or a TOML/JSON
     file of TrainConfig fields (optionally under ``base``)."""
-    if not path.exists():
+    if not os.path.exists(path):    # os.path: no OSError for a name too long to be a file (none can exist)
         raise SpecError(f"[sweep] base_from: {path} does not exist")
     kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
@@ -819,7 +819,7 @@ def parse_spec(data: Mapping[str, Any], name: str = "sweep", base_dir: str | os.
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     """Read and validate a TOML spec file (every point is validated by :meth:`SweepSpec.points`)."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.exists(path):    # os.path: no OSError for a name too long to be a file (none can exist)
         raise SpecError(f"sweep spec {path} does not exist (see examples/sweeps/ for ready-made specs)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

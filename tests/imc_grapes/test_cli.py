@@ -672,6 +672,53 @@ def test_an_output_folder_that_is_a_file_is_a_usage_error_saying_so(tmp_path, ca
     assert bad.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt", "s.toml"]
 
 
+def _too_long_name(folder: Path) -> Path:
+    """A path in ``folder`` whose last name is one byte longer than ``folder``'s file system allows (NAME_MAX)."""
+    return folder / ("y" * (os.pathconf(folder, "PC_NAME_MAX") + 1))
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "sweep", "data", "compare-summary", "experiment"])
+@pytest.mark.parametrize("below", [False, True])
+def test_an_output_folder_named_longer_than_the_file_system_allows_is_a_usage_error(tmp_path, capsys, command,
+                                                                                     below):
+    """--out with a name longer than NAME_MAX (or a folder under one) ended every command but data fetch in a
+    traceback (OSError: File name too long, from pathlib's is_file while checking whose output the folder holds);
+    it is the folder error of an unwritable folder now, naming the option, the path and the system's reason."""
+    import errno
+
+    bad = _too_long_name(tmp_path) / "sub" if below else _too_long_name(tmp_path)
+    assert main([*_unusable_out_commands(tmp_path)[command], str(bad)]) == 2
+    option = "--root" if command == "data" else "--out"
+    name = "data fetch" if command == "data" else command
+    assert capsys.readouterr().err == (f"imc-grapes {name}: error: {option} {bad}: cannot create or write to this "
+                                       f"folder: {os.strerror(errno.ENAMETOOLONG)}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+@pytest.mark.parametrize("mode", ["--status", "--report", "--dry-run"])
+def test_sweep_status_report_and_dry_run_of_a_folder_named_too_long_are_the_folder_error(tmp_path, capsys, mode):
+    """--status and --report on such a folder ended in a traceback; --dry-run listed the points of a run that
+    cannot write there and exited 0."""
+    import errno
+
+    bad = _too_long_name(tmp_path)
+    assert main([*_unusable_out_commands(tmp_path)["sweep"], str(bad), mode]) == 2
+    assert capsys.readouterr() == ("", f"imc-grapes sweep: error: --out {bad}: cannot create or write to this "
+                                       f"folder: {os.strerror(errno.ENAMETOOLONG)}\n")
+
+
+def test_a_sweep_spec_or_compare_report_named_too_long_is_said_to_be_missing(tmp_path, capsys):
+    """A sweep spec or a compare-summary report whose name no file can have ended in a traceback."""
+    bad = _too_long_name(tmp_path)
+    assert main(["sweep", str(bad)]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes sweep: error: sweep spec {bad} does not exist (see "
+                                       "examples/sweeps/ for ready-made specs)\n")
+    assert main(["compare-summary", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (f"imc-grapes compare-summary: error: no compare results at {bad} (give a "
+                                       "report folder with results.json)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_path_that_is_a_broken_link_is_said_to_be_no_folder(tmp_path, capsys):
     (tmp_path / "out").symlink_to(tmp_path / "gone")
     assert main(["train", *SMALL, "--out", str(tmp_path / "out")]) == 2

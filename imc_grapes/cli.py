@@ -772,7 +772,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
         if unknown or args.source not in SOURCES:
             return 2
     if args.data_cmd == "fetch" and any(n != SYNTHETIC for n in names):
-        root = data_root(args.root)
+        try:
+            root = data_root(args.root)
+        except DatasetError as exc:     # --root '' (e.g. an unset shell variable): not the current folder
+            print(f"imc-grapes data fetch: error: {exc}", file=sys.stderr)
+            return 2
         try:
             writable_folder(root)
         except OSError as exc:

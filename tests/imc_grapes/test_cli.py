@@ -968,6 +968,23 @@ def test_data_fetch_from_an_unknown_source_creates_no_folder(tmp_path, capsys, m
     assert not root.exists()
 
 
+@pytest.mark.parametrize("root", ["", "  "])
+def test_data_fetch_into_an_empty_root_is_a_usage_error_not_a_traceback(tmp_path, capsys, monkeypatch, root):
+    """`data fetch mnist --root ''` (an unset shell variable) ended in a traceback (DatasetError from data_root,
+    raised outside the command's error handling); `data verify` said it in one line. Now fetch says it too, exit 2,
+    and fetches nothing into the current folder."""
+    import imc_grapes.data
+
+    fetched = []     # never the network: the command's fetch is replaced
+    monkeypatch.setattr(imc_grapes.data, "fetch", lambda name, *a, **k: fetched.append(name))
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "fetch", "mnist", "--root", root]) == 2
+    assert capsys.readouterr() == ("", "imc-grapes data fetch: error: the data root is an empty path (--data-root / "
+                                       "--root ''): give a folder, or leave the option out for $IMC_GRAPES_DATA or "
+                                       "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data\n")
+    assert fetched == [] and list(tmp_path.iterdir()) == []
+
+
 def test_experiment_help_states_the_seeds_each_size_trains(capsys):
     """The epilog's sizes say how many seeds the final runs train: the planned groups decide (the quick size
     trains 5 digital and 3 analog seeds; the help said 3 for --quick)."""

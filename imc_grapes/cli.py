@@ -506,7 +506,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if results[-1].extra.get("inference"):
                 print(inference_line(results[-1].extra["inference"]))
         except ConfigError as exc:             # found when the data is split (e.g. evals_per_epoch > batches)
-            print(f"imc-grapes train: error: {exc}", file=sys.stderr)
+            print(f"imc-grapes train: error: {name_the_option(str(exc), args)}", file=sys.stderr)
             return 2
         except DivergenceError as exc:
             print(f"imc-grapes train: run {cfg.run_name()} diverged: {exc}. What it finished is in "
@@ -656,7 +656,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         run_compare(spec, out, progress=args.progress, resume=not args.no_resume,
                     command=command)
     except (DatasetError, ConfigError) as exc:                   # e.g. val_holdout larger than the data set
-        print(f"imc-grapes compare: error: {exc}", file=sys.stderr)
+        print(f"imc-grapes compare: error: {name_the_option(str(exc), args)}", file=sys.stderr)
         return 2
     return 0
 

@@ -845,9 +845,26 @@ def test_more_evaluations_than_batches_per_epoch_is_a_usage_error(tmp_path, caps
     assert main(["train", *SMALL, "--optimizer", "sgd", "--epochs", "1", "--evals-per-epoch", "9",
                  "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("imc-grapes train: error: TrainConfig.evals_per_epoch must be ≤ the batches per epoch, 8 "
-                          "(512 training samples, batch_size 64), got 9")
+    assert err.startswith("imc-grapes train: error: --evals-per-epoch: TrainConfig.evals_per_epoch must be ≤ the "
+                          "batches per epoch, 8 (512 training samples, batch_size 64), got 9")
     assert list((tmp_path / "bad").iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    # 512 samples / 64 = 8 batches per epoch
+    (["--evals-per-epoch", "9"], "--evals-per-epoch: TrainConfig.evals_per_epoch must be ≤ the batches per epoch, 8 "
+                                 "(512 training samples, batch_size 64), got 9"),
+    # the synthetic set has 2000 training samples
+    (["--lr", "0.1", "0.3", "--val-holdout", "2000"], "--val-holdout: val_holdout must be smaller than the training "
+                                                      "set (2000 samples of synthetic), got 2000"),
+])
+def test_compare_names_the_option_of_an_error_found_when_the_data_is_split(tmp_path, capsys, args, message):
+    """Errors that only the loaded data set reveals named the config field alone (``TrainConfig.evals_per_epoch
+    must be ...``, ``val_holdout must be ...``), where the errors found before loading name the option: they name
+    it too now."""
+    assert main(["compare", *SMALL, "--optimizers", "sgd", "--hardware", "digital", "--epochs", "1", *args,
+                 "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare: error: {message}\n"
 
 
 def test_drop_last_skips_each_epochs_partial_batch(tmp_path):

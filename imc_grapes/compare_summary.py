@@ -23,9 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devices.base import is_number
+
 from .backends.settings import format_device_overrides
 from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed, report_spec
-from .config import ConfigError
+from .config import ConfigError, is_int
 from .io import (COMPARE_SUMMARY_HEADING, experiment_part, other_command_folder, restore_nonfinite,
                  superseded_report_note, unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
 from .plotting import error_bars, fit_title, optimizer_color
@@ -97,6 +99,12 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: the numbers that :func:`summarize` reads of a report's summary cell (null: none, e.g. no saturation probe)
+_SUMMARY_NUMBERS = ("lr", "final_test_acc_mean", "final_test_acc_std", "saturation_mean", "cost_overhead_vs_sgd")
+#: its counts of the cell's final runs (absent in reports written before the summary counted them)
+_SUMMARY_COUNTS = ("completed", "runs", "diverged", "failed")
+
+
 def _shape_problem(data: dict[str, Any]) -> str | None:
     """What in a ``results.json``'s ``spec``, ``summary`` and ``runs`` is not as ``imc-grapes compare`` writes it
     and :func:`summarize` reads it (the first such field, with what it must be), or None."""
@@ -115,6 +123,17 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
     for key in ("summary", "runs"):
         if not (isinstance(data[key], list) and all(isinstance(x, dict) for x in data[key])):
             return f"'{key}' must be a list of mappings"
+    for i, cell in enumerate(data["summary"]):     # the fields summarize reads of a cell, as the table formats them
+        if not (isinstance(cell.get("hardware"), str) and isinstance(cell.get("optimizer"), str)):
+            return f"summary[{i}] must name its hardware and optimizer, got {cell.get('hardware')!r}, " \
+                   f"{cell.get('optimizer')!r}"
+        for key in _SUMMARY_NUMBERS:
+            value = restore_nonfinite(cell.get(key))
+            if not (value is None or is_number(value)):
+                return f"summary[{i}].{key} must be a number (NaN allowed) or null, got {cell.get(key)!r}"
+        for key in _SUMMARY_COUNTS:
+            if key in cell and not (is_int(cell[key]) and cell[key] >= 0):
+                return f"summary[{i}].{key} must be an integer ≥ 0 (a count of runs), got {cell[key]!r}"
     for i, run in enumerate(data["runs"]):
         seed = run.get("config").get("seed") if isinstance(run.get("config"), dict) else None
         if not (isinstance(run.get("hardware"), str) and isinstance(run.get("optimizer"), str)

@@ -243,6 +243,12 @@ def test_every_stored_summary_is_what_its_recorded_command_writes_now(folder, tm
      "runs[4] (analog/grapes, seed 1): history[1].test_acc must be a number (NaN allowed), got 'x'"),
     (lambda d: d["runs"][0].update(history={"test_acc": 0.5}),
      "runs[0] (analog/sgd, seed 0): history must be a list of mappings (one per evaluation), got {'test_acc': 0.5}"),
+    # a hand-edited summary cell: the table's formatting ended in a traceback (Unknown format code 'f' ...)
+    (lambda d: d["summary"][1].update(final_test_acc_mean="x"),
+     "summary[1].final_test_acc_mean must be a number (NaN allowed) or null, got 'x'"),
+    (lambda d: d["summary"][0].update(lr=[0.1]), "summary[0].lr must be a number (NaN allowed) or null, got [0.1]"),
+    (lambda d: d["summary"][0].update(optimizer=None),
+     "summary[0] must name its hardware and optimizer, got 'analog', None"),
 ])
 def test_a_results_file_of_the_wrong_shape_is_a_usage_error_naming_the_field(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, field: str) -> None:

@@ -790,20 +790,24 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
     the errors name it.
 
     Raises:
-        ConfigError: ``result`` has no ``runs`` list, or a run is not a mapping with ``hardware``, ``optimizer`` and
-            a ``config`` that :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts, or its ``history`` is not
+        ConfigError: ``result`` has no ``runs`` list, its ``tuning`` is no list, or a run is not a mapping with
+            ``hardware`` and ``optimizer`` (names) and a ``config`` that
+            :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts, or its ``history`` is not
             as a compare job writes it (:func:`history_problem`; the error names the run and the field).
     """
     runs = result.get("runs") if isinstance(result, dict) else None
     if not isinstance(runs, list):
         raise ConfigError(f"{source}: 'runs' must be a list of runs (a compare report's results.json)")
-    chosen = {(t.get("hardware"), t.get("optimizer")): t.get("chosen_lr") for t in result.get("tuning") or []
-              if isinstance(t, dict)}
+    tuning = result.get("tuning") or []
+    if not isinstance(tuning, list):
+        raise ConfigError(f"{source}: 'tuning' must be a list of the cells' tuning records, got {tuning!r}")
+    chosen = {(t.get("hardware"), t.get("optimizer")): t.get("chosen_lr") for t in tuning if isinstance(t, dict)}
     cells: dict[tuple[str, str], Cell] = {}
     for i, run in enumerate(runs):
-        if not (isinstance(run, dict) and "hardware" in run and "optimizer" in run
-                and isinstance(run.get("config"), dict)):
-            raise ConfigError(f"{source}: runs[{i}] must be a mapping with hardware, optimizer and config")
+        if not (isinstance(run, dict) and isinstance(run.get("hardware"), str)
+                and isinstance(run.get("optimizer"), str) and isinstance(run.get("config"), dict)):
+            raise ConfigError(f"{source}: runs[{i}] must be a mapping with hardware, optimizer and config (the "
+                              "first two names, the last a mapping)")
         cfg = TrainConfig.from_dict(run["config"])
         problem = history_problem(run.get("history", []))
         if problem:     # not a TypeError of a figure

@@ -79,6 +79,29 @@ def test_redraw_refuses_a_folder_without_a_compare_report(tmp_path, capsys):
     assert "runs[0]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d["runs"][1].update(hardware=3), "runs[1] must be a mapping with hardware, optimizer and config (the "
+                                                "first two names, the last a mapping)"),
+    (lambda d: d["runs"][0].update(optimizer=None), "runs[0] must be a mapping with hardware, optimizer and config "
+                                                    "(the first two names, the last a mapping)"),
+    (lambda d: d.update(tuning=5), "'tuning' must be a list of the cells' tuning records, got 5"),
+])
+def test_redraw_refuses_a_run_or_tuning_record_of_the_wrong_type(tmp_path, capsys, damage, message):
+    """A hand-edited hardware that is no name ended --redraw in an AttributeError (wrapping the figure's title), a
+    tuning record that is no list in a TypeError; an optimizer null was drawn as a cell named None. Nothing is
+    drawn now."""
+    out = tmp_path / "report"
+    shutil.copytree(STORED, out)
+    for png in out.glob("*.png"):
+        png.unlink()
+    saved = read_json(out / "results.json")
+    damage(saved)
+    write_json_atomic(out / "results.json", saved)
+    assert main(["compare", "--redraw", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {out / 'results.json'}: {message}\n"
+    assert not list(out.glob("*.png"))
+
+
 def test_redraw_of_a_report_without_runs_says_so(tmp_path, capsys):
     """A results.json whose 'runs' list is empty ended --redraw with matplotlib's "Number of columns must be a
     positive integer, not 0"; nothing is drawn."""

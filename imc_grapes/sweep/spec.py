@@ -744,6 +744,17 @@ def parse_base(table: Mapping[str, Any], start: TrainConfig | None = None) -> Tr
     return _build(cfg, "[base]")
 
 
+def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's ``pairs`` as a dict (``json.loads``' ``object_pairs_hook``); raises :class:`SpecError` for a
+    key given twice, which ``json`` would otherwise settle silently by keeping the last (TOML refuses it)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError(f"the key {key!r} is given twice in one object")
+        out[key] = value
+    return out
+
+
 def _load_base_from(path: Path) -> dict[str, Any]:
     """A config dict from a train ``results.json`` (``config``), a compare one (``spec.base``), or a TOML/JSON
     file of TrainConfig fields (optionally under ``base``)."""
@@ -752,8 +763,8 @@ def _load_base_from(path: Path) -> dict[str, Any]:
     kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
         text = path.read_text()
-        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text, object_pairs_hook=_object_once)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError, SpecError) as exc:
         raise SpecError(f"[sweep] base_from: {path} is not valid {kind}: {exc}") from None
     except OSError as exc:
         raise SpecError(f"[sweep] base_from: cannot read {path}: {exc.strerror or exc}") from None

@@ -719,6 +719,20 @@ def test_a_sweep_spec_or_compare_report_named_too_long_is_said_to_be_missing(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("content", ['{"lr": 0.5, "epochs": 1, "lr": 0.05}',
+                                     '{"config": {"analog": {"tile_size": 8, "tile_size": 16}}}'])
+def test_a_sweep_base_from_json_with_a_key_given_twice_is_a_spec_error(tmp_path, capsys, content):
+    """JSON keeps the last of a key given twice without a word (the spec's own TOML refuses it), so a base_from
+    file edited by hand ran every point with whichever value came last; it is refused now, naming the key."""
+    (tmp_path / "base.json").write_text(content)
+    (tmp_path / "s.toml").write_text('[sweep]\nbase_from = "base.json"\n[base]\ndataset = "synthetic"\n'
+                                     '[axes]\nseed = [0]\n')
+    assert main(["sweep", str(tmp_path / "s.toml"), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    key = "lr" if "lr" in content else "tile_size"
+    assert capsys.readouterr() == ("", f"imc-grapes sweep: error: [sweep] base_from: {tmp_path / 'base.json'} is not "
+                                       f"valid JSON: the key {key!r} is given twice in one object\n")
+
+
 def test_an_output_path_that_is_a_broken_link_is_said_to_be_no_folder(tmp_path, capsys):
     (tmp_path / "out").symlink_to(tmp_path / "gone")
     assert main(["train", *SMALL, "--out", str(tmp_path / "out")]) == 2

@@ -148,6 +148,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     if args.out == "":      # e.g. --out "$UNSET" (python -m imc_grapes.sweep; imc-grapes checks it before)
         return fail("--out '': give a folder, or leave the option out for the default")
+    if args.report and args.no_report:
+        return fail("--no-report: --report only writes the report (summary.csv and plots), so --no-report "
+                    "contradicts it: give one of them")
     try:
         check_environment()     # a no-op after imc-grapes' own check; for python -m imc_grapes.sweep
         spec = load_spec(args.spec)

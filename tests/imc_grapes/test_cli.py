@@ -733,6 +733,16 @@ def test_a_sweep_base_from_json_with_a_key_given_twice_is_a_spec_error(tmp_path,
                                        f"valid JSON: the key {key!r} is given twice in one object\n")
 
 
+def test_sweep_report_with_no_report_is_a_usage_error(tmp_path, capsys):
+    """`sweep --report --no-report` asked for the report and for none, and wrote it; the contradiction is refused
+    now, before the spec is read or anything written."""
+    spec = _unusable_out_commands(tmp_path)["sweep"][1]
+    assert main(["sweep", spec, "--report", "--no-report", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr() == ("", "imc-grapes sweep: error: --no-report: --report only writes the report "
+                                       "(summary.csv and plots), so --no-report contradicts it: give one of them\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def test_an_output_path_that_is_a_broken_link_is_said_to_be_no_folder(tmp_path, capsys):
     (tmp_path / "out").symlink_to(tmp_path / "gone")
     assert main(["train", *SMALL, "--out", str(tmp_path / "out")]) == 2

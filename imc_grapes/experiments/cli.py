@@ -144,9 +144,16 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     from ..data import DatasetError
     from ..io import folder_error, other_command_folder, writable_folder
     from ..runtime import set_torch_threads
+    from ..suggest import typed_options
     from .runner import default_out_dir, run_experiment
 
     if args.name == "list":
+        ignored = list(typed_options(args).values())
+        if ignored:     # e.g. `experiment list --quick`: listed as if the options were not there
+            this, it = ("this option", "it") if len(ignored) == 1 else ("these options", "them")
+            print(f"imc-grapes experiment: error: {', '.join(ignored)}: `experiment list` only names the experiments, "
+                  f"so {this} would change nothing: drop {it}", file=sys.stderr)
+            return 2
         return _list()
     if args.redraw:
         return _redraw(args)

@@ -743,6 +743,20 @@ def test_sweep_report_with_no_report_is_a_usage_error(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 
+@pytest.mark.parametrize("options, named", [(["--quick", "--lr", "-1"], "--quick, --lr"),
+                                             (["--out", "x"], "--out")])
+def test_experiment_list_refuses_options_it_would_ignore(capsys, options, named):
+    """`experiment list --quick --lr -1` listed the experiments and exited 0: the options (even an invalid lr) were
+    ignored without a word. They change nothing, so they are refused, as train and compare refuse such options."""
+    assert main(["experiment", "list", *options]) == 2
+    one = "," not in named
+    assert capsys.readouterr() == ("", f"imc-grapes experiment: error: {named}: `experiment list` only names the "
+                                       f"experiments, so {'this option' if one else 'these options'} would change "
+                                       f"nothing: drop {'it' if one else 'them'}\n")
+    assert main(["experiment", "list"]) == 0
+    assert "forgetting" in capsys.readouterr().out
+
+
 def test_an_output_path_that_is_a_broken_link_is_said_to_be_no_folder(tmp_path, capsys):
     (tmp_path / "out").symlink_to(tmp_path / "gone")
     assert main(["train", *SMALL, "--out", str(tmp_path / "out")]) == 2

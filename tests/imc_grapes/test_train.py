@@ -351,3 +351,114 @@ def test_the_train_command_stopped_by_a_signal_records_the_run_as_interrupted(tm
     steps = [h["step"] for h in res["history"]][:200]             # 200 batches, evaluated after each
     assert steps == list(range(1, len(steps) + 1)) and steps        # the rows so far (the signal may come at row 1)
     assert b"the run in progress is recorded as interrupted" in err
+
+
+# ------------------------------------------------------------------------ the training loop's own arithmetic
+# Logits [0, x] of a 1-input linear model (weights (0, 1), no bias): class 1 predicted when x > 0, and the
+# cross-entropy of a sample is log(1 + e^x) − x·[t = 1] (hand form, as in the evaluate test above).
+def _logit_model() -> torch.nn.Linear:
+    model = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0], [1.0]]))
+        model.bias.zero_()
+    return model
+
+
+def _ce(x: float, t: int) -> float:
+    return math.log1p(math.exp(x)) - (x if t == 1 else 0.0)
+
+
+class _FrozenNet:
+    """What :func:`imc_grapes.train.train_batches` uses of a :class:`~imc_grapes.backends.Network`, with a step that
+    changes nothing: every batch then sees the same model, so the window means have a hand value."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.device = model, torch.device("cpu")
+
+    def zero_grad(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        pass
+
+
+def test_the_train_loss_and_accuracy_of_a_point_are_per_sample_means_over_the_batches_since_the_last_point():
+    """5 samples in batches of 2, 2, 1, evaluated after batches 2 and 3: each point's loss is the mean cross-entropy
+    over the samples since the previous point (4, then 1) and its accuracy the fraction of them predicted right; both
+    sums restart at each point (an accuracy count kept over the epoch would give the second point 3/1)."""
+    from imc_grapes.data import BatchLoader, Split
+
+    xs, ys = [-1.0, 2.0, -3.0, 4.0, 5.0], [0, 1, 1, 1, 0]             # correct, correct, wrong, correct, wrong
+    split = Split(torch.tensor(xs).reshape(5, 1), torch.tensor(ys))
+    got: list[tuple[int, float, float]] = []
+    T.train_batches(_FrozenNet(_logit_model()), BatchLoader(split, 2, shuffle=False), TrainConfig(), "test", False,
+                    lambda step, loss, acc: got.append((step, loss, acc)), {2, 3})
+    ce = [_ce(x, t) for x, t in zip(xs, ys)]
+    assert [(s, a) for s, _, a in got] == [(2, 3 / 4), (3, 0.0)]
+    assert got[0][1] == pytest.approx(sum(ce[:4]) / 4, rel=1e-6)
+    assert got[1][1] == pytest.approx(ce[4], rel=1e-6)
+
+
+def test_batches_of_unequal_size_weigh_their_samples_alike_in_the_train_loss():
+    """One point after batches of 2 and 1 samples: the train loss is the mean over the 3 samples, not the mean of the
+    two batch means (which differ here: (ce0 + ce1)/2 and ce2)."""
+    from imc_grapes.data import BatchLoader, Split
+
+    xs, ys = [-1.0, 2.0, 3.0], [1, 1, 0]
+    split = Split(torch.tensor(xs).reshape(3, 1), torch.tensor(ys))
+    got: list[tuple[int, float, float]] = []
+    T.train_batches(_FrozenNet(_logit_model()), BatchLoader(split, 2, shuffle=False), TrainConfig(), "test", False,
+                    lambda step, loss, acc: got.append((step, loss, acc)), {2})
+    ce = [_ce(x, t) for x, t in zip(xs, ys)]
+    assert got[0][0] == 2 and got[0][2] == pytest.approx(1 / 3)
+    assert got[0][1] == pytest.approx(sum(ce) / 3, rel=1e-6)
+    assert abs(sum(ce) / 3 - ((ce[0] + ce[1]) / 2 + ce[2]) / 2) > 0.1     # the two means differ: not vacuous
+
+
+def test_each_training_step_uses_its_own_batch_gradient_only():
+    """Two SGD steps of the logit model through ``training_step``: the second update is lr times the second batch's
+    gradient at the weights after the first (computed here by hand: ∂CE/∂logits = softmax − one-hot, ∂/∂W = that
+    times x, mean over the batch), not the sum of both batches' gradients (a missing zero_grad accumulates them)."""
+    from imc_grapes.cuda_graphs import training_step
+
+    model, lr = _logit_model(), 0.5
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    net = _FrozenNet(model)
+    net.zero_grad = lambda: opt.zero_grad(set_to_none=True)     # type: ignore[method-assign]
+    net.step = opt.step                                          # type: ignore[method-assign]
+
+    def by_hand(w: list[float], b: list[float], xs: list[float], ys: list[int]) -> tuple[list[float], list[float]]:
+        gw, gb = [0.0, 0.0], [0.0, 0.0]
+        for x, t in zip(xs, ys):
+            z = [w[0] * x + b[0], w[1] * x + b[1]]
+            p1 = 1.0 / (1.0 + math.exp(z[0] - z[1]))
+            e = [1.0 - p1 - (t == 0), p1 - (t == 1)]
+            for k in range(2):
+                gw[k] += e[k] * x / len(xs)
+                gb[k] += e[k] / len(xs)
+        return [w[k] - lr * gw[k] for k in range(2)], [b[k] - lr * gb[k] for k in range(2)]
+
+    batches = [([1.0, -2.0], [0, 1]), ([0.5, 3.0], [1, 0])]
+    w, b = [0.0, 1.0], [0.0, 0.0]
+    for xs, ys in batches:
+        training_step(net, torch.tensor(xs).reshape(-1, 1), torch.tensor(ys))
+        w, b = by_hand(w, b, xs, ys)
+        torch.testing.assert_close(model.weight.detach().reshape(-1), torch.tensor(w), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.bias.detach(), torch.tensor(b), rtol=0, atol=1e-6)
+
+
+def test_evaluate_runs_the_model_in_eval_mode():
+    """A training-mode model with dropout (90 %, so that most logits would be zeroed): ``evaluate`` gives the
+    hand-computed loss and accuracy of the model without dropout, twice alike, and leaves the model training."""
+    from imc_grapes.data import Split
+    from imc_grapes.models import Dropout
+
+    model = torch.nn.Sequential(_logit_model(), Dropout(0.9, seed=0))
+    model.train()
+    xs, ys = [-1.0, 2.0, -3.0, 4.0, 5.0, -6.0], [0, 1, 0, 1, 0, 0]
+    split = Split(torch.tensor(xs).reshape(6, 1), torch.tensor(ys))
+    ce = sum(_ce(x, t) for x, t in zip(xs, ys)) / 6
+    for _ in range(2):
+        loss, acc = T.evaluate(model, split, batch_size=4)
+        assert acc == 5 / 6 and loss == pytest.approx(ce, rel=1e-6)
+    assert model.training

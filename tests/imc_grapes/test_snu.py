@@ -79,6 +79,16 @@ def test_latency_code_by_hand():
     assert ties[:, 0].nonzero().tolist() == [[2, 0], [4, 1]]
 
 
+def test_latency_code_threshold_is_inclusive():
+    """The docstring: inputs with ``I < min_intensity`` never spike, so one at exactly ``min_intensity`` does (0.25 and
+    0.5 are exact in binary): at step round((1 − 0.25)·4) = 3; one just below never."""
+    i = torch.tensor([[0.25, 0.25 - 1e-9]], dtype=torch.float64)
+    spikes = encode_latency(i, steps=5, min_intensity=0.25)
+    assert spikes[:, 0].nonzero().tolist() == [[3, 0]]
+    assert encode_latency(torch.tensor([[0.5]], dtype=torch.float64), 3, min_intensity=0.5)[:, 0, 0].tolist() == [
+        0.0, 1.0, 0.0]                                                      # round(0.5 · 2) = 1
+
+
 def test_rate_code_statistics_and_seed():
     i = torch.tensor([[0.0, 0.2, 0.7, 1.0]]).expand(50, 4)
     s = encode_rate(i, 200, torch.Generator().manual_seed(3))

@@ -524,6 +524,36 @@ def test_unbatched_convolutions_are_scaled_per_output_channel(conv, shape):
     assert not torch.allclose(m, torch.ones_like(m))                                  # the factors differ
 
 
+def test_a_linear_layer_on_a_sequence_is_scaled_per_output_feature_on_the_last_dim():
+    """``nn.Linear`` applied to ``[batch, T, in]`` (as to the steps of a sequence): its output's features are on the
+    last dim, not dim 1 — here T equals the 4 output features, so scaling dim 1 would raise no shape error. Propagated
+    GRAPES on the hidden layer against numpy: loss = Σ out ⊙ G, δ_a = (G W1) ⊙ (1 − h²) ⊙ M (M = clip(2F/max F, 1, 2)
+    per output feature), ∂L/∂W0 = Σ_{b,t} δ_a xᵀ."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(3)
+    hidden = nn.Linear(3, 4, bias=False).double()
+    out = nn.Linear(4, 2, bias=False).double()
+    with torch.no_grad():
+        hidden.weight.copy_(torch.randn(4, 3, generator=g, dtype=torch.float64))
+        hidden.weight[1] *= 0.2                                                      # the clip bites for row 1
+        out.weight.copy_(torch.randn(2, 4, generator=g, dtype=torch.float64))
+    model = nn.Sequential(hidden, nn.Tanh(), out)
+    x = torch.randn(5, 4, 3, generator=g, dtype=torch.float64)                      # [batch, T = 4, in]
+    G = torch.randn(5, 4, 2, generator=g, dtype=torch.float64)
+    attach_grapes(model, "propagated")
+    model.train()
+    (model(x) * G).sum().backward()
+    W0, W1, xn, Gn = (t.detach().numpy() for t in (hidden.weight, out.weight, x, G))
+    f = np.abs(W0).sum(1)
+    m = np.clip(2 * f / f.max(), 1, 2)
+    h = np.tanh(xn @ W0.T)
+    d_a = (Gn @ W1) * (1 - h ** 2) * m
+    expected = np.einsum("bto,bti->oi", d_a, xn)
+    np.testing.assert_allclose(hidden.weight.grad.numpy(), expected, rtol=0, atol=1e-12)
+    assert not np.allclose(m, m[0])                                                 # the factors differ per feature
+
+
 @pytest.mark.parametrize("rule, wrapped", [("bp", False), ("bp", True), ("dfa", True)])
 def test_local_mode_scales_an_analog_layers_digital_bias_like_a_digital_one(rule, wrapped):
     """Local GRAPES on an analog layer (``crossbar.AnalogLinear``, or wrapped as the backends' ``CrossbarLayer``):

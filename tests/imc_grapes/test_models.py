@@ -101,6 +101,26 @@ def test_dropout_is_seeded_inverted_and_off_in_eval():
         Dropout(1.0, seed=0)
 
 
+def test_cnn_dropout_masks_the_flattened_features_before_the_classifier():
+    """SmallCNN's documented order: conv -> ReLU -> pool, flatten, dropout, linear. Training logits are the classifier
+    applied to the flattened features times the inverted-dropout factor D ∈ {0, 1/(1 − p)}, drawn as
+    :class:`Dropout` draws it (one uniform per feature from a generator seeded with the module's seed, kept where
+    u ≥ p); eval logits use the features undropped. The features are computed here with torch.nn.functional."""
+    p = 0.5
+    model = SmallCNN(in_channels=1, n_classes=3, channels=(2,), input_size=4, dropout=p, seed=0,
+                     dtype=torch.float64)
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    flat = F.max_pool2d(F.relu(F.conv2d(x, model.convs[0].weight.detach(), padding=1)), 2).flatten(1)   # [3, 8]
+    u = torch.rand(flat.shape, generator=torch.Generator().manual_seed(model.drop.seed), dtype=torch.float64)
+    D = torch.where(u >= p, 1.0 / (1.0 - p), 0.0).to(torch.float64)
+    assert 0 < int((D == 0).sum()) < D.numel()                                      # not vacuous: some dropped
+    W = model.classifier.weight.detach()
+    model.train()
+    torch.testing.assert_close(model(x), (flat * D) @ W.T, rtol=0, atol=1e-12)
+    model.eval()
+    torch.testing.assert_close(model(x), flat @ W.T, rtol=0, atol=1e-12)
+
+
 def test_linear_factory_path_trains_with_bp_and_grapes():
     made = []
 

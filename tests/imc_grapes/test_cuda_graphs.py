@@ -62,6 +62,23 @@ def test_a_replayed_steps_bookkeeping_is_an_eager_steps(backend, rule, optimizer
         assert eager.importance.reads == 2 * n_read and set(eager.importance._layer_reads.values()) == {2}
 
 
+@pytest.mark.parametrize("importance", ["array", "exact"])
+def test_replayed_steps_refresh_grapes_every_kth_batch_as_eager_steps_do(importance):
+    """``analog.importance_every = 3``: GRAPES refreshes its factors (and reads the arrays) at batches 0 and 3 of 6, so
+    2 refreshes, whether steps 1–5 run eagerly or are replayed (:meth:`count_replayed_step`); the host state agrees
+    after every step (a replay that counted a refresh at every batch would give 6)."""
+    analog = {"importance": importance, "importance_every": 3, "sat_probe_every": 0}
+    eager = build_network(_cfg(analog=analog), (1, 8, 8), 10, "cpu")
+    replayed = build_network(_cfg(analog=analog), (1, 8, 8), 10, "cpu")
+    _step(eager, 0)
+    _step(replayed, 0)
+    for s in range(1, 6):
+        _step(eager, s)
+        replayed.count_replayed_step()
+        assert _host_state(replayed) == _host_state(eager), s
+    assert eager.grapes.train_batches == 6 and eager.grapes.refresh_count == 2
+
+
 def test_step_kinds_follow_the_probe_and_comparison_schedules():
     """``step_kind()`` before each step says what that step then does: a saturation probe every 4th step from the
     first (``sat_probe_every``), an array-vs-exact comparison sample every ``COMPARE_EVERY``-th (the sampled pairs

@@ -40,7 +40,7 @@ from .backends.settings import format_device_overrides
 from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on, as_saved, check_distinct,
                      check_seeds_apart, compared_as_run, config_differences, is_int, is_number, seed_in_range,
                      with_later_fields)
-from .data import Dataset, load_dataset, recorded_data_root
+from .data import Dataset, DatasetCache, recorded_data_root
 from .inference_eval import time_label
 from .io import (experiment_part, experiment_report_of, folder_command, read_json, read_report_json,
                  restore_nonfinite, start_job, superseded_report_note, write_bytes_atomic, write_csv_atomic,
@@ -904,13 +904,13 @@ def run_compare(spec: CompareSpec, out_dir: str | Path, *, progress: bool | None
     progress bars per run (None: only when stderr is a terminal, :func:`~imc_grapes.train.progress_bar_disabled`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = spec.base.resolved_device()
-    dataset = load_dataset(spec.base.dataset, spec.base.data_root, device, spec.base.seed)
+    datasets = DatasetCache()   # each run's own (a synthetic set is generated from the run's seed, as train does)
+    datasets.for_config(spec.base)  # a missing data set: an error before any run, with the folder untouched
     # before the first run: an earlier job's results.json stays, but reads as older than runs/ until this job ends
     job = start_job(out, command)
 
     def run(cfg: TrainConfig, folder: Path) -> RunResult:
-        return run_one(cfg, folder, dataset, progress, resume, log)
+        return run_one(cfg, folder, datasets.for_config(cfg), progress, resume, log)
 
     cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune" / hw, out / "runs" / hw, f"{hw}/{opt}", log)
              for hw in spec.hardware for opt in spec.optimizers]

@@ -10,6 +10,7 @@ import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,28 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
                          f"{did_you_mean(name, DATASET_NAMES)}")
     return load_real(name, root, device)
 
+
+
+class DatasetCache:
+    """The data sets of several runs, each loaded once (:func:`load_dataset`) and shared by the runs that read the
+    same one: keyed by its name, data folder and device and, for the ``synthetic`` set only, the seed it is
+    generated from — a run's own ``seed``, as ``train`` and ``sweep`` generate it, so that a run gives the numbers
+    of its recorded config whichever command trained it (a real set is the same files whatever the seed)."""
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[str, str | None, str, int | None], Dataset] = {}
+
+    def get(self, name: str, root: str | os.PathLike[str] | None, device: torch.device | str, seed: int) -> Dataset:
+        """The data set :func:`load_dataset` ``(name, root, device, seed)`` gives, loaded on first use."""
+        key = (name, None if root is None else os.fspath(root), str(device), seed if name == SYNTHETIC else None)
+        if key not in self._sets:
+            self._sets[key] = load_dataset(name, root, device, seed)
+        return self._sets[key]
+
+    def for_config(self, cfg: Any) -> Dataset:
+        """The data set a run of ``cfg`` (a :class:`~imc_grapes.config.TrainConfig`) trains on: its ``dataset``,
+        ``data_root``, resolved device and ``seed``."""
+        return self.get(cfg.dataset, cfg.data_root, cfg.resolved_device(), cfg.seed)
 
 
 def recorded_data_root(name: str, root: str | os.PathLike[str] | None = None) -> str | None:

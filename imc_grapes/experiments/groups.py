@@ -15,7 +15,7 @@ from typing import Any
 from ..compare import (Cell, CompareSpec, epochs_to_target, findings, format_table, plot_report, summarise_cells,
                        tune_and_run, tuning_record)
 from ..compare import run_one as compare_run_one
-from ..data import Dataset, recorded_data_root
+from ..data import Dataset, DatasetCache, recorded_data_root
 from ..io import write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..report import nan_accuracy_note
 from ..suggest import did_you_mean
@@ -105,14 +105,17 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def run_group(group: Group, out_dir: str | Path, dataset: Dataset, *, progress: bool | None = False,
+def run_group(group: Group, out_dir: str | Path, dataset: Dataset | DatasetCache, *, progress: bool | None = False,
               resume: bool = True, command: str | None = None, log: Callable[[str], None] = print) -> GroupResult:
-    """Run every cell of ``group`` (tuning then seeds) and write its report folder into ``out_dir``."""
+    """Run every cell of ``group`` (tuning then seeds) and write its report folder into ``out_dir``. ``dataset``:
+    the data set of every run, or a :class:`~imc_grapes.data.DatasetCache` that gives each run its own (a
+    synthetic set generated from the run's seed, as ``train`` generates it)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec, hw, trainer = group.spec, group.hardware, TRAINERS[group.trainer]
     def run(cfg: Any, folder: Path) -> RunResult:
-        return run_one(cfg, folder, dataset, trainer, progress, resume, log)
+        data = dataset.for_config(cfg) if isinstance(dataset, DatasetCache) else dataset
+        return run_one(cfg, folder, data, trainer, progress, resume, log)
 
     cells = [tune_and_run(spec, hw, opt, run, out / "runs" / "tune", out / "runs", f"{group.key}: {opt}", log)
              for opt in spec.optimizers]

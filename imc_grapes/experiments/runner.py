@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data import Dataset, load_dataset
+from ..data import DatasetCache
 from ..io import start_job
 from .definitions import EXPERIMENTS, plan_experiment
 from .groups import GroupResult, run_group
@@ -61,20 +61,17 @@ def run_experiment(name: str, options: ExperimentOptions | None = None, out_dir:
     groups = plan_experiment(name, opts)
     out = Path(out_dir) if out_dir is not None else default_out_dir(name, opts)
     t0 = time.perf_counter()
-    cache: dict[tuple[str, str | None, str], Dataset] = {}
+    datasets = DatasetCache()   # each run's own (a synthetic set is generated from the run's seed, as train does)
     results: list[GroupResult] = []
     job: str | None = None
     for group in groups:
-        b = group.spec.base
-        key = (b.dataset, b.data_root, str(b.resolved_device()))
-        if key not in cache:
-            cache[key] = load_dataset(b.dataset, b.data_root, b.resolved_device(), b.seed)
+        datasets.for_config(group.spec.base)    # a missing data set: an error before the group's first run
         if job is None:     # before the first run (a first data set that is missing changes nothing): an earlier
             # job's results.json stays, but reads as older than groups/ until this job ends
             job = start_job(out, command, runs=GROUPS)
         log(f"=== {name}: group {group.key} ({len(results) + 1}/{len(groups)})")
         _note_unsuffixed(out / GROUPS, group.key, opts, log)
-        results.append(run_group(group, out / GROUPS / group.key, cache[key], progress=progress, resume=resume,
+        results.append(run_group(group, out / GROUPS / group.key, datasets, progress=progress, resume=resume,
                                  command=command, log=log))
     data = write_experiment_report(EXPERIMENTS[name], opts, results, out, command, time.perf_counter() - t0, job=job)
     log(f"\nreport: {out / 'report.md'}")

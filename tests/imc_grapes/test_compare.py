@@ -688,7 +688,9 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp
     and in every run's record; a run resumed from another folder keeps the folder it was trained with. The data
     themselves are the synthetic set in an MNIST config (only the recorded folder matters here)."""
     synthetic = make_synthetic(seed=0)
-    monkeypatch.setattr(compare_mod, "load_dataset", lambda *a, **k: synthetic)
+    import imc_grapes.data.datasets as datasets_mod
+
+    monkeypatch.setattr(datasets_mod, "load_dataset", lambda *a, **k: synthetic)    # DatasetCache's loads
     first_cwd, second_cwd = tmp_path / "a", tmp_path / "b"
     first_cwd.mkdir()
     second_cwd.mkdir()
@@ -1187,3 +1189,20 @@ def test_grapes_ops_share_leaves_the_exact_importance_additions_out_and_the_repo
     assert compare_mod._grapes_ops_share(run) == pytest.approx(0.054)
     md = compare_mod.render_markdown(CompareSpec(base=BASE, lr_grid=(0.1,)), [], [], [], None)
     assert "the `exact` importance's Σ|w| additions are in the total but not in the share" in md
+
+
+def test_a_compare_run_gives_the_numbers_train_gives_for_its_recorded_config(tmp_path):
+    """Same config, same numbers: the synthetic set is generated from the run's seed (as ``train`` and ``sweep``
+    generate it), so a compare run of seed 1 has the history that ``train`` gives the config it recorded, and one
+    of another base seed is not resumed from data of the first (it was trained on seed 0's set before)."""
+    from imc_grapes.train import train
+
+    spec = CompareSpec(base=BASE, optimizers=("sgd",), hardware=("digital",), lr_grid=(0.1,), seeds=(1,))
+    res = run_compare(spec, tmp_path / "c", progress=False, log=lambda s: None)
+    saved = json.loads((tmp_path / "c" / "runs" / "digital" / "sgd" / "lr0.1_seed1" / "results.json").read_text())
+    cfg = TrainConfig.from_dict(saved["config"])
+    assert cfg.seed == 1
+    alone = train(cfg, tmp_path / "t", progress=False, log=lambda s: None)
+    keys = ("train_loss", "test_acc", "test_loss")
+    assert [[row[k] for k in keys] for row in saved["history"]] == [[row[k] for k in keys] for row in alone.history]
+    assert res["runs"][0]["history"][-1]["test_acc"] == alone.history[-1]["test_acc"]

@@ -402,11 +402,11 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp
     does. The data are the synthetic set standing in for MNIST (only the recorded folder matters here)."""
     import os
 
-    import imc_grapes.experiments.runner as runner_mod
+    import imc_grapes.data.datasets as datasets_mod
     from imc_grapes.data import make_synthetic
 
     synthetic = make_synthetic(n_train=200, n_test=100, seed=0)
-    monkeypatch.setattr(runner_mod, "load_dataset", lambda *a, **k: synthetic)
+    monkeypatch.setattr(datasets_mod, "load_dataset", lambda *a, **k: synthetic)    # DatasetCache's loads
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     opts = ExperimentOptions(size="tiny", datasets=("mnist",), data_root="data", optimizers=("sgd",),
@@ -420,3 +420,22 @@ def test_a_relative_data_root_is_recorded_as_given_and_as_an_absolute_folder(tmp
         group = json.loads((tmp_path / "out" / "groups" / g["key"] / "results.json").read_text())
         assert group["data_root_resolved"] == expected
         assert [r["data_root_resolved"] for r in group["runs"]] == [expected]
+
+
+def test_an_experiment_run_gives_the_numbers_train_gives_for_its_recorded_config(tmp_path):
+    """Same config, same numbers: a final run of seed 1 (synthetic data, generated from the run's seed as ``train``
+    generates it) has the history that ``train`` gives the config recorded in its ``results.json``."""
+    from imc_grapes.config import TrainConfig
+    from imc_grapes.train import train
+
+    opts = ExperimentOptions(size="tiny", optimizers=("sgd",), seeds=(1,), lr_grid=(0.1,))
+    run_experiment("mlp", opts, tmp_path / "e", **QUIET)
+    paths = sorted((tmp_path / "e" / "groups").glob("*/runs/sgd/*seed1/results.json"))
+    assert len(paths) == 2      # the tiny mlp's two digital networks
+    for i, path in enumerate(paths):
+        saved = json.loads(path.read_text())
+        cfg = TrainConfig.from_dict(saved["config"])
+        assert cfg.seed == 1 and cfg.dataset == "synthetic"
+        alone = train(cfg, tmp_path / f"t{i}", **QUIET)
+        keys = ("train_loss", "test_acc", "test_loss")
+        assert [[r[k] for k in keys] for r in saved["history"]] == [[r[k] for k in keys] for r in alone.history], path

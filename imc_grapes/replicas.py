@@ -57,7 +57,7 @@ from .backends.importance import COMPARE_EVERY, pearson
 from .backends.network import layer_seed
 from .capacity import check_model_fits
 from .config import TrainConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, DatasetCache
 from .grapes import BP_CLIP, layer_mean, modulation
 from .io import write_json_atomic
 from .models import build_model
@@ -368,12 +368,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
     if dataset is not None:
         datas = [dataset] * e
     else:
-        cache: dict[int | None, Dataset] = {}
-        for c in cfgs:
-            key = c.seed if c.dataset == "synthetic" else None
-            if key not in cache:
-                cache[key] = load_dataset(c.dataset, c.data_root, device, c.seed)
-        datas = [cache[c.seed if c.dataset == "synthetic" else None] for c in cfgs]
+        cache = DatasetCache()      # one set per seed for the synthetic one (generated from it), else one
+        datas = [cache.get(c.dataset, c.data_root, device, c.seed) for c in cfgs]
     splits = [split_for(c, d) for c, d in zip(cfgs, datas)]
     eval_split = splits[0][2]
     train_splits = [s[0].to(device) for s in splits]

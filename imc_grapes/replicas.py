@@ -59,10 +59,9 @@ from .capacity import check_model_fits
 from .config import TrainConfig
 from .data import Dataset, DatasetCache
 from .grapes import BP_CLIP, layer_mean, modulation
-from .io import write_json_atomic
 from .models import build_model
 from .train import (DivergenceError, RunResult, accuracy_name, check_evaluation, eval_points, loss_check_every,
-                    progress_bar_disabled, split_for, stopped_status, train_loader, write_metrics)
+                    progress_bar_disabled, split_for, stopped_status, train_loader, write_run_files)
 
 __all__ = ["REPLICA_OPTIMIZERS", "check_replica_configs", "replica_key", "ReplicaMLP", "train_replicas"]
 
@@ -402,8 +401,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             r.wall_time_s = time.perf_counter() - t_start
             if r.run_dir is not None:
                 r.run_dir.mkdir(parents=True, exist_ok=True)
-                write_metrics(r.run_dir / "metrics.csv", r.history)
-                write_json_atomic(r.run_dir / "results.json", r.to_dict())
+                write_run_files(r)
 
     def diverge(i: int, msg: str) -> None:
         alive[i] = False

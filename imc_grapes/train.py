@@ -231,6 +231,23 @@ def write_metrics(path: str | Path, history: Sequence[dict[str, Any]]) -> Path:
     return write_csv_atomic(path, history, fieldnames=None if history else METRICS_COLUMNS)
 
 
+def write_run_files(result: RunResult) -> None:
+    """Write ``result``'s ``metrics.csv`` and ``results.json`` into its ``run_dir`` (nothing without one), each
+    atomically. While the run is ``running``, ``results.json`` first: the first save, over the files of a finished
+    run (trained again, or one of other options in the same folder), marks the folder unfinished before its
+    ``metrics.csv`` is replaced, so a kill between the two writes never leaves a finished ``results.json`` (that a
+    resume reuses) beside another run's rows. Once the run has ended (any other status), ``results.json`` last: it
+    says so only when its ``metrics.csv`` is whole."""
+    run_dir, running = result.run_dir, result.status == "running"
+    if run_dir is None:
+        return
+    if running:
+        write_json_atomic(run_dir / "results.json", result.to_dict())
+    write_metrics(run_dir / "metrics.csv", result.history)
+    if not running:
+        write_json_atomic(run_dir / "results.json", result.to_dict())
+
+
 class RunFiles:
     """Writes a run's ``metrics.csv`` and ``results.json`` (atomically) whenever :meth:`save` is called."""
 
@@ -270,9 +287,7 @@ class RunFiles:
 
     def save(self) -> None:
         self.result.wall_time_s = time.perf_counter() - self.t_start
-        if self.result.run_dir is not None:
-            write_metrics(self.result.run_dir / "metrics.csv", self.result.history)
-            write_json_atomic(self.result.run_dir / "results.json", self.result.to_dict())
+        write_run_files(self.result)
 
 
 def loss_check_every(device: torch.device) -> int:

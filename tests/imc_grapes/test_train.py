@@ -462,3 +462,35 @@ def test_evaluate_runs_the_model_in_eval_mode():
         loss, acc = T.evaluate(model, split, batch_size=4)
         assert acc == 5 / 6 and loss == pytest.approx(ce, rel=1e-6)
     assert model.training
+
+
+class _Killed(BaseException):
+    """Stands for a kill -9 at the moment it is raised (nothing after it runs: no handler catches it)."""
+
+
+def test_a_run_killed_as_it_starts_over_a_finished_one_never_leaves_its_results_beside_other_metrics(tmp_path,
+                                                                                                  monkeypatch):
+    """A run trained again into the folder of a finished one (``compare --no-resume``, or a run of other options)
+    and killed between its first two writes: the folder's ``results.json`` never still says ``completed`` beside a
+    ``metrics.csv`` that the new run has already replaced (a resume would reuse that run, with rows that are not
+    its history). The first save invalidates ``results.json`` (status ``running``) before it touches
+    ``metrics.csv``."""
+    train_mod = sys.modules["imc_grapes.train"]
+    cfg = TrainConfig(**TINY)
+    first = train_mod.train(cfg, tmp_path, progress=False, log=quiet)
+    assert first.status == "completed" and len(first.history) >= 1
+
+    real = train_mod.write_json_atomic
+
+    def killed_at_results_json(path, *args, **kwargs):
+        if Path(path).name == "results.json":
+            raise _Killed
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "write_json_atomic", killed_at_results_json)
+    with pytest.raises(_Killed):
+        train_mod.train(cfg.replace(lr=0.1), tmp_path, progress=False, log=quiet)
+    record = saved(tmp_path)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    if record["status"] == "completed":     # the folder still reads as the finished run: its rows are whole
+        assert [float(r["test_acc"]) for r in rows] == [h["test_acc"] for h in record["history"]]

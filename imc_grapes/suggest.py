@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 from typing import Any
 
 from devices.suggest import CUTOFF, close_match, did_you_mean, did_you_mean_each
@@ -86,6 +87,12 @@ class _Subcommands(argparse._SubParsersAction):
             chosen.error(unrecognized_message(chosen, extras))
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
+"""What :class:`SuggestingArgumentParser` reads as a negative number, an option's value, rather than an option:
+argparse's own pattern (``-1``, ``-0.5``; Python 3.11) took ``--lr -1e-3`` or ``--lr -inf`` for an option and said
+"expected one argument" instead of the option's own range check."""
+
+
 class SuggestingArgumentParser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` whose "invalid choice" error (an option or positional with ``choices``,
     or an unknown command) ends with :func:`did_you_mean`; its subcommand parsers are of the same class, and one's
@@ -99,6 +106,7 @@ class SuggestingArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
         self.register("action", "parsers", _Subcommands)
         for action in _RECORDED_ACTIONS:
             self.register("action", action, _recording(self._registry_get("action", action, action)))

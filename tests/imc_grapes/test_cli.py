@@ -1536,3 +1536,13 @@ def test_an_out_noise_the_crossbar_engine_refuses_is_a_usage_error_naming_the_op
                           "refuses the config these settings make")
     assert "CrossbarConfig.forward.out_noise must be at most 3.779e+37" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["-1e-3", "-inf"])
+def test_a_negative_lr_in_scientific_notation_gets_the_lr_range_message(tmp_path, capsys, value):
+    """`train --lr -1e-3` said "argument --lr: expected one argument" (argparse took -1e-3 for an option): it is now
+    the value, refused by the lr check that names --lr and its range, as `--lr -1` is."""
+    assert main(["train", *SMALL, "--lr", value, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--lr: TrainConfig.lr must be > 0 (and finite)" in err, err
+    assert not (tmp_path / "out").exists()

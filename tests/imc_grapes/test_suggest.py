@@ -298,3 +298,27 @@ def test_the_sweeps_own_entry_point_refuses_an_abbreviation_too(capsys):
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == ("imc-grapes sweep: error: unrecognized arguments: --stat; "
                                                         "did you mean '--status'?")
+
+
+@pytest.mark.parametrize("value, expected", [("-1e-3", -1e-3), ("-2E+2", -200.0), ("-.5", -0.5), ("-3.", -3.0),
+                                             ("-7", -7.0), ("-inf", float("-inf")), ("-Infinity", float("-inf"))])
+def test_a_negative_number_in_any_float_spelling_is_an_options_value(value, expected):
+    """argparse's own pattern (``-1``, ``-0.5``) took ``-1e-3`` or ``-inf`` for an option ("expected one argument"),
+    so the option's range check never ran; a negative number in any spelling ``float`` reads is now a value."""
+    p = SuggestingArgumentParser(prog="prog")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--x", type=float, nargs="+")
+    got = p.parse_args(["--lr", value, "--x", "1", value])
+    assert got.lr == expected and got.x == [1.0, expected]
+    nan = p.parse_args(["--lr", "-nan"]).lr
+    assert nan != nan
+
+
+def test_an_option_is_still_an_option(capsys):
+    """Words that are no number (``-e3``, ``-1e``, ``-x``) stay options: unknown ones are refused as before."""
+    p = SuggestingArgumentParser(prog="prog")
+    p.add_argument("--lr", type=float)
+    for word in ("-e3", "-1e", "-x", "--lr2"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--lr", word])
+    capsys.readouterr()

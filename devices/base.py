@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, TypeGuard, cast
 
 import torch
 from torch import Tensor
@@ -186,6 +186,7 @@ def _check_counts(where: str, w: Tensor, n_up: object, n_down: object, params: "
         if not isinstance(n, Tensor) or n.is_complex():
             got = f"a {n.dtype} tensor" if isinstance(n, Tensor) else repr(n)
             raise ValueError(f"{where}: {name} must be a tensor of real pulse counts (int, float or bool), got {got}")
+    n_up, n_down = cast(Tensor, n_up), cast(Tensor, n_down)
     try:
         out = tuple(torch.broadcast_shapes(shape, n_up.shape, n_down.shape, params.shape))
     except RuntimeError:

@@ -58,34 +58,43 @@ def swallow(sig: int) -> list[type[BaseException]]:
     return seen
 
 
+def nothing_raised() -> None:
+    """:func:`interrupts.raise_if_stop_requested` raises nothing (a ``KeyboardInterrupt`` escaping a test would end
+    the whole pytest session: it is turned into a failure)."""
+    try:
+        interrupts.raise_if_stop_requested()
+    except KeyboardInterrupt as exc:
+        pytest.fail(f"raise_if_stop_requested raised {exc!r}")
+
+
 @pytest.mark.parametrize("sig, exc", [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
 def test_a_stop_swallowed_in_a_del_is_raised_once_at_the_next_safe_point(default_sigint, sig, exc):
     with sigterm_as_interrupt():
-        assert swallow(sig) == [exc]     # what happened before: printed, discarded, the command ran on
+        assert swallow(sig) == [exc]                  # what happened before: printed, discarded, the command ran on
         with pytest.raises(exc) as caught:
             interrupts.raise_if_stop_requested()
         assert type(caught.value) is exc              # a Ctrl-C stays a plain KeyboardInterrupt (exit status 130)
-        interrupts.raise_if_stop_requested()          # raised once
-    interrupts.raise_if_stop_requested()              # outside the block: nothing to raise
+        nothing_raised()  # raised once
+    nothing_raised()  # outside the block: nothing to raise
 
 
 def test_a_stop_swallowed_after_the_last_safe_point_is_raised_when_the_block_ends():
     with pytest.raises(Terminated):
         with sigterm_as_interrupt():
             assert swallow(signal.SIGTERM) == [Terminated]
-    interrupts.raise_if_stop_requested()
+    nothing_raised()
 
 
 def test_the_request_is_cleared_when_the_block_is_entered_and_left_by_an_exception():
     interrupts._requested = signal.SIGTERM           # e.g. left by a block of an earlier command in this process
     with sigterm_as_interrupt():
-        interrupts.raise_if_stop_requested()          # not this block's request
+        nothing_raised()  # not this block's request
         with pytest.raises(Terminated):               # delivered; the block is left by it
             with sigterm_as_interrupt():
                 os.kill(os.getpid(), signal.SIGTERM)
                 for _ in range(100):
                     pass
-        interrupts.raise_if_stop_requested()          # the inner block's stop was delivered and handled
+        nothing_raised()  # the inner block's stop was delivered and handled
 
 
 def test_an_ignored_sigint_stays_ignored_within_the_block():
@@ -96,7 +105,7 @@ def test_an_ignored_sigint_stays_ignored_within_the_block():
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(100):
                 pass
-            interrupts.raise_if_stop_requested()
+            nothing_raised()
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -136,7 +145,7 @@ def test_a_stop_swallowed_during_training_stops_the_run_within_a_batch(tmp_path,
     with sigterm_as_interrupt():
         with pytest.raises(Terminated):
             T.train(cfg, tmp_path / "run", progress=False, log=lambda _m: None)
-        interrupts.raise_if_stop_requested()          # handled: the command's cleanup is not stopped again
+        nothing_raised()  # handled: the command's cleanup is not stopped again
     assert seen == [Terminated]
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["status"] == "interrupted" and res["message"] == "interrupted (Terminated)"
@@ -154,7 +163,7 @@ def test_a_delivered_stop_recorded_by_the_run_is_not_raised_again(tmp_path, monk
         with pytest.raises(Terminated):
             T.train(TrainConfig(**TINY, epochs=3, evals_per_epoch=4), tmp_path / "run", progress=False,
                     log=lambda _m: None)
-        interrupts.raise_if_stop_requested()          # the run recorded it: the cleanup after it runs on
+        nothing_raised()  # the run recorded it: the cleanup after it runs on
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "interrupted"
 
 

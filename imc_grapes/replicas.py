@@ -59,6 +59,7 @@ from .capacity import check_model_fits
 from .config import TrainConfig
 from .data import Dataset, DatasetCache
 from .grapes import BP_CLIP, layer_mean, modulation
+from .interrupts import raise_if_stop_requested, stop_handled
 from .models import build_model
 from .train import (DivergenceError, RunResult, accuracy_name, check_evaluation, eval_points, loss_check_every,
                     progress_bar_disabled, split_for, stopped_status, train_loader, write_run_files)
@@ -424,6 +425,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
             bar = tqdm(range(1, n_batches + 1), desc=f"replicas x{e} epoch {epoch}/{cfg.epochs}",
                        disable=progress_bar_disabled(progress), leave=False, dynamic_ncols=True, mininterval=0.5)
             for step in bar:
+                raise_if_stop_requested()   # a swallowed stop (imc_grapes.interrupts): honoured within a batch
                 x, y = _gather(xs, ys, order[:, (step - 1) * cfg.batch_size: step * cfg.batch_size])
                 if cfg.grapes_mode and train_batches % every == 0:
                     model.refresh_grapes()
@@ -443,6 +445,7 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                         break                                                    # every replica diverged: stop
                 if step not in evals:
                     continue
+                raise_if_stop_requested()   # before the evaluation
                 train_loss = (loss_sum / seen).tolist()
                 test_loss, test_acc = (t.tolist() for t in _evaluate(model, xt, yt, e))
                 for i in range(e):              # the update of this step is checked here only (as train does)
@@ -483,6 +486,8 @@ def train_replicas(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path | 
                 results[i].status = "completed"
     except BaseException as exc:         # not a divergence: the replicas still training get failed/interrupted
         status, message = stopped_status(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            stop_handled()      # recorded below: the cleanup that follows is not stopped again
         stopped = [i for i in range(e) if results[i].status == "running"]
         for i in stopped:
             results[i].status, results[i].message = status, message

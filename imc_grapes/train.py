@@ -42,6 +42,7 @@ from .cuda_graphs import GraphedSteps, check_graph_device, graphed_steps, traini
 from .data import BatchLoader, Dataset, Split, load_dataset, recorded_data_root
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
+from .interrupts import raise_if_stop_requested, stop_handled
 from .io import write_csv_atomic, write_json_atomic
 from .versions import versions as current_versions
 
@@ -274,6 +275,8 @@ class RunFiles:
             raise
         except BaseException as exc:
             self.result.status, self.result.message = stopped_status(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                stop_handled()      # recorded: the cleanup that follows is not stopped again
             if self.result.status == "failed":
                 self.result.extra["traceback"] = traceback.format_exc()
             try:
@@ -314,8 +317,13 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
     divergence message (default ``desc``). With ``cfg.cuda_graph`` the steps go through ``graphed`` (the loss is
     then checked after its step's update, not before).
 
+    Each batch, and each point before its evaluation, is a safe point of :mod:`imc_grapes.interrupts`: a stop
+    (SIGTERM, Ctrl-C) whose exception Python swallowed is raised there.
+
     Raises:
         DivergenceError: the loss became NaN or infinite.
+        KeyboardInterrupt: :func:`~imc_grapes.interrupts.raise_if_stop_requested` (a SIGTERM's
+            :class:`~imc_grapes.interrupts.Terminated`).
     """
     from tqdm.auto import tqdm
 
@@ -335,6 +343,7 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
             bar.set_postfix(loss=f"{value:.3f}")
 
     for step, (x, y) in enumerate(bar, start=1):
+        raise_if_stop_requested()   # a stop whose exception was swallowed (in a __del__): honoured within a batch
         due = step % check_every == 0 or step in points
         if graphed is not None:
             out, loss = graphed(x, y)
@@ -349,6 +358,7 @@ def train_batches(net: Network, loader: BatchLoader, cfg: TrainConfig, desc: str
         correct += (out.argmax(1) == y).sum()
         seen += y.shape[0]
         if step in points:
+            raise_if_stop_requested()   # before the evaluation
             train_loss = float(loss_sum) / seen
             if not math.isfinite(train_loss):   # a NaN between two checks (GPU)
                 raise DivergenceError(f"loss became {train_loss} during {where or desc} (lr={cfg.lr}); lower the lr")

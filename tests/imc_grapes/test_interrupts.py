@@ -217,3 +217,75 @@ def test_the_train_command_honours_a_stop_swallowed_in_a_del(tmp_path, sig, code
     assert res["status"] == "interrupted" and res["message"] == f"interrupted ({name})"
     assert [h["global_step"] for h in res["history"]] == [1, 2]
     assert "the run in progress is recorded as interrupted" in err
+
+
+def test_a_compare_or_experiment_run_starts_at_a_safe_point(tmp_path):
+    """``compare`` and ``experiment`` train each run through :func:`imc_grapes.compare.run_one`: a stop swallowed
+    between two runs is raised before the next one trains (or is loaded for a resume)."""
+    from imc_grapes import compare
+
+    trained: list[TrainConfig] = []
+
+    def trainer(cfg: TrainConfig, run_dir: Path, **_kwargs: object) -> T.RunResult:
+        trained.append(cfg)
+        return T.RunResult(cfg, [], "completed", "", run_dir)
+
+    with sigterm_as_interrupt():
+        assert swallow(signal.SIGTERM) == [Terminated]
+        with pytest.raises(Terminated):
+            compare.run_one(TrainConfig(**TINY), tmp_path / "run", None, False, True, lambda _m: None,
+                            trainer=trainer)
+        compare.run_one(TrainConfig(**TINY), tmp_path / "run", None, False, True, lambda _m: None, trainer=trainer)
+    assert len(trained) == 1
+
+
+SWEEP = """
+[sweep]
+out = "{out}"
+
+[base]
+dataset = "synthetic"
+hidden = [8]
+train_subset = 100
+test_subset = 60
+batch_size = 25
+
+[axes]
+seed = [0, 1, 2]
+"""
+
+
+def test_a_sweep_starts_each_point_at_a_safe_point(tmp_path, one_torch_thread):
+    """A stop swallowed while the sweep process records a point's result is raised before the next point starts
+    (before: the next point was started, and stopped by the training loop's safe point, or with workers the sweep
+    waited for their points): the first point is kept, the others are left to the next run."""
+    from imc_grapes.sweep import LocalExecutor, load_spec, run_sweep
+
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text(SWEEP.format(out=tmp_path / "out"))
+
+    class SwallowingAtFirstResult:
+        """Runs the points in this process; the first result is recorded while a stop is swallowed."""
+
+        name, ships_files = "local", False
+
+        def run(self, tasks, on_start, on_result):
+            def recording(task, outcome):
+                if not swallowed:
+                    swallowed.extend(swallow(signal.SIGTERM))
+                on_result(task, outcome)
+
+            def starting(task):
+                on_start(task)
+                started.append(task["id"])
+
+            LocalExecutor(jobs=1).run(tasks, starting, recording)
+
+    swallowed: list[type[BaseException]] = []
+    started: list[str] = []
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            run_sweep(load_spec(spec_path), executor=SwallowingAtFirstResult(), log=lambda _m: None)
+    assert swallowed == [Terminated] and len(started) == 1      # the second point was not started
+    done = [json.loads(p.read_text())["status"] for p in (tmp_path / "out" / "points").glob("*/point.json")]
+    assert done == ["done"]

@@ -42,6 +42,7 @@ from .config import (OPTIMIZERS, SEED_RANGE, ConfigError, TrainConfig, as_run_on
                      with_later_fields)
 from .data import Dataset, DatasetCache, recorded_data_root
 from .inference_eval import time_label
+from .interrupts import raise_if_stop_requested
 from .io import (experiment_part, experiment_report_of, folder_command, read_json, read_report_json,
                  restore_nonfinite, start_job, superseded_report_note, write_bytes_atomic, write_csv_atomic,
                  write_figure_atomic, write_json_atomic)
@@ -332,7 +333,11 @@ def run_one(cfg: TrainConfig, run_dir: Path, dataset: Dataset, progress: bool | 
 
     A digital run is trained and recorded with :meth:`~imc_grapes.config.TrainConfig.normalised` (the analog
     settings it ignores at their defaults), and one finished under other analog settings is reused.
+
+    It starts at a safe point of :mod:`imc_grapes.interrupts`: a stop (SIGTERM, Ctrl-C) whose exception Python
+    swallowed since the previous run is raised before this one is trained or loaded.
     """
+    raise_if_stop_requested()
     cfg = cfg.normalised()
     saved_path = run_dir / "results.json"
     done = finished_run(cfg, run_dir, finished, extra_keys, log) if resume else None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..interrupts import raise_if_stop_requested
 from ..runtime import available_cpus
 from .store import CRASHED
 from .worker import execute_task
@@ -298,6 +299,7 @@ class LocalExecutor:
             for _ in range(jobs):
                 spawn()
             while any(s.task is not None for s in slots):
+                raise_if_stop_requested()   # a stop swallowed in a callback (imc_grapes.interrupts): not after a wait
                 busy = [s for s in slots if s.task is not None]
                 ready = mpc.wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
                 for slot in busy:
@@ -395,6 +397,7 @@ class RayExecutor:
         try:
             submit()
             while running:
+                raise_if_stop_requested()   # as in the local pool
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
                     task = running.pop(ref)

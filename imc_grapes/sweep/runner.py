@@ -10,6 +10,7 @@ from typing import Any
 
 from devices.base import is_finite_number, is_number
 
+from ..interrupts import raise_if_stop_requested
 from .executors import Executor, LocalExecutor, Outcome, Task
 from .spec import (Point, SweepSpec, merged_values, merged_values_note, repeated_draws_note, repeated_points,
                    repeated_points_note)
@@ -311,6 +312,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike[str] | None = None, ex
         finished = 0
 
         def on_start(task: Task) -> None:
+            raise_if_stop_requested()   # a swallowed stop (imc_grapes.interrupts): no further point is started
             for sub in task.get("group", [task]):
                 store.prepare(by_id[sub["id"]])
 

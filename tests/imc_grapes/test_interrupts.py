@@ -289,3 +289,32 @@ def test_a_sweep_starts_each_point_at_a_safe_point(tmp_path, one_torch_thread):
     assert swallowed == [Terminated] and len(started) == 1      # the second point was not started
     done = [json.loads(p.read_text())["status"] for p in (tmp_path / "out" / "points").glob("*/point.json")]
     assert done == ["done"]
+
+
+def test_a_stop_swallowed_during_replica_training_stops_every_replica_within_a_batch(tmp_path, monkeypatch,
+                                                                                       one_torch_thread):
+    """5 batches per epoch, evaluated after 2 and 5: the stop swallowed in step 3 is raised before step 4, both
+    replicas are recorded interrupted with the row of step 2, and nothing is raised again afterwards."""
+    import imc_grapes.replicas as replicas
+
+    real, calls, seen = replicas._train_step, [0], []
+
+    def step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            seen.extend(swallow(signal.SIGTERM))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(replicas, "_train_step", step)
+    cfgs = [TrainConfig(dataset="synthetic", backend="crossbar", hidden=(24,), batch_size=32, train_subset=160,
+                        test_subset=64, evals_per_epoch=2, lr=0.05, epochs=2, analog={"tile_size": 16}, seed=s)
+            for s in (1, 2)]
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            replicas.train_replicas(cfgs, [tmp_path / "a", tmp_path / "b"], progress=False, log=lambda _m: None)
+        nothing_raised()
+    assert seen == [Terminated] and calls[0] == 3
+    for name in ("a", "b"):
+        res = json.loads((tmp_path / name / "results.json").read_text())
+        assert res["status"] == "interrupted" and res["message"] == "interrupted (Terminated)"
+        assert [h["step"] for h in res["history"]] == [2]

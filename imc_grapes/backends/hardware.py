@@ -61,7 +61,7 @@ def crossbar_config_from(settings: AnalogSettings, *,
         raise ValueError(f"crossbar_config_from: expected an AnalogSettings, got {settings!r}")
     io = io_parameters_from(settings)
     if device is None:
-        device = settings.device() if hasattr(settings, "device") else devices.get_preset(settings.preset)
+        device = settings.device()
     w_min = float(getattr(device, "w_min", -math.inf))
     if w_min >= 0:
         warnings.warn(

@@ -115,7 +115,7 @@ def _not_a_sweep_folder(out: Path, option: str, read_only: bool = False) -> str 
     from ..io import folder_command, other_command_folder
 
     if not read_only:
-        theirs = other_command_folder(out, "sweep", "--out")
+        theirs = other_command_folder(out, "sweep", "--out (or [sweep] out)" if option == "[sweep] out" else "--out")
         return None if theirs is None else f"{option}: {theirs}"
     owner = folder_command(out)
     if owner is None or owner == "sweep":

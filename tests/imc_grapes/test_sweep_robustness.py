@@ -507,7 +507,8 @@ def test_a_folder_of_another_command_is_refused_before_any_point_runs(tmp_path, 
         assert sweep_main([*argv, *mode]) == 2
         assert capsys.readouterr() == ("", f"imc-grapes sweep: error: {option}: {out} holds the output of "
                                            f"`imc-grapes {theirs}`, whose files `imc-grapes sweep` would overwrite "
-                                           "or mix its own with: give another --out\n")
+                                           "or mix its own with: give another --out"
+                                           f"{'' if given else ' (or [sweep] out)'}\n")
     assert sweep_main([*argv, "--status"]) == 2
     assert capsys.readouterr() == ("", f"imc-grapes sweep: error: {option}: {out} holds the output of `imc-grapes "
                                        f"{theirs}`, not a sweep: give the folder of this sweep (--out)\n")

@@ -242,22 +242,26 @@ def _sum_fits(per_tile: float, lines: int, blocks: int) -> bool:
     return blocks * per_tile * (1.0 + (lines + _ROUNDING_LINES + blocks) * 2.0 ** -24) <= FLOAT32_MAX
 
 
-def check_tile_sums(cfg: CrossbarConfig, grid: TileGrid, owner: str) -> None:
+def check_tile_sums(cfg: CrossbarConfig, grid: TileGrid, owner: str,
+                    names: tuple[str, str] = ("out_features", "in_features")) -> None:
     """Refuse (:class:`MVMRangeError`, quantity ``"tiles"``) a tile array whose digital sum of the tiles' partial
     results can overflow float32: the forward MVM adds the outputs of the ``C = grid.n_col_tiles`` tiles of a tile
     row, the backward MVM those of the ``R = grid.n_row_tiles`` tiles of a tile column, each at most the ``"digital
     outputs"`` of :func:`~crossbar.periphery.mvm_extremes` on tiles of ``grid.cols`` (``grid.rows``) input lines with
     the device's :meth:`~devices.PulsedDevice.largest_state` (the bound :class:`CrossbarConfig` checks per tile, for
     inputs of magnitude at most 1). So ``C · per-tile worst case`` (with room for the rounding) must stay within
-    float32's largest. ``owner``: the array's class name, for the message, which names ``in_features`` /
-    ``tile_cols`` (``out_features`` / ``tile_rows``) and the most tiles allowed. With realistic settings the
+    float32's largest. ``owner``: the class name the message starts with; ``names``: how it names the rows and the
+    columns of ``grid`` (``owner.names[1]`` must be at most ... with ``tile_cols``, ``owner.names[0]`` with
+    ``tile_rows``), with the most tiles allowed: by default the array's ``out_features`` / ``in_features``, a layer
+    the sizes its user set (:class:`~crossbar.modules.AnalogConv2d`: ``out_channels``, ``in_channels·kernel_size``).
+    With realistic settings the
     per-tile worst case is at most ``out_bound · max_bm_factor · out_scale`` (1.2e4 for aihwkit's defaults), so
     only configs at the edge of :class:`CrossbarConfig`'s check (``out_scale`` 1e38) are refused. Host arithmetic
     when the array is made, never in an MVM."""
     weight = cfg.device.largest_state()
     for direction, blocks, lines, sizes, what in (
-            ("forward", grid.n_col_tiles, grid.cols, ("in_features", grid.in_features, "tile_cols"), "column"),
-            ("backward", grid.n_row_tiles, grid.rows, ("out_features", grid.out_features, "tile_rows"), "row")):
+            ("forward", grid.n_col_tiles, grid.cols, (names[1], grid.in_features, "tile_cols"), "column"),
+            ("backward", grid.n_row_tiles, grid.rows, (names[0], grid.out_features, "tile_rows"), "row")):
         if blocks == 1:
             continue                              # one tile: CrossbarConfig's own check
         p: IOParameters = getattr(cfg, direction)

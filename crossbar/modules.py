@@ -621,7 +621,11 @@ class AnalogConv2d(AnalogModuleBase):
             raise ValueError(f"AnalogConv2d.padding must be >= 0, got {self.padding}")
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         device = check_state_device("AnalogConv2d.device", device)
-        tile = TileArray(out_channels, fan_in, rpu_config, device=device, dtype=dtype, seed=seed)
+        kh, kw = self.kernel_size      # a refused tile sum names the sizes the user set, not the matrix's fan_in
+        columns = (f"in_channels·kernel_size (in_channels {in_channels} × kernel_size {kh}×{kw}: the columns of its "
+                   "weight matrix)")
+        tile = TileArray(out_channels, fan_in, rpu_config, device=device, dtype=dtype, seed=seed,
+                         size_names=("AnalogConv2d", "out_channels", columns))
         self._init_analog(tile)
         w_dtype = tile.weight_tiles.dtype
         bound = 1.0 / fan_in ** 0.5

@@ -434,6 +434,9 @@ class TileArray(TileState):
             :func:`check_state_device`).
         seed: seed of the array's generator (device-to-device sampling and all later noise). ``None``
             draws one from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
+        size_names: ``(owner, rows, columns)``: how a refusal of :func:`~crossbar.config.check_tile_sums` names the
+            array's sizes (default ``("TileArray", "out_features", "in_features")``); a layer whose matrix sizes
+            are not its arguments passes its own (:class:`~crossbar.modules.AnalogConv2d`).
 
     Its ``state_dict`` loads only into an array of the same device model and field values (``ValueError`` naming
     the differing fields otherwise; the periphery and the update settings may differ): see the module docstring.
@@ -443,7 +446,8 @@ class TileArray(TileState):
 
     def __init__(self, out_features: int, in_features: int, config: CrossbarConfig | None = None, *,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None,
+                 size_names: tuple[str, str, str] = ("TileArray", "out_features", "in_features")) -> None:
         super().__init__()
         cfg = CrossbarConfig() if config is None else config
         if not isinstance(cfg, CrossbarConfig):
@@ -451,7 +455,7 @@ class TileArray(TileState):
         self.config = cfg
         self.grid = TileGrid(_check_size("TileArray", "out_features", out_features),
                              _check_size("TileArray", "in_features", in_features), cfg.tile_rows, cfg.tile_cols)
-        check_tile_sums(cfg, self.grid, "TileArray")
+        check_tile_sums(cfg, self.grid, size_names[0], size_names[1:])
         device = check_state_device("TileArray.device", device)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

@@ -16,7 +16,8 @@ import warnings
 import pytest
 import torch
 
-from crossbar import AnalogLinear, CrossbarConfig, IOParameters, MVMRangeError, ReplicaTileArray, TileArray
+from crossbar import (AnalogConv2d, AnalogLinear, CrossbarConfig, IOParameters, MVMRangeError, ReplicaTileArray,
+                      TileArray)
 from crossbar.periphery import analog_mvm
 from devices import rng
 from devices.base import NORMAL_DRAW_MAX
@@ -255,6 +256,29 @@ def test_a_layer_whose_digital_sum_over_its_tiles_overflows_is_refused_when_it_i
                                             r"tile_rows = 1 \(at most 3 row tiles\), got 5 \(5 row tiles\): the "
                                             r"backward MVM"):
         AnalogLinear(2, 5, rpu_config=back, seed=0)
+
+
+def test_a_conv_layer_refused_for_its_tile_sum_names_its_channels_and_kernel() -> None:
+    """The columns of a conv layer's matrix are in_channels·kh·kw, a size the user never gave: the refusal names
+    in_channels and kernel_size (with their product), and out_channels for the rows. By hand, as for AnalogLinear
+    above (out_scale 1e38, tiles of one line: at most 3 tiles): 1 channel and a 2×2 kernel are 4 column tiles,
+    refused; 3 channels and a 1×1 kernel, or 1 channel and a 1×3 kernel, are 3, accepted; 5 output channels with
+    out_scale 1e38 backward are 5 row tiles, refused."""
+    cfg = _sum_config(forward=1e38)
+    AnalogConv2d(3, 2, 1, rpu_config=cfg, seed=0)
+    AnalogConv2d(1, 2, (1, 3), rpu_config=cfg, seed=0)
+    with pytest.raises(MVMRangeError, match=r"^AnalogConv2d\.in_channels·kernel_size \(in_channels 1 × kernel_size "
+                                            r"2×2: the columns of its weight matrix\) must be at most 3 with "
+                                            r"CrossbarConfig\.tile_cols = 1 \(at most 3 column tiles\), got 4 \(4 "
+                                            r"column tiles\): the forward MVM") as info:
+        AnalogConv2d(1, 2, 2, rpu_config=cfg, seed=0)
+    assert info.value.quantity == "tiles"
+    back = _sum_config(backward=1e38)
+    AnalogConv2d(2, 3, 1, rpu_config=back, seed=0)
+    with pytest.raises(MVMRangeError, match=r"^AnalogConv2d\.out_channels must be at most 3 with CrossbarConfig\."
+                                            r"tile_rows = 1 \(at most 3 row tiles\), got 5 \(5 row tiles\): the "
+                                            r"backward MVM"):
+        AnalogConv2d(2, 5, 1, rpu_config=back, seed=0)
 
 
 def test_realistic_layers_are_far_from_the_tile_sum_limit() -> None:

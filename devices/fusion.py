@@ -4,7 +4,7 @@ The count-based device responses — :func:`devices._closed_forms.linear_moments
 family (ReRamSB, EcRam, EcRamMO, Capacitor) and the exp-step flow of :mod:`devices.exp_step` (ReRamES, PCM) — are
 chains of one to several hundred elementwise operations per device. In eager mode each is one pass over every
 device of a layer (most of an analog training step); ``torch.compile`` fuses the chain into one loop (7–11× and
-5× faster per call, ``benchmarks/bench_fusion.py``), which makes a 784-256-256-10 training step 1.1–3.3× faster
+5× faster per call, ``benchmarks/bench_fusion.py``), which makes a 784-256-256-10 training step 1.2–3.3× faster
 (``docs/performance.md``; most for the exp-step models, whose responses are the longest chains). The compiled
 kernel computes the same formulas; results agree with eager mode to float rounding (a few ulps: fused
 multiply-adds, vectorized transcendental functions) and do not depend on a device's position in the tensor, so

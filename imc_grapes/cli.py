@@ -810,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
                "environment:\n"
                "  IMC_GRAPES_DATA     data cache folder (default ${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)\n"
                "  IMC_GRAPES_COMPILE  off (default) | auto | on: fuse the device models with torch.compile;\n"
-               "                      1.1-3.3x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
+               "                      1.2-3.3x faster analog steps on the ReRamSB, EcRam, EcRamMO, Capacitor,\n"
                "                      ReRamES and PCM presets after a 17-64 s compile: for runs of more than a\n"
                "                      few minutes. Recorded in results.json (versions.device_model_fusion).\n"
                "  IMC_GRAPES_INT8_COUNTS  auto (default) | on | off: count the update's pulse coincidences with\n"

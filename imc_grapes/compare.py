@@ -50,7 +50,8 @@ from .plotting import accuracy_ylim, error_bars, fit_title, optimizer_color
 from .report import NAN_ACCURACY_SHORT, draw_cell_curves, mean_pm_std, nan_accuracy_note
 from .stats import mean_std
 from .suggest import did_you_mean
-from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
+from .train import (RUN_STATUSES, DivergenceError, RunResult, best_accuracy, tail_accuracy,
+                    tail_evals_error, train)
 
 HARDWARE = ("digital", "analog")
 #: how a tuning run is scored: its ``final`` evaluation (the quantity the final runs report, on the test set) or
@@ -787,6 +788,41 @@ def report_spec(result: Any) -> dict[str, Any] | None:
     return group["spec"] if isinstance(group, dict) and isinstance(group.get("spec"), dict) else None
 
 
+def _stored_run_problem(run: dict[str, Any]) -> str | None:
+    """What in a compare report's stored run ``run`` (beside its history and config, checked elsewhere) is not as
+    a compare job writes it and ``--redraw`` reads it: ``status`` one of :data:`~imc_grapes.train.RUN_STATUSES`,
+    ``inference`` (where present) a mapping of times to accuracies (numbers, NaN allowed, or null), ``costs`` a
+    mapping, ``run_dir`` a string or null — the first such field, as a message naming it; None when all are."""
+    status = run.get("status", "completed")
+    if not (isinstance(status, str) and status in RUN_STATUSES):
+        return f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
+    inference = run.get("inference", {})
+    if not isinstance(inference, dict):
+        return f"inference must be a mapping of times (s) to accuracies, got {inference!r}"
+    problem = next((p for t, a in inference.items() if (p := number_problem(a, f"inference.{t}", optional=True))),
+                   None)
+    if problem:
+        return problem
+    if not isinstance(run.get("costs", {}), dict):
+        return f"costs must be a mapping, got {run['costs']!r}"
+    if not (run.get("run_dir") is None or isinstance(run["run_dir"], str)):
+        return f"run_dir must be a path (a string) or null, got {run['run_dir']!r}"
+    return None
+
+
+def _tuning_problem(tuning: list[Any]) -> str | None:
+    """What in a compare report's ``tuning`` records is not as a compare job writes them: each a mapping (with
+    hardware, optimizer and chosen_lr) whose ``chosen_lr`` is a number or null — the first such record and field,
+    as a message; None when all are."""
+    for i, t in enumerate(tuning):
+        if not isinstance(t, dict):
+            return f"tuning[{i}] must be a mapping with hardware, optimizer and chosen_lr, got {t!r}"
+        problem = number_problem(t.get("chosen_lr"), "chosen_lr", optional=True)
+        if problem:
+            return f"tuning[{i}]: {problem}"
+    return None
+
+
 def cells_from_results(result: dict[str, Any], source: str = "results.json") -> list[Cell]:
     """The cells of a compare report's ``results.json`` contents ``result``: its ``runs`` grouped by (hardware,
     optimizer) in their order, each run rebuilt from what the file stored (config, history with its NaN/Inf
@@ -795,10 +831,11 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
     the errors name it.
 
     Raises:
-        ConfigError: ``result`` has no ``runs`` list, its ``tuning`` is no list, or a run is not a mapping with
-            ``hardware`` and ``optimizer`` (names) and a ``config`` that
-            :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts, or its ``history`` is not
-            as a compare job writes it (:func:`history_problem`; the error names the run and the field).
+        ConfigError: ``result`` has no ``runs`` list, its ``tuning`` is no list of records as a job writes them
+            (:func:`_tuning_problem`), or a run is not a mapping with ``hardware`` and ``optimizer`` (names) and a
+            ``config`` that :meth:`~imc_grapes.config.TrainConfig.from_dict` accepts, or its ``history``
+            (:func:`history_problem`) or another field it reads (:func:`_stored_run_problem`) is not as a compare
+            job writes it (the error names the run and the field).
     """
     runs = result.get("runs") if isinstance(result, dict) else None
     if not isinstance(runs, list):
@@ -806,7 +843,9 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
     tuning = result.get("tuning") or []
     if not isinstance(tuning, list):
         raise ConfigError(f"{source}: 'tuning' must be a list of the cells' tuning records, got {tuning!r}")
-    chosen = {(t.get("hardware"), t.get("optimizer")): t.get("chosen_lr") for t in tuning if isinstance(t, dict)}
+    if (problem := _tuning_problem(tuning)) is not None:     # not a record silently left out (the runs' lr drawn)
+        raise ConfigError(f"{source}: {problem}")
+    chosen = {(t.get("hardware"), t.get("optimizer")): t.get("chosen_lr") for t in tuning}
     cells: dict[tuple[str, str], Cell] = {}
     for i, run in enumerate(runs):
         if not (isinstance(run, dict) and isinstance(run.get("hardware"), str)
@@ -814,8 +853,8 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
             raise ConfigError(f"{source}: runs[{i}] must be a mapping with hardware, optimizer and config (the "
                               "first two names, the last a mapping)")
         cfg = TrainConfig.from_dict(run["config"])
-        problem = history_problem(run.get("history", []))
-        if problem:     # not a TypeError of a figure
+        problem = history_problem(run.get("history", [])) or _stored_run_problem(run)
+        if problem:     # not a TypeError of a figure, nor a run left out of every mean
             raise ConfigError(f"{source}: runs[{i}] ({run['hardware']}/{run['optimizer']}, seed {cfg.seed}): "
                               f"{problem}")
         rr = RunResult(cfg, _saved_history(run), run.get("status", "completed"), run.get("message", ""),
@@ -879,9 +918,33 @@ def redraw_report(out_dir: str | Path) -> list[str]:
     cells = cells_from_results(result, str(out / "results.json"))
     if not cells:       # not matplotlib's "Number of columns must be a positive integer, not 0"
         raise ConfigError(f"{out / 'results.json'}: its 'runs' list is empty: the report has no run to draw")
-    spec = report_spec(result) or {}    # an experiment group's: its tail_evals, as the group's figures were drawn
-    rows = summarise_cells(cells, float(spec.get("target_acc", 0.9)), int(spec.get("tail_evals", 1)))
+    target, tail = _redraw_settings(result, str(out / "results.json"))
+    rows = summarise_cells(cells, target, tail)
     return plot_report(cells, rows, out)
+
+
+def _redraw_settings(result: dict[str, Any], source: str = "results.json") -> tuple[float, int]:
+    """The ``target_acc`` and ``tail_evals`` of the spec of a compare-style report's ``results.json`` contents
+    ``result`` (:func:`report_spec`: an experiment group's under ``group``, its tail_evals as the group's figures
+    were drawn), 0.9 and 1 where it has none (a report written before they existed). ``source``: the file.
+
+    Raises:
+        ConfigError: ``spec`` is there but no mapping, or ``target_acc`` is no number in (0, 1] or ``tail_evals``
+            no integer ≥ 1 (:func:`~imc_grapes.train.tail_evals_error`): not figures silently drawn with the
+            defaults, nor a float()/int() error naming no file or field.
+    """
+    spec = report_spec(result)
+    if spec is None and "spec" in result:
+        raise ConfigError(f"{source}: 'spec' must be a mapping (the settings the compare job ran with), got "
+                          f"{result['spec']!r}")
+    where = "spec" if isinstance(result.get("spec"), dict) else "group.spec"
+    spec = spec or {}
+    target, tail = spec.get("target_acc", 0.9), spec.get("tail_evals", 1)
+    if not (is_number(target) and 0 < target <= 1):      # CompareSpec's check
+        raise ConfigError(f"{source}: {where}.target_acc must be a number in (0, 1], got {target!r}")
+    if (problem := tail_evals_error(tail, f"{where}.tail_evals")) is not None:
+        raise ConfigError(f"{source}: {problem}")
+    return float(target), tail
 
 
 def csv_config_columns(spec: CompareSpec, hardware: str, cfg: TrainConfig) -> dict[str, Any]:

@@ -131,6 +131,11 @@ class RunResult:
         }
 
 
+#: the statuses a run's ``results.json`` records (see the module docstring): ``running`` while it trains, then one
+#: of the others
+RUN_STATUSES: tuple[str, ...] = ("completed", "diverged", "failed", "interrupted", "running")
+
+
 def tail_evals_error(value: object, name: str = "tail_evals", cfg: TrainConfig | None = None) -> str | None:
     """Why ``value`` is not a valid count of final evaluations to average (:func:`tail_accuracy`: an integer ≥ 1,
     and with ``cfg`` at most the ``epochs × evals_per_epoch`` evaluations a run of ``cfg`` makes: more would

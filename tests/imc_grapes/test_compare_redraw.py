@@ -102,6 +102,53 @@ def test_redraw_refuses_a_run_or_tuning_record_of_the_wrong_type(tmp_path, capsy
     assert not list(out.glob("*.png"))
 
 
+_RUN0 = "runs[0] (analog/sgd, seed 0)"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d.update(spec="analog"), "'spec' must be a mapping (the settings the compare job ran with), got "
+                                        "'analog'"),
+    (lambda d: d["spec"].update(target_acc="x"), "spec.target_acc must be a number in (0, 1], got 'x'"),
+    (lambda d: d["spec"].update(target_acc=None), "spec.target_acc must be a number in (0, 1], got None"),
+    (lambda d: d["spec"].update(tail_evals=0), "spec.tail_evals must be an integer ≥ 1 (1 = the final evaluation), "
+                                               "got 0"),
+    (lambda d: d["spec"].update(tail_evals="2"), "spec.tail_evals must be an integer ≥ 1 (1 = the final "
+                                                 "evaluation), got '2'"),
+    (lambda d: d["tuning"].__setitem__(1, "x"), "tuning[1] must be a mapping with hardware, optimizer and "
+                                                "chosen_lr, got 'x'"),
+    (lambda d: d["tuning"][0].update(chosen_lr="x"), "tuning[0]: chosen_lr must be a number (NaN allowed) or null, "
+                                                     "got 'x'"),
+    (lambda d: d["runs"][0].update(status=5), f"{_RUN0}: status must be one of completed, diverged, failed, "
+                                              "interrupted, running, got 5"),
+    (lambda d: d["runs"][0].update(status="done"), f"{_RUN0}: status must be one of completed, diverged, failed, "
+                                                   "interrupted, running, got 'done'"),
+    (lambda d: d["runs"][0].update(inference="x"), f"{_RUN0}: inference must be a mapping of times (s) to "
+                                                   "accuracies, got 'x'"),
+    (lambda d: d["runs"][0].update(inference=[0.7]), f"{_RUN0}: inference must be a mapping of times (s) to "
+                                                     "accuracies, got [0.7]"),
+    (lambda d: d["runs"][0]["inference"].update({"3600": "x"}), f"{_RUN0}: inference.3600 must be a number (NaN "
+                                                               "allowed) or null, got 'x'"),
+    (lambda d: d["runs"][0].update(costs="x"), f"{_RUN0}: costs must be a mapping, got 'x'"),
+    (lambda d: d["runs"][0].update(run_dir=5), f"{_RUN0}: run_dir must be a path (a string) or null, got 5"),
+])
+def test_redraw_refuses_a_spec_tuning_record_or_run_field_of_the_wrong_type(tmp_path, capsys, damage, message):
+    """A damaged field that --redraw reads ended it in a traceback (a TypeError of float(None), an AttributeError of
+    a list's .get, os.fspath(5)), in a bare float()/int() error naming no file or field, or was drawn silently
+    wrong: a spec that is no mapping or a tail_evals of 0 drew the bars at other evaluations than the job, a status
+    that is no run status left the run out of every mean, an inference accuracy 'x' was dropped. Each is refused now,
+    naming the file and the field; nothing is drawn."""
+    out = tmp_path / "report"
+    shutil.copytree(STORED, out)
+    for png in out.glob("*.png"):
+        png.unlink()
+    saved = read_json(out / "results.json")
+    damage(saved)
+    write_json_atomic(out / "results.json", saved)
+    assert main(["compare", "--redraw", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {out / 'results.json'}: {message}\n"
+    assert not list(out.glob("*.png"))
+
+
 def test_redraw_of_a_report_without_runs_says_so(tmp_path, capsys):
     """A results.json whose 'runs' list is empty ended --redraw with matplotlib's "Number of columns must be a
     positive integer, not 0"; nothing is drawn."""

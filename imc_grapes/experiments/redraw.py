@@ -10,6 +10,7 @@ written before the runs were kept there has no such runs: those figures are not 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from ..compare import number_problem
 from ..config import ConfigError, is_int, is_number
 from ..io import experiment_part, experiment_report_of, read_report_json, restore_nonfinite, superseded_report_note
-from ..train import tail_evals_error
+from ..train import RUN_STATUSES, tail_evals_error
+from .definitions import EXPERIMENTS
+from .groups import TRAINERS
 from .report import FORGETTING_KEYS, GROUPS, FigureGroup, draw_figures
 
 __all__ = ["Redrawn", "StoredCell", "StoredRun", "figure_groups", "part_of_report_problem",
@@ -77,12 +80,16 @@ def _stored_run(run: Any, where: str, source: str = "results.json") -> StoredRun
     """The run ``run`` stored at ``where`` (``groups[i].runs[j]``) of the file ``source``.
 
     Raises:
-        ConfigError: it is not a mapping with optimizer and status, or, completed, has no ``epoch`` and
+        ConfigError: it is not a mapping with optimizer and status (one of
+            :data:`~imc_grapes.train.RUN_STATUSES`: another would leave the run silently out of the curves), or,
+            completed, has no ``epoch`` and
             ``test_acc`` lists of one length whose entries are numbers (NaN allowed; the error names the run and
             the entry, not a TypeError of the curves), or its forgetting metrics are not as stored
             (:func:`_forgetting_problem`: not a square matrix of numbers, not a float() error of the matrix)."""
     if not (isinstance(run, dict) and isinstance(run.get("optimizer"), str) and isinstance(run.get("status"), str)):
         raise ConfigError(f"{source}: {where} must be a mapping with optimizer and status")
+    if run["status"] not in RUN_STATUSES:
+        raise ConfigError(f"{source}: {where}: status must be one of {', '.join(RUN_STATUSES)}, got {run['status']!r}")
     if run["status"] != "completed":
         return StoredRun(run["status"])
     epochs, accs = restore_nonfinite(run.get("epoch")), restore_nonfinite(run.get("test_acc"))
@@ -109,15 +116,20 @@ def figure_groups(result: dict[str, Any], source: str = "results.json") -> list[
 
     Raises:
         ConfigError: ``result`` has no ``groups`` list of mappings with a ``key`` and a ``summary`` list, a
-            group's summary row has no optimizer or number lr, or a stored run is malformed (:func:`_stored_run`),
-            names an optimizer its group's summary has not, or has an accuracy matrix of another size than the
-            other runs of its optimizer.
+            group's ``trainer`` (where present) is not one of :data:`~.groups.TRAINERS`, a group's summary row has
+            no optimizer or number lr, or a stored run is malformed (:func:`_stored_run`), names an optimizer its
+            group's summary has not, or has an accuracy matrix of another size than the other runs of its
+            optimizer.
     """
     groups = result.get("groups") if isinstance(result, dict) else None
     if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("key"), str)
                                              and isinstance(g.get("summary"), list) for g in groups)):
         raise ConfigError(f"{source}: 'groups' must be a list of groups with a key and a summary (an "
                           "`imc-grapes experiment` report's results.json)")
+    bad = next((i for i, g in enumerate(groups) if g.get("trainer", "standard") not in TRAINERS), None)
+    if bad is not None:     # not a forgetting group's matrix figures silently left out (or named missing)
+        raise ConfigError(f"{source}: groups[{bad}].trainer must be one of {', '.join(TRAINERS)}, got "
+                          f"{groups[bad]['trainer']!r}")
     if any("runs" not in g for g in groups):
         return None
     out = []
@@ -151,14 +163,17 @@ _SUMMARY_NUMBERS = ("final_test_acc_mean", "final_test_acc_std")
 _SUMMARY_COUNTS = ("runs", "completed")
 
 
-def _summary_rows(rows: list[Any], source: str = "results.json") -> list[dict[str, Any]]:
-    """The rows of an experiment report's ``summary`` (in the file ``source``) as accuracy.png reads them, their
+def _summary_rows(rows: list[Any], source: str = "results.json", keys: Sequence[str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The rows of an experiment report's ``summary`` (in the file ``source``; ``keys``: its groups' keys, None:
+    not checked) as accuracy.png reads them, their
     :data:`_SUMMARY_NUMBERS` with NaN and ±Inf restored (:func:`~imc_grapes.io.restore_nonfinite`).
 
     Raises:
         ConfigError: there is no row (nothing to draw, not a ZeroDivisionError of the bars), or a row is not a
             mapping with a ``group`` and an ``optimizer`` name, its :data:`_SUMMARY_NUMBERS` numbers or null and its
-            :data:`_SUMMARY_COUNTS` (where present) integers ≥ 0 (the error names the file, the row and the field).
+            :data:`_SUMMARY_COUNTS` (where present) integers ≥ 0 (the error names the file, the row and the field),
+            or it names a group not in ``keys`` (it would be silently left out of the figure).
     """
     if not rows:
         raise ConfigError(f"{source}: 'summary' is empty: the report has no row to draw (an `imc-grapes experiment` "
@@ -167,6 +182,9 @@ def _summary_rows(rows: list[Any], source: str = "results.json") -> list[dict[st
     for i, row in enumerate(rows):
         if not (isinstance(row, dict) and isinstance(row.get("group"), str) and isinstance(row.get("optimizer"), str)):
             raise ConfigError(f"{source}: summary[{i}] must be a mapping with a group and an optimizer, got {row!r}")
+        if keys is not None and row["group"] not in keys:
+            raise ConfigError(f"{source}: summary[{i}] names group {row['group']!r}, which 'groups' has not (valid: "
+                              f"{', '.join(keys)})")
         where = f"summary[{i}] ({row['group']}, {row['optimizer']})"
         for key in _SUMMARY_NUMBERS:
             problem = (f"{key} is missing" if key not in row
@@ -180,19 +198,25 @@ def _summary_rows(rows: list[Any], source: str = "results.json") -> list[dict[st
     return out
 
 
-def _comparison_rows(comps: list[Any], source: str = "results.json") -> list[dict[str, Any]]:
-    """The paired comparisons of an experiment report (its ``comparisons``, in the file ``source``) as gain.png
-    reads them, the numbers of their ``final_acc`` with NaN and ±Inf restored.
+def _comparison_rows(comps: list[Any], source: str = "results.json", keys: Sequence[str] | None = None
+                     ) -> list[dict[str, Any]]:
+    """The paired comparisons of an experiment report (its ``comparisons``, in the file ``source``; ``keys``: its
+    groups' keys, None: not checked) as gain.png reads them, the numbers of their ``final_acc`` with NaN and ±Inf
+    restored.
 
     Raises:
         ConfigError: one is not a mapping with ``group``, ``a`` and ``b`` names and a ``final_acc`` that is null
             (no common seed) or a mapping with a number ``mean``, a number or null ``std`` and (where present) an
-            integer ``n`` ≥ 1 (the error names the file, the comparison and the field).
+            integer ``n`` ≥ 1 (the error names the file, the comparison and the field), or it names a group not in
+            ``keys`` (it would be silently left out of the figure).
     """
     out = []
     for i, c in enumerate(comps):
         if not (isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("group", "a", "b"))):
             raise ConfigError(f"{source}: comparisons[{i}] must be a mapping with a group, a and b, got {c!r}")
+        if keys is not None and c["group"] not in keys:
+            raise ConfigError(f"{source}: comparisons[{i}] names group {c['group']!r}, which 'groups' has not "
+                              f"(valid: {', '.join(keys)})")
         fa = c.get("final_acc")
         if fa is None:
             out.append(c)
@@ -249,7 +273,8 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
         ValueError: it is not valid JSON.
         ConfigError: ``out_dir`` is the ``groups/`` folder of an experiment report or one group's folder
             (:func:`part_of_report_problem`: the message names the report folder), or its results.json is not an
-            experiment report's, or one of experiment ``name`` (:func:`figure_groups`), its
+            experiment report's (:func:`figure_groups`; its ``experiment`` no name, its ``options`` no mapping),
+            or one of experiment ``name``, its
             summary is empty or a value a figure reads is not a number (:func:`_summary_rows`,
             :func:`_comparison_rows`, ``options.tail_evals``: the error names the file and the field), or a
             later experiment job began in ``out_dir`` and did not finish, so its groups/ may be newer than the
@@ -271,15 +296,21 @@ def redraw_experiment_report(out_dir: str | Path, name: str | None = None) -> Re
     if not (isinstance(result.get("summary"), list) and isinstance(result.get("comparisons", []), list)):
         raise ConfigError(f"{source}: 'summary' and 'comparisons' must be lists (an `imc-grapes experiment` "
                           "report's results.json)")
-    if name is not None and result.get("experiment") != name:
-        raise ConfigError(f"{source}: the report is of experiment {result.get('experiment')!r}, not {name!r}")
-    rows = _summary_rows(result["summary"], source)
-    comps = _comparison_rows(result.get("comparisons", []), source)
-    options = result.get("options") if isinstance(result.get("options"), dict) else {}
+    if not isinstance(result.get("experiment"), str):     # every experiment report names its experiment
+        raise ConfigError(f"{source}: 'experiment' must be the name of the experiment the report is of (a string, "
+                          f"e.g. {', '.join(EXPERIMENTS)}), got {result.get('experiment')!r}")
+    if name is not None and result["experiment"] != name:
+        raise ConfigError(f"{source}: the report is of experiment {result['experiment']!r}, not {name!r}")
+    keys = [g["key"] for g in result["groups"]]
+    rows = _summary_rows(result["summary"], source, keys)
+    comps = _comparison_rows(result.get("comparisons", []), source, keys)
+    options = result.get("options", {})
+    if not isinstance(options, dict):       # not the figures silently drawn at tail_evals 1
+        raise ConfigError(f"{source}: 'options' must be a mapping (the options the experiment ran with), got "
+                          f"{options!r}")
     tail = options.get("tail_evals", 1)
     if (problem := tail_evals_error(tail, "options.tail_evals")) is not None:
         raise ConfigError(f"{source}: {problem}")
-    keys = [g["key"] for g in result["groups"]]
     files = draw_figures(rows, comps, keys, groups, out, tail)
     missing: dict[str, str] = {}
     if groups is None:

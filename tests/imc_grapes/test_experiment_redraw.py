@@ -11,9 +11,10 @@ import pytest
 import imc_grapes.experiments.report as report_mod
 from imc_grapes.cli import main
 from imc_grapes.config import ConfigError
-from imc_grapes.experiments import ExperimentOptions, run_experiment
+from imc_grapes.experiments import EXPERIMENTS, TRAINERS, ExperimentOptions, run_experiment
 from imc_grapes.experiments.redraw import Redrawn, redraw_experiment_report
 from imc_grapes.io import write_json_atomic
+from imc_grapes.train import RUN_STATUSES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -355,6 +356,33 @@ def test_redraw_refuses_a_summary_or_forgetting_value_no_figure_can_draw(tmp_pat
     """An empty summary ended --redraw in a ZeroDivisionError of accuracy.png, and a summary, comparison or
     forgetting value that is not a number in a TypeError or float()'s ValueError naming no file (or a figure drawn
     from the letters of a string): each is a ConfigError naming the file and the field, and nothing is drawn."""
+    write_json_atomic(tmp_path / "results.json", _set(_hand_written_report(), path, value))
+    assert main(["experiment", "--redraw", "--out", str(tmp_path)]) == 2
+    source = tmp_path / "results.json"
+    assert capsys.readouterr().err == f"imc-grapes experiment: error: --redraw: {source}: {message}\n"
+    assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("experiment",), 5, "'experiment' must be the name of the experiment the report is of (a string, e.g. "
+                         f"{', '.join(EXPERIMENTS)}), got 5"),
+    (("experiment",), None, "'experiment' must be the name of the experiment the report is of (a string, e.g. "
+                            f"{', '.join(EXPERIMENTS)}), got None"),
+    (("options",), "x", "'options' must be a mapping (the options the experiment ran with), got 'x'"),
+    (("options",), [1], "'options' must be a mapping (the options the experiment ran with), got [1]"),
+    (("groups", 0, "trainer"), "bogus", f"groups[0].trainer must be one of {', '.join(TRAINERS)}, got 'bogus'"),
+    (("groups", 0, "trainer"), 5, f"groups[0].trainer must be one of {', '.join(TRAINERS)}, got 5"),
+    (("summary", 1, "group"), "h", "summary[1] names group 'h', which 'groups' has not (valid: g)"),
+    (("comparisons", 0, "group"), "h", "comparisons[0] names group 'h', which 'groups' has not (valid: g)"),
+    (("groups", 0, "runs", 0, "status"), "done", f"groups[0].runs[0]: status must be one of "
+                                                 f"{', '.join(RUN_STATUSES)}, got 'done'"),
+])
+def test_redraw_refuses_a_top_level_field_or_group_of_the_wrong_type(tmp_path, capsys, path, value, message):
+    """An "experiment" that is no name, "options" that are no mapping (drawn silently at tail_evals 1), a group's
+    trainer that is none (a forgetting group's matrix figures silently named missing or not), a summary row or
+    comparison of a group the report has not (silently left out of the figures) and a run status that is none (the
+    run silently left out of the curves) all redrew with exit 0: each is refused now, naming the file and the field,
+    and nothing is drawn."""
     write_json_atomic(tmp_path / "results.json", _set(_hand_written_report(), path, value))
     assert main(["experiment", "--redraw", "--out", str(tmp_path)]) == 2
     source = tmp_path / "results.json"

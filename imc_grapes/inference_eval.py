@@ -24,6 +24,8 @@ from torch import Tensor
 from devices import InferenceNoiseModel, PCMLikeNoiseModel, apply_inference_noise
 from devices.base import is_finite_number
 
+from .interrupts import raise_if_stop_requested
+
 if TYPE_CHECKING:
     from .backends import Network
 
@@ -36,7 +38,9 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
     """Accuracy at each time after programming.
 
     The times are evaluated in ascending order whatever order they are given in (the noise draws follow that
-    order, so ``[3600, 1]`` gives the numbers of ``[1, 3600]``).
+    order, so ``[3600, 1]`` gives the numbers of ``[1, 3600]``). Each time starts at a safe point
+    (:func:`~imc_grapes.interrupts.raise_if_stop_requested`: a stop swallowed while a time was evaluated ends the
+    evaluation before the next one, the trained weights written back as on any error).
 
     Args:
         read_weights: returns the trained weights ``{layer name: tensor}`` (any shapes, one device).
@@ -78,6 +82,7 @@ def accuracy_after_drift(read_weights: Callable[[], Mapping[str, Tensor]],
     out: dict[str, float] = {}
     try:
         for i, t in enumerate(times):
+            raise_if_stop_requested()   # a swallowed stop (imc_grapes.interrupts): no further time is evaluated
             write_weights({k: v[i] for k, v in noisy.items()})
             out[time_key(t)] = float(evaluate())
     finally:

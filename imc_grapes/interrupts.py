@@ -10,7 +10,8 @@ A signal's handler runs between two bytecodes of the main thread, wherever it is
 callback its exception is printed ("Exception ignored in: ... Terminated") and discarded, and the command would run
 on to the end and exit 0. So the handlers (SIGTERM's, and Ctrl-C's when Python's own is in place) also record the
 request, and :func:`raise_if_stop_requested`, called at safe points (each training batch and evaluation point,
-between the runs of ``compare`` / ``experiment`` and the points of a sweep, and when the block ends), raises it
+each batch of an evaluation and each time of the accuracy after drift, between the runs of ``compare`` /
+``experiment`` and the points of a sweep, and when the block ends), raises it
 again when it was lost that way. :func:`stop_handled` forgets it once the stop was recorded (a run's status
 ``interrupted``), so the cleanup that follows is not stopped twice.
 """

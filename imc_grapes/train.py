@@ -165,18 +165,25 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[fl
 
     When any output (logit) is NaN or ±Inf the accuracy is NaN, as the loss then is: ``argmax`` over such a row is
     no prediction (it picks a NaN's index), and callers that keep only the accuracy (the inference evaluation, the
-    forgetting matrix) would otherwise record a finite number for a broken model."""
+    forgetting matrix) would otherwise record a finite number for a broken model.
+
+    Each batch starts at a safe point (:func:`~imc_grapes.interrupts.raise_if_stop_requested`: a stop swallowed
+    during the evaluation of a large test set is honoured within a batch); the model is left in the mode it was in
+    however the evaluation ends."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), device=split.x.device)
     finite = torch.ones((), dtype=torch.bool, device=split.x.device)
-    for x, y in BatchLoader(split, batch_size, shuffle=False):
-        out = model(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
-        finite &= torch.isfinite(out).all()
-    model.train(was_training)
+    try:
+        for x, y in BatchLoader(split, batch_size, shuffle=False):
+            raise_if_stop_requested()   # a Python flag check, no device sync
+            out = model(x)
+            loss_sum += F.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            finite &= torch.isfinite(out).all()
+    finally:
+        model.train(was_training)
     n = len(split)
     correct = torch.where(finite, correct, torch.full_like(correct, math.nan))     # (one host read, as before)
     return float(loss_sum) / n, float(correct) / n

@@ -318,3 +318,54 @@ def test_a_stop_swallowed_during_replica_training_stops_every_replica_within_a_b
         res = json.loads((tmp_path / name / "results.json").read_text())
         assert res["status"] == "interrupted" and res["message"] == "interrupted (Terminated)"
         assert [h["step"] for h in res["history"]] == [2]
+
+
+def test_a_stop_swallowed_during_an_evaluation_is_raised_before_its_next_batch(one_torch_thread):
+    """An evaluation of 4 batches whose first forward pass swallows a SIGTERM: it is raised before the second batch
+    (an evaluation of a large test set on a simulated crossbar can take minutes), the model is left in the mode it
+    was in, and nothing is raised again afterwards."""
+    import torch
+
+    from imc_grapes.data import Split
+
+    calls, seen = [0], []
+
+    class Stopping(torch.nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls[0] += 1
+            if calls[0] == 1:
+                seen.extend(swallow(signal.SIGTERM))
+            return super().forward(x.flatten(1))
+
+    model = Stopping(4, 3)
+    split = Split(torch.randn(40, 1, 2, 2), torch.randint(0, 3, (40,)))
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            T.evaluate(model, split, batch_size=10)
+        nothing_raised()
+    assert seen == [Terminated] and calls[0] == 1 and model.training
+    assert T.evaluate(model, split, batch_size=10)[1] >= 0 and calls[0] == 5       # all 4 batches without a stop
+
+
+def test_a_stop_swallowed_during_the_drift_evaluation_is_raised_before_the_next_time():
+    """The accuracy after drift at 3 times whose first evaluation swallows a SIGTERM: it is raised before the
+    second time's weights are written, and the trained weights are written back."""
+    import torch
+
+    from imc_grapes.inference_eval import accuracy_after_drift
+
+    trained = {"w": torch.ones(4, 4)}
+    written: list[torch.Tensor] = []
+    calls, seen = [0], []
+
+    def evaluate() -> float:
+        calls[0] += 1
+        seen.extend(swallow(signal.SIGTERM))
+        return 0.5
+
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            accuracy_after_drift(lambda: trained, lambda w: written.append(w["w"]), evaluate, [1, 3600, 86400])
+        nothing_raised()
+    assert seen == [Terminated] and calls[0] == 1
+    assert len(written) == 2 and torch.equal(written[-1], trained["w"])     # time 1's weights, then the trained

@@ -840,7 +840,8 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
     runs = result.get("runs") if isinstance(result, dict) else None
     if not isinstance(runs, list):
         raise ConfigError(f"{source}: 'runs' must be a list of runs (a compare report's results.json)")
-    tuning = result.get("tuning") or []
+    tuning = result.get("tuning")
+    tuning = [] if tuning is None else tuning       # a report without tuning records; not {} or "" read as none
     if not isinstance(tuning, list):
         raise ConfigError(f"{source}: 'tuning' must be a list of the cells' tuning records, got {tuning!r}")
     if (problem := _tuning_problem(tuning)) is not None:     # not a record silently left out (the runs' lr drawn)
@@ -852,7 +853,10 @@ def cells_from_results(result: dict[str, Any], source: str = "results.json") -> 
                 and isinstance(run.get("optimizer"), str) and isinstance(run.get("config"), dict)):
             raise ConfigError(f"{source}: runs[{i}] must be a mapping with hardware, optimizer and config (the "
                               "first two names, the last a mapping)")
-        cfg = TrainConfig.from_dict(run["config"])
+        try:
+            cfg = TrainConfig.from_dict(run["config"])
+        except ConfigError as exc:     # not TrainConfig's message alone, naming neither the file nor the run
+            raise ConfigError(f"{source}: runs[{i}] ({run['hardware']}/{run['optimizer']}): config: {exc}") from None
         problem = history_problem(run.get("history", [])) or _stored_run_problem(run)
         if problem:     # not a TypeError of a figure, nor a run left out of every mean
             raise ConfigError(f"{source}: runs[{i}] ({run['hardware']}/{run['optimizer']}, seed {cfg.seed}): "

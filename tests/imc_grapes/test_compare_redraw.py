@@ -130,13 +130,17 @@ _RUN0 = "runs[0] (analog/sgd, seed 0)"
                                                                "allowed) or null, got 'x'"),
     (lambda d: d["runs"][0].update(costs="x"), f"{_RUN0}: costs must be a mapping, got 'x'"),
     (lambda d: d["runs"][0].update(run_dir=5), f"{_RUN0}: run_dir must be a path (a string) or null, got 5"),
+    (lambda d: d.update(tuning={}), "'tuning' must be a list of the cells' tuning records, got {}"),
+    (lambda d: d["runs"][1]["config"].update(epochs="x"), "runs[1] (analog/sgd): config: TrainConfig.epochs must be "
+                                                          "an integer ≥ 1, got 'x'"),
 ])
 def test_redraw_refuses_a_spec_tuning_record_or_run_field_of_the_wrong_type(tmp_path, capsys, damage, message):
     """A damaged field that --redraw reads ended it in a traceback (a TypeError of float(None), an AttributeError of
     a list's .get, os.fspath(5)), in a bare float()/int() error naming no file or field, or was drawn silently
     wrong: a spec that is no mapping or a tail_evals of 0 drew the bars at other evaluations than the job, a status
-    that is no run status left the run out of every mean, an inference accuracy 'x' was dropped. Each is refused now,
-    naming the file and the field; nothing is drawn."""
+    that is no run status left the run out of every mean, an inference accuracy 'x' was dropped, a tuning {} read
+    as none; a run's config that TrainConfig refuses named neither the file nor the run. Each is refused now, naming
+    the file and the field; nothing is drawn."""
     out = tmp_path / "report"
     shutil.copytree(STORED, out)
     for png in out.glob("*.png"):

@@ -514,7 +514,8 @@ class AnalogLinear(AnalogModuleBase):
         self.in_features = in_features
         self.out_features = out_features
         device = check_state_device("AnalogLinear.device", device)
-        tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed)
+        tile = TileArray(out_features, in_features, rpu_config, device=device, dtype=dtype, seed=seed,
+                         size_names=("AnalogLinear", "out_features", "in_features"))    # a refusal names the layer
         self._init_analog(tile)
         w_dtype = tile.weight_tiles.dtype
         bound = 1.0 / in_features ** 0.5

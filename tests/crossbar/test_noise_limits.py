@@ -234,25 +234,29 @@ def _sum_config(**io) -> CrossbarConfig:
 def test_a_layer_whose_digital_sum_over_its_tiles_overflows_is_refused_when_it_is_made() -> None:
     """By hand: a perfect periphery of out_scale 1e38 on tiles of one line, weights at most 1: each tile's output is at
     most 1·1·1e38 = 1e38, which CrossbarConfig accepts (≤ 3.4028e38). The digital sum of 3 tiles, 3e38, fits; of 4,
-    4e38, is float32's inf (shown), so 4 column tiles (in_features 4) are refused naming in_features, tile_cols and
-    the limit 3; the backward direction likewise for the row tiles (out_features, tile_rows)."""
+    4e38, is float32's inf (shown), so 4 column tiles (in_features 4) are refused naming the layer's in_features,
+    tile_cols and the limit 3; the backward direction likewise for the row tiles (out_features, tile_rows); a
+    TileArray made directly is named as itself."""
     cfg = _sum_config(forward=1e38)
     assert torch.isinf(torch.full((4,), 1e38).sum()) and torch.isfinite(torch.full((3,), 1e38).sum())
     layer = AnalogLinear(3, 2, bias=False, rpu_config=cfg, seed=0)                 # 3 column tiles: accepted
     layer.set_weights(torch.ones(2, 3))
     y = layer(torch.ones(1, 3))
     assert torch.isfinite(y).all() and torch.allclose(y, torch.full((1, 2), 3e38), rtol=1e-6)
-    with pytest.raises(MVMRangeError, match=r"^TileArray\.in_features must be at most 3 with CrossbarConfig\.tile_cols "
-                                            r"= 1 \(at most 3 column tiles\), got 4 \(4 column tiles\): the forward "
+    with pytest.raises(MVMRangeError, match=r"^AnalogLinear\.in_features must be at most 3 with CrossbarConfig\."
+                                            r"tile_cols = 1 \(at most 3 column tiles\), got 4 \(4 column tiles\): the "
+                                            r"forward "
                                             r"MVM adds .* each up to 1e\+38 .* can reach 4e\+38, beyond float32's "
                                             r"largest 3\.403e\+38") as info:
         AnalogLinear(4, 2, rpu_config=cfg, seed=0)
     assert info.value.quantity == "tiles"
     with pytest.raises(MVMRangeError, match=r"^ReplicaTileArray\.in_features must be at most 3 .* got 4"):
         ReplicaTileArray([1, 2], 2, 4, cfg)
+    with pytest.raises(MVMRangeError, match=r"^TileArray\.in_features must be at most 3 .* got 4"):
+        TileArray(2, 4, cfg)
     back = _sum_config(backward=1e38)
     AnalogLinear(7, 3, rpu_config=back, seed=0)                                  # 3 row tiles: accepted
-    with pytest.raises(MVMRangeError, match=r"^TileArray\.out_features must be at most 3 with CrossbarConfig\."
+    with pytest.raises(MVMRangeError, match=r"^AnalogLinear\.out_features must be at most 3 with CrossbarConfig\."
                                             r"tile_rows = 1 \(at most 3 row tiles\), got 5 \(5 row tiles\): the "
                                             r"backward MVM"):
         AnalogLinear(2, 5, rpu_config=back, seed=0)

@@ -79,6 +79,21 @@ def test_redraw_refuses_a_folder_without_a_compare_report(tmp_path, capsys):
     assert "runs[0]" in capsys.readouterr().err
 
 
+def _assert_redraw_refuses(tmp_path, capsys, damage, message: str) -> None:
+    """A copy of the stored report without its figures, ``damage`` applied to its results.json: --redraw exits 2
+    with ``message`` after the file's name and draws nothing."""
+    out = tmp_path / "report"
+    shutil.copytree(STORED, out)
+    for png in out.glob("*.png"):
+        png.unlink()
+    saved = read_json(out / "results.json")
+    damage(saved)
+    write_json_atomic(out / "results.json", saved)
+    assert main(["compare", "--redraw", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {out / 'results.json'}: {message}\n"
+    assert not list(out.glob("*.png"))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: d["runs"][1].update(hardware=3), "runs[1] must be a mapping with hardware, optimizer and config (the "
                                                 "first two names, the last a mapping)"),
@@ -90,16 +105,7 @@ def test_redraw_refuses_a_run_or_tuning_record_of_the_wrong_type(tmp_path, capsy
     """A hand-edited hardware that is no name ended --redraw in an AttributeError (wrapping the figure's title), a
     tuning record that is no list in a TypeError; an optimizer null was drawn as a cell named None. Nothing is
     drawn now."""
-    out = tmp_path / "report"
-    shutil.copytree(STORED, out)
-    for png in out.glob("*.png"):
-        png.unlink()
-    saved = read_json(out / "results.json")
-    damage(saved)
-    write_json_atomic(out / "results.json", saved)
-    assert main(["compare", "--redraw", "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {out / 'results.json'}: {message}\n"
-    assert not list(out.glob("*.png"))
+    _assert_redraw_refuses(tmp_path, capsys, damage, message)
 
 
 _RUN0 = "runs[0] (analog/sgd, seed 0)"
@@ -141,16 +147,7 @@ def test_redraw_refuses_a_spec_tuning_record_or_run_field_of_the_wrong_type(tmp_
     that is no run status left the run out of every mean, an inference accuracy 'x' was dropped, a tuning {} read
     as none; a run's config that TrainConfig refuses named neither the file nor the run. Each is refused now, naming
     the file and the field; nothing is drawn."""
-    out = tmp_path / "report"
-    shutil.copytree(STORED, out)
-    for png in out.glob("*.png"):
-        png.unlink()
-    saved = read_json(out / "results.json")
-    damage(saved)
-    write_json_atomic(out / "results.json", saved)
-    assert main(["compare", "--redraw", "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"imc-grapes compare: error: --redraw: {out / 'results.json'}: {message}\n"
-    assert not list(out.glob("*.png"))
+    _assert_redraw_refuses(tmp_path, capsys, damage, message)
 
 
 def test_redraw_of_a_report_without_runs_says_so(tmp_path, capsys):

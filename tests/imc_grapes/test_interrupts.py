@@ -18,6 +18,8 @@ from imc_grapes import interrupts
 from imc_grapes.config import TrainConfig
 from imc_grapes.interrupts import Terminated, sigterm_as_interrupt
 
+from .test_sweep_run import write_spec
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sends signals to its own process")
 T = sys.modules["imc_grapes.train"]
 TINY = dict(dataset="synthetic", hidden=(16,), optimizer="sgd", lr=0.05, batch_size=50, train_subset=200,
@@ -239,30 +241,13 @@ def test_a_compare_or_experiment_run_starts_at_a_safe_point(tmp_path):
     assert len(trained) == 1
 
 
-SWEEP = """
-[sweep]
-out = "{out}"
-
-[base]
-dataset = "synthetic"
-hidden = [8]
-train_subset = 100
-test_subset = 60
-batch_size = 25
-
-[axes]
-seed = [0, 1, 2]
-"""
-
-
 def test_a_sweep_starts_each_point_at_a_safe_point(tmp_path, one_torch_thread):
     """A stop swallowed while the sweep process records a point's result is raised before the next point starts
     (before: the next point was started, and stopped by the training loop's safe point, or with workers the sweep
     waited for their points): the first point is kept, the others are left to the next run."""
     from imc_grapes.sweep import LocalExecutor, load_spec, run_sweep
 
-    spec_path = tmp_path / "s.toml"
-    spec_path.write_text(SWEEP.format(out=tmp_path / "out"))
+    spec_path = write_spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n")     # the tiny base; out = tmp_path/out
 
     class SwallowingAtFirstResult:
         """Runs the points in this process; the first result is recorded while a stop is swallowed."""

@@ -23,10 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from devices.base import is_number
-
 from .backends.settings import format_device_overrides
-from .compare import accuracy_text, history_problem, mean_pm_std, paired_by_seed, report_spec
+from .compare import accuracy_text, history_problem, mean_pm_std, number_problem, paired_by_seed, report_spec
 from .config import ConfigError, is_int
 from .io import (COMPARE_SUMMARY_HEADING, experiment_part, other_command_folder, restore_nonfinite,
                  superseded_report_note, unfinished_job_note, write_bytes_atomic, write_csv_atomic, write_json_atomic)
@@ -127,10 +125,10 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
         if not (isinstance(cell.get("hardware"), str) and isinstance(cell.get("optimizer"), str)):
             return f"summary[{i}] must name its hardware and optimizer, got {cell.get('hardware')!r}, " \
                    f"{cell.get('optimizer')!r}"
-        for key in _SUMMARY_NUMBERS:
-            value = restore_nonfinite(cell.get(key))
-            if not (value is None or is_number(value)):
-                return f"summary[{i}].{key} must be a number (NaN allowed) or null, got {cell.get(key)!r}"
+        problem = next((p for key in _SUMMARY_NUMBERS
+                        if (p := number_problem(cell.get(key), f"summary[{i}].{key}", optional=True))), None)
+        if problem:
+            return problem
         for key in _SUMMARY_COUNTS:
             if key in cell and not (is_int(cell[key]) and cell[key] >= 0):
                 return f"summary[{i}].{key} must be an integer ≥ 0 (a count of runs), got {cell[key]!r}"

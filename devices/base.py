@@ -306,6 +306,60 @@ def check_sample_args(where: str, shape: object, generator: object, dtype: objec
     return tuple(int(s) for s in sizes)
 
 
+BGK_BETA = 0.5826
+"""Broadie–Glasserman–Kou's ``β = −ζ(1/2)/sqrt(2π)``: the maximum of a Gaussian random walk of step std ``σ`` read
+at its steps only crosses a barrier ``b`` about as often as the continuous path crosses ``b + β·σ``."""
+
+
+def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Tensor, w_min: Tensor, w_max: Tensor,
+                 dw_up: Tensor, dw_down: Tensor, generator: rng.Generator) -> Tensor:
+    """Draw the state after ``n = n_up + n_down`` pulses clipped into ``[w_min, w_max]`` after *every* pulse
+    (aihwkit's rule) from the moments ``mean``, ``var`` of the *unclipped* walk; a fresh tensor. All tensors in weight
+    units (counts: pulses), of ``w``'s shape (the bounds and steps ``dw_up``, ``dw_down`` may broadcast); three draws
+    per device from ``generator`` (normal, normal, uniform, in that order). No host read.
+
+    Model: the free end point ``e = mean + sqrt(var)·ξ₁`` (the Gaussian of the unclipped walk). A walk clipped at
+    ``b`` after each step ends at ``e − max(0, M − b)`` (Lindley/Skorokhod, for steps of either sign), ``M`` the
+    maximum of the free walk; likewise ``e + max(0, b_min − m)`` with its minimum ``m``. The walk about the straight
+    line from ``w`` to ``e`` is taken as a Gaussian bridge of ``n`` equal steps of total variance
+    ``v = var + n_up·n_down/n·(dw_up + dw_down)²`` (the second term: the random order of mixed counts, with the
+    nominal steps). The last pulse is split off exactly: given ``e``, its step is ``Δ ~ N((e − w)/n,
+    (v/n)·(n − 1)/n)`` (the last increment of the bridge), so the walk is at ``f = e − Δ`` after ``n − 1`` pulses.
+    Their extremes are those of a Brownian bridge from ``w`` to ``f`` (drawn in closed form with one uniform ``U``:
+    ``(w + f ± sqrt((f − w)² − 2·v_b·ln U))/2``) of variance ``v_b = v·(n − 2)/(n − 1)`` (the bridge's
+    ``v·(n − 1)/n`` times ``1 − 1/(n − 1)²``: exact for ``n <= 2``, where the walk's maximum is ``max(w, f)``,
+    and → 1 for long trains; fitted between against simulated walks), against the bounds moved out by
+    :data:`BGK_BETA` step stds ``sqrt(v/n)`` (a walk seen at its pulses crosses less often than the continuous
+    bridge). The state after ``n − 1`` pulses is then clipped, the last step added and the result clipped: exact
+    for ``n = 1``. ``U = 1 − u`` for the generator's ``u`` in ``[0, 1)``. The maximum and the minimum use the same
+    ``U`` (one of them reaches its bound unless ``v`` is comparable to the range).
+    Devices far from their bounds get ``e`` (the bridge does not reach them); devices without pulses (``n = 0``,
+    ``var = 0``) keep ``w`` exactly; an infinite variance lands on a bound (``e`` clipped, as without the bridge).
+    """
+    n = n_up + n_down
+    steps = n.clamp_min(1.0)
+    finite = torch.isfinite(var)
+    e = torch.nan_to_num_(var.sqrt() * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),
+                          nan=0.0).add_(mean)                  # an infinite std times a zero draw
+    # the path's variance about the straight line: the c2c noise plus the random order of mixed counts
+    v = torch.where(finite, var, torch.zeros_like(var)).addcmul_(n_up * n_down / steps, (dw_up + dw_down).square())
+    step_var = v / steps
+    last = rng.randn(w.shape, generator, device=w.device, dtype=w.dtype).mul_(
+        (step_var * (steps - 1.0) / steps).sqrt_()).add_((e - w) / steps)
+    last = torch.where(finite, last, torch.zeros_like(last))   # the end point of an infinite variance: clipped
+    f = e - last
+    v_b = v * (n - 2.0).clamp_min(0.0) / (n - 1.0).clamp_min(1.0)
+    u = rng.rand(w.shape, generator, device=w.device, dtype=w.dtype)              # [0, 1): 1 − u in (0, 1]
+    spread = torch.log1p(u.neg_()).mul_(-2.0).sqrt_().mul_(v_b.sqrt_())            # sqrt(−2·v_b·ln U)
+    half = torch.hypot(f - w, spread).mul_(0.5)                 # half the bridge's range term, without overflow
+    mid = (w + f).mul_(0.5)
+    shift = step_var.sqrt_().mul_(BGK_BETA)
+    over = torch.relu(mid + half - shift - w_max)                 # overshoot of the maximum past w_max + β·σ
+    under = torch.relu(w_min - shift - mid + half)                # undershoot of the minimum below w_min − β·σ
+    x = torch.clamp_(f.sub_(over).add_(under), w_min, w_max).add_(last)
+    return torch.clamp_(torch.where(finite, x, e), w_min, w_max)
+
+
 @dataclass
 class DeviceParams:
     """Per-device sampled parameters, all tensors of the same shape as the device states (e.g. [tiles, rows, cols]).
@@ -802,10 +856,9 @@ class PulsedDevice:
             return wide.to(w.dtype) if out is None else out.copy_(wide)
         n_up, n_down = n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype)      # counts may be integer tensors
         mean, var = self.pulse_moments(w, n_up, n_down, params)
-        std = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0).sqrt_()
-        noise = torch.nan_to_num_(std * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),
-                                  nan=0.0)                      # an infinite std times a zero draw
-        new = torch.clamp_(noise.add_(mean), params.w_min, params.w_max)
+        var = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0)
+        new = clipped_walk(w, mean, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
+                           generator)
         return new if out is None else out.copy_(new)
 
     def clip(self, w: Tensor, params: DeviceParams) -> Tensor:

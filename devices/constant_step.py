@@ -10,7 +10,7 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 
-from devices.base import DeviceParams, PulsedDevice, check_field
+from devices.base import DeviceParams, PulsedDevice, check_field, clipped_walk
 
 __all__ = ["ConstantStepDevice", "IdealDevice"]
 
@@ -23,7 +23,7 @@ _FEW_PULSED = 0.6
 
 
 def _pulsed_positions(var: Tensor, generator: rng.Generator) -> Tensor | None:
-    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``) when they are few enough to
+    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``: pulse counts, here) when they are few enough to
     treat apart: on the CPU (found by :func:`devices.host.flat_nonzero`) with a torch
     generator, at most ``_FEW_PULSED`` of the devices. ``None``: treat every device."""
     if host_reads_free(var) and var.numel() >= 4096 and var.is_contiguous() and not var.requires_grad \
@@ -61,18 +61,18 @@ class ConstantStepDevice(PulsedDevice):
 
     def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
                        generator: rng.Generator, out: Tensor | None = None) -> Tensor:
-        """Fused form of the base class's draw for the moments above (``var >= 0``; ``dw_min_std <= 1e19`` keeps the
-        draw finite, and the sum of squared steps saturates at the dtype's largest value instead of overflowing):
-        ``clip(w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ)``."""
+        """The base class's draw (:func:`devices.base.clipped_walk`) for the moments above, computed in place where
+        possible (``var >= 0``; the variance saturates at the dtype's largest value instead of overflowing); on the
+        CPU only for the devices with pulses when they are few (:func:`_pulsed_positions`)."""
         if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
                 or not (n_up.shape == n_down.shape == w.shape) or w.dtype not in _TINY:
             # a subclass with its own model, broadcasting, or half precision (the base class computes it in float32)
             return super()._pulsed_states(w, n_up, n_down, params, generator, out)
-        # Two temporaries of the devices' size (fewer large allocations); new may be w itself. Integer counts are
-        # converted first and multiplied in place: the same numbers, one pass and allocation fewer than a mixed-
-        # dtype product (which casts into a temporary).
+        # The mean and variance in two temporaries of the devices' size (the walk reads w: out may be w itself).
+        # Integer counts are converted first and multiplied in place: the same numbers, one pass and allocation
+        # fewer than a mixed-dtype product (which casts into a temporary).
         var = n_up.to(w.dtype).mul_(params.dw_up) if not n_up.is_floating_point() else n_up * params.dw_up
-        new = torch.add(w, var, out=out)                                             # up step, then var
+        new = torch.add(w, var)                                                      # up step, then var
         var.mul_(params.dw_up)
         noise = (n_down.to(w.dtype).mul_(params.dw_down) if not n_down.is_floating_point()
                  else n_down * params.dw_down)                                       # down step, then noise
@@ -82,17 +82,18 @@ class ConstantStepDevice(PulsedDevice):
         # one gave NaN below (ξ·inf·rsqrt(inf) = inf·0, or 0·inf for a zero draw); the std is then underestimated
         # (sqrt(max)·dw_min_std, the state ends far out or on its bound). Finite sums are unchanged, bit for bit.
         var.clamp_max_(torch.finfo(var.dtype).max)
-        where = _pulsed_positions(var, generator)
-        if where is not None:      # few devices with pulses: one Gaussian each, added where they are
-            std = var.view(-1).index_select(0, where).sqrt_()
-            new.view(-1).index_add_(0, where, rng.normal_(torch.empty_like(std), 0.0, self.dw_min_std,
-                                                          generator).mul_(std))
-            return torch.clamp_(new, params.w_min, params.w_max)
-        # std = var / sqrt(var + tiny): exactly 0 without pulses, sqrt(var) to ~tiny/var otherwise (sqrt(0)
-        # takes a slow path on common CPUs, and devices without pulses must keep their state exactly)
-        rng.normal_(noise, 0.0, self.dw_min_std, generator).mul_(var)
-        new.addcmul_(noise, var.add_(_TINY[var.dtype]).rsqrt_())
-        return torch.clamp_(new, params.w_min, params.w_max)
+        var.mul_(self.dw_min_std ** 2).clamp_max_(torch.finfo(var.dtype).max)
+        n_up, n_down = n_up.to(w.dtype), n_down.to(w.dtype)
+        where = _pulsed_positions(torch.add(n_up, n_down), generator)
+        if where is not None:      # few devices with pulses: three draws each, the others keep their state
+            flat = new.view(-1)
+            sub = [t.expand(w.shape).reshape(-1).index_select(0, where)
+                   for t in (w, flat, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down)]
+            flat.index_copy_(0, where, clipped_walk(*sub, generator=generator))
+            return new if out is None else out.copy_(new)
+        new = clipped_walk(w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
+                           generator)
+        return new if out is None else out.copy_(new)
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,7 @@ def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Ten
         (step_var * (steps - 1.0) / steps).sqrt_()).add_((e - w) / steps)
     last = torch.where(finite, last, torch.zeros_like(last))   # the end point of an infinite variance: clipped
     f = e - last
-    v_b = v * (n - 2.0).clamp_min(0.0) / (n - 1.0).clamp_min(1.0)
+    v_b = v * ((n - 2.0).clamp_min(0.0) / (n - 1.0).clamp_min(1.0))          # factor first: v may be near the max
     u = rng.rand(w.shape, generator, device=w.device, dtype=w.dtype)              # [0, 1): 1 − u in (0, 1]
     spread = torch.log1p(u.neg_()).mul_(-2.0).sqrt_().mul_(v_b.sqrt_())            # sqrt(−2·v_b·ln U)
     half = torch.hypot(f - w, spread).mul_(0.5)                 # half the bridge's range term, without overflow
@@ -356,8 +356,10 @@ def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Ten
     shift = step_var.sqrt_().mul_(BGK_BETA)
     over = torch.relu(mid + half - shift - w_max)                 # overshoot of the maximum past w_max + β·σ
     under = torch.relu(w_min - shift - mid + half)                # undershoot of the minimum below w_min − β·σ
-    x = torch.clamp_(f.sub_(over).add_(under), w_min, w_max).add_(last)
-    return torch.clamp_(torch.where(finite, x, e), w_min, w_max)
+    # the correction of the state after n − 1 pulses, exactly 0 where the bridge and f stay within the bounds (the
+    # state is then e itself, as without the bridge, bit for bit). Finite: v_b <= v <= the largest float
+    fix = torch.clamp(f - over + under, w_min, w_max).sub_(f)
+    return torch.clamp_(torch.where(finite, e + fix, e), w_min, w_max)
 
 
 @dataclass

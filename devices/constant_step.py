@@ -88,7 +88,7 @@ class ConstantStepDevice(PulsedDevice):
         if where is not None:      # few devices with pulses: three draws each, the others keep their state
             flat = new.view(-1)
             sub = [t.expand(w.shape).reshape(-1).index_select(0, where)
-                   for t in (w, flat, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down)]
+                   for t in (w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down)]
             flat.index_copy_(0, where, clipped_walk(*sub, generator=generator))
             return new if out is None else out.copy_(new)
         new = clipped_walk(w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,

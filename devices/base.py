@@ -342,7 +342,10 @@ def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Ten
     e = torch.nan_to_num_(var.sqrt() * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),
                           nan=0.0).add_(mean)                  # an infinite std times a zero draw
     # the path's variance about the straight line: the c2c noise plus the random order of mixed counts
-    v = torch.where(finite, var, torch.zeros_like(var)).addcmul_(n_up * n_down / steps, (dw_up + dw_down).square())
+    # (0·inf of one-sign trains of steps beyond ~1e19 is 0; sums saturate at the dtype's largest value)
+    top = torch.finfo(w.dtype).max
+    v = torch.nan_to_num_(n_up * n_down / steps * (dw_up + dw_down).square(), nan=0.0, posinf=top)
+    v = v.add_(torch.where(finite, var, torch.zeros_like(var))).clamp_max_(top)
     step_var = v / steps
     last = rng.randn(w.shape, generator, device=w.device, dtype=w.dtype).mul_(
         (step_var * (steps - 1.0) / steps).sqrt_()).add_((e - w) / steps)
@@ -351,8 +354,10 @@ def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Ten
     v_b = v * ((n - 2.0).clamp_min(0.0) / (n - 1.0).clamp_min(1.0))          # factor first: v may be near the max
     u = rng.rand(w.shape, generator, device=w.device, dtype=w.dtype)              # [0, 1): 1 − u in (0, 1]
     spread = torch.log1p(u.neg_()).mul_(-2.0).sqrt_().mul_(v_b.sqrt_())            # sqrt(−2·v_b·ln U)
-    half = torch.hypot(f - w, spread).mul_(0.5)                 # half the bridge's range term, without overflow
-    mid = (w + f).mul_(0.5)
+    # halves first: w + f and f − w overflow for states near the largest float (the update's limit cases)
+    half_w, half_f = w * 0.5, f * 0.5
+    half = torch.hypot(half_f - half_w, spread.mul_(0.5))       # half the bridge's range term
+    mid = half_w.add_(half_f)
     shift = step_var.sqrt_().mul_(BGK_BETA)
     over = torch.relu(mid + half - shift - w_max)                 # overshoot of the maximum past w_max + β·σ
     under = torch.relu(w_min - shift - mid + half)                # undershoot of the minimum below w_min − β·σ

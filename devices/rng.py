@@ -20,8 +20,8 @@ unchanged on CPU and CUDA without a host synchronisation. Uniforms take the top 
 Partial draws give exactly the full draw's numbers at their positions and advance the counter as the full draw,
 so they keep replica exactness: a ``window`` (the first ``n`` entries along a dimension),
 :meth:`CounterRNG.uniform_runs` (scattered rows of the last dimension) and :meth:`CounterRNG.at` (chosen flat
-positions, or a block, for code whose draws all have that size); :class:`WindowedDraws` takes every draw of some code as a
-window of a larger draw. Work buffers and index offsets are reused across draws.
+positions, or a block, for code whose draws all have that size); :class:`WindowedDraws` takes every draw of some
+code as a window of a larger draw. Work buffers and index offsets are reused across draws.
 """
 
 from __future__ import annotations
@@ -330,8 +330,9 @@ class CounterRNG:
                 r0)(e - s)`` numbers, replica-major; no index arithmetic).
 
         Returns an :class:`IndexedDraws` whose draws, of shape ``[m]``, are exactly ``full.view(-1)[index]`` of
-        the next full draws, and which advances this generator by the full draw's per-replica size per draw. Lets a caller compute only the entries it needs (e.g. the
-        devices that got pulses) while every replica's numbers stay those of its ``E = 1`` run.
+        the next full draws, and which advances this generator by the full draw's per-replica size per draw. Lets a
+        caller compute only the entries it needs (e.g. the devices that got pulses) while every replica's numbers
+        stay those of its ``E = 1`` run.
         ``advance=False``: the draw leaves the counter alone (several blocks of one logical draw; the caller then
         advances it once, see :meth:`IndexedDraws.settle`).
         """

@@ -85,9 +85,10 @@ class ConstantStepDevice(PulsedDevice):
         where = _pulsed_positions(torch.add(n_up, n_down), generator)
         if where is not None:      # few devices with pulses: three draws each, the others keep their state
             flat = new.view(-1)
-            sub = [t.expand(w.shape).reshape(-1).index_select(0, where)
-                   for t in (w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down)]
-            flat.index_copy_(0, where, clipped_walk(*sub, generator=generator))
+            w0, mean, v, nu, nd, lo, hi, du, dd = (
+                t.expand(w.shape).reshape(-1).index_select(0, where)
+                for t in (w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down))
+            flat.index_copy_(0, where, clipped_walk(w0, mean, v, nu, nd, lo, hi, du, dd, generator))
             return new if out is None else out.copy_(new)
         new = clipped_walk(w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
                            generator)

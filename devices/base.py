@@ -324,19 +324,82 @@ BGK_BETA = 0.5826
 at its steps only crosses a barrier ``b`` about as often as the continuous path crosses ``b + β·σ``."""
 
 
-def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Tensor, w_min: Tensor, w_max: Tensor,
-                 dw_up: Tensor, dw_down: Tensor, generator: rng.Generator) -> Tensor:
-    """Draw the state after ``n = n_up + n_down`` pulses clipped into ``[w_min, w_max]`` after *every* pulse
-    (aihwkit's rule) from the moments ``mean``, ``var`` of the *unclipped* walk; a fresh tensor. All tensors in weight
-    units (counts: pulses), of ``w``'s shape (the bounds and steps ``dw_up``, ``dw_down`` may broadcast); three draws
-    per device from ``generator`` (normal, normal, uniform, in that order). No host read.
+BRIDGE_NEGLIGIBLE = 1e-12
+"""Probability below which the clip after every pulse is skipped: a device whose free walk, as a Brownian bridge
+from its state ``w`` to its free end point ``e`` of variance ``v`` (the order variance of mixed counts bounded by
+``min(n_up, n_down)·(dw_up + dw_down)²``), reaches the bound ``b`` with probability ``exp(−2(b − w)(b − e)/v)``
+below this (likewise at ``w_min``) keeps ``clip(e)``: the state of the update clipped once, bit for bit. This
+bounds the chance that :func:`clipped_walk_` would have changed it (the model's bridge of the first ``n − 1``
+pulses is narrower and its bounds are moved out by :data:`BGK_BETA`): one device-update in 10^12 (a training of
+10^6 devices over 10^5 updates misses one such correction with probability 0.1; a missed one is a state left
+where the clip-once update puts it). Devices within ~2.6 path stds of a bound at both ends are corrected."""
 
-    Model: the free end point ``e = mean + sqrt(var)·ξ₁`` (the Gaussian of the unclipped walk). A walk clipped at
-    ``b`` after each step ends at ``e − max(0, M − b)`` (Lindley/Skorokhod, for steps of either sign), ``M`` the
-    maximum of the free walk; likewise ``e + max(0, b_min − m)`` with its minimum ``m``. The walk about the straight
-    line from ``w`` to ``e`` is taken as a Gaussian bridge of ``n`` equal steps of total variance
-    ``v = var + n_up·n_down/n·(dw_up + dw_down)²`` (the second term: the random order of mixed counts, with the
-    nominal steps). The last pulse is split off exactly: given ``e``, its step is ``Δ ~ N((e − w)/n,
+_BRIDGE_LOG = 0.5 * math.log(1.0 / BRIDGE_NEGLIGIBLE)
+
+
+def _gather(t: Tensor, shape: torch.Size, index: Tensor) -> Tensor:
+    """``t`` broadcast to ``shape`` and read at the flat positions ``index: [m]``; ``[m]``."""
+    flat = t.reshape(-1) if t.shape == shape else t.expand(shape).reshape(-1)
+    return flat.index_select(0, index)
+
+
+def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tensor, w_min: Tensor, w_max: Tensor,
+                  dw_up: Tensor, dw_down: Tensor, var_scale: float = 1.0, path_var: float | None = None) -> Tensor:
+    """Clip the free end points ``e`` of ``n = n_up + n_down`` pulses as a walk clipped into ``[w_min, w_max]``
+    after *every* pulse would be (aihwkit's rule), in place; returns ``e``. ``w``: the states before the pulses,
+    ``e``: the free end points (``mean + sqrt(var)·ξ`` with the update's one normal ``ξ`` per device, not yet
+    clipped; written), ``var_scale·var``: their variance (NaN taken as infinite by the caller, ``>= 0``). All in
+    weight units (counts in pulses); ``w`` and ``e`` of one shape ``[*s]`` (float32 or float64, ``e`` contiguous), the
+    others broadcast to it. ``path_var``: a factor ``k`` with ``k·var >= v``, the path variance
+    of :func:`_bridge_fix` including the order variance of mixed counts (a caller's cheaper bound: one operation
+    fewer than four); default: ``v`` bounded with ``min(n_up, n_down)`` for ``n_up·n_down/n``. No
+    generator: the correction's two numbers per device are derived from its own ``e`` and ``w``
+    (:func:`devices.rng.derived_uniforms`), so the update's stream is the clip-once update's, number for number.
+
+    Where the correction cannot matter (:data:`BRIDGE_NEGLIGIBLE`: almost every device in training) the result is
+    ``clip(e)`` bit for bit, at the cost of a dozen elementwise operations. The others get :func:`_bridge_fix`:
+    on the CPU found with a host read and computed alone (:func:`devices.host.flat_nonzero`), elsewhere computed
+    for every device and selected (no host synchronisation); both give the same numbers."""
+    shape = e.shape
+    # v: the path's variance, the order variance of mixed counts bounded by min(n_up, n_down)·(dw_up + dw_down)²;
+    # near where v − min over the bounds of (b − w)(b − e) / K > 0 (NaN, e.g. 0·inf of an infinite variance: not)
+    if path_var is None:
+        v, k = torch.addcmul(var if var_scale == 1.0 else var * var_scale, torch.minimum(n_up, n_down),
+                             torch.add(dw_up, dw_down).square_()), 1.0
+    else:
+        v, k = var, path_var
+    c = torch.sub(w_max, e)
+    a = torch.sub(w_max, w).mul_(c)
+    b = torch.sub(w, w_min).mul_(torch.sub(e, w_min, out=c))
+    crit = torch.sub(v, torch.minimum(a, b, out=a), alpha=1.0 / (_BRIDGE_LOG * k))
+    del a, b, c, v
+    if host_reads_free(e):
+        index = flat_nonzero(crit, positive=True)
+        if index.numel() == 0:
+            return torch.clamp_(e, w_min, w_max)
+        part = [_gather(t, shape, index) for t in (w, e, var, n_up, n_down, w_min, w_max, dw_up, dw_down)]
+        if var_scale != 1.0:
+            part[2] = part[2].mul_(var_scale)
+        fixed = _bridge_fix(*part)
+        torch.clamp_(e, w_min, w_max).view(-1).index_copy_(0, index, fixed)
+        return e
+    scaled = var if var_scale == 1.0 else var * var_scale
+    fixed = _bridge_fix(w, e, scaled, n_up, n_down, w_min, w_max, dw_up, dw_down)
+    return torch.where(crit > 0, fixed, torch.clamp_(e, w_min, w_max), out=e)
+
+
+def _bridge_fix(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tensor, w_min: Tensor, w_max: Tensor,
+                dw_up: Tensor, dw_down: Tensor) -> Tensor:
+    """The state after ``n = n_up + n_down`` pulses clipped into ``[w_min, w_max]`` after every pulse, given the
+    start ``w``, the free end point ``e`` and its variance ``var`` (weight units, counts in pulses; one shape
+    ``[*s]`` after broadcasting, float32 or float64); a fresh tensor ``[*s]``. Two numbers per device derived from
+    ``e`` and ``w`` (:func:`devices.rng.derived_uniforms`), no generator.
+
+    Model: a walk clipped at ``b`` after each step ends at ``e − max(0, M − b)`` (Lindley/Skorokhod, for steps of
+    either sign), ``M`` the maximum of the free walk; likewise ``e + max(0, b_min − m)`` with its minimum ``m``.
+    The walk about the straight line from ``w`` to ``e`` is taken as a Gaussian bridge of ``n`` equal steps of total
+    variance ``v = var + n_up·n_down/n·(dw_up + dw_down)²`` (the second term: the random order of mixed counts,
+    with the nominal steps). The last pulse is split off exactly: given ``e``, its step is ``Δ ~ N((e − w)/n,
     (v/n)·(n − 1)/n)`` (the last increment of the bridge), so the walk is at ``f = e − Δ`` after ``n − 1`` pulses.
     Their extremes are those of a Brownian bridge from ``w`` to ``f`` (drawn in closed form with one uniform ``U``:
     ``(w + f ± sqrt((f − w)² − 2·v_b·ln U))/2``) of variance ``v_b = v·(n − 2)/(n − 1)`` (the bridge's
@@ -344,29 +407,25 @@ def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Ten
     and → 1 for long trains; fitted between against simulated walks), against the bounds moved out by
     :data:`BGK_BETA` step stds ``sqrt(v/n)`` (a walk seen at its pulses crosses less often than the continuous
     bridge). The state after ``n − 1`` pulses is then clipped, the last step added and the result clipped: exact
-    for ``n = 1``. ``U = 1 − u`` for the generator's ``u`` in ``[0, 1)``. The maximum and the minimum use the same
-    ``U`` (one of them reaches its bound unless ``v`` is comparable to the range).
-    Devices far from their bounds get ``e`` (the bridge does not reach them); devices without pulses (``n = 0``,
-    ``var = 0``) keep ``w`` exactly; an infinite variance lands on a bound (``e`` clipped, as without the bridge).
-    """
+    for ``n = 1``. The maximum and the minimum use the same ``U`` (one of them reaches its bound unless ``v`` is
+    comparable to the range). Devices without pulses (``n = 0``, ``var = 0``) keep ``w``; an infinite variance
+    or end point (a fused draw's overflow) lands on a bound (``e`` clipped, as without the bridge)."""
     n = n_up + n_down
     steps = n.clamp_min(1.0)
-    finite = torch.isfinite(var)
-    e = torch.nan_to_num_(var.sqrt() * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),
-                          nan=0.0).add_(mean)                  # an infinite std times a zero draw
+    finite = torch.isfinite(var).logical_and_(torch.isfinite(e))     # else e lands on a bound, as clipped once
     # the path's variance about the straight line: the c2c noise plus the random order of mixed counts
     # (0·inf of one-sign trains of steps beyond ~1e19 is 0; sums saturate at the dtype's largest value)
-    top = torch.finfo(w.dtype).max
+    top = torch.finfo(e.dtype).max
     v = torch.nan_to_num_(n_up * n_down / steps * (dw_up + dw_down).square(), nan=0.0, posinf=top)
     v = v.add_(torch.where(finite, var, torch.zeros_like(var))).clamp_max_(top)
     step_var = v / steps
-    last = rng.randn(w.shape, generator, device=w.device, dtype=w.dtype).mul_(
-        (step_var * (steps - 1.0) / steps).sqrt_()).add_((e - w) / steps)
+    xi, u = rng.derived_uniforms(e, w, 2, torch.float64 if e.dtype == torch.float64 else torch.float32)
+    xi = rng.ndtri_(xi).to(e.dtype)                          # the last step's standard normal
+    last = xi.mul_((step_var * (steps - 1.0) / steps).sqrt_()).add_((e - w) / steps)
     last = torch.where(finite, last, torch.zeros_like(last))   # the end point of an infinite variance: clipped
     f = e - last
     v_b = v * ((n - 2.0).clamp_min(0.0) / (n - 1.0).clamp_min(1.0))          # factor first: v may be near the max
-    u = rng.rand(w.shape, generator, device=w.device, dtype=w.dtype)              # [0, 1): 1 − u in (0, 1]
-    spread = torch.log1p(u.neg_()).mul_(-2.0).sqrt_().mul_(v_b.sqrt_())            # sqrt(−2·v_b·ln U)
+    spread = torch.log(u.to(e.dtype)).mul_(-2.0).sqrt_().mul_(v_b.sqrt_())      # sqrt(−2·v_b·ln U), U in (0, 1)
     # halves first: w + f and f − w overflow for states near the largest float (the update's limit cases)
     half_w, half_f = w * 0.5, f * 0.5
     half = torch.hypot(half_f - half_w, spread.mul_(0.5))       # half the bridge's range term
@@ -374,8 +433,7 @@ def clipped_walk(w: Tensor, mean: Tensor, var: Tensor, n_up: Tensor, n_down: Ten
     shift = step_var.sqrt_().mul_(BGK_BETA)
     over = torch.relu(mid + half - shift - w_max)                 # overshoot of the maximum past w_max + β·σ
     under = torch.relu(w_min - shift - mid + half)                # undershoot of the minimum below w_min − β·σ
-    # the correction of the state after n − 1 pulses, exactly 0 where the bridge and f stay within the bounds (the
-    # state is then e itself, as without the bridge, bit for bit). Finite: v_b <= v <= the largest float
+    # the correction of the state after n − 1 pulses, exactly 0 where the bridge and f stay within the bounds
     fix = torch.clamp(f - over + under, w_min, w_max).sub_(f)
     return torch.clamp_(torch.where(finite, e + fix, e), w_min, w_max)
 
@@ -877,8 +935,10 @@ class PulsedDevice:
         n_up, n_down = n_up.to(dtype=w.dtype), n_down.to(dtype=w.dtype)      # counts may be integer tensors
         mean, var = self.pulse_moments(w, n_up, n_down, params)
         var = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0)
-        new = clipped_walk(w, mean, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
-                           generator)
+        noise = torch.nan_to_num_(var.sqrt() * rng.randn(w.shape, generator, device=w.device, dtype=w.dtype),
+                                  nan=0.0)                      # an infinite std times a zero draw
+        new = clipped_walk_(w, noise.add_(mean), var, n_up, n_down, params.w_min, params.w_max, params.dw_up,
+                            params.dw_down)
         return new if out is None else out.copy_(new)
 
     def clip(self, w: Tensor, params: DeviceParams) -> Tensor:

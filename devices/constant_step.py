@@ -10,7 +10,7 @@ from torch import Tensor
 from devices import rng
 from devices.host import flat_nonzero, host_reads_free
 
-from devices.base import DeviceParams, PulsedDevice, check_field, clipped_walk
+from devices.base import DeviceParams, PulsedDevice, check_field, clipped_walk_
 
 __all__ = ["ConstantStepDevice", "IdealDevice"]
 
@@ -44,7 +44,7 @@ class ConstantStepDevice(PulsedDevice):
     Count-based closed form (``pulse_moments``): ``n_up`` up and ``n_down`` down pulses give
     ``mean = w + n_up·dw_up − n_down·dw_down`` and ``var = dw_min_std²·(n_up·dw_up² + n_down·dw_down²)`` — the
     exact distribution of the sum of independent Gaussian steps (it does not depend on the order of the
-    pulses). The clip after every pulse is modelled by :func:`devices.base.clipped_walk` (a device held at its
+    pulses). The clip after every pulse is modelled by :func:`devices.base.clipped_walk_` (a device held at its
     bound leaves it on every negative step, probability ``Φ(−1/dw_min_std)`` per pulse: 4·10⁻⁴ at 0.3, 0.31 at 2;
     for mixed signs, pulses lost against a bound in between): see :mod:`devices.base`.
     """
@@ -59,16 +59,19 @@ class ConstantStepDevice(PulsedDevice):
 
     def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
                        generator: rng.Generator, out: Tensor | None = None) -> Tensor:
-        """The base class's draw (:func:`devices.base.clipped_walk`) for the moments above, computed in place where
-        possible (``var >= 0``; the variance saturates at the dtype's largest value instead of overflowing); on the
-        CPU only for the devices with pulses when they are few (:func:`_pulsed_positions`)."""
+        """Fused form of the base class's draw for the moments above (``var >= 0``; ``dw_min_std <= 1e19`` keeps the
+        draw finite, and the sum of squared steps saturates at the dtype's largest value instead of overflowing): the
+        free end point ``w + n_up·dw_up − n_down·dw_down + dw_min_std·sqrt(n_up·dw_up² + n_down·dw_down²)·ξ`` (one
+        ``ξ`` per device, the clip-once update's numbers; on the CPU drawn only for the devices with pulses when they
+        are few, :func:`_pulsed_positions`), then clipped as after every pulse (:func:`devices.base.clipped_walk_`:
+        ``clip(e)`` bit for bit for devices far from their bounds)."""
         if type(self).pulse_moments is not ConstantStepDevice.pulse_moments \
                 or not (n_up.shape == n_down.shape == w.shape) or w.dtype not in _TINY:
             # a subclass with its own model, broadcasting, or half precision (the base class computes it in float32)
             return super()._pulsed_states(w, n_up, n_down, params, generator, out)
-        # The mean and variance in two temporaries of the devices' size (the walk reads w: out may be w itself).
-        # Integer counts are converted first and multiplied in place: the same numbers, one pass and allocation
-        # fewer than a mixed-dtype product (which casts into a temporary).
+        # Two temporaries of the devices' size (fewer large allocations). Integer counts are converted first and
+        # multiplied in place: the same numbers, one pass and allocation fewer than a mixed-dtype product (which
+        # casts into a temporary). The free end point is the clip-once update's, number for number.
         var = n_up.to(w.dtype).mul_(params.dw_up) if not n_up.is_floating_point() else n_up * params.dw_up
         new = torch.add(w, var)                                                      # up step, then var
         var.mul_(params.dw_up)
@@ -80,18 +83,24 @@ class ConstantStepDevice(PulsedDevice):
         # one gave NaN below (ξ·inf·rsqrt(inf) = inf·0, or 0·inf for a zero draw); the std is then underestimated
         # (sqrt(max)·dw_min_std, the state ends far out or on its bound). Finite sums are unchanged, bit for bit.
         var.clamp_max_(torch.finfo(var.dtype).max)
-        var.mul_(self.dw_min_std ** 2).clamp_max_(torch.finfo(var.dtype).max)
+        scale = self.dw_min_std ** 2                            # var·scale: the variance of the end point
+        # the path's variance with the order variance of mixed counts, n_up·n_down/n·(dw_up + dw_down)², is at most
+        # var·(scale + 2): (dw_up + dw_down)² <= 2·(dw_up² + dw_down²) and n_up·n_down/n <= min(n_up, n_down)
+        bound = scale + 2.0
         n_up, n_down = n_up.to(w.dtype), n_down.to(w.dtype)
-        where = _pulsed_positions(torch.add(n_up, n_down), generator)
-        if where is not None:      # few devices with pulses: three draws each, the others keep their state
-            flat = new.view(-1)
-            w0, mean, v, nu, nd, lo, hi, du, dd = (
-                t.expand(w.shape).reshape(-1).index_select(0, where)
-                for t in (w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down))
-            flat.index_copy_(0, where, clipped_walk(w0, mean, v, nu, nd, lo, hi, du, dd, generator))
-            return new if out is None else out.copy_(new)
-        new = clipped_walk(w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
-                           generator)
+        where = _pulsed_positions(var, generator)
+        if where is not None:      # few devices with pulses: one Gaussian each, added where they are
+            std = var.view(-1).index_select(0, where).sqrt_()
+            new.view(-1).index_add_(0, where, rng.normal_(torch.empty_like(std), 0.0, self.dw_min_std,
+                                                          generator).mul_(std))
+        else:
+            # std = var / sqrt(var + tiny): exactly 0 without pulses, sqrt(var) to ~tiny/var otherwise (sqrt(0)
+            # takes a slow path on common CPUs, and devices without pulses must keep their state exactly)
+            rng.normal_(noise, 0.0, self.dw_min_std, generator).mul_(var)
+            new.addcmul_(noise, torch.add(var, _TINY[var.dtype]).rsqrt_())
+        # every device (those without pulses have e = w and var = 0: never near a bound, and clip(w) = w)
+        clipped_walk_(w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
+                      var_scale=scale, path_var=bound)
         return new if out is None else out.copy_(new)
 
 

@@ -15,7 +15,7 @@ The mixing function is SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudor
 OOPSLA 2014) on int64 torch ops (multiplications wrap; logical right shifts are emulated with masks), so it runs
 unchanged on CPU and CUDA without a host synchronisation. Uniforms take the top 52 (float64), 23 (float32), 10
 (float16) or 7 (bfloat16) bits plus half a grid step, so they are exact and lie in the open interval (0, 1); normals are
-``ndtri(u)``, computed as ``sqrt(2)·erfinv(2u − 1)`` (see :func:`_ndtri_`).
+``ndtri(u)``, computed as ``sqrt(2)·erfinv(2u − 1)`` (see :func:`ndtri_`).
 
 Partial draws give exactly the full draw's numbers at their positions and advance the counter as the full draw,
 so they keep replica exactness: a ``window`` (the first ``n`` entries along a dimension),
@@ -34,7 +34,8 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["CounterRNG", "IndexedDraws", "WindowedDraws", "Generator", "add_normal", "rand", "randn", "normal_"]
+__all__ = ["CounterRNG", "IndexedDraws", "WindowedDraws", "Generator", "add_normal", "derived_uniforms", "rand",
+           "randn", "normal_"]
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)      # SplitMix64 increment, as a signed int64
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -70,7 +71,7 @@ def _mix_(z: Tensor, top_bits: int = 64, scratch: Tensor | None = None) -> Tenso
     return z if top_bits <= 31 else z.bitwise_xor_(_shr_(z, 31, out=t))
 
 
-def _ndtri_(u: Tensor) -> Tensor:
+def ndtri_(u: Tensor) -> Tensor:
     """Standard normal quantile of uniforms ``u`` in (0, 1), in place: ``sqrt(2)·erfinv(2u − 1)``.
 
     Equal to ``ndtri(u)`` up to rounding (measured: relative difference < 2e-7 in float32, < 1e-15 in float64),
@@ -270,7 +271,7 @@ class CounterRNG:
                window: tuple[int, int] | None = None) -> Tensor:
         """Standard normals ``[*shape]`` or its window (inverse CDF of :meth:`uniform`)."""
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        z = _ndtri_(self.uniform(shape, work, window))
+        z = ndtri_(self.uniform(shape, work, window))
         return z if z.dtype == dtype else z.to(dtype)
 
     def _uniform_at(self, shape: Sequence[int], index: Tensor, dtype: torch.dtype) -> Tensor:
@@ -468,6 +469,42 @@ class WindowedDraws(_ParentDraws):
 
     def __repr__(self) -> str:
         return f"WindowedDraws(dim={self.dim}, factor={self.factor}, parent={self.parent!r})"
+
+
+_DERIVED_SALT = 0x5851F42D4C957F2D              # any odd constant: keeps derived keys apart from raw bits
+
+
+def _float_bits(t: Tensor) -> Tensor:
+    """The bit pattern of float ``t`` (float64: its 64 bits; other dtypes: their bits in the low half) as int64,
+    a fresh contiguous tensor of ``t``'s shape."""
+    t = t.contiguous()
+    if t.dtype == torch.float64:
+        return t.view(torch.int64).clone()
+    wide = t if t.dtype == torch.float32 else t.float()
+    return wide.view(torch.int32).to(torch.int64)
+
+
+def derived_uniforms(key: Tensor, salt: Tensor, count: int, dtype: torch.dtype) -> list[Tensor]:
+    """``count`` uniforms in the open interval (0, 1) per element, a pure function of the bits of ``key`` and
+    ``salt`` (float tensors of one shape ``[*s]``; returns ``count`` tensors ``[*s]`` of ``dtype``).
+
+    Draws that take no generator: ``key`` is a fresh random number of the element (e.g. the end point of a
+    device's update, drawn from the engine's generator), ``salt`` another value of the same element (its state),
+    and the SplitMix64 finalizer scrambles them (``mix(mix(bits(key) + c) + bits(salt)·γ + j·γ)`` for draw
+    ``j``; see :meth:`CounterRNG._to_uniform` for the uniforms). Elementwise, so an element's numbers do not
+    depend on which other elements are computed (a gathered subset gets the numbers of the full tensor, replicas
+    those of their own runs), and no generator advances: code can add draws where a rare event needs them
+    without shifting the stream of every later draw. They are as random as ``key`` is: independent across
+    elements and calls while the keys differ (a key repeats for one element with the probability that two of its
+    draws coincide, ~2^-23 in float32)."""
+    z = _mix_(_float_bits(key).add_(_DERIVED_SALT))
+    z.add_(_float_bits(salt).mul_(_GOLDEN))
+    scratch = torch.empty_like(z)
+    out = []
+    for j in range(count):
+        h = _mix_(torch.add(z, _wrap((j + 1) * _GOLDEN)), 64 if dtype == torch.float64 else 23, scratch)
+        out.append(CounterRNG._to_uniform(h, dtype))
+    return out
 
 
 Generator = Union[torch.Generator, CounterRNG, None]

@@ -23,12 +23,15 @@ device with standard Gaussians ``ξ`` drawn once per device:
   a fresh ``ξ`` per pulse, then the state is clipped into ``[b_min, b_max]``.
 
 Count-based update (``apply_pulses``): the moments of the *unclipped* per-pulse process give a Gaussian end point,
-and the clip after every pulse (aihwkit's rule) is modelled by :func:`clipped_walk`: the clipped walk is the free
-walk less its running overshoot past the bound (Lindley/Skorokhod), the free walk's maximum (minimum) drawn from a
-Brownian bridge between the start and the end point (one extra uniform per device; Broadie–Glasserman–Kou's shift
-of the bound by 0.5826 step stds for a walk seen at its pulses), with the last pulse split off exactly (one extra
-normal): exact for one pulse and for trains that never reach a bound (the states are then the unclipped Gaussian,
-bit for bit). Each update draws three numbers per device (normal, normal, uniform).
+drawn with one normal per device from the generator exactly as the clip-once update did, and the clip after every
+pulse (aihwkit's rule) is modelled by :func:`clipped_walk_`: the clipped walk is the free walk less its running
+overshoot past the bound (Lindley/Skorokhod), the free walk's maximum (minimum) drawn from a Brownian bridge between
+the start and the end point (a uniform; Broadie–Glasserman–Kou's shift of the bound by 0.5826 step stds for a walk
+seen at its pulses), with the last pulse split off exactly given the end point (a normal): exact for one pulse.
+Only devices that the bridge reaches with probability at least :data:`BRIDGE_NEGLIGIBLE` (1e-12) are corrected;
+their two numbers are derived from the device's own end point and state (:func:`devices.rng.derived_uniforms`),
+not drawn, so the generator's stream is the clip-once update's and every other state is its ``clip(e)``, bit for
+bit (stored seeded results away from the bounds are unchanged; the update costs a dozen elementwise passes more).
 
 * Pulses of one sign: constant/linear step and soft bounds use exact closed forms of the mean and variance
   (geometric sums); ExpStep/PowStep use the closed-form ODE solution, time-rescaled so that one pulse is exact,
@@ -809,9 +812,10 @@ class PulsedDevice:
         Returns:
             New (hidden) states ``[*shape]``, always within ``[params.w_min, params.w_max]``: the input is first
             clipped into the bounds, then the walk clipped after every pulse is drawn from the mean and variance
-            of :meth:`pulse_moments` (:func:`clipped_walk`). Devices with zero pulses keep their (clipped) state
-            exactly. The draws come from ``generator`` (three per device that is computed, see
-            :meth:`apply_pulses_`), so the same generator state gives the same numbers.
+            of :meth:`pulse_moments` (:func:`clipped_walk_`). Devices with zero pulses keep their (clipped) state
+            exactly. The draws come from ``generator`` (one normal per device that is computed, see
+            :meth:`apply_pulses_`; the walk's corrections take none), so the same generator state gives the same
+            numbers.
         Raises:
             ValueError: a count is not a real (int, float or bool) tensor, or the shapes of the counts and
                 ``params`` do not broadcast to ``w``'s (:meth:`apply_pulses_` checks the same; no host read).
@@ -847,9 +851,9 @@ class PulsedDevice:
 
         Cost: on the CPU, when some devices have no pulses and the pulses are few enough (at most
         :attr:`SPARSE_PULSES_PER_DEVICE` per device of the array), only the devices with pulses are computed:
-        found, gathered, updated with three draws each and scattered back (host reads, free on the CPU; see
+        found, gathered, updated with one normal each and scattered back (host reads, free on the CPU; see
         :meth:`apply_pulses_at_`). Otherwise, and always on GPUs (no host synchronisation), every device is
-        computed, with three draws per device (:func:`clipped_walk`).
+        computed, with one normal per device (:func:`clipped_walk_` draws none).
         """
         _check_counts(f"{type(self).__name__}.apply_pulses_", w, n_up, n_down, params, values=False)
         n_up = n_up.to(dtype=_pulsed_dtype(w.dtype))           # float32 for half precision: float16 overflows at
@@ -901,7 +905,7 @@ class PulsedDevice:
             n_up, n_down: ``[n]`` counts of those devices (non-negative, integer-valued).
             params: sampled parameters of ``w``'s shape and dtype, or already those of the listed devices
                 (every tensor ``[n]``, e.g. gathered by the caller from a faster layout).
-            generator: source of the cycle-to-cycle noise (three draws per listed device).
+            generator: source of the cycle-to-cycle noise (one normal per listed device).
         """
         flat = w.view(-1)
         if params.shape == index.shape:
@@ -917,7 +921,8 @@ class PulsedDevice:
 
     def _pulsed_states(self, w: Tensor, n_up: Tensor, n_down: Tensor, params: DeviceParams,
                        generator: rng.Generator, out: Tensor | None = None) -> Tensor:
-        """New states for in-bound states ``w``: :func:`clipped_walk` of the moments, three draws per device.
+        """New states for in-bound states ``w``: ``e = mean + sqrt(var)·ξ``, one ``ξ`` per device, clipped as after
+        every pulse (:func:`clipped_walk_`; ``clip(e)`` bit for bit away from the bounds).
 
         ``mean`` and ``var`` from :meth:`pulse_moments`, a NaN variance taken as infinite (the state then lands on a
         bound) and a negative one as 0. Written into ``out`` when given (may be ``w`` itself),

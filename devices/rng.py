@@ -20,8 +20,8 @@ unchanged on CPU and CUDA without a host synchronisation. Uniforms take the top 
 Partial draws give exactly the full draw's numbers at their positions and advance the counter as the full draw,
 so they keep replica exactness: a ``window`` (the first ``n`` entries along a dimension),
 :meth:`CounterRNG.uniform_runs` (scattered rows of the last dimension) and :meth:`CounterRNG.at` (chosen flat
-positions, or a block, for code whose draws all have that size); :class:`WindowedDraws` takes every draw of some
-code as a window of a larger draw. Work buffers and index offsets are reused across draws.
+positions, or a block, for code that makes one draw); :class:`WindowedDraws` takes every draw of some code as a
+window of a larger draw. Work buffers and index offsets are reused across draws.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["CounterRNG", "IndexedDraws", "WindowedDraws", "Generator", "add_normal", "derived_uniforms", "rand",
-           "randn", "normal_"]
+__all__ = ["CounterRNG", "IndexedDraws", "WindowedDraws", "Generator", "add_normal", "derived_uniforms", "ndtri_",
+           "rand", "randn", "normal_"]
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)      # SplitMix64 increment, as a signed int64
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -322,7 +322,7 @@ class CounterRNG:
 
     def at(self, shape: Sequence[int], index: Tensor | tuple[int, int, int, int],
            advance: bool = True) -> "IndexedDraws":
-        """A generator for the next draws of ``shape``, computed only at the flat positions ``index``.
+        """A one-draw generator for the next draw of ``shape``, computed only at the flat positions ``index``.
 
         Args:
             shape: the full draw's shape (replica-major, as for :meth:`uniform`).
@@ -330,10 +330,10 @@ class CounterRNG:
                 block ``(r0, r1, s, e)``: replicas ``r0..r1-1`` at per-replica positions ``s..e-1`` (``m = (r1 -
                 r0)(e - s)`` numbers, replica-major; no index arithmetic).
 
-        Returns an :class:`IndexedDraws` whose draws, of shape ``[m]``, are exactly ``full.view(-1)[index]`` of
-        the next full draws, and which advances this generator by the full draw's per-replica size per draw. Lets a
-        caller compute only the entries it needs (e.g. the devices that got pulses) while every replica's numbers
-        stay those of its ``E = 1`` run.
+        Returns an :class:`IndexedDraws` whose single draw, of shape ``[m]``, is exactly
+        ``full.view(-1)[index]`` of that full draw, and which advances this generator by the full draw's
+        per-replica size (only when the draw happens). Lets a caller compute only the entries it needs (e.g. the
+        devices that got pulses) while every replica's numbers stay those of its ``E = 1`` run.
         ``advance=False``: the draw leaves the counter alone (several blocks of one logical draw; the caller then
         advances it once, see :meth:`IndexedDraws.settle`).
         """
@@ -365,11 +365,10 @@ class _ParentDraws(CounterRNG):
 class IndexedDraws(_ParentDraws):
     """One draw of a :class:`CounterRNG` evaluated at chosen flat positions only (see :meth:`CounterRNG.at`).
 
-    A drop-in ``generator=`` for code whose draws are all of ``[m]`` numbers (``m = len(index)``), uniform or
-    normal: draw ``k`` (from 0) returns ``full.view(-1)[index]`` of the parent's ``k``-th next full draw of
-    ``shape``, and each draw advances the parent by the full draw's per-replica size (the device update draws
-    three times per device). A window, or a draw of another size, raises ``ValueError`` (the caller's code does not
-    draw as assumed, so the numbers would not be exact).
+    A drop-in ``generator=`` for code that makes exactly one draw of ``[m]`` numbers (``m = len(index)``),
+    uniform or normal: the draw returns ``full.view(-1)[index]`` of the parent's next full draw of ``shape`` and
+    advances the parent by that draw's per-replica size. A second draw, a window, or a draw of another size
+    raises ``ValueError`` (the caller's code does not draw as assumed, so the numbers would not be exact).
     It is a :class:`CounterRNG` for dispatch (sync-free code paths), with the parent's streams.
     """
 
@@ -389,30 +388,21 @@ class IndexedDraws(_ParentDraws):
         self._attach(parent)
         self.full_shape = shape
         self.index = index
-        self.draws = 0
+        self.used = False
         self.advance = advance
 
-    @property
-    def used(self) -> bool:
-        """Whether this generator has drawn."""
-        return self.draws > 0
-
-    def _take(self, shape: Sequence[int], window: tuple[int, int] | None) -> int:
-        """Check a draw's shape and window; returns how many draws came before it."""
+    def _take(self, shape: Sequence[int], window: tuple[int, int] | None) -> None:
         m = self.size
-        if window is not None or tuple(int(s) for s in shape) != (m,):
-            raise ValueError(f"IndexedDraws: draws of shape ({m},) without a window are allowed, got shape "
-                             f"{tuple(shape)}, window {window}")
-        self.draws += 1
-        return self.draws - 1
+        if self.used or window is not None or tuple(int(s) for s in shape) != (m,):
+            raise ValueError(f"IndexedDraws: one draw of shape ({m},) without a window is allowed, got shape "
+                             f"{tuple(shape)}, window {window}" + (" after the draw" if self.used else ""))
+        self.used = True
 
     def uniform(self, shape: Sequence[int], dtype: torch.dtype = torch.float32,
                 window: tuple[int, int] | None = None) -> Tensor:
-        """``[m]`` uniforms: the parent's next full draw at ``index``."""
-        before = self._take(shape, window)
+        """``[m]`` uniforms: the parent's full draw at ``index``."""
+        self._take(shape, window)
         counter = self.parent.counter
-        if not self.advance:        # the blocks of one logical draw: draw k starts k full draws on
-            self.parent.counter = counter + before * self.parent._layout(self.full_shape, None)[1]
         u = (self.parent._uniform_block(self.full_shape, self.index, dtype) if isinstance(self.index, tuple)
              else self.parent._uniform_at(self.full_shape, self.index, dtype))
         if not self.advance:
@@ -421,19 +411,18 @@ class IndexedDraws(_ParentDraws):
 
     @staticmethod
     def settle(parts: Sequence["IndexedDraws"]) -> None:
-        """Advance the parent for the blocks ``parts`` (made with ``advance=False``) of one logical update: by
-        the full draw's per-replica size times the number of draws each block made (``ValueError`` if the blocks
-        drew different numbers of times: their code drew inconsistently)."""
-        draws = {p.draws for p in parts}
-        if len(draws) > 1:
-            raise ValueError(f"IndexedDraws.settle: the blocks of the draw drew different numbers of times "
-                             f"{sorted(draws)}")
-        if parts and draws != {0}:
+        """Advance the parent once for the blocks ``parts`` (made with ``advance=False``) of one logical draw:
+        by the full draw's per-replica size if they all drew, not at all if none did (``ValueError`` if only
+        some did: the blocks' code drew inconsistently)."""
+        used = {p.used for p in parts}
+        if len(used) > 1:
+            raise ValueError("IndexedDraws.settle: some blocks of the draw drew and some did not")
+        if parts and used == {True}:
             parent = parts[0].parent
-            parent.counter += draws.pop() * parent._layout(parts[0].full_shape, None)[1]
+            parent.counter += parent._layout(parts[0].full_shape, None)[1]
 
     def __repr__(self) -> str:
-        return (f"IndexedDraws({self.size} of {self.full_shape}, draws={self.draws}, "
+        return (f"IndexedDraws({self.size} of {self.full_shape}, used={self.used}, "
                 f"parent={self.parent!r})")
 
 

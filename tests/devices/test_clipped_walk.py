@@ -76,14 +76,93 @@ def test_mixed_trains_at_a_bound_match_the_per_pulse_reference(name, counts, bia
     _check(name, True, 0.0, *counts, order="random", share_bias=bias)
 
 
-def test_far_from_the_bounds_the_states_are_the_unclipped_gaussian():
-    """Far from the bounds the bridge never reaches them: the states equal mean + std·ξ of the first normal draw,
-    bit for bit (computed here from pulse_moments and the same generator)."""
+@pytest.mark.parametrize("away", [None, 200.0], ids=["mid", "200-steps"])
+def test_far_from_the_bounds_the_states_are_the_unclipped_gaussian(away):
+    """Far from the bounds the bridge never reaches them: the states equal mean + std·ξ of the update's one normal
+    draw, bit for bit (computed here from pulse_moments and the same generator), and the generator ends where one
+    draw of the devices' size leaves it (the clip-once update's stream)."""
     dev = dv.get_preset("ReRamSB")
     p = dev.sample((N,), torch.Generator().manual_seed(1), dtype=DT)
-    w0 = 0.5 * (p.w_min + p.w_max)
+    side = torch.arange(N) % 2 == 0
+    mid = 0.5 * (p.w_min + p.w_max)
+    if away is not None:     # mid-range where the range is too narrow (ReRamSB's bounds spread: a few devices)
+        wide = p.w_max - p.w_min > (2 * away + 50) * dev.dw_min
+        mid = torch.where(wide & side, p.w_max - away * dev.dw_min,
+                          torch.where(wide, p.w_min + away * dev.dw_min, mid))
+    w0 = mid
     nu, nd = torch.full_like(w0, 5.0), torch.full_like(w0, 3.0)
-    ours = dev.apply_pulses(w0, nu, nd, p, torch.Generator().manual_seed(8))
+    g = torch.Generator().manual_seed(8)
+    ours = dev.apply_pulses(w0, nu, nd, p, g)
     mean, var = dev.pulse_moments(w0, nu, nd, p)
-    xi = torch.randn(w0.shape, generator=torch.Generator().manual_seed(8), dtype=DT)
+    ref = torch.Generator().manual_seed(8)
+    xi = torch.randn(w0.shape, generator=ref, dtype=DT)
     assert torch.equal(ours, torch.clamp(xi * var.sqrt() + mean, p.w_min, p.w_max))
+    assert torch.equal(g.get_state(), ref.get_state())
+
+
+def _clip_once_constant_step(dev: dv.ConstantStepDevice, w: torch.Tensor, n_up: torch.Tensor, n_down: torch.Tensor,
+                             p: dv.DeviceParams, g: torch.Generator, sparse: bool) -> torch.Tensor:
+    """The constant step's clip-once update before the walk (main's fused formula, restated here): mean plus
+    ``dw_min_std·ξ·var·rsqrt(var + tiny)`` with one normal per device, or with ``sparse`` one normal per pulsed
+    device added there; then clipped. ``[N]``."""
+    var = n_up * p.dw_up
+    new = w + var
+    var.mul_(p.dw_up)
+    noise = n_down * p.dw_down
+    new.sub_(noise)
+    var.addcmul_(noise, p.dw_down).clamp_max_(torch.finfo(var.dtype).max)
+    if sparse:
+        where = (var > 0).nonzero().squeeze(1)
+        std = var[where].sqrt()
+        new.index_add_(0, where, torch.empty_like(std).normal_(0.0, dev.dw_min_std, generator=g).mul_(std))
+    else:
+        noise.normal_(0.0, dev.dw_min_std, generator=g).mul_(var)
+        new.addcmul_(noise, var.add_(1e-200 if var.dtype == torch.float64 else 1e-30).rsqrt_())
+    return torch.clamp_(new, p.w_min, p.w_max)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("pulsed", [1.0, 0.3], ids=["dense", "sparse"])
+@pytest.mark.parametrize("name", ["Idealized", "GokmenVlasov"])
+def test_constant_steps_far_from_the_bounds_are_the_clip_once_update_bit_for_bit(name, pulsed, dtype):
+    """Constant steps 200 steps from a bound (and mid-range), mixed counts of up to 5 pulses: the states are the
+    clip-once update's (its fused draw, dense or only for the pulsed devices) bit for bit, and the generator ends
+    where that update leaves it."""
+    dev = dv.get_preset(name)
+    p = dev.sample((N,), torch.Generator().manual_seed(1), dtype=dtype)
+    g = torch.Generator().manual_seed(2)
+    k = (torch.arange(N) % 3).masked_fill_(p.w_max - p.w_min <= 450 * dev.dw_min, 2)    # narrow: mid-range
+    w0 = torch.where(k == 0, p.w_max - 200 * dev.dw_min, torch.where(k == 1, p.w_min + 200 * dev.dw_min,
+                                                                       0.5 * (p.w_min + p.w_max)))
+    on = (torch.rand(N, generator=g, dtype=dtype) < pulsed).to(dtype)
+    nu = torch.randint(0, 6, (N,), generator=g).to(dtype) * on
+    nd = torch.randint(0, 6, (N,), generator=g).to(dtype) * on
+    ours = dev.apply_pulses(w0, nu, nd, p, torch.Generator().manual_seed(3))
+    ref_g = torch.Generator().manual_seed(3)
+    ref = _clip_once_constant_step(dev, w0.clone(), nu, nd, p, ref_g, sparse=pulsed < 1.0)
+    assert torch.equal(ours, ref)
+    after = torch.Generator().manual_seed(3)
+    dev.apply_pulses(w0, nu, nd, p, after)
+    assert torch.equal(after.get_state(), ref_g.get_state())
+
+
+@pytest.mark.parametrize("name", ["ReRamSB", "Idealized", "EcRamMO"])
+def test_the_host_read_selection_and_the_sync_free_mask_give_the_same_states(name):
+    """Near the bounds (a third of the devices at a bound, a third 2 steps from it, mixed counts; every device
+    pulses, so that both draw one normal per device): the CPU's selection of the devices to correct (a host read)
+    and the masked form that GPUs run (:func:`no_host_reads`) give the same states, bit for bit (the correction's
+    numbers are derived per device, not drawn)."""
+    from devices.host import no_host_reads
+    dev = dv.get_preset(name)
+    p = dev.sample((N,), torch.Generator().manual_seed(1), dtype=DT)
+    g = torch.Generator().manual_seed(2)
+    k = torch.arange(N) % 3
+    w0 = torch.where(k == 0, p.w_max, torch.where(k == 1, p.w_min + 2 * dev.dw_min, 0.5 * (p.w_min + p.w_max)))
+    nu = torch.randint(1, 6, (N,), generator=g).to(DT)
+    nd = torch.randint(0, 6, (N,), generator=g).to(DT)
+    host = dev.apply_pulses(w0, nu, nd, p, torch.Generator().manual_seed(3))
+    with no_host_reads():
+        free = dev.apply_pulses(w0, nu, nd, p, torch.Generator().manual_seed(3))
+    moved = (host != torch.clamp(w0 + 0.0, p.w_min, p.w_max)).double().mean().item()
+    assert moved > 0.5
+    assert torch.equal(host, free)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from devices.rng import CounterRNG, IndexedDraws, normal_, rand, randn
+from devices.rng import CounterRNG, IndexedDraws, derived_uniforms, normal_, rand, randn
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -154,32 +154,24 @@ def test_runs_and_positions_equal_the_full_draw(e: int, rows: int, length: int, 
     assert torch.equal(blk, u_full.reshape(e, -1)[r0:, s:].reshape(-1))
 
 
-def test_indexed_draws_take_successive_full_draws_and_settle_once() -> None:
-    """Each draw of an :class:`IndexedDraws` is the next full draw's numbers at its positions (the device update
-    draws three times per device), checked against the full draws of an independent generator; blocks made with
-    ``advance=False`` leave the counter alone until :meth:`IndexedDraws.settle` advances it by the draws made."""
-    shape, idx = (4, 3), torch.tensor([0, 5, 11])
-    ref = CounterRNG([1, 2])
-    full = [ref.uniform(shape).reshape(-1) for _ in range(3)]
+def test_indexed_draws_are_one_shot_and_settle_once() -> None:
     g = CounterRNG([1, 2])
-    d = g.at(shape, idx)
-    with pytest.raises(ValueError, match=r"draws of shape \(3,\)"):
+    d = g.at((4, 3), torch.tensor([0, 5, 11]))
+    with pytest.raises(ValueError, match="one draw of shape"):
         d.uniform((2,))                                                      # wrong size
-    for k in range(3):
-        assert torch.equal(d.uniform((3,)), full[k][idx])
-    assert g.counter == ref.counter == 18
-    g = CounterRNG([1, 2])
-    parts = [g.at(shape, torch.tensor([1]), advance=False), g.at(shape, torch.tensor([2]), advance=False)]
-    first = parts[0].uniform((1,))
-    assert g.counter == 0                                                    # blocks do not advance
-    with pytest.raises(ValueError, match="different numbers of times"):
+    d.uniform((3,))
+    assert g.counter == 6
+    with pytest.raises(ValueError, match="after the draw"):
+        d.uniform((3,))
+    parts = [g.at((4, 3), torch.tensor([1]), advance=False), g.at((4, 3), torch.tensor([2]), advance=False)]
+    parts[0].uniform((1,))
+    assert g.counter == 6                                                    # blocks do not advance
+    with pytest.raises(ValueError, match="some blocks"):
         IndexedDraws.settle(parts)
-    second = [parts[1].uniform((1,)), parts[0].uniform((1,)), parts[1].uniform((1,))]
-    assert torch.equal(first, full[0][[1]]) and torch.equal(second[0], full[0][[2]])
-    assert torch.equal(second[1], full[1][[1]]) and torch.equal(second[2], full[1][[2]])
+    parts[1].uniform((1,))
     IndexedDraws.settle(parts)
-    assert g.counter == 12                                                   # two full draws of 6 per replica
-    IndexedDraws.settle([g.at(shape, torch.tensor([1]), advance=False)])     # nothing drawn: no advance
+    assert g.counter == 12
+    IndexedDraws.settle([g.at((4, 3), torch.tensor([1]), advance=False)])  # nothing drawn: no advance
     assert g.counter == 12
 
 
@@ -276,3 +268,33 @@ def test_counter_rng_takes_every_int64_seed_and_integer_tensors_alike() -> None:
         assert g.seeds == [5, 6]
         assert torch.equal(g.uniform((2, 8), torch.float64), ref)
     assert torch.equal(CounterRNG(5).uniform((4,), torch.float64), CounterRNG([5]).uniform((4,), torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_derived_uniforms_are_uniform_independent_of_their_key_and_elementwise(dtype: torch.dtype) -> None:
+    """:func:`derived_uniforms` of normal keys and nearby salts (a device's end point and state): in (0, 1),
+    Kolmogorov–Smirnov against U(0, 1) (p > 1e-4), uncorrelated with the key, with each other and with the salt
+    (|r| < 5/sqrt(n)), the joint (key quartile, uniform quartile) table a chi-square fit (p > 1e-4); a subset of
+    the elements gets the full tensor's numbers there, and the generator-free draws are reproducible."""
+    n = 200_000
+    g = torch.Generator().manual_seed(5)
+    key = torch.randn(n, generator=g, dtype=dtype)
+    salt = (1.0 + 1e-3 * torch.arange(n, dtype=torch.float64) % 7).to(dtype)          # few distinct states
+    u, v = derived_uniforms(key, salt, 2, torch.float64)
+    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
+    for x in (u, v):
+        assert stats.kstest(x.numpy(), "uniform").pvalue > 1e-4
+    bound = 5 / n ** 0.5
+    for a, b in ((u, key), (v, key), (u, v), (u, salt.double())):
+        assert abs(float(np.corrcoef(a.numpy(), b.double().numpy())[0, 1])) < bound
+    cuts = torch.quantile(key.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    q = torch.bucketize(key.double(), cuts)
+    table = torch.zeros(4, 4).index_put_((q, (u * 4).long()), torch.ones(n), accumulate=True)
+    assert stats.chi2_contingency(table.numpy()).pvalue > 1e-4
+    idx = torch.tensor([3, 17, 99_999, 5])
+    sub = derived_uniforms(key[idx], salt[idx], 2, torch.float64)
+    assert torch.equal(sub[0], u[idx]) and torch.equal(sub[1], v[idx])
+    again = derived_uniforms(key, salt, 2, torch.float64)
+    assert torch.equal(again[0], u) and torch.equal(again[1], v)
+    f32 = derived_uniforms(key, salt, 1, torch.float32)[0]
+    assert f32.dtype == torch.float32 and float(f32.min()) > 0.0 and float(f32.max()) < 1.0

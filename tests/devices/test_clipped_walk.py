@@ -166,3 +166,32 @@ def test_the_host_read_selection_and_the_sync_free_mask_give_the_same_states(nam
     moved = (host != torch.clamp(w0 + 0.0, p.w_min, p.w_max)).double().mean().item()
     assert moved > 0.5
     assert torch.equal(host, free)
+
+
+@pytest.mark.parametrize("name", ["ReRamSB", "EcRamMO", "GokmenVlasov"])
+def test_no_device_left_out_of_the_correction_would_have_been_corrected(name):
+    """The selection (:data:`devices.base.BRIDGE_NEGLIGIBLE`) against the correction computed for every device:
+    200,000 devices spread from the bound to ~12 path stds before it (both bounds), mixed counts of 1-31 pulses;
+    :func:`devices.base.clipped_walk_` (corrected where selected, ``clip(e)`` elsewhere) equals
+    :func:`devices.base._bridge_fix` on every device, so no device left out would have moved (while > 1 % are
+    moved by the correction: the band reaches well into it)."""
+    from devices.base import _bridge_fix, clipped_walk_
+    dev = dv.get_preset(name)
+    n = 200_000
+    g = torch.Generator().manual_seed(4)
+    p = dev.sample((n,), g, dtype=DT)
+    nu = torch.randint(1, 32, (n,), generator=g).to(DT)
+    nd = torch.randint(0, 32, (n,), generator=g).to(DT) * (torch.rand(n, generator=g, dtype=DT) < 0.5)
+    std = dev.dw_min * (nu + nd).sqrt() * max(dev.dw_min_std, 1.0)
+    up = torch.rand(n, generator=g, dtype=DT) < 0.5
+    away = 12 * std * torch.rand(n, generator=g, dtype=DT)
+    w0 = torch.where(up, p.w_max - away, p.w_min + away).clamp(p.w_min, p.w_max)
+    mean, var = dev.pulse_moments(w0, nu, nd, p)
+    var = torch.nan_to_num(var, nan=float("inf")).clamp_min_(0.0)
+    e = var.sqrt() * torch.randn(n, generator=g, dtype=DT) + mean
+    args = (var, nu, nd, p.w_min, p.w_max, p.dw_up, p.dw_down)
+    full = _bridge_fix(w0, e, *args)
+    ours = clipped_walk_(w0, e.clone(), *args)
+    assert torch.equal(ours, full)
+    moved = (ours != torch.clamp(e, p.w_min, p.w_max)).double().mean().item()
+    assert moved > 0.01, moved                                     # the band reaches into the corrected devices

@@ -415,17 +415,16 @@ def _bridge_fix(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tensor,
     or end point (a fused draw's overflow) lands on a bound (``e`` clipped, as without the bridge)."""
     n = n_up + n_down
     steps = n.clamp_min(1.0)
-    finite = torch.isfinite(var).logical_and_(torch.isfinite(e))     # else e lands on a bound, as clipped once
+    finite = torch.isfinite(var + e)     # else e lands on a bound, as clipped once (the other values: discarded)
     # the path's variance about the straight line: the c2c noise plus the random order of mixed counts
     # (0·inf of one-sign trains of steps beyond ~1e19 is 0; sums saturate at the dtype's largest value)
     top = torch.finfo(e.dtype).max
     v = torch.nan_to_num_(n_up * n_down / steps * (dw_up + dw_down).square(), nan=0.0, posinf=top)
-    v = v.add_(torch.where(finite, var, torch.zeros_like(var))).clamp_max_(top)
+    v = v.add_(torch.nan_to_num(var, posinf=0.0)).clamp_max_(top)
     step_var = v / steps
     xi, u = rng.derived_uniforms(e, w, 2, torch.float64 if e.dtype == torch.float64 else torch.float32)
     xi = rng.ndtri_(xi).to(e.dtype)                          # the last step's standard normal
     last = xi.mul_((step_var * (steps - 1.0) / steps).sqrt_()).add_((e - w) / steps)
-    last = torch.where(finite, last, torch.zeros_like(last))   # the end point of an infinite variance: clipped
     f = e - last
     v_b = v * ((n - 2.0).clamp_min(0.0) / (n - 1.0).clamp_min(1.0))          # factor first: v may be near the max
     spread = torch.log(u.to(e.dtype)).mul_(-2.0).sqrt_().mul_(v_b.sqrt_())      # sqrt(−2·v_b·ln U), U in (0, 1)

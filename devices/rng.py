@@ -464,13 +464,12 @@ _DERIVED_SALT = 0x5851F42D4C957F2D              # any odd constant: keeps derive
 
 
 def _float_bits(t: Tensor) -> Tensor:
-    """The bit pattern of float ``t`` (float64: its 64 bits; other dtypes: their bits in the low half) as int64,
-    a fresh contiguous tensor of ``t``'s shape."""
+    """The bit pattern of float ``t`` (float64: its 64 bits; other dtypes: their float32 bits in the low half) as
+    int64, ``t``'s shape (a view of a contiguous float64 ``t``, else a fresh tensor)."""
     t = t.contiguous()
     if t.dtype == torch.float64:
-        return t.view(torch.int64).clone()
-    wide = t if t.dtype == torch.float32 else t.float()
-    return wide.view(torch.int32).to(torch.int64)
+        return t.view(torch.int64)
+    return (t if t.dtype == torch.float32 else t.float()).view(torch.int32).to(torch.int64)
 
 
 def derived_uniforms(key: Tensor, salt: Tensor, count: int, dtype: torch.dtype) -> list[Tensor]:
@@ -478,16 +477,17 @@ def derived_uniforms(key: Tensor, salt: Tensor, count: int, dtype: torch.dtype) 
     ``salt`` (float tensors of one shape ``[*s]``; returns ``count`` tensors ``[*s]`` of ``dtype``).
 
     Draws that take no generator: ``key`` is a fresh random number of the element (e.g. the end point of a
-    device's update, drawn from the engine's generator), ``salt`` another value of the same element (its state),
-    and the SplitMix64 finalizer scrambles them (``mix(mix(bits(key) + c) + bits(salt)·γ + j·γ)`` for draw
-    ``j``; see :meth:`CounterRNG._to_uniform` for the uniforms). Elementwise, so an element's numbers do not
-    depend on which other elements are computed (a gathered subset gets the numbers of the full tensor, replicas
-    those of their own runs), and no generator advances: code can add draws where a rare event needs them
-    without shifting the stream of every later draw. They are as random as ``key`` is: independent across
-    elements and calls while the keys differ (a key repeats for one element with the probability that two of its
-    draws coincide, ~2^-23 in float32)."""
-    z = _mix_(_float_bits(key).add_(_DERIVED_SALT))
-    z.add_(_float_bits(salt).mul_(_GOLDEN))
+    device's update, drawn from the engine's generator), ``salt`` another value of the same element (its state).
+    Draw ``j`` is SplitMix64's finalizer of ``bits(key)·γ + bits(salt)·m + c + (j + 1)·γ`` (wrapping int64; ``γ``
+    the SplitMix increment, ``m`` an odd multiplier, ``c`` a constant): keys one ulp apart are one ``γ`` apart,
+    as consecutive counters of :class:`CounterRNG` are, then :meth:`CounterRNG._to_uniform`. Elementwise, so an
+    element's numbers do not depend on which other elements are computed (a gathered subset gets the numbers of
+    the full tensor, replicas those of their own runs), and no generator advances: code can add draws where a rare
+    event needs them without shifting the stream of every later draw. They are as random as ``key`` is:
+    independent across elements and calls while the keys differ (a key repeats for one element with the
+    probability that two of its draws coincide, ~2^-23 in float32)."""
+    z = _float_bits(key).mul(_GOLDEN).add_(_DERIVED_SALT)
+    z.add_(_float_bits(salt).mul(_MUL2))
     scratch = torch.empty_like(z)
     out = []
     for j in range(count):

@@ -23,8 +23,8 @@ _FEW_PULSED = 0.6
 
 
 def _pulsed_positions(var: Tensor, generator: rng.Generator) -> Tensor | None:
-    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``: here the pulse counts) when they
-    are few enough to treat apart: on the CPU (found by :func:`devices.host.flat_nonzero`) with a torch
+    """Flat positions (increasing, int64) of the devices with pulses (``var > 0``) when they are few enough to
+    treat apart: on the CPU (found by :func:`devices.host.flat_nonzero`) with a torch
     generator, at most ``_FEW_PULSED`` of the devices. ``None``: treat every device."""
     if host_reads_free(var) and var.numel() >= 4096 and var.is_contiguous() and not var.requires_grad \
             and var.dtype in (torch.float32, torch.float64) and not isinstance(generator, rng.CounterRNG):
@@ -73,7 +73,7 @@ class ConstantStepDevice(PulsedDevice):
         # multiplied in place: the same numbers, one pass and allocation fewer than a mixed-dtype product (which
         # casts into a temporary). The free end point is the clip-once update's, number for number.
         var = n_up.to(w.dtype).mul_(params.dw_up) if not n_up.is_floating_point() else n_up * params.dw_up
-        new = torch.add(w, var)                                                      # up step, then var
+        new = torch.add(w, var)                  # up step, then var (not into out: the walk reads w, out may be w)
         var.mul_(params.dw_up)
         noise = (n_down.to(w.dtype).mul_(params.dw_down) if not n_down.is_floating_point()
                  else n_down * params.dw_down)                                       # down step, then noise

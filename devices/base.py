@@ -347,7 +347,8 @@ def _gather(t: Tensor, shape: torch.Size, index: Tensor) -> Tensor:
 
 
 def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tensor, w_min: Tensor, w_max: Tensor,
-                  dw_up: Tensor, dw_down: Tensor, var_scale: float = 1.0, path_var: float | None = None) -> Tensor:
+                  dw_up: Tensor, dw_down: Tensor, var_scale: float = 1.0, path_var: float | None = None,
+                  scratch: tuple[Tensor, ...] = ()) -> Tensor:
     """Clip the free end points ``e`` of ``n = n_up + n_down`` pulses as a walk clipped into ``[w_min, w_max]``
     after *every* pulse would be (aihwkit's rule), in place; returns ``e``. ``w``: the states before the pulses,
     ``e``: the free end points (``mean + sqrt(var)·ξ`` with the update's one normal ``ξ`` per device, not yet
@@ -358,6 +359,8 @@ def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tenso
     fewer than four); default: ``v`` bounded with ``min(n_up, n_down)`` for ``n_up·n_down/n``. No
     generator: the correction's two numbers per device are derived from its own ``e`` and ``w``
     (:func:`devices.rng.derived_uniforms`), so the update's stream is the clip-once update's, number for number.
+    ``scratch``: up to two tensors of ``e``'s shape, dtype and device that the caller no longer needs (overwritten):
+    the test below then allocates one temporary of the devices' size instead of four (the same numbers).
 
     Where the correction cannot matter (:data:`BRIDGE_NEGLIGIBLE`: almost every device in training) the result is
     ``clip(e)`` bit for bit, at the cost of a dozen elementwise operations. The others get :func:`_bridge_fix`:
@@ -371,11 +374,13 @@ def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tenso
                              torch.add(dw_up, dw_down).square_()), 1.0
     else:
         v, k = var, path_var
-    c = torch.sub(w_max, e)
-    a = torch.sub(w_max, w).mul_(c)
-    b = torch.sub(w, w_min).mul_(torch.sub(e, w_min, out=c))
-    crit = torch.sub(v, torch.minimum(a, b, out=a), alpha=1.0 / (_BRIDGE_LOG * k))
-    del a, b, c, v
+    spare = [s for s in scratch if s.shape == shape and s.dtype == e.dtype and s.device == e.device
+             and s.is_contiguous()][:2]
+    a, c = spare + [torch.empty_like(e) for _ in range(2 - len(spare))]
+    torch.sub(w_max, w, out=a).mul_(torch.sub(w_max, e, out=c))              # (w_max − w)(w_max − e)
+    torch.sub(e, w_min, out=c).mul_(torch.sub(w, w_min))                     # (w − w_min)(e − w_min)
+    crit = torch.sub(v, torch.minimum(a, c, out=a), alpha=1.0 / (_BRIDGE_LOG * k), out=a)
+    del c, v, spare
     if host_reads_free(e):
         index = flat_nonzero(crit, positive=True)
         if index.numel() == 0:

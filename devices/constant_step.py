@@ -93,14 +93,18 @@ class ConstantStepDevice(PulsedDevice):
             std = var.view(-1).index_select(0, where).sqrt_()
             new.view(-1).index_add_(0, where, rng.normal_(torch.empty_like(std), 0.0, self.dw_min_std,
                                                           generator).mul_(std))
+            free: tuple[Tensor, ...] = (noise,)
         else:
             # std = var / sqrt(var + tiny): exactly 0 without pulses, sqrt(var) to ~tiny/var otherwise (sqrt(0)
             # takes a slow path on common CPUs, and devices without pulses must keep their state exactly)
             rng.normal_(noise, 0.0, self.dw_min_std, generator).mul_(var)
-            new.addcmul_(noise, torch.add(var, _TINY[var.dtype]).rsqrt_())
-        # every device (those without pulses have e = w and var = 0: never near a bound, and clip(w) = w)
+            inv = torch.add(var, _TINY[var.dtype]).rsqrt_()
+            new.addcmul_(noise, inv)
+            free = (noise, inv)
+        # every device (those without pulses have e = w and var = 0: never near a bound, and clip(w) = w); the
+        # temporaries above are the walk's scratch space
         clipped_walk_(w, new, var, n_up, n_down, params.w_min, params.w_max, params.dw_up, params.dw_down,
-                      var_scale=scale, path_var=bound)
+                      var_scale=scale, path_var=bound, scratch=free)
         return new if out is None else out.copy_(new)
 
 

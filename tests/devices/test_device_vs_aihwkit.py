@@ -253,7 +253,7 @@ def test_exp_step_with_noisy_steps_at_the_bound_matches_aihwkit():
     """With ``dw_min_std = 2`` and devices held at their bound by 20 pulses towards it, aihwkit leaves about half
     of them on the bound (see :func:`test_aihwkit_clips_after_every_pulse`); clipping once at the end left
     Φ(√20/2) ≈ 0.99 there. The count-based update models the per-pulse clipping (the reflected walk,
-    :func:`devices.base.clipped_walk`): the same share on the bound (5 SE of two proportions) and mean (5 SE)."""
+    :func:`devices.base.clipped_walk_`): the same share on the bound (5 SE of two proportions) and mean (5 SE)."""
     dev = dv.ExpStepDevice(dw_min=0.01, dw_min_std=2.0, w_max_dtod=0.05, w_min_dtod=0.05)
     n = 20
     p, bound, w0, w_aih = _train_from_bound(dev, n, True, steps_away=0.0)

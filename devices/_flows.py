@@ -14,10 +14,11 @@ Moments after ``n`` pulses of one sign (linear-noise approximation, exact for ``
 ``mean = flow(w0, n)`` — or, when the flow reaches the bound, the state before the pulse that crosses it plus
 that pulse's step plus the step at the bound for each remaining pulse: the per-pulse rule clips *after* every
 pulse, so a train that reaches the bound ends past it, its noise centred there, and with non-negative steps
-clipping once at the end is the same (``apply_pulses`` does; exact for one pulse, and for any count when the step
-is constant) — and ``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to
-the end by the flow's sensitivity ``∂w_n/∂w_{k+1} = F(w_n)/F(w_{k+1})`` (exact for a 1-D autonomous flow) — with the
-first and last terms exact and the interior by Simpson's rule (states at ``k = 0, (n−1)/2, n−1`` from the flow).
+clipping once at the end is the same (exact for one pulse, and for any count when the step is constant; the clip
+after every pulse of noisy steps is :func:`devices.base.clipped_walk_`'s, applied by ``apply_pulses``) — and
+``var = Σ_k s_k²·(F(w_n)/F(w_{k+1}))²`` — the noise ``s_k`` of pulse ``k`` carried to the end by the flow's
+sensitivity ``∂w_n/∂w_{k+1} = F(w_n)/F(w_{k+1})`` (exact for a 1-D autonomous flow) — with the first and last
+terms exact and the interior by Simpson's rule (states at ``k = 0, (n−1)/2, n−1`` from the flow).
 Mixed counts: symmetric (Strang) splitting ``up(n_up/2) → down(n_down) → up(n_up/2)``, the variance carried
 through each stage by the same sensitivity, the state clipped between stages; second-order accurate in the step
 size (pulses evenly interleaved).
@@ -74,7 +75,7 @@ def _stage(
         n <= 1, n * q_first, q_first + q_last + (n - 2).clamp_min(0.0) * (q_first + 4 * q_mid + q_last) / 6
     )
     # The flow stops at the bound; the per-pulse rule clips *after* each pulse, so a train that reaches the bound
-    # ends past it (its noise centred there; apply_pulses clips once at the end, the same for non-negative steps):
+    # ends past it (its noise centred there; apply_pulses then clips it as after every pulse, clipped_walk_):
     # the state before the pulse that crosses the bound (after k = floor(to_bound) pulses; without to_bound, the
     # last) plus its step, plus the step at the bound for each of the n − 1 − k pulses after it — exact for one
     # pulse. A stage without pulses passes the state (which may lie past a bound after an earlier stage) on.

@@ -13,8 +13,9 @@ as references: the step vanishes at the bound, and after ``n`` up pulses (no noi
 ``w_n = w_max − (w_max − w)·(1 − dw_up/w_max)^n`` (geometric approach to the bound).
 Count-based closed forms: :func:`devices._closed_forms.linear_moments` (exact mean and variance for pulses
 of one sign; documented interleaving approximation for mixed counts). The affine step map is increasing in
-``w``, and its steps are non-negative until the bound/fixed point, so clipping once at the end equals
-clipping after every pulse for pulses of one sign (up to the rare negative noisy steps).
+``w``, and its steps are non-negative until the bound/fixed point, so for pulses of one sign clipping once at
+the end would equal clipping after every pulse up to the negative noisy steps; those (and mixed counts) are what
+:func:`devices.base.clipped_walk_` models (every device is clipped as after each pulse, aihwkit's rule).
 """
 
 from __future__ import annotations

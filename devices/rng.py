@@ -31,8 +31,11 @@ import numbers
 from collections.abc import Iterable
 from typing import Any, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from devices.host import host_reads_free
 
 __all__ = ["CounterRNG", "IndexedDraws", "WindowedDraws", "Generator", "add_normal", "derived_uniforms", "ndtri_",
            "rand", "randn", "normal_"]
@@ -485,7 +488,13 @@ def derived_uniforms(key: Tensor, salt: Tensor, count: int, dtype: torch.dtype) 
     the full tensor, replicas those of their own runs), and no generator advances: code can add draws where a rare
     event needs them without shifting the stream of every later draw. They are as random as ``key`` is:
     independent across elements and calls while the keys differ (a key repeats for one element with the
-    probability that two of its draws coincide, ~2^-23 in float32)."""
+    probability that two of its draws coincide, ~2^-23 in float32).
+
+    Where host reads are free (CPU tensors, :func:`devices.host.host_reads_free`) the same integer arithmetic runs
+    in numpy's unsigned 64-bit integers (:func:`_derived_uniforms_np`): the same numbers, bit for bit, with a
+    fraction of torch's per-operation cost on the few devices the update's bound correction gathers."""
+    if host_reads_free(key) and host_reads_free(salt) and not (key.requires_grad or salt.requires_grad):
+        return _derived_uniforms_np(key, salt, count, dtype)
     z = _float_bits(key).mul(_GOLDEN).add_(_DERIVED_SALT)
     z.add_(_float_bits(salt).mul(_MUL2))
     scratch = torch.empty_like(z)
@@ -493,6 +502,45 @@ def derived_uniforms(key: Tensor, salt: Tensor, count: int, dtype: torch.dtype) 
     for j in range(count):
         h = _mix_(torch.add(z, _wrap((j + 1) * _GOLDEN)), 64 if dtype == torch.float64 else 23, scratch)
         out.append(CounterRNG._to_uniform(h, dtype))
+    return out
+
+
+def _u64(v: int) -> np.uint64:
+    """Python int -> numpy uint64 of its low 64 bits."""
+    return np.uint64(v & ((1 << 64) - 1))
+
+
+def _float_bits_np(t: Tensor) -> np.ndarray:
+    """:func:`_float_bits` of a CPU tensor as a numpy uint64 array (the same 64-bit patterns)."""
+    t = t.contiguous()
+    if t.dtype == torch.float64:
+        return t.numpy().view(np.uint64)
+    a = (t if t.dtype == torch.float32 else t.float()).numpy().view(np.int32)
+    return a.astype(np.int64).view(np.uint64)
+
+
+def _derived_uniforms_np(key: Tensor, salt: Tensor, count: int, dtype: torch.dtype) -> list[Tensor]:
+    """:func:`derived_uniforms` for CPU tensors, in numpy uint64 (wrapping products and sums modulo 2^64, logical
+    shifts: torch's signed int64 arithmetic with masked shifts computes the same bits). Uniforms as
+    :meth:`CounterRNG._to_uniform`: the top ``b`` bits ``v`` give ``(v + 1/2)·2^-b``, exact in the dtype."""
+    z = _float_bits_np(key) * _u64(_GOLDEN)
+    z += _u64(_DERIVED_SALT)
+    z += _float_bits_np(salt) * _u64(_MUL2)
+    wide = dtype == torch.float64
+    b = 52 if wide else 23 if dtype == torch.float32 else min(23, round(-math.log2(torch.finfo(dtype).eps)))
+    out = []
+    for j in range(count):
+        h = z + _u64((j + 1) * _GOLDEN)
+        for k, mul in ((30, _MUL1), (27, _MUL2)):
+            h ^= h >> np.uint64(k)
+            h *= _u64(mul)
+        if wide:
+            h ^= h >> np.uint64(31)
+        top = (h >> np.uint64(64 - b)).astype(np.float64 if wide else np.float32)
+        grid, half = (np.float64(2.0 ** -b), np.float64(2.0 ** -(b + 1))) if wide else \
+            (np.float32(2.0 ** -b), np.float32(2.0 ** -(b + 1)))
+        u = torch.from_numpy(top * grid + half)
+        out.append(u if u.dtype == dtype else u.to(dtype))
     return out
 
 

@@ -298,3 +298,42 @@ def test_derived_uniforms_are_uniform_independent_of_their_key_and_elementwise(d
     assert torch.equal(again[0], u) and torch.equal(again[1], v)
     f32 = derived_uniforms(key, salt, 1, torch.float32)[0]
     assert f32.dtype == torch.float32 and float(f32.min()) > 0.0 and float(f32.max()) < 1.0
+
+
+def _splitmix_reference(key_bits: int, salt_bits: int, j: int, top: int) -> float:
+    """The derived uniform ``j`` of one element in Python integers (SplitMix64's finalizer, modulo 2^64): the
+    documented formula, written out independently of both implementations."""
+    mask = (1 << 64) - 1
+    gamma, m1, m2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+    z = (key_bits * gamma + 0x5851F42D4C957F2D + salt_bits * m2 + (j + 1) * gamma) & mask
+    z = ((z ^ (z >> 30)) * m1) & mask
+    z = ((z ^ (z >> 27)) * m2) & mask
+    z ^= z >> 31                               # changes bits 0..32 only: no effect on the top 23 of float32
+    return ((z >> (64 - top)) + 0.5) * 2.0 ** -top
+
+
+@pytest.mark.parametrize("key_dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_derived_uniforms_numpy_and_torch_paths_give_the_same_bits(key_dtype: torch.dtype, dtype: torch.dtype) -> None:
+    """The CPU's numpy uint64 path and the torch int64 path (GPUs, and CPUs inside ``no_host_reads``) give the same
+    numbers bit for bit, also for keys NaN, ±inf, ±0 and subnormal, and both match the formula in Python integers."""
+    from devices.host import no_host_reads
+
+    g = torch.Generator().manual_seed(11)
+    key = torch.randn(4000, generator=g, dtype=torch.float64).to(key_dtype)
+    salt = torch.randn(4000, generator=g, dtype=torch.float64).to(key_dtype)
+    key[:6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-310]).to(key_dtype)
+    fast = derived_uniforms(key, salt, 3, dtype)
+    with no_host_reads():
+        plain = derived_uniforms(key, salt, 3, dtype)
+    for a, b in zip(fast, plain):
+        assert a.dtype == b.dtype == dtype and torch.equal(a, b)
+    wide = key_dtype == torch.float64
+
+    def bits(t: torch.Tensor, i: int) -> int:
+        return int((t.view(torch.int64) if wide else t.float().view(torch.int32).to(torch.int64))[i])
+    if dtype in (torch.float32, torch.float64):
+        top = 52 if dtype == torch.float64 else 23
+        for i in (0, 3, 4, 10, 3999):
+            for j in range(3):
+                assert float(fast[j][i]) == _splitmix_reference(bits(key, i), bits(salt, i), j, top)

@@ -1,4 +1,4 @@
-"""The count-based update clips after every pulse (``devices.base.clipped_walk``), checked per preset against the
+"""The count-based update clips after every pulse (``devices.base.clipped_walk_``), checked per preset against the
 independent per-pulse reference (``tests/devices/per_pulse_reference.py``, aihwkit's update-once rule with a clip
 after each pulse): 20,000 devices at their bound or 2 steps from it, trains of 1, 2, 5 and 31 pulses towards it
 (and mixed trains in random order). The share of devices on the bound must agree within 5 SE of two proportions and

@@ -702,7 +702,11 @@ def _cmd_compare_summary(args: argparse.Namespace) -> int:
 
     names = (args.method, args.reference, args.control)
     bad = [n for n in names if n not in OPTIMIZERS]
+    empty = [r for r in args.reports if not r.strip()]
     try:
+        if empty:       # e.g. "$UNSET": not "no compare results at results.json" (the current folder's)
+            raise ConfigError(f"REPORT {empty[0]!r}: an empty path names no report: give a compare report folder "
+                              "(or its results.json)")
         if bad:
             raise ConfigError(f"--method/--reference/--control must be optimizers ({', '.join(OPTIMIZERS)}), "
                               f"got {bad}{did_you_mean_each(bad, OPTIMIZERS)}")

@@ -64,7 +64,11 @@ def load_report(path: str | Path) -> dict[str, Any]:
         ConfigError: there is none, it is not valid JSON or not of a compare report's shape
             (:func:`_shape_problem`; an experiment's own report: the message names its groups' folders), or a
             later compare job began in its folder and did not finish, so the runs beside it may be newer
-            (:func:`~imc_grapes.io.superseded_report_note`)."""
+            (:func:`~imc_grapes.io.superseded_report_note`); ``path`` is empty (``""``, blanks: an unset shell
+            variable, which ``Path`` would read as the current folder)."""
+    if not os.fspath(path).strip():
+        raise ConfigError(f"an empty report path ({os.fspath(path)!r}) names no report: give a compare report folder "
+                          "(or its results.json)")
     f = _results_file(path)
     if not os.path.isfile(f):     # os.path: a name too long to look at is no file either (no OSError)
         raise ConfigError(f"no compare results at {f} {_missing_note(f.parent)}")

@@ -503,3 +503,20 @@ def test_an_experiment_groups_folder_is_read_as_a_compare_report(tmp_path: Path,
     with pytest.raises(ConfigError, match=r"it is a group's folder of an `imc-grapes experiment` report that has not "
                                           r"finished: run the experiment again to finish it\)$"):
         summarize([groups[1]])
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_report_path_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch,
+                                               empty: str) -> None:
+    """`compare-summary ""` (an unset shell variable) said "no compare results at results.json", as if a folder
+    had been given: the argument is named and said to be empty, before anything is read or written (--out ''
+    of every command is refused so too); the API says the path is empty."""
+    a = _report(tmp_path, "a")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"^an empty report path \\({empty!r}\\) names no report: give a compare "
+                                          "report folder \\(or its results.json\\)$"):
+        summarize([a, empty])
+    assert main(["compare-summary", str(a), empty, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr() == ("", f"imc-grapes compare-summary: error: REPORT {empty!r}: an empty path names "
+                                       "no report: give a compare report folder (or its results.json)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

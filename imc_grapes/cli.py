@@ -879,6 +879,14 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"imc-grapes {args.command}: error: --out '': give a folder, or leave the option out for the default",
               file=sys.stderr)
         return 2
+    if getattr(args, "data_root", None) is not None:     # train, compare, experiment: also on the synthetic set,
+        from .data import DatasetError, data_root          # which reads no data root (as data fetch --root '')
+
+        try:
+            data_root(args.data_root)
+        except DatasetError as exc:
+            print(f"imc-grapes {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "experiment":
         from .experiments.cli import run_experiment_command
 

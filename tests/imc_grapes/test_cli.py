@@ -1040,6 +1040,24 @@ def test_data_fetch_into_an_empty_root_is_a_usage_error_not_a_traceback(tmp_path
     assert fetched == [] and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("root", ["", "  "])
+@pytest.mark.parametrize("command", ["train", "compare", "experiment"])
+def test_an_empty_data_root_is_refused_by_every_command_that_takes_it(tmp_path, capsys, monkeypatch, command, root):
+    """`--data-root ''` (an unset shell variable) was refused only where a real data set was loaded: on the
+    synthetic set (experiment --tiny, train / compare --dataset synthetic) the command ran, and recorded the empty
+    path as its data root. Now every command that takes --data-root refuses it as `data fetch --root ''` does,
+    exit 2, before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    argv = {"train": ["train", *SMALL, "--optimizer", "sgd"],
+            "compare": ["compare", *SMALL, "--optimizers", "sgd", "--hardware", "digital", "--lr", "0.1"],
+            "experiment": ["experiment", "mlp", "--tiny", "--optimizers", "sgd"]}[command]
+    assert main([*argv, "--data-root", root, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr() == ("", f"imc-grapes {command}: error: the data root is an empty path (--data-root / "
+                                       "--root ''): give a folder, or leave the option out for $IMC_GRAPES_DATA or "
+                                       "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_experiment_help_states_the_seeds_each_size_trains(capsys):
     """The epilog's sizes say how many seeds the final runs train: the planned groups decide (the quick size
     trains 5 digital and 3 analog seeds; the help said 3 for --quick)."""

@@ -412,6 +412,34 @@ def enclosing_runs_folder(out_dir: str | os.PathLike[str]) -> tuple[Path, str] |
     return None
 
 
+#: the statuses a run's ``results.json`` records (``imc_grapes.train.RUN_STATUSES``, which is this): ``running``
+#: while it trains, then one of the others; :func:`enclosing_run_folder` tells a run's folder by it
+RUN_STATUSES: tuple[str, ...] = ("completed", "diverged", "failed", "interrupted", "running")
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds one training run's files: a ``results.json`` (:func:`read_json`) that records a
+    run's ``status`` (:data:`RUN_STATUSES`) and its ``config``, as ``imc-grapes train`` writes one per run (so do
+    compare, sweep and experiment in their runs folders). Unreadable or another file: False."""
+    try:
+        data = read_json(folder / "results.json")
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("status") in RUN_STATUSES and isinstance(data.get("config"), dict)
+
+
+def enclosing_run_folder(out_dir: str | os.PathLike[str]) -> Path | None:
+    """The folder of one training run (:func:`_is_run_folder`: e.g. ``runs/train/<run>`` of a train job, which
+    writes only that folder for one run) that ``out_dir`` is, or lies anywhere under, the nearest one: spelt from
+    ``out_dir`` as given (:func:`_folder_above`; ``out_dir`` itself normalised); None when there is none. A folder
+    that cannot be read counts as no run's. Reads only."""
+    out = Path(out_dir).resolve()
+    for levels, folder in enumerate((out, *out.parents)):
+        if _is_run_folder(folder):
+            return _folder_above(out_dir, levels) if levels else Path(os.path.normpath(os.fspath(out_dir)))
+    return None
+
+
 def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: str | None = None) -> str | None:
     """Why ``imc-grapes <command>`` must not write into ``out_dir``: it is the output folder of another command
     (:func:`folder_command`), whose files (``results.json``, ``summary.csv``, ``curves.png``, ...) it would
@@ -424,13 +452,23 @@ def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: 
     e.g. ``train --out <report>/runs/analog``, ``sweep --out <report>/runs/analog``, ``compare --out
     <sweep>/points/p``, also ``compare --out <report>/runs/x``): the message names that runs folder and the output
     folder whose it is, and says to give a folder outside it. An output folder of ``command``'s own in such a
-    place (made before this was refused) stays its own: it is resumed or redrawn there."""
+    place (made before this was refused) stays its own: it is resumed or redrawn there. Nor, to any command but
+    train (whose output a run's folder is), is the folder of one training run or a folder under it
+    (:func:`enclosing_run_folder`: e.g. ``compare --out runs/train/<run>``, whose results.json compare would
+    replace): the message names that run's folder."""
     owner = folder_command(out_dir)
     part = experiment_part(out_dir) if owner == "experiment" else None
     if owner is None or (owner == command and part is None):
         inside = enclosing_runs_folder(out_dir) if owner is None else None    # its own output: resumed, redrawn
         if inside is None:
-            return None
+            run = enclosing_run_folder(out_dir) if owner is None and command != "train" else None
+            if run is None:
+                return None
+            where = "is" if Path(out_dir).resolve() == run.resolve() else f"is in {run},"
+            return (f"{os.fspath(out_dir)} {where} the folder of a training run ({run / 'results.json'} records its "
+                    "status; `imc-grapes train` writes one such folder per run): `imc-grapes "
+                    f"{command}` would overwrite or mix its own files with the run's; give another "
+                    f"{option or 'folder'}, outside {run}")
         runs, whose = inside
         where = "is" if Path(out_dir).resolve() == runs.resolve() else f"is in {runs},"
         return (f"{os.fspath(out_dir)} {where} the {runs.name}/ folder of {whose}, which holds that job's runs (it "

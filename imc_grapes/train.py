@@ -43,7 +43,9 @@ from .data import BatchLoader, Dataset, Split, load_dataset, recorded_data_root
 from .backends import Network, build_network
 from .inference_eval import network_accuracy_after_drift
 from .interrupts import raise_if_stop_requested, stop_handled
-from .io import write_csv_atomic, write_json_atomic
+# RUN_STATUSES: the statuses a run's results.json records (see the module docstring), defined in io, which tells a
+# run's folder by them (io.enclosing_run_folder); kept importable from here
+from .io import RUN_STATUSES, write_csv_atomic, write_json_atomic
 from .versions import versions as current_versions
 
 
@@ -131,9 +133,6 @@ class RunResult:
         }
 
 
-#: the statuses a run's ``results.json`` records (see the module docstring): ``running`` while it trains, then one
-#: of the others
-RUN_STATUSES: tuple[str, ...] = ("completed", "diverged", "failed", "interrupted", "running")
 
 
 def tail_evals_error(value: object, name: str = "tail_evals", cfg: TrainConfig | None = None) -> str | None:

@@ -1345,6 +1345,57 @@ def test_no_command_writes_into_the_runs_folder_of_another_report(tmp_path, caps
     assert {name: _files_under(folder) for name, folder in names.items()} == before
 
 
+@pytest.fixture(scope="module")
+def one_run_train(tmp_path_factory) -> Path:
+    """The folder of a real (tiny) one-run `imc-grapes train` job's run, as train writes it: <out>/<run name>/ with
+    its metrics.csv and results.json (the job's folder gets nothing else: no summary for one run)."""
+    out = tmp_path_factory.mktemp("train") / "runs" / "train"
+    assert main(["train", "--dataset", "synthetic", "--hidden", "8", "--epochs", "1", "--train-subset", "200",
+                 "--test-subset", "60", "--evals-per-epoch", "1", "--no-progress", "--optimizer", "sgd",
+                 "--out", str(out)]) == 0
+    (run,) = out.iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.csv", "results.json"]
+    return run
+
+
+@pytest.mark.parametrize("command", ["compare", "experiment", "sweep", "compare-summary"])
+@pytest.mark.parametrize("under", ["", "notes"])
+def test_no_other_command_writes_into_the_folder_of_a_training_run(tmp_path, capsys, one_run_train, command, under):
+    """`compare --out runs/train/<run>` (a finished one-run train job's run folder) was accepted: the compare report
+    replaced the run's results.json, and its curves and report.md lay beside the run's metrics.csv (experiment,
+    sweep and compare-summary mixed theirs in likewise). Each refuses such an --out, or a folder under it, before
+    any work (exit 2), naming --out and the run's folder; the run's files stay as they were."""
+    run = one_run_train
+    out = run / under if under else run
+    before = _files_under(run)
+    assert main([*_unusable_out_commands(tmp_path)[command], str(out)]) == 2
+    where = "is" if out == run else f"is in {run},"
+    assert capsys.readouterr().err == (
+        f"imc-grapes {command}: error: --out: {out} {where} the folder of a training run ({run / 'results.json'} "
+        f"records its status; `imc-grapes train` writes one such folder per run): `imc-grapes {command}` would "
+        f"overwrite or mix its own files with the run's; give another --out, outside {run}\n")
+    assert _files_under(run) == before and not (run / "notes").exists()
+
+
+def test_a_compare_job_still_resumes_in_its_own_folder(tmp_path, capsys, compare_and_sweep):
+    """A compare report's own folder holds run folders (runs/<hardware>/<optimizer>/<run>/, each with a run's
+    results.json) and a results.json of its own: the same command again resumes there (every run finished), as
+    before the folder of a training run was refused to it, and the report's results are the same."""
+    import shutil
+
+    report = tmp_path / "report"
+    shutil.copytree(compare_and_sweep[0], report)
+    before = json.loads((report / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["compare", "--dataset", "synthetic", "--hidden", "8", "--epochs", "1", "--train-subset", "200",
+                 "--test-subset", "60", "--evals-per-epoch", "1", "--no-progress", "--hardware", "analog",
+                 "--optimizers", "sgd", "--lr", "0.1", "--inference-times", "1", "--out", str(report)]) == 0
+    out, err = capsys.readouterr()
+    assert "(resumed: " in out and not err
+    after = json.loads((report / "results.json").read_text())
+    assert [r["history"] for r in after["runs"]] == [r["history"] for r in before["runs"]]
+
+
 def test_a_report_folder_beside_the_runs_of_another_is_still_accepted(tmp_path, capsys, compare_and_sweep):
     """Only a report's runs folder is refused: a new folder elsewhere in the report folder holds none of its runs,
     and the report's own folder is the compare job's to resume or redraw."""

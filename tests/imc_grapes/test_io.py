@@ -334,3 +334,38 @@ def test_a_folder_above_that_cannot_be_read_counts_as_no_commands(tmp_path, monk
     monkeypatch.setattr(io_mod, "folder_command", unreadable)
     assert io_mod.enclosing_runs_folder(tmp_path / "r" / "runs" / "x" / "y") == (
         tmp_path / "r" / "runs", f"the `imc-grapes compare` report in {tmp_path / 'r'}")
+
+
+@pytest.mark.parametrize("results, target, run", [
+    ({"status": "completed", "config": {"seed": 0}, "history": []}, "t/r", "t/r"),       # the run's folder itself
+    ({"status": "running", "config": {}}, "t/r/x/y", "t/r"),                            # deep under a run begun
+    ({"status": "interrupted", "config": {}}, "t/r/../r/x", "t/r"),                     # spelt with ..
+    ({"status": "done", "config": {}}, "t/r", None),                                    # no run's status
+    ({"status": "completed"}, "t/r", None),                                             # no config
+    ({"status": "completed", "config": "x"}, "t/r", None),
+    ([1, 2], "t/r", None),
+])
+def test_the_folder_of_a_training_run_is_no_other_commands_to_write_into(tmp_path, monkeypatch, results, target,
+                                                                          run):
+    """:func:`~imc_grapes.io.enclosing_run_folder` finds the folder of one training run (a results.json with a run's
+    status and config, as `imc-grapes train` writes one per run) that a folder is or lies under, spelt as given;
+    :func:`~imc_grapes.io.other_command_folder` refuses it to every command but train, naming the run's folder
+    (`compare --out runs/train/<run>` replaced the run's results.json with its report's)."""
+    from imc_grapes.io import enclosing_run_folder, other_command_folder
+
+    (tmp_path / "t" / "r").mkdir(parents=True)
+    (tmp_path / "t" / "r" / "results.json").write_text(json.dumps(results))
+    monkeypatch.chdir(tmp_path)
+    assert enclosing_run_folder(target) == (None if run is None else Path(run))
+    assert enclosing_run_folder(tmp_path / target) == (None if run is None else tmp_path / run)
+    assert other_command_folder(target, "train", "--out") is None        # a run's folder is train's output
+    for command in ("compare", "experiment", "compare-summary", "sweep"):
+        note = other_command_folder(target, command, "--out")
+        if run is None:
+            assert note is None
+        else:
+            where = "is" if os.path.normpath(target) == run else f"is in {run},"
+            assert note == (f"{target} {where} the folder of a training run ({run}/results.json records its status; "
+                            f"`imc-grapes train` writes one such folder per run): `imc-grapes {command}` would "
+                            f"overwrite or mix its own files with the run's; give another --out, outside {run}")
+            assert other_command_folder(target, command).endswith(f"give another folder, outside {run}")

@@ -193,9 +193,17 @@ def train_loader(split: Split, cfg: TrainConfig, seed: int | None = None) -> Bat
     order seeded by ``seed`` (default ``cfg.seed``): what every trainer iterates over.
 
     Raises :class:`ConfigError` when ``drop_last`` would leave no batch (``split`` smaller than one batch, e.g. a
-    training set left small by ``val_holdout``), or when ``cfg.evals_per_epoch`` exceeds the batches per epoch (an
+    training set left small by ``val_holdout``: the message then begins with ``val_holdout`` and names the field
+    ``TrainConfig.batch_size``, so that the command line names its options that change them,
+    :func:`~imc_grapes.cli.name_the_option`), or when ``cfg.evals_per_epoch`` exceeds the batches per epoch (an
     evaluation point is the end of a batch: more points than batches would silently give fewer)."""
     if cfg.drop_last and len(split) < cfg.batch_size:
+        if cfg.val_holdout > 0:     # split_for's: the whole training set less the holdout (train_subset ≥ a batch)
+            raise ConfigError(f"val_holdout {cfg.val_holdout} leaves {len(split)} of the "
+                              f"{len(split) + cfg.val_holdout} training samples to train on (the holdout is taken "
+                              "from the whole training set, before train_subset), fewer than one batch "
+                              f"(TrainConfig.batch_size {cfg.batch_size}), so drop_last leaves no batch: hold out "
+                              "fewer samples or use a smaller batch, or set drop_last false (--no-drop-last)")
         raise ConfigError(f"drop_last leaves no batch: the training split has {len(split)} samples < batch_size "
                           f"{cfg.batch_size}; use a smaller batch_size or set drop_last false (--no-drop-last)")
     loader = BatchLoader(split, cfg.batch_size, shuffle=True, seed=cfg.seed if seed is None else seed,

@@ -382,11 +382,24 @@ def test_cli_compare_bad_arguments(tmp_path, capsys):
                  "--no-progress", "--out", str(tmp_path)]) == 2
     assert ("val_holdout must be smaller than the training set (2000 samples of synthetic), got 5000"
             in capsys.readouterr().err)
-    # a holdout that leaves less than one batch to train on: a clear error, not a traceback (50 < 64 samples)
+    # a holdout that leaves less than one batch to train on: a clear error, not a traceback (2000 - 1950 = 50 < 64
+    # samples), naming the options that change it (it named the config field batch_size alone). The holdout is the
+    # last samples of the whole training set, taken before --train-subset (which is ≥ one batch): not named
     assert main(["compare", "--dataset", "synthetic", "--optimizers", "sgd", "--hardware", "digital", "--lr", "0.1",
                  "0.3", "--val-holdout", "1950", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "b")]) == 2
-    assert ("drop_last leaves no batch: the training split has 50 samples < batch_size 64; use a smaller batch_size "
-            "or set drop_last false (--no-drop-last)" in capsys.readouterr().err)
+    assert capsys.readouterr().err == (
+        "imc-grapes compare: error: --val-holdout, --batch-size: val_holdout 1950 leaves 50 of the 2000 training "
+        "samples to train on (the holdout is taken from the whole training set, before train_subset), fewer than one "
+        "batch (TrainConfig.batch_size 64), so drop_last leaves no batch: hold out fewer samples or use a smaller "
+        "batch, or set drop_last false (--no-drop-last)\n")
+    # a larger batch and a smaller subset typed: 2000 - 1901 = 99 < 100 samples, whatever --train-subset says
+    assert main(["compare", "--dataset", "synthetic", "--optimizers", "sgd", "--hardware", "digital", "--lr", "0.1",
+                 "0.3", "--val-holdout", "1901", "--train-subset", "500", "--batch-size", "100", "--epochs", "1",
+                 "--no-progress", "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.startswith(
+        "imc-grapes compare: error: --val-holdout, --batch-size: val_holdout 1901 leaves 99 of the 2000 training "
+        "samples to train on (the holdout is taken from the whole training set, before train_subset), fewer than one "
+        "batch (TrainConfig.batch_size 100), so drop_last")
 
 
 def _row(hw, opt, mean, std, runs=3, sat=None):

@@ -429,8 +429,8 @@ class TrainConfig:
         _check(self.train_subset is None or self.train_subset >= 1,
                f"TrainConfig.train_subset must be ≥ 1 (or None for all), got {self.train_subset}")
         _check(not (self.drop_last and self.train_subset is not None and self.train_subset < self.batch_size),
-               f"drop_last leaves no batch: train_subset {self.train_subset} < batch_size {self.batch_size}; "
-               f"use a smaller batch_size or set drop_last false (--no-drop-last)")
+               f"TrainConfig.train_subset {self.train_subset} < TrainConfig.batch_size {self.batch_size}, so drop_last "
+               "leaves no batch: train on more samples or use a smaller batch, or set drop_last false (--no-drop-last)")
         number("test_subset", "≥ 1", integer=True, optional=True)
         _check(self.test_subset is None or self.test_subset >= 1,
                f"TrainConfig.test_subset must be ≥ 1 (or None for all), got {self.test_subset}")

@@ -31,9 +31,26 @@ def test_invalid_values_are_rejected(field, value, message):
 
 
 def test_drop_last_needs_one_full_batch():
-    with pytest.raises(ConfigError, match="drop_last leaves no batch: train_subset 50 < batch_size 64"):
+    with pytest.raises(ConfigError, match="^TrainConfig.train_subset 50 < TrainConfig.batch_size 64, so drop_last "
+                                          "leaves no batch"):
         TrainConfig(drop_last=True, train_subset=50)
     assert TrainConfig(drop_last=False, train_subset=50).train_subset == 50
+    assert TrainConfig(drop_last=True, train_subset=64).train_subset == 64      # one full batch
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_a_subset_smaller_than_one_batch_names_the_options(command, tmp_path, capsys):
+    """`train --train-subset 10` (drop_last, batch 64) said "drop_last leaves no batch: train_subset 10 <
+    batch_size 64", the config's field names: the command line names its options (as typed) before it."""
+    from imc_grapes.cli import main
+
+    assert main([command, "--dataset", "synthetic", "--train-subset", "10", "--batch-size=32",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr() == ("", f"imc-grapes {command}: error: --train-subset, --batch-size: "
+                                       "TrainConfig.train_subset 10 < TrainConfig.batch_size 32, so drop_last leaves "
+                                       "no batch: train on more samples or use a smaller batch, or set drop_last "
+                                       "false (--no-drop-last)\n")
+    assert not (tmp_path / "out").exists()
 
 
 def test_batching_is_described_for_reports():

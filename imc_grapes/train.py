@@ -133,8 +133,6 @@ class RunResult:
         }
 
 
-
-
 def tail_evals_error(value: object, name: str = "tail_evals", cfg: TrainConfig | None = None) -> str | None:
     """Why ``value`` is not a valid count of final evaluations to average (:func:`tail_accuracy`: an integer ≥ 1,
     and with ``cfg`` at most the ``epochs × evals_per_epoch`` evaluations a run of ``cfg`` makes: more would

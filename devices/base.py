@@ -353,8 +353,8 @@ def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tenso
     after *every* pulse would be (aihwkit's rule), in place; returns ``e``. ``w``: the states before the pulses,
     ``e``: the free end points (``mean + sqrt(var)·ξ`` with the update's one normal ``ξ`` per device, not yet
     clipped; written), ``var_scale·var``: their variance (NaN taken as infinite by the caller, ``>= 0``). All in
-    weight units (counts in pulses); ``w`` and ``e`` of one shape ``[*s]`` (float32 or float64, ``e`` contiguous), the
-    others broadcast to it. ``path_var``: a factor ``k`` with ``k·var >= v``, the path variance
+    weight units (counts in pulses, float or integer tensors); ``w`` and ``e`` of one shape ``[*s]`` (float32 or
+    float64, ``e`` contiguous), the others broadcast to it. ``path_var``: a factor ``k`` with ``k·var >= v``, the path variance
     of :func:`_bridge_fix` including the order variance of mixed counts (a caller's cheaper bound: one operation
     fewer than four); default: ``v`` bounded with ``min(n_up, n_down)`` for ``n_up·n_down/n``. No
     generator: the correction's two numbers per device are derived from its own ``e`` and ``w``
@@ -386,13 +386,14 @@ def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tenso
         if index.numel() == 0:
             return torch.clamp_(e, w_min, w_max)
         part = [_gather(t, shape, index) for t in (w, e, var, n_up, n_down, w_min, w_max, dw_up, dw_down)]
+        part[3], part[4] = part[3].to(e.dtype), part[4].to(e.dtype)          # integer counts: converted gathered
         if var_scale != 1.0:
             part[2] = part[2].mul_(var_scale)
         fixed = _bridge_fix(*part)
         torch.clamp_(e, w_min, w_max).view(-1).index_copy_(0, index, fixed)
         return e
     scaled = var if var_scale == 1.0 else var * var_scale
-    fixed = _bridge_fix(w, e, scaled, n_up, n_down, w_min, w_max, dw_up, dw_down)
+    fixed = _bridge_fix(w, e, scaled, n_up.to(e.dtype), n_down.to(e.dtype), w_min, w_max, dw_up, dw_down)
     return torch.where(crit > 0, fixed, torch.clamp_(e, w_min, w_max), out=e)
 
 

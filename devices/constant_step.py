@@ -87,7 +87,6 @@ class ConstantStepDevice(PulsedDevice):
         # the path's variance with the order variance of mixed counts, n_up·n_down/n·(dw_up + dw_down)², is at most
         # var·(scale + 2): (dw_up + dw_down)² <= 2·(dw_up² + dw_down²) and n_up·n_down/n <= min(n_up, n_down)
         bound = scale + 2.0
-        n_up, n_down = n_up.to(w.dtype), n_down.to(w.dtype)
         where = _pulsed_positions(var, generator)
         if where is not None:      # few devices with pulses: one Gaussian each, added where they are
             std = var.view(-1).index_select(0, where).sqrt_()

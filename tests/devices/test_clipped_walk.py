@@ -151,7 +151,7 @@ def test_the_host_read_selection_and_the_sync_free_mask_give_the_same_states(nam
     """Near the bounds (a third of the devices at a bound, a third 2 steps from it, mixed counts; every device
     pulses, so that both draw one normal per device): the CPU's selection of the devices to correct (a host read)
     and the masked form that GPUs run (:func:`no_host_reads`) give the same states, bit for bit (the correction's
-    numbers are derived per device, not drawn)."""
+    numbers are derived per device, not drawn); so do integer counts (the pulse counting's int32), on both paths."""
     from devices.host import no_host_reads
     dev = dv.get_preset(name)
     p = dev.sample((N,), torch.Generator().manual_seed(1), dtype=DT)
@@ -166,6 +166,11 @@ def test_the_host_read_selection_and_the_sync_free_mask_give_the_same_states(nam
     moved = (host != torch.clamp(w0 + 0.0, p.w_min, p.w_max)).double().mean().item()
     assert moved > 0.5
     assert torch.equal(host, free)
+    ni, di = nu.to(torch.int32), nd.to(torch.int32)
+    assert torch.equal(dev.apply_pulses(w0, ni, di, p, torch.Generator().manual_seed(3)), host)
+    with no_host_reads():
+        free_int = dev.apply_pulses(w0, ni, di, p, torch.Generator().manual_seed(3))
+    assert torch.equal(free_int, host)
 
 
 @pytest.mark.parametrize("name", ["ReRamSB", "EcRamMO", "GokmenVlasov"])

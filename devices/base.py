@@ -354,9 +354,9 @@ def clipped_walk_(w: Tensor, e: Tensor, var: Tensor, n_up: Tensor, n_down: Tenso
     ``e``: the free end points (``mean + sqrt(var)·ξ`` with the update's one normal ``ξ`` per device, not yet
     clipped; written), ``var_scale·var``: their variance (NaN taken as infinite by the caller, ``>= 0``). All in
     weight units (counts in pulses, float or integer tensors); ``w`` and ``e`` of one shape ``[*s]`` (float32 or
-    float64, ``e`` contiguous), the others broadcast to it. ``path_var``: a factor ``k`` with ``k·var >= v``, the path variance
-    of :func:`_bridge_fix` including the order variance of mixed counts (a caller's cheaper bound: one operation
-    fewer than four); default: ``v`` bounded with ``min(n_up, n_down)`` for ``n_up·n_down/n``. No
+    float64, ``e`` contiguous), the others broadcast to it. ``path_var``: a factor ``k`` with ``k·var >= v``, the
+    path variance of :func:`_bridge_fix` including the order variance of mixed counts (a caller's cheaper bound:
+    one operation fewer than four); default: ``v`` bounded with ``min(n_up, n_down)`` for ``n_up·n_down/n``. No
     generator: the correction's two numbers per device are derived from its own ``e`` and ``w``
     (:func:`devices.rng.derived_uniforms`), so the update's stream is the clip-once update's, number for number.
     ``scratch``: up to two tensors of ``e``'s shape, dtype and device that the caller no longer needs (overwritten):

@@ -200,3 +200,28 @@ def test_no_device_left_out_of_the_correction_would_have_been_corrected(name):
     assert torch.equal(ours, full)
     moved = (ours != torch.clamp(e, p.w_min, p.w_max)).double().mean().item()
     assert moved > 0.01, moved                                     # the band reaches into the corrected devices
+
+
+def test_scratch_space_changes_no_number():
+    """:func:`devices.base.clipped_walk_` with the caller's free tensors as scratch (one, two, or ones of another
+    shape or dtype, which it must not use) gives the states of the call without scratch, bit for bit, near the bounds
+    (every device in the band the correction reaches) and with integer counts; the scratch is overwritten, the
+    inputs are not."""
+    from devices.base import clipped_walk_
+    dev = dv.get_preset("ReRamSB")
+    n = 50_000
+    g = torch.Generator().manual_seed(6)
+    p = dev.sample((n,), g)
+    nu = torch.randint(1, 32, (n,), generator=g, dtype=torch.int32)
+    nd = torch.randint(0, 32, (n,), generator=g, dtype=torch.int32)
+    w0 = (p.w_max - 3 * dev.dw_min * torch.rand(n, generator=g)).clamp(p.w_min, p.w_max)
+    mean, var = dev.pulse_moments(w0, nu.float(), nd.float(), p)
+    e = var.clamp_min(0.0).sqrt() * torch.randn(n, generator=g) + mean
+    args = (var, nu, nd, p.w_min, p.w_max, p.dw_up, p.dw_down)
+    inputs = [t.clone() for t in (w0, *args)]
+    plain = clipped_walk_(w0, e.clone(), *args)
+    assert (plain != torch.clamp(e, p.w_min, p.w_max)).any()            # the correction did run
+    for scratch in ((torch.full_like(e, 7.0),), (torch.full_like(e, 7.0), torch.full_like(e, -3.0)),
+                    (torch.zeros(n + 1), torch.zeros(n, dtype=torch.float64), torch.zeros(2 * n)[::2])):
+        assert torch.equal(clipped_walk_(w0, e.clone(), *args, scratch=scratch), plain)
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (w0, *args)))

@@ -44,14 +44,13 @@ from .data import Dataset, DatasetCache, recorded_data_root
 from .inference_eval import time_label
 from .interrupts import raise_if_stop_requested
 from .io import (experiment_part, experiment_report_of, folder_command, read_json, read_report_json,
-                 restore_nonfinite, start_job, superseded_report_note, write_bytes_atomic, write_csv_atomic,
-                 write_figure_atomic, write_json_atomic)
+                 restore_nonfinite, run_status_problem, start_job, superseded_report_note, write_bytes_atomic,
+                 write_csv_atomic, write_figure_atomic, write_json_atomic)
 from .plotting import accuracy_ylim, error_bars, fit_title, optimizer_color
 from .report import NAN_ACCURACY_SHORT, draw_cell_curves, mean_pm_std, nan_accuracy_note
 from .stats import mean_std
 from .suggest import did_you_mean
-from .train import (RUN_STATUSES, DivergenceError, RunResult, best_accuracy, tail_accuracy,
-                    tail_evals_error, train)
+from .train import DivergenceError, RunResult, best_accuracy, tail_accuracy, tail_evals_error, train
 
 HARDWARE = ("digital", "analog")
 #: how a tuning run is scored: its ``final`` evaluation (the quantity the final runs report, on the test set) or
@@ -790,12 +789,12 @@ def report_spec(result: Any) -> dict[str, Any] | None:
 
 def _stored_run_problem(run: dict[str, Any]) -> str | None:
     """What in a compare report's stored run ``run`` (beside its history and config, checked elsewhere) is not as
-    a compare job writes it and ``--redraw`` reads it: ``status`` one of :data:`~imc_grapes.train.RUN_STATUSES`,
+    a compare job writes it and ``--redraw`` reads it: ``status`` one of :data:`~imc_grapes.io.RUN_STATUSES`,
     ``inference`` (where present) a mapping of times to accuracies (numbers, NaN allowed, or null), ``costs`` a
     mapping, ``run_dir`` a string or null — the first such field, as a message naming it; None when all are."""
-    status = run.get("status", "completed")
-    if not (isinstance(status, str) and status in RUN_STATUSES):
-        return f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
+    problem = run_status_problem(run.get("status", "completed"))
+    if problem:
+        return problem
     inference = run.get("inference", {})
     if not isinstance(inference, dict):
         return f"inference must be a mapping of times (s) to accuracies, got {inference!r}"

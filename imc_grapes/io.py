@@ -280,13 +280,18 @@ def superseded_report_note(out_dir: str | os.PathLike[str], result: Any, command
             f"resumes the finished runs), or remove {marker_path} to use the earlier report as it is")
 
 
-def _json_keys(path: Path) -> set[str]:
-    """The top-level keys of the JSON object in ``path``; empty when it is missing, unreadable or no object."""
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when it is missing, unreadable or no object."""
     try:
         data = read_json(path)
     except (OSError, ValueError):
-        return set()
-    return set(data) if isinstance(data, dict) else set()
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _json_keys(path: Path) -> set[str]:
+    """The top-level keys of the JSON object in ``path`` (:func:`_json_object`)."""
+    return set(_json_object(path))
 
 
 def _starts_with(path: Path, text: str) -> bool:
@@ -421,11 +426,16 @@ def _is_run_folder(folder: Path) -> bool:
     """Whether ``folder`` holds one training run's files: a ``results.json`` (:func:`read_json`) that records a
     run's ``status`` (:data:`RUN_STATUSES`) and its ``config``, as ``imc-grapes train`` writes one per run (so do
     compare, sweep and experiment in their runs folders). Unreadable or another file: False."""
-    try:
-        data = read_json(folder / "results.json")
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("status") in RUN_STATUSES and isinstance(data.get("config"), dict)
+    data = _json_object(folder / "results.json")
+    return data.get("status") in RUN_STATUSES and isinstance(data.get("config"), dict)
+
+
+def run_status_problem(status: object) -> str | None:
+    """Why ``status`` is not a run's status as a job writes it (one of :data:`RUN_STATUSES`), as the end of a
+    message (the caller names the file and the run); None when it is."""
+    if isinstance(status, str) and status in RUN_STATUSES:
+        return None
+    return f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
 
 
 def enclosing_run_folder(out_dir: str | os.PathLike[str]) -> Path | None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from ..compare import number_problem
 from ..config import ConfigError, is_int, is_number
-from ..io import experiment_part, experiment_report_of, read_report_json, restore_nonfinite, superseded_report_note
-from ..train import RUN_STATUSES, tail_evals_error
+from ..io import (experiment_part, experiment_report_of, read_report_json, restore_nonfinite, run_status_problem,
+                  superseded_report_note)
+from ..train import tail_evals_error
 from .definitions import EXPERIMENTS
 from .groups import TRAINERS
 from .report import FORGETTING_KEYS, GROUPS, FigureGroup, draw_figures
@@ -81,15 +82,15 @@ def _stored_run(run: Any, where: str, source: str = "results.json") -> StoredRun
 
     Raises:
         ConfigError: it is not a mapping with optimizer and status (one of
-            :data:`~imc_grapes.train.RUN_STATUSES`: another would leave the run silently out of the curves), or,
+            :data:`~imc_grapes.io.RUN_STATUSES`: another would leave the run silently out of the curves), or,
             completed, has no ``epoch`` and
             ``test_acc`` lists of one length whose entries are numbers (NaN allowed; the error names the run and
             the entry, not a TypeError of the curves), or its forgetting metrics are not as stored
             (:func:`_forgetting_problem`: not a square matrix of numbers, not a float() error of the matrix)."""
     if not (isinstance(run, dict) and isinstance(run.get("optimizer"), str) and isinstance(run.get("status"), str)):
         raise ConfigError(f"{source}: {where} must be a mapping with optimizer and status")
-    if run["status"] not in RUN_STATUSES:
-        raise ConfigError(f"{source}: {where}: status must be one of {', '.join(RUN_STATUSES)}, got {run['status']!r}")
+    if (problem := run_status_problem(run["status"])) is not None:
+        raise ConfigError(f"{source}: {where}: {problem}")
     if run["status"] != "completed":
         return StoredRun(run["status"])
     epochs, accs = restore_nonfinite(run.get("epoch")), restore_nonfinite(run.get("test_acc"))

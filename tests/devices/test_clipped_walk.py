@@ -15,6 +15,7 @@ import torch
 
 import devices as dv
 from tests.devices.per_pulse_reference import apply_sequence
+from tests.devices.shares import share_difference_se
 
 N = 20_000
 DT = torch.float64
@@ -37,7 +38,7 @@ def _check(name: str, up: bool, away: float, n_up: int, n_down: int, order: str 
     ours = dev.apply_pulses(w0, torch.full_like(w0, float(n_up)), torch.full_like(w0, float(n_down)), p,
                             torch.Generator().manual_seed(8))
     (at_r, m_r, s_r), (at_o, m_o, s_o) = _stats(ref, bound, w0, dev.dw_min), _stats(ours, bound, w0, dev.dw_min)
-    share_se = math.sqrt(2 * max(at_r * (1 - at_r), 1 / N) / N)
+    share_se = share_difference_se(at_o, at_r, N)
     assert abs(at_o - at_r) <= 5 * share_se + share_bias, (at_o, at_r, share_se)
     se = math.sqrt((s_r ** 2 + s_o ** 2) / N)
     assert abs(m_o - m_r) <= 5 * se + 1e-9, (m_o, m_r, se)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import devices as dv
 from tests.devices.per_pulse_reference import apply_sequence
+from tests.devices.shares import share_difference_se
 
 N = 10_000
 DT = torch.float64
@@ -86,7 +87,7 @@ def test_constant_step_clips_like_per_pulse_at_the_bound():
     at_ref = (ref == p.w_max).double().mean().item()
     at_out = (out == p.w_max).double().mean().item()
     assert 0.2 < at_ref < 0.8  # the scenario really hits the bound
-    assert abs(at_out - at_ref) <= 4 * math.sqrt(at_ref * (1 - at_ref) / N) * math.sqrt(2)
+    assert abs(at_out - at_ref) <= 4 * share_difference_se(at_out, at_ref, N)
     assert abs(out.mean().item() - ref.mean().item()) <= 4 * math.sqrt(2 * ref.var().item() / N)
 
 
@@ -110,7 +111,7 @@ def test_exp_step_pulses_past_the_bound_keep_the_device_there(dev, n_up, n_down)
     at_ref = (ref == bound).double().mean().item()
     at_out = (out == bound).double().mean().item()
     assert at_ref > 0.2                                             # the scenario really reaches the bound
-    assert abs(at_out - at_ref) <= 4 * math.sqrt(2 * max(at_ref * (1 - at_ref), 1 / N) / N), (at_out, at_ref)
+    assert abs(at_out - at_ref) <= 4 * share_difference_se(at_out, at_ref, N), (at_out, at_ref)
     se = math.sqrt((ref.var().item() + out.var().item()) / N)
     tol = 4 * se + 0.01 * (ref - w0).abs().mean().item()
     assert abs(out.mean().item() - ref.mean().item()) <= tol, (out.mean().item(), ref.mean().item(), tol)
@@ -171,7 +172,7 @@ def test_nonlinear_devices_clip_after_the_pulse_like_the_per_pulse_rule(name, n_
     at_out = ((out >= p.w_max) | (out <= p.w_min)).double().mean().item()
     assert at_ref > 0.03                                              # the scenario really crosses the bounds
     se = math.sqrt((ref.var().item() + out.var().item()) / n)
-    share_se = math.sqrt(2 * at_ref * (1 - at_ref) / n)
+    share_se = share_difference_se(at_out, at_ref, n)
     if n_up + n_down == 1:
         assert abs(out.mean().item() - ref.mean().item()) <= 4 * se
         assert abs(at_out - at_ref) <= 4 * share_se

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from crossbar import (AnalogSGD, CrossbarConfig, IOParameters, ReplicaLinear, ReplicaTileArray, TileArray,
@@ -94,6 +94,9 @@ def test_perfect_periphery_replicas_equal_separate_single_replica_arrays(out_f: 
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# found on the AVX2 machine: torch's float64 hypot rounded one corrected device differently in a call of 8 and of 1
+@example(seeds=[0, 1, -1486828], out_f=1, in_f=11, tile_rows=1, tile_cols=4, preset="PCM",
+         pulse_type="stochastic_compressed", batch=1, lr=-0.2, perfect=True, dtype=F64)
 @given(seeds=st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=3), out_f=st.integers(1, 12),
        in_f=st.integers(1, 12), tile_rows=st.integers(1, 8), tile_cols=st.integers(1, 8),
        preset=st.sampled_from(sorted(PRESETS)), pulse_type=st.sampled_from(PULSE_TYPES), batch=st.integers(1, 4),

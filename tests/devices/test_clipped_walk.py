@@ -226,3 +226,56 @@ def test_scratch_space_changes_no_number():
                     (torch.zeros(n + 1), torch.zeros(n, dtype=torch.float64), torch.zeros(2 * n)[::2])):
         assert torch.equal(clipped_walk_(w0, e.clone(), *args, scratch=scratch), plain)
     assert all(torch.equal(a, b) for a, b in zip(inputs, (w0, *args)))
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name,up", [("PCM", False), ("ReRamES", True)], ids=["PCM_down", "ReRamES_up"])
+def test_each_device_is_corrected_alone_as_among_others(name, up, dtype):
+    """:func:`devices.base._bridge_fix` computes each device from its own numbers only, so a device gets the same
+    state whether it is corrected alone or among others (replicas computed together equal each computed alone, bit
+    for bit; which other devices the CPU's selection gathers must not matter). Torch's float64 ``hypot`` broke this:
+    its CPU kernel rounds the vector lanes and the scalar tail of a call differently (on the AVX2 machine 32 in
+    20,000 results differed by an ulp), which a replica test found (PCM, float64, three replicas, one device off by
+    1.4e-17). 3,000 devices within 3 steps of a bound, trains of 1–31 pulses towards it and 0–7 away, each
+    corrected alone and all together (with torch's hypot, 8 and 4 of them differed in float64)."""
+    from devices.base import _bridge_fix
+    dev = dv.get_preset(name)
+    n = 3000
+    g = torch.Generator().manual_seed(9)
+    p = dev.sample((n,), g, dtype=dtype)
+    towards = torch.randint(1, 32, (n,), generator=g).to(dtype)
+    away = torch.randint(0, 8, (n,), generator=g).to(dtype)
+    nu, nd = (towards, away) if up else (away, towards)
+    bound = p.w_max if up else p.w_min
+    w0 = (bound - (1.0 if up else -1.0) * 3 * dev.dw_min * torch.rand(n, generator=g, dtype=dtype))
+    w0 = w0.clamp(p.w_min, p.w_max)
+    mean, var = dev.pulse_moments(w0, nu, nd, p)
+    var = torch.nan_to_num(var, nan=float("inf")).clamp_min(0.0)
+    e = var.sqrt() * torch.randn(n, generator=g, dtype=dtype) + mean
+    cols = (w0, e, var, nu, nd, p.w_min, p.w_max, p.dw_up, p.dw_down)
+    together = _bridge_fix(*cols)
+    assert (together != torch.clamp(e, p.w_min, p.w_max)).double().mean().item() > 0.25     # many are corrected
+    alone = torch.cat([_bridge_fix(*(t[i:i + 1] for t in cols)) for i in range(n)])
+    assert torch.equal(together, alone), (together != alone).sum().item()
+
+
+def test_hypot_is_exact_on_hand_values_and_the_same_in_every_lane():
+    """:func:`devices.base._hypot`: 3-4-5, zeros, magnitudes whose squares overflow float64 (1e300) and underflow
+    (1e-300), float32 as torch's; and 20,000 float64 pairs of magnitudes spread over 1e±10, computed together and
+    each alone, bit for bit (torch's float64 ``hypot`` differed in 32 of them on the AVX2 machine), within an ulp
+    of the float64 ``hypot`` of the same pair."""
+    from devices.base import _hypot
+    f64 = torch.float64
+    a = torch.tensor([3.0, 0.0, -0.0, 1e300, 3e-300, -5.0], dtype=f64)
+    b = torch.tensor([-4.0, 0.0, 0.0, 1e300, 4e-300, 0.0], dtype=f64)
+    want = torch.tensor([5.0, 0.0, 0.0, 1e300 * math.sqrt(2.0), 5e-300, 5.0], dtype=f64)
+    assert torch.allclose(_hypot(a, b), want, rtol=2 ** -52, atol=0.0)
+    x32, y32 = torch.randn(1000), torch.randn(1000)
+    assert torch.equal(_hypot(x32, y32), torch.hypot(x32, y32))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20_000, generator=g, dtype=f64) * 10.0 ** (20 * torch.rand(20_000, generator=g, dtype=f64) - 10)
+    y = torch.randn(20_000, generator=g, dtype=f64) * 10.0 ** (20 * torch.rand(20_000, generator=g, dtype=f64) - 10)
+    together = _hypot(x, y)
+    assert torch.equal(together, torch.cat([_hypot(x[i:i + 1], y[i:i + 1]) for i in range(x.numel())]))
+    assert torch.allclose(together, torch.hypot(x, y), rtol=2.5 * 2 ** -52, atol=0.0)

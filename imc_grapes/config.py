@@ -384,6 +384,8 @@ class TrainConfig:
                f"{did_you_mean(self.dataset, DATASET_NAMES)}")
         _check(self.data_root is None or isinstance(self.data_root, (str, os.PathLike)),
                f"TrainConfig.data_root must be None or the path of a folder, got {self.data_root!r}")
+        _check(self.data_root != "", "TrainConfig.data_root must be None or the path of a folder (an empty path names "
+                                     "none: None for the default cache), got ''")
         _check(isinstance(self.model, str) and self.model in MODELS,
                f"TrainConfig.model must be one of {', '.join(MODELS)}, got {self.model!r}"
                f"{did_you_mean(self.model, MODELS)}")

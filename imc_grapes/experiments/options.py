@@ -163,6 +163,9 @@ class ExperimentOptions:
         if not (self.data_root is None or isinstance(self.data_root, (str, os.PathLike))):
             raise ConfigError(f"ExperimentOptions.data_root must be None or the path of a folder, "
                               f"got {self.data_root!r}")
+        if self.data_root == "":
+            raise ConfigError("ExperimentOptions.data_root must be None or the path of a folder (an empty path names "
+                              "none: None for the default cache), got ''")
         if isinstance(self.analog, dict):
             try:
                 object.__setattr__(self, "analog", AnalogSettings.from_dict(self.analog))

@@ -372,6 +372,8 @@ INF = float("inf")
                                             r"by its time\), got \[3600\.0, 1\.0, 3600\.0\]$"),
     ("drop_last", "no", r"drop_last must be true or false, got 'no'"),
     ("data_root", 5, r"data_root must be None or the path of a folder"),
+    ("data_root", "", r"data_root must be None or the path of a folder \(an empty path names none: None for the "
+                      r"default cache\), got ''"),
     ("extra", [], r"extra must be a dict"),
     ("dataset", ["synthetic"], r"dataset must be one of"),
     ("optimizer", ["sgd"], r"optimizer must be one of"),

@@ -135,6 +135,8 @@ def test_the_crossbar_check_of_analog_settings_sees_the_device_with_its_override
     ("drop_last", "no", r"ExperimentOptions\.drop_last must be true or false, got 'no'"),
     ("device", "gpu", r"ExperimentOptions\.device must be cpu, cuda, cuda:N or auto .*, got 'gpu'"),
     ("data_root", 3, r"ExperimentOptions\.data_root must be None or the path of a folder, got 3"),
+    ("data_root", "", r"ExperimentOptions\.data_root must be None or the path of a folder \(an empty path names "
+                      r"none: None for the default cache\), got ''"),
     ("analog", 3, r"ExperimentOptions\.analog must be an AnalogSettings \(or a dict of its fields\), got 3"),
     ("analog", {"tile_size": 0}, r"ExperimentOptions\.analog: AnalogSettings\.tile_size must be an integer ≥ 1"),
     ("seeds", 3, r"ExperimentOptions\.seeds must be a list or tuple \(or None for the default\), got 3"),

@@ -463,18 +463,24 @@ def other_command_folder(out_dir: str | os.PathLike[str], command: str, option: 
     <sweep>/points/p``, also ``compare --out <report>/runs/x``): the message names that runs folder and the output
     folder whose it is, and says to give a folder outside it. An output folder of ``command``'s own in such a
     place (made before this was refused) stays its own: it is resumed or redrawn there. Nor, to any command but
-    train (whose output a run's folder is), is the folder of one training run or a folder under it
-    (:func:`enclosing_run_folder`: e.g. ``compare --out runs/train/<run>``, whose results.json compare would
-    replace): the message names that run's folder."""
+    train, is the folder of one training run or a folder under it (:func:`enclosing_run_folder`: e.g. ``compare
+    --out runs/train/<run>``, whose results.json compare would replace): the message names that run's folder. Nor
+    to train (whose job folder holds one folder per run: ``train --out runs/train/<run>`` would nest its runs, and
+    its summary, in that run's): the message names the run's folder and the folder that holds it."""
     owner = folder_command(out_dir)
     part = experiment_part(out_dir) if owner == "experiment" else None
     if owner is None or (owner == command and part is None):
         inside = enclosing_runs_folder(out_dir) if owner is None else None    # its own output: resumed, redrawn
         if inside is None:
-            run = enclosing_run_folder(out_dir) if owner is None and command != "train" else None
+            run = enclosing_run_folder(out_dir) if owner is None else None
             if run is None:
                 return None
             where = "is" if Path(out_dir).resolve() == run.resolve() else f"is in {run},"
+            if command == "train":      # it would nest its runs (and a job's summary.csv, curves.png) in this one
+                return (f"{os.fspath(out_dir)} {where} the folder of a training run ({run / 'results.json'} records "
+                        f"its status): `imc-grapes train` writes each run into a folder of its own in "
+                        f"{option or 'the folder it is given'} and would nest them in this run's; give the folder "
+                        f"that holds the runs (e.g. {run.parent}) or another {option or 'folder'}, outside {run}")
             return (f"{os.fspath(out_dir)} {where} the folder of a training run ({run / 'results.json'} records its "
                     "status; `imc-grapes train` writes one such folder per run): `imc-grapes "
                     f"{command}` would overwrite or mix its own files with the run's; give another "

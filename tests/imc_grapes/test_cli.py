@@ -1377,6 +1377,23 @@ def test_no_other_command_writes_into_the_folder_of_a_training_run(tmp_path, cap
     assert _files_under(run) == before and not (run / "notes").exists()
 
 
+@pytest.mark.parametrize("under", ["", "notes"])
+def test_train_does_not_nest_its_runs_in_the_folder_of_a_training_run(tmp_path, capsys, one_run_train, under):
+    """`train --out runs/train/<run>` was accepted: train wrote its run into <run>/<new run>/ (and, for a job of
+    several runs, its summary.csv and curves.png beside the first run's files). It is refused before any work (exit
+    2), naming --out, the run's folder and the folder that holds the runs; the run's files stay as they were."""
+    run = one_run_train
+    out = run / under if under else run
+    before = _files_under(run)
+    assert main([*_unusable_out_commands(tmp_path)["train"], str(out)]) == 2
+    where = "is" if out == run else f"is in {run},"
+    assert capsys.readouterr().err == (
+        f"imc-grapes train: error: --out: {out} {where} the folder of a training run ({run / 'results.json'} records "
+        f"its status): `imc-grapes train` writes each run into a folder of its own in --out and would nest them in "
+        f"this run's; give the folder that holds the runs (e.g. {run.parent}) or another --out, outside {run}\n")
+    assert _files_under(run) == before and not (run / "notes").exists()
+
+
 def test_a_compare_job_still_resumes_in_its_own_folder(tmp_path, capsys, compare_and_sweep):
     """A compare report's own folder holds run folders (runs/<hardware>/<optimizer>/<run>/, each with a run's
     results.json) and a results.json of its own: the same command again resumes there (every run finished), as

@@ -349,8 +349,8 @@ def test_the_folder_of_a_training_run_is_no_other_commands_to_write_into(tmp_pat
                                                                           run):
     """:func:`~imc_grapes.io.enclosing_run_folder` finds the folder of one training run (a results.json with a run's
     status and config, as `imc-grapes train` writes one per run) that a folder is or lies under, spelt as given;
-    :func:`~imc_grapes.io.other_command_folder` refuses it to every command but train, naming the run's folder
-    (`compare --out runs/train/<run>` replaced the run's results.json with its report's)."""
+    :func:`~imc_grapes.io.other_command_folder` refuses it to every command, naming the run's folder
+    (`compare --out runs/train/<run>` replaced the run's results.json with its report's; train nested its runs)."""
     from imc_grapes.io import enclosing_run_folder, other_command_folder
 
     (tmp_path / "t" / "r").mkdir(parents=True)
@@ -358,7 +358,12 @@ def test_the_folder_of_a_training_run_is_no_other_commands_to_write_into(tmp_pat
     monkeypatch.chdir(tmp_path)
     assert enclosing_run_folder(target) == (None if run is None else Path(run))
     assert enclosing_run_folder(tmp_path / target) == (None if run is None else tmp_path / run)
-    assert other_command_folder(target, "train", "--out") is None        # a run's folder is train's output
+    train_note = other_command_folder(target, "train", "--out")          # it would nest its runs in this one
+    assert train_note is None if run is None else train_note == (
+        f"{target} {'is' if os.path.normpath(target) == run else f'is in {run},'} the folder of a training run "
+        f"({run}/results.json records its status): `imc-grapes train` writes each run into a folder of its own in "
+        f"--out and would nest them in this run's; give the folder that holds the runs (e.g. {Path(run).parent}) or "
+        f"another --out, outside {run}")
     for command in ("compare", "experiment", "compare-summary", "sweep"):
         note = other_command_folder(target, command, "--out")
         if run is None:

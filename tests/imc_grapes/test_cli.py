@@ -1358,39 +1358,27 @@ def one_run_train(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("command", ["compare", "experiment", "sweep", "compare-summary"])
+@pytest.mark.parametrize("command", ["compare", "experiment", "sweep", "compare-summary", "train"])
 @pytest.mark.parametrize("under", ["", "notes"])
-def test_no_other_command_writes_into_the_folder_of_a_training_run(tmp_path, capsys, one_run_train, command, under):
+def test_no_command_writes_into_the_folder_of_a_training_run(tmp_path, capsys, one_run_train, command, under):
     """`compare --out runs/train/<run>` (a finished one-run train job's run folder) was accepted: the compare report
     replaced the run's results.json, and its curves and report.md lay beside the run's metrics.csv (experiment,
-    sweep and compare-summary mixed theirs in likewise). Each refuses such an --out, or a folder under it, before
-    any work (exit 2), naming --out and the run's folder; the run's files stay as they were."""
+    sweep and compare-summary mixed theirs in likewise; train wrote its run into <run>/<new run>/, and a job of
+    several runs its summary.csv and curves.png beside the run's files). Each refuses such an --out, or a folder
+    under it, before any work (exit 2), naming --out and the run's folder (train: and the folder that holds the
+    runs); the run's files stay as they were."""
     run = one_run_train
     out = run / under if under else run
     before = _files_under(run)
     assert main([*_unusable_out_commands(tmp_path)[command], str(out)]) == 2
     where = "is" if out == run else f"is in {run},"
-    assert capsys.readouterr().err == (
-        f"imc-grapes {command}: error: --out: {out} {where} the folder of a training run ({run / 'results.json'} "
-        f"records its status; `imc-grapes train` writes one such folder per run): `imc-grapes {command}` would "
-        f"overwrite or mix its own files with the run's; give another --out, outside {run}\n")
-    assert _files_under(run) == before and not (run / "notes").exists()
-
-
-@pytest.mark.parametrize("under", ["", "notes"])
-def test_train_does_not_nest_its_runs_in_the_folder_of_a_training_run(tmp_path, capsys, one_run_train, under):
-    """`train --out runs/train/<run>` was accepted: train wrote its run into <run>/<new run>/ (and, for a job of
-    several runs, its summary.csv and curves.png beside the first run's files). It is refused before any work (exit
-    2), naming --out, the run's folder and the folder that holds the runs; the run's files stay as they were."""
-    run = one_run_train
-    out = run / under if under else run
-    before = _files_under(run)
-    assert main([*_unusable_out_commands(tmp_path)["train"], str(out)]) == 2
-    where = "is" if out == run else f"is in {run},"
-    assert capsys.readouterr().err == (
-        f"imc-grapes train: error: --out: {out} {where} the folder of a training run ({run / 'results.json'} records "
-        f"its status): `imc-grapes train` writes each run into a folder of its own in --out and would nest them in "
-        f"this run's; give the folder that holds the runs (e.g. {run.parent}) or another --out, outside {run}\n")
+    why = (f"`imc-grapes train` writes each run into a folder of its own in --out and would nest them in this run's; "
+           f"give the folder that holds the runs (e.g. {run.parent}) or another --out" if command == "train" else
+           f"`imc-grapes train` writes one such folder per run): `imc-grapes {command}` would overwrite or mix its own "
+           f"files with the run's; give another --out")
+    status = "records its status): " if command == "train" else "records its status; "
+    assert capsys.readouterr().err == (f"imc-grapes {command}: error: --out: {out} {where} the folder of a training "
+                                       f"run ({run / 'results.json'} {status}{why}, outside {run}\n")
     assert _files_under(run) == before and not (run / "notes").exists()
 
 

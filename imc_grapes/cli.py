@@ -23,7 +23,7 @@ from .interrupts import Terminated, exit_status, sigterm_as_interrupt
 from .io import file_in_the_way, folder_error, other_command_folder, writable_folder
 from .pipes import exit_quietly_on_broken_pipe
 from .suggest import SuggestingArgumentParser, did_you_mean, did_you_mean_each, typed_options
-from .runtime import MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
+from .runtime import DEFAULT_THREADS, MALLOC_ENV, check_environment, set_torch_threads, tune_malloc
 
 if TYPE_CHECKING:
     import torch
@@ -98,9 +98,10 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
                         "kernels, with eager training's numbers (CUDA; digital or crossbar backend; GRAPES "
                         "factors refreshed every batch; sgd or a base optimizer with torch's capturable option; "
                         "docs/performance.md 'CUDA-graph training')")
-    t.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch CPU threads, 1 to 4 per CPU core (default: torch's choice, one per core; give 1 to "
-                        "each of several jobs run side by side, which otherwise oversubscribe the cores)")
+    t.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
+                   help="torch CPU threads, 1 to 4 per CPU core (default %(default)s: the engine's tensors are small, "
+                        "a second thread gains ~7 %% on a machine of its own and makes a run 5-10x slower while "
+                        "another job uses the cores; the digital numbers depend on it)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=f"output folder (default {out})")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -25,7 +25,7 @@ import os
 import platform
 
 __all__ = ["MALLOC_ENV", "MALLOC_SETTINGS", "MAX_THREADS", "THREADS_PER_CPU", "available_cpus", "check_environment",
-           "check_threads", "malloc_mode", "set_torch_threads", "tune_malloc"]
+           "check_threads", "malloc_mode", "set_torch_threads", "tune_malloc", "DEFAULT_THREADS"]
 
 MALLOC_ENV = "IMC_GRAPES_MALLOC"
 """Environment variable: ``tuned`` (the default) or ``default`` (leave glibc's malloc as it is)."""
@@ -92,6 +92,14 @@ def check_environment() -> None:
     check_env()
     check_int8_counts_env()
 
+
+DEFAULT_THREADS = 1
+"""Torch CPU threads of ``imc-grapes train``/``compare``/``experiment``/``sweep`` unless ``--threads`` says otherwise.
+The engine's tensors are small, so a second thread gains little on a machine of its own and costs much on a shared
+one: the quick start's main job took 16.5 s on one thread and 15.4 s on two (2 cores, nothing else running), but an
+analog run of it 6.9 s on one thread and 40–81 s on two while another job used the second core (each of the step's
+thousands of parallel regions then waits for a thread that has no core; measured on an Intel Xeon, 2026-12-02).
+One thread also gives the same numbers whatever the machine's core count (torch's sums depend on the threads)."""
 
 MAX_THREADS = 2**31 - 1
 """The most CPU threads torch takes (``torch.set_num_threads`` reads a C int)."""

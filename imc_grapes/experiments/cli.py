@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..runtime import DEFAULT_THREADS
+
 if TYPE_CHECKING:
     from .options import ExperimentOptions
 
@@ -87,9 +89,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         "evaluations, for noisy devices: from 1 to the evaluations of a run (default 1: the final "
                         "one; not for forgetting)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch CPU threads, 1 to 4 per CPU core (default: torch's choice; 1 is much faster on a busy "
-                        "shared machine)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
+                   help="torch CPU threads, 1 to 4 per CPU core (default %(default)s: the engine's tensors are small; "
+                        "more threads gain little alone and slow a run several-fold on a shared machine)")
     p.add_argument("--data-root", default=None, help="data cache folder (default $IMC_GRAPES_DATA or "
                                                      "${XDG_CACHE_HOME:-~/.cache}/imc-grapes/data)")
     p.add_argument("--out", default=None, help="report folder (default reports/experiments/NAME-SIZE)")

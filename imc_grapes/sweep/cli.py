@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..interrupts import exit_status, sigterm_as_interrupt
+from ..runtime import DEFAULT_THREADS
 
 EPILOG = """examples:
   imc-grapes sweep examples/sweeps/dw_min.toml               # run (or resume) with one worker per core
@@ -57,9 +58,9 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="local: worker processes (default: one per usable core, 1 for GPU points; 1 runs in this "
                         "process); ray without --address: CPUs of the embedded Ray")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
                    help="torch threads per point, 1 to 4 per CPU core of this machine (of a worker's with --address) "
-                        "(default 1 with several workers)")
+                        "(default %(default)s)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray executor; default: Ray embedded "
                                                    "on this machine)")
     p.add_argument("--replicas", type=int, default=1, metavar="R",

@@ -921,7 +921,8 @@ def test_drop_last_skips_each_epochs_partial_batch(tmp_path):
     assert dropped["history"][-1]["train_loss"] != kept["history"][-1]["train_loss"]
 
 
-def test_threads_option_sets_torchs_cpu_threads(tmp_path):
+@pytest.mark.parametrize("given", [["--threads", "1"], []])
+def test_threads_option_sets_torchs_cpu_threads_one_by_default(tmp_path, given):
     import torch
 
     before = torch.get_num_threads()
@@ -929,11 +930,21 @@ def test_threads_option_sets_torchs_cpu_threads(tmp_path):
         for command in ("train", "compare"):
             torch.set_num_threads(2)
             extra = ["--optimizer", "sgd"] if command == "train" else ["--optimizers", "sgd", "--hardware", "digital"]
-            assert main([command, *SMALL, *extra, "--epochs", "1", "--threads", "1",
-                         "--out", str(tmp_path / command)]) == 0
+            assert main([command, *SMALL, *extra, "--epochs", "1", *given, "--out", str(tmp_path / command)]) == 0
             assert torch.get_num_threads() == 1, command
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_training_command_defaults_to_one_torch_thread():
+    # one thread unless --threads says otherwise (imc_grapes.runtime.DEFAULT_THREADS: measured faster on a shared
+    # machine, and the numbers then do not depend on the machine's core count)
+    from imc_grapes.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["train"], ["compare"], ["experiment", "mlp"], ["sweep", "spec.toml"]):
+        assert parser.parse_args(argv).threads == 1, argv
+        assert parser.parse_args([*argv, "--threads", "2"]).threads == 2, argv
 
 
 @pytest.mark.parametrize("extra, option", [(["--seed", "0", "0"], "--seed"),

@@ -100,8 +100,8 @@ def _add_model_args(p: argparse.ArgumentParser, d: TrainConfig, out: str,
                         "docs/performance.md 'CUDA-graph training')")
     t.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="T",
                    help="torch CPU threads, 1 to 4 per CPU core (default %(default)s: the engine's tensors are small, "
-                        "a second thread gains ~7 %% on a machine of its own and makes a run 5-10x slower while "
-                        "another job uses the cores; the digital numbers depend on it)")
+                        "a second thread gains ~7 %% on a machine of its own and makes a run several times slower "
+                        "while another job uses the cores; the digital numbers depend on it)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=f"output folder (default {out})")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -86,12 +86,12 @@ def _executor(args: argparse.Namespace):  # -> Executor
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
-    if args.threads is not None:    # the workers set it: an unusable value is reported now
-        check_threads(args.threads, local=args.executor != "ray" or not args.address)
+    # the workers set it: an unusable value is reported now
+    check_threads(args.threads, local=args.executor != "ray" or not args.address)
     if getattr(args, "replicas", 1) < 1:
         raise ValueError(f"--replicas must be ≥ 1, got {args.replicas}")
     if args.executor == "ray":
-        return RayExecutor(address=args.address, num_cpus=args.jobs, threads=args.threads or 1)
+        return RayExecutor(address=args.address, num_cpus=args.jobs, threads=args.threads)
     if args.address:
         raise ValueError("--address is for --executor ray")
     return LocalExecutor(jobs=args.jobs, threads=args.threads)

@@ -163,8 +163,9 @@ def fused(fn: F) -> F:
 
     ``fn`` must be a pure *elementwise* tensor function (every tensor argument of one shape, or 0-d; results of
     that shape), without random draws or host reads. Non-tensor arguments (flags, Python numbers) specialise the
-    compiled kernel, so pass values that vary between calls (noise levels) as 0-d tensors. The original function
-    stays available as ``.eager``."""
+    compiled kernel, so pass values that vary between calls (noise levels) as 0-d tensors. The CPU kernel runs on
+    as many threads as torch had at the first call (``torch.get_num_threads()``, set before it). The original
+    function stays available as ``.eager``."""
     compiled: list[Callable[..., Any]] = []
 
     @functools.wraps(fn)
@@ -175,7 +176,11 @@ def fused(fn: F) -> F:
         if prepared is None:
             return fn(*args)
         if not compiled:
-            compiled.append(torch.compile(fn, dynamic=True, fullgraph=True))
+            # the thread count in inductor's config, so part of its cache key: a CPU kernel is compiled for one
+            # (`omp parallel num_threads(k)`), and one cached by a process with more threads ran 2.1x slower in
+            # a 1-thread process (docs/performance.md)
+            compiled.append(torch.compile(fn, dynamic=True, fullgraph=True,
+                                          options={"cpp.threads": torch.get_num_threads()}))
         flat, shape = prepared
         try:
             out = compiled[0](*flat)

@@ -9,8 +9,10 @@ state), the variance within 1e-4 relative, on states, counts and slopes spanning
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +182,28 @@ def test_one_kernel_serves_strided_viewed_and_tiny_inputs(compiled):
         assert torch.allclose(mean, want[0], rtol=0, atol=1e-3 * dev.dw_min + 1e-6)
         assert torch.allclose(var, want[1], rtol=1e-4, atol=1e-12)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+_THREADS_SCRIPT = """
+import sys, torch
+from devices import fusion
+torch.set_num_threads(int(sys.argv[1]))
+fusion.set_compile("on")
+@fusion.fused
+def affine(x, y):
+    return x * 2.0 + y
+assert torch.equal(affine(torch.ones(100_000), torch.ones(100_000)), torch.full((100_000,), 3.0))
+"""
+
+
+def test_a_kernel_compiled_for_another_thread_count_is_not_reused(tmp_path):
+    # inductor's on-disk cache keys a CPU kernel by its code and config, not by torch's thread count: without
+    # `cpp.threads` in the config, a 1-thread process took the kernel a 2-thread process had compiled
+    # (`#pragma omp parallel num_threads(2)`) and ran ReRamSB's moments 2.1x slower there, the other core busy
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    env.update(TORCHINDUCTOR_CACHE_DIR=str(tmp_path), PYTHONPATH=str(Path(fusion.__file__).resolve().parents[1]))
+    for threads in (2, 1):
+        subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(threads)], env=env, check=True, timeout=300)
+    kernels = [p.read_text() for p in tmp_path.rglob("*.cpp") if "in_ptr0" in p.read_text()]     # the kernels
+    assert any("num_threads(2)" in k for k in kernels)              # the 2-thread process's kernel
+    assert any("omp parallel" not in k for k in kernels)            # and one compiled for 1 thread

@@ -204,6 +204,6 @@ def test_a_kernel_compiled_for_another_thread_count_is_not_reused(tmp_path):
     env.update(TORCHINDUCTOR_CACHE_DIR=str(tmp_path), PYTHONPATH=str(Path(fusion.__file__).resolve().parents[1]))
     for threads in (2, 1):
         subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(threads)], env=env, check=True, timeout=300)
-    kernels = [p.read_text() for p in tmp_path.rglob("*.cpp") if "in_ptr0" in p.read_text()]     # the kernels
+    kernels = [t for t in (p.read_text() for p in tmp_path.rglob("*.cpp")) if "in_ptr0" in t]     # the kernels
     assert any("num_threads(2)" in k for k in kernels)              # the 2-thread process's kernel
     assert any("omp parallel" not in k for k in kernels)            # and one compiled for 1 thread
